@@ -1,0 +1,149 @@
+//! The audit trail: every state change, decision and refusal as a JSON record shaped after
+//! OCSF 1.8.0 (class choices: ../shared/vectors/ocsf/README.md), hash-chained by the store.
+
+use crate::ports::store::AuditRecord;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use statemachines::{Actor, AuditEvent, AuditKind};
+
+pub const OCSF_VERSION: &str = "1.8.0";
+
+struct Class {
+    uid: u32,
+    name: &'static str,
+    category_uid: u32,
+    category_name: &'static str,
+    activity_id: u32,
+    activity_name: &'static str,
+}
+
+const IAM: (u32, &str) = (3, "Identity & Access Management");
+
+fn class(kind: AuditKind) -> Class {
+    let (entity_mgmt, user_access) = ((3004, "Entity Management"), (3005, "User Access Management"));
+    let (c, (activity_id, activity_name)) = match kind {
+        AuditKind::AgentRequested | AuditKind::ScopeChangeRequested | AuditKind::ApprovalRequested => (entity_mgmt, (1, "Create")),
+        AuditKind::AgentRegistered => (entity_mgmt, (1, "Create")),
+        AuditKind::ApprovalDecided | AuditKind::ApprovalExpired => (entity_mgmt, (3, "Update")),
+        AuditKind::RequestCancelled => (entity_mgmt, (4, "Delete")),
+        AuditKind::ProvisioningFailed => (entity_mgmt, (1, "Create")),
+        AuditKind::ScopesGranted => (user_access, (1, "Assign Privileges")),
+        AuditKind::ScopesRevoked => (user_access, (2, "Revoke Privileges")),
+    };
+    Class { uid: c.0, name: c.1, category_uid: IAM.0, category_name: IAM.1, activity_id, activity_name }
+}
+
+fn entity_type(kind: AuditKind) -> &'static str {
+    match kind {
+        AuditKind::AgentRequested => "Agent Request",
+        AuditKind::ScopeChangeRequested => "Scope Change Request",
+        AuditKind::ApprovalRequested | AuditKind::ApprovalDecided | AuditKind::ApprovalExpired | AuditKind::RequestCancelled => "Access Request",
+        _ => "AI Agent",
+    }
+}
+
+/// OCSF `actor` for whoever caused the record.
+pub fn actor_json(actor: &Actor) -> Value {
+    match actor {
+        Actor::Person(email) => json!({"user": {"uid": email, "name": email, "email_addr": email, "type_id": 1, "type": "User"}}),
+        Actor::Schedule(name) => json!({"app_name": "steward-scheduler", "user": {"name": name, "type_id": 3, "type": "System"}}),
+        Actor::IdpEvent(id) => json!({"app_name": "identity-provider", "user": {"uid": id, "type_id": 3, "type": "System"}}),
+        Actor::System => json!({"app_name": "steward", "user": {"name": "steward", "type_id": 3, "type": "System"}}),
+    }
+}
+
+fn base(c: &Class, time: DateTime<Utc>, id: &str, success: bool, message: &str, workflow_id: Option<&str>) -> Value {
+    let mut v = json!({
+        "class_uid": c.uid,
+        "class_name": c.name,
+        "category_uid": c.category_uid,
+        "category_name": c.category_name,
+        "activity_id": c.activity_id,
+        "activity_name": c.activity_name,
+        "type_uid": c.uid * 100 + c.activity_id,
+        "type_name": format!("{}: {}", c.name, c.activity_name),
+        "severity_id": if success { 1 } else { 3 },
+        "severity": if success { "Informational" } else { "Medium" },
+        "time": time.timestamp_millis(),
+        "status_id": if success { 1 } else { 2 },
+        "status": if success { "Success" } else { "Failure" },
+        "message": message,
+        "metadata": {
+            "version": OCSF_VERSION,
+            "product": {"name": "Steward", "vendor_name": "Steward", "version": env!("CARGO_PKG_VERSION")},
+            "uid": id,
+            "log_name": "audit",
+        },
+    });
+    if let Some(w) = workflow_id {
+        v["metadata"]["correlation_uid"] = json!(w);
+    }
+    v
+}
+
+/// Shapes a machine's audit event.
+pub fn from_event(ev: &AuditEvent, workflow_id: &str, time: DateTime<Utc>, id: String) -> AuditRecord {
+    let c = class(ev.kind);
+    let mut v = base(&c, time, &id, ev.success, &ev.message, Some(workflow_id));
+    v["actor"] = actor_json(&ev.actor);
+    let agent = json!({"uid": ev.agent_id, "name": ev.agent_name, "type_id": 4, "type": "Service"});
+    if c.uid == 3005 {
+        v["user"] = agent;
+        v["privileges"] = json!(ev.scopes);
+    } else {
+        let uid = match (ev.kind, &ev.approval_id) {
+            (AuditKind::ApprovalRequested | AuditKind::ApprovalDecided | AuditKind::ApprovalExpired | AuditKind::RequestCancelled, Some(a)) => a.clone(),
+            _ => ev.agent_id.clone(),
+        };
+        v["entity"] = json!({"uid": uid, "name": ev.agent_name, "type": entity_type(ev.kind), "data": {"agent_id": ev.agent_id, "scopes": ev.scopes}});
+    }
+    v["unmapped"] = json!({"steward_event": ev.kind, "workflow_id": workflow_id, "approval_id": ev.approval_id, "agent_id": ev.agent_id});
+    AuditRecord { id, time, body: v }
+}
+
+/// A refused request or event: what was refused, by whom, and why. Nothing changed.
+pub fn refusal(what: &str, actor: &Actor, agent: Option<(&str, &str)>, workflow_id: Option<&str>, reasons: &str, time: DateTime<Utc>) -> AuditRecord {
+    let id = random_id("refusal");
+    let c = Class { uid: 3004, name: "Entity Management", category_uid: IAM.0, category_name: IAM.1, activity_id: 99, activity_name: "Other" };
+    let mut v = base(&c, time, &id, false, &format!("refused {what}: {reasons}"), workflow_id);
+    v["actor"] = actor_json(actor);
+    let (uid, name) = agent.unwrap_or(("unknown", "unknown"));
+    v["entity"] = json!({"uid": uid, "name": name, "type": "AI Agent"});
+    v["unmapped"] = json!({"steward_event": "refused", "refused": what, "reasons": reasons, "workflow_id": workflow_id});
+    AuditRecord { id, time, body: v }
+}
+
+/// A message the engine gave up on (it is in the dead-letter queue now).
+pub fn dead_letter(body_summary: &str, receive_count: u32, error: &str, time: DateTime<Utc>) -> AuditRecord {
+    let id = random_id("dead-letter");
+    let c = Class { uid: 6003, name: "API Activity", category_uid: 6, category_name: "Application Activity", activity_id: 99, activity_name: "Other" };
+    let mut v = base(&c, time, &id, false, &format!("message dead-lettered after {receive_count} receives: {error}"), None);
+    v["actor"] = actor_json(&Actor::System);
+    v["api"] = json!({"operation": "queue.process"});
+    v["src_endpoint"] = json!({"svc_name": "steward-worker"});
+    v["unmapped"] = json!({"steward_event": "dead_letter", "message": body_summary, "error": error});
+    AuditRecord { id, time, body: v }
+}
+
+/// Chain hash: sha256(previous hash || canonical JSON of this record).
+pub fn chain_hash(prev: &str, record: &AuditRecord) -> String {
+    let mut h = Sha256::new();
+    h.update(prev.as_bytes());
+    h.update(record.id.as_bytes());
+    h.update(serde_json::to_vec(&record.body).unwrap_or_default());
+    hex::encode(h.finalize())
+}
+
+/// Export line: the OCSF record plus its chain position.
+pub fn export_line(c: &crate::ports::store::ChainedAudit) -> String {
+    let mut v = c.record.body.clone();
+    v["unmapped"]["audit_seq"] = json!(c.seq);
+    v["unmapped"]["prev_hash"] = json!(c.prev_hash);
+    v["unmapped"]["hash"] = json!(c.hash);
+    v.to_string()
+}
+
+pub fn random_id(prefix: &str) -> String {
+    format!("{prefix}-{}", hex::encode(rand::random::<[u8; 8]>()))
+}

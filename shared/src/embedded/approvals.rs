@@ -1,0 +1,90 @@
+//! Console approvals: asks and notices are recorded in the local database (and logged) for the
+//! CLI and the local API to show; people decide with `steward approvals approve|deny`.
+
+use super::sqlite::Db;
+use crate::ports::approvals::{Approvals, NotifyError};
+use async_trait::async_trait;
+use chrono::Utc;
+use rusqlite::params;
+use serde::Serialize;
+use statemachines::{ApprovalOutcome, ApprovalRequest};
+use std::sync::Arc;
+
+pub struct ConsoleApprovals {
+    db: Arc<Db>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Notice {
+    pub at: String,
+    pub kind: String,
+    pub recipient: String,
+    pub subject: String,
+    pub body: String,
+}
+
+impl ConsoleApprovals {
+    pub fn new(db: Arc<Db>) -> Self {
+        Self { db }
+    }
+
+    /// Idempotent by key: a repeated command records nothing new.
+    fn record(&self, key: &str, kind: &str, recipient: &str, subject: &str, body: &str) -> Result<(), NotifyError> {
+        let inserted = self
+            .db
+            .lock()
+            .execute(
+                "INSERT OR IGNORE INTO notifications (key, at, kind, recipient, subject, body) VALUES (?1,?2,?3,?4,?5,?6)",
+                params![key, Utc::now().to_rfc3339(), kind, recipient, subject, body],
+            )
+            .map_err(|e| NotifyError { message: e.to_string(), retryable: true })?;
+        if inserted == 1 {
+            tracing::info!(kind, recipient, subject, "notice");
+        }
+        Ok(())
+    }
+
+    pub fn notices(&self) -> Result<Vec<Notice>, NotifyError> {
+        let conn = self.db.lock();
+        let err = |e: rusqlite::Error| NotifyError { message: e.to_string(), retryable: true };
+        let mut st = conn.prepare("SELECT at, kind, recipient, subject, body FROM notifications ORDER BY rowid").map_err(err)?;
+        let rows = st
+            .query_map([], |r| Ok(Notice { at: r.get(0)?, kind: r.get(1)?, recipient: r.get(2)?, subject: r.get(3)?, body: r.get(4)? }))
+            .map_err(err)?;
+        rows.collect::<Result<_, _>>().map_err(err)
+    }
+}
+
+#[async_trait]
+impl Approvals for ConsoleApprovals {
+    async fn ask(&self, a: &ApprovalRequest, key: &str) -> Result<(), NotifyError> {
+        let subject = format!("Approve {} for {} ({})? id {}", a.action, a.agent_name, a.environment, a.id);
+        let body = format!(
+            "{} asks for +[{}] -[{}] ({}s tokens). Sensitive: {}. Why: {}. Expires {}. Decide: steward approvals approve|deny {}",
+            a.requester,
+            a.scopes_added.join(", "),
+            a.scopes_removed.join(", "),
+            a.token_lifetime_secs,
+            a.sensitive_scopes.join(", "),
+            a.justification,
+            a.expires_at.to_rfc3339(),
+            a.id
+        );
+        self.record(key, "approval_request", &a.approvers.join(","), &subject, &body)
+    }
+
+    async fn closed(&self, approval_id: &str, outcome: &ApprovalOutcome, key: &str) -> Result<(), NotifyError> {
+        let (subject, who) = match outcome {
+            ApprovalOutcome::Approved { by, .. } => (format!("Approval {approval_id} approved"), by.clone()),
+            ApprovalOutcome::Denied { by, .. } => (format!("Approval {approval_id} denied"), by.clone()),
+            ApprovalOutcome::Expired { .. } => (format!("Approval {approval_id} expired"), "nobody".into()),
+            ApprovalOutcome::Cancelled { .. } => (format!("Approval {approval_id} cancelled"), "requester".into()),
+        };
+        let body = serde_json::to_string(outcome).unwrap_or_default();
+        self.record(key, "approval_closed", &who, &subject, &body)
+    }
+
+    async fn notify(&self, to: &str, subject: &str, body: &str, key: &str) -> Result<(), NotifyError> {
+        self.record(key, "notice", to, subject, body)
+    }
+}

@@ -1,0 +1,313 @@
+//! SQLite (bundled, WAL) implementation of the store port. Each commit is one transaction.
+
+use crate::audit::chain_hash;
+use crate::ports::store::{
+    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, HistoryEntry, Instance, StoreError, StoreRead, StoreWrite, Timer, TimerChange,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use statemachines::Agent;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+/// How hard each commit is pushed to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is fsynced at every commit; a committed step survives power
+    /// loss. The default: an approval or a revocation must not be forgotten.
+    Fsync,
+    /// `synchronous=NORMAL`: WAL without per-commit fsync; survives a process crash, may lose
+    /// the last commits on power loss.
+    Wal,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS workflows (
+  id TEXT PRIMARY KEY, kind TEXT NOT NULL, agent_id TEXT, state_name TEXT NOT NULL,
+  terminal INTEGER NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS workflows_agent ON workflows(agent_id);
+CREATE TABLE IF NOT EXISTS history (
+  workflow_id TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (workflow_id, seq));
+CREATE TABLE IF NOT EXISTS agents (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS agents_name ON agents(name);
+CREATE TABLE IF NOT EXISTS approvals (
+  id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status);
+CREATE TABLE IF NOT EXISTS timers (
+  workflow_id TEXT NOT NULL, name TEXT NOT NULL, due_at INTEGER NOT NULL, PRIMARY KEY (workflow_id, name));
+CREATE INDEX IF NOT EXISTS timers_due ON timers(due_at);
+CREATE TABLE IF NOT EXISTS audit (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, day TEXT NOT NULL, time INTEGER NOT NULL,
+  body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queue (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT NOT NULL, dedupe_id TEXT NOT NULL, body TEXT NOT NULL,
+  visible_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT);
+CREATE INDEX IF NOT EXISTS queue_visible ON queue(visible_at);
+CREATE TABLE IF NOT EXISTS queue_dedupe (dedupe_id TEXT PRIMARY KEY, sent_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT NOT NULL, body TEXT NOT NULL, receive_count INTEGER NOT NULL, dead_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS notifications (
+  key TEXT PRIMARY KEY, at TEXT NOT NULL, kind TEXT NOT NULL, recipient TEXT NOT NULL, subject TEXT NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idp_clients (
+  client_id TEXT PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE, name TEXT NOT NULL, scopes TEXT NOT NULL,
+  token_lifetime_secs INTEGER NOT NULL, active INTEGER NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS idp_secrets (
+  secret_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, hash TEXT NOT NULL, created_at TEXT NOT NULL);
+"#;
+
+/// One SQLite database shared by the embedded store, queue and development IdP.
+pub struct Db {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl Db {
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        let sync = match durability {
+            Durability::Fsync => "FULL",
+            Durability::Wal => "NORMAL",
+        };
+        conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;"))
+            .map_err(backend)?;
+        conn.execute_batch(SCHEMA).map_err(backend)?;
+        Ok(Self { conn: Mutex::new(conn), path: path.to_path_buf() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection. Calls are short and local, so they run inline on the async worker.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub(crate) fn ts(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+pub(crate) fn from_ts(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, body: &str) -> Result<T, StoreError> {
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(what.to_string(), e.to_string()))
+}
+fn encode<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).expect("records serialize")
+}
+
+fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
+    let i = &c.instance;
+    let body = encode(i);
+    let changed = if c.expected_version == 0 {
+        tx.execute(
+            "INSERT OR IGNORE INTO workflows (id, kind, agent_id, state_name, terminal, version, body, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
+            params![i.id, i.kind, i.agent_id, i.state_name, i.terminal, i.version as i64, body, i.updated_at.to_rfc3339()],
+        )
+    } else {
+        tx.execute(
+            "UPDATE workflows SET state_name=?2, terminal=?3, version=?4, body=?5, updated_at=?6 WHERE id=?1 AND version=?7",
+            params![i.id, i.state_name, i.terminal, i.version as i64, body, i.updated_at.to_rfc3339(), c.expected_version as i64],
+        )
+    }
+    .map_err(backend)?;
+    if changed != 1 {
+        return Err(StoreError::Conflict { id: i.id.clone(), expected: c.expected_version });
+    }
+    tx.execute("INSERT INTO history (workflow_id, seq, body) VALUES (?1, ?2, ?3)", params![i.id, c.history.seq as i64, encode(&c.history)])
+        .map_err(backend)?;
+    for t in &c.timers {
+        match t {
+            TimerChange::Set(t) => tx.execute(
+                "INSERT INTO timers (workflow_id, name, due_at) VALUES (?1,?2,?3) ON CONFLICT(workflow_id, name) DO UPDATE SET due_at=excluded.due_at",
+                params![t.workflow_id, t.name, ts(t.due_at)],
+            ),
+            TimerChange::Cancel { workflow_id, name } => tx.execute("DELETE FROM timers WHERE workflow_id=?1 AND name=?2", params![workflow_id, name]),
+        }
+        .map_err(backend)?;
+    }
+    for a in &c.agents {
+        tx.execute(
+            "INSERT INTO agents (id, name, status, body, updated_at) VALUES (?1,?2,?3,?4,?5)
+             ON CONFLICT(id) DO UPDATE SET name=excluded.name, status=excluded.status, body=excluded.body, updated_at=excluded.updated_at",
+            params![a.id, a.name, a.status.as_str(), encode(a), a.updated_at.to_rfc3339()],
+        )
+        .map_err(backend)?;
+    }
+    for change in &c.approvals {
+        match change {
+            ApprovalChange::Open(r) => {
+                tx.execute(
+                    "INSERT OR IGNORE INTO approvals (id, workflow_id, status, body) VALUES (?1,?2,?3,?4)",
+                    params![r.request.id, r.request.workflow_id, r.status(), encode(r)],
+                )
+                .map_err(backend)?;
+            }
+            ApprovalChange::Close { id, outcome } => {
+                let body: Option<String> = tx.query_row("SELECT body FROM approvals WHERE id=?1", [id], |r| r.get(0)).optional().map_err(backend)?;
+                let mut rec: ApprovalRecord = decode(id, &body.ok_or_else(|| StoreError::Corrupt(id.clone(), "approval to close does not exist".into()))?)?;
+                rec.outcome = Some(outcome.clone());
+                tx.execute("UPDATE approvals SET status=?2, body=?3 WHERE id=?1", params![id, rec.status(), encode(&rec)]).map_err(backend)?;
+            }
+        }
+    }
+    append_audit_tx(tx, &c.audit)?;
+    Ok(())
+}
+
+fn append_audit_tx(tx: &Connection, records: &[AuditRecord]) -> Result<(), StoreError> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut prev: String = tx
+        .query_row("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
+        .optional()
+        .map_err(backend)?
+        .unwrap_or_else(|| "0".repeat(64));
+    for r in records {
+        let hash = chain_hash(&prev, r);
+        tx.execute(
+            "INSERT OR IGNORE INTO audit (id, day, time, body, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![r.id, r.time.format("%Y-%m-%d").to_string(), ts(r.time), encode(&r.body), prev, hash],
+        )
+        .map_err(backend)?;
+        prev = hash;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl StoreWrite for Db {
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(backend)?;
+        write_commit(&tx, &commit)?;
+        tx.commit().map_err(backend)
+    }
+
+    async fn commit_batch(&self, commits: Vec<Commit>) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut conn = self.lock();
+        let mut tx = conn.transaction().map_err(backend)?;
+        let mut out = Vec::with_capacity(commits.len());
+        for c in &commits {
+            // One savepoint per step: a conflicting step rolls back alone, the rest share one fsync.
+            let sp = tx.savepoint().map_err(backend)?;
+            match write_commit(&sp, c) {
+                Ok(()) => {
+                    sp.commit().map_err(backend)?;
+                    out.push(Ok(()));
+                }
+                Err(e) => {
+                    drop(sp); // rolls back this step only
+                    out.push(Err(e));
+                }
+            }
+        }
+        tx.commit().map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn remove_timer(&self, timer: &Timer) -> Result<(), StoreError> {
+        self.lock()
+            .execute("DELETE FROM timers WHERE workflow_id=?1 AND name=?2 AND due_at=?3", params![timer.workflow_id, timer.name, ts(timer.due_at)])
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(backend)?;
+        append_audit_tx(&tx, &records)?;
+        tx.commit().map_err(backend)
+    }
+}
+
+#[async_trait]
+impl StoreRead for Db {
+    async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError> {
+        let body: Option<String> = self.lock().query_row("SELECT body FROM workflows WHERE id=?1", [id], |r| r.get(0)).optional().map_err(backend)?;
+        body.map(|b| decode(id, &b)).transpose()
+    }
+
+    async fn history(&self, workflow_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT body FROM history WHERE workflow_id=?1 ORDER BY seq").map_err(backend)?;
+        let rows = st.query_map([workflow_id], |r| r.get::<_, String>(0)).map_err(backend)?;
+        rows.map(|b| decode(workflow_id, &b.map_err(backend)?)).collect()
+    }
+
+    async fn instances_for_agent(&self, agent_id: &str) -> Result<Vec<Instance>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT body FROM workflows WHERE agent_id=?1 ORDER BY rowid").map_err(backend)?;
+        let rows = st.query_map([agent_id], |r| r.get::<_, String>(0)).map_err(backend)?;
+        rows.map(|b| decode(agent_id, &b.map_err(backend)?)).collect()
+    }
+
+    async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
+        let body: Option<String> = self.lock().query_row("SELECT body FROM agents WHERE id=?1", [id], |r| r.get(0)).optional().map_err(backend)?;
+        body.map(|b| decode(id, &b)).transpose()
+    }
+
+    async fn agent_by_name(&self, name: &str) -> Result<Option<Agent>, StoreError> {
+        // The newest record with that name (an earlier denied request may share it).
+        let body: Option<String> = self
+            .lock()
+            .query_row("SELECT body FROM agents WHERE name=?1 ORDER BY updated_at DESC LIMIT 1", [name], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
+        body.map(|b| decode(name, &b)).transpose()
+    }
+
+    async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT body FROM agents ORDER BY name").map_err(backend)?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(backend)?;
+        rows.map(|b| decode("agent", &b.map_err(backend)?)).collect()
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        let body: Option<String> = self.lock().query_row("SELECT body FROM approvals WHERE id=?1", [id], |r| r.get(0)).optional().map_err(backend)?;
+        body.map(|b| decode(id, &b)).transpose()
+    }
+
+    async fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let conn = self.lock();
+        let sql = if pending_only { "SELECT body FROM approvals WHERE status='pending' ORDER BY rowid" } else { "SELECT body FROM approvals ORDER BY rowid" };
+        let mut st = conn.prepare_cached(sql).map_err(backend)?;
+        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(backend)?;
+        rows.map(|b| decode("approval", &b.map_err(backend)?)).collect()
+    }
+
+    async fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT workflow_id, name, due_at FROM timers WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2").map_err(backend)?;
+        let rows = st
+            .query_map(params![ts(now), limit as i64], |r| Ok(Timer { workflow_id: r.get(0)?, name: r.get(1)?, due_at: from_ts(r.get(2)?) }))
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached("SELECT seq, id, time, body, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2").map_err(backend)?;
+        let rows = st
+            .query_map(params![after_seq as i64, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?))
+            })
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, id, time, body, prev_hash, hash) = row.map_err(backend)?;
+            out.push(ChainedAudit { seq: seq as u64, record: AuditRecord { body: decode(&id, &body)?, id, time: from_ts(time) }, prev_hash, hash });
+        }
+        Ok(out)
+    }
+}

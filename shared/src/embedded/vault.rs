@@ -1,0 +1,161 @@
+//! Encrypted file vault: one file per secret holding its versions and stages, each value sealed
+//! with AES-256-GCM (random 96-bit nonce, the secret name and version as associated data).
+//! The key comes from `STEWARD_VAULT_KEY` (base64, 32 bytes) or a generated 0600 key file.
+
+use crate::ports::vault::{Stage, Vault, VaultError, VersionInfo};
+use crate::secret::Secret;
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub const KEY_ENV: &str = "STEWARD_VAULT_KEY";
+
+#[derive(Serialize, Deserialize, Default)]
+struct SecretFile {
+    versions: Vec<StoredVersion>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredVersion {
+    version_id: String,
+    stages: Vec<Stage>,
+    created_at: DateTime<Utc>,
+    nonce: String,
+    ciphertext: String,
+}
+
+pub struct FileVault {
+    dir: PathBuf,
+    cipher: Aes256Gcm,
+    /// Serialises read-modify-write of a secret file within the process.
+    write: Mutex<()>,
+}
+
+fn io(e: impl std::fmt::Display) -> VaultError {
+    VaultError::Io(e.to_string())
+}
+
+/// Writes `bytes` to `path` readable by the owner only, atomically (temp file, fsync, rename).
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
+
+impl FileVault {
+    /// Opens the vault in `dir`, with the key from `STEWARD_VAULT_KEY` or `<dir>/vault.key`
+    /// (generated on first use, mode 0600).
+    pub fn open(dir: &Path) -> Result<Self, VaultError> {
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let key_bytes = match std::env::var(KEY_ENV) {
+            Ok(b64) => B64.decode(b64.trim()).map_err(|e| VaultError::Io(format!("{KEY_ENV} is not base64: {e}")))?,
+            Err(_) => {
+                let key_file = dir.join("vault.key");
+                if key_file.exists() {
+                    B64.decode(std::fs::read_to_string(&key_file).map_err(io)?.trim()).map_err(|e| VaultError::Io(format!("{} is not base64: {e}", key_file.display())))?
+                } else {
+                    let key: [u8; 32] = rand::random();
+                    write_private(&key_file, B64.encode(key).as_bytes()).map_err(io)?;
+                    key.to_vec()
+                }
+            }
+        };
+        if key_bytes.len() != 32 {
+            return Err(VaultError::Io(format!("the vault key must be 32 bytes, got {}", key_bytes.len())));
+        }
+        let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key_bytes));
+        Ok(Self { dir: dir.to_path_buf(), cipher, write: Mutex::new(()) })
+    }
+
+    fn file(&self, secret: &str) -> PathBuf {
+        let safe: String = secret.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        self.dir.join(format!("{safe}.secret.json"))
+    }
+
+    fn read(&self, secret: &str) -> Result<SecretFile, VaultError> {
+        match std::fs::read(self.file(secret)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| VaultError::Decrypt(secret.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SecretFile::default()),
+            Err(e) => Err(io(e)),
+        }
+    }
+
+    fn aad(secret: &str, version: &str) -> Vec<u8> {
+        format!("{secret}\0{version}").into_bytes()
+    }
+}
+
+#[async_trait]
+impl Vault for FileVault {
+    async fn put(&self, secret: &str, version_id: &str, value: &Secret, stage: Stage) -> Result<(), VaultError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = self.read(secret)?;
+        if !file.versions.iter().any(|v| v.version_id == version_id) {
+            let nonce: [u8; 12] = rand::random();
+            let aad = Self::aad(secret, version_id);
+            let ct = self
+                .cipher
+                .encrypt(Nonce::from_slice(&nonce), Payload { msg: value.expose().as_bytes(), aad: &aad })
+                .map_err(|_| VaultError::Io("encryption failed".into()))?;
+            file.versions.push(StoredVersion { version_id: version_id.into(), stages: vec![], created_at: Utc::now(), nonce: B64.encode(nonce), ciphertext: B64.encode(ct) });
+        }
+        let already = file.versions.iter().any(|v| v.version_id == version_id && v.stages.contains(&stage));
+        if !already {
+            // Moving AWSCURRENT demotes the old current to AWSPREVIOUS, as Secrets Manager does.
+            if stage == Stage::Current {
+                for v in &mut file.versions {
+                    v.stages.retain(|s| *s != Stage::Previous);
+                }
+                for v in &mut file.versions {
+                    if v.stages.contains(&Stage::Current) {
+                        v.stages.retain(|s| *s != Stage::Current);
+                        v.stages.push(Stage::Previous);
+                    }
+                }
+            } else {
+                for v in &mut file.versions {
+                    v.stages.retain(|s| *s != stage);
+                }
+            }
+            if let Some(v) = file.versions.iter_mut().find(|v| v.version_id == version_id) {
+                v.stages.retain(|s| *s != Stage::Pending || stage != Stage::Current);
+                v.stages.push(stage);
+            }
+        }
+        let bytes = serde_json::to_vec_pretty(&file).map_err(io)?;
+        write_private(&self.file(secret), &bytes).map_err(io)
+    }
+
+    async fn get(&self, secret: &str, stage: Stage) -> Result<Option<(String, Secret)>, VaultError> {
+        let file = self.read(secret)?;
+        let Some(v) = file.versions.iter().find(|v| v.stages.contains(&stage)) else { return Ok(None) };
+        let nonce = B64.decode(&v.nonce).map_err(|_| VaultError::Decrypt(secret.into()))?;
+        let ct = B64.decode(&v.ciphertext).map_err(|_| VaultError::Decrypt(secret.into()))?;
+        let aad = Self::aad(secret, &v.version_id);
+        let pt = self.cipher.decrypt(Nonce::from_slice(&nonce), Payload { msg: &ct, aad: &aad }).map_err(|_| VaultError::Decrypt(secret.into()))?;
+        let value = String::from_utf8(pt).map_err(|_| VaultError::Decrypt(secret.into()))?;
+        Ok(Some((v.version_id.clone(), Secret::new(value))))
+    }
+
+    async fn versions(&self, secret: &str) -> Result<Vec<VersionInfo>, VaultError> {
+        Ok(self.read(secret)?.versions.into_iter().map(|v| VersionInfo { version_id: v.version_id, stages: v.stages, created_at: v.created_at }).collect())
+    }
+}

@@ -1,0 +1,33 @@
+//! What travels on the queue. Every message names its workflow (the FIFO group) and carries a
+//! deterministic id, so a redelivery is recognised.
+
+use serde::{Deserialize, Serialize};
+use statemachines::Event;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "msg", rename_all = "snake_case")]
+pub enum Message {
+    /// An event for a workflow (a decision, a timer, a cancel).
+    Event { workflow_id: String, event_id: String, event: Event },
+    /// Run the pending command `key` of a workflow (attempt counts retries).
+    Run { workflow_id: String, key: String, attempt: u32 },
+    /// Command `key` finished; `event` is its result for the machine, if it has one.
+    Completed { workflow_id: String, key: String, event: Option<Event> },
+}
+
+impl Message {
+    pub fn workflow_id(&self) -> &str {
+        match self {
+            Message::Event { workflow_id, .. } | Message::Run { workflow_id, .. } | Message::Completed { workflow_id, .. } => workflow_id,
+        }
+    }
+
+    /// The queue deduplication id.
+    pub fn dedupe_id(&self) -> String {
+        match self {
+            Message::Event { event_id, .. } => format!("ev:{event_id}"),
+            Message::Run { key, attempt, .. } => format!("run:{key}#{attempt}"),
+            Message::Completed { key, .. } => format!("done:{key}"),
+        }
+    }
+}

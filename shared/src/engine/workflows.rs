@@ -1,0 +1,57 @@
+//! Routes stored instances (kind + JSON state) to their typed machines.
+
+use serde_json::Value;
+use statemachines::onboarding::{Onboarding, OnboardingInput};
+use statemachines::scope_change::{ScopeChange, ScopeChangeInput};
+use statemachines::workflow::{self, Workflow};
+use statemachines::{Command, Ctx, Event, Rejected};
+
+/// The result of a step, type-erased for storage.
+pub struct Applied {
+    pub state: Value,
+    pub state_name: &'static str,
+    pub terminal: bool,
+    pub commands: Vec<Command>,
+}
+
+pub enum ApplyError {
+    Rejected(Rejected),
+    /// The stored state does not deserialize: a bug or a schema change, never bad input.
+    Corrupt(String),
+}
+
+pub enum StartInput {
+    Onboarding(OnboardingInput),
+    ScopeChange(ScopeChangeInput),
+}
+
+pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
+    match input {
+        StartInput::Onboarding(i) => erase::<Onboarding>(workflow::start::<Onboarding>(i, ctx)?),
+        StartInput::ScopeChange(i) => erase::<ScopeChange>(workflow::start::<ScopeChange>(i, ctx)?),
+    }
+    .map_err(|e| Rejected::new("state", e))
+}
+
+pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Applied, ApplyError> {
+    match kind {
+        Onboarding::KIND => apply_typed::<Onboarding>(state, event, ctx),
+        ScopeChange::KIND => apply_typed::<ScopeChange>(state, event, ctx),
+        other => Err(ApplyError::Corrupt(format!("unknown workflow kind `{other}`"))),
+    }
+}
+
+fn apply_typed<W: Workflow>(state: &Value, event: Event, ctx: &Ctx) -> Result<Applied, ApplyError> {
+    let typed: W::State = serde_json::from_value(state.clone()).map_err(|e| ApplyError::Corrupt(format!("{} state: {e}", W::KIND)))?;
+    let step = workflow::on::<W>(&typed, event, ctx).map_err(ApplyError::Rejected)?;
+    erase::<W>(step).map_err(ApplyError::Corrupt)
+}
+
+fn erase<W: Workflow>(step: statemachines::Step<W::State>) -> Result<Applied, String> {
+    Ok(Applied {
+        state_name: W::state_name(&step.state),
+        terminal: W::is_terminal(&step.state),
+        state: serde_json::to_value(&step.state).map_err(|e| e.to_string())?,
+        commands: step.commands,
+    })
+}

@@ -1,0 +1,260 @@
+//! The development identity provider: keeps service clients in the embedded database, issues
+//! client secrets (stored only as SHA-256 hashes), and issues real OAuth 2.0 client_credentials
+//! access tokens (RFC 6749 §4.4) as EdDSA-signed JWTs (RFC 9068 claims) verifiable with its JWKS.
+
+use crate::embedded::sqlite::Db;
+use crate::embedded::vault::write_private;
+use crate::ports::idp::{ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError};
+use crate::secret::Secret;
+use async_trait::async_trait;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use chrono::{DateTime, Utc};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Audience of issued tokens: the APIs agents call accept this `aud`.
+pub const DEFAULT_AUDIENCE: &str = "api://steward-agents";
+
+pub struct DevIdp {
+    db: Arc<Db>,
+    encoding: EncodingKey,
+    public_x: String,
+    kid: String,
+    issuer: String,
+    audience: String,
+}
+
+/// RFC 6749 §5.2 error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{error}: {error_description}")]
+pub struct OAuthError {
+    pub error: &'static str,
+    pub error_description: String,
+    #[serde(skip)]
+    pub status: u16,
+}
+
+impl OAuthError {
+    fn invalid_client(why: impl Into<String>) -> Self {
+        Self { error: "invalid_client", error_description: why.into(), status: 401 }
+    }
+    fn invalid_scope(why: impl Into<String>) -> Self {
+        Self { error: "invalid_scope", error_description: why.into(), status: 400 }
+    }
+    pub fn invalid_request(why: impl Into<String>) -> Self {
+        Self { error: "invalid_request", error_description: why.into(), status: 400 }
+    }
+    pub fn unsupported_grant_type(why: impl Into<String>) -> Self {
+        Self { error: "unsupported_grant_type", error_description: why.into(), status: 400 }
+    }
+    fn server(why: impl Into<String>) -> Self {
+        Self { error: "server_error", error_description: why.into(), status: 500 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u32,
+    pub scope: String,
+}
+
+fn hash(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn unavailable(e: impl std::fmt::Display) -> IdpError {
+    IdpError::Unavailable(e.to_string())
+}
+
+fn new_secret() -> (String, Secret) {
+    let id = format!("sec_{}", hex::encode(rand::random::<[u8; 8]>()));
+    (id, Secret::new(B64URL.encode(rand::random::<[u8; 32]>())))
+}
+
+impl DevIdp {
+    /// Opens the IdP on `db`, with its signing key at `key_path` (generated, mode 0600).
+    pub fn open(db: Arc<Db>, key_path: &Path, issuer: &str) -> Result<Self, IdpError> {
+        let signing = if key_path.exists() {
+            let pem = std::fs::read_to_string(key_path).map_err(unavailable)?;
+            SigningKey::from_pkcs8_pem(&pem).map_err(|e| IdpError::Unavailable(format!("signing key {} unreadable: {e}", key_path.display())))?
+        } else {
+            let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(unavailable)?;
+            write_private(key_path, pem.as_bytes()).map_err(unavailable)?;
+            key
+        };
+        let pem = signing.to_pkcs8_pem(LineEnding::LF).map_err(unavailable)?;
+        let encoding = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(unavailable)?;
+        let public = signing.verifying_key().to_bytes();
+        let kid = hex::encode(&Sha256::digest(public)[..8]);
+        Ok(Self { db, encoding, public_x: B64URL.encode(public), kid, issuer: issuer.to_string(), audience: DEFAULT_AUDIENCE.into() })
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// The JSON Web Key Set resource servers verify tokens with.
+    pub fn jwks(&self) -> serde_json::Value {
+        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": self.public_x, "kid": self.kid, "alg": "EdDSA", "use": "sig"}]})
+    }
+
+    /// OAuth authorization server metadata (RFC 8414), enough for clients to find the endpoints.
+    pub fn metadata(&self) -> serde_json::Value {
+        json!({
+            "issuer": self.issuer,
+            "token_endpoint": format!("{}/oauth2/v1/token", self.issuer),
+            "jwks_uri": format!("{}/oauth2/v1/keys", self.issuer),
+            "grant_types_supported": ["client_credentials"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        })
+    }
+
+    /// The client_credentials grant: authenticates the client, checks the requested scopes
+    /// against its grant, and signs a token that lives the client's token lifetime.
+    pub fn issue_token(&self, client_id: &str, client_secret: &str, scope: Option<&str>, now: DateTime<Utc>) -> Result<TokenResponse, OAuthError> {
+        let conn = self.db.lock();
+        let row: Option<(String, u32, bool)> = conn
+            .query_row("SELECT scopes, token_lifetime_secs, active FROM idp_clients WHERE client_id=?1", [client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .map_err(|e| OAuthError::server(e.to_string()))?;
+        // Same answer for unknown client and wrong secret: do not reveal which client ids exist.
+        let Some((scopes_json, lifetime, active)) = row else { return Err(OAuthError::invalid_client("client authentication failed")) };
+        let presented = hash(client_secret);
+        let mut st = conn.prepare_cached("SELECT hash FROM idp_secrets WHERE client_id=?1").map_err(|e| OAuthError::server(e.to_string()))?;
+        let hashes: Vec<String> = st
+            .query_map([client_id], |r| r.get(0))
+            .map_err(|e| OAuthError::server(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| OAuthError::server(e.to_string()))?;
+        let ok = hashes.iter().fold(false, |acc, h| acc | bool::from(h.as_bytes().ct_eq(presented.as_bytes())));
+        if !ok {
+            return Err(OAuthError::invalid_client("client authentication failed"));
+        }
+        if !active {
+            return Err(OAuthError::invalid_client("client is deactivated"));
+        }
+        let granted: Vec<String> = serde_json::from_str(&scopes_json).map_err(|e| OAuthError::server(e.to_string()))?;
+        let scopes: Vec<String> = match scope.map(str::trim).filter(|s| !s.is_empty()) {
+            None => granted.clone(),
+            Some(s) => s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect(),
+        };
+        let outside: Vec<&String> = scopes.iter().filter(|s| !granted.contains(s)).collect();
+        if !outside.is_empty() {
+            return Err(OAuthError::invalid_scope(format!(
+                "scope {} is not granted to this client",
+                outside.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+            )));
+        }
+        let iat = now.timestamp();
+        let claims = json!({
+            "iss": self.issuer, "sub": client_id, "aud": self.audience, "client_id": client_id,
+            "iat": iat, "nbf": iat, "exp": iat + lifetime as i64,
+            "jti": hex::encode(rand::random::<[u8; 12]>()),
+            "scp": scopes, "scope": scopes.join(" "),
+        });
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some("at+jwt".into());
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| OAuthError::server(e.to_string()))?;
+        Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: lifetime, scope: scopes.join(" ") })
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for DevIdp {
+    async fn create_client(&self, spec: &ClientSpec, idempotency_key: &str) -> Result<CreatedClient, IdpError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(unavailable)?;
+        let existing: Option<String> = tx
+            .query_row("SELECT client_id FROM idp_clients WHERE idempotency_key=?1", [idempotency_key], |r| r.get(0))
+            .optional()
+            .map_err(unavailable)?;
+        let now = Utc::now().to_rfc3339();
+        let client_id = match existing {
+            Some(id) => {
+                // A repeat of a creation whose answer was lost: nobody holds the first secret,
+                // so replace it rather than leave an orphan credential behind.
+                tx.execute("DELETE FROM idp_secrets WHERE client_id=?1", [&id]).map_err(unavailable)?;
+                id
+            }
+            None => {
+                let id = format!("dev_{}", hex::encode(rand::random::<[u8; 8]>()));
+                tx.execute(
+                    "INSERT INTO idp_clients (client_id, idempotency_key, name, scopes, token_lifetime_secs, active, created_at) VALUES (?1,?2,?3,?4,?5,1,?6)",
+                    params![id, idempotency_key, spec.name, serde_json::to_string(&spec.scopes).unwrap_or_default(), spec.token_lifetime_secs, now],
+                )
+                .map_err(unavailable)?;
+                id
+            }
+        };
+        let (secret_id, secret) = new_secret();
+        tx.execute("INSERT INTO idp_secrets (secret_id, client_id, hash, created_at) VALUES (?1,?2,?3,?4)", params![secret_id, client_id, hash(secret.expose()), now])
+            .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(CreatedClient { client_id, secret_id, secret })
+    }
+
+    async fn set_grants(&self, client_id: &str, scopes: &[String], token_lifetime_secs: u32) -> Result<(), IdpError> {
+        let n = self
+            .db
+            .lock()
+            .execute(
+                "UPDATE idp_clients SET scopes=?2, token_lifetime_secs=?3 WHERE client_id=?1",
+                params![client_id, serde_json::to_string(scopes).unwrap_or_default(), token_lifetime_secs],
+            )
+            .map_err(unavailable)?;
+        if n == 0 { Err(IdpError::UnknownClient(client_id.into())) } else { Ok(()) }
+    }
+
+    async fn set_active(&self, client_id: &str, active: bool) -> Result<(), IdpError> {
+        let n = self.db.lock().execute("UPDATE idp_clients SET active=?2 WHERE client_id=?1", params![client_id, active]).map_err(unavailable)?;
+        if n == 0 { Err(IdpError::UnknownClient(client_id.into())) } else { Ok(()) }
+    }
+
+    async fn client(&self, client_id: &str) -> Result<Option<ClientInfo>, IdpError> {
+        Ok(self.list_where(Some(client_id))?.pop())
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientInfo>, IdpError> {
+        self.list_where(None)
+    }
+}
+
+impl DevIdp {
+    fn list_where(&self, client_id: Option<&str>) -> Result<Vec<ClientInfo>, IdpError> {
+        let conn = self.db.lock();
+        let mut st = conn
+            .prepare_cached("SELECT client_id, name, scopes, token_lifetime_secs, active, created_at FROM idp_clients WHERE ?1 IS NULL OR client_id=?1 ORDER BY rowid")
+            .map_err(unavailable)?;
+        let rows = st
+            .query_map([client_id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u32>(3)?, r.get::<_, bool>(4)?, r.get::<_, String>(5)?))
+            })
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (client_id, name, scopes, token_lifetime_secs, active, created) = row.map_err(unavailable)?;
+            out.push(ClientInfo {
+                client_id,
+                name,
+                scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+                token_lifetime_secs,
+                active,
+                created_at: DateTime::parse_from_rfc3339(&created).map(|d| d.with_timezone(&Utc)).unwrap_or_default(),
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,16 @@
+//! Steward's shared core: policy and manifests, the ports (small traits) every adapter
+//! implements, the durable engine that drives the pure state machines, the audit trail, and the
+//! embedded default adapters (SQLite store and queue, encrypted file vault, development identity
+//! provider, people file, console approvals).
+
+pub mod audit;
+pub mod embedded;
+pub mod engine;
+pub mod idp;
+pub mod manifest;
+pub mod policy;
+pub mod ports;
+pub mod secret;
+
+pub use engine::{Engine, EngineConfig, EngineError};
+pub use secret::Secret;

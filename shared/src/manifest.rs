@@ -1,0 +1,100 @@
+//! Agent manifests (`agent.toml`): an agent request as a file, checkable in CI with
+//! `steward validate`.
+
+use crate::ports::directory::Directory;
+use chrono::NaiveDate;
+use serde::Deserialize;
+use statemachines::onboarding::OwnerStatus;
+use statemachines::{AgentRequest, Policy};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path} is not a valid agent manifest: {message}")]
+    Syntax { path: String, message: String },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ManifestFile {
+    name: String,
+    owner: String,
+    team: String,
+    environment: String,
+    purpose: String,
+    scopes: Vec<String>,
+    /// e.g. "15m"; the policy maximum when absent.
+    token_lifetime: Option<String>,
+    expires_on: Option<toml::value::Datetime>,
+}
+
+pub fn load(path: &Path) -> Result<AgentRequest, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.display().to_string(), source })?;
+    parse(&text, &path.display().to_string())
+}
+
+pub fn parse(text: &str, origin: &str) -> Result<AgentRequest, ManifestError> {
+    let syntax = |message: String| ManifestError::Syntax { path: origin.into(), message };
+    let file: ManifestFile = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
+    let token_lifetime_secs = match file.token_lifetime {
+        None => None,
+        Some(t) => {
+            let d = humantime::parse_duration(&t).map_err(|e| syntax(format!("token_lifetime: `{t}` is not a duration like `15m` ({e})")))?;
+            Some(u32::try_from(d.as_secs()).map_err(|_| syntax(format!("token_lifetime: `{t}` is far too long")))?)
+        }
+    };
+    let expires_on = match file.expires_on {
+        None => None,
+        Some(d) => Some(
+            NaiveDate::parse_from_str(&d.to_string(), "%Y-%m-%d")
+                .map_err(|_| syntax(format!("expires_on: `{d}` must be a date like 2027-06-30")))?,
+        ),
+    };
+    Ok(AgentRequest {
+        name: file.name,
+        owner: file.owner,
+        team: file.team,
+        environment: file.environment,
+        purpose: file.purpose,
+        scopes: file.scopes,
+        token_lifetime_secs,
+        expires_on,
+    })
+}
+
+/// The verdict on one manifest file.
+#[derive(Debug)]
+pub struct Verdict {
+    pub path: String,
+    pub problems: Vec<String>,
+}
+
+/// Checks manifests against the policy (and the directory, when given) without changing anything.
+pub async fn validate(paths: &[impl AsRef<Path>], policy: &Policy, directory: Option<&dyn Directory>, today: NaiveDate) -> Vec<Verdict> {
+    let mut out = Vec::new();
+    for p in paths {
+        let p = p.as_ref();
+        let path = p.display().to_string();
+        let mut problems = Vec::new();
+        match load(p) {
+            Err(e) => problems.push(e.to_string()),
+            Ok(req) => {
+                if let Err(r) = req.check(policy, today) {
+                    problems.extend(r.reasons.into_iter().map(|r| format!("{}: {}", r.field, r.message)));
+                }
+                if let Some(dir) = directory {
+                    match dir.owner_status(&req.owner).await {
+                        Ok(OwnerStatus::Active) => {}
+                        Ok(OwnerStatus::Inactive) => problems.push(format!("owner: {} is not an active person in the directory", req.owner)),
+                        Ok(OwnerStatus::Unknown) => problems.push(format!("owner: {} is not a person in the directory", req.owner)),
+                        Err(e) => problems.push(format!("owner: directory lookup failed: {e}")),
+                    }
+                }
+            }
+        }
+        out.push(Verdict { path, problems });
+    }
+    out
+}

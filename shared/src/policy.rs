@@ -1,0 +1,226 @@
+//! The policy file (TOML): parsed, then validated with errors that name the field and the reason.
+
+use serde::Deserialize;
+use statemachines::Policy;
+use statemachines::policy::{DEFAULT_MAX_TOKEN_LIFETIME_SECS, TOKEN_LIFETIME_CEILING_SECS, pattern_placeholders_ok};
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("cannot read policy file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("policy file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("policy file {path} is invalid:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid { path: String, problems: Vec<String> },
+}
+
+/// The file as written. Durations are human strings (`15m`, `90d`, `72h`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    naming: Naming,
+    environments: Vec<String>,
+    scopes: Scopes,
+    #[serde(default)]
+    tokens: Tokens,
+    #[serde(default)]
+    rotation: Rotation,
+    approvals: Approvals,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Naming {
+    #[serde(default = "default_pattern")]
+    pattern: String,
+}
+impl Default for Naming {
+    fn default() -> Self {
+        Self { pattern: default_pattern() }
+    }
+}
+fn default_pattern() -> String {
+    "{function}-agent-{env}".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Scopes {
+    approved: Vec<String>,
+    #[serde(default)]
+    excluded: Vec<String>,
+    #[serde(default)]
+    sensitive: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Tokens {
+    max_lifetime: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Rotation {
+    max_age: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Approvals {
+    #[serde(default = "default_expiry")]
+    expiry: String,
+    approvers: Vec<String>,
+}
+fn default_expiry() -> String {
+    "72h".into()
+}
+
+/// Reads and validates a policy file.
+pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates policy text; `origin` names it in errors.
+pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
+    let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Syntax { path: origin.into(), message: e.to_string() })?;
+    let mut problems = Vec::new();
+
+    if !pattern_placeholders_ok(&file.naming.pattern) {
+        problems.push(format!(
+            "naming.pattern: `{}` must contain {{function}} and may use only {{function}} and {{env}}",
+            file.naming.pattern
+        ));
+    }
+    if file.environments.is_empty() {
+        problems.push("environments: list at least one environment (e.g. [\"dev\", \"prod\"])".into());
+    }
+    for e in &file.environments {
+        if e.is_empty() || !e.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+            problems.push(format!("environments: `{e}` must be one lowercase word"));
+        }
+    }
+    if file.scopes.approved.is_empty() {
+        problems.push("scopes.approved: list the scopes agents may be granted".into());
+    }
+    for s in &file.scopes.excluded {
+        if file.scopes.approved.contains(s) {
+            problems.push(format!("scopes.excluded: `{s}` is also in scopes.approved; a scope cannot be both"));
+        }
+    }
+    for s in &file.scopes.sensitive {
+        if !file.scopes.approved.contains(s) {
+            problems.push(format!("scopes.sensitive: `{s}` is not in scopes.approved; sensitive scopes must be approved scopes"));
+        }
+    }
+    let max_lifetime = match &file.tokens.max_lifetime {
+        None => Some(DEFAULT_MAX_TOKEN_LIFETIME_SECS as u64),
+        Some(s) => duration("tokens.max_lifetime", s, &mut problems),
+    };
+    if let Some(secs) = max_lifetime
+        && (secs == 0 || secs > TOKEN_LIFETIME_CEILING_SECS as u64)
+    {
+        problems.push(format!("tokens.max_lifetime: must be between 1s and 60m (the hard ceiling), got {secs}s"));
+    }
+    let max_age = match &file.rotation.max_age {
+        None => Some(90 * 86_400),
+        Some(s) => duration("rotation.max_age", s, &mut problems),
+    };
+    if let Some(secs) = max_age
+        && secs < 86_400
+    {
+        problems.push("rotation.max_age: must be at least 1 day".into());
+    }
+    let expiry = duration("approvals.expiry", &file.approvals.expiry, &mut problems);
+    if file.approvals.approvers.is_empty() {
+        problems.push("approvals.approvers: name at least one approver (the security group's emails)".into());
+    }
+    for a in &file.approvals.approvers {
+        if !a.contains('@') {
+            problems.push(format!("approvals.approvers: `{a}` is not an email address"));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(PolicyError::Invalid { path: origin.into(), problems });
+    }
+    Ok(Policy {
+        naming_pattern: file.naming.pattern,
+        environments: file.environments,
+        approved_scopes: file.scopes.approved,
+        excluded_scopes: file.scopes.excluded,
+        sensitive_scopes: file.scopes.sensitive,
+        max_token_lifetime_secs: max_lifetime.unwrap_or_default() as u32,
+        rotation_max_age_days: (max_age.unwrap_or_default() / 86_400) as u32,
+        approval_expiry_secs: expiry.unwrap_or_default(),
+        approvers: file.approvals.approvers,
+    })
+}
+
+fn duration(field: &str, text: &str, problems: &mut Vec<String>) -> Option<u64> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d.as_secs() > 0 => Some(d.as_secs()),
+        Ok(_) => {
+            problems.push(format!("{field}: `{text}` must be longer than zero"));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("{field}: `{text}` is not a duration like `15m`, `72h` or `90days` ({e})"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../policy.example.toml");
+
+    #[test]
+    fn example_policy_loads_with_defaults() {
+        let p = parse(EXAMPLE, "policy.example.toml").expect("example policy is valid");
+        assert_eq!(p.max_token_lifetime_secs, 15 * 60);
+        assert_eq!(p.rotation_max_age_days, 90);
+        assert!(p.is_excluded("okta:users:manage"));
+        assert!(p.is_excluded("datadog:api_keys:write"));
+    }
+
+    #[test]
+    fn errors_name_field_and_reason() {
+        let bad = r#"
+environments = ["prod", "Bad Env"]
+[naming]
+pattern = "{team}-agent"
+[scopes]
+approved = ["a:read"]
+excluded = ["a:read"]
+sensitive = ["b:write"]
+[tokens]
+max_lifetime = "2h"
+[approvals]
+expiry = "soon"
+approvers = ["security"]
+"#;
+        let err = parse(bad, "bad.toml").unwrap_err().to_string();
+        for needle in [
+            "naming.pattern",
+            "environments: `Bad Env`",
+            "scopes.excluded: `a:read` is also in scopes.approved",
+            "scopes.sensitive: `b:write`",
+            "tokens.max_lifetime: must be between 1s and 60m",
+            "approvals.expiry: `soon`",
+            "approvals.approvers: `security` is not an email",
+        ] {
+            assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = parse("environments=[\"dev\"]\nmystery=1\n[scopes]\napproved=[\"a\"]\n[approvals]\napprovers=[\"a@b.c\"]", "x.toml").unwrap_err();
+        assert!(err.to_string().contains("mystery"), "{err}");
+    }
+}

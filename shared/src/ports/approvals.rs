@@ -1,0 +1,24 @@
+//! The human channel: ask approvers, report outcomes, tell people things. The console
+//! implementation records messages locally; Slack replaces it when configured. Decisions come
+//! back through the engine (`Engine::decide`), never through this port, so the rules are
+//! enforced in one place.
+
+use async_trait::async_trait;
+use statemachines::{ApprovalOutcome, ApprovalRequest};
+
+#[derive(Debug, thiserror::Error)]
+#[error("could not reach people: {message}")]
+pub struct NotifyError {
+    pub message: String,
+    pub retryable: bool,
+}
+
+#[async_trait]
+pub trait Approvals: Send + Sync {
+    /// Ask the approvers. `key` is the command's idempotency key: a repeat must not ask twice.
+    async fn ask(&self, approval: &ApprovalRequest, key: &str) -> Result<(), NotifyError>;
+    /// Tell the requester (and update the ask) once the approval is closed.
+    async fn closed(&self, approval_id: &str, outcome: &ApprovalOutcome, key: &str) -> Result<(), NotifyError>;
+    /// A plain message to a person.
+    async fn notify(&self, to: &str, subject: &str, body: &str, key: &str) -> Result<(), NotifyError>;
+}

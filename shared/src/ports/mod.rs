@@ -1,0 +1,19 @@
+//! Ports: the small traits the engine talks through. Adapters implement them (embedded default
+//! here; AWS, Okta and Slack in their own modules); one conformance suite per port runs against
+//! every adapter.
+
+pub mod approvals;
+pub mod clock;
+pub mod directory;
+pub mod idp;
+pub mod queue;
+pub mod store;
+pub mod vault;
+
+pub use approvals::Approvals;
+pub use clock::Clock;
+pub use directory::Directory;
+pub use idp::IdentityProvider;
+pub use queue::Queue;
+pub use store::Store;
+pub use vault::Vault;

@@ -1,0 +1,167 @@
+//! The store port: workflow instances, their history, the agent registry, approvals, timers and
+//! the audit trail. Reads and writes are separate traits; `Store` is the sum an adapter provides.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use statemachines::{Actor, Agent, ApprovalOutcome, ApprovalRequest, Command};
+
+/// A side effect waiting to run, with its deterministic idempotency key (`<workflow>/<seq>/<index>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingCommand {
+    pub key: String,
+    pub command: Command,
+}
+
+/// A workflow instance as stored (ARCHITECTURE §5 `WF#<id>` / `STATE`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub kind: String,
+    pub agent_id: Option<String>,
+    pub state: serde_json::Value,
+    pub state_name: String,
+    pub terminal: bool,
+    /// Bumped by every write; writes are conditional on the version read.
+    pub version: u64,
+    pub pending: Vec<PendingCommand>,
+    /// Recently applied event ids (a bounded window) for at-least-once delivery.
+    pub applied: Vec<String>,
+    /// Hash of the request that started it: a duplicate request is recognised by it.
+    pub request_hash: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One line of a workflow's replayable trail (`WF#<id>` / `EV#<seq>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub event_id: String,
+    /// The event (or the start input summary), as JSON.
+    pub event: serde_json::Value,
+    pub actor: Actor,
+    pub from: String,
+    pub to: String,
+    /// Names of the commands the step emitted.
+    pub commands: Vec<String>,
+    /// Set when the event was refused; the state did not change.
+    pub rejected: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timer {
+    pub workflow_id: String,
+    pub name: String,
+    pub due_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerChange {
+    Set(Timer),
+    Cancel { workflow_id: String, name: String },
+}
+
+/// An approval as stored: the request, a hash of exactly what was asked, and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub request: ApprovalRequest,
+    pub action_hash: String,
+    pub outcome: Option<ApprovalOutcome>,
+}
+
+impl ApprovalRecord {
+    pub fn status(&self) -> &'static str {
+        match &self.outcome {
+            None => "pending",
+            Some(ApprovalOutcome::Approved { .. }) => "approved",
+            Some(ApprovalOutcome::Denied { .. }) => "denied",
+            Some(ApprovalOutcome::Expired { .. }) => "expired",
+            Some(ApprovalOutcome::Cancelled { .. }) => "cancelled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalChange {
+    Open(ApprovalRecord),
+    Close { id: String, outcome: ApprovalOutcome },
+}
+
+/// An audit record, already shaped after OCSF; the store chains it (hash of previous + this).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub id: String,
+    pub time: DateTime<Utc>,
+    pub body: serde_json::Value,
+}
+
+/// A stored audit record with its chain hashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChainedAudit {
+    pub seq: u64,
+    pub record: AuditRecord,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// Everything one step writes, atomically: new state (conditional on `expected_version`),
+/// history, timers, registry, approvals and audit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Commit {
+    pub instance: Instance,
+    /// The version read; 0 means "must not exist yet".
+    pub expected_version: u64,
+    pub history: HistoryEntry,
+    pub timers: Vec<TimerChange>,
+    pub agents: Vec<Agent>,
+    pub approvals: Vec<ApprovalChange>,
+    pub audit: Vec<AuditRecord>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("workflow {id} changed underneath (expected version {expected}); reload and retry")]
+    Conflict { id: String, expected: u64 },
+    #[error("stored record {0} is unreadable: {1}")]
+    Corrupt(String, String),
+    #[error("storage failed: {0}")]
+    Backend(String),
+}
+
+#[async_trait]
+pub trait StoreRead: Send + Sync {
+    async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError>;
+    async fn history(&self, workflow_id: &str) -> Result<Vec<HistoryEntry>, StoreError>;
+    /// Instances touching an agent, oldest first.
+    async fn instances_for_agent(&self, agent_id: &str) -> Result<Vec<Instance>, StoreError>;
+    async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError>;
+    async fn agent_by_name(&self, name: &str) -> Result<Option<Agent>, StoreError>;
+    async fn agents(&self) -> Result<Vec<Agent>, StoreError>;
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError>;
+    async fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError>;
+    async fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError>;
+    async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError>;
+}
+
+#[async_trait]
+pub trait StoreWrite: Send + Sync {
+    /// Writes a step atomically; `Conflict` when the instance's version is not `expected_version`.
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+    /// Writes several steps in one durable write (group commit); each succeeds or conflicts alone.
+    async fn commit_batch(&self, commits: Vec<Commit>) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+        let mut out = Vec::with_capacity(commits.len());
+        for c in commits {
+            out.push(self.commit(c).await);
+        }
+        Ok(out)
+    }
+    /// Removes a fired timer, only if it still has this due time (a re-armed timer stays).
+    async fn remove_timer(&self, timer: &Timer) -> Result<(), StoreError>;
+    /// Appends audit records that belong to no workflow step (refused requests, dead letters).
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError>;
+}
+
+pub trait Store: StoreRead + StoreWrite {}
+impl<T: StoreRead + StoreWrite> Store for T {}

@@ -1,0 +1,117 @@
+//! Agents: the non-human identities Steward governs.
+
+use crate::policy::{Policy, reason};
+use crate::workflow::{Reason, Rejected};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A request for a new agent identity (the `agent.toml` manifest, or the admin API body).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRequest {
+    pub name: String,
+    /// Email of the accountable human owner; must be an active person in the directory.
+    pub owner: String,
+    pub team: String,
+    pub environment: String,
+    pub purpose: String,
+    pub scopes: Vec<String>,
+    /// Access-token lifetime in seconds; the policy maximum when absent.
+    #[serde(default)]
+    pub token_lifetime_secs: Option<u32>,
+    /// The agent is decommissioned after this date unless renewed.
+    #[serde(default)]
+    pub expires_on: Option<NaiveDate>,
+}
+
+impl AgentRequest {
+    /// Every policy check that needs no I/O, all reasons at once.
+    pub fn check(&self, policy: &Policy, today: NaiveDate) -> Result<(), Rejected> {
+        let mut reasons: Vec<Reason> = Vec::new();
+        policy.check_environment(&self.environment, &mut reasons);
+        policy.check_name(&self.name, &self.environment, &mut reasons);
+        if self.owner.trim().is_empty() {
+            reasons.push(reason("owner", "an owner (a person's email) is required"));
+        }
+        if self.team.trim().is_empty() {
+            reasons.push(reason("team", "a team is required"));
+        }
+        if self.purpose.trim().is_empty() {
+            reasons.push(reason("purpose", "a purpose is required: say what the agent does"));
+        }
+        if self.scopes.is_empty() {
+            reasons.push(reason("scopes", "at least one scope is required"));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.scopes {
+            if !seen.insert(s) {
+                reasons.push(reason("scopes", format!("scope `{s}` is listed twice")));
+            }
+        }
+        policy.check_scopes("scopes", &self.scopes, &mut reasons);
+        policy.check_token_lifetime(self.token_lifetime(policy), &mut reasons);
+        if let Some(d) = self.expires_on
+            && d <= today
+        {
+            reasons.push(reason("expires_on", format!("expiry date {d} is not in the future")));
+        }
+        Rejected::from_reasons(reasons)
+    }
+
+    pub fn token_lifetime(&self, policy: &Policy) -> u32 {
+        self.token_lifetime_secs.unwrap_or(policy.max_token_lifetime_secs)
+    }
+
+    /// Scopes that need a security approval.
+    pub fn sensitive_scopes(&self, policy: &Policy) -> Vec<String> {
+        self.scopes.iter().filter(|s| policy.is_sensitive(s)).cloned().collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStatus {
+    PendingApproval,
+    Provisioning,
+    Active,
+    Denied,
+    Expired,
+    Cancelled,
+    Failed,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PendingApproval => "pending_approval",
+            Self::Provisioning => "provisioning",
+            Self::Active => "active",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The registry record of an agent (ARCHITECTURE §5 `AGENT#<id>`). No secret values, ever.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Agent {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub team: String,
+    pub environment: String,
+    pub purpose: String,
+    pub scopes: Vec<String>,
+    pub token_lifetime_secs: u32,
+    pub expires_on: Option<NaiveDate>,
+    pub status: AgentStatus,
+    /// Client id at the identity provider, once provisioned.
+    pub client_id: Option<String>,
+    /// Vault version id of the current secret (an id, not the secret).
+    pub secret_version: Option<String>,
+    pub credential_issued_at: Option<DateTime<Utc>>,
+    pub requested_by: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}

@@ -1,0 +1,23 @@
+//! Steward's workflows as pure state machines.
+//!
+//! Every workflow is a [`Workflow`]: `(state, event, ctx) -> Step { state, commands }` or a
+//! [`Rejected`] that says why. Machines never read a clock, the network or a disk: `Ctx` carries
+//! the time and the loaded policy, and side effects leave as [`Command`] data whose results come
+//! back as [`Event`]s. The durable engine in `shared` persists states and runs the commands.
+
+pub mod agent;
+pub mod approval;
+pub mod command;
+pub mod diagram;
+pub mod event;
+pub mod onboarding;
+pub mod policy;
+pub mod scope_change;
+pub mod workflow;
+
+pub use agent::{Agent, AgentRequest, AgentStatus};
+pub use approval::{ApprovalOutcome, ApprovalRequest, Decision};
+pub use command::{Actor, AuditEvent, AuditKind, Command, IdpCommand};
+pub use event::Event;
+pub use policy::Policy;
+pub use workflow::{Ctx, Rejected, Step, Transition, Workflow};

@@ -1,0 +1,357 @@
+//! Onboarding: Requested → policy checked → (AwaitingApproval) → Provisioning → Active.
+//!
+//! The owner must be an active person in the directory (the engine looks them up and passes the
+//! answer in); the name, environment, scopes and token lifetime must satisfy the policy. Sensitive
+//! scopes wait for a security approval that expires; the requester may cancel until provisioning
+//! starts.
+
+use crate::agent::{Agent, AgentRequest, AgentStatus};
+use crate::approval::{ApprovalOutcome, ApprovalRequest, Decision};
+use crate::command::{Actor, AuditEvent, AuditKind, Command, IdpCommand};
+use crate::event::Event;
+use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Name of the timer that ends an unanswered approval.
+pub const APPROVAL_EXPIRY_TIMER: &str = "approval-expiry";
+
+/// What the directory said about the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OwnerStatus {
+    Active,
+    Inactive,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnboardingInput {
+    pub agent_id: String,
+    pub request: AgentRequest,
+    pub requester: String,
+    pub owner_status: OwnerStatus,
+}
+
+/// A decision that allowed a sensitive step, kept in the state that acts on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedApproval {
+    pub approval_id: String,
+    pub approver: String,
+    pub at: DateTime<Utc>,
+    /// The sensitive scopes this approval covered.
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "state")]
+pub enum OnboardingState {
+    AwaitingApproval { agent: Agent, approval: ApprovalRequest },
+    Provisioning { agent: Agent, approval: Option<RecordedApproval> },
+    Active { agent: Agent, approval: Option<RecordedApproval> },
+    Denied { agent: Agent, approval_id: String, by: String, reason: Option<String> },
+    Expired { agent: Agent, approval_id: String },
+    Cancelled { agent: Agent, by: Actor, reason: String },
+    Failed { agent: Agent, reason: String },
+}
+
+impl OnboardingState {
+    pub fn agent(&self) -> &Agent {
+        match self {
+            Self::AwaitingApproval { agent, .. }
+            | Self::Provisioning { agent, .. }
+            | Self::Active { agent, .. }
+            | Self::Denied { agent, .. }
+            | Self::Expired { agent, .. }
+            | Self::Cancelled { agent, .. }
+            | Self::Failed { agent, .. } => agent,
+        }
+    }
+}
+
+pub struct Onboarding;
+
+impl Workflow for Onboarding {
+    type State = OnboardingState;
+    type Input = OnboardingInput;
+    const KIND: &'static str = "onboarding";
+    const TRANSITIONS: &'static [Transition] = &[
+        t(START, "start", "AwaitingApproval"),
+        t(START, "start", "Provisioning"),
+        t("AwaitingApproval", "ApprovalDecided(approve)", "Provisioning"),
+        t("AwaitingApproval", "ApprovalDecided(deny)", "Denied"),
+        t("AwaitingApproval", "TimerFired", "Expired"),
+        t("AwaitingApproval", "Cancel", "Cancelled"),
+        t("Provisioning", "ClientCreated", "Active"),
+        t("Provisioning", "CommandFailed", "Failed"),
+    ];
+
+    fn start(input: OnboardingInput, ctx: &Ctx) -> Result<Step<OnboardingState>, Rejected> {
+        let OnboardingInput { agent_id, request, requester, owner_status } = input;
+        let mut reasons = match request.check(ctx.policy, ctx.now.date_naive()) {
+            Ok(()) => Vec::new(),
+            Err(r) => r.reasons,
+        };
+        match owner_status {
+            OwnerStatus::Active => {}
+            OwnerStatus::Inactive => reasons.push(crate::policy::reason(
+                "owner",
+                format!("owner {} is not an active person in the directory; choose an active owner", request.owner),
+            )),
+            OwnerStatus::Unknown => reasons.push(crate::policy::reason(
+                "owner",
+                format!("owner {} is not a person in the directory; agents need a named human owner", request.owner),
+            )),
+        }
+        Rejected::from_reasons(reasons)?;
+
+        let sensitive = request.sensitive_scopes(ctx.policy);
+        let mut agent = Agent {
+            id: agent_id,
+            name: request.name.clone(),
+            owner: request.owner.clone(),
+            team: request.team.clone(),
+            environment: request.environment.clone(),
+            purpose: request.purpose.clone(),
+            scopes: request.scopes.clone(),
+            token_lifetime_secs: request.token_lifetime(ctx.policy),
+            expires_on: request.expires_on,
+            status: AgentStatus::PendingApproval,
+            client_id: None,
+            secret_version: None,
+            credential_issued_at: None,
+            requested_by: requester.clone(),
+            created_at: ctx.now,
+            updated_at: ctx.now,
+        };
+        let requested = audit(&agent, AuditKind::AgentRequested, Actor::Person(requester.clone()), None, agent.scopes.clone(), format!(
+            "{} requested agent {} ({}) owned by {}",
+            requester, agent.name, agent.environment, agent.owner
+        ));
+
+        if sensitive.is_empty() {
+            agent.status = AgentStatus::Provisioning;
+            let create = create_client(&agent);
+            return Ok(Step {
+                commands: vec![requested, Command::SaveAgent(Box::new(agent.clone())), create],
+                state: OnboardingState::Provisioning { agent, approval: None },
+            });
+        }
+
+        let approval = ApprovalRequest {
+            id: format!("{}-approval-1", ctx.workflow_id),
+            workflow_id: ctx.workflow_id.to_string(),
+            agent_id: agent.id.clone(),
+            agent_name: agent.name.clone(),
+            environment: agent.environment.clone(),
+            action: "onboard".into(),
+            scopes_added: agent.scopes.clone(),
+            scopes_removed: vec![],
+            sensitive_scopes: sensitive.clone(),
+            token_lifetime_secs: agent.token_lifetime_secs,
+            requester: requester.clone(),
+            justification: agent.purpose.clone(),
+            approvers: ctx.policy.approvers.iter().filter(|a| !a.eq_ignore_ascii_case(&requester)).cloned().collect(),
+            requested_at: ctx.now,
+            expires_at: ctx.now + Duration::seconds(ctx.policy.approval_expiry_secs as i64),
+        };
+        let asked = audit(&agent, AuditKind::ApprovalRequested, Actor::Person(requester), Some(&approval.id), sensitive.clone(), format!(
+            "approval {} requested for sensitive scopes {}",
+            approval.id,
+            sensitive.join(", ")
+        ));
+        Ok(Step {
+            commands: vec![
+                requested,
+                Command::SaveAgent(Box::new(agent.clone())),
+                Command::SetTimer { name: APPROVAL_EXPIRY_TIMER.into(), at: approval.expires_at },
+                Command::RequestApproval(approval.clone()),
+                asked,
+            ],
+            state: OnboardingState::AwaitingApproval { agent, approval },
+        })
+    }
+
+    fn on(state: &OnboardingState, event: Event, ctx: &Ctx) -> Result<Step<OnboardingState>, Rejected> {
+        use OnboardingState as S;
+        match (state, event) {
+            (S::AwaitingApproval { agent, approval }, Event::ApprovalDecided { approval_id, decision, approver, reason }) => {
+                if approval_id != approval.id {
+                    return Err(Rejected::new("approval_id", format!("{} is waiting for approval {}, not {approval_id}", agent.name, approval.id)));
+                }
+                approval.check_decision(&approver, ctx.now)?;
+                let mut agent = agent.clone();
+                agent.updated_at = ctx.now;
+                let actor = Actor::Person(approver.clone());
+                match decision {
+                    Decision::Approve => {
+                        agent.status = AgentStatus::Provisioning;
+                        let recorded = RecordedApproval {
+                            approval_id: approval.id.clone(),
+                            approver: approver.clone(),
+                            at: ctx.now,
+                            scopes: approval.sensitive_scopes.clone(),
+                        };
+                        let commands = vec![
+                            Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() },
+                            Command::CloseApproval {
+                                approval_id: approval.id.clone(),
+                                outcome: ApprovalOutcome::Approved { by: approver.clone(), at: ctx.now, reason },
+                            },
+                            audit(&agent, AuditKind::ApprovalDecided, actor, Some(&approval.id), approval.sensitive_scopes.clone(), format!("{approver} approved {}", approval.id)),
+                            Command::SaveAgent(Box::new(agent.clone())),
+                            create_client(&agent),
+                        ];
+                        Ok(Step { commands, state: S::Provisioning { agent, approval: Some(recorded) } })
+                    }
+                    Decision::Deny => {
+                        agent.status = AgentStatus::Denied;
+                        let commands = vec![
+                            Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() },
+                            Command::CloseApproval {
+                                approval_id: approval.id.clone(),
+                                outcome: ApprovalOutcome::Denied { by: approver.clone(), at: ctx.now, reason: reason.clone() },
+                            },
+                            audit(&agent, AuditKind::ApprovalDecided, actor, Some(&approval.id), approval.sensitive_scopes.clone(), format!(
+                                "{approver} denied {}{}",
+                                approval.id,
+                                reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                            )),
+                            Command::SaveAgent(Box::new(agent.clone())),
+                        ];
+                        Ok(Step { commands, state: S::Denied { agent, approval_id: approval.id.clone(), by: approver, reason } })
+                    }
+                }
+            }
+            (S::AwaitingApproval { agent, approval }, Event::TimerFired { name }) if name == APPROVAL_EXPIRY_TIMER => {
+                if ctx.now < approval.expires_at {
+                    return Err(Rejected::new("timer", format!("approval {} does not expire until {}", approval.id, approval.expires_at.to_rfc3339())));
+                }
+                let mut agent = agent.clone();
+                agent.status = AgentStatus::Expired;
+                agent.updated_at = ctx.now;
+                let commands = vec![
+                    Command::CloseApproval { approval_id: approval.id.clone(), outcome: ApprovalOutcome::Expired { at: ctx.now } },
+                    audit(&agent, AuditKind::ApprovalExpired, Actor::Schedule(APPROVAL_EXPIRY_TIMER.into()), Some(&approval.id), approval.sensitive_scopes.clone(), format!(
+                        "approval {} expired unanswered; nothing was provisioned",
+                        approval.id
+                    )),
+                    Command::SaveAgent(Box::new(agent.clone())),
+                ];
+                Ok(Step { commands, state: S::Expired { agent, approval_id: approval.id.clone() } })
+            }
+            (S::AwaitingApproval { agent, approval }, Event::Cancel { by, reason }) => {
+                let mut agent = agent.clone();
+                agent.status = AgentStatus::Cancelled;
+                agent.updated_at = ctx.now;
+                let commands = vec![
+                    Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() },
+                    Command::CloseApproval { approval_id: approval.id.clone(), outcome: ApprovalOutcome::Cancelled { at: ctx.now } },
+                    audit(&agent, AuditKind::RequestCancelled, by.clone(), Some(&approval.id), vec![], format!("request cancelled: {reason}")),
+                    Command::SaveAgent(Box::new(agent.clone())),
+                ];
+                Ok(Step { commands, state: S::Cancelled { agent, by, reason } })
+            }
+            (S::Provisioning { agent, approval }, Event::ClientCreated { client_id, secret_version }) => {
+                let mut agent = agent.clone();
+                agent.status = AgentStatus::Active;
+                agent.client_id = Some(client_id.clone());
+                agent.secret_version = Some(secret_version);
+                agent.credential_issued_at = Some(ctx.now);
+                agent.updated_at = ctx.now;
+                let approver = approval.as_ref().map(|a| Actor::Person(a.approver.clone())).unwrap_or(Actor::System);
+                let approval_id = approval.as_ref().map(|a| a.approval_id.as_str());
+                let commands = vec![
+                    Command::SaveAgent(Box::new(agent.clone())),
+                    audit(&agent, AuditKind::AgentRegistered, Actor::Person(agent.requested_by.clone()), approval_id, vec![], format!(
+                        "agent {} registered as client {client_id}",
+                        agent.name
+                    )),
+                    audit(&agent, AuditKind::ScopesGranted, approver, approval_id, agent.scopes.clone(), format!(
+                        "granted {} with {}-second tokens",
+                        agent.scopes.join(", "),
+                        agent.token_lifetime_secs
+                    )),
+                    Command::Notify {
+                        to: agent.owner.clone(),
+                        subject: format!("{} is active", agent.name),
+                        body: format!("Client {client_id} is provisioned with {}. Its secret is in the vault.", agent.scopes.join(", ")),
+                    },
+                ];
+                Ok(Step { commands, state: S::Active { agent, approval: approval.clone() } })
+            }
+            (S::Provisioning { agent, .. }, Event::CommandFailed { command, reason, .. }) => {
+                let mut agent = agent.clone();
+                agent.status = AgentStatus::Failed;
+                agent.updated_at = ctx.now;
+                let why = format!("{command} failed: {reason}");
+                let commands = vec![
+                    Command::SaveAgent(Box::new(agent.clone())),
+                    audit_failure(&agent, AuditKind::ProvisioningFailed, &why),
+                    Command::Notify { to: agent.owner.clone(), subject: format!("{} could not be provisioned", agent.name), body: why.clone() },
+                ];
+                Ok(Step { commands, state: S::Failed { agent, reason: why } })
+            }
+            (S::Provisioning { agent, .. }, Event::Cancel { .. }) => Err(Rejected::new(
+                "state",
+                format!("provisioning of {} has started and cannot be cancelled; decommission the agent instead", agent.name),
+            )),
+            (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
+        }
+    }
+
+    fn state_name(state: &OnboardingState) -> &'static str {
+        match state {
+            OnboardingState::AwaitingApproval { .. } => "AwaitingApproval",
+            OnboardingState::Provisioning { .. } => "Provisioning",
+            OnboardingState::Active { .. } => "Active",
+            OnboardingState::Denied { .. } => "Denied",
+            OnboardingState::Expired { .. } => "Expired",
+            OnboardingState::Cancelled { .. } => "Cancelled",
+            OnboardingState::Failed { .. } => "Failed",
+        }
+    }
+
+    fn is_terminal(state: &OnboardingState) -> bool {
+        !matches!(state, OnboardingState::AwaitingApproval { .. } | OnboardingState::Provisioning { .. })
+    }
+}
+
+fn create_client(agent: &Agent) -> Command {
+    Command::Idp(IdpCommand::CreateClient {
+        agent_id: agent.id.clone(),
+        name: agent.name.clone(),
+        scopes: agent.scopes.clone(),
+        token_lifetime_secs: agent.token_lifetime_secs,
+    })
+}
+
+pub(crate) fn audit(agent: &Agent, kind: AuditKind, actor: Actor, approval_id: Option<&str>, scopes: Vec<String>, message: String) -> Command {
+    Command::Audit(AuditEvent {
+        kind,
+        actor,
+        agent_id: agent.id.clone(),
+        agent_name: agent.name.clone(),
+        approval_id: approval_id.map(str::to_string),
+        scopes,
+        success: true,
+        message,
+    })
+}
+
+pub(crate) fn audit_failure(agent: &Agent, kind: AuditKind, message: &str) -> Command {
+    Command::Audit(AuditEvent {
+        kind,
+        actor: Actor::System,
+        agent_id: agent.id.clone(),
+        agent_name: agent.name.clone(),
+        approval_id: None,
+        scopes: vec![],
+        success: false,
+        message: message.to_string(),
+    })
+}
+
+pub(crate) fn not_applicable(kind: &str, state: &str, event: &Event) -> Rejected {
+    Rejected::new("event", format!("{} does not apply to {kind} in state {state}", event.label()))
+}

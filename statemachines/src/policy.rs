@@ -1,0 +1,204 @@
+//! The loaded, validated policy the machines decide with. Parsing and validation of the TOML
+//! file live in `shared::policy`; this is the checked result.
+
+use crate::workflow::Reason;
+use serde::{Deserialize, Serialize};
+
+/// Hard ceiling on access-token lifetime, whatever a policy says (ARCHITECTURE §3: never > 60 min).
+pub const TOKEN_LIFETIME_CEILING_SECS: u32 = 60 * 60;
+/// Default maximum token lifetime (15 minutes).
+pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u32 = 15 * 60;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    /// Naming template with `{function}` and `{env}` placeholders, e.g. `{function}-agent-{env}`.
+    pub naming_pattern: String,
+    pub environments: Vec<String>,
+    pub approved_scopes: Vec<String>,
+    pub excluded_scopes: Vec<String>,
+    pub sensitive_scopes: Vec<String>,
+    pub max_token_lifetime_secs: u32,
+    pub rotation_max_age_days: u32,
+    pub approval_expiry_secs: u64,
+    /// People (directory emails) allowed to approve sensitive requests: the security group.
+    pub approvers: Vec<String>,
+}
+
+impl Policy {
+    pub fn is_excluded(&self, scope: &str) -> bool {
+        self.excluded_scopes.iter().any(|s| s == scope)
+    }
+    pub fn is_sensitive(&self, scope: &str) -> bool {
+        self.sensitive_scopes.iter().any(|s| s == scope)
+    }
+    pub fn is_approved(&self, scope: &str) -> bool {
+        self.approved_scopes.iter().any(|s| s == scope)
+    }
+
+    /// Checks requested scopes: excluded ones are never granted, others must be approved.
+    pub fn check_scopes(&self, field: &str, scopes: &[String], reasons: &mut Vec<Reason>) {
+        for scope in scopes {
+            if self.is_excluded(scope) {
+                reasons.push(reason(field, format!("scope `{scope}` is excluded by policy and is never granted")));
+            } else if !self.is_approved(scope) {
+                reasons.push(reason(field, format!("scope `{scope}` is not in the policy's approved scopes")));
+            }
+        }
+    }
+
+    pub fn check_token_lifetime(&self, secs: u32, reasons: &mut Vec<Reason>) {
+        if secs == 0 {
+            reasons.push(reason("token_lifetime", "token lifetime must be greater than zero"));
+        } else if secs > self.max_token_lifetime_secs {
+            reasons.push(reason(
+                "token_lifetime",
+                format!(
+                    "token lifetime {} exceeds the policy maximum of {}",
+                    minutes(secs),
+                    minutes(self.max_token_lifetime_secs)
+                ),
+            ));
+        }
+    }
+
+    /// Checks an agent name against the naming template and the declared environment.
+    pub fn check_name(&self, name: &str, env: &str, reasons: &mut Vec<Reason>) {
+        match match_pattern(&self.naming_pattern, name) {
+            Some(found_env) => {
+                if let Some(found_env) = found_env
+                    && found_env != env
+                {
+                    reasons.push(reason(
+                        "name",
+                        format!("name `{name}` says environment `{found_env}` but the request is for `{env}`"),
+                    ));
+                }
+            }
+            None => reasons.push(reason(
+                "name",
+                format!(
+                    "name `{name}` does not follow the naming pattern `{}` (lowercase words joined by '-', e.g. `datadog-remediation-agent-prod`)",
+                    self.naming_pattern
+                ),
+            )),
+        }
+    }
+
+    pub fn check_environment(&self, env: &str, reasons: &mut Vec<Reason>) {
+        if !self.environments.iter().any(|e| e == env) {
+            reasons.push(reason(
+                "environment",
+                format!("environment `{env}` is not one of the policy's environments ({})", self.environments.join(", ")),
+            ));
+        }
+    }
+}
+
+fn minutes(secs: u32) -> String {
+    if secs % 60 == 0 { format!("{} min", secs / 60) } else { format!("{secs} s") }
+}
+
+pub(crate) fn reason(field: &str, message: impl Into<String>) -> Reason {
+    Reason { field: field.to_string(), message: message.into() }
+}
+
+fn is_word(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// Matches `name` against a template of literal text and `{function}` / `{env}` placeholders.
+/// `{function}` is one or more lowercase words joined by '-'; `{env}` one lowercase word.
+/// Returns `Some(env)` on a match (the `{env}` value if the template has one).
+pub fn match_pattern(pattern: &str, name: &str) -> Option<Option<String>> {
+    let tokens = tokenize(pattern);
+    let mut env = None;
+    if matches(&tokens, name, &mut env) { Some(env) } else { None }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token<'a> {
+    Lit(&'a str),
+    Function,
+    Env,
+}
+
+fn tokenize(pattern: &str) -> Vec<Token<'_>> {
+    let mut out = Vec::new();
+    let mut rest = pattern;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("{function}") {
+            out.push(Token::Function);
+            rest = r;
+        } else if let Some(r) = rest.strip_prefix("{env}") {
+            out.push(Token::Env);
+            rest = r;
+        } else {
+            let end = rest[1..].find('{').map(|i| i + 1).unwrap_or(rest.len());
+            out.push(Token::Lit(&rest[..end]));
+            rest = &rest[end..];
+        }
+    }
+    out
+}
+
+/// Placeholders the validator accepts in a naming pattern.
+pub fn pattern_placeholders_ok(pattern: &str) -> bool {
+    let tokens = tokenize(pattern);
+    tokens.iter().any(|t| *t == Token::Function)
+        && tokens.iter().all(|t| match t {
+            Token::Lit(l) => !l.contains('{') && !l.contains('}'),
+            _ => true,
+        })
+}
+
+fn matches(tokens: &[Token], s: &str, env: &mut Option<String>) -> bool {
+    match tokens.first() {
+        None => s.is_empty(),
+        Some(Token::Lit(l)) => s.strip_prefix(l).is_some_and(|r| matches(&tokens[1..], r, env)),
+        Some(Token::Env) => {
+            // one word: try every prefix made of [a-z0-9]
+            let max = s.bytes().take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit()).count();
+            (1..=max).rev().any(|n| {
+                let mut e = Some(s[..n].to_string());
+                if matches(&tokens[1..], &s[n..], &mut e) {
+                    *env = e;
+                    true
+                } else {
+                    false
+                }
+            })
+        }
+        Some(Token::Function) => {
+            let max = s.bytes().take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-').count();
+            (1..=max).rev().any(|n| {
+                let f = &s[..n];
+                f.split('-').all(is_word) && matches(&tokens[1..], &s[n..], env)
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_pattern_matches_seed_names() {
+        let p = "{function}-agent-{env}";
+        assert_eq!(match_pattern(p, "datadog-remediation-agent-prod"), Some(Some("prod".into())));
+        assert_eq!(match_pattern(p, "erp-reader-agent-dev"), Some(Some("dev".into())));
+        assert_eq!(match_pattern(p, "Datadog-agent-prod"), None);
+        assert_eq!(match_pattern(p, "datadog-bot-prod"), None);
+        assert_eq!(match_pattern(p, "-agent-prod"), None);
+        assert_eq!(match_pattern(p, "a--b-agent-prod"), None);
+        assert_eq!(match_pattern(p, "datadog-agent-"), None);
+    }
+
+    #[test]
+    fn placeholders_are_validated() {
+        assert!(pattern_placeholders_ok("{function}-agent-{env}"));
+        assert!(pattern_placeholders_ok("svc-{function}"));
+        assert!(!pattern_placeholders_ok("{env}-agent"));
+        assert!(!pattern_placeholders_ok("{function}-{team}"));
+    }
+}

@@ -1,0 +1,154 @@
+//! The contract every workflow implements.
+
+use crate::command::Command;
+use crate::event::Event;
+use crate::policy::Policy;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// What a machine may know about the world when it decides: the time, the policy and its own id.
+#[derive(Debug, Clone)]
+pub struct Ctx<'a> {
+    pub now: DateTime<Utc>,
+    pub policy: &'a Policy,
+    /// The workflow instance id; machines derive ids of the things they create from it
+    /// (approvals, timers) so a replay produces the same ids.
+    pub workflow_id: &'a str,
+}
+
+/// The outcome of an accepted event: the next state and the side effects to perform.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step<S> {
+    pub state: S,
+    pub commands: Vec<Command>,
+}
+
+/// One reason a request or event was refused, naming the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    pub field: String,
+    pub message: String,
+}
+
+/// A refused start or event. A rejection changes nothing; its reasons say what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rejected {
+    pub reasons: Vec<Reason>,
+}
+
+impl Rejected {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { reasons: vec![Reason { field: field.into(), message: message.into() }] }
+    }
+
+    /// Collects reasons; `Ok` when there are none.
+    pub fn from_reasons(reasons: Vec<Reason>) -> Result<(), Self> {
+        if reasons.is_empty() { Ok(()) } else { Err(Self { reasons }) }
+    }
+}
+
+impl fmt::Display for Rejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.reasons.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", r.field, r.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// A declared transition: `from --on--> to`. `from == "[*]"` is the start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Transition {
+    pub from: &'static str,
+    pub on: &'static str,
+    pub to: &'static str,
+}
+
+/// Shorthand for transition tables.
+pub const fn t(from: &'static str, on: &'static str, to: &'static str) -> Transition {
+    Transition { from, on, to }
+}
+
+/// Pseudo-state the table uses for `start`.
+pub const START: &str = "[*]";
+
+/// A workflow: a pure, typed state machine with a declared transition table.
+pub trait Workflow {
+    /// Persisted state; serde-tagged so a stored state names its variant.
+    type State: Clone + fmt::Debug + Serialize + for<'de> Deserialize<'de>;
+    /// What starts an instance.
+    type Input: Clone + fmt::Debug;
+
+    /// Stable kind name, used in ids, storage and diagrams.
+    const KIND: &'static str;
+    /// Every transition the machine may take. `on` must stay inside this table; tests check both
+    /// directions (nothing undeclared is taken, nothing declared is left unexercised).
+    const TRANSITIONS: &'static [Transition];
+
+    fn start(input: Self::Input, ctx: &Ctx) -> Result<Step<Self::State>, Rejected>;
+    fn on(state: &Self::State, event: Event, ctx: &Ctx) -> Result<Step<Self::State>, Rejected>;
+
+    /// The variant name of a state, as used in the table.
+    fn state_name(state: &Self::State) -> &'static str;
+    /// Terminal states accept no further events.
+    fn is_terminal(state: &Self::State) -> bool;
+    /// The table label of an event: its type, plus the detail that selects a transition.
+    fn event_label(event: &Event) -> &'static str {
+        event.label()
+    }
+}
+
+/// Starts a machine and checks the step against its table (debug builds panic on an undeclared
+/// transition: that is a bug in the machine, not bad input).
+pub fn start<W: Workflow>(input: W::Input, ctx: &Ctx) -> Result<Step<W::State>, Rejected> {
+    let step = W::start(input, ctx)?;
+    record::<W>(START, "start", W::state_name(&step.state));
+    Ok(step)
+}
+
+/// Applies an event and checks the step against the table.
+pub fn on<W: Workflow>(state: &W::State, event: Event, ctx: &Ctx) -> Result<Step<W::State>, Rejected> {
+    let from = W::state_name(state);
+    let label = W::event_label(&event);
+    let step = W::on(state, event, ctx)?;
+    record::<W>(from, label, W::state_name(&step.state));
+    Ok(step)
+}
+
+fn record<W: Workflow>(from: &'static str, on: &'static str, to: &'static str) {
+    let taken = Transition { from, on, to };
+    debug_assert!(
+        W::TRANSITIONS.contains(&taken),
+        "{} took an undeclared transition {from} --{on}--> {to}",
+        W::KIND
+    );
+    coverage::hit(W::KIND, taken);
+}
+
+/// Which declared transitions the current thread has exercised (for the coverage test).
+pub mod coverage {
+    use super::Transition;
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    thread_local! {
+        static HITS: RefCell<BTreeSet<(&'static str, Transition)>> = const { RefCell::new(BTreeSet::new()) };
+    }
+
+    pub(crate) fn hit(kind: &'static str, t: Transition) {
+        HITS.with(|h| {
+            h.borrow_mut().insert((kind, t));
+        });
+    }
+
+    /// Transitions of `kind` taken on this thread so far.
+    pub fn taken(kind: &str) -> BTreeSet<Transition> {
+        HITS.with(|h| h.borrow().iter().filter(|(k, _)| *k == kind).map(|(_, t)| *t).collect())
+    }
+}
