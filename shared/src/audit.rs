@@ -21,9 +21,14 @@ struct Class {
 const IAM: (u32, &str) = (3, "Identity & Access Management");
 
 fn class(kind: AuditKind) -> Class {
-    let (entity_mgmt, user_access) = ((3004, "Entity Management"), (3005, "User Access Management"));
+    let (entity_mgmt, user_access) = (
+        (3004, "Entity Management"),
+        (3005, "User Access Management"),
+    );
     let (c, (activity_id, activity_name)) = match kind {
-        AuditKind::AgentRequested | AuditKind::ScopeChangeRequested | AuditKind::ApprovalRequested => (entity_mgmt, (1, "Create")),
+        AuditKind::AgentRequested
+        | AuditKind::ScopeChangeRequested
+        | AuditKind::ApprovalRequested => (entity_mgmt, (1, "Create")),
         AuditKind::AgentRegistered => (entity_mgmt, (1, "Create")),
         AuditKind::ApprovalDecided | AuditKind::ApprovalExpired => (entity_mgmt, (3, "Update")),
         AuditKind::RequestCancelled => (entity_mgmt, (4, "Delete")),
@@ -31,14 +36,24 @@ fn class(kind: AuditKind) -> Class {
         AuditKind::ScopesGranted => (user_access, (1, "Assign Privileges")),
         AuditKind::ScopesRevoked => (user_access, (2, "Revoke Privileges")),
     };
-    Class { uid: c.0, name: c.1, category_uid: IAM.0, category_name: IAM.1, activity_id, activity_name }
+    Class {
+        uid: c.0,
+        name: c.1,
+        category_uid: IAM.0,
+        category_name: IAM.1,
+        activity_id,
+        activity_name,
+    }
 }
 
 fn entity_type(kind: AuditKind) -> &'static str {
     match kind {
         AuditKind::AgentRequested => "Agent Request",
         AuditKind::ScopeChangeRequested => "Scope Change Request",
-        AuditKind::ApprovalRequested | AuditKind::ApprovalDecided | AuditKind::ApprovalExpired | AuditKind::RequestCancelled => "Access Request",
+        AuditKind::ApprovalRequested
+        | AuditKind::ApprovalDecided
+        | AuditKind::ApprovalExpired
+        | AuditKind::RequestCancelled => "Access Request",
         _ => "AI Agent",
     }
 }
@@ -46,14 +61,29 @@ fn entity_type(kind: AuditKind) -> &'static str {
 /// OCSF `actor` for whoever caused the record.
 pub fn actor_json(actor: &Actor) -> Value {
     match actor {
-        Actor::Person(email) => json!({"user": {"uid": email, "name": email, "email_addr": email, "type_id": 1, "type": "User"}}),
-        Actor::Schedule(name) => json!({"app_name": "steward-scheduler", "user": {"name": name, "type_id": 3, "type": "System"}}),
-        Actor::IdpEvent(id) => json!({"app_name": "identity-provider", "user": {"uid": id, "type_id": 3, "type": "System"}}),
-        Actor::System => json!({"app_name": "steward", "user": {"name": "steward", "type_id": 3, "type": "System"}}),
+        Actor::Person(email) => {
+            json!({"user": {"uid": email, "name": email, "email_addr": email, "type_id": 1, "type": "User"}})
+        }
+        Actor::Schedule(name) => {
+            json!({"app_name": "steward-scheduler", "user": {"name": name, "type_id": 3, "type": "System"}})
+        }
+        Actor::IdpEvent(id) => {
+            json!({"app_name": "identity-provider", "user": {"uid": id, "type_id": 3, "type": "System"}})
+        }
+        Actor::System => {
+            json!({"app_name": "steward", "user": {"name": "steward", "type_id": 3, "type": "System"}})
+        }
     }
 }
 
-fn base(c: &Class, time: DateTime<Utc>, id: &str, success: bool, message: &str, workflow_id: Option<&str>) -> Value {
+fn base(
+    c: &Class,
+    time: DateTime<Utc>,
+    id: &str,
+    success: bool,
+    message: &str,
+    workflow_id: Option<&str>,
+) -> Value {
     let mut v = json!({
         "class_uid": c.uid,
         "class_name": c.name,
@@ -83,7 +113,12 @@ fn base(c: &Class, time: DateTime<Utc>, id: &str, success: bool, message: &str, 
 }
 
 /// Shapes a machine's audit event.
-pub fn from_event(ev: &AuditEvent, workflow_id: &str, time: DateTime<Utc>, id: String) -> AuditRecord {
+pub fn from_event(
+    ev: &AuditEvent,
+    workflow_id: &str,
+    time: DateTime<Utc>,
+    id: String,
+) -> AuditRecord {
     let c = class(ev.kind);
     let mut v = base(&c, time, &id, ev.success, &ev.message, Some(workflow_id));
     v["actor"] = actor_json(&ev.actor);
@@ -93,7 +128,13 @@ pub fn from_event(ev: &AuditEvent, workflow_id: &str, time: DateTime<Utc>, id: S
         v["privileges"] = json!(ev.scopes);
     } else {
         let uid = match (ev.kind, &ev.approval_id) {
-            (AuditKind::ApprovalRequested | AuditKind::ApprovalDecided | AuditKind::ApprovalExpired | AuditKind::RequestCancelled, Some(a)) => a.clone(),
+            (
+                AuditKind::ApprovalRequested
+                | AuditKind::ApprovalDecided
+                | AuditKind::ApprovalExpired
+                | AuditKind::RequestCancelled,
+                Some(a),
+            ) => a.clone(),
             _ => ev.agent_id.clone(),
         };
         v["entity"] = json!({"uid": uid, "name": ev.agent_name, "type": entity_type(ev.kind), "data": {"agent_id": ev.agent_id, "scopes": ev.scopes}});
@@ -103,10 +144,31 @@ pub fn from_event(ev: &AuditEvent, workflow_id: &str, time: DateTime<Utc>, id: S
 }
 
 /// A refused request or event: what was refused, by whom, and why. Nothing changed.
-pub fn refusal(what: &str, actor: &Actor, agent: Option<(&str, &str)>, workflow_id: Option<&str>, reasons: &str, time: DateTime<Utc>) -> AuditRecord {
+pub fn refusal(
+    what: &str,
+    actor: &Actor,
+    agent: Option<(&str, &str)>,
+    workflow_id: Option<&str>,
+    reasons: &str,
+    time: DateTime<Utc>,
+) -> AuditRecord {
     let id = random_id("refusal");
-    let c = Class { uid: 3004, name: "Entity Management", category_uid: IAM.0, category_name: IAM.1, activity_id: 99, activity_name: "Other" };
-    let mut v = base(&c, time, &id, false, &format!("refused {what}: {reasons}"), workflow_id);
+    let c = Class {
+        uid: 3004,
+        name: "Entity Management",
+        category_uid: IAM.0,
+        category_name: IAM.1,
+        activity_id: 99,
+        activity_name: "Other",
+    };
+    let mut v = base(
+        &c,
+        time,
+        &id,
+        false,
+        &format!("refused {what}: {reasons}"),
+        workflow_id,
+    );
     v["actor"] = actor_json(actor);
     let (uid, name) = agent.unwrap_or(("unknown", "unknown"));
     v["entity"] = json!({"uid": uid, "name": name, "type": "AI Agent"});
@@ -115,14 +177,34 @@ pub fn refusal(what: &str, actor: &Actor, agent: Option<(&str, &str)>, workflow_
 }
 
 /// A message the engine gave up on (it is in the dead-letter queue now).
-pub fn dead_letter(body_summary: &str, receive_count: u32, error: &str, time: DateTime<Utc>) -> AuditRecord {
+pub fn dead_letter(
+    body_summary: &str,
+    receive_count: u32,
+    error: &str,
+    time: DateTime<Utc>,
+) -> AuditRecord {
     let id = random_id("dead-letter");
-    let c = Class { uid: 6003, name: "API Activity", category_uid: 6, category_name: "Application Activity", activity_id: 99, activity_name: "Other" };
-    let mut v = base(&c, time, &id, false, &format!("message dead-lettered after {receive_count} receives: {error}"), None);
+    let c = Class {
+        uid: 6003,
+        name: "API Activity",
+        category_uid: 6,
+        category_name: "Application Activity",
+        activity_id: 99,
+        activity_name: "Other",
+    };
+    let mut v = base(
+        &c,
+        time,
+        &id,
+        false,
+        &format!("message dead-lettered after {receive_count} receives: {error}"),
+        None,
+    );
     v["actor"] = actor_json(&Actor::System);
     v["api"] = json!({"operation": "queue.process"});
     v["src_endpoint"] = json!({"svc_name": "steward-worker"});
-    v["unmapped"] = json!({"steward_event": "dead_letter", "message": body_summary, "error": error});
+    v["unmapped"] =
+        json!({"steward_event": "dead_letter", "message": body_summary, "error": error});
     AuditRecord { id, time, body: v }
 }
 

@@ -11,7 +11,10 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{path} is not a valid agent manifest: {message}")]
     Syntax { path: String, message: String },
 }
@@ -31,18 +34,31 @@ struct ManifestFile {
 }
 
 pub fn load(path: &Path) -> Result<AgentRequest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     parse(&text, &path.display().to_string())
 }
 
 pub fn parse(text: &str, origin: &str) -> Result<AgentRequest, ManifestError> {
-    let syntax = |message: String| ManifestError::Syntax { path: origin.into(), message };
+    let syntax = |message: String| ManifestError::Syntax {
+        path: origin.into(),
+        message,
+    };
     let file: ManifestFile = toml::from_str(text).map_err(|e| syntax(e.to_string()))?;
     let token_lifetime_secs = match file.token_lifetime {
         None => None,
         Some(t) => {
-            let d = humantime::parse_duration(&t).map_err(|e| syntax(format!("token_lifetime: `{t}` is not a duration like `15m` ({e})")))?;
-            Some(u32::try_from(d.as_secs()).map_err(|_| syntax(format!("token_lifetime: `{t}` is far too long")))?)
+            let d = humantime::parse_duration(&t).map_err(|e| {
+                syntax(format!(
+                    "token_lifetime: `{t}` is not a duration like `15m` ({e})"
+                ))
+            })?;
+            Some(
+                u32::try_from(d.as_secs())
+                    .map_err(|_| syntax(format!("token_lifetime: `{t}` is far too long")))?,
+            )
         }
     };
     let expires_on = match file.expires_on {
@@ -72,7 +88,12 @@ pub struct Verdict {
 }
 
 /// Checks manifests against the policy (and the directory, when given) without changing anything.
-pub async fn validate(paths: &[impl AsRef<Path>], policy: &Policy, directory: Option<&dyn Directory>, today: NaiveDate) -> Vec<Verdict> {
+pub async fn validate(
+    paths: &[impl AsRef<Path>],
+    policy: &Policy,
+    directory: Option<&dyn Directory>,
+    today: NaiveDate,
+) -> Vec<Verdict> {
     let mut out = Vec::new();
     for p in paths {
         let p = p.as_ref();
@@ -82,13 +103,23 @@ pub async fn validate(paths: &[impl AsRef<Path>], policy: &Policy, directory: Op
             Err(e) => problems.push(e.to_string()),
             Ok(req) => {
                 if let Err(r) = req.check(policy, today) {
-                    problems.extend(r.reasons.into_iter().map(|r| format!("{}: {}", r.field, r.message)));
+                    problems.extend(
+                        r.reasons
+                            .into_iter()
+                            .map(|r| format!("{}: {}", r.field, r.message)),
+                    );
                 }
                 if let Some(dir) = directory {
                     match dir.owner_status(&req.owner).await {
                         Ok(OwnerStatus::Active) => {}
-                        Ok(OwnerStatus::Inactive) => problems.push(format!("owner: {} is not an active person in the directory", req.owner)),
-                        Ok(OwnerStatus::Unknown) => problems.push(format!("owner: {} is not a person in the directory", req.owner)),
+                        Ok(OwnerStatus::Inactive) => problems.push(format!(
+                            "owner: {} is not an active person in the directory",
+                            req.owner
+                        )),
+                        Ok(OwnerStatus::Unknown) => problems.push(format!(
+                            "owner: {} is not a person in the directory",
+                            req.owner
+                        )),
                         Err(e) => problems.push(format!("owner: directory lookup failed: {e}")),
                     }
                 }

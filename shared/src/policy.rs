@@ -2,13 +2,18 @@
 
 use serde::Deserialize;
 use statemachines::Policy;
-use statemachines::policy::{DEFAULT_MAX_TOKEN_LIFETIME_SECS, TOKEN_LIFETIME_CEILING_SECS, pattern_placeholders_ok};
+use statemachines::policy::{
+    DEFAULT_MAX_TOKEN_LIFETIME_SECS, TOKEN_LIFETIME_CEILING_SECS, pattern_placeholders_ok,
+};
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
     #[error("cannot read policy file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("policy file {path} is not valid TOML: {message}")]
     Syntax { path: String, message: String },
     #[error("policy file {path} is invalid:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -38,7 +43,9 @@ struct Naming {
 }
 impl Default for Naming {
     fn default() -> Self {
-        Self { pattern: default_pattern() }
+        Self {
+            pattern: default_pattern(),
+        }
     }
 }
 fn default_pattern() -> String {
@@ -80,13 +87,19 @@ fn default_expiry() -> String {
 
 /// Reads and validates a policy file.
 pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
     parse(&text, &path.display().to_string())
 }
 
 /// Parses and validates policy text; `origin` names it in errors.
 pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
-    let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Syntax { path: origin.into(), message: e.to_string() })?;
+    let file: PolicyFile = toml::from_str(text).map_err(|e| PolicyError::Syntax {
+        path: origin.into(),
+        message: e.to_string(),
+    })?;
     let mut problems = Vec::new();
 
     if !pattern_placeholders_ok(&file.naming.pattern) {
@@ -96,10 +109,15 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         ));
     }
     if file.environments.is_empty() {
-        problems.push("environments: list at least one environment (e.g. [\"dev\", \"prod\"])".into());
+        problems
+            .push("environments: list at least one environment (e.g. [\"dev\", \"prod\"])".into());
     }
     for e in &file.environments {
-        if e.is_empty() || !e.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()) {
+        if e.is_empty()
+            || !e
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
             problems.push(format!("environments: `{e}` must be one lowercase word"));
         }
     }
@@ -108,7 +126,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     }
     for s in &file.scopes.excluded {
         if file.scopes.approved.contains(s) {
-            problems.push(format!("scopes.excluded: `{s}` is also in scopes.approved; a scope cannot be both"));
+            problems.push(format!(
+                "scopes.excluded: `{s}` is also in scopes.approved; a scope cannot be both"
+            ));
         }
     }
     for s in &file.scopes.sensitive {
@@ -123,7 +143,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     if let Some(secs) = max_lifetime
         && (secs == 0 || secs > TOKEN_LIFETIME_CEILING_SECS as u64)
     {
-        problems.push(format!("tokens.max_lifetime: must be between 1s and 60m (the hard ceiling), got {secs}s"));
+        problems.push(format!(
+            "tokens.max_lifetime: must be between 1s and 60m (the hard ceiling), got {secs}s"
+        ));
     }
     let max_age = match &file.rotation.max_age {
         None => Some(90 * 86_400),
@@ -136,15 +158,22 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     }
     let expiry = duration("approvals.expiry", &file.approvals.expiry, &mut problems);
     if file.approvals.approvers.is_empty() {
-        problems.push("approvals.approvers: name at least one approver (the security group's emails)".into());
+        problems.push(
+            "approvals.approvers: name at least one approver (the security group's emails)".into(),
+        );
     }
     for a in &file.approvals.approvers {
         if !a.contains('@') {
-            problems.push(format!("approvals.approvers: `{a}` is not an email address"));
+            problems.push(format!(
+                "approvals.approvers: `{a}` is not an email address"
+            ));
         }
     }
     if !problems.is_empty() {
-        return Err(PolicyError::Invalid { path: origin.into(), problems });
+        return Err(PolicyError::Invalid {
+            path: origin.into(),
+            problems,
+        });
     }
     Ok(Policy {
         naming_pattern: file.naming.pattern,
@@ -167,7 +196,9 @@ fn duration(field: &str, text: &str, problems: &mut Vec<String>) -> Option<u64> 
             None
         }
         Err(e) => {
-            problems.push(format!("{field}: `{text}` is not a duration like `15m`, `72h` or `90days` ({e})"));
+            problems.push(format!(
+                "{field}: `{text}` is not a duration like `15m`, `72h` or `90days` ({e})"
+            ));
             None
         }
     }

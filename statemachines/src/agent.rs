@@ -36,7 +36,10 @@ impl AgentRequest {
             reasons.push(reason("team", "a team is required"));
         }
         if self.purpose.trim().is_empty() {
-            reasons.push(reason("purpose", "a purpose is required: say what the agent does"));
+            reasons.push(reason(
+                "purpose",
+                "a purpose is required: say what the agent does",
+            ));
         }
         if self.scopes.is_empty() {
             reasons.push(reason("scopes", "at least one scope is required"));
@@ -52,18 +55,26 @@ impl AgentRequest {
         if let Some(d) = self.expires_on
             && d <= today
         {
-            reasons.push(reason("expires_on", format!("expiry date {d} is not in the future")));
+            reasons.push(reason(
+                "expires_on",
+                format!("expiry date {d} is not in the future"),
+            ));
         }
         Rejected::from_reasons(reasons)
     }
 
     pub fn token_lifetime(&self, policy: &Policy) -> u32 {
-        self.token_lifetime_secs.unwrap_or(policy.max_token_lifetime_secs)
+        self.token_lifetime_secs
+            .unwrap_or(policy.max_token_lifetime_secs)
     }
 
     /// Scopes that need a security approval.
     pub fn sensitive_scopes(&self, policy: &Policy) -> Vec<String> {
-        self.scopes.iter().filter(|s| policy.is_sensitive(s)).cloned().collect()
+        self.scopes
+            .iter()
+            .filter(|s| policy.is_sensitive(s))
+            .cloned()
+            .collect()
     }
 }
 

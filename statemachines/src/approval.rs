@@ -15,10 +15,22 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum ApprovalOutcome {
-    Approved { by: String, at: DateTime<Utc>, reason: Option<String> },
-    Denied { by: String, at: DateTime<Utc>, reason: Option<String> },
-    Expired { at: DateTime<Utc> },
-    Cancelled { at: DateTime<Utc> },
+    Approved {
+        by: String,
+        at: DateTime<Utc>,
+        reason: Option<String>,
+    },
+    Denied {
+        by: String,
+        at: DateTime<Utc>,
+        reason: Option<String>,
+    },
+    Expired {
+        at: DateTime<Utc>,
+    },
+    Cancelled {
+        at: DateTime<Utc>,
+    },
 }
 
 /// What a person is asked to approve. Stored with the workflow state and in the approvals table.
@@ -46,27 +58,65 @@ pub struct ApprovalRequest {
 impl ApprovalRequest {
     /// The rules every decision must satisfy (besides "not decided yet", which the owning
     /// workflow's state enforces): the approver is allowed, is not the requester, and the request
-    /// has not expired.
-    pub fn check_decision(&self, approver: &str, now: DateTime<Utc>) -> Result<(), Rejected> {
+    /// has not expired. Returns the approver as the approval lists them (canonical spelling).
+    pub fn check_decision(&self, approver: &str, now: DateTime<Utc>) -> Result<String, Rejected> {
         let approver = approver.trim();
-        if approver == self.requester {
+        if approver.eq_ignore_ascii_case(&self.requester) {
             return Err(Rejected::new(
                 "approver",
-                format!("{approver} requested this change and cannot approve it: another approver must decide"),
+                format!(
+                    "{approver} requested this change and cannot approve it: another approver must decide"
+                ),
             ));
         }
-        if !self.approvers.iter().any(|a| a.eq_ignore_ascii_case(approver)) {
+        let Some(canonical) = self
+            .approvers
+            .iter()
+            .find(|a| a.eq_ignore_ascii_case(approver))
+        else {
             return Err(Rejected::new(
                 "approver",
-                format!("{approver} is not an allowed approver for approval {} (allowed: {})", self.id, self.approvers.join(", ")),
+                format!(
+                    "{approver} is not an allowed approver for approval {} (allowed: {})",
+                    self.id,
+                    self.approvers.join(", ")
+                ),
             ));
-        }
+        };
         if now > self.expires_at {
             return Err(Rejected::new(
                 "approval",
-                format!("approval {} expired at {}; request the change again", self.id, self.expires_at.to_rfc3339()),
+                format!(
+                    "approval {} expired at {}; request the change again",
+                    self.id,
+                    self.expires_at.to_rfc3339()
+                ),
             ));
         }
-        Ok(())
+        Ok(canonical.clone())
+    }
+
+    /// Who may withdraw the request while it waits: the requester or one of its approvers.
+    pub fn check_canceller(&self, by: &crate::command::Actor) -> Result<(), Rejected> {
+        match by {
+            crate::command::Actor::Person(p)
+                if p.trim().eq_ignore_ascii_case(&self.requester)
+                    || self
+                        .approvers
+                        .iter()
+                        .any(|a| a.eq_ignore_ascii_case(p.trim())) =>
+            {
+                Ok(())
+            }
+            other => Err(Rejected::new(
+                "by",
+                format!(
+                    "{} may not cancel approval {}: only the requester ({}) or an approver may",
+                    other.describe(),
+                    self.id,
+                    self.requester
+                ),
+            )),
+        }
     }
 }

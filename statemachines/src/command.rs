@@ -36,9 +36,18 @@ impl Actor {
 pub enum IdpCommand {
     /// Create a service client with these scopes and token lifetime. The executor stores the
     /// issued secret straight into the vault: a secret never travels through events or state.
-    CreateClient { agent_id: String, name: String, scopes: Vec<String>, token_lifetime_secs: u32 },
+    CreateClient {
+        agent_id: String,
+        name: String,
+        scopes: Vec<String>,
+        token_lifetime_secs: u32,
+    },
     /// Set the client's granted scopes and token lifetime to exactly these (idempotent).
-    SetGrants { client_id: String, scopes: Vec<String>, token_lifetime_secs: u32 },
+    SetGrants {
+        client_id: String,
+        scopes: Vec<String>,
+        token_lifetime_secs: u32,
+    },
 }
 
 impl IdpCommand {
@@ -51,7 +60,9 @@ impl IdpCommand {
     /// Scopes this command would grant.
     pub fn granted_scopes(&self) -> &[String] {
         match self {
-            IdpCommand::CreateClient { scopes, .. } | IdpCommand::SetGrants { scopes, .. } => scopes,
+            IdpCommand::CreateClient { scopes, .. } | IdpCommand::SetGrants { scopes, .. } => {
+                scopes
+            }
         }
     }
 }
@@ -93,14 +104,26 @@ pub enum Command {
     /// Record an approval request and ask its approvers (record: local; asking: external).
     RequestApproval(ApprovalRequest),
     /// Record the outcome of an approval (local) and tell the requester (external).
-    CloseApproval { approval_id: String, outcome: ApprovalOutcome },
+    CloseApproval {
+        approval_id: String,
+        outcome: ApprovalOutcome,
+    },
     /// Arm a named timer; `TimerFired { name }` arrives at or after `at`. Re-arming replaces it.
-    SetTimer { name: String, at: DateTime<Utc> },
-    CancelTimer { name: String },
+    SetTimer {
+        name: String,
+        at: DateTime<Utc>,
+    },
+    CancelTimer {
+        name: String,
+    },
     /// Write the agent's registry record (local, in the same commit as the state).
     SaveAgent(Box<Agent>),
     /// Tell a person something (external, best effort with retries).
-    Notify { to: String, subject: String, body: String },
+    Notify {
+        to: String,
+        subject: String,
+        body: String,
+    },
     /// Append to the audit trail (local, in the same commit as the state).
     Audit(AuditEvent),
 }
@@ -109,7 +132,13 @@ impl Command {
     /// Local commands are applied by the store in the same atomic write as the new state;
     /// external ones become pending commands run by an executor.
     pub fn is_external(&self) -> bool {
-        matches!(self, Command::Idp(_) | Command::RequestApproval(_) | Command::CloseApproval { .. } | Command::Notify { .. })
+        matches!(
+            self,
+            Command::Idp(_)
+                | Command::RequestApproval(_)
+                | Command::CloseApproval { .. }
+                | Command::Notify { .. }
+        )
     }
 
     pub fn name(&self) -> &'static str {

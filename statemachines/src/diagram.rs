@@ -3,7 +3,10 @@
 use crate::workflow::{START, Workflow};
 
 pub fn mermaid<W: Workflow>() -> String {
-    let mut out = format!("%% Generated from {}::TRANSITIONS — do not edit; run `STEWARD_BLESS=1 cargo test -p statemachines --test diagrams`.\nstateDiagram-v2\n", W::KIND);
+    let mut out = format!(
+        "%% Generated from {}::TRANSITIONS — do not edit; run `STEWARD_BLESS=1 cargo test -p statemachines --test diagrams`.\nstateDiagram-v2\n",
+        W::KIND
+    );
     for t in W::TRANSITIONS {
         let from = if t.from == START { "[*]" } else { t.from };
         out.push_str(&format!("    {from} --> {}: {}\n", t.to, t.on));

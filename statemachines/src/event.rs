@@ -8,15 +8,31 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case", tag = "type")]
 pub enum Event {
     /// A person decided an approval.
-    ApprovalDecided { approval_id: String, decision: Decision, approver: String, reason: Option<String> },
+    ApprovalDecided {
+        approval_id: String,
+        decision: Decision,
+        approver: String,
+        reason: Option<String>,
+    },
     /// A named timer came due (may be stale: machines ignore timers they no longer wait for).
     TimerFired { name: String },
     /// The identity provider created the client; its secret is in the vault at `secret_version`.
-    ClientCreated { client_id: String, secret_version: String },
+    ClientCreated {
+        client_id: String,
+        secret_version: String,
+    },
     /// The identity provider now grants exactly these scopes.
-    GrantsSet { client_id: String, scopes: Vec<String>, token_lifetime_secs: u32 },
+    GrantsSet {
+        client_id: String,
+        scopes: Vec<String>,
+        token_lifetime_secs: u32,
+    },
     /// A command failed for good (retries exhausted, or not retryable).
-    CommandFailed { command: String, retryable: bool, reason: String },
+    CommandFailed {
+        command: String,
+        retryable: bool,
+        reason: String,
+    },
     /// Someone withdrew the request.
     Cancel { by: Actor, reason: String },
 }
@@ -25,8 +41,14 @@ impl Event {
     /// Label used in transition tables.
     pub fn label(&self) -> &'static str {
         match self {
-            Event::ApprovalDecided { decision: Decision::Approve, .. } => "ApprovalDecided(approve)",
-            Event::ApprovalDecided { decision: Decision::Deny, .. } => "ApprovalDecided(deny)",
+            Event::ApprovalDecided {
+                decision: Decision::Approve,
+                ..
+            } => "ApprovalDecided(approve)",
+            Event::ApprovalDecided {
+                decision: Decision::Deny,
+                ..
+            } => "ApprovalDecided(deny)",
             Event::TimerFired { .. } => "TimerFired",
             Event::ClientCreated { .. } => "ClientCreated",
             Event::GrantsSet { .. } => "GrantsSet",

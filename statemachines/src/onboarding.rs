@@ -45,14 +45,39 @@ pub struct RecordedApproval {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state")]
+#[allow(clippy::large_enum_variant)] // states are stored as JSON; boxing buys nothing here
 pub enum OnboardingState {
-    AwaitingApproval { agent: Agent, approval: ApprovalRequest },
-    Provisioning { agent: Agent, approval: Option<RecordedApproval> },
-    Active { agent: Agent, approval: Option<RecordedApproval> },
-    Denied { agent: Agent, approval_id: String, by: String, reason: Option<String> },
-    Expired { agent: Agent, approval_id: String },
-    Cancelled { agent: Agent, by: Actor, reason: String },
-    Failed { agent: Agent, reason: String },
+    AwaitingApproval {
+        agent: Agent,
+        approval: ApprovalRequest,
+    },
+    Provisioning {
+        agent: Agent,
+        approval: Option<RecordedApproval>,
+    },
+    Active {
+        agent: Agent,
+        approval: Option<RecordedApproval>,
+    },
+    Denied {
+        agent: Agent,
+        approval_id: String,
+        by: String,
+        reason: Option<String>,
+    },
+    Expired {
+        agent: Agent,
+        approval_id: String,
+    },
+    Cancelled {
+        agent: Agent,
+        by: Actor,
+        reason: String,
+    },
+    Failed {
+        agent: Agent,
+        reason: String,
+    },
 }
 
 impl OnboardingState {
@@ -78,7 +103,11 @@ impl Workflow for Onboarding {
     const TRANSITIONS: &'static [Transition] = &[
         t(START, "start", "AwaitingApproval"),
         t(START, "start", "Provisioning"),
-        t("AwaitingApproval", "ApprovalDecided(approve)", "Provisioning"),
+        t(
+            "AwaitingApproval",
+            "ApprovalDecided(approve)",
+            "Provisioning",
+        ),
         t("AwaitingApproval", "ApprovalDecided(deny)", "Denied"),
         t("AwaitingApproval", "TimerFired", "Expired"),
         t("AwaitingApproval", "Cancel", "Cancelled"),
@@ -87,7 +116,12 @@ impl Workflow for Onboarding {
     ];
 
     fn start(input: OnboardingInput, ctx: &Ctx) -> Result<Step<OnboardingState>, Rejected> {
-        let OnboardingInput { agent_id, request, requester, owner_status } = input;
+        let OnboardingInput {
+            agent_id,
+            request,
+            requester,
+            owner_status,
+        } = input;
         let mut reasons = match request.check(ctx.policy, ctx.now.date_naive()) {
             Ok(()) => Vec::new(),
             Err(r) => r.reasons,
@@ -96,11 +130,17 @@ impl Workflow for Onboarding {
             OwnerStatus::Active => {}
             OwnerStatus::Inactive => reasons.push(crate::policy::reason(
                 "owner",
-                format!("owner {} is not an active person in the directory; choose an active owner", request.owner),
+                format!(
+                    "owner {} is not an active person in the directory; choose an active owner",
+                    request.owner
+                ),
             )),
             OwnerStatus::Unknown => reasons.push(crate::policy::reason(
                 "owner",
-                format!("owner {} is not a person in the directory; agents need a named human owner", request.owner),
+                format!(
+                    "owner {} is not a person in the directory; agents need a named human owner",
+                    request.owner
+                ),
             )),
         }
         Rejected::from_reasons(reasons)?;
@@ -124,17 +164,31 @@ impl Workflow for Onboarding {
             created_at: ctx.now,
             updated_at: ctx.now,
         };
-        let requested = audit(&agent, AuditKind::AgentRequested, Actor::Person(requester.clone()), None, agent.scopes.clone(), format!(
-            "{} requested agent {} ({}) owned by {}",
-            requester, agent.name, agent.environment, agent.owner
-        ));
+        let requested = audit(
+            &agent,
+            AuditKind::AgentRequested,
+            Actor::Person(requester.clone()),
+            None,
+            agent.scopes.clone(),
+            format!(
+                "{} requested agent {} ({}) owned by {}",
+                requester, agent.name, agent.environment, agent.owner
+            ),
+        );
 
         if sensitive.is_empty() {
             agent.status = AgentStatus::Provisioning;
             let create = create_client(&agent);
             return Ok(Step {
-                commands: vec![requested, Command::SaveAgent(Box::new(agent.clone())), create],
-                state: OnboardingState::Provisioning { agent, approval: None },
+                commands: vec![
+                    requested,
+                    Command::SaveAgent(Box::new(agent.clone())),
+                    create,
+                ],
+                state: OnboardingState::Provisioning {
+                    agent,
+                    approval: None,
+                },
             });
         }
 
@@ -151,20 +205,36 @@ impl Workflow for Onboarding {
             token_lifetime_secs: agent.token_lifetime_secs,
             requester: requester.clone(),
             justification: agent.purpose.clone(),
-            approvers: ctx.policy.approvers.iter().filter(|a| !a.eq_ignore_ascii_case(&requester)).cloned().collect(),
+            approvers: ctx
+                .policy
+                .approvers
+                .iter()
+                .filter(|a| !a.eq_ignore_ascii_case(&requester))
+                .cloned()
+                .collect(),
             requested_at: ctx.now,
             expires_at: ctx.now + Duration::seconds(ctx.policy.approval_expiry_secs as i64),
         };
-        let asked = audit(&agent, AuditKind::ApprovalRequested, Actor::Person(requester), Some(&approval.id), sensitive.clone(), format!(
-            "approval {} requested for sensitive scopes {}",
-            approval.id,
-            sensitive.join(", ")
-        ));
+        let asked = audit(
+            &agent,
+            AuditKind::ApprovalRequested,
+            Actor::Person(requester),
+            Some(&approval.id),
+            sensitive.clone(),
+            format!(
+                "approval {} requested for sensitive scopes {}",
+                approval.id,
+                sensitive.join(", ")
+            ),
+        );
         Ok(Step {
             commands: vec![
                 requested,
                 Command::SaveAgent(Box::new(agent.clone())),
-                Command::SetTimer { name: APPROVAL_EXPIRY_TIMER.into(), at: approval.expires_at },
+                Command::SetTimer {
+                    name: APPROVAL_EXPIRY_TIMER.into(),
+                    at: approval.expires_at,
+                },
                 Command::RequestApproval(approval.clone()),
                 asked,
             ],
@@ -172,14 +242,32 @@ impl Workflow for Onboarding {
         })
     }
 
-    fn on(state: &OnboardingState, event: Event, ctx: &Ctx) -> Result<Step<OnboardingState>, Rejected> {
+    fn on(
+        state: &OnboardingState,
+        event: Event,
+        ctx: &Ctx,
+    ) -> Result<Step<OnboardingState>, Rejected> {
         use OnboardingState as S;
         match (state, event) {
-            (S::AwaitingApproval { agent, approval }, Event::ApprovalDecided { approval_id, decision, approver, reason }) => {
+            (
+                S::AwaitingApproval { agent, approval },
+                Event::ApprovalDecided {
+                    approval_id,
+                    decision,
+                    approver,
+                    reason,
+                },
+            ) => {
                 if approval_id != approval.id {
-                    return Err(Rejected::new("approval_id", format!("{} is waiting for approval {}, not {approval_id}", agent.name, approval.id)));
+                    return Err(Rejected::new(
+                        "approval_id",
+                        format!(
+                            "{} is waiting for approval {}, not {approval_id}",
+                            agent.name, approval.id
+                        ),
+                    ));
                 }
-                approval.check_decision(&approver, ctx.now)?;
+                let approver = approval.check_decision(&approver, ctx.now)?;
                 let mut agent = agent.clone();
                 agent.updated_at = ctx.now;
                 let actor = Actor::Person(approver.clone());
@@ -193,94 +281,212 @@ impl Workflow for Onboarding {
                             scopes: approval.sensitive_scopes.clone(),
                         };
                         let commands = vec![
-                            Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() },
+                            Command::CancelTimer {
+                                name: APPROVAL_EXPIRY_TIMER.into(),
+                            },
                             Command::CloseApproval {
                                 approval_id: approval.id.clone(),
-                                outcome: ApprovalOutcome::Approved { by: approver.clone(), at: ctx.now, reason },
+                                outcome: ApprovalOutcome::Approved {
+                                    by: approver.clone(),
+                                    at: ctx.now,
+                                    reason,
+                                },
                             },
-                            audit(&agent, AuditKind::ApprovalDecided, actor, Some(&approval.id), approval.sensitive_scopes.clone(), format!("{approver} approved {}", approval.id)),
+                            audit(
+                                &agent,
+                                AuditKind::ApprovalDecided,
+                                actor,
+                                Some(&approval.id),
+                                approval.sensitive_scopes.clone(),
+                                format!("{approver} approved {}", approval.id),
+                            ),
                             Command::SaveAgent(Box::new(agent.clone())),
                             create_client(&agent),
                         ];
-                        Ok(Step { commands, state: S::Provisioning { agent, approval: Some(recorded) } })
+                        Ok(Step {
+                            commands,
+                            state: S::Provisioning {
+                                agent,
+                                approval: Some(recorded),
+                            },
+                        })
                     }
                     Decision::Deny => {
                         agent.status = AgentStatus::Denied;
                         let commands = vec![
-                            Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() },
+                            Command::CancelTimer {
+                                name: APPROVAL_EXPIRY_TIMER.into(),
+                            },
                             Command::CloseApproval {
                                 approval_id: approval.id.clone(),
-                                outcome: ApprovalOutcome::Denied { by: approver.clone(), at: ctx.now, reason: reason.clone() },
+                                outcome: ApprovalOutcome::Denied {
+                                    by: approver.clone(),
+                                    at: ctx.now,
+                                    reason: reason.clone(),
+                                },
                             },
-                            audit(&agent, AuditKind::ApprovalDecided, actor, Some(&approval.id), approval.sensitive_scopes.clone(), format!(
-                                "{approver} denied {}{}",
-                                approval.id,
-                                reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
-                            )),
+                            audit(
+                                &agent,
+                                AuditKind::ApprovalDecided,
+                                actor,
+                                Some(&approval.id),
+                                approval.sensitive_scopes.clone(),
+                                format!(
+                                    "{approver} denied {}{}",
+                                    approval.id,
+                                    reason
+                                        .as_deref()
+                                        .map(|r| format!(": {r}"))
+                                        .unwrap_or_default()
+                                ),
+                            ),
                             Command::SaveAgent(Box::new(agent.clone())),
                         ];
-                        Ok(Step { commands, state: S::Denied { agent, approval_id: approval.id.clone(), by: approver, reason } })
+                        Ok(Step {
+                            commands,
+                            state: S::Denied {
+                                agent,
+                                approval_id: approval.id.clone(),
+                                by: approver,
+                                reason,
+                            },
+                        })
                     }
                 }
             }
-            (S::AwaitingApproval { agent, approval }, Event::TimerFired { name }) if name == APPROVAL_EXPIRY_TIMER => {
+            (S::AwaitingApproval { agent, approval }, Event::TimerFired { name })
+                if name == APPROVAL_EXPIRY_TIMER =>
+            {
                 if ctx.now < approval.expires_at {
-                    return Err(Rejected::new("timer", format!("approval {} does not expire until {}", approval.id, approval.expires_at.to_rfc3339())));
+                    return Err(Rejected::new(
+                        "timer",
+                        format!(
+                            "approval {} does not expire until {}",
+                            approval.id,
+                            approval.expires_at.to_rfc3339()
+                        ),
+                    ));
                 }
                 let mut agent = agent.clone();
                 agent.status = AgentStatus::Expired;
                 agent.updated_at = ctx.now;
                 let commands = vec![
-                    Command::CloseApproval { approval_id: approval.id.clone(), outcome: ApprovalOutcome::Expired { at: ctx.now } },
-                    audit(&agent, AuditKind::ApprovalExpired, Actor::Schedule(APPROVAL_EXPIRY_TIMER.into()), Some(&approval.id), approval.sensitive_scopes.clone(), format!(
-                        "approval {} expired unanswered; nothing was provisioned",
-                        approval.id
-                    )),
+                    Command::CloseApproval {
+                        approval_id: approval.id.clone(),
+                        outcome: ApprovalOutcome::Expired { at: ctx.now },
+                    },
+                    audit(
+                        &agent,
+                        AuditKind::ApprovalExpired,
+                        Actor::Schedule(APPROVAL_EXPIRY_TIMER.into()),
+                        Some(&approval.id),
+                        approval.sensitive_scopes.clone(),
+                        format!(
+                            "approval {} expired unanswered; nothing was provisioned",
+                            approval.id
+                        ),
+                    ),
                     Command::SaveAgent(Box::new(agent.clone())),
                 ];
-                Ok(Step { commands, state: S::Expired { agent, approval_id: approval.id.clone() } })
+                Ok(Step {
+                    commands,
+                    state: S::Expired {
+                        agent,
+                        approval_id: approval.id.clone(),
+                    },
+                })
             }
             (S::AwaitingApproval { agent, approval }, Event::Cancel { by, reason }) => {
+                approval.check_canceller(&by)?;
                 let mut agent = agent.clone();
                 agent.status = AgentStatus::Cancelled;
                 agent.updated_at = ctx.now;
                 let commands = vec![
-                    Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() },
-                    Command::CloseApproval { approval_id: approval.id.clone(), outcome: ApprovalOutcome::Cancelled { at: ctx.now } },
-                    audit(&agent, AuditKind::RequestCancelled, by.clone(), Some(&approval.id), vec![], format!("request cancelled: {reason}")),
+                    Command::CancelTimer {
+                        name: APPROVAL_EXPIRY_TIMER.into(),
+                    },
+                    Command::CloseApproval {
+                        approval_id: approval.id.clone(),
+                        outcome: ApprovalOutcome::Cancelled { at: ctx.now },
+                    },
+                    audit(
+                        &agent,
+                        AuditKind::RequestCancelled,
+                        by.clone(),
+                        Some(&approval.id),
+                        vec![],
+                        format!("request cancelled: {reason}"),
+                    ),
                     Command::SaveAgent(Box::new(agent.clone())),
                 ];
-                Ok(Step { commands, state: S::Cancelled { agent, by, reason } })
+                Ok(Step {
+                    commands,
+                    state: S::Cancelled { agent, by, reason },
+                })
             }
-            (S::Provisioning { agent, approval }, Event::ClientCreated { client_id, secret_version }) => {
+            (
+                S::Provisioning { agent, approval },
+                Event::ClientCreated {
+                    client_id,
+                    secret_version,
+                },
+            ) => {
                 let mut agent = agent.clone();
                 agent.status = AgentStatus::Active;
                 agent.client_id = Some(client_id.clone());
                 agent.secret_version = Some(secret_version);
                 agent.credential_issued_at = Some(ctx.now);
                 agent.updated_at = ctx.now;
-                let approver = approval.as_ref().map(|a| Actor::Person(a.approver.clone())).unwrap_or(Actor::System);
+                let approver = approval
+                    .as_ref()
+                    .map(|a| Actor::Person(a.approver.clone()))
+                    .unwrap_or(Actor::System);
                 let approval_id = approval.as_ref().map(|a| a.approval_id.as_str());
                 let commands = vec![
                     Command::SaveAgent(Box::new(agent.clone())),
-                    audit(&agent, AuditKind::AgentRegistered, Actor::Person(agent.requested_by.clone()), approval_id, vec![], format!(
-                        "agent {} registered as client {client_id}",
-                        agent.name
-                    )),
-                    audit(&agent, AuditKind::ScopesGranted, approver, approval_id, agent.scopes.clone(), format!(
-                        "granted {} with {}-second tokens",
-                        agent.scopes.join(", "),
-                        agent.token_lifetime_secs
-                    )),
+                    audit(
+                        &agent,
+                        AuditKind::AgentRegistered,
+                        Actor::Person(agent.requested_by.clone()),
+                        approval_id,
+                        vec![],
+                        format!("agent {} registered as client {client_id}", agent.name),
+                    ),
+                    audit(
+                        &agent,
+                        AuditKind::ScopesGranted,
+                        approver,
+                        approval_id,
+                        agent.scopes.clone(),
+                        format!(
+                            "granted {} with {}-second tokens",
+                            agent.scopes.join(", "),
+                            agent.token_lifetime_secs
+                        ),
+                    ),
                     Command::Notify {
                         to: agent.owner.clone(),
                         subject: format!("{} is active", agent.name),
-                        body: format!("Client {client_id} is provisioned with {}. Its secret is in the vault.", agent.scopes.join(", ")),
+                        body: format!(
+                            "Client {client_id} is provisioned with {}. Its secret is in the vault.",
+                            agent.scopes.join(", ")
+                        ),
                     },
                 ];
-                Ok(Step { commands, state: S::Active { agent, approval: approval.clone() } })
+                Ok(Step {
+                    commands,
+                    state: S::Active {
+                        agent,
+                        approval: approval.clone(),
+                    },
+                })
             }
-            (S::Provisioning { agent, .. }, Event::CommandFailed { command, reason, .. }) => {
+            (
+                S::Provisioning { agent, .. },
+                Event::CommandFailed {
+                    command, reason, ..
+                },
+            ) => {
                 let mut agent = agent.clone();
                 agent.status = AgentStatus::Failed;
                 agent.updated_at = ctx.now;
@@ -288,13 +494,23 @@ impl Workflow for Onboarding {
                 let commands = vec![
                     Command::SaveAgent(Box::new(agent.clone())),
                     audit_failure(&agent, AuditKind::ProvisioningFailed, &why),
-                    Command::Notify { to: agent.owner.clone(), subject: format!("{} could not be provisioned", agent.name), body: why.clone() },
+                    Command::Notify {
+                        to: agent.owner.clone(),
+                        subject: format!("{} could not be provisioned", agent.name),
+                        body: why.clone(),
+                    },
                 ];
-                Ok(Step { commands, state: S::Failed { agent, reason: why } })
+                Ok(Step {
+                    commands,
+                    state: S::Failed { agent, reason: why },
+                })
             }
             (S::Provisioning { agent, .. }, Event::Cancel { .. }) => Err(Rejected::new(
                 "state",
-                format!("provisioning of {} has started and cannot be cancelled; decommission the agent instead", agent.name),
+                format!(
+                    "provisioning of {} has started and cannot be cancelled; decommission the agent instead",
+                    agent.name
+                ),
             )),
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
@@ -313,7 +529,10 @@ impl Workflow for Onboarding {
     }
 
     fn is_terminal(state: &OnboardingState) -> bool {
-        !matches!(state, OnboardingState::AwaitingApproval { .. } | OnboardingState::Provisioning { .. })
+        !matches!(
+            state,
+            OnboardingState::AwaitingApproval { .. } | OnboardingState::Provisioning { .. }
+        )
     }
 }
 
@@ -326,7 +545,14 @@ fn create_client(agent: &Agent) -> Command {
     })
 }
 
-pub(crate) fn audit(agent: &Agent, kind: AuditKind, actor: Actor, approval_id: Option<&str>, scopes: Vec<String>, message: String) -> Command {
+pub(crate) fn audit(
+    agent: &Agent,
+    kind: AuditKind,
+    actor: Actor,
+    approval_id: Option<&str>,
+    scopes: Vec<String>,
+    message: String,
+) -> Command {
     Command::Audit(AuditEvent {
         kind,
         actor,
@@ -353,5 +579,11 @@ pub(crate) fn audit_failure(agent: &Agent, kind: AuditKind, message: &str) -> Co
 }
 
 pub(crate) fn not_applicable(kind: &str, state: &str, event: &Event) -> Rejected {
-    Rejected::new("event", format!("{} does not apply to {kind} in state {state}", event.label()))
+    Rejected::new(
+        "event",
+        format!(
+            "{} does not apply to {kind} in state {state}",
+            event.label()
+        ),
+    )
 }

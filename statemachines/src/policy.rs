@@ -39,23 +39,39 @@ impl Policy {
     pub fn check_scopes(&self, field: &str, scopes: &[String], reasons: &mut Vec<Reason>) {
         for scope in scopes {
             if self.is_excluded(scope) {
-                reasons.push(reason(field, format!("scope `{scope}` is excluded by policy and is never granted")));
+                reasons.push(reason(
+                    field,
+                    format!("scope `{scope}` is excluded by policy and is never granted"),
+                ));
             } else if !self.is_approved(scope) {
-                reasons.push(reason(field, format!("scope `{scope}` is not in the policy's approved scopes")));
+                reasons.push(reason(
+                    field,
+                    format!("scope `{scope}` is not in the policy's approved scopes"),
+                ));
             }
         }
     }
 
     pub fn check_token_lifetime(&self, secs: u32, reasons: &mut Vec<Reason>) {
         if secs == 0 {
-            reasons.push(reason("token_lifetime", "token lifetime must be greater than zero"));
-        } else if secs > self.max_token_lifetime_secs {
+            reasons.push(reason(
+                "token_lifetime",
+                "token lifetime must be greater than zero",
+            ));
+        } else if secs
+            > self
+                .max_token_lifetime_secs
+                .min(TOKEN_LIFETIME_CEILING_SECS)
+        {
             reasons.push(reason(
                 "token_lifetime",
                 format!(
                     "token lifetime {} exceeds the policy maximum of {}",
                     minutes(secs),
-                    minutes(self.max_token_lifetime_secs)
+                    minutes(
+                        self.max_token_lifetime_secs
+                            .min(TOKEN_LIFETIME_CEILING_SECS)
+                    )
                 ),
             ));
         }
@@ -88,22 +104,34 @@ impl Policy {
         if !self.environments.iter().any(|e| e == env) {
             reasons.push(reason(
                 "environment",
-                format!("environment `{env}` is not one of the policy's environments ({})", self.environments.join(", ")),
+                format!(
+                    "environment `{env}` is not one of the policy's environments ({})",
+                    self.environments.join(", ")
+                ),
             ));
         }
     }
 }
 
 fn minutes(secs: u32) -> String {
-    if secs % 60 == 0 { format!("{} min", secs / 60) } else { format!("{secs} s") }
+    if secs.is_multiple_of(60) {
+        format!("{} min", secs / 60)
+    } else {
+        format!("{secs} s")
+    }
 }
 
 pub(crate) fn reason(field: &str, message: impl Into<String>) -> Reason {
-    Reason { field: field.to_string(), message: message.into() }
+    Reason {
+        field: field.to_string(),
+        message: message.into(),
+    }
 }
 
 fn is_word(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// Matches `name` against a template of literal text and `{function}` / `{env}` placeholders.
@@ -112,7 +140,11 @@ fn is_word(s: &str) -> bool {
 pub fn match_pattern(pattern: &str, name: &str) -> Option<Option<String>> {
     let tokens = tokenize(pattern);
     let mut env = None;
-    if matches(&tokens, name, &mut env) { Some(env) } else { None }
+    if matches(&tokens, name, &mut env) {
+        Some(env)
+    } else {
+        None
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -144,7 +176,7 @@ fn tokenize(pattern: &str) -> Vec<Token<'_>> {
 /// Placeholders the validator accepts in a naming pattern.
 pub fn pattern_placeholders_ok(pattern: &str) -> bool {
     let tokens = tokenize(pattern);
-    tokens.iter().any(|t| *t == Token::Function)
+    tokens.contains(&Token::Function)
         && tokens.iter().all(|t| match t {
             Token::Lit(l) => !l.contains('{') && !l.contains('}'),
             _ => true,
@@ -154,10 +186,15 @@ pub fn pattern_placeholders_ok(pattern: &str) -> bool {
 fn matches(tokens: &[Token], s: &str, env: &mut Option<String>) -> bool {
     match tokens.first() {
         None => s.is_empty(),
-        Some(Token::Lit(l)) => s.strip_prefix(l).is_some_and(|r| matches(&tokens[1..], r, env)),
+        Some(Token::Lit(l)) => s
+            .strip_prefix(l)
+            .is_some_and(|r| matches(&tokens[1..], r, env)),
         Some(Token::Env) => {
             // one word: try every prefix made of [a-z0-9]
-            let max = s.bytes().take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit()).count();
+            let max = s
+                .bytes()
+                .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                .count();
             (1..=max).rev().any(|n| {
                 let mut e = Some(s[..n].to_string());
                 if matches(&tokens[1..], &s[n..], &mut e) {
@@ -169,7 +206,10 @@ fn matches(tokens: &[Token], s: &str, env: &mut Option<String>) -> bool {
             })
         }
         Some(Token::Function) => {
-            let max = s.bytes().take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-').count();
+            let max = s
+                .bytes()
+                .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+                .count();
             (1..=max).rev().any(|n| {
                 let f = &s[..n];
                 f.split('-').all(is_word) && matches(&tokens[1..], &s[n..], env)
@@ -185,8 +225,14 @@ mod tests {
     #[test]
     fn default_pattern_matches_seed_names() {
         let p = "{function}-agent-{env}";
-        assert_eq!(match_pattern(p, "datadog-remediation-agent-prod"), Some(Some("prod".into())));
-        assert_eq!(match_pattern(p, "erp-reader-agent-dev"), Some(Some("dev".into())));
+        assert_eq!(
+            match_pattern(p, "datadog-remediation-agent-prod"),
+            Some(Some("prod".into()))
+        );
+        assert_eq!(
+            match_pattern(p, "erp-reader-agent-dev"),
+            Some(Some("dev".into()))
+        );
         assert_eq!(match_pattern(p, "Datadog-agent-prod"), None);
         assert_eq!(match_pattern(p, "datadog-bot-prod"), None);
         assert_eq!(match_pattern(p, "-agent-prod"), None);

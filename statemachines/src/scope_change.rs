@@ -5,7 +5,9 @@ use crate::agent::{Agent, AgentStatus};
 use crate::approval::{ApprovalOutcome, ApprovalRequest, Decision};
 use crate::command::{Actor, AuditKind, Command, IdpCommand};
 use crate::event::Event;
-use crate::onboarding::{APPROVAL_EXPIRY_TIMER, RecordedApproval, audit, audit_failure, not_applicable};
+use crate::onboarding::{
+    APPROVAL_EXPIRY_TIMER, RecordedApproval, audit, audit_failure, not_applicable,
+};
 use crate::policy::reason;
 use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
 use chrono::Duration;
@@ -43,14 +45,44 @@ pub struct AcceptedChange {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "state")]
+#[allow(clippy::large_enum_variant)] // states are stored as JSON; boxing buys nothing here
 pub enum ScopeChangeState {
-    AwaitingApproval { agent: Agent, change: AcceptedChange, approval: ApprovalRequest },
-    Granting { agent: Agent, change: AcceptedChange, approval: Option<RecordedApproval> },
-    Applied { agent: Agent, change: AcceptedChange, approval: Option<RecordedApproval> },
-    Denied { agent: Agent, change: AcceptedChange, approval_id: String, by: String },
-    Expired { agent: Agent, change: AcceptedChange, approval_id: String },
-    Cancelled { agent: Agent, change: AcceptedChange, by: Actor },
-    Failed { agent: Agent, change: AcceptedChange, reason: String },
+    AwaitingApproval {
+        agent: Agent,
+        change: AcceptedChange,
+        approval: ApprovalRequest,
+    },
+    Granting {
+        agent: Agent,
+        change: AcceptedChange,
+        approval: Option<RecordedApproval>,
+    },
+    Applied {
+        agent: Agent,
+        change: AcceptedChange,
+        approval: Option<RecordedApproval>,
+    },
+    Denied {
+        agent: Agent,
+        change: AcceptedChange,
+        approval_id: String,
+        by: String,
+    },
+    Expired {
+        agent: Agent,
+        change: AcceptedChange,
+        approval_id: String,
+    },
+    Cancelled {
+        agent: Agent,
+        change: AcceptedChange,
+        by: Actor,
+    },
+    Failed {
+        agent: Agent,
+        change: AcceptedChange,
+        reason: String,
+    },
 }
 
 pub struct ScopeChange;
@@ -71,40 +103,93 @@ impl Workflow for ScopeChange {
     ];
 
     fn start(input: ScopeChangeInput, ctx: &Ctx) -> Result<Step<ScopeChangeState>, Rejected> {
-        let ScopeChangeInput { agent, request, requester } = input;
+        let ScopeChangeInput {
+            agent,
+            request,
+            requester,
+        } = input;
         let mut reasons = Vec::new();
         if agent.status != AgentStatus::Active || agent.client_id.is_none() {
-            reasons.push(reason("agent", format!("{} is {}; scopes change only on active agents", agent.name, agent.status.as_str())));
+            reasons.push(reason(
+                "agent",
+                format!(
+                    "{} is {}; scopes change only on active agents",
+                    agent.name,
+                    agent.status.as_str()
+                ),
+            ));
         }
         if request.reason.trim().is_empty() {
             reasons.push(reason("reason", "a reason is required for a scope change"));
         }
         ctx.policy.check_scopes("add", &request.add, &mut reasons);
+        for (field, list) in [("add", &request.add), ("remove", &request.remove)] {
+            let mut seen = std::collections::BTreeSet::new();
+            for s in list {
+                if !seen.insert(s) {
+                    reasons.push(reason(field, format!("scope `{s}` is listed twice")));
+                }
+            }
+        }
+        // A scope the policy has excluded since it was granted cannot ride along in a new grant.
+        for s in agent.scopes.iter().filter(|s| !request.remove.contains(s)) {
+            if ctx.policy.is_excluded(s) {
+                reasons.push(reason(
+                    "remove",
+                    format!(
+                        "{} holds `{s}`, which the policy now excludes: remove it in this change",
+                        agent.name
+                    ),
+                ));
+            }
+        }
         for s in &request.add {
             if agent.scopes.contains(s) {
-                reasons.push(reason("add", format!("{} already has scope `{s}`", agent.name)));
+                reasons.push(reason(
+                    "add",
+                    format!("{} already has scope `{s}`", agent.name),
+                ));
             }
         }
         for s in &request.remove {
             if !agent.scopes.contains(s) {
-                reasons.push(reason("remove", format!("{} does not have scope `{s}`", agent.name)));
+                reasons.push(reason(
+                    "remove",
+                    format!("{} does not have scope `{s}`", agent.name),
+                ));
             }
             if request.add.contains(s) {
-                reasons.push(reason("remove", format!("scope `{s}` is both added and removed")));
+                reasons.push(reason(
+                    "remove",
+                    format!("scope `{s}` is both added and removed"),
+                ));
             }
         }
-        let lifetime = request.token_lifetime_secs.unwrap_or(agent.token_lifetime_secs);
+        let lifetime = request
+            .token_lifetime_secs
+            .unwrap_or(agent.token_lifetime_secs);
         ctx.policy.check_token_lifetime(lifetime, &mut reasons);
-        let mut scopes: Vec<String> = agent.scopes.iter().filter(|s| !request.remove.contains(s)).cloned().collect();
+        let mut scopes: Vec<String> = agent
+            .scopes
+            .iter()
+            .filter(|s| !request.remove.contains(s))
+            .cloned()
+            .collect();
         for s in &request.add {
             if !scopes.contains(s) {
                 scopes.push(s.clone());
             }
         }
         if scopes.is_empty() {
-            reasons.push(reason("remove", "removing every scope leaves nothing to grant; decommission the agent instead"));
+            reasons.push(reason(
+                "remove",
+                "removing every scope leaves nothing to grant; decommission the agent instead",
+            ));
         }
-        if request.add.is_empty() && request.remove.is_empty() && lifetime == agent.token_lifetime_secs {
+        if request.add.is_empty()
+            && request.remove.is_empty()
+            && lifetime == agent.token_lifetime_secs
+        {
             reasons.push(reason("request", "the request changes nothing"));
         }
         Rejected::from_reasons(reasons)?;
@@ -117,16 +202,35 @@ impl Workflow for ScopeChange {
             requester: requester.clone(),
             reason: request.reason.clone(),
         };
-        let requested = audit(&agent, AuditKind::ScopeChangeRequested, Actor::Person(requester.clone()), None, change.added.clone(), format!(
-            "{requester} asked to add [{}] and remove [{}]: {}",
-            change.added.join(", "),
-            change.removed.join(", "),
-            change.reason
-        ));
-        let sensitive: Vec<String> = change.added.iter().filter(|s| ctx.policy.is_sensitive(s)).cloned().collect();
+        let requested = audit(
+            &agent,
+            AuditKind::ScopeChangeRequested,
+            Actor::Person(requester.clone()),
+            None,
+            change.added.clone(),
+            format!(
+                "{requester} asked to add [{}] and remove [{}]: {}",
+                change.added.join(", "),
+                change.removed.join(", "),
+                change.reason
+            ),
+        );
+        let sensitive: Vec<String> = change
+            .added
+            .iter()
+            .filter(|s| ctx.policy.is_sensitive(s))
+            .cloned()
+            .collect();
         if sensitive.is_empty() {
             let set = set_grants(&agent, &change);
-            return Ok(Step { commands: vec![requested, set], state: ScopeChangeState::Granting { agent, change, approval: None } });
+            return Ok(Step {
+                commands: vec![requested, set],
+                state: ScopeChangeState::Granting {
+                    agent,
+                    change,
+                    approval: None,
+                },
+            });
         }
         let approval = ApprovalRequest {
             id: format!("{}-approval-1", ctx.workflow_id),
@@ -141,34 +245,76 @@ impl Workflow for ScopeChange {
             token_lifetime_secs: change.token_lifetime_secs,
             requester: requester.clone(),
             justification: change.reason.clone(),
-            approvers: ctx.policy.approvers.iter().filter(|a| !a.eq_ignore_ascii_case(&requester)).cloned().collect(),
+            approvers: ctx
+                .policy
+                .approvers
+                .iter()
+                .filter(|a| !a.eq_ignore_ascii_case(&requester))
+                .cloned()
+                .collect(),
             requested_at: ctx.now,
             expires_at: ctx.now + Duration::seconds(ctx.policy.approval_expiry_secs as i64),
         };
-        let asked = audit(&agent, AuditKind::ApprovalRequested, Actor::Person(requester), Some(&approval.id), sensitive.clone(), format!(
-            "approval {} requested for sensitive scopes {}",
-            approval.id,
-            sensitive.join(", ")
-        ));
+        let asked = audit(
+            &agent,
+            AuditKind::ApprovalRequested,
+            Actor::Person(requester),
+            Some(&approval.id),
+            sensitive.clone(),
+            format!(
+                "approval {} requested for sensitive scopes {}",
+                approval.id,
+                sensitive.join(", ")
+            ),
+        );
         Ok(Step {
             commands: vec![
                 requested,
-                Command::SetTimer { name: APPROVAL_EXPIRY_TIMER.into(), at: approval.expires_at },
+                Command::SetTimer {
+                    name: APPROVAL_EXPIRY_TIMER.into(),
+                    at: approval.expires_at,
+                },
                 Command::RequestApproval(approval.clone()),
                 asked,
             ],
-            state: ScopeChangeState::AwaitingApproval { agent, change, approval },
+            state: ScopeChangeState::AwaitingApproval {
+                agent,
+                change,
+                approval,
+            },
         })
     }
 
-    fn on(state: &ScopeChangeState, event: Event, ctx: &Ctx) -> Result<Step<ScopeChangeState>, Rejected> {
+    fn on(
+        state: &ScopeChangeState,
+        event: Event,
+        ctx: &Ctx,
+    ) -> Result<Step<ScopeChangeState>, Rejected> {
         use ScopeChangeState as S;
         match (state, event) {
-            (S::AwaitingApproval { agent, change, approval }, Event::ApprovalDecided { approval_id, decision, approver, reason }) => {
+            (
+                S::AwaitingApproval {
+                    agent,
+                    change,
+                    approval,
+                },
+                Event::ApprovalDecided {
+                    approval_id,
+                    decision,
+                    approver,
+                    reason,
+                },
+            ) => {
                 if approval_id != approval.id {
-                    return Err(Rejected::new("approval_id", format!("this scope change waits for approval {}, not {approval_id}", approval.id)));
+                    return Err(Rejected::new(
+                        "approval_id",
+                        format!(
+                            "this scope change waits for approval {}, not {approval_id}",
+                            approval.id
+                        ),
+                    ));
                 }
-                approval.check_decision(&approver, ctx.now)?;
+                let approver = approval.check_decision(&approver, ctx.now)?;
                 let actor = Actor::Person(approver.clone());
                 match decision {
                     Decision::Approve => {
@@ -179,81 +325,228 @@ impl Workflow for ScopeChange {
                             scopes: approval.sensitive_scopes.clone(),
                         };
                         let commands = vec![
-                            Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() },
+                            Command::CancelTimer {
+                                name: APPROVAL_EXPIRY_TIMER.into(),
+                            },
                             Command::CloseApproval {
                                 approval_id: approval.id.clone(),
-                                outcome: ApprovalOutcome::Approved { by: approver.clone(), at: ctx.now, reason },
+                                outcome: ApprovalOutcome::Approved {
+                                    by: approver.clone(),
+                                    at: ctx.now,
+                                    reason,
+                                },
                             },
-                            audit(agent, AuditKind::ApprovalDecided, actor, Some(&approval.id), approval.sensitive_scopes.clone(), format!("{approver} approved {}", approval.id)),
+                            audit(
+                                agent,
+                                AuditKind::ApprovalDecided,
+                                actor,
+                                Some(&approval.id),
+                                approval.sensitive_scopes.clone(),
+                                format!("{approver} approved {}", approval.id),
+                            ),
                             set_grants(agent, change),
-                        ];
-                        Ok(Step { commands, state: S::Granting { agent: agent.clone(), change: change.clone(), approval: Some(recorded) } })
-                    }
-                    Decision::Deny => {
-                        let commands = vec![
-                            Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() },
-                            Command::CloseApproval {
-                                approval_id: approval.id.clone(),
-                                outcome: ApprovalOutcome::Denied { by: approver.clone(), at: ctx.now, reason },
-                            },
-                            audit(agent, AuditKind::ApprovalDecided, actor, Some(&approval.id), approval.sensitive_scopes.clone(), format!("{approver} denied {}", approval.id)),
                         ];
                         Ok(Step {
                             commands,
-                            state: S::Denied { agent: agent.clone(), change: change.clone(), approval_id: approval.id.clone(), by: approver },
+                            state: S::Granting {
+                                agent: agent.clone(),
+                                change: change.clone(),
+                                approval: Some(recorded),
+                            },
+                        })
+                    }
+                    Decision::Deny => {
+                        let commands = vec![
+                            Command::CancelTimer {
+                                name: APPROVAL_EXPIRY_TIMER.into(),
+                            },
+                            Command::CloseApproval {
+                                approval_id: approval.id.clone(),
+                                outcome: ApprovalOutcome::Denied {
+                                    by: approver.clone(),
+                                    at: ctx.now,
+                                    reason,
+                                },
+                            },
+                            audit(
+                                agent,
+                                AuditKind::ApprovalDecided,
+                                actor,
+                                Some(&approval.id),
+                                approval.sensitive_scopes.clone(),
+                                format!("{approver} denied {}", approval.id),
+                            ),
+                        ];
+                        Ok(Step {
+                            commands,
+                            state: S::Denied {
+                                agent: agent.clone(),
+                                change: change.clone(),
+                                approval_id: approval.id.clone(),
+                                by: approver,
+                            },
                         })
                     }
                 }
             }
-            (S::AwaitingApproval { agent, change, approval }, Event::TimerFired { name }) if name == APPROVAL_EXPIRY_TIMER => {
+            (
+                S::AwaitingApproval {
+                    agent,
+                    change,
+                    approval,
+                },
+                Event::TimerFired { name },
+            ) if name == APPROVAL_EXPIRY_TIMER => {
                 if ctx.now < approval.expires_at {
-                    return Err(Rejected::new("timer", format!("approval {} does not expire until {}", approval.id, approval.expires_at.to_rfc3339())));
+                    return Err(Rejected::new(
+                        "timer",
+                        format!(
+                            "approval {} does not expire until {}",
+                            approval.id,
+                            approval.expires_at.to_rfc3339()
+                        ),
+                    ));
                 }
                 let commands = vec![
-                    Command::CloseApproval { approval_id: approval.id.clone(), outcome: ApprovalOutcome::Expired { at: ctx.now } },
-                    audit(agent, AuditKind::ApprovalExpired, Actor::Schedule(APPROVAL_EXPIRY_TIMER.into()), Some(&approval.id), approval.sensitive_scopes.clone(), format!(
-                        "approval {} expired unanswered; grants unchanged",
-                        approval.id
-                    )),
+                    Command::CloseApproval {
+                        approval_id: approval.id.clone(),
+                        outcome: ApprovalOutcome::Expired { at: ctx.now },
+                    },
+                    audit(
+                        agent,
+                        AuditKind::ApprovalExpired,
+                        Actor::Schedule(APPROVAL_EXPIRY_TIMER.into()),
+                        Some(&approval.id),
+                        approval.sensitive_scopes.clone(),
+                        format!(
+                            "approval {} expired unanswered; grants unchanged",
+                            approval.id
+                        ),
+                    ),
                 ];
-                Ok(Step { commands, state: S::Expired { agent: agent.clone(), change: change.clone(), approval_id: approval.id.clone() } })
+                Ok(Step {
+                    commands,
+                    state: S::Expired {
+                        agent: agent.clone(),
+                        change: change.clone(),
+                        approval_id: approval.id.clone(),
+                    },
+                })
             }
-            (S::AwaitingApproval { agent, change, approval }, Event::Cancel { by, reason }) => {
+            (
+                S::AwaitingApproval {
+                    agent,
+                    change,
+                    approval,
+                },
+                Event::Cancel { by, reason },
+            ) => {
+                approval.check_canceller(&by)?;
                 let commands = vec![
-                    Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() },
-                    Command::CloseApproval { approval_id: approval.id.clone(), outcome: ApprovalOutcome::Cancelled { at: ctx.now } },
-                    audit(agent, AuditKind::RequestCancelled, by.clone(), Some(&approval.id), vec![], format!("scope change cancelled: {reason}")),
+                    Command::CancelTimer {
+                        name: APPROVAL_EXPIRY_TIMER.into(),
+                    },
+                    Command::CloseApproval {
+                        approval_id: approval.id.clone(),
+                        outcome: ApprovalOutcome::Cancelled { at: ctx.now },
+                    },
+                    audit(
+                        agent,
+                        AuditKind::RequestCancelled,
+                        by.clone(),
+                        Some(&approval.id),
+                        vec![],
+                        format!("scope change cancelled: {reason}"),
+                    ),
                 ];
-                Ok(Step { commands, state: S::Cancelled { agent: agent.clone(), change: change.clone(), by } })
+                Ok(Step {
+                    commands,
+                    state: S::Cancelled {
+                        agent: agent.clone(),
+                        change: change.clone(),
+                        by,
+                    },
+                })
             }
-            (S::Granting { agent, change, approval }, Event::GrantsSet { scopes, token_lifetime_secs, .. }) => {
+            (
+                S::Granting {
+                    agent,
+                    change,
+                    approval,
+                },
+                Event::GrantsSet {
+                    scopes,
+                    token_lifetime_secs,
+                    ..
+                },
+            ) => {
                 let mut updated = agent.clone();
                 updated.scopes = scopes;
                 updated.token_lifetime_secs = token_lifetime_secs;
                 updated.updated_at = ctx.now;
-                let approver = approval.as_ref().map(|a| Actor::Person(a.approver.clone())).unwrap_or(Actor::Person(change.requester.clone()));
+                let approver = approval
+                    .as_ref()
+                    .map(|a| Actor::Person(a.approver.clone()))
+                    .unwrap_or(Actor::Person(change.requester.clone()));
                 let approval_id = approval.as_ref().map(|a| a.approval_id.as_str());
                 let mut commands = vec![Command::SaveAgent(Box::new(updated.clone()))];
                 if !change.added.is_empty() {
-                    commands.push(audit(&updated, AuditKind::ScopesGranted, approver.clone(), approval_id, change.added.clone(), format!("granted {}", change.added.join(", "))));
+                    commands.push(audit(
+                        &updated,
+                        AuditKind::ScopesGranted,
+                        approver.clone(),
+                        approval_id,
+                        change.added.clone(),
+                        format!("granted {}", change.added.join(", ")),
+                    ));
                 }
                 if !change.removed.is_empty() {
-                    commands.push(audit(&updated, AuditKind::ScopesRevoked, approver, approval_id, change.removed.clone(), format!("revoked {}", change.removed.join(", "))));
+                    commands.push(audit(
+                        &updated,
+                        AuditKind::ScopesRevoked,
+                        approver,
+                        approval_id,
+                        change.removed.clone(),
+                        format!("revoked {}", change.removed.join(", ")),
+                    ));
                 }
                 commands.push(Command::Notify {
                     to: change.requester.clone(),
                     subject: format!("Scope change on {} applied", updated.name),
                     body: format!("{} now holds {}", updated.name, updated.scopes.join(", ")),
                 });
-                Ok(Step { commands, state: S::Applied { agent: updated, change: change.clone(), approval: approval.clone() } })
+                Ok(Step {
+                    commands,
+                    state: S::Applied {
+                        agent: updated,
+                        change: change.clone(),
+                        approval: approval.clone(),
+                    },
+                })
             }
-            (S::Granting { agent, change, .. }, Event::CommandFailed { command, reason, .. }) => {
+            (
+                S::Granting { agent, change, .. },
+                Event::CommandFailed {
+                    command, reason, ..
+                },
+            ) => {
                 let why = format!("{command} failed: {reason}; grants unchanged");
                 let commands = vec![
                     audit_failure(agent, AuditKind::ProvisioningFailed, &why),
-                    Command::Notify { to: change.requester.clone(), subject: format!("Scope change on {} failed", agent.name), body: why.clone() },
+                    Command::Notify {
+                        to: change.requester.clone(),
+                        subject: format!("Scope change on {} failed", agent.name),
+                        body: why.clone(),
+                    },
                 ];
-                Ok(Step { commands, state: S::Failed { agent: agent.clone(), change: change.clone(), reason: why } })
+                Ok(Step {
+                    commands,
+                    state: S::Failed {
+                        agent: agent.clone(),
+                        change: change.clone(),
+                        reason: why,
+                    },
+                })
             }
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
@@ -272,7 +565,10 @@ impl Workflow for ScopeChange {
     }
 
     fn is_terminal(state: &ScopeChangeState) -> bool {
-        !matches!(state, ScopeChangeState::AwaitingApproval { .. } | ScopeChangeState::Granting { .. })
+        !matches!(
+            state,
+            ScopeChangeState::AwaitingApproval { .. } | ScopeChangeState::Granting { .. }
+        )
     }
 }
 

@@ -39,12 +39,21 @@ pub struct Rejected {
 
 impl Rejected {
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { reasons: vec![Reason { field: field.into(), message: message.into() }] }
+        Self {
+            reasons: vec![Reason {
+                field: field.into(),
+                message: message.into(),
+            }],
+        }
     }
 
     /// Collects reasons; `Ok` when there are none.
     pub fn from_reasons(reasons: Vec<Reason>) -> Result<(), Self> {
-        if reasons.is_empty() { Ok(()) } else { Err(Self { reasons }) }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(Self { reasons })
+        }
     }
 }
 
@@ -113,7 +122,11 @@ pub fn start<W: Workflow>(input: W::Input, ctx: &Ctx) -> Result<Step<W::State>, 
 }
 
 /// Applies an event and checks the step against the table.
-pub fn on<W: Workflow>(state: &W::State, event: Event, ctx: &Ctx) -> Result<Step<W::State>, Rejected> {
+pub fn on<W: Workflow>(
+    state: &W::State,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<W::State>, Rejected> {
     let from = W::state_name(state);
     let label = W::event_label(&event);
     let step = W::on(state, event, ctx)?;
@@ -149,6 +162,12 @@ pub mod coverage {
 
     /// Transitions of `kind` taken on this thread so far.
     pub fn taken(kind: &str) -> BTreeSet<Transition> {
-        HITS.with(|h| h.borrow().iter().filter(|(k, _)| *k == kind).map(|(_, t)| *t).collect())
+        HITS.with(|h| {
+            h.borrow()
+                .iter()
+                .filter(|(k, _)| *k == kind)
+                .map(|(_, t)| *t)
+                .collect()
+        })
     }
 }

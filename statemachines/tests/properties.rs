@@ -15,8 +15,13 @@ use proptest::sample::{select, subsequence};
 use proptest::test_runner::TestCaseError;
 use statemachines::approval::Decision;
 use statemachines::command::{Command, IdpCommand};
-use statemachines::onboarding::{APPROVAL_EXPIRY_TIMER, Onboarding, OnboardingInput, OnboardingState, OwnerStatus, RecordedApproval};
-use statemachines::scope_change::{ScopeChange, ScopeChangeInput, ScopeChangeRequest, ScopeChangeState};
+use statemachines::onboarding::{
+    APPROVAL_EXPIRY_TIMER, Onboarding, OnboardingInput, OnboardingState, OwnerStatus,
+    RecordedApproval,
+};
+use statemachines::scope_change::{
+    ScopeChange, ScopeChangeInput, ScopeChangeRequest, ScopeChangeState,
+};
 use statemachines::workflow::{Step, Workflow};
 use statemachines::{Agent, AgentRequest, AgentStatus, Event};
 use std::collections::BTreeSet;
@@ -51,7 +56,8 @@ impl Probe for Onboarding {
     }
     fn recorded_approval(state: &OnboardingState) -> Option<&RecordedApproval> {
         match state {
-            OnboardingState::Provisioning { approval, .. } | OnboardingState::Active { approval, .. } => approval.as_ref(),
+            OnboardingState::Provisioning { approval, .. }
+            | OnboardingState::Active { approval, .. } => approval.as_ref(),
             _ => None,
         }
     }
@@ -88,7 +94,8 @@ impl Probe for ScopeChange {
     }
     fn recorded_approval(state: &ScopeChangeState) -> Option<&RecordedApproval> {
         match state {
-            ScopeChangeState::Granting { approval, .. } | ScopeChangeState::Applied { approval, .. } => approval.as_ref(),
+            ScopeChangeState::Granting { approval, .. }
+            | ScopeChangeState::Applied { approval, .. } => approval.as_ref(),
             _ => None,
         }
     }
@@ -121,8 +128,14 @@ enum Who {
 
 #[derive(Debug, Clone)]
 enum Ev {
-    Decide { who: Who, decision: Decision, wrong_id: bool },
-    Timer { expiry: bool },
+    Decide {
+        who: Who,
+        decision: Decision,
+        wrong_id: bool,
+    },
+    Timer {
+        expiry: bool,
+    },
     ClientCreated,
     GrantsSet,
     CommandFailed,
@@ -151,18 +164,25 @@ fn ev() -> impl Strategy<Value = Ev> {
     ]
 }
 
-/// Seconds between events: mostly soon, sometimes across the approval's expiry (86 400 s).
-fn delay() -> impl Strategy<Value = i64> {
+/// When an event arrives, in seconds after the start: anywhere in the approval's life, close
+/// around its expiry (86 400 s, where off-by-one mistakes live), or long after it.
+fn offset() -> impl Strategy<Value = i64> {
     prop_oneof![
-        4 => 0i64..=3_600,
-        2 => 20_000i64..=45_000,
+        4 => 0i64..86_400,
+        1 => 86_390i64..=86_410,
+        1 => Just(86_399i64),
         1 => Just(86_400i64),
-        1 => Just(1i64),
+        1 => Just(86_401i64),
+        1 => 86_401i64..=400_000,
     ]
 }
 
+/// Events in the order they arrive (times never go backwards).
 fn events() -> impl Strategy<Value = Vec<(i64, Ev)>> {
-    prop::collection::vec((delay(), ev()), 0..12)
+    prop::collection::vec((offset(), ev()), 0..12).prop_map(|mut events| {
+        events.sort_by_key(|(offset, _)| *offset);
+        events
+    })
 }
 
 fn person() -> impl Strategy<Value = &'static str> {
@@ -189,7 +209,11 @@ struct Run {
 impl Run {
     fn event(&self, ev: &Ev) -> Event {
         match *ev {
-            Ev::Decide { who, decision, wrong_id } => {
+            Ev::Decide {
+                who,
+                decision,
+                wrong_id,
+            } => {
                 let approver = match who {
                     Who::Requester => self.requester.clone(),
                     Who::RequesterDisguised => format!("  {} ", self.requester.to_uppercase()),
@@ -197,33 +221,63 @@ impl Run {
                     Who::ApproverDisguised(i) => format!(" {}", APPROVERS[i].to_uppercase()),
                     Who::Outsider => OUTSIDER.to_string(),
                 };
-                let id = if wrong_id { "wf-0001-approval-2" } else { APPROVAL_ID };
+                let id = if wrong_id {
+                    "wf-0001-approval-2"
+                } else {
+                    APPROVAL_ID
+                };
                 decided(id, &approver, decision, None)
             }
-            Ev::Timer { expiry } => Event::TimerFired { name: if expiry { APPROVAL_EXPIRY_TIMER } else { "reminder" }.into() },
+            Ev::Timer { expiry } => Event::TimerFired {
+                name: if expiry {
+                    APPROVAL_EXPIRY_TIMER
+                } else {
+                    "reminder"
+                }
+                .into(),
+            },
             Ev::ClientCreated => client_created(),
             Ev::GrantsSet => match &self.pending_idp {
-                Some(IdpCommand::SetGrants { scopes, token_lifetime_secs, .. }) => grants_set(scopes, *token_lifetime_secs),
+                Some(IdpCommand::SetGrants {
+                    scopes,
+                    token_lifetime_secs,
+                    ..
+                }) => grants_set(scopes, *token_lifetime_secs),
                 _ => grants_set(&self.held, 600),
             },
-            Ev::CommandFailed => command_failed(self.pending_idp.as_ref().map_or("approval.request", IdpCommand::name)),
+            Ev::CommandFailed => command_failed(
+                self.pending_idp
+                    .as_ref()
+                    .map_or("approval.request", IdpCommand::name),
+            ),
             Ev::Cancel => cancel(&self.requester),
         }
     }
 
     /// Takes in the commands of an accepted step and checks the per-command invariants.
-    fn observe<W: Probe>(&mut self, commands: &[Command], state: &W::State) -> Result<(), TestCaseError> {
+    fn observe<W: Probe>(
+        &mut self,
+        commands: &[Command],
+        state: &W::State,
+    ) -> Result<(), TestCaseError> {
         for command in commands {
             match command {
                 Command::SetTimer { name, at } => {
-                    invariant!("the expiry timer is the only timer", name == APPROVAL_EXPIRY_TIMER, "{name}");
+                    invariant!(
+                        "the expiry timer is the only timer",
+                        name == APPROVAL_EXPIRY_TIMER,
+                        "{name}"
+                    );
                     self.timer = Some(*at);
                 }
                 Command::CancelTimer { .. } => self.timer = None,
                 Command::RequestApproval(request) => {
                     invariant!(
                         "requester never asked to approve",
-                        request.approvers.iter().all(|a| is_allowed_approver(a) && !same_person(a, &self.requester)),
+                        request
+                            .approvers
+                            .iter()
+                            .all(|a| is_allowed_approver(a) && !same_person(a, &self.requester)),
                         "approvers {:?} for a request by {}",
                         request.approvers,
                         self.requester
@@ -240,13 +294,18 @@ impl Run {
                 Command::CloseApproval { .. } => self.approvals_closed += 1,
                 Command::SaveAgent(agent) => self.saved = Some(agent.as_ref().clone()),
                 Command::Idp(idp) => {
-                    let unheld_sensitive: Vec<&String> =
-                        idp.granted_scopes().iter().filter(|s| policy().is_sensitive(s) && !self.held.contains(s)).collect();
+                    let unheld_sensitive: Vec<&String> = idp
+                        .granted_scopes()
+                        .iter()
+                        .filter(|s| policy().is_sensitive(s) && !self.held.contains(s))
+                        .collect();
                     if !unheld_sensitive.is_empty() {
                         let recorded = W::recorded_approval(state);
                         invariant!(
                             "sensitive command ⇒ recorded approval",
-                            recorded.is_some_and(|r| unheld_sensitive.iter().all(|s| r.scopes.contains(s))
+                            recorded.is_some_and(|r| unheld_sensitive
+                                .iter()
+                                .all(|s| r.scopes.contains(s))
                                 && is_allowed_approver(&r.approver)
                                 && !same_person(&r.approver, &self.requester)
                                 && self.approvals_requested.contains(&r.approval_id)),
@@ -262,15 +321,28 @@ impl Run {
                     );
                     let asked: BTreeSet<String> = idp.granted_scopes().iter().cloned().collect();
                     let lifetime = match idp {
-                        IdpCommand::CreateClient { token_lifetime_secs, .. } | IdpCommand::SetGrants { token_lifetime_secs, .. } => *token_lifetime_secs,
+                        IdpCommand::CreateClient {
+                            token_lifetime_secs,
+                            ..
+                        }
+                        | IdpCommand::SetGrants {
+                            token_lifetime_secs,
+                            ..
+                        } => *token_lifetime_secs,
                     };
                     invariant!(
                         "the identity provider is asked for exactly the requested grant",
-                        (&asked, lifetime) == (&self.grant.0, self.grant.1) && asked.len() == idp.granted_scopes().len(),
+                        (&asked, lifetime) == (&self.grant.0, self.grant.1)
+                            && asked.len() == idp.granted_scopes().len(),
                         "asked {idp:?}, expected {:?}",
                         self.grant
                     );
-                    invariant!("one Idp command at a time", self.pending_idp.is_none(), "{idp:?} while {:?} is out", self.pending_idp);
+                    invariant!(
+                        "one Idp command at a time",
+                        self.pending_idp.is_none(),
+                        "{idp:?} while {:?} is out",
+                        self.pending_idp
+                    );
                     self.pending_idp = Some(idp.clone());
                 }
                 Command::Notify { .. } | Command::Audit(_) => {}
@@ -286,7 +358,9 @@ impl Run {
         let awaiting = W::awaiting_approval(state);
         invariant!(
             "every run ends in a terminal or waiting state",
-            terminal || (awaiting && self.timer.is_some()) || (W::executing(state) && self.pending_idp.is_some()),
+            terminal
+                || (awaiting && self.timer.is_some())
+                || (W::executing(state) && self.pending_idp.is_some()),
             "{name} with timer {:?} and pending {:?}",
             self.timer,
             self.pending_idp
@@ -301,12 +375,22 @@ impl Run {
         invariant!(
             "an approval closes exactly once",
             self.approvals_requested.len() <= 1
-                && self.approvals_closed == if awaiting { 0 } else { self.approvals_requested.len() },
+                && self.approvals_closed
+                    == if awaiting {
+                        0
+                    } else {
+                        self.approvals_requested.len()
+                    },
             "{name}: requested {:?}, closed {}",
             self.approvals_requested,
             self.approvals_closed
         );
-        invariant!("registry record matches workflow state", self.saved.as_ref() == Some(W::agent(state)), "{name}: saved {:?}", self.saved);
+        invariant!(
+            "registry record matches workflow state",
+            self.saved.as_ref() == Some(W::agent(state)),
+            "{name}: saved {:?}",
+            self.saved
+        );
         invariant!(
             "agent status mirrors workflow state",
             W::agent(state).status == W::expected_status(state),
@@ -321,28 +405,44 @@ impl Run {
 }
 
 /// Drives a started machine through `events`, checking every invariant after every step.
-fn drive<W: Probe>(mut run: Run, first: Step<W::State>, events: &[(i64, Ev)]) -> Result<(), TestCaseError> {
+fn drive<W: Probe>(
+    mut run: Run,
+    first: Step<W::State>,
+    events: &[(i64, Ev)],
+) -> Result<(), TestCaseError> {
     run.observe::<W>(&first.commands, &first.state)?;
     let mut state = first.state;
     run.check_state::<W>(&state)?;
     let expires_at = approval_expires_at();
-    let mut t = now();
-    for (delay, ev) in events {
-        t += Duration::seconds(*delay);
+    for (offset, ev) in events {
+        let t = at(*offset);
         let event = run.event(ev);
         let before = state.clone();
         let before_json = serde_json::to_string(&state).expect("state serializes");
         let result = on::<W>(&state, event.clone(), t);
         let from = W::state_name(&before);
         let awaiting = W::awaiting_approval(&before);
+        let outcome = result.as_ref().map(|step| W::state_name(&step.state));
 
         if W::is_terminal(&before) {
-            invariant!("terminal ⇒ every event rejected", result.is_err(), "{from} accepted {event:?}");
+            invariant!(
+                "terminal ⇒ every event rejected",
+                result.is_err(),
+                "{from} accepted {event:?}"
+            );
         }
         match &event {
-            Event::ApprovalDecided { approval_id, approver, .. } => {
+            Event::ApprovalDecided {
+                approval_id,
+                approver,
+                ..
+            } => {
                 if !awaiting {
-                    invariant!("no approval decided twice", result.is_err(), "{from} accepted {event:?}");
+                    invariant!(
+                        "no approval decided twice",
+                        result.is_err(),
+                        "{from} accepted {event:?}"
+                    );
                 }
                 let rules_hold = awaiting
                     && approval_id == APPROVAL_ID
@@ -352,20 +452,32 @@ fn drive<W: Probe>(mut run: Run, first: Step<W::State>, events: &[(i64, Ev)]) ->
                 invariant!(
                     "a decision counts ⇔ the approval rules hold",
                     result.is_ok() == rules_hold,
-                    "{from} at {t} by {approver:?} (requester {}): {result:?}",
+                    "{from} at {t} by {approver:?} (requester {}) → {outcome:?}",
                     run.requester
                 );
             }
             Event::TimerFired { name } => {
                 let due = awaiting && name == APPROVAL_EXPIRY_TIMER && t >= expires_at;
-                invariant!("only a due expiry timer ends an approval", result.is_ok() == due, "{from} at {t}: {event:?} → {result:?}");
+                invariant!(
+                    "only a due expiry timer ends an approval",
+                    result.is_ok() == due,
+                    "{from} at {t}: {event:?} → {outcome:?}"
+                );
             }
             Event::Cancel { .. } => {
-                invariant!("cancel ⇔ still awaiting approval", result.is_ok() == awaiting, "{from}: {result:?}");
+                invariant!(
+                    "cancel ⇔ still awaiting approval",
+                    result.is_ok() == awaiting,
+                    "{from} → {outcome:?}"
+                );
             }
             Event::ClientCreated { .. } | Event::GrantsSet { .. } | Event::CommandFailed { .. } => {
                 if result.is_ok() {
-                    invariant!("a result answers a pending command", run.pending_idp.is_some(), "{from} accepted {event:?}");
+                    invariant!(
+                        "a result answers a pending command",
+                        run.pending_idp.is_some(),
+                        "{from} accepted {event:?}"
+                    );
                 }
             }
         }
@@ -374,20 +486,31 @@ fn drive<W: Probe>(mut run: Run, first: Step<W::State>, events: &[(i64, Ev)]) ->
             Err(rejected) => {
                 invariant!(
                     "rejection changes nothing",
-                    state == before && serde_json::to_string(&state).expect("state serializes") == before_json,
+                    state == before
+                        && serde_json::to_string(&state).expect("state serializes") == before_json,
                     "{from} changed by rejected {event:?}"
                 );
                 invariant!(
                     "rejection says why",
-                    !rejected.reasons.is_empty() && rejected.reasons.iter().all(|r| !r.field.is_empty() && !r.message.is_empty()),
+                    !rejected.reasons.is_empty()
+                        && rejected
+                            .reasons
+                            .iter()
+                            .all(|r| !r.field.is_empty() && !r.message.is_empty()),
                     "{rejected:?}"
                 );
             }
             Ok(step) => {
                 let replay = on::<W>(&before, event.clone(), t);
-                invariant!("replay is deterministic", replay.as_ref() == Ok(&step), "{from} + {event:?}: {step:?} then {replay:?}");
+                invariant!(
+                    "replay is deterministic",
+                    replay.as_ref() == Ok(&step),
+                    "{from} + {event:?}: {step:?} then {replay:?}"
+                );
                 match &event {
-                    Event::ClientCreated { .. } | Event::GrantsSet { .. } | Event::CommandFailed { .. } => run.pending_idp = None,
+                    Event::ClientCreated { .. }
+                    | Event::GrantsSet { .. }
+                    | Event::CommandFailed { .. } => run.pending_idp = None,
                     Event::TimerFired { .. } => run.timer = None,
                     _ => {}
                 }
@@ -412,8 +535,16 @@ const NAMES: [(&str, Option<&str>); 6] = [
     ("datadog-bot-prod", None),
 ];
 const ENVIRONMENTS: [&str; 4] = ["dev", "staging", "prod", "qa"];
-const SCOPE_UNIVERSE: [&str; 8] =
-    [METRICS_READ, MONITORS_WRITE, ORDERS_READ, PAYMENTS_WRITE, OKTA_APPS_READ, OKTA_USERS_MANAGE, API_KEYS_WRITE, UNLISTED];
+const SCOPE_UNIVERSE: [&str; 8] = [
+    METRICS_READ,
+    MONITORS_WRITE,
+    ORDERS_READ,
+    PAYMENTS_WRITE,
+    OKTA_APPS_READ,
+    OKTA_USERS_MANAGE,
+    API_KEYS_WRITE,
+    UNLISTED,
+];
 
 fn lifetime_any() -> impl Strategy<Value = Option<u32>> {
     prop_oneof![
@@ -424,7 +555,14 @@ fn lifetime_any() -> impl Strategy<Value = Option<u32>> {
     ]
 }
 
-fn input(name: &str, environment: &str, scopes: Vec<&str>, lifetime: Option<u32>, expires_in_days: Option<i64>, requester: &str) -> OnboardingInput {
+fn input(
+    name: &str,
+    environment: &str,
+    scopes: Vec<&str>,
+    lifetime: Option<u32>,
+    expires_in_days: Option<i64>,
+    requester: &str,
+) -> OnboardingInput {
     OnboardingInput {
         requester: requester.into(),
         ..onboarding_input(AgentRequest {
@@ -446,7 +584,9 @@ fn valid_onboarding() -> impl Strategy<Value = OnboardingInput> {
         option::of(1i64..=400),
         person(),
     )
-        .prop_map(|((name, env), scopes, lifetime, expires, requester)| input(name, env.unwrap(), scopes, lifetime, expires, requester))
+        .prop_map(|((name, env), scopes, lifetime, expires, requester)| {
+            input(name, env.unwrap(), scopes, lifetime, expires, requester)
+        })
 }
 
 fn any_onboarding() -> impl Strategy<Value = OnboardingInput> {
@@ -476,7 +616,9 @@ fn any_onboarding() -> impl Strategy<Value = OnboardingInput> {
 /// The policy, restated independently of the machine.
 fn onboarding_is_valid(i: &OnboardingInput) -> bool {
     let r = &i.request;
-    let name_ok = NAMES.iter().any(|(n, e)| *n == r.name && *e == Some(r.environment.as_str()));
+    let name_ok = NAMES
+        .iter()
+        .any(|(n, e)| *n == r.name && *e == Some(r.environment.as_str()));
     let unique = r.scopes.iter().collect::<BTreeSet<_>>().len() == r.scopes.len();
     let lifetime = r.token_lifetime_secs.unwrap_or(900);
     ["dev", "staging", "prod"].contains(&r.environment.as_str())
@@ -486,7 +628,9 @@ fn onboarding_is_valid(i: &OnboardingInput) -> bool {
         && !r.purpose.trim().is_empty()
         && !r.scopes.is_empty()
         && unique
-        && r.scopes.iter().all(|s| APPROVED_SCOPES.contains(&s.as_str()))
+        && r.scopes
+            .iter()
+            .all(|s| APPROVED_SCOPES.contains(&s.as_str()))
         && (1..=900).contains(&lifetime)
         && r.expires_on.is_none_or(|d| d > today())
 }
@@ -579,7 +723,10 @@ fn scope_change_case() -> impl Strategy<Value = ScopeChangeInput> {
 fn new_grant(i: &ScopeChangeInput) -> BTreeSet<String> {
     let held: BTreeSet<String> = i.agent.scopes.iter().cloned().collect();
     let removed: BTreeSet<String> = i.request.remove.iter().cloned().collect();
-    held.difference(&removed).cloned().chain(i.request.add.iter().cloned()).collect()
+    held.difference(&removed)
+        .cloned()
+        .chain(i.request.add.iter().cloned())
+        .collect()
 }
 
 /// The scope-change rules, restated independently of the machine.
@@ -589,8 +736,12 @@ fn scope_change_is_valid(i: &ScopeChangeInput) -> bool {
     agent.status == AgentStatus::Active
         && agent.client_id.is_some()
         && !r.reason.trim().is_empty()
-        && r.add.iter().all(|s| APPROVED_SCOPES.contains(&s.as_str()) && !agent.scopes.contains(s))
-        && r.remove.iter().all(|s| agent.scopes.contains(s) && !r.add.contains(s))
+        && r.add
+            .iter()
+            .all(|s| APPROVED_SCOPES.contains(&s.as_str()) && !agent.scopes.contains(s))
+        && r.remove
+            .iter()
+            .all(|s| agent.scopes.contains(s) && !r.add.contains(s))
         && (1..=900).contains(&lifetime)
         && !new_grant(i).is_empty()
         && !(r.add.is_empty() && r.remove.is_empty() && lifetime == agent.token_lifetime_secs)
@@ -639,14 +790,21 @@ fn random_runs_reach_every_transition() {
     let taken = std::thread::spawn(|| {
         onboarding_runs_keep_invariants();
         scope_change_runs_keep_invariants();
-        (statemachines::workflow::coverage::taken(Onboarding::KIND), statemachines::workflow::coverage::taken(ScopeChange::KIND))
+        (
+            statemachines::workflow::coverage::taken(Onboarding::KIND),
+            statemachines::workflow::coverage::taken(ScopeChange::KIND),
+        )
     })
     .join()
     .expect("property runs pass");
     let missing: Vec<String> = Onboarding::TRANSITIONS
         .iter()
         .filter(|t| !taken.0.contains(t))
-        .chain(ScopeChange::TRANSITIONS.iter().filter(|t| !taken.1.contains(t)))
+        .chain(
+            ScopeChange::TRANSITIONS
+                .iter()
+                .filter(|t| !taken.1.contains(t)),
+        )
         .map(|t| format!("{} --{}--> {}", t.from, t.on, t.to))
         .collect();
     assert!(missing.is_empty(), "random runs never took: {missing:?}");

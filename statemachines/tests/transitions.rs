@@ -9,7 +9,10 @@ mod common;
 use common::*;
 use statemachines::approval::{ApprovalOutcome, Decision};
 use statemachines::command::{Actor, AuditKind, Command, IdpCommand};
-use statemachines::onboarding::{APPROVAL_EXPIRY_TIMER, Onboarding, OnboardingInput, OnboardingState, OwnerStatus, RecordedApproval};
+use statemachines::onboarding::{
+    APPROVAL_EXPIRY_TIMER, Onboarding, OnboardingInput, OnboardingState, OwnerStatus,
+    RecordedApproval,
+};
 use statemachines::scope_change::{ScopeChange, ScopeChangeRequest, ScopeChangeState};
 use statemachines::workflow::{Rejected, Step, Transition, Workflow, coverage};
 use statemachines::{Agent, AgentRequest, AgentStatus, Event};
@@ -111,7 +114,14 @@ fn approved_onboarding() -> OnboardingState {
 
 fn create_client_of(commands: &[Command]) -> (&str, &str, &[String], u32) {
     match idp_commands(commands).as_slice() {
-        [IdpCommand::CreateClient { agent_id, name, scopes, token_lifetime_secs }] => (agent_id, name, scopes, *token_lifetime_secs),
+        [
+            IdpCommand::CreateClient {
+                agent_id,
+                name,
+                scopes,
+                token_lifetime_secs,
+            },
+        ] => (agent_id, name, scopes, *token_lifetime_secs),
         other => panic!("expected exactly one CreateClient, got {other:?}"),
     }
 }
@@ -119,29 +129,53 @@ fn create_client_of(commands: &[Command]) -> (&str, &str, &[String], u32) {
 fn scenario_onboarding_without_sensitive_scope_provisions_at_once() {
     let step = started::<Onboarding>(onboarding_input(plain_request()));
 
-    let OnboardingState::Provisioning { agent, approval } = &step.state else { panic!("expected Provisioning, got {:?}", step.state) };
+    let OnboardingState::Provisioning { agent, approval } = &step.state else {
+        panic!("expected Provisioning, got {:?}", step.state)
+    };
     assert_eq!(*approval, None, "no approval was needed, none is recorded");
     assert_eq!(agent.status, AgentStatus::Provisioning);
     assert_eq!(agent.requested_by, REQUESTER);
-    assert_eq!(agent.client_id, None, "no client before the identity provider answers");
+    assert_eq!(
+        agent.client_id, None,
+        "no client before the identity provider answers"
+    );
 
     let (agent_id, name, scopes, lifetime) = create_client_of(&step.commands);
     assert_eq!((agent_id, name), (AGENT_ID, AGENT_NAME));
     assert_eq!(scopes, strings(&[METRICS_READ, ORDERS_READ]));
     assert_eq!(lifetime, 600);
 
-    assert!(!step.commands.iter().any(|c| matches!(c, Command::RequestApproval(_) | Command::SetTimer { .. })), "{:?}", names(&step.commands));
+    assert!(
+        !step
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::RequestApproval(_) | Command::SetTimer { .. })),
+        "{:?}",
+        names(&step.commands)
+    );
     assert_eq!(audit_kinds(&step.commands), [AuditKind::AgentRequested]);
-    assert_eq!(audit_of(&step.commands, AuditKind::AgentRequested).actor, Actor::Person(REQUESTER.into()));
-    assert_eq!(saved_agents(&step.commands), [agent], "the registry record is saved with the state");
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::AgentRequested).actor,
+        Actor::Person(REQUESTER.into())
+    );
+    assert_eq!(
+        saved_agents(&step.commands),
+        [agent],
+        "the registry record is saved with the state"
+    );
 }
 
 fn scenario_onboarding_with_sensitive_scope_waits_for_approval() {
     let step = started::<Onboarding>(onboarding_input(sensitive_request()));
 
-    let OnboardingState::AwaitingApproval { agent, approval } = &step.state else { panic!("expected AwaitingApproval, got {:?}", step.state) };
+    let OnboardingState::AwaitingApproval { agent, approval } = &step.state else {
+        panic!("expected AwaitingApproval, got {:?}", step.state)
+    };
     assert_eq!(agent.status, AgentStatus::PendingApproval);
-    assert!(idp_commands(&step.commands).is_empty(), "nothing reaches the identity provider before approval");
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "nothing reaches the identity provider before approval"
+    );
 
     assert_eq!(approval.id, APPROVAL_ID);
     assert_eq!(approval.action, "onboard");
@@ -153,47 +187,91 @@ fn scenario_onboarding_with_sensitive_scope_waits_for_approval() {
     assert_eq!(approval.requested_at, now());
     assert_eq!(approval.expires_at, approval_expires_at());
 
-    assert!(step.commands.contains(&Command::RequestApproval(approval.clone())));
-    assert!(step.commands.contains(&Command::SetTimer { name: APPROVAL_EXPIRY_TIMER.into(), at: approval_expires_at() }));
-    assert_eq!(audit_kinds(&step.commands), [AuditKind::AgentRequested, AuditKind::ApprovalRequested]);
-    assert_eq!(audit_of(&step.commands, AuditKind::ApprovalRequested).scopes, [MONITORS_WRITE]);
+    assert!(
+        step.commands
+            .contains(&Command::RequestApproval(approval.clone()))
+    );
+    assert!(step.commands.contains(&Command::SetTimer {
+        name: APPROVAL_EXPIRY_TIMER.into(),
+        at: approval_expires_at()
+    }));
+    assert_eq!(
+        audit_kinds(&step.commands),
+        [AuditKind::AgentRequested, AuditKind::ApprovalRequested]
+    );
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::ApprovalRequested).scopes,
+        [MONITORS_WRITE]
+    );
     assert_eq!(saved_agents(&step.commands), [agent]);
 }
 
 fn scenario_onboarding_token_lifetime_defaults_to_policy_max() {
-    let step = started::<Onboarding>(onboarding_input(AgentRequest { token_lifetime_secs: None, ..plain_request() }));
+    let step = started::<Onboarding>(onboarding_input(AgentRequest {
+        token_lifetime_secs: None,
+        ..plain_request()
+    }));
     assert_eq!(step.state.agent().token_lifetime_secs, 900);
     assert_eq!(create_client_of(&step.commands).3, 900);
 }
 
 fn scenario_onboarding_requester_in_security_group_is_not_asked_to_approve() {
     let input = onboarding_input(sensitive_request());
-    let step = started::<Onboarding>(OnboardingInput { requester: APPROVER.into(), ..input });
-    let OnboardingState::AwaitingApproval { approval, .. } = &step.state else { panic!("expected AwaitingApproval") };
-    assert_eq!(approval.approvers, [OTHER_APPROVER], "the requester is never among the approvers of their own request");
+    let step = started::<Onboarding>(OnboardingInput {
+        requester: APPROVER.into(),
+        ..input
+    });
+    let OnboardingState::AwaitingApproval { approval, .. } = &step.state else {
+        panic!("expected AwaitingApproval")
+    };
+    assert_eq!(
+        approval.approvers,
+        [OTHER_APPROVER],
+        "the requester is never among the approvers of their own request"
+    );
 }
 
 fn scenario_onboarding_approve_creates_client_with_requested_grant() {
     let when = at(3600);
     let step = accepted::<Onboarding>(&awaiting_onboarding(), approve(APPROVER), when);
 
-    let OnboardingState::Provisioning { agent, approval } = &step.state else { panic!("expected Provisioning, got {:?}", step.state) };
+    let OnboardingState::Provisioning { agent, approval } = &step.state else {
+        panic!("expected Provisioning, got {:?}", step.state)
+    };
     assert_eq!(
         *approval,
-        Some(RecordedApproval { approval_id: APPROVAL_ID.into(), approver: APPROVER.into(), at: when, scopes: strings(&[MONITORS_WRITE]) })
+        Some(RecordedApproval {
+            approval_id: APPROVAL_ID.into(),
+            approver: APPROVER.into(),
+            at: when,
+            scopes: strings(&[MONITORS_WRITE])
+        })
     );
     assert_eq!(agent.status, AgentStatus::Provisioning);
     assert_eq!(agent.updated_at, when);
 
-    assert!(step.commands.contains(&Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() }));
+    assert!(step.commands.contains(&Command::CancelTimer {
+        name: APPROVAL_EXPIRY_TIMER.into()
+    }));
     assert!(step.commands.contains(&Command::CloseApproval {
         approval_id: APPROVAL_ID.into(),
-        outcome: ApprovalOutcome::Approved { by: APPROVER.into(), at: when, reason: Some("ok for INC-4711".into()) },
+        outcome: ApprovalOutcome::Approved {
+            by: APPROVER.into(),
+            at: when,
+            reason: Some("ok for INC-4711".into())
+        },
     }));
     let (agent_id, name, scopes, lifetime) = create_client_of(&step.commands);
     assert_eq!((agent_id, name), (AGENT_ID, AGENT_NAME));
-    assert_eq!(scopes, strings(&[METRICS_READ, MONITORS_WRITE]), "the client gets exactly the requested scopes");
-    assert_eq!(lifetime, 600, "the client gets the requested token lifetime");
+    assert_eq!(
+        scopes,
+        strings(&[METRICS_READ, MONITORS_WRITE]),
+        "the client gets exactly the requested scopes"
+    );
+    assert_eq!(
+        lifetime, 600,
+        "the client gets the requested token lifetime"
+    );
 
     let decided = audit_of(&step.commands, AuditKind::ApprovalDecided);
     assert_eq!(decided.actor, Actor::Person(APPROVER.into()));
@@ -205,35 +283,67 @@ fn scenario_onboarding_deny_ends_without_provisioning() {
     let when = at(60);
     let step = accepted::<Onboarding>(&awaiting_onboarding(), deny(OTHER_APPROVER), when);
 
-    let OnboardingState::Denied { agent, approval_id, by, reason } = &step.state else { panic!("expected Denied, got {:?}", step.state) };
-    assert_eq!((approval_id.as_str(), by.as_str(), reason.as_deref()), (APPROVAL_ID, OTHER_APPROVER, Some("use the read-only scope")));
+    let OnboardingState::Denied {
+        agent,
+        approval_id,
+        by,
+        reason,
+    } = &step.state
+    else {
+        panic!("expected Denied, got {:?}", step.state)
+    };
+    assert_eq!(
+        (approval_id.as_str(), by.as_str(), reason.as_deref()),
+        (APPROVAL_ID, OTHER_APPROVER, Some("use the read-only scope"))
+    );
     assert_eq!(agent.status, AgentStatus::Denied);
     assert!(Onboarding::is_terminal(&step.state));
 
     assert!(idp_commands(&step.commands).is_empty());
-    assert!(step.commands.contains(&Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() }));
+    assert!(step.commands.contains(&Command::CancelTimer {
+        name: APPROVAL_EXPIRY_TIMER.into()
+    }));
     assert!(step.commands.contains(&Command::CloseApproval {
         approval_id: APPROVAL_ID.into(),
-        outcome: ApprovalOutcome::Denied { by: OTHER_APPROVER.into(), at: when, reason: Some("use the read-only scope".into()) },
+        outcome: ApprovalOutcome::Denied {
+            by: OTHER_APPROVER.into(),
+            at: when,
+            reason: Some("use the read-only scope".into())
+        },
     }));
     let audit = audit_of(&step.commands, AuditKind::ApprovalDecided);
-    assert!(audit.message.contains("denied") && audit.message.contains("use the read-only scope"), "{}", audit.message);
+    assert!(
+        audit.message.contains("denied") && audit.message.contains("use the read-only scope"),
+        "{}",
+        audit.message
+    );
     assert_eq!(saved_agents(&step.commands), [agent]);
 }
 
 fn scenario_onboarding_expiry_ends_without_provisioning() {
     // the timer fires at its due time exactly
-    let step = accepted::<Onboarding>(&awaiting_onboarding(), expiry_timer(), approval_expires_at());
+    let step = accepted::<Onboarding>(
+        &awaiting_onboarding(),
+        expiry_timer(),
+        approval_expires_at(),
+    );
 
-    let OnboardingState::Expired { agent, approval_id } = &step.state else { panic!("expected Expired, got {:?}", step.state) };
+    let OnboardingState::Expired { agent, approval_id } = &step.state else {
+        panic!("expected Expired, got {:?}", step.state)
+    };
     assert_eq!(approval_id, APPROVAL_ID);
     assert_eq!(agent.status, AgentStatus::Expired);
     assert!(idp_commands(&step.commands).is_empty());
     assert!(step.commands.contains(&Command::CloseApproval {
         approval_id: APPROVAL_ID.into(),
-        outcome: ApprovalOutcome::Expired { at: approval_expires_at() },
+        outcome: ApprovalOutcome::Expired {
+            at: approval_expires_at()
+        },
     }));
-    assert_eq!(audit_of(&step.commands, AuditKind::ApprovalExpired).actor, Actor::Schedule(APPROVAL_EXPIRY_TIMER.into()));
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::ApprovalExpired).actor,
+        Actor::Schedule(APPROVAL_EXPIRY_TIMER.into())
+    );
     assert_eq!(saved_agents(&step.commands), [agent]);
 }
 
@@ -241,16 +351,27 @@ fn scenario_onboarding_cancel_while_waiting_ends_without_provisioning() {
     let when = at(120);
     let step = accepted::<Onboarding>(&awaiting_onboarding(), cancel(REQUESTER), when);
 
-    let OnboardingState::Cancelled { agent, by, reason } = &step.state else { panic!("expected Cancelled, got {:?}", step.state) };
+    let OnboardingState::Cancelled { agent, by, reason } = &step.state else {
+        panic!("expected Cancelled, got {:?}", step.state)
+    };
     assert_eq!(*by, Actor::Person(REQUESTER.into()));
     assert_eq!(reason, "no longer needed");
     assert_eq!(agent.status, AgentStatus::Cancelled);
     assert!(idp_commands(&step.commands).is_empty());
-    assert!(step.commands.contains(&Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() }));
-    assert!(step.commands.contains(&Command::CloseApproval { approval_id: APPROVAL_ID.into(), outcome: ApprovalOutcome::Cancelled { at: when } }));
+    assert!(step.commands.contains(&Command::CancelTimer {
+        name: APPROVAL_EXPIRY_TIMER.into()
+    }));
+    assert!(step.commands.contains(&Command::CloseApproval {
+        approval_id: APPROVAL_ID.into(),
+        outcome: ApprovalOutcome::Cancelled { at: when }
+    }));
     let audit = audit_of(&step.commands, AuditKind::RequestCancelled);
     assert_eq!(audit.actor, Actor::Person(REQUESTER.into()));
-    assert!(audit.message.contains("no longer needed"), "{}", audit.message);
+    assert!(
+        audit.message.contains("no longer needed"),
+        "{}",
+        audit.message
+    );
     assert_eq!(saved_agents(&step.commands), [agent]);
 }
 
@@ -258,22 +379,39 @@ fn scenario_onboarding_client_created_activates_agent() {
     let when = at(3700);
     let step = accepted::<Onboarding>(&approved_onboarding(), client_created(), when);
 
-    let OnboardingState::Active { agent, approval } = &step.state else { panic!("expected Active, got {:?}", step.state) };
+    let OnboardingState::Active { agent, approval } = &step.state else {
+        panic!("expected Active, got {:?}", step.state)
+    };
     assert_eq!(agent.status, AgentStatus::Active);
     assert_eq!(agent.client_id.as_deref(), Some(CLIENT_ID));
     assert_eq!(agent.secret_version.as_deref(), Some(SECRET_VERSION));
     assert_eq!(agent.credential_issued_at, Some(when));
     assert_eq!(agent.scopes, [METRICS_READ, MONITORS_WRITE]);
-    assert_eq!(approval.as_ref().map(|a| a.approver.as_str()), Some(APPROVER), "the approval stays with the active agent");
+    assert_eq!(
+        approval.as_ref().map(|a| a.approver.as_str()),
+        Some(APPROVER),
+        "the approval stays with the active agent"
+    );
     assert!(Onboarding::is_terminal(&step.state));
     assert!(idp_commands(&step.commands).is_empty());
 
-    assert_eq!(audit_kinds(&step.commands), [AuditKind::AgentRegistered, AuditKind::ScopesGranted]);
+    assert_eq!(
+        audit_kinds(&step.commands),
+        [AuditKind::AgentRegistered, AuditKind::ScopesGranted]
+    );
     let registered = audit_of(&step.commands, AuditKind::AgentRegistered);
     assert_eq!(registered.actor, Actor::Person(REQUESTER.into()));
-    assert!(registered.message.contains(CLIENT_ID), "{}", registered.message);
+    assert!(
+        registered.message.contains(CLIENT_ID),
+        "{}",
+        registered.message
+    );
     let granted = audit_of(&step.commands, AuditKind::ScopesGranted);
-    assert_eq!(granted.actor, Actor::Person(APPROVER.into()), "the grant is attributed to the approver");
+    assert_eq!(
+        granted.actor,
+        Actor::Person(APPROVER.into()),
+        "the grant is attributed to the approver"
+    );
     assert_eq!(granted.approval_id.as_deref(), Some(APPROVAL_ID));
     assert_eq!(granted.scopes, [METRICS_READ, MONITORS_WRITE]);
 
@@ -281,13 +419,19 @@ fn scenario_onboarding_client_created_activates_agent() {
     let notes = notifications(&step.commands);
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].0, OWNER);
-    assert!(!notes[0].2.contains(SECRET_VERSION), "the notification does not carry secret material: {}", notes[0].2);
+    assert!(
+        !notes[0].2.contains(SECRET_VERSION),
+        "the notification does not carry secret material: {}",
+        notes[0].2
+    );
 }
 
 fn scenario_onboarding_client_created_without_approval_is_granted_by_steward() {
     let provisioning = started::<Onboarding>(onboarding_input(plain_request())).state;
     let step = accepted::<Onboarding>(&provisioning, client_created(), at(5));
-    let OnboardingState::Active { approval, .. } = &step.state else { panic!("expected Active, got {:?}", step.state) };
+    let OnboardingState::Active { approval, .. } = &step.state else {
+        panic!("expected Active, got {:?}", step.state)
+    };
     assert_eq!(*approval, None);
     let granted = audit_of(&step.commands, AuditKind::ScopesGranted);
     assert_eq!(granted.actor, Actor::System);
@@ -295,9 +439,15 @@ fn scenario_onboarding_client_created_without_approval_is_granted_by_steward() {
 }
 
 fn scenario_onboarding_command_failed_marks_failed_and_tells_owner() {
-    let step = accepted::<Onboarding>(&approved_onboarding(), command_failed("idp.create_client"), at(3700));
+    let step = accepted::<Onboarding>(
+        &approved_onboarding(),
+        command_failed("idp.create_client"),
+        at(3700),
+    );
 
-    let OnboardingState::Failed { agent, reason } = &step.state else { panic!("expected Failed, got {:?}", step.state) };
+    let OnboardingState::Failed { agent, reason } = &step.state else {
+        panic!("expected Failed, got {:?}", step.state)
+    };
     assert_eq!(reason, "idp.create_client failed: 403 Forbidden");
     assert_eq!(agent.status, AgentStatus::Failed);
     assert_eq!(agent.client_id, None);
@@ -319,73 +469,182 @@ fn start_onboarding(request: AgentRequest) -> Result<Step<OnboardingState>, Reje
 }
 
 fn scenario_onboarding_refuses_excluded_scope() {
-    let r = AgentRequest { scopes: strings(&[METRICS_READ, OKTA_USERS_MANAGE]), ..plain_request() };
-    let rejected = assert_rejected(start_onboarding(r), "scopes", "scope `okta:users:manage` is excluded by policy and is never granted");
-    assert_eq!(rejected.reasons.len(), 1, "only the excluded scope is wrong: {rejected}");
+    let r = AgentRequest {
+        scopes: strings(&[METRICS_READ, OKTA_USERS_MANAGE]),
+        ..plain_request()
+    };
+    let rejected = assert_rejected(
+        start_onboarding(r),
+        "scopes",
+        "scope `okta:users:manage` is excluded by policy and is never granted",
+    );
+    assert_eq!(
+        rejected.reasons.len(),
+        1,
+        "only the excluded scope is wrong: {rejected}"
+    );
 }
 
 fn scenario_onboarding_refuses_scope_not_approved() {
-    let r = AgentRequest { scopes: strings(&[UNLISTED]), ..plain_request() };
-    assert_rejected(start_onboarding(r), "scopes", "scope `github:repo:admin` is not in the policy's approved scopes");
+    let r = AgentRequest {
+        scopes: strings(&[UNLISTED]),
+        ..plain_request()
+    };
+    assert_rejected(
+        start_onboarding(r),
+        "scopes",
+        "scope `github:repo:admin` is not in the policy's approved scopes",
+    );
 }
 
 fn scenario_onboarding_refuses_unknown_owner() {
-    let input = OnboardingInput { owner_status: OwnerStatus::Unknown, ..onboarding_input(plain_request()) };
-    assert_rejected(start::<Onboarding>(input, now()), "owner", "owner alice@example.com is not a person in the directory");
+    let input = OnboardingInput {
+        owner_status: OwnerStatus::Unknown,
+        ..onboarding_input(plain_request())
+    };
+    assert_rejected(
+        start::<Onboarding>(input, now()),
+        "owner",
+        "owner alice@example.com is not a person in the directory",
+    );
 }
 
 fn scenario_onboarding_refuses_inactive_owner() {
-    let input = OnboardingInput { owner_status: OwnerStatus::Inactive, ..onboarding_input(plain_request()) };
-    assert_rejected(start::<Onboarding>(input, now()), "owner", "owner alice@example.com is not an active person in the directory");
+    let input = OnboardingInput {
+        owner_status: OwnerStatus::Inactive,
+        ..onboarding_input(plain_request())
+    };
+    assert_rejected(
+        start::<Onboarding>(input, now()),
+        "owner",
+        "owner alice@example.com is not an active person in the directory",
+    );
 }
 
 fn scenario_onboarding_refuses_bad_name() {
-    for name in ["Datadog-Remediation-Agent-prod", "datadog-remediation-bot-prod", "datadog--agent-prod", "-agent-prod"] {
-        let r = AgentRequest { name: name.into(), ..plain_request() };
-        assert_rejected(start_onboarding(r), "name", &format!("name `{name}` does not follow the naming pattern `{{function}}-agent-{{env}}`"));
+    for name in [
+        "Datadog-Remediation-Agent-prod",
+        "datadog-remediation-bot-prod",
+        "datadog--agent-prod",
+        "-agent-prod",
+    ] {
+        let r = AgentRequest {
+            name: name.into(),
+            ..plain_request()
+        };
+        assert_rejected(
+            start_onboarding(r),
+            "name",
+            &format!(
+                "name `{name}` does not follow the naming pattern `{{function}}-agent-{{env}}`"
+            ),
+        );
     }
 }
 
 fn scenario_onboarding_refuses_env_mismatch_between_name_and_environment() {
-    let r = AgentRequest { name: "datadog-remediation-agent-dev".into(), ..plain_request() };
-    assert_rejected(start_onboarding(r), "name", "name `datadog-remediation-agent-dev` says environment `dev` but the request is for `prod`");
+    let r = AgentRequest {
+        name: "datadog-remediation-agent-dev".into(),
+        ..plain_request()
+    };
+    assert_rejected(
+        start_onboarding(r),
+        "name",
+        "name `datadog-remediation-agent-dev` says environment `dev` but the request is for `prod`",
+    );
 }
 
 fn scenario_onboarding_refuses_environment_outside_policy() {
-    let r = AgentRequest { name: "datadog-remediation-agent-qa".into(), environment: "qa".into(), ..plain_request() };
-    let rejected = assert_rejected(start_onboarding(r), "environment", "environment `qa` is not one of the policy's environments (dev, staging, prod)");
+    let r = AgentRequest {
+        name: "datadog-remediation-agent-qa".into(),
+        environment: "qa".into(),
+        ..plain_request()
+    };
+    let rejected = assert_rejected(
+        start_onboarding(r),
+        "environment",
+        "environment `qa` is not one of the policy's environments (dev, staging, prod)",
+    );
     assert_eq!(rejected.reasons.len(), 1, "{rejected}");
 }
 
 fn scenario_onboarding_refuses_lifetime_over_max() {
-    let r = AgentRequest { token_lifetime_secs: Some(1800), ..plain_request() };
-    assert_rejected(start_onboarding(r), "token_lifetime", "token lifetime 30 min exceeds the policy maximum of 15 min");
+    let r = AgentRequest {
+        token_lifetime_secs: Some(1800),
+        ..plain_request()
+    };
+    assert_rejected(
+        start_onboarding(r),
+        "token_lifetime",
+        "token lifetime 30 min exceeds the policy maximum of 15 min",
+    );
     // one second over is over
-    let r = AgentRequest { token_lifetime_secs: Some(901), ..plain_request() };
-    assert_rejected(start_onboarding(r), "token_lifetime", "token lifetime 901 s exceeds the policy maximum of 15 min");
+    let r = AgentRequest {
+        token_lifetime_secs: Some(901),
+        ..plain_request()
+    };
+    assert_rejected(
+        start_onboarding(r),
+        "token_lifetime",
+        "token lifetime 901 s exceeds the policy maximum of 15 min",
+    );
     // the maximum itself is allowed
-    let r = AgentRequest { token_lifetime_secs: Some(900), ..plain_request() };
+    let r = AgentRequest {
+        token_lifetime_secs: Some(900),
+        ..plain_request()
+    };
     assert!(start_onboarding(r).is_ok());
 }
 
 fn scenario_onboarding_refuses_zero_lifetime() {
-    let r = AgentRequest { token_lifetime_secs: Some(0), ..plain_request() };
-    assert_rejected(start_onboarding(r), "token_lifetime", "token lifetime must be greater than zero");
+    let r = AgentRequest {
+        token_lifetime_secs: Some(0),
+        ..plain_request()
+    };
+    assert_rejected(
+        start_onboarding(r),
+        "token_lifetime",
+        "token lifetime must be greater than zero",
+    );
 }
 
 fn scenario_onboarding_refuses_expiry_date_not_in_future() {
     let yesterday = today().pred_opt().unwrap();
-    let r = AgentRequest { expires_on: Some(yesterday), ..plain_request() };
-    assert_rejected(start_onboarding(r), "expires_on", "expiry date 2025-03-09 is not in the future");
-    let r = AgentRequest { expires_on: Some(today()), ..plain_request() };
-    assert_rejected(start_onboarding(r), "expires_on", "expiry date 2025-03-10 is not in the future");
-    let r = AgentRequest { expires_on: today().succ_opt(), ..plain_request() };
+    let r = AgentRequest {
+        expires_on: Some(yesterday),
+        ..plain_request()
+    };
+    assert_rejected(
+        start_onboarding(r),
+        "expires_on",
+        "expiry date 2025-03-09 is not in the future",
+    );
+    let r = AgentRequest {
+        expires_on: Some(today()),
+        ..plain_request()
+    };
+    assert_rejected(
+        start_onboarding(r),
+        "expires_on",
+        "expiry date 2025-03-10 is not in the future",
+    );
+    let r = AgentRequest {
+        expires_on: today().succ_opt(),
+        ..plain_request()
+    };
     assert!(start_onboarding(r).is_ok(), "tomorrow is in the future");
 }
 
 fn scenario_onboarding_refuses_duplicate_scope() {
-    let r = AgentRequest { scopes: strings(&[METRICS_READ, ORDERS_READ, METRICS_READ]), ..plain_request() };
-    assert_rejected(start_onboarding(r), "scopes", "scope `datadog:metrics:read` is listed twice");
+    let r = AgentRequest {
+        scopes: strings(&[METRICS_READ, ORDERS_READ, METRICS_READ]),
+        ..plain_request()
+    };
+    assert_rejected(
+        start_onboarding(r),
+        "scopes",
+        "scope `datadog:metrics:read` is listed twice",
+    );
 }
 
 fn scenario_onboarding_reports_every_problem_at_once() {
@@ -398,11 +657,28 @@ fn scenario_onboarding_reports_every_problem_at_once() {
         token_lifetime_secs: Some(0),
         ..plain_request()
     };
-    let input = OnboardingInput { owner_status: OwnerStatus::Unknown, ..onboarding_input(r) };
+    let input = OnboardingInput {
+        owner_status: OwnerStatus::Unknown,
+        ..onboarding_input(r)
+    };
     let rejected = start::<Onboarding>(input, now()).expect_err("everything is wrong");
     let fields: BTreeSet<&str> = rejected.reasons.iter().map(|r| r.field.as_str()).collect();
-    assert_eq!(fields, BTreeSet::from(["name", "owner", "team", "purpose", "scopes", "token_lifetime"]), "{rejected}");
-    assert!(rejected.to_string().contains("a team is required; "), "reasons are joined for display: {rejected}");
+    assert_eq!(
+        fields,
+        BTreeSet::from([
+            "name",
+            "owner",
+            "team",
+            "purpose",
+            "scopes",
+            "token_lifetime"
+        ]),
+        "{rejected}"
+    );
+    assert!(
+        rejected.to_string().contains("a team is required; "),
+        "reasons are joined for display: {rejected}"
+    );
 }
 
 // ---- refused events ------------------------------------------------------------------------
@@ -416,7 +692,10 @@ fn scenario_onboarding_refuses_self_approval() {
         "alice@example.com requested this change and cannot approve it",
     );
     // a security approver who requested the agent themselves cannot approve it either
-    let input = OnboardingInput { requester: APPROVER.into(), ..onboarding_input(sensitive_request()) };
+    let input = OnboardingInput {
+        requester: APPROVER.into(),
+        ..onboarding_input(sensitive_request())
+    };
     let awaiting = started::<Onboarding>(input).state;
     let before = awaiting.clone();
     assert_rejected(
@@ -426,32 +705,63 @@ fn scenario_onboarding_refuses_self_approval() {
     );
     assert_eq!(awaiting, before);
     // the other approver can
-    assert!(matches!(accepted::<Onboarding>(&awaiting, approve(OTHER_APPROVER), at(60)).state, OnboardingState::Provisioning { .. }));
+    assert!(matches!(
+        accepted::<Onboarding>(&awaiting, approve(OTHER_APPROVER), at(60)).state,
+        OnboardingState::Provisioning { .. }
+    ));
 }
 
 fn scenario_onboarding_refuses_self_approval_despite_case_and_spaces() {
-    let input = OnboardingInput { requester: APPROVER.into(), ..onboarding_input(sensitive_request()) };
+    let input = OnboardingInput {
+        requester: APPROVER.into(),
+        ..onboarding_input(sensitive_request())
+    };
     let awaiting = started::<Onboarding>(input).state;
-    for disguised in ["SEC-LEAD@example.com", "  sec-lead@example.com ", "Sec-Lead@Example.Com"] {
-        assert_rejected(on::<Onboarding>(&awaiting, approve(disguised), at(60)), "approver", "requested this change and cannot approve it");
-        assert_rejected(on::<Onboarding>(&awaiting, deny(disguised), at(60)), "approver", "requested this change and cannot approve it");
+    for disguised in [
+        "SEC-LEAD@example.com",
+        "  sec-lead@example.com ",
+        "Sec-Lead@Example.Com",
+    ] {
+        assert_rejected(
+            on::<Onboarding>(&awaiting, approve(disguised), at(60)),
+            "approver",
+            "requested this change and cannot approve it",
+        );
+        assert_rejected(
+            on::<Onboarding>(&awaiting, deny(disguised), at(60)),
+            "approver",
+            "requested this change and cannot approve it",
+        );
     }
 }
 
 fn scenario_onboarding_refuses_approver_outside_allowed_set() {
     let awaiting = awaiting_onboarding();
     for event in [approve(OUTSIDER), deny(OUTSIDER), approve(COLLEAGUE)] {
-        assert_rejected(on::<Onboarding>(&awaiting, event, at(60)), "approver", "is not an allowed approver for approval wf-0001-approval-1");
+        assert_rejected(
+            on::<Onboarding>(&awaiting, event, at(60)),
+            "approver",
+            "is not an allowed approver for approval wf-0001-approval-1",
+        );
     }
     let rejected = on::<Onboarding>(&awaiting, approve(OUTSIDER), at(60)).unwrap_err();
-    assert!(rejected.to_string().contains("(allowed: sec-lead@example.com, sec-oncall@example.com)"), "{rejected}");
+    assert!(
+        rejected
+            .to_string()
+            .contains("(allowed: sec-lead@example.com, sec-oncall@example.com)"),
+        "{rejected}"
+    );
 }
 
 fn scenario_onboarding_refuses_decision_after_expiry() {
     let awaiting = awaiting_onboarding();
     let late = approval_expires_at() + chrono::Duration::seconds(1);
     for event in [approve(APPROVER), deny(APPROVER)] {
-        assert_rejected(on::<Onboarding>(&awaiting, event, late), "approval", "approval wf-0001-approval-1 expired at 2025-03-11T09:00:00+00:00");
+        assert_rejected(
+            on::<Onboarding>(&awaiting, event, late),
+            "approval",
+            "approval wf-0001-approval-1 expired at 2025-03-11T09:00:00+00:00",
+        );
     }
     // a decision at the expiry instant still counts
     assert!(on::<Onboarding>(&awaiting, approve(APPROVER), approval_expires_at()).is_ok());
@@ -479,20 +789,37 @@ fn scenario_onboarding_refuses_early_expiry_timer() {
 
 fn scenario_onboarding_refuses_unknown_timer() {
     let awaiting = awaiting_onboarding();
-    let event = Event::TimerFired { name: "reminder".into() };
-    assert_rejected(on::<Onboarding>(&awaiting, event, approval_expires_at()), "event", "TimerFired does not apply to onboarding in state AwaitingApproval");
+    let event = Event::TimerFired {
+        name: "reminder".into(),
+    };
+    assert_rejected(
+        on::<Onboarding>(&awaiting, event, approval_expires_at()),
+        "event",
+        "TimerFired does not apply to onboarding in state AwaitingApproval",
+    );
 }
 
 fn scenario_onboarding_refuses_results_before_approval() {
     let awaiting = awaiting_onboarding();
-    for event in [client_created(), grants_set(&strings(&[METRICS_READ]), 600), command_failed("approval.request")] {
+    for event in [
+        client_created(),
+        grants_set(&strings(&[METRICS_READ]), 600),
+        command_failed("approval.request"),
+    ] {
         let label = event.label();
-        assert_rejected(on::<Onboarding>(&awaiting, event, at(60)), "event", &format!("{label} does not apply to onboarding in state AwaitingApproval"));
+        assert_rejected(
+            on::<Onboarding>(&awaiting, event, at(60)),
+            "event",
+            &format!("{label} does not apply to onboarding in state AwaitingApproval"),
+        );
     }
 }
 
 fn scenario_onboarding_refuses_cancel_during_provisioning() {
-    for provisioning in [approved_onboarding(), started::<Onboarding>(onboarding_input(plain_request())).state] {
+    for provisioning in [
+        approved_onboarding(),
+        started::<Onboarding>(onboarding_input(plain_request())).state,
+    ] {
         assert_rejected(
             on::<Onboarding>(&provisioning, cancel(REQUESTER), at(3700)),
             "state",
@@ -503,7 +830,11 @@ fn scenario_onboarding_refuses_cancel_during_provisioning() {
 
 fn scenario_onboarding_refuses_second_decision_and_stale_timer_once_approved() {
     let provisioning = approved_onboarding();
-    for event in [deny(OTHER_APPROVER), approve(OTHER_APPROVER), expiry_timer()] {
+    for event in [
+        deny(OTHER_APPROVER),
+        approve(OTHER_APPROVER),
+        expiry_timer(),
+    ] {
         let label = event.label();
         assert_rejected(
             on::<Onboarding>(&provisioning, event, approval_expires_at()),
@@ -528,12 +859,23 @@ fn terminal_onboardings() -> Vec<OnboardingState> {
 fn scenario_onboarding_terminal_states_accept_no_event() {
     let terminals = terminal_onboardings();
     let names: BTreeSet<&str> = terminals.iter().map(Onboarding::state_name).collect();
-    assert_eq!(names, BTreeSet::from(["Active", "Failed", "Denied", "Expired", "Cancelled"]));
+    assert_eq!(
+        names,
+        BTreeSet::from(["Active", "Failed", "Denied", "Expired", "Cancelled"])
+    );
     for state in &terminals {
         assert!(Onboarding::is_terminal(state));
         for event in every_event() {
-            let expected = format!("{} does not apply to onboarding in state {}", event.label(), Onboarding::state_name(state));
-            assert_rejected(on::<Onboarding>(state, event, approval_expires_at()), "event", &expected);
+            let expected = format!(
+                "{} does not apply to onboarding in state {}",
+                event.label(),
+                Onboarding::state_name(state)
+            );
+            assert_rejected(
+                on::<Onboarding>(state, event, approval_expires_at()),
+                "event",
+                &expected,
+            );
         }
     }
 }
@@ -548,7 +890,11 @@ fn start_scope_change(request: ScopeChangeRequest) -> Result<Step<ScopeChangeSta
 
 /// Adds `datadog:monitors:write` (sensitive) and removes `erp:orders:read`.
 fn awaiting_scope_change() -> ScopeChangeState {
-    started::<ScopeChange>(scope_change_input(scope_change_request(&[MONITORS_WRITE], &[ORDERS_READ]))).state
+    started::<ScopeChange>(scope_change_input(scope_change_request(
+        &[MONITORS_WRITE],
+        &[ORDERS_READ],
+    )))
+    .state
 }
 
 fn approved_scope_change() -> ScopeChangeState {
@@ -557,123 +903,269 @@ fn approved_scope_change() -> ScopeChangeState {
 
 fn set_grants_of(commands: &[Command]) -> (&str, &[String], u32) {
     match idp_commands(commands).as_slice() {
-        [IdpCommand::SetGrants { client_id, scopes, token_lifetime_secs }] => (client_id, scopes, *token_lifetime_secs),
+        [
+            IdpCommand::SetGrants {
+                client_id,
+                scopes,
+                token_lifetime_secs,
+            },
+        ] => (client_id, scopes, *token_lifetime_secs),
         other => panic!("expected exactly one SetGrants, got {other:?}"),
     }
 }
 
 fn scenario_scope_change_non_sensitive_add_sets_grants_at_once() {
-    let step = started::<ScopeChange>(scope_change_input(scope_change_request(&[OKTA_APPS_READ], &[])));
+    let step = started::<ScopeChange>(scope_change_input(scope_change_request(
+        &[OKTA_APPS_READ],
+        &[],
+    )));
 
-    let ScopeChangeState::Granting { agent, change, approval } = &step.state else { panic!("expected Granting, got {:?}", step.state) };
+    let ScopeChangeState::Granting {
+        agent,
+        change,
+        approval,
+    } = &step.state
+    else {
+        panic!("expected Granting, got {:?}", step.state)
+    };
     assert_eq!(*approval, None);
-    assert_eq!(*agent, active_agent(), "the registry changes only once the identity provider confirms");
+    assert_eq!(
+        *agent,
+        active_agent(),
+        "the registry changes only once the identity provider confirms"
+    );
     assert_eq!(change.scopes, [METRICS_READ, ORDERS_READ, OKTA_APPS_READ]);
-    assert_eq!(set_grants_of(&step.commands), (CLIENT_ID, change.scopes.as_slice(), 600));
-    assert!(!step.commands.iter().any(|c| matches!(c, Command::RequestApproval(_) | Command::SetTimer { .. })));
-    assert_eq!(audit_kinds(&step.commands), [AuditKind::ScopeChangeRequested]);
+    assert_eq!(
+        set_grants_of(&step.commands),
+        (CLIENT_ID, change.scopes.as_slice(), 600)
+    );
+    assert!(
+        !step
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::RequestApproval(_) | Command::SetTimer { .. }))
+    );
+    assert_eq!(
+        audit_kinds(&step.commands),
+        [AuditKind::ScopeChangeRequested]
+    );
     let requested = audit_of(&step.commands, AuditKind::ScopeChangeRequested);
     assert_eq!(requested.actor, Actor::Person(REQUESTER.into()));
-    assert!(requested.message.contains("auto-remediation needs it"), "{}", requested.message);
+    assert!(
+        requested.message.contains("auto-remediation needs it"),
+        "{}",
+        requested.message
+    );
 }
 
 fn scenario_scope_change_removal_and_lifetime_need_no_approval() {
     let mut request = scope_change_request(&[], &[ORDERS_READ]);
     request.token_lifetime_secs = Some(300);
     let step = started::<ScopeChange>(scope_change_input(request));
-    assert!(matches!(step.state, ScopeChangeState::Granting { approval: None, .. }), "{:?}", step.state);
-    assert_eq!(set_grants_of(&step.commands), (CLIENT_ID, strings(&[METRICS_READ]).as_slice(), 300));
+    assert!(
+        matches!(
+            step.state,
+            ScopeChangeState::Granting { approval: None, .. }
+        ),
+        "{:?}",
+        step.state
+    );
+    assert_eq!(
+        set_grants_of(&step.commands),
+        (CLIENT_ID, strings(&[METRICS_READ]).as_slice(), 300)
+    );
 
     // a lifetime change alone is a change
     let mut request = scope_change_request(&[], &[]);
     request.token_lifetime_secs = Some(900);
     let step = started::<ScopeChange>(scope_change_input(request));
-    assert_eq!(set_grants_of(&step.commands), (CLIENT_ID, strings(&[METRICS_READ, ORDERS_READ]).as_slice(), 900));
+    assert_eq!(
+        set_grants_of(&step.commands),
+        (
+            CLIENT_ID,
+            strings(&[METRICS_READ, ORDERS_READ]).as_slice(),
+            900
+        )
+    );
 }
 
 fn scenario_scope_change_sensitive_add_waits_for_approval() {
-    let step = started::<ScopeChange>(scope_change_input(scope_change_request(&[MONITORS_WRITE, OKTA_APPS_READ], &[ORDERS_READ])));
+    let step = started::<ScopeChange>(scope_change_input(scope_change_request(
+        &[MONITORS_WRITE, OKTA_APPS_READ],
+        &[ORDERS_READ],
+    )));
 
-    let ScopeChangeState::AwaitingApproval { agent, change, approval } = &step.state else { panic!("expected AwaitingApproval, got {:?}", step.state) };
+    let ScopeChangeState::AwaitingApproval {
+        agent,
+        change,
+        approval,
+    } = &step.state
+    else {
+        panic!("expected AwaitingApproval, got {:?}", step.state)
+    };
     assert_eq!(*agent, active_agent());
-    assert_eq!(change.scopes, [METRICS_READ, MONITORS_WRITE, OKTA_APPS_READ]);
-    assert!(idp_commands(&step.commands).is_empty(), "nothing reaches the identity provider before approval");
+    assert_eq!(
+        change.scopes,
+        [METRICS_READ, MONITORS_WRITE, OKTA_APPS_READ]
+    );
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "nothing reaches the identity provider before approval"
+    );
     assert_eq!(approval.id, APPROVAL_ID);
     assert_eq!(approval.action, "scope-change");
     assert_eq!(approval.scopes_added, [MONITORS_WRITE, OKTA_APPS_READ]);
     assert_eq!(approval.scopes_removed, [ORDERS_READ]);
-    assert_eq!(approval.sensitive_scopes, [MONITORS_WRITE], "only sensitive additions need the approval");
+    assert_eq!(
+        approval.sensitive_scopes,
+        [MONITORS_WRITE],
+        "only sensitive additions need the approval"
+    );
     assert_eq!(approval.approvers, APPROVERS);
     assert_eq!(approval.expires_at, approval_expires_at());
-    assert!(step.commands.contains(&Command::RequestApproval(approval.clone())));
-    assert!(step.commands.contains(&Command::SetTimer { name: APPROVAL_EXPIRY_TIMER.into(), at: approval_expires_at() }));
-    assert_eq!(audit_kinds(&step.commands), [AuditKind::ScopeChangeRequested, AuditKind::ApprovalRequested]);
+    assert!(
+        step.commands
+            .contains(&Command::RequestApproval(approval.clone()))
+    );
+    assert!(step.commands.contains(&Command::SetTimer {
+        name: APPROVAL_EXPIRY_TIMER.into(),
+        at: approval_expires_at()
+    }));
+    assert_eq!(
+        audit_kinds(&step.commands),
+        [
+            AuditKind::ScopeChangeRequested,
+            AuditKind::ApprovalRequested
+        ]
+    );
 }
 
 fn scenario_scope_change_approve_sets_exact_new_grant() {
     let when = at(600);
     let step = accepted::<ScopeChange>(&awaiting_scope_change(), approve(OTHER_APPROVER), when);
 
-    let ScopeChangeState::Granting { approval, .. } = &step.state else { panic!("expected Granting, got {:?}", step.state) };
+    let ScopeChangeState::Granting { approval, .. } = &step.state else {
+        panic!("expected Granting, got {:?}", step.state)
+    };
     assert_eq!(
         *approval,
-        Some(RecordedApproval { approval_id: APPROVAL_ID.into(), approver: OTHER_APPROVER.into(), at: when, scopes: strings(&[MONITORS_WRITE]) })
+        Some(RecordedApproval {
+            approval_id: APPROVAL_ID.into(),
+            approver: OTHER_APPROVER.into(),
+            at: when,
+            scopes: strings(&[MONITORS_WRITE])
+        })
     );
-    assert!(step.commands.contains(&Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() }));
+    assert!(step.commands.contains(&Command::CancelTimer {
+        name: APPROVAL_EXPIRY_TIMER.into()
+    }));
     assert!(step.commands.contains(&Command::CloseApproval {
         approval_id: APPROVAL_ID.into(),
-        outcome: ApprovalOutcome::Approved { by: OTHER_APPROVER.into(), at: when, reason: Some("ok for INC-4711".into()) },
+        outcome: ApprovalOutcome::Approved {
+            by: OTHER_APPROVER.into(),
+            at: when,
+            reason: Some("ok for INC-4711".into())
+        },
     }));
     assert_eq!(
         set_grants_of(&step.commands),
-        (CLIENT_ID, strings(&[METRICS_READ, MONITORS_WRITE]).as_slice(), 600),
+        (
+            CLIENT_ID,
+            strings(&[METRICS_READ, MONITORS_WRITE]).as_slice(),
+            600
+        ),
         "held scopes minus removed plus added, nothing else"
     );
-    assert_eq!(audit_of(&step.commands, AuditKind::ApprovalDecided).actor, Actor::Person(OTHER_APPROVER.into()));
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::ApprovalDecided).actor,
+        Actor::Person(OTHER_APPROVER.into())
+    );
 }
 
 fn scenario_scope_change_deny_leaves_grants_unchanged() {
     let when = at(600);
     let step = accepted::<ScopeChange>(&awaiting_scope_change(), deny(APPROVER), when);
-    let ScopeChangeState::Denied { agent, approval_id, by, .. } = &step.state else { panic!("expected Denied, got {:?}", step.state) };
+    let ScopeChangeState::Denied {
+        agent,
+        approval_id,
+        by,
+        ..
+    } = &step.state
+    else {
+        panic!("expected Denied, got {:?}", step.state)
+    };
     assert_eq!((approval_id.as_str(), by.as_str()), (APPROVAL_ID, APPROVER));
     assert_eq!(*agent, active_agent());
     assert!(idp_commands(&step.commands).is_empty());
-    assert!(saved_agents(&step.commands).is_empty(), "the registry record is untouched");
-    assert!(step.commands.contains(&Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() }));
+    assert!(
+        saved_agents(&step.commands).is_empty(),
+        "the registry record is untouched"
+    );
+    assert!(step.commands.contains(&Command::CancelTimer {
+        name: APPROVAL_EXPIRY_TIMER.into()
+    }));
     assert!(step.commands.contains(&Command::CloseApproval {
         approval_id: APPROVAL_ID.into(),
-        outcome: ApprovalOutcome::Denied { by: APPROVER.into(), at: when, reason: Some("use the read-only scope".into()) },
+        outcome: ApprovalOutcome::Denied {
+            by: APPROVER.into(),
+            at: when,
+            reason: Some("use the read-only scope".into())
+        },
     }));
 }
 
 fn scenario_scope_change_expiry_leaves_grants_unchanged() {
     let when = approval_expires_at() + chrono::Duration::seconds(30);
     let step = accepted::<ScopeChange>(&awaiting_scope_change(), expiry_timer(), when);
-    assert!(matches!(&step.state, ScopeChangeState::Expired { approval_id, .. } if approval_id == APPROVAL_ID), "{:?}", step.state);
+    assert!(
+        matches!(&step.state, ScopeChangeState::Expired { approval_id, .. } if approval_id == APPROVAL_ID),
+        "{:?}",
+        step.state
+    );
     assert!(idp_commands(&step.commands).is_empty());
     assert!(saved_agents(&step.commands).is_empty());
-    assert!(step.commands.contains(&Command::CloseApproval { approval_id: APPROVAL_ID.into(), outcome: ApprovalOutcome::Expired { at: when } }));
+    assert!(step.commands.contains(&Command::CloseApproval {
+        approval_id: APPROVAL_ID.into(),
+        outcome: ApprovalOutcome::Expired { at: when }
+    }));
     assert_eq!(audit_kinds(&step.commands), [AuditKind::ApprovalExpired]);
 }
 
 fn scenario_scope_change_cancel_leaves_grants_unchanged() {
     let when = at(30);
     let step = accepted::<ScopeChange>(&awaiting_scope_change(), cancel(REQUESTER), when);
-    assert!(matches!(&step.state, ScopeChangeState::Cancelled { by: Actor::Person(p), .. } if p == REQUESTER), "{:?}", step.state);
+    assert!(
+        matches!(&step.state, ScopeChangeState::Cancelled { by: Actor::Person(p), .. } if p == REQUESTER),
+        "{:?}",
+        step.state
+    );
     assert!(idp_commands(&step.commands).is_empty());
     assert!(saved_agents(&step.commands).is_empty());
-    assert!(step.commands.contains(&Command::CancelTimer { name: APPROVAL_EXPIRY_TIMER.into() }));
-    assert!(step.commands.contains(&Command::CloseApproval { approval_id: APPROVAL_ID.into(), outcome: ApprovalOutcome::Cancelled { at: when } }));
-    assert_eq!(audit_of(&step.commands, AuditKind::RequestCancelled).actor, Actor::Person(REQUESTER.into()));
+    assert!(step.commands.contains(&Command::CancelTimer {
+        name: APPROVAL_EXPIRY_TIMER.into()
+    }));
+    assert!(step.commands.contains(&Command::CloseApproval {
+        approval_id: APPROVAL_ID.into(),
+        outcome: ApprovalOutcome::Cancelled { at: when }
+    }));
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::RequestCancelled).actor,
+        Actor::Person(REQUESTER.into())
+    );
 }
 
 fn scenario_scope_change_grants_set_updates_registry_and_audits() {
     let when = at(700);
     let new_scopes = strings(&[METRICS_READ, MONITORS_WRITE]);
-    let step = accepted::<ScopeChange>(&approved_scope_change(), grants_set(&new_scopes, 600), when);
+    let step =
+        accepted::<ScopeChange>(&approved_scope_change(), grants_set(&new_scopes, 600), when);
 
-    let ScopeChangeState::Applied { agent, approval, .. } = &step.state else { panic!("expected Applied, got {:?}", step.state) };
+    let ScopeChangeState::Applied {
+        agent, approval, ..
+    } = &step.state
+    else {
+        panic!("expected Applied, got {:?}", step.state)
+    };
     assert_eq!(agent.scopes, new_scopes);
     assert_eq!(agent.token_lifetime_secs, 600);
     assert_eq!(agent.updated_at, when);
@@ -682,35 +1174,74 @@ fn scenario_scope_change_grants_set_updates_registry_and_audits() {
     assert!(ScopeChange::is_terminal(&step.state));
     assert_eq!(saved_agents(&step.commands), [agent]);
 
-    assert_eq!(audit_kinds(&step.commands), [AuditKind::ScopesGranted, AuditKind::ScopesRevoked]);
+    assert_eq!(
+        audit_kinds(&step.commands),
+        [AuditKind::ScopesGranted, AuditKind::ScopesRevoked]
+    );
     let granted = audit_of(&step.commands, AuditKind::ScopesGranted);
-    assert_eq!((&granted.actor, granted.scopes.as_slice()), (&Actor::Person(APPROVER.into()), strings(&[MONITORS_WRITE]).as_slice()));
+    assert_eq!(
+        (&granted.actor, granted.scopes.as_slice()),
+        (
+            &Actor::Person(APPROVER.into()),
+            strings(&[MONITORS_WRITE]).as_slice()
+        )
+    );
     assert_eq!(granted.approval_id.as_deref(), Some(APPROVAL_ID));
-    assert_eq!(audit_of(&step.commands, AuditKind::ScopesRevoked).scopes, [ORDERS_READ]);
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::ScopesRevoked).scopes,
+        [ORDERS_READ]
+    );
     let notes = notifications(&step.commands);
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].0, REQUESTER);
 
     // without an approval, the requester is accountable for the grant; a pure removal audits no grant
-    let granting = started::<ScopeChange>(scope_change_input(scope_change_request(&[], &[ORDERS_READ]))).state;
+    let granting = started::<ScopeChange>(scope_change_input(scope_change_request(
+        &[],
+        &[ORDERS_READ],
+    )))
+    .state;
     let step = accepted::<ScopeChange>(&granting, grants_set(&strings(&[METRICS_READ]), 600), when);
     assert_eq!(audit_kinds(&step.commands), [AuditKind::ScopesRevoked]);
-    assert_eq!(audit_of(&step.commands, AuditKind::ScopesRevoked).actor, Actor::Person(REQUESTER.into()));
-    assert_eq!(step.state, ScopeChangeState::Applied {
-        agent: Agent { scopes: strings(&[METRICS_READ]), updated_at: when, ..active_agent() },
-        change: match &granting {
-            ScopeChangeState::Granting { change, .. } => change.clone(),
-            other => panic!("{other:?}"),
-        },
-        approval: None,
-    });
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::ScopesRevoked).actor,
+        Actor::Person(REQUESTER.into())
+    );
+    assert_eq!(
+        step.state,
+        ScopeChangeState::Applied {
+            agent: Agent {
+                scopes: strings(&[METRICS_READ]),
+                updated_at: when,
+                ..active_agent()
+            },
+            change: match &granting {
+                ScopeChangeState::Granting { change, .. } => change.clone(),
+                other => panic!("{other:?}"),
+            },
+            approval: None,
+        }
+    );
 }
 
 fn scenario_scope_change_command_failed_tells_requester() {
-    let step = accepted::<ScopeChange>(&approved_scope_change(), command_failed("idp.set_grants"), at(700));
-    let ScopeChangeState::Failed { agent, reason, .. } = &step.state else { panic!("expected Failed, got {:?}", step.state) };
-    assert_eq!(reason, "idp.set_grants failed: 403 Forbidden; grants unchanged");
-    assert_eq!(*agent, active_agent(), "a failed change leaves the registry as it was");
+    let step = accepted::<ScopeChange>(
+        &approved_scope_change(),
+        command_failed("idp.set_grants"),
+        at(700),
+    );
+    let ScopeChangeState::Failed { agent, reason, .. } = &step.state else {
+        panic!("expected Failed, got {:?}", step.state)
+    };
+    assert_eq!(
+        reason,
+        "idp.set_grants failed: 403 Forbidden; grants unchanged"
+    );
+    assert_eq!(
+        *agent,
+        active_agent(),
+        "a failed change leaves the registry as it was"
+    );
     assert!(saved_agents(&step.commands).is_empty());
     assert!(idp_commands(&step.commands).is_empty());
     assert!(!audit_of(&step.commands, AuditKind::ProvisioningFailed).success);
@@ -722,13 +1253,21 @@ fn scenario_scope_change_command_failed_tells_requester() {
 // ---- refused requests ----------------------------------------------------------------------
 
 fn scenario_scope_change_refuses_non_active_agent() {
-    for status in [AgentStatus::PendingApproval, AgentStatus::Provisioning, AgentStatus::Failed, AgentStatus::Cancelled] {
+    for status in [
+        AgentStatus::PendingApproval,
+        AgentStatus::Provisioning,
+        AgentStatus::Failed,
+        AgentStatus::Cancelled,
+    ] {
         let mut input = scope_change_input(scope_change_request(&[OKTA_APPS_READ], &[]));
         input.agent.status = status;
         assert_rejected(
             start::<ScopeChange>(input, now()),
             "agent",
-            &format!("datadog-remediation-agent-prod is {}; scopes change only on active agents", status.as_str()),
+            &format!(
+                "datadog-remediation-agent-prod is {}; scopes change only on active agents",
+                status.as_str()
+            ),
         );
     }
 }
@@ -736,7 +1275,11 @@ fn scenario_scope_change_refuses_non_active_agent() {
 fn scenario_scope_change_refuses_agent_without_client() {
     let mut input = scope_change_input(scope_change_request(&[OKTA_APPS_READ], &[]));
     input.agent.client_id = None;
-    assert_rejected(start::<ScopeChange>(input, now()), "agent", "scopes change only on active agents");
+    assert_rejected(
+        start::<ScopeChange>(input, now()),
+        "agent",
+        "scopes change only on active agents",
+    );
 }
 
 fn scenario_scope_change_refuses_adding_held_scope() {
@@ -756,14 +1299,26 @@ fn scenario_scope_change_refuses_removing_scope_not_held() {
 }
 
 fn scenario_scope_change_refuses_scope_both_added_and_removed() {
-    assert_rejected(start_scope_change(scope_change_request(&[OKTA_APPS_READ], &[OKTA_APPS_READ])), "remove", "scope `okta:apps:read` is both added and removed");
+    assert_rejected(
+        start_scope_change(scope_change_request(&[OKTA_APPS_READ], &[OKTA_APPS_READ])),
+        "remove",
+        "scope `okta:apps:read` is both added and removed",
+    );
 }
 
 fn scenario_scope_change_refuses_change_that_changes_nothing() {
-    assert_rejected(start_scope_change(scope_change_request(&[], &[])), "request", "the request changes nothing");
+    assert_rejected(
+        start_scope_change(scope_change_request(&[], &[])),
+        "request",
+        "the request changes nothing",
+    );
     let mut same_lifetime = scope_change_request(&[], &[]);
     same_lifetime.token_lifetime_secs = Some(600);
-    assert_rejected(start_scope_change(same_lifetime), "request", "the request changes nothing");
+    assert_rejected(
+        start_scope_change(same_lifetime),
+        "request",
+        "the request changes nothing",
+    );
 }
 
 fn scenario_scope_change_refuses_removing_every_scope() {
@@ -775,11 +1330,22 @@ fn scenario_scope_change_refuses_removing_every_scope() {
 }
 
 fn scenario_scope_change_refuses_excluded_and_unapproved_scopes() {
-    let rejected = start_scope_change(scope_change_request(&[API_KEYS_WRITE, UNLISTED, OKTA_APPS_READ], &[])).expect_err("bad scopes");
-    let messages: Vec<&str> = rejected.reasons.iter().map(|r| r.message.as_str()).collect();
+    let rejected = start_scope_change(scope_change_request(
+        &[API_KEYS_WRITE, UNLISTED, OKTA_APPS_READ],
+        &[],
+    ))
+    .expect_err("bad scopes");
+    let messages: Vec<&str> = rejected
+        .reasons
+        .iter()
+        .map(|r| r.message.as_str())
+        .collect();
     assert_eq!(
         messages,
-        ["scope `datadog:api_keys:write` is excluded by policy and is never granted", "scope `github:repo:admin` is not in the policy's approved scopes"],
+        [
+            "scope `datadog:api_keys:write` is excluded by policy and is never granted",
+            "scope `github:repo:admin` is not in the policy's approved scopes"
+        ],
         "{rejected}"
     );
     assert!(rejected.reasons.iter().all(|r| r.field == "add"));
@@ -788,15 +1354,27 @@ fn scenario_scope_change_refuses_excluded_and_unapproved_scopes() {
 fn scenario_scope_change_refuses_lifetime_over_max_and_zero() {
     let mut request = scope_change_request(&[OKTA_APPS_READ], &[]);
     request.token_lifetime_secs = Some(3600);
-    assert_rejected(start_scope_change(request.clone()), "token_lifetime", "token lifetime 60 min exceeds the policy maximum of 15 min");
+    assert_rejected(
+        start_scope_change(request.clone()),
+        "token_lifetime",
+        "token lifetime 60 min exceeds the policy maximum of 15 min",
+    );
     request.token_lifetime_secs = Some(0);
-    assert_rejected(start_scope_change(request), "token_lifetime", "token lifetime must be greater than zero");
+    assert_rejected(
+        start_scope_change(request),
+        "token_lifetime",
+        "token lifetime must be greater than zero",
+    );
 }
 
 fn scenario_scope_change_refuses_missing_reason() {
     let mut request = scope_change_request(&[OKTA_APPS_READ], &[]);
     request.reason = "  ".into();
-    assert_rejected(start_scope_change(request), "reason", "a reason is required for a scope change");
+    assert_rejected(
+        start_scope_change(request),
+        "reason",
+        "a reason is required for a scope change",
+    );
 }
 
 // ---- refused events ------------------------------------------------------------------------
@@ -804,12 +1382,18 @@ fn scenario_scope_change_refuses_missing_reason() {
 fn scenario_scope_change_refuses_self_approval() {
     let awaiting = awaiting_scope_change();
     for approver in [REQUESTER, "ALICE@example.com", " alice@example.com"] {
-        assert_rejected(on::<ScopeChange>(&awaiting, approve(approver), at(60)), "approver", "requested this change and cannot approve it");
+        assert_rejected(
+            on::<ScopeChange>(&awaiting, approve(approver), at(60)),
+            "approver",
+            "requested this change and cannot approve it",
+        );
     }
     let mut input = scope_change_input(scope_change_request(&[PAYMENTS_WRITE], &[]));
     input.requester = OTHER_APPROVER.into();
     let awaiting = started::<ScopeChange>(input).state;
-    let ScopeChangeState::AwaitingApproval { approval, .. } = &awaiting else { panic!("expected AwaitingApproval") };
+    let ScopeChangeState::AwaitingApproval { approval, .. } = &awaiting else {
+        panic!("expected AwaitingApproval")
+    };
     assert_eq!(approval.approvers, [APPROVER]);
     assert_rejected(
         on::<ScopeChange>(&awaiting, approve(OTHER_APPROVER), at(60)),
@@ -830,8 +1414,16 @@ fn scenario_scope_change_refuses_approver_outside_allowed_set() {
 fn scenario_scope_change_refuses_decision_after_expiry() {
     let awaiting = awaiting_scope_change();
     let late = approval_expires_at() + chrono::Duration::seconds(1);
-    assert_rejected(on::<ScopeChange>(&awaiting, approve(APPROVER), late), "approval", "approval wf-0001-approval-1 expired at");
-    assert_rejected(on::<ScopeChange>(&awaiting, deny(APPROVER), late), "approval", "request the change again");
+    assert_rejected(
+        on::<ScopeChange>(&awaiting, approve(APPROVER), late),
+        "approval",
+        "approval wf-0001-approval-1 expired at",
+    );
+    assert_rejected(
+        on::<ScopeChange>(&awaiting, deny(APPROVER), late),
+        "approval",
+        "request the change again",
+    );
 }
 
 fn scenario_scope_change_refuses_wrong_approval_id() {
@@ -846,18 +1438,40 @@ fn scenario_scope_change_refuses_wrong_approval_id() {
 
 fn scenario_scope_change_refuses_early_expiry_timer() {
     let awaiting = awaiting_scope_change();
-    assert_rejected(on::<ScopeChange>(&awaiting, expiry_timer(), at(60)), "timer", "approval wf-0001-approval-1 does not expire until 2025-03-11T09:00:00+00:00");
+    for early in [at(60), approval_expires_at() - chrono::Duration::seconds(1)] {
+        assert_rejected(
+            on::<ScopeChange>(&awaiting, expiry_timer(), early),
+            "timer",
+            "approval wf-0001-approval-1 does not expire until 2025-03-11T09:00:00+00:00",
+        );
+    }
 }
 
 fn scenario_scope_change_refuses_cancel_while_granting() {
-    assert_rejected(on::<ScopeChange>(&approved_scope_change(), cancel(REQUESTER), at(700)), "event", "Cancel does not apply to scope_change in state Granting");
+    assert_rejected(
+        on::<ScopeChange>(&approved_scope_change(), cancel(REQUESTER), at(700)),
+        "event",
+        "Cancel does not apply to scope_change in state Granting",
+    );
 }
 
 fn scenario_scope_change_refuses_second_decision_once_approved() {
     let granting = approved_scope_change();
-    for event in [deny(OTHER_APPROVER), approve(OTHER_APPROVER), expiry_timer(), client_created()] {
-        let expected = format!("{} does not apply to scope_change in state Granting", event.label());
-        assert_rejected(on::<ScopeChange>(&granting, event, approval_expires_at()), "event", &expected);
+    for event in [
+        deny(OTHER_APPROVER),
+        approve(OTHER_APPROVER),
+        expiry_timer(),
+        client_created(),
+    ] {
+        let expected = format!(
+            "{} does not apply to scope_change in state Granting",
+            event.label()
+        );
+        assert_rejected(
+            on::<ScopeChange>(&granting, event, approval_expires_at()),
+            "event",
+            &expected,
+        );
     }
 }
 
@@ -865,19 +1479,35 @@ fn scenario_scope_change_terminal_states_accept_no_event() {
     let awaiting = awaiting_scope_change();
     let granting = approved_scope_change();
     let terminals = [
-        accepted::<ScopeChange>(&granting, grants_set(&strings(&[METRICS_READ, MONITORS_WRITE]), 600), at(700)).state,
+        accepted::<ScopeChange>(
+            &granting,
+            grants_set(&strings(&[METRICS_READ, MONITORS_WRITE]), 600),
+            at(700),
+        )
+        .state,
         accepted::<ScopeChange>(&granting, command_failed("idp.set_grants"), at(700)).state,
         accepted::<ScopeChange>(&awaiting, deny(APPROVER), at(60)).state,
         accepted::<ScopeChange>(&awaiting, expiry_timer(), approval_expires_at()).state,
         accepted::<ScopeChange>(&awaiting, cancel(REQUESTER), at(60)).state,
     ];
     let names: BTreeSet<&str> = terminals.iter().map(ScopeChange::state_name).collect();
-    assert_eq!(names, BTreeSet::from(["Applied", "Failed", "Denied", "Expired", "Cancelled"]));
+    assert_eq!(
+        names,
+        BTreeSet::from(["Applied", "Failed", "Denied", "Expired", "Cancelled"])
+    );
     for state in &terminals {
         assert!(ScopeChange::is_terminal(state));
         for event in every_event() {
-            let expected = format!("{} does not apply to scope_change in state {}", event.label(), ScopeChange::state_name(state));
-            assert_rejected(on::<ScopeChange>(state, event, approval_expires_at()), "event", &expected);
+            let expected = format!(
+                "{} does not apply to scope_change in state {}",
+                event.label(),
+                ScopeChange::state_name(state)
+            );
+            assert_rejected(
+                on::<ScopeChange>(state, event, approval_expires_at()),
+                "event",
+                &expected,
+            );
         }
     }
 }
@@ -890,11 +1520,17 @@ fn scenario_scope_change_terminal_states_accept_no_event() {
 fn coverage_gaps<W: Workflow>() -> (Vec<Transition>, Vec<Transition>) {
     let taken = coverage::taken(W::KIND);
     let declared: BTreeSet<Transition> = W::TRANSITIONS.iter().copied().collect();
-    (declared.difference(&taken).copied().collect(), taken.difference(&declared).copied().collect())
+    (
+        declared.difference(&taken).copied().collect(),
+        taken.difference(&declared).copied().collect(),
+    )
 }
 
 fn describe(kind: &str, transitions: &[Transition]) -> String {
-    transitions.iter().map(|t| format!("\n  {kind}: {} --{}--> {}", t.from, t.on, t.to)).collect()
+    transitions
+        .iter()
+        .map(|t| format!("\n  {kind}: {} --{}--> {}", t.from, t.on, t.to))
+        .collect()
 }
 
 #[test]
@@ -908,14 +1544,22 @@ fn transition_coverage() {
         }
         let (onboarding_missing, onboarding_undeclared) = coverage_gaps::<Onboarding>();
         let (scope_missing, scope_undeclared) = coverage_gaps::<ScopeChange>();
-        let missing = describe(Onboarding::KIND, &onboarding_missing) + &describe(ScopeChange::KIND, &scope_missing);
-        let undeclared = describe(Onboarding::KIND, &onboarding_undeclared) + &describe(ScopeChange::KIND, &scope_undeclared);
+        let missing = describe(Onboarding::KIND, &onboarding_missing)
+            + &describe(ScopeChange::KIND, &scope_missing);
+        let undeclared = describe(Onboarding::KIND, &onboarding_undeclared)
+            + &describe(ScopeChange::KIND, &scope_undeclared);
         Ok((missing, undeclared))
     })
     .join()
     .expect("coverage thread");
 
     let (missing, undeclared) = report.unwrap_or_else(|e| panic!("{e}"));
-    assert!(undeclared.is_empty(), "transitions taken but not declared in the tables:{undeclared}");
-    assert!(missing.is_empty(), "declared transitions no scenario exercises (add a scenario to SCENARIOS):{missing}");
+    assert!(
+        undeclared.is_empty(),
+        "transitions taken but not declared in the tables:{undeclared}"
+    );
+    assert!(
+        missing.is_empty(),
+        "declared transitions no scenario exercises (add a scenario to SCENARIOS):{missing}"
+    );
 }

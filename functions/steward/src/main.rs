@@ -1,1 +1,184 @@
-fn main(){}
+//! `steward`: the operator CLI and the all-in-one local server of the embedded default.
+
+mod cli;
+mod demo;
+mod server;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "steward",
+    version,
+    about = "Lifecycle governance for AI-agent identities"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct Client {
+    /// Base URL of a running `steward serve`.
+    #[arg(
+        long,
+        env = "STEWARD_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub url: String,
+    /// Data directory of that server (the admin token is read from it).
+    #[arg(
+        long,
+        env = "STEWARD_DATA_DIR",
+        default_value = ".steward",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Admin bearer token; read from <data-dir>/admin-token when absent.
+    #[arg(long, env = "STEWARD_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// Print raw JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the local server: admin API, token endpoint, worker and timers in one process.
+    Serve(server_args::ServeArgs),
+    /// Agent identities: request, list, show, change scopes.
+    Agents {
+        #[command(subcommand)]
+        command: cli::AgentsCmd,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Pending approvals: list, approve, deny.
+    Approvals {
+        #[command(subcommand)]
+        command: cli::ApprovalsCmd,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Export the audit trail as OCSF-shaped JSON lines.
+    Audit {
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Check agent manifests against the policy without changing anything (exit 1 on problems).
+    Validate {
+        #[arg(long, env = "STEWARD_POLICY", default_value = "policy.example.toml")]
+        policy: PathBuf,
+        /// Also check owners against this people file.
+        #[arg(long)]
+        people: Option<PathBuf>,
+        #[arg(required = true)]
+        manifests: Vec<PathBuf>,
+    },
+    /// The seeds' story end to end in a temporary directory, printed as a timeline.
+    Demo,
+}
+
+mod server_args {
+    use std::path::PathBuf;
+
+    #[derive(clap::Args)]
+    pub struct ServeArgs {
+        #[arg(long, env = "STEWARD_DATA_DIR", default_value = ".steward")]
+        pub data_dir: PathBuf,
+        #[arg(long, env = "STEWARD_POLICY", default_value = "policy.example.toml")]
+        pub policy: PathBuf,
+        /// People file (TOML) used as the directory of owners and approvers.
+        #[arg(long, env = "STEWARD_PEOPLE", default_value = "people.example.toml")]
+        pub people: PathBuf,
+        /// Address to listen on. Loopback by default; exposing it needs a TLS proxy in front.
+        #[arg(long, env = "STEWARD_LISTEN", default_value = "127.0.0.1:8080")]
+        pub listen: String,
+        /// `fsync` (every commit fsynced; survives power loss) or `wal` (survives a process crash).
+        #[arg(long, env = "STEWARD_DURABILITY", default_value = "fsync")]
+        pub durability: String,
+        /// How often due timers are turned into events.
+        #[arg(long, env = "STEWARD_TICK", default_value = "1s")]
+        pub tick: humantime::Duration,
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG")
+                .unwrap_or_else(|_| "steward=info,shared=info,warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async move {
+        match args.command {
+            Cmd::Serve(a) => serve(a).await,
+            Cmd::Agents { command, client } => cli::agents(command, &client).await,
+            Cmd::Approvals { command, client } => cli::approvals(command, &client).await,
+            Cmd::Audit { client } => cli::audit(&client).await,
+            Cmd::Validate {
+                policy,
+                people,
+                manifests,
+            } => cli::validate(&policy, people.as_deref(), &manifests).await,
+            Cmd::Demo => demo::run().await,
+        }
+    })
+}
+
+pub fn durability(s: &str) -> anyhow::Result<shared::embedded::Durability> {
+    match s {
+        "fsync" => Ok(shared::embedded::Durability::Fsync),
+        "wal" => Ok(shared::embedded::Durability::Wal),
+        other => anyhow::bail!("--durability must be `fsync` or `wal`, not `{other}`"),
+    }
+}
+
+async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
+    let policy = shared::policy::load(&a.policy)?;
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("binding {}", a.listen))?;
+    let addr = listener.local_addr()?;
+    let stack = shared::embedded::Embedded::open(shared::embedded::EmbeddedConfig {
+        data_dir: a.data_dir.clone(),
+        policy,
+        people: a.people.clone(),
+        issuer: server::bound(addr),
+        durability: durability(&a.durability)?,
+        engine: shared::EngineConfig::default(),
+    })?;
+    server::admin_token(&a.data_dir)?;
+    eprintln!(
+        "steward serving on {} (data {}, admin token in {})",
+        server::bound(addr),
+        a.data_dir.display(),
+        a.data_dir.join("admin-token").display()
+    );
+    server::serve(stack, listener, a.tick.into(), shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

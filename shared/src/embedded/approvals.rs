@@ -29,7 +29,14 @@ impl ConsoleApprovals {
     }
 
     /// Idempotent by key: a repeated command records nothing new.
-    fn record(&self, key: &str, kind: &str, recipient: &str, subject: &str, body: &str) -> Result<(), NotifyError> {
+    fn record(
+        &self,
+        key: &str,
+        kind: &str,
+        recipient: &str,
+        subject: &str,
+        body: &str,
+    ) -> Result<(), NotifyError> {
         let inserted = self
             .db
             .lock()
@@ -46,10 +53,23 @@ impl ConsoleApprovals {
 
     pub fn notices(&self) -> Result<Vec<Notice>, NotifyError> {
         let conn = self.db.lock();
-        let err = |e: rusqlite::Error| NotifyError { message: e.to_string(), retryable: true };
-        let mut st = conn.prepare("SELECT at, kind, recipient, subject, body FROM notifications ORDER BY rowid").map_err(err)?;
+        let err = |e: rusqlite::Error| NotifyError {
+            message: e.to_string(),
+            retryable: true,
+        };
+        let mut st = conn
+            .prepare("SELECT at, kind, recipient, subject, body FROM notifications ORDER BY rowid")
+            .map_err(err)?;
         let rows = st
-            .query_map([], |r| Ok(Notice { at: r.get(0)?, kind: r.get(1)?, recipient: r.get(2)?, subject: r.get(3)?, body: r.get(4)? }))
+            .query_map([], |r| {
+                Ok(Notice {
+                    at: r.get(0)?,
+                    kind: r.get(1)?,
+                    recipient: r.get(2)?,
+                    subject: r.get(3)?,
+                    body: r.get(4)?,
+                })
+            })
             .map_err(err)?;
         rows.collect::<Result<_, _>>().map_err(err)
     }
@@ -58,7 +78,10 @@ impl ConsoleApprovals {
 #[async_trait]
 impl Approvals for ConsoleApprovals {
     async fn ask(&self, a: &ApprovalRequest, key: &str) -> Result<(), NotifyError> {
-        let subject = format!("Approve {} for {} ({})? id {}", a.action, a.agent_name, a.environment, a.id);
+        let subject = format!(
+            "Approve {} for {} ({})? id {}",
+            a.action, a.agent_name, a.environment, a.id
+        );
         let body = format!(
             "{} asks for +[{}] -[{}] ({}s tokens). Sensitive: {}. Why: {}. Expires {}. Decide: steward approvals approve|deny {}",
             a.requester,
@@ -70,21 +93,47 @@ impl Approvals for ConsoleApprovals {
             a.expires_at.to_rfc3339(),
             a.id
         );
-        self.record(key, "approval_request", &a.approvers.join(","), &subject, &body)
+        self.record(
+            key,
+            "approval_request",
+            &a.approvers.join(","),
+            &subject,
+            &body,
+        )
     }
 
-    async fn closed(&self, approval_id: &str, outcome: &ApprovalOutcome, key: &str) -> Result<(), NotifyError> {
+    async fn closed(
+        &self,
+        approval_id: &str,
+        outcome: &ApprovalOutcome,
+        key: &str,
+    ) -> Result<(), NotifyError> {
         let (subject, who) = match outcome {
-            ApprovalOutcome::Approved { by, .. } => (format!("Approval {approval_id} approved"), by.clone()),
-            ApprovalOutcome::Denied { by, .. } => (format!("Approval {approval_id} denied"), by.clone()),
-            ApprovalOutcome::Expired { .. } => (format!("Approval {approval_id} expired"), "nobody".into()),
-            ApprovalOutcome::Cancelled { .. } => (format!("Approval {approval_id} cancelled"), "requester".into()),
+            ApprovalOutcome::Approved { by, .. } => {
+                (format!("Approval {approval_id} approved"), by.clone())
+            }
+            ApprovalOutcome::Denied { by, .. } => {
+                (format!("Approval {approval_id} denied"), by.clone())
+            }
+            ApprovalOutcome::Expired { .. } => {
+                (format!("Approval {approval_id} expired"), "nobody".into())
+            }
+            ApprovalOutcome::Cancelled { .. } => (
+                format!("Approval {approval_id} cancelled"),
+                "requester".into(),
+            ),
         };
         let body = serde_json::to_string(outcome).unwrap_or_default();
         self.record(key, "approval_closed", &who, &subject, &body)
     }
 
-    async fn notify(&self, to: &str, subject: &str, body: &str, key: &str) -> Result<(), NotifyError> {
+    async fn notify(
+        &self,
+        to: &str,
+        subject: &str,
+        body: &str,
+        key: &str,
+    ) -> Result<(), NotifyError> {
         self.record(key, "notice", to, subject, body)
     }
 }

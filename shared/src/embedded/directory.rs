@@ -28,13 +28,22 @@ pub struct PeopleFileDirectory {
 
 impl PeopleFileDirectory {
     pub fn load(path: &Path) -> Result<Self, DirectoryError> {
-        let text = std::fs::read_to_string(path).map_err(|e| DirectoryError(format!("cannot read people file {}: {e}", path.display())))?;
-        Self::parse(&text).map_err(|e| DirectoryError(format!("people file {}: {}", path.display(), e.0)))
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            DirectoryError(format!("cannot read people file {}: {e}", path.display()))
+        })?;
+        Self::parse(&text)
+            .map_err(|e| DirectoryError(format!("people file {}: {}", path.display(), e.0)))
     }
 
     pub fn parse(text: &str) -> Result<Self, DirectoryError> {
         let file: PeopleFile = toml::from_str(text).map_err(|e| DirectoryError(e.to_string()))?;
-        Ok(Self { people: file.person.into_iter().map(|p| (p.email.to_ascii_lowercase(), p)).collect() })
+        Ok(Self {
+            people: file
+                .person
+                .into_iter()
+                .map(|p| (p.email.to_ascii_lowercase(), p))
+                .collect(),
+        })
     }
 }
 

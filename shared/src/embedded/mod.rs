@@ -7,6 +7,8 @@ pub mod approvals;
 pub mod directory;
 pub mod queue;
 pub mod sqlite;
+pub mod stack;
 pub mod vault;
 
 pub use sqlite::{Db, Durability};
+pub use stack::{Embedded, EmbeddedConfig};

@@ -31,7 +31,11 @@ impl SqliteQueue {
         Self::with_max_receives(db, MAX_RECEIVES)
     }
     pub fn with_max_receives(db: Arc<Db>, max_receives: u32) -> Self {
-        Self { db, max_receives, ready: tokio::sync::Notify::new() }
+        Self {
+            db,
+            max_receives,
+            ready: tokio::sync::Notify::new(),
+        }
     }
 }
 
@@ -45,9 +49,18 @@ impl Queue for SqliteQueue {
         {
             let mut conn = self.db.lock();
             let tx = conn.transaction().map_err(q)?;
-            tx.execute("DELETE FROM queue_dedupe WHERE sent_at < ?1", [now - DEDUPE_WINDOW.as_millis() as i64]).map_err(q)?;
+            tx.execute(
+                "DELETE FROM queue_dedupe WHERE sent_at < ?1",
+                [now - DEDUPE_WINDOW.as_millis() as i64],
+            )
+            .map_err(q)?;
             for m in &messages {
-                let fresh = tx.execute("INSERT OR IGNORE INTO queue_dedupe (dedupe_id, sent_at) VALUES (?1, ?2)", params![m.dedupe_id, now]).map_err(q)?;
+                let fresh = tx
+                    .execute(
+                        "INSERT OR IGNORE INTO queue_dedupe (dedupe_id, sent_at) VALUES (?1, ?2)",
+                        params![m.dedupe_id, now],
+                    )
+                    .map_err(q)?;
                 if fresh == 1 {
                     tx.execute(
                         "INSERT INTO queue (group_id, dedupe_id, body, visible_at) VALUES (?1,?2,?3,?4)",
@@ -76,10 +89,12 @@ impl Queue for SqliteQueue {
                      ORDER BY seq LIMIT ?2",
                 )
                 .map_err(q)?;
-            st.query_map(params![now, (max * 4) as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .map_err(q)?
-                .collect::<Result<_, _>>()
-                .map_err(q)?
+            st.query_map(params![now, (max * 4) as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .map_err(q)?
+            .collect::<Result<_, _>>()
+            .map_err(q)?
         };
         let mut out = Vec::new();
         for (seq, group, body, count) in candidates {
@@ -92,8 +107,13 @@ impl Queue for SqliteQueue {
                     params![group, body, count, now],
                 )
                 .map_err(q)?;
-                tx.execute("DELETE FROM queue WHERE seq=?1", [seq]).map_err(q)?;
-                tracing::error!(group, receive_count = count, "message moved to the dead-letter queue");
+                tx.execute("DELETE FROM queue WHERE seq=?1", [seq])
+                    .map_err(q)?;
+                tracing::error!(
+                    group,
+                    receive_count = count,
+                    "message moved to the dead-letter queue"
+                );
                 continue;
             }
             let count = count + 1;
@@ -103,7 +123,11 @@ impl Queue for SqliteQueue {
                 params![seq, count, receipt, now + visibility.as_millis() as i64],
             )
             .map_err(q)?;
-            out.push(Delivery { receipt, body, receive_count: count });
+            out.push(Delivery {
+                receipt,
+                body,
+                receive_count: count,
+            });
         }
         tx.commit().map_err(q)?;
         Ok(out)
@@ -113,14 +137,21 @@ impl Queue for SqliteQueue {
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(q)?;
         for r in receipts {
-            tx.execute("DELETE FROM queue WHERE receipt=?1", [r]).map_err(q)?;
+            tx.execute("DELETE FROM queue WHERE receipt=?1", [r])
+                .map_err(q)?;
         }
         tx.commit().map_err(q)
     }
 
     async fn nack(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         let visible = ts(Utc::now()) + delay.as_millis() as i64;
-        self.db.lock().execute("UPDATE queue SET visible_at=?2 WHERE receipt=?1", params![receipt, visible]).map_err(q)?;
+        self.db
+            .lock()
+            .execute(
+                "UPDATE queue SET visible_at=?2 WHERE receipt=?1",
+                params![receipt, visible],
+            )
+            .map_err(q)?;
         Ok(())
     }
 
@@ -128,13 +159,25 @@ impl Queue for SqliteQueue {
         let conn = self.db.lock();
         let mut st = conn.prepare_cached("SELECT group_id, body, receive_count, dead_at FROM dead_letters ORDER BY seq DESC LIMIT ?1").map_err(q)?;
         let rows = st
-            .query_map([limit as i64], |r| Ok(DeadLetter { group: r.get(0)?, body: r.get(1)?, receive_count: r.get(2)?, dead_at: from_ts(r.get(3)?) }))
+            .query_map([limit as i64], |r| {
+                Ok(DeadLetter {
+                    group: r.get(0)?,
+                    body: r.get(1)?,
+                    receive_count: r.get(2)?,
+                    dead_at: from_ts(r.get(3)?),
+                })
+            })
             .map_err(q)?;
         rows.collect::<Result<_, _>>().map_err(q)
     }
 
     async fn depth(&self) -> Result<usize, QueueError> {
-        let n: Option<i64> = self.db.lock().query_row("SELECT COUNT(*) FROM queue", [], |r| r.get(0)).optional().map_err(q)?;
+        let n: Option<i64> = self
+            .db
+            .lock()
+            .query_row("SELECT COUNT(*) FROM queue", [], |r| r.get(0))
+            .optional()
+            .map_err(q)?;
         Ok(n.unwrap_or(0) as usize)
     }
 

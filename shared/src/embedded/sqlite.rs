@@ -2,7 +2,8 @@
 
 use crate::audit::chain_hash;
 use crate::ports::store::{
-    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, HistoryEntry, Instance, StoreError, StoreRead, StoreWrite, Timer, TimerChange,
+    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, HistoryEntry, Instance,
+    StoreError, StoreRead, StoreWrite, Timer, TimerChange,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
@@ -69,7 +70,8 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
 
 impl Db {
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         let sync = match durability {
             Durability::Fsync => "FULL",
             Durability::Wal => "NORMAL",
@@ -77,7 +79,10 @@ impl Db {
         conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;"))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
-        Ok(Self { conn: Mutex::new(conn), path: path.to_path_buf() })
+        Ok(Self {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -120,10 +125,16 @@ fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
     }
     .map_err(backend)?;
     if changed != 1 {
-        return Err(StoreError::Conflict { id: i.id.clone(), expected: c.expected_version });
+        return Err(StoreError::Conflict {
+            id: i.id.clone(),
+            expected: c.expected_version,
+        });
     }
-    tx.execute("INSERT INTO history (workflow_id, seq, body) VALUES (?1, ?2, ?3)", params![i.id, c.history.seq as i64, encode(&c.history)])
-        .map_err(backend)?;
+    tx.execute(
+        "INSERT INTO history (workflow_id, seq, body) VALUES (?1, ?2, ?3)",
+        params![i.id, c.history.seq as i64, encode(&c.history)],
+    )
+    .map_err(backend)?;
     for t in &c.timers {
         match t {
             TimerChange::Set(t) => tx.execute(
@@ -152,10 +163,22 @@ fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
                 .map_err(backend)?;
             }
             ApprovalChange::Close { id, outcome } => {
-                let body: Option<String> = tx.query_row("SELECT body FROM approvals WHERE id=?1", [id], |r| r.get(0)).optional().map_err(backend)?;
-                let mut rec: ApprovalRecord = decode(id, &body.ok_or_else(|| StoreError::Corrupt(id.clone(), "approval to close does not exist".into()))?)?;
+                let body: Option<String> = tx
+                    .query_row("SELECT body FROM approvals WHERE id=?1", [id], |r| r.get(0))
+                    .optional()
+                    .map_err(backend)?;
+                let mut rec: ApprovalRecord = decode(
+                    id,
+                    &body.ok_or_else(|| {
+                        StoreError::Corrupt(id.clone(), "approval to close does not exist".into())
+                    })?,
+                )?;
                 rec.outcome = Some(outcome.clone());
-                tx.execute("UPDATE approvals SET status=?2, body=?3 WHERE id=?1", params![id, rec.status(), encode(&rec)]).map_err(backend)?;
+                tx.execute(
+                    "UPDATE approvals SET status=?2, body=?3 WHERE id=?1",
+                    params![id, rec.status(), encode(&rec)],
+                )
+                .map_err(backend)?;
             }
         }
     }
@@ -168,7 +191,11 @@ fn append_audit_tx(tx: &Connection, records: &[AuditRecord]) -> Result<(), Store
         return Ok(());
     }
     let mut prev: String = tx
-        .query_row("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1", [], |r| r.get(0))
+        .query_row(
+            "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
         .optional()
         .map_err(backend)?
         .unwrap_or_else(|| "0".repeat(64));
@@ -193,7 +220,10 @@ impl StoreWrite for Db {
         tx.commit().map_err(backend)
     }
 
-    async fn commit_batch(&self, commits: Vec<Commit>) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    async fn commit_batch(
+        &self,
+        commits: Vec<Commit>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut conn = self.lock();
         let mut tx = conn.transaction().map_err(backend)?;
         let mut out = Vec::with_capacity(commits.len());
@@ -217,7 +247,10 @@ impl StoreWrite for Db {
 
     async fn remove_timer(&self, timer: &Timer) -> Result<(), StoreError> {
         self.lock()
-            .execute("DELETE FROM timers WHERE workflow_id=?1 AND name=?2 AND due_at=?3", params![timer.workflow_id, timer.name, ts(timer.due_at)])
+            .execute(
+                "DELETE FROM timers WHERE workflow_id=?1 AND name=?2 AND due_at=?3",
+                params![timer.workflow_id, timer.name, ts(timer.due_at)],
+            )
             .map_err(backend)?;
         Ok(())
     }
@@ -233,26 +266,44 @@ impl StoreWrite for Db {
 #[async_trait]
 impl StoreRead for Db {
     async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError> {
-        let body: Option<String> = self.lock().query_row("SELECT body FROM workflows WHERE id=?1", [id], |r| r.get(0)).optional().map_err(backend)?;
+        let body: Option<String> = self
+            .lock()
+            .query_row("SELECT body FROM workflows WHERE id=?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
         body.map(|b| decode(id, &b)).transpose()
     }
 
     async fn history(&self, workflow_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached("SELECT body FROM history WHERE workflow_id=?1 ORDER BY seq").map_err(backend)?;
-        let rows = st.query_map([workflow_id], |r| r.get::<_, String>(0)).map_err(backend)?;
-        rows.map(|b| decode(workflow_id, &b.map_err(backend)?)).collect()
+        let mut st = conn
+            .prepare_cached("SELECT body FROM history WHERE workflow_id=?1 ORDER BY seq")
+            .map_err(backend)?;
+        let rows = st
+            .query_map([workflow_id], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|b| decode(workflow_id, &b.map_err(backend)?))
+            .collect()
     }
 
     async fn instances_for_agent(&self, agent_id: &str) -> Result<Vec<Instance>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached("SELECT body FROM workflows WHERE agent_id=?1 ORDER BY rowid").map_err(backend)?;
-        let rows = st.query_map([agent_id], |r| r.get::<_, String>(0)).map_err(backend)?;
-        rows.map(|b| decode(agent_id, &b.map_err(backend)?)).collect()
+        let mut st = conn
+            .prepare_cached("SELECT body FROM workflows WHERE agent_id=?1 ORDER BY rowid")
+            .map_err(backend)?;
+        let rows = st
+            .query_map([agent_id], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|b| decode(agent_id, &b.map_err(backend)?))
+            .collect()
     }
 
     async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
-        let body: Option<String> = self.lock().query_row("SELECT body FROM agents WHERE id=?1", [id], |r| r.get(0)).optional().map_err(backend)?;
+        let body: Option<String> = self
+            .lock()
+            .query_row("SELECT body FROM agents WHERE id=?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
         body.map(|b| decode(id, &b)).transpose()
     }
 
@@ -260,7 +311,11 @@ impl StoreRead for Db {
         // The newest record with that name (an earlier denied request may share it).
         let body: Option<String> = self
             .lock()
-            .query_row("SELECT body FROM agents WHERE name=?1 ORDER BY updated_at DESC LIMIT 1", [name], |r| r.get(0))
+            .query_row(
+                "SELECT body FROM agents WHERE name=?1 ORDER BY updated_at DESC LIMIT 1",
+                [name],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(backend)?;
         body.map(|b| decode(name, &b)).transpose()
@@ -268,29 +323,51 @@ impl StoreRead for Db {
 
     async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
         let conn = self.lock();
-        let mut st = conn.prepare_cached("SELECT body FROM agents ORDER BY name").map_err(backend)?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(backend)?;
-        rows.map(|b| decode("agent", &b.map_err(backend)?)).collect()
+        let mut st = conn
+            .prepare_cached("SELECT body FROM agents ORDER BY name")
+            .map_err(backend)?;
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|b| decode("agent", &b.map_err(backend)?))
+            .collect()
     }
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
-        let body: Option<String> = self.lock().query_row("SELECT body FROM approvals WHERE id=?1", [id], |r| r.get(0)).optional().map_err(backend)?;
+        let body: Option<String> = self
+            .lock()
+            .query_row("SELECT body FROM approvals WHERE id=?1", [id], |r| r.get(0))
+            .optional()
+            .map_err(backend)?;
         body.map(|b| decode(id, &b)).transpose()
     }
 
     async fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError> {
         let conn = self.lock();
-        let sql = if pending_only { "SELECT body FROM approvals WHERE status='pending' ORDER BY rowid" } else { "SELECT body FROM approvals ORDER BY rowid" };
+        let sql = if pending_only {
+            "SELECT body FROM approvals WHERE status='pending' ORDER BY rowid"
+        } else {
+            "SELECT body FROM approvals ORDER BY rowid"
+        };
         let mut st = conn.prepare_cached(sql).map_err(backend)?;
-        let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(backend)?;
-        rows.map(|b| decode("approval", &b.map_err(backend)?)).collect()
+        let rows = st
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|b| decode("approval", &b.map_err(backend)?))
+            .collect()
     }
 
     async fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError> {
         let conn = self.lock();
         let mut st = conn.prepare_cached("SELECT workflow_id, name, due_at FROM timers WHERE due_at <= ?1 ORDER BY due_at LIMIT ?2").map_err(backend)?;
         let rows = st
-            .query_map(params![ts(now), limit as i64], |r| Ok(Timer { workflow_id: r.get(0)?, name: r.get(1)?, due_at: from_ts(r.get(2)?) }))
+            .query_map(params![ts(now), limit as i64], |r| {
+                Ok(Timer {
+                    workflow_id: r.get(0)?,
+                    name: r.get(1)?,
+                    due_at: from_ts(r.get(2)?),
+                })
+            })
             .map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)
     }
@@ -300,13 +377,29 @@ impl StoreRead for Db {
         let mut st = conn.prepare_cached("SELECT seq, id, time, body, prev_hash, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2").map_err(backend)?;
         let rows = st
             .query_map(params![after_seq as i64, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, String>(3)?, r.get::<_, String>(4)?, r.get::<_, String>(5)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
             })
             .map_err(backend)?;
         let mut out = Vec::new();
         for row in rows {
             let (seq, id, time, body, prev_hash, hash) = row.map_err(backend)?;
-            out.push(ChainedAudit { seq: seq as u64, record: AuditRecord { body: decode(&id, &body)?, id, time: from_ts(time) }, prev_hash, hash });
+            out.push(ChainedAudit {
+                seq: seq as u64,
+                record: AuditRecord {
+                    body: decode(&id, &body)?,
+                    id,
+                    time: from_ts(time),
+                },
+                prev_hash,
+                hash,
+            });
         }
         Ok(out)
     }

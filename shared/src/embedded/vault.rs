@@ -66,11 +66,16 @@ impl FileVault {
     pub fn open(dir: &Path) -> Result<Self, VaultError> {
         std::fs::create_dir_all(dir).map_err(io)?;
         let key_bytes = match std::env::var(KEY_ENV) {
-            Ok(b64) => B64.decode(b64.trim()).map_err(|e| VaultError::Io(format!("{KEY_ENV} is not base64: {e}")))?,
+            Ok(b64) => B64
+                .decode(b64.trim())
+                .map_err(|e| VaultError::Io(format!("{KEY_ENV} is not base64: {e}")))?,
             Err(_) => {
                 let key_file = dir.join("vault.key");
                 if key_file.exists() {
-                    B64.decode(std::fs::read_to_string(&key_file).map_err(io)?.trim()).map_err(|e| VaultError::Io(format!("{} is not base64: {e}", key_file.display())))?
+                    B64.decode(std::fs::read_to_string(&key_file).map_err(io)?.trim())
+                        .map_err(|e| {
+                            VaultError::Io(format!("{} is not base64: {e}", key_file.display()))
+                        })?
                 } else {
                     let key: [u8; 32] = rand::random();
                     write_private(&key_file, B64.encode(key).as_bytes()).map_err(io)?;
@@ -79,20 +84,38 @@ impl FileVault {
             }
         };
         if key_bytes.len() != 32 {
-            return Err(VaultError::Io(format!("the vault key must be 32 bytes, got {}", key_bytes.len())));
+            return Err(VaultError::Io(format!(
+                "the vault key must be 32 bytes, got {}",
+                key_bytes.len()
+            )));
         }
         let cipher = Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key_bytes));
-        Ok(Self { dir: dir.to_path_buf(), cipher, write: Mutex::new(()) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            cipher,
+            write: Mutex::new(()),
+        })
     }
 
     fn file(&self, secret: &str) -> PathBuf {
-        let safe: String = secret.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let safe: String = secret
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
         self.dir.join(format!("{safe}.secret.json"))
     }
 
     fn read(&self, secret: &str) -> Result<SecretFile, VaultError> {
         match std::fs::read(self.file(secret)) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|_| VaultError::Decrypt(secret.into())),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|_| VaultError::Decrypt(secret.into()))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SecretFile::default()),
             Err(e) => Err(io(e)),
         }
@@ -105,7 +128,13 @@ impl FileVault {
 
 #[async_trait]
 impl Vault for FileVault {
-    async fn put(&self, secret: &str, version_id: &str, value: &Secret, stage: Stage) -> Result<(), VaultError> {
+    async fn put(
+        &self,
+        secret: &str,
+        version_id: &str,
+        value: &Secret,
+        stage: Stage,
+    ) -> Result<(), VaultError> {
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut file = self.read(secret)?;
         if !file.versions.iter().any(|v| v.version_id == version_id) {
@@ -113,11 +142,26 @@ impl Vault for FileVault {
             let aad = Self::aad(secret, version_id);
             let ct = self
                 .cipher
-                .encrypt(Nonce::from_slice(&nonce), Payload { msg: value.expose().as_bytes(), aad: &aad })
+                .encrypt(
+                    Nonce::from_slice(&nonce),
+                    Payload {
+                        msg: value.expose().as_bytes(),
+                        aad: &aad,
+                    },
+                )
                 .map_err(|_| VaultError::Io("encryption failed".into()))?;
-            file.versions.push(StoredVersion { version_id: version_id.into(), stages: vec![], created_at: Utc::now(), nonce: B64.encode(nonce), ciphertext: B64.encode(ct) });
+            file.versions.push(StoredVersion {
+                version_id: version_id.into(),
+                stages: vec![],
+                created_at: Utc::now(),
+                nonce: B64.encode(nonce),
+                ciphertext: B64.encode(ct),
+            });
         }
-        let already = file.versions.iter().any(|v| v.version_id == version_id && v.stages.contains(&stage));
+        let already = file
+            .versions
+            .iter()
+            .any(|v| v.version_id == version_id && v.stages.contains(&stage));
         if !already {
             // Moving AWSCURRENT demotes the old current to AWSPREVIOUS, as Secrets Manager does.
             if stage == Stage::Current {
@@ -135,8 +179,13 @@ impl Vault for FileVault {
                     v.stages.retain(|s| *s != stage);
                 }
             }
-            if let Some(v) = file.versions.iter_mut().find(|v| v.version_id == version_id) {
-                v.stages.retain(|s| *s != Stage::Pending || stage != Stage::Current);
+            if let Some(v) = file
+                .versions
+                .iter_mut()
+                .find(|v| v.version_id == version_id)
+            {
+                v.stages
+                    .retain(|s| *s != Stage::Pending || stage != Stage::Current);
                 v.stages.push(stage);
             }
         }
@@ -144,18 +193,46 @@ impl Vault for FileVault {
         write_private(&self.file(secret), &bytes).map_err(io)
     }
 
-    async fn get(&self, secret: &str, stage: Stage) -> Result<Option<(String, Secret)>, VaultError> {
+    async fn get(
+        &self,
+        secret: &str,
+        stage: Stage,
+    ) -> Result<Option<(String, Secret)>, VaultError> {
         let file = self.read(secret)?;
-        let Some(v) = file.versions.iter().find(|v| v.stages.contains(&stage)) else { return Ok(None) };
-        let nonce = B64.decode(&v.nonce).map_err(|_| VaultError::Decrypt(secret.into()))?;
-        let ct = B64.decode(&v.ciphertext).map_err(|_| VaultError::Decrypt(secret.into()))?;
+        let Some(v) = file.versions.iter().find(|v| v.stages.contains(&stage)) else {
+            return Ok(None);
+        };
+        let nonce = B64
+            .decode(&v.nonce)
+            .map_err(|_| VaultError::Decrypt(secret.into()))?;
+        let ct = B64
+            .decode(&v.ciphertext)
+            .map_err(|_| VaultError::Decrypt(secret.into()))?;
         let aad = Self::aad(secret, &v.version_id);
-        let pt = self.cipher.decrypt(Nonce::from_slice(&nonce), Payload { msg: &ct, aad: &aad }).map_err(|_| VaultError::Decrypt(secret.into()))?;
+        let pt = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(&nonce),
+                Payload {
+                    msg: &ct,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| VaultError::Decrypt(secret.into()))?;
         let value = String::from_utf8(pt).map_err(|_| VaultError::Decrypt(secret.into()))?;
         Ok(Some((v.version_id.clone(), Secret::new(value))))
     }
 
     async fn versions(&self, secret: &str) -> Result<Vec<VersionInfo>, VaultError> {
-        Ok(self.read(secret)?.versions.into_iter().map(|v| VersionInfo { version_id: v.version_id, stages: v.stages, created_at: v.created_at }).collect())
+        Ok(self
+            .read(secret)?
+            .versions
+            .into_iter()
+            .map(|v| VersionInfo {
+                version_id: v.version_id,
+                stages: v.stages,
+                created_at: v.created_at,
+            })
+            .collect())
     }
 }

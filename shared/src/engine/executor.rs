@@ -25,37 +25,90 @@ impl Executor {
     /// Performs `command`; returns the event for the machine, if the command has a result.
     pub async fn run(&self, key: &str, command: &Command) -> Result<Option<Event>, ExecError> {
         let name = command.name();
-        let fail = |message: String, retryable: bool| ExecError { command: name, message, retryable };
+        let fail = |message: String, retryable: bool| ExecError {
+            command: name,
+            message,
+            retryable,
+        };
         match command {
-            Command::Idp(IdpCommand::CreateClient { agent_id, name: client_name, scopes, token_lifetime_secs }) => {
-                let spec = ClientSpec { agent_id: agent_id.clone(), name: client_name.clone(), scopes: scopes.clone(), token_lifetime_secs: *token_lifetime_secs };
-                let created = self.idp.create_client(&spec, key).await.map_err(|e| fail(e.to_string(), e.retryable()))?;
+            Command::Idp(IdpCommand::CreateClient {
+                agent_id,
+                name: client_name,
+                scopes,
+                token_lifetime_secs,
+            }) => {
+                let spec = ClientSpec {
+                    agent_id: agent_id.clone(),
+                    name: client_name.clone(),
+                    scopes: scopes.clone(),
+                    token_lifetime_secs: *token_lifetime_secs,
+                };
+                let created = self
+                    .idp
+                    .create_client(&spec, key)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
                 // The secret goes from the IdP straight into the vault; only its id travels on.
                 self.vault
-                    .put(agent_id, &created.secret_id, &created.secret, Stage::Current)
+                    .put(
+                        agent_id,
+                        &created.secret_id,
+                        &created.secret,
+                        Stage::Current,
+                    )
                     .await
                     .map_err(|e| fail(format!("storing the new secret: {e}"), true))?;
-                Ok(Some(Event::ClientCreated { client_id: created.client_id, secret_version: created.secret_id }))
+                Ok(Some(Event::ClientCreated {
+                    client_id: created.client_id,
+                    secret_version: created.secret_id,
+                }))
             }
-            Command::Idp(IdpCommand::SetGrants { client_id, scopes, token_lifetime_secs }) => {
-                self.idp.set_grants(client_id, scopes, *token_lifetime_secs).await.map_err(|e| fail(e.to_string(), e.retryable()))?;
-                Ok(Some(Event::GrantsSet { client_id: client_id.clone(), scopes: scopes.clone(), token_lifetime_secs: *token_lifetime_secs }))
+            Command::Idp(IdpCommand::SetGrants {
+                client_id,
+                scopes,
+                token_lifetime_secs,
+            }) => {
+                self.idp
+                    .set_grants(client_id, scopes, *token_lifetime_secs)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                Ok(Some(Event::GrantsSet {
+                    client_id: client_id.clone(),
+                    scopes: scopes.clone(),
+                    token_lifetime_secs: *token_lifetime_secs,
+                }))
             }
             Command::RequestApproval(request) => {
-                self.approvals.ask(request, key).await.map_err(|e| fail(e.message, e.retryable))?;
+                self.approvals
+                    .ask(request, key)
+                    .await
+                    .map_err(|e| fail(e.message, e.retryable))?;
                 Ok(None)
             }
-            Command::CloseApproval { approval_id, outcome } => {
-                self.approvals.closed(approval_id, outcome, key).await.map_err(|e| fail(e.message, e.retryable))?;
+            Command::CloseApproval {
+                approval_id,
+                outcome,
+            } => {
+                self.approvals
+                    .closed(approval_id, outcome, key)
+                    .await
+                    .map_err(|e| fail(e.message, e.retryable))?;
                 Ok(None)
             }
             Command::Notify { to, subject, body } => {
-                self.approvals.notify(to, subject, body, key).await.map_err(|e| fail(e.message, e.retryable))?;
+                self.approvals
+                    .notify(to, subject, body, key)
+                    .await
+                    .map_err(|e| fail(e.message, e.retryable))?;
                 Ok(None)
             }
-            Command::SetTimer { .. } | Command::CancelTimer { .. } | Command::SaveAgent(_) | Command::Audit(_) => {
-                Err(fail("a local command reached the executor; it belongs in the commit".into(), false))
-            }
+            Command::SetTimer { .. }
+            | Command::CancelTimer { .. }
+            | Command::SaveAgent(_)
+            | Command::Audit(_) => Err(fail(
+                "a local command reached the executor; it belongs in the commit".into(),
+                false,
+            )),
         }
     }
 }

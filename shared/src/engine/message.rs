@@ -8,17 +8,31 @@ use statemachines::Event;
 #[serde(tag = "msg", rename_all = "snake_case")]
 pub enum Message {
     /// An event for a workflow (a decision, a timer, a cancel).
-    Event { workflow_id: String, event_id: String, event: Event },
+    Event {
+        workflow_id: String,
+        event_id: String,
+        event: Event,
+    },
     /// Run the pending command `key` of a workflow (attempt counts retries).
-    Run { workflow_id: String, key: String, attempt: u32 },
+    Run {
+        workflow_id: String,
+        key: String,
+        attempt: u32,
+    },
     /// Command `key` finished; `event` is its result for the machine, if it has one.
-    Completed { workflow_id: String, key: String, event: Option<Event> },
+    Completed {
+        workflow_id: String,
+        key: String,
+        event: Option<Event>,
+    },
 }
 
 impl Message {
     pub fn workflow_id(&self) -> &str {
         match self {
-            Message::Event { workflow_id, .. } | Message::Run { workflow_id, .. } | Message::Completed { workflow_id, .. } => workflow_id,
+            Message::Event { workflow_id, .. }
+            | Message::Run { workflow_id, .. }
+            | Message::Completed { workflow_id, .. } => workflow_id,
         }
     }
 

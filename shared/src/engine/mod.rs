@@ -10,7 +10,10 @@ pub mod workflows;
 
 use crate::audit;
 use crate::ports::queue::{Delivery, OutMessage, QueueError};
-use crate::ports::store::{ApprovalChange, ApprovalRecord, Commit, HistoryEntry, Instance, PendingCommand, StoreError, Timer, TimerChange};
+use crate::ports::store::{
+    ApprovalChange, ApprovalRecord, Commit, HistoryEntry, Instance, PendingCommand, StoreError,
+    Timer, TimerChange,
+};
 use crate::ports::{Clock, Directory, Queue, Store};
 use executor::Executor;
 use message::Message;
@@ -18,7 +21,10 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use statemachines::onboarding::OnboardingInput;
 use statemachines::scope_change::{ScopeChangeInput, ScopeChangeRequest};
-use statemachines::{Actor, Agent, AgentRequest, AgentStatus, ApprovalRequest, Command, Ctx, Decision, Event, Policy, Rejected};
+use statemachines::{
+    Actor, Agent, AgentRequest, AgentStatus, ApprovalRequest, Command, Ctx, Decision, Event,
+    Policy, Rejected,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use workflows::{Applied, ApplyError, StartInput};
@@ -49,7 +55,9 @@ impl Default for EngineConfig {
             max_backoff: Duration::from_secs(60),
             applied_window: 64,
             visibility: Duration::from_secs(30),
-            crash_after: std::env::var("STEWARD_CRASH_AFTER").ok().filter(|s| !s.is_empty()),
+            crash_after: std::env::var("STEWARD_CRASH_AFTER")
+                .ok()
+                .filter(|s| !s.is_empty()),
         }
     }
 }
@@ -82,12 +90,18 @@ pub struct HandleError {
 impl From<StoreError> for HandleError {
     fn from(e: StoreError) -> Self {
         let retryable = !matches!(e, StoreError::Corrupt(..));
-        Self { message: e.to_string(), retryable }
+        Self {
+            message: e.to_string(),
+            retryable,
+        }
     }
 }
 impl From<QueueError> for HandleError {
     fn from(e: QueueError) -> Self {
-        Self { message: e.to_string(), retryable: true }
+        Self {
+            message: e.to_string(),
+            retryable: true,
+        }
     }
 }
 
@@ -122,63 +136,152 @@ fn short_hash(parts: &[&str]) -> String {
 
 /// Hash of exactly what an approver is shown: a decision binds to it.
 pub fn action_hash(r: &ApprovalRequest) -> String {
-    let v = json!([r.agent_id, r.action, r.scopes_added, r.scopes_removed, r.token_lifetime_secs, r.environment]);
+    let v = json!([
+        r.agent_id,
+        r.action,
+        r.scopes_added,
+        r.scopes_removed,
+        r.token_lifetime_secs,
+        r.environment
+    ]);
     short_hash(&[&v.to_string()])
 }
 
 impl Engine {
     fn ctx<'a>(&'a self, workflow_id: &'a str) -> Ctx<'a> {
-        Ctx { now: self.clock.now(), policy: &self.policy, workflow_id }
+        Ctx {
+            now: self.clock.now(),
+            policy: &self.policy,
+            workflow_id,
+        }
     }
 
     /// Onboarding: checks the request against the policy and the directory and starts the
     /// workflow. The same request twice is recognised and starts nothing new.
-    pub async fn request_agent(&self, request: AgentRequest, requester: &str) -> Result<Started, EngineError> {
+    pub async fn request_agent(
+        &self,
+        request: AgentRequest,
+        requester: &str,
+    ) -> Result<Started, EngineError> {
         let canonical = serde_json::to_string(&request).unwrap_or_default();
         let hash = short_hash(&[&canonical, requester]);
         let workflow_id = format!("onboarding-{}-{}", request.name, &hash[..8]);
         let agent_id = format!("agt-{}", &hash[..12]);
         if let Some(existing) = self.store.instance(&workflow_id).await? {
-            return Ok(Started { workflow_id, agent_id, state: existing.state_name, duplicate: true });
+            return Ok(Started {
+                workflow_id,
+                agent_id,
+                state: existing.state_name,
+                duplicate: true,
+            });
         }
         let actor = Actor::Person(requester.to_string());
         if let Some(other) = self.store.agent_by_name(&request.name).await?
-            && !matches!(other.status, AgentStatus::Denied | AgentStatus::Expired | AgentStatus::Cancelled | AgentStatus::Failed)
+            && !matches!(
+                other.status,
+                AgentStatus::Denied
+                    | AgentStatus::Expired
+                    | AgentStatus::Cancelled
+                    | AgentStatus::Failed
+            )
         {
-            let why = format!("an agent named {} already exists ({}, owner {}); change its scopes instead or choose another name", other.name, other.status.as_str(), other.owner);
-            self.audit_refusal("agent request", &actor, Some((&other.id, &other.name)), None, &why).await?;
+            let why = format!(
+                "an agent named {} already exists ({}, owner {}); change its scopes instead or choose another name",
+                other.name,
+                other.status.as_str(),
+                other.owner
+            );
+            self.audit_refusal(
+                "agent request",
+                &actor,
+                Some((&other.id, &other.name)),
+                None,
+                &why,
+            )
+            .await?;
             return Err(EngineError::Conflict(why));
         }
         let owner_status = self.directory.owner_status(&request.owner).await?;
         let name = request.name.clone();
-        let input = StartInput::Onboarding(OnboardingInput { agent_id: agent_id.clone(), request, requester: requester.to_string(), owner_status });
+        let input = StartInput::Onboarding(OnboardingInput {
+            agent_id: agent_id.clone(),
+            request,
+            requester: requester.to_string(),
+            owner_status,
+        });
         let started = self.start(&workflow_id, "onboarding", Some(&agent_id), &name, input, &hash, actor, json!({"request": serde_json::from_str::<serde_json::Value>(&canonical).unwrap_or_default()})).await?;
-        Ok(Started { workflow_id, agent_id, state: started.0, duplicate: started.1 })
+        Ok(Started {
+            workflow_id,
+            agent_id,
+            state: started.0,
+            duplicate: started.1,
+        })
     }
 
     /// Scope change on an active agent (by id or name).
-    pub async fn request_scope_change(&self, agent_ref: &str, request: ScopeChangeRequest, requester: &str) -> Result<Started, EngineError> {
+    pub async fn request_scope_change(
+        &self,
+        agent_ref: &str,
+        request: ScopeChangeRequest,
+        requester: &str,
+    ) -> Result<Started, EngineError> {
         let actor = Actor::Person(requester.to_string());
         let Some(agent) = self.find_agent(agent_ref).await? else {
             let why = format!("no agent with id or name `{agent_ref}`");
-            self.audit_refusal("scope change", &actor, None, None, &why).await?;
+            self.audit_refusal("scope change", &actor, None, None, &why)
+                .await?;
             return Err(EngineError::NotFound(why));
         };
         let canonical = serde_json::to_string(&request).unwrap_or_default();
-        let hash = short_hash(&[&agent.id, &agent.updated_at.to_rfc3339(), &canonical, requester]);
+        let hash = short_hash(&[
+            &agent.id,
+            &agent.updated_at.to_rfc3339(),
+            &canonical,
+            requester,
+        ]);
         let workflow_id = format!("scope-change-{}-{}", agent.name, &hash[..8]);
         if let Some(existing) = self.store.instance(&workflow_id).await? {
-            return Ok(Started { workflow_id, agent_id: agent.id, state: existing.state_name, duplicate: true });
+            return Ok(Started {
+                workflow_id,
+                agent_id: agent.id,
+                state: existing.state_name,
+                duplicate: true,
+            });
         }
-        if let Some(running) = self.store.instances_for_agent(&agent.id).await?.into_iter().find(|i| i.kind == "scope_change" && !i.terminal) {
-            let why = format!("a scope change for {} is already in progress ({}); wait for it or cancel it", agent.name, running.id);
-            self.audit_refusal("scope change", &actor, Some((&agent.id, &agent.name)), None, &why).await?;
+        if let Some(running) = self
+            .store
+            .instances_for_agent(&agent.id)
+            .await?
+            .into_iter()
+            .find(|i| i.kind == "scope_change" && !i.terminal)
+        {
+            let why = format!(
+                "a scope change for {} is already in progress ({}); wait for it or cancel it",
+                agent.name, running.id
+            );
+            self.audit_refusal(
+                "scope change",
+                &actor,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
             return Err(EngineError::Conflict(why));
         }
         let (agent_id, name) = (agent.id.clone(), agent.name.clone());
-        let input = StartInput::ScopeChange(ScopeChangeInput { agent, request, requester: requester.to_string() });
+        let input = StartInput::ScopeChange(ScopeChangeInput {
+            agent,
+            request,
+            requester: requester.to_string(),
+        });
         let started = self.start(&workflow_id, "scope_change", Some(&agent_id), &name, input, &hash, actor, json!({"scope_change": serde_json::from_str::<serde_json::Value>(&canonical).unwrap_or_default()})).await?;
-        Ok(Started { workflow_id, agent_id, state: started.0, duplicate: started.1 })
+        Ok(Started {
+            workflow_id,
+            agent_id,
+            state: started.0,
+            duplicate: started.1,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -197,7 +300,14 @@ impl Engine {
         let applied = match workflows::start(input, &ctx) {
             Ok(a) => a,
             Err(rejected) => {
-                self.audit_refusal(&format!("{kind} request"), &actor, agent_id.map(|a| (a, agent_name)), Some(workflow_id), &rejected.to_string()).await?;
+                self.audit_refusal(
+                    &format!("{kind} request"),
+                    &actor,
+                    agent_id.map(|a| (a, agent_name)),
+                    Some(workflow_id),
+                    &rejected.to_string(),
+                )
+                .await?;
                 return Err(EngineError::Rejected(rejected));
             }
         };
@@ -216,13 +326,19 @@ impl Engine {
             created_at: now,
             updated_at: now,
         };
-        let (commit, new_pending) = self.build_commit(&fresh, applied, "start", summary, actor, None, now);
+        let (commit, new_pending) =
+            self.build_commit(&fresh, applied, "start", summary, actor, None, now);
         let state = commit.instance.state_name.clone();
         match self.store.commit(commit).await {
             Ok(()) => {}
             // The same request raced in twice: the first one won, this one is the duplicate.
             Err(StoreError::Conflict { .. }) => {
-                let existing = self.store.instance(workflow_id).await?.map(|i| i.state_name).unwrap_or(state);
+                let existing = self
+                    .store
+                    .instance(workflow_id)
+                    .await?
+                    .map(|i| i.state_name)
+                    .unwrap_or(state);
                 return Ok((existing, true));
             }
             Err(e) => return Err(e.into()),
@@ -233,55 +349,101 @@ impl Engine {
 
     /// Checks a decision now (for a clear answer to the person) and hands it to the workflow,
     /// whose machine enforces the same rules when it applies it.
-    pub async fn decide(&self, approval_id: &str, approver: &str, decision: Decision, reason: Option<String>) -> Result<ApprovalRecord, EngineError> {
+    pub async fn decide(
+        &self,
+        approval_id: &str,
+        approver: &str,
+        decision: Decision,
+        reason: Option<String>,
+    ) -> Result<ApprovalRecord, EngineError> {
         let actor = Actor::Person(approver.to_string());
         let Some(record) = self.store.approval(approval_id).await? else {
             let why = format!("no approval with id `{approval_id}`");
-            self.audit_refusal("approval decision", &actor, None, None, &why).await?;
+            self.audit_refusal("approval decision", &actor, None, None, &why)
+                .await?;
             return Err(EngineError::NotFound(why));
         };
         let req = &record.request;
         let target = Some((req.agent_id.as_str(), req.agent_name.as_str()));
         if record.outcome.is_some() {
-            let why = format!("approval {approval_id} is already {}; a decision is made once", record.status());
-            self.audit_refusal("approval decision", &actor, target, Some(&req.workflow_id), &why).await?;
+            let why = format!(
+                "approval {approval_id} is already {}; a decision is made once",
+                record.status()
+            );
+            self.audit_refusal(
+                "approval decision",
+                &actor,
+                target,
+                Some(&req.workflow_id),
+                &why,
+            )
+            .await?;
             return Err(EngineError::Rejected(Rejected::new("approval", why)));
         }
         if let Err(r) = req.check_decision(approver, self.clock.now()) {
-            self.audit_refusal("approval decision", &actor, target, Some(&req.workflow_id), &r.to_string()).await?;
+            self.audit_refusal(
+                "approval decision",
+                &actor,
+                target,
+                Some(&req.workflow_id),
+                &r.to_string(),
+            )
+            .await?;
             return Err(EngineError::Rejected(r));
         }
         let decision_word = match decision {
             Decision::Approve => "approve",
             Decision::Deny => "deny",
         };
-        let event_id = format!("decision/{approval_id}/{}/{decision_word}", approver.to_ascii_lowercase());
+        let event_id = format!(
+            "decision/{approval_id}/{}/{decision_word}",
+            approver.to_ascii_lowercase()
+        );
         let msg = Message::Event {
             workflow_id: req.workflow_id.clone(),
             event_id,
-            event: Event::ApprovalDecided { approval_id: approval_id.to_string(), decision, approver: approver.to_string(), reason },
+            event: Event::ApprovalDecided {
+                approval_id: approval_id.to_string(),
+                decision,
+                approver: approver.to_string(),
+                reason,
+            },
         };
         self.send(vec![msg], Duration::ZERO).await?;
         Ok(record)
     }
 
     /// Withdraws a request that is still waiting.
-    pub async fn cancel(&self, workflow_id: &str, by: &str, reason: &str) -> Result<(), EngineError> {
+    pub async fn cancel(
+        &self,
+        workflow_id: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<(), EngineError> {
         let actor = Actor::Person(by.to_string());
         match self.store.instance(workflow_id).await? {
             None => {
                 let why = format!("no workflow `{workflow_id}`");
-                self.audit_refusal("cancel", &actor, None, None, &why).await?;
+                self.audit_refusal("cancel", &actor, None, None, &why)
+                    .await?;
                 Err(EngineError::NotFound(why))
             }
             Some(i) if i.terminal => {
                 let why = format!("workflow {workflow_id} already ended ({})", i.state_name);
-                self.audit_refusal("cancel", &actor, None, Some(workflow_id), &why).await?;
+                self.audit_refusal("cancel", &actor, None, Some(workflow_id), &why)
+                    .await?;
                 Err(EngineError::Rejected(Rejected::new("workflow", why)))
             }
             Some(_) => {
-                let event = Event::Cancel { by: actor, reason: reason.to_string() };
-                let msg = Message::Event { workflow_id: workflow_id.to_string(), event_id: format!("cancel/{workflow_id}"), event };
+                let event = Event::Cancel {
+                    by: actor,
+                    reason: reason.to_string(),
+                };
+                let msg = Message::Event {
+                    workflow_id: workflow_id.to_string(),
+                    event_id: format!("cancel/{workflow_id}"),
+                    event,
+                };
                 self.send(vec![msg], Duration::ZERO).await?;
                 Ok(())
             }
@@ -303,7 +465,9 @@ impl Engine {
             let msg = Message::Event {
                 workflow_id: t.workflow_id.clone(),
                 event_id: format!("timer/{}/{}", t.name, t.due_at.timestamp_millis()),
-                event: Event::TimerFired { name: t.name.clone() },
+                event: Event::TimerFired {
+                    name: t.name.clone(),
+                },
             };
             self.send(vec![msg], Duration::ZERO).await?;
             self.store.remove_timer(t).await?;
@@ -342,11 +506,22 @@ impl Engine {
 
     async fn failed_delivery(&self, d: &Delivery, e: &HandleError) -> Result<(), EngineError> {
         let attempt = d.receive_count.saturating_sub(1);
-        let delay = if e.retryable { self.backoff(attempt) } else { Duration::from_millis(100) };
+        let delay = if e.retryable {
+            self.backoff(attempt)
+        } else {
+            Duration::from_millis(100)
+        };
         tracing::warn!(error = %e, receive_count = d.receive_count, retryable = e.retryable, "message failed; it will be redelivered");
         if d.receive_count >= self.queue_max_receives() {
             let summary: String = d.body.chars().take(200).collect();
-            self.store.append_audit(vec![audit::dead_letter(&summary, d.receive_count, &e.message, self.clock.now())]).await?;
+            self.store
+                .append_audit(vec![audit::dead_letter(
+                    &summary,
+                    d.receive_count,
+                    &e.message,
+                    self.clock.now(),
+                )])
+                .await?;
         }
         self.queue.nack(&d.receipt, delay).await?;
         Ok(())
@@ -359,7 +534,10 @@ impl Engine {
 
     /// Exponential backoff with jitter, capped.
     pub fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.config.base_backoff.saturating_mul(1u32 << attempt.min(16));
+        let exp = self
+            .config
+            .base_backoff
+            .saturating_mul(1u32 << attempt.min(16));
         let capped = exp.min(self.config.max_backoff);
         let jitter = rand::random::<f64>() * 0.25;
         capped.mul_f64(1.0 + jitter)
@@ -367,20 +545,48 @@ impl Engine {
 
     /// Processes one queue message.
     pub async fn handle(&self, body: &str) -> Result<(), HandleError> {
-        let msg: Message = serde_json::from_str(body).map_err(|e| HandleError { message: format!("malformed queue message: {e}"), retryable: false })?;
+        let msg: Message = serde_json::from_str(body).map_err(|e| HandleError {
+            message: format!("malformed queue message: {e}"),
+            retryable: false,
+        })?;
         match msg {
-            Message::Event { workflow_id, event_id, event } => self.apply(&workflow_id, &event_id, Some(event), None).await,
-            Message::Completed { workflow_id, key, event } => self.apply(&workflow_id, &format!("done:{key}"), event, Some(&key)).await,
-            Message::Run { workflow_id, key, attempt } => self.run_command(&workflow_id, &key, attempt).await,
+            Message::Event {
+                workflow_id,
+                event_id,
+                event,
+            } => self.apply(&workflow_id, &event_id, Some(event), None).await,
+            Message::Completed {
+                workflow_id,
+                key,
+                event,
+            } => {
+                self.apply(&workflow_id, &format!("done:{key}"), event, Some(&key))
+                    .await
+            }
+            Message::Run {
+                workflow_id,
+                key,
+                attempt,
+            } => self.run_command(&workflow_id, &key, attempt).await,
         }
     }
 
-    async fn apply(&self, workflow_id: &str, event_id: &str, event: Option<Event>, completes: Option<&str>) -> Result<(), HandleError> {
+    async fn apply(
+        &self,
+        workflow_id: &str,
+        event_id: &str,
+        event: Option<Event>,
+        completes: Option<&str>,
+    ) -> Result<(), HandleError> {
         for _ in 0..CONFLICT_RETRIES {
             let Some(instance) = self.store.instance(workflow_id).await? else {
-                return Err(HandleError { message: format!("event {event_id} names unknown workflow {workflow_id}"), retryable: false });
+                return Err(HandleError {
+                    message: format!("event {event_id} names unknown workflow {workflow_id}"),
+                    retryable: false,
+                });
             };
-            let already_done = completes.is_some_and(|k| !instance.pending.iter().any(|p| p.key == k));
+            let already_done =
+                completes.is_some_and(|k| !instance.pending.iter().any(|p| p.key == k));
             if instance.applied.iter().any(|e| e == event_id) || already_done {
                 // A redelivery: the step is recorded; make sure its commands went out.
                 self.dispatch(workflow_id, &instance.pending).await?;
@@ -388,26 +594,57 @@ impl Engine {
             }
             let now = self.clock.now();
             let actor = event.as_ref().map(Event::actor).unwrap_or(Actor::System);
-            let event_json = event.as_ref().map(|e| serde_json::to_value(e).unwrap_or_default()).unwrap_or(json!({"completed": completes}));
+            let event_json = event
+                .as_ref()
+                .map(|e| serde_json::to_value(e).unwrap_or_default())
+                .unwrap_or(json!({"completed": completes}));
             let outcome = match event.clone() {
                 None => Ok(None),
                 Some(ev) => {
-                    let ctx = Ctx { now, policy: &self.policy, workflow_id };
+                    let ctx = Ctx {
+                        now,
+                        policy: &self.policy,
+                        workflow_id,
+                    };
                     match workflows::apply(&instance.kind, &instance.state, ev, &ctx) {
                         Ok(applied) => Ok(Some(applied)),
                         Err(ApplyError::Rejected(r)) => Err(r),
-                        Err(ApplyError::Corrupt(c)) => return Err(HandleError { message: c, retryable: false }),
+                        Err(ApplyError::Corrupt(c)) => {
+                            return Err(HandleError {
+                                message: c,
+                                retryable: false,
+                            });
+                        }
                     }
                 }
             };
             let (commit, new_pending) = match outcome {
-                Ok(Some(applied)) => self.build_commit(&instance, applied, event_id, event_json, actor, completes, now),
-                Ok(None) => self.bookkeeping_commit(&instance, event_id, event_json, actor, completes, None, now),
+                Ok(Some(applied)) => self.build_commit(
+                    &instance, applied, event_id, event_json, actor, completes, now,
+                ),
+                Ok(None) => self.bookkeeping_commit(
+                    &instance, event_id, event_json, actor, completes, None, now,
+                ),
                 Err(rejected) => {
                     tracing::info!(workflow_id, event_id, %rejected, "event refused");
                     let agent = instance.agent_id.clone().unwrap_or_default();
-                    let record = audit::refusal(&format!("event {event_id}"), &actor, Some((&agent, &agent)), Some(workflow_id), &rejected.to_string(), now);
-                    self.bookkeeping_commit(&instance, event_id, event_json, actor, completes, Some((rejected, record)), now)
+                    let record = audit::refusal(
+                        &format!("event {event_id}"),
+                        &actor,
+                        Some((&agent, &agent)),
+                        Some(workflow_id),
+                        &rejected.to_string(),
+                        now,
+                    );
+                    self.bookkeeping_commit(
+                        &instance,
+                        event_id,
+                        event_json,
+                        actor,
+                        completes,
+                        Some((rejected, record)),
+                        now,
+                    )
                 }
             };
             match self.store.commit(commit).await {
@@ -419,7 +656,10 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(HandleError { message: format!("workflow {workflow_id} kept changing underneath; will retry"), retryable: true })
+        Err(HandleError {
+            message: format!("workflow {workflow_id} kept changing underneath; will retry"),
+            retryable: true,
+        })
     }
 
     /// The commit for an accepted step: local commands go into the write, external ones become
@@ -437,20 +677,44 @@ impl Engine {
     ) -> (Commit, Vec<PendingCommand>) {
         let seq = before.version + 1;
         let wf = before.id.as_str();
-        let (mut timers, mut agents, mut approvals, mut audit_records, mut new_pending) = (vec![], vec![], vec![], vec![], vec![]);
-        let names = applied.commands.iter().map(|c| c.name().to_string()).collect();
+        let (mut timers, mut agents, mut approvals, mut audit_records, mut new_pending) =
+            (vec![], vec![], vec![], vec![], vec![]);
+        let names = applied
+            .commands
+            .iter()
+            .map(|c| c.name().to_string())
+            .collect();
         for (idx, command) in applied.commands.into_iter().enumerate() {
             let key = format!("{wf}/{seq}/{idx}");
             match &command {
-                Command::SetTimer { name, at } => timers.push(TimerChange::Set(Timer { workflow_id: wf.into(), name: name.clone(), due_at: *at })),
-                Command::CancelTimer { name } => timers.push(TimerChange::Cancel { workflow_id: wf.into(), name: name.clone() }),
+                Command::SetTimer { name, at } => timers.push(TimerChange::Set(Timer {
+                    workflow_id: wf.into(),
+                    name: name.clone(),
+                    due_at: *at,
+                })),
+                Command::CancelTimer { name } => timers.push(TimerChange::Cancel {
+                    workflow_id: wf.into(),
+                    name: name.clone(),
+                }),
                 Command::SaveAgent(a) => agents.push((**a).clone()),
-                Command::Audit(ev) => audit_records.push(audit::from_event(ev, wf, now, key.clone())),
-                Command::RequestApproval(r) => {
-                    approvals.push(ApprovalChange::Open(ApprovalRecord { request: r.clone(), action_hash: action_hash(r), outcome: None }));
+                Command::Audit(ev) => {
+                    audit_records.push(audit::from_event(ev, wf, now, key.clone()))
                 }
-                Command::CloseApproval { approval_id, outcome } => {
-                    approvals.push(ApprovalChange::Close { id: approval_id.clone(), outcome: outcome.clone() });
+                Command::RequestApproval(r) => {
+                    approvals.push(ApprovalChange::Open(ApprovalRecord {
+                        request: r.clone(),
+                        action_hash: action_hash(r),
+                        outcome: None,
+                    }));
+                }
+                Command::CloseApproval {
+                    approval_id,
+                    outcome,
+                } => {
+                    approvals.push(ApprovalChange::Close {
+                        id: approval_id.clone(),
+                        outcome: outcome.clone(),
+                    });
                 }
                 Command::Idp(_) | Command::Notify { .. } => {}
             }
@@ -459,7 +723,9 @@ impl Engine {
             }
         }
         let mut instance = before.clone();
-        instance.pending.retain(|p| Some(p.key.as_str()) != completes);
+        instance
+            .pending
+            .retain(|p| Some(p.key.as_str()) != completes);
         instance.pending.extend(new_pending.iter().cloned());
         instance.state = applied.state;
         instance.state_name = applied.state_name.to_string();
@@ -467,8 +733,29 @@ impl Engine {
         remember(&mut instance.applied, event_id, self.config.applied_window);
         instance.version = seq;
         instance.updated_at = now;
-        let history = HistoryEntry { seq, at: now, event_id: event_id.into(), event, actor, from: before.state_name.clone(), to: instance.state_name.clone(), commands: names, rejected: None };
-        (Commit { instance, expected_version: before.version, history, timers, agents, approvals, audit: audit_records }, new_pending)
+        let history = HistoryEntry {
+            seq,
+            at: now,
+            event_id: event_id.into(),
+            event,
+            actor,
+            from: before.state_name.clone(),
+            to: instance.state_name.clone(),
+            commands: names,
+            rejected: None,
+        };
+        (
+            Commit {
+                instance,
+                expected_version: before.version,
+                history,
+                timers,
+                agents,
+                approvals,
+                audit: audit_records,
+            },
+            new_pending,
+        )
     }
 
     /// A step that changes no state: a completed command without a result, or a refused event.
@@ -484,7 +771,9 @@ impl Engine {
         now: chrono::DateTime<chrono::Utc>,
     ) -> (Commit, Vec<PendingCommand>) {
         let mut instance = before.clone();
-        instance.pending.retain(|p| Some(p.key.as_str()) != completes);
+        instance
+            .pending
+            .retain(|p| Some(p.key.as_str()) != completes);
         remember(&mut instance.applied, event_id, self.config.applied_window);
         instance.version += 1;
         instance.updated_at = now;
@@ -503,12 +792,31 @@ impl Engine {
             commands: vec![],
             rejected,
         };
-        (Commit { instance, expected_version: before.version, history, timers: vec![], agents: vec![], approvals: vec![], audit: audit_records }, vec![])
+        (
+            Commit {
+                instance,
+                expected_version: before.version,
+                history,
+                timers: vec![],
+                agents: vec![],
+                approvals: vec![],
+                audit: audit_records,
+            },
+            vec![],
+        )
     }
 
-    async fn run_command(&self, workflow_id: &str, key: &str, attempt: u32) -> Result<(), HandleError> {
+    async fn run_command(
+        &self,
+        workflow_id: &str,
+        key: &str,
+        attempt: u32,
+    ) -> Result<(), HandleError> {
         let Some(instance) = self.store.instance(workflow_id).await? else {
-            return Err(HandleError { message: format!("command {key} names unknown workflow {workflow_id}"), retryable: false });
+            return Err(HandleError {
+                message: format!("command {key} names unknown workflow {workflow_id}"),
+                retryable: false,
+            });
         };
         let Some(pending) = instance.pending.iter().find(|p| p.key == key) else {
             return Ok(()); // completed already: a redelivered run is a no-op
@@ -518,30 +826,68 @@ impl Engine {
         let next = match result {
             Ok(event) => {
                 if self.config.crash_after.as_deref() == Some(name) {
-                    eprintln!("STEWARD_CRASH_AFTER={name}: aborting after the side effect, before recording it");
+                    eprintln!(
+                        "STEWARD_CRASH_AFTER={name}: aborting after the side effect, before recording it"
+                    );
                     std::process::abort();
                 }
-                (Message::Completed { workflow_id: workflow_id.into(), key: key.into(), event }, Duration::ZERO)
+                (
+                    Message::Completed {
+                        workflow_id: workflow_id.into(),
+                        key: key.into(),
+                        event,
+                    },
+                    Duration::ZERO,
+                )
             }
             Err(e) if e.retryable && attempt + 1 < self.config.max_attempts => {
                 tracing::warn!(key, attempt, error = %e, "command failed; retrying with backoff");
-                (Message::Run { workflow_id: workflow_id.into(), key: key.into(), attempt: attempt + 1 }, self.backoff(attempt))
+                (
+                    Message::Run {
+                        workflow_id: workflow_id.into(),
+                        key: key.into(),
+                        attempt: attempt + 1,
+                    },
+                    self.backoff(attempt),
+                )
             }
             Err(e) => {
                 tracing::warn!(key, attempt, error = %e, "command failed for good");
-                let event = Event::CommandFailed { command: name.into(), retryable: e.retryable, reason: e.message };
-                (Message::Completed { workflow_id: workflow_id.into(), key: key.into(), event: Some(event) }, Duration::ZERO)
+                let event = Event::CommandFailed {
+                    command: name.into(),
+                    retryable: e.retryable,
+                    reason: e.message,
+                };
+                (
+                    Message::Completed {
+                        workflow_id: workflow_id.into(),
+                        key: key.into(),
+                        event: Some(event),
+                    },
+                    Duration::ZERO,
+                )
             }
         };
         self.send(vec![next.0], next.1).await?;
         Ok(())
     }
 
-    async fn dispatch(&self, workflow_id: &str, pending: &[PendingCommand]) -> Result<(), QueueError> {
+    async fn dispatch(
+        &self,
+        workflow_id: &str,
+        pending: &[PendingCommand],
+    ) -> Result<(), QueueError> {
         if pending.is_empty() {
             return Ok(());
         }
-        let msgs = pending.iter().map(|p| Message::Run { workflow_id: workflow_id.into(), key: p.key.clone(), attempt: 0 }).collect();
+        let msgs = pending
+            .iter()
+            .map(|p| Message::Run {
+                workflow_id: workflow_id.into(),
+                key: p.key.clone(),
+                attempt: 0,
+            })
+            .collect();
         self.send(msgs, Duration::ZERO).await
     }
 
@@ -558,9 +904,25 @@ impl Engine {
         self.queue.send(out).await
     }
 
-    async fn audit_refusal(&self, what: &str, actor: &Actor, agent: Option<(&str, &str)>, workflow_id: Option<&str>, why: &str) -> Result<(), StoreError> {
+    async fn audit_refusal(
+        &self,
+        what: &str,
+        actor: &Actor,
+        agent: Option<(&str, &str)>,
+        workflow_id: Option<&str>,
+        why: &str,
+    ) -> Result<(), StoreError> {
         tracing::info!(what, actor = %actor.describe(), why, "refused");
-        self.store.append_audit(vec![audit::refusal(what, actor, agent, workflow_id, why, self.clock.now())]).await
+        self.store
+            .append_audit(vec![audit::refusal(
+                what,
+                actor,
+                agent,
+                workflow_id,
+                why,
+                self.clock.now(),
+            )])
+            .await
     }
 }
 

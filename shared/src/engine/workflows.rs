@@ -37,12 +37,15 @@ pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Appli
     match kind {
         Onboarding::KIND => apply_typed::<Onboarding>(state, event, ctx),
         ScopeChange::KIND => apply_typed::<ScopeChange>(state, event, ctx),
-        other => Err(ApplyError::Corrupt(format!("unknown workflow kind `{other}`"))),
+        other => Err(ApplyError::Corrupt(format!(
+            "unknown workflow kind `{other}`"
+        ))),
     }
 }
 
 fn apply_typed<W: Workflow>(state: &Value, event: Event, ctx: &Ctx) -> Result<Applied, ApplyError> {
-    let typed: W::State = serde_json::from_value(state.clone()).map_err(|e| ApplyError::Corrupt(format!("{} state: {e}", W::KIND)))?;
+    let typed: W::State = serde_json::from_value(state.clone())
+        .map_err(|e| ApplyError::Corrupt(format!("{} state: {e}", W::KIND)))?;
     let step = workflow::on::<W>(&typed, event, ctx).map_err(ApplyError::Rejected)?;
     erase::<W>(step).map_err(ApplyError::Corrupt)
 }

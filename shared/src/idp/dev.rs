@@ -45,19 +45,39 @@ pub struct OAuthError {
 
 impl OAuthError {
     fn invalid_client(why: impl Into<String>) -> Self {
-        Self { error: "invalid_client", error_description: why.into(), status: 401 }
+        Self {
+            error: "invalid_client",
+            error_description: why.into(),
+            status: 401,
+        }
     }
     fn invalid_scope(why: impl Into<String>) -> Self {
-        Self { error: "invalid_scope", error_description: why.into(), status: 400 }
+        Self {
+            error: "invalid_scope",
+            error_description: why.into(),
+            status: 400,
+        }
     }
     pub fn invalid_request(why: impl Into<String>) -> Self {
-        Self { error: "invalid_request", error_description: why.into(), status: 400 }
+        Self {
+            error: "invalid_request",
+            error_description: why.into(),
+            status: 400,
+        }
     }
     pub fn unsupported_grant_type(why: impl Into<String>) -> Self {
-        Self { error: "unsupported_grant_type", error_description: why.into(), status: 400 }
+        Self {
+            error: "unsupported_grant_type",
+            error_description: why.into(),
+            status: 400,
+        }
     }
     fn server(why: impl Into<String>) -> Self {
-        Self { error: "server_error", error_description: why.into(), status: 500 }
+        Self {
+            error: "server_error",
+            error_description: why.into(),
+            status: 500,
+        }
     }
 }
 
@@ -87,7 +107,12 @@ impl DevIdp {
     pub fn open(db: Arc<Db>, key_path: &Path, issuer: &str) -> Result<Self, IdpError> {
         let signing = if key_path.exists() {
             let pem = std::fs::read_to_string(key_path).map_err(unavailable)?;
-            SigningKey::from_pkcs8_pem(&pem).map_err(|e| IdpError::Unavailable(format!("signing key {} unreadable: {e}", key_path.display())))?
+            SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+                IdpError::Unavailable(format!(
+                    "signing key {} unreadable: {e}",
+                    key_path.display()
+                ))
+            })?
         } else {
             let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
             let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(unavailable)?;
@@ -98,7 +123,14 @@ impl DevIdp {
         let encoding = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(unavailable)?;
         let public = signing.verifying_key().to_bytes();
         let kid = hex::encode(&Sha256::digest(public)[..8]);
-        Ok(Self { db, encoding, public_x: B64URL.encode(public), kid, issuer: issuer.to_string(), audience: DEFAULT_AUDIENCE.into() })
+        Ok(Self {
+            db,
+            encoding,
+            public_x: B64URL.encode(public),
+            kid,
+            issuer: issuer.to_string(),
+            audience: DEFAULT_AUDIENCE.into(),
+        })
     }
 
     pub fn issuer(&self) -> &str {
@@ -123,38 +155,63 @@ impl DevIdp {
 
     /// The client_credentials grant: authenticates the client, checks the requested scopes
     /// against its grant, and signs a token that lives the client's token lifetime.
-    pub fn issue_token(&self, client_id: &str, client_secret: &str, scope: Option<&str>, now: DateTime<Utc>) -> Result<TokenResponse, OAuthError> {
+    pub fn issue_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        scope: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<TokenResponse, OAuthError> {
         let conn = self.db.lock();
         let row: Option<(String, u32, bool)> = conn
-            .query_row("SELECT scopes, token_lifetime_secs, active FROM idp_clients WHERE client_id=?1", [client_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row(
+                "SELECT scopes, token_lifetime_secs, active FROM idp_clients WHERE client_id=?1",
+                [client_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
             .optional()
             .map_err(|e| OAuthError::server(e.to_string()))?;
         // Same answer for unknown client and wrong secret: do not reveal which client ids exist.
-        let Some((scopes_json, lifetime, active)) = row else { return Err(OAuthError::invalid_client("client authentication failed")) };
+        let Some((scopes_json, lifetime, active)) = row else {
+            return Err(OAuthError::invalid_client("client authentication failed"));
+        };
         let presented = hash(client_secret);
-        let mut st = conn.prepare_cached("SELECT hash FROM idp_secrets WHERE client_id=?1").map_err(|e| OAuthError::server(e.to_string()))?;
+        let mut st = conn
+            .prepare_cached("SELECT hash FROM idp_secrets WHERE client_id=?1")
+            .map_err(|e| OAuthError::server(e.to_string()))?;
         let hashes: Vec<String> = st
             .query_map([client_id], |r| r.get(0))
             .map_err(|e| OAuthError::server(e.to_string()))?
             .collect::<Result<_, _>>()
             .map_err(|e| OAuthError::server(e.to_string()))?;
-        let ok = hashes.iter().fold(false, |acc, h| acc | bool::from(h.as_bytes().ct_eq(presented.as_bytes())));
+        let ok = hashes.iter().fold(false, |acc, h| {
+            acc | bool::from(h.as_bytes().ct_eq(presented.as_bytes()))
+        });
         if !ok {
             return Err(OAuthError::invalid_client("client authentication failed"));
         }
         if !active {
             return Err(OAuthError::invalid_client("client is deactivated"));
         }
-        let granted: Vec<String> = serde_json::from_str(&scopes_json).map_err(|e| OAuthError::server(e.to_string()))?;
+        let granted: Vec<String> =
+            serde_json::from_str(&scopes_json).map_err(|e| OAuthError::server(e.to_string()))?;
         let scopes: Vec<String> = match scope.map(str::trim).filter(|s| !s.is_empty()) {
             None => granted.clone(),
-            Some(s) => s.split(' ').filter(|x| !x.is_empty()).map(str::to_string).collect(),
+            Some(s) => s
+                .split(' ')
+                .filter(|x| !x.is_empty())
+                .map(str::to_string)
+                .collect(),
         };
         let outside: Vec<&String> = scopes.iter().filter(|s| !granted.contains(s)).collect();
         if !outside.is_empty() {
             return Err(OAuthError::invalid_scope(format!(
                 "scope {} is not granted to this client",
-                outside.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(" ")
+                outside
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )));
         }
         let iat = now.timestamp();
@@ -167,18 +224,32 @@ impl DevIdp {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
         header.typ = Some("at+jwt".into());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| OAuthError::server(e.to_string()))?;
-        Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: lifetime, scope: scopes.join(" ") })
+        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| OAuthError::server(e.to_string()))?;
+        Ok(TokenResponse {
+            access_token: token,
+            token_type: "Bearer",
+            expires_in: lifetime,
+            scope: scopes.join(" "),
+        })
     }
 }
 
 #[async_trait]
 impl IdentityProvider for DevIdp {
-    async fn create_client(&self, spec: &ClientSpec, idempotency_key: &str) -> Result<CreatedClient, IdpError> {
+    async fn create_client(
+        &self,
+        spec: &ClientSpec,
+        idempotency_key: &str,
+    ) -> Result<CreatedClient, IdpError> {
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(unavailable)?;
         let existing: Option<String> = tx
-            .query_row("SELECT client_id FROM idp_clients WHERE idempotency_key=?1", [idempotency_key], |r| r.get(0))
+            .query_row(
+                "SELECT client_id FROM idp_clients WHERE idempotency_key=?1",
+                [idempotency_key],
+                |r| r.get(0),
+            )
             .optional()
             .map_err(unavailable)?;
         let now = Utc::now().to_rfc3339();
@@ -186,7 +257,8 @@ impl IdentityProvider for DevIdp {
             Some(id) => {
                 // A repeat of a creation whose answer was lost: nobody holds the first secret,
                 // so replace it rather than leave an orphan credential behind.
-                tx.execute("DELETE FROM idp_secrets WHERE client_id=?1", [&id]).map_err(unavailable)?;
+                tx.execute("DELETE FROM idp_secrets WHERE client_id=?1", [&id])
+                    .map_err(unavailable)?;
                 id
             }
             None => {
@@ -200,27 +272,58 @@ impl IdentityProvider for DevIdp {
             }
         };
         let (secret_id, secret) = new_secret();
-        tx.execute("INSERT INTO idp_secrets (secret_id, client_id, hash, created_at) VALUES (?1,?2,?3,?4)", params![secret_id, client_id, hash(secret.expose()), now])
-            .map_err(unavailable)?;
+        tx.execute(
+            "INSERT INTO idp_secrets (secret_id, client_id, hash, created_at) VALUES (?1,?2,?3,?4)",
+            params![secret_id, client_id, hash(secret.expose()), now],
+        )
+        .map_err(unavailable)?;
         tx.commit().map_err(unavailable)?;
-        Ok(CreatedClient { client_id, secret_id, secret })
+        Ok(CreatedClient {
+            client_id,
+            secret_id,
+            secret,
+        })
     }
 
-    async fn set_grants(&self, client_id: &str, scopes: &[String], token_lifetime_secs: u32) -> Result<(), IdpError> {
+    async fn set_grants(
+        &self,
+        client_id: &str,
+        scopes: &[String],
+        token_lifetime_secs: u32,
+    ) -> Result<(), IdpError> {
         let n = self
             .db
             .lock()
             .execute(
                 "UPDATE idp_clients SET scopes=?2, token_lifetime_secs=?3 WHERE client_id=?1",
-                params![client_id, serde_json::to_string(scopes).unwrap_or_default(), token_lifetime_secs],
+                params![
+                    client_id,
+                    serde_json::to_string(scopes).unwrap_or_default(),
+                    token_lifetime_secs
+                ],
             )
             .map_err(unavailable)?;
-        if n == 0 { Err(IdpError::UnknownClient(client_id.into())) } else { Ok(()) }
+        if n == 0 {
+            Err(IdpError::UnknownClient(client_id.into()))
+        } else {
+            Ok(())
+        }
     }
 
     async fn set_active(&self, client_id: &str, active: bool) -> Result<(), IdpError> {
-        let n = self.db.lock().execute("UPDATE idp_clients SET active=?2 WHERE client_id=?1", params![client_id, active]).map_err(unavailable)?;
-        if n == 0 { Err(IdpError::UnknownClient(client_id.into())) } else { Ok(()) }
+        let n = self
+            .db
+            .lock()
+            .execute(
+                "UPDATE idp_clients SET active=?2 WHERE client_id=?1",
+                params![client_id, active],
+            )
+            .map_err(unavailable)?;
+        if n == 0 {
+            Err(IdpError::UnknownClient(client_id.into()))
+        } else {
+            Ok(())
+        }
     }
 
     async fn client(&self, client_id: &str) -> Result<Option<ClientInfo>, IdpError> {
@@ -240,19 +343,29 @@ impl DevIdp {
             .map_err(unavailable)?;
         let rows = st
             .query_map([client_id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, u32>(3)?, r.get::<_, bool>(4)?, r.get::<_, String>(5)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
             })
             .map_err(unavailable)?;
         let mut out = Vec::new();
         for row in rows {
-            let (client_id, name, scopes, token_lifetime_secs, active, created) = row.map_err(unavailable)?;
+            let (client_id, name, scopes, token_lifetime_secs, active, created) =
+                row.map_err(unavailable)?;
             out.push(ClientInfo {
                 client_id,
                 name,
                 scopes: serde_json::from_str(&scopes).unwrap_or_default(),
                 token_lifetime_secs,
                 active,
-                created_at: DateTime::parse_from_rfc3339(&created).map(|d| d.with_timezone(&Utc)).unwrap_or_default(),
+                created_at: DateTime::parse_from_rfc3339(&created)
+                    .map(|d| d.with_timezone(&Utc))
+                    .unwrap_or_default(),
             });
         }
         Ok(out)

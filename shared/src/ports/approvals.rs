@@ -18,7 +18,18 @@ pub trait Approvals: Send + Sync {
     /// Ask the approvers. `key` is the command's idempotency key: a repeat must not ask twice.
     async fn ask(&self, approval: &ApprovalRequest, key: &str) -> Result<(), NotifyError>;
     /// Tell the requester (and update the ask) once the approval is closed.
-    async fn closed(&self, approval_id: &str, outcome: &ApprovalOutcome, key: &str) -> Result<(), NotifyError>;
+    async fn closed(
+        &self,
+        approval_id: &str,
+        outcome: &ApprovalOutcome,
+        key: &str,
+    ) -> Result<(), NotifyError>;
     /// A plain message to a person.
-    async fn notify(&self, to: &str, subject: &str, body: &str, key: &str) -> Result<(), NotifyError>;
+    async fn notify(
+        &self,
+        to: &str,
+        subject: &str,
+        body: &str,
+        key: &str,
+    ) -> Result<(), NotifyError>;
 }

@@ -51,9 +51,18 @@ impl IdpError {
 pub trait IdentityProvider: Send + Sync {
     /// Creates a client, once per `idempotency_key`. Repeating the key returns the same client
     /// (with a fresh secret replacing any secret the lost first attempt issued: nobody holds it).
-    async fn create_client(&self, spec: &ClientSpec, idempotency_key: &str) -> Result<CreatedClient, IdpError>;
+    async fn create_client(
+        &self,
+        spec: &ClientSpec,
+        idempotency_key: &str,
+    ) -> Result<CreatedClient, IdpError>;
     /// Sets the client's grants to exactly `scopes` and its token lifetime.
-    async fn set_grants(&self, client_id: &str, scopes: &[String], token_lifetime_secs: u32) -> Result<(), IdpError>;
+    async fn set_grants(
+        &self,
+        client_id: &str,
+        scopes: &[String],
+        token_lifetime_secs: u32,
+    ) -> Result<(), IdpError>;
     async fn set_active(&self, client_id: &str, active: bool) -> Result<(), IdpError>;
     async fn client(&self, client_id: &str) -> Result<Option<ClientInfo>, IdpError>;
     async fn list_clients(&self) -> Result<Vec<ClientInfo>, IdpError>;

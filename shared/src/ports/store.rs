@@ -86,7 +86,10 @@ impl ApprovalRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApprovalChange {
     Open(ApprovalRecord),
-    Close { id: String, outcome: ApprovalOutcome },
+    Close {
+        id: String,
+        outcome: ApprovalOutcome,
+    },
 }
 
 /// An audit record, already shaped after OCSF; the store chains it (hash of previous + this).
@@ -150,7 +153,10 @@ pub trait StoreWrite: Send + Sync {
     /// Writes a step atomically; `Conflict` when the instance's version is not `expected_version`.
     async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
     /// Writes several steps in one durable write (group commit); each succeeds or conflicts alone.
-    async fn commit_batch(&self, commits: Vec<Commit>) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    async fn commit_batch(
+        &self,
+        commits: Vec<Commit>,
+    ) -> Result<Vec<Result<(), StoreError>>, StoreError> {
         let mut out = Vec::with_capacity(commits.len());
         for c in commits {
             out.push(self.commit(c).await);

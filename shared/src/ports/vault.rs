@@ -47,8 +47,15 @@ pub enum VaultError {
 pub trait Vault: Send + Sync {
     /// Stores a value as version `version_id` (idempotent for the same id) with `stage`, moving the
     /// stage from whichever version held it (AWSCURRENT moves the old current to AWSPREVIOUS).
-    async fn put(&self, secret: &str, version_id: &str, value: &Secret, stage: Stage) -> Result<(), VaultError>;
+    async fn put(
+        &self,
+        secret: &str,
+        version_id: &str,
+        value: &Secret,
+        stage: Stage,
+    ) -> Result<(), VaultError>;
     /// The value holding `stage`. Always name the stage (see FIELD-NOTES: moto and AWS agree on this).
-    async fn get(&self, secret: &str, stage: Stage) -> Result<Option<(String, Secret)>, VaultError>;
+    async fn get(&self, secret: &str, stage: Stage)
+    -> Result<Option<(String, Secret)>, VaultError>;
     async fn versions(&self, secret: &str) -> Result<Vec<VersionInfo>, VaultError>;
 }

@@ -43,7 +43,13 @@ pub const API_KEYS_WRITE: &str = "datadog:api_keys:write";
 /// In no list of the policy.
 pub const UNLISTED: &str = "github:repo:admin";
 
-pub const APPROVED_SCOPES: [&str; 5] = [METRICS_READ, MONITORS_WRITE, ORDERS_READ, PAYMENTS_WRITE, OKTA_APPS_READ];
+pub const APPROVED_SCOPES: [&str; 5] = [
+    METRICS_READ,
+    MONITORS_WRITE,
+    ORDERS_READ,
+    PAYMENTS_WRITE,
+    OKTA_APPS_READ,
+];
 pub const EXCLUDED_SCOPES: [&str; 2] = [OKTA_USERS_MANAGE, API_KEYS_WRITE];
 pub const SENSITIVE_SCOPES: [&str; 2] = [MONITORS_WRITE, PAYMENTS_WRITE];
 
@@ -83,7 +89,11 @@ pub fn approval_expires_at() -> DateTime<Utc> {
 }
 
 pub fn ctx(at: DateTime<Utc>) -> Ctx<'static> {
-    Ctx { now: at, policy: policy(), workflow_id: WORKFLOW_ID }
+    Ctx {
+        now: at,
+        policy: policy(),
+        workflow_id: WORKFLOW_ID,
+    }
 }
 
 pub fn strings(items: &[&str]) -> Vec<String> {
@@ -108,11 +118,19 @@ pub fn sensitive_request() -> AgentRequest {
 
 /// A valid request with no sensitive scope: provisioned without an approval.
 pub fn plain_request() -> AgentRequest {
-    AgentRequest { scopes: strings(&[METRICS_READ, ORDERS_READ]), ..sensitive_request() }
+    AgentRequest {
+        scopes: strings(&[METRICS_READ, ORDERS_READ]),
+        ..sensitive_request()
+    }
 }
 
 pub fn onboarding_input(request: AgentRequest) -> OnboardingInput {
-    OnboardingInput { agent_id: AGENT_ID.into(), request, requester: REQUESTER.into(), owner_status: OwnerStatus::Active }
+    OnboardingInput {
+        agent_id: AGENT_ID.into(),
+        request,
+        requester: REQUESTER.into(),
+        owner_status: OwnerStatus::Active,
+    }
 }
 
 /// The agent as the registry holds it after a successful onboarding of `plain_request()`.
@@ -148,7 +166,11 @@ pub fn scope_change_request(add: &[&str], remove: &[&str]) -> ScopeChangeRequest
 }
 
 pub fn scope_change_input(request: ScopeChangeRequest) -> ScopeChangeInput {
-    ScopeChangeInput { agent: active_agent(), request, requester: REQUESTER.into() }
+    ScopeChangeInput {
+        agent: active_agent(),
+        request,
+        requester: REQUESTER.into(),
+    }
 }
 
 // ---- driving machines -----------------------------------------------------------------------
@@ -159,7 +181,11 @@ pub fn start<W: Workflow>(input: W::Input, at: DateTime<Utc>) -> Result<Step<W::
 }
 
 /// `workflow::on::<W>` at time `at`.
-pub fn on<W: Workflow>(state: &W::State, event: Event, at: DateTime<Utc>) -> Result<Step<W::State>, Rejected> {
+pub fn on<W: Workflow>(
+    state: &W::State,
+    event: Event,
+    at: DateTime<Utc>,
+) -> Result<Step<W::State>, Rejected> {
     workflow::on::<W>(state, event, &ctx(at))
 }
 
@@ -171,16 +197,32 @@ pub fn started<W: Workflow>(input: W::Input) -> Step<W::State> {
 /// Applies an event and expects acceptance.
 pub fn accepted<W: Workflow>(state: &W::State, event: Event, at: DateTime<Utc>) -> Step<W::State> {
     let label = event.label();
-    on::<W>(state, event, at).unwrap_or_else(|r| panic!("{} rejected {label} in {}: {r}", W::KIND, W::state_name(state)))
+    on::<W>(state, event, at).unwrap_or_else(|r| {
+        panic!(
+            "{} rejected {label} in {}: {r}",
+            W::KIND,
+            W::state_name(state)
+        )
+    })
 }
 
 /// Asserts a rejection that has a reason on `field` whose message contains `fragment`.
-pub fn assert_rejected<S: Debug>(result: Result<Step<S>, Rejected>, field: &str, fragment: &str) -> Rejected {
+pub fn assert_rejected<S: Debug>(
+    result: Result<Step<S>, Rejected>,
+    field: &str,
+    fragment: &str,
+) -> Rejected {
     match result {
-        Ok(step) => panic!("expected a rejection on `{field}` containing {fragment:?}, but it was accepted: {:?}", step.state),
+        Ok(step) => panic!(
+            "expected a rejection on `{field}` containing {fragment:?}, but it was accepted: {:?}",
+            step.state
+        ),
         Err(rejected) => {
             assert!(
-                rejected.reasons.iter().any(|r| r.field == field && r.message.contains(fragment)),
+                rejected
+                    .reasons
+                    .iter()
+                    .any(|r| r.field == field && r.message.contains(fragment)),
                 "expected a reason on `{field}` containing {fragment:?}, got: {rejected}"
             );
             rejected
@@ -190,7 +232,12 @@ pub fn assert_rejected<S: Debug>(result: Result<Step<S>, Rejected>, field: &str,
 
 // ---- events ---------------------------------------------------------------------------------
 
-pub fn decided(approval_id: &str, approver: &str, decision: Decision, reason: Option<&str>) -> Event {
+pub fn decided(
+    approval_id: &str,
+    approver: &str,
+    decision: Decision,
+    reason: Option<&str>,
+) -> Event {
     Event::ApprovalDecided {
         approval_id: approval_id.into(),
         decision,
@@ -200,31 +247,57 @@ pub fn decided(approval_id: &str, approver: &str, decision: Decision, reason: Op
 }
 
 pub fn approve(approver: &str) -> Event {
-    decided(APPROVAL_ID, approver, Decision::Approve, Some("ok for INC-4711"))
+    decided(
+        APPROVAL_ID,
+        approver,
+        Decision::Approve,
+        Some("ok for INC-4711"),
+    )
 }
 
 pub fn deny(approver: &str) -> Event {
-    decided(APPROVAL_ID, approver, Decision::Deny, Some("use the read-only scope"))
+    decided(
+        APPROVAL_ID,
+        approver,
+        Decision::Deny,
+        Some("use the read-only scope"),
+    )
 }
 
 pub fn expiry_timer() -> Event {
-    Event::TimerFired { name: APPROVAL_EXPIRY_TIMER.into() }
+    Event::TimerFired {
+        name: APPROVAL_EXPIRY_TIMER.into(),
+    }
 }
 
 pub fn client_created() -> Event {
-    Event::ClientCreated { client_id: CLIENT_ID.into(), secret_version: SECRET_VERSION.into() }
+    Event::ClientCreated {
+        client_id: CLIENT_ID.into(),
+        secret_version: SECRET_VERSION.into(),
+    }
 }
 
 pub fn grants_set(scopes: &[String], token_lifetime_secs: u32) -> Event {
-    Event::GrantsSet { client_id: CLIENT_ID.into(), scopes: scopes.to_vec(), token_lifetime_secs }
+    Event::GrantsSet {
+        client_id: CLIENT_ID.into(),
+        scopes: scopes.to_vec(),
+        token_lifetime_secs,
+    }
 }
 
 pub fn command_failed(command: &str) -> Event {
-    Event::CommandFailed { command: command.into(), retryable: false, reason: "403 Forbidden".into() }
+    Event::CommandFailed {
+        command: command.into(),
+        retryable: false,
+        reason: "403 Forbidden".into(),
+    }
 }
 
 pub fn cancel(by: &str) -> Event {
-    Event::Cancel { by: Actor::Person(by.into()), reason: "no longer needed".into() }
+    Event::Cancel {
+        by: Actor::Person(by.into()),
+        reason: "no longer needed".into(),
+    }
 }
 
 /// One event of every kind, aimed at the current approval.
@@ -288,7 +361,9 @@ pub fn notifications(commands: &[Command]) -> Vec<(&str, &str, &str)> {
     commands
         .iter()
         .filter_map(|c| match c {
-            Command::Notify { to, subject, body } => Some((to.as_str(), subject.as_str(), body.as_str())),
+            Command::Notify { to, subject, body } => {
+                Some((to.as_str(), subject.as_str(), body.as_str()))
+            }
             _ => None,
         })
         .collect()

@@ -1,0 +1,469 @@
+//! Operator commands. They talk to a running `steward serve` over its admin API, except
+//! `validate` (offline) and `agents credentials` (reads the local vault).
+
+use crate::Client;
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum AgentsCmd {
+    /// Request a new agent from a manifest (agent.toml).
+    Request {
+        manifest: PathBuf,
+        /// Who asks (defaults to the owner).
+        #[arg(long = "as")]
+        requester: Option<String>,
+    },
+    /// The inventory.
+    List,
+    /// One agent: record, workflows and history.
+    Show { agent: String },
+    /// Add or remove scopes, or change the token lifetime.
+    Scopes {
+        agent: String,
+        #[arg(long)]
+        add: Vec<String>,
+        #[arg(long)]
+        remove: Vec<String>,
+        /// New token lifetime, e.g. 10m.
+        #[arg(long)]
+        lifetime: Option<humantime::Duration>,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        requester: String,
+    },
+    /// Withdraw a request that is still waiting (by workflow id).
+    Cancel {
+        workflow: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        by: String,
+    },
+    /// Hand an agent its credentials from the local vault (client id and current secret).
+    Credentials { agent: String },
+}
+
+#[derive(Subcommand)]
+pub enum ApprovalsCmd {
+    /// Pending approvals (all with --all).
+    List {
+        #[arg(long)]
+        all: bool,
+    },
+    Approve {
+        id: String,
+        #[arg(long = "as")]
+        approver: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    Deny {
+        id: String,
+        #[arg(long = "as")]
+        approver: String,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+pub struct Api {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    pub fn new(base: &str, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_string(),
+            token: token.to_string(),
+        }
+    }
+
+    pub fn from_client(c: &Client) -> anyhow::Result<Self> {
+        let token = match &c.token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(c.data_dir.join("admin-token"))
+                .with_context(|| {
+                    format!(
+                        "no admin token: pass --token or run next to the server's data dir ({})",
+                        c.data_dir.display()
+                    )
+                })?
+                .trim()
+                .to_string(),
+        };
+        Ok(Self::new(&c.url, &token))
+    }
+
+    /// Calls the admin API; returns (status, body). Connection errors say how to start the server.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}/api{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach steward at {} (is `steward serve` running?)",
+                self.base
+            )
+        })?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, v))
+    }
+
+    pub async fn ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, v) = self.call(method, path, body).await?;
+        if status >= 400 {
+            bail!("{}", describe_error(status, &v));
+        }
+        Ok(v)
+    }
+}
+
+/// Turns an API error body into lines a person can act on.
+pub fn describe_error(status: u16, v: &Value) -> String {
+    let mut out = format!(
+        "{} ({status})",
+        v["error"].as_str().unwrap_or("request failed")
+    );
+    if let Some(reasons) = v["reasons"].as_array() {
+        for r in reasons {
+            out.push_str(&format!(
+                "\n  - {}: {}",
+                r["field"].as_str().unwrap_or("?"),
+                r["message"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    out
+}
+
+fn print(c: &Client, v: &Value, human: impl FnOnce(&Value)) {
+    if c.json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+    } else {
+        human(v);
+    }
+}
+
+pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::from_client(c)?;
+    match cmd {
+        AgentsCmd::Request {
+            manifest,
+            requester,
+        } => {
+            let req = shared::manifest::load(&manifest)?;
+            let mut body = serde_json::to_value(&req)?;
+            if let Some(r) = requester {
+                body["requester"] = json!(r);
+            }
+            let v = api.ok(Method::POST, "/agents", Some(body)).await?;
+            print(c, &v, |v| {
+                let dup = if v["duplicate"].as_bool() == Some(true) {
+                    " (already requested; nothing new started)"
+                } else {
+                    ""
+                };
+                println!(
+                    "{} → {}{dup}\nworkflow {}",
+                    v["agent_id"].as_str().unwrap_or("?"),
+                    v["state"].as_str().unwrap_or("?"),
+                    v["workflow_id"].as_str().unwrap_or("?")
+                );
+            });
+        }
+        AgentsCmd::List => {
+            let v = api.ok(Method::GET, "/agents", None).await?;
+            print(c, &v, |v| {
+                println!(
+                    "{:<40} {:<17} {:<28} {:<5} SCOPES",
+                    "NAME", "STATUS", "OWNER", "ENV"
+                );
+                for a in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<40} {:<17} {:<28} {:<5} {}",
+                        a["name"].as_str().unwrap_or(""),
+                        a["status"].as_str().unwrap_or(""),
+                        a["owner"].as_str().unwrap_or(""),
+                        a["environment"].as_str().unwrap_or(""),
+                        a["scopes"]
+                            .as_array()
+                            .map(|s| s
+                                .iter()
+                                .filter_map(|x| x.as_str())
+                                .collect::<Vec<_>>()
+                                .join(","))
+                            .unwrap_or_default()
+                    );
+                }
+            });
+        }
+        AgentsCmd::Show { agent } => {
+            let v = api
+                .ok(Method::GET, &format!("/agents/{agent}"), None)
+                .await?;
+            let h = api
+                .ok(Method::GET, &format!("/agents/{agent}/history"), None)
+                .await?;
+            if c.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"agent": v, "history": h}))?
+                );
+                return Ok(());
+            }
+            let a = &v["agent"];
+            println!(
+                "{} ({})",
+                a["name"].as_str().unwrap_or(""),
+                a["id"].as_str().unwrap_or("")
+            );
+            for k in [
+                "status",
+                "owner",
+                "team",
+                "environment",
+                "purpose",
+                "client_id",
+                "secret_version",
+                "credential_issued_at",
+                "token_lifetime_secs",
+                "expires_on",
+            ] {
+                println!("  {k:<22} {}", display(&a[k]));
+            }
+            println!("  {:<22} {}", "scopes", display(&a["scopes"]));
+            println!("history:");
+            for e in h.as_array().into_iter().flatten() {
+                let en = &e["entry"];
+                let refused = en["rejected"]
+                    .as_str()
+                    .map(|r| format!("  REFUSED: {r}"))
+                    .unwrap_or_default();
+                println!(
+                    "  {}  {:<13} {:<17} → {:<17} by {}{refused}",
+                    en["at"].as_str().unwrap_or(""),
+                    e["kind"].as_str().unwrap_or(""),
+                    en["from"].as_str().unwrap_or(""),
+                    en["to"].as_str().unwrap_or(""),
+                    actor(&en["actor"])
+                );
+            }
+        }
+        AgentsCmd::Scopes {
+            agent,
+            add,
+            remove,
+            lifetime,
+            reason,
+            requester,
+        } => {
+            let mut body =
+                json!({"add": add, "remove": remove, "reason": reason, "requester": requester});
+            if let Some(l) = lifetime {
+                body["token_lifetime_secs"] = json!(std::time::Duration::from(l).as_secs());
+            }
+            let v = api
+                .ok(Method::POST, &format!("/agents/{agent}/scopes"), Some(body))
+                .await?;
+            print(c, &v, |v| {
+                println!(
+                    "scope change {} → {}",
+                    v["workflow_id"].as_str().unwrap_or("?"),
+                    v["state"].as_str().unwrap_or("?")
+                )
+            });
+        }
+        AgentsCmd::Cancel {
+            workflow,
+            reason,
+            by,
+        } => {
+            let v = api
+                .ok(
+                    Method::POST,
+                    &format!("/workflows/{workflow}/cancel"),
+                    Some(json!({"by": by, "reason": reason})),
+                )
+                .await?;
+            print(c, &v, |_| println!("cancel requested for {workflow}"));
+        }
+        AgentsCmd::Credentials { agent } => credentials(&api, c, &agent).await?,
+    }
+    Ok(())
+}
+
+fn display(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) => a.iter().map(display).collect::<Vec<_>>().join(", "),
+        other => other.to_string(),
+    }
+}
+
+fn actor(v: &Value) -> String {
+    match (v["type"].as_str(), v["id"].as_str()) {
+        (Some("person"), Some(id)) => id.to_string(),
+        (Some(t), Some(id)) => format!("{t}:{id}"),
+        (Some(t), None) => t.to_string(),
+        _ => "?".into(),
+    }
+}
+
+async fn credentials(api: &Api, c: &Client, agent: &str) -> anyhow::Result<()> {
+    use shared::ports::Vault;
+    let v = api
+        .ok(reqwest::Method::GET, &format!("/agents/{agent}"), None)
+        .await?;
+    let id = v["agent"]["id"].as_str().context("agent has no id")?;
+    let client_id = v["agent"]["client_id"].as_str().with_context(|| {
+        format!(
+            "{agent} has no client yet (status {})",
+            display(&v["agent"]["status"])
+        )
+    })?;
+    let vault = shared::embedded::vault::FileVault::open(&c.data_dir.join("vault"))?;
+    let (version, secret) = vault
+        .get(id, shared::ports::vault::Stage::Current)
+        .await?
+        .with_context(|| format!("no current secret for {agent} in the vault"))?;
+    eprintln!(
+        "handing out the current secret of {agent} (version {version}); treat it as a password"
+    );
+    println!("client_id={client_id}\nclient_secret={}", secret.expose());
+    Ok(())
+}
+
+pub async fn approvals(cmd: ApprovalsCmd, c: &Client) -> anyhow::Result<()> {
+    use reqwest::Method;
+    let api = Api::from_client(c)?;
+    match cmd {
+        ApprovalsCmd::List { all } => {
+            let v = api
+                .ok(
+                    Method::GET,
+                    if all {
+                        "/approvals?all=true"
+                    } else {
+                        "/approvals"
+                    },
+                    None,
+                )
+                .await?;
+            print(c, &v, |v| {
+                for a in v.as_array().into_iter().flatten() {
+                    let r = &a["request"];
+                    println!(
+                        "{}  [{}] {} {} ({}) +[{}] sensitive [{}] by {} — approvers {} — expires {}",
+                        r["id"].as_str().unwrap_or(""),
+                        a["status"].as_str().unwrap_or(""),
+                        r["action"].as_str().unwrap_or(""),
+                        r["agent_name"].as_str().unwrap_or(""),
+                        r["environment"].as_str().unwrap_or(""),
+                        display(&r["scopes_added"]),
+                        display(&r["sensitive_scopes"]),
+                        r["requester"].as_str().unwrap_or(""),
+                        display(&r["approvers"]),
+                        r["expires_at"].as_str().unwrap_or("")
+                    );
+                }
+            });
+        }
+        ApprovalsCmd::Approve {
+            id,
+            approver,
+            reason,
+        } => {
+            let v = api
+                .ok(
+                    Method::POST,
+                    &format!("/approvals/{id}/approve"),
+                    Some(json!({"approver": approver, "reason": reason})),
+                )
+                .await?;
+            print(c, &v, |_| println!("approval {id}: approve accepted"));
+        }
+        ApprovalsCmd::Deny {
+            id,
+            approver,
+            reason,
+        } => {
+            let v = api
+                .ok(
+                    Method::POST,
+                    &format!("/approvals/{id}/deny"),
+                    Some(json!({"approver": approver, "reason": reason})),
+                )
+                .await?;
+            print(c, &v, |_| println!("approval {id}: deny accepted"));
+        }
+    }
+    Ok(())
+}
+
+pub async fn audit(c: &Client) -> anyhow::Result<()> {
+    let api = Api::from_client(c)?;
+    let v = api.ok(reqwest::Method::GET, "/audit", None).await?;
+    print!("{}", v.as_str().unwrap_or_default());
+    Ok(())
+}
+
+pub async fn validate(
+    policy: &Path,
+    people: Option<&Path>,
+    manifests: &[PathBuf],
+) -> anyhow::Result<()> {
+    let policy = shared::policy::load(policy)?;
+    let directory = people
+        .map(shared::embedded::directory::PeopleFileDirectory::load)
+        .transpose()?;
+    let dir_ref = directory
+        .as_ref()
+        .map(|d| d as &dyn shared::ports::Directory);
+    let verdicts =
+        shared::manifest::validate(manifests, &policy, dir_ref, chrono::Utc::now().date_naive())
+            .await;
+    let mut bad = 0;
+    for v in &verdicts {
+        if v.problems.is_empty() {
+            println!("ok    {}", v.path);
+        } else {
+            bad += 1;
+            println!("FAIL  {}", v.path);
+            for p in &v.problems {
+                println!("      - {p}");
+            }
+        }
+    }
+    if bad > 0 {
+        bail!(
+            "{bad} of {} manifest(s) do not satisfy the policy",
+            verdicts.len()
+        );
+    }
+    Ok(())
+}

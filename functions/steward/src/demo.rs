@@ -1,0 +1,313 @@
+//! `steward demo`: the seeds' story, end to end over real HTTP, in a temporary directory.
+//! Alice asks for a Datadog remediation agent with a sensitive scope; she cannot approve her own
+//! request; security approves; Steward provisions a dedicated client; the agent fetches a real
+//! signed token; a request for an excluded scope is refused; the audit trail shows it all.
+
+use crate::cli::{Api, describe_error};
+use crate::server;
+use anyhow::{Context, bail};
+use reqwest::Method;
+use serde_json::{Value, json};
+use shared::ports::Vault;
+use shared::ports::vault::Stage;
+use std::time::{Duration, Instant};
+
+const POLICY: &str = include_str!("../../../policy.example.toml");
+const PEOPLE: &str = include_str!("../../../people.example.toml");
+const AGENT: &str = "datadog-remediation-agent-prod";
+
+struct Timeline(Instant);
+
+impl Timeline {
+    fn say(&self, who: &str, what: impl AsRef<str>) {
+        println!(
+            "[{:>6.3}s] {:<26} {}",
+            self.0.elapsed().as_secs_f64(),
+            who,
+            what.as_ref()
+        );
+    }
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    std::fs::write(dir.path().join("policy.toml"), POLICY)?;
+    std::fs::write(dir.path().join("people.toml"), PEOPLE)?;
+    let policy = shared::policy::parse(POLICY, "policy.example.toml")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = server::bound(listener.local_addr()?);
+    let data_dir = dir.path().join("data");
+    let stack = shared::embedded::Embedded::open(shared::embedded::EmbeddedConfig {
+        data_dir: data_dir.clone(),
+        policy,
+        people: dir.path().join("people.toml"),
+        issuer: base.clone(),
+        durability: shared::embedded::Durability::Fsync,
+        engine: shared::EngineConfig::default(),
+    })?;
+    let vault = stack.vault.clone();
+    let token = server::admin_token(&data_dir)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        stack,
+        listener,
+        Duration::from_millis(200),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let t = Timeline(Instant::now());
+    println!(
+        "Steward demo — embedded default (SQLite, file vault, dev IdP) at {base}, data in {}\n",
+        data_dir.display()
+    );
+    let api = Api::new(&base, &token);
+    let result = story(&t, &api, &base, &vault).await;
+    let _ = stop.send(());
+    let _ = server.await;
+    result
+}
+
+async fn story(
+    t: &Timeline,
+    api: &Api,
+    base: &str,
+    vault: &shared::embedded::vault::FileVault,
+) -> anyhow::Result<()> {
+    // 1. The request
+    let request = json!({
+        "name": AGENT, "owner": "alice@example.com", "team": "sre", "environment": "prod",
+        "purpose": "Mutes flapping monitors and opens incidents during on-call",
+        "scopes": ["datadog:metrics:read", "datadog:monitors:write"], "token_lifetime_secs": 900,
+    });
+    t.say("alice@example.com", format!("requests {AGENT}: datadog:metrics:read + datadog:monitors:write (sensitive), 15-minute tokens"));
+    let started = api
+        .ok(Method::POST, "/agents", Some(request.clone()))
+        .await?;
+    t.say(
+        "steward",
+        format!(
+            "policy checks pass; workflow {} is {}",
+            started["workflow_id"].as_str().unwrap_or("?"),
+            started["state"].as_str().unwrap_or("?")
+        ),
+    );
+    let again = api.ok(Method::POST, "/agents", Some(request)).await?;
+    t.say(
+        "alice@example.com",
+        format!(
+            "sends the same request again → duplicate={} (nothing new started)",
+            again["duplicate"]
+        ),
+    );
+
+    // 2. The approval
+    let approvals = wait_for(
+        || async {
+            Ok(api
+                .ok(Method::GET, "/approvals", None)
+                .await?
+                .as_array()
+                .cloned()
+                .unwrap_or_default())
+        },
+        |a: &Vec<Value>| !a.is_empty(),
+    )
+    .await?;
+    let approval = &approvals[0]["request"];
+    let approval_id = approval["id"].as_str().context("approval id")?.to_string();
+    t.say(
+        "steward",
+        format!(
+            "asks {} to approve {approval_id} (expires {})",
+            approval["approvers"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" or "))
+                .unwrap_or_default(),
+            approval["expires_at"].as_str().unwrap_or("")
+        ),
+    );
+    let (status, body) = api
+        .call(
+            Method::POST,
+            &format!("/approvals/{approval_id}/approve"),
+            Some(json!({"approver": "alice@example.com"})),
+        )
+        .await?;
+    t.say(
+        "alice@example.com",
+        format!(
+            "tries to approve her own request → refused: {}",
+            describe_error(status, &body).replace('\n', " ")
+        ),
+    );
+    api.ok(Method::POST, &format!("/approvals/{approval_id}/approve"), Some(json!({"approver": "sam.security@example.com", "reason": "remediation needs monitor writes"}))).await?;
+    t.say(
+        "sam.security@example.com",
+        format!("approves {approval_id}"),
+    );
+
+    // 3. Provisioning
+    let agent = wait_for(
+        || async { api.ok(Method::GET, &format!("/agents/{AGENT}"), None).await },
+        |v: &Value| v["agent"]["status"] == "active",
+    )
+    .await?;
+    let a = &agent["agent"];
+    let client_id = a["client_id"].as_str().context("client id")?.to_string();
+    t.say(
+        "steward",
+        format!(
+            "provisioned dedicated client {client_id}; secret {} stored in the vault (AWSCURRENT)",
+            a["secret_version"].as_str().unwrap_or("?")
+        ),
+    );
+
+    // 4. A real token
+    let (_, secret) = vault
+        .get(a["id"].as_str().context("agent id")?, Stage::Current)
+        .await?
+        .context("secret in vault")?;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("{base}/oauth2/v1/token"))
+        .basic_auth(&client_id, Some(secret.expose()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "datadog:metrics:read datadog:monitors:write"),
+        ])
+        .send()
+        .await?;
+    let status = resp.status();
+    let tok: Value = resp.json().await?;
+    if !status.is_success() {
+        bail!("token request failed: {tok}");
+    }
+    let jwks: Value = http
+        .get(format!("{base}/oauth2/v1/keys"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let claims = verify(
+        tok["access_token"].as_str().context("access_token")?,
+        &jwks,
+        base,
+    )?;
+    t.say(
+        AGENT,
+        format!(
+            "client_credentials → EdDSA-signed JWT verified with the JWKS: sub={} scp={} lifetime={}s",
+            claims["sub"].as_str().unwrap_or(""),
+            claims["scope"].as_str().unwrap_or(""),
+            claims["exp"].as_i64().unwrap_or(0) - claims["iat"].as_i64().unwrap_or(0)
+        ),
+    );
+    let resp = http
+        .post(format!("{base}/oauth2/v1/token"))
+        .basic_auth(&client_id, Some(secret.expose()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("scope", "banking:payments:write"),
+        ])
+        .send()
+        .await?;
+    let refused: Value = resp.json().await?;
+    t.say(
+        AGENT,
+        format!(
+            "asks for a token with banking:payments:write → {}: {}",
+            refused["error"].as_str().unwrap_or(""),
+            refused["error_description"].as_str().unwrap_or("")
+        ),
+    );
+
+    // 5. An excluded scope
+    let (status, body) = api
+        .call(Method::POST, &format!("/agents/{AGENT}/scopes"), Some(json!({"add": ["okta:users:manage"], "reason": "auto-remediate locked accounts", "requester": "alice@example.com"})))
+        .await?;
+    if status != 422 {
+        bail!("the excluded scope was not refused: {status} {body}");
+    }
+    t.say(
+        "alice@example.com",
+        format!(
+            "asks to add okta:users:manage → {}",
+            describe_error(status, &body).replace('\n', " ")
+        ),
+    );
+
+    // 6. The trail
+    let history = api
+        .ok(Method::GET, &format!("/agents/{AGENT}/history"), None)
+        .await?;
+    let steps: Vec<String> = history
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["entry"]["rejected"].is_null() && e["entry"]["from"] != e["entry"]["to"])
+        .map(|e| e["entry"]["to"].as_str().unwrap_or("").to_string())
+        .collect();
+    t.say(
+        "steward",
+        format!("workflow history: start → {}", steps.join(" → ")),
+    );
+    let audit = api.ok(Method::GET, "/audit", None).await?;
+    let lines: Vec<Value> = audit
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    t.say(
+        "steward",
+        format!("audit trail: {} OCSF records, hash-chained:", lines.len()),
+    );
+    for l in &lines {
+        println!(
+            "           {:<9} {:<40} {}",
+            l["status"].as_str().unwrap_or(""),
+            l["type_name"].as_str().unwrap_or(""),
+            l["message"].as_str().unwrap_or("")
+        );
+    }
+    println!(
+        "\nDone: {AGENT} is active with a dedicated least-privilege client, obtained a real token, and the excluded scope was refused."
+    );
+    Ok(())
+}
+
+/// Verifies an access token with the server's JWKS (EdDSA), its issuer and audience.
+pub fn verify(token: &str, jwks: &Value, issuer: &str) -> anyhow::Result<Value> {
+    let x = jwks["keys"][0]["x"]
+        .as_str()
+        .context("JWKS has no Ed25519 key")?;
+    let key = jsonwebtoken::DecodingKey::from_ed_components(x)?;
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&[shared::idp::dev::DEFAULT_AUDIENCE]);
+    validation.set_issuer(&[issuer]);
+    Ok(jsonwebtoken::decode::<Value>(token, &key, &validation)?.claims)
+}
+
+async fn wait_for<T, F, Fut>(mut fetch: F, done: impl Fn(&T) -> bool) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = fetch().await?;
+        if done(&v) {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out waiting for the workflow to move on");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}

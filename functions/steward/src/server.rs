@@ -1,0 +1,608 @@
+//! The all-in-one local server: admin API, the dev IdP's token endpoint, health, and the worker
+//! and timer tick in-process. Binds 127.0.0.1 by default; the admin API needs the bearer token
+//! stored (0600) in the data directory.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::embedded::Embedded;
+use shared::embedded::vault::write_private;
+use shared::engine::EngineError;
+use shared::ports::Queue;
+use shared::{Engine, audit};
+use statemachines::scope_change::ScopeChangeRequest;
+use statemachines::{Actor, AgentRequest, Decision};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// Largest request body the API reads (agent requests are a few hundred bytes).
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub struct AppState {
+    pub stack: Embedded,
+    admin_token: String,
+    bad_requests: AtomicU64,
+}
+
+type Shared = Arc<AppState>;
+
+/// Reads the admin token from `<data>/admin-token`, creating it (0600) on first start.
+pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("admin-token");
+    if path.exists() {
+        return Ok(std::fs::read_to_string(&path)?.trim().to_string());
+    }
+    let token = format!(
+        "stw_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    );
+    write_private(&path, token.as_bytes())?;
+    Ok(token)
+}
+
+pub fn router(state: Shared) -> Router {
+    let admin = Router::new()
+        .route("/agents", get(list_agents).post(request_agent))
+        .route("/agents/{agent}", get(show_agent))
+        .route("/agents/{agent}/history", get(agent_history))
+        .route("/agents/{agent}/scopes", post(change_scopes))
+        .route("/workflows/{id}", get(show_workflow))
+        .route("/workflows/{id}/cancel", post(cancel_workflow))
+        .route("/approvals", get(list_approvals))
+        .route("/approvals/{id}/approve", post(approve))
+        .route("/approvals/{id}/deny", post(deny))
+        .route("/audit", get(export_audit))
+        .route("/notifications", get(notifications))
+        .route("/dead-letters", get(dead_letters))
+        .route("/idp/clients", get(idp_clients))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_admin,
+        ));
+    Router::new()
+        .route("/health", get(health))
+        .route("/.well-known/oauth-authorization-server", get(metadata))
+        .route("/oauth2/v1/token", post(token))
+        .route("/oauth2/v1/keys", get(jwks))
+        .nest("/api", admin)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Starts the server on `listener` with the worker and the tick; returns when `shutdown` fires.
+pub async fn serve(
+    stack: Embedded,
+    listener: tokio::net::TcpListener,
+    tick: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let admin_token = admin_token(&stack.data_dir)?;
+    let state = Arc::new(AppState {
+        stack,
+        admin_token,
+        bad_requests: AtomicU64::new(0),
+    });
+    let worker = tokio::spawn(work(state.clone()));
+    let ticker = tokio::spawn(ticks(state.stack.engine.clone(), tick));
+    let app = router(state.clone());
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    worker.abort();
+    ticker.abort();
+    result.map_err(Into::into)
+}
+
+async fn work(state: Shared) {
+    let engine = state.stack.engine.clone();
+    loop {
+        match engine.work_once(32).await {
+            Ok(0) => {
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(200),
+                    state.stack.queue.ready.notified(),
+                )
+                .await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "worker failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+async fn ticks(engine: Arc<Engine>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    loop {
+        interval.tick().await;
+        if let Err(e) = engine.tick().await {
+            tracing::error!(error = %e, "timer tick failed");
+        }
+    }
+}
+
+// ---------- errors ----------
+
+pub struct ApiError(StatusCode, Value);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Rejected(r) => ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"error": "request refused", "reasons": r.reasons}),
+            ),
+            EngineError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, json!({"error": m})),
+            EngineError::Conflict(m) => ApiError(StatusCode::CONFLICT, json!({"error": m})),
+            other => {
+                tracing::error!(error = %other, "internal error");
+                ApiError(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"error": other.to_string()}),
+                )
+            }
+        }
+    }
+}
+
+impl From<shared::ports::store::StoreError> for ApiError {
+    fn from(e: shared::ports::store::StoreError) -> Self {
+        EngineError::from(e).into()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+/// Malformed bodies get a 400 that says what was wrong; they are counted and audited.
+async fn body<T>(
+    state: &AppState,
+    what: &str,
+    payload: Result<Json<T>, JsonRejection>,
+) -> Result<T, ApiError> {
+    match payload {
+        Ok(Json(v)) => Ok(v),
+        Err(rejection) => {
+            let why = rejection.body_text();
+            refuse(state, what, &why).await;
+            Err(ApiError(
+                rejection.status(),
+                json!({"error": format!("malformed {what}: {why}")}),
+            ))
+        }
+    }
+}
+
+async fn refuse(state: &AppState, what: &str, why: &str) {
+    state.bad_requests.fetch_add(1, Ordering::Relaxed);
+    let record = audit::refusal(
+        what,
+        &Actor::System,
+        None,
+        None,
+        why,
+        state.stack.engine.clock.now(),
+    );
+    if let Err(e) = state.stack.engine.store.append_audit(vec![record]).await {
+        tracing::error!(error = %e, "could not audit a refused request");
+    }
+}
+
+async fn require_admin(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let ok: bool = presented
+        .as_bytes()
+        .ct_eq(state.admin_token.as_bytes())
+        .into();
+    if !ok {
+        let why = if presented.is_empty() {
+            "missing bearer token"
+        } else {
+            "wrong bearer token"
+        };
+        refuse(
+            &state,
+            &format!("admin API call {} {}", req.method(), req.uri().path()),
+            why,
+        )
+        .await;
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": format!("{why}: send `Authorization: Bearer <token>` with the token from <data-dir>/admin-token")}),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+// ---------- public ----------
+
+async fn health(State(state): State<Shared>) -> ApiResult {
+    let q = &state.stack.queue;
+    let depth = q.depth().await.map_err(EngineError::from)?;
+    let dead = q.dead_letters(1000).await.map_err(EngineError::from)?.len();
+    Ok(Json(json!({"status": "ok", "queue_depth": depth, "dead_letters": dead, "bad_requests": state.bad_requests.load(Ordering::Relaxed)})).into_response())
+}
+
+async fn metadata(State(state): State<Shared>) -> Json<Value> {
+    Json(state.stack.idp.metadata())
+}
+
+async fn jwks(State(state): State<Shared>) -> Json<Value> {
+    Json(state.stack.idp.jwks())
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 6749 §4.4 token endpoint; client_secret_basic or client_secret_post.
+async fn token(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    use shared::idp::dev::OAuthError;
+    let oauth = |e: OAuthError| {
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut resp = (
+            status,
+            Json(json!({"error": e.error, "error_description": e.error_description})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"steward\""),
+            );
+        }
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        resp
+    };
+    let Ok(Form(form)) = form else {
+        return oauth(OAuthError::invalid_request(
+            "the body must be application/x-www-form-urlencoded",
+        ));
+    };
+    if form.grant_type.as_deref() != Some("client_credentials") {
+        return oauth(OAuthError::unsupported_grant_type(
+            "only grant_type=client_credentials is supported",
+        ));
+    }
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(i, p)| (url_decode(i), url_decode(p)))
+        });
+    let (id, secret) = match (basic, form.client_id, form.client_secret) {
+        (Some(pair), _, _) => pair,
+        (None, Some(i), Some(s)) => (i, s),
+        _ => {
+            return oauth(OAuthError {
+                error: "invalid_client",
+                error_description: "client authentication is required".into(),
+                status: 401,
+            });
+        }
+    };
+    match state.stack.idp.issue_token(
+        &id,
+        &secret,
+        form.scope.as_deref(),
+        state.stack.engine.clock.now(),
+    ) {
+        Ok(t) => {
+            let mut resp = Json(t).into_response();
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
+        Err(e) => oauth(e),
+    }
+}
+
+/// RFC 6749 §2.3.1: client credentials in Basic auth are form-urlencoded first.
+fn url_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+// ---------- admin ----------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentRequestBody {
+    #[serde(flatten)]
+    request: AgentRequest,
+    /// Who asks; the owner when absent.
+    requester: Option<String>,
+}
+
+async fn request_agent(
+    State(state): State<Shared>,
+    payload: Result<Json<AgentRequestBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "agent request", payload).await?;
+    let requester = b.requester.unwrap_or_else(|| b.request.owner.clone());
+    let started = state
+        .stack
+        .engine
+        .request_agent(b.request, &requester)
+        .await?;
+    let status = if started.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(started)).into_response())
+}
+
+async fn list_agents(State(state): State<Shared>) -> ApiResult {
+    Ok(Json(state.stack.engine.store.agents().await?).into_response())
+}
+
+async fn find(state: &AppState, agent: &str) -> Result<statemachines::Agent, ApiError> {
+    state.stack.engine.find_agent(agent).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no agent with id or name `{agent}`")}),
+        )
+    })
+}
+
+async fn show_agent(State(state): State<Shared>, Path(agent): Path<String>) -> ApiResult {
+    let a = find(&state, &agent).await?;
+    let workflows: Vec<Value> = state
+        .stack
+        .engine
+        .store
+        .instances_for_agent(&a.id)
+        .await?
+        .into_iter()
+        .map(|i| json!({"id": i.id, "kind": i.kind, "state": i.state_name, "terminal": i.terminal, "pending_commands": i.pending.len(), "updated_at": i.updated_at}))
+        .collect();
+    Ok(Json(json!({"agent": a, "workflows": workflows})).into_response())
+}
+
+async fn agent_history(State(state): State<Shared>, Path(agent): Path<String>) -> ApiResult {
+    let a = find(&state, &agent).await?;
+    let store = &state.stack.engine.store;
+    let mut out = Vec::new();
+    for i in store.instances_for_agent(&a.id).await? {
+        for h in store.history(&i.id).await? {
+            out.push(json!({"workflow_id": i.id, "kind": i.kind, "entry": h}));
+        }
+    }
+    out.sort_by(|x, y| x["entry"]["at"].as_str().cmp(&y["entry"]["at"].as_str()));
+    Ok(Json(out).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScopeChangeBody {
+    #[serde(flatten)]
+    request: ScopeChangeRequest,
+    requester: String,
+}
+
+async fn change_scopes(
+    State(state): State<Shared>,
+    Path(agent): Path<String>,
+    payload: Result<Json<ScopeChangeBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "scope change", payload).await?;
+    let started = state
+        .stack
+        .engine
+        .request_scope_change(&agent, b.request, &b.requester)
+        .await?;
+    let status = if started.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    Ok((status, Json(started)).into_response())
+}
+
+async fn show_workflow(State(state): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    let store = &state.stack.engine.store;
+    let Some(i) = store.instance(&id).await? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("no workflow `{id}`")}),
+        ));
+    };
+    let history = store.history(&id).await?;
+    Ok(Json(json!({"workflow": i, "history": history})).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelBody {
+    by: String,
+    reason: String,
+}
+
+async fn cancel_workflow(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    payload: Result<Json<CancelBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "cancel request", payload).await?;
+    state.stack.engine.cancel(&id, &b.by, &b.reason).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"workflow_id": id, "status": "cancel requested"})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ApprovalsQuery {
+    #[serde(default)]
+    all: bool,
+}
+
+async fn list_approvals(State(state): State<Shared>, Query(q): Query<ApprovalsQuery>) -> ApiResult {
+    let records = state.stack.engine.store.approvals(!q.all).await?;
+    let out: Vec<Value> = records.into_iter().map(|r| json!({"status": r.status(), "action_hash": r.action_hash, "request": r.request, "outcome": r.outcome})).collect();
+    Ok(Json(out).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    approver: String,
+    reason: Option<String>,
+}
+
+async fn approve(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    payload: Result<Json<DecisionBody>, JsonRejection>,
+) -> ApiResult {
+    decide(state, id, payload, Decision::Approve).await
+}
+
+async fn deny(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    payload: Result<Json<DecisionBody>, JsonRejection>,
+) -> ApiResult {
+    decide(state, id, payload, Decision::Deny).await
+}
+
+async fn decide(
+    state: Shared,
+    id: String,
+    payload: Result<Json<DecisionBody>, JsonRejection>,
+    decision: Decision,
+) -> ApiResult {
+    let b = body(&state, "approval decision", payload).await?;
+    let record = state
+        .stack
+        .engine
+        .decide(&id, &b.approver, decision, b.reason)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"approval_id": id, "workflow_id": record.request.workflow_id, "decision": decision, "status": "decision accepted"}))).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+async fn export_audit(State(state): State<Shared>, Query(q): Query<AuditQuery>) -> ApiResult {
+    let rows = state
+        .stack
+        .engine
+        .store
+        .audit(q.after, q.limit.unwrap_or(10_000))
+        .await?;
+    let mut text = String::new();
+    for r in &rows {
+        text.push_str(&audit::export_line(r));
+        text.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
+}
+
+async fn notifications(State(state): State<Shared>) -> ApiResult {
+    let n = state.stack.approvals.notices().map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        )
+    })?;
+    Ok(Json(n).into_response())
+}
+
+async fn dead_letters(State(state): State<Shared>) -> ApiResult {
+    Ok(Json(
+        state
+            .stack
+            .queue
+            .dead_letters(1000)
+            .await
+            .map_err(EngineError::from)?,
+    )
+    .into_response())
+}
+
+/// The development IdP's clients (what the identity provider holds, as opposed to the registry).
+async fn idp_clients(State(state): State<Shared>) -> ApiResult {
+    use shared::ports::IdentityProvider;
+    let clients = state.stack.idp.list_clients().await.map_err(|e| {
+        ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        )
+    })?;
+    Ok(Json(clients).into_response())
+}
+
+pub fn bound(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}

@@ -1,0 +1,74 @@
+//! The committed diagrams under `statemachines/diagrams/` are generated from the transition
+//! tables; this test fails when one is stale or missing. `STEWARD_BLESS=1` rewrites them.
+
+use statemachines::diagram::mermaid;
+use statemachines::onboarding::Onboarding;
+use statemachines::scope_change::ScopeChange;
+use statemachines::workflow::Workflow;
+use std::path::PathBuf;
+
+const REGENERATE: &str = "STEWARD_BLESS=1 cargo test -p statemachines --test diagrams";
+
+fn check<W: Workflow>() -> Result<(), String> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("diagrams")
+        .join(format!("{}.mmd", W::KIND));
+    let rendered = mermaid::<W>();
+    if std::env::var("STEWARD_BLESS").as_deref() == Ok("1") {
+        std::fs::write(&path, &rendered)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        return Ok(());
+    }
+    match std::fs::read_to_string(&path) {
+        Ok(committed) if committed == rendered => Ok(()),
+        Ok(_) => Err(format!(
+            "{} is stale: it does not match {}::TRANSITIONS; regenerate with `{REGENERATE}`",
+            path.display(),
+            W::KIND
+        )),
+        Err(e) => Err(format!(
+            "{} is missing ({e}); generate it with `{REGENERATE}`",
+            path.display()
+        )),
+    }
+}
+
+#[test]
+fn onboarding_diagram_is_current() {
+    check::<Onboarding>().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn scope_change_diagram_is_current() {
+    check::<ScopeChange>().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Every declared transition, and the start and end markers, appear in the rendered diagram.
+#[test]
+fn diagram_shows_every_transition() {
+    fn shows_all<W: Workflow>() {
+        let rendered = mermaid::<W>();
+        assert!(rendered.contains("stateDiagram-v2"), "{rendered}");
+        for t in W::TRANSITIONS {
+            let line = format!("    {} --> {}: {}\n", t.from, t.to, t.on);
+            assert!(
+                rendered.contains(&line),
+                "{} diagram lacks {line:?}:\n{rendered}",
+                W::KIND
+            );
+        }
+        for terminal in ["Denied", "Expired", "Cancelled", "Failed"] {
+            assert!(
+                rendered.contains(&format!("    {terminal} --> [*]\n")),
+                "{} diagram does not end at {terminal}:\n{rendered}",
+                W::KIND
+            );
+        }
+        assert!(
+            !rendered.contains("AwaitingApproval --> [*]"),
+            "a waiting state is not an end:\n{rendered}"
+        );
+    }
+    shows_all::<Onboarding>();
+    shows_all::<ScopeChange>();
+}
