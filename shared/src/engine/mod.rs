@@ -25,12 +25,10 @@ use statemachines::{
     Actor, Agent, AgentRequest, AgentStatus, ApprovalRequest, Command, Ctx, Decision, Event,
     Policy, Rejected,
 };
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use workflows::{Applied, ApplyError, StartInput};
-
-/// Version conflicts are retried this many times before the message goes back to the queue.
-const CONFLICT_RETRIES: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -343,7 +341,7 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         }
-        self.dispatch(workflow_id, &new_pending).await?;
+        self.send_delayed(runs(workflow_id, &new_pending)).await?;
         Ok((state, false))
     }
 
@@ -475,15 +473,22 @@ impl Engine {
         Ok(timers.len())
     }
 
-    /// Receives and processes one batch; returns how many messages it handled.
+    /// Receives and processes one batch; returns how many messages it handled. All state
+    /// changes of the batch share one durable write (group commit); then the batch's outgoing
+    /// messages are sent and its deliveries acknowledged.
     pub async fn work_once(&self, max: usize) -> Result<usize, EngineError> {
         let deliveries = self.queue.receive(max, self.config.visibility).await?;
         let n = deliveries.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let bodies: Vec<&str> = deliveries.iter().map(|d| d.body.as_str()).collect();
+        let results = self.process(&bodies).await;
         let mut done = Vec::with_capacity(n);
-        for d in deliveries {
-            match self.handle(&d.body).await {
-                Ok(()) => done.push(d.receipt),
-                Err(e) => self.failed_delivery(&d, &e).await?,
+        for (d, r) in deliveries.iter().zip(results) {
+            match r {
+                Ok(()) => done.push(d.receipt.clone()),
+                Err(e) => self.failed_delivery(d, &e).await?,
             }
         }
         if !done.is_empty() {
@@ -545,121 +550,191 @@ impl Engine {
 
     /// Processes one queue message.
     pub async fn handle(&self, body: &str) -> Result<(), HandleError> {
-        let msg: Message = serde_json::from_str(body).map_err(|e| HandleError {
-            message: format!("malformed queue message: {e}"),
-            retryable: false,
-        })?;
-        match msg {
-            Message::Event {
-                workflow_id,
-                event_id,
-                event,
-            } => self.apply(&workflow_id, &event_id, Some(event), None).await,
-            Message::Completed {
-                workflow_id,
-                key,
-                event,
-            } => {
-                self.apply(&workflow_id, &format!("done:{key}"), event, Some(&key))
-                    .await
-            }
-            Message::Run {
-                workflow_id,
-                key,
-                attempt,
-            } => self.run_command(&workflow_id, &key, attempt).await,
-        }
+        self.process(&[body]).await.pop().unwrap_or(Ok(()))
     }
 
-    async fn apply(
+    /// Processes messages in order: commands run, events are applied in memory (later events of
+    /// a workflow see the earlier ones), then every step is written in one `commit_batch`, and
+    /// only then are the resulting messages sent. A message whose result is `Ok` may be acked.
+    pub async fn process(&self, bodies: &[&str]) -> Vec<Result<(), HandleError>> {
+        let mut results: Vec<Result<(), HandleError>> = Vec::with_capacity(bodies.len());
+        let mut out: Vec<(Message, Duration)> = Vec::new();
+        let mut cache: HashMap<String, Instance> = HashMap::new();
+        let (mut commits, mut commit_out, mut commit_at) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, body) in bodies.iter().enumerate() {
+            let msg: Message = match serde_json::from_str(body) {
+                Ok(m) => m,
+                Err(e) => {
+                    results.push(Err(HandleError {
+                        message: format!("malformed queue message: {e}"),
+                        retryable: false,
+                    }));
+                    continue;
+                }
+            };
+            let prepared = match msg {
+                Message::Event {
+                    workflow_id,
+                    event_id,
+                    event,
+                } => {
+                    self.prepare(&mut cache, &workflow_id, &event_id, Some(event), None)
+                        .await
+                }
+                Message::Completed {
+                    workflow_id,
+                    key,
+                    event,
+                } => {
+                    self.prepare(
+                        &mut cache,
+                        &workflow_id,
+                        &format!("done:{key}"),
+                        event,
+                        Some(&key),
+                    )
+                    .await
+                }
+                Message::Run {
+                    workflow_id,
+                    key,
+                    attempt,
+                } => self
+                    .run_command(&workflow_id, &key, attempt)
+                    .await
+                    .map(Prepared::Send),
+            };
+            match prepared {
+                Ok(Prepared::Send(msgs)) => {
+                    out.extend(msgs);
+                    results.push(Ok(()));
+                }
+                Ok(Prepared::Step(commit, msgs)) => {
+                    commits.push(*commit);
+                    commit_out.push(msgs);
+                    commit_at.push(i);
+                    results.push(Ok(()));
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if !commits.is_empty() {
+            match self.store.commit_batch(commits).await {
+                Ok(written) => {
+                    for ((r, msgs), i) in written.into_iter().zip(commit_out).zip(commit_at) {
+                        match r {
+                            Ok(()) => out.extend(msgs),
+                            Err(e) => results[i] = Err(e.into()),
+                        }
+                    }
+                }
+                Err(e) => {
+                    for i in commit_at {
+                        results[i] = Err(HandleError {
+                            message: e.to_string(),
+                            retryable: true,
+                        });
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.send_delayed(out).await {
+            // Nothing is acked: redelivery finds the steps recorded and re-dispatches.
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(HandleError {
+                    message: e.to_string(),
+                    retryable: true,
+                });
+            }
+        }
+        results
+    }
+
+    /// Applies one event to the workflow (as cached in this batch, or loaded) without writing.
+    async fn prepare(
         &self,
+        cache: &mut HashMap<String, Instance>,
         workflow_id: &str,
         event_id: &str,
         event: Option<Event>,
         completes: Option<&str>,
-    ) -> Result<(), HandleError> {
-        for _ in 0..CONFLICT_RETRIES {
-            let Some(instance) = self.store.instance(workflow_id).await? else {
-                return Err(HandleError {
-                    message: format!("event {event_id} names unknown workflow {workflow_id}"),
-                    retryable: false,
-                });
-            };
-            let already_done =
-                completes.is_some_and(|k| !instance.pending.iter().any(|p| p.key == k));
-            if instance.applied.iter().any(|e| e == event_id) || already_done {
-                // A redelivery: the step is recorded; make sure its commands went out.
-                self.dispatch(workflow_id, &instance.pending).await?;
-                return Ok(());
-            }
-            let now = self.clock.now();
-            let actor = event.as_ref().map(Event::actor).unwrap_or(Actor::System);
-            let event_json = event
-                .as_ref()
-                .map(|e| serde_json::to_value(e).unwrap_or_default())
-                .unwrap_or(json!({"completed": completes}));
-            let outcome = match event.clone() {
-                None => Ok(None),
-                Some(ev) => {
-                    let ctx = Ctx {
-                        now,
-                        policy: &self.policy,
-                        workflow_id,
-                    };
-                    match workflows::apply(&instance.kind, &instance.state, ev, &ctx) {
-                        Ok(applied) => Ok(Some(applied)),
-                        Err(ApplyError::Rejected(r)) => Err(r),
-                        Err(ApplyError::Corrupt(c)) => {
-                            return Err(HandleError {
-                                message: c,
-                                retryable: false,
-                            });
-                        }
+    ) -> Result<Prepared, HandleError> {
+        let instance = match cache.get(workflow_id) {
+            Some(i) => i.clone(),
+            None => match self.store.instance(workflow_id).await? {
+                Some(i) => i,
+                None => {
+                    return Err(HandleError {
+                        message: format!("event {event_id} names unknown workflow {workflow_id}"),
+                        retryable: false,
+                    });
+                }
+            },
+        };
+        let already_done = completes.is_some_and(|k| !instance.pending.iter().any(|p| p.key == k));
+        if instance.applied.iter().any(|e| e == event_id) || already_done {
+            // A redelivery: the step is recorded; make sure its commands went out.
+            return Ok(Prepared::Send(runs(workflow_id, &instance.pending)));
+        }
+        let now = self.clock.now();
+        let actor = event.as_ref().map(Event::actor).unwrap_or(Actor::System);
+        let event_json = event
+            .as_ref()
+            .map(|e| serde_json::to_value(e).unwrap_or_default())
+            .unwrap_or(json!({"completed": completes}));
+        let outcome = match event {
+            None => Ok(None),
+            Some(ev) => {
+                let ctx = Ctx {
+                    now,
+                    policy: &self.policy,
+                    workflow_id,
+                };
+                match workflows::apply(&instance.kind, &instance.state, ev, &ctx) {
+                    Ok(applied) => Ok(Some(applied)),
+                    Err(ApplyError::Rejected(r)) => Err(r),
+                    Err(ApplyError::Corrupt(c)) => {
+                        return Err(HandleError {
+                            message: c,
+                            retryable: false,
+                        });
                     }
                 }
-            };
-            let (commit, new_pending) = match outcome {
-                Ok(Some(applied)) => self.build_commit(
-                    &instance, applied, event_id, event_json, actor, completes, now,
-                ),
-                Ok(None) => self.bookkeeping_commit(
-                    &instance, event_id, event_json, actor, completes, None, now,
-                ),
-                Err(rejected) => {
-                    tracing::info!(workflow_id, event_id, %rejected, "event refused");
-                    let agent = instance.agent_id.clone().unwrap_or_default();
-                    let record = audit::refusal(
-                        &format!("event {event_id}"),
-                        &actor,
-                        Some((&agent, &agent)),
-                        Some(workflow_id),
-                        &rejected.to_string(),
-                        now,
-                    );
-                    self.bookkeeping_commit(
-                        &instance,
-                        event_id,
-                        event_json,
-                        actor,
-                        completes,
-                        Some((rejected, record)),
-                        now,
-                    )
-                }
-            };
-            match self.store.commit(commit).await {
-                Ok(()) => {
-                    self.dispatch(workflow_id, &new_pending).await?;
-                    return Ok(());
-                }
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
             }
-        }
-        Err(HandleError {
-            message: format!("workflow {workflow_id} kept changing underneath; will retry"),
-            retryable: true,
-        })
+        };
+        let (commit, new_pending) = match outcome {
+            Ok(Some(applied)) => self.build_commit(
+                &instance, applied, event_id, event_json, actor, completes, now,
+            ),
+            Ok(None) => self
+                .bookkeeping_commit(&instance, event_id, event_json, actor, completes, None, now),
+            Err(rejected) => {
+                tracing::info!(workflow_id, event_id, %rejected, "event refused");
+                let agent = instance.agent_id.clone().unwrap_or_default();
+                let record = audit::refusal(
+                    &format!("event {event_id}"),
+                    &actor,
+                    Some((&agent, &agent)),
+                    Some(workflow_id),
+                    &rejected.to_string(),
+                    now,
+                );
+                self.bookkeeping_commit(
+                    &instance,
+                    event_id,
+                    event_json,
+                    actor,
+                    completes,
+                    Some((rejected, record)),
+                    now,
+                )
+            }
+        };
+        cache.insert(workflow_id.to_string(), commit.instance.clone());
+        Ok(Prepared::Step(
+            Box::new(commit),
+            runs(workflow_id, &new_pending),
+        ))
     }
 
     /// The commit for an accepted step: local commands go into the write, external ones become
@@ -811,7 +886,7 @@ impl Engine {
         workflow_id: &str,
         key: &str,
         attempt: u32,
-    ) -> Result<(), HandleError> {
+    ) -> Result<Vec<(Message, Duration)>, HandleError> {
         let Some(instance) = self.store.instance(workflow_id).await? else {
             return Err(HandleError {
                 message: format!("command {key} names unknown workflow {workflow_id}"),
@@ -819,7 +894,7 @@ impl Engine {
             });
         };
         let Some(pending) = instance.pending.iter().find(|p| p.key == key) else {
-            return Ok(()); // completed already: a redelivered run is a no-op
+            return Ok(vec![]); // completed already: a redelivered run is a no-op
         };
         let result = self.executor.run(key, &pending.command).await;
         let name = pending.command.name();
@@ -868,33 +943,21 @@ impl Engine {
                 )
             }
         };
-        self.send(vec![next.0], next.1).await?;
-        Ok(())
-    }
-
-    async fn dispatch(
-        &self,
-        workflow_id: &str,
-        pending: &[PendingCommand],
-    ) -> Result<(), QueueError> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let msgs = pending
-            .iter()
-            .map(|p| Message::Run {
-                workflow_id: workflow_id.into(),
-                key: p.key.clone(),
-                attempt: 0,
-            })
-            .collect();
-        self.send(msgs, Duration::ZERO).await
+        Ok(vec![next])
     }
 
     async fn send(&self, msgs: Vec<Message>, delay: Duration) -> Result<(), QueueError> {
+        self.send_delayed(msgs.into_iter().map(|m| (m, delay)).collect())
+            .await
+    }
+
+    async fn send_delayed(&self, msgs: Vec<(Message, Duration)>) -> Result<(), QueueError> {
+        if msgs.is_empty() {
+            return Ok(());
+        }
         let out = msgs
             .into_iter()
-            .map(|m| OutMessage {
+            .map(|(m, delay)| OutMessage {
                 group: m.workflow_id().to_string(),
                 dedupe_id: m.dedupe_id(),
                 body: serde_json::to_string(&m).expect("messages serialize"),
@@ -924,6 +987,28 @@ impl Engine {
             )])
             .await
     }
+}
+
+/// What preparing a message produced: messages to send, or a step to write and then its messages.
+enum Prepared {
+    Send(Vec<(Message, Duration)>),
+    Step(Box<Commit>, Vec<(Message, Duration)>),
+}
+
+fn runs(workflow_id: &str, pending: &[PendingCommand]) -> Vec<(Message, Duration)> {
+    pending
+        .iter()
+        .map(|p| {
+            (
+                Message::Run {
+                    workflow_id: workflow_id.into(),
+                    key: p.key.clone(),
+                    attempt: 0,
+                },
+                Duration::ZERO,
+            )
+        })
+        .collect()
 }
 
 fn remember(applied: &mut Vec<String>, event_id: &str, window: usize) {
