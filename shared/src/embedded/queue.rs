@@ -6,7 +6,7 @@ use super::sqlite::{Db, from_ts, ts};
 use crate::ports::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError};
 use async_trait::async_trait;
 use chrono::Utc;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,64 +37,27 @@ impl SqliteQueue {
             ready: tokio::sync::Notify::new(),
         }
     }
-}
 
-#[async_trait]
-impl Queue for SqliteQueue {
-    async fn send(&self, messages: Vec<OutMessage>) -> Result<(), QueueError> {
-        if messages.is_empty() {
-            return Ok(());
-        }
+    fn receive_in(
+        &self,
+        tx: &Transaction,
+        max: usize,
+        visibility: Duration,
+    ) -> rusqlite::Result<Vec<Delivery>> {
         let now = ts(Utc::now());
-        {
-            let mut conn = self.db.lock();
-            let tx = conn.transaction().map_err(q)?;
-            tx.execute(
-                "DELETE FROM queue_dedupe WHERE sent_at < ?1",
-                [now - DEDUPE_WINDOW.as_millis() as i64],
-            )
-            .map_err(q)?;
-            for m in &messages {
-                let fresh = tx
-                    .execute(
-                        "INSERT OR IGNORE INTO queue_dedupe (dedupe_id, sent_at) VALUES (?1, ?2)",
-                        params![m.dedupe_id, now],
-                    )
-                    .map_err(q)?;
-                if fresh == 1 {
-                    tx.execute(
-                        "INSERT INTO queue (group_id, dedupe_id, body, visible_at) VALUES (?1,?2,?3,?4)",
-                        params![m.group, m.dedupe_id, m.body, now + m.delay.as_millis() as i64],
-                    )
-                    .map_err(q)?;
-                }
-            }
-            tx.commit().map_err(q)?;
-        }
-        self.ready.notify_one();
-        Ok(())
-    }
-
-    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
-        let now = ts(Utc::now());
-        let mut conn = self.db.lock();
-        let tx = conn.transaction().map_err(q)?;
         let candidates: Vec<(i64, String, String, u32)> = {
             // Groups with a message in flight deliver nothing until it is acked or times out.
-            let mut st = tx
-                .prepare_cached(
-                    "SELECT seq, group_id, body, receive_count FROM queue
-                     WHERE visible_at <= ?1
-                       AND group_id NOT IN (SELECT group_id FROM queue WHERE receipt IS NOT NULL AND visible_at > ?1)
-                     ORDER BY seq LIMIT ?2",
-                )
-                .map_err(q)?;
+            // Scans in send order (rowid) and stops at the limit: most messages are visible.
+            let mut st = tx.prepare_cached(
+                "SELECT seq, group_id, body, receive_count FROM queue
+                 WHERE visible_at <= ?1
+                   AND group_id NOT IN (SELECT group_id FROM queue WHERE receipt IS NOT NULL AND visible_at > ?1)
+                 ORDER BY seq LIMIT ?2",
+            )?;
             st.query_map(params![now, (max * 4) as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })
-            .map_err(q)?
-            .collect::<Result<_, _>>()
-            .map_err(q)?
+            })?
+            .collect::<Result<_, _>>()?
         };
         let mut out = Vec::new();
         for (seq, group, body, count) in candidates {
@@ -105,10 +68,8 @@ impl Queue for SqliteQueue {
                 tx.execute(
                     "INSERT INTO dead_letters (group_id, body, receive_count, dead_at) VALUES (?1,?2,?3,?4)",
                     params![group, body, count, now],
-                )
-                .map_err(q)?;
-                tx.execute("DELETE FROM queue WHERE seq=?1", [seq])
-                    .map_err(q)?;
+                )?;
+                tx.execute("DELETE FROM queue WHERE seq=?1", [seq])?;
                 tracing::error!(
                     group,
                     receive_count = count,
@@ -121,35 +82,129 @@ impl Queue for SqliteQueue {
             tx.execute(
                 "UPDATE queue SET receive_count=?2, receipt=?3, visible_at=?4 WHERE seq=?1",
                 params![seq, count, receipt, now + visibility.as_millis() as i64],
-            )
-            .map_err(q)?;
+            )?;
             out.push(Delivery {
                 receipt,
                 body,
                 receive_count: count,
             });
         }
-        tx.commit().map_err(q)?;
         Ok(out)
+    }
+}
+
+fn insert(tx: &Transaction, messages: &[OutMessage]) -> rusqlite::Result<()> {
+    let now = ts(Utc::now());
+    tx.execute(
+        "DELETE FROM queue_dedupe WHERE sent_at < ?1",
+        [now - DEDUPE_WINDOW.as_millis() as i64],
+    )?;
+    for m in messages {
+        let fresh = tx.execute(
+            "INSERT OR IGNORE INTO queue_dedupe (dedupe_id, sent_at) VALUES (?1, ?2)",
+            params![m.dedupe_id, now],
+        )?;
+        if fresh == 1 {
+            tx.execute(
+                "INSERT INTO queue (group_id, dedupe_id, body, visible_at) VALUES (?1,?2,?3,?4)",
+                params![
+                    m.group,
+                    m.dedupe_id,
+                    m.body,
+                    now + m.delay.as_millis() as i64
+                ],
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Receipts are `<seq>:<receive count>`: a stale receipt (from an earlier receive) matches nothing.
+fn receipt_seq(receipt: &str) -> Result<i64, QueueError> {
+    receipt
+        .split(':')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| QueueError(format!("malformed receipt `{receipt}`")))
+}
+
+fn delete_received(tx: &Transaction, receipts: &[(i64, &String)]) -> rusqlite::Result<()> {
+    for (seq, r) in receipts {
+        tx.execute(
+            "DELETE FROM queue WHERE seq=?1 AND receipt=?2",
+            params![seq, r],
+        )?;
+    }
+    Ok(())
+}
+
+fn parse_receipts(receipts: &[String]) -> Result<Vec<(i64, &String)>, QueueError> {
+    receipts
+        .iter()
+        .map(|r| receipt_seq(r).map(|s| (s, r)))
+        .collect()
+}
+
+#[async_trait]
+impl Queue for SqliteQueue {
+    async fn send(&self, messages: Vec<OutMessage>) -> Result<(), QueueError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        {
+            // Sends from the API (a decision, a cancel) are acknowledged to a person: fsynced
+            // at the durable level.
+            let mut conn = self.db.lock();
+            let tx = conn.transaction().map_err(q)?;
+            insert(&tx, &messages).map_err(q)?;
+            tx.commit().map_err(q)?;
+        }
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
+        // Marking messages in flight need not wait for the disk: after a crash they are simply
+        // delivered again, which at-least-once delivery allows.
+        self.db
+            .relaxed(|tx| self.receive_in(tx, max, visibility))
+            .map_err(q)
     }
 
     async fn ack(&self, receipts: &[String]) -> Result<(), QueueError> {
-        let mut conn = self.db.lock();
-        let tx = conn.transaction().map_err(q)?;
-        for r in receipts {
-            tx.execute("DELETE FROM queue WHERE receipt=?1", [r])
-                .map_err(q)?;
+        let parsed = parse_receipts(receipts)?;
+        self.db
+            .relaxed(|tx| delete_received(tx, &parsed))
+            .map_err(q)
+    }
+
+    async fn send_and_ack(
+        &self,
+        messages: Vec<OutMessage>,
+        receipts: &[String],
+    ) -> Result<(), QueueError> {
+        let parsed = parse_receipts(receipts)?;
+        let sent = !messages.is_empty();
+        self.db
+            .relaxed(|tx| {
+                insert(tx, &messages)?;
+                delete_received(tx, &parsed)
+            })
+            .map_err(q)?;
+        if sent {
+            self.ready.notify_one();
         }
-        tx.commit().map_err(q)
+        Ok(())
     }
 
     async fn nack(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         let visible = ts(Utc::now()) + delay.as_millis() as i64;
+        let seq = receipt_seq(receipt)?;
         self.db
             .lock()
             .execute(
-                "UPDATE queue SET visible_at=?2 WHERE receipt=?1",
-                params![receipt, visible],
+                "UPDATE queue SET visible_at=?3 WHERE seq=?1 AND receipt=?2",
+                params![seq, receipt, visible],
             )
             .map_err(q)?;
         Ok(())

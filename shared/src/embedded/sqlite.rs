@@ -45,8 +45,9 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE TABLE IF NOT EXISTS queue (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT NOT NULL, dedupe_id TEXT NOT NULL, body TEXT NOT NULL,
   visible_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT);
-CREATE INDEX IF NOT EXISTS queue_visible ON queue(visible_at);
+CREATE INDEX IF NOT EXISTS queue_in_flight ON queue(group_id) WHERE receipt IS NOT NULL;
 CREATE TABLE IF NOT EXISTS queue_dedupe (dedupe_id TEXT PRIMARY KEY, sent_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS queue_dedupe_sent ON queue_dedupe(sent_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT NOT NULL, body TEXT NOT NULL, receive_count INTEGER NOT NULL, dead_at INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS notifications (
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS idp_secrets (
 pub struct Db {
     conn: Mutex<Connection>,
     path: PathBuf,
+    durability: Durability,
 }
 
 pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -82,7 +84,53 @@ impl Db {
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
+            durability,
         })
+    }
+
+    /// Rows in one of the engine's tables (benchmarks and diagnostics).
+    pub fn count(&self, table: &str) -> Result<usize, StoreError> {
+        const TABLES: &[&str] = &[
+            "workflows",
+            "history",
+            "agents",
+            "approvals",
+            "timers",
+            "audit",
+            "queue",
+            "dead_letters",
+        ];
+        if !TABLES.contains(&table) {
+            return Err(StoreError::Backend(format!("no table {table}")));
+        }
+        let n: i64 = self
+            .lock()
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
+            .map_err(backend)?;
+        Ok(n as usize)
+    }
+
+    /// Runs `f` in a transaction that does not wait for the disk (WAL frames are made durable by
+    /// the next fsynced commit). Only for writes whose loss causes a harmless redelivery.
+    pub(crate) fn relaxed<R>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<R>,
+    ) -> rusqlite::Result<R> {
+        let mut conn = self.lock();
+        let full = self.durability == Durability::Fsync;
+        if full {
+            conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        }
+        let result = (|| {
+            let tx = conn.transaction()?;
+            let r = f(&tx)?;
+            tx.commit()?;
+            Ok(r)
+        })();
+        if full {
+            conn.execute_batch("PRAGMA synchronous=FULL")?;
+        }
+        result
     }
 
     pub fn path(&self) -> &Path {
@@ -201,12 +249,15 @@ fn append_audit_tx(tx: &Connection, records: &[AuditRecord]) -> Result<(), Store
         .unwrap_or_else(|| "0".repeat(64));
     for r in records {
         let hash = chain_hash(&prev, r);
-        tx.execute(
+        let inserted = tx.execute(
             "INSERT OR IGNORE INTO audit (id, day, time, body, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6)",
             params![r.id, r.time.format("%Y-%m-%d").to_string(), ts(r.time), encode(&r.body), prev, hash],
         )
         .map_err(backend)?;
-        prev = hash;
+        // A duplicate id is ignored: the chain goes on from the last stored record.
+        if inserted == 1 {
+            prev = hash;
+        }
     }
     Ok(())
 }

@@ -64,6 +64,7 @@ impl Embedded {
         let directory =
             Arc::new(PeopleFileDirectory::load(&cfg.people).map_err(|e| err(e.to_string()))?);
         let engine = Arc::new(Engine {
+            transitions: Default::default(),
             store: db.clone(),
             queue: queue.clone(),
             directory,

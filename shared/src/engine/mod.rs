@@ -51,7 +51,7 @@ impl Default for EngineConfig {
             max_attempts: 6,
             base_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(60),
-            applied_window: 64,
+            applied_window: 16,
             visibility: Duration::from_secs(30),
             crash_after: std::env::var("STEWARD_CRASH_AFTER")
                 .ok()
@@ -114,6 +114,8 @@ pub struct Started {
 }
 
 pub struct Engine {
+    /// Steps written since start (accepted, refused and bookkeeping), for health and benchmarks.
+    pub transitions: std::sync::atomic::AtomicU64,
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
     pub directory: Arc<dyn Directory>,
@@ -483,7 +485,7 @@ impl Engine {
             return Ok(0);
         }
         let bodies: Vec<&str> = deliveries.iter().map(|d| d.body.as_str()).collect();
-        let results = self.process(&bodies).await;
+        let (results, out) = self.process(&bodies).await;
         let mut done = Vec::with_capacity(n);
         for (d, r) in deliveries.iter().zip(results) {
             match r {
@@ -491,9 +493,9 @@ impl Engine {
                 Err(e) => self.failed_delivery(d, &e).await?,
             }
         }
-        if !done.is_empty() {
-            self.queue.ack(&done).await?;
-        }
+        // The steps are durable; sending their messages and acking is bookkeeping that a crash
+        // may lose only to cause a redelivery (answered by re-dispatch).
+        self.queue.send_and_ack(outgoing(out), &done).await?;
         Ok(n)
     }
 
@@ -543,20 +545,26 @@ impl Engine {
             .config
             .base_backoff
             .saturating_mul(1u32 << attempt.min(16));
-        let capped = exp.min(self.config.max_backoff);
+        // Jitter, then cap: max_backoff is a hard ceiling (SQS refuses delays over 15 min).
         let jitter = rand::random::<f64>() * 0.25;
-        capped.mul_f64(1.0 + jitter)
+        exp.mul_f64(1.0 + jitter).min(self.config.max_backoff)
     }
 
     /// Processes one queue message.
     pub async fn handle(&self, body: &str) -> Result<(), HandleError> {
-        self.process(&[body]).await.pop().unwrap_or(Ok(()))
+        let (mut results, out) = self.process(&[body]).await;
+        self.send_delayed(out).await?;
+        results.pop().unwrap_or(Ok(()))
     }
 
     /// Processes messages in order: commands run, events are applied in memory (later events of
     /// a workflow see the earlier ones), then every step is written in one `commit_batch`, and
-    /// only then are the resulting messages sent. A message whose result is `Ok` may be acked.
-    pub async fn process(&self, bodies: &[&str]) -> Vec<Result<(), HandleError>> {
+    /// only then are the resulting messages returned for sending. A message whose result is `Ok`
+    /// may be acked once they are sent.
+    pub async fn process(
+        &self,
+        bodies: &[&str],
+    ) -> (Vec<Result<(), HandleError>>, Vec<(Message, Duration)>) {
         let mut results: Vec<Result<(), HandleError>> = Vec::with_capacity(bodies.len());
         let mut out: Vec<(Message, Duration)> = Vec::new();
         let mut cache: HashMap<String, Instance> = HashMap::new();
@@ -623,7 +631,11 @@ impl Engine {
                 Ok(written) => {
                     for ((r, msgs), i) in written.into_iter().zip(commit_out).zip(commit_at) {
                         match r {
-                            Ok(()) => out.extend(msgs),
+                            Ok(()) => {
+                                self.transitions
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                out.extend(msgs);
+                            }
                             Err(e) => results[i] = Err(e.into()),
                         }
                     }
@@ -638,16 +650,7 @@ impl Engine {
                 }
             }
         }
-        if let Err(e) = self.send_delayed(out).await {
-            // Nothing is acked: redelivery finds the steps recorded and re-dispatches.
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(HandleError {
-                    message: e.to_string(),
-                    retryable: true,
-                });
-            }
-        }
-        results
+        (results, out)
     }
 
     /// Applies one event to the workflow (as cached in this batch, or loaded) without writing.
@@ -955,16 +958,7 @@ impl Engine {
         if msgs.is_empty() {
             return Ok(());
         }
-        let out = msgs
-            .into_iter()
-            .map(|(m, delay)| OutMessage {
-                group: m.workflow_id().to_string(),
-                dedupe_id: m.dedupe_id(),
-                body: serde_json::to_string(&m).expect("messages serialize"),
-                delay,
-            })
-            .collect();
-        self.queue.send(out).await
+        self.queue.send(outgoing(msgs)).await
     }
 
     async fn audit_refusal(
@@ -993,6 +987,17 @@ impl Engine {
 enum Prepared {
     Send(Vec<(Message, Duration)>),
     Step(Box<Commit>, Vec<(Message, Duration)>),
+}
+
+fn outgoing(msgs: Vec<(Message, Duration)>) -> Vec<OutMessage> {
+    msgs.into_iter()
+        .map(|(m, delay)| OutMessage {
+            group: m.workflow_id().to_string(),
+            dedupe_id: m.dedupe_id(),
+            body: serde_json::to_string(&m).expect("messages serialize"),
+            delay,
+        })
+        .collect()
 }
 
 fn runs(workflow_id: &str, pending: &[PendingCommand]) -> Vec<(Message, Duration)> {

@@ -44,7 +44,8 @@ pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Appli
 }
 
 fn apply_typed<W: Workflow>(state: &Value, event: Event, ctx: &Ctx) -> Result<Applied, ApplyError> {
-    let typed: W::State = serde_json::from_value(state.clone())
+    // Deserialize from the borrowed tree: no clone of the stored state.
+    let typed = <W::State as serde::Deserialize>::deserialize(state)
         .map_err(|e| ApplyError::Corrupt(format!("{} state: {e}", W::KIND)))?;
     let step = workflow::on::<W>(&typed, event, ctx).map_err(ApplyError::Rejected)?;
     erase::<W>(step).map_err(ApplyError::Corrupt)

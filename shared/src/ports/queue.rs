@@ -44,6 +44,18 @@ pub trait Queue: Send + Sync {
     /// more than the queue's max receive count move to the dead-letter queue instead.
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError>;
     async fn ack(&self, receipts: &[String]) -> Result<(), QueueError>;
+    /// The worker's bookkeeping after a batch is committed: send what the batch produced and
+    /// ack what it consumed, atomically where the queue allows. Losing this (a crash) only
+    /// causes a redelivery, which the engine recognises and answers by re-dispatching, so an
+    /// adapter may write it without waiting for the disk.
+    async fn send_and_ack(
+        &self,
+        messages: Vec<OutMessage>,
+        receipts: &[String],
+    ) -> Result<(), QueueError> {
+        self.send(messages).await?;
+        self.ack(receipts).await
+    }
     /// Makes a received message visible again after `delay` (retry with backoff). Like SQS
     /// FIFO, its group stays blocked until then.
     async fn nack(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;

@@ -1,0 +1,673 @@
+//! The store port's contract: conditional, atomic step writes; ordered history; timers; the
+//! agent registry; approvals; the hash-chained audit trail; group commit; durability.
+//!
+//! Every property expects fresh, empty backing storage.
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::json;
+use shared::audit::chain_hash;
+use shared::ports::Store;
+use shared::ports::store::{
+    ApprovalChange, ApprovalRecord, AuditRecord, Commit, HistoryEntry, Instance, PendingCommand,
+    StoreError, Timer, TimerChange,
+};
+use statemachines::{Actor, Agent, AgentStatus, ApprovalOutcome, ApprovalRequest, Command};
+use std::sync::Arc;
+
+/// Opens a handle on one backing storage; calling it again (after dropping the previous handle)
+/// opens the same storage anew.
+pub type Opener = Box<dyn Fn() -> Arc<dyn Store> + Send + Sync>;
+
+/// Runs every property, each on fresh storage from `fresh`.
+pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
+    create_with_version_zero(&*fresh()()).await;
+    update_bumps_version(&*fresh()()).await;
+    stale_version_conflicts_and_writes_nothing(&*fresh()()).await;
+    history_in_seq_order(&*fresh()()).await;
+    timers_set_cancel_rearm(&*fresh()()).await;
+    due_timers_respects_now_and_limit(&*fresh()()).await;
+    agents_upsert_and_lookup(&*fresh()()).await;
+    approvals_open_close_and_filter(&*fresh()()).await;
+    audit_is_hash_chained_and_pages(&*fresh()()).await;
+    commit_batch_rolls_back_conflicts_alone(&*fresh()()).await;
+    survives_reopen(&fresh()).await;
+}
+
+// ---- fixtures ----
+
+/// A fixed, whole-second base time (adapters may store milliseconds or seconds).
+pub fn at(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_750_000_000 + secs, 0).single().unwrap()
+}
+
+pub fn instance(id: &str, version: u64, state_name: &str) -> Instance {
+    Instance {
+        id: id.into(),
+        kind: "onboarding".into(),
+        agent_id: Some(format!("agt-{id}")),
+        state: json!({"state": state_name, "n": version}),
+        state_name: state_name.into(),
+        terminal: false,
+        version,
+        pending: vec![PendingCommand {
+            key: format!("{id}/{version}/0"),
+            command: Command::Notify {
+                to: "alice@example.com".into(),
+                subject: format!("step {version}"),
+                body: "hello".into(),
+            },
+        }],
+        applied: (1..=version).map(|v| format!("ev-{v}")).collect(),
+        request_hash: format!("hash-{id}"),
+        created_at: at(0),
+        updated_at: at(version as i64),
+    }
+}
+
+pub fn history(seq: u64, from: &str, to: &str) -> HistoryEntry {
+    HistoryEntry {
+        seq,
+        at: at(seq as i64),
+        event_id: format!("ev-{seq}"),
+        event: json!({"type": "test", "seq": seq}),
+        actor: Actor::Person("alice@example.com".into()),
+        from: from.into(),
+        to: to.into(),
+        commands: vec!["notify".into()],
+        rejected: None,
+    }
+}
+
+/// The step that moves `id` from `version - 1` to `version` (0 → 1 creates it).
+pub fn step(id: &str, version: u64) -> Commit {
+    let from = if version == 1 {
+        "[*]".to_string()
+    } else {
+        format!("S{}", version - 1)
+    };
+    let to = format!("S{version}");
+    Commit {
+        instance: instance(id, version, &to),
+        expected_version: version - 1,
+        history: history(version, &from, &to),
+        timers: vec![],
+        agents: vec![],
+        approvals: vec![],
+        audit: vec![],
+    }
+}
+
+pub fn agent(id: &str, name: &str, status: AgentStatus, updated: i64) -> Agent {
+    Agent {
+        id: id.into(),
+        name: name.into(),
+        owner: "alice@example.com".into(),
+        team: "sre".into(),
+        environment: "prod".into(),
+        purpose: "tests".into(),
+        scopes: vec!["erp:orders:read".into()],
+        token_lifetime_secs: 900,
+        expires_on: None,
+        status,
+        client_id: None,
+        secret_version: None,
+        credential_issued_at: None,
+        requested_by: "bob@example.com".into(),
+        created_at: at(0),
+        updated_at: at(updated),
+    }
+}
+
+pub fn approval(id: &str, workflow_id: &str) -> ApprovalRecord {
+    ApprovalRecord {
+        request: ApprovalRequest {
+            id: id.into(),
+            workflow_id: workflow_id.into(),
+            agent_id: format!("agt-{workflow_id}"),
+            agent_name: "payments-agent-prod".into(),
+            environment: "prod".into(),
+            action: "onboard".into(),
+            scopes_added: vec!["banking:payments:write".into()],
+            scopes_removed: vec![],
+            sensitive_scopes: vec!["banking:payments:write".into()],
+            token_lifetime_secs: 900,
+            requester: "bob@example.com".into(),
+            justification: "pay invoices".into(),
+            approvers: vec!["sam.security@example.com".into()],
+            requested_at: at(0),
+            expires_at: at(3600),
+        },
+        action_hash: format!("action-{id}"),
+        outcome: None,
+    }
+}
+
+pub fn audit_record(id: &str) -> AuditRecord {
+    AuditRecord {
+        id: id.into(),
+        time: at(10),
+        body: json!({"message": format!("record {id}"), "metadata": {"uid": id}}),
+    }
+}
+
+pub fn timer(workflow_id: &str, name: &str, due: i64) -> Timer {
+    Timer {
+        workflow_id: workflow_id.into(),
+        name: name.into(),
+        due_at: at(due),
+    }
+}
+
+fn assert_conflict(r: Result<(), StoreError>, id: &str, expected: u64) {
+    match r {
+        Err(StoreError::Conflict {
+            id: got,
+            expected: e,
+        }) => {
+            assert_eq!(got, id, "conflict names the workflow");
+            assert_eq!(e, expected, "conflict names the expected version");
+        }
+        other => panic!("expected a version conflict on {id}, got {other:?}"),
+    }
+}
+
+async fn all_timers(s: &dyn Store) -> Vec<Timer> {
+    s.due_timers(at(1_000_000), 1000).await.unwrap()
+}
+
+async fn audit_ids(s: &dyn Store) -> Vec<String> {
+    s.audit(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.record.id)
+        .collect()
+}
+
+// ---- properties ----
+
+/// `expected_version` 0 creates; a second create of the same id conflicts and changes nothing.
+pub async fn create_with_version_zero(s: &dyn Store) {
+    assert_eq!(s.instance("wf-a").await.unwrap(), None);
+    let first = step("wf-a", 1);
+    s.commit(first.clone()).await.unwrap();
+    assert_eq!(
+        s.instance("wf-a").await.unwrap(),
+        Some(first.instance.clone())
+    );
+    assert_eq!(
+        s.history("wf-a").await.unwrap(),
+        vec![first.history.clone()]
+    );
+
+    let mut again = step("wf-a", 1);
+    again.instance.state_name = "Other".into();
+    again.history.event_id = "ev-other".into();
+    again.audit = vec![audit_record("audit-dup-create")];
+    assert_conflict(s.commit(again).await, "wf-a", 0);
+    assert_eq!(s.instance("wf-a").await.unwrap(), Some(first.instance));
+    assert_eq!(s.history("wf-a").await.unwrap(), vec![first.history]);
+    assert!(audit_ids(s).await.is_empty());
+}
+
+/// The right version updates and the stored version moves on.
+pub async fn update_bumps_version(s: &dyn Store) {
+    s.commit(step("wf-a", 1)).await.unwrap();
+    let second = step("wf-a", 2);
+    s.commit(second.clone()).await.unwrap();
+    let stored = s.instance("wf-a").await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    assert_eq!(stored.state_name, "S2");
+    assert_eq!(stored, second.instance);
+    s.commit(step("wf-a", 3)).await.unwrap();
+    assert_eq!(s.instance("wf-a").await.unwrap().unwrap().version, 3);
+    // A version that was never read (from the future) conflicts too.
+    let mut future = step("wf-a", 9);
+    future.expected_version = 8;
+    assert_conflict(s.commit(future).await, "wf-a", 8);
+    // So does an update of an instance that does not exist.
+    assert_conflict(s.commit(step("wf-missing", 2)).await, "wf-missing", 1);
+    assert_eq!(s.instance("wf-missing").await.unwrap(), None);
+    assert!(s.history("wf-missing").await.unwrap().is_empty());
+}
+
+/// A stale version conflicts, and nothing the commit carried becomes visible.
+pub async fn stale_version_conflicts_and_writes_nothing(s: &dyn Store) {
+    let mut first = step("wf-a", 1);
+    first.timers = vec![TimerChange::Set(timer("wf-a", "expiry", 100))];
+    first.agents = vec![agent(
+        "agt-a",
+        "a-agent-prod",
+        AgentStatus::PendingApproval,
+        1,
+    )];
+    first.approvals = vec![ApprovalChange::Open(approval("ap-1", "wf-a"))];
+    first.audit = vec![audit_record("audit-1")];
+    s.commit(first).await.unwrap();
+    s.commit(step("wf-a", 2)).await.unwrap();
+
+    let before_instance = s.instance("wf-a").await.unwrap();
+    let before_history = s.history("wf-a").await.unwrap();
+    let before_timers = all_timers(s).await;
+    let before_agents = s.agents().await.unwrap();
+    let before_approvals = s.approvals(false).await.unwrap();
+    let before_audit = s.audit(0, 1000).await.unwrap();
+
+    // Built on version 1, but the instance is at version 2 now.
+    let mut stale = step("wf-a", 2);
+    stale.instance.state_name = "Stale".into();
+    stale.history.event_id = "ev-stale".into();
+    stale.timers = vec![
+        TimerChange::Cancel {
+            workflow_id: "wf-a".into(),
+            name: "expiry".into(),
+        },
+        TimerChange::Set(timer("wf-a", "other", 50)),
+    ];
+    stale.agents = vec![
+        agent("agt-a", "a-agent-prod", AgentStatus::Active, 5),
+        agent("agt-new", "new-agent-prod", AgentStatus::Active, 5),
+    ];
+    stale.approvals = vec![
+        ApprovalChange::Close {
+            id: "ap-1".into(),
+            outcome: ApprovalOutcome::Approved {
+                by: "sam.security@example.com".into(),
+                at: at(5),
+                reason: None,
+            },
+        },
+        ApprovalChange::Open(approval("ap-2", "wf-a")),
+    ];
+    stale.audit = vec![audit_record("audit-stale")];
+    assert_conflict(s.commit(stale).await, "wf-a", 1);
+
+    assert_eq!(s.instance("wf-a").await.unwrap(), before_instance);
+    assert_eq!(s.history("wf-a").await.unwrap(), before_history);
+    assert_eq!(all_timers(s).await, before_timers);
+    assert_eq!(s.agents().await.unwrap(), before_agents);
+    assert_eq!(s.agent("agt-new").await.unwrap(), None);
+    assert_eq!(s.approvals(false).await.unwrap(), before_approvals);
+    assert_eq!(s.approval("ap-2").await.unwrap(), None);
+    assert_eq!(
+        s.approval("ap-1").await.unwrap().unwrap().status(),
+        "pending"
+    );
+    assert_eq!(s.audit(0, 1000).await.unwrap(), before_audit);
+}
+
+/// History comes back in seq order, per workflow.
+pub async fn history_in_seq_order(s: &dyn Store) {
+    for v in 1..=5 {
+        s.commit(step("wf-a", v)).await.unwrap();
+        if v <= 3 {
+            s.commit(step("wf-b", v)).await.unwrap();
+        }
+    }
+    let a = s.history("wf-a").await.unwrap();
+    assert_eq!(
+        a.iter().map(|h| h.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    assert_eq!(a[0].from, "[*]");
+    for w in a.windows(2) {
+        assert_eq!(w[0].to, w[1].from, "each step starts where the last ended");
+    }
+    assert_eq!(a[4], history(5, "S4", "S5"));
+    let b = s.history("wf-b").await.unwrap();
+    assert_eq!(b.iter().map(|h| h.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(s.history("wf-none").await.unwrap().is_empty());
+}
+
+/// Set arms, Cancel disarms, Set again re-arms (replacing the due time); removing a fired
+/// timer by its old due time leaves a re-armed timer alone.
+pub async fn timers_set_cancel_rearm(s: &dyn Store) {
+    let mut c = step("wf-a", 1);
+    c.timers = vec![
+        TimerChange::Set(timer("wf-a", "expiry", 10)),
+        TimerChange::Set(timer("wf-a", "reminder", 20)),
+    ];
+    s.commit(c).await.unwrap();
+    assert_eq!(
+        all_timers(s).await,
+        vec![timer("wf-a", "expiry", 10), timer("wf-a", "reminder", 20)]
+    );
+    assert_eq!(
+        s.due_timers(at(15), 10).await.unwrap(),
+        vec![timer("wf-a", "expiry", 10)]
+    );
+
+    // Re-arm `expiry` later and cancel `reminder`.
+    let mut c = step("wf-a", 2);
+    c.timers = vec![
+        TimerChange::Set(timer("wf-a", "expiry", 30)),
+        TimerChange::Cancel {
+            workflow_id: "wf-a".into(),
+            name: "reminder".into(),
+        },
+    ];
+    s.commit(c).await.unwrap();
+    assert_eq!(all_timers(s).await, vec![timer("wf-a", "expiry", 30)]);
+    assert!(s.due_timers(at(25), 10).await.unwrap().is_empty());
+
+    // The tick that fired the old due time removes nothing now.
+    s.remove_timer(&timer("wf-a", "expiry", 10)).await.unwrap();
+    assert_eq!(all_timers(s).await, vec![timer("wf-a", "expiry", 30)]);
+    s.remove_timer(&timer("wf-a", "expiry", 30)).await.unwrap();
+    assert!(all_timers(s).await.is_empty());
+    // Removing again, or cancelling a timer that is not armed, is harmless.
+    s.remove_timer(&timer("wf-a", "expiry", 30)).await.unwrap();
+    let mut c = step("wf-a", 3);
+    c.timers = vec![TimerChange::Cancel {
+        workflow_id: "wf-a".into(),
+        name: "never-armed".into(),
+    }];
+    s.commit(c).await.unwrap();
+    assert!(all_timers(s).await.is_empty());
+}
+
+/// Only timers due at or before `now`, earliest first, at most `limit`.
+pub async fn due_timers_respects_now_and_limit(s: &dyn Store) {
+    for (wf, due) in [("wf-a", 30), ("wf-b", 10), ("wf-c", 20), ("wf-d", 40)] {
+        let mut c = step(wf, 1);
+        c.timers = vec![TimerChange::Set(timer(wf, "t", due))];
+        s.commit(c).await.unwrap();
+    }
+    assert!(s.due_timers(at(9), 10).await.unwrap().is_empty());
+    assert_eq!(
+        s.due_timers(at(10), 10).await.unwrap(),
+        vec![timer("wf-b", "t", 10)],
+        "a timer is due at its due time"
+    );
+    assert_eq!(
+        s.due_timers(at(35), 10).await.unwrap(),
+        vec![
+            timer("wf-b", "t", 10),
+            timer("wf-c", "t", 20),
+            timer("wf-a", "t", 30)
+        ]
+    );
+    assert_eq!(
+        s.due_timers(at(100), 2).await.unwrap(),
+        vec![timer("wf-b", "t", 10), timer("wf-c", "t", 20)]
+    );
+    assert_eq!(s.due_timers(at(100), 10).await.unwrap().len(), 4);
+}
+
+/// The registry: upsert by id, lookup by id and by name (newest record wins), list.
+pub async fn agents_upsert_and_lookup(s: &dyn Store) {
+    let a1 = agent(
+        "agt-1",
+        "orders-agent-prod",
+        AgentStatus::PendingApproval,
+        1,
+    );
+    let a2 = agent("agt-2", "metrics-agent-prod", AgentStatus::Active, 1);
+    let mut c = step("wf-a", 1);
+    c.agents = vec![a1.clone(), a2.clone()];
+    s.commit(c).await.unwrap();
+    assert_eq!(s.agent("agt-1").await.unwrap(), Some(a1.clone()));
+    assert_eq!(
+        s.agent_by_name("metrics-agent-prod").await.unwrap(),
+        Some(a2.clone())
+    );
+    assert_eq!(s.agent("agt-none").await.unwrap(), None);
+    assert_eq!(s.agent_by_name("none-agent-prod").await.unwrap(), None);
+
+    // Upsert: same id, new status.
+    let mut a1b = a1.clone();
+    a1b.status = AgentStatus::Denied;
+    a1b.updated_at = at(5);
+    let mut c = step("wf-a", 2);
+    c.agents = vec![a1b.clone()];
+    s.commit(c).await.unwrap();
+    assert_eq!(s.agent("agt-1").await.unwrap(), Some(a1b.clone()));
+    let mut listed = s.agents().await.unwrap();
+    listed.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(listed, vec![a1b.clone(), a2.clone()]);
+
+    // A newer agent reuses the denied one's name: the name finds the newer record.
+    let a3 = agent("agt-3", "orders-agent-prod", AgentStatus::Active, 9);
+    let mut c = step("wf-b", 1);
+    c.agents = vec![a3.clone()];
+    s.commit(c).await.unwrap();
+    assert_eq!(
+        s.agent_by_name("orders-agent-prod").await.unwrap(),
+        Some(a3.clone())
+    );
+    assert_eq!(s.agent("agt-1").await.unwrap(), Some(a1b));
+    assert_eq!(s.agents().await.unwrap().len(), 3);
+
+    // Instances touching an agent, oldest first.
+    let mut later = step("wf-c", 1);
+    later.instance.agent_id = Some("agt-x".into());
+    later.instance.created_at = at(2);
+    let mut earlier = step("wf-z", 1);
+    earlier.instance.agent_id = Some("agt-x".into());
+    earlier.instance.created_at = at(1);
+    s.commit(earlier).await.unwrap();
+    s.commit(later).await.unwrap();
+    let ids: Vec<String> = s
+        .instances_for_agent("agt-x")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, vec!["wf-z", "wf-c"]);
+    assert!(s.instances_for_agent("agt-none").await.unwrap().is_empty());
+}
+
+/// Open records a pending approval; Close sets its outcome and status; `pending_only` filters.
+pub async fn approvals_open_close_and_filter(s: &dyn Store) {
+    let r1 = approval("ap-1", "wf-a");
+    let r2 = approval("ap-2", "wf-b");
+    let mut c = step("wf-a", 1);
+    c.approvals = vec![ApprovalChange::Open(r1.clone())];
+    s.commit(c).await.unwrap();
+    let mut c = step("wf-b", 1);
+    c.approvals = vec![ApprovalChange::Open(r2.clone())];
+    s.commit(c).await.unwrap();
+    assert_eq!(s.approval("ap-1").await.unwrap(), Some(r1.clone()));
+    assert_eq!(s.approval("ap-none").await.unwrap(), None);
+    let pending = |v: Vec<ApprovalRecord>| {
+        let mut ids: Vec<String> = v.into_iter().map(|r| r.request.id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        pending(s.approvals(true).await.unwrap()),
+        vec!["ap-1", "ap-2"]
+    );
+
+    let approved = ApprovalOutcome::Approved {
+        by: "sam.security@example.com".into(),
+        at: at(7),
+        reason: Some("fine".into()),
+    };
+    let mut c = step("wf-a", 2);
+    c.approvals = vec![ApprovalChange::Close {
+        id: "ap-1".into(),
+        outcome: approved.clone(),
+    }];
+    s.commit(c).await.unwrap();
+    let closed = s.approval("ap-1").await.unwrap().unwrap();
+    assert_eq!(closed.outcome, Some(approved));
+    assert_eq!(closed.status(), "approved");
+    assert_eq!(closed.request, r1.request, "closing keeps what was asked");
+    assert_eq!(closed.action_hash, r1.action_hash);
+    assert_eq!(pending(s.approvals(true).await.unwrap()), vec!["ap-2"]);
+    assert_eq!(
+        pending(s.approvals(false).await.unwrap()),
+        vec!["ap-1", "ap-2"]
+    );
+
+    let mut c = step("wf-b", 2);
+    c.approvals = vec![ApprovalChange::Close {
+        id: "ap-2".into(),
+        outcome: ApprovalOutcome::Denied {
+            by: "sam.security@example.com".into(),
+            at: at(8),
+            reason: None,
+        },
+    }];
+    s.commit(c).await.unwrap();
+    assert_eq!(
+        s.approval("ap-2").await.unwrap().unwrap().status(),
+        "denied"
+    );
+    assert!(s.approvals(true).await.unwrap().is_empty());
+    assert_eq!(s.approvals(false).await.unwrap().len(), 2);
+}
+
+/// Audit records (from commits and from `append_audit`) form one hash chain and page by seq.
+pub async fn audit_is_hash_chained_and_pages(s: &dyn Store) {
+    assert!(s.audit(0, 10).await.unwrap().is_empty());
+    s.append_audit(vec![audit_record("r1"), audit_record("r2")])
+        .await
+        .unwrap();
+    let mut c = step("wf-a", 1);
+    c.audit = vec![audit_record("r3"), audit_record("r4")];
+    s.commit(c).await.unwrap();
+    s.append_audit(vec![]).await.unwrap();
+    s.append_audit(vec![audit_record("r5")]).await.unwrap();
+
+    let all = s.audit(0, 1000).await.unwrap();
+    assert_eq!(
+        all.iter().map(|c| c.record.id.as_str()).collect::<Vec<_>>(),
+        vec!["r1", "r2", "r3", "r4", "r5"]
+    );
+    assert_eq!(all[0].prev_hash, "0".repeat(64), "the chain starts at zero");
+    for (i, c) in all.iter().enumerate() {
+        assert_eq!(c.record, audit_record(&c.record.id), "record round-trips");
+        assert_eq!(c.hash, chain_hash(&c.prev_hash, &c.record), "hash of {i}");
+        assert_eq!(c.hash.len(), 64);
+        if i > 0 {
+            assert_eq!(c.prev_hash, all[i - 1].hash, "{i} links to {}", i - 1);
+            assert!(c.seq > all[i - 1].seq, "seq increases");
+        }
+    }
+
+    // Paging by seq gives the same records, in the same order.
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s.audit(after, 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert_eq!(s.audit(all[2].seq, 1000).await.unwrap(), all[3..].to_vec());
+    assert!(s.audit(all[4].seq, 10).await.unwrap().is_empty());
+}
+
+/// In a group commit, a conflicting step rolls back alone; the others persist.
+pub async fn commit_batch_rolls_back_conflicts_alone(s: &dyn Store) {
+    s.commit(step("wf-b", 1)).await.unwrap();
+    let mut a = step("wf-a", 1);
+    a.audit = vec![audit_record("a-audit")];
+    a.timers = vec![TimerChange::Set(timer("wf-a", "t", 10))];
+    let mut stale = step("wf-b", 5);
+    stale.audit = vec![audit_record("b-audit")];
+    stale.timers = vec![TimerChange::Set(timer("wf-b", "t", 10))];
+    stale.agents = vec![agent("agt-b", "b-agent-prod", AgentStatus::Active, 1)];
+    stale.approvals = vec![ApprovalChange::Open(approval("ap-b", "wf-b"))];
+    let mut c = step("wf-c", 1);
+    c.audit = vec![audit_record("c-audit")];
+    c.agents = vec![agent("agt-c", "c-agent-prod", AgentStatus::Active, 1)];
+
+    let results = s.commit_batch(vec![a, stale, c]).await.unwrap();
+    assert_eq!(results.len(), 3);
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    match &results[1] {
+        Err(StoreError::Conflict { id, expected }) => {
+            assert_eq!(id, "wf-b");
+            assert_eq!(*expected, 4);
+        }
+        other => panic!("the stale step must conflict, got {other:?}"),
+    }
+    assert!(results[2].is_ok(), "{:?}", results[2]);
+
+    assert_eq!(s.instance("wf-a").await.unwrap().unwrap().version, 1);
+    assert_eq!(s.instance("wf-c").await.unwrap().unwrap().version, 1);
+    assert_eq!(s.history("wf-c").await.unwrap().len(), 1);
+    assert_eq!(s.instance("wf-b").await.unwrap().unwrap().version, 1);
+    assert_eq!(s.history("wf-b").await.unwrap().len(), 1);
+    assert_eq!(all_timers(s).await, vec![timer("wf-a", "t", 10)]);
+    assert_eq!(s.agent("agt-b").await.unwrap(), None);
+    assert!(s.agent("agt-c").await.unwrap().is_some());
+    assert_eq!(s.approval("ap-b").await.unwrap(), None);
+    assert_eq!(audit_ids(s).await, vec!["a-audit", "c-audit"]);
+    // The chain is intact across the rolled-back step.
+    let chain = s.audit(0, 10).await.unwrap();
+    assert_eq!(chain[1].prev_hash, chain[0].hash);
+
+    // An empty batch is fine.
+    assert!(s.commit_batch(vec![]).await.unwrap().is_empty());
+}
+
+/// Everything committed is there after the store is dropped and opened again.
+pub async fn survives_reopen(open: &Opener) {
+    let s = open();
+    let mut c = step("wf-a", 1);
+    c.timers = vec![TimerChange::Set(timer("wf-a", "expiry", 10))];
+    c.agents = vec![agent(
+        "agt-a",
+        "a-agent-prod",
+        AgentStatus::PendingApproval,
+        1,
+    )];
+    c.approvals = vec![
+        ApprovalChange::Open(approval("ap-1", "wf-a")),
+        ApprovalChange::Open(approval("ap-2", "wf-a")),
+    ];
+    c.audit = vec![audit_record("r1")];
+    s.commit(c).await.unwrap();
+    let mut c = step("wf-a", 2);
+    c.approvals = vec![ApprovalChange::Close {
+        id: "ap-1".into(),
+        outcome: ApprovalOutcome::Expired { at: at(9) },
+    }];
+    c.agents = vec![agent("agt-a", "a-agent-prod", AgentStatus::Expired, 2)];
+    s.commit(c).await.unwrap();
+    s.append_audit(vec![audit_record("r2")]).await.unwrap();
+
+    let instance = s.instance("wf-a").await.unwrap();
+    let history = s.history("wf-a").await.unwrap();
+    let agents = s.agents().await.unwrap();
+    let approvals = s.approvals(false).await.unwrap();
+    let audit = s.audit(0, 100).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert_eq!(audit.len(), 2);
+    drop(s);
+
+    let s = open();
+    assert_eq!(s.instance("wf-a").await.unwrap(), instance);
+    assert_eq!(s.history("wf-a").await.unwrap(), history);
+    assert_eq!(all_timers(&*s).await, vec![timer("wf-a", "expiry", 10)]);
+    assert_eq!(s.agents().await.unwrap(), agents);
+    assert_eq!(
+        s.agent_by_name("a-agent-prod")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        AgentStatus::Expired
+    );
+    assert_eq!(s.approvals(false).await.unwrap(), approvals);
+    assert_eq!(
+        s.approval("ap-1").await.unwrap().unwrap().status(),
+        "expired"
+    );
+    assert_eq!(s.audit(0, 100).await.unwrap(), audit);
+    // The chain continues where it left off.
+    s.append_audit(vec![audit_record("r3")]).await.unwrap();
+    let after = s.audit(audit[1].seq, 10).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].prev_hash, audit[1].hash);
+    // And versions still guard writes.
+    assert_conflict(s.commit(step("wf-a", 2)).await, "wf-a", 1);
+    s.commit(step("wf-a", 3)).await.unwrap();
+}

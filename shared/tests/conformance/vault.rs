@@ -1,0 +1,170 @@
+//! The vault port's contract (Secrets Manager version stages): values by stage, AWSCURRENT
+//! demoting the old current to AWSPREVIOUS, AWSPENDING alongside, idempotent puts by version id,
+//! and version listings that never carry a value.
+//!
+//! Every property expects a fresh, empty vault.
+
+use shared::Secret;
+use shared::ports::Vault;
+use shared::ports::vault::{Stage, VersionInfo};
+use std::sync::Arc;
+
+/// Runs every property, each on a fresh vault from `fresh`.
+pub async fn run_vault_suite(fresh: impl Fn() -> Arc<dyn Vault>) {
+    put_get_by_stage(&*fresh()).await;
+    new_current_demotes_old_to_previous(&*fresh()).await;
+    pending_is_separate(&*fresh()).await;
+    put_is_idempotent_per_version(&*fresh()).await;
+    versions_list_ids_and_stages_never_values(&*fresh()).await;
+    secrets_are_independent(&*fresh()).await;
+}
+
+async fn get(v: &dyn Vault, secret: &str, stage: Stage) -> Option<(String, String)> {
+    v.get(secret, stage)
+        .await
+        .unwrap()
+        .map(|(id, s)| (id, s.expose().to_string()))
+}
+
+fn some(id: &str, value: &str) -> Option<(String, String)> {
+    Some((id.to_string(), value.to_string()))
+}
+
+fn stages_of(versions: &[VersionInfo], id: &str) -> Vec<Stage> {
+    let mut s = versions
+        .iter()
+        .find(|v| v.version_id == id)
+        .map(|v| v.stages.clone())
+        .unwrap_or_default();
+    s.sort_by_key(|s| s.as_str());
+    s
+}
+
+/// A value is read back by the stage it was put with, and by no other.
+pub async fn put_get_by_stage(v: &dyn Vault) {
+    assert_eq!(get(v, "agt-1", Stage::Current).await, None);
+    assert!(v.versions("agt-1").await.unwrap().is_empty());
+    v.put("agt-1", "v1", &Secret::new("s1"), Stage::Current)
+        .await
+        .unwrap();
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v1", "s1"));
+    assert_eq!(get(v, "agt-1", Stage::Pending).await, None);
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, None);
+}
+
+/// A new AWSCURRENT moves the old current to AWSPREVIOUS (and the old previous loses it).
+pub async fn new_current_demotes_old_to_previous(v: &dyn Vault) {
+    v.put("agt-1", "v1", &Secret::new("s1"), Stage::Current)
+        .await
+        .unwrap();
+    v.put("agt-1", "v2", &Secret::new("s2"), Stage::Current)
+        .await
+        .unwrap();
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v2", "s2"));
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, some("v1", "s1"));
+    v.put("agt-1", "v3", &Secret::new("s3"), Stage::Current)
+        .await
+        .unwrap();
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v3", "s3"));
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, some("v2", "s2"));
+    let versions = v.versions("agt-1").await.unwrap();
+    assert_eq!(stages_of(&versions, "v3"), vec![Stage::Current]);
+    assert_eq!(stages_of(&versions, "v2"), vec![Stage::Previous]);
+    assert_eq!(stages_of(&versions, "v1"), vec![], "v1 holds no stage now");
+}
+
+/// AWSPENDING lives beside AWSCURRENT; promoting the pending version demotes the current one.
+pub async fn pending_is_separate(v: &dyn Vault) {
+    v.put("agt-1", "v1", &Secret::new("s1"), Stage::Current)
+        .await
+        .unwrap();
+    v.put("agt-1", "v2", &Secret::new("s2"), Stage::Pending)
+        .await
+        .unwrap();
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v1", "s1"));
+    assert_eq!(get(v, "agt-1", Stage::Pending).await, some("v2", "s2"));
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, None);
+    // A newer pending replaces the older pending, not the current.
+    v.put("agt-1", "v3", &Secret::new("s3"), Stage::Pending)
+        .await
+        .unwrap();
+    assert_eq!(get(v, "agt-1", Stage::Pending).await, some("v3", "s3"));
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v1", "s1"));
+    // Promote v3.
+    v.put("agt-1", "v3", &Secret::new("s3"), Stage::Current)
+        .await
+        .unwrap();
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v3", "s3"));
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, some("v1", "s1"));
+}
+
+/// Putting the same version id again (a redelivered command) changes nothing.
+pub async fn put_is_idempotent_per_version(v: &dyn Vault) {
+    for _ in 0..2 {
+        v.put("agt-1", "v1", &Secret::new("s1"), Stage::Current)
+            .await
+            .unwrap();
+    }
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v1", "s1"));
+    assert_eq!(
+        get(v, "agt-1", Stage::Previous).await,
+        None,
+        "a repeat must not demote the version to its own previous"
+    );
+    let versions = v.versions("agt-1").await.unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].version_id, "v1");
+    assert_eq!(versions[0].stages, vec![Stage::Current]);
+
+    for _ in 0..2 {
+        v.put("agt-1", "v2", &Secret::new("s2"), Stage::Current)
+            .await
+            .unwrap();
+    }
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v2", "s2"));
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, some("v1", "s1"));
+    let versions = v.versions("agt-1").await.unwrap();
+    assert_eq!(
+        versions.iter().filter(|x| x.version_id == "v2").count(),
+        1,
+        "one entry per version id"
+    );
+}
+
+/// `versions` names ids and stages; the value appears nowhere in it.
+pub async fn versions_list_ids_and_stages_never_values(v: &dyn Vault) {
+    let (s1, s2) = ("plaintext-one-6f1d9a2c5b8e", "plaintext-two-0a7e3c9d1f4b");
+    v.put("agt-1", "v1", &Secret::new(s1), Stage::Current)
+        .await
+        .unwrap();
+    v.put("agt-1", "v2", &Secret::new(s2), Stage::Pending)
+        .await
+        .unwrap();
+    let versions = v.versions("agt-1").await.unwrap();
+    let mut ids: Vec<&str> = versions.iter().map(|x| x.version_id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["v1", "v2"]);
+    assert_eq!(stages_of(&versions, "v1"), vec![Stage::Current]);
+    assert_eq!(stages_of(&versions, "v2"), vec![Stage::Pending]);
+    let shown = format!("{versions:?} {}", serde_json::to_string(&versions).unwrap());
+    assert!(!shown.contains(s1) && !shown.contains(s2), "{shown}");
+    assert!(shown.contains("AWSCURRENT") && shown.contains("AWSPENDING"));
+}
+
+/// Secrets with different names do not share versions or stages.
+pub async fn secrets_are_independent(v: &dyn Vault) {
+    v.put("agt-1", "v1", &Secret::new("one"), Stage::Current)
+        .await
+        .unwrap();
+    v.put("agt-2", "v1", &Secret::new("two"), Stage::Current)
+        .await
+        .unwrap();
+    v.put("agt-2", "v2", &Secret::new("two-b"), Stage::Current)
+        .await
+        .unwrap();
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v1", "one"));
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, None);
+    assert_eq!(get(v, "agt-2", Stage::Current).await, some("v2", "two-b"));
+    assert_eq!(get(v, "agt-2", Stage::Previous).await, some("v1", "two"));
+    assert_eq!(v.versions("agt-1").await.unwrap().len(), 1);
+}

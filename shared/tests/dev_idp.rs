@@ -1,0 +1,325 @@
+//! The development identity provider: client creation (idempotent by key), grants, activation,
+//! and the client_credentials token it issues (an EdDSA JWT verifiable with its JWKS).
+
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+use shared::embedded::{Db, Durability};
+use shared::idp::dev::{DEFAULT_AUDIENCE, DevIdp, OAuthError};
+use shared::ports::IdentityProvider;
+use shared::ports::idp::{ClientSpec, CreatedClient, IdpError};
+use std::path::Path;
+use std::sync::Arc;
+
+const ISSUER: &str = "http://127.0.0.1:8787";
+const LIFETIME: u32 = 600;
+
+struct Fixture {
+    idp: DevIdp,
+    dir: tempfile::TempDir,
+}
+
+fn open_idp(dir: &Path) -> DevIdp {
+    let db = Arc::new(Db::open(&dir.join("steward.db"), Durability::Wal).unwrap());
+    DevIdp::open(db, &dir.join("idp-signing-key.pem"), ISSUER).unwrap()
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    Fixture {
+        idp: open_idp(dir.path()),
+        dir,
+    }
+}
+
+fn spec() -> ClientSpec {
+    ClientSpec {
+        agent_id: "agt-1".into(),
+        name: "orders-agent-prod".into(),
+        scopes: vec![
+            "erp:orders:read".into(),
+            "erp:inventory:read".into(),
+            "okta:logs:read".into(),
+        ],
+        token_lifetime_secs: LIFETIME,
+    }
+}
+
+async fn client(idp: &DevIdp) -> CreatedClient {
+    idp.create_client(&spec(), "onboarding-x/1/2")
+        .await
+        .unwrap()
+}
+
+fn decoding_key(idp: &DevIdp) -> DecodingKey {
+    let jwks = idp.jwks();
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kty"], "OKP");
+    assert_eq!(key["crv"], "Ed25519");
+    assert_eq!(key["alg"], "EdDSA");
+    DecodingKey::from_ed_components(key["x"].as_str().unwrap()).unwrap()
+}
+
+fn validation() -> Validation {
+    let mut v = Validation::new(Algorithm::EdDSA);
+    v.set_audience(&[DEFAULT_AUDIENCE]);
+    v.set_issuer(&[ISSUER]);
+    v
+}
+
+fn verify(idp: &DevIdp, token: &str) -> Value {
+    jsonwebtoken::decode::<Value>(token, &decoding_key(idp), &validation())
+        .unwrap()
+        .claims
+}
+
+fn token_err(idp: &DevIdp, client_id: &str, secret: &str, scope: Option<&str>) -> OAuthError {
+    idp.issue_token(client_id, secret, scope, Utc::now())
+        .expect_err("the token request must be refused")
+}
+
+#[tokio::test]
+async fn unknown_client_and_wrong_secret_get_the_same_answer() {
+    let f = fixture();
+    let c = client(&f.idp).await;
+    let unknown = token_err(&f.idp, "dev_0000000000000000", c.secret.expose(), None);
+    let wrong = token_err(&f.idp, &c.client_id, "not-the-secret", None);
+    assert_eq!(unknown.error, "invalid_client");
+    assert_eq!(unknown.status, 401);
+    assert_eq!(
+        (unknown.error, &unknown.error_description, unknown.status),
+        (wrong.error, &wrong.error_description, wrong.status),
+        "do not reveal which client ids exist"
+    );
+    assert_eq!(unknown.to_string(), wrong.to_string());
+    let empty = token_err(&f.idp, &c.client_id, "", None);
+    assert_eq!(empty.to_string(), wrong.to_string());
+}
+
+#[tokio::test]
+async fn a_deactivated_client_gets_no_token() {
+    let f = fixture();
+    let c = client(&f.idp).await;
+    f.idp.set_active(&c.client_id, false).await.unwrap();
+    assert!(!f.idp.client(&c.client_id).await.unwrap().unwrap().active);
+    let e = token_err(&f.idp, &c.client_id, c.secret.expose(), None);
+    assert_eq!(e.error, "invalid_client");
+    assert_eq!(e.status, 401);
+    f.idp.set_active(&c.client_id, true).await.unwrap();
+    assert!(
+        f.idp
+            .issue_token(&c.client_id, c.secret.expose(), None, Utc::now())
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn scopes_outside_the_grant_are_refused() {
+    let f = fixture();
+    let c = client(&f.idp).await;
+    for scope in [
+        "banking:payments:write",
+        "erp:orders:read banking:payments:write",
+        "erp:orders:write",
+    ] {
+        let e = token_err(&f.idp, &c.client_id, c.secret.expose(), Some(scope));
+        assert_eq!(e.error, "invalid_scope", "{scope}");
+        assert_eq!(e.status, 400);
+        let outside = scope.split(' ').next_back().unwrap();
+        assert!(e.error_description.contains(outside), "{e}");
+        assert!(!e.error_description.contains("erp:orders:read "), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn a_subset_of_the_grant_is_issued_as_a_verifiable_jwt() {
+    let f = fixture();
+    let c = client(&f.idp).await;
+    let t = f
+        .idp
+        .issue_token(
+            &c.client_id,
+            c.secret.expose(),
+            Some("erp:orders:read  okta:logs:read"),
+            Utc::now(),
+        )
+        .unwrap();
+    assert_eq!(t.token_type, "Bearer");
+    assert_eq!(t.expires_in, LIFETIME);
+    assert_eq!(t.scope, "erp:orders:read okta:logs:read");
+
+    let header = jsonwebtoken::decode_header(&t.access_token).unwrap();
+    assert_eq!(header.alg, Algorithm::EdDSA);
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    assert_eq!(
+        header.kid.as_deref(),
+        f.idp.jwks()["keys"][0]["kid"].as_str()
+    );
+    let claims = verify(&f.idp, &t.access_token);
+    assert_eq!(
+        claims["scp"],
+        serde_json::json!(["erp:orders:read", "okta:logs:read"])
+    );
+    assert_eq!(claims["scope"], "erp:orders:read okta:logs:read");
+    assert_eq!(claims["sub"], c.client_id);
+    assert_eq!(claims["client_id"], c.client_id);
+    assert_eq!(claims["iss"], ISSUER);
+    assert_eq!(claims["aud"], DEFAULT_AUDIENCE);
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap(),
+        claims["exp"].as_i64().unwrap(),
+    );
+    assert_eq!(exp - iat, i64::from(LIFETIME));
+    assert_eq!(claims["nbf"].as_i64(), Some(iat));
+    assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+
+    // Without a scope parameter (or with a blank one) the whole grant is issued.
+    for scope in [None, Some(""), Some("   ")] {
+        let all = f
+            .idp
+            .issue_token(&c.client_id, c.secret.expose(), scope, Utc::now())
+            .unwrap();
+        assert_eq!(
+            verify(&f.idp, &all.access_token)["scp"],
+            serde_json::json!(spec().scopes)
+        );
+    }
+}
+
+#[tokio::test]
+async fn another_key_does_not_verify_the_token() {
+    let f = fixture();
+    let c = client(&f.idp).await;
+    let t = f
+        .idp
+        .issue_token(&c.client_id, c.secret.expose(), None, Utc::now())
+        .unwrap();
+    let other = fixture();
+    assert_ne!(other.idp.jwks(), f.idp.jwks());
+    assert!(
+        jsonwebtoken::decode::<Value>(&t.access_token, &decoding_key(&other.idp), &validation())
+            .is_err()
+    );
+    // A token issued long ago has expired.
+    let old = f
+        .idp
+        .issue_token(
+            &c.client_id,
+            c.secret.expose(),
+            None,
+            Utc::now() - chrono::Duration::hours(2),
+        )
+        .unwrap();
+    assert!(
+        jsonwebtoken::decode::<Value>(&old.access_token, &decoding_key(&f.idp), &validation())
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn grants_change_what_is_issued() {
+    let f = fixture();
+    let c = client(&f.idp).await;
+    f.idp
+        .set_grants(&c.client_id, &["okta:logs:read".to_string()], 300)
+        .await
+        .unwrap();
+    let info = f.idp.client(&c.client_id).await.unwrap().unwrap();
+    assert_eq!(info.scopes, vec!["okta:logs:read"]);
+    assert_eq!(info.token_lifetime_secs, 300);
+    let e = token_err(
+        &f.idp,
+        &c.client_id,
+        c.secret.expose(),
+        Some("erp:orders:read"),
+    );
+    assert_eq!(e.error, "invalid_scope");
+    let t = f
+        .idp
+        .issue_token(&c.client_id, c.secret.expose(), None, Utc::now())
+        .unwrap();
+    assert_eq!(t.expires_in, 300);
+    let claims = verify(&f.idp, &t.access_token);
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        300
+    );
+    assert!(matches!(
+        f.idp.set_grants("dev_missing", &[], 300).await,
+        Err(IdpError::UnknownClient(_))
+    ));
+    assert!(matches!(
+        f.idp.set_active("dev_missing", false).await,
+        Err(IdpError::UnknownClient(_))
+    ));
+    assert_eq!(f.idp.client("dev_missing").await.unwrap(), None);
+}
+
+/// Repeating a creation (its answer was lost) returns the same client with a new secret that
+/// replaces the first one.
+#[tokio::test]
+async fn create_client_is_idempotent_by_key() {
+    let f = fixture();
+    let first = client(&f.idp).await;
+    let second = client(&f.idp).await;
+    assert_eq!(first.client_id, second.client_id);
+    assert_ne!(first.secret_id, second.secret_id);
+    assert_ne!(first.secret.expose(), second.secret.expose());
+    assert_eq!(f.idp.list_clients().await.unwrap().len(), 1);
+    let e = token_err(&f.idp, &first.client_id, first.secret.expose(), None);
+    assert_eq!(e.error, "invalid_client", "the lost first secret is gone");
+    assert!(
+        f.idp
+            .issue_token(&second.client_id, second.secret.expose(), None, Utc::now())
+            .is_ok()
+    );
+
+    let other = f
+        .idp
+        .create_client(&spec(), "onboarding-y/1/2")
+        .await
+        .unwrap();
+    assert_ne!(other.client_id, first.client_id);
+    let clients = f.idp.list_clients().await.unwrap();
+    assert_eq!(clients.len(), 2);
+    let info = &clients[0];
+    assert_eq!(info.client_id, first.client_id);
+    assert_eq!(info.name, "orders-agent-prod");
+    assert_eq!(info.scopes, spec().scopes);
+    assert_eq!(info.token_lifetime_secs, LIFETIME);
+    assert!(info.active);
+    // Creating another client does not touch this one.
+    assert!(
+        f.idp
+            .issue_token(&second.client_id, second.secret.expose(), None, Utc::now())
+            .is_ok()
+    );
+}
+
+/// The signing key is generated once (owner-only) and reused: tokens stay verifiable.
+#[tokio::test]
+async fn the_signing_key_persists() {
+    let f = fixture();
+    let c = client(&f.idp).await;
+    let t = f
+        .idp
+        .issue_token(&c.client_id, c.secret.expose(), None, Utc::now())
+        .unwrap();
+    let again = open_idp(f.dir.path());
+    assert_eq!(again.jwks(), f.idp.jwks());
+    verify(&again, &t.access_token);
+    assert_eq!(again.issuer(), ISSUER);
+    assert_eq!(
+        again.metadata()["token_endpoint"],
+        format!("{ISSUER}/oauth2/v1/token")
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f.dir.path().join("idp-signing-key.pem"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

@@ -1,0 +1,398 @@
+//! The port conformance suites against the embedded adapters (SQLite store and queue, file
+//! vault), one test per property, plus the properties only the embedded adapters have (key
+//! files, file modes, what is on disk).
+
+mod conformance;
+
+use conformance::store::Opener;
+use conformance::{Subject, queue, store, vault};
+use shared::embedded::queue::SqliteQueue;
+use shared::embedded::vault::FileVault;
+use shared::embedded::{Db, Durability};
+use shared::ports::{Queue, Store, Vault};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The embedded queue's clock is in milliseconds.
+const TICK: Duration = Duration::from_millis(40);
+
+/// Fresh SQLite storage in its own temp dir; each call of the opener opens the same file again.
+fn opener(durability: Durability) -> Opener {
+    let dir = tempfile::tempdir().unwrap();
+    Box::new(move || {
+        let db = Db::open(&dir.path().join("steward.db"), durability).unwrap();
+        Arc::new(db) as Arc<dyn Store>
+    })
+}
+
+fn fresh_queue() -> Subject<dyn Queue> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(&dir.path().join("steward.db"), Durability::Wal).unwrap());
+    Subject::new(Arc::new(SqliteQueue::new(db)) as Arc<dyn Queue>, dir)
+}
+
+fn fresh_vault() -> Subject<dyn Vault> {
+    let dir = tempfile::tempdir().unwrap();
+    let vault = FileVault::open(&dir.path().join("vault")).unwrap();
+    Subject::new(Arc::new(vault) as Arc<dyn Vault>, dir)
+}
+
+macro_rules! store_properties {
+    ($module:ident, $durability:expr; $($property:ident),* $(,)?) => {
+        mod $module {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $property() {
+                    let open = opener($durability);
+                    store::$property(&*open()).await;
+                }
+            )*
+            #[tokio::test]
+            async fn survives_reopen() {
+                store::survives_reopen(&opener($durability)).await;
+            }
+        }
+    };
+}
+
+macro_rules! store_suite {
+    ($($module:ident => $durability:expr),*) => {
+        $(
+            store_properties!($module, $durability;
+                create_with_version_zero,
+                update_bumps_version,
+                stale_version_conflicts_and_writes_nothing,
+                history_in_seq_order,
+                timers_set_cancel_rearm,
+                due_timers_respects_now_and_limit,
+                agents_upsert_and_lookup,
+                approvals_open_close_and_filter,
+                audit_is_hash_chained_and_pages,
+                commit_batch_rolls_back_conflicts_alone,
+            );
+        )*
+    };
+}
+
+store_suite!(store_fsync => Durability::Fsync, store_wal => Durability::Wal);
+
+macro_rules! queue_properties {
+    ($($property:ident),* $(,)?) => {
+        mod queue_sqlite {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $property() {
+                    let q = fresh_queue();
+                    queue::$property(&*q.port, TICK).await;
+                }
+            )*
+            #[tokio::test]
+            async fn dedupe_id_drops_duplicates() {
+                let q = fresh_queue();
+                queue::dedupe_id_drops_duplicates(&*q.port).await;
+            }
+        }
+    };
+}
+
+queue_properties!(
+    send_receive_ack,
+    delay_hides_until_due,
+    visibility_timeout_redelivers,
+    fifo_one_in_flight_per_group,
+    order_within_group,
+    nack_with_delay,
+    dead_letter_after_max_receives,
+    depth_counts_waiting_and_in_flight,
+    send_and_ack_does_both,
+);
+
+macro_rules! vault_properties {
+    ($($property:ident),* $(,)?) => {
+        mod vault_file {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $property() {
+                    let v = fresh_vault();
+                    vault::$property(&*v.port).await;
+                }
+            )*
+        }
+    };
+}
+
+vault_properties!(
+    put_get_by_stage,
+    new_current_demotes_old_to_previous,
+    pending_is_separate,
+    put_is_idempotent_per_version,
+    versions_list_ids_and_stages_never_values,
+    secrets_are_independent,
+);
+
+/// The queue's max receive count is configurable and honoured.
+#[tokio::test]
+async fn queue_custom_max_receives() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(&dir.path().join("steward.db"), Durability::Wal).unwrap());
+    let q = SqliteQueue::with_max_receives(db, 2);
+    assert_eq!(q.max_receives(), 2);
+    queue::dead_letter_after_max_receives(&q, TICK).await;
+    assert_eq!(
+        SqliteQueue::new(Arc::new(
+            Db::open(&dir.path().join("other.db"), Durability::Wal).unwrap()
+        ))
+        .max_receives(),
+        shared::embedded::queue::MAX_RECEIVES
+    );
+}
+
+mod sqlite_only {
+    use super::*;
+    use conformance::store::{approval, audit_record, step};
+    use shared::audit::chain_hash;
+    use shared::ports::store::{ApprovalChange, StoreError, TimerChange};
+    use statemachines::{AgentStatus, ApprovalOutcome};
+
+    /// A commit that fails after its first writes (closing an approval that does not exist)
+    /// leaves nothing behind: it is one transaction.
+    #[tokio::test]
+    async fn a_commit_failing_part_way_writes_nothing() {
+        let open = opener(Durability::Fsync);
+        let s = open();
+        s.commit(step("wf-a", 1)).await.unwrap();
+        let mut c = step("wf-a", 2);
+        c.timers = vec![TimerChange::Set(store::timer("wf-a", "t", 5))];
+        c.agents = vec![store::agent(
+            "agt-a",
+            "a-agent-prod",
+            AgentStatus::Active,
+            2,
+        )];
+        c.approvals = vec![
+            ApprovalChange::Open(approval("ap-1", "wf-a")),
+            ApprovalChange::Close {
+                id: "ap-missing".into(),
+                outcome: ApprovalOutcome::Expired { at: store::at(3) },
+            },
+        ];
+        c.audit = vec![audit_record("r1")];
+        let err = s.commit(c).await.unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt(..)), "{err:?}");
+        assert_eq!(s.instance("wf-a").await.unwrap().unwrap().version, 1);
+        assert_eq!(s.history("wf-a").await.unwrap().len(), 1);
+        assert!(s.due_timers(store::at(100), 10).await.unwrap().is_empty());
+        assert!(s.agents().await.unwrap().is_empty());
+        assert_eq!(s.approval("ap-1").await.unwrap(), None);
+        assert!(s.audit(0, 10).await.unwrap().is_empty());
+        // The next step goes through normally.
+        s.commit(step("wf-a", 2)).await.unwrap();
+    }
+
+    /// Audit appends are idempotent by record id (a retried append of the same record), and the
+    /// chain stays unbroken around the ignored duplicate.
+    #[tokio::test]
+    async fn duplicate_audit_id_is_ignored_and_the_chain_holds() {
+        let open = opener(Durability::Fsync);
+        let s = open();
+        s.append_audit(vec![audit_record("r1")]).await.unwrap();
+        s.append_audit(vec![audit_record("r1"), audit_record("r2")])
+            .await
+            .unwrap();
+        let all = s.audit(0, 10).await.unwrap();
+        let ids: Vec<&str> = all.iter().map(|c| c.record.id.as_str()).collect();
+        assert_eq!(ids, vec!["r1", "r2"]);
+        assert_eq!(all[0].hash, chain_hash(&all[0].prev_hash, &all[0].record));
+        assert_eq!(all[1].hash, chain_hash(&all[1].prev_hash, &all[1].record));
+        assert_eq!(
+            all[1].prev_hash, all[0].hash,
+            "r2 must link to the stored r1, not to the dropped duplicate"
+        );
+    }
+
+    #[test]
+    fn db_remembers_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.db");
+        let db = Db::open(&path, Durability::Wal).unwrap();
+        assert_eq!(db.path(), path);
+        assert!(path.exists());
+    }
+}
+
+mod file_vault_only {
+    use super::*;
+    use base64::Engine as _;
+    use shared::Secret;
+    use shared::embedded::vault::KEY_ENV;
+    use shared::ports::vault::{Stage, VaultError};
+    use std::path::Path;
+
+    const PLAINTEXT: &str = "s3cr3t-value-that-must-not-hit-the-disk-7c1e";
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+
+    fn no_env_key() {
+        assert!(
+            std::env::var_os(KEY_ENV).is_none(),
+            "these tests use the key file; unset {KEY_ENV}"
+        );
+    }
+
+    async fn vault_with_secret(dir: &Path) -> FileVault {
+        let v = FileVault::open(dir).unwrap();
+        v.put("agt-1", "v1", &Secret::new(PLAINTEXT), Stage::Current)
+            .await
+            .unwrap();
+        v
+    }
+
+    /// The same directory (and key file) opened again reads the values back.
+    #[tokio::test]
+    async fn reopened_vault_reads_back() {
+        no_env_key();
+        let dir = tempfile::tempdir().unwrap();
+        drop(vault_with_secret(dir.path()).await);
+        let again = FileVault::open(dir.path()).unwrap();
+        let (id, s) = again.get("agt-1", Stage::Current).await.unwrap().unwrap();
+        assert_eq!((id.as_str(), s.expose()), ("v1", PLAINTEXT));
+    }
+
+    /// Another key cannot read the values: `Decrypt`, not garbage.
+    #[tokio::test]
+    async fn wrong_key_fails_with_decrypt() {
+        no_env_key();
+        let dir = tempfile::tempdir().unwrap();
+        let original = dir.path().join("a");
+        drop(vault_with_secret(&original).await);
+        let copy = dir.path().join("b");
+        copy_dir(&original, &copy);
+        let other_key: [u8; 32] = rand::random();
+        std::fs::write(
+            copy.join("vault.key"),
+            base64::engine::general_purpose::STANDARD.encode(other_key),
+        )
+        .unwrap();
+        let wrong = FileVault::open(&copy).unwrap();
+        match wrong.get("agt-1", Stage::Current).await {
+            Err(VaultError::Decrypt(name)) => assert_eq!(name, "agt-1"),
+            other => panic!("expected Decrypt, got {other:?}"),
+        }
+        // Listing needs no key.
+        assert_eq!(wrong.versions("agt-1").await.unwrap().len(), 1);
+        // The original still reads.
+        let right = FileVault::open(&original).unwrap();
+        assert!(right.get("agt-1", Stage::Current).await.unwrap().is_some());
+    }
+
+    /// A key of the wrong length is refused at open.
+    #[test]
+    fn short_key_is_refused() {
+        no_env_key();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("vault.key"),
+            base64::engine::general_purpose::STANDARD.encode([7u8; 16]),
+        )
+        .unwrap();
+        assert!(matches!(
+            FileVault::open(dir.path()),
+            Err(VaultError::Io(m)) if m.contains("32 bytes")
+        ));
+    }
+
+    /// A value is bound to its secret name: a file copied under another name does not decrypt.
+    #[tokio::test]
+    async fn value_is_bound_to_its_name() {
+        no_env_key();
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault_with_secret(dir.path()).await;
+        std::fs::copy(
+            dir.path().join("agt-1.secret.json"),
+            dir.path().join("agt-2.secret.json"),
+        )
+        .unwrap();
+        assert!(matches!(
+            v.get("agt-2", Stage::Current).await,
+            Err(VaultError::Decrypt(_))
+        ));
+    }
+
+    /// Nothing in the vault directory contains the plaintext.
+    #[tokio::test]
+    async fn plaintext_is_not_on_disk() {
+        no_env_key();
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault_with_secret(dir.path()).await;
+        v.put(
+            "agt-1",
+            "v2",
+            &Secret::new(format!("{PLAINTEXT}-2")),
+            Stage::Pending,
+        )
+        .await
+        .unwrap();
+        let mut files = 0;
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(e.unwrap().path()).unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(!text.contains(PLAINTEXT));
+            assert!(
+                !text.contains(&base64::engine::general_purpose::STANDARD.encode(PLAINTEXT)[..20])
+            );
+            files += 1;
+        }
+        assert!(files >= 2, "a key file and a secret file");
+    }
+
+    /// The key file and the secret files are readable by the owner only.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        no_env_key();
+        let dir = tempfile::tempdir().unwrap();
+        drop(vault_with_secret(dir.path()).await);
+        for name in ["vault.key", "agt-1.secret.json"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name} has mode {:o}", mode & 0o777);
+        }
+        let key = std::fs::read_to_string(dir.path().join("vault.key")).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(key.trim())
+            .unwrap();
+        assert_eq!(raw.len(), 32);
+    }
+
+    /// Two different secret names must be two secrets. The file name sanitises every character
+    /// outside [A-Za-z0-9_-] to `_`, so `team/agent` and `team_agent` share one file.
+    #[tokio::test]
+    #[ignore = "bug: FileVault::file maps distinct names to one file (see report)"]
+    async fn names_differing_in_punctuation_are_distinct() {
+        no_env_key();
+        let dir = tempfile::tempdir().unwrap();
+        let v = FileVault::open(dir.path()).unwrap();
+        v.put("team/agent", "v1", &Secret::new("one"), Stage::Current)
+            .await
+            .unwrap();
+        v.put("team_agent", "v1", &Secret::new("two"), Stage::Current)
+            .await
+            .unwrap();
+        let a = v.get("team/agent", Stage::Current).await.unwrap().unwrap();
+        let b = v.get("team_agent", Stage::Current).await.unwrap().unwrap();
+        assert_eq!(a.1.expose(), "one");
+        assert_eq!(b.1.expose(), "two");
+    }
+}

@@ -1,0 +1,444 @@
+//! Every refusal over HTTP: a clear 4xx, nothing changed, and a Failure record in the audit trail.
+
+mod support;
+
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::*;
+
+const NAME: &str = "datadog-remediation-agent-prod";
+
+fn sensitive_request() -> Value {
+    agent_request(
+        NAME,
+        "prod",
+        ALICE,
+        &["datadog:metrics:read", "datadog:monitors:write"],
+    )
+}
+
+/// Asserts the body is a 422 whose reasons include `field` with a message containing `needle`.
+fn assert_reason(status: u16, body: &Value, field: &str, needle: &str) {
+    assert_eq!(status, 422, "{body}");
+    let reasons = body["reasons"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r["field"] == field && r["message"].as_str().unwrap_or("").contains(needle)),
+        "expected a `{field}` reason mentioning `{needle}`: {body}"
+    );
+}
+
+/// Asserts a Failure audit record (one more than `before`) whose message mentions `needle`.
+fn assert_audited_refusal(s: &Server, before: usize, needle: &str) -> Value {
+    let failures = s.audit_failures();
+    assert!(
+        failures.len() > before,
+        "the refusal was not audited: {:?}",
+        messages(&failures)
+    );
+    failures[before..]
+        .iter()
+        .find(|r| r["message"].as_str().unwrap_or("").contains(needle))
+        .cloned()
+        .unwrap_or_else(|| {
+            panic!(
+                "no Failure record mentions `{needle}`: {:?}",
+                messages(&failures)
+            )
+        })
+}
+
+/// A refused agent request: the reason is given, nothing exists afterwards, and it is audited.
+fn assert_request_refused(body: Value, field: &str, needle: &str) {
+    let s = Server::start();
+    let before = s.audit_failures().len();
+    let (status, v) = s.request_agent(&body);
+    assert_reason(status, &v, field, needle);
+    assert_eq!(v["error"], "request refused");
+    assert!(s.agents().is_empty(), "no agent recorded: {:?}", s.agents());
+    assert!(s.idp_clients().is_empty(), "no client created");
+    assert!(s.approvals(true).is_empty(), "no approval asked");
+    let record = assert_audited_refusal(&s, before, needle);
+    assert_eq!(record["unmapped"]["steward_event"], "refused");
+    assert_eq!(record["actor"]["user"]["email_addr"], ALICE);
+}
+
+#[test]
+fn excluded_scope_is_refused() {
+    let body = agent_request(
+        "okta-helper-agent-prod",
+        "prod",
+        ALICE,
+        &["okta:apps:read", "okta:users:manage"],
+    );
+    assert_request_refused(body, "scopes", "okta:users:manage");
+}
+
+#[test]
+fn unknown_owner_is_refused() {
+    let mut body = sensitive_request();
+    body["owner"] = json!("nobody@example.com");
+    body["requester"] = json!(ALICE);
+    assert_request_refused(body, "owner", "nobody@example.com is not a person");
+}
+
+#[test]
+fn inactive_owner_is_refused() {
+    let mut body = sensitive_request();
+    body["owner"] = json!("carl.former@example.com");
+    body["requester"] = json!(ALICE);
+    assert_request_refused(
+        body,
+        "owner",
+        "carl.former@example.com is not an active person",
+    );
+}
+
+#[test]
+fn bad_name_is_refused() {
+    let mut body = sensitive_request();
+    body["name"] = json!("DatadogBot");
+    assert_request_refused(body, "name", "DatadogBot");
+}
+
+#[test]
+fn token_lifetime_over_the_policy_maximum_is_refused() {
+    let mut body = sensitive_request();
+    body["token_lifetime_secs"] = json!(3600);
+    assert_request_refused(
+        body,
+        "token_lifetime",
+        "exceeds the policy maximum of 15 min",
+    );
+}
+
+#[test]
+fn the_requester_cannot_approve_their_own_request() {
+    let s = Server::start();
+    let mut body = sensitive_request();
+    body["requester"] = json!(SAM);
+    let started = s.request_ok(&body);
+    let wf = started["workflow_id"].as_str().unwrap();
+    let approval = s.pending_approval(wf);
+    assert_eq!(approval["request"]["requester"], SAM);
+    assert_eq!(
+        strings(&approval["request"]["approvers"]),
+        [PRIYA],
+        "the requester is not asked to approve"
+    );
+    let id = approval["request"]["id"].as_str().unwrap();
+
+    let before = s.audit_failures().len();
+    let (status, v) = s.decide(id, "approve", SAM);
+    assert_reason(status, &v, "approver", "cannot approve");
+    assert_audited_refusal(&s, before, "cannot approve");
+    // Case and spacing do not get around it.
+    let (status, v) = s.decide(id, "approve", " Sam.Security@Example.com ");
+    assert_reason(status, &v, "approver", "cannot approve");
+    assert_eq!(s.agent(NAME)["status"], "pending_approval");
+    assert!(s.idp_clients().is_empty());
+    assert_eq!(s.pending_approval(wf)["status"], "pending");
+
+    // Another approver can.
+    let (status, v) = s.decide(id, "approve", PRIYA);
+    assert_eq!(status, 202, "{v}");
+    let agent = s.wait_agent_status(NAME, "active");
+    assert_eq!(s.idp_clients().len(), 1);
+    assert_eq!(s.idp_clients()[0]["client_id"], agent["client_id"]);
+}
+
+#[test]
+fn an_approver_outside_the_security_group_is_refused() {
+    let s = Server::start();
+    let started = s.request_ok(&sensitive_request());
+    let wf = started["workflow_id"].as_str().unwrap();
+    let id = s.pending_approval(wf)["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = s.audit_failures().len();
+    for who in [BOB, "maria@example.com"] {
+        let (status, v) = s.decide(&id, "approve", who);
+        assert_reason(status, &v, "approver", "is not an allowed approver");
+    }
+    // Not even to deny, and not the requester either.
+    let (status, v) = s.decide(&id, "deny", BOB);
+    assert_reason(status, &v, "approver", "is not an allowed approver");
+    let (status, v) = s.decide(&id, "approve", ALICE);
+    assert_reason(status, &v, "approver", "cannot approve");
+    assert_audited_refusal(&s, before, "is not an allowed approver");
+    assert_eq!(s.audit_failures().len(), before + 4);
+    assert_eq!(s.agent(NAME)["status"], "pending_approval");
+    assert_eq!(s.pending_approval(wf)["status"], "pending");
+    assert!(s.idp_clients().is_empty());
+}
+
+#[test]
+fn an_expired_approval_cannot_be_approved_and_provisions_nothing() {
+    let s = Server::start_with(Options::default().approval_expiry("2s"));
+    let started = s.request_ok(&sensitive_request());
+    let wf = started["workflow_id"].as_str().unwrap().to_string();
+    let id = s.pending_approval(&wf)["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    std::thread::sleep(Duration::from_millis(2300));
+
+    let before = s.audit_failures().len();
+    let (status, v) = s.decide(&id, "approve", SAM);
+    assert_eq!(status, 422, "{v}");
+    assert!(v.to_string().contains("expired"), "{v}");
+    assert_audited_refusal(&s, before, "expired");
+
+    // The timer ends the workflow: Expired, the agent is expired, nothing was provisioned.
+    let w = s.wait_workflow_state(&wf, "Expired");
+    assert_eq!(w["workflow"]["terminal"], true);
+    let agent = s.wait_agent_status(NAME, "expired");
+    assert!(agent["client_id"].is_null(), "{agent}");
+    assert!(s.idp_clients().is_empty());
+    let all = s.approvals(true);
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0]["status"], "expired");
+    assert!(s.approvals(false).is_empty());
+    let audit = s.audit();
+    let expired: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["unmapped"]["steward_event"] == "approval_expired")
+        .collect();
+    assert_eq!(expired.len(), 1, "{:?}", messages(&audit));
+    assert_eq!(expired[0]["actor"]["app_name"], "steward-scheduler");
+    let (status, v) = s.decide(&id, "approve", PRIYA);
+    assert_eq!(status, 422, "{v}");
+    assert!(v.to_string().contains("expired"), "{v}");
+
+    // The name is free again for a new request.
+    let (status, v) = s.request_agent(&sensitive_request());
+    assert_eq!(
+        status, 200,
+        "the identical request is still recognised: {v}"
+    );
+    assert_eq!(v["duplicate"], true);
+    let mut again = sensitive_request();
+    again["purpose"] = json!("Second try after the approval expired");
+    let (status, v) = s.request_agent(&again);
+    assert_eq!(status, 202, "{v}");
+}
+
+#[test]
+fn a_duplicate_request_is_idempotent() {
+    let s = Server::start();
+    let first = s.request_ok(&sensitive_request());
+    let (status, second) = s.request_agent(&sensitive_request());
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["duplicate"], true);
+    assert_eq!(second["workflow_id"], first["workflow_id"]);
+    assert_eq!(second["agent_id"], first["agent_id"]);
+    assert_eq!(second["state"], "AwaitingApproval");
+    assert_eq!(s.agents().len(), 1);
+    assert_eq!(s.approvals(true).len(), 1);
+
+    // A different request for a name in use is a conflict, refused and audited.
+    let before = s.audit_failures().len();
+    let mut other = sensitive_request();
+    other["purpose"] = json!("Something else entirely");
+    let (status, v) = s.request_agent(&other);
+    assert_eq!(status, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("already exists"),
+        "{v}"
+    );
+    assert_audited_refusal(&s, before, "already exists");
+    assert_eq!(s.agents().len(), 1);
+    assert_eq!(s.approvals(true).len(), 1);
+
+    // After provisioning the same request is still a duplicate: one client, ever.
+    let id = s.pending_approval(first["workflow_id"].as_str().unwrap())["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(s.decide(&id, "approve", SAM).0, 202);
+    s.wait_agent_status(NAME, "active");
+    let (status, third) = s.request_agent(&sensitive_request());
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(third["duplicate"], true);
+    assert_eq!(third["state"], "Active");
+    s.wait_idle();
+    assert_eq!(s.idp_clients().len(), 1);
+    assert_eq!(s.agents().len(), 1);
+}
+
+#[test]
+fn a_denied_request_provisions_nothing() {
+    let s = Server::start();
+    let started = s.request_ok(&sensitive_request());
+    let wf = started["workflow_id"].as_str().unwrap();
+    let id = s.pending_approval(wf)["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, v) = s.post(
+        &format!("/api/approvals/{id}/deny"),
+        &json!({"approver": PRIYA, "reason": "monitor writes are not needed"}),
+    );
+    assert_eq!(status, 202, "{v}");
+    let agent = s.wait_agent_status(NAME, "denied");
+    assert!(agent["client_id"].is_null());
+    s.wait_workflow_state(wf, "Denied");
+    assert!(s.idp_clients().is_empty());
+    let all = s.approvals(true);
+    assert_eq!(all[0]["status"], "denied");
+    assert_eq!(all[0]["outcome"]["by"], PRIYA);
+    let audit = s.audit();
+    assert!(
+        messages(&audit)
+            .iter()
+            .any(|m| m.contains("denied") && m.contains("monitor writes are not needed")),
+        "{:?}",
+        messages(&audit)
+    );
+    // Decided once: an approval after the denial is refused.
+    let before = s.audit_failures().len();
+    let (status, v) = s.decide(&id, "approve", SAM);
+    assert_reason(status, &v, "approval", "already denied");
+    assert_audited_refusal(&s, before, "a decision is made once");
+    s.wait_idle();
+    assert_eq!(s.agent(NAME)["status"], "denied");
+    assert!(s.idp_clients().is_empty());
+}
+
+#[test]
+fn a_decision_is_made_once() {
+    let s = Server::start();
+    let started = s.request_ok(&sensitive_request());
+    let wf = started["workflow_id"].as_str().unwrap();
+    let id = s.pending_approval(wf)["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(s.decide(&id, "approve", SAM).0, 202);
+    s.wait("the approval to be closed", SETTLE, || {
+        (s.approvals(true)[0]["status"] == "approved").then_some(())
+    });
+    let before = s.audit_failures().len();
+    for (verb, who) in [("approve", PRIYA), ("approve", SAM), ("deny", PRIYA)] {
+        let (status, v) = s.decide(&id, verb, who);
+        assert_reason(status, &v, "approval", "already approved");
+    }
+    assert_audited_refusal(&s, before, "a decision is made once");
+    s.wait_agent_status(NAME, "active");
+    assert_eq!(s.approvals(true)[0]["outcome"]["by"], SAM);
+    assert_eq!(s.idp_clients().len(), 1);
+}
+
+#[test]
+fn a_malformed_body_is_a_counted_and_audited_400() {
+    let s = Server::start();
+    let bad_before = s.health()["bad_requests"].as_u64().unwrap();
+    let failures_before = s.audit_failures().len();
+    let resp = s
+        .http()
+        .post(s.url("/api/agents"))
+        .bearer_auth(&s.token)
+        .header("content-type", "application/json")
+        .body("{\"name\": \"datadog-remediation-agent-prod\", ")
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: Value = resp.json().unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed agent request"),
+        "{v}"
+    );
+    assert_eq!(s.health()["bad_requests"].as_u64().unwrap(), bad_before + 1);
+    assert_audited_refusal(&s, failures_before, "refused agent request");
+    assert!(s.agents().is_empty());
+    assert!(s.idp_clients().is_empty());
+}
+
+#[test]
+fn the_admin_api_requires_the_bearer_token() {
+    let s = Server::start();
+    let bad_before = s.health()["bad_requests"].as_u64().unwrap();
+    let failures_before = s.audit_failures().len();
+
+    let resp = s.http().get(s.url("/api/agents")).send().unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let v: Value = resp.json().unwrap();
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing bearer token"),
+        "{v}"
+    );
+    let resp = s
+        .http()
+        .post(s.url("/api/agents"))
+        .bearer_auth("stw_not-the-token")
+        .json(&sensitive_request())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = s
+        .http()
+        .post(s.url("/api/approvals/x/approve"))
+        .header("authorization", format!("Basic {}", s.token))
+        .json(&json!({"approver": SAM}))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401, "only a Bearer token counts");
+
+    assert_eq!(s.health()["bad_requests"].as_u64().unwrap(), bad_before + 3);
+    assert_audited_refusal(&s, failures_before, "missing bearer token");
+    assert_audited_refusal(&s, failures_before, "wrong bearer token");
+    assert!(
+        s.agents().is_empty(),
+        "the unauthenticated request did nothing"
+    );
+    assert!(
+        s.audit_failures()
+            .iter()
+            .all(|r| !r.to_string().contains(&s.token)),
+        "the audit never holds the admin token"
+    );
+
+    // The token file is private.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.data_dir.join("admin-token"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "admin-token mode {mode:o}");
+    }
+}
+
+#[test]
+fn unknown_ids_are_404() {
+    let s = Server::start();
+    let failures_before = s.audit_failures().len();
+    let (status, v) = s.decide("onboarding-nope-approval-1", "approve", SAM);
+    assert_eq!(status, 404, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("no approval"), "{v}");
+    assert_audited_refusal(&s, failures_before, "onboarding-nope-approval-1");
+    assert_eq!(s.get("/api/agents/nope-agent-prod").0, 404);
+    assert_eq!(s.get("/api/agents/nope-agent-prod/history").0, 404);
+    assert_eq!(s.get("/api/workflows/onboarding-nope").0, 404);
+    let (status, _) = s.post(
+        "/api/agents/nope-agent-prod/scopes",
+        &json!({"add": ["datadog:metrics:read"], "reason": "r", "requester": ALICE}),
+    );
+    assert_eq!(status, 404);
+    let (status, _) = s.post(
+        "/api/workflows/onboarding-nope/cancel",
+        &json!({"by": ALICE, "reason": "r"}),
+    );
+    assert_eq!(status, 404);
+}
