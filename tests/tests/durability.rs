@@ -50,10 +50,10 @@ fn a_crash_between_client_creation_and_its_record_creates_the_client_once() {
 
     // Restart without the fault: the workflow completes.
     s.spawn(&Options::default());
-    let before_restart_agent = s.agent(NAME);
-    assert_eq!(
-        before_restart_agent["status"], "provisioning",
-        "the approval survived the crash: {before_restart_agent}"
+    let recovering = s.agent(NAME);
+    assert!(
+        recovering["status"] == "provisioning" || recovering["status"] == "active",
+        "the approval survived the crash: {recovering}"
     );
     let agent = s.wait_agent_status_for(NAME, "active", RECOVERY);
     s.wait_workflow_state(&wf, "Active");
