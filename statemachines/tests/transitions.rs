@@ -97,6 +97,13 @@ scenarios![
     scenario_scope_change_refuses_cancel_while_granting,
     scenario_scope_change_refuses_second_decision_once_approved,
     scenario_scope_change_terminal_states_accept_no_event,
+    // review follow-ups
+    scenario_onboarding_refuses_cancel_by_outsider,
+    scenario_onboarding_records_approver_as_listed,
+    scenario_scope_change_refuses_cancel_by_outsider,
+    scenario_scope_change_refuses_duplicate_scopes,
+    scenario_scope_change_refuses_keeping_a_newly_excluded_scope,
+    scenario_lifetime_ceiling_holds_even_if_policy_allows_more,
 ];
 
 // =============================================================================================
@@ -1561,5 +1568,89 @@ fn transition_coverage() {
     assert!(
         missing.is_empty(),
         "declared transitions no scenario exercises (add a scenario to SCENARIOS):{missing}"
+    );
+}
+
+// ---- review follow-ups ----------------------------------------------------------------------
+
+fn scenario_onboarding_refuses_cancel_by_outsider() {
+    assert_rejected(
+        on::<Onboarding>(&awaiting_onboarding(), cancel(OUTSIDER), at(60)),
+        "by",
+        "may not cancel approval",
+    );
+    // an approver may withdraw it
+    let step = accepted::<Onboarding>(&awaiting_onboarding(), cancel(APPROVER), at(60));
+    assert!(matches!(step.state, OnboardingState::Cancelled { .. }));
+}
+
+fn scenario_onboarding_records_approver_as_listed() {
+    let shouted = format!("  {}  ", APPROVER.to_uppercase());
+    let step = accepted::<Onboarding>(&awaiting_onboarding(), approve(&shouted), at(60));
+    let OnboardingState::Provisioning {
+        approval: Some(recorded),
+        ..
+    } = &step.state
+    else {
+        panic!(
+            "expected Provisioning with a recorded approval, got {:?}",
+            step.state
+        )
+    };
+    assert_eq!(
+        recorded.approver, APPROVER,
+        "the approver is stored as the policy lists them"
+    );
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::ApprovalDecided).actor,
+        Actor::Person(APPROVER.into())
+    );
+}
+
+fn scenario_scope_change_refuses_cancel_by_outsider() {
+    assert_rejected(
+        on::<ScopeChange>(&awaiting_scope_change(), cancel(OUTSIDER), at(60)),
+        "by",
+        "only the requester",
+    );
+}
+
+fn scenario_scope_change_refuses_duplicate_scopes() {
+    assert_rejected(
+        start_scope_change(scope_change_request(&[OKTA_APPS_READ, OKTA_APPS_READ], &[])),
+        "add",
+        "scope `okta:apps:read` is listed twice",
+    );
+}
+
+fn scenario_scope_change_refuses_keeping_a_newly_excluded_scope() {
+    let mut agent = active_agent();
+    agent.scopes.push(API_KEYS_WRITE.into()); // granted before the policy excluded it
+    let input = statemachines::scope_change::ScopeChangeInput {
+        agent,
+        request: scope_change_request(&[OKTA_APPS_READ], &[]),
+        requester: REQUESTER.into(),
+    };
+    assert_rejected(
+        start::<ScopeChange>(input, now()),
+        "remove",
+        "which the policy now excludes",
+    );
+}
+
+fn scenario_lifetime_ceiling_holds_even_if_policy_allows_more() {
+    let mut lax = policy().clone();
+    lax.max_token_lifetime_secs = 2 * 60 * 60;
+    let mut request = plain_request();
+    request.token_lifetime_secs = Some(61 * 60);
+    let ctx = statemachines::Ctx {
+        now: now(),
+        policy: &lax,
+        workflow_id: WORKFLOW_ID,
+    };
+    assert_rejected(
+        statemachines::workflow::start::<Onboarding>(onboarding_input(request), &ctx),
+        "token_lifetime",
+        "exceeds the policy maximum of 60 min",
     );
 }
