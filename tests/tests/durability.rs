@@ -99,7 +99,12 @@ fn a_crash_between_client_creation_and_its_record_creates_the_client_once() {
 
 #[test]
 fn state_survives_a_restart_while_awaiting_approval() {
-    let mut s = Server::start();
+    // `wal` durability promises to survive a process crash; SIGKILL is one.
+    let wal = Options {
+        durability: "wal".into(),
+        ..Options::default()
+    };
+    let mut s = Server::start_with(wal.clone());
     let token = s.token.clone();
     let started = s.request_ok(&agent_request(
         NAME,
@@ -111,7 +116,7 @@ fn state_survives_a_restart_while_awaiting_approval() {
     s.wait_idle();
 
     s.kill();
-    s.spawn(&Options::default());
+    s.spawn(&wal);
     assert_eq!(s.token, token, "the admin token is kept across restarts");
 
     // Everything is where it was.
@@ -141,7 +146,7 @@ fn state_survives_a_restart_while_awaiting_approval() {
 
     // And once more: the active agent, its client and its secret survive a restart.
     s.kill();
-    s.spawn(&Options::default());
+    s.spawn(&wal);
     assert_eq!(s.agent(NAME)["status"], "active");
     assert_eq!(s.idp_clients().len(), 1);
     s.token_ok(client_id, &secret, Some("datadog:metrics:read"));

@@ -544,7 +544,7 @@ async fn decide(
         .engine
         .decide(&id, &b.approver, decision, b.reason)
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"approval_id": id, "workflow_id": record.request.workflow_id, "decision": decision, "status": "decision accepted"}))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(json!({"approval_id": id, "workflow_id": record.request.workflow_id, "decision": decision, "status": "decision queued: the workflow applies it and records the outcome"}))).into_response())
 }
 
 #[derive(Deserialize)]

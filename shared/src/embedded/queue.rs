@@ -2,7 +2,7 @@
 //! group in flight at a time, a 5-minute deduplication window, visibility timeouts, and redrive
 //! to a dead-letter table after `max_receives`.
 
-use super::sqlite::{Db, from_ts, ts};
+use super::sqlite::{Db, exec, from_ts, ts};
 use crate::ports::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError};
 use async_trait::async_trait;
 use chrono::Utc;
@@ -38,6 +38,14 @@ impl SqliteQueue {
         }
     }
 
+    /// Makes messages that were in flight when the previous process stopped visible at once.
+    /// Call it only from the process that owns the queue, before its worker starts: nobody else
+    /// can be holding them, so waiting out their visibility timeout would only delay recovery.
+    pub fn recover_in_flight(&self) -> Result<usize, QueueError> {
+        let now = ts(Utc::now());
+        exec(&self.db.lock(), "UPDATE queue SET receipt=NULL, visible_at=MIN(visible_at, ?1) WHERE receipt IS NOT NULL", [now]).map_err(q)
+    }
+
     fn receive_in(
         &self,
         tx: &Transaction,
@@ -65,11 +73,12 @@ impl SqliteQueue {
                 break;
             }
             if count >= self.max_receives {
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT INTO dead_letters (group_id, body, receive_count, dead_at) VALUES (?1,?2,?3,?4)",
                     params![group, body, count, now],
                 )?;
-                tx.execute("DELETE FROM queue WHERE seq=?1", [seq])?;
+                exec(tx, "DELETE FROM queue WHERE seq=?1", [seq])?;
                 tracing::error!(
                     group,
                     receive_count = count,
@@ -79,7 +88,8 @@ impl SqliteQueue {
             }
             let count = count + 1;
             let receipt = format!("{seq}:{count}");
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE queue SET receive_count=?2, receipt=?3, visible_at=?4 WHERE seq=?1",
                 params![seq, count, receipt, now + visibility.as_millis() as i64],
             )?;
@@ -95,17 +105,20 @@ impl SqliteQueue {
 
 fn insert(tx: &Transaction, messages: &[OutMessage]) -> rusqlite::Result<()> {
     let now = ts(Utc::now());
-    tx.execute(
+    exec(
+        tx,
         "DELETE FROM queue_dedupe WHERE sent_at < ?1",
         [now - DEDUPE_WINDOW.as_millis() as i64],
     )?;
     for m in messages {
-        let fresh = tx.execute(
+        let fresh = exec(
+            tx,
             "INSERT OR IGNORE INTO queue_dedupe (dedupe_id, sent_at) VALUES (?1, ?2)",
             params![m.dedupe_id, now],
         )?;
         if fresh == 1 {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO queue (group_id, dedupe_id, body, visible_at) VALUES (?1,?2,?3,?4)",
                 params![
                     m.group,
@@ -130,7 +143,8 @@ fn receipt_seq(receipt: &str) -> Result<i64, QueueError> {
 
 fn delete_received(tx: &Transaction, receipts: &[(i64, &String)]) -> rusqlite::Result<()> {
     for (seq, r) in receipts {
-        tx.execute(
+        exec(
+            tx,
             "DELETE FROM queue WHERE seq=?1 AND receipt=?2",
             params![seq, r],
         )?;
@@ -200,13 +214,12 @@ impl Queue for SqliteQueue {
     async fn nack(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         let visible = ts(Utc::now()) + delay.as_millis() as i64;
         let seq = receipt_seq(receipt)?;
-        self.db
-            .lock()
-            .execute(
-                "UPDATE queue SET visible_at=?3 WHERE seq=?1 AND receipt=?2",
-                params![seq, receipt, visible],
-            )
-            .map_err(q)?;
+        exec(
+            &self.db.lock(),
+            "UPDATE queue SET visible_at=?3 WHERE seq=?1 AND receipt=?2",
+            params![seq, receipt, visible],
+        )
+        .map_err(q)?;
         Ok(())
     }
 

@@ -81,6 +81,7 @@ impl Db {
         conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;"))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        conn.set_prepared_statement_cache_capacity(64);
         Ok(Self {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -143,6 +144,16 @@ impl Db {
     }
 }
 
+/// Executes a statement through the connection's statement cache: the hot paths run the same
+/// few statements for every step, and compiling SQL each time cost more than running it.
+pub(crate) fn exec<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 pub(crate) fn ts(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -161,12 +172,12 @@ fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
     let i = &c.instance;
     let body = encode(i);
     let changed = if c.expected_version == 0 {
-        tx.execute(
+        exec(tx,
             "INSERT OR IGNORE INTO workflows (id, kind, agent_id, state_name, terminal, version, body, updated_at) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)",
             params![i.id, i.kind, i.agent_id, i.state_name, i.terminal, i.version as i64, body, i.updated_at.to_rfc3339()],
         )
     } else {
-        tx.execute(
+        exec(tx,
             "UPDATE workflows SET state_name=?2, terminal=?3, version=?4, body=?5, updated_at=?6 WHERE id=?1 AND version=?7",
             params![i.id, i.state_name, i.terminal, i.version as i64, body, i.updated_at.to_rfc3339(), c.expected_version as i64],
         )
@@ -178,23 +189,24 @@ fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
             expected: c.expected_version,
         });
     }
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO history (workflow_id, seq, body) VALUES (?1, ?2, ?3)",
         params![i.id, c.history.seq as i64, encode(&c.history)],
     )
     .map_err(backend)?;
     for t in &c.timers {
         match t {
-            TimerChange::Set(t) => tx.execute(
+            TimerChange::Set(t) => exec(tx,
                 "INSERT INTO timers (workflow_id, name, due_at) VALUES (?1,?2,?3) ON CONFLICT(workflow_id, name) DO UPDATE SET due_at=excluded.due_at",
                 params![t.workflow_id, t.name, ts(t.due_at)],
             ),
-            TimerChange::Cancel { workflow_id, name } => tx.execute("DELETE FROM timers WHERE workflow_id=?1 AND name=?2", params![workflow_id, name]),
+            TimerChange::Cancel { workflow_id, name } => exec(tx, "DELETE FROM timers WHERE workflow_id=?1 AND name=?2", params![workflow_id, name]),
         }
         .map_err(backend)?;
     }
     for a in &c.agents {
-        tx.execute(
+        exec(tx,
             "INSERT INTO agents (id, name, status, body, updated_at) VALUES (?1,?2,?3,?4,?5)
              ON CONFLICT(id) DO UPDATE SET name=excluded.name, status=excluded.status, body=excluded.body, updated_at=excluded.updated_at",
             params![a.id, a.name, a.status.as_str(), encode(a), a.updated_at.to_rfc3339()],
@@ -204,7 +216,7 @@ fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
     for change in &c.approvals {
         match change {
             ApprovalChange::Open(r) => {
-                tx.execute(
+                exec(tx,
                     "INSERT OR IGNORE INTO approvals (id, workflow_id, status, body) VALUES (?1,?2,?3,?4)",
                     params![r.request.id, r.request.workflow_id, r.status(), encode(r)],
                 )
@@ -222,7 +234,8 @@ fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
                     })?,
                 )?;
                 rec.outcome = Some(outcome.clone());
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE approvals SET status=?2, body=?3 WHERE id=?1",
                     params![id, rec.status(), encode(&rec)],
                 )
@@ -249,7 +262,7 @@ fn append_audit_tx(tx: &Connection, records: &[AuditRecord]) -> Result<(), Store
         .unwrap_or_else(|| "0".repeat(64));
     for r in records {
         let hash = chain_hash(&prev, r);
-        let inserted = tx.execute(
+        let inserted = exec(tx,
             "INSERT OR IGNORE INTO audit (id, day, time, body, prev_hash, hash) VALUES (?1,?2,?3,?4,?5,?6)",
             params![r.id, r.time.format("%Y-%m-%d").to_string(), ts(r.time), encode(&r.body), prev, hash],
         )
@@ -297,12 +310,12 @@ impl StoreWrite for Db {
     }
 
     async fn remove_timer(&self, timer: &Timer) -> Result<(), StoreError> {
-        self.lock()
-            .execute(
-                "DELETE FROM timers WHERE workflow_id=?1 AND name=?2 AND due_at=?3",
-                params![timer.workflow_id, timer.name, ts(timer.due_at)],
-            )
-            .map_err(backend)?;
+        exec(
+            &self.lock(),
+            "DELETE FROM timers WHERE workflow_id=?1 AND name=?2 AND due_at=?3",
+            params![timer.workflow_id, timer.name, ts(timer.due_at)],
+        )
+        .map_err(backend)?;
         Ok(())
     }
 

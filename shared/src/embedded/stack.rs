@@ -55,6 +55,13 @@ impl Embedded {
             Db::open(&dir.join("steward.db"), cfg.durability).map_err(|e| err(e.to_string()))?,
         );
         let queue = Arc::new(SqliteQueue::new(db.clone()));
+        let recovered = queue.recover_in_flight().map_err(|e| err(e.to_string()))?;
+        if recovered > 0 {
+            tracing::info!(
+                recovered,
+                "redelivering messages that were in flight when the last process stopped"
+            );
+        }
         let idp = Arc::new(
             DevIdp::open(db.clone(), &dir.join("idp-signing-key.pem"), &cfg.issuer)
                 .map_err(|e| err(e.to_string()))?,

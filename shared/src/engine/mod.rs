@@ -434,14 +434,36 @@ impl Engine {
                     .await?;
                 Err(EngineError::Rejected(Rejected::new("workflow", why)))
             }
-            Some(_) => {
+            Some(i) => {
+                // Same rule as the machine's, checked now for a clear answer to the person.
+                let waiting = self
+                    .store
+                    .approvals(true)
+                    .await?
+                    .into_iter()
+                    .find(|a| a.request.workflow_id == workflow_id);
+                if let Some(approval) = waiting
+                    && let Err(r) = approval.request.check_canceller(&actor)
+                {
+                    let agent = i.agent_id.clone().unwrap_or_default();
+                    self.audit_refusal(
+                        "cancel",
+                        &actor,
+                        Some((&agent, &approval.request.agent_name)),
+                        Some(workflow_id),
+                        &r.to_string(),
+                    )
+                    .await?;
+                    return Err(EngineError::Rejected(r));
+                }
                 let event = Event::Cancel {
                     by: actor,
                     reason: reason.to_string(),
                 };
                 let msg = Message::Event {
                     workflow_id: workflow_id.to_string(),
-                    event_id: format!("cancel/{workflow_id}"),
+                    // One id per person: a refused cancel must not swallow an allowed one.
+                    event_id: format!("cancel/{workflow_id}/{}", by.trim().to_ascii_lowercase()),
                     event,
                 };
                 self.send(vec![msg], Duration::ZERO).await?;

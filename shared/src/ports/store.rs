@@ -84,6 +84,7 @@ impl ApprovalRecord {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(clippy::large_enum_variant)] // short-lived, one per commit; boxing buys nothing
 pub enum ApprovalChange {
     Open(ApprovalRecord),
     Close {
