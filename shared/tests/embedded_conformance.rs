@@ -133,6 +133,14 @@ vault_properties!(
     secrets_are_independent,
 );
 
+/// The aggregate entry points (what the AWS adapters will call) run every property.
+#[tokio::test]
+async fn whole_suites() {
+    store::run_store_suite(|| opener(Durability::Wal)).await;
+    queue::run_queue_suite(fresh_queue, TICK).await;
+    vault::run_vault_suite(fresh_vault).await;
+}
+
 /// The queue's max receive count is configurable and honoured.
 #[tokio::test]
 async fn queue_custom_max_receives() {
@@ -148,6 +156,31 @@ async fn queue_custom_max_receives() {
         .max_receives(),
         shared::embedded::queue::MAX_RECEIVES
     );
+}
+
+mod sqlite_queue_only {
+    use super::*;
+
+    /// A receipt from an earlier receive acks nothing: the message was redelivered to someone
+    /// else, who is still working on it.
+    #[tokio::test]
+    async fn a_stale_receipt_acks_nothing() {
+        let q = fresh_queue();
+        let q = &*q.port;
+        q.send(vec![queue::msg("g", "d1", "work")]).await.unwrap();
+        let first = q.receive(1, TICK).await.unwrap();
+        tokio::time::sleep(TICK * 2).await;
+        let second = q.receive(1, TICK * 100).await.unwrap();
+        assert_eq!(second[0].receive_count, 2);
+        q.ack(std::slice::from_ref(&first[0].receipt))
+            .await
+            .unwrap();
+        assert_eq!(q.depth().await.unwrap(), 1, "the stale ack removed nothing");
+        q.ack(std::slice::from_ref(&second[0].receipt))
+            .await
+            .unwrap();
+        assert_eq!(q.depth().await.unwrap(), 0);
+    }
 }
 
 mod sqlite_only {
@@ -211,6 +244,49 @@ mod sqlite_only {
             all[1].prev_hash, all[0].hash,
             "r2 must link to the stored r1, not to the dropped duplicate"
         );
+    }
+
+    /// In a group commit, a step that fails part-way (after its first writes) rolls back alone:
+    /// its savepoint, not the batch.
+    #[tokio::test]
+    async fn commit_batch_rolls_back_a_step_failing_part_way() {
+        let open = opener(Durability::Fsync);
+        let s = open();
+        s.commit(step("wf-b", 1)).await.unwrap();
+        let mut a = step("wf-a", 1);
+        a.audit = vec![audit_record("a-audit")];
+        let mut bad = step("wf-b", 2);
+        bad.timers = vec![TimerChange::Set(store::timer("wf-b", "t", 5))];
+        bad.agents = vec![store::agent(
+            "agt-b",
+            "b-agent-prod",
+            AgentStatus::Active,
+            2,
+        )];
+        bad.approvals = vec![
+            ApprovalChange::Open(approval("ap-b", "wf-b")),
+            ApprovalChange::Close {
+                id: "ap-missing".into(),
+                outcome: ApprovalOutcome::Expired { at: store::at(3) },
+            },
+        ];
+        bad.audit = vec![audit_record("b-audit")];
+        let mut c = step("wf-c", 1);
+        c.audit = vec![audit_record("c-audit")];
+        let results = s.commit_batch(vec![a, bad, c]).await.unwrap();
+        assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+        assert!(matches!(results[1], Err(StoreError::Corrupt(..))));
+        assert_eq!(s.instance("wf-b").await.unwrap().unwrap().version, 1);
+        assert_eq!(s.history("wf-b").await.unwrap().len(), 1);
+        assert!(s.due_timers(store::at(100), 10).await.unwrap().is_empty());
+        assert_eq!(s.agent("agt-b").await.unwrap(), None);
+        assert_eq!(s.approval("ap-b").await.unwrap(), None);
+        let audit = s.audit(0, 10).await.unwrap();
+        let ids: Vec<&str> = audit.iter().map(|c| c.record.id.as_str()).collect();
+        assert_eq!(ids, vec!["a-audit", "c-audit"]);
+        assert_eq!(audit[1].prev_hash, audit[0].hash);
+        assert!(s.instance("wf-a").await.unwrap().is_some());
+        assert!(s.instance("wf-c").await.unwrap().is_some());
     }
 
     #[test]
@@ -310,6 +386,11 @@ mod file_vault_only {
         ));
     }
 
+    /// The vault's file for a secret name (hex of the name).
+    fn secret_file(name: &str) -> String {
+        format!("{}.secret.json", hex::encode(name))
+    }
+
     /// A value is bound to its secret name: a file copied under another name does not decrypt.
     #[tokio::test]
     async fn value_is_bound_to_its_name() {
@@ -317,8 +398,8 @@ mod file_vault_only {
         let dir = tempfile::tempdir().unwrap();
         let v = vault_with_secret(dir.path()).await;
         std::fs::copy(
-            dir.path().join("agt-1.secret.json"),
-            dir.path().join("agt-2.secret.json"),
+            dir.path().join(secret_file("agt-1")),
+            dir.path().join(secret_file("agt-2")),
         )
         .unwrap();
         assert!(matches!(
@@ -362,8 +443,8 @@ mod file_vault_only {
         no_env_key();
         let dir = tempfile::tempdir().unwrap();
         drop(vault_with_secret(dir.path()).await);
-        for name in ["vault.key", "agt-1.secret.json"] {
-            let mode = std::fs::metadata(dir.path().join(name))
+        for name in ["vault.key".to_string(), secret_file("agt-1")] {
+            let mode = std::fs::metadata(dir.path().join(&name))
                 .unwrap()
                 .permissions()
                 .mode();
@@ -379,7 +460,6 @@ mod file_vault_only {
     /// Two different secret names must be two secrets. The file name sanitises every character
     /// outside [A-Za-z0-9_-] to `_`, so `team/agent` and `team_agent` share one file.
     #[tokio::test]
-    #[ignore = "bug: FileVault::file maps distinct names to one file (see report)"]
     async fn names_differing_in_punctuation_are_distinct() {
         no_env_key();
         let dir = tempfile::tempdir().unwrap();

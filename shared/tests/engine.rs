@@ -737,3 +737,74 @@ async fn tick_fires_due_timers_once() {
         Err(EngineError::Rejected(_))
     ));
 }
+
+/// Group commit: messages of one workflow in one batch build on each other in memory, and a
+/// duplicate inside the batch is recognised.
+#[tokio::test]
+async fn a_batch_applies_events_of_one_workflow_in_order() {
+    let st = stack();
+    let e = &st.engine;
+    let wf = e
+        .request_agent(sensitive(), REQUESTER)
+        .await
+        .unwrap()
+        .workflow_id;
+    settle(e).await;
+    let before = e.store.history(&wf).await.unwrap().len();
+    let approve = body(&approve(&wf));
+    let cancel = body(&Message::Event {
+        workflow_id: wf.clone(),
+        event_id: format!("cancel/{wf}"),
+        event: Event::Cancel {
+            by: statemachines::Actor::Person(REQUESTER.into()),
+            reason: "changed my mind".into(),
+        },
+    });
+    // Three messages of one workflow, visible together: one receive takes them all.
+    let out = |dedupe: &str, body: &str| OutMessage {
+        group: wf.clone(),
+        dedupe_id: dedupe.into(),
+        body: body.into(),
+        delay: Duration::ZERO,
+    };
+    e.queue
+        .send(vec![
+            out("t-approve", &approve),
+            out("t-approve-again", &approve),
+            out("t-cancel", &cancel),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(e.work_once(32).await.unwrap(), 3);
+    assert_eq!(
+        e.queue.dead_letters(10).await.unwrap().len(),
+        0,
+        "nothing failed"
+    );
+    let history = e.store.history(&wf).await.unwrap();
+    assert_eq!(
+        history.len(),
+        before + 2,
+        "two steps: the duplicate is not one"
+    );
+    let steps: Vec<(&str, &str, bool)> = history[before..]
+        .iter()
+        .map(|h| (h.from.as_str(), h.to.as_str(), h.rejected.is_some()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("AwaitingApproval", "Provisioning", false),
+            ("Provisioning", "Provisioning", true),
+        ],
+        "the cancel saw the approval applied before it in the same batch"
+    );
+    assert!(
+        audit_events(e)
+            .await
+            .iter()
+            .any(|v| steward_event(v) == "refused")
+    );
+    settle(e).await;
+    assert_eq!(state(e, &wf).await.0, "Active");
+}

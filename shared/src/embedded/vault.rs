@@ -97,18 +97,11 @@ impl FileVault {
         })
     }
 
+    /// One file per secret, named by the hex of the secret's name: reversible, so two names
+    /// never share a file, and safe in any file system.
     fn file(&self, secret: &str) -> PathBuf {
-        let safe: String = secret
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        self.dir.join(format!("{safe}.secret.json"))
+        self.dir
+            .join(format!("{}.secret.json", hex::encode(secret.as_bytes())))
     }
 
     fn read(&self, secret: &str) -> Result<SecretFile, VaultError> {

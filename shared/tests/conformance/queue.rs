@@ -5,23 +5,23 @@
 //! Every property expects a fresh, empty queue. `tick` is the adapter's time granularity: the
 //! embedded queue works in milliseconds (a few tens of ms is plenty), SQS in whole seconds.
 
+use super::Subject;
 use shared::ports::Queue;
 use shared::ports::queue::{Delivery, OutMessage};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs every property, each on a fresh queue from `fresh`.
-pub async fn run_queue_suite(fresh: impl Fn() -> Arc<dyn Queue>, tick: Duration) {
-    send_receive_ack(&*fresh(), tick).await;
-    dedupe_id_drops_duplicates(&*fresh()).await;
-    delay_hides_until_due(&*fresh(), tick).await;
-    visibility_timeout_redelivers(&*fresh(), tick).await;
-    fifo_one_in_flight_per_group(&*fresh(), tick).await;
-    order_within_group(&*fresh(), tick).await;
-    nack_with_delay(&*fresh(), tick).await;
-    dead_letter_after_max_receives(&*fresh(), tick).await;
-    depth_counts_waiting_and_in_flight(&*fresh(), tick).await;
-    send_and_ack_does_both(&*fresh(), tick).await;
+pub async fn run_queue_suite(fresh: impl Fn() -> Subject<dyn Queue>, tick: Duration) {
+    send_receive_ack(&*fresh().port, tick).await;
+    dedupe_id_drops_duplicates(&*fresh().port).await;
+    delay_hides_until_due(&*fresh().port, tick).await;
+    visibility_timeout_redelivers(&*fresh().port, tick).await;
+    fifo_one_in_flight_per_group(&*fresh().port, tick).await;
+    order_within_group(&*fresh().port, tick).await;
+    nack_with_delay(&*fresh().port, tick).await;
+    dead_letter_after_max_receives(&*fresh().port, tick).await;
+    depth_counts_waiting_and_in_flight(&*fresh().port, tick).await;
+    send_and_ack_does_both(&*fresh().port, tick).await;
 }
 
 pub fn msg(group: &str, dedupe: &str, body: &str) -> OutMessage {
@@ -82,12 +82,12 @@ pub async fn dedupe_id_drops_duplicates(q: &dyn Queue) {
 /// A delayed message is invisible until its delay has passed.
 pub async fn delay_hides_until_due(q: &dyn Queue, tick: Duration) {
     let mut m = msg("g", "d1", "later");
-    m.delay = tick * 4;
+    m.delay = tick * 6;
     q.send(vec![m, msg("h", "d2", "now")]).await.unwrap();
     let got = q.receive(10, long(tick)).await.unwrap();
     assert_eq!(bodies(&got), vec!["now"]);
     assert_eq!(q.depth().await.unwrap(), 2, "a delayed message counts");
-    tokio::time::sleep(tick * 6).await;
+    tokio::time::sleep(tick * 8).await;
     let got = q.receive(10, long(tick)).await.unwrap();
     assert_eq!(bodies(&got), vec!["later"]);
     assert_eq!(got[0].receive_count, 1);
@@ -96,11 +96,11 @@ pub async fn delay_hides_until_due(q: &dyn Queue, tick: Duration) {
 /// An unacked message comes back after its visibility timeout, with its receive count up.
 pub async fn visibility_timeout_redelivers(q: &dyn Queue, tick: Duration) {
     q.send(vec![msg("g", "d1", "work")]).await.unwrap();
-    let first = q.receive(10, tick * 3).await.unwrap();
+    let first = q.receive(10, tick * 6).await.unwrap();
     assert_eq!(bodies(&first), vec!["work"]);
     assert_eq!(first[0].receive_count, 1);
-    assert!(q.receive(10, tick * 3).await.unwrap().is_empty());
-    tokio::time::sleep(tick * 5).await;
+    assert!(q.receive(10, tick * 6).await.unwrap().is_empty());
+    tokio::time::sleep(tick * 8).await;
     let second = q.receive(10, long(tick)).await.unwrap();
     assert_eq!(bodies(&second), vec!["work"]);
     assert_eq!(second[0].receive_count, 2);
@@ -168,13 +168,13 @@ pub async fn nack_with_delay(q: &dyn Queue, tick: Duration) {
     q.send(vec![msg("A", "a1", "A1")]).await.unwrap();
     let d = q.receive(10, long(tick)).await.unwrap();
     assert_eq!(bodies(&d), vec!["A1"]);
-    q.nack(&d[0].receipt, tick * 4).await.unwrap();
+    q.nack(&d[0].receipt, tick * 6).await.unwrap();
     q.send(vec![msg("A", "a2", "A2"), msg("B", "b1", "B1")])
         .await
         .unwrap();
     let during = q.receive(10, long(tick)).await.unwrap();
     assert_eq!(bodies(&during), vec!["B1"], "A waits for the nacked A1");
-    tokio::time::sleep(tick * 6).await;
+    tokio::time::sleep(tick * 8).await;
     let again = q.receive(1, long(tick)).await.unwrap();
     assert_eq!(bodies(&again), vec!["A1"]);
     assert_eq!(again[0].receive_count, 2);

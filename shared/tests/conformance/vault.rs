@@ -4,19 +4,19 @@
 //!
 //! Every property expects a fresh, empty vault.
 
+use super::Subject;
 use shared::Secret;
 use shared::ports::Vault;
 use shared::ports::vault::{Stage, VersionInfo};
-use std::sync::Arc;
 
 /// Runs every property, each on a fresh vault from `fresh`.
-pub async fn run_vault_suite(fresh: impl Fn() -> Arc<dyn Vault>) {
-    put_get_by_stage(&*fresh()).await;
-    new_current_demotes_old_to_previous(&*fresh()).await;
-    pending_is_separate(&*fresh()).await;
-    put_is_idempotent_per_version(&*fresh()).await;
-    versions_list_ids_and_stages_never_values(&*fresh()).await;
-    secrets_are_independent(&*fresh()).await;
+pub async fn run_vault_suite(fresh: impl Fn() -> Subject<dyn Vault>) {
+    put_get_by_stage(&*fresh().port).await;
+    new_current_demotes_old_to_previous(&*fresh().port).await;
+    pending_is_separate(&*fresh().port).await;
+    put_is_idempotent_per_version(&*fresh().port).await;
+    versions_list_ids_and_stages_never_values(&*fresh().port).await;
+    secrets_are_independent(&*fresh().port).await;
 }
 
 async fn get(v: &dyn Vault, secret: &str, stage: Stage) -> Option<(String, String)> {
