@@ -187,7 +187,7 @@ fn main() {
         "level", "batch", "transitions", "transitions/s", "p50 ms", "p99 ms", "max ms"
     );
     for (name, level) in [("fsync", Durability::Fsync), ("wal", Durability::Wal)] {
-        for batch in [1usize, 64] {
+        for batch in [1usize, 16, 128] {
             let r = rt.block_on(run(level, agents, batch));
             println!(
                 "{:<8} {:>6} {:>12} {:>14.0} {:>10.3} {:>10.3} {:>10.3}",

@@ -29,15 +29,15 @@ CREATE TABLE IF NOT EXISTS workflows (
   terminal INTEGER NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS workflows_agent ON workflows(agent_id);
 CREATE TABLE IF NOT EXISTS history (
-  workflow_id TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (workflow_id, seq));
+  workflow_id TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (workflow_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agents (
-  id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL, updated_at TEXT NOT NULL);
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL, updated_at TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS agents_name ON agents(name);
 CREATE TABLE IF NOT EXISTS approvals (
   id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status);
 CREATE TABLE IF NOT EXISTS timers (
-  workflow_id TEXT NOT NULL, name TEXT NOT NULL, due_at INTEGER NOT NULL, PRIMARY KEY (workflow_id, name));
+  workflow_id TEXT NOT NULL, name TEXT NOT NULL, due_at INTEGER NOT NULL, PRIMARY KEY (workflow_id, name)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS timers_due ON timers(due_at);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, day TEXT NOT NULL, time INTEGER NOT NULL,
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS queue (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT NOT NULL, dedupe_id TEXT NOT NULL, body TEXT NOT NULL,
   visible_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT);
 CREATE INDEX IF NOT EXISTS queue_in_flight ON queue(group_id) WHERE receipt IS NOT NULL;
-CREATE TABLE IF NOT EXISTS queue_dedupe (dedupe_id TEXT PRIMARY KEY, sent_at INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS queue_dedupe (dedupe_id TEXT PRIMARY KEY, sent_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS queue_dedupe_sent ON queue_dedupe(sent_at);
 CREATE TABLE IF NOT EXISTS dead_letters (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT NOT NULL, body TEXT NOT NULL, receive_count INTEGER NOT NULL, dead_at INTEGER NOT NULL);
@@ -78,7 +78,7 @@ impl Db {
             Durability::Fsync => "FULL",
             Durability::Wal => "NORMAL",
         };
-        conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;"))
+        conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=2000; PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;"))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -154,6 +154,16 @@ pub(crate) fn exec<P: rusqlite::Params>(
     conn.prepare_cached(sql)?.execute(params)
 }
 
+/// One optional row through the statement cache.
+fn one<T: rusqlite::types::FromSql, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    conn.prepare_cached(sql)?.query_row(params, f).optional()
+}
+
 pub(crate) fn ts(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
 }
@@ -223,9 +233,10 @@ fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
                 .map_err(backend)?;
             }
             ApprovalChange::Close { id, outcome } => {
-                let body: Option<String> = tx
-                    .query_row("SELECT body FROM approvals WHERE id=?1", [id], |r| r.get(0))
-                    .optional()
+                let body: Option<String> =
+                    one(tx, "SELECT body FROM approvals WHERE id=?1", [id], |r| {
+                        r.get(0)
+                    })
                     .map_err(backend)?;
                 let mut rec: ApprovalRecord = decode(
                     id,
@@ -251,15 +262,14 @@ fn append_audit_tx(tx: &Connection, records: &[AuditRecord]) -> Result<(), Store
     if records.is_empty() {
         return Ok(());
     }
-    let mut prev: String = tx
-        .query_row(
-            "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(backend)?
-        .unwrap_or_else(|| "0".repeat(64));
+    let mut prev: String = one(
+        tx,
+        "SELECT hash FROM audit ORDER BY seq DESC LIMIT 1",
+        [],
+        |r| r.get(0),
+    )
+    .map_err(backend)?
+    .unwrap_or_else(|| "0".repeat(64));
     for r in records {
         let hash = chain_hash(&prev, r);
         let inserted = exec(tx,
@@ -330,11 +340,13 @@ impl StoreWrite for Db {
 #[async_trait]
 impl StoreRead for Db {
     async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError> {
-        let body: Option<String> = self
-            .lock()
-            .query_row("SELECT body FROM workflows WHERE id=?1", [id], |r| r.get(0))
-            .optional()
-            .map_err(backend)?;
+        let body: Option<String> = one(
+            &self.lock(),
+            "SELECT body FROM workflows WHERE id=?1",
+            [id],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
         body.map(|b| decode(id, &b)).transpose()
     }
 
@@ -363,25 +375,25 @@ impl StoreRead for Db {
     }
 
     async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
-        let body: Option<String> = self
-            .lock()
-            .query_row("SELECT body FROM agents WHERE id=?1", [id], |r| r.get(0))
-            .optional()
-            .map_err(backend)?;
+        let body: Option<String> = one(
+            &self.lock(),
+            "SELECT body FROM agents WHERE id=?1",
+            [id],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
         body.map(|b| decode(id, &b)).transpose()
     }
 
     async fn agent_by_name(&self, name: &str) -> Result<Option<Agent>, StoreError> {
         // The newest record with that name (an earlier denied request may share it).
-        let body: Option<String> = self
-            .lock()
-            .query_row(
-                "SELECT body FROM agents WHERE name=?1 ORDER BY updated_at DESC LIMIT 1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(backend)?;
+        let body: Option<String> = one(
+            &self.lock(),
+            "SELECT body FROM agents WHERE name=?1 ORDER BY updated_at DESC LIMIT 1",
+            [name],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
         body.map(|b| decode(name, &b)).transpose()
     }
 
@@ -398,11 +410,13 @@ impl StoreRead for Db {
     }
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
-        let body: Option<String> = self
-            .lock()
-            .query_row("SELECT body FROM approvals WHERE id=?1", [id], |r| r.get(0))
-            .optional()
-            .map_err(backend)?;
+        let body: Option<String> = one(
+            &self.lock(),
+            "SELECT body FROM approvals WHERE id=?1",
+            [id],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
         body.map(|b| decode(id, &b)).transpose()
     }
 

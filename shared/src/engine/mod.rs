@@ -541,7 +541,7 @@ impl Engine {
             Duration::from_millis(100)
         };
         tracing::warn!(error = %e, receive_count = d.receive_count, retryable = e.retryable, "message failed; it will be redelivered");
-        if d.receive_count >= self.queue_max_receives() {
+        if d.receive_count >= self.queue.max_receives() {
             let summary: String = d.body.chars().take(200).collect();
             self.store
                 .append_audit(vec![audit::dead_letter(
@@ -554,11 +554,6 @@ impl Engine {
         }
         self.queue.nack(&d.receipt, delay).await?;
         Ok(())
-    }
-
-    /// The embedded queue's redrive count; audit records the move to the DLQ at that count.
-    fn queue_max_receives(&self) -> u32 {
-        self.queue.max_receives()
     }
 
     /// Exponential backoff with jitter, capped.
