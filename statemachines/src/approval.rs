@@ -1,8 +1,10 @@
 //! Approvals: a person's decision on a sensitive step, and the rules a decision must satisfy.
 //! The rules live here, in pure code, so the engine enforces them whatever the UI (console, Slack).
 
-use crate::workflow::Rejected;
-use chrono::{DateTime, Utc};
+use crate::agent::Agent;
+use crate::command::{Actor, AuditKind, Command};
+use crate::workflow::{Ctx, Rejected};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,7 +57,71 @@ pub struct ApprovalRequest {
     pub expires_at: DateTime<Utc>,
 }
 
+/// What a workflow asks approval for; `ApprovalRequest::open` adds who, until when and the ids.
+pub struct Ask {
+    pub action: &'static str,
+    pub scopes_added: Vec<String>,
+    pub scopes_removed: Vec<String>,
+    pub sensitive_scopes: Vec<String>,
+    pub token_lifetime_secs: u32,
+    pub justification: String,
+}
+
+/// Name of the timer that ends an unanswered approval.
+pub const APPROVAL_EXPIRY_TIMER: &str = "approval-expiry";
+
 impl ApprovalRequest {
+    /// The workflow's approval: asked of the policy's approvers except the requester, expiring
+    /// after the policy's approval expiry. Its id derives from the workflow id (replay-stable).
+    pub fn open(ctx: &Ctx, agent: &Agent, requester: &str, ask: Ask) -> Self {
+        Self {
+            id: format!("{}-approval-1", ctx.workflow_id),
+            workflow_id: ctx.workflow_id.to_string(),
+            agent_id: agent.id.clone(),
+            agent_name: agent.name.clone(),
+            environment: agent.environment.clone(),
+            action: ask.action.into(),
+            scopes_added: ask.scopes_added,
+            scopes_removed: ask.scopes_removed,
+            sensitive_scopes: ask.sensitive_scopes,
+            token_lifetime_secs: ask.token_lifetime_secs,
+            requester: requester.to_string(),
+            justification: ask.justification,
+            approvers: ctx
+                .policy
+                .approvers
+                .iter()
+                .filter(|a| !a.eq_ignore_ascii_case(requester))
+                .cloned()
+                .collect(),
+            requested_at: ctx.now,
+            expires_at: ctx.now + Duration::seconds(ctx.policy.approval_expiry_secs as i64),
+        }
+    }
+
+    /// The commands that open it: arm the expiry timer, record and ask it, audit the ask.
+    pub fn opening_commands(&self, agent: &Agent) -> Vec<Command> {
+        vec![
+            Command::SetTimer {
+                name: APPROVAL_EXPIRY_TIMER.into(),
+                at: self.expires_at,
+            },
+            Command::RequestApproval(self.clone()),
+            crate::onboarding::audit(
+                agent,
+                AuditKind::ApprovalRequested,
+                Actor::Person(self.requester.clone()),
+                Some(&self.id),
+                self.sensitive_scopes.clone(),
+                format!(
+                    "approval {} requested for sensitive scopes {}",
+                    self.id,
+                    self.sensitive_scopes.join(", ")
+                ),
+            ),
+        ]
+    }
+
     /// The rules every decision must satisfy (besides "not decided yet", which the owning
     /// workflow's state enforces): the approver is allowed, is not the requester, and the request
     /// has not expired. Returns the approver as the approval lists them (canonical spelling).

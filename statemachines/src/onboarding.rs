@@ -6,15 +6,14 @@
 //! starts.
 
 use crate::agent::{Agent, AgentRequest, AgentStatus};
-use crate::approval::{ApprovalOutcome, ApprovalRequest, Decision};
+use crate::approval::{ApprovalOutcome, ApprovalRequest, Ask, Decision};
 use crate::command::{Actor, AuditEvent, AuditKind, Command, IdpCommand};
 use crate::event::Event;
 use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Name of the timer that ends an unanswered approval.
-pub const APPROVAL_EXPIRY_TIMER: &str = "approval-expiry";
+pub use crate::approval::APPROVAL_EXPIRY_TIMER;
 
 /// What the directory said about the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,52 +191,25 @@ impl Workflow for Onboarding {
             });
         }
 
-        let approval = ApprovalRequest {
-            id: format!("{}-approval-1", ctx.workflow_id),
-            workflow_id: ctx.workflow_id.to_string(),
-            agent_id: agent.id.clone(),
-            agent_name: agent.name.clone(),
-            environment: agent.environment.clone(),
-            action: "onboard".into(),
-            scopes_added: agent.scopes.clone(),
-            scopes_removed: vec![],
-            sensitive_scopes: sensitive.clone(),
-            token_lifetime_secs: agent.token_lifetime_secs,
-            requester: requester.clone(),
-            justification: agent.purpose.clone(),
-            approvers: ctx
-                .policy
-                .approvers
-                .iter()
-                .filter(|a| !a.eq_ignore_ascii_case(&requester))
-                .cloned()
-                .collect(),
-            requested_at: ctx.now,
-            expires_at: ctx.now + Duration::seconds(ctx.policy.approval_expiry_secs as i64),
-        };
-        let asked = audit(
+        let approval = ApprovalRequest::open(
+            ctx,
             &agent,
-            AuditKind::ApprovalRequested,
-            Actor::Person(requester),
-            Some(&approval.id),
-            sensitive.clone(),
-            format!(
-                "approval {} requested for sensitive scopes {}",
-                approval.id,
-                sensitive.join(", ")
-            ),
+            &requester,
+            Ask {
+                action: "onboard",
+                scopes_added: agent.scopes.clone(),
+                scopes_removed: vec![],
+                sensitive_scopes: sensitive,
+                token_lifetime_secs: agent.token_lifetime_secs,
+                justification: agent.purpose.clone(),
+            },
         );
         Ok(Step {
-            commands: vec![
-                requested,
-                Command::SaveAgent(Box::new(agent.clone())),
-                Command::SetTimer {
-                    name: APPROVAL_EXPIRY_TIMER.into(),
-                    at: approval.expires_at,
-                },
-                Command::RequestApproval(approval.clone()),
-                asked,
-            ],
+            commands: [
+                vec![requested, Command::SaveAgent(Box::new(agent.clone()))],
+                approval.opening_commands(&agent),
+            ]
+            .concat(),
             state: OnboardingState::AwaitingApproval { agent, approval },
         })
     }

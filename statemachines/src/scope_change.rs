@@ -2,7 +2,7 @@
 //! for approval, then the identity provider is set to exactly the new grant.
 
 use crate::agent::{Agent, AgentStatus};
-use crate::approval::{ApprovalOutcome, ApprovalRequest, Decision};
+use crate::approval::{ApprovalOutcome, ApprovalRequest, Ask, Decision};
 use crate::command::{Actor, AuditKind, Command, IdpCommand};
 use crate::event::Event;
 use crate::onboarding::{
@@ -10,7 +10,6 @@ use crate::onboarding::{
 };
 use crate::policy::reason;
 use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
-use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -232,51 +231,21 @@ impl Workflow for ScopeChange {
                 },
             });
         }
-        let approval = ApprovalRequest {
-            id: format!("{}-approval-1", ctx.workflow_id),
-            workflow_id: ctx.workflow_id.to_string(),
-            agent_id: agent.id.clone(),
-            agent_name: agent.name.clone(),
-            environment: agent.environment.clone(),
-            action: "scope-change".into(),
-            scopes_added: change.added.clone(),
-            scopes_removed: change.removed.clone(),
-            sensitive_scopes: sensitive.clone(),
-            token_lifetime_secs: change.token_lifetime_secs,
-            requester: requester.clone(),
-            justification: change.reason.clone(),
-            approvers: ctx
-                .policy
-                .approvers
-                .iter()
-                .filter(|a| !a.eq_ignore_ascii_case(&requester))
-                .cloned()
-                .collect(),
-            requested_at: ctx.now,
-            expires_at: ctx.now + Duration::seconds(ctx.policy.approval_expiry_secs as i64),
-        };
-        let asked = audit(
+        let approval = ApprovalRequest::open(
+            ctx,
             &agent,
-            AuditKind::ApprovalRequested,
-            Actor::Person(requester),
-            Some(&approval.id),
-            sensitive.clone(),
-            format!(
-                "approval {} requested for sensitive scopes {}",
-                approval.id,
-                sensitive.join(", ")
-            ),
+            &requester,
+            Ask {
+                action: "scope-change",
+                scopes_added: change.added.clone(),
+                scopes_removed: change.removed.clone(),
+                sensitive_scopes: sensitive,
+                token_lifetime_secs: change.token_lifetime_secs,
+                justification: change.reason.clone(),
+            },
         );
         Ok(Step {
-            commands: vec![
-                requested,
-                Command::SetTimer {
-                    name: APPROVAL_EXPIRY_TIMER.into(),
-                    at: approval.expires_at,
-                },
-                Command::RequestApproval(approval.clone()),
-                asked,
-            ],
+            commands: [vec![requested], approval.opening_commands(&agent)].concat(),
             state: ScopeChangeState::AwaitingApproval {
                 agent,
                 change,
