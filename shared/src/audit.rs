@@ -176,6 +176,40 @@ pub fn refusal(
     AuditRecord { id, time, body: v }
 }
 
+/// A refused client_credentials request at the dev IdP's token endpoint (OCSF Authentication,
+/// Authentication Ticket, Failure). Names the client id, never the secret.
+pub fn token_refused(
+    client_id: &str,
+    error: &str,
+    description: &str,
+    time: DateTime<Utc>,
+) -> AuditRecord {
+    let id = random_id("token-refused");
+    let c = Class {
+        uid: 3002,
+        name: "Authentication",
+        category_uid: IAM.0,
+        category_name: IAM.1,
+        activity_id: 3,
+        activity_name: "Authentication Ticket",
+    };
+    let mut v = base(
+        &c,
+        time,
+        &id,
+        false,
+        &format!("token refused for client {client_id}: {error}: {description}"),
+        None,
+    );
+    v["user"] = json!({"uid": client_id, "type_id": 4, "type": "Service"});
+    v["actor"] = json!({"app_uid": client_id});
+    v["auth_protocol_id"] = json!(6);
+    v["auth_protocol"] = json!("OAUTH 2.0");
+    v["service"] = json!({"name": "steward-dev-idp"});
+    v["unmapped"] = json!({"steward_event": "token_refused", "error": error});
+    AuditRecord { id, time, body: v }
+}
+
 /// A message the engine gave up on (it is in the dead-letter queue now).
 pub fn dead_letter(
     body_summary: &str,

@@ -178,6 +178,29 @@ fn request_approve_provision_and_fetch_a_verified_token() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
 
+    // Every refused token request is audited with the client id, never the secret.
+    let refused: Vec<Value> = s
+        .audit()
+        .into_iter()
+        .filter(|r| r["unmapped"]["steward_event"] == "token_refused")
+        .collect();
+    assert_eq!(refused.len(), 5, "{:?}", messages(&refused));
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["class_uid"] == 3002 && r["status_id"] == 2)
+    );
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["user"]["uid"] == client_id.as_str())
+    );
+    let trail = serde_json::to_string(&s.audit()).unwrap();
+    assert!(
+        !trail.contains(secret.as_str()),
+        "the secret never reaches the audit trail"
+    );
+
     // The history and the audit trail tell the story, naming the approver.
     let history = array(s.get_ok(&format!("/api/agents/{NAME}/history")));
     let steps: Vec<&str> = history
@@ -198,8 +221,11 @@ fn request_approve_provision_and_fetch_a_verified_token() {
     assert_eq!(decided[0]["unmapped"]["approval_id"], approval_id.as_str());
     assert_eq!(decided[0]["metadata"]["correlation_uid"], wf.as_str());
     assert!(
-        audit.iter().all(|r| r["status"] == "Success"),
-        "nothing was refused on the happy path: {:?}",
+        audit
+            .iter()
+            .filter(|r| r["unmapped"]["steward_event"] != "token_refused")
+            .all(|r| r["status"] == "Success"),
+        "nothing but the deliberate token requests was refused: {:?}",
         messages(&audit)
     );
 }

@@ -265,42 +265,75 @@ struct TokenForm {
     client_secret: Option<String>,
 }
 
-/// RFC 6749 §4.4 token endpoint; client_secret_basic or client_secret_post.
+/// RFC 6749 §4.4 token endpoint; client_secret_basic or client_secret_post. Every refusal is
+/// counted and audited (client id only, never the secret).
 async fn token(
     State(state): State<Shared>,
     headers: HeaderMap,
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
-    use shared::idp::dev::OAuthError;
-    let oauth = |e: OAuthError| {
-        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-        let mut resp = (
-            status,
-            Json(json!({"error": e.error, "error_description": e.error_description})),
-        )
-            .into_response();
-        if status == StatusCode::UNAUTHORIZED {
+    let now = state.stack.engine.clock.now();
+    let (client_id, result) = grant(&state, &headers, form, now);
+    match result {
+        Ok(t) => {
+            let mut resp = Json(t).into_response();
             resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Basic realm=\"steward\""),
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
             );
+            resp
         }
-        resp.headers_mut().insert(
-            header::CACHE_CONTROL,
-            header::HeaderValue::from_static("no-store"),
-        );
-        resp
-    };
-    let Ok(Form(form)) = form else {
-        return oauth(OAuthError::invalid_request(
-            "the body must be application/x-www-form-urlencoded",
-        ));
-    };
-    if form.grant_type.as_deref() != Some("client_credentials") {
-        return oauth(OAuthError::unsupported_grant_type(
-            "only grant_type=client_credentials is supported",
-        ));
+        Err(e) => {
+            state.bad_requests.fetch_add(1, Ordering::Relaxed);
+            let record = audit::token_refused(
+                client_id.as_deref().unwrap_or("(none)"),
+                e.error,
+                &e.error_description,
+                now,
+            );
+            if let Err(err) = state.stack.engine.store.append_audit(vec![record]).await {
+                tracing::error!(error = %err, "could not audit a refused token request");
+            }
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut resp = (
+                status,
+                Json(json!({"error": e.error, "error_description": e.error_description})),
+            )
+                .into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"steward\""),
+                );
+            }
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
     }
+}
+
+/// Parses and checks a client_credentials request; returns the client id it named, if any.
+fn grant(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (
+    Option<String>,
+    Result<shared::idp::dev::TokenResponse, shared::idp::dev::OAuthError>,
+) {
+    use shared::idp::dev::OAuthError;
+    let Ok(Form(form)) = form else {
+        return (
+            None,
+            Err(OAuthError::invalid_request(
+                "the body must be application/x-www-form-urlencoded",
+            )),
+        );
+    };
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -318,30 +351,30 @@ async fn token(
     let (id, secret) = match (basic, form.client_id, form.client_secret) {
         (Some(pair), _, _) => pair,
         (None, Some(i), Some(s)) => (i, s),
-        _ => {
-            return oauth(OAuthError {
-                error: "invalid_client",
-                error_description: "client authentication is required".into(),
-                status: 401,
-            });
+        (None, id, _) => {
+            return (
+                id,
+                Err(OAuthError {
+                    error: "invalid_client",
+                    error_description: "client authentication is required".into(),
+                    status: 401,
+                }),
+            );
         }
     };
-    match state.stack.idp.issue_token(
-        &id,
-        &secret,
-        form.scope.as_deref(),
-        state.stack.engine.clock.now(),
-    ) {
-        Ok(t) => {
-            let mut resp = Json(t).into_response();
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-store"),
-            );
-            resp
-        }
-        Err(e) => oauth(e),
+    if form.grant_type.as_deref() != Some("client_credentials") {
+        return (
+            Some(id),
+            Err(OAuthError::unsupported_grant_type(
+                "only grant_type=client_credentials is supported",
+            )),
+        );
     }
+    let result = state
+        .stack
+        .idp
+        .issue_token(&id, &secret, form.scope.as_deref(), now);
+    (Some(id), result)
 }
 
 /// RFC 6749 §2.3.1: client credentials in Basic auth are form-urlencoded first.
