@@ -108,10 +108,16 @@ mod server_args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The demo prints its own timeline; the server's notices would interleave with it.
+    let default_filter = if matches!(args.command, Cmd::Demo) {
+        "warn"
+    } else {
+        "steward=info,shared=info,warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG")
-                .unwrap_or_else(|_| "steward=info,shared=info,warn".into()),
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .init();
