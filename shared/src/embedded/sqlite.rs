@@ -89,28 +89,6 @@ impl Db {
         })
     }
 
-    /// Rows in one of the engine's tables (benchmarks and diagnostics).
-    pub fn count(&self, table: &str) -> Result<usize, StoreError> {
-        const TABLES: &[&str] = &[
-            "workflows",
-            "history",
-            "agents",
-            "approvals",
-            "timers",
-            "audit",
-            "queue",
-            "dead_letters",
-        ];
-        if !TABLES.contains(&table) {
-            return Err(StoreError::Backend(format!("no table {table}")));
-        }
-        let n: i64 = self
-            .lock()
-            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
-            .map_err(backend)?;
-        Ok(n as usize)
-    }
-
     /// Runs `f` in a transaction that does not wait for the disk (WAL frames are made durable by
     /// the next fsynced commit). Only for writes whose loss causes a harmless redelivery.
     pub(crate) fn relaxed<R>(
