@@ -266,7 +266,7 @@ fn operator_commands_against_a_running_server() {
         "remediation needs monitor writes",
     ]));
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("approve accepted"), "{stdout}");
+    assert!(stdout.contains("approve queued"), "{stdout}");
     s.wait_agent_status(NAME, "active");
 
     // agents list

@@ -397,31 +397,36 @@ pub async fn approvals(cmd: ApprovalsCmd, c: &Client) -> anyhow::Result<()> {
             id,
             approver,
             reason,
-        } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/approvals/{id}/approve"),
-                    Some(json!({"approver": approver, "reason": reason})),
-                )
-                .await?;
-            print(c, &v, |_| println!("approval {id}: approve accepted"));
-        }
+        } => decide(&api, c, &id, "approve", &approver, reason).await?,
         ApprovalsCmd::Deny {
             id,
             approver,
             reason,
-        } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/approvals/{id}/deny"),
-                    Some(json!({"approver": approver, "reason": reason})),
-                )
-                .await?;
-            print(c, &v, |_| println!("approval {id}: deny accepted"));
-        }
+        } => decide(&api, c, &id, "deny", &approver, Some(reason)).await?,
     }
+    Ok(())
+}
+
+async fn decide(
+    api: &Api,
+    c: &Client,
+    id: &str,
+    decision: &str,
+    approver: &str,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
+    let v = api
+        .ok(
+            reqwest::Method::POST,
+            &format!("/approvals/{id}/{decision}"),
+            Some(json!({"approver": approver, "reason": reason})),
+        )
+        .await?;
+    print(c, &v, |_| {
+        println!(
+            "approval {id}: {decision} queued; the workflow applies it (see `steward agents show`)"
+        )
+    });
     Ok(())
 }
 

@@ -422,12 +422,17 @@ async fn request_agent(
         .engine
         .request_agent(b.request, &requester)
         .await?;
+    Ok(started_response(started))
+}
+
+/// 202 for a new workflow, 200 when the identical request was already received.
+fn started_response(started: shared::engine::Started) -> Response {
     let status = if started.duplicate {
         StatusCode::OK
     } else {
         StatusCode::ACCEPTED
     };
-    Ok((status, Json(started)).into_response())
+    (status, Json(started)).into_response()
 }
 
 async fn list_agents(State(state): State<Shared>) -> ApiResult {
@@ -489,12 +494,7 @@ async fn change_scopes(
         .engine
         .request_scope_change(&agent, b.request, &b.requester)
         .await?;
-    let status = if started.duplicate {
-        StatusCode::OK
-    } else {
-        StatusCode::ACCEPTED
-    };
-    Ok((status, Json(started)).into_response())
+    Ok(started_response(started))
 }
 
 async fn show_workflow(State(state): State<Shared>, Path(id): Path<String>) -> ApiResult {
