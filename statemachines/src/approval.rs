@@ -162,6 +162,60 @@ impl ApprovalRequest {
         Ok(canonical.clone())
     }
 
+    /// The commands that close it on a decision: disarm the expiry timer, record the outcome
+    /// (which also tells the requester) and audit who decided. `approver` is the canonical
+    /// spelling returned by `check_decision`.
+    pub fn decided_commands(
+        &self,
+        agent: &Agent,
+        decision: Decision,
+        approver: &str,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Vec<Command> {
+        let (outcome, message) = match decision {
+            Decision::Approve => (
+                ApprovalOutcome::Approved {
+                    by: approver.to_string(),
+                    at: now,
+                    reason,
+                },
+                format!("{approver} approved {}", self.id),
+            ),
+            Decision::Deny => {
+                let why = reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                (
+                    ApprovalOutcome::Denied {
+                        by: approver.to_string(),
+                        at: now,
+                        reason,
+                    },
+                    format!("{approver} denied {}{why}", self.id),
+                )
+            }
+        };
+        vec![
+            Command::CancelTimer {
+                name: APPROVAL_EXPIRY_TIMER.into(),
+            },
+            Command::CloseApproval {
+                approval_id: self.id.clone(),
+                outcome,
+            },
+            crate::onboarding::audit(
+                agent,
+                AuditKind::ApprovalDecided,
+                Actor::Person(approver.to_string()),
+                Some(&self.id),
+                self.sensitive_scopes.clone(),
+                message,
+            ),
+        ]
+    }
+
     /// Who may withdraw the request while it waits: the requester or one of its approvers.
     pub fn check_canceller(&self, by: &crate::command::Actor) -> Result<(), Rejected> {
         match by {

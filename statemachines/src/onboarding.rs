@@ -242,7 +242,6 @@ impl Workflow for Onboarding {
                 let approver = approval.check_decision(&approver, ctx.now)?;
                 let mut agent = agent.clone();
                 agent.updated_at = ctx.now;
-                let actor = Actor::Person(approver.clone());
                 match decision {
                     Decision::Approve => {
                         agent.status = AgentStatus::Provisioning;
@@ -252,29 +251,12 @@ impl Workflow for Onboarding {
                             at: ctx.now,
                             scopes: approval.sensitive_scopes.clone(),
                         };
-                        let commands = vec![
-                            Command::CancelTimer {
-                                name: APPROVAL_EXPIRY_TIMER.into(),
-                            },
-                            Command::CloseApproval {
-                                approval_id: approval.id.clone(),
-                                outcome: ApprovalOutcome::Approved {
-                                    by: approver.clone(),
-                                    at: ctx.now,
-                                    reason,
-                                },
-                            },
-                            audit(
-                                &agent,
-                                AuditKind::ApprovalDecided,
-                                actor,
-                                Some(&approval.id),
-                                approval.sensitive_scopes.clone(),
-                                format!("{approver} approved {}", approval.id),
-                            ),
+                        let mut commands =
+                            approval.decided_commands(&agent, decision, &approver, reason, ctx.now);
+                        commands.extend([
                             Command::SaveAgent(Box::new(agent.clone())),
                             create_client(&agent),
-                        ];
+                        ]);
                         Ok(Step {
                             commands,
                             state: S::Provisioning {
@@ -285,35 +267,14 @@ impl Workflow for Onboarding {
                     }
                     Decision::Deny => {
                         agent.status = AgentStatus::Denied;
-                        let commands = vec![
-                            Command::CancelTimer {
-                                name: APPROVAL_EXPIRY_TIMER.into(),
-                            },
-                            Command::CloseApproval {
-                                approval_id: approval.id.clone(),
-                                outcome: ApprovalOutcome::Denied {
-                                    by: approver.clone(),
-                                    at: ctx.now,
-                                    reason: reason.clone(),
-                                },
-                            },
-                            audit(
-                                &agent,
-                                AuditKind::ApprovalDecided,
-                                actor,
-                                Some(&approval.id),
-                                approval.sensitive_scopes.clone(),
-                                format!(
-                                    "{approver} denied {}{}",
-                                    approval.id,
-                                    reason
-                                        .as_deref()
-                                        .map(|r| format!(": {r}"))
-                                        .unwrap_or_default()
-                                ),
-                            ),
-                            Command::SaveAgent(Box::new(agent.clone())),
-                        ];
+                        let mut commands = approval.decided_commands(
+                            &agent,
+                            decision,
+                            &approver,
+                            reason.clone(),
+                            ctx.now,
+                        );
+                        commands.push(Command::SaveAgent(Box::new(agent.clone())));
                         Ok(Step {
                             commands,
                             state: S::Denied {

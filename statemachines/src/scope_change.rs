@@ -284,7 +284,6 @@ impl Workflow for ScopeChange {
                     ));
                 }
                 let approver = approval.check_decision(&approver, ctx.now)?;
-                let actor = Actor::Person(approver.clone());
                 match decision {
                     Decision::Approve => {
                         let recorded = RecordedApproval {
@@ -293,28 +292,9 @@ impl Workflow for ScopeChange {
                             at: ctx.now,
                             scopes: approval.sensitive_scopes.clone(),
                         };
-                        let commands = vec![
-                            Command::CancelTimer {
-                                name: APPROVAL_EXPIRY_TIMER.into(),
-                            },
-                            Command::CloseApproval {
-                                approval_id: approval.id.clone(),
-                                outcome: ApprovalOutcome::Approved {
-                                    by: approver.clone(),
-                                    at: ctx.now,
-                                    reason,
-                                },
-                            },
-                            audit(
-                                agent,
-                                AuditKind::ApprovalDecided,
-                                actor,
-                                Some(&approval.id),
-                                approval.sensitive_scopes.clone(),
-                                format!("{approver} approved {}", approval.id),
-                            ),
-                            set_grants(agent, change),
-                        ];
+                        let mut commands =
+                            approval.decided_commands(agent, decision, &approver, reason, ctx.now);
+                        commands.push(set_grants(agent, change));
                         Ok(Step {
                             commands,
                             state: S::Granting {
@@ -325,27 +305,8 @@ impl Workflow for ScopeChange {
                         })
                     }
                     Decision::Deny => {
-                        let commands = vec![
-                            Command::CancelTimer {
-                                name: APPROVAL_EXPIRY_TIMER.into(),
-                            },
-                            Command::CloseApproval {
-                                approval_id: approval.id.clone(),
-                                outcome: ApprovalOutcome::Denied {
-                                    by: approver.clone(),
-                                    at: ctx.now,
-                                    reason,
-                                },
-                            },
-                            audit(
-                                agent,
-                                AuditKind::ApprovalDecided,
-                                actor,
-                                Some(&approval.id),
-                                approval.sensitive_scopes.clone(),
-                                format!("{approver} denied {}", approval.id),
-                            ),
-                        ];
+                        let commands =
+                            approval.decided_commands(agent, decision, &approver, reason, ctx.now);
                         Ok(Step {
                             commands,
                             state: S::Denied {
