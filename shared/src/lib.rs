@@ -4,6 +4,9 @@
 //! provider, people file, console approvals).
 
 pub mod audit;
+#[cfg(feature = "aws")]
+pub mod aws;
+pub mod credential;
 pub mod embedded;
 pub mod engine;
 pub mod idp;

@@ -70,6 +70,7 @@ macro_rules! store_suite {
                 approvals_open_close_and_filter,
                 audit_is_hash_chained_and_pages,
                 commit_batch_rolls_back_conflicts_alone,
+                inbound_ids_are_remembered,
             );
         )*
     };
@@ -92,6 +93,11 @@ macro_rules! queue_properties {
             async fn dedupe_id_drops_duplicates() {
                 let q = fresh_queue();
                 queue::dedupe_id_drops_duplicates(&*q.port).await;
+            }
+            #[tokio::test]
+            async fn dedupe_window_outlives_the_ack() {
+                let q = fresh_queue();
+                queue::dedupe_window_outlives_the_ack(&*q.port).await;
             }
         }
     };
@@ -131,6 +137,7 @@ vault_properties!(
     put_is_idempotent_per_version,
     versions_list_ids_and_stages_never_values,
     secrets_are_independent,
+    version_ids_must_be_tokens,
 );
 
 /// The aggregate entry points (what the AWS adapters will call) run every property.
@@ -326,7 +333,7 @@ mod file_vault_only {
 
     async fn vault_with_secret(dir: &Path) -> FileVault {
         let v = FileVault::open(dir).unwrap();
-        v.put("agt-1", "v1", &Secret::new(PLAINTEXT), Stage::Current)
+        v.put("agt-1", vault::V1, &Secret::new(PLAINTEXT), Stage::Current)
             .await
             .unwrap();
         v
@@ -340,7 +347,7 @@ mod file_vault_only {
         drop(vault_with_secret(dir.path()).await);
         let again = FileVault::open(dir.path()).unwrap();
         let (id, s) = again.get("agt-1", Stage::Current).await.unwrap().unwrap();
-        assert_eq!((id.as_str(), s.expose()), ("v1", PLAINTEXT));
+        assert_eq!((id.as_str(), s.expose()), (vault::V1, PLAINTEXT));
     }
 
     /// Another key cannot read the values: `Decrypt`, not garbage.
@@ -416,7 +423,7 @@ mod file_vault_only {
         let v = vault_with_secret(dir.path()).await;
         v.put(
             "agt-1",
-            "v2",
+            vault::V2,
             &Secret::new(format!("{PLAINTEXT}-2")),
             Stage::Pending,
         )
@@ -464,10 +471,10 @@ mod file_vault_only {
         no_env_key();
         let dir = tempfile::tempdir().unwrap();
         let v = FileVault::open(dir.path()).unwrap();
-        v.put("team/agent", "v1", &Secret::new("one"), Stage::Current)
+        v.put("team/agent", vault::V1, &Secret::new("one"), Stage::Current)
             .await
             .unwrap();
-        v.put("team_agent", "v1", &Secret::new("two"), Stage::Current)
+        v.put("team_agent", vault::V1, &Secret::new("two"), Stage::Current)
             .await
             .unwrap();
         let a = v.get("team/agent", Stage::Current).await.unwrap().unwrap();

@@ -198,13 +198,19 @@ async fn onboarding_without_approval_reaches_active() {
     let agent = e.store.agent(&started.agent_id).await.unwrap().unwrap();
     assert_eq!(agent.status, AgentStatus::Active);
     let client_id = agent.client_id.clone().unwrap();
-    let (version, secret) = st
+    let (version, stored) = st
         .vault
         .get(&agent.id, Stage::Current)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(Some(version), agent.secret_version);
+    let credential = shared::credential::Credential::from_secret(&stored).unwrap();
+    assert_eq!(
+        credential.client_id, client_id,
+        "the vault names the client"
+    );
+    let secret = credential.client_secret;
     let token = st
         .idp
         .issue_token(&client_id, secret.expose(), None, Utc::now())

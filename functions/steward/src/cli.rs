@@ -347,10 +347,11 @@ async fn credentials(api: &Api, c: &Client, agent: &str) -> anyhow::Result<()> {
         )
     })?;
     let vault = shared::embedded::vault::FileVault::open(&c.data_dir.join("vault"))?;
-    let (version, secret) = vault
+    let (version, stored) = vault
         .get(id, shared::ports::vault::Stage::Current)
         .await?
         .with_context(|| format!("no current secret for {agent} in the vault"))?;
+    let secret = shared::credential::Credential::from_secret(&stored)?.client_secret;
     eprintln!(
         "handing out the current secret of {agent} (version {version}); treat it as a password"
     );

@@ -169,10 +169,11 @@ async fn story(
     );
 
     // 4. A real token
-    let (_, secret) = vault
+    let (_, stored) = vault
         .get(a["id"].as_str().context("agent id")?, Stage::Current)
         .await?
         .context("secret in vault")?;
+    let secret = shared::credential::Credential::from_secret(&stored)?.client_secret;
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{base}/oauth2/v1/token"))

@@ -56,7 +56,10 @@ CREATE TABLE IF NOT EXISTS idp_clients (
   client_id TEXT PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE, name TEXT NOT NULL, scopes TEXT NOT NULL,
   token_lifetime_secs INTEGER NOT NULL, active INTEGER NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS idp_secrets (
-  secret_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, hash TEXT NOT NULL, created_at TEXT NOT NULL);
+  secret_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, hash TEXT NOT NULL, created_at TEXT NOT NULL,
+  idempotency_key TEXT);
+CREATE TABLE IF NOT EXISTS inbound_seen (
+  source TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID;
 "#;
 
 /// One SQLite database shared by the embedded store, queue and development IdP.
@@ -81,6 +84,19 @@ impl Db {
         conn.execute_batch(&format!("PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON; PRAGMA wal_autocheckpoint=2000; PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;"))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        // Databases made before secrets could be added one by one lack the key column.
+        let has_key: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('idp_secrets') WHERE name='idempotency_key'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(backend)?;
+        if !has_key {
+            conn.execute_batch("ALTER TABLE idp_secrets ADD COLUMN idempotency_key TEXT")
+                .map_err(backend)?;
+        }
+        conn.execute_batch(
+            "CREATE UNIQUE INDEX IF NOT EXISTS idp_secrets_key ON idp_secrets(idempotency_key)",
+        )
+        .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(Self {
             conn: Mutex::new(conn),
@@ -312,6 +328,30 @@ impl StoreWrite for Db {
         let tx = conn.transaction().map_err(backend)?;
         append_audit_tx(&tx, &records)?;
         tx.commit().map_err(backend)
+    }
+
+    async fn remember_inbound(
+        &self,
+        source: &str,
+        id: &str,
+        keep: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let now = chrono::Utc::now().timestamp();
+        let conn = self.lock();
+        // Expired rows go first (the TTL DynamoDB applies by itself).
+        exec(
+            &conn,
+            "DELETE FROM inbound_seen WHERE expires_at < ?1",
+            params![now],
+        )
+        .map_err(backend)?;
+        let inserted = exec(
+            &conn,
+            "INSERT OR IGNORE INTO inbound_seen (source, id, expires_at) VALUES (?1,?2,?3)",
+            params![source, id, now + keep.as_secs() as i64],
+        )
+        .map_err(backend)?;
+        Ok(inserted == 1)
     }
 }
 

@@ -128,6 +128,7 @@ impl Vault for FileVault {
         value: &Secret,
         stage: Stage,
     ) -> Result<(), VaultError> {
+        crate::ports::vault::check_version_id(version_id)?;
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut file = self.read(secret)?;
         if !file.versions.iter().any(|v| v.version_id == version_id) {

@@ -1,8 +1,9 @@
 //! Runs external commands against the ports. Every call carries the command's idempotency key,
 //! so a repeat (after a crash or a redelivery) is a no-op or returns the first result.
 
+use crate::credential::Credential;
 use crate::ports::idp::ClientSpec;
-use crate::ports::vault::Stage;
+use crate::ports::vault::{Stage, version_id_for};
 use crate::ports::{Approvals, IdentityProvider, Vault};
 use statemachines::{Command, Event, IdpCommand};
 use std::sync::Arc;
@@ -48,19 +49,23 @@ impl Executor {
                     .create_client(&spec, key)
                     .await
                     .map_err(|e| fail(e.to_string(), e.retryable()))?;
-                // The secret goes from the IdP straight into the vault; only its id travels on.
+                // The secret goes from the IdP straight into the vault; only the vault's version
+                // id travels on. The version id comes from the command's key and the IdP's
+                // secret id: a repeat that got the same secret stores the same version, one
+                // that got a replacement secret stores a new one.
+                let version = version_id_for(&format!("{key}/{}", created.secret_id));
+                let credential = Credential {
+                    client_id: created.client_id.clone(),
+                    secret_id: created.secret_id,
+                    client_secret: created.secret,
+                };
                 self.vault
-                    .put(
-                        agent_id,
-                        &created.secret_id,
-                        &created.secret,
-                        Stage::Current,
-                    )
+                    .put(agent_id, &version, &credential.to_secret(), Stage::Current)
                     .await
                     .map_err(|e| fail(format!("storing the new secret: {e}"), true))?;
                 Ok(Some(Event::ClientCreated {
                     client_id: created.client_id,
-                    secret_version: created.secret_id,
+                    secret_version: version,
                 }))
             }
             Command::Idp(IdpCommand::SetGrants {

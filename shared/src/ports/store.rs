@@ -73,13 +73,18 @@ pub struct ApprovalRecord {
 
 impl ApprovalRecord {
     pub fn status(&self) -> &'static str {
-        match &self.outcome {
-            None => "pending",
-            Some(ApprovalOutcome::Approved { .. }) => "approved",
-            Some(ApprovalOutcome::Denied { .. }) => "denied",
-            Some(ApprovalOutcome::Expired { .. }) => "expired",
-            Some(ApprovalOutcome::Cancelled { .. }) => "cancelled",
-        }
+        status_of(self.outcome.as_ref())
+    }
+}
+
+/// The status an approval has with this outcome (none yet: pending).
+pub fn status_of(outcome: Option<&ApprovalOutcome>) -> &'static str {
+    match outcome {
+        None => "pending",
+        Some(ApprovalOutcome::Approved { .. }) => "approved",
+        Some(ApprovalOutcome::Denied { .. }) => "denied",
+        Some(ApprovalOutcome::Expired { .. }) => "expired",
+        Some(ApprovalOutcome::Cancelled { .. }) => "cancelled",
     }
 }
 
@@ -168,6 +173,14 @@ pub trait StoreWrite: Send + Sync {
     async fn remove_timer(&self, timer: &Timer) -> Result<(), StoreError>;
     /// Appends audit records that belong to no workflow step (refused requests, dead letters).
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError>;
+    /// Records that inbound item `id` from `source` (an Okta event uuid, a Slack action) was
+    /// seen; `true` the first time within `keep`, `false` for a repeat delivery.
+    async fn remember_inbound(
+        &self,
+        source: &str,
+        id: &str,
+        keep: std::time::Duration,
+    ) -> Result<bool, StoreError>;
 }
 
 pub trait Store: StoreRead + StoreWrite {}

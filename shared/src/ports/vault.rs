@@ -41,6 +41,31 @@ pub enum VaultError {
     Decrypt(String),
     #[error("vault version {version} of {secret} does not exist")]
     UnknownVersion { secret: String, version: String },
+    #[error(
+        "vault version id `{0}` is not 32 to 64 letters, digits, `-` or `_` (a Secrets Manager ClientRequestToken)"
+    )]
+    BadVersionId(String),
+}
+
+/// Version ids are Secrets Manager ClientRequestTokens: 32 to 64 characters. Every adapter
+/// refuses others, so a version id that works locally works in AWS.
+pub fn check_version_id(id: &str) -> Result<(), VaultError> {
+    let ok = (32..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(VaultError::BadVersionId(id.chars().take(80).collect()))
+    }
+}
+
+/// A version id derived from an idempotency key: the same key always gives the same version, so
+/// a repeated put is recognised as the same version.
+pub fn version_id_for(key: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }
 
 #[async_trait]

@@ -30,6 +30,7 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     approvals_open_close_and_filter(&*fresh()()).await;
     audit_is_hash_chained_and_pages(&*fresh()()).await;
     commit_batch_rolls_back_conflicts_alone(&*fresh()()).await;
+    inbound_ids_are_remembered(&*fresh()()).await;
     survives_reopen(&fresh()).await;
 }
 
@@ -606,6 +607,27 @@ pub async fn commit_batch_rolls_back_conflicts_alone(s: &dyn Store) {
 
     // An empty batch is fine.
     assert!(s.commit_batch(vec![]).await.unwrap().is_empty());
+}
+
+/// An inbound id (an Okta event uuid, a Slack action) is new once; a repeat within the window is
+/// recognised; sources are independent; an expired entry is new again.
+pub async fn inbound_ids_are_remembered(s: &dyn Store) {
+    let keep = std::time::Duration::from_secs(600);
+    assert!(s.remember_inbound("okta", "ev-1", keep).await.unwrap());
+    assert!(!s.remember_inbound("okta", "ev-1", keep).await.unwrap());
+    assert!(s.remember_inbound("okta", "ev-2", keep).await.unwrap());
+    assert!(s.remember_inbound("slack", "ev-1", keep).await.unwrap());
+    assert!(
+        s.remember_inbound("okta", "brief", std::time::Duration::ZERO)
+            .await
+            .unwrap()
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert!(
+        s.remember_inbound("okta", "brief", keep).await.unwrap(),
+        "an expired entry is new again"
+    );
+    assert!(!s.remember_inbound("okta", "brief", keep).await.unwrap());
 }
 
 /// Everything committed is there after the store is dropped and opened again.

@@ -9,6 +9,11 @@ use shared::Secret;
 use shared::ports::Vault;
 use shared::ports::vault::{Stage, VersionInfo};
 
+/// Version ids are Secrets Manager ClientRequestTokens: 32 to 64 characters.
+pub const V1: &str = "11111111-1111-4111-8111-111111111111";
+pub const V2: &str = "22222222-2222-4222-8222-222222222222";
+pub const V3: &str = "33333333-3333-4333-8333-333333333333";
+
 /// Runs every property, each on a fresh vault from `fresh`.
 pub async fn run_vault_suite(fresh: impl Fn() -> Subject<dyn Vault>) {
     put_get_by_stage(&*fresh().port).await;
@@ -17,6 +22,28 @@ pub async fn run_vault_suite(fresh: impl Fn() -> Subject<dyn Vault>) {
     put_is_idempotent_per_version(&*fresh().port).await;
     versions_list_ids_and_stages_never_values(&*fresh().port).await;
     secrets_are_independent(&*fresh().port).await;
+    version_ids_must_be_tokens(&*fresh().port).await;
+}
+
+/// A version id Secrets Manager would refuse is refused everywhere, and nothing is stored.
+pub async fn version_ids_must_be_tokens(v: &dyn Vault) {
+    for bad in [
+        "v1",
+        "short-id",
+        &"x".repeat(65),
+        "11111111 1111 4111 8111 111111111111",
+    ] {
+        let err = v
+            .put("agt-1", bad, &Secret::new("s1"), Stage::Current)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, shared::ports::vault::VaultError::BadVersionId(_)),
+            "{bad}: {err:?}"
+        );
+    }
+    assert_eq!(get(v, "agt-1", Stage::Current).await, None);
+    assert!(v.versions("agt-1").await.unwrap().is_empty());
 }
 
 async fn get(v: &dyn Vault, secret: &str, stage: Stage) -> Option<(String, String)> {
@@ -44,68 +71,68 @@ fn stages_of(versions: &[VersionInfo], id: &str) -> Vec<Stage> {
 pub async fn put_get_by_stage(v: &dyn Vault) {
     assert_eq!(get(v, "agt-1", Stage::Current).await, None);
     assert!(v.versions("agt-1").await.unwrap().is_empty());
-    v.put("agt-1", "v1", &Secret::new("s1"), Stage::Current)
+    v.put("agt-1", V1, &Secret::new("s1"), Stage::Current)
         .await
         .unwrap();
-    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v1", "s1"));
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some(V1, "s1"));
     assert_eq!(get(v, "agt-1", Stage::Pending).await, None);
     assert_eq!(get(v, "agt-1", Stage::Previous).await, None);
 }
 
 /// A new AWSCURRENT moves the old current to AWSPREVIOUS (and the old previous loses it).
 pub async fn new_current_demotes_old_to_previous(v: &dyn Vault) {
-    v.put("agt-1", "v1", &Secret::new("s1"), Stage::Current)
+    v.put("agt-1", V1, &Secret::new("s1"), Stage::Current)
         .await
         .unwrap();
-    v.put("agt-1", "v2", &Secret::new("s2"), Stage::Current)
+    v.put("agt-1", V2, &Secret::new("s2"), Stage::Current)
         .await
         .unwrap();
-    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v2", "s2"));
-    assert_eq!(get(v, "agt-1", Stage::Previous).await, some("v1", "s1"));
-    v.put("agt-1", "v3", &Secret::new("s3"), Stage::Current)
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some(V2, "s2"));
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, some(V1, "s1"));
+    v.put("agt-1", V3, &Secret::new("s3"), Stage::Current)
         .await
         .unwrap();
-    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v3", "s3"));
-    assert_eq!(get(v, "agt-1", Stage::Previous).await, some("v2", "s2"));
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some(V3, "s3"));
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, some(V2, "s2"));
     let versions = v.versions("agt-1").await.unwrap();
-    assert_eq!(stages_of(&versions, "v3"), vec![Stage::Current]);
-    assert_eq!(stages_of(&versions, "v2"), vec![Stage::Previous]);
-    assert_eq!(stages_of(&versions, "v1"), vec![], "v1 holds no stage now");
+    assert_eq!(stages_of(&versions, V3), vec![Stage::Current]);
+    assert_eq!(stages_of(&versions, V2), vec![Stage::Previous]);
+    assert_eq!(stages_of(&versions, V1), vec![], "v1 holds no stage now");
 }
 
 /// AWSPENDING lives beside AWSCURRENT; promoting the pending version demotes the current one.
 pub async fn pending_is_separate(v: &dyn Vault) {
-    v.put("agt-1", "v1", &Secret::new("s1"), Stage::Current)
+    v.put("agt-1", V1, &Secret::new("s1"), Stage::Current)
         .await
         .unwrap();
-    v.put("agt-1", "v2", &Secret::new("s2"), Stage::Pending)
+    v.put("agt-1", V2, &Secret::new("s2"), Stage::Pending)
         .await
         .unwrap();
-    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v1", "s1"));
-    assert_eq!(get(v, "agt-1", Stage::Pending).await, some("v2", "s2"));
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some(V1, "s1"));
+    assert_eq!(get(v, "agt-1", Stage::Pending).await, some(V2, "s2"));
     assert_eq!(get(v, "agt-1", Stage::Previous).await, None);
     // A newer pending replaces the older pending, not the current.
-    v.put("agt-1", "v3", &Secret::new("s3"), Stage::Pending)
+    v.put("agt-1", V3, &Secret::new("s3"), Stage::Pending)
         .await
         .unwrap();
-    assert_eq!(get(v, "agt-1", Stage::Pending).await, some("v3", "s3"));
-    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v1", "s1"));
+    assert_eq!(get(v, "agt-1", Stage::Pending).await, some(V3, "s3"));
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some(V1, "s1"));
     // Promote v3.
-    v.put("agt-1", "v3", &Secret::new("s3"), Stage::Current)
+    v.put("agt-1", V3, &Secret::new("s3"), Stage::Current)
         .await
         .unwrap();
-    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v3", "s3"));
-    assert_eq!(get(v, "agt-1", Stage::Previous).await, some("v1", "s1"));
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some(V3, "s3"));
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, some(V1, "s1"));
 }
 
 /// Putting the same version id again (a redelivered command) changes nothing.
 pub async fn put_is_idempotent_per_version(v: &dyn Vault) {
     for _ in 0..2 {
-        v.put("agt-1", "v1", &Secret::new("s1"), Stage::Current)
+        v.put("agt-1", V1, &Secret::new("s1"), Stage::Current)
             .await
             .unwrap();
     }
-    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v1", "s1"));
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some(V1, "s1"));
     assert_eq!(
         get(v, "agt-1", Stage::Previous).await,
         None,
@@ -113,19 +140,19 @@ pub async fn put_is_idempotent_per_version(v: &dyn Vault) {
     );
     let versions = v.versions("agt-1").await.unwrap();
     assert_eq!(versions.len(), 1);
-    assert_eq!(versions[0].version_id, "v1");
+    assert_eq!(versions[0].version_id, V1);
     assert_eq!(versions[0].stages, vec![Stage::Current]);
 
     for _ in 0..2 {
-        v.put("agt-1", "v2", &Secret::new("s2"), Stage::Current)
+        v.put("agt-1", V2, &Secret::new("s2"), Stage::Current)
             .await
             .unwrap();
     }
-    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v2", "s2"));
-    assert_eq!(get(v, "agt-1", Stage::Previous).await, some("v1", "s1"));
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some(V2, "s2"));
+    assert_eq!(get(v, "agt-1", Stage::Previous).await, some(V1, "s1"));
     let versions = v.versions("agt-1").await.unwrap();
     assert_eq!(
-        versions.iter().filter(|x| x.version_id == "v2").count(),
+        versions.iter().filter(|x| x.version_id == V2).count(),
         1,
         "one entry per version id"
     );
@@ -134,18 +161,18 @@ pub async fn put_is_idempotent_per_version(v: &dyn Vault) {
 /// `versions` names ids and stages; the value appears nowhere in it.
 pub async fn versions_list_ids_and_stages_never_values(v: &dyn Vault) {
     let (s1, s2) = ("plaintext-one-6f1d9a2c5b8e", "plaintext-two-0a7e3c9d1f4b");
-    v.put("agt-1", "v1", &Secret::new(s1), Stage::Current)
+    v.put("agt-1", V1, &Secret::new(s1), Stage::Current)
         .await
         .unwrap();
-    v.put("agt-1", "v2", &Secret::new(s2), Stage::Pending)
+    v.put("agt-1", V2, &Secret::new(s2), Stage::Pending)
         .await
         .unwrap();
     let versions = v.versions("agt-1").await.unwrap();
     let mut ids: Vec<&str> = versions.iter().map(|x| x.version_id.as_str()).collect();
     ids.sort();
-    assert_eq!(ids, vec!["v1", "v2"]);
-    assert_eq!(stages_of(&versions, "v1"), vec![Stage::Current]);
-    assert_eq!(stages_of(&versions, "v2"), vec![Stage::Pending]);
+    assert_eq!(ids, vec![V1, V2]);
+    assert_eq!(stages_of(&versions, V1), vec![Stage::Current]);
+    assert_eq!(stages_of(&versions, V2), vec![Stage::Pending]);
     let shown = format!("{versions:?} {}", serde_json::to_string(&versions).unwrap());
     assert!(!shown.contains(s1) && !shown.contains(s2), "{shown}");
     assert!(shown.contains("AWSCURRENT") && shown.contains("AWSPENDING"));
@@ -153,18 +180,18 @@ pub async fn versions_list_ids_and_stages_never_values(v: &dyn Vault) {
 
 /// Secrets with different names do not share versions or stages.
 pub async fn secrets_are_independent(v: &dyn Vault) {
-    v.put("agt-1", "v1", &Secret::new("one"), Stage::Current)
+    v.put("agt-1", V1, &Secret::new("one"), Stage::Current)
         .await
         .unwrap();
-    v.put("agt-2", "v1", &Secret::new("two"), Stage::Current)
+    v.put("agt-2", V1, &Secret::new("two"), Stage::Current)
         .await
         .unwrap();
-    v.put("agt-2", "v2", &Secret::new("two-b"), Stage::Current)
+    v.put("agt-2", V2, &Secret::new("two-b"), Stage::Current)
         .await
         .unwrap();
-    assert_eq!(get(v, "agt-1", Stage::Current).await, some("v1", "one"));
+    assert_eq!(get(v, "agt-1", Stage::Current).await, some(V1, "one"));
     assert_eq!(get(v, "agt-1", Stage::Previous).await, None);
-    assert_eq!(get(v, "agt-2", Stage::Current).await, some("v2", "two-b"));
-    assert_eq!(get(v, "agt-2", Stage::Previous).await, some("v1", "two"));
+    assert_eq!(get(v, "agt-2", Stage::Current).await, some(V2, "two-b"));
+    assert_eq!(get(v, "agt-2", Stage::Previous).await, some(V1, "two"));
     assert_eq!(v.versions("agt-1").await.unwrap().len(), 1);
 }

@@ -467,7 +467,8 @@ impl Server {
         })
     }
 
-    /// The current secret of an agent, read from the local vault in the data directory.
+    /// The current client secret of an agent (version, secret), read from the local vault in
+    /// the data directory.
     pub fn vault_secret(&self, agent_id: &str) -> (String, String) {
         self.vault_stage(agent_id, shared::ports::vault::Stage::Current)
             .unwrap_or_else(|| panic!("no current secret for {agent_id} in the vault"))
@@ -486,7 +487,11 @@ impl Server {
             .expect("tokio runtime");
         rt.block_on(vault.get(agent_id, stage))
             .expect("reading the vault")
-            .map(|(version, secret)| (version, secret.expose().to_string()))
+            .map(|(version, stored)| {
+                let c = shared::credential::Credential::from_secret(&stored)
+                    .expect("the vault holds a credential document");
+                (version, c.client_secret.expose().to_string())
+            })
     }
 
     /// POST /oauth2/v1/token with client_secret_basic: (status, body, WWW-Authenticate).

@@ -1,0 +1,235 @@
+//! Wires the engine onto AWS once per Lambda container: SDK clients, the DynamoDB store, the
+//! SQS queue, the Secrets Manager vault, and the parts that come from configuration (policy,
+//! people, identity provider, approvals).
+
+use super::dynamodb::DynamoStore;
+use super::secrets_manager::SecretsManagerVault;
+use super::sqs::SqsQueue;
+use crate::embedded::directory::PeopleFileDirectory;
+use crate::engine::executor::Executor;
+use crate::engine::{Engine, EngineConfig};
+use crate::ports::approvals::NotifyError;
+use crate::ports::clock::SystemClock;
+use crate::ports::{Approvals, Directory, IdentityProvider};
+use async_trait::async_trait;
+use aws_config::SdkConfig;
+use statemachines::{ApprovalOutcome, ApprovalRequest, Policy};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("environment variable {0} is not set; infra/template.yaml sets it for every function")]
+    Missing(&'static str),
+    #[error("{name} is invalid: {message}")]
+    Invalid { name: &'static str, message: String },
+    #[error("cannot reach {what}: {message}")]
+    Unreachable { what: String, message: String },
+}
+
+/// Where the stack's resources are (the template passes them as environment variables).
+#[derive(Debug, Clone)]
+pub struct AwsSettings {
+    pub table: String,
+    pub queue_url: String,
+    pub secret_prefix: String,
+    pub kms_key_id: Option<String>,
+    /// A local AWS endpoint (moto in tests); `None` in AWS.
+    pub endpoint: Option<String>,
+}
+
+pub const TABLE_ENV: &str = "STEWARD_TABLE";
+pub const QUEUE_URL_ENV: &str = "STEWARD_QUEUE_URL";
+pub const SECRET_PREFIX_ENV: &str = "STEWARD_SECRET_PREFIX";
+pub const KMS_KEY_ENV: &str = "STEWARD_KMS_KEY_ID";
+pub const POLICY_ENV: &str = "STEWARD_POLICY";
+pub const PEOPLE_ENV: &str = "STEWARD_PEOPLE";
+pub const DEFAULT_SECRET_PREFIX: &str = "steward/agents/";
+
+fn var(name: &'static str) -> Result<String, StackError> {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or(StackError::Missing(name))
+}
+
+fn optional(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+impl AwsSettings {
+    pub fn from_env() -> Result<Self, StackError> {
+        Ok(Self {
+            table: var(TABLE_ENV)?,
+            queue_url: var(QUEUE_URL_ENV)?,
+            secret_prefix: optional(SECRET_PREFIX_ENV)
+                .unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into()),
+            kms_key_id: optional(KMS_KEY_ENV),
+            endpoint: optional(super::ENDPOINT_ENV),
+        })
+    }
+}
+
+/// The policy: `STEWARD_POLICY` holds the TOML itself, or names a file bundled with the function.
+pub fn policy_from_env() -> Result<Policy, StackError> {
+    let raw = var(POLICY_ENV)?;
+    let invalid = |e: crate::policy::PolicyError| StackError::Invalid {
+        name: POLICY_ENV,
+        message: e.to_string(),
+    };
+    if Path::new(&raw).is_file() {
+        crate::policy::load(Path::new(&raw)).map_err(invalid)
+    } else {
+        crate::policy::parse(&raw, POLICY_ENV).map_err(invalid)
+    }
+}
+
+/// The people directory: `STEWARD_PEOPLE` holds the people TOML itself, or names a file.
+pub fn people_from_env() -> Result<PeopleFileDirectory, StackError> {
+    let raw = var(PEOPLE_ENV)?;
+    let invalid = |e: crate::ports::directory::DirectoryError| StackError::Invalid {
+        name: PEOPLE_ENV,
+        message: e.to_string(),
+    };
+    if Path::new(&raw).is_file() {
+        PeopleFileDirectory::load(Path::new(&raw)).map_err(invalid)
+    } else {
+        PeopleFileDirectory::parse(&raw).map_err(invalid)
+    }
+}
+
+/// The identity provider the functions act on, named by `STEWARD_IDP`. The development IdP lives
+/// in the embedded database and cannot serve Lambda; the Okta adapter (issue 6) is the first
+/// one that can, so until it lands this refuses with a clear message at start-up.
+pub fn identity_provider_from_env() -> Result<Arc<dyn IdentityProvider>, StackError> {
+    let kind = optional("STEWARD_IDP").unwrap_or_else(|| "okta".into());
+    Err(StackError::Invalid {
+        name: "STEWARD_IDP",
+        message: format!(
+            "no identity-provider adapter for `{kind}` is built into this release; the Lambda \
+             functions need the Okta adapter, which is not part of it yet"
+        ),
+    })
+}
+
+/// Approval requests and notices as structured log lines (CloudWatch Logs), for deployments
+/// without a chat integration: approvers act through the admin API.
+pub struct LoggedApprovals;
+
+#[async_trait]
+impl Approvals for LoggedApprovals {
+    async fn ask(&self, approval: &ApprovalRequest, key: &str) -> Result<(), NotifyError> {
+        tracing::info!(
+            target: "steward::approvals",
+            key,
+            approval_id = %approval.id,
+            workflow_id = %approval.workflow_id,
+            agent = %approval.agent_name,
+            action = %approval.action,
+            approvers = %approval.approvers.join(","),
+            expires_at = %approval.expires_at,
+            "approval requested"
+        );
+        Ok(())
+    }
+
+    async fn closed(
+        &self,
+        approval_id: &str,
+        outcome: &ApprovalOutcome,
+        key: &str,
+    ) -> Result<(), NotifyError> {
+        tracing::info!(target: "steward::approvals", key, approval_id, outcome = %serde_json::to_string(outcome).unwrap_or_default(), "approval closed");
+        Ok(())
+    }
+
+    async fn notify(
+        &self,
+        to: &str,
+        subject: &str,
+        body: &str,
+        key: &str,
+    ) -> Result<(), NotifyError> {
+        tracing::info!(target: "steward::approvals", key, to, subject, body, "notice");
+        Ok(())
+    }
+}
+
+/// The parts of the engine that do not come from AWS.
+pub struct Parts {
+    pub policy: Policy,
+    pub directory: Arc<dyn Directory>,
+    pub idp: Arc<dyn IdentityProvider>,
+    pub approvals: Arc<dyn Approvals>,
+    pub engine: EngineConfig,
+}
+
+/// The engine on AWS, assembled.
+pub struct AwsStack {
+    pub engine: Arc<Engine>,
+    pub store: Arc<DynamoStore>,
+    pub queue: Arc<SqsQueue>,
+    pub vault: Arc<SecretsManagerVault>,
+    pub idp: Arc<dyn IdentityProvider>,
+    pub sdk: SdkConfig,
+}
+
+impl AwsStack {
+    /// Builds the clients once and reads the queue's redrive policy, which also opens (warms)
+    /// the TLS connection to SQS during the function's init phase.
+    pub async fn connect(settings: &AwsSettings, parts: Parts) -> Result<Self, StackError> {
+        let sdk = super::sdk_config(settings.endpoint.as_deref()).await;
+        let store = Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &settings.table,
+        ));
+        let queue = Arc::new(
+            SqsQueue::open(aws_sdk_sqs::Client::new(&sdk), &settings.queue_url)
+                .await
+                .map_err(|e| StackError::Unreachable {
+                    what: format!("queue {}", settings.queue_url),
+                    message: e.to_string(),
+                })?,
+        );
+        let vault = Arc::new(SecretsManagerVault::new(
+            aws_sdk_secretsmanager::Client::new(&sdk),
+            &settings.secret_prefix,
+            settings.kms_key_id.clone(),
+        ));
+        let engine = Arc::new(Engine {
+            transitions: Default::default(),
+            store: store.clone(),
+            queue: queue.clone(),
+            directory: parts.directory,
+            clock: Arc::new(SystemClock),
+            executor: Executor {
+                idp: parts.idp.clone(),
+                vault: vault.clone(),
+                approvals: parts.approvals,
+            },
+            policy: Arc::new(parts.policy),
+            config: parts.engine,
+        });
+        Ok(Self {
+            engine,
+            store,
+            queue,
+            vault,
+            idp: parts.idp,
+            sdk,
+        })
+    }
+
+    /// Everything from the environment (what each function's `main` calls).
+    pub async fn from_env() -> Result<Self, StackError> {
+        let settings = AwsSettings::from_env()?;
+        let parts = Parts {
+            policy: policy_from_env()?,
+            directory: Arc::new(people_from_env()?),
+            idp: identity_provider_from_env()?,
+            approvals: Arc::new(LoggedApprovals),
+            engine: EngineConfig::default(),
+        };
+        Self::connect(&settings, parts).await
+    }
+}

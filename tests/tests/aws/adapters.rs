@@ -1,0 +1,252 @@
+//! The port conformance suites (shared/tests/conformance, the code the embedded adapters pass)
+//! on the AWS adapters against moto, one test per property, plus what only these adapters do.
+
+use crate::conformance::store::Opener;
+use crate::conformance::{Subject, queue, store, vault};
+use crate::moto;
+use shared::aws::dynamodb::DynamoStore;
+use shared::aws::secrets_manager::SecretsManagerVault;
+use shared::ports::store::{StoreRead, StoreWrite};
+use shared::ports::{Queue, Store, Vault};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// SQS counts visibility and delays in whole seconds.
+const TICK: Duration = Duration::from_secs(1);
+
+/// A fresh table; each call of the opener opens a new client on the same table.
+fn opener() -> Opener {
+    let table = moto::block_on(async { moto::fresh_table(&moto::sdk().await).await });
+    Box::new(move || {
+        let sdk = moto::block_on(moto::sdk());
+        Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            table.clone(),
+        )) as Arc<dyn Store>
+    })
+}
+
+fn fresh_queue() -> Subject<dyn Queue> {
+    let q = moto::block_on(async {
+        moto::fresh_queue(&moto::sdk().await, 3, Duration::from_secs(30)).await
+    });
+    Subject::new(Arc::new(q) as Arc<dyn Queue>, ())
+}
+
+fn fresh_vault() -> Subject<dyn Vault> {
+    let sdk = moto::block_on(moto::sdk());
+    let v = SecretsManagerVault::new(
+        aws_sdk_secretsmanager::Client::new(&sdk),
+        format!("{}/", moto::unique("steward")),
+        None,
+    );
+    Subject::new(Arc::new(v) as Arc<dyn Vault>, ())
+}
+
+macro_rules! store_properties {
+    ($($property:ident),* $(,)?) => {
+        mod store_dynamodb {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $property() {
+                    let open = opener();
+                    store::$property(&*open()).await;
+                }
+            )*
+            #[tokio::test(flavor = "multi_thread")]
+            async fn survives_reopen() {
+                store::survives_reopen(&opener()).await;
+            }
+        }
+    };
+}
+
+store_properties!(
+    create_with_version_zero,
+    update_bumps_version,
+    stale_version_conflicts_and_writes_nothing,
+    history_in_seq_order,
+    timers_set_cancel_rearm,
+    due_timers_respects_now_and_limit,
+    agents_upsert_and_lookup,
+    approvals_open_close_and_filter,
+    audit_is_hash_chained_and_pages,
+    commit_batch_rolls_back_conflicts_alone,
+    inbound_ids_are_remembered,
+);
+
+macro_rules! queue_properties {
+    ($($property:ident),* $(,)?) => {
+        mod queue_sqs {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $property() {
+                    let q = fresh_queue();
+                    queue::$property(&*q.port, TICK).await;
+                }
+            )*
+            #[tokio::test(flavor = "multi_thread")]
+            async fn dedupe_id_drops_duplicates() {
+                let q = fresh_queue();
+                queue::dedupe_id_drops_duplicates(&*q.port).await;
+            }
+        }
+    };
+}
+
+queue_properties!(
+    send_receive_ack,
+    delay_hides_until_due,
+    visibility_timeout_redelivers,
+    fifo_one_in_flight_per_group,
+    order_within_group,
+    nack_with_delay,
+    dead_letter_after_max_receives,
+    depth_counts_waiting_and_in_flight,
+    send_and_ack_does_both,
+);
+
+macro_rules! vault_properties {
+    ($($property:ident),* $(,)?) => {
+        mod vault_secrets_manager {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $property() {
+                    let v = fresh_vault();
+                    vault::$property(&*v.port).await;
+                }
+            )*
+        }
+    };
+}
+
+vault_properties!(
+    put_get_by_stage,
+    new_current_demotes_old_to_previous,
+    pending_is_separate,
+    put_is_idempotent_per_version,
+    versions_list_ids_and_stages_never_values,
+    secrets_are_independent,
+    version_ids_must_be_tokens,
+);
+
+mod dynamodb_only {
+    use super::*;
+    use crate::conformance::store::{audit_record, step};
+    use shared::aws::dynamodb::TIMER_SHARDS;
+
+    /// Nothing is keyed by a constant: the items a step writes spread over per-workflow,
+    /// per-agent and per-day partitions, and due timers over several index partitions.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn no_item_is_keyed_by_a_constant() {
+        let sdk = moto::sdk().await;
+        let table = moto::fresh_table(&sdk).await;
+        let client = aws_sdk_dynamodb::Client::new(&sdk);
+        let s = DynamoStore::new(client.clone(), table.clone());
+        for i in 0..24 {
+            let mut c = step(&format!("wf-{i}"), 1);
+            c.timers = vec![shared::ports::store::TimerChange::Set(store::timer(
+                &format!("wf-{i}"),
+                "expiry",
+                5,
+            ))];
+            c.audit = vec![audit_record(&format!("r{i}"))];
+            s.commit(c).await.unwrap();
+        }
+        let items = client
+            .scan()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default();
+        let pk =
+            |i: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+             k: &str| {
+                i.get(k)
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default()
+            };
+        let partitions: std::collections::HashSet<String> =
+            items.iter().map(|i| pk(i, "PK")).collect();
+        // 24 workflows, one audit day, the genesis marker.
+        assert!(partitions.len() >= 26, "{partitions:?}");
+        let shards: std::collections::HashSet<String> = items
+            .iter()
+            .map(|i| pk(i, "GSI1PK"))
+            .filter(|p| !p.is_empty())
+            .collect();
+        assert!(
+            shards.len() > 4 && shards.len() <= TIMER_SHARDS as usize,
+            "due timers spread over index partitions: {shards:?}"
+        );
+        assert_eq!(s.due_timers(store::at(10), 100).await.unwrap().len(), 24);
+    }
+
+    /// Two writers racing on the audit chain both land, and the chain stays one chain.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_appends_keep_one_chain() {
+        let sdk = moto::sdk().await;
+        let table = moto::fresh_table(&sdk).await;
+        let s = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..5 {
+                    s.append_audit(vec![audit_record(&format!("w{w}-{i}"))])
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let chain = s.audit(0, 100).await.unwrap();
+        assert_eq!(chain.len(), 20);
+        for pair in chain.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash);
+            assert_eq!(pair[1].seq, pair[0].seq + 1);
+        }
+    }
+}
+
+mod sqs_only {
+    use super::*;
+    use crate::conformance::queue::msg;
+    use shared::aws::sqs::sqs_id;
+
+    /// Groups and deduplication ids SQS would refuse (too long, spaces) still work.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn ids_outside_the_sqs_alphabet_are_hashed() {
+        assert_eq!(sqs_id("wf-1/2/0"), "wf-1/2/0");
+        assert_eq!(sqs_id(&"x".repeat(200)).len(), 64);
+        assert_eq!(sqs_id("has space").len(), 64);
+        let q = fresh_queue();
+        let q = &*q.port;
+        let long = "g".repeat(300);
+        q.send(vec![msg(&long, "with space", "body")])
+            .await
+            .unwrap();
+        q.send(vec![msg(&long, "with space", "dup")]).await.unwrap();
+        let got = q.receive(10, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].body, "body");
+    }
+
+    /// The dead-letter queue is read without consuming it: an operator can still redrive.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn dead_letters_are_peeked_not_consumed() {
+        let q = fresh_queue();
+        let q = &*q.port;
+        queue::dead_letter_after_max_receives(q, TICK).await;
+        assert_eq!(q.dead_letters(10).await.unwrap().len(), 1);
+        assert_eq!(q.dead_letters(10).await.unwrap().len(), 1);
+    }
+}

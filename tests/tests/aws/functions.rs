@@ -1,0 +1,1 @@
+//! Each Lambda handler with real event payloads.

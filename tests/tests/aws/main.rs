@@ -1,0 +1,11 @@
+//! Steward on AWS, against the moto server that `tests/run` starts on 127.0.0.1: the port
+//! conformance suites on the DynamoDB, SQS and Secrets Manager adapters (the same code the
+//! embedded adapters pass), each Lambda handler with real event payloads, and the SAM template's
+//! IAM rules.
+
+mod adapters;
+#[path = "../../../shared/tests/conformance/mod.rs"]
+mod conformance;
+mod functions;
+mod moto;
+mod template;
