@@ -242,6 +242,72 @@ pub fn dead_letter(
     AuditRecord { id, time, body: v }
 }
 
+/// An agent's client secret was rotated (Secrets Manager rotation finished): the vault's
+/// versions, never a value.
+pub fn secret_rotated(
+    agent_id: &str,
+    agent_name: &str,
+    client_id: &str,
+    old_version: Option<&str>,
+    new_version: &str,
+    time: DateTime<Utc>,
+) -> AuditRecord {
+    let id = random_id("rotation");
+    let c = Class {
+        uid: 3004,
+        name: "Entity Management",
+        category_uid: IAM.0,
+        category_name: IAM.1,
+        activity_id: 3,
+        activity_name: "Update",
+    };
+    let mut v = base(
+        &c,
+        time,
+        &id,
+        true,
+        &format!("client secret of agent {agent_name} rotated"),
+        None,
+    );
+    v["actor"] = actor_json(&Actor::Schedule("secret-rotation".into()));
+    v["entity"] = json!({"uid": agent_id, "name": format!("{agent_name} client secret"), "type": "OAuth client credential", "data": {"client_id": client_id, "version_old": old_version, "version_new": new_version}});
+    v["entity_result"] = json!({"uid": agent_id, "type": "OAuth client credential", "version": new_version});
+    v["unmapped"] = json!({"steward_event": "secret_rotated", "agent_id": agent_id});
+    AuditRecord { id, time, body: v }
+}
+
+/// An event the identity provider pushed (an Okta event hook delivery), as received.
+pub fn idp_event_received(
+    source: &str,
+    event_type: &str,
+    event_uid: &str,
+    subject: &str,
+    time: DateTime<Utc>,
+) -> AuditRecord {
+    let id = random_id("idp-event");
+    let c = Class {
+        uid: 6003,
+        name: "API Activity",
+        category_uid: 6,
+        category_name: "Application Activity",
+        activity_id: 99,
+        activity_name: "Other",
+    };
+    let mut v = base(
+        &c,
+        time,
+        &id,
+        true,
+        &format!("{source} event {event_type} received ({subject})"),
+        None,
+    );
+    v["actor"] = actor_json(&Actor::IdpEvent(event_uid.to_string()));
+    v["api"] = json!({"operation": event_type});
+    v["src_endpoint"] = json!({"svc_name": source});
+    v["unmapped"] = json!({"steward_event": "idp_event_received", "source": source, "event_type": event_type, "event_uid": event_uid, "subject": subject});
+    AuditRecord { id, time, body: v }
+}
+
 /// Chain hash: sha256(previous hash || canonical JSON of this record).
 pub fn chain_hash(prev: &str, record: &AuditRecord) -> String {
     let mut h = Sha256::new();

@@ -3,6 +3,7 @@
 //! embedded default adapters (SQLite store and queue, encrypted file vault, development identity
 //! provider, people file, console approvals).
 
+pub mod admin;
 pub mod audit;
 #[cfg(feature = "aws")]
 pub mod aws;
@@ -10,6 +11,7 @@ pub mod credential;
 pub mod embedded;
 pub mod engine;
 pub mod idp;
+pub mod inbound;
 pub mod manifest;
 pub mod policy;
 pub mod ports;

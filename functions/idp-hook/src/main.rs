@@ -1,1 +1,19 @@
-fn main() {}
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use shared::aws::stack::AwsStack;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::aws::init_logging();
+    let stack = AwsStack::from_env().await?;
+    let secret = shared::aws::secret_from_env(&stack.sdk, "STEWARD_OKTA_HOOK_SECRET_ARN").await?;
+    let (engine, secret) = (&stack.engine, &secret);
+    run(service_fn(
+        |e: LambdaEvent<ApiGatewayV2httpRequest>| async move {
+            idp_hook::handle(engine, secret, e.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
+    .await
+}

@@ -1,1 +1,30 @@
+//! The `scheduler` function: EventBridge schedules. Each schedule names its job in the event's
+//! `detail` (`{"job": "tick"}`); the template's schedules send exactly that.
 
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use shared::Engine;
+use shared::aws::EdgeError;
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Job {
+    pub job: String,
+}
+
+/// Jobs this release runs. The timer tick turns due timers into `TimerFired` events.
+pub const JOBS: &[&str] = &["tick"];
+
+pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Value, EdgeError> {
+    match event.detail.job.as_str() {
+        "tick" => {
+            let fired = engine.tick().await?;
+            tracing::info!(fired, "timer tick");
+            Ok(json!({"job": "tick", "timers_fired": fired}))
+        }
+        other => Err(EdgeError::NonRetryable(format!(
+            "unknown scheduled job `{other}`; this release runs: {}",
+            JOBS.join(", ")
+        ))),
+    }
+}

@@ -1,1 +1,18 @@
-fn main() {}
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use shared::aws::stack::AwsStack;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::aws::init_logging();
+    let stack = AwsStack::from_env().await?;
+    let engine = &stack.engine;
+    run(service_fn(
+        |e: LambdaEvent<EventBridgeEvent<scheduler::Job>>| async move {
+            scheduler::handle(engine, e.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
+    .await
+}

@@ -1,1 +1,18 @@
-fn main() {}
+use aws_lambda_events::event::secretsmanager::SecretsManagerSecretRotationEvent;
+use lambda_runtime::{LambdaEvent, run, service_fn};
+use shared::aws::stack::AwsStack;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    shared::aws::init_logging();
+    let stack = AwsStack::from_env().await?;
+    let (store, vault, idp) = (&*stack.store, &*stack.vault, &*stack.idp);
+    run(service_fn(
+        |e: LambdaEvent<SecretsManagerSecretRotationEvent>| async move {
+            secret_rotation::handle(store, vault, idp, e.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
+    .await
+}

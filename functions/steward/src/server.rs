@@ -15,9 +15,9 @@ use shared::embedded::Embedded;
 use shared::embedded::vault::write_private;
 use shared::engine::EngineError;
 use shared::ports::Queue;
+use shared::admin::{AgentRequestBody, CancelBody, DecisionBody, ScopeChangeBody};
 use shared::{Engine, audit};
-use statemachines::scope_change::ScopeChangeRequest;
-use statemachines::{Actor, AgentRequest, Decision};
+use statemachines::{Actor, Decision};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -402,15 +402,6 @@ fn url_decode(s: &str) -> String {
 
 // ---------- admin ----------
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AgentRequestBody {
-    #[serde(flatten)]
-    request: AgentRequest,
-    /// Who asks; the owner when absent.
-    requester: Option<String>,
-}
-
 async fn request_agent(
     State(state): State<Shared>,
     payload: Result<Json<AgentRequestBody>, JsonRejection>,
@@ -475,14 +466,6 @@ async fn agent_history(State(state): State<Shared>, Path(agent): Path<String>) -
     Ok(Json(out).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScopeChangeBody {
-    #[serde(flatten)]
-    request: ScopeChangeRequest,
-    requester: String,
-}
-
 async fn change_scopes(
     State(state): State<Shared>,
     Path(agent): Path<String>,
@@ -509,13 +492,6 @@ async fn show_workflow(State(state): State<Shared>, Path(id): Path<String>) -> A
     Ok(Json(json!({"workflow": i, "history": history})).into_response())
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    by: String,
-    reason: String,
-}
-
 async fn cancel_workflow(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -540,13 +516,6 @@ async fn list_approvals(State(state): State<Shared>, Query(q): Query<ApprovalsQu
     let records = state.stack.engine.store.approvals(!q.all).await?;
     let out: Vec<Value> = records.into_iter().map(|r| json!({"status": r.status(), "action_hash": r.action_hash, "request": r.request, "outcome": r.outcome})).collect();
     Ok(Json(out).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DecisionBody {
-    approver: String,
-    reason: Option<String>,
 }
 
 async fn approve(

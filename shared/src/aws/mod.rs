@@ -2,11 +2,35 @@
 //! the wiring that builds them once per Lambda container. Compiled only with the `aws` feature.
 
 pub mod dynamodb;
+pub mod http;
 pub mod secrets_manager;
 pub mod sqs;
 pub mod stack;
 
+use crate::engine::EngineError;
 use aws_config::{BehaviorVersion, SdkConfig};
+
+/// How a Lambda handler's failure is reported at the edge: retryable failures return an error
+/// (Lambda or the caller tries again); non-retryable ones are answered (4xx, batch item
+/// failure that ends in the dead-letter queue) and never retried as they are.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("temporary failure, retry: {0}")]
+    Retryable(String),
+    #[error("cannot be processed as sent: {0}")]
+    NonRetryable(String),
+}
+
+impl From<EngineError> for EdgeError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Rejected(_) | EngineError::NotFound(_) | EngineError::Conflict(_) => {
+                EdgeError::NonRetryable(e.to_string())
+            }
+            other => EdgeError::Retryable(other.to_string()),
+        }
+    }
+}
 
 /// Environment variable naming a local AWS endpoint (the moto server in tests).
 pub const ENDPOINT_ENV: &str = "STEWARD_AWS_ENDPOINT";
@@ -28,6 +52,42 @@ pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
         }
     }
     loader.load().await
+}
+
+/// JSON log lines for CloudWatch Logs, filtered by `STEWARD_LOG` (default `info`). Secrets never
+/// reach the log: they are [`crate::Secret`]s, which do not print.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .without_time() // CloudWatch stamps each line
+        .try_init();
+}
+
+/// Reads a secret's current value (the Slack signing secret, the Okta hook secret) once, at
+/// start-up. `arn_env` names the environment variable holding the secret's ARN.
+pub async fn secret_from_env(
+    sdk: &SdkConfig,
+    arn_env: &'static str,
+) -> Result<crate::Secret, stack::StackError> {
+    let arn = std::env::var(arn_env)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .ok_or(stack::StackError::Missing(arn_env))?;
+    let out = aws_sdk_secretsmanager::Client::new(sdk)
+        .get_secret_value()
+        .secret_id(&arn)
+        .version_stage("AWSCURRENT")
+        .send()
+        .await
+        .map_err(|e| stack::StackError::Unreachable {
+            what: format!("secret {arn}"),
+            message: describe(&e),
+        })?;
+    Ok(crate::Secret::new(out.secret_string().unwrap_or_default()))
 }
 
 /// The text of an SDK error with its service cause (the SDK's `Display` says only "service error").

@@ -52,4 +52,12 @@ impl Directory for PeopleFileDirectory {
     async fn person(&self, email: &str) -> Result<Option<Person>, DirectoryError> {
         Ok(self.people.get(&email.trim().to_ascii_lowercase()).cloned())
     }
+
+    async fn person_by_chat(&self, chat: &str) -> Result<Option<Person>, DirectoryError> {
+        Ok(self
+            .people
+            .values()
+            .find(|p| p.chat.as_deref() == Some(chat.trim()))
+            .cloned())
+    }
 }

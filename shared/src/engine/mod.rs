@@ -25,7 +25,7 @@ use statemachines::{
     Actor, Agent, AgentRequest, AgentStatus, ApprovalRequest, Command, Ctx, Decision, Event,
     Policy, Rejected,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use workflows::{Applied, ApplyError, StartInput};
@@ -503,22 +503,34 @@ impl Engine {
     pub async fn work_once(&self, max: usize) -> Result<usize, EngineError> {
         let deliveries = self.queue.receive(max, self.config.visibility).await?;
         let n = deliveries.len();
-        if n == 0 {
-            return Ok(0);
+        if n > 0 {
+            self.work(&deliveries).await?;
         }
+        Ok(n)
+    }
+
+    /// Processes deliveries received elsewhere (the Lambda SQS event source) or by
+    /// [`Engine::work_once`]: one group commit, then the batch's messages are sent and the
+    /// successful deliveries acknowledged. Failed deliveries are put back with backoff (and
+    /// audited when this was their last receive); their receipts are returned.
+    pub async fn work(&self, deliveries: &[Delivery]) -> Result<Vec<String>, EngineError> {
         let bodies: Vec<&str> = deliveries.iter().map(|d| d.body.as_str()).collect();
         let (results, out) = self.process(&bodies).await;
-        let mut done = Vec::with_capacity(n);
+        let mut done = Vec::with_capacity(deliveries.len());
+        let mut failed = Vec::new();
         for (d, r) in deliveries.iter().zip(results) {
             match r {
                 Ok(()) => done.push(d.receipt.clone()),
-                Err(e) => self.failed_delivery(d, &e).await?,
+                Err(e) => {
+                    self.failed_delivery(d, &e).await?;
+                    failed.push(d.receipt.clone());
+                }
             }
         }
         // The steps are durable; sending their messages and acking is bookkeeping that a crash
         // may lose only to cause a redelivery (answered by re-dispatch).
         self.queue.send_and_ack(outgoing(out), &done).await?;
-        Ok(n)
+        Ok(failed)
     }
 
     /// Processes until the queue has nothing visible (tests, the demo).
@@ -586,6 +598,9 @@ impl Engine {
         let mut out: Vec<(Message, Duration)> = Vec::new();
         let mut cache: HashMap<String, Instance> = HashMap::new();
         let (mut commits, mut commit_out, mut commit_at) = (Vec::new(), Vec::new(), Vec::new());
+        // Workflows with a failed message in this batch: their later messages wait, so one
+        // workflow's events still apply in order (FIFO per group).
+        let mut held: HashSet<String> = HashSet::new();
         for (i, body) in bodies.iter().enumerate() {
             let msg: Message = match serde_json::from_str(body) {
                 Ok(m) => m,
@@ -597,6 +612,16 @@ impl Engine {
                     continue;
                 }
             };
+            let workflow = msg.workflow_id().to_string();
+            if held.contains(&workflow) {
+                results.push(Err(HandleError {
+                    message: format!(
+                        "held back: an earlier message of workflow {workflow} in this batch failed"
+                    ),
+                    retryable: true,
+                }));
+                continue;
+            }
             let prepared = match msg {
                 Message::Event {
                     workflow_id,
@@ -640,7 +665,10 @@ impl Engine {
                     commit_at.push(i);
                     results.push(Ok(()));
                 }
-                Err(e) => results.push(Err(e)),
+                Err(e) => {
+                    held.insert(workflow);
+                    results.push(Err(e));
+                }
             }
         }
         if !commits.is_empty() {

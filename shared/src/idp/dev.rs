@@ -4,7 +4,9 @@
 
 use crate::embedded::sqlite::Db;
 use crate::embedded::vault::write_private;
-use crate::ports::idp::{ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError};
+use crate::ports::idp::{
+    ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret,
+};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -20,6 +22,9 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+
+/// Secrets a client may hold at once (Okta's limit: the current one and its successor).
+const MAX_SECRETS: i64 = 2;
 
 /// Audience of issued tokens: the APIs agents call accept this `aud`.
 pub const DEFAULT_AUDIENCE: &str = "api://steward-agents";
@@ -332,6 +337,100 @@ impl IdentityProvider for DevIdp {
 
     async fn list_clients(&self) -> Result<Vec<ClientInfo>, IdpError> {
         self.list_where(None)
+    }
+
+    async fn add_secret(
+        &self,
+        client_id: &str,
+        idempotency_key: &str,
+    ) -> Result<NewSecret, IdpError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(unavailable)?;
+        let exists = tx
+            .query_row(
+                "SELECT 1 FROM idp_clients WHERE client_id=?1",
+                [client_id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(unavailable)?
+            .is_some();
+        if !exists {
+            return Err(IdpError::UnknownClient(client_id.into()));
+        }
+        // A repeat replaces the secret the first call made (its value was never kept).
+        tx.execute(
+            "DELETE FROM idp_secrets WHERE client_id=?1 AND idempotency_key=?2",
+            params![client_id, idempotency_key],
+        )
+        .map_err(unavailable)?;
+        let count: i64 = tx
+            .query_row(
+                "SELECT COUNT(*) FROM idp_secrets WHERE client_id=?1",
+                [client_id],
+                |r| r.get(0),
+            )
+            .map_err(unavailable)?;
+        if count >= MAX_SECRETS {
+            return Err(IdpError::Refused(format!(
+                "client {client_id} already has {MAX_SECRETS} secrets; remove the outgoing one first"
+            )));
+        }
+        let (secret_id, secret) = new_secret();
+        tx.execute(
+            "INSERT INTO idp_secrets (secret_id, client_id, hash, created_at, idempotency_key) VALUES (?1,?2,?3,?4,?5)",
+            params![secret_id, client_id, hash(secret.expose()), Utc::now().to_rfc3339(), idempotency_key],
+        )
+        .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)?;
+        Ok(NewSecret { secret_id, secret })
+    }
+
+    async fn remove_secret(&self, client_id: &str, secret_id: &str) -> Result<(), IdpError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(unavailable)?;
+        let ids: Vec<String> = {
+            let mut st = tx
+                .prepare("SELECT secret_id FROM idp_secrets WHERE client_id=?1")
+                .map_err(unavailable)?;
+            st.query_map([client_id], |r| r.get(0))
+                .map_err(unavailable)?
+                .collect::<Result<_, _>>()
+                .map_err(unavailable)?
+        };
+        if !ids.iter().any(|i| i == secret_id) {
+            return Ok(());
+        }
+        if ids.len() == 1 {
+            return Err(IdpError::Refused(format!(
+                "secret {secret_id} is the only secret of client {client_id}; add its successor first"
+            )));
+        }
+        tx.execute(
+            "DELETE FROM idp_secrets WHERE client_id=?1 AND secret_id=?2",
+            params![client_id, secret_id],
+        )
+        .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)
+    }
+
+    async fn secret_ids(&self, client_id: &str) -> Result<Vec<String>, IdpError> {
+        let conn = self.db.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT secret_id FROM idp_secrets WHERE client_id=?1 ORDER BY created_at, rowid",
+            )
+            .map_err(unavailable)?;
+        st.query_map([client_id], |r| r.get(0))
+            .map_err(unavailable)?
+            .collect::<Result<_, _>>()
+            .map_err(unavailable)
+    }
+
+    async fn test_secret(&self, client_id: &str, secret: &Secret) -> Result<(), IdpError> {
+        self.issue_token(client_id, secret.expose(), None, Utc::now())
+            .map(|_| ())
+            .map_err(|e| IdpError::Refused(format!("the token request failed: {e}")))
     }
 }
 

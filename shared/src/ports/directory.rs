@@ -28,6 +28,8 @@ pub struct DirectoryError(pub String);
 #[async_trait]
 pub trait Directory: Send + Sync {
     async fn person(&self, email: &str) -> Result<Option<Person>, DirectoryError>;
+    /// The person with this chat handle (a Slack user id), to know who clicked.
+    async fn person_by_chat(&self, chat: &str) -> Result<Option<Person>, DirectoryError>;
 
     async fn owner_status(&self, email: &str) -> Result<OwnerStatus, DirectoryError> {
         Ok(match self.person(email).await? {

@@ -66,4 +66,25 @@ pub trait IdentityProvider: Send + Sync {
     async fn set_active(&self, client_id: &str, active: bool) -> Result<(), IdpError>;
     async fn client(&self, client_id: &str) -> Result<Option<ClientInfo>, IdpError>;
     async fn list_clients(&self) -> Result<Vec<ClientInfo>, IdpError>;
+    /// Adds a second secret to a client (rotation). A repeat with the same key replaces the
+    /// secret the first call made, whose value nobody kept. Okta holds at most two secrets per
+    /// client: remove the outgoing one first.
+    async fn add_secret(
+        &self,
+        client_id: &str,
+        idempotency_key: &str,
+    ) -> Result<NewSecret, IdpError>;
+    /// Removes one secret; removing a secret that is already gone is fine. The only secret of a
+    /// client cannot be removed.
+    async fn remove_secret(&self, client_id: &str, secret_id: &str) -> Result<(), IdpError>;
+    /// The ids of a client's secrets, oldest first.
+    async fn secret_ids(&self, client_id: &str) -> Result<Vec<String>, IdpError>;
+    /// Proves a secret works by obtaining a token with it (the rotation's test step).
+    async fn test_secret(&self, client_id: &str, secret: &Secret) -> Result<(), IdpError>;
+}
+
+#[derive(Debug)]
+pub struct NewSecret {
+    pub secret_id: String,
+    pub secret: Secret,
 }

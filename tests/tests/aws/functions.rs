@@ -1,1 +1,717 @@
-//! Each Lambda handler with real event payloads.
+//! Each Lambda handler called as Lambda calls it, with event payloads of the documented shapes
+//! (tests/fixtures/aws), against moto: `api` → SQS → `worker` runs an onboarding to Active
+//! (approved in Slack through `slack-interactions`), a malformed message ends in the dead-letter
+//! queue while the rest of its batch succeeds, `secret-rotation` walks its four steps (each
+//! twice), `scheduler` ticks timers, `idp-hook` takes Okta deliveries once.
+
+use crate::moto;
+use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
+use aws_lambda_events::event::secretsmanager::SecretsManagerSecretRotationEvent;
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::types::MessageSystemAttributeName;
+use serde_json::{Value, json};
+use shared::aws::EdgeError;
+use shared::aws::stack::{AwsSettings, AwsStack, LoggedApprovals, Parts};
+use shared::credential::Credential;
+use shared::embedded::directory::PeopleFileDirectory;
+use shared::embedded::{Db, Durability};
+use shared::idp::dev::DevIdp;
+use shared::ports::vault::Stage;
+use shared::ports::{IdentityProvider, Queue, Vault};
+use shared::{EngineConfig, Secret};
+use std::sync::Arc;
+use std::time::Duration;
+
+const AGENT: &str = "datadog-remediation-agent-prod";
+const SAM_SLACK_ID: &str = "U0SAMPATEL";
+const SIGNING_SECRET: &str = "test-signing-secret-9f8e7d6c5b4a";
+const HOOK_SECRET: &str = "Bearer okta-hook-shared-secret-3c2b1a";
+
+/// The people directory, with Slack user ids for the approvers.
+const PEOPLE: &str = r#"
+[[person]]
+email = "alice@example.com"
+name = "Alice Ng"
+manager = "maria@example.com"
+chat = "U0ALICENG"
+
+[[person]]
+email = "maria@example.com"
+name = "Maria Rossi"
+
+[[person]]
+email = "sam.security@example.com"
+name = "Sam Patel"
+chat = "U0SAMPATEL"
+
+[[person]]
+email = "priya.secops@example.com"
+name = "Priya Shah"
+"#;
+
+struct Aws {
+    stack: AwsStack,
+    idp: Arc<DevIdp>,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    _dir: tempfile::TempDir,
+}
+
+/// The stack as each function's `main` builds it, on fresh moto resources, with the dev IdP
+/// standing in for the identity provider.
+async fn aws(max_receives: u32) -> Aws {
+    let sdk = moto::sdk().await;
+    let table = moto::fresh_table(&sdk).await;
+    let queue = moto::fresh_queue(&sdk, max_receives, Duration::from_secs(30)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(&dir.path().join("idp.db"), Durability::Wal).unwrap());
+    let idp =
+        Arc::new(DevIdp::open(db, &dir.path().join("idp.pem"), "http://127.0.0.1:1").unwrap());
+    let settings = AwsSettings {
+        table,
+        queue_url: queue.url().to_string(),
+        secret_prefix: format!("{}/agents/", moto::unique("steward")),
+        kms_key_id: None,
+        endpoint: Some(moto::endpoint()),
+    };
+    let policy = shared::policy::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy.example.toml"),
+    )
+    .unwrap();
+    let parts = Parts {
+        policy,
+        directory: Arc::new(PeopleFileDirectory::parse(PEOPLE).unwrap()),
+        idp: idp.clone(),
+        approvals: Arc::new(LoggedApprovals),
+        engine: EngineConfig {
+            base_backoff: Duration::from_millis(50),
+            ..EngineConfig::default()
+        },
+    };
+    let stack = AwsStack::connect(&settings, parts).await.unwrap();
+    Aws {
+        stack,
+        idp,
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        queue_url: settings.queue_url,
+        _dir: dir,
+    }
+}
+
+/// An API Gateway HTTP API event (IAM-signed caller) for `method path` with a JSON body.
+fn http_event(method: &str, path: &str, body: Option<&Value>) -> ApiGatewayV2httpRequest {
+    let mut v: Value =
+        serde_json::from_str(include_str!("../../fixtures/aws/apigw-http-v2-iam.json")).unwrap();
+    v["rawPath"] = json!(path);
+    v["requestContext"]["http"]["method"] = json!(method);
+    v["requestContext"]["http"]["path"] = json!(path);
+    if let Some(b) = body {
+        v["body"] = json!(b.to_string());
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+async fn call(a: &Aws, method: &str, path: &str, body: Option<&Value>) -> (i64, Value) {
+    let r = api::handle(
+        &a.stack.engine,
+        &*a.stack.queue,
+        http_event(method, path, body),
+    )
+    .await
+    .unwrap();
+    let text = match r.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => t,
+        _ => String::new(),
+    };
+    (
+        r.status_code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// What the SQS event source does: receive a batch and invoke the worker with it.
+async fn deliver(a: &Aws) -> Option<(SqsEvent, SqsBatchResponse)> {
+    let got = a
+        .sqs
+        .receive_message()
+        .queue_url(&a.queue_url)
+        .max_number_of_messages(10)
+        .visibility_timeout(30)
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    if got.is_empty() {
+        return None;
+    }
+    let template: Value =
+        serde_json::from_str(include_str!("../../fixtures/aws/sqs-fifo-record.json")).unwrap();
+    let records: Vec<Value> = got
+        .iter()
+        .map(|m| {
+            let mut r = template.clone();
+            r["messageId"] = json!(m.message_id());
+            r["receiptHandle"] = json!(m.receipt_handle());
+            r["body"] = json!(m.body());
+            let attrs: serde_json::Map<String, Value> = m
+                .attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.as_str().to_string(), json!(v)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            r["attributes"] = Value::Object(attrs);
+            let message_attrs: serde_json::Map<String, Value> = m
+                .message_attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                json!({"stringValue": v.string_value(), "dataType": v.data_type(), "stringListValues": [], "binaryListValues": []}),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            r["messageAttributes"] = Value::Object(message_attrs);
+            r
+        })
+        .collect();
+    let event: SqsEvent = serde_json::from_value(json!({"Records": records})).unwrap();
+    let response = worker::handle(&a.stack.engine, &*a.stack.queue, event.clone())
+        .await
+        .unwrap();
+    Some((event, response))
+}
+
+/// Invokes the worker until the queue has nothing visible.
+async fn drain(a: &Aws) {
+    for _ in 0..50 {
+        if deliver(a).await.is_none() {
+            return;
+        }
+    }
+    panic!("the queue did not drain");
+}
+
+async fn agent(a: &Aws) -> Value {
+    let (status, body) = call(a, "GET", &format!("/agents/{AGENT}"), None).await;
+    assert_eq!(status, 200, "{body}");
+    body["agent"].clone()
+}
+
+fn request() -> Value {
+    json!({
+        "name": AGENT,
+        "owner": "alice@example.com",
+        "team": "sre",
+        "environment": "prod",
+        "purpose": "Mutes flapping monitors and opens incidents during on-call",
+        "scopes": ["datadog:metrics:read", "datadog:monitors:write"],
+    })
+}
+
+/// A signed Slack block_actions request: `user` clicked `action` on approval `approval_id`.
+fn slack_click(user: &str, action: &str, approval_id: &str, secret: &str) -> ApiGatewayV2httpRequest {
+    let payload = json!({
+        "type": "block_actions",
+        "user": {"id": user, "username": "sam", "team_id": "T0001"},
+        "api_app_id": "A0001",
+        "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0001"},
+        "actions": [{"type": "button", "action_id": action, "block_id": "decision", "value": approval_id, "action_ts": "1700000001.000200"}],
+    });
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish();
+    let ts = chrono::Utc::now().timestamp().to_string();
+    let sig = shared::inbound::slack::signature(&Secret::new(secret), &ts, body.as_bytes());
+    let mut v: Value =
+        serde_json::from_str(include_str!("../../fixtures/aws/apigw-http-v2-iam.json")).unwrap();
+    v["requestContext"]["http"]["method"] = json!("POST");
+    v["requestContext"]["authorizer"] = Value::Null;
+    v["headers"] = json!({
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": ts,
+        "x-slack-signature": sig,
+    });
+    v["body"] = json!(body);
+    serde_json::from_value(v).unwrap()
+}
+
+async fn pending_approval(a: &Aws) -> String {
+    let (status, approvals) = call(a, "GET", "/approvals", None).await;
+    assert_eq!(status, 200);
+    approvals[0]["request"]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an approval is pending: {approvals}"))
+        .to_string()
+}
+
+/// Requests an agent through `api`, approves it through `api`, runs the worker: Active.
+async fn onboard(a: &Aws) -> Value {
+    let (status, started) = call(a, "POST", "/agents", Some(&request())).await;
+    assert_eq!(status, 202, "{started}");
+    drain(a).await;
+    let id = pending_approval(a).await;
+    let (status, body) = call(
+        a,
+        "POST",
+        &format!("/approvals/{id}/approve"),
+        Some(&json!({"approver": "sam.security@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    drain(a).await;
+    let agent = agent(a).await;
+    assert_eq!(agent["status"], "active", "{agent}");
+    agent
+}
+
+async fn audit_lines(a: &Aws) -> Vec<Value> {
+    let (status, body) = call(a, "GET", "/audit", None).await;
+    assert_eq!(status, 200);
+    match body {
+        // One line of NDJSON is itself a JSON document.
+        Value::Object(_) => vec![body],
+        Value::String(text) => text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
+        other => panic!("unexpected audit export {other}"),
+    }
+}
+
+/// api → SQS → worker, approved by a Slack click: the agent is Active, its credential is in
+/// Secrets Manager as AWSCURRENT, and it gets a token.
+#[tokio::test(flavor = "multi_thread")]
+async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
+    let a = aws(5).await;
+    let (status, started) = call(&a, "POST", "/agents", Some(&request())).await;
+    assert_eq!(status, 202, "{started}");
+    let workflow = started["workflow_id"].as_str().unwrap().to_string();
+    let (status, again) = call(&a, "POST", "/agents", Some(&request())).await;
+    assert_eq!(status, 200, "the identical request is recognised: {again}");
+    drain(&a).await;
+    assert_eq!(agent(&a).await["status"], "pending_approval");
+    let approval = pending_approval(&a).await;
+
+    // A click from someone who is not an approver changes nothing.
+    let alice = slack_interactions::handle(
+        &a.stack.engine,
+        &Secret::new(SIGNING_SECRET),
+        slack_click("U0ALICENG", "approve", &approval, SIGNING_SECRET),
+    )
+    .await
+    .unwrap();
+    let text = format!("{:?}", alice.body);
+    assert!(text.contains("ephemeral"), "{text}");
+    // A forged click is refused outright.
+    let forged = slack_interactions::handle(
+        &a.stack.engine,
+        &Secret::new(SIGNING_SECRET),
+        slack_click(SAM_SLACK_ID, "approve", &approval, "not-the-secret"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(forged.status_code, 401);
+    drain(&a).await;
+    assert_eq!(agent(&a).await["status"], "pending_approval");
+
+    let sam = slack_interactions::handle(
+        &a.stack.engine,
+        &Secret::new(SIGNING_SECRET),
+        slack_click(SAM_SLACK_ID, "approve", &approval, SIGNING_SECRET),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sam.status_code, 200);
+    assert!(format!("{:?}", sam.body).contains("recorded"));
+    drain(&a).await;
+
+    let agent = agent(&a).await;
+    assert_eq!(agent["status"], "active", "{agent}");
+    let (status, wf) = call(&a, "GET", &format!("/workflows/{workflow}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(wf["workflow"]["state_name"], "Active");
+    let agent_id = agent["id"].as_str().unwrap();
+    let client_id = agent["client_id"].as_str().unwrap();
+    let (version, stored) = a
+        .stack
+        .vault
+        .get(agent_id, Stage::Current)
+        .await
+        .unwrap()
+        .expect("the credential is in Secrets Manager");
+    assert_eq!(agent["secret_version"], json!(version));
+    let credential = Credential::from_secret(&stored).unwrap();
+    assert_eq!(credential.client_id, client_id);
+    let token = a
+        .idp
+        .issue_token(
+            client_id,
+            credential.client_secret.expose(),
+            None,
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    assert!(token.scope.contains("datadog:monitors:write"));
+
+    // The table holds no secret; the audit trail names the decision.
+    let scan = aws_sdk_dynamodb::Client::new(&moto::sdk().await)
+        .scan()
+        .table_name(a.stack.store.table())
+        .send()
+        .await
+        .unwrap();
+    let everything = format!("{:?}", scan.items());
+    assert!(!everything.contains(credential.client_secret.expose()));
+    let audit = audit_lines(&a).await;
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["unmapped"]["steward_event"] == "approval_decided"),
+        "{audit:?}"
+    );
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["message"].as_str().unwrap_or_default().contains("Slack")),
+        "the forged click is audited"
+    );
+}
+
+/// Bad input to the api function: unsigned calls, malformed bodies, unknown agents and routes
+/// get a clear 4xx, change nothing, and are audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_refuses_bad_requests() {
+    let a = aws(5).await;
+    let mut unsigned = http_event("GET", "/agents", None);
+    unsigned.request_context.authorizer = None;
+    let r = api::handle(&a.stack.engine, &*a.stack.queue, unsigned)
+        .await
+        .unwrap();
+    assert_eq!(r.status_code, 403);
+    let (status, body) = call(&a, "POST", "/agents", Some(&json!({"name": 7}))).await;
+    assert_eq!(status, 400);
+    assert!(body["error"].as_str().unwrap().contains("malformed agent request"));
+    let (status, _) = call(&a, "GET", "/agents/nobody-agent-prod", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = call(&a, "DELETE", "/agents", None).await;
+    assert_eq!(status, 404);
+    let mut bad = request();
+    bad["scopes"] = json!(["root:everything"]);
+    let (status, body) = call(&a, "POST", "/agents", Some(&bad)).await;
+    assert_eq!(status, 422, "{body}");
+    let (_, agents) = call(&a, "GET", "/agents", None).await;
+    assert_eq!(agents, json!([]), "nothing was created");
+    let audit = audit_lines(&a).await;
+    assert!(audit.len() >= 3, "refusals are audited: {audit:?}");
+    assert!(audit.iter().all(|l| l["status"] == "Failure"));
+}
+
+/// A malformed message fails alone: the rest of its batch succeeds, and after the redrive count
+/// it sits in the dead-letter queue (audited), not in the way.
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_message_goes_to_the_dead_letter_queue_and_the_batch_succeeds() {
+    let a = aws(2).await;
+    a.stack
+        .queue
+        .send(vec![shared::ports::queue::OutMessage {
+            group: "garbage".into(),
+            dedupe_id: "garbage-1".into(),
+            body: "{not json".into(),
+            delay: Duration::ZERO,
+        }])
+        .await
+        .unwrap();
+    let (status, _) = call(&a, "POST", "/agents", Some(&request())).await;
+    assert_eq!(status, 202);
+
+    let (event, response) = deliver(&a).await.expect("a batch");
+    assert_eq!(event.records.len(), 2, "both in one batch");
+    let bad_id = event
+        .records
+        .iter()
+        .find(|r| r.body.as_deref() == Some("{not json"))
+        .and_then(|r| r.message_id.clone())
+        .unwrap();
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(failed, vec![bad_id.as_str()], "only the bad message fails");
+    drain(&a).await;
+    assert_eq!(agent(&a).await["status"], "pending_approval", "the good one went on");
+
+    // Redelivered until the redrive count, then dead-lettered.
+    let mut dead = vec![];
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let _ = deliver(&a).await;
+        dead = a.stack.queue.dead_letters(10).await.unwrap();
+        if !dead.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(dead.len(), 1, "the malformed message is in the DLQ");
+    assert_eq!(dead[0].body, "{not json");
+    assert_eq!(dead[0].group, "garbage");
+    assert_eq!(a.stack.queue.depth().await.unwrap(), 0);
+    let audit = audit_lines(&a).await;
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["unmapped"]["steward_event"] == "dead_letter"),
+        "{audit:?}"
+    );
+}
+
+fn rotation_event(a: &Aws, agent_id: &str, step: &str, token: &str) -> SecretsManagerSecretRotationEvent {
+    let mut v: Value =
+        serde_json::from_str(include_str!("../../fixtures/aws/secretsmanager-rotation.json"))
+            .unwrap();
+    v["Step"] = json!(step);
+    v["SecretId"] = json!(format!(
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:{}-AbC123",
+        a.stack.vault.secret_name(agent_id)
+    ));
+    v["ClientRequestToken"] = json!(token);
+    serde_json::from_value(v).unwrap()
+}
+
+async fn rotate_step(a: &Aws, agent_id: &str, step: &str, token: &str) -> Result<(), EdgeError> {
+    secret_rotation::handle(
+        &*a.stack.store,
+        &a.stack.vault,
+        &*a.idp,
+        rotation_event(a, agent_id, step, token),
+    )
+    .await
+}
+
+async fn works(a: &Aws, client_id: &str, c: &Credential) -> bool {
+    a.idp
+        .test_secret(client_id, &c.client_secret)
+        .await
+        .is_ok()
+}
+
+/// The rotation handler walks createSecret → setSecret → testSecret → finishSecret, each step
+/// invoked twice; the old secret keeps working until the next rotation removes it.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_walks_four_steps_and_is_safe_to_reinvoke() {
+    let a = aws(5).await;
+    let agent = onboard(&a).await;
+    let (agent_id, client_id) = (
+        agent["id"].as_str().unwrap().to_string(),
+        agent["client_id"].as_str().unwrap().to_string(),
+    );
+    let vault = &a.stack.vault;
+    let id = agent_id.as_str();
+    let current = |stage| async move {
+        vault
+            .get(id, stage)
+            .await
+            .unwrap()
+            .map(|(v, s)| (v, Credential::from_secret(&s).unwrap()))
+    };
+    let (v0, old) = current(Stage::Current).await.unwrap();
+    let token = "2b5c8e1f-7a3d-4c6b-9e2f-1a4d7c0b3e6f";
+
+    // finishSecret before createSecret refuses, and changes nothing.
+    let early = rotate_step(&a, id, "finishSecret", token).await;
+    assert!(matches!(early, Err(EdgeError::NonRetryable(_))), "{early:?}");
+
+    let agent_id = id;
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        for attempt in 0..2 {
+            rotate_step(&a, agent_id, step, token)
+                .await
+                .unwrap_or_else(|e| panic!("{step} (attempt {attempt}): {e}"));
+        }
+        if step == "createSecret" {
+            let (v, new) = current(Stage::Pending).await.unwrap();
+            assert_eq!(v, token);
+            assert_eq!(a.idp.secret_ids(&client_id).await.unwrap().len(), 2);
+            assert!(works(&a, &client_id, &new).await);
+            assert_eq!(current(Stage::Current).await.unwrap().0, v0, "not yet current");
+        }
+    }
+    let (v1, new) = current(Stage::Current).await.unwrap();
+    assert_eq!(v1, token);
+    assert_eq!(current(Stage::Previous).await.unwrap().0, v0);
+    assert!(current(Stage::Pending).await.is_none());
+    assert!(works(&a, &client_id, &new).await);
+    assert!(works(&a, &client_id, &old).await, "the previous secret has a grace period");
+    // Every step re-invoked after the rotation finished is still a no-op.
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        rotate_step(&a, agent_id, step, token).await.unwrap();
+    }
+    assert_eq!(a.idp.secret_ids(&client_id).await.unwrap().len(), 2);
+
+    // The next rotation retires the previous secret at the IdP.
+    let token2 = "8d1e4b7a-0c3f-4e6d-a9b2-5f8c1d4e7a0b";
+    for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
+        rotate_step(&a, agent_id, step, token2).await.unwrap();
+    }
+    assert!(!works(&a, &client_id, &old).await, "the secret two rotations back is gone");
+    assert!(works(&a, &client_id, &new).await);
+    let audit = audit_lines(&a).await;
+    let rotated: Vec<&Value> = audit
+        .iter()
+        .filter(|l| l["unmapped"]["steward_event"] == "secret_rotated")
+        .collect();
+    assert_eq!(rotated.len(), 2, "one record per finished rotation");
+    let line = serde_json::to_string(&audit).unwrap();
+    assert!(!line.contains(new.client_secret.expose()), "no secret in the audit trail");
+
+    // A secret that is not one of ours is refused.
+    let mut foreign = rotation_event(&a, agent_id, "createSecret", token);
+    foreign.secret_id = "arn:aws:secretsmanager:us-east-1:123456789012:secret:other/db-AbC123".into();
+    let r = secret_rotation::handle(&*a.stack.store, &a.stack.vault, &*a.idp, foreign).await;
+    assert!(matches!(r, Err(EdgeError::NonRetryable(_))), "{r:?}");
+}
+
+/// The scheduler's tick turns due timers into queued events; an unknown job is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn scheduler_ticks_due_timers() {
+    use crate::conformance::store::{step, timer};
+    use shared::ports::store::{StoreWrite, TimerChange};
+    let a = aws(5).await;
+    let mut c = step("wf-timer", 1);
+    c.timers = vec![TimerChange::Set(timer("wf-timer", "approval-expiry", 5))];
+    a.stack.store.commit(c).await.unwrap();
+    let event: EventBridgeEvent<scheduler::Job> =
+        serde_json::from_str(include_str!("../../fixtures/aws/eventbridge-schedule.json")).unwrap();
+    let out = scheduler::handle(&a.stack.engine, event.clone())
+        .await
+        .unwrap();
+    assert_eq!(out["timers_fired"], 1);
+    assert_eq!(a.stack.queue.depth().await.unwrap(), 1);
+    let again = scheduler::handle(&a.stack.engine, event.clone()).await.unwrap();
+    assert_eq!(again["timers_fired"], 0, "a fired timer is gone");
+    let mut unknown = event;
+    unknown.detail.job = "reticulate".into();
+    let r = scheduler::handle(&a.stack.engine, unknown).await;
+    assert!(matches!(r, Err(EdgeError::NonRetryable(m)) if m.contains("reticulate")));
+}
+
+fn hook_event(method: &str, headers: Value, body: Option<&str>) -> ApiGatewayV2httpRequest {
+    let mut v: Value =
+        serde_json::from_str(include_str!("../../fixtures/aws/apigw-http-v2-iam.json")).unwrap();
+    v["requestContext"]["http"]["method"] = json!(method);
+    v["requestContext"]["authorizer"] = Value::Null;
+    v["headers"] = headers;
+    if let Some(b) = body {
+        v["body"] = json!(b);
+    }
+    serde_json::from_value(v).unwrap()
+}
+
+/// Okta's verification challenge is answered; deliveries need the hook's Authorization value,
+/// and each event is recorded once however often Okta delivers it.
+#[tokio::test(flavor = "multi_thread")]
+async fn idp_hook_verifies_and_takes_each_event_once() {
+    let a = aws(5).await;
+    let secret = Secret::new(HOOK_SECRET);
+    let call = |req| idp_hook::handle(&a.stack.engine, &secret, req);
+    let body_of = |r: &aws_lambda_events::apigw::ApiGatewayV2httpResponse| match &r.body {
+        Some(aws_lambda_events::encodings::Body::Text(t)) => t.clone(),
+        _ => String::new(),
+    };
+    let verify = call(hook_event(
+        "GET",
+        json!({"x-okta-verification-challenge": "chal-123", "authorization": HOOK_SECRET}),
+        None,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(verify.status_code, 200);
+    assert_eq!(body_of(&verify), r#"{"verification":"chal-123"}"#);
+
+    let delivery = include_str!("../../fixtures/okta/event-hook-delivery-sample.json");
+    let unauthorized = call(hook_event(
+        "POST",
+        json!({"authorization": "Bearer guess"}),
+        Some(delivery),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(unauthorized.status_code, 401);
+    let audit_before = audit_lines(&a).await.len();
+    for _ in 0..2 {
+        let r = call(hook_event(
+            "POST",
+            json!({"authorization": HOOK_SECRET, "content-type": "application/json"}),
+            Some(delivery),
+        ))
+        .await
+        .unwrap();
+        assert_eq!(r.status_code, 200);
+    }
+    let audit = audit_lines(&a).await;
+    let received: Vec<&Value> = audit
+        .iter()
+        .filter(|l| l["unmapped"]["steward_event"] == "idp_event_received")
+        .collect();
+    assert_eq!(received.len(), 1, "the redelivery is recognised by uuid");
+    assert_eq!(
+        received[0]["unmapped"]["event_uid"],
+        "f790999f-fe87-467a-9880-6982a583986c"
+    );
+    assert_eq!(audit.len(), audit_before + 1, "{audit:#?}");
+    let malformed = call(hook_event(
+        "POST",
+        json!({"authorization": HOOK_SECRET}),
+        Some("{\"data\": 5}"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(malformed.status_code, 400);
+}
+
+/// Slack's documented signing example verifies; a wrong secret, an altered body, a stale
+/// timestamp and missing headers do not.
+#[test]
+fn slack_signature_vector() {
+    use shared::inbound::slack::{SignatureError, verify};
+    let v: Value =
+        serde_json::from_str(include_str!("../../fixtures/slack/slack_signature_vector.json"))
+            .unwrap();
+    let secret = Secret::new(v["signing_secret"].as_str().unwrap());
+    let ts = v["x_slack_request_timestamp"].as_str().unwrap();
+    let sig = v["x_slack_signature"].as_str().unwrap();
+    let body = v["body"].as_str().unwrap().as_bytes();
+    let then = chrono::DateTime::from_timestamp(ts.parse().unwrap(), 0).unwrap();
+    assert_eq!(verify(&secret, Some(ts), Some(sig), body, then), Ok(()));
+    assert_eq!(
+        verify(&Secret::new("wrong"), Some(ts), Some(sig), body, then),
+        Err(SignatureError::Mismatch)
+    );
+    let mut altered = body.to_vec();
+    altered[0] ^= 1;
+    assert_eq!(
+        verify(&secret, Some(ts), Some(sig), &altered, then),
+        Err(SignatureError::Mismatch)
+    );
+    let later = then + chrono::Duration::seconds(301);
+    assert_eq!(
+        verify(&secret, Some(ts), Some(sig), body, later),
+        Err(SignatureError::Stale)
+    );
+    assert_eq!(
+        verify(&secret, None, Some(sig), body, then),
+        Err(SignatureError::MissingHeaders)
+    );
+    assert_eq!(
+        verify(&secret, Some(ts), None, body, then),
+        Err(SignatureError::MissingHeaders)
+    );
+}

@@ -1,0 +1,41 @@
+//! The admin API's request bodies, shared by the local server (`steward serve`) and the `api`
+//! Lambda function, so both accept exactly the same JSON.
+
+use serde::Deserialize;
+use statemachines::AgentRequest;
+use statemachines::scope_change::ScopeChangeRequest;
+
+/// `POST /agents`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRequestBody {
+    #[serde(flatten)]
+    pub request: AgentRequest,
+    /// Who asks; the owner when absent.
+    pub requester: Option<String>,
+}
+
+/// `POST /agents/{agent}/scopes`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeChangeBody {
+    #[serde(flatten)]
+    pub request: ScopeChangeRequest,
+    pub requester: String,
+}
+
+/// `POST /workflows/{id}/cancel`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    pub by: String,
+    pub reason: String,
+}
+
+/// `POST /approvals/{id}/approve` and `/deny`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    pub approver: String,
+    pub reason: Option<String>,
+}

@@ -1,0 +1,87 @@
+//! HTTP requests as Lambda receives them (API Gateway HTTP API and function URLs share the
+//! payload format 2.0), for the `api`, `idp-hook` and `slack-interactions` functions.
+
+use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
+use aws_lambda_events::encodings::Body;
+use aws_lambda_events::http::{HeaderMap, HeaderValue, header};
+use base64::Engine as _;
+
+/// A request body as sent (function URLs base64-encode some bodies).
+pub fn body(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, String> {
+    let raw = req.body.as_deref().unwrap_or("");
+    if req.is_base64_encoded {
+        base64::engine::general_purpose::STANDARD
+            .decode(raw)
+            .map_err(|e| format!("body is not valid base64: {e}"))
+    } else {
+        Ok(raw.as_bytes().to_vec())
+    }
+}
+
+pub fn method(req: &ApiGatewayV2httpRequest) -> String {
+    req.request_context.http.method.as_str().to_ascii_uppercase()
+}
+
+/// The path without the stage prefix.
+pub fn path(req: &ApiGatewayV2httpRequest) -> String {
+    let raw = req
+        .request_context
+        .http
+        .path
+        .clone()
+        .or_else(|| req.raw_path.clone())
+        .unwrap_or_default();
+    match req.request_context.stage.as_deref() {
+        Some(stage) if stage != "$default" => raw
+            .strip_prefix(&format!("/{stage}"))
+            .map(str::to_string)
+            .unwrap_or(raw),
+        _ => raw,
+    }
+}
+
+pub fn header<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
+    req.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+pub fn query<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
+    req.query_string_parameters.first(name)
+}
+
+/// A response with a JSON body.
+pub fn json(status: u16, value: &serde_json::Value) -> ApiGatewayV2httpResponse {
+    text(status, "application/json", value.to_string())
+}
+
+pub fn text(status: u16, content_type: &str, body: String) -> ApiGatewayV2httpResponse {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    let mut r = ApiGatewayV2httpResponse::default();
+    r.status_code = i64::from(status);
+    r.headers = headers;
+    r.body = Some(Body::Text(body));
+    r
+}
+
+/// A response without a body.
+pub fn empty(status: u16) -> ApiGatewayV2httpResponse {
+    let mut r = ApiGatewayV2httpResponse::default();
+    r.status_code = i64::from(status);
+    r
+}
+
+impl crate::inbound::Headers for HeaderMap {
+    fn get(&self, name: &str) -> Option<&str> {
+        HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The Lambda response for an inbound edge's reply.
+pub fn reply(r: crate::inbound::Reply) -> ApiGatewayV2httpResponse {
+    match r.body {
+        Some(v) => json(r.status, &v),
+        None => empty(r.status),
+    }
+}
