@@ -13,7 +13,9 @@ use shared::embedded::{Db, Durability};
 use shared::engine::executor::Executor;
 use shared::ports::approvals::{Approvals, NotifyError};
 use shared::ports::clock::SystemClock;
-use shared::ports::idp::{ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError};
+use shared::ports::idp::{
+    ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret,
+};
 use shared::ports::vault::{Stage, Vault, VaultError, VersionInfo};
 use shared::{Engine, EngineConfig, Secret};
 use statemachines::{AgentRequest, ApprovalOutcome, ApprovalRequest, Decision};
@@ -46,6 +48,21 @@ impl IdentityProvider for InstantIdp {
     }
     async fn list_clients(&self) -> Result<Vec<ClientInfo>, IdpError> {
         Ok(vec![])
+    }
+    async fn add_secret(&self, _: &str, _: &str) -> Result<NewSecret, IdpError> {
+        Ok(NewSecret {
+            secret_id: "s2".into(),
+            secret: Secret::new("y"),
+        })
+    }
+    async fn remove_secret(&self, _: &str, _: &str) -> Result<(), IdpError> {
+        Ok(())
+    }
+    async fn secret_ids(&self, _: &str) -> Result<Vec<String>, IdpError> {
+        Ok(vec!["s1".into()])
+    }
+    async fn test_secret(&self, _: &str, _: &Secret) -> Result<(), IdpError> {
+        Ok(())
     }
 }
 

@@ -271,7 +271,8 @@ pub fn secret_rotated(
     );
     v["actor"] = actor_json(&Actor::Schedule("secret-rotation".into()));
     v["entity"] = json!({"uid": agent_id, "name": format!("{agent_name} client secret"), "type": "OAuth client credential", "data": {"client_id": client_id, "version_old": old_version, "version_new": new_version}});
-    v["entity_result"] = json!({"uid": agent_id, "type": "OAuth client credential", "version": new_version});
+    v["entity_result"] =
+        json!({"uid": agent_id, "type": "OAuth client credential", "version": new_version});
     v["unmapped"] = json!({"steward_event": "secret_rotated", "agent_id": agent_id});
     AuditRecord { id, time, body: v }
 }

@@ -323,3 +323,44 @@ async fn the_signing_key_persists() {
         assert_eq!(mode & 0o777, 0o600);
     }
 }
+
+/// Rotation at the IdP: a second secret works beside the first; a third is refused (Okta's
+/// limit); the repeat of an add replaces its own secret; the only secret cannot be removed.
+#[tokio::test]
+async fn secrets_rotate_two_at_a_time() {
+    let f = fixture();
+    let idp = &f.idp;
+    let c = client(idp).await;
+    let works = |s: &shared::Secret| {
+        idp.issue_token(&c.client_id, s.expose(), None, Utc::now())
+            .is_ok()
+    };
+    let second = idp.add_secret(&c.client_id, "rot-1").await.unwrap();
+    assert!(works(&c.secret) && works(&second.secret));
+    assert_eq!(
+        idp.secret_ids(&c.client_id).await.unwrap(),
+        vec![c.secret_id.clone(), second.secret_id.clone()]
+    );
+    let again = idp.add_secret(&c.client_id, "rot-1").await.unwrap();
+    assert!(
+        !works(&second.secret),
+        "a repeated add replaces its own secret"
+    );
+    assert!(works(&again.secret));
+    let third = idp.add_secret(&c.client_id, "rot-2").await.unwrap_err();
+    assert!(matches!(third, IdpError::Refused(m) if m.contains("remove the outgoing one")));
+    idp.remove_secret(&c.client_id, &c.secret_id).await.unwrap();
+    idp.remove_secret(&c.client_id, &c.secret_id).await.unwrap();
+    assert!(!works(&c.secret));
+    idp.test_secret(&c.client_id, &again.secret).await.unwrap();
+    assert!(idp.test_secret(&c.client_id, &c.secret).await.is_err());
+    let only = idp
+        .remove_secret(&c.client_id, &again.secret_id)
+        .await
+        .unwrap_err();
+    assert!(matches!(only, IdpError::Refused(m) if m.contains("only secret")));
+    assert!(matches!(
+        idp.add_secret("dev_missing", "k").await,
+        Err(IdpError::UnknownClient(_))
+    ));
+}

@@ -9,11 +9,11 @@ use shared::embedded::vault::FileVault;
 use shared::embedded::{Durability, Embedded, EmbeddedConfig};
 use shared::engine::message::Message;
 use shared::idp::dev::DevIdp;
-use shared::ports::idp::{ClientInfo, ClientSpec, CreatedClient, IdpError};
+use shared::ports::idp::{ClientInfo, ClientSpec, CreatedClient, IdpError, NewSecret};
 use shared::ports::queue::OutMessage;
 use shared::ports::vault::Stage;
 use shared::ports::{Clock, IdentityProvider, Vault};
-use shared::{Engine, EngineConfig, EngineError};
+use shared::{Engine, EngineConfig, EngineError, Secret};
 use statemachines::{AgentRequest, AgentStatus, Decision, Event};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -441,6 +441,41 @@ async fn messages_for_unknown_workflows_are_not_retryable() {
     }
 }
 
+/// In one batch, once a workflow's message fails, its later messages wait (so events apply in
+/// order, as a FIFO group requires); other workflows' messages go ahead.
+#[tokio::test]
+async fn a_failed_message_holds_back_its_workflow_in_the_batch() {
+    let st = stack();
+    let e = &st.engine;
+    let started = e
+        .request_agent(sensitive(), "bob@example.com")
+        .await
+        .unwrap();
+    settle(e).await;
+    let missing = "onboarding-nobody-00000000";
+    let bodies = [
+        body(&approve(missing)),
+        body(&Message::Run {
+            workflow_id: missing.into(),
+            key: format!("{missing}/1/0"),
+            attempt: 0,
+        }),
+        body(&approve(&started.workflow_id)),
+    ];
+    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    let (results, _) = e.process(&refs).await;
+    let first = results[0].as_ref().unwrap_err();
+    assert!(!first.retryable && first.message.contains("unknown workflow"));
+    let held = results[1].as_ref().unwrap_err();
+    assert!(held.retryable, "{held:?}");
+    assert!(held.message.contains("held back"), "{}", held.message);
+    assert!(
+        results[2].is_ok(),
+        "another workflow goes ahead: {:?}",
+        results[2]
+    );
+}
+
 /// A message that cannot be parsed is poison: not retryable, and after the queue's max
 /// receives it sits in the dead-letter queue with an audit record saying so.
 #[tokio::test]
@@ -549,6 +584,18 @@ impl IdentityProvider for FlakyIdp {
     }
     async fn list_clients(&self) -> Result<Vec<ClientInfo>, IdpError> {
         self.inner.list_clients().await
+    }
+    async fn add_secret(&self, client_id: &str, key: &str) -> Result<NewSecret, IdpError> {
+        self.inner.add_secret(client_id, key).await
+    }
+    async fn remove_secret(&self, client_id: &str, secret_id: &str) -> Result<(), IdpError> {
+        self.inner.remove_secret(client_id, secret_id).await
+    }
+    async fn secret_ids(&self, client_id: &str) -> Result<Vec<String>, IdpError> {
+        self.inner.secret_ids(client_id).await
+    }
+    async fn test_secret(&self, client_id: &str, secret: &Secret) -> Result<(), IdpError> {
+        self.inner.test_secret(client_id, secret).await
     }
 }
 

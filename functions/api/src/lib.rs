@@ -36,13 +36,15 @@ pub async fn handle(
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let result = match (method.as_str(), segments.as_slice()) {
         ("GET", ["agents"]) => Ok(http::json(200, &json!(engine.store.agents().await?))),
-        ("POST", ["agents"]) => match parse::<AgentRequestBody>(engine, &req, "agent request").await? {
-            Ok(b) => {
-                let requester = b.requester.unwrap_or_else(|| b.request.owner.clone());
-                started(engine.request_agent(b.request, &requester).await)
+        ("POST", ["agents"]) => {
+            match parse::<AgentRequestBody>(engine, &req, "agent request").await? {
+                Ok(b) => {
+                    let requester = b.requester.unwrap_or_else(|| b.request.owner.clone());
+                    started(engine.request_agent(b.request, &requester).await)
+                }
+                Err(r) => Ok(r),
             }
-            Err(r) => Ok(r),
-        },
+        }
         ("GET", ["agents", agent]) => show_agent(engine, agent).await,
         ("POST", ["agents", agent, "scopes"]) => {
             match parse::<ScopeChangeBody>(engine, &req, "scope change").await? {
@@ -150,7 +152,10 @@ async fn show_agent(engine: &Engine, agent: &str) -> Result<ApiGatewayV2httpResp
         .into_iter()
         .map(|i| json!({"id": i.id, "kind": i.kind, "state": i.state_name, "terminal": i.terminal, "pending_commands": i.pending.len(), "updated_at": i.updated_at}))
         .collect();
-    Ok(http::json(200, &json!({"agent": a, "workflows": workflows})))
+    Ok(http::json(
+        200,
+        &json!({"agent": a, "workflows": workflows}),
+    ))
 }
 
 /// The JSON body, or the 400 answer (audited) saying what is wrong with it.

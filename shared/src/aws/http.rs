@@ -19,7 +19,11 @@ pub fn body(req: &ApiGatewayV2httpRequest) -> Result<Vec<u8>, String> {
 }
 
 pub fn method(req: &ApiGatewayV2httpRequest) -> String {
-    req.request_context.http.method.as_str().to_ascii_uppercase()
+    req.request_context
+        .http
+        .method
+        .as_str()
+        .to_ascii_uppercase()
 }
 
 /// The path without the stage prefix.

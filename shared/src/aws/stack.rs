@@ -70,32 +70,53 @@ impl AwsSettings {
     }
 }
 
-/// The policy: `STEWARD_POLICY` holds the TOML itself, or names a file bundled with the function.
+/// A configuration value: the text itself, `base64:<text encoded>` (how the template passes
+/// multi-line TOML through a parameter), or the path of a file bundled with the function.
+fn config_text(name: &'static str) -> Result<String, StackError> {
+    decode_config(name, var(name)?)
+}
+
+fn decode_config(name: &'static str, raw: String) -> Result<String, StackError> {
+    if let Some(encoded) = raw.strip_prefix("base64:") {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded.trim())
+            .map_err(|e| StackError::Invalid {
+                name,
+                message: format!("not valid base64 after `base64:`: {e}"),
+            })?;
+        return String::from_utf8(bytes).map_err(|_| StackError::Invalid {
+            name,
+            message: "the decoded text is not UTF-8".into(),
+        });
+    }
+    if Path::new(&raw).is_file() {
+        return std::fs::read_to_string(&raw).map_err(|e| StackError::Invalid {
+            name,
+            message: format!("cannot read {raw}: {e}"),
+        });
+    }
+    Ok(raw)
+}
+
+/// The policy from `STEWARD_POLICY` (see [`config_text`]).
 pub fn policy_from_env() -> Result<Policy, StackError> {
-    let raw = var(POLICY_ENV)?;
+    let raw = config_text(POLICY_ENV)?;
     let invalid = |e: crate::policy::PolicyError| StackError::Invalid {
         name: POLICY_ENV,
         message: e.to_string(),
     };
-    if Path::new(&raw).is_file() {
-        crate::policy::load(Path::new(&raw)).map_err(invalid)
-    } else {
-        crate::policy::parse(&raw, POLICY_ENV).map_err(invalid)
-    }
+    crate::policy::parse(&raw, POLICY_ENV).map_err(invalid)
 }
 
-/// The people directory: `STEWARD_PEOPLE` holds the people TOML itself, or names a file.
+/// The people directory from `STEWARD_PEOPLE` (see [`config_text`]).
 pub fn people_from_env() -> Result<PeopleFileDirectory, StackError> {
-    let raw = var(PEOPLE_ENV)?;
+    let raw = config_text(PEOPLE_ENV)?;
     let invalid = |e: crate::ports::directory::DirectoryError| StackError::Invalid {
         name: PEOPLE_ENV,
         message: e.to_string(),
     };
-    if Path::new(&raw).is_file() {
-        PeopleFileDirectory::load(Path::new(&raw)).map_err(invalid)
-    } else {
-        PeopleFileDirectory::parse(&raw).map_err(invalid)
-    }
+    PeopleFileDirectory::parse(&raw).map_err(invalid)
 }
 
 /// The identity provider the functions act on, named by `STEWARD_IDP`. The development IdP lives
@@ -231,5 +252,28 @@ impl AwsStack {
             engine: EngineConfig::default(),
         };
         Self::connect(&settings, parts).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_text_is_plain_base64_or_a_file() {
+        assert_eq!(decode_config(POLICY_ENV, "a = 1".into()).unwrap(), "a = 1");
+        assert_eq!(
+            decode_config(POLICY_ENV, "base64:YSA9IDEKYiA9IDI=".into()).unwrap(),
+            "a = 1\nb = 2"
+        );
+        let err = decode_config(POLICY_ENV, "base64:%%%".into()).unwrap_err();
+        assert!(err.to_string().contains("STEWARD_POLICY"), "{err}");
+        let file = std::env::temp_dir().join(format!("steward-cfg-{}", std::process::id()));
+        std::fs::write(&file, "from = \"file\"").unwrap();
+        assert_eq!(
+            decode_config(PEOPLE_ENV, file.display().to_string()).unwrap(),
+            "from = \"file\""
+        );
+        std::fs::remove_file(file).unwrap();
     }
 }

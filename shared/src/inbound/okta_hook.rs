@@ -118,7 +118,14 @@ pub async fn handle(
             engine.store.append_audit(records).await?;
             Ok(Reply::empty(200))
         }
-        other => refuse(engine, 405, &format!("method {other} is not used by Okta event hooks")).await,
+        other => {
+            refuse(
+                engine,
+                405,
+                &format!("method {other} is not used by Okta event hooks"),
+            )
+            .await
+        }
     }
 }
 

@@ -58,7 +58,10 @@ pub fn verify(
     let (Some(ts), Some(presented)) = (timestamp, presented) else {
         return Err(SignatureError::MissingHeaders);
     };
-    let at: i64 = ts.trim().parse().map_err(|_| SignatureError::BadTimestamp)?;
+    let at: i64 = ts
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::BadTimestamp)?;
     if (now.timestamp() - at).abs() > MAX_SKEW_SECS {
         return Err(SignatureError::Stale);
     }
@@ -112,12 +115,24 @@ pub async fn handle(
         .find(|(k, _)| k == "payload")
         .map(|(_, v)| v.into_owned());
     let Some(payload) = payload else {
-        return refuse(engine, 400, &Actor::System, "form body has no `payload` field").await;
+        return refuse(
+            engine,
+            400,
+            &Actor::System,
+            "form body has no `payload` field",
+        )
+        .await;
     };
     let payload: Payload = match serde_json::from_str(&payload) {
         Ok(p) => p,
         Err(e) => {
-            return refuse(engine, 400, &Actor::System, &format!("malformed payload: {e}")).await;
+            return refuse(
+                engine,
+                400,
+                &Actor::System,
+                &format!("malformed payload: {e}"),
+            )
+            .await;
         }
     };
     if payload.kind != "block_actions" {
@@ -130,17 +145,35 @@ pub async fn handle(
         .await;
     }
     let Some(action) = payload.actions.first() else {
-        return refuse(engine, 400, &Actor::System, "block_actions payload without actions").await;
+        return refuse(
+            engine,
+            400,
+            &Actor::System,
+            "block_actions payload without actions",
+        )
+        .await;
     };
     let decision = match action.action_id.as_str() {
         APPROVE_ACTION => Decision::Approve,
         DENY_ACTION => Decision::Deny,
         other => {
-            return refuse(engine, 400, &Actor::System, &format!("unknown action `{other}`")).await;
+            return refuse(
+                engine,
+                400,
+                &Actor::System,
+                &format!("unknown action `{other}`"),
+            )
+            .await;
         }
     };
     let Some(approval_id) = action.value.as_deref().filter(|v| !v.is_empty()) else {
-        return refuse(engine, 400, &Actor::System, "the button carries no approval id").await;
+        return refuse(
+            engine,
+            400,
+            &Actor::System,
+            "the button carries no approval id",
+        )
+        .await;
     };
     let Some(person) = engine.directory.person_by_chat(&payload.user.id).await? else {
         let who = Actor::Person(format!("slack:{}", payload.user.id));
@@ -151,7 +184,10 @@ pub async fn handle(
         refuse(engine, 200, &who, &why).await?;
         return Ok(ephemeral(&why));
     };
-    match engine.decide(approval_id, &person.email, decision, None).await {
+    match engine
+        .decide(approval_id, &person.email, decision, None)
+        .await
+    {
         Ok(_) => Ok(Reply::json(
             200,
             json!({"response_type": "ephemeral", "text": format!("Your decision ({decision:?}) is recorded; the workflow applies it.")}),

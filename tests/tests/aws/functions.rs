@@ -218,7 +218,12 @@ fn request() -> Value {
 }
 
 /// A signed Slack block_actions request: `user` clicked `action` on approval `approval_id`.
-fn slack_click(user: &str, action: &str, approval_id: &str, secret: &str) -> ApiGatewayV2httpRequest {
+fn slack_click(
+    user: &str,
+    action: &str,
+    approval_id: &str,
+    secret: &str,
+) -> ApiGatewayV2httpRequest {
     let payload = json!({
         "type": "block_actions",
         "user": {"id": user, "username": "sam", "team_id": "T0001"},
@@ -399,7 +404,12 @@ async fn api_refuses_bad_requests() {
     assert_eq!(r.status_code, 403);
     let (status, body) = call(&a, "POST", "/agents", Some(&json!({"name": 7}))).await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("malformed agent request"));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("malformed agent request")
+    );
     let (status, _) = call(&a, "GET", "/agents/nobody-agent-prod", None).await;
     assert_eq!(status, 404);
     let (status, _) = call(&a, "DELETE", "/agents", None).await;
@@ -448,7 +458,11 @@ async fn malformed_message_goes_to_the_dead_letter_queue_and_the_batch_succeeds(
         .collect();
     assert_eq!(failed, vec![bad_id.as_str()], "only the bad message fails");
     drain(&a).await;
-    assert_eq!(agent(&a).await["status"], "pending_approval", "the good one went on");
+    assert_eq!(
+        agent(&a).await["status"],
+        "pending_approval",
+        "the good one went on"
+    );
 
     // Redelivered until the redrive count, then dead-lettered.
     let mut dead = vec![];
@@ -473,10 +487,16 @@ async fn malformed_message_goes_to_the_dead_letter_queue_and_the_batch_succeeds(
     );
 }
 
-fn rotation_event(a: &Aws, agent_id: &str, step: &str, token: &str) -> SecretsManagerSecretRotationEvent {
-    let mut v: Value =
-        serde_json::from_str(include_str!("../../fixtures/aws/secretsmanager-rotation.json"))
-            .unwrap();
+fn rotation_event(
+    a: &Aws,
+    agent_id: &str,
+    step: &str,
+    token: &str,
+) -> SecretsManagerSecretRotationEvent {
+    let mut v: Value = serde_json::from_str(include_str!(
+        "../../fixtures/aws/secretsmanager-rotation.json"
+    ))
+    .unwrap();
     v["Step"] = json!(step);
     v["SecretId"] = json!(format!(
         "arn:aws:secretsmanager:us-east-1:123456789012:secret:{}-AbC123",
@@ -497,10 +517,7 @@ async fn rotate_step(a: &Aws, agent_id: &str, step: &str, token: &str) -> Result
 }
 
 async fn works(a: &Aws, client_id: &str, c: &Credential) -> bool {
-    a.idp
-        .test_secret(client_id, &c.client_secret)
-        .await
-        .is_ok()
+    a.idp.test_secret(client_id, &c.client_secret).await.is_ok()
 }
 
 /// The rotation handler walks createSecret → setSecret → testSecret → finishSecret, each step
@@ -527,7 +544,10 @@ async fn rotation_walks_four_steps_and_is_safe_to_reinvoke() {
 
     // finishSecret before createSecret refuses, and changes nothing.
     let early = rotate_step(&a, id, "finishSecret", token).await;
-    assert!(matches!(early, Err(EdgeError::NonRetryable(_))), "{early:?}");
+    assert!(
+        matches!(early, Err(EdgeError::NonRetryable(_))),
+        "{early:?}"
+    );
 
     let agent_id = id;
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
@@ -541,7 +561,11 @@ async fn rotation_walks_four_steps_and_is_safe_to_reinvoke() {
             assert_eq!(v, token);
             assert_eq!(a.idp.secret_ids(&client_id).await.unwrap().len(), 2);
             assert!(works(&a, &client_id, &new).await);
-            assert_eq!(current(Stage::Current).await.unwrap().0, v0, "not yet current");
+            assert_eq!(
+                current(Stage::Current).await.unwrap().0,
+                v0,
+                "not yet current"
+            );
         }
     }
     let (v1, new) = current(Stage::Current).await.unwrap();
@@ -549,7 +573,10 @@ async fn rotation_walks_four_steps_and_is_safe_to_reinvoke() {
     assert_eq!(current(Stage::Previous).await.unwrap().0, v0);
     assert!(current(Stage::Pending).await.is_none());
     assert!(works(&a, &client_id, &new).await);
-    assert!(works(&a, &client_id, &old).await, "the previous secret has a grace period");
+    assert!(
+        works(&a, &client_id, &old).await,
+        "the previous secret has a grace period"
+    );
     // Every step re-invoked after the rotation finished is still a no-op.
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
         rotate_step(&a, agent_id, step, token).await.unwrap();
@@ -561,7 +588,10 @@ async fn rotation_walks_four_steps_and_is_safe_to_reinvoke() {
     for step in ["createSecret", "setSecret", "testSecret", "finishSecret"] {
         rotate_step(&a, agent_id, step, token2).await.unwrap();
     }
-    assert!(!works(&a, &client_id, &old).await, "the secret two rotations back is gone");
+    assert!(
+        !works(&a, &client_id, &old).await,
+        "the secret two rotations back is gone"
+    );
     assert!(works(&a, &client_id, &new).await);
     let audit = audit_lines(&a).await;
     let rotated: Vec<&Value> = audit
@@ -570,11 +600,15 @@ async fn rotation_walks_four_steps_and_is_safe_to_reinvoke() {
         .collect();
     assert_eq!(rotated.len(), 2, "one record per finished rotation");
     let line = serde_json::to_string(&audit).unwrap();
-    assert!(!line.contains(new.client_secret.expose()), "no secret in the audit trail");
+    assert!(
+        !line.contains(new.client_secret.expose()),
+        "no secret in the audit trail"
+    );
 
     // A secret that is not one of ours is refused.
     let mut foreign = rotation_event(&a, agent_id, "createSecret", token);
-    foreign.secret_id = "arn:aws:secretsmanager:us-east-1:123456789012:secret:other/db-AbC123".into();
+    foreign.secret_id =
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:other/db-AbC123".into();
     let r = secret_rotation::handle(&*a.stack.store, &a.stack.vault, &*a.idp, foreign).await;
     assert!(matches!(r, Err(EdgeError::NonRetryable(_))), "{r:?}");
 }
@@ -595,7 +629,9 @@ async fn scheduler_ticks_due_timers() {
         .unwrap();
     assert_eq!(out["timers_fired"], 1);
     assert_eq!(a.stack.queue.depth().await.unwrap(), 1);
-    let again = scheduler::handle(&a.stack.engine, event.clone()).await.unwrap();
+    let again = scheduler::handle(&a.stack.engine, event.clone())
+        .await
+        .unwrap();
     assert_eq!(again["timers_fired"], 0, "a fired timer is gone");
     let mut unknown = event;
     unknown.detail.job = "reticulate".into();
@@ -682,9 +718,10 @@ async fn idp_hook_verifies_and_takes_each_event_once() {
 #[test]
 fn slack_signature_vector() {
     use shared::inbound::slack::{SignatureError, verify};
-    let v: Value =
-        serde_json::from_str(include_str!("../../fixtures/slack/slack_signature_vector.json"))
-            .unwrap();
+    let v: Value = serde_json::from_str(include_str!(
+        "../../fixtures/slack/slack_signature_vector.json"
+    ))
+    .unwrap();
     let secret = Secret::new(v["signing_secret"].as_str().unwrap());
     let ts = v["x_slack_request_timestamp"].as_str().unwrap();
     let sig = v["x_slack_signature"].as_str().unwrap();

@@ -8,4 +8,3 @@ mod adapters;
 mod conformance;
 mod functions;
 mod moto;
-mod template;

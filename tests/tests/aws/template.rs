@@ -1,1 +1,0 @@
-//! The SAM template.
