@@ -13,6 +13,15 @@ pub struct SecretsManagerVault {
     client: Client,
     prefix: String,
     kms_key_id: Option<String>,
+    rotation: Option<RotationSchedule>,
+}
+
+/// Rotation every agent secret gets when it is stored: Secrets Manager invokes `function_arn`
+/// (the `secret-rotation` function) every `every_days`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationSchedule {
+    pub function_arn: String,
+    pub every_days: u32,
 }
 
 fn io(e: impl std::error::Error) -> VaultError {
@@ -36,7 +45,53 @@ impl SecretsManagerVault {
             client,
             prefix: prefix.into(),
             kms_key_id,
+            rotation: None,
         }
+    }
+
+    /// Turns rotation on for every secret this vault stores (where it is not on yet).
+    pub fn with_rotation(mut self, schedule: RotationSchedule) -> Self {
+        self.rotation = Some(schedule);
+        self
+    }
+
+    /// Wires a secret to the rotation function, unless it is wired already. Rotation starts on
+    /// the schedule, not now: Secrets Manager only runs the function's testSecret step to check
+    /// the configuration.
+    async fn ensure_rotation(&self, name: &str) -> Result<(), VaultError> {
+        let Some(schedule) = &self.rotation else {
+            return Ok(());
+        };
+        let described = self
+            .client
+            .describe_secret()
+            .secret_id(name)
+            .send()
+            .await
+            .map_err(io)?;
+        if described.rotation_enabled() == Some(true) {
+            return Ok(());
+        }
+        self.client
+            .rotate_secret()
+            .secret_id(name)
+            .rotation_lambda_arn(&schedule.function_arn)
+            .rotation_rules(
+                aws_sdk_secretsmanager::types::RotationRulesType::builder()
+                    .automatically_after_days(i64::from(schedule.every_days))
+                    .build(),
+            )
+            .rotate_immediately(false)
+            .send()
+            .await
+            .map_err(|e| {
+                VaultError::Io(format!(
+                    "turning on rotation of {name} with {}: {}",
+                    schedule.function_arn,
+                    describe(&e)
+                ))
+            })?;
+        Ok(())
     }
 
     pub fn secret_name(&self, secret: &str) -> String {
@@ -159,7 +214,8 @@ impl Vault for SecretsManagerVault {
         };
         if versions.iter().any(|(id, _)| id == version_id) {
             // The version exists (a repeated put): only make sure it holds the stage.
-            return self.move_stage(secret, version_id, stage).await;
+            self.move_stage(secret, version_id, stage).await?;
+            return self.ensure_rotation(&name).await;
         }
         self.client
             .put_secret_value()
@@ -172,6 +228,7 @@ impl Vault for SecretsManagerVault {
             .map_err(io)?;
         if stage == Stage::Current {
             self.move_stage(secret, version_id, Stage::Current).await?;
+            self.ensure_rotation(&name).await?;
         }
         Ok(())
     }

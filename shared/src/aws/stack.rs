@@ -3,7 +3,7 @@
 //! people, identity provider, approvals).
 
 use super::dynamodb::DynamoStore;
-use super::secrets_manager::SecretsManagerVault;
+use super::secrets_manager::{RotationSchedule, SecretsManagerVault};
 use super::sqs::SqsQueue;
 use crate::embedded::directory::PeopleFileDirectory;
 use crate::engine::executor::Executor;
@@ -36,6 +36,8 @@ pub struct AwsSettings {
     pub kms_key_id: Option<String>,
     /// A local AWS endpoint (moto in tests); `None` in AWS.
     pub endpoint: Option<String>,
+    /// The `secret-rotation` function that every agent secret is wired to.
+    pub rotation_function_arn: Option<String>,
 }
 
 pub const TABLE_ENV: &str = "STEWARD_TABLE";
@@ -44,6 +46,7 @@ pub const SECRET_PREFIX_ENV: &str = "STEWARD_SECRET_PREFIX";
 pub const KMS_KEY_ENV: &str = "STEWARD_KMS_KEY_ID";
 pub const POLICY_ENV: &str = "STEWARD_POLICY";
 pub const PEOPLE_ENV: &str = "STEWARD_PEOPLE";
+pub const ROTATION_FUNCTION_ENV: &str = "STEWARD_ROTATION_FUNCTION_ARN";
 pub const DEFAULT_SECRET_PREFIX: &str = "steward/agents/";
 
 fn var(name: &'static str) -> Result<String, StackError> {
@@ -66,6 +69,7 @@ impl AwsSettings {
                 .unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into()),
             kms_key_id: optional(KMS_KEY_ENV),
             endpoint: optional(super::ENDPOINT_ENV),
+            rotation_function_arn: optional(ROTATION_FUNCTION_ENV),
         })
     }
 }
@@ -212,11 +216,30 @@ impl AwsStack {
                     message: e.to_string(),
                 })?,
         );
-        let vault = Arc::new(SecretsManagerVault::new(
+        let mut vault = SecretsManagerVault::new(
             aws_sdk_secretsmanager::Client::new(&sdk),
             &settings.secret_prefix,
             settings.kms_key_id.clone(),
-        ));
+        );
+        if let Some(arn) = &settings.rotation_function_arn {
+            // Rotate well inside the policy's maximum credential age.
+            let max = parts.policy.rotation_max_age_days.max(2);
+            vault = vault.with_rotation(RotationSchedule {
+                function_arn: arn.clone(),
+                every_days: (max * 2 / 3).max(1),
+            });
+        }
+        let vault = Arc::new(vault);
+        // Open the TLS connection to DynamoDB during init too (SQS was opened above): one read
+        // of a key that never exists.
+        use crate::ports::store::StoreRead;
+        store
+            .instance("warm-up")
+            .await
+            .map_err(|e| StackError::Unreachable {
+                what: format!("table {}", settings.table),
+                message: e.to_string(),
+            })?;
         let engine = Arc::new(Engine {
             transitions: Default::default(),
             store: store.clone(),

@@ -250,3 +250,48 @@ mod sqs_only {
         assert_eq!(q.dead_letters(10).await.unwrap().len(), 1);
     }
 }
+
+mod secrets_manager_only {
+    use super::*;
+    use crate::conformance::vault::V1;
+    use shared::Secret;
+    use shared::aws::secrets_manager::RotationSchedule;
+    use shared::ports::vault::Stage;
+
+    /// A stored agent secret is wired to the rotation function. moto cannot run Lambda
+    /// functions (it needs Docker), so the proof is Secrets Manager's own answer: it looked up
+    /// exactly the configured function to invoke its testSecret step.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn storing_a_secret_turns_on_its_rotation() {
+        let sdk = moto::sdk().await;
+        let arn = "arn:aws:lambda:us-east-1:123456789012:function:steward-secret-rotation";
+        let v = SecretsManagerVault::new(
+            aws_sdk_secretsmanager::Client::new(&sdk),
+            format!("{}/", moto::unique("steward")),
+            None,
+        )
+        .with_rotation(RotationSchedule {
+            function_arn: arn.into(),
+            every_days: 60,
+        });
+        let err = v
+            .put("agt-1", V1, &Secret::new("s1"), Stage::Current)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("turning on rotation") && err.contains(arn),
+            "{err}"
+        );
+        // The value itself was stored first; a retry only retries the wiring.
+        let (version, _) = v.get("agt-1", Stage::Current).await.unwrap().unwrap();
+        assert_eq!(version, V1);
+        let described = aws_sdk_secretsmanager::Client::new(&sdk)
+            .describe_secret()
+            .secret_id(v.secret_name("agt-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(described.rotation_lambda_arn(), Some(arn));
+    }
+}

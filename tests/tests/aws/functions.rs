@@ -74,6 +74,7 @@ async fn aws(max_receives: u32) -> Aws {
         secret_prefix: format!("{}/agents/", moto::unique("steward")),
         kms_key_id: None,
         endpoint: Some(moto::endpoint()),
+        rotation_function_arn: None,
     };
     let policy = shared::policy::load(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy.example.toml"),
