@@ -245,6 +245,7 @@ pub fn dead_letter(
 /// An agent's client secret was rotated (Secrets Manager rotation finished): the vault's
 /// versions, never a value.
 pub fn secret_rotated(
+    id: &str,
     agent_id: &str,
     agent_name: &str,
     client_id: &str,
@@ -252,7 +253,7 @@ pub fn secret_rotated(
     new_version: &str,
     time: DateTime<Utc>,
 ) -> AuditRecord {
-    let id = random_id("rotation");
+    let id = id.to_string();
     let c = Class {
         uid: 3004,
         name: "Entity Management",
@@ -277,7 +278,8 @@ pub fn secret_rotated(
     AuditRecord { id, time, body: v }
 }
 
-/// An event the identity provider pushed (an Okta event hook delivery), as received.
+/// An event the identity provider pushed (an Okta event hook delivery), as received. The record
+/// id comes from the event's uuid, so a redelivery cannot be audited twice.
 pub fn idp_event_received(
     source: &str,
     event_type: &str,
@@ -285,7 +287,7 @@ pub fn idp_event_received(
     subject: &str,
     time: DateTime<Utc>,
 ) -> AuditRecord {
-    let id = random_id("idp-event");
+    let id = format!("{source}-event-{event_uid}");
     let c = Class {
         uid: 6003,
         name: "API Activity",

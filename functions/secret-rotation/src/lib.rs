@@ -26,6 +26,15 @@ fn refuse(e: impl Into<String>) -> EdgeError {
     EdgeError::NonRetryable(e.into())
 }
 
+/// An identity-provider failure: retry when it is unavailable, not when it refused.
+fn at_idp(e: shared::ports::idp::IdpError) -> EdgeError {
+    if e.retryable() {
+        EdgeError::Retryable(e.to_string())
+    } else {
+        EdgeError::NonRetryable(e.to_string())
+    }
+}
+
 pub async fn handle(
     store: &dyn Store,
     vault: &SecretsManagerVault,
@@ -41,24 +50,28 @@ pub async fn handle(
             vault.secret_name("")
         ))
     })?;
-    let agent = store
-        .agent(&agent_id)
-        .await
-        .map_err(retry)?
-        .ok_or_else(|| refuse(format!("no agent {agent_id} in the registry")))?;
-    if agent.status != AgentStatus::Active {
-        return Err(refuse(format!(
-            "agent {} is {:?}; only active agents have their secret rotated",
-            agent.name, agent.status
-        )));
-    }
-    let client_id = agent
-        .client_id
-        .clone()
-        .ok_or_else(|| refuse(format!("agent {} has no client yet", agent.name)))?;
     let step = event.step.as_str();
     let agent_id = agent_id.as_str();
-    tracing::info!(step, agent = %agent.name, version = token, "rotation step");
+    tracing::info!(step, agent_id, version = token, "rotation step");
+    // The registry's record; only an active agent with a client starts a rotation.
+    let active_agent = || async move {
+        let agent = store
+            .agent(agent_id)
+            .await
+            .map_err(retry)?
+            .ok_or_else(|| refuse(format!("no agent {agent_id} in the registry")))?;
+        if agent.status != AgentStatus::Active {
+            return Err(refuse(format!(
+                "agent {} is {:?}; only active agents have their secret rotated",
+                agent.name, agent.status
+            )));
+        }
+        let client_id = agent
+            .client_id
+            .clone()
+            .ok_or_else(|| refuse(format!("agent {} has no client yet", agent.name)))?;
+        Ok((agent, client_id))
+    };
     let read = |stage: Stage| async move {
         match vault.get(agent_id, stage).await.map_err(retry)? {
             Some((version, value)) => Credential::from_secret(&value)
@@ -85,16 +98,17 @@ pub async fn handle(
             if ours().await.is_ok() {
                 return Ok(()); // done already
             }
+            let (_, client_id) = active_agent().await?;
             let (_, current) = read(Stage::Current)
                 .await?
                 .ok_or_else(|| refuse(format!("{agent_id} has no AWSCURRENT version")))?;
             // Room for the new secret (Okta allows two): drop what is neither current nor ours.
-            for id in idp.secret_ids(&client_id).await.map_err(retry)? {
+            for id in idp.secret_ids(&client_id).await.map_err(at_idp)? {
                 if id != current.secret_id {
-                    idp.remove_secret(&client_id, &id).await.map_err(retry)?;
+                    idp.remove_secret(&client_id, &id).await.map_err(at_idp)?;
                 }
             }
-            let new = idp.add_secret(&client_id, token).await.map_err(retry)?;
+            let new = idp.add_secret(&client_id, token).await.map_err(at_idp)?;
             let credential = Credential {
                 client_id: client_id.clone(),
                 secret_id: new.secret_id,
@@ -105,40 +119,49 @@ pub async fn handle(
                 .await
                 .map_err(retry)
         }
+        // These two work from the version's own credential document: Secrets Manager also runs
+        // testSecret alone, on a copy of the current version, when rotation is first turned on
+        // (while the agent may still be provisioning).
         "setSecret" => {
             let c = ours().await?;
-            let held = idp.secret_ids(&client_id).await.map_err(retry)?;
+            let held = idp.secret_ids(&c.client_id).await.map_err(at_idp)?;
             if held.contains(&c.secret_id) {
                 Ok(())
             } else {
                 Err(refuse(format!(
-                    "the identity provider no longer holds secret {} of client {client_id}; cancel this rotation and start another",
-                    c.secret_id
+                    "the identity provider no longer holds secret {} of client {}; cancel this rotation and start another",
+                    c.secret_id, c.client_id
                 )))
             }
         }
         "testSecret" => {
             let c = ours().await?;
-            idp.test_secret(&client_id, &c.client_secret)
+            idp.test_secret(&c.client_id, &c.client_secret)
                 .await
                 .map_err(|e| retry(format!("the new secret does not work yet: {e}")))
         }
         "finishSecret" => {
+            let (agent, client_id) = active_agent().await?;
             let current = read(Stage::Current).await?;
-            if current.as_ref().is_some_and(|(v, _)| v == token) {
-                return Ok(()); // finished already
-            }
-            let c = ours().await?;
-            vault
-                .put(agent_id, token, &c.to_secret(), Stage::Current)
-                .await
-                .map_err(retry)?;
+            let previous = if current.as_ref().is_some_and(|(v, _)| v == token) {
+                // Finished already (a repeat): the stage moved; make sure it was audited.
+                read(Stage::Previous).await?.map(|(v, _)| v)
+            } else {
+                let c = ours().await?;
+                vault
+                    .put(agent_id, token, &c.to_secret(), Stage::Current)
+                    .await
+                    .map_err(retry)?;
+                current.map(|(v, _)| v)
+            };
+            // The record's id comes from the token, so a repeat does not audit twice.
             store
                 .append_audit(vec![audit::secret_rotated(
+                    &format!("rotation-{token}"),
                     &agent.id,
                     &agent.name,
                     &client_id,
-                    current.as_ref().map(|(v, _)| v.as_str()),
+                    previous.as_deref(),
                     token,
                     chrono::Utc::now(),
                 )])

@@ -5,7 +5,7 @@ use shared::aws::stack::AwsStack;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::aws::init_logging();
-    let stack = AwsStack::from_env().await?;
+    let stack = AwsStack::from_env_with_idp().await?;
     let (store, vault, idp) = (&*stack.store, &*stack.vault, &*stack.idp);
     run(service_fn(
         |e: LambdaEvent<SecretsManagerSecretRotationEvent>| async move {

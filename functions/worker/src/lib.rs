@@ -21,36 +21,48 @@ pub async fn handle(
     let mut response = SqsBatchResponse::default();
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut deliveries = Vec::with_capacity(event.records.len());
+    // Groups whose earlier message is not due yet: their later messages wait with it.
+    let mut held: HashMap<String, std::time::Duration> = HashMap::new();
     for record in event.records {
         let id = record.message_id.unwrap_or_default();
         let Some(receipt) = record.receipt_handle else {
             response.add_failure(id);
             continue;
         };
+        let attribute = |name: &str| {
+            record
+                .attributes
+                .get(name)
+                .and_then(|v| v.parse::<i64>().ok())
+        };
+        let group = record
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_default();
         let not_before = record
             .message_attributes
             .get(NOT_BEFORE)
             .and_then(|a| a.string_value.as_deref())
             .and_then(|v| v.parse::<i64>().ok());
-        // A retry whose backoff has not passed: hide it until then; it is not a failure.
-        if let Some(wait) = hold_for(not_before) {
+        // A retry whose backoff has not passed: hide it (and what follows it in its group)
+        // until then; reported as not done, it comes back when due.
+        if let Some(wait) = hold_for(not_before).or_else(|| held.get(&group).copied()) {
             queue
                 .nack(&receipt, wait)
                 .await
                 .map_err(|e| EdgeError::Retryable(e.to_string()))?;
+            held.insert(group, wait);
             response.add_failure(id);
             continue;
         }
-        let count = record
-            .attributes
-            .get("ApproximateReceiveCount")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1);
+        let count = attribute("ApproximateReceiveCount").unwrap_or(1) as u32;
+        let first = attribute("ApproximateFirstReceiveTimestamp");
         ids.insert(receipt.clone(), id);
         deliveries.push(Delivery {
             receipt,
             body: record.body.unwrap_or_default(),
-            receive_count: effective_receive_count(count, not_before.is_some()),
+            receive_count: effective_receive_count(count, first, not_before),
         });
     }
     let failed = engine.work(&deliveries).await?;

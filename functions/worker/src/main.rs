@@ -5,7 +5,7 @@ use shared::aws::stack::AwsStack;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::aws::init_logging();
-    let stack = AwsStack::from_env().await?;
+    let stack = AwsStack::from_env_with_idp().await?;
     let (engine, queue) = (&stack.engine, &*stack.queue);
     run(service_fn(|e: LambdaEvent<SqsEvent>| async move {
         worker::handle(engine, queue, e.payload)

@@ -27,9 +27,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue as Av, BillingMode, Delete, GlobalSecondaryIndex,
-    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ScalarAttributeType,
-    TimeToLiveSpecification, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue as Av, BillingMode, ConditionCheck, Delete,
+    GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, Put,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::de::DeserializeOwned;
@@ -57,6 +57,8 @@ type Item = HashMap<String, Av>;
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// The wall clock that picks the audit day (a test sets it to cross midnight).
+    clock: fn() -> DateTime<Utc>,
 }
 
 fn s(v: impl Into<String>) -> Av {
@@ -143,6 +145,8 @@ enum Role {
     Instance,
     History,
     ChainHead,
+    /// The id marker of the audit record at this index (a record id is stored once).
+    AuditId(usize),
     CloseApproval,
     Other,
 }
@@ -155,6 +159,8 @@ struct ChainTip {
     genesis_exists: bool,
     seq: u64,
     hash: String,
+    /// A new day's first records link to this day's tip (day, seq as read).
+    links_to: Option<(u64, u64)>,
 }
 
 impl DynamoStore {
@@ -162,7 +168,14 @@ impl DynamoStore {
         Self {
             client,
             table: table.into(),
+            clock: Utc::now,
         }
+    }
+
+    /// The same store with another clock for choosing the audit day.
+    pub fn with_clock(mut self, clock: fn() -> DateTime<Utc>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn table(&self) -> &str {
@@ -310,7 +323,11 @@ impl DynamoStore {
 
     /// Reads today's chain tip; on the first write of a day, the last tip of an earlier day.
     async fn chain_tip(&self, now: DateTime<Utc>) -> Result<ChainTip, StoreError> {
-        let day = day_number(now);
+        let mut day = day_number(now);
+        // A writer whose clock runs ahead may have started tomorrow already: follow it.
+        if self.get(day_name(day + 1), "HEAD").await?.is_some() {
+            day += 1;
+        }
         if let Some(head) = self.get(day_name(day), "HEAD").await? {
             return Ok(ChainTip {
                 day,
@@ -318,16 +335,19 @@ impl DynamoStore {
                 genesis_exists: true,
                 seq: number(&head, "seq").unwrap_or(day * SEQ_PER_DAY),
                 hash: text(&head, "hash").unwrap_or(ZERO_HASH).to_string(),
+                links_to: None,
             });
         }
         let genesis = self.genesis_day().await?;
         let mut hash = ZERO_HASH.to_string();
+        let mut links_to = None;
         if let Some(first) = genesis {
             let mut d = day;
             while d > first {
                 d -= 1;
                 if let Some(head) = self.get(day_name(d), "HEAD").await? {
                     hash = text(&head, "hash").unwrap_or(ZERO_HASH).to_string();
+                    links_to = Some((d, number(&head, "seq").unwrap_or(d * SEQ_PER_DAY)));
                     break;
                 }
             }
@@ -338,6 +358,7 @@ impl DynamoStore {
             genesis_exists: genesis.is_some(),
             seq: day * SEQ_PER_DAY,
             hash,
+            links_to,
         })
     }
 
@@ -346,11 +367,18 @@ impl DynamoStore {
         &self,
         tip: &ChainTip,
         records: &[AuditRecord],
-    ) -> Result<Vec<TransactWriteItem>, StoreError> {
-        let mut items = Vec::with_capacity(records.len() + 2);
+    ) -> Result<Vec<(Role, TransactWriteItem)>, StoreError> {
+        let mut items = Vec::with_capacity(2 * records.len() + 2);
         let (mut seq, mut prev) = (tip.seq, tip.hash.clone());
         let partition = day_name(tip.day);
-        for record in records {
+        for (i, record) in records.iter().enumerate() {
+            // Like the embedded store, a record id is appended once: a retried append (after a
+            // lost response) or a repeated one finds its marker and leaves the record out.
+            let marker = key(format!("AUDITID#{}", record.id), "META");
+            items.push((
+                Role::AuditId(i),
+                self.put(marker, Some("attribute_not_exists(PK)"), &[], &[])?,
+            ));
             seq += 1;
             let hash = chain_hash(&prev, record);
             let chained = ChainedAudit {
@@ -361,21 +389,46 @@ impl DynamoStore {
             };
             let mut item = key(partition.clone(), seq_key(seq));
             item.insert("body".into(), json(&chained)?);
-            items.push(self.put(item, Some("attribute_not_exists(PK)"), &[], &[])?);
+            items.push((
+                Role::ChainHead,
+                self.put(item, Some("attribute_not_exists(PK)"), &[], &[])?,
+            ));
             prev = hash;
         }
         let mut head = key(partition, "HEAD");
         head.insert("seq".into(), n(seq));
         head.insert("hash".into(), s(prev));
-        items.push(if tip.head_exists {
-            self.put(head, Some("seq = :seq"), &[], &[(":seq", n(tip.seq))])?
-        } else {
-            self.put(head, Some("attribute_not_exists(PK)"), &[], &[])?
-        });
+        items.push((
+            Role::ChainHead,
+            if tip.head_exists {
+                self.put(head, Some("seq = :seq"), &[], &[(":seq", n(tip.seq))])?
+            } else {
+                self.put(head, Some("attribute_not_exists(PK)"), &[], &[])?
+            },
+        ));
+        // No fork at midnight: appending to a day requires that the next day has not started,
+        // and starting a day requires that the day it links to has not moved since it was read.
+        items.push((
+            Role::ChainHead,
+            self.condition(
+                key(day_name(tip.day + 1), "HEAD"),
+                "attribute_not_exists(PK)",
+                None,
+            )?,
+        ));
+        if let Some((day, seq)) = tip.links_to {
+            items.push((
+                Role::ChainHead,
+                self.condition(key(day_name(day), "HEAD"), "seq = :seq", Some(n(seq)))?,
+            ));
+        }
         if !tip.genesis_exists {
             let mut g = key("AUDIT#GENESIS", "META");
             g.insert("day".into(), n(tip.day));
-            items.push(self.put(g, Some("attribute_not_exists(PK)"), &[], &[])?);
+            items.push((
+                Role::ChainHead,
+                self.put(g, Some("attribute_not_exists(PK)"), &[], &[])?,
+            ));
         }
         Ok(items)
     }
@@ -399,6 +452,24 @@ impl DynamoStore {
         }
         Ok(TransactWriteItem::builder()
             .put(p.build().map_err(build_err)?)
+            .build())
+    }
+
+    fn condition(
+        &self,
+        item_key: Item,
+        expression: &str,
+        seq: Option<Av>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut c = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(item_key))
+            .condition_expression(expression);
+        if let Some(v) = seq {
+            c = c.expression_attribute_values(":seq", v);
+        }
+        Ok(TransactWriteItem::builder()
+            .condition_check(c.build().map_err(build_err)?)
             .build())
     }
 
@@ -536,20 +607,20 @@ impl DynamoStore {
         audit: &[AuditRecord],
         conflict: impl Fn() -> StoreError,
     ) -> Result<(), StoreError> {
+        let mut audit: Vec<AuditRecord> = audit.to_vec();
         for attempt in 0..CHAIN_RETRIES {
             if attempt > 0 {
                 let ms = 10u64 << attempt.min(6);
                 let jitter = rand::random::<u64>() % ms;
                 tokio::time::sleep(std::time::Duration::from_millis(ms / 2 + jitter)).await;
             }
+            if items.is_empty() && audit.is_empty() {
+                return Ok(()); // every record was stored before
+            }
             let mut all = items.clone();
             if !audit.is_empty() {
-                let tip = self.chain_tip(Utc::now()).await?;
-                all.extend(
-                    self.chain_items(&tip, audit)?
-                        .into_iter()
-                        .map(|i| (Role::ChainHead, i)),
-                );
+                let tip = self.chain_tip((self.clock)()).await?;
+                all.extend(self.chain_items(&tip, &audit)?);
             }
             if all.len() > MAX_TRANSACTION_ITEMS {
                 return Err(StoreError::Backend(format!(
@@ -585,6 +656,23 @@ impl DynamoStore {
             };
             if condition(Role::Instance) || condition(Role::History) {
                 return Err(conflict());
+            }
+            let stored: Vec<usize> = failed
+                .iter()
+                .filter_map(|(r, c)| match r {
+                    Role::AuditId(i) if *c == "ConditionalCheckFailed" => Some(*i),
+                    _ => None,
+                })
+                .collect();
+            if !stored.is_empty() {
+                // Those records are in the trail already: leave them out and write the rest.
+                let mut i = 0;
+                audit.retain(|_| {
+                    let keep = !stored.contains(&i);
+                    i += 1;
+                    keep
+                });
+                continue;
             }
             if condition(Role::CloseApproval) {
                 return Err(StoreError::Corrupt(
@@ -800,7 +888,7 @@ impl StoreRead for DynamoStore {
             after_seq / SEQ_PER_DAY
         };
         // One day of slack for a writer whose clock runs ahead.
-        let last_day = day_number(Utc::now()) + 1;
+        let last_day = day_number((self.clock)()) + 1;
         let mut out: Vec<ChainedAudit> = Vec::new();
         let mut day = start_day;
         while day <= last_day && out.len() < limit {

@@ -64,10 +64,15 @@ pub fn hold_for(not_before_ms: Option<i64>) -> Option<Duration> {
     (due > now).then(|| Duration::from_millis((due - now) as u64))
 }
 
-/// The receive count a handler should see: SQS's count, less the early receive a delayed
-/// message always has.
-pub fn effective_receive_count(approximate: u32, delayed: bool) -> u32 {
-    if delayed {
+/// The receive count a handler should see: SQS's count, less the early receive of a delayed
+/// message, if its first receive came before it was due (then it was hidden, not processed).
+pub fn effective_receive_count(
+    approximate: u32,
+    first_receive_ms: Option<i64>,
+    not_before_ms: Option<i64>,
+) -> u32 {
+    let early = matches!((first_receive_ms, not_before_ms), (Some(f), Some(nb)) if f < nb);
+    if early {
         approximate.saturating_sub(1).max(1)
     } else {
         approximate.max(1)
@@ -272,20 +277,26 @@ impl Queue for SqsQueue {
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
         let messages = self.receive_from(&self.url, max, secs(visibility)).await?;
         let mut out = Vec::with_capacity(messages.len());
+        // A group whose earlier message is not due yet: its later messages wait with it.
+        let mut held: std::collections::HashMap<String, Duration> = Default::default();
         for m in messages {
             let receipt = m.receipt_handle().unwrap_or_default().to_string();
+            let group = system(&m, MessageSystemAttributeName::MessageGroupId)
+                .unwrap_or_default()
+                .to_string();
             let not_before = attribute(&m, NOT_BEFORE).and_then(|v| v.parse::<i64>().ok());
-            if let Some(wait) = hold_for(not_before) {
+            if let Some(wait) = hold_for(not_before).or_else(|| held.get(&group).copied()) {
                 self.nack(&receipt, wait).await?;
+                held.insert(group, wait);
                 continue;
             }
-            let count = system(&m, MessageSystemAttributeName::ApproximateReceiveCount)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(1);
+            let number = |name| system(&m, name).and_then(|v| v.parse::<i64>().ok());
+            let count = number(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1);
+            let first = number(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp);
             out.push(Delivery {
                 receipt,
                 body: m.body().unwrap_or_default().to_string(),
-                receive_count: effective_receive_count(count, not_before.is_some()),
+                receive_count: effective_receive_count(count as u32, first, not_before),
             });
         }
         Ok(out)

@@ -10,6 +10,7 @@ use crate::engine::executor::Executor;
 use crate::engine::{Engine, EngineConfig};
 use crate::ports::approvals::NotifyError;
 use crate::ports::clock::SystemClock;
+use crate::ports::idp::{ClientInfo, ClientSpec, CreatedClient, IdpError, NewSecret};
 use crate::ports::{Approvals, Directory, IdentityProvider};
 use async_trait::async_trait;
 use aws_config::SdkConfig;
@@ -123,18 +124,63 @@ pub fn people_from_env() -> Result<PeopleFileDirectory, StackError> {
     PeopleFileDirectory::parse(&raw).map_err(invalid)
 }
 
-/// The identity provider the functions act on, named by `STEWARD_IDP`. The development IdP lives
-/// in the embedded database and cannot serve Lambda; the Okta adapter (issue 6) is the first
-/// one that can, so until it lands this refuses with a clear message at start-up.
+/// The identity provider for the functions that run identity-provider commands (`worker`,
+/// `secret-rotation`), named by `STEWARD_IDP`. The development IdP lives in the embedded
+/// database and cannot serve Lambda; the Okta adapter is the first one that can, and it is not
+/// part of this release, so this refuses with a clear message at start-up.
 pub fn identity_provider_from_env() -> Result<Arc<dyn IdentityProvider>, StackError> {
     let kind = optional("STEWARD_IDP").unwrap_or_else(|| "okta".into());
     Err(StackError::Invalid {
         name: "STEWARD_IDP",
         message: format!(
-            "no identity-provider adapter for `{kind}` is built into this release; the Lambda \
-             functions need the Okta adapter, which is not part of it yet"
+            "no identity-provider adapter for `{kind}` is built into this release; the worker and \
+             secret-rotation functions need the Okta adapter, which is not part of it yet"
         ),
     })
+}
+
+/// The identity provider of the functions that never call it (`api`, `scheduler`, `idp-hook`,
+/// `slack-interactions`): their engine only records steps and queues commands, which the
+/// `worker` runs. A call reaching it is a wiring bug, reported as such.
+pub struct NoIdentityProvider;
+
+impl NoIdentityProvider {
+    fn refuse<T>() -> Result<T, IdpError> {
+        Err(IdpError::Refused(
+            "this function does not call the identity provider; identity-provider commands run in the worker function".into(),
+        ))
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for NoIdentityProvider {
+    async fn create_client(&self, _: &ClientSpec, _: &str) -> Result<CreatedClient, IdpError> {
+        Self::refuse()
+    }
+    async fn set_grants(&self, _: &str, _: &[String], _: u32) -> Result<(), IdpError> {
+        Self::refuse()
+    }
+    async fn set_active(&self, _: &str, _: bool) -> Result<(), IdpError> {
+        Self::refuse()
+    }
+    async fn client(&self, _: &str) -> Result<Option<ClientInfo>, IdpError> {
+        Self::refuse()
+    }
+    async fn list_clients(&self) -> Result<Vec<ClientInfo>, IdpError> {
+        Self::refuse()
+    }
+    async fn add_secret(&self, _: &str, _: &str) -> Result<NewSecret, IdpError> {
+        Self::refuse()
+    }
+    async fn remove_secret(&self, _: &str, _: &str) -> Result<(), IdpError> {
+        Self::refuse()
+    }
+    async fn secret_ids(&self, _: &str) -> Result<Vec<String>, IdpError> {
+        Self::refuse()
+    }
+    async fn test_secret(&self, _: &str, _: &crate::Secret) -> Result<(), IdpError> {
+        Self::refuse()
+    }
 }
 
 /// Approval requests and notices as structured log lines (CloudWatch Logs), for deployments
@@ -264,13 +310,24 @@ impl AwsStack {
         })
     }
 
-    /// Everything from the environment (what each function's `main` calls).
+    /// Everything from the environment, for a function that never calls the identity
+    /// provider (`api`, `scheduler`, `idp-hook`, `slack-interactions`).
     pub async fn from_env() -> Result<Self, StackError> {
+        Self::from_env_with(Arc::new(NoIdentityProvider)).await
+    }
+
+    /// Everything from the environment, with the configured identity provider (`worker`,
+    /// `secret-rotation`).
+    pub async fn from_env_with_idp() -> Result<Self, StackError> {
+        Self::from_env_with(identity_provider_from_env()?).await
+    }
+
+    async fn from_env_with(idp: Arc<dyn IdentityProvider>) -> Result<Self, StackError> {
         let settings = AwsSettings::from_env()?;
         let parts = Parts {
             policy: policy_from_env()?,
             directory: Arc::new(people_from_env()?),
-            idp: identity_provider_from_env()?,
+            idp,
             approvals: Arc::new(LoggedApprovals),
             engine: EngineConfig::default(),
         };

@@ -1,7 +1,8 @@
 //! Okta event hooks (https://developer.okta.com/docs/concepts/event-hooks/): the one-time
 //! verification GET (`X-Okta-Verification-Challenge` → `{"verification": ...}`), then POSTed
 //! deliveries carrying the static `Authorization` value configured on the hook, checked in
-//! constant time. Deliveries are at least once: each event is recorded once, by its `uuid`.
+//! constant time. Deliveries are at least once: each event is recorded once, by its `uuid`
+//! (the audit record's id), and remembered as seen for the workflows that will consume events.
 //! Every new event is audited as received; routing events to workflows comes with the
 //! workflows that consume them (owner loss, anomalies).
 
@@ -91,31 +92,33 @@ pub async fn handle(
                 }
             };
             let now = engine.clock.now();
-            let mut records = Vec::new();
+            // The audit record's id comes from the event's uuid, and stores keep a record id
+            // once: a redelivery (or a retry after a failure half-way) is recorded once. Only
+            // then is the event remembered as seen.
+            let records = delivery
+                .data
+                .events
+                .iter()
+                .map(|ev| {
+                    let subject = ev
+                        .target
+                        .first()
+                        .or(ev.actor.as_ref())
+                        .map(|t| t.display_name.clone().unwrap_or_else(|| t.id.clone()))
+                        .unwrap_or_default();
+                    audit::idp_event_received("okta", &ev.event_type, &ev.uuid, &subject, now)
+                })
+                .collect();
+            engine.store.append_audit(records).await?;
             for ev in &delivery.data.events {
                 if !engine
                     .store
                     .remember_inbound("okta", &ev.uuid, DEDUPE_WINDOW)
                     .await?
                 {
-                    tracing::info!(uuid = %ev.uuid, "Okta event seen before; ignored");
-                    continue;
+                    tracing::info!(uuid = %ev.uuid, "Okta event delivered again; already recorded");
                 }
-                let subject = ev
-                    .target
-                    .first()
-                    .or(ev.actor.as_ref())
-                    .map(|t| t.display_name.clone().unwrap_or_else(|| t.id.clone()))
-                    .unwrap_or_default();
-                records.push(audit::idp_event_received(
-                    "okta",
-                    &ev.event_type,
-                    &ev.uuid,
-                    &subject,
-                    now,
-                ));
             }
-            engine.store.append_audit(records).await?;
             Ok(Reply::empty(200))
         }
         other => {

@@ -188,6 +188,52 @@ mod dynamodb_only {
         assert_eq!(s.due_timers(store::at(10), 100).await.unwrap().len(), 24);
     }
 
+    /// The audit chain crosses midnight unbroken: the new day links to the old day's tip, seqs
+    /// keep rising, paging crosses the partitions, and a writer still on yesterday after today
+    /// started joins today instead of forking the chain.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn audit_chain_crosses_midnight_without_forking() {
+        use std::sync::atomic::{AtomicI64, Ordering};
+        static NOW: AtomicI64 = AtomicI64::new(0);
+        fn clock() -> chrono::DateTime<chrono::Utc> {
+            chrono::DateTime::from_timestamp(NOW.load(Ordering::SeqCst), 0).unwrap()
+        }
+        let midnight = 1_795_392_000; // 2026-11-24T00:00:00Z
+        let sdk = moto::sdk().await;
+        let table = moto::fresh_table(&sdk).await;
+        let store = || {
+            DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone()).with_clock(clock)
+        };
+        let (a, b) = (store(), store());
+        NOW.store(midnight - 60, Ordering::SeqCst);
+        a.append_audit(vec![audit_record("d1-a"), audit_record("d1-b")])
+            .await
+            .unwrap();
+        NOW.store(midnight + 60, Ordering::SeqCst);
+        b.append_audit(vec![audit_record("d2-a")]).await.unwrap();
+        // A writer whose clock is still before midnight: it must not extend yesterday.
+        NOW.store(midnight - 1, Ordering::SeqCst);
+        a.append_audit(vec![audit_record("late")]).await.unwrap();
+        NOW.store(midnight + 120, Ordering::SeqCst);
+        b.append_audit(vec![audit_record("d2-b")]).await.unwrap();
+        let chain = b.audit(0, 100).await.unwrap();
+        let ids: Vec<&str> = chain.iter().map(|c| c.record.id.as_str()).collect();
+        assert_eq!(ids, vec!["d1-a", "d1-b", "d2-a", "late", "d2-b"]);
+        assert_eq!(chain[0].prev_hash, "0".repeat(64));
+        for pair in chain.windows(2) {
+            assert_eq!(pair[1].prev_hash, pair[0].hash, "{:?}", pair[1].record.id);
+            assert!(pair[1].seq > pair[0].seq);
+        }
+        // Paging resumes across the day boundary.
+        assert_eq!(
+            b.audit(chain[1].seq, 2).await.unwrap(),
+            chain[2..4].to_vec()
+        );
+        // A repeated append of a stored id changes nothing.
+        b.append_audit(vec![audit_record("d2-a")]).await.unwrap();
+        assert_eq!(b.audit(0, 100).await.unwrap(), chain);
+    }
+
     /// Two writers racing on the audit chain both land, and the chain stays one chain.
     #[tokio::test(flavor = "multi_thread")]
     async fn concurrent_appends_keep_one_chain() {

@@ -753,3 +753,130 @@ fn slack_signature_vector() {
         Err(SignatureError::MissingHeaders)
     );
 }
+
+/// A retry that is not due yet holds its workflow's later messages in the batch: a decision
+/// queued behind it waits, and both apply in order once it is due.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delayed_message_holds_back_its_group_in_the_worker() {
+    use shared::engine::message::Message;
+    use statemachines::Event;
+    let a = aws(5).await;
+    let (status, started) = call(&a, "POST", "/agents", Some(&request())).await;
+    assert_eq!(status, 202);
+    let wf = started["workflow_id"].as_str().unwrap().to_string();
+    drain(&a).await;
+    let approval = pending_approval(&a).await;
+    let stale_timer = Message::Event {
+        workflow_id: wf.clone(),
+        event_id: "timer/stale/1".into(),
+        event: Event::TimerFired {
+            name: "stale".into(),
+        },
+    };
+    a.stack
+        .queue
+        .send(vec![shared::ports::queue::OutMessage {
+            group: wf.clone(),
+            dedupe_id: "stale-timer".into(),
+            body: serde_json::to_string(&stale_timer).unwrap(),
+            delay: Duration::from_secs(3),
+        }])
+        .await
+        .unwrap();
+    let (status, _) = call(
+        &a,
+        "POST",
+        &format!("/approvals/{approval}/approve"),
+        Some(&json!({"approver": "sam.security@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let (event, response) = deliver(&a).await.expect("a batch");
+    assert_eq!(event.records.len(), 2, "the delayed retry and the decision");
+    assert_eq!(
+        response.batch_item_failures.len(),
+        2,
+        "both wait: the decision may not overtake the retry"
+    );
+    assert_eq!(agent(&a).await["status"], "pending_approval");
+    // Both come back when the head is due. Real SQS then delivers them in order (the group is
+    // blocked while the head is in flight). moto 5.2.5 does not: it recomputes a group's
+    // in-flight set per message (moto/sqs/models.py, receive_message), so a redelivered head is
+    // skipped while its follower still counts as in flight. The order is SQS's to keep; what
+    // the worker controls, holding the follower back, is checked above.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    drain(&a).await;
+    assert_eq!(agent(&a).await["status"], "active");
+    let (_, workflow) = call(&a, "GET", &format!("/workflows/{wf}"), None).await;
+    let history = workflow["history"].as_array().unwrap();
+    assert!(
+        history.iter().any(|h| h["event_id"] == "timer/stale/1"),
+        "the retry was applied once it was due (and refused by the machine)"
+    );
+}
+
+/// testSecret works from the version's own credential document, as Secrets Manager runs it
+/// alone when rotation is first turned on (the agent may still be provisioning); the steps
+/// that change credentials still need an active agent in the registry.
+#[tokio::test(flavor = "multi_thread")]
+async fn test_secret_needs_only_the_credential() {
+    use shared::ports::idp::ClientSpec;
+    let a = aws(5).await;
+    let created = a
+        .idp
+        .create_client(
+            &ClientSpec {
+                agent_id: "agt-provisioning".into(),
+                name: "new-agent-prod".into(),
+                scopes: vec!["datadog:metrics:read".into()],
+                token_lifetime_secs: 900,
+            },
+            "k1",
+        )
+        .await
+        .unwrap();
+    let credential = Credential {
+        client_id: created.client_id.clone(),
+        secret_id: created.secret_id,
+        client_secret: created.secret,
+    };
+    let vault = &a.stack.vault;
+    let current = "aaaaaaaa-1111-4111-8111-111111111111";
+    let copy = "bbbbbbbb-2222-4222-8222-222222222222";
+    vault
+        .put(
+            "agt-provisioning",
+            current,
+            &credential.to_secret(),
+            Stage::Current,
+        )
+        .await
+        .unwrap();
+    vault
+        .put(
+            "agt-provisioning",
+            copy,
+            &credential.to_secret(),
+            Stage::Pending,
+        )
+        .await
+        .unwrap();
+    rotate_step(&a, "agt-provisioning", "testSecret", copy)
+        .await
+        .unwrap();
+    let create = rotate_step(&a, "agt-provisioning", "createSecret", copy).await;
+    // The copy is already AWSPENDING under this token, so createSecret has nothing to do;
+    // a new rotation needs the registry.
+    assert!(create.is_ok(), "{create:?}");
+    let fresh = rotate_step(
+        &a,
+        "agt-provisioning",
+        "createSecret",
+        "cccccccc-3333-4333-8333-333333333333",
+    )
+    .await;
+    assert!(
+        matches!(&fresh, Err(EdgeError::NonRetryable(m)) if m.contains("no agent")),
+        "{fresh:?}"
+    );
+}
