@@ -54,14 +54,17 @@ pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
     loader.load().await
 }
 
-/// JSON log lines for CloudWatch Logs, filtered by `STEWARD_LOG` (default `info`). Secrets never
+/// JSON log lines for CloudWatch Logs at the level `STEWARD_LOG` names (`error` … `trace`,
+/// default `info`). Secrets never
 /// reach the log: they are [`crate::Secret`]s, which do not print.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STEWARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let level = std::env::var("STEWARD_LOG")
+        .ok()
+        .and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
     let _ = tracing_subscriber::fmt()
         .json()
-        .with_env_filter(filter)
+        .with_max_level(level)
         .with_current_span(false)
         .without_time() // CloudWatch stamps each line
         .try_init();
