@@ -20,6 +20,28 @@ struct Class {
 
 const IAM: (u32, &str) = (3, "Identity & Access Management");
 
+/// OCSF Entity Management (3004) with the given activity.
+const fn entity_management(activity_id: u32, activity_name: &'static str) -> Class {
+    Class {
+        uid: 3004,
+        name: "Entity Management",
+        category_uid: IAM.0,
+        category_name: IAM.1,
+        activity_id,
+        activity_name,
+    }
+}
+
+/// OCSF API Activity (6003), activity Other: what Steward's edges did with a message.
+const API_ACTIVITY_OTHER: Class = Class {
+    uid: 6003,
+    name: "API Activity",
+    category_uid: 6,
+    category_name: "Application Activity",
+    activity_id: 99,
+    activity_name: "Other",
+};
+
 fn class(kind: AuditKind) -> Class {
     let (entity_mgmt, user_access) = (
         (3004, "Entity Management"),
@@ -153,14 +175,7 @@ pub fn refusal(
     time: DateTime<Utc>,
 ) -> AuditRecord {
     let id = random_id("refusal");
-    let c = Class {
-        uid: 3004,
-        name: "Entity Management",
-        category_uid: IAM.0,
-        category_name: IAM.1,
-        activity_id: 99,
-        activity_name: "Other",
-    };
+    let c = entity_management(99, "Other");
     let mut v = base(
         &c,
         time,
@@ -218,14 +233,7 @@ pub fn dead_letter(
     time: DateTime<Utc>,
 ) -> AuditRecord {
     let id = random_id("dead-letter");
-    let c = Class {
-        uid: 6003,
-        name: "API Activity",
-        category_uid: 6,
-        category_name: "Application Activity",
-        activity_id: 99,
-        activity_name: "Other",
-    };
+    let c = API_ACTIVITY_OTHER;
     let mut v = base(
         &c,
         time,
@@ -254,14 +262,7 @@ pub fn secret_rotated(
     time: DateTime<Utc>,
 ) -> AuditRecord {
     let id = id.to_string();
-    let c = Class {
-        uid: 3004,
-        name: "Entity Management",
-        category_uid: IAM.0,
-        category_name: IAM.1,
-        activity_id: 3,
-        activity_name: "Update",
-    };
+    let c = entity_management(3, "Update");
     let mut v = base(
         &c,
         time,
@@ -288,14 +289,7 @@ pub fn idp_event_received(
     time: DateTime<Utc>,
 ) -> AuditRecord {
     let id = format!("{source}-event-{event_uid}");
-    let c = Class {
-        uid: 6003,
-        name: "API Activity",
-        category_uid: 6,
-        category_name: "Application Activity",
-        activity_id: 99,
-        activity_name: "Other",
-    };
+    let c = API_ACTIVITY_OTHER;
     let mut v = base(
         &c,
         time,

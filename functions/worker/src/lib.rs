@@ -6,7 +6,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use shared::Engine;
 use shared::aws::EdgeError;
-use shared::aws::sqs::{NOT_BEFORE, effective_receive_count, hold_for};
+use shared::aws::sqs::{Admission, Admit, NOT_BEFORE};
 use shared::ports::Queue;
 use shared::ports::queue::Delivery;
 use std::collections::HashMap;
@@ -21,8 +21,7 @@ pub async fn handle(
     let mut response = SqsBatchResponse::default();
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut deliveries = Vec::with_capacity(event.records.len());
-    // Groups whose earlier message is not due yet: their later messages wait with it.
-    let mut held: HashMap<String, std::time::Duration> = HashMap::new();
+    let mut admission = Admission::default();
     for record in event.records {
         let id = record.message_id.unwrap_or_default();
         let Some(receipt) = record.receipt_handle else {
@@ -35,35 +34,39 @@ pub async fn handle(
                 .get(name)
                 .and_then(|v| v.parse::<i64>().ok())
         };
-        let group = record
-            .attributes
-            .get("MessageGroupId")
-            .cloned()
-            .unwrap_or_default();
-        let not_before = record
-            .message_attributes
-            .get(NOT_BEFORE)
-            .and_then(|a| a.string_value.as_deref())
-            .and_then(|v| v.parse::<i64>().ok());
-        // A retry whose backoff has not passed: hide it (and what follows it in its group)
-        // until then; reported as not done, it comes back when due.
-        if let Some(wait) = hold_for(not_before).or_else(|| held.get(&group).copied()) {
-            queue
-                .nack(&receipt, wait)
-                .await
-                .map_err(|e| EdgeError::Retryable(e.to_string()))?;
-            held.insert(group, wait);
-            response.add_failure(id);
-            continue;
+        let admit = admission.admit(
+            record
+                .attributes
+                .get("MessageGroupId")
+                .map(String::as_str)
+                .unwrap_or_default(),
+            record
+                .message_attributes
+                .get(NOT_BEFORE)
+                .and_then(|a| a.string_value.as_deref())
+                .and_then(|v| v.parse::<i64>().ok()),
+            attribute("ApproximateReceiveCount").unwrap_or(1) as u32,
+            attribute("ApproximateFirstReceiveTimestamp"),
+        );
+        match admit {
+            // A retry whose backoff has not passed (or one queued behind it): hidden until
+            // then and reported as not done, it comes back when due.
+            Admit::Hold(wait) => {
+                queue
+                    .nack(&receipt, wait)
+                    .await
+                    .map_err(|e| EdgeError::Retryable(e.to_string()))?;
+                response.add_failure(id);
+            }
+            Admit::Process { receive_count } => {
+                ids.insert(receipt.clone(), id);
+                deliveries.push(Delivery {
+                    receipt,
+                    body: record.body.unwrap_or_default(),
+                    receive_count,
+                });
+            }
         }
-        let count = attribute("ApproximateReceiveCount").unwrap_or(1) as u32;
-        let first = attribute("ApproximateFirstReceiveTimestamp");
-        ids.insert(receipt.clone(), id);
-        deliveries.push(Delivery {
-            receipt,
-            body: record.body.unwrap_or_default(),
-            receive_count: effective_receive_count(count, first, not_before),
-        });
     }
     let failed = engine.work(&deliveries).await?;
     for receipt in failed {

@@ -28,8 +28,8 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue as Av, BillingMode, ConditionCheck, Delete,
-    GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType, Put,
-    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
+    GlobalSecondaryIndex, KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType,
+    Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::de::DeserializeOwned;
@@ -254,6 +254,36 @@ impl DynamoStore {
         Ok(out.item)
     }
 
+    /// The items that exist among `keys` (at most 100), read consistently in one request.
+    async fn get_many(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(build_err)?,
+        );
+        while let Some(request) = pending.take() {
+            let page = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(backend)?;
+            if let Some(mut found) = page.responses {
+                out.extend(found.remove(&self.table).unwrap_or_default());
+            }
+            // DynamoDB may leave keys unprocessed under load: ask again for those.
+            pending = page
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys().is_empty());
+        }
+        Ok(out)
+    }
+
     /// Items of partition `pk`, optionally narrowed by a sort-key condition on `:v`.
     async fn query(
         &self,
@@ -291,21 +321,27 @@ impl DynamoStore {
     }
 
     /// A filtered scan (inventory listings; not on any hot path).
-    async fn scan(&self, filter: &str, values: Item) -> Result<Vec<Item>, StoreError> {
+    async fn scan(
+        &self,
+        filter: &str,
+        values: Item,
+        names: &[(&str, &str)],
+    ) -> Result<Vec<Item>, StoreError> {
         let mut out = Vec::new();
         let mut start = None;
         loop {
-            let page = self
+            let mut scan = self
                 .client
                 .scan()
                 .table_name(&self.table)
                 .filter_expression(filter)
                 .set_expression_attribute_values(Some(values.clone()))
                 .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend)?;
+                .set_exclusive_start_key(start);
+            for (k, v) in names {
+                scan = scan.expression_attribute_names(*k, *v);
+            }
+            let page = scan.send().await.map_err(backend)?;
             out.extend(page.items.unwrap_or_default());
             start = page.last_evaluated_key;
             if start.is_none() {
@@ -323,12 +359,21 @@ impl DynamoStore {
 
     /// Reads today's chain tip; on the first write of a day, the last tip of an earlier day.
     async fn chain_tip(&self, now: DateTime<Utc>) -> Result<ChainTip, StoreError> {
-        let mut day = day_number(now);
-        // A writer whose clock runs ahead may have started tomorrow already: follow it.
-        if self.get(day_name(day + 1), "HEAD").await?.is_some() {
-            day += 1;
-        }
-        if let Some(head) = self.get(day_name(day), "HEAD").await? {
+        let today = day_number(now);
+        // Today's and tomorrow's tips in one round trip: a writer whose clock runs ahead may
+        // have started tomorrow already, and then this writer follows it.
+        let mut heads = self
+            .get_many(vec![
+                key(day_name(today), "HEAD"),
+                key(day_name(today + 1), "HEAD"),
+            ])
+            .await?;
+        let tomorrow = day_name(today + 1);
+        let (day, found) = match heads.iter().position(|h| text(h, "PK") == Some(&tomorrow)) {
+            Some(i) => (today + 1, Some(heads.swap_remove(i))),
+            None => (today, heads.pop()),
+        };
+        if let Some(head) = found {
             return Ok(ChainTip {
                 day,
                 head_exists: true,
@@ -774,6 +819,7 @@ impl StoreRead for DynamoStore {
             .scan(
                 "begins_with(PK, :p) AND SK = :meta",
                 HashMap::from([(":p".into(), s("AGENT#")), (":meta".into(), s("META"))]),
+                &[],
             )
             .await?;
         let mut agents: Vec<Agent> = items
@@ -799,27 +845,12 @@ impl StoreRead for DynamoStore {
         } else {
             "begins_with(PK, :p)"
         };
-        let mut start = None;
-        let mut items = Vec::new();
-        loop {
-            let mut scan = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression(filter)
-                .set_expression_attribute_values(Some(values.clone()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start);
-            if pending_only {
-                scan = scan.expression_attribute_names("#st", "status");
-            }
-            let page = scan.send().await.map_err(backend)?;
-            items.extend(page.items.unwrap_or_default());
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
+        let names: &[(&str, &str)] = if pending_only {
+            &[("#st", "status")]
+        } else {
+            &[]
+        };
+        let items = self.scan(filter, values, names).await?;
         let mut out: Vec<ApprovalRecord> =
             items.iter().map(approval_from).collect::<Result<_, _>>()?;
         out.sort_by(|a, b| {

@@ -16,6 +16,13 @@ pub struct SecretsManagerVault {
     rotation: Option<RotationSchedule>,
 }
 
+/// What `DescribeSecret` says about a secret: version ids with their stages, and rotation.
+#[derive(Debug, Default)]
+struct SecretState {
+    versions: Vec<(String, Vec<String>)>,
+    rotation_enabled: bool,
+}
+
 /// Rotation every agent secret gets when it is stored: Secrets Manager invokes `function_arn`
 /// (the `secret-rotation` function) every `every_days`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,18 +65,11 @@ impl SecretsManagerVault {
     /// Wires a secret to the rotation function, unless it is wired already. Rotation starts on
     /// the schedule, not now: Secrets Manager only runs the function's testSecret step to check
     /// the configuration.
-    async fn ensure_rotation(&self, name: &str) -> Result<(), VaultError> {
+    async fn ensure_rotation(&self, name: &str, enabled: bool) -> Result<(), VaultError> {
         let Some(schedule) = &self.rotation else {
             return Ok(());
         };
-        let described = self
-            .client
-            .describe_secret()
-            .secret_id(name)
-            .send()
-            .await
-            .map_err(io)?;
-        if described.rotation_enabled() == Some(true) {
+        if enabled {
             return Ok(());
         }
         self.client
@@ -108,14 +108,16 @@ impl SecretsManagerVault {
         name.strip_prefix(&self.prefix).map(str::to_string)
     }
 
-    /// Version ids and their stages, `None` when the secret does not exist.
-    async fn stages(&self, name: &str) -> Result<Option<Vec<(String, Vec<String>)>>, VaultError> {
+    /// The secret's versions and rotation setting, `None` when it does not exist.
+    async fn state(&self, name: &str) -> Result<Option<SecretState>, VaultError> {
         match self.client.describe_secret().secret_id(name).send().await {
-            Ok(d) => Ok(Some(
-                d.version_ids_to_stages()
+            Ok(d) => Ok(Some(SecretState {
+                versions: d
+                    .version_ids_to_stages()
                     .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
                     .unwrap_or_default(),
-            )),
+                rotation_enabled: d.rotation_enabled() == Some(true),
+            })),
             Err(e) => {
                 let service = e.into_service_error();
                 if service.is_resource_not_found_exception() {
@@ -129,14 +131,13 @@ impl SecretsManagerVault {
 
     /// Moves `stage` onto `version_id` (Secrets Manager moves AWSPREVIOUS by itself when
     /// AWSCURRENT moves).
-    pub async fn move_stage(
+    async fn move_stage(
         &self,
-        secret: &str,
+        name: &str,
+        versions: &[(String, Vec<String>)],
         version_id: &str,
         stage: Stage,
     ) -> Result<(), VaultError> {
-        let name = self.secret_name(secret);
-        let versions = self.stages(&name).await?.unwrap_or_default();
         let holder = versions
             .iter()
             .find(|(_, labels)| labels.iter().any(|l| l == stage.as_str()))
@@ -146,7 +147,7 @@ impl SecretsManagerVault {
         }
         self.client
             .update_secret_version_stage()
-            .secret_id(&name)
+            .secret_id(name)
             .version_stage(stage.as_str())
             .move_to_version_id(version_id)
             .set_remove_from_version_id(holder)
@@ -161,7 +162,7 @@ impl SecretsManagerVault {
             if pending_here {
                 self.client
                     .update_secret_version_stage()
-                    .secret_id(&name)
+                    .secret_id(name)
                     .version_stage("AWSPENDING")
                     .remove_from_version_id(version_id)
                     .send()
@@ -184,8 +185,8 @@ impl Vault for SecretsManagerVault {
     ) -> Result<(), VaultError> {
         crate::ports::vault::check_version_id(version_id)?;
         let name = self.secret_name(secret);
-        let versions = match self.stages(&name).await? {
-            Some(v) => v,
+        let state = match self.state(&name).await? {
+            Some(state) => state,
             None => {
                 // Created empty, so the first value gets exactly the stage asked for.
                 let created = self
@@ -209,13 +210,14 @@ impl Vault for SecretsManagerVault {
                         return Err(VaultError::Io(describe(&service)));
                     }
                 }
-                vec![]
+                SecretState::default()
             }
         };
-        if versions.iter().any(|(id, _)| id == version_id) {
+        if state.versions.iter().any(|(id, _)| id == version_id) {
             // The version exists (a repeated put): only make sure it holds the stage.
-            self.move_stage(secret, version_id, stage).await?;
-            return self.ensure_rotation(&name).await;
+            self.move_stage(&name, &state.versions, version_id, stage)
+                .await?;
+            return self.ensure_rotation(&name, state.rotation_enabled).await;
         }
         self.client
             .put_secret_value()
@@ -226,9 +228,10 @@ impl Vault for SecretsManagerVault {
             .send()
             .await
             .map_err(io)?;
+        // Secrets Manager moved the stage onto the new version (and AWSCURRENT's old holder to
+        // AWSPREVIOUS) itself.
         if stage == Stage::Current {
-            self.move_stage(secret, version_id, Stage::Current).await?;
-            self.ensure_rotation(&name).await?;
+            self.ensure_rotation(&name, state.rotation_enabled).await?;
         }
         Ok(())
     }
@@ -263,7 +266,7 @@ impl Vault for SecretsManagerVault {
 
     async fn versions(&self, secret: &str) -> Result<Vec<VersionInfo>, VaultError> {
         let name = self.secret_name(secret);
-        if self.stages(&name).await?.is_none() {
+        if self.state(&name).await?.is_none() {
             return Ok(vec![]);
         }
         let mut out = Vec::new();

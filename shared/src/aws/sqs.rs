@@ -58,7 +58,7 @@ fn secs(d: Duration) -> i32 {
 }
 
 /// When a received message may be processed: `None` now, or how long to hide it first.
-pub fn hold_for(not_before_ms: Option<i64>) -> Option<Duration> {
+fn hold_for(not_before_ms: Option<i64>) -> Option<Duration> {
     let due = not_before_ms?;
     let now = Utc::now().timestamp_millis();
     (due > now).then(|| Duration::from_millis((due - now) as u64))
@@ -66,7 +66,7 @@ pub fn hold_for(not_before_ms: Option<i64>) -> Option<Duration> {
 
 /// The receive count a handler should see: SQS's count, less the early receive of a delayed
 /// message, if its first receive came before it was due (then it was hidden, not processed).
-pub fn effective_receive_count(
+fn effective_receive_count(
     approximate: u32,
     first_receive_ms: Option<i64>,
     not_before_ms: Option<i64>,
@@ -76,6 +76,46 @@ pub fn effective_receive_count(
         approximate.saturating_sub(1).max(1)
     } else {
         approximate.max(1)
+    }
+}
+
+/// What to do with one received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Hide it this long (`nack`): it is not due, or an earlier message of its group is not.
+    Hold(Duration),
+    /// Process it; this is its receive count.
+    Process { receive_count: u32 },
+}
+
+/// Decides, message by message in the order a batch was received, which messages are
+/// processed now. Used by the adapter's `receive` and by the `worker` function, which gets
+/// its batches from the Lambda event source instead.
+#[derive(Debug, Default)]
+pub struct Admission {
+    /// Groups whose earlier message is not due yet: their later messages wait with it.
+    held: std::collections::HashMap<String, Duration>,
+}
+
+impl Admission {
+    pub fn admit(
+        &mut self,
+        group: &str,
+        not_before_ms: Option<i64>,
+        approximate_receive_count: u32,
+        first_receive_ms: Option<i64>,
+    ) -> Admit {
+        if let Some(wait) = hold_for(not_before_ms).or_else(|| self.held.get(group).copied()) {
+            self.held.insert(group.to_string(), wait);
+            return Admit::Hold(wait);
+        }
+        Admit::Process {
+            receive_count: effective_receive_count(
+                approximate_receive_count,
+                first_receive_ms,
+                not_before_ms,
+            ),
+        }
     }
 }
 
@@ -277,27 +317,24 @@ impl Queue for SqsQueue {
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
         let messages = self.receive_from(&self.url, max, secs(visibility)).await?;
         let mut out = Vec::with_capacity(messages.len());
-        // A group whose earlier message is not due yet: its later messages wait with it.
-        let mut held: std::collections::HashMap<String, Duration> = Default::default();
+        let mut admission = Admission::default();
         for m in messages {
             let receipt = m.receipt_handle().unwrap_or_default().to_string();
-            let group = system(&m, MessageSystemAttributeName::MessageGroupId)
-                .unwrap_or_default()
-                .to_string();
-            let not_before = attribute(&m, NOT_BEFORE).and_then(|v| v.parse::<i64>().ok());
-            if let Some(wait) = hold_for(not_before).or_else(|| held.get(&group).copied()) {
-                self.nack(&receipt, wait).await?;
-                held.insert(group, wait);
-                continue;
-            }
             let number = |name| system(&m, name).and_then(|v| v.parse::<i64>().ok());
-            let count = number(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1);
-            let first = number(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp);
-            out.push(Delivery {
-                receipt,
-                body: m.body().unwrap_or_default().to_string(),
-                receive_count: effective_receive_count(count as u32, first, not_before),
-            });
+            let admit = admission.admit(
+                system(&m, MessageSystemAttributeName::MessageGroupId).unwrap_or_default(),
+                attribute(&m, NOT_BEFORE).and_then(|v| v.parse::<i64>().ok()),
+                number(MessageSystemAttributeName::ApproximateReceiveCount).unwrap_or(1) as u32,
+                number(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp),
+            );
+            match admit {
+                Admit::Hold(wait) => self.nack(&receipt, wait).await?,
+                Admit::Process { receive_count } => out.push(Delivery {
+                    receipt,
+                    body: m.body().unwrap_or_default().to_string(),
+                    receive_count,
+                }),
+            }
         }
         Ok(out)
     }
