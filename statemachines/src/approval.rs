@@ -55,6 +55,74 @@ pub struct ApprovalRequest {
     pub approvers: Vec<String>,
     pub requested_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The agent's owner: told about the request (a DM in Slack) even when not an approver.
+    #[serde(default)]
+    pub owner: String,
+    /// Distinct approvers needed before an approval takes effect (two-person rule).
+    #[serde(default = "one")]
+    pub quorum: u8,
+    /// When the approvers are reminded, if the request is still open then.
+    #[serde(default)]
+    pub remind_at: Option<DateTime<Utc>>,
+    /// Approvals given so far, while fewer than `quorum`.
+    #[serde(default)]
+    pub votes: Vec<Vote>,
+}
+
+fn one() -> u8 {
+    1
+}
+
+/// One approver's "yes" towards a quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// What happens around an open approval besides its ask and its close: the people channel
+/// shows it (Slack updates the message, posts a reminder, escalates to the security channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FollowUp {
+    /// One approver said yes; more are needed.
+    Vote {
+        by: String,
+        at: DateTime<Utc>,
+        votes: u8,
+        quorum: u8,
+    },
+    /// The request is still open and expires soon.
+    Reminder { expires_at: DateTime<Utc> },
+    /// The request expired unanswered: the security channel hears about it.
+    Escalation { expired_at: DateTime<Utc> },
+}
+
+/// The result of a decision on a waiting approval.
+pub enum Ballot {
+    /// A "yes" that does not reach the quorum yet: the approval with the vote added, and the
+    /// commands that record it.
+    Pending {
+        approval: ApprovalRequest,
+        commands: Vec<Command>,
+    },
+    /// The approval is decided: approved by a quorum, or denied.
+    Decided {
+        decision: Decision,
+        /// Who decided last (canonical spelling), and everyone who approved.
+        approver: String,
+        approvers: Vec<String>,
+        reason: Option<String>,
+        commands: Vec<Command>,
+    },
+}
+
+/// The result of a timer on a waiting approval.
+pub enum Deadline {
+    /// The reminder went out; still waiting.
+    Reminded(Vec<Command>),
+    /// The approval expired: it is closed, audited and escalated.
+    Expired(Vec<Command>),
 }
 
 /// What a workflow asks approval for; `ApprovalRequest::open` adds who, until when and the ids.
@@ -69,11 +137,15 @@ pub struct Ask {
 
 /// Name of the timer that ends an unanswered approval.
 pub const APPROVAL_EXPIRY_TIMER: &str = "approval-expiry";
+/// Name of the timer that reminds the approvers before the expiry.
+pub const APPROVAL_REMINDER_TIMER: &str = "approval-reminder";
 
 impl ApprovalRequest {
     /// The workflow's approval: asked of the policy's approvers except the requester, expiring
     /// after the policy's approval expiry. Its id derives from the workflow id (replay-stable).
     pub fn open(ctx: &Ctx, agent: &Agent, requester: &str, ask: Ask) -> Self {
+        let expires_at = ctx.now + Duration::seconds(ctx.policy.approval_expiry_secs as i64);
+        let quorum = ctx.policy.quorum_for(&ask.sensitive_scopes);
         Self {
             id: format!("{}-approval-1", ctx.workflow_id),
             workflow_id: ctx.workflow_id.to_string(),
@@ -95,31 +167,49 @@ impl ApprovalRequest {
                 .cloned()
                 .collect(),
             requested_at: ctx.now,
-            expires_at: ctx.now + Duration::seconds(ctx.policy.approval_expiry_secs as i64),
+            expires_at,
+            owner: agent.owner.clone(),
+            quorum,
+            remind_at: (ctx.policy.approval_reminder_secs > 0
+                && ctx.policy.approval_reminder_secs < ctx.policy.approval_expiry_secs)
+                .then(|| expires_at - Duration::seconds(ctx.policy.approval_reminder_secs as i64)),
+            votes: vec![],
         }
     }
 
     /// The commands that open it: arm the expiry timer, record and ask it, audit the ask.
     pub fn opening_commands(&self, agent: &Agent) -> Vec<Command> {
-        vec![
-            Command::SetTimer {
-                name: APPROVAL_EXPIRY_TIMER.into(),
-                at: self.expires_at,
-            },
-            Command::RequestApproval(self.clone()),
-            crate::onboarding::audit(
-                agent,
-                AuditKind::ApprovalRequested,
-                Actor::Person(self.requester.clone()),
-                Some(&self.id),
-                self.sensitive_scopes.clone(),
-                format!(
-                    "approval {} requested for sensitive scopes {}",
-                    self.id,
-                    self.sensitive_scopes.join(", ")
+        let remind = self.remind_at.map(|at| Command::SetTimer {
+            name: APPROVAL_REMINDER_TIMER.into(),
+            at,
+        });
+        let quorum = if self.quorum > 1 {
+            format!(" ({} distinct approvers needed)", self.quorum)
+        } else {
+            String::new()
+        };
+        remind
+            .into_iter()
+            .chain([
+                Command::SetTimer {
+                    name: APPROVAL_EXPIRY_TIMER.into(),
+                    at: self.expires_at,
+                },
+                Command::RequestApproval(self.clone()),
+                crate::onboarding::audit(
+                    agent,
+                    AuditKind::ApprovalRequested,
+                    Actor::Person(self.requester.clone()),
+                    Some(&self.id),
+                    self.sensitive_scopes.clone(),
+                    format!(
+                        "approval {} requested for sensitive scopes {}{quorum}",
+                        self.id,
+                        self.sensitive_scopes.join(", ")
+                    ),
                 ),
-            ),
-        ]
+            ])
+            .collect()
     }
 
     /// The rules every decision must satisfy (besides "not decided yet", which the owning
@@ -201,6 +291,9 @@ impl ApprovalRequest {
             Command::CancelTimer {
                 name: APPROVAL_EXPIRY_TIMER.into(),
             },
+            Command::CancelTimer {
+                name: APPROVAL_REMINDER_TIMER.into(),
+            },
             Command::CloseApproval {
                 approval_id: self.id.clone(),
                 outcome,
@@ -213,6 +306,170 @@ impl ApprovalRequest {
                 self.sensitive_scopes.clone(),
                 message,
             ),
+        ]
+    }
+
+    /// Applies a decision to this waiting approval: checks the approval id and the rules, counts
+    /// a "yes" towards the quorum (a person counts once), and decides on the last "yes" needed
+    /// or on any "no".
+    pub fn ballot(
+        &self,
+        agent: &Agent,
+        approval_id: &str,
+        decision: Decision,
+        approver: &str,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Ballot, Rejected> {
+        if approval_id != self.id {
+            return Err(Rejected::new(
+                "approval_id",
+                format!(
+                    "{} is waiting for approval {}, not {approval_id}",
+                    agent.name, self.id
+                ),
+            ));
+        }
+        let approver = self.check_decision(approver, now)?;
+        if self.votes.iter().any(|v| v.by == approver) {
+            return Err(Rejected::new(
+                "approver",
+                format!(
+                    "{approver} already approved {}; it needs {} distinct approvers, so another approver must decide",
+                    self.id, self.quorum
+                ),
+            ));
+        }
+        let mut approvers: Vec<String> = self.votes.iter().map(|v| v.by.clone()).collect();
+        if decision == Decision::Approve {
+            approvers.push(approver.clone());
+            if approvers.len() < usize::from(self.quorum.max(1)) {
+                let mut approval = self.clone();
+                approval.votes.push(Vote {
+                    by: approver.clone(),
+                    at: now,
+                });
+                let votes = approval.votes.len() as u8;
+                let commands = vec![
+                    Command::FollowUpApproval {
+                        approval_id: self.id.clone(),
+                        follow_up: FollowUp::Vote {
+                            by: approver.clone(),
+                            at: now,
+                            votes,
+                            quorum: self.quorum,
+                        },
+                    },
+                    crate::onboarding::audit(
+                        agent,
+                        AuditKind::ApprovalVoted,
+                        Actor::Person(approver.clone()),
+                        Some(&self.id),
+                        self.sensitive_scopes.clone(),
+                        format!(
+                            "{approver} approved {} ({votes} of {} approvers); waiting for another approver",
+                            self.id, self.quorum
+                        ),
+                    ),
+                ];
+                return Ok(Ballot::Pending { approval, commands });
+            }
+        }
+        let commands = self.decided_commands(agent, decision, &approver, reason.clone(), now);
+        Ok(Ballot::Decided {
+            decision,
+            approver,
+            approvers,
+            reason,
+            commands,
+        })
+    }
+
+    /// Applies one of this approval's timers: the reminder (still waiting) or the expiry
+    /// (closed as expired, audited, escalated). A stale or early timer is refused.
+    pub fn is_timer(name: &str) -> bool {
+        name == APPROVAL_EXPIRY_TIMER || name == APPROVAL_REMINDER_TIMER
+    }
+
+    /// Applies one of this approval's timers (see [`ApprovalRequest::is_timer`]).
+    pub fn deadline(
+        &self,
+        agent: &Agent,
+        timer: &str,
+        now: DateTime<Utc>,
+        consequence: &str,
+    ) -> Result<Deadline, Rejected> {
+        match timer {
+            APPROVAL_REMINDER_TIMER if self.remind_at.is_some_and(|at| now >= at) => {
+                Ok(Deadline::Reminded(vec![Command::FollowUpApproval {
+                    approval_id: self.id.clone(),
+                    follow_up: FollowUp::Reminder {
+                        expires_at: self.expires_at,
+                    },
+                }]))
+            }
+            APPROVAL_EXPIRY_TIMER if now >= self.expires_at => Ok(Deadline::Expired(vec![
+                Command::CancelTimer {
+                    name: APPROVAL_REMINDER_TIMER.into(),
+                },
+                Command::CloseApproval {
+                    approval_id: self.id.clone(),
+                    outcome: ApprovalOutcome::Expired { at: now },
+                },
+                Command::FollowUpApproval {
+                    approval_id: self.id.clone(),
+                    follow_up: FollowUp::Escalation { expired_at: now },
+                },
+                crate::onboarding::audit(
+                    agent,
+                    AuditKind::ApprovalExpired,
+                    Actor::Schedule(APPROVAL_EXPIRY_TIMER.into()),
+                    Some(&self.id),
+                    self.sensitive_scopes.clone(),
+                    format!(
+                        "approval {} expired unanswered; {consequence}; escalated to the security channel",
+                        self.id
+                    ),
+                ),
+            ])),
+            APPROVAL_EXPIRY_TIMER => Err(Rejected::new(
+                "timer",
+                format!(
+                    "approval {} does not expire until {}",
+                    self.id,
+                    self.expires_at.to_rfc3339()
+                ),
+            )),
+            APPROVAL_REMINDER_TIMER => Err(Rejected::new(
+                "timer",
+                format!(
+                    "approval {} has no reminder due now (reminder at {})",
+                    self.id,
+                    self.remind_at
+                        .map(|at| at.to_rfc3339())
+                        .unwrap_or_else(|| "none".into())
+                ),
+            )),
+            other => Err(Rejected::new(
+                "timer",
+                format!("timer {other} does not apply to approval {}", self.id),
+            )),
+        }
+    }
+
+    /// The commands that withdraw it: disarm its timers and record it as cancelled.
+    pub fn cancelled_commands(&self, now: DateTime<Utc>) -> Vec<Command> {
+        vec![
+            Command::CancelTimer {
+                name: APPROVAL_EXPIRY_TIMER.into(),
+            },
+            Command::CancelTimer {
+                name: APPROVAL_REMINDER_TIMER.into(),
+            },
+            Command::CloseApproval {
+                approval_id: self.id.clone(),
+                outcome: ApprovalOutcome::Cancelled { at: now },
+            },
         ]
     }
 

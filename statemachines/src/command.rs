@@ -2,7 +2,7 @@
 //! back as events.
 
 use crate::agent::Agent;
-use crate::approval::{ApprovalOutcome, ApprovalRequest};
+use crate::approval::{ApprovalOutcome, ApprovalRequest, FollowUp};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,7 @@ pub enum AuditKind {
     AgentRegistered,
     ApprovalRequested,
     ApprovalDecided,
+    ApprovalVoted,
     ApprovalExpired,
     ScopeChangeRequested,
     ScopesGranted,
@@ -108,6 +109,12 @@ pub enum Command {
         approval_id: String,
         outcome: ApprovalOutcome,
     },
+    /// Show what happened to an open approval (a vote, a reminder, the escalation) where it was
+    /// asked (external).
+    FollowUpApproval {
+        approval_id: String,
+        follow_up: FollowUp,
+    },
     /// Arm a named timer; `TimerFired { name }` arrives at or after `at`. Re-arming replaces it.
     SetTimer {
         name: String,
@@ -137,6 +144,7 @@ impl Command {
             Command::Idp(_)
                 | Command::RequestApproval(_)
                 | Command::CloseApproval { .. }
+                | Command::FollowUpApproval { .. }
                 | Command::Notify { .. }
         )
     }
@@ -146,6 +154,7 @@ impl Command {
             Command::Idp(c) => c.name(),
             Command::RequestApproval(_) => "approval.request",
             Command::CloseApproval { .. } => "approval.close",
+            Command::FollowUpApproval { .. } => "approval.follow_up",
             Command::SetTimer { .. } => "timer.set",
             Command::CancelTimer { .. } => "timer.cancel",
             Command::SaveAgent(_) => "agent.save",

@@ -16,7 +16,7 @@ pub mod scope_change;
 pub mod workflow;
 
 pub use agent::{Agent, AgentRequest, AgentStatus};
-pub use approval::{ApprovalOutcome, ApprovalRequest, Decision};
+pub use approval::{ApprovalOutcome, ApprovalRequest, Decision, FollowUp, Vote};
 pub use command::{Actor, AuditEvent, AuditKind, Command, IdpCommand};
 pub use event::Event;
 pub use policy::Policy;

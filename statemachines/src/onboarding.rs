@@ -6,7 +6,7 @@
 //! starts.
 
 use crate::agent::{Agent, AgentRequest, AgentStatus};
-use crate::approval::{ApprovalOutcome, ApprovalRequest, Ask, Decision};
+use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
 use crate::command::{Actor, AuditEvent, AuditKind, Command, IdpCommand};
 use crate::event::Event;
 use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
@@ -36,7 +36,11 @@ pub struct OnboardingInput {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordedApproval {
     pub approval_id: String,
+    /// Who decided (the last approver needed).
     pub approver: String,
+    /// Everyone who approved, in order (two under a two-person rule).
+    #[serde(default)]
+    pub approvers: Vec<String>,
     pub at: DateTime<Utc>,
     /// The sensitive scopes this approval covered.
     pub scopes: Vec<String>,
@@ -108,6 +112,12 @@ impl Workflow for Onboarding {
             "Provisioning",
         ),
         t("AwaitingApproval", "ApprovalDecided(deny)", "Denied"),
+        t(
+            "AwaitingApproval",
+            "ApprovalDecided(approve)",
+            "AwaitingApproval",
+        ),
+        t("AwaitingApproval", "TimerFired", "AwaitingApproval"),
         t("AwaitingApproval", "TimerFired", "Expired"),
         t("AwaitingApproval", "Cancel", "Cancelled"),
         t("Provisioning", "ClientCreated", "Active"),
@@ -230,29 +240,30 @@ impl Workflow for Onboarding {
                     reason,
                 },
             ) => {
-                if approval_id != approval.id {
-                    return Err(Rejected::new(
-                        "approval_id",
-                        format!(
-                            "{} is waiting for approval {}, not {approval_id}",
-                            agent.name, approval.id
-                        ),
-                    ));
-                }
-                let approver = approval.check_decision(&approver, ctx.now)?;
+                let ballot =
+                    approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)?;
                 let mut agent = agent.clone();
-                agent.updated_at = ctx.now;
-                match decision {
-                    Decision::Approve => {
+                match ballot {
+                    Ballot::Pending { approval, commands } => Ok(Step {
+                        commands,
+                        state: S::AwaitingApproval { agent, approval },
+                    }),
+                    Ballot::Decided {
+                        decision: Decision::Approve,
+                        approver,
+                        approvers,
+                        mut commands,
+                        ..
+                    } => {
                         agent.status = AgentStatus::Provisioning;
+                        agent.updated_at = ctx.now;
                         let recorded = RecordedApproval {
                             approval_id: approval.id.clone(),
-                            approver: approver.clone(),
+                            approver,
+                            approvers,
                             at: ctx.now,
                             scopes: approval.sensitive_scopes.clone(),
                         };
-                        let mut commands =
-                            approval.decided_commands(&agent, decision, &approver, reason, ctx.now);
                         commands.extend([
                             Command::SaveAgent(Box::new(agent.clone())),
                             create_client(&agent),
@@ -265,15 +276,14 @@ impl Workflow for Onboarding {
                             },
                         })
                     }
-                    Decision::Deny => {
+                    Ballot::Decided {
+                        approver,
+                        reason,
+                        mut commands,
+                        ..
+                    } => {
                         agent.status = AgentStatus::Denied;
-                        let mut commands = approval.decided_commands(
-                            &agent,
-                            decision,
-                            &approver,
-                            reason.clone(),
-                            ctx.now,
-                        );
+                        agent.updated_at = ctx.now;
                         commands.push(Command::SaveAgent(Box::new(agent.clone())));
                         Ok(Step {
                             commands,
@@ -288,60 +298,35 @@ impl Workflow for Onboarding {
                 }
             }
             (S::AwaitingApproval { agent, approval }, Event::TimerFired { name })
-                if name == APPROVAL_EXPIRY_TIMER =>
+                if ApprovalRequest::is_timer(&name) =>
             {
-                if ctx.now < approval.expires_at {
-                    return Err(Rejected::new(
-                        "timer",
-                        format!(
-                            "approval {} does not expire until {}",
-                            approval.id,
-                            approval.expires_at.to_rfc3339()
-                        ),
-                    ));
+                match approval.deadline(agent, &name, ctx.now, "nothing was provisioned")? {
+                    Deadline::Reminded(commands) => Ok(Step {
+                        commands,
+                        state: state.clone(),
+                    }),
+                    Deadline::Expired(mut commands) => {
+                        let mut agent = agent.clone();
+                        agent.status = AgentStatus::Expired;
+                        agent.updated_at = ctx.now;
+                        commands.push(Command::SaveAgent(Box::new(agent.clone())));
+                        Ok(Step {
+                            commands,
+                            state: S::Expired {
+                                agent,
+                                approval_id: approval.id.clone(),
+                            },
+                        })
+                    }
                 }
-                let mut agent = agent.clone();
-                agent.status = AgentStatus::Expired;
-                agent.updated_at = ctx.now;
-                let commands = vec![
-                    Command::CloseApproval {
-                        approval_id: approval.id.clone(),
-                        outcome: ApprovalOutcome::Expired { at: ctx.now },
-                    },
-                    audit(
-                        &agent,
-                        AuditKind::ApprovalExpired,
-                        Actor::Schedule(APPROVAL_EXPIRY_TIMER.into()),
-                        Some(&approval.id),
-                        approval.sensitive_scopes.clone(),
-                        format!(
-                            "approval {} expired unanswered; nothing was provisioned",
-                            approval.id
-                        ),
-                    ),
-                    Command::SaveAgent(Box::new(agent.clone())),
-                ];
-                Ok(Step {
-                    commands,
-                    state: S::Expired {
-                        agent,
-                        approval_id: approval.id.clone(),
-                    },
-                })
             }
             (S::AwaitingApproval { agent, approval }, Event::Cancel { by, reason }) => {
                 approval.check_canceller(&by)?;
                 let mut agent = agent.clone();
                 agent.status = AgentStatus::Cancelled;
                 agent.updated_at = ctx.now;
-                let commands = vec![
-                    Command::CancelTimer {
-                        name: APPROVAL_EXPIRY_TIMER.into(),
-                    },
-                    Command::CloseApproval {
-                        approval_id: approval.id.clone(),
-                        outcome: ApprovalOutcome::Cancelled { at: ctx.now },
-                    },
+                let mut commands = approval.cancelled_commands(ctx.now);
+                commands.extend([
                     audit(
                         &agent,
                         AuditKind::RequestCancelled,
@@ -351,7 +336,7 @@ impl Workflow for Onboarding {
                         format!("request cancelled: {reason}"),
                     ),
                     Command::SaveAgent(Box::new(agent.clone())),
-                ];
+                ]);
                 Ok(Step {
                     commands,
                     state: S::Cancelled { agent, by, reason },

@@ -22,9 +22,36 @@ pub struct Policy {
     pub approval_expiry_secs: u64,
     /// People (directory emails) allowed to approve sensitive requests: the security group.
     pub approvers: Vec<String>,
+    /// How long before the expiry the approvers are reminded (0: no reminder).
+    #[serde(default)]
+    pub approval_reminder_secs: u64,
+    /// Sensitive scopes whose approval needs two distinct approvers (two-person rule).
+    #[serde(default)]
+    pub two_person_scopes: Vec<String>,
+    /// Where approval requests are posted: `owner` (a DM), `approvers` (a DM each),
+    /// `security-channel`.
+    #[serde(default = "default_routes")]
+    pub approval_routes: Vec<String>,
 }
 
+/// Approval requests go to the owner and the security channel unless the policy says otherwise.
+pub fn default_routes() -> Vec<String> {
+    vec!["owner".into(), "security-channel".into()]
+}
+
+/// The places an approval request can be posted.
+pub const APPROVAL_ROUTES: [&str; 3] = ["owner", "approvers", "security-channel"];
+
 impl Policy {
+    /// Distinct approvers an approval covering these sensitive scopes needs.
+    pub fn quorum_for(&self, sensitive: &[String]) -> u8 {
+        if sensitive.iter().any(|s| self.two_person_scopes.contains(s)) {
+            2
+        } else {
+            1
+        }
+    }
+
     pub fn is_excluded(&self, scope: &str) -> bool {
         self.excluded_scopes.iter().any(|s| s == scope)
     }

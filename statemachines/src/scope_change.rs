@@ -2,12 +2,10 @@
 //! for approval, then the identity provider is set to exactly the new grant.
 
 use crate::agent::{Agent, AgentStatus};
-use crate::approval::{ApprovalOutcome, ApprovalRequest, Ask, Decision};
+use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
 use crate::command::{Actor, AuditKind, Command, IdpCommand};
 use crate::event::Event;
-use crate::onboarding::{
-    APPROVAL_EXPIRY_TIMER, RecordedApproval, audit, audit_failure, not_applicable,
-};
+use crate::onboarding::{RecordedApproval, audit, audit_failure, not_applicable};
 use crate::policy::reason;
 use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
 use serde::{Deserialize, Serialize};
@@ -95,6 +93,12 @@ impl Workflow for ScopeChange {
         t(START, "start", "Granting"),
         t("AwaitingApproval", "ApprovalDecided(approve)", "Granting"),
         t("AwaitingApproval", "ApprovalDecided(deny)", "Denied"),
+        t(
+            "AwaitingApproval",
+            "ApprovalDecided(approve)",
+            "AwaitingApproval",
+        ),
+        t("AwaitingApproval", "TimerFired", "AwaitingApproval"),
         t("AwaitingApproval", "TimerFired", "Expired"),
         t("AwaitingApproval", "Cancel", "Cancelled"),
         t("Granting", "GrantsSet", "Applied"),
@@ -274,26 +278,29 @@ impl Workflow for ScopeChange {
                     reason,
                 },
             ) => {
-                if approval_id != approval.id {
-                    return Err(Rejected::new(
-                        "approval_id",
-                        format!(
-                            "this scope change waits for approval {}, not {approval_id}",
-                            approval.id
-                        ),
-                    ));
-                }
-                let approver = approval.check_decision(&approver, ctx.now)?;
-                match decision {
-                    Decision::Approve => {
+                match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
+                    Ballot::Pending { approval, commands } => Ok(Step {
+                        commands,
+                        state: S::AwaitingApproval {
+                            agent: agent.clone(),
+                            change: change.clone(),
+                            approval,
+                        },
+                    }),
+                    Ballot::Decided {
+                        decision: Decision::Approve,
+                        approver,
+                        approvers,
+                        mut commands,
+                        ..
+                    } => {
                         let recorded = RecordedApproval {
                             approval_id: approval.id.clone(),
-                            approver: approver.clone(),
+                            approver,
+                            approvers,
                             at: ctx.now,
                             scopes: approval.sensitive_scopes.clone(),
                         };
-                        let mut commands =
-                            approval.decided_commands(agent, decision, &approver, reason, ctx.now);
                         commands.push(set_grants(agent, change));
                         Ok(Step {
                             commands,
@@ -304,19 +311,17 @@ impl Workflow for ScopeChange {
                             },
                         })
                     }
-                    Decision::Deny => {
-                        let commands =
-                            approval.decided_commands(agent, decision, &approver, reason, ctx.now);
-                        Ok(Step {
-                            commands,
-                            state: S::Denied {
-                                agent: agent.clone(),
-                                change: change.clone(),
-                                approval_id: approval.id.clone(),
-                                by: approver,
-                            },
-                        })
-                    }
+                    Ballot::Decided {
+                        approver, commands, ..
+                    } => Ok(Step {
+                        commands,
+                        state: S::Denied {
+                            agent: agent.clone(),
+                            change: change.clone(),
+                            approval_id: approval.id.clone(),
+                            by: approver,
+                        },
+                    }),
                 }
             }
             (
@@ -326,42 +331,21 @@ impl Workflow for ScopeChange {
                     approval,
                 },
                 Event::TimerFired { name },
-            ) if name == APPROVAL_EXPIRY_TIMER => {
-                if ctx.now < approval.expires_at {
-                    return Err(Rejected::new(
-                        "timer",
-                        format!(
-                            "approval {} does not expire until {}",
-                            approval.id,
-                            approval.expires_at.to_rfc3339()
-                        ),
-                    ));
+            ) if ApprovalRequest::is_timer(&name) => {
+                match approval.deadline(agent, &name, ctx.now, "grants unchanged")? {
+                    Deadline::Reminded(commands) => Ok(Step {
+                        commands,
+                        state: state.clone(),
+                    }),
+                    Deadline::Expired(commands) => Ok(Step {
+                        commands,
+                        state: S::Expired {
+                            agent: agent.clone(),
+                            change: change.clone(),
+                            approval_id: approval.id.clone(),
+                        },
+                    }),
                 }
-                let commands = vec![
-                    Command::CloseApproval {
-                        approval_id: approval.id.clone(),
-                        outcome: ApprovalOutcome::Expired { at: ctx.now },
-                    },
-                    audit(
-                        agent,
-                        AuditKind::ApprovalExpired,
-                        Actor::Schedule(APPROVAL_EXPIRY_TIMER.into()),
-                        Some(&approval.id),
-                        approval.sensitive_scopes.clone(),
-                        format!(
-                            "approval {} expired unanswered; grants unchanged",
-                            approval.id
-                        ),
-                    ),
-                ];
-                Ok(Step {
-                    commands,
-                    state: S::Expired {
-                        agent: agent.clone(),
-                        change: change.clone(),
-                        approval_id: approval.id.clone(),
-                    },
-                })
             }
             (
                 S::AwaitingApproval {
@@ -372,23 +356,15 @@ impl Workflow for ScopeChange {
                 Event::Cancel { by, reason },
             ) => {
                 approval.check_canceller(&by)?;
-                let commands = vec![
-                    Command::CancelTimer {
-                        name: APPROVAL_EXPIRY_TIMER.into(),
-                    },
-                    Command::CloseApproval {
-                        approval_id: approval.id.clone(),
-                        outcome: ApprovalOutcome::Cancelled { at: ctx.now },
-                    },
-                    audit(
-                        agent,
-                        AuditKind::RequestCancelled,
-                        by.clone(),
-                        Some(&approval.id),
-                        vec![],
-                        format!("scope change cancelled: {reason}"),
-                    ),
-                ];
+                let mut commands = approval.cancelled_commands(ctx.now);
+                commands.extend([audit(
+                    agent,
+                    AuditKind::RequestCancelled,
+                    by.clone(),
+                    Some(&approval.id),
+                    vec![],
+                    format!("scope change cancelled: {reason}"),
+                )]);
                 Ok(Step {
                     commands,
                     state: S::Cancelled {

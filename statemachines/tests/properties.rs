@@ -13,7 +13,7 @@ use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use proptest::test_runner::TestCaseError;
-use statemachines::approval::Decision;
+use statemachines::approval::{APPROVAL_REMINDER_TIMER, ApprovalRequest, Decision};
 use statemachines::command::{Command, IdpCommand};
 use statemachines::onboarding::{
     APPROVAL_EXPIRY_TIMER, Onboarding, OnboardingInput, OnboardingState, OwnerStatus,
@@ -40,11 +40,19 @@ trait Probe: Workflow<State: PartialEq> {
     /// Provisioning / Granting: an identity-provider command is out.
     fn executing(state: &Self::State) -> bool;
     fn recorded_approval(state: &Self::State) -> Option<&RecordedApproval>;
+    /// The open approval while awaiting one.
+    fn open_approval(state: &Self::State) -> Option<&ApprovalRequest>;
     /// The registry status the agent must have in this state.
     fn expected_status(state: &Self::State) -> AgentStatus;
 }
 
 impl Probe for Onboarding {
+    fn open_approval(state: &OnboardingState) -> Option<&ApprovalRequest> {
+        match state {
+            OnboardingState::AwaitingApproval { approval, .. } => Some(approval),
+            _ => None,
+        }
+    }
     fn agent(state: &OnboardingState) -> &Agent {
         state.agent()
     }
@@ -75,6 +83,12 @@ impl Probe for Onboarding {
 }
 
 impl Probe for ScopeChange {
+    fn open_approval(state: &ScopeChangeState) -> Option<&ApprovalRequest> {
+        match state {
+            ScopeChangeState::AwaitingApproval { approval, .. } => Some(approval),
+            _ => None,
+        }
+    }
     fn agent(state: &ScopeChangeState) -> &Agent {
         match state {
             ScopeChangeState::AwaitingApproval { agent, .. }
@@ -232,7 +246,7 @@ impl Run {
                 name: if expiry {
                     APPROVAL_EXPIRY_TIMER
                 } else {
-                    "reminder"
+                    APPROVAL_REMINDER_TIMER
                 }
                 .into(),
             },
@@ -264,13 +278,16 @@ impl Run {
             match command {
                 Command::SetTimer { name, at } => {
                     invariant!(
-                        "the expiry timer is the only timer",
-                        name == APPROVAL_EXPIRY_TIMER,
+                        "approvals arm only their expiry and reminder timers",
+                        name == APPROVAL_EXPIRY_TIMER || name == APPROVAL_REMINDER_TIMER,
                         "{name}"
                     );
-                    self.timer = Some(*at);
+                    if name == APPROVAL_EXPIRY_TIMER {
+                        self.timer = Some(*at);
+                    }
                 }
-                Command::CancelTimer { .. } => self.timer = None,
+                Command::CancelTimer { name } if name == APPROVAL_EXPIRY_TIMER => self.timer = None,
+                Command::CancelTimer { .. } | Command::FollowUpApproval { .. } => {}
                 Command::RequestApproval(request) => {
                     invariant!(
                         "requester never asked to approve",
@@ -356,6 +373,23 @@ impl Run {
         let name = W::state_name(state);
         let terminal = W::is_terminal(state);
         let awaiting = W::awaiting_approval(state);
+        if let Some(recorded) = W::recorded_approval(state) {
+            let mut distinct: Vec<String> = recorded
+                .approvers
+                .iter()
+                .map(|a| a.to_ascii_lowercase())
+                .collect();
+            distinct.sort();
+            distinct.dedup();
+            invariant!(
+                "an approval takes effect only with its quorum of distinct approvers",
+                distinct.len() == recorded.approvers.len()
+                    && distinct.len() >= usize::from(policy().quorum_for(&recorded.scopes)),
+                "{name}: approvers {:?} for {:?}",
+                recorded.approvers,
+                recorded.scopes
+            );
+        }
         invariant!(
             "every run ends in a terminal or waiting state",
             terminal
@@ -444,10 +478,13 @@ fn drive<W: Probe>(
                         "{from} accepted {event:?}"
                     );
                 }
+                let voted_before = W::open_approval(&before)
+                    .is_some_and(|a| a.votes.iter().any(|v| same_person(&v.by, approver)));
                 let rules_hold = awaiting
                     && approval_id == APPROVAL_ID
                     && is_allowed_approver(approver)
                     && !same_person(approver, &run.requester)
+                    && !voted_before
                     && t <= expires_at;
                 invariant!(
                     "a decision counts ⇔ the approval rules hold",
@@ -458,9 +495,17 @@ fn drive<W: Probe>(
             }
             Event::TimerFired { name } => {
                 let due = awaiting && name == APPROVAL_EXPIRY_TIMER && t >= expires_at;
+                let remind = W::open_approval(&before)
+                    .and_then(|a| a.remind_at)
+                    .is_some_and(|at| name == APPROVAL_REMINDER_TIMER && t >= at);
                 invariant!(
-                    "only a due expiry timer ends an approval",
-                    result.is_ok() == due,
+                    "only a due timer of the open approval applies",
+                    result.is_ok() == (due || remind),
+                    "{from} at {t}: {event:?} → {outcome:?}"
+                );
+                invariant!(
+                    "only the expiry timer ends an approval",
+                    !remind || outcome.as_ref().is_ok_and(|o| *o == from),
                     "{from} at {t}: {event:?} → {outcome:?}"
                 );
             }
@@ -511,7 +556,7 @@ fn drive<W: Probe>(
                     Event::ClientCreated { .. }
                     | Event::GrantsSet { .. }
                     | Event::CommandFailed { .. } => run.pending_idp = None,
-                    Event::TimerFired { .. } => run.timer = None,
+                    Event::TimerFired { name } if name == APPROVAL_EXPIRY_TIMER => run.timer = None,
                     _ => {}
                 }
                 run.observe::<W>(&step.commands, &step.state)?;

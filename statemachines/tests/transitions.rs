@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use statemachines::approval::{ApprovalOutcome, Decision};
+use statemachines::approval::{APPROVAL_REMINDER_TIMER, ApprovalOutcome, Decision, FollowUp};
 use statemachines::command::{Actor, AuditKind, Command, IdpCommand};
 use statemachines::onboarding::{
     APPROVAL_EXPIRY_TIMER, Onboarding, OnboardingInput, OnboardingState, OwnerStatus,
@@ -104,7 +104,163 @@ scenarios![
     scenario_scope_change_refuses_duplicate_scopes,
     scenario_scope_change_refuses_keeping_a_newly_excluded_scope,
     scenario_lifetime_ceiling_holds_even_if_policy_allows_more,
+    // Slack: quorum, reminder, escalation
+    scenario_onboarding_two_person_rule_needs_two_distinct_approvers,
+    scenario_onboarding_two_person_rule_deny_after_one_vote_denies,
+    scenario_onboarding_reminder_keeps_waiting_and_expiry_escalates,
+    scenario_scope_change_two_person_rule_needs_two_distinct_approvers,
+    scenario_scope_change_reminder_keeps_waiting,
 ];
+
+// =============================================================================================
+// Quorum, reminder, escalation
+// =============================================================================================
+
+fn payments_request() -> AgentRequest {
+    let mut request = sensitive_request();
+    request.scopes = strings(&[PAYMENTS_WRITE]);
+    request
+}
+
+fn follow_ups(commands: &[Command]) -> Vec<&FollowUp> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::FollowUpApproval { follow_up, .. } => Some(follow_up),
+            _ => None,
+        })
+        .collect()
+}
+
+fn scenario_onboarding_two_person_rule_needs_two_distinct_approvers() {
+    let first = started::<Onboarding>(onboarding_input(payments_request()));
+    let OnboardingState::AwaitingApproval { approval, .. } = &first.state else {
+        panic!("expected AwaitingApproval, got {:?}", first.state)
+    };
+    assert_eq!(approval.quorum, 2, "payments:write is a two-person scope");
+
+    let one = accepted::<Onboarding>(&first.state, approve(APPROVER), at(60));
+    let OnboardingState::AwaitingApproval { approval, .. } = &one.state else {
+        panic!("one approval of two must keep waiting, got {:?}", one.state)
+    };
+    assert_eq!(approval.votes.len(), 1);
+    assert!(
+        idp_commands(&one.commands).is_empty(),
+        "nothing is provisioned on one vote"
+    );
+    assert!(matches!(
+        follow_ups(&one.commands).as_slice(),
+        [FollowUp::Vote {
+            votes: 1,
+            quorum: 2,
+            ..
+        }]
+    ));
+    assert_eq!(audit_kinds(&one.commands), [AuditKind::ApprovalVoted]);
+
+    // the same person again (any spelling) does not count twice
+    assert_rejected(
+        on::<Onboarding>(&one.state, approve(&APPROVER.to_uppercase()), at(70)),
+        "approver",
+        "already approved",
+    );
+
+    let two = accepted::<Onboarding>(&one.state, approve(OTHER_APPROVER), at(120));
+    let OnboardingState::Provisioning { approval, .. } = &two.state else {
+        panic!("expected Provisioning, got {:?}", two.state)
+    };
+    let recorded = approval.as_ref().expect("recorded approval");
+    assert_eq!(recorded.approvers, strings(&[APPROVER, OTHER_APPROVER]));
+    assert_eq!(recorded.approver, OTHER_APPROVER);
+    assert_eq!(idp_commands(&two.commands).len(), 1);
+}
+
+fn scenario_onboarding_two_person_rule_deny_after_one_vote_denies() {
+    let first = started::<Onboarding>(onboarding_input(payments_request()));
+    let one = accepted::<Onboarding>(&first.state, approve(APPROVER), at(60));
+    let denied = accepted::<Onboarding>(&one.state, deny(OTHER_APPROVER), at(90));
+    assert!(matches!(denied.state, OnboardingState::Denied { .. }));
+    assert!(idp_commands(&denied.commands).is_empty());
+}
+
+fn scenario_onboarding_reminder_keeps_waiting_and_expiry_escalates() {
+    let first = started::<Onboarding>(onboarding_input(sensitive_request()));
+    let OnboardingState::AwaitingApproval { approval, .. } = &first.state else {
+        panic!("expected AwaitingApproval")
+    };
+    let remind_at = approval
+        .remind_at
+        .expect("the policy reminds an hour before expiry");
+    assert_eq!(remind_at, approval.expires_at - chrono::Duration::hours(1));
+    assert!(first.commands.contains(&Command::SetTimer {
+        name: APPROVAL_REMINDER_TIMER.into(),
+        at: remind_at
+    }));
+    assert_rejected(
+        on::<Onboarding>(
+            &first.state,
+            reminder_timer(),
+            remind_at - chrono::Duration::seconds(1),
+        ),
+        "timer",
+        "no reminder due",
+    );
+
+    let reminded = accepted::<Onboarding>(&first.state, reminder_timer(), remind_at);
+    assert_eq!(reminded.state, first.state, "a reminder changes nothing");
+    assert_eq!(
+        follow_ups(&reminded.commands),
+        [&FollowUp::Reminder {
+            expires_at: approval.expires_at
+        }]
+    );
+
+    let expired = accepted::<Onboarding>(&reminded.state, expiry_timer(), approval.expires_at);
+    assert!(matches!(expired.state, OnboardingState::Expired { .. }));
+    assert_eq!(
+        follow_ups(&expired.commands),
+        [&FollowUp::Escalation {
+            expired_at: approval.expires_at
+        }]
+    );
+}
+
+fn scenario_scope_change_two_person_rule_needs_two_distinct_approvers() {
+    let first = started::<ScopeChange>(scope_change_input(scope_change_request(
+        &[PAYMENTS_WRITE],
+        &[],
+    )));
+    let one = accepted::<ScopeChange>(&first.state, approve(APPROVER), at(60));
+    assert!(matches!(
+        one.state,
+        ScopeChangeState::AwaitingApproval { .. }
+    ));
+    assert!(idp_commands(&one.commands).is_empty());
+    assert_rejected(
+        on::<ScopeChange>(&one.state, approve(APPROVER), at(61)),
+        "approver",
+        "already approved",
+    );
+    let two = accepted::<ScopeChange>(&one.state, approve(OTHER_APPROVER), at(120));
+    let ScopeChangeState::Granting { approval, .. } = &two.state else {
+        panic!("expected Granting, got {:?}", two.state)
+    };
+    assert_eq!(
+        approval.as_ref().map(|a| a.approvers.clone()),
+        Some(strings(&[APPROVER, OTHER_APPROVER]))
+    );
+}
+
+fn scenario_scope_change_reminder_keeps_waiting() {
+    let first = awaiting_scope_change();
+    let ScopeChangeState::AwaitingApproval { approval, .. } = &first else {
+        panic!("expected AwaitingApproval")
+    };
+    let at_reminder = approval.remind_at.expect("reminder");
+    let reminded = accepted::<ScopeChange>(&first, reminder_timer(), at_reminder);
+    assert_eq!(reminded.state, first);
+    assert_eq!(follow_ups(&reminded.commands).len(), 1);
+}
 
 // =============================================================================================
 // Onboarding
@@ -250,6 +406,7 @@ fn scenario_onboarding_approve_creates_client_with_requested_grant() {
         Some(RecordedApproval {
             approval_id: APPROVAL_ID.into(),
             approver: APPROVER.into(),
+            approvers: strings(&[APPROVER]),
             at: when,
             scopes: strings(&[MONITORS_WRITE])
         })
@@ -1059,6 +1216,7 @@ fn scenario_scope_change_approve_sets_exact_new_grant() {
         Some(RecordedApproval {
             approval_id: APPROVAL_ID.into(),
             approver: OTHER_APPROVER.into(),
+            approvers: strings(&[OTHER_APPROVER]),
             at: when,
             scopes: strings(&[MONITORS_WRITE])
         })
@@ -1439,7 +1597,7 @@ fn scenario_scope_change_refuses_wrong_approval_id() {
     assert_rejected(
         on::<ScopeChange>(&awaiting, event, at(60)),
         "approval_id",
-        "this scope change waits for approval wf-0001-approval-1, not wf-0001-approval-2",
+        "is waiting for approval wf-0001-approval-1, not wf-0001-approval-2",
     );
 }
 

@@ -63,6 +63,9 @@ pub static POLICY: LazyLock<Policy> = LazyLock::new(|| Policy {
     rotation_max_age_days: 90,
     approval_expiry_secs: 86_400,
     approvers: strings(&APPROVERS),
+    approval_reminder_secs: 3600,
+    two_person_scopes: strings(&[PAYMENTS_WRITE]),
+    approval_routes: statemachines::policy::default_routes(),
 });
 
 pub fn policy() -> &'static Policy {
@@ -262,6 +265,12 @@ pub fn deny(approver: &str) -> Event {
         Decision::Deny,
         Some("use the read-only scope"),
     )
+}
+
+pub fn reminder_timer() -> Event {
+    Event::TimerFired {
+        name: statemachines::approval::APPROVAL_REMINDER_TIMER.into(),
+    }
 }
 
 pub fn expiry_timer() -> Event {
