@@ -38,4 +38,8 @@ pub struct CancelBody {
 pub struct DecisionBody {
     pub approver: String,
     pub reason: Option<String>,
+    /// The `action_hash` of the approval as the approver saw it (from `GET /approvals`): when
+    /// given, a decision on a request that changed since is refused.
+    #[serde(default)]
+    pub action_hash: Option<String>,
 }

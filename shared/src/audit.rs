@@ -52,7 +52,9 @@ fn class(kind: AuditKind) -> Class {
         | AuditKind::ScopeChangeRequested
         | AuditKind::ApprovalRequested => (entity_mgmt, (1, "Create")),
         AuditKind::AgentRegistered => (entity_mgmt, (1, "Create")),
-        AuditKind::ApprovalDecided | AuditKind::ApprovalExpired => (entity_mgmt, (3, "Update")),
+        AuditKind::ApprovalDecided | AuditKind::ApprovalVoted | AuditKind::ApprovalExpired => {
+            (entity_mgmt, (3, "Update"))
+        }
         AuditKind::RequestCancelled => (entity_mgmt, (4, "Delete")),
         AuditKind::ProvisioningFailed => (entity_mgmt, (1, "Create")),
         AuditKind::ScopesGranted => (user_access, (1, "Assign Privileges")),
@@ -74,6 +76,7 @@ fn entity_type(kind: AuditKind) -> &'static str {
         AuditKind::ScopeChangeRequested => "Scope Change Request",
         AuditKind::ApprovalRequested
         | AuditKind::ApprovalDecided
+        | AuditKind::ApprovalVoted
         | AuditKind::ApprovalExpired
         | AuditKind::RequestCancelled => "Access Request",
         _ => "AI Agent",

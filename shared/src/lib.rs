@@ -16,6 +16,7 @@ pub mod manifest;
 pub mod policy;
 pub mod ports;
 pub mod secret;
+pub mod slack;
 
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use secret::Secret;

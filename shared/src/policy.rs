@@ -80,6 +80,18 @@ struct Approvals {
     #[serde(default = "default_expiry")]
     expiry: String,
     approvers: Vec<String>,
+    /// How long before the expiry the approvers are reminded; `0s`... or "off" for none.
+    #[serde(default = "default_remind_before")]
+    remind_before: String,
+    /// Sensitive scopes that need two distinct approvers.
+    #[serde(default)]
+    two_person_scopes: Vec<String>,
+    /// Where requests are posted: `owner`, `approvers`, `security-channel`.
+    #[serde(default = "statemachines::policy::default_routes")]
+    routes: Vec<String>,
+}
+fn default_remind_before() -> String {
+    "24h".into()
 }
 fn default_expiry() -> String {
     "72h".into()
@@ -169,6 +181,37 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
             ));
         }
     }
+    let remind_before = match file.approvals.remind_before.as_str() {
+        "off" => Some(0),
+        text => duration("approvals.remind_before", text, &mut problems),
+    };
+    if let (Some(remind), Some(expiry)) = (remind_before, expiry)
+        && remind >= expiry
+    {
+        problems.push(format!(
+            "approvals.remind_before: `{}` must be shorter than approvals.expiry `{}` (or \"off\")",
+            file.approvals.remind_before, file.approvals.expiry
+        ));
+    }
+    for s in &file.approvals.two_person_scopes {
+        if !file.scopes.sensitive.contains(s) {
+            problems.push(format!(
+                "approvals.two_person_scopes: `{s}` is not in scopes.sensitive; only sensitive scopes are approved at all"
+            ));
+        }
+    }
+    if file.approvals.routes.is_empty() {
+        problems.push(
+            "approvals.routes: name at least one of owner, approvers, security-channel".into(),
+        );
+    }
+    for r in &file.approvals.routes {
+        if !statemachines::policy::APPROVAL_ROUTES.contains(&r.as_str()) {
+            problems.push(format!(
+                "approvals.routes: `{r}` is not one of owner, approvers, security-channel"
+            ));
+        }
+    }
     if !problems.is_empty() {
         return Err(PolicyError::Invalid {
             path: origin.into(),
@@ -185,6 +228,9 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         rotation_max_age_days: (max_age.unwrap_or_default() / 86_400) as u32,
         approval_expiry_secs: expiry.unwrap_or_default(),
         approvers: file.approvals.approvers,
+        approval_reminder_secs: remind_before.unwrap_or_default(),
+        two_person_scopes: file.approvals.two_person_scopes,
+        approval_routes: file.approvals.routes,
     })
 }
 

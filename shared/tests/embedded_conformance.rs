@@ -68,6 +68,7 @@ macro_rules! store_suite {
                 due_timers_respects_now_and_limit,
                 agents_upsert_and_lookup,
                 approvals_open_close_and_filter,
+                approval_votes_and_messages_are_kept,
                 audit_is_hash_chained_and_pages,
                 commit_batch_rolls_back_conflicts_alone,
                 inbound_ids_are_remembered,

@@ -76,6 +76,7 @@ fn build(
         issuer: "http://127.0.0.1:1".into(),
         durability: Durability::Wal,
         engine: config,
+        slack: None,
     })
     .unwrap();
     let Embedded {
@@ -353,24 +354,32 @@ async fn decide_checks_the_approver_and_decides_once() {
     );
     for who in [REQUESTER, "mallory@example.com"] {
         assert!(matches!(
-            e.decide(&approval_id, who, Decision::Approve, None).await,
+            e.decide(&approval_id, who, Decision::Approve, None, None)
+                .await,
             Err(EngineError::Rejected(_))
         ));
     }
     assert!(matches!(
-        e.decide("no-such-approval", APPROVER, Decision::Approve, None)
+        e.decide("no-such-approval", APPROVER, Decision::Approve, None, None)
             .await,
         Err(EngineError::NotFound(_))
     ));
-    e.decide(&approval_id, APPROVER, Decision::Approve, Some("ok".into()))
-        .await
-        .unwrap();
+    e.decide(
+        &approval_id,
+        APPROVER,
+        Decision::Approve,
+        Some("ok".into()),
+        None,
+    )
+    .await
+    .unwrap();
     settle(e).await;
     assert_eq!(state(e, &wf).await.0, "Active");
     let rec = e.store.approval(&approval_id).await.unwrap().unwrap();
     assert_eq!(rec.status(), "approved");
     assert!(matches!(
-        e.decide(&approval_id, APPROVER, Decision::Deny, None).await,
+        e.decide(&approval_id, APPROVER, Decision::Deny, None, None)
+            .await,
         Err(EngineError::Rejected(_))
     ));
     assert!(e.store.approvals(true).await.unwrap().is_empty());
@@ -785,7 +794,7 @@ async fn tick_fires_due_timers_once() {
     );
     assert!(st.idp.list_clients().await.unwrap().is_empty());
     assert!(matches!(
-        e.decide(&approval_id, APPROVER, Decision::Approve, None)
+        e.decide(&approval_id, APPROVER, Decision::Approve, None, None)
             .await,
         Err(EngineError::Rejected(_))
     ));

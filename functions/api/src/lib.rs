@@ -88,7 +88,7 @@ pub async fn handle(
             };
             match parse::<DecisionBody>(engine, &req, "approval decision").await? {
                 Ok(b) => engine
-                    .decide(id, &b.approver, decision, b.reason)
+                    .decide(id, &b.approver, decision, b.reason, b.action_hash.as_deref())
                     .await
                     .map(|record| {
                         http::json(202, &json!({"approval_id": id, "workflow_id": record.request.workflow_id, "decision": decision, "status": "decision queued: the workflow applies it and records the outcome"}))

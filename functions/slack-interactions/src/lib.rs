@@ -4,18 +4,20 @@
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use shared::aws::{EdgeError, http};
+use shared::slack::SlackWeb;
 use shared::{Engine, Secret};
 
 pub async fn handle(
     engine: &Engine,
     signing_secret: &Secret,
+    slack: Option<&SlackWeb>,
     req: ApiGatewayV2httpRequest,
 ) -> Result<ApiGatewayV2httpResponse, EdgeError> {
     let body = match http::body(&req) {
         Ok(b) => b,
         Err(why) => return Ok(http::json(400, &serde_json::json!({"error": why}))),
     };
-    let reply = shared::inbound::slack::handle(engine, signing_secret, &req.headers, &body)
+    let reply = shared::inbound::slack::handle(engine, signing_secret, slack, &req.headers, &body)
         .await
         .map_err(|e| EdgeError::Retryable(e.to_string()))?;
     Ok(http::reply(reply))

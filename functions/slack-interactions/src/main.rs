@@ -8,10 +8,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let stack = AwsStack::from_env().await?;
     let secret =
         shared::aws::secret_from_env(&stack.sdk, "STEWARD_SLACK_SIGNING_SECRET_ARN").await?;
+    let slack = stack.slack.as_ref().map(|s| s.web.as_ref());
     let (engine, secret) = (&stack.engine, &secret);
     run(service_fn(
         |e: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            slack_interactions::handle(engine, secret, e.payload)
+            slack_interactions::handle(engine, secret, slack, e.payload)
                 .await
                 .map_err(lambda_runtime::Error::from)
         },

@@ -44,6 +44,7 @@ pub async fn run() -> anyhow::Result<()> {
         issuer: base.clone(),
         durability: shared::embedded::Durability::Fsync,
         engine: shared::EngineConfig::default(),
+        slack: None,
     })?;
     let vault = stack.vault.clone();
     let token = server::admin_token(&data_dir)?;

@@ -162,13 +162,19 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
         issuer: server::bound(addr),
         durability: durability(&a.durability)?,
         engine: shared::EngineConfig::default(),
+        slack: shared::slack::SlackSettings::from_env()?,
     })?;
     server::admin_token(&a.data_dir)?;
     eprintln!(
-        "steward serving on {} (data {}, admin token in {})",
+        "steward serving on {} (data {}, admin token in {}; approvals {})",
         server::bound(addr),
         a.data_dir.display(),
-        a.data_dir.join("admin-token").display()
+        a.data_dir.join("admin-token").display(),
+        if stack.slack.is_some() {
+            "in Slack, clicks at POST /slack/interactions"
+        } else {
+            "on the console: steward approvals approve|deny"
+        }
     );
     server::serve(stack, listener, a.tick.into(), shutdown_signal()).await
 }

@@ -73,6 +73,7 @@ pub fn router(state: Shared) -> Router {
         .route("/.well-known/oauth-authorization-server", get(metadata))
         .route("/oauth2/v1/token", post(token))
         .route("/oauth2/v1/keys", get(jwks))
+        .route("/slack/interactions", post(slack_interactions))
         .nest("/api", admin)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -100,6 +101,44 @@ pub async fn serve(
     worker.abort();
     ticker.abort();
     result.map_err(Into::into)
+}
+
+/// Slack's interactivity requests (signed by Slack, not by the admin token).
+async fn slack_interactions(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(slack) = &state.stack.slack else {
+        refuse(&state, "Slack interaction", "Slack is not configured on this server (set STEWARD_SLACK_BOT_TOKEN and STEWARD_SLACK_SIGNING_SECRET)").await;
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "Slack is not configured on this server"})),
+        )
+            .into_response();
+    };
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    match shared::inbound::slack::handle(
+        &state.stack.engine,
+        &slack.signing_secret,
+        Some(&slack.web),
+        pairs.as_slice(),
+        &body,
+    )
+    .await
+    {
+        Ok(reply) => {
+            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+            match reply.body {
+                Some(b) => (status, Json(b)).into_response(),
+                None => status.into_response(),
+            }
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 async fn work(state: Shared) {
@@ -544,7 +583,13 @@ async fn decide(
     let record = state
         .stack
         .engine
-        .decide(&id, &b.approver, decision, b.reason)
+        .decide(
+            &id,
+            &b.approver,
+            decision,
+            b.reason,
+            b.action_hash.as_deref(),
+        )
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!({"approval_id": id, "workflow_id": record.request.workflow_id, "decision": decision, "status": "decision queued: the workflow applies it and records the outcome"}))).into_response())
 }

@@ -21,7 +21,7 @@ use crate::audit::chain_hash;
 use crate::aws::describe;
 use crate::ports::store::{
     ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, HistoryEntry, Instance,
-    StoreError, StoreRead, StoreWrite, Timer, TimerChange, status_of,
+    PostedMessage, StoreError, StoreRead, StoreWrite, Timer, TimerChange, status_of,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -638,6 +638,23 @@ impl DynamoStore {
                         TransactWriteItem::builder().update(update).build(),
                     ));
                 }
+                ApprovalChange::Vote { id, vote } => {
+                    let update = Update::builder()
+                        .table_name(&self.table)
+                        .set_key(Some(key(format!("APPROVAL#{id}"), "META")))
+                        .update_expression(
+                            "SET votes = list_append(if_not_exists(votes, :none), :v)",
+                        )
+                        .condition_expression("attribute_exists(PK)")
+                        .expression_attribute_values(":none", Av::L(vec![]))
+                        .expression_attribute_values(":v", Av::L(vec![json(vote)?]))
+                        .build()
+                        .map_err(build_err)?;
+                    items.push((
+                        Role::CloseApproval,
+                        TransactWriteItem::builder().update(update).build(),
+                    ));
+                }
             }
         }
         Ok(items)
@@ -745,14 +762,47 @@ impl DynamoStore {
 }
 
 fn approval_from(item: &Item) -> Result<ApprovalRecord, StoreError> {
+    let mut request: statemachines::ApprovalRequest = body(item, "request")?;
+    // Votes and messages are appended to their own lists, so no write rewrites the request.
+    for vote in json_list::<statemachines::Vote>(item, "votes")? {
+        if !request.votes.contains(&vote) {
+            request.votes.push(vote);
+        }
+    }
+    let mut messages: Vec<PostedMessage> = Vec::new();
+    for m in json_list::<PostedMessage>(item, "messages")? {
+        if !messages
+            .iter()
+            .any(|k| k.channel == m.channel && k.ts == m.ts)
+        {
+            messages.push(m);
+        }
+    }
     Ok(ApprovalRecord {
-        request: body(item, "request")?,
+        request,
         action_hash: text(item, "action_hash").unwrap_or_default().to_string(),
         outcome: match item.get("outcome") {
             Some(_) => Some(body::<ApprovalOutcome>(item, "outcome")?),
             None => None,
         },
+        messages,
     })
+}
+
+fn json_list<T: DeserializeOwned>(item: &Item, attr: &str) -> Result<Vec<T>, StoreError> {
+    let Some(Av::L(values)) = item.get(attr) else {
+        return Ok(vec![]);
+    };
+    values
+        .iter()
+        .map(|v| {
+            let text = v.as_s().map_err(|_| {
+                StoreError::Corrupt(attr.to_string(), "list entry is not a string".into())
+            })?;
+            serde_json::from_str(text)
+                .map_err(|e| StoreError::Corrupt(attr.to_string(), e.to_string()))
+        })
+        .collect()
 }
 
 #[async_trait]
@@ -991,6 +1041,33 @@ impl StoreWrite for DynamoStore {
             StoreError::Backend("audit append conflicted".into())
         })
         .await
+    }
+
+    async fn add_approval_message(
+        &self,
+        id: &str,
+        message: PostedMessage,
+    ) -> Result<(), StoreError> {
+        // A repeat appends the same entry again; reads keep one per channel and ts.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("APPROVAL#{id}"), "META")))
+            .update_expression("SET messages = list_append(if_not_exists(messages, :none), :m)")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":none", Av::L(vec![]))
+            .expression_attribute_values(":m", Av::L(vec![json(&message)?]))
+            .send()
+            .await
+            .map_err(|e| {
+                let service = e.into_service_error();
+                if service.is_conditional_check_failed_exception() {
+                    StoreError::Corrupt(id.to_string(), "approval posted does not exist".into())
+                } else {
+                    StoreError::Backend(describe(&service))
+                }
+            })?;
+        Ok(())
     }
 
     async fn remember_inbound(

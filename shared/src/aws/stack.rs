@@ -12,6 +12,7 @@ use crate::ports::approvals::NotifyError;
 use crate::ports::clock::SystemClock;
 use crate::ports::idp::{ClientInfo, ClientSpec, CreatedClient, IdpError, NewSecret};
 use crate::ports::{Approvals, Directory, IdentityProvider};
+use crate::slack::{SlackApprovals, SlackWeb};
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use statemachines::{ApprovalOutcome, ApprovalRequest, Policy};
@@ -214,6 +215,16 @@ impl Approvals for LoggedApprovals {
         Ok(())
     }
 
+    async fn follow_up(
+        &self,
+        approval_id: &str,
+        follow_up: &statemachines::FollowUp,
+        key: &str,
+    ) -> Result<(), NotifyError> {
+        tracing::info!(target: "steward::approvals", key, approval_id, follow_up = %serde_json::to_string(follow_up).unwrap_or_default(), "approval follow-up");
+        Ok(())
+    }
+
     async fn notify(
         &self,
         to: &str,
@@ -231,8 +242,46 @@ pub struct Parts {
     pub policy: Policy,
     pub directory: Arc<dyn Directory>,
     pub idp: Arc<dyn IdentityProvider>,
+    /// Used when `slack` is `None`.
     pub approvals: Arc<dyn Approvals>,
+    /// Slack, when configured: approvals are asked there (replacing `approvals`).
+    pub slack: Option<SlackLink>,
     pub engine: EngineConfig,
+}
+
+/// Slack for the deployed functions: the Web API client and the security channel.
+#[derive(Clone)]
+pub struct SlackLink {
+    pub web: Arc<SlackWeb>,
+    pub security_channel: Option<String>,
+}
+
+/// Environment of the Slack link: the bot token's secret ARN (optional: without it approvals
+/// are only logged), the API URL and the security channel.
+pub const SLACK_BOT_TOKEN_ARN_ENV: &str = "STEWARD_SLACK_BOT_TOKEN_ARN";
+
+impl SlackLink {
+    /// Slack from the environment, `None` when no bot token secret is configured.
+    pub async fn from_env(sdk: &SdkConfig) -> Result<Option<Self>, StackError> {
+        if std::env::var(SLACK_BOT_TOKEN_ARN_ENV).map_or(true, |v| v.trim().is_empty()) {
+            return Ok(None);
+        }
+        let token = super::secret_from_env(sdk, SLACK_BOT_TOKEN_ARN_ENV).await?;
+        let api_url = std::env::var(crate::slack::API_URL_ENV)
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| crate::slack::SLACK_API_URL.into());
+        let web = SlackWeb::new(&api_url, &token).map_err(|e| StackError::Invalid {
+            name: SLACK_BOT_TOKEN_ARN_ENV,
+            message: e.to_string(),
+        })?;
+        Ok(Some(Self {
+            web: Arc::new(web),
+            security_channel: std::env::var(crate::slack::SECURITY_CHANNEL_ENV)
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
+        }))
+    }
 }
 
 /// The engine on AWS, assembled.
@@ -242,6 +291,7 @@ pub struct AwsStack {
     pub queue: Arc<SqsQueue>,
     pub vault: Arc<SecretsManagerVault>,
     pub idp: Arc<dyn IdentityProvider>,
+    pub slack: Option<SlackLink>,
     pub sdk: SdkConfig,
 }
 
@@ -286,6 +336,15 @@ impl AwsStack {
                 what: format!("table {}", settings.table),
                 message: e.to_string(),
             })?;
+        let approvals: Arc<dyn Approvals> = match &parts.slack {
+            Some(link) => Arc::new(SlackApprovals::new(
+                link.web.clone(),
+                store.clone(),
+                parts.policy.approval_routes.clone(),
+                link.security_channel.clone(),
+            )),
+            None => parts.approvals,
+        };
         let engine = Arc::new(Engine {
             transitions: Default::default(),
             store: store.clone(),
@@ -295,7 +354,7 @@ impl AwsStack {
             executor: Executor {
                 idp: parts.idp.clone(),
                 vault: vault.clone(),
-                approvals: parts.approvals,
+                approvals,
             },
             policy: Arc::new(parts.policy),
             config: parts.engine,
@@ -306,6 +365,7 @@ impl AwsStack {
             queue,
             vault,
             idp: parts.idp,
+            slack: parts.slack,
             sdk,
         })
     }
@@ -324,11 +384,13 @@ impl AwsStack {
 
     async fn from_env_with(idp: Arc<dyn IdentityProvider>) -> Result<Self, StackError> {
         let settings = AwsSettings::from_env()?;
+        let sdk = super::sdk_config(settings.endpoint.as_deref()).await;
         let parts = Parts {
             policy: policy_from_env()?,
             directory: Arc::new(people_from_env()?),
             idp,
             approvals: Arc::new(LoggedApprovals),
+            slack: SlackLink::from_env(&sdk).await?,
             engine: EngineConfig::default(),
         };
         Self::connect(&settings, parts).await

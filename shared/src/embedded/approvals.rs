@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::params;
 use serde::Serialize;
-use statemachines::{ApprovalOutcome, ApprovalRequest};
+use statemachines::{ApprovalOutcome, ApprovalRequest, FollowUp};
 use std::sync::Arc;
 
 pub struct ConsoleApprovals {
@@ -125,6 +125,43 @@ impl Approvals for ConsoleApprovals {
         };
         let body = serde_json::to_string(outcome).unwrap_or_default();
         self.record(key, "approval_closed", &who, &subject, &body)
+    }
+
+    async fn follow_up(
+        &self,
+        approval_id: &str,
+        follow_up: &FollowUp,
+        key: &str,
+    ) -> Result<(), NotifyError> {
+        let (kind, recipient, subject) = match follow_up {
+            FollowUp::Vote {
+                by, votes, quorum, ..
+            } => (
+                "approval_vote",
+                by.clone(),
+                format!(
+                    "{by} approved {approval_id} ({votes} of {quorum}); another approver is needed"
+                ),
+            ),
+            FollowUp::Reminder { expires_at } => (
+                "approval_reminder",
+                "approvers".to_string(),
+                format!(
+                    "Reminder: approval {approval_id} expires {}",
+                    expires_at.to_rfc3339()
+                ),
+            ),
+            FollowUp::Escalation { expired_at } => (
+                "approval_escalation",
+                "security".to_string(),
+                format!(
+                    "Escalation: approval {approval_id} expired unanswered at {}",
+                    expired_at.to_rfc3339()
+                ),
+            ),
+        };
+        let body = serde_json::to_string(follow_up).unwrap_or_default();
+        self.record(key, kind, &recipient, &subject, &body)
     }
 
     async fn notify(

@@ -3,7 +3,7 @@
 use crate::audit::chain_hash;
 use crate::ports::store::{
     ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, HistoryEntry, Instance,
-    StoreError, StoreRead, StoreWrite, Timer, TimerChange,
+    PostedMessage, StoreError, StoreRead, StoreWrite, Timer, TimerChange,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
@@ -227,28 +227,41 @@ fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
                 .map_err(backend)?;
             }
             ApprovalChange::Close { id, outcome } => {
-                let body: Option<String> =
-                    one(tx, "SELECT body FROM approvals WHERE id=?1", [id], |r| {
-                        r.get(0)
-                    })
-                    .map_err(backend)?;
-                let mut rec: ApprovalRecord = decode(
-                    id,
-                    &body.ok_or_else(|| {
-                        StoreError::Corrupt(id.clone(), "approval to close does not exist".into())
-                    })?,
-                )?;
+                let mut rec = approval_tx(tx, id, "approval to close does not exist")?;
                 rec.outcome = Some(outcome.clone());
-                exec(
-                    tx,
-                    "UPDATE approvals SET status=?2, body=?3 WHERE id=?1",
-                    params![id, rec.status(), encode(&rec)],
-                )
-                .map_err(backend)?;
+                save_approval_tx(tx, &rec)?;
+            }
+            ApprovalChange::Vote { id, vote } => {
+                let mut rec = approval_tx(tx, id, "approval voted on does not exist")?;
+                if !rec.request.votes.contains(vote) {
+                    rec.request.votes.push(vote.clone());
+                }
+                save_approval_tx(tx, &rec)?;
             }
         }
     }
     append_audit_tx(tx, &c.audit)?;
+    Ok(())
+}
+
+fn approval_tx(tx: &Connection, id: &str, missing: &str) -> Result<ApprovalRecord, StoreError> {
+    let body: Option<String> = one(tx, "SELECT body FROM approvals WHERE id=?1", [id], |r| {
+        r.get(0)
+    })
+    .map_err(backend)?;
+    decode(
+        id,
+        &body.ok_or_else(|| StoreError::Corrupt(id.to_string(), missing.into()))?,
+    )
+}
+
+fn save_approval_tx(tx: &Connection, rec: &ApprovalRecord) -> Result<(), StoreError> {
+    exec(
+        tx,
+        "UPDATE approvals SET status=?2, body=?3 WHERE id=?1",
+        params![rec.request.id, rec.status(), encode(rec)],
+    )
+    .map_err(backend)?;
     Ok(())
 }
 
@@ -327,6 +340,25 @@ impl StoreWrite for Db {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(backend)?;
         append_audit_tx(&tx, &records)?;
+        tx.commit().map_err(backend)
+    }
+
+    async fn add_approval_message(
+        &self,
+        id: &str,
+        message: PostedMessage,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(backend)?;
+        let mut rec = approval_tx(&tx, id, "approval posted does not exist")?;
+        if !rec
+            .messages
+            .iter()
+            .any(|m| m.channel == message.channel && m.ts == message.ts)
+        {
+            rec.messages.push(message);
+            save_approval_tx(&tx, &rec)?;
+        }
         tx.commit().map_err(backend)
     }
 

@@ -9,7 +9,10 @@ use super::vault::FileVault;
 use crate::engine::executor::Executor;
 use crate::engine::{Engine, EngineConfig};
 use crate::idp::dev::DevIdp;
+use crate::ports::Approvals;
 use crate::ports::clock::SystemClock;
+use crate::secret::Secret;
+use crate::slack::{SlackApprovals, SlackSettings, SlackWeb};
 use statemachines::Policy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,6 +32,15 @@ pub struct EmbeddedConfig {
     pub issuer: String,
     pub durability: Durability,
     pub engine: EngineConfig,
+    /// Slack, when configured: approvals go there instead of the console.
+    pub slack: Option<SlackSettings>,
+}
+
+/// Slack as the embedded default uses it: the Web API client and the signing secret that
+/// the local server's interactions route verifies clicks with.
+pub struct SlackEdge {
+    pub web: Arc<SlackWeb>,
+    pub signing_secret: Secret,
 }
 
 /// The embedded default, assembled.
@@ -39,6 +51,7 @@ pub struct Embedded {
     pub idp: Arc<DevIdp>,
     pub vault: Arc<FileVault>,
     pub approvals: Arc<ConsoleApprovals>,
+    pub slack: Option<SlackEdge>,
     pub data_dir: PathBuf,
 }
 
@@ -68,6 +81,27 @@ impl Embedded {
         );
         let vault = Arc::new(FileVault::open(&dir.join("vault")).map_err(|e| err(e.to_string()))?);
         let approvals = Arc::new(ConsoleApprovals::new(db.clone()));
+        // Without Slack, the console approver is the default; with it, Slack asks people.
+        let (asking, slack): (Arc<dyn Approvals>, Option<SlackEdge>) = match &cfg.slack {
+            None => (approvals.clone(), None),
+            Some(settings) => {
+                let web = Arc::new(
+                    SlackWeb::new(&settings.api_url, &settings.bot_token)
+                        .map_err(|e| err(e.to_string()))?,
+                );
+                let asking = Arc::new(SlackApprovals::new(
+                    web.clone(),
+                    db.clone(),
+                    cfg.policy.approval_routes.clone(),
+                    settings.security_channel.clone(),
+                ));
+                let edge = SlackEdge {
+                    web,
+                    signing_secret: settings.signing_secret.clone(),
+                };
+                (asking, Some(edge))
+            }
+        };
         let directory =
             Arc::new(PeopleFileDirectory::load(&cfg.people).map_err(|e| err(e.to_string()))?);
         let engine = Arc::new(Engine {
@@ -79,7 +113,7 @@ impl Embedded {
             executor: Executor {
                 idp: idp.clone(),
                 vault: vault.clone(),
-                approvals: approvals.clone(),
+                approvals: asking,
             },
             policy: Arc::new(cfg.policy),
             config: cfg.engine,
@@ -91,6 +125,7 @@ impl Embedded {
             idp,
             vault,
             approvals,
+            slack,
             data_dir: dir,
         })
     }

@@ -100,6 +100,16 @@ impl Executor {
                     .map_err(|e| fail(e.message, e.retryable))?;
                 Ok(None)
             }
+            Command::FollowUpApproval {
+                approval_id,
+                follow_up,
+            } => {
+                self.approvals
+                    .follow_up(approval_id, follow_up, key)
+                    .await
+                    .map_err(|e| fail(e.message, e.retryable))?;
+                Ok(None)
+            }
             Command::Notify { to, subject, body } => {
                 self.approvals
                     .notify(to, subject, body, key)

@@ -23,7 +23,7 @@ use statemachines::onboarding::OnboardingInput;
 use statemachines::scope_change::{ScopeChangeInput, ScopeChangeRequest};
 use statemachines::{
     Actor, Agent, AgentRequest, AgentStatus, ApprovalRequest, Command, Ctx, Decision, Event,
-    Policy, Rejected,
+    FollowUp, Policy, Rejected, Vote,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -348,13 +348,16 @@ impl Engine {
     }
 
     /// Checks a decision now (for a clear answer to the person) and hands it to the workflow,
-    /// whose machine enforces the same rules when it applies it.
+    /// whose machine enforces the same rules when it applies it. `shown` is the action hash of
+    /// the request as the approver saw it (a Slack button carries it): a decision on a request
+    /// that has changed since is refused.
     pub async fn decide(
         &self,
         approval_id: &str,
         approver: &str,
         decision: Decision,
         reason: Option<String>,
+        shown: Option<&str>,
     ) -> Result<ApprovalRecord, EngineError> {
         let actor = Actor::Person(approver.to_string());
         let Some(record) = self.store.approval(approval_id).await? else {
@@ -380,7 +383,31 @@ impl Engine {
             .await?;
             return Err(EngineError::Rejected(Rejected::new("approval", why)));
         }
-        if let Err(r) = req.check_decision(approver, self.clock.now()) {
+        let refusal = match shown {
+            Some(hash) if hash != record.action_hash => Some(Rejected::new(
+                "approval",
+                format!(
+                    "approval {approval_id} changed after this message was shown (what is asked is no longer what you saw); nothing was decided, look at the current request"
+                ),
+            )),
+            _ => req.check_decision(approver, self.clock.now()).err(),
+        }
+        .or_else(|| {
+            req.votes
+                .iter()
+                .any(|v| v.by.eq_ignore_ascii_case(approver.trim()))
+                .then(|| {
+                    Rejected::new(
+                        "approver",
+                        format!(
+                            "{} already approved {approval_id}; it needs {} distinct approvers, so another approver must decide",
+                            approver.trim(),
+                            req.quorum
+                        ),
+                    )
+                })
+        });
+        if let Some(r) = refusal {
             self.audit_refusal(
                 "approval decision",
                 &actor,
@@ -828,6 +855,7 @@ impl Engine {
                         request: r.clone(),
                         action_hash: action_hash(r),
                         outcome: None,
+                        messages: vec![],
                     }));
                 }
                 Command::CloseApproval {
@@ -839,7 +867,17 @@ impl Engine {
                         outcome: outcome.clone(),
                     });
                 }
-                Command::Idp(_) | Command::Notify { .. } => {}
+                Command::FollowUpApproval {
+                    approval_id,
+                    follow_up: FollowUp::Vote { by, at, .. },
+                } => approvals.push(ApprovalChange::Vote {
+                    id: approval_id.clone(),
+                    vote: Vote {
+                        by: by.clone(),
+                        at: *at,
+                    },
+                }),
+                Command::Idp(_) | Command::Notify { .. } | Command::FollowUpApproval { .. } => {}
             }
             if command.is_external() {
                 new_pending.push(PendingCommand { key, command });

@@ -1,28 +1,34 @@
-//! Slack interactivity requests (an owner clicking Approve / Deny): verify the request signature
-//! (https://api.slack.com/authentication/verifying-requests-from-slack: `v0=` HMAC-SHA256 of
-//! `v0:{timestamp}:{raw body}` with the signing secret, compared in constant time, timestamp
-//! within 5 minutes), parse the `block_actions` payload, map the clicking Slack user to a person
-//! through the directory, and hand the decision to the engine, which checks it and queues it.
-//! Slack needs the answer within 3 seconds; nothing here waits for the workflow.
+//! Slack interactivity requests (a person clicking Approve / Deny). slack-morphism verifies the
+//! request signature (`v0=` HMAC-SHA256 of `v0:{timestamp}:{raw body}` with the signing secret,
+//! compared in constant time) and parses the `block_actions` payload; the timestamp window
+//! (5 minutes) is checked here against the engine's clock. The clicking Slack user is mapped to
+//! a person, and the engine checks the decision and queues it: Slack needs its answer within
+//! 3 seconds, so nothing here waits for the workflow. The person gets an ephemeral answer.
 
 use super::{Headers, Reply};
 use crate::Engine;
 use crate::audit;
 use crate::engine::EngineError;
 use crate::secret::Secret;
+use crate::slack::SlackWeb;
+use crate::slack::message::{
+    APPROVE_ACTION, DENY_ACTION, REASON_ACTION, REASON_BLOCK, parse_button_value,
+};
 use chrono::{DateTime, Utc};
-use hmac::{Hmac, Mac};
-use serde::Deserialize;
 use serde_json::json;
-use sha2::Sha256;
+use slack_morphism::prelude::{SlackInteractionEvent, SlackSigningSecret};
+use slack_morphism::signature_verifier::{
+    SlackEventSignatureVerifier, SlackEventSignatureVerifierError,
+};
 use statemachines::{Actor, Decision};
-use subtle::ConstantTimeEq;
+use std::time::Duration;
 
-/// Requests older (or newer) than this are refused as possible replays.
-pub const MAX_SKEW_SECS: i64 = 300;
-/// Action ids of the approval message's buttons; their `value` is the approval id.
-pub const APPROVE_ACTION: &str = "approve";
-pub const DENY_ACTION: &str = "deny";
+/// Requests older (or newer) than this are refused as possible replays (Slack's rule).
+pub const MAX_SKEW_SECS: i64 = SlackEventSignatureVerifier::MAX_TIMESTAMP_AGE_SECONDS;
+/// A click is remembered this long, so Slack's retries of the same delivery count once.
+pub const ACTION_DEDUPE_WINDOW: Duration = Duration::from_secs(60 * 60);
+/// Slack waits 3 s for the acknowledgement; the ephemeral answer gets at most this long.
+pub const EPHEMERAL_TIMEOUT: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -36,18 +42,7 @@ pub enum SignatureError {
     Mismatch,
 }
 
-/// The `v0=` signature Slack sends for `body` at `timestamp`.
-pub fn signature(secret: &Secret, timestamp: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes())
-        .expect("HMAC takes keys of any length");
-    mac.update(b"v0:");
-    mac.update(timestamp.as_bytes());
-    mac.update(b":");
-    mac.update(body);
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// Checks a request's signature headers against its raw body.
+/// Checks a request's signature headers against its raw body at time `now`.
 pub fn verify(
     secret: &Secret,
     timestamp: Option<&str>,
@@ -58,46 +53,31 @@ pub fn verify(
     let (Some(ts), Some(presented)) = (timestamp, presented) else {
         return Err(SignatureError::MissingHeaders);
     };
-    let at: i64 = ts
-        .trim()
-        .parse()
-        .map_err(|_| SignatureError::BadTimestamp)?;
+    let ts = ts.trim();
+    let at: i64 = ts.parse().map_err(|_| SignatureError::BadTimestamp)?;
+    // Slack bodies are form-encoded ASCII; anything else cannot carry a valid signature.
+    let body = std::str::from_utf8(body).map_err(|_| SignatureError::Mismatch)?;
+    let verifier =
+        SlackEventSignatureVerifier::new(&SlackSigningSecret::new(secret.expose().to_string()));
+    match verifier.verify(presented.trim(), body, ts) {
+        // slack-morphism checks the age against the system clock after the signature matched;
+        // the window below uses the engine's clock instead (testable, and the same rule).
+        Ok(()) | Err(SlackEventSignatureVerifierError::IncorrectOrExpiredTimestampError(_)) => {}
+        Err(_) => return Err(SignatureError::Mismatch),
+    }
     if (now.timestamp() - at).abs() > MAX_SKEW_SECS {
         return Err(SignatureError::Stale);
     }
-    let expected = signature(secret, ts.trim(), body);
-    if bool::from(expected.as_bytes().ct_eq(presented.trim().as_bytes())) {
-        Ok(())
-    } else {
-        Err(SignatureError::Mismatch)
-    }
+    Ok(())
 }
 
-#[derive(Deserialize)]
-struct Payload {
-    #[serde(rename = "type")]
-    kind: String,
-    user: User,
-    #[serde(default)]
-    actions: Vec<Action>,
-}
-
-#[derive(Deserialize)]
-struct User {
-    id: String,
-}
-
-#[derive(Deserialize)]
-struct Action {
-    action_id: String,
-    #[serde(default)]
-    value: Option<String>,
-}
-
-/// Handles one interactivity request. `Err` only when storage or the queue is unreachable.
+/// Handles one interactivity request. `slack` answers the clicker on the response_url and maps
+/// Slack users to people by email when the people file has no Slack ids. `Err` only when
+/// storage or the queue is unreachable.
 pub async fn handle(
     engine: &Engine,
     signing_secret: &Secret,
+    slack: Option<&SlackWeb>,
     headers: &(impl Headers + ?Sized),
     body: &[u8],
 ) -> Result<Reply, EngineError> {
@@ -123,80 +103,150 @@ pub async fn handle(
         )
         .await;
     };
-    let payload: Payload = match serde_json::from_str(&payload) {
-        Ok(p) => p,
+    let event: SlackInteractionEvent = match serde_json::from_str(&payload) {
+        Ok(e) => e,
         Err(e) => {
-            return refuse(
-                engine,
-                400,
-                &Actor::System,
-                &format!("malformed payload: {e}"),
-            )
-            .await;
+            let why = format!("malformed interaction payload: {e}");
+            return refuse(engine, 400, &Actor::System, &why).await;
         }
     };
-    if payload.kind != "block_actions" {
+    let SlackInteractionEvent::BlockActions(click) = event else {
+        let kind = serde_json::from_str::<serde_json::Value>(&payload)
+            .ok()
+            .and_then(|v| v["type"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        let why =
+            format!("interaction type `{kind}` is not handled; Steward only takes button clicks");
+        return refuse(engine, 400, &Actor::System, &why).await;
+    };
+    let Some(user) = click.user.as_ref().map(|u| u.id.to_string()) else {
         return refuse(
             engine,
             400,
             &Actor::System,
-            &format!("interaction type `{}` is not handled", payload.kind),
+            "block_actions payload names no user",
         )
         .await;
-    }
-    let Some(action) = payload.actions.first() else {
+    };
+    let slack_actor = Actor::Person(format!("slack:{user}"));
+    let Some(action) = click.actions.as_ref().and_then(|a| a.first()) else {
         return refuse(
             engine,
             400,
-            &Actor::System,
+            &slack_actor,
             "block_actions payload without actions",
         )
         .await;
     };
-    let decision = match action.action_id.as_str() {
+    let decision = match action.action_id.to_string().as_str() {
         APPROVE_ACTION => Decision::Approve,
         DENY_ACTION => Decision::Deny,
         other => {
-            return refuse(
-                engine,
-                400,
-                &Actor::System,
-                &format!("unknown action `{other}`"),
-            )
-            .await;
+            let why = format!("unknown action `{other}`");
+            return refuse(engine, 400, &slack_actor, &why).await;
         }
     };
-    let Some(approval_id) = action.value.as_deref().filter(|v| !v.is_empty()) else {
-        return refuse(
-            engine,
-            400,
-            &Actor::System,
-            "the button carries no approval id",
+    let Some((approval_id, shown)) = action.value.as_deref().and_then(parse_button_value) else {
+        let why = "the button carries no `<approval id>:<request hash>` value";
+        return refuse(engine, 400, &slack_actor, why).await;
+    };
+    let response_url = click.response_url.as_ref().map(|u| u.0.to_string());
+    let answer = |text: String| async move {
+        if let (Some(web), Some(url)) = (slack, response_url.as_deref()) {
+            match tokio::time::timeout(EPHEMERAL_TIMEOUT, web.respond_ephemeral(url, &text)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not answer the clicker"),
+                Err(_) => tracing::warn!("answering the clicker took too long; skipped"),
+            }
+        }
+        Ok::<Reply, EngineError>(ephemeral(&text))
+    };
+
+    // Slack retries a delivery it saw no answer for; one click counts once.
+    let action_ts = action
+        .action_ts
+        .as_ref()
+        .map(|t| t.to_string())
+        .unwrap_or_else(|| click.trigger_id.to_string());
+    if !engine
+        .store
+        .remember_inbound(
+            "slack-action",
+            &format!("{user}/{action_ts}"),
+            ACTION_DEDUPE_WINDOW,
         )
-        .await;
-    };
-    let Some(person) = engine.directory.person_by_chat(&payload.user.id).await? else {
-        let who = Actor::Person(format!("slack:{}", payload.user.id));
+        .await?
+    {
+        let why =
+            format!("duplicate delivery of Slack action {action_ts} by {user}; it counted once");
+        refuse(engine, 200, &slack_actor, &why).await?;
+        return answer("This click was already received.".into()).await;
+    }
+
+    let Some(email) = clicker_email(engine, slack, &user, approval_id).await? else {
         let why = format!(
-            "Slack user {} is not in the people directory, so Steward cannot tell who decided",
-            payload.user.id
+            "Slack user {user} is not a person Steward knows (not in the people directory, and no approver of {approval_id} has this Slack account), so Steward cannot tell who decided"
         );
-        refuse(engine, 200, &who, &why).await?;
-        return Ok(ephemeral(&why));
+        refuse(engine, 200, &slack_actor, &why).await?;
+        return answer(why).await;
     };
+    let reason = click
+        .state
+        .as_ref()
+        .and_then(|s| s.values.get(&REASON_BLOCK.into()))
+        .and_then(|b| b.get(&REASON_ACTION.into()))
+        .and_then(|v| v.value.clone())
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
     match engine
-        .decide(approval_id, &person.email, decision, None)
+        .decide(approval_id, &email, decision, reason, Some(shown))
         .await
     {
-        Ok(_) => Ok(Reply::json(
-            200,
-            json!({"response_type": "ephemeral", "text": format!("Your decision ({decision:?}) is recorded; the workflow applies it.")}),
-        )),
+        Ok(_) => {
+            let word = match decision {
+                Decision::Approve => "Approve",
+                Decision::Deny => "Deny",
+            };
+            answer(format!(
+                "Received your {word} on {approval_id}. The first valid decision applies; the message updates when the request is decided."
+            ))
+            .await
+        }
         // The engine audited the refusal already; tell the clicker why, change nothing.
-        Err(EngineError::Rejected(r)) => Ok(ephemeral(&r.to_string())),
-        Err(EngineError::NotFound(m)) => Ok(ephemeral(&m)),
+        Err(EngineError::Rejected(r)) => answer(r.to_string()).await,
+        Err(EngineError::NotFound(m)) => answer(m).await,
         Err(e) => Err(e),
     }
+}
+
+/// The person behind a Slack user: the people file's Slack id first, else the approval's
+/// people looked up by email in Slack (so a requester clicking is recognised as the requester).
+async fn clicker_email(
+    engine: &Engine,
+    slack: Option<&SlackWeb>,
+    user: &str,
+    approval_id: &str,
+) -> Result<Option<String>, EngineError> {
+    if let Some(person) = engine.directory.person_by_chat(user).await? {
+        return Ok(Some(person.email));
+    }
+    let (Some(web), Some(record)) = (slack, engine.store.approval(approval_id).await?) else {
+        return Ok(None);
+    };
+    let r = &record.request;
+    let candidates = r
+        .approvers
+        .iter()
+        .chain([&r.requester, &r.owner])
+        .filter(|e| !e.is_empty());
+    for email in candidates {
+        match web.user_id(email).await {
+            Ok(Some(id)) if id == user => return Ok(Some(email.clone())),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "Slack lookup failed while identifying a clicker"),
+        }
+    }
+    Ok(None)
 }
 
 /// An answer only the clicking person sees.

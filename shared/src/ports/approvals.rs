@@ -4,7 +4,7 @@
 //! enforced in one place.
 
 use async_trait::async_trait;
-use statemachines::{ApprovalOutcome, ApprovalRequest};
+use statemachines::{ApprovalOutcome, ApprovalRequest, FollowUp};
 
 #[derive(Debug, thiserror::Error)]
 #[error("could not reach people: {message}")]
@@ -22,6 +22,13 @@ pub trait Approvals: Send + Sync {
         &self,
         approval_id: &str,
         outcome: &ApprovalOutcome,
+        key: &str,
+    ) -> Result<(), NotifyError>;
+    /// Show a vote, a reminder or the escalation of an open approval.
+    async fn follow_up(
+        &self,
+        approval_id: &str,
+        follow_up: &FollowUp,
         key: &str,
     ) -> Result<(), NotifyError>;
     /// A plain message to a person.

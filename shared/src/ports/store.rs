@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use statemachines::{Actor, Agent, ApprovalOutcome, ApprovalRequest, Command};
+use statemachines::{Actor, Agent, ApprovalOutcome, ApprovalRequest, Command, Vote};
 
 /// A side effect waiting to run, with its deterministic idempotency key (`<workflow>/<seq>/<index>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -63,12 +63,27 @@ pub enum TimerChange {
     Cancel { workflow_id: String, name: String },
 }
 
-/// An approval as stored: the request, a hash of exactly what was asked, and its outcome.
+/// An approval as stored: the request (with the votes given so far), a hash of exactly what was
+/// asked, its outcome, and where it was posted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
     pub request: ApprovalRequest,
     pub action_hash: String,
     pub outcome: Option<ApprovalOutcome>,
+    /// The chat messages that show it (updated when it is decided).
+    #[serde(default)]
+    pub messages: Vec<PostedMessage>,
+}
+
+/// A chat message that shows an approval: where it is and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostedMessage {
+    /// The conversation (a channel id, or the DM channel of a person).
+    pub channel: String,
+    /// The message's timestamp id in that conversation.
+    pub ts: String,
+    /// Why it was posted there: `owner`, `approver`, `security-channel`.
+    pub route: String,
 }
 
 impl ApprovalRecord {
@@ -95,6 +110,11 @@ pub enum ApprovalChange {
     Close {
         id: String,
         outcome: ApprovalOutcome,
+    },
+    /// One approver's "yes" towards a quorum.
+    Vote {
+        id: String,
+        vote: Vote,
     },
 }
 
@@ -173,6 +193,12 @@ pub trait StoreWrite: Send + Sync {
     async fn remove_timer(&self, timer: &Timer) -> Result<(), StoreError>;
     /// Appends audit records that belong to no workflow step (refused requests, dead letters).
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError>;
+    /// Records a chat message that shows approval `id` (kept once per channel and ts).
+    async fn add_approval_message(
+        &self,
+        id: &str,
+        message: PostedMessage,
+    ) -> Result<(), StoreError>;
     /// Records that inbound item `id` from `source` (an Okta event uuid, a Slack action) was
     /// seen; `true` the first time within `keep`, `false` for a repeat delivery.
     async fn remember_inbound(

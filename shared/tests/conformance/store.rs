@@ -9,9 +9,9 @@ use shared::audit::chain_hash;
 use shared::ports::Store;
 use shared::ports::store::{
     ApprovalChange, ApprovalRecord, AuditRecord, Commit, HistoryEntry, Instance, PendingCommand,
-    StoreError, Timer, TimerChange,
+    PostedMessage, StoreError, Timer, TimerChange,
 };
-use statemachines::{Actor, Agent, AgentStatus, ApprovalOutcome, ApprovalRequest, Command};
+use statemachines::{Actor, Agent, AgentStatus, ApprovalOutcome, ApprovalRequest, Command, Vote};
 use std::sync::Arc;
 
 /// Opens a handle on one backing storage; calling it again (after dropping the previous handle)
@@ -28,6 +28,7 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     due_timers_respects_now_and_limit(&*fresh()()).await;
     agents_upsert_and_lookup(&*fresh()()).await;
     approvals_open_close_and_filter(&*fresh()()).await;
+    approval_votes_and_messages_are_kept(&*fresh()()).await;
     audit_is_hash_chained_and_pages(&*fresh()()).await;
     commit_batch_rolls_back_conflicts_alone(&*fresh()()).await;
     inbound_ids_are_remembered(&*fresh()()).await;
@@ -137,7 +138,12 @@ pub fn approval(id: &str, workflow_id: &str) -> ApprovalRecord {
             approvers: vec!["sam.security@example.com".into()],
             requested_at: at(0),
             expires_at: at(3600),
+            owner: "bob@example.com".into(),
+            quorum: 1,
+            remind_at: None,
+            votes: vec![],
         },
+        messages: vec![],
         action_hash: format!("action-{id}"),
         outcome: None,
     }
@@ -519,6 +525,71 @@ pub async fn approvals_open_close_and_filter(s: &dyn Store) {
     );
     assert!(s.approvals(true).await.unwrap().is_empty());
     assert_eq!(s.approvals(false).await.unwrap().len(), 2);
+}
+
+/// A vote (in a commit) and the chat messages that show an approval (recorded after posting)
+/// are kept with it; recording the same message twice keeps one; closing keeps both.
+pub async fn approval_votes_and_messages_are_kept(s: &dyn Store) {
+    let r = approval("ap-v", "wf-v");
+    let mut c = step("wf-v", 1);
+    c.approvals = vec![ApprovalChange::Open(r.clone())];
+    s.commit(c).await.unwrap();
+    let posted = |channel: &str, ts: &str, route: &str| PostedMessage {
+        channel: channel.into(),
+        ts: ts.into(),
+        route: route.into(),
+    };
+    s.add_approval_message(
+        "ap-v",
+        posted("C0SEC", "1700000000.000100", "security-channel"),
+    )
+    .await
+    .unwrap();
+    s.add_approval_message("ap-v", posted("D0OWNER", "1700000000.000200", "owner"))
+        .await
+        .unwrap();
+    // a repeated command records the same message again
+    s.add_approval_message(
+        "ap-v",
+        posted("C0SEC", "1700000000.000100", "security-channel"),
+    )
+    .await
+    .unwrap();
+    let vote = Vote {
+        by: "sam.security@example.com".into(),
+        at: at(5),
+    };
+    let mut c = step("wf-v", 2);
+    c.approvals = vec![ApprovalChange::Vote {
+        id: "ap-v".into(),
+        vote: vote.clone(),
+    }];
+    s.commit(c).await.unwrap();
+    let got = s.approval("ap-v").await.unwrap().unwrap();
+    assert_eq!(got.request.votes, vec![vote.clone()]);
+    assert_eq!(got.status(), "pending", "a vote does not decide");
+    assert_eq!(
+        got.messages,
+        vec![
+            posted("C0SEC", "1700000000.000100", "security-channel"),
+            posted("D0OWNER", "1700000000.000200", "owner")
+        ]
+    );
+    let mut c = step("wf-v", 3);
+    c.approvals = vec![ApprovalChange::Close {
+        id: "ap-v".into(),
+        outcome: ApprovalOutcome::Expired { at: at(9) },
+    }];
+    s.commit(c).await.unwrap();
+    let closed = s.approval("ap-v").await.unwrap().unwrap();
+    assert_eq!(closed.request.votes, vec![vote]);
+    assert_eq!(closed.messages.len(), 2);
+    assert!(
+        s.add_approval_message("ap-none", posted("C1", "1.2", "owner"))
+            .await
+            .is_err(),
+        "a message for an approval that does not exist is refused"
+    );
 }
 
 /// Audit records (from commits and from `append_audit`) form one hash chain and page by seq.

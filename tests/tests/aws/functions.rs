@@ -85,6 +85,7 @@ async fn aws(max_receives: u32) -> Aws {
         directory: Arc::new(PeopleFileDirectory::parse(PEOPLE).unwrap()),
         idp: idp.clone(),
         approvals: Arc::new(LoggedApprovals),
+        slack: None,
         engine: EngineConfig {
             base_backoff: Duration::from_millis(50),
             ..EngineConfig::default()
@@ -218,25 +219,32 @@ fn request() -> Value {
     })
 }
 
-/// A signed Slack block_actions request: `user` clicked `action` on approval `approval_id`.
-fn slack_click(
-    user: &str,
-    action: &str,
-    approval_id: &str,
-    secret: &str,
-) -> ApiGatewayV2httpRequest {
+/// Slack's v0 request signature, computed the way Slack documents it.
+fn slack_signature(secret: &str, ts: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:").as_bytes());
+    mac.update(body);
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A signed Slack block_actions request: `user` clicked `action` on the button whose value is
+/// `value` (`<approval id>:<action hash>`).
+fn slack_click(user: &str, action: &str, value: &str, secret: &str) -> ApiGatewayV2httpRequest {
     let payload = json!({
         "type": "block_actions",
+        "team": {"id": "T0001", "domain": "example"},
         "user": {"id": user, "username": "sam", "team_id": "T0001"},
         "api_app_id": "A0001",
+        "trigger_id": "1700000001.0001.abc",
         "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "C0001"},
-        "actions": [{"type": "button", "action_id": action, "block_id": "decision", "value": approval_id, "action_ts": "1700000001.000200"}],
+        "actions": [{"type": "button", "action_id": action, "block_id": "decision", "value": value, "action_ts": format!("1700000001.{}", rand::random::<u32>())}],
     });
     let body: String = form_urlencoded::Serializer::new(String::new())
         .append_pair("payload", &payload.to_string())
         .finish();
     let ts = chrono::Utc::now().timestamp().to_string();
-    let sig = shared::inbound::slack::signature(&Secret::new(secret), &ts, body.as_bytes());
+    let sig = slack_signature(secret, &ts, body.as_bytes());
     let mut v: Value =
         serde_json::from_str(include_str!("../../fixtures/aws/apigw-http-v2-iam.json")).unwrap();
     v["requestContext"]["http"]["method"] = json!("POST");
@@ -250,13 +258,14 @@ fn slack_click(
     serde_json::from_value(v).unwrap()
 }
 
+/// The pending approval's button value: `<approval id>:<action hash>`.
 async fn pending_approval(a: &Aws) -> String {
     let (status, approvals) = call(a, "GET", "/approvals", None).await;
     assert_eq!(status, 200);
-    approvals[0]["request"]["id"]
+    let id = approvals[0]["request"]["id"]
         .as_str()
-        .unwrap_or_else(|| panic!("an approval is pending: {approvals}"))
-        .to_string()
+        .unwrap_or_else(|| panic!("an approval is pending: {approvals}"));
+    format!("{id}:{}", approvals[0]["action_hash"].as_str().unwrap())
 }
 
 /// Requests an agent through `api`, approves it through `api`, runs the worker: Active.
@@ -311,6 +320,7 @@ async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
     let alice = slack_interactions::handle(
         &a.stack.engine,
         &Secret::new(SIGNING_SECRET),
+        None,
         slack_click("U0ALICENG", "approve", &approval, SIGNING_SECRET),
     )
     .await
@@ -321,6 +331,7 @@ async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
     let forged = slack_interactions::handle(
         &a.stack.engine,
         &Secret::new(SIGNING_SECRET),
+        None,
         slack_click(SAM_SLACK_ID, "approve", &approval, "not-the-secret"),
     )
     .await
@@ -332,12 +343,13 @@ async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
     let sam = slack_interactions::handle(
         &a.stack.engine,
         &Secret::new(SIGNING_SECRET),
+        None,
         slack_click(SAM_SLACK_ID, "approve", &approval, SIGNING_SECRET),
     )
     .await
     .unwrap();
     assert_eq!(sam.status_code, 200);
-    assert!(format!("{:?}", sam.body).contains("recorded"));
+    assert!(format!("{:?}", sam.body).contains("Received your Approve"));
     drain(&a).await;
 
     let agent = agent(&a).await;

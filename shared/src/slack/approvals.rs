@@ -1,0 +1,306 @@
+//! Approvals in Slack: the `Approvals` port on the Web API. Requests are posted where the
+//! policy routes them (the owner's DM, each approver's DM, the security channel) and every
+//! posted message is recorded with the approval, so a repeated command posts nothing twice and
+//! the messages can be updated when the approval is voted on, decided or expires.
+
+use super::SlackError;
+use super::client::SlackWeb;
+use super::message;
+use crate::ports::Store;
+use crate::ports::approvals::{Approvals, NotifyError};
+use crate::ports::store::{ApprovalRecord, PostedMessage};
+use async_trait::async_trait;
+use statemachines::{ApprovalOutcome, ApprovalRequest, FollowUp};
+use std::sync::Arc;
+
+pub struct SlackApprovals {
+    web: Arc<SlackWeb>,
+    store: Arc<dyn Store>,
+    /// The policy's approval routes (`owner`, `approvers`, `security-channel`).
+    routes: Vec<String>,
+    security_channel: Option<String>,
+}
+
+/// Route names of the messages besides the request itself.
+const REQUESTER_ROUTE: &str = "requester";
+const ESCALATION_ROUTE: &str = "escalation";
+
+impl SlackApprovals {
+    pub fn new(
+        web: Arc<SlackWeb>,
+        store: Arc<dyn Store>,
+        routes: Vec<String>,
+        security_channel: Option<String>,
+    ) -> Self {
+        Self {
+            web,
+            store,
+            routes,
+            security_channel,
+        }
+    }
+
+    async fn record(&self, approval_id: &str) -> Result<ApprovalRecord, NotifyError> {
+        self.store
+            .approval(approval_id)
+            .await
+            .map_err(|e| NotifyError {
+                message: e.to_string(),
+                retryable: true,
+            })?
+            .ok_or_else(|| NotifyError {
+                message: format!("approval {approval_id} is not in the store"),
+                retryable: false,
+            })
+    }
+
+    /// Where the request goes: (route, channel or user id). People Slack does not know are
+    /// skipped with a warning; a request that reaches nobody is an error.
+    async fn destinations(
+        &self,
+        r: &ApprovalRequest,
+    ) -> Result<Vec<(String, String)>, NotifyError> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let mut push = |route: String, channel: String| {
+            if !out.iter().any(|(_, c)| *c == channel) {
+                out.push((route, channel));
+            }
+        };
+        for route in &self.routes {
+            match route.as_str() {
+                "security-channel" => match &self.security_channel {
+                    Some(c) => push("security-channel".into(), c.clone()),
+                    None => tracing::warn!(
+                        approval_id = %r.id,
+                        "the policy routes approvals to the security channel but none is configured (STEWARD_SLACK_SECURITY_CHANNEL)"
+                    ),
+                },
+                "owner" if !r.owner.is_empty() => {
+                    if let Some(id) = self.user(&r.owner).await? {
+                        push("owner".into(), id);
+                    }
+                }
+                "approvers" => {
+                    for a in &r.approvers {
+                        if let Some(id) = self.user(a).await? {
+                            push(format!("approver:{}", a.to_ascii_lowercase()), id);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if out.is_empty() {
+            return Err(NotifyError {
+                message: format!(
+                    "approval {} reaches nobody in Slack: no security channel configured and none of its people ({}) has a Slack account",
+                    r.id,
+                    [vec![r.owner.clone()], r.approvers.clone()]
+                        .concat()
+                        .join(", ")
+                ),
+                retryable: false,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn user(&self, email: &str) -> Result<Option<String>, NotifyError> {
+        let found = self.web.user_id(email).await.map_err(notify_error)?;
+        if found.is_none() {
+            tracing::warn!(email, "no Slack user with this email; skipped");
+        }
+        Ok(found)
+    }
+
+    async fn remember(
+        &self,
+        approval_id: &str,
+        channel: String,
+        ts: String,
+        route: &str,
+    ) -> Result<(), NotifyError> {
+        self.store
+            .add_approval_message(
+                approval_id,
+                PostedMessage {
+                    channel,
+                    ts,
+                    route: route.to_string(),
+                },
+            )
+            .await
+            .map_err(|e| NotifyError {
+                message: e.to_string(),
+                retryable: true,
+            })
+    }
+
+    /// Rewrites every message that shows the request.
+    async fn update_all(
+        &self,
+        record: &ApprovalRecord,
+        text: &str,
+        blocks: &[slack_morphism::prelude::SlackBlock],
+    ) -> Result<(), NotifyError> {
+        for m in request_messages(record) {
+            self.web
+                .update(&m.channel, &m.ts, text, blocks.to_vec())
+                .await
+                .map_err(notify_error)?;
+        }
+        Ok(())
+    }
+}
+
+/// The messages that show the request itself (not notices or escalations).
+fn request_messages(record: &ApprovalRecord) -> impl Iterator<Item = &PostedMessage> {
+    record.messages.iter().filter(|m| {
+        !matches!(m.route.as_str(), REQUESTER_ROUTE | ESCALATION_ROUTE)
+            && !m.route.starts_with("reminder")
+    })
+}
+
+fn notify_error(e: SlackError) -> NotifyError {
+    NotifyError {
+        retryable: e.retryable(),
+        message: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl Approvals for SlackApprovals {
+    async fn ask(&self, approval: &ApprovalRequest, _key: &str) -> Result<(), NotifyError> {
+        let record = self.record(&approval.id).await?;
+        let (text, blocks) = message::approval_request(&record);
+        for (route, channel) in self.destinations(approval).await? {
+            // Posted already (a repeated command)? A DM is recorded under its DM channel, not
+            // the user id it was sent to, so compare routes: each names one destination.
+            if record.messages.iter().any(|m| m.route == route) {
+                continue;
+            }
+            let (posted_channel, ts) = self
+                .web
+                .post(&channel, &text, blocks.clone(), None)
+                .await
+                .map_err(notify_error)?;
+            self.remember(&approval.id, posted_channel, ts, &route)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn closed(
+        &self,
+        approval_id: &str,
+        outcome: &ApprovalOutcome,
+        _key: &str,
+    ) -> Result<(), NotifyError> {
+        let record = self.record(approval_id).await?;
+        let (text, blocks) = message::approval_closed(&record, outcome);
+        self.update_all(&record, &text, &blocks).await?;
+        if record.messages.iter().any(|m| m.route == REQUESTER_ROUTE) {
+            return Ok(());
+        }
+        let Some(requester) = self.user(&record.request.requester).await? else {
+            return Ok(());
+        };
+        let notice = message::requester_notice(&record, outcome);
+        let (channel, ts) = self
+            .web
+            .post(&requester, &notice, vec![], None)
+            .await
+            .map_err(notify_error)?;
+        self.remember(approval_id, channel, ts, REQUESTER_ROUTE)
+            .await
+    }
+
+    async fn follow_up(
+        &self,
+        approval_id: &str,
+        follow_up: &FollowUp,
+        _key: &str,
+    ) -> Result<(), NotifyError> {
+        let record = self.record(approval_id).await?;
+        match follow_up {
+            FollowUp::Vote { .. } => {
+                // The stored record already holds the vote (same commit as the step).
+                let (text, blocks) = message::approval_request(&record);
+                self.update_all(&record, &text, &blocks).await
+            }
+            FollowUp::Reminder { .. } => {
+                let text = message::reminder(&record, follow_up);
+                let targets: Vec<PostedMessage> = request_messages(&record).cloned().collect();
+                for m in targets {
+                    let route = format!("reminder:{}", m.channel);
+                    if record.messages.iter().any(|k| k.route == route) {
+                        continue;
+                    }
+                    let (channel, ts) = self
+                        .web
+                        .post(&m.channel, &text, vec![], Some(&m.ts))
+                        .await
+                        .map_err(notify_error)?;
+                    self.remember(approval_id, channel, ts, &route).await?;
+                }
+                Ok(())
+            }
+            FollowUp::Escalation { expired_at } => {
+                if record.messages.iter().any(|m| m.route == ESCALATION_ROUTE) {
+                    return Ok(());
+                }
+                let (text, blocks) = message::escalation(&record, *expired_at);
+                let channel = match &self.security_channel {
+                    Some(c) => c.clone(),
+                    None => {
+                        tracing::warn!(
+                            approval_id,
+                            "no security channel configured (STEWARD_SLACK_SECURITY_CHANNEL): escalating to the approvers' DMs"
+                        );
+                        let mut first = None;
+                        for a in &record.request.approvers {
+                            if let Some(id) = self.user(a).await? {
+                                first = Some(id);
+                                break;
+                            }
+                        }
+                        first.ok_or_else(|| NotifyError {
+                            message: format!("approval {approval_id} expired and there is nobody in Slack to escalate to"),
+                            retryable: false,
+                        })?
+                    }
+                };
+                let (posted, ts) = self
+                    .web
+                    .post(&channel, &text, blocks, None)
+                    .await
+                    .map_err(notify_error)?;
+                self.remember(approval_id, posted, ts, ESCALATION_ROUTE)
+                    .await
+            }
+        }
+    }
+
+    async fn notify(
+        &self,
+        to: &str,
+        subject: &str,
+        body: &str,
+        _key: &str,
+    ) -> Result<(), NotifyError> {
+        let Some(user) = self.user(to).await? else {
+            return Err(NotifyError {
+                message: format!(
+                    "{to} has no Slack account; the notice \"{subject}\" was not delivered"
+                ),
+                retryable: false,
+            });
+        };
+        let text = format!("*{subject}*\n{body}");
+        self.web
+            .post(&user, &text, vec![], None)
+            .await
+            .map_err(notify_error)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,203 @@
+//! The Slack Web API calls Steward makes (chat.postMessage, chat.update, users.lookupByEmail,
+//! and answers on an interaction's response_url), on slack-morphism's hyper client.
+//!
+//! The base URL is configurable so tests run against a local fake. slack-morphism's default
+//! connector is HTTPS-only; a plain `http://` base URL is accepted only on loopback, so a bot
+//! token never crosses a network in clear.
+
+use super::SlackError;
+use crate::secret::Secret;
+use hyper_util::client::legacy::connect::HttpConnector;
+use slack_morphism::errors::SlackClientError;
+use slack_morphism::prelude::*;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a users.lookupByEmail answer is reused (Slack tier 3: ~50 calls a minute).
+pub const USER_CACHE_TTL: Duration = Duration::from_secs(15 * 60);
+
+enum Transport {
+    Https(SlackClient<SlackClientHyperHttpsConnector>),
+    Http(SlackClient<SlackClientHyperConnector<HttpConnector>>),
+}
+
+/// Which transport a base URL needs (checked before any client is built).
+pub(crate) fn transport_for(api_url: &str) -> Result<bool, SlackError> {
+    let url: url::Url = api_url
+        .parse()
+        .map_err(|e| SlackError::Config(format!("Slack API URL `{api_url}` is not a URL: {e}")))?;
+    match url.scheme() {
+        "https" => Ok(true),
+        "http" if matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) => Ok(false),
+        _ => Err(SlackError::Config(format!(
+            "Slack API URL `{api_url}` must be https:// (plain http:// only on 127.0.0.1, for a local fake)"
+        ))),
+    }
+}
+
+/// A Slack Web API client for one bot token.
+pub struct SlackWeb {
+    transport: Transport,
+    token: SlackApiToken,
+    users: Mutex<HashMap<String, (Option<String>, Instant)>>,
+}
+
+/// Runs `$body` with `$c` bound to whichever client the transport holds.
+macro_rules! with_client {
+    ($self:ident, $c:ident => $body:expr) => {
+        match &$self.transport {
+            Transport::Https($c) => $body,
+            Transport::Http($c) => $body,
+        }
+    };
+}
+
+impl SlackWeb {
+    pub fn new(api_url: &str, bot_token: &Secret) -> Result<Self, SlackError> {
+        let base = api_url.trim_end_matches('/');
+        let transport = if transport_for(base)? {
+            install_crypto_provider();
+            let connector = SlackClientHyperConnector::new()
+                .map_err(|e| SlackError::Config(format!("no TLS roots for Slack: {e}")))?
+                .with_slack_api_url(base);
+            Transport::Https(SlackClient::new(connector))
+        } else {
+            let connector = SlackClientHyperConnector::with_connector(HttpConnector::new())
+                .with_slack_api_url(base);
+            Transport::Http(SlackClient::new(connector))
+        };
+        Ok(Self {
+            transport,
+            token: SlackApiToken::new(SlackApiTokenValue::new(bot_token.expose().to_string())),
+            users: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Posts a message; returns its channel and ts (a user id as channel opens the bot's DM).
+    pub async fn post(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Vec<SlackBlock>,
+        thread_ts: Option<&str>,
+    ) -> Result<(String, String), SlackError> {
+        let method = "chat.postMessage";
+        let mut content = SlackMessageContent::new().with_text(text.to_string());
+        if !blocks.is_empty() {
+            content = content.with_blocks(blocks);
+        }
+        let mut req = SlackApiChatPostMessageRequest::new(channel.into(), content);
+        if let Some(ts) = thread_ts {
+            req = req.with_thread_ts(ts.into());
+        }
+        let res =
+            with_client!(self, c => c.open_session(&self.token).chat_post_message(&req).await)
+                .map_err(|e| error(method, e))?;
+        Ok((res.channel.to_string(), res.ts.to_string()))
+    }
+
+    /// Replaces a message's text and blocks.
+    pub async fn update(
+        &self,
+        channel: &str,
+        ts: &str,
+        text: &str,
+        blocks: Vec<SlackBlock>,
+    ) -> Result<(), SlackError> {
+        let method = "chat.update";
+        let content = SlackMessageContent::new()
+            .with_text(text.to_string())
+            .with_blocks(blocks);
+        let req = SlackApiChatUpdateRequest::new(channel.into(), content, ts.into());
+        with_client!(self, c => c.open_session(&self.token).chat_update(&req).await)
+            .map_err(|e| error(method, e))?;
+        Ok(())
+    }
+
+    /// The Slack user id of a directory email, or `None` when Slack has no such user.
+    /// Answers (also "no such user") are cached for [`USER_CACHE_TTL`].
+    pub async fn user_id(&self, email: &str) -> Result<Option<String>, SlackError> {
+        let email = email.trim().to_ascii_lowercase();
+        if let Some((id, at)) = self.users.lock().expect("cache lock").get(&email)
+            && at.elapsed() < USER_CACHE_TTL
+        {
+            return Ok(id.clone());
+        }
+        let method = "users.lookupByEmail";
+        let req = SlackApiUsersLookupByEmailRequest::new(EmailAddress(email.clone()));
+        let found = match with_client!(self, c => c.open_session(&self.token).users_lookup_by_email(&req).await)
+        {
+            Ok(res) => Some(res.user.id.to_string()),
+            Err(SlackClientError::ApiError(e)) if e.code == "users_not_found" => None,
+            Err(e) => return Err(error(method, e)),
+        };
+        self.users
+            .lock()
+            .expect("cache lock")
+            .insert(email, (found.clone(), Instant::now()));
+        Ok(found)
+    }
+
+    /// Answers the clicking person on the interaction's response_url, visible to them only.
+    pub async fn respond_ephemeral(
+        &self,
+        response_url: &str,
+        text: &str,
+    ) -> Result<(), SlackError> {
+        let method = "response_url";
+        let url: url::Url = response_url.parse().map_err(|e| SlackError::Api {
+            method,
+            code: format!("bad response_url: {e}"),
+            hint: "",
+        })?;
+        let req = SlackApiPostWebhookMessageRequest::new(
+            SlackMessageContent::new().with_text(text.to_string()),
+        )
+        .with_replace_original(false);
+        let mut json = serde_json::to_value(&req).unwrap_or_default();
+        json["response_type"] = "ephemeral".into();
+        let req: SlackApiPostWebhookMessageRequest = serde_json::from_value(json).unwrap_or(req);
+        with_client!(self, c => c.respond_to_event(&SlackResponseUrl(url), &req).await)
+            .map_err(|e| error(method, e))?;
+        Ok(())
+    }
+}
+
+fn error(method: &'static str, e: SlackClientError) -> SlackError {
+    match e {
+        SlackClientError::ApiError(api) => SlackError::Api {
+            method,
+            hint: hint(&api.code),
+            code: api.code,
+        },
+        SlackClientError::RateLimitError(_) => SlackError::RateLimited { method },
+        SlackClientError::HttpError(h) if h.status_code.as_u16() == 429 => {
+            SlackError::RateLimited { method }
+        }
+        other => SlackError::Unreachable {
+            method,
+            message: other.to_string(),
+        },
+    }
+}
+
+/// What a person can do about Slack's common refusals.
+fn hint(code: &str) -> &'static str {
+    match code {
+        "invalid_auth" | "not_authed" | "token_revoked" | "account_inactive" => {
+            " (check the bot token: reinstall the app and set the new xoxb- token)"
+        }
+        "missing_scope" => " (the app lacks a scope: reinstall it from infra/slack/manifest.yaml)",
+        "channel_not_found" | "not_in_channel" => {
+            " (invite the Steward app to the channel, or fix the channel id)"
+        }
+        _ => "",
+    }
+}
+
+/// slack-morphism's hyper connector enables ring while the AWS SDK and reqwest use aws-lc-rs;
+/// with both, rustls cannot pick a provider by itself. Install aws-lc-rs once.
+fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

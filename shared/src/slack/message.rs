@@ -1,0 +1,328 @@
+//! Block Kit messages for approvals, built from slack-morphism's block types. A person sees at
+//! a glance what is asked (action, agent, environment), who asked and why, the exact scope
+//! diff, the risk and policy notes, and when it expires; then Approve / Deny.
+//!
+//! Both buttons carry `<approval id>:<action hash>`: the click names what was shown, and the
+//! engine refuses it when the request has changed since (see `Engine::decide`).
+
+use crate::ports::store::ApprovalRecord;
+use chrono::{DateTime, Utc};
+use slack_morphism::prelude::*;
+use statemachines::{ApprovalOutcome, ApprovalRequest, FollowUp};
+
+/// Action ids of the buttons and of the reason field.
+pub const APPROVE_ACTION: &str = "approve";
+pub const DENY_ACTION: &str = "deny";
+pub const REASON_BLOCK: &str = "reason";
+pub const REASON_ACTION: &str = "reason";
+/// Slack limits a plain-text input to 3000 characters; reasons are kept shorter.
+pub const REASON_MAX_CHARS: u64 = 500;
+
+/// A button value: which approval, and the hash of what the message shows.
+pub fn button_value(record: &ApprovalRecord) -> String {
+    format!("{}:{}", record.request.id, record.action_hash)
+}
+
+/// Splits a button value back into approval id and shown hash.
+pub fn parse_button_value(value: &str) -> Option<(&str, &str)> {
+    let (id, hash) = value.rsplit_once(':')?;
+    (!id.is_empty() && hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then_some((id, hash))
+}
+
+fn md(text: impl Into<String>) -> SlackBlockText {
+    SlackBlockMarkDownText::new(text.into()).into()
+}
+
+fn plain(text: impl Into<String>) -> SlackBlockPlainTextOnly {
+    SlackBlockPlainText::new(text.into()).into()
+}
+
+fn section(text: impl Into<String>) -> SlackBlock {
+    SlackSectionBlock::new().with_text(md(text)).into()
+}
+
+fn context(text: impl Into<String>) -> SlackBlock {
+    SlackContextBlock::new(vec![SlackBlockMarkDownText::new(text.into()).into()]).into()
+}
+
+/// A date every reader sees in their own time zone, with a UTC fallback.
+pub fn when(at: DateTime<Utc>) -> String {
+    format!(
+        "<!date^{}^{{date_short_pretty}} {{time}}|{}>",
+        at.timestamp(),
+        at.format("%Y-%m-%d %H:%M UTC")
+    )
+}
+
+fn action_label(action: &str) -> &str {
+    match action {
+        "onboard" => "onboard a new agent",
+        "scope-change" => "change an agent's scopes",
+        other => other,
+    }
+}
+
+/// Slack escapes: `&`, `<`, `>` in text a requester wrote.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The request itself: what, who, why, scope diff, risk, expiry.
+fn request_blocks(r: &ApprovalRequest, title: &str) -> Vec<SlackBlock> {
+    let mut diff: Vec<String> = r.scopes_added.iter().map(|s| format!("+ {s}")).collect();
+    diff.extend(r.scopes_removed.iter().map(|s| format!("− {s}")));
+    let mut risk = vec![format!(
+        "• Sensitive scopes: {}",
+        if r.sensitive_scopes.is_empty() {
+            "none".to_string()
+        } else {
+            r.sensitive_scopes
+                .iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    )];
+    risk.push(format!(
+        "• Access tokens live {} min",
+        r.token_lifetime_secs.div_ceil(60)
+    ));
+    if r.quorum > 1 {
+        risk.push(format!(
+            "• Two-person rule: {} distinct approvers must approve",
+            r.quorum
+        ));
+    }
+    risk.push(format!(
+        "• {} requested it and cannot approve it; approvers: {}",
+        r.requester,
+        r.approvers.join(", ")
+    ));
+    vec![
+        SlackHeaderBlock::new(plain(title.chars().take(150).collect::<String>())).into(),
+        SlackSectionBlock::new()
+            .with_fields(vec![
+                md(format!("*Action*\n{}", action_label(&r.action))),
+                md(format!("*Agent*\n`{}`", r.agent_name)),
+                md(format!("*Environment*\n{}", r.environment)),
+                md(format!(
+                    "*Owner*\n{}",
+                    if r.owner.is_empty() { "—" } else { &r.owner }
+                )),
+                md(format!("*Requested by*\n{}", r.requester)),
+                md(format!("*Expires*\n{}", when(r.expires_at))),
+            ])
+            .into(),
+        section(format!(
+            "*Why*\n>{}",
+            escape(&r.justification).replace('\n', "\n>")
+        )),
+        section(format!(
+            "*Scope change*\n```{}```",
+            if diff.is_empty() {
+                "(no scope change)".to_string()
+            } else {
+                diff.join("\n")
+            }
+        )),
+        section(format!("*Risk and policy*\n{}", risk.join("\n"))),
+    ]
+}
+
+fn id_context(record: &ApprovalRecord) -> SlackBlock {
+    context(format!(
+        "Approval `{}` · shows request `{}`",
+        record.request.id,
+        &record.action_hash[..record.action_hash.len().min(12)]
+    ))
+}
+
+/// The approval request with its reason field and Approve / Deny buttons.
+pub fn approval_request(record: &ApprovalRecord) -> (String, Vec<SlackBlock>) {
+    let r = &record.request;
+    let text = format!(
+        "Approval needed: {} {} ({}) requested by {}",
+        action_label(&r.action),
+        r.agent_name,
+        r.environment,
+        r.requester
+    );
+    let mut blocks = request_blocks(r, &format!("Approval needed: {}", r.agent_name));
+    for vote in &r.votes {
+        blocks.push(context(format!(
+            ":white_check_mark: Approved by {} at {} ({} of {}); another approver is needed",
+            vote.by,
+            when(vote.at),
+            r.votes.len(),
+            r.quorum
+        )));
+    }
+    blocks.push(id_context(record));
+    blocks.push(
+        SlackInputBlock::new(
+            plain("Reason (optional, kept in the audit trail)"),
+            SlackInputBlockElement::PlainTextInput(
+                SlackBlockPlainTextInputElement::new()
+                    .with_action_id(REASON_ACTION.into())
+                    .with_max_length(REASON_MAX_CHARS)
+                    .with_placeholder(plain("e.g. ok for INC-4711 / use the read-only scope")),
+            ),
+        )
+        .with_block_id(REASON_BLOCK.into())
+        .with_optional(true)
+        .into(),
+    );
+    let value = button_value(record);
+    blocks.push(
+        SlackActionsBlock::new(vec![
+            SlackBlockButtonElement::new(plain("Approve"))
+                .with_action_id(APPROVE_ACTION.into())
+                .with_value(value.clone())
+                .with_style(SlackBlockButtonStyle::Primary)
+                .into(),
+            SlackBlockButtonElement::new(plain("Deny"))
+                .with_action_id(DENY_ACTION.into())
+                .with_value(value)
+                .with_style(SlackBlockButtonStyle::Danger)
+                .with_confirm(SlackBlockConfirmItem::new(
+                    plain("Deny this request?"),
+                    md(format!(
+                        "{} will not get {}. Add a reason above so the requester knows what to change.",
+                        r.agent_name,
+                        if r.scopes_added.is_empty() {
+                            "this change".to_string()
+                        } else {
+                            r.scopes_added.join(", ")
+                        }
+                    )),
+                    plain("Deny"),
+                    plain("Cancel"),
+                ))
+                .into(),
+        ])
+        .with_block_id("decision".into())
+        .into(),
+    );
+    (text, blocks)
+}
+
+/// What an outcome says, in words.
+pub fn outcome_line(outcome: &ApprovalOutcome) -> String {
+    match outcome {
+        ApprovalOutcome::Approved { by, at, reason } => format!(
+            ":white_check_mark: *Approved* by {by} at {}{}",
+            when(*at),
+            reason
+                .as_deref()
+                .map(|r| format!(": {}", escape(r)))
+                .unwrap_or_default()
+        ),
+        ApprovalOutcome::Denied { by, at, reason } => format!(
+            ":no_entry: *Denied* by {by} at {}{}",
+            when(*at),
+            reason
+                .as_deref()
+                .map(|r| format!(": {}", escape(r)))
+                .unwrap_or_default()
+        ),
+        ApprovalOutcome::Expired { at } => format!(
+            ":hourglass: *Expired* unanswered at {}; nothing was changed",
+            when(*at)
+        ),
+        ApprovalOutcome::Cancelled { at } => {
+            format!(
+                ":leftwards_arrow_with_hook: *Withdrawn* by the requester at {}",
+                when(*at)
+            )
+        }
+    }
+}
+
+/// The request once decided: no buttons, the outcome, who and when.
+pub fn approval_closed(
+    record: &ApprovalRecord,
+    outcome: &ApprovalOutcome,
+) -> (String, Vec<SlackBlock>) {
+    let r = &record.request;
+    let word = statemachines_status(outcome);
+    let mut blocks = request_blocks(r, &format!("Approval {word}: {}", r.agent_name));
+    if !r.votes.is_empty() {
+        let names: Vec<&str> = r.votes.iter().map(|v| v.by.as_str()).collect();
+        blocks.push(context(format!("Earlier approvals: {}", names.join(", "))));
+    }
+    blocks.push(section(outcome_line(outcome)));
+    blocks.push(id_context(record));
+    (
+        format!(
+            "Approval {word}: {} {}",
+            action_label(&r.action),
+            r.agent_name
+        ),
+        blocks,
+    )
+}
+
+fn statemachines_status(outcome: &ApprovalOutcome) -> &'static str {
+    match outcome {
+        ApprovalOutcome::Approved { .. } => "approved",
+        ApprovalOutcome::Denied { .. } => "denied",
+        ApprovalOutcome::Expired { .. } => "expired",
+        ApprovalOutcome::Cancelled { .. } => "withdrawn",
+    }
+}
+
+/// What the requester is told once the approval is closed.
+pub fn requester_notice(record: &ApprovalRecord, outcome: &ApprovalOutcome) -> String {
+    let r = &record.request;
+    let next = match outcome {
+        ApprovalOutcome::Approved { .. } => "Steward is applying it now.",
+        ApprovalOutcome::Denied { .. } => "Nothing was changed; adjust the request and ask again.",
+        ApprovalOutcome::Expired { .. } => {
+            "Nobody decided in time; nothing was changed. Ask again if it is still needed."
+        }
+        ApprovalOutcome::Cancelled { .. } => "Nothing was changed.",
+    };
+    format!(
+        "Your request to {} `{}` ({}): {}. {next}",
+        action_label(&r.action),
+        r.agent_name,
+        r.environment,
+        outcome_line(outcome)
+    )
+}
+
+/// A reminder, posted in the request's thread.
+pub fn reminder(record: &ApprovalRecord, follow_up: &FollowUp) -> String {
+    let expires = match follow_up {
+        FollowUp::Reminder { expires_at } => *expires_at,
+        _ => record.request.expires_at,
+    };
+    format!(
+        ":alarm_clock: Reminder: this request is still open and expires {}. Approvers: {}",
+        when(expires),
+        record.request.approvers.join(", ")
+    )
+}
+
+/// The escalation to the security channel when a request expired unanswered.
+pub fn escalation(record: &ApprovalRecord, expired_at: DateTime<Utc>) -> (String, Vec<SlackBlock>) {
+    let r = &record.request;
+    let mut blocks = request_blocks(r, &format!("Unanswered approval expired: {}", r.agent_name));
+    blocks.push(section(format!(
+        ":warning: Nobody decided by {}. The request ended unapplied; {} has to ask again. Check whether the approvers ({}) are reachable.",
+        when(expired_at),
+        r.requester,
+        r.approvers.join(", ")
+    )));
+    blocks.push(id_context(record));
+    (
+        format!(
+            "Escalation: approval for {} expired unanswered",
+            r.agent_name
+        ),
+        blocks,
+    )
+}

@@ -1,0 +1,117 @@
+//! Slack, the human channel when it is configured: approval requests as Block Kit messages,
+//! updated when decided; reminders, escalations and notices; the Web API through
+//! slack-morphism. Clicks come back through [`crate::inbound::slack`].
+
+pub mod approvals;
+pub mod client;
+pub mod message;
+
+pub use approvals::SlackApprovals;
+pub use client::SlackWeb;
+
+use crate::secret::Secret;
+
+/// Slack's Web API base URL.
+pub const SLACK_API_URL: &str = "https://slack.com/api";
+
+/// How Steward reaches Slack.
+#[derive(Clone)]
+pub struct SlackSettings {
+    /// The bot token (`xoxb-…`), sent as `Authorization: Bearer`.
+    pub bot_token: Secret,
+    /// The app's signing secret, for verifying interaction requests.
+    pub signing_secret: Secret,
+    /// The Web API base URL (`https://slack.com/api`; a loopback `http://` URL for tests).
+    pub api_url: String,
+    /// The security team's channel id (`C…`): escalations go there, and approval requests
+    /// when the policy routes them there.
+    pub security_channel: Option<String>,
+}
+
+impl std::fmt::Debug for SlackSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SlackSettings")
+            .field("api_url", &self.api_url)
+            .field("security_channel", &self.security_channel)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Environment variables of the embedded default (the Lambda functions read the two secrets
+/// from Secrets Manager instead; see `aws::stack`).
+pub const BOT_TOKEN_ENV: &str = "STEWARD_SLACK_BOT_TOKEN";
+pub const SIGNING_SECRET_ENV: &str = "STEWARD_SLACK_SIGNING_SECRET";
+pub const API_URL_ENV: &str = "STEWARD_SLACK_API_URL";
+pub const SECURITY_CHANNEL_ENV: &str = "STEWARD_SLACK_SECURITY_CHANNEL";
+
+impl SlackSettings {
+    /// Slack settings from the environment: `None` when no bot token is set (the console
+    /// approver stays in charge), an error when Slack is half configured.
+    pub fn from_env() -> Result<Option<Self>, SlackError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let Some(token) = var(BOT_TOKEN_ENV) else {
+            return Ok(None);
+        };
+        let signing = var(SIGNING_SECRET_ENV).ok_or_else(|| {
+            SlackError::Config(format!(
+                "{BOT_TOKEN_ENV} is set but {SIGNING_SECRET_ENV} is not: Slack clicks could not be verified; set the app's signing secret"
+            ))
+        })?;
+        let settings = Self {
+            bot_token: Secret::new(token.trim().to_string()),
+            signing_secret: Secret::new(signing.trim().to_string()),
+            api_url: var(API_URL_ENV).unwrap_or_else(|| SLACK_API_URL.into()),
+            security_channel: var(SECURITY_CHANNEL_ENV),
+        };
+        settings.check()?;
+        Ok(Some(settings))
+    }
+
+    /// Refuses settings that would leak the token or cannot work.
+    pub fn check(&self) -> Result<(), SlackError> {
+        let token = self.bot_token.expose();
+        if !token.starts_with("xoxb-") {
+            return Err(SlackError::Config(
+                "the Slack bot token must be a bot token (xoxb-…); user and app-level tokens are not accepted".into(),
+            ));
+        }
+        client::transport_for(&self.api_url).map(|_| ())
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SlackError {
+    #[error("Slack is misconfigured: {0}")]
+    Config(String),
+    #[error("Slack refused {method}: {code}{hint}")]
+    Api {
+        method: &'static str,
+        code: String,
+        hint: &'static str,
+    },
+    #[error("Slack rate-limited {method}; retry later")]
+    RateLimited { method: &'static str },
+    #[error("could not reach Slack for {method}: {message}")]
+    Unreachable {
+        method: &'static str,
+        message: String,
+    },
+}
+
+impl SlackError {
+    /// Whether trying again later can help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            SlackError::RateLimited { .. } | SlackError::Unreachable { .. } => true,
+            SlackError::Api { code, .. } => matches!(
+                code.as_str(),
+                "ratelimited"
+                    | "internal_error"
+                    | "fatal_error"
+                    | "service_unavailable"
+                    | "request_timeout"
+            ),
+            SlackError::Config(_) => false,
+        }
+    }
+}
