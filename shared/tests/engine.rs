@@ -253,7 +253,8 @@ async fn pending_commands_have_deterministic_keys() {
     let i = e.store.instance(&wf).await.unwrap().unwrap();
     assert_eq!(i.state_name, "AwaitingApproval");
     let keys: Vec<&str> = i.pending.iter().map(|p| p.key.as_str()).collect();
-    assert_eq!(keys, vec![format!("{wf}/1/3")]);
+    // 0 requested audit, 1 save agent, 2 reminder timer, 3 expiry timer, 4 ask, 5 audit
+    assert_eq!(keys, vec![format!("{wf}/1/4")]);
 
     // Apply the approval without running anything else: seq 2 adds its external commands.
     e.handle(&body(&approve(&wf))).await.unwrap();
@@ -263,9 +264,10 @@ async fn pending_commands_have_deterministic_keys() {
     assert_eq!(
         keys,
         vec![
-            format!("{wf}/1/3"),
-            format!("{wf}/2/1"),
-            format!("{wf}/2/4")
+            format!("{wf}/1/4"),
+            // 0-1 cancel the expiry and reminder timers, 2 close, 3 audit, 4 save, 5 create
+            format!("{wf}/2/2"),
+            format!("{wf}/2/5")
         ]
     );
     for p in &i.pending {
@@ -768,7 +770,7 @@ async fn tick_fires_due_timers_once() {
     settle(e).await;
     assert_eq!(e.tick().await.unwrap(), 0, "nothing is due yet");
     *clock.0.lock().unwrap() += chrono::Duration::hours(73);
-    assert_eq!(e.tick().await.unwrap(), 1);
+    assert_eq!(e.tick().await.unwrap(), 2, "the reminder and the expiry");
     assert_eq!(e.tick().await.unwrap(), 0, "a fired timer is gone");
     settle(e).await;
     let wf = &started.workflow_id;
