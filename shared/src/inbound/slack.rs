@@ -185,7 +185,7 @@ pub async fn handle(
 
     let Some(email) = clicker_email(engine, slack, &user, approval_id).await? else {
         let why = format!(
-            "Slack user {user} is not a person Steward knows (not in the people directory, and no approver of {approval_id} has this Slack account), so Steward cannot tell who decided"
+            "Slack user {user} is not one of the allowed approvers of {approval_id} (nor in the people directory with this Slack id); nothing was decided"
         );
         refuse(engine, 200, &slack_actor, &why).await?;
         return answer(why).await;

@@ -151,14 +151,25 @@ impl SlackWeb {
             code: format!("bad response_url: {e}"),
             hint: "",
         })?;
-        let req = SlackApiPostWebhookMessageRequest::new(
-            SlackMessageContent::new().with_text(text.to_string()),
-        )
-        .with_replace_original(false);
-        let mut json = serde_json::to_value(&req).unwrap_or_default();
-        json["response_type"] = "ephemeral".into();
-        let req: SlackApiPostWebhookMessageRequest = serde_json::from_value(json).unwrap_or(req);
-        with_client!(self, c => c.respond_to_event(&SlackResponseUrl(url), &req).await)
+        // Slack's response_url message: `response_type: ephemeral` is not in slack-morphism's
+        // webhook request type, so the body is sent as JSON through its connector.
+        let body = serde_json::json!({
+            "response_type": "ephemeral",
+            "replace_original": false,
+            "text": text,
+        });
+        let span = tracing::debug_span!("Slack response_url");
+        let context = |span| SlackClientApiCallContext {
+            rate_control_params: None,
+            token: None,
+            tracing_span: span,
+            is_sensitive_url: true,
+        };
+        with_client!(self, c => c
+            .http_api
+            .connector
+            .http_post_uri::<_, SlackApiPostWebhookMessageResponse>(url.clone(), &body, context(&span))
+            .await)
             .map_err(|e| error(method, e))?;
         Ok(())
     }

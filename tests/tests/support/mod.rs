@@ -399,6 +399,14 @@ impl Server {
         found[0].clone()
     }
 
+    /// The approval record with this id (pending or decided).
+    pub fn pending_approval_by_id(&self, approval_id: &str) -> Value {
+        self.approvals(true)
+            .into_iter()
+            .find(|a| a["request"]["id"] == approval_id)
+            .unwrap_or_else(|| panic!("no approval {approval_id}"))
+    }
+
     /// POST /api/approvals/{id}/approve|deny.
     pub fn decide(&self, approval_id: &str, verb: &str, approver: &str) -> (u16, Value) {
         self.post(

@@ -1,0 +1,679 @@
+//! Slack as the human channel, end to end: the real `steward serve` configured with a bot
+//! token and signing secret, a local fake of Slack's Web API, and clicks signed and shaped
+//! exactly as Slack sends them (`block_actions`, v0 signature).
+
+#[path = "support/fake_slack.rs"]
+mod fake_slack;
+mod support;
+
+use fake_slack::{BOT_TOKEN, FakeSlack, all_text, buttons};
+use serde_json::{Value, json};
+use std::time::Duration;
+use support::*;
+
+const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+const SECURITY_CHANNEL: &str = "C0SECURITY";
+const MONITORS_WRITE: &str = "datadog:monitors:write";
+const PAYMENTS_WRITE: &str = "banking:payments:write";
+
+fn slack() -> FakeSlack {
+    FakeSlack::start(&[
+        (ALICE, "U0ALICE"),
+        (BOB, "U0BOB"),
+        (SAM, "U0SAM"),
+        (PRIYA, "U0PRIYA"),
+    ])
+}
+
+fn options(slack: &FakeSlack) -> Options {
+    Options::default()
+        .env("STEWARD_SLACK_BOT_TOKEN", BOT_TOKEN)
+        .env("STEWARD_SLACK_SIGNING_SECRET", SIGNING_SECRET)
+        .env("STEWARD_SLACK_API_URL", &slack.api_url())
+        .env("STEWARD_SLACK_SECURITY_CHANNEL", SECURITY_CHANNEL)
+}
+
+/// Adds lines to the policy's `[approvals]` table (the last table of the example policy).
+fn with_approvals(mut o: Options, lines: &str) -> Options {
+    assert!(
+        o.policy.trim_end().ends_with(']'),
+        "[approvals] is the last table"
+    );
+    o.policy.push('\n');
+    o.policy.push_str(lines);
+    o.policy.push('\n');
+    o
+}
+
+/// Slack's v0 signature of `body` at `ts` (the documented algorithm, computed independently).
+fn sign(secret: &str, ts: &str, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A click as Slack delivers it.
+struct Click<'a> {
+    user: &'a str,
+    action: &'a str,
+    value: &'a str,
+    reason: Option<&'a str>,
+    /// The response_url's number (the fake records answers under it).
+    n: u32,
+}
+
+fn click_body(slack: &FakeSlack, c: &Click) -> String {
+    let payload = json!({
+        "type": "block_actions",
+        "team": {"id": "T0STEWARD", "domain": "example"},
+        "user": {"id": c.user, "username": c.user.to_lowercase(), "name": c.user.to_lowercase(), "team_id": "T0STEWARD"},
+        "api_app_id": "A0STEWARD",
+        "token": "legacy-verification-token-unused",
+        "container": {"type": "message", "message_ts": "1700000000.000200", "channel_id": SECURITY_CHANNEL, "is_ephemeral": false},
+        "trigger_id": format!("1700000001.{}.0a1b2c", c.n),
+        "channel": {"id": SECURITY_CHANNEL, "name": "security"},
+        "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": c.reason}}}},
+        "response_url": slack.response_url(c.n),
+        "actions": [{
+            "action_id": c.action, "block_id": "decision",
+            "text": {"type": "plain_text", "text": c.action, "emoji": true},
+            "value": c.value, "type": "button",
+            "action_ts": format!("1700000002.{:06}", c.n)
+        }]
+    });
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish()
+}
+
+/// POSTs a signed click to the server; returns (status, body).
+fn click(s: &Server, slack: &FakeSlack, c: &Click) -> (u16, Value) {
+    let body = click_body(slack, c);
+    let ts = chrono::Utc::now().timestamp().to_string();
+    send_signed(s, &body, &ts, &sign(SIGNING_SECRET, &ts, &body))
+}
+
+fn send_signed(s: &Server, body: &str, ts: &str, sig: &str) -> (u16, Value) {
+    let r = s
+        .http()
+        .post(s.url("/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", sig)
+        .body(body.to_string())
+        .send()
+        .expect("posting a Slack interaction");
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+/// What Steward answered the clicker on response_url `n` (ephemeral).
+fn answer(slack: &FakeSlack, n: u32) -> String {
+    wait_until("the ephemeral answer", SETTLE, || {
+        slack
+            .calls_of("respond")
+            .into_iter()
+            .find(|c| c.body["n"] == n)
+            .map(|c| {
+                assert_eq!(c.body["body"]["response_type"], "ephemeral", "{:?}", c.body);
+                assert_eq!(c.body["body"]["replace_original"], false, "{:?}", c.body);
+                c.body["body"]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+    })
+}
+
+/// The value both buttons of the approval message carry.
+fn button_value(post: &Value) -> String {
+    let b = buttons(post).expect("approval message has buttons");
+    assert_eq!(b.len(), 2, "{b:?}");
+    assert_eq!(b[0]["value"], b[1]["value"]);
+    b[0]["value"].as_str().unwrap().to_string()
+}
+
+/// Requests an agent and waits until its approval message reached Slack `posts` times.
+fn request_and_wait_for_posts(
+    s: &Server,
+    slack: &FakeSlack,
+    name: &str,
+    scopes: &[&str],
+    posts: usize,
+) -> (String, Vec<(String, String, Value)>) {
+    let started = s.request_ok(&agent_request(name, "prod", ALICE, scopes));
+    let workflow = started["workflow_id"].as_str().unwrap().to_string();
+    let approval = s.pending_approval(&workflow)["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let found = wait_until("the approval messages", SETTLE, || {
+        let mine: Vec<_> = slack
+            .approval_posts()
+            .into_iter()
+            .filter(|(_, _, b)| button_value(b).starts_with(&format!("{approval}:")))
+            .collect();
+        (mine.len() >= posts).then_some(mine)
+    });
+    (approval, found)
+}
+
+fn decided_records(s: &Server, approval: &str) -> Vec<Value> {
+    s.audit()
+        .into_iter()
+        .filter(|r| {
+            r["unmapped"]["steward_event"] == "approval_decided"
+                && r["unmapped"]["approval_id"] == approval
+        })
+        .collect()
+}
+
+/// request → Slack message (owner DM and security channel, Block Kit, bot token) → refused
+/// self-approval and outsider → signed click by an approver → the agent is provisioned → both
+/// messages updated without buttons → the requester is told.
+#[test]
+fn approval_round_trip_through_slack() {
+    let slack = slack();
+    let s = Server::start_with(options(&slack));
+    let (approval, posts) =
+        request_and_wait_for_posts(&s, &slack, "monitor-fixer-agent-prod", &[MONITORS_WRITE], 2);
+    let channels: Vec<&str> = posts.iter().map(|(c, _, _)| c.as_str()).collect();
+    assert!(channels.contains(&SECURITY_CHANNEL), "{channels:?}");
+    assert!(channels.contains(&"D0ALICE"), "owner DM: {channels:?}");
+    let (_, _, post) = &posts[0];
+    let text = all_text(post);
+    for expected in [
+        "monitor-fixer-agent-prod",
+        "prod",
+        ALICE,
+        "Mutes flapping monitors",
+        &format!("+ {MONITORS_WRITE}"),
+        "Sensitive scopes",
+        "Expires",
+        "15 min",
+    ] {
+        assert!(
+            text.contains(expected),
+            "message lacks {expected:?}: {text}"
+        );
+    }
+    let b = buttons(post).unwrap();
+    assert_eq!(b[0]["action_id"], "approve");
+    assert_eq!(b[0]["style"], "primary");
+    assert_eq!(b[1]["action_id"], "deny");
+    assert_eq!(b[1]["style"], "danger");
+    assert!(
+        b[1]["confirm"]["title"]["text"].is_string(),
+        "deny asks to confirm: {b:?}"
+    );
+    let value = button_value(post);
+    let pending = s.pending_approval_by_id(&approval);
+    assert_eq!(
+        value,
+        format!("{approval}:{}", pending["action_hash"].as_str().unwrap()),
+        "the buttons carry the hash of what is shown"
+    );
+
+    // The requester cannot approve their own request; an outsider cannot either.
+    let (status, _) = click(
+        &s,
+        &slack,
+        &Click {
+            user: "U0ALICE",
+            action: "approve",
+            value: &value,
+            reason: None,
+            n: 1,
+        },
+    );
+    assert_eq!(status, 200);
+    assert!(
+        answer(&slack, 1).contains("cannot approve"),
+        "{}",
+        answer(&slack, 1)
+    );
+    let (status, _) = click(
+        &s,
+        &slack,
+        &Click {
+            user: "U0BOB",
+            action: "approve",
+            value: &value,
+            reason: None,
+            n: 2,
+        },
+    );
+    assert_eq!(status, 200);
+    assert!(
+        answer(&slack, 2).contains("not one of the allowed approvers"),
+        "{}",
+        answer(&slack, 2)
+    );
+    // An unknown Slack user is refused too.
+    let (status, _) = click(
+        &s,
+        &slack,
+        &Click {
+            user: "U0STRANGER",
+            action: "approve",
+            value: &value,
+            reason: None,
+            n: 3,
+        },
+    );
+    assert_eq!(status, 200);
+    assert!(
+        answer(&slack, 3).contains("not one of the allowed approvers"),
+        "{}",
+        answer(&slack, 3)
+    );
+    s.wait_idle();
+    assert_eq!(
+        s.agent("monitor-fixer-agent-prod")["status"],
+        "pending_approval"
+    );
+    assert!(
+        slack.calls_of("chat.update").is_empty(),
+        "refused clicks change no message"
+    );
+
+    // Sam approves, with a reason typed into the message.
+    let (status, _) = click(
+        &s,
+        &slack,
+        &Click {
+            user: "U0SAM",
+            action: "approve",
+            value: &value,
+            reason: Some("ok for INC-4711"),
+            n: 4,
+        },
+    );
+    assert_eq!(status, 200);
+    assert!(
+        answer(&slack, 4).contains("Received your Approve"),
+        "{}",
+        answer(&slack, 4)
+    );
+    s.wait_agent_status("monitor-fixer-agent-prod", "active");
+
+    let updates = wait_until("both messages updated", SETTLE, || {
+        let u = slack.calls_of("chat.update");
+        (u.len() >= 2).then_some(u)
+    });
+    assert_eq!(updates.len(), 2, "one update per message: {updates:#?}");
+    for (channel, ts, _) in &posts {
+        let now = slack.message(channel, ts);
+        assert!(buttons(&now).is_none(), "buttons removed: {now}");
+        let text = all_text(&now);
+        assert!(text.contains("Approved") && text.contains(SAM), "{text}");
+        assert!(
+            text.contains("ok for INC-4711"),
+            "the reason is shown: {text}"
+        );
+    }
+    let told = wait_until("the requester is told", SETTLE, || {
+        slack
+            .calls_of("chat.postMessage")
+            .into_iter()
+            .find(|c| c.body["channel"] == "U0ALICE" && all_text(&c.body).contains("Your request"))
+    });
+    assert!(
+        all_text(&told.body).contains("*Approved* by sam.security@example.com"),
+        "{:?}",
+        told.body
+    );
+
+    let decided = decided_records(&s, &approval);
+    assert_eq!(decided.len(), 1, "{decided:#?}");
+    assert_eq!(decided[0]["actor"]["user"]["email_addr"], SAM);
+    let refusals: Vec<String> = messages(&s.audit_failures());
+    assert!(
+        refusals.iter().any(|m| m.contains("cannot approve")),
+        "{refusals:#?}"
+    );
+    assert!(
+        refusals
+            .iter()
+            .any(|m| m.contains("not one of the allowed approvers")),
+        "{refusals:#?}"
+    );
+    slack.assert_well_formed();
+    assert!(
+        slack.calls_of("users.lookupByEmail").len() <= 6,
+        "lookups are cached: {:#?}",
+        slack.calls_of("users.lookupByEmail")
+    );
+}
+
+/// 50 concurrent clicks (two approvers, Approve and Deny mixed) on one approval: exactly one
+/// decision is recorded and each message is updated once.
+#[test]
+fn fifty_concurrent_clicks_make_one_decision() {
+    let slack = slack();
+    let s = Server::start_with(options(&slack));
+    let (approval, posts) =
+        request_and_wait_for_posts(&s, &slack, "race-agent-prod", &[MONITORS_WRITE], 2);
+    let value = button_value(&posts[0].2);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..50u32)
+            .map(|i| {
+                let (s, slack, value) = (&s, &slack, &value);
+                scope.spawn(move || {
+                    let user = if i % 2 == 0 { "U0SAM" } else { "U0PRIYA" };
+                    let action = if i % 3 == 0 { "deny" } else { "approve" };
+                    click(
+                        s,
+                        slack,
+                        &Click {
+                            user,
+                            action,
+                            value,
+                            reason: None,
+                            n: 100 + i,
+                        },
+                    )
+                    .0
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    s.wait_idle();
+    let record = s.pending_approval_by_id(&approval);
+    assert_ne!(record["outcome"], Value::Null, "decided: {record}");
+    assert_eq!(
+        decided_records(&s, &approval).len(),
+        1,
+        "exactly one decision"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    s.wait_idle();
+    let updates = slack.calls_of("chat.update");
+    assert_eq!(
+        updates.len(),
+        posts.len(),
+        "one update per message: {updates:#?}"
+    );
+    slack.assert_well_formed();
+}
+
+/// Under a two-person rule one approval is not enough, the same person does not count twice,
+/// and the message shows the first vote while it waits.
+#[test]
+fn two_person_rule_needs_two_distinct_approvers() {
+    let slack = slack();
+    let opts = with_approvals(
+        options(&slack),
+        &format!("two_person_scopes = [\"{PAYMENTS_WRITE}\"]"),
+    );
+    let s = Server::start_with(opts);
+    let (approval, posts) =
+        request_and_wait_for_posts(&s, &slack, "payments-agent-prod", &[PAYMENTS_WRITE], 2);
+    let value = button_value(&posts[0].2);
+    assert!(all_text(&posts[0].2).contains("Two-person rule"));
+
+    click(
+        &s,
+        &slack,
+        &Click {
+            user: "U0SAM",
+            action: "approve",
+            value: &value,
+            reason: None,
+            n: 1,
+        },
+    );
+    assert!(answer(&slack, 1).contains("Received"));
+    let voted = wait_until("the vote shown", SETTLE, || {
+        let u = slack.calls_of("chat.update");
+        (u.len() >= 2).then_some(u)
+    });
+    for u in &voted {
+        let text = all_text(&u.body);
+        assert!(text.contains("1 of 2"), "{text}");
+        assert!(buttons(&u.body).is_some(), "still open: {text}");
+    }
+    assert_eq!(s.agent("payments-agent-prod")["status"], "pending_approval");
+
+    click(
+        &s,
+        &slack,
+        &Click {
+            user: "U0SAM",
+            action: "approve",
+            value: &value,
+            reason: None,
+            n: 2,
+        },
+    );
+    assert!(
+        answer(&slack, 2).contains("already approved"),
+        "{}",
+        answer(&slack, 2)
+    );
+    s.wait_idle();
+    assert_eq!(s.agent("payments-agent-prod")["status"], "pending_approval");
+
+    click(
+        &s,
+        &slack,
+        &Click {
+            user: "U0PRIYA",
+            action: "approve",
+            value: &value,
+            reason: None,
+            n: 3,
+        },
+    );
+    s.wait_agent_status("payments-agent-prod", "active");
+    let wf = s.workflow(
+        s.pending_approval_by_id(&approval)["request"]["workflow_id"]
+            .as_str()
+            .unwrap(),
+    );
+    let recorded = &wf["workflow"]["state"]["approval"]["approvers"];
+    assert_eq!(*recorded, json!([SAM, PRIYA]), "{wf}");
+    slack.assert_well_formed();
+}
+
+/// A click whose button shows a different request than the one stored is refused; so is a
+/// forged, stale or unsigned request. Nothing changes.
+#[test]
+fn changed_request_and_bad_signatures_are_refused() {
+    let slack = slack();
+    let s = Server::start_with(options(&slack));
+    let (approval, posts) =
+        request_and_wait_for_posts(&s, &slack, "hash-agent-prod", &[MONITORS_WRITE], 2);
+    let stale = format!("{approval}:{}", "ab".repeat(32));
+    click(
+        &s,
+        &slack,
+        &Click {
+            user: "U0SAM",
+            action: "approve",
+            value: &stale,
+            reason: None,
+            n: 1,
+        },
+    );
+    assert!(
+        answer(&slack, 1).contains("changed after this message was shown"),
+        "{}",
+        answer(&slack, 1)
+    );
+
+    let body = click_body(
+        &slack,
+        &Click {
+            user: "U0SAM",
+            action: "approve",
+            value: &button_value(&posts[0].2),
+            reason: None,
+            n: 2,
+        },
+    );
+    let now = chrono::Utc::now().timestamp();
+    let ts = now.to_string();
+    let (status, v) = send_signed(&s, &body, &ts, &sign("not-the-signing-secret", &ts, &body));
+    assert_eq!(status, 401, "wrong secret: {v}");
+    let (status, v) = send_signed(
+        &s,
+        &body.replace("approve", "deny"),
+        &ts,
+        &sign(SIGNING_SECRET, &ts, &body),
+    );
+    assert_eq!(status, 401, "altered body: {v}");
+    let old = (now - 301).to_string();
+    let (status, v) = send_signed(&s, &body, &old, &sign(SIGNING_SECRET, &old, &body));
+    assert_eq!(status, 401, "stale timestamp: {v}");
+    assert!(v["error"].as_str().unwrap().contains("5 minutes"), "{v}");
+    let r = s
+        .http()
+        .post(s.url("/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.clone())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401, "missing headers");
+    s.wait_idle();
+    assert_eq!(s.agent("hash-agent-prod")["status"], "pending_approval");
+    assert!(slack.calls_of("chat.update").is_empty());
+    let refusals = messages(&s.audit_failures());
+    assert!(
+        refusals
+            .iter()
+            .filter(|m| m.contains("signature") || m.contains("5 minutes") || m.contains("missing"))
+            .count()
+            >= 4,
+        "{refusals:#?}"
+    );
+}
+
+/// The reminder fires from its timer before the expiry (in the request's thread); at the expiry
+/// the security channel gets the escalation, the messages show "Expired", the requester is told,
+/// and a late click is refused.
+#[test]
+fn reminder_escalation_and_expiry_fire_from_timers() {
+    let slack = slack();
+    let opts = with_approvals(
+        options(&slack).approval_expiry("4s"),
+        "remind_before = \"2s\"",
+    );
+    let s = Server::start_with(opts);
+    let (approval, posts) =
+        request_and_wait_for_posts(&s, &slack, "sleepy-agent-prod", &[MONITORS_WRITE], 2);
+    let value = button_value(&posts[0].2);
+
+    let reminders = wait_until("the reminders", Duration::from_secs(10), || {
+        let r: Vec<_> = slack
+            .calls_of("chat.postMessage")
+            .into_iter()
+            .filter(|c| c.body["thread_ts"].is_string())
+            .collect();
+        (r.len() >= 2).then_some(r)
+    });
+    for r in &reminders {
+        assert!(all_text(&r.body).contains("Reminder"), "{:?}", r.body);
+        assert!(
+            posts
+                .iter()
+                .any(|(c, ts, _)| r.body["channel"] == c.as_str()
+                    && r.body["thread_ts"] == ts.as_str()),
+            "in the request's thread: {:?}",
+            r.body
+        );
+    }
+    s.wait_agent_status_for("sleepy-agent-prod", "expired", Duration::from_secs(15));
+    let escalation = wait_until("the escalation", SETTLE, || {
+        slack.calls_of("chat.postMessage").into_iter().find(|c| {
+            c.body["channel"] == SECURITY_CHANNEL
+                && all_text(&c.body).contains("Unanswered approval expired")
+        })
+    });
+    assert!(buttons(&escalation.body).is_none());
+    wait_until("the messages show the expiry", SETTLE, || {
+        posts
+            .iter()
+            .all(|(c, ts, _)| all_text(&slack.message(c, ts)).contains("Expired"))
+            .then_some(())
+    });
+    click(
+        &s,
+        &slack,
+        &Click {
+            user: "U0SAM",
+            action: "approve",
+            value: &value,
+            reason: None,
+            n: 1,
+        },
+    );
+    assert!(
+        answer(&slack, 1).contains("expired"),
+        "{}",
+        answer(&slack, 1)
+    );
+    s.wait_idle();
+    assert_eq!(s.agent("sleepy-agent-prod")["status"], "expired");
+    assert!(decided_records(&s, &approval).is_empty());
+    slack.assert_well_formed();
+}
+
+/// Slack's documented signing example verifies; a wrong secret, an altered body, a stale
+/// timestamp and missing headers do not.
+#[test]
+fn slack_signature_vector() {
+    use shared::Secret;
+    use shared::inbound::slack::{SignatureError, verify};
+    let v: Value = serde_json::from_str(include_str!(
+        "../fixtures/slack/slack_signature_vector.json"
+    ))
+    .unwrap();
+    let secret = Secret::new(v["signing_secret"].as_str().unwrap());
+    let ts = v["x_slack_request_timestamp"].as_str().unwrap();
+    let sig = v["x_slack_signature"].as_str().unwrap();
+    let body = v["body"].as_str().unwrap().as_bytes();
+    assert_eq!(
+        sign(secret.expose(), ts, v["body"].as_str().unwrap()),
+        sig,
+        "the test's own signer agrees with Slack's example"
+    );
+    let then = chrono::DateTime::from_timestamp(ts.parse().unwrap(), 0).unwrap();
+    assert_eq!(verify(&secret, Some(ts), Some(sig), body, then), Ok(()));
+    assert_eq!(
+        verify(&Secret::new("wrong"), Some(ts), Some(sig), body, then),
+        Err(SignatureError::Mismatch)
+    );
+    let mut altered = body.to_vec();
+    altered[0] ^= 1;
+    assert_eq!(
+        verify(&secret, Some(ts), Some(sig), &altered, then),
+        Err(SignatureError::Mismatch)
+    );
+    let later = then + chrono::Duration::seconds(301);
+    assert_eq!(
+        verify(&secret, Some(ts), Some(sig), body, later),
+        Err(SignatureError::Stale)
+    );
+    assert_eq!(
+        verify(
+            &secret,
+            Some(ts),
+            Some(sig),
+            body,
+            then + chrono::Duration::seconds(299)
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        verify(&secret, None, Some(sig), body, then),
+        Err(SignatureError::MissingHeaders)
+    );
+    assert_eq!(
+        verify(&secret, Some(ts), None, body, then),
+        Err(SignatureError::MissingHeaders)
+    );
+}

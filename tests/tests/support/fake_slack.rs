@@ -1,0 +1,354 @@
+//! A local fake of Slack's Web API, following its documented contract
+//! (`../shared/vectors/slack/slack_web_openapi_v2.json`, api.slack.com/methods): bearer bot
+//! token on every call, JSON bodies, `{"ok": false, "error": "..."}` refusals with HTTP 200.
+//! It records every call so tests can check what Steward sent, and it accepts the ephemeral
+//! answers Steward posts to an interaction's `response_url`.
+//!
+//! Methods: `chat.postMessage`, `chat.update`, `users.lookupByEmail`, plus `/respond/{n}` as
+//! the response_url target.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub const BOT_TOKEN: &str = "xoxb-1111-2222-fake-bot-token";
+
+/// One recorded call.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub method: String,
+    pub authorized: bool,
+    pub body: Value,
+}
+
+#[derive(Default)]
+struct Inner {
+    calls: Vec<Call>,
+    /// (channel, ts) of every message posted, with its current body.
+    messages: HashMap<(String, String), Value>,
+    next_ts: u64,
+    /// Shape problems found in what Steward sent.
+    problems: Vec<String>,
+}
+
+pub struct FakeSlack {
+    pub base: String,
+    inner: Arc<Mutex<Inner>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+#[derive(Clone)]
+struct AppState {
+    inner: Arc<Mutex<Inner>>,
+    users: Arc<HashMap<String, String>>,
+}
+
+impl FakeSlack {
+    /// Starts the fake on 127.0.0.1; `users` maps directory emails to Slack user ids.
+    pub fn start(users: &[(&str, &str)]) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime for the fake Slack");
+        let inner = Arc::new(Mutex::new(Inner {
+            next_ts: 1_700_000_000_000_100,
+            ..Inner::default()
+        }));
+        let users: Arc<HashMap<String, String>> = Arc::new(
+            users
+                .iter()
+                .map(|(e, id)| (e.to_string(), id.to_string()))
+                .collect(),
+        );
+        let state = AppState {
+            inner: inner.clone(),
+            users: users.clone(),
+        };
+        let app = Router::new()
+            .route("/api/chat.postMessage", post(post_message))
+            .route("/api/chat.update", post(update))
+            .route("/api/users.lookupByEmail", get(lookup_by_email))
+            .route("/respond/{n}", post(respond))
+            .with_state(state);
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("binding the fake Slack");
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        Self {
+            base: format!("http://{addr}"),
+            inner,
+            _runtime: runtime,
+        }
+    }
+
+    /// The API base URL Steward is configured with.
+    pub fn api_url(&self) -> String {
+        format!("{}/api", self.base)
+    }
+
+    /// A response_url for a click, recorded as method `respond`.
+    pub fn response_url(&self, n: u32) -> String {
+        format!("{}/respond/{n}", self.base)
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
+    pub fn calls_of(&self, method: &str) -> Vec<Call> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method)
+            .collect()
+    }
+
+    /// Every call carried the bot token and every payload had the documented shape.
+    pub fn assert_well_formed(&self) {
+        let inner = self.inner.lock().unwrap();
+        let unauthorized: Vec<&Call> = inner.calls.iter().filter(|c| !c.authorized).collect();
+        assert!(
+            unauthorized.is_empty(),
+            "calls without the bot token: {unauthorized:#?}"
+        );
+        assert!(
+            inner.problems.is_empty(),
+            "malformed Slack calls: {:#?}",
+            inner.problems
+        );
+    }
+
+    /// The current body of a posted message.
+    pub fn message(&self, channel: &str, ts: &str) -> Value {
+        self.inner.lock().unwrap().messages[&(channel.to_string(), ts.to_string())].clone()
+    }
+
+    /// Posted messages (channel, ts, body as posted) that carry Approve / Deny buttons.
+    pub fn approval_posts(&self) -> Vec<(String, String, Value)> {
+        self.calls_of("chat.postMessage")
+            .into_iter()
+            .filter(|c| buttons(&c.body).is_some())
+            .map(|c| {
+                (
+                    c.body["_posted_channel"].as_str().unwrap().to_string(),
+                    c.body["_posted_ts"].as_str().unwrap().to_string(),
+                    c.body,
+                )
+            })
+            .collect()
+    }
+}
+
+/// The Approve / Deny buttons of a message body, if it has them.
+pub fn buttons(body: &Value) -> Option<Vec<Value>> {
+    body["blocks"].as_array()?.iter().find_map(|b| {
+        (b["type"] == "actions").then(|| b["elements"].as_array().cloned().unwrap_or_default())
+    })
+}
+
+/// All text of a message body (text and blocks), for assertions.
+pub fn all_text(body: &Value) -> String {
+    let mut out = body["text"].as_str().unwrap_or_default().to_string();
+    out.push('\n');
+    out.push_str(&body["blocks"].to_string());
+    out
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Bearer {BOT_TOKEN}"))
+}
+
+/// Checks a message payload against Slack's documented constraints.
+fn check_message(body: &Value, problems: &mut Vec<String>) {
+    if body["channel"].as_str().is_none_or(str::is_empty) {
+        problems.push(format!("no channel: {body}"));
+    }
+    if body["text"].as_str().is_none_or(str::is_empty) {
+        problems.push(format!(
+            "no fallback text (needed for notifications): {body}"
+        ));
+    }
+    let Some(blocks) = body.get("blocks") else {
+        return;
+    };
+    let Some(blocks) = blocks.as_array() else {
+        problems.push(format!("blocks is not an array: {blocks}"));
+        return;
+    };
+    if blocks.len() > 50 {
+        problems.push(format!("{} blocks (max 50)", blocks.len()));
+    }
+    for b in blocks {
+        let kind = b["type"].as_str().unwrap_or_default();
+        match kind {
+            "header" => {
+                if b["text"]["type"] != "plain_text"
+                    || b["text"]["text"].as_str().map_or(0, str::len) > 150
+                {
+                    problems.push(format!("bad header: {b}"));
+                }
+            }
+            "section" => {
+                if b.get("text").is_none() && b.get("fields").is_none() {
+                    problems.push(format!("section without text or fields: {b}"));
+                }
+                if b["fields"].as_array().is_some_and(|f| f.len() > 10) {
+                    problems.push(format!("section with more than 10 fields: {b}"));
+                }
+                if b["text"]["text"].as_str().is_some_and(|t| t.len() > 3000) {
+                    problems.push(format!("section text over 3000 chars: {b}"));
+                }
+            }
+            "actions" => {
+                for e in b["elements"].as_array().into_iter().flatten() {
+                    if e["type"] == "button"
+                        && (e["action_id"].as_str().is_none()
+                            || e["text"]["type"] != "plain_text"
+                            || e["value"].as_str().map_or(0, str::len) > 2000)
+                    {
+                        problems.push(format!("bad button: {e}"));
+                    }
+                }
+            }
+            "input" => {
+                if b["label"]["type"] != "plain_text" || b.get("element").is_none() {
+                    problems.push(format!("bad input: {b}"));
+                }
+            }
+            "context" | "divider" => {}
+            other => problems.push(format!("unexpected block type {other}: {b}")),
+        }
+    }
+}
+
+async fn post_message(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(mut body): Json<Value>,
+) -> Json<Value> {
+    let ok = authorized(&headers);
+    let mut inner = s.inner.lock().unwrap();
+    if !ok {
+        inner.calls.push(Call {
+            method: "chat.postMessage".into(),
+            authorized: false,
+            body,
+        });
+        return Json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    let mut problems = Vec::new();
+    check_message(&body, &mut problems);
+    inner.problems.extend(problems);
+    let requested = body["channel"].as_str().unwrap_or_default().to_string();
+    // A user id as channel posts into the app's DM with that user (a D… channel).
+    let channel = match requested.strip_prefix('U') {
+        Some(rest) => format!("D{rest}"),
+        None => requested.clone(),
+    };
+    inner.next_ts += 100;
+    let ts = format!(
+        "{}.{:06}",
+        inner.next_ts / 1_000_000,
+        inner.next_ts % 1_000_000
+    );
+    body["_posted_channel"] = json!(channel);
+    body["_posted_ts"] = json!(ts);
+    inner
+        .messages
+        .insert((channel.clone(), ts.clone()), body.clone());
+    inner.calls.push(Call {
+        method: "chat.postMessage".into(),
+        authorized: true,
+        body: body.clone(),
+    });
+    Json(json!({
+        "ok": true,
+        "channel": channel,
+        "ts": ts,
+        "message": {"type": "message", "subtype": "bot_message", "bot_id": "B0STEWARD", "ts": ts,
+                     "text": body["text"], "blocks": body["blocks"]}
+    }))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let ok = authorized(&headers);
+    let mut inner = s.inner.lock().unwrap();
+    inner.calls.push(Call {
+        method: "chat.update".into(),
+        authorized: ok,
+        body: body.clone(),
+    });
+    if !ok {
+        return Json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    let mut problems = Vec::new();
+    check_message(&body, &mut problems);
+    inner.problems.extend(problems);
+    let key = (
+        body["channel"].as_str().unwrap_or_default().to_string(),
+        body["ts"].as_str().unwrap_or_default().to_string(),
+    );
+    if !inner.messages.contains_key(&key) {
+        return Json(json!({"ok": false, "error": "message_not_found"}));
+    }
+    inner.messages.insert(key.clone(), body.clone());
+    Json(json!({
+        "ok": true,
+        "channel": key.0,
+        "ts": key.1,
+        "text": body["text"],
+        "message": {"text": body["text"], "blocks": body["blocks"], "bot_id": "B0STEWARD"}
+    }))
+}
+
+async fn lookup_by_email(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let ok = authorized(&headers);
+    let email = q.get("email").cloned().unwrap_or_default();
+    s.inner.lock().unwrap().calls.push(Call {
+        method: "users.lookupByEmail".into(),
+        authorized: ok,
+        body: json!({"email": email}),
+    });
+    if !ok {
+        return Json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    match s.users.get(&email) {
+        Some(id) => Json(json!({
+            "ok": true,
+            "user": {"id": id, "team_id": "T0STEWARD", "name": email.split('@').next(),
+                     "deleted": false, "is_bot": false,
+                     "profile": {"email": email, "display_name": email}}
+        })),
+        None => Json(json!({"ok": false, "error": "users_not_found"})),
+    }
+}
+
+async fn respond(
+    State(s): State<AppState>,
+    Path(n): Path<u32>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    s.inner.lock().unwrap().calls.push(Call {
+        method: "respond".into(),
+        authorized: true,
+        body: json!({"n": n, "body": body}),
+    });
+    Json(json!({"ok": true}))
+}
