@@ -89,6 +89,14 @@ impl Approvals for NullApprovals {
     async fn closed(&self, _: &str, _: &ApprovalOutcome, _: &str) -> Result<(), NotifyError> {
         Ok(())
     }
+    async fn follow_up(
+        &self,
+        _: &str,
+        _: &statemachines::FollowUp,
+        _: &str,
+    ) -> Result<(), NotifyError> {
+        Ok(())
+    }
     async fn notify(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), NotifyError> {
         Ok(())
     }
@@ -158,7 +166,7 @@ async fn run(durability: Durability, agents: usize, batch: usize) -> Run {
     engine.run_until_idle().await.expect("setup drain");
     for a in &approvals {
         engine
-            .decide(a, "sam.security@example.com", Decision::Approve, None)
+            .decide(a, "sam.security@example.com", Decision::Approve, None, None)
             .await
             .expect("decide");
     }

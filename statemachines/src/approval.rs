@@ -99,6 +99,7 @@ pub enum FollowUp {
 }
 
 /// The result of a decision on a waiting approval.
+#[allow(clippy::large_enum_variant)] // returned once per step and matched at once
 pub enum Ballot {
     /// A "yes" that does not reach the quorum yet: the approval with the vote added, and the
     /// commands that record it.

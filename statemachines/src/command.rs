@@ -99,6 +99,7 @@ pub struct AuditEvent {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "command")]
+#[allow(clippy::large_enum_variant)] // commands are short-lived data, stored as JSON
 pub enum Command {
     /// Call the identity provider (external, retried, idempotent by key).
     Idp(IdpCommand),
