@@ -80,9 +80,9 @@ struct Approvals {
     #[serde(default = "default_expiry")]
     expiry: String,
     approvers: Vec<String>,
-    /// How long before the expiry the approvers are reminded; `0s`... or "off" for none.
-    #[serde(default = "default_remind_before")]
-    remind_before: String,
+    /// How long before the expiry the approvers are reminded, or "off". Default: a third of
+    /// the expiry window, at most 24h.
+    remind_before: Option<String>,
     /// Sensitive scopes that need two distinct approvers.
     #[serde(default)]
     two_person_scopes: Vec<String>,
@@ -90,9 +90,7 @@ struct Approvals {
     #[serde(default = "statemachines::policy::default_routes")]
     routes: Vec<String>,
 }
-fn default_remind_before() -> String {
-    "24h".into()
-}
+
 fn default_expiry() -> String {
     "72h".into()
 }
@@ -181,16 +179,18 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
             ));
         }
     }
-    let remind_before = match file.approvals.remind_before.as_str() {
-        "off" => Some(0),
-        text => duration("approvals.remind_before", text, &mut problems),
+    let remind_before = match file.approvals.remind_before.as_deref() {
+        None => expiry.map(|e| (e / 3).min(24 * 3600)),
+        Some("off") => Some(0),
+        Some(text) => duration("approvals.remind_before", text, &mut problems),
     };
-    if let (Some(remind), Some(expiry)) = (remind_before, expiry)
+    if let (Some(remind), Some(expiry), Some(text)) =
+        (remind_before, expiry, &file.approvals.remind_before)
         && remind >= expiry
     {
         problems.push(format!(
-            "approvals.remind_before: `{}` must be shorter than approvals.expiry `{}` (or \"off\")",
-            file.approvals.remind_before, file.approvals.expiry
+            "approvals.remind_before: `{text}` must be shorter than approvals.expiry `{}` (or \"off\")",
+            file.approvals.expiry
         ));
     }
     for s in &file.approvals.two_person_scopes {

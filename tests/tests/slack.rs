@@ -33,15 +33,16 @@ fn options(slack: &FakeSlack) -> Options {
         .env("STEWARD_SLACK_SECURITY_CHANNEL", SECURITY_CHANNEL)
 }
 
-/// Adds lines to the policy's `[approvals]` table (the last table of the example policy).
-fn with_approvals(mut o: Options, lines: &str) -> Options {
-    assert!(
-        o.policy.trim_end().ends_with(']'),
-        "[approvals] is the last table"
-    );
-    o.policy.push('\n');
-    o.policy.push_str(lines);
-    o.policy.push('\n');
+/// Sets `key = value` in the example policy's `[approvals]` table.
+fn with_approval(mut o: Options, key: &str, value: &str) -> Options {
+    let set = format!("{key} = {value}");
+    match o.policy.lines().find(|l| l.starts_with(&format!("{key} ="))) {
+        Some(line) => o.policy = o.policy.replace(&line.to_string(), &set),
+        None => {
+            assert!(o.policy.contains("[approvals]\n"));
+            o.policy = o.policy.replace("[approvals]\n", &format!("[approvals]\n{set}\n"));
+        }
+    }
     o
 }
 
@@ -296,6 +297,26 @@ fn approval_round_trip_through_slack() {
         "{}",
         answer(&slack, 4)
     );
+    // Slack retries a delivery it did not see acknowledged: the same click (same action_ts)
+    // counts once.
+    let sams_click = Click {
+        user: "U0SAM",
+        action: "approve",
+        value: &value,
+        reason: Some("ok for INC-4711"),
+        n: 4,
+    };
+    let (status, _) = click(&s, &slack, &sams_click);
+    assert_eq!(status, 200);
+    let retried = wait_until("the answer to the retry", SETTLE, || {
+        let r: Vec<_> = slack
+            .calls_of("respond")
+            .into_iter()
+            .filter(|c| c.body["n"] == 4)
+            .collect();
+        (r.len() == 2).then(|| r[1].body["body"]["text"].to_string())
+    });
+    assert!(retried.contains("already received"), "{retried}");
     s.wait_agent_status("monitor-fixer-agent-prod", "active");
 
     let updates = wait_until("both messages updated", SETTLE, || {
@@ -405,9 +426,10 @@ fn fifty_concurrent_clicks_make_one_decision() {
 #[test]
 fn two_person_rule_needs_two_distinct_approvers() {
     let slack = slack();
-    let opts = with_approvals(
+    let opts = with_approval(
         options(&slack),
-        &format!("two_person_scopes = [\"{PAYMENTS_WRITE}\"]"),
+        "two_person_scopes",
+        &format!("[\"{PAYMENTS_WRITE}\"]"),
     );
     let s = Server::start_with(opts);
     let (approval, posts) =
@@ -558,9 +580,10 @@ fn changed_request_and_bad_signatures_are_refused() {
 #[test]
 fn reminder_escalation_and_expiry_fire_from_timers() {
     let slack = slack();
-    let opts = with_approvals(
+    let opts = with_approval(
         options(&slack).approval_expiry("4s"),
-        "remind_before = \"2s\"",
+        "remind_before",
+        "\"2s\"",
     );
     let s = Server::start_with(opts);
     let (approval, posts) =

@@ -154,3 +154,40 @@ fn one_role_per_function() {
     unique.dedup();
     assert_eq!(unique.len(), roles.len(), "{roles:?}");
 }
+
+/// The Slack app manifest asks for exactly the scopes Steward's calls need and turns
+/// interactivity on at the `/slack/interactions` route.
+#[test]
+fn slack_manifest_has_the_scopes_and_interactivity() {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/slack/manifest.yaml"),
+    )
+    .unwrap();
+    let m: serde_json::Value = serde_yaml_ng::from_str(&text).expect("manifest is YAML");
+    let scopes: Vec<&str> = m["oauth_config"]["scopes"]["bot"]
+        .as_array()
+        .expect("bot scopes")
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    for needed in ["chat:write", "users:read", "users:read.email"] {
+        assert!(
+            scopes.contains(&needed),
+            "missing bot scope {needed}: {scopes:?}"
+        );
+    }
+    assert!(
+        scopes
+            .iter()
+            .all(|s| !s.contains("admin") && *s != "channels:history"),
+        "no broad scopes: {scopes:?}"
+    );
+    assert_eq!(m["settings"]["interactivity"]["is_enabled"], true);
+    assert!(
+        m["settings"]["interactivity"]["request_url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/slack/interactions")
+    );
+    assert_eq!(m["settings"]["socket_mode_enabled"], false);
+}

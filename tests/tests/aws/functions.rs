@@ -258,8 +258,14 @@ fn slack_click(user: &str, action: &str, value: &str, secret: &str) -> ApiGatewa
     serde_json::from_value(v).unwrap()
 }
 
-/// The pending approval's button value: `<approval id>:<action hash>`.
+/// The pending approval's id.
 async fn pending_approval(a: &Aws) -> String {
+    let button = pending_button(a).await;
+    button.rsplit_once(':').unwrap().0.to_string()
+}
+
+/// The pending approval's button value: `<approval id>:<action hash>`.
+async fn pending_button(a: &Aws) -> String {
     let (status, approvals) = call(a, "GET", "/approvals", None).await;
     assert_eq!(status, 200);
     let id = approvals[0]["request"]["id"]
@@ -314,7 +320,7 @@ async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
     assert_eq!(status, 200, "the identical request is recognised: {again}");
     drain(&a).await;
     assert_eq!(agent(&a).await["status"], "pending_approval");
-    let approval = pending_approval(&a).await;
+    let approval = pending_button(&a).await;
 
     // A click from someone who is not an approver changes nothing.
     let alice = slack_interactions::handle(
