@@ -296,6 +296,47 @@ approvers = ["security"]
     }
 
     #[test]
+    fn approval_routing_reminder_and_two_person_rule() {
+        let p = parse(EXAMPLE, "policy.example.toml").unwrap();
+        assert_eq!(p.approval_routes, ["owner", "security-channel"]);
+        assert_eq!(
+            p.approval_reminder_secs,
+            24 * 3600,
+            "a third of 72h, at most 24h"
+        );
+        let short = EXAMPLE.replace("expiry = \"72h\"", "expiry = \"3h\"");
+        assert_eq!(parse(&short, "x").unwrap().approval_reminder_secs, 3600);
+        let off = EXAMPLE.replace("# remind_before = \"24h\"", "remind_before = \"off\"");
+        assert_eq!(parse(&off, "x").unwrap().approval_reminder_secs, 0);
+
+        let bad = EXAMPLE
+            .replace("# remind_before = \"24h\"", "remind_before = \"80h\"")
+            .replace(
+                "two_person_scopes = []",
+                "two_person_scopes = [\"erp:orders:read\"]",
+            )
+            .replace(
+                "routes = [\"owner\", \"security-channel\"]",
+                "routes = [\"owner\", \"email\"]",
+            );
+        let err = parse(&bad, "x").unwrap_err().to_string();
+        for expected in [
+            "approvals.remind_before: `80h` must be shorter than approvals.expiry",
+            "approvals.two_person_scopes: `erp:orders:read` is not in scopes.sensitive",
+            "approvals.routes: `email` is not one of owner, approvers, security-channel",
+        ] {
+            assert!(err.contains(expected), "{expected:?} missing from: {err}");
+        }
+        let two = EXAMPLE.replace(
+            "two_person_scopes = []",
+            "two_person_scopes = [\"banking:payments:write\"]",
+        );
+        let p = parse(&two, "x").unwrap();
+        assert_eq!(p.quorum_for(&["banking:payments:write".into()]), 2);
+        assert_eq!(p.quorum_for(&["datadog:monitors:write".into()]), 1);
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let err = parse("environments=[\"dev\"]\nmystery=1\n[scopes]\napproved=[\"a\"]\n[approvals]\napprovers=[\"a@b.c\"]", "x.toml").unwrap_err();
         assert!(err.to_string().contains("mystery"), "{err}");

@@ -36,11 +36,17 @@ fn options(slack: &FakeSlack) -> Options {
 /// Sets `key = value` in the example policy's `[approvals]` table.
 fn with_approval(mut o: Options, key: &str, value: &str) -> Options {
     let set = format!("{key} = {value}");
-    match o.policy.lines().find(|l| l.starts_with(&format!("{key} ="))) {
+    match o
+        .policy
+        .lines()
+        .find(|l| l.starts_with(&format!("{key} =")))
+    {
         Some(line) => o.policy = o.policy.replace(&line.to_string(), &set),
         None => {
             assert!(o.policy.contains("[approvals]\n"));
-            o.policy = o.policy.replace("[approvals]\n", &format!("[approvals]\n{set}\n"));
+            o.policy = o
+                .policy
+                .replace("[approvals]\n", &format!("[approvals]\n{set}\n"));
         }
     }
     o
