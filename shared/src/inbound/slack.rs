@@ -27,8 +27,11 @@ use std::time::Duration;
 pub const MAX_SKEW_SECS: i64 = SlackEventSignatureVerifier::MAX_TIMESTAMP_AGE_SECONDS;
 /// A click is remembered this long, so Slack's retries of the same delivery count once.
 pub const ACTION_DEDUPE_WINDOW: Duration = Duration::from_secs(60 * 60);
-/// Slack waits 3 s for the acknowledgement; the ephemeral answer gets at most this long.
-pub const EPHEMERAL_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Slack waits 3 s for the acknowledgement (api.slack.com/interactivity/handling#acknowledgment_response).
+/// Finding the clicker in Slack gets at most this long, and so does the ephemeral answer; the
+/// rest (store, queue) takes milliseconds.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_millis(1000);
+pub const EPHEMERAL_TIMEOUT: Duration = Duration::from_millis(1000);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
@@ -183,7 +186,20 @@ pub async fn handle(
         return answer("This click was already received.".into()).await;
     }
 
-    let Some(email) = clicker_email(engine, slack, &user, approval_id).await? else {
+    let Ok(found) = tokio::time::timeout(
+        LOOKUP_TIMEOUT,
+        clicker_email(engine, slack, &user, approval_id),
+    )
+    .await
+    else {
+        tracing::warn!(user, "finding the clicker in Slack took too long");
+        return answer(
+            "Slack was too slow to tell Steward who you are; nothing was decided. Please click again."
+                .into(),
+        )
+        .await;
+    };
+    let Some(email) = found? else {
         let why = format!(
             "Slack user {user} is not one of the allowed approvers of {approval_id} (nor in the people directory with this Slack id); nothing was decided"
         );
