@@ -98,8 +98,8 @@ fn request_blocks(r: &ApprovalRequest, title: &str) -> Vec<SlackBlock> {
     }
     risk.push(format!(
         "• {} requested it and cannot approve it; approvers: {}",
-        r.requester,
-        r.approvers.join(", ")
+        escape(&r.requester),
+        escape(&r.approvers.join(", "))
     ));
     vec![
         SlackHeaderBlock::new(plain(title.chars().take(150).collect::<String>())).into(),
@@ -110,9 +110,13 @@ fn request_blocks(r: &ApprovalRequest, title: &str) -> Vec<SlackBlock> {
                 md(format!("*Environment*\n{}", r.environment)),
                 md(format!(
                     "*Owner*\n{}",
-                    if r.owner.is_empty() { "—" } else { &r.owner }
+                    if r.owner.is_empty() {
+                        "—".to_string()
+                    } else {
+                        escape(&r.owner)
+                    }
                 )),
-                md(format!("*Requested by*\n{}", r.requester)),
+                md(format!("*Requested by*\n{}", escape(&r.requester))),
                 md(format!("*Expires*\n{}", when(r.expires_at))),
             ])
             .into(),
@@ -325,4 +329,35 @@ pub fn escalation(record: &ApprovalRecord, expired_at: DateTime<Utc>) -> (String
         ),
         blocks,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn button_values_name_an_approval_and_a_full_hash() {
+        let hash = "0f".repeat(32);
+        let value = format!("onboarding-x-agent-prod-1a2b3c4d-approval-1:{hash}");
+        assert_eq!(
+            parse_button_value(&value),
+            Some(("onboarding-x-agent-prod-1a2b3c4d-approval-1", hash.as_str()))
+        );
+        for bad in [
+            "no-hash".to_string(),
+            format!(":{hash}"),
+            format!("id:{}", &hash[..63]),
+            format!("id:{}zz", &hash[..62]),
+        ] {
+            assert_eq!(parse_button_value(&bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_from_requesters_cannot_inject_slack_markup() {
+        assert_eq!(
+            escape("<!channel> & <https://x|click>"),
+            "&lt;!channel&gt; &amp; &lt;https://x|click&gt;"
+        );
+    }
 }
