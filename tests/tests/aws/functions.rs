@@ -2,7 +2,9 @@
 //! (tests/fixtures/aws), against moto: `api` → SQS → `worker` runs an onboarding to Active
 //! (approved in Slack through `slack-interactions`), a malformed message ends in the dead-letter
 //! queue while the rest of its batch succeeds, `secret-rotation` walks its four steps (each
-//! twice), `scheduler` ticks timers, `idp-hook` takes Okta deliveries once.
+//! twice), `scheduler` ticks timers, `idp-hook` takes Okta deliveries once; with Slack
+//! configured (a local fake Web API), the worker posts the approval and records the messages in
+//! DynamoDB, and a click through `slack-interactions` decides it.
 
 use crate::moto;
 use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
@@ -12,7 +14,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::MessageSystemAttributeName;
 use serde_json::{Value, json};
 use shared::aws::EdgeError;
-use shared::aws::stack::{AwsSettings, AwsStack, LoggedApprovals, Parts};
+use shared::aws::stack::{AwsSettings, AwsStack, LoggedApprovals, Parts, SlackLink};
 use shared::credential::Credential;
 use shared::embedded::directory::PeopleFileDirectory;
 use shared::embedded::{Db, Durability};
@@ -61,6 +63,11 @@ struct Aws {
 /// The stack as each function's `main` builds it, on fresh moto resources, with the dev IdP
 /// standing in for the identity provider.
 async fn aws(max_receives: u32) -> Aws {
+    aws_with(max_receives, None).await
+}
+
+/// The stack with Slack as the human channel (the worker's `STEWARD_SLACK_BOT_TOKEN_ARN`).
+async fn aws_with(max_receives: u32, slack: Option<SlackLink>) -> Aws {
     let sdk = moto::sdk().await;
     let table = moto::fresh_table(&sdk).await;
     let queue = moto::fresh_queue(&sdk, max_receives, Duration::from_secs(30)).await;
@@ -85,7 +92,7 @@ async fn aws(max_receives: u32) -> Aws {
         directory: Arc::new(PeopleFileDirectory::parse(PEOPLE).unwrap()),
         idp: idp.clone(),
         approvals: Arc::new(LoggedApprovals),
-        slack: None,
+        slack,
         engine: EngineConfig {
             base_backoff: Duration::from_millis(50),
             ..EngineConfig::default()
@@ -857,4 +864,58 @@ async fn test_secret_needs_only_the_credential() {
         matches!(&fresh, Err(EdgeError::NonRetryable(m)) if m.contains("no agent")),
         "{fresh:?}"
     );
+}
+
+/// With Slack configured, the worker posts the approval (owner DM and security channel), the
+/// posted messages are recorded with the approval in DynamoDB, a click through
+/// `slack-interactions` approves it, and both messages are updated.
+#[tokio::test(flavor = "multi_thread")]
+async fn onboarding_is_approved_in_slack_on_aws() {
+    use crate::fake_slack::{BOT_TOKEN, FakeSlack, buttons};
+    use shared::ports::store::StoreRead;
+    let slack = FakeSlack::start(&[
+        ("alice@example.com", "U0ALICENG"),
+        ("sam.security@example.com", SAM_SLACK_ID),
+    ]);
+    let web =
+        Arc::new(shared::slack::SlackWeb::new(&slack.api_url(), &Secret::new(BOT_TOKEN)).unwrap());
+    let a = aws_with(
+        5,
+        Some(SlackLink {
+            web: web.clone(),
+            security_channel: Some("C0SECURITY".into()),
+        }),
+    )
+    .await;
+    let (status, started) = call(&a, "POST", "/agents", Some(&request())).await;
+    assert_eq!(status, 202, "{started}");
+    drain(&a).await;
+    let posts = slack.approval_posts();
+    assert_eq!(posts.len(), 2, "owner DM and security channel: {posts:#?}");
+    let value = buttons(&posts[0].2).unwrap()[0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let approval_id = value.rsplit_once(':').unwrap().0.to_string();
+    let record = a.stack.store.approval(&approval_id).await.unwrap().unwrap();
+    let mut channels: Vec<&str> = record.messages.iter().map(|m| m.channel.as_str()).collect();
+    channels.sort();
+    assert_eq!(channels, ["C0SECURITY", "D0ALICENG"], "{record:?}");
+
+    let reply = slack_interactions::handle(
+        &a.stack.engine,
+        &Secret::new(SIGNING_SECRET),
+        Some(&web),
+        slack_click(SAM_SLACK_ID, "approve", &value, SIGNING_SECRET),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status_code, 200);
+    assert!(format!("{:?}", reply.body).contains("Received your Approve"));
+    drain(&a).await;
+    assert_eq!(agent(&a).await["status"], "active");
+    let updates = slack.calls_of("chat.update");
+    assert_eq!(updates.len(), 2, "{updates:#?}");
+    assert!(updates.iter().all(|u| buttons(&u.body).is_none()));
+    slack.assert_well_formed();
 }

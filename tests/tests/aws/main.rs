@@ -6,5 +6,7 @@
 mod adapters;
 #[path = "../../../shared/tests/conformance/mod.rs"]
 mod conformance;
+#[path = "../support/fake_slack.rs"]
+mod fake_slack;
 mod functions;
 mod moto;

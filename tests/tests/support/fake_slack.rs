@@ -6,6 +6,7 @@
 //!
 //! Methods: `chat.postMessage`, `chat.update`, `users.lookupByEmail`, plus `/respond/{n}` as
 //! the response_url target.
+#![allow(dead_code)] // each test binary uses a different part
 
 use axum::Json;
 use axum::Router;
@@ -39,7 +40,7 @@ struct Inner {
 pub struct FakeSlack {
     pub base: String,
     inner: Arc<Mutex<Inner>>,
-    _runtime: tokio::runtime::Runtime,
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 #[derive(Clone)]
@@ -49,13 +50,9 @@ struct AppState {
 }
 
 impl FakeSlack {
-    /// Starts the fake on 127.0.0.1; `users` maps directory emails to Slack user ids.
+    /// Starts the fake on 127.0.0.1 in a thread of its own (so it works from plain and from
+    /// async tests); `users` maps directory emails to Slack user ids. Stops when dropped.
     pub fn start(users: &[(&str, &str)]) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime for the fake Slack");
         let inner = Arc::new(Mutex::new(Inner {
             next_ts: 1_700_000_000_000_100,
             ..Inner::default()
@@ -68,7 +65,7 @@ impl FakeSlack {
         );
         let state = AppState {
             inner: inner.clone(),
-            users: users.clone(),
+            users,
         };
         let app = Router::new()
             .route("/api/chat.postMessage", post(post_message))
@@ -76,15 +73,28 @@ impl FakeSlack {
             .route("/api/users.lookupByEmail", get(lookup_by_email))
             .route("/respond/{n}", post(respond))
             .with_state(state);
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .expect("binding the fake Slack");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the fake Slack");
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        runtime.spawn(async move { axum::serve(listener, app).await });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for the fake Slack");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
         Self {
             base: format!("http://{addr}"),
             inner,
-            _runtime: runtime,
+            _stop: stop,
         }
     }
 
