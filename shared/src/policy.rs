@@ -200,6 +200,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
             ));
         }
     }
+    if !file.approvals.two_person_scopes.is_empty() && file.approvals.approvers.len() < 2 {
+        problems.push(format!(
+            "approvals.two_person_scopes: a two-person rule needs at least two approvers; approvals.approvers lists {}",
+            file.approvals.approvers.len()
+        ));
+    }
     if file.approvals.routes.is_empty() {
         problems.push(
             "approvals.routes: name at least one of owner, approvers, security-channel".into(),

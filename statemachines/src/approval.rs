@@ -178,6 +178,24 @@ impl ApprovalRequest {
         }
     }
 
+    /// Refuses a request whose quorum cannot be reached: too few approvers besides the
+    /// requester (a two-person rule with an approver asking needs three approvers listed).
+    pub fn check_quorum_reachable(&self) -> Result<(), Rejected> {
+        if self.approvers.len() < usize::from(self.quorum) {
+            return Err(Rejected::new(
+                "approvers",
+                format!(
+                    "{} needs {} distinct approvers other than the requester, but the policy leaves only {} ({}); add approvers to the policy",
+                    self.sensitive_scopes.join(", "),
+                    self.quorum,
+                    self.approvers.len(),
+                    self.approvers.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The commands that open it: arm the expiry timer, record and ask it, audit the ask.
     pub fn opening_commands(&self, agent: &Agent) -> Vec<Command> {
         let remind = self.remind_at.map(|at| Command::SetTimer {

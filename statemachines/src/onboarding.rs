@@ -214,6 +214,7 @@ impl Workflow for Onboarding {
                 justification: agent.purpose.clone(),
             },
         );
+        approval.check_quorum_reachable()?;
         Ok(Step {
             commands: [
                 vec![requested, Command::SaveAgent(Box::new(agent.clone()))],
@@ -404,7 +405,7 @@ impl Workflow for Onboarding {
                 Event::CommandFailed {
                     command, reason, ..
                 },
-            ) => {
+            ) if command.starts_with("idp.") => {
                 let mut agent = agent.clone();
                 agent.status = AgentStatus::Failed;
                 agent.updated_at = ctx.now;

@@ -248,6 +248,7 @@ impl Workflow for ScopeChange {
                 justification: change.reason.clone(),
             },
         );
+        approval.check_quorum_reachable()?;
         Ok(Step {
             commands: [vec![requested], approval.opening_commands(&agent)].concat(),
             state: ScopeChangeState::AwaitingApproval {
@@ -435,7 +436,7 @@ impl Workflow for ScopeChange {
                 Event::CommandFailed {
                     command, reason, ..
                 },
-            ) => {
+            ) if command.starts_with("idp.") => {
                 let why = format!("{command} failed: {reason}; grants unchanged");
                 let commands = vec![
                     audit_failure(agent, AuditKind::ProvisioningFailed, &why),

@@ -659,6 +659,16 @@ fn any_onboarding() -> impl Strategy<Value = OnboardingInput> {
 }
 
 /// The policy, restated independently of the machine.
+/// A two-person scope needs two approvers besides the requester.
+fn quorum_reachable(requester: &str, added: &[String]) -> bool {
+    let needs_two = added.iter().any(|s| policy().two_person_scopes.contains(s));
+    let others = APPROVERS
+        .iter()
+        .filter(|a| !same_person(a, requester))
+        .count();
+    !needs_two || others >= 2
+}
+
 fn onboarding_is_valid(i: &OnboardingInput) -> bool {
     let r = &i.request;
     let name_ok = NAMES
@@ -678,6 +688,7 @@ fn onboarding_is_valid(i: &OnboardingInput) -> bool {
             .all(|s| APPROVED_SCOPES.contains(&s.as_str()))
         && (1..=900).contains(&lifetime)
         && r.expires_on.is_none_or(|d| d > today())
+        && quorum_reachable(&i.requester, &r.scopes)
 }
 
 proptest! {
@@ -790,6 +801,7 @@ fn scope_change_is_valid(i: &ScopeChangeInput) -> bool {
         && (1..=900).contains(&lifetime)
         && !new_grant(i).is_empty()
         && !(r.add.is_empty() && r.remove.is_empty() && lifetime == agent.token_lifetime_secs)
+        && quorum_reachable(&i.requester, &r.add)
 }
 
 proptest! {

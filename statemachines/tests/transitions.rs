@@ -110,6 +110,8 @@ scenarios![
     scenario_onboarding_reminder_keeps_waiting_and_expiry_escalates,
     scenario_scope_change_two_person_rule_needs_two_distinct_approvers,
     scenario_scope_change_reminder_keeps_waiting,
+    scenario_two_person_rule_refuses_a_request_it_cannot_satisfy,
+    scenario_people_channel_failures_do_not_fail_provisioning_or_granting,
 ];
 
 // =============================================================================================
@@ -248,6 +250,36 @@ fn scenario_scope_change_two_person_rule_needs_two_distinct_approvers() {
     assert_eq!(
         approval.as_ref().map(|a| a.approvers.clone()),
         Some(strings(&[APPROVER, OTHER_APPROVER]))
+    );
+}
+
+fn scenario_two_person_rule_refuses_a_request_it_cannot_satisfy() {
+    // An approver asking for a two-person scope leaves one other approver: never enough.
+    let mut input = onboarding_input(payments_request());
+    input.requester = APPROVER.into();
+    assert_rejected(
+        start::<Onboarding>(input, now()),
+        "approvers",
+        "needs 2 distinct approvers other than the requester",
+    );
+}
+
+fn scenario_people_channel_failures_do_not_fail_provisioning_or_granting() {
+    // Slack could not update the message (approval.close) or post a notice: the IdP step goes
+    // on; only an IdP failure fails the step.
+    let provisioning = approved_onboarding();
+    for command in ["approval.close", "notify", "approval.follow_up"] {
+        assert_rejected(
+            on::<Onboarding>(&provisioning, command_failed(command), at(3700)),
+            "event",
+            "CommandFailed does not apply to onboarding in state Provisioning",
+        );
+    }
+    let granting = approved_scope_change();
+    assert_rejected(
+        on::<ScopeChange>(&granting, command_failed("approval.close"), at(700)),
+        "event",
+        "CommandFailed does not apply to scope_change in state Granting",
     );
 }
 
@@ -1553,7 +1585,7 @@ fn scenario_scope_change_refuses_self_approval() {
             "requested this change and cannot approve it",
         );
     }
-    let mut input = scope_change_input(scope_change_request(&[PAYMENTS_WRITE], &[]));
+    let mut input = scope_change_input(scope_change_request(&[MONITORS_WRITE], &[]));
     input.requester = OTHER_APPROVER.into();
     let awaiting = started::<ScopeChange>(input).state;
     let ScopeChangeState::AwaitingApproval { approval, .. } = &awaiting else {

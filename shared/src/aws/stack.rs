@@ -267,6 +267,13 @@ impl SlackLink {
             return Ok(None);
         }
         let token = super::secret_from_env(sdk, SLACK_BOT_TOKEN_ARN_ENV).await?;
+        if !token.expose().trim().starts_with("xoxb-") {
+            return Err(StackError::Invalid {
+                name: SLACK_BOT_TOKEN_ARN_ENV,
+                message: "the secret must hold the Slack bot token (xoxb-…)".into(),
+            });
+        }
+        let token = crate::Secret::new(token.expose().trim());
         let api_url = std::env::var(crate::slack::API_URL_ENV)
             .ok()
             .filter(|v| !v.trim().is_empty())

@@ -165,27 +165,6 @@ pub async fn handle(
         Ok::<Reply, EngineError>(ephemeral(&text))
     };
 
-    // Slack retries a delivery it saw no answer for; one click counts once.
-    let action_ts = action
-        .action_ts
-        .as_ref()
-        .map(|t| t.to_string())
-        .unwrap_or_else(|| click.trigger_id.to_string());
-    if !engine
-        .store
-        .remember_inbound(
-            "slack-action",
-            &format!("{user}/{action_ts}"),
-            ACTION_DEDUPE_WINDOW,
-        )
-        .await?
-    {
-        let why =
-            format!("duplicate delivery of Slack action {action_ts} by {user}; it counted once");
-        refuse(engine, 200, &slack_actor, &why).await?;
-        return answer("This click was already received.".into()).await;
-    }
-
     let Ok(found) = tokio::time::timeout(
         LOOKUP_TIMEOUT,
         clicker_email(engine, slack, &user, approval_id),
@@ -199,12 +178,22 @@ pub async fn handle(
         )
         .await;
     };
-    let Some(email) = found? else {
-        let why = format!(
-            "Slack user {user} is not one of the allowed approvers of {approval_id} (nor in the people directory with this Slack id); nothing was decided"
-        );
-        refuse(engine, 200, &slack_actor, &why).await?;
-        return answer(why).await;
+    let email = match found? {
+        Clicker::Known(email) => email,
+        Clicker::SlackUnreachable(e) => {
+            tracing::warn!(error = %e, "Slack lookup failed while identifying a clicker");
+            return answer(format!(
+                "Steward could not ask Slack who you are ({e}); nothing was decided. Please click again."
+            ))
+            .await;
+        }
+        Clicker::Unknown => {
+            let why = format!(
+                "Slack user {user} is not one of the allowed approvers of {approval_id} (nor in the people directory with this Slack id); nothing was decided"
+            );
+            refuse(engine, 200, &slack_actor, &why).await?;
+            return answer(why).await;
+        }
     };
     let reason = click
         .state
@@ -223,6 +212,28 @@ pub async fn handle(
                 Decision::Approve => "Approve",
                 Decision::Deny => "Deny",
             };
+            // Slack retries a delivery it saw no answer for: the engine applies the decision
+            // once (its event id is the approval, the person and the decision), and the retry
+            // is told so. Remembered only once acted on, so a failed attempt can be retried.
+            let action_ts = action
+                .action_ts
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| click.trigger_id.to_string());
+            if !engine
+                .store
+                .remember_inbound(
+                    "slack-action",
+                    &format!("{user}/{action_ts}"),
+                    ACTION_DEDUPE_WINDOW,
+                )
+                .await?
+            {
+                return answer(format!(
+                    "This click was already received; your {word} counts once."
+                ))
+                .await;
+            }
             answer(format!(
                 "Received your {word} on {approval_id}. The first valid decision applies; the message updates when the request is decided."
             ))
@@ -235,6 +246,14 @@ pub async fn handle(
     }
 }
 
+/// Who clicked, as far as Steward can tell.
+enum Clicker {
+    Known(String),
+    Unknown,
+    /// Slack could not be asked, so "unknown" would be a guess.
+    SlackUnreachable(crate::slack::SlackError),
+}
+
 /// The person behind a Slack user: the people file's Slack id first, else the approval's
 /// people looked up by email in Slack (so a requester clicking is recognised as the requester).
 async fn clicker_email(
@@ -242,12 +261,12 @@ async fn clicker_email(
     slack: Option<&SlackWeb>,
     user: &str,
     approval_id: &str,
-) -> Result<Option<String>, EngineError> {
+) -> Result<Clicker, EngineError> {
     if let Some(person) = engine.directory.person_by_chat(user).await? {
-        return Ok(Some(person.email));
+        return Ok(Clicker::Known(person.email));
     }
     let (Some(web), Some(record)) = (slack, engine.store.approval(approval_id).await?) else {
-        return Ok(None);
+        return Ok(Clicker::Unknown);
     };
     let r = &record.request;
     let candidates = r
@@ -255,14 +274,15 @@ async fn clicker_email(
         .iter()
         .chain([&r.requester, &r.owner])
         .filter(|e| !e.is_empty());
+    let mut failed = None;
     for email in candidates {
         match web.user_id(email).await {
-            Ok(Some(id)) if id == user => return Ok(Some(email.clone())),
+            Ok(Some(id)) if id == user => return Ok(Clicker::Known(email.clone())),
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "Slack lookup failed while identifying a clicker"),
+            Err(e) => failed = Some(e),
         }
     }
-    Ok(None)
+    Ok(failed.map_or(Clicker::Unknown, Clicker::SlackUnreachable))
 }
 
 /// An answer only the clicking person sees.

@@ -222,6 +222,10 @@ impl Approvals for SlackApprovals {
         _key: &str,
     ) -> Result<(), NotifyError> {
         let record = self.record(approval_id).await?;
+        // A vote or reminder delivered late (after retries) must not reopen a decided message.
+        if record.outcome.is_some() && !matches!(follow_up, FollowUp::Escalation { .. }) {
+            return Ok(());
+        }
         match follow_up {
             FollowUp::Vote { .. } => {
                 // The stored record already holds the vote (same commit as the step).

@@ -158,7 +158,7 @@ pub fn approval_request(record: &ApprovalRecord) -> (String, Vec<SlackBlock>) {
     for vote in &r.votes {
         blocks.push(context(format!(
             ":white_check_mark: Approved by {} at {} ({} of {}); another approver is needed",
-            vote.by,
+            escape(&vote.by),
             when(vote.at),
             r.votes.len(),
             r.quorum
@@ -217,7 +217,8 @@ pub fn approval_request(record: &ApprovalRecord) -> (String, Vec<SlackBlock>) {
 pub fn outcome_line(outcome: &ApprovalOutcome) -> String {
     match outcome {
         ApprovalOutcome::Approved { by, at, reason } => format!(
-            ":white_check_mark: *Approved* by {by} at {}{}",
+            ":white_check_mark: *Approved* by {} at {}{}",
+            escape(by),
             when(*at),
             reason
                 .as_deref()
@@ -225,7 +226,8 @@ pub fn outcome_line(outcome: &ApprovalOutcome) -> String {
                 .unwrap_or_default()
         ),
         ApprovalOutcome::Denied { by, at, reason } => format!(
-            ":no_entry: *Denied* by {by} at {}{}",
+            ":no_entry: *Denied* by {} at {}{}",
+            escape(by),
             when(*at),
             reason
                 .as_deref()
