@@ -2,6 +2,7 @@
 //! function URL / API Gateway event, or the local server): each takes the headers and raw body
 //! and returns the [`Reply`] to send.
 
+pub mod okta_events;
 pub mod okta_hook;
 pub mod slack;
 
