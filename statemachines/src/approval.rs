@@ -232,8 +232,9 @@ impl ApprovalRequest {
     }
 
     /// The rules every decision must satisfy (besides "not decided yet", which the owning
-    /// workflow's state enforces): the approver is allowed, is not the requester, and the request
-    /// has not expired. Returns the approver as the approval lists them (canonical spelling).
+    /// workflow's state enforces): the approver is allowed, is not the requester, the request has
+    /// not expired, and they have not approved it already (a person counts once towards a
+    /// quorum). Returns the approver as the approval lists them (canonical spelling).
     pub fn check_decision(&self, approver: &str, now: DateTime<Utc>) -> Result<String, Rejected> {
         let approver = approver.trim();
         if approver.eq_ignore_ascii_case(&self.requester) {
@@ -265,6 +266,15 @@ impl ApprovalRequest {
                     "approval {} expired at {}; request the change again",
                     self.id,
                     self.expires_at.to_rfc3339()
+                ),
+            ));
+        }
+        if self.votes.iter().any(|v| v.by == *canonical) {
+            return Err(Rejected::new(
+                "approver",
+                format!(
+                    "{canonical} already approved {}; it needs {} distinct approvers, so another approver must decide",
+                    self.id, self.quorum
                 ),
             ));
         }
@@ -306,26 +316,16 @@ impl ApprovalRequest {
                 )
             }
         };
-        vec![
-            Command::CancelTimer {
-                name: APPROVAL_EXPIRY_TIMER.into(),
-            },
-            Command::CancelTimer {
-                name: APPROVAL_REMINDER_TIMER.into(),
-            },
-            Command::CloseApproval {
-                approval_id: self.id.clone(),
-                outcome,
-            },
-            crate::onboarding::audit(
-                agent,
-                AuditKind::ApprovalDecided,
-                Actor::Person(approver.to_string()),
-                Some(&self.id),
-                self.sensitive_scopes.clone(),
-                message,
-            ),
-        ]
+        let mut commands = self.closing_commands(outcome);
+        commands.push(crate::onboarding::audit(
+            agent,
+            AuditKind::ApprovalDecided,
+            Actor::Person(approver.to_string()),
+            Some(&self.id),
+            self.sensitive_scopes.clone(),
+            message,
+        ));
+        commands
     }
 
     /// Applies a decision to this waiting approval: checks the approval id and the rules, counts
@@ -350,15 +350,6 @@ impl ApprovalRequest {
             ));
         }
         let approver = self.check_decision(approver, now)?;
-        if self.votes.iter().any(|v| v.by == approver) {
-            return Err(Rejected::new(
-                "approver",
-                format!(
-                    "{approver} already approved {}; it needs {} distinct approvers, so another approver must decide",
-                    self.id, self.quorum
-                ),
-            ));
-        }
         let mut approvers: Vec<String> = self.votes.iter().map(|v| v.by.clone()).collect();
         if decision == Decision::Approve {
             approvers.push(approver.clone());
@@ -478,6 +469,11 @@ impl ApprovalRequest {
 
     /// The commands that withdraw it: disarm its timers and record it as cancelled.
     pub fn cancelled_commands(&self, now: DateTime<Utc>) -> Vec<Command> {
+        self.closing_commands(ApprovalOutcome::Cancelled { at: now })
+    }
+
+    /// Disarm both timers and record the outcome (which also updates what was asked).
+    fn closing_commands(&self, outcome: ApprovalOutcome) -> Vec<Command> {
         vec![
             Command::CancelTimer {
                 name: APPROVAL_EXPIRY_TIMER.into(),
@@ -487,7 +483,7 @@ impl ApprovalRequest {
             },
             Command::CloseApproval {
                 approval_id: self.id.clone(),
-                outcome: ApprovalOutcome::Cancelled { at: now },
+                outcome,
             },
         ]
     }

@@ -115,6 +115,19 @@ fn send_signed(s: &Server, body: &str, ts: &str, sig: &str) -> (u16, Value) {
     (status, r.json().unwrap_or(Value::Null))
 }
 
+/// `user` clicks Approve (no reason) on the button `value`; returns what Steward answered them.
+fn approve_answer(s: &Server, slack: &FakeSlack, user: &str, value: &str, n: u32) -> String {
+    let c = Click {
+        user,
+        action: "approve",
+        value,
+        reason: None,
+        n,
+    };
+    click(s, slack, &c);
+    answer(slack, n)
+}
+
 /// What Steward answered the clicker on response_url `n` (ephemeral).
 fn answer(slack: &FakeSlack, n: u32) -> String {
     wait_until("the ephemeral answer", SETTLE, || {
@@ -453,18 +466,7 @@ fn two_person_rule_needs_two_distinct_approvers() {
     let value = button_value(&posts[0].2);
     assert!(all_text(&posts[0].2).contains("Two-person rule"));
 
-    click(
-        &s,
-        &slack,
-        &Click {
-            user: "U0SAM",
-            action: "approve",
-            value: &value,
-            reason: None,
-            n: 1,
-        },
-    );
-    assert!(answer(&slack, 1).contains("Received"));
+    assert!(approve_answer(&s, &slack, "U0SAM", &value, 1).contains("Received"));
     let voted = wait_until("the vote shown", SETTLE, || {
         let u = slack.calls_of("chat.update");
         (u.len() >= 2).then_some(u)
@@ -476,22 +478,8 @@ fn two_person_rule_needs_two_distinct_approvers() {
     }
     assert_eq!(s.agent("payments-agent-prod")["status"], "pending_approval");
 
-    click(
-        &s,
-        &slack,
-        &Click {
-            user: "U0SAM",
-            action: "approve",
-            value: &value,
-            reason: None,
-            n: 2,
-        },
-    );
-    assert!(
-        answer(&slack, 2).contains("already approved"),
-        "{}",
-        answer(&slack, 2)
-    );
+    let answered = approve_answer(&s, &slack, "U0SAM", &value, 2);
+    assert!(answered.contains("already approved"), "{answered}");
     s.wait_idle();
     assert_eq!(s.agent("payments-agent-prod")["status"], "pending_approval");
 
@@ -526,21 +514,10 @@ fn changed_request_and_bad_signatures_are_refused() {
     let (approval, posts) =
         request_and_wait_for_posts(&s, &slack, "hash-agent-prod", &[MONITORS_WRITE], 2);
     let stale = format!("{approval}:{}", "ab".repeat(32));
-    click(
-        &s,
-        &slack,
-        &Click {
-            user: "U0SAM",
-            action: "approve",
-            value: &stale,
-            reason: None,
-            n: 1,
-        },
-    );
+    let answered = approve_answer(&s, &slack, "U0SAM", &stale, 1);
     assert!(
-        answer(&slack, 1).contains("changed after this message was shown"),
-        "{}",
-        answer(&slack, 1)
+        answered.contains("changed after this message was shown"),
+        "{answered}"
     );
 
     let body = click_body(
@@ -639,22 +616,8 @@ fn reminder_escalation_and_expiry_fire_from_timers() {
             .all(|(c, ts, _)| all_text(&slack.message(c, ts)).contains("Expired"))
             .then_some(())
     });
-    click(
-        &s,
-        &slack,
-        &Click {
-            user: "U0SAM",
-            action: "approve",
-            value: &value,
-            reason: None,
-            n: 1,
-        },
-    );
-    assert!(
-        answer(&slack, 1).contains("expired"),
-        "{}",
-        answer(&slack, 1)
-    );
+    let answered = approve_answer(&s, &slack, "U0SAM", &value, 1);
+    assert!(answered.contains("expired"), "{answered}");
     s.wait_idle();
     assert_eq!(s.agent("sleepy-agent-prod")["status"], "expired");
     assert!(decided_records(&s, &approval).is_empty());

@@ -267,12 +267,10 @@ impl SlackLink {
             return Ok(None);
         }
         let token = super::secret_from_env(sdk, SLACK_BOT_TOKEN_ARN_ENV).await?;
-        if !token.expose().trim().starts_with("xoxb-") {
-            return Err(StackError::Invalid {
-                name: SLACK_BOT_TOKEN_ARN_ENV,
-                message: "the secret must hold the Slack bot token (xoxb-…)".into(),
-            });
-        }
+        crate::slack::check_bot_token(&token).map_err(|e| StackError::Invalid {
+            name: SLACK_BOT_TOKEN_ARN_ENV,
+            message: e.to_string(),
+        })?;
         let token = crate::Secret::new(token.expose().trim());
         let api_url = std::env::var(crate::slack::API_URL_ENV)
             .ok()

@@ -391,22 +391,7 @@ impl Engine {
                 ),
             )),
             _ => req.check_decision(approver, self.clock.now()).err(),
-        }
-        .or_else(|| {
-            req.votes
-                .iter()
-                .any(|v| v.by.eq_ignore_ascii_case(approver.trim()))
-                .then(|| {
-                    Rejected::new(
-                        "approver",
-                        format!(
-                            "{} already approved {approval_id}; it needs {} distinct approvers, so another approver must decide",
-                            approver.trim(),
-                            req.quorum
-                        ),
-                    )
-                })
-        });
+        };
         if let Some(r) = refusal {
             self.audit_refusal(
                 "approval decision",

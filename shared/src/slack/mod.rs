@@ -69,13 +69,19 @@ impl SlackSettings {
 
     /// Refuses settings that would leak the token or cannot work.
     pub fn check(&self) -> Result<(), SlackError> {
-        let token = self.bot_token.expose();
-        if !token.starts_with("xoxb-") {
-            return Err(SlackError::Config(
-                "the Slack bot token must be a bot token (xoxb-…); user and app-level tokens are not accepted".into(),
-            ));
-        }
+        check_bot_token(&self.bot_token)?;
         client::transport_for(&self.api_url).map(|_| ())
+    }
+}
+
+/// Refuses anything but a bot token: user and app-level tokens carry other people's rights.
+pub fn check_bot_token(token: &Secret) -> Result<(), SlackError> {
+    if token.expose().trim().starts_with("xoxb-") {
+        Ok(())
+    } else {
+        Err(SlackError::Config(
+            "the Slack bot token must be a bot token (xoxb-…); user and app-level tokens are not accepted".into(),
+        ))
     }
 }
 
