@@ -14,7 +14,7 @@ use shared::engine::executor::Executor;
 use shared::ports::approvals::{Approvals, NotifyError};
 use shared::ports::clock::SystemClock;
 use shared::ports::idp::{
-    ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret,
+    ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret, TokenRevocation,
 };
 use shared::ports::vault::{Stage, Vault, VaultError, VersionInfo};
 use shared::{Engine, EngineConfig, Secret};
@@ -62,6 +62,15 @@ impl IdentityProvider for InstantIdp {
         Ok(vec!["s1".into()])
     }
     async fn test_secret(&self, _: &str, _: &Secret) -> Result<(), IdpError> {
+        Ok(())
+    }
+    async fn revoke_tokens(&self, _: &str) -> Result<TokenRevocation, IdpError> {
+        Ok(TokenRevocation {
+            revoked: "nothing".into(),
+            outstanding: None,
+        })
+    }
+    async fn delete_client(&self, _: &str) -> Result<(), IdpError> {
         Ok(())
     }
 }

@@ -24,6 +24,16 @@ pub struct ScopeChangeBody {
     pub requester: String,
 }
 
+/// `POST /agents/{agent}/owner`: a new owner for an agent whose owner left.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerBody {
+    /// The new owner: an active person in the directory.
+    pub owner: String,
+    /// Who assigns: the former owner's manager or a security approver.
+    pub by: String,
+}
+
 /// `POST /workflows/{id}/cancel`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -59,6 +59,9 @@ fn class(kind: AuditKind) -> Class {
         AuditKind::ProvisioningFailed => (entity_mgmt, (1, "Create")),
         AuditKind::ScopesGranted => (user_access, (1, "Assign Privileges")),
         AuditKind::ScopesRevoked => (user_access, (2, "Revoke Privileges")),
+        AuditKind::OwnerLost | AuditKind::OwnerReassigned | AuditKind::FreezeRequested => {
+            (entity_mgmt, (3, "Update"))
+        }
     };
     Class {
         uid: c.0,
@@ -289,6 +292,7 @@ pub fn idp_event_received(
     event_type: &str,
     event_uid: &str,
     subject: &str,
+    signal: Option<&crate::signal::Signal>,
     time: DateTime<Utc>,
 ) -> AuditRecord {
     let id = format!("{source}-event-{event_uid}");
@@ -304,7 +308,7 @@ pub fn idp_event_received(
     v["actor"] = actor_json(&Actor::IdpEvent(event_uid.to_string()));
     v["api"] = json!({"operation": event_type});
     v["src_endpoint"] = json!({"svc_name": source});
-    v["unmapped"] = json!({"steward_event": "idp_event_received", "source": source, "event_type": event_type, "event_uid": event_uid, "subject": subject});
+    v["unmapped"] = json!({"steward_event": "idp_event_received", "source": source, "event_type": event_type, "event_uid": event_uid, "subject": subject, "signal": signal});
     AuditRecord { id, time, body: v }
 }
 

@@ -12,10 +12,12 @@ pub mod embedded;
 pub mod engine;
 pub mod idp;
 pub mod inbound;
+pub mod intake;
 pub mod manifest;
 pub mod policy;
 pub mod ports;
 pub mod secret;
+pub mod signal;
 pub mod slack;
 
 pub use engine::{Engine, EngineConfig, EngineError};

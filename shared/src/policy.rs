@@ -33,6 +33,16 @@ struct PolicyFile {
     #[serde(default)]
     rotation: Rotation,
     approvals: Approvals,
+    #[serde(default)]
+    owners: Owners,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Owners {
+    /// How long the manager and security have to assign a new owner after the owner left,
+    /// before a freeze is requested. Default 7 days.
+    reassign_within: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,6 +176,10 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     {
         problems.push("rotation.max_age: must be at least 1 day".into());
     }
+    let reassign_within = match &file.owners.reassign_within {
+        None => Some(statemachines::policy::default_owner_reassign_secs()),
+        Some(s) => duration("owners.reassign_within", s, &mut problems),
+    };
     let expiry = duration("approvals.expiry", &file.approvals.expiry, &mut problems);
     if file.approvals.approvers.is_empty() {
         problems.push(
@@ -237,6 +251,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         approval_reminder_secs: remind_before.unwrap_or_default(),
         two_person_scopes: file.approvals.two_person_scopes,
         approval_routes: file.approvals.routes,
+        owner_reassign_secs: reassign_within.unwrap_or_default(),
     })
 }
 

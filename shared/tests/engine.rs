@@ -9,7 +9,9 @@ use shared::embedded::vault::FileVault;
 use shared::embedded::{Durability, Embedded, EmbeddedConfig};
 use shared::engine::message::Message;
 use shared::idp::dev::DevIdp;
-use shared::ports::idp::{ClientInfo, ClientSpec, CreatedClient, IdpError, NewSecret};
+use shared::ports::idp::{
+    ClientInfo, ClientSpec, CreatedClient, IdpError, NewSecret, TokenRevocation,
+};
 use shared::ports::queue::OutMessage;
 use shared::ports::vault::Stage;
 use shared::ports::{Clock, IdentityProvider, Vault};
@@ -77,6 +79,8 @@ fn build(
         durability: Durability::Wal,
         engine: config,
         slack: None,
+        okta: None,
+        okta_hook_secret: None,
     })
     .unwrap();
     let Embedded {
@@ -607,6 +611,12 @@ impl IdentityProvider for FlakyIdp {
     }
     async fn test_secret(&self, client_id: &str, secret: &Secret) -> Result<(), IdpError> {
         self.inner.test_secret(client_id, secret).await
+    }
+    async fn revoke_tokens(&self, client_id: &str) -> Result<TokenRevocation, IdpError> {
+        self.inner.revoke_tokens(client_id).await
+    }
+    async fn delete_client(&self, client_id: &str) -> Result<(), IdpError> {
+        self.inner.delete_client(client_id).await
     }
 }
 

@@ -125,4 +125,17 @@ pub struct Agent {
     pub requested_by: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// What needs a person's attention (owner lost, freeze requested).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<AgentFlag>,
+}
+
+/// Something about an agent that needs a person's attention.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "flag")]
+pub enum AgentFlag {
+    /// Its owner left or was suspended; a new owner must be assigned.
+    OwnerLost { owner: String, since: DateTime<Utc> },
+    /// A freeze was requested (anomaly detection's freeze workflow acts on it).
+    FreezeRequested { reason: String, at: DateTime<Utc> },
 }

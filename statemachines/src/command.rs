@@ -81,6 +81,9 @@ pub enum AuditKind {
     ScopesRevoked,
     RequestCancelled,
     ProvisioningFailed,
+    OwnerLost,
+    OwnerReassigned,
+    FreezeRequested,
 }
 
 /// An audit record as the machine knows it; the engine adds time, workflow and ids, and the

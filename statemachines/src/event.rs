@@ -35,6 +35,8 @@ pub enum Event {
     },
     /// Someone withdrew the request.
     Cancel { by: Actor, reason: String },
+    /// A person (`by`) made `owner` the agent's owner; the engine checked `owner` is active.
+    OwnerAssigned { owner: String, by: String },
 }
 
 impl Event {
@@ -54,6 +56,7 @@ impl Event {
             Event::GrantsSet { .. } => "GrantsSet",
             Event::CommandFailed { .. } => "CommandFailed",
             Event::Cancel { .. } => "Cancel",
+            Event::OwnerAssigned { .. } => "OwnerAssigned",
         }
     }
 
@@ -63,6 +66,7 @@ impl Event {
             Event::ApprovalDecided { approver, .. } => Actor::Person(approver.clone()),
             Event::TimerFired { name } => Actor::Schedule(name.clone()),
             Event::Cancel { by, .. } => by.clone(),
+            Event::OwnerAssigned { by, .. } => Actor::Person(by.clone()),
             _ => Actor::System,
         }
     }

@@ -11,11 +11,12 @@ pub mod command;
 pub mod diagram;
 pub mod event;
 pub mod onboarding;
+pub mod owner_loss;
 pub mod policy;
 pub mod scope_change;
 pub mod workflow;
 
-pub use agent::{Agent, AgentRequest, AgentStatus};
+pub use agent::{Agent, AgentFlag, AgentRequest, AgentStatus};
 pub use approval::{ApprovalOutcome, ApprovalRequest, Decision, FollowUp, Vote};
 pub use command::{Actor, AuditEvent, AuditKind, Command, IdpCommand};
 pub use event::Event;

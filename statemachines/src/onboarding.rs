@@ -172,6 +172,7 @@ impl Workflow for Onboarding {
             requested_by: requester.clone(),
             created_at: ctx.now,
             updated_at: ctx.now,
+            flags: vec![],
         };
         let requested = audit(
             &agent,

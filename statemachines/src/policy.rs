@@ -32,6 +32,15 @@ pub struct Policy {
     /// `security-channel`.
     #[serde(default = "default_routes")]
     pub approval_routes: Vec<String>,
+    /// How long the owner's manager and security have to assign a new owner after the owner
+    /// left, before a freeze is requested.
+    #[serde(default = "default_owner_reassign_secs")]
+    pub owner_reassign_secs: u64,
+}
+
+/// A week to find a new owner.
+pub const fn default_owner_reassign_secs() -> u64 {
+    7 * 24 * 3600
 }
 
 /// Approval requests go to the owner and the security channel unless the policy says otherwise.

@@ -3,6 +3,7 @@
 
 use statemachines::diagram::mermaid;
 use statemachines::onboarding::Onboarding;
+use statemachines::owner_loss::OwnerLoss;
 use statemachines::scope_change::ScopeChange;
 use statemachines::workflow::Workflow;
 use std::path::PathBuf;
@@ -36,6 +37,11 @@ fn check<W: Workflow>() -> Result<(), String> {
 #[test]
 fn onboarding_diagram_is_current() {
     check::<Onboarding>().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn owner_loss_diagram_is_current() {
+    check::<OwnerLoss>().unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]

@@ -516,6 +516,13 @@ fn drive<W: Probe>(
                     "{from} → {outcome:?}"
                 );
             }
+            Event::OwnerAssigned { .. } => {
+                invariant!(
+                    "an owner assignment belongs to owner-loss handling only",
+                    result.is_err(),
+                    "{from} accepted {event:?}"
+                );
+            }
             Event::ClientCreated { .. } | Event::GrantsSet { .. } | Event::CommandFailed { .. } => {
                 if result.is_ok() {
                     invariant!(

@@ -5,7 +5,7 @@
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use shared::admin::{AgentRequestBody, CancelBody, DecisionBody, ScopeChangeBody};
+use shared::admin::{AgentRequestBody, CancelBody, DecisionBody, OwnerBody, ScopeChangeBody};
 use shared::audit;
 use shared::aws::http;
 use shared::engine::{EngineError, Started};
@@ -53,6 +53,20 @@ pub async fn handle(
                         .request_scope_change(agent, b.request, &b.requester)
                         .await,
                 ),
+                Err(r) => Ok(r),
+            }
+        }
+        ("POST", ["agents", agent, "owner"]) => {
+            match parse::<OwnerBody>(engine, &req, "owner reassignment").await? {
+                Ok(b) => engine
+                    .reassign_owner(agent, &b.owner, &b.by)
+                    .await
+                    .map(|workflow_id| {
+                        http::json(
+                            202,
+                            &json!({"workflow_id": workflow_id, "owner": b.owner, "status": "owner assignment queued"}),
+                        )
+                    }),
                 Err(r) => Ok(r),
             }
         }

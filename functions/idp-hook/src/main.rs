@@ -1,5 +1,5 @@
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
 use lambda_runtime::{LambdaEvent, run, service_fn};
+use serde_json::Value;
 use shared::aws::stack::AwsStack;
 
 #[tokio::main]
@@ -8,12 +8,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let stack = AwsStack::from_env().await?;
     let secret = shared::aws::secret_from_env(&stack.sdk, "STEWARD_OKTA_HOOK_SECRET_ARN").await?;
     let (engine, secret) = (&stack.engine, &secret);
-    run(service_fn(
-        |e: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            idp_hook::handle(engine, secret, e.payload)
-                .await
-                .map_err(lambda_runtime::Error::from)
-        },
-    ))
+    run(service_fn(|e: LambdaEvent<Value>| async move {
+        idp_hook::dispatch(engine, secret, e.payload)
+            .await
+            .map_err(lambda_runtime::Error::from)
+    }))
     .await
 }

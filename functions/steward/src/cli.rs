@@ -35,6 +35,15 @@ pub enum AgentsCmd {
         #[arg(long = "as")]
         requester: String,
     },
+    /// Give an agent whose owner left a new owner (the former owner's manager or security).
+    Reassign {
+        agent: String,
+        /// The new owner: an active person in the directory.
+        #[arg(long)]
+        owner: String,
+        #[arg(long = "as")]
+        by: String,
+    },
     /// Withdraw a request that is still waiting (by workflow id).
     Cancel {
         workflow: String,
@@ -294,6 +303,22 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                     "scope change {} → {}",
                     v["workflow_id"].as_str().unwrap_or("?"),
                     v["state"].as_str().unwrap_or("?")
+                )
+            });
+        }
+        AgentsCmd::Reassign { agent, owner, by } => {
+            let v = api
+                .ok(
+                    Method::POST,
+                    &format!("/agents/{agent}/owner"),
+                    Some(json!({"owner": owner, "by": by})),
+                )
+                .await?;
+            print(c, &v, |v| {
+                println!(
+                    "{agent}: owner {} assigned ({})",
+                    v["owner"].as_str().unwrap_or("?"),
+                    v["workflow_id"].as_str().unwrap_or("?")
                 )
             });
         }

@@ -45,6 +45,8 @@ pub async fn run() -> anyhow::Result<()> {
         durability: shared::embedded::Durability::Fsync,
         engine: shared::EngineConfig::default(),
         slack: None,
+        okta: None,
+        okta_hook_secret: None,
     })?;
     let vault = stack.vault.clone();
     let token = server::admin_token(&data_dir)?;
@@ -52,7 +54,10 @@ pub async fn run() -> anyhow::Result<()> {
     let server = tokio::spawn(server::serve(
         stack,
         listener,
-        Duration::from_millis(200),
+        server::Intervals {
+            tick: Duration::from_millis(200),
+            okta_log: Duration::from_secs(60),
+        },
         async {
             let _ = stopped.await;
         },

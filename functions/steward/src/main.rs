@@ -103,6 +103,9 @@ mod server_args {
         /// How often due timers are turned into events.
         #[arg(long, env = "STEWARD_TICK", default_value = "1s")]
         pub tick: humantime::Duration,
+        /// How often the Okta System Log is read (when STEWARD_OKTA_ORG_URL is set).
+        #[arg(long, env = "STEWARD_OKTA_LOG_POLL", default_value = "60s")]
+        pub okta_log_poll: humantime::Duration,
     }
 }
 
@@ -163,6 +166,13 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
         durability: durability(&a.durability)?,
         engine: shared::EngineConfig::default(),
         slack: shared::slack::SlackSettings::from_env()?,
+        okta: std::env::var_os(shared::idp::okta::ENV_ORG_URL)
+            .map(|_| shared::idp::okta::OktaSettings::from_env())
+            .transpose()?,
+        okta_hook_secret: std::env::var("STEWARD_OKTA_HOOK_SECRET")
+            .ok()
+            .filter(|s| !s.trim().is_empty())
+            .map(shared::Secret::new),
     })?;
     server::admin_token(&a.data_dir)?;
     eprintln!(
@@ -176,7 +186,27 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
             "on the console: steward approvals approve|deny"
         }
     );
-    server::serve(stack, listener, a.tick.into(), shutdown_signal()).await
+    eprintln!(
+        "identity provider: {}; Okta event hook: {}",
+        match &stack.okta {
+            Some(o) => format!(
+                "Okta {} (System Log read every {})",
+                o.settings().org_url,
+                a.okta_log_poll
+            ),
+            None => "the development IdP".into(),
+        },
+        if stack.okta_hook_secret.is_some() {
+            "POST /hooks/okta"
+        } else {
+            "off (set STEWARD_OKTA_HOOK_SECRET)"
+        }
+    );
+    let every = server::Intervals {
+        tick: a.tick.into(),
+        okta_log: a.okta_log_poll.into(),
+    };
+    server::serve(stack, listener, every, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -11,7 +11,7 @@ use axum::{Form, Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::admin::{AgentRequestBody, CancelBody, DecisionBody, ScopeChangeBody};
+use shared::admin::{AgentRequestBody, CancelBody, DecisionBody, OwnerBody, ScopeChangeBody};
 use shared::embedded::Embedded;
 use shared::embedded::vault::write_private;
 use shared::engine::EngineError;
@@ -55,6 +55,7 @@ pub fn router(state: Shared) -> Router {
         .route("/agents/{agent}", get(show_agent))
         .route("/agents/{agent}/history", get(agent_history))
         .route("/agents/{agent}/scopes", post(change_scopes))
+        .route("/agents/{agent}/owner", post(reassign_owner))
         .route("/workflows/{id}", get(show_workflow))
         .route("/workflows/{id}/cancel", post(cancel_workflow))
         .route("/approvals", get(list_approvals))
@@ -74,16 +75,33 @@ pub fn router(state: Shared) -> Router {
         .route("/oauth2/v1/token", post(token))
         .route("/oauth2/v1/keys", get(jwks))
         .route("/slack/interactions", post(slack_interactions))
+        // Larger than any Okta delivery; the handler refuses (413) above its own limit.
+        .route(
+            "/hooks/okta",
+            get(okta_hook)
+                .post(okta_hook)
+                .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024)),
+        )
         .nest("/api", admin)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
 
-/// Starts the server on `listener` with the worker and the tick; returns when `shutdown` fires.
+/// How often the server's background jobs run.
+#[derive(Debug, Clone, Copy)]
+pub struct Intervals {
+    /// Due timers become events.
+    pub tick: Duration,
+    /// The Okta System Log is read (when Okta is configured).
+    pub okta_log: Duration,
+}
+
+/// Starts the server on `listener` with the worker, the tick and (with Okta) the System Log
+/// poller; returns when `shutdown` fires.
 pub async fn serve(
     stack: Embedded,
     listener: tokio::net::TcpListener,
-    tick: Duration,
+    every: Intervals,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let admin_token = admin_token(&stack.data_dir)?;
@@ -93,13 +111,21 @@ pub async fn serve(
         bad_requests: AtomicU64::new(0),
     });
     let worker = tokio::spawn(work(state.clone()));
-    let ticker = tokio::spawn(ticks(state.stack.engine.clone(), tick));
+    let ticker = tokio::spawn(ticks(state.stack.engine.clone(), every.tick));
+    let poller = state
+        .stack
+        .okta
+        .clone()
+        .map(|okta| tokio::spawn(poll_okta_log(state.stack.engine.clone(), okta, every.okta_log)));
     let app = router(state.clone());
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     worker.abort();
     ticker.abort();
+    if let Some(p) = poller {
+        p.abort();
+    }
     result.map_err(Into::into)
 }
 
@@ -121,24 +147,16 @@ async fn slack_interactions(
         .iter()
         .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
         .collect();
-    match shared::inbound::slack::handle(
-        &state.stack.engine,
-        &slack.signing_secret,
-        Some(&slack.web),
-        pairs.as_slice(),
-        &body,
+    reply_response(
+        shared::inbound::slack::handle(
+            &state.stack.engine,
+            &slack.signing_secret,
+            Some(&slack.web),
+            pairs.as_slice(),
+            &body,
+        )
+        .await,
     )
-    .await
-    {
-        Ok(reply) => {
-            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
-            match reply.body {
-                Some(b) => (status, Json(b)).into_response(),
-                None => status.into_response(),
-            }
-        }
-        Err(e) => ApiError::from(e).into_response(),
-    }
 }
 
 async fn work(state: Shared) {
@@ -158,6 +176,68 @@ async fn work(state: Shared) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// Reads the Okta System Log from the saved cursor, then waits. A failed poll is retried at
+/// the next interval; the cursor has not moved past anything unapplied.
+async fn poll_okta_log(engine: Arc<Engine>, okta: shared::idp::okta::Okta, every: Duration) {
+    use shared::inbound::okta_log;
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match okta_log::poll(&engine, &okta, okta_log::PAGE_SIZE, 50).await {
+            Ok(p) if p.accepted.new > 0 => {
+                tracing::info!(new = p.accepted.new, pages = p.pages, "Okta System Log read")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "reading the Okta System Log failed; retrying later"),
+        }
+    }
+}
+
+/// Okta event hooks: the one-time verification GET and the deliveries (checked against the
+/// hook's Authorization value, not the admin token).
+async fn okta_hook(
+    State(state): State<Shared>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(secret) = &state.stack.okta_hook_secret else {
+        refuse(&state, "Okta event hook request", "the Okta event hook is not configured on this server (set STEWARD_OKTA_HOOK_SECRET)").await;
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "the Okta event hook is not configured on this server"})),
+        )
+            .into_response();
+    };
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    let reply = shared::inbound::okta_hook::handle(
+        &state.stack.engine,
+        secret,
+        method.as_str(),
+        pairs.as_slice(),
+        &body,
+    )
+    .await;
+    reply_response(reply)
+}
+
+fn reply_response(reply: Result<shared::inbound::Reply, EngineError>) -> Response {
+    match reply {
+        Ok(reply) => {
+            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+            match reply.body {
+                Some(b) => (status, Json(b)).into_response(),
+                None => status.into_response(),
+            }
+        }
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -529,6 +609,24 @@ async fn show_workflow(State(state): State<Shared>, Path(id): Path<String>) -> A
     };
     let history = store.history(&id).await?;
     Ok(Json(json!({"workflow": i, "history": history})).into_response())
+}
+
+async fn reassign_owner(
+    State(state): State<Shared>,
+    Path(agent): Path<String>,
+    payload: Result<Json<OwnerBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "owner reassignment", payload).await?;
+    let workflow_id = state
+        .stack
+        .engine
+        .reassign_owner(&agent, &b.owner, &b.by)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"workflow_id": workflow_id, "owner": b.owner, "status": "owner assignment queued"})),
+    )
+        .into_response())
 }
 
 async fn cancel_workflow(

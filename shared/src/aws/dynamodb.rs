@@ -987,6 +987,13 @@ impl StoreRead for DynamoStore {
         }
         Ok(out)
     }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(format!("CURSOR#{name}"), "META")
+            .await?
+            .and_then(|i| text(&i, "value").map(str::to_string)))
+    }
 }
 
 #[async_trait]
@@ -1101,5 +1108,18 @@ impl StoreWrite for DynamoStore {
                 }
             }
         }
+    }
+
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let mut item = key(format!("CURSOR#{name}"), "META");
+        item.insert("value".into(), Av::S(value.to_string()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 }

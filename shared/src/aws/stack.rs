@@ -10,7 +10,9 @@ use crate::engine::executor::Executor;
 use crate::engine::{Engine, EngineConfig};
 use crate::ports::approvals::NotifyError;
 use crate::ports::clock::SystemClock;
-use crate::ports::idp::{ClientInfo, ClientSpec, CreatedClient, IdpError, NewSecret};
+use crate::ports::idp::{
+    ClientInfo, ClientSpec, CreatedClient, IdpError, NewSecret, TokenRevocation,
+};
 use crate::ports::{Approvals, Directory, IdentityProvider};
 use crate::slack::{SlackApprovals, SlackWeb};
 use async_trait::async_trait;
@@ -126,18 +128,24 @@ pub fn people_from_env() -> Result<PeopleFileDirectory, StackError> {
 }
 
 /// The identity provider for the functions that run identity-provider commands (`worker`,
-/// `secret-rotation`), named by `STEWARD_IDP`. The development IdP lives in the embedded
-/// database and cannot serve Lambda; the Okta adapter is the first one that can, and it is not
-/// part of this release, so this refuses with a clear message at start-up.
-pub fn identity_provider_from_env() -> Result<Arc<dyn IdentityProvider>, StackError> {
-    let kind = optional("STEWARD_IDP").unwrap_or_else(|| "okta".into());
-    Err(StackError::Invalid {
-        name: "STEWARD_IDP",
-        message: format!(
-            "no identity-provider adapter for `{kind}` is built into this release; the worker and \
-             secret-rotation functions need the Okta adapter, which is not part of it yet"
-        ),
-    })
+/// `secret-rotation`): Okta, at `STEWARD_OKTA_ORG_URL`, with the SSWS API token read from
+/// Secrets Manager (`STEWARD_OKTA_API_TOKEN_ARN`). The development IdP lives in the embedded
+/// database and cannot serve Lambda.
+pub async fn identity_provider_from_env(
+    sdk: &SdkConfig,
+) -> Result<Arc<dyn IdentityProvider>, StackError> {
+    let org = var(crate::idp::okta::ENV_ORG_URL)?;
+    let token = super::secret_from_env(sdk, "STEWARD_OKTA_API_TOKEN_ARN").await?;
+    let invalid = |e: crate::idp::okta::OktaSettingsError| StackError::Invalid {
+        name: crate::idp::okta::ENV_ORG_URL,
+        message: e.to_string(),
+    };
+    let settings =
+        crate::idp::okta::OktaSettings::new(&org, crate::idp::okta::OktaAuth::ApiToken(token))
+            .map_err(invalid)?;
+    Ok(Arc::new(
+        crate::idp::okta::Okta::new(settings).map_err(invalid)?,
+    ))
 }
 
 /// The identity provider of the functions that never call it (`api`, `scheduler`, `idp-hook`,
@@ -180,6 +188,12 @@ impl IdentityProvider for NoIdentityProvider {
         Self::refuse()
     }
     async fn test_secret(&self, _: &str, _: &crate::Secret) -> Result<(), IdpError> {
+        Self::refuse()
+    }
+    async fn revoke_tokens(&self, _: &str) -> Result<TokenRevocation, IdpError> {
+        Self::refuse()
+    }
+    async fn delete_client(&self, _: &str) -> Result<(), IdpError> {
         Self::refuse()
     }
 }
@@ -384,7 +398,10 @@ impl AwsStack {
     /// Everything from the environment, with the configured identity provider (`worker`,
     /// `secret-rotation`).
     pub async fn from_env_with_idp() -> Result<Self, StackError> {
-        Self::from_env_with(identity_provider_from_env()?).await
+        let settings = AwsSettings::from_env()?;
+        let sdk = super::sdk_config(settings.endpoint.as_deref()).await;
+        let idp = identity_provider_from_env(&sdk).await?;
+        Self::from_env_with(idp).await
     }
 
     async fn from_env_with(idp: Arc<dyn IdentityProvider>) -> Result<Self, StackError> {

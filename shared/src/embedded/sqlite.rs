@@ -58,6 +58,7 @@ CREATE TABLE IF NOT EXISTS idp_clients (
 CREATE TABLE IF NOT EXISTS idp_secrets (
   secret_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, hash TEXT NOT NULL, created_at TEXT NOT NULL,
   idempotency_key TEXT);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbound_seen (
   source TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID;
 "#;
@@ -385,6 +386,16 @@ impl StoreWrite for Db {
         .map_err(backend)?;
         Ok(inserted == 1)
     }
+
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        exec(
+            &self.lock(),
+            "INSERT INTO cursors (name, value) VALUES (?1,?2) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            params![name, value],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -530,5 +541,15 @@ impl StoreRead for Db {
             });
         }
         Ok(out)
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        one(
+            &self.lock(),
+            "SELECT value FROM cursors WHERE name=?1",
+            [name],
+            |r| r.get(0),
+        )
+        .map_err(backend)
     }
 }

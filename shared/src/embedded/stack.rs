@@ -9,7 +9,9 @@ use super::vault::FileVault;
 use crate::engine::executor::Executor;
 use crate::engine::{Engine, EngineConfig};
 use crate::idp::dev::DevIdp;
+use crate::idp::okta::{Okta, OktaSettings};
 use crate::ports::Approvals;
+use crate::ports::IdentityProvider;
 use crate::ports::clock::SystemClock;
 use crate::secret::Secret;
 use crate::slack::{SlackApprovals, SlackSettings, SlackWeb};
@@ -34,6 +36,11 @@ pub struct EmbeddedConfig {
     pub engine: EngineConfig,
     /// Slack, when configured: approvals go there instead of the console.
     pub slack: Option<SlackSettings>,
+    /// Okta, when configured: agents' clients live there instead of in the dev IdP, and the
+    /// local server polls its System Log.
+    pub okta: Option<OktaSettings>,
+    /// The Authorization value Okta's event hook sends; without it the hook route refuses.
+    pub okta_hook_secret: Option<Secret>,
 }
 
 /// Slack as the embedded default uses it: the Web API client and the signing secret that
@@ -52,6 +59,9 @@ pub struct Embedded {
     pub vault: Arc<FileVault>,
     pub approvals: Arc<ConsoleApprovals>,
     pub slack: Option<SlackEdge>,
+    /// The Okta adapter, when Okta is the identity provider (the System Log poller uses it).
+    pub okta: Option<Okta>,
+    pub okta_hook_secret: Option<Secret>,
     pub data_dir: PathBuf,
 }
 
@@ -102,6 +112,15 @@ impl Embedded {
                 (asking, Some(edge))
             }
         };
+        let okta = cfg
+            .okta
+            .map(Okta::new)
+            .transpose()
+            .map_err(|e| err(e.to_string()))?;
+        let governed: Arc<dyn IdentityProvider> = match &okta {
+            Some(o) => Arc::new(o.clone()),
+            None => idp.clone(),
+        };
         let directory =
             Arc::new(PeopleFileDirectory::load(&cfg.people).map_err(|e| err(e.to_string()))?);
         let engine = Arc::new(Engine {
@@ -111,7 +130,7 @@ impl Embedded {
             directory,
             clock: Arc::new(SystemClock),
             executor: Executor {
-                idp: idp.clone(),
+                idp: governed,
                 vault: vault.clone(),
                 approvals: asking,
             },
@@ -126,6 +145,8 @@ impl Embedded {
             vault,
             approvals,
             slack,
+            okta,
+            okta_hook_secret: cfg.okta_hook_secret,
             data_dir: dir,
         })
     }

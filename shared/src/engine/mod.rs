@@ -6,6 +6,7 @@
 
 pub mod executor;
 pub mod message;
+mod owners;
 pub mod workflows;
 
 use crate::audit;

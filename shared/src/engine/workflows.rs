@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 use statemachines::onboarding::{Onboarding, OnboardingInput};
+use statemachines::owner_loss::{OwnerLoss, OwnerLossInput};
 use statemachines::scope_change::{ScopeChange, ScopeChangeInput};
 use statemachines::workflow::{self, Workflow};
 use statemachines::{Command, Ctx, Event, Rejected};
@@ -23,12 +24,14 @@ pub enum ApplyError {
 pub enum StartInput {
     Onboarding(OnboardingInput),
     ScopeChange(ScopeChangeInput),
+    OwnerLoss(OwnerLossInput),
 }
 
 pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
     match input {
         StartInput::Onboarding(i) => erase::<Onboarding>(workflow::start::<Onboarding>(i, ctx)?),
         StartInput::ScopeChange(i) => erase::<ScopeChange>(workflow::start::<ScopeChange>(i, ctx)?),
+        StartInput::OwnerLoss(i) => erase::<OwnerLoss>(workflow::start::<OwnerLoss>(i, ctx)?),
     }
     .map_err(|e| Rejected::new("state", e))
 }
@@ -37,6 +40,7 @@ pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Appli
     match kind {
         Onboarding::KIND => apply_typed::<Onboarding>(state, event, ctx),
         ScopeChange::KIND => apply_typed::<ScopeChange>(state, event, ctx),
+        OwnerLoss::KIND => apply_typed::<OwnerLoss>(state, event, ctx),
         other => Err(ApplyError::Corrupt(format!(
             "unknown workflow kind `{other}`"
         ))),

@@ -5,7 +5,7 @@
 use crate::embedded::sqlite::Db;
 use crate::embedded::vault::write_private;
 use crate::ports::idp::{
-    ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret,
+    ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret, TokenRevocation,
 };
 use crate::secret::Secret;
 use async_trait::async_trait;
@@ -431,6 +431,30 @@ impl IdentityProvider for DevIdp {
         self.issue_token(client_id, secret.expose(), None, Utc::now())
             .map(|_| ())
             .map_err(|e| IdpError::Refused(format!("the token request failed: {e}")))
+    }
+
+    async fn revoke_tokens(&self, client_id: &str) -> Result<TokenRevocation, IdpError> {
+        if self.list_where(Some(client_id))?.is_empty() {
+            return Err(IdpError::UnknownClient(client_id.into()));
+        }
+        // Its tokens are self-contained signed JWTs checked against the JWKS: nothing to revoke
+        // centrally, as with Okta's client_credentials access tokens.
+        Ok(TokenRevocation {
+            revoked: "nothing: the development IdP issues no refresh tokens".into(),
+            outstanding: Some(
+                "access tokens already issued are self-contained JWTs and stay valid until they expire (at most the token lifetime after issue)".into(),
+            ),
+        })
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<(), IdpError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(unavailable)?;
+        tx.execute("DELETE FROM idp_secrets WHERE client_id=?1", [client_id])
+            .map_err(unavailable)?;
+        tx.execute("DELETE FROM idp_clients WHERE client_id=?1", [client_id])
+            .map_err(unavailable)?;
+        tx.commit().map_err(unavailable)
     }
 }
 

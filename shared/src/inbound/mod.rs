@@ -4,7 +4,9 @@
 
 pub mod okta_events;
 pub mod okta_hook;
+pub mod okta_log;
 pub mod slack;
+pub mod ssf;
 
 use serde_json::Value;
 

@@ -14,82 +14,10 @@
 //! (`"a, b"`, `"[0oa1, 0oa2]"`); `target` may be null; `ipChain` sits under `client` in hook
 //! deliveries and under `request` in API results.
 
-use serde::Serialize;
 use serde_json::Value;
 
-/// What a service app change was.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AppChange {
-    Created,
-    Updated,
-    Deactivated,
-    Deleted,
-}
-
-/// What happened to a person.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PersonChange {
-    Deactivated,
-    Suspended,
-}
-
-/// Which risk signal.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RiskKind {
-    /// ThreatInsight flagged a request IP (`security.threat.detected`).
-    ThreatDetected,
-    /// A user's risk level changed (`user.risk.change`, `user.risk.detect`).
-    UserRisk,
-    /// An entity-risk policy acted (`policy.entity_risk.action`).
-    EntityRiskAction,
-    /// An admin cleared a user's sessions (`user.session.clear`).
-    SessionsCleared,
-    /// Universal Logout fired against app instances.
-    UniversalLogout,
-}
-
-/// What Steward takes from one Okta event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "signal")]
-pub enum Signal {
-    /// A service app (its id is the OAuth client_id) changed, maybe outside Steward.
-    ServiceApp {
-        app_id: String,
-        label: String,
-        change: AppChange,
-        /// Who did it (the actor's login), when a person did.
-        by: Option<String>,
-    },
-    /// A person left or was suspended: agents they own need a new owner.
-    PersonLost {
-        user_id: String,
-        login: String,
-        change: PersonChange,
-    },
-    /// A risk signal about an IP, a person or apps.
-    Risk {
-        kind: RiskKind,
-        /// The IP (threats), the user login (user risk) or the app ids (logouts).
-        subjects: Vec<String>,
-        /// The level Okta gave, when it gave one (`HIGH`, `MEDIUM`, …).
-        level: Option<String>,
-        detail: String,
-        ip: Option<String>,
-    },
-    /// A client asked for a token: granted (`success`) or refused (`reason`).
-    TokenGrant {
-        client_id: String,
-        ip: Option<String>,
-        grant_type: Option<String>,
-        requested: Vec<String>,
-        granted: Vec<String>,
-        success: bool,
-        reason: Option<String>,
-    },
-}
+use crate::intake::Received;
+pub use crate::signal::{AppChange, PersonChange, RiskKind, Signal};
 
 /// A `LogEvent` Steward cannot read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -223,6 +151,41 @@ pub fn classify(event: &Value) -> Result<Option<Signal>, EventError> {
         _ => return Ok(None),
     };
     Ok(Some(signal))
+}
+
+/// One `LogEvent` as the intake receives it: its uuid (the dedupe key), type, a readable
+/// subject, when Okta published it, and its mapping.
+pub fn received(event: &Value) -> Result<Received, EventError> {
+    let signal = classify(event)?;
+    let uuid = event["uuid"]
+        .as_str()
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| EventError {
+            uuid: "?".into(),
+            event_type: event["eventType"].as_str().unwrap_or("?").into(),
+            problem: "it has no uuid".into(),
+        })?;
+    let subject = event["target"]
+        .as_array()
+        .and_then(|t| t.first())
+        .or_else(|| event.get("actor"))
+        .and_then(|t| {
+            text(t, "displayName")
+                .or_else(|| text(t, "alternateId"))
+                .or_else(|| text(t, "id"))
+        })
+        .unwrap_or_default();
+    Ok(Received {
+        source: "okta",
+        event_id: uuid.to_string(),
+        event_type: event["eventType"].as_str().unwrap_or_default().to_string(),
+        subject,
+        published: event["published"]
+            .as_str()
+            .and_then(|p| chrono::DateTime::parse_from_rfc3339(p).ok())
+            .map(|d| d.with_timezone(&chrono::Utc)),
+        signal,
+    })
 }
 
 fn text(v: &Value, key: &str) -> Option<String> {

@@ -39,6 +39,13 @@ pub enum IdpError {
     Refused(String),
     #[error("client {0} does not exist at the identity provider")]
     UnknownClient(String),
+    /// The provider's own error answer, with its code (Okta's `errorCode`, OAuth's `error`).
+    #[error("identity provider answered {status} {code}: {summary}")]
+    Provider {
+        status: u16,
+        code: String,
+        summary: String,
+    },
 }
 
 impl IdpError {
@@ -79,8 +86,27 @@ pub trait IdentityProvider: Send + Sync {
     async fn remove_secret(&self, client_id: &str, secret_id: &str) -> Result<(), IdpError>;
     /// The ids of a client's secrets, oldest first.
     async fn secret_ids(&self, client_id: &str) -> Result<Vec<String>, IdpError>;
-    /// Proves a secret works by obtaining a token with it (the rotation's test step).
+    /// Proves a secret works by obtaining a client_credentials token with it (the rotation's
+    /// test step). A refused secret is `Provider`/`Refused`, never `Unavailable`.
     async fn test_secret(&self, client_id: &str, secret: &Secret) -> Result<(), IdpError>;
+    /// Revokes what the provider lets a manager revoke of the client's issued tokens, and says
+    /// what may stay valid (self-contained access tokens usually live until they expire).
+    async fn revoke_tokens(&self, client_id: &str) -> Result<TokenRevocation, IdpError>;
+    /// Deletes the client, deactivating it first where the provider requires it. Deleting a
+    /// client that is already gone is fine.
+    async fn delete_client(&self, client_id: &str) -> Result<(), IdpError>;
+}
+
+/// What revoking a client's tokens achieved. Providers differ: Okta's
+/// `DELETE /api/v1/apps/{id}/tokens` revokes refresh tokens only, and client_credentials access
+/// tokens stay valid until they expire. A revocation receipt states both halves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRevocation {
+    /// What was revoked, in words ("all refresh tokens of the app").
+    pub revoked: String,
+    /// Why tokens already issued may still be valid, and until when in terms of the token
+    /// lifetime; `None` when nothing issued stays valid.
+    pub outstanding: Option<String>,
 }
 
 #[derive(Debug)]

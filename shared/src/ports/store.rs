@@ -172,6 +172,8 @@ pub trait StoreRead: Send + Sync {
     async fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError>;
     async fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError>;
     async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError>;
+    /// Where a named reader of an outside log stopped (the System Log's `after` cursor).
+    async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError>;
 }
 
 #[async_trait]
@@ -207,6 +209,8 @@ pub trait StoreWrite: Send + Sync {
         id: &str,
         keep: std::time::Duration,
     ) -> Result<bool, StoreError>;
+    /// Saves where a named reader stopped; written only after what it read was applied.
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError>;
 }
 
 pub trait Store: StoreRead + StoreWrite {}

@@ -292,6 +292,22 @@ impl Approvals for SlackApprovals {
         body: &str,
         _key: &str,
     ) -> Result<(), NotifyError> {
+        let text = format!("*{subject}*\n{body}");
+        if to == statemachines::owner_loss::SECURITY_CHANNEL {
+            let Some(channel) = &self.security_channel else {
+                return Err(NotifyError {
+                    message: format!(
+                        "no security channel is configured (STEWARD_SLACK_SECURITY_CHANNEL); the notice \"{subject}\" was not delivered"
+                    ),
+                    retryable: false,
+                });
+            };
+            self.web
+                .post(channel, &text, vec![], None)
+                .await
+                .map_err(notify_error)?;
+            return Ok(());
+        }
         let Some(user) = self.user(to).await? else {
             return Err(NotifyError {
                 message: format!(
@@ -300,7 +316,6 @@ impl Approvals for SlackApprovals {
                 retryable: false,
             });
         };
-        let text = format!("*{subject}*\n{body}");
         self.web
             .post(&user, &text, vec![], None)
             .await

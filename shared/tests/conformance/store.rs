@@ -32,6 +32,7 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     audit_is_hash_chained_and_pages(&*fresh()()).await;
     commit_batch_rolls_back_conflicts_alone(&*fresh()()).await;
     inbound_ids_are_remembered(&*fresh()()).await;
+    cursors_are_kept_by_name(&*fresh()()).await;
     survives_reopen(&fresh()).await;
 }
 
@@ -117,6 +118,7 @@ pub fn agent(id: &str, name: &str, status: AgentStatus, updated: i64) -> Agent {
         requested_by: "bob@example.com".into(),
         created_at: at(0),
         updated_at: at(updated),
+        flags: vec![],
     }
 }
 
@@ -701,6 +703,26 @@ pub async fn inbound_ids_are_remembered(s: &dyn Store) {
     assert!(!s.remember_inbound("okta", "brief", keep).await.unwrap());
 }
 
+pub async fn cursors_are_kept_by_name(s: &dyn Store) {
+    assert_eq!(s.cursor("okta-system-log").await.unwrap(), None);
+    s.set_cursor("okta-system-log", "1700000000000_1")
+        .await
+        .unwrap();
+    s.set_cursor("other", "x").await.unwrap();
+    assert_eq!(
+        s.cursor("okta-system-log").await.unwrap().as_deref(),
+        Some("1700000000000_1")
+    );
+    s.set_cursor("okta-system-log", "1700000000001_2")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.cursor("okta-system-log").await.unwrap().as_deref(),
+        Some("1700000000001_2")
+    );
+    assert_eq!(s.cursor("other").await.unwrap().as_deref(), Some("x"));
+}
+
 /// Everything committed is there after the store is dropped and opened again.
 pub async fn survives_reopen(open: &Opener) {
     let s = open();
@@ -726,6 +748,7 @@ pub async fn survives_reopen(open: &Opener) {
     c.agents = vec![agent("agt-a", "a-agent-prod", AgentStatus::Expired, 2)];
     s.commit(c).await.unwrap();
     s.append_audit(vec![audit_record("r2")]).await.unwrap();
+    s.set_cursor("okta-system-log", "cursor-1").await.unwrap();
 
     let instance = s.instance("wf-a").await.unwrap();
     let history = s.history("wf-a").await.unwrap();
@@ -755,6 +778,10 @@ pub async fn survives_reopen(open: &Opener) {
         "expired"
     );
     assert_eq!(s.audit(0, 100).await.unwrap(), audit);
+    assert_eq!(
+        s.cursor("okta-system-log").await.unwrap().as_deref(),
+        Some("cursor-1")
+    );
     // The chain continues where it left off.
     s.append_audit(vec![audit_record("r3")]).await.unwrap();
     let after = s.audit(audit[1].seq, 10).await.unwrap();

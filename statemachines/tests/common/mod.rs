@@ -66,6 +66,7 @@ pub static POLICY: LazyLock<Policy> = LazyLock::new(|| Policy {
     approval_reminder_secs: 3600,
     two_person_scopes: strings(&[PAYMENTS_WRITE]),
     approval_routes: statemachines::policy::default_routes(),
+    owner_reassign_secs: 7 * 86_400,
 });
 
 pub fn policy() -> &'static Policy {
@@ -156,6 +157,7 @@ pub fn active_agent() -> Agent {
         requested_by: REQUESTER.into(),
         created_at: at(-86_400),
         updated_at: at(-86_400),
+        flags: vec![],
     }
 }
 

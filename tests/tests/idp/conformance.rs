@@ -1,0 +1,122 @@
+//! The IdentityProvider port's contract, run against every adapter.
+
+use shared::Secret;
+use shared::ports::idp::{ClientSpec, IdentityProvider, IdpError};
+
+/// Where adapters honestly differ.
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Secrets a client can hold at once: 2 for Okta and the dev IdP (rotation overlaps), 1 for
+    /// RFC 7592 (an update replaces the secret).
+    pub max_secrets: usize,
+    /// Whether `set_active(false)` is supported (RFC 7592 has no lifecycle).
+    pub lifecycle: bool,
+}
+
+fn spec(prefix: &str, name: &str, scopes: &[&str]) -> ClientSpec {
+    ClientSpec {
+        agent_id: format!("{prefix}-{name}"),
+        name: format!("{prefix} {name}"),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        token_lifetime_secs: 900,
+    }
+}
+
+fn refused(r: Result<(), IdpError>, what: &str) {
+    match r {
+        Ok(()) => panic!("{what}: expected the provider to refuse, it accepted"),
+        Err(IdpError::Unavailable(e)) => panic!("{what}: a refusal must not look retryable: {e}"),
+        Err(_) => {}
+    }
+}
+
+/// Runs every property; `prefix` keeps runs against a shared provider apart; `scopes` are two
+/// scopes the provider knows.
+pub async fn run(idp: &dyn IdentityProvider, caps: Caps, prefix: &str, scopes: [&str; 2]) {
+    let [a, b] = scopes;
+
+    // Create: the client exists with what was asked, and its first secret works.
+    let s = spec(prefix, "create", &[a]);
+    let created = idp.create_client(&s, &format!("{prefix}-k1")).await.unwrap();
+    let info = idp.client(&created.client_id).await.unwrap().expect("client exists");
+    assert_eq!(info.scopes, vec![a.to_string()]);
+    assert!(info.active);
+    idp.test_secret(&created.client_id, &created.secret).await.unwrap();
+    refused(
+        idp.test_secret(&created.client_id, &Secret::new("not-the-secret")).await,
+        "a wrong secret",
+    );
+
+    // The same idempotency key gives the same client, with a working secret.
+    let again = idp.create_client(&s, &format!("{prefix}-k1")).await.unwrap();
+    assert_eq!(again.client_id, created.client_id, "a repeated create made a second client");
+    idp.test_secret(&again.client_id, &again.secret).await.unwrap();
+    let id = again.client_id.clone();
+    let mut current = again.secret;
+
+    // Grants are set exactly.
+    idp.set_grants(&id, &[a.to_string(), b.to_string()], 600).await.unwrap();
+    let mut got = idp.client(&id).await.unwrap().unwrap().scopes;
+    got.sort();
+    let mut want = vec![a.to_string(), b.to_string()];
+    want.sort();
+    assert_eq!(got, want);
+    idp.set_grants(&id, &[b.to_string()], 600).await.unwrap();
+    assert_eq!(idp.client(&id).await.unwrap().unwrap().scopes, vec![b.to_string()]);
+
+    // Listing includes it.
+    let listed = idp.list_clients().await.unwrap();
+    assert!(listed.iter().any(|c| c.client_id == id), "list_clients misses {id}");
+
+    // Lifecycle: a deactivated client gets no token, an activated one does.
+    if caps.lifecycle {
+        idp.set_active(&id, false).await.unwrap();
+        assert!(!idp.client(&id).await.unwrap().unwrap().active);
+        refused(idp.test_secret(&id, &current).await, "a deactivated client");
+        idp.set_active(&id, true).await.unwrap();
+        idp.test_secret(&id, &current).await.unwrap();
+    }
+
+    // Secrets: rotation.
+    let before = idp.secret_ids(&id).await.unwrap();
+    assert_eq!(before.len(), 1, "a new client has one secret: {before:?}");
+    let next = idp.add_secret(&id, &format!("{prefix}-rot1")).await.unwrap();
+    idp.test_secret(&id, &next.secret).await.unwrap();
+    if caps.max_secrets >= 2 {
+        // Both valid at once: the overlap that makes rotation gap-free.
+        idp.test_secret(&id, &current).await.unwrap();
+        let ids = idp.secret_ids(&id).await.unwrap();
+        assert_eq!(ids, vec![before[0].clone(), next.secret_id.clone()]);
+        idp.remove_secret(&id, &before[0]).await.unwrap();
+        refused(idp.test_secret(&id, &current).await, "a removed secret");
+        idp.remove_secret(&id, &before[0]).await.unwrap();
+        refused(
+            idp.remove_secret(&id, &next.secret_id).await,
+            "removing the only secret",
+        );
+    } else {
+        refused(idp.test_secret(&id, &current).await, "a replaced secret");
+    }
+    idp.test_secret(&id, &next.secret).await.unwrap();
+    current = next.secret;
+
+    // Revoking tokens of a client says what stays valid; an unknown client is named.
+    idp.revoke_tokens(&id).await.unwrap();
+    assert!(matches!(
+        idp.revoke_tokens("no-such-client").await,
+        Err(IdpError::UnknownClient(_))
+    ));
+    assert!(idp.client("no-such-client").await.unwrap().is_none());
+    assert!(matches!(
+        idp.set_grants("no-such-client", &[a.to_string()], 600).await,
+        Err(IdpError::UnknownClient(_))
+    ));
+
+    // Delete: gone, no token, and deleting again is fine.
+    idp.delete_client(&id).await.unwrap();
+    assert!(idp.client(&id).await.unwrap().is_none());
+    refused(idp.test_secret(&id, &current).await, "a deleted client");
+    idp.delete_client(&id).await.unwrap();
+    let listed = idp.list_clients().await.unwrap();
+    assert!(!listed.iter().any(|c| c.client_id == id), "a deleted client is still listed");
+}

@@ -1,0 +1,839 @@
+//! The Okta adapter against the local fake Okta: the port's contract, then what only Okta has
+//! (rate limits, pagination, its error codes, its two ways of authenticating Steward).
+
+use super::conformance::{self, Caps};
+use super::fake_okta::{API_TOKEN, FakeOkta, Fault};
+use serde_json::{Value, json};
+use shared::Secret;
+use shared::idp::okta::{
+    MANAGEMENT_SCOPES, Okta, OktaAuth, OktaSettings, OktaSettingsError, SigningKey,
+};
+use shared::ports::idp::{ClientSpec, IdentityProvider, IdpError};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// A throwaway RSA key pair for the OAuth for Okta tests (generated for these tests only).
+const SERVICE_APP_KEY: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIIEvAIBADANBgkqhkiG9w0BAQEFAASCBKYwggSiAgEAAoIBAQDIqa+DS9YyHhTu\n\
+y/sxkX/mzhtyMhQLrD3oX7JmfLUsYE451Ctl8zK5lS1d49rWFujjWBN7DeBqk8mP\n\
+d5/tn3Sj7Q1g4xQqQOdMZ4Gp2oDbvM294ixsDwsksRf45wMmUegAce0H0xpM+d5H\n\
+eWKKyAChjzMXL9oI4mlcouHgj+/IIuXz4lIuu40q1xzMhOGR421j3wLhcrfuZTva\n\
+Gxuytd1fO1PSXTt+Ffy6AjaAy+Q+4btB4pjy33O2wUHyZdd+UDErHxdUNrQ6auMb\n\
+sb0iciRKaPkvEcrVXQx8YGqRofG1B4ff3IkmcU0U4/iiEpX/yHtgAHERKj3sNxi2\n\
+0XWVBRNVAgMBAAECggEAMehiStmV0KlCs5HwTAfQM+uXT/O8oJqaWy1SBcOGnB7n\n\
+1eI7WQP/3cCIpA2D5DOWgNTrI3P0GQ3g19n84PED5bGT3kEcRtYVsR8dVM2Ptxdi\n\
+ZJPYUJf9QYb6W2G5mtJMTbAIMCYFKJgM/OHn7HSKE6S2JFI2fHczlWK9o0ipbrEu\n\
+DChvSrNoKCZ0vwPgaW72EEpvSPmdyRrCimjbco/PeJcvlJlA3IDkXmHGLO4jVkRW\n\
+FWcgo49maJaIrphzkAh1TclvTfUOq99ecKNN0oAsbXRjY5aYNEam9Dak1dZjmou8\n\
+ria43L0037Xdx2GseRihExsOLzSj/d5dWsWqPFGFEQKBgQD6Q0dhzIXaPUa9qWBD\n\
+HyDjw1jHUT4FIJlbpdza6TjTCNGfRuq2/1/EhtvW9fF00pIaCgnpMEB+92eg9V0Z\n\
+H9Ry4R7YqcWR/PcYoIR6ky8KOUFBkwq391UdxsJDtTQ4kfG/Ld9MT01HY7Ll4+7h\n\
+/PM3PKF2x63gPaNnt1Z37NJE1wKBgQDNQ1GSSitZ6oHokaMm0IAUaaw/J0dgRpg9\n\
+2nrY43IT0UBNhRbWUxXyWmFKpJr7Efpf6y85LDlnlh+/8SSaTTT8Ehvuo9cFc/Mo\n\
+ZmsJzYzfLVl1hWFqRUQAoa2W7ZdaAn2kGmitzY8r36MSaLXETSJgqd79JDAcz2VX\n\
+RSpf0Rl3swKBgC/pn4nuwRWWM6vt+HsBQ6e3Z5DJUgljQ1kTeSQEEJf+kTtgNWGR\n\
+pMEYXJBcB70o70XC9EDLtx1XumRLdWZw/Jh91wz9+9BGUPxLBvH8qb3YVlD6mMu9\n\
+s3L+8YRK9dN6xYCnhJ+0cwQe50oyCDMF3X6Owg7ejcBnrJgXtptBIMSDAoGASFJG\n\
+xGdznMu+l+XweTWPWyHceafqQya8b1ayYAbLY+YfZPDWmg9ONUTY8MbMgFfWQsOH\n\
+sPo/A5tmdmeNgPxhBcuPoeaCVT6EVyC26A5Pazb8RScIqrva+On+UqZF5IXqJM7V\n\
+QR+jKU8zksHoAVE4IpzXn5OHjC8awsPw6S+wbHcCgYAbtWXqM6Tu9hLsZym2Uy16\n\
+OO2Hl82w1rkuClXeMoNKDv7dlJwd5xygbx7SR006kCjPLC2el8145NQAEXJtizlh\n\
+tLrkGin+MTQ2C8lkSqlsghPdDalhmqY9u1OoowyxD/0IEhL356FDOoTbRyYAumnc\n\
+lLi+xGgtGqwEmoHBCyxAKQ==\n\
+-----END PRIVATE KEY-----\n";
+const SERVICE_APP_PUBLIC_KEY: &str = "\
+-----BEGIN PUBLIC KEY-----\n\
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAyKmvg0vWMh4U7sv7MZF/\n\
+5s4bcjIUC6w96F+yZny1LGBOOdQrZfMyuZUtXePa1hbo41gTew3gapPJj3ef7Z90\n\
+o+0NYOMUKkDnTGeBqdqA27zNveIsbA8LJLEX+OcDJlHoAHHtB9MaTPneR3liisgA\n\
+oY8zFy/aCOJpXKLh4I/vyCLl8+JSLruNKtcczIThkeNtY98C4XK37mU72hsbsrXd\n\
+XztT0l07fhX8ugI2gMvkPuG7QeKY8t9ztsFB8mXXflAxKx8XVDa0OmrjG7G9InIk\n\
+Smj5LxHK1V0MfGBqkaHxtQeH39yJJnFNFOP4ohKV/8h7YABxESo97DcYttF1lQUT\n\
+VQIDAQAB\n\
+-----END PUBLIC KEY-----\n";
+
+fn settings(fake: &FakeOkta) -> OktaSettings {
+    let mut s = OktaSettings::new(&fake.base, OktaAuth::ApiToken(Secret::new(API_TOKEN))).unwrap();
+    // Short, so the retry tests stay fast.
+    s.backoff_base = Duration::from_millis(20);
+    s.max_attempts = 3;
+    s.max_rate_limit_wait = Duration::from_secs(10);
+    s
+}
+
+fn okta(fake: &FakeOkta) -> Okta {
+    Okta::new(settings(fake)).unwrap()
+}
+
+fn spec(name: &str, scopes: &[&str]) -> ClientSpec {
+    ClientSpec {
+        agent_id: format!("agent-{name}"),
+        name: format!("okta-test {name}"),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        token_lifetime_secs: 900,
+    }
+}
+
+fn provider_code(e: &IdpError) -> (u16, &str, &str) {
+    match e {
+        IdpError::Provider {
+            status,
+            code,
+            summary,
+        } => (*status, code.as_str(), summary.as_str()),
+        other => panic!("expected Okta's error answer, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn okta_follows_the_identity_provider_contract() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let caps = Caps {
+        max_secrets: 2,
+        lifecycle: true,
+    };
+    conformance::run(&okta, caps, "okta", ["agents.read", "agents.write"]).await;
+    fake.assert_well_formed();
+    // Steward's SSWS token on every Management API call; agents' Basic auth at the token
+    // endpoint (the custom `default` authorization server).
+    let calls = fake.calls();
+    assert!(calls.len() > 30, "{} calls", calls.len());
+    for c in &calls {
+        let auth = c.authorization.as_deref().unwrap_or("");
+        if c.path.starts_with("/api/") {
+            assert_eq!(auth, format!("SSWS {API_TOKEN}"), "{} {}", c.method, c.path);
+        } else {
+            assert_eq!(c.path, "/oauth2/default/v1/token");
+            assert!(auth.starts_with("Basic "), "{auth}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn create_client_makes_a_service_app_with_its_grants() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let created = okta
+        .create_client(
+            &spec("inventory", &["inventory.read", "inventory.write"]),
+            "k-1",
+        )
+        .await
+        .unwrap();
+    let app = fake
+        .app(&created.client_id)
+        .expect("the app exists at Okta");
+    assert_eq!(app["signOnMode"], "OPENID_CONNECT");
+    assert_eq!(app["label"], "okta-test inventory");
+    assert_eq!(app["status"], "ACTIVE");
+    assert_eq!(
+        app["settings"]["oauthClient"]["grant_types"],
+        json!(["client_credentials"])
+    );
+    assert_eq!(
+        app["settings"]["oauthClient"]["application_type"],
+        "service"
+    );
+    assert_eq!(
+        app["credentials"]["oauthClient"]["token_endpoint_auth_method"],
+        "client_secret_basic"
+    );
+    assert_eq!(app["profile"]["stewardAgentId"], "agent-inventory");
+    assert_eq!(app["profile"]["stewardTokenLifetimeSecs"], 900);
+    // The first secret is the one Okta made with the app.
+    assert_eq!(
+        fake.secret_values(&created.client_id),
+        vec![created.secret.expose().to_string()]
+    );
+    assert_eq!(
+        okta.secret_ids(&created.client_id).await.unwrap(),
+        vec![created.secret_id.clone()]
+    );
+    let info = okta.client(&created.client_id).await.unwrap().unwrap();
+    assert_eq!(info.scopes, vec!["inventory.read", "inventory.write"]);
+    assert_eq!(info.token_lifetime_secs, 900);
+    assert_eq!(info.name, "okta-test inventory");
+    let grants = fake.calls_to(
+        "POST",
+        &format!("/api/v1/apps/{}/grants", created.client_id),
+    );
+    assert_eq!(grants.len(), 2);
+    fake.assert_well_formed();
+}
+
+#[tokio::test]
+async fn a_repeated_create_finds_the_app_and_replaces_its_secret() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let s = spec("repeat", &["a.read"]);
+    let first = okta.create_client(&s, "k-repeat").await.unwrap();
+    let again = okta.create_client(&s, "k-repeat").await.unwrap();
+    assert_eq!(first.client_id, again.client_id);
+    assert_eq!(fake.app_count(), 1, "a second app was created");
+    assert_ne!(first.secret.expose(), again.secret.expose());
+    assert_eq!(
+        fake.secret_values(&again.client_id),
+        vec![again.secret.expose().to_string()],
+        "the lost first secret must not stay valid"
+    );
+    // A different key is a different client.
+    let other = okta.create_client(&s, "k-other").await.unwrap();
+    assert_ne!(other.client_id, first.client_id);
+}
+
+#[tokio::test]
+async fn app_creation_is_not_retried_after_a_server_error() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    fake.inject(Fault {
+        method: Some("POST".into()),
+        path_prefix: "/api/v1/apps".into(),
+        status: 500,
+        times: 1,
+        ..Fault::default()
+    });
+    let s = spec("no-retry", &["a.read"]);
+    let err = okta.create_client(&s, "k-5xx").await.unwrap_err();
+    assert!(matches!(err, IdpError::Unavailable(_)), "{err:?}");
+    assert_eq!(
+        fake.calls_to("POST", "/api/v1/apps").len(),
+        1,
+        "create was repeated"
+    );
+    // The caller's repeat with the same key creates it once.
+    let created = okta.create_client(&s, "k-5xx").await.unwrap();
+    okta.test_secret(&created.client_id, &created.secret)
+        .await
+        .unwrap();
+    assert_eq!(fake.app_count(), 1);
+}
+
+#[tokio::test]
+async fn secret_creation_is_not_retried_after_a_server_error() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let created = okta
+        .create_client(&spec("sec5xx", &["a.read"]), "k")
+        .await
+        .unwrap();
+    let path = format!("/api/v1/apps/{}/credentials/secrets", created.client_id);
+    fake.inject(Fault {
+        method: Some("POST".into()),
+        path_prefix: path.clone(),
+        status: 500,
+        times: 1,
+        ..Fault::default()
+    });
+    let err = okta
+        .add_secret(&created.client_id, "rot-1")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IdpError::Unavailable(_)), "{err:?}");
+    assert_eq!(fake.calls_to("POST", &path).len(), 1);
+}
+
+#[tokio::test]
+async fn reads_are_retried_after_server_errors_then_unavailable() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let id = fake.seed_app("retry", &["client_credentials"]);
+    let path = format!("/api/v1/apps/{id}/credentials/secrets");
+
+    fake.fail_next(2);
+    assert_eq!(okta.secret_ids(&id).await.unwrap().len(), 1);
+    let statuses: Vec<u16> = fake
+        .calls_to("GET", &path)
+        .iter()
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(statuses, vec![500, 500, 200], "two failures, then success");
+
+    fake.fail_next(10);
+    let err = okta.secret_ids(&id).await.unwrap_err();
+    match &err {
+        IdpError::Unavailable(why) => {
+            assert!(why.contains("E0000009"), "{why}");
+            assert!(why.contains("3 attempts"), "{why}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(err.retryable());
+    assert_eq!(fake.calls_to("GET", &path).len(), 6);
+}
+
+#[tokio::test]
+async fn a_429_waits_until_the_reset_then_succeeds() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let id = fake.seed_app("429", &["client_credentials"]);
+    let path = format!("/api/v1/apps/{id}/credentials/secrets");
+    fake.throttle_next(1, 2);
+    let started = Instant::now();
+    assert_eq!(okta.secret_ids(&id).await.unwrap().len(), 1);
+    let calls = fake.calls_to("GET", &path);
+    assert_eq!(calls.len(), 2, "the refused call, then its repeat");
+    assert_eq!(calls[0].status, 429);
+    assert_eq!(calls[1].status, 200);
+    let refused_at = calls[0].at.duration_since(UNIX_EPOCH).unwrap().as_secs();
+    let reset = UNIX_EPOCH + Duration::from_secs(refused_at + 2);
+    assert!(
+        calls[1].at >= reset,
+        "the repeat came {:?} before the reset",
+        reset.duration_since(calls[1].at).unwrap_or_default()
+    );
+    assert!(started.elapsed() >= Duration::from_secs(1));
+}
+
+#[tokio::test]
+async fn a_reset_further_away_than_steward_waits_is_unavailable_at_once() {
+    let fake = FakeOkta::start();
+    let mut s = settings(&fake);
+    s.max_rate_limit_wait = Duration::from_secs(1);
+    let okta = Okta::new(s).unwrap();
+    fake.throttle_next(1, 60);
+    let started = Instant::now();
+    let err = okta.client("0oawhatever").await.unwrap_err();
+    assert!(
+        matches!(&err, IdpError::Unavailable(why) if why.contains("rate limit")),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn concurrent_calls_never_exceed_the_rate_limit() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    const LIMIT: u32 = 10;
+    fake.set_rate_limit("apps", LIMIT, 1);
+    let id = fake.seed_app("burst", &["client_credentials"]);
+    let mut tasks = Vec::new();
+    for _ in 0..24 {
+        // Clones share one limiter.
+        let okta = okta.clone();
+        let id = id.clone();
+        tasks.push(tokio::spawn(async move { okta.secret_ids(&id).await }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap().len(), 1);
+    }
+    let windows = fake.arrivals("apps");
+    let busiest = windows.iter().map(|(_, n)| *n).max().unwrap();
+    assert!(
+        busiest <= LIMIT,
+        "{busiest} requests arrived in one window of {LIMIT}: {windows:?}"
+    );
+    assert_eq!(
+        fake.rate_limited(),
+        0,
+        "Okta had to refuse calls: {windows:?}"
+    );
+    assert!(windows.len() >= 3, "24 calls fit in {windows:?}?");
+}
+
+#[tokio::test]
+async fn list_clients_follows_every_page_and_keeps_service_apps() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    fake.set_max_page(2);
+    let mut service = Vec::new();
+    for i in 0..5 {
+        service.push(fake.seed_app(&format!("svc {i}"), &["client_credentials"]));
+        if i % 2 == 0 {
+            fake.seed_app(&format!("web {i}"), &["authorization_code"]);
+        }
+    }
+    let listed = okta.list_clients().await.unwrap();
+    let ids: Vec<&str> = listed.iter().map(|c| c.client_id.as_str()).collect();
+    assert_eq!(ids, service.iter().map(String::as_str).collect::<Vec<_>>());
+    let pages = fake.calls_to("GET", "/api/v1/apps");
+    assert_eq!(pages.len(), 4, "8 apps in pages of 2");
+    assert!(
+        pages[0].query.contains("filter=name+eq"),
+        "{}",
+        pages[0].query
+    );
+    assert!(pages[1..].iter().all(|p| p.query.contains("after=")));
+    // Apps Steward did not create report Okta's default lifetime.
+    assert!(
+        listed
+            .iter()
+            .all(|c| c.token_lifetime_secs == 3600 && c.active)
+    );
+}
+
+#[tokio::test]
+async fn a_third_secret_is_okta_e0000001() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let created = okta
+        .create_client(&spec("three", &["a.read"]), "k")
+        .await
+        .unwrap();
+    okta.add_secret(&created.client_id, "rot-1").await.unwrap();
+    let err = okta
+        .add_secret(&created.client_id, "rot-2")
+        .await
+        .unwrap_err();
+    let (status, code, summary) = provider_code(&err);
+    assert_eq!((status, code), (400, "E0000001"));
+    assert!(
+        summary.contains("maximum number of client secrets"),
+        "{summary}"
+    );
+    assert!(!err.retryable());
+}
+
+#[tokio::test]
+async fn a_repeated_rotation_key_replaces_the_secret_nobody_kept() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let created = okta
+        .create_client(&spec("rot", &["a.read"]), "k")
+        .await
+        .unwrap();
+    let id = created.client_id.clone();
+    let lost = okta.add_secret(&id, "rot-1").await.unwrap();
+    let kept = okta.add_secret(&id, "rot-1").await.unwrap();
+    assert_ne!(lost.secret_id, kept.secret_id);
+    assert_eq!(
+        okta.secret_ids(&id).await.unwrap(),
+        vec![created.secret_id.clone(), kept.secret_id.clone()]
+    );
+    assert!(okta.test_secret(&id, &lost.secret).await.is_err());
+    okta.test_secret(&id, &kept.secret).await.unwrap();
+    okta.test_secret(&id, &created.secret).await.unwrap();
+
+    // The first attempt made its secret but could not record it (every PUT after the first
+    // fails): the repeat finds it by its creation time.
+    okta.remove_secret(&id, &created.secret_id).await.unwrap();
+    fake.inject(Fault {
+        method: Some("PUT".into()),
+        path_prefix: format!("/api/v1/apps/{id}"),
+        skip: 1,
+        status: 500,
+        times: 3,
+        ..Fault::default()
+    });
+    let unrecorded = okta.add_secret(&id, "rot-2").await.unwrap();
+    let app = fake.app(&id).unwrap();
+    assert_eq!(app["profile"]["stewardSecretKey"], "rot-2");
+    assert_eq!(app["profile"]["stewardSecretId"], Value::Null);
+    let repeat = okta.add_secret(&id, "rot-2").await.unwrap();
+    assert_eq!(
+        okta.secret_ids(&id).await.unwrap(),
+        vec![kept.secret_id.clone(), repeat.secret_id.clone()]
+    );
+    assert!(okta.test_secret(&id, &unrecorded.secret).await.is_err());
+}
+
+#[tokio::test]
+async fn removing_a_secret_deactivates_then_deletes_it() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let created = okta
+        .create_client(&spec("remove", &["a.read"]), "k")
+        .await
+        .unwrap();
+    let id = created.client_id.clone();
+    let refused = okta
+        .remove_secret(&id, &created.secret_id)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, IdpError::Refused(_)), "{refused:?}");
+    okta.add_secret(&id, "rot").await.unwrap();
+    okta.remove_secret(&id, &created.secret_id).await.unwrap();
+    let secret_calls: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.contains(&created.secret_id))
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    let base = format!(
+        "/api/v1/apps/{id}/credentials/secrets/{}",
+        created.secret_id
+    );
+    assert_eq!(
+        secret_calls,
+        vec![
+            format!("POST {base}/lifecycle/deactivate"),
+            format!("DELETE {base}")
+        ]
+    );
+    assert_eq!(fake.secret_values(&id).len(), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_app_is_an_unknown_client() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let nope = "0oaDoesNotExist00000";
+    let unknown = |r: Result<(), IdpError>| {
+        assert!(
+            matches!(r, Err(IdpError::UnknownClient(ref id)) if id == nope),
+            "{r:?}"
+        );
+    };
+    unknown(okta.set_active(nope, false).await);
+    unknown(okta.set_grants(nope, &["a".into()], 60).await);
+    unknown(okta.secret_ids(nope).await.map(|_| ()));
+    unknown(okta.add_secret(nope, "k").await.map(|_| ()));
+    unknown(okta.revoke_tokens(nope).await.map(|_| ()));
+    assert!(okta.client(nope).await.unwrap().is_none());
+    okta.remove_secret(nope, "ocsGone").await.unwrap();
+    okta.delete_client(nope).await.unwrap();
+    // Okta's own answer: 404 E0000007.
+    let get = fake.calls_to("GET", &format!("/api/v1/apps/{nope}"));
+    assert_eq!(get[0].status, 404);
+}
+
+#[tokio::test]
+async fn a_validation_error_carries_okta_code_summary_and_causes() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let mut s = spec("blank", &["a.read"]);
+    s.name = "   ".into();
+    let err = okta.create_client(&s, "k-blank").await.unwrap_err();
+    let (status, code, summary) = provider_code(&err);
+    assert_eq!((status, code), (400, "E0000001"));
+    assert!(
+        summary.contains("Api validation failed: label"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("The field cannot be left blank"),
+        "{summary}"
+    );
+    assert!(err.to_string().contains("E0000001"));
+}
+
+#[tokio::test]
+async fn a_wrong_api_token_is_a_clear_error() {
+    let fake = FakeOkta::start();
+    let mut s = settings(&fake);
+    s.auth = OktaAuth::ApiToken(Secret::new("00wrong-token-value"));
+    let okta = Okta::new(s).unwrap();
+    let err = okta.list_clients().await.unwrap_err();
+    let (status, code, summary) = provider_code(&err);
+    assert_eq!((status, code), (401, "E0000011"));
+    assert!(summary.contains("STEWARD_OKTA_API_TOKEN"), "{summary}");
+    assert!(!err.to_string().contains("00wrong-token-value"));
+    assert!(!err.retryable());
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 1, "a refused token is not retried");
+    assert_eq!(
+        calls[0].authorization.as_deref(),
+        Some("SSWS 00wrong-token-value")
+    );
+}
+
+#[tokio::test]
+async fn scopes_and_token_lifetime_are_reported_consistently() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let created = okta
+        .create_client(&spec("grants", &["a.read"]), "k")
+        .await
+        .unwrap();
+    let id = created.client_id.clone();
+    okta.set_grants(&id, &["b.read".into(), "c.write".into()], 300)
+        .await
+        .unwrap();
+    let info = okta.client(&id).await.unwrap().unwrap();
+    assert_eq!(info.scopes, vec!["b.read", "c.write"]);
+    assert_eq!(info.token_lifetime_secs, 300);
+    let listed = okta.list_clients().await.unwrap();
+    assert_eq!(listed.iter().find(|c| c.client_id == id), Some(&info));
+    // The grants are what the token endpoint allows.
+    okta.test_secret(&id, &created.secret).await.unwrap();
+    let issued = fake.issued();
+    let last = issued.last().unwrap();
+    assert_eq!(last.scopes, vec!["b.read", "c.write"]);
+    assert_eq!(last.expires_in, 300);
+    // Setting the same grants again changes nothing at Okta.
+    let before = fake.calls().len();
+    okta.set_grants(&id, &["b.read".into(), "c.write".into()], 300)
+        .await
+        .unwrap();
+    let writes = fake.calls()[before..]
+        .iter()
+        .filter(|c| c.method != "GET")
+        .count();
+    assert_eq!(writes, 0);
+}
+
+#[tokio::test]
+async fn a_secret_test_asks_for_the_configured_scope() {
+    let fake = FakeOkta::start();
+    let mut s = settings(&fake);
+    s.test_scope = Some("a.read".into());
+    let okta = Okta::new(s.clone()).unwrap();
+    let created = okta
+        .create_client(&spec("scope", &["a.read", "b.read"]), "k")
+        .await
+        .unwrap();
+    okta.test_secret(&created.client_id, &created.secret)
+        .await
+        .unwrap();
+    assert_eq!(fake.issued().last().unwrap().scopes, vec!["a.read"]);
+    // A scope outside the grant: Okta's OAuth error, not an outage.
+    s.test_scope = Some("not.granted".into());
+    let err = Okta::new(s)
+        .unwrap()
+        .test_secret(&created.client_id, &created.secret)
+        .await
+        .unwrap_err();
+    assert_eq!(provider_code(&err).1, "invalid_scope");
+}
+
+#[tokio::test]
+async fn revoking_tokens_states_what_stays_valid() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let created = okta
+        .create_client(&spec("revoke", &["a.read"]), "k")
+        .await
+        .unwrap();
+    let receipt = okta.revoke_tokens(&created.client_id).await.unwrap();
+    assert_eq!(fake.refresh_revocations(&created.client_id), 1);
+    assert!(
+        receipt.revoked.contains("refresh tokens"),
+        "{}",
+        receipt.revoked
+    );
+    let outstanding = receipt.outstanding.expect("access tokens stay valid");
+    assert!(outstanding.contains("900 s"), "{outstanding}");
+}
+
+#[tokio::test]
+async fn deleting_deactivates_first() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let created = okta
+        .create_client(&spec("delete", &["a.read"]), "k")
+        .await
+        .unwrap();
+    okta.delete_client(&created.client_id).await.unwrap();
+    let path = format!("/api/v1/apps/{}", created.client_id);
+    let calls: Vec<(String, String)> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.path.starts_with(&path) && c.method != "GET")
+        .map(|c| (c.method, c.path))
+        .collect();
+    assert_eq!(calls.last().unwrap(), &("DELETE".to_string(), path.clone()));
+    assert_eq!(
+        calls[calls.len() - 2],
+        ("POST".to_string(), format!("{path}/lifecycle/deactivate"))
+    );
+    assert!(fake.app(&created.client_id).is_none());
+}
+
+fn log_event(uuid: &str, published: &str) -> Value {
+    let mut e: Value = serde_json::from_str(include_str!(
+        "../../fixtures/okta/events/app.oauth2.as.token.grant.access_token.json"
+    ))
+    .unwrap();
+    e["uuid"] = json!(uuid);
+    e["published"] = json!(published);
+    e
+}
+
+#[tokio::test]
+async fn system_log_pages_with_the_after_cursor() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    fake.push_log_events([
+        log_event("old", "2024-07-01T00:00:00.000Z"),
+        log_event("e1", "2024-07-02T16:20:11.912Z"),
+        log_event("e2", "2024-07-02T16:21:00.000Z"),
+        log_event("e3", "2024-07-02T16:22:00.000Z"),
+    ]);
+    let since = "2024-07-02T00:00:00Z".parse().unwrap();
+    let first = okta.system_log(None, Some(since), 2).await.unwrap();
+    let uuids = |p: &shared::idp::okta::LogPage| -> Vec<String> {
+        p.events
+            .iter()
+            .map(|e| e["uuid"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(uuids(&first), vec!["e1", "e2"]);
+    let second = okta
+        .system_log(first.after.as_deref(), Some(since), 2)
+        .await
+        .unwrap();
+    assert_eq!(uuids(&second), vec!["e3"]);
+    // Nothing new: the cursor stays where it is.
+    let third = okta
+        .system_log(second.after.as_deref(), None, 2)
+        .await
+        .unwrap();
+    assert!(third.events.is_empty());
+    assert_eq!(third.after, second.after);
+    fake.push_log_events([log_event("e4", "2024-07-03T00:00:00.000Z")]);
+    let fourth = okta
+        .system_log(third.after.as_deref(), None, 2)
+        .await
+        .unwrap();
+    assert_eq!(uuids(&fourth), vec!["e4"]);
+
+    let calls = fake.calls_to("GET", "/api/v1/logs");
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.query.contains("sortOrder=ASCENDING"))
+    );
+    assert!(
+        calls[0]
+            .query
+            .contains("since=2024-07-02T00%3A00%3A00.000Z"),
+        "{}",
+        calls[0].query
+    );
+    assert!(
+        calls[1..]
+            .iter()
+            .all(|c| c.query.contains("after=") && !c.query.contains("since="))
+    );
+    assert!(calls.iter().all(|c| c.bucket == "logs"));
+    fake.assert_well_formed();
+}
+
+fn service_app_settings(fake: &FakeOkta, client_id: &str) -> OktaSettings {
+    let mut s = settings(fake);
+    s.auth = OktaAuth::PrivateKeyJwt {
+        client_id: client_id.into(),
+        key: SigningKey::from_pem(SERVICE_APP_KEY.as_bytes()).unwrap(),
+        key_id: Some("steward-1".into()),
+        scopes: MANAGEMENT_SCOPES.iter().map(|s| s.to_string()).collect(),
+    };
+    s
+}
+
+#[tokio::test]
+async fn oauth_for_okta_uses_a_signed_assertion_and_caches_the_token() {
+    let fake = FakeOkta::start();
+    fake.trust_service_app("0oaStewardService001", SERVICE_APP_PUBLIC_KEY);
+    let okta = Okta::new(service_app_settings(&fake, "0oaStewardService001")).unwrap();
+    let created = okta
+        .create_client(&spec("oauth", &["a.read"]), "k")
+        .await
+        .unwrap();
+    okta.client(&created.client_id).await.unwrap().unwrap();
+    okta.list_clients().await.unwrap();
+    let token_calls = fake.calls_to("POST", "/oauth2/v1/token");
+    assert_eq!(token_calls.len(), 1, "the access token is cached");
+    let issued = &fake.issued()[0];
+    assert_eq!(issued.client_id, "0oaStewardService001");
+    assert!(issued.scopes.iter().any(|s| s == "okta.apps.manage"));
+    for c in fake.calls().iter().filter(|c| c.path.starts_with("/api/")) {
+        let auth = c.authorization.as_deref().unwrap_or("");
+        assert!(
+            auth.starts_with("Bearer fake-okta-at-"),
+            "{} {}: {auth}",
+            c.method,
+            c.path
+        );
+    }
+    fake.assert_well_formed();
+}
+
+#[tokio::test]
+async fn oauth_for_okta_renews_the_token_before_it_expires() {
+    let fake = FakeOkta::start();
+    fake.trust_service_app("0oaStewardService001", SERVICE_APP_PUBLIC_KEY);
+    // Within the renewal margin: every call needs a new token.
+    fake.set_management_token_lifetime(30);
+    let okta = Okta::new(service_app_settings(&fake, "0oaStewardService001")).unwrap();
+    okta.client("0oaAny").await.unwrap();
+    okta.client("0oaAny").await.unwrap();
+    assert_eq!(fake.calls_to("POST", "/oauth2/v1/token").len(), 2);
+}
+
+#[tokio::test]
+async fn an_untrusted_service_app_is_a_clear_error() {
+    let fake = FakeOkta::start();
+    let okta = Okta::new(service_app_settings(&fake, "0oaNotRegistered0001")).unwrap();
+    let err = okta.list_clients().await.unwrap_err();
+    let (status, code, summary) = provider_code(&err);
+    assert_eq!((status, code), (401, "invalid_client"));
+    assert!(summary.contains("STEWARD_OKTA_CLIENT_ID"), "{summary}");
+}
+
+#[test]
+fn settings_refuse_plain_http_on_a_non_loopback_host() {
+    let token = || OktaAuth::ApiToken(Secret::new("t"));
+    let err = OktaSettings::new("http://example.okta.com", token()).unwrap_err();
+    assert!(matches!(err, OktaSettingsError::InsecureOrgUrl(_)), "{err}");
+    assert!(err.to_string().contains("use https"), "{err}");
+    OktaSettings::new("http://127.0.0.1:9999", token()).unwrap();
+    OktaSettings::new("https://example.okta.com", token()).unwrap();
+    let env = |k: &str| match k {
+        "STEWARD_OKTA_ORG_URL" => Some("http://192.0.2.10".to_string()),
+        "STEWARD_OKTA_API_TOKEN" => Some("t".to_string()),
+        _ => None,
+    };
+    assert!(matches!(
+        OktaSettings::from_lookup(env),
+        Err(OktaSettingsError::InsecureOrgUrl(_))
+    ));
+}
+
+#[tokio::test]
+async fn secrets_never_show_in_debug_output_errors_or_urls() {
+    let fake = FakeOkta::start();
+    let s = settings(&fake);
+    assert!(!format!("{s:?}").contains(API_TOKEN));
+    let jwt = service_app_settings(&fake, "0oaX");
+    assert!(!format!("{jwt:?}").contains("PRIVATE KEY"));
+    let okta = Okta::new(s).unwrap();
+    assert!(!format!("{okta:?}").contains(API_TOKEN));
+    let created = okta
+        .create_client(&spec("leak", &["a.read"]), "k")
+        .await
+        .unwrap();
+    let rotated = okta.add_secret(&created.client_id, "r").await.unwrap();
+    let values = fake.secret_values(&created.client_id);
+    assert_eq!(values.len(), 2);
+    let debug = format!("{created:?} {rotated:?}");
+    let wrong = Secret::new("wrong-secret-value-123456");
+    let err = okta
+        .test_secret(&created.client_id, &wrong)
+        .await
+        .unwrap_err();
+    let shown = format!("{debug} {err} {err:?}");
+    for v in values
+        .iter()
+        .map(String::as_str)
+        .chain(["wrong-secret-value-123456"])
+    {
+        assert!(!shown.contains(v), "a secret shows in {shown}");
+    }
+    for c in fake.calls() {
+        for v in &values {
+            assert!(!c.path.contains(v.as_str()) && !c.query.contains(v.as_str()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_wrong_client_secret_is_refused_not_unavailable() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let created = okta
+        .create_client(&spec("wrong", &["a.read"]), "k")
+        .await
+        .unwrap();
+    let err = okta
+        .test_secret(&created.client_id, &Secret::new("not-it"))
+        .await
+        .unwrap_err();
+    assert_eq!(provider_code(&err).1, "invalid_client");
+    okta.set_active(&created.client_id, false).await.unwrap();
+    let err = okta
+        .test_secret(&created.client_id, &created.secret)
+        .await
+        .unwrap_err();
+    assert_eq!(provider_code(&err).1, "invalid_client");
+}
