@@ -81,6 +81,7 @@ fn build(
         slack: None,
         okta: None,
         okta_hook_secret: None,
+        oauth: None,
     })
     .unwrap();
     let Embedded {

@@ -82,6 +82,7 @@ fn stack() -> Stack {
         slack: None,
         okta: None,
         okta_hook_secret: None,
+        oauth: None,
     })
     .unwrap();
     let mut engine = Arc::try_unwrap(s.engine)

@@ -47,6 +47,7 @@ pub async fn run() -> anyhow::Result<()> {
         slack: None,
         okta: None,
         okta_hook_secret: None,
+        oauth: None,
     })?;
     let vault = stack.vault.clone();
     let token = server::admin_token(&data_dir)?;

@@ -173,6 +173,9 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
             .ok()
             .filter(|s| !s.trim().is_empty())
             .map(shared::Secret::new),
+        oauth: std::env::var_os(shared::idp::oauth::ISSUER_ENV)
+            .map(|_| shared::idp::oauth::OAuthSettings::from_env())
+            .transpose()?,
     })?;
     server::admin_token(&a.data_dir)?;
     eprintln!(
@@ -193,6 +196,10 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
                 "Okta {} (System Log read every {})",
                 o.settings().org_url,
                 a.okta_log_poll
+            ),
+            None if std::env::var_os(shared::idp::oauth::ISSUER_ENV).is_some() => format!(
+                "the OAuth server {} (dynamic client registration)",
+                std::env::var(shared::idp::oauth::ISSUER_ENV).unwrap_or_default()
             ),
             None => "the development IdP".into(),
         },

@@ -9,6 +9,7 @@ use super::vault::FileVault;
 use crate::engine::executor::Executor;
 use crate::engine::{Engine, EngineConfig};
 use crate::idp::dev::DevIdp;
+use crate::idp::oauth::{OAuthDcr, OAuthSettings};
 use crate::idp::okta::{Okta, OktaSettings};
 use crate::ports::Approvals;
 use crate::ports::IdentityProvider;
@@ -41,6 +42,9 @@ pub struct EmbeddedConfig {
     pub okta: Option<OktaSettings>,
     /// The Authorization value Okta's event hook sends; without it the hook route refuses.
     pub okta_hook_secret: Option<Secret>,
+    /// Any OAuth 2.0 server with dynamic client registration (RFC 7591/7592), when agents'
+    /// clients live there. At most one of `okta` and `oauth`.
+    pub oauth: Option<OAuthSettings>,
 }
 
 /// Slack as the embedded default uses it: the Web API client and the signing secret that
@@ -117,9 +121,17 @@ impl Embedded {
             .map(Okta::new)
             .transpose()
             .map_err(|e| err(e.to_string()))?;
-        let governed: Arc<dyn IdentityProvider> = match &okta {
-            Some(o) => Arc::new(o.clone()),
-            None => idp.clone(),
+        let governed: Arc<dyn IdentityProvider> = match (&okta, cfg.oauth) {
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    "both Okta (STEWARD_OKTA_ORG_URL) and an OAuth server (STEWARD_OAUTH_ISSUER) are configured; choose one identity provider".into(),
+                ));
+            }
+            (Some(o), None) => Arc::new(o.clone()),
+            (None, Some(settings)) => Arc::new(
+                OAuthDcr::new(settings, vault.clone()).map_err(|e| err(e.to_string()))?,
+            ),
+            (None, None) => idp.clone(),
         };
         let directory =
             Arc::new(PeopleFileDirectory::load(&cfg.people).map_err(|e| err(e.to_string()))?);

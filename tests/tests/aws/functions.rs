@@ -919,3 +919,55 @@ async fn onboarding_is_approved_in_slack_on_aws() {
     assert!(updates.iter().all(|u| buttons(&u.body).is_none()));
     slack.assert_well_formed();
 }
+
+/// Okta Log Streaming: a System Log event on the partner bus, shaped as EventBridge delivers
+/// it, goes through `idp-hook` into the same mapping as hook deliveries; a repeat is applied
+/// once, and an event from another source is refused and audited.
+#[tokio::test(flavor = "multi_thread")]
+async fn idp_hook_takes_okta_log_stream_events_from_eventbridge() {
+    let a = aws(5).await;
+    let secret = Secret::new(HOOK_SECRET);
+    let grant: Value = serde_json::from_str(include_str!(
+        "../../fixtures/okta/events/app.oauth2.as.token.grant.access_token.json"
+    ))
+    .unwrap();
+    let uuid = grant["uuid"].as_str().unwrap().to_string();
+    let event = json!({
+        "version": "0",
+        "id": "5b1b9d1e-8f41-4c4a-9b0e-1f2d3c4b5a69",
+        "detail-type": "SystemLog",
+        "source": "aws.partner/okta.com/example-org/steward-stream",
+        "account": "123456789012",
+        "time": "2026-11-23T10:00:00Z",
+        "region": "us-east-1",
+        "resources": [],
+        "detail": grant,
+    });
+    for _ in 0..2 {
+        let out = idp_hook::dispatch(&a.stack.engine, &secret, event.clone())
+            .await
+            .unwrap();
+        assert_eq!(out, Value::Null);
+    }
+    let audit = audit_lines(&a).await;
+    let received: Vec<&Value> = audit
+        .iter()
+        .filter(|l| l["unmapped"]["event_uid"] == uuid.as_str())
+        .collect();
+    assert_eq!(received.len(), 1, "{audit:#?}");
+    let signal = &received[0]["unmapped"]["signal"];
+    assert_eq!(signal["signal"], "token_grant", "{signal}");
+    assert!(signal["client_id"].as_str().is_some_and(|c| !c.is_empty()), "{signal}");
+
+    let mut foreign = event.clone();
+    foreign["source"] = json!("aws.partner/example.com/other");
+    idp_hook::dispatch(&a.stack.engine, &secret, foreign)
+        .await
+        .unwrap();
+    let audit = audit_lines(&a).await;
+    assert!(audit.iter().any(|l| l["status"] == "Failure"
+        && l["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("is not an Okta log stream")));
+}

@@ -1352,10 +1352,3 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     };
     Some((unescape(user), unescape(pass)))
 }
-
-/// How long until `epoch` (seconds) from now.
-pub fn until_epoch(epoch: u64) -> Duration {
-    (UNIX_EPOCH + Duration::from_secs(epoch))
-        .duration_since(now())
-        .unwrap_or_default()
-}

@@ -7,3 +7,4 @@ mod dev;
 mod fake_okta;
 mod oauth;
 mod okta;
+mod system_log;

@@ -191,6 +191,8 @@ impl Transport {
         let mut rate_limited = 0u32;
         let mut renewed_token = false;
         loop {
+            // Before the permit: Steward's own token may take a request of its own.
+            let request = self.request(&call).await?;
             let permit = self
                 .limiter
                 .acquire(&bucket, self.settings.max_rate_limit_wait)
@@ -205,7 +207,6 @@ impl Transport {
             attempts += 1;
             let span = tracing::Span::current();
             span.record("attempts", attempts);
-            let request = self.request(&call).await?;
             let outcome = request.send().await;
             let failure = match outcome {
                 Err(e) => {
