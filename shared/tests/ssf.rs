@@ -306,23 +306,25 @@ async fn each_mapped_event_type_is_accepted_recorded_once_and_mapped() {
         assert_eq!((ev.source, ev.event_id.as_str()), ("ssf", jti.as_str()));
         assert_eq!(ev.event_type, event_type);
         assert_eq!(ev.published, Some(start()));
-        assert_eq!(
-            ev.signal,
-            Some(Signal::Risk {
-                kind,
-                subjects: subjects.iter().map(|s| s.to_string()).collect(),
-                level: None,
-                detail: detail.into(),
-                ip: None,
-            }),
-            "{event_type}"
-        );
+        let signal = Signal::Risk {
+            kind,
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            level: None,
+            detail: detail.into(),
+            ip: None,
+        };
+        assert_eq!(ev.signal.as_ref(), Some(&signal), "{event_type}");
 
         let recorded = received(&st.engine).await;
         assert_eq!(recorded.len(), 1, "{event_type}: one event recorded");
         assert_eq!(recorded[0]["unmapped"]["source"], "ssf");
         assert_eq!(recorded[0]["unmapped"]["event_uid"], jti.as_str());
         assert_eq!(recorded[0]["unmapped"]["event_type"], event_type.as_str());
+        assert_eq!(
+            recorded[0]["unmapped"]["signal"],
+            serde_json::to_value(&signal).unwrap(),
+            "{event_type}: the mapped signal is what is recorded"
+        );
         assert!(refusals(&st.engine).await.is_empty());
 
         // The same SET again is a replay: refused, audited, and still recorded once.
@@ -355,6 +357,7 @@ async fn unknown_event_types_are_recorded_without_a_signal() {
         recorded[0]["unmapped"]["event_type"],
         "https://schemas.openid.net/secevent/ssf/event-type/verification"
     );
+    assert_eq!(recorded[0]["unmapped"]["signal"], Value::Null);
 }
 
 #[tokio::test]

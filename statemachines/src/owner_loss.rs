@@ -69,7 +69,9 @@ impl Workflow for OwnerLoss {
         } = input;
         let lost_owner = agent.owner.clone();
         let deadline = ctx.now + chrono::Duration::seconds(ctx.policy.owner_reassign_secs as i64);
-        agent.flags.retain(|f| !matches!(f, AgentFlag::OwnerLost { .. }));
+        agent
+            .flags
+            .retain(|f| !matches!(f, AgentFlag::OwnerLost { .. }));
         agent.flags.push(AgentFlag::OwnerLost {
             owner: lost_owner.clone(),
             since: ctx.now,
@@ -121,7 +123,11 @@ impl Workflow for OwnerLoss {
         })
     }
 
-    fn on(state: &OwnerLossState, event: Event, ctx: &Ctx) -> Result<Step<OwnerLossState>, Rejected> {
+    fn on(
+        state: &OwnerLossState,
+        event: Event,
+        ctx: &Ctx,
+    ) -> Result<Step<OwnerLossState>, Rejected> {
         use OwnerLossState as S;
         match (state, event) {
             (
@@ -153,7 +159,10 @@ impl Workflow for OwnerLoss {
                         Actor::Person(by.clone()),
                         None,
                         vec![],
-                        format!("{by} made {owner} the owner of {} (was {lost_owner})", agent.name),
+                        format!(
+                            "{by} made {owner} the owner of {} (was {lost_owner})",
+                            agent.name
+                        ),
                     ),
                     Command::Notify {
                         to: owner.clone(),
@@ -207,7 +216,9 @@ impl Workflow for OwnerLoss {
                     Command::Notify {
                         to: SECURITY_CHANNEL.into(),
                         subject: format!("Freeze requested for {}", agent.name),
-                        body: format!("{reason}. The agent keeps its access until it is frozen or reassigned."),
+                        body: format!(
+                            "{reason}. The agent keeps its access until it is frozen or reassigned."
+                        ),
                     },
                 ];
                 Ok(Step {

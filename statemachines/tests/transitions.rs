@@ -1909,7 +1909,10 @@ fn scenario_owner_loss_flags_agent_and_asks_manager_and_security() {
     assert_eq!(*deadline, owner_deadline());
     let saved = saved_agents(&step.commands);
     assert_eq!(saved.len(), 1);
-    assert_eq!(saved[0].owner, OWNER, "the owner stays until a new one is assigned");
+    assert_eq!(
+        saved[0].owner, OWNER,
+        "the owner stays until a new one is assigned"
+    );
     assert_eq!(saved[0].status, AgentStatus::Active, "flagged, not frozen");
     assert!(saved[0].flags.contains(&AgentFlag::OwnerLost {
         owner: OWNER.into(),
@@ -1920,14 +1923,21 @@ fn scenario_owner_loss_flags_agent_and_asks_manager_and_security() {
         .map(|(to, _, _)| *to)
         .collect();
     assert_eq!(recipients, vec![MANAGER, SECURITY_CHANNEL]);
-    assert!(notifications(&step.commands)[0].2.contains("steward agents reassign"));
+    assert!(
+        notifications(&step.commands)[0]
+            .2
+            .contains("steward agents reassign")
+    );
     assert!(step.commands.contains(&Command::SetTimer {
         name: OWNER_DEADLINE_TIMER.into(),
         at: owner_deadline()
     }));
     let lost = audit_of(&step.commands, AuditKind::OwnerLost);
     assert_eq!(lost.actor, Actor::IdpEvent("okta-ev-1".into()));
-    assert!(idp_commands(&step.commands).is_empty(), "nothing changes at the IdP");
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "nothing changes at the IdP"
+    );
 }
 
 fn scenario_owner_loss_without_manager_asks_security_only() {
@@ -1978,7 +1988,11 @@ fn scenario_owner_loss_deadline_requests_freeze() {
         "{:?}",
         saved[0].flags
     );
-    assert_eq!(saved[0].status, AgentStatus::Active, "the freeze itself comes later");
+    assert_eq!(
+        saved[0].status,
+        AgentStatus::Active,
+        "the freeze itself comes later"
+    );
     assert_eq!(notifications(&step.commands)[0].0, SECURITY_CHANNEL);
     assert!(audit_kinds(&step.commands).contains(&AuditKind::FreezeRequested));
 }
@@ -1986,7 +2000,11 @@ fn scenario_owner_loss_deadline_requests_freeze() {
 fn scenario_owner_loss_refuses_early_or_foreign_timer() {
     let waiting = started::<OwnerLoss>(owner_loss_input(Some(MANAGER))).state;
     assert_rejected(
-        on::<OwnerLoss>(&waiting, deadline_timer(), owner_deadline() - chrono::Duration::seconds(1)),
+        on::<OwnerLoss>(
+            &waiting,
+            deadline_timer(),
+            owner_deadline() - chrono::Duration::seconds(1),
+        ),
         "event",
         "does not apply to owner_loss",
     );

@@ -82,10 +82,20 @@ fn verification_challenge_is_echoed_only_with_the_hook_secret() {
     );
     let (status, body) = get(None);
     assert_eq!(status, 401, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("missing Authorization"));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("missing Authorization")
+    );
     let (status, body) = get(Some("Bearer guessed"));
     assert_eq!(status, 401, "{body}");
-    assert!(body["error"].as_str().unwrap().contains("wrong Authorization"));
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("wrong Authorization")
+    );
     assert_eq!(refusals(&s, "Authorization header"), 2);
 }
 
@@ -153,11 +163,20 @@ fn mapped_events_carry_their_signal_and_one_unreadable_event_does_not_drop_the_r
     assert_eq!(got[0]["unmapped"]["signal"]["signal"], "service_app");
     assert_eq!(got[0]["unmapped"]["signal"]["change"], "created");
     assert!(received(&s, "broken-1").is_empty());
-    assert_eq!(refusals(&s, "broken-1"), 1, "the unreadable event is audited");
+    assert_eq!(
+        refusals(&s, "broken-1"),
+        1,
+        "the unreadable event is audited"
+    );
 }
 
 fn provisioned_agent(s: &Server, name: &str, owner: &str) -> Value {
-    s.request_ok(&agent_request(name, "prod", owner, &["datadog:metrics:read"]));
+    s.request_ok(&agent_request(
+        name,
+        "prod",
+        owner,
+        &["datadog:metrics:read"],
+    ));
     s.wait_agent_status(name, "active")
 }
 
@@ -191,14 +210,22 @@ fn a_deactivated_owner_flags_the_agent_and_the_manager_reassigns_it() {
         let a = s.agent(name);
         (a["flags"][0]["flag"] == "owner_lost").then_some(a)
     });
-    assert_eq!(flagged["owner"], ALICE, "the owner stays until a new one is assigned");
+    assert_eq!(
+        flagged["owner"], ALICE,
+        "the owner stays until a new one is assigned"
+    );
     assert_eq!(flagged["status"], "active");
     assert_eq!(owner_loss_workflows(&s, name).len(), 1);
     assert!(s.agent("erp-sync-agent-prod")["flags"].is_null(), "{other}");
     s.wait_idle();
     let asked = notices_to(&s, "maria@example.com");
     assert_eq!(asked.len(), 1, "the manager is asked once: {asked:?}");
-    assert!(asked[0]["body"].as_str().unwrap().contains("steward agents reassign"));
+    assert!(
+        asked[0]["body"]
+            .as_str()
+            .unwrap()
+            .contains("steward agents reassign")
+    );
     assert_eq!(notices_to(&s, "security-channel").len(), 1);
 
     // Only the manager or security may reassign, and only to an active person.
@@ -226,7 +253,13 @@ fn a_deactivated_owner_flags_the_agent_and_the_manager_reassigns_it() {
     });
     assert!(reassigned["flags"].is_null(), "{reassigned}");
     s.wait_idle();
-    assert_eq!(notices_to(&s, BOB).iter().filter(|n| n["subject"].as_str().unwrap().contains("You now own")).count(), 1);
+    assert_eq!(
+        notices_to(&s, BOB)
+            .iter()
+            .filter(|n| n["subject"].as_str().unwrap().contains("You now own"))
+            .count(),
+        1
+    );
     // Not lost any more: a second reassignment is refused.
     let (status, v) = s.post(
         &format!("/api/agents/{name}/owner"),
@@ -254,13 +287,17 @@ fn no_new_owner_by_the_deadline_requests_a_freeze() {
             .any(|f| f["flag"] == "freeze_requested")
             .then_some(a)
     });
-    assert_eq!(agent["status"], "active", "the freeze itself comes with anomaly detection");
+    assert_eq!(
+        agent["status"], "active",
+        "the freeze itself comes with anomaly detection"
+    );
     let wf = &owner_loss_workflows(&s, name)[0];
     assert_eq!(wf["state"], "FreezeRequested", "{wf}");
     s.wait_idle();
-    assert!(
-        notices_to(&s, "security-channel")
-            .iter()
-            .any(|n| n["subject"].as_str().unwrap().starts_with("Freeze requested"))
-    );
+    assert!(notices_to(&s, "security-channel").iter().any(|n| {
+        n["subject"]
+            .as_str()
+            .unwrap()
+            .starts_with("Freeze requested")
+    }));
 }

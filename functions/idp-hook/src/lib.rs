@@ -9,9 +9,9 @@
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde_json::Value;
+use shared::audit;
 use shared::aws::{EdgeError, http};
 use shared::inbound::okta_events;
-use shared::audit;
 use shared::{Engine, Secret};
 use statemachines::Actor;
 

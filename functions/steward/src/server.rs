@@ -112,11 +112,13 @@ pub async fn serve(
     });
     let worker = tokio::spawn(work(state.clone()));
     let ticker = tokio::spawn(ticks(state.stack.engine.clone(), every.tick));
-    let poller = state
-        .stack
-        .okta
-        .clone()
-        .map(|okta| tokio::spawn(poll_okta_log(state.stack.engine.clone(), okta, every.okta_log)));
+    let poller = state.stack.okta.clone().map(|okta| {
+        tokio::spawn(poll_okta_log(
+            state.stack.engine.clone(),
+            okta,
+            every.okta_log,
+        ))
+    });
     let app = router(state.clone());
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
@@ -189,10 +191,16 @@ async fn poll_okta_log(engine: Arc<Engine>, okta: shared::idp::okta::Okta, every
         interval.tick().await;
         match okta_log::poll(&engine, &okta, okta_log::PAGE_SIZE, 50).await {
             Ok(p) if p.accepted.new > 0 => {
-                tracing::info!(new = p.accepted.new, pages = p.pages, "Okta System Log read")
+                tracing::info!(
+                    new = p.accepted.new,
+                    pages = p.pages,
+                    "Okta System Log read"
+                )
             }
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "reading the Okta System Log failed; retrying later"),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the Okta System Log failed; retrying later")
+            }
         }
     }
 }
@@ -206,7 +214,12 @@ async fn okta_hook(
     body: axum::body::Bytes,
 ) -> Response {
     let Some(secret) = &state.stack.okta_hook_secret else {
-        refuse(&state, "Okta event hook request", "the Okta event hook is not configured on this server (set STEWARD_OKTA_HOOK_SECRET)").await;
+        refuse(
+            &state,
+            "Okta event hook request",
+            "the Okta event hook is not configured on this server (set STEWARD_OKTA_HOOK_SECRET)",
+        )
+        .await;
         return (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "the Okta event hook is not configured on this server"})),

@@ -128,9 +128,9 @@ impl Embedded {
                 ));
             }
             (Some(o), None) => Arc::new(o.clone()),
-            (None, Some(settings)) => Arc::new(
-                OAuthDcr::new(settings, vault.clone()).map_err(|e| err(e.to_string()))?,
-            ),
+            (None, Some(settings)) => {
+                Arc::new(OAuthDcr::new(settings, vault.clone()).map_err(|e| err(e.to_string()))?)
+            }
             (None, None) => idp.clone(),
         };
         let directory =

@@ -526,13 +526,15 @@ impl SsfReceiver {
         let content_type = headers.get("content-type").unwrap_or("");
         let media = content_type.split(';').next().unwrap_or("").trim();
         if !media.eq_ignore_ascii_case(CONTENT_TYPE) {
-            return Err(refuse(
-                InvalidRequest,
+            let why = if content_type.trim().is_empty() {
+                format!("no Content-Type; a SET is sent as {CONTENT_TYPE}")
+            } else {
                 format!(
                     "Content-Type must be {CONTENT_TYPE}, not `{}`",
                     shown(content_type)
-                ),
-            ));
+                )
+            };
+            return Err(refuse(InvalidRequest, why));
         }
         if body.len() > MAX_BODY_BYTES {
             return Err(refuse(
@@ -594,13 +596,15 @@ impl SsfReceiver {
         let typ_ok = typ.eq_ignore_ascii_case("secevent+jwt")
             || typ.eq_ignore_ascii_case("application/secevent+jwt");
         if !typ_ok {
-            return Err(refuse(
-                InvalidRequest,
+            let why = if typ.is_empty() {
+                "the JWS header has no typ; a SET's is `secevent+jwt` (RFC 8417 §2.3)".to_string()
+            } else {
                 format!(
-                    "JWS header typ must be `secevent+jwt` (RFC 8417 §2.3), not `{}`",
+                    "the JWS header's typ must be `secevent+jwt` (RFC 8417 §2.3), not `{}`",
                     shown(typ)
-                ),
-            ));
+                )
+            };
+            return Err(refuse(InvalidRequest, why));
         }
         if header.contains_key("crit") {
             return Err(refuse(

@@ -957,7 +957,10 @@ async fn idp_hook_takes_okta_log_stream_events_from_eventbridge() {
     assert_eq!(received.len(), 1, "{audit:#?}");
     let signal = &received[0]["unmapped"]["signal"];
     assert_eq!(signal["signal"], "token_grant", "{signal}");
-    assert!(signal["client_id"].as_str().is_some_and(|c| !c.is_empty()), "{signal}");
+    assert!(
+        signal["client_id"].as_str().is_some_and(|c| !c.is_empty()),
+        "{signal}"
+    );
 
     let mut foreign = event.clone();
     foreign["source"] = json!("aws.partner/example.com/other");
@@ -965,9 +968,11 @@ async fn idp_hook_takes_okta_log_stream_events_from_eventbridge() {
         .await
         .unwrap();
     let audit = audit_lines(&a).await;
-    assert!(audit.iter().any(|l| l["status"] == "Failure"
-        && l["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("is not an Okta log stream")));
+    assert!(audit.iter().any(|l| {
+        l["status"] == "Failure"
+            && l["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("is not an Okta log stream")
+    }));
 }

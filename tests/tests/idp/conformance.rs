@@ -37,36 +37,62 @@ pub async fn run(idp: &dyn IdentityProvider, caps: Caps, prefix: &str, scopes: [
 
     // Create: the client exists with what was asked, and its first secret works.
     let s = spec(prefix, "create", &[a]);
-    let created = idp.create_client(&s, &format!("{prefix}-k1")).await.unwrap();
-    let info = idp.client(&created.client_id).await.unwrap().expect("client exists");
+    let created = idp
+        .create_client(&s, &format!("{prefix}-k1"))
+        .await
+        .unwrap();
+    let info = idp
+        .client(&created.client_id)
+        .await
+        .unwrap()
+        .expect("client exists");
     assert_eq!(info.scopes, vec![a.to_string()]);
     assert!(info.active);
-    idp.test_secret(&created.client_id, &created.secret).await.unwrap();
+    idp.test_secret(&created.client_id, &created.secret)
+        .await
+        .unwrap();
     refused(
-        idp.test_secret(&created.client_id, &Secret::new("not-the-secret")).await,
+        idp.test_secret(&created.client_id, &Secret::new("not-the-secret"))
+            .await,
         "a wrong secret",
     );
 
     // The same idempotency key gives the same client, with a working secret.
-    let again = idp.create_client(&s, &format!("{prefix}-k1")).await.unwrap();
-    assert_eq!(again.client_id, created.client_id, "a repeated create made a second client");
-    idp.test_secret(&again.client_id, &again.secret).await.unwrap();
+    let again = idp
+        .create_client(&s, &format!("{prefix}-k1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.client_id, created.client_id,
+        "a repeated create made a second client"
+    );
+    idp.test_secret(&again.client_id, &again.secret)
+        .await
+        .unwrap();
     let id = again.client_id.clone();
     let mut current = again.secret;
 
     // Grants are set exactly.
-    idp.set_grants(&id, &[a.to_string(), b.to_string()], 600).await.unwrap();
+    idp.set_grants(&id, &[a.to_string(), b.to_string()], 600)
+        .await
+        .unwrap();
     let mut got = idp.client(&id).await.unwrap().unwrap().scopes;
     got.sort();
     let mut want = vec![a.to_string(), b.to_string()];
     want.sort();
     assert_eq!(got, want);
     idp.set_grants(&id, &[b.to_string()], 600).await.unwrap();
-    assert_eq!(idp.client(&id).await.unwrap().unwrap().scopes, vec![b.to_string()]);
+    assert_eq!(
+        idp.client(&id).await.unwrap().unwrap().scopes,
+        vec![b.to_string()]
+    );
 
     // Listing includes it.
     let listed = idp.list_clients().await.unwrap();
-    assert!(listed.iter().any(|c| c.client_id == id), "list_clients misses {id}");
+    assert!(
+        listed.iter().any(|c| c.client_id == id),
+        "list_clients misses {id}"
+    );
 
     // Lifecycle: a deactivated client gets no token, an activated one does.
     if caps.lifecycle {
@@ -80,7 +106,10 @@ pub async fn run(idp: &dyn IdentityProvider, caps: Caps, prefix: &str, scopes: [
     // Secrets: rotation.
     let before = idp.secret_ids(&id).await.unwrap();
     assert_eq!(before.len(), 1, "a new client has one secret: {before:?}");
-    let next = idp.add_secret(&id, &format!("{prefix}-rot1")).await.unwrap();
+    let next = idp
+        .add_secret(&id, &format!("{prefix}-rot1"))
+        .await
+        .unwrap();
     idp.test_secret(&id, &next.secret).await.unwrap();
     if caps.max_secrets >= 2 {
         // Both valid at once: the overlap that makes rotation gap-free.
@@ -108,7 +137,8 @@ pub async fn run(idp: &dyn IdentityProvider, caps: Caps, prefix: &str, scopes: [
     ));
     assert!(idp.client("no-such-client").await.unwrap().is_none());
     assert!(matches!(
-        idp.set_grants("no-such-client", &[a.to_string()], 600).await,
+        idp.set_grants("no-such-client", &[a.to_string()], 600)
+            .await,
         Err(IdpError::UnknownClient(_))
     ));
 
@@ -118,5 +148,8 @@ pub async fn run(idp: &dyn IdentityProvider, caps: Caps, prefix: &str, scopes: [
     refused(idp.test_secret(&id, &current).await, "a deleted client");
     idp.delete_client(&id).await.unwrap();
     let listed = idp.list_clients().await.unwrap();
-    assert!(!listed.iter().any(|c| c.client_id == id), "a deleted client is still listed");
+    assert!(
+        !listed.iter().any(|c| c.client_id == id),
+        "a deleted client is still listed"
+    );
 }

@@ -47,7 +47,8 @@ fn events(n: usize, tag: &str) -> Vec<Value> {
     ];
     (0..n)
         .map(|i| {
-            let text = std::fs::read_to_string(format!("{dir}/{}", kinds[i % kinds.len()])).unwrap();
+            let text =
+                std::fs::read_to_string(format!("{dir}/{}", kinds[i % kinds.len()])).unwrap();
             let mut ev: Value = serde_json::from_str(&text).unwrap();
             ev["uuid"] = json!(format!("{tag}-{i}"));
             ev["published"] = json!(chrono::Utc::now().to_rfc3339());
@@ -61,7 +62,12 @@ async fn received(stack: &Embedded) -> Vec<String> {
     audit
         .iter()
         .filter(|a| a.record.body["unmapped"]["steward_event"] == "idp_event_received")
-        .map(|a| a.record.body["unmapped"]["event_uid"].as_str().unwrap().to_string())
+        .map(|a| {
+            a.record.body["unmapped"]["event_uid"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect()
 }
 
@@ -84,15 +90,24 @@ async fn polls_pages_persists_the_cursor_and_resumes_exactly_after_a_restart() {
     assert_eq!(polled.accepted.new, 5, "{polled:?}");
     assert_eq!(polled.pages, 3, "pages of 2, 2 and 1 event(s): {polled:?}");
     let queries = log_queries(&fake);
-    assert!(queries[0].contains("since="), "the first poll starts from a time: {queries:?}");
-    assert!(queries[1].contains("after=c2") && queries[2].contains("after=c4"), "{queries:?}");
+    assert!(
+        queries[0].contains("since="),
+        "the first poll starts from a time: {queries:?}"
+    );
+    assert!(
+        queries[1].contains("after=c2") && queries[2].contains("after=c4"),
+        "{queries:?}"
+    );
     assert_eq!(
         stack.engine.store.cursor(CURSOR).await.unwrap().as_deref(),
         Some("c5")
     );
     let mut got = received(&stack).await;
     got.sort();
-    assert_eq!(got, (0..5).map(|i| format!("first-{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        got,
+        (0..5).map(|i| format!("first-{i}")).collect::<Vec<_>>()
+    );
     drop(stack);
 
     // Restart: the new process starts at the saved cursor and reads only what is new.
@@ -102,14 +117,21 @@ async fn polls_pages_persists_the_cursor_and_resumes_exactly_after_a_restart() {
     assert_eq!(polled.accepted.new, 2, "{polled:?}");
     assert_eq!(polled.accepted.repeated, 0, "{polled:?}");
     let first_after_restart = &log_queries(&fake)[3];
-    assert!(first_after_restart.contains("after=c5"), "{first_after_restart}");
+    assert!(
+        first_after_restart.contains("after=c5"),
+        "{first_after_restart}"
+    );
     assert_eq!(received(&stack).await.len(), 7);
 
     // A crash after applying a page but before saving the cursor re-reads that page: nothing
     // is applied twice.
     stack.engine.store.set_cursor(CURSOR, "c5").await.unwrap();
     let polled = okta_log::poll(&stack.engine, &okta, 2, 100).await.unwrap();
-    assert_eq!((polled.accepted.new, polled.accepted.repeated), (0, 2), "{polled:?}");
+    assert_eq!(
+        (polled.accepted.new, polled.accepted.repeated),
+        (0, 2),
+        "{polled:?}"
+    );
     assert_eq!(received(&stack).await.len(), 7);
     assert_eq!(
         stack.engine.store.cursor(CURSOR).await.unwrap().as_deref(),
@@ -129,9 +151,15 @@ async fn polling_respects_the_logs_rate_limit() {
     fake.push_log_events(events(8, "rl"));
     let dir = tempfile::tempdir().unwrap();
     let stack = open(dir.path());
-    let polled = okta_log::poll(&stack.engine, &okta(&fake), 1, 100).await.unwrap();
+    let polled = okta_log::poll(&stack.engine, &okta(&fake), 1, 100)
+        .await
+        .unwrap();
     assert_eq!(polled.accepted.new, 8);
-    assert_eq!(fake.rate_limited(), 0, "the poller waited instead of being refused");
+    assert_eq!(
+        fake.rate_limited(),
+        0,
+        "the poller waited instead of being refused"
+    );
     for (window, count) in fake.arrivals("logs") {
         assert!(count <= 2, "{count} log requests in window {window}");
     }
@@ -145,12 +173,20 @@ async fn an_unreadable_event_is_audited_and_does_not_stop_the_poll() {
     fake.push_log_events(evs);
     let dir = tempfile::tempdir().unwrap();
     let stack = open(dir.path());
-    let polled = okta_log::poll(&stack.engine, &okta(&fake), 10, 100).await.unwrap();
-    assert_eq!((polled.accepted.new, polled.unreadable), (2, 1), "{polled:?}");
+    let polled = okta_log::poll(&stack.engine, &okta(&fake), 10, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (polled.accepted.new, polled.unreadable),
+        (2, 1),
+        "{polled:?}"
+    );
     let audit = stack.engine.store.audit(0, 100).await.unwrap();
-    assert!(audit.iter().any(|a| a.record.body["status"] == "Failure"
-        && a.record.body["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("has no uuid")));
+    assert!(audit.iter().any(|a| {
+        a.record.body["status"] == "Failure"
+            && a.record.body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("has no uuid")
+    }));
 }
