@@ -82,6 +82,7 @@ fn build(
         okta: None,
         okta_hook_secret: None,
         oauth: None,
+        ssf: None,
     })
     .unwrap();
     let Embedded {

@@ -83,6 +83,7 @@ fn stack() -> Stack {
         okta: None,
         okta_hook_secret: None,
         oauth: None,
+        ssf: None,
     })
     .unwrap();
     let mut engine = Arc::try_unwrap(s.engine)

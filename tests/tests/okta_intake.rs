@@ -301,3 +301,62 @@ fn no_new_owner_by_the_deadline_requests_a_freeze() {
             .starts_with("Freeze requested")
     }));
 }
+
+/// A Shared Signals transmitter pushing to the real server: a signed SET is accepted (202) and
+/// recorded with its signal; the same SET again is a replay (400, RFC 8935 error JSON).
+#[test]
+fn shared_signals_sets_are_received_at_the_ssf_route() {
+    use base64::Engine as _;
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let signing = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    let public =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().to_bytes());
+    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": public, "kid": "k1", "alg": "EdDSA", "use": "sig"}]});
+    let dir = tempfile::tempdir().unwrap();
+    let jwks_file = dir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks.to_string()).unwrap();
+    let s = Server::start_with(
+        Options::default()
+            .env("STEWARD_SSF_ISSUER", "https://transmitter.example.com")
+            .env("STEWARD_SSF_AUDIENCE", "https://steward.example.com")
+            .env("STEWARD_SSF_JWKS_FILE", jwks_file.to_str().unwrap()),
+    );
+    let mut claims = fixture("../ssf/risc-credential-compromise.json");
+    claims["iss"] = json!("https://transmitter.example.com");
+    claims["aud"] = json!("https://steward.example.com");
+    claims["iat"] = json!(chrono::Utc::now().timestamp());
+    claims["jti"] = json!("set-e2e-1");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.typ = Some("secevent+jwt".into());
+    header.kid = Some("k1".into());
+    let key = jsonwebtoken::EncodingKey::from_ed_der(signing.to_pkcs8_der().unwrap().as_bytes());
+    let set = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let push = || {
+        let r = s
+            .http()
+            .post(s.url("/ssf/events"))
+            .header("content-type", "application/secevent+jwt")
+            .body(set.clone())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap_or_default())
+    };
+    let (status, body) = push();
+    assert_eq!(status, 202, "{body}");
+    assert!(body.is_empty(), "{body}");
+    let got: Vec<Value> = s
+        .audit()
+        .into_iter()
+        .filter(|r| r["unmapped"]["source"] == "ssf")
+        .collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        got[0]["unmapped"]["signal"]["kind"],
+        "credential_compromise"
+    );
+    let (status, body) = push();
+    assert_eq!(status, 400, "{body}");
+    let err: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(err["err"], "invalid_request", "{err}");
+    assert!(!body.contains(&set), "the token is never echoed");
+}

@@ -48,6 +48,7 @@ pub async fn run() -> anyhow::Result<()> {
         okta: None,
         okta_hook_secret: None,
         oauth: None,
+        ssf: None,
     })?;
     let vault = stack.vault.clone();
     let token = server::admin_token(&data_dir)?;

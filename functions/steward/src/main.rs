@@ -176,6 +176,7 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
         oauth: std::env::var_os(shared::idp::oauth::ISSUER_ENV)
             .map(|_| shared::idp::oauth::OAuthSettings::from_env())
             .transpose()?,
+        ssf: shared::inbound::ssf::SsfSettings::from_env()?,
     })?;
     server::admin_token(&a.data_dir)?;
     eprintln!(
@@ -209,6 +210,9 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
             "off (set STEWARD_OKTA_HOOK_SECRET)"
         }
     );
+    if stack.ssf.is_some() {
+        eprintln!("Shared Signals: SETs received at POST /ssf/events");
+    }
     let every = server::Intervals {
         tick: a.tick.into(),
         okta_log: a.okta_log_poll.into(),

@@ -82,6 +82,11 @@ pub fn router(state: Shared) -> Router {
                 .post(okta_hook)
                 .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024)),
         )
+        // RFC 8935 pushes; the receiver refuses (RFC error JSON) above its own 64 KiB limit.
+        .route(
+            "/ssf/events",
+            post(ssf_events).layer(axum::extract::DefaultBodyLimit::max(128 * 1024)),
+        )
         .nest("/api", admin)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -239,6 +244,29 @@ async fn okta_hook(
     )
     .await;
     reply_response(reply)
+}
+
+/// Shared Signals pushes (RFC 8935), verified against the transmitter's keys.
+async fn ssf_events(
+    State(state): State<Shared>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(receiver) = &state.stack.ssf else {
+        refuse(&state, "Shared Signals SET", "no Shared Signals transmitter is configured on this server (set STEWARD_SSF_ISSUER, STEWARD_SSF_AUDIENCE and STEWARD_SSF_JWKS_URL)").await;
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"err": "invalid_request", "description": "no Shared Signals transmitter is configured on this server"})),
+        )
+            .into_response();
+    };
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+        .collect();
+    reply_response(
+        shared::inbound::ssf::handle(&state.stack.engine, receiver, pairs.as_slice(), &body).await,
+    )
 }
 
 fn reply_response(reply: Result<shared::inbound::Reply, EngineError>) -> Response {

@@ -11,6 +11,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::idp::dev::DevIdp;
 use crate::idp::oauth::{OAuthDcr, OAuthSettings};
 use crate::idp::okta::{Okta, OktaSettings};
+use crate::inbound::ssf::{SsfReceiver, SsfSettings};
 use crate::ports::Approvals;
 use crate::ports::IdentityProvider;
 use crate::ports::clock::SystemClock;
@@ -45,6 +46,8 @@ pub struct EmbeddedConfig {
     /// Any OAuth 2.0 server with dynamic client registration (RFC 7591/7592), when agents'
     /// clients live there. At most one of `okta` and `oauth`.
     pub oauth: Option<OAuthSettings>,
+    /// A Shared Signals transmitter whose pushes the local server receives at `/ssf/events`.
+    pub ssf: Option<SsfSettings>,
 }
 
 /// Slack as the embedded default uses it: the Web API client and the signing secret that
@@ -66,6 +69,8 @@ pub struct Embedded {
     /// The Okta adapter, when Okta is the identity provider (the System Log poller uses it).
     pub okta: Option<Okta>,
     pub okta_hook_secret: Option<Secret>,
+    /// The Shared Signals receiver (it keeps the transmitter's keys cached).
+    pub ssf: Option<SsfReceiver>,
     pub data_dir: PathBuf,
 }
 
@@ -133,6 +138,11 @@ impl Embedded {
             }
             (None, None) => idp.clone(),
         };
+        let ssf = cfg
+            .ssf
+            .map(SsfReceiver::new)
+            .transpose()
+            .map_err(|e| err(e.to_string()))?;
         let directory =
             Arc::new(PeopleFileDirectory::load(&cfg.people).map_err(|e| err(e.to_string()))?);
         let engine = Arc::new(Engine {
@@ -159,6 +169,7 @@ impl Embedded {
             slack,
             okta,
             okta_hook_secret: cfg.okta_hook_secret,
+            ssf,
             data_dir: dir,
         })
     }

@@ -710,7 +710,7 @@ impl SsfReceiver {
             let expired = exp
                 .as_f64()
                 .and_then(|t| DateTime::from_timestamp(t.floor() as i64, 0))
-                .is_none_or(|exp| exp + skew < now);
+                .is_none_or(|exp| exp.checked_add_signed(skew).is_some_and(|e| e < now));
             if expired {
                 return Err(refuse(InvalidRequest, "the SET has expired (`exp`)"));
             }

@@ -26,6 +26,7 @@ fn open(dir: &Path) -> Embedded {
         okta: None,
         okta_hook_secret: None,
         oauth: None,
+        ssf: None,
     })
     .unwrap()
 }
