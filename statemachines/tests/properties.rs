@@ -699,7 +699,7 @@ fn onboarding_is_valid(i: &OnboardingInput) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1600, ..ProptestConfig::default() })]
 
     #[test]
     fn onboarding_runs_keep_invariants(
@@ -812,7 +812,7 @@ fn scope_change_is_valid(i: &ScopeChangeInput) -> bool {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 1600, ..ProptestConfig::default() })]
 
     #[test]
     fn scope_change_runs_keep_invariants(input in scope_change_case(), events in events()) {
