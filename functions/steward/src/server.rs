@@ -150,16 +150,12 @@ async fn slack_interactions(
         )
             .into_response();
     };
-    let pairs: Vec<(&str, &str)> = headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-        .collect();
     reply_response(
         shared::inbound::slack::handle(
             &state.stack.engine,
             &slack.signing_secret,
             Some(&slack.web),
-            pairs.as_slice(),
+            &headers,
             &body,
         )
         .await,
@@ -231,15 +227,11 @@ async fn okta_hook(
         )
             .into_response();
     };
-    let pairs: Vec<(&str, &str)> = headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-        .collect();
     let reply = shared::inbound::okta_hook::handle(
         &state.stack.engine,
         secret,
         method.as_str(),
-        pairs.as_slice(),
+        &headers,
         &body,
     )
     .await;
@@ -260,12 +252,8 @@ async fn ssf_events(
         )
             .into_response();
     };
-    let pairs: Vec<(&str, &str)> = headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-        .collect();
     reply_response(
-        shared::inbound::ssf::handle(&state.stack.engine, receiver, pairs.as_slice(), &body).await,
+        shared::inbound::ssf::handle(&state.stack.engine, receiver, &headers, &body).await,
     )
 }
 

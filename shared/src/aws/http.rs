@@ -76,12 +76,6 @@ pub fn empty(status: u16) -> ApiGatewayV2httpResponse {
     r
 }
 
-impl crate::inbound::Headers for HeaderMap {
-    fn get(&self, name: &str) -> Option<&str> {
-        HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
-    }
-}
-
 /// The Lambda response for an inbound edge's reply.
 pub fn reply(r: crate::inbound::Reply) -> ApiGatewayV2httpResponse {
     match r.body {

@@ -35,6 +35,13 @@ pub trait Headers {
     fn get(&self, name: &str) -> Option<&str>;
 }
 
+/// The header map of the local server (axum) and of Lambda's HTTP events alike.
+impl Headers for http::HeaderMap {
+    fn get(&self, name: &str) -> Option<&str> {
+        http::HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
+    }
+}
+
 impl Headers for [(&str, &str)] {
     fn get(&self, name: &str) -> Option<&str> {
         self.iter()
