@@ -87,6 +87,13 @@ impl Vault for NullVault {
     async fn versions(&self, _: &str) -> Result<Vec<VersionInfo>, VaultError> {
         Ok(vec![])
     }
+    async fn schedule_deletion(
+        &self,
+        _: &str,
+        _: u32,
+    ) -> Result<chrono::DateTime<chrono::Utc>, VaultError> {
+        Ok(chrono::Utc::now())
+    }
 }
 
 struct NullApprovals;

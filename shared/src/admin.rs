@@ -53,3 +53,30 @@ pub struct DecisionBody {
     #[serde(default)]
     pub action_hash: Option<String>,
 }
+
+/// `POST /agents/{agent}/rotate`: rotate the agent's secret now.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotateBody {
+    /// Who asks: the owner or a security approver.
+    pub by: String,
+}
+
+/// `POST /agents/{agent}/decommission`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecommissionBody {
+    /// Who asks: the owner, a security approver, or (owner lost) the former owner's manager.
+    pub by: String,
+    pub reason: String,
+}
+
+/// `POST /agents/{agent}/renew`: keep a time-bound agent longer (a security approver decides).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenewBody {
+    pub by: String,
+    /// The new expiry date, `YYYY-MM-DD`.
+    pub until: chrono::NaiveDate,
+    pub reason: String,
+}

@@ -62,6 +62,19 @@ fn class(kind: AuditKind) -> Class {
         AuditKind::OwnerLost | AuditKind::OwnerReassigned | AuditKind::FreezeRequested => {
             (entity_mgmt, (3, "Update"))
         }
+        AuditKind::RotationRequested
+        | AuditKind::SecretIssued
+        | AuditKind::SecretRotated
+        | AuditKind::RotationFailed
+        | AuditKind::RotationCancelled
+        | AuditKind::ExpiryReminded
+        | AuditKind::RenewalRequested
+        | AuditKind::Renewed
+        | AuditKind::DecommissionRequested
+        | AuditKind::DecommissionKept
+        | AuditKind::ClientDisabled => (entity_mgmt, (3, "Update")),
+        AuditKind::SecretRevoked => (user_access, (2, "Revoke Privileges")),
+        AuditKind::Decommissioned => (entity_mgmt, (4, "Delete")),
     };
     Class {
         uid: c.0,

@@ -35,6 +35,10 @@ struct PolicyFile {
     approvals: Approvals,
     #[serde(default)]
     owners: Owners,
+    #[serde(default)]
+    decommission: Decommissioning,
+    #[serde(default)]
+    expiry: ExpiryFile,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -82,6 +86,33 @@ struct Tokens {
 #[serde(deny_unknown_fields)]
 struct Rotation {
     max_age: Option<String>,
+    /// Per-environment maximum age, e.g. `prod = "30days"`.
+    #[serde(default)]
+    max_age_by_environment: std::collections::BTreeMap<String, String>,
+    /// How long the old secret keeps working after the new one is current. Default 24h.
+    grace: Option<String>,
+    /// A sweep spreads the rotations it finds over this window. Default 6h.
+    spread_over: Option<String>,
+    /// At most this many rotations start per minute. Default 10.
+    starts_per_minute: Option<u32>,
+    /// Attempts before a failing rotation raises to the security channel. Default 3.
+    attempts: Option<u32>,
+    /// Wait before the first retry; doubles each attempt. Default 1h.
+    retry_after: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Decommissioning {
+    /// How long a decommissioned agent's secret stays recoverable (7 to 30 days). Default 30.
+    secret_recovery_window: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ExpiryFile {
+    /// How long before a time-bound agent's expiry date its owner is reminded. Default 14 days.
+    remind_before: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -176,6 +207,68 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     {
         problems.push("rotation.max_age: must be at least 1 day".into());
     }
+    let mut lifecycle = statemachines::policy::Lifecycle::default();
+    for (env, text) in &file.rotation.max_age_by_environment {
+        let field = format!("rotation.max_age_by_environment.{env}");
+        if !file.environments.contains(env) {
+            problems.push(format!(
+                "{field}: `{env}` is not one of the policy's environments"
+            ));
+        }
+        match duration(&field, text, &mut problems) {
+            Some(secs) if secs < 86_400 => {
+                problems.push(format!("{field}: must be at least 1 day"))
+            }
+            Some(secs) => {
+                lifecycle
+                    .rotation_max_age_days_by_env
+                    .insert(env.clone(), (secs / 86_400) as u32);
+            }
+            None => {}
+        }
+    }
+    if let Some(text) = &file.rotation.grace
+        && let Some(secs) = duration("rotation.grace", text, &mut problems)
+    {
+        lifecycle.rotation_grace_secs = secs;
+    }
+    if let Some(text) = &file.rotation.spread_over
+        && let Some(secs) = duration("rotation.spread_over", text, &mut problems)
+    {
+        lifecycle.rotation_window_secs = secs;
+    }
+    if let Some(text) = &file.rotation.retry_after
+        && let Some(secs) = duration("rotation.retry_after", text, &mut problems)
+    {
+        lifecycle.rotation_retry_secs = secs;
+    }
+    match file.rotation.starts_per_minute {
+        Some(0) => problems.push("rotation.starts_per_minute: must be at least 1".into()),
+        Some(n) => lifecycle.rotation_starts_per_minute = n,
+        None => {}
+    }
+    match file.rotation.attempts {
+        Some(0) => problems.push("rotation.attempts: must be at least 1".into()),
+        Some(n) => lifecycle.rotation_attempts = n,
+        None => {}
+    }
+    if let Some(text) = &file.decommission.secret_recovery_window
+        && let Some(secs) = duration("decommission.secret_recovery_window", text, &mut problems)
+    {
+        let days = secs / 86_400;
+        if !(7..=30).contains(&days) || secs % 86_400 != 0 {
+            problems.push(format!(
+                "decommission.secret_recovery_window: must be whole days from 7 to 30 (Secrets Manager's recovery window), got `{text}`"
+            ));
+        } else {
+            lifecycle.secret_recovery_days = days as u32;
+        }
+    }
+    if let Some(text) = &file.expiry.remind_before
+        && let Some(secs) = duration("expiry.remind_before", text, &mut problems)
+    {
+        lifecycle.expiry_reminder_secs = secs;
+    }
     let reassign_within = match &file.owners.reassign_within {
         None => Some(statemachines::policy::default_owner_reassign_secs()),
         Some(s) => duration("owners.reassign_within", s, &mut problems),
@@ -252,6 +345,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         two_person_scopes: file.approvals.two_person_scopes,
         approval_routes: file.approvals.routes,
         owner_reassign_secs: reassign_within.unwrap_or_default(),
+        lifecycle,
     })
 }
 

@@ -1,6 +1,7 @@
 //! Agents: the non-human identities Steward governs.
 
 use crate::policy::{Policy, reason};
+use crate::receipt::{CREDENTIAL_HISTORY, CredentialReceipt, RevocationReceipt};
 use crate::workflow::{Reason, Rejected};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -88,6 +89,8 @@ pub enum AgentStatus {
     Expired,
     Cancelled,
     Failed,
+    /// Client deleted, secret scheduled for deletion; the record is archived, never erased.
+    Decommissioned,
 }
 
 impl AgentStatus {
@@ -100,6 +103,7 @@ impl AgentStatus {
             Self::Expired => "expired",
             Self::Cancelled => "cancelled",
             Self::Failed => "failed",
+            Self::Decommissioned => "decommissioned",
         }
     }
 }
@@ -128,6 +132,80 @@ pub struct Agent {
     /// What needs a person's attention (owner lost, freeze requested).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flags: Vec<AgentFlag>,
+    /// Completed rotations, newest last (at most `receipt::CREDENTIAL_HISTORY`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialReceipt>,
+    /// The decommission receipt, once decommissioned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decommission: Option<RevocationReceipt>,
+}
+
+/// A change to some fields of a registry record; see `Command::UpdateAgent`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "change")]
+pub enum AgentChange {
+    /// A rotation promoted a new secret: it is current from `receipt.new_valid_from`.
+    CredentialRotated { receipt: CredentialReceipt },
+    /// The rotation's grace period ended and the old secret was removed (or could not be).
+    OldSecretRevoked {
+        rotation: String,
+        at: DateTime<Utc>,
+        removed: bool,
+        detail: String,
+    },
+    /// The agent is decommissioned; its record is archived with the receipt.
+    Decommissioned { receipt: RevocationReceipt },
+    /// A renewal moved the agent's expiry date.
+    ExpiresOn { date: NaiveDate },
+}
+
+impl Agent {
+    /// Applies `change` to the record as stored.
+    pub fn apply(&mut self, change: &AgentChange, now: DateTime<Utc>) {
+        match change {
+            AgentChange::CredentialRotated { receipt } => {
+                if self
+                    .credentials
+                    .iter()
+                    .any(|r| r.rotation == receipt.rotation)
+                {
+                    return; // applied already
+                }
+                self.secret_version = receipt.new.version.clone();
+                self.credential_issued_at = Some(receipt.new_valid_from);
+                self.credentials.push(receipt.clone());
+                let excess = self.credentials.len().saturating_sub(CREDENTIAL_HISTORY);
+                self.credentials.drain(..excess);
+            }
+            AgentChange::OldSecretRevoked {
+                rotation,
+                at,
+                removed,
+                detail,
+            } => {
+                if let Some(r) = self
+                    .credentials
+                    .iter_mut()
+                    .find(|r| &r.rotation == rotation)
+                {
+                    r.old_valid_until = removed.then_some(*at);
+                    r.old_revocation = Some(detail.clone());
+                }
+            }
+            AgentChange::Decommissioned { receipt } => {
+                self.status = AgentStatus::Decommissioned;
+                self.decommission = Some(receipt.clone());
+            }
+            AgentChange::ExpiresOn { date } => self.expires_on = Some(*date),
+        }
+        self.updated_at = now;
+    }
+
+    /// How old the current secret is, in whole days.
+    pub fn credential_age_days(&self, now: DateTime<Utc>) -> Option<i64> {
+        self.credential_issued_at
+            .map(|t| (now - t).num_days().max(0))
+    }
 }
 
 /// Something about an agent that needs a person's attention.

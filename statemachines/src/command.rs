@@ -48,6 +48,28 @@ pub enum IdpCommand {
         scopes: Vec<String>,
         token_lifetime_secs: u32,
     },
+    /// Rotation, Secrets Manager's `createSecret` (+ `setSecret`): make room at the IdP, add a
+    /// new client secret and store it in the vault as AWSPENDING under `version` (the
+    /// ClientRequestToken). The current secret keeps working.
+    IssueSecret {
+        agent_id: String,
+        client_id: String,
+        version: String,
+    },
+    /// Rotation, `testSecret`: obtain a real client_credentials token with the AWSPENDING
+    /// version `version`.
+    TestSecret { agent_id: String, version: String },
+    /// Remove one client secret at the IdP (the rotation's outgoing secret after the grace).
+    RemoveSecret {
+        client_id: String,
+        secret_id: String,
+    },
+    /// Revoke what the IdP lets us revoke of the client's issued tokens.
+    RevokeTokens { client_id: String },
+    /// Deactivate the client: no new tokens.
+    DeactivateClient { client_id: String },
+    /// Delete the client at the IdP.
+    DeleteClient { client_id: String },
 }
 
 impl IdpCommand {
@@ -55,14 +77,44 @@ impl IdpCommand {
         match self {
             IdpCommand::CreateClient { .. } => "idp.create_client",
             IdpCommand::SetGrants { .. } => "idp.set_grants",
+            IdpCommand::IssueSecret { .. } => "idp.issue_secret",
+            IdpCommand::TestSecret { .. } => "idp.test_secret",
+            IdpCommand::RemoveSecret { .. } => "idp.remove_secret",
+            IdpCommand::RevokeTokens { .. } => "idp.revoke_tokens",
+            IdpCommand::DeactivateClient { .. } => "idp.deactivate_client",
+            IdpCommand::DeleteClient { .. } => "idp.delete_client",
         }
     }
-    /// Scopes this command would grant.
+    /// Scopes this command would grant (none for commands that grant nothing).
     pub fn granted_scopes(&self) -> &[String] {
         match self {
             IdpCommand::CreateClient { scopes, .. } | IdpCommand::SetGrants { scopes, .. } => {
                 scopes
             }
+            _ => &[],
+        }
+    }
+}
+
+/// Vault operations a machine asks for (the value never passes through the machine).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op")]
+pub enum VaultCommand {
+    /// Rotation, Secrets Manager's `finishSecret`: move AWSCURRENT to `version` (the old current
+    /// becomes AWSPREVIOUS).
+    Promote { agent_id: String, version: String },
+    /// Schedule the agent's secret for deletion after a recovery window (decommission).
+    ScheduleDeletion {
+        agent_id: String,
+        recovery_days: u32,
+    },
+}
+
+impl VaultCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            VaultCommand::Promote { .. } => "vault.promote",
+            VaultCommand::ScheduleDeletion { .. } => "vault.schedule_deletion",
         }
     }
 }
@@ -84,6 +136,19 @@ pub enum AuditKind {
     OwnerLost,
     OwnerReassigned,
     FreezeRequested,
+    RotationRequested,
+    SecretIssued,
+    SecretRotated,
+    SecretRevoked,
+    RotationFailed,
+    RotationCancelled,
+    DecommissionRequested,
+    ClientDisabled,
+    Decommissioned,
+    DecommissionKept,
+    ExpiryReminded,
+    RenewalRequested,
+    Renewed,
 }
 
 /// An audit record as the machine knows it; the engine adds time, workflow and ids, and the
@@ -106,6 +171,26 @@ pub struct AuditEvent {
 pub enum Command {
     /// Call the identity provider (external, retried, idempotent by key).
     Idp(IdpCommand),
+    /// Operate on the agent's secret in the vault (external, retried, idempotent).
+    Vault(VaultCommand),
+    /// Change fields of the agent's registry record (local: the engine applies the change to
+    /// the record as stored when it commits, so concurrent workflows do not overwrite each
+    /// other's fields the way a whole-record `SaveAgent` from an old snapshot would).
+    UpdateAgent {
+        agent_id: String,
+        change: crate::agent::AgentChange,
+    },
+    /// Start the decommission workflow of an agent (external: the engine starts it, once).
+    StartDecommission {
+        agent_id: String,
+        reason: crate::decommission::DecommissionReason,
+    },
+    /// Cancel the agent's running rotations (external: the engine sends each a `Cancel`). A
+    /// decommission or a freeze wins over a rotation.
+    CancelRotations {
+        agent_id: String,
+        reason: String,
+    },
     /// Record an approval request and ask its approvers (record: local; asking: external).
     RequestApproval(ApprovalRequest),
     /// Record the outcome of an approval (local) and tell the requester (external).
@@ -146,6 +231,9 @@ impl Command {
         matches!(
             self,
             Command::Idp(_)
+                | Command::Vault(_)
+                | Command::StartDecommission { .. }
+                | Command::CancelRotations { .. }
                 | Command::RequestApproval(_)
                 | Command::CloseApproval { .. }
                 | Command::FollowUpApproval { .. }
@@ -156,6 +244,10 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Idp(c) => c.name(),
+            Command::Vault(c) => c.name(),
+            Command::UpdateAgent { .. } => "agent.update",
+            Command::StartDecommission { .. } => "workflow.start_decommission",
+            Command::CancelRotations { .. } => "workflow.cancel_rotations",
             Command::RequestApproval(_) => "approval.request",
             Command::CloseApproval { .. } => "approval.close",
             Command::FollowUpApproval { .. } => "approval.follow_up",

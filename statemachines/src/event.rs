@@ -2,6 +2,7 @@
 
 use crate::approval::Decision;
 use crate::command::Actor;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -15,7 +16,9 @@ pub enum Event {
         reason: Option<String>,
     },
     /// A named timer came due (may be stale: machines ignore timers they no longer wait for).
-    TimerFired { name: String },
+    TimerFired {
+        name: String,
+    },
     /// The identity provider created the client; its secret is in the vault at `secret_version`.
     ClientCreated {
         client_id: String,
@@ -34,9 +37,56 @@ pub enum Event {
         reason: String,
     },
     /// Someone withdrew the request.
-    Cancel { by: Actor, reason: String },
+    Cancel {
+        by: Actor,
+        reason: String,
+    },
     /// A person (`by`) made `owner` the agent's owner; the engine checked `owner` is active.
-    OwnerAssigned { owner: String, by: String },
+    OwnerAssigned {
+        owner: String,
+        by: String,
+    },
+    /// Rotation: the IdP issued secret `secret_id`, stored as AWSPENDING `version`; the secret
+    /// that was current then is `previous` (vault version and IdP secret id).
+    SecretIssued {
+        version: String,
+        secret_id: String,
+        previous_version: Option<String>,
+        previous_secret_id: Option<String>,
+    },
+    /// Rotation: a client_credentials token was obtained with AWSPENDING `version`.
+    SecretVerified {
+        version: String,
+    },
+    /// Rotation: `version` is AWSCURRENT now.
+    SecretPromoted {
+        version: String,
+    },
+    /// The IdP no longer holds secret `secret_id`.
+    SecretRemoved {
+        secret_id: String,
+    },
+    /// The IdP revoked what it could of the client's tokens.
+    TokensRevoked {
+        revoked: String,
+        outstanding: Option<String>,
+    },
+    ClientDeactivated {
+        client_id: String,
+    },
+    ClientDeleted {
+        client_id: String,
+    },
+    /// The agent's secret is scheduled for deletion on `delete_after` (recoverable until then).
+    SecretDeletionScheduled {
+        delete_after: DateTime<Utc>,
+    },
+    /// A person asked to keep a time-bound agent until `until` (renewal needs an approval).
+    RenewalRequested {
+        until: NaiveDate,
+        by: String,
+        reason: String,
+    },
 }
 
 impl Event {
@@ -57,6 +107,15 @@ impl Event {
             Event::CommandFailed { .. } => "CommandFailed",
             Event::Cancel { .. } => "Cancel",
             Event::OwnerAssigned { .. } => "OwnerAssigned",
+            Event::SecretIssued { .. } => "SecretIssued",
+            Event::SecretVerified { .. } => "SecretVerified",
+            Event::SecretPromoted { .. } => "SecretPromoted",
+            Event::SecretRemoved { .. } => "SecretRemoved",
+            Event::TokensRevoked { .. } => "TokensRevoked",
+            Event::ClientDeactivated { .. } => "ClientDeactivated",
+            Event::ClientDeleted { .. } => "ClientDeleted",
+            Event::SecretDeletionScheduled { .. } => "SecretDeletionScheduled",
+            Event::RenewalRequested { .. } => "RenewalRequested",
         }
     }
 
@@ -66,7 +125,9 @@ impl Event {
             Event::ApprovalDecided { approver, .. } => Actor::Person(approver.clone()),
             Event::TimerFired { name } => Actor::Schedule(name.clone()),
             Event::Cancel { by, .. } => by.clone(),
-            Event::OwnerAssigned { by, .. } => Actor::Person(by.clone()),
+            Event::OwnerAssigned { by, .. } | Event::RenewalRequested { by, .. } => {
+                Actor::Person(by.clone())
+            }
             _ => Actor::System,
         }
     }

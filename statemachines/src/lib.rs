@@ -8,17 +8,22 @@
 pub mod agent;
 pub mod approval;
 pub mod command;
+pub mod decommission;
 pub mod diagram;
 pub mod event;
+pub mod expiry;
 pub mod onboarding;
 pub mod owner_loss;
 pub mod policy;
+pub mod receipt;
+pub mod rotation;
 pub mod scope_change;
+pub mod sweep;
 pub mod workflow;
 
-pub use agent::{Agent, AgentFlag, AgentRequest, AgentStatus};
+pub use agent::{Agent, AgentChange, AgentFlag, AgentRequest, AgentStatus};
 pub use approval::{ApprovalOutcome, ApprovalRequest, Decision, FollowUp, Vote};
-pub use command::{Actor, AuditEvent, AuditKind, Command, IdpCommand};
+pub use command::{Actor, AuditEvent, AuditKind, Command, IdpCommand, VaultCommand};
 pub use event::Event;
 pub use policy::Policy;
 pub use workflow::{Ctx, Rejected, Step, Transition, Workflow};

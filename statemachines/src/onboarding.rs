@@ -173,6 +173,8 @@ impl Workflow for Onboarding {
             created_at: ctx.now,
             updated_at: ctx.now,
             flags: vec![],
+            credentials: vec![],
+            decommission: None,
         };
         let requested = audit(
             &agent,

@@ -36,6 +36,48 @@ pub struct Policy {
     /// left, before a freeze is requested.
     #[serde(default = "default_owner_reassign_secs")]
     pub owner_reassign_secs: u64,
+    /// Rotation, decommission and expiry settings.
+    #[serde(default)]
+    pub lifecycle: Lifecycle,
+}
+
+/// How credentials age and agents end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Lifecycle {
+    /// Per-environment maximum secret age in days, overriding `rotation_max_age_days`.
+    pub rotation_max_age_days_by_env: std::collections::BTreeMap<String, u32>,
+    /// How long the outgoing secret keeps working after the new one is promoted, so every
+    /// running copy of the agent picks up the new one.
+    pub rotation_grace_secs: u64,
+    /// A sweep spreads the rotations it finds over this window (with jitter).
+    pub rotation_window_secs: u64,
+    /// At most this many rotations start per minute (each costs about five IdP calls; Okta's
+    /// apps bucket allows about 100 per minute per org).
+    pub rotation_starts_per_minute: u32,
+    /// Attempts before a failing rotation gives up and raises to the security channel.
+    pub rotation_attempts: u32,
+    /// Wait before the first retry of a failed rotation; doubles with each attempt.
+    pub rotation_retry_secs: u64,
+    /// Days a decommissioned agent's secret stays recoverable (Secrets Manager: 7 to 30).
+    pub secret_recovery_days: u32,
+    /// How long before a time-bound agent's expiry its owner is reminded.
+    pub expiry_reminder_secs: u64,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            rotation_max_age_days_by_env: Default::default(),
+            rotation_grace_secs: 24 * 3600,
+            rotation_window_secs: 6 * 3600,
+            rotation_starts_per_minute: 10,
+            rotation_attempts: 3,
+            rotation_retry_secs: 3600,
+            secret_recovery_days: 30,
+            expiry_reminder_secs: 14 * 86_400,
+        }
+    }
 }
 
 /// A week to find a new owner.
@@ -52,6 +94,15 @@ pub fn default_routes() -> Vec<String> {
 pub const APPROVAL_ROUTES: [&str; 3] = ["owner", "approvers", "security-channel"];
 
 impl Policy {
+    /// The maximum secret age for an environment, in days.
+    pub fn rotation_max_age_days(&self, environment: &str) -> u32 {
+        self.lifecycle
+            .rotation_max_age_days_by_env
+            .get(environment)
+            .copied()
+            .unwrap_or(self.rotation_max_age_days)
+    }
+
     /// Distinct approvers an approval covering these sensitive scopes needs.
     pub fn quorum_for(&self, sensitive: &[String]) -> u8 {
         if sensitive.iter().any(|s| self.two_person_scopes.contains(s)) {

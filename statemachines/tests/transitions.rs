@@ -1422,6 +1422,8 @@ fn scenario_scope_change_grants_set_updates_registry_and_audits() {
                 scopes: strings(&[METRICS_READ]),
                 updated_at: when,
                 flags: vec![],
+                credentials: vec![],
+                decommission: None,
                 ..active_agent()
             },
             change: match &granting {

@@ -1,16 +1,21 @@
 //! The `api` function: Steward's admin API behind API Gateway (HTTP API, IAM auth). The same
 //! routes and JSON bodies as the local server's `/api`: request agents and scope changes,
-//! decide approvals, cancel workflows, list inventory, show history, export the audit trail.
+//! decide approvals, cancel workflows, rotate, decommission and renew agents, run the sweep,
+//! list inventory, show history, export the audit trail.
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use shared::admin::{AgentRequestBody, CancelBody, DecisionBody, OwnerBody, ScopeChangeBody};
+use shared::admin::{
+    AgentRequestBody, CancelBody, DecisionBody, DecommissionBody, OwnerBody, RenewBody, RotateBody,
+    ScopeChangeBody,
+};
 use shared::audit;
 use shared::aws::http;
 use shared::engine::{EngineError, Started};
 use shared::ports::Queue;
 use shared::{Engine, audit::refusal};
+use statemachines::rotation::RotationReason;
 use statemachines::{Actor, Decision};
 
 /// Handles one request. Client errors are answered (4xx, audited); an `Err` is left for
@@ -70,6 +75,37 @@ pub async fn handle(
                 Err(r) => Ok(r),
             }
         }
+        ("POST", ["agents", agent, "rotate"]) => {
+            match parse::<RotateBody>(engine, &req, "rotation request").await? {
+                Ok(b) => started(
+                    engine
+                        .request_rotation(
+                            agent,
+                            RotationReason::OnDemand { by: b.by.clone() },
+                            Actor::Person(b.by),
+                        )
+                        .await,
+                ),
+                Err(r) => Ok(r),
+            }
+        }
+        ("POST", ["agents", agent, "decommission"]) => {
+            match parse::<DecommissionBody>(engine, &req, "decommission request").await? {
+                Ok(b) => started(engine.request_decommission(agent, &b.by, &b.reason).await),
+                Err(r) => Ok(r),
+            }
+        }
+        ("POST", ["agents", agent, "renew"]) => {
+            match parse::<RenewBody>(engine, &req, "renewal request").await? {
+                Ok(b) => started(
+                    engine
+                        .request_renewal(agent, b.until, &b.by, &b.reason)
+                        .await,
+                ),
+                Err(r) => Ok(r),
+            }
+        }
+        ("POST", ["sweep"]) => Ok(http::json(200, &json!(engine.sweep().await?))),
         ("GET", ["workflows", id]) => match engine.store.instance(id).await? {
             Some(i) => {
                 let history = engine.store.history(id).await?;

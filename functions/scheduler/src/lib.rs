@@ -12,8 +12,9 @@ pub struct Job {
     pub job: String,
 }
 
-/// Jobs this release runs. The timer tick turns due timers into `TimerFired` events.
-pub const JOBS: &[&str] = &["tick"];
+/// Jobs this release runs. The timer tick turns due timers into `TimerFired` events; the
+/// sweep starts the rotations of secrets past their age and watches time-bound agents.
+pub const JOBS: &[&str] = &["tick", "sweep"];
 
 pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Value, EdgeError> {
     match event.detail.job.as_str() {
@@ -21,6 +22,10 @@ pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Val
             let fired = engine.tick().await?;
             tracing::info!(fired, "timer tick");
             Ok(json!({"job": "tick", "timers_fired": fired}))
+        }
+        "sweep" => {
+            let report = engine.sweep().await?;
+            Ok(json!({"job": "sweep", "report": report}))
         }
         other => Err(EdgeError::NonRetryable(format!(
             "unknown scheduled job `{other}`; this release runs: {}",

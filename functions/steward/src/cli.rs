@@ -54,6 +54,31 @@ pub enum AgentsCmd {
     },
     /// Hand an agent its credentials from the local vault (client id and current secret).
     Credentials { agent: String },
+    /// Rotate the agent's secret now (owner or security approver; no approval needed).
+    Rotate {
+        agent: String,
+        #[arg(long = "as")]
+        by: String,
+    },
+    /// Ask to decommission the agent (a security approver decides).
+    Decommission {
+        agent: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        by: String,
+    },
+    /// Ask to keep a time-bound agent past its expiry date (a security approver decides).
+    Renew {
+        agent: String,
+        /// The new expiry date, YYYY-MM-DD.
+        #[arg(long)]
+        until: chrono::NaiveDate,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        by: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -265,6 +290,7 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                 println!("  {k:<22} {}", display(&a[k]));
             }
             println!("  {:<22} {}", "scopes", display(&a["scopes"]));
+            print_credentials(a);
             println!("history:");
             for e in h.as_array().into_iter().flatten() {
                 let en = &e["entry"];
@@ -337,8 +363,126 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             print(c, &v, |_| println!("cancel requested for {workflow}"));
         }
         AgentsCmd::Credentials { agent } => credentials(&api, c, &agent).await?,
+        AgentsCmd::Rotate { agent, by } => {
+            let v = api
+                .ok(
+                    Method::POST,
+                    &format!("/agents/{agent}/rotate"),
+                    Some(json!({"by": by})),
+                )
+                .await?;
+            print(c, &v, |v| {
+                println!(
+                    "rotation {} → {}",
+                    v["workflow_id"].as_str().unwrap_or("?"),
+                    v["state"].as_str().unwrap_or("?")
+                )
+            });
+        }
+        AgentsCmd::Decommission { agent, reason, by } => {
+            let v = api
+                .ok(
+                    Method::POST,
+                    &format!("/agents/{agent}/decommission"),
+                    Some(json!({"by": by, "reason": reason})),
+                )
+                .await?;
+            print(c, &v, |v| {
+                println!(
+                    "decommission {} → {}",
+                    v["workflow_id"].as_str().unwrap_or("?"),
+                    v["state"].as_str().unwrap_or("?")
+                )
+            });
+        }
+        AgentsCmd::Renew {
+            agent,
+            until,
+            reason,
+            by,
+        } => {
+            let v = api
+                .ok(
+                    Method::POST,
+                    &format!("/agents/{agent}/renew"),
+                    Some(json!({"by": by, "until": until, "reason": reason})),
+                )
+                .await?;
+            print(c, &v, |v| {
+                println!(
+                    "renewal until {until} asked ({}); a security approver decides",
+                    v["workflow_id"].as_str().unwrap_or("?")
+                )
+            });
+        }
     }
     Ok(())
+}
+
+/// Credential age, the rotation receipts and the decommission receipt of an agent record.
+fn print_credentials(a: &Value) {
+    let age = a["credential_issued_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_days());
+    match age {
+        Some(d) => println!(
+            "  {:<22} {d} days (since {})",
+            "credential age",
+            display(&a["credential_issued_at"])
+        ),
+        None => println!("  {:<22} -", "credential age"),
+    }
+    let receipts = a["credentials"].as_array().cloned().unwrap_or_default();
+    if !receipts.is_empty() {
+        println!("credential history:");
+    }
+    for r in &receipts {
+        println!(
+            "  {}  {} → {}  ({})",
+            display(&r["new_valid_from"]),
+            display(&r["old"]["secret_id"]),
+            display(&r["new"]["secret_id"]),
+            display(&r["reason"])
+        );
+        println!(
+            "      old secret valid {} … {}; {}",
+            display(&r["old_valid_from"]),
+            display(&r["old_valid_until"]),
+            display(&r["old_revocation"])
+        );
+        println!("      verified: {}", display(&r["verification"]));
+    }
+    let d = &a["decommission"];
+    if !d.is_null() {
+        println!("revocation receipt ({}):", display(&d["workflow"]));
+        println!("  {:<22} {}", "reason", display(&d["reason"]));
+        println!("  {:<22} {}", "requested by", display(&d["requested_by"]));
+        println!("  {:<22} {}", "approved by", display(&d["approved_by"]));
+        for s in d["steps"].as_array().into_iter().flatten() {
+            println!(
+                "  {} {:<24} {} ({})",
+                if s["done"].as_bool() == Some(true) {
+                    "✓"
+                } else {
+                    "✗"
+                },
+                display(&s["action"]),
+                display(&s["detail"]),
+                display(&s["at"])
+            );
+        }
+        println!(
+            "  {:<22} {}",
+            "no token valid after",
+            display(&d["no_token_valid_after"])
+        );
+        println!(
+            "  {:<22} {}",
+            "secret deleted after",
+            display(&d["secret_deleted_after"])
+        );
+    }
 }
 
 fn display(v: &Value) -> String {

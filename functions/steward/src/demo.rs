@@ -59,6 +59,7 @@ pub async fn run() -> anyhow::Result<()> {
         server::Intervals {
             tick: Duration::from_millis(200),
             okta_log: Duration::from_secs(60),
+            sweep: Duration::from_secs(3600),
         },
         async {
             let _ = stopped.await;

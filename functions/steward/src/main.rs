@@ -106,6 +106,9 @@ mod server_args {
         /// How often the Okta System Log is read (when STEWARD_OKTA_ORG_URL is set).
         #[arg(long, env = "STEWARD_OKTA_LOG_POLL", default_value = "60s")]
         pub okta_log_poll: humantime::Duration,
+        /// How often the rotation and expiry sweep runs (also once at start-up).
+        #[arg(long, env = "STEWARD_SWEEP", default_value = "1h")]
+        pub sweep: humantime::Duration,
     }
 }
 
@@ -216,6 +219,7 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
     let every = server::Intervals {
         tick: a.tick.into(),
         okta_log: a.okta_log_poll.into(),
+        sweep: a.sweep.into(),
     };
     server::serve(stack, listener, every, shutdown_signal()).await
 }

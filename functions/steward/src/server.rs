@@ -11,12 +11,16 @@ use axum::{Form, Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
-use shared::admin::{AgentRequestBody, CancelBody, DecisionBody, OwnerBody, ScopeChangeBody};
+use shared::admin::{
+    AgentRequestBody, CancelBody, DecisionBody, DecommissionBody, OwnerBody, RenewBody, RotateBody,
+    ScopeChangeBody,
+};
 use shared::embedded::Embedded;
 use shared::embedded::vault::write_private;
 use shared::engine::EngineError;
 use shared::ports::Queue;
 use shared::{Engine, audit};
+use statemachines::rotation::RotationReason;
 use statemachines::{Actor, Decision};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,6 +60,10 @@ pub fn router(state: Shared) -> Router {
         .route("/agents/{agent}/history", get(agent_history))
         .route("/agents/{agent}/scopes", post(change_scopes))
         .route("/agents/{agent}/owner", post(reassign_owner))
+        .route("/agents/{agent}/rotate", post(rotate))
+        .route("/agents/{agent}/decommission", post(decommission))
+        .route("/agents/{agent}/renew", post(renew))
+        .route("/sweep", post(sweep))
         .route("/workflows/{id}", get(show_workflow))
         .route("/workflows/{id}/cancel", post(cancel_workflow))
         .route("/approvals", get(list_approvals))
@@ -99,6 +107,8 @@ pub struct Intervals {
     pub tick: Duration,
     /// The Okta System Log is read (when Okta is configured).
     pub okta_log: Duration,
+    /// The rotation and expiry sweep runs.
+    pub sweep: Duration,
 }
 
 /// Starts the server on `listener` with the worker, the tick and (with Okta) the System Log
@@ -117,6 +127,7 @@ pub async fn serve(
     });
     let worker = tokio::spawn(work(state.clone()));
     let ticker = tokio::spawn(ticks(state.stack.engine.clone(), every.tick));
+    let sweeper = tokio::spawn(sweeps(state.stack.engine.clone(), every.sweep));
     let poller = state.stack.okta.clone().map(|okta| {
         tokio::spawn(poll_okta_log(
             state.stack.engine.clone(),
@@ -130,6 +141,7 @@ pub async fn serve(
         .await;
     worker.abort();
     ticker.abort();
+    sweeper.abort();
     if let Some(p) = poller {
         p.abort();
     }
@@ -276,6 +288,18 @@ async fn ticks(engine: Arc<Engine>, every: Duration) {
         interval.tick().await;
         if let Err(e) = engine.tick().await {
             tracing::error!(error = %e, "timer tick failed");
+        }
+    }
+}
+
+/// The rotation and expiry sweep; the first one runs at start-up.
+async fn sweeps(engine: Arc<Engine>, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(e) = engine.sweep().await {
+            tracing::error!(error = %e, "sweep failed; it runs again at the next interval");
         }
     }
 }
@@ -656,6 +680,56 @@ async fn reassign_owner(
         Json(json!({"workflow_id": workflow_id, "owner": b.owner, "status": "owner assignment queued"})),
     )
         .into_response())
+}
+
+async fn rotate(
+    State(state): State<Shared>,
+    Path(agent): Path<String>,
+    payload: Result<Json<RotateBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "rotation request", payload).await?;
+    let s = state
+        .stack
+        .engine
+        .request_rotation(
+            &agent,
+            RotationReason::OnDemand { by: b.by.clone() },
+            Actor::Person(b.by),
+        )
+        .await?;
+    Ok(started_response(s))
+}
+
+async fn decommission(
+    State(state): State<Shared>,
+    Path(agent): Path<String>,
+    payload: Result<Json<DecommissionBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "decommission request", payload).await?;
+    let s = state
+        .stack
+        .engine
+        .request_decommission(&agent, &b.by, &b.reason)
+        .await?;
+    Ok(started_response(s))
+}
+
+async fn renew(
+    State(state): State<Shared>,
+    Path(agent): Path<String>,
+    payload: Result<Json<RenewBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "renewal request", payload).await?;
+    let s = state
+        .stack
+        .engine
+        .request_renewal(&agent, b.until, &b.by, &b.reason)
+        .await?;
+    Ok(started_response(s))
+}
+
+async fn sweep(State(state): State<Shared>) -> ApiResult {
+    Ok(Json(state.stack.engine.sweep().await?).into_response())
 }
 
 async fn cancel_workflow(

@@ -7,7 +7,7 @@ use crate::ports::vault::{Stage, Vault, VaultError, VersionInfo};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 
 pub struct SecretsManagerVault {
     client: Client,
@@ -257,11 +257,57 @@ impl Vault for SecretsManagerVault {
                 let service = e.into_service_error();
                 if service.is_resource_not_found_exception() {
                     Ok(None)
+                } else if service.is_invalid_request_exception()
+                    && describe(&service).contains("deletion")
+                {
+                    Err(VaultError::ScheduledForDeletion {
+                        secret: secret.into(),
+                        after: "the end of its recovery window".into(),
+                    })
                 } else {
                     Err(VaultError::Io(describe(&service)))
                 }
             }
         }
+    }
+
+    async fn schedule_deletion(
+        &self,
+        secret: &str,
+        recovery_days: u32,
+    ) -> Result<DateTime<Utc>, VaultError> {
+        let name = self.secret_name(secret);
+        let described = match self.client.describe_secret().secret_id(&name).send().await {
+            Ok(d) => d,
+            Err(e) => {
+                let service = e.into_service_error();
+                return if service.is_resource_not_found_exception() {
+                    Ok(Utc::now())
+                } else {
+                    Err(VaultError::Io(describe(&service)))
+                };
+            }
+        };
+        let when = |d: &aws_sdk_secretsmanager::primitives::DateTime| {
+            Utc.timestamp_opt(d.secs(), d.subsec_nanos()).single()
+        };
+        // Scheduled already (a repeat): Secrets Manager deletes it `recovery_days` after the
+        // first call's DeletedDate.
+        if let Some(deleted) = described.deleted_date().and_then(when) {
+            return Ok(deleted + chrono::Duration::days(i64::from(recovery_days)));
+        }
+        let out = self
+            .client
+            .delete_secret()
+            .secret_id(&name)
+            .recovery_window_in_days(i64::from(recovery_days))
+            .send()
+            .await
+            .map_err(io)?;
+        Ok(out
+            .deletion_date()
+            .and_then(when)
+            .unwrap_or_else(|| Utc::now() + chrono::Duration::days(i64::from(recovery_days))))
     }
 
     async fn versions(&self, secret: &str) -> Result<Vec<VersionInfo>, VaultError> {

@@ -20,6 +20,9 @@ pub const KEY_ENV: &str = "STEWARD_VAULT_KEY";
 #[derive(Serialize, Deserialize, Default)]
 struct SecretFile {
     versions: Vec<StoredVersion>,
+    /// Set when the secret is scheduled for deletion: unreadable from then, removed after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    delete_after: Option<DateTime<Utc>>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -58,6 +61,17 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         f.sync_all()?;
     }
     std::fs::rename(&tmp, path)
+}
+
+/// A secret scheduled for deletion cannot be read or written, as in Secrets Manager.
+fn scheduled(secret: &str, file: &SecretFile) -> Result<(), VaultError> {
+    match file.delete_after {
+        Some(after) => Err(VaultError::ScheduledForDeletion {
+            secret: secret.into(),
+            after: after.to_rfc3339(),
+        }),
+        None => Ok(()),
+    }
 }
 
 impl FileVault {
@@ -107,7 +121,16 @@ impl FileVault {
     fn read(&self, secret: &str) -> Result<SecretFile, VaultError> {
         match std::fs::read(self.file(secret)) {
             Ok(bytes) => {
-                serde_json::from_slice(&bytes).map_err(|_| VaultError::Decrypt(secret.into()))
+                let file: SecretFile = serde_json::from_slice(&bytes)
+                    .map_err(|_| VaultError::Decrypt(secret.into()))?;
+                match file.delete_after {
+                    // The recovery window is over: the secret is gone for good.
+                    Some(after) if after <= Utc::now() => {
+                        std::fs::remove_file(self.file(secret)).map_err(io)?;
+                        Ok(SecretFile::default())
+                    }
+                    _ => Ok(file),
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SecretFile::default()),
             Err(e) => Err(io(e)),
@@ -131,6 +154,7 @@ impl Vault for FileVault {
         crate::ports::vault::check_version_id(version_id)?;
         let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
         let mut file = self.read(secret)?;
+        scheduled(secret, &file)?;
         if !file.versions.iter().any(|v| v.version_id == version_id) {
             let nonce: [u8; 12] = rand::random();
             let aad = Self::aad(secret, version_id);
@@ -193,6 +217,7 @@ impl Vault for FileVault {
         stage: Stage,
     ) -> Result<Option<(String, Secret)>, VaultError> {
         let file = self.read(secret)?;
+        scheduled(secret, &file)?;
         let Some(v) = file.versions.iter().find(|v| v.stages.contains(&stage)) else {
             return Ok(None);
         };
@@ -215,6 +240,27 @@ impl Vault for FileVault {
             .map_err(|_| VaultError::Decrypt(secret.into()))?;
         let value = String::from_utf8(pt).map_err(|_| VaultError::Decrypt(secret.into()))?;
         Ok(Some((v.version_id.clone(), Secret::new(value))))
+    }
+
+    async fn schedule_deletion(
+        &self,
+        secret: &str,
+        recovery_days: u32,
+    ) -> Result<DateTime<Utc>, VaultError> {
+        let _guard = self.write.lock().unwrap_or_else(|p| p.into_inner());
+        let mut file = self.read(secret)?;
+        if let Some(after) = file.delete_after {
+            return Ok(after);
+        }
+        let now = Utc::now();
+        if file.versions.is_empty() {
+            return Ok(now);
+        }
+        let after = now + chrono::Duration::days(i64::from(recovery_days));
+        file.delete_after = Some(after);
+        let bytes = serde_json::to_vec_pretty(&file).map_err(io)?;
+        write_private(&self.file(secret), &bytes).map_err(io)?;
+        Ok(after)
     }
 
     async fn versions(&self, secret: &str) -> Result<Vec<VersionInfo>, VaultError> {

@@ -3,9 +3,11 @@
 
 use crate::credential::Credential;
 use crate::ports::idp::ClientSpec;
+use crate::ports::idp::IdpError;
 use crate::ports::vault::{Stage, version_id_for};
 use crate::ports::{Approvals, IdentityProvider, Vault};
-use statemachines::{Command, Event, IdpCommand};
+use crate::rotation;
+use statemachines::{Command, Event, IdpCommand, VaultCommand};
 use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +85,104 @@ impl Executor {
                     token_lifetime_secs: *token_lifetime_secs,
                 }))
             }
+            Command::Idp(IdpCommand::IssueSecret {
+                agent_id,
+                client_id,
+                version,
+            }) => {
+                let vault = &*self.vault;
+                let issued =
+                    rotation::create_secret(vault, &*self.idp, agent_id, client_id, version)
+                        .await
+                        .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                rotation::set_secret(vault, &*self.idp, agent_id, version)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                Ok(Some(Event::SecretIssued {
+                    version: issued.version,
+                    secret_id: issued.secret_id,
+                    previous_version: issued.previous_version,
+                    previous_secret_id: issued.previous_secret_id,
+                }))
+            }
+            Command::Idp(IdpCommand::TestSecret { agent_id, version }) => {
+                rotation::test_secret(&*self.vault, &*self.idp, agent_id, version)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                Ok(Some(Event::SecretVerified {
+                    version: version.clone(),
+                }))
+            }
+            Command::Idp(IdpCommand::RemoveSecret {
+                client_id,
+                secret_id,
+            }) => {
+                self.idp
+                    .remove_secret(client_id, secret_id)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                Ok(Some(Event::SecretRemoved {
+                    secret_id: secret_id.clone(),
+                }))
+            }
+            Command::Idp(IdpCommand::RevokeTokens { client_id }) => {
+                match self.idp.revoke_tokens(client_id).await {
+                    Ok(r) => Ok(Some(Event::TokensRevoked {
+                        revoked: r.revoked,
+                        outstanding: r.outstanding,
+                    })),
+                    Err(IdpError::UnknownClient(_)) => Ok(Some(Event::TokensRevoked {
+                        revoked: "nothing: the client no longer exists at the identity provider"
+                            .into(),
+                        outstanding: Some(
+                            "access tokens issued before it was deleted stay valid until they expire"
+                                .into(),
+                        ),
+                    })),
+                    Err(e) => Err(fail(e.to_string(), e.retryable())),
+                }
+            }
+            Command::Idp(IdpCommand::DeactivateClient { client_id }) => {
+                match self.idp.set_active(client_id, false).await {
+                    // Gone is as deactivated as it gets.
+                    Ok(()) | Err(IdpError::UnknownClient(_)) => {
+                        Ok(Some(Event::ClientDeactivated {
+                            client_id: client_id.clone(),
+                        }))
+                    }
+                    Err(e) => Err(fail(e.to_string(), e.retryable())),
+                }
+            }
+            Command::Idp(IdpCommand::DeleteClient { client_id }) => {
+                match self.idp.delete_client(client_id).await {
+                    Ok(()) | Err(IdpError::UnknownClient(_)) => Ok(Some(Event::ClientDeleted {
+                        client_id: client_id.clone(),
+                    })),
+                    Err(e) => Err(fail(e.to_string(), e.retryable())),
+                }
+            }
+            Command::Vault(VaultCommand::Promote { agent_id, version }) => {
+                rotation::finish_secret(&*self.vault, agent_id, version)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                Ok(Some(Event::SecretPromoted {
+                    version: version.clone(),
+                }))
+            }
+            Command::Vault(VaultCommand::ScheduleDeletion {
+                agent_id,
+                recovery_days,
+            }) => {
+                let delete_after = self
+                    .vault
+                    .schedule_deletion(agent_id, *recovery_days)
+                    .await
+                    .map_err(|e| {
+                        let retryable = matches!(e, crate::ports::vault::VaultError::Io(_));
+                        fail(e.to_string(), retryable)
+                    })?;
+                Ok(Some(Event::SecretDeletionScheduled { delete_after }))
+            }
             Command::RequestApproval(request) => {
                 self.approvals
                     .ask(request, key)
@@ -117,9 +217,14 @@ impl Executor {
                     .map_err(|e| fail(e.message, e.retryable))?;
                 Ok(None)
             }
+            Command::StartDecommission { .. } | Command::CancelRotations { .. } => Err(fail(
+                "starting a workflow is the engine's job, not the executor's".into(),
+                false,
+            )),
             Command::SetTimer { .. }
             | Command::CancelTimer { .. }
             | Command::SaveAgent(_)
+            | Command::UpdateAgent { .. }
             | Command::Audit(_) => Err(fail(
                 "a local command reached the executor; it belongs in the commit".into(),
                 false,

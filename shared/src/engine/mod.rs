@@ -5,6 +5,7 @@
 //! and executors honour them.
 
 pub mod executor;
+mod lifecycle;
 pub mod message;
 mod owners;
 pub mod workflows;
@@ -298,7 +299,7 @@ impl Engine {
         summary: serde_json::Value,
     ) -> Result<(String, bool), EngineError> {
         let ctx = self.ctx(workflow_id);
-        let applied = match workflows::start(input, &ctx) {
+        let mut applied = match workflows::start(input, &ctx) {
             Ok(a) => a,
             Err(rejected) => {
                 self.audit_refusal(
@@ -313,6 +314,8 @@ impl Engine {
             }
         };
         let now = ctx.now;
+        self.resolve_agent_updates(&mut applied.commands, &mut HashMap::new(), now)
+            .await?;
         let fresh = Instance {
             id: workflow_id.to_string(),
             kind: kind.to_string(),
@@ -610,6 +613,7 @@ impl Engine {
         let mut results: Vec<Result<(), HandleError>> = Vec::with_capacity(bodies.len());
         let mut out: Vec<(Message, Duration)> = Vec::new();
         let mut cache: HashMap<String, Instance> = HashMap::new();
+        let mut agents: HashMap<String, Agent> = HashMap::new();
         let (mut commits, mut commit_out, mut commit_at) = (Vec::new(), Vec::new(), Vec::new());
         // Workflows with a failed message in this batch: their later messages wait, so one
         // workflow's events still apply in order (FIFO per group).
@@ -641,8 +645,14 @@ impl Engine {
                     event_id,
                     event,
                 } => {
-                    self.prepare(&mut cache, &workflow_id, &event_id, Some(event), None)
-                        .await
+                    self.prepare(
+                        (&mut cache, &mut agents),
+                        &workflow_id,
+                        &event_id,
+                        Some(event),
+                        None,
+                    )
+                    .await
                 }
                 Message::Completed {
                     workflow_id,
@@ -650,7 +660,7 @@ impl Engine {
                     event,
                 } => {
                     self.prepare(
-                        &mut cache,
+                        (&mut cache, &mut agents),
                         &workflow_id,
                         &format!("done:{key}"),
                         event,
@@ -714,7 +724,7 @@ impl Engine {
     /// Applies one event to the workflow (as cached in this batch, or loaded) without writing.
     async fn prepare(
         &self,
-        cache: &mut HashMap<String, Instance>,
+        (cache, agents): (&mut HashMap<String, Instance>, &mut HashMap<String, Agent>),
         workflow_id: &str,
         event_id: &str,
         event: Option<Event>,
@@ -752,7 +762,11 @@ impl Engine {
                     workflow_id,
                 };
                 match workflows::apply(&instance.kind, &instance.state, ev, &ctx) {
-                    Ok(applied) => Ok(Some(applied)),
+                    Ok(mut applied) => {
+                        self.resolve_agent_updates(&mut applied.commands, agents, now)
+                            .await?;
+                        Ok(Some(applied))
+                    }
                     Err(ApplyError::Rejected(r)) => Err(r),
                     Err(ApplyError::Corrupt(c)) => {
                         return Err(HandleError {
@@ -863,7 +877,13 @@ impl Engine {
                         at: *at,
                     },
                 }),
-                Command::Idp(_) | Command::Notify { .. } | Command::FollowUpApproval { .. } => {}
+                Command::Idp(_)
+                | Command::Vault(_)
+                | Command::UpdateAgent { .. }
+                | Command::StartDecommission { .. }
+                | Command::CancelRotations { .. }
+                | Command::Notify { .. }
+                | Command::FollowUpApproval { .. } => {}
             }
             if command.is_external() {
                 new_pending.push(PendingCommand { key, command });
@@ -953,6 +973,41 @@ impl Engine {
         )
     }
 
+    /// Turns each `UpdateAgent` into a `SaveAgent` of the record as stored (or as an earlier
+    /// step of this batch left it) with the change applied, so the step writes only its fields.
+    async fn resolve_agent_updates(
+        &self,
+        commands: &mut [Command],
+        agents: &mut HashMap<String, Agent>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        for command in commands.iter_mut() {
+            match command {
+                Command::UpdateAgent { agent_id, change } => {
+                    let current = match agents.get(agent_id.as_str()) {
+                        Some(a) => Some(a.clone()),
+                        None => self.store.agent(agent_id).await?,
+                    };
+                    let Some(mut agent) = current else {
+                        tracing::warn!(
+                            agent_id,
+                            "an update names an agent the registry does not hold"
+                        );
+                        continue;
+                    };
+                    agent.apply(change, now);
+                    agents.insert(agent.id.clone(), agent.clone());
+                    *command = Command::SaveAgent(Box::new(agent));
+                }
+                Command::SaveAgent(a) => {
+                    agents.insert(a.id.clone(), (**a).clone());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     async fn run_command(
         &self,
         workflow_id: &str,
@@ -968,7 +1023,15 @@ impl Engine {
         let Some(pending) = instance.pending.iter().find(|p| p.key == key) else {
             return Ok(vec![]); // completed already: a redelivered run is a no-op
         };
-        let result = self.executor.run(key, &pending.command).await;
+        let result = match &pending.command {
+            Command::StartDecommission { agent_id, reason } => {
+                self.start_decommission_command(agent_id, reason).await
+            }
+            Command::CancelRotations { agent_id, reason } => {
+                self.cancel_rotations(agent_id, reason).await
+            }
+            command => self.executor.run(key, command).await,
+        };
         let name = pending.command.name();
         let next = match result {
             Ok(event) => {

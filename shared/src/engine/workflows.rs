@@ -1,8 +1,11 @@
 //! Routes stored instances (kind + JSON state) to their typed machines.
 
 use serde_json::Value;
+use statemachines::decommission::{Decommission, DecommissionInput};
+use statemachines::expiry::{Expiry, ExpiryInput};
 use statemachines::onboarding::{Onboarding, OnboardingInput};
 use statemachines::owner_loss::{OwnerLoss, OwnerLossInput};
+use statemachines::rotation::{Rotation, RotationInput};
 use statemachines::scope_change::{ScopeChange, ScopeChangeInput};
 use statemachines::workflow::{self, Workflow};
 use statemachines::{Command, Ctx, Event, Rejected};
@@ -25,6 +28,9 @@ pub enum StartInput {
     Onboarding(OnboardingInput),
     ScopeChange(ScopeChangeInput),
     OwnerLoss(OwnerLossInput),
+    Rotation(RotationInput),
+    Decommission(DecommissionInput),
+    Expiry(ExpiryInput),
 }
 
 pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
@@ -32,6 +38,11 @@ pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
         StartInput::Onboarding(i) => erase::<Onboarding>(workflow::start::<Onboarding>(i, ctx)?),
         StartInput::ScopeChange(i) => erase::<ScopeChange>(workflow::start::<ScopeChange>(i, ctx)?),
         StartInput::OwnerLoss(i) => erase::<OwnerLoss>(workflow::start::<OwnerLoss>(i, ctx)?),
+        StartInput::Rotation(i) => erase::<Rotation>(workflow::start::<Rotation>(i, ctx)?),
+        StartInput::Decommission(i) => {
+            erase::<Decommission>(workflow::start::<Decommission>(i, ctx)?)
+        }
+        StartInput::Expiry(i) => erase::<Expiry>(workflow::start::<Expiry>(i, ctx)?),
     }
     .map_err(|e| Rejected::new("state", e))
 }
@@ -41,6 +52,9 @@ pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Appli
         Onboarding::KIND => apply_typed::<Onboarding>(state, event, ctx),
         ScopeChange::KIND => apply_typed::<ScopeChange>(state, event, ctx),
         OwnerLoss::KIND => apply_typed::<OwnerLoss>(state, event, ctx),
+        Rotation::KIND => apply_typed::<Rotation>(state, event, ctx),
+        Decommission::KIND => apply_typed::<Decommission>(state, event, ctx),
+        Expiry::KIND => apply_typed::<Expiry>(state, event, ctx),
         other => Err(ApplyError::Corrupt(format!(
             "unknown workflow kind `{other}`"
         ))),

@@ -42,6 +42,10 @@ pub enum VaultError {
     #[error("vault version {version} of {secret} does not exist")]
     UnknownVersion { secret: String, version: String },
     #[error(
+        "the vault secret {secret} is scheduled for deletion on {after}; restore it within the recovery window to read it"
+    )]
+    ScheduledForDeletion { secret: String, after: String },
+    #[error(
         "vault version id `{0}` is not 32 to 64 letters, digits, `-` or `_` (a Secrets Manager ClientRequestToken)"
     )]
     BadVersionId(String),
@@ -83,4 +87,13 @@ pub trait Vault: Send + Sync {
     async fn get(&self, secret: &str, stage: Stage)
     -> Result<Option<(String, Secret)>, VaultError>;
     async fn versions(&self, secret: &str) -> Result<Vec<VersionInfo>, VaultError>;
+    /// Schedules the secret's deletion after `recovery_days` (Secrets Manager's recovery window,
+    /// 7 to 30 days) and returns when it is deleted. Until then it cannot be read
+    /// ([`VaultError::ScheduledForDeletion`]) but can be restored. Repeating returns the date of
+    /// the first call; a secret that does not exist has nothing to delete (returns now).
+    async fn schedule_deletion(
+        &self,
+        secret: &str,
+        recovery_days: u32,
+    ) -> Result<DateTime<Utc>, VaultError>;
 }

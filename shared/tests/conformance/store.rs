@@ -119,6 +119,8 @@ pub fn agent(id: &str, name: &str, status: AgentStatus, updated: i64) -> Agent {
         created_at: at(0),
         updated_at: at(updated),
         flags: vec![],
+        credentials: vec![],
+        decommission: None,
     }
 }
 

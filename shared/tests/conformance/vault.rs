@@ -23,6 +23,45 @@ pub async fn run_vault_suite(fresh: impl Fn() -> Subject<dyn Vault>) {
     versions_list_ids_and_stages_never_values(&*fresh().port).await;
     secrets_are_independent(&*fresh().port).await;
     version_ids_must_be_tokens(&*fresh().port).await;
+    deletion_is_scheduled_with_a_recovery_window(&*fresh().port).await;
+}
+
+/// Decommission: the secret is scheduled for deletion after the recovery window; from then it
+/// cannot be read, a repeat keeps the first date, and other secrets are untouched.
+pub async fn deletion_is_scheduled_with_a_recovery_window(v: &dyn Vault) {
+    v.put("agt-1", V1, &Secret::new("s1"), Stage::Current)
+        .await
+        .unwrap();
+    v.put("agt-2", V2, &Secret::new("s2"), Stage::Current)
+        .await
+        .unwrap();
+    let before = chrono::Utc::now();
+    let after = v.schedule_deletion("agt-1", 7).await.unwrap();
+    let days = (after - before).num_hours();
+    assert!(
+        (7 * 24 - 1..=7 * 24 + 1).contains(&days),
+        "7 days later: {after}"
+    );
+    let err = v.get("agt-1", Stage::Current).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            shared::ports::vault::VaultError::ScheduledForDeletion { .. }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        !err.to_string().contains("s1"),
+        "no value in the error: {err}"
+    );
+    let again = v.schedule_deletion("agt-1", 7).await.unwrap();
+    assert!(
+        (again - after).num_seconds().abs() <= 2,
+        "{again} vs {after}"
+    );
+    assert_eq!(get(v, "agt-2", Stage::Current).await, some(V2, "s2"));
+    // Nothing to delete is not an error.
+    v.schedule_deletion("agt-none", 7).await.unwrap();
 }
 
 /// A version id Secrets Manager would refuse is refused everywhere, and nothing is stored.

@@ -67,6 +67,7 @@ pub static POLICY: LazyLock<Policy> = LazyLock::new(|| Policy {
     two_person_scopes: strings(&[PAYMENTS_WRITE]),
     approval_routes: statemachines::policy::default_routes(),
     owner_reassign_secs: 7 * 86_400,
+    lifecycle: statemachines::policy::Lifecycle::default(),
 });
 
 pub fn policy() -> &'static Policy {
@@ -158,6 +159,8 @@ pub fn active_agent() -> Agent {
         created_at: at(-86_400),
         updated_at: at(-86_400),
         flags: vec![],
+        credentials: vec![],
+        decommission: None,
     }
 }
 

@@ -1,0 +1,502 @@
+//! Rotation, decommission and expiry: how they are requested and scheduled.
+
+use super::executor::ExecError;
+use super::message::Message;
+use super::workflows::StartInput;
+use super::{Engine, EngineError, Started, short_hash};
+use serde_json::json;
+use statemachines::decommission::{Decommission, DecommissionInput, DecommissionReason};
+use statemachines::expiry::{Expiry, ExpiryInput};
+use statemachines::rotation::{Rotation, RotationInput, RotationReason};
+use statemachines::{Actor, Agent, AgentFlag, AgentStatus, Event, Rejected, Workflow};
+use std::time::Duration;
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// Agents in the registry.
+    pub agents: usize,
+    /// Active agents whose secret is past its maximum age.
+    pub due: usize,
+    /// Rotations started by this sweep (each at its planned slot).
+    pub started: usize,
+    /// Due agents with a rotation already running.
+    pub running: usize,
+    /// The last planned start, if any.
+    pub last_start: Option<chrono::DateTime<chrono::Utc>>,
+    /// Time-bound agents whose expiry watch started now.
+    pub expiries_started: usize,
+}
+
+impl Engine {
+    /// Rotates an agent's secret now (on demand, or for a detection rule). Refused while a
+    /// rotation of the agent is running.
+    pub async fn request_rotation(
+        &self,
+        agent_ref: &str,
+        reason: RotationReason,
+        by: Actor,
+    ) -> Result<Started, EngineError> {
+        let agent = self.agent_for("rotation request", agent_ref, &by).await?;
+        if let RotationReason::OnDemand { by: person } = &reason {
+            self.check_owner_or_approver("rotation request", &agent, person, &by)
+                .await?;
+        }
+        if let Some(running) = self.running(&agent.id, Rotation::KIND).await? {
+            let why = format!(
+                "a rotation of {} is already running ({running}); wait for it to finish",
+                agent.name
+            );
+            self.audit_refusal(
+                "rotation request",
+                &by,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Conflict(why));
+        }
+        let now = self.clock.now();
+        let hash = short_hash(&[
+            &agent.id,
+            agent.secret_version.as_deref().unwrap_or(""),
+            &now.timestamp_millis().to_string(),
+        ]);
+        self.start_rotation(agent, reason, by, now, &hash).await
+    }
+
+    async fn start_rotation(
+        &self,
+        agent: Agent,
+        reason: RotationReason,
+        by: Actor,
+        start_at: chrono::DateTime<chrono::Utc>,
+        hash: &str,
+    ) -> Result<Started, EngineError> {
+        let workflow_id = format!("rotation-{}-{}", agent.name, &hash[..12]);
+        let (agent_id, name) = (agent.id.clone(), agent.name.clone());
+        let summary = json!({"rotation": {"reason": reason, "start_at": start_at}});
+        let input = StartInput::Rotation(RotationInput {
+            agent,
+            reason,
+            requested_by: by.clone(),
+            start_at,
+        });
+        let (state, duplicate) = self
+            .start(
+                &workflow_id,
+                Rotation::KIND,
+                Some(&agent_id),
+                &name,
+                input,
+                hash,
+                by,
+                summary,
+            )
+            .await?;
+        Ok(Started {
+            workflow_id,
+            agent_id,
+            state,
+            duplicate,
+        })
+    }
+
+    /// The scheduled sweep: starts a rotation for every active agent whose secret passed its
+    /// environment's maximum age, spread over the policy's window, and the expiry watch of
+    /// every time-bound agent. Safe to run often: a secret version is rotated by at most one
+    /// scheduled rotation a day, and a running rotation is never doubled.
+    pub async fn sweep(&self) -> Result<SweepReport, EngineError> {
+        let now = self.clock.now();
+        let agents = self.store.agents().await?;
+        let plan = statemachines::sweep::plan(&agents, now, &self.policy);
+        let mut report = SweepReport {
+            agents: agents.len(),
+            due: plan.len(),
+            ..Default::default()
+        };
+        let by_id: std::collections::HashMap<&str, &Agent> =
+            agents.iter().map(|a| (a.id.as_str(), a)).collect();
+        let day = now.date_naive().to_string();
+        for p in plan {
+            let Some(agent) = by_id.get(p.agent_id.as_str()) else {
+                continue;
+            };
+            if self.running(&agent.id, Rotation::KIND).await?.is_some() {
+                report.running += 1;
+                continue;
+            }
+            let hash = short_hash(&[
+                &agent.id,
+                agent.secret_version.as_deref().unwrap_or(""),
+                &day,
+            ]);
+            let reason = RotationReason::Scheduled {
+                age_days: p.age_days,
+                max_age_days: p.max_age_days,
+            };
+            let by = Actor::Schedule("rotation-sweep".into());
+            match self
+                .start_rotation((*agent).clone(), reason, by, p.start_at, &hash)
+                .await
+            {
+                Ok(s) if !s.duplicate => {
+                    report.started += 1;
+                    report.last_start = Some(p.start_at);
+                }
+                Ok(_) => report.running += 1,
+                Err(EngineError::Rejected(r)) => {
+                    tracing::info!(agent = %agent.name, %r, "sweep: rotation not started");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for agent in agents
+            .iter()
+            .filter(|a| a.status == AgentStatus::Active && a.expires_on.is_some())
+        {
+            if self
+                .start_expiry(agent)
+                .await?
+                .is_some_and(|s| !s.duplicate)
+            {
+                report.expiries_started += 1;
+            }
+        }
+        tracing::info!(?report, "sweep");
+        Ok(report)
+    }
+
+    /// Starts watching a time-bound agent's expiry date (once per agent).
+    async fn start_expiry(&self, agent: &Agent) -> Result<Option<Started>, EngineError> {
+        let workflow_id = format!("expiry-{}", agent.id);
+        if let Some(i) = self.store.instance(&workflow_id).await? {
+            return Ok(Some(Started {
+                workflow_id,
+                agent_id: agent.id.clone(),
+                state: i.state_name,
+                duplicate: true,
+            }));
+        }
+        let input = StartInput::Expiry(ExpiryInput {
+            agent: agent.clone(),
+        });
+        let summary = json!({"expiry": {"expires_on": agent.expires_on}});
+        match self
+            .start(
+                &workflow_id,
+                Expiry::KIND,
+                Some(&agent.id),
+                &agent.name,
+                input,
+                &workflow_id,
+                Actor::Schedule("expiry".into()),
+                summary,
+            )
+            .await
+        {
+            Ok((state, duplicate)) => Ok(Some(Started {
+                workflow_id,
+                agent_id: agent.id.clone(),
+                state,
+                duplicate,
+            })),
+            Err(EngineError::Rejected(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A person asks to keep a time-bound agent until `until`; a security approver decides.
+    pub async fn request_renewal(
+        &self,
+        agent_ref: &str,
+        until: chrono::NaiveDate,
+        by: &str,
+        reason: &str,
+    ) -> Result<Started, EngineError> {
+        let actor = Actor::Person(by.to_string());
+        let agent = self.agent_for("renewal", agent_ref, &actor).await?;
+        if agent.status != AgentStatus::Active || agent.expires_on.is_none() {
+            let why = format!(
+                "{} is {} and has {}; only active time-bound agents are renewed",
+                agent.name,
+                agent.status.as_str(),
+                agent
+                    .expires_on
+                    .map(|d| format!("expiry date {d}"))
+                    .unwrap_or_else(|| "no expiry date".into())
+            );
+            self.audit_refusal(
+                "renewal",
+                &actor,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Rejected(Rejected::new("agent", why)));
+        }
+        let started = self.start_expiry(&agent).await?.ok_or_else(|| {
+            EngineError::Conflict(format!(
+                "the expiry watch of {} could not start",
+                agent.name
+            ))
+        })?;
+        let event_id = format!(
+            "renewal/{}/{until}/{}",
+            started.workflow_id,
+            by.trim().to_ascii_lowercase()
+        );
+        self.send(
+            vec![Message::Event {
+                workflow_id: started.workflow_id.clone(),
+                event_id,
+                event: Event::RenewalRequested {
+                    until,
+                    by: by.to_string(),
+                    reason: reason.to_string(),
+                },
+            }],
+            Duration::ZERO,
+        )
+        .await?;
+        Ok(started)
+    }
+
+    /// The owner (or a security approver, or the lost owner's manager) asks to decommission an
+    /// agent; a security approver decides.
+    pub async fn request_decommission(
+        &self,
+        agent_ref: &str,
+        requester: &str,
+        why: &str,
+    ) -> Result<Started, EngineError> {
+        let actor = Actor::Person(requester.to_string());
+        let agent = self
+            .agent_for("decommission request", agent_ref, &actor)
+            .await?;
+        let owner_lost = agent
+            .flags
+            .iter()
+            .any(|f| matches!(f, AgentFlag::OwnerLost { .. }));
+        let manager = if owner_lost {
+            self.directory
+                .person(&agent.owner)
+                .await?
+                .and_then(|p| p.manager)
+        } else {
+            None
+        };
+        let allowed = agent.owner.eq_ignore_ascii_case(requester)
+            || self.is_approver(requester)
+            || manager.is_some_and(|m| m.eq_ignore_ascii_case(requester));
+        if !allowed {
+            let why = format!(
+                "{requester} may not decommission {}: only its owner {}, a security approver{} may",
+                agent.name,
+                agent.owner,
+                if owner_lost {
+                    " or the former owner's manager"
+                } else {
+                    ""
+                }
+            );
+            self.audit_refusal(
+                "decommission request",
+                &actor,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Rejected(Rejected::new("requester", why)));
+        }
+        if why.trim().is_empty() {
+            let msg = "say why the agent is decommissioned (reason)".to_string();
+            self.audit_refusal(
+                "decommission request",
+                &actor,
+                Some((&agent.id, &agent.name)),
+                None,
+                &msg,
+            )
+            .await?;
+            return Err(EngineError::Rejected(Rejected::new("reason", msg)));
+        }
+        let reason = if owner_lost {
+            DecommissionReason::OwnerLost { why: why.into() }
+        } else {
+            DecommissionReason::Requested { why: why.into() }
+        };
+        self.decommission(agent, reason, actor).await
+    }
+
+    /// Starts the decommission of `agent` (issues 8 and 9 call this with a review's or a
+    /// freeze's decision). One decommission runs per agent.
+    pub async fn decommission(
+        &self,
+        agent: Agent,
+        reason: DecommissionReason,
+        by: Actor,
+    ) -> Result<Started, EngineError> {
+        if let Some(running) = self.running(&agent.id, Decommission::KIND).await? {
+            let why = format!(
+                "a decommission of {} is already in progress ({running})",
+                agent.name
+            );
+            self.audit_refusal(
+                "decommission request",
+                &by,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Conflict(why));
+        }
+        let canonical = serde_json::to_string(&reason).unwrap_or_default();
+        let hash = short_hash(&[&agent.id, &agent.updated_at.to_rfc3339(), &canonical]);
+        let workflow_id = format!("decommission-{}-{}", agent.name, &hash[..8]);
+        let (agent_id, name) = (agent.id.clone(), agent.name.clone());
+        let summary = json!({"decommission": reason});
+        let input = StartInput::Decommission(DecommissionInput {
+            agent,
+            reason,
+            requested_by: by.clone(),
+        });
+        let (state, duplicate) = self
+            .start(
+                &workflow_id,
+                Decommission::KIND,
+                Some(&agent_id),
+                &name,
+                input,
+                &hash,
+                by,
+                summary,
+            )
+            .await?;
+        Ok(Started {
+            workflow_id,
+            agent_id,
+            state,
+            duplicate,
+        })
+    }
+
+    /// `Command::StartDecommission`, run by the engine (a workflow starting another).
+    pub(super) async fn start_decommission_command(
+        &self,
+        agent_id: &str,
+        reason: &DecommissionReason,
+    ) -> Result<Option<Event>, ExecError> {
+        let fail = |e: EngineError| ExecError {
+            command: "workflow.start_decommission",
+            message: e.to_string(),
+            retryable: true,
+        };
+        let Some(agent) = self
+            .store
+            .agent(agent_id)
+            .await
+            .map_err(|e| fail(e.into()))?
+        else {
+            return Ok(None);
+        };
+        match self
+            .decommission(agent, reason.clone(), Actor::Schedule("expiry".into()))
+            .await
+        {
+            // Refused (decommissioned already, or one is running): audited, nothing to retry.
+            Ok(_) | Err(EngineError::Rejected(_)) | Err(EngineError::Conflict(_)) => Ok(None),
+            Err(e) => Err(fail(e)),
+        }
+    }
+
+    /// `Command::CancelRotations`: a `Cancel` to each running rotation of the agent.
+    pub(super) async fn cancel_rotations(
+        &self,
+        agent_id: &str,
+        reason: &str,
+    ) -> Result<Option<Event>, ExecError> {
+        let fail = |message: String| ExecError {
+            command: "workflow.cancel_rotations",
+            message,
+            retryable: true,
+        };
+        let running = self
+            .store
+            .instances_for_agent(agent_id)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .into_iter()
+            .filter(|i| i.kind == Rotation::KIND && !i.terminal);
+        let msgs: Vec<Message> = running
+            .map(|i| Message::Event {
+                event_id: format!("cancel/{}/superseded", i.id),
+                workflow_id: i.id,
+                event: Event::Cancel {
+                    by: Actor::System,
+                    reason: reason.to_string(),
+                },
+            })
+            .collect();
+        self.send(msgs, Duration::ZERO)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(None)
+    }
+
+    async fn running(&self, agent_id: &str, kind: &str) -> Result<Option<String>, EngineError> {
+        Ok(self
+            .store
+            .instances_for_agent(agent_id)
+            .await?
+            .into_iter()
+            .find(|i| i.kind == kind && !i.terminal)
+            .map(|i| i.id))
+    }
+
+    fn is_approver(&self, person: &str) -> bool {
+        self.policy
+            .approvers
+            .iter()
+            .any(|a| a.eq_ignore_ascii_case(person.trim()))
+    }
+
+    async fn check_owner_or_approver(
+        &self,
+        what: &str,
+        agent: &Agent,
+        person: &str,
+        actor: &Actor,
+    ) -> Result<(), EngineError> {
+        if agent.owner.eq_ignore_ascii_case(person.trim()) || self.is_approver(person) {
+            return Ok(());
+        }
+        let why = format!(
+            "{person} is neither the owner of {} ({}) nor a security approver",
+            agent.name, agent.owner
+        );
+        self.audit_refusal(what, actor, Some((&agent.id, &agent.name)), None, &why)
+            .await?;
+        Err(EngineError::Rejected(Rejected::new("requester", why)))
+    }
+
+    async fn agent_for(
+        &self,
+        what: &str,
+        agent_ref: &str,
+        actor: &Actor,
+    ) -> Result<Agent, EngineError> {
+        match self.find_agent(agent_ref).await? {
+            Some(a) => Ok(a),
+            None => {
+                let why = format!("no agent with id or name `{agent_ref}`");
+                self.audit_refusal(what, actor, None, None, &why).await?;
+                Err(EngineError::NotFound(why))
+            }
+        }
+    }
+}

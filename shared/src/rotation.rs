@@ -1,0 +1,213 @@
+//! Secrets Manager's rotation protocol over the vault and IdP ports (ADR 16). The rotation
+//! workflow's executor and the `secret-rotation` Lambda both call these, so a rotation started by
+//! Steward's sweep and one started by Secrets Manager do the same thing. Every step is
+//! idempotent for the same `token` (the ClientRequestToken, the new vault version id): a repeat
+//! after a crash or a retry finds its own work and returns the same answer.
+//!
+//! | step | what it does |
+//! |---|---|
+//! | `createSecret` | make room at the IdP (drop a leftover that is neither current nor ours), add a new client secret, store it as AWSPENDING `token` |
+//! | `setSecret` | the IdP generated the value: check it still holds it |
+//! | `testSecret` | obtain a real client_credentials token with the AWSPENDING value |
+//! | `finishSecret` | move AWSCURRENT to `token`; the old version becomes AWSPREVIOUS and keeps working until removed |
+
+use crate::credential::{Credential, NotACredential};
+use crate::ports::idp::IdpError;
+use crate::ports::vault::{Stage, VaultError};
+use crate::ports::{IdentityProvider, Vault};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotationError {
+    #[error("vault: {0}")]
+    Vault(#[from] VaultError),
+    #[error("identity provider: {0}")]
+    Idp(#[from] IdpError),
+    #[error("{stage} of {agent}: {source}")]
+    NotACredential {
+        stage: &'static str,
+        agent: String,
+        source: NotACredential,
+    },
+    #[error("{0} has no AWSCURRENT secret to rotate from")]
+    NoCurrent(String),
+    #[error(
+        "version {token} of {agent} is neither AWSPENDING nor AWSCURRENT; createSecret must run first"
+    )]
+    NotOurs { agent: String, token: String },
+    #[error(
+        "the identity provider no longer holds secret {secret_id} of client {client_id}; cancel this rotation and start another"
+    )]
+    Lost {
+        client_id: String,
+        secret_id: String,
+    },
+    #[error("the new secret does not work yet: {0}")]
+    TestFailed(IdpError),
+}
+
+impl RotationError {
+    /// Worth retrying later: the vault or IdP was unavailable, or a new secret has not reached
+    /// every IdP node yet.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Vault(VaultError::Io(_)) => true,
+            Self::Idp(e) => e.retryable(),
+            Self::TestFailed(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What `createSecret` issued and what it replaces (ids only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issued {
+    pub version: String,
+    pub secret_id: String,
+    pub previous_version: Option<String>,
+    pub previous_secret_id: Option<String>,
+}
+
+async fn read(
+    vault: &dyn Vault,
+    agent_id: &str,
+    stage: Stage,
+) -> Result<Option<(String, Credential)>, RotationError> {
+    match vault.get(agent_id, stage).await? {
+        Some((version, value)) => Credential::from_secret(&value)
+            .map(|c| Some((version, c)))
+            .map_err(|source| RotationError::NotACredential {
+                stage: stage.as_str(),
+                agent: agent_id.into(),
+                source,
+            }),
+        None => Ok(None),
+    }
+}
+
+/// This rotation's credential: AWSPENDING until finishSecret, AWSCURRENT after (a repeat).
+pub async fn ours(
+    vault: &dyn Vault,
+    agent_id: &str,
+    token: &str,
+) -> Result<(Stage, Credential), RotationError> {
+    for stage in [Stage::Pending, Stage::Current] {
+        if let Some((v, c)) = read(vault, agent_id, stage).await?
+            && v == token
+        {
+            return Ok((stage, c));
+        }
+    }
+    Err(RotationError::NotOurs {
+        agent: agent_id.into(),
+        token: token.into(),
+    })
+}
+
+/// `createSecret`.
+pub async fn create_secret(
+    vault: &dyn Vault,
+    idp: &dyn IdentityProvider,
+    agent_id: &str,
+    client_id: &str,
+    token: &str,
+) -> Result<Issued, RotationError> {
+    let current = read(vault, agent_id, Stage::Current).await?;
+    match ours(vault, agent_id, token).await {
+        Ok((Stage::Pending, c)) => {
+            return Ok(Issued {
+                version: token.into(),
+                secret_id: c.secret_id,
+                previous_version: current.as_ref().map(|(v, _)| v.clone()),
+                previous_secret_id: current.map(|(_, c)| c.secret_id),
+            });
+        }
+        Ok((_, c)) => {
+            let previous = read(vault, agent_id, Stage::Previous).await?;
+            return Ok(Issued {
+                version: token.into(),
+                secret_id: c.secret_id,
+                previous_version: previous.as_ref().map(|(v, _)| v.clone()),
+                previous_secret_id: previous.map(|(_, c)| c.secret_id),
+            });
+        }
+        Err(RotationError::NotOurs { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let (current_version, current) =
+        current.ok_or_else(|| RotationError::NoCurrent(agent_id.into()))?;
+    // Room for the new secret (Okta and the dev IdP hold two): a leftover of a failed or lost
+    // attempt goes. A provider holding one secret per client replaces it in add_secret.
+    let held = idp.secret_ids(client_id).await?;
+    if held.len() > 1 {
+        for id in held.iter().filter(|id| **id != current.secret_id) {
+            idp.remove_secret(client_id, id).await?;
+        }
+    }
+    let new = idp.add_secret(client_id, token).await?;
+    let credential = Credential {
+        client_id: client_id.into(),
+        secret_id: new.secret_id.clone(),
+        client_secret: new.secret,
+    };
+    vault
+        .put(agent_id, token, &credential.to_secret(), Stage::Pending)
+        .await?;
+    Ok(Issued {
+        version: token.into(),
+        secret_id: new.secret_id,
+        previous_version: Some(current_version),
+        previous_secret_id: Some(current.secret_id),
+    })
+}
+
+/// `setSecret`: the IdP generated the value, so there is nothing to set; it must still hold it.
+pub async fn set_secret(
+    vault: &dyn Vault,
+    idp: &dyn IdentityProvider,
+    agent_id: &str,
+    token: &str,
+) -> Result<(), RotationError> {
+    let (_, c) = ours(vault, agent_id, token).await?;
+    if idp.secret_ids(&c.client_id).await?.contains(&c.secret_id) {
+        Ok(())
+    } else {
+        Err(RotationError::Lost {
+            client_id: c.client_id,
+            secret_id: c.secret_id,
+        })
+    }
+}
+
+/// `testSecret`: a real client_credentials token with this rotation's value.
+pub async fn test_secret(
+    vault: &dyn Vault,
+    idp: &dyn IdentityProvider,
+    agent_id: &str,
+    token: &str,
+) -> Result<(), RotationError> {
+    let (_, c) = ours(vault, agent_id, token).await?;
+    idp.test_secret(&c.client_id, &c.client_secret)
+        .await
+        .map_err(RotationError::TestFailed)
+}
+
+/// `finishSecret`: AWSCURRENT moves to `token`. Returns the version that was current before
+/// (AWSPREVIOUS now), if any.
+pub async fn finish_secret(
+    vault: &dyn Vault,
+    agent_id: &str,
+    token: &str,
+) -> Result<Option<String>, RotationError> {
+    let current = read(vault, agent_id, Stage::Current).await?;
+    if current.as_ref().is_some_and(|(v, _)| v == token) {
+        // Finished already (a repeat).
+        return Ok(read(vault, agent_id, Stage::Previous)
+            .await?
+            .map(|(v, _)| v));
+    }
+    let (_, c) = ours(vault, agent_id, token).await?;
+    vault
+        .put(agent_id, token, &c.to_secret(), Stage::Current)
+        .await?;
+    Ok(current.map(|(v, _)| v))
+}
