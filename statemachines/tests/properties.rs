@@ -346,6 +346,15 @@ impl Run {
                             token_lifetime_secs,
                             ..
                         } => *token_lifetime_secs,
+                        other => {
+                            invariant!(
+                                "onboarding and scope change only create clients and set grants",
+                                false,
+                                "{other:?} emitted into {}",
+                                W::state_name(state)
+                            );
+                            unreachable!()
+                        }
                     };
                     invariant!(
                         "the identity provider is asked for exactly the requested grant",
@@ -363,6 +372,17 @@ impl Run {
                     self.pending_idp = Some(idp.clone());
                 }
                 Command::Notify { .. } | Command::Audit(_) => {}
+                Command::Vault(_)
+                | Command::UpdateAgent { .. }
+                | Command::StartDecommission { .. }
+                | Command::CancelRotations { .. } => {
+                    invariant!(
+                        "onboarding and scope change emit no lifecycle command",
+                        false,
+                        "{command:?} emitted into {}",
+                        W::state_name(state)
+                    );
+                }
             }
         }
         Ok(())
@@ -519,6 +539,21 @@ fn drive<W: Probe>(
             Event::OwnerAssigned { .. } => {
                 invariant!(
                     "an owner assignment belongs to owner-loss handling only",
+                    result.is_err(),
+                    "{from} accepted {event:?}"
+                );
+            }
+            Event::SecretIssued { .. }
+            | Event::SecretVerified { .. }
+            | Event::SecretPromoted { .. }
+            | Event::SecretRemoved { .. }
+            | Event::TokensRevoked { .. }
+            | Event::ClientDeactivated { .. }
+            | Event::ClientDeleted { .. }
+            | Event::SecretDeletionScheduled { .. }
+            | Event::RenewalRequested { .. } => {
+                invariant!(
+                    "rotation, decommission and expiry events do not apply here",
                     result.is_err(),
                     "{from} accepted {event:?}"
                 );

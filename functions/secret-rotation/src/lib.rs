@@ -12,7 +12,7 @@ use shared::audit;
 use shared::aws::EdgeError;
 use shared::aws::secrets_manager::SecretsManagerVault;
 use shared::ports::vault::check_version_id;
-use shared::ports::{IdentityProvider, Store, Vault};
+use shared::ports::{IdentityProvider, Store};
 use shared::rotation;
 use statemachines::AgentStatus;
 
