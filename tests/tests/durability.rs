@@ -151,3 +151,113 @@ fn state_survives_a_restart_while_awaiting_approval() {
     assert_eq!(s.idp_clients().len(), 1);
     s.token_ok(client_id, &secret, Some("datadog:metrics:read"));
 }
+
+/// The process dies right after each rotation step's side effect (new secret issued and stored
+/// as AWSPENDING, token obtained with it, AWSCURRENT moved, old secret removed) and is
+/// restarted each time: the rotation finishes, exactly one new secret exists, and the old one
+/// is revoked once.
+#[test]
+fn a_crash_after_each_rotation_step_still_rotates_exactly_once() {
+    const ROTATING: &str = "orders-reader-agent-prod";
+    let opts = |crash: Option<&str>| {
+        let mut o = Options::default();
+        o.policy = o.policy.replace(
+            "max_age = \"90days\"",
+            "max_age = \"90days\"\ngrace = \"2s\"",
+        );
+        assert!(o.policy.contains("grace = \"2s\""));
+        match crash {
+            Some(step) => o.env("STEWARD_CRASH_AFTER", step),
+            None => o,
+        }
+    };
+    let mut s = Server::start_with(opts(None));
+    let started = s.request_ok(&agent_request(
+        ROTATING,
+        "prod",
+        ALICE,
+        &["erp:orders:read"],
+    ));
+    let agent_id = started["agent_id"].as_str().unwrap().to_string();
+    let before = s.wait_agent_status(ROTATING, "active");
+    let client_id = before["client_id"].as_str().unwrap().to_string();
+    let (old_version, old_secret) = s.vault_secret(&agent_id);
+    s.wait_idle();
+    s.kill();
+
+    let steps = [
+        "idp.issue_secret",
+        "idp.test_secret",
+        "vault.promote",
+        "idp.remove_secret",
+    ];
+    let mut workflow = String::new();
+    for (i, step) in steps.iter().enumerate() {
+        if i == 0 {
+            s.spawn(&opts(Some(step)));
+            let (status, v) = s.post(
+                &format!("/api/agents/{ROTATING}/rotate"),
+                &json!({"by": ALICE}),
+            );
+            assert_eq!(status, 202, "{v}");
+            workflow = v["workflow_id"].as_str().unwrap().to_string();
+        } else {
+            // The restart resumes the step in flight and aborts after the next one.
+            s.spawn_may_abort(&opts(Some(step)));
+        }
+        let exit = s.wait_exit(RECOVERY);
+        assert!(
+            !exit.success(),
+            "the fault injection aborts after {step}: {exit}"
+        );
+        assert!(
+            s.log().contains(&format!("STEWARD_CRASH_AFTER={step}")),
+            "crashed after {step}: {}",
+            s.log()
+        );
+    }
+    s.spawn(&opts(None));
+    s.wait(&format!("rotation {workflow} to finish"), RECOVERY, || {
+        (s.workflow(&workflow)["workflow"]["state_name"] == "Done").then_some(())
+    });
+    s.wait_idle();
+
+    // Exactly one new secret: the vault holds the first and one new version, the IdP holds one
+    // secret, and it is the new current one.
+    let (new_version, new_secret) = s.vault_secret(&agent_id);
+    assert_ne!(new_version, old_version);
+    let clients = s.idp_clients();
+    let client = clients
+        .iter()
+        .find(|c| c["client_id"] == client_id.as_str())
+        .expect("the client");
+    assert_eq!(
+        client["secret_ids"].as_array().map(Vec::len),
+        Some(1),
+        "one secret at the IdP: {client}"
+    );
+    s.token_ok(&client_id, &new_secret, None);
+    let (status, v, _) = s.token(&client_id, &old_secret, None);
+    assert_eq!(status, 401, "the old secret is revoked: {v}");
+    let agent = s.agent(ROTATING);
+    assert_eq!(agent["secret_version"], new_version.as_str());
+    let receipts = agent["credentials"].as_array().cloned().unwrap_or_default();
+    assert_eq!(receipts.len(), 1, "one rotation receipt: {agent}");
+    assert_eq!(receipts[0]["old"]["version"], old_version.as_str());
+    assert_eq!(receipts[0]["new"]["version"], new_version.as_str());
+    assert!(receipts[0]["old_valid_until"].is_string(), "{agent}");
+
+    // The trail: one issue, one promotion, one revocation.
+    let audit = s.audit();
+    let count = |kind: &str| {
+        audit
+            .iter()
+            .filter(|r| r["unmapped"]["steward_event"] == kind)
+            .count()
+    };
+    assert_eq!(count("secret_issued"), 1, "{:?}", messages(&audit));
+    assert_eq!(count("secret_rotated"), 1, "{:?}", messages(&audit));
+    assert_eq!(count("secret_revoked"), 1, "{:?}", messages(&audit));
+    let dead = array(s.get_ok("/api/dead-letters"));
+    assert!(dead.is_empty(), "nothing dead-lettered: {dead:?}");
+}

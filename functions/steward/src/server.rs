@@ -840,15 +840,24 @@ async fn dead_letters(State(state): State<Shared>) -> ApiResult {
 }
 
 /// The development IdP's clients (what the identity provider holds, as opposed to the registry).
+/// The development IdP's clients, each with the ids of the secrets it holds (never values).
 async fn idp_clients(State(state): State<Shared>) -> ApiResult {
     use shared::ports::IdentityProvider;
-    let clients = state.stack.idp.list_clients().await.map_err(|e| {
+    let unavailable = |e: shared::ports::idp::IdpError| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": e.to_string()}),
         )
-    })?;
-    Ok(Json(clients).into_response())
+    };
+    let idp = &state.stack.idp;
+    let mut out = Vec::new();
+    for c in idp.list_clients().await.map_err(unavailable)? {
+        let secrets = idp.secret_ids(&c.client_id).await.map_err(unavailable)?;
+        let mut v = json!(c);
+        v["secret_ids"] = json!(secrets);
+        out.push(v);
+    }
+    Ok(Json(out).into_response())
 }
 
 pub fn bound(addr: SocketAddr) -> String {

@@ -173,6 +173,16 @@ impl Server {
     /// Starts the process (again) on the same data directory, on a fresh port, and waits for
     /// /health. A lost race for the port is retried.
     pub fn spawn(&mut self, opts: &Options) {
+        self.launch(opts, true);
+    }
+
+    /// Starts the process again without waiting for it to answer: for a restart that may abort
+    /// (fault injection) before it is up. Follow with [`Server::wait_exit`].
+    pub fn spawn_may_abort(&mut self, opts: &Options) {
+        self.launch(opts, false);
+    }
+
+    fn launch(&mut self, opts: &Options, wait_healthy: bool) {
         assert!(self.child.is_none(), "the server is already running");
         for _ in 0..3 {
             self.starts += 1;
@@ -202,6 +212,9 @@ impl Server {
             let child = cmd.spawn().expect("spawning steward serve");
             self.child = Some(child);
             self.base = format!("http://127.0.0.1:{port}");
+            if !wait_healthy {
+                return;
+            }
             let deadline = Instant::now() + STARTUP;
             loop {
                 if let Some(status) = self
