@@ -221,11 +221,18 @@ impl ApprovalRequest {
                     Actor::Person(self.requester.clone()),
                     Some(&self.id),
                     self.sensitive_scopes.clone(),
-                    format!(
-                        "approval {} requested for sensitive scopes {}{quorum}",
-                        self.id,
-                        self.sensitive_scopes.join(", ")
-                    ),
+                    if self.sensitive_scopes.is_empty() {
+                        format!(
+                            "approval {} requested to {} {}{quorum}",
+                            self.id, self.action, self.agent_name
+                        )
+                    } else {
+                        format!(
+                            "approval {} requested for sensitive scopes {}{quorum}",
+                            self.id,
+                            self.sensitive_scopes.join(", ")
+                        )
+                    },
                 ),
             ])
             .collect()

@@ -37,6 +37,9 @@ pub enum ExpiryState {
         expires_on: NaiveDate,
         until: NaiveDate,
         approval: ApprovalRequest,
+        /// Whether the owner was reminded of `expires_on` already.
+        #[serde(default)]
+        reminded: bool,
     },
     /// The deadline passed: the decommission was started.
     Ended { agent: Agent, expires_on: NaiveDate },
@@ -62,6 +65,16 @@ impl Workflow for Expiry {
 
     fn start(input: ExpiryInput, ctx: &Ctx) -> Result<Step<ExpiryState>, Rejected> {
         let agent = input.agent;
+        if agent.status != crate::agent::AgentStatus::Active {
+            return Err(Rejected::new(
+                "agent",
+                format!(
+                    "{} is {}; only active agents are watched for expiry",
+                    agent.name,
+                    agent.status.as_str()
+                ),
+            ));
+        }
         let Some(expires_on) = agent.expires_on else {
             return Err(Rejected::new(
                 "expires_on",
@@ -93,6 +106,17 @@ impl Workflow for Expiry {
                 if *reminded {
                     return Err(Rejected::new("timer", "the owner was reminded already"));
                 }
+                let remind_at = expiry_deadline(*expires_on)
+                    - Duration::seconds(ctx.policy.lifecycle.expiry_reminder_secs as i64);
+                if ctx.now < remind_at {
+                    return Err(Rejected::new(
+                        "timer",
+                        format!(
+                            "the reminder fired before its time {}",
+                            remind_at.to_rfc3339()
+                        ),
+                    ));
+                }
                 Ok(Step {
                     commands: remind(agent, *expires_on),
                     state: S::Counting {
@@ -110,7 +134,9 @@ impl Workflow for Expiry {
             ) if name == DEADLINE_TIMER => deadline(agent, *expires_on, ctx, vec![]),
             (
                 S::Counting {
-                    agent, expires_on, ..
+                    agent,
+                    expires_on,
+                    reminded,
                 },
                 Event::RenewalRequested { until, by, reason },
             ) => {
@@ -177,6 +203,7 @@ impl Workflow for Expiry {
                         expires_on: *expires_on,
                         until,
                         approval,
+                        reminded: *reminded,
                     },
                 })
             }
@@ -186,6 +213,7 @@ impl Workflow for Expiry {
                     expires_on,
                     until,
                     approval,
+                    reminded,
                 },
                 Event::ApprovalDecided {
                     approval_id,
@@ -202,6 +230,7 @@ impl Workflow for Expiry {
                             expires_on: *expires_on,
                             until: *until,
                             approval,
+                            reminded: *reminded,
                         },
                     }),
                     Ballot::Decided {
@@ -268,7 +297,28 @@ impl Workflow for Expiry {
                 S::AwaitingRenewal {
                     agent,
                     expires_on,
+                    until,
                     approval,
+                    reminded: false,
+                },
+                Event::TimerFired { name },
+            ) if name == REMINDER_TIMER => Ok(Step {
+                // The renewal may still be denied: the owner hears of the date either way.
+                commands: remind(agent, *expires_on),
+                state: S::AwaitingRenewal {
+                    agent: agent.clone(),
+                    expires_on: *expires_on,
+                    until: *until,
+                    approval: approval.clone(),
+                    reminded: true,
+                },
+            }),
+            (
+                S::AwaitingRenewal {
+                    agent,
+                    expires_on,
+                    approval,
+                    reminded,
                     ..
                 },
                 Event::TimerFired { name },
@@ -283,7 +333,7 @@ impl Workflow for Expiry {
                         state: S::Counting {
                             agent: agent.clone(),
                             expires_on: *expires_on,
-                            reminded: true,
+                            reminded: *reminded,
                         },
                     }),
                 }

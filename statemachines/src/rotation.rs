@@ -133,6 +133,9 @@ pub enum RotationState {
         reason: String,
         /// Set when the new secret had been promoted before the cancel.
         promoted: bool,
+        /// The secret issued before the cancel, if any (late results are recorded against it).
+        #[serde(default)]
+        issued: Option<Issued>,
     },
 }
 
@@ -186,6 +189,7 @@ impl Workflow for Rotation {
         t("Verifying", "SecretVerified", "Promoting"),
         t("Promoting", "SecretPromoted", "Grace"),
         t("Grace", "TimerFired", "RevokingOld"),
+        t("Grace", "TimerFired", "Done"),
         t("RevokingOld", "SecretRemoved", "Done"),
         t("RevokingOld", "CommandFailed", "Done"),
         t("Issuing", "CommandFailed", "RetryWait"),
@@ -504,6 +508,13 @@ impl Workflow for Rotation {
                     ),
                 ];
                 let promoted = matches!(state, S::Grace { .. } | S::RevokingOld { .. });
+                let issued = match state {
+                    S::Verifying { issued, .. }
+                    | S::Promoting { issued, .. }
+                    | S::Grace { issued, .. }
+                    | S::RevokingOld { issued, .. } => Some(issued.clone()),
+                    _ => None,
+                };
                 Ok(Step {
                     commands,
                     state: S::Cancelled {
@@ -511,38 +522,51 @@ impl Workflow for Rotation {
                         by,
                         reason,
                         promoted,
+                        issued,
                     },
                 })
             }
             (
                 S::Cancelled {
-                    run, by, reason, ..
+                    run,
+                    by,
+                    reason,
+                    issued,
+                    ..
                 },
                 Event::SecretPromoted { version },
             ) => {
                 // The promotion was out when the cancel came: the vault's current secret is the
                 // new one now, so the registry must say so.
                 same_version(run, &version)?;
+                let issued = issued.clone().unwrap_or(Issued {
+                    new: SecretRef {
+                        version: Some(version.clone()),
+                        secret_id: None,
+                    },
+                    old: SecretRef {
+                        version: run.agent.secret_version.clone(),
+                        secret_id: None,
+                    },
+                });
                 let receipt = CredentialReceipt {
                     rotation: ctx.workflow_id.to_string(),
                     reason: format!(
                         "{} (cancelled after promotion: {reason})",
                         run.reason.describe()
                     ),
-                    old: SecretRef {
-                        version: run.agent.secret_version.clone(),
-                        secret_id: None,
-                    },
+                    old: issued.old.clone(),
                     old_valid_from: run.agent.credential_issued_at,
                     old_valid_until: None,
-                    old_revocation: Some("not removed: the rotation was cancelled".into()),
-                    new: SecretRef {
-                        version: Some(version),
-                        secret_id: None,
-                    },
+                    old_revocation: Some(
+                        "not removed by this rotation (cancelled); the next rotation removes it"
+                            .into(),
+                    ),
+                    new: issued.new.clone(),
                     new_valid_from: ctx.now,
                     verified_at: ctx.now,
-                    verification: "verified before promotion".into(),
+                    verification: "a token was obtained with the new secret before promotion"
+                        .into(),
                 };
                 Ok(Step {
                     commands: vec![Command::UpdateAgent {
@@ -554,9 +578,30 @@ impl Workflow for Rotation {
                         by: by.clone(),
                         reason: reason.clone(),
                         promoted: true,
+                        issued: Some(issued),
                     },
                 })
             }
+            (
+                S::Cancelled {
+                    run,
+                    issued: Some(issued),
+                    ..
+                },
+                Event::SecretRemoved { secret_id },
+            ) if issued.old.secret_id.as_deref() == Some(secret_id.as_str()) => Ok(Step {
+                // The removal was out when the cancel came: record when the old secret stopped.
+                commands: vec![Command::UpdateAgent {
+                    agent_id: run.agent.id.clone(),
+                    change: AgentChange::OldSecretRevoked {
+                        rotation: ctx.workflow_id.to_string(),
+                        at: ctx.now,
+                        removed: true,
+                        detail: format!("secret {secret_id} removed at the identity provider"),
+                    },
+                }],
+                state: state.clone(),
+            }),
             (
                 S::Cancelled { .. },
                 Event::SecretIssued { .. }

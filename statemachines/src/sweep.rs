@@ -46,8 +46,11 @@ pub fn plan(agents: &[Agent], now: DateTime<Utc>, policy: &Policy) -> Vec<Planne
     due.into_iter()
         .enumerate()
         .map(|(i, (age, agent, max))| {
-            let jitter = if spacing_ms > 1 {
-                (jitter_seed(&agent.id, &day) % spacing_ms as u64) as i64
+            // Jitter stays within the slack of the slot, so two starts are never closer than
+            // the rate limit allows.
+            let slack = spacing_ms - min_spacing_ms;
+            let jitter = if slack > 0 {
+                (jitter_seed(&agent.id, &day) % (slack as u64 + 1)) as i64
             } else {
                 0
             };

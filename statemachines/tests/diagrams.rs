@@ -1,9 +1,12 @@
 //! The committed diagrams under `statemachines/diagrams/` are generated from the transition
 //! tables; this test fails when one is stale or missing. `STEWARD_BLESS=1` rewrites them.
 
+use statemachines::decommission::Decommission;
 use statemachines::diagram::mermaid;
+use statemachines::expiry::Expiry;
 use statemachines::onboarding::Onboarding;
 use statemachines::owner_loss::OwnerLoss;
+use statemachines::rotation::Rotation;
 use statemachines::scope_change::ScopeChange;
 use statemachines::workflow::Workflow;
 use std::path::PathBuf;
@@ -47,6 +50,53 @@ fn owner_loss_diagram_is_current() {
 #[test]
 fn scope_change_diagram_is_current() {
     check::<ScopeChange>().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn rotation_diagram_is_current() {
+    check::<Rotation>().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn decommission_diagram_is_current() {
+    check::<Decommission>().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn expiry_diagram_is_current() {
+    check::<Expiry>().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Every declared transition appears in the rendered diagram, and the diagram ends exactly at
+/// `terminals` (the states no transition leaves).
+fn shows_transitions_and_ends<W: Workflow>(terminals: &[&str]) {
+    let rendered = mermaid::<W>();
+    assert!(rendered.contains("stateDiagram-v2"), "{rendered}");
+    for t in W::TRANSITIONS {
+        let line = format!("    {} --> {}: {}\n", t.from, t.to, t.on);
+        assert!(
+            rendered.contains(&line),
+            "{} diagram lacks {line:?}:\n{rendered}",
+            W::KIND
+        );
+    }
+    let mut ends: Vec<&str> = rendered
+        .lines()
+        .filter_map(|l| l.trim().strip_suffix(" --> [*]"))
+        .collect();
+    ends.sort_unstable();
+    let mut expected = terminals.to_vec();
+    expected.sort_unstable();
+    assert_eq!(ends, expected, "{} diagram ends:\n{rendered}", W::KIND);
+}
+
+#[test]
+fn lifecycle_diagrams_show_every_transition_and_end() {
+    // A cancelled rotation still records late results (Cancelled --SecretIssued--> Cancelled),
+    // so the diagram shows no end marker for it.
+    shows_transitions_and_ends::<Rotation>(&["Done", "Failed"]);
+    shows_transitions_and_ends::<Decommission>(&["Cancelled", "Decommissioned", "Kept"]);
+    shows_transitions_and_ends::<Expiry>(&["Ended"]);
 }
 
 /// Every declared transition, and the start and end markers, appear in the rendered diagram.

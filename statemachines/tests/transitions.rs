@@ -1,4 +1,5 @@
-//! One scenario per transition and per refusal of the onboarding and scope-change machines.
+//! One scenario per transition and per refusal of every workflow machine: onboarding, scope
+//! change, owner loss, rotation, decommission and expiry.
 //!
 //! Every scenario is a plain function listed in `SCENARIOS`; each becomes its own `#[test]`, and
 //! `transition_coverage` runs them all on one thread and fails if a transition declared in a
@@ -6,9 +7,16 @@
 
 mod common;
 
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use common::*;
-use statemachines::approval::{APPROVAL_REMINDER_TIMER, ApprovalOutcome, Decision, FollowUp};
-use statemachines::command::{Actor, AuditKind, Command, IdpCommand};
+use statemachines::approval::{
+    APPROVAL_REMINDER_TIMER, ApprovalOutcome, ApprovalRequest, Decision, FollowUp,
+};
+use statemachines::command::{Actor, AuditKind, Command, IdpCommand, VaultCommand};
+use statemachines::decommission::{
+    self, Decommission, DecommissionInput, DecommissionReason, DecommissionState,
+};
+use statemachines::expiry::{self, Expiry, ExpiryInput, ExpiryState};
 use statemachines::onboarding::{
     APPROVAL_EXPIRY_TIMER, Onboarding, OnboardingInput, OnboardingState, OwnerStatus,
     RecordedApproval,
@@ -16,9 +24,11 @@ use statemachines::onboarding::{
 use statemachines::owner_loss::{
     OWNER_DEADLINE_TIMER, OwnerLoss, OwnerLossInput, OwnerLossState, SECURITY_CHANNEL,
 };
+use statemachines::receipt::{self, CredentialReceipt, RevocationReceipt};
+use statemachines::rotation::{self, Rotation, RotationInput, RotationReason, RotationState};
 use statemachines::scope_change::{ScopeChange, ScopeChangeRequest, ScopeChangeState};
 use statemachines::workflow::{Rejected, Step, Transition, Workflow, coverage};
-use statemachines::{Agent, AgentFlag, AgentRequest, AgentStatus, Event};
+use statemachines::{Agent, AgentChange, AgentFlag, AgentRequest, AgentStatus, Event};
 use std::collections::BTreeSet;
 
 macro_rules! scenarios {
@@ -123,6 +133,51 @@ scenarios![
     scenario_owner_loss_deadline_requests_freeze,
     scenario_owner_loss_refuses_early_or_foreign_timer,
     scenario_owner_loss_ended_accepts_no_event,
+    // rotation: transitions
+    scenario_rotation_scheduled_start_waits_for_its_slot,
+    scenario_rotation_without_previous_secret_id_ends_after_grace,
+    scenario_rotation_immediate_start_issues_a_pending_secret,
+    scenario_rotation_issued_secret_is_tested_before_promotion,
+    scenario_rotation_verified_secret_is_promoted,
+    scenario_rotation_promotion_records_receipt_and_starts_grace,
+    scenario_rotation_grace_end_removes_the_old_secret,
+    scenario_rotation_old_secret_removed_completes,
+    scenario_rotation_old_secret_removal_failure_completes_and_alerts_security,
+    scenario_rotation_failure_before_promotion_retries_under_a_new_version,
+    scenario_rotation_gives_up_after_the_policy_attempts,
+    scenario_rotation_cancel_wins_in_every_waiting_state,
+    scenario_rotation_late_results_after_cancel_are_recorded_only,
+    // rotation: refusals
+    scenario_rotation_refuses_results_of_another_version,
+    scenario_rotation_refuses_early_and_foreign_timers,
+    scenario_rotation_refuses_agents_it_cannot_rotate,
+    scenario_rotation_ended_states_accept_no_new_work,
+    // decommission: transitions
+    scenario_decommission_on_request_waits_for_security_approval,
+    scenario_decommission_with_a_decision_revokes_at_once,
+    scenario_decommission_agent_without_client_schedules_secret_deletion,
+    scenario_decommission_approval_starts_revocation,
+    scenario_decommission_deny_keeps_the_agent,
+    scenario_decommission_reminder_keeps_waiting_and_expiry_keeps_the_agent,
+    scenario_decommission_requester_may_withdraw_while_waiting,
+    scenario_decommission_walks_every_step_into_the_receipt,
+    scenario_decommission_failed_steps_are_recorded_and_it_goes_on,
+    // decommission: refusals
+    scenario_decommission_refuses_agents_not_in_service,
+    scenario_decommission_refuses_results_out_of_order,
+    scenario_decommission_ended_states_accept_no_event,
+    // expiry: transitions
+    scenario_expiry_start_arms_deadline_and_reminder,
+    scenario_expiry_start_within_reminder_lead_reminds_at_once,
+    scenario_expiry_reminder_tells_the_owner_once,
+    scenario_expiry_renewal_request_asks_security,
+    scenario_expiry_approved_renewal_moves_the_date,
+    scenario_expiry_denied_or_unanswered_renewal_keeps_the_date,
+    scenario_expiry_deadline_starts_the_decommission,
+    // expiry: refusals
+    scenario_expiry_refuses_renewals_that_do_not_hold,
+    scenario_expiry_refuses_early_deadline,
+    scenario_expiry_ended_accepts_no_event,
 ];
 
 // =============================================================================================
@@ -1753,15 +1808,22 @@ fn transition_coverage() {
                 return Err(format!("scenario {name} failed; see its own test"));
             }
         }
-        let (onboarding_missing, onboarding_undeclared) = coverage_gaps::<Onboarding>();
-        let (scope_missing, scope_undeclared) = coverage_gaps::<ScopeChange>();
-        let (owner_missing, owner_undeclared) = coverage_gaps::<OwnerLoss>();
-        let missing = describe(Onboarding::KIND, &onboarding_missing)
-            + &describe(ScopeChange::KIND, &scope_missing)
-            + &describe(OwnerLoss::KIND, &owner_missing);
-        let undeclared = describe(Onboarding::KIND, &onboarding_undeclared)
-            + &describe(ScopeChange::KIND, &scope_undeclared)
-            + &describe(OwnerLoss::KIND, &owner_undeclared);
+        let gaps = [
+            (Onboarding::KIND, coverage_gaps::<Onboarding>()),
+            (ScopeChange::KIND, coverage_gaps::<ScopeChange>()),
+            (OwnerLoss::KIND, coverage_gaps::<OwnerLoss>()),
+            (Rotation::KIND, coverage_gaps::<Rotation>()),
+            (Decommission::KIND, coverage_gaps::<Decommission>()),
+            (Expiry::KIND, coverage_gaps::<Expiry>()),
+        ];
+        let missing: String = gaps
+            .iter()
+            .map(|(kind, (missing, _))| describe(kind, missing))
+            .collect();
+        let undeclared: String = gaps
+            .iter()
+            .map(|(kind, (_, undeclared))| describe(kind, undeclared))
+            .collect();
         Ok((missing, undeclared))
     })
     .join()
@@ -2030,5 +2092,1807 @@ fn scenario_owner_loss_ended_accepts_no_event() {
                 "does not apply to owner_loss",
             );
         }
+    }
+}
+
+// =============================================================================================
+// Rotation
+// =============================================================================================
+
+const SWEEP: &str = "rotation-sweep";
+
+fn grace() -> Duration {
+    Duration::seconds(policy().lifecycle.rotation_grace_secs as i64)
+}
+
+fn retry_wait(attempt: u32) -> Duration {
+    Duration::seconds((policy().lifecycle.rotation_retry_secs << (attempt - 1)) as i64)
+}
+
+fn rotation_input(start_at: DateTime<Utc>) -> RotationInput {
+    RotationInput {
+        agent: active_agent(),
+        reason: RotationReason::Scheduled {
+            age_days: 91,
+            max_age_days: 90,
+        },
+        requested_by: Actor::Schedule(SWEEP.into()),
+        start_at,
+    }
+}
+
+fn issuing_rotation() -> RotationState {
+    started::<Rotation>(rotation_input(now())).state
+}
+
+/// The first attempt's secret was issued ten seconds in.
+fn verifying_rotation() -> RotationState {
+    accepted::<Rotation>(
+        &issuing_rotation(),
+        secret_issued(&rotation_version(1)),
+        at(10),
+    )
+    .state
+}
+
+/// Verified twenty seconds in.
+fn promoting_rotation() -> RotationState {
+    accepted::<Rotation>(
+        &verifying_rotation(),
+        secret_verified(&rotation_version(1)),
+        at(20),
+    )
+    .state
+}
+
+/// When the new secret became current.
+fn promoted_at() -> DateTime<Utc> {
+    at(30)
+}
+
+fn grace_rotation() -> RotationState {
+    accepted::<Rotation>(
+        &promoting_rotation(),
+        secret_promoted(&rotation_version(1)),
+        promoted_at(),
+    )
+    .state
+}
+
+fn grace_ends() -> DateTime<Utc> {
+    promoted_at() + grace()
+}
+
+fn revoking_rotation() -> RotationState {
+    accepted::<Rotation>(
+        &grace_rotation(),
+        timer(rotation::GRACE_TIMER),
+        grace_ends(),
+    )
+    .state
+}
+
+fn retry_timer() -> Event {
+    timer(rotation::RETRY_TIMER)
+}
+
+/// The only IdP command of a step.
+fn only_idp(commands: &[Command]) -> &IdpCommand {
+    match idp_commands(commands).as_slice() {
+        [one] => one,
+        other => panic!("expected exactly one IdP command, got {other:?}"),
+    }
+}
+
+fn issue_secret(version: &str) -> Command {
+    Command::Idp(IdpCommand::IssueSecret {
+        agent_id: AGENT_ID.into(),
+        client_id: CLIENT_ID.into(),
+        version: version.into(),
+    })
+}
+
+fn credential_receipt(commands: &[Command]) -> &CredentialReceipt {
+    match agent_changes(commands).as_slice() {
+        [AgentChange::CredentialRotated { receipt }] => receipt,
+        other => panic!("expected one CredentialRotated update, got {other:?}"),
+    }
+}
+
+/// RetryWait, waiting to start attempt `attempt` (2 or more): every earlier attempt failed in
+/// `Issuing`.
+fn rotation_waiting_for_attempt(attempt: u32) -> (RotationState, DateTime<Utc>) {
+    let mut state = issuing_rotation();
+    let mut t = now();
+    for failed in 1..attempt {
+        state = accepted::<Rotation>(&state, command_failed("idp.issue_secret"), t).state;
+        t += retry_wait(failed);
+        if failed + 1 < attempt {
+            state = accepted::<Rotation>(&state, retry_timer(), t).state;
+        }
+    }
+    (state, t)
+}
+
+/// Attempt `attempt` in `Issuing`, `Verifying` or `Promoting` (named by `where_`), and when.
+fn rotation_attempt_in(attempt: u32, where_: &str) -> (RotationState, DateTime<Utc>) {
+    let (mut state, mut t) = if attempt == 1 {
+        (issuing_rotation(), now())
+    } else {
+        let (waiting, due) = rotation_waiting_for_attempt(attempt);
+        (
+            accepted::<Rotation>(&waiting, retry_timer(), due).state,
+            due,
+        )
+    };
+    let version = rotation_version(attempt);
+    if where_ != "Issuing" {
+        t += Duration::seconds(10);
+        state = accepted::<Rotation>(&state, secret_issued(&version), t).state;
+    }
+    if where_ == "Promoting" {
+        t += Duration::seconds(10);
+        state = accepted::<Rotation>(&state, secret_verified(&version), t).state;
+    }
+    assert_eq!(Rotation::state_name(&state), where_);
+    assert_eq!(state.run().attempt, attempt);
+    (state, t)
+}
+
+fn failing_command(state: &RotationState) -> &'static str {
+    match Rotation::state_name(state) {
+        "Issuing" => "idp.issue_secret",
+        "Verifying" => "idp.test_secret",
+        "Promoting" => "vault.promote",
+        other => panic!("no command is out in {other}"),
+    }
+}
+
+fn scenario_rotation_scheduled_start_waits_for_its_slot() {
+    let slot = at(600);
+    let step = started::<Rotation>(rotation_input(slot));
+    let RotationState::Scheduled { run, at: when } = &step.state else {
+        panic!("expected Scheduled, got {:?}", step.state)
+    };
+    assert_eq!(*when, slot);
+    assert_eq!(
+        (run.attempt, run.version.as_str()),
+        (1, rotation_version(1).as_str())
+    );
+    assert_eq!(timers_set(&step.commands), [(rotation::START_TIMER, slot)]);
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "nothing is issued before the slot"
+    );
+    let requested = audit_of(&step.commands, AuditKind::RotationRequested);
+    assert_eq!(requested.actor, Actor::Schedule(SWEEP.into()));
+    assert!(requested.message.contains("90"), "{}", requested.message);
+
+    assert_rejected(
+        on::<Rotation>(
+            &step.state,
+            timer(rotation::START_TIMER),
+            slot - Duration::seconds(1),
+        ),
+        "timer",
+        "fired before its time",
+    );
+    let issuing = accepted::<Rotation>(&step.state, timer(rotation::START_TIMER), slot);
+    assert!(matches!(issuing.state, RotationState::Issuing { .. }));
+    assert_eq!(issuing.commands, [issue_secret(&rotation_version(1))]);
+}
+
+fn scenario_rotation_immediate_start_issues_a_pending_secret() {
+    // a slot that has come (or passed) starts at once
+    for start_at in [now(), at(-60)] {
+        let step = started::<Rotation>(rotation_input(start_at));
+        let RotationState::Issuing { run } = &step.state else {
+            panic!("expected Issuing, got {:?}", step.state)
+        };
+        assert_eq!(run.attempt, 1);
+        assert_eq!(run.version, rotation_version(1));
+        assert_eq!(audit_kinds(&step.commands), [AuditKind::RotationRequested]);
+        assert!(step.commands.contains(&issue_secret(&rotation_version(1))));
+        assert!(timers_set(&step.commands).is_empty());
+    }
+    // the version is a valid, replay-stable Secrets Manager ClientRequestToken, new per attempt
+    let v1 = rotation_version(1);
+    assert_eq!(v1.len(), 32);
+    assert!(v1.bytes().all(|b| b.is_ascii_hexdigit()), "{v1}");
+    assert_eq!(v1, rotation::version_token(WORKFLOW_ID, 1));
+    assert_ne!(v1, rotation_version(2));
+    assert_ne!(v1, rotation::version_token("wf-0002", 1));
+}
+
+fn scenario_rotation_issued_secret_is_tested_before_promotion() {
+    let step = accepted::<Rotation>(
+        &issuing_rotation(),
+        secret_issued(&rotation_version(1)),
+        at(10),
+    );
+    let RotationState::Verifying { issued, .. } = &step.state else {
+        panic!("expected Verifying, got {:?}", step.state)
+    };
+    assert_eq!(issued.new.secret_id.as_deref(), Some(NEW_SECRET_ID));
+    assert_eq!(issued.new.version, Some(rotation_version(1)));
+    assert_eq!(issued.old.secret_id.as_deref(), Some(OLD_SECRET_ID));
+    assert_eq!(issued.old.version.as_deref(), Some(SECRET_VERSION));
+    assert_eq!(
+        *only_idp(&step.commands),
+        IdpCommand::TestSecret {
+            agent_id: AGENT_ID.into(),
+            version: rotation_version(1),
+        }
+    );
+    assert!(
+        !step
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::Vault(_) | Command::UpdateAgent { .. })),
+        "an untested secret is neither promoted nor recorded: {:?}",
+        names(&step.commands)
+    );
+    assert_eq!(audit_kinds(&step.commands), [AuditKind::SecretIssued]);
+}
+
+fn scenario_rotation_verified_secret_is_promoted() {
+    let step = accepted::<Rotation>(
+        &verifying_rotation(),
+        secret_verified(&rotation_version(1)),
+        at(20),
+    );
+    let RotationState::Promoting { verified_at, .. } = &step.state else {
+        panic!("expected Promoting, got {:?}", step.state)
+    };
+    assert_eq!(*verified_at, at(20));
+    assert_eq!(
+        step.commands,
+        [Command::Vault(VaultCommand::Promote {
+            agent_id: AGENT_ID.into(),
+            version: rotation_version(1),
+        })]
+    );
+}
+
+fn scenario_rotation_promotion_records_receipt_and_starts_grace() {
+    let step = accepted::<Rotation>(
+        &promoting_rotation(),
+        secret_promoted(&rotation_version(1)),
+        promoted_at(),
+    );
+    let RotationState::Grace { until, .. } = &step.state else {
+        panic!("expected Grace, got {:?}", step.state)
+    };
+    assert_eq!(*until, promoted_at() + Duration::hours(24));
+    assert_eq!(
+        timers_set(&step.commands),
+        [(rotation::GRACE_TIMER, grace_ends())]
+    );
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "the old secret keeps working through the grace period"
+    );
+
+    let receipt = credential_receipt(&step.commands);
+    assert_eq!(receipt.rotation, WORKFLOW_ID);
+    assert_eq!(receipt.old.secret_id.as_deref(), Some(OLD_SECRET_ID));
+    assert_eq!(receipt.old.version.as_deref(), Some(SECRET_VERSION));
+    assert_eq!(receipt.new.secret_id.as_deref(), Some(NEW_SECRET_ID));
+    assert_eq!(receipt.new.version, Some(rotation_version(1)));
+    assert_eq!(receipt.old_valid_from, active_agent().credential_issued_at);
+    assert_eq!(
+        receipt.old_valid_until, None,
+        "the old secret is still valid"
+    );
+    assert_eq!(receipt.new_valid_from, promoted_at());
+    assert_eq!(receipt.verified_at, at(20));
+    assert!(receipt.reason.contains("scheduled"), "{}", receipt.reason);
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::SecretRotated).actor,
+        Actor::System
+    );
+
+    // what the registry shows after the engine applies the change
+    let mut agent = active_agent();
+    agent.apply(
+        &AgentChange::CredentialRotated {
+            receipt: receipt.clone(),
+        },
+        promoted_at(),
+    );
+    assert_eq!(agent.secret_version, Some(rotation_version(1)));
+    assert_eq!(agent.credential_issued_at, Some(promoted_at()));
+    assert_eq!(agent.credentials, std::slice::from_ref(receipt));
+    // a replayed change is applied once
+    agent.apply(
+        &AgentChange::CredentialRotated {
+            receipt: receipt.clone(),
+        },
+        at(40),
+    );
+    assert_eq!(agent.credentials.len(), 1);
+}
+
+fn scenario_rotation_grace_end_removes_the_old_secret() {
+    let grace = grace_rotation();
+    assert_rejected(
+        on::<Rotation>(
+            &grace,
+            timer(rotation::GRACE_TIMER),
+            grace_ends() - Duration::seconds(1),
+        ),
+        "timer",
+        "fired before its time",
+    );
+    let step = accepted::<Rotation>(&grace, timer(rotation::GRACE_TIMER), grace_ends());
+    assert!(matches!(step.state, RotationState::RevokingOld { .. }));
+    assert_eq!(
+        *only_idp(&step.commands),
+        IdpCommand::RemoveSecret {
+            client_id: CLIENT_ID.into(),
+            secret_id: OLD_SECRET_ID.into(),
+        },
+        "the OLD secret is removed, never the new one"
+    );
+}
+
+fn scenario_rotation_old_secret_removed_completes() {
+    let revoking = revoking_rotation();
+    let done_at = grace_ends() + Duration::seconds(5);
+    assert_rejected(
+        on::<Rotation>(&revoking, secret_removed(NEW_SECRET_ID), done_at),
+        "secret_id",
+        "not the one this rotation replaces",
+    );
+    let step = accepted::<Rotation>(&revoking, secret_removed(OLD_SECRET_ID), done_at);
+    assert!(matches!(
+        step.state,
+        RotationState::Done {
+            old_removed: true,
+            ..
+        }
+    ));
+    assert!(Rotation::is_terminal(&step.state));
+    let [
+        AgentChange::OldSecretRevoked {
+            rotation: rotation_id,
+            at: revoked_at,
+            removed: true,
+            ..
+        },
+    ] = agent_changes(&step.commands).as_slice()
+    else {
+        panic!(
+            "expected OldSecretRevoked{{removed: true}}, got {:?}",
+            step.commands
+        )
+    };
+    assert_eq!((rotation_id.as_str(), *revoked_at), (WORKFLOW_ID, done_at));
+    assert!(audit_of(&step.commands, AuditKind::SecretRevoked).success);
+    assert!(notifications(&step.commands).is_empty());
+
+    // the receipt on the record now says until when the old secret worked
+    let promoted = accepted::<Rotation>(
+        &promoting_rotation(),
+        secret_promoted(&rotation_version(1)),
+        promoted_at(),
+    );
+    let mut agent = active_agent();
+    for change in agent_changes(&promoted.commands)
+        .into_iter()
+        .chain(agent_changes(&step.commands))
+    {
+        agent.apply(change, done_at);
+    }
+    assert_eq!(agent.credentials[0].old_valid_until, Some(done_at));
+    assert!(agent.credentials[0].old_revocation.is_some());
+}
+
+fn scenario_rotation_old_secret_removal_failure_completes_and_alerts_security() {
+    let step = accepted::<Rotation>(
+        &revoking_rotation(),
+        command_failed("idp.remove_secret"),
+        grace_ends() + Duration::seconds(5),
+    );
+    assert!(matches!(
+        step.state,
+        RotationState::Done {
+            old_removed: false,
+            ..
+        }
+    ));
+    assert!(matches!(
+        agent_changes(&step.commands).as_slice(),
+        [AgentChange::OldSecretRevoked { removed: false, .. }]
+    ));
+    assert!(!audit_of(&step.commands, AuditKind::SecretRevoked).success);
+    let notes = notifications(&step.commands);
+    assert_eq!(notified(&step.commands), [SECURITY_CHANNEL]);
+    assert!(
+        notes[0].1.contains("old secret still valid"),
+        "{}",
+        notes[0].1
+    );
+    assert!(notes[0].2.contains(OLD_SECRET_ID), "{}", notes[0].2);
+}
+
+fn scenario_rotation_failure_before_promotion_retries_under_a_new_version() {
+    for where_ in ["Issuing", "Verifying", "Promoting"] {
+        let (state, t) = rotation_attempt_in(1, where_);
+        let failed_at = t + Duration::seconds(5);
+        let step = accepted::<Rotation>(&state, command_failed(failing_command(&state)), failed_at);
+        let retry_at = failed_at + Duration::hours(1);
+        let RotationState::RetryWait {
+            run,
+            at: when,
+            last_error,
+        } = &step.state
+        else {
+            panic!("{where_}: expected RetryWait, got {:?}", step.state)
+        };
+        assert_eq!(run.attempt, 2, "{where_}");
+        assert_eq!(run.version, rotation_version(2), "{where_}");
+        assert_eq!(*when, retry_at, "{where_}");
+        assert!(last_error.contains("403 Forbidden"), "{last_error}");
+        assert!(idp_commands(&step.commands).is_empty(), "{where_}");
+        assert!(
+            agent_changes(&step.commands).is_empty(),
+            "{where_}: the registry is unchanged"
+        );
+        assert_eq!(
+            timers_set(&step.commands),
+            [(rotation::RETRY_TIMER, retry_at)]
+        );
+        assert_eq!(notified(&step.commands), [OWNER], "{where_}");
+        assert!(notifications(&step.commands)[0].2.contains("keeps working"));
+        assert!(!audit_of(&step.commands, AuditKind::RotationFailed).success);
+
+        assert_rejected(
+            on::<Rotation>(&step.state, retry_timer(), retry_at - Duration::seconds(1)),
+            "timer",
+            "fired before its time",
+        );
+        let retried = accepted::<Rotation>(&step.state, retry_timer(), retry_at);
+        assert!(matches!(retried.state, RotationState::Issuing { .. }));
+        assert_eq!(retried.commands, [issue_secret(&rotation_version(2))]);
+        // a late result of the first attempt is not taken for the second
+        assert_rejected(
+            on::<Rotation>(
+                &retried.state,
+                secret_issued(&rotation_version(1)),
+                retry_at,
+            ),
+            "version",
+            "an earlier attempt",
+        );
+        accepted::<Rotation>(
+            &retried.state,
+            secret_issued(&rotation_version(2)),
+            retry_at,
+        );
+    }
+}
+
+fn scenario_rotation_gives_up_after_the_policy_attempts() {
+    let attempts = policy().lifecycle.rotation_attempts;
+    assert_eq!(attempts, 3);
+    // the waits double: 1 h after the first failure, 2 h after the second
+    let (waiting, due) = rotation_waiting_for_attempt(3);
+    assert_eq!(due, now() + Duration::hours(3));
+    let RotationState::RetryWait { run, at: when, .. } = &waiting else {
+        panic!("expected RetryWait, got {waiting:?}")
+    };
+    assert_eq!((run.attempt, *when), (3, due));
+
+    for where_ in ["Issuing", "Verifying", "Promoting"] {
+        let (state, t) = rotation_attempt_in(attempts, where_);
+        let step = accepted::<Rotation>(&state, command_failed(failing_command(&state)), t);
+        let RotationState::Failed { run, reason } = &step.state else {
+            panic!("{where_}: expected Failed, got {:?}", step.state)
+        };
+        assert_eq!(run.attempt, attempts);
+        assert!(reason.contains("403 Forbidden"), "{reason}");
+        assert!(Rotation::is_terminal(&step.state));
+        assert!(timers_set(&step.commands).is_empty(), "no further attempt");
+        assert!(idp_commands(&step.commands).is_empty());
+        assert!(agent_changes(&step.commands).is_empty());
+        assert_eq!(
+            notified(&step.commands),
+            [OWNER, SECURITY_CHANNEL],
+            "{where_}"
+        );
+        for (_, _, body) in notifications(&step.commands) {
+            assert!(body.contains("still works"), "{body}");
+            assert!(body.contains("steward agents rotate"), "{body}");
+        }
+    }
+}
+
+/// Every state a rotation waits in, each with the time it was reached.
+fn waiting_rotations() -> Vec<(RotationState, DateTime<Utc>)> {
+    let (retry, retry_t) = rotation_waiting_for_attempt(2);
+    vec![
+        (started::<Rotation>(rotation_input(at(600))).state, now()),
+        (issuing_rotation(), now()),
+        (verifying_rotation(), at(10)),
+        (promoting_rotation(), at(20)),
+        (grace_rotation(), promoted_at()),
+        (revoking_rotation(), grace_ends()),
+        (retry, retry_t - Duration::hours(1)),
+    ]
+}
+
+fn scenario_rotation_cancel_wins_in_every_waiting_state() {
+    let states = waiting_rotations();
+    let names: BTreeSet<&str> = states
+        .iter()
+        .map(|(s, _)| Rotation::state_name(s))
+        .collect();
+    assert_eq!(names.len(), 7, "{names:?}");
+    for (state, t) in &states {
+        let name = Rotation::state_name(state);
+        let freeze = Event::Cancel {
+            by: Actor::Person(APPROVER.into()),
+            reason: "agent frozen".into(),
+        };
+        let step = accepted::<Rotation>(state, freeze, *t);
+        let RotationState::Cancelled { by, promoted, .. } = &step.state else {
+            panic!("{name}: expected Cancelled, got {:?}", step.state)
+        };
+        assert_eq!(*by, Actor::Person(APPROVER.into()));
+        assert_eq!(
+            *promoted,
+            matches!(name, "Grace" | "RevokingOld"),
+            "{name}: promoted says whether the new secret is current"
+        );
+        assert!(Rotation::is_terminal(&step.state));
+        assert!(
+            idp_commands(&step.commands).is_empty(),
+            "{name}: nothing new runs"
+        );
+        assert_eq!(
+            BTreeSet::from_iter(timers_cancelled(&step.commands)),
+            BTreeSet::from([
+                rotation::START_TIMER,
+                rotation::GRACE_TIMER,
+                rotation::RETRY_TIMER
+            ]),
+            "{name}"
+        );
+        let cancelled = audit_of(&step.commands, AuditKind::RotationCancelled);
+        assert_eq!(cancelled.actor, Actor::Person(APPROVER.into()));
+        assert!(cancelled.message.contains(name), "{}", cancelled.message);
+        // a second cancel is refused
+        assert_rejected(
+            on::<Rotation>(&step.state, cancel(APPROVER), *t),
+            "event",
+            "does not apply to rotation in state Cancelled",
+        );
+    }
+}
+
+fn scenario_rotation_late_results_after_cancel_are_recorded_only() {
+    let cancelled = accepted::<Rotation>(&promoting_rotation(), cancel(APPROVER), at(25)).state;
+    for event in [
+        secret_issued(&rotation_version(1)),
+        secret_verified(&rotation_version(1)),
+        secret_removed("sec-unknown"),
+        command_failed("vault.promote"),
+    ] {
+        let label = event.label();
+        let step = accepted::<Rotation>(&cancelled, event, at(30));
+        assert_eq!(step.state, cancelled, "{label} changes nothing");
+        assert!(step.commands.is_empty(), "{label}: {:?}", step.commands);
+    }
+    // a removal of the old secret that was out when the cancel came is recorded on the agent
+    let step = accepted::<Rotation>(&cancelled, secret_removed(OLD_SECRET_ID), at(30));
+    assert_eq!(step.state, cancelled);
+    assert_eq!(names(&step.commands), ["agent.update"]);
+    assert!(matches!(
+        &step.commands[0],
+        Command::UpdateAgent {
+            change: statemachines::AgentChange::OldSecretRevoked { removed: true, .. },
+            ..
+        }
+    ));
+    // the promotion was out when the cancel came: the registry must learn the new secret
+    assert_rejected(
+        on::<Rotation>(&cancelled, secret_promoted(&rotation_version(2)), at(30)),
+        "version",
+        "is not this attempt's version",
+    );
+    let step = accepted::<Rotation>(&cancelled, secret_promoted(&rotation_version(1)), at(30));
+    assert!(matches!(
+        step.state,
+        RotationState::Cancelled { promoted: true, .. }
+    ));
+    assert_eq!(names(&step.commands), ["agent.update"]);
+    let receipt = credential_receipt(&step.commands);
+    assert_eq!(receipt.new.version, Some(rotation_version(1)));
+    assert_eq!(receipt.old.version.as_deref(), Some(SECRET_VERSION));
+    assert_eq!(receipt.new.secret_id.as_deref(), Some(NEW_SECRET_ID));
+    assert_eq!(receipt.old.secret_id.as_deref(), Some(OLD_SECRET_ID));
+    assert_eq!(receipt.new_valid_from, at(30));
+    assert!(receipt.reason.contains("cancelled"), "{}", receipt.reason);
+    assert!(
+        timers_set(&step.commands).is_empty(),
+        "no grace period is started"
+    );
+}
+
+fn scenario_rotation_refuses_results_of_another_version() {
+    let other = rotation_version(2);
+    assert_rejected(
+        on::<Rotation>(&issuing_rotation(), secret_issued(&other), at(10)),
+        "version",
+        "is not this attempt's version",
+    );
+    assert_rejected(
+        on::<Rotation>(&verifying_rotation(), secret_verified(&other), at(20)),
+        "version",
+        "is not this attempt's version",
+    );
+    assert_rejected(
+        on::<Rotation>(&promoting_rotation(), secret_promoted(&other), at(30)),
+        "version",
+        "is not this attempt's version",
+    );
+}
+
+fn scenario_rotation_refuses_early_and_foreign_timers() {
+    let scheduled = started::<Rotation>(rotation_input(at(600))).state;
+    assert_rejected(
+        on::<Rotation>(&scheduled, timer(rotation::START_TIMER), at(599)),
+        "timer",
+        "fired before its time",
+    );
+    assert_rejected(
+        on::<Rotation>(&scheduled, timer(rotation::GRACE_TIMER), at(600)),
+        "event",
+        "does not apply to rotation in state Scheduled",
+    );
+    assert_rejected(
+        on::<Rotation>(
+            &grace_rotation(),
+            timer(rotation::START_TIMER),
+            grace_ends(),
+        ),
+        "event",
+        "does not apply to rotation in state Grace",
+    );
+    assert_rejected(
+        on::<Rotation>(&issuing_rotation(), timer(rotation::RETRY_TIMER), at(7200)),
+        "event",
+        "does not apply to rotation in state Issuing",
+    );
+}
+
+fn scenario_rotation_refuses_agents_it_cannot_rotate() {
+    for status in [
+        AgentStatus::PendingApproval,
+        AgentStatus::Provisioning,
+        AgentStatus::Failed,
+        AgentStatus::Decommissioned,
+    ] {
+        let mut input = rotation_input(now());
+        input.agent.status = status;
+        assert_rejected(
+            start::<Rotation>(input, now()),
+            "agent",
+            &format!("is {}; only active agents", status.as_str()),
+        );
+    }
+    let mut no_client = rotation_input(now());
+    no_client.agent.client_id = None;
+    let mut no_secret = rotation_input(now());
+    no_secret.agent.secret_version = None;
+    for input in [no_client, no_secret] {
+        assert_rejected(
+            start::<Rotation>(input, now()),
+            "agent",
+            "has no client secret to rotate",
+        );
+    }
+}
+
+fn scenario_rotation_ended_states_accept_no_new_work() {
+    let done = accepted::<Rotation>(
+        &revoking_rotation(),
+        secret_removed(OLD_SECRET_ID),
+        grace_ends(),
+    )
+    .state;
+    let (last, t) = rotation_attempt_in(3, "Issuing");
+    let failed = accepted::<Rotation>(&last, command_failed("idp.issue_secret"), t).state;
+    for state in [done, failed] {
+        assert!(Rotation::is_terminal(&state));
+        for event in every_lifecycle_event() {
+            let expected = format!(
+                "{} does not apply to rotation in state {}",
+                event.label(),
+                Rotation::state_name(&state)
+            );
+            assert_rejected(
+                on::<Rotation>(&state, event, grace_ends() + Duration::days(30)),
+                "event",
+                &expected,
+            );
+        }
+    }
+}
+
+/// The vault held no previous credential document: the issued secret replaces nothing known.
+fn grace_rotation_without_previous_secret_id() -> RotationState {
+    let issued = Event::SecretIssued {
+        version: rotation_version(1),
+        secret_id: NEW_SECRET_ID.into(),
+        previous_version: Some(SECRET_VERSION.into()),
+        previous_secret_id: None,
+    };
+    let verifying = accepted::<Rotation>(&issuing_rotation(), issued, at(10)).state;
+    let promoting =
+        accepted::<Rotation>(&verifying, secret_verified(&rotation_version(1)), at(20)).state;
+    accepted::<Rotation>(
+        &promoting,
+        secret_promoted(&rotation_version(1)),
+        promoted_at(),
+    )
+    .state
+}
+
+/// With no previous secret id recorded there is nothing to remove: the grace timer ends it.
+fn scenario_rotation_without_previous_secret_id_ends_after_grace() {
+    let step = accepted::<Rotation>(
+        &grace_rotation_without_previous_secret_id(),
+        timer(rotation::GRACE_TIMER),
+        grace_ends(),
+    );
+    assert!(matches!(
+        step.state,
+        RotationState::Done {
+            old_removed: false,
+            ..
+        }
+    ));
+    assert!(idp_commands(&step.commands).is_empty());
+}
+
+// =============================================================================================
+// Decommission
+// =============================================================================================
+
+fn decommission_input(reason: DecommissionReason, requested_by: Actor) -> DecommissionInput {
+    DecommissionInput {
+        agent: active_agent(),
+        reason,
+        requested_by,
+    }
+}
+
+fn requested() -> DecommissionReason {
+    DecommissionReason::Requested {
+        why: "the incident tooling moved to another team".into(),
+    }
+}
+
+fn by_owner() -> Actor {
+    Actor::Person(OWNER.into())
+}
+
+fn awaiting_decommission() -> DecommissionState {
+    started::<Decommission>(decommission_input(requested(), by_owner())).state
+}
+
+/// Approved one hour in: revoking tokens.
+fn revoking_tokens() -> DecommissionState {
+    accepted::<Decommission>(&awaiting_decommission(), approve(APPROVER), at(3600)).state
+}
+
+fn receipt_of(state: &DecommissionState) -> &RevocationReceipt {
+    match state {
+        DecommissionState::AwaitingApproval { receipt, .. }
+        | DecommissionState::RevokingTokens { receipt, .. }
+        | DecommissionState::Deactivating { receipt, .. }
+        | DecommissionState::Deleting { receipt, .. }
+        | DecommissionState::SchedulingSecretDeletion { receipt, .. }
+        | DecommissionState::Decommissioned { receipt, .. } => receipt,
+        other => panic!("no receipt in {other:?}"),
+    }
+}
+
+fn cancel_rotations() -> Command {
+    Command::CancelRotations {
+        agent_id: AGENT_ID.into(),
+        reason: format!("superseded by decommission {WORKFLOW_ID}"),
+    }
+}
+
+fn revoke_tokens() -> Command {
+    Command::Idp(IdpCommand::RevokeTokens {
+        client_id: CLIENT_ID.into(),
+    })
+}
+
+fn schedule_deletion() -> Command {
+    Command::Vault(VaultCommand::ScheduleDeletion {
+        agent_id: AGENT_ID.into(),
+        recovery_days: policy().lifecycle.secret_recovery_days,
+    })
+}
+
+fn delete_after(t: DateTime<Utc>) -> DateTime<Utc> {
+    t + Duration::days(i64::from(policy().lifecycle.secret_recovery_days))
+}
+
+/// The receipt's steps as `(action, done)`.
+fn steps_of(receipt: &RevocationReceipt) -> Vec<(&str, bool)> {
+    receipt
+        .steps
+        .iter()
+        .map(|s| (s.action.as_str(), s.done))
+        .collect()
+}
+
+fn decommissioned_receipt(commands: &[Command]) -> &RevocationReceipt {
+    match agent_changes(commands).as_slice() {
+        [AgentChange::Decommissioned { receipt }] => receipt,
+        other => panic!("expected one Decommissioned update, got {other:?}"),
+    }
+}
+
+fn scenario_decommission_on_request_waits_for_security_approval() {
+    for (reason, requested_by, requester) in [
+        (requested(), by_owner(), OWNER),
+        (
+            DecommissionReason::OwnerLost {
+                why: "alice left; nobody took the agent over".into(),
+            },
+            Actor::Person(APPROVER.into()),
+            APPROVER,
+        ),
+    ] {
+        let step = started::<Decommission>(decommission_input(reason, requested_by.clone()));
+        let DecommissionState::AwaitingApproval {
+            approval, receipt, ..
+        } = &step.state
+        else {
+            panic!("expected AwaitingApproval, got {:?}", step.state)
+        };
+        assert_eq!(approval.action, "decommission");
+        assert_eq!(approval.id, APPROVAL_ID);
+        assert_eq!(approval.requester, requester);
+        assert!(
+            approval.approvers.iter().all(|a| a != requester) && !approval.approvers.is_empty(),
+            "{:?}",
+            approval.approvers
+        );
+        assert_eq!(approval.scopes_removed, active_agent().scopes);
+        assert!(receipt.steps.is_empty() && receipt.approved_by.is_empty());
+        assert_eq!(receipt.requested_by, requester);
+        assert!(
+            step.commands
+                .contains(&Command::RequestApproval(approval.clone()))
+        );
+        assert!(
+            timers_set(&step.commands).contains(&(APPROVAL_EXPIRY_TIMER, approval_expires_at()))
+        );
+        assert_eq!(
+            audit_of(&step.commands, AuditKind::DecommissionRequested).actor,
+            requested_by
+        );
+        assert!(
+            idp_commands(&step.commands).is_empty(),
+            "nothing is revoked before approval"
+        );
+        assert!(
+            !step.commands.contains(&cancel_rotations()),
+            "rotations go on until the decommission is approved"
+        );
+    }
+}
+
+fn scenario_decommission_with_a_decision_revokes_at_once() {
+    let expires_on = agent_expires_on();
+    for (reason, requested_by, approved_by) in [
+        (
+            DecommissionReason::Review {
+                campaign: "2025-Q1".into(),
+                decided_by: COLLEAGUE.into(),
+            },
+            Actor::Person(COLLEAGUE.into()),
+            vec![COLLEAGUE.to_string()],
+        ),
+        (
+            DecommissionReason::Freeze {
+                decided_by: APPROVER.into(),
+            },
+            Actor::Person(APPROVER.into()),
+            vec![APPROVER.to_string()],
+        ),
+        (
+            DecommissionReason::Expired { expires_on },
+            Actor::Schedule("expiry".into()),
+            vec![],
+        ),
+    ] {
+        let step = started::<Decommission>(decommission_input(reason.clone(), requested_by));
+        let DecommissionState::RevokingTokens { receipt, .. } = &step.state else {
+            panic!("{reason:?}: expected RevokingTokens, got {:?}", step.state)
+        };
+        assert_eq!(receipt.approved_by, approved_by, "{reason:?}");
+        assert_eq!(receipt.reason, reason.describe());
+        assert_eq!(receipt.client_id.as_deref(), Some(CLIENT_ID));
+        assert_eq!(receipt.token_lifetime_secs, 600);
+        assert_eq!(
+            names(&step.commands),
+            ["audit", "workflow.cancel_rotations", "idp.revoke_tokens"]
+        );
+        assert_eq!(
+            step.commands[1..],
+            [cancel_rotations(), revoke_tokens()],
+            "{reason:?}"
+        );
+        assert!(
+            !step
+                .commands
+                .iter()
+                .any(|c| matches!(c, Command::RequestApproval(_))),
+            "{reason:?} carries its decision"
+        );
+    }
+}
+
+fn scenario_decommission_agent_without_client_schedules_secret_deletion() {
+    let mut input = decommission_input(
+        DecommissionReason::Expired {
+            expires_on: agent_expires_on(),
+        },
+        Actor::Schedule("expiry".into()),
+    );
+    input.agent.client_id = None;
+    input.agent.status = AgentStatus::Failed;
+    let step = started::<Decommission>(input);
+    assert!(matches!(
+        step.state,
+        DecommissionState::SchedulingSecretDeletion { .. }
+    ));
+    assert_eq!(
+        step.commands[1..],
+        [cancel_rotations(), schedule_deletion()]
+    );
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "no client to revoke"
+    );
+
+    let done = accepted::<Decommission>(
+        &step.state,
+        secret_deletion_scheduled(delete_after(at(5))),
+        at(5),
+    );
+    let receipt = receipt_of(&done.state);
+    assert!(matches!(
+        done.state,
+        DecommissionState::Decommissioned { .. }
+    ));
+    assert_eq!(steps_of(receipt), [(receipt::SCHEDULE_DELETION, true)]);
+    assert_eq!(
+        receipt.no_token_valid_after,
+        Some(at(5)),
+        "a never-provisioned agent was never issued a token"
+    );
+}
+
+fn scenario_decommission_approval_starts_revocation() {
+    let step = accepted::<Decommission>(&awaiting_decommission(), approve(APPROVER), at(3600));
+    let DecommissionState::RevokingTokens { receipt, .. } = &step.state else {
+        panic!("expected RevokingTokens, got {:?}", step.state)
+    };
+    assert_eq!(receipt.approved_by, [APPROVER]);
+    assert!(step.commands.iter().any(|c| matches!(
+        c,
+        Command::CloseApproval {
+            outcome: ApprovalOutcome::Approved { .. },
+            ..
+        }
+    )));
+    let cancel_at = step.commands.iter().position(|c| *c == cancel_rotations());
+    let revoke_at = step.commands.iter().position(|c| *c == revoke_tokens());
+    assert!(
+        matches!((cancel_at, revoke_at), (Some(c), Some(r)) if c < r),
+        "rotations are cancelled, then tokens revoked: {:?}",
+        names(&step.commands)
+    );
+
+    // approved for an agent that has no client: straight to the vault
+    let mut input = decommission_input(requested(), by_owner());
+    input.agent.client_id = None;
+    let awaiting = started::<Decommission>(input).state;
+    let step = accepted::<Decommission>(&awaiting, approve(APPROVER), at(3600));
+    assert!(matches!(
+        step.state,
+        DecommissionState::SchedulingSecretDeletion { .. }
+    ));
+    assert!(step.commands.contains(&schedule_deletion()));
+    assert!(idp_commands(&step.commands).is_empty());
+}
+
+fn scenario_decommission_deny_keeps_the_agent() {
+    let step = accepted::<Decommission>(&awaiting_decommission(), deny(APPROVER), at(3600));
+    let DecommissionState::Kept { agent, why } = &step.state else {
+        panic!("expected Kept, got {:?}", step.state)
+    };
+    assert_eq!(agent.status, AgentStatus::Active);
+    assert!(
+        why.contains(APPROVER) && why.contains("use the read-only scope"),
+        "{why}"
+    );
+    assert!(Decommission::is_terminal(&step.state));
+    assert!(idp_commands(&step.commands).is_empty());
+    assert!(agent_changes(&step.commands).is_empty());
+    assert!(!step.commands.contains(&cancel_rotations()));
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::DecommissionKept).actor,
+        Actor::Person(APPROVER.into())
+    );
+}
+
+fn scenario_decommission_reminder_keeps_waiting_and_expiry_keeps_the_agent() {
+    let awaiting = awaiting_decommission();
+    let DecommissionState::AwaitingApproval { approval, .. } = &awaiting else {
+        panic!("expected AwaitingApproval")
+    };
+    let reminded = accepted::<Decommission>(
+        &awaiting,
+        reminder_timer(),
+        approval.remind_at.expect("the test policy reminds"),
+    );
+    assert_eq!(reminded.state, awaiting);
+    assert!(idp_commands(&reminded.commands).is_empty());
+
+    let expired = accepted::<Decommission>(&awaiting, expiry_timer(), approval_expires_at());
+    let DecommissionState::Kept { why, .. } = &expired.state else {
+        panic!("expected Kept, got {:?}", expired.state)
+    };
+    assert!(why.contains("expired"), "{why}");
+    assert!(idp_commands(&expired.commands).is_empty());
+    assert!(audit_kinds(&expired.commands).contains(&AuditKind::ApprovalExpired));
+    assert_rejected(
+        on::<Decommission>(
+            &awaiting,
+            expiry_timer(),
+            approval_expires_at() - Duration::seconds(1),
+        ),
+        "timer",
+        "does not expire until",
+    );
+}
+
+fn scenario_decommission_requester_may_withdraw_while_waiting() {
+    let awaiting = awaiting_decommission();
+    assert_rejected(
+        on::<Decommission>(&awaiting, cancel(OUTSIDER), at(60)),
+        "by",
+        "may not cancel approval",
+    );
+    let step = accepted::<Decommission>(&awaiting, cancel(OWNER), at(60));
+    assert!(matches!(step.state, DecommissionState::Cancelled { .. }));
+    assert!(Decommission::is_terminal(&step.state));
+    assert!(idp_commands(&step.commands).is_empty());
+    assert!(step.commands.iter().any(|c| matches!(
+        c,
+        Command::CloseApproval {
+            outcome: ApprovalOutcome::Cancelled { .. },
+            ..
+        }
+    )));
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::RequestCancelled).actor,
+        by_owner()
+    );
+    // once the IdP steps run there is nothing to withdraw
+    assert_rejected(
+        on::<Decommission>(&revoking_tokens(), cancel(OWNER), at(3700)),
+        "event",
+        "does not apply to decommission in state RevokingTokens",
+    );
+}
+
+fn scenario_decommission_walks_every_step_into_the_receipt() {
+    let revoked_at = at(3610);
+    let deactivated_at = at(3620);
+    let deleted_at = at(3630);
+    let scheduled_at = at(3640);
+
+    let deactivating = accepted::<Decommission>(&revoking_tokens(), tokens_revoked(), revoked_at);
+    assert!(matches!(
+        deactivating.state,
+        DecommissionState::Deactivating { .. }
+    ));
+    assert_eq!(
+        deactivating.commands,
+        [Command::Idp(IdpCommand::DeactivateClient {
+            client_id: CLIENT_ID.into()
+        })]
+    );
+
+    let deleting =
+        accepted::<Decommission>(&deactivating.state, client_deactivated(), deactivated_at);
+    assert!(matches!(deleting.state, DecommissionState::Deleting { .. }));
+    assert_eq!(
+        *only_idp(&deleting.commands),
+        IdpCommand::DeleteClient {
+            client_id: CLIENT_ID.into()
+        }
+    );
+    assert!(
+        audit_of(&deleting.commands, AuditKind::ClientDisabled)
+            .message
+            .contains(&deactivated_at.to_rfc3339())
+    );
+
+    let scheduling = accepted::<Decommission>(&deleting.state, client_deleted(), deleted_at);
+    assert!(matches!(
+        scheduling.state,
+        DecommissionState::SchedulingSecretDeletion { .. }
+    ));
+    assert_eq!(scheduling.commands, [schedule_deletion()]);
+
+    let done = accepted::<Decommission>(
+        &scheduling.state,
+        secret_deletion_scheduled(delete_after(scheduled_at)),
+        scheduled_at,
+    );
+    let DecommissionState::Decommissioned { agent, receipt } = &done.state else {
+        panic!("expected Decommissioned, got {:?}", done.state)
+    };
+    assert!(Decommission::is_terminal(&done.state));
+    assert_eq!(
+        steps_of(receipt),
+        [
+            (receipt::REVOKE, true),
+            (receipt::DEACTIVATE, true),
+            (receipt::DELETE, true),
+            (receipt::SCHEDULE_DELETION, true),
+        ]
+    );
+    let times: Vec<_> = receipt.steps.iter().map(|s| s.at).collect();
+    assert_eq!(
+        times,
+        [revoked_at, deactivated_at, deleted_at, scheduled_at]
+    );
+    assert!(
+        receipt.steps[0]
+            .detail
+            .contains("access tokens until they expire")
+    );
+    assert_eq!(
+        receipt.no_token_valid_after,
+        Some(deactivated_at + Duration::seconds(600)),
+        "tokens issued before the client was disabled live one token lifetime more"
+    );
+    assert_eq!(
+        receipt.secret_deleted_after,
+        Some(delete_after(scheduled_at))
+    );
+    assert_eq!(receipt.completed_at, Some(scheduled_at));
+    assert_eq!(receipt.approved_by, [APPROVER]);
+
+    // the registry archives the record with the same receipt
+    assert_eq!(decommissioned_receipt(&done.commands), receipt);
+    assert_eq!(agent.status, AgentStatus::Decommissioned);
+    assert_eq!(agent.decommission.as_ref(), Some(receipt));
+    let mut stored = active_agent();
+    stored.apply(agent_changes(&done.commands)[0], scheduled_at);
+    assert_eq!(stored.status, AgentStatus::Decommissioned);
+    assert_eq!(
+        stored.client_id.as_deref(),
+        Some(CLIENT_ID),
+        "archived, not erased"
+    );
+
+    let audit = audit_of(&done.commands, AuditKind::Decommissioned);
+    assert!(audit.success);
+    assert!(
+        audit
+            .message
+            .contains("no token issued to it is valid after")
+    );
+    assert_eq!(notified(&done.commands), [OWNER]);
+    assert!(idp_commands(&done.commands).is_empty());
+}
+
+fn scenario_decommission_failed_steps_are_recorded_and_it_goes_on() {
+    let mut state = revoking_tokens();
+    let mut t = at(3600);
+    for (command, next) in [
+        ("idp.revoke_tokens", "Deactivating"),
+        ("idp.deactivate_client", "Deleting"),
+        ("idp.delete_client", "SchedulingSecretDeletion"),
+        ("vault.schedule_deletion", "Decommissioned"),
+    ] {
+        t += Duration::seconds(10);
+        let step = accepted::<Decommission>(&state, command_failed(command), t);
+        assert_eq!(
+            Decommission::state_name(&step.state),
+            next,
+            "after {command} failed"
+        );
+        state = step.state;
+        if next == "Deleting" {
+            assert!(
+                !audit_kinds(&step.commands).contains(&AuditKind::ClientDisabled),
+                "the client was not disabled"
+            );
+        }
+        if next == "Decommissioned" {
+            assert!(!audit_of(&step.commands, AuditKind::Decommissioned).success);
+            let (_, _, body) = notifications(&step.commands)[0];
+            assert!(body.contains("could not be disabled"), "{body}");
+            assert!(
+                body.contains("Not done: revoke tokens, deactivate client"),
+                "{body}"
+            );
+            assert_eq!(decommissioned_receipt(&step.commands), receipt_of(&state));
+        }
+    }
+    let receipt = receipt_of(&state);
+    assert_eq!(
+        steps_of(receipt),
+        [
+            (receipt::REVOKE, false),
+            (receipt::DEACTIVATE, false),
+            (receipt::DELETE, false),
+            (receipt::SCHEDULE_DELETION, false),
+        ]
+    );
+    assert!(
+        receipt
+            .steps
+            .iter()
+            .all(|s| s.detail.contains("403 Forbidden"))
+    );
+    assert_eq!(
+        receipt.no_token_valid_after, None,
+        "the client was neither deactivated nor deleted"
+    );
+    assert_eq!(receipt.secret_deleted_after, None);
+    assert_eq!(
+        state.agent().status,
+        AgentStatus::Decommissioned,
+        "archived all the same"
+    );
+
+    // deactivation failed but the delete worked: tokens end one lifetime after the delete
+    let deactivating =
+        accepted::<Decommission>(&revoking_tokens(), tokens_revoked(), at(3610)).state;
+    let deleting = accepted::<Decommission>(
+        &deactivating,
+        command_failed("idp.deactivate_client"),
+        at(3620),
+    )
+    .state;
+    let scheduling = accepted::<Decommission>(&deleting, client_deleted(), at(3630)).state;
+    let done = accepted::<Decommission>(
+        &scheduling,
+        secret_deletion_scheduled(delete_after(at(3640))),
+        at(3640),
+    );
+    let receipt = receipt_of(&done.state);
+    assert_eq!(
+        steps_of(receipt),
+        [
+            (receipt::REVOKE, true),
+            (receipt::DEACTIVATE, false),
+            (receipt::DELETE, true),
+            (receipt::SCHEDULE_DELETION, true),
+        ]
+    );
+    assert_eq!(
+        receipt.no_token_valid_after,
+        Some(at(3630) + Duration::seconds(600))
+    );
+}
+
+fn scenario_decommission_refuses_agents_not_in_service() {
+    let mut gone = decommission_input(requested(), by_owner());
+    gone.agent.status = AgentStatus::Decommissioned;
+    assert_rejected(
+        start::<Decommission>(gone, now()),
+        "agent",
+        "is decommissioned already",
+    );
+    for status in [
+        AgentStatus::PendingApproval,
+        AgentStatus::Provisioning,
+        AgentStatus::Denied,
+        AgentStatus::Cancelled,
+    ] {
+        let mut input = decommission_input(
+            DecommissionReason::Freeze {
+                decided_by: APPROVER.into(),
+            },
+            Actor::Person(APPROVER.into()),
+        );
+        input.agent.status = status;
+        assert_rejected(
+            start::<Decommission>(input, now()),
+            "agent",
+            "cancel a pending request instead",
+        );
+    }
+}
+
+fn scenario_decommission_refuses_results_out_of_order() {
+    assert_rejected(
+        on::<Decommission>(&awaiting_decommission(), tokens_revoked(), at(60)),
+        "event",
+        "does not apply to decommission in state AwaitingApproval",
+    );
+    assert_rejected(
+        on::<Decommission>(&revoking_tokens(), client_deleted(), at(3700)),
+        "event",
+        "does not apply to decommission in state RevokingTokens",
+    );
+    assert_rejected(
+        on::<Decommission>(&revoking_tokens(), approve(OTHER_APPROVER), at(3700)),
+        "event",
+        "does not apply to decommission in state RevokingTokens",
+    );
+}
+
+fn scenario_decommission_ended_states_accept_no_event() {
+    let awaiting = awaiting_decommission();
+    let mut state = revoking_tokens();
+    for event in [
+        tokens_revoked(),
+        client_deactivated(),
+        client_deleted(),
+        secret_deletion_scheduled(delete_after(at(3700))),
+    ] {
+        state = accepted::<Decommission>(&state, event, at(3700)).state;
+    }
+    let ended = [
+        state,
+        accepted::<Decommission>(&awaiting, deny(APPROVER), at(60)).state,
+        accepted::<Decommission>(&awaiting, cancel(OWNER), at(60)).state,
+    ];
+    let names: BTreeSet<&str> = ended.iter().map(Decommission::state_name).collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["Decommissioned", "Kept", "Cancelled"])
+    );
+    for state in &ended {
+        assert!(Decommission::is_terminal(state));
+        for event in every_lifecycle_event() {
+            let expected = format!(
+                "{} does not apply to decommission in state {}",
+                event.label(),
+                Decommission::state_name(state)
+            );
+            assert_rejected(
+                on::<Decommission>(state, event, approval_expires_at()),
+                "event",
+                &expected,
+            );
+        }
+    }
+}
+
+// =============================================================================================
+// Expiry
+// =============================================================================================
+
+fn ymd(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("a date")
+}
+
+fn reminder_lead() -> Duration {
+    Duration::seconds(policy().lifecycle.expiry_reminder_secs as i64)
+}
+
+fn expiry_input() -> ExpiryInput {
+    ExpiryInput {
+        agent: active_agent(),
+    }
+}
+
+/// `active_agent()` expires on 2025-12-31: decommissioned from 2026-01-01 00:00 UTC.
+fn expiry_deadline_at() -> DateTime<Utc> {
+    decommission::expiry_deadline(agent_expires_on())
+}
+
+fn counting() -> ExpiryState {
+    started::<Expiry>(expiry_input()).state
+}
+
+const RENEW_UNTIL: (i32, u32, u32) = (2026, 6, 30);
+
+fn renew_until() -> NaiveDate {
+    ymd(RENEW_UNTIL.0, RENEW_UNTIL.1, RENEW_UNTIL.2)
+}
+
+fn renewal_by(by: &str) -> Event {
+    renewal_requested(renew_until(), by, "the incident tooling still needs it")
+}
+
+/// The owner asked for a renewal at `t`.
+fn awaiting_renewal_at(t: DateTime<Utc>) -> ExpiryState {
+    accepted::<Expiry>(&counting(), renewal_by(OWNER), t).state
+}
+
+fn approval_of(state: &ExpiryState) -> &ApprovalRequest {
+    match state {
+        ExpiryState::AwaitingRenewal { approval, .. } => approval,
+        other => panic!("expected AwaitingRenewal, got {other:?}"),
+    }
+}
+
+fn scenario_expiry_start_arms_deadline_and_reminder() {
+    let step = started::<Expiry>(expiry_input());
+    assert_eq!(
+        step.state,
+        ExpiryState::Counting {
+            agent: active_agent(),
+            expires_on: ymd(2025, 12, 31),
+            reminded: false,
+        }
+    );
+    let deadline = Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        expiry_deadline_at(),
+        deadline,
+        "the day after the expiry date, 00:00 UTC"
+    );
+    assert_eq!(
+        timers_set(&step.commands),
+        [
+            (expiry::DEADLINE_TIMER, deadline),
+            (expiry::REMINDER_TIMER, deadline - Duration::days(14)),
+        ]
+    );
+    assert!(
+        notifications(&step.commands).is_empty(),
+        "too early to remind"
+    );
+
+    // no expiry date, nothing to watch
+    let mut input = expiry_input();
+    input.agent.expires_on = None;
+    assert_rejected(
+        start::<Expiry>(input, now()),
+        "expires_on",
+        "has no expiry date",
+    );
+}
+
+fn scenario_expiry_start_within_reminder_lead_reminds_at_once() {
+    let mut input = expiry_input();
+    let expires_on = today() + chrono::Days::new(5);
+    input.agent.expires_on = Some(expires_on);
+    let step = started::<Expiry>(input);
+    assert!(matches!(
+        step.state,
+        ExpiryState::Counting { reminded: true, .. }
+    ));
+    assert_eq!(
+        timers_set(&step.commands),
+        [(
+            expiry::DEADLINE_TIMER,
+            decommission::expiry_deadline(expires_on)
+        )]
+    );
+    assert_eq!(timers_cancelled(&step.commands), [expiry::REMINDER_TIMER]);
+    assert_eq!(notified(&step.commands), [OWNER]);
+    assert!(
+        notifications(&step.commands)[0]
+            .1
+            .contains(&expires_on.to_string())
+    );
+    assert!(audit_kinds(&step.commands).contains(&AuditKind::ExpiryReminded));
+}
+
+fn scenario_expiry_reminder_tells_the_owner_once() {
+    let remind_at = expiry_deadline_at() - reminder_lead();
+    let step = accepted::<Expiry>(&counting(), timer(expiry::REMINDER_TIMER), remind_at);
+    assert!(matches!(
+        step.state,
+        ExpiryState::Counting { reminded: true, .. }
+    ));
+    let notes = notifications(&step.commands);
+    assert_eq!(notified(&step.commands), [OWNER]);
+    assert!(
+        notes[0].1.contains("expires on 2025-12-31"),
+        "{}",
+        notes[0].1
+    );
+    assert!(
+        notes[0].2.contains("steward agents renew"),
+        "{}",
+        notes[0].2
+    );
+    assert!(
+        notes[0].2.contains("2026-01-01 00:00 UTC"),
+        "{}",
+        notes[0].2
+    );
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::ExpiryReminded).actor,
+        Actor::Schedule(expiry::REMINDER_TIMER.into())
+    );
+    assert!(idp_commands(&step.commands).is_empty());
+    assert_rejected(
+        on::<Expiry>(&step.state, timer(expiry::REMINDER_TIMER), remind_at),
+        "timer",
+        "reminded already",
+    );
+}
+
+fn scenario_expiry_renewal_request_asks_security() {
+    for by in [OWNER, APPROVER] {
+        let step = accepted::<Expiry>(&counting(), renewal_by(by), at(60));
+        let ExpiryState::AwaitingRenewal {
+            until,
+            expires_on,
+            approval,
+            ..
+        } = &step.state
+        else {
+            panic!("expected AwaitingRenewal, got {:?}", step.state)
+        };
+        assert_eq!((*until, *expires_on), (renew_until(), agent_expires_on()));
+        assert_eq!(approval.action, "renew");
+        assert_eq!(approval.requester, by);
+        assert!(
+            !approval.approvers.iter().any(|a| a == by),
+            "{:?}",
+            approval.approvers
+        );
+        assert!(
+            approval.justification.contains("2026-06-30"),
+            "{}",
+            approval.justification
+        );
+        assert!(
+            step.commands
+                .contains(&Command::RequestApproval(approval.clone()))
+        );
+        assert_eq!(
+            audit_of(&step.commands, AuditKind::RenewalRequested).actor,
+            Actor::Person(by.into())
+        );
+        assert!(
+            agent_changes(&step.commands).is_empty(),
+            "the date moves only once approved"
+        );
+    }
+}
+
+fn scenario_expiry_approved_renewal_moves_the_date() {
+    let awaiting = awaiting_renewal_at(now());
+    let step = accepted::<Expiry>(&awaiting, approve(APPROVER), at(3600));
+    let ExpiryState::Counting {
+        agent,
+        expires_on,
+        reminded,
+    } = &step.state
+    else {
+        panic!("expected Counting, got {:?}", step.state)
+    };
+    assert_eq!(*expires_on, renew_until());
+    assert_eq!(agent.expires_on, Some(renew_until()));
+    assert!(!reminded, "the owner is reminded again before the new date");
+    assert_eq!(
+        agent_changes(&step.commands),
+        [&AgentChange::ExpiresOn {
+            date: renew_until()
+        }]
+    );
+    let new_deadline = Utc.with_ymd_and_hms(2026, 7, 1, 0, 0, 0).unwrap();
+    assert_eq!(
+        timers_set(&step.commands),
+        [
+            (expiry::DEADLINE_TIMER, new_deadline),
+            (expiry::REMINDER_TIMER, new_deadline - reminder_lead()),
+        ]
+    );
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::Renewed).actor,
+        Actor::Person(APPROVER.into())
+    );
+    // the old deadline no longer ends the agent
+    assert_rejected(
+        on::<Expiry>(
+            &step.state,
+            timer(expiry::DEADLINE_TIMER),
+            expiry_deadline_at(),
+        ),
+        "timer",
+        "fired before 2026-06-30 ended",
+    );
+    let mut stored = active_agent();
+    stored.apply(agent_changes(&step.commands)[0], at(3600));
+    assert_eq!(stored.expires_on, Some(renew_until()));
+}
+
+fn scenario_expiry_denied_or_unanswered_renewal_keeps_the_date() {
+    let awaiting = awaiting_renewal_at(now());
+    let approval = approval_of(&awaiting).clone();
+    let denied = accepted::<Expiry>(&awaiting, deny(APPROVER), at(3600));
+    let reminded = accepted::<Expiry>(
+        &awaiting,
+        reminder_timer(),
+        approval.remind_at.expect("the test policy reminds"),
+    );
+    assert_eq!(reminded.state, awaiting, "a reminder keeps waiting");
+    let expired = accepted::<Expiry>(&awaiting, expiry_timer(), approval.expires_at);
+    for step in [denied, expired] {
+        let ExpiryState::Counting {
+            expires_on, agent, ..
+        } = &step.state
+        else {
+            panic!("expected Counting, got {:?}", step.state)
+        };
+        assert_eq!(*expires_on, agent_expires_on());
+        assert_eq!(agent.expires_on, Some(agent_expires_on()));
+        assert!(agent_changes(&step.commands).is_empty());
+        assert!(
+            !timers_set(&step.commands)
+                .iter()
+                .any(|(name, _)| *name == expiry::DEADLINE_TIMER),
+            "the deadline stays armed as it was"
+        );
+        assert!(
+            step.commands
+                .iter()
+                .any(|c| matches!(c, Command::CloseApproval { .. }))
+        );
+        // the deadline still ends it
+        let ended = accepted::<Expiry>(
+            &step.state,
+            timer(expiry::DEADLINE_TIMER),
+            expiry_deadline_at(),
+        );
+        assert!(matches!(ended.state, ExpiryState::Ended { .. }));
+    }
+}
+
+fn scenario_expiry_deadline_starts_the_decommission() {
+    let step = accepted::<Expiry>(
+        &counting(),
+        timer(expiry::DEADLINE_TIMER),
+        expiry_deadline_at(),
+    );
+    assert_eq!(
+        step.state,
+        ExpiryState::Ended {
+            agent: active_agent(),
+            expires_on: agent_expires_on(),
+        }
+    );
+    assert!(Expiry::is_terminal(&step.state));
+    assert!(step.commands.contains(&Command::StartDecommission {
+        agent_id: AGENT_ID.into(),
+        reason: DecommissionReason::Expired {
+            expires_on: agent_expires_on()
+        },
+    }));
+    assert_eq!(timers_cancelled(&step.commands), [expiry::REMINDER_TIMER]);
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "the decommission does the revoking"
+    );
+
+    // a renewal still undecided when the date passes is withdrawn
+    let asked_at = expiry_deadline_at() - Duration::hours(1);
+    let awaiting = awaiting_renewal_at(asked_at);
+    let step = accepted::<Expiry>(
+        &awaiting,
+        timer(expiry::DEADLINE_TIMER),
+        expiry_deadline_at(),
+    );
+    assert!(matches!(step.state, ExpiryState::Ended { .. }));
+    assert!(step.commands.iter().any(|c| matches!(
+        c,
+        Command::CloseApproval {
+            outcome: ApprovalOutcome::Cancelled { .. },
+            ..
+        }
+    )));
+    assert!(
+        timers_cancelled(&step.commands).contains(&APPROVAL_EXPIRY_TIMER),
+        "{:?}",
+        step.commands
+    );
+    assert!(step.commands.iter().any(|c| matches!(
+        c,
+        Command::StartDecommission {
+            reason: DecommissionReason::Expired { .. },
+            ..
+        }
+    )));
+}
+
+fn scenario_expiry_refuses_renewals_that_do_not_hold() {
+    let counting = counting();
+    for until in [agent_expires_on(), ymd(2025, 6, 1)] {
+        assert_rejected(
+            on::<Expiry>(
+                &counting,
+                renewal_requested(until, OWNER, "still needed"),
+                at(60),
+            ),
+            "until",
+            "must move the expiry date 2025-12-31 later",
+        );
+    }
+    assert_rejected(
+        on::<Expiry>(&counting, renewal_by(OUTSIDER), at(60)),
+        "by",
+        "is neither the owner",
+    );
+    assert_rejected(
+        on::<Expiry>(
+            &counting,
+            renewal_requested(renew_until(), OWNER, "  "),
+            at(60),
+        ),
+        "reason",
+        "say why",
+    );
+    // every problem at once
+    let both = assert_rejected(
+        on::<Expiry>(
+            &counting,
+            renewal_requested(renew_until(), OUTSIDER, ""),
+            at(60),
+        ),
+        "by",
+        "is neither the owner",
+    );
+    assert_eq!(both.reasons.len(), 2, "{both}");
+    // one renewal at a time
+    assert_rejected(
+        on::<Expiry>(&awaiting_renewal_at(now()), renewal_by(OWNER), at(60)),
+        "event",
+        "does not apply to expiry in state AwaitingRenewal",
+    );
+    // the requester does not approve their own renewal
+    assert_rejected(
+        on::<Expiry>(&awaiting_renewal_at(now()), approve(OWNER), at(60)),
+        "approver",
+        "cannot approve it",
+    );
+}
+
+fn scenario_expiry_refuses_early_deadline() {
+    let early = expiry_deadline_at() - Duration::seconds(1);
+    assert_rejected(
+        on::<Expiry>(&counting(), timer(expiry::DEADLINE_TIMER), early),
+        "timer",
+        "fired before 2025-12-31 ended",
+    );
+    let awaiting = awaiting_renewal_at(expiry_deadline_at() - Duration::hours(1));
+    assert_rejected(
+        on::<Expiry>(&awaiting, timer(expiry::DEADLINE_TIMER), early),
+        "timer",
+        "fired before 2025-12-31 ended",
+    );
+}
+
+fn scenario_expiry_ended_accepts_no_event() {
+    let ended = accepted::<Expiry>(
+        &counting(),
+        timer(expiry::DEADLINE_TIMER),
+        expiry_deadline_at(),
+    )
+    .state;
+    for event in every_lifecycle_event() {
+        let expected = format!("{} does not apply to expiry in state Ended", event.label());
+        assert_rejected(
+            on::<Expiry>(&ended, event, expiry_deadline_at() + Duration::days(1)),
+            "event",
+            &expected,
+        );
     }
 }

@@ -386,3 +386,157 @@ pub fn notifications(commands: &[Command]) -> Vec<(&str, &str, &str)> {
 pub fn names(commands: &[Command]) -> Vec<&'static str> {
     commands.iter().map(Command::name).collect()
 }
+
+// ---- rotation, decommission, expiry ---------------------------------------------------------
+
+/// The IdP's id of the secret `active_agent()` holds now (the one a rotation replaces).
+pub const OLD_SECRET_ID: &str = "ocs-old-0001";
+/// The IdP's id of the secret a rotation issues.
+pub const NEW_SECRET_ID: &str = "ocs-new-0002";
+
+/// `active_agent()`'s expiry date (from `plain_request()`).
+pub fn agent_expires_on() -> NaiveDate {
+    active_agent()
+        .expires_on
+        .expect("active_agent() is time-bound")
+}
+
+/// A timer event by name.
+pub fn timer(name: &str) -> Event {
+    Event::TimerFired { name: name.into() }
+}
+
+/// The vault version (ClientRequestToken) of attempt `attempt` of the rotation `WORKFLOW_ID`.
+pub fn rotation_version(attempt: u32) -> String {
+    statemachines::rotation::version_token(WORKFLOW_ID, attempt)
+}
+
+/// The IdP issued `NEW_SECRET_ID` as AWSPENDING `version`, replacing `OLD_SECRET_ID`.
+pub fn secret_issued(version: &str) -> Event {
+    Event::SecretIssued {
+        version: version.into(),
+        secret_id: NEW_SECRET_ID.into(),
+        previous_version: Some(SECRET_VERSION.into()),
+        previous_secret_id: Some(OLD_SECRET_ID.into()),
+    }
+}
+
+pub fn secret_verified(version: &str) -> Event {
+    Event::SecretVerified {
+        version: version.into(),
+    }
+}
+
+pub fn secret_promoted(version: &str) -> Event {
+    Event::SecretPromoted {
+        version: version.into(),
+    }
+}
+
+pub fn secret_removed(secret_id: &str) -> Event {
+    Event::SecretRemoved {
+        secret_id: secret_id.into(),
+    }
+}
+
+pub fn tokens_revoked() -> Event {
+    Event::TokensRevoked {
+        revoked: "all refresh tokens".into(),
+        outstanding: Some("access tokens until they expire".into()),
+    }
+}
+
+pub fn client_deactivated() -> Event {
+    Event::ClientDeactivated {
+        client_id: CLIENT_ID.into(),
+    }
+}
+
+pub fn client_deleted() -> Event {
+    Event::ClientDeleted {
+        client_id: CLIENT_ID.into(),
+    }
+}
+
+pub fn secret_deletion_scheduled(delete_after: DateTime<Utc>) -> Event {
+    Event::SecretDeletionScheduled { delete_after }
+}
+
+pub fn renewal_requested(until: NaiveDate, by: &str, reason: &str) -> Event {
+    Event::RenewalRequested {
+        until,
+        by: by.into(),
+        reason: reason.into(),
+    }
+}
+
+/// One event of every kind the rotation, decommission and expiry machines take.
+pub fn every_lifecycle_event() -> Vec<Event> {
+    let mut events = every_event();
+    events.extend([
+        timer(statemachines::rotation::START_TIMER),
+        timer(statemachines::rotation::GRACE_TIMER),
+        timer(statemachines::rotation::RETRY_TIMER),
+        timer(statemachines::expiry::REMINDER_TIMER),
+        timer(statemachines::expiry::DEADLINE_TIMER),
+        reminder_timer(),
+        secret_issued(&rotation_version(1)),
+        secret_verified(&rotation_version(1)),
+        secret_promoted(&rotation_version(1)),
+        secret_removed(OLD_SECRET_ID),
+        tokens_revoked(),
+        client_deactivated(),
+        client_deleted(),
+        secret_deletion_scheduled(now() + Duration::days(30)),
+        renewal_requested(
+            agent_expires_on() + chrono::Days::new(90),
+            OWNER,
+            "still needed for the incident tooling",
+        ),
+    ]);
+    events
+}
+
+/// The `AgentChange`s of every `UpdateAgent`.
+pub fn agent_changes(commands: &[Command]) -> Vec<&statemachines::AgentChange> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::UpdateAgent { agent_id, change } => {
+                assert_eq!(agent_id, AGENT_ID, "an update of another agent");
+                Some(change)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// `(name, at)` of every `SetTimer`.
+pub fn timers_set(commands: &[Command]) -> Vec<(&str, DateTime<Utc>)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::SetTimer { name, at } => Some((name.as_str(), *at)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Names of every `CancelTimer`.
+pub fn timers_cancelled(commands: &[Command]) -> Vec<&str> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::CancelTimer { name } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Recipients of every notification, in order.
+pub fn notified(commands: &[Command]) -> Vec<&str> {
+    notifications(commands)
+        .iter()
+        .map(|(to, _, _)| *to)
+        .collect()
+}
