@@ -1,47 +1,36 @@
 //! Planning a rotation sweep over a large registry on the embedded default: reading every
 //! agent record from SQLite, then the pure plan (which secrets are past their age, when each
-//! rotation starts). Time and peak heap memory of each part.
+//! rotation starts). Time, and the peak resident memory each part adds.
 //!
 //!     cargo bench -p shared --bench sweep                              # 100,000 agents
 //!     STEWARD_BENCH_AGENTS=20000 cargo bench -p shared --bench sweep
 
 use chrono::{Duration, Utc};
 use shared::embedded::{Db, Durability};
-use shared::ports::Store;
 use shared::ports::store::{Commit, HistoryEntry, Instance};
+use shared::ports::store::{StoreRead, StoreWrite};
 use statemachines::{Actor, Agent, AgentStatus};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-/// Counts live heap bytes and their peak, so a phase's peak is measured, not guessed.
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
+/// Peak resident memory since the last reset, measured by the kernel (Linux): writing 5 to
+/// /proc/self/clear_refs resets VmHWM to the current RSS, so each phase's peak is its own.
+fn reset_peak() -> usize {
+    std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS (Linux only)");
+    rss("VmRSS")
 }
 
-#[global_allocator]
-static ALLOC: Counting = Counting;
+fn peak() -> usize {
+    rss("VmHWM")
+}
 
-/// Resets the peak to what is live now; returns that baseline.
-fn reset_peak() -> usize {
-    let live = LIVE.load(Ordering::Relaxed);
-    PEAK.store(live, Ordering::Relaxed);
-    live
+fn rss(field: &str) -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+        .map(|kb| kb * 1024)
+        .expect("a memory figure in /proc/self/status")
 }
 
 fn mib(bytes: usize) -> f64 {
@@ -62,7 +51,7 @@ fn agent(i: usize, now: chrono::DateTime<Utc>) -> Agent {
         scopes: vec!["erp:orders:read".into(), "datadog:metrics:read".into()],
         token_lifetime_secs: 900,
         expires_on: None,
-        status: if i % 50 == 0 {
+        status: if i.is_multiple_of(50) {
             AgentStatus::Denied
         } else {
             AgentStatus::Active
@@ -148,14 +137,14 @@ async fn main() {
         let t = Instant::now();
         let agents = db.agents().await.expect("reading the registry");
         load_best = load_best.min(t.elapsed().as_secs_f64());
-        load_peak = load_peak.max(PEAK.load(Ordering::Relaxed) - base);
+        load_peak = load_peak.max(peak().saturating_sub(base));
         assert_eq!(agents.len(), n);
 
         let base = reset_peak();
         let t = Instant::now();
         let plan = statemachines::sweep::plan(&agents, now, &policy);
         plan_best = plan_best.min(t.elapsed().as_secs_f64());
-        plan_peak = plan_peak.max(PEAK.load(Ordering::Relaxed) - base);
+        plan_peak = plan_peak.max(peak().saturating_sub(base));
         due = plan.len();
         span = plan
             .last()
@@ -163,7 +152,7 @@ async fn main() {
             .unwrap_or(0);
         std::hint::black_box(plan);
     }
-    println!("| phase | time ms | peak heap MiB |");
+    println!("| phase | time ms | peak RSS added MiB |");
     println!("|---|---:|---:|");
     println!(
         "| read {n} agent records from SQLite | {:.0} | {:.1} |",

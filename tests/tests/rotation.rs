@@ -609,3 +609,181 @@ async fn a_decommission_cancels_a_running_rotation() {
     assert_eq!(archived.credentials.len(), 1);
     assert!(archived.credentials[0].old_valid_until.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweep_rotates_secrets_past_their_age_spread_over_the_window() {
+    let scope = "erp:orders:read";
+    let s = stack(scope, None);
+    let engine = &s.stack.engine;
+    let old = s.onboard("orders-agent-prod", scope).await;
+    s.clock.advance(Duration::days(60));
+    let young = s.onboard("stock-agent-prod", scope).await;
+    s.clock.advance(Duration::days(31));
+
+    // 91 days old: due; 31 days old: not.
+    let report = engine.sweep().await.unwrap();
+    assert_eq!(
+        (report.agents, report.due, report.started),
+        (2, 1, 1),
+        "{report:?}"
+    );
+    // A second sweep the same day starts nothing new.
+    let again = engine.sweep().await.unwrap();
+    assert_eq!(
+        (again.due, again.started, again.running),
+        (1, 0, 1),
+        "{again:?}"
+    );
+    let rotation = engine
+        .store
+        .instances_for_agent(&old.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|i| i.kind == "rotation")
+        .expect("a rotation workflow");
+    assert!(
+        ["Scheduled", "Issuing"].contains(&rotation.state_name.as_str()),
+        "{}",
+        rotation.state_name
+    );
+    // Its slot comes within the window; then the grace period passes.
+    s.clock.advance(Duration::hours(7));
+    s.settle().await;
+    s.clock.advance(Duration::hours(2));
+    s.settle().await;
+    let done = engine.store.instance(&rotation.id).await.unwrap().unwrap();
+    assert_eq!(done.state_name, "Done", "{:?}", done.state);
+    let rotated = engine.find_agent(&old.name).await.unwrap().unwrap();
+    assert_ne!(rotated.secret_version, old.secret_version);
+    assert!(
+        rotated.credentials[0].reason.contains("scheduled"),
+        "{:?}",
+        rotated.credentials
+    );
+    let untouched = engine.find_agent(&young.name).await.unwrap().unwrap();
+    assert_eq!(untouched.secret_version, young.secret_version);
+    assert!(untouched.credentials.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_bound_agent_is_reminded_renewed_once_and_then_decommissioned() {
+    let scope = "erp:orders:read";
+    let s = stack(scope, None);
+    let engine = &s.stack.engine;
+    let expires_on = (s.clock.now() + Duration::days(30)).date_naive();
+    let req = AgentRequest {
+        name: "quarter-close-agent-prod".into(),
+        owner: OWNER.into(),
+        team: "finance".into(),
+        environment: "prod".into(),
+        purpose: "quarter close".into(),
+        scopes: vec![scope.into()],
+        token_lifetime_secs: Some(300),
+        expires_on: Some(expires_on),
+    };
+    engine.request_agent(req, OWNER).await.unwrap();
+    s.settle().await;
+    let report = engine.sweep().await.unwrap();
+    assert_eq!(report.expiries_started, 1, "{report:?}");
+    s.settle().await;
+    let notices = |s: &Stack| s.stack.approvals.notices().unwrap();
+    let reminders = |s: &Stack| {
+        notices(s)
+            .iter()
+            .filter(|n| n.subject.contains("expires on"))
+            .count()
+    };
+    assert_eq!(
+        reminders(&s),
+        0,
+        "not yet: the reminder comes 14 days before"
+    );
+
+    // 14 days before the deadline the owner is reminded.
+    s.clock.advance(Duration::days(17));
+    s.settle().await;
+    assert_eq!(reminders(&s), 1, "{:?}", notices(&s));
+
+    // A renewal is an approval; an outsider cannot ask for one.
+    let until = expires_on + chrono::Days::new(60);
+    let refused = engine
+        .request_renewal(
+            "quarter-close-agent-prod",
+            until,
+            "mallory@example.com",
+            "mine",
+        )
+        .await;
+    s.settle().await;
+    assert!(
+        refused.is_ok(),
+        "the request is queued; the machine refuses it"
+    );
+    assert!(
+        engine.store.approvals(true).await.unwrap().is_empty(),
+        "an outsider's renewal opens no approval"
+    );
+    engine
+        .request_renewal(
+            "quarter-close-agent-prod",
+            until,
+            OWNER,
+            "the close slipped",
+        )
+        .await
+        .unwrap();
+    s.settle().await;
+    let approval = engine
+        .store
+        .approvals(true)
+        .await
+        .unwrap()
+        .pop()
+        .expect("renewal approval");
+    assert_eq!(approval.request.action, "renew");
+    engine
+        .decide(
+            &approval.request.id,
+            APPROVER,
+            Decision::Approve,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    s.settle().await;
+    let renewed = engine
+        .find_agent("quarter-close-agent-prod")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(renewed.expires_on, Some(until));
+
+    // The old date passes: nothing happens.
+    s.clock.advance(Duration::days(20));
+    s.settle().await;
+    assert_eq!(
+        engine
+            .find_agent("quarter-close-agent-prod")
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        AgentStatus::Active
+    );
+    // No second renewal: after the new date the agent is decommissioned, without an approval
+    // (its expiry date was approved; the owner was reminded).
+    s.clock.advance(Duration::days(60));
+    s.settle().await;
+    assert!(reminders(&s) >= 2, "reminded of the new date too");
+    let ended = engine
+        .find_agent("quarter-close-agent-prod")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.status, AgentStatus::Decommissioned, "{ended:?}");
+    let receipt = ended.decommission.expect("receipt");
+    assert!(receipt.reason.contains("expiry date"), "{}", receipt.reason);
+    assert!(receipt.no_token_valid_after.is_some());
+}
