@@ -35,6 +35,12 @@ fn io(e: impl std::error::Error) -> VaultError {
     VaultError::Io(describe(&e))
 }
 
+/// Secrets Manager refuses reads of a secret scheduled for deletion with InvalidRequestException
+/// ("... marked for deletion" on AWS, "... currently marked deleted" on moto).
+fn marked_for_deletion(message: &str) -> bool {
+    message.contains("marked for deletion") || message.contains("marked deleted")
+}
+
 fn stage_from(label: &str) -> Option<Stage> {
     match label {
         "AWSCURRENT" => Some(Stage::Current),
@@ -258,7 +264,7 @@ impl Vault for SecretsManagerVault {
                 if service.is_resource_not_found_exception() {
                     Ok(None)
                 } else if service.is_invalid_request_exception()
-                    && describe(&service).contains("deletion")
+                    && marked_for_deletion(&describe(&service))
                 {
                     Err(VaultError::ScheduledForDeletion {
                         secret: secret.into(),
@@ -291,10 +297,9 @@ impl Vault for SecretsManagerVault {
         let when = |d: &aws_sdk_secretsmanager::primitives::DateTime| {
             Utc.timestamp_opt(d.secs(), d.subsec_nanos()).single()
         };
-        // Scheduled already (a repeat): Secrets Manager deletes it `recovery_days` after the
-        // first call's DeletedDate.
+        // Scheduled already (a repeat): DeletedDate is the date it will be deleted.
         if let Some(deleted) = described.deleted_date().and_then(when) {
-            return Ok(deleted + chrono::Duration::days(i64::from(recovery_days)));
+            return Ok(deleted);
         }
         let out = self
             .client

@@ -132,6 +132,7 @@ vault_properties!(
     versions_list_ids_and_stages_never_values,
     secrets_are_independent,
     version_ids_must_be_tokens,
+    deletion_is_scheduled_with_a_recovery_window,
 );
 
 mod dynamodb_only {

@@ -976,3 +976,101 @@ async fn idp_hook_takes_okta_log_stream_events_from_eventbridge() {
                 .contains("is not an Okta log stream")
     }));
 }
+
+/// Rotation and decommission through the AWS stack (API → SQS → worker, DynamoDB, Secrets
+/// Manager): the new secret is AWSCURRENT and works, the receipt is in the registry; the
+/// decommission supersedes the rotation waiting out its grace period, deletes the client and
+/// schedules the secret's deletion; the sweep job runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn rotation_and_decommission_run_on_aws() {
+    use shared::ports::vault::{Stage, VaultError};
+    let a = aws(5).await;
+    let before = onboard(&a).await;
+    let agent_id = before["id"].as_str().unwrap().to_string();
+    let client_id = before["client_id"].as_str().unwrap().to_string();
+
+    let (status, body) = call(
+        &a,
+        "POST",
+        &format!("/agents/{AGENT}/rotate"),
+        Some(&json!({"by": "mallory@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 422, "only the owner or security may rotate: {body}");
+    let (status, started) = call(
+        &a,
+        "POST",
+        &format!("/agents/{AGENT}/rotate"),
+        Some(&json!({"by": "alice@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{started}");
+    drain(&a).await;
+    let rotation = started["workflow_id"].as_str().unwrap().to_string();
+    let (_, wf) = call(&a, "GET", &format!("/workflows/{rotation}"), None).await;
+    assert_eq!(wf["workflow"]["state_name"], "Grace", "{wf}");
+    let after = agent(&a).await;
+    assert_ne!(after["secret_version"], before["secret_version"]);
+    assert_eq!(
+        after["credentials"][0]["old"]["version"],
+        before["secret_version"]
+    );
+    let (version, value) = a
+        .stack
+        .vault
+        .get(&agent_id, Stage::Current)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after["secret_version"], version.as_str());
+    let c = Credential::from_secret(&value).unwrap();
+    assert!(works(&a, &client_id, &c).await, "the new secret works");
+
+    let (status, body) = call(
+        &a,
+        "POST",
+        &format!("/agents/{AGENT}/decommission"),
+        Some(&json!({"by": "alice@example.com", "reason": "retired"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    drain(&a).await;
+    let id = pending_approval(&a).await;
+    let (status, body) = call(
+        &a,
+        "POST",
+        &format!("/approvals/{id}/approve"),
+        Some(&json!({"approver": "sam.security@example.com"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    drain(&a).await;
+    drain(&a).await;
+    let (_, wf) = call(&a, "GET", &format!("/workflows/{rotation}"), None).await;
+    assert_eq!(wf["workflow"]["state_name"], "Cancelled", "{wf}");
+    let archived = agent(&a).await;
+    assert_eq!(archived["status"], "decommissioned", "{archived}");
+    let receipt = &archived["decommission"];
+    assert!(receipt["no_token_valid_after"].is_string(), "{receipt}");
+    assert!(receipt["secret_deleted_after"].is_string(), "{receipt}");
+    assert!(
+        !works(&a, &client_id, &c).await,
+        "no token after the decommission"
+    );
+    let err = a
+        .stack
+        .vault
+        .get(&agent_id, Stage::Current)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, VaultError::ScheduledForDeletion { .. }),
+        "{err:?}"
+    );
+
+    let mut event: EventBridgeEvent<scheduler::Job> =
+        serde_json::from_str(include_str!("../../fixtures/aws/eventbridge-schedule.json")).unwrap();
+    event.detail.job = "sweep".into();
+    let out = scheduler::handle(&a.stack.engine, event).await.unwrap();
+    assert_eq!(out["report"]["due"], 0, "{out}");
+}
