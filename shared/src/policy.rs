@@ -378,6 +378,31 @@ mod tests {
         assert_eq!(p.rotation_max_age_days, 90);
         assert!(p.is_excluded("okta:users:manage"));
         assert!(p.is_excluded("datadog:api_keys:write"));
+        assert_eq!(p.rotation_max_age_days("prod"), 60);
+        assert_eq!(p.rotation_max_age_days("dev"), 90);
+        assert_eq!(p.lifecycle.rotation_grace_secs, 24 * 3600);
+        assert_eq!(p.lifecycle.secret_recovery_days, 30);
+        assert_eq!(p.lifecycle.expiry_reminder_secs, 14 * 86_400);
+    }
+
+    #[test]
+    fn lifecycle_settings_are_checked() {
+        let text = EXAMPLE
+            .replace(
+                "secret_recovery_window = \"30days\"",
+                "secret_recovery_window = \"90days\"",
+            )
+            .replace("prod = \"60days\"", "prod = \"60days\"\nqa = \"2h\"")
+            .replace("starts_per_minute = 10", "starts_per_minute = 0");
+        let err = parse(&text, "p.toml").unwrap_err().to_string();
+        for needle in [
+            "decommission.secret_recovery_window: must be whole days from 7 to 30",
+            "rotation.max_age_by_environment.qa: `qa` is not one of the policy's environments",
+            "rotation.max_age_by_environment.qa: must be at least 1 day",
+            "rotation.starts_per_minute: must be at least 1",
+        ] {
+            assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod support;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use support::*;
 
 const NAME: &str = "datadog-remediation-agent-prod";
@@ -336,6 +337,38 @@ fn operator_commands_against_a_running_server() {
     assert_eq!(field("client_id"), client_id);
     let (claims, _) = s.token_ok(client_id, &field("client_secret"), None);
     assert_eq!(claims["sub"], client_id);
+
+    // agents rotate, then agents show: credential age and the rotation receipt.
+    let (out, stdout, stderr) = run(&mut s.cli(["agents", "rotate", NAME, "--as", ALICE]));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.starts_with("rotation rotation-"), "{stdout}");
+    let rotated = s.wait(
+        "the rotation to promote the new secret",
+        Duration::from_secs(20),
+        || {
+            let a = s.agent(NAME);
+            (a["secret_version"] != agent["secret_version"]).then_some(a)
+        },
+    );
+    let (out, stdout, stderr) = run(&mut s.cli(["agents", "show", NAME]));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let receipt = &rotated["credentials"][0];
+    for needle in [
+        "credential age         0 days".to_string(),
+        "credential history:".into(),
+        format!(
+            "{} → {}  (on demand by {ALICE})",
+            receipt["old"]["secret_id"].as_str().unwrap(),
+            receipt["new"]["secret_id"].as_str().unwrap()
+        ),
+        "verified: a client_credentials token was obtained with the new secret".into(),
+    ] {
+        assert!(stdout.contains(&needle), "`{needle}` in:\n{stdout}");
+    }
+    let (out, _, stderr) =
+        run(&mut s.cli(["agents", "rotate", NAME, "--as", "mallory@example.com"]));
+    assert!(!out.status.success());
+    assert!(stderr.contains("neither the owner"), "{stderr}");
 
     // approvals list --all shows the decided approval; the default list is empty.
     let (_, stdout, _) = run(&mut s.cli(["approvals", "list", "--all"]));

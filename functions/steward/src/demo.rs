@@ -252,7 +252,60 @@ async fn story(
         ),
     );
 
-    // 6. The trail
+    // 6. Rotation with no gap: the old secret keeps working through the grace period
+    let before = a["secret_version"].as_str().unwrap_or("").to_string();
+    let started = api
+        .ok(
+            Method::POST,
+            &format!("/agents/{AGENT}/rotate"),
+            Some(json!({"by": "alice@example.com"})),
+        )
+        .await?;
+    let rotated = wait_for(
+        || async { api.ok(Method::GET, &format!("/agents/{AGENT}"), None).await },
+        |v: &Value| {
+            v["agent"]["secret_version"]
+                .as_str()
+                .is_some_and(|s| s != before)
+        },
+    )
+    .await?;
+    let receipt = &rotated["agent"]["credentials"][0];
+    let token_with = |secret: shared::Secret| {
+        let (http, client_id) = (http.clone(), client_id.clone());
+        async move {
+            http.post(format!("{base}/oauth2/v1/token"))
+                .basic_auth(&client_id, Some(secret.expose()))
+                .form(&[("grant_type", "client_credentials")])
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false)
+        }
+    };
+    let (_, current) = vault
+        .get(a["id"].as_str().context("agent id")?, Stage::Current)
+        .await?
+        .context("rotated secret in vault")?;
+    let new_secret = shared::credential::Credential::from_secret(&current)?.client_secret;
+    let (new_ok, old_ok) = (token_with(new_secret).await, token_with(secret).await);
+    if !new_ok || !old_ok {
+        bail!(
+            "after the rotation the new secret works: {new_ok}, the old one (grace) works: {old_ok}"
+        );
+    }
+    t.say(
+        "steward",
+        format!(
+            "rotation {}: secret {} → {} (verified with a real token before promotion); both work until the grace period ends, then {} is removed",
+            started["workflow_id"].as_str().unwrap_or("?"),
+            receipt["old"]["secret_id"].as_str().unwrap_or("?"),
+            receipt["new"]["secret_id"].as_str().unwrap_or("?"),
+            receipt["old"]["secret_id"].as_str().unwrap_or("?")
+        ),
+    );
+
+    // 7. The trail
     let history = api
         .ok(Method::GET, &format!("/agents/{AGENT}/history"), None)
         .await?;
@@ -287,7 +340,7 @@ async fn story(
         );
     }
     println!(
-        "\nDone: {AGENT} is active with a dedicated least-privilege client, obtained a real token, and the excluded scope was refused."
+        "\nDone: {AGENT} is active with a dedicated least-privilege client, obtained a real token, the excluded scope was refused, and its secret was rotated without a gap."
     );
     Ok(())
 }

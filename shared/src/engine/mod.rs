@@ -185,6 +185,7 @@ impl Engine {
                     | AgentStatus::Expired
                     | AgentStatus::Cancelled
                     | AgentStatus::Failed
+                    | AgentStatus::Decommissioned
             )
         {
             let why = format!(
