@@ -387,7 +387,9 @@ impl Workflow for Decommission {
                         },
                         ctx.now,
                     ),
-                    Event::CommandFailed { reason, .. } => receipt.step(
+                    Event::CommandFailed {
+                        command, reason, ..
+                    } if command == "idp.revoke_tokens" => receipt.step(
                         REVOKE,
                         false,
                         format!("could not revoke tokens: {reason}"),
@@ -414,7 +416,9 @@ impl Workflow for Decommission {
                         format!("client {client_id} deactivated: it can obtain no new token"),
                         ctx.now,
                     ),
-                    Event::CommandFailed { reason, .. } => receipt.step(
+                    Event::CommandFailed {
+                        command, reason, ..
+                    } if command == "idp.deactivate_client" => receipt.step(
                         DEACTIVATE,
                         false,
                         format!("could not deactivate the client: {reason}"),
@@ -459,7 +463,9 @@ impl Workflow for Decommission {
                         format!("client {client_id} deleted at the identity provider"),
                         ctx.now,
                     ),
-                    Event::CommandFailed { reason, .. } => receipt.step(
+                    Event::CommandFailed {
+                        command, reason, ..
+                    } if command == "idp.delete_client" => receipt.step(
                         DELETE,
                         false,
                         format!("could not delete the client: {reason}"),
@@ -484,7 +490,9 @@ impl Workflow for Decommission {
                             ctx.now,
                         );
                     }
-                    Event::CommandFailed { reason, .. } => receipt.step(
+                    Event::CommandFailed {
+                        command, reason, ..
+                    } if command == "vault.schedule_deletion" => receipt.step(
                         SCHEDULE_DELETION,
                         false,
                         format!("could not schedule the vault secret's deletion: {reason}"),

@@ -456,7 +456,7 @@ impl Workflow for Rotation {
                 Event::CommandFailed {
                     command, reason, ..
                 },
-            ) => {
+            ) if command == "idp.remove_secret" => {
                 let why = format!(
                     "the old secret {} could not be removed ({command}: {reason}); the next rotation removes it, or remove it at the identity provider",
                     issued.old.secret_id.as_deref().unwrap_or("?")
@@ -474,7 +474,15 @@ impl Workflow for Rotation {
                 Event::CommandFailed {
                     command, reason, ..
                 },
-            ) => Ok(failed(run, &command, &reason, ctx)),
+            ) if command
+                == match state {
+                    S::Issuing { .. } => "idp.issue_secret",
+                    S::Verifying { .. } => "idp.test_secret",
+                    _ => "vault.promote",
+                } =>
+            {
+                Ok(failed(run, &command, &reason, ctx))
+            }
             (
                 S::Scheduled { run, .. }
                 | S::Issuing { run }
@@ -725,7 +733,7 @@ fn failed(run: &Run, command: &str, reason: &str, ctx: &Ctx) -> Step<RotationSta
         scopes: vec![],
         success: false,
         message: format!(
-            "attempt {} of {} failed ({why}); the current secret is unchanged and still works",
+            "attempt {} of {} failed ({why}); AWSCURRENT is unchanged (it still works where the IdP holds two secrets, e.g. Okta)",
             run.attempt, lifecycle.rotation_attempts
         ),
     })];
@@ -739,7 +747,7 @@ fn failed(run: &Run, command: &str, reason: &str, ctx: &Ctx) -> Step<RotationSta
                 to: run.agent.owner.clone(),
                 subject: format!("{}: secret rotation failed, retrying", run.agent.name),
                 body: format!(
-                    "Attempt {} to rotate the secret of {} failed: {why}. The current secret is unchanged and keeps working. Steward retries at {}.",
+                    "Attempt {} to rotate the secret of {} failed: {why}. The current secret is unchanged and keeps working (an IdP holding one secret per client, RFC 7592, replaced it: use AWSPENDING there). Steward retries at {}.",
                     run.attempt,
                     run.agent.name,
                     at.format("%Y-%m-%d %H:%M UTC")
@@ -765,7 +773,7 @@ fn failed(run: &Run, command: &str, reason: &str, ctx: &Ctx) -> Step<RotationSta
         };
     }
     let body = format!(
-        "Rotating the secret of {} failed {} times; the last error: {why}. The current secret is unchanged and still works, but it is past its rotation age. Look at the identity provider, then rotate on demand with `steward agents rotate {}`.",
+        "Rotating the secret of {} failed {} times; the last error: {why}. The current secret is unchanged and still works (except on an IdP holding one secret per client, where AWSPENDING holds the working one), but it is past its rotation age. Look at the identity provider, then rotate on demand with `steward agents rotate {}`.",
         run.agent.name, run.attempt, run.agent.name
     );
     commands.extend([

@@ -3439,6 +3439,21 @@ fn scenario_decommission_refuses_results_out_of_order() {
         "event",
         "does not apply to decommission in state RevokingTokens",
     );
+    // A failed notice (another command of the workflow) is not the revocation's failure.
+    assert_rejected(
+        on::<Decommission>(
+            &revoking_tokens(),
+            command_failed("approval.close"),
+            at(3700),
+        ),
+        "event",
+        "does not apply to decommission in state RevokingTokens",
+    );
+    assert_rejected(
+        on::<Rotation>(&issuing_rotation(), command_failed("notify"), at(10)),
+        "event",
+        "does not apply to rotation in state Issuing",
+    );
 }
 
 fn scenario_decommission_ended_states_accept_no_event() {

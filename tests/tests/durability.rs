@@ -161,10 +161,7 @@ fn a_crash_after_each_rotation_step_still_rotates_exactly_once() {
     const ROTATING: &str = "orders-reader-agent-prod";
     let opts = |crash: Option<&str>| {
         let mut o = Options::default();
-        o.policy = o.policy.replace(
-            "max_age = \"90days\"",
-            "max_age = \"90days\"\ngrace = \"2s\"",
-        );
+        o.policy = o.policy.replace("grace = \"24h\"", "grace = \"2s\"");
         assert!(o.policy.contains("grace = \"2s\""));
         match crash {
             Some(step) => o.env("STEWARD_CRASH_AFTER", step),

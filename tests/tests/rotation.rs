@@ -714,12 +714,18 @@ async fn a_time_bound_agent_is_reminded_renewed_once_and_then_decommissioned() {
             "mallory@example.com",
             "mine",
         )
-        .await;
-    s.settle().await;
+        .await
+        .unwrap_err();
     assert!(
-        refused.is_ok(),
-        "the request is queued; the machine refuses it"
+        refused.to_string().contains("neither the owner"),
+        "{refused}"
     );
+    let too_early = engine
+        .request_renewal("quarter-close-agent-prod", expires_on, OWNER, "same date")
+        .await
+        .unwrap_err();
+    assert!(too_early.to_string().contains("later"), "{too_early}");
+    s.settle().await;
     assert!(
         engine.store.approvals(true).await.unwrap().is_empty(),
         "an outsider's renewal opens no approval"

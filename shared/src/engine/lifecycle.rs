@@ -20,8 +20,11 @@ pub struct SweepReport {
     pub due: usize,
     /// Rotations started by this sweep (each at its planned slot).
     pub started: usize,
-    /// Due agents with a rotation already running.
+    /// Due agents with a rotation already running (or being decommissioned).
     pub running: usize,
+    /// Due agents left for the next sweep: a run starts at most an hour's worth of rotations
+    /// (`rotation_starts_per_minute` × 60), so it ends in bounded time and starts never pile up.
+    pub deferred: usize,
     /// The last planned start, if any.
     pub last_start: Option<chrono::DateTime<chrono::Utc>>,
     /// Time-bound agents whose expiry watch started now.
@@ -42,11 +45,19 @@ impl Engine {
             self.check_owner_or_approver("rotation request", &agent, person, &by)
                 .await?;
         }
-        if let Some(running) = self.running(&agent.id, Rotation::KIND).await? {
-            let why = format!(
-                "a rotation of {} is already running ({running}); wait for it to finish",
+        let running = match self.running(&agent.id, Rotation::KIND).await? {
+            Some(r) => Some(format!(
+                "a rotation of {} is already running ({r}); wait for it to finish",
                 agent.name
-            );
+            )),
+            None => self.running(&agent.id, Decommission::KIND).await?.map(|d| {
+                format!(
+                    "{} is being decommissioned ({d}); it is not rotated",
+                    agent.name
+                )
+            }),
+        };
+        if let Some(why) = running {
             self.audit_refusal(
                 "rotation request",
                 &by,
@@ -119,11 +130,16 @@ impl Engine {
         let by_id: std::collections::HashMap<&str, &Agent> =
             agents.iter().map(|a| (a.id.as_str(), a)).collect();
         let day = now.date_naive().to_string();
+        let max_starts = self.policy.lifecycle.rotation_starts_per_minute as usize * 60;
         for p in plan {
             let Some(agent) = by_id.get(p.agent_id.as_str()) else {
                 continue;
             };
-            if self.running(&agent.id, Rotation::KIND).await?.is_some() {
+            if report.started >= max_starts {
+                report.deferred += 1;
+                continue;
+            }
+            if self.busy(&agent.id).await? {
                 report.running += 1;
                 continue;
             }
@@ -236,6 +252,30 @@ impl Engine {
             )
             .await?;
             return Err(EngineError::Rejected(Rejected::new("agent", why)));
+        }
+        self.check_owner_or_approver("renewal", &agent, by, &actor)
+            .await?;
+        let mut problems = Vec::new();
+        if agent.expires_on.is_some_and(|d| until <= d) {
+            problems.push(format!(
+                "a renewal must move the expiry date {} later; {until} does not",
+                agent.expires_on.map(|d| d.to_string()).unwrap_or_default()
+            ));
+        }
+        if reason.trim().is_empty() {
+            problems.push("say why the agent is still needed (reason)".to_string());
+        }
+        if !problems.is_empty() {
+            let why = problems.join("; ");
+            self.audit_refusal(
+                "renewal",
+                &actor,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Rejected(Rejected::new("renewal", why)));
         }
         let started = self.start_expiry(&agent).await?.ok_or_else(|| {
             EngineError::Conflict(format!(
@@ -446,6 +486,16 @@ impl Engine {
             .await
             .map_err(|e| fail(e.to_string()))?;
         Ok(None)
+    }
+
+    /// A rotation or a decommission of the agent is running.
+    async fn busy(&self, agent_id: &str) -> Result<bool, EngineError> {
+        Ok(self
+            .store
+            .instances_for_agent(agent_id)
+            .await?
+            .iter()
+            .any(|i| !i.terminal && (i.kind == Rotation::KIND || i.kind == Decommission::KIND)))
     }
 
     async fn running(&self, agent_id: &str, kind: &str) -> Result<Option<String>, EngineError> {

@@ -89,7 +89,8 @@ pub trait Vault: Send + Sync {
     async fn versions(&self, secret: &str) -> Result<Vec<VersionInfo>, VaultError>;
     /// Schedules the secret's deletion after `recovery_days` (Secrets Manager's recovery window,
     /// 7 to 30 days) and returns when it is deleted. Until then it cannot be read
-    /// ([`VaultError::ScheduledForDeletion`]) but can be restored. Repeating returns the date of
+    /// ([`VaultError::ScheduledForDeletion`]); Secrets Manager can restore it within the window
+    /// (Steward has no restore command yet). Repeating returns the date of
     /// the first call; a secret that does not exist has nothing to delete (returns now).
     async fn schedule_deletion(
         &self,
