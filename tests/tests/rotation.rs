@@ -152,29 +152,36 @@ impl Stack {
 
 /// What an agent does to get a token, as the README documents it: use AWSCURRENT; if the IdP
 /// refuses it (a provider with one secret per client replaced it at createSecret), use
-/// AWSPENDING; then AWSCURRENT once more (it may have been promoted in between). Returns the
-/// IdP secret id that worked and whether the fallback was needed.
+/// AWSPENDING, then AWSCURRENT once more (it may have been promoted in between). If all are
+/// refused, the new value is between the IdP's answer and the vault write: wait a moment and
+/// read again (at most 5 rounds, 20 ms apart). Returns the IdP secret id that worked and
+/// whether the fallback was needed.
 async fn obtain_token(
     vault: &dyn Vault,
     idp: &dyn IdentityProvider,
     agent_id: &str,
 ) -> Result<(String, bool), String> {
     let mut errors = Vec::new();
-    for (i, stage) in [Stage::Current, Stage::Pending, Stage::Current]
-        .into_iter()
-        .enumerate()
-    {
-        let Some((_, value)) = vault
-            .get(agent_id, stage)
-            .await
-            .map_err(|e| e.to_string())?
-        else {
-            continue;
-        };
-        let c = Credential::from_secret(&value).map_err(|e| e.to_string())?;
-        match idp.test_secret(&c.client_id, &c.client_secret).await {
-            Ok(()) => return Ok((c.secret_id, i > 0)),
-            Err(e) => errors.push(format!("{}: {e}", stage.as_str())),
+    for round in 0..5 {
+        if round > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for (i, stage) in [Stage::Current, Stage::Pending, Stage::Current]
+            .into_iter()
+            .enumerate()
+        {
+            let Some((_, value)) = vault
+                .get(agent_id, stage)
+                .await
+                .map_err(|e| e.to_string())?
+            else {
+                continue;
+            };
+            let c = Credential::from_secret(&value).map_err(|e| e.to_string())?;
+            match idp.test_secret(&c.client_id, &c.client_secret).await {
+                Ok(()) => return Ok((c.secret_id, round > 0 || i > 0)),
+                Err(e) => errors.push(format!("{}: {e}", stage.as_str())),
+            }
         }
     }
     Err(errors.join("; "))
