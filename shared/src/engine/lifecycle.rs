@@ -45,12 +45,21 @@ impl Engine {
             self.check_owner_or_approver("rotation request", &agent, person, &by)
                 .await?;
         }
-        let running = match self.running(&agent.id, Rotation::KIND).await? {
+        // One read of the agent's workflows answers both questions.
+        let live: Vec<_> = self
+            .store
+            .instances_for_agent(&agent.id)
+            .await?
+            .into_iter()
+            .filter(|i| !i.terminal)
+            .collect();
+        let of_kind = |kind: &str| live.iter().find(|i| i.kind == kind).map(|i| i.id.clone());
+        let running = match of_kind(Rotation::KIND) {
             Some(r) => Some(format!(
                 "a rotation of {} is already running ({r}); wait for it to finish",
                 agent.name
             )),
-            None => self.running(&agent.id, Decommission::KIND).await?.map(|d| {
+            None => of_kind(Decommission::KIND).map(|d| {
                 format!(
                     "{} is being decommissioned ({d}); it is not rotated",
                     agent.name
@@ -508,7 +517,7 @@ impl Engine {
             .map(|i| i.id))
     }
 
-    fn is_approver(&self, person: &str) -> bool {
+    pub(super) fn is_approver(&self, person: &str) -> bool {
         self.policy
             .approvers
             .iter()

@@ -129,12 +129,7 @@ impl Engine {
             .person(&agent.owner)
             .await?
             .and_then(|p| p.manager);
-        let allowed = manager.iter().any(|m| m.eq_ignore_ascii_case(by))
-            || self
-                .policy
-                .approvers
-                .iter()
-                .any(|a| a.eq_ignore_ascii_case(by));
+        let allowed = manager.iter().any(|m| m.eq_ignore_ascii_case(by)) || self.is_approver(by);
         let refusal = if !allowed {
             Some(Rejected::new(
                 "by",
