@@ -116,6 +116,13 @@ impl Approvals for NullApprovals {
     async fn notify(&self, _: &str, _: &str, _: &str, _: &str) -> Result<(), NotifyError> {
         Ok(())
     }
+    async fn review(
+        &self,
+        _: &statemachines::review_item::ReviewNotice,
+        _: &str,
+    ) -> Result<(), NotifyError> {
+        Ok(())
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

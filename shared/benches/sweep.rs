@@ -65,6 +65,7 @@ fn agent(i: usize, now: chrono::DateTime<Utc>) -> Agent {
         flags: vec![],
         credentials: vec![],
         decommission: None,
+        last_review: None,
     }
 }
 
@@ -87,6 +88,7 @@ async fn seed(db: &Db, agents: Vec<Agent>) {
             request_hash: id.clone(),
             created_at: now,
             updated_at: now,
+            group: None,
         };
         db.commit(Commit {
             instance,

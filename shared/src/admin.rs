@@ -80,3 +80,64 @@ pub struct RenewBody {
     pub until: chrono::NaiveDate,
     pub reason: String,
 }
+
+/// `POST /campaigns`: launch an access-review campaign.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignBody {
+    pub by: String,
+    pub id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub scope: statemachines::review_campaign::CampaignScope,
+    /// RFC 3339; default: now + the policy's `reviews.answer_within`.
+    #[serde(default)]
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    #[serde(default)]
+    pub unanswered: Option<statemachines::review_campaign::Unanswered>,
+}
+
+impl CampaignBody {
+    pub fn request(&self) -> crate::engine::reviews::CampaignRequest {
+        crate::engine::reviews::CampaignRequest {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            scope: self.scope.clone(),
+            deadline: self.deadline,
+            unanswered: self.unanswered,
+        }
+    }
+}
+
+/// `POST /reviews/{item}/decision`: answer a review item.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewAnswerBody {
+    /// The reviewer: the owner, the owner's manager after escalation, or a security approver.
+    pub by: String,
+    /// `keep`, `reduce` or `revoke`.
+    pub decision: String,
+    /// Scopes to drop (reduce).
+    #[serde(default)]
+    pub drop: Vec<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+impl ReviewAnswerBody {
+    /// The decision, or what is wrong with it.
+    pub fn decision(&self) -> Result<statemachines::review_item::ReviewDecision, String> {
+        use statemachines::review_item::ReviewDecision;
+        match self.decision.trim() {
+            "keep" => Ok(ReviewDecision::Keep),
+            "revoke" => Ok(ReviewDecision::Revoke),
+            "reduce" => Ok(ReviewDecision::Reduce {
+                drop: self.drop.clone(),
+            }),
+            other => Err(format!(
+                "decision `{other}` is not one of keep, reduce, revoke"
+            )),
+        }
+    }
+}

@@ -75,6 +75,13 @@ fn class(kind: AuditKind) -> Class {
         | AuditKind::ClientDisabled => (entity_mgmt, (3, "Update")),
         AuditKind::SecretRevoked => (user_access, (2, "Revoke Privileges")),
         AuditKind::Decommissioned => (entity_mgmt, (4, "Delete")),
+        AuditKind::CampaignLaunched | AuditKind::ReviewRequested => (entity_mgmt, (1, "Create")),
+        AuditKind::CampaignClosed
+        | AuditKind::ReviewReminded
+        | AuditKind::ReviewEscalated
+        | AuditKind::ReviewDecided
+        | AuditKind::ReviewDefaulted => (entity_mgmt, (3, "Update")),
+        AuditKind::AgentFrozen => ((3001, "Account Change"), (5, "Disable")),
     };
     Class {
         uid: c.0,
@@ -95,6 +102,12 @@ fn entity_type(kind: AuditKind) -> &'static str {
         | AuditKind::ApprovalVoted
         | AuditKind::ApprovalExpired
         | AuditKind::RequestCancelled => "Access Request",
+        AuditKind::CampaignLaunched | AuditKind::CampaignClosed => "Access Review Campaign",
+        AuditKind::ReviewRequested
+        | AuditKind::ReviewReminded
+        | AuditKind::ReviewEscalated
+        | AuditKind::ReviewDecided
+        | AuditKind::ReviewDefaulted => "Access Review",
         _ => "AI Agent",
     }
 }
@@ -167,13 +180,26 @@ pub fn from_event(
     if c.uid == 3005 {
         v["user"] = agent;
         v["privileges"] = json!(ev.scopes);
+    } else if c.uid == 3001 {
+        v["user"] = agent;
+    } else if matches!(
+        ev.kind,
+        AuditKind::CampaignLaunched | AuditKind::CampaignClosed
+    ) {
+        let campaign = workflow_id.strip_prefix("campaign-").unwrap_or(workflow_id);
+        v["entity"] = json!({"uid": campaign, "name": campaign, "type": entity_type(ev.kind)});
     } else {
         let uid = match (ev.kind, &ev.approval_id) {
             (
                 AuditKind::ApprovalRequested
                 | AuditKind::ApprovalDecided
                 | AuditKind::ApprovalExpired
-                | AuditKind::RequestCancelled,
+                | AuditKind::RequestCancelled
+                | AuditKind::ReviewRequested
+                | AuditKind::ReviewReminded
+                | AuditKind::ReviewEscalated
+                | AuditKind::ReviewDecided
+                | AuditKind::ReviewDefaulted,
                 Some(a),
             ) => a.clone(),
             _ => ev.agent_id.clone(),

@@ -81,6 +81,22 @@ pub async fn accept(engine: &Engine, events: Vec<Received>) -> Result<Accepted, 
 }
 
 async fn apply(engine: &Engine, ev: &Received) -> Result<(), EngineError> {
+    if let Some(Signal::TokenGrant {
+        client_id,
+        granted,
+        success: true,
+        ..
+    }) = &ev.signal
+    {
+        engine
+            .store
+            .record_scope_usage(
+                client_id,
+                granted,
+                ev.published.unwrap_or(engine.clock.now()),
+            )
+            .await?;
+    }
     if let Some(Signal::PersonLost { login, change, .. }) = &ev.signal {
         let started = engine.owner_lost(login, *change, &ev.event_id).await?;
         for s in started.iter().filter(|s| !s.duplicate) {

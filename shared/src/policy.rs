@@ -39,6 +39,33 @@ struct PolicyFile {
     decommission: Decommissioning,
     #[serde(default)]
     expiry: ExpiryFile,
+    #[serde(default)]
+    reviews: ReviewsFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReviewsFile {
+    /// Scheduled campaigns: "quarterly", "monthly", "semiannual", "annual" or "off" (default).
+    every: Option<String>,
+    /// Which agents a scheduled campaign covers (empty: all).
+    #[serde(default)]
+    environments: Vec<String>,
+    #[serde(default)]
+    teams: Vec<String>,
+    #[serde(default)]
+    risk: Vec<String>,
+    /// How long owners have to answer. Default 14 days.
+    answer_within: Option<String>,
+    /// Owners are reminded this long before the deadline ("off": never). Default 7 days.
+    remind_before: Option<String>,
+    /// Unanswered items go to the owner's manager (or the security channel) this long before the
+    /// deadline ("off": never). Default 3 days.
+    escalate_before: Option<String>,
+    /// What an unanswered item gets: "revoke", "freeze" or "keep-and-flag" (default).
+    unanswered: Option<String>,
+    /// Scopes unused this long are suggested for dropping. Default 90 days.
+    unused_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -269,6 +296,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
     {
         lifecycle.expiry_reminder_secs = secs;
     }
+    let reviews = reviews(&file, &mut problems);
     let reassign_within = match &file.owners.reassign_within {
         None => Some(statemachines::policy::default_owner_reassign_secs()),
         Some(s) => duration("owners.reassign_within", s, &mut problems),
@@ -346,7 +374,87 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         approval_routes: file.approvals.routes,
         owner_reassign_secs: reassign_within.unwrap_or_default(),
         lifecycle,
+        reviews,
     })
+}
+
+/// The `[reviews]` table, checked.
+fn reviews(file: &PolicyFile, problems: &mut Vec<String>) -> statemachines::policy::Reviews {
+    use statemachines::review_campaign::{Risk, Unanswered};
+    let r = &file.reviews;
+    let mut out = statemachines::policy::Reviews::default();
+    out.every_months = match r.every.as_deref().map(str::trim) {
+        None | Some("off") => 0,
+        Some("monthly") => 1,
+        Some("quarterly") => 3,
+        Some("semiannual") => 6,
+        Some("annual") => 12,
+        Some(other) => {
+            problems.push(format!(
+                "reviews.every: `{other}` is not one of monthly, quarterly, semiannual, annual, off"
+            ));
+            0
+        }
+    };
+    for e in &r.environments {
+        if !file.environments.contains(e) {
+            problems.push(format!(
+                "reviews.environments: `{e}` is not one of the policy's environments"
+            ));
+        }
+    }
+    out.scope.environments = r.environments.clone();
+    out.scope.teams = r.teams.clone();
+    for level in &r.risk {
+        match Risk::parse(level) {
+            Some(l) => out.scope.risk.push(l),
+            None => problems.push(format!(
+                "reviews.risk: `{level}` is not one of high, medium, low"
+            )),
+        }
+    }
+    let optional =
+        |field: &str, text: &Option<String>, problems: &mut Vec<String>| match text.as_deref() {
+            None => None,
+            Some("off") => Some(0),
+            Some(t) => duration(field, t, problems),
+        };
+    if let Some(t) = &r.answer_within
+        && let Some(secs) = duration("reviews.answer_within", t, problems)
+    {
+        out.duration_secs = secs;
+    }
+    if let Some(secs) = optional("reviews.remind_before", &r.remind_before, problems) {
+        out.remind_before_secs = secs;
+    }
+    if let Some(secs) = optional("reviews.escalate_before", &r.escalate_before, problems) {
+        out.escalate_before_secs = secs;
+    }
+    for (field, secs) in [
+        ("reviews.remind_before", out.remind_before_secs),
+        ("reviews.escalate_before", out.escalate_before_secs),
+    ] {
+        if secs >= out.duration_secs {
+            problems.push(format!(
+                "{field}: must be shorter than reviews.answer_within ({}s), or \"off\"",
+                out.duration_secs
+            ));
+        }
+    }
+    if let Some(text) = &r.unanswered {
+        match Unanswered::parse(text) {
+            Some(u) => out.unanswered = u,
+            None => problems.push(format!(
+                "reviews.unanswered: `{text}` is not one of revoke, freeze, keep-and-flag"
+            )),
+        }
+    }
+    if let Some(t) = &r.unused_after
+        && let Some(secs) = duration("reviews.unused_after", t, problems)
+    {
+        out.unused_after_days = (secs / 86_400).max(1) as u32;
+    }
+    out
 }
 
 fn duration(field: &str, text: &str, problems: &mut Vec<String>) -> Option<u64> {

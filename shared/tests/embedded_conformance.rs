@@ -72,6 +72,7 @@ macro_rules! store_suite {
                 audit_is_hash_chained_and_pages,
                 commit_batch_rolls_back_conflicts_alone,
                 inbound_ids_are_remembered,
+                groups_scope_usage_and_messages,
             );
         )*
     };

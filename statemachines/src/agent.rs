@@ -89,6 +89,8 @@ pub enum AgentStatus {
     Expired,
     Cancelled,
     Failed,
+    /// Its client is deactivated at the identity provider (no new tokens) until someone acts.
+    Frozen,
     /// Client deleted, secret scheduled for deletion; the record is archived, never erased.
     Decommissioned,
 }
@@ -103,6 +105,7 @@ impl AgentStatus {
             Self::Expired => "expired",
             Self::Cancelled => "cancelled",
             Self::Failed => "failed",
+            Self::Frozen => "frozen",
             Self::Decommissioned => "decommissioned",
         }
     }
@@ -138,6 +141,9 @@ pub struct Agent {
     /// The decommission receipt, once decommissioned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decommission: Option<RevocationReceipt>,
+    /// The agent's latest access review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_review: Option<crate::review_item::LastReview>,
 }
 
 /// A change to some fields of a registry record; see `Command::UpdateAgent`.
@@ -157,6 +163,14 @@ pub enum AgentChange {
     Decommissioned { receipt: RevocationReceipt },
     /// A renewal moved the agent's expiry date.
     ExpiresOn { date: NaiveDate },
+    /// An access review resolved the agent's item.
+    Reviewed {
+        review: crate::review_item::LastReview,
+    },
+    /// The agent's client was deactivated: frozen until someone acts.
+    Frozen { reason: String },
+    /// Something needs a person's attention.
+    Flag { flag: AgentFlag },
 }
 
 impl Agent {
@@ -197,6 +211,21 @@ impl Agent {
                 self.decommission = Some(receipt.clone());
             }
             AgentChange::ExpiresOn { date } => self.expires_on = Some(*date),
+            AgentChange::Reviewed { review } => self.last_review = Some(review.clone()),
+            AgentChange::Frozen { reason } => {
+                if self.status == AgentStatus::Active {
+                    self.status = AgentStatus::Frozen;
+                }
+                self.flags.push(AgentFlag::Frozen {
+                    reason: reason.clone(),
+                    at: now,
+                });
+            }
+            AgentChange::Flag { flag } => {
+                if !self.flags.contains(flag) {
+                    self.flags.push(flag.clone());
+                }
+            }
         }
         self.updated_at = now;
     }
@@ -216,4 +245,8 @@ pub enum AgentFlag {
     OwnerLost { owner: String, since: DateTime<Utc> },
     /// A freeze was requested (anomaly detection's freeze workflow acts on it).
     FreezeRequested { reason: String, at: DateTime<Utc> },
+    /// It was frozen (client deactivated).
+    Frozen { reason: String, at: DateTime<Utc> },
+    /// Nobody answered its access review; it was kept and flagged.
+    ReviewUnanswered { campaign: String, at: DateTime<Utc> },
 }

@@ -149,6 +149,14 @@ pub enum AuditKind {
     ExpiryReminded,
     RenewalRequested,
     Renewed,
+    CampaignLaunched,
+    CampaignClosed,
+    ReviewRequested,
+    ReviewReminded,
+    ReviewEscalated,
+    ReviewDecided,
+    ReviewDefaulted,
+    AgentFrozen,
 }
 
 /// An audit record as the machine knows it; the engine adds time, workflow and ids, and the
@@ -190,6 +198,22 @@ pub enum Command {
     CancelRotations {
         agent_id: String,
         reason: String,
+    },
+    /// Create and send the next round of a campaign's review items (external: the engine
+    /// starts the item workflows, a bounded number per round; `ReviewsLaunched` comes back).
+    LaunchReviews {
+        campaign_id: String,
+        round: u32,
+    },
+    /// Show a review item to people: ask, remind, escalate, show the outcome (external).
+    Review(crate::review_item::ReviewNotice),
+    /// Carry out a review decision: a scope change or a decommission (external: the engine
+    /// starts the workflow; `ReviewActionTaken` comes back).
+    ApplyReview {
+        agent_id: String,
+        campaign_id: String,
+        action: crate::review_item::ReviewAction,
+        decided_by: String,
     },
     /// Record an approval request and ask its approvers (record: local; asking: external).
     RequestApproval(ApprovalRequest),
@@ -234,6 +258,9 @@ impl Command {
                 | Command::Vault(_)
                 | Command::StartDecommission { .. }
                 | Command::CancelRotations { .. }
+                | Command::LaunchReviews { .. }
+                | Command::Review(_)
+                | Command::ApplyReview { .. }
                 | Command::RequestApproval(_)
                 | Command::CloseApproval { .. }
                 | Command::FollowUpApproval { .. }
@@ -248,6 +275,9 @@ impl Command {
             Command::UpdateAgent { .. } => "agent.update",
             Command::StartDecommission { .. } => "workflow.start_decommission",
             Command::CancelRotations { .. } => "workflow.cancel_rotations",
+            Command::LaunchReviews { .. } => "workflow.launch_reviews",
+            Command::Review(n) => n.name(),
+            Command::ApplyReview { .. } => "workflow.apply_review",
             Command::RequestApproval(_) => "approval.request",
             Command::CloseApproval { .. } => "approval.close",
             Command::FollowUpApproval { .. } => "approval.follow_up",

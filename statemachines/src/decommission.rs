@@ -183,11 +183,14 @@ impl Workflow for Decommission {
                 format!("{} is decommissioned already", agent.name),
             ));
         }
-        if !matches!(agent.status, AgentStatus::Active | AgentStatus::Failed) {
+        if !matches!(
+            agent.status,
+            AgentStatus::Active | AgentStatus::Failed | AgentStatus::Frozen
+        ) {
             return Err(Rejected::new(
                 "agent",
                 format!(
-                    "{} is {}; only active (or failed) agents are decommissioned; cancel a pending request instead",
+                    "{} is {}; only active, frozen or failed agents are decommissioned; cancel a pending request instead",
                     agent.name,
                     agent.status.as_str()
                 ),

@@ -81,6 +81,25 @@ pub enum Event {
     SecretDeletionScheduled {
         delete_after: DateTime<Utc>,
     },
+    /// A campaign's launch round `round` created and queued `launched` review items; `more`
+    /// when agents in scope are left for another round.
+    ReviewsLaunched {
+        round: u32,
+        launched: u64,
+        more: bool,
+    },
+    /// A reviewer answered a review item.
+    ReviewDecided {
+        decision: crate::review_item::ReviewDecision,
+        by: String,
+        reason: Option<String>,
+    },
+    /// A review decision's action: the workflow it started, or why none was.
+    ReviewActionTaken {
+        workflow_id: Option<String>,
+        ok: bool,
+        detail: String,
+    },
     /// A person asked to keep a time-bound agent until `until` (renewal needs an approval).
     RenewalRequested {
         until: NaiveDate,
@@ -116,6 +135,9 @@ impl Event {
             Event::ClientDeleted { .. } => "ClientDeleted",
             Event::SecretDeletionScheduled { .. } => "SecretDeletionScheduled",
             Event::RenewalRequested { .. } => "RenewalRequested",
+            Event::ReviewsLaunched { .. } => "ReviewsLaunched",
+            Event::ReviewDecided { .. } => "ReviewDecided",
+            Event::ReviewActionTaken { .. } => "ReviewActionTaken",
         }
     }
 
@@ -125,9 +147,9 @@ impl Event {
             Event::ApprovalDecided { approver, .. } => Actor::Person(approver.clone()),
             Event::TimerFired { name } => Actor::Schedule(name.clone()),
             Event::Cancel { by, .. } => by.clone(),
-            Event::OwnerAssigned { by, .. } | Event::RenewalRequested { by, .. } => {
-                Actor::Person(by.clone())
-            }
+            Event::OwnerAssigned { by, .. }
+            | Event::RenewalRequested { by, .. }
+            | Event::ReviewDecided { by, .. } => Actor::Person(by.clone()),
             _ => Actor::System,
         }
     }

@@ -16,6 +16,8 @@ pub mod onboarding;
 pub mod owner_loss;
 pub mod policy;
 pub mod receipt;
+pub mod review_campaign;
+pub mod review_item;
 pub mod rotation;
 pub mod scope_change;
 pub mod sweep;

@@ -175,6 +175,7 @@ impl Workflow for Onboarding {
             flags: vec![],
             credentials: vec![],
             decommission: None,
+            last_review: None,
         };
         let requested = audit(
             &agent,

@@ -39,6 +39,48 @@ pub struct Policy {
     /// Rotation, decommission and expiry settings.
     #[serde(default)]
     pub lifecycle: Lifecycle,
+    /// Access-review campaign settings.
+    #[serde(default)]
+    pub reviews: Reviews,
+}
+
+/// How often access reviews run and how unanswered items end.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reviews {
+    /// Scheduled campaigns: every this many months (3: quarterly), starting on the first day of
+    /// January, April, ...; 0: only campaigns started by a person.
+    pub every_months: u32,
+    /// Which agents a scheduled campaign covers.
+    pub scope: crate::review_campaign::CampaignScope,
+    /// How long owners have to answer (the deadline is launch + this).
+    pub duration_secs: u64,
+    /// The owner is reminded this long before the deadline (0: no reminder).
+    pub remind_before_secs: u64,
+    /// The item goes to the owner's manager (or the security channel) this long before the
+    /// deadline (0: no escalation).
+    pub escalate_before_secs: u64,
+    /// What an unanswered item gets at the deadline.
+    pub unanswered: crate::review_campaign::Unanswered,
+    /// A scope not used in a token grant for this many days is suggested for dropping.
+    pub unused_after_days: u32,
+    /// Items created per launch round (bounded work per queue message).
+    pub launch_batch: u32,
+}
+
+impl Default for Reviews {
+    fn default() -> Self {
+        Self {
+            every_months: 0,
+            scope: Default::default(),
+            duration_secs: 14 * 86_400,
+            remind_before_secs: 7 * 86_400,
+            escalate_before_secs: 3 * 86_400,
+            unanswered: Default::default(),
+            unused_after_days: 90,
+            launch_batch: 2_000,
+        }
+    }
 }
 
 /// How credentials age and agents end.

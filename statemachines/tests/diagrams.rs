@@ -6,6 +6,8 @@ use statemachines::diagram::mermaid;
 use statemachines::expiry::Expiry;
 use statemachines::onboarding::Onboarding;
 use statemachines::owner_loss::OwnerLoss;
+use statemachines::review_campaign::ReviewCampaign;
+use statemachines::review_item::ReviewItemMachine;
 use statemachines::rotation::Rotation;
 use statemachines::scope_change::ScopeChange;
 use statemachines::workflow::Workflow;
@@ -67,6 +69,16 @@ fn expiry_diagram_is_current() {
     check::<Expiry>().unwrap_or_else(|e| panic!("{e}"));
 }
 
+#[test]
+fn review_campaign_diagram_is_current() {
+    check::<ReviewCampaign>().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn review_item_diagram_is_current() {
+    check::<ReviewItemMachine>().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Every declared transition appears in the rendered diagram, and the diagram ends exactly at
 /// `terminals` (the states no transition leaves).
 fn shows_transitions_and_ends<W: Workflow>(terminals: &[&str]) {
@@ -97,6 +109,12 @@ fn lifecycle_diagrams_show_every_transition_and_end() {
     shows_transitions_and_ends::<Rotation>(&["Done", "Failed"]);
     shows_transitions_and_ends::<Decommission>(&["Cancelled", "Decommissioned", "Kept"]);
     shows_transitions_and_ends::<Expiry>(&["Ended"]);
+}
+
+#[test]
+fn review_diagrams_show_every_transition_and_end() {
+    shows_transitions_and_ends::<ReviewCampaign>(&["Closed", "Failed"]);
+    shows_transitions_and_ends::<ReviewItemMachine>(&["Closed"]);
 }
 
 /// Every declared transition, and the start and end markers, appear in the rendered diagram.

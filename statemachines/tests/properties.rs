@@ -375,7 +375,10 @@ impl Run {
                 Command::Vault(_)
                 | Command::UpdateAgent { .. }
                 | Command::StartDecommission { .. }
-                | Command::CancelRotations { .. } => {
+                | Command::CancelRotations { .. }
+                | Command::LaunchReviews { .. }
+                | Command::Review(_)
+                | Command::ApplyReview { .. } => {
                     invariant!(
                         "onboarding and scope change emit no lifecycle command",
                         false,
@@ -551,7 +554,10 @@ fn drive<W: Probe>(
             | Event::ClientDeactivated { .. }
             | Event::ClientDeleted { .. }
             | Event::SecretDeletionScheduled { .. }
-            | Event::RenewalRequested { .. } => {
+            | Event::RenewalRequested { .. }
+            | Event::ReviewsLaunched { .. }
+            | Event::ReviewDecided { .. }
+            | Event::ReviewActionTaken { .. } => {
                 invariant!(
                     "rotation, decommission and expiry events do not apply here",
                     result.is_err(),

@@ -1,5 +1,6 @@
 //! `steward`: the operator CLI and the all-in-one local server of the embedded default.
 
+mod campaigns;
 mod cli;
 mod demo;
 mod server;
@@ -53,6 +54,13 @@ enum Cmd {
     Agents {
         #[command(subcommand)]
         command: cli::AgentsCmd,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Access-review campaigns: launch, progress, answer items, evidence report.
+    Campaigns {
+        #[command(subcommand)]
+        command: campaigns::CampaignsCmd,
         #[command(flatten)]
         client: Client,
     },
@@ -136,6 +144,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Serve(a) => serve(a).await,
             Cmd::Agents { command, client } => cli::agents(command, &client).await,
             Cmd::Approvals { command, client } => cli::approvals(command, &client).await,
+            Cmd::Campaigns { command, client } => campaigns::campaigns(command, &client).await,
             Cmd::Audit { client } => cli::audit(&client).await,
             Cmd::Validate {
                 policy,

@@ -12,8 +12,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::admin::{
-    AgentRequestBody, CancelBody, DecisionBody, DecommissionBody, OwnerBody, RenewBody, RotateBody,
-    ScopeChangeBody,
+    AgentRequestBody, CampaignBody, CancelBody, DecisionBody, DecommissionBody, OwnerBody,
+    RenewBody, ReviewAnswerBody, RotateBody, ScopeChangeBody,
 };
 use shared::embedded::Embedded;
 use shared::embedded::vault::write_private;
@@ -64,6 +64,10 @@ pub fn router(state: Shared) -> Router {
         .route("/agents/{agent}/decommission", post(decommission))
         .route("/agents/{agent}/renew", post(renew))
         .route("/sweep", post(sweep))
+        .route("/campaigns", get(list_campaigns).post(launch_campaign))
+        .route("/campaigns/{id}", get(campaign_progress))
+        .route("/campaigns/{id}/report", get(campaign_report))
+        .route("/reviews/{item}/decision", post(answer_review))
         .route("/workflows/{id}", get(show_workflow))
         .route("/workflows/{id}/cancel", post(cancel_workflow))
         .route("/approvals", get(list_approvals))
@@ -448,6 +452,19 @@ async fn token(
     let (client_id, result) = grant(&state, &headers, form, now);
     match result {
         Ok(t) => {
+            // Evidence for access reviews: which scopes this client's tokens carried, when.
+            if let Some(id) = &client_id {
+                let scopes: Vec<String> = t.scope.split_whitespace().map(str::to_string).collect();
+                if let Err(e) = state
+                    .stack
+                    .engine
+                    .store
+                    .record_scope_usage(id, &scopes, now)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not record scope use");
+                }
+            }
             let mut resp = Json(t).into_response();
             resp.headers_mut().insert(
                 header::CACHE_CONTROL,
@@ -726,6 +743,78 @@ async fn renew(
         .request_renewal(&agent, b.until, &b.by, &b.reason)
         .await?;
     Ok(started_response(s))
+}
+
+async fn launch_campaign(
+    State(state): State<Shared>,
+    payload: Result<Json<CampaignBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "campaign launch", payload).await?;
+    let s = state
+        .stack
+        .engine
+        .launch_campaign(b.request(), Actor::Person(b.by))
+        .await?;
+    Ok(started_response(s))
+}
+
+async fn list_campaigns(State(state): State<Shared>) -> ApiResult {
+    Ok(Json(state.stack.engine.campaigns().await?).into_response())
+}
+
+async fn campaign_progress(State(state): State<Shared>, Path(id): Path<String>) -> ApiResult {
+    Ok(Json(state.stack.engine.campaign_progress(&id).await?).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportQuery {
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// The evidence report: `?format=json` (default), `csv` or `md`.
+async fn campaign_report(
+    State(state): State<Shared>,
+    Path(id): Path<String>,
+    Query(q): Query<ReportQuery>,
+) -> ApiResult {
+    let report = state.stack.engine.campaign_report(&id).await?;
+    let (kind, text) = match q.format.as_deref().unwrap_or("json") {
+        "json" => ("application/json", report.to_json()),
+        "csv" => ("text/csv; charset=utf-8", report.to_csv()),
+        "md" | "markdown" => ("text/markdown; charset=utf-8", report.to_markdown()),
+        other => {
+            let why = format!("report format `{other}` is not one of json, csv, md");
+            refuse(&state, "campaign report", &why).await;
+            return Ok((StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response());
+        }
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], text).into_response())
+}
+
+async fn answer_review(
+    State(state): State<Shared>,
+    Path(item): Path<String>,
+    payload: Result<Json<ReviewAnswerBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "review decision", payload).await?;
+    let decision = match b.decision() {
+        Ok(d) => d,
+        Err(why) => {
+            refuse(&state, "review decision", &why).await;
+            return Ok((StatusCode::BAD_REQUEST, Json(json!({"error": why}))).into_response());
+        }
+    };
+    state
+        .stack
+        .engine
+        .decide_review(&item, &b.by, decision, b.reason.clone())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"item": item, "decision": b.decision, "by": b.by})),
+    )
+        .into_response())
 }
 
 async fn sweep(State(state): State<Shared>) -> ApiResult {

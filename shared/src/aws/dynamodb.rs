@@ -11,6 +11,9 @@
 //! | approval | `APPROVAL#<id>` | `META` |
 //! | audit | `AUDIT#<day>` | `SEQ#<seq, 20 digits>`, and `HEAD` holding the chain's tip that day |
 //! | inbound dedupe | `SEEN#<source>#<id>` | `META`, expiring through the table's TTL (`expires_at`) |
+//! | group → workflows | `GROUP#<group>` | `WF#<workflow id>` (a campaign's review items) |
+//! | scope usage | `USAGE#<client id>` | `<scope>`, with `last_used` (epoch ms) |
+//! | chat messages | `MSG#<subject>` | `<route>` |
 //!
 //! One step (state + history + timers + registry + approvals + audit) is one
 //! `TransactWriteItems`, conditional on the instance version. Nothing is keyed by a constant:
@@ -570,6 +573,13 @@ impl DynamoStore {
             link.insert("workflow_id".into(), s(&i.id));
             items.push((Role::Other, self.put(link, None, &[], &[])?));
         }
+        if c.expected_version == 0
+            && let Some(group) = &i.group
+        {
+            let mut link = key(format!("GROUP#{group}"), format!("WF#{}", i.id));
+            link.insert("workflow_id".into(), s(&i.id));
+            items.push((Role::Other, self.put(link, None, &[], &[])?));
+        }
         // One change per item: the last change to a timer (or agent) in a step wins.
         let mut timers: Vec<(&str, &str, &TimerChange)> = Vec::new();
         for t in &c.timers {
@@ -994,6 +1004,55 @@ impl StoreRead for DynamoStore {
             .await?
             .and_then(|i| text(&i, "value").map(str::to_string)))
     }
+
+    async fn instances_in_group(&self, group: &str) -> Result<Vec<Instance>, StoreError> {
+        let links = self
+            .query(
+                format!("GROUP#{group}"),
+                Some(("begins_with(SK, :v)", "WF#".into())),
+                None,
+            )
+            .await?;
+        let ids: Vec<&str> = links
+            .iter()
+            .filter_map(|l| text(l, "workflow_id"))
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let keys = chunk.iter().map(|id| key(wf(id), "STATE")).collect();
+            for item in self.get_many(keys).await? {
+                out.push(body::<Instance>(&item, "body")?);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn scope_usage(
+        &self,
+        client_id: &str,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let items = self.query(format!("USAGE#{client_id}"), None, None).await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| {
+                let scope = text(i, "SK")?.to_string();
+                let ms: i64 = match i.get("last_used") {
+                    Some(Av::N(v)) => v.parse().ok()?,
+                    _ => return None,
+                };
+                Some((scope, Utc.timestamp_millis_opt(ms).single()?))
+            })
+            .collect())
+    }
+
+    async fn messages(&self, subject: &str) -> Result<Vec<PostedMessage>, StoreError> {
+        self.query(format!("MSG#{subject}"), None, None)
+            .await?
+            .iter()
+            .map(|i| body(i, "body"))
+            .collect()
+    }
 }
 
 #[async_trait]
@@ -1108,6 +1167,47 @@ impl StoreWrite for DynamoStore {
                 }
             }
         }
+    }
+
+    async fn record_scope_usage(
+        &self,
+        client_id: &str,
+        scopes: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for scope in scopes {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("USAGE#{client_id}"), scope.as_str())))
+                .update_expression("SET last_used = :t")
+                // Keep the latest: an older grant read late changes nothing.
+                .condition_expression("attribute_not_exists(last_used) OR last_used < :t")
+                .expression_attribute_values(":t", n(at.timestamp_millis()))
+                .send()
+                .await;
+            if let Err(e) = result {
+                let service = e.into_service_error();
+                if !service.is_conditional_check_failed_exception() {
+                    return Err(StoreError::Backend(describe(&service)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn put_message(&self, subject: &str, message: PostedMessage) -> Result<(), StoreError> {
+        let mut item = key(format!("MSG#{subject}"), message.route.as_str());
+        item.insert("body".into(), json(&message)?);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
     }
 
     async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {

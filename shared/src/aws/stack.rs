@@ -239,6 +239,16 @@ impl Approvals for LoggedApprovals {
         Ok(())
     }
 
+    async fn review(
+        &self,
+        notice: &statemachines::review_item::ReviewNotice,
+        key: &str,
+    ) -> Result<(), NotifyError> {
+        let item = notice.item();
+        tracing::info!(target: "steward::reviews", key, notice = notice.name(), item = %item.id, agent = %item.agent.name, owner = %item.agent.owner, deadline = %item.deadline, "review item");
+        Ok(())
+    }
+
     async fn notify(
         &self,
         to: &str,

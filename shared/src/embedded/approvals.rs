@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::params;
 use serde::Serialize;
+use statemachines::review_item::{ReviewItem, ReviewNotice};
 use statemachines::{ApprovalOutcome, ApprovalRequest, FollowUp};
 use std::sync::Arc;
 
@@ -44,7 +45,7 @@ impl ConsoleApprovals {
                 "INSERT OR IGNORE INTO notifications (key, at, kind, recipient, subject, body) VALUES (?1,?2,?3,?4,?5,?6)",
                 params![key, Utc::now().to_rfc3339(), kind, recipient, subject, body],
             )
-            .map_err(|e| NotifyError { message: e.to_string(), retryable: true })?;
+            .map_err(|e| NotifyError { message: e.to_string(), retryable: true, retry_after: None })?;
         if inserted == 1 {
             tracing::info!(kind, recipient, subject, "notice");
         }
@@ -56,6 +57,7 @@ impl ConsoleApprovals {
         let err = |e: rusqlite::Error| NotifyError {
             message: e.to_string(),
             retryable: true,
+            retry_after: None,
         };
         let mut st = conn
             .prepare("SELECT at, kind, recipient, subject, body FROM notifications ORDER BY rowid")
@@ -164,6 +166,55 @@ impl Approvals for ConsoleApprovals {
         self.record(key, kind, &recipient, &subject, &body)
     }
 
+    async fn review(&self, notice: &ReviewNotice, key: &str) -> Result<(), NotifyError> {
+        let item = notice.item();
+        let (kind, recipient, subject, body) = match notice {
+            ReviewNotice::Ask { item } => (
+                "review_request",
+                item.agent.owner.clone(),
+                format!(
+                    "Access review {}: does {} still need its access? item {}",
+                    item.campaign_id, item.agent.name, item.id
+                ),
+                review_body(item),
+            ),
+            ReviewNotice::Remind { item } => (
+                "review_reminder",
+                item.agent.owner.clone(),
+                format!(
+                    "Reminder: review {} by {} (item {})",
+                    item.agent.name,
+                    item.deadline.to_rfc3339(),
+                    item.id
+                ),
+                review_body(item),
+            ),
+            ReviewNotice::Escalate { item } => (
+                "review_escalation",
+                item.escalate_to
+                    .clone()
+                    .unwrap_or_else(|| "security".to_string()),
+                format!(
+                    "Escalation: {} has not reviewed {} (item {})",
+                    item.agent.owner, item.agent.name, item.id
+                ),
+                review_body(item),
+            ),
+            ReviewNotice::Closed { resolution, .. } => (
+                "review_closed",
+                item.agent.owner.clone(),
+                format!(
+                    "Review of {} closed: {} by {}",
+                    item.agent.name,
+                    resolution.decision,
+                    resolution.by.as_deref().unwrap_or("the deadline")
+                ),
+                serde_json::to_string(resolution).unwrap_or_default(),
+            ),
+        };
+        self.record(key, kind, &recipient, &subject, &body)
+    }
+
     async fn notify(
         &self,
         to: &str,
@@ -173,4 +224,41 @@ impl Approvals for ConsoleApprovals {
     ) -> Result<(), NotifyError> {
         self.record(key, "notice", to, subject, body)
     }
+}
+
+/// What a console reviewer reads: the evidence and how to answer.
+fn review_body(item: &ReviewItem) -> String {
+    let e = &item.evidence;
+    let scopes: Vec<String> = e
+        .scopes
+        .iter()
+        .map(|s| match s.last_used {
+            Some(at) => format!("{} (last used {})", s.scope, at.date_naive()),
+            None if e.usage_known => format!("{} (not used)", s.scope),
+            None => format!("{} (use unknown)", s.scope),
+        })
+        .collect();
+    format!(
+        "{} ({}, team {}): {}. Scopes: {}. Credential age: {}. Anomalies since last review: {}. Suggested to drop: {}. Due {}. Answer: steward campaigns decide {} keep|revoke|reduce --drop SCOPE",
+        item.agent.name,
+        item.agent.environment,
+        item.agent.team,
+        item.agent.purpose,
+        scopes.join(", "),
+        e.credential_age_days
+            .map(|d| format!("{d} days"))
+            .unwrap_or_else(|| "unknown".into()),
+        if e.anomalies.is_empty() {
+            "none".to_string()
+        } else {
+            e.anomalies.join("; ")
+        },
+        if e.suggested_drop.is_empty() {
+            "nothing".to_string()
+        } else {
+            e.suggested_drop.join(", ")
+        },
+        item.deadline.to_rfc3339(),
+        item.id
+    )
 }

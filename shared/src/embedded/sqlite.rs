@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS idp_secrets (
   secret_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, hash TEXT NOT NULL, created_at TEXT NOT NULL,
   idempotency_key TEXT);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workflow_groups (
+  grp TEXT NOT NULL, workflow_id TEXT NOT NULL, PRIMARY KEY (grp, workflow_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS scope_usage (
+  client_id TEXT NOT NULL, scope TEXT NOT NULL, last_used INTEGER NOT NULL, PRIMARY KEY (client_id, scope)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS posted_messages (
+  subject TEXT NOT NULL, route TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (subject, route)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbound_seen (
   source TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID;
 "#;
@@ -193,6 +199,16 @@ fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
             id: i.id.clone(),
             expected: c.expected_version,
         });
+    }
+    if c.expected_version == 0
+        && let Some(group) = &i.group
+    {
+        exec(
+            tx,
+            "INSERT OR IGNORE INTO workflow_groups (grp, workflow_id) VALUES (?1, ?2)",
+            params![group, i.id],
+        )
+        .map_err(backend)?;
     }
     exec(
         tx,
@@ -396,6 +412,35 @@ impl StoreWrite for Db {
         .map_err(backend)?;
         Ok(())
     }
+
+    async fn record_scope_usage(
+        &self,
+        client_id: &str,
+        scopes: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(backend)?;
+        for scope in scopes {
+            exec(
+                &tx,
+                "INSERT INTO scope_usage (client_id, scope, last_used) VALUES (?1,?2,?3) ON CONFLICT(client_id, scope) DO UPDATE SET last_used=max(last_used, excluded.last_used)",
+                params![client_id, scope, ts(at)],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    async fn put_message(&self, subject: &str, message: PostedMessage) -> Result<(), StoreError> {
+        exec(
+            &self.lock(),
+            "INSERT INTO posted_messages (subject, route, body) VALUES (?1,?2,?3) ON CONFLICT(subject, route) DO UPDATE SET body=excluded.body",
+            params![subject, message.route, encode(&message)],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -551,5 +596,48 @@ impl StoreRead for Db {
             |r| r.get(0),
         )
         .map_err(backend)
+    }
+
+    async fn instances_in_group(&self, group: &str) -> Result<Vec<Instance>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT w.body FROM workflow_groups g JOIN workflows w ON w.id = g.workflow_id WHERE g.grp=?1 ORDER BY g.workflow_id",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map([group], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|b| decode(group, &b.map_err(backend)?)).collect()
+    }
+
+    async fn scope_usage(
+        &self,
+        client_id: &str,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT scope, last_used FROM scope_usage WHERE client_id=?1 ORDER BY scope",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map([client_id], |r| {
+                Ok((r.get::<_, String>(0)?, from_ts(r.get::<_, i64>(1)?)))
+            })
+            .map_err(backend)?;
+        rows.map(|r| r.map_err(backend)).collect()
+    }
+
+    async fn messages(&self, subject: &str) -> Result<Vec<PostedMessage>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT body FROM posted_messages WHERE subject=?1 ORDER BY route")
+            .map_err(backend)?;
+        let rows = st
+            .query_map([subject], |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|b| decode(subject, &b.map_err(backend)?))
+            .collect()
     }
 }

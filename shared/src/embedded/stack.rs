@@ -106,7 +106,8 @@ impl Embedded {
             Some(settings) => {
                 let web = Arc::new(
                     SlackWeb::new(&settings.api_url, &settings.bot_token)
-                        .map_err(|e| err(e.to_string()))?,
+                        .map_err(|e| err(e.to_string()))?
+                        .with_rate_multiplier(settings.rate_multiplier),
                 );
                 let asking = Arc::new(SlackApprovals::new(
                     web.clone(),

@@ -16,6 +16,9 @@ pub struct ExecError {
     pub command: &'static str,
     pub message: String,
     pub retryable: bool,
+    /// Set when a rate limit said when to try again: the engine waits that long and does not
+    /// count the attempt.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 pub struct Executor {
@@ -32,6 +35,7 @@ impl Executor {
             command: name,
             message,
             retryable,
+            retry_after: None,
         };
         match command {
             Command::Idp(IdpCommand::CreateClient {
@@ -187,7 +191,7 @@ impl Executor {
                 self.approvals
                     .ask(request, key)
                     .await
-                    .map_err(|e| fail(e.message, e.retryable))?;
+                    .map_err(|e| throttled(fail(e.message, e.retryable), e.retry_after))?;
                 Ok(None)
             }
             Command::CloseApproval {
@@ -197,7 +201,7 @@ impl Executor {
                 self.approvals
                     .closed(approval_id, outcome, key)
                     .await
-                    .map_err(|e| fail(e.message, e.retryable))?;
+                    .map_err(|e| throttled(fail(e.message, e.retryable), e.retry_after))?;
                 Ok(None)
             }
             Command::FollowUpApproval {
@@ -207,17 +211,32 @@ impl Executor {
                 self.approvals
                     .follow_up(approval_id, follow_up, key)
                     .await
-                    .map_err(|e| fail(e.message, e.retryable))?;
+                    .map_err(|e| throttled(fail(e.message, e.retryable), e.retry_after))?;
+                Ok(None)
+            }
+            Command::Review(notice) => {
+                self.approvals
+                    .review(notice, key)
+                    .await
+                    .map_err(|e| ExecError {
+                        command: name,
+                        message: e.message,
+                        retryable: e.retryable,
+                        retry_after: e.retry_after,
+                    })?;
                 Ok(None)
             }
             Command::Notify { to, subject, body } => {
                 self.approvals
                     .notify(to, subject, body, key)
                     .await
-                    .map_err(|e| fail(e.message, e.retryable))?;
+                    .map_err(|e| throttled(fail(e.message, e.retryable), e.retry_after))?;
                 Ok(None)
             }
-            Command::StartDecommission { .. } | Command::CancelRotations { .. } => Err(fail(
+            Command::StartDecommission { .. }
+            | Command::CancelRotations { .. }
+            | Command::LaunchReviews { .. }
+            | Command::ApplyReview { .. } => Err(fail(
                 "starting a workflow is the engine's job, not the executor's".into(),
                 false,
             )),
@@ -231,4 +250,9 @@ impl Executor {
             )),
         }
     }
+}
+
+fn throttled(mut e: ExecError, retry_after: Option<std::time::Duration>) -> ExecError {
+    e.retry_after = retry_after;
+    e
 }

@@ -29,6 +29,8 @@ pub struct SweepReport {
     pub last_start: Option<chrono::DateTime<chrono::Utc>>,
     /// Time-bound agents whose expiry watch started now.
     pub expiries_started: usize,
+    /// The scheduled access-review campaign this sweep launched, if one was due.
+    pub campaign_launched: Option<String>,
 }
 
 impl Engine {
@@ -189,6 +191,11 @@ impl Engine {
                 report.expiries_started += 1;
             }
         }
+        report.campaign_launched = self
+            .launch_scheduled_campaign()
+            .await?
+            .filter(|s| !s.duplicate)
+            .map(|s| s.workflow_id);
         tracing::info!(?report, "sweep");
         Ok(report)
     }
@@ -444,6 +451,7 @@ impl Engine {
             command: "workflow.start_decommission",
             message: e.to_string(),
             retryable: true,
+            retry_after: None,
         };
         let Some(agent) = self
             .store
@@ -473,6 +481,7 @@ impl Engine {
             command: "workflow.cancel_rotations",
             message,
             retryable: true,
+            retry_after: None,
         };
         let running = self
             .store

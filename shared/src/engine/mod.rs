@@ -8,6 +8,7 @@ pub mod executor;
 mod lifecycle;
 pub mod message;
 mod owners;
+pub mod reviews;
 pub mod workflows;
 
 use crate::audit;
@@ -299,6 +300,32 @@ impl Engine {
         actor: Actor,
         summary: serde_json::Value,
     ) -> Result<(String, bool), EngineError> {
+        self.start_in(
+            workflow_id,
+            kind,
+            (agent_id, agent_name),
+            input,
+            hash,
+            actor,
+            summary,
+            None,
+        )
+        .await
+    }
+
+    /// [`Engine::start`] for an instance that belongs to `group` (see `Instance::group`).
+    #[allow(clippy::too_many_arguments)]
+    async fn start_in(
+        &self,
+        workflow_id: &str,
+        kind: &str,
+        (agent_id, agent_name): (Option<&str>, &str),
+        input: StartInput,
+        hash: &str,
+        actor: Actor,
+        summary: serde_json::Value,
+        group: Option<&str>,
+    ) -> Result<(String, bool), EngineError> {
         let ctx = self.ctx(workflow_id);
         let mut applied = match workflows::start(input, &ctx) {
             Ok(a) => a,
@@ -330,6 +357,7 @@ impl Engine {
             request_hash: hash.to_string(),
             created_at: now,
             updated_at: now,
+            group: group.map(str::to_string),
         };
         let (commit, new_pending) =
             self.build_commit(&fresh, applied, "start", summary, actor, None, now);
@@ -883,6 +911,9 @@ impl Engine {
                 | Command::UpdateAgent { .. }
                 | Command::StartDecommission { .. }
                 | Command::CancelRotations { .. }
+                | Command::LaunchReviews { .. }
+                | Command::Review(_)
+                | Command::ApplyReview { .. }
                 | Command::Notify { .. }
                 | Command::FollowUpApproval { .. } => {}
             }
@@ -1031,6 +1062,18 @@ impl Engine {
             Command::CancelRotations { agent_id, reason } => {
                 self.cancel_rotations(agent_id, reason).await
             }
+            Command::LaunchReviews { campaign_id, round } => {
+                self.launch_reviews(campaign_id, *round).await
+            }
+            Command::ApplyReview {
+                agent_id,
+                campaign_id,
+                action,
+                decided_by,
+            } => {
+                self.apply_review(agent_id, campaign_id, action, decided_by)
+                    .await
+            }
             command => self.executor.run(key, command).await,
         };
         let name = pending.command.name();
@@ -1049,6 +1092,22 @@ impl Engine {
                         event,
                     },
                     Duration::ZERO,
+                )
+            }
+            // Throttled (a rate limit said when): try again then, without using up an attempt.
+            Err(e) if e.retry_after.is_some() => {
+                let wait = e
+                    .retry_after
+                    .unwrap_or_default()
+                    .min(self.config.max_backoff);
+                tracing::info!(key, wait_ms = wait.as_millis() as u64, error = %e, "command throttled; retrying after the wait");
+                (
+                    Message::Run {
+                        workflow_id: workflow_id.into(),
+                        key: key.into(),
+                        attempt,
+                    },
+                    wait,
                 )
             }
             Err(e) if e.retryable && attempt + 1 < self.config.max_attempts => {

@@ -5,6 +5,8 @@ use statemachines::decommission::{Decommission, DecommissionInput};
 use statemachines::expiry::{Expiry, ExpiryInput};
 use statemachines::onboarding::{Onboarding, OnboardingInput};
 use statemachines::owner_loss::{OwnerLoss, OwnerLossInput};
+use statemachines::review_campaign::{CampaignInput, ReviewCampaign};
+use statemachines::review_item::{ReviewItemInput, ReviewItemMachine};
 use statemachines::rotation::{Rotation, RotationInput};
 use statemachines::scope_change::{ScopeChange, ScopeChangeInput};
 use statemachines::workflow::{self, Workflow};
@@ -31,6 +33,8 @@ pub enum StartInput {
     Rotation(RotationInput),
     Decommission(DecommissionInput),
     Expiry(ExpiryInput),
+    ReviewCampaign(CampaignInput),
+    ReviewItem(ReviewItemInput),
 }
 
 pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
@@ -43,6 +47,12 @@ pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
             erase::<Decommission>(workflow::start::<Decommission>(i, ctx)?)
         }
         StartInput::Expiry(i) => erase::<Expiry>(workflow::start::<Expiry>(i, ctx)?),
+        StartInput::ReviewCampaign(i) => {
+            erase::<ReviewCampaign>(workflow::start::<ReviewCampaign>(i, ctx)?)
+        }
+        StartInput::ReviewItem(i) => {
+            erase::<ReviewItemMachine>(workflow::start::<ReviewItemMachine>(i, ctx)?)
+        }
     }
     .map_err(|e| Rejected::new("state", e))
 }
@@ -55,6 +65,8 @@ pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Appli
         Rotation::KIND => apply_typed::<Rotation>(state, event, ctx),
         Decommission::KIND => apply_typed::<Decommission>(state, event, ctx),
         Expiry::KIND => apply_typed::<Expiry>(state, event, ctx),
+        ReviewCampaign::KIND => apply_typed::<ReviewCampaign>(state, event, ctx),
+        ReviewItemMachine::KIND => apply_typed::<ReviewItemMachine>(state, event, ctx),
         other => Err(ApplyError::Corrupt(format!(
             "unknown workflow kind `{other}`"
         ))),

@@ -14,12 +14,15 @@ use crate::slack::SlackWeb;
 use crate::slack::message::{
     APPROVE_ACTION, DENY_ACTION, REASON_ACTION, REASON_BLOCK, parse_button_value,
 };
+use crate::slack::review;
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use slack_morphism::prelude::{SlackInteractionActionInfo, SlackInteractionBlockActionsEvent};
 use slack_morphism::prelude::{SlackInteractionEvent, SlackSigningSecret};
 use slack_morphism::signature_verifier::{
     SlackEventSignatureVerifier, SlackEventSignatureVerifierError,
 };
+use statemachines::review_item::ReviewDecision;
 use statemachines::{Actor, Decision};
 use std::time::Duration;
 
@@ -141,7 +144,21 @@ pub async fn handle(
         )
         .await;
     };
-    let decision = match action.action_id.to_string().as_str() {
+    let action_id = action.action_id.to_string();
+    if action_id == review::DROP_ACTION {
+        // Picking scopes is not an answer yet: the Reduce button reads the picker's state.
+        return Ok(Reply::json(200, json!({})));
+    }
+    if [
+        review::KEEP_ACTION,
+        review::REDUCE_ACTION,
+        review::REVOKE_ACTION,
+    ]
+    .contains(&action_id.as_str())
+    {
+        return review_click(engine, slack, &click, action, &user, &slack_actor).await;
+    }
+    let decision = match action_id.as_str() {
         APPROVE_ACTION => Decision::Approve,
         DENY_ACTION => Decision::Deny,
         other => {
@@ -165,9 +182,21 @@ pub async fn handle(
         Ok::<Reply, EngineError>(ephemeral(&text))
     };
 
+    let candidates = match engine.store.approval(approval_id).await? {
+        Some(record) => {
+            let r = &record.request;
+            r.approvers
+                .iter()
+                .chain([&r.requester, &r.owner])
+                .filter(|e| !e.is_empty())
+                .cloned()
+                .collect()
+        }
+        None => vec![],
+    };
     let Ok(found) = tokio::time::timeout(
         LOOKUP_TIMEOUT,
-        clicker_email(engine, slack, &user, approval_id),
+        clicker_email(engine, slack, &user, &candidates),
     )
     .await
     else {
@@ -260,20 +289,14 @@ async fn clicker_email(
     engine: &Engine,
     slack: Option<&SlackWeb>,
     user: &str,
-    approval_id: &str,
+    candidates: &[String],
 ) -> Result<Clicker, EngineError> {
     if let Some(person) = engine.directory.person_by_chat(user).await? {
         return Ok(Clicker::Known(person.email));
     }
-    let (Some(web), Some(record)) = (slack, engine.store.approval(approval_id).await?) else {
+    let Some(web) = slack else {
         return Ok(Clicker::Unknown);
     };
-    let r = &record.request;
-    let candidates = r
-        .approvers
-        .iter()
-        .chain([&r.requester, &r.owner])
-        .filter(|e| !e.is_empty());
     let mut failed = None;
     for email in candidates {
         match web.user_id(email).await {
@@ -283,6 +306,97 @@ async fn clicker_email(
         }
     }
     Ok(failed.map_or(Clicker::Unknown, Clicker::SlackUnreachable))
+}
+
+/// A click on an access-review item: Keep, Reduce (with the scopes picked in the message) or
+/// Revoke. The engine checks the reviewer and queues the answer.
+async fn review_click(
+    engine: &Engine,
+    slack: Option<&SlackWeb>,
+    click: &SlackInteractionBlockActionsEvent,
+    action: &SlackInteractionActionInfo,
+    user: &str,
+    slack_actor: &Actor,
+) -> Result<Reply, EngineError> {
+    let Some(item_id) = action.value.as_deref().filter(|v| !v.is_empty()) else {
+        return refuse(
+            engine,
+            400,
+            slack_actor,
+            "the button carries no review item id",
+        )
+        .await;
+    };
+    let response_url = click.response_url.as_ref().map(|u| u.0.to_string());
+    let answer = |text: String| async move {
+        if let (Some(web), Some(url)) = (slack, response_url.as_deref()) {
+            match tokio::time::timeout(EPHEMERAL_TIMEOUT, web.respond_ephemeral(url, &text)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "could not answer the clicker"),
+                Err(_) => tracing::warn!("answering the clicker took too long; skipped"),
+            }
+        }
+        Ok::<Reply, EngineError>(ephemeral(&text))
+    };
+    let candidates = engine.review_people(item_id).await?;
+    let email = match tokio::time::timeout(
+        LOOKUP_TIMEOUT,
+        clicker_email(engine, slack, user, &candidates),
+    )
+    .await
+    {
+        Err(_) => {
+            return answer("Slack was too slow to tell Steward who you are; nothing was decided. Please click again.".into()).await;
+        }
+        Ok(found) => match found? {
+            Clicker::Known(email) => email,
+            Clicker::SlackUnreachable(e) => {
+                return answer(format!("Steward could not ask Slack who you are ({e}); nothing was decided. Please click again.")).await;
+            }
+            Clicker::Unknown => {
+                let why = format!(
+                    "Slack user {user} may not answer review {item_id} (not its owner, the owner's manager or a security approver); nothing was decided"
+                );
+                refuse(engine, 200, slack_actor, &why).await?;
+                return answer(why).await;
+            }
+        },
+    };
+    let state = click.state.as_ref();
+    let picked: Vec<String> = state
+        .and_then(|s| s.values.get(&review::DROP_BLOCK.into()))
+        .and_then(|b| b.get(&review::DROP_ACTION.into()))
+        .and_then(|v| v.selected_options.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| o.value)
+        .collect();
+    let reason = state
+        .and_then(|s| s.values.get(&REASON_BLOCK.into()))
+        .and_then(|b| b.get(&REASON_ACTION.into()))
+        .and_then(|v| v.value.clone())
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty());
+    let decision = match action.action_id.to_string().as_str() {
+        review::KEEP_ACTION => ReviewDecision::Keep,
+        review::REDUCE_ACTION => ReviewDecision::Reduce { drop: picked },
+        _ => ReviewDecision::Revoke,
+    };
+    let word = decision.as_str();
+    match engine
+        .decide_review(item_id, &email, decision, reason)
+        .await
+    {
+        Ok(()) => {
+            answer(format!(
+                "Received your {word} on {item_id}. The message updates when it is applied."
+            ))
+            .await
+        }
+        Err(EngineError::Rejected(r)) => answer(r.to_string()).await,
+        Err(EngineError::NotFound(m)) => answer(m).await,
+        Err(e) => Err(e),
+    }
 }
 
 /// An answer only the clicking person sees.

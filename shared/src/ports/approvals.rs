@@ -4,6 +4,7 @@
 //! enforced in one place.
 
 use async_trait::async_trait;
+use statemachines::review_item::ReviewNotice;
 use statemachines::{ApprovalOutcome, ApprovalRequest, FollowUp};
 
 #[derive(Debug, thiserror::Error)]
@@ -11,6 +12,8 @@ use statemachines::{ApprovalOutcome, ApprovalRequest, FollowUp};
 pub struct NotifyError {
     pub message: String,
     pub retryable: bool,
+    /// A rate limit's wait: try again after this long (not counted as a failed attempt).
+    pub retry_after: Option<std::time::Duration>,
 }
 
 #[async_trait]
@@ -31,6 +34,9 @@ pub trait Approvals: Send + Sync {
         follow_up: &FollowUp,
         key: &str,
     ) -> Result<(), NotifyError>;
+    /// Show an access-review item: ask its owner, remind, escalate, show the outcome.
+    /// `key` is the command's idempotency key: a repeat must not send twice.
+    async fn review(&self, notice: &ReviewNotice, key: &str) -> Result<(), NotifyError>;
     /// A plain message to a person.
     async fn notify(
         &self,

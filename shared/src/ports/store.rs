@@ -31,6 +31,10 @@ pub struct Instance {
     pub request_hash: String,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// A set of instances read together (a campaign's review items: the campaign id). Written
+    /// with the first commit and never changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// One line of a workflow's replayable trail (`WF#<id>` / `EV#<seq>`).
@@ -84,6 +88,10 @@ pub struct PostedMessage {
     pub ts: String,
     /// Why it was posted there: `owner`, `approver`, `security-channel`.
     pub route: String,
+    /// When it was recorded. A record with an empty `ts` says a post was about to be made
+    /// then: after a crash, the conversation is searched from this time before posting again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<DateTime<Utc>>,
 }
 
 impl ApprovalRecord {
@@ -174,6 +182,15 @@ pub trait StoreRead: Send + Sync {
     async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError>;
     /// Where a named reader of an outside log stopped (the System Log's `after` cursor).
     async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError>;
+    /// The instances of a group (see [`Instance::group`]), in id order.
+    async fn instances_in_group(&self, group: &str) -> Result<Vec<Instance>, StoreError>;
+    /// When each scope of a client was last granted in a token (the evidence reviews show).
+    async fn scope_usage(
+        &self,
+        client_id: &str,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
+    /// The chat messages recorded for `subject` (a review item id).
+    async fn messages(&self, subject: &str) -> Result<Vec<PostedMessage>, StoreError>;
 }
 
 #[async_trait]
@@ -211,6 +228,16 @@ pub trait StoreWrite: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Saves where a named reader stopped; written only after what it read was applied.
     async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError>;
+    /// Records that a token granted `scopes` to `client_id` at `at` (keeps the latest time).
+    async fn record_scope_usage(
+        &self,
+        client_id: &str,
+        scopes: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Records a chat message for `subject`, one per route (a later record of a route
+    /// replaces the earlier one: the "about to post" marker, then the posted message).
+    async fn put_message(&self, subject: &str, message: PostedMessage) -> Result<(), StoreError>;
 }
 
 pub trait Store: StoreRead + StoreWrite {}

@@ -47,10 +47,12 @@ impl SlackApprovals {
             .map_err(|e| NotifyError {
                 message: e.to_string(),
                 retryable: true,
+                retry_after: None,
             })?
             .ok_or_else(|| NotifyError {
                 message: format!("approval {approval_id} is not in the store"),
                 retryable: false,
+                retry_after: None,
             })
     }
 
@@ -100,6 +102,7 @@ impl SlackApprovals {
                         .join(", ")
                 ),
                 retryable: false,
+                retry_after: None,
             });
         }
         Ok(out)
@@ -127,12 +130,14 @@ impl SlackApprovals {
                     channel,
                     ts,
                     route: route.to_string(),
+                    at: None,
                 },
             )
             .await
             .map_err(|e| NotifyError {
                 message: e.to_string(),
                 retryable: true,
+                retry_after: None,
             })
     }
 
@@ -162,9 +167,16 @@ fn request_messages(record: &ApprovalRecord) -> impl Iterator<Item = &PostedMess
 }
 
 fn notify_error(e: SlackError) -> NotifyError {
+    let retry_after = match &e {
+        SlackError::RateLimited { retry_after, .. } => {
+            Some(retry_after.unwrap_or(std::time::Duration::from_secs(30)))
+        }
+        _ => None,
+    };
     NotifyError {
         retryable: e.retryable(),
         message: e.to_string(),
+        retry_after,
     }
 }
 
@@ -271,6 +283,7 @@ impl Approvals for SlackApprovals {
                         first.ok_or_else(|| NotifyError {
                             message: format!("approval {approval_id} expired and there is nobody in Slack to escalate to"),
                             retryable: false,
+retry_after: None,
                         })?
                     }
                 };
@@ -283,6 +296,22 @@ impl Approvals for SlackApprovals {
                     .await
             }
         }
+    }
+
+    async fn review(
+        &self,
+        notice: &statemachines::review_item::ReviewNotice,
+        key: &str,
+    ) -> Result<(), NotifyError> {
+        super::review::send(
+            &self.web,
+            &*self.store,
+            self.security_channel.as_deref(),
+            notice,
+            key,
+            chrono::Utc::now(),
+        )
+        .await
     }
 
     async fn notify(
@@ -300,6 +329,7 @@ impl Approvals for SlackApprovals {
                         "no security channel is configured (STEWARD_SLACK_SECURITY_CHANNEL); the notice \"{subject}\" was not delivered"
                     ),
                     retryable: false,
+                    retry_after: None,
                 });
             };
             self.web
@@ -314,6 +344,7 @@ impl Approvals for SlackApprovals {
                     "{to} has no Slack account; the notice \"{subject}\" was not delivered"
                 ),
                 retryable: false,
+                retry_after: None,
             });
         };
         self.web

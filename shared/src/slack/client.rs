@@ -14,6 +14,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Slack message metadata `event_type` of Steward's tagged messages.
+pub const METADATA_EVENT_TYPE: &str = "steward_message";
+
 /// How long a users.lookupByEmail answer is reused (Slack tier 3: ~50 calls a minute).
 pub const USER_CACHE_TTL: Duration = Duration::from_secs(15 * 60);
 
@@ -41,7 +44,11 @@ pub struct SlackWeb {
     transport: Transport,
     token: SlackApiToken,
     users: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    rates: super::rate::SlackRates,
 }
+
+/// Waits up to this long in-line for a rate-limit slot; longer waits go back to the queue.
+pub const INLINE_WAIT: Duration = Duration::from_secs(2);
 
 /// Runs `$body` with `$c` bound to whichever client the transport holds.
 macro_rules! with_client {
@@ -71,7 +78,49 @@ impl SlackWeb {
             transport,
             token: SlackApiToken::new(SlackApiTokenValue::new(bot_token.expose().to_string())),
             users: Mutex::new(HashMap::new()),
+            rates: super::rate::SlackRates::new(1.0),
         })
+    }
+
+    /// Scales Slack's rate limits (see [`super::rate`]); 1.0 is Slack's documented floor.
+    pub fn with_rate_multiplier(mut self, multiplier: f64) -> Self {
+        self.rates = super::rate::SlackRates::new(multiplier);
+        self
+    }
+
+    /// Waits for a rate-limit slot of `method` (in `conversation`): sleeps through short
+    /// waits, and refuses with the wait when it is longer than [`INLINE_WAIT`].
+    pub async fn admit(
+        &self,
+        method: &'static str,
+        conversation: Option<&str>,
+    ) -> Result<(), SlackError> {
+        let mut waited = Duration::ZERO;
+        loop {
+            match self.rates.check(method, conversation) {
+                Ok(()) => return Ok(()),
+                Err(wait) if waited + wait <= INLINE_WAIT => {
+                    tokio::time::sleep(wait).await;
+                    waited += wait;
+                }
+                Err(wait) => {
+                    return Err(SlackError::RateLimited {
+                        method,
+                        retry_after: Some(wait),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Maps a Slack error, pausing the method when Slack said "too many".
+    fn failed(&self, method: &'static str, e: SlackClientError) -> SlackError {
+        let e = error(method, e);
+        if let SlackError::RateLimited { retry_after, .. } = &e {
+            self.rates
+                .pause(method, retry_after.unwrap_or(Duration::from_secs(30)));
+        }
+        e
     }
 
     /// Posts a message; returns its channel and ts (a user id as channel opens the bot's DM).
@@ -82,10 +131,44 @@ impl SlackWeb {
         blocks: Vec<SlackBlock>,
         thread_ts: Option<&str>,
     ) -> Result<(String, String), SlackError> {
+        self.post_tagged(channel, text, blocks, thread_ts, None)
+            .await
+    }
+
+    /// Posts a message carrying Slack message metadata `steward_message` with `key`, so the
+    /// message can be found again in the conversation (see [`SlackWeb::find_tagged`]).
+    pub async fn post_tagged(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Vec<SlackBlock>,
+        thread_ts: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<(String, String), SlackError> {
+        self.admit("chat.postMessage", Some(channel)).await?;
+        self.post_admitted(channel, text, blocks, thread_ts, key)
+            .await
+    }
+
+    /// [`SlackWeb::post_tagged`] after [`SlackWeb::admit`] gave the slot.
+    pub async fn post_admitted(
+        &self,
+        channel: &str,
+        text: &str,
+        blocks: Vec<SlackBlock>,
+        thread_ts: Option<&str>,
+        key: Option<&str>,
+    ) -> Result<(String, String), SlackError> {
         let method = "chat.postMessage";
         let mut content = SlackMessageContent::new().with_text(text.to_string());
         if !blocks.is_empty() {
             content = content.with_blocks(blocks);
+        }
+        if let Some(key) = key {
+            content = content.with_metadata(SlackMessageMetadata {
+                event_type: METADATA_EVENT_TYPE.into(),
+                event_payload: Some(HashMap::from([("key".to_string(), key.to_string())])),
+            });
         }
         let mut req = SlackApiChatPostMessageRequest::new(channel.into(), content);
         if let Some(ts) = thread_ts {
@@ -93,8 +176,71 @@ impl SlackWeb {
         }
         let res =
             with_client!(self, c => c.open_session(&self.token).chat_post_message(&req).await)
-                .map_err(|e| error(method, e))?;
+                .map_err(|e| self.failed(method, e))?;
         Ok((res.channel.to_string(), res.ts.to_string()))
+    }
+
+    /// The conversation (DM) id of a user: what `chat.postMessage` to the user id posts into.
+    pub async fn open_dm(&self, user: &str) -> Result<String, SlackError> {
+        let method = "conversations.open";
+        self.admit(method, None).await?;
+        let req = SlackApiConversationsOpenRequest::new().with_users(vec![user.into()]);
+        let res =
+            with_client!(self, c => c.open_session(&self.token).conversations_open(&req).await)
+                .map_err(|e| self.failed(method, e))?;
+        Ok(res.channel.id.to_string())
+    }
+
+    /// Finds a message Steward posted with [`SlackWeb::post_tagged`] and `key`, in the
+    /// conversation's messages since `since`: the (channel, ts) when it is there.
+    pub async fn find_tagged(
+        &self,
+        channel: &str,
+        key: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<(String, String)>, SlackError> {
+        let method = "conversations.history";
+        let channel = if channel.starts_with('U') || channel.starts_with('W') {
+            self.open_dm(channel).await?
+        } else {
+            channel.to_string()
+        };
+        let oldest = format!("{}.000000", (since.timestamp() - 5).max(0));
+        let mut cursor: Option<SlackCursorId> = None;
+        loop {
+            self.admit(method, None).await?;
+            let mut req = SlackApiConversationsHistoryRequest::new()
+                .with_channel(channel.clone().into())
+                .with_oldest(oldest.clone().into())
+                .with_limit(200)
+                .with_include_all_metadata(true);
+            if let Some(c) = cursor.take() {
+                req = req.with_cursor(c);
+            }
+            let res = with_client!(self, c => c.open_session(&self.token).conversations_history(&req).await)
+                .map_err(|e| self.failed(method, e))?;
+            let found = res.messages.iter().find(|m| {
+                m.content.metadata.as_ref().is_some_and(|md| {
+                    md.event_type == METADATA_EVENT_TYPE
+                        && md
+                            .event_payload
+                            .as_ref()
+                            .and_then(|p| p.get("key"))
+                            .is_some_and(|k| k == key)
+                })
+            });
+            if let Some(m) = found {
+                return Ok(Some((channel, m.origin.ts.to_string())));
+            }
+            match res
+                .response_metadata
+                .and_then(|r| r.next_cursor)
+                .filter(|c| !c.0.is_empty())
+            {
+                Some(c) if res.has_more.unwrap_or(false) => cursor = Some(c),
+                _ => return Ok(None),
+            }
+        }
     }
 
     /// Replaces a message's text and blocks.
@@ -106,12 +252,13 @@ impl SlackWeb {
         blocks: Vec<SlackBlock>,
     ) -> Result<(), SlackError> {
         let method = "chat.update";
+        self.admit(method, None).await?;
         let content = SlackMessageContent::new()
             .with_text(text.to_string())
             .with_blocks(blocks);
         let req = SlackApiChatUpdateRequest::new(channel.into(), content, ts.into());
         with_client!(self, c => c.open_session(&self.token).chat_update(&req).await)
-            .map_err(|e| error(method, e))?;
+            .map_err(|e| self.failed(method, e))?;
         Ok(())
     }
 
@@ -125,12 +272,13 @@ impl SlackWeb {
             return Ok(id.clone());
         }
         let method = "users.lookupByEmail";
+        self.admit(method, None).await?;
         let req = SlackApiUsersLookupByEmailRequest::new(EmailAddress(email.clone()));
         let found = match with_client!(self, c => c.open_session(&self.token).users_lookup_by_email(&req).await)
         {
             Ok(res) => Some(res.user.id.to_string()),
             Err(SlackClientError::ApiError(e)) if e.code == "users_not_found" => None,
-            Err(e) => return Err(error(method, e)),
+            Err(e) => return Err(self.failed(method, e)),
         };
         self.users
             .lock()
@@ -177,14 +325,24 @@ impl SlackWeb {
 
 fn error(method: &'static str, e: SlackClientError) -> SlackError {
     match e {
+        SlackClientError::ApiError(api) if api.code == "ratelimited" => SlackError::RateLimited {
+            method,
+            retry_after: None,
+        },
         SlackClientError::ApiError(api) => SlackError::Api {
             method,
             hint: hint(&api.code),
             code: api.code,
         },
-        SlackClientError::RateLimitError(_) => SlackError::RateLimited { method },
+        SlackClientError::RateLimitError(r) => SlackError::RateLimited {
+            method,
+            retry_after: r.retry_after,
+        },
         SlackClientError::HttpError(h) if h.status_code.as_u16() == 429 => {
-            SlackError::RateLimited { method }
+            SlackError::RateLimited {
+                method,
+                retry_after: None,
+            }
         }
         other => SlackError::Unreachable {
             method,

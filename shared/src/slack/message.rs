@@ -30,19 +30,19 @@ pub fn parse_button_value(value: &str) -> Option<(&str, &str)> {
         .then_some((id, hash))
 }
 
-fn md(text: impl Into<String>) -> SlackBlockText {
+pub(super) fn md(text: impl Into<String>) -> SlackBlockText {
     SlackBlockMarkDownText::new(text.into()).into()
 }
 
-fn plain(text: impl Into<String>) -> SlackBlockPlainTextOnly {
+pub(super) fn plain(text: impl Into<String>) -> SlackBlockPlainTextOnly {
     SlackBlockPlainText::new(text.into()).into()
 }
 
-fn section(text: impl Into<String>) -> SlackBlock {
+pub(super) fn section(text: impl Into<String>) -> SlackBlock {
     SlackSectionBlock::new().with_text(md(text)).into()
 }
 
-fn context(text: impl Into<String>) -> SlackBlock {
+pub(super) fn context(text: impl Into<String>) -> SlackBlock {
     SlackContextBlock::new(vec![SlackBlockMarkDownText::new(text.into()).into()]).into()
 }
 
@@ -64,7 +64,7 @@ fn action_label(action: &str) -> &str {
 }
 
 /// Slack escapes: `&`, `<`, `>` in text a requester wrote.
-fn escape(text: &str) -> String {
+pub(super) fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

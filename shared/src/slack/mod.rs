@@ -5,6 +5,8 @@
 pub mod approvals;
 pub mod client;
 pub mod message;
+pub mod rate;
+pub mod review;
 
 pub use approvals::SlackApprovals;
 pub use client::SlackWeb;
@@ -26,6 +28,8 @@ pub struct SlackSettings {
     /// The security team's channel id (`C…`): escalations go there, and approval requests
     /// when the policy routes them there.
     pub security_channel: Option<String>,
+    /// Scales Slack's documented rate limits (1.0; more for a workspace with raised limits).
+    pub rate_multiplier: f64,
 }
 
 impl std::fmt::Debug for SlackSettings {
@@ -43,6 +47,7 @@ pub const BOT_TOKEN_ENV: &str = "STEWARD_SLACK_BOT_TOKEN";
 pub const SIGNING_SECRET_ENV: &str = "STEWARD_SLACK_SIGNING_SECRET";
 pub const API_URL_ENV: &str = "STEWARD_SLACK_API_URL";
 pub const SECURITY_CHANNEL_ENV: &str = "STEWARD_SLACK_SECURITY_CHANNEL";
+pub const RATE_MULTIPLIER_ENV: &str = "STEWARD_SLACK_RATE_MULTIPLIER";
 
 impl SlackSettings {
     /// Slack settings from the environment: `None` when no bot token is set (the console
@@ -62,6 +67,17 @@ impl SlackSettings {
             signing_secret: Secret::new(signing.trim().to_string()),
             api_url: var(API_URL_ENV).unwrap_or_else(|| SLACK_API_URL.into()),
             security_channel: var(SECURITY_CHANNEL_ENV),
+            rate_multiplier: match var(RATE_MULTIPLIER_ENV) {
+                None => 1.0,
+                Some(m) => match m.trim().parse::<f64>() {
+                    Ok(v) if v.is_finite() && v > 0.0 => v,
+                    _ => {
+                        return Err(SlackError::Config(format!(
+                            "{RATE_MULTIPLIER_ENV} must be a positive number (1 = Slack's documented limits), not `{m}`"
+                        )));
+                    }
+                },
+            },
         };
         settings.check()?;
         Ok(Some(settings))
@@ -96,7 +112,11 @@ pub enum SlackError {
         hint: &'static str,
     },
     #[error("Slack rate-limited {method}; retry later")]
-    RateLimited { method: &'static str },
+    RateLimited {
+        method: &'static str,
+        /// How long Slack (or Steward's own limiter) says to wait.
+        retry_after: Option<std::time::Duration>,
+    },
     #[error("could not reach Slack for {method}: {message}")]
     Unreachable {
         method: &'static str,

@@ -33,6 +33,7 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     commit_batch_rolls_back_conflicts_alone(&*fresh()()).await;
     inbound_ids_are_remembered(&*fresh()()).await;
     cursors_are_kept_by_name(&*fresh()()).await;
+    groups_scope_usage_and_messages(&*fresh()()).await;
     survives_reopen(&fresh()).await;
 }
 
@@ -64,6 +65,7 @@ pub fn instance(id: &str, version: u64, state_name: &str) -> Instance {
         request_hash: format!("hash-{id}"),
         created_at: at(0),
         updated_at: at(version as i64),
+        group: None,
     }
 }
 
@@ -121,6 +123,7 @@ pub fn agent(id: &str, name: &str, status: AgentStatus, updated: i64) -> Agent {
         flags: vec![],
         credentials: vec![],
         decommission: None,
+        last_review: None,
     }
 }
 
@@ -542,6 +545,7 @@ pub async fn approval_votes_and_messages_are_kept(s: &dyn Store) {
         channel: channel.into(),
         ts: ts.into(),
         route: route.into(),
+        at: None,
     };
     s.add_approval_message(
         "ap-v",
@@ -723,6 +727,72 @@ pub async fn cursors_are_kept_by_name(s: &dyn Store) {
         Some("1700000000001_2")
     );
     assert_eq!(s.cursor("other").await.unwrap().as_deref(), Some("x"));
+}
+
+/// Instances of a group are listed together (in id order); scope use keeps the latest time per
+/// scope; chat messages are kept one per route, a later record replacing the earlier one.
+pub async fn groups_scope_usage_and_messages(s: &dyn Store) {
+    for id in ["review-c1-b", "review-c1-a", "review-c2-a", "loner"] {
+        let mut c = step(id, 1);
+        c.instance.group = id
+            .strip_prefix("review-")
+            .and_then(|r| r.split('-').next())
+            .map(str::to_string);
+        s.commit(c).await.unwrap();
+    }
+    // A later step of an item keeps it in its group.
+    let mut later = step("review-c1-a", 2);
+    later.instance.group = Some("c1".into());
+    s.commit(later).await.unwrap();
+    let ids: Vec<String> = s
+        .instances_in_group("c1")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, ["review-c1-a", "review-c1-b"]);
+    assert_eq!(s.instances_in_group("c2").await.unwrap().len(), 1);
+    assert!(s.instances_in_group("none").await.unwrap().is_empty());
+
+    assert!(s.scope_usage("client-1").await.unwrap().is_empty());
+    let scopes = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    s.record_scope_usage("client-1", &scopes(&["a:read", "b:write"]), at(10))
+        .await
+        .unwrap();
+    s.record_scope_usage("client-1", &scopes(&["a:read"]), at(20))
+        .await
+        .unwrap();
+    // An older grant read late does not move the time back.
+    s.record_scope_usage("client-1", &scopes(&["b:write"]), at(5))
+        .await
+        .unwrap();
+    let mut used = s.scope_usage("client-1").await.unwrap();
+    used.sort();
+    assert_eq!(
+        used,
+        [
+            ("a:read".to_string(), at(20)),
+            ("b:write".to_string(), at(10))
+        ]
+    );
+    assert!(s.scope_usage("client-2").await.unwrap().is_empty());
+
+    let msg = |ts: &str| PostedMessage {
+        channel: "D0OWNER".into(),
+        ts: ts.into(),
+        route: "owner".into(),
+        at: Some(at(1)),
+    };
+    s.put_message("item-1", msg("")).await.unwrap();
+    s.put_message("item-1", msg("1700000000.000100"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.messages("item-1").await.unwrap(),
+        [msg("1700000000.000100")]
+    );
+    assert!(s.messages("item-2").await.unwrap().is_empty());
 }
 
 /// Everything committed is there after the store is dropped and opened again.

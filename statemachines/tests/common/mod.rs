@@ -68,6 +68,7 @@ pub static POLICY: LazyLock<Policy> = LazyLock::new(|| Policy {
     approval_routes: statemachines::policy::default_routes(),
     owner_reassign_secs: 7 * 86_400,
     lifecycle: statemachines::policy::Lifecycle::default(),
+    reviews: statemachines::policy::Reviews::default(),
 });
 
 pub fn policy() -> &'static Policy {
@@ -161,6 +162,7 @@ pub fn active_agent() -> Agent {
         flags: vec![],
         credentials: vec![],
         decommission: None,
+        last_review: None,
     }
 }
 
@@ -538,5 +540,72 @@ pub fn notified(commands: &[Command]) -> Vec<&str> {
     notifications(commands)
         .iter()
         .map(|(to, _, _)| *to)
+        .collect()
+}
+
+// ---- access reviews -------------------------------------------------------------------------
+
+/// The owner's manager (where an unanswered review item escalates).
+pub const MANAGER: &str = "carol.manager@example.com";
+
+pub fn review_decided(
+    decision: statemachines::review_item::ReviewDecision,
+    by: &str,
+    reason: Option<&str>,
+) -> Event {
+    Event::ReviewDecided {
+        decision,
+        by: by.into(),
+        reason: reason.map(str::to_string),
+    }
+}
+
+pub fn reviews_launched(round: u32, launched: u64, more: bool) -> Event {
+    Event::ReviewsLaunched {
+        round,
+        launched,
+        more,
+    }
+}
+
+pub fn review_action_taken(workflow_id: Option<&str>, ok: bool, detail: &str) -> Event {
+    Event::ReviewActionTaken {
+        workflow_id: workflow_id.map(str::to_string),
+        ok,
+        detail: detail.into(),
+    }
+}
+
+/// One event of every kind, the access-review ones included.
+pub fn every_review_event() -> Vec<Event> {
+    use statemachines::review_campaign::CLOSE_TIMER;
+    use statemachines::review_item::{
+        DEADLINE_TIMER, ESCALATION_TIMER, REMINDER_TIMER, ReviewDecision,
+    };
+    let mut events = every_lifecycle_event();
+    events.extend([
+        timer(CLOSE_TIMER),
+        timer(REMINDER_TIMER),
+        timer(ESCALATION_TIMER),
+        timer(DEADLINE_TIMER),
+        reviews_launched(1, 10, false),
+        review_decided(ReviewDecision::Keep, OWNER, None),
+        review_decided(ReviewDecision::Revoke, APPROVER, None),
+        review_action_taken(Some("wf-0002"), true, "started"),
+        command_failed("workflow.launch_reviews"),
+        command_failed("workflow.apply_review"),
+        command_failed("idp.deactivate_client"),
+    ]);
+    events
+}
+
+/// What every `Command::Review` shows people, in order.
+pub fn review_notices(commands: &[Command]) -> Vec<&statemachines::review_item::ReviewNotice> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::Review(n) => Some(n),
+            _ => None,
+        })
         .collect()
 }

@@ -1,0 +1,466 @@
+//! Access-review campaign: one review item per agent in scope, each sent to the agent's owner
+//! (see `review_item`). The campaign itself only launches the items, in bounded rounds the
+//! engine runs (`Command::LaunchReviews`), and closes at its deadline; what each item became is
+//! read from the items for progress and the evidence report.
+//!
+//! Launching --(ReviewsLaunched, more)--> Launching --(ReviewsLaunched, done)--> Reviewing
+//! --(deadline timer)--> Closed. A launch that fails for good ends as Failed (items already
+//! sent stay open and keep their own deadline).
+
+use crate::agent::Agent;
+use crate::command::{Actor, AuditEvent, AuditKind, Command};
+use crate::event::Event;
+use crate::onboarding::not_applicable;
+use crate::owner_loss::SECURITY_CHANNEL;
+use crate::policy::{Policy, reason};
+use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// The timer that closes the campaign at its deadline.
+pub const CLOSE_TIMER: &str = "campaign-close";
+
+/// What an unanswered item gets at the deadline: never silently kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Unanswered {
+    /// Decommission the agent (no second approval: the review is the decision).
+    Revoke,
+    /// Deactivate its client at the identity provider: no new tokens until someone acts.
+    Freeze,
+    /// Keep it, flag the agent and tell the security channel.
+    #[default]
+    KeepAndFlag,
+}
+
+impl Unanswered {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoke => "revoke",
+            Self::Freeze => "freeze",
+            Self::KeepAndFlag => "keep_and_flag",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim().replace('-', "_").as_str() {
+            "revoke" => Some(Self::Revoke),
+            "freeze" => Some(Self::Freeze),
+            "keep_and_flag" | "flag" => Some(Self::KeepAndFlag),
+            _ => None,
+        }
+    }
+}
+
+/// How risky an agent is, for scoping a campaign: `high` holds a sensitive scope, `medium`
+/// runs in production (an environment named `prod*`), `low` is the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    Low,
+    Medium,
+    High,
+}
+
+impl Risk {
+    pub fn of(agent: &Agent, policy: &Policy) -> Self {
+        if agent.scopes.iter().any(|s| policy.is_sensitive(s)) {
+            Self::High
+        } else if agent.environment.starts_with("prod") {
+            Self::Medium
+        } else {
+            Self::Low
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Low => "low",
+            Self::Medium => "medium",
+            Self::High => "high",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "low" => Some(Self::Low),
+            "medium" => Some(Self::Medium),
+            "high" => Some(Self::High),
+            _ => None,
+        }
+    }
+}
+
+/// Which agents a campaign reviews. Empty lists mean "any"; all empty is every active agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct CampaignScope {
+    pub environments: Vec<String>,
+    pub teams: Vec<String>,
+    /// Risk levels to include (`high`, `medium`, `low`).
+    pub risk: Vec<Risk>,
+}
+
+impl CampaignScope {
+    /// Whether the campaign reviews this agent (active agents only: nothing else holds access).
+    pub fn covers(&self, agent: &Agent, policy: &Policy) -> bool {
+        agent.status == crate::agent::AgentStatus::Active
+            && (self.environments.is_empty() || self.environments.contains(&agent.environment))
+            && (self.teams.is_empty() || self.teams.contains(&agent.team))
+            && (self.risk.is_empty() || self.risk.contains(&Risk::of(agent, policy)))
+    }
+
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.environments.is_empty() {
+            parts.push(format!("environment {}", self.environments.join("|")));
+        }
+        if !self.teams.is_empty() {
+            parts.push(format!("team {}", self.teams.join("|")));
+        }
+        if !self.risk.is_empty() {
+            let r: Vec<&str> = self.risk.iter().map(|r| r.as_str()).collect();
+            parts.push(format!("risk {}", r.join("|")));
+        }
+        if parts.is_empty() {
+            "all active agents".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+/// A campaign as launched.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Campaign {
+    /// Short id (`2026-q4`, or what the person chose); the workflow is `campaign-<id>`.
+    pub id: String,
+    pub name: String,
+    pub scope: CampaignScope,
+    pub started_by: Actor,
+    pub started_at: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    pub unanswered: Unanswered,
+}
+
+impl Campaign {
+    pub fn workflow_id(id: &str) -> String {
+        format!("campaign-{id}")
+    }
+
+    /// The id of the review item for one agent (also its workflow id).
+    pub fn item_id(&self, agent_id: &str) -> String {
+        format!("review-{}-{agent_id}", self.id)
+    }
+}
+
+/// Checks a campaign id: it names a workflow and appears in Slack buttons and file names.
+pub fn check_id(id: &str) -> Result<(), Rejected> {
+    let ok = !id.is_empty()
+        && id.len() <= 40
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !id.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Rejected::new(
+            "id",
+            format!(
+                "campaign id `{id}` must be 1 to 40 lowercase letters, digits and dashes (e.g. 2026-q4)"
+            ),
+        ))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignInput {
+    pub campaign: Campaign,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state")]
+pub enum CampaignState {
+    /// Items are being created and sent, a round at a time.
+    Launching {
+        campaign: Campaign,
+        launched: u64,
+        round: u32,
+        /// The deadline passed while still launching: close when the launch ends.
+        #[serde(default)]
+        deadline_passed: bool,
+    },
+    /// Every item is out; owners are answering.
+    Reviewing { campaign: Campaign, items: u64 },
+    /// The deadline passed; unanswered items got the default (each item applies it).
+    Closed {
+        campaign: Campaign,
+        items: u64,
+        closed_at: DateTime<Utc>,
+    },
+    /// The launch failed for good; items already out stay open until their deadline.
+    Failed {
+        campaign: Campaign,
+        launched: u64,
+        reason: String,
+    },
+}
+
+impl CampaignState {
+    pub fn campaign(&self) -> &Campaign {
+        match self {
+            Self::Launching { campaign, .. }
+            | Self::Reviewing { campaign, .. }
+            | Self::Closed { campaign, .. }
+            | Self::Failed { campaign, .. } => campaign,
+        }
+    }
+}
+
+pub struct ReviewCampaign;
+
+fn campaign_audit(campaign: &Campaign, kind: AuditKind, actor: Actor, message: String) -> Command {
+    Command::Audit(AuditEvent {
+        kind,
+        actor,
+        agent_id: String::new(),
+        agent_name: String::new(),
+        approval_id: None,
+        scopes: vec![],
+        success: true,
+        message: format!("campaign {}: {message}", campaign.id),
+    })
+}
+
+fn launch(campaign: &Campaign, round: u32) -> Command {
+    Command::LaunchReviews {
+        campaign_id: campaign.id.clone(),
+        round,
+    }
+}
+
+fn close(campaign: &Campaign, items: u64, now: DateTime<Utc>) -> Step<CampaignState> {
+    Step {
+        commands: vec![
+            campaign_audit(
+                campaign,
+                AuditKind::CampaignClosed,
+                Actor::Schedule(CLOSE_TIMER.into()),
+                format!(
+                    "closed at its deadline with {items} items; unanswered items get the default ({})",
+                    campaign.unanswered.as_str()
+                ),
+            ),
+            Command::Notify {
+                to: SECURITY_CHANNEL.into(),
+                subject: format!("Access review {} closed", campaign.name),
+                body: format!(
+                    "{} closed with {items} review items. Unanswered items get the policy default ({}). Evidence: `steward campaigns report {}`.",
+                    campaign.name,
+                    campaign.unanswered.as_str(),
+                    campaign.id
+                ),
+            },
+        ],
+        state: CampaignState::Closed {
+            campaign: campaign.clone(),
+            items,
+            closed_at: now,
+        },
+    }
+}
+
+impl Workflow for ReviewCampaign {
+    type State = CampaignState;
+    type Input = CampaignInput;
+    const KIND: &'static str = "review_campaign";
+    const TRANSITIONS: &'static [Transition] = &[
+        t(START, "start", "Launching"),
+        t("Launching", "ReviewsLaunched", "Launching"),
+        t("Launching", "ReviewsLaunched", "Reviewing"),
+        t("Launching", "ReviewsLaunched", "Closed"),
+        t("Launching", "TimerFired", "Launching"),
+        t("Launching", "CommandFailed", "Failed"),
+        t("Reviewing", "TimerFired", "Closed"),
+    ];
+
+    fn start(input: CampaignInput, ctx: &Ctx) -> Result<Step<CampaignState>, Rejected> {
+        let campaign = input.campaign;
+        check_id(&campaign.id)?;
+        let mut reasons = Vec::new();
+        if campaign.name.trim().is_empty() {
+            reasons.push(reason("name", "a campaign needs a name"));
+        }
+        if campaign.deadline <= ctx.now {
+            reasons.push(reason(
+                "deadline",
+                format!(
+                    "deadline {} is not in the future",
+                    campaign.deadline.to_rfc3339()
+                ),
+            ));
+        }
+        Rejected::from_reasons(reasons)?;
+        Ok(Step {
+            commands: vec![
+                campaign_audit(
+                    &campaign,
+                    AuditKind::CampaignLaunched,
+                    campaign.started_by.clone(),
+                    format!(
+                        "launched by {} for {}, due {}, unanswered → {}",
+                        campaign.started_by.describe(),
+                        campaign.scope.describe(),
+                        campaign.deadline.to_rfc3339(),
+                        campaign.unanswered.as_str()
+                    ),
+                ),
+                Command::SetTimer {
+                    name: CLOSE_TIMER.into(),
+                    at: campaign.deadline,
+                },
+                launch(&campaign, 1),
+            ],
+            state: CampaignState::Launching {
+                campaign,
+                launched: 0,
+                round: 1,
+                deadline_passed: false,
+            },
+        })
+    }
+
+    fn on(state: &CampaignState, event: Event, ctx: &Ctx) -> Result<Step<CampaignState>, Rejected> {
+        use CampaignState as S;
+        match (state, event) {
+            (
+                S::Launching {
+                    campaign,
+                    launched,
+                    round,
+                    deadline_passed,
+                },
+                Event::ReviewsLaunched {
+                    round: r,
+                    launched: n,
+                    more,
+                },
+            ) => {
+                if r != *round {
+                    return Err(Rejected::new(
+                        "round",
+                        format!("launch round {r} is not the current round {round}"),
+                    ));
+                }
+                let total = launched + n;
+                // After the deadline no new items: an item nobody could answer gets no default.
+                if more && !*deadline_passed {
+                    return Ok(Step {
+                        commands: vec![launch(campaign, round + 1)],
+                        state: S::Launching {
+                            campaign: campaign.clone(),
+                            launched: total,
+                            round: round + 1,
+                            deadline_passed: *deadline_passed,
+                        },
+                    });
+                }
+                if *deadline_passed {
+                    return Ok(close(campaign, total, ctx.now));
+                }
+                Ok(Step {
+                    commands: vec![campaign_audit(
+                        campaign,
+                        AuditKind::CampaignLaunched,
+                        Actor::System,
+                        format!("{total} review items sent to their owners"),
+                    )],
+                    state: S::Reviewing {
+                        campaign: campaign.clone(),
+                        items: total,
+                    },
+                })
+            }
+            (
+                S::Launching {
+                    campaign,
+                    launched,
+                    round,
+                    ..
+                },
+                Event::TimerFired { name },
+            ) if name == CLOSE_TIMER && ctx.now >= campaign.deadline => Ok(Step {
+                commands: vec![],
+                state: S::Launching {
+                    campaign: campaign.clone(),
+                    launched: *launched,
+                    round: *round,
+                    deadline_passed: true,
+                },
+            }),
+            (
+                S::Launching {
+                    campaign, launched, ..
+                },
+                Event::CommandFailed {
+                    command, reason, ..
+                },
+            ) if command == "workflow.launch_reviews" => Ok(Step {
+                commands: vec![
+                    Command::CancelTimer {
+                        name: CLOSE_TIMER.into(),
+                    },
+                    Command::Audit(AuditEvent {
+                        kind: AuditKind::CampaignLaunched,
+                        actor: Actor::System,
+                        agent_id: String::new(),
+                        agent_name: String::new(),
+                        approval_id: None,
+                        scopes: vec![],
+                        success: false,
+                        message: format!(
+                            "campaign {}: the launch stopped after {launched} items: {reason}",
+                            campaign.id
+                        ),
+                    }),
+                    Command::Notify {
+                        to: SECURITY_CHANNEL.into(),
+                        subject: format!("Access review {} did not launch fully", campaign.name),
+                        body: format!(
+                            "The launch stopped after {launched} review items: {reason}. The items already sent stay open until {}.",
+                            campaign.deadline.to_rfc3339()
+                        ),
+                    },
+                ],
+                state: S::Failed {
+                    campaign: campaign.clone(),
+                    launched: *launched,
+                    reason,
+                },
+            }),
+            (S::Reviewing { campaign, items }, Event::TimerFired { name })
+                if name == CLOSE_TIMER && ctx.now >= campaign.deadline =>
+            {
+                Ok(close(campaign, *items, ctx.now))
+            }
+            (s, e) => Err(not_applicable(Self::KIND, Self::state_name(s), &e)),
+        }
+    }
+
+    fn state_name(state: &CampaignState) -> &'static str {
+        match state {
+            CampaignState::Launching { .. } => "Launching",
+            CampaignState::Reviewing { .. } => "Reviewing",
+            CampaignState::Closed { .. } => "Closed",
+            CampaignState::Failed { .. } => "Failed",
+        }
+    }
+
+    fn is_terminal(state: &CampaignState) -> bool {
+        matches!(
+            state,
+            CampaignState::Closed { .. } | CampaignState::Failed { .. }
+        )
+    }
+}
