@@ -39,7 +39,13 @@ impl Message {
     /// The queue deduplication id.
     pub fn dedupe_id(&self) -> String {
         match self {
-            Message::Event { event_id, .. } => format!("ev:{event_id}"),
+            // Event ids are unique per workflow only (every item of a campaign has the same
+            // deadline timer): the workflow is part of the id.
+            Message::Event {
+                workflow_id,
+                event_id,
+                ..
+            } => format!("ev:{workflow_id}:{event_id}"),
             Message::Run { key, attempt, .. } => format!("run:{key}#{attempt}"),
             Message::Completed { key, .. } => format!("done:{key}"),
         }

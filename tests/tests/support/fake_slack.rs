@@ -4,8 +4,10 @@
 //! It records every call so tests can check what Steward sent, and it accepts the ephemeral
 //! answers Steward posts to an interaction's `response_url`.
 //!
-//! Methods: `chat.postMessage`, `chat.update`, `users.lookupByEmail`, plus `/respond/{n}` as
-//! the response_url target.
+//! Methods: `chat.postMessage` (with message `metadata`), `chat.update`,
+//! `users.lookupByEmail`, `conversations.open`, `conversations.history` (newest first, `oldest`,
+//! `include_all_metadata`), plus `/respond/{n}` as the response_url target. It can answer the
+//! first posts with HTTP 429 and `Retry-After`, as Slack does when a limit is exceeded.
 #![allow(dead_code)] // each test binary uses a different part
 
 use axum::Json;
@@ -35,6 +37,10 @@ struct Inner {
     next_ts: u64,
     /// Shape problems found in what Steward sent.
     problems: Vec<String>,
+    /// Posts still to answer with 429.
+    throttle_posts: u32,
+    /// (channel, ts) in posting order.
+    order: Vec<(String, String)>,
 }
 
 pub struct FakeSlack {
@@ -54,7 +60,11 @@ impl FakeSlack {
     /// async tests); `users` maps directory emails to Slack user ids. Stops when dropped.
     pub fn start(users: &[(&str, &str)]) -> Self {
         let inner = Arc::new(Mutex::new(Inner {
-            next_ts: 1_700_000_000_000_100,
+            // Message ts are Unix times (seconds.micros), as Slack's are.
+            next_ts: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_micros() as u64,
             ..Inner::default()
         }));
         let users: Arc<HashMap<String, String>> = Arc::new(
@@ -71,6 +81,8 @@ impl FakeSlack {
             .route("/api/chat.postMessage", post(post_message))
             .route("/api/chat.update", post(update))
             .route("/api/users.lookupByEmail", get(lookup_by_email))
+            .route("/api/conversations.open", post(conversations_open))
+            .route("/api/conversations.history", get(history).post(history))
             .route("/respond/{n}", post(respond))
             .with_state(state);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding the fake Slack");
@@ -101,6 +113,11 @@ impl FakeSlack {
     /// The API base URL Steward is configured with.
     pub fn api_url(&self) -> String {
         format!("{}/api", self.base)
+    }
+
+    /// Answers the next `n` chat.postMessage calls with HTTP 429 (`Retry-After: 1`).
+    pub fn throttle_next_posts(&self, n: u32) {
+        self.inner.lock().unwrap().throttle_posts = n;
     }
 
     /// A response_url for a click, recorded as method `respond`.
@@ -137,6 +154,20 @@ impl FakeSlack {
     /// The current body of a posted message.
     pub fn message(&self, channel: &str, ts: &str) -> Value {
         self.inner.lock().unwrap().messages[&(channel.to_string(), ts.to_string())].clone()
+    }
+
+    /// Posted messages tagged with Slack message metadata `key` (what Steward looks for after
+    /// a crash), as posted.
+    pub fn tagged_posts(&self, key_prefix: &str) -> Vec<Value> {
+        self.calls_of("chat.postMessage")
+            .into_iter()
+            .filter(|c| {
+                c.body["metadata"]["event_payload"]["key"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with(key_prefix))
+            })
+            .map(|c| c.body)
+            .collect()
     }
 
     /// Posted messages (channel, ts, body as posted) that carry Approve / Deny buttons.
@@ -243,8 +274,30 @@ fn check_message(body: &Value, problems: &mut Vec<String>) {
 async fn post_message(
     State(s): State<AppState>,
     headers: HeaderMap,
-    Json(mut body): Json<Value>,
-) -> Json<Value> {
+    Json(body): Json<Value>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    {
+        let mut inner = s.inner.lock().unwrap();
+        if inner.throttle_posts > 0 {
+            inner.throttle_posts -= 1;
+            inner.calls.push(Call {
+                method: "chat.postMessage/429".into(),
+                authorized: authorized(&headers),
+                body,
+            });
+            return (
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                [("retry-after", "1")],
+                Json(json!({"ok": false, "error": "ratelimited"})),
+            )
+                .into_response();
+        }
+    }
+    post_accepted(s, headers, body).into_response()
+}
+
+fn post_accepted(s: AppState, headers: HeaderMap, mut body: Value) -> Json<Value> {
     let ok = authorized(&headers);
     let mut inner = s.inner.lock().unwrap();
     if !ok {
@@ -275,6 +328,7 @@ async fn post_message(
     inner
         .messages
         .insert((channel.clone(), ts.clone()), body.clone());
+    inner.order.push((channel.clone(), ts.clone()));
     inner.calls.push(Call {
         method: "chat.postMessage".into(),
         authorized: true,
@@ -361,4 +415,69 @@ async fn respond(
         body: json!({"n": n, "body": body}),
     });
     Json(json!({"ok": true}))
+}
+
+async fn conversations_open(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let ok = authorized(&headers);
+    s.inner.lock().unwrap().calls.push(Call {
+        method: "conversations.open".into(),
+        authorized: ok,
+        body: body.clone(),
+    });
+    if !ok {
+        return Json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    let user = match &body["users"] {
+        Value::Array(a) => a
+            .first()
+            .and_then(|u| u.as_str())
+            .unwrap_or_default()
+            .to_string(),
+        Value::String(u) => u.split(',').next().unwrap_or_default().to_string(),
+        _ => String::new(),
+    };
+    match user.strip_prefix('U') {
+        Some(rest) => Json(json!({"ok": true, "channel": {"id": format!("D{rest}")}})),
+        None => Json(json!({"ok": false, "error": "user_not_found"})),
+    }
+}
+
+async fn history(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Json<Value> {
+    let ok = authorized(&headers);
+    let mut inner = s.inner.lock().unwrap();
+    inner.calls.push(Call {
+        method: "conversations.history".into(),
+        authorized: ok,
+        body: json!(q),
+    });
+    if !ok {
+        return Json(json!({"ok": false, "error": "invalid_auth"}));
+    }
+    let channel = q.get("channel").cloned().unwrap_or_default();
+    let oldest: f64 = q.get("oldest").and_then(|o| o.parse().ok()).unwrap_or(0.0);
+    let metadata = q.get("include_all_metadata").is_some_and(|v| v == "true");
+    let messages: Vec<Value> = inner
+        .order
+        .iter()
+        .rev()
+        .filter(|(c, ts)| *c == channel && ts.parse::<f64>().unwrap_or(0.0) >= oldest)
+        .map(|(c, ts)| {
+            let b = &inner.messages[&(c.clone(), ts.clone())];
+            let mut m =
+                json!({"type": "message", "ts": ts, "text": b["text"], "bot_id": "B0STEWARD"});
+            if metadata && !b["metadata"].is_null() {
+                m["metadata"] = b["metadata"].clone();
+            }
+            m
+        })
+        .collect();
+    Json(json!({"ok": true, "messages": messages, "has_more": false}))
 }
