@@ -5,114 +5,13 @@
 //!     cargo bench -p shared --bench sweep                              # 100,000 agents
 //!     STEWARD_BENCH_AGENTS=20000 cargo bench -p shared --bench sweep
 
-use chrono::{Duration, Utc};
+mod common;
+
+use chrono::Utc;
+use common::registry::{agent, mib, peak, reset_peak, seed};
 use shared::embedded::{Db, Durability};
-use shared::ports::store::{Commit, HistoryEntry, Instance};
-use shared::ports::store::{StoreRead, StoreWrite};
-use statemachines::{Actor, Agent, AgentStatus};
+use shared::ports::store::StoreRead;
 use std::time::Instant;
-
-/// Peak resident memory since the last reset, measured by the kernel (Linux): writing 5 to
-/// /proc/self/clear_refs resets VmHWM to the current RSS, so each phase's peak is its own.
-fn reset_peak() -> usize {
-    std::fs::write("/proc/self/clear_refs", "5").expect("resetting the peak RSS (Linux only)");
-    rss("VmRSS")
-}
-
-fn peak() -> usize {
-    rss("VmHWM")
-}
-
-fn rss(field: &str) -> usize {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
-        .map(|kb| kb * 1024)
-        .expect("a memory figure in /proc/self/status")
-}
-
-fn mib(bytes: usize) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-fn agent(i: usize, now: chrono::DateTime<Utc>) -> Agent {
-    let env = ["dev", "staging", "prod"][i % 3];
-    // Ages spread over 0..180 days: about half are past the 90-day default.
-    let age = Duration::days((i * 7 % 180) as i64) + Duration::minutes((i % 1440) as i64);
-    Agent {
-        id: format!("agt-{i:08}"),
-        name: format!("bench-{i}-agent-{env}"),
-        owner: format!("owner{}@example.com", i % 500),
-        team: format!("team-{}", i % 40),
-        environment: env.into(),
-        purpose: "sweep benchmark".into(),
-        scopes: vec!["erp:orders:read".into(), "datadog:metrics:read".into()],
-        token_lifetime_secs: 900,
-        expires_on: None,
-        status: if i.is_multiple_of(50) {
-            AgentStatus::Denied
-        } else {
-            AgentStatus::Active
-        },
-        client_id: Some(format!("0oa{i:010}")),
-        secret_version: Some(format!("{:032x}", i)),
-        credential_issued_at: Some(now - age),
-        requested_by: "bench@example.com".into(),
-        created_at: now - age,
-        updated_at: now - age,
-        flags: vec![],
-        credentials: vec![],
-        decommission: None,
-        last_review: None,
-    }
-}
-
-/// Writes the agents in commits of 1,000 (each with a seed workflow instance, as the store's
-/// only write path is a workflow commit).
-async fn seed(db: &Db, agents: Vec<Agent>) {
-    let now = Utc::now();
-    for (n, chunk) in agents.chunks(1000).enumerate() {
-        let id = format!("bench-seed-{n}");
-        let instance = Instance {
-            id: id.clone(),
-            kind: "bench".into(),
-            agent_id: None,
-            state: serde_json::Value::Null,
-            state_name: "Seeded".into(),
-            terminal: true,
-            version: 1,
-            pending: vec![],
-            applied: vec![],
-            request_hash: id.clone(),
-            created_at: now,
-            updated_at: now,
-            group: None,
-        };
-        db.commit(Commit {
-            instance,
-            expected_version: 0,
-            history: HistoryEntry {
-                seq: 1,
-                at: now,
-                event_id: "seed".into(),
-                event: serde_json::Value::Null,
-                actor: Actor::System,
-                from: "[*]".into(),
-                to: "Seeded".into(),
-                commands: vec![],
-                rejected: None,
-            },
-            timers: vec![],
-            agents: chunk.to_vec(),
-            approvals: vec![],
-            audit: vec![],
-        })
-        .await
-        .expect("seeding the registry");
-    }
-}
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {

@@ -382,8 +382,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
 fn reviews(file: &PolicyFile, problems: &mut Vec<String>) -> statemachines::policy::Reviews {
     use statemachines::review_campaign::{Risk, Unanswered};
     let r = &file.reviews;
-    let mut out = statemachines::policy::Reviews::default();
-    out.every_months = match r.every.as_deref().map(str::trim) {
+    let every_months = match r.every.as_deref().map(str::trim) {
         None | Some("off") => 0,
         Some("monthly") => 1,
         Some("quarterly") => 3,
@@ -395,6 +394,10 @@ fn reviews(file: &PolicyFile, problems: &mut Vec<String>) -> statemachines::poli
             ));
             0
         }
+    };
+    let mut out = statemachines::policy::Reviews {
+        every_months,
+        ..Default::default()
     };
     for e in &r.environments {
         if !file.environments.contains(e) {

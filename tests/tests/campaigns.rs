@@ -372,11 +372,11 @@ fn campaign_for_200_agents_across_20_owners_through_slack() {
             .all(|i| s.agent(&names[i])["status"] == "decommissioned")
             .then_some(())
     });
-    for i in 30..60 {
-        assert_eq!(strings(&s.agent(&names[i])["scopes"]), [READ]);
+    for name in &names[30..60] {
+        assert_eq!(strings(&s.agent(name)["scopes"]), [READ]);
     }
-    for i in 90..200 {
-        assert_eq!(s.agent(&names[i])["status"], "frozen", "{}", names[i]);
+    for name in &names[90..200] {
+        assert_eq!(s.agent(name)["status"], "frozen", "{name}");
     }
     let frozen = s.agent(&names[150]);
     let (_, fsecret) = s.vault_secret(frozen["id"].as_str().unwrap());

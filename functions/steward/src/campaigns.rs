@@ -73,7 +73,7 @@ pub fn bar(done: u64, total: u64, width: usize) -> String {
         ((done as f64 / total as f64) * width as f64).round() as usize
     }
     .min(width);
-    let pct = if total == 0 { 0 } else { done * 100 / total };
+    let pct = (done * 100).checked_div(total).unwrap_or(0);
     format!(
         "[{}{}] {pct:>3}%",
         "#".repeat(filled),

@@ -744,7 +744,7 @@ impl Engine {
             let c = campaign_of(&i)?;
             out.push(self.progress_of(&i, &c, &[]).0);
         }
-        out.sort_by(|a, b| b.deadline.cmp(&a.deadline));
+        out.sort_by_key(|p| std::cmp::Reverse(p.deadline));
         Ok(out)
     }
 
