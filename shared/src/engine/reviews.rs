@@ -442,42 +442,48 @@ impl Engine {
             .campaign()
             .clone();
         let round_tag = format!("{campaign_id}/round-{round}");
-        let existing = self
-            .store
-            .instances_in_group(campaign_id)
-            .await
-            .map_err(store_err)?;
-        let mut have: HashMap<String, &Instance> = HashMap::with_capacity(existing.len());
-        let mut launched = 0u64;
-        let mut resend: Vec<(String, Vec<PendingCommand>)> = Vec::new();
-        for i in &existing {
-            if let Some(a) = &i.agent_id {
-                have.insert(a.clone(), i);
-            }
-            if i.request_hash == round_tag {
-                launched += 1;
-                if !i.pending.is_empty() {
-                    resend.push((i.id.clone(), i.pending.clone()));
-                }
-            }
-        }
-        for (id, pending) in resend {
-            self.send_delayed(runs(&id, &pending))
-                .await
-                .map_err(|e| fail(e.to_string()))?;
-        }
-        let mut agents: Vec<_> = self
+        // Rounds walk the registry in agent-id order; where a round starts is saved by the
+        // round before it, so a round run again (after a crash) covers the same agents.
+        let start_key = format!("campaign:{campaign_id}:round:{round}");
+        let after = self.store.cursor(&start_key).await.map_err(store_err)?;
+        let mut candidates: Vec<_> = self
             .store
             .agents()
             .await
             .map_err(store_err)?
             .into_iter()
-            .filter(|a| campaign.scope.covers(a, &self.policy) && !have.contains_key(&a.id))
+            .filter(|a| {
+                after.as_deref().is_none_or(|x| a.id.as_str() > x)
+                    && campaign.scope.covers(a, &self.policy)
+            })
             .collect();
-        agents.sort_by(|a, b| a.id.cmp(&b.id));
+        candidates.sort_by(|a, b| a.id.cmp(&b.id));
         let batch = self.policy.reviews.launch_batch.max(1) as usize;
-        let more = agents.len() > batch;
-        agents.truncate(batch);
+        let more = candidates.len() > batch;
+        candidates.truncate(batch);
+        let last = candidates.last().map(|a| a.id.clone());
+        let mut launched = 0u64;
+        let mut agents = Vec::with_capacity(candidates.len());
+        for a in candidates {
+            match self
+                .store
+                .instance(&campaign.item_id(&a.id))
+                .await
+                .map_err(store_err)?
+            {
+                None => agents.push(a),
+                // Made by this round before a crash: count it, and make sure its message goes.
+                Some(i) if i.request_hash == round_tag => {
+                    launched += 1;
+                    if !i.pending.is_empty() {
+                        self.send_delayed(runs(&i.id, &i.pending))
+                            .await
+                            .map_err(|e| fail(e.to_string()))?;
+                    }
+                }
+                Some(_) => {}
+            }
+        }
         let mut managers: HashMap<String, Option<String>> = HashMap::new();
         let now = self.clock.now();
         for chunk in agents.chunks(LAUNCH_COMMIT_CHUNK) {
@@ -560,6 +566,15 @@ impl Engine {
                     Err(e) => return Err(store_err(e)),
                 }
             }
+        }
+        if more && let Some(last) = last {
+            self.store
+                .set_cursor(
+                    &format!("campaign:{campaign_id}:round:{}", round + 1),
+                    &last,
+                )
+                .await
+                .map_err(store_err)?;
         }
         tracing::info!(
             campaign = campaign_id,
