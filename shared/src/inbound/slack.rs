@@ -171,16 +171,7 @@ pub async fn handle(
         return refuse(engine, 400, &slack_actor, why).await;
     };
     let response_url = click.response_url.as_ref().map(|u| u.0.to_string());
-    let answer = |text: String| async move {
-        if let (Some(web), Some(url)) = (slack, response_url.as_deref()) {
-            match tokio::time::timeout(EPHEMERAL_TIMEOUT, web.respond_ephemeral(url, &text)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not answer the clicker"),
-                Err(_) => tracing::warn!("answering the clicker took too long; skipped"),
-            }
-        }
-        Ok::<Reply, EngineError>(ephemeral(&text))
-    };
+    let answer = |text: String| answer_clicker(slack, response_url.as_deref(), text);
 
     let candidates = match engine.store.approval(approval_id).await? {
         Some(record) => {
@@ -328,16 +319,7 @@ async fn review_click(
         .await;
     };
     let response_url = click.response_url.as_ref().map(|u| u.0.to_string());
-    let answer = |text: String| async move {
-        if let (Some(web), Some(url)) = (slack, response_url.as_deref()) {
-            match tokio::time::timeout(EPHEMERAL_TIMEOUT, web.respond_ephemeral(url, &text)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "could not answer the clicker"),
-                Err(_) => tracing::warn!("answering the clicker took too long; skipped"),
-            }
-        }
-        Ok::<Reply, EngineError>(ephemeral(&text))
-    };
+    let answer = |text: String| answer_clicker(slack, response_url.as_deref(), text);
     let candidates = engine.review_people(item_id).await?;
     let email = match tokio::time::timeout(
         LOOKUP_TIMEOUT,
@@ -397,6 +379,23 @@ async fn review_click(
         Err(EngineError::NotFound(m)) => answer(m).await,
         Err(e) => Err(e),
     }
+}
+
+/// Tells the clicker `text` on the interaction's response_url (best effort, bounded) and as
+/// the reply itself.
+async fn answer_clicker(
+    slack: Option<&SlackWeb>,
+    response_url: Option<&str>,
+    text: String,
+) -> Result<Reply, EngineError> {
+    if let (Some(web), Some(url)) = (slack, response_url) {
+        match tokio::time::timeout(EPHEMERAL_TIMEOUT, web.respond_ephemeral(url, &text)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not answer the clicker"),
+            Err(_) => tracing::warn!("answering the clicker took too long; skipped"),
+        }
+    }
+    Ok(ephemeral(&text))
 }
 
 /// An answer only the clicking person sees.

@@ -167,17 +167,7 @@ fn request_messages(record: &ApprovalRecord) -> impl Iterator<Item = &PostedMess
 }
 
 fn notify_error(e: SlackError) -> NotifyError {
-    let retry_after = match &e {
-        SlackError::RateLimited { retry_after, .. } => {
-            Some(retry_after.unwrap_or(std::time::Duration::from_secs(30)))
-        }
-        _ => None,
-    };
-    NotifyError {
-        retryable: e.retryable(),
-        message: e.to_string(),
-        retry_after,
-    }
+    e.into()
 }
 
 #[async_trait]

@@ -141,3 +141,21 @@ impl SlackError {
         }
     }
 }
+
+/// A Slack failure as the people port reports it: rate limits carry their wait (30 s when Slack
+/// gave none), so the command goes back to the queue without using up an attempt.
+impl From<SlackError> for crate::ports::approvals::NotifyError {
+    fn from(e: SlackError) -> Self {
+        let retry_after = match &e {
+            SlackError::RateLimited { retry_after, .. } => {
+                Some(retry_after.unwrap_or(std::time::Duration::from_secs(30)))
+            }
+            _ => None,
+        };
+        Self {
+            retryable: e.retryable(),
+            message: e.to_string(),
+            retry_after,
+        }
+    }
+}

@@ -8,7 +8,6 @@
 //! is recorded. A retry that finds a marker without a message looks for the tagged message in
 //! the conversation before posting again.
 
-use super::SlackError;
 use super::client::SlackWeb;
 use super::message::{
     REASON_ACTION, REASON_BLOCK, REASON_MAX_CHARS, context, escape, md, plain, section, when,
@@ -35,20 +34,6 @@ const REMINDER_ROUTE: &str = "reminder";
 /// Fault injection for the crash test: abort right after Slack accepted an item's message and
 /// before it was recorded (`STEWARD_CRASH_AFTER=slack.review_posted`).
 const CRASH_POINT: &str = "slack.review_posted";
-
-fn notify_error(e: SlackError) -> NotifyError {
-    let retry_after = match &e {
-        SlackError::RateLimited { retry_after, .. } => {
-            Some(retry_after.unwrap_or(std::time::Duration::from_secs(30)))
-        }
-        _ => None,
-    };
-    NotifyError {
-        retryable: e.retryable(),
-        message: e.to_string(),
-        retry_after,
-    }
-}
 
 fn store_error(e: crate::ports::store::StoreError) -> NotifyError {
     NotifyError {
@@ -338,7 +323,8 @@ pub async fn send(
             .find(|m| m.route == route && !m.ts.is_empty())
             .cloned()
     };
-    let person = |email: String| async move { web.user_id(&email).await.map_err(notify_error) };
+    let person =
+        |email: String| async move { web.user_id(&email).await.map_err(NotifyError::from) };
     match notice {
         ReviewNotice::Ask { item } => {
             let to = match person(item.agent.owner.clone()).await? {
@@ -435,7 +421,7 @@ pub async fn send(
             {
                 web.update(&m.channel, &m.ts, &text, blocks.clone())
                     .await
-                    .map_err(notify_error)?;
+                    .map_err(NotifyError::from)?;
             }
             Ok(())
         }
@@ -465,7 +451,7 @@ async fn once(
         if let Some((channel, ts)) = web
             .find_tagged(&marker.channel, &tag, since)
             .await
-            .map_err(notify_error)?
+            .map_err(NotifyError::from)?
         {
             tracing::info!(
                 subject,
@@ -488,7 +474,7 @@ async fn once(
     }
     web.admit("chat.postMessage", Some(to))
         .await
-        .map_err(notify_error)?;
+        .map_err(NotifyError::from)?;
     store
         .put_message(
             subject,
@@ -504,7 +490,7 @@ async fn once(
     let (channel, ts) = web
         .post_admitted(to, text, blocks, thread_ts, Some(&tag))
         .await
-        .map_err(notify_error)?;
+        .map_err(NotifyError::from)?;
     if std::env::var("STEWARD_CRASH_AFTER").is_ok_and(|v| v == CRASH_POINT) {
         eprintln!(
             "STEWARD_CRASH_AFTER={CRASH_POINT}: aborting after Slack accepted the message, before recording it"
