@@ -81,7 +81,15 @@ fn class(kind: AuditKind) -> Class {
         | AuditKind::ReviewEscalated
         | AuditKind::ReviewDecided
         | AuditKind::ReviewDefaulted => (entity_mgmt, (3, "Update")),
-        AuditKind::AgentFrozen => ((3001, "Account Change"), (5, "Disable")),
+        AuditKind::AgentFrozen | AuditKind::ShadowAgentReleased => {
+            ((3001, "Account Change"), (5, "Disable"))
+        }
+        AuditKind::AgentUnfrozen => ((3001, "Account Change"), (2, "Enable")),
+        AuditKind::ShadowAgentFound => (entity_mgmt, (1, "Create")),
+        AuditKind::AnomalyDetected
+        | AuditKind::FreezeDismissed
+        | AuditKind::FreezeKept
+        | AuditKind::ShadowAgentClaimed => (entity_mgmt, (3, "Update")),
     };
     Class {
         uid: c.0,

@@ -5,7 +5,8 @@
 use crate::Engine;
 use crate::audit;
 use crate::engine::EngineError;
-use crate::signal::Signal;
+use crate::signal::{AppChange, Signal};
+use statemachines::detection::TokenRequest;
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -45,8 +46,11 @@ pub struct Accepted {
 ///
 /// What each signal does:
 /// - a person lost → owner-loss handling for every live agent they own;
-/// - service app changes, risk signals and token grants → recorded with their mapping in the
-///   audit trail (`unmapped.signal`), the evidence discovery, detection and reviews read.
+/// - a token grant (granted or refused) → the scope use reviews show, and anomaly detection
+///   against the agent's baseline and rules;
+/// - a risk signal about a client or agent → a finding with the policy's severity;
+/// - a service app created outside Steward → a shadow agent (discovery);
+/// - every event → recorded with its mapping in the audit trail (`unmapped.signal`).
 pub async fn accept(engine: &Engine, events: Vec<Received>) -> Result<Accepted, EngineError> {
     let now = engine.clock.now();
     let records = events
@@ -65,7 +69,7 @@ pub async fn accept(engine: &Engine, events: Vec<Received>) -> Result<Accepted, 
     engine.store.append_audit(records).await?;
     let mut accepted = Accepted::default();
     for ev in &events {
-        apply(engine, ev).await?;
+        apply(engine, ev, now).await?;
         if engine
             .store
             .remember_inbound(ev.source, &ev.event_id, DEDUPE_WINDOW)
@@ -80,21 +84,74 @@ pub async fn accept(engine: &Engine, events: Vec<Received>) -> Result<Accepted, 
     Ok(accepted)
 }
 
-async fn apply(engine: &Engine, ev: &Received) -> Result<(), EngineError> {
+async fn apply(engine: &Engine, ev: &Received, accepted_at: DateTime<Utc>) -> Result<(), EngineError> {
     if let Some(Signal::TokenGrant {
         client_id,
+        ip,
+        requested,
         granted,
-        success: true,
+        success,
+        reason,
         ..
     }) = &ev.signal
     {
+        let at = ev.published.unwrap_or(accepted_at);
+        // A refusal proves the credential was used only when the client authenticated and
+        // asked for a scope it lacks (Okta `no_matching_scope`, OAuth `invalid_scope`); a wrong
+        // secret says nothing about the agent, and must not let anyone freeze it.
+        let authenticated = *success || reason.as_deref().is_some_and(|r| r.contains("scope"));
+        if *success {
+            engine
+                .store
+                .record_scope_usage(client_id, granted, at)
+                .await?;
+        }
+        let request = TokenRequest {
+            at,
+            ip: ip.clone(),
+            requested: requested.clone(),
+            granted: granted.clone(),
+            success: *success,
+        };
+        if authenticated {
+            engine
+                .observe_token_request(client_id, &request, &ev.event_id, accepted_at)
+                .await?;
+        }
+    }
+    if let Some(Signal::Risk {
+        kind,
+        subjects,
+        detail,
+        ..
+    }) = &ev.signal
+    {
+        let kind = serde_json::to_value(kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        for subject in subjects {
+            let agent = match engine.store.agent_by_client(subject).await? {
+                Some(a) => Some(a),
+                None => engine.find_agent(subject).await?,
+            };
+            if let Some(agent) = agent {
+                engine
+                    .observe_signal(&agent, &kind, detail, &ev.event_id, accepted_at)
+                    .await?;
+            }
+        }
+    }
+    if let Some(Signal::ServiceApp {
+        app_id,
+        change: AppChange::Created,
+        by,
+        ..
+    }) = &ev.signal
+        && engine.policy.discovery.enabled
+    {
         engine
-            .store
-            .record_scope_usage(
-                client_id,
-                granted,
-                ev.published.unwrap_or(engine.clock.now()),
-            )
+            .client_created(app_id, by.as_deref(), &ev.event_id)
             .await?;
     }
     if let Some(Signal::PersonLost { login, change, .. }) = &ev.signal {

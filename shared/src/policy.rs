@@ -41,6 +41,74 @@ struct PolicyFile {
     expiry: ExpiryFile,
     #[serde(default)]
     reviews: ReviewsFile,
+    #[serde(default)]
+    detection: DetectionFile,
+    #[serde(default)]
+    discovery: DiscoveryFile,
+}
+
+/// `[detection]`: thresholds, approved source ranges, outside-signal severities, and rules in
+/// the shape `{ name, severity, condition, action }`. A listed rule replaces the built-in rule
+/// of the same name (`enabled = false` switches it off); other listed rules are added.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DetectionFile {
+    enabled: Option<bool>,
+    #[serde(default)]
+    rules: Vec<RuleFile>,
+    #[serde(default)]
+    approved_ranges: std::collections::BTreeMap<String, Vec<String>>,
+    learning_requests: Option<u64>,
+    sharing_window: Option<String>,
+    sharing_sources: Option<usize>,
+    rate_factor: Option<f64>,
+    volume_factor: Option<f64>,
+    min_burst: Option<u32>,
+    quiet: Option<String>,
+    decide_within: Option<String>,
+    #[serde(default)]
+    signals: std::collections::BTreeMap<String, statemachines::detection::Severity>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    name: String,
+    severity: statemachines::detection::Severity,
+    condition: statemachines::detection::Condition,
+    #[serde(deserialize_with = "one_or_many")]
+    action: Vec<statemachines::detection::Action>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one_or_many<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany<T> {
+        One(T),
+        Many(Vec<T>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(t) => vec![t],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// `[discovery]`: the shadow-agent sweep and the claim grace period.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DiscoveryFile {
+    enabled: Option<bool>,
+    grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -297,6 +365,16 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         lifecycle.expiry_reminder_secs = secs;
     }
     let reviews = reviews(&file, &mut problems);
+    let detection = detection(&file, &mut problems);
+    let mut discovery = statemachines::policy::Discovery::default();
+    if let Some(on) = file.discovery.enabled {
+        discovery.enabled = on;
+    }
+    if let Some(t) = &file.discovery.grace
+        && let Some(secs) = duration("discovery.grace", t, &mut problems)
+    {
+        discovery.grace_secs = secs;
+    }
     let reassign_within = match &file.owners.reassign_within {
         None => Some(statemachines::policy::default_owner_reassign_secs()),
         Some(s) => duration("owners.reassign_within", s, &mut problems),
@@ -375,7 +453,115 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         owner_reassign_secs: reassign_within.unwrap_or_default(),
         lifecycle,
         reviews,
+        detection,
+        discovery,
     })
+}
+
+/// Outside-signal kinds a severity can be mapped to (`Signal::Risk` kinds).
+pub const SIGNAL_KINDS: [&str; 9] = [
+    "threat_detected",
+    "user_risk",
+    "entity_risk_action",
+    "sessions_cleared",
+    "universal_logout",
+    "session_revoked",
+    "credential_change",
+    "credential_compromise",
+    "account_disabled",
+];
+
+/// The `[detection]` table, checked.
+fn detection(
+    file: &PolicyFile,
+    problems: &mut Vec<String>,
+) -> statemachines::detection::Detection {
+    let d = &file.detection;
+    let mut out = statemachines::detection::Detection::default();
+    if let Some(on) = d.enabled {
+        out.enabled = on;
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for r in &d.rules {
+        if !seen.insert(r.name.as_str()) {
+            problems.push(format!("detection.rules: rule `{}` is listed twice", r.name));
+        }
+        if r.name.trim().is_empty() {
+            problems.push("detection.rules: every rule needs a name".into());
+        }
+        out.rules.retain(|b| b.name != r.name);
+        if r.enabled {
+            out.rules.push(statemachines::detection::Rule {
+                name: r.name.clone(),
+                severity: r.severity,
+                condition: r.condition,
+                action: r.action.clone(),
+            });
+        }
+    }
+    for (env, ranges) in &d.approved_ranges {
+        if !file.environments.contains(env) {
+            problems.push(format!(
+                "detection.approved_ranges: `{env}` is not one of the policy's environments"
+            ));
+        }
+        for r in ranges {
+            if !statemachines::detection::valid_range(r) {
+                problems.push(format!(
+                    "detection.approved_ranges.{env}: `{r}` is not a CIDR range like `10.0.0.0/8`"
+                ));
+            }
+        }
+    }
+    out.approved_ranges = d.approved_ranges.clone();
+    if let Some(n) = d.learning_requests {
+        out.learning_requests = n;
+    }
+    if let Some(t) = &d.sharing_window
+        && let Some(secs) = duration("detection.sharing_window", t, problems)
+    {
+        out.sharing_window_secs = secs;
+    }
+    if let Some(n) = d.sharing_sources {
+        if n < 2 {
+            problems.push("detection.sharing_sources: must be 2 or more".into());
+        }
+        out.sharing_sources = n;
+    }
+    for (field, value, target) in [
+        ("detection.rate_factor", d.rate_factor, &mut out.rate_factor),
+        ("detection.volume_factor", d.volume_factor, &mut out.volume_factor),
+    ] {
+        if let Some(v) = value {
+            if v <= 1.0 || !v.is_finite() {
+                problems.push(format!("{field}: must be a number above 1, got {v}"));
+            }
+            *target = v;
+        }
+    }
+    if let Some(n) = d.min_burst {
+        out.min_burst = n;
+    }
+    if let Some(t) = &d.quiet
+        && let Some(secs) = duration("detection.quiet", t, problems)
+    {
+        out.quiet_secs = secs;
+    }
+    if let Some(t) = &d.decide_within
+        && let Some(secs) = duration("detection.decide_within", t, problems)
+    {
+        out.decision_secs = secs;
+    }
+    for (kind, severity) in &d.signals {
+        if !SIGNAL_KINDS.contains(&kind.as_str()) {
+            problems.push(format!(
+                "detection.signals: `{kind}` is not one of {}",
+                SIGNAL_KINDS.join(", ")
+            ));
+        }
+        out.signals.insert(kind.clone(), *severity);
+    }
+    out
 }
 
 /// The `[reviews]` table, checked.

@@ -91,6 +91,9 @@ pub enum AgentStatus {
     Failed,
     /// Its client is deactivated at the identity provider (no new tokens) until someone acts.
     Frozen,
+    /// A client found at the identity provider that nobody registered (a shadow agent): no
+    /// owner until someone claims it.
+    Unregistered,
     /// Client deleted, secret scheduled for deletion; the record is archived, never erased.
     Decommissioned,
 }
@@ -106,6 +109,7 @@ impl AgentStatus {
             Self::Cancelled => "cancelled",
             Self::Failed => "failed",
             Self::Frozen => "frozen",
+            Self::Unregistered => "unregistered",
             Self::Decommissioned => "decommissioned",
         }
     }
@@ -169,6 +173,12 @@ pub enum AgentChange {
     },
     /// The agent's client was deactivated: frozen until someone acts.
     Frozen { reason: String },
+    /// Security unfroze the agent: active again with exactly these grants.
+    Unfrozen {
+        scopes: Vec<String>,
+        token_lifetime_secs: u32,
+        by: String,
+    },
     /// Something needs a person's attention.
     Flag { flag: AgentFlag },
 }
@@ -213,12 +223,29 @@ impl Agent {
             AgentChange::ExpiresOn { date } => self.expires_on = Some(*date),
             AgentChange::Reviewed { review } => self.last_review = Some(review.clone()),
             AgentChange::Frozen { reason } => {
-                if self.status == AgentStatus::Active {
+                if matches!(self.status, AgentStatus::Active | AgentStatus::Unregistered) {
                     self.status = AgentStatus::Frozen;
                 }
                 self.flags.push(AgentFlag::Frozen {
                     reason: reason.clone(),
                     at: now,
+                });
+            }
+            AgentChange::Unfrozen {
+                scopes,
+                token_lifetime_secs,
+                ..
+            } => {
+                if self.status == AgentStatus::Frozen {
+                    self.status = AgentStatus::Active;
+                }
+                self.scopes = scopes.clone();
+                self.token_lifetime_secs = *token_lifetime_secs;
+                self.flags.retain(|f| {
+                    !matches!(
+                        f,
+                        AgentFlag::Frozen { .. } | AgentFlag::FreezeRequested { .. }
+                    )
                 });
             }
             AgentChange::Flag { flag } => {
@@ -249,4 +276,11 @@ pub enum AgentFlag {
     Frozen { reason: String, at: DateTime<Utc> },
     /// Nobody answered its access review; it was kept and flagged.
     ReviewUnanswered { campaign: String, at: DateTime<Utc> },
+    /// A detection rule fired on its traffic.
+    Anomaly {
+        rule: String,
+        severity: crate::detection::Severity,
+        detail: String,
+        at: DateTime<Utc>,
+    },
 }

@@ -41,6 +41,10 @@ pub enum IdpCommand {
         name: String,
         scopes: Vec<String>,
         token_lifetime_secs: u32,
+        /// Take over this existing client instead (a claimed shadow agent): set its grants,
+        /// issue a new secret into the vault and remove the secrets Steward never held.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adopt: Option<String>,
     },
     /// Set the client's granted scopes and token lifetime to exactly these (idempotent).
     SetGrants {
@@ -68,6 +72,8 @@ pub enum IdpCommand {
     RevokeTokens { client_id: String },
     /// Deactivate the client: no new tokens.
     DeactivateClient { client_id: String },
+    /// Activate a deactivated client again (an unfreeze).
+    ActivateClient { client_id: String },
     /// Delete the client at the IdP.
     DeleteClient { client_id: String },
 }
@@ -82,6 +88,7 @@ impl IdpCommand {
             IdpCommand::RemoveSecret { .. } => "idp.remove_secret",
             IdpCommand::RevokeTokens { .. } => "idp.revoke_tokens",
             IdpCommand::DeactivateClient { .. } => "idp.deactivate_client",
+            IdpCommand::ActivateClient { .. } => "idp.activate_client",
             IdpCommand::DeleteClient { .. } => "idp.delete_client",
         }
     }
@@ -157,6 +164,13 @@ pub enum AuditKind {
     ReviewDecided,
     ReviewDefaulted,
     AgentFrozen,
+    AnomalyDetected,
+    FreezeDismissed,
+    AgentUnfrozen,
+    FreezeKept,
+    ShadowAgentFound,
+    ShadowAgentClaimed,
+    ShadowAgentReleased,
 }
 
 /// An audit record as the machine knows it; the engine adds time, workflow and ids, and the
@@ -193,9 +207,10 @@ pub enum Command {
         agent_id: String,
         reason: crate::decommission::DecommissionReason,
     },
-    /// Cancel the agent's running rotations (external: the engine sends each a `Cancel`). A
-    /// decommission or a freeze wins over a rotation.
-    CancelRotations {
+    /// Cancel the agent's running rotations and its scope changes waiting for approval
+    /// (external: the engine sends each a `Cancel`). A decommission or a freeze wins over them.
+    #[serde(alias = "cancel_rotations")]
+    Supersede {
         agent_id: String,
         reason: String,
     },
@@ -257,7 +272,7 @@ impl Command {
             Command::Idp(_)
                 | Command::Vault(_)
                 | Command::StartDecommission { .. }
-                | Command::CancelRotations { .. }
+                | Command::Supersede { .. }
                 | Command::LaunchReviews { .. }
                 | Command::Review(_)
                 | Command::ApplyReview { .. }
@@ -274,7 +289,7 @@ impl Command {
             Command::Vault(c) => c.name(),
             Command::UpdateAgent { .. } => "agent.update",
             Command::StartDecommission { .. } => "workflow.start_decommission",
-            Command::CancelRotations { .. } => "workflow.cancel_rotations",
+            Command::Supersede { .. } => "workflow.supersede",
             Command::LaunchReviews { .. } => "workflow.launch_reviews",
             Command::Review(n) => n.name(),
             Command::ApplyReview { .. } => "workflow.apply_review",

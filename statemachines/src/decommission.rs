@@ -35,6 +35,8 @@ pub enum DecommissionReason {
     Freeze { decided_by: String },
     /// The agent's own expiry date passed without a renewal.
     Expired { expires_on: NaiveDate },
+    /// A shadow agent nobody claimed: let go by a person, or its grace period ended.
+    Unclaimed { why: String },
 }
 
 impl DecommissionReason {
@@ -49,6 +51,7 @@ impl DecommissionReason {
             Self::Freeze { decided_by } => {
                 format!("frozen agent: decommission decided by {decided_by}")
             }
+            Self::Unclaimed { why } => format!("unclaimed shadow agent: {why}"),
             Self::Expired { expires_on } => {
                 format!("the agent's expiry date {expires_on} passed without a renewal")
             }
@@ -540,7 +543,7 @@ impl Workflow for Decommission {
 
 /// The approved (or pre-decided) decommission starts: at the IdP if the agent has a client.
 fn begin(agent: Agent, receipt: RevocationReceipt, ctx: &Ctx) -> Step<DecommissionState> {
-    let supersede = Command::CancelRotations {
+    let supersede = Command::Supersede {
         agent_id: agent.id.clone(),
         reason: format!("superseded by decommission {}", ctx.workflow_id),
     };

@@ -77,6 +77,20 @@ pub enum Event {
     ClientDeleted {
         client_id: String,
     },
+    ClientActivated {
+        client_id: String,
+    },
+    /// A person claimed a shadow agent: its onboarding (`workflow_id`) started with `owner`.
+    ShadowClaimed {
+        by: String,
+        owner: String,
+        workflow_id: String,
+    },
+    /// A person let a shadow agent go: it is frozen and decommissioned now.
+    ShadowReleased {
+        by: String,
+        reason: String,
+    },
     /// The agent's secret is scheduled for deletion on `delete_after` (recoverable until then).
     SecretDeletionScheduled {
         delete_after: DateTime<Utc>,
@@ -133,6 +147,9 @@ impl Event {
             Event::TokensRevoked { .. } => "TokensRevoked",
             Event::ClientDeactivated { .. } => "ClientDeactivated",
             Event::ClientDeleted { .. } => "ClientDeleted",
+            Event::ClientActivated { .. } => "ClientActivated",
+            Event::ShadowClaimed { .. } => "ShadowClaimed",
+            Event::ShadowReleased { .. } => "ShadowReleased",
             Event::SecretDeletionScheduled { .. } => "SecretDeletionScheduled",
             Event::RenewalRequested { .. } => "RenewalRequested",
             Event::ReviewsLaunched { .. } => "ReviewsLaunched",
@@ -149,7 +166,9 @@ impl Event {
             Event::Cancel { by, .. } => by.clone(),
             Event::OwnerAssigned { by, .. }
             | Event::RenewalRequested { by, .. }
-            | Event::ReviewDecided { by, .. } => Actor::Person(by.clone()),
+            | Event::ReviewDecided { by, .. }
+            | Event::ShadowClaimed { by, .. }
+            | Event::ShadowReleased { by, .. } => Actor::Person(by.clone()),
             _ => Actor::System,
         }
     }

@@ -30,6 +30,9 @@ pub struct OnboardingInput {
     pub request: AgentRequest,
     pub requester: String,
     pub owner_status: OwnerStatus,
+    /// A claimed shadow agent's existing client: onboarding takes it over instead of creating
+    /// a new one.
+    pub adopt_client: Option<String>,
 }
 
 /// A decision that allowed a sensitive step, kept in the state that acts on it.
@@ -130,6 +133,7 @@ impl Workflow for Onboarding {
             request,
             requester,
             owner_status,
+            adopt_client,
         } = input;
         let mut reasons = match request.check(ctx.policy, ctx.now.date_naive()) {
             Ok(()) => Vec::new(),
@@ -166,7 +170,7 @@ impl Workflow for Onboarding {
             token_lifetime_secs: request.token_lifetime(ctx.policy),
             expires_on: request.expires_on,
             status: AgentStatus::PendingApproval,
-            client_id: None,
+            client_id: adopt_client,
             secret_version: None,
             credential_issued_at: None,
             requested_by: requester.clone(),
@@ -465,6 +469,7 @@ fn create_client(agent: &Agent) -> Command {
         name: agent.name.clone(),
         scopes: agent.scopes.clone(),
         token_lifetime_secs: agent.token_lifetime_secs,
+        adopt: agent.client_id.clone(),
     })
 }
 

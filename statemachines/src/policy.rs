@@ -42,6 +42,31 @@ pub struct Policy {
     /// Access-review campaign settings.
     #[serde(default)]
     pub reviews: Reviews,
+    /// Anomaly detection rules and thresholds.
+    #[serde(default)]
+    pub detection: crate::detection::Detection,
+    /// Shadow-agent discovery settings.
+    #[serde(default)]
+    pub discovery: Discovery,
+}
+
+/// Shadow-agent discovery (`[discovery]` in the policy file).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Discovery {
+    /// The sweep lists the IdP's clients (with the rotation sweep); false: only IdP events.
+    pub enabled: bool,
+    /// How long a found client waits for a claim before it is frozen and decommissioned.
+    pub grace_secs: u64,
+}
+
+impl Default for Discovery {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            grace_secs: 7 * 86_400,
+        }
+    }
 }
 
 /// How often access reviews run and how unanswered items end.

@@ -105,6 +105,19 @@ impl Evidence {
                     *at,
                     format!("review {campaign} went unanswered ({})", at.date_naive()),
                 ),
+                AgentFlag::Anomaly {
+                    rule,
+                    severity,
+                    detail,
+                    at,
+                } => (
+                    *at,
+                    format!(
+                        "{} anomaly {rule}: {detail} ({})",
+                        severity.as_str().to_uppercase(),
+                        at.date_naive()
+                    ),
+                ),
             })
             .filter(|(at, _)| since.is_none_or(|s| *at >= s))
             .map(|(_, text)| text)
@@ -624,7 +637,7 @@ impl ReviewItemMachine {
             Unanswered::Freeze => match &item.agent.client_id {
                 Some(client_id) => {
                     commands.extend(timers_off());
-                    commands.push(Command::CancelRotations {
+                    commands.push(Command::Supersede {
                         agent_id: item.agent.id.clone(),
                         reason: format!("frozen: review {} unanswered", item.campaign_id),
                     });

@@ -375,7 +375,7 @@ impl Run {
                 Command::Vault(_)
                 | Command::UpdateAgent { .. }
                 | Command::StartDecommission { .. }
-                | Command::CancelRotations { .. }
+                | Command::Supersede { .. }
                 | Command::LaunchReviews { .. }
                 | Command::Review(_)
                 | Command::ApplyReview { .. } => {

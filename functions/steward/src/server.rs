@@ -19,6 +19,7 @@ use shared::embedded::Embedded;
 use shared::embedded::vault::write_private;
 use shared::engine::EngineError;
 use shared::ports::Queue;
+use shared::signal::Signal;
 use shared::{Engine, audit};
 use statemachines::rotation::RotationReason;
 use statemachines::{Actor, Decision};
@@ -140,8 +141,12 @@ pub async fn serve(
         ))
     });
     let app = router(state.clone());
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+    // The peer address: the source IP detection rules compare with an agent's baseline.
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
         .await;
     worker.abort();
     ticker.abort();
@@ -445,26 +450,57 @@ struct TokenForm {
 /// counted and audited (client id only, never the secret).
 async fn token(
     State(state): State<Shared>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let now = state.stack.engine.clock.now();
+    let requested = form
+        .as_ref()
+        .ok()
+        .and_then(|f| f.scope.clone())
+        .unwrap_or_default();
     let (client_id, result) = grant(&state, &headers, form, now);
+    // Every authenticated request is a signal: scope use for reviews, and anomaly detection
+    // (a refused out-of-grant scope is the strongest signal of all).
+    if let Some(id) = &client_id {
+        let outcome = match &result {
+            Ok(t) => Some((true, t.scope.clone(), None)),
+            Err(e) if e.error == "invalid_scope" => {
+                Some((false, String::new(), Some(e.error.to_string())))
+            }
+            Err(_) => None,
+        };
+        if let Some((success, granted, reason)) = outcome {
+            let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+            let signal = Signal::TokenGrant {
+                client_id: id.clone(),
+                ip: Some(source_ip(peer, &headers)),
+                grant_type: Some("client_credentials".into()),
+                requested: if requested.trim().is_empty() {
+                    words(&granted)
+                } else {
+                    words(&requested)
+                },
+                granted: words(&granted),
+                success,
+                reason,
+            };
+            let received = shared::intake::Received {
+                source: "dev-idp",
+                event_id: format!("grant-{}", hex_id()),
+                event_type: "token.grant".into(),
+                subject: id.clone(),
+                published: Some(now),
+                signal: Some(signal),
+            };
+            if let Err(e) = shared::intake::accept(&state.stack.engine, vec![received]).await {
+                tracing::error!(error = %e, "could not record a token request for detection");
+            }
+        }
+    }
     match result {
         Ok(t) => {
-            // Evidence for access reviews: which scopes this client's tokens carried, when.
-            if let Some(id) = &client_id {
-                let scopes: Vec<String> = t.scope.split_whitespace().map(str::to_string).collect();
-                if let Err(e) = state
-                    .stack
-                    .engine
-                    .store
-                    .record_scope_usage(id, &scopes, now)
-                    .await
-                {
-                    tracing::warn!(error = %e, "could not record scope use");
-                }
-            }
             let mut resp = Json(t).into_response();
             resp.headers_mut().insert(
                 header::CACHE_CONTROL,
@@ -564,6 +600,27 @@ fn grant(
         .idp
         .issue_token(&id, &secret, form.scope.as_deref(), now);
     (Some(id), result)
+}
+
+/// The caller's IP: the peer, or the first `X-Forwarded-For` hop when the peer is a proxy on
+/// this host (a loopback peer).
+fn source_ip(peer: std::net::SocketAddr, headers: &HeaderMap) -> String {
+    if peer.ip().is_loopback()
+        && let Some(first) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+    {
+        return first.to_string();
+    }
+    peer.ip().to_string()
+}
+
+fn hex_id() -> String {
+    let bytes: [u8; 12] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// RFC 6749 §2.3.1: client credentials in Basic auth are form-urlencoded first.

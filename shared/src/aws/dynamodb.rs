@@ -8,6 +8,8 @@
 //! | agent | `AGENT#<id>` | `META` |
 //! | agent → workflows | `AGENT#<id>` | `WF#<created>#<workflow id>` |
 //! | agent name → ids | `AGENTNAME#<name>` | `<agent id>` (names may be reused; newest wins) |
+//! | client id → agent | `AGENTCLIENT#<client id>` | `META` |
+//! | detection baseline | `BASELINE#<agent id>` | `META` |
 //! | approval | `APPROVAL#<id>` | `META` |
 //! | audit | `AUDIT#<day>` | `SEQ#<seq, 20 digits>`, and `HEAD` holding the chain's tip that day |
 //! | inbound dedupe | `SEEN#<source>#<id>` | `META`, expiring through the table's TTL (`expires_at`) |
@@ -37,6 +39,7 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use statemachines::detection::Baseline;
 use statemachines::{Agent, ApprovalOutcome};
 use std::collections::HashMap;
 
@@ -618,6 +621,11 @@ impl DynamoStore {
             by_name.insert("agent_id".into(), s(&a.id));
             by_name.insert("updated_at".into(), s(a.updated_at.to_rfc3339()));
             items.push((Role::Other, self.put(by_name, None, &[], &[])?));
+            if let Some(client_id) = &a.client_id {
+                let mut by_client = key(format!("AGENTCLIENT#{client_id}"), "META");
+                by_client.insert("agent_id".into(), s(&a.id));
+                items.push((Role::Other, self.put(by_client, None, &[], &[])?));
+            }
         }
         for change in &c.approvals {
             match change {
@@ -1046,6 +1054,24 @@ impl StoreRead for DynamoStore {
             .collect())
     }
 
+    async fn agent_by_client(&self, client_id: &str) -> Result<Option<Agent>, StoreError> {
+        let id = self
+            .get(format!("AGENTCLIENT#{client_id}"), "META")
+            .await?
+            .and_then(|i| text(&i, "agent_id").map(str::to_string));
+        match id {
+            Some(id) => self.agent(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn baseline(&self, agent_id: &str) -> Result<Option<Baseline>, StoreError> {
+        self.get(format!("BASELINE#{agent_id}"), "META")
+            .await?
+            .map(|i| body(&i, "body"))
+            .transpose()
+    }
+
     async fn messages(&self, subject: &str) -> Result<Vec<PostedMessage>, StoreError> {
         self.query(format!("MSG#{subject}"), None, None)
             .await?
@@ -1200,6 +1226,19 @@ impl StoreWrite for DynamoStore {
     async fn put_message(&self, subject: &str, message: PostedMessage) -> Result<(), StoreError> {
         let mut item = key(format!("MSG#{subject}"), message.route.as_str());
         item.insert("body".into(), json(&message)?);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn put_baseline(&self, agent_id: &str, baseline: &Baseline) -> Result<(), StoreError> {
+        let mut item = key(format!("BASELINE#{agent_id}"), "META");
+        item.insert("body".into(), json(baseline)?);
         self.client
             .put_item()
             .table_name(&self.table)

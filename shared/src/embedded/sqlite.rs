@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use statemachines::Agent;
+use statemachines::detection::Baseline;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -65,6 +66,9 @@ CREATE TABLE IF NOT EXISTS scope_usage (
   client_id TEXT NOT NULL, scope TEXT NOT NULL, last_used INTEGER NOT NULL, PRIMARY KEY (client_id, scope)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS posted_messages (
   subject TEXT NOT NULL, route TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (subject, route)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS agent_clients (
+  client_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, updated_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS baselines (agent_id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbound_seen (
   source TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID;
 "#;
@@ -102,6 +106,13 @@ impl Db {
         }
         conn.execute_batch(
             "CREATE UNIQUE INDEX IF NOT EXISTS idp_secrets_key ON idp_secrets(idempotency_key)",
+        )
+        .map_err(backend)?;
+        // Agents registered before the client index existed.
+        conn.execute_batch(
+            "INSERT OR IGNORE INTO agent_clients (client_id, agent_id, updated_at)
+             SELECT json_extract(body, '$.client_id'), id, updated_at FROM agents
+             WHERE json_extract(body, '$.client_id') IS NOT NULL",
         )
         .map_err(backend)?;
         conn.set_prepared_statement_cache_capacity(64);
@@ -233,6 +244,15 @@ fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
             params![a.id, a.name, a.status.as_str(), encode(a), a.updated_at.to_rfc3339()],
         )
         .map_err(backend)?;
+        if let Some(client_id) = &a.client_id {
+            exec(tx,
+                "INSERT INTO agent_clients (client_id, agent_id, updated_at) VALUES (?1,?2,?3)
+                 ON CONFLICT(client_id) DO UPDATE SET agent_id=excluded.agent_id, updated_at=excluded.updated_at
+                 WHERE excluded.updated_at >= agent_clients.updated_at",
+                params![client_id, a.id, a.updated_at.to_rfc3339()],
+            )
+            .map_err(backend)?;
+        }
     }
     for change in &c.approvals {
         match change {
@@ -408,6 +428,16 @@ impl StoreWrite for Db {
             &self.lock(),
             "INSERT INTO cursors (name, value) VALUES (?1,?2) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
             params![name, value],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn put_baseline(&self, agent_id: &str, baseline: &Baseline) -> Result<(), StoreError> {
+        exec(
+            &self.lock(),
+            "INSERT INTO baselines (agent_id, body) VALUES (?1,?2) ON CONFLICT(agent_id) DO UPDATE SET body=excluded.body",
+            params![agent_id, encode(baseline)],
         )
         .map_err(backend)?;
         Ok(())
@@ -627,6 +657,32 @@ impl StoreRead for Db {
             })
             .map_err(backend)?;
         rows.map(|r| r.map_err(backend)).collect()
+    }
+
+    async fn agent_by_client(&self, client_id: &str) -> Result<Option<Agent>, StoreError> {
+        let id: Option<String> = one(
+            &self.lock(),
+            "SELECT agent_id FROM agent_clients WHERE client_id=?1",
+            [client_id],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+        match id {
+            Some(id) => self.agent(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn baseline(&self, agent_id: &str) -> Result<Option<Baseline>, StoreError> {
+        let body: Option<String> = one(
+            &self.lock(),
+            "SELECT body FROM baselines WHERE agent_id=?1",
+            [agent_id],
+            |r| r.get(0),
+        )
+        .map_err(backend)?;
+        body.map(|b| decode(&format!("baseline {agent_id}"), &b))
+            .transpose()
     }
 
     async fn messages(&self, subject: &str) -> Result<Vec<PostedMessage>, StoreError> {

@@ -40,9 +40,72 @@ impl Executor {
         match command {
             Command::Idp(IdpCommand::CreateClient {
                 agent_id,
+                scopes,
+                token_lifetime_secs,
+                adopt: Some(client_id),
+                ..
+            }) => {
+                let idp_fail = |what: &str, e: IdpError| fail(format!("{what}: {e}"), e.retryable());
+                self.idp
+                    .set_grants(client_id, scopes, *token_lifetime_secs)
+                    .await
+                    .map_err(|e| idp_fail("setting the claimed client's grants", e))?;
+                // Okta holds two secrets at most: make room for the one Steward issues.
+                let held = self
+                    .idp
+                    .secret_ids(client_id)
+                    .await
+                    .map_err(|e| idp_fail("listing the claimed client's secrets", e))?;
+                if held.len() >= 2 {
+                    self.idp
+                        .remove_secret(client_id, &held[0])
+                        .await
+                        .map_err(|e| idp_fail("making room for a new secret", e))?;
+                }
+                let new = self
+                    .idp
+                    .add_secret(client_id, key)
+                    .await
+                    .map_err(|e| idp_fail("issuing a secret for the claimed client", e))?;
+                let version = version_id_for(&format!("{key}/{}", new.secret_id));
+                let credential = Credential {
+                    client_id: client_id.clone(),
+                    secret_id: new.secret_id.clone(),
+                    client_secret: new.secret,
+                };
+                self.vault
+                    .put(agent_id, &version, &credential.to_secret(), Stage::Current)
+                    .await
+                    .map_err(|e| fail(format!("storing the new secret: {e}"), true))?;
+                // Steward never held the other secrets: only the vaulted one may work now.
+                for old in self
+                    .idp
+                    .secret_ids(client_id)
+                    .await
+                    .map_err(|e| idp_fail("listing the claimed client's secrets", e))?
+                    .into_iter()
+                    .filter(|id| *id != new.secret_id)
+                {
+                    self.idp
+                        .remove_secret(client_id, &old)
+                        .await
+                        .map_err(|e| idp_fail("removing a secret Steward did not issue", e))?;
+                }
+                self.idp
+                    .set_active(client_id, true)
+                    .await
+                    .map_err(|e| idp_fail("activating the claimed client", e))?;
+                Ok(Some(Event::ClientCreated {
+                    client_id: client_id.clone(),
+                    secret_version: version,
+                }))
+            }
+            Command::Idp(IdpCommand::CreateClient {
+                agent_id,
                 name: client_name,
                 scopes,
                 token_lifetime_secs,
+                adopt: None,
             }) => {
                 let spec = ClientSpec {
                     agent_id: agent_id.clone(),
@@ -157,6 +220,15 @@ impl Executor {
                     Err(e) => Err(fail(e.to_string(), e.retryable())),
                 }
             }
+            Command::Idp(IdpCommand::ActivateClient { client_id }) => {
+                self.idp
+                    .set_active(client_id, true)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                Ok(Some(Event::ClientActivated {
+                    client_id: client_id.clone(),
+                }))
+            }
             Command::Idp(IdpCommand::DeleteClient { client_id }) => {
                 match self.idp.delete_client(client_id).await {
                     Ok(()) | Err(IdpError::UnknownClient(_)) => Ok(Some(Event::ClientDeleted {
@@ -234,7 +306,7 @@ impl Executor {
                 Ok(None)
             }
             Command::StartDecommission { .. }
-            | Command::CancelRotations { .. }
+            | Command::Supersede { .. }
             | Command::LaunchReviews { .. }
             | Command::ApplyReview { .. } => Err(fail(
                 "starting a workflow is the engine's job, not the executor's".into(),

@@ -31,6 +31,8 @@ pub struct SweepReport {
     pub expiries_started: usize,
     /// The scheduled access-review campaign this sweep launched, if one was due.
     pub campaign_launched: Option<String>,
+    /// Shadow agents (IdP clients nobody registered) this sweep found for the first time.
+    pub shadow_agents_found: usize,
 }
 
 impl Engine {
@@ -196,6 +198,18 @@ impl Engine {
             .await?
             .filter(|s| !s.duplicate)
             .map(|s| s.workflow_id);
+        if self.policy.discovery.enabled {
+            match self.discover().await {
+                Ok(d) => {
+                    report.shadow_agents_found = d.shadows.iter().filter(|s| !s.duplicate).count()
+                }
+                // The IdP being down must not stop rotations and reviews: the next sweep retries.
+                Err(EngineError::Idp(e)) => {
+                    tracing::warn!(error = %e, "sweep: discovery could not list the IdP's clients")
+                }
+                Err(e) => return Err(e),
+            }
+        }
         tracing::info!(?report, "sweep");
         Ok(report)
     }
@@ -471,14 +485,16 @@ impl Engine {
         }
     }
 
-    /// `Command::CancelRotations`: a `Cancel` to each running rotation of the agent.
-    pub(super) async fn cancel_rotations(
+    /// `Command::Supersede`: a `Cancel` to each running rotation of the agent and to each of
+    /// its scope changes still waiting for approval (one already granting finishes; a freeze
+    /// restores the grants it recorded, whatever came after).
+    pub(super) async fn supersede(
         &self,
         agent_id: &str,
         reason: &str,
     ) -> Result<Option<Event>, ExecError> {
         let fail = |message: String| ExecError {
-            command: "workflow.cancel_rotations",
+            command: "workflow.supersede",
             message,
             retryable: true,
             retry_after: None,
@@ -489,7 +505,12 @@ impl Engine {
             .await
             .map_err(|e| fail(e.to_string()))?
             .into_iter()
-            .filter(|i| i.kind == Rotation::KIND && !i.terminal);
+            .filter(|i| {
+                !i.terminal
+                    && (i.kind == Rotation::KIND
+                        || (i.kind == statemachines::scope_change::ScopeChange::KIND
+                            && i.state_name == "AwaitingApproval"))
+            });
         let msgs: Vec<Message> = running
             .map(|i| Message::Event {
                 event_id: format!("cancel/{}/superseded", i.id),
@@ -516,7 +537,7 @@ impl Engine {
             .any(|i| !i.terminal && (i.kind == Rotation::KIND || i.kind == Decommission::KIND)))
     }
 
-    async fn running(&self, agent_id: &str, kind: &str) -> Result<Option<String>, EngineError> {
+    pub(super) async fn running(&self, agent_id: &str, kind: &str) -> Result<Option<String>, EngineError> {
         Ok(self
             .store
             .instances_for_agent(agent_id)
@@ -533,7 +554,7 @@ impl Engine {
             .any(|a| a.eq_ignore_ascii_case(person.trim()))
     }
 
-    async fn check_owner_or_approver(
+    pub(super) async fn check_owner_or_approver(
         &self,
         what: &str,
         agent: &Agent,
@@ -552,7 +573,7 @@ impl Engine {
         Err(EngineError::Rejected(Rejected::new("requester", why)))
     }
 
-    async fn agent_for(
+    pub(super) async fn agent_for(
         &self,
         what: &str,
         agent_ref: &str,

@@ -5,6 +5,8 @@
 //! and executors honour them.
 
 pub mod executor;
+pub mod detection;
+pub mod discovery;
 mod lifecycle;
 pub mod message;
 mod owners;
@@ -77,6 +79,8 @@ pub enum EngineError {
     Queue(#[from] QueueError),
     #[error(transparent)]
     Directory(#[from] crate::ports::directory::DirectoryError),
+    #[error(transparent)]
+    Idp(#[from] crate::ports::idp::IdpError),
 }
 
 /// A message could not be processed now. Retryable errors come back with backoff; others are
@@ -166,10 +170,24 @@ impl Engine {
         request: AgentRequest,
         requester: &str,
     ) -> Result<Started, EngineError> {
+        self.onboard(request, requester, None).await
+    }
+
+    /// Onboarding; `adopt` = (agent id, client id) of a claimed shadow agent, whose record
+    /// and client the onboarding takes over.
+    pub(crate) async fn onboard(
+        &self,
+        request: AgentRequest,
+        requester: &str,
+        adopt: Option<(&str, &str)>,
+    ) -> Result<Started, EngineError> {
         let canonical = serde_json::to_string(&request).unwrap_or_default();
         let hash = short_hash(&[&canonical, requester]);
         let workflow_id = format!("onboarding-{}-{}", request.name, &hash[..8]);
-        let agent_id = format!("agt-{}", &hash[..12]);
+        let agent_id = match adopt {
+            Some((id, _)) => id.to_string(),
+            None => format!("agt-{}", &hash[..12]),
+        };
         if let Some(existing) = self.store.instance(&workflow_id).await? {
             return Ok(Started {
                 workflow_id,
@@ -180,6 +198,7 @@ impl Engine {
         }
         let actor = Actor::Person(requester.to_string());
         if let Some(other) = self.store.agent_by_name(&request.name).await?
+            && other.id != agent_id
             && !matches!(
                 other.status,
                 AgentStatus::Denied
@@ -212,6 +231,7 @@ impl Engine {
             request,
             requester: requester.to_string(),
             owner_status,
+            adopt_client: adopt.map(|(_, client)| client.to_string()),
         });
         let started = self.start(&workflow_id, "onboarding", Some(&agent_id), &name, input, &hash, actor, json!({"request": serde_json::from_str::<serde_json::Value>(&canonical).unwrap_or_default()})).await?;
         Ok(Started {
@@ -910,7 +930,7 @@ impl Engine {
                 | Command::Vault(_)
                 | Command::UpdateAgent { .. }
                 | Command::StartDecommission { .. }
-                | Command::CancelRotations { .. }
+                | Command::Supersede { .. }
                 | Command::LaunchReviews { .. }
                 | Command::Review(_)
                 | Command::ApplyReview { .. }
@@ -1059,8 +1079,8 @@ impl Engine {
             Command::StartDecommission { agent_id, reason } => {
                 self.start_decommission_command(agent_id, reason).await
             }
-            Command::CancelRotations { agent_id, reason } => {
-                self.cancel_rotations(agent_id, reason).await
+            Command::Supersede { agent_id, reason } => {
+                self.supersede(agent_id, reason).await
             }
             Command::LaunchReviews { campaign_id, round } => {
                 self.launch_reviews(campaign_id, *round).await

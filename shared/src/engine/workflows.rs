@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 use statemachines::decommission::{Decommission, DecommissionInput};
+use statemachines::discovery::{ShadowAgent, ShadowInput};
 use statemachines::expiry::{Expiry, ExpiryInput};
+use statemachines::freeze::{Freeze, FreezeInput};
 use statemachines::onboarding::{Onboarding, OnboardingInput};
 use statemachines::owner_loss::{OwnerLoss, OwnerLossInput};
 use statemachines::review_campaign::{CampaignInput, ReviewCampaign};
@@ -35,6 +37,8 @@ pub enum StartInput {
     Expiry(ExpiryInput),
     ReviewCampaign(CampaignInput),
     ReviewItem(ReviewItemInput),
+    Freeze(FreezeInput),
+    ShadowAgent(ShadowInput),
 }
 
 pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
@@ -53,6 +57,8 @@ pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
         StartInput::ReviewItem(i) => {
             erase::<ReviewItemMachine>(workflow::start::<ReviewItemMachine>(i, ctx)?)
         }
+        StartInput::Freeze(i) => erase::<Freeze>(workflow::start::<Freeze>(i, ctx)?),
+        StartInput::ShadowAgent(i) => erase::<ShadowAgent>(workflow::start::<ShadowAgent>(i, ctx)?),
     }
     .map_err(|e| Rejected::new("state", e))
 }
@@ -67,6 +73,8 @@ pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Appli
         Expiry::KIND => apply_typed::<Expiry>(state, event, ctx),
         ReviewCampaign::KIND => apply_typed::<ReviewCampaign>(state, event, ctx),
         ReviewItemMachine::KIND => apply_typed::<ReviewItemMachine>(state, event, ctx),
+        Freeze::KIND => apply_typed::<Freeze>(state, event, ctx),
+        ShadowAgent::KIND => apply_typed::<ShadowAgent>(state, event, ctx),
         other => Err(ApplyError::Corrupt(format!(
             "unknown workflow kind `{other}`"
         ))),

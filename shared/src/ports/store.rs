@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use statemachines::detection::Baseline;
 use statemachines::{Actor, Agent, ApprovalOutcome, ApprovalRequest, Command, Vote};
 
 /// A side effect waiting to run, with its deterministic idempotency key (`<workflow>/<seq>/<index>`).
@@ -191,6 +192,10 @@ pub trait StoreRead: Send + Sync {
     ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError>;
     /// The chat messages recorded for `subject` (a review item id).
     async fn messages(&self, subject: &str) -> Result<Vec<PostedMessage>, StoreError>;
+    /// The agent whose IdP client is `client_id` (the newest record, when several were).
+    async fn agent_by_client(&self, client_id: &str) -> Result<Option<Agent>, StoreError>;
+    /// What an agent's traffic usually looks like (anomaly detection's baseline).
+    async fn baseline(&self, agent_id: &str) -> Result<Option<Baseline>, StoreError>;
 }
 
 #[async_trait]
@@ -238,6 +243,9 @@ pub trait StoreWrite: Send + Sync {
     /// Records a chat message for `subject`, one per route (a later record of a route
     /// replaces the earlier one: the "about to post" marker, then the posted message).
     async fn put_message(&self, subject: &str, message: PostedMessage) -> Result<(), StoreError>;
+    /// Saves an agent's baseline (the last write wins: a baseline is a statistic, and a lost
+    /// update of one request changes no decision).
+    async fn put_baseline(&self, agent_id: &str, baseline: &Baseline) -> Result<(), StoreError>;
 }
 
 pub trait Store: StoreRead + StoreWrite {}

@@ -59,7 +59,18 @@ fn action_label(action: &str) -> &str {
     match action {
         "onboard" => "onboard a new agent",
         "scope-change" => "change an agent's scopes",
+        "unfreeze" => "unfreeze a frozen agent (or decommission it)",
+        "freeze" => "freeze an agent after an anomaly",
         other => other,
+    }
+}
+
+/// The two buttons' labels: approve and deny mean different things per action.
+fn button_labels(action: &str) -> (&'static str, &'static str) {
+    match action {
+        "unfreeze" => ("Unfreeze", "Decommission"),
+        "freeze" => ("Freeze", "Don't freeze"),
+        _ => ("Approve", "Deny"),
     }
 }
 
@@ -180,29 +191,38 @@ pub fn approval_request(record: &ApprovalRecord) -> (String, Vec<SlackBlock>) {
         .into(),
     );
     let value = button_value(record);
+    let (yes, no) = button_labels(&r.action);
+    let confirm_body = match r.action.as_str() {
+        "unfreeze" => format!(
+            "{} will be decommissioned: tokens revoked, client deleted, secret scheduled for deletion.",
+            r.agent_name
+        ),
+        "freeze" => format!("{} will not be frozen; the anomaly stays on record.", r.agent_name),
+        _ => format!(
+            "{} will not get {}. Add a reason above so the requester knows what to change.",
+            r.agent_name,
+            if r.scopes_added.is_empty() {
+                "this change".to_string()
+            } else {
+                r.scopes_added.join(", ")
+            }
+        ),
+    };
     blocks.push(
         SlackActionsBlock::new(vec![
-            SlackBlockButtonElement::new(plain("Approve"))
+            SlackBlockButtonElement::new(plain(yes))
                 .with_action_id(APPROVE_ACTION.into())
                 .with_value(value.clone())
                 .with_style(SlackBlockButtonStyle::Primary)
                 .into(),
-            SlackBlockButtonElement::new(plain("Deny"))
+            SlackBlockButtonElement::new(plain(no))
                 .with_action_id(DENY_ACTION.into())
                 .with_value(value)
                 .with_style(SlackBlockButtonStyle::Danger)
                 .with_confirm(SlackBlockConfirmItem::new(
-                    plain("Deny this request?"),
-                    md(format!(
-                        "{} will not get {}. Add a reason above so the requester knows what to change.",
-                        r.agent_name,
-                        if r.scopes_added.is_empty() {
-                            "this change".to_string()
-                        } else {
-                            r.scopes_added.join(", ")
-                        }
-                    )),
-                    plain("Deny"),
+                    plain(format!("{no}?")),
+                    md(confirm_body),
+                    plain(no),
                     plain("Cancel"),
                 ))
                 .into(),

@@ -69,6 +69,8 @@ pub static POLICY: LazyLock<Policy> = LazyLock::new(|| Policy {
     owner_reassign_secs: 7 * 86_400,
     lifecycle: statemachines::policy::Lifecycle::default(),
     reviews: statemachines::policy::Reviews::default(),
+    detection: Default::default(),
+    discovery: Default::default(),
 });
 
 pub fn policy() -> &'static Policy {
@@ -136,6 +138,7 @@ pub fn onboarding_input(request: AgentRequest) -> OnboardingInput {
         request,
         requester: REQUESTER.into(),
         owner_status: OwnerStatus::Active,
+        adopt_client: None,
     }
 }
 

@@ -1,0 +1,193 @@
+//! Anomaly detection's side of the engine: each token request is checked against the agent's
+//! baseline and the policy's rules, outside signals are mapped by the policy, and every finding
+//! starts a freeze workflow (which contains first, asks first, or only alerts, by severity and
+//! action). Rotation findings also start a rotation.
+
+use super::workflows::StartInput;
+use super::{Engine, EngineError, Started, short_hash};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use statemachines::detection::{Action, Finding, TokenRequest, signal_finding};
+use statemachines::freeze::{Freeze, FreezeInput};
+use statemachines::rotation::RotationReason;
+use statemachines::{Actor, Agent, AgentStatus, Workflow};
+
+/// What detection did with one observation or signal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Detected {
+    pub findings: Vec<Finding>,
+    /// Freeze workflows started (one per finding at most).
+    pub started: Vec<Started>,
+}
+
+impl Engine {
+    /// Checks one token request of the client `client_id` (granted or refused): updates the
+    /// agent's baseline and acts on what the rules find. Clients Steward does not know are
+    /// discovery's business, not detection's.
+    pub async fn observe_token_request(
+        &self,
+        client_id: &str,
+        request: &TokenRequest,
+        signal_id: &str,
+        accepted_at: DateTime<Utc>,
+    ) -> Result<Detected, EngineError> {
+        let Some(agent) = self.store.agent_by_client(client_id).await? else {
+            return Ok(Detected::default());
+        };
+        if agent.status != AgentStatus::Active {
+            return Ok(Detected::default());
+        }
+        let mut baseline = self.store.baseline(&agent.id).await?.unwrap_or_default();
+        let findings = baseline.check(&agent, request, &self.policy);
+        self.store.put_baseline(&agent.id, &baseline).await?;
+        self.respond(&agent, findings, signal_id, accepted_at).await
+    }
+
+    /// An outside signal (Okta threat detection, SSF credential compromise) about `agent`,
+    /// with the severity the policy maps its kind to.
+    pub async fn observe_signal(
+        &self,
+        agent: &Agent,
+        kind: &str,
+        detail: &str,
+        signal_id: &str,
+        accepted_at: DateTime<Utc>,
+    ) -> Result<Detected, EngineError> {
+        if matches!(
+            agent.status,
+            AgentStatus::Decommissioned
+                | AgentStatus::Denied
+                | AgentStatus::Cancelled
+                | AgentStatus::Expired
+        ) {
+            return Ok(Detected::default());
+        }
+        let findings = signal_finding(&self.policy, kind, agent, detail)
+            .into_iter()
+            .collect();
+        self.respond(agent, findings, signal_id, accepted_at).await
+    }
+
+    /// A person pulls the kill switch: the same containment as a HIGH finding.
+    pub async fn freeze_now(
+        &self,
+        agent_ref: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<Detected, EngineError> {
+        let actor = Actor::Person(by.to_string());
+        let agent = self.agent_for("freeze request", agent_ref, &actor).await?;
+        self.check_owner_or_approver("freeze request", &agent, by, &actor)
+            .await?;
+        if agent.status != AgentStatus::Active {
+            let why = format!(
+                "{} is {}; only an active agent can be frozen",
+                agent.name,
+                agent.status.as_str()
+            );
+            self.audit_refusal(
+                "freeze request",
+                &actor,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Conflict(why));
+        }
+        let finding = Finding {
+            rule: "manual".into(),
+            severity: statemachines::detection::Severity::High,
+            action: vec![Action::Freeze],
+            summary: format!("{by} froze {}: {reason}", agent.name),
+            evidence: vec![format!("reason: {reason}")],
+        };
+        let now = self.clock.now();
+        let id = format!("manual/{by}/{}", now.timestamp_millis());
+        self.respond(&agent, vec![finding], &id, now).await
+    }
+
+    /// Starts the response to each finding. One freeze at a time per agent: while one runs (or
+    /// the agent is frozen), a further freezing finding is recorded as an alert.
+    async fn respond(
+        &self,
+        agent: &Agent,
+        findings: Vec<Finding>,
+        signal_id: &str,
+        accepted_at: DateTime<Utc>,
+    ) -> Result<Detected, EngineError> {
+        let mut out = Detected::default();
+        if findings.is_empty() {
+            return Ok(out);
+        }
+        let mut freezing = agent.status == AgentStatus::Frozen
+            || self.running(&agent.id, Freeze::KIND).await?.is_some();
+        for finding in findings {
+            tracing::warn!(agent = %agent.name, rule = %finding.rule, severity = finding.severity.as_str(), "anomaly: {}", finding.summary);
+            let mut response = finding.clone();
+            if response.freezes() && freezing {
+                response.action.retain(|a| *a != Action::Freeze);
+                response.action.push(Action::Alert);
+                response
+                    .evidence
+                    .push("the agent is already frozen or being frozen".into());
+            }
+            freezing |= response.freezes();
+            let hash = short_hash(&[&agent.id, &finding.rule, signal_id]);
+            let workflow_id = format!("freeze-{}-{}", agent.name, &hash[..12]);
+            let raised_by = if signal_id.starts_with("manual/") {
+                Actor::Person(signal_id.split('/').nth(1).unwrap_or_default().to_string())
+            } else {
+                Actor::IdpEvent(signal_id.to_string())
+            };
+            let input = StartInput::Freeze(FreezeInput {
+                agent: agent.clone(),
+                finding: response.clone(),
+                accepted_at,
+                raised_by: raised_by.clone(),
+            });
+            let summary = json!({"finding": {"rule": finding.rule, "severity": finding.severity, "summary": finding.summary}});
+            match self
+                .start(
+                    &workflow_id,
+                    Freeze::KIND,
+                    Some(&agent.id),
+                    &agent.name,
+                    input,
+                    &hash,
+                    raised_by,
+                    summary,
+                )
+                .await
+            {
+                Ok((state, duplicate)) => out.started.push(Started {
+                    workflow_id,
+                    agent_id: agent.id.clone(),
+                    state,
+                    duplicate,
+                }),
+                // Refused (no client): audited by `start`; the next finding may still act.
+                Err(EngineError::Rejected(_)) => {}
+                Err(e) => return Err(e),
+            }
+            if response.action.contains(&Action::Rotate) {
+                match self
+                    .request_rotation(
+                        &agent.id,
+                        RotationReason::Detection {
+                            rule: finding.rule.clone(),
+                        },
+                        Actor::System,
+                    )
+                    .await
+                {
+                    // A rotation already running (or a decommission) covers it.
+                    Ok(_) | Err(EngineError::Conflict(_)) | Err(EngineError::Rejected(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            out.findings.push(response);
+        }
+        Ok(out)
+    }
+}

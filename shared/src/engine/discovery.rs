@@ -1,0 +1,324 @@
+//! Shadow-agent discovery: clients at the identity provider that nobody registered. The sweep
+//! lists the IdP's clients; the IdP's app-created events report one as it appears. Each
+//! unknown client becomes an unregistered agent with a `shadow_agent` workflow that asks its
+//! creator (or the security channel) to claim it or let it go.
+
+use super::message::Message;
+use super::workflows::StartInput;
+use super::{Engine, EngineError, Started, short_hash};
+use statemachines::onboarding::OwnerStatus;
+use crate::ports::idp::ClientInfo;
+use serde_json::json;
+use statemachines::discovery::{ShadowAgent, ShadowInput};
+use statemachines::{Actor, Agent, AgentRequest, AgentStatus, Event, Rejected, Workflow};
+use std::time::Duration;
+
+/// The store cursor holding when the last discovery sweep ran (the posture report reads it).
+pub const LAST_SWEEP_CURSOR: &str = "discovery:last-sweep";
+
+/// What one discovery sweep found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DiscoveryReport {
+    /// Clients at the identity provider.
+    pub clients: usize,
+    /// Clients that belong to a registered agent.
+    pub registered: usize,
+    /// Shadow agents found now (new workflows) or already known (duplicates).
+    pub shadows: Vec<Started>,
+}
+
+/// A claim: what the new owner says about the agent (the onboarding request).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Claim {
+    /// The registered name; the client's name when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+    pub owner: String,
+    pub team: String,
+    pub environment: String,
+    pub purpose: String,
+    /// The scopes to keep; the client's current scopes when absent.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub token_lifetime_secs: Option<u32>,
+}
+
+fn workflow_id(client_id: &str) -> String {
+    format!("shadow-{client_id}")
+}
+
+/// A registry name from an IdP label: lowercase words joined by '-'.
+fn name_of(label: &str) -> String {
+    let mut out = String::new();
+    for c in label.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
+}
+
+impl Engine {
+    /// The discovery sweep: every IdP client without an agent becomes a shadow agent.
+    pub async fn discover(&self) -> Result<DiscoveryReport, EngineError> {
+        let clients = self.executor.idp.list_clients().await?;
+        let mut report = DiscoveryReport {
+            clients: clients.len(),
+            ..Default::default()
+        };
+        for client in clients {
+            if self.store.agent_by_client(&client.client_id).await?.is_some() {
+                report.registered += 1;
+                continue;
+            }
+            if let Some(s) = self
+                .shadow(client, None, Actor::Schedule("discovery".into()))
+                .await?
+            {
+                report.shadows.push(s);
+            }
+        }
+        self.store
+            .set_cursor(LAST_SWEEP_CURSOR, &self.clock.now().to_rfc3339())
+            .await?;
+        Ok(report)
+    }
+
+    /// The IdP said a client was created (Okta `application.lifecycle.create`), by `creator`
+    /// when a person did it. Clients Steward created are known and ignored.
+    pub async fn client_created(
+        &self,
+        client_id: &str,
+        creator: Option<&str>,
+        event_id: &str,
+    ) -> Result<Option<Started>, EngineError> {
+        if self.store.agent_by_client(client_id).await?.is_some() {
+            return Ok(None);
+        }
+        // An app Steward is creating right now has no client id on its record yet: it is
+        // recognised by the name its onboarding chose.
+        let Some(client) = self.executor.idp.client(client_id).await? else {
+            return Ok(None); // gone again before we looked
+        };
+        let actor = Actor::IdpEvent(event_id.to_string());
+        self.shadow(client, creator.map(str::to_string), actor)
+            .await
+    }
+
+    /// Starts the shadow workflow of an unknown client (once per client).
+    async fn shadow(
+        &self,
+        client: ClientInfo,
+        creator: Option<String>,
+        found_by: Actor,
+    ) -> Result<Option<Started>, EngineError> {
+        // An onboarding that created this client and has not recorded it yet: its agent has
+        // no client id yet; it is recognised by the name the onboarding chose.
+        if let Some(a) = self.store.agent_by_name(&client.name).await?
+            && matches!(
+                a.status,
+                AgentStatus::Provisioning | AgentStatus::PendingApproval
+            )
+        {
+            return Ok(None);
+        }
+        let now = self.clock.now();
+        let hash = short_hash(&[&client.client_id]);
+        let agent = Agent {
+            id: format!("agt-shadow-{}", &hash[..12]),
+            name: name_of(&client.name),
+            owner: String::new(),
+            team: String::new(),
+            environment: String::new(),
+            purpose: "found at the identity provider; not registered with Steward".into(),
+            scopes: client.scopes.clone(),
+            token_lifetime_secs: client.token_lifetime_secs,
+            expires_on: None,
+            status: AgentStatus::Unregistered,
+            client_id: Some(client.client_id.clone()),
+            secret_version: None,
+            credential_issued_at: Some(client.created_at),
+            requested_by: found_by.describe(),
+            created_at: client.created_at,
+            updated_at: now,
+            flags: vec![],
+            credentials: vec![],
+            decommission: None,
+            last_review: None,
+        };
+        let id = workflow_id(&client.client_id);
+        let (agent_id, name) = (agent.id.clone(), agent.name.clone());
+        let summary = json!({"shadow": {"client_id": client.client_id, "creator": creator}});
+        let input = StartInput::ShadowAgent(ShadowInput {
+            agent,
+            creator,
+            found_by: found_by.clone(),
+        });
+        let (state, duplicate) = self
+            .start(
+                &id,
+                ShadowAgent::KIND,
+                Some(&agent_id),
+                &name,
+                input,
+                &hash,
+                found_by,
+                summary,
+            )
+            .await?;
+        Ok(Some(Started {
+            workflow_id: id,
+            agent_id,
+            state,
+            duplicate,
+        }))
+    }
+
+    /// The unclaimed shadow agent `client_ref` names (client id, agent id or agent name).
+    async fn unclaimed(
+        &self,
+        what: &str,
+        client_ref: &str,
+        by: &Actor,
+    ) -> Result<(Agent, String, Option<String>), EngineError> {
+        let agent = match self.store.agent_by_client(client_ref).await? {
+            Some(a) => a,
+            None => self.agent_for(what, client_ref, by).await?,
+        };
+        let client_id = agent.client_id.clone().unwrap_or_default();
+        let id = workflow_id(&client_id);
+        let instance = self.store.instance(&id).await?;
+        let Some(instance) = instance.filter(|i| i.state_name == "Unclaimed") else {
+            let why = format!(
+                "{} ({}) is not an unclaimed shadow agent (status {})",
+                agent.name,
+                client_id,
+                agent.status.as_str()
+            );
+            self.audit_refusal(what, by, Some((&agent.id, &agent.name)), None, &why)
+                .await?;
+            return Err(EngineError::Conflict(why));
+        };
+        let creator = instance
+            .state
+            .get("creator")
+            .and_then(|c| c.as_str())
+            .map(str::to_string);
+        Ok((agent, id, creator))
+    }
+
+    /// Claims a shadow agent: its onboarding starts with a real owner and takes over the
+    /// existing client (grants set to the approved scopes, a new secret into the vault, the
+    /// secrets Steward never held removed). The claimer must be an active person.
+    pub async fn claim_shadow(
+        &self,
+        client_ref: &str,
+        claim: Claim,
+        by: &str,
+    ) -> Result<Started, EngineError> {
+        let actor = Actor::Person(by.to_string());
+        let (agent, shadow_id, _) = self.unclaimed("shadow claim", client_ref, &actor).await?;
+        if self.directory.owner_status(by).await? != OwnerStatus::Active {
+            let why = format!("{by} is not an active person in the directory and cannot claim an agent");
+            self.audit_refusal(
+                "shadow claim",
+                &actor,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Rejected(Rejected::new("by", why)));
+        }
+        let client_id = agent.client_id.clone().unwrap_or_default();
+        let request = AgentRequest {
+            name: claim.name.unwrap_or_else(|| agent.name.clone()),
+            owner: claim.owner.clone(),
+            team: claim.team,
+            environment: claim.environment,
+            purpose: claim.purpose,
+            scopes: claim.scopes.unwrap_or_else(|| agent.scopes.clone()),
+            token_lifetime_secs: claim.token_lifetime_secs,
+            expires_on: None,
+        };
+        let started = self
+            .onboard(request, by, Some((&agent.id, &client_id)))
+            .await?;
+        let msg = Message::Event {
+            event_id: format!("claim/{shadow_id}"),
+            workflow_id: shadow_id,
+            event: Event::ShadowClaimed {
+                by: by.to_string(),
+                owner: claim.owner,
+                workflow_id: started.workflow_id.clone(),
+            },
+        };
+        self.send(vec![msg], Duration::ZERO).await?;
+        Ok(started)
+    }
+
+    /// Lets a shadow agent go: it is frozen now and decommissioned. Its creator or a security
+    /// approver may.
+    pub async fn release_shadow(
+        &self,
+        client_ref: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<String, EngineError> {
+        let actor = Actor::Person(by.to_string());
+        let (agent, shadow_id, creator) =
+            self.unclaimed("shadow release", client_ref, &actor).await?;
+        let is_creator = creator
+            .as_deref()
+            .is_some_and(|c| c.eq_ignore_ascii_case(by.trim()));
+        if !is_creator && !self.is_approver(by) {
+            let why = format!(
+                "{by} is neither the creator of {} ({}) nor a security approver",
+                agent.name,
+                creator.as_deref().unwrap_or("unknown")
+            );
+            self.audit_refusal(
+                "shadow release",
+                &actor,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Rejected(Rejected::new("by", why)));
+        }
+        let msg = Message::Event {
+            event_id: format!("release/{shadow_id}"),
+            workflow_id: shadow_id.clone(),
+            event: Event::ShadowReleased {
+                by: by.to_string(),
+                reason: reason.to_string(),
+            },
+        };
+        self.send(vec![msg], Duration::ZERO).await?;
+        Ok(shadow_id)
+    }
+
+    /// Shadow agents not yet claimed or let go.
+    pub async fn shadow_agents(&self) -> Result<Vec<Agent>, EngineError> {
+        Ok(self
+            .store
+            .agents()
+            .await?
+            .into_iter()
+            .filter(|a| a.status == AgentStatus::Unregistered)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn labels_become_registry_names() {
+        assert_eq!(super::name_of("Billing Sync (v2)"), "billing-sync-v2");
+        assert_eq!(super::name_of("--ERP_reader--"), "erp-reader");
+    }
+}

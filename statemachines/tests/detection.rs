@@ -1,0 +1,361 @@
+//! Detection rules, one at a time, over event sequences: each fires on the traffic it is about
+//! and stays quiet on an agent's normal traffic.
+
+mod common;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use common::*;
+use statemachines::detection::{
+    Action, Baseline, Condition, Finding, Severity, TokenRequest, signal_finding,
+};
+use statemachines::{Agent, Policy};
+
+/// Monday 2026-11-02 00:00 UTC: the start of the learned history.
+fn day0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 2, 0, 0, 0).unwrap()
+}
+
+fn request(at: DateTime<Utc>, ip: &str, scopes: &[&str]) -> TokenRequest {
+    TokenRequest {
+        at,
+        ip: Some(ip.into()),
+        requested: strings(scopes),
+        granted: strings(scopes),
+        success: true,
+    }
+}
+
+/// The agent's normal week: from two office IPs, 09:00 to 17:00 UTC on weekdays, four token
+/// requests an hour, reading metrics and orders.
+fn normal_traffic(days: i64) -> Vec<TokenRequest> {
+    let mut out = Vec::new();
+    for d in 0..days {
+        let day = day0() + Duration::days(d);
+        for h in 9..17 {
+            for q in 0..4 {
+                let at = day + Duration::hours(h) + Duration::minutes(q * 15);
+                let ip = if q % 2 == 0 { "10.1.0.5" } else { "10.1.0.6" };
+                out.push(request(at, ip, &[METRICS_READ, ORDERS_READ]));
+            }
+        }
+    }
+    out
+}
+
+/// Feeds `traffic` and returns every finding, with the baseline learned.
+fn run(
+    baseline: &mut Baseline,
+    agent: &Agent,
+    policy: &Policy,
+    traffic: &[TokenRequest],
+) -> Vec<Finding> {
+    traffic
+        .iter()
+        .flat_map(|r| baseline.check(agent, r, policy))
+        .collect()
+}
+
+/// A baseline learned over a normal week, and the moment after it.
+fn learned(policy: &Policy) -> (Baseline, DateTime<Utc>) {
+    let mut b = Baseline::default();
+    let findings = run(&mut b, &active_agent(), policy, &normal_traffic(7));
+    assert_eq!(findings, vec![], "normal traffic raises nothing");
+    (b, day0() + Duration::days(7))
+}
+
+fn rules_fired(findings: &[Finding]) -> Vec<&str> {
+    findings.iter().map(|f| f.rule.as_str()).collect()
+}
+
+fn policy_with(edit: impl FnOnce(&mut Policy)) -> Policy {
+    let mut p = policy().clone();
+    edit(&mut p);
+    p
+}
+
+#[test]
+fn normal_traffic_is_quiet_for_every_rule() {
+    let p = policy_with(|p| {
+        p.detection
+            .approved_ranges
+            .insert("prod".into(), strings(&["10.1.0.0/16"]));
+    });
+    let mut b = Baseline::default();
+    // Four weeks, every rule active (including approved ranges).
+    assert_eq!(run(&mut b, &active_agent(), &p, &normal_traffic(28)), vec![]);
+    assert_eq!(b.requests, 28 * 8 * 4);
+    assert_eq!(b.ips.len(), 2);
+    assert!(
+        (b.hourly_rate - 4.0).abs() < 3.0,
+        "usual rate is learned: {}",
+        b.hourly_rate
+    );
+}
+
+#[test]
+fn scope_outside_grant_is_critical_and_freezes_even_before_learning() {
+    let agent = active_agent();
+    let mut b = Baseline::default();
+    // The very first request: a banking scope the agent was never approved for, refused.
+    let mut r = request(day0() + Duration::hours(10), "10.1.0.5", &[PAYMENTS_WRITE]);
+    r.success = false;
+    r.granted = vec![];
+    let found = b.check(&agent, &r, policy());
+    assert_eq!(rules_fired(&found), ["scope-outside-grant"]);
+    assert_eq!(found[0].severity, Severity::Critical);
+    assert_eq!(found[0].action, [Action::Freeze]);
+    assert!(found[0].summary.contains(PAYMENTS_WRITE), "{}", found[0].summary);
+    assert!(
+        found[0]
+            .evidence
+            .iter()
+            .any(|e| e == "granted by the IdP: nothing (refused)")
+    );
+
+    // Its approved scopes (or a subset) raise nothing.
+    let (mut b, t) = learned(policy());
+    let quiet = b.check(
+        &agent,
+        &request(t + Duration::hours(10), "10.1.0.5", &[METRICS_READ]),
+        policy(),
+    );
+    assert_eq!(quiet, vec![]);
+}
+
+#[test]
+fn ip_outside_approved_ranges_is_high_and_freezes() {
+    let p = policy_with(|p| {
+        p.detection
+            .approved_ranges
+            .insert("prod".into(), strings(&["10.1.0.0/16", "192.0.2.0/24"]));
+    });
+    let agent = active_agent();
+    let mut b = Baseline::default();
+    let inside = b.check(
+        &agent,
+        &request(day0() + Duration::hours(9), "192.0.2.44", &[METRICS_READ]),
+        &p,
+    );
+    assert_eq!(inside, vec![]);
+    let outside = b.check(
+        &agent,
+        &request(day0() + Duration::hours(10), "203.0.113.9", &[METRICS_READ]),
+        &p,
+    );
+    assert_eq!(rules_fired(&outside), ["ip-outside-approved-ranges"]);
+    assert_eq!(outside[0].severity, Severity::High);
+    assert_eq!(outside[0].action, [Action::Freeze, Action::Alert]);
+
+    // An environment without ranges is not checked.
+    let mut dev = active_agent();
+    dev.environment = "dev".into();
+    assert_eq!(
+        Baseline::default().check(
+            &dev,
+            &request(day0(), "203.0.113.9", &[METRICS_READ]),
+            &p
+        ),
+        vec![]
+    );
+}
+
+#[test]
+fn a_never_seen_ip_fires_only_once_the_baseline_is_learned() {
+    let agent = active_agent();
+    // While learning, new IPs are simply learned.
+    let mut b = Baseline::default();
+    let early = b.check(
+        &agent,
+        &request(day0() + Duration::hours(9), "198.51.100.7", &[METRICS_READ]),
+        policy(),
+    );
+    assert_eq!(early, vec![]);
+
+    let (mut b, t) = learned(policy());
+    let known = b.check(
+        &agent,
+        &request(t + Duration::hours(9), "10.1.0.6", &[METRICS_READ]),
+        policy(),
+    );
+    assert_eq!(known, vec![]);
+    let new = b.check(
+        &agent,
+        &request(t + Duration::hours(9) + Duration::minutes(1), "198.51.100.7", &[METRICS_READ]),
+        policy(),
+    );
+    assert_eq!(rules_fired(&new), ["new-source-ip"]);
+    assert_eq!(new[0].severity, Severity::High);
+    assert!(new[0].evidence.iter().any(|e| e.contains("10.1.0.5")));
+    // A refused request from an unknown IP proves nothing about the credential.
+    let (mut b, t) = learned(policy());
+    let mut refused = request(t + Duration::hours(9), "198.51.100.8", &[METRICS_READ]);
+    refused.success = false;
+    assert_eq!(b.check(&agent, &refused, policy()), vec![]);
+}
+
+#[test]
+fn one_credential_from_several_sources_within_the_window_is_sharing() {
+    let agent = active_agent();
+    let (mut b, t) = learned(policy());
+    let t = t + Duration::hours(9);
+    // The two usual IPs alternate all day: two sources, never three.
+    assert_eq!(
+        run(
+            &mut b,
+            &agent,
+            policy(),
+            &[
+                request(t, "10.1.0.5", &[METRICS_READ]),
+                request(t + Duration::minutes(1), "10.1.0.6", &[METRICS_READ]),
+            ]
+        ),
+        vec![]
+    );
+    // A third source within ten minutes: shared. (It is also a new IP: both rules fire.)
+    let found = b.check(
+        &agent,
+        &request(t + Duration::minutes(3), "198.51.100.20", &[METRICS_READ]),
+        policy(),
+    );
+    let shared = found
+        .iter()
+        .find(|f| f.rule == "credential-shared")
+        .expect("sharing fires");
+    assert_eq!(shared.severity, Severity::High);
+    assert_eq!(shared.action, [Action::Alert, Action::Rotate]);
+    assert!(shared.evidence[0].contains("198.51.100.20"));
+
+    // The same three sources spread over hours are not sharing.
+    let p = policy_with(|p| p.detection.rules.retain(|r| r.condition != Condition::NewIp));
+    let (mut b, t) = learned(&p);
+    let t = t + Duration::hours(9);
+    let spread = run(
+        &mut b,
+        &agent,
+        &p,
+        &[
+            request(t, "10.1.0.5", &[METRICS_READ]),
+            request(t + Duration::hours(1), "198.51.100.20", &[METRICS_READ]),
+            request(t + Duration::hours(2), "10.1.0.6", &[METRICS_READ]),
+        ],
+    );
+    assert_eq!(spread, vec![]);
+}
+
+#[test]
+fn a_burst_outside_usual_hours_is_medium_and_asks_first() {
+    let agent = active_agent();
+    // At 03:00, far from 09:00-17:00, twenty requests in the hour: more than 3x its usual 4.
+    let (mut b, t) = learned(policy());
+    let night = t + Duration::hours(3);
+    let burst: Vec<_> = (0..20)
+        .map(|i| request(night + Duration::minutes(i * 2), "10.1.0.5", &[METRICS_READ]))
+        .collect();
+    let found = run(&mut b, &agent, policy(), &burst);
+    assert_eq!(rules_fired(&found), ["off-hours-burst"], "fires once");
+    assert_eq!(found[0].severity, Severity::Medium);
+    assert!(!found[0].severity.contains_first(), "MEDIUM asks first");
+    assert!(found[0].evidence[0].contains("09 10 11"));
+
+    // Two requests at night: off hours, but no burst.
+    let (mut b, t) = learned(policy());
+    let night = t + Duration::hours(3);
+    let quiet: Vec<_> = (0..2)
+        .map(|i| request(night + Duration::minutes(i), "10.1.0.5", &[METRICS_READ]))
+        .collect();
+    assert_eq!(run(&mut b, &agent, policy(), &quiet), vec![]);
+
+    // Twenty in a working hour: a busy hour, not off hours (and under the volume limit).
+    let (mut b, t) = learned(policy());
+    let busy: Vec<_> = (0..20)
+        .map(|i| request(t + Duration::hours(10) + Duration::minutes(i * 2), "10.1.0.5", &[METRICS_READ]))
+        .collect();
+    assert_eq!(run(&mut b, &agent, policy(), &busy), vec![]);
+}
+
+#[test]
+fn bulk_reads_far_above_the_usual_rate_are_a_volume_spike() {
+    let agent = active_agent();
+    let (mut b, t) = learned(policy());
+    let hour = t + Duration::hours(11);
+    let bulk: Vec<_> = (0..120)
+        .map(|i| request(hour + Duration::seconds(i * 20), "10.1.0.5", &[ORDERS_READ]))
+        .collect();
+    let found = run(&mut b, &agent, policy(), &bulk);
+    assert_eq!(rules_fired(&found), ["volume-spike"], "fires once per quiet period");
+    assert_eq!(found[0].severity, Severity::High);
+    assert!(found[0].summary.contains("more than 10"), "{}", found[0].summary);
+
+    // The usual four an hour for another day: quiet.
+    let (mut b, t) = learned(policy());
+    let day: Vec<_> = normal_traffic(1)
+        .into_iter()
+        .map(|mut r| {
+            r.at += t - day0();
+            r
+        })
+        .collect();
+    assert_eq!(run(&mut b, &agent, policy(), &day), vec![]);
+}
+
+#[test]
+fn a_rule_stays_quiet_for_its_quiet_period_then_fires_again() {
+    let agent = active_agent();
+    let mut b = Baseline::default();
+    let t = day0() + Duration::hours(9);
+    let bad = |at| request(at, "10.1.0.5", &[PAYMENTS_WRITE]);
+    assert_eq!(b.check(&agent, &bad(t), policy()).len(), 1);
+    assert_eq!(b.check(&agent, &bad(t + Duration::minutes(5)), policy()), vec![]);
+    assert_eq!(b.check(&agent, &bad(t + Duration::hours(2)), policy()).len(), 1);
+}
+
+#[test]
+fn policy_rules_replace_builtins_and_detection_can_be_switched_off() {
+    let agent = active_agent();
+    let strict = policy_with(|p| {
+        for r in &mut p.detection.rules {
+            if r.name == "scope-outside-grant" {
+                r.severity = Severity::High;
+                r.action = vec![Action::Alert];
+            }
+        }
+    });
+    let found = Baseline::default().check(
+        &agent,
+        &request(day0(), "10.1.0.5", &[PAYMENTS_WRITE]),
+        &strict,
+    );
+    assert_eq!(found[0].severity, Severity::High);
+    assert!(!found[0].freezes());
+
+    let off = policy_with(|p| p.detection.enabled = false);
+    assert_eq!(
+        Baseline::default().check(&agent, &request(day0(), "10.1.0.5", &[PAYMENTS_WRITE]), &off),
+        vec![]
+    );
+}
+
+#[test]
+fn outside_signals_take_the_severity_the_policy_maps() {
+    let agent = active_agent();
+    let compromise = signal_finding(policy(), "credential_compromise", &agent, "leaked in a repo")
+        .expect("mapped by default");
+    assert_eq!(compromise.severity, Severity::Critical);
+    assert!(compromise.freezes());
+    assert_eq!(compromise.rule, "signal:credential_compromise");
+    let change = signal_finding(policy(), "credential_change", &agent, "rotated elsewhere").unwrap();
+    assert_eq!(change.severity, Severity::Medium);
+    assert!(!change.severity.contains_first());
+    assert_eq!(
+        signal_finding(policy(), "sessions_cleared", &agent, "x"),
+        None,
+        "unmapped kinds are recorded only"
+    );
+    let low = policy_with(|p| {
+        p.detection
+            .signals
+            .insert("sessions_cleared".into(), Severity::Low);
+    });
+    let f = signal_finding(&low, "sessions_cleared", &agent, "x").unwrap();
+    assert_eq!(f.action, [Action::Alert], "LOW alerts only");
+}
