@@ -141,3 +141,30 @@ impl ReviewAnswerBody {
         }
     }
 }
+
+/// `POST /agents/{agent}/freeze`: pull the kill switch now (owner or security approver).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FreezeBody {
+    pub by: String,
+    pub reason: String,
+}
+
+/// `POST /shadow-agents/{client}/claim`: take an unregistered client over with a real owner.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    #[serde(flatten)]
+    pub claim: crate::engine::discovery::Claim,
+    /// Who claims: an active person in the directory.
+    pub by: String,
+}
+
+/// `POST /shadow-agents/{client}/release`: let an unregistered client go (frozen, then
+/// decommissioned). Its creator or a security approver.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    pub by: String,
+    pub reason: String,
+}

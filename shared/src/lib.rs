@@ -16,6 +16,7 @@ pub mod intake;
 pub mod manifest;
 pub mod policy;
 pub mod ports;
+pub mod posture;
 pub mod rotation;
 pub mod secret;
 pub mod signal;

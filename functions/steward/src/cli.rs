@@ -60,6 +60,15 @@ pub enum AgentsCmd {
         #[arg(long = "as")]
         by: String,
     },
+    /// Freeze the agent now, the kill switch: client deactivated, tokens revoked; security
+    /// then decides Unfreeze or Decommission (owner or security approver).
+    Freeze {
+        agent: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        by: String,
+    },
     /// Ask to decommission the agent (a security approver decides).
     Decommission {
         agent: String,
@@ -193,7 +202,7 @@ pub fn describe_error(status: u16, v: &Value) -> String {
     out
 }
 
-fn print(c: &Client, v: &Value, human: impl FnOnce(&Value)) {
+pub fn print(c: &Client, v: &Value, human: impl FnOnce(&Value)) {
     if c.json {
         println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
     } else {
@@ -377,6 +386,24 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                     v["workflow_id"].as_str().unwrap_or("?"),
                     v["state"].as_str().unwrap_or("?")
                 )
+            });
+        }
+        AgentsCmd::Freeze { agent, reason, by } => {
+            let v = api
+                .ok(
+                    Method::POST,
+                    &format!("/agents/{agent}/freeze"),
+                    Some(json!({"by": by, "reason": reason})),
+                )
+                .await?;
+            print(c, &v, |v| {
+                for s in v["started"].as_array().into_iter().flatten() {
+                    println!(
+                        "freeze {} → {}",
+                        s["workflow_id"].as_str().unwrap_or("?"),
+                        s["state"].as_str().unwrap_or("?")
+                    );
+                }
             });
         }
         AgentsCmd::Decommission { agent, reason, by } => {

@@ -3,7 +3,9 @@
 mod campaigns;
 mod cli;
 mod demo;
+mod report;
 mod server;
+mod shadow;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -64,10 +66,24 @@ enum Cmd {
         #[command(flatten)]
         client: Client,
     },
+    /// Shadow agents: IdP clients nobody registered; discover, claim, release.
+    Shadow {
+        #[command(subcommand)]
+        command: shadow::ShadowCmd,
+        #[command(flatten)]
+        client: Client,
+    },
     /// Pending approvals: list, approve, deny.
     Approvals {
         #[command(subcommand)]
         command: cli::ApprovalsCmd,
+        #[command(flatten)]
+        client: Client,
+    },
+    /// Posture: a risk score per agent, the zero-trust checklist and the maturity level.
+    Report {
+        #[command(flatten)]
+        args: report::ReportArgs,
         #[command(flatten)]
         client: Client,
     },
@@ -144,7 +160,9 @@ fn main() -> anyhow::Result<()> {
             Cmd::Serve(a) => serve(a).await,
             Cmd::Agents { command, client } => cli::agents(command, &client).await,
             Cmd::Approvals { command, client } => cli::approvals(command, &client).await,
+            Cmd::Shadow { command, client } => shadow::shadow(command, &client).await,
             Cmd::Campaigns { command, client } => campaigns::campaigns(command, &client).await,
+            Cmd::Report { args, client } => report::report(args, &client).await,
             Cmd::Audit { client } => cli::audit(&client).await,
             Cmd::Validate {
                 policy,

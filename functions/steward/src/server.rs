@@ -12,8 +12,9 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::admin::{
-    AgentRequestBody, CampaignBody, CancelBody, DecisionBody, DecommissionBody, OwnerBody,
-    RenewBody, ReviewAnswerBody, RotateBody, ScopeChangeBody,
+    AgentRequestBody, CampaignBody, CancelBody, ClaimBody, DecisionBody, DecommissionBody,
+    FreezeBody, OwnerBody, ReleaseBody, RenewBody, ReviewAnswerBody, RotateBody,
+    ScopeChangeBody,
 };
 use shared::embedded::Embedded;
 use shared::embedded::vault::write_private;
@@ -64,6 +65,11 @@ pub fn router(state: Shared) -> Router {
         .route("/agents/{agent}/rotate", post(rotate))
         .route("/agents/{agent}/decommission", post(decommission))
         .route("/agents/{agent}/renew", post(renew))
+        .route("/agents/{agent}/freeze", post(freeze))
+        .route("/shadow-agents", get(list_shadow_agents))
+        .route("/shadow-agents/{client}/claim", post(claim_shadow))
+        .route("/shadow-agents/{client}/release", post(release_shadow))
+        .route("/discovery", post(discover))
         .route("/sweep", post(sweep))
         .route("/campaigns", get(list_campaigns).post(launch_campaign))
         .route("/campaigns/{id}", get(campaign_progress))
@@ -772,6 +778,58 @@ async fn rotate(
         )
         .await?;
     Ok(started_response(s))
+}
+
+async fn freeze(
+    State(state): State<Shared>,
+    Path(agent): Path<String>,
+    payload: Result<Json<FreezeBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "freeze request", payload).await?;
+    let d = state
+        .stack
+        .engine
+        .freeze_now(&agent, &b.by, &b.reason)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(d))).into_response())
+}
+
+async fn list_shadow_agents(State(state): State<Shared>) -> ApiResult {
+    let agents = state.stack.engine.shadow_agents().await?;
+    Ok(Json(json!(agents)).into_response())
+}
+
+async fn claim_shadow(
+    State(state): State<Shared>,
+    Path(client): Path<String>,
+    payload: Result<Json<ClaimBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "shadow claim", payload).await?;
+    let s = state
+        .stack
+        .engine
+        .claim_shadow(&client, b.claim, &b.by)
+        .await?;
+    Ok(started_response(s))
+}
+
+async fn release_shadow(
+    State(state): State<Shared>,
+    Path(client): Path<String>,
+    payload: Result<Json<ReleaseBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "shadow release", payload).await?;
+    let id = state
+        .stack
+        .engine
+        .release_shadow(&client, &b.by, &b.reason)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"workflow_id": id}))).into_response())
+}
+
+async fn discover(State(state): State<Shared>) -> ApiResult {
+    let r = state.stack.engine.discover().await?;
+    Ok(Json(json!(r)).into_response())
 }
 
 async fn decommission(

@@ -481,3 +481,36 @@ async fn history(
         .collect();
     Json(json!({"ok": true, "messages": messages, "has_more": false}))
 }
+
+/// Slack's v0 request signature of `body` at `ts` (the documented algorithm).
+pub fn signature(secret: &str, ts: &str, body: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("v0:{ts}:{body}").as_bytes());
+    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// A button click (`block_actions`) as Slack posts it to the interactions URL: the form body.
+pub fn click_form(slack: &FakeSlack, user: &str, action_id: &str, value: &str, n: u32) -> String {
+    let payload = json!({
+        "type": "block_actions",
+        "team": {"id": "T0STEWARD", "domain": "example"},
+        "user": {"id": user, "username": user.to_lowercase(), "name": user.to_lowercase(), "team_id": "T0STEWARD"},
+        "api_app_id": "A0STEWARD",
+        "token": "legacy-verification-token-unused",
+        "container": {"type": "message", "message_ts": "1700000000.000200", "channel_id": "C0X", "is_ephemeral": false},
+        "trigger_id": format!("1700000001.{n}.0a1b2c"),
+        "channel": {"id": "C0X", "name": "security"},
+        "state": {"values": {}},
+        "response_url": slack.response_url(n),
+        "actions": [{
+            "action_id": action_id, "block_id": "decision",
+            "text": {"type": "plain_text", "text": action_id, "emoji": true},
+            "value": value, "type": "button",
+            "action_ts": format!("1700000002.{n:06}")
+        }]
+    });
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("payload", &payload.to_string())
+        .finish()
+}
