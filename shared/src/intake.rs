@@ -6,8 +6,8 @@ use crate::Engine;
 use crate::audit;
 use crate::engine::EngineError;
 use crate::signal::{AppChange, Signal};
-use statemachines::detection::TokenRequest;
 use chrono::{DateTime, Utc};
+use statemachines::detection::TokenRequest;
 use std::time::Duration;
 
 /// Deliveries are at least once (Okta retries a hook once; the System Log and EventBridge may
@@ -84,7 +84,11 @@ pub async fn accept(engine: &Engine, events: Vec<Received>) -> Result<Accepted, 
     Ok(accepted)
 }
 
-async fn apply(engine: &Engine, ev: &Received, accepted_at: DateTime<Utc>) -> Result<(), EngineError> {
+async fn apply(
+    engine: &Engine,
+    ev: &Received,
+    accepted_at: DateTime<Utc>,
+) -> Result<(), EngineError> {
     if let Some(Signal::TokenGrant {
         client_id,
         ip,

@@ -472,10 +472,7 @@ pub const SIGNAL_KINDS: [&str; 9] = [
 ];
 
 /// The `[detection]` table, checked.
-fn detection(
-    file: &PolicyFile,
-    problems: &mut Vec<String>,
-) -> statemachines::detection::Detection {
+fn detection(file: &PolicyFile, problems: &mut Vec<String>) -> statemachines::detection::Detection {
     let d = &file.detection;
     let mut out = statemachines::detection::Detection::default();
     if let Some(on) = d.enabled {
@@ -484,7 +481,10 @@ fn detection(
     let mut seen = std::collections::BTreeSet::new();
     for r in &d.rules {
         if !seen.insert(r.name.as_str()) {
-            problems.push(format!("detection.rules: rule `{}` is listed twice", r.name));
+            problems.push(format!(
+                "detection.rules: rule `{}` is listed twice",
+                r.name
+            ));
         }
         if r.name.trim().is_empty() {
             problems.push("detection.rules: every rule needs a name".into());
@@ -530,7 +530,11 @@ fn detection(
     }
     for (field, value, target) in [
         ("detection.rate_factor", d.rate_factor, &mut out.rate_factor),
-        ("detection.volume_factor", d.volume_factor, &mut out.volume_factor),
+        (
+            "detection.volume_factor",
+            d.volume_factor,
+            &mut out.volume_factor,
+        ),
     ] {
         if let Some(v) = value {
             if v <= 1.0 || !v.is_finite() {

@@ -102,7 +102,12 @@ pub fn builtin_rules() -> Vec<Rule> {
             &[Freeze, Alert],
         ),
         rule("new-source-ip", High, NewIp, &[Freeze, Alert]),
-        rule("scope-outside-grant", Critical, ScopeOutsideGrant, &[Freeze]),
+        rule(
+            "scope-outside-grant",
+            Critical,
+            ScopeOutsideGrant,
+            &[Freeze],
+        ),
         rule(
             "credential-shared",
             High,
@@ -413,9 +418,7 @@ impl Baseline {
     /// rate. Idle hours do not: the usual rate is the rate of the hours the agent works, so a
     /// nine-to-five agent's night is not averaged into its day.
     fn roll_hour(&mut self, at: DateTime<Utc>) {
-        let hour = at
-            .duration_trunc(Duration::hours(1))
-            .unwrap_or(at);
+        let hour = at.duration_trunc(Duration::hours(1)).unwrap_or(at);
         match self.current_hour {
             None => {
                 self.current_hour = Some(hour);

@@ -12,7 +12,7 @@ use crate::agent::{Agent, AgentChange};
 use crate::command::{Actor, AuditKind, Command, IdpCommand};
 use crate::decommission::DecommissionReason;
 use crate::event::Event;
-use crate::onboarding::{audit, not_applicable};
+use crate::onboarding::{audit, audit_failure, not_applicable};
 use crate::owner_loss::SECURITY_CHANNEL;
 use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
 use chrono::{DateTime, Duration, Utc};
@@ -76,7 +76,9 @@ fn release(agent: &Agent, why: String, by: Actor) -> Step<ShadowState> {
             }),
             Command::UpdateAgent {
                 agent_id: agent.id.clone(),
-                change: AgentChange::Frozen { reason: why.clone() },
+                change: AgentChange::Frozen {
+                    reason: why.clone(),
+                },
             },
             audit(
                 agent,
@@ -117,6 +119,16 @@ impl Workflow for ShadowAgent {
             creator,
             found_by,
         } = input;
+        if agent.status != crate::agent::AgentStatus::Unregistered {
+            return Err(Rejected::new(
+                "agent",
+                format!(
+                    "{} is {}; only an unregistered client is a shadow agent",
+                    agent.name,
+                    agent.status.as_str()
+                ),
+            ));
+        }
         let Some(client_id) = agent.client_id.clone() else {
             return Err(Rejected::new(
                 "client_id",
@@ -154,13 +166,16 @@ impl Workflow for ShadowAgent {
                 None,
                 agent.scopes.clone(),
                 format!(
-                    "client {client_id} ({}) found at the identity provider, not in the registry{}; asked {} to claim it",
+                    "client {client_id} ({}) found at the identity provider, not in the registry{}; asked {}the security channel to claim it",
                     agent.name,
                     creator
                         .as_deref()
                         .map(|c| format!(", created by {c}"))
                         .unwrap_or_default(),
-                    creator.as_deref().unwrap_or("the security channel")
+                    creator
+                        .as_deref()
+                        .map(|c| format!("{c} and "))
+                        .unwrap_or_default()
                 ),
             ),
             Command::SetTimer {
@@ -229,18 +244,19 @@ impl Workflow for ShadowAgent {
                 format!("let go by {by}: {reason}"),
                 Actor::Person(by),
             )),
-            (S::Unclaimed { agent, grace_ends, .. }, Event::TimerFired { name })
-                if name == GRACE_TIMER && ctx.now >= *grace_ends =>
-            {
-                Ok(release(
-                    agent,
-                    format!(
-                        "was not claimed within the grace period (ended {})",
-                        grace_ends.format("%Y-%m-%d %H:%M UTC")
-                    ),
-                    Actor::Schedule(name),
-                ))
-            }
+            (
+                S::Unclaimed {
+                    agent, grace_ends, ..
+                },
+                Event::TimerFired { name },
+            ) if name == GRACE_TIMER && ctx.now >= *grace_ends => Ok(release(
+                agent,
+                format!(
+                    "was not claimed within the grace period (ended {})",
+                    grace_ends.format("%Y-%m-%d %H:%M UTC")
+                ),
+                Actor::Schedule(name),
+            )),
             (S::Releasing { agent, why }, Event::ClientDeactivated { client_id })
                 if Some(&client_id) == agent.client_id.as_ref() =>
             {
@@ -255,21 +271,16 @@ impl Workflow for ShadowAgent {
                     },
                 })
             }
-            (S::Releasing { agent, .. }, Event::CommandFailed { command, reason, .. }) => {
-                let message = format!(
-                    "shadow agent {}: {command} failed: {reason}",
-                    agent.name
-                );
+            (
+                S::Releasing { agent, .. },
+                Event::CommandFailed {
+                    command, reason, ..
+                },
+            ) if command == "idp.deactivate_client" => {
+                let message = format!("shadow agent {}: {command} failed: {reason}", agent.name);
                 Ok(Step {
                     commands: vec![
-                        audit(
-                            agent,
-                            AuditKind::ShadowAgentReleased,
-                            Actor::System,
-                            None,
-                            vec![],
-                            message.clone(),
-                        ),
+                        audit_failure(agent, AuditKind::ShadowAgentReleased, &message),
                         Command::Notify {
                             to: SECURITY_CHANNEL.into(),
                             subject: format!("Shadow agent {} could not be frozen", agent.name),

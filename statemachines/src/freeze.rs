@@ -17,7 +17,7 @@ use crate::command::{Actor, AuditKind, Command, IdpCommand};
 use crate::decommission::DecommissionReason;
 use crate::detection::{Finding, Severity};
 use crate::event::Event;
-use crate::onboarding::{audit, not_applicable};
+use crate::onboarding::{audit, audit_failure, not_applicable};
 use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -207,11 +207,20 @@ fn decision_ask(ctx: &Ctx, agent: &Agent, finding: &Finding, c: &Containment) ->
         },
     );
     approval.id = format!("{}-decision", ctx.workflow_id);
-    approval.quorum = if finding.severity == Severity::Critical {
+    // Two people unfreeze after CRITICAL, unless the policy names fewer approvers (then the
+    // message says so rather than leave an unfreeze nobody can give).
+    let wanted: u8 = if finding.severity == Severity::Critical {
         2
     } else {
         1
     };
+    approval.quorum = wanted.min(approval.approvers.len().max(1) as u8);
+    if approval.quorum < wanted {
+        approval.justification.push_str(&format!(
+            "\nthe policy names {} approver(s): one approval unfreezes, although the finding is CRITICAL",
+            approval.approvers.len()
+        ));
+    }
     approval.expires_at = ctx.now + Duration::seconds(ctx.policy.detection.decision_secs as i64);
     approval.remind_at = None;
     approval
@@ -322,7 +331,7 @@ fn restored(
     }
 }
 
-fn failed(agent: &Agent, what: &str, reason: &str) -> Step<FreezeState> {
+fn failed(agent: &Agent, what: &str, reason: &str, now: DateTime<Utc>) -> Step<FreezeState> {
     let message = format!("freeze of {}: {what} failed: {reason}", agent.name);
     Step {
         commands: vec![
@@ -331,18 +340,11 @@ fn failed(agent: &Agent, what: &str, reason: &str) -> Step<FreezeState> {
                 change: AgentChange::Flag {
                     flag: AgentFlag::FreezeRequested {
                         reason: message.clone(),
-                        at: agent.updated_at,
+                        at: now,
                     },
                 },
             },
-            audit(
-                agent,
-                AuditKind::AgentFrozen,
-                Actor::System,
-                None,
-                vec![],
-                message.clone(),
-            ),
+            audit_failure(agent, AuditKind::AgentFrozen, &message),
             Command::Notify {
                 to: crate::owner_loss::SECURITY_CHANNEL.into(),
                 subject: format!("Freeze of {} needs a person", agent.name),
@@ -373,9 +375,17 @@ impl Workflow for Freeze {
         t("Containing", "TokensRevoked", "Containing"),
         t("Containing", "TokensRevoked", "AwaitingDecision"),
         t("Containing", "CommandFailed", "Failed"),
-        t("AwaitingDecision", "ApprovalDecided(approve)", "AwaitingDecision"),
+        t(
+            "AwaitingDecision",
+            "ApprovalDecided(approve)",
+            "AwaitingDecision",
+        ),
         t("AwaitingDecision", "ApprovalDecided(approve)", "Restoring"),
-        t("AwaitingDecision", "ApprovalDecided(deny)", "Decommissioning"),
+        t(
+            "AwaitingDecision",
+            "ApprovalDecided(deny)",
+            "Decommissioning",
+        ),
         t("AwaitingDecision", "TimerFired", "Kept"),
         t("Restoring", "GrantsSet", "Restoring"),
         t("Restoring", "GrantsSet", "Unfrozen"),
@@ -400,6 +410,16 @@ impl Workflow for Freeze {
                 ),
             ));
         };
+        if finding.freezes() && agent.status != crate::agent::AgentStatus::Active {
+            return Err(Rejected::new(
+                "agent",
+                format!(
+                    "{} is {}; only an active agent is frozen",
+                    agent.name,
+                    agent.status.as_str()
+                ),
+            ));
+        }
         let detected = audit(
             &agent,
             AuditKind::AnomalyDetected,
@@ -426,7 +446,10 @@ impl Workflow for Freeze {
         };
         if !finding.freezes() {
             let mut commands = vec![detected, flagged];
-            for to in [agent.owner.clone(), crate::owner_loss::SECURITY_CHANNEL.to_string()] {
+            for to in [
+                agent.owner.clone(),
+                crate::owner_loss::SECURITY_CHANNEL.to_string(),
+            ] {
                 if to.is_empty() {
                     continue;
                 }
@@ -518,60 +541,57 @@ impl Workflow for Freeze {
                     approver,
                     reason,
                 },
-            ) => match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
-                Ballot::Decided {
-                    decision: Decision::Approve,
-                    approver,
-                    mut commands,
-                    ..
-                } => {
-                    commands.extend(contain(
-                        agent,
-                        finding,
-                        previous,
-                        Actor::Person(approver),
-                    ));
-                    Ok(Step {
-                        commands,
-                        state: S::Containing {
-                            agent: agent.clone(),
-                            finding: finding.clone(),
-                            previous: previous.clone(),
-                            containment: Containment {
-                                accepted_at: *accepted_at,
-                                deactivated_at: None,
-                                revoked_at: None,
-                                outstanding: None,
+            ) => {
+                match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
+                    Ballot::Decided {
+                        decision: Decision::Approve,
+                        approver,
+                        mut commands,
+                        ..
+                    } => {
+                        commands.extend(contain(agent, finding, previous, Actor::Person(approver)));
+                        Ok(Step {
+                            commands,
+                            state: S::Containing {
+                                agent: agent.clone(),
+                                finding: finding.clone(),
+                                previous: previous.clone(),
+                                containment: Containment {
+                                    accepted_at: *accepted_at,
+                                    deactivated_at: None,
+                                    revoked_at: None,
+                                    outstanding: None,
+                                },
                             },
-                        },
-                    })
+                        })
+                    }
+                    Ballot::Decided {
+                        approver,
+                        mut commands,
+                        ..
+                    } => {
+                        commands.push(audit(
+                            agent,
+                            AuditKind::FreezeDismissed,
+                            Actor::Person(approver.clone()),
+                            Some(&approval.id),
+                            vec![],
+                            format!("{approver} decided not to freeze {}", agent.name),
+                        ));
+                        Ok(Step {
+                            commands,
+                            state: S::Dismissed {
+                                agent: agent.clone(),
+                                by: Some(approver),
+                            },
+                        })
+                    }
+                    Ballot::Pending { .. } => Err(Rejected::new(
+                        "approval",
+                        "a freeze needs one decision; this vote cannot be pending",
+                    )),
                 }
-                Ballot::Decided {
-                    approver,
-                    mut commands,
-                    ..
-                } => {
-                    commands.push(audit(
-                        agent,
-                        AuditKind::FreezeDismissed,
-                        Actor::Person(approver.clone()),
-                        Some(&approval.id),
-                        vec![],
-                        format!("{approver} decided not to freeze {}", agent.name),
-                    ));
-                    Ok(Step {
-                        commands,
-                        state: S::Dismissed {
-                            agent: agent.clone(),
-                            by: Some(approver),
-                        },
-                    })
-                }
-                Ballot::Pending { .. } => Err(Rejected::new(
-                    "approval",
-                    "a freeze needs one decision; this vote cannot be pending",
-                )),
-            },
+            }
             (
                 S::Asking {
                     agent,
@@ -635,8 +655,13 @@ impl Workflow for Freeze {
                 c.outstanding = outstanding;
                 contained(agent, finding, previous, c, ctx)
             }
-            (S::Containing { agent, .. }, Event::CommandFailed { command, reason, .. }) => {
-                Ok(failed(agent, &command, &reason))
+            (
+                S::Containing { agent, .. },
+                Event::CommandFailed {
+                    command, reason, ..
+                },
+            ) if command == "idp.deactivate_client" || command == "idp.revoke_tokens" => {
+                Ok(failed(agent, &command, &reason, ctx.now))
             }
             (
                 S::AwaitingDecision {
@@ -652,62 +677,64 @@ impl Workflow for Freeze {
                     approver,
                     reason,
                 },
-            ) => match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
-                Ballot::Pending { approval, commands } => Ok(Step {
-                    commands,
-                    state: S::AwaitingDecision {
-                        agent: agent.clone(),
-                        finding: finding.clone(),
-                        previous: previous.clone(),
-                        containment: containment.clone(),
-                        approval,
-                    },
-                }),
-                Ballot::Decided {
-                    decision: Decision::Approve,
-                    approver,
-                    mut commands,
-                    ..
-                } => {
-                    commands.push(Command::Idp(IdpCommand::SetGrants {
-                        client_id: previous.client_id.clone(),
-                        scopes: previous.scopes.clone(),
-                        token_lifetime_secs: previous.token_lifetime_secs,
-                    }));
-                    commands.push(Command::Idp(IdpCommand::ActivateClient {
-                        client_id: previous.client_id.clone(),
-                    }));
-                    Ok(Step {
+            ) => {
+                match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
+                    Ballot::Pending { approval, commands } => Ok(Step {
                         commands,
-                        state: S::Restoring {
+                        state: S::AwaitingDecision {
                             agent: agent.clone(),
+                            finding: finding.clone(),
                             previous: previous.clone(),
-                            by: approver,
-                            grants_set: false,
-                            activated: false,
+                            containment: containment.clone(),
+                            approval,
                         },
-                    })
+                    }),
+                    Ballot::Decided {
+                        decision: Decision::Approve,
+                        approver,
+                        mut commands,
+                        ..
+                    } => {
+                        commands.push(Command::Idp(IdpCommand::SetGrants {
+                            client_id: previous.client_id.clone(),
+                            scopes: previous.scopes.clone(),
+                            token_lifetime_secs: previous.token_lifetime_secs,
+                        }));
+                        commands.push(Command::Idp(IdpCommand::ActivateClient {
+                            client_id: previous.client_id.clone(),
+                        }));
+                        Ok(Step {
+                            commands,
+                            state: S::Restoring {
+                                agent: agent.clone(),
+                                previous: previous.clone(),
+                                by: approver,
+                                grants_set: false,
+                                activated: false,
+                            },
+                        })
+                    }
+                    Ballot::Decided {
+                        approver,
+                        mut commands,
+                        ..
+                    } => {
+                        commands.push(Command::StartDecommission {
+                            agent_id: agent.id.clone(),
+                            reason: DecommissionReason::Freeze {
+                                decided_by: approver.clone(),
+                            },
+                        });
+                        Ok(Step {
+                            commands,
+                            state: S::Decommissioning {
+                                agent: agent.clone(),
+                                by: approver,
+                            },
+                        })
+                    }
                 }
-                Ballot::Decided {
-                    approver,
-                    mut commands,
-                    ..
-                } => {
-                    commands.push(Command::StartDecommission {
-                        agent_id: agent.id.clone(),
-                        reason: DecommissionReason::Freeze {
-                            decided_by: approver.clone(),
-                        },
-                    });
-                    Ok(Step {
-                        commands,
-                        state: S::Decommissioning {
-                            agent: agent.clone(),
-                            by: approver,
-                        },
-                    })
-                }
-            },
+            }
             (
                 S::AwaitingDecision {
                     agent, approval, ..
@@ -764,8 +791,13 @@ impl Workflow for Freeze {
             ) if client_id == previous.client_id => {
                 Ok(restored(agent, previous, by, *grants_set, true))
             }
-            (S::Restoring { agent, .. }, Event::CommandFailed { command, reason, .. }) => {
-                Ok(failed(agent, &command, &reason))
+            (
+                S::Restoring { agent, .. },
+                Event::CommandFailed {
+                    command, reason, ..
+                },
+            ) if command == "idp.set_grants" || command == "idp.activate_client" => {
+                Ok(failed(agent, &command, &reason, ctx.now))
             }
             (s, e) => Err(not_applicable(Self::KIND, Self::state_name(s), &e)),
         }

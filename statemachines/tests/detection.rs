@@ -82,7 +82,10 @@ fn normal_traffic_is_quiet_for_every_rule() {
     });
     let mut b = Baseline::default();
     // Four weeks, every rule active (including approved ranges).
-    assert_eq!(run(&mut b, &active_agent(), &p, &normal_traffic(28)), vec![]);
+    assert_eq!(
+        run(&mut b, &active_agent(), &p, &normal_traffic(28)),
+        vec![]
+    );
     assert_eq!(b.requests, 28 * 8 * 4);
     assert_eq!(b.ips.len(), 2);
     assert!(
@@ -104,7 +107,11 @@ fn scope_outside_grant_is_critical_and_freezes_even_before_learning() {
     assert_eq!(rules_fired(&found), ["scope-outside-grant"]);
     assert_eq!(found[0].severity, Severity::Critical);
     assert_eq!(found[0].action, [Action::Freeze]);
-    assert!(found[0].summary.contains(PAYMENTS_WRITE), "{}", found[0].summary);
+    assert!(
+        found[0].summary.contains(PAYMENTS_WRITE),
+        "{}",
+        found[0].summary
+    );
     assert!(
         found[0]
             .evidence
@@ -150,11 +157,7 @@ fn ip_outside_approved_ranges_is_high_and_freezes() {
     let mut dev = active_agent();
     dev.environment = "dev".into();
     assert_eq!(
-        Baseline::default().check(
-            &dev,
-            &request(day0(), "203.0.113.9", &[METRICS_READ]),
-            &p
-        ),
+        Baseline::default().check(&dev, &request(day0(), "203.0.113.9", &[METRICS_READ]), &p),
         vec![]
     );
 }
@@ -180,7 +183,11 @@ fn a_never_seen_ip_fires_only_once_the_baseline_is_learned() {
     assert_eq!(known, vec![]);
     let new = b.check(
         &agent,
-        &request(t + Duration::hours(9) + Duration::minutes(1), "198.51.100.7", &[METRICS_READ]),
+        &request(
+            t + Duration::hours(9) + Duration::minutes(1),
+            "198.51.100.7",
+            &[METRICS_READ],
+        ),
         policy(),
     );
     assert_eq!(rules_fired(&new), ["new-source-ip"]);
@@ -226,7 +233,11 @@ fn one_credential_from_several_sources_within_the_window_is_sharing() {
     assert!(shared.evidence[0].contains("198.51.100.20"));
 
     // The same three sources spread over hours are not sharing.
-    let p = policy_with(|p| p.detection.rules.retain(|r| r.condition != Condition::NewIp));
+    let p = policy_with(|p| {
+        p.detection
+            .rules
+            .retain(|r| r.condition != Condition::NewIp)
+    });
     let (mut b, t) = learned(&p);
     let t = t + Duration::hours(9);
     let spread = run(
@@ -249,7 +260,13 @@ fn a_burst_outside_usual_hours_is_medium_and_asks_first() {
     let (mut b, t) = learned(policy());
     let night = t + Duration::hours(3);
     let burst: Vec<_> = (0..20)
-        .map(|i| request(night + Duration::minutes(i * 2), "10.1.0.5", &[METRICS_READ]))
+        .map(|i| {
+            request(
+                night + Duration::minutes(i * 2),
+                "10.1.0.5",
+                &[METRICS_READ],
+            )
+        })
         .collect();
     let found = run(&mut b, &agent, policy(), &burst);
     assert_eq!(rules_fired(&found), ["off-hours-burst"], "fires once");
@@ -268,7 +285,13 @@ fn a_burst_outside_usual_hours_is_medium_and_asks_first() {
     // Twenty in a working hour: a busy hour, not off hours (and under the volume limit).
     let (mut b, t) = learned(policy());
     let busy: Vec<_> = (0..20)
-        .map(|i| request(t + Duration::hours(10) + Duration::minutes(i * 2), "10.1.0.5", &[METRICS_READ]))
+        .map(|i| {
+            request(
+                t + Duration::hours(10) + Duration::minutes(i * 2),
+                "10.1.0.5",
+                &[METRICS_READ],
+            )
+        })
         .collect();
     assert_eq!(run(&mut b, &agent, policy(), &busy), vec![]);
 }
@@ -282,9 +305,17 @@ fn bulk_reads_far_above_the_usual_rate_are_a_volume_spike() {
         .map(|i| request(hour + Duration::seconds(i * 20), "10.1.0.5", &[ORDERS_READ]))
         .collect();
     let found = run(&mut b, &agent, policy(), &bulk);
-    assert_eq!(rules_fired(&found), ["volume-spike"], "fires once per quiet period");
+    assert_eq!(
+        rules_fired(&found),
+        ["volume-spike"],
+        "fires once per quiet period"
+    );
     assert_eq!(found[0].severity, Severity::High);
-    assert!(found[0].summary.contains("more than 10"), "{}", found[0].summary);
+    assert!(
+        found[0].summary.contains("more than 10"),
+        "{}",
+        found[0].summary
+    );
 
     // The usual four an hour for another day: quiet.
     let (mut b, t) = learned(policy());
@@ -305,8 +336,15 @@ fn a_rule_stays_quiet_for_its_quiet_period_then_fires_again() {
     let t = day0() + Duration::hours(9);
     let bad = |at| request(at, "10.1.0.5", &[PAYMENTS_WRITE]);
     assert_eq!(b.check(&agent, &bad(t), policy()).len(), 1);
-    assert_eq!(b.check(&agent, &bad(t + Duration::minutes(5)), policy()), vec![]);
-    assert_eq!(b.check(&agent, &bad(t + Duration::hours(2)), policy()).len(), 1);
+    assert_eq!(
+        b.check(&agent, &bad(t + Duration::minutes(5)), policy()),
+        vec![]
+    );
+    assert_eq!(
+        b.check(&agent, &bad(t + Duration::hours(2)), policy())
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -330,7 +368,11 @@ fn policy_rules_replace_builtins_and_detection_can_be_switched_off() {
 
     let off = policy_with(|p| p.detection.enabled = false);
     assert_eq!(
-        Baseline::default().check(&agent, &request(day0(), "10.1.0.5", &[PAYMENTS_WRITE]), &off),
+        Baseline::default().check(
+            &agent,
+            &request(day0(), "10.1.0.5", &[PAYMENTS_WRITE]),
+            &off
+        ),
         vec![]
     );
 }
@@ -338,12 +380,18 @@ fn policy_rules_replace_builtins_and_detection_can_be_switched_off() {
 #[test]
 fn outside_signals_take_the_severity_the_policy_maps() {
     let agent = active_agent();
-    let compromise = signal_finding(policy(), "credential_compromise", &agent, "leaked in a repo")
-        .expect("mapped by default");
+    let compromise = signal_finding(
+        policy(),
+        "credential_compromise",
+        &agent,
+        "leaked in a repo",
+    )
+    .expect("mapped by default");
     assert_eq!(compromise.severity, Severity::Critical);
     assert!(compromise.freezes());
     assert_eq!(compromise.rule, "signal:credential_compromise");
-    let change = signal_finding(policy(), "credential_change", &agent, "rotated elsewhere").unwrap();
+    let change =
+        signal_finding(policy(), "credential_change", &agent, "rotated elsewhere").unwrap();
     assert_eq!(change.severity, Severity::Medium);
     assert!(!change.severity.contains_first());
     assert_eq!(

@@ -3,7 +3,9 @@
 
 use statemachines::decommission::Decommission;
 use statemachines::diagram::mermaid;
+use statemachines::discovery::ShadowAgent;
 use statemachines::expiry::Expiry;
+use statemachines::freeze::Freeze;
 use statemachines::onboarding::Onboarding;
 use statemachines::owner_loss::OwnerLoss;
 use statemachines::review_campaign::ReviewCampaign;
@@ -79,6 +81,16 @@ fn review_item_diagram_is_current() {
     check::<ReviewItemMachine>().unwrap_or_else(|e| panic!("{e}"));
 }
 
+#[test]
+fn freeze_diagram_is_current() {
+    check::<Freeze>().unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn shadow_agent_diagram_is_current() {
+    check::<ShadowAgent>().unwrap_or_else(|e| panic!("{e}"));
+}
+
 /// Every declared transition appears in the rendered diagram, and the diagram ends exactly at
 /// `terminals` (the states no transition leaves).
 fn shows_transitions_and_ends<W: Workflow>(terminals: &[&str]) {
@@ -115,6 +127,20 @@ fn lifecycle_diagrams_show_every_transition_and_end() {
 fn review_diagrams_show_every_transition_and_end() {
     shows_transitions_and_ends::<ReviewCampaign>(&["Closed", "Failed"]);
     shows_transitions_and_ends::<ReviewItemMachine>(&["Closed"]);
+}
+
+#[test]
+fn detection_diagrams_show_every_transition_and_end() {
+    // Asking re-enters itself on the approval reminder, so it is no end.
+    shows_transitions_and_ends::<Freeze>(&[
+        "Alerted",
+        "Decommissioning",
+        "Dismissed",
+        "Failed",
+        "Kept",
+        "Unfrozen",
+    ]);
+    shows_transitions_and_ends::<ShadowAgent>(&["Claimed", "Failed", "Released"]);
 }
 
 /// Every declared transition, and the start and end markers, appear in the rendered diagram.

@@ -557,7 +557,10 @@ fn drive<W: Probe>(
             | Event::RenewalRequested { .. }
             | Event::ReviewsLaunched { .. }
             | Event::ReviewDecided { .. }
-            | Event::ReviewActionTaken { .. } => {
+            | Event::ReviewActionTaken { .. }
+            | Event::ClientActivated { .. }
+            | Event::ShadowClaimed { .. }
+            | Event::ShadowReleased { .. } => {
                 invariant!(
                     "rotation, decommission and expiry events do not apply here",
                     result.is_err(),

@@ -70,7 +70,12 @@ fn answer(slack: &FakeSlack, n: u32) -> String {
             .calls_of("respond")
             .into_iter()
             .find(|c| c.body["n"] == n)
-            .map(|c| c.body["body"]["text"].as_str().unwrap_or_default().to_string())
+            .map(|c| {
+                c.body["body"]["text"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
     })
 }
 
@@ -92,20 +97,24 @@ fn freeze_of(s: &Server, agent_id: &str) -> Value {
 
 /// The decision message in the security channel for `agent_name`: (button value, body).
 fn decision_message(slack: &FakeSlack, agent_name: &str) -> (String, Value) {
-    wait_until("the freeze decision in the security channel", SETTLE, || {
-        slack
-            .approval_posts()
-            .into_iter()
-            .find(|(channel, _, body)| {
-                channel == SECURITY_CHANNEL
-                    && all_text(body).contains(agent_name)
-                    && all_text(body).contains("Unfreeze")
-            })
-            .map(|(_, _, body)| {
-                let b = buttons(&body).unwrap();
-                (b[0]["value"].as_str().unwrap().to_string(), body)
-            })
-    })
+    wait_until(
+        "the freeze decision in the security channel",
+        SETTLE,
+        || {
+            slack
+                .approval_posts()
+                .into_iter()
+                .find(|(channel, _, body)| {
+                    channel == SECURITY_CHANNEL
+                        && all_text(body).contains(agent_name)
+                        && all_text(body).contains("Unfreeze")
+                })
+                .map(|(_, _, body)| {
+                    let b = buttons(&body).unwrap();
+                    (b[0]["value"].as_str().unwrap().to_string(), body)
+                })
+        },
+    )
 }
 
 fn granted_scopes(s: &Server) -> Vec<String> {
@@ -170,13 +179,19 @@ fn supply_chain_agent_asking_for_a_banking_scope_is_frozen_before_any_grant() {
         .collect();
     let detected = steps.iter().position(|k| *k == "anomaly_detected").unwrap();
     let frozen_at = steps.iter().position(|k| *k == "agent_frozen").unwrap();
-    let asked = steps.iter().rposition(|k| *k == "approval_requested").unwrap();
+    let asked = steps
+        .iter()
+        .rposition(|k| *k == "approval_requested")
+        .unwrap();
     assert!(detected < frozen_at && frozen_at < asked, "{steps:?}");
     let contained = messages(&audit)
         .into_iter()
         .find(|m| m.contains("contained:"))
         .expect("the containment is audited");
-    assert!(contained.contains(" ms after the signal was accepted"), "{contained}");
+    assert!(
+        contained.contains(" ms after the signal was accepted"),
+        "{contained}"
+    );
 
     // Security is asked in Slack with the evidence; the owner hears too.
     let (value, body) = decision_message(&slack, "erp-reader-agent-prod");
@@ -200,7 +215,11 @@ fn supply_chain_agent_asking_for_a_banking_scope_is_frozen_before_any_grant() {
 
     // The owner cannot unfreeze; after a CRITICAL finding one approver is not enough.
     click(&s, &slack, "U0ALICE", "approve", &value, 1);
-    assert!(answer(&slack, 1).contains("not an allowed approver"), "{}", answer(&slack, 1));
+    assert!(
+        answer(&slack, 1).contains("not an allowed approver"),
+        "{}",
+        answer(&slack, 1)
+    );
     click(&s, &slack, "U0SAM", "approve", &value, 2);
     wait_until("the first vote", SETTLE, || {
         let w = freeze_of(&s, agent_id);
@@ -212,7 +231,10 @@ fn supply_chain_agent_asking_for_a_banking_scope_is_frozen_before_any_grant() {
     // Unfrozen with exactly the previous grants.
     let back = s.wait_agent_status("erp-reader-agent-prod", "active");
     assert_eq!(strings(&back["scopes"]), [ORDERS_READ, INVENTORY_READ]);
-    assert!(!back["flags"].to_string().contains("\"flag\":\"frozen\""), "{back}");
+    assert!(
+        !back["flags"].to_string().contains("\"flag\":\"frozen\""),
+        "{back}"
+    );
     let idp = s
         .idp_clients()
         .into_iter()
@@ -243,7 +265,9 @@ fn a_frozen_agent_can_be_decommissioned_by_one_security_approver() {
         "{gone}"
     );
     assert!(
-        !s.idp_clients().iter().any(|c| c["client_id"] == client.as_str()),
+        !s.idp_clients()
+            .iter()
+            .any(|c| c["client_id"] == client.as_str()),
         "the client is deleted"
     );
     assert_eq!(
@@ -255,5 +279,9 @@ fn a_frozen_agent_can_be_decommissioned_by_one_security_approver() {
     let (status, _, _) = s.token(&other_client, "not-the-secret", Some(PAYMENTS_WRITE));
     assert_eq!(status, 401);
     s.wait_idle();
-    assert_eq!(s.agent("erp-audit-agent-prod")["status"], "active", "{other}");
+    assert_eq!(
+        s.agent("erp-audit-agent-prod")["status"],
+        "active",
+        "{other}"
+    );
 }

@@ -13,8 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::admin::{
     AgentRequestBody, CampaignBody, CancelBody, ClaimBody, DecisionBody, DecommissionBody,
-    FreezeBody, OwnerBody, ReleaseBody, RenewBody, ReviewAnswerBody, RotateBody,
-    ScopeChangeBody,
+    FreezeBody, OwnerBody, ReleaseBody, RenewBody, ReviewAnswerBody, RotateBody, ScopeChangeBody,
 };
 use shared::embedded::Embedded;
 use shared::embedded::vault::write_private;
@@ -153,7 +152,7 @@ pub async fn serve(
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
-        .await;
+    .await;
     worker.abort();
     ticker.abort();
     sweeper.abort();

@@ -6,10 +6,10 @@
 use super::message::Message;
 use super::workflows::StartInput;
 use super::{Engine, EngineError, Started, short_hash};
-use statemachines::onboarding::OwnerStatus;
 use crate::ports::idp::ClientInfo;
 use serde_json::json;
 use statemachines::discovery::{ShadowAgent, ShadowInput};
+use statemachines::onboarding::OwnerStatus;
 use statemachines::{Actor, Agent, AgentRequest, AgentStatus, Event, Rejected, Workflow};
 use std::time::Duration;
 
@@ -70,7 +70,13 @@ impl Engine {
             ..Default::default()
         };
         for client in clients {
-            if self.store.agent_by_client(&client.client_id).await?.is_some() {
+            // Known shadow agents come back as duplicates of their workflow.
+            if self
+                .store
+                .agent_by_client(&client.client_id)
+                .await?
+                .is_some_and(|a| a.status != AgentStatus::Unregistered)
+            {
                 report.registered += 1;
                 continue;
             }
@@ -222,7 +228,8 @@ impl Engine {
         let actor = Actor::Person(by.to_string());
         let (agent, shadow_id, _) = self.unclaimed("shadow claim", client_ref, &actor).await?;
         if self.directory.owner_status(by).await? != OwnerStatus::Active {
-            let why = format!("{by} is not an active person in the directory and cannot claim an agent");
+            let why =
+                format!("{by} is not an active person in the directory and cannot claim an agent");
             self.audit_refusal(
                 "shadow claim",
                 &actor,

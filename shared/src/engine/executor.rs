@@ -45,7 +45,8 @@ impl Executor {
                 adopt: Some(client_id),
                 ..
             }) => {
-                let idp_fail = |what: &str, e: IdpError| fail(format!("{what}: {e}"), e.retryable());
+                let idp_fail =
+                    |what: &str, e: IdpError| fail(format!("{what}: {e}"), e.retryable());
                 self.idp
                     .set_grants(client_id, scopes, *token_lifetime_secs)
                     .await

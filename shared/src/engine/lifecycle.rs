@@ -537,7 +537,11 @@ impl Engine {
             .any(|i| !i.terminal && (i.kind == Rotation::KIND || i.kind == Decommission::KIND)))
     }
 
-    pub(super) async fn running(&self, agent_id: &str, kind: &str) -> Result<Option<String>, EngineError> {
+    pub(super) async fn running(
+        &self,
+        agent_id: &str,
+        kind: &str,
+    ) -> Result<Option<String>, EngineError> {
         Ok(self
             .store
             .instances_for_agent(agent_id)

@@ -4,9 +4,9 @@
 //! every step is idempotent: applied event ids are remembered, command keys are deterministic,
 //! and executors honour them.
 
-pub mod executor;
 pub mod detection;
 pub mod discovery;
+pub mod executor;
 mod lifecycle;
 pub mod message;
 mod owners;
@@ -1079,9 +1079,7 @@ impl Engine {
             Command::StartDecommission { agent_id, reason } => {
                 self.start_decommission_command(agent_id, reason).await
             }
-            Command::Supersede { agent_id, reason } => {
-                self.supersede(agent_id, reason).await
-            }
+            Command::Supersede { agent_id, reason } => self.supersede(agent_id, reason).await,
             Command::LaunchReviews { campaign_id, round } => {
                 self.launch_reviews(campaign_id, *round).await
             }

@@ -197,7 +197,10 @@ pub fn approval_request(record: &ApprovalRecord) -> (String, Vec<SlackBlock>) {
             "{} will be decommissioned: tokens revoked, client deleted, secret scheduled for deletion.",
             r.agent_name
         ),
-        "freeze" => format!("{} will not be frozen; the anomaly stays on record.", r.agent_name),
+        "freeze" => format!(
+            "{} will not be frozen; the anomaly stays on record.",
+            r.agent_name
+        ),
         _ => format!(
             "{} will not get {}. Add a reason above so the requester knows what to change.",
             r.agent_name,
