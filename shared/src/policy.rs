@@ -489,14 +489,20 @@ fn detection(file: &PolicyFile, problems: &mut Vec<String>) -> statemachines::de
         if r.name.trim().is_empty() {
             problems.push("detection.rules: every rule needs a name".into());
         }
-        out.rules.retain(|b| b.name != r.name);
-        if r.enabled {
-            out.rules.push(statemachines::detection::Rule {
-                name: r.name.clone(),
-                severity: r.severity,
-                condition: r.condition,
-                action: r.action.clone(),
-            });
+        let rule = statemachines::detection::Rule {
+            name: r.name.clone(),
+            severity: r.severity,
+            condition: r.condition,
+            action: r.action.clone(),
+        };
+        // A built-in keeps its place when replaced; new rules come after.
+        match out.rules.iter().position(|b| b.name == r.name) {
+            Some(i) if r.enabled => out.rules[i] = rule,
+            Some(i) => {
+                out.rules.remove(i);
+            }
+            None if r.enabled => out.rules.push(rule),
+            None => {}
         }
     }
     for (env, ranges) in &d.approved_ranges {
@@ -775,6 +781,50 @@ approvers = ["security"]
         let p = parse(&two, "x").unwrap();
         assert_eq!(p.quorum_for(&["banking:payments:write".into()]), 2);
         assert_eq!(p.quorum_for(&["datadog:monitors:write".into()]), 1);
+    }
+
+    #[test]
+    fn detection_and_discovery_are_read_and_checked() {
+        use statemachines::detection::{Action, Condition, Severity};
+        let p = parse(EXAMPLE, "policy.example.toml").unwrap();
+        assert!(p.detection.enabled);
+        assert_eq!(p.detection.rules.len(), 6, "the example lists the built-ins");
+        assert_eq!(p.detection.rules, statemachines::detection::Detection::default().rules);
+        assert_eq!(p.detection.signals["credential_compromise"], Severity::Critical);
+        assert_eq!(p.discovery.grace_secs, 7 * 86_400);
+        // A listed rule replaces the built-in of its name, a new one is added, one is off.
+        let tuned = EXAMPLE
+            .replace("# prod = [\"10.20.0.0/16\"]", "prod = [\"10.20.0.0/16\"]")
+            .replace(
+                "name = \"new-source-ip\"\nseverity = \"high\"",
+                "name = \"new-source-ip\"\nenabled = false\nseverity = \"high\"",
+            )
+            + "\n[[detection.rules]]\nname = \"payments-burst\"\nseverity = \"medium\"\ncondition = \"volume_spike\"\naction = \"alert\"\n";
+        let p = parse(&tuned, "p.toml").unwrap();
+        assert!(!p.detection.rules.iter().any(|r| r.name == "new-source-ip"));
+        let added = p.detection.rules.iter().find(|r| r.name == "payments-burst").unwrap();
+        assert_eq!(added.condition, Condition::VolumeSpike);
+        assert_eq!(added.action, [Action::Alert]);
+        assert_eq!(p.detection.approved_ranges["prod"], ["10.20.0.0/16"]);
+
+        let bad = EXAMPLE
+            .replace("# prod = [\"10.20.0.0/16\"]", "qa = [\"10.20.0.0/33\"]")
+            .replace("threat_detected = \"high\"", "phishing = \"high\"")
+            .replace("rate_factor = 3.0", "rate_factor = 0.5")
+            .replace("grace = \"7days\"", "grace = \"soon\"");
+        let err = parse(&bad, "p.toml").unwrap_err().to_string();
+        for expected in [
+            "detection.approved_ranges: `qa` is not one of the policy's environments",
+            "detection.approved_ranges.qa: `10.20.0.0/33` is not a CIDR range",
+            "detection.signals: `phishing` is not one of",
+            "detection.rate_factor: must be a number above 1",
+            "discovery.grace: `soon` is not a duration",
+        ] {
+            assert!(err.contains(expected), "{expected:?} missing from: {err}");
+        }
+        let unknown = EXAMPLE.replace("condition = \"new_ip\"", "condition = \"moon_phase\"");
+        let err = parse(&unknown, "p.toml").unwrap_err().to_string();
+        assert!(err.contains("moon_phase"), "{err}");
     }
 
     #[test]

@@ -73,6 +73,7 @@ macro_rules! store_suite {
                 commit_batch_rolls_back_conflicts_alone,
                 inbound_ids_are_remembered,
                 groups_scope_usage_and_messages,
+                clients_and_baselines,
             );
         )*
     };

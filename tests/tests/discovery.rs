@@ -18,8 +18,10 @@ const GRACE_SECS: u64 = 20;
 
 fn start() -> Server {
     let mut opts = Options::default().env("STEWARD_OKTA_HOOK_SECRET", HOOK_SECRET);
-    opts.policy
-        .push_str(&format!("\n[discovery]\ngrace = \"{GRACE_SECS}s\"\n"));
+    assert!(opts.policy.contains("grace = \"7days\""));
+    opts.policy = opts
+        .policy
+        .replace("grace = \"7days\"", &format!("grace = \"{GRACE_SECS}s\""));
     Server::start_with(opts)
 }
 

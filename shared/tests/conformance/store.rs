@@ -34,6 +34,7 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     inbound_ids_are_remembered(&*fresh()()).await;
     cursors_are_kept_by_name(&*fresh()()).await;
     groups_scope_usage_and_messages(&*fresh()()).await;
+    clients_and_baselines(&*fresh()()).await;
     survives_reopen(&fresh()).await;
 }
 
@@ -796,6 +797,45 @@ pub async fn groups_scope_usage_and_messages(s: &dyn Store) {
 }
 
 /// Everything committed is there after the store is dropped and opened again.
+/// An agent is found by its IdP client id (the newest record wins); a detection baseline is
+/// kept per agent, the last write winning.
+pub async fn clients_and_baselines(s: &dyn Store) {
+    assert_eq!(s.agent_by_client("dev_1").await.unwrap(), None);
+    let mut shadow = agent("agt-s", "inventory-sync", AgentStatus::Unregistered, 1);
+    shadow.client_id = Some("dev_1".into());
+    let mut other = agent("agt-o", "orders-agent-prod", AgentStatus::Active, 1);
+    other.client_id = Some("dev_2".into());
+    let mut c = step("wf-c", 1);
+    c.agents = vec![shadow.clone(), other.clone()];
+    s.commit(c).await.unwrap();
+    assert_eq!(s.agent_by_client("dev_1").await.unwrap(), Some(shadow.clone()));
+    assert_eq!(s.agent_by_client("dev_2").await.unwrap(), Some(other));
+    // Claimed: the same record becomes registered under the same client.
+    let mut claimed = shadow.clone();
+    claimed.status = AgentStatus::Active;
+    claimed.updated_at = at(5);
+    let mut c = step("wf-c", 2);
+    c.agents = vec![claimed.clone()];
+    s.commit(c).await.unwrap();
+    assert_eq!(s.agent_by_client("dev_1").await.unwrap(), Some(claimed));
+
+    assert_eq!(s.baseline("agt-o").await.unwrap(), None);
+    let mut b = statemachines::detection::Baseline {
+        requests: 3,
+        hourly_rate: 2.5,
+        ..Default::default()
+    };
+    b.ips.insert("10.0.0.1".into(), at(1));
+    b.hours[9] = 3;
+    s.put_baseline("agt-o", &b).await.unwrap();
+    assert_eq!(s.baseline("agt-o").await.unwrap(), Some(b.clone()));
+    b.requests = 4;
+    b.fired.insert("new-source-ip".into(), at(2));
+    s.put_baseline("agt-o", &b).await.unwrap();
+    assert_eq!(s.baseline("agt-o").await.unwrap(), Some(b));
+    assert_eq!(s.baseline("agt-s").await.unwrap(), None);
+}
+
 pub async fn survives_reopen(open: &Opener) {
     let s = open();
     let mut c = step("wf-a", 1);

@@ -76,6 +76,7 @@ store_properties!(
     commit_batch_rolls_back_conflicts_alone,
     inbound_ids_are_remembered,
     groups_scope_usage_and_messages,
+    clients_and_baselines,
 );
 
 macro_rules! queue_properties {
