@@ -788,9 +788,19 @@ approvers = ["security"]
         use statemachines::detection::{Action, Condition, Severity};
         let p = parse(EXAMPLE, "policy.example.toml").unwrap();
         assert!(p.detection.enabled);
-        assert_eq!(p.detection.rules.len(), 6, "the example lists the built-ins");
-        assert_eq!(p.detection.rules, statemachines::detection::Detection::default().rules);
-        assert_eq!(p.detection.signals["credential_compromise"], Severity::Critical);
+        assert_eq!(
+            p.detection.rules.len(),
+            6,
+            "the example lists the built-ins"
+        );
+        assert_eq!(
+            p.detection.rules,
+            statemachines::detection::Detection::default().rules
+        );
+        assert_eq!(
+            p.detection.signals["credential_compromise"],
+            Severity::Critical
+        );
         assert_eq!(p.discovery.grace_secs, 7 * 86_400);
         // A listed rule replaces the built-in of its name, a new one is added, one is off.
         let tuned = EXAMPLE
@@ -802,7 +812,12 @@ approvers = ["security"]
             + "\n[[detection.rules]]\nname = \"payments-burst\"\nseverity = \"medium\"\ncondition = \"volume_spike\"\naction = \"alert\"\n";
         let p = parse(&tuned, "p.toml").unwrap();
         assert!(!p.detection.rules.iter().any(|r| r.name == "new-source-ip"));
-        let added = p.detection.rules.iter().find(|r| r.name == "payments-burst").unwrap();
+        let added = p
+            .detection
+            .rules
+            .iter()
+            .find(|r| r.name == "payments-burst")
+            .unwrap();
         assert_eq!(added.condition, Condition::VolumeSpike);
         assert_eq!(added.action, [Action::Alert]);
         assert_eq!(p.detection.approved_ranges["prod"], ["10.20.0.0/16"]);

@@ -808,7 +808,10 @@ pub async fn clients_and_baselines(s: &dyn Store) {
     let mut c = step("wf-c", 1);
     c.agents = vec![shadow.clone(), other.clone()];
     s.commit(c).await.unwrap();
-    assert_eq!(s.agent_by_client("dev_1").await.unwrap(), Some(shadow.clone()));
+    assert_eq!(
+        s.agent_by_client("dev_1").await.unwrap(),
+        Some(shadow.clone())
+    );
     assert_eq!(s.agent_by_client("dev_2").await.unwrap(), Some(other));
     // Claimed: the same record becomes registered under the same client.
     let mut claimed = shadow.clone();
