@@ -1,7 +1,8 @@
 //! `steward demo`: the seeds' story, end to end over real HTTP, in a temporary directory.
 //! Alice asks for a Datadog remediation agent with a sensitive scope; she cannot approve her own
 //! request; security approves; Steward provisions a dedicated client; the agent fetches a real
-//! signed token; a request for an excluded scope is refused; the audit trail shows it all.
+//! signed token; its request for a banking scope freezes it at once and two security approvers
+//! unfreeze it; a request for an excluded scope is refused; the audit trail shows it all.
 
 use crate::cli::{Api, describe_error};
 use crate::server;
@@ -237,6 +238,79 @@ async fn story(
         ),
     );
 
+    // 4b. The kill switch: a scope outside its grant is CRITICAL. It is contained before anyone
+    // is asked, then two security approvers unfreeze it with exactly its previous grants.
+    wait_for(
+        || async { api.ok(Method::GET, &format!("/agents/{AGENT}"), None).await },
+        |v: &Value| v["agent"]["status"] == "frozen",
+    )
+    .await?;
+    let pending = wait_for(
+        || async { api.ok(Method::GET, "/approvals", None).await },
+        |v: &Value| {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["request"]["action"] == "unfreeze")
+        },
+    )
+    .await?;
+    let decision_id = pending
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["request"]["action"] == "unfreeze")
+        .and_then(|a| a["request"]["id"].as_str())
+        .context("the unfreeze decision")?
+        .to_string();
+    let audit = api.ok(Method::GET, "/audit", None).await?;
+    let contained = audit
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|l| l["message"].as_str().map(str::to_string))
+        .find(|m| m.contains("contained:"))
+        .unwrap_or_default();
+    t.say(
+        "steward",
+        format!("CRITICAL scope-outside-grant → frozen first; {contained}"),
+    );
+    t.say(
+        "steward",
+        format!(
+            "asks security to decide {decision_id}: Unfreeze (two approvers after CRITICAL) or Decommission"
+        ),
+    );
+    for approver in ["sam.security@example.com", "priya.secops@example.com"] {
+        api.ok(
+            Method::POST,
+            &format!("/approvals/{decision_id}/approve"),
+            Some(json!({"approver": approver, "reason": "the dependency was pinned back after review"})),
+        )
+        .await?;
+        t.say(approver, format!("approves unfreezing ({decision_id})"));
+    }
+    let unfrozen = wait_for(
+        || async { api.ok(Method::GET, &format!("/agents/{AGENT}"), None).await },
+        |v: &Value| v["agent"]["status"] == "active",
+    )
+    .await?;
+    t.say(
+        "steward",
+        format!(
+            "unfrozen: client active again with exactly its previous grants ({})",
+            unfrozen["agent"]["scopes"]
+                .as_array()
+                .map(|s| s
+                    .iter()
+                    .filter_map(|x| x.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "))
+                .unwrap_or_default()
+        ),
+    );
+
     // 5. An excluded scope
     let (status, body) = api
         .call(Method::POST, &format!("/agents/{AGENT}/scopes"), Some(json!({"add": ["okta:users:manage"], "reason": "auto-remediate locked accounts", "requester": "alice@example.com"})))
@@ -340,7 +414,7 @@ async fn story(
         );
     }
     println!(
-        "\nDone: {AGENT} is active with a dedicated least-privilege client, obtained a real token, the excluded scope was refused, and its secret was rotated without a gap."
+        "\nDone: {AGENT} is active with a dedicated least-privilege client, obtained a real token, was frozen the moment it asked for a scope outside its grant and unfrozen by two approvers, the excluded scope was refused, and its secret was rotated without a gap."
     );
     Ok(())
 }

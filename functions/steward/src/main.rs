@@ -140,7 +140,7 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // The demo prints its own timeline; the server's notices would interleave with it.
     let default_filter = if matches!(args.command, Cmd::Demo) {
-        "warn"
+        "error"
     } else {
         "steward=info,shared=info,warn"
     };
