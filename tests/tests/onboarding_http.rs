@@ -146,16 +146,21 @@ fn request_approve_provision_and_fetch_a_verified_token() {
     let claims = s.verify(v["access_token"].as_str().unwrap()).unwrap();
     assert_scopes(&claims, &["datadog:metrics:read", "datadog:monitors:write"]);
 
-    // A scope outside the grant is refused (RFC 6749 invalid_scope).
-    for scope in [
-        "banking:payments:write",
-        "datadog:metrics:read okta:users:manage",
-    ] {
-        let (status, v, _) = s.token(&client_id, &secret, Some(scope));
-        assert_eq!(status, 400, "{scope}: {v}");
-        assert_eq!(v["error"], "invalid_scope", "{v}");
-        assert!(v["access_token"].is_null());
-    }
+    // A scope outside the grant is refused (RFC 6749 invalid_scope), and the agent is frozen
+    // for asking (anomaly detection's CRITICAL rule): its client takes no request after that.
+    let (status, v, _) = s.token(&client_id, &secret, Some("banking:payments:write"));
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"], "invalid_scope", "{v}");
+    assert!(v["access_token"].is_null());
+    s.wait_agent_status(NAME, "frozen");
+    let (status, v, _) = s.token(
+        &client_id,
+        &secret,
+        Some("datadog:metrics:read okta:users:manage"),
+    );
+    assert_eq!(status, 401, "{v}");
+    assert_eq!(v["error_description"], "client is deactivated", "{v}");
+    assert!(v["access_token"].is_null());
 
     // A wrong secret and an unknown client get the same 401 invalid_client.
     let (status, wrong, www) = s.token(&client_id, "not-the-secret", None);
@@ -340,14 +345,16 @@ fn scope_change_adding_a_sensitive_scope_needs_approval_removing_does_not() {
     let expected = ["datadog:metrics:read", "datadog:monitors:write"];
     assert_eq!(strings(&s.agent(name)["scopes"]), expected);
     assert_eq!(strings(&s.idp_clients()[0]["scopes"]), expected);
+    let (claims, _) = s.token_ok(&client_id, &secret, None);
+    assert_scopes(&claims, &expected);
+    // Asking for the removed scope is refused, and (outside its grant now) freezes the agent.
     let (status, v, _) = s.token(&client_id, &secret, Some("datadog:monitors:read"));
     assert_eq!(
         (status, v["error"].as_str()),
         (400, Some("invalid_scope")),
         "a removed scope is no longer issued"
     );
-    let (claims, _) = s.token_ok(&client_id, &secret, None);
-    assert_scopes(&claims, &expected);
+    s.wait_agent_status(name, "frozen");
 
     // The audit trail records the grants and the revocation.
     let audit = s.audit();

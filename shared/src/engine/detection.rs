@@ -37,8 +37,26 @@ impl Engine {
         if agent.status != AgentStatus::Active {
             return Ok(Detected::default());
         }
+        let mut expected = agent.clone();
+        if request.requested.iter().any(|s| !agent.scopes.contains(s)) {
+            // Scopes a person asked for, still waiting for security: an agent deployed ahead of
+            // its approval is refused by the IdP, not frozen.
+            for i in self.store.instances_for_agent(&agent.id).await? {
+                if i.kind == statemachines::scope_change::ScopeChange::KIND
+                    && i.state_name == "AwaitingApproval"
+                {
+                    let added = i.state["change"]["added"].as_array().cloned();
+                    expected.scopes.extend(
+                        added
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|v| v.as_str().map(str::to_string)),
+                    );
+                }
+            }
+        }
         let mut baseline = self.store.baseline(&agent.id).await?.unwrap_or_default();
-        let findings = baseline.check(&agent, request, &self.policy);
+        let findings = baseline.check(&expected, request, &self.policy);
         self.store.put_baseline(&agent.id, &baseline).await?;
         self.respond(&agent, findings, signal_id, accepted_at).await
     }
