@@ -884,3 +884,128 @@ async fn a_batch_applies_events_of_one_workflow_in_order() {
     settle(e).await;
     assert_eq!(state(e, &wf).await.0, "Active");
 }
+
+/// One mapped event as the intake paths hand it over.
+fn received(id: &str, signal: shared::signal::Signal) -> shared::intake::Received {
+    shared::intake::Received {
+        source: "ssf",
+        event_id: id.into(),
+        event_type: "test".into(),
+        subject: "test".into(),
+        published: None,
+        signal: Some(signal),
+    }
+}
+
+fn risk(kind: shared::signal::RiskKind, subject: &str) -> shared::signal::Signal {
+    shared::signal::Signal::Risk {
+        kind,
+        subjects: vec![subject.into()],
+        level: None,
+        detail: "reported by the transmitter".into(),
+        ip: None,
+    }
+}
+
+/// Outside signals take the policy's severity: a credential compromise (CRITICAL) about an
+/// agent's client freezes it at once; a credential change (MEDIUM) asks first; signals about
+/// nobody Steward knows, or kinds the policy does not map, change nothing.
+#[tokio::test]
+async fn outside_signals_freeze_or_ask_by_the_policys_mapping() {
+    use shared::signal::RiskKind;
+    let st = stack();
+    let e = &st.engine;
+    e.request_agent(plain(), REQUESTER).await.unwrap();
+    settle(e).await;
+    let agent = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+    let client = agent.client_id.clone().unwrap();
+
+    // Unknown subject, unmapped kind: recorded only.
+    shared::intake::accept(
+        e,
+        vec![
+            received("s-1", risk(RiskKind::CredentialCompromise, "dev_unknown")),
+            received("s-2", risk(RiskKind::SessionsCleared, &client)),
+        ],
+    )
+    .await
+    .unwrap();
+    settle(e).await;
+    let a = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+    assert_eq!(a.status, AgentStatus::Active);
+    assert!(a.flags.is_empty(), "{:?}", a.flags);
+
+    // MEDIUM: asks the owner or security first; nothing is contained yet.
+    shared::intake::accept(
+        e,
+        vec![received("s-3", risk(RiskKind::CredentialChange, &client))],
+    )
+    .await
+    .unwrap();
+    settle(e).await;
+    let asked = e.store.approvals(true).await.unwrap();
+    assert_eq!(asked.len(), 1);
+    assert_eq!(asked[0].request.action, "freeze");
+    assert!(asked[0].request.approvers.contains(&OWNER.to_string()));
+    assert!(st.idp.client(&client).await.unwrap().unwrap().active);
+
+    // CRITICAL, by agent name: contained first, then the decision is asked.
+    shared::intake::accept(
+        e,
+        vec![received(
+            "s-4",
+            risk(RiskKind::CredentialCompromise, "orders-agent-prod"),
+        )],
+    )
+    .await
+    .unwrap();
+    settle(e).await;
+    let a = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+    assert_eq!(a.status, AgentStatus::Frozen);
+    assert!(!st.idp.client(&client).await.unwrap().unwrap().active);
+    let decision = e
+        .store
+        .approvals(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.request.action == "unfreeze")
+        .expect("the unfreeze decision is asked");
+    assert_eq!(decision.request.quorum, 2, "two people after CRITICAL");
+    assert!(
+        !e.store
+            .approvals(true)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.request.action == "freeze"),
+        "the MEDIUM question is withdrawn once the agent is contained"
+    );
+
+    // The same signal again starts nothing new; a further finding on a frozen agent is an alert.
+    let before = e.store.instances_for_agent(&a.id).await.unwrap().len();
+    shared::intake::accept(
+        e,
+        vec![received(
+            "s-4",
+            risk(RiskKind::CredentialCompromise, "orders-agent-prod"),
+        )],
+    )
+    .await
+    .unwrap();
+    settle(e).await;
+    assert_eq!(
+        e.store.instances_for_agent(&a.id).await.unwrap().len(),
+        before
+    );
+    let kinds: Vec<String> = audit_events(e)
+        .await
+        .iter()
+        .map(|v| steward_event(v).to_string())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "anomaly_detected").count(),
+        2,
+        "{kinds:?}"
+    );
+}

@@ -370,6 +370,7 @@ impl Workflow for Freeze {
         t("Asking", "ApprovalDecided(deny)", "Dismissed"),
         t("Asking", "TimerFired", "Asking"),
         t("Asking", "TimerFired", "Dismissed"),
+        t("Asking", "Cancel", "Dismissed"),
         t("Containing", "ClientDeactivated", "Containing"),
         t("Containing", "ClientDeactivated", "AwaitingDecision"),
         t("Containing", "TokensRevoked", "Containing"),
@@ -627,6 +628,33 @@ impl Workflow for Freeze {
                         })
                     }
                 }
+            }
+            // A stronger finding contained the agent meanwhile (its `Supersede`): no question.
+            (
+                S::Asking {
+                    agent, approval, ..
+                },
+                Event::Cancel { by, reason },
+            ) => {
+                let mut commands = approval.cancelled_commands(ctx.now);
+                commands.push(audit(
+                    agent,
+                    AuditKind::FreezeDismissed,
+                    by,
+                    Some(&approval.id),
+                    vec![],
+                    format!(
+                        "the question whether to freeze {} is withdrawn: {reason}",
+                        agent.name
+                    ),
+                ));
+                Ok(Step {
+                    commands,
+                    state: S::Dismissed {
+                        agent: agent.clone(),
+                        by: None,
+                    },
+                })
             }
             (
                 S::Containing {

@@ -227,6 +227,7 @@ scenarios![
     scenario_freeze_medium_finding_asks_before_freezing,
     scenario_freeze_confirmed_medium_finding_contains,
     scenario_freeze_medium_finding_denied_or_unanswered_is_dismissed,
+    scenario_freeze_medium_question_is_withdrawn_when_a_stronger_finding_contains,
     scenario_freeze_finding_without_freeze_action_alerts_only,
     // freeze: refusals
     scenario_freeze_only_security_may_decide_an_unfreeze,
@@ -6428,6 +6429,39 @@ fn scenario_freeze_medium_finding_denied_or_unanswered_is_dismissed() {
         dismissed.message
     );
     assert!(idp_commands(&expired.commands).is_empty());
+}
+
+fn scenario_freeze_medium_question_is_withdrawn_when_a_stronger_finding_contains() {
+    let asking = asking_freeze();
+    let question = freeze_question_of(&asking.state).id.clone();
+    let withdrawn = accepted::<Freeze>(
+        &asking.state,
+        Event::Cancel {
+            by: Actor::System,
+            reason: "a CRITICAL finding froze it".into(),
+        },
+        at(60),
+    );
+    assert_eq!(
+        withdrawn.state,
+        FreezeState::Dismissed {
+            agent: active_agent(),
+            by: None,
+        }
+    );
+    assert!(withdrawn.commands.iter().any(|c| matches!(
+        c,
+        Command::CloseApproval { approval_id, outcome: ApprovalOutcome::Cancelled { .. } } if *approval_id == question
+    )));
+    assert!(
+        withdrawn
+            .commands
+            .iter()
+            .any(|c| matches!(c, Command::CancelTimer { name } if name == APPROVAL_EXPIRY_TIMER))
+    );
+    let audit = audit_of(&withdrawn.commands, AuditKind::FreezeDismissed);
+    assert!(audit.message.contains("withdrawn"), "{}", audit.message);
+    assert!(idp_commands(&withdrawn.commands).is_empty());
 }
 
 fn scenario_freeze_finding_without_freeze_action_alerts_only() {

@@ -138,19 +138,39 @@ impl Engine {
         if findings.is_empty() {
             return Ok(out);
         }
+        // A freeze that only asks does not hold back one that contains (which withdraws it).
         let mut freezing = agent.status == AgentStatus::Frozen
-            || self.running(&agent.id, Freeze::KIND).await?.is_some();
+            || self
+                .store
+                .instances_for_agent(&agent.id)
+                .await?
+                .iter()
+                .any(|i| i.kind == Freeze::KIND && !i.terminal && i.state_name != "Asking");
+        let mut asking = self
+            .store
+            .instances_for_agent(&agent.id)
+            .await?
+            .iter()
+            .any(|i| i.kind == Freeze::KIND && !i.terminal && i.state_name == "Asking");
         for finding in findings {
             tracing::warn!(agent = %agent.name, rule = %finding.rule, severity = finding.severity.as_str(), "anomaly: {}", finding.summary);
             let mut response = finding.clone();
-            if response.freezes() && freezing {
+            // One question at a time: a second finding that would ask is an alert.
+            let would_ask = response.freezes() && !response.severity.contains_first();
+            if response.freezes() && (freezing || (asking && would_ask)) {
                 response.action.retain(|a| *a != Action::Freeze);
                 response.action.push(Action::Alert);
                 response
                     .evidence
                     .push("the agent is already frozen or being frozen".into());
             }
-            freezing |= response.freezes();
+            if response.freezes() {
+                if response.severity.contains_first() {
+                    freezing = true;
+                } else {
+                    asking = true;
+                }
+            }
             let hash = short_hash(&[&agent.id, &finding.rule, signal_id]);
             let workflow_id = format!("freeze-{}-{}", agent.name, &hash[..12]);
             let raised_by = if signal_id.starts_with("manual/") {

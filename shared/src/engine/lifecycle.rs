@@ -485,9 +485,10 @@ impl Engine {
         }
     }
 
-    /// `Command::Supersede`: a `Cancel` to each running rotation of the agent and to each of
-    /// its scope changes still waiting for approval (one already granting finishes; a freeze
-    /// restores the grants it recorded, whatever came after).
+    /// `Command::Supersede`: a `Cancel` to each running rotation of the agent, to each of its
+    /// scope changes still waiting for approval (one already granting finishes; a freeze
+    /// restores the grants it recorded, whatever came after) and to a freeze still asking
+    /// whether to freeze.
     pub(super) async fn supersede(
         &self,
         agent_id: &str,
@@ -509,7 +510,9 @@ impl Engine {
                 !i.terminal
                     && (i.kind == Rotation::KIND
                         || (i.kind == statemachines::scope_change::ScopeChange::KIND
-                            && i.state_name == "AwaitingApproval"))
+                            && i.state_name == "AwaitingApproval")
+                        || (i.kind == statemachines::freeze::Freeze::KIND
+                            && i.state_name == "Asking"))
             });
         let msgs: Vec<Message> = running
             .map(|i| Message::Event {
