@@ -143,6 +143,7 @@ impl ReviewAnswerBody {
 }
 
 /// `POST /agents/{agent}/freeze`: pull the kill switch now (owner or security approver).
+/// `POST /agents/{agent}/unfreeze`: ask security to decide on an agent frozen earlier.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeBody {

@@ -1009,3 +1009,100 @@ async fn outside_signals_freeze_or_ask_by_the_policys_mapping() {
         "{kinds:?}"
     );
 }
+
+/// The kill switch by hand, a decision nobody takes (the agent stays frozen), and a later
+/// request to decide: another approver unfreezes it with exactly its grants.
+#[tokio::test]
+async fn a_freeze_nobody_decided_can_be_unfrozen_on_request() {
+    let clock = Arc::new(TestClock(Mutex::new(Utc::now())));
+    let st = build(config(), |_| None, Some(clock.clone()));
+    let e = &st.engine;
+    e.request_agent(plain(), REQUESTER).await.unwrap();
+    settle(e).await;
+    let agent = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+    let client = agent.client_id.clone().unwrap();
+
+    // Only the owner or security may pull the switch.
+    assert!(matches!(
+        e.freeze_now("orders-agent-prod", REQUESTER, "curious")
+            .await,
+        Err(EngineError::Rejected(_))
+    ));
+    let d = e
+        .freeze_now(
+            "orders-agent-prod",
+            OWNER,
+            "laptop with its secret was stolen",
+        )
+        .await
+        .unwrap();
+    assert_eq!(d.started.len(), 1);
+    settle(e).await;
+    assert!(!st.idp.client(&client).await.unwrap().unwrap().active);
+    // While that decision is open, a second request is refused.
+    assert!(matches!(
+        e.request_unfreeze("orders-agent-prod", OWNER, "found it")
+            .await,
+        Err(EngineError::Conflict(_))
+    ));
+
+    // Nobody decides within `decide_within`: kept frozen.
+    *clock.0.lock().unwrap() += chrono::Duration::days(8);
+    e.tick().await.unwrap();
+    settle(e).await;
+    let frozen = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+    assert_eq!(frozen.status, AgentStatus::Frozen);
+    assert_eq!(state(e, &d.started[0].workflow_id).await.0, "Kept");
+
+    // The owner asks; the decision goes to security, not to the person asking.
+    let asked = e
+        .request_unfreeze(
+            "orders-agent-prod",
+            OWNER,
+            "laptop recovered, secret rotated",
+        )
+        .await
+        .unwrap();
+    assert_eq!(asked.state, "AwaitingDecision");
+    settle(e).await;
+    let approval = e
+        .store
+        .approvals(true)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.request.workflow_id == asked.workflow_id)
+        .unwrap();
+    assert_eq!(approval.request.requester, OWNER);
+    assert_eq!(
+        approval.request.quorum, 1,
+        "a HIGH freeze needs one approver"
+    );
+    assert!(matches!(
+        e.decide(&approval.request.id, OWNER, Decision::Approve, None, None)
+            .await,
+        Err(EngineError::Rejected(_))
+    ));
+    e.decide(
+        &approval.request.id,
+        APPROVER,
+        Decision::Approve,
+        None,
+        None,
+    )
+    .await
+    .unwrap();
+    settle(e).await;
+    let back = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+    assert_eq!(back.status, AgentStatus::Active);
+    assert_eq!(back.scopes, agent.scopes);
+    let c = st.idp.client(&client).await.unwrap().unwrap();
+    assert!(c.active);
+    assert_eq!(c.scopes, agent.scopes);
+    // An active agent cannot be "unfrozen".
+    assert!(matches!(
+        e.request_unfreeze("orders-agent-prod", OWNER, "again")
+            .await,
+        Err(EngineError::Conflict(_))
+    ));
+}

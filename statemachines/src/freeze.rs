@@ -34,7 +34,13 @@ pub struct FreezeInput {
     pub accepted_at: DateTime<Utc>,
     /// The signal (IdP event id) or person that raised it.
     pub raised_by: Actor,
+    /// The agent is frozen already (a review's freeze default, a freeze nobody decided in
+    /// time): someone asks for the decision; nothing is contained again.
+    pub decide_only: bool,
 }
+
+/// The rule name of a person's request to decide on an agent frozen earlier.
+pub const UNFREEZE_REQUEST: &str = "unfreeze-request";
 
 /// What the agent had when it was frozen: an unfreeze restores exactly this.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,26 +190,34 @@ fn contain(agent: &Agent, finding: &Finding, previous: &Grants, by: Actor) -> Ve
 }
 
 /// The decision asked after containment: approve = Unfreeze, deny = Decommission.
-fn decision_ask(ctx: &Ctx, agent: &Agent, finding: &Finding, c: &Containment) -> ApprovalRequest {
+fn decision_ask(
+    ctx: &Ctx,
+    agent: &Agent,
+    finding: &Finding,
+    c: &Containment,
+    requester: &str,
+) -> ApprovalRequest {
+    let contained = match c.time_to_contain_ms() {
+        Some(ms) => format!(
+            "contained in {ms} ms after the signal was accepted{}",
+            c.outstanding
+                .as_deref()
+                .map(|o| format!("; still valid: {o}"))
+                .unwrap_or_default()
+        ),
+        None => "frozen earlier; its client is deactivated".into(),
+    };
     let mut approval = ApprovalRequest::open(
         ctx,
         agent,
-        DETECTION,
+        requester,
         Ask {
             action: "unfreeze",
             scopes_added: vec![],
             scopes_removed: vec![],
             sensitive_scopes: vec![],
             token_lifetime_secs: agent.token_lifetime_secs,
-            justification: format!(
-                "{}\ncontained in {} ms after the signal was accepted{}",
-                evidence_text(finding),
-                c.time_to_contain_ms().unwrap_or_default(),
-                c.outstanding
-                    .as_deref()
-                    .map(|o| format!("; still valid: {o}"))
-                    .unwrap_or_default()
-            ),
+            justification: format!("{}\n{contained}", evidence_text(finding)),
         },
     );
     approval.id = format!("{}-decision", ctx.workflow_id);
@@ -244,7 +258,7 @@ fn contained(
             },
         });
     }
-    let approval = decision_ask(ctx, agent, finding, &containment);
+    let approval = decision_ask(ctx, agent, finding, &containment, DETECTION);
     // Unfreeze needs the quorum (two after CRITICAL); one "no" decommissions.
     let mut commands = vec![audit(
         agent,
@@ -366,6 +380,7 @@ impl Workflow for Freeze {
         t(START, "start", "Alerted"),
         t(START, "start", "Asking"),
         t(START, "start", "Containing"),
+        t(START, "start", "AwaitingDecision"),
         t("Asking", "ApprovalDecided(approve)", "Containing"),
         t("Asking", "ApprovalDecided(deny)", "Dismissed"),
         t("Asking", "TimerFired", "Asking"),
@@ -401,6 +416,7 @@ impl Workflow for Freeze {
             finding,
             accepted_at,
             raised_by,
+            decide_only,
         } = input;
         let Some(previous) = grants_of(&agent) else {
             return Err(Rejected::new(
@@ -411,6 +427,41 @@ impl Workflow for Freeze {
                 ),
             ));
         };
+        if decide_only {
+            if agent.status != crate::agent::AgentStatus::Frozen {
+                return Err(Rejected::new(
+                    "agent",
+                    format!(
+                        "{} is {}; only a frozen agent can be unfrozen",
+                        agent.name,
+                        agent.status.as_str()
+                    ),
+                ));
+            }
+            // The person asking cannot approve it: another approver decides.
+            let requester = match &raised_by {
+                Actor::Person(p) => p.clone(),
+                other => other.describe(),
+            };
+            let containment = Containment {
+                accepted_at,
+                deactivated_at: None,
+                revoked_at: None,
+                outstanding: None,
+            };
+            let approval = decision_ask(ctx, &agent, &finding, &containment, &requester);
+            approval.check_quorum_reachable()?;
+            return Ok(Step {
+                commands: approval.opening_commands(&agent),
+                state: FreezeState::AwaitingDecision {
+                    agent,
+                    finding,
+                    previous,
+                    containment,
+                    approval,
+                },
+            });
+        }
         if finding.freezes() && agent.status != crate::agent::AgentStatus::Active {
             return Err(Rejected::new(
                 "agent",

@@ -228,6 +228,7 @@ scenarios![
     scenario_freeze_confirmed_medium_finding_contains,
     scenario_freeze_medium_finding_denied_or_unanswered_is_dismissed,
     scenario_freeze_medium_question_is_withdrawn_when_a_stronger_finding_contains,
+    scenario_freeze_an_agent_frozen_earlier_goes_straight_to_the_decision,
     scenario_freeze_finding_without_freeze_action_alerts_only,
     // freeze: refusals
     scenario_freeze_only_security_may_decide_an_unfreeze,
@@ -5632,6 +5633,7 @@ fn freeze_input(severity: Severity, action: &[Action]) -> FreezeInput {
         finding: finding(severity, action),
         accepted_at: signal_accepted_at(),
         raised_by: Actor::IdpEvent(SIGNAL_EVENT.into()),
+        decide_only: false,
     }
 }
 
@@ -6462,6 +6464,52 @@ fn scenario_freeze_medium_question_is_withdrawn_when_a_stronger_finding_contains
     let audit = audit_of(&withdrawn.commands, AuditKind::FreezeDismissed);
     assert!(audit.message.contains("withdrawn"), "{}", audit.message);
     assert!(idp_commands(&withdrawn.commands).is_empty());
+}
+
+fn scenario_freeze_an_agent_frozen_earlier_goes_straight_to_the_decision() {
+    let mut frozen = active_agent();
+    frozen.status = AgentStatus::Frozen;
+    let input = FreezeInput {
+        agent: frozen.clone(),
+        finding: finding(Severity::High, &[Action::Freeze]),
+        accepted_at: signal_accepted_at(),
+        raised_by: Actor::Person(OWNER.into()),
+        decide_only: true,
+    };
+    let step = started::<Freeze>(input.clone());
+    let approval = decision_of(&step.state);
+    assert_eq!(approval.action, "unfreeze");
+    assert_eq!(approval.requester, OWNER, "the person asking");
+    assert!(approval.justification.contains("frozen earlier"));
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "nothing is contained again"
+    );
+    assert_eq!(audit_kinds(&step.commands), [AuditKind::ApprovalRequested]);
+    // Approved: the grants it holds are restored.
+    let restoring = accepted::<Freeze>(&step.state, decide(APPROVER, Decision::Approve), at(60));
+    assert_eq!(Freeze::state_name(&restoring.state), "Restoring");
+    assert!(
+        restoring
+            .commands
+            .contains(&Command::Idp(IdpCommand::SetGrants {
+                client_id: CLIENT_ID.into(),
+                scopes: frozen.scopes.clone(),
+                token_lifetime_secs: frozen.token_lifetime_secs,
+            }))
+    );
+    // Only a frozen agent can be asked about.
+    assert_rejected(
+        start::<Freeze>(
+            FreezeInput {
+                agent: active_agent(),
+                ..input
+            },
+            signal_accepted_at(),
+        ),
+        "agent",
+        "only a frozen agent can be unfrozen",
+    );
 }
 
 fn scenario_freeze_finding_without_freeze_action_alerts_only() {

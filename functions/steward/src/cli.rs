@@ -69,6 +69,15 @@ pub enum AgentsCmd {
         #[arg(long = "as")]
         by: String,
     },
+    /// Ask security to decide on an agent frozen earlier (a review's freeze default, or a
+    /// freeze nobody decided): Unfreeze restores its grants, Decommission ends it.
+    Unfreeze {
+        agent: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long = "as")]
+        by: String,
+    },
     /// Ask to decommission the agent (a security approver decides).
     Decommission {
         agent: String,
@@ -404,6 +413,22 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                         s["state"].as_str().unwrap_or("?")
                     );
                 }
+            });
+        }
+        AgentsCmd::Unfreeze { agent, reason, by } => {
+            let v = api
+                .ok(
+                    Method::POST,
+                    &format!("/agents/{agent}/unfreeze"),
+                    Some(json!({"by": by, "reason": reason})),
+                )
+                .await?;
+            print(c, &v, |v| {
+                println!(
+                    "unfreeze decision {} → {} (approve = unfreeze, deny = decommission)",
+                    v["workflow_id"].as_str().unwrap_or("?"),
+                    v["state"].as_str().unwrap_or("?")
+                )
             });
         }
         AgentsCmd::Decommission { agent, reason, by } => {

@@ -65,6 +65,7 @@ pub fn router(state: Shared) -> Router {
         .route("/agents/{agent}/decommission", post(decommission))
         .route("/agents/{agent}/renew", post(renew))
         .route("/agents/{agent}/freeze", post(freeze))
+        .route("/agents/{agent}/unfreeze", post(unfreeze))
         .route("/shadow-agents", get(list_shadow_agents))
         .route("/shadow-agents/{client}/claim", post(claim_shadow))
         .route("/shadow-agents/{client}/release", post(release_shadow))
@@ -791,6 +792,20 @@ async fn freeze(
         .freeze_now(&agent, &b.by, &b.reason)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(json!(d))).into_response())
+}
+
+async fn unfreeze(
+    State(state): State<Shared>,
+    Path(agent): Path<String>,
+    payload: Result<Json<FreezeBody>, JsonRejection>,
+) -> ApiResult {
+    let b = body(&state, "unfreeze request", payload).await?;
+    let s = state
+        .stack
+        .engine
+        .request_unfreeze(&agent, &b.by, &b.reason)
+        .await?;
+    Ok(started_response(s))
 }
 
 async fn list_shadow_agents(State(state): State<Shared>) -> ApiResult {

@@ -125,6 +125,109 @@ impl Engine {
         self.respond(&agent, vec![finding], &id, now).await
     }
 
+    /// Asks security to decide on an agent frozen earlier (by a review's freeze default, or a
+    /// freeze nobody decided in time): Unfreeze restores its grants, Decommission ends it. The
+    /// owner or a security approver asks; someone else approves (two after a CRITICAL finding).
+    pub async fn request_unfreeze(
+        &self,
+        agent_ref: &str,
+        by: &str,
+        reason: &str,
+    ) -> Result<Started, EngineError> {
+        let actor = Actor::Person(by.to_string());
+        let agent = self
+            .agent_for("unfreeze request", agent_ref, &actor)
+            .await?;
+        self.check_owner_or_approver("unfreeze request", &agent, by, &actor)
+            .await?;
+        let open = self
+            .store
+            .instances_for_agent(&agent.id)
+            .await?
+            .into_iter()
+            .find(|i| i.kind == Freeze::KIND && !i.terminal);
+        let busy = match open {
+            Some(i) => Some(format!(
+                "{} has a freeze in progress ({}, {}); decide that one",
+                agent.name, i.id, i.state_name
+            )),
+            None if agent.status != AgentStatus::Frozen => Some(format!(
+                "{} is {}; only a frozen agent can be unfrozen",
+                agent.name,
+                agent.status.as_str()
+            )),
+            None => None,
+        };
+        if let Some(why) = busy {
+            self.audit_refusal(
+                "unfreeze request",
+                &actor,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Conflict(why));
+        }
+        // As strict as the worst finding on record: two approvers after a CRITICAL one.
+        let severity = agent
+            .flags
+            .iter()
+            .filter_map(|f| match f {
+                statemachines::AgentFlag::Anomaly { severity, .. } => Some(*severity),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(statemachines::detection::Severity::High)
+            .max(statemachines::detection::Severity::High);
+        let finding = Finding {
+            rule: statemachines::freeze::UNFREEZE_REQUEST.into(),
+            severity,
+            action: vec![Action::Freeze],
+            summary: format!("{by} asks to unfreeze {}: {reason}", agent.name),
+            evidence: agent
+                .flags
+                .iter()
+                .filter_map(|f| match f {
+                    statemachines::AgentFlag::Frozen { reason, at } => Some(format!(
+                        "frozen {}: {reason}",
+                        at.format("%Y-%m-%d %H:%M UTC")
+                    )),
+                    _ => None,
+                })
+                .collect(),
+        };
+        let now = self.clock.now();
+        let hash = short_hash(&[&agent.id, "unfreeze", &now.timestamp_millis().to_string()]);
+        let workflow_id = format!("freeze-{}-{}", agent.name, &hash[..12]);
+        let input = StartInput::Freeze(FreezeInput {
+            agent: agent.clone(),
+            finding,
+            accepted_at: now,
+            raised_by: actor.clone(),
+            decide_only: true,
+        });
+        let summary = json!({"unfreeze_request": {"by": by, "reason": reason}});
+        let (state, duplicate) = self
+            .start(
+                &workflow_id,
+                Freeze::KIND,
+                Some(&agent.id),
+                &agent.name,
+                input,
+                &hash,
+                actor,
+                summary,
+            )
+            .await?;
+        Ok(Started {
+            workflow_id,
+            agent_id: agent.id.clone(),
+            state,
+            duplicate,
+        })
+    }
+
     /// Starts the response to each finding. One freeze at a time per agent: while one runs (or
     /// the agent is frozen), a further freezing finding is recorded as an alert.
     async fn respond(
@@ -183,6 +286,7 @@ impl Engine {
                 finding: response.clone(),
                 accepted_at,
                 raised_by: raised_by.clone(),
+                decide_only: false,
             });
             let summary = json!({"finding": {"rule": finding.rule, "severity": finding.severity, "summary": finding.summary}});
             match self
