@@ -494,7 +494,7 @@ async fn token(
             };
             let received = shared::intake::Received {
                 source: "dev-idp",
-                event_id: format!("grant-{}", hex_id()),
+                event_id: audit::random_id("grant"),
                 event_type: "token.grant".into(),
                 subject: id.clone(),
                 published: Some(now),
@@ -622,11 +622,6 @@ fn source_ip(peer: std::net::SocketAddr, headers: &HeaderMap) -> String {
         return first.to_string();
     }
     peer.ip().to_string()
-}
-
-fn hex_id() -> String {
-    let bytes: [u8; 12] = rand::random();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// RFC 6749 §2.3.1: client credentials in Basic auth are form-urlencoded first.

@@ -242,19 +242,17 @@ impl Engine {
             return Ok(out);
         }
         // A freeze that only asks does not hold back one that contains (which withdraws it).
-        let mut freezing = agent.status == AgentStatus::Frozen
-            || self
-                .store
-                .instances_for_agent(&agent.id)
-                .await?
-                .iter()
-                .any(|i| i.kind == Freeze::KIND && !i.terminal && i.state_name != "Asking");
-        let mut asking = self
+        let open: Vec<String> = self
             .store
             .instances_for_agent(&agent.id)
             .await?
-            .iter()
-            .any(|i| i.kind == Freeze::KIND && !i.terminal && i.state_name == "Asking");
+            .into_iter()
+            .filter(|i| i.kind == Freeze::KIND && !i.terminal)
+            .map(|i| i.state_name)
+            .collect();
+        let mut asking = open.iter().any(|s| s == "Asking");
+        let mut freezing =
+            agent.status == AgentStatus::Frozen || open.iter().any(|s| s != "Asking");
         for finding in findings {
             tracing::warn!(agent = %agent.name, rule = %finding.rule, severity = finding.severity.as_str(), "anomaly: {}", finding.summary);
             let mut response = finding.clone();
