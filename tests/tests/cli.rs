@@ -406,3 +406,138 @@ fn operator_commands_against_a_running_server() {
     assert!(!out.status.success());
     assert!(stderr.contains("is `steward serve` running?"), "{stderr}");
 }
+
+/// `steward serve` with extra arguments and environment in a fresh directory, run until it
+/// exits on its own: (exit status, stderr, whether it created its data directory). Killed (and the test failed) if it
+/// is still running after `timeout`, i.e. if it accepted what it should have refused.
+fn serve_until_exit(
+    args: &[&str],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (std::process::ExitStatus, String, bool) {
+    use std::io::Read;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let (policy, people) = policy_files(dir.path());
+    let data_dir = dir.path().join("data");
+    let mut cmd = steward();
+    for var in ["STEWARD_SWEEP", "STEWARD_OKTA_LOG_POLL"] {
+        cmd.env_remove(var);
+    }
+    cmd.arg("serve")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--policy")
+        .arg(&policy)
+        .arg("--people")
+        .arg(&people)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawning steward serve");
+    let deadline = std::time::Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("polling steward serve") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut stderr = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+            panic!("steward serve {args:?} {env:?} kept running:\n{stderr}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr, data_dir.exists())
+}
+
+/// Arguments, environment, and the message `steward serve` must refuse them with.
+type Refusal = (
+    &'static [&'static str],
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
+
+#[test]
+fn serve_refuses_zero_and_nonsense_periods_before_starting() {
+    let cases: [Refusal; 6] = [
+        (
+            &["--sweep", "0s"],
+            &[],
+            "--sweep (STEWARD_SWEEP) must be a positive duration such as 1h or 30m, or `off` (no periodic sweep; POST /api/sweep still runs one); 0s is not a period",
+        ),
+        (
+            &["--tick", "0"],
+            &[],
+            "--tick (STEWARD_TICK) must be a positive duration such as 1s or 500ms; 0 would never fire timers",
+        ),
+        (
+            &["--tick", "off"],
+            &[],
+            "--tick (STEWARD_TICK) must be a positive duration such as 1s or 500ms; it cannot be `off`: due timers (approval expiry) would never fire",
+        ),
+        (
+            &["--sweep", "nonsense"],
+            &[],
+            "--sweep (STEWARD_SWEEP) must be a positive duration such as 1h or 30m, or `off` (no periodic sweep; POST /api/sweep still runs one); `nonsense` is not a duration",
+        ),
+        (
+            &["--okta-log-poll", "0s"],
+            &[],
+            "--okta-log-poll (STEWARD_OKTA_LOG_POLL) must be a positive duration such as 60s or 5m, or `off`",
+        ),
+        // The environment is checked the same way as the flags.
+        (
+            &[],
+            &[("STEWARD_SWEEP", "0s")],
+            "--sweep (STEWARD_SWEEP) must be a positive duration",
+        ),
+    ];
+    for (args, env, message) in cases {
+        let (status, stderr, opened) = serve_until_exit(args, env, Duration::from_secs(15));
+        assert!(!status.success(), "{args:?} {env:?}: {status}\n{stderr}");
+        assert!(stderr.contains(message), "{args:?} {env:?}:\n{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        // Refused before anything was opened or bound.
+        assert!(!stderr.contains("steward serving on"), "{stderr}");
+        assert!(!opened, "{args:?} {env:?} created the data dir");
+    }
+}
+
+#[test]
+fn serve_with_the_sweep_off_runs_it_only_when_asked() {
+    // The sweep logs its report; with a short period it runs repeatedly.
+    let sweeps = |s: &Server| s.log().matches("SweepReport").count();
+    let on = Server::start_with(Options::default().env("STEWARD_SWEEP", "100ms"));
+    on.wait("a few periodic sweeps", SETTLE, || {
+        (sweeps(&on) >= 3).then_some(())
+    });
+    drop(on);
+
+    let off = Server::start_with(Options::default().env("STEWARD_SWEEP", "off"));
+    assert!(
+        off.log()
+            .contains("periodic sweep: off (POST /api/sweep runs one)"),
+        "{}",
+        off.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sweeps(&off), 0, "{}", off.log());
+    let (status, report) = off.post("/api/sweep", &serde_json::json!({}));
+    assert_eq!(status, 200, "{report}");
+    off.wait("the requested sweep's log line", SETTLE, || {
+        (sweeps(&off) == 1).then_some(())
+    });
+}

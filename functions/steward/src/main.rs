@@ -107,7 +107,9 @@ enum Cmd {
 }
 
 mod server_args {
+    use super::periods::Every;
     use std::path::PathBuf;
+    use std::time::Duration;
 
     #[derive(clap::Args)]
     pub struct ServeArgs {
@@ -124,15 +126,121 @@ mod server_args {
         /// `fsync` (every commit fsynced; survives power loss) or `wal` (survives a process crash).
         #[arg(long, env = "STEWARD_DURABILITY", default_value = "fsync")]
         pub durability: String,
-        /// How often due timers are turned into events.
-        #[arg(long, env = "STEWARD_TICK", default_value = "1s")]
-        pub tick: humantime::Duration,
-        /// How often the Okta System Log is read (when STEWARD_OKTA_ORG_URL is set).
-        #[arg(long, env = "STEWARD_OKTA_LOG_POLL", default_value = "60s")]
-        pub okta_log_poll: humantime::Duration,
-        /// How often the rotation and expiry sweep runs (also once at start-up).
-        #[arg(long, env = "STEWARD_SWEEP", default_value = "1h")]
-        pub sweep: humantime::Duration,
+        /// How often due timers are turned into events (a positive duration).
+        #[arg(long, env = "STEWARD_TICK", default_value = "1s", value_parser = super::periods::tick)]
+        pub tick: Duration,
+        /// How often the Okta System Log is read (when STEWARD_OKTA_ORG_URL is set), or `off`.
+        #[arg(
+            long,
+            env = "STEWARD_OKTA_LOG_POLL",
+            default_value = "60s",
+            value_parser = super::periods::okta_log_poll
+        )]
+        pub okta_log_poll: Every,
+        /// How often the rotation and expiry sweep runs (also once at start-up), or `off`
+        /// (POST /api/sweep still runs one).
+        #[arg(long, env = "STEWARD_SWEEP", default_value = "1h", value_parser = super::periods::sweep)]
+        pub sweep: Every,
+    }
+}
+
+/// The periods of `serve`'s background jobs, checked when the flags (or their env vars) are
+/// read: a zero period panics tokio's interval inside the running server, and a huge one
+/// overflows the clock at the first tick.
+mod periods {
+    use std::time::Duration;
+
+    /// A periodic job's period, or `None` when it is turned off.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Every(pub Option<Duration>);
+
+    impl std::fmt::Display for Every {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            match self.0 {
+                Some(d) => write!(f, "every {}", humantime::format_duration(d)),
+                None => f.write_str("off"),
+            }
+        }
+    }
+
+    /// Timers have millisecond resolution: anything shorter would only spin.
+    const SHORTEST: Duration = Duration::from_millis(1);
+    /// Longer is a typo rather than a schedule (`off` says "never"), and stays far from the
+    /// clock's overflow.
+    const LONGEST: Duration = Duration::from_secs(366 * 24 * 3600);
+
+    pub fn tick(s: &str) -> Result<Duration, String> {
+        let what = "--tick (STEWARD_TICK) must be a positive duration such as 1s or 500ms";
+        if is_off(s) {
+            return Err(format!(
+                "{what}; it cannot be `off`: due timers (approval expiry) would never fire"
+            ));
+        }
+        period(s).map_err(|why| match why {
+            Bad::Zero => format!("{what}; {} would never fire timers", s.trim()),
+            other => format!("{what}; {}", other.explain(s)),
+        })
+    }
+
+    pub fn sweep(s: &str) -> Result<Every, String> {
+        or_off(
+            s,
+            "--sweep (STEWARD_SWEEP) must be a positive duration such as 1h or 30m, or `off` \
+             (no periodic sweep; POST /api/sweep still runs one)",
+        )
+    }
+
+    pub fn okta_log_poll(s: &str) -> Result<Every, String> {
+        or_off(
+            s,
+            "--okta-log-poll (STEWARD_OKTA_LOG_POLL) must be a positive duration such as 60s \
+             or 5m, or `off` (the Okta System Log is not read)",
+        )
+    }
+
+    fn or_off(s: &str, what: &str) -> Result<Every, String> {
+        if is_off(s) {
+            return Ok(Every(None));
+        }
+        period(s)
+            .map(|d| Every(Some(d)))
+            .map_err(|why| format!("{what}; {}", why.explain(s)))
+    }
+
+    fn is_off(s: &str) -> bool {
+        s.trim().eq_ignore_ascii_case("off")
+    }
+
+    enum Bad {
+        NotADuration(humantime::DurationError),
+        Zero,
+        TooShort,
+        TooLong,
+    }
+
+    impl Bad {
+        fn explain(&self, s: &str) -> String {
+            let s = s.trim();
+            match self {
+                Bad::NotADuration(e) => format!("`{s}` is not a duration ({e})"),
+                Bad::Zero => format!("{s} is not a period"),
+                Bad::TooShort => format!("{s} is shorter than 1ms, the timers' resolution"),
+                Bad::TooLong => format!("{s} is longer than a year"),
+            }
+        }
+    }
+
+    fn period(s: &str) -> Result<Duration, Bad> {
+        let d = humantime::parse_duration(s.trim()).map_err(Bad::NotADuration)?;
+        if d.is_zero() {
+            Err(Bad::Zero)
+        } else if d < SHORTEST {
+            Err(Bad::TooShort)
+        } else if d > LONGEST {
+            Err(Bad::TooLong)
+        } else {
+            Ok(d)
+        }
     }
 }
 
@@ -224,7 +332,7 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
         "identity provider: {}; Okta event hook: {}",
         match &stack.okta {
             Some(o) => format!(
-                "Okta {} (System Log read every {})",
+                "Okta {} (System Log read: {})",
                 o.settings().org_url,
                 a.okta_log_poll
             ),
@@ -243,10 +351,13 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
     if stack.ssf.is_some() {
         eprintln!("Shared Signals: SETs received at POST /ssf/events");
     }
-    let every = server::Intervals {
-        tick: a.tick.into(),
-        okta_log: a.okta_log_poll.into(),
-        sweep: a.sweep.into(),
+    if a.sweep.0.is_none() {
+        eprintln!("periodic sweep: off (POST /api/sweep runs one)");
+    }
+    let every = server::Schedule {
+        tick: a.tick,
+        okta_log: a.okta_log_poll.0,
+        sweep: a.sweep.0,
     };
     server::serve(stack, listener, every, shutdown_signal()).await
 }
@@ -265,4 +376,73 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::periods::Every;
+    use super::*;
+    use std::time::Duration;
+
+    fn serve(args: &[&str]) -> Result<server_args::ServeArgs, String> {
+        let argv = ["steward", "serve"].iter().chain(args);
+        match Args::try_parse_from(argv) {
+            Ok(Args {
+                command: Cmd::Serve(a),
+            }) => Ok(a),
+            Ok(_) => unreachable!("parsed as serve"),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn periods_default_and_off() {
+        let a = serve(&[]).unwrap();
+        assert_eq!(a.tick, Duration::from_secs(1));
+        assert_eq!(a.sweep, Every(Some(Duration::from_secs(3600))));
+        assert_eq!(a.okta_log_poll, Every(Some(Duration::from_secs(60))));
+        let a = serve(&[
+            "--sweep",
+            "off",
+            "--okta-log-poll",
+            "off",
+            "--tick",
+            "250ms",
+        ])
+        .unwrap();
+        assert_eq!(a.tick, Duration::from_millis(250));
+        assert_eq!(a.sweep, Every(None));
+        assert_eq!(a.okta_log_poll, Every(None));
+    }
+
+    #[test]
+    fn zero_and_nonsense_periods_are_refused_with_what_is_allowed() {
+        for (args, needle) in [
+            (
+                ["--tick", "0s"],
+                "--tick (STEWARD_TICK) must be a positive duration such as 1s or 500ms; 0s would never fire timers",
+            ),
+            (["--tick", "0"], "0 would never fire timers"),
+            (
+                ["--tick", "off"],
+                "cannot be `off`: due timers (approval expiry) would never fire",
+            ),
+            (["--tick", "10us"], "10us is shorter than 1ms"),
+            (
+                ["--sweep", "0s"],
+                "--sweep (STEWARD_SWEEP) must be a positive duration such as 1h or 30m, or `off`",
+            ),
+            (["--sweep", "nonsense"], "`nonsense` is not a duration"),
+            (["--sweep", "1000years"], "1000years is longer than a year"),
+            (
+                ["--okta-log-poll", "0ms"],
+                "--okta-log-poll (STEWARD_OKTA_LOG_POLL) must be a positive duration",
+            ),
+        ] {
+            let e = serve(&args)
+                .err()
+                .unwrap_or_else(|| panic!("{args:?} accepted"));
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
 }

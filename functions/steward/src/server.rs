@@ -111,7 +111,7 @@ pub fn router(state: Shared) -> Router {
         .with_state(state)
 }
 
-/// How often the server's background jobs run.
+/// How often the server's background jobs run, every job on.
 #[derive(Debug, Clone, Copy)]
 pub struct Intervals {
     /// Due timers become events.
@@ -122,45 +122,107 @@ pub struct Intervals {
     pub sweep: Duration,
 }
 
-/// Starts the server on `listener` with the worker, the tick and (with Okta) the System Log
-/// poller; returns when `shutdown` fires.
+/// How often the server's background jobs run; `None` turns a periodic job off. The timer
+/// tick cannot be off: nothing due would ever happen.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub tick: Duration,
+    /// `None`: the Okta System Log is not read.
+    pub okta_log: Option<Duration>,
+    /// `None`: the sweep runs only when asked (`POST /api/sweep`).
+    pub sweep: Option<Duration>,
+}
+
+impl From<Intervals> for Schedule {
+    fn from(i: Intervals) -> Self {
+        Schedule {
+            tick: i.tick,
+            okta_log: Some(i.okta_log),
+            sweep: Some(i.sweep),
+        }
+    }
+}
+
+/// A background job of the server: runs as long as the server does.
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Starts the server on `listener` with the worker, the tick, the sweep and (with Okta) the
+/// System Log poller; returns when `shutdown` fires, or with an error when a job stops.
 pub async fn serve(
     stack: Embedded,
     listener: tokio::net::TcpListener,
-    every: Intervals,
+    every: impl Into<Schedule>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let every = every.into();
     let admin_token = admin_token(&stack.data_dir)?;
     let state = Arc::new(AppState {
         stack,
         admin_token,
         bad_requests: AtomicU64::new(0),
     });
-    let worker = tokio::spawn(work(state.clone()));
-    let ticker = tokio::spawn(ticks(state.stack.engine.clone(), every.tick));
-    let sweeper = tokio::spawn(sweeps(state.stack.engine.clone(), every.sweep));
-    let poller = state.stack.okta.clone().map(|okta| {
-        tokio::spawn(poll_okta_log(
-            state.stack.engine.clone(),
-            okta,
-            every.okta_log,
-        ))
-    });
+    let engine = &state.stack.engine;
+    let mut jobs: Vec<(&'static str, Job)> = vec![
+        ("worker", Box::pin(work(state.clone()))),
+        ("timer tick", Box::pin(ticks(engine.clone(), every.tick))),
+    ];
+    if let Some(period) = every.sweep {
+        jobs.push(("sweep", Box::pin(sweeps(engine.clone(), period))));
+    }
+    if let (Some(okta), Some(period)) = (state.stack.okta.clone(), every.okta_log) {
+        jobs.push((
+            "Okta System Log poller",
+            Box::pin(poll_okta_log(engine.clone(), okta, period)),
+        ));
+    }
     let app = router(state.clone());
     // The peer address: the source IP detection rules compare with an agent's baseline.
-    let result = axum::serve(
+    let server = axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await;
-    worker.abort();
-    ticker.abort();
-    sweeper.abort();
-    if let Some(p) = poller {
-        p.abort();
+    .with_graceful_shutdown(shutdown);
+    supervise(async { server.await.map_err(Into::into) }, jobs).await
+}
+
+/// Runs `jobs` beside `server` until `server` returns, then stops them. The jobs loop forever,
+/// so one that ends has panicked or returned: the server is dropped and the error names the
+/// job, rather than the server answering on without it.
+async fn supervise(
+    server: impl std::future::Future<Output = anyhow::Result<()>>,
+    jobs: Vec<(&'static str, Job)>,
+) -> anyhow::Result<()> {
+    let mut running = tokio::task::JoinSet::new();
+    let mut names = std::collections::HashMap::new();
+    for (name, job) in jobs {
+        names.insert(running.spawn(job).id(), name);
     }
-    result.map_err(Into::into)
+    let outcome = tokio::select! {
+        result = server => result,
+        Some(ended) = running.join_next_with_id() => {
+            let (id, why) = match ended {
+                Ok((id, ())) => (id, "returned".to_string()),
+                Err(e) if e.is_panic() => (e.id(), format!("panicked: {}", panic_text(e))),
+                Err(e) => (e.id(), "was cancelled".to_string()),
+            };
+            let name = names.get(&id).copied().unwrap_or("background");
+            tracing::error!(task = name, why = %why, "a background task stopped; stopping the server");
+            Err(anyhow::anyhow!(
+                "the {name} task {why}; the server cannot run without it and stopped"
+            ))
+        }
+    };
+    running.shutdown().await;
+    outcome
+}
+
+fn panic_text(e: tokio::task::JoinError) -> String {
+    let payload = e.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// Slack's interactivity requests (signed by Slack, not by the admin token).
@@ -1075,4 +1137,66 @@ async fn idp_clients(State(state): State<Shared>) -> ApiResult {
 
 pub fn bound(addr: SocketAddr) -> String {
     format!("http://{addr}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn forever() -> Job {
+        Box::pin(std::future::pending())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_stops_the_server_with_its_name() {
+        let jobs: Vec<(&'static str, Job)> = vec![
+            ("worker", forever()),
+            (
+                "sweep",
+                Box::pin(async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    panic!("`period` must be non-zero.");
+                }),
+            ),
+        ];
+        let server = std::future::pending::<anyhow::Result<()>>();
+        let e = tokio::time::timeout(Duration::from_secs(10), supervise(server, jobs))
+            .await
+            .expect("supervise returns when a job dies")
+            .expect_err("a dead job is an error");
+        assert_eq!(
+            e.to_string(),
+            "the sweep task panicked: `period` must be non-zero.; the server cannot run without it and stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_job_that_returns_stops_the_server() {
+        let jobs: Vec<(&'static str, Job)> =
+            vec![("worker", forever()), ("timer tick", Box::pin(async {}))];
+        let server = std::future::pending::<anyhow::Result<()>>();
+        let e = supervise(server, jobs).await.expect_err("a job returned");
+        assert!(
+            e.to_string().starts_with("the timer tick task returned;"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_server_returning_stops_the_jobs() {
+        let (dropped_tx, dropped_rx) = tokio::sync::oneshot::channel::<()>();
+        // The job holds the sender: receiving fails once the job is dropped (aborted).
+        let job: Job = Box::pin(async move {
+            let _guard = dropped_tx;
+            std::future::pending::<()>().await
+        });
+        let server = async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(())
+        };
+        supervise(server, vec![("worker", job)]).await.unwrap();
+        assert!(dropped_rx.await.is_err(), "the job was dropped");
+        // No jobs at all (everything off): the server alone decides.
+        supervise(async { Ok(()) }, vec![]).await.unwrap();
+    }
 }
