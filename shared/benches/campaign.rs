@@ -42,10 +42,12 @@ async fn main() {
     let people: String = (0..500)
         .map(|i| format!("[[person]]\nemail = \"owner{i}@example.com\"\nname = \"Owner {i}\"\nmanager = \"lead{}@example.com\"\n\n", i % 20))
         .collect();
+    let queue = Arc::new(SqliteQueue::new(db.clone()));
     let engine = Engine {
         transitions: Default::default(),
         store: db.clone(),
-        queue: Arc::new(SqliteQueue::new(db.clone())),
+        queue: queue.clone(),
+        outbox: queue,
         directory: Arc::new(PeopleFileDirectory::parse(&people).expect("people")),
         clock: Arc::new(SystemClock),
         executor: Executor {

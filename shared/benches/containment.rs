@@ -184,6 +184,7 @@ async fn run(level: &str, durability: Durability, agents: usize) -> Run {
         transitions: Default::default(),
         store: stack.engine.store.clone(),
         queue: stack.engine.queue.clone(),
+        outbox: stack.engine.outbox.clone(),
         directory: stack.engine.directory.clone(),
         clock: stack.engine.clock.clone(),
         executor: Executor {

@@ -49,6 +49,7 @@ async fn run(durability: Durability, agents: usize, batch: usize) -> Run {
         transitions: Default::default(),
         store: db.clone(),
         queue: queue.clone(),
+        outbox: queue.clone(),
         directory: Arc::new(directory),
         clock: Arc::new(SystemClock),
         executor: Executor {

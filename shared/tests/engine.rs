@@ -47,6 +47,7 @@ fn config() -> EngineConfig {
         applied_window: 64,
         visibility: Duration::from_secs(10),
         crash_after: None,
+        ..EngineConfig::default()
     }
 }
 
@@ -425,6 +426,7 @@ async fn completed_for_a_completed_key_is_a_noop() {
         workflow_id: wf.clone(),
         key,
         attempt: 0,
+        waits: 0,
     };
     e.handle(&body(&run)).await.unwrap();
     settle(e).await;
@@ -449,6 +451,7 @@ async fn messages_for_unknown_workflows_are_not_retryable() {
             workflow_id: wf.into(),
             key: format!("{wf}/1/2"),
             attempt: 0,
+            waits: 0,
         },
     ];
     for m in &messages {
@@ -476,11 +479,12 @@ async fn a_failed_message_holds_back_its_workflow_in_the_batch() {
             workflow_id: missing.into(),
             key: format!("{missing}/1/0"),
             attempt: 0,
+            waits: 0,
         }),
         body(&approve(&started.workflow_id)),
     ];
-    let refs: Vec<&str> = bodies.iter().map(String::as_str).collect();
-    let (results, _) = e.process(&refs).await;
+    let refs: Vec<(&str, Option<&str>)> = bodies.iter().map(|b| (b.as_str(), None)).collect();
+    let results = e.process(&refs).await;
     let first = results[0].as_ref().unwrap_err();
     assert!(!first.retryable && first.message.contains("unknown workflow"));
     let held = results[1].as_ref().unwrap_err();

@@ -78,6 +78,7 @@ fn stack() -> Stack {
             applied_window: 64,
             visibility: Duration::from_secs(10),
             crash_after: None,
+            ..EngineConfig::default()
         },
         slack: None,
         okta: None,

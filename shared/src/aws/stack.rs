@@ -378,6 +378,10 @@ impl AwsStack {
             transitions: Default::default(),
             store: store.clone(),
             queue: queue.clone(),
+            outbox: Arc::new(crate::ports::outbox::SeparateOutbox {
+                store: store.clone(),
+                queue: queue.clone(),
+            }),
             directory: parts.directory,
             clock: Arc::new(SystemClock),
             executor: Executor {

@@ -2,11 +2,13 @@
 //! group in flight at a time, a 5-minute deduplication window, visibility timeouts, and redrive
 //! to a dead-letter table after `max_receives`.
 
-use super::sqlite::{Db, exec, from_ts, ts};
+use super::sqlite::{Db, backend, exec, from_ts, ts, write_commit};
+use crate::ports::outbox::{Batch, Outbox, OutboxError};
 use crate::ports::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError};
+use crate::ports::store::StoreError;
 use async_trait::async_trait;
 use chrono::Utc;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,7 +105,7 @@ impl SqliteQueue {
     }
 }
 
-fn insert(tx: &Transaction, messages: &[OutMessage]) -> rusqlite::Result<()> {
+fn insert(tx: &Connection, messages: &[OutMessage]) -> rusqlite::Result<()> {
     let now = ts(Utc::now());
     exec(
         tx,
@@ -141,7 +143,7 @@ fn receipt_seq(receipt: &str) -> Result<i64, QueueError> {
         .ok_or_else(|| QueueError(format!("malformed receipt `{receipt}`")))
 }
 
-fn delete_received(tx: &Transaction, receipts: &[(i64, &String)]) -> rusqlite::Result<()> {
+fn delete_received(tx: &Connection, receipts: &[(i64, &String)]) -> rusqlite::Result<()> {
     for (seq, r) in receipts {
         exec(
             tx,
@@ -157,6 +159,70 @@ fn parse_receipts(receipts: &[String]) -> Result<Vec<(i64, &String)>, QueueError
         .iter()
         .map(|r| receipt_seq(r).map(|s| (s, r)))
         .collect()
+}
+
+/// The store and the queue share the database: a batch's steps, the messages they send and the
+/// acks of what they consumed are one transaction. A crash keeps all of it or none.
+#[async_trait]
+impl Outbox for SqliteQueue {
+    async fn write(&self, batch: Batch) -> Result<Vec<Result<(), StoreError>>, OutboxError> {
+        let Batch {
+            steps,
+            messages,
+            acks,
+        } = batch;
+        let parsed = parse_receipts(&acks)?;
+        let step_acks: Vec<Option<(i64, String)>> = steps
+            .iter()
+            .map(|s| {
+                s.ack
+                    .as_ref()
+                    .map(|r| receipt_seq(r).map(|seq| (seq, r.clone())))
+                    .transpose()
+            })
+            .collect::<Result<_, _>>()?;
+        let sends = !messages.is_empty() || steps.iter().any(|s| !s.messages.is_empty());
+        // Steps are acknowledged to people (a request's 202) and record what happened at an IdP:
+        // they wait for the disk at the durable level. A batch without steps (a command's
+        // result, acks) only risks a redelivery, which the engine answers.
+        let wait_for_disk = !steps.is_empty();
+        let results = self
+            .db
+            .write(wait_for_disk, |tx| -> Result<_, StoreError> {
+                let mut results = Vec::with_capacity(steps.len());
+                insert(tx, &messages).map_err(backend)?;
+                for (step, ack) in steps.iter().zip(&step_acks) {
+                    // One savepoint per step: a conflicting step rolls back alone.
+                    let sp = tx.savepoint().map_err(backend)?;
+                    match write_commit(&sp, &step.commit) {
+                        Ok(()) => {
+                            fail::fail_point!("outbox::after_commit");
+                            insert(&sp, &step.messages).map_err(backend)?;
+                            if let Some((seq, r)) = ack {
+                                delete_received(&sp, &[(*seq, &r.clone())]).map_err(backend)?;
+                            }
+                            sp.commit().map_err(backend)?;
+                            results.push(Ok(()));
+                        }
+                        Err(e) => {
+                            drop(sp); // rolls back this step only
+                            results.push(Err(e));
+                        }
+                    }
+                }
+                fail::fail_point!("outbox::after_send");
+                delete_received(tx, &parsed).map_err(backend)?;
+                Ok(results)
+            })?;
+        if sends {
+            self.ready.notify_one();
+        }
+        Ok(results)
+    }
+
+    fn atomic(&self) -> bool {
+        true
+    }
 }
 
 #[async_trait]

@@ -84,6 +84,12 @@ pub(crate) fn backend(e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(e.to_string())
 }
 
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        backend(e)
+    }
+}
+
 impl Db {
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         let conn = Connection::open(path)
@@ -129,18 +135,28 @@ impl Db {
         &self,
         f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<R>,
     ) -> rusqlite::Result<R> {
+        self.write(false, |tx| f(tx))
+    }
+
+    /// Runs `f` in one transaction, rolled back when it fails. With `wait_for_disk` the commit
+    /// is as durable as the database's level; without, it is [`Db::relaxed`].
+    pub(crate) fn write<R, E: From<rusqlite::Error>>(
+        &self,
+        wait_for_disk: bool,
+        f: impl FnOnce(&mut rusqlite::Transaction) -> Result<R, E>,
+    ) -> Result<R, E> {
         let mut conn = self.lock();
-        let full = self.durability == Durability::Fsync;
-        if full {
+        let relax = !wait_for_disk && self.durability == Durability::Fsync;
+        if relax {
             conn.execute_batch("PRAGMA synchronous=NORMAL")?;
         }
         let result = (|| {
-            let tx = conn.transaction()?;
-            let r = f(&tx)?;
+            let mut tx = conn.transaction()?;
+            let r = f(&mut tx)?;
             tx.commit()?;
             Ok(r)
         })();
-        if full {
+        if relax {
             conn.execute_batch("PRAGMA synchronous=FULL")?;
         }
         result
@@ -190,7 +206,7 @@ fn encode<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("records serialize")
 }
 
-fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
+pub(crate) fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
     let i = &c.instance;
     let body = encode(i);
     let changed = if c.expected_version == 0 {

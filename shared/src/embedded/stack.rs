@@ -150,6 +150,7 @@ impl Embedded {
             transitions: Default::default(),
             store: db.clone(),
             queue: queue.clone(),
+            outbox: queue.clone(),
             directory,
             clock: Arc::new(SystemClock),
             executor: Executor {

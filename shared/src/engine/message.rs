@@ -18,6 +18,10 @@ pub enum Message {
         workflow_id: String,
         key: String,
         attempt: u32,
+        /// Times the command was put back because a rate limit said to wait (no attempt used):
+        /// each wait is a new message, or the queue would drop it as a duplicate.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        waits: u32,
     },
     /// Command `key` finished; `event` is its result for the machine, if it has one.
     Completed {
@@ -46,8 +50,23 @@ impl Message {
                 event_id,
                 ..
             } => format!("ev:{workflow_id}:{event_id}"),
-            Message::Run { key, attempt, .. } => format!("run:{key}#{attempt}"),
+            Message::Run {
+                key,
+                attempt,
+                waits: 0,
+                ..
+            } => format!("run:{key}#{attempt}"),
+            Message::Run {
+                key,
+                attempt,
+                waits,
+                ..
+            } => format!("run:{key}#{attempt}.{waits}"),
             Message::Completed { key, .. } => format!("done:{key}"),
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

@@ -14,6 +14,7 @@ pub mod reviews;
 pub mod workflows;
 
 use crate::audit;
+use crate::ports::outbox::{Batch, Outbox, OutboxError, Step};
 use crate::ports::queue::{Delivery, OutMessage, QueueError};
 use crate::ports::store::{
     ApprovalChange, ApprovalRecord, Commit, HistoryEntry, Instance, PendingCommand, StoreError,
@@ -45,6 +46,11 @@ pub struct EngineConfig {
     pub applied_window: usize,
     /// How long a received message stays hidden while it is processed.
     pub visibility: Duration,
+    /// Where the outbox is not atomic (DynamoDB and SQS), how long after a start its commands'
+    /// messages are sent again in case a crash fell between the write and the send. Must stay
+    /// well under the queue's 5-minute deduplication window, which drops the copies of messages
+    /// that did go out.
+    pub dispatch_check: Duration,
     /// Fault injection for crash tests: abort the process right after this command's side effect
     /// succeeded and before its result is recorded (`STEWARD_CRASH_AFTER=idp.create_client`).
     pub crash_after: Option<String>,
@@ -58,6 +64,7 @@ impl Default for EngineConfig {
             max_backoff: Duration::from_secs(60),
             applied_window: 16,
             visibility: Duration::from_secs(30),
+            dispatch_check: Duration::from_secs(60),
             crash_after: std::env::var("STEWARD_CRASH_AFTER")
                 .ok()
                 .filter(|s| !s.is_empty()),
@@ -81,6 +88,15 @@ pub enum EngineError {
     Directory(#[from] crate::ports::directory::DirectoryError),
     #[error(transparent)]
     Idp(#[from] crate::ports::idp::IdpError),
+}
+
+impl From<OutboxError> for EngineError {
+    fn from(e: OutboxError) -> Self {
+        match e {
+            OutboxError::Store(e) => Self::Store(e),
+            OutboxError::Queue(e) => Self::Queue(e),
+        }
+    }
 }
 
 /// A message could not be processed now. Retryable errors come back with backoff; others are
@@ -125,6 +141,8 @@ pub struct Engine {
     pub transitions: std::sync::atomic::AtomicU64,
     pub store: Arc<dyn Store>,
     pub queue: Arc<dyn Queue>,
+    /// Where steps and the messages that run their commands are written (see [`Outbox`]).
+    pub outbox: Arc<dyn Outbox>,
     pub directory: Arc<dyn Directory>,
     pub clock: Arc<dyn Clock>,
     pub executor: Executor,
@@ -382,7 +400,17 @@ impl Engine {
         let (commit, new_pending) =
             self.build_commit(&fresh, applied, "start", summary, actor, None, now);
         let state = commit.instance.state_name.clone();
-        match self.store.commit(commit).await {
+        let step = self.start_step(commit, &new_pending);
+        let written = self
+            .outbox
+            .write(Batch {
+                steps: vec![step],
+                ..Default::default()
+            })
+            .await?
+            .pop()
+            .unwrap_or(Ok(()));
+        match written {
             Ok(()) => {}
             // The same request raced in twice: the first one won, this one is the duplicate.
             Err(StoreError::Conflict { .. }) => {
@@ -396,8 +424,24 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         }
-        self.send_delayed(runs(workflow_id, &new_pending)).await?;
         Ok((state, false))
+    }
+
+    /// The outbox step of a workflow's first commit. Where the outbox is not atomic, nothing
+    /// redelivers a start (no queue message led to it), so the step also arms a dispatch timer:
+    /// when it fires, the step's commands that are still pending are sent again. Copies of
+    /// messages that did go out fall in the queue's deduplication window and are dropped.
+    fn start_step(&self, mut commit: Commit, pending: &[PendingCommand]) -> Step {
+        let wf = commit.instance.id.clone();
+        if !self.outbox.atomic() && !pending.is_empty() {
+            commit.timers.push(TimerChange::Set(Timer {
+                workflow_id: wf.clone(),
+                name: format!("{DISPATCH_TIMER}{}", commit.instance.version),
+                due_at: commit.instance.updated_at
+                    + chrono::Duration::from_std(self.config.dispatch_check).unwrap_or_default(),
+            }));
+        }
+        Step::new(commit, outgoing(runs(&wf, pending)))
     }
 
     /// Checks a decision now (for a clear answer to the person) and hands it to the workflow,
@@ -563,10 +607,11 @@ impl Engine {
     }
 
     /// Receives and processes one batch; returns how many messages it handled. All state
-    /// changes of the batch share one durable write (group commit); then the batch's outgoing
-    /// messages are sent and its deliveries acknowledged.
+    /// changes of the batch, the messages they send and the acks of the deliveries share one
+    /// write where the outbox allows (see [`Outbox`]).
     pub async fn work_once(&self, max: usize) -> Result<usize, EngineError> {
         let deliveries = self.queue.receive(max, self.config.visibility).await?;
+        fail::fail_point!("engine::after_receive");
         let n = deliveries.len();
         if n > 0 {
             self.work(&deliveries).await?;
@@ -575,26 +620,22 @@ impl Engine {
     }
 
     /// Processes deliveries received elsewhere (the Lambda SQS event source) or by
-    /// [`Engine::work_once`]: one group commit, then the batch's messages are sent and the
-    /// successful deliveries acknowledged. Failed deliveries are put back with backoff (and
-    /// audited when this was their last receive); their receipts are returned.
+    /// [`Engine::work_once`]: the batch's steps, the messages they send and the acks of the
+    /// successful deliveries go to the outbox in one write. Failed deliveries are put back with
+    /// backoff (and audited when this was their last receive); their receipts are returned.
     pub async fn work(&self, deliveries: &[Delivery]) -> Result<Vec<String>, EngineError> {
-        let bodies: Vec<&str> = deliveries.iter().map(|d| d.body.as_str()).collect();
-        let (results, out) = self.process(&bodies).await;
-        let mut done = Vec::with_capacity(deliveries.len());
+        let bodies: Vec<(&str, Option<&str>)> = deliveries
+            .iter()
+            .map(|d| (d.body.as_str(), Some(d.receipt.as_str())))
+            .collect();
+        let results = self.process(&bodies).await;
         let mut failed = Vec::new();
         for (d, r) in deliveries.iter().zip(results) {
-            match r {
-                Ok(()) => done.push(d.receipt.clone()),
-                Err(e) => {
-                    self.failed_delivery(d, &e).await?;
-                    failed.push(d.receipt.clone());
-                }
+            if let Err(e) = r {
+                self.failed_delivery(d, &e).await?;
+                failed.push(d.receipt.clone());
             }
         }
-        // The steps are durable; sending their messages and acking is bookkeeping that a crash
-        // may lose only to cause a redelivery (answered by re-dispatch).
-        self.queue.send_and_ack(outgoing(out), &done).await?;
         Ok(failed)
     }
 
@@ -646,28 +687,24 @@ impl Engine {
 
     /// Processes one queue message.
     pub async fn handle(&self, body: &str) -> Result<(), HandleError> {
-        let (mut results, out) = self.process(&[body]).await;
-        self.send_delayed(out).await?;
+        let mut results = self.process(&[(body, None)]).await;
         results.pop().unwrap_or(Ok(()))
     }
 
-    /// Processes messages in order: commands run, events are applied in memory (later events of
-    /// a workflow see the earlier ones), then every step is written in one `commit_batch`, and
-    /// only then are the resulting messages returned for sending. A message whose result is `Ok`
-    /// may be acked once they are sent.
-    pub async fn process(
-        &self,
-        bodies: &[&str],
-    ) -> (Vec<Result<(), HandleError>>, Vec<(Message, Duration)>) {
+    /// Processes messages in order (each with the receipt that acks it, if any): commands run,
+    /// events are applied in memory (later events of a workflow see the earlier ones), then
+    /// every step, every message the batch sends and the acks of the messages done go to the
+    /// outbox in one write. A message is done when its result is `Ok`.
+    pub async fn process(&self, bodies: &[(&str, Option<&str>)]) -> Vec<Result<(), HandleError>> {
         let mut results: Vec<Result<(), HandleError>> = Vec::with_capacity(bodies.len());
-        let mut out: Vec<(Message, Duration)> = Vec::new();
+        let mut batch = Batch::default();
         let mut cache: HashMap<String, Instance> = HashMap::new();
         let mut agents: HashMap<String, Agent> = HashMap::new();
-        let (mut commits, mut commit_out, mut commit_at) = (Vec::new(), Vec::new(), Vec::new());
+        let mut step_at = Vec::new();
         // Workflows with a failed message in this batch: their later messages wait, so one
         // workflow's events still apply in order (FIFO per group).
         let mut held: HashSet<String> = HashSet::new();
-        for (i, body) in bodies.iter().enumerate() {
+        for (i, (body, receipt)) in bodies.iter().enumerate() {
             let msg: Message = match serde_json::from_str(body) {
                 Ok(m) => m,
                 Err(e) => {
@@ -721,20 +758,25 @@ impl Engine {
                     workflow_id,
                     key,
                     attempt,
+                    waits,
                 } => self
-                    .run_command(&workflow_id, &key, attempt)
+                    .run_command(&workflow_id, &key, (attempt, waits))
                     .await
                     .map(Prepared::Send),
             };
             match prepared {
                 Ok(Prepared::Send(msgs)) => {
-                    out.extend(msgs);
+                    batch.messages.extend(outgoing(msgs));
+                    batch.acks.extend(receipt.map(str::to_string));
                     results.push(Ok(()));
                 }
                 Ok(Prepared::Step(commit, msgs)) => {
-                    commits.push(*commit);
-                    commit_out.push(msgs);
-                    commit_at.push(i);
+                    batch.steps.push(Step {
+                        commit: *commit,
+                        messages: outgoing(msgs),
+                        ack: receipt.map(str::to_string),
+                    });
+                    step_at.push(i);
                     results.push(Ok(()));
                 }
                 Err(e) => {
@@ -743,31 +785,32 @@ impl Engine {
                 }
             }
         }
-        if !commits.is_empty() {
-            match self.store.commit_batch(commits).await {
-                Ok(written) => {
-                    for ((r, msgs), i) in written.into_iter().zip(commit_out).zip(commit_at) {
-                        match r {
-                            Ok(()) => {
-                                self.transitions
-                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                                out.extend(msgs);
-                            }
-                            Err(e) => results[i] = Err(e.into()),
+        fail::fail_point!("engine::before_write");
+        match self.outbox.write(batch).await {
+            Ok(written) => {
+                for (r, i) in written.into_iter().zip(step_at) {
+                    match r {
+                        Ok(()) => {
+                            self.transitions
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                    }
-                }
-                Err(e) => {
-                    for i in commit_at {
-                        results[i] = Err(HandleError {
-                            message: e.to_string(),
-                            retryable: true,
-                        });
+                        Err(e) => results[i] = Err(e.into()),
                     }
                 }
             }
+            // Nothing is known to be written or sent: every message comes back. What was
+            // written is recognised on redelivery, and its commands are sent again.
+            Err(e) => {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(HandleError {
+                        message: e.to_string(),
+                        retryable: true,
+                    });
+                }
+            }
         }
-        (results, out)
+        fail::fail_point!("engine::after_write");
+        results
     }
 
     /// Applies one event to the workflow (as cached in this batch, or loaded) without writing.
@@ -791,6 +834,27 @@ impl Engine {
                 }
             },
         };
+        if let Some(Event::TimerFired { name }) = &event
+            && let Some(seq) = name.strip_prefix(DISPATCH_TIMER)
+        {
+            // The dispatch check of a step (see `start_step`): its commands still pending go
+            // out again; the machine never sees this timer.
+            let step = format!("{workflow_id}/{seq}/");
+            let again: Vec<PendingCommand> = instance
+                .pending
+                .iter()
+                .filter(|p| p.key.starts_with(&step))
+                .cloned()
+                .collect();
+            if !again.is_empty() {
+                tracing::info!(
+                    workflow_id,
+                    commands = again.len(),
+                    "dispatch check: sending a start's pending commands again"
+                );
+            }
+            return Ok(Prepared::Send(runs(workflow_id, &again)));
+        }
         let already_done = completes.is_some_and(|k| !instance.pending.iter().any(|p| p.key == k));
         if instance.applied.iter().any(|e| e == event_id) || already_done {
             // A redelivery: the step is recorded; make sure its commands went out.
@@ -1064,7 +1128,7 @@ impl Engine {
         &self,
         workflow_id: &str,
         key: &str,
-        attempt: u32,
+        (attempt, waits): (u32, u32),
     ) -> Result<Vec<(Message, Duration)>, HandleError> {
         let Some(instance) = self.store.instance(workflow_id).await? else {
             return Err(HandleError {
@@ -1097,6 +1161,7 @@ impl Engine {
         let name = pending.command.name();
         let next = match result {
             Ok(event) => {
+                fail::fail_point!("executor::after_effect");
                 if self.config.crash_after.as_deref() == Some(name) {
                     eprintln!(
                         "STEWARD_CRASH_AFTER={name}: aborting after the side effect, before recording it"
@@ -1124,6 +1189,7 @@ impl Engine {
                         workflow_id: workflow_id.into(),
                         key: key.into(),
                         attempt,
+                        waits: waits + 1,
                     },
                     wait,
                 )
@@ -1135,6 +1201,7 @@ impl Engine {
                         workflow_id: workflow_id.into(),
                         key: key.into(),
                         attempt: attempt + 1,
+                        waits: 0,
                     },
                     self.backoff(attempt),
                 )
@@ -1193,6 +1260,9 @@ impl Engine {
     }
 }
 
+/// Name prefix of the dispatch timers (`steward:dispatch/<step seq>`); no machine uses it.
+pub const DISPATCH_TIMER: &str = "steward:dispatch/";
+
 /// What preparing a message produced: messages to send, or a step to write and then its messages.
 enum Prepared {
     Send(Vec<(Message, Duration)>),
@@ -1219,6 +1289,7 @@ fn runs(workflow_id: &str, pending: &[PendingCommand]) -> Vec<(Message, Duration
                     workflow_id: workflow_id.into(),
                     key: p.key.clone(),
                     attempt: 0,
+                    waits: 0,
                 },
                 Duration::ZERO,
             )

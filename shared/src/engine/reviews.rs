@@ -5,7 +5,8 @@ use super::executor::ExecError;
 use super::message::Message;
 use super::workflows::{self, StartInput};
 use super::{Engine, EngineError, Started, runs, short_hash};
-use crate::ports::store::{Commit, Instance, PendingCommand, StoreError};
+use crate::ports::outbox::Batch;
+use crate::ports::store::{Instance, StoreError};
 use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -487,8 +488,7 @@ impl Engine {
         let mut managers: HashMap<String, Option<String>> = HashMap::new();
         let now = self.clock.now();
         for chunk in agents.chunks(LAUNCH_COMMIT_CHUNK) {
-            let mut commits: Vec<Commit> = Vec::with_capacity(chunk.len());
-            let mut out: Vec<(String, Vec<PendingCommand>)> = Vec::with_capacity(chunk.len());
+            let mut steps = Vec::with_capacity(chunk.len());
             for agent in chunk {
                 let manager = match managers.get(&agent.owner) {
                     Some(m) => m.clone(),
@@ -547,19 +547,22 @@ impl Engine {
                     None,
                     now,
                 );
-                commits.push(commit);
-                out.push((item_id, pending));
+                steps.push(self.start_step(commit, &pending));
             }
-            let written = self.store.commit_batch(commits).await.map_err(store_err)?;
-            for (result, (id, pending)) in written.into_iter().zip(out) {
+            let written = self
+                .outbox
+                .write(Batch {
+                    steps,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            for result in written {
                 match result {
                     Ok(()) => {
                         launched += 1;
                         self.transitions
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        self.send_delayed(runs(&id, &pending))
-                            .await
-                            .map_err(|e| fail(e.to_string()))?;
                     }
                     // Made by an earlier run of this round: counted and re-sent above.
                     Err(StoreError::Conflict { .. }) => {}

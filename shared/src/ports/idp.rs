@@ -29,6 +29,13 @@ pub struct ClientInfo {
     pub token_lifetime_secs: u32,
     pub active: bool,
     pub created_at: DateTime<Utc>,
+    /// Steward's mark on the clients it made: the idempotency key of the `create_client` that
+    /// made this one, as the provider keeps it with the client (the dev IdP's row, the Okta
+    /// app's profile, the OAuth adapter's vault record). `None` for a client made elsewhere
+    /// (an IdP console, a claimed shadow agent's client). Discovery never takes a client whose
+    /// mark names one of its workflows for a shadow agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steward_key: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +65,9 @@ impl IdpError {
 pub trait IdentityProvider: Send + Sync {
     /// Creates a client, once per `idempotency_key`. Repeating the key returns the same client
     /// (with a fresh secret replacing any secret the lost first attempt issued: nobody holds it).
+    /// The key is kept with the client from the moment it exists, and reported as
+    /// [`ClientInfo::steward_key`]: that is how discovery tells Steward's clients apart before
+    /// the onboarding has recorded them.
     async fn create_client(
         &self,
         spec: &ClientSpec,
