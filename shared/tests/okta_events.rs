@@ -1,12 +1,28 @@
 //! The Okta event mapping against Okta's documented event shapes (tests/fixtures/okta/events,
 //! copied from the reference vectors; which are verbatim and which reconstructed is in the
-//! README there). Every file maps to the signal Steward acts on, nothing else.
+//! README there). Every file maps to the signal Steward acts on, nothing else. Then what the
+//! engine does with an app-created event and the discovery sweep while Steward is itself
+//! creating a client: Okta reports Steward's own apps, often before the onboarding has
+//! recorded them.
 
+use async_trait::async_trait;
 use serde_json::{Value, json};
+use shared::embedded::{Durability, Embedded, EmbeddedConfig};
+use shared::idp::dev::DevIdp;
 use shared::inbound::okta_events::{
-    AppChange, PersonChange, RiskKind, Signal, classify, debug, ip, list,
+    AppChange, PersonChange, RiskKind, Signal, classify, debug, ip, list, received,
 };
+use shared::ports::IdentityProvider;
+use shared::ports::idp::{
+    ClientInfo, ClientSpec, CreatedClient, IdpError, NewSecret, TokenRevocation,
+};
+use shared::{Engine, EngineConfig, Secret, intake};
+use statemachines::{AgentRequest, AgentStatus};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 fn fixture(name: &str) -> Value {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -204,4 +220,370 @@ fn malformed_events_say_what_is_missing_and_unknown_types_map_to_nothing() {
         classify(&json!({"eventType": "user.session.start"})).unwrap(),
         None
     );
+}
+
+// --- discovery while Steward creates a client ----------------------------------------------
+
+const POLICY: &str = include_str!("../../policy.example.toml");
+const PEOPLE: &str = r#"
+[[person]]
+email = "alice@example.com"
+name = "Alice Ng"
+
+[[person]]
+email = "bob@example.com"
+name = "Bob Okafor"
+"#;
+const AGENT: &str = "orders-agent-prod";
+
+struct Stack {
+    engine: Engine,
+    dev: Arc<DevIdp>,
+    _dir: tempfile::TempDir,
+}
+
+/// The embedded stack on the dev IdP, which `wrap` may put something in front of.
+fn stack(wrap: impl FnOnce(Arc<DevIdp>) -> Option<Arc<dyn IdentityProvider>>) -> Stack {
+    let dir = tempfile::tempdir().unwrap();
+    let people = dir.path().join("people.toml");
+    std::fs::write(&people, PEOPLE).unwrap();
+    let s = Embedded::open(EmbeddedConfig {
+        data_dir: dir.path().join("data"),
+        policy: shared::policy::parse(POLICY, "policy.example.toml").unwrap(),
+        people,
+        issuer: "http://127.0.0.1:1".into(),
+        durability: Durability::Wal,
+        engine: EngineConfig {
+            max_attempts: 2,
+            base_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            ..EngineConfig::default()
+        },
+        slack: None,
+        okta: None,
+        okta_hook_secret: None,
+        oauth: None,
+        ssf: None,
+    })
+    .unwrap();
+    let dev = s.idp.clone();
+    let mut engine = Arc::try_unwrap(s.engine)
+        .ok()
+        .expect("the stack is the engine's only owner");
+    if let Some(idp) = wrap(dev.clone()) {
+        engine.executor.idp = idp;
+    }
+    Stack {
+        engine,
+        dev,
+        _dir: dir,
+    }
+}
+
+fn orders_agent() -> AgentRequest {
+    AgentRequest {
+        name: AGENT.into(),
+        owner: "alice@example.com".into(),
+        team: "sre".into(),
+        environment: "prod".into(),
+        purpose: "reads orders".into(),
+        scopes: vec!["erp:orders:read".into()],
+        token_lifetime_secs: Some(600),
+        expires_on: None,
+    }
+}
+
+/// Works the queue one message at a time until the IdP holds a client: the create ran, and
+/// its result waits in the queue, not yet applied.
+async fn until_created(engine: &Engine, idp: &dyn IdentityProvider) -> ClientInfo {
+    for _ in 0..20 {
+        if let Some(c) = idp.list_clients().await.unwrap().pop() {
+            return c;
+        }
+        engine.work_once(1).await.unwrap();
+    }
+    panic!("the onboarding created no client")
+}
+
+/// Works the queue until it is empty (delayed retries included).
+async fn settle(engine: &Engine) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        engine.run_until_idle().await.unwrap();
+        if engine.queue.depth().await.unwrap() == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain");
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+/// Okta's app-created event about `client_id`, as a hook or the System Log delivers it.
+fn app_created(client_id: &str, label: &str) -> intake::Received {
+    let mut ev = fixture("application.lifecycle.create.json");
+    ev["uuid"] = json!(format!("create-{client_id}"));
+    ev["target"][0]["id"] = json!(client_id);
+    ev["target"][0]["displayName"] = json!(label);
+    ev["target"][0]["alternateId"] = json!(label);
+    received(&ev).unwrap()
+}
+
+async fn the_agent(engine: &Engine) -> statemachines::Agent {
+    engine.store.agent_by_name(AGENT).await.unwrap().unwrap()
+}
+
+/// The onboarding ended active with `client_id`, and nothing became a shadow agent.
+async fn onboarded_without_shadow(engine: &Engine, client_id: &str) {
+    let agent = the_agent(engine).await;
+    assert_eq!(agent.status, AgentStatus::Active);
+    assert_eq!(agent.client_id.as_deref(), Some(client_id));
+    assert_eq!(engine.shadow_agents().await.unwrap(), vec![]);
+    let found = engine.store.audit(0, 1000).await.unwrap();
+    assert!(
+        !found.iter().any(|r| serde_json::to_string(r)
+            .unwrap()
+            .contains("shadow_agent_found")),
+        "no shadow agent audited"
+    );
+}
+
+/// The dev IdP with something in between: `client` reads that wait, once, until the test lets
+/// them go (the test applies the onboarding's record while the engine looks at the client),
+/// or creates that make the client and answer with a refusal, as when the answer is lost for
+/// good (the onboarding fails, and the client Steward made stays behind).
+struct Interposed {
+    inner: Arc<dyn IdentityProvider>,
+    lose_answer: bool,
+    armed: AtomicBool,
+    entered: Notify,
+    release: Notify,
+}
+
+impl Interposed {
+    fn new(inner: Arc<dyn IdentityProvider>, lose_answer: bool) -> Self {
+        Self {
+            inner,
+            lose_answer,
+            armed: AtomicBool::new(false),
+            entered: Notify::new(),
+            release: Notify::new(),
+        }
+    }
+}
+
+#[async_trait]
+impl IdentityProvider for Interposed {
+    async fn create_client(&self, s: &ClientSpec, k: &str) -> Result<CreatedClient, IdpError> {
+        let created = self.inner.create_client(s, k).await?;
+        if self.lose_answer {
+            return Err(IdpError::Refused("the answer was lost".into()));
+        }
+        Ok(created)
+    }
+    async fn client(&self, client_id: &str) -> Result<Option<ClientInfo>, IdpError> {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            self.entered.notify_one();
+            self.release.notified().await;
+        }
+        self.inner.client(client_id).await
+    }
+    async fn set_grants(&self, c: &str, s: &[String], l: u32) -> Result<(), IdpError> {
+        self.inner.set_grants(c, s, l).await
+    }
+    async fn set_active(&self, c: &str, a: bool) -> Result<(), IdpError> {
+        self.inner.set_active(c, a).await
+    }
+    async fn list_clients(&self) -> Result<Vec<ClientInfo>, IdpError> {
+        self.inner.list_clients().await
+    }
+    async fn add_secret(&self, c: &str, k: &str) -> Result<NewSecret, IdpError> {
+        self.inner.add_secret(c, k).await
+    }
+    async fn remove_secret(&self, c: &str, s: &str) -> Result<(), IdpError> {
+        self.inner.remove_secret(c, s).await
+    }
+    async fn secret_ids(&self, c: &str) -> Result<Vec<String>, IdpError> {
+        self.inner.secret_ids(c).await
+    }
+    async fn test_secret(&self, c: &str, s: &Secret) -> Result<(), IdpError> {
+        self.inner.test_secret(c, s).await
+    }
+    async fn revoke_tokens(&self, c: &str) -> Result<TokenRevocation, IdpError> {
+        self.inner.revoke_tokens(c).await
+    }
+    async fn delete_client(&self, c: &str) -> Result<(), IdpError> {
+        self.inner.delete_client(c).await
+    }
+}
+
+#[tokio::test]
+async fn an_app_created_event_before_the_onboarding_records_its_client_starts_no_shadow() {
+    let st = stack(|_| None);
+    let e = &st.engine;
+    e.request_agent(orders_agent(), "bob@example.com")
+        .await
+        .unwrap();
+    let client = until_created(e, st.dev.as_ref()).await;
+    assert_eq!(client.name, AGENT, "the client is named after the agent");
+    assert!(
+        client
+            .steward_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("onboarding-")),
+        "the client carries its creation key: {client:?}"
+    );
+    assert_eq!(the_agent(e).await.client_id, None, "not recorded yet");
+
+    let accepted = intake::accept(e, vec![app_created(&client.client_id, AGENT)])
+        .await
+        .unwrap();
+    assert_eq!(accepted.new, 1);
+    assert_eq!(e.shadow_agents().await.unwrap(), vec![]);
+
+    settle(e).await;
+    onboarded_without_shadow(e, &client.client_id).await;
+}
+
+/// Okta's event is handled while the onboarding records the client: the engine finds no agent
+/// by the client id, reads the app at Okta, and meanwhile the record lands and the agent is
+/// active with it.
+#[tokio::test]
+async fn an_app_created_event_racing_the_onboardings_record_starts_no_shadow() {
+    let mut pausing = None;
+    let st = stack(|dev| {
+        let p = Arc::new(Interposed::new(dev, false));
+        pausing = Some(p.clone());
+        Some(p)
+    });
+    let pausing = pausing.unwrap();
+    let e = &st.engine;
+    e.request_agent(orders_agent(), "bob@example.com")
+        .await
+        .unwrap();
+    let client = until_created(e, st.dev.as_ref()).await;
+    assert_eq!(the_agent(e).await.client_id, None, "not recorded yet");
+
+    pausing.armed.store(true, Ordering::SeqCst);
+    let event = async {
+        intake::accept(e, vec![app_created(&client.client_id, AGENT)])
+            .await
+            .unwrap()
+    };
+    let record = async {
+        pausing.entered.notified().await;
+        settle(e).await;
+        assert_eq!(the_agent(e).await.status, AgentStatus::Active);
+        pausing.release.notify_one();
+    };
+    let (accepted, ()) = tokio::join!(event, record);
+    assert_eq!(accepted.new, 1);
+    settle(e).await;
+    onboarded_without_shadow(e, &client.client_id).await;
+}
+
+#[tokio::test]
+async fn a_sweep_between_the_create_and_its_record_adopts_nothing() {
+    let st = stack(|_| None);
+    let e = &st.engine;
+    e.request_agent(orders_agent(), "bob@example.com")
+        .await
+        .unwrap();
+    let client = until_created(e, st.dev.as_ref()).await;
+    assert_eq!(the_agent(e).await.client_id, None, "not recorded yet");
+
+    let report = e.discover().await.unwrap();
+    assert_eq!(report.clients, 1);
+    assert_eq!(report.shadows, vec![], "{report:?}");
+    assert_eq!(report.unrecorded, 1, "{report:?}");
+
+    settle(e).await;
+    onboarded_without_shadow(e, &client.client_id).await;
+    let report = e.discover().await.unwrap();
+    assert_eq!((report.registered, report.unrecorded), (1, 0));
+    assert_eq!(report.shadows, vec![]);
+}
+
+/// The create succeeded at the IdP but its answer never came back: the onboarding failed, and
+/// its client carries Steward's mark. It is Steward's leftover, not someone's shadow agent.
+#[tokio::test]
+async fn a_client_left_by_a_failed_onboarding_is_never_a_shadow() {
+    let st = stack(|dev| Some(Arc::new(Interposed::new(dev, true))));
+    let e = &st.engine;
+    e.request_agent(orders_agent(), "bob@example.com")
+        .await
+        .unwrap();
+    settle(e).await;
+    assert_eq!(the_agent(e).await.status, AgentStatus::Failed);
+    let left = st.dev.list_clients().await.unwrap();
+    assert_eq!(left.len(), 1, "the client stayed behind");
+
+    let report = e.discover().await.unwrap();
+    assert_eq!(report.shadows, vec![], "{report:?}");
+    assert_eq!(report.unrecorded, 1);
+    let accepted = intake::accept(e, vec![app_created(&left[0].client_id, AGENT)])
+        .await
+        .unwrap();
+    assert_eq!(accepted.new, 1);
+    settle(e).await;
+    assert_eq!(e.shadow_agents().await.unwrap(), vec![]);
+}
+
+/// Clients made outside Steward are still found, by the sweep and by the event, also when
+/// they are made while Steward creates its own, or carry a mark that names no workflow here.
+#[tokio::test]
+async fn clients_made_outside_steward_are_still_shadows() {
+    let st = stack(|_| None);
+    let e = &st.engine;
+    e.request_agent(orders_agent(), "bob@example.com")
+        .await
+        .unwrap();
+    let own = until_created(e, st.dev.as_ref()).await;
+    let outside = |name: &str, key: &str| {
+        let spec = ClientSpec {
+            agent_id: String::new(),
+            name: name.into(),
+            scopes: vec!["erp:orders:read".into()],
+            token_lifetime_secs: 3600,
+        };
+        let dev = st.dev.clone();
+        let key = key.to_string();
+        async move { dev.create_client(&spec, &key).await.unwrap().client_id }
+    };
+    // Made in the IdP's console, by a person: the dev IdP keeps the key it was given.
+    let by_event = outside("Inventory Sync", "console-inventory-sync").await;
+    let by_sweep = outside("Old Report Bot", "onboarding-nothing-here/1/2").await;
+
+    let accepted = intake::accept(e, vec![app_created(&by_event, "Inventory Sync")])
+        .await
+        .unwrap();
+    assert_eq!(accepted.new, 1);
+    let report = e.discover().await.unwrap();
+    assert_eq!(report.clients, 3);
+    assert_eq!(report.unrecorded, 1, "Steward's own, being created");
+    let mut found: Vec<(String, bool)> = report
+        .shadows
+        .iter()
+        .map(|s| (s.workflow_id.clone(), s.duplicate))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        vec![
+            (format!("shadow-{by_event}"), true),
+            (format!("shadow-{by_sweep}"), false),
+        ]
+    );
+    settle(e).await;
+    let mut shadows: Vec<String> = e
+        .shadow_agents()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    shadows.sort();
+    assert_eq!(shadows, ["inventory-sync", "old-report-bot"]);
+    let agent = the_agent(e).await;
+    assert_eq!(agent.status, AgentStatus::Active);
+    assert_eq!(agent.client_id, Some(own.client_id));
 }

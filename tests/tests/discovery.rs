@@ -26,7 +26,9 @@ fn start() -> Server {
 }
 
 /// Creates a client straight in the development IdP's database, as an admin would in the IdP's
-/// console: Steward is not told. Returns (client id, its secret).
+/// console: Steward is not told. The dev IdP keeps the key it is given with the client, but this
+/// one names no workflow of Steward's, so it is no mark of Steward's. Returns (client id, its
+/// secret).
 fn create_behind_stewards_back(s: &Server, label: &str, scopes: &[&str]) -> (String, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

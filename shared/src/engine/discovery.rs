@@ -2,6 +2,13 @@
 //! lists the IdP's clients; the IdP's app-created events report one as it appears. Each
 //! unknown client becomes an unregistered agent with a `shadow_agent` workflow that asks its
 //! creator (or the security channel) to claim it or let it go.
+//!
+//! Steward's own clients are never shadow agents, even before the onboarding that made one has
+//! recorded its client id (the IdP's app-created event often arrives first): a client whose
+//! creation mark ([`ClientInfo::steward_key`], the `create_client` key `<workflow>/<seq>/<index>`)
+//! names a workflow of this Steward is its own, recorded or not; and for an IdP that keeps no
+//! mark, a client named like an agent being onboarded without a client yet is taken for that
+//! agent's.
 
 use super::message::Message;
 use super::workflows::StartInput;
@@ -23,6 +30,11 @@ pub struct DiscoveryReport {
     pub clients: usize,
     /// Clients that belong to a registered agent.
     pub registered: usize,
+    /// Clients Steward made, or is making, that no agent records yet: a creation whose
+    /// onboarding has not recorded it, or one whose onboarding ended without it (logged).
+    /// Never shadow agents.
+    #[serde(default)]
+    pub unrecorded: usize,
     /// Shadow agents found now (new workflows) or already known (duplicates).
     pub shadows: Vec<Started>,
 }
@@ -46,6 +58,15 @@ pub struct Claim {
 
 fn workflow_id(client_id: &str) -> String {
     format!("shadow-{client_id}")
+}
+
+/// The workflow a command key names: the engine keys external commands
+/// `<workflow>/<seq>/<index>`.
+fn workflow_of(key: &str) -> Option<&str> {
+    let mut parts = key.rsplitn(3, '/');
+    let (index, seq, workflow) = (parts.next()?, parts.next()?, parts.next()?);
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (number(index) && number(seq) && !workflow.is_empty()).then_some(workflow)
 }
 
 /// A registry name from an IdP label: lowercase words joined by '-'.
@@ -80,6 +101,10 @@ impl Engine {
                 report.registered += 1;
                 continue;
             }
+            if self.is_own(&client).await? {
+                report.unrecorded += 1;
+                continue;
+            }
             if let Some(s) = self
                 .shadow(client, None, Actor::Schedule("discovery".into()))
                 .await?
@@ -94,7 +119,8 @@ impl Engine {
     }
 
     /// The IdP said a client was created (Okta `application.lifecycle.create`), by `creator`
-    /// when a person did it. Clients Steward created are known and ignored.
+    /// when a person did it. Clients Steward created are known and ignored, recorded or not:
+    /// Okta reports the apps Steward makes too, often before the onboarding has recorded them.
     pub async fn client_created(
         &self,
         client_id: &str,
@@ -104,14 +130,68 @@ impl Engine {
         if self.store.agent_by_client(client_id).await?.is_some() {
             return Ok(None);
         }
-        // An app Steward is creating right now has no client id on its record yet: it is
-        // recognised by the name its onboarding chose.
         let Some(client) = self.executor.idp.client(client_id).await? else {
             return Ok(None); // gone again before we looked
         };
+        if self.is_own(&client).await? {
+            return Ok(None);
+        }
         let actor = Actor::IdpEvent(event_id.to_string());
         self.shadow(client, creator.map(str::to_string), actor)
             .await
+    }
+
+    /// Whether a client no agent records is one Steward made or is making, and so never a
+    /// shadow agent.
+    async fn is_own(&self, client: &ClientInfo) -> Result<bool, EngineError> {
+        let id = client.client_id.as_str();
+        if let Some(key) = client.steward_key.as_deref() {
+            // Only this Steward's workflows make its clients; a mark naming none of them was
+            // forged or made by another deployment, and proves nothing.
+            let instance = match workflow_of(key) {
+                Some(wf) => self.store.instance(wf).await?,
+                None => None,
+            };
+            let Some(instance) = instance else {
+                tracing::warn!(
+                    client_id = id,
+                    key,
+                    "a creation mark naming no workflow here: the client counts as made elsewhere"
+                );
+                return self.being_onboarded(client).await;
+            };
+            let in_flight = instance.pending.iter().any(|p| p.key == key);
+            // A leftover (its workflow ended without recording it) is Steward's to clean up,
+            // not a person's to claim. The onboarding may have recorded it since the caller
+            // looked, hence the second read.
+            if !in_flight && self.store.agent_by_client(id).await?.is_none() {
+                tracing::warn!(
+                    client_id = id,
+                    workflow = %instance.id,
+                    "Steward made this client and no agent records it; delete it if unused"
+                );
+            }
+            return Ok(true);
+        }
+        self.being_onboarded(client).await
+    }
+
+    /// For an IdP that keeps no creation mark: a client named like an agent being onboarded
+    /// that has no client yet is taken for the one its onboarding is creating. Its name is the
+    /// agent's name (`ClientSpec::name`).
+    async fn being_onboarded(&self, client: &ClientInfo) -> Result<bool, EngineError> {
+        let Some(a) = self.store.agent_by_name(&client.name).await? else {
+            return Ok(false);
+        };
+        let onboarding = a.client_id.is_none()
+            && matches!(
+                a.status,
+                AgentStatus::Provisioning | AgentStatus::PendingApproval
+            );
+        // Or it recorded this very client after the caller looked it up by its id.
+        let recorded = a.status != AgentStatus::Unregistered
+            && a.client_id.as_deref() == Some(client.client_id.as_str());
+        Ok(onboarding || recorded)
     }
 
     /// Starts the shadow workflow of an unknown client (once per client).
@@ -121,16 +201,6 @@ impl Engine {
         creator: Option<String>,
         found_by: Actor,
     ) -> Result<Option<Started>, EngineError> {
-        // An onboarding that created this client and has not recorded it yet: its agent has
-        // no client id yet; it is recognised by the name the onboarding chose.
-        if let Some(a) = self.store.agent_by_name(&client.name).await?
-            && matches!(
-                a.status,
-                AgentStatus::Provisioning | AgentStatus::PendingApproval
-            )
-        {
-            return Ok(None);
-        }
         let now = self.clock.now();
         let hash = short_hash(&[&client.client_id]);
         let agent = Agent {
@@ -327,5 +397,18 @@ mod tests {
     fn labels_become_registry_names() {
         assert_eq!(super::name_of("Billing Sync (v2)"), "billing-sync-v2");
         assert_eq!(super::name_of("--ERP_reader--"), "erp-reader");
+    }
+
+    #[test]
+    fn a_creation_mark_names_the_workflow_of_its_command_key() {
+        use super::workflow_of;
+        assert_eq!(
+            workflow_of("onboarding-orders-agent-prod-1a2b3c4d/1/2"),
+            Some("onboarding-orders-agent-prod-1a2b3c4d")
+        );
+        assert_eq!(workflow_of("shadow-a/b/12/0"), Some("shadow-a/b"));
+        for not_a_key in ["console-Inventory Sync", "wf/1", "wf/x/2", "/1/2", "wf/1/"] {
+            assert_eq!(workflow_of(not_a_key), None, "{not_a_key}");
+        }
     }
 }

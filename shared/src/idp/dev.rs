@@ -462,7 +462,7 @@ impl DevIdp {
     fn list_where(&self, client_id: Option<&str>) -> Result<Vec<ClientInfo>, IdpError> {
         let conn = self.db.lock();
         let mut st = conn
-            .prepare_cached("SELECT client_id, name, scopes, token_lifetime_secs, active, created_at FROM idp_clients WHERE ?1 IS NULL OR client_id=?1 ORDER BY rowid")
+            .prepare_cached("SELECT client_id, name, scopes, token_lifetime_secs, active, created_at, idempotency_key FROM idp_clients WHERE ?1 IS NULL OR client_id=?1 ORDER BY rowid")
             .map_err(unavailable)?;
         let rows = st
             .query_map([client_id], |r| {
@@ -473,12 +473,13 @@ impl DevIdp {
                     r.get::<_, u32>(3)?,
                     r.get::<_, bool>(4)?,
                     r.get::<_, String>(5)?,
+                    r.get::<_, String>(6)?,
                 ))
             })
             .map_err(unavailable)?;
         let mut out = Vec::new();
         for row in rows {
-            let (client_id, name, scopes, token_lifetime_secs, active, created) =
+            let (client_id, name, scopes, token_lifetime_secs, active, created, key) =
                 row.map_err(unavailable)?;
             out.push(ClientInfo {
                 client_id,
@@ -489,6 +490,8 @@ impl DevIdp {
                 created_at: DateTime::parse_from_rfc3339(&created)
                     .map(|d| d.with_timezone(&Utc))
                     .unwrap_or_default(),
+                // Every client here was made by `create_client`, and its row keeps the key.
+                steward_key: Some(key),
             });
         }
         Ok(out)

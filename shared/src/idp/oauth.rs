@@ -17,6 +17,8 @@
 //! - No lifecycle: `set_active(false)` withdraws the `client_credentials` grant from the
 //!   client's `grant_types`, and checks the server's echo; `set_active(true)` restores it.
 //! - No listing: `list_clients` lists the clients this adapter registered (its vault records).
+//!   Each record keeps the key of the `create_client` that registered it: Steward's mark on
+//!   its own clients (`ClientInfo::steward_key`), which the server itself cannot carry.
 //! - No per-client token lifetime: sent as the client metadata field named by
 //!   [`OAuthSettings::token_lifetime_field`], and refused unless the server echoes it.
 //! - No manager-side token revocation: RFC 7009 needs each token's value.
@@ -275,6 +277,8 @@ struct Registration {
     /// Counts the client's secrets: the current secret's id is `sec-<serial>`.
     secret_serial: u64,
     deleted: bool,
+    /// The idempotency key of the `create_client` that registered it (Steward's mark).
+    idempotency_key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -285,6 +289,8 @@ struct RegistrationDoc {
     secret_serial: u64,
     #[serde(default)]
     deleted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -632,6 +638,7 @@ impl OAuthDcr {
             token: Secret::new(d.registration_access_token),
             secret_serial: d.secret_serial,
             deleted: d.deleted,
+            idempotency_key: d.idempotency_key,
         }))
     }
 
@@ -650,6 +657,7 @@ impl OAuthDcr {
             registration_access_token: r.token.expose().to_string(),
             secret_serial: r.secret_serial,
             deleted: r.deleted,
+            idempotency_key: r.idempotency_key.clone(),
         };
         self.store(&self.client_name(&r.client_id), &doc).await
     }
@@ -836,7 +844,7 @@ impl OAuthDcr {
         Ok(())
     }
 
-    fn info(&self, client_id: &str, m: &Map<String, Value>) -> ClientInfo {
+    fn info(&self, r: &Registration, m: &Map<String, Value>) -> ClientInfo {
         let lifetime = self
             .settings
             .token_lifetime_field
@@ -851,17 +859,22 @@ impl OAuthDcr {
             .and_then(|t| DateTime::<Utc>::from_timestamp(t, 0))
             .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
         ClientInfo {
-            client_id: client_id.into(),
+            client_id: r.client_id.clone(),
             name: str_field(m, "client_name").unwrap_or_default().into(),
             scopes: scopes_of(m),
             token_lifetime_secs: lifetime,
             active: grants_token(m),
             created_at,
+            steward_key: r.idempotency_key.clone(),
         }
     }
 
     /// RFC 7591 registration of a client_credentials client, recorded in the vault.
-    async fn register(&self, spec: &ClientSpec) -> Result<(Registration, Secret), IdpError> {
+    async fn register(
+        &self,
+        spec: &ClientSpec,
+        idempotency_key: &str,
+    ) -> Result<(Registration, Secret), IdpError> {
         let scope = scope_value(&spec.scopes)?;
         let endpoint = self.endpoints().await?.registration.clone();
         let mut body = json!({
@@ -907,6 +920,8 @@ impl OAuthDcr {
             token: Secret::new(token),
             secret_serial: 1,
             deleted: false,
+            // Kept with the record from the start: the client is listed only once it is there.
+            idempotency_key: Some(idempotency_key.into()),
         };
         // Recorded first: without the registration access token the client is unmanageable.
         self.save_registration(&reg).await?;
@@ -1019,7 +1034,7 @@ impl IdentityProvider for OAuthDcr {
                 secret: s.secret,
             });
         }
-        let (reg, secret) = self.register(spec).await?;
+        let (reg, secret) = self.register(spec, idempotency_key).await?;
         self.store(
             &key_name,
             &IdempotencyDoc {
@@ -1089,7 +1104,7 @@ impl IdentityProvider for OAuthDcr {
         if reg.deleted {
             return Ok(None);
         }
-        Ok(self.read(&reg).await?.map(|m| self.info(client_id, &m)))
+        Ok(self.read(&reg).await?.map(|m| self.info(&reg, &m)))
     }
 
     async fn list_clients(&self) -> Result<Vec<ClientInfo>, IdpError> {
@@ -1103,7 +1118,7 @@ impl IdentityProvider for OAuthDcr {
                 continue;
             }
             match self.read(&reg).await? {
-                Some(m) => out.push(self.info(&client_id, &m)),
+                Some(m) => out.push(self.info(&reg, &m)),
                 None => tracing::warn!(
                     client_id,
                     "a client this adapter registered is gone at the server, or no longer \
@@ -1166,7 +1181,7 @@ impl IdentityProvider for OAuthDcr {
         let _g = self.lock.lock().await;
         let reg = self.live_registration(client_id).await?;
         let m = self.read_live(&reg).await?;
-        let lifetime = self.info(client_id, &m).token_lifetime_secs;
+        let lifetime = self.info(&reg, &m).token_lifetime_secs;
         let until = if lifetime > 0 {
             format!("at most {lifetime} s, the client's token lifetime")
         } else {

@@ -48,6 +48,9 @@ pub async fn run(idp: &dyn IdentityProvider, caps: Caps, prefix: &str, scopes: [
         .expect("client exists");
     assert_eq!(info.scopes, vec![a.to_string()]);
     assert!(info.active);
+    // Steward's mark: the create's key stays with the client (discovery skips such clients).
+    let key = format!("{prefix}-k1");
+    assert_eq!(info.steward_key.as_deref(), Some(key.as_str()));
     idp.test_secret(&created.client_id, &created.secret)
         .await
         .unwrap();
@@ -87,11 +90,13 @@ pub async fn run(idp: &dyn IdentityProvider, caps: Caps, prefix: &str, scopes: [
         vec![b.to_string()]
     );
 
-    // Listing includes it.
+    // Listing includes it, with its mark.
     let listed = idp.list_clients().await.unwrap();
     assert!(
-        listed.iter().any(|c| c.client_id == id),
-        "list_clients misses {id}"
+        listed
+            .iter()
+            .any(|c| c.client_id == id && c.steward_key.as_deref() == Some(key.as_str())),
+        "list_clients misses {id} or its mark"
     );
 
     // Lifecycle: a deactivated client gets no token, an activated one does.

@@ -15,7 +15,8 @@
 //! - rate limits per bucket (`apps`, `logs`, each token path) in fixed windows aligned to the
 //!   epoch, `X-Rate-Limit-*` on every answer, 429 E0000047 beyond the limit, and a count of
 //!   the requests that arrived in each window;
-//! - faults on demand: the next N matching calls answer 500 or 429.
+//! - faults on demand: the next N matching calls answer 500 or 429;
+//! - holds on demand: the next call to a path waits until the test lets it go.
 //!
 //! Any scope string is known. Client ids are the app ids, as for Okta apps created without one.
 #![allow(dead_code)] // tests use different parts
@@ -60,6 +61,24 @@ pub struct Fault {
     pub status: u16,
     pub times: u32,
     pub reset_in_secs: u64,
+}
+
+/// A call held at the fake: [`Hold::arrived`] once it came in, and it is answered (as it
+/// would have been) only after [`Hold::release`].
+#[derive(Debug, Clone, Default)]
+pub struct Hold {
+    arrived: Arc<tokio::sync::Notify>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+impl Hold {
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
+    }
+
+    pub fn release(&self) {
+        self.release.notify_one();
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +138,8 @@ struct Inner {
     /// Requests that arrived per (bucket, window start), including refused ones.
     arrivals: BTreeMap<(String, u64), u32>,
     faults: Vec<Fault>,
+    /// (method, exact path, hold): the next such call waits.
+    holds: Vec<(String, String, Hold)>,
     max_page: usize,
     logs: Vec<Value>,
     /// Service apps trusted for OAuth for Okta: client id → RSA public key (PEM).
@@ -260,6 +281,7 @@ impl FakeOkta {
             limits: HashMap::new(),
             arrivals: BTreeMap::new(),
             faults: Vec::new(),
+            holds: Vec::new(),
             max_page: 200,
             logs: Vec::new(),
             service_apps: HashMap::new(),
@@ -353,6 +375,15 @@ impl FakeOkta {
     /// Appends System Log events (each should carry `uuid` and `published`).
     pub fn push_log_events(&self, events: impl IntoIterator<Item = Value>) {
         self.lock().logs.extend(events);
+    }
+
+    /// Holds the next `method` call to exactly `path` until the returned hold is released.
+    pub fn hold_next(&self, method: &str, path: &str) -> Hold {
+        let hold = Hold::default();
+        self.lock()
+            .holds
+            .push((method.into(), path.into(), hold.clone()));
+        hold
     }
 
     /// Adds an app directly (as an admin would in the console); returns its id.
@@ -565,6 +596,18 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let held = {
+        let mut inner = state.inner.lock().unwrap();
+        let pos = inner
+            .holds
+            .iter()
+            .position(|(m, p, _)| m == method.as_str() && p == uri.path());
+        pos.map(|i| inner.holds.remove(i).2)
+    };
+    if let Some(hold) = held {
+        hold.arrived.notify_one();
+        hold.release.notified().await;
+    }
     let mut inner = state.inner.lock().unwrap();
     let path = uri.path().to_string();
     let query_string = uri.query().unwrap_or("").to_string();

@@ -1,14 +1,20 @@
 //! The Okta adapter against the local fake Okta: the port's contract, then what only Okta has
-//! (rate limits, pagination, its error codes, its two ways of authenticating Steward).
+//! (rate limits, pagination, its error codes, its two ways of authenticating Steward), and
+//! discovery on Okta while Steward creates an app (Okta reports Steward's own apps too).
 
 use super::conformance::{self, Caps};
 use super::fake_okta::{API_TOKEN, FakeOkta, Fault};
 use serde_json::{Value, json};
 use shared::Secret;
+use shared::embedded::{Durability, Embedded, EmbeddedConfig};
 use shared::idp::okta::{
     MANAGEMENT_SCOPES, Okta, OktaAuth, OktaSettings, OktaSettingsError, SigningKey,
 };
-use shared::ports::idp::{ClientSpec, IdentityProvider, IdpError};
+use shared::inbound::okta_events::received;
+use shared::intake;
+use shared::ports::idp::{ClientInfo, ClientSpec, IdentityProvider, IdpError};
+use shared::{Engine, EngineConfig};
+use statemachines::{AgentRequest, AgentStatus};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 /// A throwaway RSA key pair for the OAuth for Okta tests (generated for these tests only).
@@ -154,6 +160,9 @@ async fn create_client_makes_a_service_app_with_its_grants() {
     assert_eq!(info.scopes, vec!["inventory.read", "inventory.write"]);
     assert_eq!(info.token_lifetime_secs, 900);
     assert_eq!(info.name, "okta-test inventory");
+    // Steward's mark, in the profile from the create on.
+    assert_eq!(app["profile"]["stewardIdempotencyKey"], "k-1");
+    assert_eq!(info.steward_key.as_deref(), Some("k-1"));
     let grants = fake.calls_to(
         "POST",
         &format!("/api/v1/apps/{}/grants", created.client_id),
@@ -355,11 +364,11 @@ async fn list_clients_follows_every_page_and_keeps_service_apps() {
         pages[0].query
     );
     assert!(pages[1..].iter().all(|p| p.query.contains("after=")));
-    // Apps Steward did not create report Okta's default lifetime.
+    // Apps Steward did not create report Okta's default lifetime, and carry no mark.
     assert!(
         listed
             .iter()
-            .all(|c| c.token_lifetime_secs == 3600 && c.active)
+            .all(|c| c.token_lifetime_secs == 3600 && c.active && c.steward_key.is_none())
     );
 }
 
@@ -836,4 +845,201 @@ async fn a_wrong_client_secret_is_refused_not_unavailable() {
         .await
         .unwrap_err();
     assert_eq!(provider_code(&err).1, "invalid_client");
+}
+
+// --- discovery on Okta while Steward creates an app -----------------------------------------
+
+const POLICY: &str = include_str!("../../../policy.example.toml");
+const AGENT: &str = "orders-agent-prod";
+
+/// The embedded stack with the fake Okta as the identity provider.
+struct OktaStack {
+    engine: std::sync::Arc<Engine>,
+    okta: Okta,
+    _dir: tempfile::TempDir,
+}
+
+fn okta_stack(fake: &FakeOkta) -> OktaStack {
+    let dir = tempfile::tempdir().unwrap();
+    let people = dir.path().join("people.toml");
+    std::fs::write(
+        &people,
+        "[[person]]\nemail = \"alice@example.com\"\nname = \"Alice Ng\"\n\n\
+         [[person]]\nemail = \"bob@example.com\"\nname = \"Bob Okafor\"\n",
+    )
+    .unwrap();
+    let s = Embedded::open(EmbeddedConfig {
+        data_dir: dir.path().join("data"),
+        policy: shared::policy::parse(POLICY, "policy.example.toml").unwrap(),
+        people,
+        issuer: "http://127.0.0.1:1".into(),
+        durability: Durability::Wal,
+        engine: EngineConfig {
+            max_attempts: 2,
+            base_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(5),
+            ..EngineConfig::default()
+        },
+        slack: None,
+        okta: Some(settings(fake)),
+        okta_hook_secret: None,
+        oauth: None,
+        ssf: None,
+    })
+    .unwrap();
+    OktaStack {
+        engine: s.engine,
+        okta: s.okta.expect("Okta is the identity provider"),
+        _dir: dir,
+    }
+}
+
+fn orders_agent() -> AgentRequest {
+    AgentRequest {
+        name: AGENT.into(),
+        owner: "alice@example.com".into(),
+        team: "sre".into(),
+        environment: "prod".into(),
+        purpose: "reads orders".into(),
+        scopes: vec!["erp:orders:read".into()],
+        token_lifetime_secs: Some(600),
+        expires_on: None,
+    }
+}
+
+/// Requests the agent and works the queue one message at a time until its app exists at Okta:
+/// the create ran, and its result waits in the queue, not yet applied.
+async fn onboarding_until_created(st: &OktaStack) -> ClientInfo {
+    let e = &st.engine;
+    e.request_agent(orders_agent(), "bob@example.com")
+        .await
+        .unwrap();
+    for _ in 0..20 {
+        if let Some(c) = st
+            .okta
+            .list_clients()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == AGENT)
+        {
+            let agent = e.store.agent_by_name(AGENT).await.unwrap().unwrap();
+            assert_eq!(agent.client_id, None, "not recorded yet");
+            return c;
+        }
+        e.work_once(1).await.unwrap();
+    }
+    panic!("the onboarding created no app")
+}
+
+async fn settle(engine: &Engine) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        engine.run_until_idle().await.unwrap();
+        if engine.queue.depth().await.unwrap() == 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the queue did not drain");
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+}
+
+/// Okta's `application.lifecycle.create` about `app_id`, as its event hook delivers it.
+fn app_created(app_id: &str, label: &str, by: &str) -> intake::Received {
+    let path = format!(
+        "{}/../tests/fixtures/okta/events/application.lifecycle.create.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut ev: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    ev["uuid"] = json!(format!("create-{app_id}"));
+    ev["actor"]["alternateId"] = json!(by);
+    ev["target"][0]["id"] = json!(app_id);
+    ev["target"][0]["displayName"] = json!(label);
+    ev["target"][0]["alternateId"] = json!(label);
+    received(&ev).unwrap()
+}
+
+async fn active_without_shadows(engine: &Engine, app_id: &str) {
+    let agent = engine.store.agent_by_name(AGENT).await.unwrap().unwrap();
+    assert_eq!(agent.status, AgentStatus::Active);
+    assert_eq!(agent.client_id.as_deref(), Some(app_id));
+    assert_eq!(engine.shadow_agents().await.unwrap(), vec![]);
+}
+
+/// Okta's app-created event for the app Steward is creating arrives before the onboarding
+/// records it, and the record lands while the engine reads the app at Okta: the app is
+/// Steward's by the mark its create put in the profile, so no shadow agent, and the
+/// onboarding completes with its app.
+#[tokio::test]
+async fn an_app_created_event_before_the_onboarding_records_its_app_starts_no_shadow() {
+    let fake = FakeOkta::start();
+    let st = okta_stack(&fake);
+    let e = &st.engine;
+    let app = onboarding_until_created(&st).await;
+    assert!(
+        app.steward_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("onboarding-")),
+        "{app:?}"
+    );
+
+    let read = fake.hold_next("GET", &format!("/api/v1/apps/{}", app.client_id));
+    let event = async {
+        intake::accept(
+            e,
+            vec![app_created(&app.client_id, AGENT, "svc@example.com")],
+        )
+        .await
+        .unwrap()
+    };
+    let record = async {
+        read.arrived().await;
+        settle(e).await;
+        let agent = e.store.agent_by_name(AGENT).await.unwrap().unwrap();
+        assert_eq!(agent.client_id.as_deref(), Some(app.client_id.as_str()));
+        read.release();
+    };
+    let (accepted, ()) = tokio::join!(event, record);
+    assert_eq!(accepted.new, 1);
+    settle(e).await;
+    active_without_shadows(e, &app.client_id).await;
+    fake.assert_well_formed();
+}
+
+/// A sweep between Okta's create and the onboarding's record takes nothing; an app made in
+/// Okta's console meanwhile is still a shadow agent, found by the sweep and by its event.
+#[tokio::test]
+async fn a_sweep_while_steward_creates_an_app_finds_only_console_apps() {
+    let fake = FakeOkta::start();
+    let st = okta_stack(&fake);
+    let e = &st.engine;
+    let app = onboarding_until_created(&st).await;
+    let console = fake.seed_app("Inventory Sync", &["client_credentials"]);
+
+    let report = e.discover().await.unwrap();
+    assert_eq!(report.clients, 2, "{report:?}");
+    assert_eq!(report.unrecorded, 1, "Steward's own app, being created");
+    assert_eq!(report.shadows.len(), 1, "{report:?}");
+    assert_eq!(report.shadows[0].workflow_id, format!("shadow-{console}"));
+    let accepted = intake::accept(
+        e,
+        vec![
+            app_created(&app.client_id, AGENT, "svc@example.com"),
+            app_created(&console, "Inventory Sync", "admin@example.com"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(accepted.new, 2);
+
+    settle(e).await;
+    let agent = e.store.agent_by_name(AGENT).await.unwrap().unwrap();
+    assert_eq!(agent.status, AgentStatus::Active);
+    assert_eq!(agent.client_id, Some(app.client_id));
+    let shadows = e.shadow_agents().await.unwrap();
+    assert_eq!(shadows.len(), 1);
+    assert_eq!(shadows[0].name, "inventory-sync");
+    assert_eq!(shadows[0].client_id.as_deref(), Some(console.as_str()));
+    let report = e.discover().await.unwrap();
+    assert_eq!((report.registered, report.unrecorded), (1, 0));
 }

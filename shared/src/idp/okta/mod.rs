@@ -482,6 +482,11 @@ impl Okta {
             .and_then(Value::as_u64)
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(self.t.settings.default_token_lifetime_secs);
+        // The create writes the key into the profile in the same call that makes the app, so
+        // every app Steward made carries it from its first moment.
+        let steward_key = profile_str(&app.profile, pk::IDEMPOTENCY_KEY)
+            .filter(|k| !k.is_empty())
+            .map(str::to_string);
         ClientInfo {
             client_id: app.id,
             name: app.label,
@@ -489,6 +494,7 @@ impl Okta {
             token_lifetime_secs: lifetime,
             active: is_active(&app.status),
             created_at: parse_time(app.created.as_deref()).unwrap_or_default(),
+            steward_key,
         }
     }
 
