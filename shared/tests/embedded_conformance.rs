@@ -487,3 +487,51 @@ mod file_vault_only {
         assert_eq!(b.1.expose(), "two");
     }
 }
+
+/// A message whose receives all ended in a dying process (none answered, none audited by the
+/// engine) is dead-lettered at its next receive, and the move is audited: nothing disappears
+/// from the queue without a record.
+#[tokio::test]
+async fn a_message_held_by_processes_that_died_is_dead_lettered_with_an_audit_record() {
+    use shared::ports::queue::OutMessage;
+    use shared::ports::store::StoreRead;
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Db::open(&dir.path().join("steward.db"), Durability::Wal).unwrap());
+    let q = SqliteQueue::with_max_receives(db.clone(), 2);
+    q.send(vec![OutMessage {
+        group: "wf-1".into(),
+        dedupe_id: "m-1".into(),
+        body: "{\"msg\":\"run\"}".into(),
+        delay: Duration::ZERO,
+    }])
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            q.receive(1, Duration::from_secs(30)).await.unwrap().len(),
+            1
+        );
+        // The process dies holding it; the next one recovers what was in flight.
+        assert_eq!(q.recover_in_flight().unwrap(), 1);
+    }
+    assert!(
+        q.receive(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(q.dead_letters(10).await.unwrap().len(), 1);
+    assert_eq!(q.depth().await.unwrap(), 0);
+    let audit = db.audit(0, 10).await.unwrap();
+    let dead: Vec<_> = audit
+        .iter()
+        .filter(|a| a.record.body["unmapped"]["steward_event"] == "dead_letter")
+        .collect();
+    assert_eq!(dead.len(), 1, "{audit:?}");
+    assert!(
+        dead[0].record.body["unmapped"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("without an answer")
+    );
+}

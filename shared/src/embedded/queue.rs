@@ -2,7 +2,7 @@
 //! group in flight at a time, a 5-minute deduplication window, visibility timeouts, and redrive
 //! to a dead-letter table after `max_receives`.
 
-use super::sqlite::{Db, backend, exec, from_ts, ts, write_commit};
+use super::sqlite::{Db, append_audit_tx, backend, exec, from_ts, ts, write_commit};
 use crate::ports::outbox::{Batch, Outbox, OutboxError};
 use crate::ports::queue::{DeadLetter, Delivery, OutMessage, Queue, QueueError};
 use crate::ports::store::StoreError;
@@ -55,22 +55,22 @@ impl SqliteQueue {
         visibility: Duration,
     ) -> rusqlite::Result<Vec<Delivery>> {
         let now = ts(Utc::now());
-        let candidates: Vec<(i64, String, String, u32)> = {
+        let candidates: Vec<(i64, String, String, u32, bool)> = {
             // Groups with a message in flight deliver nothing until it is acked or times out.
             // Scans in send order (rowid) and stops at the limit: most messages are visible.
             let mut st = tx.prepare_cached(
-                "SELECT seq, group_id, body, receive_count FROM queue
+                "SELECT seq, group_id, body, receive_count, receipt IS NULL FROM queue
                  WHERE visible_at <= ?1
                    AND group_id NOT IN (SELECT group_id FROM queue WHERE receipt IS NOT NULL AND visible_at > ?1)
                  ORDER BY seq LIMIT ?2",
             )?;
             st.query_map(params![now, (max * 4) as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<_, _>>()?
         };
         let mut out = Vec::new();
-        for (seq, group, body, count) in candidates {
+        for (seq, group, body, count, unanswered) in candidates {
             if out.len() >= max {
                 break;
             }
@@ -81,6 +81,24 @@ impl SqliteQueue {
                     params![group, body, count, now],
                 )?;
                 exec(tx, "DELETE FROM queue WHERE seq=?1", [seq])?;
+                // A failed last receive was audited by the engine when it put the message back
+                // (its receipt stays). One that ended without an answer (the process stopped
+                // while it held the message; the receipt was cleared at the restart) was not:
+                // the move itself is audited.
+                if unanswered {
+                    let summary: String = body.chars().take(200).collect();
+                    let record = crate::audit::dead_letter(
+                        &summary,
+                        count,
+                        "its last receive ended without an answer (the process stopped while it held the message)",
+                        Utc::now(),
+                    );
+                    append_audit_tx(tx, &[record]).map_err(|e| {
+                        rusqlite::Error::ToSqlConversionFailure(Box::new(std::io::Error::other(
+                            e.to_string(),
+                        )))
+                    })?;
+                }
                 tracing::error!(
                     group,
                     receive_count = count,

@@ -318,7 +318,7 @@ fn save_approval_tx(tx: &Connection, rec: &ApprovalRecord) -> Result<(), StoreEr
     Ok(())
 }
 
-fn append_audit_tx(tx: &Connection, records: &[AuditRecord]) -> Result<(), StoreError> {
+pub(crate) fn append_audit_tx(tx: &Connection, records: &[AuditRecord]) -> Result<(), StoreError> {
     if records.is_empty() {
         return Ok(());
     }

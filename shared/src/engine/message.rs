@@ -70,3 +70,37 @@ impl Message {
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(attempt: u32, waits: u32) -> Message {
+        Message::Run {
+            workflow_id: "wf".into(),
+            key: "wf/1/0".into(),
+            attempt,
+            waits,
+        }
+    }
+
+    /// A command put back to wait out a rate limit replaces the message being processed: with
+    /// that message's deduplication id, the queue would drop it and the command would be lost.
+    #[test]
+    fn each_wait_and_each_attempt_is_a_new_message() {
+        let ids = [run(0, 0), run(0, 1), run(0, 2), run(1, 0), run(1, 1)].map(|m| m.dedupe_id());
+        let mut unique = ids.to_vec();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len(), "{ids:?}");
+        // The first send keeps its id: a re-dispatch of the same command is recognised.
+        assert_eq!(run(0, 0).dedupe_id(), "run:wf/1/0#0");
+    }
+
+    #[test]
+    fn a_message_without_waits_reads_as_before() {
+        let old = r#"{"msg":"run","workflow_id":"wf","key":"wf/1/0","attempt":2}"#;
+        assert_eq!(serde_json::from_str::<Message>(old).unwrap(), run(2, 0));
+        assert_eq!(serde_json::to_string(&run(2, 0)).unwrap(), old);
+    }
+}
