@@ -181,6 +181,12 @@ pub enum AgentChange {
     },
     /// Something needs a person's attention.
     Flag { flag: AgentFlag },
+    /// A scope change set the client's grants. Only the grants change: a freeze or a rotation
+    /// recorded meanwhile stays.
+    GrantsSet {
+        scopes: Vec<String>,
+        token_lifetime_secs: u32,
+    },
 }
 
 impl Agent {
@@ -252,6 +258,13 @@ impl Agent {
                 if !self.flags.contains(flag) {
                     self.flags.push(flag.clone());
                 }
+            }
+            AgentChange::GrantsSet {
+                scopes,
+                token_lifetime_secs,
+            } => {
+                self.scopes = scopes.clone();
+                self.token_lifetime_secs = *token_lifetime_secs;
             }
         }
         self.updated_at = now;

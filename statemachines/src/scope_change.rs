@@ -1,7 +1,7 @@
 //! Scope change on an active agent: excluded scopes are denied at once, sensitive additions wait
 //! for approval, then the identity provider is set to exactly the new grant.
 
-use crate::agent::{Agent, AgentStatus};
+use crate::agent::{Agent, AgentChange, AgentStatus};
 use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
 use crate::command::{Actor, AuditKind, Command, IdpCommand};
 use crate::event::Event;
@@ -396,7 +396,15 @@ impl Workflow for ScopeChange {
                     .map(|a| Actor::Person(a.approver.clone()))
                     .unwrap_or(Actor::Person(change.requester.clone()));
                 let approval_id = approval.as_ref().map(|a| a.approval_id.as_str());
-                let mut commands = vec![Command::SaveAgent(Box::new(updated.clone()))];
+                // A field change, not the whole record: the agent may have been frozen (or its
+                // secret rotated) since this workflow copied it.
+                let mut commands = vec![Command::UpdateAgent {
+                    agent_id: updated.id.clone(),
+                    change: AgentChange::GrantsSet {
+                        scopes: updated.scopes.clone(),
+                        token_lifetime_secs: updated.token_lifetime_secs,
+                    },
+                }];
                 if !change.added.is_empty() {
                     commands.push(audit(
                         &updated,

@@ -13,6 +13,7 @@ use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 use proptest::test_runner::TestCaseError;
+use statemachines::agent::AgentChange;
 use statemachines::approval::{APPROVAL_REMINDER_TIMER, ApprovalRequest, Decision};
 use statemachines::command::{Command, IdpCommand};
 use statemachines::onboarding::{
@@ -310,6 +311,15 @@ impl Run {
                 }
                 Command::CloseApproval { .. } => self.approvals_closed += 1,
                 Command::SaveAgent(agent) => self.saved = Some(agent.as_ref().clone()),
+                // The engine applies a field change to the record as stored.
+                Command::UpdateAgent {
+                    change: change @ AgentChange::GrantsSet { .. },
+                    ..
+                } => {
+                    if let Some(saved) = &mut self.saved {
+                        saved.apply(change, W::agent(state).updated_at);
+                    }
+                }
                 Command::Idp(idp) => {
                     let unheld_sensitive: Vec<&String> = idp
                         .granted_scopes()

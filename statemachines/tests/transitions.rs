@@ -1501,7 +1501,24 @@ fn scenario_scope_change_grants_set_updates_registry_and_audits() {
     assert_eq!(agent.status, AgentStatus::Active);
     assert!(approval.is_some());
     assert!(ScopeChange::is_terminal(&step.state));
-    assert_eq!(saved_agents(&step.commands), [agent]);
+    // Only the grants are written: a freeze recorded since the workflow copied the agent stays.
+    assert!(saved_agents(&step.commands).is_empty());
+    assert!(step.commands.iter().any(|c| matches!(
+        c,
+        Command::UpdateAgent {
+            agent_id,
+            change: AgentChange::GrantsSet { scopes, token_lifetime_secs: 600 },
+        } if agent_id == &agent.id && scopes == &new_scopes
+    )));
+    let mut frozen = agent.clone();
+    frozen.status = AgentStatus::Frozen;
+    for c in &step.commands {
+        if let Command::UpdateAgent { change, .. } = c {
+            frozen.apply(change, when);
+        }
+    }
+    assert_eq!(frozen.status, AgentStatus::Frozen);
+    assert_eq!(frozen.scopes, new_scopes);
 
     assert_eq!(
         audit_kinds(&step.commands),
