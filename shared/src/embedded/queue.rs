@@ -190,12 +190,12 @@ impl Outbox for SqliteQueue {
             acks,
         } = batch;
         let parsed = parse_receipts(&acks)?;
-        let step_acks: Vec<Option<(i64, String)>> = steps
+        let step_acks: Vec<Option<(i64, &String)>> = steps
             .iter()
             .map(|s| {
                 s.ack
                     .as_ref()
-                    .map(|r| receipt_seq(r).map(|seq| (seq, r.clone())))
+                    .map(|r| receipt_seq(r).map(|seq| (seq, r)))
                     .transpose()
             })
             .collect::<Result<_, _>>()?;
@@ -216,8 +216,8 @@ impl Outbox for SqliteQueue {
                         Ok(()) => {
                             fail::fail_point!("outbox::after_commit");
                             insert(&sp, &step.messages).map_err(backend)?;
-                            if let Some((seq, r)) = ack {
-                                delete_received(&sp, &[(*seq, &r.clone())]).map_err(backend)?;
+                            if let Some(ack) = ack {
+                                delete_received(&sp, &[*ack]).map_err(backend)?;
                             }
                             sp.commit().map_err(backend)?;
                             results.push(Ok(()));
@@ -274,25 +274,6 @@ impl Queue for SqliteQueue {
         self.db
             .relaxed(|tx| delete_received(tx, &parsed))
             .map_err(q)
-    }
-
-    async fn send_and_ack(
-        &self,
-        messages: Vec<OutMessage>,
-        receipts: &[String],
-    ) -> Result<(), QueueError> {
-        let parsed = parse_receipts(receipts)?;
-        let sent = !messages.is_empty();
-        self.db
-            .relaxed(|tx| {
-                insert(tx, &messages)?;
-                delete_received(tx, &parsed)
-            })
-            .map_err(q)?;
-        if sent {
-            self.ready.notify_one();
-        }
-        Ok(())
     }
 
     async fn nack(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {

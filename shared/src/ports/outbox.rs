@@ -94,13 +94,7 @@ impl Outbox for SeparateOutbox {
                 results.push(r);
             }
         }
-        if !messages.is_empty() {
-            self.queue.send(messages).await?;
-        }
-        fail::fail_point!("outbox::after_send");
-        if !acks.is_empty() {
-            self.queue.ack(&acks).await?;
-        }
+        self.queue.send_and_ack(messages, &acks).await?;
         Ok(results)
     }
 

@@ -44,16 +44,16 @@ pub trait Queue: Send + Sync {
     /// more than the queue's max receive count move to the dead-letter queue instead.
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError>;
     async fn ack(&self, receipts: &[String]) -> Result<(), QueueError>;
-    /// The worker's bookkeeping after a batch is committed: send what the batch produced and
-    /// ack what it consumed, atomically where the queue allows. Losing this (a crash) only
-    /// causes a redelivery, which the engine recognises and answers by re-dispatching, so an
-    /// adapter may write it without waiting for the disk.
+    /// Sends `messages`, then acks `receipts`: the bookkeeping after a batch was written to a
+    /// store that cannot share a transaction with the queue ([`super::outbox::SeparateOutbox`]).
+    /// Sending first means a crash in between causes a redelivery, never a lost message.
     async fn send_and_ack(
         &self,
         messages: Vec<OutMessage>,
         receipts: &[String],
     ) -> Result<(), QueueError> {
         self.send(messages).await?;
+        fail::fail_point!("outbox::after_send");
         self.ack(receipts).await
     }
     /// Makes a received message visible again after `delay` (retry with backoff). Like SQS
