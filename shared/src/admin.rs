@@ -1,12 +1,13 @@
-//! The admin API's request bodies, shared by the local server (`steward serve`) and the `api`
-//! Lambda function, so both accept exactly the same JSON.
+//! The admin API's wire vocabulary: request bodies, query strings and replies. The router in
+//! [`crate::http`] reads and writes them and the typed client sends and reads the same structs,
+//! so the local server, the `api` Lambda function and the CLI agree by construction.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use statemachines::AgentRequest;
 use statemachines::scope_change::ScopeChangeRequest;
 
 /// `POST /agents`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentRequestBody {
     #[serde(flatten)]
@@ -16,7 +17,7 @@ pub struct AgentRequestBody {
 }
 
 /// `POST /agents/{agent}/scopes`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeChangeBody {
     #[serde(flatten)]
@@ -25,7 +26,7 @@ pub struct ScopeChangeBody {
 }
 
 /// `POST /agents/{agent}/owner`: a new owner for an agent whose owner left.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerBody {
     /// The new owner: an active person in the directory.
@@ -35,7 +36,7 @@ pub struct OwnerBody {
 }
 
 /// `POST /workflows/{id}/cancel`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     pub by: String,
@@ -43,7 +44,7 @@ pub struct CancelBody {
 }
 
 /// `POST /approvals/{id}/approve` and `/deny`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
     pub approver: String,
@@ -55,7 +56,7 @@ pub struct DecisionBody {
 }
 
 /// `POST /agents/{agent}/rotate`: rotate the agent's secret now.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
     /// Who asks: the owner or a security approver.
@@ -63,7 +64,7 @@ pub struct RotateBody {
 }
 
 /// `POST /agents/{agent}/decommission`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecommissionBody {
     /// Who asks: the owner, a security approver, or (owner lost) the former owner's manager.
@@ -72,7 +73,7 @@ pub struct DecommissionBody {
 }
 
 /// `POST /agents/{agent}/renew`: keep a time-bound agent longer (a security approver decides).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenewBody {
     pub by: String,
@@ -82,7 +83,7 @@ pub struct RenewBody {
 }
 
 /// `POST /campaigns`: launch an access-review campaign.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignBody {
     pub by: String,
@@ -111,7 +112,7 @@ impl CampaignBody {
 }
 
 /// `POST /reviews/{item}/decision`: answer a review item.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewAnswerBody {
     /// The reviewer: the owner, the owner's manager after escalation, or a security approver.
@@ -144,7 +145,7 @@ impl ReviewAnswerBody {
 
 /// `POST /agents/{agent}/freeze`: pull the kill switch now (owner or security approver).
 /// `POST /agents/{agent}/unfreeze`: ask security to decide on an agent frozen earlier.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeBody {
     pub by: String,
@@ -152,7 +153,7 @@ pub struct FreezeBody {
 }
 
 /// `POST /shadow-agents/{client}/claim`: take an unregistered client over with a real owner.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     #[serde(flatten)]
@@ -163,9 +164,149 @@ pub struct ClaimBody {
 
 /// `POST /shadow-agents/{client}/release`: let an unregistered client go (frozen, then
 /// decommissioned). Its creator or a security approver.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
     pub by: String,
     pub reason: String,
+}
+
+/// `GET /api/approvals?all=true`: every approval, not only the pending ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalsQuery {
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// `GET /api/audit?after=&limit=`: audit rows after sequence `after`, at most `limit`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    #[serde(default)]
+    pub after: u64,
+    /// Default and maximum: [`AUDIT_PAGE_MAX`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// The most audit rows one export returns (page with `after`).
+pub const AUDIT_PAGE_MAX: usize = 10_000;
+/// The most dead letters one listing returns, and the most the health check counts.
+pub const DEAD_LETTERS_MAX: usize = 1_000;
+
+/// `GET /api/campaigns/{id}/report?format=`: `json` (default), `csv` or `md`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+}
+
+/// Every error the API answers: what was wrong and, for a refused request, each reason with
+/// the field it concerns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<statemachines::workflow::Reason>,
+}
+
+/// `GET /api/health`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub queue_depth: usize,
+    pub dead_letters: usize,
+    /// Requests refused as malformed or unauthenticated since this process started.
+    pub bad_requests: u64,
+}
+
+/// One workflow of an agent, in `GET /api/agents/{agent}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowSummary {
+    pub id: String,
+    pub kind: String,
+    pub state: String,
+    pub terminal: bool,
+    pub pending_commands: usize,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `GET /api/agents/{agent}`: the agent and its workflows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    pub agent: statemachines::Agent,
+    pub workflows: Vec<WorkflowSummary>,
+}
+
+/// One line of `GET /api/agents/{agent}/history`, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentHistoryEntry {
+    pub workflow_id: String,
+    pub kind: String,
+    pub entry: crate::ports::store::HistoryEntry,
+}
+
+/// `GET /api/workflows/{id}`
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowView {
+    pub workflow: crate::ports::store::Instance,
+    pub history: Vec<crate::ports::store::HistoryEntry>,
+}
+
+/// `POST /api/agents/{agent}/owner`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerAssigned {
+    pub workflow_id: String,
+    pub owner: String,
+    pub status: String,
+}
+
+/// `POST /api/workflows/{id}/cancel`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CancelRequested {
+    pub workflow_id: String,
+    pub status: String,
+}
+
+/// One approval in `GET /api/approvals`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalView {
+    pub status: String,
+    pub action_hash: String,
+    pub request: statemachines::ApprovalRequest,
+    pub outcome: Option<statemachines::ApprovalOutcome>,
+}
+
+/// `POST /api/approvals/{id}/approve` and `/deny`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionQueued {
+    pub approval_id: String,
+    pub workflow_id: String,
+    pub decision: statemachines::Decision,
+    pub status: String,
+}
+
+/// `POST /api/reviews/{item}/decision`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReviewAnswered {
+    pub item: String,
+    pub decision: String,
+    pub by: String,
+}
+
+/// `POST /api/shadow-agents/{client}/release`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Released {
+    pub workflow_id: String,
+}
+
+/// One client in `GET /api/idp/clients`: what the identity provider holds (as opposed to the
+/// registry), with the ids of its secrets, never their values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdpClientView {
+    #[serde(flatten)]
+    pub client: crate::ports::idp::ClientInfo,
+    pub secret_ids: Vec<String>,
 }

@@ -10,6 +10,8 @@ pub mod aws;
 pub mod credential;
 pub mod embedded;
 pub mod engine;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod idp;
 pub mod inbound;
 pub mod intake;

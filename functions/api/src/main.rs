@@ -1,18 +1,14 @@
-use aws_lambda_events::apigw::ApiGatewayV2httpRequest;
-use lambda_runtime::{LambdaEvent, run, service_fn};
 use shared::aws::stack::AwsStack;
+use shared::inbound::ssf::{SsfReceiver, SsfSettings};
+use std::sync::Arc;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_runtime::Error> {
+async fn main() -> Result<(), lambda_http::Error> {
     shared::aws::init_logging();
-    let stack = AwsStack::from_env().await?;
-    let (engine, queue) = (&stack.engine, &*stack.queue);
-    run(service_fn(
-        |e: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            api::handle(engine, queue, e.payload)
-                .await
-                .map_err(lambda_runtime::Error::from)
-        },
-    ))
-    .await
+    let stack = AwsStack::from_env_with_idp().await?;
+    let ssf = SsfSettings::from_env()?
+        .map(SsfReceiver::new)
+        .transpose()?
+        .map(Arc::new);
+    lambda_http::run(api::router(&stack, ssf)).await
 }

@@ -3,10 +3,11 @@
 
 use crate::Client;
 use crate::cli::Api;
+use crate::cli::json_of;
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use reqwest::Method;
 use serde_json::{Value, json};
+use shared::admin::{CampaignBody, ReviewAnswerBody};
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -132,13 +133,26 @@ pub async fn campaigns(cmd: CampaignsCmd, c: &Client) -> anyhow::Result<()> {
                     Some(chrono::Utc::now() + chrono::Duration::from_std(secs)?)
                 }
             };
-            let unanswered = unanswered.map(|u| u.replace('-', "_"));
-            let body = json!({
-                "by": by, "id": id, "name": name,
-                "scope": {"environments": environments, "teams": teams, "risk": risk},
-                "deadline": deadline, "unanswered": unanswered,
-            });
-            let v = api.ok(Method::POST, "/campaigns", Some(body)).await?;
+            // The CLI's words are the API's enum values (`--unanswered keep-flag`).
+            let unanswered = unanswered
+                .map(|u| serde_json::from_value(json!(u.replace('-', "_"))))
+                .transpose()
+                .context("--unanswered is not one of revoke, freeze, keep-flag")?;
+            let risk = serde_json::from_value(json!(risk))
+                .context("--risk is not one of high, medium, low")?;
+            let body = CampaignBody {
+                by,
+                id: id.clone(),
+                name,
+                scope: statemachines::review_campaign::CampaignScope {
+                    environments,
+                    teams,
+                    risk,
+                },
+                deadline,
+                unanswered,
+            };
+            let v = json_of(api.launch_campaign(&body).await)?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -149,7 +163,7 @@ pub async fn campaigns(cmd: CampaignsCmd, c: &Client) -> anyhow::Result<()> {
             }
         }
         CampaignsCmd::List => {
-            let v = api.ok(Method::GET, "/campaigns", None).await?;
+            let v = json_of(api.campaigns().await)?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -163,9 +177,7 @@ pub async fn campaigns(cmd: CampaignsCmd, c: &Client) -> anyhow::Result<()> {
             }
         }
         CampaignsCmd::Show { id } => {
-            let v = api
-                .ok(Method::GET, &format!("/campaigns/{id}"), None)
-                .await?;
+            let v = json_of(api.campaign(&id).await)?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -179,13 +191,13 @@ pub async fn campaigns(cmd: CampaignsCmd, c: &Client) -> anyhow::Result<()> {
             reason,
             by,
         } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/reviews/{item}/decision"),
-                    Some(json!({"by": by, "decision": decision, "drop": drop, "reason": reason})),
-                )
-                .await?;
+            let body = ReviewAnswerBody {
+                by,
+                decision: decision.clone(),
+                drop,
+                reason,
+            };
+            let v = json_of(api.answer_review(&item, &body).await)?;
             if c.json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -193,22 +205,8 @@ pub async fn campaigns(cmd: CampaignsCmd, c: &Client) -> anyhow::Result<()> {
             }
         }
         CampaignsCmd::Report { id, format, out } => {
-            let get = |f: &'static str| {
-                let api = &api;
-                let id = id.clone();
-                async move {
-                    api.ok(
-                        Method::GET,
-                        &format!("/campaigns/{id}/report?format={f}"),
-                        None,
-                    )
-                    .await
-                }
-            };
-            let text = |v: Value| match v {
-                Value::String(s) => s,
-                other => serde_json::to_string_pretty(&other).unwrap_or_default(),
-            };
+            let get = |f: &'static str| api.campaign_report(&id, f);
+            let text = |v: String| v;
             if let Some(dir) = out {
                 std::fs::create_dir_all(&dir)
                     .with_context(|| format!("creating {}", dir.display()))?;

@@ -5,6 +5,13 @@ use crate::Client;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
+use shared::admin::{
+    AgentRequestBody, CancelBody, DecisionBody, DecommissionBody, FreezeBody, OwnerBody, RenewBody,
+    RotateBody, ScopeChangeBody,
+};
+use shared::http::client::{AdminClient, ClientError};
+use shared::secret::Secret;
+use statemachines::Decision;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -122,19 +129,19 @@ pub enum ApprovalsCmd {
     },
 }
 
-pub struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+/// The typed admin client, with the CLI's way of finding the server's token.
+pub struct Api(AdminClient);
+
+impl std::ops::Deref for Api {
+    type Target = AdminClient;
+    fn deref(&self) -> &AdminClient {
+        &self.0
+    }
 }
 
 impl Api {
-    pub fn new(base: &str, token: &str) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: base.trim_end_matches('/').to_string(),
-            token: token.to_string(),
-        }
+    pub fn new(base: &str, token: &str) -> anyhow::Result<Self> {
+        Ok(Self(AdminClient::new(base, Secret::new(token))?))
     }
 
     pub fn from_client(c: &Client) -> anyhow::Result<Self> {
@@ -150,65 +157,13 @@ impl Api {
                 .trim()
                 .to_string(),
         };
-        Ok(Self::new(&c.url, &token))
-    }
-
-    /// Calls the admin API; returns (status, body). Connection errors say how to start the server.
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut req = self
-            .http
-            .request(method, format!("{}/api{path}", self.base))
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.with_context(|| {
-            format!(
-                "cannot reach steward at {} (is `steward serve` running?)",
-                self.base
-            )
-        })?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await?;
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok((status, v))
-    }
-
-    pub async fn ok(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let (status, v) = self.call(method, path, body).await?;
-        if status >= 400 {
-            bail!("{}", describe_error(status, &v));
-        }
-        Ok(v)
+        Self::new(&c.url, &token)
     }
 }
 
-/// Turns an API error body into lines a person can act on.
-pub fn describe_error(status: u16, v: &Value) -> String {
-    let mut out = format!(
-        "{} ({status})",
-        v["error"].as_str().unwrap_or("request failed")
-    );
-    if let Some(reasons) = v["reasons"].as_array() {
-        for r in reasons {
-            out.push_str(&format!(
-                "\n  - {}: {}",
-                r["field"].as_str().unwrap_or("?"),
-                r["message"].as_str().unwrap_or("?")
-            ));
-        }
-    }
-    out
+/// A typed reply as JSON, which the printers read.
+pub fn json_of<T: serde::Serialize>(reply: Result<T, ClientError>) -> anyhow::Result<Value> {
+    Ok(serde_json::to_value(reply?)?)
 }
 
 pub fn print(c: &Client, v: &Value, human: impl FnOnce(&Value)) {
@@ -220,19 +175,15 @@ pub fn print(c: &Client, v: &Value, human: impl FnOnce(&Value)) {
 }
 
 pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
-    use reqwest::Method;
     let api = Api::from_client(c)?;
     match cmd {
         AgentsCmd::Request {
             manifest,
             requester,
         } => {
-            let req = shared::manifest::load(&manifest)?;
-            let mut body = serde_json::to_value(&req)?;
-            if let Some(r) = requester {
-                body["requester"] = json!(r);
-            }
-            let v = api.ok(Method::POST, "/agents", Some(body)).await?;
+            let request = shared::manifest::load(&manifest)?;
+            let body = AgentRequestBody { request, requester };
+            let v = json_of(api.request_agent(&body).await)?;
             print(c, &v, |v| {
                 let dup = if v["duplicate"].as_bool() == Some(true) {
                     " (already requested; nothing new started)"
@@ -248,7 +199,7 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             });
         }
         AgentsCmd::List => {
-            let v = api.ok(Method::GET, "/agents", None).await?;
+            let v = json_of(api.agents().await)?;
             print(c, &v, |v| {
                 println!(
                     "{:<40} {:<17} {:<28} {:<5} SCOPES",
@@ -274,12 +225,8 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             });
         }
         AgentsCmd::Show { agent } => {
-            let v = api
-                .ok(Method::GET, &format!("/agents/{agent}"), None)
-                .await?;
-            let h = api
-                .ok(Method::GET, &format!("/agents/{agent}/history"), None)
-                .await?;
+            let v = json_of(api.agent(&agent).await)?;
+            let h = json_of(api.agent_history(&agent).await)?;
             if c.json {
                 println!(
                     "{}",
@@ -334,14 +281,20 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             reason,
             requester,
         } => {
-            let mut body =
-                json!({"add": add, "remove": remove, "reason": reason, "requester": requester});
-            if let Some(l) = lifetime {
-                body["token_lifetime_secs"] = json!(std::time::Duration::from(l).as_secs());
-            }
-            let v = api
-                .ok(Method::POST, &format!("/agents/{agent}/scopes"), Some(body))
-                .await?;
+            let token_lifetime_secs = lifetime
+                .map(|l| u32::try_from(std::time::Duration::from(l).as_secs()))
+                .transpose()
+                .context("--lifetime is too long")?;
+            let body = ScopeChangeBody {
+                request: statemachines::scope_change::ScopeChangeRequest {
+                    add,
+                    remove,
+                    token_lifetime_secs,
+                    reason,
+                },
+                requester,
+            };
+            let v = json_of(api.change_scopes(&agent, &body).await)?;
             print(c, &v, |v| {
                 println!(
                     "scope change {} → {}",
@@ -351,13 +304,7 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             });
         }
         AgentsCmd::Reassign { agent, owner, by } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/agents/{agent}/owner"),
-                    Some(json!({"owner": owner, "by": by})),
-                )
-                .await?;
+            let v = json_of(api.reassign_owner(&agent, &OwnerBody { owner, by }).await)?;
             print(c, &v, |v| {
                 println!(
                     "{agent}: owner {} assigned ({})",
@@ -371,24 +318,13 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             reason,
             by,
         } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/workflows/{workflow}/cancel"),
-                    Some(json!({"by": by, "reason": reason})),
-                )
-                .await?;
+            let body = CancelBody { by, reason };
+            let v = json_of(api.cancel_workflow(&workflow, &body).await)?;
             print(c, &v, |_| println!("cancel requested for {workflow}"));
         }
         AgentsCmd::Credentials { agent } => credentials(&api, c, &agent).await?,
         AgentsCmd::Rotate { agent, by } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/agents/{agent}/rotate"),
-                    Some(json!({"by": by})),
-                )
-                .await?;
+            let v = json_of(api.rotate(&agent, &RotateBody { by }).await)?;
             print(c, &v, |v| {
                 println!(
                     "rotation {} → {}",
@@ -398,13 +334,7 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             });
         }
         AgentsCmd::Freeze { agent, reason, by } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/agents/{agent}/freeze"),
-                    Some(json!({"by": by, "reason": reason})),
-                )
-                .await?;
+            let v = json_of(api.freeze(&agent, &FreezeBody { by, reason }).await)?;
             print(c, &v, |v| {
                 for s in v["started"].as_array().into_iter().flatten() {
                     println!(
@@ -416,13 +346,7 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             });
         }
         AgentsCmd::Unfreeze { agent, reason, by } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/agents/{agent}/unfreeze"),
-                    Some(json!({"by": by, "reason": reason})),
-                )
-                .await?;
+            let v = json_of(api.unfreeze(&agent, &FreezeBody { by, reason }).await)?;
             print(c, &v, |v| {
                 println!(
                     "unfreeze decision {} → {} (approve = unfreeze, deny = decommission)",
@@ -432,13 +356,8 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             });
         }
         AgentsCmd::Decommission { agent, reason, by } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/agents/{agent}/decommission"),
-                    Some(json!({"by": by, "reason": reason})),
-                )
-                .await?;
+            let body = DecommissionBody { by, reason };
+            let v = json_of(api.decommission(&agent, &body).await)?;
             print(c, &v, |v| {
                 println!(
                     "decommission {} → {}",
@@ -453,13 +372,8 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             reason,
             by,
         } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/agents/{agent}/renew"),
-                    Some(json!({"by": by, "until": until, "reason": reason})),
-                )
-                .await?;
+            let body = RenewBody { by, until, reason };
+            let v = json_of(api.renew(&agent, &body).await)?;
             print(c, &v, |v| {
                 println!(
                     "renewal until {until} asked ({}); a security approver decides",
@@ -557,9 +471,7 @@ fn actor(v: &Value) -> String {
 
 async fn credentials(api: &Api, c: &Client, agent: &str) -> anyhow::Result<()> {
     use shared::ports::Vault;
-    let v = api
-        .ok(reqwest::Method::GET, &format!("/agents/{agent}"), None)
-        .await?;
+    let v = json_of(api.agent(agent).await)?;
     let id = v["agent"]["id"].as_str().context("agent has no id")?;
     let client_id = v["agent"]["client_id"].as_str().with_context(|| {
         format!(
@@ -581,21 +493,10 @@ async fn credentials(api: &Api, c: &Client, agent: &str) -> anyhow::Result<()> {
 }
 
 pub async fn approvals(cmd: ApprovalsCmd, c: &Client) -> anyhow::Result<()> {
-    use reqwest::Method;
     let api = Api::from_client(c)?;
     match cmd {
         ApprovalsCmd::List { all } => {
-            let v = api
-                .ok(
-                    Method::GET,
-                    if all {
-                        "/approvals?all=true"
-                    } else {
-                        "/approvals"
-                    },
-                    None,
-                )
-                .await?;
+            let v = json_of(api.approvals(all).await)?;
             print(c, &v, |v| {
                 for a in v.as_array().into_iter().flatten() {
                     let r = &a["request"];
@@ -619,12 +520,12 @@ pub async fn approvals(cmd: ApprovalsCmd, c: &Client) -> anyhow::Result<()> {
             id,
             approver,
             reason,
-        } => decide(&api, c, &id, "approve", &approver, reason).await?,
+        } => decide(&api, c, &id, Decision::Approve, approver, reason).await?,
         ApprovalsCmd::Deny {
             id,
             approver,
             reason,
-        } => decide(&api, c, &id, "deny", &approver, Some(reason)).await?,
+        } => decide(&api, c, &id, Decision::Deny, approver, Some(reason)).await?,
     }
     Ok(())
 }
@@ -633,17 +534,23 @@ async fn decide(
     api: &Api,
     c: &Client,
     id: &str,
-    decision: &str,
-    approver: &str,
+    decision: Decision,
+    approver: String,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let v = api
-        .ok(
-            reqwest::Method::POST,
-            &format!("/approvals/{id}/{decision}"),
-            Some(json!({"approver": approver, "reason": reason})),
-        )
-        .await?;
+    let body = DecisionBody {
+        approver,
+        reason,
+        action_hash: None,
+    };
+    let v = json_of(match decision {
+        Decision::Approve => api.approve(id, &body).await,
+        Decision::Deny => api.deny(id, &body).await,
+    })?;
+    let decision = match decision {
+        Decision::Approve => "approve",
+        Decision::Deny => "deny",
+    };
     print(c, &v, |_| {
         println!(
             "approval {id}: {decision} queued; the workflow applies it (see `steward agents show`)"
@@ -654,8 +561,7 @@ async fn decide(
 
 pub async fn audit(c: &Client) -> anyhow::Result<()> {
     let api = Api::from_client(c)?;
-    let v = api.ok(reqwest::Method::GET, "/audit", None).await?;
-    print!("{}", v.as_str().unwrap_or_default());
+    print!("{}", api.audit().await?);
     Ok(())
 }
 

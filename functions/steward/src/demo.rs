@@ -4,11 +4,12 @@
 //! signed token; its request for a banking scope freezes it at once and two security approvers
 //! unfreeze it; a request for an excluded scope is refused; the audit trail shows it all.
 
-use crate::cli::{Api, describe_error};
+use crate::cli::{Api, json_of};
 use crate::server;
 use anyhow::{Context, bail};
-use reqwest::Method;
 use serde_json::{Value, json};
+use shared::admin::{AgentRequestBody, DecisionBody, RotateBody, ScopeChangeBody};
+use shared::idp::dev::{KEYS_PATH, TOKEN_PATH};
 use shared::ports::Vault;
 use shared::ports::vault::Stage;
 use std::time::{Duration, Instant};
@@ -72,7 +73,7 @@ pub async fn run() -> anyhow::Result<()> {
         "Steward demo — embedded default (SQLite, file vault, dev IdP) at {base}, data in {}\n",
         data_dir.display()
     );
-    let api = Api::new(&base, &token);
+    let api = Api::new(&base, &token)?;
     let result = story(&t, &api, &base, &vault).await;
     let _ = stop.send(());
     let _ = server.await;
@@ -86,15 +87,16 @@ async fn story(
     vault: &shared::embedded::vault::FileVault,
 ) -> anyhow::Result<()> {
     // 1. The request
-    let request = json!({
-        "name": AGENT, "owner": "alice@example.com", "team": "sre", "environment": "prod",
-        "purpose": "Mutes flapping monitors and opens incidents during on-call",
-        "scopes": ["datadog:metrics:read", "datadog:monitors:write"], "token_lifetime_secs": 900,
-    });
+    let request = AgentRequestBody {
+        request: serde_json::from_value(json!({
+            "name": AGENT, "owner": "alice@example.com", "team": "sre", "environment": "prod",
+            "purpose": "Mutes flapping monitors and opens incidents during on-call",
+            "scopes": ["datadog:metrics:read", "datadog:monitors:write"], "token_lifetime_secs": 900,
+        }))?,
+        requester: None,
+    };
     t.say("alice@example.com", format!("requests {AGENT}: datadog:metrics:read + datadog:monitors:write (sensitive), 15-minute tokens"));
-    let started = api
-        .ok(Method::POST, "/agents", Some(request.clone()))
-        .await?;
+    let started = json_of(api.request_agent(&request).await)?;
     t.say(
         "steward",
         format!(
@@ -103,7 +105,7 @@ async fn story(
             started["state"].as_str().unwrap_or("?")
         ),
     );
-    let again = api.ok(Method::POST, "/agents", Some(request)).await?;
+    let again = json_of(api.request_agent(&request).await)?;
     t.say(
         "alice@example.com",
         format!(
@@ -115,9 +117,7 @@ async fn story(
     // 2. The approval
     let approvals = wait_for(
         || async {
-            Ok(api
-                .ok(Method::GET, "/approvals", None)
-                .await?
+            Ok(json_of(api.approvals(false).await)?
                 .as_array()
                 .cloned()
                 .unwrap_or_default())
@@ -142,21 +142,32 @@ async fn story(
             approval["expires_at"].as_str().unwrap_or("")
         ),
     );
-    let (status, body) = api
-        .call(
-            Method::POST,
-            &format!("/approvals/{approval_id}/approve"),
-            Some(json!({"approver": "alice@example.com"})),
-        )
-        .await?;
+    let decision = |approver: &str, reason: Option<&str>| DecisionBody {
+        approver: approver.into(),
+        reason: reason.map(str::to_string),
+        action_hash: None,
+    };
+    let Err(refused) = api
+        .approve(&approval_id, &decision("alice@example.com", None))
+        .await
+    else {
+        bail!("the requester approved her own request");
+    };
     t.say(
         "alice@example.com",
         format!(
             "tries to approve her own request → refused: {}",
-            describe_error(status, &body).replace('\n', " ")
+            refused.to_string().replace('\n', " ")
         ),
     );
-    api.ok(Method::POST, &format!("/approvals/{approval_id}/approve"), Some(json!({"approver": "sam.security@example.com", "reason": "remediation needs monitor writes"}))).await?;
+    api.approve(
+        &approval_id,
+        &decision(
+            "sam.security@example.com",
+            Some("remediation needs monitor writes"),
+        ),
+    )
+    .await?;
     t.say(
         "sam.security@example.com",
         format!("approves {approval_id}"),
@@ -164,7 +175,7 @@ async fn story(
 
     // 3. Provisioning
     let agent = wait_for(
-        || async { api.ok(Method::GET, &format!("/agents/{AGENT}"), None).await },
+        || async { json_of(api.agent(AGENT).await) },
         |v: &Value| v["agent"]["status"] == "active",
     )
     .await?;
@@ -186,7 +197,7 @@ async fn story(
     let secret = shared::credential::Credential::from_secret(&stored)?.client_secret;
     let http = reqwest::Client::new();
     let resp = http
-        .post(format!("{base}/oauth2/v1/token"))
+        .post(format!("{base}{TOKEN_PATH}"))
         .basic_auth(&client_id, Some(secret.expose()))
         .form(&[
             ("grant_type", "client_credentials"),
@@ -200,7 +211,7 @@ async fn story(
         bail!("token request failed: {tok}");
     }
     let jwks: Value = http
-        .get(format!("{base}/oauth2/v1/keys"))
+        .get(format!("{base}{KEYS_PATH}"))
         .send()
         .await?
         .json()
@@ -220,7 +231,7 @@ async fn story(
         ),
     );
     let resp = http
-        .post(format!("{base}/oauth2/v1/token"))
+        .post(format!("{base}{TOKEN_PATH}"))
         .basic_auth(&client_id, Some(secret.expose()))
         .form(&[
             ("grant_type", "client_credentials"),
@@ -241,12 +252,12 @@ async fn story(
     // 4b. The kill switch: a scope outside its grant is CRITICAL. It is contained before anyone
     // is asked, then two security approvers unfreeze it with exactly its previous grants.
     wait_for(
-        || async { api.ok(Method::GET, &format!("/agents/{AGENT}"), None).await },
+        || async { json_of(api.agent(AGENT).await) },
         |v: &Value| v["agent"]["status"] == "frozen",
     )
     .await?;
     let pending = wait_for(
-        || async { api.ok(Method::GET, "/approvals", None).await },
+        || async { json_of(api.approvals(false).await) },
         |v: &Value| {
             v.as_array()
                 .into_iter()
@@ -263,10 +274,8 @@ async fn story(
         .and_then(|a| a["request"]["id"].as_str())
         .context("the unfreeze decision")?
         .to_string();
-    let audit = api.ok(Method::GET, "/audit", None).await?;
+    let audit = api.audit().await?;
     let contained = audit
-        .as_str()
-        .unwrap_or("")
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter_map(|l| l["message"].as_str().map(str::to_string))
@@ -283,16 +292,18 @@ async fn story(
         ),
     );
     for approver in ["sam.security@example.com", "priya.secops@example.com"] {
-        api.ok(
-            Method::POST,
-            &format!("/approvals/{decision_id}/approve"),
-            Some(json!({"approver": approver, "reason": "the dependency was pinned back after review"})),
+        api.approve(
+            &decision_id,
+            &decision(
+                approver,
+                Some("the dependency was pinned back after review"),
+            ),
         )
         .await?;
         t.say(approver, format!("approves unfreezing ({decision_id})"));
     }
     let unfrozen = wait_for(
-        || async { api.ok(Method::GET, &format!("/agents/{AGENT}"), None).await },
+        || async { json_of(api.agent(AGENT).await) },
         |v: &Value| v["agent"]["status"] == "active",
     )
     .await?;
@@ -312,31 +323,35 @@ async fn story(
     );
 
     // 5. An excluded scope
-    let (status, body) = api
-        .call(Method::POST, &format!("/agents/{AGENT}/scopes"), Some(json!({"add": ["okta:users:manage"], "reason": "auto-remediate locked accounts", "requester": "alice@example.com"})))
-        .await?;
-    if status != 422 {
-        bail!("the excluded scope was not refused: {status} {body}");
-    }
+    let change = ScopeChangeBody {
+        request: statemachines::scope_change::ScopeChangeRequest {
+            add: vec!["okta:users:manage".into()],
+            remove: vec![],
+            token_lifetime_secs: None,
+            reason: "auto-remediate locked accounts".into(),
+        },
+        requester: "alice@example.com".into(),
+    };
+    let refused = match api.change_scopes(AGENT, &change).await {
+        Err(e) if e.status() == Some(422) => e,
+        other => bail!("the excluded scope was not refused: {other:?}"),
+    };
     t.say(
         "alice@example.com",
         format!(
             "asks to add okta:users:manage → {}",
-            describe_error(status, &body).replace('\n', " ")
+            refused.to_string().replace('\n', " ")
         ),
     );
 
     // 6. Rotation with no gap: the old secret keeps working through the grace period
     let before = a["secret_version"].as_str().unwrap_or("").to_string();
-    let started = api
-        .ok(
-            Method::POST,
-            &format!("/agents/{AGENT}/rotate"),
-            Some(json!({"by": "alice@example.com"})),
-        )
-        .await?;
+    let by = RotateBody {
+        by: "alice@example.com".into(),
+    };
+    let started = json_of(api.rotate(AGENT, &by).await)?;
     let rotated = wait_for(
-        || async { api.ok(Method::GET, &format!("/agents/{AGENT}"), None).await },
+        || async { json_of(api.agent(AGENT).await) },
         |v: &Value| {
             v["agent"]["secret_version"]
                 .as_str()
@@ -348,7 +363,7 @@ async fn story(
     let token_with = |secret: shared::Secret| {
         let (http, client_id) = (http.clone(), client_id.clone());
         async move {
-            http.post(format!("{base}/oauth2/v1/token"))
+            http.post(format!("{base}{TOKEN_PATH}"))
                 .basic_auth(&client_id, Some(secret.expose()))
                 .form(&[("grant_type", "client_credentials")])
                 .send()
@@ -380,9 +395,7 @@ async fn story(
     );
 
     // 7. The trail
-    let history = api
-        .ok(Method::GET, &format!("/agents/{AGENT}/history"), None)
-        .await?;
+    let history = json_of(api.agent_history(AGENT).await)?;
     let steps: Vec<String> = history
         .as_array()
         .into_iter()
@@ -394,10 +407,8 @@ async fn story(
         "steward",
         format!("workflow history: start → {}", steps.join(" → ")),
     );
-    let audit = api.ok(Method::GET, "/audit", None).await?;
+    let audit = api.audit().await?;
     let lines: Vec<Value> = audit
-        .as_str()
-        .unwrap_or("")
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();

@@ -1,10 +1,10 @@
 //! `steward shadow`: clients at the identity provider nobody registered (discovery).
 
 use crate::Client;
-use crate::cli::{Api, print};
+use crate::cli::{Api, json_of, print};
 use clap::Subcommand;
-use reqwest::Method;
-use serde_json::json;
+use shared::admin::{ClaimBody, ReleaseBody};
+use shared::engine::discovery::Claim;
 
 #[derive(Subcommand)]
 pub enum ShadowCmd {
@@ -49,7 +49,7 @@ pub async fn shadow(cmd: ShadowCmd, c: &Client) -> anyhow::Result<()> {
     let api = Api::from_client(c)?;
     match cmd {
         ShadowCmd::Discover => {
-            let v = api.ok(Method::POST, "/discovery", None).await?;
+            let v = json_of(api.discover().await)?;
             print(c, &v, |v| {
                 println!(
                     "{} clients at the identity provider, {} registered",
@@ -70,7 +70,7 @@ pub async fn shadow(cmd: ShadowCmd, c: &Client) -> anyhow::Result<()> {
             });
         }
         ShadowCmd::List => {
-            let v = api.ok(Method::GET, "/shadow-agents", None).await?;
+            let v = json_of(api.shadow_agents().await)?;
             print(c, &v, |v| {
                 for a in v.as_array().into_iter().flatten() {
                     println!(
@@ -99,17 +99,19 @@ pub async fn shadow(cmd: ShadowCmd, c: &Client) -> anyhow::Result<()> {
             scopes,
             by,
         } => {
-            let body = json!({
-                "owner": owner, "team": team, "environment": environment, "purpose": purpose,
-                "name": name, "scopes": (!scopes.is_empty()).then_some(scopes), "by": by,
-            });
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/shadow-agents/{client}/claim"),
-                    Some(body),
-                )
-                .await?;
+            let body = ClaimBody {
+                claim: Claim {
+                    name,
+                    owner,
+                    team,
+                    environment,
+                    purpose,
+                    scopes: (!scopes.is_empty()).then_some(scopes),
+                    token_lifetime_secs: None,
+                },
+                by,
+            };
+            let v = json_of(api.claim_shadow_agent(&client, &body).await)?;
             print(c, &v, |v| {
                 println!(
                     "claimed: onboarding {} → {}",
@@ -119,13 +121,8 @@ pub async fn shadow(cmd: ShadowCmd, c: &Client) -> anyhow::Result<()> {
             });
         }
         ShadowCmd::Release { client, reason, by } => {
-            let v = api
-                .ok(
-                    Method::POST,
-                    &format!("/shadow-agents/{client}/release"),
-                    Some(json!({"by": by, "reason": reason})),
-                )
-                .await?;
+            let body = ReleaseBody { by, reason };
+            let v = json_of(api.release_shadow_agent(&client, &body).await)?;
             print(c, &v, |v| {
                 println!(
                     "released: {} freezes the client, then decommissions it",

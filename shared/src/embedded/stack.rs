@@ -50,12 +50,7 @@ pub struct EmbeddedConfig {
     pub ssf: Option<SsfSettings>,
 }
 
-/// Slack as the embedded default uses it: the Web API client and the signing secret that
-/// the local server's interactions route verifies clicks with.
-pub struct SlackEdge {
-    pub web: Arc<SlackWeb>,
-    pub signing_secret: Secret,
-}
+pub use crate::slack::SlackEdge;
 
 /// The embedded default, assembled.
 pub struct Embedded {
@@ -70,7 +65,7 @@ pub struct Embedded {
     pub okta: Option<Okta>,
     pub okta_hook_secret: Option<Secret>,
     /// The Shared Signals receiver (it keeps the transmitter's keys cached).
-    pub ssf: Option<SsfReceiver>,
+    pub ssf: Option<Arc<SsfReceiver>>,
     pub data_dir: PathBuf,
 }
 
@@ -141,7 +136,7 @@ impl Embedded {
         };
         let ssf = cfg
             .ssf
-            .map(SsfReceiver::new)
+            .map(|s| SsfReceiver::new(s).map(Arc::new))
             .transpose()
             .map_err(|e| err(e.to_string()))?;
         let directory =

@@ -13,7 +13,7 @@ use statemachines::rotation::RotationReason;
 use statemachines::{Actor, Agent, AgentStatus, Workflow};
 
 /// What detection did with one observation or signal.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Detected {
     pub findings: Vec<Finding>,
     /// Freeze workflows started (one per finding at most).

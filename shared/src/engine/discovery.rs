@@ -24,7 +24,7 @@ use std::time::Duration;
 pub const LAST_SWEEP_CURSOR: &str = "discovery:last-sweep";
 
 /// What one discovery sweep found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DiscoveryReport {
     /// Clients at the identity provider.
     pub clients: usize,

@@ -12,7 +12,7 @@ use statemachines::{Actor, Agent, AgentFlag, AgentStatus, Event, Rejected, Workf
 use std::time::Duration;
 
 /// What one sweep did.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SweepReport {
     /// Agents in the registry.
     pub agents: usize,

@@ -7,7 +7,7 @@
 pub mod detection;
 pub mod discovery;
 pub mod executor;
-mod lifecycle;
+pub mod lifecycle;
 pub mod message;
 mod owners;
 pub mod reviews;
@@ -127,7 +127,7 @@ impl From<QueueError> for HandleError {
 }
 
 /// The answer to a start request.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Started {
     pub workflow_id: String,
     pub agent_id: String,

@@ -47,7 +47,7 @@ pub struct CampaignRequest {
 }
 
 /// Where a campaign stands (the CLI draws its progress bar from this).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CampaignProgress {
     pub id: String,
     pub name: String,

@@ -39,6 +39,10 @@ pub struct DevIdp {
 }
 
 /// RFC 6749 §5.2 error response.
+/// Where the local server serves the token endpoint and the signing keys.
+pub const TOKEN_PATH: &str = "/oauth2/v1/token";
+pub const KEYS_PATH: &str = "/oauth2/v1/keys";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{error}: {error_description}")]
 pub struct OAuthError {
@@ -151,8 +155,8 @@ impl DevIdp {
     pub fn metadata(&self) -> serde_json::Value {
         json!({
             "issuer": self.issuer,
-            "token_endpoint": format!("{}/oauth2/v1/token", self.issuer),
-            "jwks_uri": format!("{}/oauth2/v1/keys", self.issuer),
+            "token_endpoint": format!("{}{TOKEN_PATH}", self.issuer),
+            "jwks_uri": format!("{}{KEYS_PATH}", self.issuer),
             "grant_types_supported": ["client_credentials"],
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         })

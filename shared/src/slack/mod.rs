@@ -159,3 +159,11 @@ impl From<SlackError> for crate::ports::approvals::NotifyError {
         }
     }
 }
+
+/// Slack's inbound edge: the Web API client (to update the message a click came from) and the
+/// signing secret the interactions route verifies clicks with.
+#[derive(Clone)]
+pub struct SlackEdge {
+    pub web: std::sync::Arc<SlackWeb>,
+    pub signing_secret: crate::secret::Secret,
+}

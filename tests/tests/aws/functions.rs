@@ -52,8 +52,10 @@ email = "priya.secops@example.com"
 name = "Priya Shah"
 "#;
 
-struct Aws {
-    stack: AwsStack,
+pub struct Aws {
+    pub stack: AwsStack,
+    /// The `api` function's router over `stack`, as its `main` builds it.
+    pub router: axum::Router,
     idp: Arc<DevIdp>,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
@@ -62,12 +64,17 @@ struct Aws {
 
 /// The stack as each function's `main` builds it, on fresh moto resources, with the dev IdP
 /// standing in for the identity provider.
-async fn aws(max_receives: u32) -> Aws {
+pub async fn aws(max_receives: u32) -> Aws {
     aws_with(max_receives, None).await
 }
 
 /// The stack with Slack as the human channel (the worker's `STEWARD_SLACK_BOT_TOKEN_ARN`).
 async fn aws_with(max_receives: u32, slack: Option<SlackLink>) -> Aws {
+    aws_with_people(max_receives, slack, PEOPLE).await
+}
+
+/// The stack with `people` as the directory.
+pub async fn aws_with_people(max_receives: u32, slack: Option<SlackLink>, people: &str) -> Aws {
     let sdk = moto::sdk().await;
     let table = moto::fresh_table(&sdk).await;
     let queue = moto::fresh_queue(&sdk, max_receives, Duration::from_secs(30)).await;
@@ -89,7 +96,7 @@ async fn aws_with(max_receives: u32, slack: Option<SlackLink>) -> Aws {
     .unwrap();
     let parts = Parts {
         policy,
-        directory: Arc::new(PeopleFileDirectory::parse(PEOPLE).unwrap()),
+        directory: Arc::new(PeopleFileDirectory::parse(people).unwrap()),
         idp: idp.clone(),
         approvals: Arc::new(LoggedApprovals),
         slack,
@@ -100,6 +107,7 @@ async fn aws_with(max_receives: u32, slack: Option<SlackLink>) -> Aws {
     };
     let stack = AwsStack::connect(&settings, parts).await.unwrap();
     Aws {
+        router: api::router(&stack, None),
         stack,
         idp,
         sqs: aws_sdk_sqs::Client::new(&sdk),
@@ -108,35 +116,54 @@ async fn aws_with(max_receives: u32, slack: Option<SlackLink>) -> Aws {
     }
 }
 
-/// An API Gateway HTTP API event (IAM-signed caller) for `method path` with a JSON body.
-fn http_event(method: &str, path: &str, body: Option<&Value>) -> ApiGatewayV2httpRequest {
+/// An API Gateway HTTP API event (payload format 2.0, IAM-signed caller) for `method path`
+/// (with its query string, if any) and a JSON body.
+pub fn http_event(method: &str, path: &str, body: Option<&Value>) -> Value {
     let mut v: Value =
         serde_json::from_str(include_str!("../../fixtures/aws/apigw-http-v2-iam.json")).unwrap();
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     v["rawPath"] = json!(path);
+    v["rawQueryString"] = json!(query);
     v["requestContext"]["http"]["method"] = json!(method);
     v["requestContext"]["http"]["path"] = json!(path);
     if let Some(b) = body {
         v["body"] = json!(b.to_string());
     }
-    serde_json::from_value(v).unwrap()
+    v
+}
+
+/// Hands `event` to the `api` function's handler as the Lambda runtime does (the event JSON
+/// deserialized, the router called through `lambda_http`), and returns the response JSON's
+/// status and body.
+pub async fn invoke(router: &axum::Router, event: Value) -> (i64, Value) {
+    use api::lambda_http::{Adapter, Context, LambdaEvent, Service, request::LambdaRequest};
+    let request: LambdaRequest = serde_json::from_value(event).unwrap();
+    let mut handler = Adapter::from(router.clone());
+    let response = handler
+        .call(LambdaEvent::new(request, Context::default()))
+        .await
+        .unwrap();
+    let r = serde_json::to_value(&response).unwrap();
+    let text = r["body"].as_str().unwrap_or_default().to_string();
+    let text = if r["isBase64Encoded"] == true {
+        use base64::Engine as _;
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap(),
+        )
+        .unwrap()
+    } else {
+        text
+    };
+    (
+        r["statusCode"].as_i64().unwrap(),
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 async fn call(a: &Aws, method: &str, path: &str, body: Option<&Value>) -> (i64, Value) {
-    let r = api::handle(
-        &a.stack.engine,
-        &*a.stack.queue,
-        http_event(method, path, body),
-    )
-    .await
-    .unwrap();
-    let text = match r.body {
-        Some(aws_lambda_events::encodings::Body::Text(t)) => t,
-        _ => String::new(),
-    };
-    (
-        r.status_code,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    invoke(&a.router, http_event(method, path, body)).await
 }
 
 /// What the SQS event source does: receive a batch and invoke the worker with it.
@@ -210,7 +237,7 @@ async fn drain(a: &Aws) {
 }
 
 async fn agent(a: &Aws) -> Value {
-    let (status, body) = call(a, "GET", &format!("/agents/{AGENT}"), None).await;
+    let (status, body) = call(a, "GET", &format!("/api/agents/{AGENT}"), None).await;
     assert_eq!(status, 200, "{body}");
     body["agent"].clone()
 }
@@ -273,7 +300,7 @@ async fn pending_approval(a: &Aws) -> String {
 
 /// The pending approval's button value: `<approval id>:<action hash>`.
 async fn pending_button(a: &Aws) -> String {
-    let (status, approvals) = call(a, "GET", "/approvals", None).await;
+    let (status, approvals) = call(a, "GET", "/api/approvals", None).await;
     assert_eq!(status, 200);
     let id = approvals[0]["request"]["id"]
         .as_str()
@@ -283,14 +310,14 @@ async fn pending_button(a: &Aws) -> String {
 
 /// Requests an agent through `api`, approves it through `api`, runs the worker: Active.
 async fn onboard(a: &Aws) -> Value {
-    let (status, started) = call(a, "POST", "/agents", Some(&request())).await;
+    let (status, started) = call(a, "POST", "/api/agents", Some(&request())).await;
     assert_eq!(status, 202, "{started}");
     drain(a).await;
     let id = pending_approval(a).await;
     let (status, body) = call(
         a,
         "POST",
-        &format!("/approvals/{id}/approve"),
+        &format!("/api/approvals/{id}/approve"),
         Some(&json!({"approver": "sam.security@example.com"})),
     )
     .await;
@@ -302,7 +329,7 @@ async fn onboard(a: &Aws) -> Value {
 }
 
 async fn audit_lines(a: &Aws) -> Vec<Value> {
-    let (status, body) = call(a, "GET", "/audit", None).await;
+    let (status, body) = call(a, "GET", "/api/audit", None).await;
     assert_eq!(status, 200);
     match body {
         // One line of NDJSON is itself a JSON document.
@@ -320,10 +347,10 @@ async fn audit_lines(a: &Aws) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
     let a = aws(5).await;
-    let (status, started) = call(&a, "POST", "/agents", Some(&request())).await;
+    let (status, started) = call(&a, "POST", "/api/agents", Some(&request())).await;
     assert_eq!(status, 202, "{started}");
     let workflow = started["workflow_id"].as_str().unwrap().to_string();
-    let (status, again) = call(&a, "POST", "/agents", Some(&request())).await;
+    let (status, again) = call(&a, "POST", "/api/agents", Some(&request())).await;
     assert_eq!(status, 200, "the identical request is recognised: {again}");
     drain(&a).await;
     assert_eq!(agent(&a).await["status"], "pending_approval");
@@ -367,7 +394,7 @@ async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
 
     let agent = agent(&a).await;
     assert_eq!(agent["status"], "active", "{agent}");
-    let (status, wf) = call(&a, "GET", &format!("/workflows/{workflow}"), None).await;
+    let (status, wf) = call(&a, "GET", &format!("/api/workflows/{workflow}"), None).await;
     assert_eq!(status, 200);
     assert_eq!(wf["workflow"]["state_name"], "Active");
     let agent_id = agent["id"].as_str().unwrap();
@@ -422,29 +449,33 @@ async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_refuses_bad_requests() {
     let a = aws(5).await;
-    let mut unsigned = http_event("GET", "/agents", None);
-    unsigned.request_context.authorizer = None;
-    let r = api::handle(&a.stack.engine, &*a.stack.queue, unsigned)
-        .await
-        .unwrap();
-    assert_eq!(r.status_code, 403);
-    let (status, body) = call(&a, "POST", "/agents", Some(&json!({"name": 7}))).await;
-    assert_eq!(status, 400);
+    let mut unsigned = http_event("GET", "/api/agents", None);
+    unsigned["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    let (status, body) = invoke(&a.router, unsigned).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = call(&a, "POST", "/api/agents", Some(&json!({"name": 7}))).await;
+    assert_eq!(status, 422, "well-formed JSON of the wrong shape");
     assert!(
         body["error"]
             .as_str()
             .unwrap()
             .contains("malformed agent request")
     );
-    let (status, _) = call(&a, "GET", "/agents/nobody-agent-prod", None).await;
+    let (status, _) = call(&a, "GET", "/api/agents/nobody-agent-prod", None).await;
     assert_eq!(status, 404);
-    let (status, _) = call(&a, "DELETE", "/agents", None).await;
+    let (status, _) = call(&a, "DELETE", "/api/agents", None).await;
+    assert_eq!(status, 405, "the route exists, not with this method");
+    let (status, body) = call(&a, "GET", "/api/no-such-route", None).await;
     assert_eq!(status, 404);
+    assert_eq!(body["error"], "no route GET /api/no-such-route");
     let mut bad = request();
     bad["scopes"] = json!(["root:everything"]);
-    let (status, body) = call(&a, "POST", "/agents", Some(&bad)).await;
+    let (status, body) = call(&a, "POST", "/api/agents", Some(&bad)).await;
     assert_eq!(status, 422, "{body}");
-    let (_, agents) = call(&a, "GET", "/agents", None).await;
+    let (_, agents) = call(&a, "GET", "/api/agents", None).await;
     assert_eq!(agents, json!([]), "nothing was created");
     let audit = audit_lines(&a).await;
     assert!(audit.len() >= 3, "refusals are audited: {audit:?}");
@@ -466,7 +497,7 @@ async fn malformed_message_goes_to_the_dead_letter_queue_and_the_batch_succeeds(
         }])
         .await
         .unwrap();
-    let (status, _) = call(&a, "POST", "/agents", Some(&request())).await;
+    let (status, _) = call(&a, "POST", "/api/agents", Some(&request())).await;
     assert_eq!(status, 202);
 
     let (event, response) = deliver(&a).await.expect("a batch");
@@ -746,7 +777,7 @@ async fn a_delayed_message_holds_back_its_group_in_the_worker() {
     use shared::engine::message::Message;
     use statemachines::Event;
     let a = aws(5).await;
-    let (status, started) = call(&a, "POST", "/agents", Some(&request())).await;
+    let (status, started) = call(&a, "POST", "/api/agents", Some(&request())).await;
     assert_eq!(status, 202);
     let wf = started["workflow_id"].as_str().unwrap().to_string();
     drain(&a).await;
@@ -771,7 +802,7 @@ async fn a_delayed_message_holds_back_its_group_in_the_worker() {
     let (status, _) = call(
         &a,
         "POST",
-        &format!("/approvals/{approval}/approve"),
+        &format!("/api/approvals/{approval}/approve"),
         Some(&json!({"approver": "sam.security@example.com"})),
     )
     .await;
@@ -792,7 +823,7 @@ async fn a_delayed_message_holds_back_its_group_in_the_worker() {
     tokio::time::sleep(Duration::from_millis(3500)).await;
     drain(&a).await;
     assert_eq!(agent(&a).await["status"], "active");
-    let (_, workflow) = call(&a, "GET", &format!("/workflows/{wf}"), None).await;
+    let (_, workflow) = call(&a, "GET", &format!("/api/workflows/{wf}"), None).await;
     let history = workflow["history"].as_array().unwrap();
     assert!(
         history.iter().any(|h| h["event_id"] == "timer/stale/1"),
@@ -887,7 +918,7 @@ async fn onboarding_is_approved_in_slack_on_aws() {
         }),
     )
     .await;
-    let (status, started) = call(&a, "POST", "/agents", Some(&request())).await;
+    let (status, started) = call(&a, "POST", "/api/agents", Some(&request())).await;
     assert_eq!(status, 202, "{started}");
     drain(&a).await;
     let posts = slack.approval_posts();
@@ -992,7 +1023,7 @@ async fn rotation_and_decommission_run_on_aws() {
     let (status, body) = call(
         &a,
         "POST",
-        &format!("/agents/{AGENT}/rotate"),
+        &format!("/api/agents/{AGENT}/rotate"),
         Some(&json!({"by": "mallory@example.com"})),
     )
     .await;
@@ -1000,14 +1031,14 @@ async fn rotation_and_decommission_run_on_aws() {
     let (status, started) = call(
         &a,
         "POST",
-        &format!("/agents/{AGENT}/rotate"),
+        &format!("/api/agents/{AGENT}/rotate"),
         Some(&json!({"by": "alice@example.com"})),
     )
     .await;
     assert_eq!(status, 202, "{started}");
     drain(&a).await;
     let rotation = started["workflow_id"].as_str().unwrap().to_string();
-    let (_, wf) = call(&a, "GET", &format!("/workflows/{rotation}"), None).await;
+    let (_, wf) = call(&a, "GET", &format!("/api/workflows/{rotation}"), None).await;
     assert_eq!(wf["workflow"]["state_name"], "Grace", "{wf}");
     let after = agent(&a).await;
     assert_ne!(after["secret_version"], before["secret_version"]);
@@ -1029,7 +1060,7 @@ async fn rotation_and_decommission_run_on_aws() {
     let (status, body) = call(
         &a,
         "POST",
-        &format!("/agents/{AGENT}/decommission"),
+        &format!("/api/agents/{AGENT}/decommission"),
         Some(&json!({"by": "alice@example.com", "reason": "retired"})),
     )
     .await;
@@ -1039,14 +1070,14 @@ async fn rotation_and_decommission_run_on_aws() {
     let (status, body) = call(
         &a,
         "POST",
-        &format!("/approvals/{id}/approve"),
+        &format!("/api/approvals/{id}/approve"),
         Some(&json!({"approver": "sam.security@example.com"})),
     )
     .await;
     assert_eq!(status, 202, "{body}");
     drain(&a).await;
     drain(&a).await;
-    let (_, wf) = call(&a, "GET", &format!("/workflows/{rotation}"), None).await;
+    let (_, wf) = call(&a, "GET", &format!("/api/workflows/{rotation}"), None).await;
     assert_eq!(wf["workflow"]["state_name"], "Cancelled", "{wf}");
     let archived = agent(&a).await;
     assert_eq!(archived["status"], "decommissioned", "{archived}");

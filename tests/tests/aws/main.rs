@@ -1,7 +1,8 @@
 //! Steward on AWS, against the moto server that `tests/run` starts on 127.0.0.1: the port
 //! conformance suites on the DynamoDB, SQS and Secrets Manager adapters (the same code the
-//! embedded adapters pass), each Lambda handler with real event payloads, and the SAM template's
-//! IAM rules.
+//! embedded adapters pass), each Lambda handler with real event payloads, every route of the
+//! HTTP surface on the local server and through the `api` function's handler (same status, same
+//! body shape), and the SAM template's IAM rules.
 
 mod adapters;
 #[path = "../../../shared/tests/conformance/mod.rs"]
@@ -10,3 +11,6 @@ mod conformance;
 mod fake_slack;
 mod functions;
 mod moto;
+mod parity;
+#[path = "../support/mod.rs"]
+mod support;

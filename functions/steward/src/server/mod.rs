@@ -1,0 +1,127 @@
+//! The all-in-one local server: the admin API and the public edges (the one router of
+//! `shared::http`, the same the `api` Lambda function serves), the dev IdP's token endpoint,
+//! and the worker and timer tick in-process. Binds 127.0.0.1 by default; the admin API needs
+//! the bearer token stored (0600) in the data directory.
+
+mod jobs;
+mod token;
+
+use base64::Engine as _;
+use jobs::{Job, poll_okta_log, supervise, sweeps, ticks, work};
+use shared::embedded::Embedded;
+use shared::embedded::vault::write_private;
+use shared::http::{AdminToken, App, AppParts, LocalViews};
+use shared::secret::Secret;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Reads the admin token from `<data>/admin-token`, creating it (0600) on first start.
+pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join("admin-token");
+    if path.exists() {
+        return Ok(std::fs::read_to_string(&path)?.trim().to_string());
+    }
+    let token = format!(
+        "stw_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    );
+    write_private(&path, token.as_bytes())?;
+    Ok(token)
+}
+
+/// The console channel's notices, which only the embedded default keeps.
+struct ConsoleNotices(Arc<shared::embedded::approvals::ConsoleApprovals>);
+
+impl LocalViews for ConsoleNotices {
+    fn notifications(&self) -> Result<serde_json::Value, String> {
+        let notices = self.0.notices().map_err(|e| e.to_string())?;
+        serde_json::to_value(notices).map_err(|e| e.to_string())
+    }
+}
+
+/// The local server's whole router: the shared surface plus the dev IdP's endpoints.
+pub fn router(stack: &Embedded, admin_token: Secret) -> axum::Router {
+    let app = App::new(AppParts {
+        engine: stack.engine.clone(),
+        auth: Arc::new(AdminToken(admin_token)),
+        slack: stack.slack.clone(),
+        okta_hook_secret: stack.okta_hook_secret.clone(),
+        ssf: stack.ssf.clone(),
+        local: Some(Arc::new(ConsoleNotices(stack.approvals.clone()))),
+    });
+    shared::http::router(app.clone()).merge(token::router(app, stack.idp.clone()))
+}
+
+/// How often the server's background jobs run, every job on.
+#[derive(Debug, Clone, Copy)]
+pub struct Intervals {
+    /// Due timers become events.
+    pub tick: Duration,
+    /// The Okta System Log is read (when Okta is configured).
+    pub okta_log: Duration,
+    /// The rotation and expiry sweep runs.
+    pub sweep: Duration,
+}
+
+/// How often the server's background jobs run; `None` turns a periodic job off. The timer
+/// tick cannot be off: nothing due would ever happen.
+#[derive(Debug, Clone, Copy)]
+pub struct Schedule {
+    pub tick: Duration,
+    /// `None`: the Okta System Log is not read.
+    pub okta_log: Option<Duration>,
+    /// `None`: the sweep runs only when asked (`POST /api/sweep`).
+    pub sweep: Option<Duration>,
+}
+
+impl From<Intervals> for Schedule {
+    fn from(i: Intervals) -> Self {
+        Schedule {
+            tick: i.tick,
+            okta_log: Some(i.okta_log),
+            sweep: Some(i.sweep),
+        }
+    }
+}
+
+/// Starts the server on `listener` with the worker, the tick, the sweep and (with Okta) the
+/// System Log poller; returns when `shutdown` fires, or with an error when a job stops.
+pub async fn serve(
+    stack: Embedded,
+    listener: tokio::net::TcpListener,
+    every: impl Into<Schedule>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let every = every.into();
+    let token = Secret::new(admin_token(&stack.data_dir)?);
+    let engine = &stack.engine;
+    let mut jobs: Vec<(&'static str, Job)> = vec![
+        (
+            "worker",
+            Box::pin(work(engine.clone(), stack.queue.clone())),
+        ),
+        ("timer tick", Box::pin(ticks(engine.clone(), every.tick))),
+    ];
+    if let Some(period) = every.sweep {
+        jobs.push(("sweep", Box::pin(sweeps(engine.clone(), period))));
+    }
+    if let (Some(okta), Some(period)) = (stack.okta.clone(), every.okta_log) {
+        jobs.push((
+            "Okta System Log poller",
+            Box::pin(poll_okta_log(engine.clone(), okta, period)),
+        ));
+    }
+    let app = router(&stack, token);
+    // The peer address: the source IP detection rules compare with an agent's baseline.
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown);
+    supervise(async { server.await.map_err(Into::into) }, jobs).await
+}
+
+pub fn bound(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}

@@ -1,0 +1,247 @@
+//! The development identity provider's OAuth endpoints on the local server: metadata, keys and
+//! the client-credentials token endpoint (RFC 6749 §4.4). Only the embedded default has them;
+//! every token request is also a signal for detection.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use shared::audit;
+use shared::http::App;
+use shared::idp::dev::DevIdp;
+use shared::signal::Signal;
+use std::sync::Arc;
+
+/// Where the dev IdP answers (its metadata names the same URLs).
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+pub const TOKEN_PATH: &str = shared::idp::dev::TOKEN_PATH;
+pub const KEYS_PATH: &str = shared::idp::dev::KEYS_PATH;
+
+#[derive(Clone)]
+struct Edge {
+    app: App,
+    idp: Arc<DevIdp>,
+}
+
+/// The dev IdP's routes; refusals count in `app`'s health figures and go to its audit trail.
+pub fn router(app: App, idp: Arc<DevIdp>) -> Router {
+    Router::new()
+        .route(METADATA_PATH, get(metadata))
+        .route(TOKEN_PATH, post(token))
+        .route(KEYS_PATH, get(jwks))
+        .with_state(Edge { app, idp })
+}
+
+async fn metadata(State(edge): State<Edge>) -> Json<Value> {
+    Json(edge.idp.metadata())
+}
+
+async fn jwks(State(edge): State<Edge>) -> Json<Value> {
+    Json(edge.idp.jwks())
+}
+
+#[derive(Deserialize)]
+struct TokenForm {
+    grant_type: Option<String>,
+    scope: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+/// RFC 6749 §4.4 token endpoint; client_secret_basic or client_secret_post. Every refusal is
+/// counted and audited (client id only, never the secret).
+async fn token(
+    State(edge): State<Edge>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    headers: HeaderMap,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let now = edge.app.engine.clock.now();
+    let requested = form
+        .as_ref()
+        .ok()
+        .and_then(|f| f.scope.clone())
+        .unwrap_or_default();
+    let (client_id, result) = grant(&edge, &headers, form, now);
+    // Every authenticated request is a signal: scope use for reviews, and anomaly detection
+    // (a refused out-of-grant scope is the strongest signal of all).
+    if let Some(id) = &client_id {
+        let outcome = match &result {
+            Ok(t) => Some((true, t.scope.clone(), None)),
+            Err(e) if e.error == "invalid_scope" => {
+                Some((false, String::new(), Some(e.error.to_string())))
+            }
+            Err(_) => None,
+        };
+        if let Some((success, granted, reason)) = outcome {
+            let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+            let signal = Signal::TokenGrant {
+                client_id: id.clone(),
+                ip: Some(source_ip(peer, &headers)),
+                grant_type: Some("client_credentials".into()),
+                requested: if requested.trim().is_empty() {
+                    words(&granted)
+                } else {
+                    words(&requested)
+                },
+                granted: words(&granted),
+                success,
+                reason,
+            };
+            let received = shared::intake::Received {
+                source: "dev-idp",
+                event_id: audit::random_id("grant"),
+                event_type: "token.grant".into(),
+                subject: id.clone(),
+                published: Some(now),
+                signal: Some(signal),
+            };
+            if let Err(e) = shared::intake::accept(&edge.app.engine, vec![received]).await {
+                tracing::error!(error = %e, "could not record a token request for detection");
+            }
+        }
+    }
+    match result {
+        Ok(t) => {
+            let mut resp = Json(t).into_response();
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
+        Err(e) => {
+            edge.app.count_bad_request();
+            let record = audit::token_refused(
+                client_id.as_deref().unwrap_or("(none)"),
+                e.error,
+                &e.error_description,
+                now,
+            );
+            if let Err(err) = edge.app.engine.store.append_audit(vec![record]).await {
+                tracing::error!(error = %err, "could not audit a refused token request");
+            }
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let mut resp = (
+                status,
+                Json(json!({"error": e.error, "error_description": e.error_description})),
+            )
+                .into_response();
+            if status == StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Basic realm=\"steward\""),
+                );
+            }
+            resp.headers_mut().insert(
+                header::CACHE_CONTROL,
+                header::HeaderValue::from_static("no-store"),
+            );
+            resp
+        }
+    }
+}
+
+/// Parses and checks a client_credentials request; returns the client id it named, if any.
+fn grant(
+    edge: &Edge,
+    headers: &HeaderMap,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (
+    Option<String>,
+    Result<shared::idp::dev::TokenResponse, shared::idp::dev::OAuthError>,
+) {
+    use shared::idp::dev::OAuthError;
+    let Ok(Form(form)) = form else {
+        return (
+            None,
+            Err(OAuthError::invalid_request(
+                "the body must be application/x-www-form-urlencoded",
+            )),
+        );
+    };
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            s.split_once(':')
+                .map(|(i, p)| (url_decode(i), url_decode(p)))
+        });
+    let (id, secret) = match (basic, form.client_id, form.client_secret) {
+        (Some(pair), _, _) => pair,
+        (None, Some(i), Some(s)) => (i, s),
+        (None, id, _) => {
+            return (
+                id,
+                Err(OAuthError {
+                    error: "invalid_client",
+                    error_description: "client authentication is required".into(),
+                    status: 401,
+                }),
+            );
+        }
+    };
+    if form.grant_type.as_deref() != Some("client_credentials") {
+        return (
+            Some(id),
+            Err(OAuthError::unsupported_grant_type(
+                "only grant_type=client_credentials is supported",
+            )),
+        );
+    }
+    let result = edge
+        .idp
+        .issue_token(&id, &secret, form.scope.as_deref(), now);
+    (Some(id), result)
+}
+
+/// The caller's IP: the peer, or the first `X-Forwarded-For` hop when the peer is a proxy on
+/// this host (a loopback peer).
+fn source_ip(peer: std::net::SocketAddr, headers: &HeaderMap) -> String {
+    if peer.ip().is_loopback()
+        && let Some(first) = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+    {
+        return first.to_string();
+    }
+    peer.ip().to_string()
+}
+
+/// RFC 6749 §2.3.1: client credentials in Basic auth are form-urlencoded first.
+fn url_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,373 @@
+//! The typed admin client: the CLI (and anything else) calls the admin API through it, with the
+//! routes of [`super::routes`] and the bodies and replies of [`crate::admin`], so no path or
+//! body shape is written twice.
+
+use super::routes::{self, Route, Verb};
+use crate::admin::*;
+use crate::engine::Started;
+use crate::engine::detection::Detected;
+use crate::engine::discovery::DiscoveryReport;
+use crate::engine::lifecycle::SweepReport;
+use crate::engine::reviews::CampaignProgress;
+use crate::secret::Secret;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use statemachines::Agent;
+use std::time::Duration;
+
+/// Every call's deadline: the API answers in milliseconds; a hung server must not hang the CLI.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach steward at {base} (is `steward serve` running?): {message}")]
+    Unreachable { base: String, message: String },
+    /// The API refused the request; the body says what was wrong.
+    #[error("{}", describe(*.status, .body))]
+    Refused { status: u16, body: ErrorBody },
+    #[error(
+        "steward answered {route} with {status} and a body the client does not understand: {message}"
+    )]
+    Unexpected {
+        route: String,
+        status: u16,
+        message: String,
+    },
+}
+
+impl ClientError {
+    /// The HTTP status of a refusal, if the API answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Refused { status, .. } | ClientError::Unexpected { status, .. } => {
+                Some(*status)
+            }
+            ClientError::Unreachable { .. } => None,
+        }
+    }
+}
+
+/// An error body as lines a person can act on: the error, its status, then each reason.
+pub fn describe(status: u16, body: &ErrorBody) -> String {
+    let mut out = format!("{} ({status})", body.error);
+    for r in &body.reasons {
+        out.push_str(&format!("\n  - {}: {}", r.field, r.message));
+    }
+    out
+}
+
+/// A client of one Steward admin API.
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: Secret,
+}
+
+/// No query string.
+const NO_QUERY: Option<&()> = None;
+/// No body.
+const NO_BODY: Option<&()> = None;
+
+impl AdminClient {
+    /// `base`: the server's URL (`http://127.0.0.1:8080`); `token`: its admin token.
+    pub fn new(base: &str, token: Secret) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(CALL_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Unreachable {
+                base: base.into(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn send(
+        &self,
+        route: &Route,
+        args: &[&str],
+        query: Option<&(impl Serialize + ?Sized)>,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<(u16, Vec<u8>), ClientError> {
+        let url = format!("{}{}", self.base, route.url(args));
+        let method = match route.verb {
+            Verb::Get => reqwest::Method::GET,
+            Verb::Post => reqwest::Method::POST,
+        };
+        let mut req = self
+            .http
+            .request(method, url)
+            .bearer_auth(self.token.expose());
+        if let Some(q) = query {
+            req = req.query(q);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
+            base: self.base.clone(),
+            message: e.to_string(),
+        };
+        let resp = req.send().await.map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(unreachable)?.to_vec();
+        if status >= 400 {
+            return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(body) => ClientError::Refused { status, body },
+                Err(_) => ClientError::Unexpected {
+                    route: route.name(),
+                    status,
+                    message: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
+                },
+            });
+        }
+        Ok((status, bytes))
+    }
+
+    /// Calls `route` and reads its JSON reply as `T`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        route: &Route,
+        args: &[&str],
+        query: Option<&(impl Serialize + ?Sized)>,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<T, ClientError> {
+        let (status, bytes) = self.send(route, args, query, body).await?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unexpected {
+            route: route.name(),
+            status,
+            message: e.to_string(),
+        })
+    }
+
+    /// Calls `route` and returns its reply as text (the audit export, reports).
+    pub async fn text(
+        &self,
+        route: &Route,
+        args: &[&str],
+        query: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<String, ClientError> {
+        let (_, bytes) = self.send(route, args, query, NO_BODY).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    pub async fn health(&self) -> Result<Health, ClientError> {
+        self.call(&routes::HEALTH, &[], NO_QUERY, NO_BODY).await
+    }
+
+    pub async fn agents(&self) -> Result<Vec<Agent>, ClientError> {
+        self.call(&routes::LIST_AGENTS, &[], NO_QUERY, NO_BODY)
+            .await
+    }
+
+    pub async fn request_agent(&self, body: &AgentRequestBody) -> Result<Started, ClientError> {
+        self.call(&routes::REQUEST_AGENT, &[], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn agent(&self, agent: &str) -> Result<AgentView, ClientError> {
+        self.call(&routes::SHOW_AGENT, &[agent], NO_QUERY, NO_BODY)
+            .await
+    }
+
+    pub async fn agent_history(&self, agent: &str) -> Result<Vec<AgentHistoryEntry>, ClientError> {
+        self.call(&routes::AGENT_HISTORY, &[agent], NO_QUERY, NO_BODY)
+            .await
+    }
+
+    pub async fn change_scopes(
+        &self,
+        agent: &str,
+        body: &ScopeChangeBody,
+    ) -> Result<Started, ClientError> {
+        self.call(&routes::CHANGE_SCOPES, &[agent], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn reassign_owner(
+        &self,
+        agent: &str,
+        body: &OwnerBody,
+    ) -> Result<OwnerAssigned, ClientError> {
+        self.call(&routes::REASSIGN_OWNER, &[agent], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn rotate(&self, agent: &str, body: &RotateBody) -> Result<Started, ClientError> {
+        self.call(&routes::ROTATE, &[agent], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn decommission(
+        &self,
+        agent: &str,
+        body: &DecommissionBody,
+    ) -> Result<Started, ClientError> {
+        self.call(&routes::DECOMMISSION, &[agent], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn renew(&self, agent: &str, body: &RenewBody) -> Result<Started, ClientError> {
+        self.call(&routes::RENEW, &[agent], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn freeze(&self, agent: &str, body: &FreezeBody) -> Result<Detected, ClientError> {
+        self.call(&routes::FREEZE, &[agent], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn unfreeze(&self, agent: &str, body: &FreezeBody) -> Result<Started, ClientError> {
+        self.call(&routes::UNFREEZE, &[agent], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn shadow_agents(&self) -> Result<Vec<Agent>, ClientError> {
+        self.call(&routes::LIST_SHADOW_AGENTS, &[], NO_QUERY, NO_BODY)
+            .await
+    }
+
+    pub async fn claim_shadow_agent(
+        &self,
+        client: &str,
+        body: &ClaimBody,
+    ) -> Result<Started, ClientError> {
+        self.call(&routes::CLAIM_SHADOW_AGENT, &[client], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn release_shadow_agent(
+        &self,
+        client: &str,
+        body: &ReleaseBody,
+    ) -> Result<Released, ClientError> {
+        self.call(
+            &routes::RELEASE_SHADOW_AGENT,
+            &[client],
+            NO_QUERY,
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn discover(&self) -> Result<DiscoveryReport, ClientError> {
+        self.call(&routes::DISCOVER, &[], NO_QUERY, NO_BODY).await
+    }
+
+    pub async fn sweep(&self) -> Result<SweepReport, ClientError> {
+        self.call(&routes::SWEEP, &[], NO_QUERY, NO_BODY).await
+    }
+
+    pub async fn campaigns(&self) -> Result<Vec<CampaignProgress>, ClientError> {
+        self.call(&routes::LIST_CAMPAIGNS, &[], NO_QUERY, NO_BODY)
+            .await
+    }
+
+    pub async fn launch_campaign(&self, body: &CampaignBody) -> Result<Started, ClientError> {
+        self.call(&routes::LAUNCH_CAMPAIGN, &[], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn campaign(&self, id: &str) -> Result<CampaignProgress, ClientError> {
+        self.call(&routes::CAMPAIGN_PROGRESS, &[id], NO_QUERY, NO_BODY)
+            .await
+    }
+
+    /// The evidence report as text in `format` (`json`, `csv` or `md`).
+    pub async fn campaign_report(&self, id: &str, format: &str) -> Result<String, ClientError> {
+        let q = ReportQuery {
+            format: Some(format.into()),
+        };
+        self.text(&routes::CAMPAIGN_REPORT, &[id], Some(&q)).await
+    }
+
+    pub async fn answer_review(
+        &self,
+        item: &str,
+        body: &ReviewAnswerBody,
+    ) -> Result<ReviewAnswered, ClientError> {
+        self.call(&routes::ANSWER_REVIEW, &[item], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn workflow(&self, id: &str) -> Result<WorkflowView, ClientError> {
+        self.call(&routes::SHOW_WORKFLOW, &[id], NO_QUERY, NO_BODY)
+            .await
+    }
+
+    pub async fn cancel_workflow(
+        &self,
+        id: &str,
+        body: &CancelBody,
+    ) -> Result<CancelRequested, ClientError> {
+        self.call(&routes::CANCEL_WORKFLOW, &[id], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn approvals(&self, all: bool) -> Result<Vec<ApprovalView>, ClientError> {
+        let q = ApprovalsQuery { all };
+        self.call(&routes::LIST_APPROVALS, &[], Some(&q), NO_BODY)
+            .await
+    }
+
+    pub async fn approve(
+        &self,
+        id: &str,
+        body: &DecisionBody,
+    ) -> Result<DecisionQueued, ClientError> {
+        self.call(&routes::APPROVE, &[id], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn deny(&self, id: &str, body: &DecisionBody) -> Result<DecisionQueued, ClientError> {
+        self.call(&routes::DENY, &[id], NO_QUERY, Some(body)).await
+    }
+
+    /// The whole audit trail as JSON lines, read page by page.
+    pub async fn audit(&self) -> Result<String, ClientError> {
+        let mut out = String::new();
+        let mut after = 0;
+        loop {
+            let q = AuditQuery { after, limit: None };
+            let page = self.text(&routes::EXPORT_AUDIT, &[], Some(&q)).await?;
+            let mut rows = 0;
+            for line in page.lines() {
+                rows += 1;
+                if let Some(seq) = serde_json::from_str::<serde_json::Value>(line)
+                    .ok()
+                    .and_then(|v| v["unmapped"]["audit_seq"].as_u64())
+                {
+                    after = after.max(seq);
+                }
+                out.push_str(line);
+                out.push('\n');
+            }
+            if rows < AUDIT_PAGE_MAX {
+                return Ok(out);
+            }
+        }
+    }
+
+    pub async fn notifications(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(&routes::NOTIFICATIONS, &[], NO_QUERY, NO_BODY)
+            .await
+    }
+
+    pub async fn dead_letters(&self) -> Result<Vec<crate::ports::queue::DeadLetter>, ClientError> {
+        self.call(&routes::DEAD_LETTERS, &[], NO_QUERY, NO_BODY)
+            .await
+    }
+
+    pub async fn idp_clients(&self) -> Result<Vec<IdpClientView>, ClientError> {
+        self.call(&routes::IDP_CLIENTS, &[], NO_QUERY, NO_BODY)
+            .await
+    }
+}

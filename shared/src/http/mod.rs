@@ -1,0 +1,165 @@
+//! Steward's HTTP surface, defined once: the route table ([`routes`]), one handler per
+//! operation ([`operations`]), the errors they answer with, and how admin callers are
+//! authenticated. The local server mounts [`router`] with axum; the `api` Lambda function
+//! serves the same router through `lambda_http`; the CLI calls it through [`client`].
+
+pub mod auth;
+pub mod client;
+mod error;
+mod operations;
+pub mod routes;
+
+pub use auth::{AdminToken, Authenticate, Caller, Unauthenticated};
+pub use error::{ApiError, Body, Named, Params};
+
+use crate::engine::Engine;
+use crate::inbound::ssf::SsfReceiver;
+use crate::secret::Secret;
+use crate::slack::SlackEdge;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use routes::{Access, ROUTES, Route};
+use statemachines::Actor;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Largest admin request body read (agent requests are a few hundred bytes).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Larger than any Okta delivery; the hook refuses (413) above its own limit.
+const OKTA_HOOK_BODY_BYTES: usize = 1024 * 1024;
+/// Shared Signals pushes; the receiver refuses (RFC 8935 error JSON) above its own 64 KiB.
+const SSF_BODY_BYTES: usize = 128 * 1024;
+
+/// What only the embedded default can show: the console channel's notices.
+pub trait LocalViews: Send + Sync {
+    /// The notices the console channel recorded (approval requests, reminders, outcomes).
+    fn notifications(&self) -> Result<serde_json::Value, String>;
+}
+
+/// What a deployment hands the router: the engine and each edge it has configured.
+pub struct AppParts {
+    pub engine: Arc<Engine>,
+    pub auth: Arc<dyn Authenticate>,
+    /// Slack's interactivity requests are verified with its signing secret.
+    pub slack: Option<SlackEdge>,
+    /// The Authorization value Okta's event hook sends.
+    pub okta_hook_secret: Option<Secret>,
+    /// The Shared Signals transmitter whose pushes are received.
+    pub ssf: Option<Arc<SsfReceiver>>,
+    /// Only on the embedded default.
+    pub local: Option<Arc<dyn LocalViews>>,
+}
+
+/// The router's state: cheap to clone.
+#[derive(Clone)]
+pub struct App(Arc<AppInner>);
+
+pub struct AppInner {
+    pub parts: AppParts,
+    bad_requests: AtomicU64,
+}
+
+impl std::ops::Deref for App {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0.parts
+    }
+}
+
+impl App {
+    pub fn new(parts: AppParts) -> Self {
+        App(Arc::new(AppInner {
+            parts,
+            bad_requests: AtomicU64::new(0),
+        }))
+    }
+
+    /// Requests refused as malformed or unauthenticated since start.
+    pub fn bad_requests(&self) -> u64 {
+        self.0.bad_requests.load(Ordering::Relaxed)
+    }
+
+    /// Counts a refused request that its own edge audits (the dev IdP's token endpoint).
+    pub fn count_bad_request(&self) {
+        self.0.bad_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A refused request: counted, logged and audited (never with the body).
+    pub async fn refuse(&self, what: &str, why: &str) {
+        self.0.bad_requests.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(what, why, "request refused");
+        let record = crate::audit::refusal(
+            what,
+            &Actor::System,
+            None,
+            None,
+            why,
+            self.engine.clock.now(),
+        );
+        if let Err(e) = self.engine.store.append_audit(vec![record]).await {
+            tracing::error!(error = %e, "could not audit a refused request");
+        }
+    }
+}
+
+/// Every route of [`ROUTES`], each with its handler; admin routes behind `auth`.
+pub fn router(app: App) -> Router {
+    let mut admin = Router::new();
+    let mut public = Router::new();
+    for route in ROUTES {
+        let handler = operations::handler(route);
+        match route.access {
+            Access::Admin => admin = admin.route(route.path, handler),
+            Access::Public => public = public.route(route.path, handler),
+        }
+    }
+    let admin = admin.route_layer(axum::middleware::from_fn_with_state(
+        app.clone(),
+        authenticate,
+    ));
+    public
+        .merge(admin)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(app)
+}
+
+/// A path no route has: a JSON 404 like every other error, counted and audited (probes show).
+async fn no_route(
+    State(app): State<App>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    let why = format!("no route {method} {}", uri.path());
+    app.refuse("HTTP request", &why).await;
+    ApiError::not_found(why)
+}
+
+fn body_limit(route: &Route) -> Option<usize> {
+    match route.op {
+        routes::Op::OktaHookDelivery | routes::Op::OktaHookVerification => {
+            Some(OKTA_HOOK_BODY_BYTES)
+        }
+        routes::Op::SharedSignals => Some(SSF_BODY_BYTES),
+        _ => None,
+    }
+}
+
+/// Establishes the caller of an admin route, or refuses (counted and audited).
+async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {
+    let (mut parts, body) = request.into_parts();
+    match app.auth.authenticate(&parts) {
+        Ok(caller) => {
+            tracing::info!(principal = %caller.principal, method = %parts.method, path = %parts.uri.path(), "admin API call");
+            parts.extensions.insert(caller);
+            next.run(Request::from_parts(parts, body)).await
+        }
+        Err(no) => {
+            let what = format!("admin API call {} {}", parts.method, parts.uri.path());
+            app.refuse(&what, &no.why).await;
+            ApiError::new(no.status, format!("{}: {}", no.why, no.hint)).into_response()
+        }
+    }
+}

@@ -1,0 +1,604 @@
+//! One function per operation of the route table: each takes the authenticated caller (admin
+//! routes) and the typed body or query, calls the engine, and returns a typed reply or an
+//! [`ApiError`] with its status.
+
+use super::routes::{Op, Route, Verb};
+use super::{ApiError, App, Body, Caller, Params};
+use crate::admin::*;
+use crate::audit;
+use crate::engine::Started;
+use crate::engine::discovery::DiscoveryReport;
+use crate::engine::lifecycle::SweepReport;
+use crate::engine::reviews::CampaignProgress;
+use crate::inbound::Reply;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use statemachines::rotation::RotationReason;
+use statemachines::{Actor, Agent, Decision};
+
+type Answer<T> = Result<T, ApiError>;
+
+/// The handler of `route`: the match is exhaustive, so an operation without a handler does
+/// not compile.
+pub(super) fn handler(route: &Route) -> MethodRouter<App> {
+    let r: MethodRouter<App> = match route.op {
+        Op::Health => on(route, health),
+        Op::SlackInteractions => on(route, slack_interactions),
+        Op::OktaHookVerification => on(route, okta_hook),
+        Op::OktaHookDelivery => on(route, okta_hook),
+        Op::SharedSignals => on(route, shared_signals),
+        Op::ListAgents => on(route, list_agents),
+        Op::RequestAgent => on(route, request_agent),
+        Op::ShowAgent => on(route, show_agent),
+        Op::AgentHistory => on(route, agent_history),
+        Op::ChangeScopes => on(route, change_scopes),
+        Op::ReassignOwner => on(route, reassign_owner),
+        Op::Rotate => on(route, rotate),
+        Op::Decommission => on(route, decommission),
+        Op::Renew => on(route, renew),
+        Op::Freeze => on(route, freeze),
+        Op::Unfreeze => on(route, unfreeze),
+        Op::ListShadowAgents => on(route, list_shadow_agents),
+        Op::ClaimShadowAgent => on(route, claim_shadow_agent),
+        Op::ReleaseShadowAgent => on(route, release_shadow_agent),
+        Op::Discover => on(route, discover),
+        Op::Sweep => on(route, sweep),
+        Op::ListCampaigns => on(route, list_campaigns),
+        Op::LaunchCampaign => on(route, launch_campaign),
+        Op::CampaignProgress => on(route, campaign_progress),
+        Op::CampaignReport => on(route, campaign_report),
+        Op::AnswerReview => on(route, answer_review),
+        Op::ShowWorkflow => on(route, show_workflow),
+        Op::CancelWorkflow => on(route, cancel_workflow),
+        Op::ListApprovals => on(route, list_approvals),
+        Op::Approve => on(route, approve),
+        Op::Deny => on(route, deny),
+        Op::ExportAudit => on(route, export_audit),
+        Op::Notifications => on(route, notifications),
+        Op::DeadLetters => on(route, dead_letters),
+        Op::IdpClients => on(route, idp_clients),
+    };
+    match super::body_limit(route) {
+        Some(limit) => r.layer(axum::extract::DefaultBodyLimit::max(limit)),
+        None => r,
+    }
+}
+
+/// `handler` at the route's method, as the table declares it.
+fn on<H, T>(route: &Route, handler: H) -> MethodRouter<App>
+where
+    H: axum::handler::Handler<T, App>,
+    T: 'static,
+{
+    match route.verb {
+        Verb::Get => get(handler),
+        Verb::Post => post(handler),
+    }
+}
+
+/// 202 for a new workflow, 200 when the identical request was already received.
+fn started(s: Started) -> (StatusCode, Json<Started>) {
+    let status = if s.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    (status, Json(s))
+}
+
+fn reply(r: Result<Reply, crate::engine::EngineError>) -> Response {
+    match r {
+        Ok(reply) => {
+            let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::OK);
+            match reply.body {
+                Some(b) => (status, Json(b)).into_response(),
+                None => status.into_response(),
+            }
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+// ---------- public edges ----------
+
+async fn health(State(app): State<App>) -> Answer<Json<Health>> {
+    let queue = &app.engine.queue;
+    Ok(Json(Health {
+        status: "ok".into(),
+        queue_depth: queue.depth().await?,
+        dead_letters: queue.dead_letters(DEAD_LETTERS_MAX).await?.len(),
+        bad_requests: app.bad_requests(),
+    }))
+}
+
+/// Slack's interactivity requests, signed by Slack (not by an admin credential).
+async fn slack_interactions(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(slack) = &app.slack else {
+        app.refuse("Slack interaction", "Slack is not configured on this deployment (set the Slack bot token and signing secret)").await;
+        return ApiError::not_found("Slack is not configured on this deployment").into_response();
+    };
+    reply(
+        crate::inbound::slack::handle(
+            &app.engine,
+            &slack.signing_secret,
+            Some(&slack.web),
+            &headers,
+            &body,
+        )
+        .await,
+    )
+}
+
+/// Okta event hooks: the one-time verification GET and the deliveries, checked against the
+/// hook's Authorization value.
+async fn okta_hook(
+    State(app): State<App>,
+    method: Method,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(secret) = &app.okta_hook_secret else {
+        app.refuse(
+            "Okta event hook request",
+            "the Okta event hook is not configured on this deployment (set its hook secret)",
+        )
+        .await;
+        return ApiError::not_found("the Okta event hook is not configured on this deployment")
+            .into_response();
+    };
+    reply(
+        crate::inbound::okta_hook::handle(&app.engine, secret, method.as_str(), &headers, &body)
+            .await,
+    )
+}
+
+/// Shared Signals pushes (RFC 8935), verified against the transmitter's keys.
+async fn shared_signals(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(receiver) = &app.ssf else {
+        app.refuse("Shared Signals SET", "no Shared Signals transmitter is configured on this deployment (set its issuer, audience and JWKS URL)").await;
+        // RFC 8935 §2.3's error shape, as a transmitter expects.
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"err": "invalid_request", "description": "no Shared Signals transmitter is configured on this deployment"})),
+        )
+            .into_response();
+    };
+    reply(crate::inbound::ssf::handle(&app.engine, receiver, &headers, &body).await)
+}
+
+// ---------- agents ----------
+
+async fn list_agents(State(app): State<App>, _: Caller) -> Answer<Json<Vec<Agent>>> {
+    Ok(Json(app.engine.store.agents().await?))
+}
+
+async fn request_agent(
+    State(app): State<App>,
+    _: Caller,
+    Body(b): Body<AgentRequestBody>,
+) -> Answer<impl IntoResponse> {
+    let requester = b.requester.unwrap_or_else(|| b.request.owner.clone());
+    Ok(started(
+        app.engine.request_agent(b.request, &requester).await?,
+    ))
+}
+
+async fn find(app: &App, agent: &str) -> Answer<Agent> {
+    app.engine
+        .find_agent(agent)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no agent with id or name `{agent}`")))
+}
+
+async fn show_agent(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+) -> Answer<Json<AgentView>> {
+    let agent = find(&app, &agent).await?;
+    let workflows = app
+        .engine
+        .store
+        .instances_for_agent(&agent.id)
+        .await?
+        .into_iter()
+        .map(|i| WorkflowSummary {
+            pending_commands: i.pending.len(),
+            id: i.id,
+            kind: i.kind,
+            state: i.state_name,
+            terminal: i.terminal,
+            updated_at: i.updated_at,
+        })
+        .collect();
+    Ok(Json(AgentView { agent, workflows }))
+}
+
+async fn agent_history(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+) -> Answer<Json<Vec<AgentHistoryEntry>>> {
+    let agent = find(&app, &agent).await?;
+    let store = &app.engine.store;
+    let mut out = Vec::new();
+    for i in store.instances_for_agent(&agent.id).await? {
+        for entry in store.history(&i.id).await? {
+            out.push(AgentHistoryEntry {
+                workflow_id: i.id.clone(),
+                kind: i.kind.clone(),
+                entry,
+            });
+        }
+    }
+    out.sort_by_key(|e| e.entry.at);
+    Ok(Json(out))
+}
+
+async fn change_scopes(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+    Body(b): Body<ScopeChangeBody>,
+) -> Answer<impl IntoResponse> {
+    Ok(started(
+        app.engine
+            .request_scope_change(&agent, b.request, &b.requester)
+            .await?,
+    ))
+}
+
+async fn reassign_owner(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+    Body(b): Body<OwnerBody>,
+) -> Answer<impl IntoResponse> {
+    let workflow_id = app.engine.reassign_owner(&agent, &b.owner, &b.by).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(OwnerAssigned {
+            workflow_id,
+            owner: b.owner,
+            status: "owner assignment queued".into(),
+        }),
+    ))
+}
+
+async fn rotate(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+    Body(b): Body<RotateBody>,
+) -> Answer<impl IntoResponse> {
+    Ok(started(
+        app.engine
+            .request_rotation(
+                &agent,
+                RotationReason::OnDemand { by: b.by.clone() },
+                Actor::Person(b.by),
+            )
+            .await?,
+    ))
+}
+
+async fn decommission(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+    Body(b): Body<DecommissionBody>,
+) -> Answer<impl IntoResponse> {
+    Ok(started(
+        app.engine
+            .request_decommission(&agent, &b.by, &b.reason)
+            .await?,
+    ))
+}
+
+async fn renew(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+    Body(b): Body<RenewBody>,
+) -> Answer<impl IntoResponse> {
+    Ok(started(
+        app.engine
+            .request_renewal(&agent, b.until, &b.by, &b.reason)
+            .await?,
+    ))
+}
+
+async fn freeze(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+    Body(b): Body<FreezeBody>,
+) -> Answer<impl IntoResponse> {
+    let d = app.engine.freeze_now(&agent, &b.by, &b.reason).await?;
+    Ok((StatusCode::ACCEPTED, Json(d)))
+}
+
+async fn unfreeze(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+    Body(b): Body<FreezeBody>,
+) -> Answer<impl IntoResponse> {
+    Ok(started(
+        app.engine
+            .request_unfreeze(&agent, &b.by, &b.reason)
+            .await?,
+    ))
+}
+
+// ---------- shadow agents ----------
+
+async fn list_shadow_agents(State(app): State<App>, _: Caller) -> Answer<Json<Vec<Agent>>> {
+    Ok(Json(app.engine.shadow_agents().await?))
+}
+
+async fn claim_shadow_agent(
+    State(app): State<App>,
+    _: Caller,
+    Path(client): Path<String>,
+    Body(b): Body<ClaimBody>,
+) -> Answer<impl IntoResponse> {
+    Ok(started(
+        app.engine.claim_shadow(&client, b.claim, &b.by).await?,
+    ))
+}
+
+async fn release_shadow_agent(
+    State(app): State<App>,
+    _: Caller,
+    Path(client): Path<String>,
+    Body(b): Body<ReleaseBody>,
+) -> Answer<impl IntoResponse> {
+    let workflow_id = app.engine.release_shadow(&client, &b.by, &b.reason).await?;
+    Ok((StatusCode::ACCEPTED, Json(Released { workflow_id })))
+}
+
+async fn discover(State(app): State<App>, _: Caller) -> Answer<Json<DiscoveryReport>> {
+    Ok(Json(app.engine.discover().await?))
+}
+
+async fn sweep(State(app): State<App>, _: Caller) -> Answer<Json<SweepReport>> {
+    Ok(Json(app.engine.sweep().await?))
+}
+
+// ---------- access reviews ----------
+
+async fn list_campaigns(State(app): State<App>, _: Caller) -> Answer<Json<Vec<CampaignProgress>>> {
+    Ok(Json(app.engine.campaigns().await?))
+}
+
+async fn launch_campaign(
+    State(app): State<App>,
+    _: Caller,
+    Body(b): Body<CampaignBody>,
+) -> Answer<impl IntoResponse> {
+    Ok(started(
+        app.engine
+            .launch_campaign(b.request(), Actor::Person(b.by))
+            .await?,
+    ))
+}
+
+async fn campaign_progress(
+    State(app): State<App>,
+    _: Caller,
+    Path(id): Path<String>,
+) -> Answer<Json<CampaignProgress>> {
+    Ok(Json(app.engine.campaign_progress(&id).await?))
+}
+
+/// The evidence report: `?format=json` (default), `csv` or `md`.
+async fn campaign_report(
+    State(app): State<App>,
+    _: Caller,
+    Path(id): Path<String>,
+    Params(q): Params<ReportQuery>,
+) -> Answer<Response> {
+    let format = q.format.as_deref().unwrap_or("json");
+    let kind = match format {
+        "json" => "application/json",
+        "csv" => "text/csv; charset=utf-8",
+        "md" | "markdown" => "text/markdown; charset=utf-8",
+        other => {
+            let why = format!("report format `{other}` is not one of json, csv, md");
+            app.refuse("campaign report", &why).await;
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, why));
+        }
+    };
+    let report = app.engine.campaign_report(&id).await?;
+    let text = match format {
+        "json" => report.to_json(),
+        "csv" => report.to_csv(),
+        _ => report.to_markdown(),
+    };
+    Ok(([(header::CONTENT_TYPE, kind)], text).into_response())
+}
+
+async fn answer_review(
+    State(app): State<App>,
+    _: Caller,
+    Path(item): Path<String>,
+    Body(b): Body<ReviewAnswerBody>,
+) -> Answer<impl IntoResponse> {
+    let decision = match b.decision() {
+        Ok(d) => d,
+        Err(why) => {
+            app.refuse("review decision", &why).await;
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, why));
+        }
+    };
+    app.engine
+        .decide_review(&item, &b.by, decision, b.reason.clone())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(ReviewAnswered {
+            item,
+            decision: b.decision,
+            by: b.by,
+        }),
+    ))
+}
+
+// ---------- workflows and approvals ----------
+
+async fn show_workflow(
+    State(app): State<App>,
+    _: Caller,
+    Path(id): Path<String>,
+) -> Answer<Json<WorkflowView>> {
+    let store = &app.engine.store;
+    let Some(workflow) = store.instance(&id).await? else {
+        return Err(ApiError::not_found(format!("no workflow `{id}`")));
+    };
+    let history = store.history(&id).await?;
+    Ok(Json(WorkflowView { workflow, history }))
+}
+
+async fn cancel_workflow(
+    State(app): State<App>,
+    _: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<CancelBody>,
+) -> Answer<impl IntoResponse> {
+    app.engine.cancel(&id, &b.by, &b.reason).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(CancelRequested {
+            workflow_id: id,
+            status: "cancel requested".into(),
+        }),
+    ))
+}
+
+async fn list_approvals(
+    State(app): State<App>,
+    _: Caller,
+    Params(q): Params<ApprovalsQuery>,
+) -> Answer<Json<Vec<ApprovalView>>> {
+    let records = app.engine.store.approvals(!q.all).await?;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|r| ApprovalView {
+                status: r.status().into(),
+                action_hash: r.action_hash,
+                request: r.request,
+                outcome: r.outcome,
+            })
+            .collect(),
+    ))
+}
+
+async fn approve(
+    State(app): State<App>,
+    _: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<DecisionBody>,
+) -> Answer<impl IntoResponse> {
+    decide(app, id, b, Decision::Approve).await
+}
+
+async fn deny(
+    State(app): State<App>,
+    _: Caller,
+    Path(id): Path<String>,
+    Body(b): Body<DecisionBody>,
+) -> Answer<impl IntoResponse> {
+    decide(app, id, b, Decision::Deny).await
+}
+
+async fn decide(
+    app: App,
+    id: String,
+    b: DecisionBody,
+    decision: Decision,
+) -> Answer<(StatusCode, Json<DecisionQueued>)> {
+    let record = app
+        .engine
+        .decide(
+            &id,
+            &b.approver,
+            decision,
+            b.reason,
+            b.action_hash.as_deref(),
+        )
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(DecisionQueued {
+            approval_id: id,
+            workflow_id: record.request.workflow_id,
+            decision,
+            status: "decision queued: the workflow applies it and records the outcome".into(),
+        }),
+    ))
+}
+
+// ---------- records ----------
+
+/// The audit trail as JSON lines, oldest first.
+async fn export_audit(
+    State(app): State<App>,
+    _: Caller,
+    Params(q): Params<AuditQuery>,
+) -> Answer<Response> {
+    let limit = q.limit.unwrap_or(AUDIT_PAGE_MAX).min(AUDIT_PAGE_MAX);
+    let rows = app.engine.store.audit(q.after, limit).await?;
+    let mut text = String::new();
+    for r in &rows {
+        text.push_str(&audit::export_line(r));
+        text.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
+}
+
+async fn notifications(State(app): State<App>, _: Caller) -> Answer<Json<serde_json::Value>> {
+    let Some(local) = &app.local else {
+        return Err(ApiError::not_found(
+            "notifications are kept only by the embedded default's console channel; this deployment sends them to Slack",
+        ));
+    };
+    local
+        .notifications()
+        .map(Json)
+        .map_err(ApiError::unavailable)
+}
+
+async fn dead_letters(
+    State(app): State<App>,
+    _: Caller,
+) -> Answer<Json<Vec<crate::ports::queue::DeadLetter>>> {
+    Ok(Json(app.engine.queue.dead_letters(DEAD_LETTERS_MAX).await?))
+}
+
+/// The identity provider's clients (what it holds, as opposed to the registry), each with the
+/// ids of its secrets, never their values.
+async fn idp_clients(State(app): State<App>, _: Caller) -> Answer<Json<Vec<IdpClientView>>> {
+    let idp = &app.engine.executor.idp;
+    let mut out = Vec::new();
+    for client in idp.list_clients().await.map_err(ApiError::unavailable)? {
+        let secret_ids = idp
+            .secret_ids(&client.client_id)
+            .await
+            .map_err(ApiError::unavailable)?;
+        out.push(IdpClientView { client, secret_ids });
+    }
+    Ok(Json(out))
+}
