@@ -12,7 +12,7 @@ mod common;
 use chrono::Utc;
 use common::registry::{agent, mib, peak, reset_peak, seed};
 use common::{InstantIdp, NullApprovals, NullVault};
-use shared::embedded::directory::PeopleFileDirectory;
+use shared::people_file::PeopleFileDirectory;
 use shared::embedded::queue::SqliteQueue;
 use shared::embedded::{Db, Durability};
 use shared::engine::executor::Executor;

@@ -16,7 +16,8 @@
 
 use async_trait::async_trait;
 use shared::Secret;
-use shared::embedded::{Durability, Embedded, EmbeddedConfig};
+use shared::embedded::Durability;
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::engine::executor::Executor;
 use shared::idp::dev::DevIdp;
 use shared::intake::{Received, accept};

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{InstantIdp, NullApprovals, NullVault};
-use shared::embedded::directory::PeopleFileDirectory;
+use shared::people_file::PeopleFileDirectory;
 use shared::embedded::queue::SqliteQueue;
 use shared::embedded::{Db, Durability};
 use shared::engine::executor::Executor;

@@ -1,13 +1,16 @@
 //! Steward's shared core: policy and manifests, the ports (small traits) every adapter
-//! implements, the durable engine that drives the pure state machines, the audit trail, and the
-//! embedded default adapters (SQLite store and queue, encrypted file vault, development identity
-//! provider, people file, console approvals).
+//! implements, the durable engine that drives the pure state machines, the audit trail, the
+//! adapters (the embedded default's SQLite store and queue, encrypted file vault, development
+//! identity provider and console approvals with the `embedded` feature; DynamoDB, SQS and
+//! Secrets Manager with `aws`), the composition roots that wire them ([`wiring`]), and the HTTP
+//! surface (`http`).
 
 pub mod admin;
 pub mod audit;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod credential;
+#[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod engine;
 #[cfg(feature = "http")]
@@ -16,6 +19,7 @@ pub mod idp;
 pub mod inbound;
 pub mod intake;
 pub mod manifest;
+pub mod people_file;
 pub mod policy;
 pub mod ports;
 pub mod posture;
@@ -23,6 +27,7 @@ pub mod rotation;
 pub mod secret;
 pub mod signal;
 pub mod slack;
+pub mod wiring;
 
 pub use engine::{Engine, EngineConfig, EngineError};
 pub use secret::Secret;

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared::embedded::approvals::ConsoleApprovals;
 use shared::embedded::vault::FileVault;
-use shared::embedded::{Durability, Embedded, EmbeddedConfig};
+use shared::embedded::Durability;
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::engine::message::Message;
 use shared::idp::dev::DevIdp;
 use shared::ports::idp::{

@@ -7,7 +7,8 @@
 
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use shared::embedded::{Durability, Embedded, EmbeddedConfig};
+use shared::embedded::Durability;
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::idp::dev::DevIdp;
 use shared::inbound::okta_events::{
     AppChange, PersonChange, RiskKind, Signal, classify, debug, ip, list, received,

@@ -10,7 +10,8 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use shared::embedded::{Durability, Embedded, EmbeddedConfig};
+use shared::embedded::Durability;
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::inbound::Reply;
 use shared::inbound::ssf::{
     self, JwksSource, Rejected, SetErr, SsfConfigError, SsfReceiver, SsfSettings,

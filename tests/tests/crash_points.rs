@@ -13,9 +13,10 @@
 mod moto;
 
 use shared::EngineConfig;
-use shared::aws::stack::{AwsSettings, AwsStack, LoggedApprovals, Parts};
-use shared::embedded::directory::PeopleFileDirectory;
-use shared::embedded::{Db, Durability, Embedded, EmbeddedConfig};
+use shared::wiring::aws::{AwsSettings, AwsStack, LoggedApprovals, Parts};
+use shared::people_file::PeopleFileDirectory;
+use shared::embedded::{Db, Durability};
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::engine::Engine;
 use shared::idp::dev::DevIdp;
 use shared::ports::IdentityProvider;

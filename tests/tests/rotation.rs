@@ -6,7 +6,8 @@
 
 use chrono::{DateTime, Duration, Utc};
 use shared::credential::Credential;
-use shared::embedded::{Durability, Embedded, EmbeddedConfig};
+use shared::embedded::Durability;
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::idp::oauth::OAuthSettings;
 use shared::ports::vault::{Stage, VaultError};
 use shared::ports::{Clock, IdentityProvider, Vault};

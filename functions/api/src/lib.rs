@@ -4,7 +4,7 @@
 //! caller: API Gateway's IAM authorizer names it in the request context.
 
 use lambda_http::request::RequestContext;
-use shared::aws::stack::AwsStack;
+use shared::wiring::aws::AwsStack;
 use shared::http::{App, AppParts, Authenticate, Caller, Unauthenticated};
 use std::sync::Arc;
 

@@ -1,4 +1,4 @@
-use shared::aws::stack::AwsStack;
+use shared::wiring::aws::AwsStack;
 use shared::inbound::ssf::{SsfReceiver, SsfSettings};
 use std::sync::Arc;
 

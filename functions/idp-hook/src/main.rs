@@ -1,6 +1,6 @@
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use serde_json::Value;
-use shared::aws::stack::AwsStack;
+use shared::wiring::aws::AwsStack;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

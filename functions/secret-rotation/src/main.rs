@@ -1,6 +1,6 @@
 use aws_lambda_events::event::secretsmanager::SecretsManagerSecretRotationEvent;
 use lambda_runtime::{LambdaEvent, run, service_fn};
-use shared::aws::stack::AwsStack;
+use shared::wiring::aws::AwsStack;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -572,7 +572,7 @@ pub async fn validate(
 ) -> anyhow::Result<()> {
     let policy = shared::policy::load(policy)?;
     let directory = people
-        .map(shared::embedded::directory::PeopleFileDirectory::load)
+        .map(shared::people_file::PeopleFileDirectory::load)
         .transpose()?;
     let dir_ref = directory
         .as_ref()

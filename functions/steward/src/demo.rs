@@ -39,7 +39,7 @@ pub async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = server::bound(listener.local_addr()?);
     let data_dir = dir.path().join("data");
-    let stack = shared::embedded::Embedded::open(shared::embedded::EmbeddedConfig {
+    let stack = shared::wiring::embedded::Embedded::open(shared::wiring::embedded::EmbeddedConfig {
         data_dir: data_dir.clone(),
         policy,
         people: dir.path().join("people.toml"),

@@ -296,7 +296,7 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", a.listen))?;
     let addr = listener.local_addr()?;
-    let stack = shared::embedded::Embedded::open(shared::embedded::EmbeddedConfig {
+    let stack = shared::wiring::embedded::Embedded::open(shared::wiring::embedded::EmbeddedConfig {
         data_dir: a.data_dir.clone(),
         policy,
         people: a.people.clone(),

@@ -1,11 +1,11 @@
-//! The AWS adapters: DynamoDB store (single table), SQS FIFO queue, Secrets Manager vault, and
-//! the wiring that builds them once per Lambda container. Compiled only with the `aws` feature.
+//! The AWS adapters: DynamoDB store (single table), SQS FIFO queue, Secrets Manager vault.
+//! `crate::wiring::aws` builds them once per Lambda container. Compiled only with the `aws`
+//! feature.
 
 pub mod dynamodb;
 pub mod http;
 pub mod secrets_manager;
 pub mod sqs;
-pub mod stack;
 
 use crate::engine::EngineError;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -75,18 +75,18 @@ pub fn init_logging() {
 pub async fn secret_from_env(
     sdk: &SdkConfig,
     arn_env: &'static str,
-) -> Result<crate::Secret, stack::StackError> {
+) -> Result<crate::Secret, crate::wiring::aws::StackError> {
     let arn = std::env::var(arn_env)
         .ok()
         .filter(|v| !v.is_empty())
-        .ok_or(stack::StackError::Missing(arn_env))?;
+        .ok_or(crate::wiring::aws::StackError::Missing(arn_env))?;
     let out = aws_sdk_secretsmanager::Client::new(sdk)
         .get_secret_value()
         .secret_id(&arn)
         .version_stage("AWSCURRENT")
         .send()
         .await
-        .map_err(|e| stack::StackError::Unreachable {
+        .map_err(|e| crate::wiring::aws::StackError::Unreachable {
             what: format!("secret {arn}"),
             message: describe(&e),
         })?;

@@ -4,11 +4,8 @@
 //! decided through the CLI / local API.
 
 pub mod approvals;
-pub mod directory;
 pub mod queue;
 pub mod sqlite;
-pub mod stack;
 pub mod vault;
 
 pub use sqlite::{Db, Durability};
-pub use stack::{Embedded, EmbeddedConfig};

@@ -6,7 +6,8 @@ use super::conformance::{self, Caps};
 use super::fake_okta::{API_TOKEN, FakeOkta, Fault};
 use serde_json::{Value, json};
 use shared::Secret;
-use shared::embedded::{Durability, Embedded, EmbeddedConfig};
+use shared::embedded::Durability;
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::idp::okta::{
     MANAGEMENT_SCOPES, Okta, OktaAuth, OktaSettings, OktaSettingsError, SigningKey,
 };

@@ -8,7 +8,7 @@ mod token;
 
 use base64::Engine as _;
 use jobs::{Job, poll_okta_log, supervise, sweeps, ticks, work};
-use shared::embedded::Embedded;
+use shared::wiring::embedded::Embedded;
 use shared::embedded::vault::write_private;
 use shared::http::{AdminToken, App, AppParts, LocalViews};
 use shared::secret::Secret;

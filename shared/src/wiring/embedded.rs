@@ -1,11 +1,11 @@
 //! Wires the embedded default: one data directory holds the database, the vault, the IdP's
 //! signing key and the admin token.
 
-use super::approvals::ConsoleApprovals;
-use super::directory::PeopleFileDirectory;
-use super::queue::SqliteQueue;
-use super::sqlite::{Db, Durability};
-use super::vault::FileVault;
+use crate::embedded::approvals::ConsoleApprovals;
+use crate::people_file::PeopleFileDirectory;
+use crate::embedded::queue::SqliteQueue;
+use crate::embedded::sqlite::{Db, Durability};
+use crate::embedded::vault::FileVault;
 use crate::engine::executor::Executor;
 use crate::engine::{Engine, EngineConfig};
 use crate::idp::dev::DevIdp;

@@ -2,10 +2,10 @@
 //! SQS queue, the Secrets Manager vault, and the parts that come from configuration (policy,
 //! people, identity provider, approvals).
 
-use super::dynamodb::DynamoStore;
-use super::secrets_manager::{RotationSchedule, SecretsManagerVault};
-use super::sqs::SqsQueue;
-use crate::embedded::directory::PeopleFileDirectory;
+use crate::aws::dynamodb::DynamoStore;
+use crate::aws::secrets_manager::{RotationSchedule, SecretsManagerVault};
+use crate::aws::sqs::SqsQueue;
+use crate::people_file::PeopleFileDirectory;
 use crate::engine::executor::Executor;
 use crate::engine::{Engine, EngineConfig};
 use crate::ports::approvals::NotifyError;
@@ -72,7 +72,7 @@ impl AwsSettings {
             secret_prefix: optional(SECRET_PREFIX_ENV)
                 .unwrap_or_else(|| DEFAULT_SECRET_PREFIX.into()),
             kms_key_id: optional(KMS_KEY_ENV),
-            endpoint: optional(super::ENDPOINT_ENV),
+            endpoint: optional(crate::aws::ENDPOINT_ENV),
             rotation_function_arn: optional(ROTATION_FUNCTION_ENV),
         })
     }
@@ -135,7 +135,7 @@ pub async fn identity_provider_from_env(
     sdk: &SdkConfig,
 ) -> Result<Arc<dyn IdentityProvider>, StackError> {
     let org = var(crate::idp::okta::ENV_ORG_URL)?;
-    let token = super::secret_from_env(sdk, "STEWARD_OKTA_API_TOKEN_ARN").await?;
+    let token = crate::aws::secret_from_env(sdk, "STEWARD_OKTA_API_TOKEN_ARN").await?;
     let invalid = |e: crate::idp::okta::OktaSettingsError| StackError::Invalid {
         name: crate::idp::okta::ENV_ORG_URL,
         message: e.to_string(),
@@ -290,7 +290,7 @@ impl SlackLink {
         if std::env::var(SLACK_BOT_TOKEN_ARN_ENV).map_or(true, |v| v.trim().is_empty()) {
             return Ok(None);
         }
-        let token = super::secret_from_env(sdk, SLACK_BOT_TOKEN_ARN_ENV).await?;
+        let token = crate::aws::secret_from_env(sdk, SLACK_BOT_TOKEN_ARN_ENV).await?;
         crate::slack::check_bot_token(&token).map_err(|e| StackError::Invalid {
             name: SLACK_BOT_TOKEN_ARN_ENV,
             message: e.to_string(),
@@ -328,7 +328,7 @@ impl AwsStack {
     /// Builds the clients once and reads the queue's redrive policy, which also opens (warms)
     /// the TLS connection to SQS during the function's init phase.
     pub async fn connect(settings: &AwsSettings, parts: Parts) -> Result<Self, StackError> {
-        let sdk = super::sdk_config(settings.endpoint.as_deref()).await;
+        let sdk = crate::aws::sdk_config(settings.endpoint.as_deref()).await;
         let store = Arc::new(DynamoStore::new(
             aws_sdk_dynamodb::Client::new(&sdk),
             &settings.table,
@@ -413,14 +413,14 @@ impl AwsStack {
     /// `secret-rotation`).
     pub async fn from_env_with_idp() -> Result<Self, StackError> {
         let settings = AwsSettings::from_env()?;
-        let sdk = super::sdk_config(settings.endpoint.as_deref()).await;
+        let sdk = crate::aws::sdk_config(settings.endpoint.as_deref()).await;
         let idp = identity_provider_from_env(&sdk).await?;
         Self::from_env_with(idp).await
     }
 
     async fn from_env_with(idp: Arc<dyn IdentityProvider>) -> Result<Self, StackError> {
         let settings = AwsSettings::from_env()?;
-        let sdk = super::sdk_config(settings.endpoint.as_deref()).await;
+        let sdk = crate::aws::sdk_config(settings.endpoint.as_deref()).await;
         let parts = Parts {
             policy: policy_from_env()?,
             directory: Arc::new(people_from_env()?),
