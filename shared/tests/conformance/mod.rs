@@ -1,6 +1,8 @@
 //! Port conformance suites, written once against the port traits so every adapter runs the same
-//! code: the embedded SQLite / file adapters (`embedded_conformance.rs`) and, later, the AWS
-//! adapters against moto. Each property is a `pub async fn`; `run_*_suite` runs them all.
+//! code: the embedded SQLite / file adapters (`embedded_conformance.rs`) and the AWS adapters
+//! against moto (`tests/tests/aws/adapters.rs`). Each property is a `pub async fn`; the
+//! `*_suite!` macros below list every property once and register one test per property for an
+//! adapter, so a property added here runs on every adapter of its port.
 //!
 //! A test crate that includes this module may use only some of the properties.
 #![allow(dead_code)]
@@ -26,3 +28,120 @@ impl<P: ?Sized> Subject<P> {
         }
     }
 }
+
+/// One test per store property, in module `$module`: `$open` makes an [`store::Opener`] on fresh
+/// storage; `$test` is the test attribute (`tokio::test`, or its multi-thread flavour).
+macro_rules! store_suite {
+    ($module:ident, $open:expr, $($test:tt)*) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance::store_suite!(@each $open, [$($test)*];
+                create_with_version_zero,
+                update_bumps_version,
+                stale_version_conflicts_and_writes_nothing,
+                history_in_seq_order,
+                timers_set_cancel_rearm,
+                due_timers_respects_now_and_limit,
+                agents_upsert_and_lookup,
+                approvals_open_close_and_filter,
+                approval_votes_and_messages_are_kept,
+                audit_is_hash_chained_and_pages,
+                commit_batch_rolls_back_conflicts_alone,
+                inbound_ids_are_remembered,
+                cursors_are_kept_by_name,
+                groups_scope_usage_and_messages,
+                clients_and_baselines,
+            );
+            #[$($test)*]
+            async fn survives_reopen() {
+                $crate::conformance::store::survives_reopen(&$open).await;
+            }
+        }
+    };
+    (@each $open:expr, [$($test:tt)*]; $($property:ident),* $(,)?) => {
+        $(
+            #[$($test)*]
+            async fn $property() {
+                let open = $open;
+                $crate::conformance::store::$property(&*open()).await;
+            }
+        )*
+    };
+}
+pub(crate) use store_suite;
+
+/// One test per queue property, in module `$module`: `$fresh` makes a fresh queue
+/// [`Subject`]; `$tick` is the adapter's clock resolution.
+macro_rules! queue_suite {
+    ($module:ident, $fresh:expr, $tick:expr, $($test:tt)*) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance::queue_suite!(@timed $fresh, $tick, [$($test)*];
+                send_receive_ack,
+                delay_hides_until_due,
+                visibility_timeout_redelivers,
+                fifo_one_in_flight_per_group,
+                order_within_group,
+                nack_with_delay,
+                dead_letter_after_max_receives,
+                depth_counts_waiting_and_in_flight,
+                send_and_ack_does_both,
+            );
+            $crate::conformance::queue_suite!(@untimed $fresh, [$($test)*];
+                dedupe_id_drops_duplicates,
+                dedupe_window_outlives_the_ack,
+            );
+        }
+    };
+    (@timed $fresh:expr, $tick:expr, [$($test:tt)*]; $($property:ident),* $(,)?) => {
+        $(
+            #[$($test)*]
+            async fn $property() {
+                let q = $fresh;
+                $crate::conformance::queue::$property(&*q.port, $tick).await;
+            }
+        )*
+    };
+    (@untimed $fresh:expr, [$($test:tt)*]; $($property:ident),* $(,)?) => {
+        $(
+            #[$($test)*]
+            async fn $property() {
+                let q = $fresh;
+                $crate::conformance::queue::$property(&*q.port).await;
+            }
+        )*
+    };
+}
+pub(crate) use queue_suite;
+
+/// One test per vault property, in module `$module`: `$fresh` makes a fresh vault [`Subject`].
+macro_rules! vault_suite {
+    ($module:ident, $fresh:expr, $($test:tt)*) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance::vault_suite!(@each $fresh, [$($test)*];
+                put_get_by_stage,
+                new_current_demotes_old_to_previous,
+                pending_is_separate,
+                put_is_idempotent_per_version,
+                versions_list_ids_and_stages_never_values,
+                secrets_are_independent,
+                version_ids_must_be_tokens,
+                deletion_is_scheduled_with_a_recovery_window,
+            );
+        }
+    };
+    (@each $fresh:expr, [$($test:tt)*]; $($property:ident),* $(,)?) => {
+        $(
+            #[$($test)*]
+            async fn $property() {
+                let v = $fresh;
+                $crate::conformance::vault::$property(&*v.port).await;
+            }
+        )*
+    };
+}
+pub(crate) use vault_suite;
