@@ -77,7 +77,7 @@ pub struct Reviews {
     /// January, April, ...; 0: only campaigns started by a person.
     pub every_months: u32,
     /// Which agents a scheduled campaign covers.
-    pub scope: crate::review_campaign::CampaignScope,
+    pub scope: crate::review::CampaignScope,
     /// How long owners have to answer (the deadline is launch + this).
     pub duration_secs: u64,
     /// The owner is reminded this long before the deadline (0: no reminder).
@@ -86,7 +86,7 @@ pub struct Reviews {
     /// deadline (0: no escalation).
     pub escalate_before_secs: u64,
     /// What an unanswered item gets at the deadline.
-    pub unanswered: crate::review_campaign::Unanswered,
+    pub unanswered: crate::review::Unanswered,
     /// A scope not used in a token grant for this many days is suggested for dropping.
     pub unused_after_days: u32,
     /// Items created per launch round (bounded work per queue message).

@@ -71,6 +71,17 @@ impl fmt::Display for Rejected {
 
 impl std::error::Error for Rejected {}
 
+/// The refusal of an event the machine has no transition for in its current state.
+pub(crate) fn not_applicable(kind: &str, state: &str, event: &Event) -> Rejected {
+    Rejected::new(
+        "event",
+        format!(
+            "{} does not apply to {kind} in state {state}",
+            event.label()
+        ),
+    )
+}
+
 /// A declared transition: `from --on--> to`. `from == "[*]"` is the start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Transition {

@@ -13,12 +13,13 @@
 
 use crate::agent::{Agent, AgentChange, AgentFlag};
 use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
-use crate::command::{Actor, AuditKind, Command, IdpCommand};
-use crate::decommission::DecommissionReason;
+use crate::command::{
+    Actor, AuditKind, Command, IdpCommand, SECURITY_CHANNEL, audit, audit_failure,
+};
 use crate::detection::{Finding, Severity};
 use crate::event::Event;
-use crate::onboarding::{audit, audit_failure, not_applicable};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use crate::lifecycle::DecommissionReason;
+use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -360,7 +361,7 @@ fn failed(agent: &Agent, what: &str, reason: &str, now: DateTime<Utc>) -> Step<F
             },
             audit_failure(agent, AuditKind::AgentFrozen, &message),
             Command::Notify {
-                to: crate::owner_loss::SECURITY_CHANNEL.into(),
+                to: SECURITY_CHANNEL.into(),
                 subject: format!("Freeze of {} needs a person", agent.name),
                 body: format!("{message}. Act at the identity provider directly."),
             },
@@ -498,10 +499,7 @@ impl Workflow for Freeze {
         };
         if !finding.freezes() {
             let mut commands = vec![detected, flagged];
-            for to in [
-                agent.owner.clone(),
-                crate::owner_loss::SECURITY_CHANNEL.to_string(),
-            ] {
+            for to in [agent.owner.clone(), SECURITY_CHANNEL.to_string()] {
                 if to.is_empty() {
                     continue;
                 }

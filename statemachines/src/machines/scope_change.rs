@@ -2,12 +2,11 @@
 //! for approval, then the identity provider is set to exactly the new grant.
 
 use crate::agent::{Agent, AgentChange, AgentStatus};
-use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
-use crate::command::{Actor, AuditKind, Command, IdpCommand};
+use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision, RecordedApproval};
+use crate::command::{Actor, AuditKind, Command, IdpCommand, audit, audit_failure};
 use crate::event::Event;
-use crate::onboarding::{RecordedApproval, audit, audit_failure, not_applicable};
 use crate::policy::reason;
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

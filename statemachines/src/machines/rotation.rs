@@ -10,12 +10,12 @@
 //! freeze or a decommission superseding it) wins at any step.
 
 use crate::agent::{Agent, AgentChange, AgentStatus};
-use crate::command::{Actor, AuditEvent, AuditKind, Command, IdpCommand, VaultCommand};
+use crate::command::{
+    Actor, AuditEvent, AuditKind, Command, IdpCommand, SECURITY_CHANNEL, VaultCommand, audit,
+};
 use crate::event::Event;
-use crate::onboarding::{audit, not_applicable};
-use crate::owner_loss::SECURITY_CHANNEL;
 use crate::receipt::{CredentialReceipt, SecretRef};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 

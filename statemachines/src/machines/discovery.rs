@@ -9,12 +9,12 @@
 //! --(ClientDeactivated)--> Released.
 
 use crate::agent::{Agent, AgentChange};
-use crate::command::{Actor, AuditKind, Command, IdpCommand};
-use crate::decommission::DecommissionReason;
+use crate::command::{
+    Actor, AuditKind, Command, IdpCommand, SECURITY_CHANNEL, audit, audit_failure,
+};
 use crate::event::Event;
-use crate::onboarding::{audit, audit_failure, not_applicable};
-use crate::owner_loss::SECURITY_CHANNEL;
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use crate::lifecycle::DecommissionReason;
+use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -7,13 +7,12 @@
 
 use crate::agent::{Agent, AgentRequest, AgentStatus};
 use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
-use crate::command::{Actor, AuditEvent, AuditKind, Command, IdpCommand};
+use crate::command::{Actor, AuditKind, Command, IdpCommand, audit, audit_failure};
 use crate::event::Event;
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
-use chrono::{DateTime, Utc};
+use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
 use serde::{Deserialize, Serialize};
 
-pub use crate::approval::APPROVAL_EXPIRY_TIMER;
+pub use crate::approval::{APPROVAL_EXPIRY_TIMER, RecordedApproval};
 
 /// What the directory said about the owner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,20 +32,6 @@ pub struct OnboardingInput {
     /// A claimed shadow agent's existing client: onboarding takes it over instead of creating
     /// a new one.
     pub adopt_client: Option<String>,
-}
-
-/// A decision that allowed a sensitive step, kept in the state that acts on it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RecordedApproval {
-    pub approval_id: String,
-    /// Who decided (the last approver needed).
-    pub approver: String,
-    /// Everyone who approved, in order (two under a two-person rule).
-    #[serde(default)]
-    pub approvers: Vec<String>,
-    pub at: DateTime<Utc>,
-    /// The sensitive scopes this approval covered.
-    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -471,47 +456,4 @@ fn create_client(agent: &Agent) -> Command {
         token_lifetime_secs: agent.token_lifetime_secs,
         adopt: agent.client_id.clone(),
     })
-}
-
-pub(crate) fn audit(
-    agent: &Agent,
-    kind: AuditKind,
-    actor: Actor,
-    approval_id: Option<&str>,
-    scopes: Vec<String>,
-    message: String,
-) -> Command {
-    Command::Audit(AuditEvent {
-        kind,
-        actor,
-        agent_id: agent.id.clone(),
-        agent_name: agent.name.clone(),
-        approval_id: approval_id.map(str::to_string),
-        scopes,
-        success: true,
-        message,
-    })
-}
-
-pub(crate) fn audit_failure(agent: &Agent, kind: AuditKind, message: &str) -> Command {
-    Command::Audit(AuditEvent {
-        kind,
-        actor: Actor::System,
-        agent_id: agent.id.clone(),
-        agent_name: agent.name.clone(),
-        approval_id: None,
-        scopes: vec![],
-        success: false,
-        message: message.to_string(),
-    })
-}
-
-pub(crate) fn not_applicable(kind: &str, state: &str, event: &Event) -> Rejected {
-    Rejected::new(
-        "event",
-        format!(
-            "{} does not apply to {kind} in state {state}",
-            event.label()
-        ),
-    )
 }

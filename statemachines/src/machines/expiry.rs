@@ -7,11 +7,10 @@
 
 use crate::agent::{Agent, AgentChange};
 use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
-use crate::command::{Actor, AuditKind, Command};
-use crate::decommission::{DecommissionReason, expiry_deadline};
+use crate::command::{Actor, AuditKind, Command, audit};
 use crate::event::Event;
-use crate::onboarding::{audit, not_applicable};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use crate::lifecycle::{DecommissionReason, expiry_deadline};
+use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
