@@ -30,4 +30,4 @@ pub use approval::{ApprovalOutcome, ApprovalRequest, Decision, FollowUp, Vote};
 pub use command::{Actor, AuditEvent, AuditKind, Command, IdpCommand, VaultCommand};
 pub use event::Event;
 pub use policy::Policy;
-pub use workflow::{Ctx, Rejected, Step, Transition, Workflow};
+pub use workflow::{Ctx, Rejected, States, Step, Transition, Workflow};

@@ -15,7 +15,9 @@ use crate::command::{Actor, AuditKind, Command, IdpCommand, VaultCommand, audit}
 use crate::event::Event;
 pub use crate::lifecycle::{DecommissionReason, expiry_deadline};
 use crate::receipt::{DEACTIVATE, DELETE, REVOKE, RevocationReceipt, SCHEDULE_DELETION};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +83,19 @@ impl DecommissionState {
 }
 
 pub struct Decommission;
+
+states! {
+    DecommissionState {
+        AwaitingApproval,
+        RevokingTokens,
+        Deactivating,
+        Deleting,
+        SchedulingSecretDeletion,
+        Decommissioned: terminal,
+        Kept: terminal,
+        Cancelled: terminal,
+    }
+}
 
 impl Workflow for Decommission {
     type State = DecommissionState;
@@ -464,28 +479,6 @@ impl Workflow for Decommission {
             }
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
-    }
-
-    fn state_name(state: &DecommissionState) -> &'static str {
-        match state {
-            DecommissionState::AwaitingApproval { .. } => "AwaitingApproval",
-            DecommissionState::RevokingTokens { .. } => "RevokingTokens",
-            DecommissionState::Deactivating { .. } => "Deactivating",
-            DecommissionState::Deleting { .. } => "Deleting",
-            DecommissionState::SchedulingSecretDeletion { .. } => "SchedulingSecretDeletion",
-            DecommissionState::Decommissioned { .. } => "Decommissioned",
-            DecommissionState::Kept { .. } => "Kept",
-            DecommissionState::Cancelled { .. } => "Cancelled",
-        }
-    }
-
-    fn is_terminal(state: &DecommissionState) -> bool {
-        matches!(
-            state,
-            DecommissionState::Decommissioned { .. }
-                | DecommissionState::Kept { .. }
-                | DecommissionState::Cancelled { .. }
-        )
     }
 }
 

@@ -14,7 +14,9 @@ use crate::command::{
 };
 use crate::event::Event;
 use crate::lifecycle::DecommissionReason;
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +99,16 @@ fn release(agent: &Agent, why: String, by: Actor) -> Step<ShadowState> {
             agent: agent.clone(),
             why,
         },
+    }
+}
+
+states! {
+    ShadowState {
+        Unclaimed,
+        Claimed: terminal,
+        Releasing,
+        Released: terminal,
+        Failed: terminal,
     }
 }
 
@@ -295,22 +307,5 @@ impl Workflow for ShadowAgent {
             }
             (s, e) => Err(not_applicable(Self::KIND, Self::state_name(s), &e)),
         }
-    }
-
-    fn state_name(state: &ShadowState) -> &'static str {
-        match state {
-            ShadowState::Unclaimed { .. } => "Unclaimed",
-            ShadowState::Claimed { .. } => "Claimed",
-            ShadowState::Releasing { .. } => "Releasing",
-            ShadowState::Released { .. } => "Released",
-            ShadowState::Failed { .. } => "Failed",
-        }
-    }
-
-    fn is_terminal(state: &ShadowState) -> bool {
-        !matches!(
-            state,
-            ShadowState::Unclaimed { .. } | ShadowState::Releasing { .. }
-        )
     }
 }

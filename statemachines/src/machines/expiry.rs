@@ -10,7 +10,9 @@ use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
 use crate::command::{Actor, AuditKind, Command, audit};
 use crate::event::Event;
 use crate::lifecycle::{DecommissionReason, expiry_deadline};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -45,6 +47,14 @@ pub enum ExpiryState {
 }
 
 pub struct Expiry;
+
+states! {
+    ExpiryState {
+        Counting,
+        AwaitingRenewal,
+        Ended: terminal,
+    }
+}
 
 impl Workflow for Expiry {
     type State = ExpiryState;
@@ -339,18 +349,6 @@ impl Workflow for Expiry {
             }
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
-    }
-
-    fn state_name(state: &ExpiryState) -> &'static str {
-        match state {
-            ExpiryState::Counting { .. } => "Counting",
-            ExpiryState::AwaitingRenewal { .. } => "AwaitingRenewal",
-            ExpiryState::Ended { .. } => "Ended",
-        }
-    }
-
-    fn is_terminal(state: &ExpiryState) -> bool {
-        matches!(state, ExpiryState::Ended { .. })
     }
 }
 

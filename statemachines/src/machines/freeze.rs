@@ -19,7 +19,9 @@ use crate::command::{
 use crate::detection::{Finding, Severity};
 use crate::event::Event;
 use crate::lifecycle::DecommissionReason;
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -370,6 +372,21 @@ fn failed(agent: &Agent, what: &str, reason: &str, now: DateTime<Utc>) -> Step<F
             agent: agent.clone(),
             reason: message,
         },
+    }
+}
+
+states! {
+    FreezeState {
+        Asking,
+        Containing,
+        AwaitingDecision,
+        Restoring,
+        Unfrozen: terminal,
+        Decommissioning: terminal,
+        Kept: terminal,
+        Dismissed: terminal,
+        Alerted: terminal,
+        Failed: terminal,
     }
 }
 
@@ -878,32 +895,5 @@ impl Workflow for Freeze {
             }
             (s, e) => Err(not_applicable(Self::KIND, Self::state_name(s), &e)),
         }
-    }
-
-    fn state_name(state: &FreezeState) -> &'static str {
-        match state {
-            FreezeState::Asking { .. } => "Asking",
-            FreezeState::Containing { .. } => "Containing",
-            FreezeState::AwaitingDecision { .. } => "AwaitingDecision",
-            FreezeState::Restoring { .. } => "Restoring",
-            FreezeState::Unfrozen { .. } => "Unfrozen",
-            FreezeState::Decommissioning { .. } => "Decommissioning",
-            FreezeState::Kept { .. } => "Kept",
-            FreezeState::Dismissed { .. } => "Dismissed",
-            FreezeState::Alerted { .. } => "Alerted",
-            FreezeState::Failed { .. } => "Failed",
-        }
-    }
-
-    fn is_terminal(state: &FreezeState) -> bool {
-        matches!(
-            state,
-            FreezeState::Unfrozen { .. }
-                | FreezeState::Decommissioning { .. }
-                | FreezeState::Kept { .. }
-                | FreezeState::Dismissed { .. }
-                | FreezeState::Alerted { .. }
-                | FreezeState::Failed { .. }
-        )
     }
 }

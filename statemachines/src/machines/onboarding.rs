@@ -9,7 +9,9 @@ use crate::agent::{Agent, AgentRequest, AgentStatus};
 use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
 use crate::command::{Actor, AuditKind, Command, IdpCommand, audit, audit_failure};
 use crate::event::Event;
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use serde::{Deserialize, Serialize};
 
 pub use crate::approval::{APPROVAL_EXPIRY_TIMER, RecordedApproval};
@@ -86,6 +88,18 @@ impl OnboardingState {
 }
 
 pub struct Onboarding;
+
+states! {
+    OnboardingState {
+        AwaitingApproval,
+        Provisioning,
+        Active: terminal,
+        Denied: terminal,
+        Expired: terminal,
+        Cancelled: terminal,
+        Failed: terminal,
+    }
+}
 
 impl Workflow for Onboarding {
     type State = OnboardingState;
@@ -426,25 +440,6 @@ impl Workflow for Onboarding {
             )),
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
-    }
-
-    fn state_name(state: &OnboardingState) -> &'static str {
-        match state {
-            OnboardingState::AwaitingApproval { .. } => "AwaitingApproval",
-            OnboardingState::Provisioning { .. } => "Provisioning",
-            OnboardingState::Active { .. } => "Active",
-            OnboardingState::Denied { .. } => "Denied",
-            OnboardingState::Expired { .. } => "Expired",
-            OnboardingState::Cancelled { .. } => "Cancelled",
-            OnboardingState::Failed { .. } => "Failed",
-        }
-    }
-
-    fn is_terminal(state: &OnboardingState) -> bool {
-        !matches!(
-            state,
-            OnboardingState::AwaitingApproval { .. } | OnboardingState::Provisioning { .. }
-        )
     }
 }
 

@@ -7,7 +7,9 @@ use crate::agent::{Agent, AgentFlag};
 pub use crate::command::SECURITY_CHANNEL;
 use crate::command::{Actor, AuditKind, Command, audit};
 use crate::event::Event;
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +49,14 @@ pub enum OwnerLossState {
 }
 
 pub struct OwnerLoss;
+
+states! {
+    OwnerLossState {
+        AwaitingOwner,
+        Reassigned: terminal,
+        FreezeRequested: terminal,
+    }
+}
 
 impl Workflow for OwnerLoss {
     type State = OwnerLossState;
@@ -229,17 +239,5 @@ impl Workflow for OwnerLoss {
             }
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
-    }
-
-    fn state_name(state: &OwnerLossState) -> &'static str {
-        match state {
-            OwnerLossState::AwaitingOwner { .. } => "AwaitingOwner",
-            OwnerLossState::Reassigned { .. } => "Reassigned",
-            OwnerLossState::FreezeRequested { .. } => "FreezeRequested",
-        }
-    }
-
-    fn is_terminal(state: &OwnerLossState) -> bool {
-        !matches!(state, OwnerLossState::AwaitingOwner { .. })
     }
 }

@@ -11,7 +11,9 @@ use crate::command::{Actor, AuditEvent, AuditKind, Command, SECURITY_CHANNEL};
 use crate::event::Event;
 use crate::policy::reason;
 pub use crate::review::{Campaign, CampaignScope, Risk, Unanswered, check_id};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -112,6 +114,15 @@ fn close(campaign: &Campaign, items: u64, now: DateTime<Utc>) -> Step<CampaignSt
             items,
             closed_at: now,
         },
+    }
+}
+
+states! {
+    CampaignState {
+        Launching,
+        Reviewing,
+        Closed: terminal,
+        Failed: terminal,
     }
 }
 
@@ -290,21 +301,5 @@ impl Workflow for ReviewCampaign {
             }
             (s, e) => Err(not_applicable(Self::KIND, Self::state_name(s), &e)),
         }
-    }
-
-    fn state_name(state: &CampaignState) -> &'static str {
-        match state {
-            CampaignState::Launching { .. } => "Launching",
-            CampaignState::Reviewing { .. } => "Reviewing",
-            CampaignState::Closed { .. } => "Closed",
-            CampaignState::Failed { .. } => "Failed",
-        }
-    }
-
-    fn is_terminal(state: &CampaignState) -> bool {
-        matches!(
-            state,
-            CampaignState::Closed { .. } | CampaignState::Failed { .. }
-        )
     }
 }

@@ -13,7 +13,9 @@ pub use crate::review::{
     ActionResult, Campaign, Evidence, LastReview, Resolution, ReviewAction, ReviewDecision,
     ReviewItem, ReviewNotice, ScopeEvidence, Unanswered,
 };
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -444,6 +446,15 @@ fn action_kind(resolution: &Resolution) -> &'static str {
     }
 }
 
+states! {
+    ReviewItemState {
+        Open,
+        Escalated,
+        Applying,
+        Closed: terminal,
+    }
+}
+
 impl Workflow for ReviewItemMachine {
     type State = ReviewItemState;
     type Input = ReviewItemInput;
@@ -743,18 +754,5 @@ impl Workflow for ReviewItemMachine {
             }
             (s, e) => Err(not_applicable(Self::KIND, Self::state_name(s), &e)),
         }
-    }
-
-    fn state_name(state: &ReviewItemState) -> &'static str {
-        match state {
-            ReviewItemState::Open { .. } => "Open",
-            ReviewItemState::Escalated { .. } => "Escalated",
-            ReviewItemState::Applying { .. } => "Applying",
-            ReviewItemState::Closed { .. } => "Closed",
-        }
-    }
-
-    fn is_terminal(state: &ReviewItemState) -> bool {
-        matches!(state, ReviewItemState::Closed { .. })
     }
 }

@@ -15,7 +15,9 @@ use crate::command::{
 };
 use crate::event::Event;
 use crate::receipt::{CredentialReceipt, SecretRef};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -176,6 +178,21 @@ pub fn version_token(workflow_id: &str, attempt: u32) -> String {
 }
 
 pub struct Rotation;
+
+states! {
+    RotationState {
+        Scheduled,
+        Issuing,
+        Verifying,
+        Promoting,
+        Grace,
+        RevokingOld,
+        RetryWait,
+        Done: terminal,
+        Failed: terminal,
+        Cancelled: terminal,
+    }
+}
 
 impl Workflow for Rotation {
     type State = RotationState;
@@ -622,32 +639,6 @@ impl Workflow for Rotation {
             }),
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
-    }
-
-    fn state_name(state: &RotationState) -> &'static str {
-        match state {
-            RotationState::Scheduled { .. } => "Scheduled",
-            RotationState::Issuing { .. } => "Issuing",
-            RotationState::Verifying { .. } => "Verifying",
-            RotationState::Promoting { .. } => "Promoting",
-            RotationState::Grace { .. } => "Grace",
-            RotationState::RevokingOld { .. } => "RevokingOld",
-            RotationState::RetryWait { .. } => "RetryWait",
-            RotationState::Done { .. } => "Done",
-            RotationState::Failed { .. } => "Failed",
-            RotationState::Cancelled { .. } => "Cancelled",
-        }
-    }
-
-    /// `Cancelled` still takes the results of commands that were out when the cancel came, but
-    /// nothing new starts from it: it counts as ended.
-    fn is_terminal(state: &RotationState) -> bool {
-        matches!(
-            state,
-            RotationState::Done { .. }
-                | RotationState::Failed { .. }
-                | RotationState::Cancelled { .. }
-        )
     }
 }
 

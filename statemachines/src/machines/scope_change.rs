@@ -6,7 +6,9 @@ use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision, Recorded
 use crate::command::{Actor, AuditKind, Command, IdpCommand, audit, audit_failure};
 use crate::event::Event;
 use crate::policy::reason;
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +84,18 @@ pub enum ScopeChangeState {
 }
 
 pub struct ScopeChange;
+
+states! {
+    ScopeChangeState {
+        AwaitingApproval,
+        Granting,
+        Applied: terminal,
+        Denied: terminal,
+        Expired: terminal,
+        Cancelled: terminal,
+        Failed: terminal,
+    }
+}
 
 impl Workflow for ScopeChange {
     type State = ScopeChangeState;
@@ -464,25 +478,6 @@ impl Workflow for ScopeChange {
             }
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
-    }
-
-    fn state_name(state: &ScopeChangeState) -> &'static str {
-        match state {
-            ScopeChangeState::AwaitingApproval { .. } => "AwaitingApproval",
-            ScopeChangeState::Granting { .. } => "Granting",
-            ScopeChangeState::Applied { .. } => "Applied",
-            ScopeChangeState::Denied { .. } => "Denied",
-            ScopeChangeState::Expired { .. } => "Expired",
-            ScopeChangeState::Cancelled { .. } => "Cancelled",
-            ScopeChangeState::Failed { .. } => "Failed",
-        }
-    }
-
-    fn is_terminal(state: &ScopeChangeState) -> bool {
-        !matches!(
-            state,
-            ScopeChangeState::AwaitingApproval { .. } | ScopeChangeState::Granting { .. }
-        )
     }
 }
 
