@@ -9,7 +9,7 @@ pub fn mermaid<W: Workflow>() -> String {
 /// The diagram of one machine of `machines::ALL`.
 pub fn render(m: &Machine) -> String {
     let mut out = format!(
-        "%% Generated from {}::TRANSITIONS — do not edit; run `STEWARD_BLESS=1 cargo test -p statemachines --test diagrams`.\nstateDiagram-v2\n",
+        "%% Generated from {}::TRANSITIONS — do not edit; run `STEWARD_BLESS=1 cargo test -p statemachines --test transitions diagram`.\nstateDiagram-v2\n",
         m.kind
     );
     for t in m.transitions {

@@ -1,6 +1,6 @@
 //! The workflow machines, one file each. A machine may use the vocabulary modules (agent,
 //! approval, command, event, policy, receipt, review, workflow, ...) but never another machine:
-//! what two machines share belongs in the vocabulary (`tests/imports.rs` checks this).
+//! what two machines share belongs in the vocabulary (`tests/transitions/imports.rs` checks this).
 
 pub mod decommission;
 pub mod discovery;

@@ -10,6 +10,13 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+// The checks beside the scenarios share this binary: one link instead of one per file.
+mod detection;
+mod diagrams;
+mod imports;
+mod states;
+mod sweep;
+
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use common::*;
 use statemachines::approval::{

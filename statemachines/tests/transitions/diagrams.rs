@@ -16,7 +16,7 @@ use statemachines::workflow::Machine;
 use statemachines::workflow::Workflow;
 use std::path::PathBuf;
 
-const REGENERATE: &str = "STEWARD_BLESS=1 cargo test -p statemachines --test diagrams";
+const REGENERATE: &str = "STEWARD_BLESS=1 cargo test -p statemachines --test transitions diagram";
 
 fn check(m: &Machine) -> Result<(), String> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
