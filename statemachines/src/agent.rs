@@ -115,7 +115,7 @@ impl AgentStatus {
     }
 }
 
-/// The registry record of an agent (ARCHITECTURE §5 `AGENT#<id>`). No secret values, ever.
+/// The registry record of an agent, stored under the key `AGENT#<id>`. No secret values, ever.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     pub id: String,

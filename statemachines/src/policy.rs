@@ -4,7 +4,8 @@
 use crate::workflow::Reason;
 use serde::{Deserialize, Serialize};
 
-/// Hard ceiling on access-token lifetime, whatever a policy says (ARCHITECTURE §3: never > 60 min).
+/// Hard ceiling on access-token lifetime, whatever a policy says: a leaked token must die within
+/// the hour, so no policy may allow more than 60 minutes.
 pub const TOKEN_LIFETIME_CEILING_SECS: u32 = 60 * 60;
 /// Default maximum token lifetime (15 minutes).
 pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u32 = 15 * 60;
