@@ -294,351 +294,526 @@ impl Workflow for Rotation {
 
     fn on(state: &RotationState, event: Event, ctx: &Ctx) -> Result<Step<RotationState>, Rejected> {
         use RotationState as S;
-        match (state, event) {
-            (S::Scheduled { run, at }, Event::TimerFired { name }) if name == START_TIMER => {
-                early(at, ctx)?;
-                Ok(Step {
-                    commands: vec![issue(run)],
-                    state: S::Issuing { run: run.clone() },
-                })
-            }
-            (S::RetryWait { run, at, .. }, Event::TimerFired { name }) if name == RETRY_TIMER => {
-                early(at, ctx)?;
-                Ok(Step {
-                    commands: vec![issue(run)],
-                    state: S::Issuing { run: run.clone() },
-                })
-            }
-            (
-                S::Issuing { run },
-                Event::SecretIssued {
-                    version,
-                    secret_id,
-                    previous_version,
-                    previous_secret_id,
+        // One handler per state; a state without one refuses every event.
+        match state {
+            S::Scheduled { .. } => on_scheduled(state, event, ctx),
+            S::RetryWait { .. } => on_retry_wait(state, event, ctx),
+            S::Issuing { .. } => on_issuing(state, event, ctx),
+            S::Verifying { .. } => on_verifying(state, event, ctx),
+            S::Promoting { .. } => on_promoting(state, event, ctx),
+            S::Grace { .. } => on_grace(state, event, ctx),
+            S::RevokingOld { .. } => on_revoking_old(state, event, ctx),
+            S::Cancelled { .. } => on_cancelled(state, event, ctx),
+            _ => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
+        }
+    }
+}
+
+/// Events in Scheduled.
+fn on_scheduled(
+    state: &RotationState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<RotationState>, Rejected> {
+    use RotationState as S;
+    match (state, event) {
+        (S::Scheduled { run, at }, Event::TimerFired { name }) if name == START_TIMER => {
+            early(at, ctx)?;
+            Ok(Step {
+                commands: vec![issue(run)],
+                state: S::Issuing { run: run.clone() },
+            })
+        }
+        (_, event @ Event::Cancel { .. }) => cancel(state, event, ctx),
+        (state, event) => Err(not_applicable(
+            Rotation::KIND,
+            Rotation::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in RetryWait.
+fn on_retry_wait(
+    state: &RotationState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<RotationState>, Rejected> {
+    use RotationState as S;
+    match (state, event) {
+        (S::RetryWait { run, at, .. }, Event::TimerFired { name }) if name == RETRY_TIMER => {
+            early(at, ctx)?;
+            Ok(Step {
+                commands: vec![issue(run)],
+                state: S::Issuing { run: run.clone() },
+            })
+        }
+        (_, event @ Event::Cancel { .. }) => cancel(state, event, ctx),
+        (state, event) => Err(not_applicable(
+            Rotation::KIND,
+            Rotation::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in Issuing.
+fn on_issuing(
+    state: &RotationState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<RotationState>, Rejected> {
+    use RotationState as S;
+    match (state, event) {
+        (
+            S::Issuing { run },
+            Event::SecretIssued {
+                version,
+                secret_id,
+                previous_version,
+                previous_secret_id,
+            },
+        ) => {
+            same_version(run, &version)?;
+            let issued = Issued {
+                new: SecretRef {
+                    version: Some(version.clone()),
+                    secret_id: Some(secret_id.clone()),
                 },
-            ) => {
-                same_version(run, &version)?;
-                let issued = Issued {
-                    new: SecretRef {
-                        version: Some(version.clone()),
-                        secret_id: Some(secret_id.clone()),
-                    },
-                    old: SecretRef {
-                        version: previous_version,
-                        secret_id: previous_secret_id,
-                    },
-                };
-                Ok(Step {
-                    commands: vec![
-                        audit(
-                            &run.agent,
-                            AuditKind::SecretIssued,
-                            Actor::System,
-                            None,
-                            vec![],
-                            format!(
-                                "new secret {secret_id} issued for client {} and stored as AWSPENDING version {version}; the current secret still works",
-                                run.client_id()
-                            ),
-                        ),
-                        Command::Idp(IdpCommand::TestSecret {
-                            agent_id: run.agent.id.clone(),
-                            version,
-                        }),
-                    ],
-                    state: S::Verifying {
-                        run: run.clone(),
-                        issued,
-                    },
-                })
-            }
-            (S::Verifying { run, issued }, Event::SecretVerified { version }) => {
-                same_version(run, &version)?;
-                Ok(Step {
-                    commands: vec![Command::Vault(VaultCommand::Promote {
-                        agent_id: run.agent.id.clone(),
-                        version,
-                    })],
-                    state: S::Promoting {
-                        run: run.clone(),
-                        issued: issued.clone(),
-                        verified_at: ctx.now,
-                    },
-                })
-            }
-            (
-                S::Promoting {
-                    run,
-                    issued,
-                    verified_at,
+                old: SecretRef {
+                    version: previous_version,
+                    secret_id: previous_secret_id,
                 },
-                Event::SecretPromoted { version },
-            ) => {
-                same_version(run, &version)?;
-                let until =
-                    ctx.now + Duration::seconds(ctx.policy.lifecycle.rotation_grace_secs as i64);
-                let receipt = CredentialReceipt {
-                    rotation: ctx.workflow_id.to_string(),
-                    reason: run.reason.describe(),
-                    old: issued.old.clone(),
-                    old_valid_from: run.agent.credential_issued_at,
-                    old_valid_until: None,
-                    old_revocation: None,
-                    new: issued.new.clone(),
-                    new_valid_from: ctx.now,
-                    verified_at: *verified_at,
-                    verification: format!(
-                        "a client_credentials token was obtained with the new secret at {}",
-                        verified_at.to_rfc3339()
-                    ),
-                };
-                Ok(Step {
-                    commands: vec![
-                        Command::UpdateAgent {
-                            agent_id: run.agent.id.clone(),
-                            change: AgentChange::CredentialRotated { receipt },
-                        },
-                        audit(
-                            &run.agent,
-                            AuditKind::SecretRotated,
-                            Actor::System,
-                            None,
-                            vec![],
-                            format!(
-                                "secret {} (version {version}) is current; the old secret {} keeps working until {}",
-                                issued.new.secret_id.as_deref().unwrap_or("?"),
-                                issued.old.secret_id.as_deref().unwrap_or("?"),
-                                until.to_rfc3339()
-                            ),
-                        ),
-                        Command::SetTimer {
-                            name: GRACE_TIMER.into(),
-                            at: until,
-                        },
-                    ],
-                    state: S::Grace {
-                        run: run.clone(),
-                        issued: issued.clone(),
-                        until,
-                    },
-                })
-            }
-            (S::Grace { run, issued, until }, Event::TimerFired { name })
-                if name == GRACE_TIMER =>
-            {
-                early(until, ctx)?;
-                let commands = match &issued.old.secret_id {
-                    Some(old) => vec![Command::Idp(IdpCommand::RemoveSecret {
-                        client_id: run.client_id().to_string(),
-                        secret_id: old.clone(),
-                    })],
-                    None => vec![],
-                };
-                if commands.is_empty() {
-                    // Nothing known to remove: the vault held no previous credential document.
-                    return Ok(done(
-                        run,
-                        issued,
-                        false,
-                        "no previous secret id was recorded".into(),
-                        ctx,
-                    ));
-                }
-                Ok(Step {
-                    commands,
-                    state: S::RevokingOld {
-                        run: run.clone(),
-                        issued: issued.clone(),
-                    },
-                })
-            }
-            (S::RevokingOld { run, issued }, Event::SecretRemoved { secret_id }) => {
-                if issued.old.secret_id.as_deref() != Some(secret_id.as_str()) {
-                    return Err(Rejected::new(
-                        "secret_id",
-                        format!("secret {secret_id} is not the one this rotation replaces"),
-                    ));
-                }
-                Ok(done(
-                    run,
-                    issued,
-                    true,
-                    format!("secret {secret_id} removed at the identity provider"),
-                    ctx,
-                ))
-            }
-            (
-                S::RevokingOld { run, issued },
-                Event::CommandFailed {
-                    command, reason, ..
-                },
-            ) if command == "idp.remove_secret" => {
-                let why = format!(
-                    "the old secret {} could not be removed ({command}: {reason}); the next rotation removes it, or remove it at the identity provider",
-                    issued.old.secret_id.as_deref().unwrap_or("?")
-                );
-                let mut step = done(run, issued, false, why.clone(), ctx);
-                step.commands.push(Command::Notify {
-                    to: SECURITY_CHANNEL.into(),
-                    subject: format!("{}: old secret still valid", run.agent.name),
-                    body: why,
-                });
-                Ok(step)
-            }
-            (
-                S::Issuing { run } | S::Verifying { run, .. } | S::Promoting { run, .. },
-                Event::CommandFailed {
-                    command, reason, ..
-                },
-            ) if command
-                == match state {
-                    S::Issuing { .. } => "idp.issue_secret",
-                    S::Verifying { .. } => "idp.test_secret",
-                    _ => "vault.promote",
-                } =>
-            {
-                Ok(failed(run, &command, &reason, ctx))
-            }
-            (
-                S::Scheduled { run, .. }
-                | S::Issuing { run }
-                | S::Verifying { run, .. }
-                | S::Promoting { run, .. }
-                | S::Grace { run, .. }
-                | S::RevokingOld { run, .. }
-                | S::RetryWait { run, .. },
-                Event::Cancel { by, reason },
-            ) => {
-                let commands = vec![
-                    Command::CancelTimer {
-                        name: START_TIMER.into(),
-                    },
-                    Command::CancelTimer {
-                        name: GRACE_TIMER.into(),
-                    },
-                    Command::CancelTimer {
-                        name: RETRY_TIMER.into(),
-                    },
+            };
+            Ok(Step {
+                commands: vec![
                     audit(
                         &run.agent,
-                        AuditKind::RotationCancelled,
-                        by.clone(),
+                        AuditKind::SecretIssued,
+                        Actor::System,
                         None,
                         vec![],
                         format!(
-                            "rotation cancelled in {}: {reason}",
-                            Self::state_name(state)
+                            "new secret {secret_id} issued for client {} and stored as AWSPENDING version {version}; the current secret still works",
+                            run.client_id()
                         ),
                     ),
-                ];
-                let promoted = matches!(state, S::Grace { .. } | S::RevokingOld { .. });
-                let issued = match state {
-                    S::Verifying { issued, .. }
-                    | S::Promoting { issued, .. }
-                    | S::Grace { issued, .. }
-                    | S::RevokingOld { issued, .. } => Some(issued.clone()),
-                    _ => None,
-                };
-                Ok(Step {
-                    commands,
-                    state: S::Cancelled {
-                        run: run.clone(),
-                        by,
-                        reason,
-                        promoted,
-                        issued,
-                    },
-                })
-            }
-            (
-                S::Cancelled {
-                    run,
-                    by,
-                    reason,
+                    Command::Idp(IdpCommand::TestSecret {
+                        agent_id: run.agent.id.clone(),
+                        version,
+                    }),
+                ],
+                state: S::Verifying {
+                    run: run.clone(),
                     issued,
-                    ..
                 },
-                Event::SecretPromoted { version },
-            ) => {
-                // The promotion was out when the cancel came: the vault's current secret is the
-                // new one now, so the registry must say so.
-                same_version(run, &version)?;
-                let issued = issued.clone().unwrap_or(Issued {
-                    new: SecretRef {
-                        version: Some(version.clone()),
-                        secret_id: None,
-                    },
-                    old: SecretRef {
-                        version: run.agent.secret_version.clone(),
-                        secret_id: None,
-                    },
-                });
-                let receipt = CredentialReceipt {
-                    rotation: ctx.workflow_id.to_string(),
-                    reason: format!(
-                        "{} (cancelled after promotion: {reason})",
-                        run.reason.describe()
-                    ),
-                    old: issued.old.clone(),
-                    old_valid_from: run.agent.credential_issued_at,
-                    old_valid_until: None,
-                    old_revocation: Some(
-                        "not removed by this rotation (cancelled); the next rotation removes it"
-                            .into(),
-                    ),
-                    new: issued.new.clone(),
-                    new_valid_from: ctx.now,
+            })
+        }
+        (_, event @ Event::CommandFailed { .. }) => retry_or_fail(state, event, ctx),
+        (_, event @ Event::Cancel { .. }) => cancel(state, event, ctx),
+        (state, event) => Err(not_applicable(
+            Rotation::KIND,
+            Rotation::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in Verifying.
+fn on_verifying(
+    state: &RotationState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<RotationState>, Rejected> {
+    use RotationState as S;
+    match (state, event) {
+        (S::Verifying { run, issued }, Event::SecretVerified { version }) => {
+            same_version(run, &version)?;
+            Ok(Step {
+                commands: vec![Command::Vault(VaultCommand::Promote {
+                    agent_id: run.agent.id.clone(),
+                    version,
+                })],
+                state: S::Promoting {
+                    run: run.clone(),
+                    issued: issued.clone(),
                     verified_at: ctx.now,
-                    verification: "a token was obtained with the new secret before promotion"
-                        .into(),
-                };
-                Ok(Step {
-                    commands: vec![Command::UpdateAgent {
+                },
+            })
+        }
+        (_, event @ Event::CommandFailed { .. }) => retry_or_fail(state, event, ctx),
+        (_, event @ Event::Cancel { .. }) => cancel(state, event, ctx),
+        (state, event) => Err(not_applicable(
+            Rotation::KIND,
+            Rotation::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in Promoting.
+fn on_promoting(
+    state: &RotationState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<RotationState>, Rejected> {
+    use RotationState as S;
+    match (state, event) {
+        (
+            S::Promoting {
+                run,
+                issued,
+                verified_at,
+            },
+            Event::SecretPromoted { version },
+        ) => {
+            same_version(run, &version)?;
+            let until =
+                ctx.now + Duration::seconds(ctx.policy.lifecycle.rotation_grace_secs as i64);
+            let receipt = CredentialReceipt {
+                rotation: ctx.workflow_id.to_string(),
+                reason: run.reason.describe(),
+                old: issued.old.clone(),
+                old_valid_from: run.agent.credential_issued_at,
+                old_valid_until: None,
+                old_revocation: None,
+                new: issued.new.clone(),
+                new_valid_from: ctx.now,
+                verified_at: *verified_at,
+                verification: format!(
+                    "a client_credentials token was obtained with the new secret at {}",
+                    verified_at.to_rfc3339()
+                ),
+            };
+            Ok(Step {
+                commands: vec![
+                    Command::UpdateAgent {
                         agent_id: run.agent.id.clone(),
                         change: AgentChange::CredentialRotated { receipt },
-                    }],
-                    state: S::Cancelled {
-                        run: run.clone(),
-                        by: by.clone(),
-                        reason: reason.clone(),
-                        promoted: true,
-                        issued: Some(issued),
                     },
-                })
-            }
-            (
-                S::Cancelled {
-                    run,
-                    issued: Some(issued),
-                    ..
+                    audit(
+                        &run.agent,
+                        AuditKind::SecretRotated,
+                        Actor::System,
+                        None,
+                        vec![],
+                        format!(
+                            "secret {} (version {version}) is current; the old secret {} keeps working until {}",
+                            issued.new.secret_id.as_deref().unwrap_or("?"),
+                            issued.old.secret_id.as_deref().unwrap_or("?"),
+                            until.to_rfc3339()
+                        ),
+                    ),
+                    Command::SetTimer {
+                        name: GRACE_TIMER.into(),
+                        at: until,
+                    },
+                ],
+                state: S::Grace {
+                    run: run.clone(),
+                    issued: issued.clone(),
+                    until,
                 },
-                Event::SecretRemoved { secret_id },
-            ) if issued.old.secret_id.as_deref() == Some(secret_id.as_str()) => Ok(Step {
-                // The removal was out when the cancel came: record when the old secret stopped.
+            })
+        }
+        (_, event @ Event::CommandFailed { .. }) => retry_or_fail(state, event, ctx),
+        (_, event @ Event::Cancel { .. }) => cancel(state, event, ctx),
+        (state, event) => Err(not_applicable(
+            Rotation::KIND,
+            Rotation::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in Grace.
+fn on_grace(
+    state: &RotationState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<RotationState>, Rejected> {
+    use RotationState as S;
+    match (state, event) {
+        (S::Grace { run, issued, until }, Event::TimerFired { name }) if name == GRACE_TIMER => {
+            early(until, ctx)?;
+            let commands = match &issued.old.secret_id {
+                Some(old) => vec![Command::Idp(IdpCommand::RemoveSecret {
+                    client_id: run.client_id().to_string(),
+                    secret_id: old.clone(),
+                })],
+                None => vec![],
+            };
+            if commands.is_empty() {
+                // Nothing known to remove: the vault held no previous credential document.
+                return Ok(done(
+                    run,
+                    issued,
+                    false,
+                    "no previous secret id was recorded".into(),
+                    ctx,
+                ));
+            }
+            Ok(Step {
+                commands,
+                state: S::RevokingOld {
+                    run: run.clone(),
+                    issued: issued.clone(),
+                },
+            })
+        }
+        (_, event @ Event::Cancel { .. }) => cancel(state, event, ctx),
+        (state, event) => Err(not_applicable(
+            Rotation::KIND,
+            Rotation::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in RevokingOld.
+fn on_revoking_old(
+    state: &RotationState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<RotationState>, Rejected> {
+    use RotationState as S;
+    match (state, event) {
+        (S::RevokingOld { run, issued }, Event::SecretRemoved { secret_id }) => {
+            if issued.old.secret_id.as_deref() != Some(secret_id.as_str()) {
+                return Err(Rejected::new(
+                    "secret_id",
+                    format!("secret {secret_id} is not the one this rotation replaces"),
+                ));
+            }
+            Ok(done(
+                run,
+                issued,
+                true,
+                format!("secret {secret_id} removed at the identity provider"),
+                ctx,
+            ))
+        }
+        (
+            S::RevokingOld { run, issued },
+            Event::CommandFailed {
+                command, reason, ..
+            },
+        ) if command == "idp.remove_secret" => {
+            let why = format!(
+                "the old secret {} could not be removed ({command}: {reason}); the next rotation removes it, or remove it at the identity provider",
+                issued.old.secret_id.as_deref().unwrap_or("?")
+            );
+            let mut step = done(run, issued, false, why.clone(), ctx);
+            step.commands.push(Command::Notify {
+                to: SECURITY_CHANNEL.into(),
+                subject: format!("{}: old secret still valid", run.agent.name),
+                body: why,
+            });
+            Ok(step)
+        }
+        (_, event @ Event::Cancel { .. }) => cancel(state, event, ctx),
+        (state, event) => Err(not_applicable(
+            Rotation::KIND,
+            Rotation::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in Cancelled.
+fn on_cancelled(
+    state: &RotationState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<RotationState>, Rejected> {
+    use RotationState as S;
+    match (state, event) {
+        (
+            S::Cancelled {
+                run,
+                by,
+                reason,
+                issued,
+                ..
+            },
+            Event::SecretPromoted { version },
+        ) => {
+            // The promotion was out when the cancel came: the vault's current secret is the
+            // new one now, so the registry must say so.
+            same_version(run, &version)?;
+            let issued = issued.clone().unwrap_or(Issued {
+                new: SecretRef {
+                    version: Some(version.clone()),
+                    secret_id: None,
+                },
+                old: SecretRef {
+                    version: run.agent.secret_version.clone(),
+                    secret_id: None,
+                },
+            });
+            let receipt = CredentialReceipt {
+                rotation: ctx.workflow_id.to_string(),
+                reason: format!(
+                    "{} (cancelled after promotion: {reason})",
+                    run.reason.describe()
+                ),
+                old: issued.old.clone(),
+                old_valid_from: run.agent.credential_issued_at,
+                old_valid_until: None,
+                old_revocation: Some(
+                    "not removed by this rotation (cancelled); the next rotation removes it".into(),
+                ),
+                new: issued.new.clone(),
+                new_valid_from: ctx.now,
+                verified_at: ctx.now,
+                verification: "a token was obtained with the new secret before promotion".into(),
+            };
+            Ok(Step {
                 commands: vec![Command::UpdateAgent {
                     agent_id: run.agent.id.clone(),
-                    change: AgentChange::OldSecretRevoked {
-                        rotation: ctx.workflow_id.to_string(),
-                        at: ctx.now,
-                        removed: true,
-                        detail: format!("secret {secret_id} removed at the identity provider"),
-                    },
+                    change: AgentChange::CredentialRotated { receipt },
                 }],
-                state: state.clone(),
-            }),
-            (
-                S::Cancelled { .. },
-                Event::SecretIssued { .. }
-                | Event::SecretVerified { .. }
-                | Event::SecretRemoved { .. }
-                | Event::CommandFailed { .. },
-            ) => Ok(Step {
-                commands: vec![],
-                state: state.clone(),
-            }),
-            (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
+                state: S::Cancelled {
+                    run: run.clone(),
+                    by: by.clone(),
+                    reason: reason.clone(),
+                    promoted: true,
+                    issued: Some(issued),
+                },
+            })
         }
+        (
+            S::Cancelled {
+                run,
+                issued: Some(issued),
+                ..
+            },
+            Event::SecretRemoved { secret_id },
+        ) if issued.old.secret_id.as_deref() == Some(secret_id.as_str()) => Ok(Step {
+            // The removal was out when the cancel came: record when the old secret stopped.
+            commands: vec![Command::UpdateAgent {
+                agent_id: run.agent.id.clone(),
+                change: AgentChange::OldSecretRevoked {
+                    rotation: ctx.workflow_id.to_string(),
+                    at: ctx.now,
+                    removed: true,
+                    detail: format!("secret {secret_id} removed at the identity provider"),
+                },
+            }],
+            state: state.clone(),
+        }),
+        (
+            S::Cancelled { .. },
+            Event::SecretIssued { .. }
+            | Event::SecretVerified { .. }
+            | Event::SecretRemoved { .. }
+            | Event::CommandFailed { .. },
+        ) => Ok(Step {
+            commands: vec![],
+            state: state.clone(),
+        }),
+        (state, event) => Err(not_applicable(
+            Rotation::KIND,
+            Rotation::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// CommandFailed in any of Issuing, Verifying, Promoting.
+fn retry_or_fail(
+    state: &RotationState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<RotationState>, Rejected> {
+    use RotationState as S;
+    match (state, event) {
+        (
+            S::Issuing { run } | S::Verifying { run, .. } | S::Promoting { run, .. },
+            Event::CommandFailed {
+                command, reason, ..
+            },
+        ) if command
+            == match state {
+                S::Issuing { .. } => "idp.issue_secret",
+                S::Verifying { .. } => "idp.test_secret",
+                _ => "vault.promote",
+            } =>
+        {
+            Ok(failed(run, &command, &reason, ctx))
+        }
+        (state, event) => Err(not_applicable(
+            Rotation::KIND,
+            Rotation::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Cancel in any of Scheduled, Issuing, Verifying, Promoting, Grace, RevokingOld, RetryWait.
+fn cancel(
+    state: &RotationState,
+    event: Event,
+    _ctx: &Ctx,
+) -> Result<Step<RotationState>, Rejected> {
+    use RotationState as S;
+    match (state, event) {
+        (
+            S::Scheduled { run, .. }
+            | S::Issuing { run }
+            | S::Verifying { run, .. }
+            | S::Promoting { run, .. }
+            | S::Grace { run, .. }
+            | S::RevokingOld { run, .. }
+            | S::RetryWait { run, .. },
+            Event::Cancel { by, reason },
+        ) => {
+            let commands = vec![
+                Command::CancelTimer {
+                    name: START_TIMER.into(),
+                },
+                Command::CancelTimer {
+                    name: GRACE_TIMER.into(),
+                },
+                Command::CancelTimer {
+                    name: RETRY_TIMER.into(),
+                },
+                audit(
+                    &run.agent,
+                    AuditKind::RotationCancelled,
+                    by.clone(),
+                    None,
+                    vec![],
+                    format!(
+                        "rotation cancelled in {}: {reason}",
+                        Rotation::state_name(state)
+                    ),
+                ),
+            ];
+            let promoted = matches!(state, S::Grace { .. } | S::RevokingOld { .. });
+            let issued = match state {
+                S::Verifying { issued, .. }
+                | S::Promoting { issued, .. }
+                | S::Grace { issued, .. }
+                | S::RevokingOld { issued, .. } => Some(issued.clone()),
+                _ => None,
+            };
+            Ok(Step {
+                commands,
+                state: S::Cancelled {
+                    run: run.clone(),
+                    by,
+                    reason,
+                    promoted,
+                    issued,
+                },
+            })
+        }
+        (state, event) => Err(not_applicable(
+            Rotation::KIND,
+            Rotation::state_name(state),
+            &event,
+        )),
     }
 }
 
