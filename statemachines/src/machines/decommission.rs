@@ -230,255 +230,339 @@ impl Workflow for Decommission {
         ctx: &Ctx,
     ) -> Result<Step<DecommissionState>, Rejected> {
         use DecommissionState as S;
-        match (state, event) {
-            (
-                S::AwaitingApproval {
-                    agent,
-                    approval,
-                    receipt,
-                    ..
-                },
-                Event::ApprovalDecided {
-                    approval_id,
-                    decision,
-                    approver,
-                    reason,
-                },
-            ) => {
-                match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
-                    Ballot::Pending { approval, commands } => {
-                        let mut next = state.clone();
-                        if let S::AwaitingApproval { approval: a, .. } = &mut next {
-                            *a = approval;
-                        }
-                        Ok(Step {
-                            commands,
-                            state: next,
-                        })
-                    }
-                    Ballot::Decided {
-                        decision: Decision::Approve,
-                        approvers,
-                        commands,
-                        ..
-                    } => {
-                        let mut receipt = receipt.clone();
-                        receipt.approved_by = approvers;
-                        let mut step = begin(agent.clone(), receipt, ctx);
-                        step.commands.splice(0..0, commands);
-                        Ok(step)
-                    }
-                    Ballot::Decided {
-                        approver,
-                        reason,
-                        mut commands,
-                        ..
-                    } => {
-                        let why = format!(
-                            "{approver} denied the decommission{}",
-                            reason.map(|r| format!(": {r}")).unwrap_or_default()
-                        );
-                        commands.push(audit(
-                            agent,
-                            AuditKind::DecommissionKept,
-                            Actor::Person(approver),
-                            Some(&approval.id),
-                            vec![],
-                            format!("{} stays active: {why}", agent.name),
-                        ));
-                        Ok(Step {
-                            commands,
-                            state: S::Kept {
-                                agent: agent.clone(),
-                                why,
-                            },
-                        })
-                    }
+        // One handler per state; a state without one refuses every event.
+        match state {
+            S::AwaitingApproval { .. } => on_awaiting_approval(state, event, ctx),
+            S::RevokingTokens { .. } => on_revoking_tokens(state, event, ctx),
+            S::Deactivating { .. } => on_deactivating(state, event, ctx),
+            S::Deleting { .. } => on_deleting(state, event, ctx),
+            S::SchedulingSecretDeletion { .. } => on_scheduling_secret_deletion(state, event, ctx),
+            _ => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
+        }
+    }
+}
+
+/// Events in AwaitingApproval.
+fn on_awaiting_approval(
+    state: &DecommissionState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<DecommissionState>, Rejected> {
+    use DecommissionState as S;
+    match (state, event) {
+        (
+            S::AwaitingApproval {
+                agent,
+                approval,
+                receipt,
+                ..
+            },
+            Event::ApprovalDecided {
+                approval_id,
+                decision,
+                approver,
+                reason,
+            },
+        ) => match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
+            Ballot::Pending { approval, commands } => {
+                let mut next = state.clone();
+                if let S::AwaitingApproval { approval: a, .. } = &mut next {
+                    *a = approval;
                 }
+                Ok(Step {
+                    commands,
+                    state: next,
+                })
             }
-            (
-                S::AwaitingApproval {
-                    agent, approval, ..
-                },
-                Event::TimerFired { name },
-            ) if ApprovalRequest::is_timer(&name) => {
-                match approval.deadline(agent, &name, ctx.now, "the agent stays active")? {
-                    Deadline::Reminded(commands) => Ok(Step {
-                        commands,
-                        state: state.clone(),
-                    }),
-                    Deadline::Expired(commands) => Ok(Step {
-                        commands,
-                        state: S::Kept {
-                            agent: agent.clone(),
-                            why: format!("approval {} expired unanswered", approval.id),
-                        },
-                    }),
-                }
+            Ballot::Decided {
+                decision: Decision::Approve,
+                approvers,
+                commands,
+                ..
+            } => {
+                let mut receipt = receipt.clone();
+                receipt.approved_by = approvers;
+                let mut step = begin(agent.clone(), receipt, ctx);
+                step.commands.splice(0..0, commands);
+                Ok(step)
             }
-            (
-                S::AwaitingApproval {
-                    agent, approval, ..
-                },
-                Event::Cancel { by, reason },
-            ) => {
-                approval.check_canceller(&by)?;
-                let mut commands = approval.cancelled_commands(ctx.now);
+            Ballot::Decided {
+                approver,
+                reason,
+                mut commands,
+                ..
+            } => {
+                let why = format!(
+                    "{approver} denied the decommission{}",
+                    reason.map(|r| format!(": {r}")).unwrap_or_default()
+                );
                 commands.push(audit(
                     agent,
-                    AuditKind::RequestCancelled,
-                    by.clone(),
+                    AuditKind::DecommissionKept,
+                    Actor::Person(approver),
                     Some(&approval.id),
                     vec![],
-                    format!("decommission request cancelled: {reason}"),
+                    format!("{} stays active: {why}", agent.name),
                 ));
                 Ok(Step {
                     commands,
-                    state: S::Cancelled {
+                    state: S::Kept {
                         agent: agent.clone(),
-                        by,
-                        reason,
+                        why,
                     },
                 })
             }
-            (S::RevokingTokens { agent, receipt }, event) => {
-                let mut receipt = receipt.clone();
-                match event {
-                    Event::TokensRevoked {
-                        revoked,
-                        outstanding,
-                    } => receipt.step(
-                        REVOKE,
-                        true,
-                        match outstanding {
-                            Some(o) => format!("revoked {revoked}; still valid: {o}"),
-                            None => format!("revoked {revoked}; nothing issued stays valid"),
-                        },
-                        ctx.now,
-                    ),
-                    Event::CommandFailed {
-                        command, reason, ..
-                    } if command == "idp.revoke_tokens" => receipt.step(
-                        REVOKE,
-                        false,
-                        format!("could not revoke tokens: {reason}"),
-                        ctx.now,
-                    ),
-                    other => return Err(not_applicable(Self::KIND, "RevokingTokens", &other)),
-                }
-                Ok(Step {
-                    commands: vec![Command::Idp(IdpCommand::DeactivateClient {
-                        client_id: receipt.client_id.clone().unwrap_or_default(),
-                    })],
-                    state: S::Deactivating {
+        },
+        (
+            S::AwaitingApproval {
+                agent, approval, ..
+            },
+            Event::TimerFired { name },
+        ) if ApprovalRequest::is_timer(&name) => {
+            match approval.deadline(agent, &name, ctx.now, "the agent stays active")? {
+                Deadline::Reminded(commands) => Ok(Step {
+                    commands,
+                    state: state.clone(),
+                }),
+                Deadline::Expired(commands) => Ok(Step {
+                    commands,
+                    state: S::Kept {
                         agent: agent.clone(),
-                        receipt,
+                        why: format!("approval {} expired unanswered", approval.id),
                     },
-                })
+                }),
             }
-            (S::Deactivating { agent, receipt }, event) => {
-                let mut receipt = receipt.clone();
-                match event {
-                    Event::ClientDeactivated { client_id } => receipt.step(
-                        DEACTIVATE,
-                        true,
-                        format!("client {client_id} deactivated: it can obtain no new token"),
-                        ctx.now,
-                    ),
-                    Event::CommandFailed {
-                        command, reason, ..
-                    } if command == "idp.deactivate_client" => receipt.step(
-                        DEACTIVATE,
-                        false,
-                        format!("could not deactivate the client: {reason}"),
-                        ctx.now,
-                    ),
-                    other => return Err(not_applicable(Self::KIND, "Deactivating", &other)),
-                }
-                let mut commands = vec![Command::Idp(IdpCommand::DeleteClient {
+        }
+        (
+            S::AwaitingApproval {
+                agent, approval, ..
+            },
+            Event::Cancel { by, reason },
+        ) => {
+            approval.check_canceller(&by)?;
+            let mut commands = approval.cancelled_commands(ctx.now);
+            commands.push(audit(
+                agent,
+                AuditKind::RequestCancelled,
+                by.clone(),
+                Some(&approval.id),
+                vec![],
+                format!("decommission request cancelled: {reason}"),
+            ));
+            Ok(Step {
+                commands,
+                state: S::Cancelled {
+                    agent: agent.clone(),
+                    by,
+                    reason,
+                },
+            })
+        }
+        (state, event) => Err(not_applicable(
+            Decommission::KIND,
+            Decommission::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in RevokingTokens.
+fn on_revoking_tokens(
+    state: &DecommissionState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<DecommissionState>, Rejected> {
+    use DecommissionState as S;
+    match (state, event) {
+        (S::RevokingTokens { agent, receipt }, event) => {
+            let mut receipt = receipt.clone();
+            match event {
+                Event::TokensRevoked {
+                    revoked,
+                    outstanding,
+                } => receipt.step(
+                    REVOKE,
+                    true,
+                    match outstanding {
+                        Some(o) => format!("revoked {revoked}; still valid: {o}"),
+                        None => format!("revoked {revoked}; nothing issued stays valid"),
+                    },
+                    ctx.now,
+                ),
+                Event::CommandFailed {
+                    command, reason, ..
+                } if command == "idp.revoke_tokens" => receipt.step(
+                    REVOKE,
+                    false,
+                    format!("could not revoke tokens: {reason}"),
+                    ctx.now,
+                ),
+                other => return Err(not_applicable(Decommission::KIND, "RevokingTokens", &other)),
+            }
+            Ok(Step {
+                commands: vec![Command::Idp(IdpCommand::DeactivateClient {
                     client_id: receipt.client_id.clone().unwrap_or_default(),
-                })];
-                if let Some(at) = receipt.disabled_at() {
-                    commands.insert(
-                        0,
-                        audit(
-                            agent,
-                            AuditKind::ClientDisabled,
-                            Actor::System,
-                            None,
-                            vec![],
-                            format!(
-                                "client {} disabled at {}",
-                                receipt.client_id.as_deref().unwrap_or("?"),
-                                at.to_rfc3339()
-                            ),
+                })],
+                state: S::Deactivating {
+                    agent: agent.clone(),
+                    receipt,
+                },
+            })
+        }
+        (state, event) => Err(not_applicable(
+            Decommission::KIND,
+            Decommission::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in Deactivating.
+fn on_deactivating(
+    state: &DecommissionState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<DecommissionState>, Rejected> {
+    use DecommissionState as S;
+    match (state, event) {
+        (S::Deactivating { agent, receipt }, event) => {
+            let mut receipt = receipt.clone();
+            match event {
+                Event::ClientDeactivated { client_id } => receipt.step(
+                    DEACTIVATE,
+                    true,
+                    format!("client {client_id} deactivated: it can obtain no new token"),
+                    ctx.now,
+                ),
+                Event::CommandFailed {
+                    command, reason, ..
+                } if command == "idp.deactivate_client" => receipt.step(
+                    DEACTIVATE,
+                    false,
+                    format!("could not deactivate the client: {reason}"),
+                    ctx.now,
+                ),
+                other => return Err(not_applicable(Decommission::KIND, "Deactivating", &other)),
+            }
+            let mut commands = vec![Command::Idp(IdpCommand::DeleteClient {
+                client_id: receipt.client_id.clone().unwrap_or_default(),
+            })];
+            if let Some(at) = receipt.disabled_at() {
+                commands.insert(
+                    0,
+                    audit(
+                        agent,
+                        AuditKind::ClientDisabled,
+                        Actor::System,
+                        None,
+                        vec![],
+                        format!(
+                            "client {} disabled at {}",
+                            receipt.client_id.as_deref().unwrap_or("?"),
+                            at.to_rfc3339()
                         ),
+                    ),
+                );
+            }
+            Ok(Step {
+                commands,
+                state: S::Deleting {
+                    agent: agent.clone(),
+                    receipt,
+                },
+            })
+        }
+        (state, event) => Err(not_applicable(
+            Decommission::KIND,
+            Decommission::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in Deleting.
+fn on_deleting(
+    state: &DecommissionState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<DecommissionState>, Rejected> {
+    use DecommissionState as S;
+    match (state, event) {
+        (S::Deleting { agent, receipt }, event) => {
+            let mut receipt = receipt.clone();
+            match event {
+                Event::ClientDeleted { client_id } => receipt.step(
+                    DELETE,
+                    true,
+                    format!("client {client_id} deleted at the identity provider"),
+                    ctx.now,
+                ),
+                Event::CommandFailed {
+                    command, reason, ..
+                } if command == "idp.delete_client" => receipt.step(
+                    DELETE,
+                    false,
+                    format!("could not delete the client: {reason}"),
+                    ctx.now,
+                ),
+                other => return Err(not_applicable(Decommission::KIND, "Deleting", &other)),
+            }
+            Ok(schedule_deletion(agent.clone(), receipt, ctx))
+        }
+        (state, event) => Err(not_applicable(
+            Decommission::KIND,
+            Decommission::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in SchedulingSecretDeletion.
+fn on_scheduling_secret_deletion(
+    state: &DecommissionState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<DecommissionState>, Rejected> {
+    use DecommissionState as S;
+    match (state, event) {
+        (S::SchedulingSecretDeletion { agent, receipt }, event) => {
+            let mut receipt = receipt.clone();
+            match event {
+                Event::SecretDeletionScheduled { delete_after } => {
+                    receipt.secret_deleted_after = Some(delete_after);
+                    receipt.step(
+                        SCHEDULE_DELETION,
+                        true,
+                        format!(
+                            "the vault secret is deleted after {} (recoverable until then)",
+                            delete_after.to_rfc3339()
+                        ),
+                        ctx.now,
                     );
                 }
-                Ok(Step {
-                    commands,
-                    state: S::Deleting {
-                        agent: agent.clone(),
-                        receipt,
-                    },
-                })
-            }
-            (S::Deleting { agent, receipt }, event) => {
-                let mut receipt = receipt.clone();
-                match event {
-                    Event::ClientDeleted { client_id } => receipt.step(
-                        DELETE,
-                        true,
-                        format!("client {client_id} deleted at the identity provider"),
-                        ctx.now,
-                    ),
-                    Event::CommandFailed {
-                        command, reason, ..
-                    } if command == "idp.delete_client" => receipt.step(
-                        DELETE,
-                        false,
-                        format!("could not delete the client: {reason}"),
-                        ctx.now,
-                    ),
-                    other => return Err(not_applicable(Self::KIND, "Deleting", &other)),
+                Event::CommandFailed {
+                    command, reason, ..
+                } if command == "vault.schedule_deletion" => receipt.step(
+                    SCHEDULE_DELETION,
+                    false,
+                    format!("could not schedule the vault secret's deletion: {reason}"),
+                    ctx.now,
+                ),
+                other => {
+                    return Err(not_applicable(
+                        Decommission::KIND,
+                        "SchedulingSecretDeletion",
+                        &other,
+                    ));
                 }
-                Ok(schedule_deletion(agent.clone(), receipt, ctx))
             }
-            (S::SchedulingSecretDeletion { agent, receipt }, event) => {
-                let mut receipt = receipt.clone();
-                match event {
-                    Event::SecretDeletionScheduled { delete_after } => {
-                        receipt.secret_deleted_after = Some(delete_after);
-                        receipt.step(
-                            SCHEDULE_DELETION,
-                            true,
-                            format!(
-                                "the vault secret is deleted after {} (recoverable until then)",
-                                delete_after.to_rfc3339()
-                            ),
-                            ctx.now,
-                        );
-                    }
-                    Event::CommandFailed {
-                        command, reason, ..
-                    } if command == "vault.schedule_deletion" => receipt.step(
-                        SCHEDULE_DELETION,
-                        false,
-                        format!("could not schedule the vault secret's deletion: {reason}"),
-                        ctx.now,
-                    ),
-                    other => {
-                        return Err(not_applicable(
-                            Self::KIND,
-                            "SchedulingSecretDeletion",
-                            &other,
-                        ));
-                    }
-                }
-                Ok(finish(agent.clone(), receipt, ctx))
-            }
-            (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
+            Ok(finish(agent.clone(), receipt, ctx))
         }
+        (state, event) => Err(not_applicable(
+            Decommission::KIND,
+            Decommission::state_name(state),
+            &event,
+        )),
     }
 }
 

@@ -103,252 +103,283 @@ impl Workflow for Expiry {
 
     fn on(state: &ExpiryState, event: Event, ctx: &Ctx) -> Result<Step<ExpiryState>, Rejected> {
         use ExpiryState as S;
-        match (state, event) {
-            (
-                S::Counting {
-                    agent,
-                    expires_on,
-                    reminded,
-                },
-                Event::TimerFired { name },
-            ) if name == REMINDER_TIMER => {
-                if *reminded {
-                    return Err(Rejected::new("timer", "the owner was reminded already"));
-                }
-                let remind_at = expiry_deadline(*expires_on)
-                    - Duration::seconds(ctx.policy.lifecycle.expiry_reminder_secs as i64);
-                if ctx.now < remind_at {
-                    return Err(Rejected::new(
-                        "timer",
-                        format!(
-                            "the reminder fired before its time {}",
-                            remind_at.to_rfc3339()
-                        ),
-                    ));
-                }
-                Ok(Step {
-                    commands: remind(agent, *expires_on),
-                    state: S::Counting {
-                        agent: agent.clone(),
-                        expires_on: *expires_on,
-                        reminded: true,
-                    },
-                })
+        // One handler per state; a state without one refuses every event.
+        match state {
+            S::Counting { .. } => on_counting(state, event, ctx),
+            S::AwaitingRenewal { .. } => on_awaiting_renewal(state, event, ctx),
+            _ => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
+        }
+    }
+}
+
+/// Events in Counting.
+fn on_counting(
+    state: &ExpiryState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<ExpiryState>, Rejected> {
+    use ExpiryState as S;
+    match (state, event) {
+        (
+            S::Counting {
+                agent,
+                expires_on,
+                reminded,
+            },
+            Event::TimerFired { name },
+        ) if name == REMINDER_TIMER => {
+            if *reminded {
+                return Err(Rejected::new("timer", "the owner was reminded already"));
             }
-            (
-                S::Counting {
-                    agent, expires_on, ..
-                },
-                Event::TimerFired { name },
-            ) if name == DEADLINE_TIMER => deadline(agent, *expires_on, ctx, vec![]),
-            (
-                S::Counting {
-                    agent,
-                    expires_on,
-                    reminded,
-                },
-                Event::RenewalRequested { until, by, reason },
-            ) => {
-                if until <= *expires_on {
-                    return Err(Rejected::new(
-                        "until",
-                        format!(
-                            "a renewal must move the expiry date {expires_on} later; {until} does not"
-                        ),
-                    ));
-                }
-                let mut reasons = Vec::new();
-                if !by.eq_ignore_ascii_case(&agent.owner)
-                    && !ctx
-                        .policy
-                        .approvers
-                        .iter()
-                        .any(|a| a.eq_ignore_ascii_case(&by))
-                {
-                    reasons.push(crate::policy::reason(
-                        "by",
-                        format!(
-                            "{by} is neither the owner of {} nor a security approver",
-                            agent.name
-                        ),
-                    ));
-                }
-                if reason.trim().is_empty() {
-                    reasons.push(crate::policy::reason(
-                        "reason",
-                        "say why the agent is still needed",
-                    ));
-                }
-                Rejected::from_reasons(reasons)?;
-                let approval = ApprovalRequest::open(
-                    ctx,
-                    agent,
-                    &by,
-                    Ask {
-                        action: "renew",
-                        scopes_added: vec![],
-                        scopes_removed: vec![],
-                        sensitive_scopes: vec![],
-                        token_lifetime_secs: agent.token_lifetime_secs,
-                        justification: format!(
-                            "keep until {until} (expires {expires_on}): {reason}"
-                        ),
-                    },
-                );
-                approval.check_quorum_reachable()?;
-                let mut commands = vec![audit(
-                    agent,
-                    AuditKind::RenewalRequested,
-                    Actor::Person(by.clone()),
-                    Some(&approval.id),
-                    vec![],
-                    format!("{by} asked to keep {} until {until}: {reason}", agent.name),
-                )];
-                commands.extend(approval.opening_commands(agent));
-                Ok(Step {
-                    commands,
-                    state: S::AwaitingRenewal {
-                        agent: agent.clone(),
-                        expires_on: *expires_on,
-                        until,
-                        approval,
-                        reminded: *reminded,
-                    },
-                })
+            let remind_at = expiry_deadline(*expires_on)
+                - Duration::seconds(ctx.policy.lifecycle.expiry_reminder_secs as i64);
+            if ctx.now < remind_at {
+                return Err(Rejected::new(
+                    "timer",
+                    format!(
+                        "the reminder fired before its time {}",
+                        remind_at.to_rfc3339()
+                    ),
+                ));
             }
-            (
-                S::AwaitingRenewal {
-                    agent,
-                    expires_on,
-                    until,
-                    approval,
-                    reminded,
-                },
-                Event::ApprovalDecided {
-                    approval_id,
-                    decision,
-                    approver,
-                    reason,
-                },
-            ) => {
-                match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
-                    Ballot::Pending { approval, commands } => Ok(Step {
-                        commands,
-                        state: S::AwaitingRenewal {
-                            agent: agent.clone(),
-                            expires_on: *expires_on,
-                            until: *until,
-                            approval,
-                            reminded: *reminded,
-                        },
-                    }),
-                    Ballot::Decided {
-                        decision: Decision::Approve,
-                        approver,
-                        mut commands,
-                        ..
-                    } => {
-                        let mut agent = agent.clone();
-                        agent.expires_on = Some(*until);
-                        commands.extend([
-                            Command::UpdateAgent {
-                                agent_id: agent.id.clone(),
-                                change: AgentChange::ExpiresOn { date: *until },
-                            },
-                            audit(
-                                &agent,
-                                AuditKind::Renewed,
-                                Actor::Person(approver),
-                                Some(&approval.id),
-                                vec![],
-                                format!("{} renewed until {until} (was {expires_on})", agent.name),
-                            ),
-                        ]);
-                        let (arming, reminded) = arm(&agent, *until, ctx);
-                        commands.extend(arming);
-                        Ok(Step {
-                            commands,
-                            state: S::Counting {
-                                agent,
-                                expires_on: *until,
-                                reminded,
-                            },
-                        })
-                    }
-                    Ballot::Decided { commands, .. } => Ok(Step {
-                        commands,
-                        state: S::Counting {
-                            agent: agent.clone(),
-                            expires_on: *expires_on,
-                            reminded: true,
-                        },
-                    }),
-                }
-            }
-            (
-                S::AwaitingRenewal {
-                    agent,
-                    expires_on,
-                    approval,
-                    ..
-                },
-                Event::TimerFired { name },
-            ) if name == DEADLINE_TIMER => {
-                // The expiry date came before anyone decided the renewal: no renewal.
-                deadline(
-                    agent,
-                    *expires_on,
-                    ctx,
-                    approval.cancelled_commands(ctx.now),
-                )
-            }
-            (
-                S::AwaitingRenewal {
-                    agent,
-                    expires_on,
-                    until,
-                    approval,
-                    reminded: false,
-                },
-                Event::TimerFired { name },
-            ) if name == REMINDER_TIMER => Ok(Step {
-                // The renewal may still be denied: the owner hears of the date either way.
+            Ok(Step {
                 commands: remind(agent, *expires_on),
+                state: S::Counting {
+                    agent: agent.clone(),
+                    expires_on: *expires_on,
+                    reminded: true,
+                },
+            })
+        }
+        (
+            S::Counting {
+                agent, expires_on, ..
+            },
+            Event::TimerFired { name },
+        ) if name == DEADLINE_TIMER => deadline(agent, *expires_on, ctx, vec![]),
+        (
+            S::Counting {
+                agent,
+                expires_on,
+                reminded,
+            },
+            Event::RenewalRequested { until, by, reason },
+        ) => {
+            if until <= *expires_on {
+                return Err(Rejected::new(
+                    "until",
+                    format!(
+                        "a renewal must move the expiry date {expires_on} later; {until} does not"
+                    ),
+                ));
+            }
+            let mut reasons = Vec::new();
+            if !by.eq_ignore_ascii_case(&agent.owner)
+                && !ctx
+                    .policy
+                    .approvers
+                    .iter()
+                    .any(|a| a.eq_ignore_ascii_case(&by))
+            {
+                reasons.push(crate::policy::reason(
+                    "by",
+                    format!(
+                        "{by} is neither the owner of {} nor a security approver",
+                        agent.name
+                    ),
+                ));
+            }
+            if reason.trim().is_empty() {
+                reasons.push(crate::policy::reason(
+                    "reason",
+                    "say why the agent is still needed",
+                ));
+            }
+            Rejected::from_reasons(reasons)?;
+            let approval = ApprovalRequest::open(
+                ctx,
+                agent,
+                &by,
+                Ask {
+                    action: "renew",
+                    scopes_added: vec![],
+                    scopes_removed: vec![],
+                    sensitive_scopes: vec![],
+                    token_lifetime_secs: agent.token_lifetime_secs,
+                    justification: format!("keep until {until} (expires {expires_on}): {reason}"),
+                },
+            );
+            approval.check_quorum_reachable()?;
+            let mut commands = vec![audit(
+                agent,
+                AuditKind::RenewalRequested,
+                Actor::Person(by.clone()),
+                Some(&approval.id),
+                vec![],
+                format!("{by} asked to keep {} until {until}: {reason}", agent.name),
+            )];
+            commands.extend(approval.opening_commands(agent));
+            Ok(Step {
+                commands,
+                state: S::AwaitingRenewal {
+                    agent: agent.clone(),
+                    expires_on: *expires_on,
+                    until,
+                    approval,
+                    reminded: *reminded,
+                },
+            })
+        }
+        (state, event) => Err(not_applicable(
+            Expiry::KIND,
+            Expiry::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in AwaitingRenewal.
+fn on_awaiting_renewal(
+    state: &ExpiryState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<ExpiryState>, Rejected> {
+    use ExpiryState as S;
+    match (state, event) {
+        (
+            S::AwaitingRenewal {
+                agent,
+                expires_on,
+                until,
+                approval,
+                reminded,
+            },
+            Event::ApprovalDecided {
+                approval_id,
+                decision,
+                approver,
+                reason,
+            },
+        ) => match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
+            Ballot::Pending { approval, commands } => Ok(Step {
+                commands,
                 state: S::AwaitingRenewal {
                     agent: agent.clone(),
                     expires_on: *expires_on,
                     until: *until,
-                    approval: approval.clone(),
+                    approval,
+                    reminded: *reminded,
+                },
+            }),
+            Ballot::Decided {
+                decision: Decision::Approve,
+                approver,
+                mut commands,
+                ..
+            } => {
+                let mut agent = agent.clone();
+                agent.expires_on = Some(*until);
+                commands.extend([
+                    Command::UpdateAgent {
+                        agent_id: agent.id.clone(),
+                        change: AgentChange::ExpiresOn { date: *until },
+                    },
+                    audit(
+                        &agent,
+                        AuditKind::Renewed,
+                        Actor::Person(approver),
+                        Some(&approval.id),
+                        vec![],
+                        format!("{} renewed until {until} (was {expires_on})", agent.name),
+                    ),
+                ]);
+                let (arming, reminded) = arm(&agent, *until, ctx);
+                commands.extend(arming);
+                Ok(Step {
+                    commands,
+                    state: S::Counting {
+                        agent,
+                        expires_on: *until,
+                        reminded,
+                    },
+                })
+            }
+            Ballot::Decided { commands, .. } => Ok(Step {
+                commands,
+                state: S::Counting {
+                    agent: agent.clone(),
+                    expires_on: *expires_on,
                     reminded: true,
                 },
             }),
-            (
-                S::AwaitingRenewal {
-                    agent,
-                    expires_on,
-                    approval,
-                    reminded,
-                    ..
-                },
-                Event::TimerFired { name },
-            ) if ApprovalRequest::is_timer(&name) => {
-                match approval.deadline(agent, &name, ctx.now, "the expiry date stays")? {
-                    Deadline::Reminded(commands) => Ok(Step {
-                        commands,
-                        state: state.clone(),
-                    }),
-                    Deadline::Expired(commands) => Ok(Step {
-                        commands,
-                        state: S::Counting {
-                            agent: agent.clone(),
-                            expires_on: *expires_on,
-                            reminded: *reminded,
-                        },
-                    }),
-                }
-            }
-            (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
+        },
+        (
+            S::AwaitingRenewal {
+                agent,
+                expires_on,
+                approval,
+                ..
+            },
+            Event::TimerFired { name },
+        ) if name == DEADLINE_TIMER => {
+            // The expiry date came before anyone decided the renewal: no renewal.
+            deadline(
+                agent,
+                *expires_on,
+                ctx,
+                approval.cancelled_commands(ctx.now),
+            )
         }
+        (
+            S::AwaitingRenewal {
+                agent,
+                expires_on,
+                until,
+                approval,
+                reminded: false,
+            },
+            Event::TimerFired { name },
+        ) if name == REMINDER_TIMER => Ok(Step {
+            // The renewal may still be denied: the owner hears of the date either way.
+            commands: remind(agent, *expires_on),
+            state: S::AwaitingRenewal {
+                agent: agent.clone(),
+                expires_on: *expires_on,
+                until: *until,
+                approval: approval.clone(),
+                reminded: true,
+            },
+        }),
+        (
+            S::AwaitingRenewal {
+                agent,
+                expires_on,
+                approval,
+                reminded,
+                ..
+            },
+            Event::TimerFired { name },
+        ) if ApprovalRequest::is_timer(&name) => {
+            match approval.deadline(agent, &name, ctx.now, "the expiry date stays")? {
+                Deadline::Reminded(commands) => Ok(Step {
+                    commands,
+                    state: state.clone(),
+                }),
+                Deadline::Expired(commands) => Ok(Step {
+                    commands,
+                    state: S::Counting {
+                        agent: agent.clone(),
+                        expires_on: *expires_on,
+                        reminded: *reminded,
+                    },
+                }),
+            }
+        }
+        (state, event) => Err(not_applicable(
+            Expiry::KIND,
+            Expiry::state_name(state),
+            &event,
+        )),
     }
 }
 
