@@ -238,208 +238,243 @@ impl Workflow for Onboarding {
         ctx: &Ctx,
     ) -> Result<Step<OnboardingState>, Rejected> {
         use OnboardingState as S;
-        match (state, event) {
-            (
-                S::AwaitingApproval { agent, approval },
-                Event::ApprovalDecided {
-                    approval_id,
-                    decision,
+        // One handler per state; a state without one refuses every event.
+        match state {
+            S::AwaitingApproval { .. } => on_awaiting_approval(state, event, ctx),
+            S::Provisioning { .. } => on_provisioning(state, event, ctx),
+            _ => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
+        }
+    }
+}
+
+/// Events in AwaitingApproval.
+fn on_awaiting_approval(
+    state: &OnboardingState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<OnboardingState>, Rejected> {
+    use OnboardingState as S;
+    match (state, event) {
+        (
+            S::AwaitingApproval { agent, approval },
+            Event::ApprovalDecided {
+                approval_id,
+                decision,
+                approver,
+                reason,
+            },
+        ) => {
+            let ballot =
+                approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)?;
+            let mut agent = agent.clone();
+            match ballot {
+                Ballot::Pending { approval, commands } => Ok(Step {
+                    commands,
+                    state: S::AwaitingApproval { agent, approval },
+                }),
+                Ballot::Decided {
+                    decision: Decision::Approve,
                     approver,
-                    reason,
-                },
-            ) => {
-                let ballot =
-                    approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)?;
-                let mut agent = agent.clone();
-                match ballot {
-                    Ballot::Pending { approval, commands } => Ok(Step {
-                        commands,
-                        state: S::AwaitingApproval { agent, approval },
-                    }),
-                    Ballot::Decided {
-                        decision: Decision::Approve,
+                    approvers,
+                    mut commands,
+                    ..
+                } => {
+                    agent.status = AgentStatus::Provisioning;
+                    agent.updated_at = ctx.now;
+                    let recorded = RecordedApproval {
+                        approval_id: approval.id.clone(),
                         approver,
                         approvers,
-                        mut commands,
-                        ..
-                    } => {
-                        agent.status = AgentStatus::Provisioning;
-                        agent.updated_at = ctx.now;
-                        let recorded = RecordedApproval {
-                            approval_id: approval.id.clone(),
-                            approver,
-                            approvers,
-                            at: ctx.now,
-                            scopes: approval.sensitive_scopes.clone(),
-                        };
-                        commands.extend([
-                            Command::SaveAgent(Box::new(agent.clone())),
-                            create_client(&agent),
-                        ]);
-                        Ok(Step {
-                            commands,
-                            state: S::Provisioning {
-                                agent,
-                                approval: Some(recorded),
-                            },
-                        })
-                    }
-                    Ballot::Decided {
-                        approver,
-                        reason,
-                        mut commands,
-                        ..
-                    } => {
-                        agent.status = AgentStatus::Denied;
-                        agent.updated_at = ctx.now;
-                        commands.push(Command::SaveAgent(Box::new(agent.clone())));
-                        Ok(Step {
-                            commands,
-                            state: S::Denied {
-                                agent,
-                                approval_id: approval.id.clone(),
-                                by: approver,
-                                reason,
-                            },
-                        })
-                    }
-                }
-            }
-            (S::AwaitingApproval { agent, approval }, Event::TimerFired { name })
-                if ApprovalRequest::is_timer(&name) =>
-            {
-                match approval.deadline(agent, &name, ctx.now, "nothing was provisioned")? {
-                    Deadline::Reminded(commands) => Ok(Step {
+                        at: ctx.now,
+                        scopes: approval.sensitive_scopes.clone(),
+                    };
+                    commands.extend([
+                        Command::SaveAgent(Box::new(agent.clone())),
+                        create_client(&agent),
+                    ]);
+                    Ok(Step {
                         commands,
-                        state: state.clone(),
-                    }),
-                    Deadline::Expired(mut commands) => {
-                        let mut agent = agent.clone();
-                        agent.status = AgentStatus::Expired;
-                        agent.updated_at = ctx.now;
-                        commands.push(Command::SaveAgent(Box::new(agent.clone())));
-                        Ok(Step {
-                            commands,
-                            state: S::Expired {
-                                agent,
-                                approval_id: approval.id.clone(),
-                            },
-                        })
-                    }
+                        state: S::Provisioning {
+                            agent,
+                            approval: Some(recorded),
+                        },
+                    })
+                }
+                Ballot::Decided {
+                    approver,
+                    reason,
+                    mut commands,
+                    ..
+                } => {
+                    agent.status = AgentStatus::Denied;
+                    agent.updated_at = ctx.now;
+                    commands.push(Command::SaveAgent(Box::new(agent.clone())));
+                    Ok(Step {
+                        commands,
+                        state: S::Denied {
+                            agent,
+                            approval_id: approval.id.clone(),
+                            by: approver,
+                            reason,
+                        },
+                    })
                 }
             }
-            (S::AwaitingApproval { agent, approval }, Event::Cancel { by, reason }) => {
-                approval.check_canceller(&by)?;
-                let mut agent = agent.clone();
-                agent.status = AgentStatus::Cancelled;
-                agent.updated_at = ctx.now;
-                let mut commands = approval.cancelled_commands(ctx.now);
-                commands.extend([
-                    audit(
-                        &agent,
-                        AuditKind::RequestCancelled,
-                        by.clone(),
-                        Some(&approval.id),
-                        vec![],
-                        format!("request cancelled: {reason}"),
-                    ),
-                    Command::SaveAgent(Box::new(agent.clone())),
-                ]);
-                Ok(Step {
-                    commands,
-                    state: S::Cancelled { agent, by, reason },
-                })
-            }
-            (
-                S::Provisioning { agent, approval },
-                Event::ClientCreated {
-                    client_id,
-                    secret_version,
-                },
-            ) => {
-                let mut agent = agent.clone();
-                agent.status = AgentStatus::Active;
-                agent.client_id = Some(client_id.clone());
-                agent.secret_version = Some(secret_version);
-                agent.credential_issued_at = Some(ctx.now);
-                agent.updated_at = ctx.now;
-                let approver = approval
-                    .as_ref()
-                    .map(|a| Actor::Person(a.approver.clone()))
-                    .unwrap_or(Actor::System);
-                let approval_id = approval.as_ref().map(|a| a.approval_id.as_str());
-                let commands = vec![
-                    Command::SaveAgent(Box::new(agent.clone())),
-                    audit(
-                        &agent,
-                        AuditKind::AgentRegistered,
-                        Actor::Person(agent.requested_by.clone()),
-                        approval_id,
-                        vec![],
-                        format!("agent {} registered as client {client_id}", agent.name),
-                    ),
-                    audit(
-                        &agent,
-                        AuditKind::ScopesGranted,
-                        approver,
-                        approval_id,
-                        agent.scopes.clone(),
-                        format!(
-                            "granted {} with {}-second tokens",
-                            agent.scopes.join(", "),
-                            agent.token_lifetime_secs
-                        ),
-                    ),
-                    Command::Notify {
-                        to: agent.owner.clone(),
-                        subject: format!("{} is active", agent.name),
-                        body: format!(
-                            "Client {client_id} is provisioned with {}. Its secret is in the vault.",
-                            agent.scopes.join(", ")
-                        ),
-                    },
-                ];
-                Ok(Step {
-                    commands,
-                    state: S::Active {
-                        agent,
-                        approval: approval.clone(),
-                    },
-                })
-            }
-            (
-                S::Provisioning { agent, .. },
-                Event::CommandFailed {
-                    command, reason, ..
-                },
-            ) if command.starts_with("idp.") => {
-                let mut agent = agent.clone();
-                agent.status = AgentStatus::Failed;
-                agent.updated_at = ctx.now;
-                let why = format!("{command} failed: {reason}");
-                let commands = vec![
-                    Command::SaveAgent(Box::new(agent.clone())),
-                    audit_failure(&agent, AuditKind::ProvisioningFailed, &why),
-                    Command::Notify {
-                        to: agent.owner.clone(),
-                        subject: format!("{} could not be provisioned", agent.name),
-                        body: why.clone(),
-                    },
-                ];
-                Ok(Step {
-                    commands,
-                    state: S::Failed { agent, reason: why },
-                })
-            }
-            (S::Provisioning { agent, .. }, Event::Cancel { .. }) => Err(Rejected::new(
-                "state",
-                format!(
-                    "provisioning of {} has started and cannot be cancelled; decommission the agent instead",
-                    agent.name
-                ),
-            )),
-            (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
+        (S::AwaitingApproval { agent, approval }, Event::TimerFired { name })
+            if ApprovalRequest::is_timer(&name) =>
+        {
+            match approval.deadline(agent, &name, ctx.now, "nothing was provisioned")? {
+                Deadline::Reminded(commands) => Ok(Step {
+                    commands,
+                    state: state.clone(),
+                }),
+                Deadline::Expired(mut commands) => {
+                    let mut agent = agent.clone();
+                    agent.status = AgentStatus::Expired;
+                    agent.updated_at = ctx.now;
+                    commands.push(Command::SaveAgent(Box::new(agent.clone())));
+                    Ok(Step {
+                        commands,
+                        state: S::Expired {
+                            agent,
+                            approval_id: approval.id.clone(),
+                        },
+                    })
+                }
+            }
+        }
+        (S::AwaitingApproval { agent, approval }, Event::Cancel { by, reason }) => {
+            approval.check_canceller(&by)?;
+            let mut agent = agent.clone();
+            agent.status = AgentStatus::Cancelled;
+            agent.updated_at = ctx.now;
+            let mut commands = approval.cancelled_commands(ctx.now);
+            commands.extend([
+                audit(
+                    &agent,
+                    AuditKind::RequestCancelled,
+                    by.clone(),
+                    Some(&approval.id),
+                    vec![],
+                    format!("request cancelled: {reason}"),
+                ),
+                Command::SaveAgent(Box::new(agent.clone())),
+            ]);
+            Ok(Step {
+                commands,
+                state: S::Cancelled { agent, by, reason },
+            })
+        }
+        (state, event) => Err(not_applicable(
+            Onboarding::KIND,
+            Onboarding::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in Provisioning.
+fn on_provisioning(
+    state: &OnboardingState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<OnboardingState>, Rejected> {
+    use OnboardingState as S;
+    match (state, event) {
+        (
+            S::Provisioning { agent, approval },
+            Event::ClientCreated {
+                client_id,
+                secret_version,
+            },
+        ) => {
+            let mut agent = agent.clone();
+            agent.status = AgentStatus::Active;
+            agent.client_id = Some(client_id.clone());
+            agent.secret_version = Some(secret_version);
+            agent.credential_issued_at = Some(ctx.now);
+            agent.updated_at = ctx.now;
+            let approver = approval
+                .as_ref()
+                .map(|a| Actor::Person(a.approver.clone()))
+                .unwrap_or(Actor::System);
+            let approval_id = approval.as_ref().map(|a| a.approval_id.as_str());
+            let commands = vec![
+                Command::SaveAgent(Box::new(agent.clone())),
+                audit(
+                    &agent,
+                    AuditKind::AgentRegistered,
+                    Actor::Person(agent.requested_by.clone()),
+                    approval_id,
+                    vec![],
+                    format!("agent {} registered as client {client_id}", agent.name),
+                ),
+                audit(
+                    &agent,
+                    AuditKind::ScopesGranted,
+                    approver,
+                    approval_id,
+                    agent.scopes.clone(),
+                    format!(
+                        "granted {} with {}-second tokens",
+                        agent.scopes.join(", "),
+                        agent.token_lifetime_secs
+                    ),
+                ),
+                Command::Notify {
+                    to: agent.owner.clone(),
+                    subject: format!("{} is active", agent.name),
+                    body: format!(
+                        "Client {client_id} is provisioned with {}. Its secret is in the vault.",
+                        agent.scopes.join(", ")
+                    ),
+                },
+            ];
+            Ok(Step {
+                commands,
+                state: S::Active {
+                    agent,
+                    approval: approval.clone(),
+                },
+            })
+        }
+        (
+            S::Provisioning { agent, .. },
+            Event::CommandFailed {
+                command, reason, ..
+            },
+        ) if command.starts_with("idp.") => {
+            let mut agent = agent.clone();
+            agent.status = AgentStatus::Failed;
+            agent.updated_at = ctx.now;
+            let why = format!("{command} failed: {reason}");
+            let commands = vec![
+                Command::SaveAgent(Box::new(agent.clone())),
+                audit_failure(&agent, AuditKind::ProvisioningFailed, &why),
+                Command::Notify {
+                    to: agent.owner.clone(),
+                    subject: format!("{} could not be provisioned", agent.name),
+                    body: why.clone(),
+                },
+            ];
+            Ok(Step {
+                commands,
+                state: S::Failed { agent, reason: why },
+            })
+        }
+        (S::Provisioning { agent, .. }, Event::Cancel { .. }) => Err(Rejected::new(
+            "state",
+            format!(
+                "provisioning of {} has started and cannot be cancelled; decommission the agent instead",
+                agent.name
+            ),
+        )),
+        (state, event) => Err(not_applicable(
+            Onboarding::KIND,
+            Onboarding::state_name(state),
+            &event,
+        )),
     }
 }
 
