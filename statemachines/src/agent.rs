@@ -115,7 +115,7 @@ impl AgentStatus {
     }
 }
 
-/// The registry record of an agent (ARCHITECTURE §5 `AGENT#<id>`). No secret values, ever.
+/// The registry record of an agent, stored under the key `AGENT#<id>`. No secret values, ever.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Agent {
     pub id: String,
@@ -147,7 +147,7 @@ pub struct Agent {
     pub decommission: Option<RevocationReceipt>,
     /// The agent's latest access review.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_review: Option<crate::review_item::LastReview>,
+    pub last_review: Option<crate::review::LastReview>,
 }
 
 /// A change to some fields of a registry record; see `Command::UpdateAgent`.
@@ -168,9 +168,7 @@ pub enum AgentChange {
     /// A renewal moved the agent's expiry date.
     ExpiresOn { date: NaiveDate },
     /// An access review resolved the agent's item.
-    Reviewed {
-        review: crate::review_item::LastReview,
-    },
+    Reviewed { review: crate::review::LastReview },
     /// The agent's client was deactivated: frozen until someone acts.
     Frozen { reason: String },
     /// Security unfroze the agent: active again with exactly these grants.

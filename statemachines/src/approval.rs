@@ -215,7 +215,7 @@ impl ApprovalRequest {
                     at: self.expires_at,
                 },
                 Command::RequestApproval(self.clone()),
-                crate::onboarding::audit(
+                crate::command::audit(
                     agent,
                     AuditKind::ApprovalRequested,
                     Actor::Person(self.requester.clone()),
@@ -324,7 +324,7 @@ impl ApprovalRequest {
             }
         };
         let mut commands = self.closing_commands(outcome);
-        commands.push(crate::onboarding::audit(
+        commands.push(crate::command::audit(
             agent,
             AuditKind::ApprovalDecided,
             Actor::Person(approver.to_string()),
@@ -377,7 +377,7 @@ impl ApprovalRequest {
                             quorum: self.quorum,
                         },
                     },
-                    crate::onboarding::audit(
+                    crate::command::audit(
                         agent,
                         AuditKind::ApprovalVoted,
                         Actor::Person(approver.clone()),
@@ -437,7 +437,7 @@ impl ApprovalRequest {
                     approval_id: self.id.clone(),
                     follow_up: FollowUp::Escalation { expired_at: now },
                 },
-                crate::onboarding::audit(
+                crate::command::audit(
                     agent,
                     AuditKind::ApprovalExpired,
                     Actor::Schedule(APPROVAL_EXPIRY_TIMER.into()),
@@ -518,4 +518,18 @@ impl ApprovalRequest {
             )),
         }
     }
+}
+
+/// A decision that allowed a sensitive step, kept in the state that acts on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedApproval {
+    pub approval_id: String,
+    /// Who decided (the last approver needed).
+    pub approver: String,
+    /// Everyone who approved, in order (two under a two-person rule).
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    pub at: DateTime<Utc>,
+    /// The sensitive scopes this approval covered.
+    pub scopes: Vec<String>,
 }

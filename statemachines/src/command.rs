@@ -205,7 +205,7 @@ pub enum Command {
     /// Start the decommission workflow of an agent (external: the engine starts it, once).
     StartDecommission {
         agent_id: String,
-        reason: crate::decommission::DecommissionReason,
+        reason: crate::lifecycle::DecommissionReason,
     },
     /// Cancel the agent's running rotations and its scope changes waiting for approval
     /// (external: the engine sends each a `Cancel`). A decommission or a freeze wins over them.
@@ -221,13 +221,13 @@ pub enum Command {
         round: u32,
     },
     /// Show a review item to people: ask, remind, escalate, show the outcome (external).
-    Review(crate::review_item::ReviewNotice),
+    Review(crate::review::ReviewNotice),
     /// Carry out a review decision: a scope change or a decommission (external: the engine
     /// starts the workflow; `ReviewActionTaken` comes back).
     ApplyReview {
         agent_id: String,
         campaign_id: String,
-        action: crate::review_item::ReviewAction,
+        action: crate::review::ReviewAction,
         decided_by: String,
     },
     /// Record an approval request and ask its approvers (record: local; asking: external).
@@ -303,4 +303,40 @@ impl Command {
             Command::Audit(_) => "audit",
         }
     }
+}
+
+/// Where notices for the security team go (the Slack security channel, or the console).
+pub const SECURITY_CHANNEL: &str = "security-channel";
+
+pub(crate) fn audit(
+    agent: &Agent,
+    kind: AuditKind,
+    actor: Actor,
+    approval_id: Option<&str>,
+    scopes: Vec<String>,
+    message: String,
+) -> Command {
+    Command::Audit(AuditEvent {
+        kind,
+        actor,
+        agent_id: agent.id.clone(),
+        agent_name: agent.name.clone(),
+        approval_id: approval_id.map(str::to_string),
+        scopes,
+        success: true,
+        message,
+    })
+}
+
+pub(crate) fn audit_failure(agent: &Agent, kind: AuditKind, message: &str) -> Command {
+    Command::Audit(AuditEvent {
+        kind,
+        actor: Actor::System,
+        agent_id: agent.id.clone(),
+        agent_name: agent.name.clone(),
+        approval_id: None,
+        scopes: vec![],
+        success: false,
+        message: message.to_string(),
+    })
 }

@@ -104,7 +104,7 @@ pub enum Event {
     },
     /// A reviewer answered a review item.
     ReviewDecided {
-        decision: crate::review_item::ReviewDecision,
+        decision: crate::review::ReviewDecision,
         by: String,
         reason: Option<String>,
     },

@@ -8,27 +8,26 @@
 pub mod agent;
 pub mod approval;
 pub mod command;
-pub mod decommission;
 pub mod detection;
 pub mod diagram;
-pub mod discovery;
 pub mod event;
-pub mod expiry;
-pub mod freeze;
-pub mod onboarding;
-pub mod owner_loss;
+pub mod lifecycle;
 pub mod policy;
 pub mod receipt;
-pub mod review_campaign;
-pub mod review_item;
-pub mod rotation;
-pub mod scope_change;
+pub mod review;
 pub mod sweep;
 pub mod workflow;
+
+pub mod machines;
+// The machines keep their historical top-level paths (`statemachines::rotation::...`).
+pub use machines::{
+    decommission, discovery, expiry, freeze, onboarding, owner_loss, review_campaign, review_item,
+    rotation, scope_change,
+};
 
 pub use agent::{Agent, AgentChange, AgentFlag, AgentRequest, AgentStatus};
 pub use approval::{ApprovalOutcome, ApprovalRequest, Decision, FollowUp, Vote};
 pub use command::{Actor, AuditEvent, AuditKind, Command, IdpCommand, VaultCommand};
 pub use event::Event;
 pub use policy::Policy;
-pub use workflow::{Ctx, Rejected, Step, Transition, Workflow};
+pub use workflow::{Ctx, Rejected, States, Step, Transition, Workflow};

@@ -4,7 +4,8 @@
 use crate::workflow::Reason;
 use serde::{Deserialize, Serialize};
 
-/// Hard ceiling on access-token lifetime, whatever a policy says (ARCHITECTURE §3: never > 60 min).
+/// Hard ceiling on access-token lifetime, whatever a policy says: a leaked token must die within
+/// the hour, so no policy may allow more than 60 minutes.
 pub const TOKEN_LIFETIME_CEILING_SECS: u32 = 60 * 60;
 /// Default maximum token lifetime (15 minutes).
 pub const DEFAULT_MAX_TOKEN_LIFETIME_SECS: u32 = 15 * 60;
@@ -77,7 +78,7 @@ pub struct Reviews {
     /// January, April, ...; 0: only campaigns started by a person.
     pub every_months: u32,
     /// Which agents a scheduled campaign covers.
-    pub scope: crate::review_campaign::CampaignScope,
+    pub scope: crate::review::CampaignScope,
     /// How long owners have to answer (the deadline is launch + this).
     pub duration_secs: u64,
     /// The owner is reminded this long before the deadline (0: no reminder).
@@ -86,7 +87,7 @@ pub struct Reviews {
     /// deadline (0: no escalation).
     pub escalate_before_secs: u64,
     /// What an unanswered item gets at the deadline.
-    pub unanswered: crate::review_campaign::Unanswered,
+    pub unanswered: crate::review::Unanswered,
     /// A scope not used in a token grant for this many days is suggested for dropping.
     pub unused_after_days: u32,
     /// Items created per launch round (bounded work per queue message).

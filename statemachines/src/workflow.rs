@@ -71,6 +71,17 @@ impl fmt::Display for Rejected {
 
 impl std::error::Error for Rejected {}
 
+/// The refusal of an event the machine has no transition for in its current state.
+pub(crate) fn not_applicable(kind: &str, state: &str, event: &Event) -> Rejected {
+    Rejected::new(
+        "event",
+        format!(
+            "{} does not apply to {kind} in state {state}",
+            event.label()
+        ),
+    )
+}
+
 /// A declared transition: `from --on--> to`. `from == "[*]"` is the start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Transition {
@@ -87,10 +98,69 @@ pub const fn t(from: &'static str, on: &'static str, to: &'static str) -> Transi
 /// Pseudo-state the table uses for `start`.
 pub const START: &str = "[*]";
 
+/// A machine's states, declared once with [`states!`]: each state's table name and whether it
+/// is terminal (accepts no further events).
+pub trait States {
+    /// Every state as `(name, terminal)`, in declaration order.
+    const ALL: &'static [(&'static str, bool)];
+    fn name(&self) -> &'static str;
+    fn is_terminal(&self) -> bool;
+}
+
+/// Declares a state enum's states, marking the terminal ones:
+/// `states!(MyState { Running, Done: terminal })`. The match it generates is exhaustive, so a
+/// new variant must be listed here.
+macro_rules! states {
+    ($ty:ident { $($state:ident $(: $terminal:ident)?),* $(,)? }) => {
+        impl $crate::workflow::States for $ty {
+            const ALL: &'static [(&'static str, bool)] =
+                &[$((stringify!($state), $crate::workflow::states!(@terminal $($terminal)?))),*];
+
+            fn name(&self) -> &'static str {
+                match self {
+                    $(Self::$state { .. } => stringify!($state),)*
+                }
+            }
+
+            fn is_terminal(&self) -> bool {
+                match self {
+                    $(Self::$state { .. } => $crate::workflow::states!(@terminal $($terminal)?),)*
+                }
+            }
+        }
+    };
+    (@terminal terminal) => {
+        true
+    };
+    (@terminal) => {
+        false
+    };
+}
+pub(crate) use states;
+
+/// One machine as data: its kind, transition table and states (see `machines::ALL`).
+#[derive(Debug, Clone, Copy)]
+pub struct Machine {
+    pub kind: &'static str,
+    pub transitions: &'static [Transition],
+    /// `(name, terminal)` for every state.
+    pub states: &'static [(&'static str, bool)],
+}
+
+impl Machine {
+    pub const fn of<W: Workflow>() -> Self {
+        Self {
+            kind: W::KIND,
+            transitions: W::TRANSITIONS,
+            states: <W::State as States>::ALL,
+        }
+    }
+}
+
 /// A workflow: a pure, typed state machine with a declared transition table.
 pub trait Workflow {
     /// Persisted state; serde-tagged so a stored state names its variant.
-    type State: Clone + fmt::Debug + Serialize + for<'de> Deserialize<'de>;
+    type State: States + Clone + fmt::Debug + Serialize + for<'de> Deserialize<'de>;
     /// What starts an instance.
     type Input: Clone + fmt::Debug;
 
@@ -104,9 +174,13 @@ pub trait Workflow {
     fn on(state: &Self::State, event: Event, ctx: &Ctx) -> Result<Step<Self::State>, Rejected>;
 
     /// The variant name of a state, as used in the table.
-    fn state_name(state: &Self::State) -> &'static str;
+    fn state_name(state: &Self::State) -> &'static str {
+        state.name()
+    }
     /// Terminal states accept no further events.
-    fn is_terminal(state: &Self::State) -> bool;
+    fn is_terminal(state: &Self::State) -> bool {
+        state.is_terminal()
+    }
     /// The table label of an event: its type, plus the detail that selects a transition.
     fn event_label(event: &Event) -> &'static str {
         event.label()

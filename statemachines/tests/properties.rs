@@ -1,6 +1,7 @@
 //! Property tests: random requests (valid and invalid) and random event sequences for the
-//! onboarding and scope-change machines, with named invariants checked after every step
-//! (ARCHITECTURE §8 and §9, after stateright's `Property::always("name", ..)`).
+//! onboarding and scope-change machines, with named invariants checked after every step (each
+//! invariant must hold in every reachable state, in the style of stateright's
+//! `Property::always("name", ..)`).
 //!
 //! A failing case reports `invariant `<name>` violated: <detail>` and proptest prints the
 //! minimal input and event sequence that breaks it.

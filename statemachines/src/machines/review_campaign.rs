@@ -7,172 +7,18 @@
 //! --(deadline timer)--> Closed. A launch that fails for good ends as Failed (items already
 //! sent stay open and keep their own deadline).
 
-use crate::agent::Agent;
-use crate::command::{Actor, AuditEvent, AuditKind, Command};
+use crate::command::{Actor, AuditEvent, AuditKind, Command, SECURITY_CHANNEL};
 use crate::event::Event;
-use crate::onboarding::not_applicable;
-use crate::owner_loss::SECURITY_CHANNEL;
-use crate::policy::{Policy, reason};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use crate::policy::reason;
+pub use crate::review::{Campaign, CampaignScope, Risk, Unanswered, check_id};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The timer that closes the campaign at its deadline.
 pub const CLOSE_TIMER: &str = "campaign-close";
-
-/// What an unanswered item gets at the deadline: never silently kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Unanswered {
-    /// Decommission the agent (no second approval: the review is the decision).
-    Revoke,
-    /// Deactivate its client at the identity provider: no new tokens until someone acts.
-    Freeze,
-    /// Keep it, flag the agent and tell the security channel.
-    #[default]
-    KeepAndFlag,
-}
-
-impl Unanswered {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Revoke => "revoke",
-            Self::Freeze => "freeze",
-            Self::KeepAndFlag => "keep_and_flag",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim().replace('-', "_").as_str() {
-            "revoke" => Some(Self::Revoke),
-            "freeze" => Some(Self::Freeze),
-            "keep_and_flag" | "flag" => Some(Self::KeepAndFlag),
-            _ => None,
-        }
-    }
-}
-
-/// How risky an agent is, for scoping a campaign: `high` holds a sensitive scope, `medium`
-/// runs in production (an environment named `prod*`), `low` is the rest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Risk {
-    Low,
-    Medium,
-    High,
-}
-
-impl Risk {
-    pub fn of(agent: &Agent, policy: &Policy) -> Self {
-        if agent.scopes.iter().any(|s| policy.is_sensitive(s)) {
-            Self::High
-        } else if agent.environment.starts_with("prod") {
-            Self::Medium
-        } else {
-            Self::Low
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Low => "low",
-            Self::Medium => "medium",
-            Self::High => "high",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.trim() {
-            "low" => Some(Self::Low),
-            "medium" => Some(Self::Medium),
-            "high" => Some(Self::High),
-            _ => None,
-        }
-    }
-}
-
-/// Which agents a campaign reviews. Empty lists mean "any"; all empty is every active agent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct CampaignScope {
-    pub environments: Vec<String>,
-    pub teams: Vec<String>,
-    /// Risk levels to include (`high`, `medium`, `low`).
-    pub risk: Vec<Risk>,
-}
-
-impl CampaignScope {
-    /// Whether the campaign reviews this agent (active agents only: nothing else holds access).
-    pub fn covers(&self, agent: &Agent, policy: &Policy) -> bool {
-        agent.status == crate::agent::AgentStatus::Active
-            && (self.environments.is_empty() || self.environments.contains(&agent.environment))
-            && (self.teams.is_empty() || self.teams.contains(&agent.team))
-            && (self.risk.is_empty() || self.risk.contains(&Risk::of(agent, policy)))
-    }
-
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.environments.is_empty() {
-            parts.push(format!("environment {}", self.environments.join("|")));
-        }
-        if !self.teams.is_empty() {
-            parts.push(format!("team {}", self.teams.join("|")));
-        }
-        if !self.risk.is_empty() {
-            let r: Vec<&str> = self.risk.iter().map(|r| r.as_str()).collect();
-            parts.push(format!("risk {}", r.join("|")));
-        }
-        if parts.is_empty() {
-            "all active agents".into()
-        } else {
-            parts.join(", ")
-        }
-    }
-}
-
-/// A campaign as launched.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Campaign {
-    /// Short id (`2026-q4`, or what the person chose); the workflow is `campaign-<id>`.
-    pub id: String,
-    pub name: String,
-    pub scope: CampaignScope,
-    pub started_by: Actor,
-    pub started_at: DateTime<Utc>,
-    pub deadline: DateTime<Utc>,
-    pub unanswered: Unanswered,
-}
-
-impl Campaign {
-    pub fn workflow_id(id: &str) -> String {
-        format!("campaign-{id}")
-    }
-
-    /// The id of the review item for one agent (also its workflow id).
-    pub fn item_id(&self, agent_id: &str) -> String {
-        format!("review-{}-{agent_id}", self.id)
-    }
-}
-
-/// Checks a campaign id: it names a workflow and appears in Slack buttons and file names.
-pub fn check_id(id: &str) -> Result<(), Rejected> {
-    let ok = !id.is_empty()
-        && id.len() <= 40
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        && !id.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Rejected::new(
-            "id",
-            format!(
-                "campaign id `{id}` must be 1 to 40 lowercase letters, digits and dashes (e.g. 2026-q4)"
-            ),
-        ))
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CampaignInput {
@@ -268,6 +114,15 @@ fn close(campaign: &Campaign, items: u64, now: DateTime<Utc>) -> Step<CampaignSt
             items,
             closed_at: now,
         },
+    }
+}
+
+states! {
+    CampaignState {
+        Launching,
+        Reviewing,
+        Closed: terminal,
+        Failed: terminal,
     }
 }
 
@@ -446,21 +301,5 @@ impl Workflow for ReviewCampaign {
             }
             (s, e) => Err(not_applicable(Self::KIND, Self::state_name(s), &e)),
         }
-    }
-
-    fn state_name(state: &CampaignState) -> &'static str {
-        match state {
-            CampaignState::Launching { .. } => "Launching",
-            CampaignState::Reviewing { .. } => "Reviewing",
-            CampaignState::Closed { .. } => "Closed",
-            CampaignState::Failed { .. } => "Failed",
-        }
-    }
-
-    fn is_terminal(state: &CampaignState) -> bool {
-        matches!(
-            state,
-            CampaignState::Closed { .. } | CampaignState::Failed { .. }
-        )
     }
 }

@@ -7,259 +7,21 @@
 //! Closed; --(Reduce, Revoke, or the revoke/freeze default)--> Applying --(result)--> Closed.
 
 use crate::agent::{Agent, AgentChange, AgentFlag};
-use crate::command::{Actor, AuditKind, Command, IdpCommand};
+use crate::command::{Actor, AuditKind, Command, IdpCommand, SECURITY_CHANNEL, audit};
 use crate::event::Event;
-use crate::onboarding::{audit, not_applicable};
-use crate::review_campaign::{Campaign, Unanswered};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+pub use crate::review::{
+    ActionResult, Campaign, Evidence, LastReview, Resolution, ReviewAction, ReviewDecision,
+    ReviewItem, ReviewNotice, ScopeEvidence, Unanswered,
+};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 pub const REMINDER_TIMER: &str = "review-reminder";
 pub const ESCALATION_TIMER: &str = "review-escalation";
 pub const DEADLINE_TIMER: &str = "review-deadline";
-
-/// What is known about one scope's use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScopeEvidence {
-    pub scope: String,
-    /// The last token grant that included it, when token grants are seen.
-    pub last_used: Option<DateTime<Utc>>,
-    pub sensitive: bool,
-}
-
-/// The agent's previous review.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastReview {
-    pub campaign: String,
-    /// `keep`, `reduce`, `revoke`, or `unanswered: <default>`.
-    pub decision: String,
-    /// Who decided (a person), or `deadline` for a default.
-    pub by: String,
-    pub at: DateTime<Utc>,
-}
-
-/// What a reviewer sees besides the agent itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evidence {
-    pub scopes: Vec<ScopeEvidence>,
-    pub credential_age_days: Option<i64>,
-    /// Anomalies and flags since the last review.
-    pub anomalies: Vec<String>,
-    pub last_review: Option<LastReview>,
-    /// Scopes unused for the policy's period: the suggestion is to drop them.
-    pub suggested_drop: Vec<String>,
-    /// Whether any token grant of this agent was ever seen (without one, "unused" means
-    /// "unknown", and nothing is suggested).
-    pub usage_known: bool,
-}
-
-impl Evidence {
-    /// Builds the evidence from the registry record and the recorded token-grant use
-    /// (`usage`: scope → last grant). A scope is suggested for dropping when grants of the agent
-    /// are seen but none included it within `unused_days` (and the agent is older than that).
-    pub fn build(
-        agent: &Agent,
-        usage: &[(String, DateTime<Utc>)],
-        now: DateTime<Utc>,
-        ctx: &Ctx,
-    ) -> Self {
-        let unused_days = ctx.policy.reviews.unused_after_days;
-        let cutoff = now - Duration::days(unused_days as i64);
-        let usage_known = !usage.is_empty();
-        let scopes: Vec<ScopeEvidence> = agent
-            .scopes
-            .iter()
-            .map(|s| ScopeEvidence {
-                scope: s.clone(),
-                last_used: usage.iter().find(|(u, _)| u == s).map(|(_, at)| *at),
-                sensitive: ctx.policy.is_sensitive(s),
-            })
-            .collect();
-        let old_enough = agent.created_at <= cutoff;
-        let suggested_drop = if usage_known && old_enough {
-            scopes
-                .iter()
-                .filter(|e| e.last_used.is_none_or(|at| at < cutoff))
-                .map(|e| e.scope.clone())
-                .collect()
-        } else {
-            vec![]
-        };
-        let since = agent.last_review.as_ref().map(|r| r.at);
-        let anomalies = agent
-            .flags
-            .iter()
-            .map(|f| match f {
-                AgentFlag::OwnerLost { owner, since: at } => {
-                    (*at, format!("owner {owner} left ({})", at.date_naive()))
-                }
-                AgentFlag::FreezeRequested { reason, at } => (
-                    *at,
-                    format!("freeze requested: {reason} ({})", at.date_naive()),
-                ),
-                AgentFlag::Frozen { reason, at } => {
-                    (*at, format!("frozen: {reason} ({})", at.date_naive()))
-                }
-                AgentFlag::ReviewUnanswered { campaign, at } => (
-                    *at,
-                    format!("review {campaign} went unanswered ({})", at.date_naive()),
-                ),
-                AgentFlag::Anomaly {
-                    rule,
-                    severity,
-                    detail,
-                    at,
-                } => (
-                    *at,
-                    format!(
-                        "{} anomaly {rule}: {detail} ({})",
-                        severity.as_str().to_uppercase(),
-                        at.date_naive()
-                    ),
-                ),
-            })
-            .filter(|(at, _)| since.is_none_or(|s| *at >= s))
-            .map(|(_, text)| text)
-            .collect();
-        Self {
-            scopes,
-            credential_age_days: agent.credential_age_days(now),
-            anomalies,
-            last_review: agent.last_review.clone(),
-            suggested_drop,
-            usage_known,
-        }
-    }
-}
-
-/// One review item as sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReviewItem {
-    /// Also the item's workflow id: `review-<campaign>-<agent id>`.
-    pub id: String,
-    pub campaign_id: String,
-    pub campaign_name: String,
-    pub agent: Agent,
-    pub evidence: Evidence,
-    /// The owner's manager: where the item escalates (the security channel when none).
-    pub escalate_to: Option<String>,
-    pub sent_at: DateTime<Utc>,
-    pub deadline: DateTime<Utc>,
-    pub remind_at: Option<DateTime<Utc>>,
-    pub escalate_at: Option<DateTime<Utc>>,
-    pub unanswered: Unanswered,
-}
-
-/// A reviewer's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "decision")]
-pub enum ReviewDecision {
-    Keep,
-    /// Drop these scopes (a scope change).
-    Reduce {
-        drop: Vec<String>,
-    },
-    /// Decommission the agent.
-    Revoke,
-}
-
-impl ReviewDecision {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Keep => "keep",
-            Self::Reduce { .. } => "reduce",
-            Self::Revoke => "revoke",
-        }
-    }
-}
-
-/// What was decided, by whom, and what came of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resolution {
-    /// `keep`, `reduce`, `revoke`, or the default applied (`unanswered`).
-    pub decision: String,
-    /// Scopes dropped (reduce).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dropped: Vec<String>,
-    /// The person who decided; `None` when the deadline applied the default.
-    pub by: Option<String>,
-    pub at: DateTime<Utc>,
-    pub reason: Option<String>,
-    /// The default applied to an unanswered item.
-    pub default_applied: Option<Unanswered>,
-    /// Whether the item had been escalated before it was resolved.
-    pub escalated: bool,
-    /// What the decision set in motion, once known.
-    pub action: Option<ActionResult>,
-}
-
-impl Resolution {
-    fn label(&self) -> String {
-        match self.default_applied {
-            Some(d) => format!("unanswered: {}", d.as_str()),
-            None => self.decision.clone(),
-        }
-    }
-}
-
-/// The outcome action of a decision: the workflow it started, or what refused it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ActionResult {
-    /// `scope_change`, `decommission`, `freeze` or `flag`.
-    pub kind: String,
-    pub workflow_id: Option<String>,
-    pub ok: bool,
-    pub detail: String,
-}
-
-/// What the engine does for a decision (`Command::ApplyReview`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "action")]
-pub enum ReviewAction {
-    /// Start a scope change removing these scopes.
-    Reduce { drop: Vec<String> },
-    /// Start the decommission (reason: this review).
-    Revoke,
-}
-
-/// What the people channel shows of an item (`Command::Review`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "notice")]
-#[allow(clippy::large_enum_variant)]
-pub enum ReviewNotice {
-    /// Send the item to the owner.
-    Ask { item: ReviewItem },
-    /// Remind the owner (in the item's thread).
-    Remind { item: ReviewItem },
-    /// Send it to the owner's manager, or the security channel.
-    Escalate { item: ReviewItem },
-    /// Show the resolution on every message of the item.
-    Closed {
-        item: ReviewItem,
-        resolution: Resolution,
-    },
-}
-
-impl ReviewNotice {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Ask { .. } => "review.ask",
-            Self::Remind { .. } => "review.remind",
-            Self::Escalate { .. } => "review.escalate",
-            Self::Closed { .. } => "review.closed",
-        }
-    }
-
-    pub fn item(&self) -> &ReviewItem {
-        match self {
-            Self::Ask { item }
-            | Self::Remind { item }
-            | Self::Escalate { item }
-            | Self::Closed { item, .. } => item,
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReviewItemInput {
@@ -470,7 +232,7 @@ fn finish(item: &ReviewItem, resolution: &Resolution, action: ActionResult) -> V
     let mut commands = closing(item, &resolution);
     if failed {
         commands.push(Command::Notify {
-            to: crate::owner_loss::SECURITY_CHANNEL.into(),
+            to: SECURITY_CHANNEL.into(),
             subject: format!("Access review action for {} failed", item.agent.name),
             body: format!(
                 "The {} decision on {} in campaign {} could not be carried out: {detail}",
@@ -594,7 +356,7 @@ impl ReviewItemMachine {
                     },
                 });
                 commands.push(Command::Notify {
-                    to: crate::owner_loss::SECURITY_CHANNEL.into(),
+                    to: SECURITY_CHANNEL.into(),
                     subject: format!("Unanswered access review: {}", item.agent.name),
                     body: format!(
                         "Nobody answered the review of {} (owner {}) in campaign {}. It is kept and flagged; decide in the next review or decommission it.",
@@ -681,6 +443,15 @@ fn action_kind(resolution: &Resolution) -> &'static str {
         (Some(Unanswered::KeepAndFlag), _) => "flag",
         (_, "reduce") => "scope_change",
         _ => "decommission",
+    }
+}
+
+states! {
+    ReviewItemState {
+        Open,
+        Escalated,
+        Applying,
+        Closed: terminal,
     }
 }
 
@@ -983,18 +754,5 @@ impl Workflow for ReviewItemMachine {
             }
             (s, e) => Err(not_applicable(Self::KIND, Self::state_name(s), &e)),
         }
-    }
-
-    fn state_name(state: &ReviewItemState) -> &'static str {
-        match state {
-            ReviewItemState::Open { .. } => "Open",
-            ReviewItemState::Escalated { .. } => "Escalated",
-            ReviewItemState::Applying { .. } => "Applying",
-            ReviewItemState::Closed { .. } => "Closed",
-        }
-    }
-
-    fn is_terminal(state: &ReviewItemState) -> bool {
-        matches!(state, ReviewItemState::Closed { .. })
     }
 }

@@ -13,12 +13,15 @@
 
 use crate::agent::{Agent, AgentChange, AgentFlag};
 use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
-use crate::command::{Actor, AuditKind, Command, IdpCommand};
-use crate::decommission::DecommissionReason;
+use crate::command::{
+    Actor, AuditKind, Command, IdpCommand, SECURITY_CHANNEL, audit, audit_failure,
+};
 use crate::detection::{Finding, Severity};
 use crate::event::Event;
-use crate::onboarding::{audit, audit_failure, not_applicable};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use crate::lifecycle::DecommissionReason;
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -360,7 +363,7 @@ fn failed(agent: &Agent, what: &str, reason: &str, now: DateTime<Utc>) -> Step<F
             },
             audit_failure(agent, AuditKind::AgentFrozen, &message),
             Command::Notify {
-                to: crate::owner_loss::SECURITY_CHANNEL.into(),
+                to: SECURITY_CHANNEL.into(),
                 subject: format!("Freeze of {} needs a person", agent.name),
                 body: format!("{message}. Act at the identity provider directly."),
             },
@@ -369,6 +372,21 @@ fn failed(agent: &Agent, what: &str, reason: &str, now: DateTime<Utc>) -> Step<F
             agent: agent.clone(),
             reason: message,
         },
+    }
+}
+
+states! {
+    FreezeState {
+        Asking,
+        Containing,
+        AwaitingDecision,
+        Restoring,
+        Unfrozen: terminal,
+        Decommissioning: terminal,
+        Kept: terminal,
+        Dismissed: terminal,
+        Alerted: terminal,
+        Failed: terminal,
     }
 }
 
@@ -498,10 +516,7 @@ impl Workflow for Freeze {
         };
         if !finding.freezes() {
             let mut commands = vec![detected, flagged];
-            for to in [
-                agent.owner.clone(),
-                crate::owner_loss::SECURITY_CHANNEL.to_string(),
-            ] {
+            for to in [agent.owner.clone(), SECURITY_CHANNEL.to_string()] {
                 if to.is_empty() {
                     continue;
                 }
@@ -578,334 +593,366 @@ impl Workflow for Freeze {
 
     fn on(state: &FreezeState, event: Event, ctx: &Ctx) -> Result<Step<FreezeState>, Rejected> {
         use FreezeState as S;
-        match (state, event) {
-            (
-                S::Asking {
-                    agent,
-                    finding,
-                    previous,
-                    accepted_at,
-                    approval,
-                },
-                Event::ApprovalDecided {
-                    approval_id,
-                    decision,
-                    approver,
-                    reason,
-                },
-            ) => {
-                match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
-                    Ballot::Decided {
-                        decision: Decision::Approve,
-                        approver,
-                        mut commands,
-                        ..
-                    } => {
-                        commands.extend(contain(agent, finding, previous, Actor::Person(approver)));
-                        Ok(Step {
-                            commands,
-                            state: S::Containing {
-                                agent: agent.clone(),
-                                finding: finding.clone(),
-                                previous: previous.clone(),
-                                containment: Containment {
-                                    accepted_at: *accepted_at,
-                                    deactivated_at: None,
-                                    revoked_at: None,
-                                    outstanding: None,
-                                },
-                            },
-                        })
-                    }
-                    Ballot::Decided {
-                        approver,
-                        mut commands,
-                        ..
-                    } => {
-                        commands.push(audit(
-                            agent,
-                            AuditKind::FreezeDismissed,
-                            Actor::Person(approver.clone()),
-                            Some(&approval.id),
-                            vec![],
-                            format!("{approver} decided not to freeze {}", agent.name),
-                        ));
-                        Ok(Step {
-                            commands,
-                            state: S::Dismissed {
-                                agent: agent.clone(),
-                                by: Some(approver),
-                            },
-                        })
-                    }
-                    Ballot::Pending { .. } => Err(Rejected::new(
-                        "approval",
-                        "a freeze needs one decision; this vote cannot be pending",
-                    )),
-                }
+        // One handler per state; a state without one refuses every event.
+        match state {
+            S::Asking { .. } => on_asking(state, event, ctx),
+            S::Containing { .. } => on_containing(state, event, ctx),
+            S::AwaitingDecision { .. } => on_awaiting_decision(state, event, ctx),
+            S::Restoring { .. } => on_restoring(state, event, ctx),
+            _ => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
+        }
+    }
+}
+
+/// Events in Asking.
+fn on_asking(state: &FreezeState, event: Event, ctx: &Ctx) -> Result<Step<FreezeState>, Rejected> {
+    use FreezeState as S;
+    match (state, event) {
+        (
+            S::Asking {
+                agent,
+                finding,
+                previous,
+                accepted_at,
+                approval,
+            },
+            Event::ApprovalDecided {
+                approval_id,
+                decision,
+                approver,
+                reason,
+            },
+        ) => match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
+            Ballot::Decided {
+                decision: Decision::Approve,
+                approver,
+                mut commands,
+                ..
+            } => {
+                commands.extend(contain(agent, finding, previous, Actor::Person(approver)));
+                Ok(Step {
+                    commands,
+                    state: S::Containing {
+                        agent: agent.clone(),
+                        finding: finding.clone(),
+                        previous: previous.clone(),
+                        containment: Containment {
+                            accepted_at: *accepted_at,
+                            deactivated_at: None,
+                            revoked_at: None,
+                            outstanding: None,
+                        },
+                    },
+                })
             }
-            (
-                S::Asking {
-                    agent,
-                    finding,
-                    approval,
-                    ..
-                },
-                Event::TimerFired { name },
-            ) if ApprovalRequest::is_timer(&name) => {
-                match approval.deadline(agent, &name, ctx.now, "not frozen")? {
-                    Deadline::Reminded(commands) => Ok(Step {
-                        commands,
-                        state: state.clone(),
-                    }),
-                    Deadline::Expired(mut commands) => {
-                        commands.push(audit(
-                            agent,
-                            AuditKind::FreezeDismissed,
-                            Actor::Schedule(name),
-                            Some(&approval.id),
-                            vec![],
-                            format!(
-                                "nobody answered whether to freeze {}; not frozen (the anomaly stays flagged)",
-                                agent.name
-                            ),
-                        ));
-                        Ok(Step {
-                            commands,
-                            state: S::Dismissed {
-                                agent: agent.clone(),
-                                by: None,
-                            },
-                        })
-                    }
-                }
-            }
-            // A stronger finding contained the agent meanwhile (its `Supersede`): no question.
-            (
-                S::Asking {
-                    agent, approval, ..
-                },
-                Event::Cancel { by, reason },
-            ) => {
-                let mut commands = approval.cancelled_commands(ctx.now);
+            Ballot::Decided {
+                approver,
+                mut commands,
+                ..
+            } => {
                 commands.push(audit(
                     agent,
                     AuditKind::FreezeDismissed,
-                    by,
+                    Actor::Person(approver.clone()),
                     Some(&approval.id),
                     vec![],
-                    format!(
-                        "the question whether to freeze {} is withdrawn: {reason}",
-                        agent.name
-                    ),
+                    format!("{approver} decided not to freeze {}", agent.name),
                 ));
                 Ok(Step {
                     commands,
                     state: S::Dismissed {
                         agent: agent.clone(),
-                        by: None,
+                        by: Some(approver),
                     },
                 })
             }
-            (
-                S::Containing {
-                    agent,
-                    finding,
-                    previous,
-                    containment,
-                },
-                Event::ClientDeactivated { client_id },
-            ) if client_id == previous.client_id => {
-                let mut c = containment.clone();
-                c.deactivated_at.get_or_insert(ctx.now);
-                contained(agent, finding, previous, c, ctx)
+            Ballot::Pending { .. } => Err(Rejected::new(
+                "approval",
+                "a freeze needs one decision; this vote cannot be pending",
+            )),
+        },
+        (
+            S::Asking {
+                agent,
+                finding,
+                approval,
+                ..
+            },
+            Event::TimerFired { name },
+        ) if ApprovalRequest::is_timer(&name) => {
+            match approval.deadline(agent, &name, ctx.now, "not frozen")? {
+                Deadline::Reminded(commands) => Ok(Step {
+                    commands,
+                    state: state.clone(),
+                }),
+                Deadline::Expired(mut commands) => {
+                    commands.push(audit(
+                        agent,
+                        AuditKind::FreezeDismissed,
+                        Actor::Schedule(name),
+                        Some(&approval.id),
+                        vec![],
+                        format!(
+                            "nobody answered whether to freeze {}; not frozen (the anomaly stays flagged)",
+                            agent.name
+                        ),
+                    ));
+                    Ok(Step {
+                        commands,
+                        state: S::Dismissed {
+                            agent: agent.clone(),
+                            by: None,
+                        },
+                    })
+                }
             }
-            (
-                S::Containing {
-                    agent,
-                    finding,
-                    previous,
-                    containment,
+        }
+        // A stronger finding contained the agent meanwhile (its `Supersede`): no question.
+        (
+            S::Asking {
+                agent, approval, ..
+            },
+            Event::Cancel { by, reason },
+        ) => {
+            let mut commands = approval.cancelled_commands(ctx.now);
+            commands.push(audit(
+                agent,
+                AuditKind::FreezeDismissed,
+                by,
+                Some(&approval.id),
+                vec![],
+                format!(
+                    "the question whether to freeze {} is withdrawn: {reason}",
+                    agent.name
+                ),
+            ));
+            Ok(Step {
+                commands,
+                state: S::Dismissed {
+                    agent: agent.clone(),
+                    by: None,
                 },
-                Event::TokensRevoked { outstanding, .. },
-            ) => {
-                let mut c = containment.clone();
-                c.revoked_at.get_or_insert(ctx.now);
-                c.outstanding = outstanding;
-                contained(agent, finding, previous, c, ctx)
-            }
-            (
-                S::Containing { agent, .. },
-                Event::CommandFailed {
-                    command, reason, ..
-                },
-            ) if command == "idp.deactivate_client" || command == "idp.revoke_tokens" => {
-                Ok(failed(agent, &command, &reason, ctx.now))
-            }
-            (
-                S::AwaitingDecision {
-                    agent,
-                    finding,
-                    previous,
-                    containment,
+            })
+        }
+        (state, event) => Err(not_applicable(
+            Freeze::KIND,
+            Freeze::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in Containing.
+fn on_containing(
+    state: &FreezeState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<FreezeState>, Rejected> {
+    use FreezeState as S;
+    match (state, event) {
+        (
+            S::Containing {
+                agent,
+                finding,
+                previous,
+                containment,
+            },
+            Event::ClientDeactivated { client_id },
+        ) if client_id == previous.client_id => {
+            let mut c = containment.clone();
+            c.deactivated_at.get_or_insert(ctx.now);
+            contained(agent, finding, previous, c, ctx)
+        }
+        (
+            S::Containing {
+                agent,
+                finding,
+                previous,
+                containment,
+            },
+            Event::TokensRevoked { outstanding, .. },
+        ) => {
+            let mut c = containment.clone();
+            c.revoked_at.get_or_insert(ctx.now);
+            c.outstanding = outstanding;
+            contained(agent, finding, previous, c, ctx)
+        }
+        (
+            S::Containing { agent, .. },
+            Event::CommandFailed {
+                command, reason, ..
+            },
+        ) if command == "idp.deactivate_client" || command == "idp.revoke_tokens" => {
+            Ok(failed(agent, &command, &reason, ctx.now))
+        }
+        (state, event) => Err(not_applicable(
+            Freeze::KIND,
+            Freeze::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in AwaitingDecision.
+fn on_awaiting_decision(
+    state: &FreezeState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<FreezeState>, Rejected> {
+    use FreezeState as S;
+    match (state, event) {
+        (
+            S::AwaitingDecision {
+                agent,
+                finding,
+                previous,
+                containment,
+                approval,
+            },
+            Event::ApprovalDecided {
+                approval_id,
+                decision,
+                approver,
+                reason,
+            },
+        ) => match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
+            Ballot::Pending { approval, commands } => Ok(Step {
+                commands,
+                state: S::AwaitingDecision {
+                    agent: agent.clone(),
+                    finding: finding.clone(),
+                    previous: previous.clone(),
+                    containment: containment.clone(),
                     approval,
                 },
-                Event::ApprovalDecided {
-                    approval_id,
-                    decision,
-                    approver,
-                    reason,
-                },
-            ) => {
-                match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
-                    Ballot::Pending { approval, commands } => Ok(Step {
+            }),
+            Ballot::Decided {
+                decision: Decision::Approve,
+                approver,
+                mut commands,
+                ..
+            } => {
+                commands.push(Command::Idp(IdpCommand::SetGrants {
+                    client_id: previous.client_id.clone(),
+                    scopes: previous.scopes.clone(),
+                    token_lifetime_secs: previous.token_lifetime_secs,
+                }));
+                commands.push(Command::Idp(IdpCommand::ActivateClient {
+                    client_id: previous.client_id.clone(),
+                }));
+                Ok(Step {
+                    commands,
+                    state: S::Restoring {
+                        agent: agent.clone(),
+                        previous: previous.clone(),
+                        by: approver,
+                        grants_set: false,
+                        activated: false,
+                    },
+                })
+            }
+            Ballot::Decided {
+                approver,
+                mut commands,
+                ..
+            } => {
+                commands.push(Command::StartDecommission {
+                    agent_id: agent.id.clone(),
+                    reason: DecommissionReason::Freeze {
+                        decided_by: approver.clone(),
+                    },
+                });
+                Ok(Step {
+                    commands,
+                    state: S::Decommissioning {
+                        agent: agent.clone(),
+                        by: approver,
+                    },
+                })
+            }
+        },
+        (
+            S::AwaitingDecision {
+                agent, approval, ..
+            },
+            Event::TimerFired { name },
+        ) if ApprovalRequest::is_timer(&name) => {
+            match approval.deadline(agent, &name, ctx.now, "the agent stays frozen")? {
+                Deadline::Reminded(commands) => Ok(Step {
+                    commands,
+                    state: state.clone(),
+                }),
+                Deadline::Expired(mut commands) => {
+                    commands.push(audit(
+                        agent,
+                        AuditKind::FreezeKept,
+                        Actor::Schedule(name),
+                        Some(&approval.id),
+                        vec![],
+                        format!(
+                            "nobody decided on frozen {}; it stays frozen until someone decommissions it",
+                            agent.name
+                        ),
+                    ));
+                    Ok(Step {
                         commands,
-                        state: S::AwaitingDecision {
+                        state: S::Kept {
                             agent: agent.clone(),
-                            finding: finding.clone(),
-                            previous: previous.clone(),
-                            containment: containment.clone(),
-                            approval,
                         },
-                    }),
-                    Ballot::Decided {
-                        decision: Decision::Approve,
-                        approver,
-                        mut commands,
-                        ..
-                    } => {
-                        commands.push(Command::Idp(IdpCommand::SetGrants {
-                            client_id: previous.client_id.clone(),
-                            scopes: previous.scopes.clone(),
-                            token_lifetime_secs: previous.token_lifetime_secs,
-                        }));
-                        commands.push(Command::Idp(IdpCommand::ActivateClient {
-                            client_id: previous.client_id.clone(),
-                        }));
-                        Ok(Step {
-                            commands,
-                            state: S::Restoring {
-                                agent: agent.clone(),
-                                previous: previous.clone(),
-                                by: approver,
-                                grants_set: false,
-                                activated: false,
-                            },
-                        })
-                    }
-                    Ballot::Decided {
-                        approver,
-                        mut commands,
-                        ..
-                    } => {
-                        commands.push(Command::StartDecommission {
-                            agent_id: agent.id.clone(),
-                            reason: DecommissionReason::Freeze {
-                                decided_by: approver.clone(),
-                            },
-                        });
-                        Ok(Step {
-                            commands,
-                            state: S::Decommissioning {
-                                agent: agent.clone(),
-                                by: approver,
-                            },
-                        })
-                    }
+                    })
                 }
             }
-            (
-                S::AwaitingDecision {
-                    agent, approval, ..
-                },
-                Event::TimerFired { name },
-            ) if ApprovalRequest::is_timer(&name) => {
-                match approval.deadline(agent, &name, ctx.now, "the agent stays frozen")? {
-                    Deadline::Reminded(commands) => Ok(Step {
-                        commands,
-                        state: state.clone(),
-                    }),
-                    Deadline::Expired(mut commands) => {
-                        commands.push(audit(
-                            agent,
-                            AuditKind::FreezeKept,
-                            Actor::Schedule(name),
-                            Some(&approval.id),
-                            vec![],
-                            format!(
-                                "nobody decided on frozen {}; it stays frozen until someone decommissions it",
-                                agent.name
-                            ),
-                        ));
-                        Ok(Step {
-                            commands,
-                            state: S::Kept {
-                                agent: agent.clone(),
-                            },
-                        })
-                    }
-                }
-            }
-            (
-                S::Restoring {
-                    agent,
-                    previous,
-                    by,
-                    activated,
-                    ..
-                },
-                Event::GrantsSet { client_id, .. },
-            ) if client_id == previous.client_id => {
-                Ok(restored(agent, previous, by, true, *activated))
-            }
-            (
-                S::Restoring {
-                    agent,
-                    previous,
-                    by,
-                    grants_set,
-                    ..
-                },
-                Event::ClientActivated { client_id },
-            ) if client_id == previous.client_id => {
-                Ok(restored(agent, previous, by, *grants_set, true))
-            }
-            (
-                S::Restoring { agent, .. },
-                Event::CommandFailed {
-                    command, reason, ..
-                },
-            ) if command == "idp.set_grants" || command == "idp.activate_client" => {
-                Ok(failed(agent, &command, &reason, ctx.now))
-            }
-            (s, e) => Err(not_applicable(Self::KIND, Self::state_name(s), &e)),
         }
+        (state, event) => Err(not_applicable(
+            Freeze::KIND,
+            Freeze::state_name(state),
+            &event,
+        )),
     }
+}
 
-    fn state_name(state: &FreezeState) -> &'static str {
-        match state {
-            FreezeState::Asking { .. } => "Asking",
-            FreezeState::Containing { .. } => "Containing",
-            FreezeState::AwaitingDecision { .. } => "AwaitingDecision",
-            FreezeState::Restoring { .. } => "Restoring",
-            FreezeState::Unfrozen { .. } => "Unfrozen",
-            FreezeState::Decommissioning { .. } => "Decommissioning",
-            FreezeState::Kept { .. } => "Kept",
-            FreezeState::Dismissed { .. } => "Dismissed",
-            FreezeState::Alerted { .. } => "Alerted",
-            FreezeState::Failed { .. } => "Failed",
+/// Events in Restoring.
+fn on_restoring(
+    state: &FreezeState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<FreezeState>, Rejected> {
+    use FreezeState as S;
+    match (state, event) {
+        (
+            S::Restoring {
+                agent,
+                previous,
+                by,
+                activated,
+                ..
+            },
+            Event::GrantsSet { client_id, .. },
+        ) if client_id == previous.client_id => Ok(restored(agent, previous, by, true, *activated)),
+        (
+            S::Restoring {
+                agent,
+                previous,
+                by,
+                grants_set,
+                ..
+            },
+            Event::ClientActivated { client_id },
+        ) if client_id == previous.client_id => {
+            Ok(restored(agent, previous, by, *grants_set, true))
         }
-    }
-
-    fn is_terminal(state: &FreezeState) -> bool {
-        matches!(
-            state,
-            FreezeState::Unfrozen { .. }
-                | FreezeState::Decommissioning { .. }
-                | FreezeState::Kept { .. }
-                | FreezeState::Dismissed { .. }
-                | FreezeState::Alerted { .. }
-                | FreezeState::Failed { .. }
-        )
+        (
+            S::Restoring { agent, .. },
+            Event::CommandFailed {
+                command, reason, ..
+            },
+        ) if command == "idp.set_grants" || command == "idp.activate_client" => {
+            Ok(failed(agent, &command, &reason, ctx.now))
+        }
+        (state, event) => Err(not_applicable(
+            Freeze::KIND,
+            Freeze::state_name(state),
+            &event,
+        )),
     }
 }

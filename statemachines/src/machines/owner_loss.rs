@@ -4,17 +4,17 @@
 //! until then the request is recorded on the agent and in the audit trail).
 
 use crate::agent::{Agent, AgentFlag};
-use crate::command::{Actor, AuditKind, Command};
+pub use crate::command::SECURITY_CHANNEL;
+use crate::command::{Actor, AuditKind, Command, audit};
 use crate::event::Event;
-use crate::onboarding::{audit, not_applicable};
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The timer that ends the wait for a new owner.
 pub const OWNER_DEADLINE_TIMER: &str = "owner-deadline";
-/// Where notices for the security team go (the Slack security channel, or the console).
-pub const SECURITY_CHANNEL: &str = "security-channel";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerLossInput {
@@ -49,6 +49,14 @@ pub enum OwnerLossState {
 }
 
 pub struct OwnerLoss;
+
+states! {
+    OwnerLossState {
+        AwaitingOwner,
+        Reassigned: terminal,
+        FreezeRequested: terminal,
+    }
+}
 
 impl Workflow for OwnerLoss {
     type State = OwnerLossState;
@@ -231,17 +239,5 @@ impl Workflow for OwnerLoss {
             }
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
-    }
-
-    fn state_name(state: &OwnerLossState) -> &'static str {
-        match state {
-            OwnerLossState::AwaitingOwner { .. } => "AwaitingOwner",
-            OwnerLossState::Reassigned { .. } => "Reassigned",
-            OwnerLossState::FreezeRequested { .. } => "FreezeRequested",
-        }
-    }
-
-    fn is_terminal(state: &OwnerLossState) -> bool {
-        !matches!(state, OwnerLossState::AwaitingOwner { .. })
     }
 }

@@ -9,12 +9,14 @@
 //! --(ClientDeactivated)--> Released.
 
 use crate::agent::{Agent, AgentChange};
-use crate::command::{Actor, AuditKind, Command, IdpCommand};
-use crate::decommission::DecommissionReason;
+use crate::command::{
+    Actor, AuditKind, Command, IdpCommand, SECURITY_CHANNEL, audit, audit_failure,
+};
 use crate::event::Event;
-use crate::onboarding::{audit, audit_failure, not_applicable};
-use crate::owner_loss::SECURITY_CHANNEL;
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use crate::lifecycle::DecommissionReason;
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -97,6 +99,16 @@ fn release(agent: &Agent, why: String, by: Actor) -> Step<ShadowState> {
             agent: agent.clone(),
             why,
         },
+    }
+}
+
+states! {
+    ShadowState {
+        Unclaimed,
+        Claimed: terminal,
+        Releasing,
+        Released: terminal,
+        Failed: terminal,
     }
 }
 
@@ -295,22 +307,5 @@ impl Workflow for ShadowAgent {
             }
             (s, e) => Err(not_applicable(Self::KIND, Self::state_name(s), &e)),
         }
-    }
-
-    fn state_name(state: &ShadowState) -> &'static str {
-        match state {
-            ShadowState::Unclaimed { .. } => "Unclaimed",
-            ShadowState::Claimed { .. } => "Claimed",
-            ShadowState::Releasing { .. } => "Releasing",
-            ShadowState::Released { .. } => "Released",
-            ShadowState::Failed { .. } => "Failed",
-        }
-    }
-
-    fn is_terminal(state: &ShadowState) -> bool {
-        !matches!(
-            state,
-            ShadowState::Unclaimed { .. } | ShadowState::Releasing { .. }
-        )
     }
 }

@@ -1,10 +1,8 @@
 //! The rotation sweep's plan (`statemachines::sweep::plan`): which agents are due, in which
 //! order, and how their starts are spread.
 
-mod common;
-
+use crate::common::*;
 use chrono::Duration;
-use common::*;
 use statemachines::sweep::{Planned, plan};
 use statemachines::{Agent, AgentStatus, Policy};
 

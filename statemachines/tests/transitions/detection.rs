@@ -1,10 +1,8 @@
 //! Detection rules, one at a time, over event sequences: each fires on the traffic it is about
 //! and stays quiet on an agent's normal traffic.
 
-mod common;
-
+use crate::common::*;
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use common::*;
 use statemachines::detection::{
     Action, Baseline, Condition, Finding, Severity, TokenRequest, signal_finding,
 };

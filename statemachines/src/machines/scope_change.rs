@@ -2,12 +2,13 @@
 //! for approval, then the identity provider is set to exactly the new grant.
 
 use crate::agent::{Agent, AgentChange, AgentStatus};
-use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
-use crate::command::{Actor, AuditKind, Command, IdpCommand};
+use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision, RecordedApproval};
+use crate::command::{Actor, AuditKind, Command, IdpCommand, audit, audit_failure};
 use crate::event::Event;
-use crate::onboarding::{RecordedApproval, audit, audit_failure, not_applicable};
 use crate::policy::reason;
-use crate::workflow::{Ctx, Rejected, START, Step, Transition, Workflow, t};
+use crate::workflow::{
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +84,18 @@ pub enum ScopeChangeState {
 }
 
 pub struct ScopeChange;
+
+states! {
+    ScopeChangeState {
+        AwaitingApproval,
+        Granting,
+        Applied: terminal,
+        Denied: terminal,
+        Expired: terminal,
+        Cancelled: terminal,
+        Failed: terminal,
+    }
+}
 
 impl Workflow for ScopeChange {
     type State = ScopeChangeState;
@@ -265,225 +278,239 @@ impl Workflow for ScopeChange {
         ctx: &Ctx,
     ) -> Result<Step<ScopeChangeState>, Rejected> {
         use ScopeChangeState as S;
-        match (state, event) {
-            (
-                S::AwaitingApproval {
-                    agent,
-                    change,
-                    approval,
-                },
-                Event::ApprovalDecided {
-                    approval_id,
-                    decision,
-                    approver,
-                    reason,
-                },
-            ) => {
-                match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
-                    Ballot::Pending { approval, commands } => Ok(Step {
-                        commands,
-                        state: S::AwaitingApproval {
-                            agent: agent.clone(),
-                            change: change.clone(),
-                            approval,
-                        },
-                    }),
-                    Ballot::Decided {
-                        decision: Decision::Approve,
-                        approver,
-                        approvers,
-                        mut commands,
-                        ..
-                    } => {
-                        let recorded = RecordedApproval {
-                            approval_id: approval.id.clone(),
-                            approver,
-                            approvers,
-                            at: ctx.now,
-                            scopes: approval.sensitive_scopes.clone(),
-                        };
-                        commands.push(set_grants(agent, change));
-                        Ok(Step {
-                            commands,
-                            state: S::Granting {
-                                agent: agent.clone(),
-                                change: change.clone(),
-                                approval: Some(recorded),
-                            },
-                        })
-                    }
-                    Ballot::Decided {
-                        approver, commands, ..
-                    } => Ok(Step {
-                        commands,
-                        state: S::Denied {
-                            agent: agent.clone(),
-                            change: change.clone(),
-                            approval_id: approval.id.clone(),
-                            by: approver,
-                        },
-                    }),
-                }
-            }
-            (
-                S::AwaitingApproval {
-                    agent,
-                    change,
-                    approval,
-                },
-                Event::TimerFired { name },
-            ) if ApprovalRequest::is_timer(&name) => {
-                match approval.deadline(agent, &name, ctx.now, "grants unchanged")? {
-                    Deadline::Reminded(commands) => Ok(Step {
-                        commands,
-                        state: state.clone(),
-                    }),
-                    Deadline::Expired(commands) => Ok(Step {
-                        commands,
-                        state: S::Expired {
-                            agent: agent.clone(),
-                            change: change.clone(),
-                            approval_id: approval.id.clone(),
-                        },
-                    }),
-                }
-            }
-            (
-                S::AwaitingApproval {
-                    agent,
-                    change,
-                    approval,
-                },
-                Event::Cancel { by, reason },
-            ) => {
-                approval.check_canceller(&by)?;
-                let mut commands = approval.cancelled_commands(ctx.now);
-                commands.extend([audit(
-                    agent,
-                    AuditKind::RequestCancelled,
-                    by.clone(),
-                    Some(&approval.id),
-                    vec![],
-                    format!("scope change cancelled: {reason}"),
-                )]);
-                Ok(Step {
-                    commands,
-                    state: S::Cancelled {
-                        agent: agent.clone(),
-                        change: change.clone(),
-                        by,
-                    },
-                })
-            }
-            (
-                S::Granting {
-                    agent,
-                    change,
-                    approval,
-                },
-                Event::GrantsSet {
-                    scopes,
-                    token_lifetime_secs,
-                    ..
-                },
-            ) => {
-                let mut updated = agent.clone();
-                updated.scopes = scopes;
-                updated.token_lifetime_secs = token_lifetime_secs;
-                updated.updated_at = ctx.now;
-                let approver = approval
-                    .as_ref()
-                    .map(|a| Actor::Person(a.approver.clone()))
-                    .unwrap_or(Actor::Person(change.requester.clone()));
-                let approval_id = approval.as_ref().map(|a| a.approval_id.as_str());
-                // A field change, not the whole record: the agent may have been frozen (or its
-                // secret rotated) since this workflow copied it.
-                let mut commands = vec![Command::UpdateAgent {
-                    agent_id: updated.id.clone(),
-                    change: AgentChange::GrantsSet {
-                        scopes: updated.scopes.clone(),
-                        token_lifetime_secs: updated.token_lifetime_secs,
-                    },
-                }];
-                if !change.added.is_empty() {
-                    commands.push(audit(
-                        &updated,
-                        AuditKind::ScopesGranted,
-                        approver.clone(),
-                        approval_id,
-                        change.added.clone(),
-                        format!("granted {}", change.added.join(", ")),
-                    ));
-                }
-                if !change.removed.is_empty() {
-                    commands.push(audit(
-                        &updated,
-                        AuditKind::ScopesRevoked,
-                        approver,
-                        approval_id,
-                        change.removed.clone(),
-                        format!("revoked {}", change.removed.join(", ")),
-                    ));
-                }
-                commands.push(Command::Notify {
-                    to: change.requester.clone(),
-                    subject: format!("Scope change on {} applied", updated.name),
-                    body: format!("{} now holds {}", updated.name, updated.scopes.join(", ")),
-                });
-                Ok(Step {
-                    commands,
-                    state: S::Applied {
-                        agent: updated,
-                        change: change.clone(),
-                        approval: approval.clone(),
-                    },
-                })
-            }
-            (
-                S::Granting { agent, change, .. },
-                Event::CommandFailed {
-                    command, reason, ..
-                },
-            ) if command.starts_with("idp.") => {
-                let why = format!("{command} failed: {reason}; grants unchanged");
-                let commands = vec![
-                    audit_failure(agent, AuditKind::ProvisioningFailed, &why),
-                    Command::Notify {
-                        to: change.requester.clone(),
-                        subject: format!("Scope change on {} failed", agent.name),
-                        body: why.clone(),
-                    },
-                ];
-                Ok(Step {
-                    commands,
-                    state: S::Failed {
-                        agent: agent.clone(),
-                        change: change.clone(),
-                        reason: why,
-                    },
-                })
-            }
-            (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
-        }
-    }
-
-    fn state_name(state: &ScopeChangeState) -> &'static str {
+        // One handler per state; a state without one refuses every event.
         match state {
-            ScopeChangeState::AwaitingApproval { .. } => "AwaitingApproval",
-            ScopeChangeState::Granting { .. } => "Granting",
-            ScopeChangeState::Applied { .. } => "Applied",
-            ScopeChangeState::Denied { .. } => "Denied",
-            ScopeChangeState::Expired { .. } => "Expired",
-            ScopeChangeState::Cancelled { .. } => "Cancelled",
-            ScopeChangeState::Failed { .. } => "Failed",
+            S::AwaitingApproval { .. } => on_awaiting_approval(state, event, ctx),
+            S::Granting { .. } => on_granting(state, event, ctx),
+            _ => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
     }
+}
 
-    fn is_terminal(state: &ScopeChangeState) -> bool {
-        !matches!(
-            state,
-            ScopeChangeState::AwaitingApproval { .. } | ScopeChangeState::Granting { .. }
-        )
+/// Events in AwaitingApproval.
+fn on_awaiting_approval(
+    state: &ScopeChangeState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<ScopeChangeState>, Rejected> {
+    use ScopeChangeState as S;
+    match (state, event) {
+        (
+            S::AwaitingApproval {
+                agent,
+                change,
+                approval,
+            },
+            Event::ApprovalDecided {
+                approval_id,
+                decision,
+                approver,
+                reason,
+            },
+        ) => match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
+            Ballot::Pending { approval, commands } => Ok(Step {
+                commands,
+                state: S::AwaitingApproval {
+                    agent: agent.clone(),
+                    change: change.clone(),
+                    approval,
+                },
+            }),
+            Ballot::Decided {
+                decision: Decision::Approve,
+                approver,
+                approvers,
+                mut commands,
+                ..
+            } => {
+                let recorded = RecordedApproval {
+                    approval_id: approval.id.clone(),
+                    approver,
+                    approvers,
+                    at: ctx.now,
+                    scopes: approval.sensitive_scopes.clone(),
+                };
+                commands.push(set_grants(agent, change));
+                Ok(Step {
+                    commands,
+                    state: S::Granting {
+                        agent: agent.clone(),
+                        change: change.clone(),
+                        approval: Some(recorded),
+                    },
+                })
+            }
+            Ballot::Decided {
+                approver, commands, ..
+            } => Ok(Step {
+                commands,
+                state: S::Denied {
+                    agent: agent.clone(),
+                    change: change.clone(),
+                    approval_id: approval.id.clone(),
+                    by: approver,
+                },
+            }),
+        },
+        (
+            S::AwaitingApproval {
+                agent,
+                change,
+                approval,
+            },
+            Event::TimerFired { name },
+        ) if ApprovalRequest::is_timer(&name) => {
+            match approval.deadline(agent, &name, ctx.now, "grants unchanged")? {
+                Deadline::Reminded(commands) => Ok(Step {
+                    commands,
+                    state: state.clone(),
+                }),
+                Deadline::Expired(commands) => Ok(Step {
+                    commands,
+                    state: S::Expired {
+                        agent: agent.clone(),
+                        change: change.clone(),
+                        approval_id: approval.id.clone(),
+                    },
+                }),
+            }
+        }
+        (
+            S::AwaitingApproval {
+                agent,
+                change,
+                approval,
+            },
+            Event::Cancel { by, reason },
+        ) => {
+            approval.check_canceller(&by)?;
+            let mut commands = approval.cancelled_commands(ctx.now);
+            commands.extend([audit(
+                agent,
+                AuditKind::RequestCancelled,
+                by.clone(),
+                Some(&approval.id),
+                vec![],
+                format!("scope change cancelled: {reason}"),
+            )]);
+            Ok(Step {
+                commands,
+                state: S::Cancelled {
+                    agent: agent.clone(),
+                    change: change.clone(),
+                    by,
+                },
+            })
+        }
+        (state, event) => Err(not_applicable(
+            ScopeChange::KIND,
+            ScopeChange::state_name(state),
+            &event,
+        )),
+    }
+}
+
+/// Events in Granting.
+fn on_granting(
+    state: &ScopeChangeState,
+    event: Event,
+    ctx: &Ctx,
+) -> Result<Step<ScopeChangeState>, Rejected> {
+    use ScopeChangeState as S;
+    match (state, event) {
+        (
+            S::Granting {
+                agent,
+                change,
+                approval,
+            },
+            Event::GrantsSet {
+                scopes,
+                token_lifetime_secs,
+                ..
+            },
+        ) => {
+            let mut updated = agent.clone();
+            updated.scopes = scopes;
+            updated.token_lifetime_secs = token_lifetime_secs;
+            updated.updated_at = ctx.now;
+            let approver = approval
+                .as_ref()
+                .map(|a| Actor::Person(a.approver.clone()))
+                .unwrap_or(Actor::Person(change.requester.clone()));
+            let approval_id = approval.as_ref().map(|a| a.approval_id.as_str());
+            // A field change, not the whole record: the agent may have been frozen (or its
+            // secret rotated) since this workflow copied it.
+            let mut commands = vec![Command::UpdateAgent {
+                agent_id: updated.id.clone(),
+                change: AgentChange::GrantsSet {
+                    scopes: updated.scopes.clone(),
+                    token_lifetime_secs: updated.token_lifetime_secs,
+                },
+            }];
+            if !change.added.is_empty() {
+                commands.push(audit(
+                    &updated,
+                    AuditKind::ScopesGranted,
+                    approver.clone(),
+                    approval_id,
+                    change.added.clone(),
+                    format!("granted {}", change.added.join(", ")),
+                ));
+            }
+            if !change.removed.is_empty() {
+                commands.push(audit(
+                    &updated,
+                    AuditKind::ScopesRevoked,
+                    approver,
+                    approval_id,
+                    change.removed.clone(),
+                    format!("revoked {}", change.removed.join(", ")),
+                ));
+            }
+            commands.push(Command::Notify {
+                to: change.requester.clone(),
+                subject: format!("Scope change on {} applied", updated.name),
+                body: format!("{} now holds {}", updated.name, updated.scopes.join(", ")),
+            });
+            Ok(Step {
+                commands,
+                state: S::Applied {
+                    agent: updated,
+                    change: change.clone(),
+                    approval: approval.clone(),
+                },
+            })
+        }
+        (
+            S::Granting { agent, change, .. },
+            Event::CommandFailed {
+                command, reason, ..
+            },
+        ) if command.starts_with("idp.") => {
+            let why = format!("{command} failed: {reason}; grants unchanged");
+            let commands = vec![
+                audit_failure(agent, AuditKind::ProvisioningFailed, &why),
+                Command::Notify {
+                    to: change.requester.clone(),
+                    subject: format!("Scope change on {} failed", agent.name),
+                    body: why.clone(),
+                },
+            ];
+            Ok(Step {
+                commands,
+                state: S::Failed {
+                    agent: agent.clone(),
+                    change: change.clone(),
+                    reason: why,
+                },
+            })
+        }
+        (state, event) => Err(not_applicable(
+            ScopeChange::KIND,
+            ScopeChange::state_name(state),
+            &event,
+        )),
     }
 }
 
