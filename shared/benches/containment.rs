@@ -17,7 +17,6 @@
 use async_trait::async_trait;
 use shared::Secret;
 use shared::embedded::Durability;
-use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::engine::executor::Executor;
 use shared::idp::dev::DevIdp;
 use shared::intake::{Received, accept};
@@ -25,6 +24,7 @@ use shared::ports::idp::{
     ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret, TokenRevocation,
 };
 use shared::signal::Signal;
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::{Engine, EngineConfig};
 use statemachines::{AgentRequest, AgentStatus};
 use std::collections::HashMap;

@@ -9,10 +9,10 @@
 mod common;
 
 use common::{InstantIdp, NullApprovals, NullVault};
-use shared::people_file::PeopleFileDirectory;
 use shared::embedded::queue::SqliteQueue;
 use shared::embedded::{Db, Durability};
 use shared::engine::executor::Executor;
+use shared::people_file::PeopleFileDirectory;
 use shared::ports::clock::SystemClock;
 use shared::{Engine, EngineConfig};
 use statemachines::{AgentRequest, Decision};

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use statemachines::AgentRequest;
 use statemachines::scope_change::ScopeChangeRequest;
 
-/// `POST /agents`
+/// `POST /api/agents`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentRequestBody {
@@ -16,7 +16,7 @@ pub struct AgentRequestBody {
     pub requester: Option<String>,
 }
 
-/// `POST /agents/{agent}/scopes`
+/// `POST /api/agents/{agent}/scopes`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeChangeBody {
@@ -25,7 +25,7 @@ pub struct ScopeChangeBody {
     pub requester: String,
 }
 
-/// `POST /agents/{agent}/owner`: a new owner for an agent whose owner left.
+/// `POST /api/agents/{agent}/owner`: a new owner for an agent whose owner left.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerBody {
@@ -35,7 +35,7 @@ pub struct OwnerBody {
     pub by: String,
 }
 
-/// `POST /workflows/{id}/cancel`
+/// `POST /api/workflows/{id}/cancel`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
@@ -43,7 +43,7 @@ pub struct CancelBody {
     pub reason: String,
 }
 
-/// `POST /approvals/{id}/approve` and `/deny`
+/// `POST /api/approvals/{id}/approve` and `/deny`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
@@ -55,7 +55,7 @@ pub struct DecisionBody {
     pub action_hash: Option<String>,
 }
 
-/// `POST /agents/{agent}/rotate`: rotate the agent's secret now.
+/// `POST /api/agents/{agent}/rotate`: rotate the agent's secret now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
@@ -63,7 +63,7 @@ pub struct RotateBody {
     pub by: String,
 }
 
-/// `POST /agents/{agent}/decommission`
+/// `POST /api/agents/{agent}/decommission`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecommissionBody {
@@ -72,7 +72,7 @@ pub struct DecommissionBody {
     pub reason: String,
 }
 
-/// `POST /agents/{agent}/renew`: keep a time-bound agent longer (a security approver decides).
+/// `POST /api/agents/{agent}/renew`: keep a time-bound agent longer (a security approver decides).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenewBody {
@@ -82,7 +82,7 @@ pub struct RenewBody {
     pub reason: String,
 }
 
-/// `POST /campaigns`: launch an access-review campaign.
+/// `POST /api/campaigns`: launch an access-review campaign.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignBody {
@@ -111,7 +111,7 @@ impl CampaignBody {
     }
 }
 
-/// `POST /reviews/{item}/decision`: answer a review item.
+/// `POST /api/reviews/{item}/decision`: answer a review item.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewAnswerBody {
@@ -143,8 +143,8 @@ impl ReviewAnswerBody {
     }
 }
 
-/// `POST /agents/{agent}/freeze`: pull the kill switch now (owner or security approver).
-/// `POST /agents/{agent}/unfreeze`: ask security to decide on an agent frozen earlier.
+/// `POST /api/agents/{agent}/freeze`: pull the kill switch now (owner or security approver).
+/// `POST /api/agents/{agent}/unfreeze`: ask security to decide on an agent frozen earlier.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeBody {
@@ -152,7 +152,7 @@ pub struct FreezeBody {
     pub reason: String,
 }
 
-/// `POST /shadow-agents/{client}/claim`: take an unregistered client over with a real owner.
+/// `POST /api/shadow-agents/{client}/claim`: take an unregistered client over with a real owner.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
@@ -162,7 +162,7 @@ pub struct ClaimBody {
     pub by: String,
 }
 
-/// `POST /shadow-agents/{client}/release`: let an unregistered client go (frozen, then
+/// `POST /api/shadow-agents/{client}/release`: let an unregistered client go (frozen, then
 /// decommissioned). Its creator or a security approver.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,7 +212,7 @@ pub struct ErrorBody {
     pub reasons: Vec<statemachines::workflow::Reason>,
 }
 
-/// `GET /api/health`
+/// `GET /health`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,

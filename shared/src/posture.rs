@@ -1,4 +1,4 @@
-//! Posture (issue 9): a risk score per agent, the zero-trust checklist, and the organisation's
+//! Posture (docs/lifecycle.md): a risk score per agent, the zero-trust checklist, and the organisation's
 //! maturity level. Pure: the caller loads the registry and says what it knows about the
 //! deployment; `steward report` prints the result as a table or JSON.
 //!

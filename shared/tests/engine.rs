@@ -4,10 +4,9 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use shared::embedded::Durability;
 use shared::embedded::approvals::ConsoleApprovals;
 use shared::embedded::vault::FileVault;
-use shared::embedded::Durability;
-use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::engine::message::Message;
 use shared::idp::dev::DevIdp;
 use shared::ports::idp::{
@@ -16,6 +15,7 @@ use shared::ports::idp::{
 use shared::ports::queue::OutMessage;
 use shared::ports::vault::Stage;
 use shared::ports::{Clock, IdentityProvider, Vault};
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::{Engine, EngineConfig, EngineError, Secret};
 use statemachines::{AgentRequest, AgentStatus, Decision, Event};
 use std::sync::atomic::{AtomicU32, Ordering};

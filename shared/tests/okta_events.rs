@@ -1,5 +1,5 @@
 //! The Okta event mapping against Okta's documented event shapes (tests/fixtures/okta/events,
-//! copied from the reference vectors; which are verbatim and which reconstructed is in the
+//! copied from Okta's documented samples; which are verbatim and which reconstructed is in the
 //! README there). Every file maps to the signal Steward acts on, nothing else. Then what the
 //! engine does with an app-created event and the discovery sweep while Steward is itself
 //! creating a client: Okta reports Steward's own apps, often before the onboarding has
@@ -8,7 +8,6 @@
 use async_trait::async_trait;
 use serde_json::{Value, json};
 use shared::embedded::Durability;
-use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::idp::dev::DevIdp;
 use shared::inbound::okta_events::{
     AppChange, PersonChange, RiskKind, Signal, classify, debug, ip, list, received,
@@ -17,6 +16,7 @@ use shared::ports::IdentityProvider;
 use shared::ports::idp::{
     ClientInfo, ClientSpec, CreatedClient, IdpError, NewSecret, TokenRevocation,
 };
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::{Engine, EngineConfig, Secret, intake};
 use statemachines::{AgentRequest, AgentStatus};
 use std::path::PathBuf;

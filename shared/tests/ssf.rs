@@ -11,7 +11,6 @@ use ed25519_dalek::pkcs8::EncodePrivateKey;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use shared::embedded::Durability;
-use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::inbound::Reply;
 use shared::inbound::ssf::{
     self, JwksSource, Rejected, SetErr, SsfConfigError, SsfReceiver, SsfSettings,
@@ -19,6 +18,7 @@ use shared::inbound::ssf::{
 use shared::intake;
 use shared::ports::Clock;
 use shared::signal::{RiskKind, Signal};
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::{Engine, EngineConfig, Secret};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -13,13 +13,13 @@
 mod moto;
 
 use shared::EngineConfig;
-use shared::wiring::aws::{AwsSettings, AwsStack, LoggedApprovals, Parts};
-use shared::people_file::PeopleFileDirectory;
 use shared::embedded::{Db, Durability};
-use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::engine::Engine;
 use shared::idp::dev::DevIdp;
+use shared::people_file::PeopleFileDirectory;
 use shared::ports::IdentityProvider;
+use shared::wiring::aws::{AwsSettings, AwsStack, LoggedApprovals, Parts};
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use statemachines::{AgentRequest, AgentStatus, Decision};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,16 +1,16 @@
 //! Rotation and decommission on the embedded engine, against the development IdP and against a
 //! real OpenID provider (npm `oidc-provider`, started by `tests/run`).
 //!
-//! The must-shows of issue 7: a client keeps obtaining tokens throughout a rotation (no gap),
+//! What rotation and decommission must show (docs/adr/0016, 0017): a client keeps obtaining tokens throughout a rotation (no gap),
 //! and a decommissioned agent cannot obtain a token while its history and receipt stay readable.
 
 use chrono::{DateTime, Duration, Utc};
 use shared::credential::Credential;
 use shared::embedded::Durability;
-use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::idp::oauth::OAuthSettings;
 use shared::ports::vault::{Stage, VaultError};
 use shared::ports::{Clock, IdentityProvider, Vault};
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::{EngineConfig, Secret};
 use statemachines::rotation::RotationReason;
 use statemachines::{Actor, AgentRequest, AgentStatus, Decision};

@@ -1,4 +1,4 @@
-//! infra/template.yaml's IAM rules, which no linter checks on SAM templates (FIELD-NOTES): no
+//! infra/template.yaml's IAM rules, which no linter checks on SAM templates: no
 //! wildcard actions anywhere, and `Resource: "*"` only for actions that support nothing
 //! narrower (the allow-list below), each such line explained by a comment right above it.
 //! The same check must fail on deliberately broken copies.

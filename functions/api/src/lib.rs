@@ -4,8 +4,8 @@
 //! caller: API Gateway's IAM authorizer names it in the request context.
 
 use lambda_http::request::RequestContext;
-use shared::wiring::aws::AwsStack;
 use shared::http::{App, AppParts, Authenticate, Caller, Unauthenticated};
+use shared::wiring::aws::AwsStack;
 use std::sync::Arc;
 
 pub use lambda_http;

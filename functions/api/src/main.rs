@@ -1,5 +1,5 @@
-use shared::wiring::aws::AwsStack;
 use shared::inbound::ssf::{SsfReceiver, SsfSettings};
+use shared::wiring::aws::AwsStack;
 use std::sync::Arc;
 
 #[tokio::main]

@@ -39,19 +39,20 @@ pub async fn run() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = server::bound(listener.local_addr()?);
     let data_dir = dir.path().join("data");
-    let stack = shared::wiring::embedded::Embedded::open(shared::wiring::embedded::EmbeddedConfig {
-        data_dir: data_dir.clone(),
-        policy,
-        people: dir.path().join("people.toml"),
-        issuer: base.clone(),
-        durability: shared::embedded::Durability::Fsync,
-        engine: shared::EngineConfig::default(),
-        slack: None,
-        okta: None,
-        okta_hook_secret: None,
-        oauth: None,
-        ssf: None,
-    })?;
+    let stack =
+        shared::wiring::embedded::Embedded::open(shared::wiring::embedded::EmbeddedConfig {
+            data_dir: data_dir.clone(),
+            policy,
+            people: dir.path().join("people.toml"),
+            issuer: base.clone(),
+            durability: shared::embedded::Durability::Fsync,
+            engine: shared::EngineConfig::default(),
+            slack: None,
+            okta: None,
+            okta_hook_secret: None,
+            oauth: None,
+            ssf: None,
+        })?;
     let vault = stack.vault.clone();
     let token = server::admin_token(&data_dir)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -296,26 +296,27 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", a.listen))?;
     let addr = listener.local_addr()?;
-    let stack = shared::wiring::embedded::Embedded::open(shared::wiring::embedded::EmbeddedConfig {
-        data_dir: a.data_dir.clone(),
-        policy,
-        people: a.people.clone(),
-        issuer: server::bound(addr),
-        durability: durability(&a.durability)?,
-        engine: shared::EngineConfig::default(),
-        slack: shared::slack::SlackSettings::from_env()?,
-        okta: std::env::var_os(shared::idp::okta::ENV_ORG_URL)
-            .map(|_| shared::idp::okta::OktaSettings::from_env())
-            .transpose()?,
-        okta_hook_secret: std::env::var("STEWARD_OKTA_HOOK_SECRET")
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-            .map(shared::Secret::new),
-        oauth: std::env::var_os(shared::idp::oauth::ISSUER_ENV)
-            .map(|_| shared::idp::oauth::OAuthSettings::from_env())
-            .transpose()?,
-        ssf: shared::inbound::ssf::SsfSettings::from_env()?,
-    })?;
+    let stack =
+        shared::wiring::embedded::Embedded::open(shared::wiring::embedded::EmbeddedConfig {
+            data_dir: a.data_dir.clone(),
+            policy,
+            people: a.people.clone(),
+            issuer: server::bound(addr),
+            durability: durability(&a.durability)?,
+            engine: shared::EngineConfig::default(),
+            slack: shared::slack::SlackSettings::from_env()?,
+            okta: std::env::var_os(shared::idp::okta::ENV_ORG_URL)
+                .map(|_| shared::idp::okta::OktaSettings::from_env())
+                .transpose()?,
+            okta_hook_secret: std::env::var("STEWARD_OKTA_HOOK_SECRET")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+                .map(shared::Secret::new),
+            oauth: std::env::var_os(shared::idp::oauth::ISSUER_ENV)
+                .map(|_| shared::idp::oauth::OAuthSettings::from_env())
+                .transpose()?,
+            ssf: shared::inbound::ssf::SsfSettings::from_env()?,
+        })?;
     server::admin_token(&a.data_dir)?;
     eprintln!(
         "steward serving on {} (data {}, admin token in {}; approvals {})",

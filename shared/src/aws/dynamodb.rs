@@ -1,4 +1,4 @@
-//! The store on one DynamoDB table (ARCHITECTURE §5, single-table design).
+//! The store on one DynamoDB table (single-table design: docs/adr/0008-dynamodb-single-table.md).
 //!
 //! | item | PK | SK |
 //! |---|---|---|

@@ -1,6 +1,6 @@
 //! The vault on AWS Secrets Manager: one secret per agent (`<prefix><agent id>`), versions
 //! labelled AWSCURRENT / AWSPENDING / AWSPREVIOUS. Reads always name the stage: a read without
-//! one may return a stale version (FIELD-NOTES), and naming it is what AWS documents anyway.
+//! one may return a stale version (seen on moto and on AWS), and naming it is what AWS documents anyway.
 
 use crate::aws::describe;
 use crate::ports::vault::{Stage, Vault, VaultError, VersionInfo};

@@ -402,8 +402,8 @@ impl Engine {
         self.decommission(agent, reason, actor).await
     }
 
-    /// Starts the decommission of `agent` (issues 8 and 9 call this with a review's or a
-    /// freeze's decision). One decommission runs per agent.
+    /// Starts the decommission of `agent` (access reviews and the freeze call this with a
+    /// review's or a freeze's decision). One decommission runs per agent.
     pub async fn decommission(
         &self,
         agent: Agent,

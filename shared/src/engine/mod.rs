@@ -1,4 +1,4 @@
-//! The durable engine (ARCHITECTURE §4): loads a workflow instance, applies an event with its
+//! The durable engine (docs/ARCHITECTURE.md, "The commit protocol"; docs/adr/0020): loads a workflow instance, applies an event with its
 //! pure machine, writes state + history + pending commands in one conditional write, then
 //! dispatches the pending commands through the queue. Delivery is at least once everywhere, so
 //! every step is idempotent: applied event ids are remembered, command keys are deterministic,

@@ -14,7 +14,7 @@ pub struct PendingCommand {
     pub command: Command,
 }
 
-/// A workflow instance as stored (ARCHITECTURE §5 `WF#<id>` / `STATE`).
+/// A workflow instance as stored (on DynamoDB the `WF#<id>` / `STATE` item; docs/adr/0008).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Instance {
     pub id: String,

@@ -83,7 +83,7 @@ pub trait Vault: Send + Sync {
         value: &Secret,
         stage: Stage,
     ) -> Result<(), VaultError>;
-    /// The value holding `stage`. Always name the stage (see FIELD-NOTES: moto and AWS agree on this).
+    /// The value holding `stage`. Always name the stage (a read without one may return a stale version; moto and AWS agree).
     async fn get(&self, secret: &str, stage: Stage)
     -> Result<Option<(String, Secret)>, VaultError>;
     async fn versions(&self, secret: &str) -> Result<Vec<VersionInfo>, VaultError>;

@@ -5,9 +5,9 @@
 use crate::aws::dynamodb::DynamoStore;
 use crate::aws::secrets_manager::{RotationSchedule, SecretsManagerVault};
 use crate::aws::sqs::SqsQueue;
-use crate::people_file::PeopleFileDirectory;
 use crate::engine::executor::Executor;
 use crate::engine::{Engine, EngineConfig};
+use crate::people_file::PeopleFileDirectory;
 use crate::ports::approvals::NotifyError;
 use crate::ports::clock::SystemClock;
 use crate::ports::idp::{

@@ -2,7 +2,6 @@
 //! signing key and the admin token.
 
 use crate::embedded::approvals::ConsoleApprovals;
-use crate::people_file::PeopleFileDirectory;
 use crate::embedded::queue::SqliteQueue;
 use crate::embedded::sqlite::{Db, Durability};
 use crate::embedded::vault::FileVault;
@@ -12,6 +11,7 @@ use crate::idp::dev::DevIdp;
 use crate::idp::oauth::{OAuthDcr, OAuthSettings};
 use crate::idp::okta::{Okta, OktaSettings};
 use crate::inbound::ssf::{SsfReceiver, SsfSettings};
+use crate::people_file::PeopleFileDirectory;
 use crate::ports::Approvals;
 use crate::ports::IdentityProvider;
 use crate::ports::clock::SystemClock;

@@ -32,11 +32,11 @@ impl<P: ?Sized> Subject<P> {
 /// One test per store property, in module `$module`: `$open` makes an [`store::Opener`] on fresh
 /// storage; `$test` is the test attribute (`tokio::test`, or its multi-thread flavour).
 macro_rules! store_suite {
-    ($module:ident, $open:expr, $($test:tt)*) => {
+    ($module:ident, $open:expr, $test:meta) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
-            $crate::conformance::store_suite!(@each $open, [$($test)*];
+            $crate::conformance::store_suite!(@each $open, [$test];
                 create_with_version_zero,
                 update_bumps_version,
                 stale_version_conflicts_and_writes_nothing,
@@ -53,15 +53,15 @@ macro_rules! store_suite {
                 groups_scope_usage_and_messages,
                 clients_and_baselines,
             );
-            #[$($test)*]
+            #[$test]
             async fn survives_reopen() {
                 $crate::conformance::store::survives_reopen(&$open).await;
             }
         }
     };
-    (@each $open:expr, [$($test:tt)*]; $($property:ident),* $(,)?) => {
+    (@each $open:expr, [$test:meta]; $($property:ident),* $(,)?) => {
         $(
-            #[$($test)*]
+            #[$test]
             async fn $property() {
                 let open = $open;
                 $crate::conformance::store::$property(&*open()).await;
@@ -74,11 +74,11 @@ pub(crate) use store_suite;
 /// One test per queue property, in module `$module`: `$fresh` makes a fresh queue
 /// [`Subject`]; `$tick` is the adapter's clock resolution.
 macro_rules! queue_suite {
-    ($module:ident, $fresh:expr, $tick:expr, $($test:tt)*) => {
+    ($module:ident, $fresh:expr, $tick:expr, $test:meta) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
-            $crate::conformance::queue_suite!(@timed $fresh, $tick, [$($test)*];
+            $crate::conformance::queue_suite!(@timed $fresh, $tick, [$test];
                 send_receive_ack,
                 delay_hides_until_due,
                 visibility_timeout_redelivers,
@@ -89,24 +89,24 @@ macro_rules! queue_suite {
                 depth_counts_waiting_and_in_flight,
                 send_and_ack_does_both,
             );
-            $crate::conformance::queue_suite!(@untimed $fresh, [$($test)*];
+            $crate::conformance::queue_suite!(@untimed $fresh, [$test];
                 dedupe_id_drops_duplicates,
                 dedupe_window_outlives_the_ack,
             );
         }
     };
-    (@timed $fresh:expr, $tick:expr, [$($test:tt)*]; $($property:ident),* $(,)?) => {
+    (@timed $fresh:expr, $tick:expr, [$test:meta]; $($property:ident),* $(,)?) => {
         $(
-            #[$($test)*]
+            #[$test]
             async fn $property() {
                 let q = $fresh;
                 $crate::conformance::queue::$property(&*q.port, $tick).await;
             }
         )*
     };
-    (@untimed $fresh:expr, [$($test:tt)*]; $($property:ident),* $(,)?) => {
+    (@untimed $fresh:expr, [$test:meta]; $($property:ident),* $(,)?) => {
         $(
-            #[$($test)*]
+            #[$test]
             async fn $property() {
                 let q = $fresh;
                 $crate::conformance::queue::$property(&*q.port).await;
@@ -118,11 +118,11 @@ pub(crate) use queue_suite;
 
 /// One test per vault property, in module `$module`: `$fresh` makes a fresh vault [`Subject`].
 macro_rules! vault_suite {
-    ($module:ident, $fresh:expr, $($test:tt)*) => {
+    ($module:ident, $fresh:expr, $test:meta) => {
         mod $module {
             #[allow(unused_imports)]
             use super::*;
-            $crate::conformance::vault_suite!(@each $fresh, [$($test)*];
+            $crate::conformance::vault_suite!(@each $fresh, [$test];
                 put_get_by_stage,
                 new_current_demotes_old_to_previous,
                 pending_is_separate,
@@ -134,9 +134,9 @@ macro_rules! vault_suite {
             );
         }
     };
-    (@each $fresh:expr, [$($test:tt)*]; $($property:ident),* $(,)?) => {
+    (@each $fresh:expr, [$test:meta]; $($property:ident),* $(,)?) => {
         $(
-            #[$($test)*]
+            #[$test]
             async fn $property() {
                 let v = $fresh;
                 $crate::conformance::vault::$property(&*v.port).await;

@@ -80,8 +80,8 @@ pub async fn dedupe_id_drops_duplicates(q: &dyn Queue) {
 /// The deduplication window outlives the ack: SQS documents that a message sent with a
 /// deduplication id already used in the last 5 minutes is accepted but not delivered, deleted or
 /// not. The engine does not rely on it (applied event ids are its guard); the embedded queue
-/// keeps it. moto 5.2.5 compares only with messages still queued (moto/sqs/models.py,
-/// `add_message`), so this property is not run against moto.
+/// keeps it. (moto 5.2.5 compares only with messages still queued; tests/moto_serial_dynamodb.py
+/// gives it the documented window.)
 pub async fn dedupe_window_outlives_the_ack(q: &dyn Queue) {
     let vis = Duration::from_secs(60);
     q.send(vec![msg("g", "same", "first")]).await.unwrap();

@@ -2,7 +2,7 @@
 //! on the AWS adapters against moto, one test per property, plus what only these adapters do.
 
 use crate::conformance::store::Opener;
-use crate::conformance::{Subject, queue, store, vault};
+use crate::conformance::{Subject, queue, store};
 use crate::moto;
 use shared::aws::dynamodb::DynamoStore;
 use shared::aws::secrets_manager::SecretsManagerVault;
@@ -43,9 +43,22 @@ fn fresh_vault() -> Subject<dyn Vault> {
     Subject::new(Arc::new(v) as Arc<dyn Vault>, ())
 }
 
-crate::conformance::store_suite!(store_dynamodb, opener(), tokio::test(flavor = "multi_thread"));
-crate::conformance::queue_suite!(queue_sqs, fresh_queue(), TICK, tokio::test(flavor = "multi_thread"));
-crate::conformance::vault_suite!(vault_secrets_manager, fresh_vault(), tokio::test(flavor = "multi_thread"));
+crate::conformance::store_suite!(
+    store_dynamodb,
+    opener(),
+    tokio::test(flavor = "multi_thread")
+);
+crate::conformance::queue_suite!(
+    queue_sqs,
+    fresh_queue(),
+    TICK,
+    tokio::test(flavor = "multi_thread")
+);
+crate::conformance::vault_suite!(
+    vault_secrets_manager,
+    fresh_vault(),
+    tokio::test(flavor = "multi_thread")
+);
 
 mod dynamodb_only {
     use super::*;

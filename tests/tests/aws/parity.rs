@@ -50,7 +50,9 @@ fn sample(op: Op, ids: &Ids) -> Sample {
         Op::ShowAgent | Op::AgentHistory => call(&[AGENT], None),
         Op::ChangeScopes => call(
             &[AGENT],
-            Some(json!({"add": ["okta:users:manage"], "reason": "parity", "requester": support::ALICE})),
+            Some(
+                json!({"add": ["okta:users:manage"], "reason": "parity", "requester": support::ALICE}),
+            ),
         ),
         Op::ReassignOwner => call(
             &[AGENT],
@@ -65,13 +67,17 @@ fn sample(op: Op, ids: &Ids) -> Sample {
         Op::ListShadowAgents => call(&[], None),
         Op::ClaimShadowAgent => call(
             &["no-such-client"],
-            Some(json!({"owner": support::ALICE, "team": "sre", "environment": "prod", "purpose": "parity", "by": support::ALICE})),
+            Some(
+                json!({"owner": support::ALICE, "team": "sre", "environment": "prod", "purpose": "parity", "by": support::ALICE}),
+            ),
         ),
         Op::ReleaseShadowAgent => call(&["no-such-client"], Some(by(support::SAM))),
         Op::Discover | Op::Sweep | Op::ListCampaigns => call(&[], None),
         Op::LaunchCampaign => call(
             &[],
-            Some(json!({"by": support::SAM, "id": ids.campaign, "scope": {"environments": ["staging"], "teams": [], "risk": []}})),
+            Some(
+                json!({"by": support::SAM, "id": ids.campaign, "scope": {"environments": ["staging"], "teams": [], "risk": []}}),
+            ),
         ),
         Op::CampaignProgress => call(&[&ids.campaign], None),
         Op::CampaignReport => Sample {
@@ -89,10 +95,7 @@ fn sample(op: Op, ids: &Ids) -> Sample {
             ..call(&[], None)
         },
         // The requester approving her own request, and someone who is no approver.
-        Op::Approve => call(
-            &[&ids.approval],
-            Some(json!({"approver": support::ALICE})),
-        ),
+        Op::Approve => call(&[&ids.approval], Some(json!({"approver": support::ALICE}))),
         Op::Deny => call(
             &[&ids.approval],
             Some(json!({"approver": MALLORY, "reason": "parity"})),
@@ -135,7 +138,10 @@ impl Side<'_> {
                 let url = server.url(&path);
                 let req = match method {
                     "GET" => server.http().get(url),
-                    _ => server.http().post(url).json(s.body.as_ref().unwrap_or(&json!({}))),
+                    _ => server
+                        .http()
+                        .post(url)
+                        .json(s.body.as_ref().unwrap_or(&json!({}))),
                 };
                 let resp = req
                     .bearer_auth(&server.token)
@@ -150,7 +156,8 @@ impl Side<'_> {
             }),
             Side::Lambda(aws) => {
                 let body = (method == "POST").then(|| s.body.clone().unwrap_or(json!({})));
-                let (status, v) = invoke(&aws.router, http_event(method, &path, body.as_ref())).await;
+                let (status, v) =
+                    invoke(&aws.router, http_event(method, &path, body.as_ref())).await;
                 (status as u16, v)
             }
         }
@@ -161,9 +168,7 @@ impl Side<'_> {
 /// anything (an optional field set on one side only); arrays compare by their first element.
 fn shape(v: &Value) -> Value {
     match v {
-        Value::Object(m) => Value::Object(
-            m.iter().map(|(k, v)| (k.clone(), shape(v))).collect(),
-        ),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), shape(v))).collect()),
         Value::Array(a) => json!([a.first().map(shape)]),
         Value::String(_) => json!("string"),
         Value::Number(_) => json!("number"),
@@ -209,10 +214,7 @@ async fn set_up(side: &Side<'_>) -> Ids {
     let mut approval = None;
     for _ in 0..300 {
         let (_, list) = side
-            .call(
-                &shared::http::routes::LIST_APPROVALS,
-                &call(&[], None),
-            )
+            .call(&shared::http::routes::LIST_APPROVALS, &call(&[], None))
             .await;
         if let Some(id) = list[0]["request"]["id"].as_str() {
             approval = Some(id.to_string());
@@ -247,7 +249,10 @@ async fn every_route_answers_alike_locally_and_through_the_lambda_handler() {
             assert_eq!(ls, 200, "{}: {lv}", route.name());
             assert_eq!(as_, 404, "{} on AWS: {av}", route.name());
             assert!(
-                av["error"].as_str().unwrap_or("").contains("embedded default"),
+                av["error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("embedded default"),
                 "{}: {av}",
                 route.name()
             );
@@ -307,7 +312,13 @@ fn shapes_compare_keys_and_kinds_not_values() {
     let b = json!({"id": "y", "n": 2, "items": [], "opt": "set"});
     assert!(same_shape(&shape(&a), &shape(&b)));
     let c = json!({"id": "y", "n": "2", "items": []});
-    assert!(!same_shape(&shape(&a), &shape(&c)), "a number is not a string");
+    assert!(
+        !same_shape(&shape(&a), &shape(&c)),
+        "a number is not a string"
+    );
     let d = json!({"id": "y", "n": 2, "items": [], "extra": 1});
-    assert!(!same_shape(&shape(&a), &shape(&d)), "a key on one side only");
+    assert!(
+        !same_shape(&shape(&a), &shape(&d)),
+        "a key on one side only"
+    );
 }

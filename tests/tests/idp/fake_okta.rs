@@ -1,6 +1,5 @@
 //! A local fake of Okta's Management and OAuth APIs, following the documented request and
-//! response shapes (`../shared/vectors/okta/management-minimal.yaml`, `oauth-minimal.yaml`, and
-//! the facts in `../shared/vectors/README.md`):
+//! response shapes (Okta's Management and OAuth 2.0 API references), and these facts:
 //! - Apps API (`/api/v1/apps`: list with `q`, `filter`, `limit`, `after` and `Link` headers;
 //!   create, get, replace, delete of an inactive app; `lifecycle/activate|deactivate`);
 //! - client secrets (`/credentials/secrets`): at most two (a third is E0000001), `client_secret`

@@ -7,13 +7,13 @@ use super::fake_okta::{API_TOKEN, FakeOkta, Fault};
 use serde_json::{Value, json};
 use shared::Secret;
 use shared::embedded::Durability;
-use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::idp::okta::{
     MANAGEMENT_SCOPES, Okta, OktaAuth, OktaSettings, OktaSettingsError, SigningKey,
 };
 use shared::inbound::okta_events::received;
 use shared::intake;
 use shared::ports::idp::{ClientInfo, ClientSpec, IdentityProvider, IdpError};
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::{Engine, EngineConfig};
 use statemachines::{AgentRequest, AgentStatus};
 use std::time::{Duration, Instant, UNIX_EPOCH};

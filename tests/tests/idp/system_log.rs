@@ -6,9 +6,9 @@ use super::fake_okta::{API_TOKEN, FakeOkta};
 use serde_json::{Value, json};
 use shared::Secret;
 use shared::embedded::Durability;
-use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::idp::okta::{Okta, OktaAuth, OktaSettings};
 use shared::inbound::okta_log::{self, CURSOR};
+use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use std::path::Path;
 
 const POLICY: &str = include_str!("../../../policy.example.toml");

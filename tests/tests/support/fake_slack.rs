@@ -1,5 +1,5 @@
 //! A local fake of Slack's Web API, following its documented contract
-//! (`../shared/vectors/slack/slack_web_openapi_v2.json`, api.slack.com/methods): bearer bot
+//! (Slack's published Web API OpenAPI spec and api.slack.com/methods): bearer bot
 //! token on every call, JSON bodies, `{"ok": false, "error": "..."}` refusals with HTTP 200.
 //! It records every call so tests can check what Steward sent, and it accepts the ephemeral
 //! answers Steward posts to an interaction's `response_url`.

@@ -8,10 +8,10 @@ mod token;
 
 use base64::Engine as _;
 use jobs::{Job, poll_okta_log, supervise, sweeps, ticks, work};
-use shared::wiring::embedded::Embedded;
 use shared::embedded::vault::write_private;
 use shared::http::{AdminToken, App, AppParts, LocalViews};
 use shared::secret::Secret;
+use shared::wiring::embedded::Embedded;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
