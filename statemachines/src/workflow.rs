@@ -98,7 +98,7 @@ pub const fn t(from: &'static str, on: &'static str, to: &'static str) -> Transi
 /// Pseudo-state the table uses for `start`.
 pub const START: &str = "[*]";
 
-/// A machine's states, declared once with [`states!`]: each state's table name and whether it
+/// A machine's states, declared once with `states!`: each state's table name and whether it
 /// is terminal (accepts no further events).
 pub trait States {
     /// Every state as `(name, terminal)`, in declaration order.

@@ -60,7 +60,7 @@ pub enum CampaignsCmd {
         /// json, csv or md (printed to stdout).
         #[arg(long)]
         format: Option<String>,
-        /// Write <id>.json, <id>.csv and <id>.md into this directory.
+        /// Write ID.json, ID.csv and ID.md (ID: the campaign) into this directory.
         #[arg(long)]
         out: Option<PathBuf>,
     },

@@ -40,7 +40,7 @@ pub struct Client {
         global = true
     )]
     pub data_dir: PathBuf,
-    /// Admin bearer token; read from <data-dir>/admin-token when absent.
+    /// Admin bearer token; read from DATA_DIR/admin-token when absent.
     #[arg(long, env = "STEWARD_TOKEN", global = true, hide_env_values = true)]
     pub token: Option<String>,
     /// Print raw JSON.

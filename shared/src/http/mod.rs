@@ -1,5 +1,5 @@
 //! Steward's HTTP surface, defined once: the route table ([`routes`]), one handler per
-//! operation ([`operations`]), the errors they answer with, and how admin callers are
+//! operation (`operations`), the errors they answer with, and how admin callers are
 //! authenticated. The local server mounts [`router`] with axum; the `api` Lambda function
 //! serves the same router through `lambda_http`; the CLI calls it through [`client`].
 

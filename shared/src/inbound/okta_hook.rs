@@ -1,4 +1,4 @@
-//! Okta event hooks (https://developer.okta.com/docs/concepts/event-hooks/): the one-time
+//! Okta event hooks (<https://developer.okta.com/docs/concepts/event-hooks/>): the one-time
 //! verification GET (`X-Okta-Verification-Challenge` → `{"verification": ...}`), then POSTed
 //! deliveries carrying the static `Authorization` value configured on the hook, checked in
 //! constant time. Each event is mapped by [`okta_events`] and handed to [`intake::accept`],

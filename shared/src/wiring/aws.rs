@@ -107,7 +107,7 @@ fn decode_config(name: &'static str, raw: String) -> Result<String, StackError> 
     Ok(raw)
 }
 
-/// The policy from `STEWARD_POLICY` (see [`config_text`]).
+/// The policy from `STEWARD_POLICY` (see `config_text`).
 pub fn policy_from_env() -> Result<Policy, StackError> {
     let raw = config_text(POLICY_ENV)?;
     let invalid = |e: crate::policy::PolicyError| StackError::Invalid {
@@ -117,7 +117,7 @@ pub fn policy_from_env() -> Result<Policy, StackError> {
     crate::policy::parse(&raw, POLICY_ENV).map_err(invalid)
 }
 
-/// The people directory from `STEWARD_PEOPLE` (see [`config_text`]).
+/// The people directory from `STEWARD_PEOPLE` (see `config_text`).
 pub fn people_from_env() -> Result<PeopleFileDirectory, StackError> {
     let raw = config_text(PEOPLE_ENV)?;
     let invalid = |e: crate::ports::directory::DirectoryError| StackError::Invalid {
