@@ -336,6 +336,7 @@ impl AdminClient {
         let mut out = String::new();
         let mut after = 0;
         loop {
+            let before = after;
             let q = AuditQuery { after, limit: None };
             let page = self.text(&routes::EXPORT_AUDIT, &[], Some(&q)).await?;
             let mut rows = 0;
@@ -350,7 +351,8 @@ impl AdminClient {
                 out.push_str(line);
                 out.push('\n');
             }
-            if rows < AUDIT_PAGE_MAX {
+            // A short page is the last; a page that did not move the cursor would repeat forever.
+            if rows < AUDIT_PAGE_MAX || after == before {
                 return Ok(out);
             }
         }
