@@ -1,5 +1,6 @@
 //! HTTP requests as Lambda receives them (API Gateway HTTP API and function URLs share the
-//! payload format 2.0), for the `api`, `idp-hook` and `slack-interactions` functions.
+//! payload format 2.0), for the `idp-hook` and `slack-interactions` functions (the `api`
+//! function serves the shared axum router through `lambda_http` instead).
 
 use aws_lambda_events::apigw::{ApiGatewayV2httpRequest, ApiGatewayV2httpResponse};
 use aws_lambda_events::encodings::Body;
@@ -24,32 +25,6 @@ pub fn method(req: &ApiGatewayV2httpRequest) -> String {
         .method
         .as_str()
         .to_ascii_uppercase()
-}
-
-/// The path without the stage prefix.
-pub fn path(req: &ApiGatewayV2httpRequest) -> String {
-    let raw = req
-        .request_context
-        .http
-        .path
-        .clone()
-        .or_else(|| req.raw_path.clone())
-        .unwrap_or_default();
-    match req.request_context.stage.as_deref() {
-        Some(stage) if stage != "$default" => raw
-            .strip_prefix(&format!("/{stage}"))
-            .map(str::to_string)
-            .unwrap_or(raw),
-        _ => raw,
-    }
-}
-
-pub fn header<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
-    req.headers.get(name).and_then(|v| v.to_str().ok())
-}
-
-pub fn query<'a>(req: &'a ApiGatewayV2httpRequest, name: &str) -> Option<&'a str> {
-    req.query_string_parameters.first(name)
 }
 
 /// A response with a JSON body.
