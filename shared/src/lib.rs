@@ -27,6 +27,7 @@ pub mod rotation;
 pub mod secret;
 pub mod signal;
 pub mod slack;
+pub mod tls;
 pub mod wiring;
 
 pub use engine::{Engine, EngineConfig, EngineError};

@@ -196,6 +196,7 @@ async fn story(
         .await?
         .context("secret in vault")?;
     let secret = shared::credential::Credential::from_secret(&stored)?.client_secret;
+    shared::tls::install_crypto_provider();
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("{base}{TOKEN_PATH}"))

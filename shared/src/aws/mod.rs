@@ -38,7 +38,13 @@ pub const ENDPOINT_ENV: &str = "STEWARD_AWS_ENDPOINT";
 /// Loads the SDK configuration the usual way (Lambda's role credentials and region). With an
 /// endpoint (a local emulator), requests go there, with throwaway credentials when none are set.
 pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
-    let mut loader = aws_config::defaults(BehaviorVersion::latest());
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    crate::tls::install_crypto_provider();
+    // The SDK's default client would link aws-lc-rs beside the ring every other client uses.
+    let https = aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https);
     if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
     {
         loader = loader.region(aws_config::Region::new("us-east-1"));

@@ -71,6 +71,7 @@ const NO_BODY: Option<&()> = None;
 impl AdminClient {
     /// `base`: the server's URL (`http://127.0.0.1:8080`); `token`: its admin token.
     pub fn new(base: &str, token: Secret) -> Result<Self, ClientError> {
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))

@@ -400,6 +400,7 @@ impl OAuthDcr {
     /// The adapter for `settings`, keeping its registration records in `vault`. Discovery
     /// happens on first use; call [`OAuthDcr::endpoints`] to do it now.
     pub fn new(settings: OAuthSettings, vault: Arc<dyn Vault>) -> Result<Self, OAuthSettingsError> {
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             // Credentials ride on these requests: never follow a redirect elsewhere.
             .redirect(reqwest::redirect::Policy::none())

@@ -454,9 +454,7 @@ impl SsfReceiver {
         let http = match &settings.jwks {
             JwksSource::Url(url) => {
                 let https = jwks_url_is_https(url)?;
-                // reqwest's rustls uses aws-lc-rs; other crates here enable ring too, so the
-                // process default must be chosen (as the Slack client does).
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+                crate::tls::install_crypto_provider();
                 let client = reqwest::Client::builder()
                     .timeout(JWKS_FETCH_TIMEOUT)
                     .connect_timeout(JWKS_FETCH_TIMEOUT)

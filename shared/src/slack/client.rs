@@ -64,7 +64,7 @@ impl SlackWeb {
     pub fn new(api_url: &str, bot_token: &Secret) -> Result<Self, SlackError> {
         let base = api_url.trim_end_matches('/');
         let transport = if transport_for(base)? {
-            install_crypto_provider();
+            crate::tls::install_crypto_provider();
             let connector = SlackClientHyperConnector::new()
                 .map_err(|e| SlackError::Config(format!("no TLS roots for Slack: {e}")))?
                 .with_slack_api_url(base);
@@ -363,10 +363,4 @@ fn hint(code: &str) -> &'static str {
         }
         _ => "",
     }
-}
-
-/// slack-morphism's hyper connector enables ring while the AWS SDK and reqwest use aws-lc-rs;
-/// with both, rustls cannot pick a provider by itself. Install aws-lc-rs once.
-fn install_crypto_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }

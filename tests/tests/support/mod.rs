@@ -160,10 +160,13 @@ impl Server {
             people_path,
             log_path: PathBuf::new(),
             starts: 0,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("http client"),
+            http: {
+                shared::tls::install_crypto_provider();
+                reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("http client")
+            },
             dir,
         };
         s.spawn(&opts);

@@ -131,6 +131,7 @@ pub(crate) struct Transport {
 
 impl Transport {
     pub fn new(settings: OktaSettings) -> Result<Self, OktaSettingsError> {
+        crate::tls::install_crypto_provider();
         let client = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .connect_timeout(settings.connect_timeout)
