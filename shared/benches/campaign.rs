@@ -11,7 +11,7 @@ mod common;
 
 use chrono::Utc;
 use common::registry::{agent, mib, peak, reset_peak, seed};
-use common::{InstantIdp, NullApprovals, NullVault};
+use common::{InstantIdp, NullChannel, NullVault};
 use shared::embedded::queue::SqliteQueue;
 use shared::embedded::{Db, Durability};
 use shared::engine::executor::Executor;
@@ -34,7 +34,7 @@ async fn main() {
     let db = Arc::new(Db::open(&dir.path().join("steward.db"), Durability::Fsync).expect("db"));
     let now = Utc::now();
     seed(&db, (0..n).map(|i| agent(i, now)).collect()).await;
-    let policy = shared::policy::parse(
+    let policy = shared::policy_file::parse(
         include_str!("../../policy.example.toml"),
         "policy.example.toml",
     )
@@ -53,7 +53,7 @@ async fn main() {
         executor: Executor {
             idp: Arc::new(InstantIdp),
             vault: Arc::new(NullVault),
-            approvals: Arc::new(NullApprovals),
+            people: Arc::new(NullChannel),
         },
         policy: Arc::new(policy),
         config: EngineConfig::default(),

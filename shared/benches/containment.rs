@@ -160,7 +160,7 @@ async fn run(level: &str, durability: Durability, agents: usize) -> Run {
         "[[person]]\nemail = \"alice@example.com\"\nname = \"Alice\"\n",
     )
     .expect("people file");
-    let policy = shared::policy::parse(
+    let policy = shared::policy_file::parse(
         include_str!("../../policy.example.toml"),
         "policy.example.toml",
     )
@@ -194,7 +194,7 @@ async fn run(level: &str, durability: Durability, agents: usize) -> Run {
                 calls: calls.clone(),
             }),
             vault: stack.engine.executor.vault.clone(),
-            approvals: stack.engine.executor.approvals.clone(),
+            people: stack.engine.executor.people.clone(),
         },
         policy: stack.engine.policy.clone(),
         config: stack.engine.config.clone(),

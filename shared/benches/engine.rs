@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{InstantIdp, NullApprovals, NullVault};
+use common::{InstantIdp, NullChannel, NullVault};
 use shared::embedded::queue::SqliteQueue;
 use shared::embedded::{Db, Durability};
 use shared::engine::executor::Executor;
@@ -37,7 +37,7 @@ async fn run(durability: Durability, agents: usize, batch: usize) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Arc::new(Db::open(&dir.path().join("bench.db"), durability).expect("db"));
     let queue = Arc::new(SqliteQueue::new(db.clone()));
-    let policy = shared::policy::parse(
+    let policy = shared::policy_file::parse(
         include_str!("../../policy.example.toml"),
         "policy.example.toml",
     )
@@ -55,7 +55,7 @@ async fn run(durability: Durability, agents: usize, batch: usize) -> Run {
         executor: Executor {
             idp: Arc::new(InstantIdp),
             vault: Arc::new(NullVault),
-            approvals: Arc::new(NullApprovals),
+            people: Arc::new(NullChannel),
         },
         policy: Arc::new(policy),
         config: EngineConfig::default(),

@@ -19,7 +19,7 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let policy = shared::policy::parse(
+    let policy = shared::policy_file::parse(
         include_str!("../../policy.example.toml"),
         "policy.example.toml",
     )

@@ -986,7 +986,7 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../policy.example.toml");
 
     fn policy() -> Policy {
-        crate::policy::parse(EXAMPLE, "policy.example.toml").expect("example policy is valid")
+        crate::policy_file::parse(EXAMPLE, "policy.example.toml").expect("example policy is valid")
     }
 
     fn now() -> DateTime<Utc> {

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use shared::embedded::Durability;
-use shared::embedded::approvals::ConsoleApprovals;
+use shared::embedded::console::Console;
 use shared::embedded::vault::FileVault;
 use shared::engine::message::Message;
 use shared::idp::dev::DevIdp;
@@ -56,7 +56,7 @@ struct Stack {
     engine: Engine,
     idp: Arc<DevIdp>,
     vault: Arc<FileVault>,
-    approvals: Arc<ConsoleApprovals>,
+    console: Arc<Console>,
     _dir: tempfile::TempDir,
 }
 
@@ -75,7 +75,7 @@ fn build(
     std::fs::write(&people, PEOPLE).unwrap();
     let s = Embedded::open(EmbeddedConfig {
         data_dir: dir.path().join("data"),
-        policy: shared::policy::parse(POLICY, "policy.example.toml").unwrap(),
+        policy: shared::policy_file::parse(POLICY, "policy.example.toml").unwrap(),
         people,
         issuer: "http://127.0.0.1:1".into(),
         durability: Durability::Wal,
@@ -91,7 +91,7 @@ fn build(
         engine,
         idp: dev,
         vault,
-        approvals,
+        console,
         ..
     } = s;
     let mut engine = Arc::try_unwrap(engine)
@@ -107,7 +107,7 @@ fn build(
         engine,
         idp: dev,
         vault,
-        approvals,
+        console,
         _dir: dir,
     }
 }
@@ -226,7 +226,7 @@ async fn onboarding_without_approval_reaches_active() {
         .unwrap();
     assert_eq!(token.scope, "erp:orders:read");
     assert!(
-        st.approvals
+        st.console
             .notices()
             .unwrap()
             .iter()
@@ -356,7 +356,7 @@ async fn decide_checks_the_approver_and_decides_once() {
     let approval_id = format!("{wf}-approval-1");
     assert_eq!(e.store.approvals(true).await.unwrap().len(), 1);
     assert!(
-        st.approvals
+        st.console
             .notices()
             .unwrap()
             .iter()
@@ -684,7 +684,7 @@ async fn assert_failed(st: &Stack, e: &Engine, started: &shared::engine::Started
     assert_eq!(agent.status, AgentStatus::Failed);
     assert_eq!(agent.client_id, None);
     assert!(st.idp.list_clients().await.unwrap().is_empty());
-    let notices = st.approvals.notices().unwrap();
+    let notices = st.console.notices().unwrap();
     let n = notices
         .iter()
         .find(|n| n.recipient == OWNER && n.subject.contains("could not be provisioned"))

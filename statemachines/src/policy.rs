@@ -1,5 +1,5 @@
 //! The loaded, validated policy the machines decide with. Parsing and validation of the TOML
-//! file live in `shared::policy`; this is the checked result.
+//! file live in `shared::policy_file`; this is the checked result.
 
 use crate::workflow::Reason;
 use serde::{Deserialize, Serialize};

@@ -18,7 +18,7 @@ use shared::engine::Engine;
 use shared::idp::dev::DevIdp;
 use shared::people_file::PeopleFileDirectory;
 use shared::ports::IdentityProvider;
-use shared::wiring::aws::{AwsSettings, AwsStack, LoggedApprovals, Parts};
+use shared::wiring::aws::{AwsSettings, AwsStack, LoggedChannel, Parts};
 use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use statemachines::{AgentRequest, AgentStatus, Decision};
 use std::path::{Path, PathBuf};
@@ -117,7 +117,7 @@ impl Env {
     }
 
     fn policy() -> statemachines::Policy {
-        shared::policy::load(&repo().join("policy.example.toml")).unwrap()
+        shared::policy_file::load(&repo().join("policy.example.toml")).unwrap()
     }
 
     /// Starts a process: opens everything anew, as after a restart.
@@ -154,7 +154,7 @@ impl Env {
                     policy: Self::policy(),
                     directory: Arc::new(PeopleFileDirectory::parse(&people).unwrap()),
                     idp: idp.clone(),
-                    approvals: Arc::new(LoggedApprovals),
+                    people: Arc::new(LoggedChannel),
                     slack: None,
                     engine: config(),
                 };

@@ -76,7 +76,7 @@ fn stack(scope: &str, oauth: Option<OAuthSettings>) -> Stack {
     std::fs::write(&people, PEOPLE).unwrap();
     let mut stack = Embedded::open(EmbeddedConfig {
         data_dir: dir.path().join("data"),
-        policy: shared::policy::parse(&policy(scope), "test policy").unwrap(),
+        policy: shared::policy_file::parse(&policy(scope), "test policy").unwrap(),
         people,
         issuer: "http://127.0.0.1:1".into(),
         durability: Durability::Wal,
@@ -695,7 +695,7 @@ async fn a_time_bound_agent_is_reminded_renewed_once_and_then_decommissioned() {
     let report = engine.sweep().await.unwrap();
     assert_eq!(report.expiries_started, 1, "{report:?}");
     s.settle().await;
-    let notices = |s: &Stack| s.stack.approvals.notices().unwrap();
+    let notices = |s: &Stack| s.stack.console.notices().unwrap();
     let reminders = |s: &Stack| {
         notices(s)
             .iter()

@@ -2,7 +2,7 @@
 //! secret, one step per invocation, each safe to repeat (Secrets Manager retries steps, and may
 //! invoke one twice):
 //!
-//! the steps are `shared::rotation`, the same the rotation workflow runs (ADR 16). A rotation
+//! the steps are `shared::secret_rotation`, the same the rotation workflow runs (ADR 16). A rotation
 //! Secrets Manager starts (an operator's "rotate now") leaves the old secret as AWSPREVIOUS,
 //! still valid at the IdP until the next rotation's createSecret removes it; Steward's own
 //! rotation workflow removes it after the policy's grace period. finishSecret is audited.
@@ -13,7 +13,7 @@ use shared::aws::EdgeError;
 use shared::aws::secrets_manager::SecretsManagerVault;
 use shared::ports::vault::check_version_id;
 use shared::ports::{IdentityProvider, Store};
-use shared::rotation;
+use shared::secret_rotation;
 use statemachines::AgentStatus;
 
 fn retry(e: impl std::fmt::Display) -> EdgeError {
@@ -61,7 +61,7 @@ pub async fn handle(
             .ok_or_else(|| refuse(format!("agent {} has no client yet", agent.name)))?;
         Ok((agent, client_id))
     };
-    let step_error = |e: rotation::RotationError| {
+    let step_error = |e: secret_rotation::RotationError| {
         if e.retryable() {
             EdgeError::Retryable(e.to_string())
         } else {
@@ -70,11 +70,11 @@ pub async fn handle(
     };
     match step {
         "createSecret" => {
-            if rotation::ours(vault, agent_id, token).await.is_ok() {
+            if secret_rotation::ours(vault, agent_id, token).await.is_ok() {
                 return Ok(()); // done already
             }
             let (_, client_id) = active_agent().await?;
-            rotation::create_secret(vault, idp, agent_id, &client_id, token)
+            secret_rotation::create_secret(vault, idp, agent_id, &client_id, token)
                 .await
                 .map(|_| ())
                 .map_err(step_error)
@@ -82,15 +82,15 @@ pub async fn handle(
         // These two work from the version's own credential document: Secrets Manager also runs
         // testSecret alone, on a copy of the current version, when rotation is first turned on
         // (while the agent may still be provisioning).
-        "setSecret" => rotation::set_secret(vault, idp, agent_id, token)
+        "setSecret" => secret_rotation::set_secret(vault, idp, agent_id, token)
             .await
             .map_err(step_error),
-        "testSecret" => rotation::test_secret(vault, idp, agent_id, token)
+        "testSecret" => secret_rotation::test_secret(vault, idp, agent_id, token)
             .await
             .map_err(step_error),
         "finishSecret" => {
             let (agent, client_id) = active_agent().await?;
-            let previous = rotation::finish_secret(vault, agent_id, token)
+            let previous = secret_rotation::finish_secret(vault, agent_id, token)
                 .await
                 .map_err(step_error)?;
             // The record's id comes from the token, so a repeat does not audit twice.

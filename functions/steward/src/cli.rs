@@ -570,7 +570,7 @@ pub async fn validate(
     people: Option<&Path>,
     manifests: &[PathBuf],
 ) -> anyhow::Result<()> {
-    let policy = shared::policy::load(policy)?;
+    let policy = shared::policy_file::load(policy)?;
     let directory = people
         .map(shared::people_file::PeopleFileDirectory::load)
         .transpose()?;

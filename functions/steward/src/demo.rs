@@ -35,7 +35,7 @@ pub async fn run() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     std::fs::write(dir.path().join("policy.toml"), POLICY)?;
     std::fs::write(dir.path().join("people.toml"), PEOPLE)?;
-    let policy = shared::policy::parse(POLICY, "policy.example.toml")?;
+    let policy = shared::policy_file::parse(POLICY, "policy.example.toml")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = server::bound(listener.local_addr()?);
     let data_dir = dir.path().join("data");

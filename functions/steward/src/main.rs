@@ -291,7 +291,7 @@ pub fn durability(s: &str) -> anyhow::Result<shared::embedded::Durability> {
 }
 
 async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
-    let policy = shared::policy::load(&a.policy)?;
+    let policy = shared::policy_file::load(&a.policy)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("binding {}", a.listen))?;

@@ -34,7 +34,7 @@ pub struct ReportArgs {
 }
 
 pub async fn report(a: ReportArgs, c: &Client) -> anyhow::Result<()> {
-    let policy = shared::policy::load(&a.policy)?;
+    let policy = shared::policy_file::load(&a.policy)?;
     let db_path = c.data_dir.join("steward.db");
     if !db_path.is_file() {
         bail!(

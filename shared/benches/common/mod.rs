@@ -5,7 +5,7 @@ pub mod registry;
 
 use async_trait::async_trait;
 use shared::Secret;
-use shared::ports::approvals::{Approvals, NotifyError};
+use shared::ports::human_channel::{HumanChannel, NotifyError};
 use shared::ports::idp::{
     ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret, TokenRevocation,
 };
@@ -85,9 +85,9 @@ impl Vault for NullVault {
     }
 }
 
-pub struct NullApprovals;
+pub struct NullChannel;
 #[async_trait]
-impl Approvals for NullApprovals {
+impl HumanChannel for NullChannel {
     async fn ask(&self, _: &ApprovalRequest, _: &str) -> Result<(), NotifyError> {
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! AES-256-GCM file vault holds secrets; a TOML people file is the directory; approvals are
 //! decided through the CLI / local API.
 
-pub mod approvals;
+pub mod console;
 pub mod queue;
 pub mod sqlite;
 pub mod vault;

@@ -5,8 +5,8 @@ use crate::credential::Credential;
 use crate::ports::idp::ClientSpec;
 use crate::ports::idp::IdpError;
 use crate::ports::vault::{Stage, version_id_for};
-use crate::ports::{Approvals, IdentityProvider, Vault};
-use crate::rotation;
+use crate::ports::{HumanChannel, IdentityProvider, Vault};
+use crate::secret_rotation;
 use statemachines::{Command, Event, IdpCommand, VaultCommand};
 use std::sync::Arc;
 
@@ -24,7 +24,8 @@ pub struct ExecError {
 pub struct Executor {
     pub idp: Arc<dyn IdentityProvider>,
     pub vault: Arc<dyn Vault>,
-    pub approvals: Arc<dyn Approvals>,
+    /// Where people are asked and told (Slack, the console, or the log).
+    pub people: Arc<dyn HumanChannel>,
 }
 
 impl Executor {
@@ -160,10 +161,10 @@ impl Executor {
             }) => {
                 let vault = &*self.vault;
                 let issued =
-                    rotation::create_secret(vault, &*self.idp, agent_id, client_id, version)
+                    secret_rotation::create_secret(vault, &*self.idp, agent_id, client_id, version)
                         .await
                         .map_err(|e| fail(e.to_string(), e.retryable()))?;
-                rotation::set_secret(vault, &*self.idp, agent_id, version)
+                secret_rotation::set_secret(vault, &*self.idp, agent_id, version)
                     .await
                     .map_err(|e| fail(e.to_string(), e.retryable()))?;
                 Ok(Some(Event::SecretIssued {
@@ -174,7 +175,7 @@ impl Executor {
                 }))
             }
             Command::Idp(IdpCommand::TestSecret { agent_id, version }) => {
-                rotation::test_secret(&*self.vault, &*self.idp, agent_id, version)
+                secret_rotation::test_secret(&*self.vault, &*self.idp, agent_id, version)
                     .await
                     .map_err(|e| fail(e.to_string(), e.retryable()))?;
                 Ok(Some(Event::SecretVerified {
@@ -239,7 +240,7 @@ impl Executor {
                 }
             }
             Command::Vault(VaultCommand::Promote { agent_id, version }) => {
-                rotation::finish_secret(&*self.vault, agent_id, version)
+                secret_rotation::finish_secret(&*self.vault, agent_id, version)
                     .await
                     .map_err(|e| fail(e.to_string(), e.retryable()))?;
                 Ok(Some(Event::SecretPromoted {
@@ -261,7 +262,7 @@ impl Executor {
                 Ok(Some(Event::SecretDeletionScheduled { delete_after }))
             }
             Command::RequestApproval(request) => {
-                self.approvals
+                self.people
                     .ask(request, key)
                     .await
                     .map_err(|e| throttled(fail(e.message, e.retryable), e.retry_after))?;
@@ -271,7 +272,7 @@ impl Executor {
                 approval_id,
                 outcome,
             } => {
-                self.approvals
+                self.people
                     .closed(approval_id, outcome, key)
                     .await
                     .map_err(|e| throttled(fail(e.message, e.retryable), e.retry_after))?;
@@ -281,14 +282,14 @@ impl Executor {
                 approval_id,
                 follow_up,
             } => {
-                self.approvals
+                self.people
                     .follow_up(approval_id, follow_up, key)
                     .await
                     .map_err(|e| throttled(fail(e.message, e.retryable), e.retry_after))?;
                 Ok(None)
             }
             Command::Review(notice) => {
-                self.approvals
+                self.people
                     .review(notice, key)
                     .await
                     .map_err(|e| ExecError {
@@ -300,7 +301,7 @@ impl Executor {
                 Ok(None)
             }
             Command::Notify { to, subject, body } => {
-                self.approvals
+                self.people
                     .notify(to, subject, body, key)
                     .await
                     .map_err(|e| throttled(fail(e.message, e.retryable), e.retry_after))?;

@@ -2,18 +2,18 @@
 //! here; AWS, Okta and Slack in their own modules); one conformance suite per port runs against
 //! every adapter.
 
-pub mod approvals;
 pub mod clock;
 pub mod directory;
+pub mod human_channel;
 pub mod idp;
 pub mod outbox;
 pub mod queue;
 pub mod store;
 pub mod vault;
 
-pub use approvals::Approvals;
 pub use clock::Clock;
 pub use directory::Directory;
+pub use human_channel::HumanChannel;
 pub use idp::IdentityProvider;
 pub use outbox::Outbox;
 pub use queue::Queue;

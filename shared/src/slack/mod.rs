@@ -2,13 +2,13 @@
 //! updated when decided; reminders, escalations and notices; the Web API through
 //! slack-morphism. Clicks come back through [`crate::inbound::slack`].
 
-pub mod approvals;
+pub mod channel;
 pub mod client;
 pub mod message;
 pub mod rate;
 pub mod review;
 
-pub use approvals::SlackApprovals;
+pub use channel::SlackChannel;
 pub use client::SlackWeb;
 
 use crate::secret::Secret;
@@ -144,7 +144,7 @@ impl SlackError {
 
 /// A Slack failure as the people port reports it: rate limits carry their wait (30 s when Slack
 /// gave none), so the command goes back to the queue without using up an attempt.
-impl From<SlackError> for crate::ports::approvals::NotifyError {
+impl From<SlackError> for crate::ports::human_channel::NotifyError {
     fn from(e: SlackError) -> Self {
         let retry_after = match &e {
             SlackError::RateLimited { retry_after, .. } => {

@@ -13,7 +13,7 @@ use super::message::{
     REASON_ACTION, REASON_BLOCK, REASON_MAX_CHARS, context, escape, md, plain, section, when,
 };
 use crate::ports::Store;
-use crate::ports::approvals::NotifyError;
+use crate::ports::human_channel::NotifyError;
 use crate::ports::store::PostedMessage;
 use chrono::{DateTime, Utc};
 use slack_morphism::prelude::*;

@@ -8,13 +8,13 @@ use crate::aws::sqs::SqsQueue;
 use crate::engine::executor::Executor;
 use crate::engine::{Engine, EngineConfig};
 use crate::people_file::PeopleFileDirectory;
-use crate::ports::approvals::NotifyError;
 use crate::ports::clock::SystemClock;
+use crate::ports::human_channel::NotifyError;
 use crate::ports::idp::{
     ClientInfo, ClientSpec, CreatedClient, IdpError, NewSecret, TokenRevocation,
 };
-use crate::ports::{Approvals, Directory, IdentityProvider};
-use crate::slack::{SlackApprovals, SlackWeb};
+use crate::ports::{Directory, HumanChannel, IdentityProvider};
+use crate::slack::{SlackChannel, SlackWeb};
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use statemachines::{ApprovalOutcome, ApprovalRequest, Policy};
@@ -110,11 +110,11 @@ fn decode_config(name: &'static str, raw: String) -> Result<String, StackError> 
 /// The policy from `STEWARD_POLICY` (see `config_text`).
 pub fn policy_from_env() -> Result<Policy, StackError> {
     let raw = config_text(POLICY_ENV)?;
-    let invalid = |e: crate::policy::PolicyError| StackError::Invalid {
+    let invalid = |e: crate::policy_file::PolicyError| StackError::Invalid {
         name: POLICY_ENV,
         message: e.to_string(),
     };
-    crate::policy::parse(&raw, POLICY_ENV).map_err(invalid)
+    crate::policy_file::parse(&raw, POLICY_ENV).map_err(invalid)
 }
 
 /// The people directory from `STEWARD_PEOPLE` (see `config_text`).
@@ -200,10 +200,10 @@ impl IdentityProvider for NoIdentityProvider {
 
 /// Approval requests and notices as structured log lines (CloudWatch Logs), for deployments
 /// without a chat integration: approvers act through the admin API.
-pub struct LoggedApprovals;
+pub struct LoggedChannel;
 
 #[async_trait]
-impl Approvals for LoggedApprovals {
+impl HumanChannel for LoggedChannel {
     async fn ask(&self, approval: &ApprovalRequest, key: &str) -> Result<(), NotifyError> {
         tracing::info!(
             target: "steward::approvals",
@@ -267,8 +267,8 @@ pub struct Parts {
     pub directory: Arc<dyn Directory>,
     pub idp: Arc<dyn IdentityProvider>,
     /// Used when `slack` is `None`.
-    pub approvals: Arc<dyn Approvals>,
-    /// Slack, when configured: approvals are asked there (replacing `approvals`).
+    pub people: Arc<dyn HumanChannel>,
+    /// Slack, when configured: approvals are asked there (replacing `people`).
     pub slack: Option<SlackLink>,
     pub engine: EngineConfig,
 }
@@ -365,14 +365,14 @@ impl AwsStack {
                 what: format!("table {}", settings.table),
                 message: e.to_string(),
             })?;
-        let approvals: Arc<dyn Approvals> = match &parts.slack {
-            Some(link) => Arc::new(SlackApprovals::new(
+        let people: Arc<dyn HumanChannel> = match &parts.slack {
+            Some(link) => Arc::new(SlackChannel::new(
                 link.web.clone(),
                 store.clone(),
                 parts.policy.approval_routes.clone(),
                 link.security_channel.clone(),
             )),
-            None => parts.approvals,
+            None => parts.people,
         };
         let engine = Arc::new(Engine {
             transitions: Default::default(),
@@ -387,7 +387,7 @@ impl AwsStack {
             executor: Executor {
                 idp: parts.idp.clone(),
                 vault: vault.clone(),
-                approvals,
+                people,
             },
             policy: Arc::new(parts.policy),
             config: parts.engine,
@@ -425,7 +425,7 @@ impl AwsStack {
             policy: policy_from_env()?,
             directory: Arc::new(people_from_env()?),
             idp,
-            approvals: Arc::new(LoggedApprovals),
+            people: Arc::new(LoggedChannel),
             slack: SlackLink::from_env(&sdk).await?,
             engine: EngineConfig::default(),
         };

@@ -1,7 +1,7 @@
 //! Wires the embedded default: one data directory holds the database, the vault, the IdP's
 //! signing key and the admin token.
 
-use crate::embedded::approvals::ConsoleApprovals;
+use crate::embedded::console::Console;
 use crate::embedded::queue::SqliteQueue;
 use crate::embedded::sqlite::{Db, Durability};
 use crate::embedded::vault::FileVault;
@@ -12,11 +12,11 @@ use crate::idp::oauth::{OAuthDcr, OAuthSettings};
 use crate::idp::okta::{Okta, OktaSettings};
 use crate::inbound::ssf::{SsfReceiver, SsfSettings};
 use crate::people_file::PeopleFileDirectory;
-use crate::ports::Approvals;
+use crate::ports::HumanChannel;
 use crate::ports::IdentityProvider;
 use crate::ports::clock::SystemClock;
 use crate::secret::Secret;
-use crate::slack::{SlackApprovals, SlackSettings, SlackWeb};
+use crate::slack::{SlackChannel, SlackSettings, SlackWeb};
 use statemachines::Policy;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,7 +59,7 @@ pub struct Embedded {
     pub queue: Arc<SqliteQueue>,
     pub idp: Arc<DevIdp>,
     pub vault: Arc<FileVault>,
-    pub approvals: Arc<ConsoleApprovals>,
+    pub console: Arc<Console>,
     pub slack: Option<SlackEdge>,
     /// The Okta adapter, when Okta is the identity provider (the System Log poller uses it).
     pub okta: Option<Okta>,
@@ -94,17 +94,17 @@ impl Embedded {
                 .map_err(|e| err(e.to_string()))?,
         );
         let vault = Arc::new(FileVault::open(&dir.join("vault")).map_err(|e| err(e.to_string()))?);
-        let approvals = Arc::new(ConsoleApprovals::new(db.clone()));
+        let console = Arc::new(Console::new(db.clone()));
         // Without Slack, the console approver is the default; with it, Slack asks people.
-        let (asking, slack): (Arc<dyn Approvals>, Option<SlackEdge>) = match &cfg.slack {
-            None => (approvals.clone(), None),
+        let (asking, slack): (Arc<dyn HumanChannel>, Option<SlackEdge>) = match &cfg.slack {
+            None => (console.clone(), None),
             Some(settings) => {
                 let web = Arc::new(
                     SlackWeb::new(&settings.api_url, &settings.bot_token)
                         .map_err(|e| err(e.to_string()))?
                         .with_rate_multiplier(settings.rate_multiplier),
                 );
-                let asking = Arc::new(SlackApprovals::new(
+                let asking = Arc::new(SlackChannel::new(
                     web.clone(),
                     db.clone(),
                     cfg.policy.approval_routes.clone(),
@@ -151,7 +151,7 @@ impl Embedded {
             executor: Executor {
                 idp: governed,
                 vault: vault.clone(),
-                approvals: asking,
+                people: asking,
             },
             policy: Arc::new(cfg.policy),
             config: cfg.engine,
@@ -162,7 +162,7 @@ impl Embedded {
             queue,
             idp,
             vault,
-            approvals,
+            console,
             slack,
             okta,
             okta_hook_secret: cfg.okta_hook_secret,

@@ -20,7 +20,7 @@ use shared::idp::dev::DevIdp;
 use shared::people_file::PeopleFileDirectory;
 use shared::ports::vault::Stage;
 use shared::ports::{IdentityProvider, Queue, Vault};
-use shared::wiring::aws::{AwsSettings, AwsStack, LoggedApprovals, Parts, SlackLink};
+use shared::wiring::aws::{AwsSettings, AwsStack, LoggedChannel, Parts, SlackLink};
 use shared::{EngineConfig, Secret};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +90,7 @@ pub async fn aws_with_people(max_receives: u32, slack: Option<SlackLink>, people
         endpoint: Some(moto::endpoint()),
         rotation_function_arn: None,
     };
-    let policy = shared::policy::load(
+    let policy = shared::policy_file::load(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy.example.toml"),
     )
     .unwrap();
@@ -98,7 +98,7 @@ pub async fn aws_with_people(max_receives: u32, slack: Option<SlackLink>, people
         policy,
         directory: Arc::new(PeopleFileDirectory::parse(people).unwrap()),
         idp: idp.clone(),
-        approvals: Arc::new(LoggedApprovals),
+        people: Arc::new(LoggedChannel),
         slack,
         engine: EngineConfig {
             base_backoff: Duration::from_millis(50),

@@ -871,7 +871,7 @@ fn okta_stack(fake: &FakeOkta) -> OktaStack {
     .unwrap();
     let s = Embedded::open(EmbeddedConfig {
         data_dir: dir.path().join("data"),
-        policy: shared::policy::parse(POLICY, "policy.example.toml").unwrap(),
+        policy: shared::policy_file::parse(POLICY, "policy.example.toml").unwrap(),
         people,
         issuer: "http://127.0.0.1:1".into(),
         durability: Durability::Wal,

@@ -18,7 +18,7 @@ fn open(dir: &Path) -> Embedded {
     std::fs::write(dir.join("people.toml"), PEOPLE).unwrap();
     Embedded::open(EmbeddedConfig {
         data_dir: dir.join("data"),
-        policy: shared::policy::parse(POLICY, "policy.example.toml").unwrap(),
+        policy: shared::policy_file::parse(POLICY, "policy.example.toml").unwrap(),
         people: dir.join("people.toml"),
         issuer: "http://127.0.0.1:1".into(),
         durability: Durability::Wal,

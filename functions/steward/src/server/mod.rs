@@ -31,7 +31,7 @@ pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
 }
 
 /// The console channel's notices, which only the embedded default keeps.
-struct ConsoleNotices(Arc<shared::embedded::approvals::ConsoleApprovals>);
+struct ConsoleNotices(Arc<shared::embedded::console::Console>);
 
 impl LocalViews for ConsoleNotices {
     fn notifications(&self) -> Result<serde_json::Value, String> {
@@ -48,7 +48,7 @@ pub fn router(stack: &Embedded, admin_token: Secret) -> axum::Router {
         slack: stack.slack.clone(),
         okta_hook_secret: stack.okta_hook_secret.clone(),
         ssf: stack.ssf.clone(),
-        local: Some(Arc::new(ConsoleNotices(stack.approvals.clone()))),
+        local: Some(Arc::new(ConsoleNotices(stack.console.clone()))),
     });
     shared::http::router(app.clone()).merge(token::router(app, stack.idp.clone()))
 }

@@ -1,4 +1,4 @@
-//! Approvals in Slack: the `Approvals` port on the Web API. Requests are posted where the
+//! Approvals in Slack: the `HumanChannel` port on the Web API. Requests are posted where the
 //! policy routes them (the owner's DM, each approver's DM, the security channel) and every
 //! posted message is recorded with the approval, so a repeated command posts nothing twice and
 //! the messages can be updated when the approval is voted on, decided or expires.
@@ -7,13 +7,13 @@ use super::SlackError;
 use super::client::SlackWeb;
 use super::message;
 use crate::ports::Store;
-use crate::ports::approvals::{Approvals, NotifyError};
+use crate::ports::human_channel::{HumanChannel, NotifyError};
 use crate::ports::store::{ApprovalRecord, PostedMessage};
 use async_trait::async_trait;
 use statemachines::{ApprovalOutcome, ApprovalRequest, FollowUp};
 use std::sync::Arc;
 
-pub struct SlackApprovals {
+pub struct SlackChannel {
     web: Arc<SlackWeb>,
     store: Arc<dyn Store>,
     /// The policy's approval routes (`owner`, `approvers`, `security-channel`).
@@ -25,7 +25,7 @@ pub struct SlackApprovals {
 const REQUESTER_ROUTE: &str = "requester";
 const ESCALATION_ROUTE: &str = "escalation";
 
-impl SlackApprovals {
+impl SlackChannel {
     pub fn new(
         web: Arc<SlackWeb>,
         store: Arc<dyn Store>,
@@ -171,7 +171,7 @@ fn notify_error(e: SlackError) -> NotifyError {
 }
 
 #[async_trait]
-impl Approvals for SlackApprovals {
+impl HumanChannel for SlackChannel {
     async fn ask(&self, approval: &ApprovalRequest, _key: &str) -> Result<(), NotifyError> {
         let record = self.record(&approval.id).await?;
         let (text, blocks) = message::approval_request(&record);

@@ -17,7 +17,7 @@ pub struct NotifyError {
 }
 
 #[async_trait]
-pub trait Approvals: Send + Sync {
+pub trait HumanChannel: Send + Sync {
     /// Ask the approvers. `key` is the command's idempotency key: a repeat must not ask twice.
     async fn ask(&self, approval: &ApprovalRequest, key: &str) -> Result<(), NotifyError>;
     /// Tell the requester (and update the ask) once the approval is closed.

@@ -2,7 +2,7 @@
 //! CLI and the local API to show; people decide with `steward approvals approve|deny`.
 
 use super::sqlite::Db;
-use crate::ports::approvals::{Approvals, NotifyError};
+use crate::ports::human_channel::{HumanChannel, NotifyError};
 use async_trait::async_trait;
 use chrono::Utc;
 use rusqlite::params;
@@ -11,7 +11,7 @@ use statemachines::review_item::{ReviewItem, ReviewNotice};
 use statemachines::{ApprovalOutcome, ApprovalRequest, FollowUp};
 use std::sync::Arc;
 
-pub struct ConsoleApprovals {
+pub struct Console {
     db: Arc<Db>,
 }
 
@@ -24,7 +24,7 @@ pub struct Notice {
     pub body: String,
 }
 
-impl ConsoleApprovals {
+impl Console {
     pub fn new(db: Arc<Db>) -> Self {
         Self { db }
     }
@@ -78,7 +78,7 @@ impl ConsoleApprovals {
 }
 
 #[async_trait]
-impl Approvals for ConsoleApprovals {
+impl HumanChannel for Console {
     async fn ask(&self, a: &ApprovalRequest, key: &str) -> Result<(), NotifyError> {
         let subject = format!(
             "Approve {} for {} ({})? id {}",
