@@ -1,0 +1,363 @@
+//! The store on one DynamoDB table (single-table design: docs/adr/0008-dynamodb-single-table.md).
+//!
+//! | item | PK | SK |
+//! |---|---|---|
+//! | workflow instance | `WF#<id>` | `STATE` (conditional on `version`) |
+//! | history | `WF#<id>` | `EV#<seq, 20 digits>` |
+//! | timer | `WF#<id>` | `TIMER#<name>`, with `GSI1PK = TIMERS#<shard>` and `due` for the sparse index |
+//! | agent | `AGENT#<id>` | `META` |
+//! | agent → workflows | `AGENT#<id>` | `WF#<created>#<workflow id>` |
+//! | agent name → ids | `AGENTNAME#<name>` | `<agent id>` (names may be reused; newest wins) |
+//! | client id → agent | `AGENTCLIENT#<client id>` | `META` |
+//! | detection baseline | `BASELINE#<agent id>` | `META` |
+//! | approval | `APPROVAL#<id>` | `META` |
+//! | audit | `AUDIT#<day>` | `SEQ#<seq, 20 digits>`, and `HEAD` holding the chain's tip that day |
+//! | inbound dedupe | `SEEN#<source>#<id>` | `META`, expiring through the table's TTL (`expires_at`) |
+//! | group → workflows | `GROUP#<group>` | `WF#<workflow id>` (a campaign's review items) |
+//! | scope usage | `USAGE#<client id>` | `<scope>`, with `last_used` (epoch ms) |
+//! | chat messages | `MSG#<subject>` | `<route>` |
+//!
+//! One step (state + history + timers + registry + approvals + audit) is one
+//! `TransactWriteItems`, conditional on the instance version. Nothing is keyed by a constant:
+//! due timers spread over [`TIMER_SHARDS`] index partitions, and the audit chain moves to a new
+//! partition every day (a day's `HEAD` links to the previous day's, so the chain is unbroken).
+
+mod audit_chain;
+mod read;
+mod step;
+mod write;
+
+use crate::audit::chain_hash;
+use crate::aws::describe;
+use crate::ports::store::{
+    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, HistoryEntry, Instance,
+    PostedMessage, StoreError, StoreRead, StoreWrite, Timer, TimerChange, status_of,
+};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue as Av, BillingMode, ConditionCheck, Delete,
+    GlobalSecondaryIndex, KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType,
+    Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
+};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use statemachines::detection::Baseline;
+use statemachines::{Agent, ApprovalOutcome};
+use std::collections::HashMap;
+
+/// Partitions of the due-timer index; the tick queries each.
+pub const TIMER_SHARDS: u32 = 16;
+/// The sparse index of due timers.
+pub const DUE_INDEX: &str = "due-timers";
+/// The table's TTL attribute (epoch seconds).
+pub const TTL_ATTRIBUTE: &str = "expires_at";
+/// Audit sequence numbers are `<day number> * SEQ_PER_DAY + <n-th record of that day>`, so a
+/// reader resuming after a seq knows which day partition to read.
+const SEQ_PER_DAY: u64 = 1_000_000_000;
+/// A transaction holds at most 100 items.
+const MAX_TRANSACTION_ITEMS: usize = 100;
+/// Retries when another writer extended the audit chain first (with jittered backoff).
+const CHAIN_RETRIES: u32 = 12;
+const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+type Item = HashMap<String, Av>;
+
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    /// The wall clock that picks the audit day (a test sets it to cross midnight).
+    clock: fn() -> DateTime<Utc>,
+}
+
+fn s(v: impl Into<String>) -> Av {
+    Av::S(v.into())
+}
+
+fn n(v: impl ToString) -> Av {
+    Av::N(v.to_string())
+}
+
+fn key(pk: impl Into<String>, sk: impl Into<String>) -> Item {
+    HashMap::from([("PK".to_string(), s(pk)), ("SK".to_string(), s(sk))])
+}
+
+fn backend(e: impl std::error::Error) -> StoreError {
+    StoreError::Backend(describe(&e))
+}
+
+fn build_err(e: aws_sdk_dynamodb::error::BuildError) -> StoreError {
+    StoreError::Backend(format!("building a DynamoDB request: {e}"))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<Av, StoreError> {
+    serde_json::to_string(v)
+        .map(Av::S)
+        .map_err(|e| StoreError::Backend(format!("encoding: {e}")))
+}
+
+fn text<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+}
+
+fn number(item: &Item, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn body<T: DeserializeOwned>(item: &Item, attr: &str) -> Result<T, StoreError> {
+    let what = || {
+        format!(
+            "{}/{}",
+            text(item, "PK").unwrap_or("?"),
+            text(item, "SK").unwrap_or("?")
+        )
+    };
+    let raw = text(item, attr)
+        .ok_or_else(|| StoreError::Corrupt(what(), format!("attribute `{attr}` is missing")))?;
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(what(), e.to_string()))
+}
+
+fn wf(id: &str) -> String {
+    format!("WF#{id}")
+}
+
+fn seq_key(seq: u64) -> String {
+    format!("SEQ#{seq:020}")
+}
+
+fn timer_shard(workflow_id: &str) -> String {
+    let h = Sha256::digest(workflow_id.as_bytes());
+    format!(
+        "TIMERS#{}",
+        u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % TIMER_SHARDS
+    )
+}
+
+fn day_number(t: DateTime<Utc>) -> u64 {
+    t.timestamp().div_euclid(86_400).max(0) as u64
+}
+
+fn day_name(day: u64) -> String {
+    let date = NaiveDate::from_ymd_opt(1970, 1, 1)
+        .and_then(|d| d.checked_add_days(chrono::Days::new(day)))
+        .unwrap_or_default();
+    format!("AUDIT#{}", date.format("%Y-%m-%d"))
+}
+
+/// What each item of a transaction is, to explain a cancellation.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Role {
+    Instance,
+    History,
+    ChainHead,
+    /// The id marker of the audit record at this index (a record id is stored once).
+    AuditId(usize),
+    CloseApproval,
+    Other,
+}
+
+/// The audit chain's tip as read before a write.
+struct ChainTip {
+    day: u64,
+    /// Today's `HEAD` exists (update it) or not (create it).
+    head_exists: bool,
+    genesis_exists: bool,
+    seq: u64,
+    hash: String,
+    /// A new day's first records link to this day's tip (day, seq as read).
+    links_to: Option<(u64, u64)>,
+}
+
+impl DynamoStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            clock: Utc::now,
+        }
+    }
+
+    /// The same store with another clock for choosing the audit day.
+    pub fn with_clock(mut self, clock: fn() -> DateTime<Utc>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Creates the table as infra/template.yaml declares it (on-demand, the sparse due-timer
+    /// index, TTL). For tests and local set-ups; in AWS the template owns the table.
+    pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+        let attr = |name: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(t)
+                .build()
+                .map_err(build_err)
+        };
+        let key_el = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .map_err(build_err)
+        };
+        client
+            .create_table()
+            .table_name(table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(attr("PK", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("SK", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("GSI1PK", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("due", ScalarAttributeType::N)?)
+            .key_schema(key_el("PK", KeyType::Hash)?)
+            .key_schema(key_el("SK", KeyType::Range)?)
+            .global_secondary_indexes(
+                GlobalSecondaryIndex::builder()
+                    .index_name(DUE_INDEX)
+                    .key_schema(key_el("GSI1PK", KeyType::Hash)?)
+                    .key_schema(key_el("due", KeyType::Range)?)
+                    .projection(
+                        Projection::builder()
+                            .projection_type(ProjectionType::All)
+                            .build(),
+                    )
+                    .build()
+                    .map_err(build_err)?,
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+        client
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(TTL_ATTRIBUTE)
+                    .build()
+                    .map_err(build_err)?,
+            )
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(out.item)
+    }
+
+    /// The items that exist among `keys` (at most 100), read consistently in one request.
+    async fn get_many(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut pending = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(keys))
+                .consistent_read(true)
+                .build()
+                .map_err(build_err)?,
+        );
+        while let Some(request) = pending.take() {
+            let page = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(backend)?;
+            if let Some(mut found) = page.responses {
+                out.extend(found.remove(&self.table).unwrap_or_default());
+            }
+            // DynamoDB may leave keys unprocessed under load: ask again for those.
+            pending = page
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.table))
+                .filter(|k| !k.keys().is_empty());
+        }
+        Ok(out)
+    }
+
+    /// Items of partition `pk`, optionally narrowed by a sort-key condition on `:v`.
+    async fn query(
+        &self,
+        pk: String,
+        sort: Option<(&str, String)>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .expression_attribute_values(":pk", s(pk.clone()));
+            q = match &sort {
+                Some((condition, value)) => q
+                    .key_condition_expression(format!("PK = :pk AND {condition}"))
+                    .expression_attribute_values(":v", s(value.clone())),
+                None => q.key_condition_expression("PK = :pk"),
+            };
+            let page = q
+                .consistent_read(true)
+                .set_limit(limit.map(|l| (l - out.len()).min(1000) as i32))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() || limit.is_some_and(|l| out.len() >= l) {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// A filtered scan (inventory listings; not on any hot path).
+    async fn scan(
+        &self,
+        filter: &str,
+        values: Item,
+        names: &[(&str, &str)],
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut scan = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(filter)
+                .set_expression_attribute_values(Some(values.clone()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start);
+            for (k, v) in names {
+                scan = scan.expression_attribute_names(*k, *v);
+            }
+            let page = scan.send().await.map_err(backend)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Reads, by record family: instances and history, agents, approvals, timers, audit, cursors,
+//! groups, scope usage, baselines, chat messages.
+
+use super::*;
+
+fn approval_from(item: &Item) -> Result<ApprovalRecord, StoreError> {
+    let mut request: statemachines::ApprovalRequest = body(item, "request")?;
+    // Votes and messages are appended to their own lists, so no write rewrites the request.
+    for vote in json_list::<statemachines::Vote>(item, "votes")? {
+        if !request.votes.contains(&vote) {
+            request.votes.push(vote);
+        }
+    }
+    let mut messages: Vec<PostedMessage> = Vec::new();
+    for m in json_list::<PostedMessage>(item, "messages")? {
+        if !messages
+            .iter()
+            .any(|k| k.channel == m.channel && k.ts == m.ts)
+        {
+            messages.push(m);
+        }
+    }
+    Ok(ApprovalRecord {
+        request,
+        action_hash: text(item, "action_hash").unwrap_or_default().to_string(),
+        outcome: match item.get("outcome") {
+            Some(_) => Some(body::<ApprovalOutcome>(item, "outcome")?),
+            None => None,
+        },
+        messages,
+    })
+}
+
+fn json_list<T: DeserializeOwned>(item: &Item, attr: &str) -> Result<Vec<T>, StoreError> {
+    let Some(Av::L(values)) = item.get(attr) else {
+        return Ok(vec![]);
+    };
+    values
+        .iter()
+        .map(|v| {
+            let text = v.as_s().map_err(|_| {
+                StoreError::Corrupt(attr.to_string(), "list entry is not a string".into())
+            })?;
+            serde_json::from_str(text)
+                .map_err(|e| StoreError::Corrupt(attr.to_string(), e.to_string()))
+        })
+        .collect()
+}
+
+#[async_trait]
+impl StoreRead for DynamoStore {
+    async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError> {
+        self.get(wf(id), "STATE")
+            .await?
+            .map(|i| body(&i, "body"))
+            .transpose()
+    }
+
+    async fn history(&self, workflow_id: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+        self.query(
+            wf(workflow_id),
+            Some(("begins_with(SK, :v)", "EV#".into())),
+            None,
+        )
+        .await?
+        .iter()
+        .map(|i| body(i, "body"))
+        .collect()
+    }
+
+    async fn instances_for_agent(&self, agent_id: &str) -> Result<Vec<Instance>, StoreError> {
+        let links = self
+            .query(
+                format!("AGENT#{agent_id}"),
+                Some(("begins_with(SK, :v)", "WF#".into())),
+                None,
+            )
+            .await?;
+        let mut out = Vec::with_capacity(links.len());
+        for link in &links {
+            if let Some(id) = text(link, "workflow_id")
+                && let Some(i) = self.instance(id).await?
+            {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError> {
+        self.get(format!("AGENT#{id}"), "META")
+            .await?
+            .map(|i| body(&i, "body"))
+            .transpose()
+    }
+
+    async fn agent_by_name(&self, name: &str) -> Result<Option<Agent>, StoreError> {
+        let ids = self.query(format!("AGENTNAME#{name}"), None, None).await?;
+        let newest = ids
+            .iter()
+            .max_by_key(|i| text(i, "updated_at").unwrap_or_default().to_string())
+            .and_then(|i| text(i, "agent_id"));
+        match newest {
+            Some(id) => self.agent(id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
+        let items = self
+            .scan(
+                "begins_with(PK, :p) AND SK = :meta",
+                HashMap::from([(":p".into(), s("AGENT#")), (":meta".into(), s("META"))]),
+                &[],
+            )
+            .await?;
+        let mut agents: Vec<Agent> = items
+            .iter()
+            .map(|i| body(i, "body"))
+            .collect::<Result<_, _>>()?;
+        agents.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
+        Ok(agents)
+    }
+
+    async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
+        self.get(format!("APPROVAL#{id}"), "META")
+            .await?
+            .map(|i| approval_from(&i))
+            .transpose()
+    }
+
+    async fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let mut values = HashMap::from([(":p".to_string(), s("APPROVAL#"))]);
+        let filter = if pending_only {
+            values.insert(":pending".into(), s("pending"));
+            "begins_with(PK, :p) AND #st = :pending"
+        } else {
+            "begins_with(PK, :p)"
+        };
+        let names: &[(&str, &str)] = if pending_only {
+            &[("#st", "status")]
+        } else {
+            &[]
+        };
+        let items = self.scan(filter, values, names).await?;
+        let mut out: Vec<ApprovalRecord> =
+            items.iter().map(approval_from).collect::<Result<_, _>>()?;
+        out.sort_by(|a, b| {
+            (a.request.requested_at, &a.request.id).cmp(&(b.request.requested_at, &b.request.id))
+        });
+        Ok(out)
+    }
+
+    async fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError> {
+        let mut out = Vec::new();
+        for shard in 0..TIMER_SHARDS {
+            let mut start = None;
+            loop {
+                let page = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(DUE_INDEX)
+                    .key_condition_expression("GSI1PK = :p AND due <= :now")
+                    .expression_attribute_values(":p", s(format!("TIMERS#{shard}")))
+                    .expression_attribute_values(":now", n(now.timestamp_millis()))
+                    .limit(limit.clamp(1, 1000) as i32)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                for item in page.items.unwrap_or_default() {
+                    let (Some(wid), Some(name), Some(due)) = (
+                        text(&item, "workflow_id"),
+                        text(&item, "name"),
+                        item.get("due")
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|v| v.parse::<i64>().ok()),
+                    ) else {
+                        continue;
+                    };
+                    out.push(Timer {
+                        workflow_id: wid.to_string(),
+                        name: name.to_string(),
+                        due_at: Utc
+                            .timestamp_millis_opt(due)
+                            .single()
+                            .unwrap_or(DateTime::<Utc>::MIN_UTC),
+                    });
+                }
+                start = page.last_evaluated_key;
+                if start.is_none() || out.len() >= limit * (shard as usize + 1) {
+                    break;
+                }
+            }
+        }
+        out.sort_by(|a, b| {
+            (a.due_at, &a.workflow_id, &a.name).cmp(&(b.due_at, &b.workflow_id, &b.name))
+        });
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError> {
+        let start_day = if after_seq == 0 {
+            match self.genesis_day().await? {
+                Some(d) => d,
+                None => return Ok(vec![]),
+            }
+        } else {
+            after_seq / SEQ_PER_DAY
+        };
+        // One day of slack for a writer whose clock runs ahead.
+        let last_day = day_number((self.clock)()) + 1;
+        let mut out: Vec<ChainedAudit> = Vec::new();
+        let mut day = start_day;
+        while day <= last_day && out.len() < limit {
+            let items = self
+                .query(
+                    day_name(day),
+                    Some(("SK > :v", seq_key(after_seq))),
+                    Some(limit - out.len()),
+                )
+                .await?;
+            for i in &items {
+                out.push(body(i, "body")?);
+            }
+            day += 1;
+        }
+        Ok(out)
+    }
+
+    async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .get(format!("CURSOR#{name}"), "META")
+            .await?
+            .and_then(|i| text(&i, "value").map(str::to_string)))
+    }
+
+    async fn instances_in_group(&self, group: &str) -> Result<Vec<Instance>, StoreError> {
+        let links = self
+            .query(
+                format!("GROUP#{group}"),
+                Some(("begins_with(SK, :v)", "WF#".into())),
+                None,
+            )
+            .await?;
+        let ids: Vec<&str> = links
+            .iter()
+            .filter_map(|l| text(l, "workflow_id"))
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(100) {
+            let keys = chunk.iter().map(|id| key(wf(id), "STATE")).collect();
+            for item in self.get_many(keys).await? {
+                out.push(body::<Instance>(&item, "body")?);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn scope_usage(
+        &self,
+        client_id: &str,
+    ) -> Result<Vec<(String, DateTime<Utc>)>, StoreError> {
+        let items = self.query(format!("USAGE#{client_id}"), None, None).await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| {
+                let scope = text(i, "SK")?.to_string();
+                let ms: i64 = match i.get("last_used") {
+                    Some(Av::N(v)) => v.parse().ok()?,
+                    _ => return None,
+                };
+                Some((scope, Utc.timestamp_millis_opt(ms).single()?))
+            })
+            .collect())
+    }
+
+    async fn agent_by_client(&self, client_id: &str) -> Result<Option<Agent>, StoreError> {
+        let id = self
+            .get(format!("AGENTCLIENT#{client_id}"), "META")
+            .await?
+            .and_then(|i| text(&i, "agent_id").map(str::to_string));
+        match id {
+            Some(id) => self.agent(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn baseline(&self, agent_id: &str) -> Result<Option<Baseline>, StoreError> {
+        self.get(format!("BASELINE#{agent_id}"), "META")
+            .await?
+            .map(|i| body(&i, "body"))
+            .transpose()
+    }
+
+    async fn messages(&self, subject: &str) -> Result<Vec<PostedMessage>, StoreError> {
+        self.query(format!("MSG#{subject}"), None, None)
+            .await?
+            .iter()
+            .map(|i| body(i, "body"))
+            .collect()
+    }
+}

@@ -1,0 +1,186 @@
+//! Writes outside a step: timers removed, audit appended, approval messages, inbound dedupe,
+//! scope usage, chat messages, baselines, cursors.
+
+use super::*;
+
+#[async_trait]
+impl StoreWrite for DynamoStore {
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let items = self.step_items(&commit)?;
+        let id = commit.instance.id.clone();
+        let expected = commit.expected_version;
+        self.transact(
+            &format!("step {} of workflow {id}", commit.history.seq),
+            items,
+            &commit.audit,
+            || StoreError::Conflict {
+                id: id.clone(),
+                expected,
+            },
+        )
+        .await
+    }
+
+    async fn remove_timer(&self, timer: &Timer) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(
+                wf(&timer.workflow_id),
+                format!("TIMER#{}", timer.name),
+            )))
+            .condition_expression("due = :due")
+            .expression_attribute_values(":due", n(timer.due_at.timestamp_millis()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let service = e.into_service_error();
+                if service.is_conditional_check_failed_exception() {
+                    Ok(()) // re-armed (or already gone): leave it
+                } else {
+                    Err(StoreError::Backend(describe(&service)))
+                }
+            }
+        }
+    }
+
+    async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.transact("audit append", vec![], &records, || {
+            StoreError::Backend("audit append conflicted".into())
+        })
+        .await
+    }
+
+    async fn add_approval_message(
+        &self,
+        id: &str,
+        message: PostedMessage,
+    ) -> Result<(), StoreError> {
+        // A repeat appends the same entry again; reads keep one per channel and ts.
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(format!("APPROVAL#{id}"), "META")))
+            .update_expression("SET messages = list_append(if_not_exists(messages, :none), :m)")
+            .condition_expression("attribute_exists(PK)")
+            .expression_attribute_values(":none", Av::L(vec![]))
+            .expression_attribute_values(":m", Av::L(vec![json(&message)?]))
+            .send()
+            .await
+            .map_err(|e| {
+                let service = e.into_service_error();
+                if service.is_conditional_check_failed_exception() {
+                    StoreError::Corrupt(id.to_string(), "approval posted does not exist".into())
+                } else {
+                    StoreError::Backend(describe(&service))
+                }
+            })?;
+        Ok(())
+    }
+
+    async fn remember_inbound(
+        &self,
+        source: &str,
+        id: &str,
+        keep: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let mut item = key(format!("SEEN#{source}#{id}"), "META");
+        let expires = Utc::now().timestamp() + keep.as_secs() as i64;
+        item.insert(TTL_ATTRIBUTE.into(), n(expires));
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            // An expired row that DynamoDB has not deleted yet does not count.
+            .condition_expression("attribute_not_exists(PK) OR #exp < :now")
+            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+            .expression_attribute_values(":now", n(Utc::now().timestamp()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                let service = e.into_service_error();
+                if service.is_conditional_check_failed_exception() {
+                    Ok(false)
+                } else {
+                    Err(StoreError::Backend(describe(&service)))
+                }
+            }
+        }
+    }
+
+    async fn record_scope_usage(
+        &self,
+        client_id: &str,
+        scopes: &[String],
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        for scope in scopes {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(format!("USAGE#{client_id}"), scope.as_str())))
+                .update_expression("SET last_used = :t")
+                // Keep the latest: an older grant read late changes nothing.
+                .condition_expression("attribute_not_exists(last_used) OR last_used < :t")
+                .expression_attribute_values(":t", n(at.timestamp_millis()))
+                .send()
+                .await;
+            if let Err(e) = result {
+                let service = e.into_service_error();
+                if !service.is_conditional_check_failed_exception() {
+                    return Err(StoreError::Backend(describe(&service)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn put_message(&self, subject: &str, message: PostedMessage) -> Result<(), StoreError> {
+        let mut item = key(format!("MSG#{subject}"), message.route.as_str());
+        item.insert("body".into(), json(&message)?);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn put_baseline(&self, agent_id: &str, baseline: &Baseline) -> Result<(), StoreError> {
+        let mut item = key(format!("BASELINE#{agent_id}"), "META");
+        item.insert("body".into(), json(baseline)?);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {
+        let mut item = key(format!("CURSOR#{name}"), "META");
+        item.insert("value".into(), Av::S(value.to_string()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,177 @@
+//! The authorization server's own endpoints: discovery, client-credentials tokens, RFC 7662
+//! introspection and RFC 7009 revocation.
+
+use super::*;
+
+impl OAuthDcr {
+    /// Discovers the server's endpoints once: `<issuer>/.well-known/openid-configuration`, else
+    /// RFC 8414's `/.well-known/oauth-authorization-server[/<issuer path>]`. The metadata's
+    /// `issuer` must equal the configured one; every endpoint must be https (or loopback http).
+    pub async fn endpoints(&self) -> Result<&Endpoints, IdpError> {
+        self.endpoints.get_or_try_init(|| self.discover()).await
+    }
+
+    pub(super) async fn discover(&self) -> Result<Endpoints, IdpError> {
+        let issuer = &self.settings.issuer;
+        let base = Url::parse(issuer).map_err(|e| IdpError::Refused(e.to_string()))?;
+        let oidc = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.trim_end_matches('/')
+        );
+        let mut rfc8414 = base.clone();
+        let path = base.path().trim_end_matches('/');
+        rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
+        let mut tried = Vec::new();
+        let mut meta = None;
+        for url in [oidc, rfc8414.to_string()] {
+            let resp = self
+                .http
+                .get(&url)
+                .header("accept", "application/json")
+                .send()
+                .await
+                .map_err(|e| unavailable("OAuth discovery", e))?;
+            let status = resp.status();
+            if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                return Err(IdpError::Unavailable(format!(
+                    "OAuth discovery: {url} answered {status}"
+                )));
+            }
+            if status.is_success() {
+                let m: Map<String, Value> = resp.json().await.map_err(|e| {
+                    IdpError::Refused(format!("OAuth discovery: {url} is not JSON metadata: {e}"))
+                })?;
+                meta = Some(m);
+                break;
+            }
+            tried.push(format!("{url} ({status})"));
+        }
+        let Some(meta) = meta else {
+            return Err(IdpError::Refused(format!(
+                "no OAuth server metadata at {}; is {ISSUER_ENV} the server's issuer URL?",
+                tried.join(" or ")
+            )));
+        };
+        if str_field(&meta, "issuer") != Some(issuer.as_str()) {
+            return Err(IdpError::Refused(format!(
+                "the server names its issuer `{}`, not `{issuer}` (RFC 8414 §3.3 requires them \
+                 equal); set {ISSUER_ENV} to the server's issuer",
+                str_field(&meta, "issuer").unwrap_or("<none>")
+            )));
+        }
+        let endpoint = |name: &str| -> Result<Option<Url>, IdpError> {
+            let Some(v) = str_field(&meta, name) else {
+                return Ok(None);
+            };
+            let url = Url::parse(v)
+                .map_err(|e| IdpError::Refused(format!("the server's {name} `{v}`: {e}")))?;
+            check_transport(&url).map_err(|e| IdpError::Refused(e.to_string()))?;
+            Ok(Some(url))
+        };
+        let token = endpoint("token_endpoint")?.ok_or_else(|| {
+            IdpError::Refused("the server's metadata has no token_endpoint".into())
+        })?;
+        let registration = endpoint("registration_endpoint")?.ok_or_else(|| {
+            IdpError::Refused(
+                "the server does not offer dynamic client registration (no \
+                 registration_endpoint in its metadata): this adapter needs RFC 7591"
+                    .into(),
+            )
+        })?;
+        Ok(Endpoints {
+            token,
+            registration,
+            revocation: endpoint("revocation_endpoint")?,
+            introspection: endpoint("introspection_endpoint")?,
+        })
+    }
+
+    /// A client_credentials token for `client_id` (client_secret_basic), for `scopes` (none:
+    /// the server's default for the client), for the configured resource if any.
+    pub async fn token(
+        &self,
+        client_id: &str,
+        secret: &Secret,
+        scopes: &[String],
+    ) -> Result<AccessToken, IdpError> {
+        let endpoint = self.endpoints().await?.token.clone();
+        let mut form = vec![("grant_type", GRANT.to_string())];
+        if !scopes.is_empty() {
+            form.push(("scope", scopes.join(" ")));
+        }
+        if let Some(r) = &self.settings.resource {
+            form.push(("resource", r.clone()));
+        }
+        let req = client_auth(self.http.post(endpoint), client_id, secret).form(&form);
+        let (status, body) = send(req, "token request").await?;
+        if !status.is_success() {
+            return Err(error_from(status, body, "token request"));
+        }
+        #[derive(Deserialize)]
+        struct Wire {
+            access_token: String,
+            #[serde(default)]
+            token_type: String,
+            #[serde(default)]
+            expires_in: Option<u64>,
+            #[serde(default)]
+            scope: Option<String>,
+        }
+        let w: Wire = parse(body, "token response")?;
+        Ok(AccessToken {
+            access_token: Secret::new(w.access_token),
+            token_type: w.token_type,
+            expires_in: w.expires_in,
+            scope: w.scope,
+        })
+    }
+
+    /// RFC 7662: asks the server about `token`, authenticating as `as_client` (client id and
+    /// secret). Servers usually answer only about the caller's own tokens.
+    pub async fn introspect(
+        &self,
+        token: &Secret,
+        as_client: (&str, &Secret),
+    ) -> Result<Introspection, IdpError> {
+        let Some(endpoint) = self.endpoints().await?.introspection.clone() else {
+            return Err(IdpError::Refused(
+                "the server does not offer token introspection (no introspection_endpoint in \
+                 its metadata)"
+                    .into(),
+            ));
+        };
+        let form = [
+            ("token", token.expose()),
+            ("token_type_hint", "access_token"),
+        ];
+        let req = client_auth(self.http.post(endpoint), as_client.0, as_client.1).form(&form);
+        let (status, body) = send(req, "token introspection").await?;
+        if !status.is_success() {
+            return Err(error_from(status, body, "token introspection"));
+        }
+        parse(body, "introspection response")
+    }
+
+    /// RFC 7009: revokes `token`, authenticating as `as_client` (the client it was issued to).
+    /// An unknown or already revoked token is success, as the RFC says.
+    pub async fn revoke(&self, token: &Secret, as_client: (&str, &Secret)) -> Result<(), IdpError> {
+        let Some(endpoint) = self.endpoints().await?.revocation.clone() else {
+            return Err(IdpError::Refused(
+                "the server does not offer token revocation (no revocation_endpoint in its \
+                 metadata)"
+                    .into(),
+            ));
+        };
+        let form = [
+            ("token", token.expose()),
+            ("token_type_hint", "access_token"),
+        ];
+        let req = client_auth(self.http.post(endpoint), as_client.0, as_client.1).form(&form);
+        let (status, body) = send(req, "token revocation").await?;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(error_from(status, body, "token revocation"))
+        }
+    }
+}

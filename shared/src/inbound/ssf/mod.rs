@@ -1,0 +1,261 @@
+//! Shared Signals push receiver: a transmitter POSTs one Security Event Token (SET, RFC 8417) per
+//! request as `application/secevent+jwt` (RFC 8935 push delivery, as profiled by OpenID Shared
+//! Signals 1.0). Steward answers 202 with an empty body when the SET is valid, or 400 with the
+//! RFC 8935 §2.3 error object `{"err": ..., "description": ...}`.
+//!
+//! A SET is valid when, in this order: the configured `Authorization` value was presented; the
+//! body is a compact JWS of at most [`MAX_BODY_BYTES`]; its `alg` is asymmetric (`none` and the
+//! HMAC algorithms are refused before anything else); its `typ` is `secevent+jwt`; it verifies
+//! with a key of the transmitter's JWKS fit for that `alg`; `iss` is the transmitter, `aud`
+//! names Steward; `iat` is within [`SsfSettings::max_age`] (and not in the future beyond
+//! [`SsfSettings::future_skew`]); it has a `jti` not accepted before and an `events` object.
+//!
+//! CAEP session-revoked and credential-change, RISC credential-compromise and account-disabled
+//! become [`Signal::Risk`]; other event types of a valid SET are recorded without a signal.
+//! Descriptions never contain the token.
+//!
+//! Wiring: [`SsfSettings::from_env`] (or [`SsfSettings::new`]) once, [`SsfReceiver::new`] once per
+//! process (it caches the JWKS), then [`handle`] for each POST.
+
+mod events;
+mod keys;
+mod receiver;
+mod settings;
+
+use events::*;
+use keys::*;
+pub use receiver::*;
+pub use settings::*;
+
+use super::{Headers, Reply};
+use crate::Engine;
+use crate::audit;
+use crate::engine::EngineError;
+use crate::intake::{self, Received};
+use crate::secret::Secret;
+use crate::signal::{RiskKind, Signal};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use statemachines::Actor;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// The media type of a pushed SET (RFC 8417 §8.2, RFC 8935 §2.1).
+pub const CONTENT_TYPE: &str = "application/secevent+jwt";
+/// Bodies above this are refused unread: real SETs are a few KiB.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The SET's age limit unless configured ([`SsfSettings::max_age`]).
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+/// How far in the future an `iat` may be (the transmitter's clock runs ahead).
+pub const DEFAULT_FUTURE_SKEW: Duration = Duration::from_secs(60);
+/// Keys are fetched again after this, on the next SET.
+pub const JWKS_TTL: Duration = Duration::from_secs(3600);
+/// At most one JWKS fetch per this interval, however many unknown `kid`s arrive.
+pub const DEFAULT_JWKS_MIN_REFRESH: Duration = Duration::from_secs(60);
+/// A JWKS fetch gets this long.
+pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// JWKS documents above this are refused.
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// The `remember_inbound` source under which accepted `jti`s are kept.
+pub const JTI_SOURCE: &str = "ssf-jti";
+/// How long an accepted `jti` is remembered; far longer than any accepted age, so a replay is
+/// refused as a replay rather than only as stale.
+pub const JTI_WINDOW: Duration = intake::DEDUPE_WINDOW;
+/// Longer `jti`s are refused (they become storage keys).
+pub const MAX_JTI_LEN: usize = 256;
+
+/// CAEP 1.0 §3.1.
+pub const SESSION_REVOKED: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+/// CAEP 1.0 §3.3.
+pub const CREDENTIAL_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/credential-change";
+/// RISC 1.0 §2.7.
+pub const CREDENTIAL_COMPROMISE: &str =
+    "https://schemas.openid.net/secevent/risc/event-type/credential-compromise";
+/// RISC 1.0 §2.3.
+pub const ACCOUNT_DISABLED: &str =
+    "https://schemas.openid.net/secevent/risc/event-type/account-disabled";
+/// RISC 1.0 §2.11, deprecated in favour of [`SESSION_REVOKED`] and read as the same signal.
+pub const RISC_SESSIONS_REVOKED: &str =
+    "https://schemas.openid.net/secevent/risc/event-type/sessions-revoked";
+
+/// Environment variables of [`SsfSettings::from_env`].
+pub const ISSUER_ENV: &str = "STEWARD_SSF_ISSUER";
+pub const AUDIENCE_ENV: &str = "STEWARD_SSF_AUDIENCE";
+pub const JWKS_URL_ENV: &str = "STEWARD_SSF_JWKS_URL";
+pub const JWKS_FILE_ENV: &str = "STEWARD_SSF_JWKS_FILE";
+pub const AUTHORIZATION_ENV: &str = "STEWARD_SSF_AUTHORIZATION";
+pub const MAX_AGE_ENV: &str = "STEWARD_SSF_MAX_AGE";
+
+/// The algorithms a SET may be signed with: asymmetric only, so a transmitter's public key can
+/// never double as an HMAC secret.
+const ACCEPTED_ALGS: [Algorithm; 9] = [
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+    Algorithm::EdDSA,
+];
+
+/// The RFC 8935 §2.4 error codes (IANA "Security Event Token Error Codes") Steward answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetErr {
+    /// The body is not a SET Steward accepts (media type, size, shape, `typ`, claims, age,
+    /// replay).
+    InvalidRequest,
+    /// The signing key or algorithm is unacceptable (HMAC, unknown `kid`, wrong key type).
+    InvalidKey,
+    /// `iss` is not the configured transmitter.
+    InvalidIssuer,
+    /// `aud` does not name Steward.
+    InvalidAudience,
+    /// The transmitter could not be authenticated: no or wrong `Authorization`, an unsigned SET,
+    /// a signature that does not verify.
+    AuthenticationFailed,
+}
+
+impl SetErr {
+    pub fn code(self) -> &'static str {
+        match self {
+            SetErr::InvalidRequest => "invalid_request",
+            SetErr::InvalidKey => "invalid_key",
+            SetErr::InvalidIssuer => "invalid_issuer",
+            SetErr::InvalidAudience => "invalid_audience",
+            SetErr::AuthenticationFailed => "authentication_failed",
+        }
+    }
+}
+
+impl std::fmt::Display for SetErr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// Why a pushed SET was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// Refused for good: answered 400 with the RFC 8935 error object; the transmitter must not
+    /// retry it.
+    #[error("{err}: {description}")]
+    Refused { err: SetErr, description: String },
+    /// Could not be checked now (the transmitter's keys are unreachable, or a new `kid` arrived
+    /// while reloads are rate-limited): answered 503 so the transmitter retries.
+    #[error("SET not checked yet: {0}")]
+    Unavailable(String),
+}
+
+fn refuse(err: SetErr, description: impl Into<String>) -> Rejected {
+    Rejected::Refused {
+        err,
+        description: description.into(),
+    }
+}
+
+impl Rejected {
+    /// The answer for the transmitter.
+    pub fn reply(&self) -> Reply {
+        match self {
+            Rejected::Refused { err, description } => {
+                Reply::json(400, json!({"err": err.code(), "description": description}))
+            }
+            Rejected::Unavailable(why) => Reply::json(503, json!({"description": why})),
+        }
+    }
+}
+
+/// A SET that passed every check, mapped for [`intake::accept`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifiedSet {
+    pub jti: String,
+    pub issued_at: DateTime<Utc>,
+    /// One per member of `events`; ids are the `jti`, or `jti#<event type>` when the SET carries
+    /// several events.
+    pub events: Vec<Received>,
+}
+
+fn json_object(part: &str) -> Option<Map<String, Value>> {
+    let raw = B64URL.decode(part).ok()?;
+    match serde_json::from_slice(&raw).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// An untrusted value for a description or the audit: bounded, without control characters.
+fn shown(value: &str) -> String {
+    const MAX: usize = 80;
+    let mut out: String = value
+        .chars()
+        .take(MAX)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if value.chars().count() > MAX {
+        out.push('…');
+    }
+    out
+}
+
+/// Handles one push request: 202 with an empty body when the SET is valid and new, the RFC 8935
+/// error object otherwise. Every refusal is audited and changes nothing else. `Err` only when
+/// storage is unreachable (the transmitter retries).
+pub async fn handle(
+    engine: &Engine,
+    receiver: &SsfReceiver,
+    headers: &(impl Headers + ?Sized),
+    body: &[u8],
+) -> Result<Reply, EngineError> {
+    let now = engine.clock.now();
+    let set = match receiver.verify(headers, body, now).await {
+        Ok(set) => set,
+        Err(rejected) => return refused(engine, rejected).await,
+    };
+    // Accept first, then remember the jti: `accept` is idempotent per event id, so a crash in
+    // between loses nothing (the transmitter's retry is accepted as new, recorded once), and a
+    // SET redelivered after its 202 is the replay refused below, its events already recorded.
+    intake::accept(engine, set.events).await?;
+    if !engine
+        .store
+        .remember_inbound(JTI_SOURCE, &set.jti, JTI_WINDOW)
+        .await?
+    {
+        let replay = refuse(
+            SetErr::InvalidRequest,
+            format!(
+                "SET jti `{}` was already accepted (replay)",
+                shown(&set.jti)
+            ),
+        );
+        return refused(engine, replay).await;
+    }
+    Ok(Reply::empty(202))
+}
+
+async fn refused(engine: &Engine, rejected: Rejected) -> Result<Reply, EngineError> {
+    let why = rejected.to_string();
+    tracing::warn!(why, "Shared Signals push refused");
+    engine
+        .store
+        .append_audit(vec![audit::refusal(
+            "Shared Signals SET",
+            &Actor::System,
+            None,
+            None,
+            &why,
+            engine.clock.now(),
+        )])
+        .await?;
+    Ok(rejected.reply())
+}
