@@ -13,7 +13,11 @@
 //! | `step.rs` | the commit protocol: apply in memory, build the commit, write through the outbox |
 //! | `commands.rs` | running a pending command and reporting its result |
 //! | `executor.rs` | what a command does at the identity provider, vault and human channel |
-//! | `lifecycle.rs`, `reviews.rs`, `detection.rs`, `discovery.rs`, `owners.rs` | the engine's side of freeze and rotation, campaigns, anomaly detection, shadow agents and owner loss |
+//! | `lifecycle.rs` | rotation, decommission and expiry requests and their schedule |
+//! | `reviews.rs` | access-review campaigns |
+//! | `detection.rs` | anomaly detection on token requests and outside signals |
+//! | `discovery.rs` | shadow agents found at the identity provider |
+//! | `owners.rs` | owner loss |
 
 mod commands;
 mod decisions;
