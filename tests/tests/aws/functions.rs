@@ -253,15 +253,6 @@ fn request() -> Value {
     })
 }
 
-/// Slack's v0 request signature, computed the way Slack documents it.
-fn slack_signature(secret: &str, ts: &str, body: &[u8]) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("v0:{ts}:").as_bytes());
-    mac.update(body);
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 /// A signed Slack block_actions request: `user` clicked `action` on the button whose value is
 /// `value` (`<approval id>:<action hash>`).
 fn slack_click(user: &str, action: &str, value: &str, secret: &str) -> ApiGatewayV2httpRequest {
@@ -278,7 +269,7 @@ fn slack_click(user: &str, action: &str, value: &str, secret: &str) -> ApiGatewa
         .append_pair("payload", &payload.to_string())
         .finish();
     let ts = chrono::Utc::now().timestamp().to_string();
-    let sig = slack_signature(secret, &ts, body.as_bytes());
+    let sig = crate::fake_slack::signature(secret, &ts, &body);
     let mut v: Value =
         serde_json::from_str(include_str!("../../fixtures/aws/apigw-http-v2-iam.json")).unwrap();
     v["requestContext"]["http"]["method"] = json!("POST");

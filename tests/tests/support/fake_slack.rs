@@ -490,27 +490,109 @@ pub fn signature(secret: &str, ts: &str, body: &str) -> String {
     format!("v0={}", hex::encode(mac.finalize().into_bytes()))
 }
 
-/// A button click (`block_actions`) as Slack posts it to the interactions URL: the form body.
-pub fn click_form(slack: &FakeSlack, user: &str, action_id: &str, value: &str, n: u32) -> String {
-    let payload = json!({
-        "type": "block_actions",
-        "team": {"id": "T0STEWARD", "domain": "example"},
-        "user": {"id": user, "username": user.to_lowercase(), "name": user.to_lowercase(), "team_id": "T0STEWARD"},
-        "api_app_id": "A0STEWARD",
-        "token": "legacy-verification-token-unused",
-        "container": {"type": "message", "message_ts": "1700000000.000200", "channel_id": "C0X", "is_ephemeral": false},
-        "trigger_id": format!("1700000001.{n}.0a1b2c"),
-        "channel": {"id": "C0X", "name": "security"},
-        "state": {"values": {}},
-        "response_url": slack.response_url(n),
-        "actions": [{
-            "action_id": action_id, "block_id": "decision",
-            "text": {"type": "plain_text", "text": action_id, "emoji": true},
-            "value": value, "type": "button",
-            "action_ts": format!("1700000002.{n:06}")
-        }]
-    });
-    form_urlencoded::Serializer::new(String::new())
-        .append_pair("payload", &payload.to_string())
-        .finish()
+/// A button click (`block_actions`) as Slack posts it to the interactions URL.
+pub struct Click<'a> {
+    pub user: &'a str,
+    pub action: &'a str,
+    /// The button's value (what Steward put on it).
+    pub value: &'a str,
+    /// The response_url's number (the fake records answers under it).
+    pub n: u32,
+    /// The block holding the button.
+    block: &'static str,
+    channel: &'static str,
+    /// The message's inputs as Slack reports them (`state.values`).
+    state: Value,
+}
+
+impl<'a> Click<'a> {
+    /// A button on an approval or alert message, with the reason box as the person left it.
+    pub fn approval(
+        user: &'a str,
+        action: &'a str,
+        value: &'a str,
+        n: u32,
+        reason: Option<&str>,
+    ) -> Self {
+        Click {
+            user,
+            action,
+            value,
+            n,
+            block: "decision",
+            channel: "C0SECURITY",
+            state: json!({"reason": {"reason": {"type": "plain_text_input", "value": reason}}}),
+        }
+    }
+
+    /// A button on an access-review message (a direct message to the owner), with the scopes
+    /// picked in its multi-select.
+    pub fn review(user: &'a str, action: &'a str, item: &'a str, drop: &[&str], n: u32) -> Self {
+        let picked: Vec<Value> = drop
+            .iter()
+            .map(|d| json!({"text": {"type": "plain_text", "text": d}, "value": d}))
+            .collect();
+        Click {
+            user,
+            action,
+            value: item,
+            n,
+            block: "review_decision",
+            channel: "D0X",
+            state: json!({"review_scopes": {"review_drop": {"type": "multi_static_select", "selected_options": picked}}}),
+        }
+    }
+
+    /// The form body Slack posts.
+    pub fn form(&self, slack: &FakeSlack) -> String {
+        let (user, n) = (self.user, self.n);
+        let payload = json!({
+            "type": "block_actions",
+            "team": {"id": "T0STEWARD", "domain": "example"},
+            "user": {"id": user, "username": user.to_lowercase(), "name": user.to_lowercase(), "team_id": "T0STEWARD"},
+            "api_app_id": "A0STEWARD",
+            "token": "legacy-verification-token-unused",
+            "container": {"type": "message", "message_ts": "1700000000.000200", "channel_id": self.channel, "is_ephemeral": false},
+            "trigger_id": format!("1700000001.{n}.0a1b2c"),
+            "channel": {"id": self.channel, "name": "steward"},
+            "state": {"values": self.state},
+            "response_url": slack.response_url(n),
+            "actions": [{
+                "action_id": self.action, "block_id": self.block,
+                "text": {"type": "plain_text", "text": self.action, "emoji": true},
+                "value": self.value, "type": "button",
+                "action_ts": format!("1700000002.{n:06}")
+            }]
+        });
+        form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", &payload.to_string())
+            .finish()
+    }
+
+    /// Posts the click to the server, signed now with `secret`; returns (status, body).
+    pub fn send(
+        &self,
+        s: &crate::support::Server,
+        slack: &FakeSlack,
+        secret: &str,
+    ) -> (u16, Value) {
+        let body = self.form(slack);
+        let ts = chrono::Utc::now().timestamp().to_string();
+        post_signed(s, &body, &ts, &signature(secret, &ts, &body))
+    }
+}
+
+/// Posts a form body to `/slack/interactions` with the given timestamp and signature.
+pub fn post_signed(s: &crate::support::Server, body: &str, ts: &str, sig: &str) -> (u16, Value) {
+    let r = s
+        .http()
+        .post(s.url("/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", ts)
+        .header("x-slack-signature", sig)
+        .body(body.to_string())
+        .send()
+        .expect("posting a Slack interaction");
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
 }

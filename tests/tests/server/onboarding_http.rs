@@ -1,9 +1,7 @@
 //! Onboarding and scope change over HTTP: request → approval → provisioning → a real token.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
-use support::*;
 
 const NAME: &str = "datadog-remediation-agent-prod";
 

@@ -1,10 +1,8 @@
 //! Every refusal over HTTP: a clear 4xx, nothing changed, and a Failure record in the audit trail.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::*;
 
 const NAME: &str = "datadog-remediation-agent-prod";
 

@@ -2,14 +2,10 @@
 //! token and signing secret, a local fake of Slack's Web API, and clicks signed and shaped
 //! exactly as Slack sends them (`block_actions`, v0 signature).
 
-#[path = "support/fake_slack.rs"]
-mod fake_slack;
-mod support;
-
-use fake_slack::{BOT_TOKEN, FakeSlack, all_text, buttons};
+use crate::fake_slack::{self, BOT_TOKEN, FakeSlack, all_text, buttons, post_signed, signature};
+use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::*;
 
 const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const SECURITY_CHANNEL: &str = "C0SECURITY";
@@ -52,15 +48,7 @@ fn with_approval(mut o: Options, key: &str, value: &str) -> Options {
     o
 }
 
-/// Slack's v0 signature of `body` at `ts` (the documented algorithm, computed independently).
-fn sign(secret: &str, ts: &str, body: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(format!("v0:{ts}:{body}").as_bytes());
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// A click as Slack delivers it.
+/// A click on an approval message as Slack delivers it.
 struct Click<'a> {
     user: &'a str,
     action: &'a str,
@@ -70,49 +58,15 @@ struct Click<'a> {
     n: u32,
 }
 
-fn click_body(slack: &FakeSlack, c: &Click) -> String {
-    let payload = json!({
-        "type": "block_actions",
-        "team": {"id": "T0STEWARD", "domain": "example"},
-        "user": {"id": c.user, "username": c.user.to_lowercase(), "name": c.user.to_lowercase(), "team_id": "T0STEWARD"},
-        "api_app_id": "A0STEWARD",
-        "token": "legacy-verification-token-unused",
-        "container": {"type": "message", "message_ts": "1700000000.000200", "channel_id": SECURITY_CHANNEL, "is_ephemeral": false},
-        "trigger_id": format!("1700000001.{}.0a1b2c", c.n),
-        "channel": {"id": SECURITY_CHANNEL, "name": "security"},
-        "state": {"values": {"reason": {"reason": {"type": "plain_text_input", "value": c.reason}}}},
-        "response_url": slack.response_url(c.n),
-        "actions": [{
-            "action_id": c.action, "block_id": "decision",
-            "text": {"type": "plain_text", "text": c.action, "emoji": true},
-            "value": c.value, "type": "button",
-            "action_ts": format!("1700000002.{:06}", c.n)
-        }]
-    });
-    form_urlencoded::Serializer::new(String::new())
-        .append_pair("payload", &payload.to_string())
-        .finish()
+impl Click<'_> {
+    fn slack(&self) -> fake_slack::Click<'_> {
+        fake_slack::Click::approval(self.user, self.action, self.value, self.n, self.reason)
+    }
 }
 
 /// POSTs a signed click to the server; returns (status, body).
 fn click(s: &Server, slack: &FakeSlack, c: &Click) -> (u16, Value) {
-    let body = click_body(slack, c);
-    let ts = chrono::Utc::now().timestamp().to_string();
-    send_signed(s, &body, &ts, &sign(SIGNING_SECRET, &ts, &body))
-}
-
-fn send_signed(s: &Server, body: &str, ts: &str, sig: &str) -> (u16, Value) {
-    let r = s
-        .http()
-        .post(s.url("/slack/interactions"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", ts)
-        .header("x-slack-signature", sig)
-        .body(body.to_string())
-        .send()
-        .expect("posting a Slack interaction");
-    let status = r.status().as_u16();
-    (status, r.json().unwrap_or(Value::Null))
+    c.slack().send(s, slack, SIGNING_SECRET)
 }
 
 /// `user` clicks Approve (no reason) on the button `value`; returns what Steward answered them.
@@ -520,29 +474,26 @@ fn changed_request_and_bad_signatures_are_refused() {
         "{answered}"
     );
 
-    let body = click_body(
-        &slack,
-        &Click {
-            user: "U0SAM",
-            action: "approve",
-            value: &button_value(&posts[0].2),
-            reason: None,
-            n: 2,
-        },
-    );
+    let value = button_value(&posts[0].2);
+    let body = fake_slack::Click::approval("U0SAM", "approve", &value, 2, None).form(&slack);
     let now = chrono::Utc::now().timestamp();
     let ts = now.to_string();
-    let (status, v) = send_signed(&s, &body, &ts, &sign("not-the-signing-secret", &ts, &body));
+    let (status, v) = post_signed(
+        &s,
+        &body,
+        &ts,
+        &signature("not-the-signing-secret", &ts, &body),
+    );
     assert_eq!(status, 401, "wrong secret: {v}");
-    let (status, v) = send_signed(
+    let (status, v) = post_signed(
         &s,
         &body.replace("approve", "deny"),
         &ts,
-        &sign(SIGNING_SECRET, &ts, &body),
+        &signature(SIGNING_SECRET, &ts, &body),
     );
     assert_eq!(status, 401, "altered body: {v}");
     let old = (now - 301).to_string();
-    let (status, v) = send_signed(&s, &body, &old, &sign(SIGNING_SECRET, &old, &body));
+    let (status, v) = post_signed(&s, &body, &old, &signature(SIGNING_SECRET, &old, &body));
     assert_eq!(status, 401, "stale timestamp: {v}");
     assert!(v["error"].as_str().unwrap().contains("5 minutes"), "{v}");
     let r = s
@@ -631,7 +582,7 @@ fn slack_signature_vector() {
     use shared::Secret;
     use shared::inbound::slack::{SignatureError, verify};
     let v: Value = serde_json::from_str(include_str!(
-        "../fixtures/slack/slack_signature_vector.json"
+        "../../fixtures/slack/slack_signature_vector.json"
     ))
     .unwrap();
     let secret = Secret::new(v["signing_secret"].as_str().unwrap());
@@ -639,7 +590,7 @@ fn slack_signature_vector() {
     let sig = v["x_slack_signature"].as_str().unwrap();
     let body = v["body"].as_str().unwrap().as_bytes();
     assert_eq!(
-        sign(secret.expose(), ts, v["body"].as_str().unwrap()),
+        signature(secret.expose(), ts, v["body"].as_str().unwrap()),
         sig,
         "the test's own signer agrees with Slack's example"
     );

@@ -1,9 +1,7 @@
 //! `steward report`: the posture report, read from a running server's data directory.
 
-mod support;
-
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const GOVERNED: &str = "erp-reader-agent-dev";
 const PENDING: &str = "datadog-remediation-agent-prod";

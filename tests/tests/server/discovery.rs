@@ -4,14 +4,12 @@
 //! with a real owner, Steward takes over its credential. The other is found by the discovery
 //! sweep, nobody claims it, and after the grace period it is frozen and decommissioned.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
 use shared::ports::IdentityProvider;
 use shared::ports::idp::ClientSpec;
 use std::sync::Arc;
 use std::time::Duration;
-use support::*;
 
 const HOOK_SECRET: &str = "Bearer okta-hook-shared-secret-3c2b1a";
 const GRACE_SECS: u64 = 20;

@@ -1,11 +1,9 @@
 //! The operator CLI: `steward validate` offline, and `agents` / `approvals` against a running
 //! server.
 
-mod support;
-
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::*;
 
 const NAME: &str = "datadog-remediation-agent-prod";
 

@@ -6,15 +6,11 @@
 //! after Slack accepted a message, before it was recorded) and checks every item reached Slack
 //! exactly once.
 
-#[path = "support/fake_slack.rs"]
-mod fake_slack;
-mod support;
-
-use fake_slack::{BOT_TOKEN, FakeSlack};
+use crate::fake_slack::{BOT_TOKEN, Click, FakeSlack};
+use crate::support::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
-use support::*;
 
 const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const SECURITY_CHANNEL: &str = "C0SECURITY";
@@ -102,15 +98,8 @@ fn onboard(s: &Server, n: usize, owners: usize) -> Vec<String> {
     names
 }
 
-fn sign(ts: &str, body: &str) -> String {
-    use hmac::{Hmac, Mac};
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SIGNING_SECRET.as_bytes()).unwrap();
-    mac.update(format!("v0:{ts}:{body}").as_bytes());
-    format!("v0={}", hex::encode(mac.finalize().into_bytes()))
-}
-
-/// A click on a review message as Slack delivers it: the button, and the message's state (the
-/// scopes picked in the multi-select).
+/// A click on a review message as Slack delivers it: the button, and the scopes picked in the
+/// message's multi-select. Returns what Steward answered the clicker.
 fn click(
     s: &Server,
     slack: &FakeSlack,
@@ -120,43 +109,8 @@ fn click(
     drop: &[&str],
     n: u32,
 ) -> String {
-    let picked: Vec<Value> = drop
-        .iter()
-        .map(|d| json!({"text": {"type": "plain_text", "text": d}, "value": d}))
-        .collect();
-    let payload = json!({
-        "type": "block_actions",
-        "team": {"id": "T0STEWARD", "domain": "example"},
-        "user": {"id": user, "username": user.to_lowercase(), "name": user.to_lowercase(), "team_id": "T0STEWARD"},
-        "api_app_id": "A0STEWARD",
-        "token": "legacy-verification-token-unused",
-        "container": {"type": "message", "message_ts": "1700000000.000200", "channel_id": "D0X", "is_ephemeral": false},
-        "trigger_id": format!("1700000001.{n}.0a1b2c"),
-        "channel": {"id": "D0X", "name": "directmessage"},
-        "state": {"values": {"review_scopes": {"review_drop": {"type": "multi_static_select", "selected_options": picked}}}},
-        "response_url": slack.response_url(n),
-        "actions": [{
-            "action_id": action, "block_id": "review_decision",
-            "text": {"type": "plain_text", "text": action, "emoji": true},
-            "value": item, "type": "button",
-            "action_ts": format!("1700000002.{n:06}")
-        }]
-    });
-    let body = form_urlencoded::Serializer::new(String::new())
-        .append_pair("payload", &payload.to_string())
-        .finish();
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let r = s
-        .http()
-        .post(s.url("/slack/interactions"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", &ts)
-        .header("x-slack-signature", sign(&ts, &body))
-        .body(body)
-        .send()
-        .expect("posting a Slack interaction");
-    assert_eq!(r.status().as_u16(), 200);
-    let v: Value = r.json().unwrap();
+    let (status, v) = Click::review(user, action, item, drop, n).send(s, slack, SIGNING_SECRET);
+    assert_eq!(status, 200, "{v}");
     v["text"].as_str().unwrap_or_default().to_string()
 }
 

@@ -2,11 +2,9 @@
 //! authorization, size and shape checks, at-least-once deliveries applied once) with Okta's
 //! documented sample payloads, and owner-loss handling started by a user deactivation.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{Value, json};
 use std::time::Duration;
-use support::*;
 
 const HOOK_SECRET: &str = "Bearer okta-hook-shared-secret-3c2b1a";
 const EVENTS: &str = "../tests/fixtures/okta";

@@ -4,13 +4,9 @@
 //! and the decision is applied: two approvers unfreeze one agent with exactly its previous
 //! grants; one approver decommissions the other.
 
-#[path = "support/fake_slack.rs"]
-mod fake_slack;
-mod support;
-
-use fake_slack::{BOT_TOKEN, FakeSlack, all_text, buttons, click_form, signature};
+use crate::fake_slack::{BOT_TOKEN, Click, FakeSlack, all_text, buttons};
+use crate::support::*;
 use serde_json::Value;
-use support::*;
 
 const SIGNING_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
 const SECURITY_CHANNEL: &str = "C0SECURITY";
@@ -49,18 +45,8 @@ fn erp_reader(s: &Server, name: &str) -> (Value, String, String) {
 }
 
 fn click(s: &Server, slack: &FakeSlack, user: &str, action: &str, value: &str, n: u32) {
-    let body = click_form(slack, user, action, value, n);
-    let ts = chrono::Utc::now().timestamp().to_string();
-    let r = s
-        .http()
-        .post(s.url("/slack/interactions"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-slack-request-timestamp", &ts)
-        .header("x-slack-signature", signature(SIGNING_SECRET, &ts, &body))
-        .body(body)
-        .send()
-        .expect("posting a Slack interaction");
-    assert_eq!(r.status().as_u16(), 200);
+    let (status, v) = Click::approval(user, action, value, n, None).send(s, slack, SIGNING_SECRET);
+    assert_eq!(status, 200, "{v}");
 }
 
 /// What Steward answered the clicker on response_url `n`.

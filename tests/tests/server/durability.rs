@@ -1,12 +1,10 @@
 //! Durability: the server process dies between a side effect and its record, or simply stops;
 //! after a restart on the same data directory the workflow completes, exactly once.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
 use shared::ports::vault::Stage;
 use std::time::Duration;
-use support::*;
 
 const NAME: &str = "datadog-remediation-agent-prod";
 

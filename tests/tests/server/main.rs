@@ -1,0 +1,19 @@
+//! The real `steward serve` driven over HTTP as its users and peers drive it: one test binary,
+//! one module per area, so a full `cargo test` links it once.
+
+#[path = "../support/fake_slack.rs"]
+mod fake_slack;
+#[path = "../support/mod.rs"]
+mod support;
+
+mod anomaly;
+mod campaigns;
+mod cli;
+mod discovery;
+mod durability;
+mod okta_intake;
+mod onboarding_http;
+mod refusals_http;
+mod report;
+mod rotation;
+mod slack;
