@@ -151,10 +151,19 @@ fn request_approve_provision_and_fetch_a_verified_token() {
     assert_eq!(v["error"], "invalid_scope", "{v}");
     assert!(v["access_token"].is_null());
     s.wait_agent_status(NAME, "frozen");
-    let (status, v, _) = s.token(
-        &client_id,
-        &secret,
-        Some("datadog:metrics:read okta:users:manage"),
+    // The registry says frozen in the step that issues the deactivation; the identity provider
+    // applies it when that command runs, a moment later.
+    let (status, v) = wait_until(
+        "the frozen agent's client to be deactivated",
+        SETTLE,
+        || {
+            let (status, v, _) = s.token(
+                &client_id,
+                &secret,
+                Some("datadog:metrics:read okta:users:manage"),
+            );
+            (status == 401).then_some((status, v))
+        },
     );
     assert_eq!(status, 401, "{v}");
     assert_eq!(v["error_description"], "client is deactivated", "{v}");
