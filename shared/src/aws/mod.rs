@@ -35,29 +35,56 @@ impl From<EngineError> for EdgeError {
 /// Environment variable naming a local AWS endpoint (the moto server in tests).
 pub const ENDPOINT_ENV: &str = "STEWARD_AWS_ENDPOINT";
 
-/// Loads the SDK configuration the usual way (Lambda's role credentials and region). With an
-/// endpoint (a local emulator), requests go there, with throwaway credentials when none are set.
+/// Deadline of one SDK operation, retries included: a stuck AWS call fails the handler (and
+/// the message is redelivered) instead of hanging until Lambda's own timeout.
+pub const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// Deadline of one attempt; the SDK retries a timed-out attempt within [`OPERATION_TIMEOUT`].
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(8);
+/// Deadline for a TCP and TLS connection to an AWS endpoint.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The SDK configuration of a Lambda function: region and credentials from the environment
+/// Lambda sets for the function's role (`AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), HTTPS over rustls with ring, and deadlines on
+/// every call. With an endpoint (a local emulator), requests go there, with throwaway
+/// credentials when none are set.
+///
+/// Not `aws_config::defaults()`: its provider chain (profiles, SSO, web identity through STS,
+/// ECS, IMDS) serves hosts other than Lambda and costs each binary about half a megabyte.
 pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
+    use aws_config::environment::credentials::EnvironmentVariableCredentialsProvider;
+    use aws_sdk_dynamodb::config::timeout::TimeoutConfig;
+    use aws_sdk_dynamodb::config::{Credentials, SharedCredentialsProvider};
     use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
     crate::tls::install_crypto_provider();
     // The SDK's default client would link aws-lc-rs beside the ring every other client uses.
     let https = aws_smithy_http_client::Builder::new()
         .tls_provider(Provider::Rustls(CryptoMode::Ring))
         .build_https();
-    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(https);
-    if std::env::var_os("AWS_REGION").is_none() && std::env::var_os("AWS_DEFAULT_REGION").is_none()
-    {
-        loader = loader.region(aws_config::Region::new("us-east-1"));
-    }
-    if let Some(url) = endpoint {
-        loader = loader.endpoint_url(url);
-        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
-            loader = loader.credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "static",
-            ));
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|_| "us-east-1".to_string());
+    let credentials = match endpoint {
+        Some(_) if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() => {
+            SharedCredentialsProvider::new(Credentials::new("test", "test", None, None, "static"))
         }
+        _ => SharedCredentialsProvider::new(EnvironmentVariableCredentialsProvider::new()),
+    };
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
+    let mut config = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(aws_config::Region::new(region))
+        .credentials_provider(credentials)
+        .http_client(https)
+        .timeout_config(timeouts);
+    if let Some(url) = endpoint {
+        config = config.endpoint_url(url);
     }
-    loader.load().await
+    config.build()
 }
 
 /// JSON log lines for CloudWatch Logs at the level `STEWARD_LOG` names (`error` … `trace`,
@@ -109,4 +136,24 @@ pub(crate) fn describe<E: std::error::Error>(e: &E) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_sdk_call_has_a_deadline_and_the_emulator_gets_throwaway_credentials() {
+        let config = sdk_config(Some("http://127.0.0.1:9")).await;
+        let timeouts = config.timeout_config().expect("timeouts are set");
+        assert_eq!(timeouts.connect_timeout(), Some(CONNECT_TIMEOUT));
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(timeouts.operation_timeout(), Some(OPERATION_TIMEOUT));
+        assert_eq!(config.endpoint_url(), Some("http://127.0.0.1:9"));
+        assert!(
+            config.http_client().is_some(),
+            "the ring-based HTTPS client"
+        );
+        assert!(config.region().is_some());
+    }
 }
