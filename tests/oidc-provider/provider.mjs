@@ -8,7 +8,7 @@
 // Registration needs the initial access token (RFC 7591 §3): it carries the registration policy
 // `steward-secret-rotation`, which makes an RFC 7592 update that omits `client_secret` issue a
 // new secret. oidc-provider never rotates a secret on update by default, and policies only
-// travel with adapter-backed initial access tokens (FIELD-NOTES "OAuth test peer").
+// travel with adapter-backed initial access tokens (see ADR 13, docs/adr/0013-oauth-dcr-adapter.md).
 import { randomBytes } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
