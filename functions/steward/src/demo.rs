@@ -197,7 +197,10 @@ async fn story(
         .context("secret in vault")?;
     let secret = shared::credential::Credential::from_secret(&stored)?.client_secret;
     shared::tls::install_crypto_provider();
-    let http = reqwest::Client::new();
+    // The demo's own calls to the local server get a deadline like every other call.
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()?;
     let resp = http
         .post(format!("{base}{TOKEN_PATH}"))
         .basic_auth(&client_id, Some(secret.expose()))
