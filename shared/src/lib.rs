@@ -18,6 +18,7 @@ pub mod http;
 pub mod idp;
 pub mod inbound;
 pub mod intake;
+pub mod jwks;
 pub mod manifest;
 pub mod people_file;
 pub mod policy_file;

@@ -18,12 +18,10 @@
 //! process (it caches the JWKS), then [`handle`] for each POST.
 
 mod events;
-mod keys;
 mod receiver;
 mod settings;
 
 use events::*;
-use keys::*;
 pub use receiver::*;
 pub use settings::*;
 
@@ -32,19 +30,22 @@ use crate::Engine;
 use crate::audit;
 use crate::engine::EngineError;
 use crate::intake::{self, Received};
+use crate::jwks::{ACCEPTED_ALGS, KeyError, Keys, VerifyKey, shown};
+pub use crate::jwks::{
+    DEFAULT_JWKS_MIN_REFRESH, JWKS_FETCH_TIMEOUT, JWKS_TTL, JwksSource, MAX_JWKS_BYTES,
+};
 use crate::secret::Secret;
 use crate::signal::{RiskKind, Signal};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey};
+use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use statemachines::Actor;
-use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
 
 /// The media type of a pushed SET (RFC 8417 §8.2, RFC 8935 §2.1).
@@ -55,14 +56,6 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(5 * 60);
 /// How far in the future an `iat` may be (the transmitter's clock runs ahead).
 pub const DEFAULT_FUTURE_SKEW: Duration = Duration::from_secs(60);
-/// Keys are fetched again after this, on the next SET.
-pub const JWKS_TTL: Duration = Duration::from_secs(3600);
-/// At most one JWKS fetch per this interval, however many unknown `kid`s arrive.
-pub const DEFAULT_JWKS_MIN_REFRESH: Duration = Duration::from_secs(60);
-/// A JWKS fetch gets this long.
-pub const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// JWKS documents above this are refused.
-pub const MAX_JWKS_BYTES: usize = 256 * 1024;
 /// The `remember_inbound` source under which accepted `jti`s are kept.
 pub const JTI_SOURCE: &str = "ssf-jti";
 /// How long an accepted `jti` is remembered; far longer than any accepted age, so a replay is
@@ -94,20 +87,6 @@ pub const JWKS_URL_ENV: &str = "STEWARD_SSF_JWKS_URL";
 pub const JWKS_FILE_ENV: &str = "STEWARD_SSF_JWKS_FILE";
 pub const AUTHORIZATION_ENV: &str = "STEWARD_SSF_AUTHORIZATION";
 pub const MAX_AGE_ENV: &str = "STEWARD_SSF_MAX_AGE";
-
-/// The algorithms a SET may be signed with: asymmetric only, so a transmitter's public key can
-/// never double as an HMAC secret.
-const ACCEPTED_ALGS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
 
 /// The RFC 8935 §2.4 error codes (IANA "Security Event Token Error Codes") Steward answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,20 +171,6 @@ fn json_object(part: &str) -> Option<Map<String, Value>> {
         Value::Object(map) => Some(map),
         _ => None,
     }
-}
-
-/// An untrusted value for a description or the audit: bounded, without control characters.
-fn shown(value: &str) -> String {
-    const MAX: usize = 80;
-    let mut out: String = value
-        .chars()
-        .take(MAX)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if value.chars().count() > MAX {
-        out.push('…');
-    }
-    out
 }
 
 /// Handles one push request: 202 with an empty body when the SET is valid and new, the RFC 8935

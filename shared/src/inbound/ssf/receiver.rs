@@ -5,8 +5,7 @@ use super::*;
 /// The receiver for one transmitter: settings plus the cached JWKS. Build it once per process.
 pub struct SsfReceiver {
     settings: SsfSettings,
-    http: Option<reqwest::Client>,
-    cache: tokio::sync::Mutex<KeyCache>,
+    keys: Keys,
 }
 
 impl SsfReceiver {
@@ -14,49 +13,23 @@ impl SsfReceiver {
     /// SET, so a transmitter outage does not stop Steward from starting).
     pub fn new(settings: SsfSettings) -> Result<Self, SsfConfigError> {
         settings.check()?;
-        let mut cache = KeyCache::default();
-        let http = match &settings.jwks {
-            JwksSource::Url(url) => {
-                let https = jwks_url_is_https(url)?;
-                crate::tls::install_crypto_provider();
-                let client = reqwest::Client::builder()
-                    .timeout(JWKS_FETCH_TIMEOUT)
-                    .connect_timeout(JWKS_FETCH_TIMEOUT)
-                    // A redirect could leave https or the transmitter's host.
-                    .redirect(reqwest::redirect::Policy::none())
-                    .https_only(https)
-                    .user_agent("steward-ssf-receiver")
-                    .build()
-                    .map_err(|e| SsfConfigError::Client(e.to_string()))?;
-                Some(client)
-            }
-            JwksSource::File(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| SsfConfigError::Keys {
-                    origin: path.display().to_string(),
-                    reason: e.to_string(),
-                })?;
-                cache.keys = parse_jwks_text(&text).map_err(|reason| SsfConfigError::Keys {
-                    origin: path.display().to_string(),
-                    reason,
-                })?;
-                cache.loaded = Some(Instant::now());
-                cache.attempted = cache.loaded;
-                None
-            }
-            JwksSource::Json(doc) => {
-                cache.keys = parse_jwks(doc).map_err(|reason| SsfConfigError::Keys {
-                    origin: settings.jwks.to_string(),
-                    reason,
-                })?;
-                cache.loaded = Some(Instant::now());
-                None
-            }
+        let https_only = match &settings.jwks {
+            JwksSource::Url(url) => jwks_url_is_https(url)?,
+            _ => false,
         };
-        Ok(Self {
-            settings,
-            http,
-            cache: tokio::sync::Mutex::new(cache),
-        })
+        let keys = Keys::new(
+            settings.jwks.clone(),
+            settings.jwks_min_refresh,
+            https_only,
+            "the transmitter's",
+        )
+        .map_err(|e| match e {
+            crate::jwks::KeysError::Client(m) => SsfConfigError::Client(m),
+            crate::jwks::KeysError::Keys { origin, reason } => {
+                SsfConfigError::Keys { origin, reason }
+            }
+        })?;
+        Ok(Self { settings, keys })
     }
 
     pub fn settings(&self) -> &SsfSettings {
@@ -343,132 +316,15 @@ impl SsfReceiver {
         })
     }
 
-    /// The key for `kid` and `alg`, reloading the JWKS when it is old or the `kid` is unknown
-    /// (at most once per [`SsfSettings::jwks_min_refresh`]).
+    /// The key for `kid` and `alg` (see [`Keys::key_for`]), as a SET refusal.
     pub(super) async fn key_for(
         &self,
         kid: Option<&str>,
         alg: Algorithm,
     ) -> Result<Arc<VerifyKey>, Rejected> {
-        let mut cache = self.cache.lock().await;
-        let reloadable = !matches!(self.settings.jwks, JwksSource::Json(_));
-        let may_try = |c: &KeyCache| {
-            c.attempted
-                .is_none_or(|t| t.elapsed() >= self.settings.jwks_min_refresh)
-        };
-        let old = cache.loaded.is_none_or(|t| t.elapsed() >= JWKS_TTL);
-        // Whether this call loaded the keys (then loading again cannot help).
-        let mut reloaded = false;
-        let mut reload_error = None;
-        if reloadable && old && may_try(&cache) {
-            reload_error = self.reload(&mut cache).await.err();
-            reloaded = true;
-        }
-        if cache.keys.is_empty() {
-            return Err(Rejected::Unavailable(format!(
-                "the transmitter's keys could not be loaded{}; retry later",
-                reload_error.map(|e| format!(" ({e})")).unwrap_or_default()
-            )));
-        }
-        let mut found = lookup(&cache.keys, kid, alg);
-        if matches!(found, Lookup::Unknown) && reloadable && !reloaded {
-            if !may_try(&cache) {
-                // The transmitter may have published a new key since the last load. Asking it
-                // to retry later loses no genuine SET, and forged `kid`s cannot set the fetch
-                // rate.
-                return Err(Rejected::Unavailable(format!(
-                    "key `{}` is not in the transmitter's JWKS as loaded moments ago; retry later",
-                    shown(kid.unwrap_or(""))
-                )));
-            }
-            reload_error = self.reload(&mut cache).await.err();
-            reloaded = true;
-            found = lookup(&cache.keys, kid, alg);
-        }
-        if let (Lookup::Unknown, Some(e)) = (&found, &reload_error) {
-            return Err(Rejected::Unavailable(format!(
-                "key `{}` is not in the transmitter's JWKS and it could not be reloaded ({e}); retry later",
-                shown(kid.unwrap_or(""))
-            )));
-        }
-        let kid_shown = shown(kid.unwrap_or(""));
-        match found {
-            Lookup::Found(key) => Ok(key),
-            Lookup::Unfit => Err(refuse(
-                SetErr::InvalidKey,
-                format!("key `{kid_shown}` of the transmitter's JWKS cannot verify alg {alg:?}"),
-            )),
-            Lookup::Ambiguous => Err(refuse(
-                SetErr::InvalidKey,
-                format!(
-                    "the SET names no kid and the transmitter's JWKS has several keys for {alg:?}"
-                ),
-            )),
-            Lookup::Unknown => Err(refuse(
-                SetErr::InvalidKey,
-                match kid {
-                    Some(_) => format!(
-                        "key `{kid_shown}` is not in the transmitter's JWKS{}",
-                        if reloaded { " (reloaded)" } else { "" }
-                    ),
-                    None => format!("the transmitter's JWKS has no key for {alg:?}"),
-                },
-            )),
-        }
-    }
-
-    /// Loads the JWKS again; on failure the keys loaded before stay in use.
-    pub(super) async fn reload(&self, cache: &mut KeyCache) -> Result<(), String> {
-        cache.attempted = Some(Instant::now());
-        let keys = match &self.settings.jwks {
-            JwksSource::Url(url) => {
-                let text = self.fetch(url).await?;
-                parse_jwks_text(&text)?
-            }
-            JwksSource::File(path) => {
-                let text = tokio::fs::read_to_string(path)
-                    .await
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-                parse_jwks_text(&text)?
-            }
-            JwksSource::Json(doc) => parse_jwks(doc)?,
-        };
-        tracing::info!(keys = keys.len(), source = %self.settings.jwks, "Shared Signals transmitter keys loaded");
-        cache.keys = keys;
-        cache.loaded = cache.attempted;
-        Ok(())
-    }
-
-    pub(super) async fn fetch(&self, url: &str) -> Result<String, String> {
-        let Some(http) = &self.http else {
-            return Err("no HTTP client".into());
-        };
-        let mut resp = http
-            .get(url)
-            .header("accept", "application/jwk-set+json, application/json")
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("GET {url}: HTTP {}", resp.status()));
-        }
-        if resp
-            .content_length()
-            .is_some_and(|n| n > MAX_JWKS_BYTES as u64)
-        {
-            return Err(format!(
-                "GET {url}: the JWKS is larger than {MAX_JWKS_BYTES} bytes"
-            ));
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_JWKS_BYTES {
-                return Err(format!(
-                    "GET {url}: the JWKS is larger than {MAX_JWKS_BYTES} bytes"
-                ));
-            }
-        }
-        String::from_utf8(body).map_err(|_| format!("GET {url}: the JWKS is not UTF-8"))
+        self.keys.key_for(kid, alg).await.map_err(|e| match e {
+            KeyError::Unavailable(m) => Rejected::Unavailable(m),
+            KeyError::Invalid(m) => refuse(SetErr::InvalidKey, m),
+        })
     }
 }

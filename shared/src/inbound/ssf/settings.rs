@@ -3,28 +3,6 @@
 
 use super::*;
 
-/// Where the transmitter's public keys come from.
-#[derive(Debug, Clone)]
-pub enum JwksSource {
-    /// The transmitter's `jwks_uri`: https (plain http only on loopback), fetched lazily,
-    /// cached for [`JWKS_TTL`], fetched again when a SET names an unknown `kid`.
-    Url(String),
-    /// A JWKS file, read at start and read again when a SET names an unknown `kid`.
-    File(PathBuf),
-    /// A JWKS document given directly (a secret store's value; tests).
-    Json(Value),
-}
-
-impl std::fmt::Display for JwksSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            JwksSource::Url(u) => write!(f, "{u}"),
-            JwksSource::File(p) => write!(f, "{}", p.display()),
-            JwksSource::Json(_) => f.write_str("(configured JWKS)"),
-        }
-    }
-}
-
 /// How Steward receives Shared Signals from one transmitter.
 #[derive(Clone)]
 pub struct SsfSettings {

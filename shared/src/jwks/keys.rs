@@ -1,18 +1,24 @@
-//! The transmitter's JWKS: which keys are usable for which `alg`, and how a `kid` is looked up.
+//! The keys of a JWKS: which are usable for which `alg`, and how a `kid` is looked up.
 
-use super::*;
+use super::{ACCEPTED_ALGS, shown};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
+use std::str::FromStr;
+use std::sync::Arc;
 
-/// One usable key of the transmitter's JWKS.
-pub(super) struct VerifyKey {
-    pub(super) kid: Option<String>,
-    pub(super) kind: KeyKind,
+/// One usable key of a JWKS.
+pub struct VerifyKey {
+    pub kid: Option<String>,
+    pub kind: KeyKind,
     /// The key's own `alg`, when the JWK names one.
-    pub(super) alg: Option<Algorithm>,
-    pub(super) key: DecodingKey,
+    pub alg: Option<Algorithm>,
+    pub key: DecodingKey,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum KeyKind {
+pub enum KeyKind {
     Rsa,
     P256,
     P384,
@@ -20,7 +26,7 @@ pub(super) enum KeyKind {
 }
 
 impl VerifyKey {
-    pub(super) fn fits(&self, alg: Algorithm) -> bool {
+    pub fn fits(&self, alg: Algorithm) -> bool {
         let kind_fits = match self.kind {
             KeyKind::Rsa => matches!(
                 alg,
@@ -39,16 +45,7 @@ impl VerifyKey {
     }
 }
 
-#[derive(Default)]
-pub(super) struct KeyCache {
-    pub(super) keys: Vec<Arc<VerifyKey>>,
-    /// When the keys were last loaded.
-    pub(super) loaded: Option<Instant>,
-    /// When a load was last tried, successful or not: the rate limit.
-    pub(super) attempted: Option<Instant>,
-}
-
-pub(super) enum Lookup {
+pub enum Lookup {
     Found(Arc<VerifyKey>),
     /// A key with that `kid` exists but cannot verify this `alg`.
     Unfit,
@@ -57,7 +54,7 @@ pub(super) enum Lookup {
     Unknown,
 }
 
-pub(super) fn lookup(keys: &[Arc<VerifyKey>], kid: Option<&str>, alg: Algorithm) -> Lookup {
+pub fn lookup(keys: &[Arc<VerifyKey>], kid: Option<&str>, alg: Algorithm) -> Lookup {
     match kid {
         Some(kid) => {
             let named: Vec<_> = keys
@@ -84,7 +81,7 @@ pub(super) fn lookup(keys: &[Arc<VerifyKey>], kid: Option<&str>, alg: Algorithm)
     }
 }
 
-pub(super) fn parse_jwks_text(text: &str) -> Result<Vec<Arc<VerifyKey>>, String> {
+pub fn parse_jwks_text(text: &str) -> Result<Vec<Arc<VerifyKey>>, String> {
     let doc: Value =
         serde_json::from_str(text).map_err(|e| format!("the JWKS is not JSON: {e}"))?;
     parse_jwks(&doc)
@@ -92,7 +89,7 @@ pub(super) fn parse_jwks_text(text: &str) -> Result<Vec<Arc<VerifyKey>>, String>
 
 /// The usable keys of a JWKS; keys Steward cannot use (encryption keys, symmetric keys, unknown
 /// types, short RSA moduli) are skipped, and a set without any usable key is an error.
-pub(super) fn parse_jwks(doc: &Value) -> Result<Vec<Arc<VerifyKey>>, String> {
+pub fn parse_jwks(doc: &Value) -> Result<Vec<Arc<VerifyKey>>, String> {
     let Some(keys) = doc.get("keys").and_then(Value::as_array) else {
         return Err("the JWKS has no `keys` array".into());
     };
@@ -105,7 +102,7 @@ pub(super) fn parse_jwks(doc: &Value) -> Result<Vec<Arc<VerifyKey>>, String> {
         }
     }
     if !skipped.is_empty() {
-        tracing::info!(skipped = %skipped.join("; "), "JWKS keys Steward does not verify SETs with");
+        tracing::info!(skipped = %skipped.join("; "), "JWKS keys Steward does not verify with");
     }
     if usable.is_empty() {
         return Err(if skipped.is_empty() {
@@ -117,7 +114,7 @@ pub(super) fn parse_jwks(doc: &Value) -> Result<Vec<Arc<VerifyKey>>, String> {
     Ok(usable)
 }
 
-pub(super) fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
+pub fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
     let text = |name: &str| jwk.get(name).and_then(Value::as_str);
     let bytes = |name: &str| {
         text(name)
@@ -181,7 +178,7 @@ pub(super) fn parse_jwk(jwk: &Value) -> Result<VerifyKey, String> {
         }
         (kty, crv) => {
             return Err(format!(
-                "key type {}{} is not used for SETs",
+                "key type {}{} is not a signature key Steward verifies with",
                 shown(kty.unwrap_or("(none)")),
                 crv.map(|c| format!("/{}", shown(c))).unwrap_or_default()
             ));
