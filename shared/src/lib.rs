@@ -26,6 +26,7 @@ pub mod ports;
 pub mod posture;
 pub mod secret;
 pub mod secret_rotation;
+pub mod sign_in;
 pub mod signal;
 pub mod slack;
 pub mod tls;

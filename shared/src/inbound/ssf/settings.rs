@@ -167,23 +167,13 @@ impl SsfSettings {
 
 /// `Ok(true)` for https, `Ok(false)` for plain http on loopback, an error otherwise.
 pub(super) fn jwks_url_is_https(url: &str) -> Result<bool, SsfConfigError> {
-    let parsed: url::Url =
-        url.parse()
-            .map_err(|e: url::ParseError| SsfConfigError::BadJwksUrl {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
-    let loopback = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    };
-    match parsed.scheme() {
-        "https" => Ok(true),
-        "http" if loopback => Ok(false),
-        _ => Err(SsfConfigError::InsecureJwksUrl {
+    if let Err(reason) = url.parse::<url::Url>() {
+        return Err(SsfConfigError::BadJwksUrl {
             url: url.to_string(),
-        }),
+            reason: reason.to_string(),
+        });
     }
+    crate::jwks::url_is_https(url).map_err(|_| SsfConfigError::InsecureJwksUrl {
+        url: url.to_string(),
+    })
 }
