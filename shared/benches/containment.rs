@@ -177,6 +177,7 @@ async fn run(level: &str, durability: Durability, agents: usize) -> Run {
         okta_hook_secret: None,
         oauth: None,
         ssf: None,
+        people_issuer: None,
     })
     .expect("the embedded stack");
     let calls = Arc::new(Mutex::new(Calls::default()));

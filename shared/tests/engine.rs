@@ -85,6 +85,7 @@ fn build(
         okta_hook_secret: None,
         oauth: None,
         ssf: None,
+        people_issuer: None,
     })
     .unwrap();
     let Embedded {

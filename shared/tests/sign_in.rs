@@ -251,3 +251,130 @@ fn settings_refuse_what_cannot_work() {
     .unwrap();
     assert_eq!(s.person_claim, "preferred_username");
 }
+
+mod admin_api {
+    //! Who the admin API lets in, and as whom: `BearerTokens` and `Caller::acting_as`.
+
+    use super::*;
+    use axum::http::{Request, StatusCode, header::AUTHORIZATION};
+    use shared::Secret;
+    use shared::http::{Authenticate, BearerTokens, Caller, Principal};
+    use shared::people_file::PeopleFileDirectory;
+    use std::sync::Arc;
+
+    const PEOPLE: &str = r#"
+[[person]]
+email = "alice@example.com"
+name = "Alice Ng"
+
+[[person]]
+email = "carol@example.com"
+name = "Carol Left"
+active = false
+"#;
+
+    fn tokens(issuer: &Issuer) -> BearerTokens {
+        BearerTokens {
+            admin: Secret::new("stw_admin"),
+            people: Some(Arc::new(verifier(issuer))),
+            directory: Arc::new(PeopleFileDirectory::parse(PEOPLE).unwrap()),
+        }
+    }
+
+    async fn call(
+        auth: &BearerTokens,
+        bearer: Option<&str>,
+    ) -> Result<Caller, (StatusCode, String)> {
+        let mut req = Request::builder().uri("/api/agents");
+        if let Some(b) = bearer {
+            req = req.header(AUTHORIZATION, format!("Bearer {b}"));
+        }
+        let (parts, ()) = req.body(()).unwrap().into_parts();
+        auth.authenticate(&parts)
+            .await
+            .map_err(|e| (e.status, e.why))
+    }
+
+    #[tokio::test]
+    async fn people_sign_in_and_the_admin_token_is_automation() {
+        let issuer = Issuer::new(1, "k1");
+        let auth = tokens(&issuer);
+
+        let caller = call(&auth, Some(&issuer.sign(&claims()))).await.unwrap();
+        assert_eq!(
+            caller.principal,
+            Principal::Person {
+                id: "alice@example.com".into(),
+                token_id: "tok-1".into()
+            }
+        );
+        let caller = call(&auth, Some("stw_admin")).await.unwrap();
+        assert_eq!(caller, Caller::automation("admin-token holder"));
+
+        let refusals = [
+            (None, StatusCode::UNAUTHORIZED, "missing bearer token"),
+            (
+                Some("stw_wrong".to_string()),
+                StatusCode::UNAUTHORIZED,
+                "wrong bearer token",
+            ),
+            (
+                Some(issuer.sign(&with(claims(), "exp", json!(now() - 600)))),
+                StatusCode::UNAUTHORIZED,
+                "expired",
+            ),
+            (
+                Some(Issuer::new(2, "k1").sign(&claims())),
+                StatusCode::UNAUTHORIZED,
+                "signature",
+            ),
+            (
+                Some(issuer.sign(&with(claims(), "email", json!("carol@example.com")))),
+                StatusCode::FORBIDDEN,
+                "carol@example.com is no longer active",
+            ),
+            (
+                Some(issuer.sign(&with(claims(), "email", json!("mallory@example.com")))),
+                StatusCode::FORBIDDEN,
+                "mallory@example.com is not in the directory",
+            ),
+        ];
+        for (bearer, status, why) in refusals {
+            let (got, message) = call(&auth, bearer.as_deref()).await.unwrap_err();
+            assert_eq!(got, status, "{why}: {message}");
+            assert!(message.contains(why), "{message} should say {why}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_person_acts_only_as_themselves() {
+        let issuer = Issuer::new(1, "k1");
+        let person = call(&tokens(&issuer), Some(&issuer.sign(&claims())))
+            .await
+            .unwrap();
+        assert_eq!(person.acting_as(None, "by").unwrap(), "alice@example.com");
+        assert_eq!(
+            person.acting_as(Some(" Alice@Example.com"), "by").unwrap(),
+            "alice@example.com"
+        );
+        let e = person
+            .acting_as(Some("sam.security@example.com"), "approver")
+            .unwrap_err();
+        assert_eq!(e.status, StatusCode::FORBIDDEN);
+        assert!(
+            e.body.error.contains("signed in as alice@example.com"),
+            "{}",
+            e.body.error
+        );
+
+        let automation = Caller::automation("admin-token holder");
+        assert_eq!(
+            automation.acting_as(Some("bob@example.com"), "by").unwrap(),
+            "bob@example.com"
+        );
+        assert_eq!(
+            automation.acting_as(Some("  "), "by").unwrap_err().status,
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}

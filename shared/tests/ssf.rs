@@ -86,6 +86,7 @@ fn stack() -> Stack {
         okta_hook_secret: None,
         oauth: None,
         ssf: None,
+        people_issuer: None,
     })
     .unwrap();
     let mut engine = Arc::try_unwrap(s.engine)

@@ -13,8 +13,9 @@ pub use lambda_http;
 /// The caller API Gateway's IAM authorizer verified (SigV4), by its principal ARN.
 pub struct IamCaller;
 
+#[async_trait::async_trait]
 impl Authenticate for IamCaller {
-    fn authenticate(
+    async fn authenticate(
         &self,
         request: &lambda_http::http::request::Parts,
     ) -> Result<Caller, Unauthenticated> {
@@ -27,7 +28,7 @@ impl Authenticate for IamCaller {
             _ => None,
         };
         match arn {
-            Some(principal) if !principal.is_empty() => Ok(Caller { principal }),
+            Some(principal) if !principal.is_empty() => Ok(Caller::automation(principal)),
             _ => Err(Unauthenticated {
                 status: lambda_http::http::StatusCode::FORBIDDEN,
                 why: "the request is not signed with IAM credentials".into(),

@@ -52,6 +52,7 @@ pub async fn run() -> anyhow::Result<()> {
             okta_hook_secret: None,
             oauth: None,
             ssf: None,
+            people_issuer: None,
         })?;
     let vault = stack.vault.clone();
     let token = server::admin_token(&data_dir)?;

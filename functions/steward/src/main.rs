@@ -316,6 +316,7 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
                 .map(|_| shared::idp::oauth::OAuthSettings::from_env())
                 .transpose()?,
             ssf: shared::inbound::ssf::SsfSettings::from_env()?,
+            people_issuer: shared::sign_in::IssuerSettings::from_env()?,
         })?;
     server::admin_token(&a.data_dir)?;
     eprintln!(

@@ -9,7 +9,7 @@ mod error;
 mod operations;
 pub mod routes;
 
-pub use auth::{AdminToken, Authenticate, Caller, Unauthenticated};
+pub use auth::{AdminToken, Authenticate, BearerTokens, Caller, Principal, Unauthenticated};
 pub use error::{ApiError, Body, Named, Params};
 
 use crate::engine::Engine;
@@ -150,7 +150,7 @@ fn body_limit(route: &Route) -> Option<usize> {
 /// Establishes the caller of an admin route, or refuses (counted and audited).
 async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    match app.auth.authenticate(&parts) {
+    match app.auth.authenticate(&parts).await {
         Ok(caller) => {
             tracing::info!(principal = %caller.principal, method = %parts.method, path = %parts.uri.path(), "admin API call");
             parts.extensions.insert(caller);

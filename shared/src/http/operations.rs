@@ -185,10 +185,15 @@ async fn list_agents(State(app): State<App>, _: Caller) -> Answer<Json<Vec<Agent
 
 async fn request_agent(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Body(b): Body<AgentRequestBody>,
 ) -> Answer<impl IntoResponse> {
-    let requester = b.requester.unwrap_or_else(|| b.request.owner.clone());
+    // Automation files on the owner's behalf unless it names the requester; a person is the
+    // requester, whoever the owner is.
+    let requester = match caller.person() {
+        Some(_) => caller.acting_as(b.requester.as_deref(), "requester")?,
+        None => b.requester.unwrap_or_else(|| b.request.owner.clone()),
+    };
     Ok(started(
         app.engine.request_agent(b.request, &requester).await?,
     ))
@@ -248,24 +253,26 @@ async fn agent_history(
 
 async fn change_scopes(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(agent): Path<String>,
     Body(b): Body<ScopeChangeBody>,
 ) -> Answer<impl IntoResponse> {
+    let requester = caller.acting_as(Some(&b.requester), "requester")?;
     Ok(started(
         app.engine
-            .request_scope_change(&agent, b.request, &b.requester)
+            .request_scope_change(&agent, b.request, &requester)
             .await?,
     ))
 }
 
 async fn reassign_owner(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(agent): Path<String>,
     Body(b): Body<OwnerBody>,
 ) -> Answer<impl IntoResponse> {
-    let workflow_id = app.engine.reassign_owner(&agent, &b.owner, &b.by).await?;
+    let by = caller.acting_as(Some(&b.by), "by")?;
+    let workflow_id = app.engine.reassign_owner(&agent, &b.owner, &by).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(OwnerAssigned {
@@ -278,16 +285,17 @@ async fn reassign_owner(
 
 async fn rotate(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(agent): Path<String>,
     Body(b): Body<RotateBody>,
 ) -> Answer<impl IntoResponse> {
+    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
         app.engine
             .request_rotation(
                 &agent,
-                RotationReason::OnDemand { by: b.by.clone() },
-                Actor::Person(b.by),
+                RotationReason::OnDemand { by: by.clone() },
+                Actor::Person(by),
             )
             .await?,
     ))
@@ -295,50 +303,52 @@ async fn rotate(
 
 async fn decommission(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(agent): Path<String>,
     Body(b): Body<DecommissionBody>,
 ) -> Answer<impl IntoResponse> {
+    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
         app.engine
-            .request_decommission(&agent, &b.by, &b.reason)
+            .request_decommission(&agent, &by, &b.reason)
             .await?,
     ))
 }
 
 async fn renew(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(agent): Path<String>,
     Body(b): Body<RenewBody>,
 ) -> Answer<impl IntoResponse> {
+    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
         app.engine
-            .request_renewal(&agent, b.until, &b.by, &b.reason)
+            .request_renewal(&agent, b.until, &by, &b.reason)
             .await?,
     ))
 }
 
 async fn freeze(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(agent): Path<String>,
     Body(b): Body<FreezeBody>,
 ) -> Answer<impl IntoResponse> {
-    let d = app.engine.freeze_now(&agent, &b.by, &b.reason).await?;
+    let by = caller.acting_as(Some(&b.by), "by")?;
+    let d = app.engine.freeze_now(&agent, &by, &b.reason).await?;
     Ok((StatusCode::ACCEPTED, Json(d)))
 }
 
 async fn unfreeze(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(agent): Path<String>,
     Body(b): Body<FreezeBody>,
 ) -> Answer<impl IntoResponse> {
+    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
-        app.engine
-            .request_unfreeze(&agent, &b.by, &b.reason)
-            .await?,
+        app.engine.request_unfreeze(&agent, &by, &b.reason).await?,
     ))
 }
 
@@ -350,22 +360,24 @@ async fn list_shadow_agents(State(app): State<App>, _: Caller) -> Answer<Json<Ve
 
 async fn claim_shadow_agent(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(client): Path<String>,
     Body(b): Body<ClaimBody>,
 ) -> Answer<impl IntoResponse> {
+    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
-        app.engine.claim_shadow(&client, b.claim, &b.by).await?,
+        app.engine.claim_shadow(&client, b.claim, &by).await?,
     ))
 }
 
 async fn release_shadow_agent(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(client): Path<String>,
     Body(b): Body<ReleaseBody>,
 ) -> Answer<impl IntoResponse> {
-    let workflow_id = app.engine.release_shadow(&client, &b.by, &b.reason).await?;
+    let by = caller.acting_as(Some(&b.by), "by")?;
+    let workflow_id = app.engine.release_shadow(&client, &by, &b.reason).await?;
     Ok((StatusCode::ACCEPTED, Json(Released { workflow_id })))
 }
 
@@ -385,12 +397,13 @@ async fn list_campaigns(State(app): State<App>, _: Caller) -> Answer<Json<Vec<Ca
 
 async fn launch_campaign(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Body(b): Body<CampaignBody>,
 ) -> Answer<impl IntoResponse> {
+    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
         app.engine
-            .launch_campaign(b.request(), Actor::Person(b.by))
+            .launch_campaign(b.request(), Actor::Person(by))
             .await?,
     ))
 }
@@ -432,10 +445,11 @@ async fn campaign_report(
 
 async fn answer_review(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(item): Path<String>,
     Body(b): Body<ReviewAnswerBody>,
 ) -> Answer<impl IntoResponse> {
+    let by = caller.acting_as(Some(&b.by), "by")?;
     let decision = match b.decision() {
         Ok(d) => d,
         Err(why) => {
@@ -444,14 +458,14 @@ async fn answer_review(
         }
     };
     app.engine
-        .decide_review(&item, &b.by, decision, b.reason.clone())
+        .decide_review(&item, &by, decision, b.reason.clone())
         .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ReviewAnswered {
             item,
             decision: b.decision,
-            by: b.by,
+            by,
         }),
     ))
 }
@@ -473,11 +487,12 @@ async fn show_workflow(
 
 async fn cancel_workflow(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Body(b): Body<CancelBody>,
 ) -> Answer<impl IntoResponse> {
-    app.engine.cancel(&id, &b.by, &b.reason).await?;
+    let by = caller.acting_as(Some(&b.by), "by")?;
+    app.engine.cancel(&id, &by, &b.reason).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(CancelRequested {
@@ -508,37 +523,33 @@ async fn list_approvals(
 
 async fn approve(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Body(b): Body<DecisionBody>,
 ) -> Answer<impl IntoResponse> {
-    decide(app, id, b, Decision::Approve).await
+    decide(app, caller, id, b, Decision::Approve).await
 }
 
 async fn deny(
     State(app): State<App>,
-    _: Caller,
+    caller: Caller,
     Path(id): Path<String>,
     Body(b): Body<DecisionBody>,
 ) -> Answer<impl IntoResponse> {
-    decide(app, id, b, Decision::Deny).await
+    decide(app, caller, id, b, Decision::Deny).await
 }
 
 async fn decide(
     app: App,
+    caller: Caller,
     id: String,
     b: DecisionBody,
     decision: Decision,
 ) -> Answer<(StatusCode, Json<DecisionQueued>)> {
+    let approver = caller.acting_as(Some(&b.approver), "approver")?;
     let record = app
         .engine
-        .decide(
-            &id,
-            &b.approver,
-            decision,
-            b.reason,
-            b.action_hash.as_deref(),
-        )
+        .decide(&id, &approver, decision, b.reason, b.action_hash.as_deref())
         .await?;
     Ok((
         StatusCode::ACCEPTED,

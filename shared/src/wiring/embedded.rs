@@ -16,6 +16,7 @@ use crate::ports::HumanChannel;
 use crate::ports::IdentityProvider;
 use crate::ports::clock::SystemClock;
 use crate::secret::Secret;
+use crate::sign_in::{IssuerSettings, PersonTokens};
 use crate::slack::{SlackChannel, SlackSettings, SlackWeb};
 use statemachines::Policy;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,8 @@ pub struct EmbeddedConfig {
     pub oauth: Option<OAuthSettings>,
     /// A Shared Signals transmitter whose pushes the local server receives at `/ssf/events`.
     pub ssf: Option<SsfSettings>,
+    /// The organisation's OpenID Connect issuer: people sign in to the admin API with its tokens.
+    pub people_issuer: Option<IssuerSettings>,
 }
 
 pub use crate::slack::SlackEdge;
@@ -66,6 +69,8 @@ pub struct Embedded {
     pub okta_hook_secret: Option<Secret>,
     /// The Shared Signals receiver (it keeps the transmitter's keys cached).
     pub ssf: Option<Arc<SsfReceiver>>,
+    /// Verifies people's tokens, when an issuer is configured.
+    pub people_tokens: Option<Arc<PersonTokens>>,
     pub data_dir: PathBuf,
 }
 
@@ -139,6 +144,11 @@ impl Embedded {
             .map(|s| SsfReceiver::new(s).map(Arc::new))
             .transpose()
             .map_err(|e| err(e.to_string()))?;
+        let people_tokens = cfg
+            .people_issuer
+            .map(|s| PersonTokens::new(s).map(Arc::new))
+            .transpose()
+            .map_err(|e| err(e.to_string()))?;
         let directory =
             Arc::new(PeopleFileDirectory::load(&cfg.people).map_err(|e| err(e.to_string()))?);
         let engine = Arc::new(Engine {
@@ -167,6 +177,7 @@ impl Embedded {
             okta,
             okta_hook_secret: cfg.okta_hook_secret,
             ssf,
+            people_tokens,
             data_dir: dir,
         })
     }

@@ -886,6 +886,7 @@ fn okta_stack(fake: &FakeOkta) -> OktaStack {
         okta_hook_secret: None,
         oauth: None,
         ssf: None,
+        people_issuer: None,
     })
     .unwrap();
     OktaStack {

@@ -9,7 +9,7 @@ mod token;
 use base64::Engine as _;
 use jobs::{Job, poll_okta_log, supervise, sweeps, ticks, work};
 use shared::embedded::vault::write_private;
-use shared::http::{AdminToken, App, AppParts, LocalViews};
+use shared::http::{App, AppParts, BearerTokens, LocalViews};
 use shared::secret::Secret;
 use shared::wiring::embedded::Embedded;
 use std::net::SocketAddr;
@@ -44,7 +44,11 @@ impl LocalViews for ConsoleNotices {
 pub fn router(stack: &Embedded, admin_token: Secret) -> axum::Router {
     let app = App::new(AppParts {
         engine: stack.engine.clone(),
-        auth: Arc::new(AdminToken(admin_token)),
+        auth: Arc::new(BearerTokens {
+            admin: admin_token,
+            people: stack.people_tokens.clone(),
+            directory: stack.engine.directory.clone(),
+        }),
         slack: stack.slack.clone(),
         okta_hook_secret: stack.okta_hook_secret.clone(),
         ssf: stack.ssf.clone(),
