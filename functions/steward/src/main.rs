@@ -353,6 +353,19 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
     if stack.ssf.is_some() {
         eprintln!("Shared Signals: SETs received at POST /ssf/events");
     }
+    match &stack.people_tokens {
+        Some(p) => eprintln!(
+            "people sign in with {} (audience {}, person claim {}); the admin token is automation",
+            p.settings().issuer,
+            p.settings().audience,
+            p.settings().person_claim
+        ),
+        None => eprintln!(
+            "people sign-in: off (set {} and {}); the admin token is the only caller",
+            shared::sign_in::ISSUER_ENV,
+            shared::sign_in::AUDIENCE_ENV
+        ),
+    }
     if a.sweep.0.is_none() {
         eprintln!("periodic sweep: off (POST /api/sweep runs one)");
     }
