@@ -1,9 +1,13 @@
-// The OAuth 2.0 test peer of Steward's generic OAuth adapter (shared/src/idp/oauth.rs): the npm
-// `oidc-provider` on 127.0.0.1 with dynamic client registration (RFC 7591/7592), the
-// client_credentials grant, introspection (RFC 7662) and revocation (RFC 7009). tests/run starts
-// it; see docs/adr/0013-oauth-dcr-adapter.md.
+// The OAuth 2.0 / OpenID test peer (npm `oidc-provider` on 127.0.0.1), started by tests/run:
+// - for Steward's generic OAuth adapter (shared/src/idp/oauth/): dynamic client registration
+//   (RFC 7591/7592), the client_credentials grant, introspection (RFC 7662) and revocation
+//   (RFC 7009); see docs/adr/0013-oauth-dcr-adapter.md;
+// - as the people's issuer: the device authorization grant (RFC 8628) for the public client
+//   `steward-cli`, a login form checked against OIDC_PEOPLE_PASSWORD, and JWT access tokens for
+//   the audience `api://steward` that name the person by `email`
+//   (docs/adr/0022-principals-and-person-sign-in.md).
 //
-// Usage: PORT=<port> OIDC_INITIAL_ACCESS_TOKEN=<random value> node provider.mjs
+// Usage: PORT=<port> OIDC_INITIAL_ACCESS_TOKEN=<random value> [OIDC_PEOPLE_PASSWORD=<value>] node provider.mjs
 //
 // Registration needs the initial access token (RFC 7591 §3): it carries the registration policy
 // `steward-secret-rotation`, which makes an RFC 7592 update that omits `client_secret` issue a
@@ -18,6 +22,9 @@ if (!Number.isInteger(port) || port <= 0 || port > 65535) {
   console.error('provider.mjs: set PORT to the port to listen on (127.0.0.1)');
   process.exit(2);
 }
+// People sign in to Steward with tokens from this issuer (device flow); the test peer's one
+// password stands for whatever the organisation's issuer asks of a person.
+const peoplePassword = process.env.OIDC_PEOPLE_PASSWORD ?? '';
 if (initialAccessToken.length < 32) {
   console.error('provider.mjs: set OIDC_INITIAL_ACCESS_TOKEN to a random value of 32+ characters');
   process.exit(2);
@@ -27,7 +34,18 @@ if (initialAccessToken.length < 32) {
 const issuer = `http://127.0.0.1:${port}`;
 
 // The scopes tests grant; `steward:test:*` are the two the conformance suite uses.
-const SCOPES = ['openid', 'steward:test:read', 'steward:test:write', 'steward:test:admin'];
+const SCOPES = ['openid', 'email', 'steward:test:read', 'steward:test:write', 'steward:test:admin'];
+
+// The audience of people's access tokens for Steward's admin API (STEWARD_OIDC_AUDIENCE), and
+// the public client `steward login` uses (device authorization grant, RFC 8628).
+const PEOPLE_AUDIENCE = 'api://steward';
+const PEOPLE_CLIENT = {
+  client_id: 'steward-cli',
+  token_endpoint_auth_method: 'none',
+  grant_types: ['urn:ietf:params:oauth:grant-type:device_code'],
+  response_types: [],
+  redirect_uris: [],
+};
 
 // The resource (RFC 8707) a client may ask client_credentials tokens for.
 const TEST_RESOURCE = 'urn:steward:test-api';
@@ -39,9 +57,21 @@ const DEFAULT_TTL = 600;
 const MAX_TTL = 86400;
 
 const configuration = {
-  clients: [],
+  clients: [PEOPLE_CLIENT],
+  claims: { openid: ['sub'], email: ['email', 'email_verified'] },
+  async findAccount(ctx, id) {
+    return { accountId: id, async claims() { return { sub: id, email: id, email_verified: true }; } };
+  },
+  // People's JWT access tokens name the person the way Steward's directory does.
+  async extraTokenClaims(ctx, token) {
+    if (token.kind === 'AccessToken' && token.accountId) {
+      return { email: token.accountId };
+    }
+    return undefined;
+  },
   scopes: SCOPES,
-  clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+  // 'none': the public client people sign in with; registered clients use a secret.
+  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'none'],
   extraClientMetadata: {
     properties: [LIFETIME],
     validator(ctx, key, value) {
@@ -61,6 +91,7 @@ const configuration = {
   features: {
     devInteractions: { enabled: false },
     clientCredentials: { enabled: true },
+    deviceFlow: { enabled: true },
     introspection: {
       enabled: true,
       // A client may introspect its own tokens only.
@@ -74,6 +105,15 @@ const configuration = {
       defaultResource: () => undefined,
       useGrantedResource: () => false,
       getResourceServerInfo(ctx, resource) {
+        if (resource === PEOPLE_AUDIENCE) {
+          return {
+            scope: 'openid email',
+            audience: PEOPLE_AUDIENCE,
+            accessTokenFormat: 'jwt',
+            accessTokenTTL: 600,
+            jwt: { sign: { alg: 'RS256' } },
+          };
+        }
         if (resource !== TEST_RESOURCE) {
           throw new errors.InvalidTarget(`unknown resource ${resource}`);
         }
@@ -101,6 +141,50 @@ const configuration = {
 const provider = new Provider(issuer, configuration);
 
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+
+async function form(req) {
+  let raw = '';
+  for await (const chunk of req) {
+    raw += chunk;
+    if (raw.length > 16384) throw new Error('form too large');
+  }
+  return Object.fromEntries(new URLSearchParams(raw));
+}
+
+// The sign-in step of an interaction: a login form, and its POST checked against the test
+// password. A signed-in person grants Steward's client what it asked for (no consent screen).
+provider.use(async (ctx, next) => {
+  const m = ctx.path.match(/^\/interaction\/([^/]+)(\/login)?$/);
+  if (!m) return next();
+  const details = await provider.interactionDetails(ctx.req, ctx.res);
+  if (ctx.method === 'GET' && !m[2]) {
+    ctx.type = 'html';
+    ctx.body = `<form method="post" action="/interaction/${details.uid}/login">`
+      + '<input name="login"/><input name="password" type="password"/></form>';
+    return undefined;
+  }
+  if (ctx.method !== 'POST' || !m[2]) return next();
+  const body = await form(ctx.req);
+  if (!peoplePassword || body.password !== peoplePassword || !body.login) {
+    ctx.status = 401;
+    ctx.body = 'wrong login or password';
+    return undefined;
+  }
+  const accountId = body.login.trim();
+  const grant = new provider.Grant({ accountId, clientId: details.params.client_id });
+  grant.addOIDCScope('openid email');
+  if (details.params.resource) {
+    grant.addResourceScope(details.params.resource, 'openid email');
+  }
+  const grantId = await grant.save();
+  const to = await provider.interactionResult(ctx.req, ctx.res, {
+    login: { accountId },
+    consent: { grantId },
+  }, { mergeWithLastSubmission: false });
+  ctx.status = 303;
+  ctx.redirect(to);
+  return undefined;
+});
 
 await new provider.InitialAccessToken({
   jti: initialAccessToken,

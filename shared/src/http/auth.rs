@@ -168,7 +168,7 @@ impl Authenticate for BearerTokens {
             .map_err(|e| Unauthenticated {
                 status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
                 why: e.to_string(),
-                hint: "sign in again with `steward login`".into(),
+                hint: "get a new token from the organisation's issuer".into(),
             })?;
         let refused = |why: String| Unauthenticated {
             status: StatusCode::FORBIDDEN,

@@ -3,6 +3,8 @@
 
 #[path = "../support/fake_slack.rs"]
 mod fake_slack;
+#[path = "../support/oidc_people.rs"]
+mod oidc_people;
 #[path = "../support/mod.rs"]
 mod support;
 
@@ -16,4 +18,5 @@ mod onboarding_http;
 mod refusals_http;
 mod report;
 mod rotation;
+mod sign_in;
 mod slack;
