@@ -212,6 +212,18 @@ pub struct ErrorBody {
     pub reasons: Vec<statemachines::workflow::Reason>,
 }
 
+/// `GET /api/whoami`: the principal the server took the caller to be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Me {
+    /// `person` or `automation`.
+    pub kind: String,
+    /// The person's normalised id (their e-mail by default), or the automation's name.
+    pub id: String,
+    /// For a person: the token's `jti` (or a digest of it), never the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_id: Option<String>,
+}
+
 /// `GET /health`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {

@@ -145,8 +145,11 @@ impl Api {
     }
 
     pub fn from_client(c: &Client) -> anyhow::Result<Self> {
+        // An explicit token first, then the signed-in person (`steward login`), then the
+        // server's admin token (automation).
         let token = match &c.token {
             Some(t) => t.clone(),
+            None if let Some(t) = crate::login::current_token()? => t,
             None => std::fs::read_to_string(c.data_dir.join("admin-token"))
                 .with_context(|| {
                     format!(
@@ -556,6 +559,15 @@ async fn decide(
             "approval {id}: {decision} queued; the workflow applies it (see `steward agents show`)"
         )
     });
+    Ok(())
+}
+
+pub async fn whoami(c: &Client) -> anyhow::Result<()> {
+    let me = Api::from_client(c)?.whoami().await?;
+    match me.token_id {
+        Some(token) => println!("{} {} (token {token})", me.kind, me.id),
+        None => println!("{} {}", me.kind, me.id),
+    }
     Ok(())
 }
 

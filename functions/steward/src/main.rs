@@ -3,6 +3,7 @@
 mod campaigns;
 mod cli;
 mod demo;
+mod login;
 mod report;
 mod server;
 mod shadow;
@@ -104,6 +105,15 @@ enum Cmd {
     },
     /// The seeds' story end to end in a temporary directory, printed as a timeline.
     Demo,
+    /// Sign in as yourself at the organisation's issuer (device authorization grant).
+    Login(login::LoginArgs),
+    /// Forget the signed-in session (the CLI uses the admin token again).
+    Logout,
+    /// Who the server takes you to be.
+    Whoami {
+        #[command(flatten)]
+        client: Client,
+    },
 }
 
 mod server_args {
@@ -278,6 +288,9 @@ fn main() -> anyhow::Result<()> {
                 manifests,
             } => cli::validate(&policy, people.as_deref(), &manifests).await,
             Cmd::Demo => demo::run().await,
+            Cmd::Login(a) => login::login(a).await,
+            Cmd::Logout => login::logout(),
+            Cmd::Whoami { client } => cli::whoami(&client).await,
         }
     })
 }

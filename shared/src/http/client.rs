@@ -164,6 +164,11 @@ impl AdminClient {
         self.call(&routes::HEALTH, &[], NO_QUERY, NO_BODY).await
     }
 
+    /// Who the server takes the caller to be.
+    pub async fn whoami(&self) -> Result<Me, ClientError> {
+        self.call(&routes::WHOAMI, &[], NO_QUERY, NO_BODY).await
+    }
+
     pub async fn agents(&self) -> Result<Vec<Agent>, ClientError> {
         self.call(&routes::LIST_AGENTS, &[], NO_QUERY, NO_BODY)
             .await

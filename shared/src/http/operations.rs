@@ -30,6 +30,7 @@ pub(super) fn handler(route: &Route) -> MethodRouter<App> {
         Op::OktaHookVerification => on(route, okta_hook),
         Op::OktaHookDelivery => on(route, okta_hook),
         Op::SharedSignals => on(route, shared_signals),
+        Op::Whoami => on(route, whoami),
         Op::ListAgents => on(route, list_agents),
         Op::RequestAgent => on(route, request_agent),
         Op::ShowAgent => on(route, show_agent),
@@ -178,6 +179,21 @@ async fn shared_signals(
 }
 
 // ---------- agents ----------
+
+async fn whoami(caller: Caller) -> Answer<Json<Me>> {
+    Ok(Json(match caller.principal {
+        super::Principal::Person { id, token_id } => Me {
+            kind: "person".into(),
+            id,
+            token_id: Some(token_id),
+        },
+        super::Principal::Automation { name } => Me {
+            kind: "automation".into(),
+            id: name,
+            token_id: None,
+        },
+    }))
+}
 
 async fn list_agents(State(app): State<App>, _: Caller) -> Answer<Json<Vec<Agent>>> {
     Ok(Json(app.engine.store.agents().await?))

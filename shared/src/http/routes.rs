@@ -12,6 +12,7 @@ pub enum Op {
     OktaHookVerification,
     OktaHookDelivery,
     SharedSignals,
+    Whoami,
     ListAgents,
     RequestAgent,
     ShowAgent,
@@ -110,6 +111,7 @@ pub const OKTA_HOOK_VERIFICATION: Route = public(Op::OktaHookVerification, Get, 
 pub const OKTA_HOOK_DELIVERY: Route = public(Op::OktaHookDelivery, Post, "/hooks/okta");
 pub const SHARED_SIGNALS: Route = public(Op::SharedSignals, Post, "/ssf/events");
 
+pub const WHOAMI: Route = admin(Op::Whoami, Get, "/api/whoami");
 pub const LIST_AGENTS: Route = admin(Op::ListAgents, Get, "/api/agents");
 pub const REQUEST_AGENT: Route = admin(Op::RequestAgent, Post, "/api/agents");
 pub const SHOW_AGENT: Route = admin(Op::ShowAgent, Get, "/api/agents/{agent}");
@@ -159,6 +161,7 @@ pub const ROUTES: &[Route] = &[
     OKTA_HOOK_VERIFICATION,
     OKTA_HOOK_DELIVERY,
     SHARED_SIGNALS,
+    WHOAMI,
     LIST_AGENTS,
     REQUEST_AGENT,
     SHOW_AGENT,

@@ -149,3 +149,80 @@ fn a_wrong_password_at_the_issuer_gets_no_token() {
     let refused = oidc_people::sign_in(ALICE, "not-the-password").unwrap_err();
     assert!(refused.contains("wrong login or password"), "{refused}");
 }
+
+/// `steward login` end to end: the CLI shows a code, the person enters it at the issuer and
+/// signs in there, the CLI keeps the token (0600) and calls Steward as that person until
+/// `steward logout`.
+#[test]
+fn steward_login_signs_a_person_in_with_the_device_flow() {
+    use std::io::{BufRead, BufReader};
+    let s = signed_in_server();
+    let config = tempfile::tempdir().unwrap();
+    let mut login = steward()
+        .args([
+            "login",
+            "--issuer",
+            &oidc_people::issuer(),
+            "--audience",
+            AUDIENCE,
+        ])
+        .env("STEWARD_CONFIG_DIR", config.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(login.stdout.take().unwrap()).lines();
+    let prompt = lines.next().expect("the CLI shows a code").unwrap();
+    let (_, code) = prompt
+        .split_once("enter the code: ")
+        .unwrap_or_else(|| panic!("unexpected prompt: {prompt}"));
+    oidc_people::approve_device(
+        code.trim(),
+        ALICE,
+        &oidc_people::env("STEWARD_TEST_OIDC_PEOPLE_PASSWORD"),
+    )
+    .unwrap();
+    let status = login.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(status.success(), "steward login failed: {rest:?}");
+    assert!(
+        rest.iter().any(|l| l.starts_with("Signed in at")),
+        "{rest:?}"
+    );
+
+    let session = config.path().join("session.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&session).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the session file is the person's alone");
+    }
+
+    let whoami = |config: &std::path::Path| {
+        let out = s
+            .cli(["whoami"])
+            .env("STEWARD_CONFIG_DIR", config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let me = whoami(config.path());
+    assert!(me.starts_with("person alice@example.com (token "), "{me}");
+
+    let out = steward()
+        .arg("logout")
+        .env("STEWARD_CONFIG_DIR", config.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(!session.exists());
+    assert_eq!(
+        whoami(config.path()).trim(),
+        "automation admin-token holder"
+    );
+}

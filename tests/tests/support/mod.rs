@@ -62,9 +62,18 @@ pub fn steward() -> Command {
         "STEWARD_TICK",
         "STEWARD_CRASH_AFTER",
         "STEWARD_VAULT_KEY",
+        "STEWARD_OIDC_ISSUER",
+        "STEWARD_OIDC_AUDIENCE",
+        "STEWARD_OIDC_CLIENT_ID",
     ] {
         c.env_remove(var);
     }
+    // No signed-in session of whoever runs the tests: each command sees an empty config dir
+    // unless a test gives it its own.
+    c.env(
+        "STEWARD_CONFIG_DIR",
+        std::env::temp_dir().join("steward-tests-no-session"),
+    );
     c.env("STEWARD_LOG", "steward=info,shared=info,warn");
     c
 }

@@ -65,7 +65,7 @@ impl Browser {
 }
 
 /// Signs `login` in with `password` and returns the access token the issuer grants
-/// `steward-cli` for Steward's audience; panics with the issuer's answer when a step fails.
+/// `steward-cli` for Steward's audience; `Err` with the issuer's answer when it refuses.
 pub fn sign_in(login: &str, password: &str) -> Result<String, String> {
     let issuer = issuer();
     let http = Browser::http();
@@ -80,12 +80,33 @@ pub fn sign_in(login: &str, password: &str) -> Result<String, String> {
         .unwrap()
         .json()
         .unwrap();
-    let user_code = device["user_code"]
+    let user_code = device["user_code"].as_str().expect("a user code");
+    let device_code = device["device_code"].as_str().expect("a device code");
+    approve_device(user_code, login, password)?;
+    let token: Value = http
+        .post(format!("{issuer}/token"))
+        .form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code),
+            ("client_id", CLIENT_ID),
+            ("resource", AUDIENCE),
+        ])
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    token["access_token"]
         .as_str()
-        .expect("a user code")
-        .to_string();
-    let device_code = device["device_code"].as_str().unwrap().to_string();
+        .map(str::to_string)
+        .ok_or_else(|| format!("no access token: {token}"))
+}
 
+/// At the issuer's `/device` page, as a person at a browser: enters `user_code`, signs in as
+/// `login` with `password` and lands on the success page. `Err` with the issuer's answer when
+/// the sign-in is refused.
+pub fn approve_device(user_code: &str, login: &str, password: &str) -> Result<(), String> {
+    let issuer = issuer();
+    let http = Browser::http();
     let mut browser = Browser::default();
     let page = browser
         .send(http.get(format!("{issuer}/device")))
@@ -99,13 +120,12 @@ pub fn sign_in(login: &str, password: &str) -> Result<String, String> {
         .to_string();
     let confirmed = browser.send(http.post(format!("{issuer}/device")).form(&[
         ("xsrf", xsrf.as_str()),
-        ("user_code", user_code.as_str()),
+        ("user_code", user_code),
         ("confirm", "yes"),
     ]));
     let interaction = location(&confirmed);
-    let login_url = format!("{issuer}{interaction}/login");
     let mut resp = browser.send(
-        http.post(login_url)
+        http.post(format!("{issuer}{interaction}/login"))
             .form(&[("login", login), ("password", password)]),
     );
     if resp.status().as_u16() == 401 {
@@ -129,23 +149,7 @@ pub fn sign_in(login: &str, password: &str) -> Result<String, String> {
         200,
         "the sign-in ends on the success page"
     );
-
-    let token: Value = http
-        .post(format!("{issuer}/token"))
-        .form(&[
-            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
-            ("device_code", device_code.as_str()),
-            ("client_id", CLIENT_ID),
-            ("resource", AUDIENCE),
-        ])
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    token["access_token"]
-        .as_str()
-        .map(str::to_string)
-        .ok_or_else(|| format!("no access token: {token}"))
+    Ok(())
 }
 
 fn location(resp: &reqwest::blocking::Response) -> String {
