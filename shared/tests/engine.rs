@@ -35,6 +35,11 @@ name = "Bob Okafor"
 [[person]]
 email = "sam.security@example.com"
 name = "Sam Patel"
+
+[[person]]
+email = "priya.secops@example.com"
+name = "Priya Shah"
+active = false
 "#;
 const REQUESTER: &str = "bob@example.com";
 const OWNER: &str = "alice@example.com";
@@ -370,6 +375,27 @@ async fn decide_checks_the_approver_and_decides_once() {
             Err(EngineError::Rejected(_))
         ));
     }
+    // Priya is an approver in the policy but has left (inactive in the directory).
+    match e
+        .decide(
+            &approval_id,
+            "priya.secops@example.com",
+            Decision::Approve,
+            None,
+            None,
+        )
+        .await
+    {
+        Err(EngineError::Rejected(r)) => {
+            assert!(r.to_string().contains("no longer active"), "{r}")
+        }
+        other => panic!("a departed approver must be refused, got {other:?}"),
+    }
+    assert_eq!(
+        e.store.approvals(true).await.unwrap().len(),
+        1,
+        "still pending"
+    );
     assert!(matches!(
         e.decide("no-such-approval", APPROVER, Decision::Approve, None, None)
             .await,

@@ -2,6 +2,7 @@
 //! answer, then applied by the workflow's machine.
 
 use super::*;
+use statemachines::onboarding::OwnerStatus;
 
 impl Engine {
     /// Checks a decision now (for a clear answer to the person) and hands it to the workflow,
@@ -48,6 +49,22 @@ impl Engine {
                 ),
             )),
             _ => req.check_decision(approver, self.clock.now()).err(),
+        };
+        // Only people active in the directory decide: someone who left loses the power at once,
+        // whatever the policy file still lists.
+        let refusal = match refusal {
+            Some(r) => Some(r),
+            None => match self.directory.owner_status(approver).await? {
+                OwnerStatus::Active => None,
+                OwnerStatus::Inactive => Some(Rejected::new(
+                    "approver",
+                    format!("{approver} is no longer active in the directory and cannot decide"),
+                )),
+                OwnerStatus::Unknown => Some(Rejected::new(
+                    "approver",
+                    format!("{approver} is not in the directory and cannot decide"),
+                )),
+            },
         };
         if let Some(r) = refusal {
             self.audit_refusal(
