@@ -61,8 +61,9 @@ impl Caller {
         }
     }
 
-    /// The person a request acts as. A signed-in person acts as themselves: a body that names
-    /// someone else is refused (403). Automation names the person in the body, as before sign-in.
+    /// The person a request acts as, normalised (trimmed, lower-cased). A signed-in person acts
+    /// as themselves: a body that names someone else is refused (403). Automation names the
+    /// person in the body, as before sign-in.
     pub fn acting_as(&self, named: Option<&str>, field: &str) -> Result<String, super::ApiError> {
         let named = named.map(str::trim).filter(|n| !n.is_empty());
         match (&self.principal, named) {
@@ -75,7 +76,9 @@ impl Caller {
                     crate::jwks::shown(n)
                 ),
             )),
-            (Principal::Automation { .. }, Some(n)) => Ok(n.to_string()),
+            // Normalised like a person's id, so separation of duties cannot be dodged with a
+            // trailing space or capitals.
+            (Principal::Automation { .. }, Some(n)) => Ok(n.to_lowercase()),
             (Principal::Automation { .. }, None) => Err(super::ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("`{field}` is required: say who this request is from"),

@@ -208,7 +208,10 @@ async fn request_agent(
     // requester, whoever the owner is.
     let requester = match caller.person() {
         Some(_) => caller.acting_as(b.requester.as_deref(), "requester")?,
-        None => b.requester.unwrap_or_else(|| b.request.owner.clone()),
+        None => caller.acting_as(
+            Some(b.requester.as_deref().unwrap_or(&b.request.owner)),
+            "requester",
+        )?,
     };
     Ok(started(
         app.engine.request_agent(b.request, &requester).await?,

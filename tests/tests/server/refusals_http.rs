@@ -144,6 +144,16 @@ fn the_requester_cannot_approve_their_own_request() {
     let (status, v) = s.decide(id, "approve", PRIYA);
     assert_eq!(status, 202, "{v}");
     let agent = s.wait_agent_status(NAME, "active");
+
+    // A requester named with spacing and capitals is stored normalised, so it still counts.
+    let mut body = sensitive_request();
+    body["name"] = json!("datadog-triage-agent-prod");
+    body["requester"] = json!(" SAM.Security@Example.com ");
+    let started = s.request_ok(&body);
+    let approval = s.pending_approval(started["workflow_id"].as_str().unwrap());
+    assert_eq!(approval["request"]["requester"], SAM);
+    let (status, v) = s.decide(approval["request"]["id"].as_str().unwrap(), "approve", SAM);
+    assert_reason(status, &v, "approver", "cannot approve");
     assert_eq!(s.idp_clients().len(), 1);
     assert_eq!(s.idp_clients()[0]["client_id"], agent["client_id"]);
 }
