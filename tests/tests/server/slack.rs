@@ -630,3 +630,43 @@ fn slack_signature_vector() {
         Err(SignatureError::MissingHeaders)
     );
 }
+
+/// One person cannot supply both votes of a two-person rule by voting once signed in through
+/// the API and once in Slack: both are the same principal.
+#[test]
+fn one_person_cannot_supply_both_votes_through_the_api_and_slack() {
+    let slack = slack();
+    let opts = with_approval(
+        options(&slack),
+        "two_person_scopes",
+        &format!("[\"{PAYMENTS_WRITE}\"]"),
+    )
+    .env("STEWARD_OIDC_ISSUER", &crate::oidc_people::issuer())
+    .env("STEWARD_OIDC_AUDIENCE", crate::oidc_people::AUDIENCE);
+    let s = Server::start_with(opts);
+    let (approval, posts) =
+        request_and_wait_for_posts(&s, &slack, "payments-agent-prod", &[PAYMENTS_WRITE], 2);
+    let value = button_value(&posts[0].2);
+
+    let sam = crate::oidc_people::sign_in(
+        SAM,
+        &crate::oidc_people::env("STEWARD_TEST_OIDC_PEOPLE_PASSWORD"),
+    )
+    .unwrap();
+    let r = s
+        .http()
+        .post(s.url(&format!("/api/approvals/{approval}/approve")))
+        .bearer_auth(&sam)
+        .json(&json!({"approver": SAM, "reason": "signed in"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+
+    let answered = approve_answer(&s, &slack, "U0SAM", &value, 1);
+    assert!(answered.contains("already approved"), "{answered}");
+    s.wait_idle();
+    assert_eq!(s.agent("payments-agent-prod")["status"], "pending_approval");
+
+    assert!(approve_answer(&s, &slack, "U0PRIYA", &value, 2).contains("Received"));
+    s.wait_agent_status("payments-agent-prod", "active");
+}
