@@ -1,20 +1,29 @@
 //! The `api` function: Steward's HTTP surface on AWS. It serves the one router of
 //! `shared::http` (the same the local server mounts) through `lambda_http`, for API Gateway
 //! HTTP API and function URL events (payload format 2.0). Admin routes need an IAM-signed
-//! caller: API Gateway's IAM authorizer names it in the request context.
+//! caller, whom API Gateway's IAM authorizer names in the request context (automation), or a
+//! person's token from the organisation's OIDC issuer, which the function verifies itself.
 
 use lambda_http::request::RequestContext;
-use shared::http::{App, AppParts, Authenticate, Caller, Unauthenticated};
+use shared::http::{App, AppParts, Authenticate, Caller, Unauthenticated, person_caller};
+use shared::ports::Directory;
+use shared::sign_in::PersonTokens;
 use shared::wiring::aws::AwsStack;
 use std::sync::Arc;
 
 pub use lambda_http;
 
-/// The caller API Gateway's IAM authorizer verified (SigV4), by its principal ARN.
-pub struct IamCaller;
+/// The callers of the admin API on AWS: an IAM principal API Gateway's IAM authorizer verified
+/// (SigV4) is automation, named by its ARN; a person calls with a token from the organisation's
+/// OIDC issuer, which the function verifies itself (whatever authorizer ran before) and checks
+/// against the directory.
+pub struct ApiCallers {
+    pub people: Option<Arc<PersonTokens>>,
+    pub directory: Arc<dyn Directory>,
+}
 
 #[async_trait::async_trait]
-impl Authenticate for IamCaller {
+impl Authenticate for ApiCallers {
     async fn authenticate(
         &self,
         request: &lambda_http::http::request::Parts,
@@ -27,12 +36,28 @@ impl Authenticate for IamCaller {
                 .and_then(|i| i.user_arn.clone()),
             _ => None,
         };
-        match arn {
-            Some(principal) if !principal.is_empty() => Ok(Caller::automation(principal)),
+        if let Some(principal) = arn.filter(|a| !a.is_empty()) {
+            return Ok(Caller::automation(principal));
+        }
+        let bearer = request
+            .headers
+            .get(lambda_http::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        match (&self.people, bearer) {
+            (Some(people), Some(token)) => {
+                person_caller(people, self.directory.as_ref(), token).await
+            }
             _ => Err(Unauthenticated {
                 status: lambda_http::http::StatusCode::FORBIDDEN,
-                why: "the request is not signed with IAM credentials".into(),
-                hint: "sign it with SigV4 (the route must use AWS_IAM authorization)".into(),
+                why: "the request is not signed with IAM credentials and carries no person's token"
+                    .into(),
+                hint: match self.people {
+                    Some(_) => "sign it with SigV4, or send `Authorization: Bearer <token>` from the organisation's issuer".into(),
+                    None => "sign it with SigV4 (the route must use AWS_IAM authorization)".into(),
+                },
             }),
         }
     }
@@ -42,10 +67,14 @@ impl Authenticate for IamCaller {
 pub fn router(
     stack: &AwsStack,
     ssf: Option<Arc<shared::inbound::ssf::SsfReceiver>>,
+    people: Option<Arc<PersonTokens>>,
 ) -> axum::Router {
     shared::http::router(App::new(AppParts {
         engine: stack.engine.clone(),
-        auth: Arc::new(IamCaller),
+        auth: Arc::new(ApiCallers {
+            people,
+            directory: stack.engine.directory.clone(),
+        }),
         // Slack and Okta have their own functions (and secrets); only the routes are here.
         slack: None,
         okta_hook_secret: None,

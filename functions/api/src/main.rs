@@ -10,5 +10,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         .map(SsfReceiver::new)
         .transpose()?
         .map(Arc::new);
-    lambda_http::run(api::router(&stack, ssf)).await
+    let people = shared::sign_in::IssuerSettings::from_env()?
+        .map(shared::sign_in::PersonTokens::new)
+        .transpose()?
+        .map(Arc::new);
+    lambda_http::run(api::router(&stack, ssf, people)).await
 }

@@ -125,6 +125,46 @@ pub struct BearerTokens {
     pub directory: Arc<dyn Directory>,
 }
 
+/// A person's bearer token, verified against the issuer and the directory: the person must be
+/// listed and active (403 otherwise); an unverifiable token is 401, an unreachable issuer 503.
+pub async fn person_caller(
+    people: &PersonTokens,
+    directory: &dyn Directory,
+    presented: &str,
+) -> Result<Caller, Unauthenticated> {
+    let person = people
+        .verify(presented)
+        .await
+        .map_err(|e| Unauthenticated {
+            status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
+            why: e.to_string(),
+            hint: "get a new token from the organisation's issuer".into(),
+        })?;
+    let refused = |why: String| Unauthenticated {
+        status: StatusCode::FORBIDDEN,
+        why,
+        hint: "ask the people directory's owner to add or reactivate you".into(),
+    };
+    match directory.person(&person.id).await {
+        Ok(Some(p)) if p.active => Ok(Caller {
+            principal: Principal::Person {
+                id: person.id,
+                token_id: person.token_id,
+            },
+        }),
+        Ok(Some(_)) => Err(refused(format!(
+            "{} is no longer active in the directory",
+            person.id
+        ))),
+        Ok(None) => Err(refused(format!("{} is not in the directory", person.id))),
+        Err(e) => Err(Unauthenticated {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            why: e.to_string(),
+            hint: "try again later".into(),
+        }),
+    }
+}
+
 /// The admin token alone (no person sign-in).
 pub struct AdminToken(pub Secret);
 
@@ -165,37 +205,7 @@ impl Authenticate for BearerTokens {
         else {
             return admin_token(&self.admin, presented);
         };
-        let person = people
-            .verify(presented)
-            .await
-            .map_err(|e| Unauthenticated {
-                status: StatusCode::from_u16(e.status()).unwrap_or(StatusCode::UNAUTHORIZED),
-                why: e.to_string(),
-                hint: "get a new token from the organisation's issuer".into(),
-            })?;
-        let refused = |why: String| Unauthenticated {
-            status: StatusCode::FORBIDDEN,
-            why,
-            hint: "ask the people directory's owner to add or reactivate you".into(),
-        };
-        match self.directory.person(&person.id).await {
-            Ok(Some(p)) if p.active => Ok(Caller {
-                principal: Principal::Person {
-                    id: person.id,
-                    token_id: person.token_id,
-                },
-            }),
-            Ok(Some(_)) => Err(refused(format!(
-                "{} is no longer active in the directory",
-                person.id
-            ))),
-            Ok(None) => Err(refused(format!("{} is not in the directory", person.id))),
-            Err(e) => Err(Unauthenticated {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                why: e.to_string(),
-                hint: "try again later".into(),
-            }),
-        }
+        person_caller(people, self.directory.as_ref(), presented).await
     }
 }
 

@@ -9,7 +9,9 @@ mod error;
 mod operations;
 pub mod routes;
 
-pub use auth::{AdminToken, Authenticate, BearerTokens, Caller, Principal, Unauthenticated};
+pub use auth::{
+    AdminToken, Authenticate, BearerTokens, Caller, Principal, Unauthenticated, person_caller,
+};
 pub use error::{ApiError, Body, Named, Params};
 
 use crate::engine::Engine;

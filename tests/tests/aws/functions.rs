@@ -107,7 +107,7 @@ pub async fn aws_with_people(max_receives: u32, slack: Option<SlackLink>, people
     };
     let stack = AwsStack::connect(&settings, parts).await.unwrap();
     Aws {
-        router: api::router(&stack, None),
+        router: api::router(&stack, None, None),
         stack,
         idp,
         sqs: aws_sdk_sqs::Client::new(&sdk),
@@ -1095,4 +1095,56 @@ async fn rotation_and_decommission_run_on_aws() {
     event.detail.job = "sweep".into();
     let out = scheduler::handle(&a.stack.engine, event).await.unwrap();
     assert_eq!(out["report"]["due"], 0, "{out}");
+}
+
+/// A person calls the `api` function with a token from the organisation's issuer (the OIDC test
+/// peer): the function verifies it itself, whatever authorizer ran before, and asks the
+/// directory; an IAM principal stays automation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_person_calls_the_api_function_with_a_token_from_the_issuer() {
+    use crate::oidc_people;
+    let a = aws(3).await;
+    let mut settings =
+        shared::sign_in::IssuerSettings::new(oidc_people::issuer(), oidc_people::AUDIENCE);
+    settings.jwks_min_refresh = Duration::ZERO;
+    let people = Arc::new(shared::sign_in::PersonTokens::new(settings).unwrap());
+    let router = api::router(&a.stack, None, Some(people));
+    let password = oidc_people::env("STEWARD_TEST_OIDC_PEOPLE_PASSWORD");
+    let token_of = |who: &'static str| {
+        let password = password.clone();
+        tokio::task::spawn_blocking(move || oidc_people::sign_in(who, &password).unwrap())
+    };
+    let as_bearer = |token: Option<&str>| {
+        let mut e = http_event("GET", "/api/whoami", None);
+        e["requestContext"]["authorizer"] = Value::Null;
+        if let Some(t) = token {
+            e["headers"]["authorization"] = json!(format!("Bearer {t}"));
+        }
+        e
+    };
+
+    let alice = token_of("alice@example.com").await.unwrap();
+    let (status, me) = invoke(&router, as_bearer(Some(&alice))).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["kind"], "person");
+    assert_eq!(me["id"], "alice@example.com");
+
+    let mallory = token_of("mallory@example.com").await.unwrap();
+    let (status, v) = invoke(&router, as_bearer(Some(&mallory))).await;
+    assert_eq!(status, 403, "{v}");
+    assert!(
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("not in the directory"),
+        "{v}"
+    );
+
+    let (status, v) = invoke(&router, as_bearer(None)).await;
+    assert_eq!(status, 403, "{v}");
+
+    let (status, me) = invoke(&router, http_event("GET", "/api/whoami", None)).await;
+    assert_eq!(status, 200, "{me}");
+    assert_eq!(me["kind"], "automation");
+    assert_eq!(me["id"], "arn:aws:iam::123456789012:user/platform-admin");
 }
