@@ -191,3 +191,38 @@ fn slack_manifest_has_the_scopes_and_interactivity() {
     );
     assert_eq!(m["settings"]["socket_mode_enabled"], false);
 }
+
+/// People reach the `api` function through a second HTTP API whose JWT authorizer checks the
+/// same issuer and audience the function verifies again; every piece of it exists only when
+/// `PeopleIssuer` is set.
+#[test]
+fn people_reach_the_api_function_through_a_jwt_authorizer_on_the_same_issuer() {
+    let doc: Value = serde_yaml_ng::from_str(TEMPLATE).unwrap();
+    let r = &doc["Resources"];
+    let tag = |v: &Value| match v {
+        Value::Tagged(t) => format!("{} {}", t.tag, t.value.as_str().unwrap_or_default()),
+        other => format!("{other:?}"),
+    };
+    let jwt = &r["PeopleAuthorizer"]["Properties"];
+    assert_eq!(jwt["AuthorizerType"], "JWT");
+    assert_eq!(tag(&jwt["JwtConfiguration"]["Issuer"]), "!Ref PeopleIssuer");
+    assert_eq!(
+        tag(&jwt["JwtConfiguration"]["Audience"][0]),
+        "!Ref PeopleAudience"
+    );
+    let route = &r["PeopleRoute"]["Properties"];
+    assert_eq!(route["AuthorizationType"], "JWT");
+    assert_eq!(route["RouteKey"], "ANY /api/{proxy+}");
+    let env = &r["Api"]["Properties"]["Environment"]["Variables"];
+    assert_eq!(tag(&env["STEWARD_OIDC_ISSUER"]), "!Ref PeopleIssuer");
+    for name in [
+        "PeopleApi",
+        "PeopleApiStage",
+        "PeopleAuthorizer",
+        "PeopleIntegration",
+        "PeopleRoute",
+        "PeopleApiInvoke",
+    ] {
+        assert_eq!(r[name]["Condition"], "HasPeopleIssuer", "{name}");
+    }
+}
