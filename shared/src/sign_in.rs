@@ -14,11 +14,9 @@
 //! and, to skip discovery, `STEWARD_OIDC_JWKS_URL`. No message ever contains the token.
 
 use crate::jwks::{
-    ACCEPTED_ALGS, DEFAULT_JWKS_MIN_REFRESH, JwksSource, KeyError, Keys, KeysError, shown,
-    url_is_https,
+    ACCEPTED_ALGS, DEFAULT_JWKS_MIN_REFRESH, JwksSource, KeyError, Keys, KeysError, json_object,
+    shown, url_is_https,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::Validation;
 use jsonwebtoken::errors::ErrorKind;
@@ -402,13 +400,5 @@ impl PersonTokens {
             .and_then(Value::as_str)
             .map(str::to_string)
             .ok_or_else(|| format!("the discovery document at {url} has no jwks_uri"))
-    }
-}
-
-fn json_object(part: &str) -> Option<Map<String, Value>> {
-    let raw = B64URL.decode(part.trim_end_matches('=')).ok()?;
-    match serde_json::from_slice(&raw).ok()? {
-        Value::Object(m) => Some(m),
-        _ => None,
     }
 }

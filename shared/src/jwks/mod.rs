@@ -91,3 +91,15 @@ pub fn url_is_https(url: &str) -> Result<bool, String> {
         _ => Err("must be https (plain http only on a loopback address)".into()),
     }
 }
+
+/// One part of a compact JWS (header or payload): base64url without padding, a JSON object.
+pub fn json_object(part: &str) -> Option<serde_json::Map<String, Value>> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
+    match serde_json::from_slice(&raw).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}

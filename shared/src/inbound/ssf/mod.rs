@@ -30,14 +30,12 @@ use crate::Engine;
 use crate::audit;
 use crate::engine::EngineError;
 use crate::intake::{self, Received};
-use crate::jwks::{ACCEPTED_ALGS, KeyError, Keys, VerifyKey, shown};
+use crate::jwks::{ACCEPTED_ALGS, KeyError, Keys, VerifyKey, json_object, shown};
 pub use crate::jwks::{
     DEFAULT_JWKS_MIN_REFRESH, JWKS_FETCH_TIMEOUT, JWKS_TTL, JwksSource, MAX_JWKS_BYTES,
 };
 use crate::secret::Secret;
 use crate::signal::{RiskKind, Signal};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::{DateTime, Utc};
 use jsonwebtoken::Algorithm;
 use serde_json::{Map, Value, json};
@@ -163,14 +161,6 @@ pub struct VerifiedSet {
     /// One per member of `events`; ids are the `jti`, or `jti#<event type>` when the SET carries
     /// several events.
     pub events: Vec<Received>,
-}
-
-fn json_object(part: &str) -> Option<Map<String, Value>> {
-    let raw = B64URL.decode(part).ok()?;
-    match serde_json::from_slice(&raw).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
 }
 
 /// Handles one push request: 202 with an empty body when the SET is valid and new, the RFC 8935
