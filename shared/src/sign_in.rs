@@ -369,36 +369,42 @@ impl PersonTokens {
             .await
     }
 
-    /// The `jwks_uri` of the issuer's OpenID discovery document, whose `issuer` must be the
-    /// configured one exactly.
+    /// The `jwks_uri` of the issuer's OpenID discovery document.
     async fn discover(&self) -> Result<String, String> {
-        let issuer = &self.settings.issuer;
-        let url = format!(
-            "{}/.well-known/openid-configuration",
-            issuer.trim_end_matches('/')
-        );
-        let resp =
-            self.http.get(&url).send().await.map_err(|e| {
-                format!("the issuer's discovery document ({url}) cannot be read: {e}")
-            })?;
-        if !resp.status().is_success() {
-            return Err(format!(
-                "the issuer's discovery document ({url}) answered HTTP {}",
-                resp.status()
-            ));
-        }
-        let doc: Value = resp
-            .json()
-            .await
-            .map_err(|e| format!("the issuer's discovery document ({url}) is not JSON: {e}"))?;
-        if doc.get("issuer").and_then(Value::as_str) != Some(issuer.as_str()) {
-            return Err(format!(
-                "the discovery document at {url} names another issuer than {issuer}"
-            ));
-        }
+        let doc = discovery_document(&self.http, &self.settings.issuer).await?;
         doc.get("jwks_uri")
             .and_then(Value::as_str)
             .map(str::to_string)
-            .ok_or_else(|| format!("the discovery document at {url} has no jwks_uri"))
+            .ok_or_else(|| "the issuer's discovery document has no jwks_uri".to_string())
     }
+}
+
+/// The issuer's OpenID discovery document (`<issuer>/.well-known/openid-configuration`), whose
+/// `issuer` must be the configured one exactly. Errors say which address failed and how.
+pub async fn discovery_document(http: &reqwest::Client, issuer: &str) -> Result<Value, String> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| format!("the issuer's discovery document ({url}) cannot be read: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!(
+            "the issuer's discovery document ({url}) answered HTTP {}",
+            resp.status()
+        ));
+    }
+    let doc: Value = resp
+        .json()
+        .await
+        .map_err(|e| format!("the issuer's discovery document ({url}) is not JSON: {e}"))?;
+    if doc.get("issuer").and_then(Value::as_str) != Some(issuer) {
+        return Err(format!(
+            "the discovery document at {url} names another issuer than {issuer}"
+        ));
+    }
+    Ok(doc)
 }

@@ -5,7 +5,7 @@
 //! person's token from the organisation's OIDC issuer, which the function verifies itself.
 
 use lambda_http::request::RequestContext;
-use shared::http::{App, AppParts, Authenticate, Caller, Unauthenticated, person_caller};
+use shared::http::{App, AppParts, Authenticate, Caller, Unauthenticated, bearer, person_caller};
 use shared::ports::Directory;
 use shared::sign_in::PersonTokens;
 use shared::wiring::aws::AwsStack;
@@ -39,14 +39,8 @@ impl Authenticate for ApiCallers {
         if let Some(principal) = arn.filter(|a| !a.is_empty()) {
             return Ok(Caller::automation(principal));
         }
-        let bearer = request
-            .headers
-            .get(lambda_http::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty());
-        match (&self.people, bearer) {
+        let token = Some(bearer(request)).filter(|t| !t.is_empty());
+        match (&self.people, token) {
             (Some(people), Some(token)) => {
                 person_caller(people, self.directory.as_ref(), token).await
             }

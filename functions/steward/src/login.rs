@@ -89,22 +89,9 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<()> {
         .timeout(Duration::from_secs(15))
         .redirect(reqwest::redirect::Policy::none())
         .build()?;
-    let discovery = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    );
-    let meta: Value = http
-        .get(&discovery)
-        .send()
+    let meta = shared::sign_in::discovery_document(&http, &issuer)
         .await
-        .with_context(|| format!("reading {discovery}"))?
-        .error_for_status()?
-        .json()
-        .await
-        .with_context(|| format!("{discovery} is not JSON"))?;
-    if meta["issuer"].as_str() != Some(issuer.as_str()) {
-        bail!("{discovery} names another issuer than {issuer}");
-    }
+        .map_err(anyhow::Error::msg)?;
     let endpoint = |name: &str| {
         meta[name].as_str().map(str::to_string).with_context(|| {
             format!("the issuer offers no {name}: enable the device authorization grant there")

@@ -106,7 +106,8 @@ pub trait Authenticate: Send + Sync {
 /// The principal name audited for calls made with the local admin token.
 pub const ADMIN_TOKEN_PRINCIPAL: &str = "admin-token holder";
 
-fn bearer(request: &Parts) -> &str {
+/// The bearer token of a request (`Authorization: Bearer <token>`), trimmed; empty when absent.
+pub fn bearer(request: &Parts) -> &str {
     request
         .headers
         .get(AUTHORIZATION)

@@ -10,7 +10,8 @@ mod operations;
 pub mod routes;
 
 pub use auth::{
-    AdminToken, Authenticate, BearerTokens, Caller, Principal, Unauthenticated, person_caller,
+    AdminToken, Authenticate, BearerTokens, Caller, Principal, Unauthenticated, bearer,
+    person_caller,
 };
 pub use error::{ApiError, Body, Named, Params};
 

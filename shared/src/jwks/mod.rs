@@ -75,19 +75,24 @@ pub fn shown(value: &str) -> String {
     out
 }
 
-/// Whether `url` is https (`Ok(true)`) or plain http on a loopback address (`Ok(false)`, for
-/// local issuers and tests); anything else is refused, because tokens and keys travel there.
-pub fn url_is_https(url: &str) -> Result<bool, String> {
-    let parsed: url::Url = url.parse().map_err(|e: url::ParseError| e.to_string())?;
-    let loopback = match parsed.host() {
+/// Whether `url` names this machine (a loopback address or `localhost`), where plain http is
+/// acceptable for local issuers and tests.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         None => false,
-    };
+    }
+}
+
+/// Whether `url` is https (`Ok(true)`) or plain http on a loopback address (`Ok(false)`, for
+/// local issuers and tests); anything else is refused, because tokens and keys travel there.
+pub fn url_is_https(url: &str) -> Result<bool, String> {
+    let parsed: url::Url = url.parse().map_err(|e: url::ParseError| e.to_string())?;
     match parsed.scheme() {
         "https" => Ok(true),
-        "http" if loopback => Ok(false),
+        "http" if is_loopback(&parsed) => Ok(false),
         _ => Err("must be https (plain http only on a loopback address)".into()),
     }
 }

@@ -49,7 +49,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
-use url::{Host, Url};
+use url::Url;
 
 /// The authorization server's issuer URL (required).
 pub const ISSUER_ENV: &str = "STEWARD_OAUTH_ISSUER";

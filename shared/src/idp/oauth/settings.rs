@@ -133,20 +133,11 @@ impl OAuthSettings {
     }
 }
 
-pub(super) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
 /// https anywhere, plain http only on loopback: secrets and tokens travel in these requests.
 pub(super) fn check_transport(url: &Url) -> Result<(), OAuthSettingsError> {
     match url.scheme() {
         "https" => Ok(()),
-        "http" if is_loopback(url) => Ok(()),
+        "http" if crate::jwks::is_loopback(url) => Ok(()),
         "http" => Err(OAuthSettingsError::InsecureUrl(url.to_string())),
         _ => Err(OAuthSettingsError::UnsupportedScheme(url.to_string())),
     }
