@@ -278,6 +278,45 @@ pub fn token_refused(
     AuditRecord { id, time, body: v }
 }
 
+/// A person's sign-in at the dev IdP (OCSF Authentication, Logon): who, through which client,
+/// and why it was refused. Never the password.
+pub fn sign_in(
+    person: &str,
+    client_id: &str,
+    outcome: Result<(), &str>,
+    time: DateTime<Utc>,
+) -> AuditRecord {
+    let id = random_id("sign-in");
+    let c = Class {
+        uid: 3002,
+        name: "Authentication",
+        category_uid: IAM.0,
+        category_name: IAM.1,
+        activity_id: 1,
+        activity_name: "Logon",
+    };
+    let message = match outcome {
+        Ok(()) => format!("{person} signed in through {client_id}"),
+        Err(why) => format!(
+            "sign-in refused for {} through {client_id}: {why}",
+            if person.is_empty() {
+                "(nobody named)"
+            } else {
+                person
+            }
+        ),
+    };
+    let mut v = base(&c, time, &id, outcome.is_ok(), &message, None);
+    v["user"] = json!({"uid": person, "email_addr": person, "type_id": 1, "type": "User"});
+    v["actor"] = json!({"app_uid": client_id});
+    v["auth_protocol_id"] = json!(6);
+    v["auth_protocol"] = json!("OAUTH 2.0");
+    v["service"] = json!({"name": "steward-dev-idp"});
+    v["unmapped"] =
+        json!({"steward_event": if outcome.is_ok() { "signed_in" } else { "sign_in_refused" }});
+    AuditRecord { id, time, body: v }
+}
+
 /// A message the engine gave up on (it is in the dead-letter queue now).
 pub fn dead_letter(
     body_summary: &str,

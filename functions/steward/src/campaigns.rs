@@ -113,7 +113,7 @@ fn progress_lines(v: &Value) -> String {
 }
 
 pub async fn campaigns(cmd: CampaignsCmd, c: &Client) -> anyhow::Result<()> {
-    let api = Api::from_client(c)?;
+    let api = Api::from_client(c).await?;
     match cmd {
         CampaignsCmd::Launch {
             id,

@@ -144,12 +144,12 @@ impl Api {
         Ok(Self(AdminClient::new(base, Secret::new(token))?))
     }
 
-    pub fn from_client(c: &Client) -> anyhow::Result<Self> {
+    pub async fn from_client(c: &Client) -> anyhow::Result<Self> {
         // An explicit token first, then the signed-in person (`steward login`), then the
         // server's admin token (automation).
         let token = match &c.token {
             Some(t) => t.clone(),
-            None if let Some(t) = crate::login::current_token()? => t,
+            None if let Some(t) = crate::login::current_token().await? => t,
             None => std::fs::read_to_string(c.data_dir.join("admin-token"))
                 .with_context(|| {
                     format!(
@@ -178,7 +178,7 @@ pub fn print(c: &Client, v: &Value, human: impl FnOnce(&Value)) {
 }
 
 pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
-    let api = Api::from_client(c)?;
+    let api = Api::from_client(c).await?;
     match cmd {
         AgentsCmd::Request {
             manifest,
@@ -496,7 +496,7 @@ async fn credentials(api: &Api, c: &Client, agent: &str) -> anyhow::Result<()> {
 }
 
 pub async fn approvals(cmd: ApprovalsCmd, c: &Client) -> anyhow::Result<()> {
-    let api = Api::from_client(c)?;
+    let api = Api::from_client(c).await?;
     match cmd {
         ApprovalsCmd::List { all } => {
             let v = json_of(api.approvals(all).await)?;
@@ -563,7 +563,7 @@ async fn decide(
 }
 
 pub async fn whoami(c: &Client) -> anyhow::Result<()> {
-    let me = Api::from_client(c)?.whoami().await?;
+    let me = Api::from_client(c).await?.whoami().await?;
     match me.token_id {
         Some(token) => println!("{} {} (token {token})", me.kind, me.id),
         None => println!("{} {}", me.kind, me.id),
@@ -572,7 +572,7 @@ pub async fn whoami(c: &Client) -> anyhow::Result<()> {
 }
 
 pub async fn audit(c: &Client) -> anyhow::Result<()> {
-    let api = Api::from_client(c)?;
+    let api = Api::from_client(c).await?;
     print!("{}", api.audit().await?);
     Ok(())
 }

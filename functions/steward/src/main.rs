@@ -4,6 +4,7 @@ mod campaigns;
 mod cli;
 mod demo;
 mod login;
+mod people;
 mod report;
 mod server;
 mod shadow;
@@ -109,6 +110,12 @@ enum Cmd {
     Login(login::LoginArgs),
     /// Forget the signed-in session (the CLI uses the admin token again).
     Logout,
+    /// People of the embedded default's directory: set the password they sign in with at the
+    /// development IdP.
+    People {
+        #[command(subcommand)]
+        command: people::PeopleCmd,
+    },
     /// Who the server takes you to be.
     Whoami {
         #[command(flatten)]
@@ -290,6 +297,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Demo => demo::run().await,
             Cmd::Login(a) => login::login(a).await,
             Cmd::Logout => login::logout(),
+            Cmd::People { command } => people::people(command).await,
             Cmd::Whoami { client } => cli::whoami(&client).await,
         }
     })
@@ -366,18 +374,17 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
     if stack.ssf.is_some() {
         eprintln!("Shared Signals: SETs received at POST /ssf/events");
     }
-    match &stack.people_tokens {
-        Some(p) => eprintln!(
+    let people = stack.people_tokens.settings();
+    if stack.people_at_dev_idp {
+        eprintln!(
+            "people sign in at the development IdP ({}; `steward login`), with a password set by `steward people password <email>`; the admin token is automation",
+            people.issuer
+        );
+    } else {
+        eprintln!(
             "people sign in with {} (audience {}, person claim {}); the admin token is automation",
-            p.settings().issuer,
-            p.settings().audience,
-            p.settings().person_claim
-        ),
-        None => eprintln!(
-            "people sign-in: off (set {} and {}); the admin token is the only caller",
-            shared::sign_in::ISSUER_ENV,
-            shared::sign_in::AUDIENCE_ENV
-        ),
+            people.issuer, people.audience, people.person_claim
+        );
     }
     if a.sweep.0.is_none() {
         eprintln!("periodic sweep: off (POST /api/sweep runs one)");

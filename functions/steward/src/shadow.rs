@@ -46,7 +46,7 @@ pub enum ShadowCmd {
 }
 
 pub async fn shadow(cmd: ShadowCmd, c: &Client) -> anyhow::Result<()> {
-    let api = Api::from_client(c)?;
+    let api = Api::from_client(c).await?;
     match cmd {
         ShadowCmd::Discover => {
             let v = json_of(api.discover().await)?;

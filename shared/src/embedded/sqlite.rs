@@ -69,6 +69,16 @@ CREATE TABLE IF NOT EXISTS posted_messages (
 CREATE TABLE IF NOT EXISTS agent_clients (
   client_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, updated_at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS baselines (agent_id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS people_passwords (
+  person TEXT PRIMARY KEY, hash TEXT NOT NULL, set_at TEXT NOT NULL, failures INTEGER NOT NULL, locked_until INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS people_sign_ins (
+  code_hash TEXT PRIMARY KEY, kind TEXT NOT NULL, user_code TEXT, client_id TEXT NOT NULL, scope TEXT NOT NULL,
+  redirect_uri TEXT, challenge TEXT, person TEXT, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+  expires_at INTEGER NOT NULL, last_poll INTEGER) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS people_sign_ins_user_code ON people_sign_ins(user_code) WHERE user_code IS NOT NULL;
+CREATE TABLE IF NOT EXISTS people_refresh (
+  hash TEXT PRIMARY KEY, person TEXT NOT NULL, client_id TEXT NOT NULL, scope TEXT NOT NULL, expires_at INTEGER NOT NULL,
+  used INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbound_seen (
   source TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID;
 "#;

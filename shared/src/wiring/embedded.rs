@@ -50,6 +50,7 @@ pub struct EmbeddedConfig {
     /// A Shared Signals transmitter whose pushes the local server receives at `/ssf/events`.
     pub ssf: Option<SsfSettings>,
     /// The organisation's OpenID Connect issuer: people sign in to the admin API with its tokens.
+    /// `None`: the dev IdP is the people's issuer (passwords set with `steward people password`).
     pub people_issuer: Option<IssuerSettings>,
 }
 
@@ -69,8 +70,10 @@ pub struct Embedded {
     pub okta_hook_secret: Option<Secret>,
     /// The Shared Signals receiver (it keeps the transmitter's keys cached).
     pub ssf: Option<Arc<SsfReceiver>>,
-    /// Verifies people's tokens, when an issuer is configured.
-    pub people_tokens: Option<Arc<PersonTokens>>,
+    /// Verifies people's tokens: the configured issuer's, else the dev IdP's.
+    pub people_tokens: Arc<PersonTokens>,
+    /// Whether people sign in at the dev IdP (no outside issuer configured).
+    pub people_at_dev_idp: bool,
     pub data_dir: PathBuf,
 }
 
@@ -144,11 +147,11 @@ impl Embedded {
             .map(|s| SsfReceiver::new(s).map(Arc::new))
             .transpose()
             .map_err(|e| err(e.to_string()))?;
-        let people_tokens = cfg
-            .people_issuer
-            .map(|s| PersonTokens::new(s).map(Arc::new))
-            .transpose()
-            .map_err(|e| err(e.to_string()))?;
+        let people_at_dev_idp = cfg.people_issuer.is_none();
+        let people_tokens = Arc::new(
+            PersonTokens::new(cfg.people_issuer.unwrap_or_else(|| idp.people_issuer()))
+                .map_err(|e| err(e.to_string()))?,
+        );
         let directory =
             Arc::new(PeopleFileDirectory::load(&cfg.people).map_err(|e| err(e.to_string()))?);
         let engine = Arc::new(Engine {
@@ -178,6 +181,7 @@ impl Embedded {
             okta_hook_secret: cfg.okta_hook_secret,
             ssf,
             people_tokens,
+            people_at_dev_idp,
             data_dir: dir,
         })
     }

@@ -4,6 +4,7 @@
 //! the bearer token stored (0600) in the data directory.
 
 mod jobs;
+mod sign_in;
 mod token;
 
 use base64::Engine as _;
@@ -46,7 +47,7 @@ pub fn router(stack: &Embedded, admin_token: Secret) -> axum::Router {
         engine: stack.engine.clone(),
         auth: Arc::new(BearerTokens {
             admin: admin_token,
-            people: stack.people_tokens.clone(),
+            people: Some(stack.people_tokens.clone()),
             directory: stack.engine.directory.clone(),
         }),
         slack: stack.slack.clone(),

@@ -1,7 +1,10 @@
-//! The development identity provider's OAuth endpoints on the local server: metadata, keys and
-//! the client-credentials token endpoint (RFC 6749 §4.4). Only the embedded default has them;
-//! every token request is also a signal for detection.
+//! The development identity provider's OAuth endpoints on the local server: metadata (also as
+//! the OpenID Connect discovery document), keys, and the token endpoint: agents' client
+//! credentials grant (RFC 6749 §4.4; every request is also a signal for detection) and people's
+//! device code, authorization code and refresh token grants (the pages are in `sign_in`). Only
+//! the embedded default has them.
 
+use super::sign_in;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,27 +15,43 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::audit;
 use shared::http::App;
-use shared::idp::dev::DevIdp;
+use shared::idp::dev::people;
+use shared::idp::dev::{DevIdp, OAuthError};
 use shared::signal::Signal;
 use std::sync::Arc;
 
 /// Where the dev IdP answers (its metadata names the same URLs).
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+/// The same document, where OpenID Connect clients look for it.
+pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 pub const TOKEN_PATH: &str = shared::idp::dev::TOKEN_PATH;
 pub const KEYS_PATH: &str = shared::idp::dev::KEYS_PATH;
 
 #[derive(Clone)]
-struct Edge {
-    app: App,
-    idp: Arc<DevIdp>,
+pub struct Edge {
+    pub app: App,
+    pub idp: Arc<DevIdp>,
 }
 
 /// The dev IdP's routes; refusals count in `app`'s health figures and go to its audit trail.
 pub fn router(app: App, idp: Arc<DevIdp>) -> Router {
     Router::new()
         .route(METADATA_PATH, get(metadata))
+        .route(DISCOVERY_PATH, get(metadata))
         .route(TOKEN_PATH, post(token))
         .route(KEYS_PATH, get(jwks))
+        .route(
+            people::DEVICE_AUTHORIZATION_PATH,
+            post(sign_in::device_authorization),
+        )
+        .route(
+            people::VERIFICATION_PATH,
+            get(sign_in::device_page).post(sign_in::device_entry),
+        )
+        .route(
+            people::AUTHORIZE_PATH,
+            get(sign_in::authorize_page).post(sign_in::authorize_entry),
+        )
         .with_state(Edge { app, idp })
 }
 
@@ -50,6 +69,72 @@ struct TokenForm {
     scope: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    device_code: Option<String>,
+    code: Option<String>,
+    redirect_uri: Option<String>,
+    code_verifier: Option<String>,
+    refresh_token: Option<String>,
+}
+
+impl Edge {
+    /// An OAuth error answer (RFC 6749 §5.2), counted and audited for the client it names;
+    /// the device grant's "keep polling" answers are neither.
+    pub async fn oauth_refusal(&self, client_id: Option<&str>, e: OAuthError) -> Response {
+        let polling = matches!(e.error, "authorization_pending" | "slow_down");
+        if !polling {
+            self.app.count_bad_request();
+            let record = audit::token_refused(
+                client_id.unwrap_or("(none)"),
+                e.error,
+                &e.error_description,
+                self.app.engine.clock.now(),
+            );
+            if let Err(err) = self.app.engine.store.append_audit(vec![record]).await {
+                tracing::error!(error = %err, "could not audit a refused token request");
+            }
+        }
+        let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut resp = (
+            status,
+            Json(json!({"error": e.error, "error_description": e.error_description})),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"steward\""),
+            );
+        }
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+        resp
+    }
+}
+
+/// People's grants: public clients, no client secret.
+fn person_grant(
+    edge: &Edge,
+    form: &TokenForm,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Result<people::PersonTokenResponse, OAuthError>> {
+    let client = form.client_id.as_deref();
+    Some(match form.grant_type.as_deref()? {
+        people::DEVICE_CODE_GRANT => {
+            edge.idp
+                .device_token(client, form.device_code.as_deref(), now)
+        }
+        "authorization_code" => edge.idp.code_token(
+            client,
+            form.code.as_deref(),
+            form.redirect_uri.as_deref(),
+            form.code_verifier.as_deref(),
+            now,
+        ),
+        "refresh_token" => edge.idp.refresh(client, form.refresh_token.as_deref(), now),
+        _ => return None,
+    })
 }
 
 /// RFC 6749 §4.4 token endpoint; client_secret_basic or client_secret_post. Every refusal is
@@ -61,6 +146,14 @@ async fn token(
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
     let now = edge.app.engine.clock.now();
+    if let Ok(Form(f)) = &form
+        && let Some(result) = person_grant(&edge, f, now)
+    {
+        return match result {
+            Ok(t) => ([(header::CACHE_CONTROL, "no-store")], Json(t)).into_response(),
+            Err(e) => edge.oauth_refusal(f.client_id.as_deref(), e).await,
+        };
+    }
     let requested = form
         .as_ref()
         .ok()
@@ -114,35 +207,7 @@ async fn token(
             );
             resp
         }
-        Err(e) => {
-            edge.app.count_bad_request();
-            let record = audit::token_refused(
-                client_id.as_deref().unwrap_or("(none)"),
-                e.error,
-                &e.error_description,
-                now,
-            );
-            if let Err(err) = edge.app.engine.store.append_audit(vec![record]).await {
-                tracing::error!(error = %err, "could not audit a refused token request");
-            }
-            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
-            let mut resp = (
-                status,
-                Json(json!({"error": e.error, "error_description": e.error_description})),
-            )
-                .into_response();
-            if status == StatusCode::UNAUTHORIZED {
-                resp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    header::HeaderValue::from_static("Basic realm=\"steward\""),
-                );
-            }
-            resp.headers_mut().insert(
-                header::CACHE_CONTROL,
-                header::HeaderValue::from_static("no-store"),
-            );
-            resp
-        }
+        Err(e) => edge.oauth_refusal(client_id.as_deref(), e).await,
     }
 }
 
@@ -156,7 +221,6 @@ fn grant(
     Option<String>,
     Result<shared::idp::dev::TokenResponse, shared::idp::dev::OAuthError>,
 ) {
-    use shared::idp::dev::OAuthError;
     let Ok(Form(form)) = form else {
         return (
             None,
@@ -197,7 +261,7 @@ fn grant(
         return (
             Some(id),
             Err(OAuthError::unsupported_grant_type(
-                "only grant_type=client_credentials is supported",
+                "grant_type must be client_credentials, authorization_code, refresh_token or the device code grant",
             )),
         );
     }

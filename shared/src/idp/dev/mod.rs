@@ -23,6 +23,8 @@ use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+pub mod people;
+
 /// Secrets a client may hold at once (Okta's limit: the current one and its successor).
 const MAX_SECRETS: i64 = 2;
 
@@ -53,7 +55,7 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    fn invalid_client(why: impl Into<String>) -> Self {
+    pub fn invalid_client(why: impl Into<String>) -> Self {
         Self {
             error: "invalid_client",
             error_description: why.into(),
@@ -70,6 +72,21 @@ impl OAuthError {
     pub fn invalid_request(why: impl Into<String>) -> Self {
         Self {
             error: "invalid_request",
+            error_description: why.into(),
+            status: 400,
+        }
+    }
+    pub fn invalid_grant(why: impl Into<String>) -> Self {
+        Self {
+            error: "invalid_grant",
+            error_description: why.into(),
+            status: 400,
+        }
+    }
+    /// An RFC 8628 §3.5 answer (`authorization_pending`, `slow_down`, …): 400 with that code.
+    pub fn code(error: &'static str, why: impl Into<String>) -> Self {
+        Self {
+            error,
             error_description: why.into(),
             status: 400,
         }
@@ -151,14 +168,29 @@ impl DevIdp {
         json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": self.public_x, "kid": self.kid, "alg": "EdDSA", "use": "sig"}]})
     }
 
-    /// OAuth authorization server metadata (RFC 8414), enough for clients to find the endpoints.
+    /// Authorization server metadata (RFC 8414), also served as the OpenID Connect discovery
+    /// document: agents' client_credentials grant, and people's sign-in ([`people`]).
     pub fn metadata(&self) -> serde_json::Value {
+        let at = |path: &str| format!("{}{path}", self.issuer);
         json!({
             "issuer": self.issuer,
-            "token_endpoint": format!("{}{TOKEN_PATH}", self.issuer),
-            "jwks_uri": format!("{}{KEYS_PATH}", self.issuer),
-            "grant_types_supported": ["client_credentials"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "token_endpoint": at(TOKEN_PATH),
+            "jwks_uri": at(KEYS_PATH),
+            "authorization_endpoint": at(people::AUTHORIZE_PATH),
+            "device_authorization_endpoint": at(people::DEVICE_AUTHORIZATION_PATH),
+            "grant_types_supported": [
+                "client_credentials",
+                people::DEVICE_CODE_GRANT,
+                "authorization_code",
+                "refresh_token",
+            ],
+            "response_types_supported": ["code"],
+            "code_challenge_methods_supported": ["S256"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["EdDSA"],
+            "scopes_supported": ["openid", "email", "offline_access"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "email", "email_verified"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         })
     }
 
@@ -230,17 +262,24 @@ impl DevIdp {
             "jti": hex::encode(rand::random::<[u8; 12]>()),
             "scp": scopes, "scope": scopes.join(" "),
         });
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        header.typ = Some("at+jwt".into());
-        let token = jsonwebtoken::encode(&header, &claims, &self.encoding)
-            .map_err(|e| OAuthError::server(e.to_string()))?;
+        let token = self.sign("at+jwt", &claims)?;
         Ok(TokenResponse {
             access_token: token,
             token_type: "Bearer",
             expires_in: lifetime,
             scope: scopes.join(" "),
         })
+    }
+}
+
+impl DevIdp {
+    /// Signs `claims` as a JWS with the IdP's key (EdDSA), naming the key and the token type.
+    fn sign(&self, typ: &str, claims: &serde_json::Value) -> Result<String, OAuthError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        header.typ = Some(typ.into());
+        jsonwebtoken::encode(&header, claims, &self.encoding)
+            .map_err(|e| OAuthError::server(e.to_string()))
     }
 }
 
