@@ -1,6 +1,9 @@
 //! The admin API's wire vocabulary: request bodies, query strings and replies. The router in
 //! [`crate::http`] reads and writes them and the typed client sends and reads the same structs,
 //! so the local server, the `api` Lambda function and the CLI agree by construction.
+//!
+//! No body names who is asking: the caller is the authenticated principal, and a body with an
+//! `approver`, `requester` or `by` field is refused as an unknown field.
 
 use serde::{Deserialize, Serialize};
 use statemachines::AgentRequest;
@@ -12,8 +15,6 @@ use statemachines::scope_change::ScopeChangeRequest;
 pub struct AgentRequestBody {
     #[serde(flatten)]
     pub request: AgentRequest,
-    /// Who asks; the owner when absent.
-    pub requester: Option<String>,
 }
 
 /// `POST /api/agents/{agent}/scopes`
@@ -22,7 +23,6 @@ pub struct AgentRequestBody {
 pub struct ScopeChangeBody {
     #[serde(flatten)]
     pub request: ScopeChangeRequest,
-    pub requester: String,
 }
 
 /// `POST /api/agents/{agent}/owner`: a new owner for an agent whose owner left.
@@ -31,15 +31,12 @@ pub struct ScopeChangeBody {
 pub struct OwnerBody {
     /// The new owner: an active person in the directory.
     pub owner: String,
-    /// Who assigns: the former owner's manager or a security approver.
-    pub by: String,
 }
 
 /// `POST /api/workflows/{id}/cancel`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
-    pub by: String,
     pub reason: String,
 }
 
@@ -47,7 +44,6 @@ pub struct CancelBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionBody {
-    pub approver: String,
     pub reason: Option<String>,
     /// The `action_hash` of the approval as the approver saw it (from `GET /approvals`): when
     /// given, a decision on a request that changed since is refused.
@@ -58,17 +54,12 @@ pub struct DecisionBody {
 /// `POST /api/agents/{agent}/rotate`: rotate the agent's secret now.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RotateBody {
-    /// Who asks: the owner or a security approver.
-    pub by: String,
-}
+pub struct RotateBody {}
 
 /// `POST /api/agents/{agent}/decommission`
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecommissionBody {
-    /// Who asks: the owner, a security approver, or (owner lost) the former owner's manager.
-    pub by: String,
     pub reason: String,
 }
 
@@ -76,7 +67,6 @@ pub struct DecommissionBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RenewBody {
-    pub by: String,
     /// The new expiry date, `YYYY-MM-DD`.
     pub until: chrono::NaiveDate,
     pub reason: String,
@@ -86,7 +76,6 @@ pub struct RenewBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CampaignBody {
-    pub by: String,
     pub id: String,
     #[serde(default)]
     pub name: Option<String>,
@@ -115,8 +104,6 @@ impl CampaignBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReviewAnswerBody {
-    /// The reviewer: the owner, the owner's manager after escalation, or a security approver.
-    pub by: String,
     /// `keep`, `reduce` or `revoke`.
     pub decision: String,
     /// Scopes to drop (reduce).
@@ -148,7 +135,6 @@ impl ReviewAnswerBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FreezeBody {
-    pub by: String,
     pub reason: String,
 }
 
@@ -158,8 +144,6 @@ pub struct FreezeBody {
 pub struct ClaimBody {
     #[serde(flatten)]
     pub claim: crate::engine::discovery::Claim,
-    /// Who claims: an active person in the directory.
-    pub by: String,
 }
 
 /// `POST /api/shadow-agents/{client}/release`: let an unregistered client go (frozen, then
@@ -167,7 +151,6 @@ pub struct ClaimBody {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseBody {
-    pub by: String,
     pub reason: String,
 }
 
@@ -321,4 +304,46 @@ pub struct IdpClientView {
     #[serde(flatten)]
     pub client: crate::ports::idp::ClientInfo,
     pub secret_ids: Vec<String>,
+}
+
+/// `POST /api/tokens`: a personal API token for the signed-in person's scripts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreateBody {
+    /// What the person calls it (`ci`, `laptop-script`): 1 to 64 letters, digits, `-`, `_`, `.`.
+    pub name: String,
+    /// How long it lives (`30d`, `12h`); default 30 days, at most 365.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+}
+
+/// A personal token as listed: never the token or its digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    pub id: String,
+    pub name: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<&crate::ports::personal_tokens::PersonalToken> for TokenView {
+    fn from(t: &crate::ports::personal_tokens::PersonalToken) -> Self {
+        TokenView {
+            id: t.id.clone(),
+            name: t.name.clone(),
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            revoked_at: t.revoked_at,
+        }
+    }
+}
+
+/// `POST /api/tokens`: the token itself, shown this once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenCreated {
+    #[serde(flatten)]
+    pub view: TokenView,
+    pub token: String,
 }

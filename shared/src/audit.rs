@@ -278,6 +278,49 @@ pub fn token_refused(
     AuditRecord { id, time, body: v }
 }
 
+/// An admin API call that asked for a change (or was refused by the role table): the principal
+/// (kind, id, the token's id, never the token), where it came from (`cli`, `api`, `dashboard`),
+/// the operation and the answer's status.
+#[cfg(feature = "http")]
+pub fn api_call(
+    principal: &crate::http::Principal,
+    source: &str,
+    operation: &str,
+    status: u16,
+    refused: Option<&str>,
+    time: DateTime<Utc>,
+) -> AuditRecord {
+    use crate::http::Principal;
+    let id = random_id("call");
+    let c = API_ACTIVITY_OTHER;
+    let success = refused.is_none() && status < 400;
+    let message = match refused {
+        Some(why) => format!("refused {operation}: {why}"),
+        None => format!("{principal} called {operation} from the {source}: {status}"),
+    };
+    let mut v = base(&c, time, &id, success, &message, None);
+    let (who, kind) = match principal {
+        Principal::Person { id, token_id, via } => (
+            json!({"user": {"uid": id, "email_addr": id, "type_id": 1, "type": "User"},
+                   "session": {"uid": token_id, "credential_uid": token_id},
+                   "authorizations": [{"decision": if success { "allowed" } else { "denied" }}],
+                   "invoked_by": via}),
+            json!({"kind": "person", "id": id, "token_id": token_id, "via": via}),
+        ),
+        Principal::Automation { name } => (
+            json!({"user": {"uid": name, "name": name, "type_id": 3, "type": "System"},
+                   "authorizations": [{"decision": if success { "allowed" } else { "denied" }}]}),
+            json!({"kind": "automation", "id": name}),
+        ),
+    };
+    v["actor"] = who;
+    v["api"] = json!({"operation": operation, "response": {"code": status}});
+    v["src_endpoint"] = json!({"svc_name": source});
+    v["unmapped"] = json!({"steward_event": if refused.is_some() { "call_refused" } else { "api_call" },
+        "principal": kind, "source": source, "status": status, "reasons": refused});
+    AuditRecord { id, time, body: v }
+}
+
 /// A person's sign-in at the dev IdP (OCSF Authentication, Logon): who, through which client,
 /// and why it was refused. Never the password.
 pub fn sign_in(

@@ -21,6 +21,7 @@ pub mod intake;
 pub mod jwks;
 pub mod manifest;
 pub mod people_file;
+pub mod personal_token;
 pub mod policy_file;
 pub mod ports;
 pub mod posture;

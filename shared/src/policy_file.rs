@@ -45,6 +45,17 @@ struct PolicyFile {
     detection: DetectionFile,
     #[serde(default)]
     discovery: DiscoveryFile,
+    #[serde(default)]
+    access: AccessFile,
+}
+
+/// `[access]`: who runs Steward. The security approvers are `approvals.approvers`; owners and
+/// managers come from the registry and the directory.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AccessFile {
+    #[serde(default)]
+    operators: Vec<String>,
 }
 
 /// `[detection]`: thresholds, approved source ranges, outside-signal severities, and rules in
@@ -385,6 +396,11 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
             "approvals.approvers: name at least one approver (the security group's emails)".into(),
         );
     }
+    for o in &file.access.operators {
+        if !o.contains('@') {
+            problems.push(format!("access.operators: `{o}` is not an email address"));
+        }
+    }
     for a in &file.approvals.approvers {
         if !a.contains('@') {
             problems.push(format!(
@@ -447,6 +463,12 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         rotation_max_age_days: (max_age.unwrap_or_default() / 86_400) as u32,
         approval_expiry_secs: expiry.unwrap_or_default(),
         approvers: file.approvals.approvers,
+        operators: file
+            .access
+            .operators
+            .iter()
+            .map(|o| o.trim().to_ascii_lowercase())
+            .collect(),
         approval_reminder_secs: remind_before.unwrap_or_default(),
         two_person_scopes: file.approvals.two_person_scopes,
         approval_routes: file.approvals.routes,

@@ -41,6 +41,13 @@ conformance::store_suite!(store_fsync, opener(Durability::Fsync), tokio::test);
 conformance::store_suite!(store_wal, opener(Durability::Wal), tokio::test);
 conformance::queue_suite!(queue_sqlite, fresh_queue(), TICK, tokio::test);
 conformance::vault_suite!(vault_file, fresh_vault(), tokio::test);
+conformance::tokens_suite!(tokens_sqlite, fresh_tokens(), tokio::test);
+
+fn fresh_tokens() -> Subject<dyn shared::ports::PersonalTokens> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("steward.db"), Durability::Wal).unwrap();
+    Subject::new(Arc::new(db) as Arc<dyn shared::ports::PersonalTokens>, dir)
+}
 
 /// The aggregate entry points (what the AWS adapters will call) run every property.
 #[tokio::test]

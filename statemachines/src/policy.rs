@@ -23,6 +23,9 @@ pub struct Policy {
     pub approval_expiry_secs: u64,
     /// People (directory emails) allowed to approve sensitive requests: the security group.
     pub approvers: Vec<String>,
+    /// People (directory emails) who run Steward: sweep, discovery, campaigns, dead letters.
+    #[serde(default)]
+    pub operators: Vec<String>,
     /// How long before the expiry the approvers are reminded (0: no reminder).
     #[serde(default)]
     pub approval_reminder_secs: u64,

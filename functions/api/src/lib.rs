@@ -5,8 +5,10 @@
 //! person's token from the organisation's OIDC issuer, which the function verifies itself.
 
 use lambda_http::request::RequestContext;
-use shared::http::{App, AppParts, Authenticate, Caller, Unauthenticated, bearer, person_caller};
-use shared::ports::Directory;
+use shared::http::{
+    App, AppParts, Authenticate, Caller, Unauthenticated, bearer, person_caller, personal_caller,
+};
+use shared::ports::{Directory, PersonalTokens};
 use shared::sign_in::PersonTokens;
 use shared::wiring::aws::AwsStack;
 use std::sync::Arc;
@@ -20,6 +22,7 @@ pub use lambda_http;
 pub struct ApiCallers {
     pub people: Option<Arc<PersonTokens>>,
     pub directory: Arc<dyn Directory>,
+    pub tokens: Arc<dyn PersonalTokens>,
 }
 
 #[async_trait::async_trait]
@@ -40,6 +43,9 @@ impl Authenticate for ApiCallers {
             return Ok(Caller::automation(principal));
         }
         let token = Some(bearer(request)).filter(|t| !t.is_empty());
+        if let Some(t) = token.filter(|t| shared::personal_token::looks_personal(t)) {
+            return personal_caller(self.tokens.as_ref(), self.directory.as_ref(), t).await;
+        }
         match (&self.people, token) {
             (Some(people), Some(token)) => {
                 person_caller(people, self.directory.as_ref(), token).await
@@ -68,7 +74,9 @@ pub fn router(
         auth: Arc::new(ApiCallers {
             people,
             directory: stack.engine.directory.clone(),
+            tokens: stack.store.clone(),
         }),
+        tokens: stack.store.clone(),
         // Slack and Okta have their own functions (and secrets); only the routes are here.
         slack: None,
         okta_hook_secret: None,

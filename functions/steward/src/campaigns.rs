@@ -33,9 +33,6 @@ pub enum CampaignsCmd {
         /// What unanswered items get: revoke, freeze, keep-and-flag; default: the policy's.
         #[arg(long)]
         unanswered: Option<String>,
-        /// Who launches it (audited).
-        #[arg(long = "as")]
-        by: String,
     },
     /// Every campaign with its progress.
     List,
@@ -51,8 +48,6 @@ pub enum CampaignsCmd {
         drop: Vec<String>,
         #[arg(long)]
         reason: Option<String>,
-        #[arg(long = "as")]
-        by: String,
     },
     /// The evidence report: a Markdown summary on stdout, or JSON / CSV / Markdown files.
     Report {
@@ -123,7 +118,6 @@ pub async fn campaigns(cmd: CampaignsCmd, c: &Client) -> anyhow::Result<()> {
             risk,
             due,
             unanswered,
-            by,
         } => {
             let deadline = match due {
                 None => None,
@@ -141,7 +135,6 @@ pub async fn campaigns(cmd: CampaignsCmd, c: &Client) -> anyhow::Result<()> {
             let risk = serde_json::from_value(json!(risk))
                 .context("--risk is not one of high, medium, low")?;
             let body = CampaignBody {
-                by,
                 id: id.clone(),
                 name,
                 scope: statemachines::review_campaign::CampaignScope {
@@ -189,10 +182,8 @@ pub async fn campaigns(cmd: CampaignsCmd, c: &Client) -> anyhow::Result<()> {
             decision,
             drop,
             reason,
-            by,
         } => {
             let body = ReviewAnswerBody {
-                by,
                 decision: decision.clone(),
                 drop,
                 reason,

@@ -17,12 +17,7 @@ use std::path::{Path, PathBuf};
 #[derive(Subcommand)]
 pub enum AgentsCmd {
     /// Request a new agent from a manifest (agent.toml).
-    Request {
-        manifest: PathBuf,
-        /// Who asks (defaults to the owner).
-        #[arg(long = "as")]
-        requester: Option<String>,
-    },
+    Request { manifest: PathBuf },
     /// The inventory.
     List,
     /// One agent: record, workflows and history.
@@ -39,8 +34,6 @@ pub enum AgentsCmd {
         lifetime: Option<humantime::Duration>,
         #[arg(long)]
         reason: String,
-        #[arg(long = "as")]
-        requester: String,
     },
     /// Give an agent whose owner left a new owner (the former owner's manager or security).
     Reassign {
@@ -48,33 +41,23 @@ pub enum AgentsCmd {
         /// The new owner: an active person in the directory.
         #[arg(long)]
         owner: String,
-        #[arg(long = "as")]
-        by: String,
     },
     /// Withdraw a request that is still waiting (by workflow id).
     Cancel {
         workflow: String,
         #[arg(long)]
         reason: String,
-        #[arg(long = "as")]
-        by: String,
     },
     /// Hand an agent its credentials from the local vault (client id and current secret).
     Credentials { agent: String },
     /// Rotate the agent's secret now (owner or security approver; no approval needed).
-    Rotate {
-        agent: String,
-        #[arg(long = "as")]
-        by: String,
-    },
+    Rotate { agent: String },
     /// Freeze the agent now, the kill switch: client deactivated, tokens revoked; security
     /// then decides Unfreeze or Decommission (owner or security approver).
     Freeze {
         agent: String,
         #[arg(long)]
         reason: String,
-        #[arg(long = "as")]
-        by: String,
     },
     /// Ask security to decide on an agent frozen earlier (a review's freeze default, or a
     /// freeze nobody decided): Unfreeze restores its grants, Decommission ends it.
@@ -82,16 +65,12 @@ pub enum AgentsCmd {
         agent: String,
         #[arg(long)]
         reason: String,
-        #[arg(long = "as")]
-        by: String,
     },
     /// Ask to decommission the agent (a security approver decides).
     Decommission {
         agent: String,
         #[arg(long)]
         reason: String,
-        #[arg(long = "as")]
-        by: String,
     },
     /// Ask to keep a time-bound agent past its expiry date (a security approver decides).
     Renew {
@@ -101,8 +80,6 @@ pub enum AgentsCmd {
         until: chrono::NaiveDate,
         #[arg(long)]
         reason: String,
-        #[arg(long = "as")]
-        by: String,
     },
 }
 
@@ -115,15 +92,11 @@ pub enum ApprovalsCmd {
     },
     Approve {
         id: String,
-        #[arg(long = "as")]
-        approver: String,
         #[arg(long)]
         reason: Option<String>,
     },
     Deny {
         id: String,
-        #[arg(long = "as")]
-        approver: String,
         #[arg(long)]
         reason: String,
     },
@@ -180,12 +153,9 @@ pub fn print(c: &Client, v: &Value, human: impl FnOnce(&Value)) {
 pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
     let api = Api::from_client(c).await?;
     match cmd {
-        AgentsCmd::Request {
-            manifest,
-            requester,
-        } => {
+        AgentsCmd::Request { manifest } => {
             let request = shared::manifest::load(&manifest)?;
-            let body = AgentRequestBody { request, requester };
+            let body = AgentRequestBody { request };
             let v = json_of(api.request_agent(&body).await)?;
             print(c, &v, |v| {
                 let dup = if v["duplicate"].as_bool() == Some(true) {
@@ -282,7 +252,6 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             remove,
             lifetime,
             reason,
-            requester,
         } => {
             let token_lifetime_secs = lifetime
                 .map(|l| u32::try_from(std::time::Duration::from(l).as_secs()))
@@ -295,7 +264,6 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                     token_lifetime_secs,
                     reason,
                 },
-                requester,
             };
             let v = json_of(api.change_scopes(&agent, &body).await)?;
             print(c, &v, |v| {
@@ -306,8 +274,8 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                 )
             });
         }
-        AgentsCmd::Reassign { agent, owner, by } => {
-            let v = json_of(api.reassign_owner(&agent, &OwnerBody { owner, by }).await)?;
+        AgentsCmd::Reassign { agent, owner } => {
+            let v = json_of(api.reassign_owner(&agent, &OwnerBody { owner }).await)?;
             print(c, &v, |v| {
                 println!(
                     "{agent}: owner {} assigned ({})",
@@ -316,18 +284,14 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                 )
             });
         }
-        AgentsCmd::Cancel {
-            workflow,
-            reason,
-            by,
-        } => {
-            let body = CancelBody { by, reason };
+        AgentsCmd::Cancel { workflow, reason } => {
+            let body = CancelBody { reason };
             let v = json_of(api.cancel_workflow(&workflow, &body).await)?;
             print(c, &v, |_| println!("cancel requested for {workflow}"));
         }
         AgentsCmd::Credentials { agent } => credentials(&api, c, &agent).await?,
-        AgentsCmd::Rotate { agent, by } => {
-            let v = json_of(api.rotate(&agent, &RotateBody { by }).await)?;
+        AgentsCmd::Rotate { agent } => {
+            let v = json_of(api.rotate(&agent, &RotateBody {}).await)?;
             print(c, &v, |v| {
                 println!(
                     "rotation {} → {}",
@@ -336,8 +300,8 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                 )
             });
         }
-        AgentsCmd::Freeze { agent, reason, by } => {
-            let v = json_of(api.freeze(&agent, &FreezeBody { by, reason }).await)?;
+        AgentsCmd::Freeze { agent, reason } => {
+            let v = json_of(api.freeze(&agent, &FreezeBody { reason }).await)?;
             print(c, &v, |v| {
                 for s in v["started"].as_array().into_iter().flatten() {
                     println!(
@@ -348,8 +312,8 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                 }
             });
         }
-        AgentsCmd::Unfreeze { agent, reason, by } => {
-            let v = json_of(api.unfreeze(&agent, &FreezeBody { by, reason }).await)?;
+        AgentsCmd::Unfreeze { agent, reason } => {
+            let v = json_of(api.unfreeze(&agent, &FreezeBody { reason }).await)?;
             print(c, &v, |v| {
                 println!(
                     "unfreeze decision {} → {} (approve = unfreeze, deny = decommission)",
@@ -358,8 +322,8 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                 )
             });
         }
-        AgentsCmd::Decommission { agent, reason, by } => {
-            let body = DecommissionBody { by, reason };
+        AgentsCmd::Decommission { agent, reason } => {
+            let body = DecommissionBody { reason };
             let v = json_of(api.decommission(&agent, &body).await)?;
             print(c, &v, |v| {
                 println!(
@@ -373,9 +337,8 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             agent,
             until,
             reason,
-            by,
         } => {
-            let body = RenewBody { by, until, reason };
+            let body = RenewBody { until, reason };
             let v = json_of(api.renew(&agent, &body).await)?;
             print(c, &v, |v| {
                 println!(
@@ -519,16 +482,12 @@ pub async fn approvals(cmd: ApprovalsCmd, c: &Client) -> anyhow::Result<()> {
                 }
             });
         }
-        ApprovalsCmd::Approve {
-            id,
-            approver,
-            reason,
-        } => decide(&api, c, &id, Decision::Approve, approver, reason).await?,
-        ApprovalsCmd::Deny {
-            id,
-            approver,
-            reason,
-        } => decide(&api, c, &id, Decision::Deny, approver, Some(reason)).await?,
+        ApprovalsCmd::Approve { id, reason } => {
+            decide(&api, c, &id, Decision::Approve, reason).await?
+        }
+        ApprovalsCmd::Deny { id, reason } => {
+            decide(&api, c, &id, Decision::Deny, Some(reason)).await?
+        }
     }
     Ok(())
 }
@@ -538,11 +497,9 @@ async fn decide(
     c: &Client,
     id: &str,
     decision: Decision,
-    approver: String,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
     let body = DecisionBody {
-        approver,
         reason,
         action_hash: None,
     };

@@ -1,6 +1,7 @@
 //! `steward demo`: the seeds' story, end to end over real HTTP, in a temporary directory.
-//! Alice asks for a Datadog remediation agent with a sensitive scope; she cannot approve her own
-//! request; security approves; Steward provisions a dedicated client; the agent fetches a real
+//! Alice, Sam and Priya sign in at the dev IdP (device codes entered with passwords the demo sets
+//! for them); the automation token cannot decide anything. Alice asks for a Datadog remediation
+//! agent with a sensitive scope; she cannot approve her own request; security approves; Steward provisions a dedicated client; the agent fetches a real
 //! signed token; its request for a banking scope freezes it at once and two security approvers
 //! unfreeze it; a request for an excluded scope is refused; the audit trail shows it all.
 
@@ -56,6 +57,15 @@ pub async fn run() -> anyhow::Result<()> {
         })?;
     let vault = stack.vault.clone();
     let token = server::admin_token(&data_dir)?;
+    // The demo's people, each with a password only this run knows.
+    let mut passwords = Vec::new();
+    for person in PEOPLE_IN_STORY {
+        let password = crate::people::generated_password();
+        stack
+            .idp
+            .set_password(person, &password, chrono::Utc::now())?;
+        passwords.push((person, password));
+    }
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
         stack,
@@ -75,16 +85,99 @@ pub async fn run() -> anyhow::Result<()> {
         "Steward demo — embedded default (SQLite, file vault, dev IdP) at {base}, data in {}\n",
         data_dir.display()
     );
-    let api = Api::new(&base, &token)?;
-    let result = story(&t, &api, &base, &vault).await;
+    let automation = Api::new(&base, &token)?;
+    let result = async {
+        let mut people = Vec::new();
+        for (person, password) in &passwords {
+            let (user_code, token) = sign_in(&base, person, password).await?;
+            t.say(
+                person,
+                format!("signs in at the dev IdP: enters device code {user_code} with their password → a 1-hour EdDSA token"),
+            );
+            people.push(Api::new(&base, &token)?);
+        }
+        let [alice, sam, priya] = <[Api; 3]>::try_from(people)
+            .map_err(|_| anyhow::anyhow!("three people sign in"))?;
+        story(&t, &Cast { automation, alice, sam, priya }, &base, &vault).await
+    }
+    .await;
     let _ = stop.send(());
     let _ = server.await;
     result
 }
 
+/// Who calls: the automation token (CI) and each person, signed in as themselves.
+struct Cast {
+    automation: Api,
+    alice: Api,
+    sam: Api,
+    priya: Api,
+}
+
+const PEOPLE_IN_STORY: [&str; 3] = [
+    "alice@example.com",
+    "sam.security@example.com",
+    "priya.secops@example.com",
+];
+
+/// The device authorization grant as a person does it: the CLI's request, the person entering
+/// the code with their password on the verification page, the CLI's poll.
+async fn sign_in(
+    base: &str,
+    person: &str,
+    password: &shared::Secret,
+) -> anyhow::Result<(String, String)> {
+    use shared::idp::dev::people::{DEVICE_AUTHORIZATION_PATH, DEVICE_CODE_GRANT};
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let device: Value = http
+        .post(format!("{base}{DEVICE_AUTHORIZATION_PATH}"))
+        .form(&[("client_id", "steward-cli"), ("scope", "openid email")])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let user_code = device["user_code"].as_str().context("user_code")?;
+    let entered = http
+        .post(
+            device["verification_uri"]
+                .as_str()
+                .context("verification_uri")?,
+        )
+        .form(&[
+            ("user_code", user_code),
+            ("email", person),
+            ("password", password.expose()),
+        ])
+        .send()
+        .await?;
+    if !entered.status().is_success() {
+        bail!("{person} could not enter the code: {}", entered.status());
+    }
+    let token: Value = http
+        .post(format!("{base}{TOKEN_PATH}"))
+        .form(&[
+            ("grant_type", DEVICE_CODE_GRANT),
+            ("client_id", "steward-cli"),
+            (
+                "device_code",
+                device["device_code"].as_str().context("device_code")?,
+            ),
+        ])
+        .send()
+        .await?
+        .json()
+        .await?;
+    let access = token["access_token"]
+        .as_str()
+        .with_context(|| format!("no token for {person}: {token}"))?;
+    Ok((user_code.to_string(), access.to_string()))
+}
+
 async fn story(
     t: &Timeline,
-    api: &Api,
+    cast: &Cast,
     base: &str,
     vault: &shared::embedded::vault::FileVault,
 ) -> anyhow::Result<()> {
@@ -95,8 +188,8 @@ async fn story(
             "purpose": "Mutes flapping monitors and opens incidents during on-call",
             "scopes": ["datadog:metrics:read", "datadog:monitors:write"], "token_lifetime_secs": 900,
         }))?,
-        requester: None,
     };
+    let api = &cast.alice;
     t.say("alice@example.com", format!("requests {AGENT}: datadog:metrics:read + datadog:monitors:write (sensitive), 15-minute tokens"));
     let started = json_of(api.request_agent(&request).await)?;
     t.say(
@@ -144,15 +237,21 @@ async fn story(
             approval["expires_at"].as_str().unwrap_or("")
         ),
     );
-    let decision = |approver: &str, reason: Option<&str>| DecisionBody {
-        approver: approver.into(),
+    let decision = |reason: Option<&str>| DecisionBody {
         reason: reason.map(str::to_string),
         action_hash: None,
     };
-    let Err(refused) = api
-        .approve(&approval_id, &decision("alice@example.com", None))
-        .await
-    else {
+    let Err(refused) = cast.automation.approve(&approval_id, &decision(None)).await else {
+        bail!("the automation token approved a request");
+    };
+    t.say(
+        "automation token",
+        format!(
+            "tries to approve → refused: {}",
+            refused.to_string().replace('\n', " ")
+        ),
+    );
+    let Err(refused) = cast.alice.approve(&approval_id, &decision(None)).await else {
         bail!("the requester approved her own request");
     };
     t.say(
@@ -162,14 +261,12 @@ async fn story(
             refused.to_string().replace('\n', " ")
         ),
     );
-    api.approve(
-        &approval_id,
-        &decision(
-            "sam.security@example.com",
-            Some("remediation needs monitor writes"),
-        ),
-    )
-    .await?;
+    cast.sam
+        .approve(
+            &approval_id,
+            &decision(Some("remediation needs monitor writes")),
+        )
+        .await?;
     t.say(
         "sam.security@example.com",
         format!("approves {approval_id}"),
@@ -280,7 +377,7 @@ async fn story(
         .and_then(|a| a["request"]["id"].as_str())
         .context("the unfreeze decision")?
         .to_string();
-    let audit = api.audit().await?;
+    let audit = cast.automation.audit().await?;
     let contained = audit
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -297,15 +394,16 @@ async fn story(
             "asks security to decide {decision_id}: Unfreeze (two approvers after CRITICAL) or Decommission"
         ),
     );
-    for approver in ["sam.security@example.com", "priya.secops@example.com"] {
-        api.approve(
-            &decision_id,
-            &decision(
-                approver,
-                Some("the dependency was pinned back after review"),
-            ),
-        )
-        .await?;
+    for (approver, person) in [
+        ("sam.security@example.com", &cast.sam),
+        ("priya.secops@example.com", &cast.priya),
+    ] {
+        person
+            .approve(
+                &decision_id,
+                &decision(Some("the dependency was pinned back after review")),
+            )
+            .await?;
         t.say(approver, format!("approves unfreezing ({decision_id})"));
     }
     let unfrozen = wait_for(
@@ -336,7 +434,6 @@ async fn story(
             token_lifetime_secs: None,
             reason: "auto-remediate locked accounts".into(),
         },
-        requester: "alice@example.com".into(),
     };
     let refused = match api.change_scopes(AGENT, &change).await {
         Err(e) if e.status() == Some(422) => e,
@@ -352,10 +449,7 @@ async fn story(
 
     // 6. Rotation with no gap: the old secret keeps working through the grace period
     let before = a["secret_version"].as_str().unwrap_or("").to_string();
-    let by = RotateBody {
-        by: "alice@example.com".into(),
-    };
-    let started = json_of(api.rotate(AGENT, &by).await)?;
+    let started = json_of(api.rotate(AGENT, &RotateBody {}).await)?;
     let rotated = wait_for(
         || async { json_of(api.agent(AGENT).await) },
         |v: &Value| {
@@ -413,7 +507,7 @@ async fn story(
         "steward",
         format!("workflow history: start → {}", steps.join(" → ")),
     );
-    let audit = api.audit().await?;
+    let audit = cast.automation.audit().await?;
     let lines: Vec<Value> = audit
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())

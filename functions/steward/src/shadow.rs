@@ -32,16 +32,12 @@ pub enum ShadowCmd {
         /// Scopes to keep (repeatable); the client's current scopes when absent.
         #[arg(long = "scope")]
         scopes: Vec<String>,
-        #[arg(long = "as")]
-        by: String,
     },
     /// Let a shadow agent go: frozen now, then decommissioned (its creator or security).
     Release {
         client: String,
         #[arg(long)]
         reason: String,
-        #[arg(long = "as")]
-        by: String,
     },
 }
 
@@ -97,7 +93,6 @@ pub async fn shadow(cmd: ShadowCmd, c: &Client) -> anyhow::Result<()> {
             purpose,
             name,
             scopes,
-            by,
         } => {
             let body = ClaimBody {
                 claim: Claim {
@@ -109,7 +104,6 @@ pub async fn shadow(cmd: ShadowCmd, c: &Client) -> anyhow::Result<()> {
                     scopes: (!scopes.is_empty()).then_some(scopes),
                     token_lifetime_secs: None,
                 },
-                by,
             };
             let v = json_of(api.claim_shadow_agent(&client, &body).await)?;
             print(c, &v, |v| {
@@ -120,8 +114,8 @@ pub async fn shadow(cmd: ShadowCmd, c: &Client) -> anyhow::Result<()> {
                 )
             });
         }
-        ShadowCmd::Release { client, reason, by } => {
-            let body = ReleaseBody { by, reason };
+        ShadowCmd::Release { client, reason } => {
+            let body = ReleaseBody { reason };
             let v = json_of(api.release_shadow_agent(&client, &body).await)?;
             print(c, &v, |v| {
                 println!(

@@ -69,6 +69,9 @@ CREATE TABLE IF NOT EXISTS posted_messages (
 CREATE TABLE IF NOT EXISTS agent_clients (
   client_id TEXT PRIMARY KEY, agent_id TEXT NOT NULL, updated_at TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS baselines (agent_id TEXT PRIMARY KEY, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS personal_tokens (
+  id TEXT PRIMARY KEY, person TEXT NOT NULL, body TEXT NOT NULL, created_at TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS personal_tokens_person ON personal_tokens(person, created_at);
 CREATE TABLE IF NOT EXISTS people_passwords (
   person TEXT PRIMARY KEY, hash TEXT NOT NULL, set_at TEXT NOT NULL, failures INTEGER NOT NULL, locked_until INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS people_sign_ins (
@@ -721,5 +724,81 @@ impl StoreRead for Db {
             .map_err(backend)?;
         rows.map(|b| decode(subject, &b.map_err(backend)?))
             .collect()
+    }
+}
+
+#[async_trait]
+impl crate::ports::PersonalTokens for Db {
+    async fn put_token(
+        &self,
+        token: &crate::ports::personal_tokens::PersonalToken,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(token).map_err(backend)?;
+        let inserted = exec(
+            &self.lock(),
+            "INSERT OR IGNORE INTO personal_tokens (id, person, body, created_at) VALUES (?1,?2,?3,?4)",
+            params![token.id, token.person, body, token.created_at.to_rfc3339()],
+        )
+        .map_err(backend)?;
+        if inserted == 0 {
+            return Err(StoreError::Backend(format!(
+                "personal token {} exists already",
+                token.id
+            )));
+        }
+        Ok(())
+    }
+
+    async fn token(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::ports::personal_tokens::PersonalToken>, StoreError> {
+        let body: Option<String> = self
+            .lock()
+            .query_row("SELECT body FROM personal_tokens WHERE id=?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        body.map(|b| {
+            serde_json::from_str(&b)
+                .map_err(|e| StoreError::Corrupt(format!("personal token {id}"), e.to_string()))
+        })
+        .transpose()
+    }
+
+    async fn tokens_of(
+        &self,
+        person: &str,
+    ) -> Result<Vec<crate::ports::personal_tokens::PersonalToken>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(
+            "SELECT id, body FROM personal_tokens WHERE person=?1 ORDER BY created_at, id",
+        )?;
+        let rows: Vec<(String, String)> = st
+            .query_map([person], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(id, b)| {
+                serde_json::from_str(&b)
+                    .map_err(|e| StoreError::Corrupt(format!("personal token {id}"), e.to_string()))
+            })
+            .collect()
+    }
+
+    async fn revoke_token(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let Some(mut token) = crate::ports::PersonalTokens::token(self, id).await? else {
+            return Ok(false);
+        };
+        if token.revoked_at.is_none() {
+            token.revoked_at = Some(at);
+            let body = serde_json::to_string(&token).map_err(backend)?;
+            exec(
+                &self.lock(),
+                "UPDATE personal_tokens SET body=?2 WHERE id=?1",
+                params![id, body],
+            )
+            .map_err(backend)?;
+        }
+        Ok(true)
     }
 }

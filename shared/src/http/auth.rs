@@ -2,7 +2,7 @@
 //! ([`Authenticate`]); the router asks it before every admin route and hands the handler the
 //! [`Caller`] it established.
 
-use crate::ports::Directory;
+use crate::ports::{Directory, PersonalTokens};
 use crate::secret::Secret;
 use crate::sign_in::PersonTokens;
 use async_trait::async_trait;
@@ -21,8 +21,10 @@ pub enum Principal {
         /// The normalised person claim (lower-cased e-mail by default): the directory's key,
         /// and what separation of duties compares.
         id: String,
-        /// Names the token in the audit trail (its `jti`, or a digest), never the token.
+        /// Names the token in the audit trail (its `jti` or a digest; a personal token's id),
+        /// never the token.
         token_id: String,
+        via: Credential,
     },
     /// Automation: the local admin token, or an IAM principal on AWS.
     Automation {
@@ -31,10 +33,29 @@ pub enum Principal {
     },
 }
 
+/// How a person proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Credential {
+    /// A token the people's issuer signed (a sign-in).
+    SignIn,
+    /// A personal API token the person created.
+    PersonalToken,
+}
+
 impl std::fmt::Display for Principal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Principal::Person { id, token_id } => write!(f, "person {id} (token {token_id})"),
+            Principal::Person {
+                id,
+                token_id,
+                via: Credential::SignIn,
+            } => write!(f, "person {id} (token {token_id})"),
+            Principal::Person {
+                id,
+                token_id,
+                via: Credential::PersonalToken,
+            } => write!(f, "person {id} (personal token {token_id})"),
             Principal::Automation { name } => write!(f, "automation {name}"),
         }
     }
@@ -61,28 +82,12 @@ impl Caller {
         }
     }
 
-    /// The person a request acts as, normalised (trimmed, lower-cased). A signed-in person acts
-    /// as themselves: a body that names someone else is refused (403). Automation names the
-    /// person in the body, as before sign-in.
-    pub fn acting_as(&self, named: Option<&str>, field: &str) -> Result<String, super::ApiError> {
-        let named = named.map(str::trim).filter(|n| !n.is_empty());
-        match (&self.principal, named) {
-            (Principal::Person { id, .. }, None) => Ok(id.clone()),
-            (Principal::Person { id, .. }, Some(n)) if n.to_lowercase() == *id => Ok(id.clone()),
-            (Principal::Person { id, .. }, Some(n)) => Err(super::ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "you are signed in as {id}; `{field}` may not name anyone else ({})",
-                    crate::jwks::shown(n)
-                ),
-            )),
-            // Normalised like a person's id, so separation of duties cannot be dodged with a
-            // trailing space or capitals.
-            (Principal::Automation { .. }, Some(n)) => Ok(n.to_lowercase()),
-            (Principal::Automation { .. }, None) => Err(super::ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("`{field}` is required: say who this request is from"),
-            )),
+    /// Who the engine records as acting: the person's id, or `automation:<name>` (which no
+    /// person id can equal, so automation never counts as an approver or a reviewer).
+    pub fn acting(&self) -> String {
+        match &self.principal {
+            Principal::Person { id, .. } => id.clone(),
+            Principal::Automation { name } => format!("automation:{name}"),
         }
     }
 }
@@ -118,12 +123,13 @@ pub fn bearer(request: &Parts) -> &str {
 }
 
 /// The local server's callers: the admin token (`<data-dir>/admin-token`, automation, compared
-/// in constant time), and, when an issuer is configured, people with a token it signed who are
-/// active in the directory.
+/// in constant time); people with a token the people's issuer signed; and people's personal API
+/// tokens. A person must be active in the directory.
 pub struct BearerTokens {
     pub admin: Secret,
     pub people: Option<Arc<PersonTokens>>,
     pub directory: Arc<dyn Directory>,
+    pub tokens: Arc<dyn PersonalTokens>,
 }
 
 /// A person's bearer token, verified against the issuer and the directory: the person must be
@@ -141,29 +147,55 @@ pub async fn person_caller(
             why: e.to_string(),
             hint: "get a new token from the organisation's issuer".into(),
         })?;
+    active_person(directory, person.id, person.token_id, Credential::SignIn).await
+}
+
+/// The person behind a verified credential, if they are active in the directory (403 if not).
+async fn active_person(
+    directory: &dyn Directory,
+    id: String,
+    token_id: String,
+    via: Credential,
+) -> Result<Caller, Unauthenticated> {
     let refused = |why: String| Unauthenticated {
         status: StatusCode::FORBIDDEN,
         why,
         hint: "ask the people directory's owner to add or reactivate you".into(),
     };
-    match directory.person(&person.id).await {
+    match directory.person(&id).await {
         Ok(Some(p)) if p.active => Ok(Caller {
-            principal: Principal::Person {
-                id: person.id,
-                token_id: person.token_id,
-            },
+            principal: Principal::Person { id, token_id, via },
         }),
         Ok(Some(_)) => Err(refused(format!(
-            "{} is no longer active in the directory",
-            person.id
+            "{id} is no longer active in the directory"
         ))),
-        Ok(None) => Err(refused(format!("{} is not in the directory", person.id))),
+        Ok(None) => Err(refused(format!("{id} is not in the directory"))),
         Err(e) => Err(Unauthenticated {
             status: StatusCode::SERVICE_UNAVAILABLE,
             why: e.to_string(),
             hint: "try again later".into(),
         }),
     }
+}
+
+/// A personal API token: live, and its person still active in the directory.
+pub async fn personal_caller(
+    tokens: &dyn PersonalTokens,
+    directory: &dyn Directory,
+    presented: &str,
+) -> Result<Caller, Unauthenticated> {
+    use crate::personal_token::{PersonalTokenError, check};
+    let token = check(tokens, presented, chrono::Utc::now())
+        .await
+        .map_err(|e| Unauthenticated {
+            status: match e {
+                PersonalTokenError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            },
+            why: e.to_string(),
+            hint: "create a new one with `steward tokens create` after `steward login`".into(),
+        })?;
+    active_person(directory, token.person, token.id, Credential::PersonalToken).await
 }
 
 /// The admin token alone (no person sign-in).
@@ -198,6 +230,9 @@ fn admin_token(admin: &Secret, presented: &str) -> Result<Caller, Unauthenticate
 impl Authenticate for BearerTokens {
     async fn authenticate(&self, request: &Parts) -> Result<Caller, Unauthenticated> {
         let presented = bearer(request);
+        if crate::personal_token::looks_personal(presented) {
+            return personal_caller(self.tokens.as_ref(), self.directory.as_ref(), presented).await;
+        }
         // A JWT has two dots; the admin token has none.
         let Some(people) = self
             .people

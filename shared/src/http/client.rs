@@ -63,6 +63,9 @@ pub struct AdminClient {
     token: Secret,
 }
 
+/// How the CLI names itself to the server (the audit trail's `source` is `cli`).
+pub const USER_AGENT_PREFIX: &str = "steward-cli/";
+
 /// No query string.
 const NO_QUERY: Option<&()> = None;
 /// No body.
@@ -73,6 +76,7 @@ impl AdminClient {
     pub fn new(base: &str, token: Secret) -> Result<Self, ClientError> {
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
+            .user_agent(format!("{USER_AGENT_PREFIX}{}", env!("CARGO_PKG_VERSION")))
             .timeout(CALL_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .build()
@@ -377,5 +381,25 @@ impl AdminClient {
     pub async fn idp_clients(&self) -> Result<Vec<IdpClientView>, ClientError> {
         self.call(&routes::IDP_CLIENTS, &[], NO_QUERY, NO_BODY)
             .await
+    }
+
+    pub async fn create_token(&self, body: &TokenCreateBody) -> Result<TokenCreated, ClientError> {
+        self.call(&routes::CREATE_TOKEN, &[], NO_QUERY, Some(body))
+            .await
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenView>, ClientError> {
+        self.call(&routes::LIST_TOKENS, &[], NO_QUERY, NO_BODY)
+            .await
+    }
+
+    pub async fn revoke_token(&self, id: &str) -> Result<TokenView, ClientError> {
+        self.call(
+            &routes::REVOKE_TOKEN,
+            &[id],
+            NO_QUERY,
+            Some(&serde_json::json!({})),
+        )
+        .await
     }
 }

@@ -87,6 +87,7 @@ macro_rules! named {
 
 named!(
     crate::admin::AgentRequestBody => "agent request",
+    crate::admin::TokenCreateBody => "personal token request",
     crate::admin::ScopeChangeBody => "scope change",
     crate::admin::OwnerBody => "owner reassignment",
     crate::admin::CancelBody => "cancel request",

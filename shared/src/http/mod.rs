@@ -7,11 +7,12 @@ pub mod auth;
 pub mod client;
 mod error;
 mod operations;
+pub mod roles;
 pub mod routes;
 
 pub use auth::{
-    AdminToken, Authenticate, BearerTokens, Caller, Principal, Unauthenticated, bearer,
-    person_caller,
+    AdminToken, Authenticate, BearerTokens, Caller, Credential, Principal, Unauthenticated, bearer,
+    person_caller, personal_caller,
 };
 pub use error::{ApiError, Body, Named, Params};
 
@@ -45,6 +46,8 @@ pub trait LocalViews: Send + Sync {
 pub struct AppParts {
     pub engine: Arc<Engine>,
     pub auth: Arc<dyn Authenticate>,
+    /// People's personal API tokens.
+    pub tokens: Arc<dyn crate::ports::PersonalTokens>,
     /// Slack's interactivity requests are verified with its signing secret.
     pub slack: Option<SlackEdge>,
     /// The Authorization value Okta's event hook sends.
@@ -107,14 +110,21 @@ impl App {
     }
 }
 
-/// Every route of [`ROUTES`], each with its handler; admin routes behind `auth`.
+/// Every route of [`ROUTES`], each with its handler; admin routes behind `auth` and the role
+/// table.
 pub fn router(app: App) -> Router {
     let mut admin = Router::new();
     let mut public = Router::new();
     for route in ROUTES {
         let handler = operations::handler(route);
         match route.access {
-            Access::Admin => admin = admin.route(route.path, handler),
+            Access::Admin => {
+                let checked = handler.route_layer(axum::middleware::from_fn_with_state(
+                    (app.clone(), *route),
+                    roles::authorize,
+                ));
+                admin = admin.route(route.path, checked)
+            }
             Access::Public => public = public.route(route.path, handler),
         }
     }
@@ -147,6 +157,60 @@ fn body_limit(route: &Route) -> Option<usize> {
         }
         routes::Op::SharedSignals => Some(SSF_BODY_BYTES),
         _ => None,
+    }
+}
+
+/// Where a request comes from, as the audit trail says: the CLI names itself in its user
+/// agent; everything else is the API.
+pub fn source_of(headers: &axum::http::HeaderMap) -> &'static str {
+    let agent = headers
+        .get(axum::http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if agent.starts_with(client::USER_AGENT_PREFIX) {
+        "cli"
+    } else {
+        "api"
+    }
+}
+
+impl App {
+    /// A call the role table refused: counted, logged and audited with the principal.
+    pub async fn refuse_call(&self, route: &Route, caller: &Caller, source: &str, why: &str) {
+        self.0.bad_requests.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(principal = %caller.principal, route = %route.name(), why, "call refused");
+        let record = crate::audit::api_call(
+            &caller.principal,
+            source,
+            &route.name(),
+            403,
+            Some(why),
+            self.engine.clock.now(),
+        );
+        if let Err(e) = self.engine.store.append_audit(vec![record]).await {
+            tracing::error!(error = %e, "could not audit a refused call");
+        }
+    }
+
+    /// A change a principal asked for, and how it was answered.
+    pub async fn audit_call(
+        &self,
+        route: &Route,
+        caller: &Caller,
+        source: &str,
+        status: axum::http::StatusCode,
+    ) {
+        let record = crate::audit::api_call(
+            &caller.principal,
+            source,
+            &route.name(),
+            status.as_u16(),
+            None,
+            self.engine.clock.now(),
+        );
+        if let Err(e) = self.engine.store.append_audit(vec![record]).await {
+            tracing::error!(error = %e, "could not audit a call");
+        }
     }
 }
 

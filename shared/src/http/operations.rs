@@ -61,6 +61,9 @@ pub(super) fn handler(route: &Route) -> MethodRouter<App> {
         Op::Notifications => on(route, notifications),
         Op::DeadLetters => on(route, dead_letters),
         Op::IdpClients => on(route, idp_clients),
+        Op::CreateToken => on(route, create_token),
+        Op::ListTokens => on(route, list_tokens),
+        Op::RevokeToken => on(route, revoke_token),
     };
     match super::body_limit(route) {
         Some(limit) => r.layer(axum::extract::DefaultBodyLimit::max(limit)),
@@ -182,7 +185,7 @@ async fn shared_signals(
 
 async fn whoami(caller: Caller) -> Answer<Json<Me>> {
     Ok(Json(match caller.principal {
-        super::Principal::Person { id, token_id } => Me {
+        super::Principal::Person { id, token_id, .. } => Me {
             kind: "person".into(),
             id,
             token_id: Some(token_id),
@@ -204,17 +207,11 @@ async fn request_agent(
     caller: Caller,
     Body(b): Body<AgentRequestBody>,
 ) -> Answer<impl IntoResponse> {
-    // Automation files on the owner's behalf unless it names the requester; a person is the
-    // requester, whoever the owner is.
-    let requester = match caller.person() {
-        Some(_) => caller.acting_as(b.requester.as_deref(), "requester")?,
-        None => caller.acting_as(
-            Some(b.requester.as_deref().unwrap_or(&b.request.owner)),
-            "requester",
-        )?,
-    };
+    // The caller is the requester, whoever the owner is; the record keeps both.
     Ok(started(
-        app.engine.request_agent(b.request, &requester).await?,
+        app.engine
+            .request_agent(b.request, &caller.acting())
+            .await?,
     ))
 }
 
@@ -276,10 +273,9 @@ async fn change_scopes(
     Path(agent): Path<String>,
     Body(b): Body<ScopeChangeBody>,
 ) -> Answer<impl IntoResponse> {
-    let requester = caller.acting_as(Some(&b.requester), "requester")?;
     Ok(started(
         app.engine
-            .request_scope_change(&agent, b.request, &requester)
+            .request_scope_change(&agent, b.request, &caller.acting())
             .await?,
     ))
 }
@@ -290,8 +286,10 @@ async fn reassign_owner(
     Path(agent): Path<String>,
     Body(b): Body<OwnerBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
-    let workflow_id = app.engine.reassign_owner(&agent, &b.owner, &by).await?;
+    let workflow_id = app
+        .engine
+        .reassign_owner(&agent, &b.owner, &caller.acting())
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(OwnerAssigned {
@@ -306,9 +304,9 @@ async fn rotate(
     State(app): State<App>,
     caller: Caller,
     Path(agent): Path<String>,
-    Body(b): Body<RotateBody>,
+    Body(RotateBody {}): Body<RotateBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
+    let by = caller.acting();
     Ok(started(
         app.engine
             .request_rotation(
@@ -326,10 +324,9 @@ async fn decommission(
     Path(agent): Path<String>,
     Body(b): Body<DecommissionBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
         app.engine
-            .request_decommission(&agent, &by, &b.reason)
+            .request_decommission(&agent, &caller.acting(), &b.reason)
             .await?,
     ))
 }
@@ -340,10 +337,9 @@ async fn renew(
     Path(agent): Path<String>,
     Body(b): Body<RenewBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
         app.engine
-            .request_renewal(&agent, b.until, &by, &b.reason)
+            .request_renewal(&agent, b.until, &caller.acting(), &b.reason)
             .await?,
     ))
 }
@@ -354,8 +350,10 @@ async fn freeze(
     Path(agent): Path<String>,
     Body(b): Body<FreezeBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
-    let d = app.engine.freeze_now(&agent, &by, &b.reason).await?;
+    let d = app
+        .engine
+        .freeze_now(&agent, &caller.acting(), &b.reason)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(d)))
 }
 
@@ -365,9 +363,10 @@ async fn unfreeze(
     Path(agent): Path<String>,
     Body(b): Body<FreezeBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
-        app.engine.request_unfreeze(&agent, &by, &b.reason).await?,
+        app.engine
+            .request_unfreeze(&agent, &caller.acting(), &b.reason)
+            .await?,
     ))
 }
 
@@ -383,9 +382,10 @@ async fn claim_shadow_agent(
     Path(client): Path<String>,
     Body(b): Body<ClaimBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
-        app.engine.claim_shadow(&client, b.claim, &by).await?,
+        app.engine
+            .claim_shadow(&client, b.claim, &caller.acting())
+            .await?,
     ))
 }
 
@@ -395,8 +395,10 @@ async fn release_shadow_agent(
     Path(client): Path<String>,
     Body(b): Body<ReleaseBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
-    let workflow_id = app.engine.release_shadow(&client, &by, &b.reason).await?;
+    let workflow_id = app
+        .engine
+        .release_shadow(&client, &caller.acting(), &b.reason)
+        .await?;
     Ok((StatusCode::ACCEPTED, Json(Released { workflow_id })))
 }
 
@@ -419,10 +421,9 @@ async fn launch_campaign(
     caller: Caller,
     Body(b): Body<CampaignBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
     Ok(started(
         app.engine
-            .launch_campaign(b.request(), Actor::Person(by))
+            .launch_campaign(b.request(), Actor::Person(caller.acting()))
             .await?,
     ))
 }
@@ -468,7 +469,7 @@ async fn answer_review(
     Path(item): Path<String>,
     Body(b): Body<ReviewAnswerBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
+    let by = caller.acting();
     let decision = match b.decision() {
         Ok(d) => d,
         Err(why) => {
@@ -510,8 +511,7 @@ async fn cancel_workflow(
     Path(id): Path<String>,
     Body(b): Body<CancelBody>,
 ) -> Answer<impl IntoResponse> {
-    let by = caller.acting_as(Some(&b.by), "by")?;
-    app.engine.cancel(&id, &by, &b.reason).await?;
+    app.engine.cancel(&id, &caller.acting(), &b.reason).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(CancelRequested {
@@ -565,10 +565,15 @@ async fn decide(
     b: DecisionBody,
     decision: Decision,
 ) -> Answer<(StatusCode, Json<DecisionQueued>)> {
-    let approver = caller.acting_as(Some(&b.approver), "approver")?;
     let record = app
         .engine
-        .decide(&id, &approver, decision, b.reason, b.action_hash.as_deref())
+        .decide(
+            &id,
+            &caller.acting(),
+            decision,
+            b.reason,
+            b.action_hash.as_deref(),
+        )
         .await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -631,4 +636,88 @@ async fn idp_clients(State(app): State<App>, _: Caller) -> Answer<Json<Vec<IdpCl
         out.push(IdpClientView { client, secret_ids });
     }
     Ok(Json(out))
+}
+
+// ---------- personal API tokens ----------
+
+/// The signed-in person (the role table lets only people here).
+fn signed_in(caller: &Caller) -> Answer<(&str, super::Credential)> {
+    match &caller.principal {
+        super::Principal::Person { id, via, .. } => Ok((id, *via)),
+        super::Principal::Automation { .. } => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "personal tokens belong to people: sign in with `steward login`",
+        )),
+    }
+}
+
+async fn create_token(
+    State(app): State<App>,
+    caller: Caller,
+    Body(b): Body<TokenCreateBody>,
+) -> Answer<impl IntoResponse> {
+    let (person, via) = signed_in(&caller)?;
+    // A copied personal token must not be able to mint more of itself.
+    if via == super::Credential::PersonalToken {
+        let why = "a personal token cannot create tokens: sign in with `steward login` first";
+        app.refuse("personal token creation", why).await;
+        return Err(ApiError::new(StatusCode::FORBIDDEN, why));
+    }
+    let now = app.engine.clock.now();
+    match crate::personal_token::mint(app.tokens.as_ref(), person, &b.name, b.ttl.as_deref(), now)
+        .await
+    {
+        Ok((record, token)) => Ok((
+            StatusCode::CREATED,
+            [(header::CACHE_CONTROL, "no-store")],
+            Json(TokenCreated {
+                view: TokenView::from(&record),
+                token: token.expose().to_string(),
+            }),
+        )),
+        Err(crate::personal_token::PersonalTokenError::Store(e)) => Err(ApiError::unavailable(e)),
+        Err(e) => {
+            let why = e.to_string();
+            app.refuse("personal token creation", &why).await;
+            Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why))
+        }
+    }
+}
+
+async fn list_tokens(State(app): State<App>, caller: Caller) -> Answer<Json<Vec<TokenView>>> {
+    let (person, _) = signed_in(&caller)?;
+    let tokens = app
+        .tokens
+        .tokens_of(person)
+        .await
+        .map_err(ApiError::unavailable)?;
+    Ok(Json(tokens.iter().map(TokenView::from).collect()))
+}
+
+async fn revoke_token(
+    State(app): State<App>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Answer<Json<TokenView>> {
+    let (person, _) = signed_in(&caller)?;
+    let tokens = &app.tokens;
+    // Someone else's token answers like a missing one: ids are not revealed across people.
+    let mine = match tokens.token(&id).await.map_err(ApiError::unavailable)? {
+        Some(t) if t.person == person => t,
+        _ => {
+            let why = format!("you have no personal token `{}`", crate::jwks::shown(&id));
+            app.refuse("personal token revocation", &why).await;
+            return Err(ApiError::not_found(why));
+        }
+    };
+    tokens
+        .revoke_token(&mine.id, app.engine.clock.now())
+        .await
+        .map_err(ApiError::unavailable)?;
+    let now = tokens
+        .token(&mine.id)
+        .await
+        .map_err(ApiError::unavailable)?
+        .unwrap_or(mine);
+    Ok(Json(TokenView::from(&now)))
 }

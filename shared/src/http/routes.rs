@@ -43,6 +43,9 @@ pub enum Op {
     Notifications,
     DeadLetters,
     IdpClients,
+    CreateToken,
+    ListTokens,
+    RevokeToken,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,7 +66,8 @@ impl Verb {
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// An authenticated administrator (the admin token locally, IAM-signed on AWS).
+    /// An authenticated principal (a signed-in person, a person's personal token, or
+    /// automation), checked against the role table (`roles::who_may`).
     Admin,
     /// Anyone; the route checks its own credential (Slack's signature, Okta's hook secret, the
     /// Shared Signals transmitter's keys) or reveals nothing (health).
@@ -153,6 +157,9 @@ pub const NOTIFICATIONS: Route = Route {
 };
 pub const DEAD_LETTERS: Route = admin(Op::DeadLetters, Get, "/api/dead-letters");
 pub const IDP_CLIENTS: Route = admin(Op::IdpClients, Get, "/api/idp/clients");
+pub const CREATE_TOKEN: Route = admin(Op::CreateToken, Post, "/api/tokens");
+pub const LIST_TOKENS: Route = admin(Op::ListTokens, Get, "/api/tokens");
+pub const REVOKE_TOKEN: Route = admin(Op::RevokeToken, Post, "/api/tokens/{id}/revoke");
 
 /// The whole surface, in the order the docs list it.
 pub const ROUTES: &[Route] = &[
@@ -192,6 +199,9 @@ pub const ROUTES: &[Route] = &[
     NOTIFICATIONS,
     DEAD_LETTERS,
     IDP_CLIENTS,
+    CREATE_TOKEN,
+    LIST_TOKENS,
+    REVOKE_TOKEN,
 ];
 
 impl Route {

@@ -7,6 +7,7 @@
 //! A test crate that includes this module may use only some of the properties.
 #![allow(dead_code)]
 
+pub mod personal_tokens;
 pub mod queue;
 pub mod store;
 pub mod vault;
@@ -145,3 +146,29 @@ macro_rules! vault_suite {
     };
 }
 pub(crate) use vault_suite;
+
+/// One test per personal-token property, in module `$module`: `$fresh` makes a fresh
+/// [`Subject`].
+macro_rules! tokens_suite {
+    ($module:ident, $fresh:expr, $test:meta) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance::tokens_suite!(@each $fresh, [$test];
+                put_get_and_list_in_creation_order,
+                an_id_is_never_replaced,
+                revoking_keeps_the_first_time,
+            );
+        }
+    };
+    (@each $fresh:expr, [$test:meta]; $($property:ident),* $(,)?) => {
+        $(
+            #[$test]
+            async fn $property() {
+                let t = $fresh;
+                $crate::conformance::personal_tokens::$property(&*t.port).await;
+            }
+        )*
+    };
+}
+pub(crate) use tokens_suite;

@@ -64,6 +64,7 @@ pub static POLICY: LazyLock<Policy> = LazyLock::new(|| Policy {
     approval_expiry_secs: 86_400,
     approvers: strings(&APPROVERS),
     approval_reminder_secs: 3600,
+    operators: vec![],
     two_person_scopes: strings(&[PAYMENTS_WRITE]),
     approval_routes: statemachines::policy::default_routes(),
     owner_reassign_secs: 7 * 86_400,

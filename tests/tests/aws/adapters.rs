@@ -59,6 +59,21 @@ crate::conformance::vault_suite!(
     fresh_vault(),
     tokio::test(flavor = "multi_thread")
 );
+crate::conformance::tokens_suite!(
+    tokens_dynamodb,
+    fresh_tokens(),
+    tokio::test(flavor = "multi_thread")
+);
+
+fn fresh_tokens() -> Subject<dyn shared::ports::PersonalTokens> {
+    let table = moto::block_on(async { moto::fresh_table(&moto::sdk().await).await });
+    let sdk = moto::block_on(moto::sdk());
+    Subject::new(
+        Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table))
+            as Arc<dyn shared::ports::PersonalTokens>,
+        (),
+    )
+}
 
 mod dynamodb_only {
     use super::*;

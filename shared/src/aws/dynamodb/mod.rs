@@ -16,6 +16,8 @@
 //! | group → workflows | `GROUP#<group>` | `WF#<workflow id>` (a campaign's review items) |
 //! | scope usage | `USAGE#<client id>` | `<scope>`, with `last_used` (epoch ms) |
 //! | chat messages | `MSG#<subject>` | `<route>` |
+//! | personal API token | `PAT#<id>` | `META` (the digest, never the token) |
+//! | person → tokens | `PATS#<person>` | `<created>#<token id>` |
 //!
 //! One step (state + history + timers + registry + approvals + audit) is one
 //! `TransactWriteItems`, conditional on the instance version. Nothing is keyed by a constant:
@@ -23,6 +25,7 @@
 //! partition every day (a day's `HEAD` links to the previous day's, so the chain is unbroken).
 
 mod audit_chain;
+mod personal_tokens;
 mod read;
 mod step;
 mod write;

@@ -1,0 +1,241 @@
+//! Who may do what on the admin API: one table ([`who_may`]) for every operation of the route
+//! table, and one check ([`authorize`]) the router runs before every admin handler. A caller's
+//! roles come from the policy (security approvers, operators), the registry (the agent's
+//! owner) and the directory (the owner's manager); nothing the caller typed counts.
+//!
+//! The table decides who may *ask*; the engine still decides whether the ask is allowed (an
+//! approver must be listed on the approval and may not be its requester, a reviewer must be
+//! the item's, an owner must be active).
+
+use super::routes::{Op, Route};
+use super::{ApiError, App, Caller, Principal};
+use axum::extract::{RawPathParams, Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+/// A role a caller holds for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The automation token (or an IAM principal on AWS): CI and schedulers.
+    Automation,
+    /// Any person signed in and active in the directory.
+    Person,
+    /// The owner of the agent the request is about.
+    Owner,
+    /// The manager (in the directory) of that agent's owner.
+    Manager,
+    /// Listed in the policy's `approvals.approvers`: the security group.
+    SecurityApprover,
+    /// Listed in the policy's `access.operators`: who runs Steward.
+    Operator,
+}
+
+impl Role {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Role::Automation => "the automation token",
+            Role::Person => "any signed-in person",
+            Role::Owner => "the agent's owner",
+            Role::Manager => "the owner's manager",
+            Role::SecurityApprover => "a security approver",
+            Role::Operator => "an operator",
+        }
+    }
+}
+
+use Role::*;
+
+/// Every read anyone authenticated may do.
+const ANYONE: &[Role] = &[Automation, Person];
+/// Changes to one agent, asked by the people responsible for it.
+const RESPONSIBLE: &[Role] = &[Owner, Manager, SecurityApprover, Operator];
+/// Running Steward itself.
+const RUNNING: &[Role] = &[SecurityApprover, Operator];
+/// Decisions and answers: a person, always (the engine checks which one).
+const A_PERSON: &[Role] = &[Person];
+
+/// Who may call each admin operation. Public routes check their own credential (Slack's
+/// signature, Okta's secret, the transmitter's keys) and are not in this table's scope.
+pub fn who_may(op: Op) -> &'static [Role] {
+    match op {
+        Op::Health
+        | Op::SlackInteractions
+        | Op::OktaHookVerification
+        | Op::OktaHookDelivery
+        | Op::SharedSignals => &[],
+        Op::Whoami
+        | Op::ListAgents
+        | Op::ShowAgent
+        | Op::AgentHistory
+        | Op::ListShadowAgents
+        | Op::ListCampaigns
+        | Op::CampaignProgress
+        | Op::ShowWorkflow
+        | Op::ListApprovals
+        | Op::Notifications => ANYONE,
+        // Submitting a manifest: any person (the requester; the owner it names must be active),
+        // or CI.
+        Op::RequestAgent => &[Person, Automation],
+        Op::ChangeScopes => &[Owner, Manager, SecurityApprover, Automation],
+        Op::ReassignOwner | Op::Rotate | Op::Freeze | Op::CancelWorkflow => RESPONSIBLE,
+        Op::Decommission | Op::Unfreeze => &[Owner, Manager, SecurityApprover],
+        Op::Renew => &[Owner, Manager],
+        Op::ClaimShadowAgent | Op::ReleaseShadowAgent | Op::LaunchCampaign => RUNNING,
+        Op::Discover => &[SecurityApprover, Operator, Automation],
+        Op::Sweep => &[Operator, Automation],
+        Op::CampaignReport | Op::ExportAudit | Op::DeadLetters | Op::IdpClients => {
+            &[SecurityApprover, Operator, Automation]
+        }
+        Op::AnswerReview | Op::Approve | Op::Deny => A_PERSON,
+        Op::CreateToken | Op::ListTokens | Op::RevokeToken => A_PERSON,
+    }
+}
+
+/// The agent a request is about, when its path names one (directly, or through a workflow).
+async fn subject_owner(
+    app: &App,
+    op: Op,
+    params: &RawPathParams,
+) -> Result<Option<String>, ApiError> {
+    let param = |name: &str| {
+        params
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    };
+    let engine = &app.engine;
+    if let Some(agent) = param("agent") {
+        return Ok(engine.find_agent(&agent).await?.map(|a| a.owner));
+    }
+    if matches!(op, Op::ShowWorkflow | Op::CancelWorkflow)
+        && let Some(id) = param("id")
+        && let Some(i) = engine.store.instance(&id).await?
+        && let Some(agent_id) = i.agent_id
+    {
+        return Ok(engine.store.agent(&agent_id).await?.map(|a| a.owner));
+    }
+    Ok(None)
+}
+
+/// The roles `caller` holds for a request about the agent owned by `owner`.
+pub async fn roles_of(
+    app: &App,
+    caller: &Caller,
+    owner: Option<&str>,
+) -> Result<Vec<Role>, ApiError> {
+    let id = match &caller.principal {
+        Principal::Automation { .. } => return Ok(vec![Automation]),
+        Principal::Person { id, .. } => id,
+    };
+    let policy = &app.engine.policy;
+    let listed = |list: &[String]| list.iter().any(|p| p.trim().eq_ignore_ascii_case(id));
+    let mut roles = vec![Person];
+    if listed(&policy.approvers) {
+        roles.push(SecurityApprover);
+    }
+    if listed(&policy.operators) {
+        roles.push(Operator);
+    }
+    if let Some(owner) = owner {
+        if owner.trim().eq_ignore_ascii_case(id) {
+            roles.push(Owner);
+        }
+        let manager = app
+            .engine
+            .directory
+            .person(owner)
+            .await
+            .map_err(ApiError::unavailable)?
+            .and_then(|p| p.manager);
+        if manager.is_some_and(|m| m.trim().eq_ignore_ascii_case(id)) {
+            roles.push(Manager);
+        }
+    }
+    Ok(roles)
+}
+
+/// Why `caller` may not do `op`: names who may.
+fn refusal(route: &Route, caller: &Caller, allowed: &[Role]) -> String {
+    let who: Vec<&str> = allowed.iter().map(|r| r.describe()).collect();
+    let needs = if allowed == A_PERSON {
+        "a signed-in person (run `steward login`)".to_string()
+    } else {
+        who.join(", ")
+    };
+    format!(
+        "{} may be done only by {needs}; you are {}",
+        route.name(),
+        caller.principal
+    )
+}
+
+/// Runs before every admin handler: refuses (403, counted, audited, nothing changed) a caller
+/// without a role the table allows; audits every change a caller makes (principal, source,
+/// operation, outcome).
+pub async fn authorize(
+    State((app, route)): State<(App, Route)>,
+    params: RawPathParams,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+        return ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this route has no authenticated caller",
+        )
+        .into_response();
+    };
+    let source = super::source_of(request.headers());
+    let owner = match subject_owner(&app, route.op, &params).await {
+        Ok(o) => o,
+        Err(e) => return e.into_response(),
+    };
+    let roles = match roles_of(&app, &caller, owner.as_deref()).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let allowed = who_may(route.op);
+    // About an agent or workflow that does not exist: the handler says so (404), nothing
+    // changes either way.
+    let unknown_subject = owner.is_none() && route.path.contains("{agent}");
+    if !unknown_subject && !roles.iter().any(|r| allowed.contains(r)) {
+        let why = refusal(&route, &caller, allowed);
+        app.refuse_call(&route, &caller, source, &why).await;
+        return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
+    }
+    let response = next.run(request).await;
+    if route.verb.as_str() == Method::POST.as_str() {
+        app.audit_call(&route, &caller, source, response.status())
+            .await;
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::routes::{Access, ROUTES};
+
+    #[test]
+    fn every_admin_operation_names_who_may_do_it_and_no_decision_is_automations() {
+        for r in ROUTES {
+            let who = who_may(r.op);
+            match r.access {
+                Access::Admin => assert!(!who.is_empty(), "{} has nobody", r.name()),
+                Access::Public => assert!(who.is_empty(), "{} is public", r.name()),
+            }
+        }
+        for op in [
+            Op::Approve,
+            Op::Deny,
+            Op::AnswerReview,
+            Op::Unfreeze,
+            Op::ClaimShadowAgent,
+            Op::CreateToken,
+        ] {
+            assert!(!who_may(op).contains(&Automation), "{op:?}");
+        }
+    }
+}
