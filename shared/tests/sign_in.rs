@@ -253,7 +253,7 @@ fn settings_refuse_what_cannot_work() {
 }
 
 mod admin_api {
-    //! Who the admin API lets in, and as whom: `BearerTokens` and `Caller::acting_as`.
+    //! Who the admin API lets in, and as whom: `BearerTokens`, personal tokens, `Caller::acting`.
 
     use super::*;
     use axum::http::{Request, StatusCode, header::AUTHORIZATION};
@@ -278,6 +278,47 @@ active = false
             admin: Secret::new("stw_admin"),
             people: Some(Arc::new(verifier(issuer))),
             directory: Arc::new(PeopleFileDirectory::parse(PEOPLE).unwrap()),
+            tokens: Arc::new(NoTokens),
+        }
+    }
+
+    /// A token store with nothing in it.
+    struct NoTokens;
+
+    #[async_trait::async_trait]
+    impl shared::ports::PersonalTokens for NoTokens {
+        async fn put_token(
+            &self,
+            _: &shared::ports::personal_tokens::PersonalToken,
+        ) -> Result<(), shared::ports::store::StoreError> {
+            Err(shared::ports::store::StoreError::Backend(
+                "read-only".into(),
+            ))
+        }
+        async fn token(
+            &self,
+            _: &str,
+        ) -> Result<
+            Option<shared::ports::personal_tokens::PersonalToken>,
+            shared::ports::store::StoreError,
+        > {
+            Ok(None)
+        }
+        async fn tokens_of(
+            &self,
+            _: &str,
+        ) -> Result<
+            Vec<shared::ports::personal_tokens::PersonalToken>,
+            shared::ports::store::StoreError,
+        > {
+            Ok(vec![])
+        }
+        async fn revoke_token(
+            &self,
+            _: &str,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<bool, shared::ports::store::StoreError> {
+            Ok(false)
         }
     }
 
@@ -305,7 +346,8 @@ active = false
             caller.principal,
             Principal::Person {
                 id: "alice@example.com".into(),
-                token_id: "tok-1".into()
+                token_id: "tok-1".into(),
+                via: shared::http::Credential::SignIn,
             }
         );
         let caller = call(&auth, Some("stw_admin")).await.unwrap();
@@ -347,34 +389,88 @@ active = false
     }
 
     #[tokio::test]
-    async fn a_person_acts_only_as_themselves() {
+    async fn personal_tokens_act_as_their_person_until_revoked_or_expired() {
+        use shared::http::Credential;
+        use shared::personal_token::mint;
         let issuer = Issuer::new(1, "k1");
-        let person = call(&tokens(&issuer), Some(&issuer.sign(&claims())))
+        let dir = tempfile::tempdir().unwrap();
+        let db = Arc::new(
+            shared::embedded::Db::open(
+                &dir.path().join("steward.db"),
+                shared::embedded::Durability::Wal,
+            )
+            .unwrap(),
+        );
+        let auth = BearerTokens {
+            tokens: db.clone(),
+            ..tokens(&issuer)
+        };
+        let now = chrono::Utc::now();
+        let (record, token) = mint(db.as_ref(), "alice@example.com", "ci", Some("30d"), now)
             .await
             .unwrap();
-        assert_eq!(person.acting_as(None, "by").unwrap(), "alice@example.com");
+        let caller = call(&auth, Some(token.expose())).await.unwrap();
         assert_eq!(
-            person.acting_as(Some(" Alice@Example.com"), "by").unwrap(),
-            "alice@example.com"
+            caller.principal,
+            Principal::Person {
+                id: "alice@example.com".into(),
+                token_id: record.id.clone(),
+                via: Credential::PersonalToken,
+            }
         );
-        let e = person
-            .acting_as(Some("sam.security@example.com"), "approver")
-            .unwrap_err();
-        assert_eq!(e.status, StatusCode::FORBIDDEN);
-        assert!(
-            e.body.error.contains("signed in as alice@example.com"),
-            "{}",
-            e.body.error
+        assert_eq!(caller.acting(), "alice@example.com");
+        assert_eq!(
+            Caller::automation("admin-token holder").acting(),
+            "automation:admin-token holder",
+            "automation never passes for a person"
         );
 
-        let automation = Caller::automation("admin-token holder");
+        // The same id with another secret is no token at all.
+        let forged = format!("{}{}", &token.expose()[..21], "A".repeat(43));
+        let (status, why) = call(&auth, Some(&forged)).await.unwrap_err();
         assert_eq!(
-            automation.acting_as(Some("bob@example.com"), "by").unwrap(),
-            "bob@example.com"
+            (status, why.as_str()),
+            (StatusCode::UNAUTHORIZED, "unknown personal token")
         );
-        assert_eq!(
-            automation.acting_as(Some("  "), "by").unwrap_err().status,
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
+
+        let (_, old) = mint(
+            db.as_ref(),
+            "alice@example.com",
+            "old",
+            Some("1day"),
+            now - chrono::Duration::days(2),
+        )
+        .await
+        .unwrap();
+        let (status, why) = call(&auth, Some(old.expose())).await.unwrap_err();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(why.contains("expired"), "{why}");
+
+        let (_, carols) = mint(db.as_ref(), "carol@example.com", "ci", None, now)
+            .await
+            .unwrap();
+        let (status, why) = call(&auth, Some(carols.expose())).await.unwrap_err();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{why}");
+
+        shared::ports::PersonalTokens::revoke_token(db.as_ref(), &record.id, now)
+            .await
+            .unwrap();
+        let (status, why) = call(&auth, Some(token.expose())).await.unwrap_err();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert!(why.contains("revoked"), "{why}");
+
+        mint(db.as_ref(), "bob@example.com", "ci", None, now)
+            .await
+            .unwrap();
+        for (name, ttl, wrong) in [
+            ("bad name!", None, "token name"),
+            ("long", Some("400days"), "365 days"),
+            ("ci", None, "live token named `ci`"),
+        ] {
+            let e = mint(db.as_ref(), "bob@example.com", name, ttl, now)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains(wrong), "{e}");
+        }
     }
 }

@@ -96,13 +96,21 @@ impl Op {
         match self {
             Op::Onboard { body, .. } | Op::Scopes { body, .. } => body.clone(),
             Op::Decide { verb, .. } => {
-                json!({"approver": SAM, "reason": format!("{verb} in the chaos test")})
+                json!({"reason": format!("{verb} in the chaos test")})
             }
-            Op::Rotate { .. } => json!({"by": ALICE}),
-            Op::Freeze { .. } => json!({"by": ALICE, "reason": "frozen by the chaos test"}),
+            Op::Rotate { .. } => json!({}),
+            Op::Freeze { .. } => json!({"reason": "frozen by the chaos test"}),
             Op::Decommission { .. } => {
-                json!({"by": ALICE, "reason": "decommissioned by the chaos test"})
+                json!({"reason": "decommissioned by the chaos test"})
             }
+        }
+    }
+
+    /// Who sends it, signed in: security decides, the owner does the rest.
+    fn who(&self) -> &'static str {
+        match self {
+            Op::Decide { .. } => SAM,
+            _ => ALICE,
         }
     }
 
@@ -235,7 +243,7 @@ fn scope_change(rng: &mut StdRng, agent: &Value) -> Op {
         };
     Op::Scopes {
         agent: name_of(agent),
-        body: json!({"add": add, "remove": remove, "reason": "chaos test", "requester": ALICE}),
+        body: json!({"add": add, "remove": remove, "reason": "chaos test"}),
     }
 }
 
@@ -249,7 +257,11 @@ fn fire(
     kill_after: Duration,
 ) -> Vec<Fired> {
     let http = s.http().clone();
-    let (base, token) = (s.base.clone(), s.token.clone());
+    let base = s.base.clone();
+    let tokens: std::collections::HashMap<&str, String> = [ALICE, SAM]
+        .into_iter()
+        .map(|p| (p, s.person_token(p)))
+        .collect();
     let planned: Vec<(Op, Duration)> = ops
         .into_iter()
         .map(|op| {
@@ -261,7 +273,7 @@ fn fire(
     let start = Instant::now();
     std::thread::scope(|scope| {
         for (op, at) in &planned {
-            let (http, base, token, fired) = (&http, &base, &token, &fired);
+            let (http, base, token, fired) = (&http, &base, &tokens[op.who()], &fired);
             scope.spawn(move || {
                 if let Some(wait) = at.checked_sub(start.elapsed()) {
                     std::thread::sleep(wait);

@@ -49,11 +49,12 @@ use Role::*;
 
 /// Every read anyone authenticated may do.
 const ANYONE: &[Role] = &[Automation, Person];
-/// Changes to one agent, asked by the people responsible for it.
-const RESPONSIBLE: &[Role] = &[Owner, Manager, SecurityApprover, Operator];
+/// The kill switch and the credential: the agent's owner or security (the engine asks the same).
+const OWNER_OR_SECURITY: &[Role] = &[Owner, SecurityApprover];
 /// Running Steward itself.
-const RUNNING: &[Role] = &[SecurityApprover, Operator];
-/// Decisions and answers: a person, always (the engine checks which one).
+const RUNNING: &[Role] = &[SecurityApprover, Operator, Automation];
+/// Decisions, answers and claims: a person, always (the engine checks which one: an approver
+/// listed on the approval, the item's reviewer, the shadow agent's creator or security).
 const A_PERSON: &[Role] = &[Person];
 
 /// Who may call each admin operation. Public routes check their own credential (Slack's
@@ -79,26 +80,30 @@ pub fn who_may(op: Op) -> &'static [Role] {
         // or CI.
         Op::RequestAgent => &[Person, Automation],
         Op::ChangeScopes => &[Owner, Manager, SecurityApprover, Automation],
-        Op::ReassignOwner | Op::Rotate | Op::Freeze | Op::CancelWorkflow => RESPONSIBLE,
-        Op::Decommission | Op::Unfreeze => &[Owner, Manager, SecurityApprover],
-        Op::Renew => &[Owner, Manager],
-        Op::ClaimShadowAgent | Op::ReleaseShadowAgent | Op::LaunchCampaign => RUNNING,
-        Op::Discover => &[SecurityApprover, Operator, Automation],
-        Op::Sweep => &[Operator, Automation],
-        Op::CampaignReport | Op::ExportAudit | Op::DeadLetters | Op::IdpClients => {
-            &[SecurityApprover, Operator, Automation]
-        }
+        Op::Rotate | Op::Freeze | Op::Unfreeze | Op::Renew => OWNER_OR_SECURITY,
+        Op::Decommission => &[Owner, Manager, SecurityApprover],
+        Op::ReassignOwner => &[Manager, SecurityApprover],
+        Op::CancelWorkflow => &[Owner, Manager, SecurityApprover, Operator],
+        Op::LaunchCampaign => &[SecurityApprover, Operator],
+        Op::Discover | Op::Sweep => RUNNING,
+        Op::CampaignReport | Op::ExportAudit | Op::DeadLetters | Op::IdpClients => RUNNING,
         Op::AnswerReview | Op::Approve | Op::Deny => A_PERSON,
+        Op::ClaimShadowAgent | Op::ReleaseShadowAgent => A_PERSON,
         Op::CreateToken | Op::ListTokens | Op::RevokeToken => A_PERSON,
     }
 }
 
-/// The agent a request is about, when its path names one (directly, or through a workflow).
-async fn subject_owner(
-    app: &App,
-    op: Op,
-    params: &RawPathParams,
-) -> Result<Option<String>, ApiError> {
+/// What a request is about, as far as roles go.
+enum Subject {
+    /// Nothing in particular (a list, a launch, an approval: the engine checks those).
+    None,
+    /// An agent or workflow the path names that does not exist: the handler answers 404.
+    Unknown,
+    /// An agent (directly, or through its workflow) owned by this person.
+    OwnedBy(String),
+}
+
+async fn subject(app: &App, op: Op, params: &RawPathParams) -> Result<Subject, ApiError> {
     let param = |name: &str| {
         params
             .iter()
@@ -107,16 +112,24 @@ async fn subject_owner(
     };
     let engine = &app.engine;
     if let Some(agent) = param("agent") {
-        return Ok(engine.find_agent(&agent).await?.map(|a| a.owner));
+        return Ok(match engine.find_agent(&agent).await? {
+            Some(a) => Subject::OwnedBy(a.owner),
+            None => Subject::Unknown,
+        });
     }
     if matches!(op, Op::ShowWorkflow | Op::CancelWorkflow)
         && let Some(id) = param("id")
-        && let Some(i) = engine.store.instance(&id).await?
-        && let Some(agent_id) = i.agent_id
     {
-        return Ok(engine.store.agent(&agent_id).await?.map(|a| a.owner));
+        let Some(instance) = engine.store.instance(&id).await? else {
+            return Ok(Subject::Unknown);
+        };
+        if let Some(agent_id) = instance.agent_id
+            && let Some(agent) = engine.store.agent(&agent_id).await?
+        {
+            return Ok(Subject::OwnedBy(agent.owner));
+        }
     }
-    Ok(None)
+    Ok(Subject::None)
 }
 
 /// The roles `caller` holds for a request about the agent owned by `owner`.
@@ -188,19 +201,23 @@ pub async fn authorize(
         .into_response();
     };
     let source = super::source_of(request.headers());
-    let owner = match subject_owner(&app, route.op, &params).await {
-        Ok(o) => o,
+    let subject = match subject(&app, route.op, &params).await {
+        Ok(s) => s,
         Err(e) => return e.into_response(),
     };
-    let roles = match roles_of(&app, &caller, owner.as_deref()).await {
+    let owner = match &subject {
+        Subject::OwnedBy(o) => Some(o.as_str()),
+        _ => None,
+    };
+    let roles = match roles_of(&app, &caller, owner).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
     let allowed = who_may(route.op);
-    // About an agent or workflow that does not exist: the handler says so (404), nothing
+    // About an agent or workflow that does not exist: the handler says so (404), and nothing
     // changes either way.
-    let unknown_subject = owner.is_none() && route.path.contains("{agent}");
-    if !unknown_subject && !roles.iter().any(|r| allowed.contains(r)) {
+    let unknown = matches!(subject, Subject::Unknown);
+    if !unknown && !roles.iter().any(|r| allowed.contains(r)) {
         let why = refusal(&route, &caller, allowed);
         app.refuse_call(&route, &caller, source, &why).await;
         return ApiError::new(StatusCode::FORBIDDEN, why).into_response();

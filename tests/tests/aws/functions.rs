@@ -106,8 +106,10 @@ pub async fn aws_with_people(max_receives: u32, slack: Option<SlackLink>, people
         },
     };
     let stack = AwsStack::connect(&settings, parts).await.unwrap();
+    // People sign in at the test's dev IdP, an OIDC issuer whose keys the function holds.
+    let people = Arc::new(shared::sign_in::PersonTokens::new(idp.people_issuer()).unwrap());
     Aws {
-        router: api::router(&stack, None, None),
+        router: api::router(&stack, None, Some(people)),
         stack,
         idp,
         sqs: aws_sdk_sqs::Client::new(&sdk),
@@ -164,6 +166,48 @@ pub async fn invoke(router: &axum::Router, event: Value) -> (i64, Value) {
 
 async fn call(a: &Aws, method: &str, path: &str, body: Option<&Value>) -> (i64, Value) {
     invoke(&a.router, http_event(method, path, body)).await
+}
+
+impl Aws {
+    /// `person`'s access token from the test's dev IdP: password set and checked, a device code
+    /// entered and exchanged, as `steward login` does it over HTTP.
+    pub fn person_token(&self, person: &str) -> String {
+        let now = chrono::Utc::now();
+        let password = shared::Secret::new(format!("test password of {person}"));
+        self.idp.set_password(person, &password, now).unwrap();
+        let who = self.idp.check_password(person, &password, now).unwrap();
+        let device = self
+            .idp
+            .start_device(Some("steward-cli"), None, now)
+            .unwrap();
+        self.idp
+            .approve_device(&device.user_code, &who, now)
+            .unwrap();
+        self.idp
+            .device_token(Some("steward-cli"), Some(&device.device_code), now)
+            .unwrap()
+            .access_token
+    }
+}
+
+/// An API Gateway event from `person` signed in (a bearer token, no IAM signature).
+pub fn person_event(token: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
+    let mut e = http_event(method, path, body);
+    e["requestContext"]["authorizer"] = Value::Null;
+    e["headers"]["authorization"] = json!(format!("Bearer {token}"));
+    e
+}
+
+/// A call to the `api` function by `person`, signed in.
+async fn call_as(
+    a: &Aws,
+    person: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (i64, Value) {
+    let token = a.person_token(person);
+    invoke(&a.router, person_event(&token, method, path, body)).await
 }
 
 /// What the SQS event source does: receive a batch and invoke the worker with it.
@@ -305,11 +349,12 @@ async fn onboard(a: &Aws) -> Value {
     assert_eq!(status, 202, "{started}");
     drain(a).await;
     let id = pending_approval(a).await;
-    let (status, body) = call(
+    let (status, body) = call_as(
         a,
+        "sam.security@example.com",
         "POST",
         &format!("/api/approvals/{id}/approve"),
-        Some(&json!({"approver": "sam.security@example.com"})),
+        Some(&json!({})),
     )
     .await;
     assert_eq!(status, 202, "{body}");
@@ -790,11 +835,12 @@ async fn a_delayed_message_holds_back_its_group_in_the_worker() {
         }])
         .await
         .unwrap();
-    let (status, _) = call(
+    let (status, _) = call_as(
         &a,
+        "sam.security@example.com",
         "POST",
         &format!("/api/approvals/{approval}/approve"),
-        Some(&json!({"approver": "sam.security@example.com"})),
+        Some(&json!({})),
     )
     .await;
     assert_eq!(status, 202);
@@ -1011,19 +1057,29 @@ async fn rotation_and_decommission_run_on_aws() {
     let agent_id = before["id"].as_str().unwrap().to_string();
     let client_id = before["client_id"].as_str().unwrap().to_string();
 
+    let (status, body) = call_as(
+        &a,
+        "bob@example.com",
+        "POST",
+        &format!("/api/agents/{AGENT}/rotate"),
+        Some(&json!({})),
+    )
+    .await;
+    assert_eq!(status, 403, "only the owner or security may rotate: {body}");
     let (status, body) = call(
         &a,
         "POST",
         &format!("/api/agents/{AGENT}/rotate"),
-        Some(&json!({"by": "mallory@example.com"})),
+        Some(&json!({})),
     )
     .await;
-    assert_eq!(status, 422, "only the owner or security may rotate: {body}");
-    let (status, started) = call(
+    assert_eq!(status, 403, "nor may automation: {body}");
+    let (status, started) = call_as(
         &a,
+        "alice@example.com",
         "POST",
         &format!("/api/agents/{AGENT}/rotate"),
-        Some(&json!({"by": "alice@example.com"})),
+        Some(&json!({})),
     )
     .await;
     assert_eq!(status, 202, "{started}");
@@ -1048,21 +1104,23 @@ async fn rotation_and_decommission_run_on_aws() {
     let c = Credential::from_secret(&value).unwrap();
     assert!(works(&a, &client_id, &c).await, "the new secret works");
 
-    let (status, body) = call(
+    let (status, body) = call_as(
         &a,
+        "alice@example.com",
         "POST",
         &format!("/api/agents/{AGENT}/decommission"),
-        Some(&json!({"by": "alice@example.com", "reason": "retired"})),
+        Some(&json!({"reason": "retired"})),
     )
     .await;
     assert_eq!(status, 202, "{body}");
     drain(&a).await;
     let id = pending_approval(&a).await;
-    let (status, body) = call(
+    let (status, body) = call_as(
         &a,
+        "sam.security@example.com",
         "POST",
         &format!("/api/approvals/{id}/approve"),
-        Some(&json!({"approver": "sam.security@example.com"})),
+        Some(&json!({})),
     )
     .await;
     assert_eq!(status, 202, "{body}");
@@ -1102,7 +1160,7 @@ async fn rotation_and_decommission_run_on_aws() {
 /// directory; an IAM principal stays automation.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_person_calls_the_api_function_with_a_token_from_the_issuer() {
-    use crate::oidc_people;
+    use crate::support::oidc_people;
     let a = aws(3).await;
     let mut settings =
         shared::sign_in::IssuerSettings::new(oidc_people::issuer(), oidc_people::AUDIENCE);

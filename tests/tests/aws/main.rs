@@ -11,8 +11,6 @@ mod conformance;
 mod fake_slack;
 mod functions;
 mod moto;
-#[path = "../support/oidc_people.rs"]
-mod oidc_people;
 mod parity;
 #[path = "../support/mod.rs"]
 mod support;

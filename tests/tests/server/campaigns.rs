@@ -173,20 +173,22 @@ fn campaign_for_200_agents_across_20_owners_through_slack() {
     // Slack is over its limit for the first posts: Steward waits as told and loses nothing.
     slack.throttle_next_posts(3);
     let deadline = chrono::Utc::now() + chrono::Duration::seconds(80);
-    let (status, started) = s.post(
+    let (status, started) = s.post_as(
+        SAM,
         "/api/campaigns",
-        &json!({"by": SAM, "id": "2026-q4", "name": "Q4 2026 access review",
+        &json!({"id": "2026-q4", "name": "Q4 2026 access review",
                 "deadline": deadline, "unanswered": "freeze"}),
     );
     assert_eq!(status, 202, "{started}");
     // The same launch again is recognised; the same id for something else is refused.
-    let (again, _) = s.post(
+    let (again, _) = s.post_as(
+        SAM,
         "/api/campaigns",
-        &json!({"by": SAM, "id": "2026-q4", "name": "Q4 2026 access review",
+        &json!({"id": "2026-q4", "name": "Q4 2026 access review",
                 "deadline": deadline, "unanswered": "freeze"}),
     );
     assert_eq!(again, 200);
-    let (other, body) = s.post("/api/campaigns", &json!({"by": SAM, "id": "2026-q4"}));
+    let (other, body) = s.post_as(SAM, "/api/campaigns", &json!({"id": "2026-q4"}));
     assert_eq!(other, 409, "{body}");
 
     let posts = wait_until("an owner message per item", Duration::from_secs(60), || {
@@ -475,7 +477,7 @@ fn restart_in_the_middle_of_a_launch_sends_every_item_once() {
         .clone()
         .env("STEWARD_CRASH_AFTER", "slack.review_posted");
     s.spawn(&crashing);
-    let (status, body) = s.post("/api/campaigns", &json!({"by": SAM, "id": "restart-test"}));
+    let (status, body) = s.post_as(SAM, "/api/campaigns", &json!({"id": "restart-test"}));
     assert_eq!(status, 202, "{body}");
     let exit = s.wait_exit(Duration::from_secs(30));
     assert!(!exit.success(), "the fault injection aborts the server");

@@ -201,7 +201,8 @@ fn operator_commands_against_a_running_server() {
     let good = good(dir.path());
 
     // agents request
-    let (out, stdout, stderr) = run(&mut s.cli([Path::new("agents"), Path::new("request"), &good]));
+    let (out, stdout, stderr) =
+        run(&mut s.cli_as(ALICE, [Path::new("agents"), Path::new("request"), &good]));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("→ AwaitingApproval"), "{stdout}");
     let wf = stdout
@@ -211,7 +212,8 @@ fn operator_commands_against_a_running_server() {
         .trim()
         .to_string();
     assert!(wf.starts_with(&format!("onboarding-{NAME}-")), "{wf}");
-    let (out, stdout, _) = run(&mut s.cli([Path::new("agents"), Path::new("request"), &good]));
+    let (out, stdout, _) =
+        run(&mut s.cli_as(ALICE, [Path::new("agents"), Path::new("request"), &good]));
     assert!(out.status.success());
     assert!(
         stdout.contains("already requested; nothing new started"),
@@ -228,8 +230,10 @@ fn operator_commands_against_a_running_server() {
         &["okta:users:manage"],
         "15m",
     );
-    let (out, stdout, stderr) =
-        run(&mut s.cli([Path::new("agents"), Path::new("request"), &excluded]));
+    let (out, stdout, stderr) = run(&mut s.cli_as(
+        ALICE,
+        [Path::new("agents"), Path::new("request"), &excluded],
+    ));
     assert!(!out.status.success(), "{stdout}\n{stderr}");
     assert!(
         stderr.contains("request refused (422)") && stderr.contains("okta:users:manage"),
@@ -252,18 +256,19 @@ fn operator_commands_against_a_running_server() {
 
     // approvals approve: the requester is refused, security is not.
     let (out, _, stderr) =
-        run(&mut s.cli(["approvals", "approve", approval_id.as_str(), "--as", ALICE]));
+        run(&mut s.cli_as(ALICE, ["approvals", "approve", approval_id.as_str()]));
     assert!(!out.status.success());
     assert!(stderr.contains("cannot approve"), "{stderr}");
-    let (out, stdout, stderr) = run(&mut s.cli([
-        "approvals",
-        "approve",
-        &approval_id,
-        "--as",
+    let (out, stdout, stderr) = run(&mut s.cli_as(
         SAM,
-        "--reason",
-        "remediation needs monitor writes",
-    ]));
+        [
+            "approvals",
+            "approve",
+            &approval_id,
+            "--reason",
+            "remediation needs monitor writes",
+        ],
+    ));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("approve queued"), "{stdout}");
     s.wait_agent_status(NAME, "active");
@@ -337,7 +342,7 @@ fn operator_commands_against_a_running_server() {
     assert_eq!(claims["sub"], client_id);
 
     // agents rotate, then agents show: credential age and the rotation receipt.
-    let (out, stdout, stderr) = run(&mut s.cli(["agents", "rotate", NAME, "--as", ALICE]));
+    let (out, stdout, stderr) = run(&mut s.cli_as(ALICE, ["agents", "rotate", NAME]));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.starts_with("rotation rotation-"), "{stdout}");
     let rotated = s.wait(
@@ -363,10 +368,13 @@ fn operator_commands_against_a_running_server() {
     ] {
         assert!(stdout.contains(&needle), "`{needle}` in:\n{stdout}");
     }
-    let (out, _, stderr) =
-        run(&mut s.cli(["agents", "rotate", NAME, "--as", "mallory@example.com"]));
+    let (out, _, stderr) = run(&mut s.cli_as(BOB, ["agents", "rotate", NAME]));
     assert!(!out.status.success());
-    assert!(stderr.contains("neither the owner"), "{stderr}");
+    assert!(
+        stderr.contains("only by the agent's owner, a security approver")
+            && stderr.contains("(403)"),
+        "{stderr}"
+    );
 
     // approvals list --all shows the decided approval; the default list is empty.
     let (_, stdout, _) = run(&mut s.cli(["approvals", "list", "--all"]));

@@ -132,36 +132,37 @@ fn a_client_created_in_the_idp_is_found_claimed_by_one_path_and_decommissioned_b
     assert_eq!(array(listed).len(), 1);
 
     // Only its creator or security may let it go; anyone active may claim, with a real owner.
-    let (status, v) = s.post(
+    let (status, v) = s.post_as(
+        ALICE,
         &format!("/api/shadow-agents/{claimed_client}/release"),
-        &json!({"by": ALICE, "reason": "not mine"}),
+        &json!({"reason": "not mine"}),
     );
     assert_eq!(status, 422, "{v}");
-    let (status, v) = s.post(
-        &format!("/api/shadow-agents/{claimed_client}/claim"),
-        &json!({"by": BOB, "owner": "nobody@example.com", "team": "supply", "environment": "prod", "purpose": "syncs inventory"}),
+    let (status, v) = s.post_as(BOB, &format!("/api/shadow-agents/{claimed_client}/claim"),
+        &json!({"owner": "nobody@example.com", "team": "supply", "environment": "prod", "purpose": "syncs inventory"}),
     );
     assert_eq!(
         status, 422,
         "an owner must be a person in the directory: {v}"
     );
-    let (out, stdout, stderr) = run(&mut s.cli([
-        "shadow",
-        "claim",
-        &claimed_client,
-        "--owner",
+    let (out, stdout, stderr) = run(&mut s.cli_as(
         BOB,
-        "--team",
-        "supply",
-        "--environment",
-        "prod",
-        "--purpose",
-        "syncs inventory counts to the ERP",
-        "--name",
-        "inventory-sync-agent-prod",
-        "--as",
-        BOB,
-    ]));
+        [
+            "shadow",
+            "claim",
+            &claimed_client,
+            "--owner",
+            BOB,
+            "--team",
+            "supply",
+            "--environment",
+            "prod",
+            "--purpose",
+            "syncs inventory counts to the ERP",
+            "--name",
+            "inventory-sync-agent-prod",
+        ],
+    ));
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("claimed: onboarding"), "{stdout}");
 

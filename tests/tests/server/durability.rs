@@ -190,10 +190,8 @@ fn a_crash_after_each_rotation_step_still_rotates_exactly_once() {
     for (i, step) in steps.iter().enumerate() {
         if i == 0 {
             s.spawn(&opts(Some(step)));
-            let (status, v) = s.post(
-                &format!("/api/agents/{ROTATING}/rotate"),
-                &json!({"by": ALICE}),
-            );
+            let (status, v) =
+                s.post_as(ALICE, &format!("/api/agents/{ROTATING}/rotate"), &json!({}));
             assert_eq!(status, 202, "{v}");
             workflow = v["workflow_id"].as_str().unwrap().to_string();
         } else {

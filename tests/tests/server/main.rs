@@ -3,8 +3,6 @@
 
 #[path = "../support/fake_slack.rs"]
 mod fake_slack;
-#[path = "../support/oidc_people.rs"]
-mod oidc_people;
 #[path = "../support/mod.rs"]
 mod support;
 

@@ -285,9 +285,8 @@ fn scope_change_adding_a_sensitive_scope_needs_approval_removing_does_not() {
     let (_, secret) = s.vault_secret(agent["id"].as_str().unwrap());
 
     // Add a sensitive scope: it waits for an approval and nothing changes meanwhile.
-    let (status, change) = s.post(
-        &format!("/api/agents/{name}/scopes"),
-        &json!({"add": ["datadog:monitors:write"], "remove": [], "reason": "mute flapping monitors", "requester": ALICE}),
+    let (status, change) = s.post_as(ALICE, &format!("/api/agents/{name}/scopes"),
+        &json!({"add": ["datadog:monitors:write"], "remove": [], "reason": "mute flapping monitors"}),
     );
     assert_eq!(status, 202, "{change}");
     assert_eq!(change["state"], "AwaitingApproval", "{change}");
@@ -337,9 +336,10 @@ fn scope_change_adding_a_sensitive_scope_needs_approval_removing_does_not() {
 
     // Remove a scope: applied at once, without an approval.
     let approvals_before = s.approvals(true).len();
-    let (status, change) = s.post(
+    let (status, change) = s.post_as(
+        ALICE,
         &format!("/api/agents/{name}/scopes"),
-        &json!({"remove": ["datadog:monitors:read"], "reason": "no longer needed", "requester": ALICE}),
+        &json!({"remove": ["datadog:monitors:read"], "reason": "no longer needed"}),
     );
     assert_eq!(status, 202, "{change}");
     assert_eq!(change["state"], "Granting", "{change}");
@@ -387,9 +387,10 @@ fn a_waiting_request_can_be_withdrawn_by_its_requester() {
         .as_str()
         .unwrap()
         .to_string();
-    let (status, v) = s.post(
+    let (status, v) = s.post_as(
+        ALICE,
         &format!("/api/workflows/{wf}/cancel"),
-        &json!({"by": ALICE, "reason": "asked for the wrong scopes"}),
+        &json!({"reason": "asked for the wrong scopes"}),
     );
     assert_eq!(status, 202, "{v}");
     s.wait_workflow_state(wf, "Cancelled");
@@ -400,9 +401,10 @@ fn a_waiting_request_can_be_withdrawn_by_its_requester() {
     // Nothing left to decide, and an ended workflow cannot be cancelled again.
     let (status, v) = s.decide(&approval_id, "approve", SAM);
     assert_eq!(status, 422, "{v}");
-    let (status, v) = s.post(
+    let (status, v) = s.post_as(
+        ALICE,
         &format!("/api/workflows/{wf}/cancel"),
-        &json!({"by": ALICE, "reason": "again"}),
+        &json!({"reason": "again"}),
     );
     assert_eq!(status, 422, "{v}");
     assert!(v.to_string().contains("already ended"), "{v}");
@@ -419,18 +421,20 @@ fn a_cancel_by_someone_else_does_not_block_the_requesters_cancel() {
     ));
     let wf = started["workflow_id"].as_str().unwrap();
     // Bob may not withdraw Alice's request, and the API says so at once.
-    let (status, v) = s.post(
+    let (status, v) = s.post_as(
+        BOB,
         &format!("/api/workflows/{wf}/cancel"),
-        &json!({"by": BOB, "reason": "not mine to cancel"}),
+        &json!({"reason": "not mine to cancel"}),
     );
-    assert_eq!(status, 422, "{v}");
-    assert!(v.to_string().contains("may not cancel"), "{v}");
+    assert_eq!(status, 403, "{v}");
+    assert!(v.to_string().contains("may be done only by"), "{v}");
     s.wait_idle();
     assert_eq!(s.agent(NAME)["status"], "pending_approval");
     // Alice still can.
-    let (status, v) = s.post(
+    let (status, v) = s.post_as(
+        ALICE,
         &format!("/api/workflows/{wf}/cancel"),
-        &json!({"by": ALICE, "reason": "asked for the wrong scopes"}),
+        &json!({"reason": "asked for the wrong scopes"}),
     );
     assert_eq!(status, 202, "{v}");
     s.wait_agent_status(NAME, "cancelled");

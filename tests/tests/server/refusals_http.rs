@@ -287,9 +287,10 @@ fn a_denied_request_provisions_nothing() {
         .as_str()
         .unwrap()
         .to_string();
-    let (status, v) = s.post(
+    let (status, v) = s.post_as(
+        PRIYA,
         &format!("/api/approvals/{id}/deny"),
-        &json!({"approver": PRIYA, "reason": "monitor writes are not needed"}),
+        &json!({"reason": "monitor writes are not needed"}),
     );
     assert_eq!(status, 202, "{v}");
     let agent = s.wait_agent_status(NAME, "denied");
@@ -397,7 +398,7 @@ fn the_admin_api_requires_the_bearer_token() {
         .http()
         .post(s.url("/api/approvals/x/approve"))
         .header("authorization", format!("Basic {}", s.token))
-        .json(&json!({"approver": SAM}))
+        .json(&json!({}))
         .send()
         .unwrap();
     assert_eq!(resp.status().as_u16(), 401, "only a Bearer token counts");
@@ -439,14 +440,16 @@ fn unknown_ids_are_404() {
     assert_eq!(s.get("/api/agents/nope-agent-prod").0, 404);
     assert_eq!(s.get("/api/agents/nope-agent-prod/history").0, 404);
     assert_eq!(s.get("/api/workflows/onboarding-nope").0, 404);
-    let (status, _) = s.post(
+    let (status, _) = s.post_as(
+        ALICE,
         "/api/agents/nope-agent-prod/scopes",
-        &json!({"add": ["datadog:metrics:read"], "reason": "r", "requester": ALICE}),
+        &json!({"add": ["datadog:metrics:read"], "reason": "r"}),
     );
     assert_eq!(status, 404);
-    let (status, _) = s.post(
+    let (status, _) = s.post_as(
+        ALICE,
         "/api/workflows/onboarding-nope/cancel",
-        &json!({"by": ALICE, "reason": "r"}),
+        &json!({"reason": "r"}),
     );
     assert_eq!(status, 404);
 }

@@ -641,23 +641,29 @@ fn one_person_cannot_supply_both_votes_through_the_api_and_slack() {
         "two_person_scopes",
         &format!("[\"{PAYMENTS_WRITE}\"]"),
     )
-    .env("STEWARD_OIDC_ISSUER", &crate::oidc_people::issuer())
-    .env("STEWARD_OIDC_AUDIENCE", crate::oidc_people::AUDIENCE);
+    .env(
+        "STEWARD_OIDC_ISSUER",
+        &crate::support::oidc_people::issuer(),
+    )
+    .env(
+        "STEWARD_OIDC_AUDIENCE",
+        crate::support::oidc_people::AUDIENCE,
+    );
     let s = Server::start_with(opts);
     let (approval, posts) =
         request_and_wait_for_posts(&s, &slack, "payments-agent-prod", &[PAYMENTS_WRITE], 2);
     let value = button_value(&posts[0].2);
 
-    let sam = crate::oidc_people::sign_in(
+    let sam = crate::support::oidc_people::sign_in(
         SAM,
-        &crate::oidc_people::env("STEWARD_TEST_OIDC_PEOPLE_PASSWORD"),
+        &crate::support::oidc_people::env("STEWARD_TEST_OIDC_PEOPLE_PASSWORD"),
     )
     .unwrap();
     let r = s
         .http()
         .post(s.url(&format!("/api/approvals/{approval}/approve")))
         .bearer_auth(&sam)
-        .json(&json!({"approver": SAM, "reason": "signed in"}))
+        .json(&json!({"reason": "signed in"}))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);

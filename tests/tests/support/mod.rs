@@ -4,6 +4,8 @@
 //! Every test binary includes this module and uses a different subset of it.
 #![allow(dead_code)]
 
+pub mod oidc_people;
+
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -145,6 +147,13 @@ pub struct Server {
     log_path: PathBuf,
     starts: u32,
     http: reqwest::blocking::Client,
+    /// People's access tokens from the server's dev IdP, by e-mail (the issuer is the server's
+    /// URL, so a restart on a new port empties it).
+    signed_in: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    /// People whose password is set.
+    passwords: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The people's issuer when it is not the server's dev IdP (the OIDC test peer).
+    people_issuer: Option<String>,
     // Last: removed after the child is gone.
     pub dir: tempfile::TempDir,
 }
@@ -169,6 +178,13 @@ impl Server {
             people_path,
             log_path: PathBuf::new(),
             starts: 0,
+            signed_in: Default::default(),
+            passwords: Default::default(),
+            people_issuer: opts
+                .env
+                .iter()
+                .find(|(k, _)| k == "STEWARD_OIDC_ISSUER")
+                .map(|(_, v)| v.clone()),
             http: {
                 shared::tls::install_crypto_provider();
                 reqwest::blocking::Client::builder()
@@ -196,6 +212,7 @@ impl Server {
 
     fn launch(&mut self, opts: &Options, wait_healthy: bool) {
         assert!(self.child.is_none(), "the server is already running");
+        self.signed_in.lock().unwrap().clear();
         for _ in 0..3 {
             self.starts += 1;
             self.log_path = self.dir.path().join(format!("server-{}.log", self.starts));
@@ -388,17 +405,27 @@ impl Server {
             .collect()
     }
 
-    /// Audit records with status Failure (refusals, dead letters).
+    /// Audit records with status Failure (refusals, dead letters), without the API call records
+    /// that only say how each call was answered (a refused call has both).
     pub fn audit_failures(&self) -> Vec<Value> {
         self.audit()
             .into_iter()
             .filter(|r| r["status"] == "Failure")
+            .filter(|r| r["unmapped"]["steward_event"] != "api_call")
             .collect()
     }
 
-    /// Requests an agent: (status, body).
+    /// Requests an agent as a signed-in person: the body's `requester` (taken out of the body,
+    /// which names nobody), else its owner. (status, body).
     pub fn request_agent(&self, body: &Value) -> (u16, Value) {
-        self.post("/api/agents", body)
+        let mut body = body.clone();
+        let requester = body
+            .as_object_mut()
+            .and_then(|b| b.remove("requester"))
+            .or_else(|| body.get("owner").cloned())
+            .and_then(|r| r.as_str().map(str::to_string))
+            .expect("an agent request names its owner");
+        self.post_as(&requester, "/api/agents", &body)
     }
 
     /// Requests an agent that must be accepted (202, not a duplicate).
@@ -432,11 +459,12 @@ impl Server {
             .unwrap_or_else(|| panic!("no approval {approval_id}"))
     }
 
-    /// POST /api/approvals/{id}/approve|deny.
+    /// POST /api/approvals/{id}/approve|deny, by `approver` signed in.
     pub fn decide(&self, approval_id: &str, verb: &str, approver: &str) -> (u16, Value) {
-        self.post(
+        self.post_as(
+            approver,
             &format!("/api/approvals/{approval_id}/{verb}"),
-            &json!({"approver": approver, "reason": format!("{verb} by {approver} in an e2e test")}),
+            &json!({"reason": format!("{verb} by {approver} in an e2e test")}),
         )
     }
 
@@ -597,6 +625,137 @@ impl Server {
             .arg("--data-dir")
             .arg(&self.data_dir);
         c
+    }
+
+    /// A CLI command run by `person`, signed in at the server's dev IdP.
+    pub fn cli_as<I, A>(&self, person: &str, args: I) -> Command
+    where
+        I: IntoIterator<Item = A>,
+        A: AsRef<std::ffi::OsStr>,
+    {
+        let mut c = self.cli(args);
+        c.env("STEWARD_TOKEN", self.person_token(person));
+        c
+    }
+
+    /// The password a person of the test people file signs in with.
+    pub fn password_of(person: &str) -> String {
+        format!("test password of {person}")
+    }
+
+    /// Sets `person`'s password at the dev IdP (`steward people password`), once.
+    pub fn set_password(&self, person: &str) {
+        if self.passwords.lock().unwrap().contains(person) {
+            return;
+        }
+        let mut child = self
+            .cli_plain(["people", "password", person])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("steward people password");
+        use std::io::Write as _;
+        writeln!(
+            child.stdin.take().expect("stdin"),
+            "{}",
+            Self::password_of(person)
+        )
+        .expect("writing the password");
+        let out = child.wait_with_output().expect("steward people password");
+        assert!(
+            out.status.success(),
+            "setting {person}'s password failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.passwords.lock().unwrap().insert(person.to_string());
+    }
+
+    /// `steward <args> --data-dir <data> --people <people file>` (commands that do not call the
+    /// server).
+    fn cli_plain<const N: usize>(&self, args: [&str; N]) -> Command {
+        let mut c = steward();
+        c.args(args)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--people")
+            .arg(&self.people_path);
+        c
+    }
+
+    /// `person`'s access token: their password set, then the device authorization grant at
+    /// the server's dev IdP, as `steward login` and a browser do it.
+    pub fn person_token(&self, person: &str) -> String {
+        if let Some(t) = self.signed_in.lock().unwrap().get(person) {
+            return t.clone();
+        }
+        if self.people_issuer.is_some() {
+            let password = oidc_people::env("STEWARD_TEST_OIDC_PEOPLE_PASSWORD");
+            let token = oidc_people::sign_in(person.trim(), &password)
+                .unwrap_or_else(|e| panic!("{person} signing in at the OIDC test peer: {e}"));
+            self.signed_in
+                .lock()
+                .unwrap()
+                .insert(person.to_string(), token.clone());
+            return token;
+        }
+        self.set_password(person);
+        let (status, device) = self.send(
+            self.http
+                .post(self.url("/oauth2/v1/device/authorize"))
+                .form(&[("client_id", "steward-cli"), ("scope", "openid email")]),
+        );
+        assert_eq!(status, 200, "device authorization: {device}");
+        let user_code = device["user_code"].as_str().expect("user_code");
+        let password = Self::password_of(person);
+        let entered = self
+            .http
+            .post(self.url("/device"))
+            .form(&[
+                ("user_code", user_code),
+                ("email", person),
+                ("password", password.as_str()),
+            ])
+            .send()
+            .expect("the verification page");
+        assert_eq!(entered.status().as_u16(), 200, "{person} entering the code");
+        let (status, token) = self.send(self.http.post(self.url("/oauth2/v1/token")).form(&[
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("client_id", "steward-cli"),
+            (
+                "device_code",
+                device["device_code"].as_str().expect("device_code"),
+            ),
+        ]));
+        assert_eq!(status, 200, "{person}'s token: {token}");
+        let token = token["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_string();
+        self.signed_in
+            .lock()
+            .unwrap()
+            .insert(person.to_string(), token.clone());
+        token
+    }
+
+    /// GET on the admin API as `person`.
+    pub fn get_as(&self, person: &str, path: &str) -> (u16, Value) {
+        self.send(
+            self.http
+                .get(self.url(path))
+                .bearer_auth(self.person_token(person)),
+        )
+    }
+
+    /// POST JSON on the admin API as `person`.
+    pub fn post_as(&self, person: &str, path: &str, body: &Value) -> (u16, Value) {
+        self.send(
+            self.http
+                .post(self.url(path))
+                .bearer_auth(self.person_token(person))
+                .json(body),
+        )
     }
 }
 
