@@ -8,6 +8,7 @@ mod people;
 mod report;
 mod server;
 mod shadow;
+mod tokens;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -110,6 +111,13 @@ enum Cmd {
     Login(login::LoginArgs),
     /// Forget the signed-in session (the CLI uses the admin token again).
     Logout,
+    /// Personal API tokens for your scripts: create, list, revoke (after `steward login`).
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::TokensCmd,
+        #[command(flatten)]
+        client: Client,
+    },
     /// People of the embedded default's directory: set the password they sign in with at the
     /// development IdP.
     People {
@@ -298,6 +306,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Login(a) => login::login(a).await,
             Cmd::Logout => login::logout(),
             Cmd::People { command } => people::people(command).await,
+            Cmd::Tokens { command, client } => tokens::tokens(command, &client).await,
             Cmd::Whoami { client } => cli::whoami(&client).await,
         }
     })

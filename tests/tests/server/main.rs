@@ -9,6 +9,7 @@ mod support;
 mod anomaly;
 mod campaigns;
 mod cli;
+mod dev_sign_in;
 mod discovery;
 mod durability;
 mod okta_intake;

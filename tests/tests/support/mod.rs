@@ -327,12 +327,18 @@ impl Server {
         &self.http
     }
 
-    fn send(&self, req: reqwest::blocking::RequestBuilder) -> (u16, Value) {
+    /// Sends a request: (status, JSON body, or the text as a JSON string).
+    pub fn send(&self, req: reqwest::blocking::RequestBuilder) -> (u16, Value) {
         let resp = req.send().expect("HTTP request to steward");
         let status = resp.status().as_u16();
         let text = resp.text().expect("response body");
         let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, v)
+    }
+
+    /// POST a form (the dev IdP's OAuth endpoints): (status, JSON body).
+    pub fn send_form(&self, path: &str, form: &[(&str, &str)]) -> (u16, Value) {
+        self.send(self.http.post(self.url(path)).form(form))
     }
 
     /// GET on the admin API (with the bearer token): (status, JSON body).
