@@ -263,7 +263,7 @@ fn wrong_passwords_are_refused_audited_and_lock_the_person_out() {
         .count();
     assert!(refused >= 7, "{refused} refused sign-ins audited");
     // A departed person gets no password at all.
-    let (out, _, err) = run(&mut steward().args([
+    let (out, _, err) = run(steward().args([
         "people",
         "password",
         "carl.former@example.com",
