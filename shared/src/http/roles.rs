@@ -169,17 +169,35 @@ pub async fn roles_of(
     Ok(roles)
 }
 
+/// The roles in the order people read them: the closest to the agent first.
+fn in_reading_order(allowed: &[Role]) -> Vec<&'static str> {
+    const ORDER: [Role; 6] = [
+        Owner,
+        Manager,
+        SecurityApprover,
+        Operator,
+        Person,
+        Automation,
+    ];
+    ORDER
+        .iter()
+        .filter(|r| allowed.contains(r))
+        .map(|r| r.describe())
+        .collect()
+}
+
 /// Why `caller` may not do `op`: names who may.
 fn refusal(route: &Route, caller: &Caller, allowed: &[Role]) -> String {
-    let who: Vec<&str> = allowed.iter().map(|r| r.describe()).collect();
-    let needs = if allowed == A_PERSON {
-        "a signed-in person (run `steward login`)".to_string()
-    } else {
-        who.join(", ")
+    let hint = match caller.principal {
+        Principal::Automation { .. } if !allowed.contains(&Automation) => {
+            " (a person signs in with `steward login`)"
+        }
+        _ => "",
     };
     format!(
-        "{} may be done only by {needs}; you are {}",
+        "{} may be done only by {}; you are {}{hint}",
         route.name(),
+        in_reading_order(allowed).join(", "),
         caller.principal
     )
 }
@@ -228,6 +246,17 @@ pub async fn authorize(
             .await;
     }
     response
+}
+
+/// The role table as docs/api.md shows it (a test keeps the two equal).
+pub fn markdown_table() -> String {
+    use super::routes::{Access, ROUTES};
+    let mut out = String::from("| Operation | Who may call it |\n|---|---|\n");
+    for route in ROUTES.iter().filter(|r| r.access == Access::Admin) {
+        let who = in_reading_order(who_may(route.op)).join(", ");
+        out.push_str(&format!("| `{}` | {who} |\n", route.name()));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod okta_intake;
 mod onboarding_http;
 mod refusals_http;
 mod report;
+mod roles;
 mod rotation;
 mod sign_in;
 mod slack;
