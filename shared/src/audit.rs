@@ -278,46 +278,81 @@ pub fn token_refused(
     AuditRecord { id, time, body: v }
 }
 
-/// An admin API call that asked for a change (or was refused by the role table): the principal
-/// (kind, id, the token's id, never the token), where it came from (`cli`, `api`, `dashboard`),
-/// the operation and the answer's status.
+/// Who made a call, as the audit trail names them: never a token, only its id.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller<'a> {
+    /// `person` or `automation`.
+    pub kind: &'a str,
+    /// The person's normalised id, or the automation's name.
+    pub id: &'a str,
+    /// The token's id (`jti`, a digest, a personal token's id, or the Slack user id).
+    pub token_id: Option<&'a str>,
+    /// How the person proved who they are: `sign-in`, `personal-token`, `slack-signature`.
+    pub via: Option<&'a str>,
+}
+
 #[cfg(feature = "http")]
-pub fn api_call(
-    principal: &crate::http::Principal,
+impl<'a> From<&'a crate::http::Principal> for Caller<'a> {
+    fn from(p: &'a crate::http::Principal) -> Self {
+        use crate::http::{Credential, Principal};
+        match p {
+            Principal::Person { id, token_id, via } => Caller {
+                kind: "person",
+                id,
+                token_id: Some(token_id),
+                via: Some(match via {
+                    Credential::SignIn => "sign-in",
+                    Credential::PersonalToken => "personal-token",
+                }),
+            },
+            Principal::Automation { name } => Caller {
+                kind: "automation",
+                id: name,
+                token_id: None,
+                via: None,
+            },
+        }
+    }
+}
+
+/// A call that asked for a change (or was refused by the role table): the principal, where it
+/// came from (`cli`, `api`, `slack`, `dashboard`), the operation and the answer's status.
+pub fn call(
+    caller: Caller<'_>,
     source: &str,
     operation: &str,
     status: u16,
     refused: Option<&str>,
     time: DateTime<Utc>,
 ) -> AuditRecord {
-    use crate::http::Principal;
     let id = random_id("call");
     let c = API_ACTIVITY_OTHER;
     let success = refused.is_none() && status < 400;
+    let who = match caller.token_id {
+        Some(t) => format!("{} {} ({t})", caller.kind, caller.id),
+        None => format!("{} {}", caller.kind, caller.id),
+    };
     let message = match refused {
         Some(why) => format!("refused {operation}: {why}"),
-        None => format!("{principal} called {operation} from the {source}: {status}"),
+        None => format!("{who} called {operation} from the {source}: {status}"),
     };
     let mut v = base(&c, time, &id, success, &message, None);
-    let (who, kind) = match principal {
-        Principal::Person { id, token_id, via } => (
-            json!({"user": {"uid": id, "email_addr": id, "type_id": 1, "type": "User"},
-                   "session": {"uid": token_id, "credential_uid": token_id},
-                   "authorizations": [{"decision": if success { "allowed" } else { "denied" }}],
-                   "invoked_by": via}),
-            json!({"kind": "person", "id": id, "token_id": token_id, "via": via}),
-        ),
-        Principal::Automation { name } => (
-            json!({"user": {"uid": name, "name": name, "type_id": 3, "type": "System"},
-                   "authorizations": [{"decision": if success { "allowed" } else { "denied" }}]}),
-            json!({"kind": "automation", "id": name}),
-        ),
+    let decision = json!([{"decision": if success { "allowed" } else { "denied" }}]);
+    v["actor"] = if caller.kind == "person" {
+        json!({"user": {"uid": caller.id, "email_addr": caller.id, "type_id": 1, "type": "User"},
+               "session": {"uid": caller.token_id, "credential_uid": caller.token_id},
+               "authorizations": decision, "invoked_by": caller.via})
+    } else {
+        json!({"user": {"uid": caller.id, "name": caller.id, "type_id": 3, "type": "System"},
+               "authorizations": decision})
     };
-    v["actor"] = who;
     v["api"] = json!({"operation": operation, "response": {"code": status}});
     v["src_endpoint"] = json!({"svc_name": source});
-    v["unmapped"] = json!({"steward_event": if refused.is_some() { "call_refused" } else { "api_call" },
-        "principal": kind, "source": source, "status": status, "reasons": refused});
+    v["unmapped"] = json!({
+        "steward_event": if refused.is_some() { "call_refused" } else { "api_call" },
+        "principal": {"kind": caller.kind, "id": caller.id, "token_id": caller.token_id, "via": caller.via},
+        "source": source, "status": status, "reasons": refused,
+    });
     AuditRecord { id, time, body: v }
 }
 

@@ -179,8 +179,8 @@ impl App {
     pub async fn refuse_call(&self, route: &Route, caller: &Caller, source: &str, why: &str) {
         self.0.bad_requests.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(principal = %caller.principal, route = %route.name(), why, "call refused");
-        let record = crate::audit::api_call(
-            &caller.principal,
+        let record = crate::audit::call(
+            (&caller.principal).into(),
             source,
             &route.name(),
             403,
@@ -200,8 +200,8 @@ impl App {
         source: &str,
         status: axum::http::StatusCode,
     ) {
-        let record = crate::audit::api_call(
-            &caller.principal,
+        let record = crate::audit::call(
+            (&caller.principal).into(),
             source,
             &route.name(),
             status.as_u16(),

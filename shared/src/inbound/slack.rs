@@ -223,10 +223,18 @@ pub async fn handle(
         .and_then(|v| v.value.clone())
         .map(|r| r.trim().to_string())
         .filter(|r| !r.is_empty());
-    match engine
+    let decided = engine
         .decide(approval_id, &email, decision, reason, Some(shown))
-        .await
-    {
+        .await;
+    slack_call(
+        engine,
+        &email,
+        &user,
+        &format!("{decision:?} {approval_id}"),
+        &decided,
+    )
+    .await;
+    match decided {
         Ok(_) => {
             let word = match decision {
                 Decision::Approve => "Approve",
@@ -365,10 +373,18 @@ async fn review_click(
         _ => ReviewDecision::Revoke,
     };
     let word = decision.as_str();
-    match engine
+    let decided = engine
         .decide_review(item_id, &email, decision, reason)
-        .await
-    {
+        .await;
+    slack_call(
+        engine,
+        &email,
+        &user,
+        &format!("review {word} {item_id}"),
+        &decided,
+    )
+    .await;
+    match decided {
         Ok(()) => {
             answer(format!(
                 "Received your {word} on {item_id}. The message updates when it is applied."
@@ -425,4 +441,38 @@ async fn refuse(
         )])
         .await?;
     Ok(Reply::json(status, json!({"error": why})))
+}
+
+/// A decision a person made by clicking in Slack, audited like an API call: the person the
+/// directory maps the Slack user to, the Slack user id, and the source `slack`.
+async fn slack_call<T>(
+    engine: &Engine,
+    person: &str,
+    slack_user: &str,
+    operation: &str,
+    outcome: &Result<T, EngineError>,
+) {
+    let status = match outcome {
+        Ok(_) => 202,
+        Err(EngineError::Rejected(_)) => 422,
+        Err(EngineError::NotFound(_)) => 404,
+        Err(_) => 503,
+    };
+    let token = format!("slack:{slack_user}");
+    let record = audit::call(
+        audit::Caller {
+            kind: "person",
+            id: person,
+            token_id: Some(&token),
+            via: Some("slack-signature"),
+        },
+        "slack",
+        operation,
+        status,
+        None,
+        engine.clock.now(),
+    );
+    if let Err(e) = engine.store.append_audit(vec![record]).await {
+        tracing::error!(error = %e, "could not audit a Slack decision");
+    }
 }

@@ -675,4 +675,20 @@ fn one_person_cannot_supply_both_votes_through_the_api_and_slack() {
 
     assert!(approve_answer(&s, &slack, "U0PRIYA", &value, 2).contains("Received"));
     s.wait_agent_status("payments-agent-prod", "active");
+
+    // Each vote is audited with its principal and where it was cast.
+    let calls: Vec<Value> = s
+        .audit()
+        .into_iter()
+        .filter(|r| r["unmapped"]["steward_event"] == "api_call")
+        .collect();
+    let cast = |source: &str, who: &str, via: &str| {
+        calls.iter().any(|r| {
+            r["unmapped"]["source"] == source
+                && r["unmapped"]["principal"]["id"] == who
+                && r["unmapped"]["principal"]["via"] == via
+        })
+    };
+    assert!(cast("api", SAM, "sign-in"), "{calls:?}");
+    assert!(cast("slack", PRIYA, "slack-signature"), "{calls:?}");
 }
