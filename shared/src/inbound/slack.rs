@@ -379,7 +379,7 @@ async fn review_click(
     slack_call(
         engine,
         &email,
-        &user,
+        user,
         &format!("review {word} {item_id}"),
         &decided,
     )
