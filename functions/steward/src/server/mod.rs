@@ -57,7 +57,11 @@ pub fn router(stack: &Embedded, admin_token: Secret) -> axum::Router {
         ssf: stack.ssf.clone(),
         local: Some(Arc::new(ConsoleNotices(stack.console.clone()))),
     });
-    shared::http::router(app.clone()).merge(token::router(app, stack.idp.clone()))
+    shared::http::router(app.clone()).merge(token::router(
+        app,
+        stack.idp.clone(),
+        stack.people_at_dev_idp,
+    ))
 }
 
 /// How often the server's background jobs run, every job on.

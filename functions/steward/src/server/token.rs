@@ -31,15 +31,19 @@ pub const KEYS_PATH: &str = shared::idp::dev::KEYS_PATH;
 pub struct Edge {
     pub app: App,
     pub idp: Arc<DevIdp>,
+    /// Whether people sign in at this IdP.
+    pub people: bool,
 }
 
 /// The dev IdP's routes; refusals count in `app`'s health figures and go to its audit trail.
-pub fn router(app: App, idp: Arc<DevIdp>) -> Router {
-    Router::new()
+/// `people`: whether people sign in here (no outside issuer is configured).
+pub fn router(app: App, idp: Arc<DevIdp>, people: bool) -> Router {
+    let agents = Router::new()
         .route(METADATA_PATH, get(metadata))
         .route(DISCOVERY_PATH, get(metadata))
         .route(TOKEN_PATH, post(token))
-        .route(KEYS_PATH, get(jwks))
+        .route(KEYS_PATH, get(jwks));
+    let sign_in = Router::new()
         .route(
             people::DEVICE_AUTHORIZATION_PATH,
             post(sign_in::device_authorization),
@@ -51,12 +55,30 @@ pub fn router(app: App, idp: Arc<DevIdp>) -> Router {
         .route(
             people::AUTHORIZE_PATH,
             get(sign_in::authorize_page).post(sign_in::authorize_entry),
-        )
-        .with_state(Edge { app, idp })
+        );
+    let routes = if people {
+        agents.merge(sign_in)
+    } else {
+        agents
+    };
+    routes.with_state(Edge { app, idp, people })
 }
 
 async fn metadata(State(edge): State<Edge>) -> Json<Value> {
-    Json(edge.idp.metadata())
+    let mut m = edge.idp.metadata();
+    if !edge.people
+        && let Some(o) = m.as_object_mut()
+    {
+        // Another issuer signs people in: this one offers agents' tokens only.
+        for key in ["authorization_endpoint", "device_authorization_endpoint"] {
+            o.remove(key);
+        }
+        o.insert(
+            "grant_types_supported".into(),
+            json!(["client_credentials"]),
+        );
+    }
+    Json(m)
 }
 
 async fn jwks(State(edge): State<Edge>) -> Json<Value> {
@@ -147,6 +169,7 @@ async fn token(
 ) -> Response {
     let now = edge.app.engine.clock.now();
     if let Ok(Form(f)) = &form
+        && edge.people
         && let Some(result) = person_grant(&edge, f, now)
     {
         return match result {
