@@ -177,6 +177,7 @@ async fn run(level: &str, durability: Durability, agents: usize) -> Run {
         okta_hook_secret: None,
         oauth: None,
         ssf: None,
+        okta_directory: false,
         people_issuer: None,
     })
     .expect("the embedded stack");

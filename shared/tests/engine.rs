@@ -90,6 +90,7 @@ fn build(
         okta_hook_secret: None,
         oauth: None,
         ssf: None,
+        okta_directory: false,
         people_issuer: None,
     })
     .unwrap();

@@ -265,6 +265,7 @@ fn stack(wrap: impl FnOnce(Arc<DevIdp>) -> Option<Arc<dyn IdentityProvider>>) ->
         okta_hook_secret: None,
         oauth: None,
         ssf: None,
+        okta_directory: false,
         people_issuer: None,
     })
     .unwrap();

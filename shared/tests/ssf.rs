@@ -86,6 +86,7 @@ fn stack() -> Stack {
         okta_hook_secret: None,
         oauth: None,
         ssf: None,
+        okta_directory: false,
         people_issuer: None,
     })
     .unwrap();

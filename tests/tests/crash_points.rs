@@ -137,6 +137,7 @@ impl Env {
                     okta_hook_secret: None,
                     oauth: None,
                     ssf: None,
+                    okta_directory: false,
                     people_issuer: None,
                 })
                 .unwrap();

@@ -53,6 +53,7 @@ pub async fn run() -> anyhow::Result<()> {
             okta_hook_secret: None,
             oauth: None,
             ssf: None,
+            okta_directory: false,
             people_issuer: None,
         })?;
     let vault = stack.vault.clone();

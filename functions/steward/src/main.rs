@@ -346,6 +346,13 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
                 .map(|_| shared::idp::oauth::OAuthSettings::from_env())
                 .transpose()?,
             ssf: shared::inbound::ssf::SsfSettings::from_env()?,
+            okta_directory: match std::env::var("STEWARD_DIRECTORY").as_deref() {
+                Err(_) | Ok("") | Ok("people-file") => false,
+                Ok("okta") => true,
+                Ok(other) => anyhow::bail!(
+                    "STEWARD_DIRECTORY must be `people-file` (the default) or `okta`, not `{other}`"
+                ),
+            },
             people_issuer: shared::sign_in::IssuerSettings::from_env()?,
         })?;
     server::admin_token(&a.data_dir)?;

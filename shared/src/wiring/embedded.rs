@@ -49,6 +49,9 @@ pub struct EmbeddedConfig {
     pub oauth: Option<OAuthSettings>,
     /// A Shared Signals transmitter whose pushes the local server receives at `/ssf/events`.
     pub ssf: Option<SsfSettings>,
+    /// Okta's Users API is the directory instead of the people file (`STEWARD_DIRECTORY=okta`;
+    /// needs `okta`).
+    pub okta_directory: bool,
     /// The organisation's OpenID Connect issuer: people sign in to the admin API with its tokens.
     /// `None`: the dev IdP is the people's issuer (passwords set with `steward people password`).
     pub people_issuer: Option<IssuerSettings>,
@@ -152,8 +155,18 @@ impl Embedded {
             PersonTokens::new(cfg.people_issuer.unwrap_or_else(|| idp.people_issuer()))
                 .map_err(|e| err(e.to_string()))?,
         );
-        let directory =
-            Arc::new(PeopleFileDirectory::load(&cfg.people).map_err(|e| err(e.to_string()))?);
+        let directory: Arc<dyn crate::ports::Directory> = match (&okta, cfg.okta_directory) {
+            (Some(o), true) => Arc::new(crate::idp::okta::OktaDirectory(o.clone())),
+            (None, true) => {
+                return Err(err(
+                    "STEWARD_DIRECTORY=okta needs Okta (STEWARD_OKTA_ORG_URL and its credentials)"
+                        .into(),
+                ));
+            }
+            (_, false) => {
+                Arc::new(PeopleFileDirectory::load(&cfg.people).map_err(|e| err(e.to_string()))?)
+            }
+        };
         let engine = Arc::new(Engine {
             transitions: Default::default(),
             store: db.clone(),

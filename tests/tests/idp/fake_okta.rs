@@ -147,6 +147,8 @@ struct Inner {
     management_token_lifetime: u64,
     issued: Vec<Issued>,
     problems: Vec<String>,
+    /// People, as the Users API returns them (`{id, status, profile}`).
+    users: Vec<Value>,
 }
 
 pub struct FakeOkta {
@@ -288,6 +290,7 @@ impl FakeOkta {
             management_token_lifetime: 3600,
             issued: Vec::new(),
             problems: Vec::new(),
+            users: Vec::new(),
         }));
         let app = Router::new().fallback(handle).with_state(AppState {
             inner: inner.clone(),
@@ -383,6 +386,35 @@ impl FakeOkta {
             .holds
             .push((method.into(), path.into(), hold.clone()));
         hold
+    }
+
+    /// Adds a person (as an admin would); returns their user id. `status` is Okta's
+    /// (`ACTIVE`, `SUSPENDED`, `DEPROVISIONED`, ...); the login is the e-mail address.
+    pub fn seed_user(
+        &self,
+        email: &str,
+        first: &str,
+        last: &str,
+        status: &str,
+        manager_id: Option<&str>,
+    ) -> String {
+        let id = random_id("00u");
+        let mut profile =
+            json!({"firstName": first, "lastName": last, "email": email, "login": email});
+        if let Some(m) = manager_id {
+            profile["managerId"] = json!(m);
+        }
+        self.lock()
+            .users
+            .push(json!({"id": id, "status": status, "created": timestamp(), "profile": profile}));
+        id.clone()
+    }
+
+    /// Changes a person's login (so only a search by e-mail finds them).
+    pub fn set_login(&self, id: &str, login: &str) {
+        if let Some(u) = self.lock().users.iter_mut().find(|u| u["id"] == id) {
+            u["profile"]["login"] = json!(login);
+        }
     }
 
     /// Adds an app directly (as an admin would in the console); returns its id.
@@ -761,6 +793,42 @@ fn route(
             Err(o) => *o,
         },
         ("GET", ["api", "v1", "logs"]) => logs(inner, query),
+        ("GET", ["api", "v1", "users"]) => {
+            // Only the search Steward sends: `profile.email eq "<email>"`.
+            let Some(email) = query
+                .get("search")
+                .and_then(|q| q.strip_prefix("profile.email eq \""))
+                .and_then(|q| q.strip_suffix('"'))
+            else {
+                inner
+                    .problems
+                    .push(format!("unexpected user search: {query:?}"));
+                return validation("search", &["unsupported search expression"]);
+            };
+            let found: Vec<Value> = inner
+                .users
+                .iter()
+                .filter(|u| {
+                    u["profile"]["email"]
+                        .as_str()
+                        .is_some_and(|e| e.eq_ignore_ascii_case(email))
+                })
+                .cloned()
+                .collect();
+            Out::json(200, json!(found))
+        }
+        ("GET", ["api", "v1", "users", id]) => {
+            let found = inner.users.iter().find(|u| {
+                u["id"] == *id
+                    || u["profile"]["login"]
+                        .as_str()
+                        .is_some_and(|l| l.eq_ignore_ascii_case(id))
+            });
+            match found {
+                Some(u) => Out::json(200, u.clone()),
+                None => not_found(&format!("{id} (User)")),
+            }
+        }
         (_, ["api", "v1", "apps", id, rest @ ..]) => {
             let id = id.to_string();
             let Some(pos) = inner.apps.iter().position(|a| a.id == id) else {

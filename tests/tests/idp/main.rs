@@ -4,6 +4,7 @@
 
 mod conformance;
 mod dev;
+mod directory;
 mod fake_okta;
 mod oauth;
 mod okta;

@@ -68,7 +68,7 @@ fn settings(fake: &FakeOkta) -> OktaSettings {
     s
 }
 
-fn okta(fake: &FakeOkta) -> Okta {
+pub fn okta(fake: &FakeOkta) -> Okta {
     Okta::new(settings(fake)).unwrap()
 }
 
@@ -861,6 +861,10 @@ struct OktaStack {
 }
 
 fn okta_stack(fake: &FakeOkta) -> OktaStack {
+    okta_stack_with(fake, false)
+}
+
+fn okta_stack_with(fake: &FakeOkta, okta_directory: bool) -> OktaStack {
     let dir = tempfile::tempdir().unwrap();
     let people = dir.path().join("people.toml");
     std::fs::write(
@@ -886,6 +890,7 @@ fn okta_stack(fake: &FakeOkta) -> OktaStack {
         okta_hook_secret: None,
         oauth: None,
         ssf: None,
+        okta_directory,
         people_issuer: None,
     })
     .unwrap();
@@ -1044,4 +1049,37 @@ async fn a_sweep_while_steward_creates_an_app_finds_only_console_apps() {
     assert_eq!(shadows[0].client_id.as_deref(), Some(console.as_str()));
     let report = e.discover().await.unwrap();
     assert_eq!((report.registered, report.unrecorded), (1, 0));
+}
+
+/// With `STEWARD_DIRECTORY=okta`, whether an owner is a real, active person is Okta's answer,
+/// not the people file's: someone deprovisioned in Okta cannot own an agent, even while the
+/// people file still lists them.
+#[tokio::test]
+async fn okta_users_are_the_directory_when_asked() {
+    let fake = FakeOkta::start();
+    fake.seed_user("alice@example.com", "Alice", "Ng", "DEPROVISIONED", None);
+    fake.seed_user("carol@example.com", "Carol", "Diaz", "ACTIVE", None);
+    let st = okta_stack_with(&fake, true);
+    let refused = st
+        .engine
+        .request_agent(orders_agent(), "carol@example.com")
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("alice@example.com"),
+        "{refused}"
+    );
+    let mut carols = orders_agent();
+    carols.owner = "carol@example.com".into();
+    st.engine
+        .request_agent(carols, "carol@example.com")
+        .await
+        .unwrap();
+    assert!(
+        fake.calls()
+            .iter()
+            .any(|c| c.method == "GET" && c.path.starts_with("/api/v1/users/")),
+        "Okta was asked: {:?}",
+        fake.calls()
+    );
 }

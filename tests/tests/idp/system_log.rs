@@ -28,6 +28,7 @@ fn open(dir: &Path) -> Embedded {
         okta_hook_secret: None,
         oauth: None,
         ssf: None,
+        okta_directory: false,
         people_issuer: None,
     })
     .unwrap()

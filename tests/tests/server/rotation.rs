@@ -90,6 +90,7 @@ fn stack(scope: &str, oauth: Option<OAuthSettings>) -> Stack {
         okta_hook_secret: None,
         oauth,
         ssf: None,
+        okta_directory: false,
         people_issuer: None,
     })
     .unwrap();

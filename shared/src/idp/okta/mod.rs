@@ -19,10 +19,12 @@
 //! # Ok(()) }
 //! ```
 
+mod directory;
 mod http;
 mod rate_limit;
 mod settings;
 
+pub use directory::OktaDirectory;
 pub use settings::{
     AuthServer, ENV_API_TOKEN, ENV_AUTH_SERVER, ENV_CLIENT_ID, ENV_KEY_ID, ENV_ORG_URL,
     ENV_PRIVATE_KEY_FILE, ENV_TEST_SCOPE, MANAGEMENT_SCOPES, OKTA_DEFAULT_TOKEN_LIFETIME_SECS,
