@@ -356,3 +356,134 @@ fn a_browser_signs_in_with_the_authorization_code_and_pkce() {
     assert_eq!(page.status().as_u16(), 400);
     assert!(page.headers().get("location").is_none());
 }
+
+/// The forgery catalogue against the running server, with tokens made from the dev IdP's own key
+/// (read from the data directory, as only an attacker with the disk could): each is refused
+/// with 401 or 403, audited with why, and nothing changes.
+#[test]
+fn forged_tokens_are_refused_audited_and_change_nothing() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let s = Server::start();
+    let pem = std::fs::read(s.data_dir.join("idp-signing-key.pem")).unwrap();
+    let key = EncodingKey::from_ed_pem(&pem).unwrap();
+    let jwks = s.get_ok("/oauth2/v1/keys");
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap().to_string();
+    let public_x = jwks["keys"][0]["x"].as_str().unwrap().to_string();
+    let now = chrono::Utc::now().timestamp();
+    let claims = |edit: &dyn Fn(&mut Value)| {
+        let mut c = json!({
+            "iss": s.base, "aud": "api://steward", "sub": ALICE, "email": ALICE,
+            "email_verified": true, "iat": now, "nbf": now, "exp": now + 600, "jti": "forged-1",
+        });
+        edit(&mut c);
+        c
+    };
+    let signed = |c: &Value, kid: &str| {
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(kid.to_string());
+        jsonwebtoken::encode(&h, c, &key).unwrap()
+    };
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    // The control: a token made the same way with nothing wrong is let in.
+    let genuine = signed(&claims(&|_| {}), &kid);
+    let (status, me) = s.send(s.http().get(s.url("/api/whoami")).bearer_auth(&genuine));
+    assert_eq!((status, me["id"].as_str()), (200, Some(ALICE)), "{me}");
+
+    let unsigned = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&claims(&|_| {}))
+    );
+    let hmac_with_public_key = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims(&|_| {}),
+        &EncodingKey::from_secret(public_x.as_bytes()),
+    )
+    .unwrap();
+    let cases: Vec<(&str, Option<String>, u16, &str)> = vec![
+        ("no token", None, 401, "missing bearer token"),
+        (
+            "expired",
+            Some(signed(&claims(&|c| c["exp"] = json!(now - 600)), &kid)),
+            401,
+            "expired",
+        ),
+        (
+            "wrong issuer",
+            Some(signed(
+                &claims(&|c| c["iss"] = json!("https://evil.example")),
+                &kid,
+            )),
+            401,
+            "not by the issuer",
+        ),
+        (
+            "wrong audience",
+            Some(signed(&claims(&|c| c["aud"] = json!("api://other")), &kid)),
+            401,
+            "not meant for Steward",
+        ),
+        ("alg none", Some(unsigned), 401, "alg `none`"),
+        (
+            "HMAC with the public key",
+            Some(hmac_with_public_key),
+            401,
+            "symmetric alg",
+        ),
+        (
+            "unknown kid",
+            Some(signed(&claims(&|_| {}), "not-a-key-of-the-issuer")),
+            401,
+            "is not in the issuer's JWKS",
+        ),
+        (
+            "a person not in the directory",
+            Some(signed(
+                &claims(&|c| c["email"] = json!("mallory@example.com")),
+                &kid,
+            )),
+            403,
+            "not in the directory",
+        ),
+        (
+            "an inactive person",
+            Some(signed(
+                &claims(&|c| c["email"] = json!("carl.former@example.com")),
+                &kid,
+            )),
+            403,
+            "no longer active",
+        ),
+    ];
+    let body = agent_request(
+        "datadog-remediation-agent-prod",
+        "prod",
+        ALICE,
+        &["datadog:metrics:read"],
+    );
+    for (what, token, status, why) in cases {
+        let before = s.audit_failures().len();
+        let mut req = s.http().post(s.url("/api/agents")).json(&body);
+        if let Some(t) = &token {
+            req = req.bearer_auth(t);
+        }
+        let (got, v) = s.send(req);
+        assert_eq!(got, status, "{what}: {v}");
+        let error = v["error"].as_str().unwrap_or_default();
+        assert!(error.contains(why), "{what}: `{error}` should say {why}");
+        if let Some(t) = &token {
+            assert!(
+                !error.contains(t.as_str()),
+                "{what}: the token is never echoed"
+            );
+        }
+        let failures = s.audit_failures();
+        assert_eq!(failures.len(), before + 1, "{what} is audited once");
+        assert!(
+            failures.last().unwrap().to_string().contains(why),
+            "{what}: {}",
+            failures.last().unwrap()
+        );
+        assert!(s.agents().is_empty(), "{what} changed nothing");
+    }
+}
