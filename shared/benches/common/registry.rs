@@ -101,6 +101,7 @@ pub async fn seed(db: &Db, agents: Vec<Agent>) {
             },
             timers: vec![],
             agents: chunk.to_vec(),
+            agent_reads: vec![],
             approvals: vec![],
             audit: vec![],
         })

@@ -220,6 +220,20 @@ fn encode<T: serde::Serialize>(v: &T) -> String {
 }
 
 pub(crate) fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError> {
+    // Agents the step changed field by field must be as it read them.
+    for read in &c.agent_reads {
+        let stored: Option<String> = tx
+            .query_row(
+                "SELECT updated_at FROM agents WHERE id=?1",
+                [&read.id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)?;
+        if stored.as_deref() != Some(read.updated_at.to_rfc3339().as_str()) {
+            return Err(StoreError::AgentChanged(format!("agent {}", read.id)));
+        }
+    }
     let i = &c.instance;
     let body = encode(i);
     let changed = if c.expected_version == 0 {

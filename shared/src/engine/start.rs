@@ -188,7 +188,7 @@ impl Engine {
         group: Option<&str>,
     ) -> Result<(String, bool), EngineError> {
         let ctx = self.ctx(workflow_id);
-        let mut applied = match workflows::start(input, &ctx) {
+        let applied = match workflows::start(input, &ctx) {
             Ok(a) => a,
             Err(rejected) => {
                 self.audit_refusal(
@@ -203,50 +203,68 @@ impl Engine {
             }
         };
         let now = ctx.now;
-        self.resolve_agent_updates(&mut applied.commands, &mut HashMap::new(), now)
-            .await?;
-        let fresh = Instance {
-            id: workflow_id.to_string(),
-            kind: kind.to_string(),
-            agent_id: agent_id.map(str::to_string),
-            state: serde_json::Value::Null,
-            state_name: statemachines::workflow::START.into(),
-            terminal: false,
-            version: 0,
-            pending: vec![],
-            applied: vec![],
-            request_hash: hash.to_string(),
-            created_at: now,
-            updated_at: now,
-            group: group.map(str::to_string),
-        };
-        let (commit, new_pending) =
-            self.build_commit(&fresh, applied, "start", summary, actor, None, now);
-        let state = commit.instance.state_name.clone();
-        let step = self.start_step(commit, &new_pending);
-        let written = self
-            .outbox
-            .write(Batch {
-                steps: vec![step],
-                ..Default::default()
-            })
-            .await?
-            .pop()
-            .unwrap_or(Ok(()));
-        match written {
-            Ok(()) => {}
-            // The same request raced in twice: the first one won, this one is the duplicate.
-            Err(StoreError::Conflict { .. }) => {
-                let existing = self
-                    .store
-                    .instance(workflow_id)
-                    .await?
-                    .map(|i| i.state_name)
-                    .unwrap_or(state);
-                return Ok((existing, true));
+        let machine_step = applied;
+        // A step that changes agent fields conflicts when another step wrote the agent since it
+        // was read (a freeze racing a rotation): read it again and retry, a few times.
+        let mut attempt = 0;
+        let state = loop {
+            attempt += 1;
+            let mut applied = machine_step.clone();
+            let reads = self
+                .resolve_agent_updates(&mut applied.commands, &mut HashMap::new(), now)
+                .await?;
+            let fresh = Instance {
+                id: workflow_id.to_string(),
+                kind: kind.to_string(),
+                agent_id: agent_id.map(str::to_string),
+                state: serde_json::Value::Null,
+                state_name: statemachines::workflow::START.into(),
+                terminal: false,
+                version: 0,
+                pending: vec![],
+                applied: vec![],
+                request_hash: hash.to_string(),
+                created_at: now,
+                updated_at: now,
+                group: group.map(str::to_string),
+            };
+            let (mut commit, new_pending) = self.build_commit(
+                &fresh,
+                applied,
+                "start",
+                summary.clone(),
+                actor.clone(),
+                None,
+                now,
+            );
+            commit.agent_reads = reads;
+            let state = commit.instance.state_name.clone();
+            let step = self.start_step(commit, &new_pending);
+            let written = self
+                .outbox
+                .write(Batch {
+                    steps: vec![step],
+                    ..Default::default()
+                })
+                .await?
+                .pop()
+                .unwrap_or(Ok(()));
+            match written {
+                Ok(()) => break state,
+                Err(StoreError::AgentChanged(_)) if attempt < 5 => continue,
+                // The same request raced in twice: the first one won, this one is the duplicate.
+                Err(StoreError::Conflict { .. }) => {
+                    let existing = self
+                        .store
+                        .instance(workflow_id)
+                        .await?
+                        .map(|i| i.state_name)
+                        .unwrap_or(state);
+                    return Ok((existing, true));
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
-        }
+        };
         Ok((state, false))
     }
 

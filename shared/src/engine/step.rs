@@ -3,6 +3,7 @@
 //! acks through the outbox.
 
 use super::*;
+use crate::ports::store::AgentRead;
 
 impl Engine {
     /// Processes messages in order (each with the receipt that acks it, if any): commands run,
@@ -190,9 +191,10 @@ impl Engine {
                 };
                 match workflows::apply(&instance.kind, &instance.state, ev, &ctx) {
                     Ok(mut applied) => {
-                        self.resolve_agent_updates(&mut applied.commands, agents, now)
+                        let reads = self
+                            .resolve_agent_updates(&mut applied.commands, agents, now)
                             .await?;
-                        Ok(Some(applied))
+                        Ok(Some((applied, reads)))
                     }
                     Err(ApplyError::Rejected(r)) => Err(r),
                     Err(ApplyError::Corrupt(c)) => {
@@ -205,9 +207,13 @@ impl Engine {
             }
         };
         let (commit, new_pending) = match outcome {
-            Ok(Some(applied)) => self.build_commit(
-                &instance, applied, event_id, event_json, actor, completes, now,
-            ),
+            Ok(Some((applied, reads))) => {
+                let (mut commit, pending) = self.build_commit(
+                    &instance, applied, event_id, event_json, actor, completes, now,
+                );
+                commit.agent_reads = reads;
+                (commit, pending)
+            }
             Ok(None) => self
                 .bookkeeping_commit(&instance, event_id, event_json, actor, completes, None, now),
             Err(rejected) => {
@@ -348,6 +354,7 @@ impl Engine {
                 history,
                 timers,
                 agents,
+                agent_reads: vec![],
                 approvals,
                 audit: audit_records,
             },
@@ -396,6 +403,7 @@ impl Engine {
                 history,
                 timers: vec![],
                 agents: vec![],
+                agent_reads: vec![],
                 approvals: vec![],
                 audit: audit_records,
             },
@@ -405,12 +413,15 @@ impl Engine {
 
     /// Turns each `UpdateAgent` into a `SaveAgent` of the record as stored (or as an earlier
     /// step of this batch left it) with the change applied, so the step writes only its fields.
+    /// Returns the records as read (once per agent): the commit conflicts if one changed since.
     pub(super) async fn resolve_agent_updates(
         &self,
         commands: &mut [Command],
         agents: &mut HashMap<String, Agent>,
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<AgentRead>, StoreError> {
+        let mut reads: Vec<AgentRead> = Vec::new();
+        let mut written: Vec<String> = Vec::new();
         for command in commands.iter_mut() {
             match command {
                 Command::UpdateAgent { agent_id, change } => {
@@ -425,17 +436,26 @@ impl Engine {
                         );
                         continue;
                     };
+                    // Read before this step wrote it: what must still be stored at commit.
+                    if !written.contains(agent_id) && !reads.iter().any(|r| &r.id == agent_id) {
+                        reads.push(AgentRead {
+                            id: agent.id.clone(),
+                            updated_at: agent.updated_at,
+                        });
+                    }
                     agent.apply(change, now);
                     agents.insert(agent.id.clone(), agent.clone());
+                    written.push(agent.id.clone());
                     *command = Command::SaveAgent(Box::new(agent));
                 }
                 Command::SaveAgent(a) => {
                     agents.insert(a.id.clone(), (**a).clone());
+                    written.push(a.id.clone());
                 }
                 _ => {}
             }
         }
-        Ok(())
+        Ok(reads)
     }
 }
 

@@ -15,6 +15,7 @@ use statemachines::workflow::{self, Workflow};
 use statemachines::{Command, Ctx, Event, Rejected};
 
 /// The result of a step, type-erased for storage.
+#[derive(Clone)]
 pub struct Applied {
     pub state: Value,
     pub state_name: &'static str,

@@ -154,14 +154,29 @@ pub struct Commit {
     pub history: HistoryEntry,
     pub timers: Vec<TimerChange>,
     pub agents: Vec<Agent>,
+    /// The registry records this step changed field by field, as it read them: the commit
+    /// conflicts when one was written since (by a step that committed in between), so a
+    /// concurrent freeze and rotation cannot undo each other's fields.
+    pub agent_reads: Vec<AgentRead>,
     pub approvals: Vec<ApprovalChange>,
     pub audit: Vec<AuditRecord>,
+}
+
+/// An agent record as a step read it before changing it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentRead {
+    pub id: String,
+    /// Its `updated_at` then: every write of an agent sets it.
+    pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("workflow {id} changed underneath (expected version {expected}); reload and retry")]
     Conflict { id: String, expected: u64 },
+    /// An agent a step changed field by field was written by another step since it was read.
+    #[error("{0} was written by another step since it was read; reload and retry")]
+    AgentChanged(String),
     #[error("stored record {0} is unreadable: {1}")]
     Corrupt(String, String),
     #[error("storage failed: {0}")]

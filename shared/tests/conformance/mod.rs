@@ -45,6 +45,7 @@ macro_rules! store_suite {
                 timers_set_cancel_rearm,
                 due_timers_respects_now_and_limit,
                 agents_upsert_and_lookup,
+                a_stale_agent_read_conflicts_and_writes_nothing,
                 approvals_open_close_and_filter,
                 approval_votes_and_messages_are_kept,
                 audit_is_hash_chained_and_pages,

@@ -27,6 +27,7 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     timers_set_cancel_rearm(&*fresh()()).await;
     due_timers_respects_now_and_limit(&*fresh()()).await;
     agents_upsert_and_lookup(&*fresh()()).await;
+    a_stale_agent_read_conflicts_and_writes_nothing(&*fresh()()).await;
     approvals_open_close_and_filter(&*fresh()()).await;
     approval_votes_and_messages_are_kept(&*fresh()()).await;
     audit_is_hash_chained_and_pages(&*fresh()()).await;
@@ -98,6 +99,7 @@ pub fn step(id: &str, version: u64) -> Commit {
         history: history(version, &from, &to),
         timers: vec![],
         agents: vec![],
+        agent_reads: vec![],
         approvals: vec![],
         audit: vec![],
     }
@@ -410,6 +412,60 @@ pub async fn due_timers_respects_now_and_limit(s: &dyn Store) {
 }
 
 /// The registry: upsert by id, lookup by id and by name (newest record wins), list.
+/// A step that changed an agent field by field, from the record as it read it, is written only
+/// while the record is still that one: a step that wrote the agent in between wins, and the
+/// late step conflicts whole (nothing of it is written) to be retried on the new record.
+pub async fn a_stale_agent_read_conflicts_and_writes_nothing(s: &dyn Store) {
+    use shared::ports::store::AgentRead;
+    let first = agent("agt-r", "race-agent-prod", AgentStatus::Active, 1);
+    let mut c = step("wf-race-a", 1);
+    c.agents = vec![first.clone()];
+    s.commit(c).await.unwrap();
+    // Another step froze it since.
+    let mut frozen = first.clone();
+    frozen.status = AgentStatus::Frozen;
+    frozen.updated_at = at(2);
+    let mut c = step("wf-race-b", 1);
+    c.agents = vec![frozen.clone()];
+    c.agent_reads = vec![AgentRead {
+        id: "agt-r".into(),
+        updated_at: at(1),
+    }];
+    s.commit(c).await.unwrap();
+    // A step that read the record before the freeze tries to write its change over it.
+    let mut stale = first.clone();
+    stale.secret_version = Some("v2".into());
+    stale.updated_at = at(3);
+    let mut c = step("wf-race-c", 1);
+    c.agents = vec![stale];
+    c.agent_reads = vec![AgentRead {
+        id: "agt-r".into(),
+        updated_at: at(1),
+    }];
+    match s.commit(c).await {
+        Err(StoreError::AgentChanged(_)) => {}
+        other => panic!("a stale read must conflict: {other:?}"),
+    }
+    assert_eq!(s.agent("agt-r").await.unwrap(), Some(frozen.clone()));
+    assert_eq!(
+        s.instance("wf-race-c").await.unwrap(),
+        None,
+        "nothing of it is written"
+    );
+    // Read again, it goes through.
+    let mut fresh = frozen.clone();
+    fresh.secret_version = Some("v2".into());
+    fresh.updated_at = at(4);
+    let mut c = step("wf-race-c", 1);
+    c.agents = vec![fresh.clone()];
+    c.agent_reads = vec![AgentRead {
+        id: "agt-r".into(),
+        updated_at: at(2),
+    }];
+    s.commit(c).await.unwrap();
+    assert_eq!(s.agent("agt-r").await.unwrap(), Some(fresh));
+}
+
 pub async fn agents_upsert_and_lookup(s: &dyn Store) {
     let a1 = agent(
         "agt-1",

@@ -162,6 +162,8 @@ enum Role {
     /// The id marker of the audit record at this index (a record id is stored once).
     AuditId(usize),
     CloseApproval,
+    /// An agent the step changed field by field, conditional on the record it read.
+    AgentRead,
     Other,
 }
 

@@ -139,8 +139,22 @@ impl DynamoStore {
         for a in agents {
             let mut item = key(format!("AGENT#{}", a.id), "META");
             item.insert("name".into(), s(&a.name));
+            item.insert("updated_at".into(), s(a.updated_at.to_rfc3339()));
             item.insert("body".into(), json(a)?);
-            items.push((Role::Other, self.put(item, None, &[], &[])?));
+            // Changed field by field: only if still as the step read it (records written before
+            // `updated_at` was an attribute pass).
+            match c.agent_reads.iter().find(|r| r.id == a.id) {
+                Some(read) => items.push((
+                    Role::AgentRead,
+                    self.put(
+                        item,
+                        Some("attribute_not_exists(updated_at) OR updated_at = :read"),
+                        &[],
+                        &[(":read", s(read.updated_at.to_rfc3339()))],
+                    )?,
+                )),
+                None => items.push((Role::Other, self.put(item, None, &[], &[])?)),
+            }
             let mut by_name = key(format!("AGENTNAME#{}", a.name), a.id.clone());
             by_name.insert("agent_id".into(), s(&a.id));
             by_name.insert("updated_at".into(), s(a.updated_at.to_rfc3339()));
@@ -260,6 +274,9 @@ impl DynamoStore {
             };
             if condition(Role::Instance) || condition(Role::History) {
                 return Err(conflict());
+            }
+            if condition(Role::AgentRead) {
+                return Err(StoreError::AgentChanged(format!("an agent {what} changes")));
             }
             let stored: Vec<usize> = failed
                 .iter()
