@@ -1,8 +1,10 @@
-//! The AWS adapters: DynamoDB store (single table), SQS FIFO queue, Secrets Manager vault.
+//! The AWS adapters: DynamoDB store (single table), SQS FIFO queue, and two vaults: Secrets
+//! Manager, or values sealed with a KMS key in DynamoDB (`envelope_vault`).
 //! `crate::wiring::aws` builds them once per Lambda container. Compiled only with the `aws`
 //! feature.
 
 pub mod dynamodb;
+pub mod envelope_vault;
 pub mod http;
 pub mod secrets_manager;
 pub mod sqs;

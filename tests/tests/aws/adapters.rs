@@ -59,6 +59,35 @@ crate::conformance::vault_suite!(
     fresh_vault(),
     tokio::test(flavor = "multi_thread")
 );
+crate::conformance::vault_suite!(
+    vault_dynamodb_kms,
+    fresh_envelope_vault(),
+    tokio::test(flavor = "multi_thread")
+);
+
+/// The KMS-envelope vault on a fresh table, sealing under a fresh KMS key.
+fn fresh_envelope_vault() -> Subject<dyn Vault> {
+    let (table, key_id, sdk) = moto::block_on(async {
+        let sdk = moto::sdk().await;
+        let table = moto::fresh_table(&sdk).await;
+        let key = aws_sdk_kms::Client::new(&sdk)
+            .create_key()
+            .description("steward vault test key")
+            .send()
+            .await
+            .unwrap();
+        let key_id = key.key_metadata().unwrap().key_id().to_string();
+        (table, key_id, sdk)
+    });
+    let v = shared::aws::envelope_vault::EnvelopeVault::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        aws_sdk_kms::Client::new(&sdk),
+        table,
+        key_id,
+    );
+    Subject::new(Arc::new(v) as Arc<dyn Vault>, ())
+}
+
 crate::conformance::tokens_suite!(
     tokens_dynamodb,
     fresh_tokens(),
@@ -281,5 +310,87 @@ mod secrets_manager_only {
             .await
             .unwrap();
         assert_eq!(described.rotation_lambda_arn(), Some(arn));
+    }
+}
+
+mod envelope_only {
+    use super::*;
+    use shared::ports::vault::Stage;
+
+    /// What only the KMS-envelope vault promises: the table holds no value in the clear, and a
+    /// sealed version moved to another secret's item does not open (the secret and version are
+    /// the KMS encryption context and the cipher's associated data).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_table_holds_no_value_and_a_moved_version_does_not_open() {
+        let sdk = moto::sdk().await;
+        let table = moto::fresh_table(&sdk).await;
+        let kms = aws_sdk_kms::Client::new(&sdk);
+        let key_id = kms
+            .create_key()
+            .send()
+            .await
+            .unwrap()
+            .key_metadata()
+            .unwrap()
+            .key_id()
+            .to_string();
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let vault = shared::aws::envelope_vault::EnvelopeVault::new(
+            dynamodb.clone(),
+            kms,
+            table.clone(),
+            key_id,
+        );
+        let value = shared::Secret::new("client-secret-that-must-never-be-stored-plain");
+        let version = "0123456789abcdef0123456789abcdef";
+        vault
+            .put("agt-a", version, &value, Stage::Current)
+            .await
+            .unwrap();
+        let items = dynamodb
+            .scan()
+            .table_name(&table)
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap_or_default();
+        let text = format!("{items:?}");
+        assert!(text.contains("VAULT#agt-a"), "{text}");
+        assert!(!text.contains(value.expose()), "the value is sealed");
+
+        // Copy agt-a's item under agt-b: same wrapped key and ciphertext, another secret name.
+        let mut copied = items
+            .into_iter()
+            .find(|i| {
+                i.get("PK").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("VAULT#agt-a")
+            })
+            .unwrap();
+        copied.insert(
+            "PK".into(),
+            aws_sdk_dynamodb::types::AttributeValue::S("VAULT#agt-b".into()),
+        );
+        dynamodb
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(copied))
+            .send()
+            .await
+            .unwrap();
+        let err = vault.get("agt-b", Stage::Current).await.unwrap_err();
+        assert!(
+            matches!(err, shared::ports::vault::VaultError::Decrypt(_)),
+            "{err}"
+        );
+        assert_eq!(
+            vault
+                .get("agt-a", Stage::Current)
+                .await
+                .unwrap()
+                .unwrap()
+                .1
+                .expose(),
+            value.expose()
+        );
     }
 }
