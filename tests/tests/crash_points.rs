@@ -106,6 +106,7 @@ impl Env {
         Env::Aws {
             dir: tempfile::tempdir().unwrap(),
             settings: AwsSettings {
+                vault: shared::wiring::aws::VaultKind::SecretsManager,
                 table,
                 queue_url: queue.url().to_string(),
                 secret_prefix: format!("{}/agents/", moto::unique("steward")),

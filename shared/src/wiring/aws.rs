@@ -42,7 +42,21 @@ pub struct AwsSettings {
     pub endpoint: Option<String>,
     /// The `secret-rotation` function that every agent secret is wired to.
     pub rotation_function_arn: Option<String>,
+    /// Where agents' secrets are kept (`STEWARD_VAULT`).
+    pub vault: VaultKind,
 }
+
+/// The vault agents' secrets go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VaultKind {
+    /// One Secrets Manager secret per agent (`secrets-manager`, the default).
+    SecretsManager,
+    /// Values sealed with data keys of the KMS key `STEWARD_KMS_KEY_ID`, in the table
+    /// (`dynamodb-kms`; docs/adr/0024-kms-envelope-vault.md).
+    DynamoDbKms,
+}
+
+pub const VAULT_ENV: &str = "STEWARD_VAULT";
 
 pub const TABLE_ENV: &str = "STEWARD_TABLE";
 pub const QUEUE_URL_ENV: &str = "STEWARD_QUEUE_URL";
@@ -74,6 +88,26 @@ impl AwsSettings {
             kms_key_id: optional(KMS_KEY_ENV),
             endpoint: optional(crate::aws::ENDPOINT_ENV),
             rotation_function_arn: optional(ROTATION_FUNCTION_ENV),
+            vault: match optional(VAULT_ENV).as_deref() {
+                None | Some("secrets-manager") => VaultKind::SecretsManager,
+                Some("dynamodb-kms") if optional(KMS_KEY_ENV).is_some() => VaultKind::DynamoDbKms,
+                Some("dynamodb-kms") => {
+                    return Err(StackError::Invalid {
+                        name: VAULT_ENV,
+                        message: format!(
+                            "dynamodb-kms seals values with a KMS key: set {KMS_KEY_ENV} to its id, ARN or alias"
+                        ),
+                    });
+                }
+                Some(other) => {
+                    return Err(StackError::Invalid {
+                        name: VAULT_ENV,
+                        message: format!(
+                            "`{other}` is not a vault: use secrets-manager (the default) or dynamodb-kms"
+                        ),
+                    });
+                }
+            },
         })
     }
 }
@@ -318,7 +352,10 @@ pub struct AwsStack {
     pub engine: Arc<Engine>,
     pub store: Arc<DynamoStore>,
     pub queue: Arc<SqsQueue>,
+    /// Secrets Manager, which the `secret-rotation` function is the rotation Lambda of.
     pub vault: Arc<SecretsManagerVault>,
+    /// Where the engine keeps agents' secrets: `vault`, or the KMS-envelope vault.
+    pub agent_vault: Arc<dyn crate::ports::Vault>,
     pub idp: Arc<dyn IdentityProvider>,
     pub slack: Option<SlackLink>,
     pub sdk: SdkConfig,
@@ -355,6 +392,24 @@ impl AwsStack {
             });
         }
         let vault = Arc::new(vault);
+        let agent_vault: Arc<dyn crate::ports::Vault> = match (settings.vault, &settings.kms_key_id)
+        {
+            (VaultKind::DynamoDbKms, Some(key)) => {
+                Arc::new(crate::aws::envelope_vault::EnvelopeVault::new(
+                    aws_sdk_dynamodb::Client::new(&sdk),
+                    aws_sdk_kms::Client::new(&sdk),
+                    &settings.table,
+                    key,
+                ))
+            }
+            (VaultKind::DynamoDbKms, None) => {
+                return Err(StackError::Invalid {
+                    name: VAULT_ENV,
+                    message: format!("dynamodb-kms needs {KMS_KEY_ENV}"),
+                });
+            }
+            (VaultKind::SecretsManager, _) => vault.clone(),
+        };
         // Open the TLS connection to DynamoDB during init too (SQS was opened above): one read
         // of a key that never exists.
         use crate::ports::store::StoreRead;
@@ -386,7 +441,7 @@ impl AwsStack {
             clock: Arc::new(SystemClock),
             executor: Executor {
                 idp: parts.idp.clone(),
-                vault: vault.clone(),
+                vault: agent_vault.clone(),
                 people,
             },
             policy: Arc::new(parts.policy),
@@ -397,6 +452,7 @@ impl AwsStack {
             store,
             queue,
             vault,
+            agent_vault,
             idp: parts.idp,
             slack: parts.slack,
             sdk,

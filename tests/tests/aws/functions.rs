@@ -75,6 +75,17 @@ async fn aws_with(max_receives: u32, slack: Option<SlackLink>) -> Aws {
 
 /// The stack with `people` as the directory.
 pub async fn aws_with_people(max_receives: u32, slack: Option<SlackLink>, people: &str) -> Aws {
+    aws_with_vault(max_receives, slack, people, None).await
+}
+
+/// The stack with agents' secrets in the KMS-envelope vault under `kms_key` (else Secrets
+/// Manager).
+async fn aws_with_vault(
+    max_receives: u32,
+    slack: Option<SlackLink>,
+    people: &str,
+    kms_key: Option<String>,
+) -> Aws {
     let sdk = moto::sdk().await;
     let table = moto::fresh_table(&sdk).await;
     let queue = moto::fresh_queue(&sdk, max_receives, Duration::from_secs(30)).await;
@@ -86,9 +97,13 @@ pub async fn aws_with_people(max_receives: u32, slack: Option<SlackLink>, people
         table,
         queue_url: queue.url().to_string(),
         secret_prefix: format!("{}/agents/", moto::unique("steward")),
-        kms_key_id: None,
+        kms_key_id: kms_key.clone(),
         endpoint: Some(moto::endpoint()),
         rotation_function_arn: None,
+        vault: match kms_key {
+            Some(_) => shared::wiring::aws::VaultKind::DynamoDbKms,
+            None => shared::wiring::aws::VaultKind::SecretsManager,
+        },
     };
     let policy = shared::policy_file::load(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy.example.toml"),
@@ -1205,4 +1220,43 @@ async fn a_person_calls_the_api_function_with_a_token_from_the_issuer() {
     assert_eq!(status, 200, "{me}");
     assert_eq!(me["kind"], "automation");
     assert_eq!(me["id"], "arn:aws:iam::123456789012:user/platform-admin");
+}
+
+/// With `STEWARD_VAULT=dynamodb-kms`, an onboarded agent's credential is sealed in the table
+/// under a KMS data key: the engine reads it back, Secrets Manager holds nothing, and the item
+/// holds no secret in the clear.
+#[tokio::test(flavor = "multi_thread")]
+async fn agents_secrets_can_live_in_the_kms_envelope_vault() {
+    use shared::ports::vault::Stage;
+    let sdk = moto::sdk().await;
+    let key = aws_sdk_kms::Client::new(&sdk)
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata()
+        .unwrap()
+        .key_id()
+        .to_string();
+    let a = aws_with_vault(5, None, PEOPLE, Some(key)).await;
+    let agent = onboard(&a).await;
+    let agent_id = agent["id"].as_str().unwrap();
+    let (version, value) = a
+        .stack
+        .agent_vault
+        .get(agent_id, Stage::Current)
+        .await
+        .unwrap()
+        .expect("the credential is in the envelope vault");
+    assert_eq!(agent["secret_version"], version.as_str());
+    let credential = Credential::from_secret(&value).unwrap();
+    assert!(
+        works(&a, agent["client_id"].as_str().unwrap(), &credential).await,
+        "the sealed secret is the client's"
+    );
+    assert_eq!(
+        a.stack.vault.get(agent_id, Stage::Current).await.unwrap(),
+        None,
+        "Secrets Manager holds nothing"
+    );
 }
