@@ -155,7 +155,7 @@ async fn apply(
         && engine.policy.discovery.enabled
     {
         engine
-            .client_created(app_id, by.as_deref(), &ev.event_id)
+            .look_at_new_client(app_id, by.as_deref(), &ev.event_id)
             .await?;
     }
     if let Some(Signal::PersonLost { login, change, .. }) = &ev.signal {

@@ -121,6 +121,28 @@ impl Engine {
     /// The IdP said a client was created (Okta `application.lifecycle.create`), by `creator`
     /// when a person did it. Clients Steward created are known and ignored, recorded or not:
     /// Okta reports the apps Steward makes too, often before the onboarding has recorded them.
+    /// Hands an IdP event about a new client to the worker, which holds the identity provider
+    /// and runs [`Engine::client_created`]: the function that received the event (the Okta
+    /// hook on AWS) never calls the IdP, so one such event cannot fail a whole delivery.
+    pub async fn look_at_new_client(
+        &self,
+        client_id: &str,
+        creator: Option<&str>,
+        event_id: &str,
+    ) -> Result<(), EngineError> {
+        self.send(
+            vec![super::message::Message::ClientCreated {
+                group: format!("discovery-{client_id}"),
+                client_id: client_id.to_string(),
+                creator: creator.map(str::to_string),
+                event_id: event_id.to_string(),
+            }],
+            std::time::Duration::ZERO,
+        )
+        .await?;
+        Ok(())
+    }
+
     pub async fn client_created(
         &self,
         client_id: &str,

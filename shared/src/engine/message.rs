@@ -29,6 +29,16 @@ pub enum Message {
         key: String,
         event: Option<Event>,
     },
+    /// An identity-provider event said a client was created: the worker, which holds the
+    /// identity provider, looks whether it is a shadow agent. (The functions that receive IdP
+    /// events have none; they only enqueue this.)
+    ClientCreated {
+        /// The FIFO group: `discovery-<client id>`.
+        group: String,
+        client_id: String,
+        creator: Option<String>,
+        event_id: String,
+    },
 }
 
 impl Message {
@@ -37,6 +47,7 @@ impl Message {
             Message::Event { workflow_id, .. }
             | Message::Run { workflow_id, .. }
             | Message::Completed { workflow_id, .. } => workflow_id,
+            Message::ClientCreated { group, .. } => group,
         }
     }
 
@@ -63,6 +74,7 @@ impl Message {
                 ..
             } => format!("run:{key}#{attempt}.{waits}"),
             Message::Completed { key, .. } => format!("done:{key}"),
+            Message::ClientCreated { event_id, .. } => format!("client-created:{event_id}"),
         }
     }
 }

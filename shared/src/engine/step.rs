@@ -78,6 +78,25 @@ impl Engine {
                     .run_command(&workflow_id, &key, (attempt, waits))
                     .await
                     .map(Prepared::Send),
+                Message::ClientCreated {
+                    client_id,
+                    creator,
+                    event_id,
+                    ..
+                } => match self
+                    .client_created(&client_id, creator.as_deref(), &event_id)
+                    .await
+                {
+                    Ok(_) => Ok(Prepared::Send(vec![])),
+                    // Refused or gone: audited by the engine, nothing to retry.
+                    Err(EngineError::Rejected(_) | EngineError::NotFound(_)) => {
+                        Ok(Prepared::Send(vec![]))
+                    }
+                    Err(e) => Err(HandleError {
+                        message: e.to_string(),
+                        retryable: true,
+                    }),
+                },
             };
             match prepared {
                 Ok(Prepared::Send(msgs)) => {
