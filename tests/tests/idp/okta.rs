@@ -991,13 +991,12 @@ async fn an_app_created_event_before_the_onboarding_records_its_app_starts_no_sh
     );
 
     let read = fake.hold_next("GET", &format!("/api/v1/apps/{}", app.client_id));
+    // What the worker does with the event (`Message::ClientCreated`), while the onboarding's
+    // record is applied between its read of the app and its decision.
     let event = async {
-        intake::accept(
-            e,
-            vec![app_created(&app.client_id, AGENT, "svc@example.com")],
-        )
-        .await
-        .unwrap()
+        e.client_created(&app.client_id, Some("svc@example.com"), "create-racing")
+            .await
+            .unwrap()
     };
     let record = async {
         read.arrived().await;
@@ -1006,8 +1005,8 @@ async fn an_app_created_event_before_the_onboarding_records_its_app_starts_no_sh
         assert_eq!(agent.client_id.as_deref(), Some(app.client_id.as_str()));
         read.release();
     };
-    let (accepted, ()) = tokio::join!(event, record);
-    assert_eq!(accepted.new, 1);
+    let (started, ()) = tokio::join!(event, record);
+    assert_eq!(started, None, "no shadow started");
     settle(e).await;
     active_without_shadows(e, &app.client_id).await;
     fake.assert_well_formed();
