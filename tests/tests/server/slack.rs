@@ -667,6 +667,8 @@ fn one_person_cannot_supply_both_votes_through_the_api_and_slack() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
+    // The API vote is queued; once the workflow recorded it, Sam's click is the same person's.
+    s.wait_idle();
 
     let answered = approve_answer(&s, &slack, "U0SAM", &value, 1);
     assert!(answered.contains("already approved"), "{answered}");
