@@ -49,6 +49,15 @@ struct SealedVersion {
     ciphertext: String,
 }
 
+impl crate::ports::vault::Staged for SealedVersion {
+    fn version_id(&self) -> &str {
+        &self.version_id
+    }
+    fn stages_mut(&mut self) -> &mut Vec<Stage> {
+        &mut self.stages
+    }
+}
+
 pub struct EnvelopeVault {
     dynamodb: aws_sdk_dynamodb::Client,
     kms: aws_sdk_kms::Client,
@@ -71,9 +80,8 @@ fn aad(secret: &str, version: &str) -> Vec<u8> {
     format!("{secret}\0{version}").into_bytes()
 }
 
-/// Moves `stage` to `version_id` as Secrets Manager does: AWSCURRENT demotes the old current to
-/// AWSPREVIOUS; any other stage simply moves. Versions left without a stage beyond the newest
-/// few are dropped.
+/// Moves `stage` to `version_id` (the shared Secrets Manager rules); versions left without a
+/// stage beyond the newest few are dropped.
 fn restage(item: &mut SecretItem, version_id: &str, stage: Stage) {
     if item
         .versions
@@ -82,28 +90,7 @@ fn restage(item: &mut SecretItem, version_id: &str, stage: Stage) {
     {
         return;
     }
-    if stage == Stage::Current {
-        for v in &mut item.versions {
-            v.stages.retain(|s| *s != Stage::Previous);
-        }
-        for v in &mut item.versions {
-            if v.stages.contains(&Stage::Current) {
-                v.stages.retain(|s| *s != Stage::Current);
-                v.stages.push(Stage::Previous);
-            }
-        }
-    } else {
-        for v in &mut item.versions {
-            v.stages.retain(|s| *s != stage);
-        }
-    }
-    if let Some(v) = item
-        .versions
-        .iter_mut()
-        .find(|v| v.version_id == version_id)
-    {
-        v.stages.push(stage);
-    }
+    crate::ports::vault::move_stage(&mut item.versions, version_id, stage);
     let unstaged: Vec<String> = item
         .versions
         .iter()

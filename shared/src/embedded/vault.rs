@@ -34,6 +34,15 @@ struct StoredVersion {
     ciphertext: String,
 }
 
+impl crate::ports::vault::Staged for StoredVersion {
+    fn version_id(&self) -> &str {
+        &self.version_id
+    }
+    fn stages_mut(&mut self) -> &mut Vec<Stage> {
+        &mut self.stages
+    }
+}
+
 pub struct FileVault {
     dir: PathBuf,
     cipher: Aes256Gcm,
@@ -182,30 +191,7 @@ impl Vault for FileVault {
             .any(|v| v.version_id == version_id && v.stages.contains(&stage));
         if !already {
             // Moving AWSCURRENT demotes the old current to AWSPREVIOUS, as Secrets Manager does.
-            if stage == Stage::Current {
-                for v in &mut file.versions {
-                    v.stages.retain(|s| *s != Stage::Previous);
-                }
-                for v in &mut file.versions {
-                    if v.stages.contains(&Stage::Current) {
-                        v.stages.retain(|s| *s != Stage::Current);
-                        v.stages.push(Stage::Previous);
-                    }
-                }
-            } else {
-                for v in &mut file.versions {
-                    v.stages.retain(|s| *s != stage);
-                }
-            }
-            if let Some(v) = file
-                .versions
-                .iter_mut()
-                .find(|v| v.version_id == version_id)
-            {
-                v.stages
-                    .retain(|s| *s != Stage::Pending || stage != Stage::Current);
-                v.stages.push(stage);
-            }
+            crate::ports::vault::move_stage(&mut file.versions, version_id, stage);
         }
         let bytes = serde_json::to_vec_pretty(&file).map_err(io)?;
         write_private(&self.file(secret), &bytes).map_err(io)

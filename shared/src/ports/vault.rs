@@ -72,6 +72,39 @@ pub fn version_id_for(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }
 
+/// A stored version as an adapter keeps it: its id and its stages.
+pub trait Staged {
+    fn version_id(&self) -> &str;
+    fn stages_mut(&mut self) -> &mut Vec<Stage>;
+}
+
+/// Moves `stage` to `version_id` as Secrets Manager does, for adapters that keep stages
+/// themselves: AWSCURRENT demotes the old current to AWSPREVIOUS (and leaves the promoted
+/// version's AWSPENDING behind); any other stage simply moves.
+pub fn move_stage<V: Staged>(versions: &mut [V], version_id: &str, stage: Stage) {
+    if stage == Stage::Current {
+        for v in versions.iter_mut() {
+            v.stages_mut().retain(|s| *s != Stage::Previous);
+        }
+        for v in versions.iter_mut() {
+            let stages = v.stages_mut();
+            if stages.contains(&Stage::Current) {
+                stages.retain(|s| *s != Stage::Current);
+                stages.push(Stage::Previous);
+            }
+        }
+    } else {
+        for v in versions.iter_mut() {
+            v.stages_mut().retain(|s| *s != stage);
+        }
+    }
+    if let Some(v) = versions.iter_mut().find(|v| v.version_id() == version_id) {
+        let stages = v.stages_mut();
+        stages.retain(|s| *s != Stage::Pending || stage != Stage::Current);
+        stages.push(stage);
+    }
+}
+
 #[async_trait]
 pub trait Vault: Send + Sync {
     /// Stores a value as version `version_id` (idempotent for the same id) with `stage`, moving the
