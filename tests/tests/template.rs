@@ -226,3 +226,215 @@ fn people_reach_the_api_function_through_a_jwt_authorizer_on_the_same_issuer() {
         assert_eq!(r[name]["Condition"], "HasPeopleIssuer", "{name}");
     }
 }
+
+// ---------- AWS limits ----------
+
+/// A CloudFormation parameter value holds at most 4,096 bytes.
+const PARAMETER_MAX: usize = 4096;
+/// A function's environment variables hold at most 4 KB in all (names and values).
+const ENVIRONMENT_MAX: usize = 4096;
+/// A physical id, URL or ARN a `!Ref` of a resource or `!GetAtt` yields: table names and ARNs
+/// stay under it (a queue URL is about 130 bytes, a function ARN at most 140).
+const GENERATED_MAX: usize = 256;
+
+/// The longest value `v` can take once CloudFormation resolved it, given each parameter's
+/// `MaxLength`. Panics on a form it does not know, so a new construct is looked at.
+fn longest(doc: &Value, v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Number(n) => n.to_string().len(),
+        Value::Bool(_) => 5,
+        Value::Tagged(t) => match t.tag.to_string().as_str() {
+            "!Ref" => {
+                let name = t.value.as_str().expect("!Ref names something");
+                let p = &doc["Parameters"][name];
+                if p.is_null() {
+                    GENERATED_MAX // a resource or pseudo parameter
+                } else if p["Type"] == "Number" {
+                    20
+                } else {
+                    // Without a MaxLength (itself a violation), a value can be the maximum.
+                    p["MaxLength"].as_u64().unwrap_or(PARAMETER_MAX as u64) as usize
+                }
+            }
+            "!GetAtt" => GENERATED_MAX,
+            "!If" => {
+                let branches = t.value.as_sequence().expect("!If [condition, a, b]");
+                longest(doc, &branches[1]).max(longest(doc, &branches[2]))
+            }
+            "!Sub" => {
+                let s = t.value.as_str().expect("!Sub with a string");
+                s.len() + s.matches("${").count() * GENERATED_MAX
+            }
+            other => panic!("unknown tag {other} in an environment"),
+        },
+        other => panic!("unexpected value {other:?} in an environment"),
+    }
+}
+
+/// Per function: the worst-case size of its environment (the globals with its own variables).
+fn environment_sizes(text: &str) -> Vec<(String, usize)> {
+    let doc: Value = serde_yaml_ng::from_str(text).unwrap();
+    let globals = doc["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping()
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (name, r) in doc["Resources"].as_mapping().unwrap() {
+        if r["Type"] != "AWS::Serverless::Function" {
+            continue;
+        }
+        let mut vars = globals.clone();
+        if let Some(own) = r["Properties"]["Environment"]["Variables"].as_mapping() {
+            for (k, v) in own {
+                vars.insert(k.clone(), v.clone());
+            }
+        }
+        let size = vars
+            .iter()
+            .map(|(k, v)| k.as_str().unwrap().len() + longest(&doc, v))
+            .sum();
+        out.push((name.as_str().unwrap().to_string(), size));
+    }
+    out
+}
+
+/// What exceeds a limit: a parameter default over 4,096 bytes, a String parameter a value of
+/// which could be (no `MaxLength`, or one above the limit), a function whose environment
+/// could exceed 4 KB.
+fn limit_violations(text: &str) -> Vec<String> {
+    let doc: Value = serde_yaml_ng::from_str(text).unwrap();
+    let mut problems = Vec::new();
+    for (name, p) in doc["Parameters"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap();
+        let default = p["Default"].as_str().map_or(0, str::len);
+        if default > PARAMETER_MAX {
+            problems.push(format!("{name}: default of {default} bytes"));
+        }
+        if p["Type"] == "String" {
+            match p["MaxLength"].as_u64() {
+                None => problems.push(format!("{name}: no MaxLength")),
+                Some(m) if m as usize > PARAMETER_MAX => {
+                    problems.push(format!("{name}: MaxLength {m} above {PARAMETER_MAX}"))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    for (function, size) in environment_sizes(text) {
+        if size > ENVIRONMENT_MAX {
+            problems.push(format!(
+                "{function}: environment up to {size} bytes, above {ENVIRONMENT_MAX}"
+            ));
+        }
+    }
+    problems
+}
+
+#[test]
+fn no_parameter_or_environment_can_exceed_aws_limits() {
+    assert_eq!(limit_violations(TEMPLATE), Vec::<String>::new());
+    let sizes = environment_sizes(TEMPLATE);
+    assert_eq!(sizes.len(), 6, "{sizes:?}");
+    // The policy and people file are pushed to the table, never passed as parameters.
+    let doc: Value = serde_yaml_ng::from_str(TEMPLATE).unwrap();
+    for gone in ["PolicyToml", "PeopleToml"] {
+        assert!(doc["Parameters"][gone].is_null(), "{gone} is back");
+    }
+    assert!(!TEMPLATE.contains("STEWARD_POLICY") && !TEMPLATE.contains("STEWARD_PEOPLE"));
+}
+
+#[test]
+fn an_oversized_parameter_or_environment_is_caught() {
+    // A file passed through a parameter, the way the policy once was.
+    let policy = TEMPLATE.replacen(
+        "Parameters:\n",
+        &format!(
+            "Parameters:\n  PolicyToml:\n    Type: String\n    MaxLength: 4096\n    Default: \"{}\"\n",
+            "x".repeat(5000)
+        ),
+        1,
+    );
+    assert_eq!(
+        limit_violations(&policy),
+        vec!["PolicyToml: default of 5000 bytes"]
+    );
+    let unbounded = TEMPLATE.replacen("    MaxLength: 128\n", "", 1);
+    assert!(
+        limit_violations(&unbounded)
+            .iter()
+            .any(|p| p.ends_with("no MaxLength")),
+        "{:?}",
+        limit_violations(&unbounded)
+    );
+    // Eight long values in the globals push every function over 4 KB.
+    let mut big = String::new();
+    for i in 0..8 {
+        big.push_str(&format!(
+            "        STEWARD_BIG_{i}: \"{}\"\n",
+            "v".repeat(500)
+        ));
+    }
+    let crowded = TEMPLATE.replacen(
+        "        STEWARD_LOG: info\n",
+        &format!("        STEWARD_LOG: info\n{big}"),
+        1,
+    );
+    let problems = limit_violations(&crowded);
+    assert_eq!(problems.len(), 6, "{problems:?}");
+    assert!(problems[0].contains("environment up to"), "{problems:?}");
+}
+
+/// Slack and Okta are optional: their functions, roles and URLs exist only when configured, and
+/// a stack without an identity provider, with one Slack secret of two, or with both Okta and
+/// an OAuth server is refused at deploy time (rules) instead of crash-looping.
+#[test]
+fn slack_and_okta_are_optional_and_a_half_configuration_is_refused_at_deploy() {
+    let doc: Value = serde_yaml_ng::from_str(TEMPLATE).unwrap();
+    let r = &doc["Resources"];
+    for name in [
+        "SlackInteractions",
+        "SlackInteractionsRole",
+        "SlackInteractionsLogs",
+    ] {
+        assert_eq!(r[name]["Condition"], "HasSlack", "{name}");
+    }
+    for name in ["IdpHook", "IdpHookRole", "IdpHookLogs"] {
+        assert_eq!(r[name]["Condition"], "HasOktaHook", "{name}");
+    }
+    for p in [
+        "SlackBotTokenArn",
+        "SlackSigningSecretArn",
+        "OktaApiTokenArn",
+        "OktaOrgUrl",
+        "OktaHookSecretArn",
+        "OAuthIssuer",
+    ] {
+        assert_eq!(doc["Parameters"][p]["Default"], "", "{p} is optional");
+    }
+    for rule in [
+        "OneIdentityProvider",
+        "OktaNeedsItsToken",
+        "SlackNeedsBothSecrets",
+        "LogStreamNeedsTheHook",
+    ] {
+        let assertion = &doc["Rules"][rule]["Assertions"][0];
+        assert!(
+            !assertion["Assert"].is_null() && assertion["AssertDescription"].is_string(),
+            "{rule}"
+        );
+    }
+    // Concurrency is bounded by the event source, never by reserving account concurrency.
+    let worker = &r["Worker"]["Properties"];
+    assert!(worker["ReservedConcurrentExecutions"].is_null());
+    assert!(
+        !worker["Events"]["Work"]["Properties"]["ScalingConfig"]["MaximumConcurrency"].is_null()
+    );
+    for (name, f) in r.as_mapping().unwrap() {
+        let reserved = &f["Properties"]["ReservedConcurrentExecutions"];
+        assert!(
+            reserved.is_null() || matches!(reserved, Value::Tagged(t) if t.tag == "!If"),
+            "{name:?} reserves concurrency unconditionally"
+        );
+    }
+}

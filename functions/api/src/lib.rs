@@ -10,7 +10,7 @@ use shared::http::{
 };
 use shared::ports::{Directory, PersonalTokens};
 use shared::sign_in::PersonTokens;
-use shared::wiring::aws::AwsStack;
+use shared::wiring::aws::{AwsStack, LiveStack};
 use std::sync::Arc;
 
 pub use lambda_http;
@@ -83,4 +83,38 @@ pub fn router(
         ssf,
         local: None,
     }))
+}
+
+/// The router of the configuration in force (`LiveStack`): each request is served by the
+/// router built for the latest pushed policy and people file.
+#[derive(Clone)]
+pub struct LiveRouter(Arc<LiveStack<axum::Router>>);
+
+impl LiveRouter {
+    pub fn new(live: LiveStack<axum::Router>) -> Self {
+        Self(Arc::new(live))
+    }
+}
+
+impl tower::Service<lambda_http::Request> for LiveRouter {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: lambda_http::Request) -> Self::Future {
+        let live = self.0.clone();
+        Box::pin(async move {
+            let router = (*live.current().await).clone();
+            tower::ServiceExt::oneshot(router, request).await
+        })
+    }
 }

@@ -5,7 +5,6 @@ use std::sync::Arc;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::aws::init_logging();
-    let stack = AwsStack::from_env_with_idp().await?;
     let ssf = SsfSettings::from_env()?
         .map(SsfReceiver::new)
         .transpose()?
@@ -14,5 +13,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         .map(shared::sign_in::PersonTokens::new)
         .transpose()?
         .map(Arc::new);
-    lambda_http::run(api::router(&stack, ssf, people)).await
+    // The identity provider is the worker's: what needs it is queued.
+    let live = AwsStack::from_env()
+        .await?
+        .map(move |stack| api::router(&stack, ssf.clone(), people.clone()));
+    lambda_http::run(api::LiveRouter::new(live)).await
 }

@@ -5,11 +5,12 @@ use shared::wiring::aws::AwsStack;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::aws::init_logging();
-    let stack = AwsStack::from_env().await?;
-    let secret = shared::aws::secret_from_env(&stack.sdk, "STEWARD_OKTA_HOOK_SECRET_ARN").await?;
-    let (engine, secret) = (&stack.engine, &secret);
+    let live = &AwsStack::from_env().await?;
+    let secret =
+        &shared::aws::secret_from_env(&live.base().sdk, "STEWARD_OKTA_HOOK_SECRET_ARN").await?;
     run(service_fn(|e: LambdaEvent<Value>| async move {
-        idp_hook::dispatch(engine, secret, e.payload)
+        let stack = live.current().await;
+        idp_hook::dispatch(&stack.engine, secret, e.payload)
             .await
             .map_err(lambda_runtime::Error::from)
     }))

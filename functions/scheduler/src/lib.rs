@@ -12,9 +12,13 @@ pub struct Job {
     pub job: String,
 }
 
-/// Jobs this release runs. The timer tick turns due timers into `TimerFired` events; the
-/// sweep starts the rotations of secrets past their age and watches time-bound agents.
-pub const JOBS: &[&str] = &["tick", "sweep"];
+/// Jobs this release runs:
+/// - `tick`: due timers become `TimerFired` events (fanned out to the queue);
+/// - `sweep`: rotations of secrets past their age, expiry watches, and what `reviews` and
+///   `discovery` do;
+/// - `reviews`: launches the policy's scheduled access-review campaign when one is due;
+/// - `discovery`: queues a discovery sweep for the worker, which holds the identity provider.
+pub const JOBS: &[&str] = &["tick", "sweep", "reviews", "discovery"];
 
 pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Value, EdgeError> {
     match event.detail.job.as_str() {
@@ -26,6 +30,16 @@ pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Val
         "sweep" => {
             let report = engine.sweep().await?;
             Ok(json!({"job": "sweep", "report": report}))
+        }
+        "reviews" => {
+            let launched = engine.launch_scheduled_campaign().await?;
+            let launched = launched.filter(|s| !s.duplicate).map(|s| s.workflow_id);
+            tracing::info!(?launched, "scheduled review");
+            Ok(json!({"job": "reviews", "campaign_launched": launched}))
+        }
+        "discovery" => {
+            let queued = engine.policy.discovery.enabled && engine.queue_discovery().await?;
+            Ok(json!({"job": "discovery", "queued": queued}))
         }
         other => Err(EdgeError::NonRetryable(format!(
             "unknown scheduled job `{other}`; this release runs: {}",

@@ -5,11 +5,11 @@ use shared::wiring::aws::AwsStack;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::aws::init_logging();
-    let stack = AwsStack::from_env().await?;
-    let engine = &stack.engine;
+    let live = &AwsStack::from_env().await?;
     run(service_fn(
         |e: LambdaEvent<EventBridgeEvent<scheduler::Job>>| async move {
-            scheduler::handle(engine, e.payload)
+            let stack = live.current().await;
+            scheduler::handle(&stack.engine, e.payload)
                 .await
                 .map_err(lambda_runtime::Error::from)
         },

@@ -5,10 +5,10 @@ use shared::wiring::aws::AwsStack;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::aws::init_logging();
-    let stack = AwsStack::from_env_with_idp().await?;
-    let (engine, queue) = (&stack.engine, &*stack.queue);
+    let live = &AwsStack::from_env_with_idp().await?;
     run(service_fn(|e: LambdaEvent<SqsEvent>| async move {
-        worker::handle(engine, queue, e.payload)
+        let stack = live.current().await;
+        worker::handle(&stack.engine, &*stack.queue, e.payload)
             .await
             .map_err(lambda_runtime::Error::from)
     }))

@@ -37,6 +37,10 @@ pub struct DiscoveryReport {
     pub unrecorded: usize,
     /// Shadow agents found now (new workflows) or already known (duplicates).
     pub shadows: Vec<Started>,
+    /// The sweep was queued for the process that holds the identity provider (the worker
+    /// function on AWS) rather than run here; the counts above are then empty.
+    #[serde(default)]
+    pub queued: bool,
 }
 
 /// A claim: what the new owner says about the agent (the onboarding request).
@@ -116,6 +120,18 @@ impl Engine {
             .set_cursor(LAST_SWEEP_CURSOR, &self.clock.now().to_rfc3339())
             .await?;
         Ok(report)
+    }
+
+    /// Queues a discovery sweep for the worker (the process that holds the identity
+    /// provider); one per hour however often it is asked. Returns whether it was queued.
+    pub async fn queue_discovery(&self) -> Result<bool, EngineError> {
+        let run = self.clock.now().format("%Y-%m-%dT%H").to_string();
+        self.send(
+            vec![super::message::Message::Discover { run }],
+            std::time::Duration::ZERO,
+        )
+        .await?;
+        Ok(true)
     }
 
     /// The IdP said a client was created (Okta `application.lifecycle.create`), by `creator`

@@ -33,6 +33,10 @@ pub struct SweepReport {
     pub campaign_launched: Option<String>,
     /// Shadow agents (IdP clients nobody registered) this sweep found for the first time.
     pub shadow_agents_found: usize,
+    /// Where the identity provider is another process's (the worker function on AWS), the
+    /// discovery sweep was queued for it instead of run here.
+    #[serde(default)]
+    pub discovery_queued: bool,
 }
 
 impl Engine {
@@ -198,7 +202,9 @@ impl Engine {
             .await?
             .filter(|s| !s.duplicate)
             .map(|s| s.workflow_id);
-        if self.policy.discovery.enabled {
+        if self.policy.discovery.enabled && self.config.identity_provider_elsewhere {
+            report.discovery_queued = self.queue_discovery().await?;
+        } else if self.policy.discovery.enabled {
             match self.discover().await {
                 Ok(d) => {
                     report.shadow_agents_found = d.shadows.iter().filter(|s| !s.duplicate).count()

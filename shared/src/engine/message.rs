@@ -39,7 +39,14 @@ pub enum Message {
         creator: Option<String>,
         event_id: String,
     },
+    /// Run a discovery sweep (every IdP client without an agent becomes a shadow agent), in
+    /// the worker, which holds the identity provider. `run` names the sweep that asked (its
+    /// hour), so a repeated request within it is one message.
+    Discover { run: String },
 }
+
+/// The FIFO group of discovery sweeps: one at a time.
+pub const DISCOVERY_GROUP: &str = "discovery-sweep";
 
 impl Message {
     pub fn workflow_id(&self) -> &str {
@@ -48,6 +55,7 @@ impl Message {
             | Message::Run { workflow_id, .. }
             | Message::Completed { workflow_id, .. } => workflow_id,
             Message::ClientCreated { group, .. } => group,
+            Message::Discover { .. } => DISCOVERY_GROUP,
         }
     }
 
@@ -75,6 +83,7 @@ impl Message {
             } => format!("run:{key}#{attempt}.{waits}"),
             Message::Completed { key, .. } => format!("done:{key}"),
             Message::ClientCreated { event_id, .. } => format!("client-created:{event_id}"),
+            Message::Discover { run } => format!("discover:{run}"),
         }
     }
 }

@@ -77,6 +77,9 @@ pub struct EngineConfig {
     /// Fault injection for crash tests: abort the process right after this command's side effect
     /// succeeded and before its result is recorded (`STEWARD_CRASH_AFTER=idp.create_client`).
     pub crash_after: Option<String>,
+    /// This process has no identity provider (the AWS functions other than the worker): work
+    /// that calls it, such as the sweep's discovery, is queued for the worker instead.
+    pub identity_provider_elsewhere: bool,
 }
 
 impl Default for EngineConfig {
@@ -91,6 +94,7 @@ impl Default for EngineConfig {
             crash_after: std::env::var("STEWARD_CRASH_AFTER")
                 .ok()
                 .filter(|s| !s.is_empty()),
+            identity_provider_elsewhere: false,
         }
     }
 }

@@ -97,6 +97,16 @@ impl Engine {
                         retryable: true,
                     }),
                 },
+                Message::Discover { run } => match self.discover().await {
+                    Ok(report) => {
+                        tracing::info!(run, ?report, "discovery sweep");
+                        Ok(Prepared::Send(vec![]))
+                    }
+                    Err(e) => Err(HandleError {
+                        message: e.to_string(),
+                        retryable: true,
+                    }),
+                },
             };
             match prepared {
                 Ok(Prepared::Send(msgs)) => {

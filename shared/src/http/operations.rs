@@ -403,6 +403,13 @@ async fn release_shadow_agent(
 }
 
 async fn discover(State(app): State<App>, _: Caller) -> Answer<Json<DiscoveryReport>> {
+    if app.engine.config.identity_provider_elsewhere {
+        app.engine.queue_discovery().await?;
+        return Ok(Json(DiscoveryReport {
+            queued: true,
+            ..Default::default()
+        }));
+    }
     Ok(Json(app.engine.discover().await?))
 }
 
@@ -626,6 +633,11 @@ async fn dead_letters(
 /// The identity provider's clients (what it holds, as opposed to the registry), each with the
 /// ids of its secrets, never their values.
 async fn idp_clients(State(app): State<App>, _: Caller) -> Answer<Json<Vec<IdpClientView>>> {
+    if app.engine.config.identity_provider_elsewhere {
+        return Err(ApiError::not_found(
+            "this deployment lists the identity provider's clients only in its worker, the one function that holds the identity provider; GET /api/agents and GET /api/shadow-agents show what Steward knows of them",
+        ));
+    }
     let idp = &app.engine.executor.idp;
     let mut out = Vec::new();
     for client in idp.list_clients().await.map_err(ApiError::unavailable)? {

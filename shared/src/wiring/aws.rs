@@ -3,6 +3,7 @@
 //! people, identity provider, approvals).
 
 use crate::aws::dynamodb::DynamoStore;
+use crate::aws::dynamodb::config::{ConfigDocument, StoredConfig};
 use crate::aws::secrets_manager::{RotationSchedule, SecretsManagerVault};
 use crate::aws::sqs::SqsQueue;
 use crate::engine::executor::Executor;
@@ -18,8 +19,8 @@ use crate::slack::{SlackChannel, SlackWeb};
 use async_trait::async_trait;
 use aws_config::SdkConfig;
 use statemachines::{ApprovalOutcome, ApprovalRequest, Policy};
-use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
@@ -29,6 +30,10 @@ pub enum StackError {
     Invalid { name: &'static str, message: String },
     #[error("cannot reach {what}: {message}")]
     Unreachable { what: String, message: String },
+    #[error(
+        "no {0} has been pushed to the table: run `steward config push --table <TableName output> --{0} <file>` (docs/aws.md)"
+    )]
+    NotConfigured(&'static str),
 }
 
 /// Where the stack's resources are (the template passes them as environment variables).
@@ -62,8 +67,6 @@ pub const TABLE_ENV: &str = "STEWARD_TABLE";
 pub const QUEUE_URL_ENV: &str = "STEWARD_QUEUE_URL";
 pub const SECRET_PREFIX_ENV: &str = "STEWARD_SECRET_PREFIX";
 pub const KMS_KEY_ENV: &str = "STEWARD_KMS_KEY_ID";
-pub const POLICY_ENV: &str = "STEWARD_POLICY";
-pub const PEOPLE_ENV: &str = "STEWARD_PEOPLE";
 pub const ROTATION_FUNCTION_ENV: &str = "STEWARD_ROTATION_FUNCTION_ARN";
 pub const DEFAULT_SECRET_PREFIX: &str = "steward/agents/";
 
@@ -112,74 +115,140 @@ impl AwsSettings {
     }
 }
 
-/// A configuration value: the text itself, `base64:<text encoded>` (how the template passes
-/// multi-line TOML through a parameter), or the path of a file bundled with the function.
-fn config_text(name: &'static str) -> Result<String, StackError> {
-    decode_config(name, var(name)?)
+/// The policy and the people directory in force, as pushed to the table
+/// (`steward config push`; `aws::dynamodb::config`).
+pub struct Configuration {
+    pub policy: Policy,
+    pub directory: Arc<dyn Directory>,
+    /// The digests of the documents it was read from (a change rebuilds the engine).
+    pub fingerprint: String,
 }
 
-fn decode_config(name: &'static str, raw: String) -> Result<String, StackError> {
-    if let Some(encoded) = raw.strip_prefix("base64:") {
-        use base64::Engine as _;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .map_err(|e| StackError::Invalid {
-                name,
-                message: format!("not valid base64 after `base64:`: {e}"),
-            })?;
-        return String::from_utf8(bytes).map_err(|_| StackError::Invalid {
-            name,
-            message: "the decoded text is not UTF-8".into(),
-        });
+impl Configuration {
+    /// Parses the stored documents; a missing one is named with the command that pushes it.
+    pub fn parse(stored: &StoredConfig) -> Result<Self, StackError> {
+        let missing = |doc: ConfigDocument| StackError::NotConfigured(doc.name());
+        let policy = stored
+            .policy
+            .as_ref()
+            .ok_or_else(|| missing(ConfigDocument::Policy))?;
+        let people = stored
+            .people
+            .as_ref()
+            .ok_or_else(|| missing(ConfigDocument::People))?;
+        let policy = crate::policy_file::parse(&policy.text, "the pushed policy").map_err(|e| {
+            StackError::Invalid {
+                name: "policy (in the table)",
+                message: e.to_string(),
+            }
+        })?;
+        let people = PeopleFileDirectory::parse(&people.text).map_err(|e| StackError::Invalid {
+            name: "people (in the table)",
+            message: e.to_string(),
+        })?;
+        Ok(Self {
+            policy,
+            directory: Arc::new(people),
+            fingerprint: stored.fingerprint(),
+        })
     }
-    if Path::new(&raw).is_file() {
-        return std::fs::read_to_string(&raw).map_err(|e| StackError::Invalid {
-            name,
-            message: format!("cannot read {raw}: {e}"),
-        });
+
+    /// The configuration in the table now.
+    pub async fn read(store: &DynamoStore) -> Result<Self, StackError> {
+        let stored = store.config().await.map_err(|e| StackError::Unreachable {
+            what: format!("the configuration in table {}", store.table()),
+            message: e.to_string(),
+        })?;
+        Self::parse(&stored)
     }
-    Ok(raw)
 }
 
-/// The policy from `STEWARD_POLICY` (see `config_text`).
-pub fn policy_from_env() -> Result<Policy, StackError> {
-    let raw = config_text(POLICY_ENV)?;
-    let invalid = |e: crate::policy_file::PolicyError| StackError::Invalid {
-        name: POLICY_ENV,
-        message: e.to_string(),
-    };
-    crate::policy_file::parse(&raw, POLICY_ENV).map_err(invalid)
-}
-
-/// The people directory from `STEWARD_PEOPLE` (see `config_text`).
-pub fn people_from_env() -> Result<PeopleFileDirectory, StackError> {
-    let raw = config_text(PEOPLE_ENV)?;
-    let invalid = |e: crate::ports::directory::DirectoryError| StackError::Invalid {
-        name: PEOPLE_ENV,
-        message: e.to_string(),
-    };
-    PeopleFileDirectory::parse(&raw).map_err(invalid)
-}
+/// Secrets Manager ARN of the RFC 7591 initial access token (optional).
+pub const OAUTH_INITIAL_ACCESS_TOKEN_ARN_ENV: &str = "STEWARD_OAUTH_INITIAL_ACCESS_TOKEN_ARN";
 
 /// The identity provider for the functions that run identity-provider commands (`worker`,
-/// `secret-rotation`): Okta, at `STEWARD_OKTA_ORG_URL`, with the SSWS API token read from
-/// Secrets Manager (`STEWARD_OKTA_API_TOKEN_ARN`). The development IdP lives in the embedded
-/// database and cannot serve Lambda.
+/// `secret-rotation`): Okta when `STEWARD_OKTA_ORG_URL` is set (its SSWS API token read from
+/// Secrets Manager, `STEWARD_OKTA_API_TOKEN_ARN`), else the OAuth server at
+/// `STEWARD_OAUTH_ISSUER` (RFC 7591 dynamic client registration, its registrations kept in
+/// the agents' vault). The template refuses a stack with neither, so this error is for a
+/// function started by hand. The development IdP lives in the embedded database and cannot
+/// serve Lambda.
 pub async fn identity_provider_from_env(
+    settings: &AwsSettings,
     sdk: &SdkConfig,
 ) -> Result<Arc<dyn IdentityProvider>, StackError> {
-    let org = var(crate::idp::okta::ENV_ORG_URL)?;
-    let token = crate::aws::secret_from_env(sdk, "STEWARD_OKTA_API_TOKEN_ARN").await?;
-    let invalid = |e: crate::idp::okta::OktaSettingsError| StackError::Invalid {
-        name: crate::idp::okta::ENV_ORG_URL,
+    if optional(crate::idp::okta::ENV_ORG_URL).is_some() {
+        let org = var(crate::idp::okta::ENV_ORG_URL)?;
+        let token = crate::aws::secret_from_env(sdk, "STEWARD_OKTA_API_TOKEN_ARN").await?;
+        let invalid = |e: crate::idp::okta::OktaSettingsError| StackError::Invalid {
+            name: crate::idp::okta::ENV_ORG_URL,
+            message: e.to_string(),
+        };
+        let okta =
+            crate::idp::okta::OktaSettings::new(&org, crate::idp::okta::OktaAuth::ApiToken(token))
+                .map_err(invalid)?;
+        return Ok(Arc::new(
+            crate::idp::okta::Okta::new(okta).map_err(invalid)?,
+        ));
+    }
+    let Some(issuer) = optional(crate::idp::oauth::ISSUER_ENV) else {
+        return Err(StackError::Invalid {
+            name: "identity provider",
+            message: format!(
+                "set {} (Okta) or {} (an OAuth server with RFC 7591 registration)",
+                crate::idp::okta::ENV_ORG_URL,
+                crate::idp::oauth::ISSUER_ENV
+            ),
+        });
+    };
+    let invalid = |e: crate::idp::oauth::OAuthSettingsError| StackError::Invalid {
+        name: crate::idp::oauth::ISSUER_ENV,
         message: e.to_string(),
     };
-    let settings =
-        crate::idp::okta::OktaSettings::new(&org, crate::idp::okta::OktaAuth::ApiToken(token))
-            .map_err(invalid)?;
+    let mut oauth = crate::idp::oauth::OAuthSettings::new(&issuer).map_err(invalid)?;
+    if optional(OAUTH_INITIAL_ACCESS_TOKEN_ARN_ENV).is_some() {
+        let iat = crate::aws::secret_from_env(sdk, OAUTH_INITIAL_ACCESS_TOKEN_ARN_ENV).await?;
+        oauth = oauth.with_initial_access_token(iat).map_err(invalid)?;
+    }
+    if let Some(resource) = optional(crate::idp::oauth::RESOURCE_ENV) {
+        oauth = oauth.with_resource(resource.trim()).map_err(invalid)?;
+    }
+    let vault = agent_vault(
+        settings,
+        sdk,
+        SecretsManagerVault::new(
+            aws_sdk_secretsmanager::Client::new(sdk),
+            &settings.secret_prefix,
+            settings.kms_key_id.clone(),
+        )
+        .into(),
+    )?;
     Ok(Arc::new(
-        crate::idp::okta::Okta::new(settings).map_err(invalid)?,
+        crate::idp::oauth::OAuthDcr::new(oauth, vault).map_err(invalid)?,
     ))
+}
+
+/// Where agents' secrets go: `secrets_manager`, or the KMS-envelope vault in the table.
+fn agent_vault(
+    settings: &AwsSettings,
+    sdk: &SdkConfig,
+    secrets_manager: Arc<SecretsManagerVault>,
+) -> Result<Arc<dyn crate::ports::Vault>, StackError> {
+    match (settings.vault, &settings.kms_key_id) {
+        (VaultKind::DynamoDbKms, Some(key)) => {
+            Ok(Arc::new(crate::aws::envelope_vault::EnvelopeVault::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                aws_sdk_kms::Client::new(sdk),
+                &settings.table,
+                key,
+            )))
+        }
+        (VaultKind::DynamoDbKms, None) => Err(StackError::Invalid {
+            name: VAULT_ENV,
+            message: format!("dynamodb-kms needs {KMS_KEY_ENV}"),
+        }),
+        (VaultKind::SecretsManager, _) => Ok(secrets_manager),
+    }
 }
 
 /// The identity provider of the functions that never call it (`api`, `scheduler`, `idp-hook`,
@@ -347,7 +416,66 @@ impl SlackLink {
     }
 }
 
+/// What a stack is built of besides its engine, which depends on the configuration.
+struct Clients {
+    store: Arc<DynamoStore>,
+    queue: Arc<SqsQueue>,
+    vault: Arc<SecretsManagerVault>,
+    agent_vault: Arc<dyn crate::ports::Vault>,
+    idp: Arc<dyn IdentityProvider>,
+    slack: Option<SlackLink>,
+    sdk: SdkConfig,
+    channel: Arc<dyn HumanChannel>,
+    engine_config: EngineConfig,
+}
+
+impl Clients {
+    /// The stack with an engine over these clients, `policy` and `directory`.
+    fn stack(self, policy: Policy, directory: Arc<dyn Directory>) -> AwsStack {
+        let people: Arc<dyn HumanChannel> = match &self.slack {
+            Some(link) => Arc::new(SlackChannel::new(
+                link.web.clone(),
+                self.store.clone(),
+                policy.approval_routes.clone(),
+                link.security_channel.clone(),
+            )),
+            None => self.channel.clone(),
+        };
+        let engine = Arc::new(Engine {
+            transitions: Default::default(),
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            outbox: Arc::new(crate::ports::outbox::SeparateOutbox {
+                store: self.store.clone(),
+                queue: self.queue.clone(),
+            }),
+            directory,
+            clock: Arc::new(SystemClock),
+            executor: Executor {
+                idp: self.idp.clone(),
+                vault: self.agent_vault.clone(),
+                people,
+            },
+            policy: Arc::new(policy),
+            config: self.engine_config.clone(),
+        });
+        AwsStack {
+            engine,
+            store: self.store,
+            queue: self.queue,
+            vault: self.vault,
+            agent_vault: self.agent_vault,
+            idp: self.idp,
+            slack: self.slack,
+            sdk: self.sdk,
+            channel: self.channel,
+            engine_config: self.engine_config,
+        }
+    }
+}
+
 /// The engine on AWS, assembled.
+#[derive(Clone)]
 pub struct AwsStack {
     pub engine: Arc<Engine>,
     pub store: Arc<DynamoStore>,
@@ -359,6 +487,9 @@ pub struct AwsStack {
     pub idp: Arc<dyn IdentityProvider>,
     pub slack: Option<SlackLink>,
     pub sdk: SdkConfig,
+    /// Where people are asked without Slack (the log).
+    channel: Arc<dyn HumanChannel>,
+    engine_config: EngineConfig,
 }
 
 impl AwsStack {
@@ -392,24 +523,7 @@ impl AwsStack {
             });
         }
         let vault = Arc::new(vault);
-        let agent_vault: Arc<dyn crate::ports::Vault> = match (settings.vault, &settings.kms_key_id)
-        {
-            (VaultKind::DynamoDbKms, Some(key)) => {
-                Arc::new(crate::aws::envelope_vault::EnvelopeVault::new(
-                    aws_sdk_dynamodb::Client::new(&sdk),
-                    aws_sdk_kms::Client::new(&sdk),
-                    &settings.table,
-                    key,
-                ))
-            }
-            (VaultKind::DynamoDbKms, None) => {
-                return Err(StackError::Invalid {
-                    name: VAULT_ENV,
-                    message: format!("dynamodb-kms needs {KMS_KEY_ENV}"),
-                });
-            }
-            (VaultKind::SecretsManager, _) => vault.clone(),
-        };
+        let agent_vault = agent_vault(settings, &sdk, vault.clone())?;
         // Open the TLS connection to DynamoDB during init too (SQS was opened above): one read
         // of a key that never exists.
         use crate::ports::store::StoreRead;
@@ -420,35 +534,7 @@ impl AwsStack {
                 what: format!("table {}", settings.table),
                 message: e.to_string(),
             })?;
-        let people: Arc<dyn HumanChannel> = match &parts.slack {
-            Some(link) => Arc::new(SlackChannel::new(
-                link.web.clone(),
-                store.clone(),
-                parts.policy.approval_routes.clone(),
-                link.security_channel.clone(),
-            )),
-            None => parts.people,
-        };
-        let engine = Arc::new(Engine {
-            transitions: Default::default(),
-            store: store.clone(),
-            queue: queue.clone(),
-            outbox: Arc::new(crate::ports::outbox::SeparateOutbox {
-                store: store.clone(),
-                queue: queue.clone(),
-            }),
-            directory: parts.directory,
-            clock: Arc::new(SystemClock),
-            executor: Executor {
-                idp: parts.idp.clone(),
-                vault: agent_vault.clone(),
-                people,
-            },
-            policy: Arc::new(parts.policy),
-            config: parts.engine,
-        });
-        Ok(Self {
-            engine,
+        let clients = Clients {
             store,
             queue,
             vault,
@@ -456,58 +542,164 @@ impl AwsStack {
             idp: parts.idp,
             slack: parts.slack,
             sdk,
-        })
+            channel: parts.people,
+            engine_config: parts.engine,
+        };
+        Ok(clients.stack(parts.policy, parts.directory))
     }
 
-    /// Everything from the environment, for a function that never calls the identity
-    /// provider (`api`, `scheduler`, `idp-hook`, `slack-interactions`).
-    pub async fn from_env() -> Result<Self, StackError> {
-        Self::from_env_with(Arc::new(NoIdentityProvider)).await
+    fn clients(&self) -> Clients {
+        Clients {
+            store: self.store.clone(),
+            queue: self.queue.clone(),
+            vault: self.vault.clone(),
+            agent_vault: self.agent_vault.clone(),
+            idp: self.idp.clone(),
+            slack: self.slack.clone(),
+            sdk: self.sdk.clone(),
+            channel: self.channel.clone(),
+            engine_config: self.engine_config.clone(),
+        }
     }
 
-    /// Everything from the environment, with the configured identity provider (`worker`,
-    /// `secret-rotation`).
-    pub async fn from_env_with_idp() -> Result<Self, StackError> {
+    /// The same clients, with the engine rebuilt for `config`.
+    pub fn reconfigured(&self, config: Configuration) -> Self {
+        self.clients().stack(config.policy, config.directory)
+    }
+
+    /// Everything from the environment and the table, for a function that never calls the
+    /// identity provider (`api`, `scheduler`, `idp-hook`, `slack-interactions`).
+    pub async fn from_env() -> Result<LiveStack<AwsStack>, StackError> {
+        Self::from_env_with(Arc::new(NoIdentityProvider), true).await
+    }
+
+    /// Everything from the environment and the table, with the configured identity provider
+    /// (`worker`, `secret-rotation`).
+    pub async fn from_env_with_idp() -> Result<LiveStack<AwsStack>, StackError> {
         let settings = AwsSettings::from_env()?;
         let sdk = crate::aws::sdk_config(settings.endpoint.as_deref()).await;
-        let idp = identity_provider_from_env(&sdk).await?;
-        Self::from_env_with(idp).await
+        let idp = identity_provider_from_env(&settings, &sdk).await?;
+        Self::from_env_with(idp, false).await
     }
 
-    async fn from_env_with(idp: Arc<dyn IdentityProvider>) -> Result<Self, StackError> {
+    async fn from_env_with(
+        idp: Arc<dyn IdentityProvider>,
+        idp_elsewhere: bool,
+    ) -> Result<LiveStack<AwsStack>, StackError> {
         let settings = AwsSettings::from_env()?;
         let sdk = crate::aws::sdk_config(settings.endpoint.as_deref()).await;
+        let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &settings.table);
+        let config = Configuration::read(&store).await?;
+        let fingerprint = config.fingerprint.clone();
         let parts = Parts {
-            policy: policy_from_env()?,
-            directory: Arc::new(people_from_env()?),
+            policy: config.policy,
+            directory: config.directory,
             idp,
             people: Arc::new(LoggedChannel),
             slack: SlackLink::from_env(&sdk).await?,
-            engine: EngineConfig::default(),
+            engine: EngineConfig {
+                identity_provider_elsewhere: idp_elsewhere,
+                ..EngineConfig::default()
+            },
         };
-        Self::connect(&settings, parts).await
+        let stack = Self::connect(&settings, parts).await?;
+        Ok(LiveStack::new(stack, fingerprint, |s| s))
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// How often a function looks for a pushed configuration (one read of two items).
+pub const CONFIG_REFRESH: Duration = Duration::from_secs(60);
 
-    #[test]
-    fn config_text_is_plain_base64_or_a_file() {
-        assert_eq!(decode_config(POLICY_ENV, "a = 1".into()).unwrap(), "a = 1");
-        assert_eq!(
-            decode_config(POLICY_ENV, "base64:YSA9IDEKYiA9IDI=".into()).unwrap(),
-            "a = 1\nb = 2"
-        );
-        let err = decode_config(POLICY_ENV, "base64:%%%".into()).unwrap_err();
-        assert!(err.to_string().contains("STEWARD_POLICY"), "{err}");
-        let file = std::env::temp_dir().join(format!("steward-cfg-{}", std::process::id()));
-        std::fs::write(&file, "from = \"file\"").unwrap();
-        assert_eq!(
-            decode_config(PEOPLE_ENV, file.display().to_string()).unwrap(),
-            "from = \"file\""
-        );
-        std::fs::remove_file(file).unwrap();
+/// A function's stack (or what it builds from it, such as the `api` function's router) that
+/// follows the configuration in the table: at most every [`CONFIG_REFRESH`] the current
+/// invocation reads the documents' digests, and a changed one rebuilds the engine before the
+/// invocation runs. A pushed policy thus takes effect within a minute, without a redeploy. A
+/// configuration that cannot be read or parsed keeps the one in force (and says so in the log).
+pub struct LiveStack<T> {
+    base: AwsStack,
+    build: Box<dyn Fn(AwsStack) -> T + Send + Sync>,
+    every: Duration,
+    current: tokio::sync::Mutex<Current<T>>,
+}
+
+struct Current<T> {
+    fingerprint: String,
+    value: Arc<T>,
+    checked: Instant,
+}
+
+impl<T> LiveStack<T> {
+    /// `stack`, built with the configuration `fingerprint` names, and what `build` makes of it.
+    pub fn new(
+        stack: AwsStack,
+        fingerprint: String,
+        build: impl Fn(AwsStack) -> T + Send + Sync + 'static,
+    ) -> Self {
+        let value = Arc::new(build(stack.clone()));
+        Self {
+            base: stack,
+            build: Box::new(build),
+            every: CONFIG_REFRESH,
+            current: tokio::sync::Mutex::new(Current {
+                fingerprint,
+                value,
+                checked: Instant::now(),
+            }),
+        }
+    }
+
+    /// The same, building `U` from each stack instead (the `api` function's router).
+    pub fn map<U>(self, build: impl Fn(AwsStack) -> U + Send + Sync + 'static) -> LiveStack<U> {
+        let fingerprint = self.current.into_inner().fingerprint;
+        LiveStack::new(self.base, fingerprint, build)
+    }
+
+    /// Looks for a new configuration every `every` instead (zero: at every invocation).
+    pub fn refreshing_every(mut self, every: Duration) -> Self {
+        self.every = every;
+        self
+    }
+
+    /// The stack as first built (its clients; its engine has the configuration of start).
+    pub fn base(&self) -> &AwsStack {
+        &self.base
+    }
+
+    /// What the current invocation runs on.
+    pub async fn current(&self) -> Arc<T> {
+        let mut live = self.current.lock().await;
+        if live.checked.elapsed() >= self.every {
+            live.checked = Instant::now();
+            match self.base.store.config().await {
+                Ok(stored) if stored.fingerprint() != live.fingerprint => {
+                    match Configuration::parse(&stored) {
+                        Ok(config) => {
+                            tracing::info!(
+                                target: "steward::config",
+                                from = %live.fingerprint,
+                                to = %config.fingerprint,
+                                policy_version = stored.policy.as_ref().map_or(0, |d| d.version),
+                                people_version = stored.people.as_ref().map_or(0, |d| d.version),
+                                "configuration changed; engine rebuilt"
+                            );
+                            live.fingerprint = config.fingerprint.clone();
+                            live.value = Arc::new((self.build)(self.base.reconfigured(config)));
+                        }
+                        Err(e) => tracing::error!(
+                            target: "steward::config",
+                            error = %e,
+                            "the configuration in the table is unusable; keeping the one in force"
+                        ),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(
+                    target: "steward::config",
+                    error = %e,
+                    "cannot read the configuration; keeping the one in force"
+                ),
+            }
+        }
+        live.value.clone()
     }
 }

@@ -20,7 +20,9 @@ use shared::idp::dev::DevIdp;
 use shared::people_file::PeopleFileDirectory;
 use shared::ports::vault::Stage;
 use shared::ports::{IdentityProvider, Queue, Vault};
-use shared::wiring::aws::{AwsSettings, AwsStack, LoggedChannel, Parts, SlackLink};
+use shared::wiring::aws::{
+    AwsSettings, AwsStack, LoggedChannel, NoIdentityProvider, Parts, SlackLink,
+};
 use shared::{EngineConfig, Secret};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +55,13 @@ name = "Priya Shah"
 "#;
 
 pub struct Aws {
+    /// The `worker` function's stack: the one with the identity provider.
     pub stack: AwsStack,
-    /// The `api` function's router over `stack`, as its `main` builds it.
+    /// The stack of the functions that never call the identity provider (`api`, `scheduler`,
+    /// `idp-hook`, `slack-interactions`), as `AwsStack::from_env` builds it: what needs the
+    /// identity provider is queued for the worker.
+    pub edge: AwsStack,
+    /// The `api` function's router over `edge`, as its `main` builds it.
     pub router: axum::Router,
     idp: Arc<DevIdp>,
     sqs: aws_sdk_sqs::Client,
@@ -109,23 +116,34 @@ async fn aws_with_vault(
         &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy.example.toml"),
     )
     .unwrap();
-    let parts = Parts {
-        policy,
-        directory: Arc::new(PeopleFileDirectory::parse(people).unwrap()),
-        idp: idp.clone(),
+    let directory: Arc<PeopleFileDirectory> = Arc::new(PeopleFileDirectory::parse(people).unwrap());
+    let engine = EngineConfig {
+        base_backoff: Duration::from_millis(50),
+        ..EngineConfig::default()
+    };
+    let parts = |idp: Arc<dyn IdentityProvider>, elsewhere: bool| Parts {
+        policy: policy.clone(),
+        directory: directory.clone(),
+        idp,
         people: Arc::new(LoggedChannel),
-        slack,
+        slack: slack.clone(),
         engine: EngineConfig {
-            base_backoff: Duration::from_millis(50),
-            ..EngineConfig::default()
+            identity_provider_elsewhere: elsewhere,
+            ..engine.clone()
         },
     };
-    let stack = AwsStack::connect(&settings, parts).await.unwrap();
+    let stack = AwsStack::connect(&settings, parts(idp.clone(), false))
+        .await
+        .unwrap();
+    let edge = AwsStack::connect(&settings, parts(Arc::new(NoIdentityProvider), true))
+        .await
+        .unwrap();
     // People sign in at the test's dev IdP, an OIDC issuer whose keys the function holds.
     let people = Arc::new(shared::sign_in::PersonTokens::new(idp.people_issuer()).unwrap());
     Aws {
-        router: api::router(&stack, None, Some(people)),
+        router: api::router(&edge, None, Some(people)),
         stack,
+        edge,
         idp,
         sqs: aws_sdk_sqs::Client::new(&sdk),
         queue_url: settings.queue_url,
@@ -409,7 +427,7 @@ async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
 
     // A click from someone who is not an approver changes nothing.
     let alice = slack_interactions::handle(
-        &a.stack.engine,
+        &a.edge.engine,
         &Secret::new(SIGNING_SECRET),
         None,
         slack_click("U0ALICENG", "approve", &approval, SIGNING_SECRET),
@@ -420,7 +438,7 @@ async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
     assert!(text.contains("ephemeral"), "{text}");
     // A forged click is refused outright.
     let forged = slack_interactions::handle(
-        &a.stack.engine,
+        &a.edge.engine,
         &Secret::new(SIGNING_SECRET),
         None,
         slack_click(SAM_SLACK_ID, "approve", &approval, "not-the-secret"),
@@ -432,7 +450,7 @@ async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
     assert_eq!(agent(&a).await["status"], "pending_approval");
 
     let sam = slack_interactions::handle(
-        &a.stack.engine,
+        &a.edge.engine,
         &Secret::new(SIGNING_SECRET),
         None,
         slack_click(SAM_SLACK_ID, "approve", &approval, SIGNING_SECRET),
@@ -732,18 +750,18 @@ async fn scheduler_ticks_due_timers() {
     a.stack.store.commit(c).await.unwrap();
     let event: EventBridgeEvent<scheduler::Job> =
         serde_json::from_str(include_str!("../../fixtures/aws/eventbridge-schedule.json")).unwrap();
-    let out = scheduler::handle(&a.stack.engine, event.clone())
+    let out = scheduler::handle(&a.edge.engine, event.clone())
         .await
         .unwrap();
     assert_eq!(out["timers_fired"], 1);
     assert_eq!(a.stack.queue.depth().await.unwrap(), 1);
-    let again = scheduler::handle(&a.stack.engine, event.clone())
+    let again = scheduler::handle(&a.edge.engine, event.clone())
         .await
         .unwrap();
     assert_eq!(again["timers_fired"], 0, "a fired timer is gone");
     let mut unknown = event;
     unknown.detail.job = "reticulate".into();
-    let r = scheduler::handle(&a.stack.engine, unknown).await;
+    let r = scheduler::handle(&a.edge.engine, unknown).await;
     assert!(matches!(r, Err(EdgeError::NonRetryable(m)) if m.contains("reticulate")));
 }
 
@@ -765,7 +783,7 @@ fn hook_event(method: &str, headers: Value, body: Option<&str>) -> ApiGatewayV2h
 async fn idp_hook_verifies_and_takes_each_event_once() {
     let a = aws(5).await;
     let secret = Secret::new(HOOK_SECRET);
-    let call = |req| idp_hook::handle(&a.stack.engine, &secret, req);
+    let call = |req| idp_hook::handle(&a.edge.engine, &secret, req);
     let body_of = |r: &aws_lambda_events::apigw::ApiGatewayV2httpResponse| match &r.body {
         Some(aws_lambda_events::encodings::Body::Text(t)) => t.clone(),
         _ => String::new(),
@@ -986,7 +1004,7 @@ async fn onboarding_is_approved_in_slack_on_aws() {
     assert_eq!(channels, ["C0SECURITY", "D0ALICENG"], "{record:?}");
 
     let reply = slack_interactions::handle(
-        &a.stack.engine,
+        &a.edge.engine,
         &Secret::new(SIGNING_SECRET),
         Some(&web),
         slack_click(SAM_SLACK_ID, "approve", &value, SIGNING_SECRET),
@@ -1027,7 +1045,7 @@ async fn idp_hook_takes_okta_log_stream_events_from_eventbridge() {
         "detail": grant,
     });
     for _ in 0..2 {
-        let out = idp_hook::dispatch(&a.stack.engine, &secret, event.clone())
+        let out = idp_hook::dispatch(&a.edge.engine, &secret, event.clone())
             .await
             .unwrap();
         assert_eq!(out, Value::Null);
@@ -1047,7 +1065,7 @@ async fn idp_hook_takes_okta_log_stream_events_from_eventbridge() {
 
     let mut foreign = event.clone();
     foreign["source"] = json!("aws.partner/example.com/other");
-    idp_hook::dispatch(&a.stack.engine, &secret, foreign)
+    idp_hook::dispatch(&a.edge.engine, &secret, foreign)
         .await
         .unwrap();
     let audit = audit_lines(&a).await;
@@ -1166,7 +1184,7 @@ async fn rotation_and_decommission_run_on_aws() {
     let mut event: EventBridgeEvent<scheduler::Job> =
         serde_json::from_str(include_str!("../../fixtures/aws/eventbridge-schedule.json")).unwrap();
     event.detail.job = "sweep".into();
-    let out = scheduler::handle(&a.stack.engine, event).await.unwrap();
+    let out = scheduler::handle(&a.edge.engine, event).await.unwrap();
     assert_eq!(out["report"]["due"], 0, "{out}");
 }
 

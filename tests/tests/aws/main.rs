@@ -5,6 +5,7 @@
 //! body shape), and the SAM template's IAM rules.
 
 mod adapters;
+mod config;
 #[path = "../../../shared/tests/conformance/mod.rs"]
 mod conformance;
 #[path = "../support/fake_slack.rs"]

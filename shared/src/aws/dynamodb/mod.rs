@@ -18,6 +18,7 @@
 //! | chat messages | `MSG#<subject>` | `<route>` |
 //! | personal API token | `PAT#<id>` | `META` (the digest, never the token) |
 //! | person → tokens | `PATS#<person>` | `<created>#<token id>` |
+//! | configuration | `CONFIG` | `policy`, `people` (current), `<document>#v<version>` (every push) |
 //!
 //! One step (state + history + timers + registry + approvals + audit) is one
 //! `TransactWriteItems`, conditional on the instance version. Nothing is keyed by a constant:
@@ -25,6 +26,7 @@
 //! partition every day (a day's `HEAD` links to the previous day's, so the chain is unbroken).
 
 mod audit_chain;
+pub mod config;
 mod personal_tokens;
 mod read;
 mod step;
