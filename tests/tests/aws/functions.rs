@@ -27,10 +27,10 @@ use shared::{EngineConfig, Secret};
 use std::sync::Arc;
 use std::time::Duration;
 
-const AGENT: &str = "datadog-remediation-agent-prod";
+pub(crate) const AGENT: &str = "datadog-remediation-agent-prod";
 const SAM_SLACK_ID: &str = "U0SAMPATEL";
 const SIGNING_SECRET: &str = "test-signing-secret-9f8e7d6c5b4a";
-const HOOK_SECRET: &str = "Bearer okta-hook-shared-secret-3c2b1a";
+pub(crate) const HOOK_SECRET: &str = "Bearer okta-hook-shared-secret-3c2b1a";
 
 /// The people directory, with Slack user ids for the approvers.
 const PEOPLE: &str = r#"
@@ -63,7 +63,7 @@ pub struct Aws {
     pub edge: AwsStack,
     /// The `api` function's router over `edge`, as its `main` builds it.
     pub router: axum::Router,
-    idp: Arc<DevIdp>,
+    pub idp: Arc<DevIdp>,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     _dir: tempfile::TempDir,
@@ -197,7 +197,7 @@ pub async fn invoke(router: &axum::Router, event: Value) -> (i64, Value) {
     )
 }
 
-async fn call(a: &Aws, method: &str, path: &str, body: Option<&Value>) -> (i64, Value) {
+pub(crate) async fn call(a: &Aws, method: &str, path: &str, body: Option<&Value>) -> (i64, Value) {
     invoke(&a.router, http_event(method, path, body)).await
 }
 
@@ -232,7 +232,7 @@ pub fn person_event(token: &str, method: &str, path: &str, body: Option<&Value>)
 }
 
 /// A call to the `api` function by `person`, signed in.
-async fn call_as(
+pub(crate) async fn call_as(
     a: &Aws,
     person: &str,
     method: &str,
@@ -244,7 +244,7 @@ async fn call_as(
 }
 
 /// What the SQS event source does: receive a batch and invoke the worker with it.
-async fn deliver(a: &Aws) -> Option<(SqsEvent, SqsBatchResponse)> {
+pub(crate) async fn deliver(a: &Aws) -> Option<(SqsEvent, SqsBatchResponse)> {
     let got = a
         .sqs
         .receive_message()
@@ -304,7 +304,7 @@ async fn deliver(a: &Aws) -> Option<(SqsEvent, SqsBatchResponse)> {
 }
 
 /// Invokes the worker until the queue has nothing visible.
-async fn drain(a: &Aws) {
+pub(crate) async fn drain(a: &Aws) {
     for _ in 0..50 {
         if deliver(a).await.is_none() {
             return;
@@ -313,13 +313,13 @@ async fn drain(a: &Aws) {
     panic!("the queue did not drain");
 }
 
-async fn agent(a: &Aws) -> Value {
+pub(crate) async fn agent(a: &Aws) -> Value {
     let (status, body) = call(a, "GET", &format!("/api/agents/{AGENT}"), None).await;
     assert_eq!(status, 200, "{body}");
     body["agent"].clone()
 }
 
-fn request() -> Value {
+pub(crate) fn request() -> Value {
     json!({
         "name": AGENT,
         "owner": "alice@example.com",
@@ -361,7 +361,7 @@ fn slack_click(user: &str, action: &str, value: &str, secret: &str) -> ApiGatewa
 }
 
 /// The pending approval's id.
-async fn pending_approval(a: &Aws) -> String {
+pub(crate) async fn pending_approval(a: &Aws) -> String {
     let button = pending_button(a).await;
     button.rsplit_once(':').unwrap().0.to_string()
 }
@@ -377,7 +377,7 @@ async fn pending_button(a: &Aws) -> String {
 }
 
 /// Requests an agent through `api`, approves it through `api`, runs the worker: Active.
-async fn onboard(a: &Aws) -> Value {
+pub(crate) async fn onboard(a: &Aws) -> Value {
     let (status, started) = call(a, "POST", "/api/agents", Some(&request())).await;
     assert_eq!(status, 202, "{started}");
     drain(a).await;
@@ -397,7 +397,7 @@ async fn onboard(a: &Aws) -> Value {
     agent
 }
 
-async fn audit_lines(a: &Aws) -> Vec<Value> {
+pub(crate) async fn audit_lines(a: &Aws) -> Vec<Value> {
     let (status, body) = call(a, "GET", "/api/audit", None).await;
     assert_eq!(status, 200);
     match body {
@@ -642,7 +642,7 @@ async fn rotate_step(a: &Aws, agent_id: &str, step: &str, token: &str) -> Result
     .await
 }
 
-async fn works(a: &Aws, client_id: &str, c: &Credential) -> bool {
+pub(crate) async fn works(a: &Aws, client_id: &str, c: &Credential) -> bool {
     a.idp.test_secret(client_id, &c.client_secret).await.is_ok()
 }
 
@@ -765,7 +765,11 @@ async fn scheduler_ticks_due_timers() {
     assert!(matches!(r, Err(EdgeError::NonRetryable(m)) if m.contains("reticulate")));
 }
 
-fn hook_event(method: &str, headers: Value, body: Option<&str>) -> ApiGatewayV2httpRequest {
+pub(crate) fn hook_event(
+    method: &str,
+    headers: Value,
+    body: Option<&str>,
+) -> ApiGatewayV2httpRequest {
     let mut v: Value =
         serde_json::from_str(include_str!("../../fixtures/aws/apigw-http-v2-iam.json")).unwrap();
     v["requestContext"]["http"]["method"] = json!(method);
@@ -1277,4 +1281,47 @@ async fn agents_secrets_can_live_in_the_kms_envelope_vault() {
         None,
         "Secrets Manager holds nothing"
     );
+}
+
+/// Slack says "too many requests, retry after 1 s" to the first approval post: the worker puts
+/// the command back as a new message (a new deduplication id, `run:<key>#<attempt>.<waits>`),
+/// which SQS FIFO would otherwise drop as a copy for 5 minutes; after the wait the post is
+/// delivered, once, and the onboarding goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rate_limited_slack_post_is_delivered_after_the_wait() {
+    use crate::fake_slack::{BOT_TOKEN, FakeSlack};
+    let slack = FakeSlack::start(&[
+        ("alice@example.com", "U0ALICENG"),
+        ("sam.security@example.com", SAM_SLACK_ID),
+    ]);
+    let web =
+        Arc::new(shared::slack::SlackWeb::new(&slack.api_url(), &Secret::new(BOT_TOKEN)).unwrap());
+    let a = aws_with(
+        5,
+        Some(SlackLink {
+            web,
+            security_channel: Some("C0SECURITY".into()),
+        }),
+    )
+    .await;
+    slack.throttle_next_posts(1);
+    let (status, started) = call(&a, "POST", "/api/agents", Some(&request())).await;
+    assert_eq!(status, 202, "{started}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while slack.approval_posts().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the throttled post was never delivered: {:#?}",
+            slack.calls()
+        );
+        drain(&a).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drain(&a).await;
+    assert_eq!(slack.calls_of("chat.postMessage/429").len(), 1);
+    let posts = slack.approval_posts();
+    assert_eq!(posts.len(), 2, "each post once: {posts:#?}");
+    assert_eq!(agent(&a).await["status"], "pending_approval");
+    // Nothing ended in the dead-letter queue.
+    assert!(a.stack.queue.dead_letters(10).await.unwrap().is_empty());
 }

@@ -15,3 +15,4 @@ mod moto;
 mod parity;
 #[path = "../support/mod.rs"]
 mod support;
+mod workflows;

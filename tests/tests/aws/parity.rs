@@ -243,7 +243,10 @@ async fn every_route_answers_alike_locally_and_through_the_lambda_handler() {
         if route.op == shared::http::routes::Op::IdpClients {
             assert_eq!(ls, 200, "{}: {lv}", route.name());
             assert_eq!(as_, 404, "{} on AWS: {av}", route.name());
-            assert!(av["error"].as_str().unwrap_or("").contains("worker"), "{av}");
+            assert!(
+                av["error"].as_str().unwrap_or("").contains("worker"),
+                "{av}"
+            );
             continue;
         }
         if route.embedded_only {
