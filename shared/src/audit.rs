@@ -489,6 +489,7 @@ pub fn chain_hash(prev: &str, record: &AuditRecord) -> String {
 pub fn export_line(c: &crate::ports::store::ChainedAudit) -> String {
     let mut v = c.record.body.clone();
     v["unmapped"]["audit_seq"] = json!(c.seq);
+    v["unmapped"]["audit_chain"] = json!(c.chain);
     v["unmapped"]["prev_hash"] = json!(c.prev_hash);
     v["unmapped"]["hash"] = json!(c.hash);
     v.to_string()

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shared::Engine;
 use shared::aws::EdgeError;
+use shared::engine::EngineError;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct Job {
@@ -13,7 +14,7 @@ pub struct Job {
 }
 
 /// Jobs this release runs:
-/// - `tick`: due timers become `TimerFired` events (fanned out to the queue);
+/// - `tick`: due timers become `TimerFired` events, and a checkpoint seals the audit chains;
 /// - `sweep`: rotations of secrets past their age, expiry watches, and what `reviews` and
 ///   `discovery` do;
 /// - `reviews`: launches the policy's scheduled access-review campaign when one is due;
@@ -24,6 +25,8 @@ pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Val
     match event.detail.job.as_str() {
         "tick" => {
             let fired = engine.tick().await?;
+            // Seal the minute's audit records with a checkpoint over every shard chain.
+            engine.store.seal_audit().await.map_err(EngineError::from)?;
             tracing::info!(fired, "timer tick");
             Ok(json!({"job": "tick", "timers_fired": fired}))
         }

@@ -648,6 +648,7 @@ impl StoreRead for Db {
         for row in rows {
             let (seq, id, time, body, prev_hash, hash) = row.map_err(backend)?;
             out.push(ChainedAudit {
+                chain: 0,
                 seq: seq as u64,
                 record: AuditRecord {
                     body: decode(&id, &body)?,

@@ -139,6 +139,10 @@ pub struct AuditRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChainedAudit {
     pub seq: u64,
+    /// The hash chain the record is on: 0 where the store keeps one chain (SQLite); on
+    /// DynamoDB, the shard of its workflow, sealed with the others by checkpoints.
+    #[serde(default)]
+    pub chain: u32,
     pub record: AuditRecord,
     pub prev_hash: String,
     pub hash: String,
@@ -248,6 +252,11 @@ pub trait StoreWrite: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Saves where a named reader stopped; written only after what it read was applied.
     async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError>;
+    /// Seals the audit records appended since the last seal, where the store keeps several
+    /// chains (a checkpoint linking their tips). A store with one chain has nothing to do.
+    async fn seal_audit(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Records that a token granted `scopes` to `client_id` at `at` (keeps the latest time).
     async fn record_scope_usage(
         &self,

@@ -8,8 +8,8 @@ use serde_json::json;
 use shared::audit::chain_hash;
 use shared::ports::Store;
 use shared::ports::store::{
-    ApprovalChange, ApprovalRecord, AuditRecord, Commit, HistoryEntry, Instance, PendingCommand,
-    PostedMessage, StoreError, Timer, TimerChange,
+    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, HistoryEntry, Instance,
+    PendingCommand, PostedMessage, StoreError, Timer, TimerChange,
 };
 use statemachines::{Actor, Agent, AgentStatus, ApprovalOutcome, ApprovalRequest, Command, Vote};
 use std::sync::Arc;
@@ -657,7 +657,37 @@ pub async fn approval_votes_and_messages_are_kept(s: &dyn Store) {
     );
 }
 
-/// Audit records (from commits and from `append_audit`) form one hash chain and page by seq.
+/// Checks what a verifier checks: each record's hash is the hash of its content and the
+/// previous record of its chain (a store may keep several chains, sealed together by
+/// checkpoints); every chain starts at zero; seqs increase through the listing.
+pub fn assert_chained(all: &[ChainedAudit]) {
+    let mut tips: std::collections::HashMap<u32, &str> = std::collections::HashMap::new();
+    let zero = "0".repeat(64);
+    for (i, c) in all.iter().enumerate() {
+        assert_eq!(c.hash, chain_hash(&c.prev_hash, &c.record), "hash of {i}");
+        assert_eq!(c.hash.len(), 64);
+        let prev = tips.get(&c.chain).copied().unwrap_or(zero.as_str());
+        assert_eq!(
+            c.prev_hash, prev,
+            "{} links to the previous record of chain {}",
+            c.record.id, c.chain
+        );
+        tips.insert(c.chain, &c.hash);
+        if i > 0 {
+            assert!(c.seq > all[i - 1].seq, "seq increases");
+        }
+    }
+}
+
+/// The position of each record id in a listing.
+fn position(all: &[ChainedAudit], id: &str) -> usize {
+    all.iter()
+        .position(|c| c.record.id == id)
+        .unwrap_or_else(|| panic!("{id} is in the trail"))
+}
+
+/// Audit records (from commits and from `append_audit`) are hash-chained, listed once each,
+/// in their order within a chain (one append, one step), and page by seq.
 pub async fn audit_is_hash_chained_and_pages(s: &dyn Store) {
     assert!(s.audit(0, 10).await.unwrap().is_empty());
     s.append_audit(vec![audit_record("r1"), audit_record("r2")])
@@ -670,20 +700,19 @@ pub async fn audit_is_hash_chained_and_pages(s: &dyn Store) {
     s.append_audit(vec![audit_record("r5")]).await.unwrap();
 
     let all = s.audit(0, 1000).await.unwrap();
-    assert_eq!(
-        all.iter().map(|c| c.record.id.as_str()).collect::<Vec<_>>(),
-        vec!["r1", "r2", "r3", "r4", "r5"]
-    );
-    assert_eq!(all[0].prev_hash, "0".repeat(64), "the chain starts at zero");
-    for (i, c) in all.iter().enumerate() {
+    let mut ids: Vec<&str> = all.iter().map(|c| c.record.id.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["r1", "r2", "r3", "r4", "r5"]);
+    assert_chained(&all);
+    for c in &all {
         assert_eq!(c.record, audit_record(&c.record.id), "record round-trips");
-        assert_eq!(c.hash, chain_hash(&c.prev_hash, &c.record), "hash of {i}");
-        assert_eq!(c.hash.len(), 64);
-        if i > 0 {
-            assert_eq!(c.prev_hash, all[i - 1].hash, "{i} links to {}", i - 1);
-            assert!(c.seq > all[i - 1].seq, "seq increases");
-        }
     }
+    assert!(position(&all, "r1") < position(&all, "r2"));
+    assert_eq!(
+        position(&all, "r3") + 1,
+        position(&all, "r4"),
+        "a step's records stay together"
+    );
 
     // Paging by seq gives the same records, in the same order.
     let mut paged = Vec::new();
@@ -698,6 +727,15 @@ pub async fn audit_is_hash_chained_and_pages(s: &dyn Store) {
     assert_eq!(paged, all);
     assert_eq!(s.audit(all[2].seq, 1000).await.unwrap(), all[3..].to_vec());
     assert!(s.audit(all[4].seq, 10).await.unwrap().is_empty());
+
+    // What is appended later lists after what was read, and keeps its place.
+    s.append_audit(vec![audit_record("r6")]).await.unwrap();
+    let more = s.audit(all[4].seq, 10).await.unwrap();
+    assert_eq!(more.len(), 1);
+    assert_eq!(more[0].record.id, "r6");
+    let everything = s.audit(0, 1000).await.unwrap();
+    assert_eq!(everything[..5], all[..]);
+    assert_chained(&everything);
 }
 
 /// In a group commit, a conflicting step rolls back alone; the others persist.
@@ -736,10 +774,11 @@ pub async fn commit_batch_rolls_back_conflicts_alone(s: &dyn Store) {
     assert_eq!(s.agent("agt-b").await.unwrap(), None);
     assert!(s.agent("agt-c").await.unwrap().is_some());
     assert_eq!(s.approval("ap-b").await.unwrap(), None);
-    assert_eq!(audit_ids(s).await, vec!["a-audit", "c-audit"]);
-    // The chain is intact across the rolled-back step.
-    let chain = s.audit(0, 10).await.unwrap();
-    assert_eq!(chain[1].prev_hash, chain[0].hash);
+    let mut ids = audit_ids(s).await;
+    ids.sort();
+    assert_eq!(ids, vec!["a-audit", "c-audit"]);
+    // The chains are intact across the rolled-back step.
+    assert_chained(&s.audit(0, 10).await.unwrap());
 
     // An empty batch is fine.
     assert!(s.commit_batch(vec![]).await.unwrap().is_empty());
@@ -953,11 +992,13 @@ pub async fn survives_reopen(open: &Opener) {
         s.cursor("okta-system-log").await.unwrap().as_deref(),
         Some("cursor-1")
     );
-    // The chain continues where it left off.
+    // The chains continue where they left off.
     s.append_audit(vec![audit_record("r3")]).await.unwrap();
     let after = s.audit(audit[1].seq, 10).await.unwrap();
     assert_eq!(after.len(), 1);
-    assert_eq!(after[0].prev_hash, audit[1].hash);
+    let all = s.audit(0, 10).await.unwrap();
+    assert_eq!(all[..2], audit[..]);
+    assert_chained(&all);
     // And versions still guard writes.
     assert_conflict(s.commit(step("wf-a", 2)).await, "wf-a", 1);
     s.commit(step("wf-a", 3)).await.unwrap();

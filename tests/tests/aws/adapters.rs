@@ -107,7 +107,9 @@ fn fresh_tokens() -> Subject<dyn shared::ports::PersonalTokens> {
 mod dynamodb_only {
     use super::*;
     use crate::conformance::store::{audit_record, step};
+    use aws_sdk_dynamodb::types::AttributeValue as Av;
     use shared::aws::dynamodb::TIMER_SHARDS;
+    use shared::aws::dynamodb::audit_chain::shard_of;
 
     /// Nothing is keyed by a constant: the items a step writes spread over per-workflow,
     /// per-agent and per-day partitions, and due timers over several index partitions.
@@ -159,66 +161,129 @@ mod dynamodb_only {
         assert_eq!(s.due_timers(store::at(10), 100).await.unwrap().len(), 24);
     }
 
-    /// The audit chain crosses midnight unbroken: the new day links to the old day's tip, seqs
-    /// keep rising, paging crosses the partitions, and a writer still on yesterday after today
-    /// started joins today instead of forking the chain.
+    /// The trail is spread over shard chains (no item written by every step) and sealed by
+    /// chained checkpoints: every record is listed once, each chain links, and a verifier
+    /// walking the checkpoints covers them all; a rewritten or removed record is found.
     #[tokio::test(flavor = "multi_thread")]
-    async fn audit_chain_crosses_midnight_without_forking() {
-        use std::sync::atomic::{AtomicI64, Ordering};
-        static NOW: AtomicI64 = AtomicI64::new(0);
-        fn clock() -> chrono::DateTime<chrono::Utc> {
-            chrono::DateTime::from_timestamp(NOW.load(Ordering::SeqCst), 0).unwrap()
-        }
-        let midnight = 1_795_392_000; // 2026-11-24T00:00:00Z
+    async fn audit_shards_are_sealed_by_chained_checkpoints() {
+        use shared::aws::dynamodb::audit_chain::TrailBroken;
         let sdk = moto::sdk().await;
         let table = moto::fresh_table(&sdk).await;
-        let store = || {
-            DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone()).with_clock(clock)
-        };
-        let (a, b) = (store(), store());
-        NOW.store(midnight - 60, Ordering::SeqCst);
-        a.append_audit(vec![audit_record("d1-a"), audit_record("d1-b")])
+        let s = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
+        for i in 0..30 {
+            s.append_audit(vec![audit_record(&format!("rec-{i}"))])
+                .await
+                .unwrap();
+            if i == 14 {
+                s.seal_audit().await.unwrap(); // as the scheduler's tick does
+            }
+        }
+        let all = s.audit(0, 100).await.unwrap();
+        assert_eq!(all.len(), 30);
+        crate::conformance::store::assert_chained(&all);
+        let chains: std::collections::HashSet<u32> = all.iter().map(|c| c.chain).collect();
+        assert!(chains.len() > 8, "records spread over shards: {chains:?}");
+        // What the first checkpoint sealed lists first: a reader's position never moves.
+        let mut first: Vec<&str> = all[..15].iter().map(|c| c.record.id.as_str()).collect();
+        first.sort();
+        let mut expected: Vec<String> = (0..15).map(|i| format!("rec-{i}")).collect();
+        expected.sort();
+        assert_eq!(first, expected);
+        let checked = s.verify_audit().await.unwrap();
+        assert_eq!((checked.checkpoints, checked.records), (2, 30));
+        // Nothing new: no new checkpoint.
+        assert!(s.checkpoint().await.unwrap().is_none());
+
+        // Someone with table access rewrites a record: the verifier names it.
+        let victim = &all[3];
+        let client = aws_sdk_dynamodb::Client::new(&sdk);
+        let item = client
+            .query()
+            .table_name(&table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", Av::S(format!("AUDIT#{:02}", victim.chain)))
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap()
+            .into_iter()
+            .find(|i| {
+                i.get("body")
+                    .and_then(|b| b.as_s().ok())
+                    .is_some_and(|b| b.contains(&format!("\"{}\"", victim.record.id)))
+            })
+            .unwrap();
+        let mut forged = item.clone();
+        let body = item["body"].as_s().unwrap().replace("rec-", "REC-");
+        forged.insert("body".into(), Av::S(body));
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(forged))
+            .send()
             .await
             .unwrap();
-        NOW.store(midnight + 60, Ordering::SeqCst);
-        b.append_audit(vec![audit_record("d2-a")]).await.unwrap();
-        // A writer whose clock is still before midnight: it must not extend yesterday.
-        NOW.store(midnight - 1, Ordering::SeqCst);
-        a.append_audit(vec![audit_record("late")]).await.unwrap();
-        NOW.store(midnight + 120, Ordering::SeqCst);
-        b.append_audit(vec![audit_record("d2-b")]).await.unwrap();
-        let chain = b.audit(0, 100).await.unwrap();
-        let ids: Vec<&str> = chain.iter().map(|c| c.record.id.as_str()).collect();
-        assert_eq!(ids, vec!["d1-a", "d1-b", "d2-a", "late", "d2-b"]);
-        assert_eq!(chain[0].prev_hash, "0".repeat(64));
-        for pair in chain.windows(2) {
-            assert_eq!(pair[1].prev_hash, pair[0].hash, "{:?}", pair[1].record.id);
-            assert!(pair[1].seq > pair[0].seq);
-        }
-        // Paging resumes across the day boundary.
-        assert_eq!(
-            b.audit(chain[1].seq, 2).await.unwrap(),
-            chain[2..4].to_vec()
+        let err = s.verify_audit().await.unwrap_err();
+        assert!(
+            matches!(err, TrailBroken::Record { shard, .. } if shard == victim.chain),
+            "{err}"
         );
-        // A repeated append of a stored id changes nothing.
-        b.append_audit(vec![audit_record("d2-a")]).await.unwrap();
-        assert_eq!(b.audit(0, 100).await.unwrap(), chain);
+        // Putting it back and deleting a shard's last record instead: the tip gives it away.
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(item.clone()))
+            .send()
+            .await
+            .unwrap();
+        s.verify_audit().await.unwrap();
+        let head = client
+            .get_item()
+            .table_name(&table)
+            .key("PK", Av::S(format!("AUDIT#{:02}", victim.chain)))
+            .key("SK", Av::S("HEAD".into()))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap();
+        let n: u64 = head["n"].as_n().unwrap().parse().unwrap();
+        client
+            .delete_item()
+            .table_name(&table)
+            .key("PK", Av::S(format!("AUDIT#{:02}", victim.chain)))
+            .key("SK", Av::S(format!("SEQ#{n:020}")))
+            .send()
+            .await
+            .unwrap();
+        let err = s.verify_audit().await.unwrap_err();
+        assert!(
+            matches!(err, TrailBroken::Tip { shard, .. } | TrailBroken::Record { shard, .. } if shard == victim.chain),
+            "{err}"
+        );
     }
 
-    /// Two writers racing on the audit chain both land, and the chain stays one chain.
+    /// Writers racing on one workflow's chain all land, in one unbroken chain; writers of
+    /// different workflows land on different chains.
     #[tokio::test(flavor = "multi_thread")]
-    async fn concurrent_appends_keep_one_chain() {
+    async fn concurrent_appends_keep_every_chain_whole() {
         let sdk = moto::sdk().await;
         let table = moto::fresh_table(&sdk).await;
         let s = Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table));
+        // Record ids that all land on one shard: every append contends on its HEAD.
+        let shard = shard_of("contended");
+        let ids: Vec<String> = (0..)
+            .map(|i| format!("rec-{i}"))
+            .filter(|id| shard_of(id) == shard)
+            .take(20)
+            .collect();
         let mut tasks = Vec::new();
         for w in 0..4 {
-            let s = s.clone();
+            let (s, ids) = (s.clone(), ids[w * 5..w * 5 + 5].to_vec());
             tasks.push(tokio::spawn(async move {
-                for i in 0..5 {
-                    s.append_audit(vec![audit_record(&format!("w{w}-{i}"))])
-                        .await
-                        .unwrap();
+                for id in ids {
+                    s.append_audit(vec![audit_record(&id)]).await.unwrap();
                 }
             }));
         }
@@ -227,10 +292,8 @@ mod dynamodb_only {
         }
         let chain = s.audit(0, 100).await.unwrap();
         assert_eq!(chain.len(), 20);
-        for pair in chain.windows(2) {
-            assert_eq!(pair[1].prev_hash, pair[0].hash);
-            assert_eq!(pair[1].seq, pair[0].seq + 1);
-        }
+        assert!(chain.iter().all(|c| c.chain == shard));
+        crate::conformance::store::assert_chained(&chain);
     }
 }
 

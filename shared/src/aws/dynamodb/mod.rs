@@ -11,7 +11,8 @@
 //! | client id → agent | `AGENTCLIENT#<client id>` | `META` |
 //! | detection baseline | `BASELINE#<agent id>` | `META` |
 //! | approval | `APPROVAL#<id>` | `META` |
-//! | audit | `AUDIT#<day>` | `SEQ#<seq, 20 digits>`, and `HEAD` holding the chain's tip that day |
+//! | audit (sharded chains) | `AUDIT#<shard>` | `SEQ#<n, 20 digits>`, and `HEAD` holding the shard's tip |
+//! | audit checkpoints | `AUDITCP` | `CP#<first seq, 20 digits>` (every shard's tip, chained) |
 //! | inbound dedupe | `SEEN#<source>#<id>` | `META`, expiring through the table's TTL (`expires_at`) |
 //! | group → workflows | `GROUP#<group>` | `WF#<workflow id>` (a campaign's review items) |
 //! | scope usage | `USAGE#<client id>` | `<scope>`, with `last_used` (epoch ms) |
@@ -21,11 +22,11 @@
 //! | configuration | `CONFIG` | `policy`, `people` (current), `<document>#v<version>` (every push) |
 //!
 //! One step (state + history + timers + registry + approvals + audit) is one
-//! `TransactWriteItems`, conditional on the instance version. Nothing is keyed by a constant:
-//! due timers spread over [`TIMER_SHARDS`] index partitions, and the audit chain moves to a new
-//! partition every day (a day's `HEAD` links to the previous day's, so the chain is unbroken).
+//! `TransactWriteItems`, conditional on the instance version. No item is written by every
+//! step: due timers spread over [`TIMER_SHARDS`] index partitions, and the audit trail over
+//! [`audit_chain::AUDIT_SHARDS`] chains sealed by checkpoints (`audit_chain`).
 
-mod audit_chain;
+pub mod audit_chain;
 pub mod config;
 mod personal_tokens;
 mod read;
@@ -42,11 +43,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue as Av, BillingMode, ConditionCheck, Delete,
-    GlobalSecondaryIndex, KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType,
-    Put, ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
+    AttributeDefinition, AttributeValue as Av, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, KeysAndAttributes, Projection, ProjectionType, Put,
+    ScalarAttributeType, TimeToLiveSpecification, TransactWriteItem, Update,
 };
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use statemachines::detection::Baseline;
@@ -59,9 +60,6 @@ pub const TIMER_SHARDS: u32 = 16;
 pub const DUE_INDEX: &str = "due-timers";
 /// The table's TTL attribute (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
-/// Audit sequence numbers are `<day number> * SEQ_PER_DAY + <n-th record of that day>`, so a
-/// reader resuming after a seq knows which day partition to read.
-const SEQ_PER_DAY: u64 = 1_000_000_000;
 /// A transaction holds at most 100 items.
 const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Retries when another writer extended the audit chain first (with jittered backoff).
@@ -144,17 +142,6 @@ fn timer_shard(workflow_id: &str) -> String {
     )
 }
 
-fn day_number(t: DateTime<Utc>) -> u64 {
-    t.timestamp().div_euclid(86_400).max(0) as u64
-}
-
-fn day_name(day: u64) -> String {
-    let date = NaiveDate::from_ymd_opt(1970, 1, 1)
-        .and_then(|d| d.checked_add_days(chrono::Days::new(day)))
-        .unwrap_or_default();
-    format!("AUDIT#{}", date.format("%Y-%m-%d"))
-}
-
 /// What each item of a transaction is, to explain a cancellation.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Role {
@@ -167,18 +154,6 @@ enum Role {
     /// An agent the step changed field by field, conditional on the record it read.
     AgentRead,
     Other,
-}
-
-/// The audit chain's tip as read before a write.
-struct ChainTip {
-    day: u64,
-    /// Today's `HEAD` exists (update it) or not (create it).
-    head_exists: bool,
-    genesis_exists: bool,
-    seq: u64,
-    hash: String,
-    /// A new day's first records link to this day's tip (day, seq as read).
-    links_to: Option<(u64, u64)>,
 }
 
 impl DynamoStore {

@@ -202,32 +202,9 @@ impl StoreRead for DynamoStore {
     }
 
     async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError> {
-        let start_day = if after_seq == 0 {
-            match self.genesis_day().await? {
-                Some(d) => d,
-                None => return Ok(vec![]),
-            }
-        } else {
-            after_seq / SEQ_PER_DAY
-        };
-        // One day of slack for a writer whose clock runs ahead.
-        let last_day = day_number((self.clock)()) + 1;
-        let mut out: Vec<ChainedAudit> = Vec::new();
-        let mut day = start_day;
-        while day <= last_day && out.len() < limit {
-            let items = self
-                .query(
-                    day_name(day),
-                    Some(("SK > :v", seq_key(after_seq))),
-                    Some(limit - out.len()),
-                )
-                .await?;
-            for i in &items {
-                out.push(body(i, "body")?);
-            }
-            day += 1;
-        }
-        Ok(out)
+        // Seal what was appended since the last checkpoint, so the reader sees it all.
+        self.checkpoint().await?;
+        self.sealed_audit(after_seq, limit).await
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {

@@ -27,24 +27,6 @@ impl DynamoStore {
             .build())
     }
 
-    pub(super) fn condition(
-        &self,
-        item_key: Item,
-        expression: &str,
-        seq: Option<Av>,
-    ) -> Result<TransactWriteItem, StoreError> {
-        let mut c = ConditionCheck::builder()
-            .table_name(&self.table)
-            .set_key(Some(item_key))
-            .condition_expression(expression);
-        if let Some(v) = seq {
-            c = c.expression_attribute_values(":seq", v);
-        }
-        Ok(TransactWriteItem::builder()
-            .condition_check(c.build().map_err(build_err)?)
-            .build())
-    }
-
     pub(super) fn delete(&self, pk: String, sk: String) -> Result<TransactWriteItem, StoreError> {
         Ok(TransactWriteItem::builder()
             .delete(
@@ -216,11 +198,12 @@ impl DynamoStore {
         Ok(items)
     }
 
-    /// Writes `items` (plus the audit chain extension for `audit`) in one transaction,
-    /// re-reading the chain tip when another writer extended it first.
+    /// Writes `items` (plus the extension of `chain_key`'s audit chain for `audit`) in one
+    /// transaction, re-reading the chain tip when another writer extended it first.
     pub(super) async fn transact(
         &self,
         what: &str,
+        chain_key: &str,
         items: Vec<(Role, TransactWriteItem)>,
         audit: &[AuditRecord],
         conflict: impl Fn() -> StoreError,
@@ -237,7 +220,7 @@ impl DynamoStore {
             }
             let mut all = items.clone();
             if !audit.is_empty() {
-                let tip = self.chain_tip((self.clock)()).await?;
+                let tip = self.chain_tip(chain_key).await?;
                 all.extend(self.chain_items(&tip, &audit)?);
             }
             if all.len() > MAX_TRANSACTION_ITEMS {

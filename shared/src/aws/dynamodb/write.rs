@@ -11,6 +11,7 @@ impl StoreWrite for DynamoStore {
         let expected = commit.expected_version;
         self.transact(
             &format!("step {} of workflow {id}", commit.history.seq),
+            &id,
             items,
             &commit.audit,
             || StoreError::Conflict {
@@ -51,7 +52,9 @@ impl StoreWrite for DynamoStore {
         if records.is_empty() {
             return Ok(());
         }
-        self.transact("audit append", vec![], &records, || {
+        // Records appended outside a step (intake, refusals) spread over the shards.
+        let chain_key = records[0].id.clone();
+        self.transact("audit append", &chain_key, vec![], &records, || {
             StoreError::Backend("audit append conflicted".into())
         })
         .await
@@ -169,6 +172,10 @@ impl StoreWrite for DynamoStore {
             .await
             .map_err(backend)?;
         Ok(())
+    }
+
+    async fn seal_audit(&self) -> Result<(), StoreError> {
+        self.checkpoint().await.map(|_| ())
     }
 
     async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {
