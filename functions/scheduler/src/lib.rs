@@ -14,7 +14,8 @@ pub struct Job {
 }
 
 /// Jobs this release runs:
-/// - `tick`: due timers become `TimerFired` events, and a checkpoint seals the audit chains;
+/// - `tick`: one message per timer partition, whose worker turns its due timers into
+///   `TimerFired` events; and a checkpoint seals the audit chains;
 /// - `sweep`: rotations of secrets past their age, expiry watches, and what `reviews` and
 ///   `discovery` do;
 /// - `reviews`: launches the policy's scheduled access-review campaign when one is due;
@@ -24,11 +25,12 @@ pub const JOBS: &[&str] = &["tick", "sweep", "reviews", "discovery"];
 pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Value, EdgeError> {
     match event.detail.job.as_str() {
         "tick" => {
-            let fired = engine.tick().await?;
+            // Each timer partition to a worker: 100,000 timers due at once fire in parallel.
+            let partitions = engine.fan_out_timers().await?;
             // Seal the minute's audit records with a checkpoint over every shard chain.
             engine.store.seal_audit().await.map_err(EngineError::from)?;
-            tracing::info!(fired, "timer tick");
-            Ok(json!({"job": "tick", "timers_fired": fired}))
+            tracing::info!(partitions, "timer tick");
+            Ok(json!({"job": "tick", "timer_partitions": partitions}))
         }
         "sweep" => {
             let report = engine.sweep().await?;

@@ -3,19 +3,46 @@
 use super::*;
 
 impl Engine {
-    /// Turns due timers into `TimerFired` events (the scheduler's tick). Safe to run twice: the
-    /// event id is the timer's name and due time.
+    /// The tick where workers run in parallel (the worker function on AWS): one message per
+    /// timer partition, each fired by whichever worker takes it (see [`Engine::fire_timers`]).
+    /// Returns how many partitions were handed out.
+    pub async fn fan_out_timers(&self) -> Result<usize, EngineError> {
+        let minute = self.clock.now().format("%Y%m%dT%H%M").to_string();
+        let msgs: Vec<Message> = (0..self.store.timer_partitions())
+            .map(|p| Message::fire_timers(p, format!("{minute}.0")))
+            .collect();
+        let n = msgs.len();
+        self.send(msgs, Duration::ZERO).await?;
+        Ok(n)
+    }
+
+    /// Fires up to `limit` due timers of `partition`: their `TimerFired` events are queued (to
+    /// their workflows' groups, so they run in parallel) and the timers removed, 16 at a time.
+    /// Returns how many were due.
+    pub async fn fire_timers(&self, partition: u32, limit: usize) -> Result<usize, EngineError> {
+        let timers = self
+            .store
+            .due_timers_in(partition, self.clock.now(), limit)
+            .await?;
+        let msgs: Vec<Message> = timers.iter().map(timer_fired).collect();
+        self.send(msgs, Duration::ZERO).await?;
+        for chunk in timers.chunks(16) {
+            let removed =
+                futures_util::future::join_all(chunk.iter().map(|t| self.store.remove_timer(t)))
+                    .await;
+            for r in removed {
+                r?;
+            }
+        }
+        Ok(timers.len())
+    }
+
+    /// Turns due timers into `TimerFired` events (the local server's tick). Safe to run twice:
+    /// the event id is the timer's name and due time.
     pub async fn tick(&self) -> Result<usize, EngineError> {
         let timers = self.store.due_timers(self.clock.now(), 256).await?;
         for t in &timers {
-            let msg = Message::Event {
-                workflow_id: t.workflow_id.clone(),
-                event_id: format!("timer/{}/{}", t.name, t.due_at.timestamp_millis()),
-                event: Event::TimerFired {
-                    name: t.name.clone(),
-                },
-            };
-            self.send(vec![msg], Duration::ZERO).await?;
+            self.send(vec![timer_fired(t)], Duration::ZERO).await?;
             self.store.remove_timer(t).await?;
         }
         Ok(timers.len())
@@ -108,5 +135,16 @@ impl Engine {
     pub async fn handle(&self, body: &str) -> Result<(), HandleError> {
         let mut results = self.process(&[(body, None)]).await;
         results.pop().unwrap_or(Ok(()))
+    }
+}
+
+/// A due timer's event (its id names the timer and its due time, so a repeat is recognised).
+fn timer_fired(t: &crate::ports::store::Timer) -> Message {
+    Message::Event {
+        workflow_id: t.workflow_id.clone(),
+        event_id: format!("timer/{}/{}", t.name, t.due_at.timestamp_millis()),
+        event: Event::TimerFired {
+            name: t.name.clone(),
+        },
     }
 }

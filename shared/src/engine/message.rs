@@ -43,12 +43,33 @@ pub enum Message {
     /// the worker, which holds the identity provider. `run` names the sweep that asked (its
     /// hour), so a repeated request within it is one message.
     Discover { run: String },
+    /// Fire the due timers of one timer partition (`round`: the tick's minute and how many
+    /// rounds before this one the partition needed). The tick sends one per partition, so
+    /// workers fire partitions in parallel; a round that hit its limit queues the next.
+    FireTimers {
+        /// `timers-<partition>`.
+        group: String,
+        partition: u32,
+        round: String,
+    },
 }
 
 /// The FIFO group of discovery sweeps: one at a time.
 pub const DISCOVERY_GROUP: &str = "discovery-sweep";
+/// The FIFO group prefix of timer partitions (one group each, so partitions fire in parallel
+/// and one partition's rounds in order).
+pub const TIMERS_GROUP: &str = "timers";
 
 impl Message {
+    /// Fire the due timers of `partition`, round `round`.
+    pub fn fire_timers(partition: u32, round: String) -> Self {
+        Message::FireTimers {
+            group: format!("{TIMERS_GROUP}-{partition}"),
+            partition,
+            round,
+        }
+    }
+
     pub fn workflow_id(&self) -> &str {
         match self {
             Message::Event { workflow_id, .. }
@@ -56,6 +77,7 @@ impl Message {
             | Message::Completed { workflow_id, .. } => workflow_id,
             Message::ClientCreated { group, .. } => group,
             Message::Discover { .. } => DISCOVERY_GROUP,
+            Message::FireTimers { group, .. } => group,
         }
     }
 
@@ -84,6 +106,9 @@ impl Message {
             Message::Completed { key, .. } => format!("done:{key}"),
             Message::ClientCreated { event_id, .. } => format!("client-created:{event_id}"),
             Message::Discover { run } => format!("discover:{run}"),
+            Message::FireTimers {
+                partition, round, ..
+            } => format!("timers:{partition}:{round}"),
         }
     }
 }

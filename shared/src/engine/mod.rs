@@ -80,6 +80,9 @@ pub struct EngineConfig {
     /// This process has no identity provider (the AWS functions other than the worker): work
     /// that calls it, such as the sweep's discovery, is queued for the worker instead.
     pub identity_provider_elsewhere: bool,
+    /// Due timers one worker fires per message of the fanned-out tick (about 5 s of SQS sends
+    /// and conditional deletes for 1,000, well inside a worker invocation's time).
+    pub timers_per_round: usize,
 }
 
 impl Default for EngineConfig {
@@ -95,6 +98,7 @@ impl Default for EngineConfig {
                 .ok()
                 .filter(|s| !s.is_empty()),
             identity_provider_elsewhere: false,
+            timers_per_round: 1000,
         }
     }
 }

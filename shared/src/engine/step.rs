@@ -97,6 +97,27 @@ impl Engine {
                         retryable: true,
                     }),
                 },
+                Message::FireTimers {
+                    partition, round, ..
+                } => match self
+                    .fire_timers(partition, self.config.timers_per_round)
+                    .await
+                {
+                    // A full round: more may be due; the next round goes behind this one.
+                    Ok(n) if n >= self.config.timers_per_round => {
+                        let (minute, k) = round.split_once('.').unwrap_or((&round, "0"));
+                        let next = k.parse::<u32>().unwrap_or(0) + 1;
+                        Ok(Prepared::Send(vec![(
+                            Message::fire_timers(partition, format!("{minute}.{next}")),
+                            std::time::Duration::ZERO,
+                        )]))
+                    }
+                    Ok(_) => Ok(Prepared::Send(vec![])),
+                    Err(e) => Err(HandleError {
+                        message: e.to_string(),
+                        retryable: true,
+                    }),
+                },
                 Message::Discover { run } => match self.discover().await {
                     Ok(report) => {
                         tracing::info!(run, ?report, "discovery sweep");

@@ -199,6 +199,23 @@ pub trait StoreRead: Send + Sync {
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError>;
     async fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError>;
     async fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError>;
+    /// How many partitions the due timers are kept in; each can be read (and its timers fired)
+    /// on its own, by workers in parallel.
+    fn timer_partitions(&self) -> u32 {
+        1
+    }
+    /// The due timers of one partition (`0..timer_partitions()`), earliest first.
+    async fn due_timers_in(
+        &self,
+        partition: u32,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Timer>, StoreError> {
+        match partition {
+            0 => self.due_timers(now, limit).await,
+            _ => Ok(vec![]),
+        }
+    }
     async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError>;
     /// Where a named reader of an outside log stopped (the System Log's `after` cursor).
     async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError>;

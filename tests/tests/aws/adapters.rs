@@ -201,7 +201,7 @@ mod dynamodb_only {
             .query()
             .table_name(&table)
             .key_condition_expression("PK = :pk")
-            .expression_attribute_values(":pk", Av::S(format!("AUDIT#{:02}", victim.chain)))
+            .expression_attribute_values(":pk", Av::S(format!("AUDIT#{:03}", victim.chain)))
             .send()
             .await
             .unwrap()
@@ -241,7 +241,7 @@ mod dynamodb_only {
         let head = client
             .get_item()
             .table_name(&table)
-            .key("PK", Av::S(format!("AUDIT#{:02}", victim.chain)))
+            .key("PK", Av::S(format!("AUDIT#{:03}", victim.chain)))
             .key("SK", Av::S("HEAD".into()))
             .send()
             .await
@@ -252,7 +252,7 @@ mod dynamodb_only {
         client
             .delete_item()
             .table_name(&table)
-            .key("PK", Av::S(format!("AUDIT#{:02}", victim.chain)))
+            .key("PK", Av::S(format!("AUDIT#{:03}", victim.chain)))
             .key("SK", Av::S(format!("SEQ#{n:020}")))
             .send()
             .await

@@ -739,26 +739,27 @@ async fn rotation_walks_four_steps_and_is_safe_to_reinvoke() {
     assert!(matches!(r, Err(EdgeError::NonRetryable(_))), "{r:?}");
 }
 
-/// The scheduler's tick turns due timers into queued events; an unknown job is refused.
+/// The scheduler's tick hands each timer partition to the workers (once a minute, however
+/// often it runs); an unknown job is refused. (`scale.rs` fires them.)
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduler_ticks_due_timers() {
-    use crate::conformance::store::{step, timer};
-    use shared::ports::store::{StoreWrite, TimerChange};
     let a = aws(5).await;
-    let mut c = step("wf-timer", 1);
-    c.timers = vec![TimerChange::Set(timer("wf-timer", "approval-expiry", 5))];
-    a.stack.store.commit(c).await.unwrap();
     let event: EventBridgeEvent<scheduler::Job> =
         serde_json::from_str(include_str!("../../fixtures/aws/eventbridge-schedule.json")).unwrap();
     let out = scheduler::handle(&a.edge.engine, event.clone())
         .await
         .unwrap();
-    assert_eq!(out["timers_fired"], 1);
-    assert_eq!(a.stack.queue.depth().await.unwrap(), 1);
-    let again = scheduler::handle(&a.edge.engine, event.clone())
+    let partitions = shared::aws::dynamodb::TIMER_SHARDS as usize;
+    assert_eq!(out["timer_partitions"], partitions);
+    assert_eq!(a.stack.queue.depth().await.unwrap(), partitions);
+    scheduler::handle(&a.edge.engine, event.clone())
         .await
         .unwrap();
-    assert_eq!(again["timers_fired"], 0, "a fired timer is gone");
+    assert_eq!(
+        a.stack.queue.depth().await.unwrap(),
+        partitions,
+        "the same minute's tick again adds nothing"
+    );
     let mut unknown = event;
     unknown.detail.job = "reticulate".into();
     let r = scheduler::handle(&a.edge.engine, unknown).await;

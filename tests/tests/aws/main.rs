@@ -11,8 +11,10 @@ mod conformance;
 #[path = "../support/fake_slack.rs"]
 mod fake_slack;
 mod functions;
+mod load;
 mod moto;
 mod parity;
+mod scale;
 #[path = "../support/mod.rs"]
 mod support;
 mod workflows;

@@ -17,9 +17,12 @@
 use super::*;
 use serde::{Deserialize, Serialize};
 
-/// Chains of the audit trail. Each `HEAD` takes about 25–40 appends a second (one conditional
-/// write at a time); 32 of them, with steps spread by workflow, take the engine's whole rate.
-pub const AUDIT_SHARDS: u32 = 32;
+/// Chains of the audit trail. A writer reads its shard's `HEAD` and writes it back conditionally,
+/// so two writers of one shard within that window (a round trip, 10–20 ms on DynamoDB) make one
+/// retry. With 256 shards, 100 writers at once share a shard a third of the time, and a shard
+/// takes a few commits a second at 1,000,000 agents (docs/SCALE.md). A checkpoint reads every
+/// `HEAD` (three BatchGetItem calls) and holds every tip (about 25 KB).
+pub const AUDIT_SHARDS: u32 = 256;
 const CHECKPOINTS: &str = "AUDITCP";
 
 /// The tip of one shard's chain as read before a write.
@@ -71,7 +74,7 @@ pub fn shard_of(key: &str) -> u32 {
 }
 
 fn shard_partition(shard: u32) -> String {
-    format!("AUDIT#{shard:02}")
+    format!("AUDIT#{shard:03}")
 }
 
 fn checkpoint_key(first: u64) -> String {
@@ -173,13 +176,13 @@ impl DynamoStore {
     pub async fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         for _ in 0..CHAIN_RETRIES {
             let last = self.latest_checkpoint().await?;
-            let heads = self
-                .get_many(
-                    (0..AUDIT_SHARDS)
-                        .map(|s| key(shard_partition(s), "HEAD"))
-                        .collect(),
-                )
-                .await?;
+            let mut heads = Vec::new();
+            let keys: Vec<Item> = (0..AUDIT_SHARDS)
+                .map(|s| key(shard_partition(s), "HEAD"))
+                .collect();
+            for chunk in keys.chunks(100) {
+                heads.extend(self.get_many(chunk.to_vec()).await?);
+            }
             let mut tips = vec![(0u64, ZERO_HASH.to_string()); AUDIT_SHARDS as usize];
             for h in &heads {
                 let shard = text(h, "PK")

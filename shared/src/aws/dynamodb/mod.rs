@@ -73,6 +73,9 @@ pub struct DynamoStore {
     table: String,
     /// The wall clock that picks the audit day (a test sets it to cross midnight).
     clock: fn() -> DateTime<Utc>,
+    /// Per item key, how often a transaction was tried again because of it (a conditional
+    /// check another writer made fail, or a conflicting transaction): a hot item shows here.
+    contention: std::sync::Mutex<HashMap<String, u64>>,
 }
 
 fn s(v: impl Into<String>) -> Av {
@@ -162,6 +165,7 @@ impl DynamoStore {
             client,
             table: table.into(),
             clock: Utc::now,
+            contention: Default::default(),
         }
     }
 
@@ -169,6 +173,22 @@ impl DynamoStore {
     pub fn with_clock(mut self, clock: fn() -> DateTime<Utc>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Retries per item key since this store was made (see `contention`).
+    pub fn contention(&self) -> HashMap<String, u64> {
+        self.contention
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
+    }
+
+    fn contended(&self, keys: impl IntoIterator<Item = String>) {
+        if let Ok(mut c) = self.contention.lock() {
+            for k in keys {
+                *c.entry(k).or_default() += 1;
+            }
+        }
     }
 
     pub fn table(&self) -> &str {

@@ -154,50 +154,65 @@ impl StoreRead for DynamoStore {
     async fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError> {
         let mut out = Vec::new();
         for shard in 0..TIMER_SHARDS {
-            let mut start = None;
-            loop {
-                let page = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(DUE_INDEX)
-                    .key_condition_expression("GSI1PK = :p AND due <= :now")
-                    .expression_attribute_values(":p", s(format!("TIMERS#{shard}")))
-                    .expression_attribute_values(":now", n(now.timestamp_millis()))
-                    .limit(limit.clamp(1, 1000) as i32)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(backend)?;
-                for item in page.items.unwrap_or_default() {
-                    let (Some(wid), Some(name), Some(due)) = (
-                        text(&item, "workflow_id"),
-                        text(&item, "name"),
-                        item.get("due")
-                            .and_then(|v| v.as_n().ok())
-                            .and_then(|v| v.parse::<i64>().ok()),
-                    ) else {
-                        continue;
-                    };
-                    out.push(Timer {
-                        workflow_id: wid.to_string(),
-                        name: name.to_string(),
-                        due_at: Utc
-                            .timestamp_millis_opt(due)
-                            .single()
-                            .unwrap_or(DateTime::<Utc>::MIN_UTC),
-                    });
-                }
-                start = page.last_evaluated_key;
-                if start.is_none() || out.len() >= limit * (shard as usize + 1) {
-                    break;
-                }
-            }
+            out.extend(self.due_timers_in(shard, now, limit).await?);
         }
         out.sort_by(|a, b| {
             (a.due_at, &a.workflow_id, &a.name).cmp(&(b.due_at, &b.workflow_id, &b.name))
         });
         out.truncate(limit);
+        Ok(out)
+    }
+
+    fn timer_partitions(&self) -> u32 {
+        TIMER_SHARDS
+    }
+
+    async fn due_timers_in(
+        &self,
+        shard: u32,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Timer>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        while out.len() < limit {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("GSI1PK = :p AND due <= :now")
+                .expression_attribute_values(":p", s(format!("TIMERS#{shard}")))
+                .expression_attribute_values(":now", n(now.timestamp_millis()))
+                .limit((limit - out.len()).clamp(1, 1000) as i32)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            for item in page.items.unwrap_or_default() {
+                let (Some(wid), Some(name), Some(due)) = (
+                    text(&item, "workflow_id"),
+                    text(&item, "name"),
+                    item.get("due")
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse::<i64>().ok()),
+                ) else {
+                    continue;
+                };
+                out.push(Timer {
+                    workflow_id: wid.to_string(),
+                    name: name.to_string(),
+                    due_at: Utc
+                        .timestamp_millis_opt(due)
+                        .single()
+                        .unwrap_or(DateTime::<Utc>::MIN_UTC),
+                });
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
         Ok(out)
     }
 

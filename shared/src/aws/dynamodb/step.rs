@@ -4,6 +4,23 @@
 
 use super::*;
 
+/// `PK/SK` of the item a transaction item writes or checks.
+fn item_key(item: &TransactWriteItem) -> String {
+    let k = item
+        .put()
+        .map(|p| p.item())
+        .or_else(|| item.update().map(|u| u.key()))
+        .or_else(|| item.delete().map(|d| d.key()))
+        .or_else(|| item.condition_check().map(|c| c.key()));
+    let part = |name: &str| {
+        k.and_then(|k| k.get(name))
+            .and_then(|v| v.as_s().ok())
+            .map_or("?", String::as_str)
+            .to_string()
+    };
+    format!("{}/{}", part("PK"), part("SK"))
+}
+
 impl DynamoStore {
     pub(super) fn put(
         &self,
@@ -230,6 +247,7 @@ impl DynamoStore {
                 )));
             }
             let roles: Vec<Role> = all.iter().map(|(r, _)| *r).collect();
+            let keys: Vec<String> = all.iter().map(|(_, i)| item_key(i)).collect();
             let result = self
                 .client
                 .transact_write_items()
@@ -244,12 +262,24 @@ impl DynamoStore {
             let TransactWriteItemsError::TransactionCanceledException(cancelled) = &service else {
                 return Err(StoreError::Backend(describe(&service)));
             };
-            let failed: Vec<(Role, &str)> = cancelled
-                .cancellation_reasons()
+            let reasons = cancelled.cancellation_reasons();
+            let failed: Vec<(Role, &str)> = reasons
                 .iter()
                 .zip(&roles)
                 .filter_map(|(r, role)| r.code().filter(|c| *c != "None").map(|c| (*role, c)))
                 .collect();
+            self.contended(
+                reasons
+                    .iter()
+                    .zip(&keys)
+                    .filter(|(r, _)| {
+                        matches!(
+                            r.code(),
+                            Some("ConditionalCheckFailed" | "TransactionConflict")
+                        )
+                    })
+                    .map(|(_, k)| k.clone()),
+            );
             let condition = |role: Role| {
                 failed
                     .iter()
