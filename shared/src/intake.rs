@@ -5,6 +5,7 @@
 use crate::Engine;
 use crate::audit;
 use crate::engine::EngineError;
+use crate::ports::store::GrantEvidence;
 use crate::signal::{AppChange, Signal};
 use chrono::{DateTime, Utc};
 use statemachines::detection::TokenRequest;
@@ -39,10 +40,12 @@ pub struct Accepted {
     pub repeated: usize,
 }
 
-/// Audits and applies each event once. The audit record's id comes from the event id and the
-/// store keeps a record id once, so a redelivery, or a retry after a crash half-way, is
-/// recorded once; the event is remembered as seen only after it was applied, and applying is
-/// idempotent, so a crash in between loses nothing and doubles nothing.
+/// Records and applies each event once. Token grants (the bulk: every token an agent gets) are
+/// kept as grant evidence, off the audit chain; every other event is an audit record. Both are
+/// keyed by the event id and stored once, so a redelivery, or a retry after a crash half-way,
+/// is recorded once; the event is remembered as seen only after it was applied, and applying
+/// is idempotent, so a crash in between loses nothing and doubles nothing. What a grant leads
+/// to (a finding, a freeze) is audited by the workflow it starts.
 ///
 /// What each signal does:
 /// - a person lost → owner-loss handling for every live agent they own;
@@ -50,11 +53,14 @@ pub struct Accepted {
 ///   against the agent's baseline and rules;
 /// - a risk signal about a client or agent → a finding with the policy's severity;
 /// - a service app created outside Steward → a shadow agent (discovery);
-/// - every event → recorded with its mapping in the audit trail (`unmapped.signal`).
+/// - every other event → recorded with its mapping in the audit trail (`unmapped.signal`).
 pub async fn accept(engine: &Engine, events: Vec<Received>) -> Result<Accepted, EngineError> {
     let now = engine.clock.now();
+    let grants: Vec<GrantEvidence> = events.iter().filter_map(|ev| grant(ev, now)).collect();
+    engine.store.record_grants(&grants).await?;
     let records = events
         .iter()
+        .filter(|ev| !matches!(ev.signal, Some(Signal::TokenGrant { .. })))
         .map(|ev| {
             audit::idp_event_received(
                 ev.source,
@@ -82,6 +88,33 @@ pub async fn accept(engine: &Engine, events: Vec<Received>) -> Result<Accepted, 
         }
     }
     Ok(accepted)
+}
+
+/// A token grant event as evidence.
+fn grant(ev: &Received, received: DateTime<Utc>) -> Option<GrantEvidence> {
+    let Some(Signal::TokenGrant {
+        client_id,
+        ip,
+        requested,
+        granted,
+        success,
+        reason,
+        ..
+    }) = &ev.signal
+    else {
+        return None;
+    };
+    Some(GrantEvidence {
+        event_id: ev.event_id.clone(),
+        source: ev.source.to_string(),
+        client_id: client_id.clone(),
+        at: ev.published.unwrap_or(received),
+        ip: ip.clone(),
+        requested: requested.clone(),
+        granted: granted.clone(),
+        success: *success,
+        reason: reason.clone(),
+    })
 }
 
 async fn apply(

@@ -2,8 +2,9 @@
 
 use crate::audit::chain_hash;
 use crate::ports::store::{
-    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, HistoryEntry, Instance,
-    PostedMessage, StoreError, StoreRead, StoreWrite, Timer, TimerChange,
+    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, GRANT_RETENTION,
+    GrantEvidence, HistoryEntry, Instance, PostedMessage, StoreError, StoreRead, StoreWrite, Timer,
+    TimerChange,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
@@ -82,6 +83,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS people_sign_ins_user_code ON people_sign_ins(u
 CREATE TABLE IF NOT EXISTS people_refresh (
   hash TEXT PRIMARY KEY, person TEXT NOT NULL, client_id TEXT NOT NULL, scope TEXT NOT NULL, expires_at INTEGER NOT NULL,
   used INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS grants (
+  event_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, at INTEGER NOT NULL, body TEXT NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS grants_client ON grants(client_id, at);
+CREATE INDEX IF NOT EXISTS grants_at ON grants(at);
 CREATE TABLE IF NOT EXISTS inbound_seen (
   source TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID;
 "#;
@@ -505,6 +510,31 @@ impl StoreWrite for Db {
         tx.commit().map_err(backend)
     }
 
+    async fn record_grants(&self, grants: &[GrantEvidence]) -> Result<(), StoreError> {
+        if grants.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(backend)?;
+        for g in grants {
+            exec(
+                &tx,
+                "INSERT OR IGNORE INTO grants (event_id, client_id, at, body) VALUES (?1,?2,?3,?4)",
+                params![g.event_id, g.client_id, ts(g.at), encode(g)],
+            )
+            .map_err(backend)?;
+        }
+        // The retention window, a bounded slice at a time (the index on `at` finds it).
+        let cutoff = ts(Utc::now()) - GRANT_RETENTION.as_millis() as i64;
+        exec(
+            &tx,
+            "DELETE FROM grants WHERE event_id IN (SELECT event_id FROM grants WHERE at < ?1 LIMIT 1000)",
+            params![cutoff],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)
+    }
+
     async fn put_message(&self, subject: &str, message: PostedMessage) -> Result<(), StoreError> {
         exec(
             &self.lock(),
@@ -683,6 +713,31 @@ impl StoreRead for Db {
             .query_map([group], |r| r.get::<_, String>(0))
             .map_err(backend)?;
         rows.map(|b| decode(group, &b.map_err(backend)?)).collect()
+    }
+
+    async fn grants(
+        &self,
+        client_id: &str,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<GrantEvidence>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT body FROM grants WHERE client_id=?1 AND at >= ?2 ORDER BY at, event_id LIMIT ?3",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map(params![client_id, ts(since), limit as i64], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(backend)?;
+        rows.map(|r| {
+            let body = r.map_err(backend)?;
+            serde_json::from_str(&body)
+                .map_err(|e| StoreError::Corrupt(format!("grant of {client_id}"), e.to_string()))
+        })
+        .collect()
     }
 
     async fn scope_usage(

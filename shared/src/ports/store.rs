@@ -135,6 +135,27 @@ pub struct AuditRecord {
     pub body: serde_json::Value,
 }
 
+/// A token grant (or refusal) as the identity provider reported it: the evidence detection,
+/// reviews and the dashboard read. Kept apart from the audit chain (tens a second at scale,
+/// where the chain takes a person's and a workflow's actions) for [`GRANT_RETENTION`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantEvidence {
+    /// The event's own id (Okta `uuid`): a repeat is stored once.
+    pub event_id: String,
+    /// `okta`, `ssf`, `dev-idp`.
+    pub source: String,
+    pub client_id: String,
+    pub at: DateTime<Utc>,
+    pub ip: Option<String>,
+    pub requested: Vec<String>,
+    pub granted: Vec<String>,
+    pub success: bool,
+    pub reason: Option<String>,
+}
+
+/// How long grant evidence is kept.
+pub const GRANT_RETENTION: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// A stored audit record with its chain hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChainedAudit {
@@ -199,6 +220,13 @@ pub trait StoreRead: Send + Sync {
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError>;
     async fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError>;
     async fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError>;
+    /// Grant evidence of `client_id` at or after `since`, oldest first, at most `limit`.
+    async fn grants(
+        &self,
+        client_id: &str,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<GrantEvidence>, StoreError>;
     /// How many partitions the due timers are kept in; each can be read (and its timers fired)
     /// on its own, by workers in parallel.
     fn timer_partitions(&self) -> u32 {
@@ -269,6 +297,9 @@ pub trait StoreWrite: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Saves where a named reader stopped; written only after what it read was applied.
     async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError>;
+    /// Keeps token grants as evidence (once per event id), off the audit chain, for
+    /// [`GRANT_RETENTION`].
+    async fn record_grants(&self, grants: &[GrantEvidence]) -> Result<(), StoreError>;
     /// Seals the audit records appended since the last seal, where the store keeps several
     /// chains (a checkpoint linking their tips). A store with one chain has nothing to do.
     async fn seal_audit(&self) -> Result<(), StoreError> {

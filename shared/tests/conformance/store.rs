@@ -8,8 +8,8 @@ use serde_json::json;
 use shared::audit::chain_hash;
 use shared::ports::Store;
 use shared::ports::store::{
-    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, HistoryEntry, Instance,
-    PendingCommand, PostedMessage, StoreError, Timer, TimerChange,
+    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, GrantEvidence, HistoryEntry,
+    Instance, PendingCommand, PostedMessage, StoreError, Timer, TimerChange,
 };
 use statemachines::{Actor, Agent, AgentStatus, ApprovalOutcome, ApprovalRequest, Command, Vote};
 use std::sync::Arc;
@@ -36,7 +36,55 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     cursors_are_kept_by_name(&*fresh()()).await;
     groups_scope_usage_and_messages(&*fresh()()).await;
     clients_and_baselines(&*fresh()()).await;
+    grants_are_evidence_kept_once_and_read_by_client(&*fresh()()).await;
     survives_reopen(&fresh()).await;
+}
+
+/// Token grants are kept as evidence off the audit chain: once per event id, read per client
+/// from a time on, oldest first.
+pub async fn grants_are_evidence_kept_once_and_read_by_client(s: &dyn Store) {
+    let now = Utc::now();
+    let grant = |id: &str, client: &str, mins_ago: i64| GrantEvidence {
+        event_id: id.into(),
+        source: "okta".into(),
+        client_id: client.into(),
+        at: now - chrono::Duration::minutes(mins_ago),
+        ip: Some("198.51.100.7".into()),
+        requested: vec!["erp:orders:read".into()],
+        granted: vec!["erp:orders:read".into()],
+        success: true,
+        reason: None,
+    };
+    s.record_grants(&[
+        grant("g1", "client-a", 180),
+        grant("g2", "client-a", 30),
+        grant("g3", "client-b", 20),
+    ])
+    .await
+    .unwrap();
+    // A redelivery, and one more.
+    s.record_grants(&[grant("g2", "client-a", 30), grant("g4", "client-a", 1)])
+        .await
+        .unwrap();
+    s.record_grants(&[]).await.unwrap();
+    let ids = |v: Vec<GrantEvidence>| v.into_iter().map(|g| g.event_id).collect::<Vec<_>>();
+    let since = now - chrono::Duration::hours(24);
+    assert_eq!(
+        ids(s.grants("client-a", since, 100).await.unwrap()),
+        vec!["g1", "g2", "g4"]
+    );
+    assert_eq!(
+        ids(s.grants("client-a", now - chrono::Duration::hours(1), 100).await.unwrap()),
+        vec!["g2", "g4"]
+    );
+    assert_eq!(ids(s.grants("client-a", since, 2).await.unwrap()), vec!["g1", "g2"]);
+    assert_eq!(ids(s.grants("client-b", since, 100).await.unwrap()), vec!["g3"]);
+    let read = s.grants("client-b", since, 1).await.unwrap();
+    assert_eq!(read[0], grant("g3", "client-b", 20), "round-trips");
+    assert!(
+        s.audit(0, 10).await.unwrap().is_empty(),
+        "grants are not on the audit chain"
+    );
 }
 
 // ---- fixtures ----

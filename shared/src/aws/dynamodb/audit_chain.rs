@@ -82,6 +82,16 @@ fn checkpoint_key(first: u64) -> String {
 }
 
 impl DynamoStore {
+    /// The tip as a cancelled write returned it (the `HEAD` that won the race).
+    pub(super) fn tip_from(shard_key: &str, head: &Item) -> ChainTip {
+        ChainTip {
+            shard: shard_of(shard_key),
+            head_exists: true,
+            n: number(head, "n").unwrap_or(0),
+            hash: text(head, "hash").unwrap_or(ZERO_HASH).to_string(),
+        }
+    }
+
     /// Reads the tip of the shard `chain_key` (a workflow id) writes to.
     pub(super) async fn chain_tip(&self, chain_key: &str) -> Result<ChainTip, StoreError> {
         let shard = shard_of(chain_key);
@@ -139,13 +149,25 @@ impl DynamoStore {
         let mut head = key(partition, "HEAD");
         head.insert("n".into(), super::n(n));
         head.insert("hash".into(), s(prev));
+        // A writer that lost the race gets the tip that won back with the cancellation, and
+        // tries again at once instead of reading it first: half the window to lose in again.
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(head))
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            );
+        let put = if tip.head_exists {
+            put.condition_expression("n = :n")
+                .expression_attribute_values(":n", super::n(tip.n))
+        } else {
+            put.condition_expression("attribute_not_exists(PK)")
+        };
         items.push((
-            Role::ChainHead,
-            if tip.head_exists {
-                self.put(head, Some("n = :n"), &[], &[(":n", super::n(tip.n))])?
-            } else {
-                self.put(head, Some("attribute_not_exists(PK)"), &[], &[])?
-            },
+            Role::ChainTip,
+            TransactWriteItem::builder()
+                .put(put.build().map_err(build_err)?)
+                .build(),
         ));
         Ok(items)
     }

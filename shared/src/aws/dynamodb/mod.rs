@@ -19,6 +19,7 @@
 //! | chat messages | `MSG#<subject>` | `<route>` |
 //! | personal API token | `PAT#<id>` | `META` (the digest, never the token) |
 //! | person → tokens | `PATS#<person>` | `<created>#<token id>` |
+//! | token grant evidence | `GRANTS#<client id>#<hour>` | `<at, ms, 15 digits>#<event id>`, expiring through the TTL after 30 days |
 //! | configuration | `CONFIG` | `policy`, `people` (current), `<document>#v<version>` (every push) |
 //!
 //! One step (state + history + timers + registry + approvals + audit) is one
@@ -36,7 +37,8 @@ mod write;
 use crate::audit::chain_hash;
 use crate::aws::describe;
 use crate::ports::store::{
-    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, HistoryEntry, Instance,
+    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, GRANT_RETENTION,
+    GrantEvidence, HistoryEntry, Instance,
     PostedMessage, StoreError, StoreRead, StoreWrite, Timer, TimerChange, status_of,
 };
 use async_trait::async_trait;
@@ -63,7 +65,7 @@ pub const TTL_ATTRIBUTE: &str = "expires_at";
 /// A transaction holds at most 100 items.
 const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Retries when another writer extended the audit chain first (with jittered backoff).
-const CHAIN_RETRIES: u32 = 12;
+const CHAIN_RETRIES: u32 = 24;
 const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 type Item = HashMap<String, Av>;
@@ -129,6 +131,14 @@ fn body<T: DeserializeOwned>(item: &Item, attr: &str) -> Result<T, StoreError> {
     serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(what(), e.to_string()))
 }
 
+/// Where one grant's evidence is kept: its client's partition for the hour of the grant.
+fn grant_key(g: &GrantEvidence) -> (String, String) {
+    (
+        format!("GRANTS#{}#{}", g.client_id, g.at.format("%Y-%m-%dT%H")),
+        format!("{:015}#{}", g.at.timestamp_millis().max(0), g.event_id),
+    )
+}
+
 fn wf(id: &str) -> String {
     format!("WF#{id}")
 }
@@ -150,7 +160,10 @@ fn timer_shard(workflow_id: &str) -> String {
 enum Role {
     Instance,
     History,
+    /// A record of the audit chain (its seq taken by another writer).
     ChainHead,
+    /// The chain's `HEAD` (moved by another writer).
+    ChainTip,
     /// The id marker of the audit record at this index (a record id is stored once).
     AuditId(usize),
     CloseApproval,

@@ -163,6 +163,33 @@ impl StoreRead for DynamoStore {
         Ok(out)
     }
 
+    async fn grants(
+        &self,
+        client_id: &str,
+        since: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<GrantEvidence>, StoreError> {
+        let mut out = Vec::new();
+        let now = (self.clock)();
+        // Hour partitions from `since` to now (and one ahead for a clock running fast).
+        use chrono::DurationRound;
+        let mut hour = since
+            .duration_trunc(chrono::TimeDelta::hours(1))
+            .unwrap_or(since);
+        let floor = format!("{:015}#", since.timestamp_millis().max(0));
+        while hour <= now + chrono::Duration::hours(1) && out.len() < limit {
+            let pk = format!("GRANTS#{client_id}#{}", hour.format("%Y-%m-%dT%H"));
+            for item in self
+                .query(pk, Some(("SK >= :v", floor.clone())), Some(limit - out.len()))
+                .await?
+            {
+                out.push(body::<GrantEvidence>(&item, "body")?);
+            }
+            hour += chrono::Duration::hours(1);
+        }
+        Ok(out)
+    }
+
     fn timer_partitions(&self) -> u32 {
         TIMER_SHARDS
     }

@@ -226,9 +226,11 @@ impl DynamoStore {
         conflict: impl Fn() -> StoreError,
     ) -> Result<(), StoreError> {
         let mut audit: Vec<AuditRecord> = audit.to_vec();
+        // The chain's tip as the last cancelled attempt returned it, if it did.
+        let mut known_tip = None;
         for attempt in 0..CHAIN_RETRIES {
             if attempt > 0 {
-                let ms = 10u64 << attempt.min(6);
+                let ms = 10u64 << attempt.min(5);
                 let jitter = rand::random::<u64>() % ms;
                 tokio::time::sleep(std::time::Duration::from_millis(ms / 2 + jitter)).await;
             }
@@ -237,7 +239,10 @@ impl DynamoStore {
             }
             let mut all = items.clone();
             if !audit.is_empty() {
-                let tip = self.chain_tip(chain_key).await?;
+                let tip = match known_tip.take() {
+                    Some(tip) => tip,
+                    None => self.chain_tip(chain_key).await?,
+                };
                 all.extend(self.chain_items(&tip, &audit)?);
             }
             if all.len() > MAX_TRANSACTION_ITEMS {
@@ -314,7 +319,19 @@ impl DynamoStore {
                     "it closes an approval that was never opened".into(),
                 ));
             }
+            if condition(Role::ChainTip) {
+                known_tip = reasons
+                    .iter()
+                    .zip(&roles)
+                    .find(|(r, role)| {
+                        **role == Role::ChainTip && r.code() == Some("ConditionalCheckFailed")
+                    })
+                    .and_then(|(r, _)| r.item())
+                    .filter(|head| head.contains_key("n"))
+                    .map(|head| Self::tip_from(chain_key, head));
+            }
             let retry = condition(Role::ChainHead)
+                || condition(Role::ChainTip)
                 || failed.iter().any(|(_, c)| *c == "TransactionConflict");
             if !retry {
                 return Err(StoreError::Backend(format!(

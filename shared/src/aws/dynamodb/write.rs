@@ -148,6 +148,61 @@ impl StoreWrite for DynamoStore {
         Ok(())
     }
 
+    async fn record_grants(&self, grants: &[GrantEvidence]) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        // One partition per client and hour: a busy agent's grants spread over the hours, and
+        // the dashboard's last 24 hours are at most 24 queries.
+        let mut requests = Vec::with_capacity(grants.len());
+        let mut seen = std::collections::HashSet::new();
+        for g in grants {
+            let (pk, sk) = grant_key(g);
+            if !seen.insert((pk.clone(), sk.clone())) {
+                continue; // one batch may not write an item twice
+            }
+            let mut item = key(pk, sk);
+            item.insert("body".into(), json(g)?);
+            let expires = g.at.timestamp() + GRANT_RETENTION.as_secs() as i64;
+            item.insert(TTL_ATTRIBUTE.into(), n(expires));
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(build_err)?,
+                    )
+                    .build(),
+            );
+        }
+        for chunk in requests.chunks(25) {
+            let mut pending = Some(chunk.to_vec());
+            let mut attempt = 0u32;
+            while let Some(batch) = pending.take().filter(|b| !b.is_empty()) {
+                if attempt > 0 {
+                    let ms = 20u64 << attempt.min(6);
+                    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                }
+                attempt += 1;
+                if attempt > 10 {
+                    return Err(StoreError::Backend(
+                        "grant evidence: DynamoDB kept items unprocessed".into(),
+                    ));
+                }
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, batch)
+                    .send()
+                    .await
+                    .map_err(backend)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut u| u.remove(&self.table));
+            }
+        }
+        Ok(())
+    }
+
     async fn put_message(&self, subject: &str, message: PostedMessage) -> Result<(), StoreError> {
         let mut item = key(format!("MSG#{subject}"), message.route.as_str());
         item.insert("body".into(), json(&message)?);
