@@ -173,6 +173,21 @@ pub struct AuditQuery {
     pub limit: Option<usize>,
 }
 
+/// `GET /api/agents/{agent}/grants?since=&limit=`: token grants from `since` (RFC 3339; default
+/// 24 hours ago), at most `limit`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsQuery {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Default and maximum: [`GRANTS_PAGE_MAX`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+}
+
+/// The most grants one read returns (page with `since`).
+pub const GRANTS_PAGE_MAX: usize = 5_000;
+
 /// The most audit rows one export returns (page with `after`).
 pub const AUDIT_PAGE_MAX: usize = 10_000;
 /// The most dead letters one listing returns, and the most the health check counts.

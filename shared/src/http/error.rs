@@ -102,6 +102,7 @@ named!(
     crate::admin::ReleaseBody => "shadow release",
     crate::admin::ApprovalsQuery => "approvals query",
     crate::admin::AuditQuery => "audit query",
+    crate::admin::GrantsQuery => "grants query",
     crate::admin::ReportQuery => "report query",
 );
 

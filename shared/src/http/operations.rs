@@ -35,6 +35,7 @@ pub(super) fn handler(route: &Route) -> MethodRouter<App> {
         Op::RequestAgent => on(route, request_agent),
         Op::ShowAgent => on(route, show_agent),
         Op::AgentHistory => on(route, agent_history),
+        Op::AgentGrants => on(route, agent_grants),
         Op::ChangeScopes => on(route, change_scopes),
         Op::ReassignOwner => on(route, reassign_owner),
         Op::Rotate => on(route, rotate),
@@ -265,6 +266,27 @@ async fn agent_history(
     }
     out.sort_by_key(|e| e.entry.at);
     Ok(Json(out))
+}
+
+/// The agent's token grants (and refusals) as the identity provider reported them, oldest
+/// first: by default the last 24 hours, at most [`GRANTS_PAGE_MAX`].
+async fn agent_grants(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+    Params(q): Params<GrantsQuery>,
+) -> Answer<Json<Vec<crate::ports::store::GrantEvidence>>> {
+    let agent = find(&app, &agent).await?;
+    let Some(client_id) = agent.client_id.as_deref() else {
+        return Ok(Json(vec![]));
+    };
+    let since = q
+        .since
+        .unwrap_or_else(|| app.engine.clock.now() - chrono::Duration::hours(24));
+    let limit = q.limit.unwrap_or(GRANTS_PAGE_MAX).min(GRANTS_PAGE_MAX);
+    Ok(Json(
+        app.engine.store.grants(client_id, since, limit).await?,
+    ))
 }
 
 async fn change_scopes(

@@ -87,6 +87,9 @@ pub fn who_may(op: Op) -> &'static [Role] {
         Op::LaunchCampaign => &[SecurityApprover, Operator],
         Op::Discover | Op::Sweep => RUNNING,
         Op::CampaignReport | Op::ExportAudit | Op::DeadLetters | Op::IdpClients => RUNNING,
+        // Where and when its tokens were used (IP addresses): its owners and the people who
+        // run the service.
+        Op::AgentGrants => &[Owner, Manager, SecurityApprover, Operator, Automation],
         Op::AnswerReview | Op::Approve | Op::Deny => A_PERSON,
         Op::ClaimShadowAgent | Op::ReleaseShadowAgent => A_PERSON,
         Op::CreateToken | Op::ListTokens | Op::RevokeToken => A_PERSON,

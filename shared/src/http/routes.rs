@@ -17,6 +17,7 @@ pub enum Op {
     RequestAgent,
     ShowAgent,
     AgentHistory,
+    AgentGrants,
     ChangeScopes,
     ReassignOwner,
     Rotate,
@@ -120,6 +121,7 @@ pub const LIST_AGENTS: Route = admin(Op::ListAgents, Get, "/api/agents");
 pub const REQUEST_AGENT: Route = admin(Op::RequestAgent, Post, "/api/agents");
 pub const SHOW_AGENT: Route = admin(Op::ShowAgent, Get, "/api/agents/{agent}");
 pub const AGENT_HISTORY: Route = admin(Op::AgentHistory, Get, "/api/agents/{agent}/history");
+pub const AGENT_GRANTS: Route = admin(Op::AgentGrants, Get, "/api/agents/{agent}/grants");
 pub const CHANGE_SCOPES: Route = admin(Op::ChangeScopes, Post, "/api/agents/{agent}/scopes");
 pub const REASSIGN_OWNER: Route = admin(Op::ReassignOwner, Post, "/api/agents/{agent}/owner");
 pub const ROTATE: Route = admin(Op::Rotate, Post, "/api/agents/{agent}/rotate");
@@ -173,6 +175,7 @@ pub const ROUTES: &[Route] = &[
     REQUEST_AGENT,
     SHOW_AGENT,
     AGENT_HISTORY,
+    AGENT_GRANTS,
     CHANGE_SCOPES,
     REASSIGN_OWNER,
     ROTATE,

@@ -74,11 +74,20 @@ pub async fn grants_are_evidence_kept_once_and_read_by_client(s: &dyn Store) {
         vec!["g1", "g2", "g4"]
     );
     assert_eq!(
-        ids(s.grants("client-a", now - chrono::Duration::hours(1), 100).await.unwrap()),
+        ids(s
+            .grants("client-a", now - chrono::Duration::hours(1), 100)
+            .await
+            .unwrap()),
         vec!["g2", "g4"]
     );
-    assert_eq!(ids(s.grants("client-a", since, 2).await.unwrap()), vec!["g1", "g2"]);
-    assert_eq!(ids(s.grants("client-b", since, 100).await.unwrap()), vec!["g3"]);
+    assert_eq!(
+        ids(s.grants("client-a", since, 2).await.unwrap()),
+        vec!["g1", "g2"]
+    );
+    assert_eq!(
+        ids(s.grants("client-b", since, 100).await.unwrap()),
+        vec!["g3"]
+    );
     let read = s.grants("client-b", since, 1).await.unwrap();
     assert_eq!(read[0], grant("g3", "client-b", 20), "round-trips");
     assert!(

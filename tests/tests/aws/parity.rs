@@ -47,7 +47,7 @@ fn sample(op: Op, ids: &Ids) -> Sample {
         Op::Whoami => call(&[], None),
         Op::ListAgents => call(&[], None),
         Op::RequestAgent => call(&[], Some(request())),
-        Op::ShowAgent | Op::AgentHistory => call(&[AGENT], None),
+        Op::ShowAgent | Op::AgentHistory | Op::AgentGrants => call(&[AGENT], None),
         Op::ChangeScopes => call(
             &[AGENT],
             Some(json!({"add": ["okta:users:manage"], "reason": "parity"})),

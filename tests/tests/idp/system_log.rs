@@ -61,9 +61,11 @@ fn events(n: usize, tag: &str) -> Vec<Value> {
         .collect()
 }
 
+/// The events recorded: token grants as grant evidence (the fixture's client), every other
+/// event in the audit trail.
 async fn received(stack: &Embedded) -> Vec<String> {
     let audit = stack.engine.store.audit(0, 10_000).await.unwrap();
-    audit
+    let mut got: Vec<String> = audit
         .iter()
         .filter(|a| a.record.body["unmapped"]["steward_event"] == "idp_event_received")
         .map(|a| {
@@ -72,7 +74,18 @@ async fn received(stack: &Embedded) -> Vec<String> {
                 .unwrap()
                 .to_string()
         })
-        .collect()
+        .collect();
+    let since = chrono::Utc::now() - chrono::Duration::days(1);
+    for g in stack
+        .engine
+        .store
+        .grants("0oa8x5nsjp8aDUpB70g7", since, 10_000)
+        .await
+        .unwrap()
+    {
+        got.push(g.event_id);
+    }
+    got
 }
 
 fn log_queries(fake: &FakeOkta) -> Vec<String> {

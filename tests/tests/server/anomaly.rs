@@ -103,16 +103,14 @@ fn decision_message(slack: &FakeSlack, agent_name: &str) -> (String, Value) {
     )
 }
 
-fn granted_scopes(s: &Server) -> Vec<String> {
-    s.audit()
-        .into_iter()
-        .filter(|r| r["unmapped"]["event_type"] == "token.grant")
-        .flat_map(|r| {
-            r["unmapped"]["signal"]["granted"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
+/// Every scope a token granted to `agent`, from its grant evidence.
+fn granted_scopes(s: &Server, agent: &str) -> Vec<String> {
+    let grants = s.get_ok(&format!("/api/agents/{agent}/grants"));
+    grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["granted"].as_array().cloned().unwrap_or_default())
         .filter_map(|v| v.as_str().map(str::to_string))
         .collect()
 }
@@ -152,7 +150,13 @@ fn supply_chain_agent_asking_for_a_banking_scope_is_frozen_before_any_grant() {
     let (status, v, _) = s.token(&client, &secret, Some(ORDERS_READ));
     assert_eq!(status, 401, "{v}");
     // No token ever carried the banking scope.
-    let granted = granted_scopes(&s);
+    let granted = granted_scopes(&s, "erp-reader-agent-prod");
+    assert!(
+        !s.audit()
+            .iter()
+            .any(|r| r["unmapped"]["event_type"] == "token.grant"),
+        "grants are evidence, kept off the audit chain"
+    );
     assert!(granted.iter().any(|g| g == ORDERS_READ), "{granted:?}");
     assert!(!granted.iter().any(|g| g == PAYMENTS_WRITE), "{granted:?}");
 

@@ -38,8 +38,8 @@ use crate::audit::chain_hash;
 use crate::aws::describe;
 use crate::ports::store::{
     ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, GRANT_RETENTION,
-    GrantEvidence, HistoryEntry, Instance,
-    PostedMessage, StoreError, StoreRead, StoreWrite, Timer, TimerChange, status_of,
+    GrantEvidence, HistoryEntry, Instance, PostedMessage, StoreError, StoreRead, StoreWrite, Timer,
+    TimerChange, status_of,
 };
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;

@@ -180,7 +180,11 @@ impl StoreRead for DynamoStore {
         while hour <= now + chrono::Duration::hours(1) && out.len() < limit {
             let pk = format!("GRANTS#{client_id}#{}", hour.format("%Y-%m-%dT%H"));
             for item in self
-                .query(pk, Some(("SK >= :v", floor.clone())), Some(limit - out.len()))
+                .query(
+                    pk,
+                    Some(("SK >= :v", floor.clone())),
+                    Some(limit - out.len()),
+                )
                 .await?
             {
                 out.push(body::<GrantEvidence>(&item, "body")?);
