@@ -35,6 +35,11 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE TABLE IF NOT EXISTS agents (
   id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL, updated_at TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS agents_name ON agents(name);
+CREATE INDEX IF NOT EXISTS agents_owner ON agents(lower(json_extract(body, '$.owner')));
+CREATE INDEX IF NOT EXISTS agents_credential ON agents(julianday(json_extract(body, '$.credential_issued_at')))
+  WHERE status = 'active';
+CREATE INDEX IF NOT EXISTS agents_time_bound ON agents(id)
+  WHERE status = 'active' AND json_extract(body, '$.expires_on') IS NOT NULL;
 CREATE TABLE IF NOT EXISTS approvals (
   id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS approvals_status ON approvals(status);
@@ -109,6 +114,21 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 impl Db {
+    /// Agents a query selects (its one column: the body).
+    fn agents_where(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(sql).map_err(backend)?;
+        let rows = st
+            .query_map(params, |r| r.get::<_, String>(0))
+            .map_err(backend)?;
+        rows.map(|b| decode("agent", &b.map_err(backend)?))
+            .collect()
+    }
+
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
@@ -616,6 +636,45 @@ impl StoreRead for Db {
             .map_err(backend)?;
         rows.map(|b| decode("agent", &b.map_err(backend)?))
             .collect()
+    }
+
+    async fn agents_owned_by(&self, owner: &str) -> Result<Vec<Agent>, StoreError> {
+        self.agents_where(
+            "SELECT body FROM agents WHERE lower(json_extract(body, '$.owner')) = lower(?1) ORDER BY id",
+            params![owner.trim()],
+        )
+    }
+
+    async fn agents_with_credentials_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError> {
+        self.agents_where(
+            "SELECT body FROM agents WHERE status = 'active'
+               AND julianday(json_extract(body, '$.credential_issued_at')) <= julianday(?1)
+             ORDER BY julianday(json_extract(body, '$.credential_issued_at')), id LIMIT ?2",
+            params![cutoff.to_rfc3339(), limit as i64],
+        )
+    }
+
+    async fn time_bound_agents(&self) -> Result<Vec<Agent>, StoreError> {
+        self.agents_where(
+            "SELECT body FROM agents WHERE status = 'active'
+               AND json_extract(body, '$.expires_on') IS NOT NULL ORDER BY id",
+            params![],
+        )
+    }
+
+    async fn agents_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError> {
+        self.agents_where(
+            "SELECT body FROM agents WHERE id > ?1 ORDER BY id LIMIT ?2",
+            params![after.unwrap_or(""), limit as i64],
+        )
     }
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {

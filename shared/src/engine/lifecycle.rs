@@ -14,7 +14,9 @@ use std::time::Duration;
 /// What one sweep did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SweepReport {
-    /// Agents in the registry.
+    /// Agent records the sweep read: active agents whose credential is old enough to be due in
+    /// some environment, and active time-bound agents (through indexes; the registry is never
+    /// read whole).
     pub agents: usize,
     /// Active agents whose secret is past its maximum age.
     pub due: usize,
@@ -137,10 +139,28 @@ impl Engine {
     /// scheduled rotation a day, and a running rotation is never doubled.
     pub async fn sweep(&self) -> Result<SweepReport, EngineError> {
         let now = self.clock.now();
-        let agents = self.store.agents().await?;
+        // Only credentials old enough to be due somewhere: the shortest maximum age of any
+        // environment. At most a day's worth of starts is planned per run; the rest is
+        // deferred to the next sweep.
+        let shortest = self
+            .policy
+            .lifecycle
+            .rotation_max_age_days_by_env
+            .values()
+            .copied()
+            .chain([self.policy.rotation_max_age_days])
+            .min()
+            .unwrap_or(self.policy.rotation_max_age_days);
+        let cutoff = now - chrono::Duration::days(i64::from(shortest));
+        let read_at_most = self.policy.lifecycle.rotation_starts_per_minute as usize * 60 * 24;
+        let agents = self
+            .store
+            .agents_with_credentials_before(cutoff, read_at_most.max(1))
+            .await?;
+        let time_bound = self.store.time_bound_agents().await?;
         let plan = statemachines::sweep::plan(&agents, now, &self.policy);
         let mut report = SweepReport {
-            agents: agents.len(),
+            agents: agents.len() + time_bound.len(),
             due: plan.len(),
             ..Default::default()
         };
@@ -185,7 +205,7 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
-        for agent in agents
+        for agent in time_bound
             .iter()
             .filter(|a| a.status == AgentStatus::Active && a.expires_on.is_some())
         {

@@ -21,7 +21,7 @@ impl Engine {
     ) -> Result<Vec<Started>, EngineError> {
         let owned: Vec<_> = self
             .store
-            .agents()
+            .agents_owned_by(owner)
             .await?
             .into_iter()
             .filter(|a| a.owner.eq_ignore_ascii_case(owner))

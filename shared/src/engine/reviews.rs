@@ -23,6 +23,9 @@ use statemachines::{Actor, Event, Rejected, Workflow};
 use std::collections::HashMap;
 use std::time::Duration;
 
+/// Agents read per page when a campaign walks the registry.
+const REGISTRY_PAGE: usize = 500;
+
 /// The group every campaign instance belongs to (for listing campaigns).
 pub const CAMPAIGNS_GROUP: &str = "campaigns";
 /// Items written per durable batch while launching.
@@ -377,6 +380,27 @@ impl Engine {
         })
     }
 
+    /// Whether any agent is in `scope`, reading the registry a page at a time until one is.
+    async fn any_agent_in(
+        &self,
+        scope: &statemachines::review_campaign::CampaignScope,
+    ) -> Result<bool, EngineError> {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .agents_after(cursor.as_deref(), REGISTRY_PAGE)
+                .await?;
+            if page.iter().any(|a| scope.covers(a, &self.policy)) {
+                return Ok(true);
+            }
+            match page.last() {
+                Some(last) if page.len() == REGISTRY_PAGE => cursor = Some(last.id.clone()),
+                _ => return Ok(false),
+            }
+        }
+    }
+
     /// Launches the policy's scheduled campaign for the current period if it has not run yet
     /// (called by the sweep). `None` when nothing is scheduled, it exists, or no agent is in
     /// its scope.
@@ -393,8 +417,7 @@ impl Engine {
             return Ok(None);
         }
         let scope = self.policy.reviews.scope.clone();
-        let agents = self.store.agents().await?;
-        if !agents.iter().any(|a| scope.covers(a, &self.policy)) {
+        if !self.any_agent_in(&scope).await? {
             return Ok(None);
         }
         let request = CampaignRequest {
@@ -447,19 +470,32 @@ impl Engine {
         // round before it, so a round run again (after a crash) covers the same agents.
         let start_key = format!("campaign:{campaign_id}:round:{round}");
         let after = self.store.cursor(&start_key).await.map_err(store_err)?;
-        let mut candidates: Vec<_> = self
-            .store
-            .agents()
-            .await
-            .map_err(store_err)?
-            .into_iter()
-            .filter(|a| {
-                after.as_deref().is_none_or(|x| a.id.as_str() > x)
-                    && campaign.scope.covers(a, &self.policy)
-            })
-            .collect();
-        candidates.sort_by(|a, b| a.id.cmp(&b.id));
+        // The registry a page at a time from where this round starts, until the round has
+        // its batch (and one more, to know whether another round follows).
         let batch = self.policy.reviews.launch_batch.max(1) as usize;
+        let mut candidates = Vec::with_capacity(batch + 1);
+        let mut cursor = after.clone();
+        'pages: loop {
+            let page = self
+                .store
+                .agents_after(cursor.as_deref(), REGISTRY_PAGE)
+                .await
+                .map_err(store_err)?;
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.id.clone());
+            let last_page = page.len() < REGISTRY_PAGE;
+            for a in page {
+                if campaign.scope.covers(&a, &self.policy) {
+                    candidates.push(a);
+                    if candidates.len() > batch {
+                        break 'pages;
+                    }
+                }
+            }
+            if last_page {
+                break;
+            }
+        }
         let more = candidates.len() > batch;
         candidates.truncate(batch);
         let last = candidates.last().map(|a| a.id.clone());

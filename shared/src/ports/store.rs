@@ -216,7 +216,27 @@ pub trait StoreRead: Send + Sync {
     async fn instances_for_agent(&self, agent_id: &str) -> Result<Vec<Instance>, StoreError>;
     async fn agent(&self, id: &str) -> Result<Option<Agent>, StoreError>;
     async fn agent_by_name(&self, name: &str) -> Result<Option<Agent>, StoreError>;
+    /// The whole registry. For reports and small registries only: the hot paths read through
+    /// the indexed methods below.
     async fn agents(&self) -> Result<Vec<Agent>, StoreError>;
+    /// The agents `owner` owns (compared without case), any status, in id order.
+    async fn agents_owned_by(&self, owner: &str) -> Result<Vec<Agent>, StoreError>;
+    /// Active agents whose credential was issued at or before `cutoff`, oldest credential
+    /// first, at most `limit`: the sweep's candidates.
+    async fn agents_with_credentials_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError>;
+    /// Active agents with an expiry date, in id order.
+    async fn time_bound_agents(&self) -> Result<Vec<Agent>, StoreError>;
+    /// The registry a page at a time: agents with an id after `after`, in id order, at most
+    /// `limit`.
+    async fn agents_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError>;
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError>;
     async fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError>;
     async fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError>;

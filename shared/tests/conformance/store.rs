@@ -37,7 +37,83 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     groups_scope_usage_and_messages(&*fresh()()).await;
     clients_and_baselines(&*fresh()()).await;
     grants_are_evidence_kept_once_and_read_by_client(&*fresh()()).await;
+    agents_are_found_through_their_indexes(&*fresh()()).await;
     survives_reopen(&fresh()).await;
+}
+
+/// The indexed reads of the registry: by owner (any case), active credentials older than a
+/// cutoff (oldest first), active time-bound agents, and pages in id order. An agent that
+/// changes leaves the entries it no longer matches.
+pub async fn agents_are_found_through_their_indexes(s: &dyn Store) {
+    let mk = |i: usize, owner: &str, status: AgentStatus, issued_days_ago: Option<i64>| {
+        let mut a = agent(
+            &format!("agt-{i:02}"),
+            &format!("a{i:02}-agent-prod"),
+            status,
+            1,
+        );
+        a.owner = owner.into();
+        a.credential_issued_at = issued_days_ago.map(|d| at(0) - chrono::Duration::days(d));
+        a
+    };
+    let mut c = step("wf-index", 1);
+    c.agents = vec![
+        mk(1, "alice@example.com", AgentStatus::Active, Some(100)),
+        mk(2, "Alice@Example.com", AgentStatus::Active, Some(10)),
+        mk(3, "bob@example.com", AgentStatus::Active, Some(200)),
+        mk(4, "bob@example.com", AgentStatus::Frozen, Some(300)),
+        mk(5, "carol@example.com", AgentStatus::PendingApproval, None),
+    ];
+    let mut bound = mk(6, "carol@example.com", AgentStatus::Active, Some(1));
+    bound.expires_on = Some(at(0).date_naive() + chrono::Duration::days(30));
+    c.agents.push(bound);
+    s.commit(c).await.unwrap();
+    let ids = |v: Vec<Agent>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+
+    assert_eq!(
+        ids(s.agents_owned_by("ALICE@example.com").await.unwrap()),
+        vec!["agt-01", "agt-02"]
+    );
+    assert_eq!(
+        ids(s.agents_owned_by("bob@example.com").await.unwrap()),
+        vec!["agt-03", "agt-04"]
+    );
+    let cutoff = at(0) - chrono::Duration::days(90);
+    assert_eq!(
+        ids(s.agents_with_credentials_before(cutoff, 10).await.unwrap()),
+        vec!["agt-03", "agt-01"],
+        "active only, oldest credential first"
+    );
+    assert_eq!(
+        ids(s.agents_with_credentials_before(cutoff, 1).await.unwrap()),
+        vec!["agt-03"]
+    );
+    assert_eq!(ids(s.time_bound_agents().await.unwrap()), vec!["agt-06"]);
+    assert_eq!(
+        ids(s.agents_after(None, 4).await.unwrap()),
+        vec!["agt-01", "agt-02", "agt-03", "agt-04"]
+    );
+    assert_eq!(
+        ids(s.agents_after(Some("agt-04"), 4).await.unwrap()),
+        vec!["agt-05", "agt-06"]
+    );
+
+    // agt-03 is frozen and handed to carol: it leaves bob, and the credential index.
+    let mut c = step("wf-index", 2);
+    c.agents = vec![mk(3, "carol@example.com", AgentStatus::Frozen, Some(200))];
+    s.commit(c).await.unwrap();
+    assert_eq!(
+        ids(s.agents_owned_by("bob@example.com").await.unwrap()),
+        vec!["agt-04"]
+    );
+    assert_eq!(
+        ids(s.agents_owned_by("carol@example.com").await.unwrap()),
+        vec!["agt-03", "agt-05", "agt-06"]
+    );
+    assert_eq!(
+        ids(s.agents_with_credentials_before(cutoff, 10).await.unwrap()),
+        vec!["agt-01"]
+    );
 }
 
 /// Token grants are kept as evidence off the audit chain: once per event id, read per client

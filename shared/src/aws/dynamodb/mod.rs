@@ -60,6 +60,17 @@ use std::collections::HashMap;
 pub const TIMER_SHARDS: u32 = 16;
 /// The sparse index of due timers.
 pub const DUE_INDEX: &str = "due-timers";
+/// Agent records by owner (`OWNERPK = OWNER#<owner, lower case>`).
+pub const OWNER_INDEX: &str = "agents-by-owner";
+/// Active agents by when their credential was issued (`CREDPK = CRED#<shard>`, `cred_issued`).
+pub const CREDENTIAL_INDEX: &str = "agents-by-credential";
+/// Every agent record by id (`REGPK = REG#<shard>`).
+pub const REGISTRY_INDEX: &str = "agents-registry";
+/// Active time-bound agents (`BOUNDPK = BOUND#<shard>`).
+pub const TIME_BOUND_INDEX: &str = "agents-time-bound";
+/// Partitions of the sharded agent indexes: a write of every agent never lands on one index
+/// partition.
+pub const AGENT_INDEX_SHARDS: u32 = 16;
 /// The table's TTL attribute (epoch seconds).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 /// A transaction holds at most 100 items.
@@ -137,6 +148,33 @@ fn grant_key(g: &GrantEvidence) -> (String, String) {
         format!("GRANTS#{}#{}", g.client_id, g.at.format("%Y-%m-%dT%H")),
         format!("{:015}#{}", g.at.timestamp_millis().max(0), g.event_id),
     )
+}
+
+/// The partition of a sharded agent index an agent's entry goes to.
+fn agent_shard(agent_id: &str) -> u32 {
+    let h = Sha256::digest(agent_id.as_bytes());
+    u32::from_be_bytes([h[0], h[1], h[2], h[3]]) % AGENT_INDEX_SHARDS
+}
+
+/// The index attributes of an agent record: every agent is in the registry and its owner's
+/// index; an active agent with a credential in the credential index; an active time-bound
+/// agent in the time-bound index.
+fn agent_index_attributes(a: &Agent, item: &mut Item) {
+    let shard = agent_shard(&a.id);
+    item.insert("agent_id".into(), s(&a.id));
+    item.insert("REGPK".into(), s(format!("REG#{shard}")));
+    item.insert(
+        "OWNERPK".into(),
+        s(format!("OWNER#{}", a.owner.trim().to_lowercase())),
+    );
+    let active = a.status == statemachines::AgentStatus::Active;
+    if let (true, Some(issued)) = (active, a.credential_issued_at) {
+        item.insert("CREDPK".into(), s(format!("CRED#{shard}")));
+        item.insert("cred_issued".into(), n(issued.timestamp_millis()));
+    }
+    if active && a.expires_on.is_some() {
+        item.insert("BOUNDPK".into(), s(format!("BOUND#{shard}")));
+    }
 }
 
 fn wf(id: &str) -> String {
@@ -233,21 +271,38 @@ impl DynamoStore {
             .attribute_definitions(attr("SK", ScalarAttributeType::S)?)
             .attribute_definitions(attr("GSI1PK", ScalarAttributeType::S)?)
             .attribute_definitions(attr("due", ScalarAttributeType::N)?)
+            .attribute_definitions(attr("OWNERPK", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("CREDPK", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("REGPK", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("BOUNDPK", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("agent_id", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("cred_issued", ScalarAttributeType::N)?)
             .key_schema(key_el("PK", KeyType::Hash)?)
             .key_schema(key_el("SK", KeyType::Range)?)
-            .global_secondary_indexes(
-                GlobalSecondaryIndex::builder()
-                    .index_name(DUE_INDEX)
-                    .key_schema(key_el("GSI1PK", KeyType::Hash)?)
-                    .key_schema(key_el("due", KeyType::Range)?)
-                    .projection(
-                        Projection::builder()
-                            .projection_type(ProjectionType::All)
-                            .build(),
-                    )
-                    .build()
-                    .map_err(build_err)?,
-            )
+            .set_global_secondary_indexes(Some(
+                [
+                    (DUE_INDEX, "GSI1PK", "due"),
+                    (OWNER_INDEX, "OWNERPK", "agent_id"),
+                    (CREDENTIAL_INDEX, "CREDPK", "cred_issued"),
+                    (REGISTRY_INDEX, "REGPK", "agent_id"),
+                    (TIME_BOUND_INDEX, "BOUNDPK", "agent_id"),
+                ]
+                .into_iter()
+                .map(|(name, hash, range)| {
+                    GlobalSecondaryIndex::builder()
+                        .index_name(name)
+                        .key_schema(key_el(hash, KeyType::Hash)?)
+                        .key_schema(key_el(range, KeyType::Range)?)
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::All)
+                                .build(),
+                        )
+                        .build()
+                        .map_err(build_err)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            ))
             .send()
             .await
             .map_err(backend)?;
@@ -347,6 +402,46 @@ impl DynamoStore {
     }
 
     /// A filtered scan (inventory listings; not on any hot path).
+    /// Items of one partition of a secondary index (`hash = pk`), optionally narrowed by a
+    /// sort-key condition on `:v`, in sort-key order, at most `limit`.
+    async fn index_query(
+        &self,
+        index: &str,
+        hash: &str,
+        pk: String,
+        sort: Option<(&str, Av)>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            let mut q = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .expression_attribute_names("#h", hash)
+                .expression_attribute_values(":pk", s(pk.clone()));
+            q = match &sort {
+                Some((condition, value)) => q
+                    .key_condition_expression(format!("#h = :pk AND {condition}"))
+                    .expression_attribute_values(":v", value.clone()),
+                None => q.key_condition_expression("#h = :pk"),
+            };
+            let page = q
+                .set_limit(limit.map(|l| (l - out.len()).clamp(1, 1000) as i32))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            out.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() || limit.is_some_and(|l| out.len() >= l) {
+                return Ok(out);
+            }
+        }
+    }
+
     async fn scan(
         &self,
         filter: &str,

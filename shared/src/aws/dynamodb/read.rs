@@ -122,6 +122,90 @@ impl StoreRead for DynamoStore {
         Ok(agents)
     }
 
+    async fn agents_owned_by(&self, owner: &str) -> Result<Vec<Agent>, StoreError> {
+        let pk = format!("OWNER#{}", owner.trim().to_lowercase());
+        let items = self
+            .index_query(OWNER_INDEX, "OWNERPK", pk, None, None)
+            .await?;
+        items.iter().map(|i| body(i, "body")).collect()
+    }
+
+    async fn agents_with_credentials_before(
+        &self,
+        cutoff: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let mut out: Vec<(i64, Agent)> = Vec::new();
+        for shard in 0..AGENT_INDEX_SHARDS {
+            let items = self
+                .index_query(
+                    CREDENTIAL_INDEX,
+                    "CREDPK",
+                    format!("CRED#{shard}"),
+                    Some(("cred_issued <= :v", n(cutoff.timestamp_millis()))),
+                    Some(limit),
+                )
+                .await?;
+            for i in &items {
+                let at = i
+                    .get("cred_issued")
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                out.push((at, body(i, "body")?));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        out.truncate(limit);
+        Ok(out.into_iter().map(|(_, a)| a).collect())
+    }
+
+    async fn time_bound_agents(&self) -> Result<Vec<Agent>, StoreError> {
+        let mut out: Vec<Agent> = Vec::new();
+        for shard in 0..AGENT_INDEX_SHARDS {
+            for i in self
+                .index_query(
+                    TIME_BOUND_INDEX,
+                    "BOUNDPK",
+                    format!("BOUND#{shard}"),
+                    None,
+                    None,
+                )
+                .await?
+            {
+                out.push(body(&i, "body")?);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    async fn agents_after(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let mut out: Vec<Agent> = Vec::new();
+        for shard in 0..AGENT_INDEX_SHARDS {
+            let after = after.map(|a| ("agent_id > :v", s(a)));
+            for i in self
+                .index_query(
+                    REGISTRY_INDEX,
+                    "REGPK",
+                    format!("REG#{shard}"),
+                    after,
+                    Some(limit),
+                )
+                .await?
+            {
+                out.push(body(&i, "body")?);
+            }
+        }
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out.truncate(limit);
+        Ok(out)
+    }
+
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {
         self.get(format!("APPROVAL#{id}"), "META")
             .await?
@@ -173,6 +257,9 @@ impl StoreRead for DynamoStore {
         let now = (self.clock)();
         // Hour partitions from `since` to now (and one ahead for a clock running fast).
         use chrono::DurationRound;
+        // Nothing older than the retention is kept: never walk hours before it.
+        let oldest = now - chrono::Duration::from_std(GRANT_RETENTION).unwrap_or_default();
+        let since = since.max(oldest);
         let mut hour = since
             .duration_trunc(chrono::TimeDelta::hours(1))
             .unwrap_or(since);

@@ -140,6 +140,7 @@ impl DynamoStore {
             item.insert("name".into(), s(&a.name));
             item.insert("updated_at".into(), s(a.updated_at.to_rfc3339()));
             item.insert("body".into(), json(a)?);
+            agent_index_attributes(a, &mut item);
             // Changed field by field: only if still as the step read it (records written before
             // `updated_at` was an attribute pass).
             match c.agent_reads.iter().find(|r| r.id == a.id) {
