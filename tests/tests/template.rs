@@ -438,3 +438,61 @@ fn slack_and_okta_are_optional_and_a_half_configuration_is_refused_at_deploy() {
         );
     }
 }
+
+/// Operable: alarms on failed invocations, rate limits, expired approvals and failed rotations
+/// (besides the dead letters), each notifying the alarm topic, over the metrics the functions
+/// write as Embedded Metric Format (namespace `Steward`); and a dashboard whose body is JSON
+/// that shows them.
+#[test]
+fn alarms_and_a_dashboard_watch_the_engine_metrics() {
+    let doc: Value = serde_yaml_ng::from_str(TEMPLATE).unwrap();
+    let r = &doc["Resources"];
+    let tag = |v: &Value| match v {
+        Value::Tagged(t) => format!("{} {}", t.tag, t.value.as_str().unwrap_or_default()),
+        other => format!("{other:?}"),
+    };
+    for alarm in [
+        "DeadLetterAlarm",
+        "FunctionErrorsAlarm",
+        "ThrottlesAlarm",
+        "ApprovalsExpiredAlarm",
+        "FailedRotationsAlarm",
+    ] {
+        let p = &r[alarm]["Properties"];
+        assert_eq!(r[alarm]["Type"], "AWS::CloudWatch::Alarm", "{alarm}");
+        assert_eq!(tag(&p["AlarmActions"][0]), "!Ref AlarmTopic", "{alarm}");
+    }
+    assert_eq!(
+        r["FailedRotationsAlarm"]["Properties"]["Namespace"],
+        shared::aws::metrics::NAMESPACE
+    );
+    assert_eq!(
+        r["FailedRotationsAlarm"]["Properties"]["MetricName"],
+        "WorkflowsFailed"
+    );
+    let body = match &r["Dashboard"]["Properties"]["DashboardBody"] {
+        Value::Tagged(t) => t.value.as_str().unwrap().to_string(),
+        other => panic!("{other:?}"),
+    };
+    // The placeholders CloudFormation fills in are names; the rest must be JSON already.
+    let mut plain = String::new();
+    let mut rest = body.as_str();
+    while let Some(i) = rest.find("${") {
+        plain.push_str(&rest[..i]);
+        plain.push('X');
+        rest = &rest[i + rest[i..].find('}').unwrap() + 1..];
+    }
+    plain.push_str(rest);
+    let dashboard: serde_json::Value = serde_json::from_str(&plain).expect("dashboard JSON");
+    let text = dashboard.to_string();
+    for metric in [
+        "WorkflowsStarted",
+        "WorkflowsFailed",
+        "TimeToContain",
+        "CommandLatency",
+        "Throttles",
+        "ApprovalsExpired",
+    ] {
+        assert!(text.contains(metric), "{metric} is not on the dashboard");
+    }
+}

@@ -111,10 +111,20 @@ impl tower::Service<lambda_http::Request> for LiveRouter {
     }
 
     fn call(&mut self, request: lambda_http::Request) -> Self::Future {
+        use lambda_http::RequestExt;
+        use tracing::Instrument;
         let live = self.0.clone();
-        Box::pin(async move {
-            let router = (*live.current().await).clone();
-            tower::ServiceExt::oneshot(router, request).await
-        })
+        let request_id = request
+            .lambda_context_ref()
+            .map(|c| c.request_id.clone())
+            .unwrap_or_default();
+        let span = tracing::info_span!("invocation", request_id = %request_id);
+        Box::pin(
+            async move {
+                let router = (*live.current().await).clone();
+                tower::ServiceExt::oneshot(router, request).await
+            }
+            .instrument(span),
+        )
     }
 }

@@ -1,17 +1,22 @@
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use lambda_runtime::{LambdaEvent, run, service_fn};
 use shared::wiring::aws::AwsStack;
+use tracing::Instrument;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     shared::aws::init_logging();
     let live = &AwsStack::from_env().await?;
     run(service_fn(
-        |e: LambdaEvent<EventBridgeEvent<scheduler::Job>>| async move {
-            let stack = live.current().await;
-            scheduler::handle(&stack.engine, e.payload)
-                .await
-                .map_err(lambda_runtime::Error::from)
+        |e: LambdaEvent<EventBridgeEvent<scheduler::Job>>| {
+            let span = tracing::info_span!("invocation", request_id = %e.context.request_id);
+            async move {
+                let stack = live.current().await;
+                scheduler::handle(&stack.engine, e.payload)
+                    .await
+                    .map_err(lambda_runtime::Error::from)
+            }
+            .instrument(span)
         },
     ))
     .await

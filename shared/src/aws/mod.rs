@@ -6,6 +6,7 @@
 pub mod dynamodb;
 pub mod envelope_vault;
 pub mod http;
+pub mod metrics;
 pub mod secrets_manager;
 pub mod sqs;
 
@@ -90,18 +91,26 @@ pub async fn sdk_config(endpoint: Option<&str>) -> SdkConfig {
 }
 
 /// JSON log lines for CloudWatch Logs at the level `STEWARD_LOG` names (`error` … `trace`,
-/// default `info`). Secrets never
-/// reach the log: they are [`crate::Secret`]s, which do not print.
+/// default `info`), with the request and workflow ids at the top level, and the engine's
+/// metrics as Embedded Metric Format lines (`metrics`). Secrets never reach the log: they are
+/// [`crate::Secret`]s, which do not print.
 pub fn init_logging() {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = std::env::var("STEWARD_LOG")
         .ok()
         .and_then(|v| v.parse::<tracing_subscriber::filter::LevelFilter>().ok())
         .unwrap_or(tracing_subscriber::filter::LevelFilter::INFO);
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_max_level(level)
-        .with_current_span(false)
-        .without_time() // CloudWatch stamps each line
+    let not_metrics =
+        tracing_subscriber::filter::filter_fn(|m| m.target() != crate::engine::metrics::TARGET);
+    // CloudWatch stamps each line; the spans' fields (request and workflow ids) are top level.
+    let logs = metrics::JsonLines
+        .with_filter(level)
+        .with_filter(not_metrics);
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(metrics::EmfLayer::from_env())
         .try_init();
 }
 

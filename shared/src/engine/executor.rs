@@ -30,7 +30,23 @@ pub struct Executor {
 
 impl Executor {
     /// Performs `command`; returns the event for the machine, if the command has a result.
+    /// Measured: its latency, and its errors and rate limits (by command: `idp.*`, `slack.*`,
+    /// `vault.*`).
     pub async fn run(&self, key: &str, command: &Command) -> Result<Option<Event>, ExecError> {
+        let started = std::time::Instant::now();
+        let result = self.perform(key, command).await;
+        let name = command.name();
+        crate::metric!("CommandLatency", started.elapsed().as_millis(), "Milliseconds", "Command" => name);
+        if let Err(e) = &result {
+            match e.retry_after {
+                Some(_) => crate::metric!("Throttles", 1, "Count", "Command" => name),
+                None => crate::metric!("CommandErrors", 1, "Count", "Command" => name),
+            }
+        }
+        result
+    }
+
+    async fn perform(&self, key: &str, command: &Command) -> Result<Option<Event>, ExecError> {
         let name = command.name();
         let fail = |message: String, retryable: bool| ExecError {
             command: name,

@@ -32,6 +32,8 @@ pub mod discovery;
 pub mod executor;
 pub mod lifecycle;
 pub mod message;
+#[macro_use]
+pub mod metrics;
 mod owners;
 pub mod reviews;
 pub mod workflows;

@@ -240,6 +240,7 @@ impl Engine {
             commit.agent_reads = reads;
             let state = commit.instance.state_name.clone();
             let step = self.start_step(commit, &new_pending);
+            let facts = super::metrics::StepFacts::of(&step);
             let written = self
                 .outbox
                 .write(Batch {
@@ -250,7 +251,10 @@ impl Engine {
                 .pop()
                 .unwrap_or(Ok(()));
             match written {
-                Ok(()) => break state,
+                Ok(()) => {
+                    facts.emit();
+                    break state;
+                }
                 Err(StoreError::AgentChanged(_)) if attempt < 5 => continue,
                 // The same request raced in twice: the first one won, this one is the duplicate.
                 Err(StoreError::Conflict { .. }) => {

@@ -40,95 +40,103 @@ impl Engine {
                 }));
                 continue;
             }
-            let prepared = match msg {
-                Message::Event {
-                    workflow_id,
-                    event_id,
-                    event,
-                } => {
-                    self.prepare(
-                        (&mut cache, &mut agents),
-                        &workflow_id,
-                        &event_id,
-                        Some(event),
-                        None,
-                    )
-                    .await
-                }
-                Message::Completed {
-                    workflow_id,
-                    key,
-                    event,
-                } => {
-                    self.prepare(
-                        (&mut cache, &mut agents),
-                        &workflow_id,
-                        &format!("done:{key}"),
-                        event,
-                        Some(&key),
-                    )
-                    .await
-                }
-                Message::Run {
-                    workflow_id,
-                    key,
-                    attempt,
-                    waits,
-                } => self
-                    .run_command(&workflow_id, &key, (attempt, waits))
-                    .await
-                    .map(Prepared::Send),
-                Message::ClientCreated {
-                    client_id,
-                    creator,
-                    event_id,
-                    ..
-                } => match self
-                    .client_created(&client_id, creator.as_deref(), &event_id)
-                    .await
-                {
-                    Ok(_) => Ok(Prepared::Send(vec![])),
-                    // Refused or gone: audited by the engine, nothing to retry.
-                    Err(EngineError::Rejected(_) | EngineError::NotFound(_)) => {
-                        Ok(Prepared::Send(vec![]))
+            // Every log line of the step carries its workflow id.
+            let span = tracing::info_span!("step", workflow_id = %workflow);
+            let prepared = tracing::Instrument::instrument(
+                async {
+                    match msg {
+                        Message::Event {
+                            workflow_id,
+                            event_id,
+                            event,
+                        } => {
+                            self.prepare(
+                                (&mut cache, &mut agents),
+                                &workflow_id,
+                                &event_id,
+                                Some(event),
+                                None,
+                            )
+                            .await
+                        }
+                        Message::Completed {
+                            workflow_id,
+                            key,
+                            event,
+                        } => {
+                            self.prepare(
+                                (&mut cache, &mut agents),
+                                &workflow_id,
+                                &format!("done:{key}"),
+                                event,
+                                Some(&key),
+                            )
+                            .await
+                        }
+                        Message::Run {
+                            workflow_id,
+                            key,
+                            attempt,
+                            waits,
+                        } => self
+                            .run_command(&workflow_id, &key, (attempt, waits))
+                            .await
+                            .map(Prepared::Send),
+                        Message::ClientCreated {
+                            client_id,
+                            creator,
+                            event_id,
+                            ..
+                        } => match self
+                            .client_created(&client_id, creator.as_deref(), &event_id)
+                            .await
+                        {
+                            Ok(_) => Ok(Prepared::Send(vec![])),
+                            // Refused or gone: audited by the engine, nothing to retry.
+                            Err(EngineError::Rejected(_) | EngineError::NotFound(_)) => {
+                                Ok(Prepared::Send(vec![]))
+                            }
+                            Err(e) => Err(HandleError {
+                                message: e.to_string(),
+                                retryable: true,
+                            }),
+                        },
+                        Message::FireTimers {
+                            partition, round, ..
+                        } => match self
+                            .fire_timers(partition, self.config.timers_per_round)
+                            .await
+                        {
+                            // A full round: more may be due; the next round goes behind this one.
+                            Ok(n) if n >= self.config.timers_per_round => {
+                                let (minute, k) = round.split_once('.').unwrap_or((&round, "0"));
+                                let next = k.parse::<u32>().unwrap_or(0) + 1;
+                                Ok(Prepared::Send(vec![(
+                                    Message::fire_timers(partition, format!("{minute}.{next}")),
+                                    std::time::Duration::ZERO,
+                                )]))
+                            }
+                            Ok(_) => Ok(Prepared::Send(vec![])),
+                            Err(e) => Err(HandleError {
+                                message: e.to_string(),
+                                retryable: true,
+                            }),
+                        },
+                        Message::Discover { run } => match self.discover().await {
+                            Ok(report) => {
+                                tracing::info!(run, ?report, "discovery sweep");
+                                Ok(Prepared::Send(vec![]))
+                            }
+                            Err(e) => Err(HandleError {
+                                message: e.to_string(),
+                                retryable: true,
+                            }),
+                        },
                     }
-                    Err(e) => Err(HandleError {
-                        message: e.to_string(),
-                        retryable: true,
-                    }),
                 },
-                Message::FireTimers {
-                    partition, round, ..
-                } => match self
-                    .fire_timers(partition, self.config.timers_per_round)
-                    .await
-                {
-                    // A full round: more may be due; the next round goes behind this one.
-                    Ok(n) if n >= self.config.timers_per_round => {
-                        let (minute, k) = round.split_once('.').unwrap_or((&round, "0"));
-                        let next = k.parse::<u32>().unwrap_or(0) + 1;
-                        Ok(Prepared::Send(vec![(
-                            Message::fire_timers(partition, format!("{minute}.{next}")),
-                            std::time::Duration::ZERO,
-                        )]))
-                    }
-                    Ok(_) => Ok(Prepared::Send(vec![])),
-                    Err(e) => Err(HandleError {
-                        message: e.to_string(),
-                        retryable: true,
-                    }),
-                },
-                Message::Discover { run } => match self.discover().await {
-                    Ok(report) => {
-                        tracing::info!(run, ?report, "discovery sweep");
-                        Ok(Prepared::Send(vec![]))
-                    }
-                    Err(e) => Err(HandleError {
-                        message: e.to_string(),
-                        retryable: true,
-                    }),
-                },
-            };
+                span,
+            )
+            .await;
             match prepared {
                 Ok(Prepared::Send(msgs)) => {
                     batch.messages.extend(outgoing(msgs));
@@ -151,13 +159,19 @@ impl Engine {
             }
         }
         fail::fail_point!("engine::before_write");
+        let facts: Vec<super::metrics::StepFacts> = batch
+            .steps
+            .iter()
+            .map(super::metrics::StepFacts::of)
+            .collect();
         match self.outbox.write(batch).await {
             Ok(written) => {
-                for (r, i) in written.into_iter().zip(step_at) {
+                for ((r, i), facts) in written.into_iter().zip(step_at).zip(&facts) {
                     match r {
                         Ok(()) => {
                             self.transitions
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            facts.emit();
                         }
                         Err(e) => results[i] = Err(e.into()),
                     }
