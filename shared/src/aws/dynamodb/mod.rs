@@ -68,6 +68,8 @@ pub const CREDENTIAL_INDEX: &str = "agents-by-credential";
 pub const REGISTRY_INDEX: &str = "agents-registry";
 /// Active time-bound agents (`BOUNDPK = BOUND#<shard>`).
 pub const TIME_BOUND_INDEX: &str = "agents-time-bound";
+/// Open approvals (`PENDINGPK = PENDING#<shard>`, removed when one closes).
+pub const PENDING_INDEX: &str = "approvals-pending";
 /// Partitions of the sharded agent indexes: a write of every agent never lands on one index
 /// partition.
 pub const AGENT_INDEX_SHARDS: u32 = 16;
@@ -275,6 +277,7 @@ impl DynamoStore {
             .attribute_definitions(attr("CREDPK", ScalarAttributeType::S)?)
             .attribute_definitions(attr("REGPK", ScalarAttributeType::S)?)
             .attribute_definitions(attr("BOUNDPK", ScalarAttributeType::S)?)
+            .attribute_definitions(attr("PENDINGPK", ScalarAttributeType::S)?)
             .attribute_definitions(attr("agent_id", ScalarAttributeType::S)?)
             .attribute_definitions(attr("cred_issued", ScalarAttributeType::N)?)
             .key_schema(key_el("PK", KeyType::Hash)?)
@@ -286,6 +289,7 @@ impl DynamoStore {
                     (CREDENTIAL_INDEX, "CREDPK", "cred_issued"),
                     (REGISTRY_INDEX, "REGPK", "agent_id"),
                     (TIME_BOUND_INDEX, "BOUNDPK", "agent_id"),
+                    (PENDING_INDEX, "PENDINGPK", "agent_id"),
                 ]
                 .into_iter()
                 .map(|(name, hash, range)| {

@@ -107,17 +107,17 @@ impl StoreRead for DynamoStore {
     }
 
     async fn agents(&self) -> Result<Vec<Agent>, StoreError> {
-        let items = self
-            .scan(
-                "begins_with(PK, :p) AND SK = :meta",
-                HashMap::from([(":p".into(), s("AGENT#")), (":meta".into(), s("META"))]),
-                &[],
-            )
-            .await?;
-        let mut agents: Vec<Agent> = items
-            .iter()
-            .map(|i| body(i, "body"))
-            .collect::<Result<_, _>>()?;
+        // Through the registry index: agent records only, never the rest of the table (history,
+        // audit, grant evidence).
+        let mut agents: Vec<Agent> = Vec::new();
+        for shard in 0..AGENT_INDEX_SHARDS {
+            for i in self
+                .index_query(REGISTRY_INDEX, "REGPK", format!("REG#{shard}"), None, None)
+                .await?
+            {
+                agents.push(body(&i, "body")?);
+            }
+        }
         agents.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(agents)
     }
@@ -214,6 +214,30 @@ impl StoreRead for DynamoStore {
     }
 
     async fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError> {
+        if pending_only {
+            // The pending index holds only open approvals: no scan.
+            let mut out = Vec::new();
+            for shard in 0..AGENT_INDEX_SHARDS {
+                for i in self
+                    .index_query(
+                        PENDING_INDEX,
+                        "PENDINGPK",
+                        format!("PENDING#{shard}"),
+                        None,
+                        None,
+                    )
+                    .await?
+                {
+                    out.push(approval_from(&i)?);
+                }
+            }
+            out.sort_by(|a: &ApprovalRecord, b| {
+                (a.request.requested_at, &a.request.id)
+                    .cmp(&(b.request.requested_at, &b.request.id))
+            });
+            return Ok(out);
+        }
+        // Every approval ever (`?all=true`): a scan, for the rare look at the history.
         let mut values = HashMap::from([(":p".to_string(), s("APPROVAL#"))]);
         let filter = if pending_only {
             values.insert(":pending".into(), s("pending"));

@@ -175,6 +175,12 @@ impl DynamoStore {
                     if let Some(o) = &r.outcome {
                         item.insert("outcome".into(), json(o)?);
                     }
+                    if r.outcome.is_none() {
+                        // In the pending index while it waits (removed when it closes).
+                        let shard = agent_shard(&r.request.id);
+                        item.insert("PENDINGPK".into(), s(format!("PENDING#{shard}")));
+                        item.insert("agent_id".into(), s(&r.request.id));
+                    }
                     items.push((Role::Other, self.put(item, None, &[], &[])?));
                 }
                 ApprovalChange::Close { id, outcome } => {
@@ -182,7 +188,7 @@ impl DynamoStore {
                     let update = Update::builder()
                         .table_name(&self.table)
                         .set_key(Some(key(format!("APPROVAL#{id}"), "META")))
-                        .update_expression("SET outcome = :o, #st = :s")
+                        .update_expression("SET outcome = :o, #st = :s REMOVE PENDINGPK")
                         .condition_expression("attribute_exists(PK)")
                         .expression_attribute_names("#st", "status")
                         .expression_attribute_values(":o", json(outcome)?)
