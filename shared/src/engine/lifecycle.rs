@@ -140,8 +140,8 @@ impl Engine {
     pub async fn sweep(&self) -> Result<SweepReport, EngineError> {
         let now = self.clock.now();
         // Only credentials old enough to be due somewhere: the shortest maximum age of any
-        // environment. At most a day's worth of starts is planned per run; the rest is
-        // deferred to the next sweep.
+        // environment, oldest first, and no more than one run can start (an hour at the
+        // policy's rate); the rest waits for the next sweep, which reads them first.
         let shortest = self
             .policy
             .lifecycle
@@ -152,7 +152,7 @@ impl Engine {
             .min()
             .unwrap_or(self.policy.rotation_max_age_days);
         let cutoff = now - chrono::Duration::days(i64::from(shortest));
-        let read_at_most = self.policy.lifecycle.rotation_starts_per_minute as usize * 60 * 24;
+        let read_at_most = self.policy.lifecycle.rotation_starts_per_minute as usize * 60;
         let agents = self
             .store
             .agents_with_credentials_before(cutoff, read_at_most.max(1))

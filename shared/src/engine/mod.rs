@@ -82,8 +82,9 @@ pub struct EngineConfig {
     /// This process has no identity provider (the AWS functions other than the worker): work
     /// that calls it, such as the sweep's discovery, is queued for the worker instead.
     pub identity_provider_elsewhere: bool,
-    /// Due timers one worker fires per message of the fanned-out tick (about 5 s of SQS sends
-    /// and conditional deletes for 1,000, well inside a worker invocation's time).
+    /// Due timers one worker fires per message of the fanned-out tick: about 1 s of SQS sends
+    /// and conditional deletes for 200, so a batch of 10 such messages stays well inside a
+    /// worker invocation's 30 s.
     pub timers_per_round: usize,
 }
 
@@ -100,7 +101,7 @@ impl Default for EngineConfig {
                 .ok()
                 .filter(|s| !s.is_empty()),
             identity_provider_elsewhere: false,
-            timers_per_round: 1000,
+            timers_per_round: 200,
         }
     }
 }

@@ -418,6 +418,7 @@ impl SlackLink {
 
 /// What a stack is built of besides its engine, which depends on the configuration.
 struct Clients {
+    settings: AwsSettings,
     store: Arc<DynamoStore>,
     queue: Arc<SqsQueue>,
     vault: Arc<SecretsManagerVault>,
@@ -430,8 +431,14 @@ struct Clients {
 }
 
 impl Clients {
-    /// The stack with an engine over these clients, `policy` and `directory`.
-    fn stack(self, policy: Policy, directory: Arc<dyn Directory>) -> AwsStack {
+    /// The stack with an engine over these clients, `policy` and `directory`. The Secrets
+    /// Manager vault is made anew: the rotation schedule it gives new secrets follows the
+    /// policy's maximum age.
+    fn stack(mut self, policy: Policy, directory: Arc<dyn Directory>) -> AwsStack {
+        self.vault = Arc::new(secrets_manager_vault(&self.settings, &self.sdk, &policy));
+        if self.settings.vault == VaultKind::SecretsManager {
+            self.agent_vault = self.vault.clone();
+        }
         let people: Arc<dyn HumanChannel> = match &self.slack {
             Some(link) => Arc::new(SlackChannel::new(
                 link.web.clone(),
@@ -461,6 +468,7 @@ impl Clients {
         });
         AwsStack {
             engine,
+            settings: self.settings,
             store: self.store,
             queue: self.queue,
             vault: self.vault,
@@ -474,10 +482,35 @@ impl Clients {
     }
 }
 
+/// Secrets Manager for agents' secrets, each wired to the rotation function on a schedule well
+/// inside the policy's maximum credential age.
+fn secrets_manager_vault(
+    settings: &AwsSettings,
+    sdk: &SdkConfig,
+    policy: &Policy,
+) -> SecretsManagerVault {
+    let vault = SecretsManagerVault::new(
+        aws_sdk_secretsmanager::Client::new(sdk),
+        &settings.secret_prefix,
+        settings.kms_key_id.clone(),
+    );
+    match &settings.rotation_function_arn {
+        Some(arn) => {
+            let max = policy.rotation_max_age_days.max(2);
+            vault.with_rotation(RotationSchedule {
+                function_arn: arn.clone(),
+                every_days: (max * 2 / 3).max(1),
+            })
+        }
+        None => vault,
+    }
+}
+
 /// The engine on AWS, assembled.
 #[derive(Clone)]
 pub struct AwsStack {
     pub engine: Arc<Engine>,
+    settings: AwsSettings,
     pub store: Arc<DynamoStore>,
     pub queue: Arc<SqsQueue>,
     /// Secrets Manager, which the `secret-rotation` function is the rotation Lambda of.
@@ -509,20 +542,7 @@ impl AwsStack {
                     message: e.to_string(),
                 })?,
         );
-        let mut vault = SecretsManagerVault::new(
-            aws_sdk_secretsmanager::Client::new(&sdk),
-            &settings.secret_prefix,
-            settings.kms_key_id.clone(),
-        );
-        if let Some(arn) = &settings.rotation_function_arn {
-            // Rotate well inside the policy's maximum credential age.
-            let max = parts.policy.rotation_max_age_days.max(2);
-            vault = vault.with_rotation(RotationSchedule {
-                function_arn: arn.clone(),
-                every_days: (max * 2 / 3).max(1),
-            });
-        }
-        let vault = Arc::new(vault);
+        let vault = Arc::new(secrets_manager_vault(settings, &sdk, &parts.policy));
         let agent_vault = agent_vault(settings, &sdk, vault.clone())?;
         // Open the TLS connection to DynamoDB during init too (SQS was opened above): one read
         // of a key that never exists.
@@ -535,6 +555,7 @@ impl AwsStack {
                 message: e.to_string(),
             })?;
         let clients = Clients {
+            settings: settings.clone(),
             store,
             queue,
             vault,
@@ -550,6 +571,7 @@ impl AwsStack {
 
     fn clients(&self) -> Clients {
         Clients {
+            settings: self.settings.clone(),
             store: self.store.clone(),
             queue: self.queue.clone(),
             vault: self.vault.clone(),

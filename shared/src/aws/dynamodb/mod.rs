@@ -237,9 +237,15 @@ impl DynamoStore {
     }
 
     fn contended(&self, keys: impl IntoIterator<Item = String>) {
+        // Bounded: a warm container keeps at most this many keys (the hottest show early).
+        const KEYS: usize = 10_000;
         if let Ok(mut c) = self.contention.lock() {
             for k in keys {
-                *c.entry(k).or_default() += 1;
+                if let Some(n) = c.get_mut(&k) {
+                    *n += 1;
+                } else if c.len() < KEYS {
+                    c.insert(k, 1);
+                }
             }
         }
     }
