@@ -9,6 +9,7 @@ pub mod http;
 pub mod metrics;
 pub mod secrets_manager;
 pub mod sqs;
+pub mod xray;
 
 use crate::engine::EngineError;
 use aws_config::{BehaviorVersion, SdkConfig};
@@ -111,6 +112,7 @@ pub fn init_logging() {
     let _ = tracing_subscriber::registry()
         .with(logs)
         .with(metrics::EmfLayer::from_env())
+        .with(xray::XrayLayer::from_env())
         .try_init();
 }
 

@@ -34,8 +34,15 @@ impl Executor {
     /// `vault.*`).
     pub async fn run(&self, key: &str, command: &Command) -> Result<Option<Event>, ExecError> {
         let started = std::time::Instant::now();
-        let result = self.perform(key, command).await;
         let name = command.name();
+        // An X-Ray subsegment on AWS (`crate::aws::xray`): the IdP, Slack or vault call.
+        let span = tracing::info_span!(target: "steward::remote", "command", command = name, error = tracing::field::Empty);
+        let result =
+            tracing::Instrument::instrument(self.perform(key, command), span.clone()).await;
+        if result.is_err() {
+            span.record("error", true);
+        }
+        drop(span);
         crate::metric!("CommandLatency", started.elapsed().as_millis(), "Milliseconds", "Command" => name);
         if let Err(e) = &result {
             match e.retry_after {

@@ -259,13 +259,21 @@ impl DynamoStore {
                 )));
             }
             let roles: Vec<Role> = all.iter().map(|(r, _)| *r).collect();
+            // An X-Ray subsegment on AWS: the store call of a step.
+            let span = tracing::info_span!(target: "steward::remote", "dynamodb.transact_write_items", error = tracing::field::Empty);
             let keys: Vec<String> = all.iter().map(|(_, i)| item_key(i)).collect();
-            let result = self
-                .client
-                .transact_write_items()
-                .set_transact_items(Some(all.into_iter().map(|(_, i)| i).collect()))
-                .send()
-                .await;
+            let result = tracing::Instrument::instrument(
+                self.client
+                    .transact_write_items()
+                    .set_transact_items(Some(all.into_iter().map(|(_, i)| i).collect()))
+                    .send(),
+                span.clone(),
+            )
+            .await;
+            if result.is_err() {
+                span.record("error", true);
+            }
+            drop(span);
             let err = match result {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
