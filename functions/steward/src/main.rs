@@ -2,7 +2,6 @@
 
 mod campaigns;
 mod cli;
-mod config;
 mod demo;
 mod login;
 mod people;
@@ -124,11 +123,6 @@ enum Cmd {
     People {
         #[command(subcommand)]
         command: people::PeopleCmd,
-    },
-    /// The policy and people file of an AWS deployment, kept in its table: push, show.
-    Config {
-        #[command(subcommand)]
-        command: config::ConfigCmd,
     },
     /// Who the server takes you to be.
     Whoami {
@@ -314,7 +308,6 @@ fn main() -> anyhow::Result<()> {
             Cmd::People { command } => people::people(command).await,
             Cmd::Tokens { command, client } => tokens::tokens(command, &client).await,
             Cmd::Whoami { client } => cli::whoami(&client).await,
-            Cmd::Config { command } => config::config(command).await,
         }
     })
 }

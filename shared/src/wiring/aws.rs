@@ -31,7 +31,7 @@ pub enum StackError {
     #[error("cannot reach {what}: {message}")]
     Unreachable { what: String, message: String },
     #[error(
-        "no {0} has been pushed to the table: run `steward config push --table <TableName output> --{0} <file>` (docs/aws.md)"
+        "no {0} has been pushed to the table: run `steward-aws config push --table <TableName output> --{0} <file>` (docs/aws.md)"
     )]
     NotConfigured(&'static str),
 }
@@ -116,7 +116,7 @@ impl AwsSettings {
 }
 
 /// The policy and the people directory in force, as pushed to the table
-/// (`steward config push`; `aws::dynamodb::config`).
+/// (`steward-aws config push`; `aws::dynamodb::config`).
 pub struct Configuration {
     pub policy: Policy,
     pub directory: Arc<dyn Directory>,

@@ -1,4 +1,4 @@
-//! The deployment's policy and people file live in its table: `steward config push` checks and
+//! The deployment's policy and people file live in its table: `steward-aws config push` checks and
 //! stores them, the functions build their engine from them, and a new push takes effect in a
 //! running function without a redeploy. A bad push changes nothing.
 
@@ -18,20 +18,20 @@ fn repo(file: &str) -> PathBuf {
 }
 
 fn push(table: &str, args: &[&str]) -> Output {
-    support::steward()
+    support::steward_aws()
         .args(["config", "push", "--table", table])
         .args(args)
         .env(shared::aws::ENDPOINT_ENV, moto::endpoint())
         .output()
-        .expect("run steward config push")
+        .expect("run steward-aws config push")
 }
 
 fn show(table: &str) -> String {
-    let out = support::steward()
+    let out = support::steward_aws()
         .args(["config", "show", "--table", table])
         .env(shared::aws::ENDPOINT_ENV, moto::endpoint())
         .output()
-        .expect("run steward config show");
+        .expect("run steward-aws config show");
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap()
 }
@@ -81,7 +81,7 @@ async fn a_function_refuses_to_start_until_the_configuration_is_pushed() {
         .expect("started without a policy");
     let msg = err.to_string();
     assert!(
-        msg.contains("no policy has been pushed") && msg.contains("steward config push"),
+        msg.contains("no policy has been pushed") && msg.contains("steward-aws config push"),
         "{msg}"
     );
     // The people file alone is not enough either.

@@ -50,6 +50,25 @@ pub fn steward_bin() -> PathBuf {
     bin
 }
 
+/// The `steward-aws` binary: `$STEWARD_AWS_BIN`, or beside the `steward` binary. Panics (never
+/// skips) when it is missing.
+pub fn steward_aws() -> Command {
+    let bin = match std::env::var_os("STEWARD_AWS_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => {
+            steward_bin().with_file_name(format!("steward-aws{}", std::env::consts::EXE_SUFFIX))
+        }
+    };
+    assert!(
+        bin.is_file(),
+        "steward-aws binary not found at {}: run `cargo build -p steward-aws` first (the README test command does)",
+        bin.display()
+    );
+    let mut c = Command::new(bin);
+    c.env_remove("STEWARD_TABLE");
+    c
+}
+
 /// A `steward` command with the environment cleared of anything that would redirect it.
 pub fn steward() -> Command {
     let mut c = Command::new(steward_bin());

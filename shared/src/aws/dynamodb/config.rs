@@ -1,5 +1,5 @@
 //! The deployment's configuration documents on the table: the policy and the people file, each
-//! the TOML text an operator pushed (`steward config push`), never a template parameter or an
+//! the TOML text an operator pushed (`steward-aws config push`), never a template parameter or an
 //! environment variable (both are capped at 4 KB). `CONFIG`/`<document>` holds the current text
 //! with its version and digest; `CONFIG`/`<document>#v<version, 20 digits>` keeps every pushed
 //! version, so what was in force when is on record. The functions read `CONFIG` at start and
@@ -78,7 +78,7 @@ pub enum ConfigPushError {
         bytes: usize,
     },
     #[error(
-        "the {0} was pushed by someone else meanwhile; nothing was changed: read it (steward config show) and push again"
+        "the {0} was pushed by someone else meanwhile; nothing was changed: read it (steward-aws config show) and push again"
     )]
     ChangedMeanwhile(&'static str),
     #[error(transparent)]

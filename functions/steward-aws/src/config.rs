@@ -1,4 +1,4 @@
-//! `steward config push | show`: the policy and people file of an AWS deployment, kept in its
+//! `steward-aws config push | show`: the policy and people file of an AWS deployment, kept in its
 //! table (never in template parameters or the functions' environment, which hold 4 KB). A
 //! push checks both files first and lands whole or not at all; the functions pick it up within
 //! a minute (`shared::wiring::aws::LiveStack`), without a redeploy. AWS credentials come from
