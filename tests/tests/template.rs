@@ -456,6 +456,7 @@ fn alarms_and_a_dashboard_watch_the_engine_metrics() {
         "FunctionErrorsAlarm",
         "ThrottlesAlarm",
         "ApprovalsExpiredAlarm",
+        "ApprovalBacklogAgeAlarm",
         "FailedRotationsAlarm",
     ] {
         let p = &r[alarm]["Properties"];
@@ -492,6 +493,8 @@ fn alarms_and_a_dashboard_watch_the_engine_metrics() {
         "CommandLatency",
         "Throttles",
         "ApprovalsExpired",
+        "ApprovalBacklog",
+        "ApprovalOldestAge",
     ] {
         assert!(text.contains(metric), "{metric} is not on the dashboard");
     }

@@ -29,6 +29,20 @@ pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Val
             let partitions = engine.fan_out_timers().await?;
             // Seal the minute's audit records with a checkpoint over every shard chain.
             engine.store.seal_audit().await.map_err(EngineError::from)?;
+            // The approvals backlog and how long its oldest has waited (from the pending index).
+            let pending = engine
+                .store
+                .approvals(true)
+                .await
+                .map_err(EngineError::from)?;
+            let now = engine.clock.now();
+            let oldest = pending
+                .iter()
+                .map(|a| (now - a.request.requested_at).num_seconds().max(0))
+                .max()
+                .unwrap_or(0);
+            shared::metric!("ApprovalBacklog", pending.len(), "Count", "Kind" => "approval");
+            shared::metric!("ApprovalOldestAge", oldest, "Seconds", "Kind" => "approval");
             tracing::info!(partitions, "timer tick");
             Ok(json!({"job": "tick", "timer_partitions": partitions}))
         }
