@@ -382,41 +382,28 @@ impl DynamoStore {
         sort: Option<(&str, String)>,
         limit: Option<usize>,
     ) -> Result<Vec<Item>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let mut q = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .expression_attribute_values(":pk", s(pk.clone()));
-            q = match &sort {
-                Some((condition, value)) => q
-                    .key_condition_expression(format!("PK = :pk AND {condition}"))
-                    .expression_attribute_values(":v", s(value.clone())),
-                None => q.key_condition_expression("PK = :pk"),
-            };
-            let page = q
-                .consistent_read(true)
-                .set_limit(limit.map(|l| (l - out.len()).min(1000) as i32))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(backend)?;
-            out.extend(page.items.unwrap_or_default());
-            start = page.last_evaluated_key;
-            if start.is_none() || limit.is_some_and(|l| out.len() >= l) {
-                return Ok(out);
-            }
-        }
+        self.pages(None, "PK", pk, sort.map(|(c, v)| (c, s(v))), limit)
+            .await
     }
 
-    /// A filtered scan (inventory listings; not on any hot path).
     /// Items of one partition of a secondary index (`hash = pk`), optionally narrowed by a
     /// sort-key condition on `:v`, in sort-key order, at most `limit`.
     async fn index_query(
         &self,
         index: &str,
+        hash: &str,
+        pk: String,
+        sort: Option<(&str, Av)>,
+        limit: Option<usize>,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.pages(Some(index), hash, pk, sort, limit).await
+    }
+
+    /// A query page by page: of the table (read consistently) or of a secondary index (which
+    /// cannot be).
+    async fn pages(
+        &self,
+        index: Option<&str>,
         hash: &str,
         pk: String,
         sort: Option<(&str, Av)>,
@@ -429,7 +416,8 @@ impl DynamoStore {
                 .client
                 .query()
                 .table_name(&self.table)
-                .index_name(index)
+                .set_index_name(index.map(str::to_string))
+                .consistent_read(index.is_none())
                 .expression_attribute_names("#h", hash)
                 .expression_attribute_values(":pk", s(pk.clone()));
             q = match &sort {
@@ -452,6 +440,7 @@ impl DynamoStore {
         }
     }
 
+    /// A filtered scan (inventory listings; not on any hot path).
     async fn scan(
         &self,
         filter: &str,
