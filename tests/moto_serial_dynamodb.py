@@ -162,6 +162,52 @@ def _transact_once_per_token(self):
 
 DynamoHandler.transact_write_items = _transact_once_per_token
 
+from moto.dynamodb.models.table import Table
+
+# Query at a cost that grows with the partition, not the table. moto 5.2.5 builds a query's
+# candidates from `all_items()`, which lists and sorts every item of the table, even for a
+# query on the table's own key; the load bench (tests/benches/aws_load.rs) writes 40,000
+# items and its commits then hit the SDK's deadline. Inside a query the candidates need no
+# order (the query sorts what matched), and a query on the table's key needs only its
+# partition. Queries on an index still read every item, as moto keeps no index.
+_all_items = Table.all_items
+_query = Table.query
+_QUERYING = threading.local()
+_NOT_QUERYING = object()
+
+
+def _items_for_query(self):
+    hash_key = getattr(_QUERYING, "hash_key", _NOT_QUERYING)
+    if hash_key is _NOT_QUERYING:
+        return _all_items(self)
+    if hash_key is None:
+        items = []
+        for partition in self.items.values():
+            if self.range_key_attr:
+                items.extend(partition.values())
+            else:
+                items.append(partition)
+        return items
+    partition = self.items.get(hash_key)
+    if partition is None:
+        return []
+    return list(partition.values()) if self.range_key_attr else [partition]
+
+
+def _query_one_partition(self, hash_key, *args, **kwargs):
+    index_name = kwargs.get("index_name")
+    if index_name is None and len(args) >= 7:
+        index_name = args[6]
+    _QUERYING.hash_key = None if index_name else hash_key
+    try:
+        return _query(self, hash_key, *args, **kwargs)
+    finally:
+        _QUERYING.hash_key = _NOT_QUERYING
+
+
+Table.all_items = _items_for_query
+Table.query = _query_one_partition
+
 from moto.sqs.models import DEDUPLICATION_TIME_IN_SECONDS, Queue
 
 _add_message = Queue.add_message

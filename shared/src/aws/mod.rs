@@ -126,9 +126,20 @@ pub async fn secret_from_env(
         .ok()
         .filter(|v| !v.is_empty())
         .ok_or(crate::wiring::aws::StackError::Missing(arn_env))?;
+    secret_value(sdk, arn_env, &arn).await
+}
+
+/// The current value of the secret `arn` (named by the environment variable `arn_env`). An
+/// empty value is refused: a function that started with it would refuse every signature, or
+/// send an empty token, and say so only on the first request.
+pub async fn secret_value(
+    sdk: &SdkConfig,
+    arn_env: &'static str,
+    arn: &str,
+) -> Result<crate::Secret, crate::wiring::aws::StackError> {
     let out = aws_sdk_secretsmanager::Client::new(sdk)
         .get_secret_value()
-        .secret_id(&arn)
+        .secret_id(arn)
         .version_stage("AWSCURRENT")
         .send()
         .await
@@ -136,7 +147,15 @@ pub async fn secret_from_env(
             what: format!("secret {arn}"),
             message: describe(&e),
         })?;
-    Ok(crate::Secret::new(out.secret_string().unwrap_or_default()))
+    match out.secret_string() {
+        Some(value) if !value.trim().is_empty() => Ok(crate::Secret::new(value)),
+        _ => Err(crate::wiring::aws::StackError::Invalid {
+            name: arn_env,
+            message: format!(
+                "secret {arn} has no value (or a binary one); put the value in its SecretString"
+            ),
+        }),
+    }
 }
 
 /// The text of an SDK error with its service cause (the SDK's `Display` says only "service error").

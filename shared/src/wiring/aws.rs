@@ -177,9 +177,23 @@ pub async fn identity_provider_from_env(
     settings: &AwsSettings,
     sdk: &SdkConfig,
 ) -> Result<Arc<dyn IdentityProvider>, StackError> {
-    if optional(crate::idp::okta::ENV_ORG_URL).is_some() {
-        let org = var(crate::idp::okta::ENV_ORG_URL)?;
-        let token = crate::aws::secret_from_env(sdk, "STEWARD_OKTA_API_TOKEN_ARN").await?;
+    identity_provider(settings, sdk, &|name| optional(name)).await
+}
+
+/// [`identity_provider_from_env`] with the variables read through `env` (a test gives a map;
+/// the process environment is shared by every test thread).
+pub async fn identity_provider(
+    settings: &AwsSettings,
+    sdk: &SdkConfig,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<Arc<dyn IdentityProvider>, StackError> {
+    let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+    let secret = async |arn_env: &'static str| match env(arn_env) {
+        Some(arn) => crate::aws::secret_value(sdk, arn_env, &arn).await,
+        None => Err(StackError::Missing(arn_env)),
+    };
+    if let Some(org) = env(crate::idp::okta::ENV_ORG_URL) {
+        let token = secret("STEWARD_OKTA_API_TOKEN_ARN").await?;
         let invalid = |e: crate::idp::okta::OktaSettingsError| StackError::Invalid {
             name: crate::idp::okta::ENV_ORG_URL,
             message: e.to_string(),
@@ -191,7 +205,7 @@ pub async fn identity_provider_from_env(
             crate::idp::okta::Okta::new(okta).map_err(invalid)?,
         ));
     }
-    let Some(issuer) = optional(crate::idp::oauth::ISSUER_ENV) else {
+    let Some(issuer) = env(crate::idp::oauth::ISSUER_ENV) else {
         return Err(StackError::Invalid {
             name: "identity provider",
             message: format!(
@@ -206,11 +220,11 @@ pub async fn identity_provider_from_env(
         message: e.to_string(),
     };
     let mut oauth = crate::idp::oauth::OAuthSettings::new(&issuer).map_err(invalid)?;
-    if optional(OAUTH_INITIAL_ACCESS_TOKEN_ARN_ENV).is_some() {
-        let iat = crate::aws::secret_from_env(sdk, OAUTH_INITIAL_ACCESS_TOKEN_ARN_ENV).await?;
+    if env(OAUTH_INITIAL_ACCESS_TOKEN_ARN_ENV).is_some() {
+        let iat = secret(OAUTH_INITIAL_ACCESS_TOKEN_ARN_ENV).await?;
         oauth = oauth.with_initial_access_token(iat).map_err(invalid)?;
     }
-    if let Some(resource) = optional(crate::idp::oauth::RESOURCE_ENV) {
+    if let Some(resource) = env(crate::idp::oauth::RESOURCE_ENV) {
         oauth = oauth.with_resource(resource.trim()).map_err(invalid)?;
     }
     let vault = agent_vault(

@@ -11,6 +11,7 @@ mod conformance;
 #[path = "../support/fake_slack.rs"]
 mod fake_slack;
 mod functions;
+mod identity_provider;
 mod load;
 mod moto;
 mod parity;
