@@ -150,9 +150,12 @@ def _transact_once_per_token(self):
         return _handle_transact(self)
     with _LOCK:
         now = time.time()
-        for k, (at, _) in list(_TOKENS.items()):
-            if now - at >= _TOKEN_WINDOW:
-                del _TOKENS[k]
+        # Oldest first (insertion order, under the lock): forgetting costs what expired.
+        while _TOKENS:
+            oldest = next(iter(_TOKENS))
+            if now - _TOKENS[oldest][0] < _TOKEN_WINDOW:
+                break
+            del _TOKENS[oldest]
         if token in _TOKENS:
             return _TOKENS[token][1]
         answer = _handle_transact(self)
@@ -219,9 +222,11 @@ def _add_message_within_window(self, message):
         with _LOCK:
             seen = self.__dict__.setdefault("_dedupe_sent_at", {})
             now = message.sent_timestamp
-            for key, at in list(seen.items()):
-                if (now - at) / 1000 >= DEDUPLICATION_TIME_IN_SECONDS:
-                    del seen[key]
+            while seen:
+                oldest = next(iter(seen))
+                if (now - seen[oldest]) / 1000 < DEDUPLICATION_TIME_IN_SECONDS:
+                    break
+                del seen[oldest]
             if dedupe in seen:
                 return
             seen[dedupe] = now
