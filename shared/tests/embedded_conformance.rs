@@ -440,3 +440,11 @@ async fn a_message_held_by_processes_that_died_is_dead_lettered_with_an_audit_re
             .contains("without an answer")
     );
 }
+
+conformance::sessions_suite!(sessions_sqlite, fresh_sessions(), tokio::test);
+
+fn fresh_sessions() -> Subject<dyn shared::ports::Sessions> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(&dir.path().join("steward.db"), Durability::Wal).unwrap();
+    Subject::new(Arc::new(db) as Arc<dyn shared::ports::Sessions>, dir)
+}

@@ -92,6 +92,10 @@ CREATE TABLE IF NOT EXISTS grants (
   event_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, at INTEGER NOT NULL, body TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS grants_client ON grants(client_id, at);
 CREATE INDEX IF NOT EXISTS grants_at ON grants(at);
+CREATE TABLE IF NOT EXISTS dashboard_sessions (
+  digest TEXT PRIMARY KEY, body TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dashboard_sign_ins (
+  digest TEXT PRIMARY KEY, body TEXT NOT NULL, expires_at INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS inbound_seen (
   source TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID;
 "#;
@@ -929,5 +933,118 @@ impl crate::ports::PersonalTokens for Db {
             .map_err(backend)?;
         }
         Ok(true)
+    }
+}
+
+/// The dashboard's sessions and sign-ins in progress; expired rows are removed as new ones are
+/// written (each table stays as small as the sessions alive).
+#[async_trait]
+impl crate::ports::Sessions for Db {
+    async fn put_session(&self, session: &crate::ports::sessions::Session) -> Result<(), StoreError> {
+        let body = serde_json::to_string(session).map_err(backend)?;
+        let conn = self.lock();
+        exec(
+            &conn,
+            "DELETE FROM dashboard_sessions WHERE expires_at <= ?1",
+            [session.created_at.timestamp()],
+        )
+        .map_err(backend)?;
+        let inserted = exec(
+            &conn,
+            "INSERT OR IGNORE INTO dashboard_sessions (digest, body, expires_at) VALUES (?1,?2,?3)",
+            params![session.digest, body, session.expires_at.timestamp()],
+        )
+        .map_err(backend)?;
+        if inserted == 0 {
+            return Err(StoreError::Backend("the session exists already".into()));
+        }
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        digest: &str,
+    ) -> Result<Option<crate::ports::sessions::Session>, StoreError> {
+        let body: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT body FROM dashboard_sessions WHERE digest=?1",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| {
+            serde_json::from_str(&b)
+                .map_err(|e| StoreError::Corrupt("a dashboard session".into(), e.to_string()))
+        })
+        .transpose()
+    }
+
+    async fn touch_session(&self, digest: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let Some(mut session) = crate::ports::Sessions::session(self, digest).await? else {
+            return Ok(false);
+        };
+        session.seen_at = at;
+        let body = serde_json::to_string(&session).map_err(backend)?;
+        let n = exec(
+            &self.lock(),
+            "UPDATE dashboard_sessions SET body=?2 WHERE digest=?1",
+            params![digest, body],
+        )
+        .map_err(backend)?;
+        Ok(n == 1)
+    }
+
+    async fn end_session(&self, digest: &str) -> Result<(), StoreError> {
+        exec(
+            &self.lock(),
+            "DELETE FROM dashboard_sessions WHERE digest=?1",
+            [digest],
+        )
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn put_sign_in(
+        &self,
+        pending: &crate::ports::sessions::PendingSignIn,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(pending).map_err(backend)?;
+        let conn = self.lock();
+        exec(
+            &conn,
+            "DELETE FROM dashboard_sign_ins WHERE expires_at <= ?1",
+            [Utc::now().timestamp()],
+        )
+        .map_err(backend)?;
+        let inserted = exec(
+            &conn,
+            "INSERT OR IGNORE INTO dashboard_sign_ins (digest, body, expires_at) VALUES (?1,?2,?3)",
+            params![pending.digest, body, pending.expires_at.timestamp()],
+        )
+        .map_err(backend)?;
+        if inserted == 0 {
+            return Err(StoreError::Backend("the sign-in exists already".into()));
+        }
+        Ok(())
+    }
+
+    async fn take_sign_in(
+        &self,
+        digest: &str,
+    ) -> Result<Option<crate::ports::sessions::PendingSignIn>, StoreError> {
+        let body: Option<String> = self
+            .lock()
+            .query_row(
+                "DELETE FROM dashboard_sign_ins WHERE digest=?1 RETURNING body",
+                [digest],
+                |r| r.get(0),
+            )
+            .optional()?;
+        body.map(|b| {
+            serde_json::from_str(&b)
+                .map_err(|e| StoreError::Corrupt("a dashboard sign-in".into(), e.to_string()))
+        })
+        .transpose()
     }
 }

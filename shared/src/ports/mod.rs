@@ -9,6 +9,7 @@ pub mod idp;
 pub mod outbox;
 pub mod personal_tokens;
 pub mod queue;
+pub mod sessions;
 pub mod store;
 pub mod vault;
 
@@ -19,5 +20,6 @@ pub use idp::IdentityProvider;
 pub use outbox::Outbox;
 pub use personal_tokens::PersonalTokens;
 pub use queue::Queue;
+pub use sessions::Sessions;
 pub use store::Store;
 pub use vault::Vault;

@@ -9,6 +9,7 @@
 
 pub mod personal_tokens;
 pub mod queue;
+pub mod sessions;
 pub mod store;
 pub mod vault;
 
@@ -173,3 +174,29 @@ macro_rules! tokens_suite {
     };
 }
 pub(crate) use tokens_suite;
+
+/// One test per dashboard-session property, in module `$module`: `$fresh` makes a fresh
+/// [`Subject`].
+macro_rules! sessions_suite {
+    ($module:ident, $fresh:expr, $test:meta) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance::sessions_suite!(@each $fresh, [$test];
+                put_get_touch_and_end,
+                a_session_is_never_replaced,
+                a_sign_in_is_taken_once,
+            );
+        }
+    };
+    (@each $fresh:expr, [$test:meta]; $($property:ident),* $(,)?) => {
+        $(
+            #[$test]
+            async fn $property() {
+                let t = $fresh;
+                $crate::conformance::sessions::$property(&*t.port).await;
+            }
+        )*
+    };
+}
+pub(crate) use sessions_suite;

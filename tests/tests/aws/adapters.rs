@@ -104,6 +104,22 @@ fn fresh_tokens() -> Subject<dyn shared::ports::PersonalTokens> {
     )
 }
 
+crate::conformance::sessions_suite!(
+    sessions_dynamodb,
+    fresh_sessions(),
+    tokio::test(flavor = "multi_thread")
+);
+
+fn fresh_sessions() -> Subject<dyn shared::ports::Sessions> {
+    let table = moto::block_on(async { moto::fresh_table(&moto::sdk().await).await });
+    let sdk = moto::block_on(moto::sdk());
+    Subject::new(
+        Arc::new(DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table))
+            as Arc<dyn shared::ports::Sessions>,
+        (),
+    )
+}
+
 mod dynamodb_only {
     use super::*;
     use crate::conformance::store::{audit_record, step};

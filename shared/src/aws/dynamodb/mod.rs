@@ -30,6 +30,7 @@
 pub mod audit_chain;
 pub mod config;
 mod personal_tokens;
+mod sessions;
 mod read;
 mod step;
 mod write;
