@@ -303,6 +303,7 @@ impl<'a> From<&'a crate::http::Principal> for Caller<'a> {
                 via: Some(match via {
                     Credential::SignIn => "sign-in",
                     Credential::PersonalToken => "personal-token",
+                    Credential::Dashboard => "dashboard-session",
                 }),
             },
             Principal::Automation { name } => Caller {

@@ -10,6 +10,8 @@ pub mod audit;
 #[cfg(feature = "aws")]
 pub mod aws;
 pub mod credential;
+#[cfg(feature = "http")]
+pub mod dashboard;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod engine;

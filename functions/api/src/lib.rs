@@ -82,6 +82,7 @@ pub fn router(
         okta_hook_secret: None,
         ssf,
         local: None,
+        dashboard: None,
     }))
 }
 

@@ -940,7 +940,10 @@ impl crate::ports::PersonalTokens for Db {
 /// written (each table stays as small as the sessions alive).
 #[async_trait]
 impl crate::ports::Sessions for Db {
-    async fn put_session(&self, session: &crate::ports::sessions::Session) -> Result<(), StoreError> {
+    async fn put_session(
+        &self,
+        session: &crate::ports::sessions::Session,
+    ) -> Result<(), StoreError> {
         let body = serde_json::to_string(session).map_err(backend)?;
         let conn = self.lock();
         exec(

@@ -41,6 +41,8 @@ pub enum Credential {
     SignIn,
     /// A personal API token the person created.
     PersonalToken,
+    /// A dashboard session, opened when the person signed in through the browser.
+    Dashboard,
 }
 
 impl std::fmt::Display for Principal {
@@ -56,6 +58,11 @@ impl std::fmt::Display for Principal {
                 token_id,
                 via: Credential::PersonalToken,
             } => write!(f, "person {id} (personal token {token_id})"),
+            Principal::Person {
+                id,
+                token_id,
+                via: Credential::Dashboard,
+            } => write!(f, "person {id} (dashboard {token_id})"),
             Principal::Automation { name } => write!(f, "automation {name}"),
         }
     }
@@ -151,7 +158,7 @@ pub async fn person_caller(
 }
 
 /// The person behind a verified credential, if they are active in the directory (403 if not).
-async fn active_person(
+pub(crate) async fn active_person(
     directory: &dyn Directory,
     id: String,
     token_id: String,

@@ -56,6 +56,8 @@ pub struct AppParts {
     pub ssf: Option<Arc<SsfReceiver>>,
     /// Only on the embedded default.
     pub local: Option<Arc<dyn LocalViews>>,
+    /// The dashboard's pages, when people sign in through a browser (`crate::dashboard`).
+    pub dashboard: Option<Arc<crate::dashboard::Dashboard>>,
 }
 
 /// The router's state: cheap to clone.
@@ -132,11 +134,15 @@ pub fn router(app: App) -> Router {
         app.clone(),
         authenticate,
     ));
-    public
+    let api = public
         .merge(admin)
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(app)
+        .with_state(app.clone());
+    if app.dashboard.is_none() {
+        return api;
+    }
+    api.clone().merge(crate::dashboard::router(app, api))
 }
 
 /// A path no route has: a JSON 404 like every other error, counted and audited (probes show).
@@ -160,9 +166,18 @@ fn body_limit(route: &Route) -> Option<usize> {
     }
 }
 
-/// Where a request comes from, as the audit trail says: the CLI names itself in its user
-/// agent; everything else is the API.
-pub fn source_of(headers: &axum::http::HeaderMap) -> &'static str {
+/// Where a request comes from, as the audit trail says: a dashboard action is marked so in
+/// process; the CLI names itself in its user agent; everything else is the API.
+pub fn source_of(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+) -> &'static str {
+    if extensions
+        .get::<crate::dashboard::DashboardCall>()
+        .is_some()
+    {
+        return "dashboard";
+    }
     let agent = headers
         .get(axum::http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -217,6 +232,17 @@ impl App {
 /// Establishes the caller of an admin route, or refuses (counted and audited).
 async fn authenticate(State(app): State<App>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
+    // A dashboard action: the dashboard checked the session, its anti-forgery token and the
+    // origin, and names the person (an in-process extension; no network request carries one).
+    if let Some(crate::dashboard::DashboardCall(caller)) = parts
+        .extensions
+        .get::<crate::dashboard::DashboardCall>()
+        .cloned()
+    {
+        tracing::info!(principal = %caller.principal, method = %parts.method, path = %parts.uri.path(), "dashboard action");
+        parts.extensions.insert(caller);
+        return next.run(Request::from_parts(parts, body)).await;
+    }
     match app.auth.authenticate(&parts).await {
         Ok(caller) => {
             tracing::info!(principal = %caller.principal, method = %parts.method, path = %parts.uri.path(), "admin API call");

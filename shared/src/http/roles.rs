@@ -221,7 +221,7 @@ pub async fn authorize(
         )
         .into_response();
     };
-    let source = super::source_of(request.headers());
+    let source = super::source_of(request.headers(), request.extensions());
     let subject = match subject(&app, route.op, &params).await {
         Ok(s) => s,
         Err(e) => return e.into_response(),

@@ -28,7 +28,11 @@ pub async fn put_get_touch_and_end(p: &dyn Sessions) {
     let touched = p.session(&a.digest).await.unwrap().unwrap();
     assert_eq!(touched.seen_at, later);
     assert_eq!(
-        (touched.person.as_str(), touched.created_at, touched.expires_at),
+        (
+            touched.person.as_str(),
+            touched.created_at,
+            touched.expires_at
+        ),
         ("ana@example.com", a.created_at, a.expires_at),
         "touching changes only when it was seen"
     );

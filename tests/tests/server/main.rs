@@ -9,6 +9,7 @@ mod support;
 mod anomaly;
 mod campaigns;
 mod cli;
+mod dashboard;
 mod dev_sign_in;
 mod discovery;
 mod durability;

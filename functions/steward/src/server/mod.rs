@@ -56,12 +56,30 @@ pub fn router(stack: &Embedded, admin_token: Secret) -> axum::Router {
         okta_hook_secret: stack.okta_hook_secret.clone(),
         ssf: stack.ssf.clone(),
         local: Some(Arc::new(ConsoleNotices(stack.console.clone()))),
+        dashboard: dashboard(stack),
     });
     shared::http::router(app.clone()).merge(token::router(
         app,
         stack.idp.clone(),
         stack.people_at_dev_idp,
     ))
+}
+
+/// The dashboard, reached where the server is (the dev IdP's issuer URL), signing people in at
+/// the people's issuer.
+fn dashboard(stack: &Embedded) -> Option<Arc<shared::dashboard::Dashboard>> {
+    match shared::dashboard::Dashboard::new(
+        stack.idp.issuer(),
+        stack.people_tokens.clone(),
+        shared::dashboard::CLIENT_ID,
+        stack.db.clone(),
+    ) {
+        Ok(d) => Some(Arc::new(d)),
+        Err(why) => {
+            tracing::warn!(%why, "the dashboard is off");
+            None
+        }
+    }
 }
 
 /// How often the server's background jobs run, every job on.

@@ -30,8 +30,8 @@
 pub mod audit_chain;
 pub mod config;
 mod personal_tokens;
-mod sessions;
 mod read;
+mod sessions;
 mod step;
 mod write;
 

@@ -109,8 +109,6 @@ impl Sessions for DynamoStore {
             .send()
             .await
             .map_err(backend)?;
-        out.attributes
-            .map(|item| body(&item, "body"))
-            .transpose()
+        out.attributes.map(|item| body(&item, "body")).transpose()
     }
 }

@@ -1,0 +1,281 @@
+//! The dashboard against a real `steward serve`, over HTTP as a browser speaks it (cookies,
+//! forms, redirects): signing in at the dev IdP with the authorization code and PKCE, the
+//! session cookie's attributes, the page headers, the approvals inbox, and the refusals of a
+//! requester's forged decision, a form without its anti-forgery token and a cross-site form.
+
+use crate::support::*;
+use reqwest::blocking::Client;
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+const NAME: &str = "datadog-triage-agent-prod";
+
+fn browser() -> Client {
+    Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+fn set_cookies(r: &reqwest::blocking::Response) -> Vec<String> {
+    r.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+fn location(r: &reqwest::blocking::Response) -> String {
+    r.headers()[LOCATION].to_str().unwrap().to_string()
+}
+
+/// Signs `person` in through the dashboard as a browser does; returns the session cookie
+/// (`name=value`).
+fn sign_in(s: &Server, person: &str) -> String {
+    s.set_password(person);
+    let b = browser();
+    let start = b
+        .get(s.url("/sign-in?return_to=%2Fapprovals"))
+        .send()
+        .unwrap();
+    assert_eq!(start.status().as_u16(), 303);
+    let pending = set_cookies(&start)
+        .into_iter()
+        .find(|c| c.starts_with("steward_sign_in="))
+        .expect("the sign-in is bound to this browser");
+    assert!(
+        pending.contains("HttpOnly") && pending.contains("SameSite=Lax"),
+        "{pending}"
+    );
+    let pending = pending.split(';').next().unwrap().to_string();
+    let authorize = reqwest::Url::parse(&location(&start)).unwrap();
+    assert!(
+        authorize
+            .as_str()
+            .starts_with(&s.url("/oauth2/v1/authorize"))
+    );
+    let params: Vec<(String, String)> = authorize.query_pairs().into_owned().collect();
+    let get = |k: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    assert_eq!(get("code_challenge_method"), "S256");
+    assert_eq!(get("client_id"), "steward-dashboard");
+    let mut form = params.clone();
+    form.push(("email".into(), person.into()));
+    form.push(("password".into(), Server::password_of(person)));
+    let back = b
+        .post(s.url("/oauth2/v1/authorize"))
+        .form(&form)
+        .send()
+        .unwrap();
+    assert_eq!(back.status().as_u16(), 303, "{}", back.text().unwrap());
+    let callback = location(&back);
+    assert!(callback.starts_with(&s.url("/auth/callback")), "{callback}");
+    // The issuer's answer in another browser (without the sign-in cookie) opens nothing.
+    let stolen = b.get(&callback).send().unwrap();
+    assert_eq!(stolen.status().as_u16(), 400);
+    assert!(
+        set_cookies(&stolen)
+            .iter()
+            .all(|c| !c.starts_with("steward_session="))
+    );
+    let done = b.get(&callback).header(COOKIE, &pending).send().unwrap();
+    assert_eq!(done.status().as_u16(), 303);
+    assert_eq!(location(&done), "/approvals");
+    let session = set_cookies(&done)
+        .into_iter()
+        .find(|c| c.starts_with("steward_session="))
+        .expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
+        assert!(session.contains(attribute), "{session} lacks {attribute}");
+    }
+    assert!(
+        !session.contains("Secure"),
+        "on loopback http the cookie cannot be Secure: {session}"
+    );
+    session.split(';').next().unwrap().to_string()
+}
+
+fn page(s: &Server, cookie: &str, path: &str) -> (u16, String) {
+    let r = browser()
+        .get(s.url(path))
+        .header(COOKIE, cookie)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert_eq!(r.headers()["x-frame-options"], "DENY");
+    (status, r.text().unwrap())
+}
+
+/// The value of the hidden input `name` in a page.
+fn hidden(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no hidden {name} in the page"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_string()
+}
+
+fn post(
+    s: &Server,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+    site: Option<&str>,
+) -> (u16, String) {
+    let mut r = browser()
+        .post(s.url(path))
+        .header(COOKIE, cookie)
+        .form(form);
+    if let Some(site) = site {
+        r = r.header("sec-fetch-site", site);
+    }
+    let r = r.send().unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+#[test]
+fn an_approver_decides_in_the_inbox_and_the_requester_cannot() {
+    let s = Server::start();
+    // A page without a session sends the browser to sign in, and back.
+    let r = browser().get(s.url("/approvals")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(location(&r), "/sign-in?return_to=%2Fapprovals");
+
+    let mut body = agent_request(
+        NAME,
+        "prod",
+        ALICE,
+        &["datadog:metrics:read", "datadog:monitors:write"],
+    );
+    body["token_lifetime_secs"] = json!(900);
+    let started = s.request_ok(&body);
+    let approval = s.pending_approval(started["workflow_id"].as_str().unwrap());
+    let id = approval["request"]["id"].as_str().unwrap().to_string();
+    let action = format!("/approvals/{id}/approve");
+
+    // The requester sees the request but no Approve button, and a forged POST is refused by
+    // the engine's rule (requester ≠ approver), audited with source `dashboard`.
+    let alice = sign_in(&s, ALICE);
+    let (status, html) = page(&s, &alice, "/approvals");
+    assert_eq!(status, 200);
+    assert!(html.contains(NAME), "the request is listed");
+    assert!(!html.contains(&action), "no Approve form for the requester");
+    let csrf = hidden(&html, "csrf");
+    let (status, html) = post(
+        &s,
+        &alice,
+        &action,
+        &[("csrf", &csrf), ("reason", "mine")],
+        Some("same-origin"),
+    );
+    assert!(
+        status >= 400,
+        "the requester's own approval is refused: {status} {html}"
+    );
+    assert!(
+        html.contains("requester") || html.contains("approver"),
+        "the page says why: {html}"
+    );
+    assert_eq!(s.pending_approval_by_id(&id)["status"], "pending");
+    let audited = s.audit().into_iter().find(|r| {
+        r["unmapped"]["source"] == "dashboard"
+            && r["unmapped"]["principal"]["id"] == ALICE
+            && r["api"]["operation"] == "POST /api/approvals/{id}/approve"
+    });
+    let audited =
+        audited.unwrap_or_else(|| panic!("the forged decision is audited: {:?}", s.audit()));
+    assert_eq!(
+        audited["unmapped"]["principal"]["via"], "dashboard-session",
+        "{audited}"
+    );
+    assert!(
+        audited["unmapped"]["status"].as_u64().unwrap() >= 400,
+        "{audited}"
+    );
+
+    // Sam, an approver: the inbox asks him, with the scope diff; a form without the token and
+    // a cross-site form are refused and change nothing.
+    let sam = sign_in(&s, SAM);
+    let (_, html) = page(&s, &sam, "/approvals");
+    assert!(html.contains(&action), "the approver gets the Approve form");
+    assert!(html.contains("datadog:monitors:write"));
+    let csrf = hidden(&html, "csrf");
+    let hash = hidden(&html, "action_hash");
+    let (status, _) = post(&s, &sam, &action, &[("reason", "no token")], None);
+    assert_eq!(status, 403);
+    let (status, _) = post(
+        &s,
+        &sam,
+        &action,
+        &[("csrf", "forged"), ("reason", "x")],
+        None,
+    );
+    assert_eq!(status, 403);
+    let (status, _) = post(
+        &s,
+        &sam,
+        &action,
+        &[("csrf", &csrf), ("reason", "x")],
+        Some("cross-site"),
+    );
+    assert_eq!(status, 403);
+    let (status, _) = post(
+        &s,
+        &alice,
+        &action,
+        &[("csrf", &csrf), ("reason", "x")],
+        None,
+    );
+    assert_eq!(status, 403, "one session's token does not serve another");
+    assert_eq!(
+        s.pending_approval_by_id(&id)["status"],
+        "pending",
+        "nothing changed"
+    );
+
+    let (status, html) = post(
+        &s,
+        &sam,
+        &action,
+        &[
+            ("csrf", &csrf),
+            ("action_hash", &hash),
+            ("reason", "needed for on-call"),
+        ],
+        Some("same-origin"),
+    );
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("is recorded"), "{html}");
+    let agent = s.wait_agent_status(NAME, "active");
+    assert!(agent["client_id"].is_string(), "{agent}");
+
+    // Signing out ends the session on the server: the old cookie opens nothing.
+    let (status, _) = post(
+        &s,
+        &sam,
+        "/sign-out",
+        &[("csrf", &csrf)],
+        Some("same-origin"),
+    );
+    assert_eq!(status, 303);
+    let r = browser()
+        .get(s.url("/approvals"))
+        .header(COOKIE, &sam)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303, "signed out");
+}
