@@ -97,6 +97,10 @@ pub fn router(app: App, api: Router) -> Router {
     let state = pages::PageState { app, api };
     Router::new()
         .route("/", get(pages::overview))
+        .route("/agents", get(pages::inventory))
+        .route("/agents.csv", get(pages::inventory_csv))
+        .route("/agents/{agent}", get(pages::agent))
+        .route("/act/{*path}", post(pages::act))
         .route("/approvals", get(pages::approvals))
         .route("/approvals/{id}/approve", post(pages::approve))
         .route("/approvals/{id}/deny", post(pages::deny))

@@ -330,3 +330,18 @@ fn share_met(passed: usize, total: usize, percent: usize) -> bool {
 
 #[cfg(test)]
 mod tests;
+
+/// Each of `agents` assessed from its own record: a page of the dashboard's inventory, one
+/// agent's page. A client id shared with an agent outside `agents` is not seen here (the
+/// posture report, which reads the whole registry, sees it), and audit streaming counts as off.
+pub fn assess(agents: &[Agent], policy: &Policy, now: DateTime<Utc>) -> Vec<AgentPosture> {
+    let input = PostureInput {
+        agents,
+        policy,
+        now,
+        audit_streaming: false,
+        discovery_ran: false,
+    };
+    let ctx = Ctx::new(&input);
+    agents.iter().map(|a| ctx.assess(a)).collect()
+}

@@ -10,6 +10,7 @@ mod anomaly;
 mod campaigns;
 mod cli;
 mod dashboard;
+mod dashboard_browser;
 mod dev_sign_in;
 mod discovery;
 mod durability;

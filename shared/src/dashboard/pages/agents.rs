@@ -1,0 +1,593 @@
+//! The inventory (every agent, filtered and paged through the registry's indexes, exported as
+//! CSV) and one agent's page with the actions the person may take on it.
+
+use super::super::session::SignedIn;
+use super::{PageState, error_page, may, page, person_of};
+use crate::http::routes::Op;
+use crate::posture::{self, AgentPosture};
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use maud::{Markup, html};
+use serde::Deserialize;
+use statemachines::{Agent, AgentFlag, AgentStatus};
+
+/// Rows on an inventory page.
+const PAGE_ROWS: usize = 50;
+/// Registry records read per store page while filtering.
+const READ_PAGE: usize = 200;
+/// At most this many records are read for one inventory page; a sparse filter continues from
+/// where it stopped ("More") instead of reading the whole registry.
+const READ_LIMIT: usize = 5_000;
+/// Rows in one CSV export (filters narrow it; more is the posture report's job).
+const CSV_ROWS: usize = 10_000;
+
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct Filter {
+    #[serde(default)]
+    q: String,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    team: String,
+    #[serde(default)]
+    env: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    risk: String,
+    /// Continue after this agent id.
+    #[serde(default)]
+    after: String,
+}
+
+impl Filter {
+    fn is(&self, want: &str, have: &str) -> bool {
+        want.trim().is_empty() || want.trim().eq_ignore_ascii_case(have)
+    }
+
+    fn keeps(&self, a: &Agent, p: &AgentPosture) -> bool {
+        let q = self.q.trim().to_lowercase();
+        self.is(&self.owner, &a.owner)
+            && self.is(&self.team, &a.team)
+            && self.is(&self.env, &a.environment)
+            && self.is(&self.status, a.status.as_str())
+            && self.is(&self.risk, p.level.as_str())
+            && (self.scope.trim().is_empty() || a.scopes.iter().any(|s| s == self.scope.trim()))
+            && (q.is_empty()
+                || [&a.name, &a.id, &a.owner, &a.team, &a.purpose]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(&q))
+                || a.client_id
+                    .as_deref()
+                    .is_some_and(|c| c.to_lowercase().contains(&q)))
+    }
+
+    /// The query string of this filter, continuing after `after`.
+    fn query(&self, after: Option<&str>) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("q", &self.q),
+            ("owner", &self.owner),
+            ("team", &self.team),
+            ("env", &self.env),
+            ("status", &self.status),
+            ("scope", &self.scope),
+            ("risk", &self.risk),
+        ] {
+            if !v.trim().is_empty() {
+                q.append_pair(k, v.trim());
+            }
+        }
+        if let Some(a) = after {
+            q.append_pair("after", a);
+        }
+        q.finish()
+    }
+}
+
+/// A page of agents matching `f`, with their posture, and where the next page starts.
+struct Found {
+    rows: Vec<(Agent, AgentPosture)>,
+    next: Option<String>,
+    read: usize,
+}
+
+async fn find(s: &PageState, f: &Filter, rows: usize) -> Result<Found, String> {
+    let engine = &s.app.engine;
+    let now = engine.clock.now();
+    let mut out = Vec::new();
+    let mut read = 0;
+    let after = Some(f.after.trim())
+        .filter(|a| !a.is_empty())
+        .map(str::to_string);
+    // An owner filter reads that owner's index; everything else pages through the registry.
+    if !f.owner.trim().is_empty() {
+        let owned = engine
+            .store
+            .agents_owned_by(f.owner.trim())
+            .await
+            .map_err(|e| e.to_string())?;
+        let owned: Vec<Agent> = owned
+            .into_iter()
+            .filter(|a| after.as_deref().is_none_or(|after| a.id.as_str() > after))
+            .collect();
+        read = owned.len();
+        let assessed = posture::assess(&owned, &engine.policy, now);
+        for (a, p) in owned.into_iter().zip(assessed) {
+            if f.keeps(&a, &p) {
+                out.push((a, p));
+            }
+        }
+        let next = (out.len() > rows).then(|| out[rows - 1].0.id.clone());
+        out.truncate(rows);
+        return Ok(Found {
+            rows: out,
+            next,
+            read,
+        });
+    }
+    let mut cursor = after;
+    loop {
+        let page = engine
+            .store
+            .agents_after(cursor.as_deref(), READ_PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        let done = page.len() < READ_PAGE;
+        read += page.len();
+        cursor = page.last().map(|a| a.id.clone()).or(cursor);
+        let assessed = posture::assess(&page, &engine.policy, now);
+        for (a, p) in page.into_iter().zip(assessed) {
+            if out.len() == rows {
+                // A full page: the next one starts after its last row.
+                return Ok(Found {
+                    next: out
+                        .last()
+                        .map(|(a, _): &(Agent, AgentPosture)| a.id.clone()),
+                    rows: out,
+                    read,
+                });
+            }
+            if f.keeps(&a, &p) {
+                out.push((a, p));
+            }
+        }
+        if done {
+            return Ok(Found {
+                rows: out,
+                next: None,
+                read,
+            });
+        }
+        if read >= READ_LIMIT {
+            return Ok(Found {
+                rows: out,
+                next: cursor,
+                read,
+            });
+        }
+    }
+}
+
+fn age_days(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<i64> {
+    at.map(|t| (now - t).num_days())
+}
+
+/// `GET /agents`: the inventory.
+pub async fn inventory(
+    State(s): State<PageState>,
+    headers: HeaderMap,
+    Query(f): Query<Filter>,
+) -> Response {
+    let path = format!("/agents?{}", f.query(Some(&f.after)));
+    let who = match person_of(&s, &headers, &path).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if !may(&s, &who, Op::ListAgents, None).await {
+        return error_page(StatusCode::FORBIDDEN, "Agents", "you may not list agents");
+    }
+    let found = match find(&s, &f, PAGE_ROWS).await {
+        Ok(found) => found,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "Agents", &e),
+    };
+    let now = s.app.engine.clock.now();
+    let statuses = [
+        "active",
+        "pending_approval",
+        "provisioning",
+        "frozen",
+        "unregistered",
+        "decommissioned",
+        "expired",
+        "denied",
+        "cancelled",
+        "failed",
+    ];
+    page(
+        StatusCode::OK,
+        "Agents",
+        Some(&who),
+        html! {
+            form class="filters" method="get" action="/agents" role="search" {
+                (field("q", "Search", &f.q))
+                (field("owner", "Owner", &f.owner))
+                (field("team", "Team", &f.team))
+                (field("env", "Environment", &f.env))
+                (field("scope", "Scope", &f.scope))
+                label for="f-status" { "Status" }
+                select id="f-status" name="status" {
+                    option value="" { "any" }
+                    @for st in statuses {
+                        option value=(st) selected[f.status == st] { (st) }
+                    }
+                }
+                label for="f-risk" { "Risk" }
+                select id="f-risk" name="risk" {
+                    option value="" { "any" }
+                    @for r in ["low", "medium", "high", "critical"] {
+                        option value=(r) selected[f.risk == r] { (r) }
+                    }
+                }
+                button type="submit" { "Filter" }
+                a class="export" href={"/agents.csv?" (f.query(None))} { "Export CSV" }
+            }
+            @if found.rows.is_empty() { p { "No agent matches." } }
+            @else {
+                table {
+                    caption { (found.rows.len()) " agents shown; " (found.read) " registry records read" }
+                    thead { tr {
+                        th scope="col" { "Agent" } th scope="col" { "Owner" } th scope="col" { "Team" }
+                        th scope="col" { "Env" } th scope="col" { "Status" } th scope="col" { "Risk" }
+                        th scope="col" { "Credential age" } th scope="col" { "Last review" }
+                    } }
+                    tbody {
+                        @for (a, p) in &found.rows {
+                            tr {
+                                td { a href={"/agents/" (url_segment(&a.id))} { (a.name) } }
+                                td { (a.owner) }
+                                td { (a.team) }
+                                td { (a.environment) }
+                                td { span class="status" { (a.status.as_str()) } }
+                                td { (p.level.as_str()) " (" (p.score) ")" }
+                                td { @match age_days(a.credential_issued_at, now) { Some(d) => { (d) " days" }, None => "—" } }
+                                td { @match &a.last_review { Some(r) => { (r.decision) ", " (r.at.format("%Y-%m-%d")) }, None => "never" } }
+                            }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = &found.next {
+                p { a rel="next" href={"/agents?" (f.query(Some(next)))} { "More agents" } }
+            }
+        },
+    )
+}
+
+fn field(name: &str, label: &str, value: &str) -> Markup {
+    let id = format!("f-{name}");
+    html! {
+        label for=(id) { (label) }
+        input id=(id) type="text" name=(name) value=(value);
+    }
+}
+
+fn url_segment(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A CSV cell a spreadsheet will not run: a leading `=`, `+`, `-`, `@`, tab or carriage return
+/// is neutralised with a quote (OWASP's CSV injection advice).
+pub fn csv_cell(value: &str) -> String {
+    match value.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}"),
+        _ => value.to_string(),
+    }
+}
+
+/// `GET /agents.csv`: the filtered inventory as CSV.
+pub async fn inventory_csv(
+    State(s): State<PageState>,
+    headers: HeaderMap,
+    Query(f): Query<Filter>,
+) -> Response {
+    let who = match person_of(&s, &headers, "/agents").await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    if !may(&s, &who, Op::ListAgents, None).await {
+        return error_page(StatusCode::FORBIDDEN, "Agents", "you may not list agents");
+    }
+    let found = match find(&s, &f, CSV_ROWS).await {
+        Ok(found) => found,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "Agents", &e),
+    };
+    let now = s.app.engine.clock.now();
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let _ = w.write_record([
+        "id",
+        "name",
+        "owner",
+        "team",
+        "environment",
+        "status",
+        "risk",
+        "score",
+        "scopes",
+        "credential_age_days",
+        "last_review",
+    ]);
+    for (a, p) in &found.rows {
+        let row = [
+            a.id.clone(),
+            a.name.clone(),
+            a.owner.clone(),
+            a.team.clone(),
+            a.environment.clone(),
+            a.status.as_str().to_string(),
+            p.level.as_str().to_string(),
+            p.score.to_string(),
+            a.scopes.join(" "),
+            age_days(a.credential_issued_at, now)
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            a.last_review
+                .as_ref()
+                .map(|r| r.at.to_rfc3339())
+                .unwrap_or_default(),
+        ];
+        let _ = w.write_record(row.iter().map(|c| csv_cell(c)));
+    }
+    let body = w.into_inner().unwrap_or_default();
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"steward-agents.csv\"",
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /agents/{agent}`: one agent, what it did and what the person may do about it.
+pub async fn agent(
+    State(s): State<PageState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let who = match person_of(&s, &headers, &format!("/agents/{}", url_segment(&id))).await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    let engine = &s.app.engine;
+    let a = match engine.find_agent(&id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            return error_page(
+                StatusCode::NOT_FOUND,
+                "Agent",
+                &format!("no agent with id or name `{id}`"),
+            );
+        }
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "Agent", &e.to_string()),
+    };
+    if !may(&s, &who, Op::ShowAgent, Some(&a.owner)).await {
+        return error_page(StatusCode::FORBIDDEN, "Agent", "you may not see this agent");
+    }
+    let now = engine.clock.now();
+    let p = posture::assess(std::slice::from_ref(&a), &engine.policy, now).remove(0);
+    let manager = engine
+        .directory
+        .person(&a.owner)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|p| p.manager);
+    let grants = if may(&s, &who, Op::AgentGrants, Some(&a.owner)).await {
+        match a.client_id.as_deref() {
+            Some(c) => Some(
+                engine
+                    .store
+                    .grants(c, now - chrono::Duration::hours(24), 1000)
+                    .await
+                    .unwrap_or_default(),
+            ),
+            None => Some(vec![]),
+        }
+    } else {
+        None
+    };
+    let mut timeline = Vec::new();
+    if let Ok(instances) = engine.store.instances_for_agent(&a.id).await {
+        for i in instances {
+            if let Ok(h) = engine.store.history(&i.id).await {
+                for e in h {
+                    timeline.push((i.kind.clone(), i.id.clone(), e));
+                }
+            }
+        }
+    }
+    timeline.sort_by_key(|(_, _, e)| e.at);
+    let actions = actions(&s, &who, &a).await;
+    page(
+        StatusCode::OK,
+        &a.name,
+        Some(&who),
+        html! {
+            @if let Some(n) = super::notice(raw.as_deref()) { p class="notice" role="status" { (n) } }
+            dl class="facts" {
+                dt { "Status" } dd { span class="status" { (a.status.as_str()) } }
+                dt { "Purpose" } dd { (a.purpose) }
+                dt { "Owner" } dd { (a.owner) @if let Some(m) = &manager { " (manager " (m) ")" } }
+                dt { "Team / environment" } dd { (a.team) " / " (a.environment) }
+                dt { "Risk" } dd { (p.level.as_str()) " (" (p.score) " of 100)" }
+                dt { "Client" } dd { @match &a.client_id { Some(c) => code { (c) }, None => "none" } }
+                dt { "Credential age" } dd { @match age_days(a.credential_issued_at, now) { Some(d) => { (d) " days" }, None => "—" } }
+                dt { "Token lifetime" } dd { (a.token_lifetime_secs) " s" }
+                @if let Some(until) = a.expires_on { dt { "Expires on" } dd { (until) } }
+                dt { "Last review" } dd { @match &a.last_review { Some(r) => { (r.decision) " by " (r.by) ", " (r.at.format("%Y-%m-%d")) " (" (r.campaign) ")" }, None => "never" } }
+            }
+            (actions)
+            section aria-labelledby="scopes" {
+                h2 id="scopes" { "Scopes" }
+                @let used: Vec<&str> = grants.iter().flatten().filter(|g| g.success).flat_map(|g| g.granted.iter().map(String::as_str)).collect();
+                ul { @for sc in &a.scopes {
+                    li { code { (sc) } @if grants.is_some() { " · " @if used.contains(&sc.as_str()) { "used in the last 24 hours" } @else { "not used in the last 24 hours" } } }
+                } }
+            }
+            @if let Some(grants) = &grants {
+                section aria-labelledby="grants" {
+                    h2 id="grants" { "Token grants, last 24 hours" }
+                    @if grants.is_empty() { p { "None." } }
+                    @else {
+                        table {
+                            thead { tr { th scope="col" { "When" } th scope="col" { "From" } th scope="col" { "Asked" } th scope="col" { "Granted" } th scope="col" { "Result" } } }
+                            tbody { @for g in grants.iter().rev().take(100) {
+                                tr {
+                                    td { (g.at.format("%Y-%m-%d %H:%M:%S")) }
+                                    td { (g.ip.as_deref().unwrap_or("—")) }
+                                    td { (g.requested.join(" ")) }
+                                    td { (g.granted.join(" ")) }
+                                    td { @if g.success { "granted" } @else { "refused: " (g.reason.as_deref().unwrap_or("")) } }
+                                }
+                            } }
+                        }
+                    }
+                }
+            }
+            section aria-labelledby="findings" {
+                h2 id="findings" { "Findings and freezes" }
+                @if a.flags.is_empty() { p { "None." } }
+                ul { @for f in &a.flags { li { (flag(f)) } } }
+            }
+            section aria-labelledby="checklist" {
+                h2 id="checklist" { "Zero-trust checklist" }
+                ul { @for c in &p.checklist {
+                    li { @if c.ok { "✓ passes: " } @else { "✗ fails: " } strong { (c.item) } " — " (c.detail) }
+                } }
+                @if !p.factors.is_empty() {
+                    h3 { "Risk factors" }
+                    ul { @for f in &p.factors { li { (f.name) " (+" (f.points) "): " (f.detail) } } }
+                }
+            }
+            section aria-labelledby="rotations" {
+                h2 id="rotations" { "Rotations" }
+                @if a.credentials.is_empty() { p { "None yet." } }
+                ul { @for r in &a.credentials {
+                    li { (r.new_valid_from.format("%Y-%m-%d %H:%M")) ": " (r.reason) " (workflow " code { (r.rotation) } ")" }
+                } }
+            }
+            section aria-labelledby="timeline" {
+                h2 id="timeline" { "Workflow timeline" }
+                @if timeline.is_empty() { p { "None." } }
+                ol { @for (kind, wf, e) in &timeline {
+                    li { (e.at.format("%Y-%m-%d %H:%M:%S")) " · " (kind) " " code { (wf) } ": " (e.from) " → " (e.to) " by " (e.actor.describe()) }
+                } }
+            }
+        },
+    )
+}
+
+fn flag(f: &AgentFlag) -> Markup {
+    match f {
+        AgentFlag::OwnerLost { owner, since } => {
+            html! { "Owner " (owner) " left (" (since.format("%Y-%m-%d")) "): a new owner is needed" }
+        }
+        AgentFlag::FreezeRequested { reason, at } => {
+            html! { "Freeze requested " (at.format("%Y-%m-%d %H:%M")) ": " (reason) }
+        }
+        AgentFlag::Frozen { reason, at } => {
+            html! { strong { "Frozen" } " " (at.format("%Y-%m-%d %H:%M")) ": " (reason) }
+        }
+        AgentFlag::ReviewUnanswered { campaign, at } => {
+            html! { "Review unanswered in " (campaign) " (" (at.format("%Y-%m-%d")) ")" }
+        }
+        AgentFlag::Anomaly {
+            rule,
+            severity,
+            detail,
+            at,
+        } => {
+            html! { "Finding " strong { (rule) } " (" (format!("{severity:?}").to_lowercase()) ") " (at.format("%Y-%m-%d %H:%M")) ": " (detail) }
+        }
+        #[allow(unreachable_patterns)]
+        other => html! { (format!("{other:?}")) },
+    }
+}
+
+/// The forms of what the person may do about the agent (the API's role table decides; the API
+/// decides again when the form is sent).
+async fn actions(s: &PageState, who: &SignedIn, a: &Agent) -> Markup {
+    let owner = Some(a.owner.as_str());
+    let base = format!("/act/api/agents/{}", url_segment(&a.id));
+    let back = format!("/agents/{}", url_segment(&a.id));
+    let live = matches!(a.status, AgentStatus::Active);
+    let frozen = matches!(a.status, AgentStatus::Frozen);
+    let mut forms: Vec<Markup> = Vec::new();
+    let csrf = &who.session.csrf;
+    let form = |verb: &str, label: &str, fields: Markup| {
+        html! {
+            form class="action" method="post" action={(base) "/" (verb)} {
+                input type="hidden" name="csrf" value=(csrf);
+                input type="hidden" name="return_to" value=(back);
+                (fields)
+                button type="submit" { (label) }
+            }
+        }
+    };
+    let reason = |id: &str| {
+        html! {
+            label for=(id) { "Reason" }
+            input id=(id) type="text" name="reason" required maxlength="500";
+        }
+    };
+    if live && may(s, who, Op::ChangeScopes, owner).await {
+        forms.push(form("scopes", "Request scope change", html! {
+            label for="a-add" { "Add scopes" } input id="a-add" type="text" name="add[]";
+            label for="a-remove" { "Remove scopes" } input id="a-remove" type="text" name="remove[]";
+            (reason("a-scopes-reason"))
+        }));
+    }
+    if live && may(s, who, Op::Rotate, owner).await {
+        forms.push(form("rotate", "Rotate now", html! {}));
+    }
+    if live && may(s, who, Op::Freeze, owner).await {
+        forms.push(form("freeze", "Freeze", reason("a-freeze-reason")));
+    }
+    if frozen && may(s, who, Op::Unfreeze, owner).await {
+        forms.push(form(
+            "unfreeze",
+            "Ask to unfreeze",
+            reason("a-unfreeze-reason"),
+        ));
+    }
+    if (live || frozen) && may(s, who, Op::Decommission, owner).await {
+        forms.push(form(
+            "decommission",
+            "Decommission",
+            reason("a-decommission-reason"),
+        ));
+    }
+    if live && a.expires_on.is_some() && may(s, who, Op::Renew, owner).await {
+        forms.push(form("renew", "Renew", html! {
+            label for="a-until" { "Until" } input id="a-until" type="date" name="until" required;
+            (reason("a-renew-reason"))
+        }));
+    }
+    html! {
+        @if !forms.is_empty() {
+            section aria-labelledby="actions" class="actions" {
+                h2 id="actions" { "Actions" }
+                @for f in forms { (f) }
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The approvals inbox: what waits for the signed-in person's decision, and Approve / Deny.
+
+use super::super::session::{self, SignedIn};
+use super::{PageState, call_api, error_page, may, page, person_of};
+use crate::http::routes::Op;
+use crate::ports::store::ApprovalRecord;
+use axum::extract::{Form, FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use maud::{Markup, html};
+use serde::Deserialize;
+
+/// Whether the person is asked to decide this approval: listed, not the requester, no vote yet.
+pub(super) fn asks(record: &ApprovalRecord, person: &str) -> bool {
+    let r = &record.request;
+    let same = |a: &str| a.trim().eq_ignore_ascii_case(person);
+    record.outcome.is_none()
+        && r.approvers.iter().any(|a| same(a))
+        && !same(&r.requester)
+        && !r.votes.iter().any(|v| same(&v.by))
+}
+
+/// `GET /approvals`: the person's inbox.
+pub async fn approvals(State(s): State<PageState>, headers: HeaderMap) -> Response {
+    let who = match person_of(&s, &headers, "/approvals").await {
+        Ok(w) => w,
+        Err(r) => return r,
+    };
+    inbox(&s, &who, StatusCode::OK, None).await
+}
+
+async fn inbox(
+    s: &PageState,
+    who: &SignedIn,
+    status: StatusCode,
+    notice: Option<(&str, String)>,
+) -> Response {
+    if !may(s, who, Op::ListApprovals, None).await {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            "Approvals",
+            "you may not list approvals",
+        );
+    }
+    let pending = match s.app.engine.store.approvals(true).await {
+        Ok(p) => p,
+        Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "Approvals", &e.to_string()),
+    };
+    let (to_decide, others): (Vec<_>, Vec<_>) = pending.iter().partition(|r| asks(r, who.person()));
+    page(
+        status,
+        "Approvals",
+        Some(who),
+        html! {
+            @if let Some((class, text)) = &notice {
+                p class=(class) role=(if *class == "error" { "alert" } else { "status" }) { (text) }
+            }
+            section aria-labelledby="decide" {
+                h2 id="decide" { "For you to decide" }
+                @if to_decide.is_empty() { p { "Nothing waits for your decision." } }
+                @for r in &to_decide { (approval_card(r, Some(&who.session.csrf))) }
+            }
+            section aria-labelledby="others" {
+                h2 id="others" { "Open, for others" }
+                @if others.is_empty() { p { "None." } }
+                @for r in &others { (approval_card(r, None)) }
+            }
+        },
+    )
+}
+
+/// What Approve and Deny mean for an action: after a detection freeze, approving unfreezes and
+/// denying decommissions (as the Slack buttons say).
+fn labels(action: &str) -> (&'static str, &'static str) {
+    match action {
+        "unfreeze" => ("Unfreeze", "Decommission"),
+        "freeze" => ("Freeze", "Keep running"),
+        _ => ("Approve", "Deny"),
+    }
+}
+
+fn approval_card(record: &ApprovalRecord, csrf: Option<&str>) -> Markup {
+    let r = &record.request;
+    let votes = &r.votes;
+    html! {
+        article class="approval" aria-labelledby={"ap-" (r.id)} {
+            h3 id={"ap-" (r.id)} { (r.action) " · " (r.agent_name) " (" (r.environment) ")" }
+            dl {
+                dt { "Requested by" } dd { (r.requester) }
+                dt { "Owner" } dd { (r.owner) }
+                dt { "Why" } dd { (r.justification) }
+                @if !r.scopes_added.is_empty() {
+                    dt { "Scopes added" } dd { @for sc in &r.scopes_added { code class="added" { "+ " (sc) } " " } }
+                }
+                @if !r.scopes_removed.is_empty() {
+                    dt { "Scopes removed" } dd { @for sc in &r.scopes_removed { code class="removed" { "− " (sc) } " " } }
+                }
+                @if !r.sensitive_scopes.is_empty() {
+                    dt { "Risk" } dd { "Sensitive: " (r.sensitive_scopes.join(", ")) }
+                }
+                dt { "Token lifetime" } dd { (r.token_lifetime_secs) " s" }
+                dt { "Approvals" } dd { (votes.len()) " of " (r.quorum) " needed" }
+                dt { "Expires" } dd { time datetime=(r.expires_at.to_rfc3339()) { (r.expires_at.format("%Y-%m-%d %H:%M UTC")) } }
+            }
+            @if let Some(csrf) = csrf {
+                form class="decide" method="post" action={"/approvals/" (r.id) "/approve"} {
+                    input type="hidden" name="csrf" value=(csrf);
+                    input type="hidden" name="action_hash" value=(record.action_hash);
+                    label for={"reason-" (r.id)} { "Reason" }
+                    input id={"reason-" (r.id)} type="text" name="reason" maxlength="500";
+                    @let (yes, no) = labels(&r.action);
+                    button type="submit" name="decision" value="approve" { (yes) }
+                    button type="submit" formaction={"/approvals/" (r.id) "/deny"} name="decision" value="deny" class="deny" { (no) }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct DecisionForm {
+    csrf: Option<String>,
+    reason: Option<String>,
+    action_hash: Option<String>,
+}
+
+pub async fn approve(
+    State(s): State<PageState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    decide(s, id, "approve", request).await
+}
+
+pub async fn deny(
+    State(s): State<PageState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> Response {
+    decide(s, id, "deny", request).await
+}
+
+/// An Approve or Deny: the form checked, then the API's own route called as the person.
+async fn decide(s: PageState, id: String, verb: &str, request: Request) -> Response {
+    let Some(d) = s.dashboard() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let what = format!("dashboard form POST {}", parts.uri.path());
+    let who = match session::signed_in(&s.app, d, &parts.headers).await {
+        Ok(w) => w,
+        Err(no) => {
+            s.app.refuse(&what, &no.to_string()).await;
+            return error_page(
+                session::status_of(&no),
+                "Not signed in",
+                &format!("{no}; sign in again"),
+            );
+        }
+    };
+    let form =
+        match Form::<DecisionForm>::from_request(Request::from_parts(parts.clone(), body), &())
+            .await
+        {
+            Ok(Form(f)) => f,
+            Err(e) => {
+                let why = format!("the form is malformed: {}", e.body_text());
+                s.app.refuse(&what, &why).await;
+                return error_page(StatusCode::BAD_REQUEST, "Refused", &why);
+            }
+        };
+    if let Err(why) = session::check_form(d, &parts, &who.session, form.csrf.as_deref()) {
+        s.app.refuse(&what, &why).await;
+        return error_page(StatusCode::FORBIDDEN, "Refused", &why);
+    }
+    let body = serde_json::json!({
+        "reason": form.reason.filter(|r| !r.trim().is_empty()),
+        "action_hash": form.action_hash,
+    });
+    let path = format!(
+        "/api/approvals/{}/{verb}",
+        form_urlencoded::byte_serialize(id.as_bytes()).collect::<String>()
+    );
+    let (status, answer) = call_api(&s, &who, &path, body).await;
+    let notice = if status.is_success() {
+        (
+            "notice",
+            format!("Your decision ({verb}) on {id} is recorded."),
+        )
+    } else {
+        ("error", answer)
+    };
+    let shown = if status.is_success() {
+        StatusCode::OK
+    } else {
+        status
+    };
+    inbox(&s, &who, shown, Some((notice.0, notice.1))).await
+}

@@ -1,0 +1,309 @@
+//! The pages and their forms. Every value is escaped by the templates (maud); no page has
+//! script, so they read the same with JavaScript off.
+
+use super::Dashboard;
+use super::session::{self, NotSignedIn, SignedIn};
+use crate::http::App;
+use crate::http::roles::{roles_of, who_may};
+use crate::http::routes::Op;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Form, FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{DOCTYPE, Markup, html};
+use tower::ServiceExt;
+
+mod agents;
+mod approvals;
+mod overview;
+
+pub use agents::{agent, inventory, inventory_csv};
+pub use approvals::{approvals, approve, deny};
+pub use overview::overview;
+
+#[derive(Clone)]
+pub struct PageState {
+    pub app: App,
+    /// The admin API's router: actions are calls to it.
+    pub api: Router,
+}
+
+impl PageState {
+    pub fn dashboard(&self) -> Option<&Dashboard> {
+        self.app.dashboard.as_deref()
+    }
+}
+
+const STYLESHEET: &str = include_str!("../steward.css");
+
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+pub(super) fn page(
+    status: StatusCode,
+    title: &str,
+    who: Option<&SignedIn>,
+    body: Markup,
+) -> Response {
+    let markup = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Steward" }
+                link rel="stylesheet" href="/assets/steward.css";
+            }
+            body {
+                a class="skip" href="#main" { "Skip to content" }
+                header class="top" {
+                    a class="brand" href="/" { "Steward" }
+                    @if let Some(who) = who {
+                        nav aria-label="Main" {
+                            a href="/" { "Overview" }
+                            a href="/agents" { "Agents" }
+                            a href="/approvals" { "Approvals" }
+                        }
+                        form class="sign-out" method="post" action="/sign-out" {
+                            input type="hidden" name="csrf" value=(who.session.csrf);
+                            span class="person" { (who.person()) }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main id="main" {
+                    h1 { (title) }
+                    (body)
+                }
+            }
+        }
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        markup.into_string(),
+    )
+        .into_response()
+}
+
+/// A page that says what went wrong and what to do.
+pub fn error_page(status: StatusCode, title: &str, why: &str) -> Response {
+    page(
+        status,
+        title,
+        None,
+        html! {
+            p class="error" role="alert" { (why) }
+            p { a href="/" { "Back to the start page" } }
+        },
+    )
+}
+
+/// The signed-in person of a page request; otherwise the answer (to the sign-in, or why not).
+pub(super) async fn person_of(
+    s: &PageState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<SignedIn, Response> {
+    let Some(d) = s.dashboard() else {
+        return Err(StatusCode::NOT_FOUND.into_response());
+    };
+    match session::signed_in(&s.app, d, headers).await {
+        Ok(si) => Ok(si),
+        Err(NotSignedIn::SignIn(_)) => {
+            let to = format!(
+                "/sign-in?return_to={}",
+                form_urlencoded::byte_serialize(path.as_bytes()).collect::<String>()
+            );
+            Err(Redirect::to(&to).into_response())
+        }
+        Err(refused @ NotSignedIn::Refused(_)) => Err(error_page(
+            session::status_of(&refused),
+            "Not allowed",
+            &refused.to_string(),
+        )),
+    }
+}
+
+/// Whether the person may do `op` about an agent owned by `owner` (the API's role table).
+pub(super) async fn may(s: &PageState, who: &SignedIn, op: Op, owner: Option<&str>) -> bool {
+    match roles_of(&s.app, &who.caller, owner).await {
+        Ok(roles) => roles.iter().any(|r| who_may(op).contains(r)),
+        Err(_) => false,
+    }
+}
+
+/// Calls an admin API route in process as the signed-in person; returns its status and, for
+/// an error, the sentence it said.
+pub(super) async fn call_api(
+    s: &PageState,
+    who: &SignedIn,
+    path: &str,
+    body: serde_json::Value,
+) -> (StatusCode, String) {
+    let mut request = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("a request to a route of this server");
+    request
+        .extensions_mut()
+        .insert(super::DashboardCall(who.caller.clone()));
+    let response = match s.api.clone().oneshot(request).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let said: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    let mut text = said["error"].as_str().unwrap_or("").to_string();
+    if let Some(reasons) = said["reasons"].as_array().filter(|r| !r.is_empty()) {
+        let reasons: Vec<String> = reasons
+            .iter()
+            .map(|r| {
+                r.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| r.to_string())
+            })
+            .collect();
+        text = format!("{text}: {}", reasons.join("; "));
+    }
+    (status, text)
+}
+
+/// What a successful action says when the browser is back on its page (a fixed sentence per
+/// operation, so a link cannot make a page say anything else).
+fn done_sentence(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "scopes" => "The scope change is requested; it shows here once decided.",
+        "rotate" => "A rotation has started.",
+        "freeze" => "The freeze is requested.",
+        "unfreeze" => "The unfreeze is requested; the approvers are asked.",
+        "decommission" => "Decommissioning has started.",
+        "renew" => "The renewal is requested.",
+        _ => return None,
+    })
+}
+
+/// The notice of a page the browser came back to after an action (`?done=<operation>`).
+pub(super) fn notice(query: Option<&str>) -> Option<&'static str> {
+    query?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == "done")
+        .and_then(|(_, v)| done_sentence(v))
+}
+
+/// `POST /act/{*path}`: a form of a page, checked (session, anti-forgery token, origin), then
+/// sent to the admin API's route `/{path}` as the signed-in person. The form's fields become the
+/// JSON body: a name ending in `[]` is a list (commas or spaces between items), empty fields
+/// are left out. The API answers as it would any caller; on success the browser goes back to
+/// `return_to` (a path of this server).
+pub async fn act(
+    State(s): State<PageState>,
+    Path(path): Path<String>,
+    request: Request,
+) -> Response {
+    let Some(d) = s.dashboard() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let (parts, body) = request.into_parts();
+    let what = format!("dashboard form POST {}", parts.uri.path());
+    let who = match session::signed_in(&s.app, d, &parts.headers).await {
+        Ok(w) => w,
+        Err(no) => {
+            s.app.refuse(&what, &no.to_string()).await;
+            return error_page(
+                session::status_of(&no),
+                "Not signed in",
+                &format!("{no}; sign in again"),
+            );
+        }
+    };
+    let fields = match Form::<Vec<(String, String)>>::from_request(
+        Request::from_parts(parts.clone(), body),
+        &(),
+    )
+    .await
+    {
+        Ok(Form(f)) => f,
+        Err(e) => {
+            let why = format!("the form is malformed: {}", e.body_text());
+            s.app.refuse(&what, &why).await;
+            return error_page(StatusCode::BAD_REQUEST, "Refused", &why);
+        }
+    };
+    let field = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Err(why) = session::check_form(d, &parts, &who.session, field("csrf")) {
+        s.app.refuse(&what, &why).await;
+        return error_page(StatusCode::FORBIDDEN, "Refused", &why);
+    }
+    if !path.starts_with("api/") {
+        let why = format!("/{path} is not an operation of the admin API");
+        s.app.refuse(&what, &why).await;
+        return error_page(StatusCode::NOT_FOUND, "Refused", &why);
+    }
+    let mut json = serde_json::Map::new();
+    for (k, v) in &fields {
+        if k == "csrf" || k == "return_to" {
+            continue;
+        }
+        if let Some(list) = k.strip_suffix("[]") {
+            let items: Vec<serde_json::Value> = v
+                .split([',', ' ', '\n'])
+                .map(str::trim)
+                .filter(|i| !i.is_empty())
+                .map(|i| serde_json::Value::String(i.to_string()))
+                .collect();
+            if !items.is_empty() {
+                json.insert(list.to_string(), serde_json::Value::Array(items));
+            }
+        } else if !v.trim().is_empty() {
+            json.insert(k.clone(), serde_json::Value::String(v.trim().to_string()));
+        }
+    }
+    let (status, said) = call_api(
+        &s,
+        &who,
+        &format!("/{path}"),
+        serde_json::Value::Object(json),
+    )
+    .await;
+    if !status.is_success() {
+        return error_page(status, "Not done", &said);
+    }
+    let back = match field("return_to") {
+        Some(p) if p.starts_with('/') && !p.starts_with("//") && !p.contains('\\') => p.to_string(),
+        _ => "/".into(),
+    };
+    let code = path.rsplit('/').next().unwrap_or("");
+    let sep = if back.contains('?') { '&' } else { '?' };
+    Redirect::to(&format!("{back}{sep}done={code}")).into_response()
+}
+
+/// `GET /signed-out`.
+pub async fn signed_out() -> Response {
+    page(
+        StatusCode::OK,
+        "Signed out",
+        None,
+        html! { p { "You are signed out. " a href="/sign-in" { "Sign in again" } } },
+    )
+}
