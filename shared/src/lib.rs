@@ -32,6 +32,7 @@ pub mod secret_rotation;
 pub mod sign_in;
 pub mod signal;
 pub mod slack;
+pub mod spreadsheet;
 pub mod tls;
 pub mod wiring;
 

@@ -145,13 +145,14 @@ impl CampaignReport {
         serde_json::to_string_pretty(self).expect("reports serialize")
     }
 
-    /// One row per item (RFC 4180: fields with commas, quotes or line breaks are quoted).
+    /// One row per item (RFC 4180: fields with commas, quotes or line breaks are quoted; a
+    /// cell a spreadsheet would run as a formula is written as text).
     pub fn to_csv(&self) -> String {
         let mut w = csv::Writer::from_writer(vec![]);
         let _ = w.write_record(REPORT_COLUMNS);
         let t = |d: &Option<DateTime<Utc>>| d.map(|d| d.to_rfc3339()).unwrap_or_default();
         for r in &self.items {
-            let _ = w.write_record([
+            let row = [
                 r.item_id.clone(),
                 r.agent_id.clone(),
                 r.agent.clone(),
@@ -176,7 +177,8 @@ impl CampaignReport {
                 r.action_workflow.clone().unwrap_or_default(),
                 r.action_ok.map(|b| b.to_string()).unwrap_or_default(),
                 r.action_detail.clone().unwrap_or_default(),
-            ]);
+            ];
+            let _ = w.write_record(row.iter().map(|c| crate::spreadsheet::cell(c).into_owned()));
         }
         String::from_utf8(w.into_inner().unwrap_or_default()).unwrap_or_default()
     }

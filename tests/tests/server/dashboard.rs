@@ -279,3 +279,98 @@ fn an_approver_decides_in_the_inbox_and_the_requester_cannot() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 303, "signed out");
 }
+
+#[test]
+fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
+    let s = Server::start();
+    let name = "metrics-reader-agent-dev";
+    s.request_ok(&agent_request(
+        name,
+        "dev",
+        ALICE,
+        &["datadog:metrics:read"],
+    ));
+    let agent = s.wait_agent_status(name, "active");
+    let id = agent["id"].as_str().unwrap().to_string();
+
+    // The owner: the inventory lists the agent, the CSV export has it, the page offers actions.
+    let alice = sign_in(&s, ALICE);
+    let (status, html) = page(&s, &alice, "/agents?owner=alice%40example.com");
+    assert_eq!(status, 200);
+    assert!(html.contains(name), "{html}");
+    let csv = browser()
+        .get(s.url("/agents.csv?owner=alice%40example.com"))
+        .header(COOKIE, &alice)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(csv.starts_with("id,name,owner"), "{csv}");
+    assert!(csv.contains(name), "{csv}");
+    let (status, html) = page(&s, &alice, &format!("/agents/{id}"));
+    assert_eq!(status, 200);
+    for action in ["/rotate", "/freeze", "/decommission"] {
+        assert!(
+            html.contains(&format!("/act/api/agents/{id}{action}")),
+            "owner lacks {action}"
+        );
+    }
+    let alice_csrf = hidden(&html, "csrf");
+
+    // Bob, unrelated: the page shows no action, and a forged freeze is refused by the role table.
+    let bob = sign_in(&s, BOB);
+    let (_, html) = page(&s, &bob, &format!("/agents/{id}"));
+    assert!(!html.contains("/act/api/agents/"), "Bob is offered actions");
+    let bob_csrf = hidden(&html, "csrf");
+    let (status, html) = post(
+        &s,
+        &bob,
+        &format!("/act/api/agents/{id}/freeze"),
+        &[("csrf", &bob_csrf), ("reason", "not mine")],
+        Some("same-origin"),
+    );
+    assert_eq!(status, 403, "{html}");
+    assert!(html.contains("owner"), "the refusal says who may: {html}");
+    assert_eq!(s.agent(name)["status"], "active");
+    // Only the admin API is reachable through the action form.
+    let (status, _) = post(
+        &s,
+        &bob,
+        "/act/sign-out",
+        &[("csrf", &bob_csrf)],
+        Some("same-origin"),
+    );
+    assert_eq!(status, 404);
+
+    // The owner freezes from the page: back on the page with the notice, the agent frozen.
+    let r = browser()
+        .post(s.url(&format!("/act/api/agents/{id}/freeze")))
+        .header(COOKIE, &alice)
+        .form(&[
+            ("csrf", alice_csrf.as_str()),
+            ("reason", "investigating"),
+            ("return_to", &format!("/agents/{id}")),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(location(&r), format!("/agents/{id}?done=freeze"));
+    s.wait_agent_status(name, "frozen");
+    let (_, html) = page(&s, &alice, &format!("/agents/{id}?done=freeze"));
+    assert!(html.contains("The freeze is requested."), "{html}");
+    assert!(
+        html.contains("investigating"),
+        "the freeze and its reason show: {html}"
+    );
+
+    // The audit trail is for security: Alice is refused, Sam sees the chain verified.
+    let (status, _) = page(&s, &alice, "/audit");
+    assert_eq!(status, 403);
+    let sam = sign_in(&s, SAM);
+    let (status, html) = page(&s, &sam, "/audit?q=freeze");
+    assert_eq!(status, 200);
+    assert!(html.contains("Hash chain verified"), "{html}");
+    assert!(html.contains("freeze"), "{html}");
+    let (status, html) = page(&s, &sam, "/campaigns");
+    assert_eq!(status, 200, "{html}");
+}

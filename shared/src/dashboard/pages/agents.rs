@@ -280,15 +280,6 @@ fn url_segment(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// A CSV cell a spreadsheet will not run: a leading `=`, `+`, `-`, `@`, tab or carriage return
-/// is neutralised with a quote (OWASP's CSV injection advice).
-pub fn csv_cell(value: &str) -> String {
-    match value.chars().next() {
-        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{value}"),
-        _ => value.to_string(),
-    }
-}
-
 /// `GET /agents.csv`: the filtered inventory as CSV.
 pub async fn inventory_csv(
     State(s): State<PageState>,
@@ -340,7 +331,7 @@ pub async fn inventory_csv(
                 .map(|r| r.at.to_rfc3339())
                 .unwrap_or_default(),
         ];
-        let _ = w.write_record(row.iter().map(|c| csv_cell(c)));
+        let _ = w.write_record(row.iter().map(|c| crate::spreadsheet::cell(c).into_owned()));
     }
     let body = w.into_inner().unwrap_or_default();
     (

@@ -4,7 +4,7 @@ use super::super::session::{self, SignedIn};
 use super::{PageState, call_api, error_page, may, page, person_of};
 use crate::http::routes::Op;
 use crate::ports::store::ApprovalRecord;
-use axum::extract::{Form, FromRequest, Path, Request, State};
+use axum::extract::{Form, FromRequest, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{Markup, html};
@@ -21,12 +21,17 @@ pub(super) fn asks(record: &ApprovalRecord, person: &str) -> bool {
 }
 
 /// `GET /approvals`: the person's inbox.
-pub async fn approvals(State(s): State<PageState>, headers: HeaderMap) -> Response {
+pub async fn approvals(
+    State(s): State<PageState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let who = match person_of(&s, &headers, "/approvals").await {
         Ok(w) => w,
         Err(r) => return r,
     };
-    inbox(&s, &who, StatusCode::OK, None).await
+    let notice = super::notice(raw.as_deref()).map(|n| ("notice", n.to_string()));
+    inbox(&s, &who, StatusCode::OK, notice).await
 }
 
 async fn inbox(
@@ -65,6 +70,8 @@ async fn inbox(
                 @if others.is_empty() { p { "None." } }
                 @for r in &others { (approval_card(r, None)) }
             }
+            (reviews(s, who).await)
+            (shadow_agents(s, who).await)
         },
     )
 }
@@ -196,4 +203,101 @@ async fn decide(s: PageState, id: String, verb: &str, request: Request) -> Respo
         status
     };
     inbox(&s, &who, shown, Some((notice.0, notice.1))).await
+}
+
+fn segment(v: &str) -> String {
+    form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
+/// The access-review items the person owns in running campaigns: Keep, Reduce or Revoke.
+async fn reviews(s: &PageState, who: &SignedIn) -> Markup {
+    let engine = &s.app.engine;
+    let mut items = Vec::new();
+    for c in engine.campaigns().await.unwrap_or_default() {
+        if c.open == 0 && c.escalated == 0 {
+            continue;
+        }
+        if let Ok(report) = engine.campaign_report(&c.id).await {
+            items.extend(
+                report
+                    .items
+                    .into_iter()
+                    .filter(|r| r.decision.is_empty() && r.owner.eq_ignore_ascii_case(who.person()))
+                    .map(|r| (c.name.clone(), r)),
+            );
+        }
+    }
+    let csrf = &who.session.csrf;
+    html! {
+        section aria-labelledby="reviews" {
+            h2 id="reviews" { "Access reviews for you" }
+            @if items.is_empty() { p { "No review waits for your answer." } }
+            @for (campaign, r) in &items {
+                article class="approval" aria-labelledby={"rv-" (r.item_id)} {
+                    h3 id={"rv-" (r.item_id)} { (r.agent) " (" (r.environment) ") · " (campaign) }
+                    dl {
+                        dt { "Scopes" } dd { (r.scopes.join(" ")) }
+                        @if !r.suggested_drop.is_empty() { dt { "Unused, suggested to drop" } dd { (r.suggested_drop.join(" ")) } }
+                    }
+                    form class="decide" method="post" action={"/act/api/reviews/" (segment(&r.item_id)) "/decision"} {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="return_to" value="/approvals";
+                        label for={"rd-" (r.item_id)} { "Decision" }
+                        select id={"rd-" (r.item_id)} name="decision" {
+                            option value="keep" { "Keep" }
+                            option value="reduce" { "Reduce" }
+                            option value="revoke" { "Revoke" }
+                        }
+                        label for={"rdrop-" (r.item_id)} { "Scopes to drop (Reduce)" }
+                        input id={"rdrop-" (r.item_id)} type="text" name="drop[]" value=(r.suggested_drop.join(" "));
+                        label for={"rr-" (r.item_id)} { "Reason" }
+                        input id={"rr-" (r.item_id)} type="text" name="reason" maxlength="500";
+                        button type="submit" { "Answer" }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Unregistered clients found at the identity provider, for security approvers: Claim (with a
+/// real owner) or Let go.
+async fn shadow_agents(s: &PageState, who: &SignedIn) -> Markup {
+    let security = matches!(
+        crate::http::roles::roles_of(&s.app, &who.caller, None).await,
+        Ok(roles) if roles.contains(&crate::http::roles::Role::SecurityApprover)
+    );
+    if !security {
+        return html! {};
+    }
+    let shadows = s.app.engine.shadow_agents().await.unwrap_or_default();
+    let csrf = &who.session.csrf;
+    html! {
+        section aria-labelledby="shadow" {
+            h2 id="shadow" { "Shadow agents" }
+            @if shadows.is_empty() { p { "No unregistered client was found at the identity provider." } }
+            @for a in &shadows {
+                @let client = a.client_id.clone().unwrap_or_default();
+                article class="approval" aria-labelledby={"sh-" (a.id)} {
+                    h3 id={"sh-" (a.id)} { (a.name) " · client " code { (client) } }
+                    p { "Scopes: " (a.scopes.join(" ")) " · found " (a.created_at.format("%Y-%m-%d")) }
+                    form class="decide" method="post" action={"/act/api/shadow-agents/" (segment(&client)) "/claim"} {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="return_to" value="/approvals";
+                        label for={"so-" (a.id)} { "Owner" } input id={"so-" (a.id)} type="email" name="owner" required;
+                        label for={"st-" (a.id)} { "Team" } input id={"st-" (a.id)} type="text" name="team" required;
+                        label for={"se-" (a.id)} { "Environment" } input id={"se-" (a.id)} type="text" name="environment" required;
+                        label for={"sp-" (a.id)} { "Purpose" } input id={"sp-" (a.id)} type="text" name="purpose" required;
+                        button type="submit" { "Claim" }
+                    }
+                    form class="decide" method="post" action={"/act/api/shadow-agents/" (segment(&client)) "/release"} {
+                        input type="hidden" name="csrf" value=(csrf);
+                        input type="hidden" name="return_to" value="/approvals";
+                        label for={"sr-" (a.id)} { "Reason" } input id={"sr-" (a.id)} type="text" name="reason" required;
+                        button type="submit" class="deny" { "Let go" }
+                    }
+                }
+            }
+        }
+    }
 }

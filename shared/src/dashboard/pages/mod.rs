@@ -16,10 +16,14 @@ use tower::ServiceExt;
 
 mod agents;
 mod approvals;
+mod audit;
+mod campaigns;
 mod overview;
 
 pub use agents::{agent, inventory, inventory_csv};
 pub use approvals::{approvals, approve, deny};
+pub use audit::audit;
+pub use campaigns::{campaign, campaigns, evidence};
 pub use overview::overview;
 
 #[derive(Clone)]
@@ -72,6 +76,8 @@ pub(super) fn page(
                             a href="/" { "Overview" }
                             a href="/agents" { "Agents" }
                             a href="/approvals" { "Approvals" }
+                            a href="/campaigns" { "Campaigns" }
+                            a href="/audit" { "Audit" }
                         }
                         form class="sign-out" method="post" action="/sign-out" {
                             input type="hidden" name="csrf" value=(who.session.csrf);
@@ -193,6 +199,9 @@ fn done_sentence(code: &str) -> Option<&'static str> {
         "unfreeze" => "The unfreeze is requested; the approvers are asked.",
         "decommission" => "Decommissioning has started.",
         "renew" => "The renewal is requested.",
+        "decision" => "Your review answer is recorded.",
+        "claim" => "The claim is made; the agent is registered with its owner.",
+        "release" => "The client is being let go: frozen, then decommissioned.",
         _ => return None,
     })
 }
