@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE TABLE IF NOT EXISTS agents (
   id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL, updated_at TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS agents_name ON agents(name);
+CREATE INDEX IF NOT EXISTS agents_status ON agents(status);
 CREATE INDEX IF NOT EXISTS agents_owner ON agents(lower(json_extract(body, '$.owner')));
 CREATE INDEX IF NOT EXISTS agents_credential ON agents(julianday(json_extract(body, '$.credential_issued_at')))
   WHERE status = 'active';
@@ -679,6 +680,62 @@ impl StoreRead for Db {
             "SELECT body FROM agents WHERE id > ?1 ORDER BY id LIMIT ?2",
             params![after.unwrap_or(""), limit as i64],
         )
+    }
+
+    async fn agent_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached("SELECT status, count(*) FROM agents GROUP BY status")
+            .map_err(backend)?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(backend)?;
+        rows.map(|r| r.map(|(s, n)| (s, n.max(0) as u64)).map_err(backend))
+            .collect()
+    }
+
+    async fn count_credentials_issued_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .lock()
+            .prepare_cached(
+                "SELECT count(*) FROM agents WHERE status = 'active'
+                   AND julianday(json_extract(body, '$.credential_issued_at')) <= julianday(?1)",
+            )
+            .and_then(|mut st| st.query_row([cutoff.to_rfc3339()], |r| r.get(0)))
+            .map_err(backend)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn grants_per_hour(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<(DateTime<Utc>, u64, u64)>>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT at / 3600000, sum(json_extract(body, '$.success') = 1), sum(json_extract(body, '$.success') = 0)
+                 FROM grants WHERE at >= ?1 GROUP BY at / 3600000 ORDER BY 1",
+            )
+            .map_err(backend)?;
+        let rows = st
+            .query_map([ts(since)], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(backend)?;
+        let hours = rows
+            .map(|r| {
+                r.map(|(h, ok, no)| (from_ts(h * 3_600_000), ok.max(0) as u64, no.max(0) as u64))
+                    .map_err(backend)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(hours))
     }
 
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError> {

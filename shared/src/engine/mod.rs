@@ -18,6 +18,7 @@
 //! | `detection.rs` | anomaly detection on token requests and outside signals |
 //! | `discovery.rs` | shadow agents found at the identity provider |
 //! | `owners.rs` | owner loss |
+//! | `posture.rs` | the posture summary kept for the dashboard's overview |
 
 mod commands;
 mod decisions;
@@ -35,6 +36,7 @@ pub mod message;
 #[macro_use]
 pub mod metrics;
 mod owners;
+pub mod posture;
 pub mod reviews;
 pub mod workflows;
 

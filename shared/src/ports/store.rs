@@ -237,6 +237,40 @@ pub trait StoreRead: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Agent>, StoreError>;
+    /// How many agents have each status (`AgentStatus::as_str`). The default pages through
+    /// the registry; a store with a status index counts there.
+    async fn agent_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let mut counts = std::collections::BTreeMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.agents_after(after.as_deref(), 1000).await?;
+            for a in &page {
+                *counts.entry(a.status.as_str().to_string()).or_insert(0) += 1;
+            }
+            match page.last() {
+                Some(last) if page.len() == 1000 => after = Some(last.id.clone()),
+                _ => return Ok(counts),
+            }
+        }
+    }
+    /// How many active agents have a credential issued at or before `cutoff`.
+    async fn count_credentials_issued_before(
+        &self,
+        cutoff: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        Ok(self
+            .agents_with_credentials_before(cutoff, usize::MAX)
+            .await?
+            .len() as u64)
+    }
+    /// Token grants per hour since `since` (hour start, granted, refused), oldest first; `None`
+    /// where the store keeps grants only per client (DynamoDB).
+    async fn grants_per_hour(
+        &self,
+        _since: DateTime<Utc>,
+    ) -> Result<Option<Vec<(DateTime<Utc>, u64, u64)>>, StoreError> {
+        Ok(None)
+    }
     async fn approval(&self, id: &str) -> Result<Option<ApprovalRecord>, StoreError>;
     async fn approvals(&self, pending_only: bool) -> Result<Vec<ApprovalRecord>, StoreError>;
     async fn due_timers(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Timer>, StoreError>;

@@ -55,6 +55,7 @@ macro_rules! store_suite {
                 cursors_are_kept_by_name,
                 groups_scope_usage_and_messages,
                 clients_and_baselines,
+                counts_for_the_overview,
             );
             #[$test]
             async fn survives_reopen() {

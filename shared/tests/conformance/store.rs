@@ -38,7 +38,70 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     clients_and_baselines(&*fresh()()).await;
     grants_are_evidence_kept_once_and_read_by_client(&*fresh()()).await;
     agents_are_found_through_their_indexes(&*fresh()()).await;
+    counts_for_the_overview(&*fresh()()).await;
     survives_reopen(&fresh()).await;
+}
+
+/// What the dashboard's overview counts: agents by status, active credentials issued before a
+/// cutoff, and (where the store keeps them together) token grants per hour.
+pub async fn counts_for_the_overview(s: &dyn Store) {
+    let mut c = step("wf-counts", 1);
+    c.agents = (0..7)
+        .map(|i| {
+            let status = match i {
+                0..=3 => AgentStatus::Active,
+                4 | 5 => AgentStatus::Frozen,
+                _ => AgentStatus::Unregistered,
+            };
+            let mut a = agent(&format!("agt-c{i}"), &format!("c{i}-agent-prod"), status, 1);
+            a.credential_issued_at = Some(at(0) - chrono::Duration::days(10 * i as i64));
+            a
+        })
+        .collect();
+    s.commit(c).await.unwrap();
+    let counts = s.agent_counts().await.unwrap();
+    assert_eq!(counts.get("active"), Some(&4), "{counts:?}");
+    assert_eq!(counts.get("frozen"), Some(&2), "{counts:?}");
+    assert_eq!(counts.get("unregistered"), Some(&1), "{counts:?}");
+    assert_eq!(counts.values().sum::<u64>(), 7);
+    // Active agents only: issued 0, 10, 20 and 30 days before at(0).
+    let before =
+        |days: i64| s.count_credentials_issued_before(at(0) - chrono::Duration::days(days));
+    assert_eq!(before(15).await.unwrap(), 2);
+    assert_eq!(before(0).await.unwrap(), 4);
+    assert_eq!(before(31).await.unwrap(), 0);
+
+    let now = Utc::now();
+    let hour = |h: i64| now - chrono::Duration::hours(h);
+    let grant = |id: &str, at: DateTime<Utc>, success: bool| GrantEvidence {
+        event_id: id.into(),
+        source: "dev-idp".into(),
+        client_id: "client-h".into(),
+        at,
+        ip: None,
+        requested: vec!["erp:orders:read".into()],
+        granted: if success {
+            vec!["erp:orders:read".into()]
+        } else {
+            vec![]
+        },
+        success,
+        reason: None,
+    };
+    s.record_grants(&[
+        grant("h1", hour(30), true),
+        grant("h2", hour(2), true),
+        grant("h3", hour(2), false),
+        grant("h4", now, true),
+    ])
+    .await
+    .unwrap();
+    if let Some(hours) = s.grants_per_hour(hour(24)).await.unwrap() {
+        let granted: u64 = hours.iter().map(|h| h.1).sum();
+        let refused: u64 = hours.iter().map(|h| h.2).sum();
+        assert_eq!((granted, refused), (2, 1), "{hours:?}");
+        assert!(hours.windows(2).all(|w| w[0].0 < w[1].0), "oldest first");
+    }
 }
 
 /// The indexed reads of the registry: by owner (any case), active credentials older than a

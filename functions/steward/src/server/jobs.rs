@@ -108,6 +108,10 @@ pub async fn sweeps(engine: Arc<Engine>, every: Duration) {
         if let Err(e) = engine.sweep().await {
             tracing::error!(error = %e, "sweep failed; it runs again at the next interval");
         }
+        // The overview's posture summary, rebuilt from the registry in the background.
+        if let Err(e) = engine.record_posture().await {
+            tracing::error!(error = %e, "the posture summary was not rebuilt; it is tried again at the next sweep");
+        }
     }
 }
 

@@ -18,6 +18,7 @@ mod agents;
 mod approvals;
 mod audit;
 mod campaigns;
+mod chart;
 mod overview;
 
 pub use agents::{agent, inventory, inventory_csv};

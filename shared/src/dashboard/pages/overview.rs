@@ -1,10 +1,12 @@
 //! The overview: what waits for the person, and the agents they own.
 
 use super::approvals::asks;
+use super::chart::{Bar, bars};
 use super::{PageState, error_page, page, person_of};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
+use chrono::Duration;
 use maud::html;
 
 /// `GET /`: what is waiting for the person, and their agents.
@@ -28,11 +30,104 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
         .iter()
         .filter(|r| r.request.action == "unfreeze")
         .collect();
+    let counts = engine.store.agent_counts().await.unwrap_or_default();
+    let count = |s: &str| counts.get(s).copied().unwrap_or(0);
+    let now = engine.clock.now();
+    let max_days = i64::from(engine.policy.rotation_max_age_days.max(1));
+    // Active credentials by age against the policy's maximum (cumulative counts per cutoff).
+    let mut issued_before = Vec::new();
+    for quarter in [0, 1, 2, 3, 4] {
+        let cutoff = now - Duration::days(max_days * quarter / 4);
+        issued_before.push(
+            engine
+                .store
+                .count_credentials_issued_before(cutoff)
+                .await
+                .unwrap_or(0),
+        );
+    }
+    let q = |d: i64| max_days * d / 4;
+    let age_bars = vec![
+        Bar {
+            label: format!("{}–{} days", q(0), q(1)),
+            value: issued_before[0] - issued_before[1],
+            warning: false,
+        },
+        Bar {
+            label: format!("{}–{} days", q(1), q(2)),
+            value: issued_before[1] - issued_before[2],
+            warning: false,
+        },
+        Bar {
+            label: format!("{}–{} days", q(2), q(3)),
+            value: issued_before[2] - issued_before[3],
+            warning: false,
+        },
+        Bar {
+            label: format!("{}–{} days", q(3), q(4)),
+            value: issued_before[3] - issued_before[4],
+            warning: false,
+        },
+        Bar {
+            label: format!("over {} days", q(4)),
+            value: issued_before[4],
+            warning: true,
+        },
+    ];
+    let grants = engine
+        .store
+        .grants_per_hour(now - Duration::hours(24))
+        .await
+        .ok()
+        .flatten();
+    let posture = engine.recorded_posture().await.ok().flatten();
     page(
         StatusCode::OK,
         "Overview",
         Some(&who),
         html! {
+            section aria-labelledby="counts" {
+                h2 id="counts" { "Agents" }
+                ul class="counts" {
+                    li { a href="/agents?status=active" { strong { (count("active")) } " active" } }
+                    li { a href="/agents?status=frozen" { strong { (count("frozen")) } " frozen" } }
+                    li { a href="/agents?status=pending_approval" { strong { (count("pending_approval") + count("provisioning")) } " pending" } }
+                    li { a href="/agents?status=unregistered" { strong { (count("unregistered")) } " unregistered (shadow)" } }
+                    li { a href="/agents?status=decommissioned" { strong { (count("decommissioned")) } " decommissioned" } }
+                }
+            }
+            section aria-labelledby="maturity" {
+                h2 id="maturity" { "Maturity" }
+                @match &posture {
+                    Some(p) => {
+                        p { "Level " (p.summary.maturity.rank()) " of 5: " strong { (p.summary.maturity.label()) }
+                            " (as of " (p.generated_at.format("%Y-%m-%d %H:%M UTC")) ")" }
+                        @if let Some(next) = p.summary.next_level {
+                            p { "Next, " (next.label()) ", needs:" }
+                            ul { @for m in &p.summary.next_level_missing { li { (m) } } }
+                        }
+                        p { "Risk: " (p.summary.by_level.critical) " critical, " (p.summary.by_level.high) " high, "
+                            (p.summary.by_level.medium) " medium, " (p.summary.by_level.low) " low" }
+                    }
+                    None => p { "The posture summary is built after each sweep; none has run yet." },
+                }
+            }
+            section aria-labelledby="charts" {
+                h2 id="charts" { "At a glance" }
+                (bars("ages", &format!("Active credentials by age (policy maximum {max_days} days)"), &age_bars))
+                @match &grants {
+                    Some(hours) => {
+                        @let hour_bars: Vec<Bar> = hours.iter().flat_map(|(h, ok, no)| {
+                            let granted = Bar { label: format!("{} granted", h.format("%H:00")), value: *ok, warning: false };
+                            let refused = (*no > 0).then(|| Bar { label: format!("{} refused", h.format("%H:00")), value: *no, warning: true });
+                            std::iter::once(granted).chain(refused)
+                        }).collect();
+                        @if hour_bars.is_empty() { p { "No token grants in the last 24 hours." } }
+                        @else { (bars("grants", "Token grants per hour, last 24 hours (UTC)", &hour_bars)) }
+                    }
+                    None => p { "Token grants per hour are not counted on this store." },
+                }
+            }
             section aria-labelledby="waiting" {
                 h2 id="waiting" { "Waiting for you" }
                 p {

@@ -1,0 +1,56 @@
+//! The organisation's posture summary (maturity level, what the next level needs, risk counts),
+//! built from the whole registry in the background after each sweep and kept under
+//! [`POSTURE_CURSOR`], so the dashboard's overview reads one row instead of the registry.
+
+use super::{Engine, EngineError};
+use crate::posture::{PostureInput, PostureReport, Summary};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const POSTURE_CURSOR: &str = "posture:summary";
+
+/// A posture summary and when it was built.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedPosture {
+    pub generated_at: DateTime<Utc>,
+    pub summary: Summary,
+}
+
+impl Engine {
+    /// Builds the posture report over the registry and keeps its summary. Audit streaming is
+    /// not known here and counts as off (`steward report --audit-stream` says otherwise).
+    pub async fn record_posture(&self) -> Result<RecordedPosture, EngineError> {
+        let agents = self.store.agents().await?;
+        let discovery_ran = self
+            .store
+            .cursor(super::discovery::LAST_SWEEP_CURSOR)
+            .await?
+            .is_some();
+        let now = self.clock.now();
+        let report = PostureReport::build(&PostureInput {
+            agents: &agents,
+            policy: &self.policy,
+            now,
+            audit_streaming: false,
+            discovery_ran,
+        });
+        let recorded = RecordedPosture {
+            generated_at: now,
+            summary: report.summary,
+        };
+        let text = serde_json::to_string(&recorded).map_err(|e| {
+            crate::ports::store::StoreError::Backend(format!("encoding the posture summary: {e}"))
+        })?;
+        self.store.set_cursor(POSTURE_CURSOR, &text).await?;
+        Ok(recorded)
+    }
+
+    /// The summary the last [`Engine::record_posture`] kept, if any.
+    pub async fn recorded_posture(&self) -> Result<Option<RecordedPosture>, EngineError> {
+        Ok(self
+            .store
+            .cursor(POSTURE_CURSOR)
+            .await?
+            .and_then(|t| serde_json::from_str(&t).ok()))
+    }
+}
