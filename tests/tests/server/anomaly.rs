@@ -140,13 +140,14 @@ fn supply_chain_agent_asking_for_a_banking_scope_is_frozen_before_any_grant() {
         "{frozen}"
     );
 
-    // Contained: the client is deactivated, so even its approved scopes are refused now.
-    let idp = s
-        .idp_clients()
-        .into_iter()
-        .find(|c| c["client_id"] == client.as_str())
-        .unwrap();
-    assert_eq!(idp["active"], false, "{idp}");
+    // Contained: the client is deactivated, so even its approved scopes are refused now. The
+    // frozen status is committed with the deactivation queued, which runs right after it.
+    s.wait("the client to be deactivated", SETTLE, || {
+        s.idp_clients()
+            .into_iter()
+            .find(|c| c["client_id"] == client.as_str())
+            .filter(|c| c["active"] == false)
+    });
     let (status, v, _) = s.token(&client, &secret, Some(ORDERS_READ));
     assert_eq!(status, 401, "{v}");
     // No token ever carried the banking scope.
