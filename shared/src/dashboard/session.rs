@@ -140,9 +140,9 @@ pub async fn signed_in(
         ));
     };
     let now = app.engine.clock.now();
-    if now >= session.expires_at || now - session.seen_at >= IDLE {
+    if let Err(why) = live(&session, now) {
         let _ = dashboard.sessions.end_session(&key).await;
-        return Err(NotSignedIn::SignIn("the session has expired".into()));
+        return Err(NotSignedIn::SignIn(why.into()));
     }
     let caller = crate::http::auth::active_person(
         app.engine.directory.as_ref(),
@@ -156,6 +156,18 @@ pub async fn signed_in(
         let _ = dashboard.sessions.touch_session(&key, now).await;
     }
     Ok(SignedIn { caller, session })
+}
+
+/// Whether a session may still be used at `now`: not past its absolute end, and seen within
+/// the idle window.
+pub fn live(session: &Session, now: DateTime<Utc>) -> Result<(), &'static str> {
+    if now >= session.expires_at {
+        return Err("the session has ended (12 hours after sign-in); sign in again");
+    }
+    if now - session.seen_at >= IDLE {
+        return Err("the session has expired after 30 minutes without use; sign in again");
+    }
+    Ok(())
 }
 
 /// Checks that a form POST comes from a dashboard page of this origin and carries the
@@ -210,5 +222,42 @@ impl std::fmt::Display for NotSignedIn {
             NotSignedIn::SignIn(why) => f.write_str(why),
             NotSignedIn::Refused(e) => f.write_str(&e.body.error),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn session(created: DateTime<Utc>) -> Session {
+        Session {
+            digest: "d".repeat(64),
+            person: "ana@example.com".into(),
+            csrf: "c".into(),
+            created_at: created,
+            seen_at: created,
+            expires_at: created + ABSOLUTE,
+        }
+    }
+
+    #[test]
+    fn a_session_ends_when_idle_and_at_its_absolute_end_whatever_the_activity() {
+        let t0 = Utc.with_ymd_and_hms(2026, 12, 7, 9, 0, 0).unwrap();
+        let mut s = session(t0);
+        assert!(live(&s, t0 + Duration::minutes(29)).is_ok());
+        assert!(live(&s, t0 + IDLE).unwrap_err().contains("30 minutes"));
+        // Used every 20 minutes, it still ends 12 hours after sign-in.
+        s.seen_at = t0 + ABSOLUTE - Duration::minutes(1);
+        assert!(live(&s, t0 + ABSOLUTE - Duration::seconds(1)).is_ok());
+        assert!(live(&s, t0 + ABSOLUTE).unwrap_err().contains("12 hours"));
+    }
+
+    #[test]
+    fn cookies_are_http_only_lax_and_secure_unless_on_loopback() {
+        let c = set_cookie(cookie_name(true), "v", "/", true, None);
+        assert_eq!(c, "__Host-steward_session=v; Path=/; HttpOnly; SameSite=Lax; Secure");
+        let c = set_cookie(cookie_name(false), "v", "/", false, Some(0));
+        assert_eq!(c, "steward_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
     }
 }
