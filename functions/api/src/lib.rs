@@ -63,11 +63,58 @@ impl Authenticate for ApiCallers {
     }
 }
 
-/// The router the function serves, over the stack built once at start.
+/// Where the dashboard is reached and the client it signs people in as, from
+/// `STEWARD_DASHBOARD_URL` and `STEWARD_DASHBOARD_CLIENT_ID` (the template sets both, or
+/// neither, when `DashboardClientId` is given).
+#[derive(Debug, Clone)]
+pub struct DashboardSettings {
+    pub url: String,
+    pub client_id: String,
+}
+
+pub const DASHBOARD_URL_ENV: &str = "STEWARD_DASHBOARD_URL";
+pub const DASHBOARD_CLIENT_ENV: &str = "STEWARD_DASHBOARD_CLIENT_ID";
+
+impl DashboardSettings {
+    pub fn from_env() -> Result<Option<Self>, String> {
+        let var = |n: &str| std::env::var(n).ok().filter(|v| !v.trim().is_empty());
+        match (var(DASHBOARD_URL_ENV), var(DASHBOARD_CLIENT_ENV)) {
+            (None, None) => Ok(None),
+            (Some(url), Some(client_id)) => Ok(Some(Self { url, client_id })),
+            _ => Err(format!(
+                "set both {DASHBOARD_URL_ENV} and {DASHBOARD_CLIENT_ENV} for the dashboard, or neither"
+            )),
+        }
+    }
+}
+
+impl DashboardSettings {
+    /// The dashboard over `stack`'s table (its sessions), signing people in at `people`'s
+    /// issuer. Built once per container: it does not change with the pushed configuration.
+    pub fn dashboard(
+        &self,
+        stack: &AwsStack,
+        people: Option<&Arc<PersonTokens>>,
+    ) -> Result<Arc<shared::dashboard::Dashboard>, String> {
+        let people = people.ok_or(
+            "the dashboard signs people in with their issuer: set STEWARD_OIDC_ISSUER too",
+        )?;
+        Ok(Arc::new(shared::dashboard::Dashboard::new(
+            &self.url,
+            people.clone(),
+            self.client_id.clone(),
+            stack.store.clone(),
+        )?))
+    }
+}
+
+/// The router the function serves, over the stack built once at start: the admin API, the
+/// Shared Signals route and, when configured, the dashboard.
 pub fn router(
     stack: &AwsStack,
     ssf: Option<Arc<shared::inbound::ssf::SsfReceiver>>,
     people: Option<Arc<PersonTokens>>,
+    dashboard: Option<Arc<shared::dashboard::Dashboard>>,
 ) -> axum::Router {
     shared::http::router(App::new(AppParts {
         engine: stack.engine.clone(),
@@ -82,7 +129,7 @@ pub fn router(
         okta_hook_secret: None,
         ssf,
         local: None,
-        dashboard: None,
+        dashboard,
     }))
 }
 

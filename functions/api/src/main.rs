@@ -14,8 +14,11 @@ async fn main() -> Result<(), lambda_http::Error> {
         .transpose()?
         .map(Arc::new);
     // The identity provider is the worker's: what needs it is queued.
-    let live = AwsStack::from_env()
-        .await?
-        .map(move |stack| api::router(&stack, ssf.clone(), people.clone()));
+    let stack = AwsStack::from_env().await?;
+    let dashboard = api::DashboardSettings::from_env()?
+        .map(|d| d.dashboard(stack.base(), people.as_ref()))
+        .transpose()?;
+    let live =
+        stack.map(move |stack| api::router(&stack, ssf.clone(), people.clone(), dashboard.clone()));
     lambda_http::run(api::LiveRouter::new(live)).await
 }

@@ -256,8 +256,14 @@ mod tests {
     #[test]
     fn cookies_are_http_only_lax_and_secure_unless_on_loopback() {
         let c = set_cookie(cookie_name(true), "v", "/", true, None);
-        assert_eq!(c, "__Host-steward_session=v; Path=/; HttpOnly; SameSite=Lax; Secure");
+        assert_eq!(
+            c,
+            "__Host-steward_session=v; Path=/; HttpOnly; SameSite=Lax; Secure"
+        );
         let c = set_cookie(cookie_name(false), "v", "/", false, Some(0));
-        assert_eq!(c, "steward_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=0");
+        assert_eq!(
+            c,
+            "steward_session=v; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"
+        );
     }
 }

@@ -141,7 +141,7 @@ async fn aws_with_vault(
     // People sign in at the test's dev IdP, an OIDC issuer whose keys the function holds.
     let people = Arc::new(shared::sign_in::PersonTokens::new(idp.people_issuer()).unwrap());
     Aws {
-        router: api::router(&edge, None, Some(people)),
+        router: api::router(&edge, None, Some(people), None),
         stack,
         edge,
         idp,
@@ -1212,7 +1212,7 @@ async fn a_person_calls_the_api_function_with_a_token_from_the_issuer() {
         shared::sign_in::IssuerSettings::new(oidc_people::issuer(), oidc_people::AUDIENCE);
     settings.jwks_min_refresh = Duration::ZERO;
     let people = Arc::new(shared::sign_in::PersonTokens::new(settings).unwrap());
-    let router = api::router(&a.stack, None, Some(people));
+    let router = api::router(&a.stack, None, Some(people), None);
     let password = oidc_people::env("STEWARD_TEST_OIDC_PEOPLE_PASSWORD");
     let token_of = |who: &'static str| {
         let password = password.clone();
@@ -1333,4 +1333,90 @@ async fn a_rate_limited_slack_post_is_delivered_after_the_wait() {
     assert_eq!(agent(&a).await["status"], "pending_approval");
     // Nothing ended in the dead-letter queue.
     assert!(a.stack.queue.dead_letters(10).await.unwrap().is_empty());
+}
+
+/// The `api` function serves the dashboard too: pages behind a session kept in the table
+/// (DynamoDB), the same headers and refusals as locally.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_function_serves_the_dashboard_with_sessions_in_the_table() {
+    use api::lambda_http::{Adapter, Context, LambdaEvent, Service, request::LambdaRequest};
+    use shared::ports::Sessions;
+    let a = aws(3).await;
+    let people = Arc::new(shared::sign_in::PersonTokens::new(a.idp.people_issuer()).unwrap());
+    let settings = api::DashboardSettings {
+        url: "https://steward.example.com".into(),
+        client_id: "0oa-dashboard".into(),
+    };
+    let dashboard = settings.dashboard(&a.edge, Some(&people)).unwrap();
+    let router = api::router(&a.edge, None, Some(people), Some(dashboard));
+    let page = |method: &str, path: &str, cookie: Option<&str>, form: Option<&str>| {
+        let mut e = http_event(method, path, None);
+        e["requestContext"]["authorizer"] = Value::Null;
+        if let Some(c) = cookie {
+            e["cookies"] = json!([c]);
+        }
+        if let Some(f) = form {
+            e["body"] = json!(f);
+            e["headers"]["content-type"] = json!("application/x-www-form-urlencoded");
+        }
+        let router = router.clone();
+        async move {
+            let request: LambdaRequest = serde_json::from_value(e).unwrap();
+            let r = Adapter::from(router)
+                .call(LambdaEvent::new(request, Context::default()))
+                .await
+                .unwrap();
+            serde_json::to_value(&r).unwrap()
+        }
+    };
+
+    // No session: to the sign-in, with the page's headers.
+    let r = page("GET", "/agents", None, None).await;
+    assert_eq!(r["statusCode"], 303, "{r}");
+    assert_eq!(r["headers"]["location"], "/sign-in?return_to=%2Fagents");
+    assert_eq!(r["headers"]["x-frame-options"], "DENY");
+
+    // A session in the table (as the sign-in opens it): the page renders.
+    let id = "lambda-session-0123456789abcdefghijklmnopqrstuvwxyz";
+    let now = chrono::Utc::now();
+    a.edge
+        .store
+        .put_session(&shared::ports::sessions::Session {
+            digest: shared::dashboard::session::digest(id),
+            person: "sam.security@example.com".into(),
+            csrf: "the-csrf-token".into(),
+            created_at: now,
+            seen_at: now,
+            expires_at: now + chrono::Duration::hours(12),
+        })
+        .await
+        .unwrap();
+    let cookie = format!("__Host-steward_session={id}");
+    let r = page("GET", "/agents", Some(&cookie), None).await;
+    assert_eq!(r["statusCode"], 200, "{r}");
+    let csp = r["headers"]["content-security-policy"].as_str().unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    let html = r["body"].as_str().unwrap();
+    assert!(html.contains("sam.security@example.com"), "{html}");
+
+    // A form with another token is refused (and changes nothing).
+    let r = page("POST", "/act/api/sweep", Some(&cookie), Some("csrf=forged")).await;
+    assert_eq!(r["statusCode"], 403, "{r}");
+    // Signed out: the session is gone from the table.
+    let r = page(
+        "POST",
+        "/sign-out",
+        Some(&cookie),
+        Some("csrf=the-csrf-token"),
+    )
+    .await;
+    assert_eq!(r["statusCode"], 303, "{r}");
+    assert!(
+        a.edge
+            .store
+            .session(&shared::dashboard::session::digest(id))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

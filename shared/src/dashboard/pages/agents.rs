@@ -183,7 +183,11 @@ pub async fn inventory(
     headers: HeaderMap,
     Query(f): Query<Filter>,
 ) -> Response {
-    let path = format!("/agents?{}", f.query(Some(&f.after)));
+    let query = f.query(Some(f.after.trim()).filter(|a| !a.is_empty()));
+    let path = match query.as_str() {
+        "" => "/agents".to_string(),
+        q => format!("/agents?{q}"),
+    };
     let who = match person_of(&s, &headers, &path).await {
         Ok(w) => w,
         Err(r) => return r,

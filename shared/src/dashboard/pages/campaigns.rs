@@ -95,11 +95,7 @@ pub async fn campaign(
             }
         }
     }
-    let pct = if c.items == 0 {
-        100
-    } else {
-        c.decided * 100 / c.items
-    };
+    let pct = (c.decided * 100).checked_div(c.items).unwrap_or(100);
     page(
         StatusCode::OK,
         &c.name,
