@@ -103,6 +103,17 @@ CREATE TABLE IF NOT EXISTS inbound_seen (
   source TEXT NOT NULL, id TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (source, id)) WITHOUT ROWID;
 "#;
 
+// The registry's indexed reads. INDEXED BY: with the status index beside them, the planner
+// would otherwise read every active agent's body (tested in `plans`).
+const DUE_CREDENTIALS: &str =
+    "SELECT body FROM agents INDEXED BY agents_credential WHERE status = 'active'
+   AND julianday(json_extract(body, '$.credential_issued_at')) <= julianday(?1)
+ ORDER BY julianday(json_extract(body, '$.credential_issued_at')), id LIMIT ?2";
+const TIME_BOUND: &str =
+    "SELECT body FROM agents INDEXED BY agents_time_bound WHERE status = 'active'
+   AND json_extract(body, '$.expires_on') IS NOT NULL ORDER BY id";
+const AGENT_COUNTS: &str = "SELECT status, count(*) FROM agents GROUP BY status";
+
 /// One SQLite database shared by the embedded store, queue and development IdP.
 pub struct Db {
     conn: Mutex<Connection>,
@@ -673,20 +684,11 @@ impl StoreRead for Db {
         cutoff: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Agent>, StoreError> {
-        self.agents_where(
-            "SELECT body FROM agents WHERE status = 'active'
-               AND julianday(json_extract(body, '$.credential_issued_at')) <= julianday(?1)
-             ORDER BY julianday(json_extract(body, '$.credential_issued_at')), id LIMIT ?2",
-            params![cutoff.to_rfc3339(), limit as i64],
-        )
+        self.agents_where(DUE_CREDENTIALS, params![cutoff.to_rfc3339(), limit as i64])
     }
 
     async fn time_bound_agents(&self) -> Result<Vec<Agent>, StoreError> {
-        self.agents_where(
-            "SELECT body FROM agents WHERE status = 'active'
-               AND json_extract(body, '$.expires_on') IS NOT NULL ORDER BY id",
-            params![],
-        )
+        self.agents_where(TIME_BOUND, params![])
     }
 
     async fn agents_after(
@@ -702,9 +704,7 @@ impl StoreRead for Db {
 
     async fn agent_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         let conn = self.lock();
-        let mut st = conn
-            .prepare_cached("SELECT status, count(*) FROM agents GROUP BY status")
-            .map_err(backend)?;
+        let mut st = conn.prepare_cached(AGENT_COUNTS).map_err(backend)?;
         let rows = st
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
             .map_err(backend)?;
@@ -719,7 +719,7 @@ impl StoreRead for Db {
         let n: i64 = self
             .lock()
             .prepare_cached(
-                "SELECT count(*) FROM agents WHERE status = 'active'
+                "SELECT count(*) FROM agents INDEXED BY agents_credential WHERE status = 'active'
                    AND julianday(json_extract(body, '$.credential_issued_at')) <= julianday(?1)",
             )
             .and_then(|mut st| st.query_row([cutoff.to_rfc3339()], |r| r.get(0)))
@@ -1123,5 +1123,40 @@ impl crate::ports::Sessions for Db {
                 .map_err(|e| StoreError::Corrupt("a dashboard sign-in".into(), e.to_string()))
         })
         .transpose()
+    }
+}
+
+#[cfg(test)]
+mod plans {
+    use super::*;
+
+    /// The query plan of `sql` (its `detail` lines).
+    fn plan(db: &Db, sql: &str) -> String {
+        let conn = db.lock();
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = st.query_map([], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+    }
+
+    /// The registry's hot reads stay on their indexes: a new index beside them must not make
+    /// the planner read every active agent's body (the sweep over 100,000 agents would).
+    #[test]
+    fn the_registry_reads_use_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("steward.db"), Durability::Wal).unwrap();
+        let due = plan(
+            &db,
+            &DUE_CREDENTIALS
+                .replace("?1", "'2026-01-01'")
+                .replace("?2", "10"),
+        );
+        assert!(
+            due.contains("agents_credential") && !due.contains("TEMP B-TREE"),
+            "{due}"
+        );
+        let bound = plan(&db, TIME_BOUND);
+        assert!(bound.contains("agents_time_bound"), "{bound}");
+        let counts = plan(&db, AGENT_COUNTS);
+        assert!(counts.contains("COVERING INDEX agents_status"), "{counts}");
     }
 }

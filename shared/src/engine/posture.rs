@@ -4,16 +4,25 @@
 
 use super::{Engine, EngineError};
 use crate::posture::{PostureInput, PostureReport, Summary};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use statemachines::AgentFlag;
+use std::collections::BTreeMap;
 
 pub const POSTURE_CURSOR: &str = "posture:summary";
+
+/// Days of findings the summary counts.
+pub const FINDING_DAYS: i64 = 14;
 
 /// A posture summary and when it was built.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordedPosture {
     pub generated_at: DateTime<Utc>,
     pub summary: Summary,
+    /// Detection findings per day (UTC) and severity over the last [`FINDING_DAYS`] days, from
+    /// the agents' records: (day, severity, count), oldest first.
+    #[serde(default)]
+    pub findings: Vec<(NaiveDate, String, u64)>,
 }
 
 impl Engine {
@@ -34,9 +43,23 @@ impl Engine {
             audit_streaming: false,
             discovery_ran,
         });
+        let since = now - chrono::Duration::days(FINDING_DAYS);
+        let mut findings: BTreeMap<(NaiveDate, String), u64> = BTreeMap::new();
+        for a in &agents {
+            for f in &a.flags {
+                if let AgentFlag::Anomaly { severity, at, .. } = f
+                    && *at >= since
+                {
+                    *findings
+                        .entry((at.date_naive(), severity.as_str().to_string()))
+                        .or_insert(0) += 1;
+                }
+            }
+        }
         let recorded = RecordedPosture {
             generated_at: now,
             summary: report.summary,
+            findings: findings.into_iter().map(|((d, s), n)| (d, s, n)).collect(),
         };
         let text = serde_json::to_string(&recorded).map_err(|e| {
             crate::ports::store::StoreError::Backend(format!("encoding the posture summary: {e}"))

@@ -115,6 +115,17 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
             section aria-labelledby="charts" {
                 h2 id="charts" { "At a glance" }
                 (bars("ages", &format!("Active credentials by age (policy maximum {max_days} days)"), &age_bars))
+                @if let Some(p) = &posture {
+                    @if p.findings.is_empty() { p { "No detection finding in the last 14 days." } }
+                    @else {
+                        @let finding_bars: Vec<Bar> = p.findings.iter().map(|(day, severity, n)| Bar {
+                            label: format!("{} {severity}", day.format("%m-%d")),
+                            value: *n,
+                            warning: severity == "high" || severity == "critical",
+                        }).collect();
+                        (bars("findings", "Detection findings per day by severity, last 14 days", &finding_bars))
+                    }
+                }
                 @match &grants {
                     Some(hours) => {
                         @let hour_bars: Vec<Bar> = hours.iter().flat_map(|(h, ok, no)| {
