@@ -169,6 +169,14 @@ async function unfreezePhase() {
   await card2.getByRole("button", { name: "Unfreeze" }).click();
   await second.page.waitForLoadState();
   check((await second.page.textContent("main")).includes("is recorded"), "the second vote is not confirmed");
+
+  // The other pages a security approver reads: campaigns, and the audit trail with its chain.
+  await second.page.goto(`${BASE}/campaigns`);
+  await audit(second, "campaigns");
+  await second.page.goto(`${BASE}/audit?q=${encodeURIComponent(AGENT)}`);
+  const trail = await second.page.textContent("main");
+  check(trail.includes("Hash chain verified"), `the audit page does not verify the chain: ${trail.slice(0, 300)}`);
+  await audit(second, "audit");
 }
 
 const phase = process.argv[2];

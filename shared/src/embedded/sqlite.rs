@@ -712,21 +712,6 @@ impl StoreRead for Db {
             .collect()
     }
 
-    async fn count_credentials_issued_before(
-        &self,
-        cutoff: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        let n: i64 = self
-            .lock()
-            .prepare_cached(
-                "SELECT count(*) FROM agents INDEXED BY agents_credential WHERE status = 'active'
-                   AND julianday(json_extract(body, '$.credential_issued_at')) <= julianday(?1)",
-            )
-            .and_then(|mut st| st.query_row([cutoff.to_rfc3339()], |r| r.get(0)))
-            .map_err(backend)?;
-        Ok(n.max(0) as u64)
-    }
-
     async fn grants_per_hour(
         &self,
         since: DateTime<Utc>,

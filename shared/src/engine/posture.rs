@@ -1,4 +1,5 @@
-//! The organisation's posture summary (maturity level, what the next level needs, risk counts),
+//! The organisation's posture summary (maturity level, what the next level needs, risk counts,
+//! credential ages, findings per day),
 //! built from the whole registry in the background after each sweep and kept under
 //! [`POSTURE_CURSOR`], so the dashboard's overview reads one row instead of the registry.
 
@@ -6,7 +7,7 @@ use super::{Engine, EngineError};
 use crate::posture::{PostureInput, PostureReport, Summary};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use statemachines::AgentFlag;
+use statemachines::{AgentFlag, AgentStatus};
 use std::collections::BTreeMap;
 
 pub const POSTURE_CURSOR: &str = "posture:summary";
@@ -23,6 +24,12 @@ pub struct RecordedPosture {
     /// the agents' records: (day, severity, count), oldest first.
     #[serde(default)]
     pub findings: Vec<(NaiveDate, String, u64)>,
+    /// Active credentials by age: four quarters of the policy's maximum age, then older.
+    #[serde(default)]
+    pub credential_ages: [u64; 5],
+    /// The policy's maximum credential age the quarters divide, in days.
+    #[serde(default)]
+    pub max_age_days: u32,
 }
 
 impl Engine {
@@ -56,10 +63,21 @@ impl Engine {
                 }
             }
         }
+        let max_age_days = self.policy.rotation_max_age_days.max(1);
+        let mut credential_ages = [0u64; 5];
+        for a in agents.iter().filter(|a| a.status == AgentStatus::Active) {
+            if let Some(issued) = a.credential_issued_at {
+                let days = (now - issued).num_days().max(0);
+                let quarter = (days * 4 / i64::from(max_age_days)).min(4);
+                credential_ages[quarter as usize] += 1;
+            }
+        }
         let recorded = RecordedPosture {
             generated_at: now,
             summary: report.summary,
             findings: findings.into_iter().map(|((d, s), n)| (d, s, n)).collect(),
+            credential_ages,
+            max_age_days,
         };
         let text = serde_json::to_string(&recorded).map_err(|e| {
             crate::ports::store::StoreError::Backend(format!("encoding the posture summary: {e}"))

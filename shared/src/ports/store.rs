@@ -253,16 +253,6 @@ pub trait StoreRead: Send + Sync {
             }
         }
     }
-    /// How many active agents have a credential issued at or before `cutoff`.
-    async fn count_credentials_issued_before(
-        &self,
-        cutoff: DateTime<Utc>,
-    ) -> Result<u64, StoreError> {
-        Ok(self
-            .agents_with_credentials_before(cutoff, usize::MAX)
-            .await?
-            .len() as u64)
-    }
     /// Token grants per hour since `since` (hour start, granted, refused), oldest first; `None`
     /// where the store keeps grants only per client (DynamoDB).
     async fn grants_per_hour(

@@ -120,7 +120,14 @@ fn people_decide_in_the_dashboard_in_a_real_browser() {
         strings(&back["scopes"]),
         ["datadog:metrics:read", "datadog:monitors:write"]
     );
-    for page in ["approvals", "agent", "inventory", "overview"] {
+    for page in [
+        "approvals",
+        "agent",
+        "inventory",
+        "overview",
+        "campaigns",
+        "audit",
+    ] {
         let shot = screenshots().join(format!("{page}.png"));
         assert!(shot.is_file(), "no screenshot {}", shot.display());
     }

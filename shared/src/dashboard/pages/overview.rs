@@ -33,47 +33,6 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
     let counts = engine.store.agent_counts().await.unwrap_or_default();
     let count = |s: &str| counts.get(s).copied().unwrap_or(0);
     let now = engine.clock.now();
-    let max_days = i64::from(engine.policy.rotation_max_age_days.max(1));
-    // Active credentials by age against the policy's maximum (cumulative counts per cutoff).
-    let mut issued_before = Vec::new();
-    for quarter in [0, 1, 2, 3, 4] {
-        let cutoff = now - Duration::days(max_days * quarter / 4);
-        issued_before.push(
-            engine
-                .store
-                .count_credentials_issued_before(cutoff)
-                .await
-                .unwrap_or(0),
-        );
-    }
-    let q = |d: i64| max_days * d / 4;
-    let age_bars = vec![
-        Bar {
-            label: format!("{}–{} days", q(0), q(1)),
-            value: issued_before[0] - issued_before[1],
-            warning: false,
-        },
-        Bar {
-            label: format!("{}–{} days", q(1), q(2)),
-            value: issued_before[1] - issued_before[2],
-            warning: false,
-        },
-        Bar {
-            label: format!("{}–{} days", q(2), q(3)),
-            value: issued_before[2] - issued_before[3],
-            warning: false,
-        },
-        Bar {
-            label: format!("{}–{} days", q(3), q(4)),
-            value: issued_before[3] - issued_before[4],
-            warning: false,
-        },
-        Bar {
-            label: format!("over {} days", q(4)),
-            value: issued_before[4],
-            warning: true,
-        },
-    ];
     let grants = engine
         .store
         .grants_per_hour(now - Duration::hours(24))
@@ -114,7 +73,18 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
             }
             section aria-labelledby="charts" {
                 h2 id="charts" { "At a glance" }
-                (bars("ages", &format!("Active credentials by age (policy maximum {max_days} days)"), &age_bars))
+                @if let Some(p) = &posture {
+                    @let q = |n: u32| p.max_age_days * n / 4;
+                    @let a = &p.credential_ages;
+                    @let age_bars = vec![
+                        Bar { label: format!("{}–{} days", q(0), q(1)), value: a[0], warning: false },
+                        Bar { label: format!("{}–{} days", q(1), q(2)), value: a[1], warning: false },
+                        Bar { label: format!("{}–{} days", q(2), q(3)), value: a[2], warning: false },
+                        Bar { label: format!("{}–{} days", q(3), q(4)), value: a[3], warning: false },
+                        Bar { label: format!("over {} days", q(4)), value: a[4], warning: true },
+                    ];
+                    (bars("ages", &format!("Active credentials by age (policy maximum {} days)", p.max_age_days), &age_bars))
+                }
                 @if let Some(p) = &posture {
                     @if p.findings.is_empty() { p { "No detection finding in the last 14 days." } }
                     @else {
