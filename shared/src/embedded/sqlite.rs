@@ -702,6 +702,26 @@ impl StoreRead for Db {
         )
     }
 
+    async fn agents_ordered(
+        &self,
+        order: crate::ports::store::AgentOrder,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError> {
+        use crate::ports::store::AgentOrder;
+        // Each order reads its index from the cursor on (row values: key, then id).
+        let key = match order {
+            AgentOrder::Id => "id",
+            AgentOrder::Name => "name",
+            AgentOrder::Status => "status",
+        };
+        let (k, id) = after.unwrap_or(("", ""));
+        let sql = format!(
+            "SELECT body FROM agents WHERE ({key}, id) > (?1, ?2) ORDER BY {key}, id LIMIT ?3"
+        );
+        self.agents_where(&sql, params![k, id, limit as i64])
+    }
+
     async fn agent_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
         let conn = self.lock();
         let mut st = conn.prepare_cached(AGENT_COUNTS).map_err(backend)?;

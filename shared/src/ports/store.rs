@@ -208,6 +208,27 @@ pub enum StoreError {
     Backend(String),
 }
 
+/// An order of the registry (the dashboard's inventory sorts by these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgentOrder {
+    /// By id (registration order).
+    #[default]
+    Id,
+    Name,
+    Status,
+}
+
+impl AgentOrder {
+    /// The value an agent is sorted by (ties by id).
+    pub fn key(self, a: &Agent) -> String {
+        match self {
+            AgentOrder::Id => a.id.clone(),
+            AgentOrder::Name => a.name.clone(),
+            AgentOrder::Status => a.status.as_str().to_string(),
+        }
+    }
+}
+
 #[async_trait]
 pub trait StoreRead: Send + Sync {
     async fn instance(&self, id: &str) -> Result<Option<Instance>, StoreError>;
@@ -237,6 +258,35 @@ pub trait StoreRead: Send + Sync {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Agent>, StoreError>;
+    /// The registry a page at a time in `order`: agents after the one whose sort key and id
+    /// are `after`, at most `limit`. The default reads the whole registry and sorts it; a store
+    /// with an index for the order reads only the page.
+    async fn agents_ordered(
+        &self,
+        order: AgentOrder,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let mut all = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = self.agents_after(cursor.as_deref(), 1000).await?;
+            let full = page.len() == 1000;
+            cursor = page.last().map(|a| a.id.clone());
+            all.extend(page);
+            if !full {
+                break;
+            }
+        }
+        all.sort_by(|a, b| (order.key(a), &a.id).cmp(&(order.key(b), &b.id)));
+        Ok(all
+            .into_iter()
+            .filter(|a| {
+                after.is_none_or(|(k, id)| (order.key(a).as_str(), a.id.as_str()) > (k, id))
+            })
+            .take(limit)
+            .collect())
+    }
     /// How many agents have each status (`AgentStatus::as_str`). The default pages through
     /// the registry; a store with a status index counts there.
     async fn agent_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {

@@ -8,8 +8,8 @@ use serde_json::json;
 use shared::audit::chain_hash;
 use shared::ports::Store;
 use shared::ports::store::{
-    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, GrantEvidence, HistoryEntry,
-    Instance, PendingCommand, PostedMessage, StoreError, Timer, TimerChange,
+    AgentOrder, ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, GrantEvidence,
+    HistoryEntry, Instance, PendingCommand, PostedMessage, StoreError, Timer, TimerChange,
 };
 use statemachines::{Actor, Agent, AgentStatus, ApprovalOutcome, ApprovalRequest, Command, Vote};
 use std::sync::Arc;
@@ -42,8 +42,8 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     survives_reopen(&fresh()).await;
 }
 
-/// What the dashboard's overview counts: agents by status, and (where the store keeps them
-/// together) token grants per hour.
+/// What the dashboard reads: agents by status, the registry in each order a page at a time, and
+/// (where the store keeps them together) token grants per hour.
 pub async fn counts_for_the_overview(s: &dyn Store) {
     let mut c = step("wf-counts", 1);
     c.agents = (0..7)
@@ -64,6 +64,31 @@ pub async fn counts_for_the_overview(s: &dyn Store) {
     assert_eq!(counts.get("frozen"), Some(&2), "{counts:?}");
     assert_eq!(counts.get("unregistered"), Some(&1), "{counts:?}");
     assert_eq!(counts.values().sum::<u64>(), 7);
+    // Pages in each order, a cursor (the last agent's sort key and id) at a time.
+    for order in [AgentOrder::Id, AgentOrder::Name, AgentOrder::Status] {
+        let mut seen: Vec<String> = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page = s
+                .agents_ordered(
+                    order,
+                    after.as_ref().map(|(k, i)| (k.as_str(), i.as_str())),
+                    3,
+                )
+                .await
+                .unwrap();
+            seen.extend(page.iter().map(|a| a.id.clone()));
+            match page.last() {
+                Some(last) if page.len() == 3 => after = Some((order.key(last), last.id.clone())),
+                _ => break,
+            }
+        }
+        let mut all = s.agents().await.unwrap();
+        all.sort_by(|a, b| (order.key(a), &a.id).cmp(&(order.key(b), &b.id)));
+        let want: Vec<String> = all.iter().map(|a| a.id.clone()).collect();
+        assert_eq!(seen, want, "{order:?}");
+    }
+
     let now = Utc::now();
     let hour = |h: i64| now - chrono::Duration::hours(h);
     let grant = |id: &str, at: DateTime<Utc>, success: bool| GrantEvidence {

@@ -298,6 +298,21 @@ fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
     let (status, html) = page(&s, &alice, "/agents?owner=alice%40example.com");
     assert_eq!(status, 200);
     assert!(html.contains(name), "{html}");
+    // Sorted by name, a page at a time: a second agent of Alice's comes first.
+    s.request_ok(&agent_request(
+        "aaa-metrics-agent-dev",
+        "dev",
+        ALICE,
+        &["datadog:metrics:read"],
+    ));
+    s.wait_agent_status("aaa-metrics-agent-dev", "active");
+    let (status, html) = page(&s, &alice, "/agents?sort=name");
+    assert_eq!(status, 200);
+    let (first, second) = (
+        html.find("aaa-metrics-agent-dev").expect("listed"),
+        html.find(name).expect("listed"),
+    );
+    assert!(first < second, "sorted by name");
     let csv = browser()
         .get(s.url("/agents.csv?owner=alice%40example.com"))
         .header(COOKIE, &alice)

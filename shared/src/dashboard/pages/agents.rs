@@ -4,6 +4,7 @@
 use super::super::session::SignedIn;
 use super::{PageState, error_page, may, page, person_of};
 use crate::http::routes::Op;
+use crate::ports::store::AgentOrder;
 use crate::posture::{self, AgentPosture};
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -39,12 +40,23 @@ pub struct Filter {
     scope: String,
     #[serde(default)]
     risk: String,
-    /// Continue after this agent id.
+    /// `name`, `status`, or registration order (empty).
+    #[serde(default)]
+    sort: String,
+    /// Continue after this agent (in the sort's order).
     #[serde(default)]
     after: String,
 }
 
 impl Filter {
+    fn order(&self) -> AgentOrder {
+        match self.sort.as_str() {
+            "name" => AgentOrder::Name,
+            "status" => AgentOrder::Status,
+            _ => AgentOrder::Id,
+        }
+    }
+
     fn is(&self, want: &str, have: &str) -> bool {
         want.trim().is_empty() || want.trim().eq_ignore_ascii_case(have)
     }
@@ -77,6 +89,7 @@ impl Filter {
             ("status", &self.status),
             ("scope", &self.scope),
             ("risk", &self.risk),
+            ("sort", &self.sort),
         ] {
             if !v.trim().is_empty() {
                 q.append_pair(k, v.trim());
@@ -101,20 +114,33 @@ async fn find(s: &PageState, f: &Filter, rows: usize) -> Result<Found, String> {
     let now = engine.clock.now();
     let mut out = Vec::new();
     let mut read = 0;
-    let after = Some(f.after.trim())
-        .filter(|a| !a.is_empty())
-        .map(str::to_string);
+    let order = f.order();
+    // Where the page starts: after this agent, in the sort's order.
+    let after: Option<(String, String)> = match Some(f.after.trim()).filter(|a| !a.is_empty()) {
+        Some(id) => engine
+            .store
+            .agent(id)
+            .await
+            .map_err(|e| e.to_string())?
+            .map(|a| (order.key(&a), a.id)),
+        None => None,
+    };
+    let past = |a: &Agent| {
+        after
+            .as_ref()
+            .is_none_or(|(k, id)| (order.key(a), &a.id) > (k.clone(), id))
+    };
     // An owner filter reads that owner's index; everything else pages through the registry.
     if !f.owner.trim().is_empty() {
-        let owned = engine
+        let mut owned: Vec<Agent> = engine
             .store
             .agents_owned_by(f.owner.trim())
             .await
-            .map_err(|e| e.to_string())?;
-        let owned: Vec<Agent> = owned
+            .map_err(|e| e.to_string())?
             .into_iter()
-            .filter(|a| after.as_deref().is_none_or(|after| a.id.as_str() > after))
+            .filter(|a| past(a))
             .collect();
+        owned.sort_by(|a, b| (order.key(a), &a.id).cmp(&(order.key(b), &b.id)));
         read = owned.len();
         let assessed = posture::assess(&owned, &engine.policy, now);
         for (a, p) in owned.into_iter().zip(assessed) {
@@ -134,12 +160,16 @@ async fn find(s: &PageState, f: &Filter, rows: usize) -> Result<Found, String> {
     loop {
         let page = engine
             .store
-            .agents_after(cursor.as_deref(), READ_PAGE)
+            .agents_ordered(
+                order,
+                cursor.as_ref().map(|(k, id)| (k.as_str(), id.as_str())),
+                READ_PAGE,
+            )
             .await
             .map_err(|e| e.to_string())?;
         let done = page.len() < READ_PAGE;
         read += page.len();
-        cursor = page.last().map(|a| a.id.clone()).or(cursor);
+        cursor = page.last().map(|a| (order.key(a), a.id.clone())).or(cursor);
         let assessed = posture::assess(&page, &engine.policy, now);
         for (a, p) in page.into_iter().zip(assessed) {
             if out.len() == rows {
@@ -166,7 +196,7 @@ async fn find(s: &PageState, f: &Filter, rows: usize) -> Result<Found, String> {
         if read >= READ_LIMIT {
             return Ok(Found {
                 rows: out,
-                next: cursor,
+                next: cursor.map(|(_, id)| id),
                 read,
             });
         }
@@ -236,6 +266,12 @@ pub async fn inventory(
                     @for r in ["low", "medium", "high", "critical"] {
                         option value=(r) selected[f.risk == r] { (r) }
                     }
+                }
+                label for="f-sort" { "Sort" }
+                select id="f-sort" name="sort" {
+                    option value="" selected[f.sort.is_empty()] { "registration" }
+                    option value="name" selected[f.sort == "name"] { "name" }
+                    option value="status" selected[f.sort == "status"] { "status" }
                 }
                 button type="submit" { "Filter" }
                 a class="export" href={"/agents.csv?" (f.query(None))} { "Export CSV" }
