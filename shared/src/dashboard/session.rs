@@ -108,6 +108,11 @@ impl SignedIn {
     pub fn person(&self) -> &str {
         &self.session.person
     }
+
+    /// The person as the audit trail names an actor.
+    pub fn caller_actor(&self) -> statemachines::Actor {
+        statemachines::Actor::Person(self.session.person.clone())
+    }
 }
 
 /// Why a request has no signed-in person.

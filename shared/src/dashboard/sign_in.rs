@@ -269,7 +269,9 @@ pub async fn sign_out(State(s): State<PageState>, request: axum::extract::Reques
         Err(_) => return Redirect::to("/sign-in").into_response(),
     };
     if let Err(why) = session::check_form(d, &parts, &signed_in.session, form.csrf.as_deref()) {
-        s.app.refuse("dashboard sign-out", &why).await;
+        s.app
+            .refuse_by("dashboard sign-out", &signed_in.caller_actor(), &why)
+            .await;
         return error_page(StatusCode::FORBIDDEN, "Refused", &why);
     }
     let _ = d.sessions.end_session(&signed_in.session.digest).await;

@@ -96,16 +96,14 @@ impl App {
 
     /// A refused request: counted, logged and audited (never with the body).
     pub async fn refuse(&self, what: &str, why: &str) {
+        self.refuse_by(what, &Actor::System, why).await
+    }
+
+    /// A refused request whose sender is known (a signed-in person's dashboard form).
+    pub async fn refuse_by(&self, what: &str, actor: &Actor, why: &str) {
         self.0.bad_requests.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(what, why, "request refused");
-        let record = crate::audit::refusal(
-            what,
-            &Actor::System,
-            None,
-            None,
-            why,
-            self.engine.clock.now(),
-        );
+        let record = crate::audit::refusal(what, actor, None, None, why, self.engine.clock.now());
         if let Err(e) = self.engine.store.append_audit(vec![record]).await {
             tracing::error!(error = %e, "could not audit a refused request");
         }

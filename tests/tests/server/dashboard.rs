@@ -217,6 +217,19 @@ fn an_approver_decides_in_the_inbox_and_the_requester_cannot() {
     let hash = hidden(&html, "action_hash");
     let (status, _) = post(&s, &sam, &action, &[("reason", "no token")], None);
     assert_eq!(status, 403);
+    let refused = s.audit().into_iter().any(|r| {
+        r["unmapped"]["steward_event"] == "refused"
+            && r["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("no anti-forgery token")
+            && r.to_string().contains(SAM)
+    });
+    assert!(
+        refused,
+        "the refused form is audited with the person: {:?}",
+        s.audit_failures()
+    );
     let (status, _) = post(
         &s,
         &sam,

@@ -172,12 +172,12 @@ async fn decide(s: PageState, id: String, verb: &str, request: Request) -> Respo
             Ok(Form(f)) => f,
             Err(e) => {
                 let why = format!("the form is malformed: {}", e.body_text());
-                s.app.refuse(&what, &why).await;
+                s.app.refuse_by(&what, &who.caller_actor(), &why).await;
                 return error_page(StatusCode::BAD_REQUEST, "Refused", &why);
             }
         };
     if let Err(why) = session::check_form(d, &parts, &who.session, form.csrf.as_deref()) {
-        s.app.refuse(&what, &why).await;
+        s.app.refuse_by(&what, &who.caller_actor(), &why).await;
         return error_page(StatusCode::FORBIDDEN, "Refused", &why);
     }
     let body = serde_json::json!({

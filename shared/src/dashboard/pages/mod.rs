@@ -251,7 +251,7 @@ pub async fn act(
         Ok(Form(f)) => f,
         Err(e) => {
             let why = format!("the form is malformed: {}", e.body_text());
-            s.app.refuse(&what, &why).await;
+            s.app.refuse_by(&what, &who.caller_actor(), &why).await;
             return error_page(StatusCode::BAD_REQUEST, "Refused", &why);
         }
     };
@@ -262,12 +262,12 @@ pub async fn act(
             .map(|(_, v)| v.as_str())
     };
     if let Err(why) = session::check_form(d, &parts, &who.session, field("csrf")) {
-        s.app.refuse(&what, &why).await;
+        s.app.refuse_by(&what, &who.caller_actor(), &why).await;
         return error_page(StatusCode::FORBIDDEN, "Refused", &why);
     }
     if !path.starts_with("api/") {
         let why = format!("/{path} is not an operation of the admin API");
-        s.app.refuse(&what, &why).await;
+        s.app.refuse_by(&what, &who.caller_actor(), &why).await;
         return error_page(StatusCode::NOT_FOUND, "Refused", &why);
     }
     let mut json = serde_json::Map::new();
