@@ -360,7 +360,8 @@ fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
     assert_eq!(status, 403, "{html}");
     assert!(html.contains("owner"), "the refusal says who may: {html}");
     assert_eq!(s.agent(name)["status"], "active");
-    // Only the admin API is reachable through the action form.
+    // Only the admin API is reachable through the action form, and a path that is not one is
+    // refused with a page, not a dropped connection.
     let (status, _) = post(
         &s,
         &bob,
@@ -369,6 +370,14 @@ fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
         Some("same-origin"),
     );
     assert_eq!(status, 404);
+    let (status, html) = post(
+        &s,
+        &bob,
+        "/act/api/agents/a%20b%0A/freeze",
+        &[("csrf", &bob_csrf), ("reason", "x")],
+        Some("same-origin"),
+    );
+    assert_eq!(status, 400, "{html}");
 
     // The owner freezes from the page: back on the page with the notice, the agent frozen.
     let r = browser()

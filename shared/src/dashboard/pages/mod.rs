@@ -157,12 +157,17 @@ pub(super) async fn call_api(
     path: &str,
     body: serde_json::Value,
 ) -> (StatusCode, String) {
-    let mut request = Request::builder()
+    let request = Request::builder()
         .method("POST")
         .uri(path)
         .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.to_string()))
-        .expect("a request to a route of this server");
+        .body(Body::from(body.to_string()));
+    let Ok(mut request) = request else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("{path} is not a path of the admin API"),
+        );
+    };
     request
         .extensions_mut()
         .insert(super::DashboardCall(who.caller.clone()));
@@ -265,10 +270,15 @@ pub async fn act(
         s.app.refuse_by(&what, &who.caller_actor(), &why).await;
         return error_page(StatusCode::FORBIDDEN, "Refused", &why);
     }
-    if !path.starts_with("api/") {
+    if !path.starts_with("api/") || axum::http::Uri::try_from(format!("/{path}")).is_err() {
         let why = format!("/{path} is not an operation of the admin API");
         s.app.refuse_by(&what, &who.caller_actor(), &why).await;
-        return error_page(StatusCode::NOT_FOUND, "Refused", &why);
+        let status = if path.starts_with("api/") {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        return error_page(status, "Refused", &why);
     }
     let mut json = serde_json::Map::new();
     for (k, v) in &fields {
