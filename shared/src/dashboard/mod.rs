@@ -46,6 +46,8 @@ pub struct Dashboard {
     pub client_id: String,
     pub sessions: Arc<dyn Sessions>,
     http: reqwest::Client,
+    /// The issuer's authorization and token endpoints, read from its discovery document once.
+    endpoints: tokio::sync::OnceCell<(String, String)>,
 }
 
 impl Dashboard {
@@ -78,6 +80,7 @@ impl Dashboard {
             client_id: client_id.into(),
             sessions,
             http,
+            endpoints: tokio::sync::OnceCell::new(),
         })
     }
 

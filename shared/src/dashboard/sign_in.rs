@@ -7,7 +7,7 @@ use super::pages::{PageState, error_page};
 use super::session::{self, cookie, digest, random_token, set_cookie};
 use super::{CALLBACK_PATH, Dashboard};
 use crate::ports::sessions::PendingSignIn;
-use axum::extract::{Form, Query, State};
+use axum::extract::{Form, FromRequest as _, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use base64::Engine as _;
@@ -37,15 +37,23 @@ fn local_path(p: Option<&str>) -> String {
     }
 }
 
+/// The issuer's authorization and token endpoints (discovered once; a failure is tried again at
+/// the next sign-in).
 async fn endpoints(d: &Dashboard) -> Result<(String, String), String> {
-    let doc = crate::sign_in::discovery_document(&d.http, &d.people.settings().issuer).await?;
-    let get = |k: &str| {
-        doc.get(k)
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| format!("the issuer's discovery document has no {k}"))
-    };
-    Ok((get("authorization_endpoint")?, get("token_endpoint")?))
+    d.endpoints
+        .get_or_try_init(|| async {
+            let doc =
+                crate::sign_in::discovery_document(&d.http, &d.people.settings().issuer).await?;
+            let get = |k: &str| {
+                doc.get(k)
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .ok_or_else(|| format!("the issuer's discovery document has no {k}"))
+            };
+            Ok((get("authorization_endpoint")?, get("token_endpoint")?))
+        })
+        .await
+        .cloned()
 }
 
 /// `GET /sign-in`: to the issuer, with a fresh `state` and PKCE challenge.
@@ -284,5 +292,3 @@ pub async fn sign_out(State(s): State<PageState>, request: axum::extract::Reques
     );
     ([(header::SET_COOKIE, clear)], Redirect::to("/signed-out")).into_response()
 }
-
-use axum::extract::FromRequest as _;

@@ -1,12 +1,12 @@
 //! The approvals inbox: what waits for the signed-in person's decision, and Approve / Deny.
 
-use super::super::session::{self, SignedIn};
-use super::{PageState, call_api, error_page, may, page, person_of};
+use super::super::session::SignedIn;
+use super::{PageState, call_api, checked_form, error_page, may, page, person_of};
 use crate::http::routes::Op;
 use crate::ports::store::ApprovalRecord;
-use axum::extract::{Form, FromRequest, Path, RawQuery, Request, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use maud::{Markup, html};
 use serde::Deserialize;
 
@@ -149,37 +149,10 @@ pub async fn deny(
 
 /// An Approve or Deny: the form checked, then the API's own route called as the person.
 async fn decide(s: PageState, id: String, verb: &str, request: Request) -> Response {
-    let Some(d) = s.dashboard() else {
-        return StatusCode::NOT_FOUND.into_response();
+    let (who, form) = match checked_form::<DecisionForm>(&s, request, |f| f.csrf.as_deref()).await {
+        Ok(checked) => checked,
+        Err(refused) => return refused,
     };
-    let (parts, body) = request.into_parts();
-    let what = format!("dashboard form POST {}", parts.uri.path());
-    let who = match session::signed_in(&s.app, d, &parts.headers).await {
-        Ok(w) => w,
-        Err(no) => {
-            s.app.refuse(&what, &no.to_string()).await;
-            return error_page(
-                session::status_of(&no),
-                "Not signed in",
-                &format!("{no}; sign in again"),
-            );
-        }
-    };
-    let form =
-        match Form::<DecisionForm>::from_request(Request::from_parts(parts.clone(), body), &())
-            .await
-        {
-            Ok(Form(f)) => f,
-            Err(e) => {
-                let why = format!("the form is malformed: {}", e.body_text());
-                s.app.refuse_by(&what, &who.caller_actor(), &why).await;
-                return error_page(StatusCode::BAD_REQUEST, "Refused", &why);
-            }
-        };
-    if let Err(why) = session::check_form(d, &parts, &who.session, form.csrf.as_deref()) {
-        s.app.refuse_by(&what, &who.caller_actor(), &why).await;
-        return error_page(StatusCode::FORBIDDEN, "Refused", &why);
-    }
     let body = serde_json::json!({
         "reason": form.reason.filter(|r| !r.trim().is_empty()),
         "action_hash": form.action_hash,

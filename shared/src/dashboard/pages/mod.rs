@@ -221,6 +221,45 @@ pub(super) fn notice(query: Option<&str>) -> Option<&'static str> {
         .and_then(|(_, v)| done_sentence(v))
 }
 
+/// A form post checked before anything else reads it: a signed-in person, a well-formed form,
+/// and the session's anti-forgery token (`csrf` finds it in the form) from a page of this
+/// origin. A refusal is the page to answer with, counted and audited.
+pub(super) async fn checked_form<T: serde::de::DeserializeOwned>(
+    s: &PageState,
+    request: Request,
+    csrf: impl Fn(&T) -> Option<&str>,
+) -> Result<(SignedIn, T), Response> {
+    let Some(d) = s.dashboard() else {
+        return Err(StatusCode::NOT_FOUND.into_response());
+    };
+    let (parts, body) = request.into_parts();
+    let what = format!("dashboard form POST {}", parts.uri.path());
+    let who = match session::signed_in(&s.app, d, &parts.headers).await {
+        Ok(w) => w,
+        Err(no) => {
+            s.app.refuse(&what, &no.to_string()).await;
+            return Err(error_page(
+                session::status_of(&no),
+                "Not signed in",
+                &format!("{no}; sign in again"),
+            ));
+        }
+    };
+    let form = match Form::<T>::from_request(Request::from_parts(parts.clone(), body), &()).await {
+        Ok(Form(f)) => f,
+        Err(e) => {
+            let why = format!("the form is malformed: {}", e.body_text());
+            s.app.refuse_by(&what, &who.caller_actor(), &why).await;
+            return Err(error_page(StatusCode::BAD_REQUEST, "Refused", &why));
+        }
+    };
+    if let Err(why) = session::check_form(d, &parts, &who.session, csrf(&form)) {
+        s.app.refuse_by(&what, &who.caller_actor(), &why).await;
+        return Err(error_page(StatusCode::FORBIDDEN, "Refused", &why));
+    }
+    Ok((who, form))
+}
+
 /// `POST /act/{*path}`: a form of a page, checked (session, anti-forgery token, origin), then
 /// sent to the admin API's route `/{path}` as the signed-in person. The form's fields become the
 /// JSON body: a name ending in `[]` is a list (commas or spaces between items), empty fields
@@ -231,34 +270,14 @@ pub async fn act(
     Path(path): Path<String>,
     request: Request,
 ) -> Response {
-    let Some(d) = s.dashboard() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let (parts, body) = request.into_parts();
-    let what = format!("dashboard form POST {}", parts.uri.path());
-    let who = match session::signed_in(&s.app, d, &parts.headers).await {
-        Ok(w) => w,
-        Err(no) => {
-            s.app.refuse(&what, &no.to_string()).await;
-            return error_page(
-                session::status_of(&no),
-                "Not signed in",
-                &format!("{no}; sign in again"),
-            );
-        }
-    };
-    let fields = match Form::<Vec<(String, String)>>::from_request(
-        Request::from_parts(parts.clone(), body),
-        &(),
-    )
+    let what = format!("dashboard form POST {}", request.uri().path());
+    let (who, fields) = match checked_form::<Vec<(String, String)>>(&s, request, |f| {
+        f.iter().find(|(k, _)| k == "csrf").map(|(_, v)| v.as_str())
+    })
     .await
     {
-        Ok(Form(f)) => f,
-        Err(e) => {
-            let why = format!("the form is malformed: {}", e.body_text());
-            s.app.refuse_by(&what, &who.caller_actor(), &why).await;
-            return error_page(StatusCode::BAD_REQUEST, "Refused", &why);
-        }
+        Ok(checked) => checked,
+        Err(refused) => return refused,
     };
     let field = |name: &str| {
         fields
@@ -266,10 +285,6 @@ pub async fn act(
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
     };
-    if let Err(why) = session::check_form(d, &parts, &who.session, field("csrf")) {
-        s.app.refuse_by(&what, &who.caller_actor(), &why).await;
-        return error_page(StatusCode::FORBIDDEN, "Refused", &why);
-    }
     if !path.starts_with("api/") || axum::http::Uri::try_from(format!("/{path}")).is_err() {
         let why = format!("/{path} is not an operation of the admin API");
         s.app.refuse_by(&what, &who.caller_actor(), &why).await;
