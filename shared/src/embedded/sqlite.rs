@@ -50,6 +50,7 @@ CREATE INDEX IF NOT EXISTS timers_due ON timers(due_at);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, day TEXT NOT NULL, time INTEGER NOT NULL,
   body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS audit_workflow ON audit(json_extract(body, '$.metadata.correlation_uid'), seq);
 CREATE TABLE IF NOT EXISTS queue (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, group_id TEXT NOT NULL, dedupe_id TEXT NOT NULL, body TEXT NOT NULL,
   visible_at INTEGER NOT NULL, receive_count INTEGER NOT NULL DEFAULT 0, receipt TEXT);
@@ -113,6 +114,8 @@ const TIME_BOUND: &str =
     "SELECT body FROM agents INDEXED BY agents_time_bound WHERE status = 'active'
    AND json_extract(body, '$.expires_on') IS NOT NULL ORDER BY id";
 const AGENT_COUNTS: &str = "SELECT status, count(*) FROM agents GROUP BY status";
+const WORKFLOW_AUDIT: &str = "SELECT id, time, body FROM audit INDEXED BY audit_workflow
+ WHERE json_extract(body, '$.metadata.correlation_uid') = ?1 ORDER BY seq DESC LIMIT ?2";
 
 /// One SQLite database shared by the embedded store, queue and development IdP.
 pub struct Db {
@@ -714,10 +717,12 @@ impl StoreRead for Db {
             AgentOrder::Id => "id",
             AgentOrder::Name => "name",
             AgentOrder::Status => "status",
+            // The expression of the `agents_owner` index, so that the index gives the order.
+            AgentOrder::Owner => "lower(json_extract(body, '$.owner'))",
         };
         let (k, id) = after.unwrap_or(("", ""));
         let sql = format!(
-            "SELECT body FROM agents WHERE ({key}, id) > (?1, ?2) ORDER BY {key}, id LIMIT ?3"
+            "SELECT body FROM agents WHERE {key} >= ?1 AND ({key} > ?1 OR id > ?2) ORDER BY {key}, id LIMIT ?3"
         );
         self.agents_where(&sql, params![k, id, limit as i64])
     }
@@ -799,6 +804,34 @@ impl StoreRead for Db {
             })
             .map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    async fn workflow_audit(
+        &self,
+        workflow_id: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(WORKFLOW_AUDIT).map_err(backend)?;
+        let rows = st
+            .query_map(params![workflow_id, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, time, body) = row.map_err(backend)?;
+            out.push(AuditRecord {
+                body: decode(&id, &body)?,
+                id,
+                time: from_ts(time),
+            });
+        }
+        Ok(out)
     }
 
     async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError> {
@@ -1163,5 +1196,31 @@ mod plans {
         assert!(bound.contains("agents_time_bound"), "{bound}");
         let counts = plan(&db, AGENT_COUNTS);
         assert!(counts.contains("COVERING INDEX agents_status"), "{counts}");
+        for key in [
+            "id",
+            "name",
+            "status",
+            "lower(json_extract(body, '$.owner'))",
+        ] {
+            let page = plan(
+                &db,
+                &format!(
+                    "SELECT body FROM agents WHERE {key} >= 'a' AND ({key} > 'a' OR id > 'b') ORDER BY {key}, id LIMIT 50"
+                ),
+            );
+            // A search from the cursor: page 500 reads no more than page 1.
+            assert!(
+                page.starts_with("SEARCH agents") && !page.contains("TEMP B-TREE"),
+                "{key}: {page}"
+            );
+        }
+        let audit = plan(
+            &db,
+            &WORKFLOW_AUDIT.replace("?1", "'wf-1'").replace("?2", "10"),
+        );
+        assert!(
+            audit.contains("audit_workflow") && !audit.contains("TEMP B-TREE"),
+            "{audit}"
+        );
     }
 }

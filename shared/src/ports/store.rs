@@ -216,6 +216,8 @@ pub enum AgentOrder {
     Id,
     Name,
     Status,
+    /// By owner, without (ASCII) case.
+    Owner,
 }
 
 impl AgentOrder {
@@ -225,6 +227,7 @@ impl AgentOrder {
             AgentOrder::Id => a.id.clone(),
             AgentOrder::Name => a.name.clone(),
             AgentOrder::Status => a.status.as_str().to_string(),
+            AgentOrder::Owner => a.owner.to_ascii_lowercase(),
         }
     }
 }
@@ -339,6 +342,13 @@ pub trait StoreRead: Send + Sync {
         }
     }
     async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError>;
+    /// The audit records a workflow's steps wrote (`metadata.correlation_uid`), newest first,
+    /// at most `limit`: what an agent's page shows beside its timeline.
+    async fn workflow_audit(
+        &self,
+        workflow_id: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError>;
     /// Where a named reader of an outside log stopped (the System Log's `after` cursor).
     async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// The instances of a group (see [`Instance::group`]), in id order.

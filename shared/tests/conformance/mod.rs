@@ -50,11 +50,14 @@ macro_rules! store_suite {
                 approvals_open_close_and_filter,
                 approval_votes_and_messages_are_kept,
                 audit_is_hash_chained_and_pages,
+                a_workflows_audit_records_newest_first,
                 commit_batch_rolls_back_conflicts_alone,
                 inbound_ids_are_remembered,
                 cursors_are_kept_by_name,
                 groups_scope_usage_and_messages,
                 clients_and_baselines,
+                grants_are_evidence_kept_once_and_read_by_client,
+                agents_are_found_through_their_indexes,
                 counts_for_the_overview,
             );
             #[$test]

@@ -31,6 +31,7 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     approvals_open_close_and_filter(&*fresh()()).await;
     approval_votes_and_messages_are_kept(&*fresh()()).await;
     audit_is_hash_chained_and_pages(&*fresh()()).await;
+    a_workflows_audit_records_newest_first(&*fresh()()).await;
     commit_batch_rolls_back_conflicts_alone(&*fresh()()).await;
     inbound_ids_are_remembered(&*fresh()()).await;
     cursors_are_kept_by_name(&*fresh()()).await;
@@ -55,6 +56,7 @@ pub async fn counts_for_the_overview(s: &dyn Store) {
             };
             let mut a = agent(&format!("agt-c{i}"), &format!("c{i}-agent-prod"), status, 1);
             a.credential_issued_at = Some(at(0) - chrono::Duration::days(10 * i as i64));
+            a.owner = ["Bob@example.com", "alice@example.com", "carol@example.com"][i % 3].into();
             a
         })
         .collect();
@@ -65,7 +67,12 @@ pub async fn counts_for_the_overview(s: &dyn Store) {
     assert_eq!(counts.get("unregistered"), Some(&1), "{counts:?}");
     assert_eq!(counts.values().sum::<u64>(), 7);
     // Pages in each order, a cursor (the last agent's sort key and id) at a time.
-    for order in [AgentOrder::Id, AgentOrder::Name, AgentOrder::Status] {
+    for order in [
+        AgentOrder::Id,
+        AgentOrder::Name,
+        AgentOrder::Status,
+        AgentOrder::Owner,
+    ] {
         let mut seen: Vec<String> = Vec::new();
         let mut after: Option<(String, String)> = None;
         loop {
@@ -950,6 +957,42 @@ pub async fn audit_is_hash_chained_and_pages(s: &dyn Store) {
     let everything = s.audit(0, 1000).await.unwrap();
     assert_eq!(everything[..5], all[..]);
     assert_chained(&everything);
+}
+
+/// The records a workflow's steps wrote are read back by its id, newest first, and no other
+/// workflow's (an agent's page shows them beside its timeline).
+pub async fn a_workflows_audit_records_newest_first(s: &dyn Store) {
+    let of = |id: &str, wf: &str| {
+        let mut r = audit_record(id);
+        r.body["metadata"]["correlation_uid"] = json!(wf);
+        r
+    };
+    let mut first = step("wf-x", 1);
+    first.audit = vec![of("x1", "wf-x"), of("x2", "wf-x")];
+    s.commit(first).await.unwrap();
+    let mut other = step("wf-y", 1);
+    other.audit = vec![of("y1", "wf-y")];
+    s.commit(other).await.unwrap();
+    s.append_audit(vec![audit_record("loose")]).await.unwrap();
+    let mut second = step("wf-x", 2);
+    second.audit = vec![of("x3", "wf-x")];
+    s.commit(second).await.unwrap();
+
+    let ids =
+        |records: Vec<AuditRecord>| -> Vec<String> { records.into_iter().map(|r| r.id).collect() };
+    assert_eq!(
+        ids(s.workflow_audit("wf-x", 10).await.unwrap()),
+        vec!["x3", "x2", "x1"]
+    );
+    assert_eq!(
+        ids(s.workflow_audit("wf-x", 2).await.unwrap()),
+        vec!["x3", "x2"],
+        "the limit keeps the newest"
+    );
+    assert_eq!(ids(s.workflow_audit("wf-y", 10).await.unwrap()), vec!["y1"]);
+    assert!(s.workflow_audit("wf-none", 10).await.unwrap().is_empty());
+    let r = &s.workflow_audit("wf-y", 1).await.unwrap()[0];
+    assert_eq!(r.body["message"], "record y1", "the record round-trips");
 }
 
 /// In a group commit, a conflicting step rolls back alone; the others persist.

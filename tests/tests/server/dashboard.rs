@@ -7,6 +7,7 @@ use crate::support::*;
 use reqwest::blocking::Client;
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 use serde_json::json;
+use std::time::Duration;
 
 const NAME: &str = "datadog-triage-agent-prod";
 
@@ -410,4 +411,47 @@ fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
     assert!(html.contains("freeze"), "{html}");
     let (status, html) = page(&s, &sam, "/campaigns");
     assert_eq!(status, 200, "{html}");
+
+    // The agent's page holds the records its workflows wrote, for readers of the trail only.
+    let (_, html) = page(&s, &sam, &format!("/agents/{id}"));
+    assert!(html.contains("Audit records"), "{html}");
+    assert!(
+        html.contains("freeze_requested") || html.contains("frozen"),
+        "the freeze's records show: {html}"
+    );
+    let (_, html) = page(&s, &alice, &format!("/agents/{id}"));
+    assert!(!html.contains("Audit records"), "Alice reads no trail");
+
+    // An access review: Sam launches a campaign, Alice keeps her other agent; its page shows the
+    // review with the decision, who made it and why.
+    let other = s.agent("aaa-metrics-agent-dev")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, html) = page(&s, &alice, &format!("/agents/{other}"));
+    assert!(html.contains("Never reviewed."), "{html}");
+    let (status, body) = s.post_as(SAM, "/api/campaigns", &json!({"id": "dash-q4"}));
+    assert!(status < 300, "{status} {body}");
+    let item = format!("/api/reviews/review-dash-q4-{other}/decision");
+    wait_until("the review item is sent", Duration::from_secs(30), || {
+        let (status, _) = s.post_as(
+            ALICE,
+            &item,
+            &json!({"decision": "keep", "reason": "still feeds the on-call dashboards"}),
+        );
+        (status < 300).then_some(())
+    });
+    let (_, html) = page(&s, &alice, &format!("/agents/{other}"));
+    assert!(html.contains("Access reviews"), "{html}");
+    assert!(
+        html.contains("still feeds the on-call dashboards"),
+        "{html}"
+    );
+    assert!(html.contains("dash-q4"), "{html}");
+    assert!(html.contains(&format!("{ALICE}, ")), "who decided: {html}");
+
+    // The inventory sorts by owner (an indexed order) and shows when each agent last got a token.
+    let (status, html) = page(&s, &alice, "/agents?sort=owner");
+    assert_eq!(status, 200);
+    assert!(html.contains("Last token"), "{html}");
 }

@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 /// `HEAD` (three BatchGetItem calls) and holds every tip (about 25 KB).
 pub const AUDIT_SHARDS: u32 = 256;
 const CHECKPOINTS: &str = "AUDITCP";
+/// A workflow's records are searched for among this many of its shard's latest records (a
+/// shard holds 1/256 of the trail; a workflow writes its records within days).
+pub const WORKFLOW_AUDIT_READ: usize = 20_000;
 
 /// The tip of one shard's chain as read before a write.
 pub(super) struct ChainTip {
@@ -140,6 +143,10 @@ impl DynamoStore {
             };
             let mut item = key(partition.clone(), seq_key(n));
             item.insert("body".into(), json(&chained)?);
+            // The workflow's records are read back by this (`workflow_audit`).
+            if let Some(w) = record.body["metadata"]["correlation_uid"].as_str() {
+                item.insert("wf".into(), s(w));
+            }
             items.push((
                 Role::ChainHead,
                 self.put(item, Some("attribute_not_exists(PK)"), &[], &[])?,
@@ -298,6 +305,46 @@ impl DynamoStore {
             .await?
             .map(|i| body::<Checkpoint>(&i, "body"))
             .transpose()
+    }
+
+    /// The records `workflow_id`'s steps wrote, newest first, at most `limit`. They are all on
+    /// the workflow's shard; at most [`WORKFLOW_AUDIT_READ`] of its latest records are read.
+    pub(super) async fn workflow_records(
+        &self,
+        workflow_id: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        let mut read = 0;
+        while out.len() < limit && read < WORKFLOW_AUDIT_READ {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("PK = :pk AND begins_with(SK, :seq)")
+                .filter_expression("wf = :wf")
+                .expression_attribute_values(":pk", s(shard_partition(shard_of(workflow_id))))
+                .expression_attribute_values(":seq", s("SEQ#"))
+                .expression_attribute_values(":wf", s(workflow_id))
+                .scan_index_forward(false)
+                .limit(1000)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(backend)?;
+            read += page.scanned_count().max(0) as usize;
+            for item in page.items() {
+                if out.len() < limit {
+                    out.push(body::<ChainedAudit>(item, "body")?.record);
+                }
+            }
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Records `lo..=hi` of a shard's chain, at most `limit`.

@@ -364,6 +364,14 @@ impl StoreRead for DynamoStore {
         self.sealed_audit(after_seq, limit).await
     }
 
+    async fn workflow_audit(
+        &self,
+        workflow_id: &str,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.workflow_records(workflow_id, limit).await
+    }
+
     async fn cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self
             .get(format!("CURSOR#{name}"), "META")

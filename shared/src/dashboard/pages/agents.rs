@@ -12,6 +12,8 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use serde::Deserialize;
+use statemachines::review_item::{ReviewItemMachine, ReviewItemState};
+use statemachines::workflow::Workflow;
 use statemachines::{Agent, AgentFlag, AgentStatus};
 
 /// Rows on an inventory page.
@@ -23,6 +25,8 @@ const READ_PAGE: usize = 200;
 const READ_LIMIT: usize = 5_000;
 /// Rows in one CSV export (filters narrow it; more is the posture report's job).
 const CSV_ROWS: usize = 10_000;
+/// Audit records shown on an agent's page.
+const AUDIT_ROWS: usize = 50;
 
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct Filter {
@@ -40,7 +44,7 @@ pub struct Filter {
     scope: String,
     #[serde(default)]
     risk: String,
-    /// `name`, `status`, or registration order (empty).
+    /// `name`, `status`, `owner`, or registration order (empty).
     #[serde(default)]
     sort: String,
     /// Continue after this agent (in the sort's order).
@@ -53,6 +57,7 @@ impl Filter {
         match self.sort.as_str() {
             "name" => AgentOrder::Name,
             "status" => AgentOrder::Status,
+            "owner" => AgentOrder::Owner,
             _ => AgentOrder::Id,
         }
     }
@@ -203,6 +208,25 @@ async fn find(s: &PageState, f: &Filter, rows: usize) -> Result<Found, String> {
     }
 }
 
+/// When each agent last got a token: its scopes' latest recorded use (one keyed read per
+/// agent, a few at a time).
+async fn last_tokens(s: &PageState, rows: &[(Agent, AgentPosture)]) -> Vec<Option<DateTime<Utc>>> {
+    use futures_util::stream::{self, StreamExt};
+    let clients: Vec<Option<String>> = rows.iter().map(|(a, _)| a.client_id.clone()).collect();
+    let store = s.app.engine.store.clone();
+    stream::iter(clients)
+        .map(move |client| {
+            let store = store.clone();
+            async move {
+                let usage = store.scope_usage(client.as_deref()?).await.ok()?;
+                usage.into_iter().map(|(_, at)| at).max()
+            }
+        })
+        .buffered(8)
+        .collect()
+        .await
+}
+
 fn age_days(at: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Option<i64> {
     at.map(|t| (now - t).num_days())
 }
@@ -229,6 +253,7 @@ pub async fn inventory(
         Ok(found) => found,
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "Agents", &e),
     };
+    let last_tokens = last_tokens(&s, &found.rows).await;
     let now = s.app.engine.clock.now();
     let statuses = [
         "active",
@@ -272,6 +297,7 @@ pub async fn inventory(
                     option value="" selected[f.sort.is_empty()] { "registration" }
                     option value="name" selected[f.sort == "name"] { "name" }
                     option value="status" selected[f.sort == "status"] { "status" }
+                    option value="owner" selected[f.sort == "owner"] { "owner" }
                 }
                 button type="submit" { "Filter" }
                 a class="export" href={"/agents.csv?" (f.query(None))} { "Export CSV" }
@@ -283,10 +309,10 @@ pub async fn inventory(
                     thead { tr {
                         th scope="col" { "Agent" } th scope="col" { "Owner" } th scope="col" { "Team" }
                         th scope="col" { "Env" } th scope="col" { "Status" } th scope="col" { "Risk" }
-                        th scope="col" { "Credential age" } th scope="col" { "Last review" }
+                        th scope="col" { "Credential age" } th scope="col" { "Last token" } th scope="col" { "Last review" }
                     } }
                     tbody {
-                        @for (a, p) in &found.rows {
+                        @for ((a, p), last) in found.rows.iter().zip(&last_tokens) {
                             tr {
                                 td { a href={"/agents/" (url_segment(&a.id))} { (a.name) } }
                                 td { (a.owner) }
@@ -295,6 +321,7 @@ pub async fn inventory(
                                 td { span class="status" { (a.status.as_str()) } }
                                 td { (p.level.as_str()) " (" (p.score) ")" }
                                 td { @match age_days(a.credential_issued_at, now) { Some(d) => { (d) " days" }, None => "—" } }
+                                td { @match last { Some(t) => { (t.format("%Y-%m-%d %H:%M")) }, None => "—" } }
                                 td { @match &a.last_review { Some(r) => { (r.decision) ", " (r.at.format("%Y-%m-%d")) }, None => "never" } }
                             }
                         }
@@ -338,6 +365,7 @@ pub async fn inventory_csv(
         Err(e) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "Agents", &e),
     };
     let now = s.app.engine.clock.now();
+    let last_tokens = last_tokens(&s, &found.rows).await;
     let mut w = csv::Writer::from_writer(Vec::new());
     let _ = w.write_record([
         "id",
@@ -350,9 +378,10 @@ pub async fn inventory_csv(
         "score",
         "scopes",
         "credential_age_days",
+        "last_token",
         "last_review",
     ]);
-    for (a, p) in &found.rows {
+    for ((a, p), last) in found.rows.iter().zip(&last_tokens) {
         let row = [
             a.id.clone(),
             a.name.clone(),
@@ -366,6 +395,7 @@ pub async fn inventory_csv(
             age_days(a.credential_issued_at, now)
                 .map(|d| d.to_string())
                 .unwrap_or_default(),
+            last.map(|t| t.to_rfc3339()).unwrap_or_default(),
             a.last_review
                 .as_ref()
                 .map(|r| r.at.to_rfc3339())
@@ -436,17 +466,43 @@ pub async fn agent(
     } else {
         None
     };
+    let instances = engine
+        .store
+        .instances_for_agent(&a.id)
+        .await
+        .unwrap_or_default();
     let mut timeline = Vec::new();
-    if let Ok(instances) = engine.store.instances_for_agent(&a.id).await {
-        for i in instances {
-            if let Ok(h) = engine.store.history(&i.id).await {
-                for e in h {
-                    timeline.push((i.kind.clone(), i.id.clone(), e));
-                }
+    for i in &instances {
+        if let Ok(h) = engine.store.history(&i.id).await {
+            for e in h {
+                timeline.push((i.kind.clone(), i.id.clone(), e));
             }
         }
     }
     timeline.sort_by_key(|(_, _, e)| e.at);
+    let reviews: Vec<ReviewItemState> = instances
+        .iter()
+        .filter(|i| i.kind == ReviewItemMachine::KIND)
+        .filter_map(|i| serde_json::from_value(i.state.clone()).ok())
+        .collect();
+    // The records the agent's workflows wrote, newest first (the trail's readers only).
+    let records = if may(&s, &who, Op::ExportAudit, None).await {
+        let mut records = Vec::new();
+        for i in &instances {
+            records.extend(
+                engine
+                    .store
+                    .workflow_audit(&i.id, AUDIT_ROWS)
+                    .await
+                    .unwrap_or_default(),
+            );
+        }
+        records.sort_by_key(|r| std::cmp::Reverse(r.time));
+        records.truncate(AUDIT_ROWS);
+        Some(records)
+    } else {
+        None
+    };
     let actions = actions(&s, &who, &a).await;
     page(
         StatusCode::OK,
@@ -516,12 +572,74 @@ pub async fn agent(
                     li { (r.new_valid_from.format("%Y-%m-%d %H:%M")) ": " (r.reason) " (workflow " code { (r.rotation) } ")" }
                 } }
             }
+            section aria-labelledby="reviews" {
+                h2 id="reviews" { "Access reviews" }
+                @if reviews.is_empty() { p { "Never reviewed." } }
+                @else {
+                    table {
+                        thead { tr {
+                            th scope="col" { "Campaign" } th scope="col" { "Sent" } th scope="col" { "Deadline" }
+                            th scope="col" { "Decision" } th scope="col" { "By" } th scope="col" { "Reason" } th scope="col" { "What followed" }
+                        } }
+                        tbody { @for r in reviews.iter().rev() {
+                            @let item = r.item();
+                            tr {
+                                td { a href={"/campaigns/" (url_segment(&item.campaign_id))} { (item.campaign_name) } }
+                                td { (item.sent_at.format("%Y-%m-%d")) }
+                                td { (item.deadline.format("%Y-%m-%d")) }
+                                @match r.resolution() {
+                                    Some(res) => {
+                                        td {
+                                            (res.decision)
+                                            @if let Some(d) = res.default_applied { " (unanswered: default " (d.as_str()) ")" }
+                                            @if !res.dropped.is_empty() { " (drop " (res.dropped.join(", ")) ")" }
+                                            @if res.escalated { ", after escalation" }
+                                        }
+                                        td { (res.by.as_deref().unwrap_or("deadline")) ", " (res.at.format("%Y-%m-%d")) }
+                                        td { (res.reason.as_deref().unwrap_or("—")) }
+                                        td { @match &res.action {
+                                            Some(act) => { (act.kind) ": " (act.detail) @if let Some(w) = &act.workflow_id { " (" code { (w) } ")" } }
+                                            None => "—",
+                                        } }
+                                    }
+                                    None => {
+                                        td { @if matches!(r, ReviewItemState::Escalated { .. }) { "waiting (escalated)" } @else { "waiting" } }
+                                        td { "—" } td { "—" } td { "—" }
+                                    }
+                                }
+                            }
+                        } }
+                    }
+                }
+            }
             section aria-labelledby="timeline" {
                 h2 id="timeline" { "Workflow timeline" }
                 @if timeline.is_empty() { p { "None." } }
                 ol { @for (kind, wf, e) in &timeline {
                     li { (e.at.format("%Y-%m-%d %H:%M:%S")) " · " (kind) " " code { (wf) } ": " (e.from) " → " (e.to) " by " (e.actor.describe()) }
                 } }
+            }
+            @if let Some(records) = &records {
+                section aria-labelledby="records" {
+                    h2 id="records" { "Audit records" }
+                    @if records.is_empty() { p { "None." } }
+                    @else {
+                        table {
+                            caption { "The latest " (records.len()) " records its workflows wrote, newest first" }
+                            thead { tr { th scope="col" { "When" } th scope="col" { "Event" } th scope="col" { "Actor" } th scope="col" { "Result" } th scope="col" { "Message" } } }
+                            tbody { @for r in records {
+                                @let b = &r.body;
+                                tr {
+                                    td { (r.time.format("%Y-%m-%d %H:%M:%S")) }
+                                    td { (b["unmapped"]["steward_event"].as_str().unwrap_or(b["class_name"].as_str().unwrap_or(""))) }
+                                    td { (super::audit::actor_of(b)) }
+                                    td { (b["status"].as_str().unwrap_or("")) }
+                                    td { (b["message"].as_str().unwrap_or("")) }
+                                }
+                            } }
+                        }
+                    }
+                }
             }
         },
     )

@@ -62,6 +62,15 @@ pub fn verify(rows: &[ChainedAudit]) -> Verified {
     }
 }
 
+/// Who a record names as its actor: a person's id, a schedule's or system's name, a client.
+pub(super) fn actor_of(body: &serde_json::Value) -> &str {
+    let a = &body["actor"];
+    [&a["user"]["uid"], &a["user"]["name"], &a["app_uid"]]
+        .into_iter()
+        .find_map(|v| v.as_str())
+        .unwrap_or("")
+}
+
 fn failed(r: &ChainedAudit) -> bool {
     r.record.body["status_id"].as_u64() == Some(2)
         || r.record.body["unmapped"]["steward_event"]
@@ -149,7 +158,7 @@ pub async fn audit(
                             td { (r.seq) }
                             td { (r.record.time.format("%Y-%m-%d %H:%M:%S")) }
                             td { (b["unmapped"]["steward_event"].as_str().unwrap_or(b["class_name"].as_str().unwrap_or(""))) }
-                            td { (b["actor"]["user"]["uid"].as_str().unwrap_or("")) }
+                            td { (actor_of(b)) }
                             td { @if failed(r) { "refused or failed" } @else { "ok" } }
                             td { (b["message"].as_str().unwrap_or("")) }
                         }
