@@ -30,6 +30,7 @@ const SHOTS = env("SCREENSHOTS");
 const AGENT = env("AGENT");
 mkdirSync(SHOTS, { recursive: true });
 
+let phaseStep = "start";
 function check(ok, what) {
   if (!ok) throw new Error(what);
 }
@@ -48,15 +49,21 @@ const browser = await chromium.launch({
   ],
 });
 
-// Each person in a browser of their own (a fresh profile: playwright's contexts share nothing).
-async function signIn(role) {
+// Each person in a browser of their own (a fresh profile: playwright's contexts share nothing),
+// with JavaScript on (htmx sends the forms) or off (plain forms and redirects).
+async function signIn(role, { javaScript = true } = {}) {
   const email = env(role);
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const context = await browser.newContext({
+    viewport: { width: 1280, height: 900 },
+    javaScriptEnabled: javaScript,
+  });
   const page = await context.newPage();
+  // Console errors include what the Content-Security-Policy refused (an inline style, eval).
   const violations = [];
   page.on("console", (m) => {
-    if (m.type() === "error") violations.push(`console error: ${m.text()}`);
+    if (m.type() === "error") violations.push(`console error at ${page.url()} (${phaseStep}, ${m.location().url}): ${m.text()}`);
   });
+  page.on("dialog", (d) => d.accept());
   await page.goto(`${BASE}/`);
   // Not signed in: to the issuer's sign-in form.
   check(page.url().startsWith(`${BASE}/oauth2/v1/authorize`), `${email}: not sent to sign in (at ${page.url()})`);
@@ -64,11 +71,17 @@ async function signIn(role) {
   await page.getByLabel(/password/i).fill(env(`PASSWORD_${role}`));
   await Promise.all([page.waitForURL(`${BASE}/`), page.getByRole("button", { name: /sign in/i }).click()]);
   check((await page.textContent("header")).includes(email), `${email}: the page does not say who is signed in`);
-  return { email, context, page, violations };
+  if (javaScript) {
+    check((await page.evaluate(() => typeof htmx)) === "object", `${email}: htmx did not load`);
+  }
+  return { email, context, page, violations, javaScript };
 }
 
-// No serious or critical accessibility violation on the page (axe-core), and a screenshot.
+// No serious or critical accessibility violation on the page (axe-core), nothing refused by
+// the Content-Security-Policy, and a screenshot.
 async function audit(who, name) {
+  check(who.violations.length === 0, `${name}: ${who.violations.join("; ")}`);
+  phaseStep = `axe on ${name}`;
   await who.page.evaluate(axeSource);
   const result = await who.page.evaluate(async () =>
     // eslint-disable-next-line no-undef
@@ -82,12 +95,25 @@ async function audit(who, name) {
   const serious = result.filter((v) => v.impact === "serious" || v.impact === "critical");
   check(serious.length === 0, `${name}: accessibility violations: ${JSON.stringify(serious)}`);
   await who.page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+  // axe-core leaves empty `style` attributes behind, which htmx would copy when it swaps (and
+  // the Content-Security-Policy refuse): go on from the page as the server sends it.
+  await who.page.reload();
+  phaseStep = `after ${name}`;
 }
 
 // A form POST as this browser's session, bypassing the page (what a forger can do).
 async function forge(who, path, form, headers = {}) {
   const r = await who.context.request.post(`${BASE}${path}`, { form, headers, maxRedirects: 0 });
   return r.status();
+}
+
+// The inbox says the decision is recorded (after a page load, or after htmx's swap).
+async function recorded(who, what) {
+  try {
+    await who.page.locator("main p", { hasText: "is recorded" }).first().waitFor({ timeout: 15000 });
+  } catch {
+    throw new Error(`${what} is not confirmed: ${(await who.page.textContent("main")).slice(0, 300)}`);
+  }
 }
 
 async function approvalId(who) {
@@ -123,12 +149,20 @@ async function approvePhase() {
   check(crossSite === 403, `a cross-site form answered ${crossSite}`);
   await audit(approver, "approvals");
 
-  // The approver approves in the inbox.
+  // The approver approves in the inbox; htmx sends the form and swaps in the answer without
+  // reloading the page (what the page set before is still there).
   const mine = approver.page.locator("article.approval", { hasText: AGENT });
   await mine.getByLabel("Reason").fill("needed for on-call triage");
+  await approver.page.evaluate(() => {
+    window.stewardBeforeApprove = true;
+  });
   await mine.getByRole("button", { name: "Approve" }).click();
-  await approver.page.waitForLoadState();
-  check((await approver.page.textContent("main")).includes("is recorded"), "the decision is not confirmed");
+  await recorded(approver, "the decision");
+  check(
+    (await approver.page.evaluate(() => window.stewardBeforeApprove)) === true,
+    "the page was reloaded: htmx did not send the form",
+  );
+  check(approver.page.url().endsWith("/approvals"), `the address changed to ${approver.page.url()}`);
 
   // The agent page shows it active, with its client.
   await approver.page.goto(`${BASE}/agents?q=${encodeURIComponent(AGENT)}`);
@@ -159,24 +193,24 @@ async function unfreezePhase() {
   check((await card.getByRole("button", { name: "Decommission" }).count()) === 1, "no Decommission choice");
   await card.getByLabel("Reason").fill("false positive: test traffic");
   await card.getByRole("button", { name: "Unfreeze" }).click();
-  await first.page.waitForLoadState();
-  check((await first.page.textContent("main")).includes("is recorded"), "the first vote is not confirmed");
+  await recorded(first, "the first vote");
 
-  const second = await signIn("SECOND_APPROVER");
+  // The second approver has JavaScript off: the same forms, posted and answered as pages.
+  const second = await signIn("SECOND_APPROVER", { javaScript: false });
   await approvalId(second);
   const card2 = second.page.locator("article.approval", { hasText: AGENT });
   await card2.getByLabel("Reason").fill("agreed");
-  await card2.getByRole("button", { name: "Unfreeze" }).click();
-  await second.page.waitForLoadState();
-  check((await second.page.textContent("main")).includes("is recorded"), "the second vote is not confirmed");
+  await Promise.all([second.page.waitForNavigation(), card2.getByRole("button", { name: "Unfreeze" }).click()]);
+  await recorded(second, "the second vote");
 
   // The other pages a security approver reads: campaigns, and the audit trail with its chain.
-  await second.page.goto(`${BASE}/campaigns`);
-  await audit(second, "campaigns");
-  await second.page.goto(`${BASE}/audit?q=${encodeURIComponent(AGENT)}`);
-  const trail = await second.page.textContent("main");
+  // (In the first approver's browser, with script: axe-core runs there.)
+  await first.page.goto(`${BASE}/campaigns`);
+  await audit(first, "campaigns");
+  await first.page.goto(`${BASE}/audit?q=${encodeURIComponent(AGENT)}`);
+  const trail = await first.page.textContent("main");
   check(trail.includes("Hash chain verified"), `the audit page does not verify the chain: ${trail.slice(0, 300)}`);
-  await audit(second, "audit");
+  await audit(first, "audit");
 }
 
 const phase = process.argv[2];

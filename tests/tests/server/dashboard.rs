@@ -117,6 +117,8 @@ fn page(s: &Server, cookie: &str, path: &str) -> (u16, String) {
         "{csp}"
     );
     assert!(!csp.contains("unsafe-inline"), "{csp}");
+    assert!(!csp.contains("unsafe-eval"), "{csp}");
+    assert!(csp.contains("script-src 'self'"), "{csp}");
     assert_eq!(r.headers()["x-frame-options"], "DENY");
     (status, r.text().unwrap())
 }

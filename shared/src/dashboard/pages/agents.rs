@@ -682,9 +682,10 @@ async fn actions(s: &PageState, who: &SignedIn, a: &Agent) -> Markup {
     let frozen = matches!(a.status, AgentStatus::Frozen);
     let mut forms: Vec<Markup> = Vec::new();
     let csrf = &who.session.csrf;
-    let form = |verb: &str, label: &str, fields: Markup| {
+    // `confirm`: what the browser asks before sending (with script; without, the form is sent).
+    let form = |verb: &str, label: &str, confirm: Option<&str>, fields: Markup| {
         html! {
-            form class="action" method="post" action={(base) "/" (verb)} {
+            form class="action" method="post" action={(base) "/" (verb)} hx-boost="true" hx-confirm=[confirm] {
                 input type="hidden" name="csrf" value=(csrf);
                 input type="hidden" name="return_to" value=(back);
                 (fields)
@@ -699,22 +700,35 @@ async fn actions(s: &PageState, who: &SignedIn, a: &Agent) -> Markup {
         }
     };
     if live && may(s, who, Op::ChangeScopes, owner).await {
-        forms.push(form("scopes", "Request scope change", html! {
+        forms.push(form("scopes", "Request scope change", None, html! {
             label for="a-add" { "Add scopes" } input id="a-add" type="text" name="add[]";
             label for="a-remove" { "Remove scopes" } input id="a-remove" type="text" name="remove[]";
             (reason("a-scopes-reason"))
         }));
     }
     if live && may(s, who, Op::Rotate, owner).await {
-        forms.push(form("rotate", "Rotate now", html! {}));
+        forms.push(form(
+            "rotate",
+            "Rotate now",
+            Some("Rotate this agent's secret now?"),
+            html! {},
+        ));
     }
     if live && may(s, who, Op::Freeze, owner).await {
-        forms.push(form("freeze", "Freeze", reason("a-freeze-reason")));
+        forms.push(form(
+            "freeze",
+            "Freeze",
+            Some(
+                "Freeze this agent? Its client is deactivated at once and its tokens stop working.",
+            ),
+            reason("a-freeze-reason"),
+        ));
     }
     if frozen && may(s, who, Op::Unfreeze, owner).await {
         forms.push(form(
             "unfreeze",
             "Ask to unfreeze",
+            None,
             reason("a-unfreeze-reason"),
         ));
     }
@@ -722,11 +736,12 @@ async fn actions(s: &PageState, who: &SignedIn, a: &Agent) -> Markup {
         forms.push(form(
             "decommission",
             "Decommission",
+            Some("Decommission this agent? Its client and secret are removed for good."),
             reason("a-decommission-reason"),
         ));
     }
     if live && a.expires_on.is_some() && may(s, who, Op::Renew, owner).await {
-        forms.push(form("renew", "Renew", html! {
+        forms.push(form("renew", "Renew", None, html! {
             label for="a-until" { "Until" } input id="a-until" type="date" name="until" required;
             (reason("a-renew-reason"))
         }));

@@ -110,7 +110,8 @@ fn approval_card(record: &ApprovalRecord, csrf: Option<&str>) -> Markup {
                 dt { "Expires" } dd { time datetime=(r.expires_at.to_rfc3339()) { (r.expires_at.format("%Y-%m-%d %H:%M UTC")) } }
             }
             @if let Some(csrf) = csrf {
-                form class="decide" method="post" action={"/approvals/" (r.id) "/approve"} {
+                // The answer is the inbox itself at the form's address: nothing to put in history.
+                form class="decide" method="post" hx-boost="true" hx-push-url="false" action={"/approvals/" (r.id) "/approve"} {
                     input type="hidden" name="csrf" value=(csrf);
                     input type="hidden" name="action_hash" value=(record.action_hash);
                     label for={"reason-" (r.id)} { "Reason" }
@@ -212,7 +213,7 @@ async fn reviews(s: &PageState, who: &SignedIn) -> Markup {
                         dt { "Scopes" } dd { (r.scopes.join(" ")) }
                         @if !r.suggested_drop.is_empty() { dt { "Unused, suggested to drop" } dd { (r.suggested_drop.join(" ")) } }
                     }
-                    form class="decide" method="post" action={"/act/api/reviews/" (segment(&r.item_id)) "/decision"} {
+                    form class="decide" method="post" hx-boost="true" action={"/act/api/reviews/" (segment(&r.item_id)) "/decision"} {
                         input type="hidden" name="csrf" value=(csrf);
                         input type="hidden" name="return_to" value="/approvals";
                         label for={"rd-" (r.item_id)} { "Decision" }
@@ -254,7 +255,7 @@ async fn shadow_agents(s: &PageState, who: &SignedIn) -> Markup {
                 article class="approval" aria-labelledby={"sh-" (a.id)} {
                     h3 id={"sh-" (a.id)} { (a.name) " · client " code { (client) } }
                     p { "Scopes: " (a.scopes.join(" ")) " · found " (a.created_at.format("%Y-%m-%d")) }
-                    form class="decide" method="post" action={"/act/api/shadow-agents/" (segment(&client)) "/claim"} {
+                    form class="decide" method="post" hx-boost="true" action={"/act/api/shadow-agents/" (segment(&client)) "/claim"} {
                         input type="hidden" name="csrf" value=(csrf);
                         input type="hidden" name="return_to" value="/approvals";
                         label for={"so-" (a.id)} { "Owner" } input id={"so-" (a.id)} type="email" name="owner" required;
@@ -263,7 +264,7 @@ async fn shadow_agents(s: &PageState, who: &SignedIn) -> Markup {
                         label for={"sp-" (a.id)} { "Purpose" } input id={"sp-" (a.id)} type="text" name="purpose" required;
                         button type="submit" { "Claim" }
                     }
-                    form class="decide" method="post" action={"/act/api/shadow-agents/" (segment(&client)) "/release"} {
+                    form class="decide" method="post" hx-boost="true" action={"/act/api/shadow-agents/" (segment(&client)) "/release"} {
                         input type="hidden" name="csrf" value=(csrf);
                         input type="hidden" name="return_to" value="/approvals";
                         label for={"sr-" (a.id)} { "Reason" } input id={"sr-" (a.id)} type="text" name="reason" required;

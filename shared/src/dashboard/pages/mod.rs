@@ -1,5 +1,7 @@
-//! The pages and their forms. Every value is escaped by the templates (maud); no page has
-//! script, so they read the same with JavaScript off.
+//! The pages and their forms. Every value is escaped by the templates (maud). Every page reads
+//! and every form works with JavaScript off; with it on, htmx (served from the binary) sends the
+//! action forms in the background and puts the answer in place of the page's main content,
+//! asks before a destructive action, and disables a form's buttons while it is sent.
 
 use super::Dashboard;
 use super::session::{self, NotSignedIn, SignedIn};
@@ -41,14 +43,34 @@ impl PageState {
 }
 
 const STYLESHEET: &str = include_str!("../steward.css");
+/// htmx 2.0.11 (0BSD), as published on npm (`dist/htmx.min.js`).
+const HTMX: &str = include_str!("../htmx.min.js");
+const ICON: &str = include_str!("../steward.svg");
+/// htmx's settings: no script evaluated from attributes or answers, no inline style (the
+/// Content-Security-Policy refuses both), requests to this origin only, no page kept in the
+/// browser's storage for the back button (it reloads instead), and a refusal's page shown like
+/// any other answer.
+const HTMX_CONFIG: &str = r#"{"allowEval":false,"allowScriptTags":false,"includeIndicatorStyles":false,"selfRequestsOnly":true,"historyCacheSize":0,"refreshOnHistoryMiss":true,"responseHandling":[{"code":"204","swap":false},{"code":"...","swap":true}]}"#;
 
 pub async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", STYLESHEET)
+}
+
+pub async fn icon() -> Response {
+    asset("image/svg+xml", ICON)
+}
+
+pub async fn htmx() -> Response {
+    asset("text/javascript; charset=utf-8", HTMX)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
-        STYLESHEET,
+        body,
     )
         .into_response()
 }
@@ -67,6 +89,9 @@ pub(super) fn page(
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Steward" }
                 link rel="stylesheet" href="/assets/steward.css";
+                link rel="icon" href="/assets/steward.svg" type="image/svg+xml";
+                meta name="htmx-config" content=(HTMX_CONFIG);
+                script src="/assets/htmx.min.js" defer {}
             }
             body {
                 a class="skip" href="#main" { "Skip to content" }
@@ -87,7 +112,10 @@ pub(super) fn page(
                         }
                     }
                 }
-                main id="main" {
+                // What a boosted action form (`hx-boost` on the form) inherits: its answer's
+                // main content replaces this one, the address follows the answer, and the form's
+                // buttons are disabled while it is sent.
+                main id="main" hx-target="this" hx-select="#main" hx-swap="outerHTML" hx-push-url="true" hx-disabled-elt="find button" {
                     h1 { (title) }
                     (body)
                 }
