@@ -1,5 +1,5 @@
-//! The dashboard's pages over a large embedded default: 100,000 agents and 5,000,000 token
-//! grants in SQLite, each page rendered through the router (session check, role check, reads,
+//! The dashboard's pages over a large embedded default: 100,000 agents, 5,000,000 token
+//! grants and 1,000,000 audit records in SQLite, each page rendered through the router (session check, role check, reads,
 //! HTML) as a signed-in security approver asks for it. p50 and p95 per page, and the process's
 //! peak resident memory measured by the kernel.
 //!
@@ -87,10 +87,43 @@ async fn main() {
         written += chunk.len();
     }
     let seeded_grants = t.elapsed();
+    // Every agent's last token (its scopes' use), and an audit trail of `records` records
+    // over as many workflows as agents; the agent on the bench's agent page has 12 workflows.
+    let t = Instant::now();
+    for i in 0..agents {
+        stack
+            .db
+            .record_scope_usage(
+                &format!("0oa{i:010}"),
+                &["erp:orders:read".to_string()],
+                now - Duration::seconds((i % 86_400) as i64),
+            )
+            .await
+            .expect("seeding scope usage");
+    }
+    let records = env("STEWARD_BENCH_AUDIT", 1_000_000);
+    let mut written = 0;
+    while written < records {
+        let chunk: Vec<_> = (written..(written + 1000).min(records))
+            .map(|i| common::registry::workflow_record(&format!("wf-{:08}", i % agents), i, now))
+            .collect();
+        written += chunk.len();
+        stack
+            .db
+            .append_audit(chunk)
+            .await
+            .expect("seeding the trail");
+    }
+    let one_id = format!("agt-{:08}", agents / 2 + 1);
+    for w in 0..12 {
+        common::registry::seed_workflow(&stack.db, &one_id, &format!("wf-one-{w}"), 8).await;
+    }
+    let seeded_trail = t.elapsed();
     println!(
-        "seeded {agents} agents in {:.0} s and {grants} grants in {:.0} s",
+        "seeded {agents} agents in {:.0} s, {grants} grants in {:.0} s, scope use and {records} audit records in {:.0} s",
         seeded_agents.as_secs_f64(),
-        seeded_grants.as_secs_f64()
+        seeded_grants.as_secs_f64(),
+        seeded_trail.as_secs_f64()
     );
     // The posture summary the sweep would have kept.
     stack
@@ -136,12 +169,15 @@ async fn main() {
         "/agents?env=prod&after=agt-{:08}",
         (agents * 3 / 4).min(agents - 1)
     );
-    let one = format!("/agents/agt-{:08}", agents / 2 + 1);
+    let one = format!("/agents/{one_id}");
     let pages = [
         ("overview", "/".to_string()),
         ("inventory, page 1", "/agents".to_string()),
         ("inventory, page 500 of a filter (env=prod)", page_500),
-        ("agent page (with its 24 h of grants)", one),
+        (
+            "agent page (24 h of grants, 12 workflows, 96 audit records)",
+            one,
+        ),
     ];
     // The pages' own peak: the seeding above is not the server's.
     let base = reset_peak();

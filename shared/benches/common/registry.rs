@@ -4,7 +4,7 @@
 use chrono::{Duration, Utc};
 use shared::embedded::Db;
 use shared::ports::store::StoreWrite;
-use shared::ports::store::{Commit, HistoryEntry, Instance};
+use shared::ports::store::{AuditRecord, Commit, HistoryEntry, Instance};
 use statemachines::{Actor, Agent, AgentStatus};
 
 /// Peak resident memory since the last reset, measured by the kernel (Linux): writing 5 to
@@ -66,14 +66,53 @@ pub fn agent(i: usize, now: chrono::DateTime<Utc>) -> Agent {
 
 /// Writes the agents in commits of 1,000 (each with a seed workflow instance, as the store's
 /// only write path is a workflow commit).
+/// An audit record as a workflow's step writes it (`metadata.correlation_uid`).
+pub fn workflow_record(workflow: &str, n: usize, at: chrono::DateTime<Utc>) -> AuditRecord {
+    let id = format!("{workflow}-r{n}");
+    AuditRecord {
+        time: at,
+        body: serde_json::json!({
+            "class_name": "Entity Management", "status": "Success", "status_id": 1,
+            "message": format!("step {n} of {workflow}"),
+            "metadata": {"uid": id, "correlation_uid": workflow},
+            "actor": {"user": {"uid": "steward", "name": "steward"}},
+            "unmapped": {"steward_event": "bench_step", "workflow_id": workflow},
+        }),
+        id,
+    }
+}
+
+/// A finished workflow of `agent` with `records` audit records: what an agent's page reads.
+pub async fn seed_workflow(db: &Db, agent: &str, workflow: &str, records: usize) {
+    let now = Utc::now();
+    let mut c = commit(workflow, Some(agent), now, vec![]);
+    c.audit = (0..records)
+        .map(|n| workflow_record(workflow, n, now))
+        .collect();
+    db.commit(c).await.expect("seeding a workflow");
+}
+
 pub async fn seed(db: &Db, agents: Vec<Agent>) {
     let now = Utc::now();
     for (n, chunk) in agents.chunks(1000).enumerate() {
-        let id = format!("bench-seed-{n}");
+        db.commit(commit(
+            &format!("bench-seed-{n}"),
+            None,
+            now,
+            chunk.to_vec(),
+        ))
+        .await
+        .expect("seeding the registry");
+    }
+}
+
+fn commit(id: &str, agent: Option<&str>, now: chrono::DateTime<Utc>, agents: Vec<Agent>) -> Commit {
+    {
+        let id = id.to_string();
         let instance = Instance {
             id: id.clone(),
             kind: "bench".into(),
-            agent_id: None,
+            agent_id: agent.map(str::to_string),
             state: serde_json::Value::Null,
             state_name: "Seeded".into(),
             terminal: true,
@@ -85,7 +124,7 @@ pub async fn seed(db: &Db, agents: Vec<Agent>) {
             updated_at: now,
             group: None,
         };
-        db.commit(Commit {
+        Commit {
             instance,
             expected_version: 0,
             history: HistoryEntry {
@@ -100,12 +139,10 @@ pub async fn seed(db: &Db, agents: Vec<Agent>) {
                 rejected: None,
             },
             timers: vec![],
-            agents: chunk.to_vec(),
+            agents,
             agent_reads: vec![],
             approvals: vec![],
             audit: vec![],
-        })
-        .await
-        .expect("seeding the registry");
+        }
     }
 }

@@ -804,6 +804,46 @@ impl Engine {
         Ok(out)
     }
 
+    /// The review items waiting for `owner`'s answer in running campaigns, with each one's
+    /// campaign name. The owner's agents (their index) are looked up by item id in each running
+    /// campaign: no campaign's items are read in full.
+    pub async fn reviews_waiting_for(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<(String, ReportRow)>, EngineError> {
+        let mut running = Vec::new();
+        for i in self.store.instances_in_group(CAMPAIGNS_GROUP).await? {
+            if !i.terminal {
+                let state = campaign_of(&i)?;
+                running.push((i, state));
+            }
+        }
+        if running.is_empty() {
+            return Ok(vec![]);
+        }
+        let owned = self.store.agents_owned_by(owner).await?;
+        let mut out = Vec::new();
+        for (instance, state) in &running {
+            let c = state.campaign();
+            for a in &owned {
+                let Some(item) = self.store.instance(&c.item_id(&a.id)).await? else {
+                    continue;
+                };
+                if item.kind != ReviewItemMachine::KIND
+                    || !matches!(
+                        item_of(&item)?,
+                        ReviewItemState::Open { .. } | ReviewItemState::Escalated { .. }
+                    )
+                {
+                    continue;
+                }
+                let (_, rows) = self.progress_of(instance, state, std::slice::from_ref(&item));
+                out.extend(rows.into_iter().map(|r| (c.name.clone(), r)));
+            }
+        }
+        Ok(out)
+    }
+
     /// Progress of one campaign: item counts by state and decision.
     pub async fn campaign_progress(&self, id: &str) -> Result<CampaignProgress, EngineError> {
         let (instance, state) = self.campaign(id).await?;

@@ -434,15 +434,38 @@ fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
     assert!(html.contains("Never reviewed."), "{html}");
     let (status, body) = s.post_as(SAM, "/api/campaigns", &json!({"id": "dash-q4"}));
     assert!(status < 300, "{status} {body}");
-    let item = format!("/api/reviews/review-dash-q4-{other}/decision");
-    wait_until("the review item is sent", Duration::from_secs(30), || {
-        let (status, _) = s.post_as(
-            ALICE,
-            &item,
-            &json!({"decision": "keep", "reason": "still feeds the on-call dashboards"}),
-        );
-        (status < 300).then_some(())
-    });
+    // The item waits in Alice's inbox; she answers it there.
+    let action = format!("/act/api/reviews/review-dash-q4-{other}/decision");
+    let inbox = wait_until(
+        "the review item is in the inbox",
+        Duration::from_secs(30),
+        || {
+            let (_, html) = page(&s, &alice, "/approvals");
+            html.contains(&action).then_some(html)
+        },
+    );
+    assert!(inbox.contains("aaa-metrics-agent-dev"), "{inbox}");
+    let (_, html) = page(&s, &bob, "/approvals");
+    assert!(
+        !html.contains(&action),
+        "Bob is offered Alice's review: {html}"
+    );
+    let (status, html) = post(
+        &s,
+        &alice,
+        &action,
+        &[
+            ("csrf", &hidden(&inbox, "csrf")),
+            ("return_to", "/approvals"),
+            ("decision", "keep"),
+            ("drop[]", ""),
+            ("reason", "still feeds the on-call dashboards"),
+        ],
+        Some("same-origin"),
+    );
+    assert!(status < 400, "{status} {html}");
+    let (_, html) = page(&s, &alice, "/approvals");
+    assert!(!html.contains(&action), "the answered item is gone: {html}");
     let (_, html) = page(&s, &alice, &format!("/agents/{other}"));
     assert!(html.contains("Access reviews"), "{html}");
     assert!(

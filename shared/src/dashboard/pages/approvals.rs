@@ -185,22 +185,12 @@ fn segment(v: &str) -> String {
 
 /// The access-review items the person owns in running campaigns: Keep, Reduce or Revoke.
 async fn reviews(s: &PageState, who: &SignedIn) -> Markup {
-    let engine = &s.app.engine;
-    let mut items = Vec::new();
-    for c in engine.campaigns().await.unwrap_or_default() {
-        if c.open == 0 && c.escalated == 0 {
-            continue;
-        }
-        if let Ok(report) = engine.campaign_report(&c.id).await {
-            items.extend(
-                report
-                    .items
-                    .into_iter()
-                    .filter(|r| r.decision.is_empty() && r.owner.eq_ignore_ascii_case(who.person()))
-                    .map(|r| (c.name.clone(), r)),
-            );
-        }
-    }
+    let items = s
+        .app
+        .engine
+        .reviews_waiting_for(who.person())
+        .await
+        .unwrap_or_default();
     let csrf = &who.session.csrf;
     html! {
         section aria-labelledby="reviews" {
