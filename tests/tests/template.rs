@@ -155,6 +155,25 @@ fn one_role_per_function() {
     assert_eq!(unique.len(), roles.len(), "{roles:?}");
 }
 
+/// The functions that take identity-provider events (the `api` function's Shared Signals
+/// receiver, `idp-hook`) keep token-grant evidence with BatchWriteItem, which IAM authorises
+/// on its own: without it every token grant an event brings is refused on AWS.
+#[test]
+fn the_functions_taking_events_may_write_grant_evidence() {
+    let doc: Value = serde_yaml_ng::from_str(TEMPLATE).unwrap();
+    for role in ["ApiRole", "IdpHookRole"] {
+        let mut found = Vec::new();
+        statements(&doc["Resources"][role], &mut found);
+        let actions: Vec<String> = found.iter().flat_map(|s| strings(&s["Action"])).collect();
+        for action in ["dynamodb:BatchWriteItem", "dynamodb:UpdateItem"] {
+            assert!(
+                actions.iter().any(|a| a == action),
+                "{role} lacks {action}: {actions:?}"
+            );
+        }
+    }
+}
+
 /// The Slack app manifest asks for exactly the scopes Steward's calls need and turns
 /// interactivity on at the `/slack/interactions` route.
 #[test]

@@ -17,7 +17,7 @@ pub struct Job {
 /// - `tick`: one message per timer partition, whose worker turns its due timers into
 ///   `TimerFired` events; and a checkpoint seals the audit chains;
 /// - `sweep`: rotations of secrets past their age, expiry watches, and what `reviews` and
-///   `discovery` do;
+///   `discovery` do; then the posture summary the dashboard's overview shows;
 /// - `reviews`: launches the policy's scheduled access-review campaign when one is due;
 /// - `discovery`: queues a discovery sweep for the worker, which holds the identity provider.
 pub const JOBS: &[&str] = &["tick", "sweep", "reviews", "discovery"];
@@ -48,7 +48,16 @@ pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Val
         }
         "sweep" => {
             let report = engine.sweep().await?;
-            Ok(json!({"job": "sweep", "report": report}))
+            // The dashboard overview's posture summary, rebuilt after the sweep. A failure
+            // is logged, not retried: the sweep is done, and the next one rebuilds it.
+            let posture = match engine.record_posture().await {
+                Ok(p) => Some(p.generated_at),
+                Err(e) => {
+                    tracing::error!(error = %e, "the posture summary was not rebuilt; the next sweep tries again");
+                    None
+                }
+            };
+            Ok(json!({"job": "sweep", "report": report, "posture_summary_at": posture}))
         }
         "reviews" => {
             let launched = engine.launch_scheduled_campaign().await?;

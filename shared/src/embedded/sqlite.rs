@@ -727,14 +727,17 @@ impl StoreRead for Db {
         self.agents_where(&sql, params![k, id, limit as i64])
     }
 
-    async fn agent_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+    async fn agent_counts(
+        &self,
+    ) -> Result<Option<std::collections::BTreeMap<String, u64>>, StoreError> {
         let conn = self.lock();
         let mut st = conn.prepare_cached(AGENT_COUNTS).map_err(backend)?;
         let rows = st
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
             .map_err(backend)?;
         rows.map(|r| r.map(|(s, n)| (s, n.max(0) as u64)).map_err(backend))
-            .collect()
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
     async fn grants_per_hour(

@@ -30,6 +30,10 @@ pub struct RecordedPosture {
     /// The policy's maximum credential age the quarters divide, in days.
     #[serde(default)]
     pub max_age_days: u32,
+    /// Agents by status (`AgentStatus::as_str`): the overview's counts where the store keeps no
+    /// status index.
+    #[serde(default)]
+    pub statuses: BTreeMap<String, u64>,
 }
 
 impl Engine {
@@ -72,7 +76,12 @@ impl Engine {
                 credential_ages[quarter as usize] += 1;
             }
         }
+        let mut statuses = BTreeMap::new();
+        for a in &agents {
+            *statuses.entry(a.status.as_str().to_string()).or_insert(0) += 1;
+        }
         let recorded = RecordedPosture {
+            statuses,
             generated_at: now,
             summary: report.summary,
             findings: findings.into_iter().map(|((d, s), n)| (d, s, n)).collect(),

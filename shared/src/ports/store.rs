@@ -290,21 +290,13 @@ pub trait StoreRead: Send + Sync {
             .take(limit)
             .collect())
     }
-    /// How many agents have each status (`AgentStatus::as_str`). The default pages through
-    /// the registry; a store with a status index counts there.
-    async fn agent_counts(&self) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
-        let mut counts = std::collections::BTreeMap::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.agents_after(after.as_deref(), 1000).await?;
-            for a in &page {
-                *counts.entry(a.status.as_str().to_string()).or_insert(0) += 1;
-            }
-            match page.last() {
-                Some(last) if page.len() == 1000 => after = Some(last.id.clone()),
-                _ => return Ok(counts),
-            }
-        }
+    /// How many agents have each status (`AgentStatus::as_str`), counted on a status index;
+    /// `None` where the store has none (DynamoDB: there the posture summary the sweep keeps
+    /// stands in, as of when it was built).
+    async fn agent_counts(
+        &self,
+    ) -> Result<Option<std::collections::BTreeMap<String, u64>>, StoreError> {
+        Ok(None)
     }
     /// Token grants per hour since `since` (hour start, granted, refused), oldest first; `None`
     /// where the store keeps grants only per client (DynamoDB).

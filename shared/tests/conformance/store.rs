@@ -61,11 +61,12 @@ pub async fn counts_for_the_overview(s: &dyn Store) {
         })
         .collect();
     s.commit(c).await.unwrap();
-    let counts = s.agent_counts().await.unwrap();
-    assert_eq!(counts.get("active"), Some(&4), "{counts:?}");
-    assert_eq!(counts.get("frozen"), Some(&2), "{counts:?}");
-    assert_eq!(counts.get("unregistered"), Some(&1), "{counts:?}");
-    assert_eq!(counts.values().sum::<u64>(), 7);
+    if let Some(counts) = s.agent_counts().await.unwrap() {
+        assert_eq!(counts.get("active"), Some(&4), "{counts:?}");
+        assert_eq!(counts.get("frozen"), Some(&2), "{counts:?}");
+        assert_eq!(counts.get("unregistered"), Some(&1), "{counts:?}");
+        assert_eq!(counts.values().sum::<u64>(), 7);
+    }
     // Pages in each order, a cursor (the last agent's sort key and id) at a time.
     for order in [
         AgentOrder::Id,

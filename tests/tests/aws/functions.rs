@@ -1199,6 +1199,22 @@ async fn rotation_and_decommission_run_on_aws() {
     event.detail.job = "sweep".into();
     let out = scheduler::handle(&a.edge.engine, event).await.unwrap();
     assert_eq!(out["report"]["due"], 0, "{out}");
+    // The sweep keeps the dashboard's posture summary, with the agents by status (the overview's
+    // counts on DynamoDB, which has no status index to count on).
+    assert!(out["posture_summary_at"].is_string(), "{out}");
+    let posture = a
+        .edge
+        .engine
+        .recorded_posture()
+        .await
+        .unwrap()
+        .expect("a posture summary after the sweep");
+    assert_eq!(
+        posture.statuses.get("decommissioned"),
+        Some(&1),
+        "{posture:?}"
+    );
+    assert!(a.edge.engine.store.agent_counts().await.unwrap().is_none());
 }
 
 /// A person calls the `api` function with a token from the organisation's issuer (the OIDC test

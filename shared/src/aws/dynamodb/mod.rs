@@ -20,6 +20,7 @@
 //! | personal API token | `PAT#<id>` | `META` (the digest, never the token) |
 //! | person → tokens | `PATS#<person>` | `<created>#<token id>` |
 //! | token grant evidence | `GRANTS#<client id>#<hour>` | `<at, ms, 15 digits>#<event id>`, expiring through the TTL after 30 days |
+//! | token grants per hour | `GRANTHOURS` | `<hour>`, with `granted` and `refused` counters (the dashboard's chart) |
 //! | configuration | `CONFIG` | `policy`, `people` (current), `<document>#v<version>` (every push) |
 //!
 //! One step (state + history + timers + registry + approvals + audit) is one
@@ -146,6 +147,14 @@ fn body<T: DeserializeOwned>(item: &Item, attr: &str) -> Result<T, StoreError> {
 }
 
 /// Where one grant's evidence is kept: its client's partition for the hour of the grant.
+/// The partition of the hourly grant counters (`SK` = [`grant_hour`]).
+const GRANT_HOURS: &str = "GRANTHOURS";
+
+/// An hour as the grant partitions and counters name it (`2026-12-07T13`).
+fn grant_hour(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m-%dT%H").to_string()
+}
+
 fn grant_key(g: &GrantEvidence) -> (String, String) {
     (
         format!("GRANTS#{}#{}", g.client_id, g.at.format("%Y-%m-%dT%H")),

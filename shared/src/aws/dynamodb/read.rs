@@ -305,6 +305,32 @@ impl StoreRead for DynamoStore {
         Ok(out)
     }
 
+    async fn grants_per_hour(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Option<Vec<(DateTime<Utc>, u64, u64)>>, StoreError> {
+        let items = self
+            .query(
+                GRANT_HOURS.into(),
+                Some(("SK >= :v", grant_hour(since))),
+                None,
+            )
+            .await?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in &items {
+            let hour = text(item, "SK").unwrap_or_default();
+            let at = chrono::NaiveDateTime::parse_from_str(&format!("{hour}:00"), "%Y-%m-%dT%H:%M")
+                .map_err(|e| StoreError::Corrupt(format!("grant hour {hour}"), e.to_string()))?
+                .and_utc();
+            out.push((
+                at,
+                number(item, "granted").unwrap_or(0),
+                number(item, "refused").unwrap_or(0),
+            ));
+        }
+        Ok(Some(out))
+    }
+
     fn timer_partitions(&self) -> u32 {
         TIMER_SHARDS
     }

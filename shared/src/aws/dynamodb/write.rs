@@ -200,6 +200,35 @@ impl StoreWrite for DynamoStore {
                     .and_then(|mut u| u.remove(&self.table));
             }
         }
+        // The overview's grants per hour: one counter item per hour, added to once per batch.
+        // A batch delivered twice (an intake retried after its write) is counted twice; the
+        // evidence itself is kept once.
+        let mut hours: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        let mut counted = std::collections::HashSet::new();
+        for g in grants.iter().filter(|g| counted.insert(grant_key(g))) {
+            let hour = hours.entry(grant_hour(g.at)).or_default();
+            if g.success {
+                hour.0 += 1;
+            } else {
+                hour.1 += 1;
+            }
+        }
+        for (hour, (granted, refused)) in hours {
+            let expires = (self.clock)().timestamp() + GRANT_RETENTION.as_secs() as i64;
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("PK", s(GRANT_HOURS))
+                .key("SK", s(hour))
+                .update_expression("ADD granted :g, refused :r SET #ttl = :e")
+                .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+                .expression_attribute_values(":g", n(granted))
+                .expression_attribute_values(":r", n(refused))
+                .expression_attribute_values(":e", n(expires))
+                .send()
+                .await
+                .map_err(backend)?;
+        }
         Ok(())
     }
 

@@ -30,8 +30,6 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
         .iter()
         .filter(|r| r.request.action == "unfreeze")
         .collect();
-    let counts = engine.store.agent_counts().await.unwrap_or_default();
-    let count = |s: &str| counts.get(s).copied().unwrap_or(0);
     let now = engine.clock.now();
     let grants = engine
         .store
@@ -40,6 +38,15 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
         .ok()
         .flatten();
     let posture = engine.recorded_posture().await.ok().flatten();
+    // Counted now on the status index, or (a store without one) as of the last summary.
+    let (counts, counted_at) = match engine.store.agent_counts().await.ok().flatten() {
+        Some(c) => (c, None),
+        None => match &posture {
+            Some(p) => (p.statuses.clone(), Some(p.generated_at)),
+            None => Default::default(),
+        },
+    };
+    let count = |s: &str| counts.get(s).copied().unwrap_or(0);
     page(
         StatusCode::OK,
         "Overview",
@@ -53,6 +60,9 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
                     li { a href="/agents?status=pending_approval" { strong { (count("pending_approval") + count("provisioning")) } " pending" } }
                     li { a href="/agents?status=unregistered" { strong { (count("unregistered")) } " unregistered (shadow)" } }
                     li { a href="/agents?status=decommissioned" { strong { (count("decommissioned")) } " decommissioned" } }
+                }
+                @if let Some(at) = counted_at {
+                    p { "As of the posture summary of " (at.format("%Y-%m-%d %H:%M UTC")) "." }
                 }
             }
             section aria-labelledby="maturity" {
