@@ -30,6 +30,7 @@ CREATE TABLE IF NOT EXISTS workflows (
   id TEXT PRIMARY KEY, kind TEXT NOT NULL, agent_id TEXT, state_name TEXT NOT NULL,
   terminal INTEGER NOT NULL, version INTEGER NOT NULL, body TEXT NOT NULL, updated_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS workflows_agent ON workflows(agent_id);
+CREATE INDEX IF NOT EXISTS workflows_kind_state ON workflows(kind, state_name, updated_at);
 CREATE TABLE IF NOT EXISTS history (
   workflow_id TEXT NOT NULL, seq INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (workflow_id, seq)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS agents (
@@ -114,6 +115,10 @@ const TIME_BOUND: &str =
     "SELECT body FROM agents INDEXED BY agents_time_bound WHERE status = 'active'
    AND json_extract(body, '$.expires_on') IS NOT NULL ORDER BY id";
 const AGENT_COUNTS: &str = "SELECT status, count(*) FROM agents GROUP BY status";
+const COUNT_WORKFLOWS: &str = "SELECT count(*) FROM workflows INDEXED BY workflows_kind_state
+ WHERE kind = ?1 AND state_name = ?2 AND updated_at >= ?3";
+const GROUP_STATES: &str = "SELECT w.state_name, count(*) FROM workflow_groups g
+ JOIN workflows w ON w.id = g.workflow_id WHERE g.grp = ?1 GROUP BY w.state_name";
 const WORKFLOW_AUDIT: &str = "SELECT id, time, body FROM audit INDEXED BY audit_workflow
  WHERE json_extract(body, '$.metadata.correlation_uid') = ?1 ORDER BY seq DESC LIMIT ?2";
 
@@ -740,6 +745,36 @@ impl StoreRead for Db {
             .map(Some)
     }
 
+    async fn count_workflows(
+        &self,
+        kind: &str,
+        state: &str,
+        since: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(COUNT_WORKFLOWS).map_err(backend)?;
+        let n: i64 = st
+            .query_row(params![kind, state, since.to_rfc3339()], |r| r.get(0))
+            .map_err(backend)?;
+        Ok(Some(n.max(0) as u64))
+    }
+
+    async fn group_states(
+        &self,
+        group: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, u64>>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(GROUP_STATES).map_err(backend)?;
+        let rows = st
+            .query_map([group], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(backend)?;
+        rows.map(|r| r.map(|(s, n)| (s, n.max(0) as u64)).map_err(backend))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
     async fn grants_per_hour(
         &self,
         since: DateTime<Utc>,
@@ -1217,6 +1252,22 @@ mod plans {
                 "{key}: {page}"
             );
         }
+        let count = plan(
+            &db,
+            &COUNT_WORKFLOWS
+                .replace("?1", "'rotation'")
+                .replace("?2", "'Failed'")
+                .replace("?3", "'2026-01-01'"),
+        );
+        assert!(
+            count.contains("COVERING INDEX workflows_kind_state"),
+            "{count}"
+        );
+        let group = plan(&db, &GROUP_STATES.replace("?1", "'campaign-q4'"));
+        assert!(
+            group.contains("SEARCH g") && group.contains("SEARCH w USING INDEX"),
+            "{group}"
+        );
         let audit = plan(
             &db,
             &WORKFLOW_AUDIT.replace("?1", "'wf-1'").replace("?2", "10"),

@@ -298,6 +298,24 @@ pub trait StoreRead: Send + Sync {
     ) -> Result<Option<std::collections::BTreeMap<String, u64>>, StoreError> {
         Ok(None)
     }
+    /// How many workflows of `kind` are in `state`, last written at or after `since`, counted on
+    /// an index; `None` where the store has none (DynamoDB).
+    async fn count_workflows(
+        &self,
+        _kind: &str,
+        _state: &str,
+        _since: DateTime<Utc>,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+    /// How many instances of a group are in each state (`state_name`), without reading their
+    /// bodies; `None` where the store cannot count them so (DynamoDB).
+    async fn group_states(
+        &self,
+        _group: &str,
+    ) -> Result<Option<std::collections::BTreeMap<String, u64>>, StoreError> {
+        Ok(None)
+    }
     /// Token grants per hour since `since` (hour start, granted, refused), oldest first; `None`
     /// where the store keeps grants only per client (DynamoDB).
     async fn grants_per_hour(

@@ -67,6 +67,41 @@ pub async fn counts_for_the_overview(s: &dyn Store) {
         assert_eq!(counts.get("unregistered"), Some(&1), "{counts:?}");
         assert_eq!(counts.values().sum::<u64>(), 7);
     }
+    // Workflows by kind and state since a time (failing rotations), and a group's instances by
+    // state (a campaign's progress), where the store counts them.
+    for (id, kind, state, group) in [
+        ("rot-1", "rotation", "RetryWait", None),
+        ("rot-2", "rotation", "Failed", None),
+        ("rot-3", "rotation", "Failed", None),
+        ("onb-1", "onboarding", "Failed", None),
+        ("item-1", "review_item", "Open", Some("campaign-c")),
+        ("item-2", "review_item", "Open", Some("campaign-c")),
+        ("item-3", "review_item", "Closed", Some("campaign-c")),
+        ("item-4", "review_item", "Open", Some("campaign-d")),
+    ] {
+        let mut c = step(id, 1);
+        c.instance.kind = kind.into();
+        c.instance.state_name = state.into();
+        c.instance.group = group.map(str::to_string);
+        s.commit(c).await.unwrap();
+    }
+    if let Some(n) = s
+        .count_workflows("rotation", "Failed", at(0))
+        .await
+        .unwrap()
+    {
+        assert_eq!(n, 2);
+        let retrying = s.count_workflows("rotation", "RetryWait", at(0)).await;
+        assert_eq!(retrying.unwrap(), Some(1));
+        let later = s.count_workflows("rotation", "Failed", at(1000)).await;
+        assert_eq!(later.unwrap(), Some(0), "only those written since");
+    }
+    if let Some(states) = s.group_states("campaign-c").await.unwrap() {
+        assert_eq!(states.get("Open"), Some(&2), "{states:?}");
+        assert_eq!(states.get("Closed"), Some(&1), "{states:?}");
+        assert_eq!(states.values().sum::<u64>(), 3);
+    }
+
     // Pages in each order, a cursor (the last agent's sort key and id) at a time.
     for order in [
         AgentOrder::Id,

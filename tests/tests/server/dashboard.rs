@@ -475,6 +475,15 @@ fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
     assert!(html.contains("dash-q4"), "{html}");
     assert!(html.contains(&format!("{ALICE}, ")), "who decided: {html}");
 
+    // The overview follows the campaign's progress and counts failing rotations.
+    let (_, html) = page(&s, &sam, "/");
+    assert!(html.contains("dash-q4"), "{html}");
+    assert!(html.contains(" answered"), "{html}");
+    assert!(
+        html.contains("0</strong> rotations failed for good"),
+        "{html}"
+    );
+
     // The inventory sorts by owner (an indexed order) and shows when each agent last got a token.
     let (status, html) = page(&s, &alice, "/agents?sort=owner");
     assert_eq!(status, 200);

@@ -1,4 +1,5 @@
-//! The overview: what waits for the person, and the agents they own.
+//! The overview: the organisation's agents, posture, rotations and campaigns at a glance, what
+//! waits for the person, and the agents they own.
 
 use super::approvals::asks;
 use super::chart::{Bar, bars};
@@ -8,6 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::Duration;
 use maud::html;
+use statemachines::Workflow;
+use statemachines::rotation::Rotation;
 
 /// `GET /`: what is waiting for the person, and their agents.
 pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Response {
@@ -47,6 +50,29 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
         },
     };
     let count = |s: &str| counts.get(s).copied().unwrap_or(0);
+    // Rotations retrying now, and those that failed for good in the last week (counted on the
+    // workflows' index where the store has one).
+    let epoch = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+    let retrying = engine
+        .store
+        .count_workflows(Rotation::KIND, "RetryWait", epoch)
+        .await
+        .ok()
+        .flatten();
+    let failed = engine
+        .store
+        .count_workflows(Rotation::KIND, "Failed", now - Duration::days(7))
+        .await
+        .ok()
+        .flatten();
+    // Running campaigns, each with its items by state where the store counts them.
+    let mut campaigns = Vec::new();
+    for c in engine.campaigns().await.unwrap_or_default() {
+        if matches!(c.state.as_str(), "Launching" | "Reviewing") {
+            let states = engine.store.group_states(&c.id).await.ok().flatten();
+            campaigns.push((c, states));
+        }
+    }
     page(
         StatusCode::OK,
         "Overview",
@@ -117,6 +143,43 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
                         @else { (bars("grants", "Token grants per hour, last 24 hours (UTC)", &hour_bars)) }
                     }
                     None => p { "Token grants per hour are not counted on this store." },
+                }
+            }
+            section aria-labelledby="rotations" {
+                h2 id="rotations" { "Rotations" }
+                ul {
+                    @if let Some(p) = &posture {
+                        li { strong { (p.credential_ages[4]) } " active credentials older than the policy's " (p.max_age_days) " days: due (a rotation that keeps failing leaves its credential here)" }
+                    }
+                    @match (retrying, failed) {
+                        (Some(r), Some(f)) => {
+                            li { strong { (r) } " rotations failed an attempt and wait to retry" }
+                            li { strong { (f) } " rotations failed for good in the last 7 days" }
+                        }
+                        _ => li { "Failing rotations are not counted on this store; the audit page lists " code { "rotation_failed" } " records." },
+                    }
+                }
+            }
+            section aria-labelledby="campaigns" {
+                h2 id="campaigns" { "Access reviews" }
+                @if campaigns.is_empty() { p { "No campaign is running." } }
+                @else {
+                    ul { @for (c, states) in &campaigns {
+                        li {
+                            a href={"/campaigns/" (form_urlencoded::byte_serialize(c.id.as_bytes()).collect::<String>())} { (c.name) }
+                            ": "
+                            @match states {
+                                Some(st) => {
+                                    @let waiting = st.get("Open").copied().unwrap_or(0) + st.get("Escalated").copied().unwrap_or(0);
+                                    @let total: u64 = st.values().sum();
+                                    (total - waiting) " of " (total) " answered"
+                                    @if let Some(e) = st.get("Escalated") { ", " (e) " escalated" }
+                                }
+                                None => { (c.items) " items" }
+                            }
+                            @if let Some(d) = c.deadline { " · deadline " (d.format("%Y-%m-%d")) }
+                        }
+                    } }
                 }
             }
             section aria-labelledby="waiting" {
