@@ -1,5 +1,5 @@
 //! The dashboard's pages over a large embedded default: 100,000 agents, 5,000,000 token
-//! grants and 1,000,000 audit records in SQLite, each page rendered through the router (session check, role check, reads,
+//! grants, 1,000,000 audit records and a running campaign of 100,000 items in SQLite, each page rendered through the router (session check, role check, reads,
 //! HTML) as a signed-in security approver asks for it. p50 and p95 per page, and the process's
 //! peak resident memory measured by the kernel.
 //!
@@ -118,9 +118,10 @@ async fn main() {
     for w in 0..12 {
         common::registry::seed_workflow(&stack.db, &one_id, &format!("wf-one-{w}"), 8).await;
     }
+    common::registry::seed_campaign(&stack.db, agents).await;
     let seeded_trail = t.elapsed();
     println!(
-        "seeded {agents} agents in {:.0} s, {grants} grants in {:.0} s, scope use and {records} audit records in {:.0} s",
+        "seeded {agents} agents in {:.0} s, {grants} grants in {:.0} s, scope use, {records} audit records and a campaign of {agents} items in {:.0} s",
         seeded_agents.as_secs_f64(),
         seeded_grants.as_secs_f64(),
         seeded_trail.as_secs_f64()

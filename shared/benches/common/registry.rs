@@ -92,6 +92,48 @@ pub async fn seed_workflow(db: &Db, agent: &str, workflow: &str, records: usize)
     db.commit(c).await.expect("seeding a workflow");
 }
 
+/// A running access-review campaign with an item per agent (70 % still open): what the
+/// overview counts and the inbox looks items up in.
+pub async fn seed_campaign(db: &Db, agents: usize) {
+    use statemachines::review::{Campaign, CampaignScope, Unanswered};
+    use statemachines::review_campaign::CampaignState;
+    let now = Utc::now();
+    let campaign = Campaign {
+        id: "bench-q4".into(),
+        name: "Bench Q4".into(),
+        scope: CampaignScope::default(),
+        started_by: Actor::System,
+        started_at: now,
+        deadline: now + Duration::days(14),
+        unanswered: Unanswered::default(),
+    };
+    let mut c = commit(&Campaign::workflow_id(&campaign.id), None, now, vec![]);
+    c.instance.kind = "review_campaign".into();
+    c.instance.state_name = "Reviewing".into();
+    c.instance.terminal = false;
+    c.instance.group = Some("campaigns".into());
+    c.instance.state = serde_json::to_value(CampaignState::Reviewing {
+        campaign: campaign.clone(),
+        items: agents as u64,
+    })
+    .unwrap();
+    db.commit(c).await.expect("seeding a campaign");
+    let items: Vec<Commit> = (0..agents)
+        .map(|i| {
+            let mut c = commit(&campaign.item_id(&format!("agt-{i:08}")), None, now, vec![]);
+            c.instance.kind = "review_item".into();
+            c.instance.state_name = if i % 10 < 7 { "Open" } else { "Closed" }.into();
+            c.instance.group = Some(campaign.id.clone());
+            c
+        })
+        .collect();
+    for chunk in items.chunks(500) {
+        db.commit_batch(chunk.to_vec())
+            .await
+            .expect("seeding review items");
+    }
+}
+
 pub async fn seed(db: &Db, agents: Vec<Agent>) {
     let now = Utc::now();
     for (n, chunk) in agents.chunks(1000).enumerate() {

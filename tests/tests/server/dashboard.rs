@@ -475,6 +475,31 @@ fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
     assert!(html.contains("dash-q4"), "{html}");
     assert!(html.contains(&format!("{ALICE}, ")), "who decided: {html}");
 
+    // Alice rotates it from its page: the rotation's receipt shows there once the new secret
+    // is current.
+    let (_, html) = page(&s, &alice, &format!("/agents/{other}"));
+    let (status, _) = post(
+        &s,
+        &alice,
+        &format!("/act/api/agents/{other}/rotate"),
+        &[
+            ("csrf", &hidden(&html, "csrf")),
+            ("return_to", &format!("/agents/{other}")),
+        ],
+        Some("same-origin"),
+    );
+    assert_eq!(status, 303);
+    s.wait("the rotation's receipt", Duration::from_secs(20), || {
+        let a = s.agent("aaa-metrics-agent-dev");
+        (a["credentials"].as_array().is_some_and(|c| !c.is_empty())).then_some(())
+    });
+    let (_, html) = page(&s, &alice, &format!("/agents/{other}"));
+    assert!(
+        html.contains("Receipts of the completed rotations"),
+        "{html}"
+    );
+    assert!(html.contains("in its grace period"), "{html}");
+
     // The overview follows the campaign's progress and counts failing rotations.
     let (_, html) = page(&s, &sam, "/");
     assert!(html.contains("dash-q4"), "{html}");

@@ -568,9 +568,42 @@ pub async fn agent(
             section aria-labelledby="rotations" {
                 h2 id="rotations" { "Rotations" }
                 @if a.credentials.is_empty() { p { "None yet." } }
-                ul { @for r in &a.credentials {
-                    li { (r.new_valid_from.format("%Y-%m-%d %H:%M")) ": " (r.reason) " (workflow " code { (r.rotation) } ")" }
-                } }
+                @else {
+                    table {
+                        caption { "Receipts of the completed rotations, newest first" }
+                        thead { tr {
+                            th scope="col" { "New secret current" } th scope="col" { "Why" } th scope="col" { "Verified" }
+                            th scope="col" { "Old secret accepted until" } th scope="col" { "Workflow" }
+                        } }
+                        tbody { @for r in a.credentials.iter().rev() {
+                            tr {
+                                td { (r.new_valid_from.format("%Y-%m-%d %H:%M")) }
+                                td { (r.reason) }
+                                td { (r.verified_at.format("%Y-%m-%d %H:%M")) ": " (r.verification) }
+                                td {
+                                    @match r.old_valid_until { Some(t) => { (t.format("%Y-%m-%d %H:%M")) }, None => "in its grace period" }
+                                    @if let Some(how) = &r.old_revocation { " (" (how) ")" }
+                                }
+                                td { code { (r.rotation) } }
+                            }
+                        } }
+                    }
+                }
+            }
+            @if let Some(d) = &a.decommission {
+                section aria-labelledby="decommission" {
+                    h2 id="decommission" { "Decommission receipt" }
+                    dl class="facts" {
+                        dt { "Why" } dd { (d.reason) }
+                        dt { "Requested by" } dd { (d.requested_by) }
+                        @if !d.approved_by.is_empty() { dt { "Approved by" } dd { (d.approved_by.join(", ")) } }
+                        dt { "No token valid after" } dd { @match d.no_token_valid_after { Some(t) => { (t.format("%Y-%m-%d %H:%M UTC")) }, None => "unknown: the client could not be disabled (see the steps)" } }
+                        dt { "Secret deleted after" } dd { @match d.secret_deleted_after { Some(t) => { (t.format("%Y-%m-%d %H:%M UTC")) }, None => "—" } }
+                    }
+                    ol { @for step in &d.steps {
+                        li { (step.action) ": " @if step.done { "done" } @else { "not done" } " — " (step.detail) " (" (step.at.format("%Y-%m-%d %H:%M")) ")" }
+                    } }
+                }
             }
             section aria-labelledby="reviews" {
                 h2 id="reviews" { "Access reviews" }
