@@ -140,6 +140,23 @@ impl From<rusqlite::Error> for StoreError {
 }
 
 impl Db {
+    /// The rows of a `SELECT <key>, count(*) … GROUP BY <key>` as a map.
+    fn counted(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<std::collections::BTreeMap<String, u64>, StoreError> {
+        let conn = self.lock();
+        let mut st = conn.prepare_cached(sql).map_err(backend)?;
+        let rows = st
+            .query_map(params, |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(backend)?;
+        rows.map(|r| r.map(|(s, n)| (s, n.max(0) as u64)).map_err(backend))
+            .collect()
+    }
+
     /// Agents a query selects (its one column: the body).
     fn agents_where(
         &self,
@@ -735,14 +752,7 @@ impl StoreRead for Db {
     async fn agent_counts(
         &self,
     ) -> Result<Option<std::collections::BTreeMap<String, u64>>, StoreError> {
-        let conn = self.lock();
-        let mut st = conn.prepare_cached(AGENT_COUNTS).map_err(backend)?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(backend)?;
-        rows.map(|r| r.map(|(s, n)| (s, n.max(0) as u64)).map_err(backend))
-            .collect::<Result<_, _>>()
-            .map(Some)
+        self.counted(AGENT_COUNTS, []).map(Some)
     }
 
     async fn count_workflows(
@@ -763,16 +773,7 @@ impl StoreRead for Db {
         &self,
         group: &str,
     ) -> Result<Option<std::collections::BTreeMap<String, u64>>, StoreError> {
-        let conn = self.lock();
-        let mut st = conn.prepare_cached(GROUP_STATES).map_err(backend)?;
-        let rows = st
-            .query_map([group], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })
-            .map_err(backend)?;
-        rows.map(|r| r.map(|(s, n)| (s, n.max(0) as u64)).map_err(backend))
-            .collect::<Result<_, _>>()
-            .map(Some)
+        self.counted(GROUP_STATES, [group]).map(Some)
     }
 
     async fn grants_per_hour(
