@@ -70,7 +70,7 @@ CREATE TABLE IF NOT EXISTS idp_secrets (
   idempotency_key TEXT);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workflow_groups (
-  grp TEXT NOT NULL, workflow_id TEXT NOT NULL, PRIMARY KEY (grp, workflow_id)) WITHOUT ROWID;
+  grp TEXT NOT NULL, workflow_id TEXT NOT NULL, state_name TEXT, PRIMARY KEY (grp, workflow_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS scope_usage (
   client_id TEXT NOT NULL, scope TEXT NOT NULL, last_used INTEGER NOT NULL, PRIMARY KEY (client_id, scope)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS posted_messages (
@@ -117,8 +117,9 @@ const TIME_BOUND: &str =
 const AGENT_COUNTS: &str = "SELECT status, count(*) FROM agents GROUP BY status";
 const COUNT_WORKFLOWS: &str = "SELECT count(*) FROM workflows INDEXED BY workflows_kind_state
  WHERE kind = ?1 AND state_name = ?2 AND updated_at >= ?3";
-const GROUP_STATES: &str = "SELECT w.state_name, count(*) FROM workflow_groups g
- JOIN workflows w ON w.id = g.workflow_id WHERE g.grp = ?1 GROUP BY w.state_name";
+const GROUP_STATES: &str =
+    "SELECT state_name, count(*) FROM workflow_groups INDEXED BY workflow_groups_state
+ WHERE grp = ?1 GROUP BY state_name";
 const WORKFLOW_AUDIT: &str = "SELECT id, time, body FROM audit INDEXED BY audit_workflow
  WHERE json_extract(body, '$.metadata.correlation_uid') = ?1 ORDER BY seq DESC LIMIT ?2";
 
@@ -193,6 +194,24 @@ impl Db {
         }
         conn.execute_batch(
             "CREATE UNIQUE INDEX IF NOT EXISTS idp_secrets_key ON idp_secrets(idempotency_key)",
+        )
+        .map_err(backend)?;
+        // Groups made before their members' states were kept beside them.
+        let has_state: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('workflow_groups') WHERE name='state_name'")
+            .and_then(|mut st| st.exists([]))
+            .map_err(backend)?;
+        if !has_state {
+            conn.execute_batch(
+                "ALTER TABLE workflow_groups ADD COLUMN state_name TEXT;
+                 UPDATE workflow_groups SET state_name =
+                   (SELECT state_name FROM workflows WHERE id = workflow_groups.workflow_id);",
+            )
+            .map_err(backend)?;
+        }
+        // A group's members by state (a campaign's progress) from one index range.
+        conn.execute_batch(
+            "CREATE INDEX IF NOT EXISTS workflow_groups_state ON workflow_groups(grp, state_name)",
         )
         .map_err(backend)?;
         // Agents registered before the client index existed.
@@ -322,13 +341,13 @@ pub(crate) fn write_commit(tx: &Connection, c: &Commit) -> Result<(), StoreError
             expected: c.expected_version,
         });
     }
-    if c.expected_version == 0
-        && let Some(group) = &i.group
-    {
+    if let Some(group) = &i.group {
+        // The member's state beside it: a group's progress is counted without reading members.
         exec(
             tx,
-            "INSERT OR IGNORE INTO workflow_groups (grp, workflow_id) VALUES (?1, ?2)",
-            params![group, i.id],
+            "INSERT INTO workflow_groups (grp, workflow_id, state_name) VALUES (?1, ?2, ?3)
+             ON CONFLICT (grp, workflow_id) DO UPDATE SET state_name = excluded.state_name",
+            params![group, i.id, i.state_name],
         )
         .map_err(backend)?;
     }
@@ -1266,7 +1285,8 @@ mod plans {
         );
         let group = plan(&db, &GROUP_STATES.replace("?1", "'campaign-q4'"));
         assert!(
-            group.contains("SEARCH g") && group.contains("SEARCH w USING INDEX"),
+            group.contains("COVERING INDEX workflow_groups_state")
+                && !group.contains("TEMP B-TREE"),
             "{group}"
         );
         let audit = plan(
@@ -1277,5 +1297,37 @@ mod plans {
             audit.contains("audit_workflow") && !audit.contains("TEMP B-TREE"),
             "{audit}"
         );
+    }
+}
+
+#[cfg(test)]
+mod upgrades {
+    use super::*;
+    use crate::ports::store::StoreRead;
+
+    /// A database whose groups were made before the members' states were kept beside them
+    /// counts its campaigns' progress once opened by this version.
+    #[tokio::test]
+    async fn groups_made_before_states_were_kept_are_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "CREATE TABLE workflow_groups (grp TEXT NOT NULL, workflow_id TEXT NOT NULL,
+                   PRIMARY KEY (grp, workflow_id)) WITHOUT ROWID;
+                 CREATE TABLE workflows (id TEXT PRIMARY KEY, kind TEXT NOT NULL, agent_id TEXT,
+                   state_name TEXT NOT NULL, terminal INTEGER NOT NULL, version INTEGER NOT NULL,
+                   body TEXT NOT NULL, updated_at TEXT NOT NULL);
+                 INSERT INTO workflows VALUES
+                   ('item-1', 'review_item', NULL, 'Open', 0, 1, '{}', '2026-01-01T00:00:00+00:00'),
+                   ('item-2', 'review_item', NULL, 'Closed', 1, 3, '{}', '2026-01-01T00:00:00+00:00');
+                 INSERT INTO workflow_groups VALUES ('q1', 'item-1'), ('q1', 'item-2');",
+            )
+            .unwrap();
+        let db = Db::open(&path, Durability::Wal).unwrap();
+        let states = db.group_states("q1").await.unwrap().unwrap();
+        assert_eq!(states.get("Open"), Some(&1), "{states:?}");
+        assert_eq!(states.get("Closed"), Some(&1), "{states:?}");
     }
 }
