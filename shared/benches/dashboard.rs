@@ -4,7 +4,7 @@
 //! peak resident memory measured by the kernel.
 //!
 //!     cargo bench -p shared --features http --bench dashboard
-//!     STEWARD_BENCH_AGENTS=20000 STEWARD_BENCH_GRANTS=500000 cargo bench -p shared --features http --bench dashboard
+//!     STEWARD_BENCH_AGENTS=20000 STEWARD_BENCH_GRANTS=500000 STEWARD_BENCH_AUDIT=200000 cargo bench -p shared --features http --bench dashboard
 
 mod common;
 
