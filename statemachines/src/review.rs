@@ -17,8 +17,10 @@ pub enum Unanswered {
     Revoke,
     /// Deactivate its client at the identity provider: no new tokens until someone acts.
     Freeze,
-    /// Keep it, flag the agent and tell the security channel.
+    /// Keep it, flag the agent and tell the security channel. Written `keep-and-flag` in the
+    /// policy file, the CLI and the docs; the API takes both spellings.
     #[default]
+    #[serde(alias = "keep-and-flag")]
     KeepAndFlag,
 }
 

@@ -520,3 +520,44 @@ fn restart_in_the_middle_of_a_launch_sends_every_item_once() {
     assert_eq!(p["open"], 40);
     slack.assert_well_formed();
 }
+
+/// The API takes the unanswered default as the policy file, the CLI and the README write it
+/// (`keep-and-flag`) as well as its snake-case form, and refuses anything else naming the
+/// choices, launching nothing.
+#[test]
+fn the_api_takes_the_unanswered_default_as_the_docs_write_it() {
+    let s = Server::start();
+    let name = "metrics-reader-agent-dev";
+    s.request_ok(&agent_request(
+        name,
+        "dev",
+        ALICE,
+        &["datadog:metrics:read"],
+    ));
+    s.wait_agent_status(name, "active");
+    for (id, unanswered) in [("dash-a", "keep-and-flag"), ("dash-b", "keep_and_flag")] {
+        let (status, body) = s.post_as(
+            SAM,
+            "/api/campaigns",
+            &json!({"id": id, "unanswered": unanswered}),
+        );
+        assert_eq!(status, 202, "{unanswered}: {body}");
+        assert_eq!(
+            progress(&s, id)["unanswered_default"],
+            "keep_and_flag",
+            "{unanswered}"
+        );
+    }
+    let (status, body) = s.post_as(
+        SAM,
+        "/api/campaigns",
+        &json!({"id": "dash-c", "unanswered": "sometimes"}),
+    );
+    assert!((400..500).contains(&status), "{status} {body}");
+    assert!(
+        body.to_string().contains("keep_and_flag"),
+        "the refusal names the choices: {body}"
+    );
+    let (status, _) = s.get_as(SAM, "/api/campaigns/dash-c");
+    assert_eq!(status, 404, "nothing was launched");
+}
