@@ -123,6 +123,38 @@ const GROUP_STATES: &str =
 const WORKFLOW_AUDIT: &str = "SELECT id, time, body FROM audit INDEXED BY audit_workflow
  WHERE json_extract(body, '$.metadata.correlation_uid') = ?1 ORDER BY seq DESC LIMIT ?2";
 
+/// The database and its WAL and shared-memory files are the owner's alone (0600): they hold
+/// the registry, the audit trail and the dev IdP's secret digests. SQLite creates the WAL and
+/// shared-memory files with the database file's mode, so the database is created 0600, and
+/// files an earlier version left readable are narrowed.
+fn restrict_files(path: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let refuse = |p: &Path, e: std::io::Error| {
+            StoreError::Backend(format!("cannot make {} private (0600): {e}", p.display()))
+        };
+        if !path.exists() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| refuse(path, e))?;
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if let Ok(meta) = std::fs::metadata(&file)
+                && meta.permissions().mode() & 0o077 != 0
+            {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| refuse(&file, e))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One SQLite database shared by the embedded store, queue and development IdP.
 pub struct Db {
     conn: Mutex<Connection>,
@@ -174,6 +206,7 @@ impl Db {
     }
 
     pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        restrict_files(path)?;
         let conn = Connection::open(path)
             .map_err(|e| StoreError::Backend(format!("opening {}: {e}", path.display())))?;
         let sync = match durability {
@@ -1329,5 +1362,39 @@ mod upgrades {
         let states = db.group_states("q1").await.unwrap().unwrap();
         assert_eq!(states.get("Open"), Some(&1), "{states:?}");
         assert_eq!(states.get("Closed"), Some(&1), "{states:?}");
+    }
+}
+
+#[cfg(all(test, unix))]
+mod files {
+    use super::*;
+    use crate::ports::store::StoreWrite;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// The database, its WAL and its shared memory are 0600, new or left readable by an earlier
+    /// version.
+    #[tokio::test]
+    async fn the_database_files_are_the_owners_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("steward.db");
+        let db = Db::open(&path, Durability::Wal).unwrap();
+        db.set_cursor("c", "v").await.unwrap();
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let _db = Db::open(&path, Durability::Wal).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 }
