@@ -70,6 +70,7 @@ struct DetectionFile {
     #[serde(default)]
     approved_ranges: std::collections::BTreeMap<String, Vec<String>>,
     learning_requests: Option<u64>,
+    learning_hours: Option<u32>,
     sharing_window: Option<String>,
     sharing_sources: Option<usize>,
     rate_factor: Option<f64>,
@@ -544,6 +545,9 @@ fn detection(file: &PolicyFile, problems: &mut Vec<String>) -> statemachines::de
     out.approved_ranges = d.approved_ranges.clone();
     if let Some(n) = d.learning_requests {
         out.learning_requests = n;
+    }
+    if let Some(n) = d.learning_hours {
+        out.learning_hours = n;
     }
     if let Some(t) = &d.sharing_window
         && let Some(secs) = duration("detection.sharing_window", t, problems)

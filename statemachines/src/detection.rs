@@ -5,8 +5,10 @@
 //!
 //! A baseline is learned from the agent's own traffic: the IPs it comes from, the hours of the
 //! day it works and its usual request rate. Rules that compare against the baseline stay quiet
-//! until it has seen `learning_requests` requests; rules against policy (approved scopes,
-//! approved IP ranges) fire from the first request.
+//! until it has seen `learning_requests` requests, and the rate rules (off-hours burst, volume
+//! spike) until it has also seen `learning_hours` working hours end (a busy first hour has no
+//! usual rate to exceed); rules against policy (approved scopes, approved IP ranges) fire from
+//! the first request.
 
 use crate::agent::Agent;
 use crate::policy::Policy;
@@ -130,6 +132,9 @@ pub struct Detection {
     pub approved_ranges: BTreeMap<String, Vec<String>>,
     /// Requests a baseline must have seen before baseline rules fire.
     pub learning_requests: u64,
+    /// Working hours (hours with requests) a baseline must have seen end before the rate rules
+    /// fire: before that its usual rate is not known.
+    pub learning_hours: u32,
     pub sharing_window_secs: u64,
     pub sharing_sources: usize,
     pub rate_factor: f64,
@@ -156,6 +161,7 @@ impl Default for Detection {
             rules: builtin_rules(),
             approved_ranges: BTreeMap::new(),
             learning_requests: 50,
+            learning_hours: 8,
             sharing_window_secs: 600,
             sharing_sources: 3,
             rate_factor: 3.0,
@@ -235,6 +241,11 @@ pub struct Baseline {
 impl Baseline {
     fn learned(&self, d: &Detection) -> bool {
         self.requests >= d.learning_requests
+    }
+
+    /// Whether the usual hourly rate is known: enough requests, over enough finished hours.
+    fn rate_learned(&self, d: &Detection) -> bool {
+        self.learned(d) && self.hours_observed >= d.learning_hours
     }
 
     /// Evaluates every rule on `req`, then learns from it. Returns the findings (at most one
@@ -363,7 +374,7 @@ impl Baseline {
                 })
             }
             Condition::OffHoursBurst => {
-                if !self.learned(d) {
+                if !self.rate_learned(d) {
                     return None;
                 }
                 let hour = req.at.hour() as usize;
@@ -392,7 +403,7 @@ impl Baseline {
                     })
             }
             Condition::VolumeSpike => {
-                if !self.learned(d) {
+                if !self.rate_learned(d) {
                     return None;
                 }
                 let limit = d.volume_factor * self.hourly_rate;

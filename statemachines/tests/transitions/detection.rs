@@ -294,6 +294,36 @@ fn a_burst_outside_usual_hours_is_medium_and_asks_first() {
     assert_eq!(run(&mut b, &agent, policy(), &busy), vec![]);
 }
 
+/// A new agent that is busy from its first hour is not a spike: before `learning_hours` of its
+/// working hours have ended there is no usual rate to exceed. Once there is, ten times it is.
+#[test]
+fn a_busy_new_agent_is_not_a_spike_before_its_usual_rate_is_known() {
+    let agent = active_agent();
+    let p = policy();
+    let mut b = Baseline::default();
+    // 60 requests an hour from its first hour, for its first seven working hours.
+    let busy = |from: i64, hours: i64, per_hour: i64| -> Vec<TokenRequest> {
+        (from..from + hours)
+            .flat_map(|h| {
+                (0..per_hour).map(move |i| {
+                    request(
+                        day0() + Duration::hours(9 + h) + Duration::seconds(i * 3600 / per_hour),
+                        "10.1.0.5",
+                        &[METRICS_READ],
+                    )
+                })
+            })
+            .collect()
+    };
+    assert_eq!(run(&mut b, &agent, p, &busy(0, 7, 60)), vec![], "learning");
+    assert_eq!(p.detection.learning_hours, 8);
+    // Its eighth hour ends; the next morning at 09:00 (a usual hour), 700 requests are more
+    // than ten times its usual 60.
+    assert_eq!(run(&mut b, &agent, p, &busy(7, 1, 60)), vec![]);
+    let found = run(&mut b, &agent, p, &busy(24, 1, 700));
+    assert_eq!(rules_fired(&found), ["volume-spike"]);
+}
+
 #[test]
 fn bulk_reads_far_above_the_usual_rate_are_a_volume_spike() {
     let agent = active_agent();
