@@ -6,9 +6,9 @@
 use super::SlackError;
 use super::client::SlackWeb;
 use super::message;
-use crate::ports::Store;
 use crate::ports::human_channel::{HumanChannel, NotifyError};
 use crate::ports::store::{ApprovalRecord, PostedMessage};
+use crate::ports::{Directory, Store};
 use async_trait::async_trait;
 use statemachines::{ApprovalOutcome, ApprovalRequest, FollowUp};
 use std::sync::Arc;
@@ -16,6 +16,8 @@ use std::sync::Arc;
 pub struct SlackChannel {
     web: Arc<SlackWeb>,
     store: Arc<dyn Store>,
+    /// Whose Slack user id the people file already gives (`chat`).
+    directory: Arc<dyn Directory>,
     /// The policy's approval routes (`owner`, `approvers`, `security-channel`).
     routes: Vec<String>,
     security_channel: Option<String>,
@@ -29,12 +31,14 @@ impl SlackChannel {
     pub fn new(
         web: Arc<SlackWeb>,
         store: Arc<dyn Store>,
+        directory: Arc<dyn Directory>,
         routes: Vec<String>,
         security_channel: Option<String>,
     ) -> Self {
         Self {
             web,
             store,
+            directory,
             routes,
             security_channel,
         }
@@ -109,7 +113,9 @@ impl SlackChannel {
     }
 
     async fn user(&self, email: &str) -> Result<Option<String>, NotifyError> {
-        let found = self.web.user_id(email).await.map_err(notify_error)?;
+        let found = super::user_of(&self.web, &*self.directory, email)
+            .await
+            .map_err(notify_error)?;
         if found.is_none() {
             tracing::warn!(email, "no Slack user with this email; skipped");
         }
@@ -296,6 +302,7 @@ retry_after: None,
         super::review::send(
             &self.web,
             &*self.store,
+            &*self.directory,
             self.security_channel.as_deref(),
             notice,
             key,

@@ -13,6 +13,36 @@ pub use client::SlackWeb;
 
 use crate::secret::Secret;
 
+/// The Slack user id to message a person at: the directory's `chat` when it is a Slack user id
+/// (`U…` or `W…`, as the people file may give it), otherwise Slack's own lookup by e-mail.
+/// `None` when Slack has no such user. A directory that cannot answer falls back to the lookup.
+pub async fn user_of(
+    web: &SlackWeb,
+    directory: &dyn crate::ports::Directory,
+    email: &str,
+) -> Result<Option<String>, SlackError> {
+    match directory.person(email).await {
+        Ok(Some(p)) => {
+            if let Some(chat) = p.chat.as_deref().map(str::trim).filter(|c| is_user_id(c)) {
+                return Ok(Some(chat.to_string()));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(email, error = %e, "directory unavailable; asking Slack"),
+    }
+    web.user_id(email).await
+}
+
+/// Whether `chat` is a Slack user id (`U…`/`W…`, upper-case letters and digits).
+fn is_user_id(chat: &str) -> bool {
+    chat.len() >= 9
+        && chat.len() <= 21
+        && (chat.starts_with('U') || chat.starts_with('W'))
+        && chat
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+}
+
 /// Slack's Web API base URL.
 pub const SLACK_API_URL: &str = "https://slack.com/api";
 

@@ -310,6 +310,7 @@ pub fn closed(item: &ReviewItem, r: &Resolution, now: DateTime<Utc>) -> (String,
 pub async fn send(
     web: &SlackWeb,
     store: &dyn Store,
+    directory: &dyn crate::ports::Directory,
     security_channel: Option<&str>,
     notice: &ReviewNotice,
     key: &str,
@@ -323,8 +324,11 @@ pub async fn send(
             .find(|m| m.route == route && !m.ts.is_empty())
             .cloned()
     };
-    let person =
-        |email: String| async move { web.user_id(&email).await.map_err(NotifyError::from) };
+    let person = |email: String| async move {
+        super::user_of(web, directory, &email)
+            .await
+            .map_err(NotifyError::from)
+    };
     match notice {
         ReviewNotice::Ask { item } => {
             let to = match person(item.agent.owner.clone()).await? {

@@ -457,6 +457,7 @@ impl Clients {
             Some(link) => Arc::new(SlackChannel::new(
                 link.web.clone(),
                 self.store.clone(),
+                directory.clone(),
                 policy.approval_routes.clone(),
                 link.security_channel.clone(),
             )),

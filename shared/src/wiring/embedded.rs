@@ -106,28 +106,6 @@ impl Embedded {
         );
         let vault = Arc::new(FileVault::open(&dir.join("vault")).map_err(|e| err(e.to_string()))?);
         let console = Arc::new(Console::new(db.clone()));
-        // Without Slack, the console approver is the default; with it, Slack asks people.
-        let (asking, slack): (Arc<dyn HumanChannel>, Option<SlackEdge>) = match &cfg.slack {
-            None => (console.clone(), None),
-            Some(settings) => {
-                let web = Arc::new(
-                    SlackWeb::new(&settings.api_url, &settings.bot_token)
-                        .map_err(|e| err(e.to_string()))?
-                        .with_rate_multiplier(settings.rate_multiplier),
-                );
-                let asking = Arc::new(SlackChannel::new(
-                    web.clone(),
-                    db.clone(),
-                    cfg.policy.approval_routes.clone(),
-                    settings.security_channel.clone(),
-                ));
-                let edge = SlackEdge {
-                    web,
-                    signing_secret: settings.signing_secret.clone(),
-                };
-                (asking, Some(edge))
-            }
-        };
         let okta = cfg
             .okta
             .map(Okta::new)
@@ -165,6 +143,29 @@ impl Embedded {
             }
             (_, false) => {
                 Arc::new(PeopleFileDirectory::load(&cfg.people).map_err(|e| err(e.to_string()))?)
+            }
+        };
+        // Without Slack, the console approver is the default; with it, Slack asks people.
+        let (asking, slack): (Arc<dyn HumanChannel>, Option<SlackEdge>) = match &cfg.slack {
+            None => (console.clone(), None),
+            Some(settings) => {
+                let web = Arc::new(
+                    SlackWeb::new(&settings.api_url, &settings.bot_token)
+                        .map_err(|e| err(e.to_string()))?
+                        .with_rate_multiplier(settings.rate_multiplier),
+                );
+                let asking = Arc::new(SlackChannel::new(
+                    web.clone(),
+                    db.clone(),
+                    directory.clone(),
+                    cfg.policy.approval_routes.clone(),
+                    settings.security_channel.clone(),
+                ));
+                let edge = SlackEdge {
+                    web,
+                    signing_secret: settings.signing_secret.clone(),
+                };
+                (asking, Some(edge))
             }
         };
         let engine = Arc::new(Engine {

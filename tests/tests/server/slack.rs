@@ -694,3 +694,35 @@ fn one_person_cannot_supply_both_votes_through_the_api_and_slack() {
     assert!(cast("api", SAM, "sign-in"), "{calls:?}");
     assert!(cast("slack", PRIYA, "slack-signature"), "{calls:?}");
 }
+
+/// A person's `chat` id in the people file is where their messages go: Slack is not asked for
+/// it by e-mail, so an owner Slack cannot find by e-mail is still asked and told.
+#[test]
+fn the_people_files_chat_id_is_where_messages_go() {
+    // Slack does not know Alice by e-mail; the people file gives her id.
+    let slack = FakeSlack::start(&[(BOB, "U0BOB"), (SAM, "U0SAM"), (PRIYA, "U0PRIYA")]);
+    let mut o = options(&slack);
+    assert!(o.people.contains("email = \"alice@example.com\"\n"));
+    o.people = o.people.replace(
+        "email = \"alice@example.com\"\n",
+        "email = \"alice@example.com\"\nchat = \"U0ALICECHAT\"\n",
+    );
+    let s = Server::start_with(o);
+    let (_, posts) =
+        request_and_wait_for_posts(&s, &slack, "chat-id-agent-prod", &[MONITORS_WRITE], 2);
+    let channels: Vec<&str> = posts.iter().map(|(c, _, _)| c.as_str()).collect();
+    // Slack answers a post to a user id in the DM channel it opens (`D…`).
+    assert!(
+        channels.contains(&"D0ALICECHAT"),
+        "the owner's request went to her chat id: {channels:?}"
+    );
+    let asked: Vec<Value> = slack
+        .calls_of("users.lookupByEmail")
+        .into_iter()
+        .map(|c| c.body)
+        .collect();
+    assert!(
+        !asked.iter().any(|b| b["email"] == ALICE),
+        "Slack was asked for Alice by e-mail: {asked:?}"
+    );
+}
