@@ -8,7 +8,7 @@
 use super::SlackError;
 use crate::secret::Secret;
 use hyper_util::client::legacy::connect::HttpConnector;
-use slack_morphism::errors::SlackClientError;
+use slack_morphism::errors::{SlackClientError, SlackClientSystemError};
 use slack_morphism::prelude::*;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -42,6 +42,8 @@ pub(crate) fn transport_for(api_url: &str) -> Result<bool, SlackError> {
 /// A Slack Web API client for one bot token.
 pub struct SlackWeb {
     transport: Transport,
+    /// Deadline of each call (connection and answer).
+    call_timeout: Duration,
     token: SlackApiToken,
     users: Mutex<HashMap<String, (Option<String>, Instant)>>,
     rates: super::rate::SlackRates,
@@ -50,12 +52,30 @@ pub struct SlackWeb {
 /// Waits up to this long in-line for a rate-limit slot; longer waits go back to the queue.
 pub const INLINE_WAIT: Duration = Duration::from_secs(2);
 
-/// Runs `$body` with `$c` bound to whichever client the transport holds.
+/// Deadline of each Web API call by default: a Slack that takes the connection and never
+/// answers costs one attempt of the command, which is retried with backoff, instead of
+/// stopping the worker.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `$body` with `$c` bound to whichever client the transport holds, within the call's
+/// deadline (past it: an `Unreachable` error, which is retried).
 macro_rules! with_client {
     ($self:ident, $c:ident => $body:expr) => {
-        match &$self.transport {
-            Transport::Https($c) => $body,
-            Transport::Http($c) => $body,
+        match tokio::time::timeout($self.call_timeout, async {
+            match &$self.transport {
+                Transport::Https($c) => $body,
+                Transport::Http($c) => $body,
+            }
+        })
+        .await
+        {
+            Ok(answer) => answer,
+            Err(_) => Err(SlackClientError::SystemError(
+                SlackClientSystemError::new().with_message(format!(
+                    "Slack did not answer within {} ms",
+                    $self.call_timeout.as_millis()
+                )),
+            )),
         }
     };
 }
@@ -79,7 +99,14 @@ impl SlackWeb {
             token: SlackApiToken::new(SlackApiTokenValue::new(bot_token.expose().to_string())),
             users: Mutex::new(HashMap::new()),
             rates: super::rate::SlackRates::new(1.0),
+            call_timeout: CALL_TIMEOUT,
         })
+    }
+
+    /// Sets the deadline of each call ([`CALL_TIMEOUT`] by default).
+    pub fn with_call_timeout(mut self, timeout: Duration) -> Self {
+        self.call_timeout = timeout;
+        self
     }
 
     /// Scales Slack's rate limits (see [`super::rate`]); 1.0 is Slack's documented floor.

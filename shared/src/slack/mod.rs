@@ -60,6 +60,8 @@ pub struct SlackSettings {
     pub security_channel: Option<String>,
     /// Scales Slack's documented rate limits (1.0; more for a workspace with raised limits).
     pub rate_multiplier: f64,
+    /// Deadline of each Web API call, connection and answer ([`client::CALL_TIMEOUT`]).
+    pub call_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for SlackSettings {
@@ -78,6 +80,7 @@ pub const SIGNING_SECRET_ENV: &str = "STEWARD_SLACK_SIGNING_SECRET";
 pub const API_URL_ENV: &str = "STEWARD_SLACK_API_URL";
 pub const SECURITY_CHANNEL_ENV: &str = "STEWARD_SLACK_SECURITY_CHANNEL";
 pub const RATE_MULTIPLIER_ENV: &str = "STEWARD_SLACK_RATE_MULTIPLIER";
+pub const TIMEOUT_ENV: &str = "STEWARD_SLACK_TIMEOUT";
 
 impl SlackSettings {
     /// Slack settings from the environment: `None` when no bot token is set (the console
@@ -104,6 +107,17 @@ impl SlackSettings {
                     _ => {
                         return Err(SlackError::Config(format!(
                             "{RATE_MULTIPLIER_ENV} must be a positive number (1 = Slack's documented limits), not `{m}`"
+                        )));
+                    }
+                },
+            },
+            call_timeout: match var(TIMEOUT_ENV) {
+                None => client::CALL_TIMEOUT,
+                Some(t) => match humantime::parse_duration(t.trim()) {
+                    Ok(d) if !d.is_zero() && d <= std::time::Duration::from_secs(60) => d,
+                    _ => {
+                        return Err(SlackError::Config(format!(
+                            "{TIMEOUT_ENV} must be a duration from 1ms to 60s (e.g. `10s`), not `{t}`"
                         )));
                     }
                 },

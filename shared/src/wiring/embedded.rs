@@ -152,7 +152,8 @@ impl Embedded {
                 let web = Arc::new(
                     SlackWeb::new(&settings.api_url, &settings.bot_token)
                         .map_err(|e| err(e.to_string()))?
-                        .with_rate_multiplier(settings.rate_multiplier),
+                        .with_rate_multiplier(settings.rate_multiplier)
+                        .with_call_timeout(settings.call_timeout),
                 );
                 let asking = Arc::new(SlackChannel::new(
                     web.clone(),

@@ -726,3 +726,44 @@ fn the_people_files_chat_id_is_where_messages_go() {
         "Slack was asked for Alice by e-mail: {asked:?}"
     );
 }
+
+/// A Slack that takes a post and never answers costs the command one attempt, not the worker:
+/// while the security channel's post hangs, an agent that needs no approval is provisioned, and
+/// once Slack answers again the waiting request reaches the channel.
+#[test]
+fn a_hung_slack_call_does_not_stop_the_worker() {
+    let slack = slack();
+    slack.hang_posts_to(SECURITY_CHANNEL);
+    let s = Server::start_with(options(&slack).env("STEWARD_SLACK_TIMEOUT", "1s"));
+    s.request_ok(&agent_request(
+        "hung-post-agent-prod",
+        "prod",
+        ALICE,
+        &[MONITORS_WRITE],
+    ));
+    wait_until("the post that hangs", SETTLE, || {
+        (!slack.calls_of("chat.postMessage/hung").is_empty()).then_some(())
+    });
+    // Meanwhile an agent that needs no approval is provisioned.
+    let name = "metrics-reader-agent-dev";
+    s.request_ok(&agent_request(
+        name,
+        "dev",
+        ALICE,
+        &["datadog:metrics:read"],
+    ));
+    s.wait_agent_status_for(name, "active", Duration::from_secs(30));
+    // Slack answers again: the request reaches the security channel on a retry.
+    slack.answer_again();
+    wait_until(
+        "the security channel's post",
+        Duration::from_secs(60),
+        || {
+            slack
+                .approval_posts()
+                .iter()
+                .any(|(c, _, _)| c == SECURITY_CHANNEL)
+                .then_some(())
+        },
+    );
+}

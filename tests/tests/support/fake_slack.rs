@@ -39,6 +39,8 @@ struct Inner {
     problems: Vec<String>,
     /// Posts still to answer with 429.
     throttle_posts: u32,
+    /// Posts to this channel are taken and never answered (a hung Slack).
+    hang_channel: Option<String>,
     /// (channel, ts) in posting order.
     order: Vec<(String, String)>,
 }
@@ -113,6 +115,17 @@ impl FakeSlack {
     /// The API base URL Steward is configured with.
     pub fn api_url(&self) -> String {
         format!("{}/api", self.base)
+    }
+
+    /// Takes chat.postMessage calls to `channel` and never answers them (recorded as method
+    /// `chat.postMessage/hung`), until [`FakeSlack::answer_again`].
+    pub fn hang_posts_to(&self, channel: &str) {
+        self.inner.lock().unwrap().hang_channel = Some(channel.to_string());
+    }
+
+    /// Answers every post again (the hung ones stay unanswered).
+    pub fn answer_again(&self) {
+        self.inner.lock().unwrap().hang_channel = None;
     }
 
     /// Answers the next `n` chat.postMessage calls with HTTP 429 (`Retry-After: 1`).
@@ -277,6 +290,22 @@ async fn post_message(
     Json(body): Json<Value>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
+    let hang = {
+        let mut inner = s.inner.lock().unwrap();
+        let hang = inner.hang_channel.is_some()
+            && inner.hang_channel.as_deref() == body["channel"].as_str();
+        if hang {
+            inner.calls.push(Call {
+                method: "chat.postMessage/hung".into(),
+                authorized: authorized(&headers),
+                body: body.clone(),
+            });
+        }
+        hang
+    };
+    if hang {
+        std::future::pending::<()>().await;
+    }
     {
         let mut inner = s.inner.lock().unwrap();
         if inner.throttle_posts > 0 {
