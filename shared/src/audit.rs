@@ -350,7 +350,9 @@ pub fn call(
     v["api"] = json!({"operation": operation, "response": {"code": status}});
     v["src_endpoint"] = json!({"svc_name": source});
     v["unmapped"] = json!({
-        "steward_event": if refused.is_some() { "call_refused" } else { "api_call" },
+        // The role table's refusals stand apart; a call the handler refused (an unknown agent,
+        // a malformed body) is an API call that failed, with its reason.
+        "steward_event": if refused.is_some() && status == 403 { "call_refused" } else { "api_call" },
         "principal": {"kind": caller.kind, "id": caller.id, "token_id": caller.token_id, "via": caller.via},
         "source": source, "status": status, "reasons": refused,
     });

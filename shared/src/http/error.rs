@@ -106,8 +106,9 @@ named!(
     crate::admin::ReportQuery => "report query",
 );
 
-/// A JSON body of type `T`; a malformed one is refused with 400 (or 415 without a JSON
-/// content type, 413 when too large), counted and audited.
+/// A JSON body of type `T` (admin routes only); a malformed one is refused with 400 (or 415
+/// without a JSON content type, 413 when too large), counted and audited by
+/// `roles::authorize` like every refusal of an admin route.
 pub struct Body<T>(pub T);
 
 impl<T: DeserializeOwned + Named + Send> FromRequest<App> for Body<T> {
@@ -117,8 +118,8 @@ impl<T: DeserializeOwned + Named + Send> FromRequest<App> for Body<T> {
         match Json::<T>::from_request(req, app).await {
             Ok(Json(v)) => Ok(Body(v)),
             Err(rejection) => {
+                // Counted and audited with the caller by the role check around the handler.
                 let why = rejection.body_text();
-                app.refuse(T::WHAT, &why).await;
                 Err(ApiError::new(
                     rejection.status(),
                     format!("malformed {}: {why}", T::WHAT),
@@ -139,7 +140,6 @@ impl<T: DeserializeOwned + Named + Send> FromRequestParts<App> for Params<T> {
             Ok(Query(v)) => Ok(Params(v)),
             Err(rejection) => {
                 let why = rejection.body_text();
-                app.refuse(T::WHAT, &why).await;
                 Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     format!("malformed {}: {why}", T::WHAT),

@@ -190,13 +190,33 @@ pub fn source_of(
 impl App {
     /// A call the role table refused: counted, logged and audited with the principal.
     pub async fn refuse_call(&self, route: &Route, caller: &Caller, source: &str, why: &str) {
+        self.refuse_answered(
+            route,
+            caller,
+            source,
+            axum::http::StatusCode::FORBIDDEN,
+            why,
+        )
+        .await
+    }
+
+    /// A refused call (the role table's 403, or a handler's 4xx after the role table allowed
+    /// it): counted, logged and audited with the principal, the status and the reason.
+    pub async fn refuse_answered(
+        &self,
+        route: &Route,
+        caller: &Caller,
+        source: &str,
+        status: axum::http::StatusCode,
+        why: &str,
+    ) {
         self.0.bad_requests.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(principal = %caller.principal, route = %route.name(), why, "call refused");
+        tracing::warn!(principal = %caller.principal, route = %route.name(), status = status.as_u16(), why, "call refused");
         let record = crate::audit::call(
             (&caller.principal).into(),
             source,
             &route.name(),
-            403,
+            status.as_u16(),
             Some(why),
             self.engine.clock.now(),
         );

@@ -479,7 +479,6 @@ async fn campaign_report(
         "md" | "markdown" => "text/markdown; charset=utf-8",
         other => {
             let why = format!("report format `{other}` is not one of json, csv, md");
-            app.refuse("campaign report", &why).await;
             return Err(ApiError::new(StatusCode::BAD_REQUEST, why));
         }
     };
@@ -502,7 +501,6 @@ async fn answer_review(
     let decision = match b.decision() {
         Ok(d) => d,
         Err(why) => {
-            app.refuse("review decision", &why).await;
             return Err(ApiError::new(StatusCode::BAD_REQUEST, why));
         }
     };
@@ -694,7 +692,6 @@ async fn create_token(
     // A copied personal token must not be able to mint more of itself.
     if via == super::Credential::PersonalToken {
         let why = "a personal token cannot create tokens: sign in with `steward login` first";
-        app.refuse("personal token creation", why).await;
         return Err(ApiError::new(StatusCode::FORBIDDEN, why));
     }
     let now = app.engine.clock.now();
@@ -712,7 +709,6 @@ async fn create_token(
         Err(crate::personal_token::PersonalTokenError::Store(e)) => Err(ApiError::unavailable(e)),
         Err(e) => {
             let why = e.to_string();
-            app.refuse("personal token creation", &why).await;
             Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, why))
         }
     }
@@ -740,7 +736,6 @@ async fn revoke_token(
         Some(t) if t.person == person => t,
         _ => {
             let why = format!("you have no personal token `{}`", crate::jwks::shown(&id));
-            app.refuse("personal token revocation", &why).await;
             return Err(ApiError::not_found(why));
         }
     };

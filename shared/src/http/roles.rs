@@ -244,11 +244,51 @@ pub async fn authorize(
         return ApiError::new(StatusCode::FORBIDDEN, why).into_response();
     }
     let response = next.run(request).await;
-    if route.verb.as_str() == Method::POST.as_str() {
-        app.audit_call(&route, &caller, source, response.status())
+    let status = response.status();
+    if status.is_client_error() {
+        // Refused by the handler (an unknown agent or approval, a malformed body, a rule of
+        // the engine): counted and audited like every refusal, with what the answer said.
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, REFUSAL_BYTES)
+            .await
+            .unwrap_or_default();
+        let why = refusal_text(&bytes, status);
+        app.refuse_answered(&route, &caller, source, status, &why)
             .await;
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    if route.verb.as_str() == Method::POST.as_str() {
+        app.audit_call(&route, &caller, source, status).await;
     }
     response
+}
+
+/// Largest refusal answer read back for its audit record (an `ApiError` is far smaller).
+const REFUSAL_BYTES: usize = 64 * 1024;
+/// Longest reason an audit record keeps of a refusal answer.
+const REFUSAL_REASON_CHARS: usize = 500;
+
+/// What a refusal answer says (`error: reason; reason`), at most [`REFUSAL_REASON_CHARS`].
+fn refusal_text(body: &[u8], status: StatusCode) -> String {
+    let said: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let mut text = said["error"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused").to_string());
+    if let Some(reasons) = said["reasons"].as_array().filter(|r| !r.is_empty()) {
+        let reasons: Vec<String> = reasons
+            .iter()
+            .map(|r| match (r["field"].as_str(), r["message"].as_str()) {
+                (Some(f), Some(m)) => format!("{f}: {m}"),
+                _ => r
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| r.to_string()),
+            })
+            .collect();
+        text = format!("{text}: {}", reasons.join("; "));
+    }
+    text.chars().take(REFUSAL_REASON_CHARS).collect()
 }
 
 /// The role table as docs/api.md shows it (a test keeps the two equal).

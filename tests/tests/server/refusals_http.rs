@@ -365,7 +365,22 @@ fn a_malformed_body_is_a_counted_and_audited_400() {
         "{v}"
     );
     assert_eq!(s.health()["bad_requests"].as_u64().unwrap(), bad_before + 1);
-    assert_audited_refusal(&s, failures_before, "refused agent request");
+    // Audited as the call it was: who, which operation, 400, and what was wrong.
+    let call = s
+        .audit()
+        .into_iter()
+        .find(|r| r["api"]["operation"] == "POST /api/agents")
+        .expect("the refused call is audited");
+    assert_eq!(call["status"], "Failure", "{call}");
+    assert_eq!(call["api"]["response"]["code"], 400, "{call}");
+    assert!(
+        call["message"]
+            .as_str()
+            .unwrap()
+            .contains("malformed agent request"),
+        "{call}"
+    );
+    assert_eq!(s.audit_failures().len(), failures_before, "no other record");
     assert!(s.agents().is_empty());
     assert!(s.idp_clients().is_empty());
 }
@@ -452,4 +467,57 @@ fn unknown_ids_are_404() {
         &json!({"reason": "r"}),
     );
     assert_eq!(status, 404);
+}
+
+/// Every admin route, walked from the route table with ids that exist nowhere (and an empty
+/// body for a POST): each refusal it answers, whatever it is (an unknown agent or approval, a
+/// malformed body, a rule, the role table), is counted in `/health` and audited with the
+/// operation, its status and the reason. An unknown agent's 404 and an unknown approval are
+/// among them.
+#[test]
+fn every_admin_route_counts_and_audits_its_refusals() {
+    use shared::http::routes::{Access, ROUTES, Verb};
+    let s = Server::start();
+    let mut refused: Vec<(String, u16)> = Vec::new();
+    for route in ROUTES.iter().filter(|r| r.access == Access::Admin) {
+        let params = route.path.matches('{').count();
+        let args: Vec<&str> = vec!["nothing-here-0"; params];
+        let path = route.url(&args);
+        let bad = s.health()["bad_requests"].as_u64().unwrap();
+        let audited = s.audit().len();
+        let (status, body) = match route.verb {
+            Verb::Get => s.get_as(SAM, &path),
+            Verb::Post => s.post_as(SAM, &path, &json!({})),
+        };
+        if !(400..500).contains(&status) {
+            continue;
+        }
+        let name = route.name();
+        assert_eq!(
+            s.health()["bad_requests"].as_u64().unwrap(),
+            bad + 1,
+            "{name} answered {status} and was not counted: {body}"
+        );
+        let records = s.audit();
+        let record = records[audited..]
+            .iter()
+            .find(|r| r["api"]["operation"] == name.as_str())
+            .unwrap_or_else(|| panic!("{name} answered {status} and was not audited: {body}"));
+        assert_eq!(record["api"]["response"]["code"], status, "{record}");
+        assert_eq!(record["status"], "Failure", "{record}");
+        assert_eq!(record["actor"]["user"]["uid"], SAM, "{record}");
+        refused.push((name, status));
+    }
+    for needle in [
+        ("GET /api/agents/{agent}", 404),
+        ("POST /api/approvals/{id}/approve", 404),
+    ] {
+        assert!(
+            refused
+                .iter()
+                .any(|(n, st)| n == needle.0 && *st == needle.1),
+            "{needle:?} not among the refusals: {refused:?}"
+        );
+    }
+    assert!(refused.len() >= 10, "{refused:?}");
 }
