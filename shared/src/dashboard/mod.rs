@@ -123,6 +123,9 @@ pub fn router(app: App, api: Router) -> Router {
         .with_state(state)
 }
 
+/// htmx's response header that says whether (and where) the address changes.
+const HX_PUSH_URL: header::HeaderName = header::HeaderName::from_static("hx-push-url");
+
 /// The headers every page carries: script only from this origin's files (no inline script, no
 /// `eval`), nothing framed, nothing cached.
 async fn security_headers(mut response: axum::response::Response) -> axum::response::Response {
@@ -141,6 +144,11 @@ async fn security_headers(mut response: axum::response::Response) -> axum::respo
     set(h, header::REFERRER_POLICY, "same-origin");
     if !h.contains_key(header::CACHE_CONTROL) {
         set(h, header::CACHE_CONTROL, "no-store");
+    }
+    // A refusal's page is shown where the form was, and the address stays the page's: htmx
+    // would otherwise put the form's POST-only address in the history.
+    if response.status().is_client_error() || response.status().is_server_error() {
+        set(response.headers_mut(), HX_PUSH_URL, "false");
     }
     response
 }

@@ -373,14 +373,17 @@ fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
         Some("same-origin"),
     );
     assert_eq!(status, 404);
-    let (status, html) = post(
-        &s,
-        &bob,
-        "/act/api/agents/a%20b%0A/freeze",
-        &[("csrf", &bob_csrf), ("reason", "x")],
-        Some("same-origin"),
-    );
-    assert_eq!(status, 400, "{html}");
+    let r = browser()
+        .post(s.url("/act/api/agents/a%20b%0A/freeze"))
+        .header(COOKIE, &bob)
+        .header("sec-fetch-site", "same-origin")
+        .header("hx-request", "true")
+        .form(&[("csrf", bob_csrf.as_str()), ("reason", "x")])
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // Sent by htmx, the refusal's page keeps the address of the page it replaces.
+    assert_eq!(r.headers()["hx-push-url"], "false");
 
     // The owner freezes from the page: back on the page with the notice, the agent frozen.
     let r = browser()
