@@ -279,6 +279,16 @@ fn minutes(secs: u32) -> String {
     }
 }
 
+/// A length of time in the largest whole unit (`3 days`, `30 s`).
+pub(crate) fn describe_secs(secs: u64) -> String {
+    match secs {
+        s if s >= 86_400 && s.is_multiple_of(86_400) => format!("{} days", s / 86_400),
+        s if s >= 3600 && s.is_multiple_of(3600) => format!("{} h", s / 3600),
+        s if s >= 60 && s.is_multiple_of(60) => format!("{} min", s / 60),
+        s => format!("{s} s"),
+    }
+}
+
 pub(crate) fn reason(field: &str, message: impl Into<String>) -> Reason {
     Reason {
         field: field.to_string(),

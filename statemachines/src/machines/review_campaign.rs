@@ -64,6 +64,11 @@ impl CampaignState {
     }
 }
 
+/// Owners' least time to answer when the policy escalates nothing (`escalate_before = 0`).
+pub const MIN_NOTICE_SECS: u64 = 3600;
+/// The furthest deadline a campaign may have.
+pub const MAX_DAYS: i64 = 366;
+
 pub struct ReviewCampaign;
 
 fn campaign_audit(campaign: &Campaign, kind: AuditKind, actor: Actor, message: String) -> Command {
@@ -147,11 +152,30 @@ impl Workflow for ReviewCampaign {
         if campaign.name.trim().is_empty() {
             reasons.push(reason("name", "a campaign needs a name"));
         }
-        if campaign.deadline <= ctx.now {
+        // An unanswered item gets the default at the deadline (revoke decommissions with no
+        // further approval): owners get at least the escalation's notice to answer, and a
+        // deadline more than a year away is a typo, not a review.
+        let least = match ctx.policy.reviews.escalate_before_secs {
+            0 => MIN_NOTICE_SECS,
+            s => s,
+        };
+        let earliest = ctx.now + chrono::Duration::seconds(least as i64);
+        if campaign.deadline < earliest {
             reasons.push(reason(
                 "deadline",
                 format!(
-                    "deadline {} is not in the future",
+                    "deadline {} leaves owners less than {} to answer (the policy's escalation notice); give a deadline after {}",
+                    campaign.deadline.to_rfc3339(),
+                    crate::policy::describe_secs(least),
+                    earliest.to_rfc3339()
+                ),
+            ));
+        }
+        if campaign.deadline > ctx.now + chrono::Duration::days(MAX_DAYS) {
+            reasons.push(reason(
+                "deadline",
+                format!(
+                    "deadline {} is more than {MAX_DAYS} days away",
                     campaign.deadline.to_rfc3339()
                 ),
             ));

@@ -266,15 +266,38 @@ fn scenario_campaign_launch_failure_fails_and_tells_security() {
 }
 
 fn scenario_campaign_refuses_a_deadline_not_in_the_future_or_a_bad_id() {
-    for deadline in [now(), now() - Duration::days(1)] {
+    // Owners get at least the policy's escalation notice (3 days) to answer before an
+    // unanswered item gets the default; past, now, seconds away and a day short are refused.
+    let notice = Duration::seconds(policy().reviews.escalate_before_secs as i64);
+    assert_eq!(notice, Duration::days(3));
+    for deadline in [
+        now() - Duration::days(1),
+        now(),
+        now() + Duration::seconds(30),
+        now() + notice - Duration::seconds(1),
+    ] {
         let mut input = campaign_input();
         input.campaign.deadline = deadline;
         assert_rejected(
             start::<ReviewCampaign>(input, now()),
             "deadline",
-            &format!("deadline {} is not in the future", deadline.to_rfc3339()),
+            &format!(
+                "deadline {} leaves owners less than 3 days to answer",
+                deadline.to_rfc3339()
+            ),
         );
     }
+    let mut input = campaign_input();
+    input.campaign.deadline = now() + notice;
+    start::<ReviewCampaign>(input, now()).expect("exactly the notice is enough");
+    // More than a year away is a typo.
+    let mut input = campaign_input();
+    input.campaign.deadline = now() + Duration::days(367);
+    assert_rejected(
+        start::<ReviewCampaign>(input, now()),
+        "deadline",
+        "is more than 366 days away",
+    );
     let too_long = "a".repeat(41);
     for id in [
         "",
