@@ -117,6 +117,16 @@ fn grant(ev: &Received, received: DateTime<Utc>) -> Option<GrantEvidence> {
     })
 }
 
+/// Whether a refused grant's reason is exactly a refusal of the scope after the client
+/// authenticated (Okta `no_matching_scope`, OAuth `invalid_scope`). Only those codes: a reason
+/// that merely mentions a scope (a wrong secret that named one) proves nothing about the agent.
+pub fn refused_for_scope(reason: &str) -> bool {
+    matches!(
+        reason.trim().to_ascii_lowercase().as_str(),
+        "no_matching_scope" | "invalid_scope"
+    )
+}
+
 async fn apply(
     engine: &Engine,
     ev: &Received,
@@ -136,7 +146,7 @@ async fn apply(
         // A refusal proves the credential was used only when the client authenticated and
         // asked for a scope it lacks (Okta `no_matching_scope`, OAuth `invalid_scope`); a wrong
         // secret says nothing about the agent, and must not let anyone freeze it.
-        let authenticated = *success || reason.as_deref().is_some_and(|r| r.contains("scope"));
+        let authenticated = *success || reason.as_deref().is_some_and(refused_for_scope);
         if *success {
             engine
                 .store

@@ -1043,6 +1043,59 @@ async fn outside_signals_freeze_or_ask_by_the_policys_mapping() {
     );
 }
 
+/// A refused token grant freezes only when its reason is exactly a scope refusal after the
+/// client authenticated: a reason that merely mentions a scope (a wrong secret naming one) is
+/// not evidence against the agent, whoever knows its client id.
+#[tokio::test]
+async fn only_an_authenticated_scope_refusal_counts_against_the_agent() {
+    let st = stack();
+    let e = &st.engine;
+    e.request_agent(plain(), REQUESTER).await.unwrap();
+    settle(e).await;
+    let client = e
+        .find_agent("orders-agent-prod")
+        .await
+        .unwrap()
+        .unwrap()
+        .client_id
+        .unwrap();
+    let refused = |id: &str, reason: &str| {
+        received(
+            id,
+            shared::signal::Signal::TokenGrant {
+                client_id: client.clone(),
+                ip: Some("203.0.113.9".into()),
+                grant_type: Some("client_credentials".into()),
+                requested: vec!["banking:payments:write".into()],
+                granted: vec![],
+                success: false,
+                reason: Some(reason.into()),
+            },
+        )
+    };
+    for (id, reason) in [
+        ("g-1", "invalid_client: the scope parameter was ignored"),
+        (
+            "g-2",
+            "Client authentication failed (scope banking:payments:write)",
+        ),
+        ("g-3", "scope"),
+    ] {
+        shared::intake::accept(e, vec![refused(id, reason)])
+            .await
+            .unwrap();
+        settle(e).await;
+        let a = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+        assert_eq!(a.status, AgentStatus::Active, "{reason}: {:?}", a.flags);
+    }
+    shared::intake::accept(e, vec![refused("g-4", "no_matching_scope")])
+        .await
+        .unwrap();
+    settle(e).await;
+    let a = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+    assert_eq!(a.status, AgentStatus::Frozen, "{:?}", a.flags);
+}
+
 /// The kill switch by hand, a decision nobody takes (the agent stays frozen), and a later
 /// request to decide: another approver unfreezes it with exactly its grants.
 #[tokio::test]
