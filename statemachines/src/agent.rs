@@ -24,6 +24,11 @@ pub struct AgentRequest {
     pub expires_on: Option<NaiveDate>,
 }
 
+/// Longest purpose an agent request may give (it is shown to approvers and reviewers).
+pub const MAX_PURPOSE_CHARS: usize = 1000;
+/// Longest team name or owner address.
+pub const MAX_NAME_CHARS: usize = 254;
+
 impl AgentRequest {
     /// Every policy check that needs no I/O, all reasons at once.
     pub fn check(&self, policy: &Policy, today: NaiveDate) -> Result<(), Rejected> {
@@ -41,6 +46,19 @@ impl AgentRequest {
                 "purpose",
                 "a purpose is required: say what the agent does",
             ));
+        }
+        for (field, value, max) in [
+            ("purpose", &self.purpose, MAX_PURPOSE_CHARS),
+            ("team", &self.team, MAX_NAME_CHARS),
+            ("owner", &self.owner, MAX_NAME_CHARS),
+        ] {
+            let n = value.chars().count();
+            if n > max {
+                reasons.push(reason(
+                    field,
+                    format!("{field} is {n} characters long; at most {max} are kept"),
+                ));
+            }
         }
         if self.scopes.is_empty() {
             reasons.push(reason("scopes", "at least one scope is required"));

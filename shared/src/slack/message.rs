@@ -38,12 +38,29 @@ pub(super) fn plain(text: impl Into<String>) -> SlackBlockPlainTextOnly {
     SlackBlockPlainText::new(text.into()).into()
 }
 
+/// Slack refuses a whole message whose section or context text is longer than this.
+pub const TEXT_MAX_CHARS: usize = 3000;
+
+/// `text` cut to what Slack takes, marked when cut: a long purpose or reason shortens the
+/// message instead of stopping it from being posted (the full text is in the audit trail and on
+/// the dashboard).
+pub(super) fn fit(text: String) -> String {
+    if text.chars().count() <= TEXT_MAX_CHARS {
+        return text;
+    }
+    let mut cut: String = text.chars().take(TEXT_MAX_CHARS - 1).collect();
+    cut.push('…');
+    cut
+}
+
 pub(super) fn section(text: impl Into<String>) -> SlackBlock {
-    SlackSectionBlock::new().with_text(md(text)).into()
+    SlackSectionBlock::new()
+        .with_text(md(fit(text.into())))
+        .into()
 }
 
 pub(super) fn context(text: impl Into<String>) -> SlackBlock {
-    SlackContextBlock::new(vec![SlackBlockMarkDownText::new(text.into()).into()]).into()
+    SlackContextBlock::new(vec![SlackBlockMarkDownText::new(fit(text.into())).into()]).into()
 }
 
 /// A date every reader sees in their own time zone, with a UTC fallback.
@@ -376,6 +393,27 @@ mod tests {
         ] {
             assert_eq!(parse_button_value(&bad), None, "{bad}");
         }
+    }
+
+    /// A purpose or reason longer than Slack takes shortens its block; the message still posts.
+    #[test]
+    fn long_text_is_cut_to_what_slack_takes() {
+        let long = format!("*Why*\n>{}", "ä".repeat(5000));
+        for block in [section(long.clone()), context(long)] {
+            let v = serde_json::to_value(&block).unwrap();
+            let text = v["text"]["text"]
+                .as_str()
+                .or(v["elements"][0]["text"].as_str())
+                .unwrap()
+                .to_string();
+            assert_eq!(text.chars().count(), TEXT_MAX_CHARS, "{v}");
+            assert!(text.ends_with('…'));
+        }
+        let short = section("fits");
+        assert_eq!(
+            serde_json::to_value(&short).unwrap()["text"]["text"],
+            "fits"
+        );
     }
 
     #[test]

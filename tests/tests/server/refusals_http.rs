@@ -95,6 +95,15 @@ fn inactive_owner_is_refused() {
     );
 }
 
+/// A purpose longer than approvers and Slack can be shown is refused before anything starts
+/// (a 5,000-character purpose once made every Slack post of the request fail).
+#[test]
+fn an_overlong_purpose_is_refused() {
+    let mut body = sensitive_request();
+    body["purpose"] = json!("x".repeat(1001));
+    assert_request_refused(body, "purpose", "at most 1000 are kept");
+}
+
 #[test]
 fn bad_name_is_refused() {
     let mut body = sensitive_request();
