@@ -342,6 +342,22 @@ async fn concurrent_calls_never_exceed_the_rate_limit() {
     assert!(windows.len() >= 3, "24 calls fit in {windows:?}?");
 }
 
+/// An app people sign in to (no `client_credentials`) is not a client Steward governs: looked
+/// up by id (as an `application.lifecycle.create` event makes discovery do), it is not found,
+/// so it never becomes a shadow agent to be deactivated and deleted.
+#[tokio::test]
+async fn a_web_app_is_not_a_client() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let web = fake.seed_app("Payroll SSO", &["authorization_code"]);
+    let service = fake.seed_app("billing bot", &["client_credentials"]);
+    assert!(okta.client(&web).await.unwrap().is_none());
+    assert_eq!(
+        okta.client(&service).await.unwrap().unwrap().client_id,
+        service
+    );
+}
+
 #[tokio::test]
 async fn list_clients_follows_every_page_and_keeps_service_apps() {
     let fake = FakeOkta::start();

@@ -646,6 +646,10 @@ impl IdentityProvider for Okta {
             return Ok(None);
         };
         let app: App = serde_json::from_value(value).map_err(|e| unexpected("an app", e))?;
+        // People's SSO apps are not agents' clients: never a shadow agent, never taken over.
+        if !is_service_app(&app) {
+            return Ok(None);
+        }
         match self.grants(client_id).await {
             Ok(grants) => Ok(Some(self.info(app, grants))),
             Err(IdpError::UnknownClient(_)) => Ok(None),
@@ -662,12 +666,7 @@ impl IdentityProvider for Okta {
         let apps: Vec<App> = self.all_pages(url).await?;
         let mut out = Vec::new();
         for app in apps {
-            let service = app
-                .settings
-                .oauth_client
-                .as_ref()
-                .is_some_and(|o| o.grant_types.iter().any(|g| g == "client_credentials"));
-            if !service {
+            if !is_service_app(&app) {
                 continue;
             }
             // One call per app: the discovery sweep is rare, and the limiter paces it.
@@ -823,4 +822,13 @@ impl IdentityProvider for Okta {
         }
         Ok(())
     }
+}
+
+/// A service app: an OpenID Connect client that takes `client_credentials` (what an agent
+/// holds). Anything else (a web or SPA app people sign in to) is not Steward's to govern.
+fn is_service_app(app: &App) -> bool {
+    app.settings
+        .oauth_client
+        .as_ref()
+        .is_some_and(|o| o.grant_types.iter().any(|g| g == "client_credentials"))
 }
