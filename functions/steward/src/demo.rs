@@ -76,6 +76,7 @@ pub async fn run() -> anyhow::Result<()> {
             okta_log: Duration::from_secs(60),
             sweep: Duration::from_secs(3600),
         },
+        server::TrustedProxies::default(),
         async {
             let _ = stopped.await;
         },

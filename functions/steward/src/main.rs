@@ -166,6 +166,28 @@ mod server_args {
         /// (POST /api/sweep still runs one).
         #[arg(long, env = "STEWARD_SWEEP", default_value = "1h", value_parser = super::periods::sweep)]
         pub sweep: Every,
+        /// A proxy (address or CIDR range) whose `X-Forwarded-For` names the caller, e.g. the
+        /// TLS proxy on this host: `--trusted-proxy 127.0.0.1`. Repeat, or separate with commas
+        /// in the variable. None by default: the connection's peer is the caller.
+        #[arg(
+            long = "trusted-proxy",
+            env = "STEWARD_TRUSTED_PROXIES",
+            value_delimiter = ',',
+            value_parser = trusted_proxy
+        )]
+        pub trusted_proxies: Vec<ipnet::IpNet>,
+    }
+
+    /// An address (a range of one) or a CIDR range.
+    fn trusted_proxy(s: &str) -> Result<ipnet::IpNet, String> {
+        let s = s.trim();
+        s.parse::<ipnet::IpNet>()
+            .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                format!(
+                    "--trusted-proxy (STEWARD_TRUSTED_PROXIES): `{s}` is not an IP address or CIDR range"
+                )
+            })
     }
 }
 
@@ -410,7 +432,8 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
         okta_log: a.okta_log_poll.0,
         sweep: a.sweep.0,
     };
-    server::serve(stack, listener, every, shutdown_signal()).await
+    let proxies = server::TrustedProxies(a.trusted_proxies.clone());
+    server::serve(stack, listener, every, proxies, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -6,6 +6,7 @@
 mod jobs;
 mod sign_in;
 mod token;
+pub use token::TrustedProxies;
 
 use base64::Engine as _;
 use jobs::{Job, poll_okta_log, supervise, sweeps, ticks, work};
@@ -42,7 +43,7 @@ impl LocalViews for ConsoleNotices {
 }
 
 /// The local server's whole router: the shared surface plus the dev IdP's endpoints.
-pub fn router(stack: &Embedded, admin_token: Secret) -> axum::Router {
+pub fn router(stack: &Embedded, admin_token: Secret, proxies: TrustedProxies) -> axum::Router {
     let app = App::new(AppParts {
         engine: stack.engine.clone(),
         auth: Arc::new(BearerTokens {
@@ -62,6 +63,7 @@ pub fn router(stack: &Embedded, admin_token: Secret) -> axum::Router {
         app,
         stack.idp.clone(),
         stack.people_at_dev_idp,
+        proxies,
     ))
 }
 
@@ -120,6 +122,7 @@ pub async fn serve(
     stack: Embedded,
     listener: tokio::net::TcpListener,
     every: impl Into<Schedule>,
+    proxies: TrustedProxies,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let every = every.into();
@@ -141,7 +144,7 @@ pub async fn serve(
             Box::pin(poll_okta_log(engine.clone(), okta, period)),
         ));
     }
-    let app = router(&stack, token);
+    let app = router(&stack, token, proxies);
     // The peer address: the source IP detection rules compare with an agent's baseline.
     let server = axum::serve(
         listener,

@@ -18,6 +18,7 @@ use shared::http::App;
 use shared::idp::dev::people;
 use shared::idp::dev::{DevIdp, OAuthError};
 use shared::signal::Signal;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Where the dev IdP answers (its metadata names the same URLs).
@@ -33,11 +34,13 @@ pub struct Edge {
     pub idp: Arc<DevIdp>,
     /// Whether people sign in at this IdP.
     pub people: bool,
+    /// Whose `X-Forwarded-For` names the caller detection sees.
+    pub proxies: TrustedProxies,
 }
 
 /// The dev IdP's routes; refusals count in `app`'s health figures and go to its audit trail.
 /// `people`: whether people sign in here (no outside issuer is configured).
-pub fn router(app: App, idp: Arc<DevIdp>, people: bool) -> Router {
+pub fn router(app: App, idp: Arc<DevIdp>, people: bool, proxies: TrustedProxies) -> Router {
     let agents = Router::new()
         .route(METADATA_PATH, get(metadata))
         .route(DISCOVERY_PATH, get(metadata))
@@ -61,7 +64,12 @@ pub fn router(app: App, idp: Arc<DevIdp>, people: bool) -> Router {
     } else {
         agents
     };
-    routes.with_state(Edge { app, idp, people })
+    routes.with_state(Edge {
+        app,
+        idp,
+        people,
+        proxies,
+    })
 }
 
 async fn metadata(State(edge): State<Edge>) -> Json<Value> {
@@ -197,7 +205,7 @@ async fn token(
             let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
             let signal = Signal::TokenGrant {
                 client_id: id.clone(),
-                ip: Some(source_ip(peer, &headers)),
+                ip: Some(edge.proxies.client_ip(peer.ip(), &headers).to_string()),
                 grant_type: Some("client_credentials".into()),
                 requested: if requested.trim().is_empty() {
                     words(&granted)
@@ -294,20 +302,45 @@ fn grant(
     (Some(id), result)
 }
 
-/// The caller's IP: the peer, or the first `X-Forwarded-For` hop when the peer is a proxy on
-/// this host (a loopback peer).
-fn source_ip(peer: std::net::SocketAddr, headers: &HeaderMap) -> String {
-    if peer.ip().is_loopback()
-        && let Some(first) = headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
-    {
-        return first.to_string();
+/// The proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`), as address ranges.
+/// None by default: then the connection's peer is the caller, whatever the header says.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedProxies(pub Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    fn trusts(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|n| n.contains(&ip))
     }
-    peer.ip().to_string()
+
+    /// The caller's address. A proxy appends the address it received from to
+    /// `X-Forwarded-For`, so only the right end of the list is written by proxies we trust:
+    /// from the peer leftwards, every trusted proxy is skipped and the first address that is not
+    /// one is the caller (an unreadable entry stops the walk at the hop that passed it on).
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.trusts(peer) {
+            return peer;
+        }
+        let hops: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        let mut caller = peer;
+        for hop in hops.iter().rev() {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) => {
+                    caller = ip;
+                    if !self.trusts(ip) {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        caller
+    }
 }
 
 /// RFC 6749 §2.3.1: client credentials in Basic auth are form-urlencoded first.
@@ -331,4 +364,62 @@ fn url_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod proxies {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn trusted(ranges: &[&str]) -> TrustedProxies {
+        TrustedProxies(ranges.iter().map(|r| r.parse().unwrap()).collect())
+    }
+
+    /// Without a trusted proxy the header is ignored: anyone could write it.
+    #[test]
+    fn the_peer_is_the_caller_unless_it_is_a_trusted_proxy() {
+        let forged = headers(&["198.51.100.7"]);
+        let none = TrustedProxies::default();
+        assert_eq!(none.client_ip(ip("127.0.0.1"), &forged), ip("127.0.0.1"));
+        let local = trusted(&["127.0.0.1/32"]);
+        assert_eq!(local.client_ip(ip("10.0.0.9"), &forged), ip("10.0.0.9"));
+        assert_eq!(
+            local.client_ip(ip("127.0.0.1"), &forged),
+            ip("198.51.100.7")
+        );
+        assert_eq!(
+            local.client_ip(ip("127.0.0.1"), &HeaderMap::new()),
+            ip("127.0.0.1")
+        );
+    }
+
+    /// The client writes the left of the list and each proxy appends: the caller is the first
+    /// address from the right that is not a trusted proxy, never a hop the client wrote.
+    #[test]
+    fn the_header_is_read_from_the_right() {
+        let proxies = trusted(&["127.0.0.1/32", "10.0.0.0/8"]);
+        // The client claims 203.0.113.1; the proxy saw it come from 198.51.100.7.
+        let h = headers(&["203.0.113.1, 198.51.100.7"]);
+        assert_eq!(proxies.client_ip(ip("127.0.0.1"), &h), ip("198.51.100.7"));
+        // Two proxies in a row, the list spread over two header lines.
+        let h = headers(&["203.0.113.1, 198.51.100.7", "10.1.2.3"]);
+        assert_eq!(proxies.client_ip(ip("127.0.0.1"), &h), ip("198.51.100.7"));
+        // Every hop a trusted proxy: the leftmost is as far as we know.
+        let h = headers(&["10.9.9.9, 10.1.2.3"]);
+        assert_eq!(proxies.client_ip(ip("127.0.0.1"), &h), ip("10.9.9.9"));
+        // An unreadable hop stops the walk at the proxy that passed it on.
+        let h = headers(&["198.51.100.7, not-an-ip, 10.1.2.3"]);
+        assert_eq!(proxies.client_ip(ip("127.0.0.1"), &h), ip("10.1.2.3"));
+    }
 }
