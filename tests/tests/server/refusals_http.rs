@@ -530,3 +530,80 @@ fn every_admin_route_counts_and_audits_its_refusals() {
     }
     assert!(refused.len() >= 10, "{refused:?}");
 }
+
+/// A client that trickles its request head, or holds connections open saying nothing, cannot
+/// exhaust the server: the head must arrive within the header deadline (the connection is
+/// closed otherwise), and past the connection cap the next client waits until a slot frees.
+#[test]
+fn slow_and_idle_connections_are_cut_off_and_capped() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let s = Server::start_with(
+        Options::default()
+            .env("STEWARD_HEADER_TIMEOUT", "1s")
+            .env("STEWARD_MAX_CONNECTIONS", "4"),
+    );
+    let addr = s.base.trim_start_matches("http://").to_string();
+
+    // Half a request head, then nothing: closed after the deadline, without an answer.
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    let n = slow.read(&mut buf).unwrap_or(0);
+    let said = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(
+        n == 0 || said.starts_with("HTTP/1.1 408"),
+        "a trickled head is not answered: {said}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "closed at the deadline"
+    );
+
+    // A kept-alive connection waiting for its next request is closed at the same deadline.
+    let mut kept = TcpStream::connect(&addr).unwrap();
+    kept.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let n = kept.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let idle = std::time::Instant::now();
+    let closed = loop {
+        match kept.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue, // the rest of the first answer
+            Err(_) => break false,
+        }
+    };
+    assert!(
+        closed && idle.elapsed() < Duration::from_secs(4),
+        "kept alive too long"
+    );
+
+    // Four silent connections fill the cap; a fifth client is answered only once the header
+    // deadline has closed them.
+    let silent: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = TcpStream::connect(&addr).unwrap();
+    let asked = std::time::Instant::now();
+    fifth
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    fifth.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(600),
+        "the fifth connection waited for a slot ({:?})",
+        asked.elapsed()
+    );
+    drop(silent);
+    // And the server answers as before.
+    assert_eq!(s.health()["status"], "ok");
+}

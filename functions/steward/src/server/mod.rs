@@ -3,6 +3,7 @@
 //! and the worker and timer tick in-process. Binds 127.0.0.1 by default; the admin API needs
 //! the bearer token stored (0600) in the data directory.
 
+pub mod connections;
 mod jobs;
 mod sign_in;
 mod token;
@@ -145,12 +146,9 @@ pub async fn serve(
         ));
     }
     let app = router(&stack, token, proxies);
-    // The peer address: the source IP detection rules compare with an agent's baseline.
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown);
+    let limits = connections::limits_from_env().map_err(anyhow::Error::msg)?;
+    // Each request carries its peer: the source IP detection rules compare with a baseline.
+    let server = connections::serve(listener, app, limits, shutdown);
     supervise(async { server.await.map_err(Into::into) }, jobs).await
 }
 
