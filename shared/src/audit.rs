@@ -218,6 +218,26 @@ pub fn from_event(
     AuditRecord { id, time, body: v }
 }
 
+/// Longest outside text (a client id, a reason) a refusal's record keeps: an unauthenticated
+/// caller decides what it sends, not how much the trail grows.
+pub const REFUSAL_TEXT_CHARS: usize = 500;
+/// Longest identifier (a client id, a name) a refusal's record keeps.
+pub const REFUSAL_ID_CHARS: usize = 80;
+
+/// `text` as a record keeps outside input: at most `max` characters (marked when cut), control
+/// characters replaced.
+pub fn bounded(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// A refused request or event: what was refused, by whom, and why. Nothing changed.
 pub fn refusal(
     what: &str,
@@ -229,6 +249,17 @@ pub fn refusal(
 ) -> AuditRecord {
     let id = random_id("refusal");
     let c = entity_management(99, "Other");
+    let what = bounded(what, REFUSAL_TEXT_CHARS);
+    let what = what.as_str();
+    let reasons = bounded(reasons, REFUSAL_TEXT_CHARS);
+    let reasons = reasons.as_str();
+    let agent = agent.map(|(uid, name)| {
+        (
+            bounded(uid, REFUSAL_ID_CHARS),
+            bounded(name, REFUSAL_ID_CHARS),
+        )
+    });
+    let agent = agent.as_ref().map(|(u, n)| (u.as_str(), n.as_str()));
     let mut v = base(
         &c,
         time,
@@ -253,6 +284,10 @@ pub fn token_refused(
     time: DateTime<Utc>,
 ) -> AuditRecord {
     let id = random_id("token-refused");
+    let client_id = bounded(client_id, REFUSAL_ID_CHARS);
+    let client_id = client_id.as_str();
+    let description = bounded(description, REFUSAL_TEXT_CHARS);
+    let description = description.as_str();
     let c = Class {
         uid: 3002,
         name: "Authentication",

@@ -607,3 +607,45 @@ fn slow_and_idle_connections_are_cut_off_and_capped() {
     // And the server answers as before.
     assert_eq!(s.health()["status"], "ok");
 }
+
+/// An unauthenticated caller decides what it sends, not how much the audit trail grows: a
+/// refused token request with a 200 KB client id (in the form or in Basic auth) writes a record
+/// of a few KB that names a shortened id.
+#[test]
+fn a_huge_client_id_makes_a_small_refusal_record() {
+    use base64::Engine as _;
+    let s = Server::start();
+    let huge = format!("dev_{}", "A".repeat(200_000));
+    let form = s
+        .http()
+        .post(s.url("/oauth2/v1/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", huge.as_str()),
+            ("client_secret", "wrong"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 401);
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:wrong", &huge[..60_000]));
+    let header = s
+        .http()
+        .post(s.url("/oauth2/v1/token"))
+        .header("authorization", format!("Basic {basic}"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .unwrap();
+    assert_eq!(header.status().as_u16(), 401);
+    let refused: Vec<Value> = s
+        .audit()
+        .into_iter()
+        .filter(|r| r["unmapped"]["steward_event"] == "token_refused")
+        .collect();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    for r in &refused {
+        let size = r.to_string().len();
+        assert!(size < 4_000, "a {size}-byte record");
+        assert!(r["user"]["uid"].as_str().unwrap().ends_with('…'), "{r}");
+    }
+}
