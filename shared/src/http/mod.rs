@@ -67,6 +67,33 @@ pub struct App(Arc<AppInner>);
 pub struct AppInner {
     pub parts: AppParts,
     bad_requests: AtomicU64,
+    /// Which unauthenticated refusals were recorded lately (see [`App::refusal_record_due`]).
+    refusal_windows: std::sync::Mutex<RefusalWindow>,
+}
+
+/// The same unauthenticated refusal is recorded at most once per this window, and at most
+/// [`REFUSAL_RECORDS`] records are written per window in all; the rest are counted (in
+/// `/health` at once, in the next record's text). A flood of refused requests cannot grow the
+/// trail faster than that, whatever it varies.
+pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+pub const REFUSAL_RECORDS: u64 = 100;
+
+/// The current window: when it started, the records written in it, and per refusal when it was
+/// last recorded and how many like it went unrecorded since.
+pub struct RefusalWindow {
+    started: std::time::Instant,
+    written: u64,
+    seen: std::collections::HashMap<String, (std::time::Instant, u64)>,
+}
+
+impl Default for RefusalWindow {
+    fn default() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            written: 0,
+            seen: Default::default(),
+        }
+    }
 }
 
 impl std::ops::Deref for App {
@@ -81,6 +108,7 @@ impl App {
         App(Arc::new(AppInner {
             parts,
             bad_requests: AtomicU64::new(0),
+            refusal_windows: Default::default(),
         }))
     }
 
@@ -94,9 +122,64 @@ impl App {
         self.0.bad_requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A refused request: counted, logged and audited (never with the body).
+    /// A refused request from an unknown sender: counted and logged; audited (never with the
+    /// body) unless the same refusal was recorded within [`REFUSAL_WINDOW`] or the window's
+    /// budget of records is spent, the next record saying how many went unrecorded.
     pub async fn refuse(&self, what: &str, why: &str) {
-        self.refuse_by(what, &Actor::System, why).await
+        match self.refusal_record_due(&format!("{what}|{why}")) {
+            Some(0) => self.refuse_by(what, &Actor::System, why).await,
+            Some(skipped) => {
+                let why = format!(
+                    "{why} (and {skipped} more refusals like it since the last record, counted in /health)"
+                );
+                self.refuse_by(what, &Actor::System, &why).await
+            }
+            None => {
+                self.0.bad_requests.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(what, why, "request refused (counted, not recorded again)");
+            }
+        }
+    }
+
+    /// Whether an unauthenticated refusal (`key`: what was refused and why) is recorded now,
+    /// with how many like it went unrecorded since its last record, or only counted: each
+    /// refusal is recorded at most once per [`REFUSAL_WINDOW`], and at most
+    /// [`REFUSAL_RECORDS`] records are written per window in all.
+    pub fn refusal_record_due(&self, key: &str) -> Option<u64> {
+        let key = crate::audit::bounded(key, 200);
+        let now = std::time::Instant::now();
+        let mut w = self
+            .0
+            .refusal_windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if now.duration_since(w.started) >= REFUSAL_WINDOW {
+            w.started = now;
+            w.written = 0;
+            w.seen
+                .retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_WINDOW);
+        }
+        let budget_left = w.written < REFUSAL_RECORDS;
+        let due = match w.seen.get_mut(&key) {
+            Some((at, skipped)) if now.duration_since(*at) < REFUSAL_WINDOW || !budget_left => {
+                *skipped += 1;
+                None
+            }
+            Some(entry) => {
+                let skipped = entry.1;
+                *entry = (now, 0);
+                Some(skipped)
+            }
+            None if !budget_left => None,
+            None => {
+                w.seen.insert(key, (now, 0));
+                Some(0)
+            }
+        };
+        if due.is_some() {
+            w.written += 1;
+        }
+        due
     }
 
     /// A refused request whose sender is known (a signed-in person's dashboard form).

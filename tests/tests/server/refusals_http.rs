@@ -627,8 +627,8 @@ fn a_huge_client_id_makes_a_small_refusal_record() {
         .send()
         .unwrap();
     assert_eq!(form.status().as_u16(), 401);
-    let basic =
-        base64::engine::general_purpose::STANDARD.encode(format!("{}:wrong", &huge[..60_000]));
+    let other = format!("dev_{}", "B".repeat(60_000));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{other}:wrong"));
     let header = s
         .http()
         .post(s.url("/oauth2/v1/token"))
@@ -648,4 +648,42 @@ fn a_huge_client_id_makes_a_small_refusal_record() {
         assert!(size < 4_000, "a {size}-byte record");
         assert!(r["user"]["uid"].as_str().unwrap().ends_with('…'), "{r}");
     }
+}
+
+/// A flood of refused unauthenticated requests is counted one by one but recorded once per
+/// window (the same refusal) and within the window's budget (whatever the flood varies): the
+/// trail grows by a few records, and the next record of the same refusal says how many went
+/// unrecorded.
+#[test]
+fn a_flood_of_refusals_is_counted_but_recorded_within_a_budget() {
+    let s = Server::start();
+    let bad = s.health()["bad_requests"].as_u64().unwrap();
+    let records = s.audit().len();
+    let send = |token: &str| {
+        s.http()
+            .get(s.url("/api/agents"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // The same wrong token 50 times, then 300 different ones.
+    for _ in 0..50 {
+        assert_eq!(send("not-a-token"), 401);
+    }
+    for i in 0..300 {
+        assert_eq!(send(&format!("not-a-token-{i}")), 401);
+    }
+    assert_eq!(
+        s.health()["bad_requests"].as_u64().unwrap(),
+        bad + 350,
+        "every refusal is counted"
+    );
+    let written = s.audit().len() - records;
+    assert!(
+        written <= shared::http::REFUSAL_RECORDS as usize,
+        "{written} records for 350 refusals"
+    );
+    assert!(written >= 1, "the first refusal is recorded");
 }

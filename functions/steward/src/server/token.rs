@@ -113,14 +113,31 @@ impl Edge {
         let polling = matches!(e.error, "authorization_pending" | "slow_down");
         if !polling {
             self.app.count_bad_request();
-            let record = audit::token_refused(
-                client_id.unwrap_or("(none)"),
+            // The same refusal is recorded once per window, within the window's budget (a
+            // flood of wrong secrets must not grow the trail), saying how many went unrecorded.
+            let key = format!(
+                "token request|{}|{}|{}",
                 e.error,
-                &e.error_description,
-                self.app.engine.clock.now(),
+                client_id.unwrap_or(""),
+                e.error_description
             );
-            if let Err(err) = self.app.engine.store.append_audit(vec![record]).await {
-                tracing::error!(error = %err, "could not audit a refused token request");
+            if let Some(skipped) = self.app.refusal_record_due(&key) {
+                let description = match skipped {
+                    0 => e.error_description.clone(),
+                    n => format!(
+                        "{} (and {n} more refusals like it since the last record, counted in /health)",
+                        e.error_description
+                    ),
+                };
+                let record = audit::token_refused(
+                    client_id.unwrap_or("(none)"),
+                    e.error,
+                    &description,
+                    self.app.engine.clock.now(),
+                );
+                if let Err(err) = self.app.engine.store.append_audit(vec![record]).await {
+                    tracing::error!(error = %err, "could not audit a refused token request");
+                }
             }
         }
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
