@@ -527,14 +527,7 @@ fn restart_in_the_middle_of_a_launch_sends_every_item_once() {
 #[test]
 fn the_api_takes_the_unanswered_default_as_the_docs_write_it() {
     let s = Server::start();
-    let name = "metrics-reader-agent-dev";
-    s.request_ok(&agent_request(
-        name,
-        "dev",
-        ALICE,
-        &["datadog:metrics:read"],
-    ));
-    s.wait_agent_status(name, "active");
+    s.active_dev_agent("metrics-reader-agent-dev");
     for (id, unanswered) in [("dash-a", "keep-and-flag"), ("dash-b", "keep_and_flag")] {
         let (status, body) = s.post_as(
             SAM,

@@ -300,13 +300,7 @@ fn an_approver_decides_in_the_inbox_and_the_requester_cannot() {
 fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
     let s = Server::start();
     let name = "metrics-reader-agent-dev";
-    s.request_ok(&agent_request(
-        name,
-        "dev",
-        ALICE,
-        &["datadog:metrics:read"],
-    ));
-    let agent = s.wait_agent_status(name, "active");
+    let agent = s.active_dev_agent(name);
     let id = agent["id"].as_str().unwrap().to_string();
 
     // The owner: the inventory lists the agent, the CSV export has it, the page offers actions.
@@ -315,13 +309,7 @@ fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
     assert_eq!(status, 200);
     assert!(html.contains(name), "{html}");
     // Sorted by name, a page at a time: a second agent of Alice's comes first.
-    s.request_ok(&agent_request(
-        "aaa-metrics-agent-dev",
-        "dev",
-        ALICE,
-        &["datadog:metrics:read"],
-    ));
-    s.wait_agent_status("aaa-metrics-agent-dev", "active");
+    s.active_dev_agent("aaa-metrics-agent-dev");
     let (status, html) = page(&s, &alice, "/agents?sort=name");
     assert_eq!(status, 200);
     let (first, second) = (

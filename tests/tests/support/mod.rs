@@ -461,6 +461,18 @@ impl Server {
         v
     }
 
+    /// Onboards an agent that needs no approval (Alice's, in dev, reading metrics) and waits
+    /// until it is active; returns it.
+    pub fn active_dev_agent(&self, name: &str) -> Value {
+        self.request_ok(&agent_request(
+            name,
+            "dev",
+            ALICE,
+            &["datadog:metrics:read"],
+        ));
+        self.wait_agent_status(name, "active")
+    }
+
     /// The one pending approval of `workflow_id`.
     pub fn pending_approval(&self, workflow_id: &str) -> Value {
         let found: Vec<Value> = self
