@@ -210,6 +210,28 @@ pub struct ErrorBody {
     pub reasons: Vec<statemachines::workflow::Reason>,
 }
 
+impl ErrorBody {
+    /// What the answer says in one sentence: `error: field: message; field: message`.
+    pub fn sentence(&self) -> String {
+        if self.reasons.is_empty() {
+            return self.error.clone();
+        }
+        let reasons: Vec<String> = self
+            .reasons
+            .iter()
+            .map(|r| format!("{}: {}", r.field, r.message))
+            .collect();
+        format!("{}: {}", self.error, reasons.join("; "))
+    }
+
+    /// The sentence of an error answer's body, `None` when the body is not one.
+    pub fn sentence_of(body: &[u8]) -> Option<String> {
+        serde_json::from_slice::<ErrorBody>(body)
+            .ok()
+            .map(|b| b.sentence())
+    }
+}
+
 /// `GET /api/whoami`: the principal the server took the caller to be.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Me {

@@ -70,6 +70,11 @@ pub struct CampaignProgress {
     pub defaulted: u64,
     /// Decisions whose action failed.
     pub action_failed: u64,
+    /// Whether `open`, `escalated`, `applying` and `decided` were counted. A list of campaigns
+    /// counts them from the items' states where the store keeps those together (SQLite);
+    /// elsewhere only a campaign's own progress reads its items.
+    #[serde(default)]
+    pub counted: bool,
 }
 
 /// One line of the evidence report: an item, who decided what and when, what came of it.
@@ -793,12 +798,24 @@ impl Engine {
             .collect())
     }
 
-    /// Every campaign, newest first.
+    /// Every campaign, newest first, with its items by state where the store counts them
+    /// without reading the items.
     pub async fn campaigns(&self) -> Result<Vec<CampaignProgress>, EngineError> {
         let mut out = Vec::new();
         for i in self.store.instances_in_group(CAMPAIGNS_GROUP).await? {
             let c = campaign_of(&i)?;
-            out.push(self.progress_of(&i, &c, &[]).0);
+            let mut p = self.progress_of(&i, &c, &[]).0;
+            p.counted = false;
+            if let Some(states) = self.store.group_states(&p.id).await? {
+                let n = |s: &str| states.get(s).copied().unwrap_or(0);
+                p.open = n("Open");
+                p.escalated = n("Escalated");
+                p.applying = n("Applying");
+                p.decided = n("Applying") + n("Closed");
+                p.items = p.items.max(states.values().sum());
+                p.counted = true;
+            }
+            out.push(p);
         }
         out.sort_by_key(|p| std::cmp::Reverse(p.deadline));
         Ok(out)
@@ -913,6 +930,7 @@ impl Engine {
         if !items.is_empty() {
             p.items = items.len() as u64;
         }
+        p.counted = true;
         let mut rows = Vec::with_capacity(items.len());
         for i in items {
             let Ok(s) = item_of(i) else {

@@ -126,14 +126,8 @@ impl App {
     /// body) unless the same refusal was recorded within [`REFUSAL_WINDOW`] or the window's
     /// budget of records is spent, the next record saying how many went unrecorded.
     pub async fn refuse(&self, what: &str, why: &str) {
-        match self.refusal_record_due(&format!("{what}|{why}")) {
-            Some(0) => self.refuse_by(what, &Actor::System, why).await,
-            Some(skipped) => {
-                let why = format!(
-                    "{why} (and {skipped} more refusals like it since the last record, counted in /health)"
-                );
-                self.refuse_by(what, &Actor::System, &why).await
-            }
+        match self.refusal_record_due(&format!("{what}|{why}"), why) {
+            Some(why) => self.refuse_by(what, &Actor::System, &why).await,
             None => {
                 self.0.bad_requests.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(what, why, "request refused (counted, not recorded again)");
@@ -142,10 +136,22 @@ impl App {
     }
 
     /// Whether an unauthenticated refusal (`key`: what was refused and why) is recorded now,
-    /// with how many like it went unrecorded since its last record, or only counted: each
-    /// refusal is recorded at most once per [`REFUSAL_WINDOW`], and at most
-    /// [`REFUSAL_RECORDS`] records are written per window in all.
-    pub fn refusal_record_due(&self, key: &str) -> Option<u64> {
+    /// and then the reason its record gives (`why`, with how many like it went unrecorded
+    /// since its last record); `None`: only counted. Each refusal is recorded at most once per
+    /// [`REFUSAL_WINDOW`], and at most [`REFUSAL_RECORDS`] records are written per window in
+    /// all.
+    pub fn refusal_record_due(&self, key: &str, why: &str) -> Option<String> {
+        self.refusal_window(key).map(|skipped| match skipped {
+            0 => why.to_string(),
+            n => format!(
+                "{why} (and {n} more refusals like it since the last record, counted in /health)"
+            ),
+        })
+    }
+
+    /// The window's decision for `key`: recorded now (with how many went unrecorded since its
+    /// last record), or `None`.
+    fn refusal_window(&self, key: &str) -> Option<u64> {
         let key = crate::audit::bounded(key, 200);
         let now = std::time::Instant::now();
         let mut w = self

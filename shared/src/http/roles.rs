@@ -270,24 +270,8 @@ const REFUSAL_REASON_CHARS: usize = 500;
 
 /// What a refusal answer says (`error: reason; reason`), at most [`REFUSAL_REASON_CHARS`].
 fn refusal_text(body: &[u8], status: StatusCode) -> String {
-    let said: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    let mut text = said["error"]
-        .as_str()
-        .map(str::to_string)
+    let text = crate::admin::ErrorBody::sentence_of(body)
         .unwrap_or_else(|| status.canonical_reason().unwrap_or("refused").to_string());
-    if let Some(reasons) = said["reasons"].as_array().filter(|r| !r.is_empty()) {
-        let reasons: Vec<String> = reasons
-            .iter()
-            .map(|r| match (r["field"].as_str(), r["message"].as_str()) {
-                (Some(f), Some(m)) => format!("{f}: {m}"),
-                _ => r
-                    .as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| r.to_string()),
-            })
-            .collect();
-        text = format!("{text}: {}", reasons.join("; "));
-    }
     text.chars().take(REFUSAL_REASON_CHARS).collect()
 }
 

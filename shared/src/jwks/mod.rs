@@ -63,16 +63,7 @@ impl std::fmt::Display for JwksSource {
 /// A value from a token or a key, safe to put in a message: at most 80 characters, control
 /// characters replaced.
 pub fn shown(value: &str) -> String {
-    const MAX: usize = 80;
-    let mut out: String = value
-        .chars()
-        .take(MAX)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
-    if value.chars().count() > MAX {
-        out.push('…');
-    }
-    out
+    crate::audit::bounded(value, crate::audit::REFUSAL_ID_CHARS)
 }
 
 /// Whether `url` names this machine (a loopback address or `localhost`), where plain http is

@@ -121,14 +121,7 @@ impl Edge {
                 client_id.unwrap_or(""),
                 e.error_description
             );
-            if let Some(skipped) = self.app.refusal_record_due(&key) {
-                let description = match skipped {
-                    0 => e.error_description.clone(),
-                    n => format!(
-                        "{} (and {n} more refusals like it since the last record, counted in /health)",
-                        e.error_description
-                    ),
-                };
+            if let Some(description) = self.app.refusal_record_due(&key, &e.error_description) {
                 let record = audit::token_refused(
                     client_id.unwrap_or("(none)"),
                     e.error,

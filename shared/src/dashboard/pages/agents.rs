@@ -664,7 +664,7 @@ pub async fn agent(
                                 @let b = &r.body;
                                 tr {
                                     td { (r.time.format("%Y-%m-%d %H:%M:%S")) }
-                                    td { (b["unmapped"]["steward_event"].as_str().unwrap_or(b["class_name"].as_str().unwrap_or(""))) }
+                                    td { (super::audit::event_of(b)) }
                                     td { (super::audit::actor_of(b)) }
                                     td { (b["status"].as_str().unwrap_or("")) }
                                     td { (b["message"].as_str().unwrap_or("")) }

@@ -62,6 +62,14 @@ pub fn verify(rows: &[ChainedAudit]) -> Verified {
     }
 }
 
+/// What a record is about: Steward's event name, else its OCSF class.
+pub(super) fn event_of(body: &serde_json::Value) -> &str {
+    body["unmapped"]["steward_event"]
+        .as_str()
+        .or(body["class_name"].as_str())
+        .unwrap_or("")
+}
+
 /// Who a record names as its actor: a person's id, a schedule's or system's name, a client.
 pub(super) fn actor_of(body: &serde_json::Value) -> &str {
     let a = &body["actor"];
@@ -157,7 +165,7 @@ pub async fn audit(
                         tr {
                             td { (r.seq) }
                             td { (r.record.time.format("%Y-%m-%d %H:%M:%S")) }
-                            td { (b["unmapped"]["steward_event"].as_str().unwrap_or(b["class_name"].as_str().unwrap_or(""))) }
+                            td { (event_of(b)) }
                             td { (actor_of(b)) }
                             td { @if failed(r) { "refused or failed" } @else { "ok" } }
                             td { (b["message"].as_str().unwrap_or("")) }

@@ -48,8 +48,12 @@ pub async fn campaigns(State(s): State<PageState>, headers: HeaderMap) -> Respon
                             td { (c.state) }
                             td { (c.scope) }
                             td { @match c.deadline { Some(d) => { (d.format("%Y-%m-%d %H:%M UTC")) }, None => "—" } }
-                            td { (c.decided) " of " (c.items) }
-                            td { (c.open) }
+                            @if c.counted {
+                                td { (c.decided) " of " (c.items) }
+                                td { (c.open) }
+                            } @else {
+                                td { "see the campaign" } td { "—" }
+                            }
                         }
                     } }
                 }

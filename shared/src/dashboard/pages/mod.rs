@@ -207,19 +207,7 @@ pub(super) async fn call_api(
     let bytes = axum::body::to_bytes(response.into_body(), 64 * 1024)
         .await
         .unwrap_or_default();
-    let said: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let mut text = said["error"].as_str().unwrap_or("").to_string();
-    if let Some(reasons) = said["reasons"].as_array().filter(|r| !r.is_empty()) {
-        let reasons: Vec<String> = reasons
-            .iter()
-            .map(|r| {
-                r.as_str()
-                    .map(str::to_string)
-                    .unwrap_or_else(|| r.to_string())
-            })
-            .collect();
-        text = format!("{text}: {}", reasons.join("; "));
-    }
+    let text = crate::admin::ErrorBody::sentence_of(&bytes).unwrap_or_default();
     (status, text)
 }
 

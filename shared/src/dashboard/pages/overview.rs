@@ -65,14 +65,14 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
         .await
         .ok()
         .flatten();
-    // Running campaigns, each with its items by state where the store counts them.
-    let mut campaigns = Vec::new();
-    for c in engine.campaigns().await.unwrap_or_default() {
-        if matches!(c.state.as_str(), "Launching" | "Reviewing") {
-            let states = engine.store.group_states(&c.id).await.ok().flatten();
-            campaigns.push((c, states));
-        }
-    }
+    // Running campaigns, with their items by state where the store counts them.
+    let campaigns: Vec<_> = engine
+        .campaigns()
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| matches!(c.state.as_str(), "Launching" | "Reviewing"))
+        .collect();
     page(
         StatusCode::OK,
         "Overview",
@@ -164,18 +164,15 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
                 h2 id="campaigns" { "Access reviews" }
                 @if campaigns.is_empty() { p { "No campaign is running." } }
                 @else {
-                    ul { @for (c, states) in &campaigns {
+                    ul { @for c in &campaigns {
                         li {
                             a href={"/campaigns/" (form_urlencoded::byte_serialize(c.id.as_bytes()).collect::<String>())} { (c.name) }
                             ": "
-                            @match states {
-                                Some(st) => {
-                                    @let waiting = st.get("Open").copied().unwrap_or(0) + st.get("Escalated").copied().unwrap_or(0);
-                                    @let total: u64 = st.values().sum();
-                                    (total - waiting) " of " (total) " answered"
-                                    @if let Some(e) = st.get("Escalated") { ", " (e) " escalated" }
-                                }
-                                None => { (c.items) " items" }
+                            @if c.counted {
+                                (c.items.saturating_sub(c.open + c.escalated)) " of " (c.items) " answered"
+                                @if c.escalated > 0 { ", " (c.escalated) " escalated" }
+                            } @else {
+                                (c.items) " items"
                             }
                             @if let Some(d) = c.deadline { " · deadline " (d.format("%Y-%m-%d")) }
                         }
