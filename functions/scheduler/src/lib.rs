@@ -5,6 +5,7 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use shared::Engine;
+use shared::audit::seal::{self, Sealer};
 use shared::aws::EdgeError;
 use shared::engine::EngineError;
 
@@ -22,13 +23,33 @@ pub struct Job {
 /// - `discovery`: queues a discovery sweep for the worker, which holds the identity provider.
 pub const JOBS: &[&str] = &["tick", "sweep", "reviews", "discovery"];
 
-pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Value, EdgeError> {
+/// The environment variable naming the Secrets Manager secret the audit seal key is derived
+/// from (only this function may read it).
+pub const SEAL_KEY_ENV: &str = "STEWARD_AUDIT_SEAL_KEY_ARN";
+
+pub async fn handle(
+    engine: &Engine,
+    sealer: &Sealer,
+    event: EventBridgeEvent<Job>,
+) -> Result<Value, EdgeError> {
     match event.detail.job.as_str() {
         "tick" => {
             // Each timer partition to a worker: 100,000 timers due at once fire in parallel.
             let partitions = engine.fan_out_timers().await?;
-            // Seal the minute's audit records with a checkpoint over every shard chain.
+            // Seal the minute's audit records with a checkpoint over every shard chain, and
+            // sign where the trail ends. A trail that no longer agrees with its last seal is
+            // not signed (logged; `steward audit verify` reports it). Without any seal the
+            // trail is adopted as it is: a table writer who removes the seal item gets a
+            // new first seal, which the scheduler alone may write (docs/adr/0029).
             engine.store.seal_audit().await.map_err(EngineError::from)?;
+            let sealed =
+                match seal::seal(engine.store.as_ref(), sealer, engine.clock.now(), true).await {
+                    Ok(s) => Some(s.through),
+                    Err(e) => {
+                        tracing::error!(error = %e, "audit trail not sealed");
+                        None
+                    }
+                };
             // The approvals backlog and how long its oldest has waited (from the pending index).
             let pending = engine
                 .store
@@ -44,7 +65,9 @@ pub async fn handle(engine: &Engine, event: EventBridgeEvent<Job>) -> Result<Val
             shared::metric!("ApprovalBacklog", pending.len(), "Count", "Kind" => "approval");
             shared::metric!("ApprovalOldestAge", oldest, "Seconds", "Kind" => "approval");
             tracing::info!(partitions, "timer tick");
-            Ok(json!({"job": "tick", "timer_partitions": partitions}))
+            Ok(
+                json!({"job": "tick", "timer_partitions": partitions, "audit_sealed_through": sealed}),
+            )
         }
         "sweep" => {
             let report = engine.sweep().await?;

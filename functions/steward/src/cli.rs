@@ -528,9 +528,87 @@ pub async fn whoami(c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn audit(c: &Client) -> anyhow::Result<()> {
+#[derive(Subcommand)]
+pub enum AuditCmd {
+    /// Check the whole trail: every record's hash and its link to the one before on its chain,
+    /// and the latest signed seal (the trail reaches it and agrees with it, and it is recent).
+    /// Exits 1, naming the first record that does not hold, when the trail was cut or rewritten.
+    Verify {
+        /// The seal key to trust (hex): `steward serve` logs it at start, and every `verify`
+        /// prints it. Without it, the key the server's seal names is used, and the output says so.
+        #[arg(long, env = "STEWARD_AUDIT_KEY")]
+        key: Option<String>,
+        /// The oldest seal accepted (the server seals every minute).
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        max_age: std::time::Duration,
+    },
+}
+
+pub async fn audit(command: Option<AuditCmd>, c: &Client) -> anyhow::Result<()> {
     let api = Api::from_client(c).await?;
-    print!("{}", api.audit().await?);
+    match command {
+        None => {
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            let mut written = Ok(());
+            api.audit_lines(|line| {
+                written = writeln!(out, "{line}");
+                written.is_ok()
+            })
+            .await?;
+            written?;
+            out.flush()?;
+            Ok(())
+        }
+        Some(AuditCmd::Verify { key, max_age }) => verify_audit(&api, key, max_age).await,
+    }
+}
+
+async fn verify_audit(
+    api: &Api,
+    key: Option<String>,
+    max_age: std::time::Duration,
+) -> anyhow::Result<()> {
+    use shared::audit::seal::{TrailBroken, TrailCheck, from_export_line, verifying_key};
+    let seal = match api.audit_seal().await {
+        Ok(seal) => seal,
+        Err(e) if e.status() == Some(404) => return Err(TrailBroken::Unsealed.into()),
+        Err(e) => return Err(e.into()),
+    };
+    let pinned = key.is_some();
+    let key = verifying_key(key.as_deref().unwrap_or(&seal.key))?;
+    let mut check = TrailCheck::new(seal, &key)?;
+    let (mut line_no, mut broken) = (0u64, None);
+    api.audit_lines(|line| {
+        line_no += 1;
+        let added = from_export_line(line)
+            .map_err(|why| TrailBroken::Unreadable { line: line_no, why })
+            .and_then(|record| check.add(&record));
+        broken = added.err();
+        broken.is_none()
+    })
+    .await?;
+    if let Some(e) = broken {
+        anyhow::bail!("the audit trail does not verify: {e}");
+    }
+    let v = check
+        .finish(chrono::Utc::now(), max_age)
+        .map_err(|e| anyhow::anyhow!("the audit trail does not verify: {e}"))?;
+    println!(
+        "verified: {} records on {} chain(s), through record {}; sealed through record {} at {} by key {}",
+        v.records,
+        v.chains,
+        v.last_seq,
+        v.sealed_through,
+        v.sealed_at.to_rfc3339(),
+        v.key
+    );
+    if !pinned {
+        eprintln!(
+            "note: the key was the one the server's seal names; pass --key {} (or set STEWARD_AUDIT_KEY) so that a server with a rewritten trail cannot vouch for itself",
+            v.key
+        );
+    }
     Ok(())
 }
 

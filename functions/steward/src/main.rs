@@ -90,8 +90,10 @@ enum Cmd {
         #[command(flatten)]
         client: Client,
     },
-    /// Export the audit trail as OCSF-shaped JSON lines.
+    /// Export the audit trail as OCSF-shaped JSON lines, or verify it (`audit verify`).
     Audit {
+        #[command(subcommand)]
+        command: Option<cli::AuditCmd>,
         #[command(flatten)]
         client: Client,
     },
@@ -318,7 +320,7 @@ fn main() -> anyhow::Result<()> {
             Cmd::Shadow { command, client } => shadow::shadow(command, &client).await,
             Cmd::Campaigns { command, client } => campaigns::campaigns(command, &client).await,
             Cmd::Report { args, client } => report::report(args, &client).await,
-            Cmd::Audit { client } => cli::audit(&client).await,
+            Cmd::Audit { command, client } => cli::audit(command, &client).await,
             Cmd::Validate {
                 policy,
                 people,

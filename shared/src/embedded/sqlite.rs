@@ -2,7 +2,7 @@
 
 use crate::audit::chain_hash;
 use crate::ports::store::{
-    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, GRANT_RETENTION,
+    ApprovalChange, ApprovalRecord, AuditRecord, AuditTips, ChainedAudit, Commit, GRANT_RETENTION,
     GrantEvidence, HistoryEntry, Instance, PostedMessage, StoreError, StoreRead, StoreWrite, Timer,
     TimerChange,
 };
@@ -927,6 +927,26 @@ impl StoreRead for Db {
             });
         }
         Ok(out)
+    }
+
+    async fn audit_tips(&self) -> Result<AuditTips, StoreError> {
+        let conn = self.lock();
+        let last: Option<(i64, String)> = conn
+            .query_row(
+                "SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(backend)?;
+        // One chain (0): one writer appends in commit order.
+        Ok(match last {
+            Some((seq, hash)) => AuditTips {
+                through: seq as u64,
+                chains: [(0, hash)].into(),
+            },
+            None => AuditTips::default(),
+        })
     }
 
     async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError> {

@@ -341,9 +341,9 @@ impl AdminClient {
         self.call(&routes::DENY, &[id], NO_QUERY, Some(body)).await
     }
 
-    /// The whole audit trail as JSON lines, read page by page.
-    pub async fn audit(&self) -> Result<String, ClientError> {
-        let mut out = String::new();
+    /// The whole audit trail, page by page: `each` gets every JSON line in seq order (so an
+    /// export of millions of records is never held at once) and returns `false` to stop.
+    pub async fn audit_lines(&self, mut each: impl FnMut(&str) -> bool) -> Result<(), ClientError> {
         let mut after = 0;
         loop {
             let before = after;
@@ -358,14 +358,32 @@ impl AdminClient {
                 {
                     after = after.max(seq);
                 }
-                out.push_str(line);
-                out.push('\n');
+                if !each(line) {
+                    return Ok(());
+                }
             }
             // A short page is the last; a page that did not move the cursor would repeat forever.
             if rows < AUDIT_PAGE_MAX || after == before {
-                return Ok(out);
+                return Ok(());
             }
         }
+    }
+
+    /// The whole audit trail as JSON lines, in one string.
+    pub async fn audit(&self) -> Result<String, ClientError> {
+        let mut out = String::new();
+        self.audit_lines(|line| {
+            out.push_str(line);
+            out.push('\n');
+            true
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// The latest signed seal of the trail.
+    pub async fn audit_seal(&self) -> Result<crate::audit::seal::Seal, ClientError> {
+        self.call(&routes::AUDIT_SEAL, &[], NO_QUERY, NO_BODY).await
     }
 
     pub async fn notifications(&self) -> Result<serde_json::Value, ClientError> {

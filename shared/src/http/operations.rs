@@ -59,6 +59,7 @@ pub(super) fn handler(route: &Route) -> MethodRouter<App> {
         Op::Approve => on(route, approve),
         Op::Deny => on(route, deny),
         Op::ExportAudit => on(route, export_audit),
+        Op::AuditSeal => on(route, audit_seal),
         Op::Notifications => on(route, notifications),
         Op::DeadLetters => on(route, dead_letters),
         Op::IdpClients => on(route, idp_clients),
@@ -629,6 +630,16 @@ async fn export_audit(
         text.push('\n');
     }
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], text).into_response())
+}
+
+/// The latest signed seal of the trail (`steward audit verify` checks the trail against it).
+async fn audit_seal(State(app): State<App>, _: Caller) -> Answer<Json<audit::seal::Seal>> {
+    match audit::seal::latest(app.engine.store.as_ref()).await? {
+        Some(seal) => Ok(Json(seal)),
+        None => Err(ApiError::not_found(
+            "the audit trail has not been sealed yet: the server seals it every minute (on AWS, the scheduler's tick)",
+        )),
+    }
 }
 
 async fn notifications(State(app): State<App>, _: Caller) -> Answer<Json<serde_json::Value>> {

@@ -41,6 +41,7 @@ pub enum Op {
     Approve,
     Deny,
     ExportAudit,
+    AuditSeal,
     Notifications,
     DeadLetters,
     IdpClients,
@@ -153,6 +154,7 @@ pub const LIST_APPROVALS: Route = admin(Op::ListApprovals, Get, "/api/approvals"
 pub const APPROVE: Route = admin(Op::Approve, Post, "/api/approvals/{id}/approve");
 pub const DENY: Route = admin(Op::Deny, Post, "/api/approvals/{id}/deny");
 pub const EXPORT_AUDIT: Route = admin(Op::ExportAudit, Get, "/api/audit");
+pub const AUDIT_SEAL: Route = admin(Op::AuditSeal, Get, "/api/audit/seal");
 pub const NOTIFICATIONS: Route = Route {
     embedded_only: true,
     ..admin(Op::Notifications, Get, "/api/notifications")
@@ -199,6 +201,7 @@ pub const ROUTES: &[Route] = &[
     APPROVE,
     DENY,
     EXPORT_AUDIT,
+    AUDIT_SEAL,
     NOTIFICATIONS,
     DEAD_LETTERS,
     IDP_CLIENTS,

@@ -169,6 +169,27 @@ pub struct ChainedAudit {
     pub hash: String,
 }
 
+/// Where the audit trail ends: the last record sealed into the trail's order and the hash each
+/// chain ends in after it (what a signed seal covers, see `audit::seal`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditTips {
+    pub through: u64,
+    /// Chain → the hash of its last record up to `through` (chains with no record are absent).
+    pub chains: std::collections::BTreeMap<u32, String>,
+}
+
+impl AuditTips {
+    /// SHA-256 over `chain:hash` lines in chain order: the same for every store.
+    pub fn digest(&self) -> String {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for (chain, hash) in &self.chains {
+            h.update(format!("{chain}:{hash}\n").as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+}
+
 /// Everything one step writes, atomically: new state (conditional on `expected_version`),
 /// history, timers, registry, approvals and audit.
 #[derive(Debug, Clone, PartialEq)]
@@ -352,6 +373,8 @@ pub trait StoreRead: Send + Sync {
         }
     }
     async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError>;
+    /// Where the trail ends now (seals what was appended first, where the store seals).
+    async fn audit_tips(&self) -> Result<AuditTips, StoreError>;
     /// The audit records a workflow's steps wrote (`metadata.correlation_uid`), newest first,
     /// at most `limit`: what an agent's page shows beside its timeline.
     async fn workflow_audit(

@@ -1,6 +1,7 @@
 //! Wires the embedded default: one data directory holds the database, the vault, the IdP's
 //! signing key and the admin token.
 
+use crate::audit::seal::Sealer;
 use crate::embedded::console::Console;
 use crate::embedded::queue::SqliteQueue;
 use crate::embedded::sqlite::{Db, Durability};
@@ -78,6 +79,12 @@ pub struct Embedded {
     /// Whether people sign in at the dev IdP (no outside issuer configured).
     pub people_at_dev_idp: bool,
     pub data_dir: PathBuf,
+    /// Signs the audit trail's seals; its key is `<data dir>/audit-seal.key`, apart from the
+    /// database.
+    pub audit_sealer: Arc<Sealer>,
+    /// Whether the first seal may cover a trail that is not empty: the key was created by this
+    /// start, or `STEWARD_AUDIT_ADOPT=1` (a data directory from before seals).
+    pub adopt_unsealed_trail: bool,
 }
 
 impl Embedded {
@@ -88,7 +95,11 @@ impl Embedded {
             message: m,
         };
         std::fs::create_dir_all(&dir).map_err(|e| err(e.to_string()))?;
-        restrict_dir(&dir);
+        restrict_dir(&dir).map_err(|e| {
+            err(format!(
+                "cannot make the data directory readable by its owner only (0700): {e}"
+            ))
+        })?;
         let db = Arc::new(
             Db::open(&dir.join("steward.db"), cfg.durability).map_err(|e| err(e.to_string()))?,
         );
@@ -105,6 +116,12 @@ impl Embedded {
                 .map_err(|e| err(e.to_string()))?,
         );
         let vault = Arc::new(FileVault::open(&dir.join("vault")).map_err(|e| err(e.to_string()))?);
+        let (seal_secret, new_key) =
+            read_or_create_seal_secret(&dir.join("audit-seal.key")).map_err(err)?;
+        let audit_sealer =
+            Arc::new(Sealer::from_secret(&seal_secret).map_err(|e| err(e.to_string()))?);
+        let adopt_unsealed_trail =
+            new_key || std::env::var("STEWARD_AUDIT_ADOPT").is_ok_and(|v| v == "1");
         let console = Arc::new(Console::new(db.clone()));
         let okta = cfg
             .okta
@@ -198,14 +215,32 @@ impl Embedded {
             people_tokens,
             people_at_dev_idp,
             data_dir: dir,
+            audit_sealer,
+            adopt_unsealed_trail,
         })
     }
 }
 
-fn restrict_dir(dir: &Path) {
+fn restrict_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// The secret the audit seal key is derived from: read from `path`, or made (64 random hex
+/// characters, mode 0600) on first start; `true` when made now.
+fn read_or_create_seal_secret(path: &Path) -> Result<(Secret, bool), String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((Secret::new(text.trim()), false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = hex::encode(rand::random::<[u8; 32]>());
+            crate::embedded::vault::write_private(path, text.as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok((Secret::new(text), true))
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
 }

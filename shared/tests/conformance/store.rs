@@ -943,6 +943,27 @@ fn position(all: &[ChainedAudit], id: &str) -> usize {
         .unwrap_or_else(|| panic!("{id} is in the trail"))
 }
 
+/// Where the trail ends (what a signed seal covers): the last record's seq and each chain's
+/// last hash, as a walk of the whole trail finds them.
+pub async fn audit_tips_are_where_the_trail_ends(s: &dyn Store) {
+    let empty = s.audit_tips().await.unwrap();
+    assert_eq!((empty.through, empty.chains.len()), (0, 0));
+    for i in 0..12 {
+        let mut c = step(&format!("wf-tips-{i}"), 1);
+        c.audit = vec![audit_record(&format!("t{i}a")), audit_record(&format!("t{i}b"))];
+        s.commit(c).await.unwrap();
+    }
+    s.append_audit(vec![audit_record("t-extra")]).await.unwrap();
+    let tips = s.audit_tips().await.unwrap();
+    let all = s.audit(0, 1000).await.unwrap();
+    assert_eq!(tips.through, all.last().unwrap().seq);
+    let mut ends = std::collections::BTreeMap::new();
+    for c in &all {
+        ends.insert(c.chain, c.hash.clone());
+    }
+    assert_eq!(tips.chains, ends);
+}
+
 /// Audit records (from commits and from `append_audit`) are hash-chained, listed once each,
 /// in their order within a chain (one append, one step), and page by seq.
 pub async fn audit_is_hash_chained_and_pages(s: &dyn Store) {

@@ -280,6 +280,81 @@ mod dynamodb_only {
         );
     }
 
+    /// The signed seal on the sharded trail: it covers every shard's chain as the checkpoints
+    /// order them, `steward audit verify`'s walk over the exported lines agrees with it, and
+    /// the sealer refuses to sign a trail with a record changed since the last seal.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn the_signed_seal_covers_every_shard_and_is_not_renewed_over_a_changed_record() {
+        use shared::audit::seal::{self, SealError, TrailBroken, TrailCheck};
+        let sdk = moto::sdk().await;
+        let table = moto::fresh_table(&sdk).await;
+        let s = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), table.clone());
+        let sealer = crate::sealer();
+        let now = chrono::Utc::now();
+        assert_eq!(
+            seal::seal(&s, &sealer, now, false).await.unwrap().through,
+            0
+        );
+        for i in 0..20 {
+            s.append_audit(vec![audit_record(&format!("sealed-{i}"))])
+                .await
+                .unwrap();
+        }
+        let sealed = seal::seal(&s, &sealer, now, false).await.unwrap();
+        assert_eq!(sealed.through, 20);
+        assert!(sealed.chains.len() > 5, "{:?}", sealed.chains.keys());
+        let key = seal::verifying_key(&sealer.public_key()).unwrap();
+        let mut walk = TrailCheck::new(sealed.clone(), &key).unwrap();
+        for c in s.audit(0, 100).await.unwrap() {
+            let line = shared::audit::export_line(&c);
+            walk.add(&seal::from_export_line(&line).unwrap()).unwrap();
+        }
+        assert_eq!(walk.finish(now, seal::SEAL_MAX_AGE).unwrap().records, 20);
+
+        // A record appended later, then changed in the table: the next seal is refused.
+        s.append_audit(vec![audit_record("sealed-late")])
+            .await
+            .unwrap();
+        let client = aws_sdk_dynamodb::Client::new(&sdk);
+        let late = s.audit(20, 10).await.unwrap().pop().unwrap();
+        let item = client
+            .query()
+            .table_name(&table)
+            .key_condition_expression("PK = :pk")
+            .expression_attribute_values(":pk", Av::S(format!("AUDIT#{:03}", late.chain)))
+            .send()
+            .await
+            .unwrap()
+            .items
+            .unwrap()
+            .into_iter()
+            .find(|i| {
+                i.get("body")
+                    .and_then(|b| b.as_s().ok())
+                    .is_some_and(|b| b.contains("sealed-late"))
+            })
+            .unwrap();
+        let mut forged = item.clone();
+        let body = item["body"]
+            .as_s()
+            .unwrap()
+            .replace("sealed-late", "nothing-here");
+        forged.insert("body".into(), Av::S(body));
+        client
+            .put_item()
+            .table_name(&table)
+            .set_item(Some(forged))
+            .send()
+            .await
+            .unwrap();
+        let refused = seal::seal(&s, &sealer, now, false).await.unwrap_err();
+        assert!(
+            matches!(refused, SealError::Broken(TrailBroken::Hash { seq: 21 })),
+            "{refused}"
+        );
+        assert_eq!(seal::latest(&s).await.unwrap().unwrap(), sealed);
+    }
+
     /// Writers racing on one workflow's chain all land, in one unbroken chain; writers of
     /// different workflows land on different chains.
     #[tokio::test(flavor = "multi_thread")]

@@ -746,13 +746,13 @@ async fn scheduler_ticks_due_timers() {
     let a = aws(5).await;
     let event: EventBridgeEvent<scheduler::Job> =
         serde_json::from_str(include_str!("../../fixtures/aws/eventbridge-schedule.json")).unwrap();
-    let out = scheduler::handle(&a.edge.engine, event.clone())
+    let out = scheduler::handle(&a.edge.engine, &crate::sealer(), event.clone())
         .await
         .unwrap();
     let partitions = shared::aws::dynamodb::TIMER_SHARDS as usize;
     assert_eq!(out["timer_partitions"], partitions);
     assert_eq!(a.stack.queue.depth().await.unwrap(), partitions);
-    scheduler::handle(&a.edge.engine, event.clone())
+    scheduler::handle(&a.edge.engine, &crate::sealer(), event.clone())
         .await
         .unwrap();
     assert_eq!(
@@ -762,7 +762,7 @@ async fn scheduler_ticks_due_timers() {
     );
     let mut unknown = event;
     unknown.detail.job = "reticulate".into();
-    let r = scheduler::handle(&a.edge.engine, unknown).await;
+    let r = scheduler::handle(&a.edge.engine, &crate::sealer(), unknown).await;
     assert!(matches!(r, Err(EdgeError::NonRetryable(m)) if m.contains("reticulate")));
 }
 
@@ -1197,7 +1197,9 @@ async fn rotation_and_decommission_run_on_aws() {
     let mut event: EventBridgeEvent<scheduler::Job> =
         serde_json::from_str(include_str!("../../fixtures/aws/eventbridge-schedule.json")).unwrap();
     event.detail.job = "sweep".into();
-    let out = scheduler::handle(&a.edge.engine, event).await.unwrap();
+    let out = scheduler::handle(&a.edge.engine, &crate::sealer(), event)
+        .await
+        .unwrap();
     assert_eq!(out["report"]["due"], 0, "{out}");
     // The sweep keeps the dashboard's posture summary, with the agents by status (the overview's
     // counts on DynamoDB, which has no status index to count on).

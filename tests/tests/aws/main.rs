@@ -19,3 +19,10 @@ mod scale;
 #[path = "../support/mod.rs"]
 mod support;
 mod workflows;
+
+/// The scheduler's seal key in the tests (the function derives it from its Secrets Manager
+/// secret in the same way).
+pub fn sealer() -> shared::audit::seal::Sealer {
+    shared::audit::seal::Sealer::from_secret(&shared::Secret::new("test seal secret ".repeat(3)))
+        .expect("a long enough secret")
+}

@@ -77,7 +77,9 @@ async fn timers_due_at_once_fan_out_over_partitions_and_rounds() {
     let mut tick: aws_lambda_events::event::eventbridge::EventBridgeEvent<scheduler::Job> =
         serde_json::from_str(include_str!("../../fixtures/aws/eventbridge-schedule.json")).unwrap();
     tick.detail.job = "tick".into();
-    scheduler::handle(&stack.engine, tick).await.unwrap();
+    scheduler::handle(&stack.engine, &crate::sealer(), tick)
+        .await
+        .unwrap();
 
     // The workers: a FIFO round goes to the worker handler; the events it queues are counted.
     let sqs = aws_sdk_sqs::Client::new(&sdk);

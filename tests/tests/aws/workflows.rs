@@ -196,7 +196,7 @@ async fn discovery_runs_in_the_worker_and_a_shadow_agent_is_claimed() {
         .unwrap();
     let client_id = created.client_id;
     // The scheduler (no identity provider) only queues the sweep; the worker runs it.
-    let out = scheduler::handle(&a.edge.engine, job("discovery"))
+    let out = scheduler::handle(&a.edge.engine, &crate::sealer(), job("discovery"))
         .await
         .unwrap();
     assert_eq!(out["queued"], true, "{out}");
@@ -208,7 +208,7 @@ async fn discovery_runs_in_the_worker_and_a_shadow_agent_is_claimed() {
     assert_eq!(shadows[0]["client_id"], client_id.as_str());
     assert_eq!(shadows[0]["status"], "unregistered");
     // The same hour's sweep again is one message, and finds nothing new.
-    scheduler::handle(&a.edge.engine, job("discovery"))
+    scheduler::handle(&a.edge.engine, &crate::sealer(), job("discovery"))
         .await
         .unwrap();
     drain(&a).await;

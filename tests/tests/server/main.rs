@@ -7,6 +7,7 @@ mod fake_slack;
 mod support;
 
 mod anomaly;
+mod audit_seal;
 mod campaigns;
 mod cli;
 mod dashboard;

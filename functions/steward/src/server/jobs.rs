@@ -99,6 +99,30 @@ pub async fn ticks(engine: Arc<Engine>, every: Duration) {
     }
 }
 
+/// Seals the audit trail at start-up and then every `every`. A trail that no longer agrees
+/// with its last seal is not sealed again: the error is logged each time, and
+/// `steward audit verify` reports the trail as rewritten (or the seal as stale).
+pub async fn seals(
+    engine: Arc<Engine>,
+    sealer: Arc<shared::audit::seal::Sealer>,
+    mut adopt: bool,
+    every: Duration,
+) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now = engine.clock.now();
+        match shared::audit::seal::seal(engine.store.as_ref(), &sealer, now, adopt).await {
+            Ok(seal) => {
+                adopt = false;
+                tracing::debug!(through = seal.through, "audit trail sealed");
+            }
+            Err(e) => tracing::error!(error = %e, "audit trail not sealed"),
+        }
+    }
+}
+
 /// The rotation and expiry sweep; the first one runs at start-up.
 pub async fn sweeps(engine: Arc<Engine>, every: Duration) {
     let mut interval = tokio::time::interval(every);

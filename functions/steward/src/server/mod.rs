@@ -10,7 +10,7 @@ mod token;
 pub use token::TrustedProxies;
 
 use base64::Engine as _;
-use jobs::{Job, poll_okta_log, supervise, sweeps, ticks, work};
+use jobs::{Job, poll_okta_log, seals, supervise, sweeps, ticks, work};
 use shared::embedded::vault::write_private;
 use shared::http::{App, AppParts, BearerTokens, LocalViews};
 use shared::secret::Secret;
@@ -135,7 +135,20 @@ pub async fn serve(
             Box::pin(work(engine.clone(), stack.queue.clone())),
         ),
         ("timer tick", Box::pin(ticks(engine.clone(), every.tick))),
+        (
+            "audit seal",
+            Box::pin(seals(
+                engine.clone(),
+                stack.audit_sealer.clone(),
+                stack.adopt_unsealed_trail,
+                shared::audit::seal::SEAL_EVERY,
+            )),
+        ),
     ];
+    tracing::info!(
+        key = %stack.audit_sealer.public_key(),
+        "the audit trail is sealed every minute with this key: pin it for `steward audit verify --key`"
+    );
     if let Some(period) = every.sweep {
         jobs.push(("sweep", Box::pin(sweeps(engine.clone(), period))));
     }

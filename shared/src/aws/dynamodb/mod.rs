@@ -39,7 +39,7 @@ mod write;
 use crate::audit::chain_hash;
 use crate::aws::describe;
 use crate::ports::store::{
-    ApprovalChange, ApprovalRecord, AuditRecord, ChainedAudit, Commit, GRANT_RETENTION,
+    ApprovalChange, ApprovalRecord, AuditRecord, AuditTips, ChainedAudit, Commit, GRANT_RETENTION,
     GrantEvidence, HistoryEntry, Instance, PostedMessage, StoreError, StoreRead, StoreWrite, Timer,
     TimerChange, status_of,
 };

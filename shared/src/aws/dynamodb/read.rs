@@ -384,6 +384,23 @@ impl StoreRead for DynamoStore {
         Ok(out)
     }
 
+    async fn audit_tips(&self) -> Result<AuditTips, StoreError> {
+        self.checkpoint().await?;
+        Ok(match self.latest_checkpoint().await? {
+            Some(cp) => AuditTips {
+                through: cp.first + cp.count - 1,
+                chains: cp
+                    .tips
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (n, _))| *n > 0)
+                    .map(|(shard, (_, hash))| (shard as u32, hash.clone()))
+                    .collect(),
+            },
+            None => AuditTips::default(),
+        })
+    }
+
     async fn audit(&self, after_seq: u64, limit: usize) -> Result<Vec<ChainedAudit>, StoreError> {
         // Seal what was appended since the last checkpoint, so the reader sees it all.
         self.checkpoint().await?;

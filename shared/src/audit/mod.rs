@@ -1,5 +1,8 @@
 //! The audit trail: every state change, decision and refusal as a JSON record shaped after
-//! OCSF 1.8.0 (class choices: docs/adr/0007-ocsf-audit-chain.md), hash-chained by the store.
+//! OCSF 1.8.0 (class choices: docs/adr/0007-ocsf-audit-chain.md), hash-chained by the store
+//! and sealed with a signature ([`seal`]).
+
+pub mod seal;
 
 use crate::ports::store::AuditRecord;
 use chrono::{DateTime, Utc};
