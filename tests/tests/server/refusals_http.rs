@@ -687,3 +687,50 @@ fn a_flood_of_refusals_is_counted_but_recorded_within_a_budget() {
     );
     assert!(written >= 1, "the first refusal is recorded");
 }
+
+/// RFC 6749 §2.3: a client uses one authentication method per request. A token request with
+/// HTTP Basic and a secret (or another client id) in the form is refused as malformed, even
+/// with the right secret, and issues nothing.
+#[test]
+fn a_token_request_with_two_authentication_methods_is_refused() {
+    let s = Server::start();
+    let agent = s.active_dev_agent("twomethods-agent-dev");
+    let id = agent["client_id"].as_str().unwrap().to_string();
+    let (_, secret) = s.vault_secret(agent["id"].as_str().unwrap());
+    let both = |form: &[(&str, &str)]| {
+        let resp = s
+            .http()
+            .post(s.url("/oauth2/v1/token"))
+            .basic_auth(&id, Some(&secret))
+            .form(form)
+            .send()
+            .unwrap();
+        (resp.status().as_u16(), resp.json::<Value>().unwrap())
+    };
+    let (status, body) = both(&[
+        ("grant_type", "client_credentials"),
+        ("client_secret", secret.as_str()),
+    ]);
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request")),
+        "{body}"
+    );
+    assert!(
+        body["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("one client authentication method")
+    );
+    let (status, body) = both(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", "dev_other"),
+    ]);
+    assert_eq!(status, 400, "{body}");
+    // Basic with the same id in the form (as some clients send it) is one method.
+    let (status, body) = both(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", id.as_str()),
+    ]);
+    assert_eq!(status, 200, "{body}");
+}

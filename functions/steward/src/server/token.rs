@@ -285,6 +285,20 @@ fn grant(
                 .map(|(i, p)| (url_decode(i), url_decode(p)))
         });
     let (id, secret) = match (basic, form.client_id, form.client_secret) {
+        // RFC 6749 §2.3: one authentication method per request. A form client_id naming the
+        // same client as the Basic header is allowed; a second secret, or another id, is not.
+        (Some((basic_id, _)), form_id, form_secret)
+            if form_secret.is_some() || form_id.as_ref().is_some_and(|f| *f != basic_id) =>
+        {
+            return (
+                Some(basic_id),
+                Err(OAuthError {
+                    error: "invalid_request",
+                    error_description: "use one client authentication method: HTTP Basic or client_id and client_secret in the form, not both".into(),
+                    status: 400,
+                }),
+            );
+        }
         (Some(pair), _, _) => pair,
         (None, Some(i), Some(s)) => (i, s),
         (None, id, _) => {

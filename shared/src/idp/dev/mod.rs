@@ -98,10 +98,15 @@ impl OAuthError {
             status: 400,
         }
     }
+    /// A failure of the endpoint itself: the cause (a database message) goes to the log, not
+    /// to a caller who may not even have authenticated.
     fn server(why: impl Into<String>) -> Self {
+        let why = why.into();
+        tracing::error!(error = %why, "the token endpoint failed");
         Self {
             error: "server_error",
-            error_description: why.into(),
+            error_description:
+                "the token service failed; try again (the cause is in the server's log)".into(),
             status: 500,
         }
     }
@@ -538,5 +543,15 @@ impl DevIdp {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_failure_of_the_endpoint_does_not_tell_the_caller_its_cause() {
+        let e = super::OAuthError::server("no such table: idp_secrets");
+        assert_eq!((e.error, e.status), ("server_error", 500));
+        assert!(!e.error_description.contains("idp_secrets"), "{e}");
     }
 }
