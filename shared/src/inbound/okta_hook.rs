@@ -28,11 +28,7 @@ pub async fn handle(
     body: &[u8],
 ) -> Result<Reply, crate::engine::EngineError> {
     let presented = headers.get("authorization").unwrap_or("");
-    let authorized: bool = presented
-        .as_bytes()
-        .ct_eq(hook_secret.expose().as_bytes())
-        .into();
-    if !authorized {
+    if !authorized(presented, hook_secret) {
         let why = if presented.is_empty() {
             "missing Authorization header"
         } else {
@@ -122,4 +118,27 @@ async fn refuse(
         )])
         .await?;
     Ok(Reply::json(status, json!({"error": why})))
+}
+
+/// The presented Authorization value is the hook's secret. An empty secret authorizes nothing
+/// (the settings refuse one at start; this holds even if one slipped through), so a request
+/// without the header never matches it.
+fn authorized(presented: &str, hook_secret: &Secret) -> bool {
+    let expected = hook_secret.expose().as_bytes();
+    !expected.is_empty() && bool::from(presented.as_bytes().ct_eq(expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_secret_authorizes_and_an_empty_secret_authorizes_nothing() {
+        let secret = Secret::new("hook value 0123456789");
+        assert!(authorized("hook value 0123456789", &secret));
+        assert!(!authorized("hook value 012345678", &secret));
+        assert!(!authorized("", &secret));
+        assert!(!authorized("", &Secret::new("")));
+        assert!(!authorized("x", &Secret::new("")));
+    }
 }
