@@ -547,3 +547,23 @@ fn serve_with_the_sweep_off_runs_it_only_when_asked() {
         (sweeps(&off) == 1).then_some(())
     });
 }
+
+/// An admin-token file emptied (or cut short) by hand or by a bad restore refuses to start,
+/// instead of serving with a blank token that a request without one could match.
+#[test]
+fn serve_refuses_an_empty_admin_token_file() {
+    let mut s = crate::support::Server::start();
+    s.kill();
+    let token = s.data_dir.join("admin-token");
+    for content in ["", "  \n", "stw_short"] {
+        std::fs::write(&token, content).unwrap();
+        s.spawn_may_abort(&crate::support::Options::default());
+        let status = s.wait_exit(Duration::from_secs(15));
+        assert!(!status.success(), "{content:?}: {status}");
+        assert!(
+            s.log().contains("an admin token needs at least 32"),
+            "{content:?}:\n{}",
+            s.log()
+        );
+    }
+}

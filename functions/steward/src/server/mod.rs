@@ -19,11 +19,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Reads the admin token from `<data>/admin-token`, creating it (0600) on first start.
+/// Shortest admin token accepted from the file (the generated one has 47 characters).
+const ADMIN_TOKEN_MIN_CHARS: usize = 32;
+
+/// Reads the admin token from `<data>/admin-token`, creating it (0600) on first start. A file
+/// that is empty or short (truncated by hand, restored badly) refuses to start: a blank token
+/// must never be what a request without one is compared with.
 pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let path = data_dir.join("admin-token");
     if path.exists() {
-        return Ok(std::fs::read_to_string(&path)?.trim().to_string());
+        let token = std::fs::read_to_string(&path)?.trim().to_string();
+        anyhow::ensure!(
+            token.chars().count() >= ADMIN_TOKEN_MIN_CHARS,
+            "{} holds {} characters; an admin token needs at least {ADMIN_TOKEN_MIN_CHARS}: delete the file to have a new one made at start",
+            path.display(),
+            token.chars().count()
+        );
+        return Ok(token);
     }
     let token = format!(
         "stw_{}",
