@@ -1192,3 +1192,48 @@ async fn a_freeze_nobody_decided_can_be_unfrozen_on_request() {
         Err(EngineError::Conflict(_))
     ));
 }
+
+/// A token grant delivered again (an Okta retry, a batch replayed after a crash half-way) is
+/// counted once: the baseline's request count and hourly count do not grow with redeliveries,
+/// which would otherwise let a replayed batch inflate what "usual" is.
+#[tokio::test]
+async fn a_redelivered_token_grant_is_counted_once() {
+    let st = stack();
+    let e = &st.engine;
+    e.request_agent(plain(), REQUESTER).await.unwrap();
+    settle(e).await;
+    let agent = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+    let client = agent.client_id.clone().unwrap();
+    let grant = |id: &str| {
+        received(
+            id,
+            shared::signal::Signal::TokenGrant {
+                client_id: client.clone(),
+                ip: Some("10.0.0.7".into()),
+                grant_type: Some("client_credentials".into()),
+                requested: agent.scopes.clone(),
+                granted: agent.scopes.clone(),
+                success: true,
+                reason: None,
+            },
+        )
+    };
+    shared::intake::accept(e, vec![grant("g-1"), grant("g-2")])
+        .await
+        .unwrap();
+    let first = e.store.baseline(&agent.id).await.unwrap().unwrap();
+    assert_eq!(first.requests, 2);
+    for _ in 0..3 {
+        shared::intake::accept(e, vec![grant("g-1"), grant("g-2")])
+            .await
+            .unwrap();
+    }
+    let again = e.store.baseline(&agent.id).await.unwrap().unwrap();
+    assert_eq!(again.requests, 2, "redeliveries are not counted");
+    assert_eq!(again.current_count, first.current_count);
+    shared::intake::accept(e, vec![grant("g-3")]).await.unwrap();
+    assert_eq!(
+        e.store.baseline(&agent.id).await.unwrap().unwrap().requests,
+        3
+    );
+}

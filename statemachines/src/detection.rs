@@ -236,9 +236,27 @@ pub struct Baseline {
     pub recent: VecDeque<(DateTime<Utc>, String)>,
     /// When each rule last fired (a rule fires once per `quiet_secs`).
     pub fired: BTreeMap<String, DateTime<Utc>>,
+    /// The ids of the latest token events counted (at most [`RECENT_REQUESTS`]), so that an
+    /// event delivered again is not counted again.
+    #[serde(default)]
+    pub counted: VecDeque<String>,
 }
 
 impl Baseline {
+    /// Whether the token event `event_id` was already counted.
+    pub fn has_counted(&self, event_id: &str) -> bool {
+        self.counted.iter().any(|c| c == event_id)
+    }
+
+    /// Remembers that `event_id` was counted (the oldest id is forgotten past
+    /// [`RECENT_REQUESTS`]).
+    pub fn mark_counted(&mut self, event_id: &str) {
+        self.counted.push_back(event_id.to_string());
+        while self.counted.len() > RECENT_REQUESTS {
+            self.counted.pop_front();
+        }
+    }
+
     fn learned(&self, d: &Detection) -> bool {
         self.requests >= d.learning_requests
     }

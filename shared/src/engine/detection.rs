@@ -56,9 +56,20 @@ impl Engine {
             }
         }
         let mut baseline = self.store.baseline(&agent.id).await?.unwrap_or_default();
+        if baseline.has_counted(signal_id) {
+            // Delivered again (an Okta retry, a batch replayed after a crash): counted and
+            // answered the first time; counting it again would inflate the baseline.
+            return Ok(Detected::default());
+        }
         let findings = baseline.check(&expected, request, &self.policy);
+        // Answered before the baseline is saved: a crash in between counts the event once
+        // more on redelivery, while the answer (keyed by the event id) starts nothing twice.
+        let detected = self
+            .respond(&agent, findings, signal_id, accepted_at)
+            .await?;
+        baseline.mark_counted(signal_id);
         self.store.put_baseline(&agent.id, &baseline).await?;
-        self.respond(&agent, findings, signal_id, accepted_at).await
+        Ok(detected)
     }
 
     /// An outside signal (Okta threat detection, SSF credential compromise) about `agent`,
