@@ -51,6 +51,7 @@ macro_rules! store_suite {
                 approval_votes_and_messages_are_kept,
                 audit_is_hash_chained_and_pages,
                 audit_tips_are_where_the_trail_ends,
+                a_large_audit_append_lands_whole,
                 a_workflows_audit_records_newest_first,
                 commit_batch_rolls_back_conflicts_alone,
                 inbound_ids_are_remembered,

@@ -943,6 +943,20 @@ fn position(all: &[ChainedAudit], id: &str) -> usize {
         .unwrap_or_else(|| panic!("{id} is in the trail"))
 }
 
+/// A large batch appended outside a step (a hook delivery of many events) lands whole,
+/// chained, each record once; appending it again adds nothing.
+pub async fn a_large_audit_append_lands_whole(s: &dyn Store) {
+    let batch: Vec<AuditRecord> = (0..120)
+        .map(|i| audit_record(&format!("bulk-{i:03}")))
+        .collect();
+    s.append_audit(batch.clone()).await.unwrap();
+    let all = s.audit(0, 1000).await.unwrap();
+    assert_eq!(all.len(), 120);
+    assert_chained(&all);
+    s.append_audit(batch).await.unwrap();
+    assert_eq!(s.audit(0, 1000).await.unwrap().len(), 120);
+}
+
 /// Where the trail ends (what a signed seal covers): the last record's seq and each chain's
 /// last hash, as a walk of the whole trail finds them.
 pub async fn audit_tips_are_where_the_trail_ends(s: &dyn Store) {
@@ -950,7 +964,10 @@ pub async fn audit_tips_are_where_the_trail_ends(s: &dyn Store) {
     assert_eq!((empty.through, empty.chains.len()), (0, 0));
     for i in 0..12 {
         let mut c = step(&format!("wf-tips-{i}"), 1);
-        c.audit = vec![audit_record(&format!("t{i}a")), audit_record(&format!("t{i}b"))];
+        c.audit = vec![
+            audit_record(&format!("t{i}a")),
+            audit_record(&format!("t{i}b")),
+        ];
         s.commit(c).await.unwrap();
     }
     s.append_audit(vec![audit_record("t-extra")]).await.unwrap();

@@ -81,6 +81,8 @@ pub const TTL_ATTRIBUTE: &str = "expires_at";
 const MAX_TRANSACTION_ITEMS: usize = 100;
 /// Retries when another writer extended the audit chain first (with jittered backoff).
 const CHAIN_RETRIES: u32 = 24;
+/// Audit records appended in one transaction (2 items each, plus the shard's tip).
+const AUDIT_APPEND_CHUNK: usize = 48;
 const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 type Item = HashMap<String, Av>;

@@ -52,12 +52,17 @@ impl StoreWrite for DynamoStore {
         if records.is_empty() {
             return Ok(());
         }
-        // Records appended outside a step (intake, refusals) spread over the shards.
-        let chain_key = records[0].id.clone();
-        self.transact("audit append", &chain_key, vec![], &records, || {
-            StoreError::Backend("audit append conflicted".into())
-        })
-        .await
+        // Records appended outside a step (intake, refusals) spread over the shards, a chunk
+        // at a time: each record takes two items (itself and its id marker) beside the shard's
+        // tip, within a transaction's 100. A retry after a chunk failed skips the records its
+        // markers show were appended.
+        for chunk in records.chunks(AUDIT_APPEND_CHUNK) {
+            self.transact("audit append", &chunk[0].id, vec![], chunk, || {
+                StoreError::Backend("audit append conflicted".into())
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     async fn add_approval_message(
