@@ -5,6 +5,22 @@ use super::*;
 use statemachines::onboarding::OwnerStatus;
 
 impl Engine {
+    /// Only people active in the directory decide (approvals, review answers): someone who
+    /// left loses the power at once, whatever the policy file still lists.
+    pub(crate) async fn check_active(&self, person: &str) -> Result<Option<Rejected>, EngineError> {
+        Ok(match self.directory.owner_status(person).await? {
+            OwnerStatus::Active => None,
+            OwnerStatus::Inactive => Some(Rejected::new(
+                "approver",
+                format!("{person} is no longer active in the directory and cannot decide"),
+            )),
+            OwnerStatus::Unknown => Some(Rejected::new(
+                "approver",
+                format!("{person} is not in the directory and cannot decide"),
+            )),
+        })
+    }
+
     /// Checks a decision now (for a clear answer to the person) and hands it to the workflow,
     /// whose machine enforces the same rules when it applies it. `shown` is the action hash of
     /// the request as the approver saw it (a Slack button carries it): a decision on a request
@@ -50,21 +66,9 @@ impl Engine {
             )),
             _ => req.check_decision(approver, self.clock.now()).err(),
         };
-        // Only people active in the directory decide: someone who left loses the power at once,
-        // whatever the policy file still lists.
         let refusal = match refusal {
             Some(r) => Some(r),
-            None => match self.directory.owner_status(approver).await? {
-                OwnerStatus::Active => None,
-                OwnerStatus::Inactive => Some(Rejected::new(
-                    "approver",
-                    format!("{approver} is no longer active in the directory and cannot decide"),
-                )),
-                OwnerStatus::Unknown => Some(Rejected::new(
-                    "approver",
-                    format!("{approver} is not in the directory and cannot decide"),
-                )),
-            },
+            None => self.check_active(approver).await?,
         };
         if let Some(r) = refusal {
             self.audit_refusal(

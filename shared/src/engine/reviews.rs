@@ -757,7 +757,11 @@ impl Engine {
             }
             Ok(())
         };
-        if let Err(r) = check() {
+        let refusal = match check() {
+            Err(r) => Some(r),
+            Ok(()) => self.check_active(by).await?,
+        };
+        if let Some(r) = refusal {
             self.audit_refusal(
                 "review decision",
                 &actor,

@@ -554,3 +554,39 @@ fn the_api_takes_the_unanswered_default_as_the_docs_write_it() {
     let (status, _) = s.get_as(SAM, "/api/campaigns/dash-c");
     assert_eq!(status, 404, "nothing was launched");
 }
+
+/// Someone who left loses the power to answer a review at once, in Slack as on the API: the
+/// owner's click after the people file marks them inactive is refused, audited, and the item
+/// stays open for the escalation or the default.
+#[test]
+fn a_departed_owner_cannot_answer_a_review_in_slack() {
+    const OWNERS: usize = 1;
+    let slack = fake_slack(OWNERS);
+    let reviews = "[reviews]\nremind_before = \"off\"\nescalate_before = \"off\"\n";
+    let opts = options(&slack, OWNERS, reviews, "100");
+    let mut s = Server::start_with(opts.clone());
+    onboard(&s, 1, OWNERS);
+    let (status, body) = s.post_as(SAM, "/api/campaigns", &json!({"id": "departed"}));
+    assert_eq!(status, 202, "{body}");
+    let item = wait_until("the item sent", SETTLE, || {
+        owner_messages(&slack, "departed").keys().next().cloned()
+    });
+    s.kill();
+    let email = format!("email = \"{}\"\n", owner(0));
+    assert!(opts.people.contains(&email));
+    let left = opts
+        .people
+        .replace(&email, &format!("{email}active = false\n"));
+    std::fs::write(&s.people_path, left).unwrap();
+    s.spawn(&opts);
+    let said = click(&s, &slack, &owner_slack(0), "review_keep", &item, &[], 1);
+    assert!(said.contains("no longer active"), "{said}");
+    assert_eq!(progress(&s, "departed")["open"], 1);
+    assert!(
+        s.audit()
+            .iter()
+            .any(|r| r["unmapped"]["steward_event"] == "refused"
+                && r.to_string().contains("no longer active")),
+        "the refused click is audited"
+    );
+}
