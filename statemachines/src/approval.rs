@@ -144,7 +144,10 @@ pub const APPROVAL_REMINDER_TIMER: &str = "approval-reminder";
 impl ApprovalRequest {
     /// The workflow's approval: asked of the policy's approvers except the requester, expiring
     /// after the policy's approval expiry. Its id derives from the workflow id (replay-stable).
+    /// The requester is compared the way a decision's approver is (trimmed, any case), so a
+    /// padded or differently spelled requester is never left among their own approvers.
     pub fn open(ctx: &Ctx, agent: &Agent, requester: &str, ask: Ask) -> Self {
+        let requester = requester.trim();
         let expires_at = ctx.now + Duration::seconds(ctx.policy.approval_expiry_secs as i64);
         let quorum = ctx.policy.quorum_for(&ask.sensitive_scopes);
         Self {
@@ -164,7 +167,7 @@ impl ApprovalRequest {
                 .policy
                 .approvers
                 .iter()
-                .filter(|a| !a.eq_ignore_ascii_case(requester))
+                .filter(|a| !a.trim().eq_ignore_ascii_case(requester))
                 .cloned()
                 .collect(),
             requested_at: ctx.now,
@@ -182,14 +185,17 @@ impl ApprovalRequest {
     /// requester (a two-person rule with an approver asking needs three approvers listed).
     pub fn check_quorum_reachable(&self) -> Result<(), Rejected> {
         if self.approvers.len() < usize::from(self.quorum) {
+            let what = if self.sensitive_scopes.is_empty() {
+                format!("{} of {}", self.action, self.agent_name)
+            } else {
+                self.sensitive_scopes.join(", ")
+            };
             return Err(Rejected::new(
                 "approvers",
                 format!(
-                    "{} needs {} distinct approvers other than the requester, but the policy leaves only {} ({}); add approvers to the policy",
-                    self.sensitive_scopes.join(", "),
+                    "{what} needs {} distinct approvers other than the requester, but the policy leaves only {}; add approvers to the policy",
                     self.quorum,
-                    self.approvers.len(),
-                    self.approvers.join(", ")
+                    self.approvers.len()
                 ),
             ));
         }
@@ -218,7 +224,7 @@ impl ApprovalRequest {
                 crate::command::audit(
                     agent,
                     AuditKind::ApprovalRequested,
-                    Actor::Person(self.requester.clone()),
+                    self.requested_by(),
                     Some(&self.id),
                     self.sensitive_scopes.clone(),
                     if self.sensitive_scopes.is_empty() {
@@ -238,13 +244,23 @@ impl ApprovalRequest {
             .collect()
     }
 
+    /// Who asked, as an actor: Steward itself when the requester is one of its reserved names
+    /// (a detection freeze's question), else the person.
+    pub fn requested_by(&self) -> Actor {
+        if is_reserved_name(&self.requester) {
+            Actor::System
+        } else {
+            Actor::Person(self.requester.clone())
+        }
+    }
+
     /// The rules every decision must satisfy (besides "not decided yet", which the owning
     /// workflow's state enforces): the approver is allowed, is not the requester, the request has
     /// not expired, and they have not approved it already (a person counts once towards a
     /// quorum). Returns the approver as the approval lists them (canonical spelling).
     pub fn check_decision(&self, approver: &str, now: DateTime<Utc>) -> Result<String, Rejected> {
         let approver = approver.trim();
-        if approver.eq_ignore_ascii_case(&self.requester) {
+        if approver.eq_ignore_ascii_case(self.requester.trim()) {
             return Err(Rejected::new(
                 "approver",
                 format!(
@@ -252,17 +268,26 @@ impl ApprovalRequest {
                 ),
             ));
         }
+        if is_reserved_name(approver) {
+            return Err(Rejected::new(
+                "approver",
+                format!(
+                    "{approver} is a name Steward acts under itself; a person cannot decide under it"
+                ),
+            ));
+        }
+        // The refusal goes back to whoever tried (a Slack clicker, an API caller): it says
+        // they are not an approver, never who the approvers are.
         let Some(canonical) = self
             .approvers
             .iter()
-            .find(|a| a.eq_ignore_ascii_case(approver))
+            .find(|a| a.trim().eq_ignore_ascii_case(approver))
         else {
             return Err(Rejected::new(
                 "approver",
                 format!(
-                    "{approver} is not an allowed approver for approval {} (allowed: {})",
-                    self.id,
-                    self.approvers.join(", ")
+                    "{approver} is not an allowed approver for approval {}: only its approvers may decide it; nothing was decided",
+                    self.id
                 ),
             ));
         };
@@ -496,28 +521,54 @@ impl ApprovalRequest {
     }
 
     /// Who may withdraw the request while it waits: the requester or one of its approvers.
+    /// A person never stands for Steward: a name Steward acts under (a detection freeze's
+    /// requester) withdraws nothing when a person uses it.
     pub fn check_canceller(&self, by: &crate::command::Actor) -> Result<(), Rejected> {
         match by {
             crate::command::Actor::Person(p)
-                if p.trim().eq_ignore_ascii_case(&self.requester)
-                    || self
-                        .approvers
-                        .iter()
-                        .any(|a| a.eq_ignore_ascii_case(p.trim())) =>
+                if !is_reserved_name(p)
+                    && (p.trim().eq_ignore_ascii_case(self.requester.trim())
+                        || self
+                            .approvers
+                            .iter()
+                            .any(|a| a.trim().eq_ignore_ascii_case(p.trim()))) =>
             {
                 Ok(())
             }
             other => Err(Rejected::new(
                 "by",
-                format!(
-                    "{} may not cancel approval {}: only the requester ({}) or an approver may",
-                    other.describe(),
-                    self.id,
-                    self.requester
-                ),
+                if is_reserved_name(&self.requester) {
+                    format!(
+                        "{} may not cancel approval {}: Steward asked it, so only Steward or an approver may",
+                        other.describe(),
+                        self.id
+                    )
+                } else {
+                    format!(
+                        "{} may not cancel approval {}: only the requester ({}) or an approver may",
+                        other.describe(),
+                        self.id,
+                        self.requester
+                    )
+                },
             )),
         }
     }
+}
+
+/// The requester Steward's anomaly detection asks under (a MEDIUM or LOW finding's "freeze?"
+/// question, the decision after a containment). It is Steward, not a person.
+pub const DETECTION_REQUESTER: &str = "steward-detection";
+
+/// Whether `name` is one Steward acts under itself ([`DETECTION_REQUESTER`], `steward`, a
+/// schedule's or an IdP event's name as the audit shows them): a person (a Slack clicker, an
+/// API caller's `approver` or `by`) using it is never taken for Steward.
+pub fn is_reserved_name(name: &str) -> bool {
+    let name = name.trim().to_ascii_lowercase();
+    name == DETECTION_REQUESTER
+        || name == Actor::System.describe()
+        || name.starts_with("schedule:")
+        || name.starts_with("idp-event:")
 }
 
 /// A decision that allowed a sensitive step, kept in the state that acts on it.

@@ -6,7 +6,8 @@
 //! being accepted to containment. Then the owner and security get the evidence and decide:
 //! Unfreeze (a security approval; two approvers after a CRITICAL finding) restores exactly the
 //! grants the agent had, Decommission hands it to the decommission workflow. Unanswered, the
-//! agent stays frozen. MEDIUM and LOW findings ask the owner or security before freezing.
+//! agent stays frozen. MEDIUM and LOW findings ask the owner or security before freezing: the
+//! owner may confirm the freeze, only security may dismiss the finding.
 //!
 //! Asking --(approve)--> Containing --(deactivated + revoked)--> AwaitingDecision
 //! --(approve)--> Restoring --(grants set + activated)--> Unfrozen; --(deny)--> Decommissioning.
@@ -25,8 +26,10 @@ use crate::workflow::{
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Who raises freezes: the detection rules.
-pub const DETECTION: &str = "steward-detection";
+/// Who raises freezes: the detection rules. The name is Steward's own, not a person's: a person
+/// using it neither decides nor withdraws a question (`approval::is_reserved_name`), and the
+/// audit shows the ask as Steward's.
+pub const DETECTION: &str = crate::approval::DETECTION_REQUESTER;
 
 /// What starts a freeze.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,18 +227,19 @@ fn decision_ask(
         },
     );
     approval.id = format!("{}-decision", ctx.workflow_id);
-    // Two people unfreeze after CRITICAL, unless the policy names fewer approvers (then the
-    // message says so rather than leave an unfreeze nobody can give).
-    let wanted: u8 = if finding.severity == Severity::Critical {
+    // Two people other than the requester unfreeze after CRITICAL, never fewer: a policy that
+    // leaves fewer makes a person's unfreeze request refused up front (`check_quorum_reachable`)
+    // and the decision after a containment a Decommission-only one (the justification says so).
+    approval.quorum = if finding.severity == Severity::Critical {
         2
     } else {
         1
     };
-    approval.quorum = wanted.min(approval.approvers.len().max(1) as u8);
-    if approval.quorum < wanted {
+    if approval.approvers.len() < usize::from(approval.quorum) {
         approval.justification.push_str(&format!(
-            "\nthe policy names {} approver(s): one approval unfreezes, although the finding is CRITICAL",
-            approval.approvers.len()
+            "\nthe policy leaves {} approver(s) and an unfreeze after a CRITICAL finding needs {}: it can only be decommissioned or stay frozen until approvers are added and an unfreeze is asked again",
+            approval.approvers.len(),
+            approval.quorum
         ));
     }
     approval.expires_at = ctx.now + Duration::seconds(ctx.policy.detection.decision_secs as i64);
@@ -468,7 +472,16 @@ impl Workflow for Freeze {
                 outstanding: None,
             };
             let approval = decision_ask(ctx, &agent, &finding, &containment, &requester);
-            approval.check_quorum_reachable()?;
+            approval.check_quorum_reachable().map_err(|mut r| {
+                for reason in &mut r.reasons {
+                    reason.message = format!(
+                        "after a {} finding, {}",
+                        finding.severity.as_str().to_uppercase(),
+                        reason.message
+                    );
+                }
+                r
+            })?;
             return Ok(Step {
                 commands: approval.opening_commands(&agent),
                 state: FreezeState::AwaitingDecision {
@@ -622,55 +635,72 @@ fn on_asking(state: &FreezeState, event: Event, ctx: &Ctx) -> Result<Step<Freeze
                 approver,
                 reason,
             },
-        ) => match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
-            Ballot::Decided {
-                decision: Decision::Approve,
-                approver,
-                mut commands,
-                ..
-            } => {
-                commands.extend(contain(agent, finding, previous, Actor::Person(approver)));
-                Ok(Step {
-                    commands,
-                    state: S::Containing {
-                        agent: agent.clone(),
-                        finding: finding.clone(),
-                        previous: previous.clone(),
-                        containment: Containment {
-                            accepted_at: *accepted_at,
-                            deactivated_at: None,
-                            revoked_at: None,
-                            outstanding: None,
-                        },
-                    },
-                })
-            }
-            Ballot::Decided {
-                approver,
-                mut commands,
-                ..
-            } => {
-                commands.push(audit(
-                    agent,
-                    AuditKind::FreezeDismissed,
-                    Actor::Person(approver.clone()),
-                    Some(&approval.id),
-                    vec![],
-                    format!("{approver} decided not to freeze {}", agent.name),
+        ) => {
+            // Separation of duties: the owner may confirm a freeze of their agent, but only a
+            // security approver may dismiss a finding about it.
+            if decision == Decision::Deny
+                && approval_id == approval.id
+                && is_owner(agent, &approver)
+            {
+                return Err(Rejected::new(
+                    "approver",
+                    format!(
+                        "{} owns {} and may confirm the freeze, but only a security approver may dismiss a finding about it; nothing was decided",
+                        approver.trim(),
+                        agent.name
+                    ),
                 ));
-                Ok(Step {
-                    commands,
-                    state: S::Dismissed {
-                        agent: agent.clone(),
-                        by: Some(approver),
-                    },
-                })
             }
-            Ballot::Pending { .. } => Err(Rejected::new(
-                "approval",
-                "a freeze needs one decision; this vote cannot be pending",
-            )),
-        },
+            match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
+                Ballot::Decided {
+                    decision: Decision::Approve,
+                    approver,
+                    mut commands,
+                    ..
+                } => {
+                    commands.extend(contain(agent, finding, previous, Actor::Person(approver)));
+                    Ok(Step {
+                        commands,
+                        state: S::Containing {
+                            agent: agent.clone(),
+                            finding: finding.clone(),
+                            previous: previous.clone(),
+                            containment: Containment {
+                                accepted_at: *accepted_at,
+                                deactivated_at: None,
+                                revoked_at: None,
+                                outstanding: None,
+                            },
+                        },
+                    })
+                }
+                Ballot::Decided {
+                    approver,
+                    mut commands,
+                    ..
+                } => {
+                    commands.push(audit(
+                        agent,
+                        AuditKind::FreezeDismissed,
+                        Actor::Person(approver.clone()),
+                        Some(&approval.id),
+                        vec![],
+                        format!("{approver} decided not to freeze {}", agent.name),
+                    ));
+                    Ok(Step {
+                        commands,
+                        state: S::Dismissed {
+                            agent: agent.clone(),
+                            by: Some(approver),
+                        },
+                    })
+                }
+                Ballot::Pending { .. } => Err(Rejected::new(
+                    "approval",
+                    "a freeze needs one decision; this vote cannot be pending",
+                )),
+            }
+        }
         (
             S::Asking {
                 agent,
@@ -707,13 +737,15 @@ fn on_asking(state: &FreezeState, event: Event, ctx: &Ctx) -> Result<Step<Freeze
                 }
             }
         }
-        // A stronger finding contained the agent meanwhile (its `Supersede`): no question.
+        // A stronger finding contained the agent meanwhile (its `Supersede`, by Steward): no
+        // question. A person withdrawing it dismisses the finding: a security approver only.
         (
             S::Asking {
                 agent, approval, ..
             },
             Event::Cancel { by, reason },
         ) => {
+            check_question_withdrawal(agent, approval, &by)?;
             let mut commands = approval.cancelled_commands(ctx.now);
             commands.push(audit(
                 agent,
@@ -738,6 +770,50 @@ fn on_asking(state: &FreezeState, event: Event, ctx: &Ctx) -> Result<Step<Freeze
             Freeze::KIND,
             Freeze::state_name(state),
             &event,
+        )),
+    }
+}
+
+/// Whether `person` is the agent's owner (spelled any way).
+fn is_owner(agent: &Agent, person: &str) -> bool {
+    !agent.owner.trim().is_empty() && person.trim().eq_ignore_ascii_case(agent.owner.trim())
+}
+
+/// Who may withdraw a "freeze?" question (which dismisses it): Steward itself (a stronger
+/// finding froze the agent meanwhile) or a security approver of it, never the owner, never a
+/// person under a name Steward acts under.
+fn check_question_withdrawal(
+    agent: &Agent,
+    approval: &ApprovalRequest,
+    by: &Actor,
+) -> Result<(), Rejected> {
+    match by {
+        Actor::System => Ok(()),
+        Actor::Person(p) if is_owner(agent, p) => Err(Rejected::new(
+            "by",
+            format!(
+                "{} owns {} and may not withdraw the question whether to freeze it: only a security approver may dismiss a finding about it",
+                p.trim(),
+                agent.name
+            ),
+        )),
+        // The question's approvers are security's besides the owner; `check_canceller` refuses
+        // a person under a reserved name and anyone else who is not an approver.
+        Actor::Person(p)
+            if approval
+                .approvers
+                .iter()
+                .any(|a| a.trim().eq_ignore_ascii_case(p.trim())) =>
+        {
+            approval.check_canceller(by)
+        }
+        other => Err(Rejected::new(
+            "by",
+            format!(
+                "{} may not withdraw approval {}: only Steward or a security approver may",
+                other.describe(),
+                approval.id
+            ),
         )),
     }
 }
@@ -816,6 +892,20 @@ fn on_awaiting_decision(
                 reason,
             },
         ) => match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
+            // Too few approvers for the quorum (a CRITICAL finding under a policy that leaves
+            // fewer than two): a vote would wait for a second one that cannot come.
+            Ballot::Pending { .. } if approval.check_quorum_reachable().is_err() => {
+                Err(Rejected::new(
+                    "approvers",
+                    format!(
+                        "an unfreeze of {} after a {} finding needs {} approvers and the policy leaves {}: it cannot be unfrozen by this decision; decommission it, or add approvers to the policy and ask for the unfreeze again once this decision has ended",
+                        agent.name,
+                        finding.severity.as_str().to_uppercase(),
+                        approval.quorum,
+                        approval.approvers.len()
+                    ),
+                ))
+            }
             Ballot::Pending { approval, commands } => Ok(Step {
                 commands,
                 state: S::AwaitingDecision {

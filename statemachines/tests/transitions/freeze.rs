@@ -18,6 +18,10 @@ scenarios![
     scenario_freeze_only_security_may_decide_an_unfreeze,
     scenario_freeze_refuses_an_agent_without_client,
     scenario_freeze_refuses_events_that_do_not_apply,
+    scenario_freeze_owner_may_confirm_but_only_security_may_dismiss,
+    scenario_freeze_critical_unfreeze_needs_two_approvers_besides_the_requester,
+    scenario_freeze_critical_decision_under_a_one_approver_policy_cannot_unfreeze,
+    scenario_freeze_a_person_under_the_detection_name_neither_withdraws_nor_decides,
 ];
 
 /// The IdP event whose token request raised the finding.
@@ -702,7 +706,12 @@ fn scenario_freeze_medium_finding_asks_before_freezing() {
         assert_eq!(
             approval.approvers,
             strings(&[OWNER, APPROVER, OTHER_APPROVER]),
-            "the owner may confirm a freeze too"
+            "the owner may confirm a freeze too (but not dismiss it)"
+        );
+        assert_eq!(
+            audit_of(&step.commands, AuditKind::ApprovalRequested).actor,
+            Actor::System,
+            "Steward asks, not a person named like it"
         );
         assert_eq!(approval.quorum, 1);
         assert_eq!(approval.expires_at, approval_expires_at());
@@ -780,13 +789,18 @@ fn scenario_freeze_medium_finding_denied_or_unanswered_is_dismissed() {
         .remind_at
         .expect("the test policy reminds");
 
-    // denied
-    let denied = accepted::<Freeze>(&asking.state, deny(OWNER), at(600));
+    // denied by a security approver (the owner may not dismiss a finding about their agent)
+    assert_rejected(
+        on::<Freeze>(&asking.state, deny(OWNER), at(600)),
+        "approver",
+        "only a security approver may dismiss",
+    );
+    let denied = accepted::<Freeze>(&asking.state, deny(APPROVER), at(600));
     assert_eq!(
         denied.state,
         FreezeState::Dismissed {
             agent: active_agent(),
-            by: Some(OWNER.into()),
+            by: Some(APPROVER.into()),
         }
     );
     assert!(Freeze::is_terminal(&denied.state));
@@ -796,7 +810,7 @@ fn scenario_freeze_medium_finding_denied_or_unanswered_is_dismissed() {
     );
     assert_eq!(
         audit_of(&denied.commands, AuditKind::FreezeDismissed).actor,
-        Actor::Person(OWNER.into())
+        Actor::Person(APPROVER.into())
     );
     assert!(idp_commands(&denied.commands).is_empty());
 
@@ -1025,7 +1039,7 @@ fn scenario_freeze_refuses_events_that_do_not_apply() {
         .state,
         accepted::<Freeze>(&contained, decide(APPROVER, Decision::Deny), at(600)).state,
         accepted::<Freeze>(&contained, expiry_timer(), expires_at).state,
-        accepted::<Freeze>(&asking_freeze().state, deny(OWNER), at(600)).state,
+        accepted::<Freeze>(&asking_freeze().state, deny(APPROVER), at(600)).state,
         started::<Freeze>(freeze_input(Severity::High, &[Action::Alert])).state,
         accepted::<Freeze>(
             &containing,
@@ -1064,4 +1078,227 @@ fn scenario_freeze_refuses_events_that_do_not_apply() {
             assert_rejected(on::<Freeze>(state, event, at(7200)), "event", &expected);
         }
     }
+}
+
+/// A policy with the test policy's settings and only these approvers.
+fn policy_with_approvers(approvers: &[&str]) -> statemachines::Policy {
+    let mut p = policy().clone();
+    p.approvers = strings(approvers);
+    p
+}
+
+fn ctx_with(policy: &statemachines::Policy, at: DateTime<Utc>) -> statemachines::Ctx<'_> {
+    statemachines::Ctx {
+        now: at,
+        policy,
+        workflow_id: WORKFLOW_ID,
+    }
+}
+
+/// An unfreeze request (`agents unfreeze`) for the frozen agent, by `by`, after a finding of
+/// `severity`.
+fn unfreeze_request(by: &str, severity: Severity) -> FreezeInput {
+    let mut frozen = active_agent();
+    frozen.status = AgentStatus::Frozen;
+    FreezeInput {
+        agent: frozen,
+        finding: finding(severity, &[Action::Freeze]),
+        accepted_at: signal_accepted_at(),
+        raised_by: Actor::Person(by.into()),
+        decide_only: true,
+    }
+}
+
+fn scenario_freeze_owner_may_confirm_but_only_security_may_dismiss() {
+    let asking = asking_freeze();
+    // The owner's "Don't freeze" would dismiss a finding about their own agent: refused, however
+    // they spell themselves.
+    for owner in [OWNER.to_string(), format!("  {}  ", OWNER.to_uppercase())] {
+        let refused = assert_rejected(
+            on::<Freeze>(&asking.state, deny(&owner), at(600)),
+            "approver",
+            "only a security approver may dismiss",
+        );
+        assert!(
+            refused.to_string().contains("may confirm the freeze"),
+            "{refused}"
+        );
+        // Withdrawing the question dismisses it too: not the owner's either.
+        assert_rejected(
+            on::<Freeze>(&asking.state, cancel(&owner), at(600)),
+            "by",
+            "only a security approver may dismiss",
+        );
+    }
+    // Nor anyone who is not asked.
+    assert_rejected(
+        on::<Freeze>(&asking.state, cancel(OUTSIDER), at(600)),
+        "by",
+        "may not withdraw",
+    );
+    // The owner's "Freeze" still contains.
+    let confirmed = accepted::<Freeze>(&asking.state, approve(OWNER), at(600));
+    assert_eq!(Freeze::state_name(&confirmed.state), "Containing");
+    // A security approver dismisses, by a decision or by withdrawing the question.
+    let denied = accepted::<Freeze>(&asking.state, deny(OTHER_APPROVER), at(600));
+    assert_eq!(
+        denied.state,
+        FreezeState::Dismissed {
+            agent: active_agent(),
+            by: Some(OTHER_APPROVER.into()),
+        }
+    );
+    let withdrawn = accepted::<Freeze>(&asking.state, cancel(APPROVER), at(600));
+    assert_eq!(Freeze::state_name(&withdrawn.state), "Dismissed");
+}
+
+fn scenario_freeze_critical_unfreeze_needs_two_approvers_besides_the_requester() {
+    // Two approvers listed, one of them asks: one approver is left, and one approval must not
+    // unfreeze after a CRITICAL finding. Refused up front, not capped to one.
+    let refused = assert_rejected(
+        start::<Freeze>(unfreeze_request(APPROVER, Severity::Critical), now()),
+        "approvers",
+        "needs 2 distinct approvers other than the requester, but the policy leaves only 1",
+    );
+    assert!(
+        refused.to_string().contains("after a CRITICAL finding"),
+        "{refused}"
+    );
+    // The same request after a HIGH finding needs one approver: the other one decides.
+    let high = started::<Freeze>(unfreeze_request(APPROVER, Severity::High));
+    assert_eq!(decision_of(&high.state).quorum, 1);
+    assert_eq!(
+        decision_of(&high.state).approvers,
+        strings(&[OTHER_APPROVER])
+    );
+    // Asked by someone who is not an approver, both approvers remain: two unfreeze.
+    let critical = started::<Freeze>(unfreeze_request(OWNER, Severity::Critical));
+    let approval = decision_of(&critical.state);
+    assert_eq!(approval.quorum, 2);
+    assert_eq!(approval.approvers, strings(&APPROVERS));
+    let one = accepted::<Freeze>(&critical.state, decide(APPROVER, Decision::Approve), at(60));
+    assert_eq!(Freeze::state_name(&one.state), "AwaitingDecision");
+    let two = accepted::<Freeze>(
+        &one.state,
+        decide(OTHER_APPROVER, Decision::Approve),
+        at(120),
+    );
+    assert_eq!(Freeze::state_name(&two.state), "Restoring");
+}
+
+fn scenario_freeze_critical_decision_under_a_one_approver_policy_cannot_unfreeze() {
+    let lone = policy_with_approvers(&[APPROVER]);
+    // An unfreeze request is refused up front.
+    assert_rejected(
+        statemachines::workflow::start::<Freeze>(
+            unfreeze_request(OWNER, Severity::Critical),
+            &ctx_with(&lone, now()),
+        ),
+        "approvers",
+        "needs 2 distinct approvers other than the requester, but the policy leaves only 1",
+    );
+    // The decision after a containment is still asked (the agent is contained whatever the
+    // policy), with the quorum of two it cannot reach: the lone approver's "yes" does not
+    // unfreeze; their "no" decommissions.
+    let first = statemachines::workflow::start::<Freeze>(
+        freeze_input(Severity::Critical, &[Action::Freeze]),
+        &ctx_with(&lone, now()),
+    )
+    .unwrap();
+    let deactivated = statemachines::workflow::on::<Freeze>(
+        &first.state,
+        client_deactivated(),
+        &ctx_with(&lone, ms(250)),
+    )
+    .unwrap();
+    let contained = statemachines::workflow::on::<Freeze>(
+        &deactivated.state,
+        tokens_revoked(),
+        &ctx_with(&lone, ms(500)),
+    )
+    .unwrap();
+    let approval = decision_of(&contained.state);
+    assert_eq!(approval.quorum, 2, "not capped to the one approver listed");
+    assert!(
+        approval
+            .justification
+            .contains("can only be decommissioned"),
+        "{}",
+        approval.justification
+    );
+    assert_rejected(
+        statemachines::workflow::on::<Freeze>(
+            &contained.state,
+            decide(APPROVER, Decision::Approve),
+            &ctx_with(&lone, at(600)),
+        ),
+        "approvers",
+        "cannot be unfrozen by this decision",
+    );
+    let denied = statemachines::workflow::on::<Freeze>(
+        &contained.state,
+        decide(APPROVER, Decision::Deny),
+        &ctx_with(&lone, at(600)),
+    )
+    .unwrap();
+    assert_eq!(Freeze::state_name(&denied.state), "Decommissioning");
+}
+
+fn scenario_freeze_a_person_under_the_detection_name_neither_withdraws_nor_decides() {
+    let asking = asking_freeze();
+    let question = freeze_question_of(&asking.state);
+    assert_eq!(question.requester, freeze::DETECTION);
+    for name in [
+        freeze::DETECTION.to_string(),
+        format!(" {} ", freeze::DETECTION.to_uppercase()),
+    ] {
+        let person = Actor::Person(name.clone());
+        // The engine's up-front check and the machine both refuse it.
+        assert!(
+            question.check_canceller(&person).is_err(),
+            "{name:?} is not Steward"
+        );
+        assert_rejected(
+            on::<Freeze>(&asking.state, cancel(&name), at(60)),
+            "by",
+            "may not",
+        );
+        assert_rejected(
+            on::<Freeze>(&asking.state, approve(&name), at(60)),
+            "approver",
+            "cannot approve it",
+        );
+        assert_rejected(
+            on::<Freeze>(&asking.state, deny(&name), at(60)),
+            "approver",
+            "cannot approve it",
+        );
+    }
+    // Nor any other name Steward acts under.
+    for name in [
+        "steward",
+        "schedule:approval-expiry",
+        "idp-event:okta-evt-1",
+    ] {
+        assert!(
+            question
+                .check_canceller(&Actor::Person(name.into()))
+                .is_err()
+        );
+        assert_rejected(
+            on::<Freeze>(&asking.state, approve(name), at(60)),
+            "approver",
+            "a person cannot decide under it",
+        );
+    }
+    // Steward itself still withdraws it (a stronger finding froze the agent meanwhile).
+    let withdrawn = accepted::<Freeze>(
+        &asking.state,
+        Event::Cancel {
+            by: Actor::System,
+            reason: "a CRITICAL finding froze it".into(),
+        },
+        at(60),
+    );
+    assert_eq!(Freeze::state_name(&withdrawn.state), "Dismissed");
 }

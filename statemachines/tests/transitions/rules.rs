@@ -12,6 +12,8 @@ scenarios![
     scenario_scope_change_reminder_keeps_waiting,
     scenario_two_person_rule_refuses_a_request_it_cannot_satisfy,
     scenario_people_channel_failures_do_not_fail_provisioning_or_granting,
+    scenario_requester_is_compared_trimmed_and_in_any_case_when_the_approval_opens,
+    scenario_a_refused_approver_is_not_told_who_the_approvers_are,
 ];
 
 pub(crate) fn payments_request() -> AgentRequest {
@@ -206,4 +208,48 @@ fn scenario_lifetime_ceiling_holds_even_if_policy_allows_more() {
         "token_lifetime",
         "exceeds the policy maximum of 60 min",
     );
+}
+
+fn scenario_requester_is_compared_trimmed_and_in_any_case_when_the_approval_opens() {
+    // An approver asking under a padded, shouted spelling of themselves is still the requester:
+    // not among the approvers, and their own "yes" is refused.
+    let mut input = onboarding_input(sensitive_request());
+    input.requester = format!("  {}  ", APPROVER.to_uppercase());
+    let awaiting = started::<Onboarding>(input).state;
+    let OnboardingState::AwaitingApproval { approval, .. } = &awaiting else {
+        panic!("expected AwaitingApproval, got {awaiting:?}")
+    };
+    assert_eq!(approval.approvers, strings(&[OTHER_APPROVER]));
+    assert_eq!(approval.requester, APPROVER.to_uppercase());
+    assert_rejected(
+        on::<Onboarding>(&awaiting, approve(APPROVER), at(60)),
+        "approver",
+        "cannot approve it",
+    );
+    accepted::<Onboarding>(&awaiting, approve(OTHER_APPROVER), at(60));
+    // Under the two-person rule the same requester leaves one approver: refused up front.
+    let mut input = onboarding_input(payments_request());
+    input.requester = format!(" {APPROVER}\t");
+    assert_rejected(
+        start::<Onboarding>(input, now()),
+        "approvers",
+        "needs 2 distinct approvers other than the requester",
+    );
+}
+
+fn scenario_a_refused_approver_is_not_told_who_the_approvers_are() {
+    // The refusal goes back to whoever clicked (an ephemeral Slack answer): it says they are not
+    // an approver of this request, never who is.
+    let refusals = [
+        on::<Onboarding>(&awaiting_onboarding(), approve(OUTSIDER), at(60)).unwrap_err(),
+        on::<ScopeChange>(&awaiting_scope_change(), deny(OUTSIDER), at(60)).unwrap_err(),
+        on::<Freeze>(&asking_freeze().state, deny(OUTSIDER), at(60)).unwrap_err(),
+    ];
+    for refused in refusals {
+        let text = refused.to_string();
+        assert!(text.contains("is not an allowed approver"), "{text}");
+        for person in [APPROVER, OTHER_APPROVER, OWNER] {
+            assert!(!text.contains(person), "{person} is named: {text}");
+        }
+    }
 }

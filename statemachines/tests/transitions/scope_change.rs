@@ -581,7 +581,7 @@ fn scenario_scope_change_refuses_approver_outside_allowed_set() {
     assert_rejected(
         on::<ScopeChange>(&awaiting, approve(OUTSIDER), at(60)),
         "approver",
-        "mallory@example.com is not an allowed approver for approval wf-0001-approval-1 (allowed: sec-lead@example.com, sec-oncall@example.com)",
+        "mallory@example.com is not an allowed approver for approval wf-0001-approval-1: only its approvers may decide it; nothing was decided",
     );
 }
 
