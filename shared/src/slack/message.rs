@@ -75,6 +75,7 @@ pub fn when(at: DateTime<Utc>) -> String {
 fn action_label(action: &str) -> &str {
     match action {
         "onboard" => "onboard a new agent",
+        "claim" => "take over a client Steward did not create (its current secrets stop working)",
         "scope-change" => "change an agent's scopes",
         "unfreeze" => "unfreeze a frozen agent (or decommission it)",
         "freeze" => "freeze an agent after an anomaly",

@@ -192,7 +192,11 @@ impl Workflow for Onboarding {
             ),
         );
 
-        if sensitive.is_empty() {
+        // Taking over a client Steward did not create (a shadow claim) sets its grants and
+        // replaces its secrets, so whatever uses them stops working: a security approver
+        // decides, whatever the scopes.
+        let claim = agent.client_id.is_some();
+        if sensitive.is_empty() && !claim {
             agent.status = AgentStatus::Provisioning;
             let create = create_client(&agent);
             return Ok(Step {
@@ -213,7 +217,7 @@ impl Workflow for Onboarding {
             &agent,
             &requester,
             Ask {
-                action: "onboard",
+                action: if claim { "claim" } else { "onboard" },
                 scopes_added: agent.scopes.clone(),
                 scopes_removed: vec![],
                 sensitive_scopes: sensitive,

@@ -5,6 +5,7 @@ use super::*;
 scenarios![
     scenario_onboarding_without_sensitive_scope_provisions_at_once,
     scenario_onboarding_with_sensitive_scope_waits_for_approval,
+    scenario_onboarding_claim_of_an_existing_client_waits_for_a_security_approver,
     scenario_onboarding_token_lifetime_defaults_to_policy_max,
     scenario_onboarding_requester_in_security_group_is_not_asked_to_approve,
     scenario_onboarding_approve_creates_client_with_requested_grant,
@@ -101,6 +102,31 @@ fn scenario_onboarding_without_sensitive_scope_provisions_at_once() {
         saved_agents(&step.commands),
         [agent],
         "the registry record is saved with the state"
+    );
+}
+
+/// A shadow claim takes over a client Steward did not create: its grants are set and its
+/// secrets replaced, so whatever uses them stops working. A security approver decides first,
+/// even when no scope is sensitive.
+fn scenario_onboarding_claim_of_an_existing_client_waits_for_a_security_approver() {
+    let step = started::<Onboarding>(OnboardingInput {
+        adopt_client: Some("dev_console_client".into()),
+        ..onboarding_input(plain_request())
+    });
+    let OnboardingState::AwaitingApproval { agent, approval } = &step.state else {
+        panic!("expected AwaitingApproval, got {:?}", step.state)
+    };
+    assert_eq!(approval.action, "claim");
+    assert_eq!(agent.client_id.as_deref(), Some("dev_console_client"));
+    assert!(!approval.approvers.is_empty());
+    assert!(
+        !approval.approvers.iter().any(|a| a == REQUESTER),
+        "the claimer does not approve their own claim"
+    );
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "nothing touches the client before the decision: {:?}",
+        names(&step.commands)
     );
 }
 

@@ -229,6 +229,28 @@ async fn discovery_runs_in_the_worker_and_a_shadow_agent_is_claimed() {
     .await;
     assert_eq!(status, 202, "{started}");
     drain(&a).await;
+    // Taking over the client replaces its secrets: a security approver decides first.
+    let (_, pending) = call(&a, "GET", "/api/approvals", None).await;
+    let claim = pending
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["request"]["action"] == "claim")
+        .unwrap_or_else(|| panic!("the claim waits for a decision: {pending}"))
+        .clone();
+    let (status, decided) = call_as(
+        &a,
+        SAM,
+        "POST",
+        &format!(
+            "/api/approvals/{}/approve",
+            claim["request"]["id"].as_str().unwrap()
+        ),
+        Some(&json!({"reason": "the inventory team owns it"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{decided}");
+    drain(&a).await;
     let (_, claimed) = call(&a, "GET", "/api/agents/inventory-sync-agent-prod", None).await;
     assert_eq!(claimed["agent"]["status"], "active", "{claimed}");
     assert_eq!(claimed["agent"]["owner"], ALICE);

@@ -166,6 +166,20 @@ fn a_client_created_in_the_idp_is_found_claimed_by_one_path_and_decommissioned_b
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("claimed: onboarding"), "{stdout}");
 
+    // Taking over the client replaces its secrets: nothing changes until security decides.
+    let claim = wait_until("the claim's approval", SETTLE, || {
+        s.approvals(false)
+            .into_iter()
+            .find(|a| a["request"]["action"] == "claim")
+    });
+    let (status, _, _) = s.token(&claimed_client, &old_secret, None);
+    assert_eq!(
+        status, 200,
+        "the console secret works until the claim is approved"
+    );
+    let (status, v) = s.decide(claim["request"]["id"].as_str().unwrap(), "approve", SAM);
+    assert_eq!(status, 202, "{v}");
+
     let active = s.wait_agent_status("inventory-sync-agent-prod", "active");
     assert_eq!(active["owner"], BOB);
     assert_eq!(
