@@ -981,6 +981,36 @@ async fn outside_signals_freeze_or_ask_by_the_policys_mapping() {
     assert_eq!(asked[0].request.action, "freeze");
     assert!(asked[0].request.approvers.contains(&OWNER.to_string()));
     assert!(st.idp.client(&client).await.unwrap().unwrap().active);
+    // The owner may confirm, not dismiss, a finding about their own agent: told at once,
+    // whether they answer "Don't freeze" or withdraw the question.
+    match e
+        .decide(&asked[0].request.id, OWNER, Decision::Deny, None, None)
+        .await
+    {
+        Err(EngineError::Rejected(r)) => {
+            assert!(
+                r.to_string()
+                    .contains("only a security approver may dismiss"),
+                "{r}"
+            )
+        }
+        other => panic!("the owner's dismissal must be refused, got {other:?}"),
+    }
+    match e.cancel(&asked[0].request.workflow_id, OWNER, "mine").await {
+        Err(EngineError::Rejected(r)) => {
+            assert!(
+                r.to_string()
+                    .contains("only a security approver may dismiss"),
+                "{r}"
+            )
+        }
+        other => panic!("the owner's withdrawal must be refused, got {other:?}"),
+    }
+    assert_eq!(
+        e.store.approvals(true).await.unwrap().len(),
+        1,
+        "still asked"
+    );
 
     // CRITICAL, by agent name: contained first, then the decision is asked.
     shared::intake::accept(

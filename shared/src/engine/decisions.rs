@@ -70,6 +70,16 @@ impl Engine {
             Some(r) => Some(r),
             None => self.check_active(approver).await?,
         };
+        // The freeze machine's separation of duties, asked now so the owner is told at once.
+        let refusal = match refusal {
+            None if req.action == "freeze" => match self.store.agent(&req.agent_id).await? {
+                Some(agent) => {
+                    statemachines::freeze::check_question_answer(&agent, approver, decision).err()
+                }
+                None => None,
+            },
+            other => other,
+        };
         if let Some(r) = refusal {
             self.audit_refusal(
                 "approval decision",
@@ -132,8 +142,20 @@ impl Engine {
                     .await?
                     .into_iter()
                     .find(|a| a.request.workflow_id == workflow_id);
+                let check = match &waiting {
+                    Some(a) if a.request.action == "freeze" => {
+                        match self.store.agent(&a.request.agent_id).await? {
+                            Some(agent) => statemachines::freeze::check_question_withdrawal(
+                                &agent, &a.request, &actor,
+                            ),
+                            None => a.request.check_canceller(&actor),
+                        }
+                    }
+                    Some(a) => a.request.check_canceller(&actor),
+                    None => Ok(()),
+                };
                 if let Some(approval) = waiting
-                    && let Err(r) = approval.request.check_canceller(&actor)
+                    && let Err(r) = check
                 {
                     let agent = i.agent_id.clone().unwrap_or_default();
                     self.audit_refusal(

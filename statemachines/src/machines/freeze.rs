@@ -636,20 +636,8 @@ fn on_asking(state: &FreezeState, event: Event, ctx: &Ctx) -> Result<Step<Freeze
                 reason,
             },
         ) => {
-            // Separation of duties: the owner may confirm a freeze of their agent, but only a
-            // security approver may dismiss a finding about it.
-            if decision == Decision::Deny
-                && approval_id == approval.id
-                && is_owner(agent, &approver)
-            {
-                return Err(Rejected::new(
-                    "approver",
-                    format!(
-                        "{} owns {} and may confirm the freeze, but only a security approver may dismiss a finding about it; nothing was decided",
-                        approver.trim(),
-                        agent.name
-                    ),
-                ));
+            if approval_id == approval.id {
+                check_question_answer(agent, &approver, decision)?;
             }
             match approval.ballot(agent, &approval_id, decision, &approver, reason, ctx.now)? {
                 Ballot::Decided {
@@ -779,10 +767,31 @@ fn is_owner(agent: &Agent, person: &str) -> bool {
     !agent.owner.trim().is_empty() && person.trim().eq_ignore_ascii_case(agent.owner.trim())
 }
 
+/// Separation of duties on a "freeze?" question: the owner may confirm a freeze of their
+/// agent, but only a security approver may dismiss a finding about it (the engine asks this
+/// too, to answer the person at once).
+pub fn check_question_answer(
+    agent: &Agent,
+    approver: &str,
+    decision: Decision,
+) -> Result<(), Rejected> {
+    if decision == Decision::Deny && is_owner(agent, approver) {
+        return Err(Rejected::new(
+            "approver",
+            format!(
+                "{} owns {} and may confirm the freeze, but only a security approver may dismiss a finding about it; nothing was decided",
+                approver.trim(),
+                agent.name
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Who may withdraw a "freeze?" question (which dismisses it): Steward itself (a stronger
 /// finding froze the agent meanwhile) or a security approver of it, never the owner, never a
 /// person under a name Steward acts under.
-fn check_question_withdrawal(
+pub fn check_question_withdrawal(
     agent: &Agent,
     approval: &ApprovalRequest,
     by: &Actor,
