@@ -1,10 +1,16 @@
 //! Operator commands. They talk to a running `steward serve` over its admin API, except
-//! `validate` (offline) and `agents credentials` (reads the local vault).
+//! `validate` (offline) and `agents credentials` (reads the local vault, and records the
+//! hand-out in the local audit trail).
+//!
+//! What the server sends is data, not terminal commands: the human printers get every string
+//! through [`shown`] (by [`print`]), and `--json` output has the control characters JSON
+//! leaves raw escaped too ([`json_text`]).
 
 use crate::Client;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use serde_json::{Value, json};
+use shared::admin::ApprovalView;
 use shared::admin::{
     AgentRequestBody, CancelBody, DecisionBody, DecommissionBody, FreezeBody, OwnerBody, RenewBody,
     RotateBody, ScopeChangeBody,
@@ -12,6 +18,7 @@ use shared::admin::{
 use shared::http::client::{AdminClient, ClientError};
 use shared::secret::Secret;
 use statemachines::Decision;
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -142,12 +149,83 @@ pub fn json_of<T: serde::Serialize>(reply: Result<T, ClientError>) -> anyhow::Re
     Ok(serde_json::to_value(reply?)?)
 }
 
+/// `v` as `--json` prints it, or `human(v)` with every string (and key) of `v` made safe for
+/// a terminal by [`shown`]: the one way a reply reaches the screen.
 pub fn print(c: &Client, v: &Value, human: impl FnOnce(&Value)) {
     if c.json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        println!("{}", json_text(v));
     } else {
-        human(v);
+        human(&shown_value(v));
     }
+}
+
+/// Characters a terminal acts on instead of showing: every control character (C0, newline
+/// and tab included, DEL, C1, so ESC and the 8-bit CSI too) and the bidirectional overrides
+/// and isolates, which reorder what is shown around them.
+fn acted_on(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` as a human printer shows it: each character a terminal would act on (see
+/// [`acted_on`]) written as a visible escape such as `\u{1b}`, so a purpose, a reason or a
+/// name from the server cannot move the cursor, clear the screen, retitle the window or
+/// forge a line of output.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(acted_on) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for ch in text.chars() {
+        if acted_on(ch) {
+            out.extend(ch.escape_unicode());
+        } else {
+            out.push(ch);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// [`shown`] for a text of several lines (an error with its reasons): each line on its own.
+pub fn shown_lines(text: &str) -> String {
+    text.split('\n').map(shown).collect::<Vec<_>>().join("\n")
+}
+
+/// `v` with [`shown`] applied to every string and key.
+pub fn shown_value(v: &Value) -> Value {
+    match v {
+        Value::String(s) => Value::String(shown(s).into_owned()),
+        Value::Array(a) => Value::Array(a.iter().map(shown_value).collect()),
+        Value::Object(o) => Value::Object(
+            o.iter()
+                .map(|(k, v)| (shown(k).into_owned(), shown_value(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// JSON text (one document or JSON lines) with the characters JSON allows raw in strings
+/// but a terminal acts on (DEL, C1, bidirectional controls) written as `\uXXXX` escapes: the
+/// same JSON to a parser. Newlines between documents or pretty-printed members stay.
+pub fn json_safe(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(|c| c != '\n' && acted_on(c)) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for ch in text.chars() {
+        if ch != '\n' && acted_on(ch) {
+            // Every such character is in the Basic Multilingual Plane: one \uXXXX escape.
+            out.push_str(&format!("\\u{:04x}", ch as u32));
+        } else {
+            out.push(ch);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// `v` as `--json` prints it.
+pub fn json_text(v: &Value) -> String {
+    json_safe(&serde_json::to_string_pretty(v).unwrap_or_default()).into_owned()
 }
 
 pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
@@ -200,51 +278,9 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
         AgentsCmd::Show { agent } => {
             let v = json_of(api.agent(&agent).await)?;
             let h = json_of(api.agent_history(&agent).await)?;
-            if c.json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({"agent": v, "history": h}))?
-                );
-                return Ok(());
-            }
-            let a = &v["agent"];
-            println!(
-                "{} ({})",
-                a["name"].as_str().unwrap_or(""),
-                a["id"].as_str().unwrap_or("")
-            );
-            for k in [
-                "status",
-                "owner",
-                "team",
-                "environment",
-                "purpose",
-                "client_id",
-                "secret_version",
-                "credential_issued_at",
-                "token_lifetime_secs",
-                "expires_on",
-            ] {
-                println!("  {k:<22} {}", display(&a[k]));
-            }
-            println!("  {:<22} {}", "scopes", display(&a["scopes"]));
-            print_credentials(a);
-            println!("history:");
-            for e in h.as_array().into_iter().flatten() {
-                let en = &e["entry"];
-                let refused = en["rejected"]
-                    .as_str()
-                    .map(|r| format!("  REFUSED: {r}"))
-                    .unwrap_or_default();
-                println!(
-                    "  {}  {:<13} {:<17} → {:<17} by {}{refused}",
-                    en["at"].as_str().unwrap_or(""),
-                    e["kind"].as_str().unwrap_or(""),
-                    en["from"].as_str().unwrap_or(""),
-                    en["to"].as_str().unwrap_or(""),
-                    actor(&en["actor"])
-                );
-            }
+            print(c, &json!({"agent": v, "history": h}), |both| {
+                show_agent(&both["agent"]["agent"], &both["history"])
+            });
         }
         AgentsCmd::Scopes {
             agent,
@@ -351,6 +387,47 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `agents show`: the record (`a`, made safe by [`print`]) and its history `h`.
+fn show_agent(a: &Value, h: &Value) {
+    println!(
+        "{} ({})",
+        a["name"].as_str().unwrap_or(""),
+        a["id"].as_str().unwrap_or("")
+    );
+    for k in [
+        "status",
+        "owner",
+        "team",
+        "environment",
+        "purpose",
+        "client_id",
+        "secret_version",
+        "credential_issued_at",
+        "token_lifetime_secs",
+        "expires_on",
+    ] {
+        println!("  {k:<22} {}", display(&a[k]));
+    }
+    println!("  {:<22} {}", "scopes", display(&a["scopes"]));
+    print_credentials(a);
+    println!("history:");
+    for e in h.as_array().into_iter().flatten() {
+        let en = &e["entry"];
+        let refused = en["rejected"]
+            .as_str()
+            .map(|r| format!("  REFUSED: {r}"))
+            .unwrap_or_default();
+        println!(
+            "  {}  {:<13} {:<17} → {:<17} by {}{refused}",
+            en["at"].as_str().unwrap_or(""),
+            e["kind"].as_str().unwrap_or(""),
+            en["from"].as_str().unwrap_or(""),
+            en["to"].as_str().unwrap_or(""),
+            actor(&en["actor"])
+        );
+    }
+}
+
 /// Credential age, the rotation receipts and the decommission receipt of an agent record.
 fn print_credentials(a: &Value) {
     let age = a["credential_issued_at"]
@@ -438,24 +515,153 @@ fn actor(v: &Value) -> String {
 async fn credentials(api: &Api, c: &Client, agent: &str) -> anyhow::Result<()> {
     use shared::ports::Vault;
     let v = json_of(api.agent(agent).await)?;
-    let id = v["agent"]["id"].as_str().context("agent has no id")?;
-    let client_id = v["agent"]["client_id"].as_str().with_context(|| {
+    let a = &v["agent"];
+    let id = a["id"].as_str().context("agent has no id")?;
+    let name = a["name"].as_str().unwrap_or(agent);
+    let client_id = a["client_id"].as_str().with_context(|| {
         format!(
             "{agent} has no client yet (status {})",
-            display(&v["agent"]["status"])
+            display(&a["status"])
         )
     })?;
+    // The hand-out is recorded in the trail before the secret is shown: no database, no secret.
+    let db_path = c.data_dir.join("steward.db");
+    if !db_path.is_file() {
+        bail!(
+            "no Steward database at {}: handing out a secret is recorded in its audit trail; pass the server's --data-dir (or STEWARD_DATA_DIR)",
+            db_path.display()
+        );
+    }
     let vault = shared::embedded::vault::FileVault::open(&c.data_dir.join("vault"))?;
     let (version, stored) = vault
         .get(id, shared::ports::vault::Stage::Current)
         .await?
         .with_context(|| format!("no current secret for {agent} in the vault"))?;
     let secret = shared::credential::Credential::from_secret(&stored)?.client_secret;
-    eprintln!(
-        "handing out the current secret of {agent} (version {version}); treat it as a password"
+    let me = api
+        .whoami()
+        .await
+        .context("asking the server who you are, for the audit record of the hand-out")?;
+    let data_dir = std::fs::canonicalize(&c.data_dir).unwrap_or_else(|_| c.data_dir.clone());
+    let record = hand_out_record(
+        &me,
+        &HandOut {
+            agent_id: id,
+            agent_name: name,
+            client_id,
+            version: &version,
+            os_user: &os_user(),
+            data_dir: &data_dir.display().to_string(),
+        },
+        chrono::Utc::now(),
     );
-    println!("client_id={client_id}\nclient_secret={}", secret.expose());
+    append_audit(&db_path, record).await.context(
+        "the hand-out could not be recorded in the audit trail, so the secret is not shown",
+    )?;
+    eprintln!(
+        "handing out the current secret of {} (version {}); treat it as a password (recorded in the audit trail)",
+        shown(agent),
+        shown(&version)
+    );
+    println!(
+        "client_id={}\nclient_secret={}",
+        shown(client_id),
+        secret.expose()
+    );
     Ok(())
+}
+
+/// A secret handed out of the local vault: what the audit record names (never the secret).
+struct HandOut<'a> {
+    agent_id: &'a str,
+    agent_name: &'a str,
+    client_id: &'a str,
+    version: &'a str,
+    /// The local account that ran the CLI.
+    os_user: &'a str,
+    /// The data directory whose vault it was read from.
+    data_dir: &'a str,
+}
+
+/// The audit record of a hand-out: the trail's call record (who, as the server knows the
+/// token, from the CLI) about the agent's client credential and its vault version, with the
+/// local account and data directory. No secret is given to it.
+fn hand_out_record(
+    me: &shared::admin::Me,
+    h: &HandOut<'_>,
+    time: chrono::DateTime<chrono::Utc>,
+) -> shared::ports::store::AuditRecord {
+    let caller = shared::audit::Caller {
+        kind: &me.kind,
+        id: &me.id,
+        token_id: me.token_id.as_deref(),
+        via: None,
+    };
+    let mut r = shared::audit::call(caller, "cli", "agents credentials", 200, None, time);
+    let b = &mut r.body;
+    b["message"] = json!(format!(
+        "{} {} took the current client secret of agent {} (version {}) from the local vault in {} as OS user {}",
+        me.kind, me.id, h.agent_name, h.version, h.data_dir, h.os_user
+    ));
+    b["entity"] = json!({
+        "uid": h.agent_id,
+        "name": format!("{} client secret", h.agent_name),
+        "type": "OAuth client credential",
+        "data": {"client_id": h.client_id, "version": h.version},
+    });
+    let u = &mut b["unmapped"];
+    u["steward_event"] = json!("secret_handed_out");
+    u["agent_id"] = json!(h.agent_id);
+    u["agent_name"] = json!(h.agent_name);
+    u["secret_version"] = json!(h.version);
+    u["os_user"] = json!(h.os_user);
+    u["data_dir"] = json!(h.data_dir);
+    r
+}
+
+/// Appends `record` to the trail of the database at `db_path` (beside a running server: SQLite
+/// serialises the writers; a write that lost the race to the server is tried again).
+async fn append_audit(
+    db_path: &Path,
+    record: shared::ports::store::AuditRecord,
+) -> anyhow::Result<()> {
+    use shared::ports::store::StoreWrite as _;
+    let db = shared::embedded::Db::open(db_path, shared::embedded::Durability::Fsync)
+        .with_context(|| format!("opening {}", db_path.display()))?;
+    let mut tries = 0;
+    loop {
+        match db.append_audit(vec![record.clone()]).await {
+            Ok(()) => return Ok(()),
+            Err(e) if tries < 5 => {
+                tries += 1;
+                tracing::debug!(error = %e, tries, "appending the hand-out's audit record again");
+                tokio::time::sleep(std::time::Duration::from_millis(50 * tries)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The local account running the CLI: its name from the environment and, on Linux, the uid
+/// the kernel gives the process (which the environment cannot change).
+fn os_user() -> String {
+    let name = ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .map(|n| shared::audit::bounded(n.trim(), 64));
+    #[cfg(target_os = "linux")]
+    let uid = {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+    };
+    #[cfg(not(target_os = "linux"))]
+    let uid: Option<u32> = None;
+    match (name, uid) {
+        (Some(n), Some(u)) => format!("{n} (uid {u})"),
+        (Some(n), None) => n,
+        (None, Some(u)) => format!("uid {u}"),
+        (None, None) => "unknown".into(),
+    }
 }
 
 pub async fn approvals(cmd: ApprovalsCmd, c: &Client) -> anyhow::Result<()> {
@@ -479,6 +685,7 @@ pub async fn approvals(cmd: ApprovalsCmd, c: &Client) -> anyhow::Result<()> {
                         display(&r["approvers"]),
                         r["expires_at"].as_str().unwrap_or("")
                     );
+                    println!("    justification: {}", display(&r["justification"]));
                 }
             });
         }
@@ -492,6 +699,37 @@ pub async fn approvals(cmd: ApprovalsCmd, c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What an approver is about to decide: everything the action hash covers, who asked and why.
+/// `a` is an approval as [`print`] hands it (made safe for the terminal).
+fn approval_summary(a: &Value, decision: &str) -> String {
+    let r = &a["request"];
+    let hash = a["action_hash"].as_str().unwrap_or("");
+    format!(
+        "{decision} {} [{}]: {} {} ({})\n  add scopes [{}] (sensitive [{}]); remove scopes [{}]; token lifetime {}s\n  requested by {}: {}\n  action hash {}",
+        display(&r["id"]),
+        display(&a["status"]),
+        display(&r["action"]),
+        display(&r["agent_name"]),
+        display(&r["environment"]),
+        display(&r["scopes_added"]),
+        display(&r["sensitive_scopes"]),
+        display(&r["scopes_removed"]),
+        display(&r["token_lifetime_secs"]),
+        display(&r["requester"]),
+        display(&r["justification"]),
+        &hash[..hash.len().min(12)]
+    )
+}
+
+/// The decision's body: bound to the request as it was shown, so the server refuses it if the
+/// request changed in between.
+fn decision_body(approval: &ApprovalView, reason: Option<String>) -> DecisionBody {
+    DecisionBody {
+        reason,
+        action_hash: Some(approval.action_hash.clone()),
+    }
+}
+
 async fn decide(
     api: &Api,
     c: &Client,
@@ -499,21 +737,38 @@ async fn decide(
     decision: Decision,
     reason: Option<String>,
 ) -> anyhow::Result<()> {
-    let body = DecisionBody {
-        reason,
-        action_hash: None,
+    let word = match decision {
+        Decision::Approve => "approve",
+        Decision::Deny => "deny",
     };
+    let approval = api.approval(id).await?.with_context(|| {
+        format!(
+            "no approval with id `{}` (see `steward approvals list --all`); nothing was decided",
+            shown(id)
+        )
+    })?;
+    let summary = approval_summary(
+        &shown_value(&serde_json::to_value(&approval)?),
+        match decision {
+            Decision::Approve => "approving",
+            Decision::Deny => "denying",
+        },
+    );
+    // The JSON reply stays alone on stdout.
+    if c.json {
+        eprintln!("{summary}");
+    } else {
+        println!("{summary}");
+    }
+    let body = decision_body(&approval, reason);
     let v = json_of(match decision {
         Decision::Approve => api.approve(id, &body).await,
         Decision::Deny => api.deny(id, &body).await,
     })?;
-    let decision = match decision {
-        Decision::Approve => "approve",
-        Decision::Deny => "deny",
-    };
     print(c, &v, |_| {
         println!(
-            "approval {id}: {decision} queued; the workflow applies it (see `steward agents show`)"
+            "approval {}: {word} queued; the workflow applies it (see `steward agents show`)",
+            shown(id)
         )
     });
     Ok(())
@@ -521,9 +776,10 @@ async fn decide(
 
 pub async fn whoami(c: &Client) -> anyhow::Result<()> {
     let me = Api::from_client(c).await?.whoami().await?;
+    let (kind, id) = (shown(&me.kind), shown(&me.id));
     match me.token_id {
-        Some(token) => println!("{} {} (token {token})", me.kind, me.id),
-        None => println!("{} {}", me.kind, me.id),
+        Some(token) => println!("{kind} {id} (token {})", shown(&token)),
+        None => println!("{kind} {id}"),
     }
     Ok(())
 }
@@ -552,7 +808,7 @@ pub async fn audit(command: Option<AuditCmd>, c: &Client) -> anyhow::Result<()> 
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             let mut written = Ok(());
             api.audit_lines(|line| {
-                written = writeln!(out, "{line}");
+                written = writeln!(out, "{}", json_safe(line));
                 written.is_ok()
             })
             .await?;
@@ -646,4 +902,186 @@ pub async fn validate(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every byte a terminal acts on: C0 (with newline and tab), DEL and C1 (as UTF-8).
+    fn raw_controls(text: &str) -> Vec<char> {
+        text.chars().filter(|c| c.is_control()).collect()
+    }
+
+    #[test]
+    fn shown_makes_every_control_character_visible() {
+        let hostile =
+            "x\u{1b}[2J\u{1b}]0;pwned\u{7}\r\nfake line\t\u{7f}\u{9b}31m\u{202e}evil\u{0}";
+        let s = shown(hostile);
+        assert!(raw_controls(&s).is_empty(), "{s:?}");
+        assert!(!s.contains('\u{202e}'), "{s:?}");
+        assert_eq!(
+            s,
+            "x\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\u{d}\\u{a}fake line\\u{9}\\u{7f}\\u{9b}31m\\u{202e}evil\\u{0}"
+        );
+        // Ordinary text, accents and other scripts are untouched (and not copied).
+        for fine in [
+            "alice@example.com",
+            "Mutes flapping monitors — on-call",
+            "Zoë 東京 😀",
+        ] {
+            assert!(matches!(shown(fine), Cow::Borrowed(_)), "{fine}");
+        }
+        assert_eq!(
+            shown_lines("refused (422)\n  - purpose: \u{1b}[2J"),
+            "refused (422)\n  - purpose: \\u{1b}[2J"
+        );
+    }
+
+    #[test]
+    fn the_human_printers_get_safe_strings_and_keys() {
+        let v = json!({
+            "agent": {"purpose": "a\u{1b}[2Jb", "scopes": ["s\u{7}"], "n": 3, "ok": true},
+            "k\u{1b}": null,
+        });
+        let safe = shown_value(&v);
+        assert_eq!(safe["agent"]["purpose"], "a\\u{1b}[2Jb");
+        assert_eq!(safe["agent"]["scopes"][0], "s\\u{7}");
+        assert_eq!(safe["agent"]["n"], 3);
+        assert_eq!(safe["agent"]["ok"], true);
+        assert!(safe.get("k\\u{1b}").is_some(), "{safe}");
+        assert!(raw_controls(&safe.to_string()).is_empty());
+    }
+
+    #[test]
+    fn json_output_escapes_what_json_leaves_raw_and_means_the_same() {
+        let v = json!({"purpose": "a\u{1b}b\u{7f}c\u{9b}d\u{202e}e\nf", "n": [1, 2]});
+        let text = json_text(&v);
+        // Only the pretty-printer's newlines stay raw.
+        assert!(raw_controls(&text).iter().all(|c| *c == '\n'), "{text:?}");
+        assert!(!text.contains('\u{202e}'), "{text:?}");
+        let back: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, v);
+        // JSON lines (the audit export) the same way, one line each.
+        let lines = format!("{}\n{}", json!({"m": "x\u{85}y"}), json!({"m": "z"}));
+        let safe = json_safe(&lines);
+        assert_eq!(safe.lines().count(), 2);
+        for (l, orig) in safe.lines().zip(lines.lines()) {
+            assert!(raw_controls(l).is_empty(), "{l:?}");
+            assert_eq!(
+                serde_json::from_str::<Value>(l).unwrap(),
+                serde_json::from_str::<Value>(orig).unwrap()
+            );
+        }
+        assert!(matches!(json_safe("{\"a\":\"b\"}"), Cow::Borrowed(_)));
+    }
+
+    fn approval() -> ApprovalView {
+        serde_json::from_value(json!({
+            "status": "pending",
+            "action_hash": "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0",
+            "request": {
+                "id": "onboarding-x-1-approval-1",
+                "workflow_id": "onboarding-x-1",
+                "agent_id": "agent-1",
+                "agent_name": "x-agent-prod",
+                "environment": "prod",
+                "action": "onboard",
+                "scopes_added": ["datadog:monitors:write"],
+                "scopes_removed": ["old:scope"],
+                "sensitive_scopes": ["datadog:monitors:write"],
+                "token_lifetime_secs": 900,
+                "requester": "alice@example.com",
+                "justification": "mutes monitors\u{1b}[2J",
+                "approvers": ["sam.security@example.com"],
+                "requested_at": "2026-01-01T00:00:00Z",
+                "expires_at": "2026-01-04T00:00:00Z"
+            },
+            "outcome": null
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_decision_carries_the_action_hash_of_the_request_shown() {
+        let a = approval();
+        for reason in [None, Some("needed".to_string())] {
+            let body = decision_body(&a, reason.clone());
+            assert_eq!(body.action_hash.as_deref(), Some(a.action_hash.as_str()));
+            assert_eq!(body.reason, reason);
+            let wire = serde_json::to_value(&body).unwrap();
+            assert_eq!(wire["action_hash"], a.action_hash.as_str());
+        }
+    }
+
+    #[test]
+    fn the_summary_shows_what_the_hash_covers_and_why() {
+        let a = approval();
+        let text = approval_summary(
+            &shown_value(&serde_json::to_value(&a).unwrap()),
+            "approving",
+        );
+        for needle in [
+            "approving onboarding-x-1-approval-1 [pending]: onboard x-agent-prod (prod)",
+            "add scopes [datadog:monitors:write]",
+            "remove scopes [old:scope]",
+            "token lifetime 900s",
+            "requested by alice@example.com: mutes monitors\\u{1b}[2J",
+            "action hash 0f1e2d3c4b5a",
+        ] {
+            assert!(text.contains(needle), "`{needle}` in:\n{text}");
+        }
+        assert!(raw_controls(&text).iter().all(|c| *c == '\n'), "{text:?}");
+    }
+
+    #[test]
+    fn the_hand_out_record_names_who_and_which_version_and_no_secret() {
+        let me = shared::admin::Me {
+            kind: "person".into(),
+            id: "alice@example.com".into(),
+            token_id: Some("jti-1".into()),
+        };
+        let at = chrono::Utc::now();
+        let r = hand_out_record(
+            &me,
+            &HandOut {
+                agent_id: "agent-1",
+                agent_name: "x-agent-prod",
+                client_id: "0oa123",
+                version: "v-42",
+                os_user: "alice (uid 1000)",
+                data_dir: "/srv/steward",
+            },
+            at,
+        );
+        let b = &r.body;
+        assert_eq!(r.time, at);
+        assert_eq!(b["unmapped"]["steward_event"], "secret_handed_out");
+        assert_eq!(b["unmapped"]["agent_id"], "agent-1");
+        assert_eq!(b["unmapped"]["secret_version"], "v-42");
+        assert_eq!(b["unmapped"]["os_user"], "alice (uid 1000)");
+        assert_eq!(b["unmapped"]["data_dir"], "/srv/steward");
+        assert_eq!(b["unmapped"]["principal"]["id"], "alice@example.com");
+        assert_eq!(b["unmapped"]["source"], "cli");
+        assert_eq!(b["entity"]["uid"], "agent-1");
+        assert_eq!(b["entity"]["data"]["version"], "v-42");
+        assert_eq!(b["actor"]["user"]["uid"], "alice@example.com");
+        let m = b["message"].as_str().unwrap();
+        for needle in [
+            "alice@example.com",
+            "x-agent-prod",
+            "v-42",
+            "/srv/steward",
+            "alice (uid 1000)",
+        ] {
+            assert!(m.contains(needle), "`{needle}` in {m}");
+        }
+    }
+
+    #[test]
+    fn the_os_user_is_named() {
+        let u = os_user();
+        assert!(!u.is_empty());
+        assert!(raw_controls(&u).is_empty(), "{u:?}");
+    }
 }

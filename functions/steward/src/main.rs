@@ -293,7 +293,19 @@ mod periods {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// Exits 1 with the error (and its causes) on stderr, each line made safe for a terminal: a
+/// refusal's reasons come from the server and may quote what someone else typed.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {}", cli::shown_lines(&format!("{e:?}")));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     // The demo prints its own timeline; the server's notices would interleave with it.
     let default_filter = if matches!(args.command, Cmd::Demo) {

@@ -33,6 +33,9 @@ pub enum ClientError {
         status: u16,
         message: String,
     },
+    /// The base URL is not one the bearer token may be sent to: nothing was sent.
+    #[error("not calling {base}: {why}")]
+    Insecure { base: String, why: String },
 }
 
 impl ClientError {
@@ -42,7 +45,7 @@ impl ClientError {
             ClientError::Refused { status, .. } | ClientError::Unexpected { status, .. } => {
                 Some(*status)
             }
-            ClientError::Unreachable { .. } => None,
+            ClientError::Unreachable { .. } | ClientError::Insecure { .. } => None,
         }
     }
 }
@@ -66,19 +69,72 @@ pub struct AdminClient {
 /// How the CLI names itself to the server (the audit trail's `source` is `cli`).
 pub const USER_AGENT_PREFIX: &str = "steward-cli/";
 
+/// Whether the bearer token may be sent to `base`: https anywhere, plain http only to this
+/// machine (127.0.0.0/8, ::1, `localhost`), where nobody on the network reads it. Anything else
+/// would hand the token (an admin token, or a person's session) to whoever watches the wire.
+pub fn check_base(base: &str) -> Result<(), ClientError> {
+    let refuse = |why: String| ClientError::Insecure {
+        base: base.to_string(),
+        why,
+    };
+    let url = url::Url::parse(base).map_err(|e| {
+        refuse(format!(
+            "not a URL ({e}); give one such as https://steward.example.com"
+        ))
+    })?;
+    check_url(&url).map_err(refuse)
+}
+
+/// [`check_base`] for a parsed URL (also every redirect's target): the reason when refused.
+fn check_url(url: &url::Url) -> Result<(), String> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if crate::jwks::is_loopback(url) => Ok(()),
+        "http" => Err(format!(
+            "plain http would send the bearer token unencrypted to {}; use https:// (plain http \
+             only to a loopback address: 127.0.0.0/8, ::1 or localhost)",
+            url.host_str().unwrap_or("?")
+        )),
+        other => Err(format!(
+            "`{other}:` is not http(s); use https:// (plain http only to a loopback address)"
+        )),
+    }
+}
+
+/// Redirects are followed only to where [`check_base`] would let the token go (reqwest drops
+/// the Authorization header on a redirect to another host; this also keeps an https server
+/// from redirecting the call to plain http).
+fn redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        if attempt.previous().len() >= 10 {
+            return attempt.error("too many redirects");
+        }
+        match check_url(attempt.url()) {
+            Ok(()) => attempt.follow(),
+            Err(why) => {
+                let why = format!("refused a redirect to {}: {why}", attempt.url());
+                attempt.error(why)
+            }
+        }
+    })
+}
+
 /// No query string.
 const NO_QUERY: Option<&()> = None;
 /// No body.
 const NO_BODY: Option<&()> = None;
 
 impl AdminClient {
-    /// `base`: the server's URL (`http://127.0.0.1:8080`); `token`: its admin token.
+    /// `base`: the server's URL (`http://127.0.0.1:8080`); `token`: its admin token. Refused
+    /// ([`ClientError::Insecure`]) unless `base` is https or plain http to this machine.
     pub fn new(base: &str, token: Secret) -> Result<Self, ClientError> {
+        check_base(base)?;
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .user_agent(format!("{USER_AGENT_PREFIX}{}", env!("CARGO_PKG_VERSION")))
             .timeout(CALL_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
+            .redirect(redirects())
             .build()
             .map_err(|e| ClientError::Unreachable {
                 base: base.into(),
@@ -328,6 +384,15 @@ impl AdminClient {
             .await
     }
 
+    /// One approval by id (pending or decided), from the listing: `None` when there is none.
+    pub async fn approval(&self, id: &str) -> Result<Option<ApprovalView>, ClientError> {
+        Ok(self
+            .approvals(true)
+            .await?
+            .into_iter()
+            .find(|a| a.request.id == id))
+    }
+
     pub async fn approve(
         &self,
         id: &str,
@@ -419,5 +484,55 @@ impl AdminClient {
             Some(&serde_json::json!({})),
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_goes_over_https_or_to_this_machine_only() {
+        for ok in [
+            "https://steward.example.com",
+            "https://203.0.113.7:8443/",
+            "http://127.0.0.1:8080",
+            "http://127.1.2.3:9",
+            "http://[::1]:8080",
+            "http://localhost:8080",
+            "http://LOCALHOST",
+        ] {
+            assert!(check_base(ok).is_ok(), "{ok}");
+            assert!(AdminClient::new(ok, Secret::new("t")).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://example.com",
+            "http://steward.example.com:8080/",
+            "http://10.0.0.5:8080",
+            "http://0.0.0.0:8080",
+            "http://[::ffff:7f00:1]:8080",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+        ] {
+            let e = AdminClient::new(bad, Secret::new("t"))
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"));
+            let text = e.to_string();
+            assert!(matches!(e, ClientError::Insecure { .. }), "{bad}: {text}");
+            assert!(
+                text.contains("use https://") && text.contains("plain http"),
+                "{bad}: {text}"
+            );
+            assert_eq!(e.status(), None);
+        }
+        for bad in [
+            "ftp://127.0.0.1/",
+            "127.0.0.1:8080",
+            "steward.example.com",
+            "",
+        ] {
+            let e = check_base(bad).expect_err(bad);
+            assert!(e.to_string().contains("https://"), "{bad}: {e}");
+        }
     }
 }

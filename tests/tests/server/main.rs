@@ -10,6 +10,7 @@ mod anomaly;
 mod audit_seal;
 mod campaigns;
 mod cli;
+mod cli_output;
 mod dashboard;
 mod dashboard_browser;
 mod dev_sign_in;
