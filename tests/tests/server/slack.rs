@@ -767,3 +767,35 @@ fn a_hung_slack_call_does_not_stop_the_worker() {
         },
     );
 }
+
+/// A slow peer holds up only its own work: while the security channel's post hangs for as long
+/// as its deadline allows (a minute here), the other worker lanes provision an agent that
+/// needs no approval within seconds.
+#[test]
+fn a_slow_slack_call_does_not_hold_up_unrelated_workflows() {
+    let slack = slack();
+    slack.hang_posts_to(SECURITY_CHANNEL);
+    let s = Server::start_with(options(&slack).env("STEWARD_SLACK_TIMEOUT", "60s"));
+    s.request_ok(&agent_request(
+        "slow-post-agent-prod",
+        "prod",
+        ALICE,
+        &[MONITORS_WRITE],
+    ));
+    wait_until("the post that hangs", SETTLE, || {
+        (!slack.calls_of("chat.postMessage/hung").is_empty()).then_some(())
+    });
+    let name = "metrics-reader-agent-dev";
+    s.request_ok(&agent_request(
+        name,
+        "dev",
+        ALICE,
+        &["datadog:metrics:read"],
+    ));
+    s.wait_agent_status_for(name, "active", Duration::from_secs(15));
+    assert_eq!(
+        s.agent("slow-post-agent-prod")["status"],
+        "pending_approval",
+        "the hung post's workflow is still waiting on it"
+    );
+}

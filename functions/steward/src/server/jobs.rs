@@ -49,9 +49,51 @@ fn panic_text(e: tokio::task::JoinError) -> String {
         .unwrap_or_else(|| "(no message)".into())
 }
 
+/// Worker lanes when `STEWARD_WORKERS` is unset: each takes its own batches, and the queue
+/// never hands one workflow's messages to two lanes at once (a group in flight waits), so a
+/// command stuck on a slow peer until its deadline holds up only its own batch while the
+/// other lanes drain unrelated workflows.
+pub const WORKER_LANES: usize = 4;
+/// Names of the lanes (a background task is named in the error that stops the server).
+pub const WORKER_NAMES: [&str; 16] = [
+    "worker 1",
+    "worker 2",
+    "worker 3",
+    "worker 4",
+    "worker 5",
+    "worker 6",
+    "worker 7",
+    "worker 8",
+    "worker 9",
+    "worker 10",
+    "worker 11",
+    "worker 12",
+    "worker 13",
+    "worker 14",
+    "worker 15",
+    "worker 16",
+];
+/// Messages a lane takes at once: small, so a stuck command delays few others.
+const LANE_BATCH: usize = 8;
+
+/// `STEWARD_WORKERS`: how many lanes drain the queue (1 to 16; [`WORKER_LANES`] when unset).
+pub fn worker_lanes_from_env() -> Result<usize, String> {
+    match std::env::var("STEWARD_WORKERS") {
+        Err(_) => Ok(WORKER_LANES),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=WORKER_NAMES.len()).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "STEWARD_WORKERS must be a number from 1 to {}, not `{v}`",
+                WORKER_NAMES.len()
+            )),
+        },
+    }
+}
+
+/// One worker lane: takes a batch, processes it, waits for more when the queue is empty.
 pub async fn work(engine: Arc<Engine>, queue: Arc<SqliteQueue>) {
     loop {
-        match engine.work_once(32).await {
+        match engine.work_once(LANE_BATCH).await {
             Ok(0) => {
                 let _ =
                     tokio::time::timeout(Duration::from_millis(200), queue.ready.notified()).await;

@@ -141,12 +141,18 @@ pub async fn serve(
     let every = every.into();
     let token = Secret::new(admin_token(&stack.data_dir)?);
     let engine = &stack.engine;
-    let mut jobs: Vec<(&'static str, Job)> = vec![
+    let lanes = jobs::worker_lanes_from_env().map_err(anyhow::Error::msg)?;
+    let mut jobs: Vec<(&'static str, Job)> = jobs::WORKER_NAMES[..lanes]
+        .iter()
+        .map(|name| -> (&'static str, Job) {
+            (name, Box::pin(work(engine.clone(), stack.queue.clone())))
+        })
+        .collect();
+    jobs.extend([
         (
-            "worker",
-            Box::pin(work(engine.clone(), stack.queue.clone())),
+            "timer tick",
+            Box::pin(ticks(engine.clone(), every.tick)) as Job,
         ),
-        ("timer tick", Box::pin(ticks(engine.clone(), every.tick))),
         (
             "audit seal",
             Box::pin(seals(
@@ -156,7 +162,7 @@ pub async fn serve(
                 shared::audit::seal::SEAL_EVERY,
             )),
         ),
-    ];
+    ]);
     tracing::info!(
         key = %stack.audit_sealer.public_key(),
         "the audit trail is sealed every minute with this key: pin it for `steward audit verify --key`"
