@@ -86,7 +86,9 @@ pub fn who_may(op: Op) -> &'static [Role] {
         Op::CancelWorkflow => &[Owner, Manager, SecurityApprover, Operator],
         Op::LaunchCampaign => &[SecurityApprover, Operator],
         Op::Discover | Op::Sweep => RUNNING,
-        Op::CampaignReport | Op::ExportAudit | Op::AuditSeal | Op::DeadLetters | Op::IdpClients => RUNNING,
+        Op::CampaignReport | Op::ExportAudit | Op::AuditSeal | Op::DeadLetters | Op::IdpClients => {
+            RUNNING
+        }
         // Where and when its tokens were used (IP addresses): its owners and the people who
         // run the service.
         Op::AgentGrants => &[Owner, Manager, SecurityApprover, Operator, Automation],
