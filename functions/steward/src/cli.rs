@@ -3,7 +3,7 @@
 //! hand-out in the local audit trail).
 //!
 //! What the server sends is data, not terminal commands: the human printers get every string
-//! through [`shown`] (by [`print`]), and `--json` output has the control characters JSON
+//! through [`shown`] (by [`print()`]), and `--json` output has the control characters JSON
 //! leaves raw escaped too ([`json_text`]).
 
 use crate::Client;
@@ -387,7 +387,7 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `agents show`: the record (`a`, made safe by [`print`]) and its history `h`.
+/// `agents show`: the record (`a`, made safe by [`print()`]) and its history `h`.
 fn show_agent(a: &Value, h: &Value) {
     println!(
         "{} ({})",
@@ -700,7 +700,7 @@ pub async fn approvals(cmd: ApprovalsCmd, c: &Client) -> anyhow::Result<()> {
 }
 
 /// What an approver is about to decide: everything the action hash covers, who asked and why.
-/// `a` is an approval as [`print`] hands it (made safe for the terminal).
+/// `a` is an approval as [`print()`] hands it (made safe for the terminal).
 fn approval_summary(a: &Value, decision: &str) -> String {
     let r = &a["request"];
     let hash = a["action_hash"].as_str().unwrap_or("");
