@@ -265,7 +265,9 @@ impl Engine {
         let mut freezing =
             agent.status == AgentStatus::Frozen || open.iter().any(|s| s != "Asking");
         for finding in findings {
-            tracing::warn!(agent = %agent.name, rule = %finding.rule, severity = finding.severity.as_str(), "anomaly: {}", finding.summary);
+            // The summary quotes outside text (a freeze reason): a field, escaped by the logger,
+            // never the message, where a newline would forge a log line.
+            tracing::warn!(agent = %agent.name, rule = %finding.rule, severity = finding.severity.as_str(), summary = ?finding.summary, "anomaly");
             let mut response = finding.clone();
             // One question at a time: a second finding that would ask is an alert.
             let would_ask = response.freezes() && !response.severity.contains_first();

@@ -276,3 +276,25 @@ fn a_frozen_agent_can_be_decommissioned_by_one_security_approver() {
         "{other}"
     );
 }
+
+/// A freeze reason is text a person typed: logged as an escaped field, so a newline in it
+/// cannot forge a line of the server's log.
+#[test]
+fn a_freeze_reason_cannot_forge_a_log_line() {
+    let s = Server::start();
+    s.active_dev_agent("logline-agent-dev");
+    let forged = "FORGED level=ERROR the admin token was rotated";
+    let (status, body) = s.post_as(
+        SAM,
+        "/api/agents/logline-agent-dev/freeze",
+        &serde_json::json!({"reason": format!("looks odd\n{forged}")}),
+    );
+    assert_eq!(status, 202, "{body}");
+    s.wait_agent_status("logline-agent-dev", "frozen");
+    let log = s.log();
+    assert!(log.contains("FORGED"), "the reason is logged:\n{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("FORGED")),
+        "a line of the log was forged:\n{log}"
+    );
+}
