@@ -77,15 +77,19 @@ pub async fn handle(
             };
             // One unreadable event does not drop its neighbours: Okta does not redeliver after
             // a 4xx, so the readable ones are applied and the unreadable one is audited.
+            // The unreadable ones are audited together, in one write per delivery.
             let mut received = Vec::with_capacity(events.len());
+            let mut unreadable = Vec::new();
             for ev in events {
                 match okta_events::received(ev) {
                     Ok(r) => received.push(r),
                     Err(e) => {
-                        refuse(engine, 200, &e.to_string()).await?;
+                        tracing::warn!(why = %e, "Okta event hook event refused");
+                        unreadable.push(refusal(engine, &e.to_string()));
                     }
                 }
             }
+            engine.store.append_audit(unreadable).await?;
             intake::accept(engine, received).await?;
             Ok(Reply::empty(200))
         }
@@ -108,16 +112,20 @@ async fn refuse(
     tracing::warn!(why, "Okta event hook request refused");
     engine
         .store
-        .append_audit(vec![audit::refusal(
-            "Okta event hook request",
-            &Actor::System,
-            None,
-            None,
-            why,
-            engine.clock.now(),
-        )])
+        .append_audit(vec![refusal(engine, why)])
         .await?;
     Ok(Reply::json(status, json!({"error": why})))
+}
+
+fn refusal(engine: &Engine, why: &str) -> crate::ports::store::AuditRecord {
+    audit::refusal(
+        "Okta event hook request",
+        &Actor::System,
+        None,
+        None,
+        why,
+        engine.clock.now(),
+    )
 }
 
 /// The presented Authorization value is the hook's secret. An empty secret authorizes nothing
