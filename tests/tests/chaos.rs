@@ -2,7 +2,8 @@
 //! changes, rotations, freezes and decommissions are in flight, then a restart on the same data
 //! directory. Once the restarted server is quiet, nothing may be lost: every workflow is
 //! finished or waits for a person or a timer, no command is left pending, the IdP holds one
-//! client per live agent, every acknowledged request is there, and nothing was dead-lettered.
+//! client per live agent, every acknowledged request is there, nothing was dead-lettered, and
+//! the audit chain verifies record by record.
 //!
 //! Randomized: the seed is printed; `STEWARD_CHAOS_SEED=<seed>` replays the same choices (the
 //! kill still lands wherever the scheduler is at that moment). `STEWARD_CHAOS_RUNS` sets the
@@ -392,6 +393,9 @@ struct State {
     /// Workflow id → timer names.
     timers: HashMap<String, Vec<String>>,
     clients: Vec<Client>,
+    /// The first audit record whose hash or link does not hold, if any.
+    audit_broken: Option<String>,
+    audit_records: u64,
 }
 
 /// A client at the development IdP.
@@ -470,6 +474,38 @@ fn read_state(s: &Server) -> State {
         })
         .collect()
     };
+    // The audit chain, record by record: each hash over its record and the previous hash.
+    let (mut audit_broken, mut audit_records) = (None, 0);
+    {
+        let mut st = tx
+            .prepare("SELECT seq, id, body, prev_hash, hash FROM audit ORDER BY seq")
+            .expect("audit");
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })
+            .expect("audit rows");
+        let mut prev = "0".repeat(64);
+        for row in rows {
+            let (seq, id, body, prev_hash, hash) = row.expect("audit row");
+            let record = shared::ports::store::AuditRecord {
+                id,
+                time: chrono::Utc::now(),
+                body: serde_json::from_str(&body).expect("audit body"),
+            };
+            if prev_hash != prev || hash != shared::audit::chain_hash(&prev_hash, &record) {
+                audit_broken.get_or_insert(format!("audit record {seq} does not hold"));
+            }
+            prev = hash;
+            audit_records += 1;
+        }
+    }
     tx.commit().expect("end of read");
     State {
         workflows,
@@ -477,6 +513,8 @@ fn read_state(s: &Server) -> State {
         approvals,
         timers,
         clients,
+        audit_broken,
+        audit_records,
     }
 }
 
@@ -699,6 +737,12 @@ fn violations(state: &State, fired: &[Fired], dead_letters: &[Value]) -> Vec<Vio
     for d in dead_letters {
         out.push(same(format!("dead-lettered: {d}")));
     }
+    if let Some(broken) = &state.audit_broken {
+        out.push(same(format!(
+            "the audit chain does not verify ({} records): {broken}",
+            state.audit_records
+        )));
+    }
     out
 }
 
@@ -826,8 +870,10 @@ fn kill_9_at_random_moments_loses_nothing() {
     }
     let summary = state.as_ref().map(summary).unwrap_or_default();
     eprintln!(
-        "chaos seed {seed}: {runs} kills in {:?}; final state: {summary}",
-        started.elapsed()
+        "chaos seed {seed}: {runs} kills in {:?}; {} run(s) with violations, {} distinct violation(s); final state: {summary}",
+        started.elapsed(),
+        failed.len(),
+        seen.len()
     );
     assert!(
         failed.is_empty(),
