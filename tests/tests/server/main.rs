@@ -11,6 +11,7 @@ mod audit_seal;
 mod campaigns;
 mod cli;
 mod cli_output;
+mod concurrent_decisions;
 mod dashboard;
 mod dashboard_browser;
 mod dev_sign_in;
