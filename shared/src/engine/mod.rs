@@ -65,7 +65,8 @@ use workflows::{Applied, ApplyError, StartInput};
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Attempts per external command before it fails for good (`CommandFailed`).
+    /// Attempts per external command before it fails for good (`CommandFailed`); a refusal
+    /// that no retry can change (a 4xx from the IdP) fails at once.
     pub max_attempts: u32,
     pub base_backoff: Duration,
     pub max_backoff: Duration,
@@ -93,9 +94,12 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            max_attempts: 6,
+            // Retries span an outage of about an hour and a half (0.2 s doubling to 15 min,
+            // SQS's longest delay): an IdP or Slack down for an hour delays a kill switch or an
+            // approval request, and does not drop it.
+            max_attempts: 18,
             base_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(15 * 60),
             applied_window: 16,
             visibility: Duration::from_secs(30),
             dispatch_check: Duration::from_secs(60),
