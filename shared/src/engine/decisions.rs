@@ -168,6 +168,26 @@ impl Engine {
                     .await?;
                     return Err(EngineError::Rejected(r));
                 }
+                // A rotation a detection rule started is security's to stop (the machine's rule,
+                // asked now so the person is told at once).
+                if i.kind == <statemachines::rotation::Rotation as statemachines::Workflow>::KIND
+                    && let Ok(state) = serde_json::from_value::<
+                        statemachines::rotation::RotationState,
+                    >(i.state.clone())
+                    && let Err(r) =
+                        statemachines::rotation::check_canceller(state.run(), &actor, &self.policy)
+                {
+                    let agent = i.agent_id.clone().unwrap_or_default();
+                    self.audit_refusal(
+                        "cancel",
+                        &actor,
+                        Some((&agent, &state.run().agent.name)),
+                        Some(workflow_id),
+                        &r.to_string(),
+                    )
+                    .await?;
+                    return Err(EngineError::Rejected(r));
+                }
                 let event = Event::Cancel {
                     by: actor,
                     reason: reason.to_string(),

@@ -751,12 +751,39 @@ fn retry_or_fail(
 }
 
 /// Cancel in any of Scheduled, Issuing, Verifying, Promoting, Grace, RevokingOld, RetryWait.
-fn cancel(
-    state: &RotationState,
-    event: Event,
-    _ctx: &Ctx,
-) -> Result<Step<RotationState>, Rejected> {
+/// Who may stop a rotation: anyone the role table lets cancel, except that a rotation a
+/// detection rule started (a credential seen from several places) is security's to stop: a
+/// security approver or Steward itself, not the owner of the agent whose secret leaked.
+pub fn check_canceller(run: &Run, by: &Actor, policy: &crate::Policy) -> Result<(), Rejected> {
+    let RotationReason::Detection { rule } = &run.reason else {
+        return Ok(());
+    };
+    match by {
+        Actor::System => Ok(()),
+        Actor::Person(p)
+            if policy
+                .approvers
+                .iter()
+                .any(|a| a.trim().eq_ignore_ascii_case(p.trim())) =>
+        {
+            Ok(())
+        }
+        other => Err(Rejected::new(
+            "by",
+            format!(
+                "{} may not stop the rotation of {}: detection rule `{rule}` started it, and only a security approver may stop it",
+                other.describe(),
+                run.agent.name
+            ),
+        )),
+    }
+}
+
+fn cancel(state: &RotationState, event: Event, ctx: &Ctx) -> Result<Step<RotationState>, Rejected> {
     use RotationState as S;
+    if let Event::Cancel { by, .. } = &event {
+        check_canceller(state.run(), by, ctx.policy)?;
+    }
     match (state, event) {
         (
             S::Scheduled { run, .. }

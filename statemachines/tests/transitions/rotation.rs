@@ -15,6 +15,7 @@ scenarios![
     scenario_rotation_failure_before_promotion_retries_under_a_new_version,
     scenario_rotation_gives_up_after_the_policy_attempts,
     scenario_rotation_cancel_wins_in_every_waiting_state,
+    scenario_rotation_a_detection_rotation_is_stopped_by_security_only,
     scenario_rotation_late_results_after_cancel_are_recorded_only,
     scenario_rotation_refuses_results_of_another_version,
     scenario_rotation_refuses_early_and_foreign_timers,
@@ -592,6 +593,36 @@ fn scenario_rotation_cancel_wins_in_every_waiting_state() {
             "does not apply to rotation in state Cancelled",
         );
     }
+}
+
+/// A rotation a detection rule started (the credential seen from several places) is
+/// security's to stop: the owner of the agent whose secret leaked may not cancel it, a
+/// security approver may.
+fn scenario_rotation_a_detection_rotation_is_stopped_by_security_only() {
+    let detected = started::<Rotation>(RotationInput {
+        reason: RotationReason::Detection {
+            rule: "credential-shared".into(),
+        },
+        requested_by: Actor::System,
+        ..rotation_input(now())
+    })
+    .state;
+    assert_rejected(
+        on::<Rotation>(&detected, cancel(OWNER), at(1)),
+        "by",
+        "only a security approver may stop it",
+    );
+    let step = accepted::<Rotation>(&detected, cancel(APPROVER), at(1));
+    assert!(matches!(step.state, RotationState::Cancelled { .. }));
+    // A rotation the owner asked for is theirs to stop.
+    let on_demand = started::<Rotation>(RotationInput {
+        reason: RotationReason::OnDemand { by: OWNER.into() },
+        requested_by: Actor::Person(OWNER.into()),
+        ..rotation_input(now())
+    })
+    .state;
+    let step = accepted::<Rotation>(&on_demand, cancel(OWNER), at(1));
+    assert!(matches!(step.state, RotationState::Cancelled { .. }));
 }
 
 fn scenario_rotation_late_results_after_cancel_are_recorded_only() {
