@@ -525,6 +525,9 @@ impl ApprovalRequest {
     /// requester) withdraws nothing when a person uses it.
     pub fn check_canceller(&self, by: &crate::command::Actor) -> Result<(), Rejected> {
         match by {
+            // Steward itself withdraws a question the agent's fate has overtaken (frozen or
+            // decommissioned meanwhile); no caller can act as it.
+            crate::command::Actor::System => Ok(()),
             crate::command::Actor::Person(p)
                 if !is_reserved_name(p)
                     && (p.trim().eq_ignore_ascii_case(self.requester.trim())

@@ -9,6 +9,7 @@ scenarios![
     scenario_scope_change_approve_sets_exact_new_grant,
     scenario_scope_change_deny_leaves_grants_unchanged,
     scenario_scope_change_expiry_leaves_grants_unchanged,
+    scenario_scope_change_waiting_is_withdrawn_by_steward_when_the_agent_is_frozen,
     scenario_scope_change_cancel_leaves_grants_unchanged,
     scenario_scope_change_grants_set_updates_registry_and_audits,
     scenario_scope_change_command_failed_tells_requester,
@@ -717,5 +718,23 @@ fn scenario_scope_change_refuses_keeping_a_newly_excluded_scope() {
         start::<ScopeChange>(input, now()),
         "remove",
         "which the policy now excludes",
+    );
+}
+
+/// A freeze or a decommission supersedes a scope change still waiting for approval: Steward
+/// itself withdraws it (the approvers are no longer asked about an agent that is off).
+fn scenario_scope_change_waiting_is_withdrawn_by_steward_when_the_agent_is_frozen() {
+    let step = accepted::<ScopeChange>(
+        &awaiting_scope_change(),
+        Event::Cancel {
+            by: Actor::System,
+            reason: "the agent was frozen".into(),
+        },
+        at(60),
+    );
+    assert!(
+        matches!(step.state, ScopeChangeState::Cancelled { .. }),
+        "{:?}",
+        step.state
     );
 }
