@@ -481,7 +481,12 @@ fn restart_in_the_middle_of_a_launch_sends_every_item_once() {
     assert_eq!(status, 202, "{body}");
     let exit = s.wait_exit(Duration::from_secs(30));
     assert!(!exit.success(), "the fault injection aborts the server");
-    assert_eq!(owner_messages(&slack, "restart-test").len(), 1);
+    // One lane aborted right after its post; the other lanes (4) may each have had one out.
+    let posted = owner_messages(&slack, "restart-test").len();
+    assert!(
+        (1..=4).contains(&posted),
+        "{posted} posted before the abort"
+    );
 
     // Then: a plain kill (SIGKILL) while items are going out.
     s.spawn(&opts);
