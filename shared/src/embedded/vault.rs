@@ -55,21 +55,51 @@ fn io(e: impl std::fmt::Display) -> VaultError {
 }
 
 /// Writes `bytes` to `path` readable by the owner only, atomically (temp file, fsync, rename).
+/// The temp file has a random name and must not exist yet (`O_EXCL`), so a file or symlink
+/// someone placed beside `path` is never written through.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.tmp",
+        hex::encode(rand::random::<[u8; 8]>())
+    ));
     {
         let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
         let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        let written = f.write_all(bytes).and_then(|()| f.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
     }
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}
+
+/// Reads a key or token file Steward keeps private, narrowing it to 0600 first when it is
+/// readable by others (a copy restored without its mode): the secret stays the same, so
+/// nothing breaks, and it stops being readable by every account on the machine.
+pub fn read_private(path: &Path) -> std::io::Result<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path)?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            tracing::warn!(file = %path.display(), "a private file was readable by others; narrowed to 0600");
+        }
+    }
+    std::fs::read_to_string(path)
 }
 
 /// A secret scheduled for deletion cannot be read or written, as in Secrets Manager.
@@ -95,7 +125,7 @@ impl FileVault {
             Err(_) => {
                 let key_file = dir.join("vault.key");
                 if key_file.exists() {
-                    B64.decode(std::fs::read_to_string(&key_file).map_err(io)?.trim())
+                    B64.decode(read_private(&key_file).map_err(io)?.trim())
                         .map_err(|e| {
                             VaultError::Io(format!("{} is not base64: {e}", key_file.display()))
                         })?
@@ -260,5 +290,47 @@ impl Vault for FileVault {
                 created_at: v.created_at,
             })
             .collect())
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A symlink someone placed where the temp file used to be written (`<name>.tmp`) is not
+    /// followed: the file it points to is left alone, and the key lands where it belongs.
+    #[test]
+    fn writing_a_private_file_never_follows_a_planted_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        let key = dir.path().join("vault.key");
+        std::os::unix::fs::symlink(&victim, dir.path().join("vault.tmp")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("vault.key.tmp")).unwrap();
+        write_private(&key, b"secret").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "secret");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // No temp file is left behind.
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp") && n.starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    /// A key file restored without its mode is narrowed to 0600 when it is read.
+    #[test]
+    fn a_private_file_readable_by_others_is_narrowed_when_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("admin-token");
+        std::fs::write(&key, "token").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_private(&key).unwrap(), "token");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -233,7 +233,7 @@ fn restrict_dir(dir: &Path) -> std::io::Result<()> {
 /// The secret the audit seal key is derived from: read from `path`, or made (64 random hex
 /// characters, mode 0600) on first start; `true` when made now.
 fn read_or_create_seal_secret(path: &Path) -> Result<(Secret, bool), String> {
-    match std::fs::read_to_string(path) {
+    match crate::embedded::vault::read_private(path) {
         Ok(text) => Ok((Secret::new(text.trim()), false)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let text = hex::encode(rand::random::<[u8; 32]>());

@@ -28,7 +28,9 @@ const ADMIN_TOKEN_MIN_CHARS: usize = 32;
 pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let path = data_dir.join("admin-token");
     if path.exists() {
-        let token = std::fs::read_to_string(&path)?.trim().to_string();
+        let token = shared::embedded::vault::read_private(&path)?
+            .trim()
+            .to_string();
         anyhow::ensure!(
             token.chars().count() >= ADMIN_TOKEN_MIN_CHARS,
             "{} holds {} characters; an admin token needs at least {ADMIN_TOKEN_MIN_CHARS}: delete the file to have a new one made at start",

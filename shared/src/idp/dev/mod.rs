@@ -137,7 +137,7 @@ impl DevIdp {
     /// Opens the IdP on `db`, with its signing key at `key_path` (generated, mode 0600).
     pub fn open(db: Arc<Db>, key_path: &Path, issuer: &str) -> Result<Self, IdpError> {
         let signing = if key_path.exists() {
-            let pem = std::fs::read_to_string(key_path).map_err(unavailable)?;
+            let pem = crate::embedded::vault::read_private(key_path).map_err(unavailable)?;
             SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
                 IdpError::Unavailable(format!(
                     "signing key {} unreadable: {e}",
