@@ -1433,7 +1433,7 @@ async fn with_the_shipped_retry_budget_an_outage_loses_nothing() {
     let mut seen = std::collections::HashSet::new();
     for m in &sent {
         assert!(
-            seen.insert((m.to.clone(), m.what.clone(), m.about.clone())),
+            seen.insert((m.to.clone(), m.what, m.about.clone())),
             "told twice: {m:?}\n{sent:#?}"
         );
     }
