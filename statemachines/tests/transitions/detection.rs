@@ -375,6 +375,44 @@ fn a_rule_stays_quiet_for_its_quiet_period_then_fires_again() {
     );
 }
 
+/// The quiet period ends exactly `quiet_secs` after a rule fired: at that instant it may fire
+/// again, a moment before it may not.
+#[test]
+fn a_rule_may_fire_again_exactly_when_its_quiet_period_ends() {
+    let agent = active_agent();
+    let quiet = Duration::seconds(policy().detection.quiet_secs as i64);
+    let t = day0() + Duration::hours(9);
+    let bad = |at| request(at, "10.1.0.5", &[PAYMENTS_WRITE]);
+    let mut b = Baseline::default();
+    assert_eq!(b.check(&agent, &bad(t), policy()).len(), 1);
+    let mut before = b.clone();
+    assert_eq!(
+        before.check(&agent, &bad(t + quiet - Duration::seconds(1)), policy()),
+        vec![]
+    );
+    assert_eq!(b.check(&agent, &bad(t + quiet), policy()).len(), 1);
+}
+
+/// The baseline remembers the token events it counted, the latest 256 of them, so an event
+/// delivered again is recognised and an old one is eventually forgotten.
+#[test]
+fn the_baseline_remembers_the_latest_counted_events() {
+    let mut b = Baseline::default();
+    assert!(!b.has_counted("ev-0"));
+    b.mark_counted("ev-0");
+    assert!(b.has_counted("ev-0"));
+    assert!(!b.has_counted("ev-1"));
+    for i in 1..256 {
+        b.mark_counted(&format!("ev-{i}"));
+    }
+    assert_eq!(b.counted.len(), 256);
+    assert!(b.has_counted("ev-0"), "256 are kept");
+    b.mark_counted("ev-256");
+    assert_eq!(b.counted.len(), 256);
+    assert!(!b.has_counted("ev-0"), "the oldest is forgotten past 256");
+    assert!(b.has_counted("ev-1") && b.has_counted("ev-256"));
+}
+
 #[test]
 fn policy_rules_replace_builtins_and_detection_can_be_switched_off() {
     let agent = active_agent();

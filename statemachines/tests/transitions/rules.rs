@@ -14,6 +14,9 @@ scenarios![
     scenario_people_channel_failures_do_not_fail_provisioning_or_granting,
     scenario_requester_is_compared_trimmed_and_in_any_case_when_the_approval_opens,
     scenario_a_refused_approver_is_not_told_who_the_approvers_are,
+    scenario_a_reminder_is_set_only_when_it_comes_before_the_expiry,
+    scenario_only_a_quorum_above_one_is_spelled_out,
+    scenario_an_approval_stored_before_quorums_needs_one_approver,
 ];
 
 pub(crate) fn payments_request() -> AgentRequest {
@@ -252,4 +255,65 @@ fn scenario_a_refused_approver_is_not_told_who_the_approvers_are() {
             assert!(!text.contains(person), "{person} is named: {text}");
         }
     }
+}
+
+/// The approval as a policy with this reminder and expiry opens it.
+fn opened_under(reminder_secs: u64, expiry_secs: u64) -> ApprovalRequest {
+    let mut p = policy().clone();
+    p.approval_reminder_secs = reminder_secs;
+    p.approval_expiry_secs = expiry_secs;
+    let ctx = statemachines::Ctx {
+        now: now(),
+        policy: &p,
+        workflow_id: WORKFLOW_ID,
+    };
+    let step =
+        statemachines::workflow::start::<Onboarding>(onboarding_input(sensitive_request()), &ctx)
+            .unwrap();
+    let OnboardingState::AwaitingApproval { approval, .. } = step.state else {
+        panic!("expected AwaitingApproval")
+    };
+    approval
+}
+
+fn scenario_a_reminder_is_set_only_when_it_comes_before_the_expiry() {
+    // Off (0), or not before the expiry: no reminder.
+    assert_eq!(opened_under(0, 3600).remind_at, None);
+    assert_eq!(opened_under(3600, 3600).remind_at, None);
+    assert_eq!(opened_under(7200, 3600).remind_at, None);
+    // Otherwise it comes that long before the expiry.
+    let a = opened_under(600, 3600);
+    assert_eq!(a.expires_at, now() + Duration::seconds(3600));
+    assert_eq!(a.remind_at, Some(now() + Duration::seconds(3000)));
+    assert_eq!(
+        opened_under(3599, 3600).remind_at,
+        Some(now() + Duration::seconds(1))
+    );
+}
+
+fn scenario_only_a_quorum_above_one_is_spelled_out() {
+    let one = started::<Onboarding>(onboarding_input(sensitive_request()));
+    let asked = audit_of(&one.commands, AuditKind::ApprovalRequested);
+    assert!(
+        !asked.message.contains("distinct approvers"),
+        "{}",
+        asked.message
+    );
+    let two = started::<Onboarding>(onboarding_input(payments_request()));
+    let asked = audit_of(&two.commands, AuditKind::ApprovalRequested);
+    assert!(
+        asked.message.contains("(2 distinct approvers needed)"),
+        "{}",
+        asked.message
+    );
+}
+
+fn scenario_an_approval_stored_before_quorums_needs_one_approver() {
+    let OnboardingState::AwaitingApproval { approval, .. } = awaiting_onboarding() else {
+        panic!("expected AwaitingApproval")
+    };
+    let mut stored = serde_json::to_value(&approval).unwrap();
+    stored.as_object_mut().unwrap().remove("quorum");
+    let read: ApprovalRequest = serde_json::from_value(stored).unwrap();
+    assert_eq!(read.quorum, 1);
 }
