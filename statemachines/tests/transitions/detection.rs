@@ -393,6 +393,45 @@ fn a_rule_may_fire_again_exactly_when_its_quiet_period_ends() {
     assert_eq!(b.check(&agent, &bad(t + quiet), policy()).len(), 1);
 }
 
+/// The usual hourly rate: the plain average of the working hours seen over the first week,
+/// then a moving average over about a week (168 hours), so one busy hour moves it by 1/168 of
+/// the difference.
+#[test]
+fn the_usual_rate_averages_working_hours_then_moves_a_week_at_a_time() {
+    let agent = active_agent();
+    let mut b = Baseline::default();
+    let hour = |b: &mut Baseline, h: i64, n: i64| {
+        for i in 0..n {
+            let at = day0() + Duration::hours(h) + Duration::seconds(i);
+            b.check(&agent, &request(at, "10.1.0.5", &[METRICS_READ]), policy());
+        }
+    };
+    hour(&mut b, 9, 4);
+    hour(&mut b, 10, 8);
+    hour(&mut b, 12, 1); // 11 was idle: not a working hour
+    assert_eq!(b.hours_observed, 2);
+    assert!((b.hourly_rate - 6.0).abs() < 1e-9, "{}", b.hourly_rate);
+
+    let mut settled = Baseline {
+        hourly_rate: 10.0,
+        hours_observed: 500,
+        current_hour: Some(day0()),
+        current_count: 178,
+        ..Baseline::default()
+    };
+    settled.check(
+        &agent,
+        &request(day0() + Duration::hours(1), "10.1.0.5", &[METRICS_READ]),
+        policy(),
+    );
+    assert_eq!(settled.hours_observed, 501);
+    assert!(
+        (settled.hourly_rate - 11.0).abs() < 1e-9,
+        "{}",
+        settled.hourly_rate
+    );
+}
+
 /// The baseline remembers the token events it counted, the latest 256 of them, so an event
 /// delivered again is recognised and an old one is eventually forgotten.
 #[test]
