@@ -432,6 +432,87 @@ fn the_usual_rate_averages_working_hours_then_moves_a_week_at_a_time() {
     );
 }
 
+/// A learned baseline at `at`'s hour, with `count_before` requests already in it, `requests`
+/// in all and `in_hour` of them at that hour of the day (its usual source IP known).
+fn learned_at(
+    at: DateTime<Utc>,
+    rate: f64,
+    count_before: u32,
+    requests: u64,
+    in_hour: u64,
+) -> Baseline {
+    use chrono::{DurationRound, Timelike};
+    let mut hours = [0u64; 24];
+    hours[at.hour() as usize] = in_hour;
+    let mut b = Baseline {
+        requests,
+        hours,
+        hourly_rate: rate,
+        hours_observed: 500,
+        current_hour: Some(at.duration_trunc(Duration::hours(1)).unwrap()),
+        current_count: count_before,
+        ..Baseline::default()
+    };
+    b.ips.insert("10.1.0.5".into(), at - Duration::hours(1));
+    b
+}
+
+fn fires(mut b: Baseline, at: DateTime<Utc>, rule: &str) -> bool {
+    b.check(
+        &active_agent(),
+        &request(at, "10.1.0.5", &[METRICS_READ]),
+        policy(),
+    )
+    .iter()
+    .any(|f| f.rule == rule)
+}
+
+/// A volume spike is more than `volume_factor` times the usual hourly rate, not as many.
+#[test]
+fn a_volume_spike_is_more_than_the_factor_times_the_usual_rate() {
+    let d = &policy().detection;
+    let rate = 2.0;
+    let limit = (d.volume_factor * rate) as u32;
+    assert!(limit >= d.min_burst && f64::from(limit) == d.volume_factor * rate);
+    let at = day0() + Duration::days(3) + Duration::hours(10);
+    // Spread over every hour of the day, so the hour is a usual one.
+    let usual = |count_before| learned_at(at, rate, count_before, 24_000, 1_000);
+    assert!(
+        !fires(usual(limit - 1), at, "volume-spike"),
+        "exactly the limit"
+    );
+    assert!(fires(usual(limit), at, "volume-spike"), "one more");
+}
+
+/// An off-hours burst: more than `rate_factor` times the usual rate in an hour of the day that
+/// holds less than `usual_hour_share` of the agent's requests (this hour's own not counted).
+#[test]
+fn an_off_hours_burst_is_a_rate_above_the_factor_in_a_rarely_used_hour() {
+    let d = &policy().detection;
+    let rate = 4.0;
+    let limit = (d.rate_factor * rate) as u32;
+    assert!(limit >= d.min_burst && f64::from(limit) == d.rate_factor * rate);
+    let at = day0() + Duration::days(3) + Duration::hours(3);
+    // Before this hour's requests, the hour held `before` of 10,000 requests.
+    let rare = |count_before: u32, before: u64| {
+        let c = u64::from(count_before);
+        learned_at(at, rate, count_before, 10_000 + c, before + c)
+    };
+    let share_of = |n: f64| (n * 10_000.0).round() as u64;
+    let at_share = share_of(d.usual_hour_share);
+    assert_eq!(at_share as f64 / 10_000.0, d.usual_hour_share);
+    let below = at_share / 2;
+    assert!(
+        !fires(rare(limit - 1, below), at, "off-hours-burst"),
+        "exactly the limit"
+    );
+    assert!(fires(rare(limit, below), at, "off-hours-burst"), "one more");
+    assert!(
+        !fires(rare(limit, at_share), at, "off-hours-burst"),
+        "an hour at the usual share is a usual hour"
+    );
+}
+
 /// The baseline remembers the token events it counted, the latest 256 of them, so an event
 /// delivered again is recognised and an old one is eventually forgotten.
 #[test]
