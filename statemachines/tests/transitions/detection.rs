@@ -4,7 +4,8 @@
 use crate::common::*;
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use statemachines::detection::{
-    Action, Baseline, Condition, Finding, Severity, TokenRequest, signal_finding,
+    Action, BASELINE_IPS, Baseline, Condition, Finding, RECENT_REQUESTS, Severity, TokenRequest,
+    signal_finding, valid_range,
 };
 use statemachines::{Agent, Policy};
 
@@ -507,10 +508,77 @@ fn an_off_hours_burst_is_a_rate_above_the_factor_in_a_rarely_used_hour() {
         "exactly the limit"
     );
     assert!(fires(rare(limit, below), at, "off-hours-burst"), "one more");
+    // The people deciding are shown the agent's usual hours: those holding the usual share.
+    let mut b = rare(limit, below);
+    b.hours[9] = 5_000;
+    let found = b.check(
+        &active_agent(),
+        &request(at, "10.1.0.5", &[METRICS_READ]),
+        policy(),
+    );
+    let burst = found
+        .iter()
+        .find(|f| f.rule == "off-hours-burst")
+        .expect("fires");
+    assert!(
+        burst.evidence.iter().any(|e| e == "usual hours (UTC): 09"),
+        "{:?}",
+        burst.evidence
+    );
     assert!(
         !fires(rare(limit, at_share), at, "off-hours-burst"),
         "an hour at the usual share is a usual hour"
     );
+}
+
+/// An approved range must be a CIDR range, IPv4 or IPv6; anything else is refused.
+#[test]
+fn approved_ranges_are_cidr_ranges() {
+    for ok in ["10.0.0.0/8", "192.168.1.0/24", "2001:db8::/32"] {
+        assert!(valid_range(ok), "{ok}");
+    }
+    for bad in ["10.0.0.0", "10.0.0.0/33", "office", "", "2001:db8::/129"] {
+        assert!(!valid_range(bad), "{bad}");
+    }
+}
+
+/// The baseline keeps the latest `BASELINE_IPS` source IPs and `RECENT_REQUESTS` requests: the
+/// one past the bound evicts the oldest, the bound itself does not.
+#[test]
+fn the_baseline_keeps_its_bounded_memory() {
+    let agent = active_agent();
+    let mut b = Baseline::default();
+    let t = day0() + Duration::hours(9);
+    for i in 0..BASELINE_IPS {
+        let at = t + Duration::seconds(i as i64);
+        b.check(
+            &agent,
+            &request(at, &format!("10.2.0.{i}"), &[METRICS_READ]),
+            policy(),
+        );
+    }
+    assert_eq!(b.ips.len(), BASELINE_IPS);
+    assert!(b.ips.contains_key("10.2.0.0"));
+    let at = t + Duration::seconds(BASELINE_IPS as i64);
+    b.check(&agent, &request(at, "10.3.0.1", &[METRICS_READ]), policy());
+    assert_eq!(b.ips.len(), BASELINE_IPS);
+    assert!(
+        !b.ips.contains_key("10.2.0.0"),
+        "the oldest IP is forgotten"
+    );
+    assert!(b.ips.contains_key("10.3.0.1"));
+
+    let mut r = Baseline::default();
+    for i in 0..RECENT_REQUESTS {
+        let at = t + Duration::seconds(i as i64);
+        r.check(&agent, &request(at, "10.1.0.5", &[METRICS_READ]), policy());
+    }
+    assert_eq!(r.recent.len(), RECENT_REQUESTS);
+    assert_eq!(r.recent.front().unwrap().0, t);
+    let at = t + Duration::seconds(RECENT_REQUESTS as i64);
+    r.check(&agent, &request(at, "10.1.0.5", &[METRICS_READ]), policy());
+    assert_eq!(r.recent.len(), RECENT_REQUESTS);
+    assert_eq!(r.recent.front().unwrap().0, t + Duration::seconds(1));
 }
 
 /// The baseline remembers the token events it counted, the latest 256 of them, so an event
