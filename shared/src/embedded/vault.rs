@@ -102,6 +102,23 @@ pub fn read_private(path: &Path) -> std::io::Result<String> {
     std::fs::read_to_string(path)
 }
 
+/// A private key or token file's content (trimmed): read with [`read_private`], or made by
+/// `make` and written with [`write_private`] when the file does not exist; `true` when made now.
+pub fn read_or_create_private(
+    path: &Path,
+    make: impl FnOnce() -> String,
+) -> std::io::Result<(String, bool)> {
+    match read_private(path) {
+        Ok(text) => Ok((text.trim().to_string(), false)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let text = make();
+            write_private(path, text.as_bytes())?;
+            Ok((text, true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// A secret scheduled for deletion cannot be read or written, as in Secrets Manager.
 fn scheduled(secret: &str, file: &SecretFile) -> Result<(), VaultError> {
     match file.delete_after {
@@ -124,16 +141,12 @@ impl FileVault {
                 .map_err(|e| VaultError::Io(format!("{KEY_ENV} is not base64: {e}")))?,
             Err(_) => {
                 let key_file = dir.join("vault.key");
-                if key_file.exists() {
-                    B64.decode(read_private(&key_file).map_err(io)?.trim())
-                        .map_err(|e| {
-                            VaultError::Io(format!("{} is not base64: {e}", key_file.display()))
-                        })?
-                } else {
-                    let key: [u8; 32] = rand::random();
-                    write_private(&key_file, B64.encode(key).as_bytes()).map_err(io)?;
-                    key.to_vec()
-                }
+                let (b64, _) =
+                    read_or_create_private(&key_file, || B64.encode(rand::random::<[u8; 32]>()))
+                        .map_err(io)?;
+                B64.decode(b64).map_err(|e| {
+                    VaultError::Io(format!("{} is not base64: {e}", key_file.display()))
+                })?
             }
         };
         if key_bytes.len() != 32 {

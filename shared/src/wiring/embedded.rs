@@ -116,10 +116,17 @@ impl Embedded {
                 .map_err(|e| err(e.to_string()))?,
         );
         let vault = Arc::new(FileVault::open(&dir.join("vault")).map_err(|e| err(e.to_string()))?);
+        // The secret the audit seal key is derived from: 64 random hex characters, made (0600)
+        // on first start.
+        let seal_key = dir.join("audit-seal.key");
         let (seal_secret, new_key) =
-            read_or_create_seal_secret(&dir.join("audit-seal.key")).map_err(err)?;
-        let audit_sealer =
-            Arc::new(Sealer::from_secret(&seal_secret).map_err(|e| err(e.to_string()))?);
+            crate::embedded::vault::read_or_create_private(&seal_key, || {
+                hex::encode(rand::random::<[u8; 32]>())
+            })
+            .map_err(|e| err(format!("{}: {e}", seal_key.display())))?;
+        let audit_sealer = Arc::new(
+            Sealer::from_secret(&Secret::new(seal_secret)).map_err(|e| err(e.to_string()))?,
+        );
         let adopt_unsealed_trail =
             new_key || std::env::var("STEWARD_AUDIT_ADOPT").is_ok_and(|v| v == "1");
         let console = Arc::new(Console::new(db.clone()));
@@ -228,19 +235,4 @@ fn restrict_dir(dir: &Path) -> std::io::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
-}
-
-/// The secret the audit seal key is derived from: read from `path`, or made (64 random hex
-/// characters, mode 0600) on first start; `true` when made now.
-fn read_or_create_seal_secret(path: &Path) -> Result<(Secret, bool), String> {
-    match crate::embedded::vault::read_private(path) {
-        Ok(text) => Ok((Secret::new(text.trim()), false)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let text = hex::encode(rand::random::<[u8; 32]>());
-            crate::embedded::vault::write_private(path, text.as_bytes())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Ok((Secret::new(text), true))
-        }
-        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
-    }
 }

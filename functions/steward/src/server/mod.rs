@@ -11,7 +11,6 @@ pub use token::TrustedProxies;
 
 use base64::Engine as _;
 use jobs::{Job, poll_okta_log, seals, supervise, sweeps, ticks, work};
-use shared::embedded::vault::write_private;
 use shared::http::{App, AppParts, BearerTokens, LocalViews};
 use shared::secret::Secret;
 use shared::wiring::embedded::Embedded;
@@ -27,23 +26,18 @@ const ADMIN_TOKEN_MIN_CHARS: usize = 32;
 /// must never be what a request without one is compared with.
 pub fn admin_token(data_dir: &std::path::Path) -> anyhow::Result<String> {
     let path = data_dir.join("admin-token");
-    if path.exists() {
-        let token = shared::embedded::vault::read_private(&path)?
-            .trim()
-            .to_string();
-        anyhow::ensure!(
-            token.chars().count() >= ADMIN_TOKEN_MIN_CHARS,
-            "{} holds {} characters; an admin token needs at least {ADMIN_TOKEN_MIN_CHARS}: delete the file to have a new one made at start",
-            path.display(),
-            token.chars().count()
-        );
-        return Ok(token);
-    }
-    let token = format!(
-        "stw_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    let (token, _) = shared::embedded::vault::read_or_create_private(&path, || {
+        format!(
+            "stw_{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+        )
+    })?;
+    anyhow::ensure!(
+        token.chars().count() >= ADMIN_TOKEN_MIN_CHARS,
+        "{} holds {} characters; an admin token needs at least {ADMIN_TOKEN_MIN_CHARS}: delete the file to have a new one made at start",
+        path.display(),
+        token.chars().count()
     );
-    write_private(&path, token.as_bytes())?;
     Ok(token)
 }
 
