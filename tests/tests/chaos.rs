@@ -341,7 +341,14 @@ fn wait_quiet(s: &Server, seed: u64, run: u32) -> Duration {
             "SELECT COUNT(*) FROM timers WHERE due_at <= ?1",
             [now_ms() + TIMER_HORIZON.as_millis() as i64],
         );
-        let queued = count(&conn, "SELECT COUNT(*) FROM queue", []);
+        // A command's retry waiting out its backoff is work to come, like a timer: what is due
+        // within the horizon must be done, what waits longer must at least be queued (the
+        // pending-command check looks for it).
+        let queued = count(
+            &conn,
+            "SELECT COUNT(*) FROM queue WHERE visible_at <= ?1",
+            [now_ms() + TIMER_HORIZON.as_millis() as i64],
+        );
         drop(conn);
         if depth == Some(0) && queued == 0 && soon == 0 {
             let since = *quiet_since.get_or_insert_with(Instant::now);
@@ -392,6 +399,8 @@ struct State {
     approvals: Vec<ApprovalRecord>,
     /// Workflow id → timer names.
     timers: HashMap<String, Vec<String>>,
+    /// Keys of the commands whose run is queued (a retry waiting out its backoff).
+    queued_runs: HashSet<String>,
     clients: Vec<Client>,
     /// The first audit record whose hash or link does not hold, if any.
     audit_broken: Option<String>,
@@ -448,6 +457,12 @@ fn read_state(s: &Server) -> State {
             timers.entry(wf).or_default().push(name);
         }
     }
+    let queued_runs = bodies(&tx, "queue")
+        .iter()
+        .filter_map(|b| serde_json::from_str::<Value>(b).ok())
+        .filter(|m| m["msg"] == "run")
+        .filter_map(|m| m["key"].as_str().map(str::to_string))
+        .collect();
     let clients = {
         let mut st = tx
             .prepare("SELECT client_id, name, scopes, active FROM idp_clients")
@@ -512,6 +527,7 @@ fn read_state(s: &Server) -> State {
         agents,
         approvals,
         timers,
+        queued_runs,
         clients,
         audit_broken,
         audit_records,
@@ -562,9 +578,13 @@ fn violations(state: &State, fired: &[Fired], dead_letters: &[Value]) -> Vec<Vio
 
     // No step's commands lost, no workflow parked in a state nothing will move it out of.
     for i in &state.workflows {
-        if !i.pending.is_empty() {
-            let cmds: Vec<String> = i
-                .pending
+        let lost: Vec<_> = i
+            .pending
+            .iter()
+            .filter(|p| !state.queued_runs.contains(&p.key))
+            .collect();
+        if !lost.is_empty() {
+            let cmds: Vec<String> = lost
                 .iter()
                 .map(|p| format!("{} ({})", p.command.name(), p.key))
                 .collect();
@@ -583,7 +603,8 @@ fn violations(state: &State, fired: &[Fired], dead_letters: &[Value]) -> Vec<Vio
             });
         }
         let timers = state.timers.get(&i.id);
-        if !i.terminal && !open.contains(i.id.as_str()) && timers.is_none() {
+        let retrying = i.pending.iter().any(|p| state.queued_runs.contains(&p.key));
+        if !i.terminal && !open.contains(i.id.as_str()) && timers.is_none() && !retrying {
             out.push(same(format!(
                 "workflow {} ({} of agent {}) stuck in {}: not finished, no open approval, no timer",
                 i.id,
