@@ -313,11 +313,9 @@ struct EndState {
     audit: BTreeMap<(String, String), usize>,
     /// (kind, recipient, subject) → notices the console holds
     notices: BTreeMap<(String, String, String), usize>,
-    /// active agent's name → its vaulted (current) credential obtains a token at the IdP.
-    /// Whether the registry names that vault version is left out: a redelivered
-    /// `idp.create_client` breaks it, see
-    /// `a_create_client_run_delivered_twice_leaves_the_registry_on_the_working_secret`.
-    credentials: BTreeMap<String, bool>,
+    /// active agent's name → (its vaulted (current) credential obtains a token at the IdP, the
+    /// registry names that vault version)
+    credentials: BTreeMap<String, (bool, bool)>,
     dead_letters: usize,
 }
 
@@ -376,7 +374,7 @@ async fn end_state(st: &Stack) -> EndState {
         }
         if a.status == AgentStatus::Active {
             let current = st.vault.get(&a.id, Stage::Current).await.unwrap();
-            let (_, secret) = current.expect("an active agent has a vaulted secret");
+            let (current, secret) = current.expect("an active agent has a vaulted secret");
             let credential = shared::credential::Credential::from_secret(&secret).unwrap();
             let works = st
                 .idp
@@ -387,7 +385,8 @@ async fn end_state(st: &Stack) -> EndState {
                     Utc::now(),
                 )
                 .is_ok();
-            out.credentials.insert(a.name.clone(), works);
+            let named = a.secret_version.as_deref() == Some(current.as_str());
+            out.credentials.insert(a.name.clone(), (works, named));
         }
     }
     for c in st.idp.list_clients().await.unwrap() {
@@ -576,9 +575,10 @@ async fn every_message_delivered_three_times_reaches_the_same_end_state() {
         last.workflows
     );
     assert!(
-        expected
-            .iter()
-            .all(|c| c.credentials.values().all(|works| *works)),
+        expected.iter().all(|c| c
+            .credentials
+            .values()
+            .all(|(works, named)| *works && *named)),
         "every active agent's vaulted credential works"
     );
 
@@ -634,7 +634,7 @@ async fn every_message_delivered_three_times_reaches_the_same_end_state() {
             format!("{:?}", have.notices),
         );
         differ(
-            "credentials (the vaulted one obtains a token)",
+            "credentials (the vaulted one obtains a token, the registry names it)",
             format!("{:?}", want.credentials),
             format!("{:?}", have.credentials),
         );
@@ -648,16 +648,14 @@ async fn every_message_delivered_three_times_reaches_the_same_end_state() {
 
 /// Found by the test above (with the single-delivery run as reference, the registry's
 /// `secret_version` of every agent whose `idp.create_client` ran more than once no longer named
-/// the vault's current version). A `Run` delivered again while the first delivery is still being
-/// processed (a visibility timeout that ran out during a slow IdP call; another worker lane takes
-/// it) runs `idp.create_client` again, because the command is still pending. The IdP answers the
-/// repeated key with a fresh secret and drops the first one (the port's contract); the vault gets
-/// a second version and makes it current. Both runs send the same `Completed` deduplication id,
-/// so the first one's result is applied and the registry records a vault version whose secret
-/// the IdP no longer holds. The vaulted credential still works (the vault's current version is
-/// the new one); the registry, and whoever reads a credential by the version it names, is wrong.
+/// the vault's current version). A `Run` delivered again after its result was sent but before
+/// the delivery was acknowledged (a kill between the two, or a visibility timeout that ran out)
+/// still finds its command pending. It used to run `idp.create_client` again: the IdP answers a
+/// repeated key with a fresh secret and drops the first one (the port's contract), the vault got
+/// a second version, and the first result (the one applied, both share a deduplication id)
+/// named a version whose secret the IdP no longer held. Now the repeat finds the credential the
+/// first run vaulted, still held by the IdP, and answers with it.
 #[tokio::test]
-#[ignore = "bug: a create_client Run delivered twice before its result is applied re-issues the secret; the registry keeps naming the first vault version, whose secret the IdP dropped"]
 async fn a_create_client_run_delivered_twice_leaves_the_registry_on_the_working_secret() {
     let st = build(redelivery_config());
     let e = &st.engine;

@@ -53,6 +53,39 @@ impl Executor {
         result
     }
 
+    /// The credential an earlier run of the command `key` issued and vaulted, if that run got
+    /// that far and the IdP still holds its secret: a repeat (the run delivered again after its
+    /// result was sent but before the delivery was acknowledged) answers with it instead of
+    /// asking the IdP again, which would replace the secret the first result already named.
+    async fn issued_by(
+        &self,
+        agent_id: &str,
+        key: &str,
+    ) -> Result<Option<(String, Credential)>, String> {
+        let Some((version, secret)) = self
+            .vault
+            .get(agent_id, Stage::Current)
+            .await
+            .map_err(|e| format!("reading the vaulted secret: {e}"))?
+        else {
+            return Ok(None);
+        };
+        let Ok(credential) = Credential::from_secret(&secret) else {
+            return Ok(None);
+        };
+        if version != version_id_for(&format!("{key}/{}", credential.secret_id)) {
+            return Ok(None);
+        }
+        let held = match self.idp.secret_ids(&credential.client_id).await {
+            Ok(held) => held,
+            Err(IdpError::UnknownClient(_)) => return Ok(None),
+            Err(e) => return Err(format!("listing the client's secrets: {e}")),
+        };
+        Ok(held
+            .contains(&credential.secret_id)
+            .then_some((version, credential)))
+    }
+
     async fn perform(&self, key: &str, command: &Command) -> Result<Option<Event>, ExecError> {
         let name = command.name();
         let fail = |message: String, retryable: bool| ExecError {
@@ -87,21 +120,32 @@ impl Executor {
                         .await
                         .map_err(|e| idp_fail("making room for a new secret", e))?;
                 }
-                let new = self
-                    .idp
-                    .add_secret(client_id, key)
+                let (version, new_secret_id) = match self
+                    .issued_by(agent_id, key)
                     .await
-                    .map_err(|e| idp_fail("issuing a secret for the claimed client", e))?;
-                let version = version_id_for(&format!("{key}/{}", new.secret_id));
-                let credential = Credential {
-                    client_id: client_id.clone(),
-                    secret_id: new.secret_id.clone(),
-                    client_secret: new.secret,
+                    .map_err(|e| fail(e, true))?
+                {
+                    Some((version, credential)) if credential.client_id == *client_id => {
+                        (version, credential.secret_id)
+                    }
+                    _ => {
+                        let new =
+                            self.idp.add_secret(client_id, key).await.map_err(|e| {
+                                idp_fail("issuing a secret for the claimed client", e)
+                            })?;
+                        let version = version_id_for(&format!("{key}/{}", new.secret_id));
+                        let credential = Credential {
+                            client_id: client_id.clone(),
+                            secret_id: new.secret_id.clone(),
+                            client_secret: new.secret,
+                        };
+                        self.vault
+                            .put(agent_id, &version, &credential.to_secret(), Stage::Current)
+                            .await
+                            .map_err(|e| fail(format!("storing the new secret: {e}"), true))?;
+                        (version, new.secret_id)
+                    }
                 };
-                self.vault
-                    .put(agent_id, &version, &credential.to_secret(), Stage::Current)
-                    .await
-                    .map_err(|e| fail(format!("storing the new secret: {e}"), true))?;
                 // Steward never held the other secrets: only the vaulted one may work now.
                 for old in self
                     .idp
@@ -109,7 +153,7 @@ impl Executor {
                     .await
                     .map_err(|e| idp_fail("listing the claimed client's secrets", e))?
                     .into_iter()
-                    .filter(|id| *id != new.secret_id)
+                    .filter(|id| *id != new_secret_id)
                 {
                     self.idp
                         .remove_secret(client_id, &old)
@@ -132,6 +176,16 @@ impl Executor {
                 token_lifetime_secs,
                 adopt: None,
             }) => {
+                if let Some((version, credential)) = self
+                    .issued_by(agent_id, key)
+                    .await
+                    .map_err(|e| fail(e, true))?
+                {
+                    return Ok(Some(Event::ClientCreated {
+                        client_id: credential.client_id,
+                        secret_version: version,
+                    }));
+                }
                 let spec = ClientSpec {
                     agent_id: agent_id.clone(),
                     name: client_name.clone(),
