@@ -351,6 +351,70 @@ mod file_vault_only {
         assert!(files >= 2, "a key file and a secret file");
     }
 
+    /// The sealed values in a secret's file, by version id.
+    fn sealed(dir: &Path, name: &str) -> Vec<(String, String)> {
+        let file: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join(secret_file(name))).unwrap()).unwrap();
+        file["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["version_id"].as_str().unwrap().to_string(),
+                    v["ciphertext"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// A version that lost its last stage is deleted from the file in the same write: rotated
+    /// out twice, or a pending version replaced, its ciphertext is gone, so the key beside it
+    /// cannot decrypt an old secret.
+    #[tokio::test]
+    async fn a_version_without_a_stage_is_deleted_from_disk() {
+        no_env_key();
+        let dir = tempfile::tempdir().unwrap();
+        let v = vault_with_secret(dir.path()).await;
+        let first = sealed(dir.path(), "agt-1");
+        assert_eq!(first.len(), 1);
+        let put = |id, value: &str, stage| {
+            let (v, value) = (&v, Secret::new(value));
+            async move { v.put("agt-1", id, &value, stage).await.unwrap() }
+        };
+        put(vault::V2, "second", Stage::Current).await;
+        let ids = |dir: &Path| -> Vec<String> {
+            sealed(dir, "agt-1").into_iter().map(|(id, _)| id).collect()
+        };
+        assert_eq!(
+            ids(dir.path()),
+            vec![vault::V1, vault::V2],
+            "V1 is AWSPREVIOUS"
+        );
+        put(vault::V3, "third", Stage::Current).await;
+        assert_eq!(ids(dir.path()), vec![vault::V2, vault::V3]);
+        let text = std::fs::read_to_string(dir.path().join(secret_file("agt-1"))).unwrap();
+        assert!(
+            !text.contains(&first[0].1),
+            "V1's ciphertext is still on disk"
+        );
+        let listed: Vec<String> = v
+            .versions("agt-1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|x| x.version_id)
+            .collect();
+        assert_eq!(listed, vec![vault::V2, vault::V3]);
+
+        // A pending version replaced by a newer pending one goes too.
+        const V4: &str = "44444444-4444-4444-8444-444444444444";
+        const V5: &str = "55555555-5555-4555-8555-555555555555";
+        put(V4, "fourth", Stage::Pending).await;
+        put(V5, "fifth", Stage::Pending).await;
+        assert_eq!(ids(dir.path()), vec![vault::V2, vault::V3, V5]);
+    }
+
     /// The key file and the secret files are readable by the owner only.
     #[cfg(unix)]
     #[tokio::test]

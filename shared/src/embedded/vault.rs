@@ -1,5 +1,6 @@
 //! Encrypted file vault: one file per secret holding its versions and stages, each value sealed
 //! with AES-256-GCM (random 96-bit nonce, the secret name and version as associated data).
+//! Only versions that hold a stage are kept (see [`Vault::put`]).
 //! The key comes from `STEWARD_VAULT_KEY` (base64, 32 bytes) or a generated 0600 key file.
 
 use crate::ports::vault::{Stage, Vault, VaultError, VersionInfo};
@@ -235,6 +236,9 @@ impl Vault for FileVault {
         if !already {
             // Moving AWSCURRENT demotes the old current to AWSPREVIOUS, as Secrets Manager does.
             crate::ports::vault::move_stage(&mut file.versions, version_id, stage);
+            // A version left without a stage is deleted now: the port never reads it again, and
+            // a rotated-out secret must not stay decryptable beside the key.
+            file.versions.retain(|v| !v.stages.is_empty());
         }
         let bytes = serde_json::to_vec_pretty(&file).map_err(io)?;
         write_private(&self.file(secret), &bytes).map_err(io)

@@ -105,10 +105,19 @@ pub fn move_stage<V: Staged>(versions: &mut [V], version_id: &str, stage: Stage)
     }
 }
 
+/// Versions of a secret, each holding some of the three stages. Only a stage is ever read
+/// ([`Vault::get`] names one), so a version that loses its last stage (the previous version of
+/// two rotations ago, a pending version replaced by a newer one) can no longer be read through
+/// this port on any adapter. What becomes of its value differs:
+/// - the file vault deletes it in the same write, so the key beside it decrypts nothing old;
+/// - Secrets Manager marks it deprecated and deletes it on its own schedule (when the secret
+///   holds more than 100 versions, never one younger than 24 hours);
+/// - the KMS envelope vault keeps the newest few sealed and drops older ones.
 #[async_trait]
 pub trait Vault: Send + Sync {
     /// Stores a value as version `version_id` (idempotent for the same id) with `stage`, moving the
     /// stage from whichever version held it (AWSCURRENT moves the old current to AWSPREVIOUS).
+    /// A version left without a stage is no longer readable (see the trait).
     async fn put(
         &self,
         secret: &str,
@@ -119,6 +128,8 @@ pub trait Vault: Send + Sync {
     /// The value holding `stage`. Always name the stage (a read without one may return a stale version; moto and AWS agree).
     async fn get(&self, secret: &str, stage: Stage)
     -> Result<Option<(String, Secret)>, VaultError>;
+    /// The secret's versions with their stages. Versions without a stage appear only where the
+    /// adapter still keeps them (Secrets Manager, the envelope vault), with no stage.
     async fn versions(&self, secret: &str) -> Result<Vec<VersionInfo>, VaultError>;
     /// Schedules the secret's deletion after `recovery_days` (Secrets Manager's recovery window,
     /// 7 to 30 days) and returns when it is deleted. Until then it cannot be read

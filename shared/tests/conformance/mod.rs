@@ -140,6 +140,7 @@ macro_rules! vault_suite {
                 secrets_are_independent,
                 version_ids_must_be_tokens,
                 deletion_is_scheduled_with_a_recovery_window,
+                a_version_without_a_stage_is_never_read,
             );
         }
     };

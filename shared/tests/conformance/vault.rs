@@ -1,6 +1,6 @@
 //! The vault port's contract (Secrets Manager version stages): values by stage, AWSCURRENT
 //! demoting the old current to AWSPREVIOUS, AWSPENDING alongside, idempotent puts by version id,
-//! and version listings that never carry a value.
+//! version listings that never carry a value, and versions without a stage never read again.
 //!
 //! Every property expects a fresh, empty vault.
 
@@ -24,6 +24,7 @@ pub async fn run_vault_suite(fresh: impl Fn() -> Subject<dyn Vault>) {
     secrets_are_independent(&*fresh().port).await;
     version_ids_must_be_tokens(&*fresh().port).await;
     deletion_is_scheduled_with_a_recovery_window(&*fresh().port).await;
+    a_version_without_a_stage_is_never_read(&*fresh().port).await;
 }
 
 /// Decommission: the secret is scheduled for deletion after the recovery window; from then it
@@ -233,4 +234,39 @@ pub async fn secrets_are_independent(v: &dyn Vault) {
     assert_eq!(get(v, "agt-2", Stage::Current).await, some(V2, "two-b"));
     assert_eq!(get(v, "agt-2", Stage::Previous).await, some(V1, "two"));
     assert_eq!(v.versions("agt-1").await.unwrap().len(), 1);
+}
+
+/// A version that lost every stage (rotated out twice, or a pending version replaced) is never
+/// read again, by any stage; where the adapter still lists it, it holds no stage.
+pub async fn a_version_without_a_stage_is_never_read(v: &dyn Vault) {
+    let old = "rotated-out-value-9b3e1f7a2c";
+    v.put("agt-1", V1, &Secret::new(old), Stage::Current)
+        .await
+        .unwrap();
+    v.put("agt-1", V2, &Secret::new("s2"), Stage::Current)
+        .await
+        .unwrap();
+    v.put("agt-1", V3, &Secret::new("s3"), Stage::Current)
+        .await
+        .unwrap();
+    let dropped = "replaced-pending-4d8a0c6e1b";
+    v.put("agt-2", V1, &Secret::new("s1"), Stage::Current)
+        .await
+        .unwrap();
+    v.put("agt-2", V2, &Secret::new(dropped), Stage::Pending)
+        .await
+        .unwrap();
+    v.put("agt-2", V3, &Secret::new("s3"), Stage::Pending)
+        .await
+        .unwrap();
+    for (secret, gone, value) in [("agt-1", V1, old), ("agt-2", V2, dropped)] {
+        for stage in [Stage::Current, Stage::Pending, Stage::Previous] {
+            if let Some((id, s)) = get(v, secret, stage).await {
+                assert_ne!(id, gone, "{secret} {stage:?}");
+                assert_ne!(s, value, "{secret} {stage:?}");
+            }
+        }
+        let versions = v.versions(secret).await.unwrap();
+        assert_eq!(stages_of(&versions, gone), vec![], "{secret}: {versions:?}");
+    }
 }
