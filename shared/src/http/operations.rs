@@ -159,10 +159,14 @@ async fn okta_hook(
         return ApiError::not_found("the Okta event hook is not configured on this deployment")
             .into_response();
     };
-    reply(
-        crate::inbound::okta_hook::handle(&app.engine, secret, method.as_str(), &headers, &body)
-            .await,
-    )
+    use crate::inbound::okta_hook;
+    // Anyone can send a wrong or missing Authorization: counted and recorded within the
+    // window's budget, like every unauthenticated refusal, not one audit write each.
+    if let Some(why) = okta_hook::unauthenticated(secret, &headers) {
+        app.refuse(okta_hook::REFUSED, why).await;
+        return reply(Ok(okta_hook::unauthenticated_reply(why)));
+    }
+    reply(okta_hook::handle(&app.engine, secret, method.as_str(), &headers, &body).await)
 }
 
 /// Shared Signals pushes (RFC 8935), verified against the transmitter's keys.

@@ -27,13 +27,7 @@ pub async fn handle(
     headers: &(impl Headers + ?Sized),
     body: &[u8],
 ) -> Result<Reply, crate::engine::EngineError> {
-    let presented = headers.get("authorization").unwrap_or("");
-    if !authorized(presented, hook_secret) {
-        let why = if presented.is_empty() {
-            "missing Authorization header"
-        } else {
-            "wrong Authorization header"
-        };
+    if let Some(why) = unauthenticated(hook_secret, headers) {
         return refuse(engine, 401, why).await;
     }
     match method {
@@ -104,6 +98,31 @@ pub async fn handle(
     }
 }
 
+/// Why a request does not carry the hook's Authorization value, or `None` when it does. A
+/// caller with its own bounded refusal recorder checks this first and answers
+/// [`unauthenticated_reply`], so a flood of guesses does not write one audit record each.
+pub fn unauthenticated(
+    hook_secret: &Secret,
+    headers: &(impl Headers + ?Sized),
+) -> Option<&'static str> {
+    let presented = headers.get("authorization").unwrap_or("");
+    if authorized(presented, hook_secret) {
+        None
+    } else if presented.is_empty() {
+        Some("missing Authorization header")
+    } else {
+        Some("wrong Authorization header")
+    }
+}
+
+/// The answer to a request without the hook's Authorization value.
+pub fn unauthenticated_reply(why: &str) -> Reply {
+    Reply::json(401, json!({"error": why}))
+}
+
+/// What an audit record of a refused hook request names as refused.
+pub const REFUSED: &str = "Okta event hook request";
+
 async fn refuse(
     engine: &Engine,
     status: u16,
@@ -118,14 +137,7 @@ async fn refuse(
 }
 
 fn refusal(engine: &Engine, why: &str) -> crate::ports::store::AuditRecord {
-    audit::refusal(
-        "Okta event hook request",
-        &Actor::System,
-        None,
-        None,
-        why,
-        engine.clock.now(),
-    )
+    audit::refusal(REFUSED, &Actor::System, None, None, why, engine.clock.now())
 }
 
 /// The presented Authorization value is the hook's secret. An empty secret authorizes nothing
@@ -148,5 +160,20 @@ mod tests {
         assert!(!authorized("", &secret));
         assert!(!authorized("", &Secret::new("")));
         assert!(!authorized("x", &Secret::new("")));
+    }
+
+    #[test]
+    fn an_unauthenticated_request_is_told_apart_from_a_wrong_one() {
+        let secret = Secret::new("hook value 0123456789");
+        let with = |value: Option<&str>| {
+            let mut headers = http::HeaderMap::new();
+            if let Some(v) = value {
+                headers.insert("authorization", v.parse().unwrap());
+            }
+            unauthenticated(&secret, &headers)
+        };
+        assert_eq!(with(Some("hook value 0123456789")), None);
+        assert_eq!(with(None), Some("missing Authorization header"));
+        assert_eq!(with(Some("guess")), Some("wrong Authorization header"));
     }
 }

@@ -131,6 +131,46 @@ fn bad_deliveries_are_refused_with_a_clear_4xx_and_change_nothing() {
     );
 }
 
+/// Anyone can post to the hook: a flood of requests with a wrong or missing Authorization is
+/// answered 401 and counted one by one, but recorded only within the refusal window's budget
+/// (once per window for each reason), so it cannot grow the audit trail.
+#[test]
+fn a_flood_of_unauthenticated_hook_requests_is_counted_but_recorded_within_a_budget() {
+    let s = Server::start_with(options());
+    let sample = serde_json::to_vec(&fixture("event-hook-delivery-sample.json")).unwrap();
+    let bad = s.health()["bad_requests"].as_u64().unwrap();
+    let started = std::time::Instant::now();
+    let flood = 150;
+    for i in 0..flood {
+        let auth = match i % 3 {
+            0 => None,
+            1 => Some("Bearer wrong".to_string()),
+            _ => Some(format!("Bearer guess-{i}")),
+        };
+        let (status, body) = hook(&s, auth.as_deref(), &sample);
+        assert_eq!(status, 401, "{body}");
+        assert!(body.contains("Authorization header"), "{body}");
+    }
+    let windows = started.elapsed().as_secs() / shared::http::REFUSAL_WINDOW.as_secs() + 1;
+    assert_eq!(
+        s.health()["bad_requests"].as_u64().unwrap(),
+        bad + flood,
+        "every refusal is counted"
+    );
+    let recorded = refusals(&s, "Authorization header");
+    // Two reasons (missing, wrong), each recorded at most once per window.
+    assert!(
+        (2..=2 * windows as usize).contains(&recorded),
+        "{recorded} records for {flood} refusals in {windows} window(s)"
+    );
+    assert!(
+        s.audit()
+            .iter()
+            .all(|r| r["unmapped"]["steward_event"] != "idp_event_received"),
+        "no event of a refused delivery was taken in"
+    );
+}
+
 #[test]
 fn the_documented_sample_delivered_twice_is_recorded_once() {
     let s = Server::start_with(options());
