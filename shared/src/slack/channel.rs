@@ -26,6 +26,13 @@ pub struct SlackChannel {
 /// Route names of the messages besides the request itself.
 const REQUESTER_ROUTE: &str = "requester";
 const ESCALATION_ROUTE: &str = "escalation";
+const NOTICE_ROUTE: &str = "notice";
+
+/// Fault injection for the crash test: abort right after Slack accepted an approval's message
+/// and before it was recorded (`STEWARD_CRASH_AFTER=slack.approval_posted`).
+const APPROVAL_CRASH_POINT: &str = "slack.approval_posted";
+/// The same for a notice (`STEWARD_CRASH_AFTER=slack.notice_posted`).
+const NOTICE_CRASH_POINT: &str = "slack.notice_posted";
 
 impl SlackChannel {
     pub fn new(
@@ -147,6 +154,71 @@ impl SlackChannel {
             })
     }
 
+    /// Posts a message of the approval under `route` once, even when the command that posts it
+    /// runs again after a crash (see [`super::once`]), and records it with the approval.
+    async fn post_once(
+        &self,
+        approval_id: &str,
+        route: &str,
+        to: &str,
+        text: &str,
+        blocks: Vec<slack_morphism::prelude::SlackBlock>,
+        thread_ts: Option<&str>,
+    ) -> Result<(), NotifyError> {
+        let subject = format!("approval/{approval_id}");
+        let posted = self
+            .store
+            .messages(&subject)
+            .await
+            .map_err(|e| NotifyError {
+                message: e.to_string(),
+                retryable: true,
+                retry_after: None,
+            })?;
+        let (channel, ts) = super::once::post(
+            &self.web,
+            &*self.store,
+            &posted,
+            &subject,
+            route,
+            to,
+            text,
+            blocks,
+            thread_ts,
+            APPROVAL_CRASH_POINT,
+        )
+        .await?;
+        self.remember(approval_id, channel, ts, route).await
+    }
+
+    /// Posts the notice of the command `key` once (see [`super::once`]).
+    async fn notice_once(&self, key: &str, to: &str, text: &str) -> Result<(), NotifyError> {
+        let subject = format!("notice/{key}");
+        let posted = self
+            .store
+            .messages(&subject)
+            .await
+            .map_err(|e| NotifyError {
+                message: e.to_string(),
+                retryable: true,
+                retry_after: None,
+            })?;
+        super::once::post(
+            &self.web,
+            &*self.store,
+            &posted,
+            &subject,
+            NOTICE_ROUTE,
+            to,
+            text,
+            vec![],
+            None,
+            NOTICE_CRASH_POINT,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Rewrites every message that shows the request.
     async fn update_all(
         &self,
@@ -187,12 +259,7 @@ impl HumanChannel for SlackChannel {
             if record.messages.iter().any(|m| m.route == route) {
                 continue;
             }
-            let (posted_channel, ts) = self
-                .web
-                .post(&channel, &text, blocks.clone(), None)
-                .await
-                .map_err(notify_error)?;
-            self.remember(&approval.id, posted_channel, ts, &route)
+            self.post_once(&approval.id, &route, &channel, &text, blocks.clone(), None)
                 .await?;
         }
         Ok(())
@@ -214,13 +281,15 @@ impl HumanChannel for SlackChannel {
             return Ok(());
         };
         let notice = message::requester_notice(&record, outcome);
-        let (channel, ts) = self
-            .web
-            .post(&requester, &notice, vec![], None)
-            .await
-            .map_err(notify_error)?;
-        self.remember(approval_id, channel, ts, REQUESTER_ROUTE)
-            .await
+        self.post_once(
+            approval_id,
+            REQUESTER_ROUTE,
+            &requester,
+            &notice,
+            vec![],
+            None,
+        )
+        .await
     }
 
     async fn follow_up(
@@ -248,12 +317,8 @@ impl HumanChannel for SlackChannel {
                     if record.messages.iter().any(|k| k.route == route) {
                         continue;
                     }
-                    let (channel, ts) = self
-                        .web
-                        .post(&m.channel, &text, vec![], Some(&m.ts))
-                        .await
-                        .map_err(notify_error)?;
-                    self.remember(approval_id, channel, ts, &route).await?;
+                    self.post_once(approval_id, &route, &m.channel, &text, vec![], Some(&m.ts))
+                        .await?;
                 }
                 Ok(())
             }
@@ -283,12 +348,7 @@ retry_after: None,
                         })?
                     }
                 };
-                let (posted, ts) = self
-                    .web
-                    .post(&channel, &text, blocks, None)
-                    .await
-                    .map_err(notify_error)?;
-                self.remember(approval_id, posted, ts, ESCALATION_ROUTE)
+                self.post_once(approval_id, ESCALATION_ROUTE, &channel, &text, blocks, None)
                     .await
             }
         }
@@ -316,7 +376,7 @@ retry_after: None,
         to: &str,
         subject: &str,
         body: &str,
-        _key: &str,
+        key: &str,
     ) -> Result<(), NotifyError> {
         let text = format!("*{subject}*\n{body}");
         if to == statemachines::owner_loss::SECURITY_CHANNEL {
@@ -329,11 +389,7 @@ retry_after: None,
                     retry_after: None,
                 });
             };
-            self.web
-                .post(channel, &text, vec![], None)
-                .await
-                .map_err(notify_error)?;
-            return Ok(());
+            return self.notice_once(key, channel, &text).await;
         }
         let Some(user) = self.user(to).await? else {
             return Err(NotifyError {
@@ -344,10 +400,6 @@ retry_after: None,
                 retry_after: None,
             });
         };
-        self.web
-            .post(&user, &text, vec![], None)
-            .await
-            .map_err(notify_error)?;
-        Ok(())
+        self.notice_once(key, &user, &text).await
     }
 }

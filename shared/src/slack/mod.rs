@@ -5,6 +5,7 @@
 pub mod channel;
 pub mod client;
 pub mod message;
+pub mod once;
 pub mod rate;
 pub mod review;
 

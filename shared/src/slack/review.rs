@@ -14,7 +14,6 @@ use super::message::{
 };
 use crate::ports::Store;
 use crate::ports::human_channel::NotifyError;
-use crate::ports::store::PostedMessage;
 use chrono::{DateTime, Utc};
 use slack_morphism::prelude::*;
 use statemachines::review_item::{Resolution, ReviewItem, ReviewNotice};
@@ -343,7 +342,7 @@ pub async fn send(
                 })?,
             };
             let (text, blocks) = ask(item, now);
-            once(
+            super::once::post(
                 web,
                 store,
                 &posted,
@@ -353,8 +352,10 @@ pub async fn send(
                 &text,
                 blocks,
                 None,
+                CRASH_POINT,
             )
             .await
+            .map(drop)
         }
         ReviewNotice::Remind { item } => {
             let Some(owner_msg) = sent(OWNER_ROUTE) else {
@@ -372,7 +373,7 @@ pub async fn send(
             );
             // One reminder per reminder command: its key names it.
             let route = format!("{REMINDER_ROUTE}:{key}");
-            once(
+            super::once::post(
                 web,
                 store,
                 &posted,
@@ -382,8 +383,10 @@ pub async fn send(
                 &text,
                 vec![],
                 Some(&owner_msg.ts),
+                CRASH_POINT,
             )
             .await
+            .map(drop)
         }
         ReviewNotice::Escalate { item } => {
             let manager = match &item.escalate_to {
@@ -404,7 +407,7 @@ pub async fn send(
                 }
             };
             let (text, blocks) = escalation(item, now);
-            once(
+            super::once::post(
                 web,
                 store,
                 &posted,
@@ -414,8 +417,10 @@ pub async fn send(
                 &text,
                 blocks,
                 None,
+                CRASH_POINT,
             )
             .await
+            .map(drop)
         }
         ReviewNotice::Closed { item, resolution } => {
             let (text, blocks) = closed(item, resolution, now);
@@ -430,87 +435,4 @@ pub async fn send(
             Ok(())
         }
     }
-}
-
-/// Posts one message of `subject` under `route`, once.
-#[allow(clippy::too_many_arguments)]
-async fn once(
-    web: &SlackWeb,
-    store: &dyn Store,
-    posted: &[PostedMessage],
-    subject: &str,
-    route: &str,
-    to: &str,
-    text: &str,
-    blocks: Vec<SlackBlock>,
-    thread_ts: Option<&str>,
-) -> Result<(), NotifyError> {
-    if posted.iter().any(|m| m.route == route && !m.ts.is_empty()) {
-        return Ok(());
-    }
-    let tag = format!("{subject}/{route}");
-    if let Some(marker) = posted.iter().find(|m| m.route == route) {
-        // A post was about to be made: maybe it was, and the process died before recording it.
-        let since = marker.at.unwrap_or_else(Utc::now) - chrono::Duration::minutes(1);
-        if let Some((channel, ts)) = web
-            .find_tagged(&marker.channel, &tag, since)
-            .await
-            .map_err(NotifyError::from)?
-        {
-            tracing::info!(
-                subject,
-                route,
-                "found the message posted before a crash; not posting again"
-            );
-            return store
-                .put_message(
-                    subject,
-                    PostedMessage {
-                        channel,
-                        ts,
-                        route: route.into(),
-                        at: Some(Utc::now()),
-                    },
-                )
-                .await
-                .map_err(store_error);
-        }
-    }
-    web.admit("chat.postMessage", Some(to))
-        .await
-        .map_err(NotifyError::from)?;
-    store
-        .put_message(
-            subject,
-            PostedMessage {
-                channel: to.into(),
-                ts: String::new(),
-                route: route.into(),
-                at: Some(Utc::now()),
-            },
-        )
-        .await
-        .map_err(store_error)?;
-    let (channel, ts) = web
-        .post_admitted(to, text, blocks, thread_ts, Some(&tag))
-        .await
-        .map_err(NotifyError::from)?;
-    if std::env::var("STEWARD_CRASH_AFTER").is_ok_and(|v| v == CRASH_POINT) {
-        eprintln!(
-            "STEWARD_CRASH_AFTER={CRASH_POINT}: aborting after Slack accepted the message, before recording it"
-        );
-        std::process::abort();
-    }
-    store
-        .put_message(
-            subject,
-            PostedMessage {
-                channel,
-                ts,
-                route: route.into(),
-                at: Some(Utc::now()),
-            },
-        )
-        .await
-        .map_err(store_error)
 }

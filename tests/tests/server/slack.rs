@@ -799,3 +799,144 @@ fn a_slow_slack_call_does_not_hold_up_unrelated_workflows() {
         "the hung post's workflow is still waiting on it"
     );
 }
+
+/// Every message Steward posted, by the key its Slack message metadata carries: a key posted
+/// more than once is a message shown twice.
+fn posts_by_key(slack: &FakeSlack) -> std::collections::BTreeMap<String, usize> {
+    let mut by_key = std::collections::BTreeMap::new();
+    for c in slack.calls_of("chat.postMessage") {
+        let key = c.body["metadata"]["event_payload"]["key"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a post without Steward's metadata key: {}", c.body))
+            .to_string();
+        *by_key.entry(key).or_insert(0) += 1;
+    }
+    by_key
+}
+
+/// The process dies right after Slack accepted an approval request's message and before it was
+/// recorded; the restarted server finds the message in the conversation instead of posting it
+/// again, and posts the request's other messages once.
+#[test]
+fn an_approval_message_posted_just_before_a_crash_is_not_posted_again() {
+    let slack = slack();
+    let opts = options(&slack);
+    let mut s = Server::start_with(opts.clone());
+    s.kill();
+    s.spawn(
+        &opts
+            .clone()
+            .env("STEWARD_CRASH_AFTER", "slack.approval_posted"),
+    );
+    let (status, body) = s.post_as(
+        ALICE,
+        "/api/agents",
+        &agent_request("crash-post-agent-prod", "prod", ALICE, &[MONITORS_WRITE]),
+    );
+    assert_eq!(status, 202, "{body}");
+    let workflow = body["workflow_id"].as_str().unwrap().to_string();
+    assert!(
+        !s.wait_exit(Duration::from_secs(30)).success(),
+        "the fault injection aborts the server"
+    );
+    assert_eq!(
+        slack.approval_posts().len(),
+        1,
+        "one message was out before the abort"
+    );
+
+    s.spawn(&opts);
+    let approval = s.pending_approval(&workflow)["request"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The owner's DM and the security channel (the example policy's routes).
+    let posts = wait_until("both request messages", SETTLE, || {
+        let mine: Vec<_> = slack
+            .approval_posts()
+            .into_iter()
+            .filter(|(_, _, b)| button_value(b).starts_with(&format!("{approval}:")))
+            .collect();
+        (mine.len() >= 2).then_some(mine)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        slack.approval_posts().len(),
+        posts.len(),
+        "no late duplicate"
+    );
+    let twice: Vec<_> = posts_by_key(&slack)
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(twice.is_empty(), "posted more than once: {twice:?}");
+    assert!(
+        !slack.calls_of("conversations.history").is_empty(),
+        "the message posted before the abort was looked for in the conversation"
+    );
+    // The approval knows both messages (the one found after the crash too): a decision
+    // rewrites both.
+    let (status, body) = s.decide(&approval, "approve", SAM);
+    assert_eq!(status, 202, "{body}");
+    let want: std::collections::BTreeSet<(String, String)> = posts
+        .iter()
+        .map(|(c, t, _)| (c.clone(), t.clone()))
+        .collect();
+    wait_until("both messages updated", SETTLE, || {
+        let updated: std::collections::BTreeSet<(String, String)> = slack
+            .calls_of("chat.update")
+            .into_iter()
+            .map(|c| {
+                (
+                    c.body["channel"].as_str().unwrap_or_default().to_string(),
+                    c.body["ts"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        want.is_subset(&updated).then_some(())
+    });
+    slack.assert_well_formed();
+}
+
+/// The same for a notice: the owner is told once that their agent is active, though the
+/// process died right after Slack accepted the notice.
+#[test]
+fn a_notice_posted_just_before_a_crash_is_not_posted_again() {
+    let slack = slack();
+    let opts = options(&slack);
+    let mut s = Server::start_with(opts.clone());
+    s.kill();
+    s.spawn(
+        &opts
+            .clone()
+            .env("STEWARD_CRASH_AFTER", "slack.notice_posted"),
+    );
+    let (status, body) = s.post_as(
+        ALICE,
+        "/api/agents",
+        &agent_request(
+            "crash-notice-agent-dev",
+            "dev",
+            ALICE,
+            &["datadog:metrics:read"],
+        ),
+    );
+    assert_eq!(status, 202, "{body}");
+    assert!(
+        !s.wait_exit(Duration::from_secs(30)).success(),
+        "the fault injection aborts the server"
+    );
+    s.spawn(&opts);
+    s.wait_agent_status("crash-notice-agent-dev", "active");
+    let told = || {
+        slack
+            .calls_of("chat.postMessage")
+            .into_iter()
+            .filter(|c| all_text(&c.body).contains("crash-notice-agent-dev is active"))
+            .count()
+    };
+    wait_until("the notice", SETTLE, || (told() >= 1).then_some(()));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(told(), 1, "the owner was told once");
+    assert!(!slack.calls_of("conversations.history").is_empty());
+}
