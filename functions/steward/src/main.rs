@@ -178,6 +178,32 @@ mod server_args {
             value_parser = trusted_proxy
         )]
         pub trusted_proxies: Vec<ipnet::IpNet>,
+        /// The URL agents and people reach this server at, e.g. `https://steward.example.com`
+        /// behind a TLS proxy: the issuer (`iss`) of the development IdP's tokens and the base
+        /// of the URLs its discovery document names. Default `http://<listen address>`, which
+        /// only a loopback or single-address listener can use: listening on every interface
+        /// (`0.0.0.0`, `[::]`) needs it.
+        #[arg(long, env = "STEWARD_PUBLIC_URL", value_parser = public_url)]
+        pub public_url: Option<String>,
+    }
+
+    /// An http(s) URL with nothing after the host and port (a trailing `/` is dropped).
+    fn public_url(s: &str) -> Result<String, String> {
+        let s = s.trim().trim_end_matches('/');
+        let url = reqwest::Url::parse(s)
+            .map_err(|e| format!("--public-url (STEWARD_PUBLIC_URL): `{s}` is not a URL: {e}"))?;
+        if !matches!(url.scheme(), "https" | "http")
+            || url.host_str().is_none()
+            || url.path() != "/"
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+        {
+            return Err(format!(
+                "--public-url (STEWARD_PUBLIC_URL): `{s}` must be https://host[:port] (or http://), with no path, query or user"
+            ));
+        }
+        Ok(s.to_string())
     }
 
     /// An address (a range of one) or a CIDR range.
@@ -362,12 +388,19 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", a.listen))?;
     let addr = listener.local_addr()?;
+    let public_url = match &a.public_url {
+        Some(url) => url.clone(),
+        None if addr.ip().is_unspecified() => anyhow::bail!(
+            "listening on every interface ({addr}) needs --public-url (STEWARD_PUBLIC_URL): the URL agents reach this server at is the issuer of the development IdP's tokens, and http://{addr} is no address a client can use"
+        ),
+        None => server::bound(addr),
+    };
     let stack =
         shared::wiring::embedded::Embedded::open(shared::wiring::embedded::EmbeddedConfig {
             data_dir: a.data_dir.clone(),
             policy,
             people: a.people.clone(),
-            issuer: server::bound(addr),
+            issuer: public_url.clone(),
             durability: durability(&a.durability)?,
             engine: shared::EngineConfig::default(),
             slack: shared::slack::SlackSettings::from_env()?,

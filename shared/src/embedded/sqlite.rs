@@ -68,6 +68,9 @@ CREATE TABLE IF NOT EXISTS idp_clients (
 CREATE TABLE IF NOT EXISTS idp_secrets (
   secret_id TEXT PRIMARY KEY, client_id TEXT NOT NULL, hash TEXT NOT NULL, created_at TEXT NOT NULL,
   idempotency_key TEXT);
+CREATE TABLE IF NOT EXISTS idp_changes (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, change TEXT NOT NULL, client_id TEXT NOT NULL,
+  idempotency_key TEXT NOT NULL, repeat INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS workflow_groups (
   grp TEXT NOT NULL, workflow_id TEXT NOT NULL, state_name TEXT, PRIMARY KEY (grp, workflow_id)) WITHOUT ROWID;

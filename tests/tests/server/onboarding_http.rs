@@ -440,3 +440,70 @@ fn a_cancel_by_someone_else_does_not_block_the_requesters_cancel() {
     assert_eq!(status, 202, "{v}");
     s.wait_agent_status(NAME, "cancelled");
 }
+
+/// The development IdP's tokens name the URL clients reach the server at (`--public-url`), not
+/// the address it listens on; listening on every interface without saying that URL refuses to
+/// start, since `http://0.0.0.0:…` is no issuer a client can check.
+#[test]
+fn the_dev_idps_issuer_is_the_public_url() {
+    const PUBLIC: &str = "https://steward.example.test";
+    let mut s = Server::start_with(Options::default().env("STEWARD_PUBLIC_URL", PUBLIC));
+    let discovery = s.get_ok("/.well-known/openid-configuration");
+    assert_eq!(discovery["issuer"], PUBLIC, "{discovery}");
+    assert_eq!(
+        discovery["token_endpoint"],
+        format!("{PUBLIC}/oauth2/v1/token"),
+        "{discovery}"
+    );
+    let agent = s.active_dev_agent("public-url-agent-dev");
+    let (_, secret) = s.vault_secret(agent["id"].as_str().unwrap());
+    let client_id = s.agent("public-url-agent-dev")["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, v, _) = s.token(&client_id, &secret, None);
+    assert_eq!(status, 200, "{v}");
+    let payload = v["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .nth(1)
+        .unwrap();
+    let claims: Value = {
+        use base64::Engine as _;
+        serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(claims["iss"], PUBLIC, "{claims}");
+    s.kill();
+
+    let (out, _, stderr) = run(steward()
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&s.data_dir)
+        .arg("--policy")
+        .arg(&s.policy_path)
+        .arg("--people")
+        .arg(&s.people_path)
+        .arg("--listen")
+        .arg("0.0.0.0:0"));
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("needs --public-url"),
+        "the refusal says what to set: {stderr}"
+    );
+    let (out, _, stderr) = run(steward()
+        .args([
+            "serve",
+            "--public-url",
+            "https://x.example/path",
+            "--data-dir",
+        ])
+        .arg(&s.data_dir));
+    assert!(!out.status.success());
+    assert!(stderr.contains("no path"), "{stderr}");
+}

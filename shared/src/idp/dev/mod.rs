@@ -124,6 +124,24 @@ fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
+/// The development IdP's change log, as an IdP keeps a system log: every secret it issued, with
+/// the idempotency key it was asked with and whether that key had been seen (a repeat). Steward
+/// does not read it; it shows what reached the IdP, so a test can count the calls per key.
+fn log_change(
+    tx: &rusqlite::Transaction<'_>,
+    change: &str,
+    client_id: &str,
+    idempotency_key: &str,
+    repeat: bool,
+) -> Result<(), IdpError> {
+    tx.execute(
+        "INSERT INTO idp_changes (at, change, client_id, idempotency_key, repeat) VALUES (?1,?2,?3,?4,?5)",
+        params![Utc::now().timestamp_millis(), change, client_id, idempotency_key, repeat],
+    )
+    .map_err(unavailable)?;
+    Ok(())
+}
+
 fn unavailable(e: impl std::fmt::Display) -> IdpError {
     IdpError::Unavailable(e.to_string())
 }
@@ -217,10 +235,8 @@ impl DevIdp {
             )
             .optional()
             .map_err(|e| OAuthError::server(e.to_string()))?;
-        // Same answer for unknown client and wrong secret: do not reveal which client ids exist.
-        let Some((scopes_json, lifetime, active)) = row else {
-            return Err(OAuthError::invalid_client("client authentication failed"));
-        };
+        // Same answer, and the same work, for an unknown client and a wrong secret: neither the
+        // answer nor its time reveals which client ids exist.
         let presented = hash(client_secret);
         let mut st = conn
             .prepare_cached("SELECT hash FROM idp_secrets WHERE client_id=?1")
@@ -233,9 +249,9 @@ impl DevIdp {
         let ok = hashes.iter().fold(false, |acc, h| {
             acc | bool::from(h.as_bytes().ct_eq(presented.as_bytes()))
         });
-        if !ok {
+        let Some((scopes_json, lifetime, active)) = row.filter(|_| ok) else {
             return Err(OAuthError::invalid_client("client authentication failed"));
-        }
+        };
         if !active {
             return Err(OAuthError::invalid_client("client is deactivated"));
         }
@@ -306,6 +322,7 @@ impl IdentityProvider for DevIdp {
             .optional()
             .map_err(unavailable)?;
         let now = Utc::now().to_rfc3339();
+        let repeat = existing.is_some();
         let client_id = match existing {
             Some(id) => {
                 // A repeat of a creation whose answer was lost: nobody holds the first secret,
@@ -330,6 +347,7 @@ impl IdentityProvider for DevIdp {
             params![secret_id, client_id, hash(secret.expose()), now],
         )
         .map_err(unavailable)?;
+        log_change(&tx, "create_client", &client_id, idempotency_key, repeat)?;
         tx.commit().map_err(unavailable)?;
         Ok(CreatedClient {
             client_id,
@@ -407,11 +425,13 @@ impl IdentityProvider for DevIdp {
             return Err(IdpError::UnknownClient(client_id.into()));
         }
         // A repeat replaces the secret the first call made (its value was never kept).
-        tx.execute(
-            "DELETE FROM idp_secrets WHERE client_id=?1 AND idempotency_key=?2",
-            params![client_id, idempotency_key],
-        )
-        .map_err(unavailable)?;
+        let repeat = tx
+            .execute(
+                "DELETE FROM idp_secrets WHERE client_id=?1 AND idempotency_key=?2",
+                params![client_id, idempotency_key],
+            )
+            .map_err(unavailable)?
+            > 0;
         let count: i64 = tx
             .query_row(
                 "SELECT COUNT(*) FROM idp_secrets WHERE client_id=?1",
@@ -430,6 +450,7 @@ impl IdentityProvider for DevIdp {
             params![secret_id, client_id, hash(secret.expose()), Utc::now().to_rfc3339(), idempotency_key],
         )
         .map_err(unavailable)?;
+        log_change(&tx, "add_secret", client_id, idempotency_key, repeat)?;
         tx.commit().map_err(unavailable)?;
         Ok(NewSecret { secret_id, secret })
     }
