@@ -190,7 +190,7 @@ pub const GRANTS_PAGE_MAX: usize = 5_000;
 
 /// The most audit rows one export returns (page with `after`).
 pub const AUDIT_PAGE_MAX: usize = 10_000;
-/// The most dead letters one listing returns, and the most the health check counts.
+/// The most dead letters one listing returns.
 pub const DEAD_LETTERS_MAX: usize = 1_000;
 
 /// `GET /api/campaigns/{id}/report?format=`: `json` (default), `csv` or `md`.
@@ -244,11 +244,20 @@ pub struct Me {
     pub token_id: Option<String>,
 }
 
-/// `GET /health`
+/// `GET /health`: public, so it says only that the server answers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
     pub status: String,
+}
+
+/// `GET /api/health`: the figures behind health, for signed-in callers only (they tell an
+/// outsider how busy the queue is and how many of their probes were refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthCounts {
+    pub status: String,
+    /// Messages waiting or in flight.
     pub queue_depth: usize,
+    /// Messages the queue gave up on (all of them, not a page).
     pub dead_letters: usize,
     /// Requests refused as malformed or unauthenticated since this process started.
     pub bad_requests: u64,

@@ -275,6 +275,9 @@ impl Queue for TripleDelivery {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         self.inner.dead_letters(limit).await
     }
+    async fn dead_letter_count(&self) -> Result<usize, QueueError> {
+        self.inner.dead_letter_count().await
+    }
     async fn depth(&self) -> Result<usize, QueueError> {
         Ok(self.inner.depth().await? + self.later.lock().unwrap().len())
     }
@@ -806,6 +809,9 @@ impl Queue for SimTimeQueue {
     }
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         self.inner.dead_letters(limit).await
+    }
+    async fn dead_letter_count(&self) -> Result<usize, QueueError> {
+        self.inner.dead_letter_count().await
     }
     async fn depth(&self) -> Result<usize, QueueError> {
         Ok(self.inner.depth().await? + self.held.lock().unwrap().len())

@@ -227,6 +227,29 @@ impl SqsQueue {
         &self.dead_letter_url
     }
 
+    /// The messages `url` holds, waiting, in flight or delayed, from its attributes (nothing
+    /// is received).
+    async fn approximate_count(&self, url: &str) -> Result<usize, QueueError> {
+        let attrs = self
+            .client
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .map_err(err)?;
+        Ok(attrs
+            .attributes()
+            .map(|a| {
+                a.values()
+                    .filter_map(|v| v.parse::<usize>().ok())
+                    .sum::<usize>()
+            })
+            .unwrap_or(0))
+    }
+
     async fn receive_from(
         &self,
         url: &str,
@@ -418,25 +441,12 @@ impl Queue for SqsQueue {
         Ok(out)
     }
 
+    async fn dead_letter_count(&self) -> Result<usize, QueueError> {
+        self.approximate_count(&self.dead_letter_url).await
+    }
+
     async fn depth(&self) -> Result<usize, QueueError> {
-        let attrs = self
-            .client
-            .get_queue_attributes()
-            .queue_url(&self.url)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-            .send()
-            .await
-            .map_err(err)?;
-        Ok(attrs
-            .attributes()
-            .map(|a| {
-                a.values()
-                    .filter_map(|v| v.parse::<usize>().ok())
-                    .sum::<usize>()
-            })
-            .unwrap_or(0))
+        self.approximate_count(&self.url).await
     }
 
     fn max_receives(&self) -> u32 {

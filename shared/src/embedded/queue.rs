@@ -304,6 +304,15 @@ impl Queue for SqliteQueue {
         rows.collect::<Result<_, _>>().map_err(q)
     }
 
+    async fn dead_letter_count(&self) -> Result<usize, QueueError> {
+        let n: i64 = self
+            .db
+            .lock()
+            .query_row("SELECT COUNT(*) FROM dead_letters", [], |r| r.get(0))
+            .map_err(q)?;
+        Ok(n as usize)
+    }
+
     async fn depth(&self) -> Result<usize, QueueError> {
         let n: Option<i64> = self
             .db

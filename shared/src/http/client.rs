@@ -224,6 +224,12 @@ impl AdminClient {
         self.call(&routes::HEALTH, &[], NO_QUERY, NO_BODY).await
     }
 
+    /// The queue depth, dead letters and refused requests behind health.
+    pub async fn health_counts(&self) -> Result<HealthCounts, ClientError> {
+        self.call(&routes::HEALTH_COUNTS, &[], NO_QUERY, NO_BODY)
+            .await
+    }
+
     /// Who the server takes the caller to be.
     pub async fn whoami(&self) -> Result<Me, ClientError> {
         self.call(&routes::WHOAMI, &[], NO_QUERY, NO_BODY).await

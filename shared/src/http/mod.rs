@@ -73,7 +73,7 @@ pub struct AppInner {
 
 /// The same unauthenticated refusal is recorded at most once per this window, and at most
 /// [`REFUSAL_RECORDS`] records are written per window in all; the rest are counted (in
-/// `/health` at once, in the next record's text). A flood of refused requests cannot grow the
+/// `/api/health` at once, in the next record's text). A flood of refused requests cannot grow the
 /// trail faster than that, whatever it varies.
 pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 pub const REFUSAL_RECORDS: u64 = 100;
@@ -144,7 +144,7 @@ impl App {
         self.refusal_window(key).map(|skipped| match skipped {
             0 => why.to_string(),
             n => format!(
-                "{why} (and {n} more refusals like it since the last record, counted in /health)"
+                "{why} (and {n} more refusals like it since the last record, counted in /api/health)"
             ),
         })
     }

@@ -75,7 +75,8 @@ pub fn who_may(op: Op) -> &'static [Role] {
         | Op::CampaignProgress
         | Op::ShowWorkflow
         | Op::ListApprovals
-        | Op::Notifications => ANYONE,
+        | Op::Notifications
+        | Op::HealthCounts => ANYONE,
         // Submitting a manifest: any person (the requester; the owner it names must be active),
         // or CI.
         Op::RequestAgent => &[Person, Automation],

@@ -43,6 +43,7 @@ pub enum Op {
     ExportAudit,
     AuditSeal,
     Notifications,
+    HealthCounts,
     DeadLetters,
     IdpClients,
     CreateToken,
@@ -72,7 +73,7 @@ pub enum Access {
     /// automation), checked against the role table (`roles::who_may`).
     Admin,
     /// Anyone; the route checks its own credential (Slack's signature, Okta's hook secret, the
-    /// Shared Signals transmitter's keys) or reveals nothing (health).
+    /// Shared Signals transmitter's keys) or reveals nothing (health: only that it answers).
     Public,
 }
 
@@ -159,6 +160,7 @@ pub const NOTIFICATIONS: Route = Route {
     embedded_only: true,
     ..admin(Op::Notifications, Get, "/api/notifications")
 };
+pub const HEALTH_COUNTS: Route = admin(Op::HealthCounts, Get, "/api/health");
 pub const DEAD_LETTERS: Route = admin(Op::DeadLetters, Get, "/api/dead-letters");
 pub const IDP_CLIENTS: Route = admin(Op::IdpClients, Get, "/api/idp/clients");
 pub const CREATE_TOKEN: Route = admin(Op::CreateToken, Post, "/api/tokens");
@@ -203,6 +205,7 @@ pub const ROUTES: &[Route] = &[
     EXPORT_AUDIT,
     AUDIT_SEAL,
     NOTIFICATIONS,
+    HEALTH_COUNTS,
     DEAD_LETTERS,
     IDP_CLIENTS,
     CREATE_TOKEN,

@@ -60,6 +60,9 @@ pub trait Queue: Send + Sync {
     /// FIFO, its group stays blocked until then.
     async fn nack(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
+    /// How many messages the dead-letter queue holds, counted without reading them (SQS's
+    /// approximate counts).
+    async fn dead_letter_count(&self) -> Result<usize, QueueError>;
     /// Messages waiting or in flight (not dead).
     async fn depth(&self) -> Result<usize, QueueError>;
     /// Receives after which a message moves to the dead-letter queue (SQS maxReceiveCount).

@@ -1,6 +1,6 @@
 //! The queue port's contract (SQS FIFO semantics): send / receive / ack, deduplication,
 //! delays, visibility timeouts, per-group order with one message of a group in flight, nack with
-//! delay, redrive to the dead-letter queue after `max_receives`, depth.
+//! delay, redrive to the dead-letter queue after `max_receives` (listed and counted), depth.
 //!
 //! Every property expects a fresh, empty queue. `tick` is the adapter's time granularity: the
 //! embedded queue works in milliseconds (a few tens of ms is plenty), SQS in whole seconds.
@@ -199,9 +199,10 @@ pub async fn nack_with_delay(q: &dyn Queue, tick: Duration) {
 }
 
 /// After `max_receives` receives a message moves to the dead letters and is not delivered again;
-/// other messages (and groups) carry on.
+/// other messages (and groups) carry on. The dead letters are counted without reading them.
 pub async fn dead_letter_after_max_receives(q: &dyn Queue, tick: Duration) {
     let max = q.max_receives();
+    assert_eq!(q.dead_letter_count().await.unwrap(), 0);
     q.send(vec![msg("P", "p1", "poison")]).await.unwrap();
     for i in 1..=max {
         let d = q.receive(10, long(tick)).await.unwrap();
@@ -225,6 +226,11 @@ pub async fn dead_letter_after_max_receives(q: &dyn Queue, tick: Duration) {
         vec!["next", "other"],
         "the poison message is not delivered again"
     );
+    assert_eq!(
+        q.dead_letter_count().await.unwrap(),
+        1,
+        "counted without reading"
+    );
     let dead = q.dead_letters(10).await.unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].body, "poison");
@@ -234,6 +240,11 @@ pub async fn dead_letter_after_max_receives(q: &dyn Queue, tick: Duration) {
         q.depth().await.unwrap(),
         0,
         "dead letters are not in the depth"
+    );
+    assert_eq!(
+        q.dead_letter_count().await.unwrap(),
+        1,
+        "reading the dead letters leaves them there"
     );
     tokio::time::sleep(tick * 2).await;
     assert!(q.receive(10, long(tick)).await.unwrap().is_empty());

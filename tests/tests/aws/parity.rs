@@ -39,7 +39,7 @@ fn call(args: &[&str], body: Option<Value>) -> Sample {
 fn sample(op: Op, ids: &Ids) -> Sample {
     let reason = || json!({"reason": "parity check"});
     match op {
-        Op::Health => call(&[], None),
+        Op::Health | Op::HealthCounts => call(&[], None),
         Op::SlackInteractions => call(&[], Some(json!({}))),
         Op::OktaHookVerification => call(&[], None),
         Op::OktaHookDelivery => call(&[], Some(json!({"data": {"events": []}}))),

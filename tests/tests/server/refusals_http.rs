@@ -480,7 +480,7 @@ fn unknown_ids_are_404() {
 
 /// Every admin route, walked from the route table with ids that exist nowhere (and an empty
 /// body for a POST): each refusal it answers, whatever it is (an unknown agent or approval, a
-/// malformed body, a rule, the role table), is counted in `/health` and audited with the
+/// malformed body, a rule, the role table), is counted in `/api/health` and audited with the
 /// operation, its status and the reason. An unknown agent's 404 and an unknown approval are
 /// among them.
 #[test]
@@ -648,6 +648,29 @@ fn a_huge_client_id_makes_a_small_refusal_record() {
         assert!(size < 4_000, "a {size}-byte record");
         assert!(r["user"]["uid"].as_str().unwrap().ends_with('…'), "{r}");
     }
+}
+
+/// `/health` is public and says only that the server answers: no queue depth, no dead letters,
+/// no count of refused requests. The figures are at `/api/health`, which refuses a caller
+/// without a token (counted there) and answers any signed-in person and automation.
+#[test]
+fn public_health_says_only_ok_and_its_figures_need_a_signed_in_caller() {
+    let s = Server::start();
+    let (status, public) = s.send(s.http().get(s.url("/health")));
+    assert_eq!(status, 200, "{public}");
+    assert_eq!(public, json!({"status": "ok"}));
+    let (status, body) = s.send(s.http().get(s.url("/api/health")));
+    assert_eq!(status, 401, "{body}");
+    let (status, counts) = s.get_as(BOB, "/api/health");
+    assert_eq!(status, 200, "{counts}");
+    assert_eq!(counts["status"], "ok");
+    assert_eq!(counts["queue_depth"], 0, "{counts}");
+    assert_eq!(counts["dead_letters"], 0, "{counts}");
+    assert!(
+        counts["bad_requests"].as_u64().unwrap() >= 1,
+        "the refused call is counted: {counts}"
+    );
+    assert_eq!(s.health()["status"], "ok", "automation reads it too");
 }
 
 /// A flood of refused unauthenticated requests is counted one by one but recorded once per
