@@ -1,7 +1,9 @@
 //! Shadow-agent discovery: clients at the identity provider that nobody registered. The sweep
 //! lists the IdP's clients; the IdP's app-created events report one as it appears. Each
 //! unknown client becomes an unregistered agent with a `shadow_agent` workflow that asks its
-//! creator (or the security channel) to claim it or let it go.
+//! creator (or the security channel) to claim it. Letting it go deletes its client, so only a
+//! security approver may; unclaimed after the grace period, it is frozen and the security
+//! approvers decide whether to decommission it.
 //!
 //! Steward's own clients are never shadow agents, even before the onboarding that made one has
 //! recorded its client id (the IdP's app-created event often arrives first): a client whose
@@ -15,7 +17,7 @@ use super::workflows::StartInput;
 use super::{Engine, EngineError, Started, short_hash};
 use crate::ports::idp::ClientInfo;
 use serde_json::json;
-use statemachines::discovery::{ShadowAgent, ShadowInput};
+use statemachines::discovery::{OPEN_STATES, ShadowAgent, ShadowInput, check_releaser};
 use statemachines::onboarding::OwnerStatus;
 use statemachines::{Actor, Agent, AgentRequest, AgentStatus, Event, Rejected, Workflow};
 use std::time::Duration;
@@ -59,6 +61,9 @@ pub struct Claim {
     #[serde(default)]
     pub token_lifetime_secs: Option<u32>,
 }
+
+/// The start of every shadow agent's id (a claim keeps it).
+const SHADOW_AGENT_ID_PREFIX: &str = "agt-shadow-";
 
 fn workflow_id(client_id: &str) -> String {
     format!("shadow-{client_id}")
@@ -242,7 +247,7 @@ impl Engine {
         let now = self.clock.now();
         let hash = short_hash(&[&client.client_id]);
         let agent = Agent {
-            id: format!("agt-shadow-{}", &hash[..12]),
+            id: format!("{SHADOW_AGENT_ID_PREFIX}{}", &hash[..12]),
             name: name_of(&client.name),
             owner: String::new(),
             team: String::new(),
@@ -291,13 +296,14 @@ impl Engine {
         }))
     }
 
-    /// The unclaimed shadow agent `client_ref` names (client id, agent id or agent name).
+    /// The shadow agent `client_ref` names (client id, agent id or agent name), while it can
+    /// still be claimed or let go: unclaimed, or frozen with no decision to delete it.
     async fn unclaimed(
         &self,
         what: &str,
         client_ref: &str,
         by: &Actor,
-    ) -> Result<(Agent, String, Option<String>), EngineError> {
+    ) -> Result<(Agent, String), EngineError> {
         let agent = match self.store.agent_by_client(client_ref).await? {
             Some(a) => a,
             None => self.agent_for(what, client_ref, by).await?,
@@ -305,9 +311,16 @@ impl Engine {
         let client_id = agent.client_id.clone().unwrap_or_default();
         let id = workflow_id(&client_id);
         let instance = self.store.instance(&id).await?;
-        let Some(instance) = instance.filter(|i| i.state_name == "Unclaimed") else {
+        // The record decides too: a frozen shadow agent someone decommissioned or unfroze by
+        // another way is no longer the shadow workflow's to hand over.
+        let open = instance.is_some_and(|i| OPEN_STATES.contains(&i.state_name.as_str()))
+            && matches!(
+                agent.status,
+                AgentStatus::Unregistered | AgentStatus::Frozen
+            );
+        if !open {
             let why = format!(
-                "{} ({}) is not an unclaimed shadow agent (status {})",
+                "{} ({}) is not a shadow agent waiting for a claim (status {})",
                 agent.name,
                 client_id,
                 agent.status.as_str()
@@ -315,18 +328,14 @@ impl Engine {
             self.audit_refusal(what, by, Some((&agent.id, &agent.name)), None, &why)
                 .await?;
             return Err(EngineError::Conflict(why));
-        };
-        let creator = instance
-            .state
-            .get("creator")
-            .and_then(|c| c.as_str())
-            .map(str::to_string);
-        Ok((agent, id, creator))
+        }
+        Ok((agent, id))
     }
 
-    /// Claims a shadow agent: its onboarding starts with a real owner and takes over the
-    /// existing client (grants set to the approved scopes, a new secret into the vault, the
-    /// secrets Steward never held removed). The claimer must be an active person.
+    /// Claims a shadow agent: its onboarding starts with a real owner and, once a security
+    /// approver approves, takes over the existing client (grants set to the approved scopes, a
+    /// new secret into the vault, the secrets Steward never held removed, the client active).
+    /// The claimer must be an active person.
     pub async fn claim_shadow(
         &self,
         client_ref: &str,
@@ -334,7 +343,7 @@ impl Engine {
         by: &str,
     ) -> Result<Started, EngineError> {
         let actor = Actor::Person(by.to_string());
-        let (agent, shadow_id, _) = self.unclaimed("shadow claim", client_ref, &actor).await?;
+        let (agent, shadow_id) = self.unclaimed("shadow claim", client_ref, &actor).await?;
         if self.directory.owner_status(by).await? != OwnerStatus::Active {
             let why =
                 format!("{by} is not an active person in the directory and cannot claim an agent");
@@ -375,8 +384,9 @@ impl Engine {
         Ok(started)
     }
 
-    /// Lets a shadow agent go: it is frozen now and decommissioned. Its creator or a security
-    /// approver may.
+    /// Lets a shadow agent go: it is frozen now and decommissioned, its client deleted. Only a
+    /// security approver active in the directory may: a creator is a name an IdP event carries,
+    /// which proves nothing.
     pub async fn release_shadow(
         &self,
         client_ref: &str,
@@ -384,29 +394,26 @@ impl Engine {
         reason: &str,
     ) -> Result<String, EngineError> {
         let actor = Actor::Person(by.to_string());
-        let (agent, shadow_id, creator) =
-            self.unclaimed("shadow release", client_ref, &actor).await?;
-        let is_creator = creator
-            .as_deref()
-            .is_some_and(|c| c.eq_ignore_ascii_case(by.trim()));
-        if !is_creator && !self.is_approver(by) {
-            let why = format!(
-                "{by} is neither the creator of {} ({}) nor a security approver",
-                agent.name,
-                creator.as_deref().unwrap_or("unknown")
-            );
+        let (agent, shadow_id) = self.unclaimed("shadow release", client_ref, &actor).await?;
+        // The machine's rule, asked now so the person is told at once.
+        let refusal = match check_releaser(&agent, by, &self.policy) {
+            Err(r) => Some(r),
+            Ok(()) => self.check_active(by).await?,
+        };
+        if let Some(r) = refusal {
             self.audit_refusal(
                 "shadow release",
                 &actor,
                 Some((&agent.id, &agent.name)),
                 None,
-                &why,
+                &r.to_string(),
             )
             .await?;
-            return Err(EngineError::Rejected(Rejected::new("by", why)));
+            return Err(EngineError::Rejected(r));
         }
         let msg = Message::Event {
-            event_id: format!("release/{shadow_id}"),
+            // One id per person: a refused release must not swallow an allowed one.
+            event_id: format!("release/{shadow_id}/{}", by.trim().to_ascii_lowercase()),
             workflow_id: shadow_id.clone(),
             event: Event::ShadowReleased {
                 by: by.to_string(),
@@ -417,15 +424,29 @@ impl Engine {
         Ok(shadow_id)
     }
 
-    /// Shadow agents not yet claimed or let go.
+    /// Shadow agents that can still be claimed or let go: unregistered ones, and those frozen
+    /// after their grace period with no decision to delete them.
     pub async fn shadow_agents(&self) -> Result<Vec<Agent>, EngineError> {
-        Ok(self
-            .store
-            .agents()
-            .await?
-            .into_iter()
-            .filter(|a| a.status == AgentStatus::Unregistered)
-            .collect())
+        let mut out = Vec::new();
+        for a in self.store.agents().await? {
+            let listed = match a.status {
+                AgentStatus::Unregistered => true,
+                // Only a shadow agent's id has this prefix (see `shadow`): other frozen agents
+                // cost no read.
+                AgentStatus::Frozen if a.id.starts_with(SHADOW_AGENT_ID_PREFIX) => {
+                    let id = workflow_id(a.client_id.as_deref().unwrap_or_default());
+                    self.store
+                        .instance(&id)
+                        .await?
+                        .is_some_and(|i| OPEN_STATES.contains(&i.state_name.as_str()))
+                }
+                _ => false,
+            };
+            if listed {
+                out.push(a);
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -5,8 +5,15 @@ use super::*;
 scenarios![
     scenario_shadow_agent_found_asks_its_creator_and_security_to_claim_it,
     scenario_shadow_agent_claimed_ends_the_grace_period,
-    scenario_shadow_agent_released_is_frozen_then_decommissioned,
-    scenario_shadow_agent_unclaimed_after_the_grace_period_is_released,
+    scenario_shadow_agent_let_go_by_a_security_approver_is_frozen_then_decommissioned,
+    scenario_shadow_agent_release_by_its_creator_or_anyone_but_security_is_refused,
+    scenario_shadow_agent_unclaimed_after_the_grace_period_is_frozen_and_security_asked,
+    scenario_shadow_agent_deletion_approved_by_security_decommissions_it,
+    scenario_shadow_agent_deletion_denied_keeps_it_frozen_for_a_claim_or_a_release,
+    scenario_shadow_agent_deletion_unanswered_keeps_it_frozen,
+    scenario_shadow_agent_deletion_question_withdrawn_keeps_it_frozen,
+    scenario_shadow_agent_claim_or_release_overtakes_the_deletion_question,
+    scenario_shadow_agent_releasing_stored_without_an_approver_asks_security,
     scenario_shadow_agent_release_failure_tells_security,
     scenario_shadow_agent_refuses_a_client_without_id,
     scenario_shadow_agent_refuses_events_that_do_not_apply,
@@ -53,6 +60,7 @@ pub(crate) fn claim_grace_ends() -> DateTime<Utc> {
     at(policy().discovery.grace_secs as i64)
 }
 
+/// Found, with `COLLEAGUE` named as its creator (as an IdP event names one).
 pub(crate) fn unclaimed_shadow() -> ShadowState {
     started::<ShadowAgent>(shadow_input(Some(COLLEAGUE))).state
 }
@@ -65,15 +73,84 @@ pub(crate) fn shadow_claimed() -> Event {
     }
 }
 
-pub(crate) fn shadow_released() -> Event {
+/// A release by `by`.
+fn released_by(by: &str) -> Event {
     Event::ShadowReleased {
-        by: COLLEAGUE.into(),
+        by: by.into(),
         reason: "a test client from the 2023 migration".into(),
     }
 }
 
+/// A release by a security approver.
+pub(crate) fn shadow_released() -> Event {
+    released_by(APPROVER)
+}
+
 pub(crate) fn grace_timer() -> Event {
     timer(discovery::GRACE_TIMER)
+}
+
+/// When the deletion question is asked in these scenarios: a second after the grace period.
+fn asked_at() -> DateTime<Utc> {
+    claim_grace_ends() + Duration::seconds(1)
+}
+
+/// The approval a step asks for.
+fn requested_approval(commands: &[Command]) -> &ApprovalRequest {
+    let asked: Vec<&ApprovalRequest> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::RequestApproval(a) => Some(a),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asked.len(), 1, "one approval asked: {commands:?}");
+    asked[0]
+}
+
+/// The reason of the decommission a step starts, if it starts one.
+fn decommission_started(commands: &[Command]) -> Option<&DecommissionReason> {
+    commands.iter().find_map(|c| match c {
+        Command::StartDecommission { agent_id, reason } => {
+            assert_eq!(agent_id, AGENT_ID);
+            Some(reason)
+        }
+        _ => None,
+    })
+}
+
+/// Unclaimed past the grace period, its client deactivated: the deletion question is open.
+fn awaiting_deletion() -> ShadowState {
+    let freezing =
+        accepted::<ShadowAgent>(&unclaimed_shadow(), grace_timer(), claim_grace_ends()).state;
+    accepted::<ShadowAgent>(&freezing, client_deactivated(), asked_at()).state
+}
+
+/// The deletion was denied: frozen, waiting for a claim or a release.
+fn kept_shadow() -> ShadowState {
+    accepted::<ShadowAgent>(
+        &awaiting_deletion(),
+        deny(APPROVER),
+        asked_at() + Duration::hours(1),
+    )
+    .state
+}
+
+fn assert_closed(commands: &[Command], outcome: fn(&ApprovalOutcome) -> bool) {
+    let closed: Vec<&ApprovalOutcome> = commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::CloseApproval {
+                approval_id,
+                outcome,
+            } if approval_id == APPROVAL_ID => Some(outcome),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        closed.len() == 1 && outcome(closed[0]),
+        "approval closed once as expected: {closed:?}"
+    );
 }
 
 fn scenario_shadow_agent_found_asks_its_creator_and_security_to_claim_it() {
@@ -119,10 +196,12 @@ fn scenario_shadow_agent_found_asks_its_creator_and_security_to_claim_it() {
         assert_eq!(subject, format!("Unregistered agent found: {SHADOW_NAME}"));
         for fragment in [
             format!("steward shadow claim {CLIENT_ID} --owner"),
-            format!("steward shadow release {CLIENT_ID}"),
+            "A security approver may let it go".to_string(),
+            format!("steward shadow release {CLIENT_ID} --reason"),
             format!("Scopes: {ORDERS_READ}"),
             format!("by {COLLEAGUE}"),
             "2025-03-17 09:00 UTC".to_string(),
+            "deactivated, not deleted".to_string(),
         ] {
             assert!(body.contains(&fragment), "{fragment:?} not in {body}");
         }
@@ -183,14 +262,17 @@ fn scenario_shadow_agent_claimed_ends_the_grace_period() {
     );
 }
 
-pub(crate) fn assert_releases(step: &Step<ShadowState>, actor: Actor, why_fragment: &str) {
-    let ShadowState::Releasing { why, .. } = &step.state else {
-        panic!("expected Releasing, got {:?}", step.state)
+/// The first step of a freeze: the grace timer cancelled, the client deactivated, the agent
+/// marked frozen, audited as `kind` by `actor`.
+fn assert_freezes(step: &Step<ShadowState>, kind: AuditKind, actor: Actor, why_fragment: &str) {
+    let (ShadowState::Releasing { why, .. } | ShadowState::Freezing { why, .. }) = &step.state
+    else {
+        panic!("expected Releasing or Freezing, got {:?}", step.state)
     };
     assert!(why.contains(why_fragment), "{why}");
     assert!(!ShadowAgent::is_terminal(&step.state));
     assert_eq!(
-        names(&step.commands),
+        names(&step.commands)[..4],
         [
             "timer.cancel",
             "idp.deactivate_client",
@@ -211,21 +293,25 @@ pub(crate) fn assert_releases(step: &Step<ShadowState>, actor: Actor, why_fragme
             reason: why.clone()
         }]
     );
-    let released = audit_of(&step.commands, AuditKind::ShadowAgentReleased);
-    assert_eq!(released.actor, actor);
-    assert!(released.message.contains(CLIENT_ID), "{}", released.message);
+    let frozen = audit_of(&step.commands, kind);
+    assert_eq!(frozen.actor, actor);
+    assert!(frozen.message.contains(CLIENT_ID), "{}", frozen.message);
+    assert_eq!(decommission_started(&step.commands), None);
 }
 
-fn scenario_shadow_agent_released_is_frozen_then_decommissioned() {
+fn scenario_shadow_agent_let_go_by_a_security_approver_is_frozen_then_decommissioned() {
     let releasing = accepted::<ShadowAgent>(&unclaimed_shadow(), shadow_released(), at(3600));
-    assert_releases(
+    assert_freezes(
         &releasing,
-        Actor::Person(COLLEAGUE.into()),
-        &format!("let go by {COLLEAGUE}: a test client from the 2023 migration"),
+        AuditKind::ShadowAgentReleased,
+        Actor::Person(APPROVER.into()),
+        &format!("let go by {APPROVER}: a test client from the 2023 migration"),
     );
-    let ShadowState::Releasing { why, .. } = &releasing.state else {
+    assert_eq!(names(&releasing.commands).len(), 4);
+    let ShadowState::Releasing { why, approver, .. } = &releasing.state else {
         unreachable!()
     };
+    assert_eq!(approver.as_deref(), Some(APPROVER));
 
     // another client's deactivation is not this one's
     assert_rejected(
@@ -258,7 +344,43 @@ fn scenario_shadow_agent_released_is_frozen_then_decommissioned() {
     );
 }
 
-fn scenario_shadow_agent_unclaimed_after_the_grace_period_is_released() {
+/// A creator is a name an IdP event carries (anyone with the hook secret can write one): it may
+/// claim, never delete. Only a security approver lets a shadow agent go.
+fn scenario_shadow_agent_release_by_its_creator_or_anyone_but_security_is_refused() {
+    let unclaimed = unclaimed_shadow();
+    let ShadowState::Unclaimed { creator, .. } = &unclaimed else {
+        unreachable!()
+    };
+    assert_eq!(creator.as_deref(), Some(COLLEAGUE));
+    for by in [
+        COLLEAGUE,
+        " Bob@Example.com ",
+        OUTSIDER,
+        OWNER,
+        "schedule:claim-grace",
+        "steward",
+        "",
+    ] {
+        let refused = assert_rejected(
+            on::<ShadowAgent>(&unclaimed, released_by(by), at(3600)),
+            "by",
+            "is not a security approver and may not let legacy-etl-client go",
+        );
+        assert!(
+            refused.to_string().contains("steward shadow claim"),
+            "{refused}"
+        );
+    }
+    // the machine's rule, which the engine asks too
+    assert!(discovery::check_releaser(&shadow_agent(), COLLEAGUE, policy()).is_err());
+    assert!(discovery::check_releaser(&shadow_agent(), OTHER_APPROVER, policy()).is_ok());
+
+    // an approver, spelled any way, may
+    let step = accepted::<ShadowAgent>(&unclaimed, released_by(" Sec-Lead@Example.com "), at(3600));
+    assert_eq!(ShadowAgent::state_name(&step.state), "Releasing");
+}
+
+fn scenario_shadow_agent_unclaimed_after_the_grace_period_is_frozen_and_security_asked() {
     let unclaimed = unclaimed_shadow();
     // an early grace timer (a stale one from before a restart) changes nothing
     assert_rejected(
@@ -278,52 +400,398 @@ fn scenario_shadow_agent_unclaimed_after_the_grace_period_is_released() {
     );
 
     for fired_at in [claim_grace_ends(), claim_grace_ends() + Duration::hours(2)] {
-        let step = accepted::<ShadowAgent>(&unclaimed, grace_timer(), fired_at);
-        assert_releases(
-            &step,
+        let freezing = accepted::<ShadowAgent>(&unclaimed, grace_timer(), fired_at);
+        assert_eq!(ShadowAgent::state_name(&freezing.state), "Freezing");
+        assert_freezes(
+            &freezing,
+            AuditKind::AgentFrozen,
             Actor::Schedule(discovery::GRACE_TIMER.into()),
             "was not claimed within the grace period (ended 2025-03-17 09:00 UTC)",
         );
-        let released = accepted::<ShadowAgent>(&step.state, client_deactivated(), fired_at);
-        assert!(matches!(
-            released.commands.as_slice(),
-            [Command::StartDecommission {
-                reason: DecommissionReason::Unclaimed { .. },
-                ..
-            }]
-        ));
+        // the creator hears it is frozen, not deleted, and may still claim it
+        assert_eq!(notified(&freezing.commands), [COLLEAGUE]);
+        let (_, subject, body) = notifications(&freezing.commands)[0];
+        assert!(subject.contains("is frozen"), "{subject}");
+        for fragment in [
+            "deactivated now, not deleted",
+            "the security approvers decide",
+            &format!("steward shadow claim {CLIENT_ID}"),
+        ] {
+            assert!(body.contains(fragment), "{fragment:?} not in {body}");
+        }
+
+        // Deactivated: never a decommission, a question to the security approvers.
+        let asked = accepted::<ShadowAgent>(&freezing.state, client_deactivated(), fired_at);
+        assert_eq!(decommission_started(&asked.commands), None);
+        assert!(idp_commands(&asked.commands).is_empty());
+        let ShadowState::AwaitingDeletion { approval, why, .. } = &asked.state else {
+            panic!("expected AwaitingDeletion, got {:?}", asked.state)
+        };
+        assert!(!ShadowAgent::is_terminal(&asked.state));
+        assert!(
+            why.contains("was not claimed within the grace period"),
+            "{why}"
+        );
+        assert_eq!(requested_approval(&asked.commands), approval);
+        assert_eq!(approval.id, APPROVAL_ID);
+        assert_eq!(approval.action, "decommission");
+        assert_eq!(approval.approvers, strings(&APPROVERS));
+        assert_eq!(approval.quorum, 1);
+        assert_eq!(approval.requester, "schedule:claim-grace");
+        assert_eq!(approval.requested_by(), Actor::System);
+        assert_eq!(approval.scopes_removed, strings(&[ORDERS_READ]));
+        assert!(approval.sensitive_scopes.is_empty());
+        assert_eq!(
+            approval.expires_at,
+            fired_at + Duration::seconds(policy().approval_expiry_secs as i64)
+        );
+        for fragment in [
+            "Its client is deactivated",
+            "Approve to decommission it",
+            "deny to keep it deactivated",
+        ] {
+            assert!(
+                approval.justification.contains(fragment),
+                "{fragment:?} not in {}",
+                approval.justification
+            );
+        }
+        assert_eq!(
+            names(&asked.commands),
+            [
+                "audit",
+                "timer.set",
+                "timer.set",
+                "approval.request",
+                "audit"
+            ]
+        );
+        assert_eq!(
+            audit_of(&asked.commands, AuditKind::AgentFrozen).actor,
+            Actor::System
+        );
     }
+
+    // nobody known created it: nobody else is told (the question goes to the approvers)
+    let unknown = started::<ShadowAgent>(shadow_input(None)).state;
+    let freezing = accepted::<ShadowAgent>(&unknown, grace_timer(), claim_grace_ends());
+    assert!(notified(&freezing.commands).is_empty());
+}
+
+fn scenario_shadow_agent_deletion_approved_by_security_decommissions_it() {
+    let waiting = awaiting_deletion();
+    let decided_at = asked_at() + Duration::hours(1);
+    // the creator an event named is no approver; nor is anyone else outside the policy
+    for by in [COLLEAGUE, OUTSIDER, "schedule:claim-grace"] {
+        assert_rejected(
+            on::<ShadowAgent>(&waiting, approve(by), decided_at),
+            "approver",
+            "",
+        );
+    }
+    // another approval's decision is not this one's
+    assert_rejected(
+        on::<ShadowAgent>(
+            &waiting,
+            decided("wf-0001-other", APPROVER, Decision::Approve, None),
+            decided_at,
+        ),
+        "approval_id",
+        "waiting for approval wf-0001-approval-1",
+    );
+    // nor is a decision after the expiry
+    assert_rejected(
+        on::<ShadowAgent>(&waiting, approve(APPROVER), asked_at() + Duration::days(2)),
+        "approval",
+        "expired",
+    );
+
+    let step = accepted::<ShadowAgent>(&waiting, approve(APPROVER), decided_at);
+    let ShadowState::Released { why, .. } = &step.state else {
+        panic!("expected Released, got {:?}", step.state)
+    };
+    assert!(ShadowAgent::is_terminal(&step.state));
+    assert!(
+        why.contains("was not claimed within the grace period")
+            && why.contains(&format!("decommission approved by {APPROVER}")),
+        "{why}"
+    );
+    assert_eq!(
+        decommission_started(&step.commands),
+        Some(&DecommissionReason::Unclaimed { why: why.clone() })
+    );
+    assert_closed(
+        &step.commands,
+        |o| matches!(o, ApprovalOutcome::Approved { by, .. } if by == APPROVER),
+    );
+    assert_eq!(
+        audit_of(&step.commands, AuditKind::ApprovalDecided).actor,
+        Actor::Person(APPROVER.into())
+    );
+    let released = audit_of(&step.commands, AuditKind::ShadowAgentReleased);
+    assert_eq!(released.actor, Actor::Person(APPROVER.into()));
+    assert_eq!(released.approval_id.as_deref(), Some(APPROVAL_ID));
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "the decommission workflow deletes"
+    );
+}
+
+fn scenario_shadow_agent_deletion_denied_keeps_it_frozen_for_a_claim_or_a_release() {
+    let step = accepted::<ShadowAgent>(
+        &awaiting_deletion(),
+        deny(OTHER_APPROVER),
+        asked_at() + Duration::hours(1),
+    );
+    let ShadowState::Kept { why, .. } = &step.state else {
+        panic!("expected Kept, got {:?}", step.state)
+    };
+    assert!(
+        !ShadowAgent::is_terminal(&step.state),
+        "it can still be claimed or let go"
+    );
+    assert!(
+        why.contains(&format!(
+            "{OTHER_APPROVER} denied its decommission: use the read-only scope"
+        )),
+        "{why}"
+    );
+    assert_eq!(decommission_started(&step.commands), None);
+    assert!(
+        idp_commands(&step.commands).is_empty(),
+        "it stays deactivated"
+    );
+    assert!(agent_changes(&step.commands).is_empty(), "it stays frozen");
+    assert_closed(&step.commands, |o| {
+        matches!(o, ApprovalOutcome::Denied { .. })
+    });
+    let kept = audit_of(&step.commands, AuditKind::DecommissionKept);
+    assert_eq!(kept.actor, Actor::Person(OTHER_APPROVER.into()));
+    assert!(
+        kept.message.contains("stays frozen") && kept.message.contains("can still be claimed"),
+        "{}",
+        kept.message
+    );
+
+    let kept = step.state;
+    let later = asked_at() + Duration::days(30);
+    // the grace and approval timers are over
+    for event in [grace_timer(), expiry_timer(), reminder_timer()] {
+        assert_rejected(
+            on::<ShadowAgent>(&kept, event, later),
+            "event",
+            "TimerFired does not apply to shadow_agent in state Kept",
+        );
+    }
+    // the creator still may not let it go
+    assert_rejected(
+        on::<ShadowAgent>(&kept, released_by(COLLEAGUE), later),
+        "by",
+        "is not a security approver",
+    );
+
+    // a claim takes it over
+    let claimed = accepted::<ShadowAgent>(&kept, shadow_claimed(), later);
+    assert_eq!(ShadowAgent::state_name(&claimed.state), "Claimed");
+    assert_eq!(names(&claimed.commands), ["audit"]);
+    assert_eq!(
+        audit_of(&claimed.commands, AuditKind::ShadowAgentClaimed).actor,
+        Actor::Person(COLLEAGUE.into())
+    );
+
+    // a security approver's release decommissions it (the client is deactivated already)
+    let released = accepted::<ShadowAgent>(&kept, shadow_released(), later);
+    let ShadowState::Released { why, .. } = &released.state else {
+        panic!("expected Released, got {:?}", released.state)
+    };
+    assert!(why.contains(&format!("let go by {APPROVER}")), "{why}");
+    assert_eq!(
+        names(&released.commands),
+        ["audit", "workflow.start_decommission"]
+    );
+    assert_eq!(
+        decommission_started(&released.commands),
+        Some(&DecommissionReason::Unclaimed { why: why.clone() })
+    );
+    assert_eq!(
+        audit_of(&released.commands, AuditKind::ShadowAgentReleased).actor,
+        Actor::Person(APPROVER.into())
+    );
+}
+
+fn scenario_shadow_agent_deletion_unanswered_keeps_it_frozen() {
+    let waiting = awaiting_deletion();
+    let ShadowState::AwaitingDeletion { approval, .. } = &waiting else {
+        unreachable!()
+    };
+    let remind_at = approval.remind_at.expect("the policy reminds");
+    // early timers change nothing
+    assert_rejected(
+        on::<ShadowAgent>(&waiting, reminder_timer(), remind_at - Duration::seconds(1)),
+        "timer",
+        "no reminder due now",
+    );
+    assert_rejected(
+        on::<ShadowAgent>(&waiting, expiry_timer(), remind_at),
+        "timer",
+        "does not expire until",
+    );
+
+    let reminded = accepted::<ShadowAgent>(&waiting, reminder_timer(), remind_at);
+    assert_eq!(reminded.state, waiting, "still waiting");
+    assert!(matches!(
+        reminded.commands.as_slice(),
+        [Command::FollowUpApproval {
+            follow_up: FollowUp::Reminder { .. },
+            ..
+        }]
+    ));
+
+    let expired = accepted::<ShadowAgent>(&waiting, expiry_timer(), approval.expires_at);
+    let ShadowState::Kept { why, .. } = &expired.state else {
+        panic!("expected Kept, got {:?}", expired.state)
+    };
+    assert!(why.contains("nobody decided"), "{why}");
+    assert_eq!(decommission_started(&expired.commands), None);
+    assert!(idp_commands(&expired.commands).is_empty());
+    assert_closed(&expired.commands, |o| {
+        matches!(o, ApprovalOutcome::Expired { .. })
+    });
+    assert_eq!(
+        audit_of(&expired.commands, AuditKind::DecommissionKept).actor,
+        Actor::Schedule(APPROVAL_EXPIRY_TIMER.into())
+    );
+    assert!(
+        audit_kinds(&expired.commands).contains(&AuditKind::ApprovalExpired),
+        "escalated like every unanswered approval"
+    );
+}
+
+fn scenario_shadow_agent_deletion_question_withdrawn_keeps_it_frozen() {
+    let waiting = awaiting_deletion();
+    let when = asked_at() + Duration::hours(1);
+    // Steward asked it: its creator, or a person under Steward's names, may not withdraw it
+    for by in [COLLEAGUE, "schedule:claim-grace"] {
+        assert_rejected(
+            on::<ShadowAgent>(&waiting, cancel(by), when),
+            "by",
+            "may not cancel approval",
+        );
+    }
+    for by in [Actor::Person(APPROVER.into()), Actor::System] {
+        let step = accepted::<ShadowAgent>(
+            &waiting,
+            Event::Cancel {
+                by: by.clone(),
+                reason: "the team that owns it is back from leave".into(),
+            },
+            when,
+        );
+        let ShadowState::Kept { why, .. } = &step.state else {
+            panic!("expected Kept, got {:?}", step.state)
+        };
+        assert!(why.contains("withdrew the question"), "{why}");
+        assert_eq!(decommission_started(&step.commands), None);
+        assert!(idp_commands(&step.commands).is_empty());
+        assert_closed(&step.commands, |o| {
+            matches!(o, ApprovalOutcome::Cancelled { .. })
+        });
+        assert_eq!(
+            audit_of(&step.commands, AuditKind::DecommissionKept).actor,
+            by
+        );
+    }
+}
+
+fn scenario_shadow_agent_claim_or_release_overtakes_the_deletion_question() {
+    let waiting = awaiting_deletion();
+    let when = asked_at() + Duration::hours(1);
+
+    // a late claim (the creator, back) closes the question
+    let claimed = accepted::<ShadowAgent>(&waiting, shadow_claimed(), when);
+    assert_eq!(ShadowAgent::state_name(&claimed.state), "Claimed");
+    assert_closed(&claimed.commands, |o| {
+        matches!(o, ApprovalOutcome::Cancelled { .. })
+    });
+    assert_eq!(decommission_started(&claimed.commands), None);
+    assert!(idp_commands(&claimed.commands).is_empty());
+
+    // the creator may not let it go
+    assert_rejected(
+        on::<ShadowAgent>(&waiting, released_by(COLLEAGUE), when),
+        "by",
+        "is not a security approver",
+    );
+    // a security approver letting it go decides it
+    let released = accepted::<ShadowAgent>(&waiting, shadow_released(), when);
+    assert_eq!(ShadowAgent::state_name(&released.state), "Released");
+    assert_closed(&released.commands, |o| {
+        matches!(o, ApprovalOutcome::Cancelled { .. })
+    });
+    assert!(matches!(
+        decommission_started(&released.commands),
+        Some(DecommissionReason::Unclaimed { why }) if why.contains(&format!("let go by {APPROVER}"))
+    ));
+    assert!(idp_commands(&released.commands).is_empty());
+}
+
+/// A `Releasing` state stored before a release needed a security approver (the grace period's
+/// end, or a creator an event named, released it) has no approver: once its client is
+/// deactivated, security is asked, as after the grace period; nothing is deleted.
+fn scenario_shadow_agent_releasing_stored_without_an_approver_asks_security() {
+    let stored = serde_json::json!({
+        "state": "Releasing",
+        "agent": shadow_agent(),
+        "why": "was not claimed within the grace period (ended 2025-03-17 09:00 UTC)",
+    });
+    let releasing: ShadowState = serde_json::from_value(stored).expect("an older state loads");
+    let ShadowState::Releasing { approver, .. } = &releasing else {
+        unreachable!()
+    };
+    assert_eq!(approver, &None);
+    let step = accepted::<ShadowAgent>(&releasing, client_deactivated(), asked_at());
+    assert_eq!(ShadowAgent::state_name(&step.state), "AwaitingDeletion");
+    assert_eq!(decommission_started(&step.commands), None);
+    assert_eq!(requested_approval(&step.commands).action, "decommission");
 }
 
 fn scenario_shadow_agent_release_failure_tells_security() {
     let releasing = accepted::<ShadowAgent>(&unclaimed_shadow(), shadow_released(), at(3600));
-    let step = accepted::<ShadowAgent>(
-        &releasing.state,
-        command_failed("idp.deactivate_client"),
-        at(3700),
-    );
-    let ShadowState::Failed { reason, .. } = &step.state else {
-        panic!("expected Failed, got {:?}", step.state)
-    };
-    assert!(
-        reason.contains("idp.deactivate_client failed: 403 Forbidden"),
-        "{reason}"
-    );
-    assert!(ShadowAgent::is_terminal(&step.state));
-    assert_eq!(notified(&step.commands), [SECURITY_CHANNEL]);
-    let (_, subject, body) = notifications(&step.commands)[0];
-    assert!(subject.contains("could not be frozen"), "{subject}");
-    assert!(
-        body.contains("Deactivate it at the identity provider"),
-        "{body}"
-    );
-    assert!(
-        !step
-            .commands
-            .iter()
-            .any(|c| matches!(c, Command::StartDecommission { .. })),
-        "no decommission of a client that is still active"
-    );
+    let freezing = accepted::<ShadowAgent>(&unclaimed_shadow(), grace_timer(), claim_grace_ends());
+    for deactivating in [releasing.state, freezing.state] {
+        let step = accepted::<ShadowAgent>(
+            &deactivating,
+            command_failed("idp.deactivate_client"),
+            claim_grace_ends() + Duration::seconds(100),
+        );
+        let ShadowState::Failed { reason, .. } = &step.state else {
+            panic!("expected Failed, got {:?}", step.state)
+        };
+        assert!(
+            reason.contains("idp.deactivate_client failed: 403 Forbidden"),
+            "{reason}"
+        );
+        assert!(ShadowAgent::is_terminal(&step.state));
+        assert_eq!(notified(&step.commands), [SECURITY_CHANNEL]);
+        let (_, subject, body) = notifications(&step.commands)[0];
+        assert!(subject.contains("could not be frozen"), "{subject}");
+        assert!(
+            body.contains("Deactivate it at the identity provider"),
+            "{body}"
+        );
+        assert_eq!(
+            decommission_started(&step.commands),
+            None,
+            "no decommission of a client that is still active"
+        );
+        assert!(
+            !step
+                .commands
+                .iter()
+                .any(|c| matches!(c, Command::RequestApproval(_))),
+            "no question about a client that is still active"
+        );
+    }
 }
 
 fn scenario_shadow_agent_refuses_events_that_do_not_apply() {
@@ -334,11 +802,45 @@ fn scenario_shadow_agent_refuses_events_that_do_not_apply() {
         "ClientDeactivated does not apply to shadow_agent in state Unclaimed",
     );
     let releasing = accepted::<ShadowAgent>(&unclaimed, shadow_released(), at(60)).state;
-    assert_rejected(
-        on::<ShadowAgent>(&releasing, shadow_claimed(), at(120)),
-        "event",
-        "ShadowClaimed does not apply to shadow_agent in state Releasing",
-    );
+    let freezing = accepted::<ShadowAgent>(&unclaimed, grace_timer(), claim_grace_ends()).state;
+    // while the client is being deactivated, nothing else applies
+    for (deactivating, name) in [(&releasing, "Releasing"), (&freezing, "Freezing")] {
+        for event in [
+            shadow_claimed(),
+            shadow_released(),
+            approve(APPROVER),
+            cancel(APPROVER),
+        ] {
+            let expected = format!(
+                "{} does not apply to shadow_agent in state {name}",
+                event.label()
+            );
+            assert_rejected(
+                on::<ShadowAgent>(deactivating, event, asked_at()),
+                "event",
+                &expected,
+            );
+        }
+    }
+    // results of commands it never sent do not apply to the open states
+    for open in [awaiting_deletion(), kept_shadow()] {
+        for event in [
+            client_deactivated(),
+            client_created(),
+            command_failed("idp.deactivate_client"),
+        ] {
+            let expected = format!(
+                "{} does not apply to shadow_agent in state {}",
+                event.label(),
+                ShadowAgent::state_name(&open)
+            );
+            assert_rejected(
+                on::<ShadowAgent>(&open, event, asked_at()),
+                "event",
+                &expected,
+            );
+        }
+    }
 
     let ended = [
         accepted::<ShadowAgent>(&unclaimed, shadow_claimed(), at(60)).state,

@@ -1,8 +1,10 @@
 //! Shadow agents end to end on the real `steward serve`: clients created directly in the
 //! identity provider, behind Steward's back. One is reported by the IdP's app-created event
 //! (Okta's documented `application.lifecycle.create`) and claimed by its creator: onboarded
-//! with a real owner, Steward takes over its credential. The other is found by the discovery
-//! sweep, nobody claims it, and after the grace period it is frozen and decommissioned.
+//! with a real owner, Steward takes over its credential. The creator the event names may not let
+//! it go: anyone holding the hook secret can write that name. Others are found by the discovery
+//! sweep and nobody claims them: after the grace period they are frozen, not deleted, and a
+//! security approver decides whether each is decommissioned.
 
 use crate::support::*;
 use serde_json::{Value, json};
@@ -15,7 +17,11 @@ const HOOK_SECRET: &str = "Bearer okta-hook-shared-secret-3c2b1a";
 const GRACE_SECS: u64 = 20;
 
 fn start() -> Server {
-    let mut opts = Options::default().env("STEWARD_OKTA_HOOK_SECRET", HOOK_SECRET);
+    // No periodic sweep: the one at start would race the test's own, finding a client before
+    // the IdP event that names its creator, or before `POST /api/discovery`.
+    let mut opts = Options::default()
+        .env("STEWARD_OKTA_HOOK_SECRET", HOOK_SECRET)
+        .env("STEWARD_SWEEP", "off");
     assert!(opts.policy.contains("grace = \"7days\""));
     opts.policy = opts
         .policy
@@ -103,7 +109,7 @@ fn notifications_to(s: &Server, to: &str) -> Vec<Value> {
 }
 
 #[test]
-fn a_client_created_in_the_idp_is_found_claimed_by_one_path_and_decommissioned_by_the_other() {
+fn a_client_an_idp_event_reports_is_claimed_by_its_creator_who_may_not_let_it_go() {
     let s = start();
 
     // Path 1: the IdP's app-created event names the creator, who is asked and claims it.
@@ -131,13 +137,30 @@ fn a_client_created_in_the_idp_is_found_claimed_by_one_path_and_decommissioned_b
     let listed = s.get_ok("/api/shadow-agents");
     assert_eq!(array(listed).len(), 1);
 
-    // Only its creator or security may let it go; anyone active may claim, with a real owner.
-    let (status, v) = s.post_as(
-        ALICE,
-        &format!("/api/shadow-agents/{claimed_client}/release"),
-        &json!({"reason": "not mine"}),
+    // Letting it go deletes the client: only a security approver may. Not the creator the event
+    // names (a name anyone holding the hook secret can write), not anyone else; nothing changes.
+    for person in [BOB, ALICE] {
+        let (status, v) = s.post_as(
+            person,
+            &format!("/api/shadow-agents/{claimed_client}/release"),
+            &json!({"reason": "not mine"}),
+        );
+        assert_eq!(status, 422, "{person}: {v}");
+        assert!(
+            v.to_string().contains("is not a security approver"),
+            "{person}: {v}"
+        );
+    }
+    assert_eq!(
+        s.workflow(&format!("shadow-{claimed_client}"))["workflow"]["state_name"],
+        "Unclaimed"
     );
-    assert_eq!(status, 422, "{v}");
+    assert_eq!(
+        agent_of_client(&s, &claimed_client).unwrap()["status"],
+        "unregistered"
+    );
+    s.token_ok(&claimed_client, &old_secret, None);
+    // The creator may claim it, with a real owner (a security approver decides the claim).
     let (status, v) = s.post_as(BOB, &format!("/api/shadow-agents/{claimed_client}/claim"),
         &json!({"owner": "nobody@example.com", "team": "supply", "environment": "prod", "purpose": "syncs inventory"}),
     );
@@ -203,18 +226,67 @@ fn a_client_created_in_the_idp_is_found_claimed_by_one_path_and_decommissioned_b
     assert_eq!(claims["scope"], "erp:inventory:read");
     assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() <= 900);
 
-    // Path 2: the sweep finds a second console client; nobody claims it.
+    let kinds = audit_kinds(&s);
+    for k in ["shadow_agent_found", "shadow_agent_claimed"] {
+        assert!(kinds.iter().any(|x| x == k), "{k} audited: {kinds:?}");
+    }
+    assert!(
+        !kinds.iter().any(|x| x == "shadow_agent_released"),
+        "{kinds:?}"
+    );
+}
+
+fn audit_kinds(s: &Server) -> Vec<String> {
+    s.audit()
+        .into_iter()
+        .filter_map(|r| r["unmapped"]["steward_event"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn idp_client(s: &Server, client_id: &str) -> Option<Value> {
+    s.idp_clients()
+        .into_iter()
+        .find(|c| c["client_id"] == client_id)
+}
+
+/// The open approval asking whether to decommission the shadow agent `name`.
+fn deletion_question(s: &Server, name: &str) -> Value {
+    s.wait(
+        &format!("the decommission question for {name}"),
+        SETTLE,
+        || {
+            s.approvals(false).into_iter().find(|a| {
+                a["request"]["action"] == "decommission" && a["request"]["agent_name"] == name
+            })
+        },
+    )
+}
+
+#[test]
+fn clients_nobody_claims_are_frozen_after_the_grace_period_and_deleted_only_on_a_security_approval()
+{
+    let s = start();
+
+    // The sweep finds three console clients; nobody claims them.
     let (lost_client, lost_secret) =
         create_behind_stewards_back(&s, "Old Report Bot", &["erp:orders:read"]);
+    let (kept_client, kept_secret) =
+        create_behind_stewards_back(&s, "Nightly Export", &["erp:orders:read"]);
+    let (late_client, late_secret) =
+        create_behind_stewards_back(&s, "Label Printer", &["erp:inventory:read"]);
     let report = s.post("/api/discovery", &json!({})).1;
-    assert_eq!(report["registered"], 1, "{report}");
+    assert_eq!(report["registered"], 0, "{report}");
     let shadows = array(report["shadows"].clone());
-    assert_eq!(shadows.len(), 1, "{report}");
-    assert_eq!(shadows[0]["duplicate"], false);
+    assert_eq!(shadows.len(), 3, "{report}");
+    assert!(shadows.iter().all(|s| s["duplicate"] == false), "{report}");
     // A second sweep finds nothing new.
     let again = s.post("/api/discovery", &json!({})).1;
-    assert_eq!(again["registered"], 1, "{again}");
-    assert_eq!(again["shadows"][0]["duplicate"], true, "{again}");
+    assert!(
+        array(again["shadows"].clone())
+            .iter()
+            .all(|s| s["duplicate"] == true),
+        "{again}"
+    );
     wait_until("security is asked", SETTLE, || {
         notifications_to(&s, "security-channel")
             .into_iter()
@@ -226,38 +298,116 @@ fn a_client_created_in_the_idp_is_found_claimed_by_one_path_and_decommissioned_b
             })
     });
 
-    // After the grace period: frozen, then decommissioned; the client is gone.
-    let gone = s.wait_agent_status_for(
-        "old-report-bot",
-        "decommissioned",
-        Duration::from_secs(GRACE_SECS) + SETTLE * 2,
+    // After the grace period: frozen (client deactivated), never deleted without a decision.
+    let grace = Duration::from_secs(GRACE_SECS) + SETTLE * 2;
+    for name in ["old-report-bot", "nightly-export", "label-printer"] {
+        s.wait_agent_status_for(name, "frozen", grace);
+    }
+    let lost_question = deletion_question(&s, "old-report-bot");
+    let kept_question = deletion_question(&s, "nightly-export");
+    let late_question = deletion_question(&s, "label-printer");
+    assert_eq!(
+        lost_question["request"]["requester"], "schedule:claim-grace",
+        "{lost_question}"
     );
+    for who in [SAM, PRIYA] {
+        assert!(
+            array(lost_question["request"]["approvers"].clone())
+                .iter()
+                .any(|a| a == who),
+            "{lost_question}"
+        );
+    }
+    for (client, secret) in [
+        (&lost_client, &lost_secret),
+        (&kept_client, &kept_secret),
+        (&late_client, &late_secret),
+    ] {
+        let at_idp = idp_client(&s, client).expect("the client still exists at the IdP");
+        assert_eq!(at_idp["active"], false, "{at_idp}");
+        let (status, v, _) = s.token(client, secret, None);
+        assert_ne!(status, 200, "a frozen client gets no token: {v}");
+    }
+    // Still listed: each can still be claimed, or let go by a security approver.
+    let listed: Vec<Value> = array(s.get_ok("/api/shadow-agents"));
+    assert_eq!(listed.len(), 3, "{listed:?}");
+
+    // Only a security approver decides the deletion.
+    let lost_id = lost_question["request"]["id"].as_str().unwrap();
+    let (status, v) = s.decide(lost_id, "approve", BOB);
+    assert_eq!(status, 422, "{v}");
+    let (status, v) = s.decide(lost_id, "approve", SAM);
+    assert_eq!(status, 202, "{v}");
+    let gone = s.wait_agent_status("old-report-bot", "decommissioned");
+    let why = gone["decommission"]["reason"].as_str().unwrap();
     assert!(
-        gone["decommission"]["reason"]
-            .as_str()
-            .unwrap()
-            .contains("unclaimed shadow agent"),
+        why.contains("unclaimed shadow agent")
+            && why.contains(&format!("decommission approved by {SAM}")),
         "{gone}"
     );
-    assert!(
-        !s.idp_clients()
-            .iter()
-            .any(|c| c["client_id"] == lost_client.as_str())
-    );
+    assert!(idp_client(&s, &lost_client).is_none(), "deleted at the IdP");
     let (status, _, _) = s.token(&lost_client, &lost_secret, None);
     assert_eq!(status, 401);
-    // The claimed one is untouched.
-    assert_eq!(s.agent("inventory-sync-agent-prod")["status"], "active");
 
-    let kinds: Vec<String> = s
-        .audit()
-        .into_iter()
-        .filter_map(|r| r["unmapped"]["steward_event"].as_str().map(str::to_string))
-        .collect();
+    // Denied: it stays frozen, the client deactivated, not deleted.
+    let kept_id = kept_question["request"]["id"].as_str().unwrap();
+    let (status, v) = s.decide(kept_id, "deny", PRIYA);
+    assert_eq!(status, 202, "{v}");
+    s.wait_workflow_state(&format!("shadow-{kept_client}"), "Kept");
+    assert_eq!(s.agent("nightly-export")["status"], "frozen");
+    assert_eq!(idp_client(&s, &kept_client).unwrap()["active"], false);
+    // Then a security approver may still let it go; nobody else may.
+    let (status, v) = s.post_as(
+        BOB,
+        &format!("/api/shadow-agents/{kept_client}/release"),
+        &json!({"reason": "unused"}),
+    );
+    assert_eq!(status, 422, "{v}");
+    let (status, v) = s.post_as(
+        SAM,
+        &format!("/api/shadow-agents/{kept_client}/release"),
+        &json!({"reason": "nobody answered for a month"}),
+    );
+    assert_eq!(status, 202, "{v}");
+    s.wait_agent_status("nightly-export", "decommissioned");
+    assert!(idp_client(&s, &kept_client).is_none());
+
+    // Denied too, then claimed: once the claim is approved the client works again, with the
+    // secret Steward issued.
+    let late_id = late_question["request"]["id"].as_str().unwrap();
+    let (status, v) = s.decide(late_id, "deny", SAM);
+    assert_eq!(status, 202, "{v}");
+    s.wait_workflow_state(&format!("shadow-{late_client}"), "Kept");
+    let (status, v) = s.post_as(
+        BOB,
+        &format!("/api/shadow-agents/{late_client}/claim"),
+        &json!({"owner": BOB, "team": "supply", "environment": "prod",
+            "purpose": "prints shipping labels", "name": "label-printer-agent-prod"}),
+    );
+    assert_eq!(status, 202, "{v}");
+    let claim = wait_until("the claim's approval", SETTLE, || {
+        s.approvals(false)
+            .into_iter()
+            .find(|a| a["request"]["action"] == "claim")
+    });
+    let (status, v) = s.decide(claim["request"]["id"].as_str().unwrap(), "approve", PRIYA);
+    assert_eq!(status, 202, "{v}");
+    let active = s.wait_agent_status("label-printer-agent-prod", "active");
+    assert_eq!(active["client_id"], late_client.as_str());
+    assert_eq!(idp_client(&s, &late_client).unwrap()["active"], true);
+    let (_, vaulted) = s.vault_secret(active["id"].as_str().unwrap());
+    s.token_ok(&late_client, &vaulted, None);
+    assert!(array(s.get_ok("/api/shadow-agents")).is_empty());
+
+    let kinds = audit_kinds(&s);
     for k in [
         "shadow_agent_found",
-        "shadow_agent_claimed",
+        "agent_frozen",
+        "approval_requested",
+        "approval_decided",
+        "decommission_kept",
         "shadow_agent_released",
+        "shadow_agent_claimed",
         "decommissioned",
     ] {
         assert!(kinds.iter().any(|x| x == k), "{k} audited: {kinds:?}");
