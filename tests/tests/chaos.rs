@@ -1,16 +1,23 @@
 //! Chaos: `kill -9` of `steward serve` at a random moment while onboardings, approvals, scope
-//! changes, rotations, freezes and decommissions are in flight, then a restart on the same data
-//! directory. Once the restarted server is quiet, nothing may be lost: every workflow is
-//! finished or waits for a person or a timer, no command is left pending, the IdP holds one
-//! client per live agent, every acknowledged request is there, nothing was dead-lettered, and
-//! the audit chain verifies record by record.
+//! changes, rotations, freezes, unfreezes, review campaigns and decommissions are in flight,
+//! with Slack as the human channel, then a restart on the same data directory. Once the
+//! restarted server is quiet, nothing may be lost: every workflow is finished or waits for a
+//! person or a timer, no command is left pending, the IdP holds one client per live agent,
+//! every acknowledged request is there, nothing was dead-lettered, and the audit chain verifies
+//! record by record. And nothing happened twice: no Slack message was posted twice (counted per
+//! the key each carries), and the IdP issued no secret twice for one idempotency key within one
+//! life of the server (a repeat after a kill, of a call whose answer the kill lost, is counted
+//! apart).
 //!
 //! Randomized: the seed is printed; `STEWARD_CHAOS_SEED=<seed>` replays the same choices (the
 //! kill still lands wherever the scheduler is at that moment). `STEWARD_CHAOS_RUNS` sets the
 //! number of kills (default 30).
 
+#[path = "support/fake_slack.rs"]
+mod fake_slack;
 mod support;
 
+use fake_slack::{BOT_TOKEN, FakeSlack};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -46,13 +53,31 @@ const SCOPES_TO_ADD: &[&str] = &[
     "datadog:incidents:write",
 ];
 
+const SECURITY_CHANNEL: &str = "C0SECURITY";
+
 /// The example policy with a 2-second rotation grace period, so rotations run to the end
-/// (old secret removed) within a run instead of parking for a day.
-fn options() -> Options {
-    let mut o = Options::default();
+/// (old secret removed) within a run instead of parking for a day; Slack as the human channel.
+fn options(slack: &FakeSlack) -> Options {
+    let mut o = Options::default()
+        .env("STEWARD_SLACK_BOT_TOKEN", BOT_TOKEN)
+        .env(
+            "STEWARD_SLACK_SIGNING_SECRET",
+            "8f742231b10e8888abcd99yyyzzz85a5",
+        )
+        .env("STEWARD_SLACK_API_URL", &slack.api_url())
+        .env("STEWARD_SLACK_SECURITY_CHANNEL", SECURITY_CHANNEL);
     o.policy = o.policy.replace("grace = \"24h\"", "grace = \"2s\"");
     assert!(o.policy.contains("grace = \"2s\""));
     o
+}
+
+fn slack() -> FakeSlack {
+    FakeSlack::start(&[
+        (ALICE, "U0ALICE"),
+        (BOB, "U0BOB"),
+        (SAM, "U0SAM"),
+        (PRIYA, "U0PRIYA"),
+    ])
 }
 
 /// One request of a run's plan.
@@ -76,6 +101,15 @@ enum Op {
     Freeze {
         agent: String,
     },
+    Unfreeze {
+        agent: String,
+    },
+    /// A review campaign over one run's team (a handful of agents: each owner's DM takes about
+    /// one post a second).
+    Campaign {
+        id: String,
+        team: String,
+    },
     Decommission {
         agent: String,
     },
@@ -89,6 +123,8 @@ impl Op {
             Op::Scopes { agent, .. } => format!("/api/agents/{agent}/scopes"),
             Op::Rotate { agent } => format!("/api/agents/{agent}/rotate"),
             Op::Freeze { agent } => format!("/api/agents/{agent}/freeze"),
+            Op::Unfreeze { agent } => format!("/api/agents/{agent}/unfreeze"),
+            Op::Campaign { .. } => "/api/campaigns".into(),
             Op::Decommission { agent } => format!("/api/agents/{agent}/decommission"),
         }
     }
@@ -101,6 +137,8 @@ impl Op {
             }
             Op::Rotate { .. } => json!({}),
             Op::Freeze { .. } => json!({"reason": "frozen by the chaos test"}),
+            Op::Unfreeze { .. } => json!({"reason": "unfrozen by the chaos test"}),
+            Op::Campaign { id, team } => json!({"id": id, "scope": {"teams": [team]}}),
             Op::Decommission { .. } => {
                 json!({"reason": "decommissioned by the chaos test"})
             }
@@ -110,7 +148,7 @@ impl Op {
     /// Who sends it, signed in: security decides, the owner does the rest.
     fn who(&self) -> &'static str {
         match self {
-            Op::Decide { .. } => SAM,
+            Op::Decide { .. } | Op::Campaign { .. } => SAM,
             _ => ALICE,
         }
     }
@@ -124,6 +162,8 @@ impl Op {
             }
             Op::Rotate { agent } => format!("rotate {agent}"),
             Op::Freeze { agent } => format!("freeze {agent}"),
+            Op::Unfreeze { agent } => format!("unfreeze {agent}"),
+            Op::Campaign { id, team } => format!("campaign {id} over team {team}"),
             Op::Decommission { agent } => format!("decommission {agent}"),
         }
     }
@@ -191,9 +231,19 @@ fn plan(rng: &mut StdRng, v: &View, run: u32) -> Vec<Op> {
             68..=81 if !active.is_empty() => Op::Rotate {
                 agent: name_of(active.choose(rng).expect("not empty")),
             },
-            82..=90 if !active.is_empty() => Op::Freeze {
+            82..=87 if !active.is_empty() => Op::Freeze {
                 agent: name_of(active.choose(rng).expect("not empty")),
             },
+            88..=89 if !frozen.is_empty() => Op::Unfreeze {
+                agent: name_of(frozen.choose(rng).expect("not empty")),
+            },
+            90 if !active.is_empty() => {
+                let a = active.choose(rng).expect("not empty");
+                Op::Campaign {
+                    id: format!("chaos-r{run}-n{i}"),
+                    team: a["team"].as_str().expect("team").to_string(),
+                }
+            }
             91..=99 if !active.is_empty() || !frozen.is_empty() => {
                 let pool: Vec<&Value> = active.iter().chain(frozen.iter()).copied().collect();
                 Op::Decommission {
@@ -223,7 +273,9 @@ fn onboard(rng: &mut StdRng, run: u32, i: usize, env: &str) -> Op {
     if env == "prod" {
         scopes.push("datadog:monitors:write");
     }
-    let body = agent_request(&name, env, ALICE, &scopes);
+    let mut body = agent_request(&name, env, ALICE, &scopes);
+    // One team per run, so a campaign can review a handful of agents.
+    body["team"] = json!(format!("chaos-r{run}"));
     Op::Onboard { name, body }
 }
 
@@ -402,6 +454,8 @@ struct State {
     /// Keys of the commands whose run is queued (a retry waiting out its backoff).
     queued_runs: HashSet<String>,
     clients: Vec<Client>,
+    /// The dev IdP's change log: (idempotency key, change, client, when in ms).
+    idp_changes: Vec<(String, String, String, i64)>,
     /// The first audit record whose hash or link does not hold, if any.
     audit_broken: Option<String>,
     audit_records: u64,
@@ -489,6 +543,15 @@ fn read_state(s: &Server) -> State {
         })
         .collect()
     };
+    let idp_changes = {
+        let mut st = tx
+            .prepare("SELECT idempotency_key, change, client_id, at FROM idp_changes ORDER BY seq")
+            .expect("idp changes");
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .expect("change rows")
+            .collect::<Result<_, _>>()
+            .expect("change row")
+    };
     // The audit chain, record by record: each hash over its record and the previous hash.
     let (mut audit_broken, mut audit_records) = (None, 0);
     {
@@ -529,9 +592,69 @@ fn read_state(s: &Server) -> State {
         timers,
         queued_runs,
         clients,
+        idp_changes,
         audit_broken,
         audit_records,
     }
+}
+
+/// What reached the IdP and Slack, counted per idempotency key.
+#[derive(Default)]
+struct Calls {
+    /// Secrets the IdP issued (clients created, secrets added).
+    idp_issued: usize,
+    /// Of those, repeats of a key after a kill: the first call's answer died with the server
+    /// before Steward recorded it, so the repeat replaced the secret nobody held.
+    idp_repeats_after_kill: usize,
+    /// Repeats of a key within one life of the server: a side effect applied twice.
+    idp_duplicates: usize,
+    slack_posts: usize,
+    /// Slack messages posted more than once (the same key).
+    slack_duplicates: usize,
+}
+
+/// Counts the IdP's issued secrets and Slack's posts per idempotency key. `kills` are the times
+/// (ms) the server was killed: they divide the IdP's change log into the server's lives.
+fn calls(state: &State, slack: &FakeSlack, kills: &[i64]) -> (Calls, Vec<Violation>) {
+    let mut out = Vec::new();
+    let mut counted = Calls::default();
+    let life = |at: i64| kills.iter().filter(|k| **k < at).count();
+    let mut by_key: BTreeMap<&str, Vec<(&str, &str, usize)>> = BTreeMap::new();
+    for (key, change, client, at) in &state.idp_changes {
+        by_key
+            .entry(key.as_str())
+            .or_default()
+            .push((change.as_str(), client.as_str(), life(*at)));
+    }
+    for (key, calls) in &by_key {
+        counted.idp_issued += calls.len();
+        for (n, (change, client, life)) in calls.iter().enumerate().skip(1) {
+            if calls[..n].iter().any(|(_, _, l)| l == life) {
+                counted.idp_duplicates += 1;
+                out.push(same(format!(
+                    "the IdP was asked to {change} (client {client}) twice with key {key} within one life of the server: a side effect applied twice"
+                )));
+            } else {
+                counted.idp_repeats_after_kill += 1;
+            }
+        }
+    }
+    let mut posts: BTreeMap<String, usize> = BTreeMap::new();
+    for c in slack.calls_of("chat.postMessage") {
+        counted.slack_posts += 1;
+        match c.body["metadata"]["event_payload"]["key"].as_str() {
+            Some(key) => *posts.entry(key.to_string()).or_default() += 1,
+            None => out.push(same(format!(
+                "a Slack message without Steward's key (it could not be found again after a crash): {}",
+                c.body
+            ))),
+        }
+    }
+    for (key, n) in posts.into_iter().filter(|(_, n)| *n > 1) {
+        counted.slack_duplicates += n - 1;
+        out.push(same(format!("Slack message {key} was posted {n} times")));
+    }
+    (counted, out)
 }
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -818,7 +941,10 @@ fn kill_9_at_random_moments_loses_nothing() {
         .unwrap_or(DEFAULT_RUNS);
     eprintln!("chaos seed {seed} ({runs} runs); replay with STEWARD_CHAOS_SEED={seed}");
     let mut rng = StdRng::seed_from_u64(seed);
-    let opts = options();
+    let slack = slack();
+    let opts = options(&slack);
+    let mut kills: Vec<i64> = Vec::new();
+    let mut counted = Calls::default();
     let mut s = Server::start_with(opts.clone());
     let started = Instant::now();
     // All runs go on after a violation: how many kills lose work is the evidence. What a run
@@ -840,13 +966,17 @@ fn kill_9_at_random_moments_loses_nothing() {
             Duration::from_millis(rng.random_range(spread.as_millis() as u64 + 30..900))
         };
         let fired = fire(&mut s, &mut rng, ops, spread, kill_after);
+        kills.push(now_ms());
 
         s.spawn(&opts);
         let quiet = wait_quiet(&s, seed, run);
         let now = read_state(&s);
         let dead = array(s.get_ok("/api/dead-letters"));
+        let (run_calls, twice) = calls(&now, &slack, &kills);
+        counted = run_calls;
         let new: Vec<String> = violations(&now, &fired, &dead)
             .into_iter()
+            .chain(twice)
             .filter(|v| seen.insert(v.key.clone()))
             .map(|v| v.message)
             .collect();
@@ -890,6 +1020,14 @@ fn kill_9_at_random_moments_loses_nothing() {
         state = Some(now);
     }
     let summary = state.as_ref().map(summary).unwrap_or_default();
+    eprintln!(
+        "chaos seed {seed}: the IdP issued {} secrets ({} repeats of a key after a kill, {} within one life); Slack took {} posts ({} duplicates)",
+        counted.idp_issued,
+        counted.idp_repeats_after_kill,
+        counted.idp_duplicates,
+        counted.slack_posts,
+        counted.slack_duplicates
+    );
     eprintln!(
         "chaos seed {seed}: {runs} kills in {:?}; {} run(s) with violations, {} distinct violation(s); final state: {summary}",
         started.elapsed(),

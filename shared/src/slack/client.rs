@@ -150,34 +150,11 @@ impl SlackWeb {
         e
     }
 
-    /// Posts a message; returns its channel and ts (a user id as channel opens the bot's DM).
-    pub async fn post(
-        &self,
-        channel: &str,
-        text: &str,
-        blocks: Vec<SlackBlock>,
-        thread_ts: Option<&str>,
-    ) -> Result<(String, String), SlackError> {
-        self.post_tagged(channel, text, blocks, thread_ts, None)
-            .await
-    }
-
-    /// Posts a message carrying Slack message metadata `steward_message` with `key`, so the
-    /// message can be found again in the conversation (see [`SlackWeb::find_tagged`]).
-    pub async fn post_tagged(
-        &self,
-        channel: &str,
-        text: &str,
-        blocks: Vec<SlackBlock>,
-        thread_ts: Option<&str>,
-        key: Option<&str>,
-    ) -> Result<(String, String), SlackError> {
-        self.admit("chat.postMessage", Some(channel)).await?;
-        self.post_admitted(channel, text, blocks, thread_ts, key)
-            .await
-    }
-
-    /// [`SlackWeb::post_tagged`] after [`SlackWeb::admit`] gave the slot.
+    /// Posts a message, after [`SlackWeb::admit`] gave the slot; returns its channel and ts (a
+    /// user id as channel opens the bot's DM). With `key`, the message carries Slack message
+    /// metadata `steward_message` naming it, so it can be found again in the conversation (see
+    /// [`SlackWeb::find_tagged`]). Steward posts through [`crate::slack::once::post`], which
+    /// posts each message once across crashes.
     pub async fn post_admitted(
         &self,
         channel: &str,
@@ -218,7 +195,7 @@ impl SlackWeb {
         Ok(res.channel.id.to_string())
     }
 
-    /// Finds a message Steward posted with [`SlackWeb::post_tagged`] and `key`, in the
+    /// Finds a message Steward posted with [`SlackWeb::post_admitted`] and `key`, in the
     /// conversation's messages since `since`: the (channel, ts) when it is there.
     pub async fn find_tagged(
         &self,
