@@ -54,7 +54,7 @@ const OWNER_OR_SECURITY: &[Role] = &[Owner, SecurityApprover];
 /// Running Steward itself.
 const RUNNING: &[Role] = &[SecurityApprover, Operator, Automation];
 /// Decisions, answers and claims: a person, always (the engine checks which one: an approver
-/// listed on the approval, the item's reviewer, the shadow agent's creator or security).
+/// listed on the approval, the item's reviewer, whoever claims a shadow agent).
 const A_PERSON: &[Role] = &[Person];
 
 /// Who may call each admin operation. Public routes check their own credential (Slack's
@@ -94,7 +94,10 @@ pub fn who_may(op: Op) -> &'static [Role] {
         // run the service.
         Op::AgentGrants => &[Owner, Manager, SecurityApprover, Operator, Automation],
         Op::AnswerReview | Op::Approve | Op::Deny => A_PERSON,
-        Op::ClaimShadowAgent | Op::ReleaseShadowAgent => A_PERSON,
+        Op::ClaimShadowAgent => A_PERSON,
+        // Letting a client Steward did not create go (deactivated, then deleted): security
+        // only, never a creator an IdP event names.
+        Op::ReleaseShadowAgent => &[SecurityApprover],
         Op::CreateToken | Op::ListTokens | Op::RevokeToken => A_PERSON,
     }
 }
