@@ -43,6 +43,10 @@ pub enum RotationError {
     },
     #[error("the new secret does not work yet: {0}")]
     TestFailed(IdpError),
+    #[error(
+        "client {0} is deactivated (its agent is frozen or being decommissioned): the new secret cannot be tested until it is active again"
+    )]
+    Deactivated(String),
 }
 
 impl RotationError {
@@ -186,9 +190,16 @@ pub async fn test_secret(
     token: &str,
 ) -> Result<(), RotationError> {
     let (_, c) = ours(vault, agent_id, token).await?;
-    idp.test_secret(&c.client_id, &c.client_secret)
-        .await
-        .map_err(RotationError::TestFailed)
+    match idp.test_secret(&c.client_id, &c.client_secret).await {
+        Ok(()) => Ok(()),
+        // A deactivated client refuses every secret, and will until a person unfreezes it:
+        // not the propagation delay a retry waits out. Retried, the failure would hold up the
+        // workflow's other events (the cancel a freeze sends) for the whole retry budget.
+        Err(e) => match idp.client(&c.client_id).await {
+            Ok(Some(info)) if !info.active => Err(RotationError::Deactivated(c.client_id)),
+            _ => Err(RotationError::TestFailed(e)),
+        },
+    }
 }
 
 /// `finishSecret`: AWSCURRENT moves to `token`. Returns the version that was current before

@@ -364,3 +364,44 @@ async fn secrets_rotate_two_at_a_time() {
         Err(IdpError::UnknownClient(_))
     ));
 }
+
+/// A new secret tested against a deactivated client (the agent was frozen mid-rotation) fails
+/// for a reason no retry cures: the rotation is told at once instead of retrying for its whole
+/// budget, holding up the freeze's cancel behind the retries.
+#[tokio::test]
+async fn testing_a_secret_of_a_deactivated_client_is_not_retried() {
+    use shared::embedded::vault::FileVault;
+    use shared::ports::Vault;
+    use shared::ports::vault::Stage;
+    use shared::ports::vault::version_id_for;
+    use shared::secret_rotation::{RotationError, create_secret, test_secret};
+    let (v1, v2) = (version_id_for("v1"), version_id_for("v2"));
+    let f = fixture();
+    let idp = &f.idp;
+    let c = client(idp).await;
+    let vault = FileVault::open(&f.dir.path().join("vault")).unwrap();
+    let credential = shared::credential::Credential {
+        client_id: c.client_id.clone(),
+        secret_id: c.secret_id.clone(),
+        client_secret: c.secret.clone(),
+    };
+    vault
+        .put("agt-1", &v1, &credential.to_secret(), Stage::Current)
+        .await
+        .unwrap();
+    create_secret(&vault, idp, "agt-1", &c.client_id, &v2)
+        .await
+        .unwrap();
+    test_secret(&vault, idp, "agt-1", &v2).await.unwrap();
+
+    idp.set_active(&c.client_id, false).await.unwrap();
+    let e = test_secret(&vault, idp, "agt-1", &v2).await.unwrap_err();
+    assert!(matches!(e, RotationError::Deactivated(_)), "{e}");
+    assert!(!e.retryable(), "{e}");
+    assert!(e.to_string().contains("deactivated"), "{e}");
+    // Any other refusal still counts as a secret that has not reached every node yet.
+    idp.set_active(&c.client_id, true).await.unwrap();
+    idp.remove_secret(&c.client_id, &c.secret_id).await.unwrap();
+    let e = test_secret(&vault, idp, "agt-1", &v1).await;
+    assert!(e.is_err_and(|e| e.retryable()));
+}
