@@ -214,6 +214,15 @@ pub enum Command {
         agent_id: String,
         reason: String,
     },
+    /// Tell the shadow workflow of `client_id` how the claim `onboarding` ended (external: the
+    /// engine sends it `ShadowClaimSettled`): adopted, or not (denied, expired, withdrawn,
+    /// failed), when the client is a shadow agent again instead of nobody's.
+    SettleShadowClaim {
+        client_id: String,
+        onboarding: String,
+        adopted: bool,
+        reason: String,
+    },
     /// Create and send the next round of a campaign's review items (external: the engine
     /// starts the item workflows, a bounded number per round; `ReviewsLaunched` comes back).
     LaunchReviews {
@@ -273,6 +282,7 @@ impl Command {
                 | Command::Vault(_)
                 | Command::StartDecommission { .. }
                 | Command::Supersede { .. }
+                | Command::SettleShadowClaim { .. }
                 | Command::LaunchReviews { .. }
                 | Command::Review(_)
                 | Command::ApplyReview { .. }
@@ -290,6 +300,7 @@ impl Command {
             Command::UpdateAgent { .. } => "agent.update",
             Command::StartDecommission { .. } => "workflow.start_decommission",
             Command::Supersede { .. } => "workflow.supersede",
+            Command::SettleShadowClaim { .. } => "workflow.settle_shadow_claim",
             Command::LaunchReviews { .. } => "workflow.launch_reviews",
             Command::Review(n) => n.name(),
             Command::ApplyReview { .. } => "workflow.apply_review",

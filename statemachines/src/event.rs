@@ -86,6 +86,13 @@ pub enum Event {
         owner: String,
         workflow_id: String,
     },
+    /// How the claim of a shadow agent ended: its onboarding `onboarding` took over the client
+    /// (`adopted`), or ended without (denied, expired, withdrawn, failed: `reason`).
+    ShadowClaimSettled {
+        onboarding: String,
+        adopted: bool,
+        reason: String,
+    },
     /// A person let a shadow agent go: it is frozen and decommissioned now.
     ShadowReleased {
         by: String,
@@ -150,6 +157,7 @@ impl Event {
             Event::ClientActivated { .. } => "ClientActivated",
             Event::ShadowClaimed { .. } => "ShadowClaimed",
             Event::ShadowReleased { .. } => "ShadowReleased",
+            Event::ShadowClaimSettled { .. } => "ShadowClaimSettled",
             Event::SecretDeletionScheduled { .. } => "SecretDeletionScheduled",
             Event::RenewalRequested { .. } => "RenewalRequested",
             Event::ReviewsLaunched { .. } => "ReviewsLaunched",

@@ -382,7 +382,8 @@ impl Run {
                     );
                     self.pending_idp = Some(idp.clone());
                 }
-                Command::Notify { .. } | Command::Audit(_) => {}
+                // A claim's onboarding tells the shadow workflow how it ended.
+                Command::Notify { .. } | Command::Audit(_) | Command::SettleShadowClaim { .. } => {}
                 Command::Vault(_)
                 | Command::UpdateAgent { .. }
                 | Command::StartDecommission { .. }
@@ -571,6 +572,7 @@ fn drive<W: Probe>(
             | Event::ReviewActionTaken { .. }
             | Event::ClientActivated { .. }
             | Event::ShadowClaimed { .. }
+            | Event::ShadowClaimSettled { .. }
             | Event::ShadowReleased { .. } => {
                 invariant!(
                     "rotation, decommission and expiry events do not apply here",

@@ -23,6 +23,15 @@ impl Engine {
                 self.start_decommission_command(agent_id, reason).await
             }
             Command::Supersede { agent_id, reason } => self.supersede(agent_id, reason).await,
+            Command::SettleShadowClaim {
+                client_id,
+                onboarding,
+                adopted,
+                reason,
+            } => {
+                self.settle_shadow_claim(client_id, onboarding, *adopted, reason)
+                    .await
+            }
             Command::LaunchReviews { campaign_id, round } => {
                 self.launch_reviews(campaign_id, *round).await
             }

@@ -369,10 +369,15 @@ impl Engine {
             expires_on: None,
         };
         let started = self
-            .onboard(request, by, Some((&agent.id, &client_id)))
+            .onboard(
+                request,
+                by,
+                Some((&agent.id, &client_id, &agent.updated_at.to_rfc3339())),
+            )
             .await?;
         let msg = Message::Event {
-            event_id: format!("claim/{shadow_id}"),
+            // One per claim: a claim after an earlier one ended is a new event.
+            event_id: format!("claim/{shadow_id}/{}", started.workflow_id),
             workflow_id: shadow_id,
             event: Event::ShadowClaimed {
                 by: by.to_string(),
@@ -382,6 +387,35 @@ impl Engine {
         };
         self.send(vec![msg], Duration::ZERO).await?;
         Ok(started)
+    }
+
+    /// `Command::SettleShadowClaim`: tells the shadow workflow of `client_id` how its claim's
+    /// onboarding ended.
+    pub(super) async fn settle_shadow_claim(
+        &self,
+        client_id: &str,
+        onboarding: &str,
+        adopted: bool,
+        reason: &str,
+    ) -> Result<Option<Event>, crate::engine::executor::ExecError> {
+        let msg = Message::Event {
+            event_id: format!("settle/{onboarding}"),
+            workflow_id: workflow_id(client_id),
+            event: Event::ShadowClaimSettled {
+                onboarding: onboarding.to_string(),
+                adopted,
+                reason: reason.to_string(),
+            },
+        };
+        self.send(vec![msg], Duration::ZERO).await.map_err(|e| {
+            crate::engine::executor::ExecError {
+                command: "workflow.settle_shadow_claim",
+                message: e.to_string(),
+                retryable: true,
+                retry_after: None,
+            }
+        })?;
+        Ok(None)
     }
 
     /// Lets a shadow agent go: it is frozen now and decommissioned, its client deleted. Only a

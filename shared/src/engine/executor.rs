@@ -386,6 +386,7 @@ impl Executor {
             }
             Command::StartDecommission { .. }
             | Command::Supersede { .. }
+            | Command::SettleShadowClaim { .. }
             | Command::LaunchReviews { .. }
             | Command::ApplyReview { .. } => Err(fail(
                 "starting a workflow is the engine's job, not the executor's".into(),

@@ -14,19 +14,24 @@ impl Engine {
         self.onboard(request, requester, None).await
     }
 
-    /// Onboarding; `adopt` = (agent id, client id) of a claimed shadow agent, whose record
-    /// and client the onboarding takes over.
+    /// Onboarding; `adopt` = (agent id, client id, when its record last changed) of a claimed
+    /// shadow agent, whose record and client the onboarding takes over. The same claim sent
+    /// again is the same onboarding; a claim after an earlier one ended (the record changed
+    /// back) is a new one.
     pub(crate) async fn onboard(
         &self,
         request: AgentRequest,
         requester: &str,
-        adopt: Option<(&str, &str)>,
+        adopt: Option<(&str, &str, &str)>,
     ) -> Result<Started, EngineError> {
         let canonical = serde_json::to_string(&request).unwrap_or_default();
-        let hash = short_hash(&[&canonical, requester]);
+        let hash = match adopt {
+            Some((_, _, generation)) => short_hash(&[&canonical, requester, generation]),
+            None => short_hash(&[&canonical, requester]),
+        };
         let workflow_id = format!("onboarding-{}-{}", request.name, &hash[..8]);
         let agent_id = match adopt {
-            Some((id, _)) => id.to_string(),
+            Some((id, _, _)) => id.to_string(),
             None => format!("agt-{}", &hash[..12]),
         };
         if let Some(existing) = self.store.instance(&workflow_id).await? {
@@ -72,7 +77,7 @@ impl Engine {
             request,
             requester: requester.to_string(),
             owner_status,
-            adopt_client: adopt.map(|(_, client)| client.to_string()),
+            adopt_client: adopt.map(|(_, client, _)| client.to_string()),
         });
         let started = self.start(&workflow_id, "onboarding", Some(&agent_id), &name, input, &hash, actor, json!({"request": serde_json::from_str::<serde_json::Value>(&canonical).unwrap_or_default()})).await?;
         Ok(Started {

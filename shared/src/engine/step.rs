@@ -379,6 +379,7 @@ impl Engine {
                 | Command::UpdateAgent { .. }
                 | Command::StartDecommission { .. }
                 | Command::Supersede { .. }
+                | Command::SettleShadowClaim { .. }
                 | Command::LaunchReviews { .. }
                 | Command::Review(_)
                 | Command::ApplyReview { .. }

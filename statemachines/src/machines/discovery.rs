@@ -9,7 +9,9 @@
 //! deactivated), and the security approvers are asked whether to decommission it. Denied,
 //! withdrawn or unanswered, it stays frozen, and can still be claimed or let go.
 //!
-//! Unclaimed --(ShadowClaimed)--> Claimed; --(ShadowReleased)--> Releasing
+//! Unclaimed --(ShadowClaimed)--> Claimed --(ShadowClaimSettled: adopted)--> Adopted;
+//! --(ShadowClaimSettled: not adopted)--> Unclaimed (Kept when it was claimed frozen).
+//! Unclaimed --(ShadowReleased)--> Releasing
 //! --(ClientDeactivated)--> Released; Unclaimed --(grace timer)--> Freezing
 //! --(ClientDeactivated)--> AwaitingDeletion --(approve)--> Released; --(deny | expiry |
 //! Cancel)--> Kept. AwaitingDeletion and Kept still take ShadowClaimed and ShadowReleased.
@@ -53,10 +55,24 @@ pub enum ShadowState {
         creator: Option<String>,
         grace_ends: DateTime<Utc>,
     },
+    /// Claimed: its onboarding `onboarding` waits for a security approver, then takes over
+    /// the client. A claim that ends without (denied, expired, withdrawn, failed) makes it a
+    /// shadow agent again, as it was.
     Claimed {
         agent: Agent,
         by: String,
         owner: String,
+        onboarding: String,
+        #[serde(default)]
+        creator: Option<String>,
+        /// Claimed while frozen (its client deactivated): a claim that ends without taking
+        /// over leaves it frozen (Kept), not unclaimed.
+        #[serde(default)]
+        frozen: bool,
+    },
+    /// The claim took over the client: the agent is registered.
+    Adopted {
+        agent: Agent,
         onboarding: String,
     },
     /// A security approver let it go: its client is being deactivated, then it is
@@ -250,6 +266,7 @@ fn claimed(
     by: String,
     owner: String,
     onboarding: String,
+    (creator, frozen): (Option<String>, bool),
     mut commands: Vec<Command>,
 ) -> Step<ShadowState> {
     commands.push(audit(
@@ -271,7 +288,112 @@ fn claimed(
             by,
             owner,
             onboarding,
+            creator,
+            frozen,
         },
+    }
+}
+
+/// Events in Claimed: how the claim's onboarding ended.
+fn on_claimed(state: &ShadowState, event: Event, ctx: &Ctx) -> Result<Step<ShadowState>, Rejected> {
+    use ShadowState as S;
+    let S::Claimed {
+        agent,
+        by,
+        onboarding,
+        creator,
+        frozen,
+        ..
+    } = state
+    else {
+        return Err(not_applicable(
+            ShadowAgent::KIND,
+            ShadowAgent::state_name(state),
+            &event,
+        ));
+    };
+    match event {
+        Event::ShadowClaimSettled {
+            onboarding: settled,
+            adopted,
+            reason,
+        } if settled == *onboarding => {
+            if adopted {
+                return Ok(Step {
+                    commands: vec![],
+                    state: S::Adopted {
+                        agent: agent.clone(),
+                        onboarding: settled,
+                    },
+                });
+            }
+            let why = format!("the claim by {by} ended without taking over the client: {reason}");
+            if *frozen {
+                let mut agent = agent.clone();
+                agent.status = crate::agent::AgentStatus::Frozen;
+                agent.updated_at = ctx.now;
+                return Ok(kept(
+                    &agent,
+                    why,
+                    Actor::System,
+                    vec![Command::SaveAgent(Box::new(agent.clone()))],
+                ));
+            }
+            // Unregistered again, as found: its record back, asked again, a new grace period.
+            let mut agent = agent.clone();
+            agent.status = crate::agent::AgentStatus::Unregistered;
+            agent.updated_at = ctx.now;
+            let grace_ends = ctx.now + Duration::seconds(ctx.policy.discovery.grace_secs as i64);
+            let id = client(&agent).to_string();
+            let body = format!(
+                "Client `{}` ({id}) is a shadow agent again: {why}.\n\
+                 Claim it: `steward shadow claim {id} --owner <email> --team <team> --environment <env> --purpose \"<what it does>\"`. \
+                 A security approver may let it go: `steward shadow release {id} --reason \"<why>\"`. \
+                 Unclaimed after {}, its client is deactivated and the security approvers decide whether to decommission it.",
+                agent.name,
+                grace_ends.format("%Y-%m-%d %H:%M UTC"),
+            );
+            let subject = format!("Unregistered agent again: {}", agent.name);
+            let mut commands = vec![
+                Command::SaveAgent(Box::new(agent.clone())),
+                audit(
+                    &agent,
+                    AuditKind::ShadowAgentFound,
+                    Actor::System,
+                    None,
+                    agent.scopes.clone(),
+                    format!("{}: {why}; unclaimed again", agent.name),
+                ),
+                Command::SetTimer {
+                    name: GRACE_TIMER.into(),
+                    at: grace_ends,
+                },
+            ];
+            for to in creator
+                .iter()
+                .cloned()
+                .chain([SECURITY_CHANNEL.to_string()])
+            {
+                commands.push(Command::Notify {
+                    to,
+                    subject: subject.clone(),
+                    body: body.clone(),
+                });
+            }
+            Ok(Step {
+                commands,
+                state: S::Unclaimed {
+                    agent,
+                    creator: creator.clone(),
+                    grace_ends,
+                },
+            })
+        }
+        event => Err(not_applicable(
+            ShadowAgent::KIND,
+            ShadowAgent::state_name(state),
+            &event,
+        )),
     }
 }
 
@@ -301,7 +423,8 @@ fn kept(agent: &Agent, why: String, by: Actor, mut commands: Vec<Command>) -> St
 states! {
     ShadowState {
         Unclaimed,
-        Claimed: terminal,
+        Claimed,
+        Adopted: terminal,
         Releasing,
         Freezing,
         AwaitingDeletion,
@@ -334,6 +457,9 @@ impl Workflow for ShadowAgent {
         t("AwaitingDeletion", "ShadowReleased", "Released"),
         t("Kept", "ShadowClaimed", "Claimed"),
         t("Kept", "ShadowReleased", "Released"),
+        t("Claimed", "ShadowClaimSettled", "Adopted"),
+        t("Claimed", "ShadowClaimSettled", "Unclaimed"),
+        t("Claimed", "ShadowClaimSettled", "Kept"),
     ];
 
     fn start(input: ShadowInput, ctx: &Ctx) -> Result<Step<ShadowState>, Rejected> {
@@ -435,6 +561,7 @@ impl Workflow for ShadowAgent {
             S::Releasing { .. } | S::Freezing { .. } => on_deactivating(state, event, ctx),
             S::AwaitingDeletion { .. } => on_awaiting_deletion(state, event, ctx),
             S::Kept { .. } => on_kept(state, event, ctx),
+            S::Claimed { .. } => on_claimed(state, event, ctx),
             _ => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
     }
@@ -449,7 +576,7 @@ fn on_unclaimed(
     use ShadowState as S;
     match (state, event) {
         (
-            S::Unclaimed { agent, .. },
+            S::Unclaimed { agent, creator, .. },
             Event::ShadowClaimed {
                 by,
                 owner,
@@ -460,6 +587,7 @@ fn on_unclaimed(
             by,
             owner,
             workflow_id,
+            (creator.clone(), false),
             vec![Command::CancelTimer {
                 name: GRACE_TIMER.into(),
             }],
@@ -691,6 +819,7 @@ fn on_awaiting_deletion(
             by,
             owner,
             workflow_id,
+            (None, true),
             approval.cancelled_commands(ctx.now),
         )),
         Event::ShadowReleased { by, reason } => let_go(
@@ -724,7 +853,7 @@ fn on_kept(state: &ShadowState, event: Event, ctx: &Ctx) -> Result<Step<ShadowSt
             by,
             owner,
             workflow_id,
-        } => Ok(claimed(agent, by, owner, workflow_id, vec![])),
+        } => Ok(claimed(agent, by, owner, workflow_id, (None, true), vec![])),
         Event::ShadowReleased { by, reason } => let_go(agent, by, &reason, ctx, vec![]),
         event => Err(not_applicable(
             ShadowAgent::KIND,

@@ -313,6 +313,18 @@ fn on_awaiting_approval(
                     agent.status = AgentStatus::Denied;
                     agent.updated_at = ctx.now;
                     commands.push(Command::SaveAgent(Box::new(agent.clone())));
+                    commands.extend(settle_claim(
+                        &agent,
+                        ctx,
+                        false,
+                        format!(
+                            "denied by {approver}{}",
+                            reason
+                                .as_deref()
+                                .map(|r| format!(": {r}"))
+                                .unwrap_or_default()
+                        ),
+                    ));
                     Ok(Step {
                         commands,
                         state: S::Denied {
@@ -338,6 +350,12 @@ fn on_awaiting_approval(
                     agent.status = AgentStatus::Expired;
                     agent.updated_at = ctx.now;
                     commands.push(Command::SaveAgent(Box::new(agent.clone())));
+                    commands.extend(settle_claim(
+                        &agent,
+                        ctx,
+                        false,
+                        "nobody decided before the approval expired".into(),
+                    ));
                     Ok(Step {
                         commands,
                         state: S::Expired {
@@ -365,6 +383,12 @@ fn on_awaiting_approval(
                 ),
                 Command::SaveAgent(Box::new(agent.clone())),
             ]);
+            commands.extend(settle_claim(
+                &agent,
+                ctx,
+                false,
+                format!("withdrawn by {}: {reason}", by.describe()),
+            ));
             Ok(Step {
                 commands,
                 state: S::Cancelled { agent, by, reason },
@@ -393,6 +417,7 @@ fn on_provisioning(
                 secret_version,
             },
         ) => {
+            let settled = settle_claim(agent, ctx, true, "adopted".into());
             let mut agent = agent.clone();
             agent.status = AgentStatus::Active;
             agent.client_id = Some(client_id.clone());
@@ -404,7 +429,7 @@ fn on_provisioning(
                 .map(|a| Actor::Person(a.approver.clone()))
                 .unwrap_or(Actor::System);
             let approval_id = approval.as_ref().map(|a| a.approval_id.as_str());
-            let commands = vec![
+            let mut commands = vec![
                 Command::SaveAgent(Box::new(agent.clone())),
                 audit(
                     &agent,
@@ -435,6 +460,7 @@ fn on_provisioning(
                     ),
                 },
             ];
+            commands.extend(settled);
             Ok(Step {
                 commands,
                 state: S::Active {
@@ -453,7 +479,7 @@ fn on_provisioning(
             agent.status = AgentStatus::Failed;
             agent.updated_at = ctx.now;
             let why = format!("{command} failed: {reason}");
-            let commands = vec![
+            let mut commands = vec![
                 Command::SaveAgent(Box::new(agent.clone())),
                 audit_failure(&agent, AuditKind::ProvisioningFailed, &why),
                 Command::Notify {
@@ -462,6 +488,7 @@ fn on_provisioning(
                     body: why.clone(),
                 },
             ];
+            commands.extend(settle_claim(&agent, ctx, false, why.clone()));
             Ok(Step {
                 commands,
                 state: S::Failed { agent, reason: why },
@@ -480,6 +507,20 @@ fn on_provisioning(
             &event,
         )),
     }
+}
+
+/// For the onboarding of a claimed shadow agent (its client exists before it starts), the word
+/// to the shadow workflow about how the claim ended; nothing for an ordinary onboarding.
+fn settle_claim(agent: &Agent, ctx: &Ctx, adopted: bool, reason: String) -> Option<Command> {
+    agent
+        .client_id
+        .clone()
+        .map(|client_id| Command::SettleShadowClaim {
+            client_id,
+            onboarding: ctx.workflow_id.to_string(),
+            adopted,
+            reason,
+        })
 }
 
 fn create_client(agent: &Agent) -> Command {

@@ -97,7 +97,7 @@ fn detection_diagrams_show_every_transition_and_end() {
         "Kept",
         "Unfrozen",
     ]);
-    shows_transitions_and_ends::<ShadowAgent>(&["Claimed", "Failed", "Released"]);
+    shows_transitions_and_ends::<ShadowAgent>(&["Adopted", "Failed", "Released"]);
 }
 
 /// Every declared transition, and the start and end markers, appear in the rendered diagram.

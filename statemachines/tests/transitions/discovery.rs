@@ -17,6 +17,9 @@ scenarios![
     scenario_shadow_agent_release_failure_tells_security,
     scenario_shadow_agent_refuses_a_client_without_id,
     scenario_shadow_agent_refuses_events_that_do_not_apply,
+    scenario_shadow_agent_claim_adopted_ends_it,
+    scenario_shadow_agent_claim_that_ends_without_taking_over_makes_it_unclaimed_again,
+    scenario_shadow_agent_claimed_frozen_and_refused_stays_frozen,
 ];
 
 pub(crate) const SHADOW_NAME: &str = "legacy-etl-client";
@@ -237,9 +240,14 @@ fn scenario_shadow_agent_claimed_ends_the_grace_period() {
             by: COLLEAGUE.into(),
             owner: OWNER.into(),
             onboarding: "wf-0002".into(),
+            creator: Some(COLLEAGUE.into()),
+            frozen: false,
         }
     );
-    assert!(ShadowAgent::is_terminal(&step.state));
+    assert!(
+        !ShadowAgent::is_terminal(&step.state),
+        "it waits for the claim's outcome"
+    );
     assert_eq!(names(&step.commands), ["timer.cancel", "audit"]);
     assert_eq!(timers_cancelled(&step.commands), [discovery::GRACE_TIMER]);
     let claimed = audit_of(&step.commands, AuditKind::ShadowAgentClaimed);
@@ -842,19 +850,40 @@ fn scenario_shadow_agent_refuses_events_that_do_not_apply() {
         }
     }
 
+    let claimed = accepted::<ShadowAgent>(&unclaimed, shadow_claimed(), at(60)).state;
+    // Claimed waits only for its claim's outcome.
+    let mut not_the_outcome = every_lifecycle_event();
+    not_the_outcome.extend([
+        shadow_claimed(),
+        shadow_released(),
+        grace_timer(),
+        client_activated(),
+    ]);
+    for event in not_the_outcome {
+        let expected = format!(
+            "{} does not apply to shadow_agent in state Claimed",
+            event.label()
+        );
+        assert_rejected(
+            on::<ShadowAgent>(&claimed, event, at(90)),
+            "event",
+            &expected,
+        );
+    }
     let ended = [
-        accepted::<ShadowAgent>(&unclaimed, shadow_claimed(), at(60)).state,
+        accepted::<ShadowAgent>(&claimed, settled("wf-0002", true), at(90)).state,
         accepted::<ShadowAgent>(&releasing, client_deactivated(), at(120)).state,
         accepted::<ShadowAgent>(&releasing, command_failed("idp.deactivate_client"), at(120)).state,
     ];
     let names: BTreeSet<&str> = ended.iter().map(ShadowAgent::state_name).collect();
-    assert_eq!(names, BTreeSet::from(["Claimed", "Released", "Failed"]));
+    assert_eq!(names, BTreeSet::from(["Adopted", "Released", "Failed"]));
     let mut events = every_lifecycle_event();
     events.extend([
         shadow_claimed(),
         shadow_released(),
         grace_timer(),
         client_activated(),
+        settled("wf-0002", false),
     ]);
     for state in &ended {
         assert!(ShadowAgent::is_terminal(state));
@@ -871,4 +900,95 @@ fn scenario_shadow_agent_refuses_events_that_do_not_apply() {
             );
         }
     }
+}
+
+fn settled(onboarding: &str, adopted: bool) -> Event {
+    Event::ShadowClaimSettled {
+        onboarding: onboarding.into(),
+        adopted,
+        reason: if adopted {
+            "adopted".into()
+        } else {
+            format!("denied by {APPROVER}: not this quarter")
+        },
+    }
+}
+
+fn scenario_shadow_agent_claim_adopted_ends_it() {
+    let claimed = accepted::<ShadowAgent>(&unclaimed_shadow(), shadow_claimed(), at(3600)).state;
+    // Another onboarding's outcome is not this claim's.
+    assert_rejected(
+        on::<ShadowAgent>(&claimed, settled("wf-0003", true), at(7200)),
+        "event",
+        "ShadowClaimSettled does not apply to shadow_agent in state Claimed",
+    );
+    let step = accepted::<ShadowAgent>(&claimed, settled("wf-0002", true), at(7200));
+    assert_eq!(
+        step.state,
+        ShadowState::Adopted {
+            agent: shadow_agent(),
+            onboarding: "wf-0002".into(),
+        }
+    );
+    assert!(ShadowAgent::is_terminal(&step.state));
+    assert!(
+        step.commands.is_empty(),
+        "the onboarding did the rest: {:?}",
+        names(&step.commands)
+    );
+}
+
+/// A claim denied (or expired, withdrawn, failed) took nothing over: the client is still as it
+/// was found, so it is a shadow agent again, not a client nobody is asked about.
+fn scenario_shadow_agent_claim_that_ends_without_taking_over_makes_it_unclaimed_again() {
+    let claimed = accepted::<ShadowAgent>(&unclaimed_shadow(), shadow_claimed(), at(3600)).state;
+    let when = at(7200);
+    let step = accepted::<ShadowAgent>(&claimed, settled("wf-0002", false), when);
+    let grace_ends = when + Duration::seconds(policy().discovery.grace_secs as i64);
+    assert_eq!(
+        step.state,
+        ShadowState::Unclaimed {
+            agent: Agent {
+                updated_at: when,
+                ..shadow_agent()
+            },
+            creator: Some(COLLEAGUE.into()),
+            grace_ends,
+        }
+    );
+    let saved = saved_agents(&step.commands)[0];
+    assert_eq!(saved.status, AgentStatus::Unregistered);
+    assert_eq!(saved.owner, "", "the claimer's owner is not kept");
+    assert_eq!(
+        timers_set(&step.commands),
+        [(discovery::GRACE_TIMER, grace_ends)]
+    );
+    let found = audit_of(&step.commands, AuditKind::ShadowAgentFound);
+    assert!(
+        found.message.contains("not this quarter") && found.message.contains("unclaimed again"),
+        "{}",
+        found.message
+    );
+    assert_eq!(notified(&step.commands), [COLLEAGUE, SECURITY_CHANNEL]);
+    assert!(idp_commands(&step.commands).is_empty());
+    // It can be claimed again.
+    accepted::<ShadowAgent>(&step.state, shadow_claimed(), when + Duration::hours(1));
+}
+
+/// Claimed while frozen after the grace period, then refused: still frozen, still undecided.
+fn scenario_shadow_agent_claimed_frozen_and_refused_stays_frozen() {
+    let claimed = accepted::<ShadowAgent>(&kept_shadow(), shadow_claimed(), at(10 * 86_400)).state;
+    assert!(matches!(claimed, ShadowState::Claimed { frozen: true, .. }));
+    let step = accepted::<ShadowAgent>(&claimed, settled("wf-0002", false), at(11 * 86_400));
+    assert!(
+        matches!(step.state, ShadowState::Kept { .. }),
+        "{:?}",
+        step.state
+    );
+    assert_eq!(saved_agents(&step.commands)[0].status, AgentStatus::Frozen);
+    assert!(idp_commands(&step.commands).is_empty());
+    assert!(
+        timers_set(&step.commands).is_empty(),
+        "no new grace period for a frozen client"
+    );
 }

@@ -128,6 +128,58 @@ fn scenario_onboarding_claim_of_an_existing_client_waits_for_a_security_approver
         "nothing touches the client before the decision: {:?}",
         names(&step.commands)
     );
+    assert!(settlements(&step.commands).is_empty());
+
+    // However the claim ends, the shadow workflow is told: denied, the client is a shadow
+    // agent again; approved and created, it is adopted. An ordinary onboarding tells nobody.
+    let denied = accepted::<Onboarding>(&step.state, deny(APPROVER), at(60));
+    assert_eq!(
+        settlements(&denied.commands),
+        [("dev_console_client", false)],
+        "{:?}",
+        names(&denied.commands)
+    );
+    let approved = accepted::<Onboarding>(&step.state, approve(APPROVER), at(60));
+    assert!(
+        settlements(&approved.commands).is_empty(),
+        "not yet: still provisioning"
+    );
+    let active = accepted::<Onboarding>(&approved.state, client_created(), at(120));
+    assert_eq!(
+        settlements(&active.commands),
+        [("dev_console_client", true)]
+    );
+    let failed = accepted::<Onboarding>(
+        &approved.state,
+        command_failed("idp.create_client"),
+        at(120),
+    );
+    assert_eq!(
+        settlements(&failed.commands),
+        [("dev_console_client", false)]
+    );
+    let ordinary = started::<Onboarding>(onboarding_input(sensitive_request()));
+    let ordinary = accepted::<Onboarding>(&ordinary.state, deny(APPROVER), at(60));
+    assert!(settlements(&ordinary.commands).is_empty());
+}
+
+/// The claims settled by these commands: (client id, adopted).
+fn settlements(commands: &[Command]) -> Vec<(&str, bool)> {
+    commands
+        .iter()
+        .filter_map(|c| match c {
+            Command::SettleShadowClaim {
+                client_id,
+                onboarding,
+                adopted,
+                ..
+            } => {
+                assert_eq!(onboarding, WORKFLOW_ID);
+                Some((client_id.as_str(), *adopted))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 fn scenario_onboarding_with_sensitive_scope_waits_for_approval() {

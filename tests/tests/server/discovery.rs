@@ -200,10 +200,47 @@ fn a_client_an_idp_event_reports_is_claimed_by_its_creator_who_may_not_let_it_go
         status, 200,
         "the console secret works until the claim is approved"
     );
+    // Denied, the claim took nothing over: the client is a shadow agent again, not a client
+    // nobody is asked about.
+    let (status, v) = s.decide(claim["request"]["id"].as_str().unwrap(), "deny", SAM);
+    assert_eq!(status, 202, "{v}");
+    s.wait_workflow_state(&format!("shadow-{claimed_client}"), "Unclaimed");
+    let again = wait_until("the shadow agent unregistered again", SETTLE, || {
+        agent_of_client(&s, &claimed_client).filter(|a| a["status"] == "unregistered")
+    });
+    assert_eq!(again["owner"], "", "{again}");
+    assert_eq!(array(s.get_ok("/api/shadow-agents")).len(), 1);
+    let (status, _, _) = s.token(&claimed_client, &old_secret, None);
+    assert_eq!(status, 200, "nothing was taken over");
+    let (out, stdout, stderr) = run(&mut s.cli_as(
+        BOB,
+        [
+            "shadow",
+            "claim",
+            &claimed_client,
+            "--owner",
+            BOB,
+            "--team",
+            "supply",
+            "--environment",
+            "prod",
+            "--purpose",
+            "syncs inventory counts to the ERP",
+            "--name",
+            "inventory-sync-agent-prod",
+        ],
+    ));
+    assert!(out.status.success(), "claimed again: {stdout}{stderr}");
+    let claim = wait_until("the second claim's approval", SETTLE, || {
+        s.approvals(false)
+            .into_iter()
+            .find(|a| a["request"]["action"] == "claim")
+    });
     let (status, v) = s.decide(claim["request"]["id"].as_str().unwrap(), "approve", SAM);
     assert_eq!(status, 202, "{v}");
 
     let active = s.wait_agent_status("inventory-sync-agent-prod", "active");
+    s.wait_workflow_state(&format!("shadow-{claimed_client}"), "Adopted");
     assert_eq!(active["owner"], BOB);
     assert_eq!(
         active["client_id"],
