@@ -14,6 +14,7 @@ scenarios![
     scenario_decommission_failed_steps_are_recorded_and_it_goes_on,
     scenario_decommission_refuses_agents_not_in_service,
     scenario_decommission_refuses_results_out_of_order,
+    scenario_decommission_refuses_another_timer_or_another_commands_failure,
     scenario_decommission_ended_states_accept_no_event,
 ];
 
@@ -610,6 +611,48 @@ fn scenario_decommission_refuses_results_out_of_order() {
         "event",
         "does not apply to rotation in state Issuing",
     );
+}
+
+/// Another workflow's timer does not expire the approval, and the failure of another command
+/// (the step before, repeated late, or a notice) is not recorded as this step's failure: the
+/// receipt says what failed, nothing else.
+fn scenario_decommission_refuses_another_timer_or_another_commands_failure() {
+    for name in [OWNER_DEADLINE_TIMER, rotation::START_TIMER, "approval"] {
+        assert_rejected(
+            on::<Decommission>(&awaiting_decommission(), timer(name), approval_expires_at()),
+            "event",
+            "TimerFired does not apply to decommission in state AwaitingApproval",
+        );
+    }
+    let deactivating =
+        accepted::<Decommission>(&revoking_tokens(), tokens_revoked(), at(3610)).state;
+    let deleting = accepted::<Decommission>(&deactivating, client_deactivated(), at(3620)).state;
+    let scheduling = accepted::<Decommission>(&deleting, client_deleted(), at(3630)).state;
+    for (state, name, others) in [
+        (
+            &deactivating,
+            "Deactivating",
+            ["idp.revoke_tokens", "idp.delete_client", "notify"],
+        ),
+        (
+            &deleting,
+            "Deleting",
+            ["idp.deactivate_client", "vault.schedule_deletion", "notify"],
+        ),
+        (
+            &scheduling,
+            "SchedulingSecretDeletion",
+            ["idp.delete_client", "idp.revoke_tokens", "notify"],
+        ),
+    ] {
+        for command in others {
+            assert_rejected(
+                on::<Decommission>(state, command_failed(command), at(3700)),
+                "event",
+                &format!("CommandFailed does not apply to decommission in state {name}"),
+            );
+        }
+    }
 }
 
 fn scenario_decommission_ended_states_accept_no_event() {

@@ -22,6 +22,10 @@ scenarios![
     scenario_freeze_critical_unfreeze_needs_two_approvers_besides_the_requester,
     scenario_freeze_critical_decision_under_a_one_approver_policy_cannot_unfreeze,
     scenario_freeze_a_person_under_the_detection_name_neither_withdraws_nor_decides,
+    scenario_freeze_another_timer_or_another_commands_failure_is_not_this_freezes,
+    scenario_freeze_restore_counts_only_this_clients_results,
+    scenario_freeze_critical_decision_with_enough_approvers_does_not_say_too_few,
+    scenario_freeze_question_goes_to_the_owner_once_and_never_to_a_blank_owner,
 ];
 
 /// The IdP event whose token request raised the finding.
@@ -1301,4 +1305,142 @@ fn scenario_freeze_a_person_under_the_detection_name_neither_withdraws_nor_decid
         at(60),
     );
     assert_eq!(Freeze::state_name(&withdrawn.state), "Dismissed");
+}
+
+/// Another workflow's timer neither expires nor reminds a question or a decision, and the
+/// failure of a command that is not the containment's (a notice, the supersede, a restore's)
+/// does not fail the containment.
+fn scenario_freeze_another_timer_or_another_commands_failure_is_not_this_freezes() {
+    let asking = asking_freeze().state;
+    let contained = contained_freeze(Severity::High).state;
+    let decision_expires_at = decision_of(&contained).expires_at;
+    for name in [OWNER_DEADLINE_TIMER, rotation::START_TIMER, "approval"] {
+        assert_rejected(
+            on::<Freeze>(&asking, timer(name), approval_expires_at()),
+            "event",
+            "TimerFired does not apply to freeze in state Asking",
+        );
+        assert_rejected(
+            on::<Freeze>(&contained, timer(name), decision_expires_at),
+            "event",
+            "TimerFired does not apply to freeze in state AwaitingDecision",
+        );
+    }
+    let first = started::<Freeze>(freeze_input(Severity::High, &[Action::Freeze]));
+    let deactivated = accepted::<Freeze>(&first.state, client_deactivated(), ms(250));
+    for state in [&first.state, &deactivated.state] {
+        for command in [
+            "workflow.supersede",
+            "notify",
+            "idp.set_grants",
+            "idp.activate_client",
+        ] {
+            assert_rejected(
+                on::<Freeze>(state, command_failed(command), ms(800)),
+                "event",
+                "CommandFailed does not apply to freeze in state Containing",
+            );
+        }
+    }
+}
+
+/// While an unfreeze restores the grants, only this client's results count, and a failure of
+/// either restore command (setting the grants or activating the client) tells security; the
+/// containment's commands failing late do not.
+fn scenario_freeze_restore_counts_only_this_clients_results() {
+    let restoring = restoring_freeze();
+    let other = "0oa-other";
+    assert_rejected(
+        on::<Freeze>(
+            &restoring,
+            Event::GrantsSet {
+                client_id: other.into(),
+                scopes: strings(&[METRICS_READ, ORDERS_READ]),
+                token_lifetime_secs: 600,
+            },
+            at(3700),
+        ),
+        "event",
+        "GrantsSet does not apply to freeze in state Restoring",
+    );
+    assert_rejected(
+        on::<Freeze>(
+            &restoring,
+            Event::ClientActivated {
+                client_id: other.into(),
+            },
+            at(3700),
+        ),
+        "event",
+        "ClientActivated does not apply to freeze in state Restoring",
+    );
+    // this client's results restore it
+    let granted = accepted::<Freeze>(
+        &restoring,
+        grants_set(&strings(&[METRICS_READ, ORDERS_READ]), 600),
+        at(3700),
+    );
+    assert_eq!(Freeze::state_name(&granted.state), "Restoring");
+    let activated = accepted::<Freeze>(&granted.state, client_activated(), at(3700));
+    assert_eq!(Freeze::state_name(&activated.state), "Unfrozen");
+
+    for command in ["idp.set_grants", "idp.activate_client"] {
+        let step = accepted::<Freeze>(&restoring, command_failed(command), at(3700));
+        let FreezeState::Failed { reason, .. } = &step.state else {
+            panic!("{command}: expected Failed, got {:?}", step.state)
+        };
+        assert!(
+            reason.contains(&format!("{command} failed: 403 Forbidden")),
+            "{reason}"
+        );
+        assert_eq!(notified(&step.commands), [SECURITY_CHANNEL]);
+    }
+    for command in ["idp.deactivate_client", "idp.revoke_tokens", "notify"] {
+        assert_rejected(
+            on::<Freeze>(&restoring, command_failed(command), at(3700)),
+            "event",
+            "CommandFailed does not apply to freeze in state Restoring",
+        );
+    }
+}
+
+/// A CRITICAL finding needs two approvers to unfreeze; a policy that leaves exactly two says
+/// nothing about too few approvers (only one that leaves fewer does).
+fn scenario_freeze_critical_decision_with_enough_approvers_does_not_say_too_few() {
+    let contained = contained_freeze(Severity::Critical);
+    let requested = started::<Freeze>(unfreeze_request(OWNER, Severity::Critical));
+    for state in [&contained.state, &requested.state] {
+        let approval = decision_of(state);
+        assert_eq!(approval.quorum, 2);
+        assert_eq!(approval.approvers.len(), 2);
+        assert!(
+            !approval.justification.contains("approver(s)")
+                && !approval
+                    .justification
+                    .contains("can only be decommissioned"),
+            "{}",
+            approval.justification
+        );
+    }
+}
+
+/// The owner is asked whether to freeze besides security, once, spelled as the policy lists
+/// them if they are an approver too; an agent without an owner asks security only, not a
+/// blank approver.
+fn scenario_freeze_question_goes_to_the_owner_once_and_never_to_a_blank_owner() {
+    let mut orphan = freeze_input(Severity::Medium, &[Action::Freeze]);
+    orphan.agent.owner = String::new();
+    let step = started::<Freeze>(orphan);
+    assert_eq!(
+        freeze_question_of(&step.state).approvers,
+        strings(&APPROVERS)
+    );
+
+    let mut approver_owned = freeze_input(Severity::Medium, &[Action::Freeze]);
+    approver_owned.agent.owner = APPROVER.to_uppercase();
+    let step = started::<Freeze>(approver_owned);
+    assert_eq!(
+        freeze_question_of(&step.state).approvers,
+        strings(&APPROVERS)
+    );
 }

@@ -14,6 +14,7 @@ mod common;
 mod detection;
 mod diagrams;
 mod imports;
+mod policy;
 mod states;
 mod sweep;
 

@@ -9,6 +9,7 @@ scenarios![
     scenario_campaign_deadline_during_launch_closes_after_the_last_round,
     scenario_campaign_launch_failure_fails_and_tells_security,
     scenario_campaign_refuses_a_deadline_not_in_the_future_or_a_bad_id,
+    scenario_campaign_words_the_notice_owners_need_in_its_largest_whole_unit,
     scenario_campaign_refuses_a_launch_report_of_another_round,
     scenario_campaign_refuses_an_early_close_timer_and_ended_campaigns_accept_no_event,
 ];
@@ -404,5 +405,37 @@ fn scenario_campaign_refuses_an_early_close_timer_and_ended_campaigns_accept_no_
                 &expected,
             );
         }
+    }
+}
+
+/// A deadline too soon is refused with the notice owners need, worded in the largest unit it is
+/// a whole number of: days, then hours, then minutes, else seconds.
+fn scenario_campaign_words_the_notice_owners_need_in_its_largest_whole_unit() {
+    for (escalate_before_secs, worded) in [
+        (3 * 86_400, "3 days"),
+        (86_400, "1 days"),
+        (90_000, "25 h"),
+        (7_200, "2 h"),
+        (3_600, "1 h"),
+        (3_660, "61 min"),
+        (120, "2 min"),
+        (60, "1 min"),
+        (90, "90 s"),
+        (30, "30 s"),
+    ] {
+        let mut p = policy().clone();
+        p.reviews.escalate_before_secs = escalate_before_secs;
+        let ctx = statemachines::Ctx {
+            now: now(),
+            policy: &p,
+            workflow_id: WORKFLOW_ID,
+        };
+        let mut input = campaign_input();
+        input.campaign.deadline = now();
+        assert_rejected(
+            statemachines::workflow::start::<ReviewCampaign>(input, &ctx),
+            "deadline",
+            &format!("leaves owners less than {worded} to answer"),
+        );
     }
 }

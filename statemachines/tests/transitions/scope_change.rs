@@ -28,6 +28,7 @@ scenarios![
     scenario_scope_change_refuses_decision_after_expiry,
     scenario_scope_change_refuses_wrong_approval_id,
     scenario_scope_change_refuses_early_expiry_timer,
+    scenario_scope_change_refuses_a_timer_that_is_not_its_approvals,
     scenario_scope_change_refuses_cancel_while_granting,
     scenario_scope_change_refuses_second_decision_once_approved,
     scenario_scope_change_terminal_states_accept_no_event,
@@ -618,6 +619,18 @@ fn scenario_scope_change_refuses_early_expiry_timer() {
             on::<ScopeChange>(&awaiting, expiry_timer(), early),
             "timer",
             "approval wf-0001-approval-1 does not expire until 2025-03-11T09:00:00+00:00",
+        );
+    }
+}
+
+/// Another workflow's timer, even at the approval's expiry, neither expires nor reminds it.
+fn scenario_scope_change_refuses_a_timer_that_is_not_its_approvals() {
+    let awaiting = awaiting_scope_change();
+    for name in [rotation::START_TIMER, OWNER_DEADLINE_TIMER, "approval"] {
+        assert_rejected(
+            on::<ScopeChange>(&awaiting, timer(name), approval_expires_at()),
+            "event",
+            "TimerFired does not apply to scope_change in state AwaitingApproval",
         );
     }
 }
