@@ -346,7 +346,13 @@ fn post_accepted(s: AppState, headers: HeaderMap, mut body: Value) -> Json<Value
         Some(rest) => format!("D{rest}"),
         None => requested.clone(),
     };
-    inner.next_ts += 100;
+    // Slack's ts is the time the message was posted (unique within the channel): a fake
+    // running for minutes must not hand out the times it started at.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    inner.next_ts = now.max(inner.next_ts + 100);
     let ts = format!(
         "{}.{:06}",
         inner.next_ts / 1_000_000,
