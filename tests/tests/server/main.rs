@@ -25,3 +25,4 @@ mod roles;
 mod rotation;
 mod sign_in;
 mod slack;
+mod token_endpoint;

@@ -12,6 +12,7 @@ pub use token::TrustedProxies;
 use base64::Engine as _;
 use jobs::{Job, poll_okta_log, seals, supervise, sweeps, ticks, work};
 use shared::http::{App, AppParts, BearerTokens, LocalViews};
+use shared::idp::dev::failures::FailureLimits;
 use shared::secret::Secret;
 use shared::wiring::embedded::Embedded;
 use std::net::SocketAddr;
@@ -52,7 +53,12 @@ impl LocalViews for ConsoleNotices {
 }
 
 /// The local server's whole router: the shared surface plus the dev IdP's endpoints.
-pub fn router(stack: &Embedded, admin_token: Secret, proxies: TrustedProxies) -> axum::Router {
+pub fn router(
+    stack: &Embedded,
+    admin_token: Secret,
+    proxies: TrustedProxies,
+    failures: FailureLimits,
+) -> axum::Router {
     let app = App::new(AppParts {
         engine: stack.engine.clone(),
         auth: Arc::new(BearerTokens {
@@ -73,6 +79,7 @@ pub fn router(stack: &Embedded, admin_token: Secret, proxies: TrustedProxies) ->
         stack.idp.clone(),
         stack.people_at_dev_idp,
         proxies,
+        failures,
     ))
 }
 
@@ -172,7 +179,8 @@ pub async fn serve(
             Box::pin(poll_okta_log(engine.clone(), okta, period)),
         ));
     }
-    let app = router(&stack, token, proxies);
+    let failures = FailureLimits::from_env().map_err(anyhow::Error::msg)?;
+    let app = router(&stack, token, proxies, failures);
     let limits = connections::limits_from_env().map_err(anyhow::Error::msg)?;
     // Each request carries its peer: the source IP detection rules compare with a baseline.
     let server = connections::serve(listener, app, limits, shutdown);

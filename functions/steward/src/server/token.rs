@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::audit;
 use shared::http::App;
+use shared::idp::dev::failures::{FailedAuthentications, FailureLimits, Throttled};
 use shared::idp::dev::people;
 use shared::idp::dev::{DevIdp, OAuthError};
 use shared::signal::Signal;
@@ -36,11 +37,20 @@ pub struct Edge {
     pub people: bool,
     /// Whose `X-Forwarded-For` names the caller detection sees.
     pub proxies: TrustedProxies,
+    /// Failed client authentications, per client id and per caller address.
+    pub failures: Arc<FailedAuthentications>,
 }
 
 /// The dev IdP's routes; refusals count in `app`'s health figures and go to its audit trail.
-/// `people`: whether people sign in here (no outside issuer is configured).
-pub fn router(app: App, idp: Arc<DevIdp>, people: bool, proxies: TrustedProxies) -> Router {
+/// `people`: whether people sign in here (no outside issuer is configured); `limits`: how many
+/// failed client authentications are answered before the rest are held back.
+pub fn router(
+    app: App,
+    idp: Arc<DevIdp>,
+    people: bool,
+    proxies: TrustedProxies,
+    limits: FailureLimits,
+) -> Router {
     let agents = Router::new()
         .route(METADATA_PATH, get(metadata))
         .route(DISCOVERY_PATH, get(metadata))
@@ -69,6 +79,7 @@ pub fn router(app: App, idp: Arc<DevIdp>, people: bool, proxies: TrustedProxies)
         idp,
         people,
         proxies,
+        failures: Arc::new(FailedAuthentications::new(limits)),
     })
 }
 
@@ -110,7 +121,9 @@ impl Edge {
     /// An OAuth error answer (RFC 6749 §5.2), counted and audited for the client it names;
     /// the device grant's "keep polling" answers are neither.
     pub async fn oauth_refusal(&self, client_id: Option<&str>, e: OAuthError) -> Response {
-        let polling = matches!(e.error, "authorization_pending" | "slow_down");
+        // The device grant's `slow_down` is a 400; a held-back client authentication's is a 429,
+        // and counted and recorded like any refusal.
+        let polling = e.status == 400 && matches!(e.error, "authorization_pending" | "slow_down");
         if !polling {
             self.app.count_bad_request();
             // The same refusal is recorded once per window, within the window's budget (a
@@ -149,6 +162,20 @@ impl Edge {
             header::CACHE_CONTROL,
             header::HeaderValue::from_static("no-store"),
         );
+        resp
+    }
+
+    /// A failed client authentication past a limit: 429 `slow_down` with `Retry-After`,
+    /// counted and recorded (within the refusal budget) like every refusal.
+    async fn throttled(&self, client_id: Option<&str>, why: Throttled) -> Response {
+        let e = OAuthError {
+            error: "slow_down",
+            error_description: why.to_string(),
+            status: 429,
+        };
+        let mut resp = self.oauth_refusal(client_id, e).await;
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, why.retry_after_secs().into());
         resp
     }
 }
@@ -200,7 +227,16 @@ async fn token(
         .ok()
         .and_then(|f| f.scope.clone())
         .unwrap_or_default();
+    let caller = edge.proxies.client_ip(peer.ip(), &headers);
     let (client_id, result) = grant(&edge, &headers, form, now);
+    // The secret is always checked first, so a right one is never held back: only failures
+    // count, and only failures past a limit are answered 429.
+    if let Err(e) = &result
+        && e.failed_authentication()
+        && let Err(why) = edge.failures.failed(client_id.as_deref(), caller)
+    {
+        return edge.throttled(client_id.as_deref(), why).await;
+    }
     // Every authenticated request is a signal: scope use for reviews, and anomaly detection
     // (a refused out-of-grant scope is the strongest signal of all).
     if let Some(id) = &client_id {
@@ -215,7 +251,7 @@ async fn token(
             let words = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
             let signal = Signal::TokenGrant {
                 client_id: id.clone(),
-                ip: Some(edge.proxies.client_ip(peer.ip(), &headers).to_string()),
+                ip: Some(caller.to_string()),
                 grant_type: Some("client_credentials".into()),
                 requested: if requested.trim().is_empty() {
                     words(&granted)

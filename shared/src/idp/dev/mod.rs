@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+pub mod failures;
 pub mod people;
 
 /// Secrets a client may hold at once (Okta's limit: the current one and its successor).
@@ -54,7 +55,16 @@ pub struct OAuthError {
     pub status: u16,
 }
 
+/// What a deactivated client is told. It did authenticate, so its requests are no failures.
+const DEACTIVATED: &str = "client is deactivated";
+
 impl OAuthError {
+    /// Whether no client was authenticated (no, unknown or wrong credentials): what the token
+    /// endpoint's limits on failures count.
+    pub fn failed_authentication(&self) -> bool {
+        self.error == "invalid_client" && self.error_description != DEACTIVATED
+    }
+
     pub fn invalid_client(why: impl Into<String>) -> Self {
         Self {
             error: "invalid_client",
@@ -253,7 +263,7 @@ impl DevIdp {
             return Err(OAuthError::invalid_client("client authentication failed"));
         };
         if !active {
-            return Err(OAuthError::invalid_client("client is deactivated"));
+            return Err(OAuthError::invalid_client(DEACTIVATED));
         }
         let granted: Vec<String> =
             serde_json::from_str(&scopes_json).map_err(|e| OAuthError::server(e.to_string()))?;
@@ -574,5 +584,14 @@ mod tests {
         let e = super::OAuthError::server("no such table: idp_secrets");
         assert_eq!((e.error, e.status), ("server_error", 500));
         assert!(!e.error_description.contains("idp_secrets"), "{e}");
+    }
+
+    /// A deactivated client proved its secret: the limits on failures leave it alone.
+    #[test]
+    fn only_unauthenticated_requests_are_failed_authentications() {
+        use super::OAuthError;
+        assert!(OAuthError::invalid_client("client authentication failed").failed_authentication());
+        assert!(!OAuthError::invalid_client(super::DEACTIVATED).failed_authentication());
+        assert!(!OAuthError::invalid_request("no").failed_authentication());
     }
 }
