@@ -405,3 +405,121 @@ async fn testing_a_secret_of_a_deactivated_client_is_not_retried() {
     let e = test_secret(&vault, idp, "agt-1", &v1).await;
     assert!(e.is_err_and(|e| e.retryable()));
 }
+
+/// Verifies a token with the key of the IdP's JWKS its header names, as a resource server does.
+fn verify_by_kid(idp: &DevIdp, token: &str) -> Result<Value, String> {
+    let kid = jsonwebtoken::decode_header(token)
+        .map_err(|e| e.to_string())?
+        .kid
+        .ok_or("the token names no key")?;
+    let jwks = idp.jwks();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .ok_or_else(|| format!("no key {kid} in the JWKS"))?;
+    let x = key["x"].as_str().unwrap();
+    jsonwebtoken::decode::<Value>(
+        token,
+        &DecodingKey::from_ed_components(x).unwrap(),
+        &validation(),
+    )
+    .map(|d| d.claims)
+    .map_err(|e| e.to_string())
+}
+
+fn kids(idp: &DevIdp) -> Vec<String> {
+    idp.jwks()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Rotating the signing key: tokens signed before keep verifying with the JWKS (which serves
+/// the current key and the previous one), new tokens name the new key, and a second rotation
+/// drops the oldest key. It is refused while the keys are open (a server runs), and within the
+/// longest token lifetime of the last rotation unless forced.
+#[tokio::test]
+async fn the_signing_key_rotates_and_the_previous_key_stays_in_the_jwks() {
+    use shared::idp::dev::signing::{self, KeyFiles, SigningKeyError};
+    use std::time::{Duration, SystemTime};
+    let Fixture { idp, dir } = fixture();
+    let c = client(&idp).await;
+    let issue = |idp: &DevIdp| {
+        idp.issue_token(&c.client_id, c.secret.expose(), None, Utc::now())
+            .unwrap()
+            .access_token
+    };
+    let header_kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let lifetime = Some(Duration::from_secs(u64::from(LIFETIME)));
+    let before = issue(&idp);
+    let first = idp.kid().to_string();
+    assert_eq!(header_kid(&before), first);
+    assert_eq!(kids(&idp), vec![first.clone()]);
+    let files = KeyFiles::beside(&dir.path().join("idp-signing-key.pem"));
+
+    let e = signing::rotate(&files, lifetime, SystemTime::now()).unwrap_err();
+    assert!(matches!(e, SigningKeyError::InUse { .. }), "{e}");
+    assert!(e.to_string().contains("stop it"), "{e}");
+    drop(idp);
+
+    let once = signing::rotate(&files, lifetime, SystemTime::now()).unwrap();
+    assert_eq!(
+        (once.previous_kid.as_str(), once.dropped_kid),
+        (first.as_str(), None)
+    );
+    assert_ne!(once.kid, first);
+    let idp = open_idp(dir.path());
+    assert_eq!(idp.kid(), once.kid);
+    assert_eq!(kids(&idp), vec![once.kid.clone(), first.clone()]);
+    verify_by_kid(&idp, &before).expect("a token signed before the rotation still verifies");
+    let after = issue(&idp);
+    assert_eq!(header_kid(&after), once.kid);
+    verify_by_kid(&idp, &after).unwrap();
+    drop(idp);
+
+    // Within the longest token lifetime of the last rotation, tokens the first key signed may
+    // still be in use: dropping it is refused, and allowed once they have expired.
+    let e = signing::rotate(&files, lifetime, SystemTime::now()).unwrap_err();
+    assert!(matches!(e, SigningKeyError::TooSoon { .. }), "{e}");
+    assert!(e.to_string().contains("--force"), "{e}");
+    let later = SystemTime::now() + Duration::from_secs(u64::from(LIFETIME) + 1);
+    let twice = signing::rotate(&files, lifetime, later).unwrap();
+    assert_eq!(twice.previous_kid, once.kid);
+    assert_eq!(twice.dropped_kid.as_deref(), Some(first.as_str()));
+    let idp = open_idp(dir.path());
+    assert_eq!(kids(&idp), vec![twice.kid.clone(), once.kid.clone()]);
+    let gone = verify_by_kid(&idp, &before).unwrap_err();
+    assert!(gone.contains(&first), "{gone}");
+    verify_by_kid(&idp, &after).expect("the previous key still verifies");
+    assert_eq!(header_kid(&issue(&idp)), twice.kid);
+
+    // The previous key is kept as its public half only, owner-only like the current one.
+    let previous = std::fs::read_to_string(&files.previous).unwrap();
+    assert!(previous.contains("BEGIN PUBLIC KEY"), "{previous}");
+    assert!(!previous.contains("PRIVATE"));
+    #[cfg(unix)]
+    for file in [&files.current, &files.previous, &files.lock] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+    }
+    // Forced, a rotation within the lifetime goes ahead.
+    drop(idp);
+    let forced = signing::rotate(&files, None, SystemTime::now()).unwrap();
+    assert_eq!(forced.dropped_kid, Some(once.kid));
+}
+
+/// A data directory without a signing key has nothing to rotate, and the rotation makes none.
+#[test]
+fn rotating_without_a_key_is_refused() {
+    use shared::idp::dev::signing::{self, KeyFiles, SigningKeyError};
+    let dir = tempfile::tempdir().unwrap();
+    let files = KeyFiles::beside(&dir.path().join("idp-signing-key.pem"));
+    let e = signing::rotate(&files, None, std::time::SystemTime::now()).unwrap_err();
+    assert!(matches!(e, SigningKeyError::Missing { .. }), "{e}");
+    assert!(!files.current.exists() && !files.previous.exists() && !files.lock.exists());
+}

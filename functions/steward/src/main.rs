@@ -3,6 +3,7 @@
 mod campaigns;
 mod cli;
 mod demo;
+mod idp;
 mod login;
 mod people;
 mod report;
@@ -125,6 +126,11 @@ enum Cmd {
     People {
         #[command(subcommand)]
         command: people::PeopleCmd,
+    },
+    /// The embedded default's development IdP: rotate its signing key.
+    Idp {
+        #[command(subcommand)]
+        command: idp::IdpCmd,
     },
     /// Who the server takes you to be.
     Whoami {
@@ -368,6 +374,7 @@ fn run() -> anyhow::Result<()> {
             Cmd::Login(a) => login::login(a).await,
             Cmd::Logout => login::logout(),
             Cmd::People { command } => people::people(command).await,
+            Cmd::Idp { command } => idp::idp(command),
             Cmd::Tokens { command, client } => tokens::tokens(command, &client).await,
             Cmd::Whoami { client } => cli::whoami(&client).await,
         }

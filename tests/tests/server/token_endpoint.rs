@@ -1,5 +1,6 @@
-//! The dev IdP's token endpoint under abuse: failed client authentications held back per client
-//! id and per address, never a right secret.
+//! The dev IdP's token endpoint under abuse and upkeep: failed client authentications held back
+//! per client id and per address (never a right secret), and the signing key rotated with the
+//! server stopped while tokens signed before keep verifying.
 
 use crate::support::*;
 use serde_json::Value;
@@ -126,4 +127,135 @@ fn failed_client_authentications_are_held_back_but_right_secrets_never_are() {
     assert!(!recorded.is_empty(), "a held-back request is recorded");
     let text = serde_json::to_string(&records).unwrap();
     assert!(!text.contains(&victim_secret) && !text.contains(&bystander_secret));
+}
+
+/// The ids of the keys in the server's JWKS, current first.
+fn kids(s: &Server) -> Vec<String> {
+    s.jwks()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn header_kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+/// Verifies `token` with the key of the server's JWKS its header names, as a resource server
+/// does; `issuer` is the server's URL when it was issued (each start is on a new port).
+fn verify(s: &Server, token: &str, issuer: &str) -> Result<Value, String> {
+    let kid = header_kid(token);
+    let jwks = s.jwks();
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .ok_or_else(|| format!("no key {kid} in the JWKS"))?;
+    let key = jsonwebtoken::DecodingKey::from_ed_components(key["x"].as_str().unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["api://steward-agents"]);
+    validation.set_issuer(&[issuer]);
+    jsonwebtoken::decode::<Value>(token, &key, &validation)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
+}
+
+fn rotate(s: &Server, force: bool) -> (bool, String, String) {
+    let mut cmd = steward();
+    cmd.args(["idp", "rotate-signing-key", "--data-dir"])
+        .arg(&s.data_dir);
+    if force {
+        cmd.arg("--force");
+    }
+    let (out, stdout, stderr) = run(&mut cmd);
+    let private = std::fs::read_to_string(s.data_dir.join("idp-signing-key.pem")).unwrap();
+    let body = private
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect::<String>();
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains("BEGIN") && !text.contains(&body), "{text}");
+    }
+    (out.status.success(), stdout, stderr)
+}
+
+/// `steward idp rotate-signing-key` with the server stopped: a token issued before still
+/// verifies with the JWKS after the restart, new tokens name the new key, and after a second
+/// rotation the oldest key is gone. The command refuses while the server runs, and refuses a
+/// second rotation within the longest token lifetime unless forced.
+#[test]
+fn the_signing_key_rotates_with_the_server_stopped() {
+    let mut s = Server::start();
+    let agent = s.active_dev_agent("keyturn-agent-dev");
+    let client = agent["client_id"].as_str().unwrap().to_string();
+    let (_, secret) = s.vault_secret(agent["id"].as_str().unwrap());
+    let first_issuer = s.base.clone();
+    let (_, before) = s.token_ok(&client, &secret, None);
+    let before = before["access_token"].as_str().unwrap().to_string();
+    let first = kids(&s);
+    assert_eq!(first.len(), 1);
+    assert_eq!(header_kid(&before), first[0]);
+
+    let (ok, _, stderr) = rotate(&s, false);
+    assert!(!ok, "a rotation while the server runs is refused");
+    assert!(
+        stderr.contains("in use by a running `steward serve`"),
+        "{stderr}"
+    );
+
+    s.kill();
+    let (ok, stdout, stderr) = rotate(&s, false);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("signing key rotated"), "{stdout}");
+    s.spawn(&Options::default());
+    let second = kids(&s);
+    assert_eq!(second.len(), 2, "{second:?}");
+    assert_eq!(second[1], first[0], "the previous key is still served");
+    assert!(stdout.contains(&second[0]), "{stdout}");
+    verify(&s, &before, &first_issuer).expect("a token issued before the rotation verifies");
+    let second_issuer = s.base.clone();
+    let (_, after) = s.token_ok(&client, &secret, None);
+    let after = after["access_token"].as_str().unwrap().to_string();
+    assert_eq!(header_kid(&after), second[0]);
+    verify(&s, &after, &second_issuer).unwrap();
+
+    // Tokens the first key signed may live on (people's for an hour): it stays unless forced.
+    s.kill();
+    let (ok, _, stderr) = rotate(&s, false);
+    assert!(!ok);
+    assert!(stderr.contains("--force"), "{stderr}");
+    let (ok, stdout, stderr) = rotate(&s, true);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("key {} is no longer served", first[0])),
+        "{stdout}"
+    );
+    s.spawn(&Options::default());
+    let third = kids(&s);
+    assert_eq!(third.len(), 2);
+    assert_eq!(third[1], second[0]);
+    assert!(
+        !third.contains(&first[0]),
+        "the oldest key is gone: {third:?}"
+    );
+    let gone = verify(&s, &before, &first_issuer).unwrap_err();
+    assert!(gone.contains("no key"), "{gone}");
+    verify(&s, &after, &second_issuer).expect("the previous key still verifies");
+    let (_, newest) = s.token_ok(&client, &secret, None);
+    assert_eq!(
+        header_kid(newest["access_token"].as_str().unwrap()),
+        third[0]
+    );
+    #[cfg(unix)]
+    for file in ["idp-signing-key.pem", "idp-signing-key.previous.pem"] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.data_dir.join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
 }

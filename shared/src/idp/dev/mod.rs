@@ -3,7 +3,6 @@
 //! access tokens (RFC 6749 §4.4) as EdDSA-signed JWTs (RFC 9068 claims) verifiable with its JWKS.
 
 use crate::embedded::sqlite::Db;
-use crate::embedded::vault::write_private;
 use crate::ports::idp::{
     ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret, TokenRevocation,
 };
@@ -12,8 +11,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use chrono::{DateTime, Utc};
-use ed25519_dalek::SigningKey;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, spki::der::pem::LineEnding};
+use ed25519_dalek::pkcs8::{EncodePrivateKey, spki::der::pem::LineEnding};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
@@ -25,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 pub mod failures;
 pub mod people;
+pub mod signing;
 
 /// Secrets a client may hold at once (Okta's limit: the current one and its successor).
 const MAX_SECRETS: i64 = 2;
@@ -35,8 +34,12 @@ pub const DEFAULT_AUDIENCE: &str = "api://steward-agents";
 pub struct DevIdp {
     db: Arc<Db>,
     encoding: EncodingKey,
-    public_x: String,
+    /// The current key's id, named in every token's header.
     kid: String,
+    /// The current key and the previous one ([`signing`]).
+    jwks: serde_json::Value,
+    /// Held while the IdP is open: a rotation refuses while any process has the keys.
+    _keys: signing::Keys,
     issuer: String,
     audience: String,
 }
@@ -162,31 +165,21 @@ fn new_secret() -> (String, Secret) {
 }
 
 impl DevIdp {
-    /// Opens the IdP on `db`, with its signing key at `key_path` (generated, mode 0600).
+    /// Opens the IdP on `db`, with its signing key at `key_path` (generated, mode 0600) and the
+    /// previous key beside it, if a rotation left one ([`signing::KeyFiles::beside`]).
     pub fn open(db: Arc<Db>, key_path: &Path, issuer: &str) -> Result<Self, IdpError> {
-        let signing = if key_path.exists() {
-            let pem = crate::embedded::vault::read_private(key_path).map_err(unavailable)?;
-            SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-                IdpError::Unavailable(format!(
-                    "signing key {} unreadable: {e}",
-                    key_path.display()
-                ))
-            })?
-        } else {
-            let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-            let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(unavailable)?;
-            write_private(key_path, pem.as_bytes()).map_err(unavailable)?;
-            key
-        };
-        let pem = signing.to_pkcs8_pem(LineEnding::LF).map_err(unavailable)?;
+        let keys = signing::open(&signing::KeyFiles::beside(key_path)).map_err(unavailable)?;
+        let pem = keys
+            .signing
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(unavailable)?;
         let encoding = EncodingKey::from_ed_pem(pem.as_bytes()).map_err(unavailable)?;
-        let public = signing.verifying_key().to_bytes();
-        let kid = hex::encode(&Sha256::digest(public)[..8]);
         Ok(Self {
             db,
             encoding,
-            public_x: B64URL.encode(public),
-            kid,
+            kid: signing::kid(&keys.signing.verifying_key()),
+            jwks: keys.jwks(),
+            _keys: keys,
             issuer: issuer.to_string(),
             audience: DEFAULT_AUDIENCE.into(),
         })
@@ -196,9 +189,15 @@ impl DevIdp {
         &self.issuer
     }
 
-    /// The JSON Web Key Set resource servers verify tokens with.
+    /// The JSON Web Key Set resource servers verify tokens with: the current key first, then
+    /// the previous one (tokens signed before the last rotation verify until they expire).
     pub fn jwks(&self) -> serde_json::Value {
-        json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": self.public_x, "kid": self.kid, "alg": "EdDSA", "use": "sig"}]})
+        self.jwks.clone()
+    }
+
+    /// The id of the key that signs tokens now (their header's `kid`).
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 
     /// Authorization server metadata (RFC 8414), also served as the OpenID Connect discovery
