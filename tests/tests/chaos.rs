@@ -825,7 +825,19 @@ fn violations(state: &State, fired: &[Fired], dead_letters: &[Value]) -> Vec<Vio
         }
         let timers = state.timers.get(&i.id);
         let retrying = i.pending.iter().any(|p| state.queued_runs.contains(&p.key));
-        if !i.terminal && !open.contains(i.id.as_str()) && timers.is_none() && !retrying {
+        // A claimed shadow agent waits for its claim's onboarding, which must still be running:
+        // one that ended without telling it left the shadow workflow behind.
+        let claim_running = (i.kind == "shadow_agent" && i.state_name == "Claimed")
+            .then(|| i.state["onboarding"].as_str())
+            .flatten()
+            .and_then(|ob| workflows.get(ob))
+            .is_some_and(|ob| !ob.terminal);
+        if !i.terminal
+            && !open.contains(i.id.as_str())
+            && timers.is_none()
+            && !retrying
+            && !claim_running
+        {
             out.push(same(format!(
                 "workflow {} ({} of agent {}) stuck in {}: not finished, no open approval, no timer",
                 i.id,

@@ -532,11 +532,17 @@ async fn story(
     Ok(())
 }
 
-/// Verifies an access token with the server's JWKS (EdDSA), its issuer and audience.
+/// Verifies an access token with the server's JWKS (EdDSA; the key its `kid` names, since the
+/// JWKS also lists the key before the last rotation), its issuer and audience.
 pub fn verify(token: &str, jwks: &Value, issuer: &str) -> anyhow::Result<Value> {
-    let x = jwks["keys"][0]["x"]
-        .as_str()
-        .context("JWKS has no Ed25519 key")?;
+    let kid = jsonwebtoken::decode_header(token)?.kid;
+    let x = jwks["keys"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|k| kid.is_none() || k["kid"].as_str() == kid.as_deref())
+        .and_then(|k| k["x"].as_str())
+        .context("the JWKS has no Ed25519 key with the token's kid")?;
     let key = jsonwebtoken::DecodingKey::from_ed_components(x)?;
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     validation.set_audience(&[shared::idp::dev::DEFAULT_AUDIENCE]);

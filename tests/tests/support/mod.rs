@@ -641,7 +641,15 @@ impl Server {
     /// URL) and audience; returns the claims.
     pub fn verify(&self, token: &str) -> Result<Value, jsonwebtoken::errors::Error> {
         let jwks = self.jwks();
-        let x = jwks["keys"][0]["x"].as_str().expect("Ed25519 key in JWKS");
+        // The key the token's kid names: the JWKS lists the previous key too after a rotation.
+        let kid = jsonwebtoken::decode_header(token)?.kid;
+        let x = jwks["keys"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|k| kid.is_none() || k["kid"].as_str() == kid.as_deref())
+            .and_then(|k| k["x"].as_str())
+            .expect("an Ed25519 key with the token's kid in the JWKS");
         let key = jsonwebtoken::DecodingKey::from_ed_components(x)?;
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
         validation.set_audience(&["api://steward-agents"]);
