@@ -6,6 +6,7 @@
 use super::SlackError;
 use super::client::SlackWeb;
 use super::message;
+use super::once::store_error;
 use crate::ports::human_channel::{HumanChannel, NotifyError};
 use crate::ports::store::{ApprovalRecord, PostedMessage};
 use crate::ports::{Directory, Store};
@@ -166,15 +167,7 @@ impl SlackChannel {
         thread_ts: Option<&str>,
     ) -> Result<(), NotifyError> {
         let subject = format!("approval/{approval_id}");
-        let posted = self
-            .store
-            .messages(&subject)
-            .await
-            .map_err(|e| NotifyError {
-                message: e.to_string(),
-                retryable: true,
-                retry_after: None,
-            })?;
+        let posted = self.store.messages(&subject).await.map_err(store_error)?;
         let (channel, ts) = super::once::post(
             &self.web,
             &*self.store,
@@ -194,15 +187,7 @@ impl SlackChannel {
     /// Posts the notice of the command `key` once (see [`super::once`]).
     async fn notice_once(&self, key: &str, to: &str, text: &str) -> Result<(), NotifyError> {
         let subject = format!("notice/{key}");
-        let posted = self
-            .store
-            .messages(&subject)
-            .await
-            .map_err(|e| NotifyError {
-                message: e.to_string(),
-                retryable: true,
-                retry_after: None,
-            })?;
+        let posted = self.store.messages(&subject).await.map_err(store_error)?;
         super::once::post(
             &self.web,
             &*self.store,

@@ -12,7 +12,8 @@ use crate::ports::store::PostedMessage;
 use chrono::Utc;
 use slack_morphism::prelude::SlackBlock;
 
-fn store_error(e: crate::ports::store::StoreError) -> NotifyError {
+/// A store failure while posting: worth retrying.
+pub(super) fn store_error(e: crate::ports::store::StoreError) -> NotifyError {
     NotifyError {
         message: e.to_string(),
         retryable: true,

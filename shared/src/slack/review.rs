@@ -12,6 +12,7 @@ use super::client::SlackWeb;
 use super::message::{
     REASON_ACTION, REASON_BLOCK, REASON_MAX_CHARS, context, escape, md, plain, section, when,
 };
+use super::once::store_error;
 use crate::ports::Store;
 use crate::ports::human_channel::NotifyError;
 use chrono::{DateTime, Utc};
@@ -33,14 +34,6 @@ const REMINDER_ROUTE: &str = "reminder";
 /// Fault injection for the crash test: abort right after Slack accepted an item's message and
 /// before it was recorded (`STEWARD_CRASH_AFTER=slack.review_posted`).
 const CRASH_POINT: &str = "slack.review_posted";
-
-fn store_error(e: crate::ports::store::StoreError) -> NotifyError {
-    NotifyError {
-        message: e.to_string(),
-        retryable: true,
-        retry_after: None,
-    }
-}
 
 /// "12 days ago", "never seen", "unknown".
 fn last_used(at: Option<DateTime<Utc>>, known: bool, now: DateTime<Utc>) -> String {

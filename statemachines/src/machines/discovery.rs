@@ -294,6 +294,28 @@ fn claimed(
     }
 }
 
+/// The grace period's timer, and the question to the creator (when known) and the security
+/// channel: claim it.
+fn ask_to_claim(
+    creator: Option<&str>,
+    grace_ends: DateTime<Utc>,
+    subject: &str,
+    body: &str,
+) -> Vec<Command> {
+    let mut commands = vec![Command::SetTimer {
+        name: GRACE_TIMER.into(),
+        at: grace_ends,
+    }];
+    for to in creator.into_iter().chain([SECURITY_CHANNEL]) {
+        commands.push(Command::Notify {
+            to: to.to_string(),
+            subject: subject.to_string(),
+            body: body.to_string(),
+        });
+    }
+    commands
+}
+
 /// Events in Claimed: how the claim's onboarding ended.
 fn on_claimed(state: &ShadowState, event: Event, ctx: &Ctx) -> Result<Step<ShadowState>, Rejected> {
     use ShadowState as S;
@@ -364,22 +386,13 @@ fn on_claimed(state: &ShadowState, event: Event, ctx: &Ctx) -> Result<Step<Shado
                     agent.scopes.clone(),
                     format!("{}: {why}; unclaimed again", agent.name),
                 ),
-                Command::SetTimer {
-                    name: GRACE_TIMER.into(),
-                    at: grace_ends,
-                },
             ];
-            for to in creator
-                .iter()
-                .cloned()
-                .chain([SECURITY_CHANNEL.to_string()])
-            {
-                commands.push(Command::Notify {
-                    to,
-                    subject: subject.clone(),
-                    body: body.clone(),
-                });
-            }
+            commands.extend(ask_to_claim(
+                creator.as_deref(),
+                grace_ends,
+                &subject,
+                &body,
+            ));
             Ok(Step {
                 commands,
                 state: S::Unclaimed {
@@ -527,22 +540,13 @@ impl Workflow for ShadowAgent {
                         .unwrap_or_default()
                 ),
             ),
-            Command::SetTimer {
-                name: GRACE_TIMER.into(),
-                at: grace_ends,
-            },
         ];
-        for to in creator
-            .iter()
-            .cloned()
-            .chain([SECURITY_CHANNEL.to_string()])
-        {
-            commands.push(Command::Notify {
-                to,
-                subject: subject.clone(),
-                body: body.clone(),
-            });
-        }
+        commands.extend(ask_to_claim(
+            creator.as_deref(),
+            grace_ends,
+            &subject,
+            &body,
+        ));
         Ok(Step {
             commands,
             state: ShadowState::Unclaimed {
