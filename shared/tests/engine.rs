@@ -576,9 +576,11 @@ async fn a_malformed_message_ends_in_the_dead_letter_queue() {
     assert_eq!(r["status"], "Failure");
 }
 
-/// An identity provider that fails `create_client` the first `failures` times.
+/// An identity provider that fails `create_client` the first `failures` times (after taking
+/// and never answering the first `hangs` calls).
 struct FlakyIdp {
     inner: Arc<DevIdp>,
+    hangs: AtomicU32,
     failures: AtomicU32,
     error: fn(String) -> IdpError,
     calls: AtomicU32,
@@ -589,6 +591,7 @@ impl FlakyIdp {
     fn new(inner: Arc<DevIdp>, failures: u32, error: fn(String) -> IdpError) -> Arc<Self> {
         Arc::new(Self {
             inner,
+            hangs: AtomicU32::new(0),
             failures: AtomicU32::new(failures),
             error,
             calls: AtomicU32::new(0),
@@ -605,6 +608,13 @@ impl IdentityProvider for FlakyIdp {
         idempotency_key: &str,
     ) -> Result<CreatedClient, IdpError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        if self
+            .hangs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            std::future::pending::<()>().await;
+        }
         let failing = self
             .failures
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -671,6 +681,34 @@ fn flaky_stack(
         None,
     );
     (st, flaky.unwrap())
+}
+
+/// An IdP that takes the call and never answers costs the command one attempt (the engine's
+/// command deadline), not the worker: the command is tried again and the agent is provisioned.
+#[tokio::test]
+async fn a_hung_idp_call_costs_one_attempt() {
+    let (st, idp) = flaky_stack(
+        EngineConfig {
+            command_deadline: Duration::from_millis(200),
+            ..config()
+        },
+        0,
+        IdpError::Unavailable,
+    );
+    idp.hangs.store(1, Ordering::SeqCst);
+    let e = &st.engine;
+    let started = e.request_agent(plain(), REQUESTER).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), settle(e))
+        .await
+        .expect("the worker is not held by the hung call");
+    assert_eq!(state(e, &started.workflow_id).await.0, "Active");
+    assert_eq!(
+        idp.calls.load(Ordering::SeqCst),
+        2,
+        "one hung, one answered"
+    );
+    assert_eq!(idp.created.load(Ordering::SeqCst), 1);
+    assert!(e.queue.dead_letters(10).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -87,8 +87,13 @@ pub struct EngineConfig {
     pub identity_provider_elsewhere: bool,
     /// Due timers one worker fires per message of the fanned-out tick: about 1 s of SQS sends
     /// and conditional deletes for 200, so a batch of 10 such messages stays well inside a
-    /// worker invocation's 30 s.
+    /// worker invocation's time.
     pub timers_per_round: usize,
+    /// The longest one external command may take, whatever its peer's own timeouts and retries
+    /// add up to: past it the attempt fails and is retried with backoff. Under the local
+    /// queue's visibility (a command still running is never delivered again), and ten of them
+    /// fit in a worker invocation on AWS (`Timeout` in the template).
+    pub command_deadline: Duration,
 }
 
 impl Default for EngineConfig {
@@ -108,6 +113,7 @@ impl Default for EngineConfig {
                 .filter(|s| !s.is_empty()),
             identity_provider_elsewhere: false,
             timers_per_round: 200,
+            command_deadline: Duration::from_secs(20),
         }
     }
 }
