@@ -128,8 +128,16 @@ async fn slack_interactions(
         app.refuse("Slack interaction", "Slack is not configured on this deployment (set the Slack bot token and signing secret)").await;
         return ApiError::not_found("Slack is not configured on this deployment").into_response();
     };
+    use crate::inbound::slack as interactions;
+    // Anyone can send a forged or stale signature: counted and recorded within the window's
+    // budget, like every unauthenticated refusal, not one audit write each.
+    let now = app.engine.clock.now();
+    if let Some(why) = interactions::unauthenticated(&slack.signing_secret, &headers, &body, now) {
+        app.refuse(interactions::REFUSED, &why).await;
+        return reply(Ok(interactions::unauthenticated_reply(&why)));
+    }
     reply(
-        crate::inbound::slack::handle(
+        interactions::handle(
             &app.engine,
             &slack.signing_secret,
             Some(&slack.web),
@@ -182,7 +190,19 @@ async fn shared_signals(
         )
             .into_response();
     };
-    reply(crate::inbound::ssf::handle(&app.engine, receiver, &headers, &body).await)
+    use crate::inbound::ssf;
+    // A SET that does not verify is counted and recorded within the window's budget, like
+    // every unauthenticated refusal, not one audit write each.
+    match receiver
+        .verify(&headers, &body, app.engine.clock.now())
+        .await
+    {
+        Ok(set) => reply(ssf::accept_verified(&app.engine, set).await),
+        Err(rejected) => {
+            app.refuse(ssf::REFUSED, &rejected.to_string()).await;
+            reply(Ok(rejected.reply()))
+        }
+    }
 }
 
 // ---------- agents ----------

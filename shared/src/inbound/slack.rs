@@ -48,6 +48,34 @@ pub enum SignatureError {
     Mismatch,
 }
 
+/// Why a request's signature does not hold, or `None` when it does. A caller with its own
+/// bounded refusal recorder checks this first and answers [`unauthenticated_reply`], so a
+/// flood of forged clicks does not write one audit record each.
+pub fn unauthenticated(
+    secret: &Secret,
+    headers: &(impl Headers + ?Sized),
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Option<String> {
+    verify(
+        secret,
+        headers.get("x-slack-request-timestamp"),
+        headers.get("x-slack-signature"),
+        body,
+        now,
+    )
+    .err()
+    .map(|e| e.to_string())
+}
+
+/// The answer to a request whose signature does not hold.
+pub fn unauthenticated_reply(why: &str) -> Reply {
+    Reply::json(401, json!({"error": why}))
+}
+
+/// What an audit record of a refused interaction names as refused.
+pub const REFUSED: &str = "Slack interaction";
+
 /// Checks a request's signature headers against its raw body at time `now`.
 pub fn verify(
     secret: &Secret,

@@ -401,4 +401,33 @@ fn shared_signals_sets_are_received_at_the_ssf_route() {
     let err: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(err["err"], "invalid_request", "{err}");
     assert!(!body.contains(&set), "the token is never echoed");
+
+    // Anyone can push a forged SET: a flood is counted in full and recorded within the refusal
+    // window's budget, not one audit write each.
+    let bad = s.health()["bad_requests"].as_u64().unwrap();
+    let before = s.audit_failures().len();
+    let started = std::time::Instant::now();
+    let flood = 100u64;
+    let forged = format!("{}.forged", &set[..set.rfind('.').unwrap()]);
+    for _ in 0..flood {
+        let r = s
+            .http()
+            .post(s.url("/ssf/events"))
+            .header("content-type", "application/secevent+jwt")
+            .body(forged.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400);
+    }
+    let windows = started.elapsed().as_secs() / shared::http::REFUSAL_WINDOW.as_secs() + 1;
+    assert_eq!(
+        s.health()["bad_requests"].as_u64().unwrap(),
+        bad + flood,
+        "every forged SET is counted"
+    );
+    let written = s.audit_failures().len() - before;
+    assert!(
+        (1..=windows as usize).contains(&written),
+        "{written} records for {flood} forged SETs in {windows} window(s)"
+    );
 }

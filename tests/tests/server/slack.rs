@@ -507,14 +507,36 @@ fn changed_request_and_bad_signatures_are_refused() {
     s.wait_idle();
     assert_eq!(s.agent("hash-agent-prod")["status"], "pending_approval");
     assert!(slack.calls_of("chat.update").is_empty());
+    // Each reason is recorded (the two mismatches are one reason).
     let refusals = messages(&s.audit_failures());
+    for reason in ["does not match", "5 minutes", "missing"] {
+        assert!(
+            refusals.iter().any(|m| m.contains(reason)),
+            "{reason}: {refusals:#?}"
+        );
+    }
+
+    // Anyone can forge a click: a flood is counted in full and recorded within the refusal
+    // window's budget, not one audit write each.
+    let bad = s.health()["bad_requests"].as_u64().unwrap();
+    let before = s.audit_failures().len();
+    let started = std::time::Instant::now();
+    let flood = 120u64;
+    for i in 0..flood {
+        let forged = signature(&format!("guess-{i}"), &ts, &body);
+        let (status, v) = post_signed(&s, &body, &ts, &forged);
+        assert_eq!(status, 401, "{v}");
+    }
+    let windows = started.elapsed().as_secs() / shared::http::REFUSAL_WINDOW.as_secs() + 1;
+    assert_eq!(
+        s.health()["bad_requests"].as_u64().unwrap(),
+        bad + flood,
+        "every forged click is counted"
+    );
+    let written = s.audit_failures().len() - before;
     assert!(
-        refusals
-            .iter()
-            .filter(|m| m.contains("signature") || m.contains("5 minutes") || m.contains("missing"))
-            .count()
-            >= 4,
-        "{refusals:#?}"
+        written <= windows as usize,
+        "{written} records for {flood} forged clicks in {windows} window(s)"
     );
 }
 

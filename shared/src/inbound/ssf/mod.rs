@@ -177,6 +177,16 @@ pub async fn handle(
         Ok(set) => set,
         Err(rejected) => return refused(engine, rejected).await,
     };
+    accept_verified(engine, set).await
+}
+
+/// What an audit record of a refused push names as refused.
+pub const REFUSED: &str = "Shared Signals SET";
+
+/// [`handle`] after the caller verified the SET itself ([`SsfReceiver::verify`]), as a caller
+/// with its own bounded refusal recorder does, so a flood of forged SETs does not write one
+/// audit record each.
+pub async fn accept_verified(engine: &Engine, set: VerifiedSet) -> Result<Reply, EngineError> {
     // Accept first, then remember the jti: `accept` is idempotent per event id, so a crash in
     // between loses nothing (the transmitter's retry is accepted as new, recorded once), and a
     // SET redelivered after its 202 is the replay refused below, its events already recorded.
@@ -204,7 +214,7 @@ async fn refused(engine: &Engine, rejected: Rejected) -> Result<Reply, EngineErr
     engine
         .store
         .append_audit(vec![audit::refusal(
-            "Shared Signals SET",
+            REFUSED,
             &Actor::System,
             None,
             None,
