@@ -179,9 +179,9 @@ pub fn approval_request(record: &ApprovalRecord) -> (String, Vec<SlackBlock>) {
     let text = format!(
         "Approval needed: {} {} ({}) requested by {}",
         action_label(&r.action),
-        r.agent_name,
-        r.environment,
-        r.requester
+        escape(&r.agent_name),
+        escape(&r.environment),
+        escape(&r.requester)
     );
     let mut blocks = request_blocks(r, &format!("Approval needed: {}", r.agent_name));
     for vote in &r.votes {
@@ -350,7 +350,7 @@ pub fn reminder(record: &ApprovalRecord, follow_up: &FollowUp) -> String {
     format!(
         ":alarm_clock: Reminder: this request is still open and expires {}. Approvers: {}",
         when(expires),
-        record.request.approvers.join(", ")
+        escape(&record.request.approvers.join(", "))
     )
 }
 
@@ -361,8 +361,8 @@ pub fn escalation(record: &ApprovalRecord, expired_at: DateTime<Utc>) -> (String
     blocks.push(section(format!(
         ":warning: Nobody decided by {}. The request ended unapplied; {} has to ask again. Check whether the approvers ({}) are reachable.",
         when(expired_at),
-        r.requester,
-        r.approvers.join(", ")
+        escape(&r.requester),
+        escape(&r.approvers.join(", "))
     )));
     blocks.push(id_context(record));
     (
@@ -415,6 +415,46 @@ mod tests {
             serde_json::to_value(&short).unwrap()["text"]["text"],
             "fits"
         );
+    }
+
+    /// Names a person typed (a requester, an approver in the policy) are shown as text, never
+    /// as Slack markup: no `<!channel>` ping, no disguised link, in the request's fallback text,
+    /// the reminder or the escalation.
+    #[test]
+    fn names_in_requests_reminders_and_escalations_are_escaped() {
+        let record: ApprovalRecord = serde_json::from_value(serde_json::json!({
+            "action_hash": "0f".repeat(32),
+            "outcome": null,
+            "messages": [],
+            "request": {
+                "action": "onboard", "agent_id": "agt-1", "agent_name": "x-agent-prod",
+                "approvers": ["<!here>", "sam@example.com"], "environment": "prod",
+                "expires_at": "2026-12-10T17:31:40Z", "id": "onboarding-x-approval-1",
+                "justification": "j", "owner": "alice@example.com", "quorum": 1,
+                "remind_at": null, "requested_at": "2026-12-07T17:31:40Z",
+                "requester": "<!channel> <https://evil.example|click>",
+                "scopes_added": [], "scopes_removed": [], "sensitive_scopes": [],
+                "token_lifetime_secs": 900, "votes": [], "workflow_id": "onboarding-x"
+            }
+        }))
+        .unwrap();
+        let (text, _) = approval_request(&record);
+        let reminder = reminder(
+            &record,
+            &FollowUp::Reminder {
+                expires_at: record.request.expires_at,
+            },
+        );
+        let (_, blocks) = escalation(&record, record.request.expires_at);
+        let escalated = serde_json::to_string(&blocks).unwrap();
+        // Steward's own markup (`<!date^…>`) stays; what the people typed does not become any.
+        for shown in [&text, &reminder, &escalated] {
+            for markup in ["<!channel", "<!here", "<https"] {
+                assert!(!shown.contains(markup), "{markup} in {shown}");
+            }
+        }
+        assert!(text.contains("&lt;!channel&gt;"), "{text}");
+        assert!(reminder.contains("&lt;!here&gt;"), "{reminder}");
     }
 
     #[test]
