@@ -63,7 +63,14 @@ pub async fn handle(
         Ok(b) => b,
         Err(why) => return Ok(http::json(400, &serde_json::json!({"error": why}))),
     };
-    let reply = shared::inbound::okta_hook::handle(
+    use shared::inbound::okta_hook;
+    if let Some(why) = okta_hook::unauthenticated(hook_secret, &req.headers) {
+        http::refuse(engine, okta_hook::REFUSED, why)
+            .await
+            .map_err(|e| EdgeError::Retryable(e.to_string()))?;
+        return Ok(http::reply(okta_hook::unauthenticated_reply(why)));
+    }
+    let reply = okta_hook::handle(
         engine,
         hook_secret,
         &http::method(&req),

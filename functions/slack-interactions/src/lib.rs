@@ -17,7 +17,15 @@ pub async fn handle(
         Ok(b) => b,
         Err(why) => return Ok(http::json(400, &serde_json::json!({"error": why}))),
     };
-    let reply = shared::inbound::slack::handle(engine, signing_secret, slack, &req.headers, &body)
+    use shared::inbound::slack as interactions;
+    let now = engine.clock.now();
+    if let Some(why) = interactions::unauthenticated(signing_secret, &req.headers, &body, now) {
+        http::refuse(engine, interactions::REFUSED, &why)
+            .await
+            .map_err(|e| EdgeError::Retryable(e.to_string()))?;
+        return Ok(http::reply(interactions::unauthenticated_reply(&why)));
+    }
+    let reply = interactions::handle(engine, signing_secret, slack, &req.headers, &body)
         .await
         .map_err(|e| EdgeError::Retryable(e.to_string()))?;
     Ok(http::reply(reply))

@@ -2,6 +2,7 @@
 //! OCSF 1.8.0 (class choices: docs/adr/0007-ocsf-audit-chain.md), hash-chained by the store
 //! and sealed with a signature ([`seal`]).
 
+pub mod refusals;
 pub mod seal;
 
 use crate::ports::store::AuditRecord;

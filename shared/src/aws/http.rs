@@ -58,3 +58,37 @@ pub fn reply(r: crate::inbound::Reply) -> ApiGatewayV2httpResponse {
         None => empty(r.status),
     }
 }
+
+/// This container's window of unauthenticated refusals (see
+/// [`crate::audit::refusals::RefusalWindow::record_due`]): a flood of forged requests is counted (the
+/// `RefusedRequests` metric) and recorded within the window's budget, not one audit write each,
+/// which would all contend for the audit chain's head item.
+static REFUSALS: std::sync::LazyLock<std::sync::Mutex<crate::audit::refusals::RefusalWindow>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Counts an unauthenticated refusal of `what` (e.g. "Slack interaction") and records it when
+/// this container's window says it is due. Fails only when the store is unreachable.
+pub async fn refuse(
+    engine: &crate::Engine,
+    what: &str,
+    why: &str,
+) -> Result<(), crate::engine::EngineError> {
+    crate::metric!("RefusedRequests", 1, "Count", "Refused" => what);
+    tracing::warn!(what, why, "request refused");
+    let due = REFUSALS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record_due(&format!("{what}|{why}"), why);
+    if let Some(why) = due.as_deref() {
+        let record = crate::audit::refusal(
+            what,
+            &statemachines::Actor::System,
+            None,
+            None,
+            why,
+            engine.clock.now(),
+        );
+        engine.store.append_audit(vec![record]).await?;
+    }
+    Ok(())
+}

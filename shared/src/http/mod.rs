@@ -71,30 +71,7 @@ pub struct AppInner {
     refusal_windows: std::sync::Mutex<RefusalWindow>,
 }
 
-/// The same unauthenticated refusal is recorded at most once per this window, and at most
-/// [`REFUSAL_RECORDS`] records are written per window in all; the rest are counted (in
-/// `/api/health` at once, in the next record's text). A flood of refused requests cannot grow the
-/// trail faster than that, whatever it varies.
-pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-pub const REFUSAL_RECORDS: u64 = 100;
-
-/// The current window: when it started, the records written in it, and per refusal when it was
-/// last recorded and how many like it went unrecorded since.
-pub struct RefusalWindow {
-    started: std::time::Instant,
-    written: u64,
-    seen: std::collections::HashMap<String, (std::time::Instant, u64)>,
-}
-
-impl Default for RefusalWindow {
-    fn default() -> Self {
-        Self {
-            started: std::time::Instant::now(),
-            written: 0,
-            seen: Default::default(),
-        }
-    }
-}
+pub use crate::audit::refusals::{REFUSAL_RECORDS, REFUSAL_WINDOW, RefusalWindow};
 
 impl std::ops::Deref for App {
     type Target = AppParts;
@@ -141,51 +118,11 @@ impl App {
     /// [`REFUSAL_WINDOW`], and at most [`REFUSAL_RECORDS`] records are written per window in
     /// all.
     pub fn refusal_record_due(&self, key: &str, why: &str) -> Option<String> {
-        self.refusal_window(key).map(|skipped| match skipped {
-            0 => why.to_string(),
-            n => format!(
-                "{why} (and {n} more refusals like it since the last record, counted in /api/health)"
-            ),
-        })
-    }
-
-    /// The window's decision for `key`: recorded now (with how many went unrecorded since its
-    /// last record), or `None`.
-    fn refusal_window(&self, key: &str) -> Option<u64> {
-        let key = crate::audit::bounded(key, 200);
-        let now = std::time::Instant::now();
-        let mut w = self
-            .0
+        self.0
             .refusal_windows
             .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if now.duration_since(w.started) >= REFUSAL_WINDOW {
-            w.started = now;
-            w.written = 0;
-            w.seen
-                .retain(|_, (at, _)| now.duration_since(*at) < REFUSAL_WINDOW);
-        }
-        let budget_left = w.written < REFUSAL_RECORDS;
-        let due = match w.seen.get_mut(&key) {
-            Some((at, skipped)) if now.duration_since(*at) < REFUSAL_WINDOW || !budget_left => {
-                *skipped += 1;
-                None
-            }
-            Some(entry) => {
-                let skipped = entry.1;
-                *entry = (now, 0);
-                Some(skipped)
-            }
-            None if !budget_left => None,
-            None => {
-                w.seen.insert(key, (now, 0));
-                Some(0)
-            }
-        };
-        if due.is_some() {
-            w.written += 1;
-        }
-        due
+            .unwrap_or_else(|e| e.into_inner())
+            .record_due(key, why)
     }
 
     /// A refused request whose sender is known (a signed-in person's dashboard form).

@@ -446,6 +446,40 @@ async fn onboarding_runs_to_active_through_api_sqs_and_worker() {
     .await
     .unwrap();
     assert_eq!(forged.status_code, 401);
+    // A flood of forged clicks costs the audit chain a bounded number of writes (each would
+    // contend for its head item), not one each.
+    let refused_before = audit_lines(&a)
+        .await
+        .iter()
+        .filter(|l| {
+            l["unmapped"]["steward_event"] == "refused"
+                && l["unmapped"]["refused"] == "Slack interaction"
+        })
+        .count();
+    for _ in 0..40 {
+        let forged = slack_interactions::handle(
+            &a.edge.engine,
+            &Secret::new(SIGNING_SECRET),
+            None,
+            slack_click(SAM_SLACK_ID, "approve", &approval, "not-the-secret"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(forged.status_code, 401);
+    }
+    let refused_after = audit_lines(&a)
+        .await
+        .iter()
+        .filter(|l| {
+            l["unmapped"]["steward_event"] == "refused"
+                && l["unmapped"]["refused"] == "Slack interaction"
+        })
+        .count();
+    assert!(
+        refused_after - refused_before <= 1,
+        "{} records for 40 forged clicks",
+        refused_after - refused_before
+    );
     drain(&a).await;
     assert_eq!(agent(&a).await["status"], "pending_approval");
 
