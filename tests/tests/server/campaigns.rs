@@ -595,3 +595,29 @@ fn a_departed_owner_cannot_answer_a_review_in_slack() {
         "the refused click is audited"
     );
 }
+
+/// The evidence report's CSV opens in a spreadsheet without running anything: a team name (free
+/// text in the manifest) that a spreadsheet would take for a formula is written as text.
+#[test]
+fn the_reports_csv_runs_no_formula() {
+    const TEAM: &str = "=HYPERLINK(\"https://evil.example\",\"open\")";
+    let s = Server::start();
+    let mut request = agent_request("formula-agent-dev", "dev", ALICE, &[READ]);
+    request["team"] = json!(TEAM);
+    s.request_ok(&request);
+    s.wait_agent_status("formula-agent-dev", "active");
+    let (status, body) = s.post_as(
+        SAM,
+        "/api/campaigns",
+        &json!({"id": "csv-q1", "scope": {"teams": [TEAM]}}),
+    );
+    assert_eq!(status, 202, "{body}");
+    let csv = wait_until("the report's row", SETTLE, || {
+        let csv = report_text(&s, "csv-q1", "csv");
+        (csv.lines().count() == 2).then_some(csv)
+    });
+    // RFC 4180 quotes the cell (it holds commas and quotes); inside, it starts with `'`.
+    let quoted = |cell: &str| format!("\"{}\"", cell.replace('"', "\"\""));
+    assert!(csv.contains(&quoted(&format!("'{TEAM}"))), "{csv}");
+    assert!(!csv.contains(&quoted(TEAM)), "{csv}");
+}
