@@ -414,11 +414,25 @@ impl AdminClient {
 
     /// The whole audit trail, page by page: `each` gets every JSON line in seq order (so an
     /// export of millions of records is never held at once) and returns `false` to stop.
-    pub async fn audit_lines(&self, mut each: impl FnMut(&str) -> bool) -> Result<(), ClientError> {
+    pub async fn audit_lines(&self, each: impl FnMut(&str) -> bool) -> Result<(), ClientError> {
+        self.audit_lines_by(AUDIT_PAGE_MAX, each).await
+    }
+
+    /// [`AdminClient::audit_lines`], asking for `page` records at a time (at most
+    /// [`AUDIT_PAGE_MAX`]).
+    pub async fn audit_lines_by(
+        &self,
+        page: usize,
+        mut each: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
+        let size = page.clamp(1, AUDIT_PAGE_MAX);
         let mut after = 0;
         loop {
             let before = after;
-            let q = AuditQuery { after, limit: None };
+            let q = AuditQuery {
+                after,
+                limit: Some(size),
+            };
             let page = self.text(&routes::EXPORT_AUDIT, &[], Some(&q)).await?;
             let mut rows = 0;
             for line in page.lines() {
@@ -434,7 +448,7 @@ impl AdminClient {
                 }
             }
             // A short page is the last; a page that did not move the cursor would repeat forever.
-            if rows < AUDIT_PAGE_MAX || after == before {
+            if rows < size || after == before {
                 return Ok(());
             }
         }
