@@ -3,17 +3,15 @@
 //! credentials, then the grant in shared's `DevIdp` (client credentials, device code,
 //! authorization code, refresh token).
 //!
-//! The endpoint's handler lives in the `steward` binary (functions/steward/src/server/token.rs),
-//! which a library cannot call. Its form type and its Basic header reading are copied here
-//! (marked below); everything after them is shared's own code.
+//! The form type and the client authentication (Basic or form, one method) are shared's
+//! `token_request`, which the endpoint's handler uses too; the grants are shared's `DevIdp`.
 
 use crate::support::block_on;
 use crate::support::keep;
 use axum::extract::FromRequest as _;
-use base64::Engine as _;
-use serde::Deserialize;
 use shared::embedded::{Db, Durability};
 use shared::idp::dev::people::DEVICE_CODE_GRANT;
+use shared::idp::dev::token_request::{TokenForm, client_credentials};
 use shared::idp::dev::{DevIdp, TOKEN_PATH};
 use shared::ports::IdentityProvider as _;
 use shared::ports::idp::ClientSpec;
@@ -67,20 +65,6 @@ fn fixture() -> Arc<Fixture> {
 /// [`token_request`] makes a new one.
 pub fn release_fixture() {
     FIXTURE.lock().unwrap_or_else(|e| e.into_inner()).take();
-}
-
-/// Copied from the `steward` binary's `TokenForm`.
-#[derive(Deserialize)]
-struct TokenForm {
-    grant_type: Option<String>,
-    scope: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    device_code: Option<String>,
-    code: Option<String>,
-    redirect_uri: Option<String>,
-    code_verifier: Option<String>,
-    refresh_token: Option<String>,
 }
 
 /// Input: `<Authorization header value>\n<form body>`.
@@ -140,29 +124,11 @@ fn grant(data: &[u8]) -> Option<Result<String, String>> {
     if let Some(result) = person {
         return Some(result.map(|t| t.scope).map_err(|e| e.to_string()));
     }
-    // Copied from the `steward` binary's `grant`: Basic credentials before the form's.
-    let basic = crate::support::header_value(authorization)
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            s.split_once(':')
-                .map(|(i, p)| (url_decode(i), url_decode(p)))
-        });
-    let (id, secret) = match (basic, form.client_id, form.client_secret) {
-        // One authentication method per request (RFC 6749 §2.3): refused as invalid_request.
-        (Some((basic_id, _)), form_id, form_secret)
-            if form_secret.is_some() || form_id.as_ref().is_some_and(|f| *f != basic_id) =>
-        {
-            return None;
-        }
-        (Some(pair), _, _) => pair,
-        (None, Some(i), Some(s)) => (i, s),
-        (None, _, _) => return None,
+    // The endpoint's own reading of the client's credentials.
+    let authorization = crate::support::header_value(authorization);
+    let (_, credentials) = client_credentials(authorization, &form);
+    let Ok((id, secret)) = credentials else {
+        return None;
     };
     if form.grant_type.as_deref() != Some("client_credentials") {
         return None;
@@ -179,30 +145,6 @@ fn grant(data: &[u8]) -> Option<Result<String, String>> {
         );
     }
     Some(result.map(|t| t.scope).map_err(|e| e.to_string()))
-}
-
-/// Copied from the `steward` binary: RFC 6749 §2.3.1, client credentials in Basic auth are
-/// form-urlencoded first.
-fn url_decode(s: &str) -> String {
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use shared::audit;
 use shared::http::App;
 use shared::idp::dev::failures::{FailedAuthentications, FailureLimits, Throttled};
 use shared::idp::dev::people;
+use shared::idp::dev::token_request::{TokenForm, client_credentials};
 use shared::idp::dev::{DevIdp, OAuthError};
 use shared::signal::Signal;
 use std::net::IpAddr;
@@ -102,19 +103,6 @@ async fn metadata(State(edge): State<Edge>) -> Json<Value> {
 
 async fn jwks(State(edge): State<Edge>) -> Json<Value> {
     Json(edge.idp.jwks())
-}
-
-#[derive(Deserialize)]
-struct TokenForm {
-    grant_type: Option<String>,
-    scope: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    device_code: Option<String>,
-    code: Option<String>,
-    redirect_uri: Option<String>,
-    code_verifier: Option<String>,
-    refresh_token: Option<String>,
 }
 
 impl Edge {
@@ -306,47 +294,13 @@ fn grant(
             )),
         );
     };
-    let basic = headers
+    let authorization = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|b| {
-            base64::engine::general_purpose::STANDARD
-                .decode(b.trim())
-                .ok()
-        })
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            s.split_once(':')
-                .map(|(i, p)| (url_decode(i), url_decode(p)))
-        });
-    let (id, secret) = match (basic, form.client_id, form.client_secret) {
-        // RFC 6749 §2.3: one authentication method per request. A form client_id naming the
-        // same client as the Basic header is allowed; a second secret, or another id, is not.
-        (Some((basic_id, _)), form_id, form_secret)
-            if form_secret.is_some() || form_id.as_ref().is_some_and(|f| *f != basic_id) =>
-        {
-            return (
-                Some(basic_id),
-                Err(OAuthError {
-                    error: "invalid_request",
-                    error_description: "use one client authentication method: HTTP Basic or client_id and client_secret in the form, not both".into(),
-                    status: 400,
-                }),
-            );
-        }
-        (Some(pair), _, _) => pair,
-        (None, Some(i), Some(s)) => (i, s),
-        (None, id, _) => {
-            return (
-                id,
-                Err(OAuthError {
-                    error: "invalid_client",
-                    error_description: "client authentication is required".into(),
-                    status: 401,
-                }),
-            );
-        }
+        .and_then(|v| v.to_str().ok());
+    let (named, credentials) = client_credentials(authorization, &form);
+    let (id, secret) = match credentials {
+        Ok(pair) => pair,
+        Err(e) => return (named, Err(e)),
     };
     if form.grant_type.as_deref() != Some("client_credentials") {
         return (
@@ -401,29 +355,6 @@ impl TrustedProxies {
         }
         caller
     }
-}
-
-/// RFC 6749 §2.3.1: client credentials in Basic auth are form-urlencoded first.
-fn url_decode(s: &str) -> String {
-    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h * 16 + l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ use subtle::ConstantTimeEq;
 pub mod failures;
 pub mod people;
 pub mod signing;
+pub mod token_request;
 
 /// Secrets a client may hold at once (Okta's limit: the current one and its successor).
 const MAX_SECRETS: i64 = 2;
