@@ -18,50 +18,52 @@ impl Engine {
         let Some(pending) = instance.pending.iter().find(|p| p.key == key) else {
             return Ok(vec![]); // completed already: a redelivered run is a no-op
         };
-        let deadline = self.config.command_deadline;
-        let run = async {
-            match &pending.command {
-                Command::StartDecommission { agent_id, reason } => {
-                    self.start_decommission_command(agent_id, reason).await
-                }
-                Command::Supersede { agent_id, reason } => self.supersede(agent_id, reason).await,
-                Command::SettleShadowClaim {
-                    client_id,
-                    onboarding,
-                    adopted,
-                    reason,
-                } => {
-                    self.settle_shadow_claim(client_id, onboarding, *adopted, reason)
-                        .await
-                }
-                Command::LaunchReviews { campaign_id, round } => {
-                    self.launch_reviews(campaign_id, *round).await
-                }
-                Command::ApplyReview {
-                    agent_id,
-                    campaign_id,
-                    action,
-                    decided_by,
-                } => {
-                    self.apply_review(agent_id, campaign_id, action, decided_by)
-                        .await
-                }
-                command => self.executor.run(key, command).await,
+        let result = match &pending.command {
+            Command::StartDecommission { agent_id, reason } => {
+                self.start_decommission_command(agent_id, reason).await
             }
-        };
-        let result = match tokio::time::timeout(deadline, run).await {
-            Ok(result) => result,
-            // A peer that takes the call and never answers (or a chain of retries that adds up)
-            // costs this attempt, not the worker: the command is tried again with backoff.
-            Err(_) => Err(super::executor::ExecError {
-                command: pending.command.name(),
-                message: format!(
-                    "no answer within {} s; tried again later",
-                    deadline.as_secs_f32()
-                ),
-                retryable: true,
-                retry_after: None,
-            }),
+            Command::Supersede { agent_id, reason } => self.supersede(agent_id, reason).await,
+            Command::SettleShadowClaim {
+                client_id,
+                onboarding,
+                adopted,
+                reason,
+            } => {
+                self.settle_shadow_claim(client_id, onboarding, *adopted, reason)
+                    .await
+            }
+            // A round of a campaign's launch writes up to `reviews.launch_batch` items to the
+            // store (whose calls have their own deadlines): not bounded by a peer's deadline.
+            Command::LaunchReviews { campaign_id, round } => {
+                self.launch_reviews(campaign_id, *round).await
+            }
+            Command::ApplyReview {
+                agent_id,
+                campaign_id,
+                action,
+                decided_by,
+            } => {
+                self.apply_review(agent_id, campaign_id, action, decided_by)
+                    .await
+            }
+            // A call to a peer (the IdP, Slack, the vault): a peer that takes the call and
+            // never answers, or a chain of its client's retries that adds up, costs this
+            // attempt, not the worker; the command is tried again with backoff.
+            command => {
+                let deadline = self.config.command_deadline;
+                match tokio::time::timeout(deadline, self.executor.run(key, command)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(super::executor::ExecError {
+                        command: command.name(),
+                        message: format!(
+                            "no answer within {} s; tried again later",
+                            deadline.as_secs_f32()
+                        ),
+                        retryable: true,
+                        retry_after: None,
+                    }),
+                }
+            }
         };
         let name = pending.command.name();
         let next = match result {

@@ -89,8 +89,9 @@ pub struct EngineConfig {
     /// and conditional deletes for 200, so a batch of 10 such messages stays well inside a
     /// worker invocation's time.
     pub timers_per_round: usize,
-    /// The longest one external command may take, whatever its peer's own timeouts and retries
-    /// add up to: past it the attempt fails and is retried with backoff. Under the local
+    /// The longest one call to a peer (an IdP, Slack or vault command) may take, whatever the
+    /// peer's own timeouts and retries add up to: past it the attempt fails and is retried with
+    /// backoff. Under the local
     /// queue's visibility (a command still running is never delivered again), and ten of them
     /// fit in a worker invocation on AWS (`Timeout` in the template).
     pub command_deadline: Duration,

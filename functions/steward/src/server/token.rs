@@ -10,8 +10,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
-use base64::Engine as _;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::audit;
 use shared::http::App;
