@@ -535,19 +535,17 @@ async fn story(
 /// Verifies an access token with the server's JWKS (EdDSA; the key its `kid` names, since the
 /// JWKS also lists the key before the last rotation), its issuer and audience.
 pub fn verify(token: &str, jwks: &Value, issuer: &str) -> anyhow::Result<Value> {
+    let keys = shared::jwks::parse_jwks(jwks).map_err(anyhow::Error::msg)?;
     let kid = jsonwebtoken::decode_header(token)?.kid;
-    let x = jwks["keys"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|k| kid.is_none() || k["kid"].as_str() == kid.as_deref())
-        .and_then(|k| k["x"].as_str())
-        .context("the JWKS has no Ed25519 key with the token's kid")?;
-    let key = jsonwebtoken::DecodingKey::from_ed_components(x)?;
+    let shared::jwks::Lookup::Found(key) =
+        shared::jwks::lookup(&keys, kid.as_deref(), jsonwebtoken::Algorithm::EdDSA)
+    else {
+        anyhow::bail!("the JWKS has no Ed25519 key with the token's kid");
+    };
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     validation.set_audience(&[shared::idp::dev::DEFAULT_AUDIENCE]);
     validation.set_issuer(&[issuer]);
-    Ok(jsonwebtoken::decode::<Value>(token, &key, &validation)?.claims)
+    Ok(jsonwebtoken::decode::<Value>(token, &key.key, &validation)?.claims)
 }
 
 async fn wait_for<T, F, Fut>(mut fetch: F, done: impl Fn(&T) -> bool) -> anyhow::Result<T>

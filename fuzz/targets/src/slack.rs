@@ -7,7 +7,7 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use shared::Secret;
 use shared::inbound::slack::verify;
-use shared::slack::message::{REASON_ACTION, REASON_BLOCK, parse_button_value};
+use shared::slack::message::parse_button_value;
 use shared::slack::review;
 use slack_morphism::prelude::SlackInteractionEvent;
 
@@ -97,21 +97,8 @@ pub fn slack_interaction(body: &[u8]) {
                 .unwrap_or_else(|| click.trigger_id.to_string()),
         );
     }
-    let state = click.state.as_ref();
-    let reason = state
-        .and_then(|s| s.values.get(&REASON_BLOCK.into()))
-        .and_then(|b| b.get(&REASON_ACTION.into()))
-        .and_then(|v| v.value.clone())
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty());
-    let picked: Vec<String> = state
-        .and_then(|s| s.values.get(&review::DROP_BLOCK.into()))
-        .and_then(|b| b.get(&review::DROP_ACTION.into()))
-        .and_then(|v| v.selected_options.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|o| o.value)
-        .collect();
+    let reason = shared::inbound::slack::typed_reason(&click);
+    let picked = shared::inbound::slack::picked_scopes(&click);
     keep((reason, picked));
 }
 

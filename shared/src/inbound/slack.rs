@@ -48,6 +48,32 @@ pub enum SignatureError {
     Mismatch,
 }
 
+/// The reason the clicker typed in the message's reason field, trimmed; `None` when empty.
+pub fn typed_reason(click: &SlackInteractionBlockActionsEvent) -> Option<String> {
+    click
+        .state
+        .as_ref()
+        .and_then(|s| s.values.get(&REASON_BLOCK.into()))
+        .and_then(|b| b.get(&REASON_ACTION.into()))
+        .and_then(|v| v.value.clone())
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+}
+
+/// The scopes a reviewer picked to drop in a review item's scope picker.
+pub fn picked_scopes(click: &SlackInteractionBlockActionsEvent) -> Vec<String> {
+    click
+        .state
+        .as_ref()
+        .and_then(|s| s.values.get(&review::DROP_BLOCK.into()))
+        .and_then(|b| b.get(&review::DROP_ACTION.into()))
+        .and_then(|v| v.selected_options.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|o| o.value)
+        .collect()
+}
+
 /// Why a request's signature does not hold, or `None` when it does. A caller with its own
 /// bounded refusal recorder checks this first and answers [`unauthenticated_reply`], so a
 /// flood of forged clicks does not write one audit record each.
@@ -243,14 +269,7 @@ pub async fn handle(
             return answer(why).await;
         }
     };
-    let reason = click
-        .state
-        .as_ref()
-        .and_then(|s| s.values.get(&REASON_BLOCK.into()))
-        .and_then(|b| b.get(&REASON_ACTION.into()))
-        .and_then(|v| v.value.clone())
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty());
+    let reason = typed_reason(&click);
     let decided = engine
         .decide(approval_id, &email, decision, reason, Some(shown))
         .await;
@@ -380,21 +399,8 @@ async fn review_click(
             }
         },
     };
-    let state = click.state.as_ref();
-    let picked: Vec<String> = state
-        .and_then(|s| s.values.get(&review::DROP_BLOCK.into()))
-        .and_then(|b| b.get(&review::DROP_ACTION.into()))
-        .and_then(|v| v.selected_options.clone())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|o| o.value)
-        .collect();
-    let reason = state
-        .and_then(|s| s.values.get(&REASON_BLOCK.into()))
-        .and_then(|b| b.get(&REASON_ACTION.into()))
-        .and_then(|v| v.value.clone())
-        .map(|r| r.trim().to_string())
-        .filter(|r| !r.is_empty());
+    let picked = picked_scopes(click);
+    let reason = typed_reason(click);
     let decision = match action.action_id.to_string().as_str() {
         review::KEEP_ACTION => ReviewDecision::Keep,
         review::REDUCE_ACTION => ReviewDecision::Reduce { drop: picked },

@@ -642,19 +642,17 @@ impl Server {
     pub fn verify(&self, token: &str) -> Result<Value, jsonwebtoken::errors::Error> {
         let jwks = self.jwks();
         // The key the token's kid names: the JWKS lists the previous key too after a rotation.
+        let keys = shared::jwks::parse_jwks(&jwks).expect("the server's JWKS");
         let kid = jsonwebtoken::decode_header(token)?.kid;
-        let x = jwks["keys"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|k| kid.is_none() || k["kid"].as_str() == kid.as_deref())
-            .and_then(|k| k["x"].as_str())
-            .expect("an Ed25519 key with the token's kid in the JWKS");
-        let key = jsonwebtoken::DecodingKey::from_ed_components(x)?;
+        let shared::jwks::Lookup::Found(key) =
+            shared::jwks::lookup(&keys, kid.as_deref(), jsonwebtoken::Algorithm::EdDSA)
+        else {
+            panic!("no Ed25519 key with the token's kid {kid:?} in the JWKS {jwks}");
+        };
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
         validation.set_audience(&["api://steward-agents"]);
         validation.set_issuer(&[self.base.as_str()]);
-        jsonwebtoken::decode::<Value>(token, &key, &validation).map(|d| d.claims)
+        jsonwebtoken::decode::<Value>(token, &key.key, &validation).map(|d| d.claims)
     }
 
     /// A CLI command (`args` are the subcommand and its arguments) pointed at this server.
