@@ -6,6 +6,7 @@
 //! surface (`http`).
 
 pub mod admin;
+pub mod agent_key;
 pub mod audit;
 #[cfg(feature = "aws")]
 pub mod aws;

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod approval;
 pub mod command;
+pub mod credential;
 pub mod detection;
 pub mod diagram;
 pub mod event;

@@ -1,9 +1,11 @@
 //! The identity provider port: service clients, their secrets and grants.
 
+use crate::agent_key::AgentKeyPair;
 use crate::secret::Secret;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+pub use statemachines::credential::{AgentKey, TokenBinding};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSpec {
@@ -105,6 +107,71 @@ pub trait IdentityProvider: Send + Sync {
     /// Deletes the client, deactivating it first where the provider requires it. Deleting a
     /// client that is already gone is fine.
     async fn delete_client(&self, client_id: &str) -> Result<(), IdpError>;
+
+    // Key credentials (RFC 7523 `private_key_jwt`). An adapter that cannot manage them says so
+    // with `Refused`, and policy keeps key-bound agents away from it.
+
+    /// Creates a client that authenticates with `private_key_jwt` only, holding `key` (active),
+    /// once per `idempotency_key` as [`create_client`](Self::create_client): a repeat returns
+    /// the same client. No secret exists for it. `binding` asks the provider to bind the
+    /// client's tokens (DPoP) where it can.
+    async fn create_key_client(
+        &self,
+        spec: &ClientSpec,
+        key: &AgentKey,
+        binding: TokenBinding,
+        idempotency_key: &str,
+    ) -> Result<String, IdpError> {
+        let _ = (spec, key, binding, idempotency_key);
+        Err(no_keys())
+    }
+    /// Adds `key` to the client's keys, active. Adding a key the client already holds is fine
+    /// (it is made active).
+    async fn add_key(&self, client_id: &str, key: &AgentKey) -> Result<(), IdpError> {
+        let _ = (client_id, key);
+        Err(no_keys())
+    }
+    /// Activates or deactivates one key; an inactive key signs no accepted assertion.
+    async fn set_key_active(
+        &self,
+        client_id: &str,
+        kid: &str,
+        active: bool,
+    ) -> Result<(), IdpError> {
+        let _ = (client_id, kid, active);
+        Err(no_keys())
+    }
+    /// Removes one key; removing a key that is already gone is fine. An active key is
+    /// deactivated first (Okta deletes only inactive keys).
+    async fn remove_key(&self, client_id: &str, kid: &str) -> Result<(), IdpError> {
+        let _ = (client_id, kid);
+        Err(no_keys())
+    }
+    /// The client's keys, oldest first.
+    async fn keys(&self, client_id: &str) -> Result<Vec<ClientKey>, IdpError> {
+        let _ = client_id;
+        Err(no_keys())
+    }
+    /// Proves a key works by obtaining a client_credentials token with a client assertion it
+    /// signs (the key rotation's test step, for keys Steward holds). A refused assertion is
+    /// `Provider`/`Refused`, never `Unavailable`.
+    async fn test_key(&self, client_id: &str, key: &AgentKeyPair) -> Result<(), IdpError> {
+        let _ = (client_id, key);
+        Err(no_keys())
+    }
+}
+
+fn no_keys() -> IdpError {
+    IdpError::Refused(
+        "this identity provider adapter does not manage key credentials; use credential kind `secret` with it".into(),
+    )
+}
+
+/// A key as the identity provider holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientKey {
+    pub kid: String,
+    pub active: bool,
 }
 
 /// What revoking a client's tokens achieved. Providers differ: Okta's
