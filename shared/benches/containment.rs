@@ -210,6 +210,8 @@ async fn run(level: &str, durability: Durability, agents: usize) -> Run {
         let started = engine
             .request_agent(
                 AgentRequest {
+                    credential: Default::default(),
+                    public_key: None,
                     name: format!("contain{i}-agent-prod"),
                     owner: "alice@example.com".into(),
                     team: "sre".into(),

@@ -64,6 +64,8 @@ async fn run(durability: Durability, agents: usize, batch: usize) -> Run {
     let mut approvals = Vec::with_capacity(agents);
     for i in 0..agents {
         let req = AgentRequest {
+            credential: Default::default(),
+            public_key: None,
             name: format!("bench{i}-agent-prod"),
             owner: "alice@example.com".into(),
             team: "sre".into(),

@@ -31,6 +31,36 @@ struct ManifestFile {
     /// e.g. "15m"; the policy maximum when absent.
     token_lifetime: Option<String>,
     expires_on: Option<toml::value::Datetime>,
+    /// `secret` (default), `private_key_jwt` or `tls_client_auth`.
+    credential: Option<String>,
+    /// For `private_key_jwt`: the agent's private key file (PKCS#8 PEM), relative to the
+    /// manifest. `steward request` reads it where it runs to send the public key and a proof of
+    /// possession; the private key itself is sent nowhere.
+    key: Option<String>,
+}
+
+/// A manifest with where its agent's private key is, for `private_key_jwt`.
+#[derive(Debug)]
+pub struct Manifest {
+    pub request: AgentRequest,
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// Reads a manifest and resolves its `key` file against the manifest's folder.
+pub fn load_manifest(path: &Path) -> Result<Manifest, ManifestError> {
+    let request = load(path)?;
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let file: ManifestFile = toml::from_str(&text).map_err(|e| ManifestError::Syntax {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let key_file = file
+        .key
+        .map(|k| path.parent().unwrap_or_else(|| Path::new(".")).join(k));
+    Ok(Manifest { request, key_file })
 }
 
 pub fn load(path: &Path) -> Result<AgentRequest, ManifestError> {
@@ -68,7 +98,21 @@ pub fn parse(text: &str, origin: &str) -> Result<AgentRequest, ManifestError> {
                 .map_err(|_| syntax(format!("expires_on: `{d}` must be a date like 2027-06-30")))?,
         ),
     };
+    let credential = match file.credential.as_deref() {
+        None => Default::default(),
+        Some(c) => c
+            .parse()
+            .map_err(|e: String| syntax(format!("credential: {e}")))?,
+    };
+    if file.key.is_some() && credential != statemachines::credential::CredentialKind::PrivateKeyJwt
+    {
+        return Err(syntax(
+            "key: only a private_key_jwt agent has a key file (set credential = \"private_key_jwt\")".into(),
+        ));
+    }
     Ok(AgentRequest {
+        credential,
+        public_key: None,
         name: file.name,
         owner: file.owner,
         team: file.team,

@@ -47,6 +47,8 @@ struct PolicyFile {
     discovery: DiscoveryFile,
     #[serde(default)]
     access: AccessFile,
+    #[serde(default)]
+    credentials: statemachines::policy::Credentials,
 }
 
 /// `[access]`: who runs Steward. The security approvers are `approvals.approvers`; owners and
@@ -448,6 +450,38 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
             ));
         }
     }
+    for env in file
+        .credentials
+        .kinds
+        .keys()
+        .chain(file.credentials.binding.keys())
+    {
+        if !file.environments.contains(env) {
+            problems.push(format!(
+                "credentials: `{env}` is not one of the environments ({})",
+                file.environments.join(", ")
+            ));
+        }
+    }
+    for (env, kinds) in &file.credentials.kinds {
+        if kinds.is_empty() {
+            problems.push(format!(
+                "credentials.kinds.{env}: name at least one kind (secret, private_key_jwt, tls_client_auth)"
+            ));
+        }
+    }
+    for (env, binding) in &file.credentials.binding {
+        if *binding == statemachines::credential::TokenBinding::Certificate
+            && !file
+                .credentials
+                .kinds_in(env)
+                .contains(&statemachines::credential::CredentialKind::TlsClientAuth)
+        {
+            problems.push(format!(
+                "credentials.binding.{env}: certificate binding needs tls_client_auth among the environment's kinds"
+            ));
+        }
+    }
     if !problems.is_empty() {
         return Err(PolicyError::Invalid {
             path: origin.into(),
@@ -478,6 +512,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         reviews,
         detection,
         discovery,
+        credentials: file.credentials,
     })
 }
 

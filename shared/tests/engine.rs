@@ -121,6 +121,8 @@ fn build(
 
 fn request(name: &str, scopes: &[&str]) -> AgentRequest {
     AgentRequest {
+        credential: Default::default(),
+        public_key: None,
         name: name.into(),
         owner: OWNER.into(),
         team: "sre".into(),

@@ -285,6 +285,8 @@ fn stack(wrap: impl FnOnce(Arc<DevIdp>) -> Option<Arc<dyn IdentityProvider>>) ->
 
 fn orders_agent() -> AgentRequest {
     AgentRequest {
+        credential: Default::default(),
+        public_key: None,
         name: AGENT.into(),
         owner: "alice@example.com".into(),
         team: "sre".into(),

@@ -147,6 +147,8 @@ fn build(config: EngineConfig) -> Stack {
 
 fn request(name: &str, scopes: &[&str]) -> AgentRequest {
     AgentRequest {
+        credential: Default::default(),
+        public_key: None,
         name: name.into(),
         owner: OWNER.into(),
         team: "sre".into(),

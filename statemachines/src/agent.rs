@@ -1,5 +1,6 @@
 //! Agents: the non-human identities Steward governs.
 
+use crate::credential::{AgentKey, CredentialKind, KeyRecord, TokenBinding};
 use crate::policy::{Policy, reason};
 use crate::receipt::{CREDENTIAL_HISTORY, CredentialReceipt, RevocationReceipt};
 use crate::workflow::{Reason, Rejected};
@@ -22,6 +23,13 @@ pub struct AgentRequest {
     /// The agent is decommissioned after this date unless renewed.
     #[serde(default)]
     pub expires_on: Option<NaiveDate>,
+    /// How the agent authenticates (`secret` when absent).
+    #[serde(default)]
+    pub credential: CredentialKind,
+    /// The agent-held public key of a `private_key_jwt` agent. The admin API sets it only after
+    /// the requester proved possession of the private half; a body cannot name it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<AgentKey>,
 }
 
 /// Longest purpose an agent request may give (it is shown to approvers and reviewers).
@@ -79,7 +87,59 @@ impl AgentRequest {
                 format!("expiry date {d} is not in the future"),
             ));
         }
+        self.check_credential(policy, &mut reasons);
         Rejected::from_reasons(reasons)
+    }
+
+    /// The credential kind against the environment's policy, and what the kind needs.
+    fn check_credential(&self, policy: &Policy, reasons: &mut Vec<Reason>) {
+        let allowed = policy.credentials.kinds_in(&self.environment);
+        if !allowed.contains(&self.credential) {
+            reasons.push(reason(
+                "credential",
+                format!(
+                    "credential `{}` is not allowed in environment `{}` (allowed: {})",
+                    self.credential.as_str(),
+                    self.environment,
+                    allowed
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        match (self.credential, &self.public_key) {
+            (CredentialKind::PrivateKeyJwt, None) => reasons.push(reason(
+                "credential",
+                "a private_key_jwt agent needs its public key: send public_jwk with key_proof (a JWT signed by the key over a nonce from POST /api/key-nonces)",
+            )),
+            (CredentialKind::Secret | CredentialKind::TlsClientAuth, Some(_)) => {
+                reasons.push(reason(
+                    "public_jwk",
+                    format!(
+                        "a public key is only for credential private_key_jwt, not `{}`",
+                        self.credential.as_str()
+                    ),
+                ))
+            }
+            (CredentialKind::TlsClientAuth, None) => reasons.push(reason(
+                "credential",
+                "tls_client_auth agents are not offered yet: use private_key_jwt",
+            )),
+            _ => {}
+        }
+        if policy.credentials.binding_in(&self.environment) == TokenBinding::Certificate
+            && self.credential != CredentialKind::TlsClientAuth
+        {
+            reasons.push(reason(
+                "credential",
+                format!(
+                    "environment `{}` requires certificate-bound tokens: only tls_client_auth agents can hold them",
+                    self.environment
+                ),
+            ));
+        }
     }
 
     pub fn token_lifetime(&self, policy: &Policy) -> u32 {
@@ -166,6 +226,15 @@ pub struct Agent {
     /// The agent's latest access review.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_review: Option<crate::review::LastReview>,
+    /// How the agent authenticates.
+    #[serde(default)]
+    pub credential_kind: CredentialKind,
+    /// What its tokens are bound to, as its environment's policy required when it was made.
+    #[serde(default)]
+    pub token_binding: TokenBinding,
+    /// A key-bound agent's public keys, by thumbprint (never a private key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<KeyRecord>,
 }
 
 /// A change to some fields of a registry record; see `Command::UpdateAgent`.

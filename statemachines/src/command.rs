@@ -45,6 +45,13 @@ pub enum IdpCommand {
         /// issue a new secret into the vault and remove the secrets Steward never held.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         adopt: Option<String>,
+        /// A `private_key_jwt` agent's public key: the client authenticates with it alone and
+        /// has no secret (nothing goes to the vault).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<crate::credential::AgentKey>,
+        /// What the client's tokens must be bound to.
+        #[serde(default)]
+        binding: crate::credential::TokenBinding,
     },
     /// Set the client's granted scopes and token lifetime to exactly these (idempotent).
     SetGrants {

@@ -96,7 +96,9 @@ pub struct AgentKey {
 /// A key in the registry record, with its place in the key's life.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRecord {
-    pub kid: String,
+    /// The public key (public keys are no secret: the registry shows them).
+    #[serde(flatten)]
+    pub key: AgentKey,
     pub added_at: DateTime<Utc>,
     pub status: KeyStatus,
 }

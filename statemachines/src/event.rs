@@ -24,6 +24,12 @@ pub enum Event {
         client_id: String,
         secret_version: String,
     },
+    /// The identity provider created a `private_key_jwt` client holding the agent's key `kid`;
+    /// nothing is in the vault.
+    KeyClientCreated {
+        client_id: String,
+        kid: String,
+    },
     /// The identity provider now grants exactly these scopes.
     GrantsSet {
         client_id: String,
@@ -143,6 +149,7 @@ impl Event {
             } => "ApprovalDecided(deny)",
             Event::TimerFired { .. } => "TimerFired",
             Event::ClientCreated { .. } => "ClientCreated",
+            Event::KeyClientCreated { .. } => "KeyClientCreated",
             Event::GrantsSet { .. } => "GrantsSet",
             Event::CommandFailed { .. } => "CommandFailed",
             Event::Cancel { .. } => "Cancel",

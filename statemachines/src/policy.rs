@@ -52,6 +52,35 @@ pub struct Policy {
     /// Shadow-agent discovery settings.
     #[serde(default)]
     pub discovery: Discovery,
+    /// Which credential kinds and token bindings each environment allows.
+    #[serde(default)]
+    pub credentials: Credentials,
+}
+
+/// Credential kinds and token binding per environment (`[credentials]` in the policy file).
+/// An environment not named allows every kind and bearer tokens, as before key credentials.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Credentials {
+    /// The kinds an agent in the environment may use, e.g. `prod = ["private_key_jwt"]`.
+    pub kinds: std::collections::BTreeMap<String, Vec<crate::credential::CredentialKind>>,
+    /// The binding every token of an agent in the environment must carry.
+    pub binding: std::collections::BTreeMap<String, crate::credential::TokenBinding>,
+}
+
+impl Credentials {
+    /// The kinds allowed in `environment`.
+    pub fn kinds_in(&self, environment: &str) -> Vec<crate::credential::CredentialKind> {
+        self.kinds
+            .get(environment)
+            .cloned()
+            .unwrap_or_else(|| crate::credential::CredentialKind::ALL.to_vec())
+    }
+
+    /// The binding `environment` requires.
+    pub fn binding_in(&self, environment: &str) -> crate::credential::TokenBinding {
+        self.binding.get(environment).copied().unwrap_or_default()
+    }
 }
 
 /// Shadow-agent discovery (`[discovery]` in the policy file).

@@ -252,7 +252,13 @@ impl Run {
                 }
                 .into(),
             },
-            Ev::ClientCreated => client_created(),
+            Ev::ClientCreated => match &self.pending_idp {
+                Some(IdpCommand::CreateClient { key: Some(k), .. }) => Event::KeyClientCreated {
+                    client_id: CLIENT_ID.into(),
+                    kid: k.kid.clone(),
+                },
+                _ => client_created(),
+            },
             Ev::GrantsSet => match &self.pending_idp {
                 Some(IdpCommand::SetGrants {
                     scopes,
@@ -580,7 +586,10 @@ fn drive<W: Probe>(
                     "{from} accepted {event:?}"
                 );
             }
-            Event::ClientCreated { .. } | Event::GrantsSet { .. } | Event::CommandFailed { .. } => {
+            Event::ClientCreated { .. }
+            | Event::KeyClientCreated { .. }
+            | Event::GrantsSet { .. }
+            | Event::CommandFailed { .. } => {
                 if result.is_ok() {
                     invariant!(
                         "a result answers a pending command",
@@ -618,6 +627,7 @@ fn drive<W: Probe>(
                 );
                 match &event {
                     Event::ClientCreated { .. }
+                    | Event::KeyClientCreated { .. }
                     | Event::GrantsSet { .. }
                     | Event::CommandFailed { .. } => run.pending_idp = None,
                     Event::TimerFired { name } if name == APPROVAL_EXPIRY_TIMER => run.timer = None,
@@ -692,10 +702,22 @@ fn valid_onboarding() -> impl Strategy<Value = OnboardingInput> {
         prop_oneof![Just(None), (1u32..=900).prop_map(Some)],
         option::of(1i64..=400),
         person(),
+        prop::bool::weighted(0.3),
     )
-        .prop_map(|((name, env), scopes, lifetime, expires, requester)| {
-            input(name, env.unwrap(), scopes, lifetime, expires, requester)
-        })
+        .prop_map(
+            |((name, env), scopes, lifetime, expires, requester, keyed)| {
+                let mut i = input(name, env.unwrap(), scopes, lifetime, expires, requester);
+                if keyed {
+                    // An agent-held key, as the admin API passes it on after the proof.
+                    i.request.credential = statemachines::credential::CredentialKind::PrivateKeyJwt;
+                    i.request.public_key = Some(statemachines::credential::AgentKey {
+                        kid: "kid-of-the-agent-key".into(),
+                        jwk: r#"{"kty":"EC"}"#.into(),
+                    });
+                }
+                i
+            },
+        )
 }
 
 fn any_onboarding() -> impl Strategy<Value = OnboardingInput> {

@@ -52,6 +52,8 @@ fn repo() -> PathBuf {
 
 fn request(name: &str, scopes: &[&str]) -> AgentRequest {
     AgentRequest {
+        credential: Default::default(),
+        public_key: None,
         name: name.into(),
         owner: OWNER.into(),
         team: "sre".into(),

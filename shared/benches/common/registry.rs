@@ -59,6 +59,9 @@ pub fn agent(i: usize, now: chrono::DateTime<Utc>) -> Agent {
         updated_at: now - age,
         flags: vec![],
         credentials: vec![],
+        credential_kind: Default::default(),
+        token_binding: Default::default(),
+        keys: vec![],
         decommission: None,
         last_review: None,
     }

@@ -265,6 +265,9 @@ impl Engine {
             updated_at: now,
             flags: vec![],
             credentials: vec![],
+            credential_kind: Default::default(),
+            token_binding: Default::default(),
+            keys: vec![],
             decommission: None,
             last_review: None,
         };
@@ -367,6 +370,9 @@ impl Engine {
             scopes: claim.scopes.unwrap_or_else(|| agent.scopes.clone()),
             token_lifetime_secs: claim.token_lifetime_secs,
             expires_on: None,
+            // A claimed client keeps a secret: Steward replaces the ones it never held.
+            credential: Default::default(),
+            public_key: None,
         };
         let started = self
             .onboard(

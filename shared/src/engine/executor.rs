@@ -175,6 +175,36 @@ impl Executor {
                 scopes,
                 token_lifetime_secs,
                 adopt: None,
+                key: Some(agent_key),
+                binding,
+            }) => {
+                // The agent holds the private key: the IdP gets the public one, the vault
+                // nothing. The IdP makes one client per idempotency key, so a repeat after a
+                // crash answers with the same client.
+                let spec = ClientSpec {
+                    agent_id: agent_id.clone(),
+                    name: client_name.clone(),
+                    scopes: scopes.clone(),
+                    token_lifetime_secs: *token_lifetime_secs,
+                };
+                let client_id = self
+                    .idp
+                    .create_key_client(&spec, agent_key, *binding, key)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                Ok(Some(Event::KeyClientCreated {
+                    client_id,
+                    kid: agent_key.kid.clone(),
+                }))
+            }
+            Command::Idp(IdpCommand::CreateClient {
+                agent_id,
+                name: client_name,
+                scopes,
+                token_lifetime_secs,
+                adopt: None,
+                key: None,
+                ..
             }) => {
                 if let Some((version, credential)) = self
                     .issued_by(agent_id, key)

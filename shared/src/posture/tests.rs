@@ -40,6 +40,9 @@ fn agent(name: &str, client: &str) -> Agent {
         updated_at: days_ago(10),
         flags: vec![],
         credentials: vec![],
+        credential_kind: Default::default(),
+        token_binding: Default::default(),
+        keys: vec![],
         decommission: None,
         last_review: Some(LastReview {
             campaign: "2026-q2".into(),

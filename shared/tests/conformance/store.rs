@@ -382,6 +382,9 @@ pub fn agent(id: &str, name: &str, status: AgentStatus, updated: i64) -> Agent {
         updated_at: at(updated),
         flags: vec![],
         credentials: vec![],
+        credential_kind: Default::default(),
+        token_binding: Default::default(),
+        keys: vec![],
         decommission: None,
         last_review: None,
     }

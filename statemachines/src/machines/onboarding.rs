@@ -8,6 +8,7 @@
 use crate::agent::{Agent, AgentRequest, AgentStatus};
 use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
 use crate::command::{Actor, AuditKind, Command, IdpCommand, audit, audit_failure};
+use crate::credential::{KeyRecord, KeyStatus};
 use crate::event::Event;
 use crate::workflow::{
     Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
@@ -123,6 +124,7 @@ impl Workflow for Onboarding {
         t("AwaitingApproval", "TimerFired", "Expired"),
         t("AwaitingApproval", "Cancel", "Cancelled"),
         t("Provisioning", "ClientCreated", "Active"),
+        t("Provisioning", "KeyClientCreated", "Active"),
         t("Provisioning", "CommandFailed", "Failed"),
     ];
 
@@ -179,6 +181,17 @@ impl Workflow for Onboarding {
             credentials: vec![],
             decommission: None,
             last_review: None,
+            credential_kind: request.credential,
+            token_binding: ctx.policy.credentials.binding_in(&request.environment),
+            keys: request
+                .public_key
+                .iter()
+                .map(|k| KeyRecord {
+                    key: k.clone(),
+                    added_at: ctx.now,
+                    status: KeyStatus::Active,
+                })
+                .collect(),
         };
         let requested = audit(
             &agent,
@@ -412,16 +425,38 @@ fn on_provisioning(
     match (state, event) {
         (
             S::Provisioning { agent, approval },
-            Event::ClientCreated {
-                client_id,
-                secret_version,
-            },
+            event @ (Event::ClientCreated { .. } | Event::KeyClientCreated { .. }),
         ) => {
+            // A secret client's secret is in the vault; a key client's key is the agent's own.
+            let (client_id, secret_version, holds) = match event {
+                Event::ClientCreated {
+                    client_id,
+                    secret_version,
+                } => (
+                    client_id,
+                    Some(secret_version),
+                    "Its secret is in the vault.".to_string(),
+                ),
+                Event::KeyClientCreated { client_id, kid } => (
+                    client_id,
+                    None,
+                    format!(
+                        "It authenticates with its own key {kid} (private_key_jwt); Steward holds no secret for it."
+                    ),
+                ),
+                other => {
+                    return Err(not_applicable(
+                        Onboarding::KIND,
+                        Onboarding::state_name(state),
+                        &other,
+                    ));
+                }
+            };
             let settled = settle_claim(agent, ctx, true, "adopted".into());
             let mut agent = agent.clone();
             agent.status = AgentStatus::Active;
             agent.client_id = Some(client_id.clone());
-            agent.secret_version = Some(secret_version);
+            agent.secret_version = secret_version;
             agent.credential_issued_at = Some(ctx.now);
             agent.updated_at = ctx.now;
             let approver = approval
@@ -455,7 +490,7 @@ fn on_provisioning(
                     to: agent.owner.clone(),
                     subject: format!("{} is active", agent.name),
                     body: format!(
-                        "Client {client_id} is provisioned with {}. Its secret is in the vault.",
+                        "Client {client_id} is provisioned with {}. {holds}",
                         agent.scopes.join(", ")
                     ),
                 },
@@ -524,11 +559,19 @@ fn settle_claim(agent: &Agent, ctx: &Ctx, adopted: bool, reason: String) -> Opti
 }
 
 fn create_client(agent: &Agent) -> Command {
+    // A key-bound agent's client is made with the key it proved it holds (its only key now).
+    let key = agent
+        .keys
+        .iter()
+        .find(|k| k.status == KeyStatus::Active)
+        .map(|k| k.key.clone());
     Command::Idp(IdpCommand::CreateClient {
         agent_id: agent.id.clone(),
         name: agent.name.clone(),
         scopes: agent.scopes.clone(),
         token_lifetime_secs: agent.token_lifetime_secs,
         adopt: agent.client_id.clone(),
+        key,
+        binding: agent.token_binding,
     })
 }

@@ -72,6 +72,7 @@ pub static POLICY: LazyLock<Policy> = LazyLock::new(|| Policy {
     reviews: statemachines::policy::Reviews::default(),
     detection: Default::default(),
     discovery: Default::default(),
+    credentials: Default::default(),
 });
 
 pub fn policy() -> &'static Policy {
@@ -114,6 +115,8 @@ pub fn strings(items: &[&str]) -> Vec<String> {
 /// A valid request that needs a security approval (it asks for `datadog:monitors:write`).
 pub fn sensitive_request() -> AgentRequest {
     AgentRequest {
+        credential: Default::default(),
+        public_key: None,
         name: AGENT_NAME.into(),
         owner: OWNER.into(),
         team: "sre".into(),
@@ -165,6 +168,9 @@ pub fn active_agent() -> Agent {
         updated_at: at(-86_400),
         flags: vec![],
         credentials: vec![],
+        credential_kind: Default::default(),
+        token_binding: Default::default(),
+        keys: vec![],
         decommission: None,
         last_review: None,
     }

@@ -46,6 +46,9 @@ pub(crate) fn shadow_agent() -> Agent {
         updated_at: now(),
         flags: vec![],
         credentials: vec![],
+        credential_kind: Default::default(),
+        token_binding: Default::default(),
+        keys: vec![],
         decommission: None,
         last_review: None,
     }

@@ -1,6 +1,7 @@
 //! Onboarding scenarios.
 
 use super::*;
+use statemachines::{Ctx, Policy};
 
 scenarios![
     scenario_onboarding_without_sensitive_scope_provisions_at_once,
@@ -40,7 +41,155 @@ scenarios![
     scenario_onboarding_terminal_states_accept_no_event,
     scenario_onboarding_refuses_cancel_by_outsider,
     scenario_onboarding_records_approver_as_listed,
+    scenario_onboarding_key_client_holds_the_agents_key_and_no_secret,
+    scenario_onboarding_refuses_credential_kind_outside_environment_policy,
+    scenario_onboarding_refuses_key_kind_without_key_and_key_without_key_kind,
 ];
+
+fn agent_key() -> statemachines::credential::AgentKey {
+    statemachines::credential::AgentKey {
+        kid: "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs".into(),
+        jwk: r#"{"kty":"EC","crv":"P-256","x":"x","y":"y","kid":"NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"}"#.into(),
+    }
+}
+
+fn keyed_request() -> AgentRequest {
+    AgentRequest {
+        credential: statemachines::credential::CredentialKind::PrivateKeyJwt,
+        public_key: Some(agent_key()),
+        ..plain_request()
+    }
+}
+
+/// A policy where prod allows only agent-held keys, with DPoP-bound tokens.
+fn keys_only_in_prod() -> &'static Policy {
+    use statemachines::credential::{CredentialKind, TokenBinding};
+    let mut p = policy().clone();
+    p.credentials
+        .kinds
+        .insert("prod".into(), vec![CredentialKind::PrivateKeyJwt]);
+    p.credentials
+        .binding
+        .insert("prod".into(), TokenBinding::Dpop);
+    Box::leak(Box::new(p))
+}
+
+fn start_under(
+    policy: &'static Policy,
+    request: AgentRequest,
+) -> Result<Step<OnboardingState>, Rejected> {
+    statemachines::workflow::start::<Onboarding>(
+        onboarding_input(request),
+        &Ctx {
+            now: now(),
+            policy,
+            workflow_id: WORKFLOW_ID,
+        },
+    )
+}
+
+/// A `private_key_jwt` agent: the client is made with the key the agent proved it holds and
+/// the binding its environment requires; it becomes active with no vault version at all.
+fn scenario_onboarding_key_client_holds_the_agents_key_and_no_secret() {
+    use statemachines::credential::{CredentialKind, KeyStatus, TokenBinding};
+    let step = start_under(keys_only_in_prod(), keyed_request()).unwrap();
+    let OnboardingState::Provisioning { agent, .. } = &step.state else {
+        panic!("expected Provisioning, got {:?}", step.state)
+    };
+    assert_eq!(agent.credential_kind, CredentialKind::PrivateKeyJwt);
+    assert_eq!(agent.token_binding, TokenBinding::Dpop);
+    assert_eq!(agent.keys.len(), 1);
+    assert_eq!(agent.keys[0].key, agent_key());
+    assert_eq!(agent.keys[0].status, KeyStatus::Active);
+    match idp_commands(&step.commands).as_slice() {
+        [IdpCommand::CreateClient { key, binding, .. }] => {
+            assert_eq!(key.as_ref(), Some(&agent_key()));
+            assert_eq!(*binding, TokenBinding::Dpop);
+        }
+        other => panic!("expected one CreateClient, got {other:?}"),
+    }
+
+    let done = accepted::<Onboarding>(
+        &step.state,
+        Event::KeyClientCreated {
+            client_id: CLIENT_ID.into(),
+            kid: agent_key().kid,
+        },
+        at(5),
+    );
+    let OnboardingState::Active { agent, .. } = &done.state else {
+        panic!("expected Active, got {:?}", done.state)
+    };
+    assert_eq!(agent.client_id.as_deref(), Some(CLIENT_ID));
+    assert_eq!(agent.secret_version, None, "nothing is in the vault");
+    assert_eq!(agent.credential_issued_at, Some(at(5)));
+    let told = done
+        .commands
+        .iter()
+        .find_map(|c| match c {
+            Command::Notify { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .expect("the owner is told");
+    assert!(
+        told.contains("no secret") && told.contains(&agent_key().kid),
+        "{told}"
+    );
+}
+
+/// Policy per environment: prod allows only key-bound agents, dev keeps every kind.
+fn scenario_onboarding_refuses_credential_kind_outside_environment_policy() {
+    assert_rejected(
+        start_under(keys_only_in_prod(), plain_request()),
+        "credential",
+        "credential `secret` is not allowed in environment `prod` (allowed: private_key_jwt)",
+    );
+    let dev = AgentRequest {
+        name: "datadog-remediation-agent-dev".into(),
+        environment: "dev".into(),
+        ..plain_request()
+    };
+    assert!(start_under(keys_only_in_prod(), dev).is_ok());
+}
+
+/// A key kind needs its key; a secret agent carries none; certificates are not offered yet.
+fn scenario_onboarding_refuses_key_kind_without_key_and_key_without_key_kind() {
+    use statemachines::credential::CredentialKind;
+    assert_rejected(
+        start::<Onboarding>(
+            onboarding_input(AgentRequest {
+                public_key: None,
+                ..keyed_request()
+            }),
+            now(),
+        ),
+        "credential",
+        "needs its public key",
+    );
+    assert_rejected(
+        start::<Onboarding>(
+            onboarding_input(AgentRequest {
+                credential: CredentialKind::Secret,
+                ..keyed_request()
+            }),
+            now(),
+        ),
+        "public_jwk",
+        "only for credential private_key_jwt",
+    );
+    assert_rejected(
+        start::<Onboarding>(
+            onboarding_input(AgentRequest {
+                credential: CredentialKind::TlsClientAuth,
+                public_key: None,
+                ..plain_request()
+            }),
+            now(),
+        ),
+        "credential",
+        "tls_client_auth agents are not offered yet",
+    );
+}
 
 pub(crate) fn awaiting_onboarding() -> OnboardingState {
     started::<Onboarding>(onboarding_input(sensitive_request())).state
@@ -60,6 +209,8 @@ pub(crate) fn create_client_of(commands: &[Command]) -> (&str, &str, &[String], 
                 scopes,
                 token_lifetime_secs,
                 adopt: None,
+                key: None,
+                binding: _,
             },
         ] => (agent_id, name, scopes, *token_lifetime_secs),
         other => panic!("expected exactly one CreateClient, got {other:?}"),

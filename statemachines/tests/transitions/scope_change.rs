@@ -388,6 +388,9 @@ fn scenario_scope_change_grants_set_updates_registry_and_audits() {
                 updated_at: when,
                 flags: vec![],
                 credentials: vec![],
+                credential_kind: Default::default(),
+                token_binding: Default::default(),
+                keys: vec![],
                 decommission: None,
                 ..active_agent()
             },

@@ -46,6 +46,9 @@ fn agent(i: usize, status: AgentStatus, v: i64) -> Agent {
         updated_at: at,
         flags: vec![],
         credentials: vec![],
+        credential_kind: Default::default(),
+        token_binding: Default::default(),
+        keys: vec![],
         decommission: None,
         last_review: None,
     }

@@ -136,6 +136,8 @@ impl Stack {
 
     async fn onboard(&self, name: &str, scope: &str) -> statemachines::Agent {
         let req = AgentRequest {
+            credential: Default::default(),
+            public_key: None,
             name: name.into(),
             owner: OWNER.into(),
             team: "sre".into(),
@@ -684,6 +686,8 @@ async fn a_time_bound_agent_is_reminded_renewed_once_and_then_decommissioned() {
     let engine = &s.stack.engine;
     let expires_on = (s.clock.now() + Duration::days(30)).date_naive();
     let req = AgentRequest {
+        credential: Default::default(),
+        public_key: None,
         name: "quarter-close-agent-prod".into(),
         owner: OWNER.into(),
         team: "finance".into(),
