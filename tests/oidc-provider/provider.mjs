@@ -1,7 +1,10 @@
 // The OAuth 2.0 / OpenID test peer (npm `oidc-provider` on 127.0.0.1), started by tests/run:
 // - for Steward's generic OAuth adapter (shared/src/idp/oauth/): dynamic client registration
 //   (RFC 7591/7592), the client_credentials grant, introspection (RFC 7662) and revocation
-//   (RFC 7009); see docs/adr/0013-oauth-dcr-adapter.md;
+//   (RFC 7009); clients authenticate with a secret or with client assertions signed by their
+//   registered keys (RFC 7523 private_key_jwt), and tokens can be bound to a key by DPoP
+//   (RFC 9449; `dpop_bound_access_tokens` makes the proof mandatory for a client); see
+//   docs/adr/0013-oauth-dcr-adapter.md;
 // - as the people's issuer: the device authorization grant (RFC 8628) for the public client
 //   `steward-cli`, a login form checked against OIDC_PEOPLE_PASSWORD, and JWT access tokens for
 //   the audience `api://steward` that name the person by `email`
@@ -11,9 +14,17 @@
 //
 // Registration needs the initial access token (RFC 7591 §3): it carries the registration policy
 // `steward-secret-rotation`, which makes an RFC 7592 update that omits `client_secret` issue a
-// new secret. oidc-provider never rotates a secret on update by default, and policies only
-// travel with adapter-backed initial access tokens (see ADR 13, docs/adr/0013-oauth-dcr-adapter.md).
-import { randomBytes } from 'node:crypto';
+// new secret (to a client that authenticates with one). oidc-provider never rotates a secret on
+// update by default, and policies only travel with adapter-backed initial access tokens (see
+// ADR 13, docs/adr/0013-oauth-dcr-adapter.md).
+//
+// Mutual TLS (RFC 8705) is switched on for its metadata only: clients may register
+// `tls_client_auth`, `self_signed_tls_client_auth` and
+// `tls_client_certificate_bound_access_tokens`, but this listener is plain http, so no request
+// ever carries a client certificate and such clients get no token (oidc-provider answers that no
+// certificate was provided). Issuing certificate-bound tokens needs a TLS listener that asks for
+// client certificates, which this test peer does not have.
+import { randomBytes, X509Certificate } from 'node:crypto';
 import Provider, { errors } from 'oidc-provider';
 
 const port = Number.parseInt(process.env.PORT ?? '', 10);
@@ -70,8 +81,16 @@ const configuration = {
     return undefined;
   },
   scopes: SCOPES,
-  // 'none': the public client people sign in with; registered clients use a secret.
-  clientAuthMethods: ['client_secret_basic', 'client_secret_post', 'none'],
+  // 'none': the public client people sign in with; registered clients use a secret, a key
+  // (private_key_jwt) or, with a TLS listener, a certificate.
+  clientAuthMethods: [
+    'client_secret_basic',
+    'client_secret_post',
+    'private_key_jwt',
+    'self_signed_tls_client_auth',
+    'tls_client_auth',
+    'none',
+  ],
   extraClientMetadata: {
     properties: [LIFETIME],
     validator(ctx, key, value) {
@@ -100,6 +119,49 @@ const configuration = {
       },
     },
     revocation: { enabled: true },
+    // RFC 9449: a token request with a DPoP proof gets a token bound to the proof's key
+    // (`token_type: DPoP`, `cnf.jkt` in introspection); a client registered with
+    // `dpop_bound_access_tokens: true` gets no token without one. No server nonce.
+    dPoP: { enabled: true },
+    // RFC 8705, metadata only (see the top of this file): the certificate is the TLS peer's,
+    // and on this plain-http listener there is none.
+    mTLS: {
+      enabled: true,
+      certificateBoundAccessTokens: true,
+      selfSignedTlsClientAuth: true,
+      tlsClientAuth: true,
+      getCertificate(ctx) {
+        const peer = typeof ctx.socket.getPeerCertificate === 'function'
+          ? ctx.socket.getPeerCertificate()
+          : undefined;
+        if (!peer?.raw) return undefined;
+        return `-----BEGIN CERTIFICATE-----\n${peer.raw.toString('base64')}\n-----END CERTIFICATE-----`;
+      },
+      certificateAuthorized(ctx) {
+        return ctx.socket.authorized === true;
+      },
+      // Reached only with a certificate, so never on this listener.
+      certificateSubjectMatches(ctx, property, expected) {
+        const pem = configuration.features.mTLS.getCertificate(ctx);
+        if (!pem) return false;
+        const cert = new X509Certificate(pem);
+        const names = (cert.subjectAltName ?? '').split(', ');
+        switch (property) {
+          case 'tls_client_auth_subject_dn':
+            return cert.subject.split('\n').reverse().join(',') === expected;
+          case 'tls_client_auth_san_dns':
+            return names.includes(`DNS:${expected}`);
+          case 'tls_client_auth_san_uri':
+            return names.includes(`URI:${expected}`);
+          case 'tls_client_auth_san_ip':
+            return names.includes(`IP Address:${expected}`);
+          case 'tls_client_auth_san_email':
+            return names.includes(`email:${expected}`);
+          default:
+            return false;
+        }
+      },
+    },
     resourceIndicators: {
       enabled: true,
       defaultResource: () => undefined,
@@ -126,8 +188,10 @@ const configuration = {
       policies: {
         'steward-secret-rotation'(ctx, properties) {
           // RFC 7592 §2.2: omitted fields are deleted; a client that omits its secret asks for
-          // a new one. Registration (POST) has its own secret already.
-          if (ctx.method === 'PUT' && !('client_secret' in ctx.oidc.body)) {
+          // a new one. Registration (POST) has its own secret already; a client that
+          // authenticates with a key or a certificate has none.
+          if (ctx.method === 'PUT' && !('client_secret' in ctx.oidc.body)
+            && ctx.oidc.provider.Client.needsSecret(properties)) {
             properties.client_secret = randomBytes(32).toString('base64url');
             properties.client_secret_expires_at = 0;
           }

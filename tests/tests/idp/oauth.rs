@@ -1,13 +1,15 @@
 //! The generic OAuth 2.0 adapter (RFC 7591/7592/7009/7662) end to end against the npm
 //! `oidc-provider` on 127.0.0.1, which tests/run installs and starts
 //! (tests/oidc-provider/provider.mjs). Every test registers its own clients, so they run in
-//! parallel against one provider.
+//! parallel against one provider. Key clients (private_key_jwt, DPoP) too: their keys are
+//! ES256 pairs made here, as agents make theirs.
 
 use super::conformance::{self, Caps};
 use shared::Secret;
+use shared::agent_key::AgentKeyPair;
 use shared::embedded::vault::FileVault;
-use shared::idp::oauth::{OAuthDcr, OAuthSettings, OAuthSettingsError};
-use shared::ports::idp::{ClientSpec, IdentityProvider, IdpError};
+use shared::idp::oauth::{ClientAuth, OAuthDcr, OAuthSettings, OAuthSettingsError};
+use shared::ports::idp::{ClientKey, ClientSpec, IdentityProvider, IdpError, TokenBinding};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -390,4 +392,437 @@ fn oauth_settings_refuse_plain_http_off_loopback() {
     assert!(OAuthSettings::new("https://auth.example.com").is_ok());
     assert!(OAuthSettings::new("http://127.0.0.1:4455").is_ok());
     assert!(OAuthSettings::new("http://[::1]:4455").is_ok());
+}
+
+fn pair() -> AgentKeyPair {
+    AgentKeyPair::generate().unwrap()
+}
+
+fn active(kid: &str, active: bool) -> ClientKey {
+    ClientKey {
+        kid: kid.into(),
+        active,
+    }
+}
+
+/// A refusal, not a retryable failure.
+fn assert_refused(r: Result<impl std::fmt::Debug, IdpError>, what: &str) {
+    match r {
+        Ok(v) => panic!("{what}: expected a refusal, got {v:?}"),
+        Err(IdpError::Unavailable(e)) => panic!("{what}: a refusal must not look retryable: {e}"),
+        Err(_) => {}
+    }
+}
+
+/// The port's key operations on one key client: what every adapter that manages keys owes
+/// (stands in for the shared conformance section until it lands).
+async fn key_contract(idp: &dyn IdentityProvider, prefix: &str, scopes: [&str; 2]) {
+    let [a, b] = scopes;
+    let first = pair();
+    let second = pair();
+    let s = ClientSpec {
+        agent_id: format!("{prefix}-keys"),
+        name: format!("{prefix} keys"),
+        scopes: vec![a.to_string(), b.to_string()],
+        token_lifetime_secs: 900,
+    };
+    let idem = format!("{prefix}-key-1");
+    let id = idp
+        .create_key_client(&s, first.public(), TokenBinding::None, &idem)
+        .await
+        .unwrap();
+    // Steward's mark, as for secret clients.
+    let info = idp.client(&id).await.unwrap().expect("client exists");
+    assert_eq!(info.steward_key.as_deref(), Some(idem.as_str()));
+    assert!(info.active);
+    // A repeat gives the same client.
+    let again = idp
+        .create_key_client(&s, first.public(), TokenBinding::None, &idem)
+        .await
+        .unwrap();
+    assert_eq!(
+        again, id,
+        "a repeated create_key_client made a second client"
+    );
+
+    assert_eq!(
+        idp.keys(&id).await.unwrap(),
+        vec![active(&first.public().kid, true)]
+    );
+    idp.test_key(&id, &first).await.unwrap();
+    assert_refused(
+        idp.test_key(&id, &second).await,
+        "a key the client does not hold",
+    );
+
+    // A second key: both active, oldest first; adding a held key again is fine.
+    idp.add_key(&id, second.public()).await.unwrap();
+    idp.add_key(&id, second.public()).await.unwrap();
+    let both = vec![
+        active(&first.public().kid, true),
+        active(&second.public().kid, true),
+    ];
+    assert_eq!(idp.keys(&id).await.unwrap(), both);
+    idp.test_key(&id, &second).await.unwrap();
+
+    // Deactivation: the key signs nothing accepted, and is still listed; reactivation.
+    idp.set_key_active(&id, &first.public().kid, false)
+        .await
+        .unwrap();
+    idp.set_key_active(&id, &first.public().kid, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        idp.keys(&id).await.unwrap(),
+        vec![
+            active(&first.public().kid, false),
+            active(&second.public().kid, true),
+        ]
+    );
+    assert_refused(idp.test_key(&id, &first).await, "an inactive key");
+    idp.test_key(&id, &second).await.unwrap();
+    idp.set_key_active(&id, &first.public().kid, true)
+        .await
+        .unwrap();
+    assert_eq!(idp.keys(&id).await.unwrap(), both);
+    idp.test_key(&id, &first).await.unwrap();
+    // A key the client never held cannot be switched either way.
+    let stranger = pair();
+    for on in [true, false] {
+        assert_refused(
+            idp.set_key_active(&id, &stranger.public().kid, on).await,
+            "a key the client never held",
+        );
+    }
+
+    // Removal (an active key included); removing again is fine.
+    idp.remove_key(&id, &first.public().kid).await.unwrap();
+    idp.remove_key(&id, &first.public().kid).await.unwrap();
+    assert_eq!(
+        idp.keys(&id).await.unwrap(),
+        vec![active(&second.public().kid, true)]
+    );
+    assert_refused(idp.test_key(&id, &first).await, "a removed key");
+    idp.test_key(&id, &second).await.unwrap();
+
+    // A key client has no secret.
+    assert!(idp.secret_ids(&id).await.unwrap().is_empty());
+    assert_refused(
+        idp.add_secret(&id, &format!("{prefix}-key-rot")).await,
+        "a key client's secret",
+    );
+
+    // Deactivating the client stops its keys too; deletion ends it.
+    idp.set_active(&id, false).await.unwrap();
+    assert_refused(
+        idp.test_key(&id, &second).await,
+        "a deactivated client's key",
+    );
+    idp.set_active(&id, true).await.unwrap();
+    idp.test_key(&id, &second).await.unwrap();
+    idp.delete_client(&id).await.unwrap();
+    assert_refused(idp.test_key(&id, &second).await, "a deleted client's key");
+    assert!(idp.client(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn oauth_dcr_key_clients_follow_the_identity_provider_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = adapter_in(dir.path(), settings());
+    key_contract(&idp, "oauth", [READ, WRITE]).await;
+}
+
+#[tokio::test]
+async fn oauth_key_client_gets_tokens_by_client_assertion_bound_by_dpop() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = adapter_in(dir.path(), settings());
+    let key = pair();
+    let id = idp
+        .create_key_client(
+            &spec("key-dpop", &[READ, WRITE], 300),
+            key.public(),
+            TokenBinding::None,
+            "key-dpop-1",
+        )
+        .await
+        .unwrap();
+    let as_key = ClientAuth::Key(&key);
+
+    // A client assertion alone: a bearer token for the client's own lifetime.
+    let bearer = idp
+        .token_with(&id, as_key, &scopes(&[READ]), None)
+        .await
+        .unwrap();
+    assert_eq!(bearer.token_type, "Bearer");
+    assert_eq!(bearer.expires_in, Some(300));
+    let i = idp
+        .introspect_with(&bearer.access_token, &id, as_key)
+        .await
+        .unwrap();
+    assert!(i.active, "{i:?}");
+    assert_eq!(i.client_id.as_deref(), Some(id.as_str()));
+    assert_eq!(i.jkt(), None, "a bearer token names no key: {i:?}");
+
+    // With a DPoP proof by the agent key: the token is bound to that key's thumbprint.
+    let bound = idp
+        .token_with(&id, as_key, &scopes(&[WRITE]), Some(&key))
+        .await
+        .unwrap();
+    assert_eq!(bound.token_type, "DPoP");
+    let i = idp
+        .introspect_with(&bound.access_token, &id, as_key)
+        .await
+        .unwrap();
+    assert!(i.active, "{i:?}");
+    assert_eq!(i.token_type.as_deref(), Some("DPoP"));
+    assert_eq!(i.jkt(), Some(key.public().kid.as_str()), "{i:?}");
+    assert_eq!(i.scope.as_deref(), Some(WRITE));
+    // A proof by another key binds the token to that key instead.
+    let other = pair();
+    let t = idp
+        .token_with(&id, as_key, &scopes(&[READ]), Some(&other))
+        .await
+        .unwrap();
+    let i = idp
+        .introspect_with(&t.access_token, &id, as_key)
+        .await
+        .unwrap();
+    assert_eq!(i.jkt(), Some(other.public().kid.as_str()), "{i:?}");
+    // The holder revokes with its key (RFC 7009 with a client assertion).
+    idp.revoke_with(&bound.access_token, &id, as_key)
+        .await
+        .unwrap();
+    assert!(
+        !idp.introspect_with(&bound.access_token, &id, as_key)
+            .await
+            .unwrap()
+            .active
+    );
+
+    // A client assertion signed by a key the client does not hold is refused.
+    assert_provider(
+        idp.token_with(&id, ClientAuth::Key(&other), &scopes(&[READ]), None)
+            .await,
+        "invalid_client",
+        "an assertion signed by another key",
+    );
+    // A deactivated key's assertion is refused; the key is still listed, and comes back.
+    let next = pair();
+    idp.add_key(&id, next.public()).await.unwrap();
+    idp.set_key_active(&id, &key.public().kid, false)
+        .await
+        .unwrap();
+    assert_provider(
+        idp.token_with(&id, as_key, &scopes(&[READ]), None).await,
+        "invalid_client",
+        "an assertion signed by a deactivated key",
+    );
+    idp.token_with(&id, ClientAuth::Key(&next), &scopes(&[READ]), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        idp.keys(&id).await.unwrap(),
+        vec![
+            active(&key.public().kid, false),
+            active(&next.public().kid, true)
+        ]
+    );
+    // A new process with the same vault still knows the inactive key, and can put it back.
+    let restarted = adapter_in(dir.path(), settings());
+    restarted
+        .set_key_active(&id, &key.public().kid, true)
+        .await
+        .unwrap();
+    restarted
+        .token_with(&id, as_key, &scopes(&[READ]), None)
+        .await
+        .unwrap();
+
+    // A key client has no secret to authenticate with, and a secret client holds no keys.
+    assert_refused(
+        idp.add_secret(&id, "key-dpop-rot").await,
+        "a key client's secret",
+    );
+    let c = idp
+        .create_client(&spec("key-secret", &[READ], 300), "key-dpop-2")
+        .await
+        .unwrap();
+    assert_refused(
+        idp.add_key(&c.client_id, key.public()).await,
+        "a key for a secret client",
+    );
+    // The idempotency keys of the two kinds do not mix.
+    assert_refused(
+        idp.create_key_client(
+            &spec("key-secret", &[READ], 300),
+            key.public(),
+            TokenBinding::None,
+            "key-dpop-2",
+        )
+        .await,
+        "a secret client's idempotency key reused for a key client",
+    );
+    for c in [&id, &c.client_id] {
+        idp.delete_client(c).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn oauth_dpop_bound_key_client_gets_no_token_without_a_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = adapter_in(dir.path(), settings());
+    let key = pair();
+    let id = idp
+        .create_key_client(
+            &spec("key-bound", &[READ], 600),
+            key.public(),
+            TokenBinding::Dpop,
+            "key-bound-1",
+        )
+        .await
+        .unwrap();
+    let as_key = ClientAuth::Key(&key);
+    assert_provider(
+        idp.token_with(&id, as_key, &scopes(&[READ]), None).await,
+        "invalid_grant",
+        "a DPoP-bound client without a proof",
+    );
+    let t = idp
+        .token_with(&id, as_key, &scopes(&[READ]), Some(&key))
+        .await
+        .unwrap();
+    assert_eq!(t.token_type, "DPoP");
+    let i = idp
+        .introspect_with(&t.access_token, &id, as_key)
+        .await
+        .unwrap();
+    assert_eq!(i.jkt(), Some(key.public().kid.as_str()), "{i:?}");
+    // test_key knows the client is bound, and sends a proof by the key.
+    idp.test_key(&id, &key).await.unwrap();
+    // The binding survives metadata updates (grants, keys, lifecycle).
+    idp.set_grants(&id, &scopes(&[READ, WRITE]), 120)
+        .await
+        .unwrap();
+    idp.set_active(&id, false).await.unwrap();
+    idp.set_active(&id, true).await.unwrap();
+    let next = pair();
+    idp.add_key(&id, next.public()).await.unwrap();
+    assert_provider(
+        idp.token_with(&id, ClientAuth::Key(&next), &scopes(&[WRITE]), None)
+            .await,
+        "invalid_grant",
+        "a DPoP-bound client after updates, without a proof",
+    );
+    let t = idp
+        .token_with(&id, ClientAuth::Key(&next), &scopes(&[WRITE]), Some(&next))
+        .await
+        .unwrap();
+    assert_eq!(t.expires_in, Some(120));
+    idp.test_key(&id, &next).await.unwrap();
+
+    // Certificate binding needs mutual TLS, which this adapter does not do: refused before
+    // anything is registered.
+    assert_refused(
+        idp.create_key_client(
+            &spec("key-cert", &[READ], 600),
+            key.public(),
+            TokenBinding::Certificate,
+            "key-bound-2",
+        )
+        .await,
+        "certificate-bound tokens",
+    );
+    assert_eq!(
+        idp.list_clients()
+            .await
+            .unwrap()
+            .iter()
+            .map(|c| c.client_id.as_str())
+            .collect::<Vec<_>>(),
+        vec![id.as_str()]
+    );
+    idp.delete_client(&id).await.unwrap();
+}
+
+/// The test peer's mutual TLS is metadata only: a certificate-bound client registers, and gets
+/// no token over the plain-http listener (no request carries a client certificate).
+#[tokio::test]
+async fn oidc_provider_registers_mtls_clients_but_issues_them_nothing_over_plain_http() {
+    let issuer = env("STEWARD_TEST_OIDC_ISSUER");
+    let iat = env("STEWARD_TEST_OIDC_INITIAL_ACCESS_TOKEN");
+    let http = reqwest::Client::new();
+    let meta: serde_json::Value = http
+        .get(format!("{issuer}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["tls_client_certificate_bound_access_tokens"], true);
+    for m in [
+        "private_key_jwt",
+        "self_signed_tls_client_auth",
+        "tls_client_auth",
+    ] {
+        assert!(
+            meta["token_endpoint_auth_methods_supported"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!(m)),
+            "{m}: {meta}"
+        );
+    }
+    let key = pair();
+    let reg: serde_json::Value = http
+        .post(meta["registration_endpoint"].as_str().unwrap())
+        .bearer_auth(&iat)
+        .json(&serde_json::json!({
+            "client_name": "oauth test mtls",
+            "grant_types": ["client_credentials"],
+            "response_types": [],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": {"keys": [key.public_jwk()]},
+            "tls_client_certificate_bound_access_tokens": true,
+            "scope": READ,
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        reg["tls_client_certificate_bound_access_tokens"], true,
+        "{reg}"
+    );
+    let id = reg["client_id"].as_str().unwrap();
+    let token = meta["token_endpoint"].as_str().unwrap();
+    let resp = http
+        .post(token)
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", id),
+            (
+                "client_assertion_type",
+                shared::agent_key::CLIENT_ASSERTION_TYPE,
+            ),
+            (
+                "client_assertion",
+                &key.client_assertion(id, token, chrono::Utc::now()),
+            ),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    let deleted = http
+        .delete(reg["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(reg["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
 }

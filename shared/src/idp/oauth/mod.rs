@@ -22,20 +22,30 @@
 //! - No per-client token lifetime: sent as the client metadata field named by
 //!   [`OAuthSettings::token_lifetime_field`], and refused unless the server echoes it.
 //! - No manager-side token revocation: RFC 7009 needs each token's value.
+//! - No per-key activation: a key client (`create_key_client`: `private_key_jwt`, RFC 7523)
+//!   registers its active keys as `jwks`; `set_key_active(false)` drops a key from the
+//!   registered `jwks` by an RFC 7592 update, and the vault record keeps the public JWK so that
+//!   `keys()` lists it as inactive and `set_key_active(true)` registers it again. DPoP binding
+//!   (RFC 9449) is the client metadata `dpop_bound_access_tokens`; certificate binding
+//!   (RFC 8705) is refused: this adapter presents no client certificate.
 //!
 //! Each client's `registration_access_token` and `registration_client_uri` live in the vault
 //! (never in logs or errors); so do the idempotency keys and the list of registered clients.
 
+mod keys;
 mod provider;
 mod registrations;
 mod server;
 mod settings;
 
+use keys::*;
 use registrations::*;
 pub use settings::*;
 
+use crate::agent_key::{AgentKeyPair, CLIENT_ASSERTION_TYPE};
 use crate::ports::idp::{
-    ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret, TokenRevocation,
+    AgentKey, ClientInfo, ClientKey, ClientSpec, CreatedClient, IdentityProvider, IdpError,
+    NewSecret, TokenBinding, TokenRevocation,
 };
 use crate::ports::vault::{Stage, Vault};
 use crate::secret::Secret;
@@ -64,6 +74,8 @@ pub const DEFAULT_TOKEN_LIFETIME_FIELD: &str = "access_token_lifetime";
 
 /// The grant this adapter registers clients for.
 const GRANT: &str = "client_credentials";
+/// The token endpoint authentication method of key clients (RFC 7523, RFC 7591 §2).
+const PRIVATE_KEY_JWT: &str = "private_key_jwt";
 
 /// RFC 7592 §2.2: fields a client must not send in an update (the server manages them).
 const SERVER_MANAGED: [&str; 4] = [
@@ -94,6 +106,29 @@ pub struct Endpoints {
     pub registration: Url,
     pub revocation: Option<Url>,
     pub introspection: Option<Url>,
+    /// `token_endpoint_auth_methods_supported`, when the metadata lists them.
+    pub auth_methods: Option<Vec<String>>,
+    /// `dpop_signing_alg_values_supported` (RFC 9449 §5.1): present when the server does DPoP.
+    pub dpop_algs: Option<Vec<String>>,
+}
+
+/// How a client authenticates at the server's token, introspection and revocation endpoints.
+#[derive(Clone, Copy)]
+pub enum ClientAuth<'a> {
+    /// `client_secret_basic`.
+    Secret(&'a Secret),
+    /// `private_key_jwt`: an RFC 7523 client assertion signed with the key, for the token
+    /// endpoint URL as audience (RFC 7523 §3), with a fresh `jti` each time.
+    Key(&'a AgentKeyPair),
+}
+
+impl fmt::Debug for ClientAuth<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Secret(_) => f.write_str("Secret(..)"),
+            Self::Key(k) => write!(f, "Key({})", k.public().kid),
+        }
+    }
 }
 
 /// A client_credentials access token. The value is a bearer credential, hence a [`Secret`].
@@ -125,6 +160,17 @@ pub struct Introspection {
     pub aud: Option<Value>,
     #[serde(default)]
     pub iss: Option<String>,
+    /// RFC 7800 confirmation of a sender-constrained token: `{"jkt": …}` for DPoP (RFC 9449
+    /// §6.2), `{"x5t#S256": …}` for mutual TLS (RFC 8705 §3.2).
+    #[serde(default)]
+    pub cnf: Option<Value>,
+}
+
+impl Introspection {
+    /// The DPoP key thumbprint the token is bound to, if any.
+    pub fn jkt(&self) -> Option<&str> {
+        self.cnf.as_ref()?.get("jkt")?.as_str()
+    }
 }
 
 fn secret_id(serial: u64) -> String {

@@ -1,4 +1,4 @@
-//! The `IdentityProvider` port on the registration calls.
+//! The `IdentityProvider` port on the registration calls (key clients: `keys.rs`).
 
 use super::*;
 
@@ -16,6 +16,12 @@ impl IdentityProvider for OAuthDcr {
             && !reg.deleted
             && self.read(&reg).await?.is_some()
         {
+            if reg.is_key_client() {
+                return Err(IdpError::Refused(format!(
+                    "idempotency key {idempotency_key} created client {client_id}, which \
+                     authenticates with a key, not a secret"
+                )));
+            }
             // A repeat whose first answer was lost: nobody holds that secret, replace it.
             let s = self.rotate(&mut reg).await?;
             return Ok(CreatedClient {
@@ -24,7 +30,10 @@ impl IdentityProvider for OAuthDcr {
                 secret: s.secret,
             });
         }
-        let (reg, secret) = self.register(spec, idempotency_key).await?;
+        let (reg, secret) = self
+            .register(spec, idempotency_key, NewAuth::Secret)
+            .await?;
+        let secret = secret.ok_or_else(|| IdpError::Refused("no client_secret".into()))?;
         self.store(
             &key_name,
             &IdempotencyDoc {
@@ -128,12 +137,22 @@ impl IdentityProvider for OAuthDcr {
         // (the port's "a repeat replaces the secret the first call made").
         let _g = self.lock.lock().await;
         let mut reg = self.live_registration(client_id).await?;
+        if reg.is_key_client() {
+            return Err(IdpError::Refused(format!(
+                "client {client_id} authenticates with {PRIVATE_KEY_JWT}: it has no secret to \
+                 rotate; add a key instead"
+            )));
+        }
         self.rotate(&mut reg).await
     }
 
     async fn remove_secret(&self, client_id: &str, secret_id_: &str) -> Result<(), IdpError> {
         let _g = self.lock.lock().await;
         let reg = self.live_registration(client_id).await?;
+        if reg.is_key_client() {
+            // A key client has no secret: any id names one already gone.
+            return Ok(());
+        }
         if secret_id_ == secret_id(reg.secret_serial) {
             return Err(IdpError::Refused(format!(
                 "{secret_id_} is the only secret of client {client_id} (RFC 7592 clients hold \
@@ -148,6 +167,9 @@ impl IdentityProvider for OAuthDcr {
         let _g = self.lock.lock().await;
         let reg = self.live_registration(client_id).await?;
         self.read_live(&reg).await?;
+        if reg.is_key_client() {
+            return Ok(Vec::new());
+        }
         Ok(vec![secret_id(reg.secret_serial)])
     }
 
@@ -204,5 +226,41 @@ impl IdentityProvider for OAuthDcr {
                  delete it with; delete it at the server"
             ))),
         }
+    }
+
+    async fn create_key_client(
+        &self,
+        spec: &ClientSpec,
+        key: &AgentKey,
+        binding: TokenBinding,
+        idempotency_key: &str,
+    ) -> Result<String, IdpError> {
+        self.register_key_client(spec, key, binding, idempotency_key)
+            .await
+    }
+
+    async fn add_key(&self, client_id: &str, key: &AgentKey) -> Result<(), IdpError> {
+        self.add_client_key(client_id, key).await
+    }
+
+    async fn set_key_active(
+        &self,
+        client_id: &str,
+        kid: &str,
+        active: bool,
+    ) -> Result<(), IdpError> {
+        self.set_client_key_active(client_id, kid, active).await
+    }
+
+    async fn remove_key(&self, client_id: &str, kid: &str) -> Result<(), IdpError> {
+        self.remove_client_key(client_id, kid).await
+    }
+
+    async fn keys(&self, client_id: &str) -> Result<Vec<ClientKey>, IdpError> {
+        self.client_keys(client_id).await
+    }
+
+    async fn test_key(&self, client_id: &str, key: &AgentKeyPair) -> Result<(), IdpError> {
+        self.test_client_key(client_id, key).await
     }
 }

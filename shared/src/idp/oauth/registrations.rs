@@ -15,6 +15,15 @@ pub(super) struct Registration {
     pub(super) deleted: bool,
     /// The idempotency key of the `create_client` that registered it (Steward's mark).
     pub(super) idempotency_key: Option<String>,
+    /// `Some` for a key client (`create_key_client`, private_key_jwt): every key it holds or
+    /// held and was not removed, oldest first, active or not (see [`KeyDoc`]).
+    pub(super) keys: Option<Vec<KeyDoc>>,
+}
+
+impl Registration {
+    pub(super) fn is_key_client(&self) -> bool {
+        self.keys.is_some()
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -27,6 +36,21 @@ pub(super) struct RegistrationDoc {
     pub(super) deleted: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) idempotency_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) keys: Option<Vec<KeyDoc>>,
+}
+
+/// How a new client authenticates at the token endpoint.
+pub(super) enum NewAuth<'a> {
+    /// `client_secret_basic`: the server issues the secret.
+    Secret,
+    /// `private_key_jwt` with one key (checked: public members only), its tokens bound by DPoP
+    /// when `dpop`.
+    Key {
+        key: &'a AgentKey,
+        jwk: &'a Value,
+        dpop: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize, Default)]
@@ -92,6 +116,7 @@ impl OAuthDcr {
             secret_serial: d.secret_serial,
             deleted: d.deleted,
             idempotency_key: d.idempotency_key,
+            keys: d.keys,
         }))
     }
 
@@ -114,6 +139,7 @@ impl OAuthDcr {
             secret_serial: r.secret_serial,
             deleted: r.deleted,
             idempotency_key: r.idempotency_key.clone(),
+            keys: r.keys.clone(),
         };
         self.store(&self.client_name(&r.client_id), &doc).await
     }
@@ -328,14 +354,17 @@ impl OAuthDcr {
         }
     }
 
-    /// RFC 7591 registration of a client_credentials client, recorded in the vault.
+    /// RFC 7591 registration of a client_credentials client, recorded in the vault. A secret
+    /// client comes back with its secret, a key client without.
     pub(super) async fn register(
         &self,
         spec: &ClientSpec,
         idempotency_key: &str,
-    ) -> Result<(Registration, Secret), IdpError> {
+        auth: NewAuth<'_>,
+    ) -> Result<(Registration, Option<Secret>), IdpError> {
         let scope = scope_value(&spec.scopes)?;
-        let endpoint = self.endpoints().await?.registration.clone();
+        let endpoints = self.endpoints().await?;
+        let endpoint = endpoints.registration.clone();
         let mut body = json!({
             "client_name": spec.name,
             "grant_types": [GRANT],
@@ -345,6 +374,14 @@ impl OAuthDcr {
         });
         if let (Some(f), Some(obj)) = (&self.settings.token_lifetime_field, body.as_object_mut()) {
             obj.insert(f.clone(), json!(spec.token_lifetime_secs));
+        }
+        if let NewAuth::Key { jwk, dpop, .. } = &auth {
+            endpoints.check_key_support(*dpop)?;
+            body["token_endpoint_auth_method"] = json!(PRIVATE_KEY_JWT);
+            body["jwks"] = json!({ "keys": [jwk] });
+            if *dpop {
+                body["dpop_bound_access_tokens"] = json!(true);
+            }
         }
         let mut req = self
             .http
@@ -372,25 +409,39 @@ impl OAuthDcr {
                  rotate or delete it; delete it at the server, and enable RFC 7592 there"
             )));
         };
-        let secret = str_field(&m, "client_secret").map(Secret::new);
+        // A key client's secret, should a server issue one anyway, is not used (nor kept).
+        let secret = match auth {
+            NewAuth::Secret => str_field(&m, "client_secret").map(Secret::new),
+            NewAuth::Key { .. } => None,
+        };
         let mut reg = Registration {
             client_id: client_id.clone(),
             uri: uri.into(),
             token: Secret::new(token),
-            secret_serial: 1,
+            secret_serial: if secret.is_some() { 1 } else { 0 },
             deleted: false,
             // Kept with the record from the start: the client is listed only once it is there.
             idempotency_key: Some(idempotency_key.into()),
+            keys: match &auth {
+                NewAuth::Secret => None,
+                NewAuth::Key { key, .. } => Some(vec![KeyDoc::of(key)]),
+            },
         };
         // Recorded first: without the registration access token the client is unmanageable.
         self.save_registration(&reg).await?;
         self.index_add(&client_id).await?;
-        let problem = match (&secret, self.registration_url(uri)) {
+        let problem = match (&auth, self.registration_url(uri)) {
             (_, Err(e)) => Some(e),
-            (None, _) => Some(IdpError::Refused(format!(
+            (NewAuth::Secret, _) if secret.is_none() => Some(IdpError::Refused(format!(
                 "the server registered client {client_id} without a client_secret"
             ))),
-            (Some(_), Ok(_)) => self
+            (NewAuth::Key { key, dpop, .. }, _) => check_key_client(&m, &client_id, key, *dpop)
+                .err()
+                .or_else(|| {
+                    self.check_registered(&m, &spec.scopes, spec.token_lifetime_secs)
+                        .err()
+                }),
+            (NewAuth::Secret, Ok(_)) => self
                 .check_registered(&m, &spec.scopes, spec.token_lifetime_secs)
                 .err(),
         };
@@ -401,7 +452,6 @@ impl OAuthDcr {
             }
             return Err(problem);
         }
-        let secret = secret.ok_or_else(|| IdpError::Refused("no client_secret".into()))?;
         Ok((reg, secret))
     }
 

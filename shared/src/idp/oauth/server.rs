@@ -1,4 +1,5 @@
-//! The authorization server's own endpoints: discovery, client-credentials tokens, RFC 7662
+//! The authorization server's own endpoints: discovery, client-credentials tokens (with a
+//! secret or an RFC 7523 client assertion, and an RFC 9449 DPoP proof when asked), RFC 7662
 //! introspection and RFC 7009 revocation.
 
 use super::*;
@@ -78,11 +79,46 @@ impl OAuthDcr {
                     .into(),
             )
         })?;
+        let strings = |name: &str| {
+            meta.get(name).and_then(Value::as_array).map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+        };
         Ok(Endpoints {
             token,
             registration,
             revocation: endpoint("revocation_endpoint")?,
             introspection: endpoint("introspection_endpoint")?,
+            auth_methods: strings("token_endpoint_auth_methods_supported"),
+            dpop_algs: strings("dpop_signing_alg_values_supported"),
+        })
+    }
+
+    /// `req` with the client's authentication and `form` as its body. A key signs a client
+    /// assertion for the token endpoint URL (RFC 7523 §3; servers accept it at their other
+    /// endpoints too). The assertion goes in the body and nowhere else.
+    async fn authenticated(
+        &self,
+        req: RequestBuilder,
+        client_id: &str,
+        auth: ClientAuth<'_>,
+        mut form: Vec<(&'static str, String)>,
+    ) -> Result<RequestBuilder, IdpError> {
+        Ok(match auth {
+            ClientAuth::Secret(secret) => client_auth(req, client_id, secret).form(&form),
+            ClientAuth::Key(key) => {
+                let audience = self.endpoints().await?.token.to_string();
+                form.push(("client_id", client_id.to_string()));
+                form.push(("client_assertion_type", CLIENT_ASSERTION_TYPE.to_string()));
+                form.push((
+                    "client_assertion",
+                    key.client_assertion(client_id, &audience, Utc::now()),
+                ));
+                req.form(&form)
+            }
         })
     }
 
@@ -94,6 +130,21 @@ impl OAuthDcr {
         secret: &Secret,
         scopes: &[String],
     ) -> Result<AccessToken, IdpError> {
+        self.token_with(client_id, ClientAuth::Secret(secret), scopes, None)
+            .await
+    }
+
+    /// A client_credentials token for `client_id` authenticated by `auth`, for `scopes` (none:
+    /// the server's default for the client), for the configured resource if any. With `dpop`,
+    /// the request carries an RFC 9449 DPoP proof signed by that key, and a server that does
+    /// DPoP binds the token to it (`token_type` `DPoP`, `cnf.jkt` the key's thumbprint).
+    pub async fn token_with(
+        &self,
+        client_id: &str,
+        auth: ClientAuth<'_>,
+        scopes: &[String],
+        dpop: Option<&AgentKeyPair>,
+    ) -> Result<AccessToken, IdpError> {
         let endpoint = self.endpoints().await?.token.clone();
         let mut form = vec![("grant_type", GRANT.to_string())];
         if !scopes.is_empty() {
@@ -102,7 +153,16 @@ impl OAuthDcr {
         if let Some(r) = &self.settings.resource {
             form.push(("resource", r.clone()));
         }
-        let req = client_auth(self.http.post(endpoint), client_id, secret).form(&form);
+        let mut req = self.http.post(endpoint.clone());
+        if let Some(key) = dpop {
+            // §4.2: htu is the request's URI without query and fragment (the endpoint has none
+            // that matter here); no access token yet, so no `ath`.
+            req = req.header(
+                "DPoP",
+                key.dpop_proof("POST", endpoint.as_str(), None, Utc::now()),
+            );
+        }
+        let req = self.authenticated(req, client_id, auth, form).await?;
         let (status, body) = send(req, "token request").await?;
         if !status.is_success() {
             return Err(error_from(status, body, "token request"));
@@ -133,6 +193,18 @@ impl OAuthDcr {
         token: &Secret,
         as_client: (&str, &Secret),
     ) -> Result<Introspection, IdpError> {
+        self.introspect_with(token, as_client.0, ClientAuth::Secret(as_client.1))
+            .await
+    }
+
+    /// RFC 7662 as [`introspect`](Self::introspect), authenticating as `client_id` by `auth`
+    /// (a key client introspects its own tokens with a client assertion).
+    pub async fn introspect_with(
+        &self,
+        token: &Secret,
+        client_id: &str,
+        auth: ClientAuth<'_>,
+    ) -> Result<Introspection, IdpError> {
         let Some(endpoint) = self.endpoints().await?.introspection.clone() else {
             return Err(IdpError::Refused(
                 "the server does not offer token introspection (no introspection_endpoint in \
@@ -140,11 +212,13 @@ impl OAuthDcr {
                     .into(),
             ));
         };
-        let form = [
-            ("token", token.expose()),
-            ("token_type_hint", "access_token"),
+        let form = vec![
+            ("token", token.expose().to_string()),
+            ("token_type_hint", "access_token".to_string()),
         ];
-        let req = client_auth(self.http.post(endpoint), as_client.0, as_client.1).form(&form);
+        let req = self
+            .authenticated(self.http.post(endpoint), client_id, auth, form)
+            .await?;
         let (status, body) = send(req, "token introspection").await?;
         if !status.is_success() {
             return Err(error_from(status, body, "token introspection"));
@@ -155,6 +229,17 @@ impl OAuthDcr {
     /// RFC 7009: revokes `token`, authenticating as `as_client` (the client it was issued to).
     /// An unknown or already revoked token is success, as the RFC says.
     pub async fn revoke(&self, token: &Secret, as_client: (&str, &Secret)) -> Result<(), IdpError> {
+        self.revoke_with(token, as_client.0, ClientAuth::Secret(as_client.1))
+            .await
+    }
+
+    /// RFC 7009 as [`revoke`](Self::revoke), authenticating as `client_id` by `auth`.
+    pub async fn revoke_with(
+        &self,
+        token: &Secret,
+        client_id: &str,
+        auth: ClientAuth<'_>,
+    ) -> Result<(), IdpError> {
         let Some(endpoint) = self.endpoints().await?.revocation.clone() else {
             return Err(IdpError::Refused(
                 "the server does not offer token revocation (no revocation_endpoint in its \
@@ -162,11 +247,13 @@ impl OAuthDcr {
                     .into(),
             ));
         };
-        let form = [
-            ("token", token.expose()),
-            ("token_type_hint", "access_token"),
+        let form = vec![
+            ("token", token.expose().to_string()),
+            ("token_type_hint", "access_token".to_string()),
         ];
-        let req = client_auth(self.http.post(endpoint), as_client.0, as_client.1).form(&form);
+        let req = self
+            .authenticated(self.http.post(endpoint), client_id, auth, form)
+            .await?;
         let (status, body) = send(req, "token revocation").await?;
         if status.is_success() {
             Ok(())
