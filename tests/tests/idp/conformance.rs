@@ -1,7 +1,8 @@
 //! The IdentityProvider port's contract, run against every adapter.
 
 use shared::Secret;
-use shared::ports::idp::{ClientSpec, IdentityProvider, IdpError};
+use shared::agent_key::AgentKeyPair;
+use shared::ports::idp::{ClientKey, ClientSpec, IdentityProvider, IdpError, TokenBinding};
 
 /// Where adapters honestly differ.
 #[derive(Debug, Clone, Copy)]
@@ -157,4 +158,112 @@ pub async fn run(idp: &dyn IdentityProvider, caps: Caps, prefix: &str, scopes: [
         !listed.iter().any(|c| c.client_id == id),
         "a deleted client is still listed"
     );
+}
+
+fn key_state(pairs: &[(&AgentKeyPair, bool)]) -> Vec<ClientKey> {
+    pairs
+        .iter()
+        .map(|(p, active)| ClientKey {
+            kid: p.public().kid.clone(),
+            active: *active,
+        })
+        .collect()
+}
+
+/// The key-credential properties (RFC 7523 `private_key_jwt`), for every adapter that manages
+/// keys: a key client, its keys' rotation (add, both work, deactivate, remove) and the proof
+/// that a key works. `prefix` and `scopes` as for [`run`].
+pub async fn run_keys(idp: &dyn IdentityProvider, prefix: &str, scopes: [&str; 2]) {
+    let [a, b] = scopes;
+    let first = AgentKeyPair::generate().unwrap();
+    let s = spec(prefix, "keys", &[a]);
+    let idempotency = format!("{prefix}-keys-k1");
+
+    // Create: the client exists with what was asked, holds the key, and has no secret.
+    let id = idp
+        .create_key_client(&s, first.public(), TokenBinding::None, &idempotency)
+        .await
+        .unwrap();
+    let info = idp.client(&id).await.unwrap().expect("key client exists");
+    assert_eq!(info.scopes, vec![a.to_string()]);
+    assert!(info.active);
+    assert_eq!(info.steward_key.as_deref(), Some(idempotency.as_str()));
+    assert!(
+        idp.secret_ids(&id).await.unwrap().is_empty(),
+        "a key client has no secret"
+    );
+    assert_eq!(idp.keys(&id).await.unwrap(), key_state(&[(&first, true)]));
+    idp.test_key(&id, &first).await.unwrap();
+    let stranger = AgentKeyPair::generate().unwrap();
+    refused(
+        idp.test_key(&id, &stranger).await,
+        "a key the client does not hold",
+    );
+
+    // The same idempotency key gives the same client, still working with its key.
+    let again = idp
+        .create_key_client(&s, first.public(), TokenBinding::None, &idempotency)
+        .await
+        .unwrap();
+    assert_eq!(again, id, "a repeated create made a second client");
+    assert_eq!(idp.keys(&id).await.unwrap(), key_state(&[(&first, true)]));
+    idp.test_key(&id, &first).await.unwrap();
+
+    // Grants apply to a key client as to any client.
+    idp.set_grants(&id, &[a.to_string(), b.to_string()], 600)
+        .await
+        .unwrap();
+    let mut got = idp.client(&id).await.unwrap().unwrap().scopes;
+    got.sort();
+    let mut want = vec![a.to_string(), b.to_string()];
+    want.sort();
+    assert_eq!(got, want);
+    idp.test_key(&id, &first).await.unwrap();
+
+    // Rotation: a second key, both work at once (adding it again is fine).
+    let second = AgentKeyPair::generate().unwrap();
+    idp.add_key(&id, second.public()).await.unwrap();
+    idp.add_key(&id, second.public()).await.unwrap();
+    idp.test_key(&id, &second).await.unwrap();
+    idp.test_key(&id, &first).await.unwrap();
+    assert_eq!(
+        idp.keys(&id).await.unwrap(),
+        key_state(&[(&first, true), (&second, true)]),
+        "keys are listed oldest first"
+    );
+
+    // The first deactivated: refused with it, working with the second; and back.
+    idp.set_key_active(&id, &first.public().kid, false)
+        .await
+        .unwrap();
+    refused(idp.test_key(&id, &first).await, "a deactivated key");
+    idp.test_key(&id, &second).await.unwrap();
+    assert_eq!(
+        idp.keys(&id).await.unwrap(),
+        key_state(&[(&first, false), (&second, true)])
+    );
+    idp.set_key_active(&id, &first.public().kid, true)
+        .await
+        .unwrap();
+    idp.test_key(&id, &first).await.unwrap();
+    idp.set_key_active(&id, &first.public().kid, false)
+        .await
+        .unwrap();
+    idp.set_key_active(&id, &first.public().kid, false)
+        .await
+        .unwrap();
+
+    // Removed: gone, refused, and removing it again is fine.
+    idp.remove_key(&id, &first.public().kid).await.unwrap();
+    assert_eq!(idp.keys(&id).await.unwrap(), key_state(&[(&second, true)]));
+    refused(idp.test_key(&id, &first).await, "a removed key");
+    idp.remove_key(&id, &first.public().kid).await.unwrap();
+    idp.test_key(&id, &second).await.unwrap();
+    // Adding a key the client already holds keeps it as it is.
+    idp.add_key(&id, second.public()).await.unwrap();
+    assert_eq!(idp.keys(&id).await.unwrap(), key_state(&[(&second, true)]));
+
+    // Deleted: no token with its key.
+    idp.delete_client(&id).await.unwrap();
+    refused(idp.test_key(&id, &second).await, "a deleted key client");
 }

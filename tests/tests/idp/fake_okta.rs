@@ -5,11 +5,25 @@
 //! - client secrets (`/credentials/secrets`): at most two (a third is E0000001), `client_secret`
 //!   only in the create answer, only an inactive secret can be deleted, the only active secret
 //!   cannot be deactivated;
+//! - `private_key_jwt` apps: created with `settings.oauthClient.jwks.keys` and no secret; their
+//!   JSON Web Keys (`/credentials/jwks`: list, add (ACTIVE unless the body says `INACTIVE`),
+//!   get, `lifecycle/activate|deactivate`, delete) are named by Okta's `id` (`pks…`), apart
+//!   from the JWK's `kid`; signing keys only, RSA (2048 bits or more) or EC; a unique `kid`
+//!   per app, at most 50 keys; only an INACTIVE key can be deleted, and the only ACTIVE key of
+//!   a `private_key_jwt` app cannot be deactivated (E0000001, with Okta's documented causes);
+//!   a JWK with a private member is refused and recorded as a problem;
 //! - scope consent grants (`/grants`), `DELETE /tokens` (refresh tokens only);
 //! - the System Log (`/api/v1/logs`, `after` cursor, a `next` link on every page as in polling);
 //! - token endpoints (`/oauth2/v1/token`, `/oauth2/{id}/v1/token`): client_credentials with
 //!   `client_secret_basic` for agents' apps, and `private_key_jwt` (RS256) for a trusted
 //!   service app (OAuth for Okta), whose access tokens then work on the Management API;
+//! - `private_key_jwt` for agents' key apps at any token endpoint: the assertion's key is
+//!   found by the header's `kid` among the app's ACTIVE keys (without a `kid`, only when the
+//!   app has one key), its signature verified, `iss` = `sub` = the client id, `aud` = the token
+//!   URL called, `exp` at most an hour ahead, a `jti` used once; a DPoP-bound app
+//!   (`dpop_bound_access_tokens`) also needs a DPoP proof (RFC 9449) for `POST` at that URL,
+//!   with the server's nonce (400 `use_dpop_nonce` and a `DPoP-Nonce` header first), and gets
+//!   `token_type: DPoP`;
 //! - `Authorization: SSWS <token>` (401 E0000011 otherwise);
 //! - rate limits per bucket (`apps`, `logs`, each token path) in fixed windows aligned to the
 //!   epoch, `X-Rate-Limit-*` on every answer, 429 E0000047 beyond the limit, and a count of
@@ -44,6 +58,8 @@ pub struct Call {
     pub query: String,
     /// The `Authorization` header as sent (tests check its scheme; this is a test fake).
     pub authorization: Option<String>,
+    /// The body as sent (tests check what reaches Okta).
+    pub body: String,
     pub bucket: String,
     pub status: u16,
     pub at: SystemTime,
@@ -88,6 +104,16 @@ struct SecretRec {
     created: String,
 }
 
+/// One of an app's JSON Web Keys: `jwk` holds its public members (with `kid`, `use`, `alg`).
+#[derive(Debug, Clone)]
+struct JwkRec {
+    id: String,
+    jwk: Value,
+    status: &'static str,
+    created: String,
+    last_updated: String,
+}
+
 #[derive(Debug, Clone)]
 struct GrantRec {
     id: String,
@@ -109,8 +135,19 @@ struct AppRec {
     oauth_settings: Value,
     profile: Value,
     secrets: Vec<SecretRec>,
+    jwks: Vec<JwkRec>,
     grants: Vec<GrantRec>,
     refresh_revocations: u32,
+}
+
+impl AppRec {
+    fn key_auth(&self) -> bool {
+        self.auth_method == "private_key_jwt"
+    }
+
+    fn dpop_bound(&self) -> bool {
+        self.oauth_settings["dpop_bound_access_tokens"] == true
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -149,6 +186,10 @@ struct Inner {
     problems: Vec<String>,
     /// People, as the Users API returns them (`{id, status, profile}`).
     users: Vec<Value>,
+    /// `jti`s of the client assertions and DPoP proofs accepted so far.
+    used_jtis: std::collections::HashSet<String>,
+    /// The DPoP nonce the token endpoints ask for.
+    dpop_nonce: String,
 }
 
 pub struct FakeOkta {
@@ -291,6 +332,8 @@ impl FakeOkta {
             issued: Vec::new(),
             problems: Vec::new(),
             users: Vec::new(),
+            used_jtis: std::collections::HashSet::new(),
+            dpop_nonce: random_id("dpn"),
         }));
         let app = Router::new().fallback(handle).with_state(AppState {
             inner: inner.clone(),
@@ -446,6 +489,7 @@ impl FakeOkta {
                 status: "ACTIVE",
                 created: ts,
             }],
+            jwks: Vec::new(),
             grants: Vec::new(),
             refresh_revocations: 0,
         });
@@ -503,6 +547,18 @@ impl FakeOkta {
             .unwrap_or_default()
     }
 
+    /// An app's JSON Web Keys as `GET /credentials/jwks` lists them.
+    pub fn jwks(&self, id: &str) -> Vec<Value> {
+        let inner = self.lock();
+        let href = format!("{}/api/v1/apps/{id}", inner.base);
+        inner
+            .apps
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| a.jwks.iter().map(|k| jwk_json(k, &href)).collect())
+            .unwrap_or_default()
+    }
+
     pub fn refresh_revocations(&self, id: &str) -> u32 {
         self.lock()
             .apps
@@ -545,6 +601,10 @@ fn app_json(a: &AppRec, base: &str) -> Value {
     };
     let mut oauth_settings = a.oauth_settings.clone();
     oauth_settings["issuer_mode"] = json!("DYNAMIC");
+    if a.key_auth() || !a.jwks.is_empty() {
+        oauth_settings["jwks"] =
+            json!({"keys": a.jwks.iter().map(|k| jwk_json(k, &href)).collect::<Vec<_>>()});
+    }
     json!({
         "id": a.id,
         "name": a.name,
@@ -599,6 +659,146 @@ fn secret_json(s: &SecretRec, app_href: &str, with_value: bool) -> Value {
     v
 }
 
+fn jwk_json(k: &JwkRec, app_href: &str) -> Value {
+    let href = format!("{app_href}/credentials/jwks/{}", k.id);
+    let links = if k.status == "ACTIVE" {
+        json!({"deactivate": {"href": format!("{href}/lifecycle/deactivate"), "hints": {"allow": ["POST"]}}})
+    } else {
+        json!({
+            "activate": {"href": format!("{href}/lifecycle/activate"), "hints": {"allow": ["POST"]}},
+            "delete": {"href": href, "hints": {"allow": ["DELETE"]}},
+        })
+    };
+    let mut v = k.jwk.clone();
+    v["id"] = json!(k.id);
+    v["status"] = json!(k.status);
+    v["created"] = json!(k.created);
+    v["lastUpdated"] = json!(k.last_updated);
+    v["_links"] = links;
+    v
+}
+
+/// JWK members that hold private key material.
+const PRIVATE_MEMBERS: [&str; 9] = ["d", "p", "q", "dp", "dq", "qi", "oth", "k", "priv"];
+
+/// Okta's `Api validation failed: JsonWebKey` answer with one cause.
+fn jwk_invalid(cause: &str) -> Out {
+    validation("JsonWebKey", &[cause])
+}
+
+/// Checks a signing JWK an app is given (create, replace or add) against the app's other keys,
+/// and returns the record to keep. A private member is refused (the caller records a problem).
+fn check_jwk(key: &Value, others: &[JwkRec], status: &'static str) -> Result<JwkRec, Box<Out>> {
+    let bad = |cause: &str| Box::new(jwk_invalid(cause));
+    let Some(o) = key.as_object() else {
+        return Err(bad("A JSON Web Key is a JSON object."));
+    };
+    if let Some(m) = PRIVATE_MEMBERS.iter().find(|m| o.contains_key(**m)) {
+        return Err(bad(&format!(
+            "The JSON Web Key has the private member '{m}': only public keys are accepted."
+        )));
+    }
+    let text = |n: &str| o.get(n).and_then(Value::as_str);
+    if text("use").is_some_and(|u| u != "sig") {
+        return Err(bad("This fake models signing keys ('use': 'sig') only."));
+    }
+    let members: &[&str] = match (text("kty"), text("crv")) {
+        (Some("EC"), Some("P-256" | "P-384" | "P-521")) => &["kty", "crv", "x", "y"],
+        (Some("RSA"), _) => &["kty", "n", "e"],
+        _ => {
+            return Err(bad(
+                "'kty' must be RSA, or EC with crv P-256, P-384 or P-521.",
+            ));
+        }
+    };
+    if members.iter().any(|m| text(m).is_none()) {
+        return Err(bad("The JSON Web Key is missing a public member."));
+    }
+    let Ok(parsed) = shared::jwks::parse_jwk(key) else {
+        return Err(bad("The JSON Web Key is not a usable public key."));
+    };
+    if parsed.kind == shared::jwks::KeyKind::Rsa
+        && URL_SAFE_NO_PAD
+            .decode(text("n").unwrap_or("").trim_end_matches('='))
+            .map(|n| n.len() * 8)
+            .unwrap_or(0)
+            < 2048
+    {
+        return Err(bad(
+            "RSA key length in the 'jwks' is less than '2,048' bits for the given key.",
+        ));
+    }
+    if others.len() >= 50 {
+        return Err(bad(
+            "You can't create a new key. You have reached the maximum number of keys allowed (50). To add another key, you must first delete an existing one.",
+        ));
+    }
+    let kid = text("kid").filter(|k| !k.is_empty());
+    if !others.is_empty() && (kid.is_none() || others.iter().any(|r| r.jwk.get("kid").is_none())) {
+        return Err(bad(
+            "Each key should have a unique kid when adding multiple keys. Use the Apps API to update the JWKS to add a kid for the existing key, or delete the existing key and re-add the key with a kid using the JWKS APIs.",
+        ));
+    }
+    if kid.is_some() && others.iter().any(|r| r.jwk["kid"].as_str() == kid) {
+        return Err(bad("All keys in the 'jwks' must have a unique `kid`."));
+    }
+    let mut jwk = serde_json::Map::new();
+    for m in members.iter().chain(&["kid", "use", "alg"]) {
+        if let Some(v) = o.get(*m) {
+            jwk.insert((*m).into(), v.clone());
+        }
+    }
+    let ts = timestamp();
+    Ok(JwkRec {
+        id: random_id("pks"),
+        jwk: Value::Object(jwk),
+        status,
+        created: ts.clone(),
+        last_updated: ts,
+    })
+}
+
+/// The keys of an app's `settings.oauthClient.jwks` (create or replace), checked together.
+fn check_jwks(keys: &Value, kept: &[JwkRec]) -> Result<Vec<JwkRec>, Box<Out>> {
+    let mut out: Vec<JwkRec> = Vec::new();
+    for key in keys.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let same = kept.iter().find(|r| {
+            key["kid"].as_str().is_some() && r.jwk["kid"].as_str() == key["kid"].as_str()
+        });
+        match same {
+            // A replace that repeats a key keeps it as it is (its id and status).
+            Some(r) => {
+                if out.iter().any(|o| o.jwk["kid"] == r.jwk["kid"]) {
+                    return Err(Box::new(jwk_invalid(
+                        "All keys in the 'jwks' must have a unique `kid`.",
+                    )));
+                }
+                out.push(r.clone());
+            }
+            None => {
+                let status = if key["status"] == "INACTIVE" {
+                    "INACTIVE"
+                } else {
+                    "ACTIVE"
+                };
+                out.push(check_jwk(key, &out, status)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn has_private_member(v: &Value) -> bool {
+    match v {
+        Value::Object(o) => {
+            PRIVATE_MEMBERS.iter().any(|m| o.contains_key(*m)) && o.contains_key("kty")
+                || o.values().any(has_private_member)
+        }
+        Value::Array(a) => a.iter().any(has_private_member),
+        _ => false,
+    }
+}
+
 fn grant_json(g: &GrantRec, app: &AppRec, base: &str) -> Value {
     let href = format!("{base}/api/v1/apps/{}", app.id);
     json!({
@@ -641,6 +841,13 @@ async fn handle(
     }
     let mut inner = state.inner.lock().unwrap();
     let path = uri.path().to_string();
+    if path.starts_with("/api/")
+        && serde_json::from_slice::<Value>(&body).is_ok_and(|v| has_private_member(&v))
+    {
+        inner
+            .problems
+            .push(format!("{method} {path} carried a private key member"));
+    }
     let query_string = uri.query().unwrap_or("").to_string();
     let query: HashMap<String, String> = form_urlencoded::parse(query_string.as_bytes())
         .into_owned()
@@ -723,6 +930,7 @@ async fn handle(
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
+        body: String::from_utf8_lossy(&body).into_owned(),
         bucket,
         status: out.status.as_u16(),
         at,
@@ -753,8 +961,12 @@ fn route(
     let m = method.as_str();
     // Token endpoints authenticate the client, not the admin.
     match segments {
-        ["oauth2", "v1", "token"] if m == "POST" => return token(inner, true, headers, body),
-        ["oauth2", _, "v1", "token"] if m == "POST" => return token(inner, false, headers, body),
+        ["oauth2", "v1", "token"] if m == "POST" => {
+            return token(inner, true, path, headers, body);
+        }
+        ["oauth2", _, "v1", "token"] if m == "POST" => {
+            return token(inner, false, path, headers, body);
+        }
         _ => {}
     }
     if !admin_authorized(inner, headers) {
@@ -970,10 +1182,29 @@ fn create_app(inner: &mut Inner, body: &Value, activate: bool) -> Out {
     if !body["profile"].is_null() && !body["profile"].is_object() {
         causes.push("profile: must be an object".into());
     }
+    let key_auth = auth_method == "private_key_jwt";
+    if key_auth
+        && oauth["jwks"]["keys"]
+            .as_array()
+            .is_none_or(|k| k.is_empty())
+        && oauth["jwks_uri"].is_null()
+    {
+        causes.push(
+            "jwks: A JWKS or a jwks_uri is required when token_endpoint_auth_method is private_key_jwt".into(),
+        );
+    }
     if !causes.is_empty() {
         let what = causes[0].split(':').next().unwrap_or("app").to_string();
         let refs: Vec<&str> = causes.iter().map(String::as_str).collect();
         return validation(&what, &refs);
+    }
+    let jwks = match check_jwks(&oauth["jwks"]["keys"], &[]) {
+        Ok(k) => k,
+        Err(o) => return *o,
+    };
+    let mut oauth = oauth.clone();
+    if let Some(o) = oauth.as_object_mut() {
+        o.remove("jwks");
     }
     inner.seq += 1;
     let ts = timestamp();
@@ -982,6 +1213,12 @@ fn create_app(inner: &mut Inner, body: &Value, activate: bool) -> Out {
         value: random_secret(),
         status: "ACTIVE",
         created: ts.clone(),
+    };
+    // A private_key_jwt app authenticates with its keys: Okta makes no secret for it.
+    let secrets = if key_auth {
+        Vec::new()
+    } else {
+        vec![first.clone()]
     };
     let app = AppRec {
         seq: inner.seq,
@@ -992,19 +1229,22 @@ fn create_app(inner: &mut Inner, body: &Value, activate: bool) -> Out {
         created: ts.clone(),
         last_updated: ts,
         auth_method,
-        oauth_settings: oauth.clone(),
+        oauth_settings: oauth,
         profile: if body["profile"].is_object() {
             body["profile"].clone()
         } else {
             json!({})
         },
-        secrets: vec![first.clone()],
+        secrets,
+        jwks,
         grants: Vec::new(),
         refresh_revocations: 0,
     };
     let mut v = app_json(&app, &inner.base);
     // Okta shows the first secret in the create answer.
-    v["credentials"]["oauthClient"]["client_secret"] = json!(first.value);
+    if !key_auth {
+        v["credentials"]["oauthClient"]["client_secret"] = json!(first.value);
+    }
     inner.apps.push(app);
     Out::json(200, v)
 }
@@ -1041,6 +1281,18 @@ fn app_route(
                 );
             }
             let app = &mut inner.apps[pos];
+            // A replace sets the JWKS to the keys it names (keeping the ones it repeats).
+            let jwks = if body["settings"]["oauthClient"]["jwks"]["keys"].is_array() {
+                match check_jwks(&body["settings"]["oauthClient"]["jwks"]["keys"], &app.jwks) {
+                    Ok(k) => Some(k),
+                    Err(o) => return *o,
+                }
+            } else {
+                None
+            };
+            if app.key_auth() && jwks.as_ref().is_some_and(Vec::is_empty) {
+                return jwk_invalid("A private_key_jwt client needs at least one key.");
+            }
             app.label = label;
             if body["profile"].is_object() {
                 app.profile = body["profile"].clone();
@@ -1049,8 +1301,12 @@ fn app_route(
                 let mut s = body["settings"]["oauthClient"].clone();
                 if let Some(o) = s.as_object_mut() {
                     o.remove("issuer_mode");
+                    o.remove("jwks");
                 }
                 app.oauth_settings = s;
+            }
+            if let Some(k) = jwks {
+                app.jwks = k;
             }
             app.last_updated = timestamp();
             Out::json(200, app_json(app, &base))
@@ -1151,6 +1407,71 @@ fn app_route(
                 ("POST", ["lifecycle", "activate"]) => {
                     app.secrets[i].status = "ACTIVE";
                     Out::json(200, secret_json(&app.secrets[i], &href, false))
+                }
+                _ => okta_error(
+                    405,
+                    "E0000022",
+                    "The endpoint does not support the provided HTTP method",
+                    &[],
+                ),
+            }
+        }
+        ("GET", ["credentials", "jwks"]) => Out::json(
+            200,
+            Value::Array(app.jwks.iter().map(|k| jwk_json(k, &href)).collect()),
+        ),
+        ("POST", ["credentials", "jwks"]) => {
+            let body = match json_body() {
+                Ok(b) => b,
+                Err(o) => return *o,
+            };
+            let status = if body["status"] == "INACTIVE" {
+                "INACTIVE"
+            } else {
+                "ACTIVE"
+            };
+            match check_jwk(&body, &app.jwks, status) {
+                Ok(k) => {
+                    app.jwks.push(k.clone());
+                    Out::json(201, jwk_json(&k, &href))
+                }
+                Err(o) => *o,
+            }
+        }
+        (_, ["credentials", "jwks", key_id, tail @ ..]) => {
+            let Some(i) = app.jwks.iter().position(|k| k.id == *key_id) else {
+                return not_found(&format!("{key_id} (OAuth2ClientJsonWebKey)"));
+            };
+            match (m, tail) {
+                ("GET", []) => Out::json(200, jwk_json(&app.jwks[i], &href)),
+                ("DELETE", []) => {
+                    if app.jwks[i].status == "ACTIVE" {
+                        return jwk_invalid(
+                            "You can't delete an active JSON Web Key. Deactivate the key before deleting it.",
+                        );
+                    }
+                    app.jwks.remove(i);
+                    Out::empty(204)
+                }
+                ("POST", ["lifecycle", "deactivate"]) => {
+                    let others_active = app
+                        .jwks
+                        .iter()
+                        .enumerate()
+                        .any(|(j, k)| j != i && k.status == "ACTIVE");
+                    if app.key_auth() && app.jwks[i].status == "ACTIVE" && !others_active {
+                        return jwk_invalid(
+                            "Can't deactivate the only active JSON Web Key when the value for `token_endpoint_auth_method` is `private_key_jwt`.",
+                        );
+                    }
+                    app.jwks[i].status = "INACTIVE";
+                    app.jwks[i].last_updated = timestamp();
+                    Out::json(200, jwk_json(&app.jwks[i], &href))
+                }
+                ("POST", ["lifecycle", "activate"]) => {
+                    app.jwks[i].status = "ACTIVE";
+                    app.jwks[i].last_updated = timestamp();
+                    Out::json(200, jwk_json(&app.jwks[i], &href))
                 }
                 _ => okta_error(
                     405,
@@ -1293,7 +1614,7 @@ fn logs(inner: &mut Inner, query: &HashMap<String, String>) -> Out {
         .link(&link(end), "next")
 }
 
-fn token(inner: &mut Inner, org: bool, headers: &HeaderMap, body: &Bytes) -> Out {
+fn token(inner: &mut Inner, org: bool, path: &str, headers: &HeaderMap, body: &Bytes) -> Out {
     let is_form = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
@@ -1318,6 +1639,13 @@ fn token(inner: &mut Inner, org: bool, headers: &HeaderMap, body: &Bytes) -> Out
             != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
         {
             return oauth_error(400, "invalid_request", "Unsupported client_assertion_type.");
+        }
+        let iss = unverified_claims(assertion)
+            .and_then(|c| c["iss"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        if !inner.service_apps.contains_key(&iss) {
+            let url = format!("{}{path}", inner.base);
+            return key_client_token(inner, &url, assertion, headers, requested);
         }
         if !org {
             return oauth_error(
@@ -1383,6 +1711,185 @@ fn token(inner: &mut Inner, org: bool, headers: &HeaderMap, body: &Bytes) -> Out
             "scope": requested.join(" "),
         }),
     )
+}
+
+/// A JWT's claims, unverified (to find whose key verifies it).
+fn unverified_claims(jwt: &str) -> Option<Value> {
+    jwt.split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+}
+
+/// client_credentials for an agent's `private_key_jwt` app at the token endpoint `url`.
+fn key_client_token(
+    inner: &mut Inner,
+    url: &str,
+    assertion: &str,
+    headers: &HeaderMap,
+    requested: Vec<String>,
+) -> Out {
+    let invalid = |why: &str| oauth_error(401, "invalid_client", why);
+    let failed = || {
+        invalid(
+            "Client authentication failed. Either the client or the client credentials are invalid.",
+        )
+    };
+    let Ok(header) = jsonwebtoken::decode_header(assertion) else {
+        return invalid("The client_assertion is not a JWT.");
+    };
+    let Some(claims) = unverified_claims(assertion) else {
+        return invalid("The client_assertion is not a JWT.");
+    };
+    let client_id = claims["iss"].as_str().unwrap_or("").to_string();
+    let Some(pos) = inner.apps.iter().position(|a| a.id == client_id) else {
+        return failed();
+    };
+    let app = &inner.apps[pos];
+    if !app.key_auth() {
+        return failed();
+    }
+    // The key: by the header's kid; without one, only an app with a single key.
+    let key = match header.kid.as_deref() {
+        Some(kid) => app.jwks.iter().find(|k| k.jwk["kid"] == kid),
+        None if app.jwks.len() == 1 => app.jwks.first(),
+        None => return invalid("The client_assertion JWT kid is invalid."),
+    };
+    let Some(key) = key.filter(|k| k.status == "ACTIVE") else {
+        return invalid("The client_assertion JWT kid is invalid.");
+    };
+    let Ok(verify) = shared::jwks::parse_jwk(&key.jwk) else {
+        return invalid("The client's key is not usable.");
+    };
+    if !verify.fits(header.alg) {
+        return invalid("The client_assertion alg does not fit the client's key.");
+    }
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.set_audience(&[url]);
+    v.set_issuer(std::slice::from_ref(&client_id));
+    v.sub = Some(client_id.clone());
+    v.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    if let Err(e) = jsonwebtoken::decode::<Value>(assertion, &verify.key, &v) {
+        return invalid(&format!("The client_assertion is invalid: {e}"));
+    }
+    let now = epoch_secs() as i64;
+    if claims["exp"].as_i64().is_none_or(|exp| exp > now + 3600) {
+        return invalid("The client_assertion token has an expiration too far into the future.");
+    }
+    if let Some(jti) = claims["jti"].as_str()
+        && !inner.used_jtis.insert(format!("assertion:{jti}"))
+    {
+        return invalid("The client_assertion token has already been used.");
+    }
+    let app = &inner.apps[pos];
+    if app.status != "ACTIVE" {
+        return oauth_error(401, "invalid_client", "The client is not active.");
+    }
+    let dpop = app.dpop_bound();
+    if dpop && let Err(o) = check_dpop(inner, url, headers) {
+        return *o;
+    }
+    let app = &inner.apps[pos];
+    if requested.is_empty() {
+        return oauth_error(400, "invalid_scope", "No scopes were requested.");
+    }
+    if let Some(s) = requested
+        .iter()
+        .find(|s| !app.grants.iter().any(|g| &g.scope_id == *s))
+    {
+        return oauth_error(
+            400,
+            "invalid_scope",
+            &format!(
+                "The requested scope is invalid, unknown, or malformed: {s} is not granted to this client."
+            ),
+        );
+    }
+    let expires_in = app.profile["stewardTokenLifetimeSecs"]
+        .as_u64()
+        .unwrap_or(3600);
+    inner.issued.push(Issued {
+        client_id,
+        scopes: requested.clone(),
+        expires_in,
+    });
+    Out::json(
+        200,
+        json!({
+            "token_type": if dpop { "DPoP" } else { "Bearer" },
+            "expires_in": expires_in,
+            "access_token": format!("fake-at-{}", hex::encode(rand::random::<[u8; 16]>())),
+            "scope": requested.join(" "),
+        }),
+    )
+}
+
+/// The DPoP proof of a token request at `url` (RFC 9449 §4.3), with Okta's nonce.
+fn check_dpop(inner: &mut Inner, url: &str, headers: &HeaderMap) -> Result<(), Box<Out>> {
+    let invalid = |why: &str| Box::new(oauth_error(400, "invalid_dpop_proof", why));
+    let Some(proof) = headers.get("dpop").and_then(|v| v.to_str().ok()) else {
+        return Err(invalid("The DPoP proof JWT header is missing."));
+    };
+    let Ok(header) = jsonwebtoken::decode_header(proof) else {
+        return Err(invalid("The DPoP proof is not a JWT."));
+    };
+    if header.typ.as_deref() != Some("dpop+jwt") {
+        return Err(invalid("The DPoP proof's typ must be dpop+jwt."));
+    }
+    let Some(jwk) = header
+        .jwk
+        .as_ref()
+        .and_then(|j| serde_json::to_value(j).ok())
+    else {
+        return Err(invalid("The DPoP proof has no jwk header."));
+    };
+    if has_private_member(&json!([jwk])) {
+        return Err(invalid("The DPoP proof's jwk holds a private key."));
+    }
+    let Ok(key) = shared::jwks::parse_jwk(&jwk) else {
+        return Err(invalid("The DPoP proof's jwk is not usable."));
+    };
+    if !key.fits(header.alg) {
+        return Err(invalid("The DPoP proof's alg does not fit its jwk."));
+    }
+    let mut v = jsonwebtoken::Validation::new(header.alg);
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.set_required_spec_claims::<&str>(&[]);
+    let Ok(data) = jsonwebtoken::decode::<Value>(proof, &key.key, &v) else {
+        return Err(invalid("The DPoP proof's signature is invalid."));
+    };
+    let c = data.claims;
+    if c["htm"] != "POST" || c["htu"] != url {
+        return Err(invalid(
+            "The DPoP proof's htm or htu does not match the request.",
+        ));
+    }
+    let now = epoch_secs() as i64;
+    if c["iat"].as_i64().is_none_or(|iat| (iat - now).abs() > 60) {
+        return Err(invalid(
+            "The DPoP proof was not minted right before it was used.",
+        ));
+    }
+    if c["nonce"].as_str() != Some(inner.dpop_nonce.as_str()) {
+        let mut o = oauth_error(
+            400,
+            "use_dpop_nonce",
+            "Authorization server requires nonce in DPoP proof.",
+        );
+        o.headers.insert(
+            "dpop-nonce",
+            HeaderValue::from_str(&inner.dpop_nonce).unwrap(),
+        );
+        return Err(Box::new(o));
+    }
+    let Some(jti) = c["jti"].as_str() else {
+        return Err(invalid("The DPoP proof has no jti."));
+    };
+    if !inner.used_jtis.insert(format!("dpop:{jti}")) {
+        return Err(invalid("The DPoP proof's jti was already used."));
+    }
+    Ok(())
 }
 
 fn management_token(inner: &mut Inner, assertion: &str, requested: Vec<String>) -> Out {

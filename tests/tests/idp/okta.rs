@@ -6,13 +6,16 @@ use super::conformance::{self, Caps};
 use super::fake_okta::{API_TOKEN, FakeOkta, Fault};
 use serde_json::{Value, json};
 use shared::Secret;
+use shared::agent_key::AgentKeyPair;
 use shared::embedded::Durability;
 use shared::idp::okta::{
     MANAGEMENT_SCOPES, Okta, OktaAuth, OktaSettings, OktaSettingsError, SigningKey,
 };
 use shared::inbound::okta_events::received;
 use shared::intake;
-use shared::ports::idp::{ClientInfo, ClientSpec, IdentityProvider, IdpError};
+use shared::ports::idp::{
+    ClientInfo, ClientKey, ClientSpec, IdentityProvider, IdpError, TokenBinding,
+};
 use shared::wiring::embedded::{Embedded, EmbeddedConfig};
 use shared::{Engine, EngineConfig};
 use statemachines::{AgentRequest, AgentStatus};
@@ -864,6 +867,482 @@ async fn a_wrong_client_secret_is_refused_not_unavailable() {
     assert_eq!(provider_code(&err).1, "invalid_client");
 }
 
+// --- key credentials: private_key_jwt service apps and their JWKS ----------------------------
+
+/// The token endpoint agents' tokens come from in these tests (the `default` server).
+const TOKEN_PATH: &str = "/oauth2/default/v1/token";
+
+fn form(body: &str) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn json_body(c: &super::fake_okta::Call) -> Value {
+    serde_json::from_str(&c.body).unwrap_or(Value::Null)
+}
+
+fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine as _;
+    let part = jwt.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+/// The public JWK Okta must be given for `pair`: exactly these members.
+fn okta_jwk(pair: &AgentKeyPair) -> Value {
+    let j = pair.public_jwk();
+    json!({"kty": "EC", "crv": "P-256", "x": j["x"], "y": j["y"],
+           "kid": pair.public().kid, "use": "sig", "alg": "ES256"})
+}
+
+async fn key_client(okta: &Okta, name: &str, pair: &AgentKeyPair, binding: TokenBinding) -> String {
+    okta.create_key_client(
+        &spec(name, &["a.read"]),
+        pair.public(),
+        binding,
+        &format!("k-{name}"),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn okta_key_clients_follow_the_identity_provider_contract() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    conformance::run_keys(&okta, "okta", ["agents.read", "agents.write"]).await;
+    fake.assert_well_formed();
+    // Agents' tokens came with a client assertion, never with Basic credentials.
+    let token_calls = fake.calls_to("POST", TOKEN_PATH);
+    assert!(token_calls.len() >= 10, "{} token calls", token_calls.len());
+    for c in &token_calls {
+        assert_eq!(c.authorization, None);
+        let f = form(&c.body);
+        assert_eq!(
+            f["client_assertion_type"],
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        );
+        assert_eq!(f["grant_type"], "client_credentials");
+    }
+}
+
+#[tokio::test]
+async fn a_key_client_is_a_private_key_jwt_service_app_holding_the_public_jwk() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let pair = AgentKeyPair::generate().unwrap();
+    let id = okta
+        .create_key_client(
+            &spec("keyed", &["inventory.read", "inventory.write"]),
+            pair.public(),
+            TokenBinding::None,
+            "k-keyed",
+        )
+        .await
+        .unwrap();
+    // The exact create request.
+    let creates = fake.calls_to("POST", "/api/v1/apps");
+    assert_eq!(creates.len(), 1);
+    assert_eq!(creates[0].query, "activate=true");
+    let body = json_body(&creates[0]);
+    assert_eq!(body["name"], "oidc_client");
+    assert_eq!(body["label"], "okta-test keyed");
+    assert_eq!(body["signOnMode"], "OPENID_CONNECT");
+    assert_eq!(
+        body["credentials"]["oauthClient"]["token_endpoint_auth_method"],
+        "private_key_jwt"
+    );
+    let oauth = &body["settings"]["oauthClient"];
+    assert_eq!(oauth["grant_types"], json!(["client_credentials"]));
+    assert_eq!(oauth["response_types"], json!(["token"]));
+    assert_eq!(oauth["application_type"], "service");
+    assert_eq!(oauth["jwks"], json!({"keys": [okta_jwk(&pair)]}));
+    assert!(
+        oauth.get("dpop_bound_access_tokens").is_none(),
+        "no DPoP unless asked: {oauth}"
+    );
+    assert_eq!(body["profile"]["stewardIdempotencyKey"], "k-keyed");
+    assert_eq!(body["profile"]["stewardAgentId"], "agent-keyed");
+    assert_eq!(body["profile"]["stewardTokenLifetimeSecs"], 900);
+    // No secret was made or asked for.
+    assert!(fake.secret_values(&id).is_empty());
+    assert!(
+        fake.calls()
+            .iter()
+            .all(|c| !c.path.contains("/credentials/secrets") || c.method == "GET")
+    );
+    // Okta names the key by an id of its own; Steward by its kid.
+    let jwks = fake.jwks(&id);
+    assert_eq!(jwks.len(), 1);
+    assert_eq!(jwks[0]["kid"], pair.public().kid.as_str());
+    assert_eq!(jwks[0]["status"], "ACTIVE");
+    assert!(jwks[0]["id"].as_str().unwrap().starts_with("pks"));
+    assert_ne!(jwks[0]["id"], jwks[0]["kid"]);
+    let info = okta.client(&id).await.unwrap().unwrap();
+    assert_eq!(info.scopes, vec!["inventory.read", "inventory.write"]);
+    assert_eq!(info.steward_key.as_deref(), Some("k-keyed"));
+    // The key test: an assertion for this client at the token endpoint it is sent to.
+    okta.test_key(&id, &pair).await.unwrap();
+    let token = fake.calls_to("POST", TOKEN_PATH);
+    assert_eq!(token.len(), 1);
+    let f = form(&token[0].body);
+    assert_eq!(f["scope"], "inventory.read inventory.write");
+    let claims = jwt_claims(&f["client_assertion"]);
+    assert_eq!(claims["iss"], id.as_str());
+    assert_eq!(claims["sub"], id.as_str());
+    assert_eq!(claims["aud"], format!("{}{TOKEN_PATH}", fake.base));
+    assert!(claims["jti"].as_str().is_some_and(|j| !j.is_empty()));
+    fake.assert_well_formed();
+}
+
+#[tokio::test]
+async fn the_key_lifecycle_calls_okta_by_its_key_id_not_the_kid() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let first = AgentKeyPair::generate().unwrap();
+    let second = AgentKeyPair::generate().unwrap();
+    let id = key_client(&okta, "lifecycle", &first, TokenBinding::None).await;
+    let jwks_path = format!("/api/v1/apps/{id}/credentials/jwks");
+
+    okta.add_key(&id, second.public()).await.unwrap();
+    let adds = fake.calls_to("POST", &jwks_path);
+    assert_eq!(adds.len(), 1);
+    let mut want = okta_jwk(&second);
+    want["status"] = json!("ACTIVE");
+    assert_eq!(json_body(&adds[0]), want, "the add request");
+    let ids: std::collections::HashMap<String, String> = fake
+        .jwks(&id)
+        .iter()
+        .map(|k| {
+            (
+                k["kid"].as_str().unwrap().to_string(),
+                k["id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let first_id = &ids[&first.public().kid];
+
+    // Deactivating, then removing an active key: deactivate first, then delete, by Okta's id.
+    okta.set_key_active(&id, &first.public().kid, false)
+        .await
+        .unwrap();
+    okta.set_key_active(&id, &first.public().kid, true)
+        .await
+        .unwrap();
+    let before = fake.calls().len();
+    okta.remove_key(&id, &first.public().kid).await.unwrap();
+    let calls: Vec<(String, String)> = fake.calls()[before..]
+        .iter()
+        .map(|c| (c.method.clone(), c.path.clone()))
+        .collect();
+    assert_eq!(
+        calls,
+        vec![
+            ("GET".to_string(), jwks_path.clone()),
+            (
+                "POST".to_string(),
+                format!("{jwks_path}/{first_id}/lifecycle/deactivate")
+            ),
+            ("DELETE".to_string(), format!("{jwks_path}/{first_id}")),
+        ]
+    );
+    let lifecycle: Vec<String> = fake
+        .calls()
+        .iter()
+        .filter(|c| c.path.contains("/lifecycle/"))
+        .map(|c| c.path.rsplit('/').next().unwrap().to_string())
+        .collect();
+    assert_eq!(lifecycle, ["deactivate", "activate", "deactivate"]);
+    assert_eq!(
+        okta.keys(&id).await.unwrap(),
+        vec![ClientKey {
+            kid: second.public().kid.clone(),
+            active: true
+        }]
+    );
+    // A repeated add of a held key asks Okta for nothing but the list.
+    let before = fake.calls().len();
+    okta.add_key(&id, second.public()).await.unwrap();
+    assert_eq!(fake.calls().len(), before + 1);
+    fake.assert_well_formed();
+}
+
+#[tokio::test]
+async fn the_only_active_key_is_never_deactivated_or_removed() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let only = AgentKeyPair::generate().unwrap();
+    let id = key_client(&okta, "only", &only, TokenBinding::None).await;
+    // Okta's own rule, in its own words.
+    let err = okta
+        .set_key_active(&id, &only.public().kid, false)
+        .await
+        .unwrap_err();
+    let (status, code, summary) = provider_code(&err);
+    assert_eq!((status, code), (400, "E0000001"));
+    assert!(summary.contains("only active JSON Web Key"), "{summary}");
+    // Steward refuses before asking Okta to delete anything.
+    let err = okta.remove_key(&id, &only.public().kid).await.unwrap_err();
+    assert!(matches!(err, IdpError::Refused(_)), "{err:?}");
+    assert!(fake.calls().iter().all(|c| c.method != "DELETE"));
+    okta.test_key(&id, &only).await.unwrap();
+    // Keys of a client that does not exist.
+    assert!(matches!(
+        okta.keys("0oaNoSuchApp").await,
+        Err(IdpError::UnknownClient(_))
+    ));
+    assert!(matches!(
+        okta.add_key("0oaNoSuchApp", only.public()).await,
+        Err(IdpError::UnknownClient(_))
+    ));
+    okta.remove_key("0oaNoSuchApp", &only.public().kid)
+        .await
+        .unwrap();
+    // Activating a key the client does not hold is refused, deactivating it is done.
+    let stranger = AgentKeyPair::generate().unwrap();
+    assert!(matches!(
+        okta.set_key_active(&id, &stranger.public().kid, true).await,
+        Err(IdpError::Refused(_))
+    ));
+    okta.set_key_active(&id, &stranger.public().kid, false)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn dpop_binding_sets_dpop_bound_tokens_and_the_key_test_sends_a_proof_with_the_nonce() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let pair = AgentKeyPair::generate().unwrap();
+    let s = spec("bound", &["a.read"]);
+    let id = okta
+        .create_key_client(&s, pair.public(), TokenBinding::Dpop, "k-bound")
+        .await
+        .unwrap();
+    let body = json_body(&fake.calls_to("POST", "/api/v1/apps")[0]);
+    assert_eq!(
+        body["settings"]["oauthClient"]["dpop_bound_access_tokens"],
+        true
+    );
+    okta.test_key(&id, &pair).await.unwrap();
+    // Okta asks for its nonce first; the second request carries it.
+    let statuses: Vec<u16> = fake
+        .calls_to("POST", TOKEN_PATH)
+        .iter()
+        .map(|c| c.status)
+        .collect();
+    assert_eq!(statuses, [400, 200]);
+    // A stranger's key is refused, not retried past the nonce.
+    let stranger = AgentKeyPair::generate().unwrap();
+    let err = okta.test_key(&id, &stranger).await.unwrap_err();
+    assert_eq!(provider_code(&err).1, "invalid_client");
+    // A repeat without binding turns DPoP off again.
+    let again = okta
+        .create_key_client(&s, pair.public(), TokenBinding::None, "k-bound")
+        .await
+        .unwrap();
+    assert_eq!(again, id);
+    assert_eq!(
+        fake.app(&id).unwrap()["settings"]["oauthClient"]["dpop_bound_access_tokens"],
+        false
+    );
+    let before = fake.calls_to("POST", TOKEN_PATH).len();
+    okta.test_key(&id, &pair).await.unwrap();
+    assert_eq!(fake.calls_to("POST", TOKEN_PATH).len(), before + 1);
+    // Certificate-bound tokens: Okta has none, and nothing is created.
+    let apps = fake.app_count();
+    let err = okta
+        .create_key_client(
+            &spec("mtls", &["a.read"]),
+            pair.public(),
+            TokenBinding::Certificate,
+            "k-mtls",
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, IdpError::Refused(_)), "{err:?}");
+    assert_eq!(fake.app_count(), apps);
+    fake.assert_well_formed();
+}
+
+#[tokio::test]
+async fn a_key_test_is_not_repeated_after_a_server_error() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let pair = AgentKeyPair::generate().unwrap();
+    let id = key_client(&okta, "flaky", &pair, TokenBinding::None).await;
+    fake.inject(Fault {
+        method: Some("POST".into()),
+        path_prefix: TOKEN_PATH.into(),
+        status: 500,
+        times: 1,
+        ..Fault::default()
+    });
+    // Okta may have used the assertion's jti up: the caller's repeat signs a fresh one.
+    let err = okta.test_key(&id, &pair).await.unwrap_err();
+    assert!(err.retryable(), "{err:?}");
+    assert_eq!(fake.calls_to("POST", TOKEN_PATH).len(), 1);
+    okta.test_key(&id, &pair).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_fake_token_endpoint_checks_assertions_as_okta_documents() {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let pair = AgentKeyPair::generate().unwrap();
+    let id = key_client(&okta, "checks", &pair, TokenBinding::None).await;
+    let url = format!("{}{TOKEN_PATH}", fake.base);
+    let http = reqwest::Client::new();
+    let ask = |assertion: String| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(&url)
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("scope", "a.read"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", assertion.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap();
+            (status, body["error"].as_str().unwrap_or("").to_string())
+        }
+    };
+    let now = chrono::Utc::now();
+    let key = EncodingKey::from_ec_pem(pair.pem().expose().as_bytes()).unwrap();
+    let sign = |claims: Value, kid: Option<&str>| {
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = kid.map(str::to_string);
+        jsonwebtoken::encode(&h, &claims, &key).unwrap()
+    };
+    let kid = pair.public().kid.as_str();
+    let t = now.timestamp();
+    let good =
+        |jti: &str| json!({"iss": id, "sub": id, "aud": url, "iat": t, "exp": t + 300, "jti": jti});
+
+    // A good one works once: its jti cannot be used again.
+    let once = sign(good("j-1"), Some(kid));
+    assert_eq!(ask(once.clone()).await.0, 200);
+    assert_eq!(ask(once).await, (401, "invalid_client".to_string()));
+    // Without a kid, the app's only key is used.
+    assert_eq!(ask(sign(good("j-2"), None)).await.0, 200);
+    // Each broken claim is refused.
+    let mut c = good("j-3");
+    c["aud"] = json!(format!("{}/oauth2/v1/token", fake.base));
+    assert_eq!(ask(sign(c, Some(kid))).await.0, 401, "another audience");
+    let mut c = good("j-4");
+    c["sub"] = json!("0oaSomeoneElse");
+    assert_eq!(ask(sign(c, Some(kid))).await.0, 401, "sub is not iss");
+    let mut c = good("j-5");
+    c["exp"] = json!(t + 7200);
+    assert_eq!(
+        ask(sign(c, Some(kid))).await.0,
+        401,
+        "exp more than an hour ahead"
+    );
+    let mut c = good("j-6");
+    c["exp"] = json!(t - 600);
+    assert_eq!(ask(sign(c, Some(kid))).await.0, 401, "expired");
+    assert_eq!(
+        ask(sign(good("j-7"), Some("not-a-kid"))).await.0,
+        401,
+        "unknown kid"
+    );
+    let stranger = AgentKeyPair::generate().unwrap();
+    let forged = stranger.client_assertion(&id, &url, now);
+    assert_eq!(ask(forged).await.0, 401, "another key's signature");
+    // An inactive key signs nothing.
+    let second = AgentKeyPair::generate().unwrap();
+    okta.add_key(&id, second.public()).await.unwrap();
+    okta.set_key_active(&id, kid, false).await.unwrap();
+    assert_eq!(
+        ask(sign(good("j-8"), Some(kid))).await.0,
+        401,
+        "an inactive key"
+    );
+    assert_eq!(ask(second.client_assertion(&id, &url, now)).await.0, 200);
+}
+
+#[tokio::test]
+async fn no_private_key_or_assertion_reaches_the_management_api_or_errors() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let first = AgentKeyPair::generate().unwrap();
+    let second = AgentKeyPair::generate().unwrap();
+    let id = key_client(&okta, "secretive", &first, TokenBinding::Dpop).await;
+    okta.add_key(&id, second.public()).await.unwrap();
+    okta.test_key(&id, &first).await.unwrap();
+    okta.test_key(&id, &second).await.unwrap();
+    okta.set_key_active(&id, &first.public().kid, false)
+        .await
+        .unwrap();
+    let refused = okta.test_key(&id, &first).await.unwrap_err();
+    okta.remove_key(&id, &first.public().kid).await.unwrap();
+    let stranger = AgentKeyPair::generate().unwrap();
+    let unheld = okta.test_key(&id, &stranger).await.unwrap_err();
+    okta.delete_client(&id).await.unwrap();
+
+    // What must never leave the agent's side: the PEMs, and any line of them.
+    let mut private: Vec<String> = Vec::new();
+    for pair in [&first, &second, &stranger] {
+        let pem = pair.pem().expose().to_string();
+        private.extend(
+            pem.lines()
+                .filter(|l| !l.starts_with("-----") && l.len() >= 16)
+                .map(str::to_string),
+        );
+        private.push(pem);
+    }
+    // The assertions and DPoP proofs went to the token endpoint, and only there.
+    let token_calls = fake.calls_to("POST", TOKEN_PATH);
+    let assertions: Vec<String> = token_calls
+        .iter()
+        .map(|c| form(&c.body)["client_assertion"].clone())
+        .collect();
+    assert!(assertions.len() >= 5);
+    for c in fake.calls().iter().filter(|c| c.path.starts_with("/api/")) {
+        let sent = format!("{} {} {}", c.path, c.query, c.body);
+        assert!(!sent.contains("PRIVATE KEY"), "{} {}", c.method, c.path);
+        for p in private.iter().chain(&assertions) {
+            assert!(
+                !sent.contains(p.as_str()),
+                "{} {} carried a private value",
+                c.method,
+                c.path
+            );
+        }
+        assert!(
+            !sent.contains("eyJ"),
+            "{} {} carried a JWT",
+            c.method,
+            c.path
+        );
+    }
+    // A JWK with a private member never reached Okta (the fake records any as a problem).
+    fake.assert_well_formed();
+    // Errors and Debug output name keys by their kid only.
+    let shown = format!("{refused} {refused:?} {unheld} {unheld:?} {first:?} {okta:?}");
+    for p in private.iter().chain(&assertions) {
+        assert!(
+            !shown.contains(p.as_str()),
+            "a private value shows in {shown}"
+        );
+    }
+    assert!(!shown.contains("eyJ"), "an assertion shows in {shown}");
+}
+
 // --- discovery on Okta while Steward creates an app -----------------------------------------
 
 const POLICY: &str = include_str!("../../../policy.example.toml");
@@ -918,16 +1397,17 @@ fn okta_stack_with(fake: &FakeOkta, okta_directory: bool) -> OktaStack {
 }
 
 fn orders_agent() -> AgentRequest {
-    AgentRequest {
-        name: AGENT.into(),
-        owner: "alice@example.com".into(),
-        team: "sre".into(),
-        environment: "prod".into(),
-        purpose: "reads orders".into(),
-        scopes: vec!["erp:orders:read".into()],
-        token_lifetime_secs: Some(600),
-        expires_on: None,
-    }
+    // From JSON, as the admin API reads it: fields added later take their defaults (a secret).
+    serde_json::from_value(json!({
+        "name": AGENT,
+        "owner": "alice@example.com",
+        "team": "sre",
+        "environment": "prod",
+        "purpose": "reads orders",
+        "scopes": ["erp:orders:read"],
+        "token_lifetime_secs": 600,
+    }))
+    .expect("an agent request")
 }
 
 /// Requests the agent and works the queue one message at a time until its app exists at Okta:

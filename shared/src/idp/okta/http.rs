@@ -46,6 +46,24 @@ pub(crate) struct Call<'a> {
     /// Whether repeating the call after a 5xx or a lost answer does no harm (GET, PUT, DELETE,
     /// lifecycle POSTs, token requests). Only a 429 (not processed) repeats any call.
     pub idempotent: bool,
+    /// An RFC 9449 DPoP proof for the `DPoP` header (a token request of a DPoP-bound client).
+    pub dpop: Option<String>,
+}
+
+/// Why a call failed, with the headers of a refusal (a 4xx other than 429) for callers that
+/// read them: a DPoP nonce comes in the `DPoP-Nonce` header of a `use_dpop_nonce` refusal.
+pub(crate) struct Failure {
+    pub error: IdpError,
+    pub headers: Option<HeaderMap>,
+}
+
+impl From<IdpError> for Failure {
+    fn from(error: IdpError) -> Self {
+        Self {
+            error,
+            headers: None,
+        }
+    }
 }
 
 /// A successful answer.
@@ -176,6 +194,11 @@ impl Transport {
 
     /// Sends `call`, waiting for the rate limit and retrying as the call allows.
     pub async fn send(&self, call: Call<'_>) -> Result<Answer, IdpError> {
+        self.send_keeping_refusal(call).await.map_err(|f| f.error)
+    }
+
+    /// [`send`](Self::send), keeping a refusal's headers.
+    pub async fn send_keeping_refusal(&self, call: Call<'_>) -> Result<Answer, Failure> {
         let span = tracing::debug_span!(
             "okta",
             method = %call.method,
@@ -186,7 +209,7 @@ impl Transport {
         self.send_inner(call).instrument(span).await
     }
 
-    async fn send_inner(&self, call: Call<'_>) -> Result<Answer, IdpError> {
+    async fn send_inner(&self, call: Call<'_>) -> Result<Answer, Failure> {
         let bucket = rate_limit::bucket_of(call.url.path());
         let mut attempts = 0u32;
         let mut rate_limited = 0u32;
@@ -233,7 +256,8 @@ impl Transport {
                             return Err(IdpError::Unavailable(format!(
                                 "Okta's answer was cut short: {}",
                                 describe(e)
-                            )));
+                            ))
+                            .into());
                         }
                     };
                     if status.is_success() {
@@ -248,7 +272,8 @@ impl Transport {
                             return Err(IdpError::Unavailable(format!(
                                 "Okta kept refusing calls to {bucket} for the rate limit ({})",
                                 provider_error(status, &body)
-                            )));
+                            ))
+                            .into());
                         }
                         attempts -= 1;
                         if rate_limit::until_reset(&headers).is_none() {
@@ -273,7 +298,10 @@ impl Transport {
                     } else {
                         let err = provider_error(status, &body);
                         tracing::debug!(status = status.as_u16(), error = %err, "okta refused");
-                        return Err(self.explain(err, &call));
+                        return Err(Failure {
+                            error: self.explain(err, &call),
+                            headers: Some(headers),
+                        });
                     }
                 }
             };
@@ -287,7 +315,8 @@ impl Transport {
                 format!("{why} (after {attempts} attempts)")
             } else {
                 why
-            }));
+            })
+            .into());
         }
     }
 
@@ -349,6 +378,13 @@ impl Transport {
                 rb = rb.header(AUTHORIZATION, value);
             }
             As::Nobody => {}
+        }
+        if let Some(proof) = &call.dpop {
+            let mut value = HeaderValue::try_from(proof.as_str()).map_err(|_| {
+                IdpError::Refused("the DPoP proof is not usable in a header".into())
+            })?;
+            value.set_sensitive(true);
+            rb = rb.header("DPoP", value);
         }
         rb = match &call.body {
             Body::None => rb,
@@ -417,6 +453,7 @@ impl Transport {
             ]),
             auth: As::Nobody,
             idempotent: true,
+            dpop: None,
         };
         // `send` calls back into `access_token` only for `As::Steward`, never for this call.
         let answer = Box::pin(self.send(call)).await.map_err(|e| match e {

@@ -3,6 +3,10 @@
 //!   its client id is the app id;
 //! - secrets are the app's client secrets (`/credentials/secrets`, at most two, only an
 //!   inactive one can be deleted);
+//! - a key client is a service app with `private_key_jwt` and no secret; its keys are the app's
+//!   JSON Web Keys (`/credentials/jwks`: Okta names each by an `id` of its own, Steward by the
+//!   JWK's `kid`; only an inactive key can be deleted, and the only active key of a
+//!   `private_key_jwt` app cannot be deactivated); `dpop_bound_access_tokens` binds its tokens;
 //! - scopes are the app's scope consent grants (`/grants`);
 //! - the token lifetime and the idempotency records live in the app's `profile` (Okta sets
 //!   lifetimes on authorization-server policy rules, not on apps: see ADR 0012);
@@ -31,8 +35,10 @@ pub use settings::{
     OktaAuth, OktaSettings, OktaSettingsError, SigningKey,
 };
 
+use crate::agent_key::{AgentKeyPair, CLIENT_ASSERTION_TYPE};
 use crate::ports::idp::{
-    ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret, TokenRevocation,
+    AgentKey, ClientInfo, ClientKey, ClientSpec, CreatedClient, IdentityProvider, IdpError,
+    NewSecret, TokenBinding, TokenRevocation,
 };
 use crate::secret::Secret;
 use async_trait::async_trait;
@@ -48,6 +54,8 @@ use url::Url;
 const PAGE_SIZE: &str = "200";
 /// Okta's `name` of custom OIDC app instances.
 const OIDC_APP_NAME: &str = "oidc_client";
+/// The client authentication method of key clients (RFC 7523).
+const PRIVATE_KEY_JWT: &str = "private_key_jwt";
 /// Okta's System Log returns at most this many events per page.
 const MAX_LOG_PAGE: u32 = 1000;
 
@@ -98,7 +106,26 @@ struct App {
     #[serde(default)]
     settings: AppSettings,
     #[serde(default)]
+    credentials: AppCredentials,
+    #[serde(default)]
     profile: Option<Map<String, Value>>,
+}
+
+impl App {
+    fn auth_method(&self) -> Option<&str> {
+        self.credentials
+            .oauth_client
+            .as_ref()?
+            .token_endpoint_auth_method
+            .as_deref()
+    }
+
+    fn dpop_bound(&self) -> bool {
+        self.settings
+            .oauth_client
+            .as_ref()
+            .is_some_and(|o| o.dpop_bound_access_tokens)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +138,112 @@ struct AppSettings {
 struct OAuthClientSettings {
     #[serde(default)]
     grant_types: Vec<String>,
+    #[serde(default)]
+    dpop_bound_access_tokens: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct AppCredentials {
+    #[serde(rename = "oauthClient", default)]
+    oauth_client: Option<OAuthClientCredentials>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct OAuthClientCredentials {
+    #[serde(default)]
+    token_endpoint_auth_method: Option<String>,
+}
+
+/// One of an app's JSON Web Keys as Okta lists it: `id` is Okta's name for it (the path of its
+/// lifecycle calls), `kid` the JWK's own.
+#[derive(Debug, Clone, Deserialize)]
+struct JwkObject {
+    id: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    status: String,
+    #[serde(rename = "use", default)]
+    key_use: Option<String>,
+    #[serde(default)]
+    created: Option<String>,
+    /// The key's other members (`kty`, `crv`, `x`, `y`, `n`, `e`, ...).
+    #[serde(flatten)]
+    members: Map<String, Value>,
+}
+
+impl JwkObject {
+    /// The key's `kid`; for a key added without one (Okta allows a single such key), its RFC 7638
+    /// thumbprint, which is what Steward calls every key.
+    fn kid(&self) -> String {
+        match &self.kid {
+            Some(kid) if !kid.is_empty() => kid.clone(),
+            _ => crate::agent_key::thumbprint(&Value::Object(self.members.clone()))
+                .unwrap_or_default(),
+        }
+    }
+
+    fn signs(&self) -> bool {
+        self.key_use.as_deref().is_none_or(|u| u == "sig")
+    }
+}
+
+/// The keys of a `GET /credentials/jwks` answer. Okta documents it as a list of keys; its
+/// published examples also show `{"jwks": {"keys": [...]}}` and `{"keys": [...]}`, so all three
+/// are read.
+fn jwk_list(body: Value) -> Result<Vec<JwkObject>, IdpError> {
+    let keys = match body {
+        Value::Array(keys) => keys,
+        Value::Object(mut o) => {
+            let set = o.remove("jwks").unwrap_or(Value::Object(o));
+            match set.get("keys") {
+                Some(Value::Array(keys)) => keys.clone(),
+                _ => return Err(unexpected("the JSON Web Keys", "no list of keys")),
+            }
+        }
+        _ => return Err(unexpected("the JSON Web Keys", "no list of keys")),
+    };
+    keys.into_iter()
+        .map(|k| serde_json::from_value(k).map_err(|e| unexpected("a JSON Web Key", e)))
+        .collect()
+}
+
+/// The JWK Okta is given for `key`: only the public members Okta's signing-key schema names
+/// (an RSA or EC key), `kid` the key's thumbprint, `use: sig` and the `alg` that fits the key.
+/// Anything else in the stored JWK is dropped, so no private member can reach Okta; a key Okta
+/// cannot hold is refused before Okta is asked. Errors name the key by its `kid` only.
+fn okta_jwk(key: &AgentKey) -> Result<Map<String, Value>, IdpError> {
+    let refused = |why: &str| IdpError::Refused(format!("key {}: {why}", key.kid));
+    let jwk: Value =
+        serde_json::from_str(&key.jwk).map_err(|_| refused("its public JWK is not JSON"))?;
+    let text = |name: &str| jwk.get(name).and_then(Value::as_str);
+    let (members, alg): (&[&str], &str) = match (text("kty"), text("crv")) {
+        (Some("EC"), Some("P-256")) => (&["kty", "crv", "x", "y"], "ES256"),
+        (Some("EC"), Some("P-384")) => (&["kty", "crv", "x", "y"], "ES384"),
+        (Some("EC"), Some("P-521")) => (&["kty", "crv", "x", "y"], "ES512"),
+        (Some("RSA"), _) => (&["kty", "n", "e"], text("alg").unwrap_or("RS256")),
+        _ => {
+            return Err(refused(
+                "Okta verifies client assertions with RSA and EC (P-256, P-384, P-521) keys only",
+            ));
+        }
+    };
+    if !matches!(
+        alg,
+        "RS256" | "RS384" | "RS512" | "ES256" | "ES384" | "ES512"
+    ) || text("alg").is_some_and(|a| a != alg)
+    {
+        return Err(refused("its `alg` is not one Okta accepts for this key"));
+    }
+    let mut out = Map::new();
+    for m in members {
+        let v = text(m).ok_or_else(|| refused(&format!("its `{m}` is missing")))?;
+        out.insert((*m).into(), json!(v));
+    }
+    out.insert("kid".into(), json!(key.kid));
+    out.insert("use".into(), json!("sig"));
+    out.insert("alg".into(), json!(alg));
+    Ok(out)
 }
 
 /// A client secret object as listed: the secret value is deliberately not read.
@@ -221,6 +354,7 @@ impl Okta {
                 body: Body::None,
                 auth: As::Steward,
                 idempotent: true,
+                dpop: None,
             })
             .await
     }
@@ -239,6 +373,7 @@ impl Okta {
                 body,
                 auth: As::Steward,
                 idempotent,
+                dpop: None,
             })
             .await
     }
@@ -533,6 +668,89 @@ impl Okta {
         }
         Ok(())
     }
+
+    /// The scope a credential test asks for: the configured one, or the client's grants.
+    async fn test_scope(&self, client_id: &str) -> Result<String, IdpError> {
+        Ok(match &self.t.settings.test_scope {
+            Some(s) => s.clone(),
+            None => self
+                .grants(client_id)
+                .await?
+                .into_iter()
+                .map(|g| g.scope_id)
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+    }
+
+    /// The app's JSON Web Keys, oldest first.
+    async fn jwks(&self, id: &str) -> Result<Vec<JwkObject>, IdpError> {
+        let answer = self
+            .get(self.app_url(id, &["credentials", "jwks"]))
+            .await
+            .map_err(unknown_if_missing(id))?;
+        let mut keys = jwk_list(answer.json()?)?;
+        // Stable: keys added in the same second keep Okta's (creation) order.
+        keys.sort_by_key(|k| parse_time(k.created.as_deref()));
+        Ok(keys)
+    }
+
+    /// `POST /credentials/jwks/{keyId}/lifecycle/activate|deactivate` (Okta's key id, not the
+    /// `kid`). A 404 stays a `Provider` error: it may be the key that is gone, not the app.
+    async fn key_lifecycle(&self, id: &str, key_id: &str, active: bool) -> Result<(), IdpError> {
+        let action = if active { "activate" } else { "deactivate" };
+        self.steward(
+            Method::POST,
+            self.app_url(id, &["credentials", "jwks", key_id, "lifecycle", action]),
+            Body::None,
+            true,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Sets `settings.oauthClient.dpop_bound_access_tokens` (PUT takes the whole app).
+    async fn set_dpop(&self, id: &str, dpop: bool) -> Result<(), IdpError> {
+        let mut app = self
+            .app_value(id)
+            .await?
+            .ok_or_else(|| IdpError::UnknownClient(id.into()))?;
+        if !app
+            .pointer("/settings/oauthClient")
+            .is_some_and(Value::is_object)
+        {
+            return Err(unexpected("an app", "no settings.oauthClient"));
+        }
+        app["settings"]["oauthClient"]["dpop_bound_access_tokens"] = json!(dpop);
+        self.update_profile(id, &mut app, &[]).await
+    }
+
+    /// A DPoP proof (RFC 9449) for the token request, with the authorization server's nonce
+    /// once it asked for one (Okta does, on the first request). Signed in memory with the
+    /// agent's key; the proof is sent in a sensitive header and never logged.
+    fn dpop_proof(
+        key: &AgentKeyPair,
+        url: &Url,
+        nonce: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<String, IdpError> {
+        let unusable =
+            |_| IdpError::Refused("the agent's private key cannot sign a DPoP proof".into());
+        let encoding = jsonwebtoken::EncodingKey::from_ec_pem(key.pem().expose().as_bytes())
+            .map_err(unusable)?;
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = serde_json::from_value(key.public_jwk()).ok();
+        let mut htu = url.clone();
+        htu.set_query(None);
+        htu.set_fragment(None);
+        let mut claims = json!({"htm": "POST", "htu": htu.as_str(), "iat": now.timestamp(),
+                                "jti": hex::encode(rand::random::<[u8; 16]>())});
+        if let Some(n) = nonce {
+            claims["nonce"] = json!(n);
+        }
+        jsonwebtoken::encode(&header, &claims, &encoding).map_err(unusable)
+    }
 }
 
 #[async_trait]
@@ -751,16 +969,7 @@ impl IdentityProvider for Okta {
     }
 
     async fn test_secret(&self, client_id: &str, secret: &Secret) -> Result<(), IdpError> {
-        let scope = match &self.t.settings.test_scope {
-            Some(s) => s.clone(),
-            None => self
-                .grants(client_id)
-                .await?
-                .into_iter()
-                .map(|g| g.scope_id)
-                .collect::<Vec<_>>()
-                .join(" "),
-        };
+        let scope = self.test_scope(client_id).await?;
         let mut form = vec![("grant_type", "client_credentials".to_string())];
         if !scope.is_empty() {
             form.push(("scope", scope));
@@ -776,6 +985,7 @@ impl IdentityProvider for Okta {
                 },
                 // Asking for a token changes nothing at Okta.
                 idempotent: true,
+                dpop: None,
             })
             .await?;
         Ok(())
@@ -822,6 +1032,245 @@ impl IdentityProvider for Okta {
         }
         Ok(())
     }
+
+    async fn create_key_client(
+        &self,
+        spec: &ClientSpec,
+        key: &AgentKey,
+        binding: TokenBinding,
+        idempotency_key: &str,
+    ) -> Result<String, IdpError> {
+        let jwk = okta_jwk(key)?;
+        let dpop = match binding {
+            TokenBinding::None => false,
+            TokenBinding::Dpop => true,
+            TokenBinding::Certificate => {
+                return Err(IdpError::Refused(
+                    "Okta does not bind client_credentials tokens to a client certificate (RFC 8705): use token binding `dpop` or `none` with Okta".into(),
+                ));
+            }
+        };
+        if let Some(app) = self.find_created(&spec.name, idempotency_key).await? {
+            if app.auth_method() != Some(PRIVATE_KEY_JWT) {
+                return Err(IdpError::Refused(format!(
+                    "idempotency key {idempotency_key} already made Okta app {}, a client with a secret, not a key client",
+                    app.id
+                )));
+            }
+            // A repeat: bring it to the spec (the first attempt may have stopped halfway).
+            self.set_grants(&app.id, &spec.scopes, spec.token_lifetime_secs)
+                .await?;
+            if app.dpop_bound() != dpop {
+                self.set_dpop(&app.id, dpop).await?;
+            }
+            // The key is there unless the first attempt never made the app with it; a key a
+            // rotation retired since is not made active again.
+            if !self.jwks(&app.id).await?.iter().any(|k| k.kid() == key.kid) {
+                self.add_key(&app.id, key).await?;
+            }
+            tracing::info!(client_id = %app.id, agent_id = %spec.agent_id, "okta key client ready (repeat)");
+            return Ok(app.id);
+        }
+        let mut oauth_settings = json!({
+            "grant_types": ["client_credentials"],
+            "response_types": ["token"],
+            "application_type": "service",
+            "jwks": {"keys": [Value::Object(jwk)]},
+        });
+        if dpop {
+            oauth_settings["dpop_bound_access_tokens"] = json!(true);
+        }
+        let body = json!({
+            "name": OIDC_APP_NAME,
+            "label": spec.name,
+            "signOnMode": "OPENID_CONNECT",
+            "credentials": {"oauthClient": {
+                "token_endpoint_auth_method": PRIVATE_KEY_JWT,
+                "autoKeyRotation": true,
+            }},
+            "settings": {"oauthClient": oauth_settings},
+            "profile": {
+                pk::AGENT_ID: spec.agent_id,
+                pk::IDEMPOTENCY_KEY: idempotency_key,
+                pk::TOKEN_LIFETIME: spec.token_lifetime_secs,
+            },
+        });
+        let url = self.t.url(&["api", "v1", "apps"], &[("activate", "true")]);
+        // Never repeated after a 5xx: a lost answer may have created it, and the caller's
+        // repeat with the same key finds it instead.
+        let answer = self
+            .steward(Method::POST, url, Body::Json(body), false)
+            .await?;
+        let mut value: Value = answer.json()?;
+        // A private_key_jwt app has no secret; drop one if an org ever sends it.
+        if let Some(s) = value.pointer_mut("/credentials/oauthClient/client_secret") {
+            *s = Value::Null;
+        }
+        let app: App = serde_json::from_value(value).map_err(|e| unexpected("a new app", e))?;
+        self.sync_grants(&app.id, &spec.scopes).await?;
+        tracing::info!(client_id = %app.id, agent_id = %spec.agent_id, kid = %key.kid, dpop, "okta key client ready");
+        Ok(app.id)
+    }
+
+    async fn add_key(&self, client_id: &str, key: &AgentKey) -> Result<(), IdpError> {
+        let mut body = okta_jwk(key)?;
+        let keys = self.jwks(client_id).await?;
+        if let Some(k) = keys.iter().find(|k| k.kid() == key.kid) {
+            if !is_active(&k.status) {
+                self.key_lifecycle(client_id, &k.id, true).await?;
+            }
+            return Ok(());
+        }
+        body.insert("status".into(), json!("ACTIVE"));
+        // Not repeated after a 5xx: a lost answer may have added it, and a repeat of add_key
+        // finds it by its kid.
+        let answer = self
+            .steward(
+                Method::POST,
+                self.app_url(client_id, &["credentials", "jwks"]),
+                Body::Json(Value::Object(body)),
+                false,
+            )
+            .await
+            .map_err(unknown_if_missing(client_id))?;
+        let added: JwkObject = answer.json()?;
+        if !is_active(&added.status) {
+            self.key_lifecycle(client_id, &added.id, true).await?;
+        }
+        tracing::info!(client_id, kid = %key.kid, "okta: key added");
+        Ok(())
+    }
+
+    async fn set_key_active(
+        &self,
+        client_id: &str,
+        kid: &str,
+        active: bool,
+    ) -> Result<(), IdpError> {
+        let keys = self.jwks(client_id).await?;
+        match keys.iter().find(|k| k.kid() == kid) {
+            // A key that is gone signs nothing: deactivating it is done.
+            None if !active => Ok(()),
+            None => Err(IdpError::Refused(format!(
+                "client {client_id} holds no key {kid}: add it first"
+            ))),
+            Some(k) if is_active(&k.status) == active => Ok(()),
+            // Okta refuses to deactivate the only active key of a private_key_jwt app
+            // (E0000001): its answer says so.
+            Some(k) => self.key_lifecycle(client_id, &k.id, active).await,
+        }
+    }
+
+    async fn remove_key(&self, client_id: &str, kid: &str) -> Result<(), IdpError> {
+        let keys = match self.jwks(client_id).await {
+            Ok(k) => k,
+            Err(IdpError::UnknownClient(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let Some(target) = keys.iter().find(|k| k.kid() == kid) else {
+            return Ok(());
+        };
+        if is_active(&target.status) {
+            let another_active = keys
+                .iter()
+                .any(|k| k.id != target.id && k.signs() && is_active(&k.status));
+            if !another_active {
+                return Err(IdpError::Refused(format!(
+                    "key {kid} is the only active key of client {client_id}; add its successor first"
+                )));
+            }
+            match self.key_lifecycle(client_id, &target.id, false).await {
+                Err(e) if !is_missing(&e) => return Err(e),
+                _ => {}
+            }
+        }
+        // Okta deletes only inactive keys.
+        match self
+            .steward(
+                Method::DELETE,
+                self.app_url(client_id, &["credentials", "jwks", &target.id]),
+                Body::None,
+                true,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_missing(&e) => {}
+            Err(e) => return Err(e),
+        }
+        tracing::info!(client_id, kid, "okta: key removed");
+        Ok(())
+    }
+
+    async fn keys(&self, client_id: &str) -> Result<Vec<ClientKey>, IdpError> {
+        Ok(self
+            .jwks(client_id)
+            .await?
+            .into_iter()
+            .filter(JwkObject::signs)
+            .map(|k| ClientKey {
+                kid: k.kid(),
+                active: is_active(&k.status),
+            })
+            .collect())
+    }
+
+    async fn test_key(&self, client_id: &str, key: &AgentKeyPair) -> Result<(), IdpError> {
+        let app: App = match self.app_value(client_id).await? {
+            Some(v) => serde_json::from_value(v).map_err(|e| unexpected("an app", e))?,
+            None => return Err(IdpError::UnknownClient(client_id.into())),
+        };
+        let scope = self.test_scope(client_id).await?;
+        let endpoint = self.t.settings.token_endpoint();
+        let mut nonce: Option<String> = None;
+        loop {
+            let now = Utc::now();
+            // RFC 7523: `aud` is the token endpoint called. A fresh assertion (and `jti`) for
+            // every request: Okta accepts an assertion with a `jti` once, and one that lives
+            // at most an hour (these live five minutes).
+            let assertion = key.client_assertion(client_id, endpoint.as_str(), now);
+            let mut form = vec![
+                ("grant_type", "client_credentials".to_string()),
+                ("client_assertion_type", CLIENT_ASSERTION_TYPE.to_string()),
+                ("client_assertion", assertion),
+            ];
+            if !scope.is_empty() {
+                form.push(("scope", scope.clone()));
+            }
+            let dpop = if app.dpop_bound() {
+                Some(Self::dpop_proof(key, &endpoint, nonce.as_deref(), now)?)
+            } else {
+                None
+            };
+            let call = Call {
+                method: Method::POST,
+                url: endpoint.clone(),
+                body: Body::Form(form),
+                auth: As::Nobody,
+                // Not repeated after a 5xx: Okta may have used the assertion's `jti` up, and a
+                // repeat of test_key signs a fresh one.
+                idempotent: false,
+                dpop,
+            };
+            let failure = match self.t.send_keeping_refusal(call).await {
+                Ok(_) => return Ok(()),
+                Err(f) => f,
+            };
+            // Okta asks a DPoP client for its nonce first (400 `use_dpop_nonce` with a
+            // `DPoP-Nonce` header): once, then the refusal stands.
+            let asked = match (&failure.error, &failure.headers) {
+                (IdpError::Provider { code, .. }, Some(h)) if code == "use_dpop_nonce" => h
+                    .get("dpop-nonce")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
+                _ => None,
+            };
+            match asked {
+                Some(n) if app.dpop_bound() && nonce.is_none() => nonce = Some(n),
+                _ => return Err(failure.error),
+            }
+        }
+    }
 }
 
 /// A service app: an OpenID Connect client that takes `client_credentials` (what an agent
@@ -831,4 +1280,61 @@ fn is_service_app(app: &App) -> bool {
         .oauth_client
         .as_ref()
         .is_some_and(|o| o.grant_types.iter().any(|g| g == "client_credentials"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwks_are_read_in_each_documented_shape() {
+        let key = json!({"id": "pks1", "kid": "k1", "kty": "EC", "crv": "P-256", "x": "AA",
+                         "y": "AA", "use": "sig", "status": "ACTIVE",
+                         "created": "2024-01-01T00:00:00.000Z"});
+        for body in [
+            json!([key]),
+            json!({"jwks": {"keys": [key]}}),
+            json!({"keys": [key]}),
+        ] {
+            let keys = jwk_list(body).unwrap();
+            assert_eq!(
+                (keys[0].id.as_str(), keys[0].kid().as_str()),
+                ("pks1", "k1")
+            );
+        }
+        assert!(jwk_list(json!({"errorCode": "E0000007"})).is_err());
+    }
+
+    #[test]
+    fn a_key_without_kid_is_named_by_its_thumbprint() {
+        let pair = AgentKeyPair::generate().unwrap();
+        let mut jwk = pair.public_jwk();
+        jwk.as_object_mut().unwrap().remove("kid");
+        jwk["id"] = json!("pks2");
+        jwk["status"] = json!("INACTIVE");
+        let keys = jwk_list(json!([jwk])).unwrap();
+        assert_eq!(keys[0].kid(), pair.public().kid);
+    }
+
+    #[test]
+    fn okta_is_given_only_public_members() {
+        let pair = AgentKeyPair::generate().unwrap();
+        let mut jwk = pair.public_jwk();
+        jwk["d"] = json!("c2VjcmV0");
+        jwk["x5c"] = json!(["whatever"]);
+        let key = AgentKey {
+            kid: pair.public().kid.clone(),
+            jwk: jwk.to_string(),
+        };
+        let sent = okta_jwk(&key).unwrap();
+        let mut names: Vec<&str> = sent.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["alg", "crv", "kid", "kty", "use", "x", "y"]);
+        assert_eq!(sent["alg"], "ES256");
+        let okp = AgentKey {
+            kid: "k".into(),
+            jwk: json!({"kty": "OKP", "crv": "Ed25519", "x": "AA"}).to_string(),
+        };
+        assert!(matches!(okta_jwk(&okp), Err(IdpError::Refused(_))));
+    }
 }
