@@ -15,6 +15,22 @@ use statemachines::scope_change::ScopeChangeRequest;
 pub struct AgentRequestBody {
     #[serde(flatten)]
     pub request: AgentRequest,
+    /// For `credential: private_key_jwt`: the agent's public JWK (EC P-256/P-384, RSA 2048+
+    /// or Ed25519; no private members).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_jwk: Option<serde_json::Value>,
+    /// A JWT signed by that key (header `typ: steward-key-proof+jwt`) with `aud:
+    /// steward:key-proof`, `sub`: the agent's name, `nonce`: from `POST /api/key-nonces`,
+    /// `iat` and `exp`: the proof that the requester holds the private key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_proof: Option<String>,
+}
+
+/// `POST /api/key-nonces`: what an agent key's proof of possession signs over.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyNonce {
+    pub nonce: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// `POST /api/agents/{agent}/scopes`

@@ -24,7 +24,12 @@ pub struct Planned {
 pub fn plan(agents: &[Agent], now: DateTime<Utc>, policy: &Policy) -> Vec<Planned> {
     let mut due: Vec<(i64, &Agent, u32)> = agents
         .iter()
-        .filter(|a| a.status == AgentStatus::Active && a.client_id.is_some())
+        // A key-bound agent has no secret: its keys are its own (they rotate by adding a key).
+        .filter(|a| {
+            a.status == AgentStatus::Active
+                && a.client_id.is_some()
+                && !a.credential_kind.key_bound()
+        })
         .filter_map(|a| {
             let issued = a.credential_issued_at?;
             let max = policy.rotation_max_age_days(&a.environment);

@@ -23,8 +23,16 @@ use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum AgentsCmd {
-    /// Request a new agent from a manifest (agent.toml).
+    /// Request a new agent from a manifest (agent.toml). A `private_key_jwt` manifest names
+    /// the agent's key file: its public key and a proof of possession are sent, never the key.
     Request { manifest: PathBuf },
+    /// Make a key pair for a `private_key_jwt` agent (P-256, PKCS#8 PEM, mode 0600) and print
+    /// its public JWK. The file stays with the agent; Steward never sees it.
+    NewKey {
+        /// Where to write the private key (refused if it exists).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The inventory.
     List,
     /// One agent: record, workflows and history.
@@ -231,9 +239,42 @@ pub fn json_text(v: &Value) -> String {
 pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
     let api = Api::from_client(c).await?;
     match cmd {
+        AgentsCmd::NewKey { out } => {
+            let pair = shared::agent_key::AgentKeyPair::generate()?;
+            write_private(&out, pair.pem().expose())?;
+            let v = serde_json::json!({"kid": pair.public().kid, "public_jwk": pair.public_jwk(), "file": out.display().to_string()});
+            print(c, &v, |v| {
+                println!(
+                    "wrote {} (keep it with the agent)\nkid {}\npublic JWK {}",
+                    v["file"].as_str().unwrap_or("?"),
+                    v["kid"].as_str().unwrap_or("?"),
+                    v["public_jwk"]
+                );
+            });
+            return Ok(());
+        }
         AgentsCmd::Request { manifest } => {
-            let request = shared::manifest::load(&manifest)?;
-            let body = AgentRequestBody { request };
+            let shared::manifest::Manifest { request, key_file } =
+                shared::manifest::load_manifest(&manifest)?;
+            // A private_key_jwt agent's key file is read here, where it is: the public key and
+            // a proof over Steward's nonce leave the machine, the private key does not.
+            let (public_jwk, key_proof) = match key_file {
+                None => (None, None),
+                Some(path) => {
+                    let pem = std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading the agent's key {}", path.display()))?;
+                    let pair = shared::agent_key::AgentKeyPair::from_pem(&pem)
+                        .with_context(|| format!("the agent's key {}", path.display()))?;
+                    let nonce = api.key_nonce().await?.nonce;
+                    let proof = pair.key_proof(&request.name, &nonce, chrono::Utc::now());
+                    (Some(pair.public_jwk()), Some(proof))
+                }
+            };
+            let body = AgentRequestBody {
+                request,
+                public_jwk,
+                key_proof,
+            };
             let v = json_of(api.request_agent(&body).await)?;
             print(c, &v, |v| {
                 let dup = if v["duplicate"].as_bool() == Some(true) {
@@ -1084,4 +1125,19 @@ mod tests {
         assert!(!u.is_empty());
         assert!(raw_controls(&u).is_empty(), "{u:?}");
     }
+}
+
+/// Writes a private key to a new file only its owner can read.
+fn write_private(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(pem.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }

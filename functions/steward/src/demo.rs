@@ -190,6 +190,8 @@ async fn story(
             "purpose": "Mutes flapping monitors and opens incidents during on-call",
             "scopes": ["datadog:metrics:read", "datadog:monitors:write"], "token_lifetime_secs": 900,
         }))?,
+        public_jwk: None,
+        key_proof: None,
     };
     let api = &cast.alice;
     t.say("alice@example.com", format!("requests {AGENT}: datadog:metrics:read + datadog:monitors:write (sensitive), 15-minute tokens"));

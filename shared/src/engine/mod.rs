@@ -23,6 +23,7 @@
 mod commands;
 mod decisions;
 mod delivery;
+pub mod keys;
 mod start;
 mod step;
 

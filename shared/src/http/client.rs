@@ -245,6 +245,10 @@ impl AdminClient {
             .await
     }
 
+    pub async fn key_nonce(&self) -> Result<crate::admin::KeyNonce, ClientError> {
+        self.call(&routes::KEY_NONCE, &[], NO_QUERY, NO_BODY).await
+    }
+
     pub async fn agent(&self, agent: &str) -> Result<AgentView, ClientError> {
         self.call(&routes::SHOW_AGENT, &[agent], NO_QUERY, NO_BODY)
             .await

@@ -33,6 +33,7 @@ pub(super) fn handler(route: &Route) -> MethodRouter<App> {
         Op::Whoami => on(route, whoami),
         Op::ListAgents => on(route, list_agents),
         Op::RequestAgent => on(route, request_agent),
+        Op::KeyNonce => on(route, key_nonce),
         Op::ShowAgent => on(route, show_agent),
         Op::AgentHistory => on(route, agent_history),
         Op::AgentGrants => on(route, agent_grants),
@@ -232,11 +233,39 @@ async fn request_agent(
     Body(b): Body<AgentRequestBody>,
 ) -> Answer<impl IntoResponse> {
     // The caller is the requester, whoever the owner is; the record keeps both.
+    let mut request = b.request;
+    if request.public_key.is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "public_key is not a request field: send public_jwk and key_proof",
+        ));
+    }
+    match (b.public_jwk, b.key_proof) {
+        (None, None) => {}
+        (Some(jwk), Some(proof)) => {
+            let actor = Actor::Person(caller.acting());
+            request.public_key = Some(
+                app.engine
+                    .accept_agent_key(&request.name, &jwk, &proof, &actor)
+                    .await?,
+            );
+        }
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "public_jwk and key_proof go together: the key, and a JWT it signed over a nonce from POST /api/key-nonces",
+            ));
+        }
+    }
     Ok(started(
-        app.engine
-            .request_agent(b.request, &caller.acting())
-            .await?,
+        app.engine.request_agent(request, &caller.acting()).await?,
     ))
+}
+
+/// `POST /api/key-nonces`: a nonce for an agent key's proof of possession.
+async fn key_nonce(State(app): State<App>, _: Caller) -> Answer<Json<KeyNonce>> {
+    let (nonce, expires_at) = app.engine.key_nonce().await?;
+    Ok(Json(KeyNonce { nonce, expires_at }))
 }
 
 async fn find(app: &App, agent: &str) -> Answer<Agent> {

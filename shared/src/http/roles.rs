@@ -79,7 +79,7 @@ pub fn who_may(op: Op) -> &'static [Role] {
         | Op::HealthCounts => ANYONE,
         // Submitting a manifest: any person (the requester; the owner it names must be active),
         // or CI.
-        Op::RequestAgent => &[Person, Automation],
+        Op::RequestAgent | Op::KeyNonce => &[Person, Automation],
         Op::ChangeScopes => &[Owner, Manager, SecurityApprover, Automation],
         Op::Rotate | Op::Freeze | Op::Unfreeze | Op::Renew => OWNER_OR_SECURITY,
         Op::Decommission => &[Owner, Manager, SecurityApprover],

@@ -15,6 +15,7 @@ pub enum Op {
     Whoami,
     ListAgents,
     RequestAgent,
+    KeyNonce,
     ShowAgent,
     AgentHistory,
     AgentGrants,
@@ -121,6 +122,7 @@ pub const SHARED_SIGNALS: Route = public(Op::SharedSignals, Post, "/ssf/events")
 pub const WHOAMI: Route = admin(Op::Whoami, Get, "/api/whoami");
 pub const LIST_AGENTS: Route = admin(Op::ListAgents, Get, "/api/agents");
 pub const REQUEST_AGENT: Route = admin(Op::RequestAgent, Post, "/api/agents");
+pub const KEY_NONCE: Route = admin(Op::KeyNonce, Post, "/api/key-nonces");
 pub const SHOW_AGENT: Route = admin(Op::ShowAgent, Get, "/api/agents/{agent}");
 pub const AGENT_HISTORY: Route = admin(Op::AgentHistory, Get, "/api/agents/{agent}/history");
 pub const AGENT_GRANTS: Route = admin(Op::AgentGrants, Get, "/api/agents/{agent}/grants");
@@ -177,6 +179,7 @@ pub const ROUTES: &[Route] = &[
     WHOAMI,
     LIST_AGENTS,
     REQUEST_AGENT,
+    KEY_NONCE,
     SHOW_AGENT,
     AGENT_HISTORY,
     AGENT_GRANTS,

@@ -248,6 +248,16 @@ impl Workflow for Rotation {
                 ),
             ));
         }
+        if agent.credential_kind.key_bound() {
+            return Err(Rejected::new(
+                "agent",
+                format!(
+                    "{} authenticates with its own key ({}); there is no secret to rotate",
+                    agent.name,
+                    agent.credential_kind.as_str()
+                ),
+            ));
+        }
         if agent.client_id.is_none() || agent.secret_version.is_none() {
             return Err(Rejected::new(
                 "agent",

@@ -17,6 +17,7 @@ mod dashboard_browser;
 mod dev_sign_in;
 mod discovery;
 mod durability;
+mod key_credentials;
 mod okta_intake;
 mod onboarding_http;
 mod refusals_http;

@@ -15,8 +15,8 @@ use shared::audit;
 use shared::http::App;
 use shared::idp::dev::failures::{FailedAuthentications, FailureLimits, Throttled};
 use shared::idp::dev::people;
-use shared::idp::dev::token_request::{TokenForm, client_credentials};
-use shared::idp::dev::{DevIdp, OAuthError};
+use shared::idp::dev::token_request::{Authentication, TokenForm, client_authentication};
+use shared::idp::dev::{ClientAuth, DevIdp, OAuthError};
 use shared::signal::Signal;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 pub const DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 pub const TOKEN_PATH: &str = shared::idp::dev::TOKEN_PATH;
 pub const KEYS_PATH: &str = shared::idp::dev::KEYS_PATH;
+pub const INTROSPECT_PATH: &str = shared::idp::dev::INTROSPECT_PATH;
 
 #[derive(Clone)]
 pub struct Edge {
@@ -54,6 +55,7 @@ pub fn router(
         .route(METADATA_PATH, get(metadata))
         .route(DISCOVERY_PATH, get(metadata))
         .route(TOKEN_PATH, post(token))
+        .route(INTROSPECT_PATH, post(introspect))
         .route(KEYS_PATH, get(jwks));
     let sign_in = Router::new()
         .route(
@@ -295,11 +297,22 @@ fn grant(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let (named, credentials) = client_credentials(authorization, &form);
-    let (id, secret) = match credentials {
-        Ok(pair) => pair,
+    let (named, authentication) = client_authentication(authorization, &form);
+    let authentication = match authentication {
+        Ok(a) => a,
         Err(e) => return (named, Err(e)),
     };
+    let auth = match &authentication {
+        Authentication::Secret(client_id, secret) => ClientAuth::Secret { client_id, secret },
+        Authentication::Assertion {
+            client_id,
+            assertion,
+        } => ClientAuth::Assertion {
+            client_id,
+            assertion,
+        },
+    };
+    let id = auth.client_id().to_string();
     if form.grant_type.as_deref() != Some("client_credentials") {
         return (
             Some(id),
@@ -308,10 +321,78 @@ fn grant(
             )),
         );
     }
-    let result = edge
-        .idp
-        .issue_token(&id, &secret, form.scope.as_deref(), now);
+    let dpop = match dpop_header(headers) {
+        Ok(d) => d,
+        Err(e) => return (Some(id), Err(e)),
+    };
+    let result = edge.idp.grant(auth, form.scope.as_deref(), dpop, now);
     (Some(id), result)
+}
+
+/// The request's one `DPoP` header (RFC 9449 §4.1), if any; several are refused.
+fn dpop_header(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
+    let mut all = headers.get_all("dpop").iter();
+    match (all.next(), all.next()) {
+        (None, _) => Ok(None),
+        (Some(v), None) => v.to_str().map(Some).map_err(|_| OAuthError {
+            error: "invalid_dpop_proof",
+            error_description: "the DPoP header is not text".into(),
+            status: 400,
+        }),
+        (Some(_), Some(_)) => Err(OAuthError {
+            error: "invalid_dpop_proof",
+            error_description: "send one DPoP header".into(),
+            status: 400,
+        }),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct IntrospectForm {
+    token: Option<String>,
+    #[allow(dead_code)] // RFC 7662 §2.1: a hint the IdP does not need (it issues one kind)
+    token_type_hint: Option<String>,
+}
+
+/// RFC 7662 introspection, as a resource server would check a token it was handed: a
+/// DPoP-bound token needs the caller's DPoP proof for this request. An inactive answer says
+/// why; it is counted and audited like any refusal.
+async fn introspect(
+    State(edge): State<Edge>,
+    headers: HeaderMap,
+    form: Result<Form<IntrospectForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(IntrospectForm {
+        token: Some(token), ..
+    })) = form
+    else {
+        return edge
+            .oauth_refusal(
+                None,
+                OAuthError::invalid_request(
+                    "send the token to introspect as the form field `token`",
+                ),
+            )
+            .await;
+    };
+    let dpop = match dpop_header(&headers) {
+        Ok(d) => d,
+        Err(e) => return edge.oauth_refusal(None, e).await,
+    };
+    let now = edge.app.engine.clock.now();
+    let answer = edge.idp.introspect(&token, dpop, now.timestamp());
+    if let Some(why) = &answer.reason {
+        edge.app.count_bad_request();
+        let key = format!("introspection|{why}");
+        if let Some(description) = edge.app.refusal_record_due(&key, why) {
+            let record =
+                audit::token_refused("(introspection)", "inactive_token", &description, now);
+            if let Err(err) = edge.app.engine.store.append_audit(vec![record]).await {
+                tracing::error!(error = %err, "could not audit a refused introspection");
+            }
+        }
+    }
+    ([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response()
 }
 
 /// The proxies whose `X-Forwarded-For` is believed (`--trusted-proxy`), as address ranges.

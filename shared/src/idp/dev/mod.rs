@@ -2,9 +2,11 @@
 //! client secrets (stored only as SHA-256 hashes), and issues real OAuth 2.0 client_credentials
 //! access tokens (RFC 6749 §4.4) as EdDSA-signed JWTs (RFC 9068 claims) verifiable with its JWKS.
 
+use crate::agent_key::AgentKeyPair;
 use crate::embedded::sqlite::Db;
 use crate::ports::idp::{
-    ClientInfo, ClientSpec, CreatedClient, IdentityProvider, IdpError, NewSecret, TokenRevocation,
+    AgentKey, ClientInfo, ClientKey, ClientSpec, CreatedClient, IdentityProvider, IdpError,
+    NewSecret, TokenBinding, TokenRevocation,
 };
 use crate::secret::Secret;
 use async_trait::async_trait;
@@ -21,7 +23,9 @@ use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+pub mod dpop;
 pub mod failures;
+pub mod keys;
 pub mod people;
 pub mod signing;
 pub mod token_request;
@@ -49,6 +53,29 @@ pub struct DevIdp {
 /// Where the local server serves the token endpoint and the signing keys.
 pub const TOKEN_PATH: &str = "/oauth2/v1/token";
 pub const KEYS_PATH: &str = "/oauth2/v1/keys";
+pub const INTROSPECT_PATH: &str = "/oauth2/v1/introspect";
+
+/// How a client proves who it is at the token endpoint.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientAuth<'a> {
+    /// `client_secret_basic` / `client_secret_post`.
+    Secret { client_id: &'a str, secret: &'a str },
+    /// RFC 7523 `private_key_jwt`: a JWT signed with one of the client's active keys.
+    Assertion {
+        client_id: &'a str,
+        assertion: &'a str,
+    },
+}
+
+impl ClientAuth<'_> {
+    pub fn client_id(&self) -> &str {
+        match self {
+            ClientAuth::Secret { client_id, .. } | ClientAuth::Assertion { client_id, .. } => {
+                client_id
+            }
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
 #[error("{error}: {error_description}")]
@@ -114,7 +141,7 @@ impl OAuthError {
     }
     /// A failure of the endpoint itself: the cause (a database message) goes to the log, not
     /// to a caller who may not even have authenticated.
-    fn server(why: impl Into<String>) -> Self {
+    pub(crate) fn server(why: impl Into<String>) -> Self {
         let why = why.into();
         tracing::error!(error = %why, "the token endpoint failed");
         Self {
@@ -223,7 +250,10 @@ impl DevIdp {
             "id_token_signing_alg_values_supported": ["EdDSA"],
             "scopes_supported": ["openid", "email", "offline_access"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "email", "email_verified"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+            "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
+            "dpop_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
+            "introspection_endpoint": at(INTROSPECT_PATH),
         })
     }
 
@@ -236,6 +266,29 @@ impl DevIdp {
         scope: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<TokenResponse, OAuthError> {
+        self.grant(
+            ClientAuth::Secret {
+                client_id,
+                secret: client_secret,
+            },
+            scope,
+            None,
+            now,
+        )
+    }
+
+    /// The client_credentials grant with any client authentication, and an RFC 9449 DPoP
+    /// proof (`dpop`, the header's value) when the client sends one: the token is then bound to
+    /// the proof's key (`cnf.jkt`, `token_type` DPoP). A client whose tokens must be bound is
+    /// refused a token without a proof.
+    pub fn grant(
+        &self,
+        auth: ClientAuth<'_>,
+        scope: Option<&str>,
+        dpop: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let client_id = auth.client_id();
         let conn = self.db.lock();
         let row: Option<(String, u32, bool)> = conn
             .query_row(
@@ -245,26 +298,78 @@ impl DevIdp {
             )
             .optional()
             .map_err(|e| OAuthError::server(e.to_string()))?;
-        // Same answer, and the same work, for an unknown client and a wrong secret: neither the
-        // answer nor its time reveals which client ids exist.
-        let presented = hash(client_secret);
-        let mut st = conn
-            .prepare_cached("SELECT hash FROM idp_secrets WHERE client_id=?1")
-            .map_err(|e| OAuthError::server(e.to_string()))?;
-        let hashes: Vec<String> = st
-            .query_map([client_id], |r| r.get(0))
-            .map_err(|e| OAuthError::server(e.to_string()))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| OAuthError::server(e.to_string()))?;
-        let ok = hashes.iter().fold(false, |acc, h| {
-            acc | bool::from(h.as_bytes().ct_eq(presented.as_bytes()))
-        });
+        let ok = match auth {
+            ClientAuth::Secret { secret, .. } => {
+                // Same answer, and the same work, for an unknown client and a wrong secret:
+                // neither the answer nor its time reveals which client ids exist.
+                let presented = hash(secret);
+                let mut st = conn
+                    .prepare_cached("SELECT hash FROM idp_secrets WHERE client_id=?1")
+                    .map_err(|e| OAuthError::server(e.to_string()))?;
+                let hashes: Vec<String> = st
+                    .query_map([client_id], |r| r.get(0))
+                    .map_err(|e| OAuthError::server(e.to_string()))?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| OAuthError::server(e.to_string()))?;
+                hashes.iter().fold(false, |acc, h| {
+                    acc | bool::from(h.as_bytes().ct_eq(presented.as_bytes()))
+                })
+            }
+            ClientAuth::Assertion { assertion, .. } => {
+                if row.is_none() {
+                    return Err(OAuthError::invalid_client("client authentication failed"));
+                }
+                self.authenticate_assertion(&conn, client_id, assertion, now.timestamp())?;
+                true
+            }
+        };
         let Some((scopes_json, lifetime, active)) = row.filter(|_| ok) else {
             return Err(OAuthError::invalid_client("client authentication failed"));
         };
         if !active {
             return Err(OAuthError::invalid_client(DEACTIVATED));
         }
+        let settings =
+            Self::auth_settings(&conn, client_id).map_err(|e| OAuthError::server(e.to_string()))?;
+        let bound = match dpop {
+            Some(proof) => {
+                let url = format!("{}{TOKEN_PATH}", self.issuer);
+                let p =
+                    dpop::verify(proof, "POST", &url, None, now.timestamp()).map_err(|why| {
+                        OAuthError {
+                            error: "invalid_dpop_proof",
+                            error_description: why,
+                            status: 400,
+                        }
+                    })?;
+                let fresh = Self::use_jti(
+                    &conn,
+                    "dpop",
+                    &p.jti,
+                    now.timestamp() + dpop::DPOP_IAT_WINDOW_SECS,
+                    now.timestamp(),
+                )
+                .map_err(|e| OAuthError::server(e.to_string()))?;
+                if !fresh {
+                    return Err(OAuthError {
+                        error: "invalid_dpop_proof",
+                        error_description:
+                            "the DPoP proof's jti was used already: a proof is good for one request"
+                                .into(),
+                        status: 400,
+                    });
+                }
+                Some(p.jkt)
+            }
+            None if settings.binding == TokenBinding::Dpop => {
+                return Err(OAuthError {
+                    error: "invalid_dpop_proof",
+                    error_description: "this client's tokens must be DPoP-bound: send a DPoP proof (RFC 9449) with the token request".into(),
+                    status: 400,
+                });
+            }
+            None => None,
+        };
         let granted: Vec<String> =
             serde_json::from_str(&scopes_json).map_err(|e| OAuthError::server(e.to_string()))?;
         let scopes: Vec<String> = match scope.map(str::trim).filter(|s| !s.is_empty()) {
@@ -287,16 +392,19 @@ impl DevIdp {
             )));
         }
         let iat = now.timestamp();
-        let claims = json!({
+        let mut claims = json!({
             "iss": self.issuer, "sub": client_id, "aud": self.audience, "client_id": client_id,
             "iat": iat, "nbf": iat, "exp": iat + lifetime as i64,
             "jti": hex::encode(rand::random::<[u8; 12]>()),
             "scp": scopes, "scope": scopes.join(" "),
         });
+        if let Some(jkt) = &bound {
+            claims["cnf"] = json!({ "jkt": jkt });
+        }
         let token = self.sign("at+jwt", &claims)?;
         Ok(TokenResponse {
             access_token: token,
-            token_type: "Bearer",
+            token_type: if bound.is_some() { "DPoP" } else { "Bearer" },
             expires_in: lifetime,
             scope: scopes.join(" "),
         })
@@ -529,11 +637,66 @@ impl IdentityProvider for DevIdp {
     async fn delete_client(&self, client_id: &str) -> Result<(), IdpError> {
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(unavailable)?;
-        tx.execute("DELETE FROM idp_secrets WHERE client_id=?1", [client_id])
+        for table in ["idp_secrets", "idp_keys", "idp_client_auth"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE client_id=?1"),
+                [client_id],
+            )
             .map_err(unavailable)?;
+        }
         tx.execute("DELETE FROM idp_clients WHERE client_id=?1", [client_id])
             .map_err(unavailable)?;
         tx.commit().map_err(unavailable)
+    }
+
+    async fn create_key_client(
+        &self,
+        spec: &ClientSpec,
+        key: &AgentKey,
+        binding: TokenBinding,
+        idempotency_key: &str,
+    ) -> Result<String, IdpError> {
+        self.create_key_client_now(spec, key, binding, idempotency_key)
+    }
+
+    async fn add_key(&self, client_id: &str, key: &AgentKey) -> Result<(), IdpError> {
+        self.add_key_now(client_id, key)
+    }
+
+    async fn set_key_active(
+        &self,
+        client_id: &str,
+        kid: &str,
+        active: bool,
+    ) -> Result<(), IdpError> {
+        self.set_key_active_now(client_id, kid, active)
+    }
+
+    async fn remove_key(&self, client_id: &str, kid: &str) -> Result<(), IdpError> {
+        self.remove_key_now(client_id, kid)
+    }
+
+    async fn keys(&self, client_id: &str) -> Result<Vec<ClientKey>, IdpError> {
+        self.keys_now(client_id)
+    }
+
+    async fn test_key(&self, client_id: &str, key: &AgentKeyPair) -> Result<(), IdpError> {
+        let now = Utc::now();
+        let audience = format!("{}{TOKEN_PATH}", self.issuer);
+        let assertion = key.client_assertion(client_id, &audience, now);
+        // A client whose tokens must be bound gets a proof from the same key.
+        let proof = key.dpop_proof("POST", &audience, None, now);
+        self.grant(
+            ClientAuth::Assertion {
+                client_id,
+                assertion: &assertion,
+            },
+            None,
+            Some(&proof),
+            now,
+        )
+        .map(|_| ())
+        .map_err(|e| IdpError::Refused(format!("the token request failed: {e}")))
     }
 }
 

@@ -18,6 +18,75 @@ pub struct TokenForm {
     pub redirect_uri: Option<String>,
     pub code_verifier: Option<String>,
     pub refresh_token: Option<String>,
+    /// RFC 7523 §2.2 client authentication.
+    pub client_assertion_type: Option<String>,
+    pub client_assertion: Option<String>,
+}
+
+/// A client's authentication as the request made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authentication {
+    /// `client_secret_basic` / `client_secret_post`: the id and the secret.
+    Secret(String, String),
+    /// `private_key_jwt`: the client id and its signed assertion.
+    Assertion {
+        client_id: String,
+        assertion: String,
+    },
+}
+
+/// The client's authentication: a JWT client assertion (RFC 7523) when the form carries one,
+/// otherwise the id and secret of [`client_credentials`]. One method per request. Also returns
+/// the client id the request named, when it named one, for the refusal's record.
+pub fn client_authentication(
+    authorization: Option<&str>,
+    form: &TokenForm,
+) -> (Option<String>, Result<Authentication, OAuthError>) {
+    if form.client_assertion_type.is_none() && form.client_assertion.is_none() {
+        let (named, r) = client_credentials(authorization, form);
+        return (
+            named,
+            r.map(|(id, secret)| Authentication::Secret(id, secret)),
+        );
+    }
+    // The id the assertion names (its `sub`), read before it is verified: only to find the
+    // client whose keys verify it.
+    let subject = form.client_assertion.as_deref().and_then(|a| {
+        let payload = a.split('.').nth(1)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .ok()?;
+        let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        claims["sub"].as_str().map(str::to_string)
+    });
+    let named = form.client_id.clone().or_else(|| subject.clone());
+    let refuse = |why: &str| (named.clone(), Err(OAuthError::invalid_request(why)));
+    if form.client_assertion_type.as_deref() != Some(crate::agent_key::CLIENT_ASSERTION_TYPE) {
+        return refuse(
+            "client_assertion_type must be urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        );
+    }
+    let Some(assertion) = form.client_assertion.clone() else {
+        return refuse("client_assertion is missing");
+    };
+    if authorization.is_some_and(|a| a.starts_with("Basic ")) || form.client_secret.is_some() {
+        return refuse(
+            "use one client authentication method: a client assertion or a secret, not both",
+        );
+    }
+    match (&form.client_id, subject) {
+        (Some(id), Some(sub)) if *id != sub => {
+            refuse("client_id must be the client the assertion names (its sub)")
+        }
+        (_, None) => refuse("client_assertion is not a JWT naming its client in sub"),
+        (_, Some(client_id)) => (
+            Some(client_id.clone()),
+            Ok(Authentication::Assertion {
+                client_id,
+                assertion,
+            }),
+        ),
+    }
 }
 
 /// The client's id and secret (RFC 6749 §2.3): HTTP Basic (`authorization`, the header's

@@ -1,0 +1,337 @@
+//! Agents that hold their own key (`private_key_jwt`, RFC 7523) on the embedded default: the
+//! key enters only with a proof of possession over Steward's nonce, the client has no secret,
+//! tokens come from client assertions and are DPoP-bound (RFC 9449) where the policy says so,
+//! and a bound token presented without its proof is refused by introspection.
+
+use crate::support::*;
+use serde_json::{Value, json};
+use shared::agent_key::AgentKeyPair;
+
+/// The example policy where prod allows only agent-held keys, with DPoP-bound tokens.
+fn keys_in_prod() -> Options {
+    let mut o = Options::default();
+    assert!(
+        !o.policy.contains("\n[credentials]"),
+        "the example sets none"
+    );
+    o.policy.push_str(
+        "\n[credentials]\nkinds = { prod = [\"private_key_jwt\"] }\nbinding = { prod = \"dpop\" }\n",
+    );
+    o
+}
+
+fn nonce(s: &Server, person: &str) -> String {
+    let (status, v) = s.post_as(person, "/api/key-nonces", &json!({}));
+    assert_eq!(status, 200, "{v}");
+    v["nonce"].as_str().expect("a nonce").to_string()
+}
+
+/// An agent request for a key-bound agent with its public key and proof.
+fn keyed(name: &str, public_jwk: Value, key_proof: &str) -> Value {
+    let mut body = agent_request(name, "prod", ALICE, &["datadog:metrics:read"]);
+    body["credential"] = json!("private_key_jwt");
+    body["public_jwk"] = public_jwk;
+    body["key_proof"] = json!(key_proof);
+    body
+}
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+}
+
+/// A client_credentials request with a client assertion, and a DPoP proof when given.
+fn assertion_token(
+    s: &Server,
+    client_id: &str,
+    assertion: &str,
+    dpop: Option<&str>,
+) -> (u16, Value) {
+    let mut req = s.http().post(s.url("/oauth2/v1/token")).form(&[
+        ("grant_type", "client_credentials"),
+        ("client_id", client_id),
+        (
+            "client_assertion_type",
+            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        ),
+        ("client_assertion", assertion),
+    ]);
+    if let Some(p) = dpop {
+        req = req.header("DPoP", p);
+    }
+    s.send(req)
+}
+
+fn introspect(s: &Server, token: &str, dpop: Option<&str>) -> Value {
+    let mut req = s
+        .http()
+        .post(s.url("/oauth2/v1/introspect"))
+        .form(&[("token", token)]);
+    if let Some(p) = dpop {
+        req = req.header("DPoP", p);
+    }
+    let (status, v) = s.send(req);
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+/// The lines of a PEM between its armour: what would show if the key leaked anywhere.
+fn pem_body(pair: &AgentKeyPair) -> Vec<String> {
+    pair.pem()
+        .expose()
+        .lines()
+        .filter(|l| !l.starts_with("-----") && l.len() > 20)
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn an_agent_held_key_gets_dpop_bound_tokens_and_a_copy_without_its_proof_is_refused() {
+    let s = Server::start_with(keys_in_prod());
+    let name = "ledger-reader-agent-prod";
+
+    // Prod allows no shared secret.
+    let (status, v) = s.request_agent(&agent_request(
+        "secret-reader-agent-prod",
+        "prod",
+        ALICE,
+        &["datadog:metrics:read"],
+    ));
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v.to_string()
+            .contains("credential `secret` is not allowed in environment `prod`"),
+        "{v}"
+    );
+
+    let pair = AgentKeyPair::generate().unwrap();
+    let kid = pair.public().kid.clone();
+
+    // A proof over a nonce Steward never issued, and a public JWK with its private half, are
+    // refused, say why and change nothing.
+    let forged = pair.key_proof(name, "kn_made_up", now());
+    let (status, v) = s.request_agent(&keyed(name, pair.public_jwk(), &forged));
+    assert_eq!(status, 422, "{v}");
+    assert!(v.to_string().contains("not issued by Steward"), "{v}");
+    let mut private = pair.public_jwk();
+    private["d"] = json!("AAAA");
+    let n = nonce(&s, ALICE);
+    let (status, v) = s.request_agent(&keyed(name, private, &pair.key_proof(name, &n, now())));
+    assert_eq!(status, 422, "{v}");
+    assert!(v.to_string().contains("private key material (`d`)"), "{v}");
+    // A key the requester does not hold: a proof by another key.
+    let other = AgentKeyPair::generate().unwrap();
+    let n = nonce(&s, ALICE);
+    let (status, v) = s.request_agent(&keyed(
+        name,
+        pair.public_jwk(),
+        &other.key_proof(name, &n, now()),
+    ));
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v.to_string().contains("does not verify with public_jwk"),
+        "{v}"
+    );
+    assert!(
+        !s.agents().iter().any(|a| a["name"] == name),
+        "a refused key changes nothing"
+    );
+    let refusals = s
+        .audit()
+        .into_iter()
+        .filter(|r| {
+            r.to_string()
+                .contains("public key for agent ledger-reader-agent-prod")
+        })
+        .count();
+    assert!(refusals >= 3, "each refused key is audited ({refusals})");
+
+    // The agent proves its key over a fresh nonce; the proof is good once.
+    let n = nonce(&s, ALICE);
+    let proof = pair.key_proof(name, &n, now());
+    s.request_ok(&keyed(name, pair.public_jwk(), &proof));
+    let (status, v) = s.request_agent(&keyed(
+        "ledger-writer-agent-prod",
+        pair.public_jwk(),
+        &pair.key_proof("ledger-writer-agent-prod", &n, now()),
+    ));
+    assert_eq!(status, 422, "a used nonce: {v}");
+    assert!(v.to_string().contains("used already"), "{v}");
+
+    let agent = s.wait_agent_status(name, "active");
+    assert_eq!(agent["credential_kind"], "private_key_jwt");
+    assert_eq!(agent["token_binding"], "dpop");
+    assert_eq!(agent["keys"][0]["kid"], kid.as_str());
+    assert_eq!(agent["keys"][0]["status"], "active");
+    assert_eq!(agent["secret_version"], Value::Null, "nothing in the vault");
+    let client_id = agent["client_id"].as_str().unwrap().to_string();
+    let client = s
+        .idp_clients()
+        .into_iter()
+        .find(|c| c["client_id"] == client_id.as_str())
+        .expect("the IdP holds the client");
+    assert_eq!(
+        client["secret_ids"],
+        json!([]),
+        "a key client has no secret"
+    );
+
+    let token_url = s.url("/oauth2/v1/token");
+    // Binding is required: an assertion alone gets no token.
+    let (status, v) = assertion_token(
+        &s,
+        &client_id,
+        &pair.client_assertion(&client_id, &token_url, now()),
+        None,
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{v}"
+    );
+    // With the proof, a DPoP-bound token.
+    let assertion = pair.client_assertion(&client_id, &token_url, now());
+    let dpop = pair.dpop_proof("POST", &token_url, None, now());
+    let (status, v) = assertion_token(&s, &client_id, &assertion, Some(&dpop));
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["token_type"], "DPoP");
+    let token = v["access_token"].as_str().unwrap().to_string();
+    let claims = s.verify(&token).expect("the token verifies with the JWKS");
+    assert_eq!(claims["cnf"]["jkt"], kid.as_str());
+    assert_eq!(claims["client_id"], client_id.as_str());
+
+    // The same assertion again, and a proof used twice: refused.
+    let (status, v) = assertion_token(
+        &s,
+        &client_id,
+        &assertion,
+        Some(&pair.dpop_proof("POST", &token_url, None, now())),
+    );
+    assert_eq!(status, 401, "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("used already"),
+        "{v}"
+    );
+    let (status, v) = assertion_token(
+        &s,
+        &client_id,
+        &pair.client_assertion(&client_id, &token_url, now()),
+        Some(&dpop),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("used already"),
+        "{v}"
+    );
+    // Another key cannot sign for the client.
+    let (status, v) = assertion_token(
+        &s,
+        &client_id,
+        &other.client_assertion(&client_id, &token_url, now()),
+        Some(&other.dpop_proof("POST", &token_url, None, now())),
+    );
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{v}"
+    );
+
+    // Introspection: with the key's proof the token is active; a copy without the proof, or
+    // with another key's proof, is not, and says why.
+    let introspect_url = s.url("/oauth2/v1/introspect");
+    let held = introspect(
+        &s,
+        &token,
+        Some(&pair.dpop_proof("POST", &introspect_url, Some(&token), now())),
+    );
+    assert_eq!(held["active"], true, "{held}");
+    assert_eq!(held["cnf"]["jkt"], kid.as_str());
+    let copied = introspect(&s, &token, None);
+    assert_eq!(copied["active"], false, "{copied}");
+    assert!(
+        copied["reason"].as_str().unwrap().contains("DPoP-bound"),
+        "{copied}"
+    );
+    let stolen = introspect(
+        &s,
+        &token,
+        Some(&other.dpop_proof("POST", &introspect_url, Some(&token), now())),
+    );
+    assert_eq!(stolen["active"], false, "{stolen}");
+    assert!(
+        stolen["reason"].as_str().unwrap().contains("another key"),
+        "{stolen}"
+    );
+
+    // The private key appears nowhere: not in the registry, the audit trail or the log.
+    let everywhere = format!(
+        "{}{}{}{}",
+        Value::Array(s.agents()),
+        Value::Array(s.audit()),
+        Value::Array(s.idp_clients()),
+        s.log()
+    );
+    for line in pem_body(&pair) {
+        assert!(!everywhere.contains(&line), "the private key leaked");
+    }
+    assert!(!everywhere.contains("PRIVATE KEY"));
+}
+
+/// The CLI makes the key file (0600) and requests the agent from a manifest naming it: the
+/// public key and a proof leave the machine, the key does not; the agent gets a token.
+#[test]
+fn the_cli_makes_a_key_and_requests_a_key_bound_agent() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let s = Server::start_with(keys_in_prod());
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("agent-key.pem");
+    let (out, stdout, stderr) =
+        run(&mut s.cli(["agents", "new-key", "--out", key.to_str().unwrap()]));
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stdout.contains("PRIVATE KEY"), "{stdout}");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let (out, _, stderr) = run(&mut s.cli(["agents", "new-key", "--out", key.to_str().unwrap()]));
+    assert!(
+        !out.status.success(),
+        "an existing key file is never overwritten"
+    );
+    assert!(stderr.contains("must not exist"), "{stderr}");
+    let pair = AgentKeyPair::from_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
+
+    let manifest = dir.path().join("agent.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"ledger-cli-agent-prod\"\nowner = \"{ALICE}\"\nteam = \"sre\"\nenvironment = \"prod\"\npurpose = \"reads the ledger\"\nscopes = [\"datadog:metrics:read\"]\ncredential = \"private_key_jwt\"\nkey = \"agent-key.pem\"\n"
+        ),
+    )
+    .unwrap();
+    let (out, _, stderr) =
+        run(&mut s.cli_as(ALICE, ["agents", "request", manifest.to_str().unwrap()]));
+    assert!(out.status.success(), "{stderr}");
+    let agent = s.wait_agent_status("ledger-cli-agent-prod", "active");
+    assert_eq!(agent["keys"][0]["kid"], pair.public().kid.as_str());
+    let client_id = agent["client_id"].as_str().unwrap();
+    let token_url = s.url("/oauth2/v1/token");
+    let (status, v) = assertion_token(
+        &s,
+        client_id,
+        &pair.client_assertion(client_id, &token_url, now()),
+        Some(&pair.dpop_proof("POST", &token_url, None, now())),
+    );
+    assert_eq!(status, 200, "{v}");
+    for line in pem_body(&pair) {
+        assert!(
+            !s.log().contains(&line),
+            "the private key reached the server"
+        );
+    }
+}
