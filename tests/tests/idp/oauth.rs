@@ -414,122 +414,11 @@ fn assert_refused(r: Result<impl std::fmt::Debug, IdpError>, what: &str) {
     }
 }
 
-/// The port's key operations on one key client: what every adapter that manages keys owes
-/// (stands in for the shared conformance section until it lands).
-async fn key_contract(idp: &dyn IdentityProvider, prefix: &str, scopes: [&str; 2]) {
-    let [a, b] = scopes;
-    let first = pair();
-    let second = pair();
-    let s = ClientSpec {
-        agent_id: format!("{prefix}-keys"),
-        name: format!("{prefix} keys"),
-        scopes: vec![a.to_string(), b.to_string()],
-        token_lifetime_secs: 900,
-    };
-    let idem = format!("{prefix}-key-1");
-    let id = idp
-        .create_key_client(&s, first.public(), TokenBinding::None, &idem)
-        .await
-        .unwrap();
-    // Steward's mark, as for secret clients.
-    let info = idp.client(&id).await.unwrap().expect("client exists");
-    assert_eq!(info.steward_key.as_deref(), Some(idem.as_str()));
-    assert!(info.active);
-    // A repeat gives the same client.
-    let again = idp
-        .create_key_client(&s, first.public(), TokenBinding::None, &idem)
-        .await
-        .unwrap();
-    assert_eq!(
-        again, id,
-        "a repeated create_key_client made a second client"
-    );
-
-    assert_eq!(
-        idp.keys(&id).await.unwrap(),
-        vec![active(&first.public().kid, true)]
-    );
-    idp.test_key(&id, &first).await.unwrap();
-    assert_refused(
-        idp.test_key(&id, &second).await,
-        "a key the client does not hold",
-    );
-
-    // A second key: both active, oldest first; adding a held key again is fine.
-    idp.add_key(&id, second.public()).await.unwrap();
-    idp.add_key(&id, second.public()).await.unwrap();
-    let both = vec![
-        active(&first.public().kid, true),
-        active(&second.public().kid, true),
-    ];
-    assert_eq!(idp.keys(&id).await.unwrap(), both);
-    idp.test_key(&id, &second).await.unwrap();
-
-    // Deactivation: the key signs nothing accepted, and is still listed; reactivation.
-    idp.set_key_active(&id, &first.public().kid, false)
-        .await
-        .unwrap();
-    idp.set_key_active(&id, &first.public().kid, false)
-        .await
-        .unwrap();
-    assert_eq!(
-        idp.keys(&id).await.unwrap(),
-        vec![
-            active(&first.public().kid, false),
-            active(&second.public().kid, true),
-        ]
-    );
-    assert_refused(idp.test_key(&id, &first).await, "an inactive key");
-    idp.test_key(&id, &second).await.unwrap();
-    idp.set_key_active(&id, &first.public().kid, true)
-        .await
-        .unwrap();
-    assert_eq!(idp.keys(&id).await.unwrap(), both);
-    idp.test_key(&id, &first).await.unwrap();
-    // A key the client never held cannot be switched either way.
-    let stranger = pair();
-    for on in [true, false] {
-        assert_refused(
-            idp.set_key_active(&id, &stranger.public().kid, on).await,
-            "a key the client never held",
-        );
-    }
-
-    // Removal (an active key included); removing again is fine.
-    idp.remove_key(&id, &first.public().kid).await.unwrap();
-    idp.remove_key(&id, &first.public().kid).await.unwrap();
-    assert_eq!(
-        idp.keys(&id).await.unwrap(),
-        vec![active(&second.public().kid, true)]
-    );
-    assert_refused(idp.test_key(&id, &first).await, "a removed key");
-    idp.test_key(&id, &second).await.unwrap();
-
-    // A key client has no secret.
-    assert!(idp.secret_ids(&id).await.unwrap().is_empty());
-    assert_refused(
-        idp.add_secret(&id, &format!("{prefix}-key-rot")).await,
-        "a key client's secret",
-    );
-
-    // Deactivating the client stops its keys too; deletion ends it.
-    idp.set_active(&id, false).await.unwrap();
-    assert_refused(
-        idp.test_key(&id, &second).await,
-        "a deactivated client's key",
-    );
-    idp.set_active(&id, true).await.unwrap();
-    idp.test_key(&id, &second).await.unwrap();
-    idp.delete_client(&id).await.unwrap();
-    assert_refused(idp.test_key(&id, &second).await, "a deleted client's key");
-    assert!(idp.client(&id).await.unwrap().is_none());
-}
-
 #[tokio::test]
 async fn oauth_dcr_key_clients_follow_the_identity_provider_contract() {
     let dir = tempfile::tempdir().unwrap();
     let idp = adapter_in(dir.path(), settings());
-    key_contract(&idp, "oauth", [READ, WRITE]).await;
+    conformance::run_keys(&idp, "oauth", [READ, WRITE]).await;
 }
 
 #[tokio::test]
@@ -637,6 +526,23 @@ async fn oauth_key_client_gets_tokens_by_client_assertion_bound_by_dpop() {
         .token_with(&id, as_key, &scopes(&[READ]), None)
         .await
         .unwrap();
+
+    // A key the client never held cannot be switched either way.
+    for on in [true, false] {
+        assert_refused(
+            idp.set_key_active(&id, &other.public().kid, on).await,
+            "a key the client never held",
+        );
+    }
+    // Deactivating the client stops its keys too (the grant is withdrawn).
+    idp.set_active(&id, false).await.unwrap();
+    assert_provider(
+        idp.token_with(&id, as_key, &scopes(&[READ]), None).await,
+        "invalid_request",
+        "a deactivated key client (oidc-provider: grant type not allowed)",
+    );
+    idp.set_active(&id, true).await.unwrap();
+    idp.test_key(&id, &key).await.unwrap();
 
     // A key client has no secret to authenticate with, and a secret client holds no keys.
     assert_refused(
