@@ -945,6 +945,21 @@ pub async fn validate(
     Ok(())
 }
 
+/// Writes a private key to a new file only its owner can read.
+fn write_private(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    f.write_all(pem.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1125,19 +1140,4 @@ mod tests {
         assert!(!u.is_empty());
         assert!(raw_controls(&u).is_empty(), "{u:?}");
     }
-}
-
-/// Writes a private key to a new file only its owner can read.
-fn write_private(path: &std::path::Path, pem: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut f = options
-        .open(path)
-        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
-    f.write_all(pem.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }

@@ -11,7 +11,7 @@ use crate::support::keep;
 use axum::extract::FromRequest as _;
 use shared::embedded::{Db, Durability};
 use shared::idp::dev::people::DEVICE_CODE_GRANT;
-use shared::idp::dev::token_request::{TokenForm, client_credentials};
+use shared::idp::dev::token_request::{Authentication, TokenForm, client_authentication};
 use shared::idp::dev::{DevIdp, TOKEN_PATH};
 use shared::ports::IdentityProvider as _;
 use shared::ports::idp::ClientSpec;
@@ -126,9 +126,31 @@ fn grant(data: &[u8]) -> Option<Result<String, String>> {
     }
     // The endpoint's own reading of the client's credentials.
     let authorization = crate::support::header_value(authorization);
-    let (_, credentials) = client_credentials(authorization, &form);
-    let Ok((id, secret)) = credentials else {
-        return None;
+    let (_, authentication) = client_authentication(authorization, &form);
+    let (id, secret) = match authentication {
+        Ok(Authentication::Secret(id, secret)) => (id, secret),
+        // An assertion goes through the same verification the endpoint runs; the fixture's
+        // client has no key, so none may be accepted.
+        Ok(Authentication::Assertion {
+            client_id,
+            assertion,
+        }) => {
+            if form.grant_type.as_deref() != Some("client_credentials") {
+                return None;
+            }
+            let result = fx.idp.grant(
+                shared::idp::dev::ClientAuth::Assertion {
+                    client_id: &client_id,
+                    assertion: &assertion,
+                },
+                form.scope.as_deref(),
+                None,
+                now,
+            );
+            assert!(result.is_err(), "an assertion accepted without a key");
+            return Some(result.map(|t| t.scope).map_err(|e| e.to_string()));
+        }
+        Err(_) => return None,
     };
     if form.grant_type.as_deref() != Some("client_credentials") {
         return None;

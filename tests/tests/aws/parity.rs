@@ -47,6 +47,7 @@ fn sample(op: Op, ids: &Ids) -> Sample {
         Op::Whoami => call(&[], None),
         Op::ListAgents => call(&[], None),
         Op::RequestAgent => call(&[], Some(request())),
+        Op::KeyNonce => call(&[], None),
         Op::ShowAgent | Op::AgentHistory | Op::AgentGrants => call(&[AGENT], None),
         Op::ChangeScopes => call(
             &[AGENT],
