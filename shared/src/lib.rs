@@ -10,6 +10,7 @@ pub mod agent_key;
 pub mod audit;
 #[cfg(feature = "aws")]
 pub mod aws;
+pub mod ca;
 pub mod credential;
 #[cfg(feature = "http")]
 pub mod dashboard;
