@@ -26,6 +26,15 @@ pub struct AgentRequestBody {
     pub key_proof: Option<String>,
 }
 
+/// `POST /api/agents/{agent}/keys`: the agent's next key, with the proof of possession.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyBody {
+    pub public_jwk: serde_json::Value,
+    /// As for `AgentRequestBody::key_proof`, naming the agent.
+    pub key_proof: String,
+}
+
 /// `POST /api/key-nonces`: what an agent key's proof of possession signs over.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyNonce {

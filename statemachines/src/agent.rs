@@ -266,6 +266,10 @@ pub enum AgentChange {
     },
     /// Something needs a person's attention.
     Flag { flag: AgentFlag },
+    /// A key rotation added a key (active beside the others).
+    KeyAdded { key: KeyRecord },
+    /// A key rotation removed an old key from the client.
+    KeyRetired { kid: String, at: DateTime<Utc> },
     /// A scope change set the client's grants. Only the grants change: a freeze or a rotation
     /// recorded meanwhile stays.
     GrantsSet {
@@ -343,6 +347,24 @@ impl Agent {
                 if !self.flags.contains(flag) {
                     self.flags.push(flag.clone());
                 }
+            }
+            AgentChange::KeyAdded { key } => {
+                if !self.keys.iter().any(|k| k.key.kid == key.key.kid) {
+                    self.keys.push(key.clone());
+                }
+            }
+            AgentChange::KeyRetired { kid, at } => {
+                if let Some(k) = self.keys.iter_mut().find(|k| &k.key.kid == kid) {
+                    k.status = crate::credential::KeyStatus::Removed;
+                }
+                // The agent's credential is as old as its newest key.
+                self.credential_issued_at = self
+                    .keys
+                    .iter()
+                    .filter(|k| k.status == crate::credential::KeyStatus::Active)
+                    .map(|k| k.added_at)
+                    .max()
+                    .or(Some(*at));
             }
             AgentChange::GrantsSet {
                 scopes,

@@ -53,6 +53,13 @@ pub enum IdpCommand {
         #[serde(default)]
         binding: crate::credential::TokenBinding,
     },
+    /// Add a public key to a key-bound client, active beside its others (a key rotation).
+    AddKey {
+        client_id: String,
+        key: crate::credential::AgentKey,
+    },
+    /// Remove one key from a key-bound client (deactivated first where the IdP needs it).
+    RemoveKey { client_id: String, kid: String },
     /// Set the client's granted scopes and token lifetime to exactly these (idempotent).
     SetGrants {
         client_id: String,
@@ -90,6 +97,8 @@ impl IdpCommand {
         match self {
             IdpCommand::CreateClient { .. } => "idp.create_client",
             IdpCommand::SetGrants { .. } => "idp.set_grants",
+            IdpCommand::AddKey { .. } => "idp.add_key",
+            IdpCommand::RemoveKey { .. } => "idp.remove_key",
             IdpCommand::IssueSecret { .. } => "idp.issue_secret",
             IdpCommand::TestSecret { .. } => "idp.test_secret",
             IdpCommand::RemoveSecret { .. } => "idp.remove_secret",

@@ -30,6 +30,18 @@ pub enum Event {
         client_id: String,
         kid: String,
     },
+    /// The identity provider holds key `kid` for the client, active.
+    KeyAdded {
+        kid: String,
+    },
+    /// A token grant was signed with key `kid` (the agent switched to it).
+    KeyUsed {
+        kid: String,
+    },
+    /// Key `kid` is gone from the client.
+    KeyRemoved {
+        kid: String,
+    },
     /// The identity provider now grants exactly these scopes.
     GrantsSet {
         client_id: String,
@@ -150,6 +162,9 @@ impl Event {
             Event::TimerFired { .. } => "TimerFired",
             Event::ClientCreated { .. } => "ClientCreated",
             Event::KeyClientCreated { .. } => "KeyClientCreated",
+            Event::KeyAdded { .. } => "KeyAdded",
+            Event::KeyUsed { .. } => "KeyUsed",
+            Event::KeyRemoved { .. } => "KeyRemoved",
             Event::GrantsSet { .. } => "GrantsSet",
             Event::CommandFailed { .. } => "CommandFailed",
             Event::Cancel { .. } => "Cancel",

@@ -59,13 +59,26 @@ pub struct Policy {
 
 /// Credential kinds and token binding per environment (`[credentials]` in the policy file).
 /// An environment not named allows every kind and bearer tokens, as before key credentials.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Credentials {
     /// The kinds an agent in the environment may use, e.g. `prod = ["private_key_jwt"]`.
     pub kinds: std::collections::BTreeMap<String, Vec<crate::credential::CredentialKind>>,
     /// The binding every token of an agent in the environment must carry.
     pub binding: std::collections::BTreeMap<String, crate::credential::TokenBinding>,
+    /// How long a key rotation waits for the agent's first token with the new key before it
+    /// removes the new key again.
+    pub first_use_secs: u64,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self {
+            kinds: Default::default(),
+            binding: Default::default(),
+            first_use_secs: 7 * 86_400,
+        }
+    }
 }
 
 impl Credentials {

@@ -579,7 +579,10 @@ fn drive<W: Probe>(
             | Event::ClientActivated { .. }
             | Event::ShadowClaimed { .. }
             | Event::ShadowClaimSettled { .. }
-            | Event::ShadowReleased { .. } => {
+            | Event::ShadowReleased { .. }
+            | Event::KeyAdded { .. }
+            | Event::KeyUsed { .. }
+            | Event::KeyRemoved { .. } => {
                 invariant!(
                     "rotation, decommission and expiry events do not apply here",
                     result.is_err(),

@@ -26,6 +26,14 @@ pub enum AgentsCmd {
     /// Request a new agent from a manifest (agent.toml). A `private_key_jwt` manifest names
     /// the agent's key file: its public key and a proof of possession are sent, never the key.
     Request { manifest: PathBuf },
+    /// Rotate a key-bound agent to the key in FILE (made with `new-key`): it is added beside the
+    /// current key, and the old key is retired once the agent has used the new one.
+    RotateKey {
+        agent: String,
+        /// The new private key file; only its public key and a proof leave this machine.
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Make a key pair for a `private_key_jwt` agent (P-256, PKCS#8 PEM, mode 0600) and print
     /// its public JWK. The file stays with the agent; Steward never sees it.
     NewKey {
@@ -239,6 +247,31 @@ pub fn json_text(v: &Value) -> String {
 pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
     let api = Api::from_client(c).await?;
     match cmd {
+        AgentsCmd::RotateKey { agent, key } => {
+            let pem = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading the new key {}", key.display()))?;
+            let pair = shared::agent_key::AgentKeyPair::from_pem(&pem)
+                .with_context(|| format!("the new key {}", key.display()))?;
+            // The proof names the agent by name, as the server knows it.
+            let name = json_of(api.agent(&agent).await)?["agent"]["name"]
+                .as_str()
+                .unwrap_or(&agent)
+                .to_string();
+            let nonce = api.key_nonce().await?.nonce;
+            let body = shared::admin::KeyBody {
+                public_jwk: pair.public_jwk(),
+                key_proof: pair.key_proof(&name, &nonce, chrono::Utc::now()),
+            };
+            let v = json_of(api.rotate_key(&agent, &body).await)?;
+            print(c, &v, |v| {
+                println!(
+                    "key rotation {} → {}",
+                    v["workflow_id"].as_str().unwrap_or("?"),
+                    v["state"].as_str().unwrap_or("?")
+                );
+            });
+            return Ok(());
+        }
         AgentsCmd::NewKey { out } => {
             let pair = shared::agent_key::AgentKeyPair::generate()?;
             write_private(&out, pair.pem().expose())?;

@@ -338,6 +338,22 @@ impl Executor {
                     client_id: client_id.clone(),
                 }))
             }
+            Command::Idp(IdpCommand::AddKey { client_id, key }) => {
+                self.idp
+                    .add_key(client_id, key)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                Ok(Some(Event::KeyAdded {
+                    kid: key.kid.clone(),
+                }))
+            }
+            Command::Idp(IdpCommand::RemoveKey { client_id, kid }) => {
+                self.idp
+                    .remove_key(client_id, kid)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                Ok(Some(Event::KeyRemoved { kid: kid.clone() }))
+            }
             Command::Idp(IdpCommand::DeleteClient { client_id }) => {
                 match self.idp.delete_client(client_id).await {
                     Ok(()) | Err(IdpError::UnknownClient(_)) => Ok(Some(Event::ClientDeleted {

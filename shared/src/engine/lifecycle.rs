@@ -96,6 +96,117 @@ impl Engine {
         self.start_rotation(agent, reason, by, now, &hash).await
     }
 
+    /// Rotates a key-bound agent's key to `new_key`, whose possession the caller proved (the
+    /// owner or a security approver). Refused while a key rotation or a decommission of the
+    /// agent runs.
+    pub async fn request_key_rotation(
+        &self,
+        agent_ref: &str,
+        new_key: statemachines::credential::AgentKey,
+        person: &str,
+    ) -> Result<Started, EngineError> {
+        use statemachines::key_rotation::{KeyRotation, KeyRotationInput};
+        let by = Actor::Person(person.to_string());
+        let agent = self
+            .agent_for("key rotation request", agent_ref, &by)
+            .await?;
+        self.check_owner_or_approver("key rotation request", &agent, person, &by)
+            .await?;
+        let live: Vec<_> = self
+            .store
+            .instances_for_agent(&agent.id)
+            .await?
+            .into_iter()
+            .filter(|i| {
+                !i.terminal && (i.kind == KeyRotation::KIND || i.kind == Decommission::KIND)
+            })
+            .collect();
+        if let Some(other) = live.first() {
+            let why = format!(
+                "a {} of {} is running ({}); wait for it to finish",
+                other.kind.replace('_', " "),
+                agent.name,
+                other.id
+            );
+            self.audit_refusal(
+                "key rotation request",
+                &by,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Conflict(why));
+        }
+        let hash = short_hash(&[&agent.id, &new_key.kid]);
+        let workflow_id = format!("key-rotation-{}-{}", agent.name, &hash[..12]);
+        let (agent_id, name) = (agent.id.clone(), agent.name.clone());
+        let summary = json!({"key_rotation": {"new_kid": new_key.kid}});
+        let input = StartInput::KeyRotation(KeyRotationInput {
+            agent,
+            new_key,
+            requested_by: by.clone(),
+        });
+        let (state, duplicate) = self
+            .start(
+                &workflow_id,
+                KeyRotation::KIND,
+                Some(&agent_id),
+                &name,
+                input,
+                &hash,
+                by,
+                summary,
+            )
+            .await?;
+        Ok(Started {
+            workflow_id,
+            agent_id,
+            state,
+            duplicate,
+        })
+    }
+
+    /// A token was granted to `client_id` with a client assertion signed by key `kid`: when the
+    /// agent's newest key is one a key rotation waits to see used, the rotation hears of it.
+    /// Costs one registry read per grant, and a workflow read only while two keys are active.
+    pub async fn key_used(&self, client_id: &str, kid: &str) -> Result<(), EngineError> {
+        use statemachines::credential::KeyStatus;
+        use statemachines::key_rotation::KeyRotation;
+        let Some(agent) = self.store.agent_by_client(client_id).await? else {
+            return Ok(());
+        };
+        let active: Vec<_> = agent
+            .keys
+            .iter()
+            .filter(|k| k.status == KeyStatus::Active)
+            .collect();
+        if active.len() < 2 || active.last().is_none_or(|k| k.key.kid != kid) {
+            return Ok(());
+        }
+        let waiting = self
+            .store
+            .instances_for_agent(&agent.id)
+            .await?
+            .into_iter()
+            .filter(|i| {
+                !i.terminal && i.kind == KeyRotation::KIND && i.state_name == "AwaitingUse"
+            });
+        let msgs: Vec<Message> = waiting
+            .map(|i| Message::Event {
+                event_id: format!("key-used/{}/{kid}", i.id),
+                workflow_id: i.id,
+                event: Event::KeyUsed {
+                    kid: kid.to_string(),
+                },
+            })
+            .collect();
+        if !msgs.is_empty() {
+            self.send(msgs, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
     async fn start_rotation(
         &self,
         agent: Agent,
@@ -535,6 +646,7 @@ impl Engine {
             .filter(|i| {
                 !i.terminal
                     && (i.kind == Rotation::KIND
+                        || i.kind == statemachines::key_rotation::KeyRotation::KIND
                         || (i.kind == statemachines::scope_change::ScopeChange::KIND
                             && i.state_name == "AwaitingApproval")
                         || (i.kind == statemachines::freeze::Freeze::KIND

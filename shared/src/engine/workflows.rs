@@ -5,6 +5,7 @@ use statemachines::decommission::{Decommission, DecommissionInput};
 use statemachines::discovery::{ShadowAgent, ShadowInput};
 use statemachines::expiry::{Expiry, ExpiryInput};
 use statemachines::freeze::{Freeze, FreezeInput};
+use statemachines::key_rotation::{KeyRotation, KeyRotationInput};
 use statemachines::onboarding::{Onboarding, OnboardingInput};
 use statemachines::owner_loss::{OwnerLoss, OwnerLossInput};
 use statemachines::review_campaign::{CampaignInput, ReviewCampaign};
@@ -34,6 +35,7 @@ pub enum StartInput {
     ScopeChange(ScopeChangeInput),
     OwnerLoss(OwnerLossInput),
     Rotation(RotationInput),
+    KeyRotation(KeyRotationInput),
     Decommission(DecommissionInput),
     Expiry(ExpiryInput),
     ReviewCampaign(CampaignInput),
@@ -48,6 +50,7 @@ pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
         StartInput::ScopeChange(i) => erase::<ScopeChange>(workflow::start::<ScopeChange>(i, ctx)?),
         StartInput::OwnerLoss(i) => erase::<OwnerLoss>(workflow::start::<OwnerLoss>(i, ctx)?),
         StartInput::Rotation(i) => erase::<Rotation>(workflow::start::<Rotation>(i, ctx)?),
+        StartInput::KeyRotation(i) => erase::<KeyRotation>(workflow::start::<KeyRotation>(i, ctx)?),
         StartInput::Decommission(i) => {
             erase::<Decommission>(workflow::start::<Decommission>(i, ctx)?)
         }
@@ -70,6 +73,7 @@ pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Appli
         ScopeChange::KIND => apply_typed::<ScopeChange>(state, event, ctx),
         OwnerLoss::KIND => apply_typed::<OwnerLoss>(state, event, ctx),
         Rotation::KIND => apply_typed::<Rotation>(state, event, ctx),
+        KeyRotation::KIND => apply_typed::<KeyRotation>(state, event, ctx),
         Decommission::KIND => apply_typed::<Decommission>(state, event, ctx),
         Expiry::KIND => apply_typed::<Expiry>(state, event, ctx),
         ReviewCampaign::KIND => apply_typed::<ReviewCampaign>(state, event, ctx),

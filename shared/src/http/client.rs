@@ -245,6 +245,15 @@ impl AdminClient {
             .await
     }
 
+    pub async fn rotate_key(
+        &self,
+        agent: &str,
+        body: &crate::admin::KeyBody,
+    ) -> Result<Started, ClientError> {
+        self.call(&routes::ROTATE_KEY, &[agent], NO_QUERY, Some(body))
+            .await
+    }
+
     pub async fn key_nonce(&self) -> Result<crate::admin::KeyNonce, ClientError> {
         self.call(&routes::KEY_NONCE, &[], NO_QUERY, NO_BODY).await
     }

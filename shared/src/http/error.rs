@@ -93,6 +93,7 @@ named!(
     crate::admin::CancelBody => "cancel request",
     crate::admin::DecisionBody => "approval decision",
     crate::admin::RotateBody => "rotation request",
+    crate::admin::KeyBody => "key rotation request",
     crate::admin::DecommissionBody => "decommission request",
     crate::admin::RenewBody => "renewal request",
     crate::admin::CampaignBody => "campaign launch",

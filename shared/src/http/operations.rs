@@ -40,6 +40,7 @@ pub(super) fn handler(route: &Route) -> MethodRouter<App> {
         Op::ChangeScopes => on(route, change_scopes),
         Op::ReassignOwner => on(route, reassign_owner),
         Op::Rotate => on(route, rotate),
+        Op::RotateKey => on(route, rotate_key),
         Op::Decommission => on(route, decommission),
         Op::Renew => on(route, renew),
         Op::Freeze => on(route, freeze),
@@ -259,6 +260,31 @@ async fn request_agent(
     }
     Ok(started(
         app.engine.request_agent(request, &caller.acting()).await?,
+    ))
+}
+
+/// `POST /api/agents/{agent}/keys`: rotate a key-bound agent to a new key the caller proved.
+async fn rotate_key(
+    State(app): State<App>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    Body(b): Body<KeyBody>,
+) -> Answer<impl IntoResponse> {
+    let record = find(&app, &agent).await?;
+    let person = caller.acting();
+    let key = app
+        .engine
+        .accept_agent_key(
+            &record.name,
+            &b.public_jwk,
+            &b.key_proof,
+            &Actor::Person(person.clone()),
+        )
+        .await?;
+    Ok(started(
+        app.engine
+            .request_key_rotation(&record.id, key, &person)
+            .await?,
     ))
 }
 

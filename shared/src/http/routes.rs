@@ -22,6 +22,7 @@ pub enum Op {
     ChangeScopes,
     ReassignOwner,
     Rotate,
+    RotateKey,
     Decommission,
     Renew,
     Freeze,
@@ -129,6 +130,7 @@ pub const AGENT_GRANTS: Route = admin(Op::AgentGrants, Get, "/api/agents/{agent}
 pub const CHANGE_SCOPES: Route = admin(Op::ChangeScopes, Post, "/api/agents/{agent}/scopes");
 pub const REASSIGN_OWNER: Route = admin(Op::ReassignOwner, Post, "/api/agents/{agent}/owner");
 pub const ROTATE: Route = admin(Op::Rotate, Post, "/api/agents/{agent}/rotate");
+pub const ROTATE_KEY: Route = admin(Op::RotateKey, Post, "/api/agents/{agent}/keys");
 pub const DECOMMISSION: Route = admin(Op::Decommission, Post, "/api/agents/{agent}/decommission");
 pub const RENEW: Route = admin(Op::Renew, Post, "/api/agents/{agent}/renew");
 pub const FREEZE: Route = admin(Op::Freeze, Post, "/api/agents/{agent}/freeze");
@@ -186,6 +188,7 @@ pub const ROUTES: &[Route] = &[
     CHANGE_SCOPES,
     REASSIGN_OWNER,
     ROTATE,
+    ROTATE_KEY,
     DECOMMISSION,
     RENEW,
     FREEZE,

@@ -6,6 +6,7 @@ pub mod decommission;
 pub mod discovery;
 pub mod expiry;
 pub mod freeze;
+pub mod key_rotation;
 pub mod onboarding;
 pub mod owner_loss;
 pub mod review_campaign;
@@ -21,6 +22,7 @@ pub const ALL: &[Machine] = &[
     Machine::of::<discovery::ShadowAgent>(),
     Machine::of::<expiry::Expiry>(),
     Machine::of::<freeze::Freeze>(),
+    Machine::of::<key_rotation::KeyRotation>(),
     Machine::of::<onboarding::Onboarding>(),
     Machine::of::<owner_loss::OwnerLoss>(),
     Machine::of::<review_campaign::ReviewCampaign>(),

@@ -75,6 +75,8 @@ mod discovery_scenarios;
 mod expiry_scenarios;
 #[path = "freeze.rs"]
 mod freeze_scenarios;
+#[path = "key_rotation.rs"]
+mod key_rotation_scenarios;
 #[path = "onboarding.rs"]
 mod onboarding_scenarios;
 #[path = "owner_loss.rs"]
@@ -125,6 +127,7 @@ fn all_scenarios() -> impl Iterator<Item = &'static (&'static str, fn())> {
         discovery_scenarios::SCENARIOS,
         expiry_scenarios::SCENARIOS,
         freeze_scenarios::SCENARIOS,
+        key_rotation_scenarios::SCENARIOS,
         onboarding_scenarios::SCENARIOS,
         owner_loss_scenarios::SCENARIOS,
         review_campaign_scenarios::SCENARIOS,

@@ -48,6 +48,11 @@ fn sample(op: Op, ids: &Ids) -> Sample {
         Op::ListAgents => call(&[], None),
         Op::RequestAgent => call(&[], Some(request())),
         Op::KeyNonce => call(&[], None),
+        // A proof over a nonce the other side never issued: refused alike.
+        Op::RotateKey => call(
+            &[AGENT],
+            Some(json!({"public_jwk": {"kty": "EC"}, "key_proof": "not a proof"})),
+        ),
         Op::ShowAgent | Op::AgentHistory | Op::AgentGrants => call(&[AGENT], None),
         Op::ChangeScopes => call(
             &[AGENT],

@@ -335,3 +335,212 @@ fn the_cli_makes_a_key_and_requests_a_key_bound_agent() {
         );
     }
 }
+
+/// Onboards a key-bound prod agent with `pair` (Alice's, no approval needed); its client id.
+fn onboard_keyed(s: &Server, name: &str, pair: &AgentKeyPair) -> String {
+    let n = nonce(s, ALICE);
+    s.request_ok(&keyed(
+        name,
+        pair.public_jwk(),
+        &pair.key_proof(name, &n, now()),
+    ));
+    s.wait_agent_status(name, "active")["client_id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// One token request as an agent makes it: a fresh assertion and DPoP proof from `pair`.
+fn agent_token(
+    http: &reqwest::blocking::Client,
+    token_url: &str,
+    client_id: &str,
+    pair: &AgentKeyPair,
+) -> (u16, Value) {
+    let resp = http
+        .post(token_url)
+        .header("DPoP", pair.dpop_proof("POST", token_url, None, now()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+            (
+                "client_assertion_type",
+                "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+            ),
+            (
+                "client_assertion",
+                &pair.client_assertion(client_id, token_url, now()),
+            ),
+        ])
+        .send()
+        .expect("POST /oauth2/v1/token");
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+/// A key rotation with an agent fetching tokens throughout: the new key is added beside the old
+/// one, the agent switches when it likes, its first token with the new key verifies it, and the
+/// old key is removed after the grace period. Not one token request fails.
+#[test]
+fn a_key_rotates_while_the_agent_keeps_getting_tokens() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let mut o = keys_in_prod();
+    assert!(o.policy.contains("grace = \"24h\""));
+    o.policy = o.policy.replace("grace = \"24h\"", "grace = \"2s\"");
+    let s = Server::start_with(o);
+    let name = "ledger-rotating-agent-prod";
+    let old = Arc::new(AgentKeyPair::generate().unwrap());
+    let client_id = onboard_keyed(&s, name, &old);
+    let token_url = s.url("/oauth2/v1/token");
+
+    // The agent: a token every few milliseconds with whichever key it holds now.
+    let holds = Arc::new(Mutex::new(old.clone()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let agent = {
+        let (holds, stop, url, id) = (
+            holds.clone(),
+            stop.clone(),
+            token_url.clone(),
+            client_id.clone(),
+        );
+        std::thread::spawn(move || {
+            let http = reqwest::blocking::Client::new();
+            let mut ok: Vec<String> = Vec::new();
+            let mut failed: Vec<String> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let pair = holds.lock().unwrap().clone();
+                match agent_token(&http, &url, &id, &pair) {
+                    (200, _) => ok.push(pair.public().kid.clone()),
+                    (status, v) => failed.push(format!("{status} {v}")),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            (ok, failed)
+        })
+    };
+
+    // Someone who is not the owner or security may not rotate it; a proof by another key is
+    // refused.
+    let new = Arc::new(AgentKeyPair::generate().unwrap());
+    let path = format!("/api/agents/{name}/keys");
+    let n = nonce(&s, BOB);
+    let (status, v) = s.post_as(
+        BOB,
+        &path,
+        &json!({"public_jwk": new.public_jwk(), "key_proof": new.key_proof(name, &n, now())}),
+    );
+    assert_eq!(status, 403, "{v}");
+    let n = nonce(&s, ALICE);
+    let (status, v) = s.post_as(
+        ALICE,
+        &path,
+        &json!({"public_jwk": new.public_jwk(), "key_proof": old.key_proof(name, &n, now())}),
+    );
+    assert_eq!(status, 422, "{v}");
+
+    let n = nonce(&s, ALICE);
+    let (status, started) = s.post_as(
+        ALICE,
+        &path,
+        &json!({"public_jwk": new.public_jwk(), "key_proof": new.key_proof(name, &n, now())}),
+    );
+    assert_eq!(status, 202, "{started}");
+    let workflow = started["workflow_id"].as_str().unwrap().to_string();
+    s.wait_workflow_state(&workflow, "AwaitingUse");
+    let both = s.agent(name);
+    let active: Vec<&str> = both["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["status"] == "active")
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        active,
+        [old.public().kid.as_str(), new.public().kid.as_str()]
+    );
+    // The old key keeps working until the agent switches; let it fetch a few more.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    *holds.lock().unwrap() = new.clone();
+    s.wait_workflow_state(&workflow, "Done");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = agent.join().unwrap();
+
+    assert!(
+        failed.is_empty(),
+        "token requests failed during the rotation: {failed:?}"
+    );
+    let with = |kid: &str| ok.iter().filter(|k| *k == kid).count();
+    assert!(
+        with(&old.public().kid) >= 5,
+        "{} with the old key",
+        with(&old.public().kid)
+    );
+    assert!(
+        with(&new.public().kid) >= 5,
+        "{} with the new key",
+        with(&new.public().kid)
+    );
+    // The old key is gone: its assertions are refused; the registry says so.
+    let (status, v) = agent_token(s.http(), &token_url, &client_id, &old);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{v}"
+    );
+    let after = s.agent(name);
+    let status_of = |kid: &str| {
+        after["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["kid"] == kid)
+            .map(|k| k["status"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status_of(&old.public().kid).as_deref(), Some("removed"));
+    assert_eq!(status_of(&new.public().kid).as_deref(), Some("active"));
+}
+
+/// The kill switch on a key-bound agent: its client is deactivated, so no assertion gets a
+/// token, and introspection reports its bound tokens inactive at once.
+#[test]
+fn a_frozen_key_bound_agent_gets_no_token_and_its_tokens_introspect_inactive() {
+    let s = Server::start_with(keys_in_prod());
+    let name = "ledger-frozen-agent-prod";
+    let pair = AgentKeyPair::generate().unwrap();
+    let client_id = onboard_keyed(&s, name, &pair);
+    let token_url = s.url("/oauth2/v1/token");
+    let (status, v) = agent_token(s.http(), &token_url, &client_id, &pair);
+    assert_eq!(status, 200, "{v}");
+    let token = v["access_token"].as_str().unwrap().to_string();
+
+    let (status, v) = s.post_as(
+        ALICE,
+        &format!("/api/agents/{name}/freeze"),
+        &json!({"reason": "leaked key suspected"}),
+    );
+    assert_eq!(status, 202, "{v}");
+    s.wait_agent_status(name, "frozen");
+    let (status, v) = agent_token(s.http(), &token_url, &client_id, &pair);
+    assert_eq!(status, 401, "{v}");
+    assert!(
+        v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("deactivated"),
+        "{v}"
+    );
+    let introspect_url = s.url("/oauth2/v1/introspect");
+    let answer = introspect(
+        &s,
+        &token,
+        Some(&pair.dpop_proof("POST", &introspect_url, Some(&token), now())),
+    );
+    assert_eq!(answer["active"], false, "{answer}");
+    assert!(
+        answer["reason"].as_str().unwrap().contains("deactivated"),
+        "{answer}"
+    );
+}

@@ -103,7 +103,7 @@ impl DevIdp {
         client_id: &str,
         assertion: &str,
         now: i64,
-    ) -> Result<(), OAuthError> {
+    ) -> Result<String, OAuthError> {
         let refuse =
             |why: &str| OAuthError::invalid_client(format!("client assertion refused: {why}"));
         let header =
@@ -117,12 +117,11 @@ impl DevIdp {
                 .collect::<Result<_, _>>()
                 .map_err(|e| OAuthError::server(e.to_string()))?
         };
-        let jwk = match &header.kid {
+        let (kid, jwk) = match &header.kid {
             Some(kid) => keys.iter().find(|(k, _)| k == kid),
             None if keys.len() == 1 => keys.first(),
             None => None,
         }
-        .map(|(_, jwk)| jwk)
         .ok_or_else(|| refuse("no active key of this client has the assertion's kid"))?;
         let jwk: serde_json::Value =
             serde_json::from_str(jwk).map_err(|e| OAuthError::server(e.to_string()))?;
@@ -161,7 +160,7 @@ impl DevIdp {
                 "its jti was used already (an assertion is good once)",
             ));
         }
-        Ok(())
+        Ok(kid.clone())
     }
 
     pub(super) fn create_key_client_now(

@@ -159,6 +159,10 @@ pub struct TokenResponse {
     pub token_type: &'static str,
     pub expires_in: u32,
     pub scope: String,
+    /// The key whose client assertion authenticated the request (not sent: a key rotation
+    /// learns from it that the agent switched).
+    #[serde(skip)]
+    pub kid: Option<String>,
 }
 
 fn hash(secret: &str) -> String {
@@ -298,6 +302,7 @@ impl DevIdp {
             )
             .optional()
             .map_err(|e| OAuthError::server(e.to_string()))?;
+        let mut kid = None;
         let ok = match auth {
             ClientAuth::Secret { secret, .. } => {
                 // Same answer, and the same work, for an unknown client and a wrong secret:
@@ -319,7 +324,12 @@ impl DevIdp {
                 if row.is_none() {
                     return Err(OAuthError::invalid_client("client authentication failed"));
                 }
-                self.authenticate_assertion(&conn, client_id, assertion, now.timestamp())?;
+                kid = Some(self.authenticate_assertion(
+                    &conn,
+                    client_id,
+                    assertion,
+                    now.timestamp(),
+                )?);
                 true
             }
         };
@@ -405,6 +415,7 @@ impl DevIdp {
         Ok(TokenResponse {
             access_token: token,
             token_type: if bound.is_some() { "DPoP" } else { "Bearer" },
+            kid,
             expires_in: lifetime,
             scope: scopes.join(" "),
         })
