@@ -498,6 +498,10 @@ async fn story(
         ),
     );
 
+    // 6b. A key-bound agent beside the secret one: it holds its own key pair, Steward and the
+    // IdP keep only the public half, and its tokens are bound to the key (DPoP).
+    key_bound(t, api, &http, base, &jwks, vault).await?;
+
     // 7. The trail
     let history = json_of(api.agent_history(AGENT).await)?;
     let steps: Vec<String> = history
@@ -529,8 +533,135 @@ async fn story(
         );
     }
     println!(
-        "\nDone: {AGENT} is active with a dedicated least-privilege client, obtained a real token, was frozen the moment it asked for a scope outside its grant and unfrozen by two approvers, the excluded scope was refused, and its secret was rotated without a gap."
+        "\nDone: {AGENT} is active with a dedicated least-privilege client, obtained a real token, was frozen the moment it asked for a scope outside its grant and unfrozen by two approvers, the excluded scope was refused, and its secret was rotated without a gap. Beside it, ledger-reader-agent-prod holds its own key: Steward keeps no secret for it, and its DPoP-bound token is useless without that key."
     );
+    Ok(())
+}
+
+/// The agent that holds its own key: onboarded with a proof of possession, a DPoP-bound token
+/// from a client assertion, and a copy of that token refused without the key's proof.
+async fn key_bound(
+    t: &Timeline,
+    api: &Api,
+    http: &reqwest::Client,
+    base: &str,
+    jwks: &Value,
+    vault: &shared::embedded::vault::FileVault,
+) -> anyhow::Result<()> {
+    use shared::agent_key::AgentKeyPair;
+    use shared::idp::dev::INTROSPECT_PATH;
+    const KEYED: &str = "ledger-reader-agent-prod";
+    let pair = AgentKeyPair::generate()?;
+    let nonce = api.key_nonce().await?.nonce;
+    let request = AgentRequestBody {
+        request: serde_json::from_value(json!({
+            "name": KEYED, "owner": "alice@example.com", "team": "finance", "environment": "prod",
+            "purpose": "Reads orders to reconcile the ledger", "scopes": ["erp:orders:read"],
+            "credential": "private_key_jwt",
+        }))?,
+        public_jwk: Some(pair.public_jwk()),
+        key_proof: Some(pair.key_proof(KEYED, &nonce, chrono::Utc::now())),
+    };
+    t.say(
+        "alice@example.com",
+        format!(
+            "requests {KEYED} with credential private_key_jwt: sends its public key {} and a proof signed over Steward's nonce; the private key stays with the agent",
+            pair.public().kid
+        ),
+    );
+    json_of(api.request_agent(&request).await)?;
+    let agent = wait_for(
+        || async { json_of(api.agent(KEYED).await) },
+        |v: &Value| v["agent"]["status"] == "active",
+    )
+    .await?;
+    let agent = &agent["agent"];
+    let client_id = agent["client_id"]
+        .as_str()
+        .context("client_id")?
+        .to_string();
+    let vaulted = vault
+        .get(agent["id"].as_str().context("agent id")?, Stage::Current)
+        .await?;
+    t.say(
+        "steward",
+        format!(
+            "provisioned client {client_id} authenticating with key {} only; the vault holds {} for it",
+            agent["keys"][0]["kid"].as_str().unwrap_or("?"),
+            if vaulted.is_none() { "nothing" } else { "a value (unexpected)" }
+        ),
+    );
+    let token_url = format!("{base}{TOKEN_PATH}");
+    let now = chrono::Utc::now();
+    let resp = http
+        .post(&token_url)
+        .header("DPoP", pair.dpop_proof("POST", &token_url, None, now))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id.as_str()),
+            (
+                "client_assertion_type",
+                shared::agent_key::CLIENT_ASSERTION_TYPE,
+            ),
+            (
+                "client_assertion",
+                pair.client_assertion(&client_id, &token_url, now).as_str(),
+            ),
+        ])
+        .send()
+        .await?;
+    let status = resp.status();
+    let tok: Value = resp.json().await?;
+    if !status.is_success() {
+        bail!("the key-bound agent's token request failed: {tok}");
+    }
+    let token = tok["access_token"].as_str().context("access_token")?;
+    let claims = verify(token, jwks, base)?;
+    t.say(
+        KEYED,
+        format!(
+            "client assertion + DPoP proof → {} token bound to its key (cnf.jkt={})",
+            tok["token_type"].as_str().unwrap_or("?"),
+            claims["cnf"]["jkt"].as_str().unwrap_or("?")
+        ),
+    );
+    let introspect_url = format!("{base}{INTROSPECT_PATH}");
+    let copied: Value = http
+        .post(&introspect_url)
+        .form(&[("token", token)])
+        .send()
+        .await?
+        .json()
+        .await?;
+    t.say(
+        "attacker",
+        format!(
+            "presents a copy of that token without the key → active={}: {}",
+            copied["active"],
+            copied["reason"].as_str().unwrap_or("")
+        ),
+    );
+    let held: Value = http
+        .post(&introspect_url)
+        .header(
+            "DPoP",
+            pair.dpop_proof("POST", &introspect_url, Some(token), chrono::Utc::now()),
+        )
+        .form(&[("token", token)])
+        .send()
+        .await?
+        .json()
+        .await?;
+    t.say(
+        KEYED,
+        format!(
+            "presents it with its DPoP proof → active={}",
+            held["active"]
+        ),
+    );
+    if copied["active"] != false || held["active"] != true {
+        bail!("introspection did not tell the key holder from a copy: {copied} / {held}");
+    }
     Ok(())
 }
 
