@@ -544,3 +544,45 @@ fn a_frozen_key_bound_agent_gets_no_token_and_its_tokens_introspect_inactive() {
         "{answer}"
     );
 }
+
+/// Decommissioning a key-bound agent deletes its client (and with it the key), vaults and
+/// deletes nothing, and the receipt says from when no token of the agent is valid.
+#[test]
+fn a_decommissioned_key_bound_agent_has_no_key_left_and_a_receipt() {
+    let s = Server::start_with(keys_in_prod());
+    let name = "ledger-retired-agent-prod";
+    let pair = AgentKeyPair::generate().unwrap();
+    let client_id = onboard_keyed(&s, name, &pair);
+    let (status, started) = s.post_as(
+        ALICE,
+        &format!("/api/agents/{name}/decommission"),
+        &json!({"reason": "the ledger moved"}),
+    );
+    assert_eq!(status, 202, "{started}");
+    let approval = s.pending_approval(started["workflow_id"].as_str().unwrap());
+    let (status, v) = s.decide(approval["request"]["id"].as_str().unwrap(), "approve", SAM);
+    assert_eq!(status, 202, "{v}");
+    let gone = s.wait_agent_status(name, "decommissioned");
+    let receipt = &gone["decommission"];
+    assert!(receipt["no_token_valid_after"].is_string(), "{receipt}");
+    let failed: Vec<&Value> = receipt["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["done"] != true)
+        .collect();
+    assert!(failed.is_empty(), "every step done: {failed:?}");
+    assert!(
+        !s.idp_clients()
+            .iter()
+            .any(|c| c["client_id"] == client_id.as_str()),
+        "the client and its key are gone"
+    );
+    let token_url = s.url("/oauth2/v1/token");
+    let (status, v) = agent_token(s.http(), &token_url, &client_id, &pair);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{v}"
+    );
+}
