@@ -271,6 +271,7 @@ async fn run(level: &str, durability: Durability, agents: usize) -> Run {
                 granted: vec![],
                 success: false,
                 reason: Some("invalid_scope".into()),
+                binding: None,
             }),
         };
         let t0 = Instant::now();

@@ -139,6 +139,7 @@ async fn apply(
         granted,
         success,
         reason,
+        binding,
         ..
     }) = &ev.signal
     {
@@ -159,6 +160,7 @@ async fn apply(
             requested: requested.clone(),
             granted: granted.clone(),
             success: *success,
+            binding: *binding,
         };
         if authenticated {
             engine

@@ -851,7 +851,7 @@ approvers = ["security"]
         assert!(p.detection.enabled);
         assert_eq!(
             p.detection.rules.len(),
-            6,
+            7,
             "the example lists the built-ins"
         );
         assert_eq!(
@@ -881,6 +881,20 @@ approvers = ["security"]
             .unwrap();
         assert_eq!(added.condition, Condition::VolumeSpike);
         assert_eq!(added.action, [Action::Alert]);
+        let unbound = p
+            .detection
+            .rules
+            .iter()
+            .find(|r| r.name == "unbound-token")
+            .unwrap();
+        assert_eq!(
+            (unbound.condition, unbound.severity, &unbound.action[..]),
+            (
+                Condition::UnboundToken,
+                Severity::High,
+                &[Action::Alert][..]
+            )
+        );
         assert_eq!(p.detection.approved_ranges["prod"], ["10.20.0.0/16"]);
 
         let bad = EXAMPLE

@@ -83,5 +83,38 @@ pub enum Signal {
         granted: Vec<String>,
         success: bool,
         reason: Option<String>,
+        /// What the granted token is bound to, when the source says: `none` for a bearer
+        /// token, `dpop` for a DPoP-bound one (RFC 9449). `None` when the source does not
+        /// report it (Okta's System Log), and in signals kept before it was recorded.
+        #[serde(default)]
+        binding: Option<statemachines::credential::TokenBinding>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use statemachines::credential::TokenBinding;
+
+    #[test]
+    fn a_grant_kept_without_its_binding_reads_as_unknown() {
+        let old = r#"{"signal":"token_grant","client_id":"c1","ip":null,"grant_type":"client_credentials","requested":["a"],"granted":["a"],"success":true,"reason":null}"#;
+        let Signal::TokenGrant { binding, .. } = serde_json::from_str(old).unwrap() else {
+            panic!("a token grant")
+        };
+        assert_eq!(binding, None);
+        let bound = Signal::TokenGrant {
+            client_id: "c1".into(),
+            ip: None,
+            grant_type: None,
+            requested: vec![],
+            granted: vec![],
+            success: true,
+            reason: None,
+            binding: Some(TokenBinding::Dpop),
+        };
+        let text = serde_json::to_string(&bound).unwrap();
+        assert!(text.contains(r#""binding":"dpop""#), "{text}");
+        assert_eq!(serde_json::from_str::<Signal>(&text).unwrap(), bound);
+    }
 }

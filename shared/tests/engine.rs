@@ -1140,6 +1140,7 @@ async fn only_an_authenticated_scope_refusal_counts_against_the_agent() {
                 granted: vec![],
                 success: false,
                 reason: Some(reason.into()),
+                binding: None,
             },
         )
     };
@@ -1285,6 +1286,7 @@ async fn a_redelivered_token_grant_is_counted_once() {
                 granted: agent.scopes.clone(),
                 success: true,
                 reason: None,
+                binding: None,
             },
         )
     };

@@ -102,6 +102,8 @@ fn token_grants_are_behaviour_evidence() {
             granted: vec!["inventory:read".into(), "inventory:write".into()],
             success: true,
             reason: None,
+            // The System Log does not say whether the token is bound: unknown.
+            binding: None,
         }
     );
     let Signal::TokenGrant {

@@ -7,10 +7,11 @@
 //! day it works and its usual request rate. Rules that compare against the baseline stay quiet
 //! until it has seen `learning_requests` requests, and the rate rules (off-hours burst, volume
 //! spike) until it has also seen `learning_hours` working hours end (a busy first hour has no
-//! usual rate to exceed); rules against policy (approved scopes, approved IP ranges) fire from
-//! the first request.
+//! usual rate to exceed); rules against policy (approved scopes, approved IP ranges, the token
+//! binding an environment requires) fire from the first request.
 
 use crate::agent::Agent;
+use crate::credential::TokenBinding;
 use crate::policy::Policy;
 use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 use serde::{Deserialize, Serialize};
@@ -59,6 +60,10 @@ pub enum Condition {
     OffHoursBurst,
     /// More than `volume_factor` × the usual hourly requests (bulk reads).
     VolumeSpike,
+    /// A token granted unbound (a bearer token) to an agent whose environment's policy requires
+    /// a binding (`[credentials] binding`): a copy of it works for whoever holds it. A grant
+    /// whose binding the source does not report is not judged.
+    UnboundToken,
 }
 
 /// What a finding does.
@@ -118,6 +123,7 @@ pub fn builtin_rules() -> Vec<Rule> {
         ),
         rule("off-hours-burst", Medium, OffHoursBurst, &[Freeze]),
         rule("volume-spike", High, VolumeSpike, &[Freeze, Alert]),
+        rule("unbound-token", High, UnboundToken, &[Alert]),
     ]
 }
 
@@ -192,6 +198,9 @@ pub struct TokenRequest {
     pub requested: Vec<String>,
     pub granted: Vec<String>,
     pub success: bool,
+    /// What the granted token is bound to, when the source says (`None`: not reported).
+    #[serde(default)]
+    pub binding: Option<TokenBinding>,
 }
 
 /// A rule that fired, with what it saw.
@@ -285,7 +294,7 @@ impl Baseline {
             {
                 continue;
             }
-            if let Some((summary, evidence)) = self.evaluate(r.condition, agent, req, d) {
+            if let Some((summary, evidence)) = self.evaluate(r.condition, agent, req, policy) {
                 self.fired.insert(r.name.clone(), req.at);
                 findings.push(Finding {
                     rule: r.name.clone(),
@@ -305,8 +314,9 @@ impl Baseline {
         condition: Condition,
         agent: &Agent,
         req: &TokenRequest,
-        d: &Detection,
+        policy: &Policy,
     ) -> Option<(String, Vec<String>)> {
+        let d = &policy.detection;
         match condition {
             Condition::ScopeOutsideGrant => {
                 let outside: Vec<&String> = req
@@ -439,6 +449,39 @@ impl Baseline {
                         )
                     },
                 )
+            }
+            Condition::UnboundToken => {
+                let required = policy.credentials.binding_in(&agent.environment);
+                (req.success
+                    && req.binding == Some(TokenBinding::None)
+                    && required != TokenBinding::None)
+                    .then(|| {
+                        let mut evidence = vec![
+                            "token: bearer (bound to no key or certificate)".to_string(),
+                            format!(
+                                "required in {}: {} ([credentials] binding)",
+                                agent.environment,
+                                required.as_str()
+                            ),
+                            format!(
+                                "agent: credential {}, binding on record {}",
+                                agent.credential_kind.as_str(),
+                                agent.token_binding.as_str()
+                            ),
+                        ];
+                        if let Some(ip) = &req.ip {
+                            evidence.push(format!("source: {ip}"));
+                        }
+                        (
+                            format!(
+                                "{} was granted a bearer token; {} requires {}-bound tokens",
+                                agent.name,
+                                agent.environment,
+                                required.as_str()
+                            ),
+                            evidence,
+                        )
+                    })
             }
         }
     }

@@ -146,6 +146,8 @@ pub fn classify(event: &Value) -> Result<Option<Signal>, EventError> {
                             .or_else(|| debug(event, "error"))
                     })
                     .flatten(),
+                // The System Log does not say whether the token is DPoP-bound: unknown.
+                binding: None,
             }
         }
         _ => return Ok(None),

@@ -363,6 +363,50 @@ impl<'a> Ctx<'a> {
             None => check(item::ROTATION, false, "no secret issued yet".into()),
         });
 
+        out.push(match a.credential_kind {
+            CredentialKind::Secret => check(
+                item::NO_SHARED_SECRET,
+                false,
+                "authenticates with a client secret: whoever copies it can use it".into(),
+            ),
+            CredentialKind::PrivateKeyJwt => check(
+                item::NO_SHARED_SECRET,
+                true,
+                "authenticates with its own key (private_key_jwt): Steward holds only the public half"
+                    .into(),
+            ),
+            CredentialKind::TlsClientAuth => check(
+                item::NO_SHARED_SECRET,
+                true,
+                "authenticates with its own certificate (tls_client_auth)".into(),
+            ),
+        });
+
+        out.push(match a.token_binding {
+            TokenBinding::Dpop => check(
+                item::BOUND_TOKENS,
+                true,
+                "tokens are DPoP-bound to its key (RFC 9449)".into(),
+            ),
+            TokenBinding::Certificate => check(
+                item::BOUND_TOKENS,
+                true,
+                "tokens are bound to its client certificate (mTLS, RFC 8705)".into(),
+            ),
+            TokenBinding::None => {
+                let required = self.policy.credentials.binding_in(&a.environment);
+                let mut detail = "bearer tokens: whoever holds one can use it".to_string();
+                if required != TokenBinding::None {
+                    detail.push_str(&format!(
+                        "; {} now requires {}-bound tokens",
+                        a.environment,
+                        required.as_str()
+                    ));
+                }
+                check(item::BOUND_TOKENS, false, detail)
+            }
+        });
+
         out.push(match self.no_owner(a) {
             Some(why) => check(item::OWNER_ASSIGNED, false, why),
             None => check(item::OWNER_ASSIGNED, true, format!("owner {}", a.owner)),

@@ -85,8 +85,15 @@ pub(super) fn missing(
                 .collect();
             let passed = live.len() - failing.len();
             if !share_met(passed, live.len(), FULL_GOVERNANCE_PERCENT) {
+                let per_item = item::ALL
+                    .iter()
+                    .map(|i| (i, failing.iter().filter(|a| !a.passes(i)).count()))
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(i, n)| format!("{i} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 out.push(format!(
-                    "{}% of live agents must pass every checklist item: {passed} of {} do ({}%); not yet: {}",
+                    "{}% of live agents must pass every checklist item: {passed} of {} do ({}%); failing: {per_item}; not yet: {}",
                     FULL_GOVERNANCE_PERCENT,
                     live.len(),
                     percent(passed, live.len()),

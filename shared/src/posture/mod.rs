@@ -38,6 +38,8 @@
 //! | `minimal_scopes` | every scope is in the policy's approved scopes and none is excluded, and its last review (if any) was answered |
 //! | `short_lived_tokens` | tokens live at most 60 min |
 //! | `rotation` | its secret is at most min(90 days, the environment's maximum age) old |
+//! | `no_shared_secret` | it authenticates with a key it holds (`private_key_jwt`, `tls_client_auth`), not a client secret anyone who copies it can use |
+//! | `bound_tokens` | its tokens are bound to its key (DPoP) or certificate (mTLS), not bearer tokens |
 //! | `owner_assigned` | it has an owner who has not left |
 //! | `reviewed` | reviewed within the review period (or registered within it: not yet due) |
 //! | `audit_streaming` | the audit trail leaves Steward as it is written (org-wide, from the caller) |
@@ -51,10 +53,16 @@
 //!    `rotation` and `short_lived_tokens` together.
 //! 4. **detection**: anomaly detection is enabled with at least one rule, and the audit trail
 //!    streams out.
-//! 5. **full governance**: at least 95% of live agents pass every checklist item, and no
-//!    unregistered agent is left.
+//! 5. **full governance**: at least 95% of live agents pass every checklist item (so hold
+//!    their own key and have bound tokens), and no unregistered agent is left.
 //!
 //! The report names what the next level still misses.
+//!
+//! # Key-bound and bearer-only agents
+//!
+//! The summary counts the *active* agents that hold their own key (`no_shared_secret`), those
+//! whose tokens are bound (`bound_tokens`), and the bearer-only ones (tokens not bound), which
+//! it names (the first [`BEARER_ONLY_LISTED`] by name).
 
 mod agent;
 mod maturity;
@@ -66,6 +74,7 @@ use maturity::*;
 use chrono::{DateTime, Duration, Months, Utc};
 use serde::{Deserialize, Serialize};
 use statemachines::agent::{Agent, AgentFlag, AgentStatus};
+use statemachines::credential::{CredentialKind, TokenBinding};
 use statemachines::detection::Severity;
 use statemachines::policy::{DEFAULT_MAX_TOKEN_LIFETIME_SECS, Policy, TOKEN_LIFETIME_CEILING_SECS};
 use std::collections::BTreeMap;
@@ -82,6 +91,8 @@ pub const GOVERNANCE_PERCENT: usize = 90;
 pub const FULL_GOVERNANCE_PERCENT: usize = 95;
 /// How many agent names a missing criterion lists before "…".
 const NAMES_SHOWN: usize = 5;
+/// How many bearer-only agents the summary names (it counts them all).
+pub const BEARER_ONLY_LISTED: usize = 20;
 
 /// The checklist items, by name.
 pub mod item {
@@ -89,15 +100,21 @@ pub mod item {
     pub const MINIMAL_SCOPES: &str = "minimal_scopes";
     pub const SHORT_LIVED_TOKENS: &str = "short_lived_tokens";
     pub const ROTATION: &str = "rotation";
+    /// "No shared secret": the agent holds its own key.
+    pub const NO_SHARED_SECRET: &str = "no_shared_secret";
+    /// "mTLS / bound tokens": its tokens are bound to its key or certificate.
+    pub const BOUND_TOKENS: &str = "bound_tokens";
     pub const OWNER_ASSIGNED: &str = "owner_assigned";
     pub const REVIEWED: &str = "reviewed";
     pub const AUDIT_STREAMING: &str = "audit_streaming";
     /// Every item, in report order.
-    pub const ALL: [&str; 7] = [
+    pub const ALL: [&str; 9] = [
         DEDICATED_CLIENT,
         MINIMAL_SCOPES,
         SHORT_LIVED_TOKENS,
         ROTATION,
+        NO_SHARED_SECRET,
+        BOUND_TOKENS,
         OWNER_ASSIGNED,
         REVIEWED,
         AUDIT_STREAMING,
@@ -255,6 +272,14 @@ pub struct PassRate {
     pub percent: u8,
 }
 
+/// An agent a summary names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRef {
+    pub agent_id: String,
+    pub name: String,
+    pub environment: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     /// Agents in the report.
@@ -262,6 +287,21 @@ pub struct Summary {
     /// Of those, the live ones the pass rates and the maturity count.
     pub live_agents: usize,
     pub unregistered_agents: usize,
+    /// Active agents (the key and binding counts below are of these).
+    #[serde(default)]
+    pub active_agents: usize,
+    /// Active agents that authenticate with a key they hold: no shared secret.
+    #[serde(default)]
+    pub key_bound_agents: usize,
+    /// Active agents whose tokens are bound to their key (DPoP) or certificate (mTLS).
+    #[serde(default)]
+    pub bound_token_agents: usize,
+    /// Active agents whose tokens are bearer tokens (whoever holds one can use it).
+    #[serde(default)]
+    pub bearer_only_agents: usize,
+    /// The first [`BEARER_ONLY_LISTED`] bearer-only agents, by name.
+    #[serde(default)]
+    pub bearer_only: Vec<AgentRef>,
     pub by_level: LevelCounts,
     pub checklist: Vec<PassRate>,
     pub maturity: Maturity,

@@ -49,6 +49,28 @@ impl PostureReport {
             maturity = *level;
         }
 
+        let active: Vec<&Agent> = input
+            .agents
+            .iter()
+            .filter(|a| a.status == AgentStatus::Active)
+            .collect();
+        let mut bearer_only: Vec<AgentRef> = active
+            .iter()
+            .filter(|a| a.token_binding == TokenBinding::None)
+            .map(|a| AgentRef {
+                agent_id: a.id.clone(),
+                name: a.name.clone(),
+                environment: a.environment.clone(),
+            })
+            .collect();
+        let bearer_only_agents = bearer_only.len();
+        bearer_only.sort_by(|a, b| {
+            a.name
+                .cmp(&b.name)
+                .then_with(|| a.agent_id.cmp(&b.agent_id))
+        });
+        bearer_only.truncate(BEARER_ONLY_LISTED);
+
         let summary = Summary {
             agents: agents.len(),
             live_agents: live_agents.len(),
@@ -56,6 +78,14 @@ impl PostureReport {
                 .iter()
                 .filter(|a| a.status == AgentStatus::Unregistered)
                 .count(),
+            active_agents: active.len(),
+            key_bound_agents: active
+                .iter()
+                .filter(|a| a.credential_kind.key_bound())
+                .count(),
+            bound_token_agents: active.len() - bearer_only_agents,
+            bearer_only_agents,
+            bearer_only,
             by_level,
             checklist,
             maturity,
@@ -160,6 +190,28 @@ impl PostureReport {
                 "  {:<width$}  {:>4}/{:<4} {:>4}%\n",
                 r.item, r.passed, r.total, r.percent
             ));
+        }
+        out.push_str(&format!(
+            "\nCredentials ({}): {} hold their own key (no shared secret), {} have bound tokens, {} bearer-only\n",
+            plural(s.active_agents, "active agent", "active agents"),
+            s.key_bound_agents,
+            s.bound_token_agents,
+            s.bearer_only_agents
+        ));
+        if s.bearer_only_agents > 0 {
+            let mut names = s
+                .bearer_only
+                .iter()
+                .map(|a| format!("{} ({})", a.name, a.environment))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if s.bearer_only_agents > s.bearer_only.len() {
+                names.push_str(&format!(
+                    ", and {} more",
+                    s.bearer_only_agents - s.bearer_only.len()
+                ));
+            }
+            out.push_str(&format!("  bearer-only: {names}\n"));
         }
         out.push_str(&format!(
             "\nMaturity: {} ({} of {}: {})\n",

@@ -15,8 +15,8 @@ fn days_ago(d: i64) -> DateTime<Utc> {
     now() - Duration::days(d)
 }
 
-/// A well-governed agent: dedicated client, two approved scopes, 15-minute tokens, a
-/// 10-day-old secret, an owner, reviewed last month.
+/// A well-governed agent: dedicated client, two approved scopes, 15-minute tokens, its own key
+/// (10 days old) with DPoP-bound tokens, an owner, reviewed last month.
 fn agent(name: &str, client: &str) -> Agent {
     Agent {
         id: format!("agt-{name}"),
@@ -33,15 +33,15 @@ fn agent(name: &str, client: &str) -> Agent {
         expires_on: None,
         status: AgentStatus::Active,
         client_id: Some(client.into()),
-        secret_version: Some("v1".into()),
+        secret_version: None,
         credential_issued_at: Some(days_ago(10)),
         requested_by: "alice@example.com".into(),
         created_at: days_ago(400),
         updated_at: days_ago(10),
         flags: vec![],
         credentials: vec![],
-        credential_kind: Default::default(),
-        token_binding: Default::default(),
+        credential_kind: CredentialKind::PrivateKeyJwt,
+        token_binding: TokenBinding::Dpop,
         keys: vec![],
         decommission: None,
         last_review: Some(LastReview {
@@ -51,6 +51,15 @@ fn agent(name: &str, client: &str) -> Agent {
             at: days_ago(30),
         }),
     }
+}
+
+/// The same agent with a client secret and bearer tokens.
+fn with_secret(name: &str, client: &str) -> Agent {
+    let mut a = agent(name, client);
+    a.credential_kind = CredentialKind::Secret;
+    a.token_binding = TokenBinding::None;
+    a.secret_version = Some("v1".into());
+    a
 }
 
 fn risky(name: &str, client: &str) -> Agent {
@@ -407,4 +416,166 @@ fn table_and_json_show_the_report() {
     assert_eq!(v["agents"][0]["checklist"][0]["item"], "dedicated_client");
     let back: PostureReport = serde_json::from_value(v).unwrap();
     assert_eq!(back, r);
+}
+
+#[test]
+fn shared_secrets_and_bearer_tokens_fail_their_checks_and_are_counted() {
+    let mut p = policy();
+    p.credentials
+        .binding
+        .insert("prod".into(), TokenBinding::Dpop);
+    // A secret whose tokens are bound: no shared secret fails, bound tokens passes.
+    let mut secret_bound = agent("secret-bound-agent-prod", "c3");
+    secret_bound.credential_kind = CredentialKind::Secret;
+    // Frozen: live (its pass rates count) but not active (the counts do not).
+    let mut frozen = with_secret("frozen-bearer-agent-prod", "c4");
+    frozen.status = AgentStatus::Frozen;
+    let agents = [
+        agent("keyed-agent-prod", "c1"),
+        with_secret("bearer-agent-prod", "c2"),
+        secret_bound,
+        frozen,
+    ];
+    let r = build(&agents, &p, true, true);
+
+    let keyed = find(&r, "keyed-agent-prod");
+    assert!(keyed.failed_checks().is_empty(), "{:?}", keyed.checklist);
+    assert!(
+        keyed
+            .check(item::NO_SHARED_SECRET)
+            .unwrap()
+            .detail
+            .contains("its own key (private_key_jwt)"),
+        "{:?}",
+        keyed.checklist
+    );
+    assert!(
+        keyed
+            .check(item::BOUND_TOKENS)
+            .unwrap()
+            .detail
+            .contains("DPoP-bound"),
+        "{:?}",
+        keyed.checklist
+    );
+
+    let bearer = find(&r, "bearer-agent-prod");
+    assert_eq!(
+        bearer.failed_checks(),
+        vec![item::NO_SHARED_SECRET, item::BOUND_TOKENS]
+    );
+    let bound = &bearer.check(item::BOUND_TOKENS).unwrap().detail;
+    assert!(
+        bound.starts_with("bearer tokens") && bound.contains("prod now requires dpop-bound tokens"),
+        "{bound}"
+    );
+    assert!(
+        bearer
+            .check(item::NO_SHARED_SECRET)
+            .unwrap()
+            .detail
+            .contains("client secret"),
+        "{:?}",
+        bearer.checklist
+    );
+    assert_eq!(
+        find(&r, "secret-bound-agent-prod").failed_checks(),
+        vec![item::NO_SHARED_SECRET]
+    );
+
+    let s = &r.summary;
+    assert_eq!(
+        (
+            s.active_agents,
+            s.key_bound_agents,
+            s.bound_token_agents,
+            s.bearer_only_agents
+        ),
+        (3, 1, 2, 1)
+    );
+    assert_eq!(
+        s.bearer_only,
+        vec![AgentRef {
+            agent_id: "agt-bearer-agent-prod".into(),
+            name: "bearer-agent-prod".into(),
+            environment: "prod".into(),
+        }]
+    );
+    // Pass rates are of the live agents (the frozen one included).
+    let rate = |i: &str| {
+        let r = s.checklist.iter().find(|c| c.item == i).unwrap();
+        (r.passed, r.total)
+    };
+    assert_eq!(rate(item::NO_SHARED_SECRET), (1, 4));
+    assert_eq!(rate(item::BOUND_TOKENS), (2, 4));
+
+    // Every governance item passes, the audit trail streams: detection. Full governance needs
+    // every live agent on its own key with bound tokens.
+    assert_eq!(s.maturity, Maturity::Detection);
+    assert_eq!(s.next_level, Some(Maturity::FullGovernance));
+    let missing = s.next_level_missing.join("\n");
+    assert!(
+        missing.contains("1 of 4 do (25%)")
+            && missing.contains("failing: no_shared_secret 3, bound_tokens 2;"),
+        "{missing}"
+    );
+
+    let table = r.to_table();
+    assert!(
+        table.contains(
+            "Credentials (3 active agents): 1 hold their own key (no shared secret), 2 have bound tokens, 1 bearer-only\n  bearer-only: bearer-agent-prod (prod)\n"
+        ),
+        "{table}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&r.to_json().unwrap()).unwrap();
+    assert_eq!(v["summary"]["bearer_only_agents"], 1);
+    assert_eq!(v["summary"]["bearer_only"][0]["name"], "bearer-agent-prod");
+
+    // Every active agent on its own key with bound tokens: nobody is bearer-only.
+    let r = build(&agents[..1], &p, true, true);
+    assert_eq!(r.summary.maturity, Maturity::FullGovernance);
+    assert_eq!(r.summary.bearer_only_agents, 0);
+    assert!(
+        r.to_table()
+            .contains("Credentials (1 active agent): 1 hold their own key (no shared secret), 1 have bound tokens, 0 bearer-only\n\n"),
+        "{}",
+        r.to_table()
+    );
+}
+
+#[test]
+fn the_summary_names_the_first_bearer_only_agents_and_counts_them_all() {
+    let p = policy();
+    let agents: Vec<Agent> = (0..BEARER_ONLY_LISTED + 5)
+        .rev()
+        .map(|i| with_secret(&format!("b{i:02}-agent-prod"), &format!("c{i}")))
+        .collect();
+    let r = build(&agents, &p, true, true);
+    let s = &r.summary;
+    assert_eq!(s.bearer_only_agents, BEARER_ONLY_LISTED + 5);
+    assert_eq!(s.bearer_only.len(), BEARER_ONLY_LISTED);
+    assert_eq!(s.bearer_only[0].name, "b00-agent-prod", "by name");
+    assert_eq!(
+        s.bearer_only.last().unwrap().name,
+        format!("b{:02}-agent-prod", BEARER_ONLY_LISTED - 1)
+    );
+    assert!(r.to_table().contains(", and 5 more\n"), "{}", r.to_table());
+}
+
+#[test]
+fn a_summary_kept_before_the_credential_counts_reads_them_as_zero() {
+    let r = build(&[with_secret("a-agent-prod", "c1")], &policy(), true, true);
+    let mut v = serde_json::to_value(&r.summary).unwrap();
+    for k in [
+        "active_agents",
+        "key_bound_agents",
+        "bound_token_agents",
+        "bearer_only_agents",
+        "bearer_only",
+    ] {
+        assert!(v.as_object_mut().unwrap().remove(k).is_some(), "{k}");
+    }
+    let old: Summary = serde_json::from_value(v).unwrap();
+    assert_eq!((old.active_agents, old.bearer_only_agents), (0, 0));
+    assert!(old.bearer_only.is_empty());
 }

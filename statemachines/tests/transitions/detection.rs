@@ -3,6 +3,7 @@
 
 use crate::common::*;
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use statemachines::credential::TokenBinding;
 use statemachines::detection::{
     Action, BASELINE_IPS, Baseline, Condition, Finding, RECENT_REQUESTS, Severity, TokenRequest,
     signal_finding, valid_range,
@@ -21,6 +22,7 @@ fn request(at: DateTime<Utc>, ip: &str, scopes: &[&str]) -> TokenRequest {
         requested: strings(scopes),
         granted: strings(scopes),
         success: true,
+        binding: None,
     }
 }
 
@@ -250,6 +252,97 @@ fn one_credential_from_several_sources_within_the_window_is_sharing() {
         ],
     );
     assert_eq!(spread, vec![]);
+}
+
+/// The test policy with `[credentials] binding = { <env> = "dpop" }`.
+fn dpop_required_in(env: &str) -> Policy {
+    policy_with(|p| {
+        p.credentials.binding.insert(env.into(), TokenBinding::Dpop);
+    })
+}
+
+/// A granted token request whose token the source reports bound to `binding`.
+fn granted_bound(binding: Option<TokenBinding>) -> TokenRequest {
+    let mut r = request(day0() + Duration::hours(10), "10.1.0.5", &[METRICS_READ]);
+    r.binding = binding;
+    r
+}
+
+#[test]
+fn a_bearer_token_where_the_policy_requires_binding_is_a_high_alert() {
+    let agent = active_agent();
+    assert_eq!(agent.environment, "prod");
+    let p = dpop_required_in("prod");
+    // The very first request: no baseline is needed.
+    let found = Baseline::default().check(&agent, &granted_bound(Some(TokenBinding::None)), &p);
+    assert_eq!(rules_fired(&found), ["unbound-token"]);
+    assert_eq!(found[0].severity, Severity::High);
+    assert_eq!(found[0].action, [Action::Alert]);
+    assert!(!found[0].freezes());
+    assert!(
+        found[0].summary.contains("bearer token") && found[0].summary.contains("dpop"),
+        "{}",
+        found[0].summary
+    );
+    assert!(
+        found[0]
+            .evidence
+            .iter()
+            .any(|e| e == "required in prod: dpop ([credentials] binding)"),
+        "{:?}",
+        found[0].evidence
+    );
+    assert!(
+        found[0].evidence.iter().any(|e| e == "source: 10.1.0.5"),
+        "{:?}",
+        found[0].evidence
+    );
+
+    // A refused request got no token: nothing unbound was granted.
+    let mut refused = granted_bound(Some(TokenBinding::None));
+    refused.success = false;
+    refused.granted = vec![];
+    assert_eq!(Baseline::default().check(&agent, &refused, &p), vec![]);
+}
+
+#[test]
+fn a_bearer_token_is_no_finding_where_no_binding_is_required() {
+    let agent = active_agent();
+    let bearer = granted_bound(Some(TokenBinding::None));
+    // The test policy requires no binding anywhere.
+    assert_eq!(policy().credentials.binding_in("prod"), TokenBinding::None);
+    assert_eq!(Baseline::default().check(&agent, &bearer, policy()), vec![]);
+    // Another environment's requirement is not the agent's.
+    assert_eq!(
+        Baseline::default().check(&agent, &bearer, &dpop_required_in("staging")),
+        vec![]
+    );
+}
+
+#[test]
+fn a_bound_token_is_what_the_policy_requires() {
+    let agent = active_agent();
+    let p = dpop_required_in("prod");
+    assert_eq!(
+        Baseline::default().check(&agent, &granted_bound(Some(TokenBinding::Dpop)), &p),
+        vec![]
+    );
+    // A certificate-bound token is bound too.
+    assert_eq!(
+        Baseline::default().check(&agent, &granted_bound(Some(TokenBinding::Certificate)), &p),
+        vec![]
+    );
+}
+
+#[test]
+fn a_grant_whose_binding_the_source_does_not_report_is_not_judged() {
+    let agent = active_agent();
+    let p = dpop_required_in("prod");
+    // Okta's System Log does not say whether a token is bound.
+    assert_eq!(
+        Baseline::default().check(&agent, &granted_bound(None), &p),
+        vec![]
+    );
 }
 
 #[test]

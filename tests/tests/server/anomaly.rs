@@ -298,3 +298,60 @@ fn a_freeze_reason_cannot_forge_a_log_line() {
         "a line of the log was forged:\n{log}"
     );
 }
+
+/// `[credentials] binding` requires DPoP-bound tokens in dev, but a secret agent's client takes
+/// bearer tokens: each such grant is an `unbound-token` finding (HIGH, alert: no freeze). In
+/// prod, which requires no binding, the same grant is none.
+#[test]
+fn a_bearer_token_where_the_policy_requires_binding_is_an_unbound_token_finding() {
+    let mut opts = Options::default();
+    assert!(
+        !opts.policy.contains("\n[credentials]"),
+        "the example sets none"
+    );
+    opts.policy
+        .push_str("\n[credentials]\nbinding = { dev = \"dpop\" }\n");
+    let s = Server::start_with(opts);
+
+    let dev = s.active_dev_agent("bearer-reader-agent-dev");
+    assert_eq!(dev["token_binding"], "dpop", "{dev}");
+    let client = dev["client_id"].as_str().unwrap();
+    let (_, secret) = s.vault_secret(dev["id"].as_str().unwrap());
+    let (claims, _) = s.token_ok(client, &secret, None);
+    assert!(claims.get("cnf").is_none(), "a bearer token: {claims}");
+    let flagged = s.wait("the unbound-token finding", SETTLE, || {
+        let a = s.agent("bearer-reader-agent-dev");
+        a["flags"]
+            .to_string()
+            .contains("unbound-token")
+            .then_some(a)
+    });
+    assert_eq!(
+        flagged["status"], "active",
+        "an alert, not a freeze: {flagged}"
+    );
+    let flag = flagged["flags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "unbound-token")
+        .unwrap_or_else(|| panic!("{flagged}"));
+    assert_eq!(flag["severity"], "high", "{flag}");
+    assert!(
+        flag["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("bearer token"),
+        "{flag}"
+    );
+
+    // Prod requires no binding: its bearer tokens are no finding.
+    let (prod, prod_client, prod_secret) = erp_reader(&s, "erp-bearer-agent-prod");
+    s.token_ok(&prod_client, &prod_secret, Some(ORDERS_READ));
+    s.wait_idle();
+    let prod = s.agent(prod["name"].as_str().unwrap());
+    assert!(
+        !prod["flags"].to_string().contains("unbound-token"),
+        "{prod}"
+    );
+}

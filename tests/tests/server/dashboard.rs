@@ -505,3 +505,37 @@ fn agent_pages_offer_what_the_role_table_allows_and_the_api_decides() {
     assert_eq!(status, 200);
     assert!(html.contains("Last token"), "{html}");
 }
+
+#[test]
+fn the_overview_counts_and_links_bearer_only_agents() {
+    // A sweep every second keeps the posture summary current.
+    let s = Server::start_with(Options::default().env("STEWARD_SWEEP", "1s"));
+    let name = "bearer-metrics-agent-dev";
+    let agent = s.active_dev_agent(name);
+    assert_eq!(agent["credential_kind"], "secret", "{agent}");
+    assert_eq!(agent["token_binding"], "none", "{agent}");
+    let id = agent["id"].as_str().unwrap();
+    // Sam owns no agent: the name shows only where the overview names bearer-only agents.
+    let sam = sign_in(&s, SAM);
+    let html = wait_until(
+        "the posture summary to count the agent",
+        Duration::from_secs(30),
+        || {
+            let (_, html) = page(&s, &sam, "/");
+            html.contains(name).then_some(html)
+        },
+    );
+    assert!(html.contains("Bearer-only agents"), "{html}");
+    assert!(
+        html.contains("<strong>1</strong> of 1 active agents get bearer tokens"),
+        "{html}"
+    );
+    assert!(
+        html.contains("0 have tokens bound to their key or certificate, and 0 hold their own key"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("<a href=\"/agents/{id}\">{name}</a> (dev)")),
+        "{html}"
+    );
+}

@@ -249,6 +249,14 @@ async fn token(
                 granted: words(&granted),
                 success,
                 reason,
+                // What the answer's token is bound to: DPoP (`cnf.jkt`) or nothing (Bearer).
+                binding: result.as_ref().ok().map(|t| {
+                    if t.token_type.eq_ignore_ascii_case("DPoP") {
+                        statemachines::credential::TokenBinding::Dpop
+                    } else {
+                        statemachines::credential::TokenBinding::None
+                    }
+                }),
             };
             let received = shared::intake::Received {
                 source: "dev-idp",

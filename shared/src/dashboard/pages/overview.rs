@@ -107,6 +107,29 @@ pub async fn overview(State(s): State<PageState>, headers: HeaderMap) -> Respons
                     None => p { "The posture summary is built after each sweep; none has run yet." },
                 }
             }
+            section aria-labelledby="bearer-only" {
+                h2 id="bearer-only" { "Bearer-only agents" }
+                @match &posture {
+                    Some(p) => {
+                        @let c = &p.summary;
+                        p { strong { (c.bearer_only_agents) } " of " (c.active_agents) " active agents get bearer tokens (whoever holds one can use it); "
+                            (c.bound_token_agents) " have tokens bound to their key or certificate, and "
+                            (c.key_bound_agents) " hold their own key (no shared secret)." }
+                        @if !c.bearer_only.is_empty() {
+                            ul { @for a in &c.bearer_only {
+                                li {
+                                    a href={"/agents/" (form_urlencoded::byte_serialize(a.agent_id.as_bytes()).collect::<String>())} { (a.name) }
+                                    " (" (a.environment) ")"
+                                }
+                            } }
+                            @if c.bearer_only_agents > c.bearer_only.len() {
+                                p { "… and " (c.bearer_only_agents - c.bearer_only.len()) " more: " code { "steward report" } " lists every agent's " code { "bound_tokens" } " check." }
+                            }
+                        }
+                    }
+                    None => p { "Counted in the posture summary, built after each sweep; none has run yet." },
+                }
+            }
             section aria-labelledby="charts" {
                 h2 id="charts" { "At a glance" }
                 @if let Some(p) = &posture {
