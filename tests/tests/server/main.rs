@@ -18,6 +18,7 @@ mod dev_sign_in;
 mod discovery;
 mod durability;
 mod key_credentials;
+mod key_credentials_oidc;
 mod okta_intake;
 mod onboarding_http;
 mod refusals_http;

@@ -33,7 +33,7 @@ email = "priya.secops@example.com"
 name = "Priya Rao"
 "#;
 
-fn policy(scope: &str) -> String {
+pub(crate) fn policy(scope: &str) -> String {
     format!(
         r#"
 environments = ["dev", "prod"]
@@ -52,31 +52,36 @@ approvers = ["sam.security@example.com", "priya.secops@example.com"]
 }
 
 /// A clock the test moves: the grace period passes without waiting an hour.
-struct TestClock(Mutex<DateTime<Utc>>);
+pub(crate) struct TestClock(Mutex<DateTime<Utc>>);
 impl Clock for TestClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap()
     }
 }
 impl TestClock {
-    fn advance(&self, by: Duration) {
+    pub(crate) fn advance(&self, by: Duration) {
         *self.0.lock().unwrap() += by;
     }
 }
 
-struct Stack {
-    stack: Embedded,
-    clock: Arc<TestClock>,
+pub(crate) struct Stack {
+    pub(crate) stack: Embedded,
+    pub(crate) clock: Arc<TestClock>,
     _dir: tempfile::TempDir,
 }
 
 fn stack(scope: &str, oauth: Option<OAuthSettings>) -> Stack {
+    stack_with(&policy(scope), oauth)
+}
+
+/// The stack with the policy `policy` (TOML).
+pub(crate) fn stack_with(policy: &str, oauth: Option<OAuthSettings>) -> Stack {
     let dir = tempfile::tempdir().unwrap();
     let people = dir.path().join("people.toml");
     std::fs::write(&people, PEOPLE).unwrap();
     let mut stack = Embedded::open(EmbeddedConfig {
         data_dir: dir.path().join("data"),
-        policy: shared::policy_file::parse(&policy(scope), "test policy").unwrap(),
+        policy: shared::policy_file::parse(policy, "test policy").unwrap(),
         people,
         issuer: "http://127.0.0.1:1".into(),
         durability: Durability::Wal,
@@ -105,7 +110,7 @@ fn stack(scope: &str, oauth: Option<OAuthSettings>) -> Stack {
     }
 }
 
-fn oidc_settings() -> OAuthSettings {
+pub(crate) fn oidc_settings() -> OAuthSettings {
     let env = |name: &str| {
         std::env::var(name).unwrap_or_else(|_| {
             panic!("{name} is not set: run the suite with tests/run, which starts oidc-provider")
@@ -118,12 +123,12 @@ fn oidc_settings() -> OAuthSettings {
 }
 
 impl Stack {
-    fn idp(&self) -> Arc<dyn IdentityProvider> {
+    pub(crate) fn idp(&self) -> Arc<dyn IdentityProvider> {
         self.stack.engine.executor.idp.clone()
     }
 
     /// Works the queue and fires due timers until nothing is left to do.
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         for _ in 0..50 {
             let n = self.stack.engine.run_until_idle().await.unwrap();
             let t = self.stack.engine.tick().await.unwrap();
