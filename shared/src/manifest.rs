@@ -37,6 +37,10 @@ struct ManifestFile {
     /// manifest. `steward request` reads it where it runs to send the public key and a proof of
     /// possession; the private key itself is sent nowhere.
     key: Option<String>,
+    /// For `tls_client_auth`: the agent's certificate signing request (PEM), relative to the
+    /// manifest, made with the key the agent keeps. The request is public and is sent as it
+    /// is; the internal CA certifies its key under the agent's SPIFFE id.
+    csr: Option<String>,
 }
 
 /// A manifest with where its agent's private key is, for `private_key_jwt`.
@@ -68,9 +72,21 @@ pub fn load(path: &Path) -> Result<AgentRequest, ManifestError> {
         path: path.display().to_string(),
         source,
     })?;
-    parse(&text, &path.display().to_string())
+    let mut request = parse(&text, &path.display().to_string())?;
+    // The CSR file is read where the manifest is (its path is relative to the manifest).
+    if let Ok(ManifestFile { csr: Some(csr), .. }) = toml::from_str::<ManifestFile>(&text) {
+        let csr_path = path.parent().unwrap_or_else(|| Path::new(".")).join(csr);
+        let pem = std::fs::read_to_string(&csr_path).map_err(|source| ManifestError::Read {
+            path: csr_path.display().to_string(),
+            source,
+        })?;
+        request.csr = Some(pem);
+    }
+    Ok(request)
 }
 
+/// A manifest's request from its text. A `csr` file it names is not read here (the text has no
+/// folder): [`load`] reads it.
 pub fn parse(text: &str, origin: &str) -> Result<AgentRequest, ManifestError> {
     let syntax = |message: String| ManifestError::Syntax {
         path: origin.into(),
@@ -110,9 +126,16 @@ pub fn parse(text: &str, origin: &str) -> Result<AgentRequest, ManifestError> {
             "key: only a private_key_jwt agent has a key file (set credential = \"private_key_jwt\")".into(),
         ));
     }
+    if file.csr.is_some() && credential != statemachines::credential::CredentialKind::TlsClientAuth
+    {
+        return Err(syntax(
+            "csr: only a tls_client_auth agent has a certificate signing request (set credential = \"tls_client_auth\")".into(),
+        ));
+    }
     Ok(AgentRequest {
         credential,
         public_key: None,
+        csr: None,
         name: file.name,
         owner: file.owner,
         team: file.team,

@@ -1,6 +1,8 @@
 //! Agents: the non-human identities Steward governs.
 
-use crate::credential::{AgentKey, CredentialKind, KeyRecord, TokenBinding};
+use crate::credential::{
+    AgentKey, CertificateRecord, CertificateRevocation, CredentialKind, KeyRecord, TokenBinding,
+};
 use crate::policy::{Policy, reason};
 use crate::receipt::{CREDENTIAL_HISTORY, CredentialReceipt, RevocationReceipt};
 use crate::workflow::{Reason, Rejected};
@@ -30,12 +32,19 @@ pub struct AgentRequest {
     /// the requester proved possession of the private half; a body cannot name it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<AgentKey>,
+    /// A `tls_client_auth` agent's certificate signing request (PKCS#10, PEM), made with the
+    /// key the agent keeps. Public: its self-signature is the proof of possession, and the
+    /// internal CA certifies only its key, under the agent's SPIFFE id, whatever it asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
 }
 
 /// Longest purpose an agent request may give (it is shown to approvers and reviewers).
 pub const MAX_PURPOSE_CHARS: usize = 1000;
 /// Longest team name or owner address.
 pub const MAX_NAME_CHARS: usize = 254;
+/// Longest certificate signing request accepted (an RSA-8192 request is under 4 000).
+pub const MAX_CSR_CHARS: usize = 16_384;
 
 impl AgentRequest {
     /// Every policy check that needs no I/O, all reasons at once.
@@ -123,11 +132,47 @@ impl AgentRequest {
                     ),
                 ))
             }
-            (CredentialKind::TlsClientAuth, None) => reasons.push(reason(
-                "credential",
-                "tls_client_auth agents are not offered yet: use private_key_jwt",
-            )),
             _ => {}
+        }
+        match (self.credential, &self.csr) {
+            (CredentialKind::TlsClientAuth, None) => reasons.push(reason(
+                "csr",
+                "a tls_client_auth agent needs a certificate signing request: send csr, a PEM `CERTIFICATE REQUEST` made with the agent's own key (e.g. `openssl req -new -key agent.key -subj /CN=<name>`); the key stays with the agent",
+            )),
+            (CredentialKind::TlsClientAuth, Some(csr)) => {
+                let n = csr.chars().count();
+                if n > MAX_CSR_CHARS {
+                    reasons.push(reason(
+                        "csr",
+                        format!("the certificate signing request is {n} characters long; at most {MAX_CSR_CHARS} are accepted"),
+                    ));
+                } else if !csr.contains("-----BEGIN") {
+                    reasons.push(reason(
+                        "csr",
+                        "the certificate signing request must be PEM: one `-----BEGIN CERTIFICATE REQUEST-----` block",
+                    ));
+                }
+            }
+            (_, Some(_)) => reasons.push(reason(
+                "csr",
+                format!(
+                    "a certificate signing request is only for credential tls_client_auth, not `{}`",
+                    self.credential.as_str()
+                ),
+            )),
+            (_, None) => {}
+        }
+        if policy.credentials.binding_in(&self.environment) == TokenBinding::Dpop
+            && self.credential == CredentialKind::Secret
+        {
+            // A DPoP proof is signed by the agent's key: an agent bound by policy holds one.
+            reasons.push(reason(
+                "credential",
+                format!(
+                    "environment `{}` requires DPoP-bound tokens: use private_key_jwt, whose key signs the proofs",
+                    self.environment
+                ),
+            ));
         }
         if policy.credentials.binding_in(&self.environment) == TokenBinding::Certificate
             && self.credential != CredentialKind::TlsClientAuth
@@ -235,6 +280,13 @@ pub struct Agent {
     /// A key-bound agent's public keys, by thumbprint (never a private key).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyRecord>,
+    /// A `tls_client_auth` agent's certificate signing request, as it was requested (public).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csr: Option<String>,
+    /// The certificates the internal CA issued to a `tls_client_auth` agent, oldest first
+    /// (public facts: serial, SPIFFE id, thumbprint, validity, revocation).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateRecord>,
 }
 
 /// A change to some fields of a registry record; see `Command::UpdateAgent`.
@@ -275,6 +327,12 @@ pub enum AgentChange {
     GrantsSet {
         scopes: Vec<String>,
         token_lifetime_secs: u32,
+    },
+    /// The internal CA revoked one of the agent's certificates (kept; the CRL lists it).
+    CertificateRevoked {
+        serial: String,
+        at: DateTime<Utc>,
+        reason: String,
     },
 }
 
@@ -372,6 +430,19 @@ impl Agent {
             } => {
                 self.scopes = scopes.clone();
                 self.token_lifetime_secs = *token_lifetime_secs;
+            }
+            AgentChange::CertificateRevoked { serial, at, reason } => {
+                // A revocation is never undone or moved: the first one stands.
+                if let Some(c) = self
+                    .certificates
+                    .iter_mut()
+                    .find(|c| &c.serial == serial && c.revoked.is_none())
+                {
+                    c.revoked = Some(CertificateRevocation {
+                        at: *at,
+                        reason: reason.clone(),
+                    });
+                }
             }
         }
         self.updated_at = now;

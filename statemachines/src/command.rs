@@ -52,6 +52,11 @@ pub enum IdpCommand {
         /// What the client's tokens must be bound to.
         #[serde(default)]
         binding: crate::credential::TokenBinding,
+        /// A `tls_client_auth` agent's certificate to issue from its CSR: the client
+        /// authenticates with that certificate alone (nothing goes to the vault but the
+        /// certificate, which is public).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        certificate: Option<crate::credential::CertificateOrder>,
     },
     /// Add a public key to a key-bound client, active beside its others (a key rotation).
     AddKey {

@@ -114,6 +114,49 @@ pub enum KeyStatus {
     Removed,
 }
 
+/// A client certificate Steward's internal CA issued to a `tls_client_auth` agent, as the
+/// registry keeps it: public facts only. The private key never leaves the agent; the
+/// certificate itself is public (`GET /api/agents/{agent}/certificate`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRecord {
+    /// The serial number, lowercase hex: what the CRL lists once it is revoked.
+    pub serial: String,
+    /// `spiffe://<trust domain>/agent/<name>`, the certificate's only subject alternative name.
+    pub spiffe_id: String,
+    /// base64url SHA-256 of the certificate's DER: the `cnf.x5t#S256` of the tokens bound to
+    /// it (RFC 8705 §3.1).
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    /// When Steward revoked it and why; `None` while it is valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<CertificateRevocation>,
+}
+
+/// A revoked certificate's revocation (never undone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateRevocation {
+    pub at: DateTime<Utc>,
+    /// The RFC 5280 reason, by name (`cessation_of_operation` for a decommissioned agent).
+    pub reason: String,
+}
+
+/// The RFC 5280 reason of a decommissioned agent's certificate.
+pub const CESSATION_OF_OPERATION: &str = "cessation_of_operation";
+
+/// What the internal CA needs to issue a `tls_client_auth` agent's certificate when its client
+/// is created: the agent's CSR and the policy's certificate settings at that time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateOrder {
+    /// The agent's PKCS#10 request, PEM (its public key and self-signature; public).
+    pub csr: String,
+    /// The SPIFFE trust domain of the certificate's id.
+    pub trust_domain: String,
+    /// The certificate's lifetime, 1 to 90 days.
+    pub lifetime_days: u32,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,6 +30,12 @@ pub enum Event {
         client_id: String,
         kid: String,
     },
+    /// The internal CA certified a `tls_client_auth` agent's key and the identity provider
+    /// created a client that authenticates with that certificate; nothing is in the vault.
+    CertificateClientCreated {
+        client_id: String,
+        certificate: crate::credential::CertificateRecord,
+    },
     /// The identity provider holds key `kid` for the client, active.
     KeyAdded {
         kid: String,
@@ -162,6 +168,7 @@ impl Event {
             Event::TimerFired { .. } => "TimerFired",
             Event::ClientCreated { .. } => "ClientCreated",
             Event::KeyClientCreated { .. } => "KeyClientCreated",
+            Event::CertificateClientCreated { .. } => "CertificateClientCreated",
             Event::KeyAdded { .. } => "KeyAdded",
             Event::KeyUsed { .. } => "KeyUsed",
             Event::KeyRemoved { .. } => "KeyRemoved",

@@ -66,6 +66,13 @@ pub struct Credentials {
     pub kinds: std::collections::BTreeMap<String, Vec<crate::credential::CredentialKind>>,
     /// The binding every token of an agent in the environment must carry.
     pub binding: std::collections::BTreeMap<String, crate::credential::TokenBinding>,
+    /// Lifetime of the client certificates the internal CA issues to `tls_client_auth`
+    /// agents: 1 to 90 days (more is refused, never shortened).
+    #[serde(deserialize_with = "certificate_lifetime_days")]
+    pub certificate_lifetime_days: u32,
+    /// The SPIFFE trust domain of agents' certificates (`spiffe://<trust_domain>/agent/<name>`).
+    #[serde(deserialize_with = "trust_domain")]
+    pub trust_domain: String,
     /// How long a key rotation waits for the agent's first token with the new key before it
     /// removes the new key again.
     pub first_use_secs: u64,
@@ -76,6 +83,8 @@ impl Default for Credentials {
         Self {
             kinds: Default::default(),
             binding: Default::default(),
+            certificate_lifetime_days: DEFAULT_CERTIFICATE_LIFETIME_DAYS,
+            trust_domain: DEFAULT_TRUST_DOMAIN.into(),
             first_use_secs: 7 * 86_400,
         }
     }
@@ -94,6 +103,50 @@ impl Credentials {
     pub fn binding_in(&self, environment: &str) -> crate::credential::TokenBinding {
         self.binding.get(environment).copied().unwrap_or_default()
     }
+
+    /// What the internal CA is asked for to certify `csr` under this policy.
+    pub fn certificate_order(&self, csr: &str) -> crate::credential::CertificateOrder {
+        crate::credential::CertificateOrder {
+            csr: csr.to_string(),
+            trust_domain: self.trust_domain.clone(),
+            lifetime_days: self.certificate_lifetime_days,
+        }
+    }
+}
+
+/// Agents' certificates live this long unless `[credentials] certificate_lifetime_days` says
+/// otherwise.
+pub const DEFAULT_CERTIFICATE_LIFETIME_DAYS: u32 = 30;
+/// The longest certificate lifetime a policy may set (docs/adr/0033-internal-ca.md).
+pub const MAX_CERTIFICATE_LIFETIME_DAYS: u32 = 90;
+/// The trust domain when the policy names none.
+pub const DEFAULT_TRUST_DOMAIN: &str = "steward.local";
+
+fn certificate_lifetime_days<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let days = u32::deserialize(d)?;
+    if !(1..=MAX_CERTIFICATE_LIFETIME_DAYS).contains(&days) {
+        return Err(serde::de::Error::custom(format!(
+            "credentials.certificate_lifetime_days = {days} is out of range: agents' certificates live 1 to {MAX_CERTIFICATE_LIFETIME_DAYS} days ({DEFAULT_CERTIFICATE_LIFETIME_DAYS} by default); a short lifetime bounds what a lost key can do"
+        )));
+    }
+    Ok(days)
+}
+
+fn trust_domain<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let td = String::deserialize(d)?;
+    let ok = (1..=255).contains(&td.len())
+        && td.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_')
+        })
+        && !td.starts_with('.')
+        && !td.ends_with('.');
+    if !ok {
+        return Err(serde::de::Error::custom(format!(
+            "credentials.trust_domain = `{}` is not a SPIFFE trust domain: use 1 to 255 lowercase letters, digits, `.`, `-` and `_`, such as `steward.example.com`",
+            td.chars().take(80).collect::<String>()
+        )));
+    }
+    Ok(td)
 }
 
 /// Shadow-agent discovery (`[discovery]` in the policy file).

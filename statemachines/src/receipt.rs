@@ -96,3 +96,4 @@ pub const REVOKE: &str = "revoke tokens";
 pub const DEACTIVATE: &str = "deactivate client";
 pub const DELETE: &str = "delete client";
 pub const SCHEDULE_DELETION: &str = "schedule secret deletion";
+pub const REVOKE_CERTIFICATE: &str = "revoke certificate";

@@ -257,6 +257,22 @@ impl Run {
                     client_id: CLIENT_ID.into(),
                     kid: k.kid.clone(),
                 },
+                Some(IdpCommand::CreateClient {
+                    certificate: Some(order),
+                    name,
+                    ..
+                }) => Event::CertificateClientCreated {
+                    client_id: CLIENT_ID.into(),
+                    certificate: statemachines::credential::CertificateRecord {
+                        serial: "7f01".into(),
+                        spiffe_id: format!("spiffe://{}/agent/{name}", order.trust_domain),
+                        x5t_s256: "thumbprint-of-the-certificate".into(),
+                        not_before: chrono::DateTime::UNIX_EPOCH,
+                        not_after: chrono::DateTime::UNIX_EPOCH
+                            + chrono::Duration::days(i64::from(order.lifetime_days)),
+                        revoked: None,
+                    },
+                },
                 _ => client_created(),
             },
             Ev::GrantsSet => match &self.pending_idp {
@@ -591,6 +607,7 @@ fn drive<W: Probe>(
             }
             Event::ClientCreated { .. }
             | Event::KeyClientCreated { .. }
+            | Event::CertificateClientCreated { .. }
             | Event::GrantsSet { .. }
             | Event::CommandFailed { .. } => {
                 if result.is_ok() {
@@ -631,6 +648,7 @@ fn drive<W: Probe>(
                 match &event {
                     Event::ClientCreated { .. }
                     | Event::KeyClientCreated { .. }
+                    | Event::CertificateClientCreated { .. }
                     | Event::GrantsSet { .. }
                     | Event::CommandFailed { .. } => run.pending_idp = None,
                     Event::TimerFired { name } if name == APPROVAL_EXPIRY_TIMER => run.timer = None,
@@ -705,18 +723,25 @@ fn valid_onboarding() -> impl Strategy<Value = OnboardingInput> {
         prop_oneof![Just(None), (1u32..=900).prop_map(Some)],
         option::of(1i64..=400),
         person(),
-        prop::bool::weighted(0.3),
+        prop_oneof![6 => Just(0u8), 2 => Just(1u8), 2 => Just(2u8)],
     )
         .prop_map(
-            |((name, env), scopes, lifetime, expires, requester, keyed)| {
+            |((name, env), scopes, lifetime, expires, requester, kind)| {
                 let mut i = input(name, env.unwrap(), scopes, lifetime, expires, requester);
-                if keyed {
+                if kind == 1 {
                     // An agent-held key, as the admin API passes it on after the proof.
                     i.request.credential = statemachines::credential::CredentialKind::PrivateKeyJwt;
                     i.request.public_key = Some(statemachines::credential::AgentKey {
                         kid: "kid-of-the-agent-key".into(),
                         jwk: r#"{"kty":"EC"}"#.into(),
                     });
+                } else if kind == 2 {
+                    // A certificate from the internal CA, issued from the agent's CSR.
+                    i.request.credential = statemachines::credential::CredentialKind::TlsClientAuth;
+                    i.request.csr = Some(
+                        "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n"
+                            .into(),
+                    );
                 }
                 i
             },

@@ -54,6 +54,7 @@ fn request(name: &str, scopes: &[&str]) -> AgentRequest {
     AgentRequest {
         credential: Default::default(),
         public_key: None,
+        csr: None,
         name: name.into(),
         owner: OWNER.into(),
         team: "sre".into(),

@@ -73,6 +73,14 @@ pub enum AgentsCmd {
     },
     /// Hand an agent its credentials from the local vault (client id and current secret).
     Credentials { agent: String },
+    /// A `tls_client_auth` agent's client certificate from the internal CA (PEM; public: the
+    /// key stays with the agent), to stdout or into FILE.
+    Certificate {
+        agent: String,
+        /// Where to write the certificate (replaced if it exists).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Rotate the agent's secret now (owner or security approver; no approval needed).
     Rotate { agent: String },
     /// Freeze the agent now, the kill switch: client deactivated, tokens revoked; security
@@ -400,6 +408,26 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             print(c, &v, |_| println!("cancel requested for {workflow}"));
         }
         AgentsCmd::Credentials { agent } => credentials(&api, c, &agent).await?,
+        AgentsCmd::Certificate { agent, out } => {
+            let pem = api.agent_certificate(&agent).await?;
+            match &out {
+                Some(path) => {
+                    std::fs::write(path, &pem)
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    let v = json!({"agent": agent, "file": path.display().to_string()});
+                    print(c, &v, |v| {
+                        println!(
+                            "wrote {}'s certificate to {}",
+                            agent,
+                            v["file"].as_str().unwrap_or("?")
+                        )
+                    });
+                }
+                None => print(c, &json!({"agent": agent, "certificate": pem}), |_| {
+                    print!("{pem}")
+                }),
+            }
+        }
         AgentsCmd::Rotate { agent } => {
             let v = json_of(api.rotate(&agent, &RotateBody {}).await)?;
             print(c, &v, |v| {

@@ -191,6 +191,34 @@ mod server_args {
         /// (`0.0.0.0`, `[::]`) needs it.
         #[arg(long, env = "STEWARD_PUBLIC_URL", value_parser = public_url)]
         pub public_url: Option<String>,
+        /// Address of the mTLS listener (RFC 8705), where `tls_client_auth` agents present the
+        /// client certificate the internal CA issued them and get certificate-bound tokens: the
+        /// development IdP's token and introspection endpoints over TLS, its server certificate
+        /// issued by the same CA (`GET /ca/certificate`). Default: 127.0.0.1 on the --listen
+        /// port + 1. `off` turns it off. Agents must reach it directly: a proxy that ends TLS
+        /// takes the client certificate away.
+        #[arg(long, env = "STEWARD_MTLS_LISTEN", value_parser = mtls_listen)]
+        pub mtls_listen: Option<MtlsListen>,
+    }
+
+    /// `--mtls-listen`: an address, or `off`.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum MtlsListen {
+        Off,
+        At(String),
+    }
+
+    fn mtls_listen(s: &str) -> Result<MtlsListen, String> {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(MtlsListen::Off);
+        }
+        if s.is_empty() {
+            return Err(
+                "--mtls-listen (STEWARD_MTLS_LISTEN): give an address such as 127.0.0.1:8081, or `off`".into(),
+            );
+        }
+        Ok(MtlsListen::At(s.to_string()))
     }
 
     /// An http(s) URL with nothing after the host and port (a trailing `/` is dropped).
@@ -432,6 +460,17 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
             people_issuer: shared::sign_in::IssuerSettings::from_env()?,
         })?;
     server::admin_token(&a.data_dir)?;
+    let mtls_at = match &a.mtls_listen {
+        Some(server_args::MtlsListen::Off) => None,
+        Some(server_args::MtlsListen::At(at)) => Some(at.clone()),
+        None => Some(server::mtls::default_address(addr).to_string()),
+    };
+    let mtls = match mtls_at {
+        Some(at) => Some(tokio::net::TcpListener::bind(&at).await.with_context(|| {
+            format!("binding the mTLS listener {at} (--mtls-listen; `off` turns it off)")
+        })?),
+        None => None,
+    };
     eprintln!(
         "steward serving on {} (data {}, admin token in {}; approvals {})",
         server::bound(addr),
@@ -481,13 +520,20 @@ async fn serve(a: server_args::ServeArgs) -> anyhow::Result<()> {
     if a.sweep.0.is_none() {
         eprintln!("periodic sweep: off (POST /api/sweep runs one)");
     }
+    match &mtls {
+        Some(l) => eprintln!(
+            "mTLS listener (tls_client_auth, certificate-bound tokens): https://{}; CA certificate at {public_url}/ca/certificate, CRL at {public_url}/ca/crl",
+            l.local_addr()?
+        ),
+        None => eprintln!("mTLS listener: off"),
+    }
     let every = server::Schedule {
         tick: a.tick,
         okta_log: a.okta_log_poll.0,
         sweep: a.sweep.0,
     };
     let proxies = server::TrustedProxies(a.trusted_proxies.clone());
-    server::serve(stack, listener, every, proxies, shutdown_signal()).await
+    server::serve_with(stack, listener, mtls, every, proxies, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
@@ -541,6 +587,28 @@ mod tests {
         assert_eq!(a.tick, Duration::from_millis(250));
         assert_eq!(a.sweep, Every(None));
         assert_eq!(a.okta_log_poll, Every(None));
+    }
+
+    #[test]
+    fn the_mtls_listener_is_on_beside_the_main_port_unless_off() {
+        use server_args::MtlsListen;
+        assert_eq!(serve(&[]).unwrap().mtls_listen, None);
+        assert_eq!(
+            serve(&["--mtls-listen", "off"]).unwrap().mtls_listen,
+            Some(MtlsListen::Off)
+        );
+        assert_eq!(
+            serve(&["--mtls-listen", "127.0.0.1:9443"])
+                .unwrap()
+                .mtls_listen,
+            Some(MtlsListen::At("127.0.0.1:9443".into()))
+        );
+        assert!(serve(&["--mtls-listen", " "]).is_err());
+        let at = |s: &str| server::mtls::default_address(s.parse().unwrap()).to_string();
+        assert_eq!(at("127.0.0.1:8080"), "127.0.0.1:8081");
+        assert_eq!(at("0.0.0.0:8080"), "127.0.0.1:8081");
+        assert_eq!(at("127.0.0.1:0"), "127.0.0.1:0");
+        assert_eq!(at("127.0.0.1:65535"), "127.0.0.1:0");
     }
 
     #[test]

@@ -62,6 +62,8 @@ pub fn agent(i: usize, now: chrono::DateTime<Utc>) -> Agent {
         credential_kind: Default::default(),
         token_binding: Default::default(),
         keys: vec![],
+        csr: None,
+        certificates: vec![],
         decommission: None,
         last_review: None,
     }

@@ -90,6 +90,32 @@ pub(super) fn read(csr_pem: &str) -> Result<SubjectKey, CaError> {
     Ok(key)
 }
 
+/// The URIs the request's subject alternative names ask for (ignored by the CA; read so a
+/// request claiming another identity Steward trusts can be refused before it is taken). The
+/// request is one [`read`] accepted.
+pub(super) fn requested_uris(csr_pem: &str) -> Vec<String> {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(csr_pem.trim_start().as_bytes()) else {
+        return Vec::new();
+    };
+    let Ok((_, csr)) = X509CertificationRequest::from_der(&pem.contents) else {
+        return Vec::new();
+    };
+    let Some(extensions) = csr.requested_extensions() else {
+        return Vec::new();
+    };
+    extensions
+        .filter_map(|e| match e {
+            x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) => Some(san),
+            _ => None,
+        })
+        .flat_map(|san| san.general_names.iter())
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The key types certified: ECDSA P-256 and P-384, Ed25519, RSA of 2048 to 8192 bits.
 fn key_type(
     spki: &SubjectPublicKeyInfo<'_>,

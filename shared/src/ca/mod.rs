@@ -16,12 +16,14 @@
 
 mod csr;
 mod revocation;
+mod server;
 // The tests keep the CA in the embedded file vault.
 #[cfg(all(test, feature = "embedded"))]
 mod tests;
 
 pub use csr::{MAX_RSA_BITS, MIN_RSA_BITS};
 pub use revocation::{Revocation, RevocationReason, Revocations};
+pub use server::ServerCertificate;
 
 use crate::ports::vault::{Stage, Vault, VaultError, version_id_for};
 use crate::secret::Secret;
@@ -179,6 +181,10 @@ pub enum CaError {
         "the certificate signing request's public key is not in its standard encoding, so a certificate could not carry it unchanged; create the request again with a standard tool (openssl, rcgen)"
     )]
     CsrKeyEncoding,
+    #[error(
+        "the certificate signing request asks for `{name}`, another identity Steward trusts (this agent's is `{own}`); make the request again without that name: Steward certifies only the agent's own SPIFFE id"
+    )]
+    CsrClaimsOther { name: String, own: String },
     #[error(
         "the certificate is not PEM (found {found}); send one `-----BEGIN CERTIFICATE-----` block"
     )]
@@ -447,6 +453,11 @@ impl InternalCa {
         &self.certificate_pem
     }
 
+    /// The CA certificate, DER.
+    pub fn certificate_der(&self) -> &[u8] {
+        &self.certificate_der
+    }
+
     /// When the CA certificate expires.
     pub fn not_after(&self) -> DateTime<Utc> {
         self.not_after
@@ -656,6 +667,33 @@ impl InternalCa {
             not_after,
         })
     }
+}
+
+/// Checks an agent's CSR before it is taken into a request: it reads and verifies as
+/// [`InternalCa::issue`] will read it (PEM, PKCS#10, key type and size, SHA-2 self-signature:
+/// the proof that the requester holds the key), and the names it asks for claim nothing else
+/// Steward trusts: a URI in the trust domain must be the agent's own SPIFFE id (the CA ignores
+/// every name a CSR asks for, so a request naming another agent or the CA itself is a mistake
+/// or an attempt, and is refused rather than silently certified as this agent).
+pub fn check_csr(csr_pem: &str, trust_domain: &str, agent_name: &str) -> Result<(), CaError> {
+    check_trust_domain(trust_domain)?;
+    check_agent_name(agent_name)?;
+    csr::read(csr_pem)?;
+    let own = spiffe_id(trust_domain, agent_name);
+    let domain = format!("spiffe://{trust_domain}");
+    for uri in csr::requested_uris(csr_pem) {
+        let in_domain = uri
+            .get(..domain.len())
+            .is_some_and(|head| head.eq_ignore_ascii_case(&domain))
+            && matches!(uri.as_bytes().get(domain.len()), None | Some(b'/'));
+        if in_domain && uri != own {
+            return Err(CaError::CsrClaimsOther {
+                name: uri.chars().take(200).collect(),
+                own,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `spiffe://<trust domain>/agent/<name>`.

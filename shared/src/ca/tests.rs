@@ -653,3 +653,78 @@ async fn the_ca_private_key_appears_in_no_debug_or_error() {
         }
     }
 }
+
+/// A CSR enters a request only if it verifies and claims no identity of the trust domain but
+/// the agent's own; names outside the trust domain are ignored (as the CA ignores them).
+#[test]
+fn a_csr_may_claim_only_its_own_agent_in_the_trust_domain() {
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let request = |uris: &[&str]| {
+        let mut params = CertificateParams::new(vec!["host.example.com".to_string()]).unwrap();
+        for u in uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI((*u).try_into().unwrap()));
+        }
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    };
+    let own = format!("spiffe://{TD}/agent/billing-agent-prod");
+    check_csr(&request(&[]), TD, "billing-agent-prod").unwrap();
+    check_csr(&request(&[&own]), TD, "billing-agent-prod").unwrap();
+    // Another trust domain's id (the greedy CSR asks for one) is no identity Steward trusts.
+    check_csr(&greedy_csr(&key), TD, "billing-agent-prod").unwrap();
+    for claimed in [
+        format!("spiffe://{TD}/agent/payroll-agent-prod"),
+        format!("spiffe://{TD}"),
+        format!("SPIFFE://{}/agent/billing-agent-prod/x", TD.to_uppercase()),
+    ] {
+        let e = check_csr(&request(&[&own, &claimed]), TD, "billing-agent-prod").unwrap_err();
+        assert!(
+            matches!(&e, CaError::CsrClaimsOther { name, .. } if *name == claimed),
+            "{claimed}: {e}"
+        );
+        assert!(e.to_string().contains(&own), "{e}");
+    }
+    let tampered = request(&[]).replace("CERTIFICATE REQUEST", "PUBLIC KEY");
+    assert!(matches!(
+        check_csr(&tampered, TD, "billing-agent-prod"),
+        Err(CaError::CsrNotPem { .. })
+    ));
+}
+
+/// The mTLS listener's certificate: a server certificate for its names, from the CA, with a
+/// key of its own, never longer than asked or than the CA; no `Debug` of the key.
+#[tokio::test]
+async fn the_listener_certificate_is_a_server_certificate_from_the_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _vault) = open_in(dir.path()).await;
+    let ip: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let issued = ca
+        .issue_server_certificate(&["localhost"], &[ip], 30, now())
+        .unwrap();
+    let (_, cert) = X509Certificate::from_der(&issued.certificate_der).unwrap();
+    let (_, ca_cert) = X509Certificate::from_der(ca.certificate_der()).unwrap();
+    cert.verify_signature(Some(ca_cert.public_key())).unwrap();
+    assert!(!cert.is_ca());
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && !eku.client_auth);
+    let names = &cert
+        .subject_alternative_name()
+        .unwrap()
+        .unwrap()
+        .value
+        .general_names;
+    assert!(names.contains(&GeneralName::DNSName("localhost")));
+    assert!(names.contains(&GeneralName::IPAddress(&[127, 0, 0, 1])));
+    assert_eq!(issued.not_after, now() + Duration::days(30));
+    assert!(!format!("{issued:?}").contains("key_pkcs8"));
+    assert!(matches!(
+        ca.issue_server_certificate(&["localhost"], &[], 91, now()),
+        Err(CaError::LifetimeTooLong { days: 91 })
+    ));
+    // Not a client certificate: the listener's own certificate does not pass as an agent's.
+    assert!(
+        ca.verify_der(&issued.certificate_der, &Revocations::new(), now())
+            .is_err()
+    );
+}

@@ -268,6 +268,8 @@ impl Engine {
             credential_kind: Default::default(),
             token_binding: Default::default(),
             keys: vec![],
+            csr: None,
+            certificates: vec![],
             decommission: None,
             last_review: None,
         };
@@ -373,6 +375,7 @@ impl Engine {
             // A claimed client keeps a secret: Steward replaces the ones it never held.
             credential: Default::default(),
             public_key: None,
+            csr: None,
         };
         let started = self
             .onboard(

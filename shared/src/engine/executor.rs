@@ -175,8 +175,28 @@ impl Executor {
                 scopes,
                 token_lifetime_secs,
                 adopt: None,
+                certificate: Some(order),
+                ..
+            }) => {
+                // The agent holds the private key; the CA certifies its CSR's public key and the
+                // IdP registers the certificate. The vault keeps only the (public) certificate.
+                let spec = ClientSpec {
+                    agent_id: agent_id.clone(),
+                    name: client_name.clone(),
+                    scopes: scopes.clone(),
+                    token_lifetime_secs: *token_lifetime_secs,
+                };
+                self.create_certificate_client(key, &spec, order).await
+            }
+            Command::Idp(IdpCommand::CreateClient {
+                agent_id,
+                name: client_name,
+                scopes,
+                token_lifetime_secs,
+                adopt: None,
                 key: Some(agent_key),
                 binding,
+                ..
             }) => {
                 // The agent holds the private key: the IdP gets the public one, the vault
                 // nothing. The IdP makes one client per idempotency key, so a repeat after a

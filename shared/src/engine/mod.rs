@@ -20,6 +20,7 @@
 //! | `owners.rs` | owner loss |
 //! | `posture.rs` | the posture summary kept for the dashboard's overview |
 
+pub mod certificates;
 mod commands;
 mod decisions;
 mod delivery;

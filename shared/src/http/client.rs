@@ -263,6 +263,12 @@ impl AdminClient {
             .await
     }
 
+    /// A `tls_client_auth` agent's current certificate, PEM.
+    pub async fn agent_certificate(&self, agent: &str) -> Result<String, ClientError> {
+        self.text(&routes::AGENT_CERTIFICATE, &[agent], NO_QUERY)
+            .await
+    }
+
     pub async fn agent_history(&self, agent: &str) -> Result<Vec<AgentHistoryEntry>, ClientError> {
         self.call(&routes::AGENT_HISTORY, &[agent], NO_QUERY, NO_BODY)
             .await

@@ -37,6 +37,7 @@ pub(super) fn handler(route: &Route) -> MethodRouter<App> {
         Op::ShowAgent => on(route, show_agent),
         Op::AgentHistory => on(route, agent_history),
         Op::AgentGrants => on(route, agent_grants),
+        Op::AgentCertificate => on(route, agent_certificate),
         Op::ChangeScopes => on(route, change_scopes),
         Op::ReassignOwner => on(route, reassign_owner),
         Op::Rotate => on(route, rotate),
@@ -241,6 +242,16 @@ async fn request_agent(
             "public_key is not a request field: send public_jwk and key_proof",
         ));
     }
+    // A tls_client_auth agent's CSR is checked before the request is taken: it must verify
+    // (its self-signature proves the key) and claim nothing Steward trusts but the agent.
+    if let Some(csr) = &request.csr
+        && request.credential == statemachines::credential::CredentialKind::TlsClientAuth
+    {
+        let actor = Actor::Person(caller.acting());
+        app.engine
+            .accept_agent_csr(&request.name, csr, &actor)
+            .await?;
+    }
     match (b.public_jwk, b.key_proof) {
         (None, None) => {}
         (Some(jwk), Some(proof)) => {
@@ -286,6 +297,54 @@ async fn rotate_key(
             .request_key_rotation(&record.id, key, &person)
             .await?,
     ))
+}
+
+/// `GET /api/agents/{agent}/certificate`: a `tls_client_auth` agent's current client
+/// certificate, PEM (public: the key stays with the agent).
+async fn agent_certificate(
+    State(app): State<App>,
+    _: Caller,
+    Path(agent): Path<String>,
+) -> Answer<Response> {
+    let record = find(&app, &agent).await?;
+    let Some(stored) = app
+        .engine
+        .agent_certificate(&record)
+        .await
+        .map_err(ApiError::unavailable)?
+    else {
+        let why =
+            if record.credential_kind == statemachines::credential::CredentialKind::TlsClientAuth {
+                format!(
+                    "{} has no certificate yet ({}): it is issued when its client is created",
+                    record.name,
+                    record.status.as_str()
+                )
+            } else {
+                format!(
+                    "{} authenticates with `{}`, not a certificate (tls_client_auth)",
+                    record.name,
+                    record.credential_kind.as_str()
+                )
+            };
+        return Err(ApiError::not_found(why));
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-pem-file"),
+    );
+    // What a script needs without parsing the PEM.
+    for (name, value) in [
+        ("x-certificate-serial", stored.record.serial.as_str()),
+        ("x-certificate-spiffe-id", stored.record.spiffe_id.as_str()),
+        ("x-certificate-x5t-s256", stored.record.x5t_s256.as_str()),
+    ] {
+        if let Ok(v) = header::HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+    Ok((headers, stored.pem).into_response())
 }
 
 /// `POST /api/key-nonces`: a nonce for an agent key's proof of possession.

@@ -69,6 +69,8 @@ pub fn who_may(op: Op) -> &'static [Role] {
         Op::Whoami
         | Op::ListAgents
         | Op::ShowAgent
+        // A certificate is public (the agent, or its deployment, fetches it).
+        | Op::AgentCertificate
         | Op::AgentHistory
         | Op::ListShadowAgents
         | Op::ListCampaigns

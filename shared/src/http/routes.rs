@@ -19,6 +19,7 @@ pub enum Op {
     ShowAgent,
     AgentHistory,
     AgentGrants,
+    AgentCertificate,
     ChangeScopes,
     ReassignOwner,
     Rotate,
@@ -127,6 +128,8 @@ pub const KEY_NONCE: Route = admin(Op::KeyNonce, Post, "/api/key-nonces");
 pub const SHOW_AGENT: Route = admin(Op::ShowAgent, Get, "/api/agents/{agent}");
 pub const AGENT_HISTORY: Route = admin(Op::AgentHistory, Get, "/api/agents/{agent}/history");
 pub const AGENT_GRANTS: Route = admin(Op::AgentGrants, Get, "/api/agents/{agent}/grants");
+pub const AGENT_CERTIFICATE: Route =
+    admin(Op::AgentCertificate, Get, "/api/agents/{agent}/certificate");
 pub const CHANGE_SCOPES: Route = admin(Op::ChangeScopes, Post, "/api/agents/{agent}/scopes");
 pub const REASSIGN_OWNER: Route = admin(Op::ReassignOwner, Post, "/api/agents/{agent}/owner");
 pub const ROTATE: Route = admin(Op::Rotate, Post, "/api/agents/{agent}/rotate");
@@ -185,6 +188,7 @@ pub const ROUTES: &[Route] = &[
     SHOW_AGENT,
     AGENT_HISTORY,
     AGENT_GRANTS,
+    AGENT_CERTIFICATE,
     CHANGE_SCOPES,
     REASSIGN_OWNER,
     ROTATE,

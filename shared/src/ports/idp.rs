@@ -5,7 +5,7 @@ use crate::secret::Secret;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-pub use statemachines::credential::{AgentKey, TokenBinding};
+pub use statemachines::credential::{AgentKey, CertificateRecord, TokenBinding};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientSpec {
@@ -158,6 +158,31 @@ pub trait IdentityProvider: Send + Sync {
     async fn test_key(&self, client_id: &str, key: &AgentKeyPair) -> Result<(), IdpError> {
         let _ = (client_id, key);
         Err(no_keys())
+    }
+
+    // Certificate credentials (RFC 8705 `tls_client_auth`), with certificates from Steward's
+    // internal CA. An adapter that cannot register them says so, and Steward issues nothing.
+
+    /// Whether this adapter registers `tls_client_auth` clients: asked before a certificate
+    /// is issued, so an adapter that cannot never has the CA opened for it.
+    fn certificate_clients(&self) -> bool {
+        false
+    }
+    /// Creates a client that authenticates with `certificate` over mutual TLS only
+    /// (`token_endpoint_auth_method` `tls_client_auth`, RFC 8705 §2.1: the certificate's
+    /// `x5t#S256` and its SPIFFE id as `tls_client_auth_san_uri`), once per
+    /// `idempotency_key` as [`create_client`](Self::create_client): a repeat returns the same
+    /// client. Its tokens are bound to the certificate (`cnf.x5t#S256`).
+    async fn create_certificate_client(
+        &self,
+        spec: &ClientSpec,
+        certificate: &CertificateRecord,
+        idempotency_key: &str,
+    ) -> Result<String, IdpError> {
+        let _ = (spec, certificate, idempotency_key);
+        Err(IdpError::Refused(
+            "this identity provider adapter does not register tls_client_auth clients; use credential kind `secret` or `private_key_jwt` with it".into(),
+        ))
     }
 }
 

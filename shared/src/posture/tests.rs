@@ -43,6 +43,8 @@ fn agent(name: &str, client: &str) -> Agent {
         credential_kind: CredentialKind::PrivateKeyJwt,
         token_binding: TokenBinding::Dpop,
         keys: vec![],
+        csr: None,
+        certificates: vec![],
         decommission: None,
         last_review: Some(LastReview {
             campaign: "2026-q2".into(),

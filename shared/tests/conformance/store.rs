@@ -385,6 +385,8 @@ pub fn agent(id: &str, name: &str, status: AgentStatus, updated: i64) -> Agent {
         credential_kind: Default::default(),
         token_binding: Default::default(),
         keys: vec![],
+        csr: None,
+        certificates: vec![],
         decommission: None,
         last_review: None,
     }

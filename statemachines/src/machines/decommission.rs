@@ -12,9 +12,12 @@
 use crate::agent::{Agent, AgentChange, AgentStatus};
 use crate::approval::{ApprovalRequest, Ask, Ballot, Deadline, Decision};
 use crate::command::{Actor, AuditKind, Command, IdpCommand, VaultCommand, audit};
+use crate::credential::CESSATION_OF_OPERATION;
 use crate::event::Event;
 pub use crate::lifecycle::{DecommissionReason, expiry_deadline};
-use crate::receipt::{DEACTIVATE, DELETE, REVOKE, RevocationReceipt, SCHEDULE_DELETION};
+use crate::receipt::{
+    DEACTIVATE, DELETE, REVOKE, REVOKE_CERTIFICATE, RevocationReceipt, SCHEDULE_DELETION,
+};
 use crate::workflow::{
     Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
 };
@@ -567,11 +570,48 @@ fn on_scheduling_secret_deletion(
 }
 
 /// The approved (or pre-decided) decommission starts: at the IdP if the agent has a client.
-fn begin(agent: Agent, receipt: RevocationReceipt, ctx: &Ctx) -> Step<DecommissionState> {
+/// Its certificates are revoked first, in this very step (the registry keeps the revocation,
+/// which the CRL and the mTLS listener read): no handshake needs the IdP to be reached.
+fn begin(agent: Agent, mut receipt: RevocationReceipt, ctx: &Ctx) -> Step<DecommissionState> {
     let supersede = Command::Supersede {
         agent_id: agent.id.clone(),
         reason: format!("superseded by decommission {}", ctx.workflow_id),
     };
+    let mut revocations = Vec::new();
+    for cert in agent.certificates.iter().filter(|c| c.revoked.is_none()) {
+        let detail = format!(
+            "certificate {} ({}) revoked ({CESSATION_OF_OPERATION}): the CRL lists it and the mTLS token endpoint refuses it",
+            cert.serial, cert.spiffe_id
+        );
+        revocations.extend([
+            Command::UpdateAgent {
+                agent_id: agent.id.clone(),
+                change: AgentChange::CertificateRevoked {
+                    serial: cert.serial.clone(),
+                    at: ctx.now,
+                    reason: CESSATION_OF_OPERATION.into(),
+                },
+            },
+            audit(
+                &agent,
+                AuditKind::SecretRevoked,
+                Actor::System,
+                None,
+                vec![],
+                format!("{} of {}", detail, agent.name),
+            ),
+        ]);
+        receipt.step(REVOKE_CERTIFICATE, true, detail, ctx.now);
+    }
+    let mut agent = agent;
+    for c in &mut agent.certificates {
+        if c.revoked.is_none() {
+            c.revoked = Some(crate::credential::CertificateRevocation {
+                at: ctx.now,
+                reason: CESSATION_OF_OPERATION.into(),
+            });
+        }
+    }
     let mut step = match agent.client_id.clone() {
         Some(client_id) => Step {
             commands: vec![Command::Idp(IdpCommand::RevokeTokens { client_id })],
@@ -580,6 +620,7 @@ fn begin(agent: Agent, receipt: RevocationReceipt, ctx: &Ctx) -> Step<Decommissi
         None => schedule_deletion(agent, receipt, ctx),
     };
     step.commands.insert(0, supersede);
+    step.commands.splice(1..1, revocations);
     step
 }
 

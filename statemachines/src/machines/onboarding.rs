@@ -125,6 +125,7 @@ impl Workflow for Onboarding {
         t("AwaitingApproval", "Cancel", "Cancelled"),
         t("Provisioning", "ClientCreated", "Active"),
         t("Provisioning", "KeyClientCreated", "Active"),
+        t("Provisioning", "CertificateClientCreated", "Active"),
         t("Provisioning", "CommandFailed", "Failed"),
     ];
 
@@ -192,6 +193,8 @@ impl Workflow for Onboarding {
                     status: KeyStatus::Active,
                 })
                 .collect(),
+            csr: request.csr.clone(),
+            certificates: vec![],
         };
         let requested = audit(
             &agent,
@@ -211,7 +214,7 @@ impl Workflow for Onboarding {
         let claim = agent.client_id.is_some();
         if sensitive.is_empty() && !claim {
             agent.status = AgentStatus::Provisioning;
-            let create = create_client(&agent);
+            let create = create_client(&agent, ctx);
             return Ok(Step {
                 commands: vec![
                     requested,
@@ -307,7 +310,7 @@ fn on_awaiting_approval(
                     };
                     commands.extend([
                         Command::SaveAgent(Box::new(agent.clone())),
-                        create_client(&agent),
+                        create_client(&agent, ctx),
                     ]);
                     Ok(Step {
                         commands,
@@ -425,9 +428,13 @@ fn on_provisioning(
     match (state, event) {
         (
             S::Provisioning { agent, approval },
-            event @ (Event::ClientCreated { .. } | Event::KeyClientCreated { .. }),
+            event @ (Event::ClientCreated { .. }
+            | Event::KeyClientCreated { .. }
+            | Event::CertificateClientCreated { .. }),
         ) => {
-            // A secret client's secret is in the vault; a key client's key is the agent's own.
+            // A secret client's secret is in the vault; a key client's key is the agent's own,
+            // and so is a certificate client's (Steward keeps the public certificate).
+            let mut certificate = None;
             let (client_id, secret_version, holds) = match event {
                 Event::ClientCreated {
                     client_id,
@@ -444,6 +451,21 @@ fn on_provisioning(
                         "It authenticates with its own key {kid} (private_key_jwt); Steward holds no secret for it."
                     ),
                 ),
+                Event::CertificateClientCreated {
+                    client_id,
+                    certificate: issued,
+                } => {
+                    let holds = format!(
+                        "It authenticates with its client certificate over mutual TLS (tls_client_auth): {}, serial {}, valid until {}; fetch it with `steward agents certificate {}` (GET /api/agents/{}/certificate). Its key stays with the agent; Steward holds no secret for it.",
+                        issued.spiffe_id,
+                        issued.serial,
+                        issued.not_after.to_rfc3339(),
+                        agent.name,
+                        agent.name
+                    );
+                    certificate = Some(issued);
+                    (client_id, None, holds)
+                }
                 other => {
                     return Err(not_applicable(
                         Onboarding::KIND,
@@ -459,6 +481,7 @@ fn on_provisioning(
             agent.secret_version = secret_version;
             agent.credential_issued_at = Some(ctx.now);
             agent.updated_at = ctx.now;
+            agent.certificates.extend(certificate);
             let approver = approval
                 .as_ref()
                 .map(|a| Actor::Person(a.approver.clone()))
@@ -558,7 +581,7 @@ fn settle_claim(agent: &Agent, ctx: &Ctx, adopted: bool, reason: String) -> Opti
         })
 }
 
-fn create_client(agent: &Agent) -> Command {
+fn create_client(agent: &Agent, ctx: &Ctx) -> Command {
     // A key-bound agent's client is made with the key it proved it holds (its only key now).
     let key = agent
         .keys
@@ -573,5 +596,12 @@ fn create_client(agent: &Agent) -> Command {
         adopt: agent.client_id.clone(),
         key,
         binding: agent.token_binding,
+        // A tls_client_auth agent's certificate is issued from its CSR with the client, under
+        // the policy's trust domain and lifetime.
+        certificate: agent
+            .csr
+            .as_deref()
+            .filter(|_| agent.credential_kind == crate::credential::CredentialKind::TlsClientAuth)
+            .map(|csr| ctx.policy.credentials.certificate_order(csr)),
     })
 }

@@ -117,6 +117,7 @@ pub fn sensitive_request() -> AgentRequest {
     AgentRequest {
         credential: Default::default(),
         public_key: None,
+        csr: None,
         name: AGENT_NAME.into(),
         owner: OWNER.into(),
         team: "sre".into(),
@@ -171,6 +172,8 @@ pub fn active_agent() -> Agent {
         credential_kind: Default::default(),
         token_binding: Default::default(),
         keys: vec![],
+        csr: None,
+        certificates: vec![],
         decommission: None,
         last_review: None,
     }

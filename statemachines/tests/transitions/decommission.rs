@@ -16,6 +16,7 @@ scenarios![
     scenario_decommission_refuses_results_out_of_order,
     scenario_decommission_refuses_another_timer_or_another_commands_failure,
     scenario_decommission_ended_states_accept_no_event,
+    scenario_decommission_revokes_the_agents_certificate_in_its_first_step,
 ];
 
 pub(crate) fn decommission_input(
@@ -691,4 +692,77 @@ fn scenario_decommission_ended_states_accept_no_event() {
             );
         }
     }
+}
+
+/// A `tls_client_auth` agent's certificate is revoked in the decommission's first step, with
+/// its audit record and a receipt step, before anything is asked of the IdP; a certificate
+/// revoked already keeps its first revocation.
+fn scenario_decommission_revokes_the_agents_certificate_in_its_first_step() {
+    use statemachines::credential::{
+        CESSATION_OF_OPERATION, CertificateRecord, CertificateRevocation, CredentialKind,
+    };
+    let cert = |serial: &str, revoked: Option<CertificateRevocation>| CertificateRecord {
+        serial: serial.into(),
+        spiffe_id: format!("spiffe://steward.local/agent/{}", active_agent().name),
+        x5t_s256: format!("x5t-{serial}"),
+        not_before: at(-86_400),
+        not_after: at(29 * 86_400),
+        revoked,
+    };
+    let earlier = CertificateRevocation {
+        at: at(-3600),
+        reason: "key_compromise".into(),
+    };
+    let mut agent = active_agent();
+    agent.credential_kind = CredentialKind::TlsClientAuth;
+    agent.certificates = vec![cert("0a01", Some(earlier.clone())), cert("0a02", None)];
+    let step = started::<Decommission>(DecommissionInput {
+        agent,
+        reason: DecommissionReason::Freeze {
+            decided_by: APPROVER.into(),
+        },
+        requested_by: Actor::Person(APPROVER.into()),
+    });
+    assert_eq!(
+        names(&step.commands),
+        [
+            "audit",
+            "workflow.supersede",
+            "agent.update",
+            "audit",
+            "idp.revoke_tokens"
+        ]
+    );
+    assert_eq!(
+        agent_changes(&step.commands),
+        [&AgentChange::CertificateRevoked {
+            serial: "0a02".into(),
+            at: now(),
+            reason: CESSATION_OF_OPERATION.into(),
+        }]
+    );
+    let DecommissionState::RevokingTokens { agent, receipt } = &step.state else {
+        panic!("expected RevokingTokens, got {:?}", step.state)
+    };
+    assert_eq!(steps_of(receipt), [("revoke certificate", true)]);
+    assert!(receipt.steps[0].detail.contains("0a02"));
+    assert_eq!(agent.certificates[0].revoked.as_ref(), Some(&earlier));
+    assert_eq!(
+        agent.certificates[1]
+            .revoked
+            .as_ref()
+            .map(|r| r.reason.as_str()),
+        Some(CESSATION_OF_OPERATION)
+    );
+    // Applied to the stored record, the revocation stays as first written.
+    let mut stored = active_agent();
+    stored.certificates = vec![cert("0a02", None)];
+    for change in agent_changes(&step.commands) {
+        stored.apply(change, now());
+        stored.apply(change, at(60));
+    }
+    assert_eq!(
+        stored.certificates[0].revoked.as_ref().map(|r| r.at),
+        Some(now())
+    );
 }

@@ -49,6 +49,8 @@ pub(crate) fn shadow_agent() -> Agent {
         credential_kind: Default::default(),
         token_binding: Default::default(),
         keys: vec![],
+        csr: None,
+        certificates: vec![],
         decommission: None,
         last_review: None,
     }

@@ -44,6 +44,7 @@ scenarios![
     scenario_onboarding_key_client_holds_the_agents_key_and_no_secret,
     scenario_onboarding_refuses_credential_kind_outside_environment_policy,
     scenario_onboarding_refuses_key_kind_without_key_and_key_without_key_kind,
+    scenario_onboarding_certificate_client_is_made_from_the_csr_under_the_policy,
 ];
 
 fn agent_key() -> statemachines::credential::AgentKey {
@@ -152,7 +153,8 @@ fn scenario_onboarding_refuses_credential_kind_outside_environment_policy() {
     assert!(start_under(keys_only_in_prod(), dev).is_ok());
 }
 
-/// A key kind needs its key; a secret agent carries none; certificates are not offered yet.
+/// A key kind needs its key; a secret agent carries none; a certificate agent needs its CSR,
+/// and only it may carry one.
 fn scenario_onboarding_refuses_key_kind_without_key_and_key_without_key_kind() {
     use statemachines::credential::CredentialKind;
     assert_rejected(
@@ -186,8 +188,130 @@ fn scenario_onboarding_refuses_key_kind_without_key_and_key_without_key_kind() {
             }),
             now(),
         ),
+        "csr",
+        "needs a certificate signing request",
+    );
+    assert_rejected(
+        start::<Onboarding>(
+            onboarding_input(AgentRequest {
+                csr: Some(CSR.into()),
+                ..plain_request()
+            }),
+            now(),
+        ),
+        "csr",
+        "only for credential tls_client_auth, not `secret`",
+    );
+    assert_rejected(
+        start::<Onboarding>(
+            onboarding_input(AgentRequest {
+                csr: Some("MIIB".into()),
+                ..certificate_request()
+            }),
+            now(),
+        ),
+        "csr",
+        "must be PEM",
+    );
+    assert_rejected(
+        start::<Onboarding>(
+            onboarding_input(AgentRequest {
+                csr: Some(format!("{CSR}{}", "A".repeat(20_000))),
+                ..certificate_request()
+            }),
+            now(),
+        ),
+        "csr",
+        "at most 16384",
+    );
+}
+
+/// A well-formed PEM request (the machine does not read it; the API and the CA do).
+pub(crate) const CSR: &str =
+    "-----BEGIN CERTIFICATE REQUEST-----\nMIIBzzCCAXQCAQAw\n-----END CERTIFICATE REQUEST-----\n";
+
+pub(crate) fn certificate_request() -> AgentRequest {
+    AgentRequest {
+        credential: statemachines::credential::CredentialKind::TlsClientAuth,
+        csr: Some(CSR.into()),
+        ..plain_request()
+    }
+}
+
+/// A `tls_client_auth` agent: the client is made with a certificate issued from its CSR under
+/// the policy's trust domain and lifetime; it becomes active holding the certificate's public
+/// facts, with nothing in the vault.
+fn scenario_onboarding_certificate_client_is_made_from_the_csr_under_the_policy() {
+    use statemachines::credential::{CertificateRecord, CredentialKind, TokenBinding};
+    let mut p = policy().clone();
+    p.credentials
+        .binding
+        .insert("prod".into(), TokenBinding::Certificate);
+    p.credentials.trust_domain = "agents.example.com".into();
+    p.credentials.certificate_lifetime_days = 14;
+    let p: &'static Policy = Box::leak(Box::new(p));
+    // Certificate binding is for certificate agents only.
+    assert_rejected(
+        start_under(p, keyed_request()),
         "credential",
-        "tls_client_auth agents are not offered yet",
+        "requires certificate-bound tokens",
+    );
+    let step = start_under(p, certificate_request()).unwrap();
+    let OnboardingState::Provisioning { agent, .. } = &step.state else {
+        panic!("expected Provisioning, got {:?}", step.state)
+    };
+    assert_eq!(agent.credential_kind, CredentialKind::TlsClientAuth);
+    assert_eq!(agent.token_binding, TokenBinding::Certificate);
+    assert_eq!(agent.csr.as_deref(), Some(CSR));
+    assert!(agent.keys.is_empty() && agent.certificates.is_empty());
+    let order = match idp_commands(&step.commands).as_slice() {
+        [
+            IdpCommand::CreateClient {
+                key: None,
+                binding: TokenBinding::Certificate,
+                certificate: Some(order),
+                ..
+            },
+        ] => order.clone(),
+        other => panic!("expected one CreateClient with a certificate, got {other:?}"),
+    };
+    assert_eq!(order.csr, CSR);
+    assert_eq!(order.trust_domain, "agents.example.com");
+    assert_eq!(order.lifetime_days, 14);
+
+    let issued = CertificateRecord {
+        serial: "4f2a".into(),
+        spiffe_id: format!("spiffe://agents.example.com/agent/{}", agent.name),
+        x5t_s256: "x5t-of-the-certificate".into(),
+        not_before: at(5),
+        not_after: at(5 + 14 * 86_400),
+        revoked: None,
+    };
+    let done = accepted::<Onboarding>(
+        &step.state,
+        Event::CertificateClientCreated {
+            client_id: CLIENT_ID.into(),
+            certificate: issued.clone(),
+        },
+        at(5),
+    );
+    let OnboardingState::Active { agent, .. } = &done.state else {
+        panic!("expected Active, got {:?}", done.state)
+    };
+    assert_eq!(agent.client_id.as_deref(), Some(CLIENT_ID));
+    assert_eq!(agent.secret_version, None, "nothing is in the vault");
+    assert_eq!(agent.certificates, std::slice::from_ref(&issued));
+    let told = done
+        .commands
+        .iter()
+        .find_map(|c| match c {
+            Command::Notify { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .expect("the owner is told");
+    assert!(
+        told.contains(&issued.spiffe_id) && told.contains("/certificate"),
+        "{told}"
     );
 }
 
@@ -211,6 +335,7 @@ pub(crate) fn create_client_of(commands: &[Command]) -> (&str, &str, &[String], 
                 adopt: None,
                 key: None,
                 binding: _,
+                certificate: None,
             },
         ] => (agent_id, name, scopes, *token_lifetime_secs),
         other => panic!("expected exactly one CreateClient, got {other:?}"),

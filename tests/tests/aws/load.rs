@@ -49,6 +49,8 @@ fn agent(i: usize, status: AgentStatus, v: i64) -> Agent {
         credential_kind: Default::default(),
         token_binding: Default::default(),
         keys: vec![],
+        csr: None,
+        certificates: vec![],
         decommission: None,
         last_review: None,
     }

@@ -54,6 +54,8 @@ fn sample(op: Op, ids: &Ids) -> Sample {
             Some(json!({"public_jwk": {"kty": "EC"}, "key_proof": "not a proof"})),
         ),
         Op::ShowAgent | Op::AgentHistory | Op::AgentGrants => call(&[AGENT], None),
+        // A secret agent has no certificate: refused alike.
+        Op::AgentCertificate => call(&[AGENT], None),
         Op::ChangeScopes => call(
             &[AGENT],
             Some(json!({"add": ["okta:users:manage"], "reason": "parity"})),

@@ -9,6 +9,7 @@ mod support;
 mod anomaly;
 mod audit_seal;
 mod campaigns;
+mod certificates;
 mod cli;
 mod cli_output;
 mod concurrent_decisions;

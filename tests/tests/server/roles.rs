@@ -44,7 +44,9 @@ fn principals() -> Vec<Principal> {
 fn sample(op: Op, workflow: &str, approval: &str) -> (Vec<String>, Value) {
     let reason = json!({"reason": "role table test"});
     let (args, body): (Vec<&str>, Value) = match op {
-        Op::ShowAgent | Op::AgentHistory | Op::AgentGrants => (vec![NAME], Value::Null),
+        Op::ShowAgent | Op::AgentHistory | Op::AgentGrants | Op::AgentCertificate => {
+            (vec![NAME], Value::Null)
+        }
         Op::ChangeScopes => (
             vec![NAME],
             json!({"add": ["erp:orders:read"], "reason": "role table test"}),

@@ -1,10 +1,13 @@
 //! The all-in-one local server: the admin API and the public edges (the one router of
 //! `shared::http`, the same the `api` Lambda function serves), the dev IdP's token endpoint,
 //! and the worker and timer tick in-process. Binds 127.0.0.1 by default; the admin API needs
-//! the bearer token stored (0600) in the data directory.
+//! the bearer token stored (0600) in the data directory. A second listener, TLS with client
+//! certificates from the internal CA (`mtls`), serves the token and introspection endpoints to
+//! `tls_client_auth` agents.
 
 pub mod connections;
 mod jobs;
+pub mod mtls;
 mod sign_in;
 mod token;
 pub use token::TrustedProxies;
@@ -52,13 +55,16 @@ impl LocalViews for ConsoleNotices {
     }
 }
 
-/// The local server's whole router: the shared surface plus the dev IdP's endpoints.
+/// The local server's whole router: the shared surface plus the dev IdP's endpoints (and the
+/// CA's certificate and CRL when `mtls` names the CA and the mTLS listener's base URL); with
+/// the dev IdP's state, which the mTLS listener's router shares.
 pub fn router(
     stack: &Embedded,
     admin_token: Secret,
     proxies: TrustedProxies,
     failures: FailureLimits,
-) -> axum::Router {
+    mtls: Option<(Arc<shared::ca::InternalCa>, String)>,
+) -> (axum::Router, token::Edge) {
     let app = App::new(AppParts {
         engine: stack.engine.clone(),
         auth: Arc::new(BearerTokens {
@@ -74,13 +80,32 @@ pub fn router(
         local: Some(Arc::new(ConsoleNotices(stack.console.clone()))),
         dashboard: dashboard(stack),
     });
-    shared::http::router(app.clone()).merge(token::router(
-        app,
+    let edge = token::Edge::new(
+        app.clone(),
         stack.idp.clone(),
         stack.people_at_dev_idp,
         proxies,
         failures,
-    ))
+        mtls.clone(),
+    );
+    let mut routes = shared::http::router(app.clone()).merge(token::router(edge.clone()));
+    if let Some((ca, _)) = mtls {
+        routes = routes.merge(mtls::ca_router(app, ca));
+    }
+    (routes, edge)
+}
+
+/// Opens the internal CA (made on first use, kept in the vault) with the policy's trust domain
+/// and certificate lifetime.
+pub async fn open_ca(stack: &Embedded) -> anyhow::Result<Arc<shared::ca::InternalCa>> {
+    let credentials = &stack.engine.policy.credentials;
+    let settings = shared::ca::CaSettings {
+        lifetime_days: credentials.certificate_lifetime_days,
+        ..shared::ca::CaSettings::new(credentials.trust_domain.clone())
+    };
+    let vault: &dyn shared::ports::Vault = &*stack.vault;
+    let ca = shared::ca::InternalCa::open(vault, settings, chrono::Utc::now()).await?;
+    Ok(Arc::new(ca))
 }
 
 /// The dashboard, reached where the server is (the dev IdP's issuer URL), signing people in at
@@ -141,6 +166,18 @@ pub async fn serve(
     proxies: TrustedProxies,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_with(stack, listener, None, every, proxies, shutdown).await
+}
+
+/// [`serve`], with the mTLS listener on `mtls` when given (it runs as long as the server).
+pub async fn serve_with(
+    stack: Embedded,
+    listener: tokio::net::TcpListener,
+    mtls: Option<tokio::net::TcpListener>,
+    every: impl Into<Schedule>,
+    proxies: TrustedProxies,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let every = every.into();
     let token = Secret::new(admin_token(&stack.data_dir)?);
     let engine = &stack.engine;
@@ -180,8 +217,34 @@ pub async fn serve(
         ));
     }
     let failures = FailureLimits::from_env().map_err(anyhow::Error::msg)?;
-    let app = router(&stack, token, proxies, failures);
     let limits = connections::limits_from_env().map_err(anyhow::Error::msg)?;
+    let mtls = match mtls {
+        Some(l) => {
+            let ca = open_ca(&stack).await?;
+            let addr = l.local_addr()?;
+            let mut ips = vec![std::net::IpAddr::from([127, 0, 0, 1])];
+            if !addr.ip().is_unspecified() && !ips.contains(&addr.ip()) {
+                ips.push(addr.ip());
+            }
+            let tls = mtls::tls_config(ca.clone(), ips)?;
+            Some((l, tls, ca, format!("https://{addr}")))
+        }
+        None => None,
+    };
+    let (app, edge) = router(
+        &stack,
+        token,
+        proxies,
+        failures,
+        mtls.as_ref()
+            .map(|(_, _, ca, base)| (ca.clone(), base.clone())),
+    );
+    if let Some((l, tls, _, _)) = mtls {
+        jobs.push((
+            "mTLS listener",
+            Box::pin(mtls::serve(l, tls, token::mtls_router(edge), limits)),
+        ));
+    }
     // Each request carries its peer: the source IP detection rules compare with a baseline.
     let server = connections::serve(listener, app, limits, shutdown);
     supervise(async { server.await.map_err(Into::into) }, jobs).await

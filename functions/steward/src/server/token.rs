@@ -2,8 +2,11 @@
 //! the OpenID Connect discovery document), keys, and the token endpoint: agents' client
 //! credentials grant (RFC 6749 §4.4; every request is also a signal for detection) and people's
 //! device code, authorization code and refresh token grants (the pages are in `sign_in`). Only
-//! the embedded default has them.
+//! the embedded default has them. The token and introspection endpoints are served again on the
+//! mTLS listener (`super::mtls`), where a `tls_client_auth` agent authenticates by its
+//! certificate and gets tokens bound to it.
 
+use super::mtls::ClientCertificate;
 use super::sign_in;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -12,8 +15,10 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use serde_json::{Value, json};
 use shared::audit;
+use shared::ca::{InternalCa, VerifiedClient};
 use shared::http::App;
 use shared::idp::dev::failures::{FailedAuthentications, FailureLimits, Throttled};
+use shared::idp::dev::keys::Introspection;
 use shared::idp::dev::people;
 use shared::idp::dev::token_request::{Authentication, TokenForm, client_authentication};
 use shared::idp::dev::{ClientAuth, DevIdp, OAuthError};
@@ -39,24 +44,55 @@ pub struct Edge {
     pub proxies: TrustedProxies,
     /// Failed client authentications, per client id and per caller address.
     pub failures: Arc<FailedAuthentications>,
+    /// The mTLS listener, when it runs: the CA its client certificates are verified against,
+    /// and its base URL (`https://127.0.0.1:<port>`, named in the metadata's
+    /// `mtls_endpoint_aliases`, RFC 8705 §5).
+    pub mtls: Option<(Arc<InternalCa>, String)>,
 }
 
-/// The dev IdP's routes; refusals count in `app`'s health figures and go to its audit trail.
-/// `people`: whether people sign in here (no outside issuer is configured); `limits`: how many
-/// failed client authentications are answered before the rest are held back.
-pub fn router(
-    app: App,
-    idp: Arc<DevIdp>,
-    people: bool,
-    proxies: TrustedProxies,
-    limits: FailureLimits,
-) -> Router {
-    let agents = Router::new()
+impl Edge {
+    /// The state of the dev IdP's routes; refusals count in `app`'s health figures and go to
+    /// its audit trail. `people`: whether people sign in here (no outside issuer is
+    /// configured); `limits`: how many failed client authentications are answered before the
+    /// rest are held back (counted across both listeners).
+    pub fn new(
+        app: App,
+        idp: Arc<DevIdp>,
+        people: bool,
+        proxies: TrustedProxies,
+        limits: FailureLimits,
+        mtls: Option<(Arc<InternalCa>, String)>,
+    ) -> Self {
+        Edge {
+            app,
+            idp,
+            people,
+            proxies,
+            failures: Arc::new(FailedAuthentications::new(limits)),
+            mtls,
+        }
+    }
+}
+
+/// Agents' endpoints: metadata, token, introspection, keys.
+fn agent_routes() -> Router<Edge> {
+    Router::new()
         .route(METADATA_PATH, get(metadata))
         .route(DISCOVERY_PATH, get(metadata))
         .route(TOKEN_PATH, post(token))
         .route(INTROSPECT_PATH, post(introspect))
-        .route(KEYS_PATH, get(jwks));
+        .route(KEYS_PATH, get(jwks))
+}
+
+/// What the mTLS listener serves: agents' endpoints only (people sign in on the main one).
+pub fn mtls_router(edge: Edge) -> Router {
+    agent_routes().with_state(edge)
+}
+
+/// The dev IdP's routes on the main listener: agents' endpoints and, when people sign in
+/// here, the sign-in pages.
+pub fn router(edge: Edge) -> Router {
+    let agents = agent_routes();
     let sign_in = Router::new()
         .route(
             people::DEVICE_AUTHORIZATION_PATH,
@@ -70,18 +106,12 @@ pub fn router(
             people::AUTHORIZE_PATH,
             get(sign_in::authorize_page).post(sign_in::authorize_entry),
         );
-    let routes = if people {
+    let routes = if edge.people {
         agents.merge(sign_in)
     } else {
         agents
     };
-    routes.with_state(Edge {
-        app,
-        idp,
-        people,
-        proxies,
-        failures: Arc::new(FailedAuthentications::new(limits)),
-    })
+    routes.with_state(edge)
 }
 
 async fn metadata(State(edge): State<Edge>) -> Json<Value> {
@@ -98,7 +128,37 @@ async fn metadata(State(edge): State<Edge>) -> Json<Value> {
             json!(["client_credentials"]),
         );
     }
+    // RFC 8705 §5: where certificate clients reach the token and introspection endpoints.
+    if let Some((_, base)) = &edge.mtls
+        && let Some(o) = m.as_object_mut()
+    {
+        o.insert(
+            "mtls_endpoint_aliases".into(),
+            json!({
+                "token_endpoint": format!("{base}{TOKEN_PATH}"),
+                "introspection_endpoint": format!("{base}{INTROSPECT_PATH}"),
+            }),
+        );
+    }
     Json(m)
+}
+
+/// The connection's client certificate, checked against the CA and the registry: `None` when
+/// the connection presented none (or is not the mTLS listener's), else the verified
+/// certificate or why it is refused.
+async fn presented(
+    edge: &Edge,
+    certificate: Option<&ClientCertificate>,
+    client_id: Option<&str>,
+) -> Option<Result<VerifiedClient, String>> {
+    let (ca, _) = edge.mtls.as_ref()?;
+    let der = certificate?;
+    Some(
+        edge.app
+            .engine
+            .check_client_certificate(ca, &der.0, client_id)
+            .await,
+    )
 }
 
 async fn jwks(State(edge): State<Edge>) -> Json<Value> {
@@ -197,6 +257,7 @@ fn person_grant(
 async fn token(
     State(edge): State<Edge>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    certificate: Option<axum::Extension<ClientCertificate>>,
     headers: HeaderMap,
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -216,7 +277,9 @@ async fn token(
         .and_then(|f| f.scope.clone())
         .unwrap_or_default();
     let caller = edge.proxies.client_ip(peer.ip(), &headers);
-    let (client_id, result) = grant(&edge, &headers, form, now);
+    let named = form.as_ref().ok().and_then(|f| f.client_id.clone());
+    let presented = presented(&edge, certificate.as_deref(), named.as_deref()).await;
+    let (client_id, result) = grant(&edge, &headers, form, presented, now);
     // The secret is always checked first, so a right one is never held back: only failures
     // count, and only failures past a limit are answered 429.
     if let Err(e) = &result
@@ -249,14 +312,9 @@ async fn token(
                 granted: words(&granted),
                 success,
                 reason,
-                // What the answer's token is bound to: DPoP (`cnf.jkt`) or nothing (Bearer).
-                binding: result.as_ref().ok().map(|t| {
-                    if t.token_type.eq_ignore_ascii_case("DPoP") {
-                        statemachines::credential::TokenBinding::Dpop
-                    } else {
-                        statemachines::credential::TokenBinding::None
-                    }
-                }),
+                // What the answer's token is bound to: a DPoP key (`cnf.jkt`), the client
+                // certificate (`cnf.x5t#S256`), or nothing (Bearer).
+                binding: result.as_ref().ok().map(|t| t.binding),
             };
             let received = shared::intake::Received {
                 source: "dev-idp",
@@ -285,10 +343,14 @@ async fn token(
 }
 
 /// Parses and checks a client_credentials request; returns the client id it named, if any.
+/// `presented`: the mTLS connection's client certificate as checked; a request with no secret
+/// and no assertion authenticates with it (`tls_client_auth`, RFC 8705 §2.1), naming its
+/// `client_id`.
 fn grant(
     edge: &Edge,
     headers: &HeaderMap,
     form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+    presented: Option<Result<VerifiedClient, String>>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> (
     Option<String>,
@@ -306,19 +368,51 @@ fn grant(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let (named, authentication) = client_authentication(authorization, &form);
-    let authentication = match authentication {
-        Ok(a) => a,
-        Err(e) => return (named, Err(e)),
-    };
-    let auth = match &authentication {
-        Authentication::Secret(client_id, secret) => ClientAuth::Secret { client_id, secret },
-        Authentication::Assertion {
-            client_id,
-            assertion,
-        } => ClientAuth::Assertion {
+    let certificate_only = authorization.is_none()
+        && form.client_secret.is_none()
+        && form.client_assertion.is_none()
+        && form.client_assertion_type.is_none();
+    let verified;
+    let auth = match (&authentication, presented) {
+        (Ok(Authentication::Secret(client_id, secret)), _) => {
+            ClientAuth::Secret { client_id, secret }
+        }
+        (
+            Ok(Authentication::Assertion {
+                client_id,
+                assertion,
+            }),
+            _,
+        ) => ClientAuth::Assertion {
             client_id,
             assertion,
         },
+        (Err(_), Some(checked)) if certificate_only => {
+            let Some(client_id) = form.client_id.as_deref() else {
+                return (
+                    None,
+                    Err(OAuthError::invalid_request(
+                        "name the client: tls_client_auth requests carry client_id (RFC 8705 §2)",
+                    )),
+                );
+            };
+            verified = match checked {
+                Ok(v) => v,
+                Err(why) => {
+                    return (
+                        Some(client_id.to_string()),
+                        Err(OAuthError::invalid_client(format!(
+                            "client certificate refused: {why}"
+                        ))),
+                    );
+                }
+            };
+            ClientAuth::Certificate {
+                client_id,
+                certificate: &verified,
+            }
+        }
+        (Err(e), _) => return (named, Err(e.clone())),
     };
     let id = auth.client_id().to_string();
     if form.grant_type.as_deref() != Some("client_credentials") {
@@ -367,6 +461,7 @@ struct IntrospectForm {
 /// why; it is counted and audited like any refusal.
 async fn introspect(
     State(edge): State<Edge>,
+    certificate: Option<axum::Extension<ClientCertificate>>,
     headers: HeaderMap,
     form: Result<Form<IntrospectForm>, axum::extract::rejection::FormRejection>,
 ) -> Response {
@@ -388,7 +483,22 @@ async fn introspect(
         Err(e) => return edge.oauth_refusal(None, e).await,
     };
     let now = edge.app.engine.clock.now();
-    let answer = edge.idp.introspect(&token, dpop, now.timestamp());
+    // Over mutual TLS, the connection's certificate is what a certificate-bound token is
+    // compared with; a certificate the CA or the registry refuses stands for nothing.
+    let answer = match presented(&edge, certificate.as_deref(), None).await {
+        Some(Err(why)) => Introspection {
+            active: false,
+            reason: Some(format!(
+                "the connection's client certificate is refused: {why}"
+            )),
+            claims: None,
+        },
+        Some(Ok(verified)) => {
+            edge.idp
+                .introspect_with(&token, dpop, Some(&verified), now.timestamp())
+        }
+        None => edge.idp.introspect(&token, dpop, now.timestamp()),
+    };
     if let Some(why) = &answer.reason {
         edge.app.count_bad_request();
         let key = format!("introspection|{why}");

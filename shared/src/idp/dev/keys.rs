@@ -19,6 +19,8 @@ pub const MAX_ASSERTION_LIFETIME_SECS: i64 = 600;
 pub enum AuthMethod {
     ClientSecret,
     PrivateKeyJwt,
+    /// RFC 8705 §2.1: the client's certificate from the internal CA, over mutual TLS.
+    TlsClientAuth,
 }
 
 /// What the IdP keeps about a client's authentication besides its row.
@@ -37,7 +39,7 @@ struct AssertionClaims {
     jti: Option<String>,
 }
 
-fn binding_name(b: TokenBinding) -> &'static str {
+pub(super) fn binding_name(b: TokenBinding) -> &'static str {
     b.as_str()
 }
 
@@ -64,10 +66,10 @@ impl DevIdp {
             .optional()?;
         Ok(match row {
             Some((method, binding)) => ClientAuthSettings {
-                method: if method == "private_key_jwt" {
-                    AuthMethod::PrivateKeyJwt
-                } else {
-                    AuthMethod::ClientSecret
+                method: match method.as_str() {
+                    "private_key_jwt" => AuthMethod::PrivateKeyJwt,
+                    "tls_client_auth" => AuthMethod::TlsClientAuth,
+                    _ => AuthMethod::ClientSecret,
                 },
                 binding: binding_of(&binding),
             },
@@ -326,6 +328,19 @@ impl DevIdp {
     /// token whose client is deactivated or deleted is not active, and an expired or forged one
     /// is not either.
     pub fn introspect(&self, token: &str, dpop: Option<&str>, now: i64) -> Introspection {
+        self.introspect_with(token, dpop, None, now)
+    }
+
+    /// [`introspect`](Self::introspect) over a connection that presented `certificate` (the
+    /// mTLS listener, which verified it against the internal CA): a certificate-bound token
+    /// (`cnf.x5t#S256`, RFC 8705 §3) is active only when that is the certificate it names.
+    pub fn introspect_with(
+        &self,
+        token: &str,
+        dpop: Option<&str>,
+        certificate: Option<&super::certs::PresentedCertificate>,
+        now: i64,
+    ) -> Introspection {
         let keys = match crate::jwks::parse_jwks(&self.jwks) {
             Ok(k) => k,
             Err(e) => {
@@ -363,6 +378,21 @@ impl DevIdp {
             Some(true) => {}
             Some(false) => return Introspection::inactive("the token's client is deactivated"),
             None => return Introspection::inactive("the token's client no longer exists"),
+        }
+        if let Some(x5t) = claims["cnf"]["x5t#S256"].as_str() {
+            match certificate {
+                None => {
+                    return Introspection::inactive(
+                        "the token is bound to a client certificate (cnf.x5t#S256): it is valid only over mutual TLS with that certificate",
+                    );
+                }
+                Some(c) if c.x5t_s256 != x5t => {
+                    return Introspection::inactive(
+                        "the connection's client certificate is not the one the token is bound to",
+                    );
+                }
+                Some(_) => {}
+            }
         }
         if let Some(jkt) = claims["cnf"]["jkt"].as_str() {
             let Some(proof) = dpop else {

@@ -23,6 +23,7 @@ use std::path::Path;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
+pub mod certs;
 pub mod dpop;
 pub mod failures;
 pub mod keys;
@@ -65,14 +66,20 @@ pub enum ClientAuth<'a> {
         client_id: &'a str,
         assertion: &'a str,
     },
+    /// RFC 8705 `tls_client_auth`: the client certificate of the mutual TLS connection, which
+    /// the listener verified against the internal CA (chain, validity, revocation).
+    Certificate {
+        client_id: &'a str,
+        certificate: &'a certs::PresentedCertificate,
+    },
 }
 
 impl ClientAuth<'_> {
     pub fn client_id(&self) -> &str {
         match self {
-            ClientAuth::Secret { client_id, .. } | ClientAuth::Assertion { client_id, .. } => {
-                client_id
-            }
+            ClientAuth::Secret { client_id, .. }
+            | ClientAuth::Assertion { client_id, .. }
+            | ClientAuth::Certificate { client_id, .. } => client_id,
         }
     }
 }
@@ -163,6 +170,10 @@ pub struct TokenResponse {
     /// learns from it that the agent switched).
     #[serde(skip)]
     pub kid: Option<String>,
+    /// What the token is bound to (not sent: the token's `cnf` says it): a DPoP key, the
+    /// client certificate, or nothing.
+    #[serde(skip)]
+    pub binding: TokenBinding,
 }
 
 fn hash(secret: &str) -> String {
@@ -254,7 +265,8 @@ impl DevIdp {
             "id_token_signing_alg_values_supported": ["EdDSA"],
             "scopes_supported": ["openid", "email", "offline_access"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "email", "email_verified"],
-            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth", "none"],
+            "tls_client_certificate_bound_access_tokens": true,
             "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
             "dpop_signing_alg_values_supported": ["ES256", "ES384", "RS256", "PS256", "EdDSA"],
             "introspection_endpoint": at(INTROSPECT_PATH),
@@ -332,6 +344,17 @@ impl DevIdp {
                 )?);
                 true
             }
+            ClientAuth::Certificate { certificate, .. } => {
+                if row.is_none() {
+                    return Err(OAuthError::invalid_client("client authentication failed"));
+                }
+                Self::authenticate_certificate(&conn, client_id, certificate)?;
+                true
+            }
+        };
+        let presented = match auth {
+            ClientAuth::Certificate { certificate, .. } => Some(certificate),
+            _ => None,
         };
         let Some((scopes_json, lifetime, active)) = row.filter(|_| ok) else {
             return Err(OAuthError::invalid_client("client authentication failed"));
@@ -370,6 +393,11 @@ impl DevIdp {
                     });
                 }
                 Some(p.jkt)
+            }
+            None if settings.binding == TokenBinding::Certificate && presented.is_none() => {
+                return Err(OAuthError::invalid_client(
+                    "this client's tokens must be bound to its certificate: request them over mutual TLS (the mTLS listener) presenting the client certificate",
+                ));
             }
             None if settings.binding == TokenBinding::Dpop => {
                 return Err(OAuthError {
@@ -411,10 +439,22 @@ impl DevIdp {
         if let Some(jkt) = &bound {
             claims["cnf"] = json!({ "jkt": jkt });
         }
+        // RFC 8705 §3.1: a token issued over mutual TLS to a certificate client names the
+        // certificate; it stays a Bearer token in type, useless without the certificate's key.
+        if let Some(cert) = presented {
+            claims["cnf"]["x5t#S256"] = json!(cert.x5t_s256);
+        }
         let token = self.sign("at+jwt", &claims)?;
         Ok(TokenResponse {
             access_token: token,
             token_type: if bound.is_some() { "DPoP" } else { "Bearer" },
+            binding: if presented.is_some() {
+                TokenBinding::Certificate
+            } else if bound.is_some() {
+                TokenBinding::Dpop
+            } else {
+                TokenBinding::None
+            },
             kid,
             expires_in: lifetime,
             scope: scopes.join(" "),
@@ -648,7 +688,12 @@ impl IdentityProvider for DevIdp {
     async fn delete_client(&self, client_id: &str) -> Result<(), IdpError> {
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(unavailable)?;
-        for table in ["idp_secrets", "idp_keys", "idp_client_auth"] {
+        for table in [
+            "idp_secrets",
+            "idp_keys",
+            "idp_client_auth",
+            "idp_client_certs",
+        ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE client_id=?1"),
                 [client_id],
@@ -689,6 +734,19 @@ impl IdentityProvider for DevIdp {
 
     async fn keys(&self, client_id: &str) -> Result<Vec<ClientKey>, IdpError> {
         self.keys_now(client_id)
+    }
+
+    fn certificate_clients(&self) -> bool {
+        true
+    }
+
+    async fn create_certificate_client(
+        &self,
+        spec: &ClientSpec,
+        certificate: &crate::ports::idp::CertificateRecord,
+        idempotency_key: &str,
+    ) -> Result<String, IdpError> {
+        self.create_certificate_client_now(spec, certificate, idempotency_key)
     }
 
     async fn test_key(&self, client_id: &str, key: &AgentKeyPair) -> Result<(), IdpError> {
