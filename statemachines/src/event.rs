@@ -40,9 +40,13 @@ pub enum Event {
     KeyAdded {
         kid: String,
     },
-    /// A token grant was signed with key `kid` (the agent switched to it).
+    /// A token grant was signed with key `kid` (the agent switched to it), as the IdP reported
+    /// it, or as the owner or a security approver (`confirmed_by`) confirmed it where the IdP
+    /// does not report which key signed a grant.
     KeyUsed {
         kid: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirmed_by: Option<String>,
     },
     /// Key `kid` is gone from the client.
     KeyRemoved {

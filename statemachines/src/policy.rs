@@ -76,6 +76,10 @@ pub struct Credentials {
     /// How long a key rotation waits for the agent's first token with the new key before it
     /// removes the new key again.
     pub first_use_secs: u64,
+    /// An agent-held key is removed this many days after it was added.
+    pub key_max_age_days: u32,
+    /// The owner is asked to rotate a key this many days before its end.
+    pub key_remind_days: u32,
 }
 
 impl Default for Credentials {
@@ -86,6 +90,8 @@ impl Default for Credentials {
             certificate_lifetime_days: DEFAULT_CERTIFICATE_LIFETIME_DAYS,
             trust_domain: DEFAULT_TRUST_DOMAIN.into(),
             first_use_secs: 7 * 86_400,
+            key_max_age_days: 90,
+            key_remind_days: 14,
         }
     }
 }

@@ -34,6 +34,9 @@ pub enum AgentsCmd {
         #[arg(long)]
         key: PathBuf,
     },
+    /// Confirm the agent now uses its new key KID, where the identity provider does not report
+    /// which key signed a grant: its key rotation goes on to the grace period.
+    ConfirmKey { agent: String, kid: String },
     /// Make a key pair for a `private_key_jwt` agent (P-256, PKCS#8 PEM, mode 0600) and print
     /// its public JWK. The file stays with the agent; Steward never sees it.
     NewKey {
@@ -276,6 +279,16 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
                     "key rotation {} → {}",
                     v["workflow_id"].as_str().unwrap_or("?"),
                     v["state"].as_str().unwrap_or("?")
+                );
+            });
+            return Ok(());
+        }
+        AgentsCmd::ConfirmKey { agent, kid } => {
+            let v = json_of(api.confirm_key(&agent, &kid).await)?;
+            print(c, &v, |v| {
+                println!(
+                    "key {kid} confirmed in use; rotation {} goes on to its grace period",
+                    v["workflow_id"].as_str().unwrap_or("?")
                 );
             });
             return Ok(());

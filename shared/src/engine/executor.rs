@@ -368,11 +368,13 @@ impl Executor {
                 }))
             }
             Command::Idp(IdpCommand::RemoveKey { client_id, kid }) => {
-                self.idp
-                    .remove_key(client_id, kid)
-                    .await
-                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
-                Ok(Some(Event::KeyRemoved { kid: kid.clone() }))
+                // A client that is gone holds no key either.
+                match self.idp.remove_key(client_id, kid).await {
+                    Ok(()) | Err(IdpError::UnknownClient(_)) => {
+                        Ok(Some(Event::KeyRemoved { kid: kid.clone() }))
+                    }
+                    Err(e) => Err(fail(e.to_string(), e.retryable())),
+                }
             }
             Command::Idp(IdpCommand::DeleteClient { client_id }) => {
                 match self.idp.delete_client(client_id).await {

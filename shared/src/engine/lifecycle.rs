@@ -31,6 +31,9 @@ pub struct SweepReport {
     pub last_start: Option<chrono::DateTime<chrono::Utc>>,
     /// Time-bound agents whose expiry watch started now.
     pub expiries_started: usize,
+    /// Agent-held keys near their maximum age whose watch started now (owner asked to rotate).
+    #[serde(default)]
+    pub key_expiries_started: usize,
     /// The scheduled access-review campaign this sweep launched, if one was due.
     pub campaign_launched: Option<String>,
     /// Shadow agents (IdP clients nobody registered) this sweep found for the first time.
@@ -167,6 +170,62 @@ impl Engine {
         })
     }
 
+    /// The owner (or a security approver) confirms the agent now uses key `kid`: the key
+    /// rotation waiting for its first use goes on, as if the IdP had reported a grant with it.
+    /// For identity providers that do not say which key signed a grant (Okta, RFC 7592).
+    pub async fn confirm_key_in_use(
+        &self,
+        agent_ref: &str,
+        kid: &str,
+        person: &str,
+    ) -> Result<String, EngineError> {
+        use statemachines::key_rotation::KeyRotation;
+        let by = Actor::Person(person.to_string());
+        let agent = self
+            .agent_for("key use confirmation", agent_ref, &by)
+            .await?;
+        self.check_owner_or_approver("key use confirmation", &agent, person, &by)
+            .await?;
+        let newest = agent
+            .keys
+            .iter()
+            .rfind(|k| k.status == statemachines::credential::KeyStatus::Active);
+        let waiting = self
+            .store
+            .instances_for_agent(&agent.id)
+            .await?
+            .into_iter()
+            .find(|i| !i.terminal && i.kind == KeyRotation::KIND && i.state_name == "AwaitingUse");
+        let (Some(i), Some(_)) = (waiting, newest.filter(|k| k.key.kid == kid)) else {
+            let why = format!(
+                "no key rotation of {} waits for key {kid} to be used",
+                agent.name
+            );
+            self.audit_refusal(
+                "key use confirmation",
+                &by,
+                Some((&agent.id, &agent.name)),
+                None,
+                &why,
+            )
+            .await?;
+            return Err(EngineError::Conflict(why));
+        };
+        self.send(
+            vec![Message::Event {
+                event_id: format!("key-confirmed/{}/{kid}", i.id),
+                workflow_id: i.id.clone(),
+                event: Event::KeyUsed {
+                    kid: kid.to_string(),
+                    confirmed_by: Some(person.to_string()),
+                },
+            }],
+            Duration::ZERO,
+        )
+        .await?;
+        Ok(i.id)
+    }
+
     /// A token was granted to `client_id` with a client assertion signed by key `kid`: when the
     /// agent's newest key is one a key rotation waits to see used, the rotation hears of it.
     /// Costs one registry read per grant, and a workflow read only while two keys are active.
@@ -198,6 +257,7 @@ impl Engine {
                 workflow_id: i.id,
                 event: Event::KeyUsed {
                     kid: kid.to_string(),
+                    confirmed_by: None,
                 },
             })
             .collect();
@@ -328,6 +388,7 @@ impl Engine {
                 report.expiries_started += 1;
             }
         }
+        report.key_expiries_started = self.watch_key_ages(now).await?;
         report.campaign_launched = self
             .launch_scheduled_campaign()
             .await?
@@ -352,6 +413,70 @@ impl Engine {
     }
 
     /// Starts watching a time-bound agent's expiry date (once per agent).
+    /// Starts the expiry watch of every agent-held key within `key_remind_days` of its
+    /// maximum age (once per key); returns how many started.
+    async fn watch_key_ages(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, EngineError> {
+        use statemachines::credential::KeyStatus;
+        use statemachines::key_expiry::{KeyExpiry, KeyExpiryInput};
+        let c = &self.policy.credentials;
+        let max_age = chrono::Duration::days(i64::from(c.key_max_age_days));
+        let notice = max_age - chrono::Duration::days(i64::from(c.key_remind_days));
+        let read_at_most = self.policy.lifecycle.rotation_starts_per_minute as usize * 60;
+        // A key-bound agent's credential time is its newest key's: its older keys are older.
+        let agents = self
+            .store
+            .agents_with_credentials_before(now - notice, read_at_most.max(1))
+            .await?;
+        let mut started = 0;
+        for agent in agents.iter().filter(|a| {
+            a.credential_kind.key_bound()
+                && matches!(a.status, AgentStatus::Active | AgentStatus::Frozen)
+        }) {
+            for key in agent
+                .keys
+                .iter()
+                .filter(|k| k.status == KeyStatus::Active && k.added_at + notice <= now)
+            {
+                let hash = short_hash(&[&agent.id, &key.key.kid]);
+                let workflow_id = format!("key-expiry-{}-{}", agent.name, &hash[..12]);
+                if self.store.instance(&workflow_id).await?.is_some() {
+                    continue;
+                }
+                let expires_at = key.added_at + max_age;
+                let input = StartInput::KeyExpiry(KeyExpiryInput {
+                    agent: agent.clone(),
+                    kid: key.key.kid.clone(),
+                    expires_at,
+                });
+                let summary = json!({"key_expiry": {"kid": key.key.kid, "expires_at": expires_at}});
+                match self
+                    .start(
+                        &workflow_id,
+                        KeyExpiry::KIND,
+                        Some(&agent.id),
+                        &agent.name,
+                        input,
+                        &hash,
+                        Actor::Schedule("key-expiry".into()),
+                        summary,
+                    )
+                    .await
+                {
+                    Ok((_, false)) => started += 1,
+                    Ok((_, true)) => {}
+                    Err(EngineError::Rejected(r)) => {
+                        tracing::info!(agent = %agent.name, %r, "sweep: key expiry watch not started");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(started)
+    }
+
     async fn start_expiry(&self, agent: &Agent) -> Result<Option<Started>, EngineError> {
         let workflow_id = format!("expiry-{}", agent.id);
         if let Some(i) = self.store.instance(&workflow_id).await? {

@@ -5,6 +5,7 @@ use statemachines::decommission::{Decommission, DecommissionInput};
 use statemachines::discovery::{ShadowAgent, ShadowInput};
 use statemachines::expiry::{Expiry, ExpiryInput};
 use statemachines::freeze::{Freeze, FreezeInput};
+use statemachines::key_expiry::{KeyExpiry, KeyExpiryInput};
 use statemachines::key_rotation::{KeyRotation, KeyRotationInput};
 use statemachines::onboarding::{Onboarding, OnboardingInput};
 use statemachines::owner_loss::{OwnerLoss, OwnerLossInput};
@@ -36,6 +37,7 @@ pub enum StartInput {
     OwnerLoss(OwnerLossInput),
     Rotation(RotationInput),
     KeyRotation(KeyRotationInput),
+    KeyExpiry(KeyExpiryInput),
     Decommission(DecommissionInput),
     Expiry(ExpiryInput),
     ReviewCampaign(CampaignInput),
@@ -50,6 +52,7 @@ pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
         StartInput::ScopeChange(i) => erase::<ScopeChange>(workflow::start::<ScopeChange>(i, ctx)?),
         StartInput::OwnerLoss(i) => erase::<OwnerLoss>(workflow::start::<OwnerLoss>(i, ctx)?),
         StartInput::Rotation(i) => erase::<Rotation>(workflow::start::<Rotation>(i, ctx)?),
+        StartInput::KeyExpiry(i) => erase::<KeyExpiry>(workflow::start::<KeyExpiry>(i, ctx)?),
         StartInput::KeyRotation(i) => erase::<KeyRotation>(workflow::start::<KeyRotation>(i, ctx)?),
         StartInput::Decommission(i) => {
             erase::<Decommission>(workflow::start::<Decommission>(i, ctx)?)
@@ -74,6 +77,7 @@ pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Appli
         OwnerLoss::KIND => apply_typed::<OwnerLoss>(state, event, ctx),
         Rotation::KIND => apply_typed::<Rotation>(state, event, ctx),
         KeyRotation::KIND => apply_typed::<KeyRotation>(state, event, ctx),
+        KeyExpiry::KIND => apply_typed::<KeyExpiry>(state, event, ctx),
         Decommission::KIND => apply_typed::<Decommission>(state, event, ctx),
         Expiry::KIND => apply_typed::<Expiry>(state, event, ctx),
         ReviewCampaign::KIND => apply_typed::<ReviewCampaign>(state, event, ctx),

@@ -254,6 +254,15 @@ impl AdminClient {
             .await
     }
 
+    pub async fn confirm_key(
+        &self,
+        agent: &str,
+        kid: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call(&routes::CONFIRM_KEY, &[agent, kid], NO_QUERY, NO_BODY)
+            .await
+    }
+
     pub async fn key_nonce(&self) -> Result<crate::admin::KeyNonce, ClientError> {
         self.call(&routes::KEY_NONCE, &[], NO_QUERY, NO_BODY).await
     }

@@ -42,6 +42,7 @@ pub(super) fn handler(route: &Route) -> MethodRouter<App> {
         Op::ReassignOwner => on(route, reassign_owner),
         Op::Rotate => on(route, rotate),
         Op::RotateKey => on(route, rotate_key),
+        Op::ConfirmKey => on(route, confirm_key),
         Op::Decommission => on(route, decommission),
         Op::Renew => on(route, renew),
         Op::Freeze => on(route, freeze),
@@ -345,6 +346,23 @@ async fn agent_certificate(
         }
     }
     Ok((headers, stored.pem).into_response())
+}
+
+/// `POST /api/agents/{agent}/keys/{kid}/in-use`: the owner confirms the agent switched to the
+/// new key, where the identity provider does not report which key signed a grant.
+async fn confirm_key(
+    State(app): State<App>,
+    caller: Caller,
+    Path((agent, kid)): Path<(String, String)>,
+) -> Answer<impl IntoResponse> {
+    let workflow_id = app
+        .engine
+        .confirm_key_in_use(&agent, &kid, &caller.acting())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "workflow_id": workflow_id })),
+    ))
 }
 
 /// `POST /api/key-nonces`: a nonce for an agent key's proof of possession.

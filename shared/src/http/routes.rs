@@ -24,6 +24,7 @@ pub enum Op {
     ReassignOwner,
     Rotate,
     RotateKey,
+    ConfirmKey,
     Decommission,
     Renew,
     Freeze,
@@ -134,6 +135,11 @@ pub const CHANGE_SCOPES: Route = admin(Op::ChangeScopes, Post, "/api/agents/{age
 pub const REASSIGN_OWNER: Route = admin(Op::ReassignOwner, Post, "/api/agents/{agent}/owner");
 pub const ROTATE: Route = admin(Op::Rotate, Post, "/api/agents/{agent}/rotate");
 pub const ROTATE_KEY: Route = admin(Op::RotateKey, Post, "/api/agents/{agent}/keys");
+pub const CONFIRM_KEY: Route = admin(
+    Op::ConfirmKey,
+    Post,
+    "/api/agents/{agent}/keys/{kid}/in-use",
+);
 pub const DECOMMISSION: Route = admin(Op::Decommission, Post, "/api/agents/{agent}/decommission");
 pub const RENEW: Route = admin(Op::Renew, Post, "/api/agents/{agent}/renew");
 pub const FREEZE: Route = admin(Op::Freeze, Post, "/api/agents/{agent}/freeze");
@@ -193,6 +199,7 @@ pub const ROUTES: &[Route] = &[
     REASSIGN_OWNER,
     ROTATE,
     ROTATE_KEY,
+    CONFIRM_KEY,
     DECOMMISSION,
     RENEW,
     FREEZE,

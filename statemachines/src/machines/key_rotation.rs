@@ -267,7 +267,19 @@ impl Workflow for KeyRotation {
                     },
                 })
             }
-            (S::AwaitingUse { run, .. }, Event::KeyUsed { kid }) if kid == run.new_key.kid => {
+            (S::AwaitingUse { run, .. }, Event::KeyUsed { kid, confirmed_by })
+                if kid == run.new_key.kid =>
+            {
+                let (actor, how) = match confirmed_by {
+                    Some(person) => (
+                        Actor::Person(person.clone()),
+                        format!("{person} confirmed the agent uses key {kid}"),
+                    ),
+                    None => (
+                        Actor::System,
+                        format!("the agent obtained a token with key {kid}"),
+                    ),
+                };
                 let until =
                     ctx.now + Duration::seconds(ctx.policy.lifecycle.rotation_grace_secs as i64);
                 Ok(Step {
@@ -275,11 +287,11 @@ impl Workflow for KeyRotation {
                         audit(
                             &run.agent,
                             AuditKind::SecretRotated,
-                            Actor::System,
+                            actor,
                             None,
                             vec![],
                             format!(
-                                "the agent obtained a token with key {kid}: verified; the old key retires at {}",
+                                "{how}: verified; the old key retires at {}",
                                 until.format("%Y-%m-%d %H:%M UTC")
                             ),
                         ),
@@ -308,7 +320,15 @@ impl Workflow for KeyRotation {
                 let reason = format!(
                     "key {kid} was never used before the deadline: removed again; the current key keeps working"
                 );
-                Ok(fail(run, reason, false))
+                let mut step = fail(run, reason, false);
+                step.commands.insert(
+                    0,
+                    Command::UpdateAgent {
+                        agent_id: run.agent.id.clone(),
+                        change: AgentChange::KeyRetired { kid, at: ctx.now },
+                    },
+                );
+                Ok(step)
             }
             (S::Abandoning { run }, Event::CommandFailed { reason, .. }) => Ok(fail(
                 run,

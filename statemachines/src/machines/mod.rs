@@ -6,6 +6,7 @@ pub mod decommission;
 pub mod discovery;
 pub mod expiry;
 pub mod freeze;
+pub mod key_expiry;
 pub mod key_rotation;
 pub mod onboarding;
 pub mod owner_loss;
@@ -22,6 +23,7 @@ pub const ALL: &[Machine] = &[
     Machine::of::<discovery::ShadowAgent>(),
     Machine::of::<expiry::Expiry>(),
     Machine::of::<freeze::Freeze>(),
+    Machine::of::<key_expiry::KeyExpiry>(),
     Machine::of::<key_rotation::KeyRotation>(),
     Machine::of::<onboarding::Onboarding>(),
     Machine::of::<owner_loss::OwnerLoss>(),

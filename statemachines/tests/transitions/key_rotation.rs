@@ -15,7 +15,36 @@ scenarios![
     scenario_key_rotation_failures_end_it_and_say_why,
     scenario_key_rotation_cancel_wins_at_every_step_and_late_results_are_recorded,
     scenario_key_rotation_refuses_secret_agents_known_keys_and_early_timers,
+    scenario_key_rotation_owner_confirmation_counts_as_first_use_and_is_attributed,
 ];
+
+/// Where the IdP does not report which key signed a grant, the owner confirms the switch: the
+/// rotation goes on, and the trail names who confirmed.
+fn scenario_key_rotation_owner_confirmation_counts_as_first_use_and_is_attributed() {
+    let step = accepted::<KeyRotation>(
+        &awaiting(),
+        Event::KeyUsed {
+            kid: kid("new-kid"),
+            confirmed_by: Some(OWNER.into()),
+        },
+        at(60),
+    );
+    assert!(matches!(step.state, KeyRotationState::Grace { .. }));
+    let confirmed = step
+        .commands
+        .iter()
+        .find_map(|c| match c {
+            Command::Audit(a) => Some(a.clone()),
+            _ => None,
+        })
+        .expect("the confirmation is audited");
+    assert_eq!(confirmed.actor, Actor::Person(OWNER.into()));
+    assert!(
+        confirmed.message.contains("confirmed"),
+        "{}",
+        confirmed.message
+    );
+}
 
 fn key(kid: &str) -> AgentKey {
     AgentKey {
@@ -68,6 +97,7 @@ fn grace() -> KeyRotationState {
         &awaiting(),
         Event::KeyUsed {
             kid: kid("new-kid"),
+            confirmed_by: None,
         },
         at(60),
     )
@@ -135,7 +165,8 @@ fn scenario_key_rotation_first_use_starts_the_grace_then_the_old_key_is_removed(
         on::<KeyRotation>(
             &awaiting(),
             Event::KeyUsed {
-                kid: kid("old-kid")
+                kid: kid("old-kid"),
+                confirmed_by: None,
             },
             at(30)
         )
@@ -188,6 +219,7 @@ fn scenario_key_rotation_first_use_starts_the_grace_then_the_old_key_is_removed(
         &s,
         Event::KeyUsed {
             kid: kid("new-kid"),
+            confirmed_by: None,
         },
         at(60),
     )
@@ -228,6 +260,7 @@ fn scenario_key_rotation_first_use_starts_the_grace_then_the_old_key_is_removed(
         &s,
         Event::KeyUsed {
             kid: kid("new-kid"),
+            confirmed_by: None,
         },
         at(60),
     )
@@ -321,6 +354,7 @@ fn scenario_key_rotation_cancel_wins_at_every_step_and_late_results_are_recorded
         },
         Event::KeyUsed {
             kid: kid("new-kid"),
+            confirmed_by: None,
         },
         Event::KeyRemoved {
             kid: kid("old-kid"),

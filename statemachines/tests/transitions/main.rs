@@ -75,6 +75,8 @@ mod discovery_scenarios;
 mod expiry_scenarios;
 #[path = "freeze.rs"]
 mod freeze_scenarios;
+#[path = "key_expiry.rs"]
+mod key_expiry_scenarios;
 #[path = "key_rotation.rs"]
 mod key_rotation_scenarios;
 #[path = "onboarding.rs"]
@@ -127,6 +129,7 @@ fn all_scenarios() -> impl Iterator<Item = &'static (&'static str, fn())> {
         discovery_scenarios::SCENARIOS,
         expiry_scenarios::SCENARIOS,
         freeze_scenarios::SCENARIOS,
+        key_expiry_scenarios::SCENARIOS,
         key_rotation_scenarios::SCENARIOS,
         onboarding_scenarios::SCENARIOS,
         owner_loss_scenarios::SCENARIOS,

@@ -49,6 +49,7 @@ fn sample(op: Op, ids: &Ids) -> Sample {
         Op::RequestAgent => call(&[], Some(request())),
         Op::KeyNonce => call(&[], None),
         // A proof over a nonce the other side never issued: refused alike.
+        Op::ConfirmKey => call(&[AGENT, "no-such-kid"], None),
         Op::RotateKey => call(
             &[AGENT],
             Some(json!({"public_jwk": {"kty": "EC"}, "key_proof": "not a proof"})),

@@ -299,22 +299,31 @@ fn a_freeze_reason_cannot_forge_a_log_line() {
     );
 }
 
-/// `[credentials] binding` requires DPoP-bound tokens in dev, but a secret agent's client takes
-/// bearer tokens: each such grant is an `unbound-token` finding (HIGH, alert: no freeze). In
-/// prod, which requires no binding, the same grant is none.
+/// `[credentials] binding` comes to require DPoP-bound tokens in dev, but a secret agent made
+/// before still takes bearer tokens: each such grant is an `unbound-token` finding (HIGH,
+/// alert: no freeze). In prod, which requires no binding, the same grant is none.
 #[test]
 fn a_bearer_token_where_the_policy_requires_binding_is_an_unbound_token_finding() {
-    let mut opts = Options::default();
+    let opts = Options::default();
     assert!(
         !opts.policy.contains("\n[credentials]"),
         "the example sets none"
     );
-    opts.policy
-        .push_str("\n[credentials]\nbinding = { dev = \"dpop\" }\n");
-    let s = Server::start_with(opts);
-
+    let mut s = Server::start_with(opts.clone());
+    // Onboarded while dev allowed bearer tokens; then the policy starts requiring DPoP there
+    // (a new secret agent in dev would now be refused: it has no key to sign proofs with).
     let dev = s.active_dev_agent("bearer-reader-agent-dev");
-    assert_eq!(dev["token_binding"], "dpop", "{dev}");
+    assert_eq!(dev["token_binding"], "none", "{dev}");
+    s.kill();
+    std::fs::write(
+        &s.policy_path,
+        format!(
+            "{}\n[credentials]\nbinding = {{ dev = \"dpop\" }}\n",
+            opts.policy
+        ),
+    )
+    .unwrap();
+    s.spawn(&opts);
     let client = dev["client_id"].as_str().unwrap();
     let (_, secret) = s.vault_secret(dev["id"].as_str().unwrap());
     let (claims, _) = s.token_ok(client, &secret, None);

@@ -586,3 +586,78 @@ fn a_decommissioned_key_bound_agent_has_no_key_left_and_a_receipt() {
         "{v}"
     );
 }
+
+/// A key at its maximum age is removed by the sweep, never left valid: here the policy gives
+/// keys no time at all, so the first sweep ends the key it finds and the agent gets no token.
+#[test]
+fn the_sweep_removes_a_key_past_its_maximum_age() {
+    let mut o = keys_in_prod();
+    o.policy
+        .push_str("key_max_age_days = 0\nkey_remind_days = 0\n");
+    let s = Server::start_with(o);
+    let name = "ledger-aging-agent-prod";
+    let pair = AgentKeyPair::generate().unwrap();
+    let client_id = onboard_keyed(&s, name, &pair);
+    let (status, report) = s.post("/api/sweep", &json!({}));
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["key_expiries_started"], 1, "{report}");
+    let gone = s.wait("the expired key removed", SETTLE, || {
+        let a = s.agent(name);
+        (a["keys"][0]["status"] == "removed").then_some(a)
+    });
+    assert_eq!(gone["keys"][0]["kid"], pair.public().kid.as_str());
+    let (status, v) = agent_token(s.http(), &s.url("/oauth2/v1/token"), &client_id, &pair);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{v}"
+    );
+    // A second sweep starts nothing new for that key.
+    let (_, again) = s.post("/api/sweep", &json!({}));
+    assert_eq!(again["key_expiries_started"], 0, "{again}");
+}
+
+/// Where the IdP cannot say which key signed a grant, the owner confirms the switch: only the
+/// owner or security may, only for the key a rotation waits for, and the rotation then retires
+/// the old key after the grace period.
+#[test]
+fn the_owner_confirms_the_new_key_in_use_and_the_old_key_retires() {
+    let mut o = keys_in_prod();
+    o.policy = o.policy.replace("grace = \"24h\"", "grace = \"1s\"");
+    let s = Server::start_with(o);
+    let name = "ledger-confirmed-agent-prod";
+    let old = AgentKeyPair::generate().unwrap();
+    let client_id = onboard_keyed(&s, name, &old);
+    let new = AgentKeyPair::generate().unwrap();
+    let n = nonce(&s, ALICE);
+    let (status, started) = s.post_as(
+        ALICE,
+        &format!("/api/agents/{name}/keys"),
+        &json!({"public_jwk": new.public_jwk(), "key_proof": new.key_proof(name, &n, now())}),
+    );
+    assert_eq!(status, 202, "{started}");
+    let workflow = started["workflow_id"].as_str().unwrap();
+    s.wait_workflow_state(workflow, "AwaitingUse");
+    let confirm = |person: &str, kid: &str| {
+        s.post_as(
+            person,
+            &format!("/api/agents/{name}/keys/{kid}/in-use"),
+            &json!({}),
+        )
+    };
+    assert_eq!(confirm(BOB, &new.public().kid).0, 403, "not Bob's agent");
+    let (status, v) = confirm(ALICE, &old.public().kid);
+    assert_eq!(status, 409, "the old key is not the one awaited: {v}");
+    let (status, v) = confirm(ALICE, &new.public().kid);
+    assert_eq!(status, 202, "{v}");
+    s.wait_workflow_state(workflow, "Done");
+    let token_url = s.url("/oauth2/v1/token");
+    assert_eq!(agent_token(s.http(), &token_url, &client_id, &old).0, 401);
+    assert_eq!(agent_token(s.http(), &token_url, &client_id, &new).0, 200);
+    assert!(
+        s.audit().iter().any(|r| r
+            .to_string()
+            .contains("alice@example.com confirmed the agent uses key")),
+        "the confirmation is attributed"
+    );
+}

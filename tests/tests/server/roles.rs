@@ -53,6 +53,12 @@ fn sample(op: Op, workflow: &str, approval: &str) -> (Vec<String>, Value) {
         ),
         Op::ReassignOwner => (vec![NAME], json!({"owner": BOB})),
         Op::Rotate => (vec![NAME], json!({})),
+        // A key the caller never proved: only the role table, then the proof, can refuse it.
+        Op::RotateKey => (
+            vec![NAME],
+            json!({"public_jwk": {"kty": "EC"}, "key_proof": "not a proof"}),
+        ),
+        Op::ConfirmKey => (vec![NAME, "no-such-kid"], Value::Null),
         Op::Decommission | Op::Freeze | Op::Unfreeze => (vec![NAME], reason),
         Op::Renew => (
             vec![NAME],

@@ -331,6 +331,12 @@ async fn token(
     }
     match result {
         Ok(t) => {
+            // A grant signed with a key a rotation waits to see used completes that step.
+            if let (Some(id), Some(kid)) = (&client_id, &t.kid)
+                && let Err(e) = edge.app.engine.key_used(id, kid).await
+            {
+                tracing::error!(error = %e, "could not tell a key rotation its key was used");
+            }
             let mut resp = Json(t).into_response();
             resp.headers_mut().insert(
                 header::CACHE_CONTROL,
