@@ -35,6 +35,14 @@ pub struct KeyBody {
     pub key_proof: String,
 }
 
+/// `POST /api/agents/{agent}/certificates`: the agent's next CSR (PEM), made with its new key
+/// (its signature is the proof of possession).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateBody {
+    pub csr: String,
+}
+
 /// `POST /api/key-nonces`: what an agent key's proof of possession signs over.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KeyNonce {

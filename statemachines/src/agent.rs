@@ -328,6 +328,11 @@ pub enum AgentChange {
         scopes: Vec<String>,
         token_lifetime_secs: u32,
     },
+    /// A certificate rotation added a certificate (accepted beside the current one; the
+    /// newest is the one the agent fetches).
+    CertificateAdded {
+        certificate: crate::credential::CertificateRecord,
+    },
     /// The internal CA revoked one of the agent's certificates (kept; the CRL lists it).
     CertificateRevoked {
         serial: String,
@@ -430,6 +435,15 @@ impl Agent {
             } => {
                 self.scopes = scopes.clone();
                 self.token_lifetime_secs = *token_lifetime_secs;
+            }
+            AgentChange::CertificateAdded { certificate } => {
+                if !self
+                    .certificates
+                    .iter()
+                    .any(|c| c.serial == certificate.serial)
+                {
+                    self.certificates.push(certificate.clone());
+                }
             }
             AgentChange::CertificateRevoked { serial, at, reason } => {
                 // A revocation is never undone or moved: the first one stands.

@@ -65,6 +65,18 @@ pub enum IdpCommand {
     },
     /// Remove one key from a key-bound client (deactivated first where the IdP needs it).
     RemoveKey { client_id: String, kid: String },
+    /// A certificate rotation: the internal CA issues a further certificate for the agent from
+    /// its CSR (once per command key, as at onboarding) and the IdP accepts it for the client
+    /// beside the current one.
+    AddCertificate {
+        agent_id: String,
+        /// The agent's name: the certificate's SPIFFE id names it.
+        name: String,
+        client_id: String,
+        order: crate::credential::CertificateOrder,
+    },
+    /// The IdP no longer accepts the certificate `x5t_s256` for the client.
+    RemoveCertificate { client_id: String, x5t_s256: String },
     /// Set the client's granted scopes and token lifetime to exactly these (idempotent).
     SetGrants {
         client_id: String,
@@ -104,6 +116,8 @@ impl IdpCommand {
             IdpCommand::SetGrants { .. } => "idp.set_grants",
             IdpCommand::AddKey { .. } => "idp.add_key",
             IdpCommand::RemoveKey { .. } => "idp.remove_key",
+            IdpCommand::AddCertificate { .. } => "idp.add_certificate",
+            IdpCommand::RemoveCertificate { .. } => "idp.remove_certificate",
             IdpCommand::IssueSecret { .. } => "idp.issue_secret",
             IdpCommand::TestSecret { .. } => "idp.test_secret",
             IdpCommand::RemoveSecret { .. } => "idp.remove_secret",

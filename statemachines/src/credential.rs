@@ -145,6 +145,9 @@ pub struct CertificateRevocation {
 /// The RFC 5280 reason of a decommissioned agent's certificate.
 pub const CESSATION_OF_OPERATION: &str = "cessation_of_operation";
 
+/// The RFC 5280 reason of a certificate a certificate rotation replaced.
+pub const SUPERSEDED: &str = "superseded";
+
 /// What the internal CA needs to issue a `tls_client_auth` agent's certificate when its client
 /// is created: the agent's CSR and the policy's certificate settings at that time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -52,6 +52,22 @@ pub enum Event {
     KeyRemoved {
         kid: String,
     },
+    /// The internal CA issued a further certificate for a `tls_client_auth` agent (a
+    /// certificate rotation) and the identity provider accepts it beside the current one.
+    CertificateAdded {
+        certificate: crate::credential::CertificateRecord,
+    },
+    /// A token was granted over mutual TLS with the certificate `x5t#S256` (the agent switched
+    /// to it), as the mTLS token endpoint reported it.
+    CertificateUsed {
+        #[serde(rename = "x5t#S256")]
+        x5t_s256: String,
+    },
+    /// The certificate `x5t#S256` is no longer accepted for the client.
+    CertificateRemoved {
+        #[serde(rename = "x5t#S256")]
+        x5t_s256: String,
+    },
     /// The identity provider now grants exactly these scopes.
     GrantsSet {
         client_id: String,
@@ -176,6 +192,9 @@ impl Event {
             Event::KeyAdded { .. } => "KeyAdded",
             Event::KeyUsed { .. } => "KeyUsed",
             Event::KeyRemoved { .. } => "KeyRemoved",
+            Event::CertificateAdded { .. } => "CertificateAdded",
+            Event::CertificateUsed { .. } => "CertificateUsed",
+            Event::CertificateRemoved { .. } => "CertificateRemoved",
             Event::GrantsSet { .. } => "GrantsSet",
             Event::CommandFailed { .. } => "CommandFailed",
             Event::Cancel { .. } => "Cancel",

@@ -598,7 +598,10 @@ fn drive<W: Probe>(
             | Event::ShadowReleased { .. }
             | Event::KeyAdded { .. }
             | Event::KeyUsed { .. }
-            | Event::KeyRemoved { .. } => {
+            | Event::KeyRemoved { .. }
+            | Event::CertificateAdded { .. }
+            | Event::CertificateUsed { .. }
+            | Event::CertificateRemoved { .. } => {
                 invariant!(
                     "rotation, decommission and expiry events do not apply here",
                     result.is_err(),

@@ -91,6 +91,83 @@ impl Executor {
             .map_err(|_| "the vaulted certificate record is unreadable".to_string())
     }
 
+    /// The certificate the command `key` issues for the agent: the one an earlier run issued
+    /// and vaulted, or a new one from the CA, vaulted as the agent's current certificate.
+    async fn issue_once(
+        &self,
+        command: &'static str,
+        key: &str,
+        agent_id: &str,
+        agent_name: &str,
+        order: &CertificateOrder,
+    ) -> Result<StoredCertificate, ExecError> {
+        let fail = |message: String, retryable: bool| ExecError {
+            command,
+            message,
+            retryable,
+            retry_after: None,
+        };
+        if let Some(stored) = self
+            .issued_certificate(agent_id, key)
+            .await
+            .map_err(|e| fail(e, true))?
+        {
+            return Ok(stored);
+        }
+        // Asked first, so an adapter that cannot register the client never gets a CA made for
+        // it (on AWS the agent vault is wired to secret rotation).
+        if !self.idp.certificate_clients() {
+            return Err(fail(
+                "this identity provider adapter does not register tls_client_auth clients; use credential kind `secret` or `private_key_jwt` with it".into(),
+                false,
+            ));
+        }
+        let now = Utc::now();
+        let ca_failed = |what: &str, e: CaError| {
+            let retryable = matches!(e, CaError::Vault(_));
+            fail(format!("{what}: {e}"), retryable)
+        };
+        let ca = InternalCa::open(&*self.vault, ca_settings(order), now)
+            .await
+            .map_err(|e| ca_failed("opening the internal CA", e))?;
+        let issued = ca
+            .issue(&order.csr, agent_name, now)
+            .map_err(|e| ca_failed("issuing the agent's certificate", e))?;
+        let stored = StoredCertificate {
+            record: CertificateRecord {
+                serial: issued.serial,
+                spiffe_id: issued.spiffe_id,
+                x5t_s256: issued.x5t_s256,
+                not_before: issued.not_before,
+                not_after: issued.not_after,
+                revoked: None,
+            },
+            pem: issued.pem,
+        };
+        let json = serde_json::to_string(&stored)
+            .map_err(|e| fail(format!("writing the certificate record: {e}"), false))?;
+        // Two runs at once write the same version: the vault keeps the first, and both read it
+        // back. A new version becomes the current one (what the agent fetches).
+        self.vault
+            .put(
+                &certificate_secret_id(agent_id),
+                &version_id_for(key),
+                &Secret::new(json),
+                Stage::Current,
+            )
+            .await
+            .map_err(|e| fail(format!("keeping the issued certificate: {e}"), true))?;
+        self.issued_certificate(agent_id, key)
+            .await
+            .map_err(|e| fail(e, true))?
+            .ok_or_else(|| {
+                fail(
+                    "the vault returns no certificate under the version just written".into(),
+                    true,
+                )
+            })
+    }
+
     /// `IdpCommand::CreateClient` for a `tls_client_auth` agent: the CA certifies the CSR's
     /// key (once per command key), and the IdP registers a client that authenticates with that
     /// certificate.
@@ -100,82 +177,49 @@ impl Executor {
         spec: &ClientSpec,
         order: &CertificateOrder,
     ) -> Result<Option<Event>, ExecError> {
-        let fail = |message: String, retryable: bool| ExecError {
-            command: "idp.create_client",
-            message,
-            retryable,
-            retry_after: None,
-        };
-        let agent_id = &spec.agent_id;
-        let stored = match self
-            .issued_certificate(agent_id, key)
-            .await
-            .map_err(|e| fail(e, true))?
-        {
-            Some(stored) => stored,
-            None => {
-                // Asked first, so an adapter that cannot register the client never gets a CA
-                // made for it (on AWS the agent vault is wired to secret rotation).
-                if !self.idp.certificate_clients() {
-                    return Err(fail(
-                        "this identity provider adapter does not register tls_client_auth clients; use credential kind `secret` or `private_key_jwt` with it".into(),
-                        false,
-                    ));
-                }
-                let now = Utc::now();
-                let ca_failed = |what: &str, e: CaError| {
-                    let retryable = matches!(e, CaError::Vault(_));
-                    fail(format!("{what}: {e}"), retryable)
-                };
-                let ca = InternalCa::open(&*self.vault, ca_settings(order), now)
-                    .await
-                    .map_err(|e| ca_failed("opening the internal CA", e))?;
-                let issued = ca
-                    .issue(&order.csr, &spec.name, now)
-                    .map_err(|e| ca_failed("issuing the agent's certificate", e))?;
-                let stored = StoredCertificate {
-                    record: CertificateRecord {
-                        serial: issued.serial,
-                        spiffe_id: issued.spiffe_id,
-                        x5t_s256: issued.x5t_s256,
-                        not_before: issued.not_before,
-                        not_after: issued.not_after,
-                        revoked: None,
-                    },
-                    pem: issued.pem,
-                };
-                let json = serde_json::to_string(&stored)
-                    .map_err(|e| fail(format!("writing the certificate record: {e}"), false))?;
-                // Two runs at once write the same version: the vault keeps the first, and both
-                // read it back.
-                self.vault
-                    .put(
-                        &certificate_secret_id(agent_id),
-                        &version_id_for(key),
-                        &Secret::new(json),
-                        Stage::Current,
-                    )
-                    .await
-                    .map_err(|e| fail(format!("keeping the issued certificate: {e}"), true))?;
-                self.issued_certificate(agent_id, key)
-                    .await
-                    .map_err(|e| fail(e, true))?
-                    .ok_or_else(|| {
-                        fail(
-                            "the vault returns no certificate under the version just written"
-                                .into(),
-                            true,
-                        )
-                    })?
-            }
-        };
+        let stored = self
+            .issue_once("idp.create_client", key, &spec.agent_id, &spec.name, order)
+            .await?;
         let client_id = self
             .idp
             .create_certificate_client(spec, &stored.record, key)
             .await
-            .map_err(|e| fail(e.to_string(), e.retryable()))?;
+            .map_err(|e| ExecError {
+                command: "idp.create_client",
+                message: e.to_string(),
+                retryable: e.retryable(),
+                retry_after: None,
+            })?;
         Ok(Some(Event::CertificateClientCreated {
             client_id,
+            certificate: stored.record,
+        }))
+    }
+
+    /// `IdpCommand::AddCertificate` (a certificate rotation): the CA certifies the new CSR's
+    /// key (once per command key) and the IdP accepts that certificate for the client beside
+    /// the current one.
+    pub(super) async fn add_certificate(
+        &self,
+        key: &str,
+        agent_id: &str,
+        agent_name: &str,
+        client_id: &str,
+        order: &CertificateOrder,
+    ) -> Result<Option<Event>, ExecError> {
+        let stored = self
+            .issue_once("idp.add_certificate", key, agent_id, agent_name, order)
+            .await?;
+        self.idp
+            .add_certificate(client_id, &stored.record)
+            .await
+            .map_err(|e| ExecError {
+                command: "idp.add_certificate",
+                message: e.to_string(),
+                retryable: e.retryable(),
+                retry_after: None,
+            })?;
+        Ok(Some(Event::CertificateAdded {
             certificate: stored.record,
         }))
     }

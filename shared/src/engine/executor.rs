@@ -367,6 +367,29 @@ impl Executor {
                     kid: key.kid.clone(),
                 }))
             }
+            Command::Idp(IdpCommand::AddCertificate {
+                agent_id,
+                name: agent_name,
+                client_id,
+                order,
+            }) => {
+                self.add_certificate(key, agent_id, agent_name, client_id, order)
+                    .await
+            }
+            Command::Idp(IdpCommand::RemoveCertificate {
+                client_id,
+                x5t_s256,
+            }) => {
+                // A client that is gone accepts no certificate either.
+                match self.idp.remove_certificate(client_id, x5t_s256).await {
+                    Ok(()) | Err(IdpError::UnknownClient(_)) => {
+                        Ok(Some(Event::CertificateRemoved {
+                            x5t_s256: x5t_s256.clone(),
+                        }))
+                    }
+                    Err(e) => Err(fail(e.to_string(), e.retryable())),
+                }
+            }
             Command::Idp(IdpCommand::RemoveKey { client_id, kid }) => {
                 // A client that is gone holds no key either.
                 match self.idp.remove_key(client_id, kid).await {

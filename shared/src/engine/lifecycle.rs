@@ -267,6 +267,116 @@ impl Engine {
         Ok(())
     }
 
+    /// Rotates a `tls_client_auth` agent's certificate: the internal CA issues a new one from
+    /// `csr` (the agent's new CSR, checked as at onboarding: its signature is the proof of
+    /// possession), the IdP accepts it beside the current one, and the old one is revoked after
+    /// the grace period once the agent used the new one. Only the owner or a security approver;
+    /// refused while a certificate rotation or a decommission of the agent runs.
+    pub async fn request_certificate_rotation(
+        &self,
+        agent_ref: &str,
+        csr: &str,
+        person: &str,
+    ) -> Result<Started, EngineError> {
+        use statemachines::certificate_rotation::{CertificateRotation, CertificateRotationInput};
+        let what = "certificate rotation request";
+        let by = Actor::Person(person.to_string());
+        let agent = self.agent_for(what, agent_ref, &by).await?;
+        self.check_owner_or_approver(what, &agent, person, &by)
+            .await?;
+        self.accept_agent_csr(&agent.name, csr, &by).await?;
+        let live: Vec<_> = self
+            .store
+            .instances_for_agent(&agent.id)
+            .await?
+            .into_iter()
+            .filter(|i| {
+                !i.terminal && (i.kind == CertificateRotation::KIND || i.kind == Decommission::KIND)
+            })
+            .collect();
+        if let Some(other) = live.first() {
+            let why = format!(
+                "a {} of {} is running ({}); wait for it to finish",
+                other.kind.replace('_', " "),
+                agent.name,
+                other.id
+            );
+            self.audit_refusal(what, &by, Some((&agent.id, &agent.name)), None, &why)
+                .await?;
+            return Err(EngineError::Conflict(why));
+        }
+        let hash = short_hash(&[&agent.id, csr]);
+        let workflow_id = format!("certificate-rotation-{}-{}", agent.name, &hash[..12]);
+        let (agent_id, name) = (agent.id.clone(), agent.name.clone());
+        let summary = json!({"certificate_rotation": {"csr_sha256": &hash[..12]}});
+        let input = StartInput::CertificateRotation(CertificateRotationInput {
+            agent,
+            order: self.policy.credentials.certificate_order(csr),
+            requested_by: by.clone(),
+        });
+        let (state, duplicate) = self
+            .start(
+                &workflow_id,
+                CertificateRotation::KIND,
+                Some(&agent_id),
+                &name,
+                input,
+                &hash,
+                by,
+                summary,
+            )
+            .await?;
+        Ok(Started {
+            workflow_id,
+            agent_id,
+            state,
+            duplicate,
+        })
+    }
+
+    /// A token was granted to `client_id` over mutual TLS with the certificate `x5t_s256`:
+    /// when it is the agent's newest certificate and a certificate rotation waits to see it
+    /// used, the rotation hears of it. Costs one registry read per grant, and a workflow read
+    /// only while two certificates are valid.
+    pub async fn certificate_used(
+        &self,
+        client_id: &str,
+        x5t_s256: &str,
+    ) -> Result<(), EngineError> {
+        use statemachines::certificate_rotation::CertificateRotation;
+        let Some(agent) = self.store.agent_by_client(client_id).await? else {
+            return Ok(());
+        };
+        let valid: Vec<_> = agent
+            .certificates
+            .iter()
+            .filter(|c| c.revoked.is_none())
+            .collect();
+        if valid.len() < 2 || valid.last().is_none_or(|c| c.x5t_s256 != x5t_s256) {
+            return Ok(());
+        }
+        let msgs: Vec<Message> = self
+            .store
+            .instances_for_agent(&agent.id)
+            .await?
+            .into_iter()
+            .filter(|i| {
+                !i.terminal && i.kind == CertificateRotation::KIND && i.state_name == "AwaitingUse"
+            })
+            .map(|i| Message::Event {
+                event_id: format!("certificate-used/{}/{x5t_s256}", i.id),
+                workflow_id: i.id,
+                event: Event::CertificateUsed {
+                    x5t_s256: x5t_s256.to_string(),
+                },
+            })
+            .collect();
+        if !msgs.is_empty() {
+            self.send(msgs, Duration::ZERO).await?;
+        }
+        Ok(())
+    }
+
     async fn start_rotation(
         &self,
         agent: Agent,
@@ -772,6 +882,7 @@ impl Engine {
                 !i.terminal
                     && (i.kind == Rotation::KIND
                         || i.kind == statemachines::key_rotation::KeyRotation::KIND
+                        || i.kind == statemachines::certificate_rotation::CertificateRotation::KIND
                         || (i.kind == statemachines::scope_change::ScopeChange::KIND
                             && i.state_name == "AwaitingApproval")
                         || (i.kind == statemachines::freeze::Freeze::KIND

@@ -1,6 +1,7 @@
 //! Routes stored instances (kind + JSON state) to their typed machines.
 
 use serde_json::Value;
+use statemachines::certificate_rotation::{CertificateRotation, CertificateRotationInput};
 use statemachines::decommission::{Decommission, DecommissionInput};
 use statemachines::discovery::{ShadowAgent, ShadowInput};
 use statemachines::expiry::{Expiry, ExpiryInput};
@@ -37,6 +38,7 @@ pub enum StartInput {
     OwnerLoss(OwnerLossInput),
     Rotation(RotationInput),
     KeyRotation(KeyRotationInput),
+    CertificateRotation(CertificateRotationInput),
     KeyExpiry(KeyExpiryInput),
     Decommission(DecommissionInput),
     Expiry(ExpiryInput),
@@ -54,6 +56,9 @@ pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
         StartInput::Rotation(i) => erase::<Rotation>(workflow::start::<Rotation>(i, ctx)?),
         StartInput::KeyExpiry(i) => erase::<KeyExpiry>(workflow::start::<KeyExpiry>(i, ctx)?),
         StartInput::KeyRotation(i) => erase::<KeyRotation>(workflow::start::<KeyRotation>(i, ctx)?),
+        StartInput::CertificateRotation(i) => {
+            erase::<CertificateRotation>(workflow::start::<CertificateRotation>(i, ctx)?)
+        }
         StartInput::Decommission(i) => {
             erase::<Decommission>(workflow::start::<Decommission>(i, ctx)?)
         }
@@ -77,6 +82,7 @@ pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Appli
         OwnerLoss::KIND => apply_typed::<OwnerLoss>(state, event, ctx),
         Rotation::KIND => apply_typed::<Rotation>(state, event, ctx),
         KeyRotation::KIND => apply_typed::<KeyRotation>(state, event, ctx),
+        CertificateRotation::KIND => apply_typed::<CertificateRotation>(state, event, ctx),
         KeyExpiry::KIND => apply_typed::<KeyExpiry>(state, event, ctx),
         Decommission::KIND => apply_typed::<Decommission>(state, event, ctx),
         Expiry::KIND => apply_typed::<Expiry>(state, event, ctx),

@@ -254,6 +254,15 @@ impl AdminClient {
             .await
     }
 
+    pub async fn rotate_certificate(
+        &self,
+        agent: &str,
+        body: &crate::admin::CertificateBody,
+    ) -> Result<Started, ClientError> {
+        self.call(&routes::ROTATE_CERTIFICATE, &[agent], NO_QUERY, Some(body))
+            .await
+    }
+
     pub async fn confirm_key(
         &self,
         agent: &str,

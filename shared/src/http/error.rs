@@ -94,6 +94,7 @@ named!(
     crate::admin::DecisionBody => "approval decision",
     crate::admin::RotateBody => "rotation request",
     crate::admin::KeyBody => "key rotation request",
+    crate::admin::CertificateBody => "certificate rotation request",
     crate::admin::DecommissionBody => "decommission request",
     crate::admin::RenewBody => "renewal request",
     crate::admin::CampaignBody => "campaign launch",

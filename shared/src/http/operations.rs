@@ -43,6 +43,7 @@ pub(super) fn handler(route: &Route) -> MethodRouter<App> {
         Op::Rotate => on(route, rotate),
         Op::RotateKey => on(route, rotate_key),
         Op::ConfirmKey => on(route, confirm_key),
+        Op::RotateCertificate => on(route, rotate_certificate),
         Op::Decommission => on(route, decommission),
         Op::Renew => on(route, renew),
         Op::Freeze => on(route, freeze),
@@ -296,6 +297,23 @@ async fn rotate_key(
     Ok(started(
         app.engine
             .request_key_rotation(&record.id, key, &person)
+            .await?,
+    ))
+}
+
+/// `POST /api/agents/{agent}/certificates`: rotate a `tls_client_auth` agent's certificate
+/// to one issued from the new CSR (checked as at onboarding).
+async fn rotate_certificate(
+    State(app): State<App>,
+    caller: Caller,
+    Path(agent): Path<String>,
+    Body(b): Body<crate::admin::CertificateBody>,
+) -> Answer<impl IntoResponse> {
+    let record = find(&app, &agent).await?;
+    let person = caller.acting();
+    Ok(started(
+        app.engine
+            .request_certificate_rotation(&record.id, &b.csr, &person)
             .await?,
     ))
 }

@@ -83,7 +83,13 @@ pub fn who_may(op: Op) -> &'static [Role] {
         // or CI.
         Op::RequestAgent | Op::KeyNonce => &[Person, Automation],
         Op::ChangeScopes => &[Owner, Manager, SecurityApprover, Automation],
-        Op::Rotate | Op::RotateKey | Op::ConfirmKey | Op::Freeze | Op::Unfreeze | Op::Renew => OWNER_OR_SECURITY,
+        Op::Rotate
+        | Op::RotateKey
+        | Op::ConfirmKey
+        | Op::RotateCertificate
+        | Op::Freeze
+        | Op::Unfreeze
+        | Op::Renew => OWNER_OR_SECURITY,
         Op::Decommission => &[Owner, Manager, SecurityApprover],
         Op::ReassignOwner => &[Manager, SecurityApprover],
         Op::CancelWorkflow => &[Owner, Manager, SecurityApprover, Operator],

@@ -25,6 +25,7 @@ pub enum Op {
     Rotate,
     RotateKey,
     ConfirmKey,
+    RotateCertificate,
     Decommission,
     Renew,
     Freeze,
@@ -140,6 +141,11 @@ pub const CONFIRM_KEY: Route = admin(
     Post,
     "/api/agents/{agent}/keys/{kid}/in-use",
 );
+pub const ROTATE_CERTIFICATE: Route = admin(
+    Op::RotateCertificate,
+    Post,
+    "/api/agents/{agent}/certificates",
+);
 pub const DECOMMISSION: Route = admin(Op::Decommission, Post, "/api/agents/{agent}/decommission");
 pub const RENEW: Route = admin(Op::Renew, Post, "/api/agents/{agent}/renew");
 pub const FREEZE: Route = admin(Op::Freeze, Post, "/api/agents/{agent}/freeze");
@@ -200,6 +206,7 @@ pub const ROUTES: &[Route] = &[
     ROTATE,
     ROTATE_KEY,
     CONFIRM_KEY,
+    ROTATE_CERTIFICATE,
     DECOMMISSION,
     RENEW,
     FREEZE,

@@ -184,6 +184,28 @@ pub trait IdentityProvider: Send + Sync {
             "this identity provider adapter does not register tls_client_auth clients; use credential kind `secret` or `private_key_jwt` with it".into(),
         ))
     }
+    /// Accepts `certificate` for the client beside the certificates it accepts already (a
+    /// certificate rotation's overlap). Adding one it accepts already is fine.
+    async fn add_certificate(
+        &self,
+        client_id: &str,
+        certificate: &CertificateRecord,
+    ) -> Result<(), IdpError> {
+        let _ = (client_id, certificate);
+        Err(no_certificates())
+    }
+    /// No longer accepts the certificate `x5t_s256` for the client; removing one that is
+    /// already gone is fine.
+    async fn remove_certificate(&self, client_id: &str, x5t_s256: &str) -> Result<(), IdpError> {
+        let _ = (client_id, x5t_s256);
+        Err(no_certificates())
+    }
+}
+
+fn no_certificates() -> IdpError {
+    IdpError::Refused(
+        "this identity provider adapter does not register tls_client_auth clients; use credential kind `secret` or `private_key_jwt` with it".into(),
+    )
 }
 
 fn no_keys() -> IdpError {

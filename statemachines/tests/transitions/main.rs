@@ -67,6 +67,8 @@ macro_rules! scenarios {
 // One file per machine (plus `rules.rs` for what onboarding and scope change share). The
 // modules carry a suffix so they do not shadow the machine modules the scenarios name
 // (`rotation::START_TIMER`).
+#[path = "certificate_rotation.rs"]
+mod certificate_rotation_scenarios;
 #[path = "decommission.rs"]
 mod decommission_scenarios;
 #[path = "discovery.rs"]
@@ -125,6 +127,7 @@ use scope_change_scenarios::*;
 /// Every scenario of every file.
 fn all_scenarios() -> impl Iterator<Item = &'static (&'static str, fn())> {
     [
+        certificate_rotation_scenarios::SCENARIOS,
         decommission_scenarios::SCENARIOS,
         discovery_scenarios::SCENARIOS,
         expiry_scenarios::SCENARIOS,

@@ -513,3 +513,185 @@ fn the_cli_requests_a_certificate_agent_and_fetches_its_certificate() {
         "{stderr}"
     );
 }
+
+/// A certificate rotation under load: the agent asks for a certificate-bound token over mTLS
+/// every ~20 ms and fetches its certificate now and then; the owner submits its new CSR; the CA
+/// issues the new certificate (same SPIFFE id, new serial and x5t#S256), the IdP accepts both,
+/// the agent switches when it finds the new one, its first grant with it verifies the
+/// rotation, and after the grace the old certificate is removed and revoked (superseded). Not
+/// one token request fails; afterwards the old certificate is refused and the CRL lists it.
+/// Only the owner or security may rotate; a bad CSR is refused and audited.
+#[test]
+fn a_certificate_rotates_while_the_agent_keeps_getting_tokens() {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut o = certificates_in_prod();
+    assert!(o.policy.contains("grace = \"24h\""));
+    o.policy = o.policy.replace("grace = \"24h\"", "grace = \"2s\"");
+    let s = Server::start_with(o);
+    let name = "ledger-rotating-mtls-agent-prod";
+    let spiffe_id = format!("spiffe://{TRUST_DOMAIN}/agent/{name}");
+    let (old_key, csr) = agent_key(name, &[]);
+    let old_key = Arc::new(old_key);
+    let (agent, old_pem) = onboard(&s, name, &csr);
+    let client_id = agent["client_id"].as_str().unwrap().to_string();
+    let old_record = agent["certificates"][0].clone();
+    let old_x5t = shared::ca::thumbprint(&der_of(&old_pem));
+    let (_, ca_pem) = s.send(s.http().get(s.url("/ca/certificate")));
+    let ca_pem = ca_pem.as_str().unwrap().to_string();
+    let mtls = mtls_base(&s);
+
+    // The agent's next key: made by the agent, its CSR handed to the owner.
+    let (new_key, new_csr) = agent_key(name, &[]);
+    let new_key = Arc::new(new_key);
+    let next: Arc<Mutex<Option<Arc<KeyPair>>>> = Arc::new(Mutex::new(None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let fetch_token = s.person_token(BOB);
+    let agent_thread = {
+        let (next, stop, ca_pem, mtls, id) = (
+            next.clone(),
+            stop.clone(),
+            ca_pem.clone(),
+            mtls.clone(),
+            client_id.clone(),
+        );
+        let cert_url = s.url(&format!("/api/agents/{name}/certificate"));
+        let old_key = old_key.clone();
+        let old_pem = old_pem.clone();
+        let old_x5t = old_x5t.clone();
+        std::thread::spawn(move || {
+            let plain = reqwest::blocking::Client::new();
+            let mut http = mtls_client(&ca_pem, Some((&old_pem, &old_key)));
+            let mut current = old_x5t;
+            let mut ok: Vec<String> = Vec::new();
+            let mut failed: Vec<String> = Vec::new();
+            let mut i = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                // Now and then: is there a newer certificate for the key the agent holds next?
+                if i.is_multiple_of(10)
+                    && let Some(key) = next.lock().unwrap().clone()
+                    && let Ok(resp) = plain.get(&cert_url).bearer_auth(&fetch_token).send()
+                    && resp.status().as_u16() == 200
+                    && let Ok(pem) = resp.text()
+                {
+                    let x5t = shared::ca::thumbprint(&der_of(&pem));
+                    if x5t != current {
+                        http = mtls_client(&ca_pem, Some((&pem, &key)));
+                        current = x5t;
+                    }
+                }
+                i += 1;
+                match certificate_token(&http, &mtls, &id) {
+                    (200, _) => ok.push(current.clone()),
+                    (status, v) => failed.push(format!("{status} {v}")),
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, failed)
+        })
+    };
+
+    // Only the owner or security may rotate it; a CSR that does not verify is refused and
+    // audited.
+    let path = format!("/api/agents/{name}/certificates");
+    let (status, v) = s.post_as(BOB, &path, &json!({ "csr": new_csr }));
+    assert_eq!(status, 403, "{v}");
+    let tampered = {
+        let mut lines: Vec<String> = new_csr.lines().map(str::to_string).collect();
+        let line = &mut lines[3];
+        let c = if line.as_bytes()[10] == b'A' {
+            "B"
+        } else {
+            "A"
+        };
+        line.replace_range(10..11, c);
+        lines.join("\n")
+    };
+    let (status, v) = s.post_as(ALICE, &path, &json!({ "csr": tampered }));
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        s.audit().iter().any(|r| r
+            .to_string()
+            .contains(&format!("certificate signing request for agent {name}"))),
+        "the refused CSR is audited"
+    );
+
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, started) = s.post_as(ALICE, &path, &json!({ "csr": new_csr }));
+    assert_eq!(status, 202, "{started}");
+    let workflow = started["workflow_id"].as_str().unwrap().to_string();
+    s.wait_workflow_state(&workflow, "AwaitingUse");
+    let both = s.agent(name);
+    let certs = both["certificates"].as_array().unwrap().clone();
+    assert_eq!(certs.len(), 2, "{both}");
+    assert!(certs.iter().all(|c| c["revoked"].is_null()), "{both}");
+    let new_record = certs[1].clone();
+    assert_eq!(new_record["spiffe_id"], spiffe_id.as_str());
+    assert_ne!(new_record["serial"], old_record["serial"]);
+    assert_ne!(new_record["x5t#S256"], old_x5t.as_str());
+    // The old certificate keeps working until the agent switches; let it fetch a few more.
+    std::thread::sleep(Duration::from_millis(300));
+    *next.lock().unwrap() = Some(new_key.clone());
+    s.wait_workflow_state(&workflow, "Done");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = agent_thread.join().unwrap();
+
+    assert!(
+        failed.is_empty(),
+        "token requests failed during the rotation: {failed:?}"
+    );
+    let new_x5t = new_record["x5t#S256"].as_str().unwrap();
+    let with = |x5t: &str| ok.iter().filter(|k| *k == x5t).count();
+    assert!(
+        with(&old_x5t) >= 5,
+        "{} with the old certificate",
+        with(&old_x5t)
+    );
+    assert!(
+        with(new_x5t) >= 5,
+        "{} with the new certificate",
+        with(new_x5t)
+    );
+
+    // The certificate served now is the new one; the old one is refused and in the CRL.
+    let resp = s
+        .http()
+        .get(s.url(&format!("/api/agents/{name}/certificate")))
+        .bearer_auth(s.person_token(BOB))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let served = resp.text().unwrap();
+    assert_eq!(shared::ca::thumbprint(&der_of(&served)), new_x5t);
+    let old_client = mtls_client(&ca_pem, Some((&old_pem, &old_key)));
+    let (status, v) = certificate_token(&old_client, &mtls, &client_id);
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{v}"
+    );
+    let after = s.agent(name);
+    let certs = after["certificates"].as_array().unwrap();
+    assert_eq!(certs[0]["serial"], old_record["serial"]);
+    assert_eq!(certs[0]["revoked"]["reason"], "superseded", "{after}");
+    assert!(certs[1]["revoked"].is_null(), "{after}");
+    let crl_der = s
+        .http()
+        .get(s.url("/ca/crl"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap()
+        .to_vec();
+    let (_, crl) = CertificateRevocationList::from_der(&crl_der).expect("a DER CRL");
+    let revoked: Vec<String> = crl
+        .iter_revoked_certificates()
+        .map(|r| hex::encode(r.raw_serial()))
+        .collect();
+    assert_eq!(revoked, [old_record["serial"].as_str().unwrap()]);
+    // The new certificate goes on working.
+    let new_client = mtls_client(&ca_pem, Some((&served, &new_key)));
+    let (status, v) = certificate_token(&new_client, &mtls, &client_id);
+    assert_eq!(status, 200, "{v}");
+}

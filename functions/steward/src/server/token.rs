@@ -279,6 +279,10 @@ async fn token(
     let caller = edge.proxies.client_ip(peer.ip(), &headers);
     let named = form.as_ref().ok().and_then(|f| f.client_id.clone());
     let presented = presented(&edge, certificate.as_deref(), named.as_deref()).await;
+    let presented_x5t = presented
+        .as_ref()
+        .and_then(|p| p.as_ref().ok())
+        .map(|v| v.x5t_s256.clone());
     let (client_id, result) = grant(&edge, &headers, form, presented, now);
     // The secret is always checked first, so a right one is never held back: only failures
     // count, and only failures past a limit are answered 429.
@@ -336,6 +340,14 @@ async fn token(
                 && let Err(e) = edge.app.engine.key_used(id, kid).await
             {
                 tracing::error!(error = %e, "could not tell a key rotation its key was used");
+            }
+            // A grant over mutual TLS with the certificate a certificate rotation waits to see
+            // used completes that step.
+            if let (Some(id), Some(x5t), shared::ports::idp::TokenBinding::Certificate) =
+                (&client_id, &presented_x5t, t.binding)
+                && let Err(e) = edge.app.engine.certificate_used(id, x5t).await
+            {
+                tracing::error!(error = %e, "could not tell a certificate rotation its certificate was used");
             }
             let mut resp = Json(t).into_response();
             resp.headers_mut().insert(

@@ -67,17 +67,97 @@ impl DevIdp {
         Ok(client_id)
     }
 
-    /// The client's registered certificate: (`x5t#S256`, SPIFFE id).
-    pub(super) fn registered_certificate(
+    /// A certificate rotation: the client accepts `certificate` too, beside the ones it
+    /// accepts already (the first, registered with the client, stays until it is removed).
+    pub(super) fn add_certificate_now(
+        &self,
+        client_id: &str,
+        certificate: &CertificateRecord,
+    ) -> Result<(), IdpError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(unavailable)?;
+        let method: Option<String> = tx
+            .query_row(
+                "SELECT a.method FROM idp_clients c LEFT JOIN idp_client_auth a ON a.client_id=c.client_id WHERE c.client_id=?1",
+                [client_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(unavailable)?
+            .ok_or_else(|| IdpError::UnknownClient(client_id.to_string()))?;
+        if method.as_deref() != Some("tls_client_auth") {
+            return Err(IdpError::Refused(format!(
+                "client {client_id} does not authenticate with a certificate (tls_client_auth)"
+            )));
+        }
+        let registered = Self::registered_certificates(&tx, client_id).map_err(unavailable)?;
+        let known = registered
+            .iter()
+            .any(|(x5t, _)| x5t == &certificate.x5t_s256);
+        if !known {
+            tx.execute(
+                "INSERT INTO idp_client_added_certs (client_id, x5t_s256, san_uri) VALUES (?1,?2,?3)
+                 ON CONFLICT (client_id, x5t_s256) DO NOTHING",
+                params![client_id, certificate.x5t_s256, certificate.spiffe_id],
+            )
+            .map_err(unavailable)?;
+        }
+        super::log_change(
+            &tx,
+            "add_certificate",
+            client_id,
+            &certificate.x5t_s256,
+            known,
+        )?;
+        tx.commit().map_err(unavailable)
+    }
+
+    /// The client no longer accepts the certificate `x5t_s256` (whether it was registered with
+    /// the client or added later); one already gone is fine.
+    pub(super) fn remove_certificate_now(
+        &self,
+        client_id: &str,
+        x5t_s256: &str,
+    ) -> Result<(), IdpError> {
+        let mut conn = self.db.lock();
+        let tx = conn.transaction().map_err(unavailable)?;
+        let exists: Option<String> = tx
+            .query_row(
+                "SELECT client_id FROM idp_clients WHERE client_id=?1",
+                [client_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        if exists.is_none() {
+            return Err(IdpError::UnknownClient(client_id.to_string()));
+        }
+        let mut removed = 0;
+        for table in ["idp_client_certs", "idp_client_added_certs"] {
+            removed += tx
+                .execute(
+                    &format!("DELETE FROM {table} WHERE client_id=?1 AND x5t_s256=?2"),
+                    params![client_id, x5t_s256],
+                )
+                .map_err(unavailable)?;
+        }
+        super::log_change(&tx, "remove_certificate", client_id, x5t_s256, removed == 0)?;
+        tx.commit().map_err(unavailable)
+    }
+
+    /// The certificates the client accepts: (`x5t#S256`, SPIFFE id), the one registered with
+    /// the client first, then those a rotation added.
+    pub(super) fn registered_certificates(
         conn: &rusqlite::Connection,
         client_id: &str,
-    ) -> rusqlite::Result<Option<(String, String)>> {
-        conn.query_row(
-            "SELECT x5t_s256, san_uri FROM idp_client_certs WHERE client_id=?1",
-            [client_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
+    ) -> rusqlite::Result<Vec<(String, String)>> {
+        let mut stmt = conn.prepare(
+            "SELECT x5t_s256, san_uri FROM idp_client_certs WHERE client_id=?1
+             UNION ALL
+             SELECT x5t_s256, san_uri FROM idp_client_added_certs WHERE client_id=?1",
+        )?;
+        let rows = stmt.query_map([client_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
     }
 
     /// RFC 8705 §2.1: the presented certificate must be the one registered for the client,
@@ -90,22 +170,33 @@ impl DevIdp {
     ) -> Result<(), OAuthError> {
         let refuse =
             |why: &str| OAuthError::invalid_client(format!("client certificate refused: {why}"));
-        let Some((x5t, san)) = Self::registered_certificate(conn, client_id)
-            .map_err(|e| OAuthError::server(e.to_string()))?
-        else {
+        let registered = Self::registered_certificates(conn, client_id)
+            .map_err(|e| OAuthError::server(e.to_string()))?;
+        if registered.is_empty() {
             return Err(refuse(
                 "this client does not authenticate with a certificate (tls_client_auth)",
             ));
-        };
-        if san != presented.spiffe_id {
+        }
+        if registered
+            .iter()
+            .all(|(_, san)| san != &presented.spiffe_id)
+        {
             return Err(refuse(
                 "the certificate names another agent than this client's (tls_client_auth_san_uri)",
             ));
         }
-        let same = subtle::ConstantTimeEq::ct_eq(x5t.as_bytes(), presented.x5t_s256.as_bytes());
+        // Every registered certificate is compared (in constant time), so the answer does not
+        // tell which one was close.
+        let mut same = subtle::Choice::from(0);
+        for (x5t, san) in &registered {
+            let matches =
+                subtle::ConstantTimeEq::ct_eq(x5t.as_bytes(), presented.x5t_s256.as_bytes())
+                    & subtle::Choice::from(u8::from(san == &presented.spiffe_id));
+            same |= matches;
+        }
         if !bool::from(same) {
             return Err(refuse(
-                "it is not the certificate registered for this client (x5t#S256)",
+                "it is not a certificate registered for this client (x5t#S256)",
             ));
         }
         Ok(())

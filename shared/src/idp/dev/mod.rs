@@ -693,6 +693,7 @@ impl IdentityProvider for DevIdp {
             "idp_keys",
             "idp_client_auth",
             "idp_client_certs",
+            "idp_client_added_certs",
         ] {
             tx.execute(
                 &format!("DELETE FROM {table} WHERE client_id=?1"),
@@ -747,6 +748,18 @@ impl IdentityProvider for DevIdp {
         idempotency_key: &str,
     ) -> Result<String, IdpError> {
         self.create_certificate_client_now(spec, certificate, idempotency_key)
+    }
+
+    async fn add_certificate(
+        &self,
+        client_id: &str,
+        certificate: &crate::ports::idp::CertificateRecord,
+    ) -> Result<(), IdpError> {
+        self.add_certificate_now(client_id, certificate)
+    }
+
+    async fn remove_certificate(&self, client_id: &str, x5t_s256: &str) -> Result<(), IdpError> {
+        self.remove_certificate_now(client_id, x5t_s256)
     }
 
     async fn test_key(&self, client_id: &str, key: &AgentKeyPair) -> Result<(), IdpError> {
