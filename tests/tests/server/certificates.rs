@@ -61,10 +61,10 @@ fn der_of(pem: &str) -> Vec<u8> {
         .contents
 }
 
-/// The mTLS listener's base URL: loopback, the main port + 1 (the default).
+/// The mTLS listener's base URL (the harness gives it a port of its own).
 fn mtls_base(s: &Server) -> String {
-    let port: u16 = s.base.rsplit(':').next().unwrap().parse().unwrap();
-    format!("https://127.0.0.1:{}", port + 1)
+    assert!(!s.mtls.is_empty(), "the test server has an mTLS listener");
+    s.mtls.clone()
 }
 
 /// A client of the mTLS listener trusting Steward's CA, presenting `identity` (a certificate

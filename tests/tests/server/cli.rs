@@ -439,6 +439,8 @@ fn serve_until_exit(
         .arg(&people)
         .arg("--listen")
         .arg(format!("127.0.0.1:{}", free_port()))
+        .arg("--mtls-listen")
+        .arg(format!("127.0.0.1:{}", free_port()))
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

@@ -49,13 +49,21 @@ fn report_scores_agents_and_names_the_maturity_level() {
         json!(pair.key_proof(KEYED, v["nonce"].as_str().unwrap(), chrono::Utc::now()));
     s.request_ok(&keyed);
     s.wait_agent_status(KEYED, "active");
-    // A sensitive scope: waits for security.
-    s.request_ok(&agent_request(
+    // A sensitive scope: waits for security (prod binds tokens, so it holds a key too).
+    let pending_key = AgentKeyPair::generate().unwrap();
+    let (status, v) = s.post_as(ALICE, "/api/key-nonces", &json!({}));
+    assert_eq!(status, 200, "{v}");
+    let mut pending = agent_request(
         PENDING,
         "prod",
         ALICE,
         &["datadog:metrics:read", "datadog:monitors:write"],
-    ));
+    );
+    pending["credential"] = json!("private_key_jwt");
+    pending["public_jwk"] = pending_key.public_jwk();
+    pending["key_proof"] =
+        json!(pending_key.key_proof(PENDING, v["nonce"].as_str().unwrap(), chrono::Utc::now()));
+    s.request_ok(&pending);
     s.wait_agent_status(PENDING, "pending_approval");
 
     let (out, stdout, stderr) = run(s

@@ -159,6 +159,9 @@ impl Options {
 pub struct Server {
     child: Option<Child>,
     pub base: String,
+    /// The mTLS listener's base URL (`https://127.0.0.1:<port>`), on a port of its own: the
+    /// default (the main port + 1) is the next test's main port as often as not.
+    pub mtls: String,
     pub token: String,
     pub data_dir: PathBuf,
     pub policy_path: PathBuf,
@@ -191,6 +194,7 @@ impl Server {
         let mut s = Server {
             child: None,
             base: String::new(),
+            mtls: String::new(),
             token: String::new(),
             data_dir: dir.path().join("data"),
             policy_path,
@@ -254,6 +258,12 @@ impl Server {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::from(log));
+            if !opts.env.iter().any(|(k, _)| k == "STEWARD_MTLS_LISTEN") {
+                let mtls_port = free_port();
+                cmd.arg("--mtls-listen")
+                    .arg(format!("127.0.0.1:{mtls_port}"));
+                self.mtls = format!("https://127.0.0.1:{mtls_port}");
+            }
             for (k, v) in &opts.env {
                 cmd.env(k, v);
             }
