@@ -7,7 +7,6 @@
 
 use super::{DevIdp, OAuthError, unavailable};
 use crate::ports::idp::{CertificateRecord, ClientSpec, IdpError, TokenBinding};
-use chrono::Utc;
 use rusqlite::{OptionalExtension, params};
 
 /// A client certificate the mTLS listener accepted (`crate::ca::InternalCa::verify_der`):
@@ -23,32 +22,12 @@ impl DevIdp {
     ) -> Result<String, IdpError> {
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(unavailable)?;
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT client_id FROM idp_clients WHERE idempotency_key=?1",
-                [idempotency_key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(unavailable)?;
-        let repeat = existing.is_some();
-        let client_id = match existing {
-            Some(id) => id,
-            None => {
-                let id = format!("dev_{}", hex::encode(rand::random::<[u8; 8]>()));
-                tx.execute(
-                    "INSERT INTO idp_clients (client_id, idempotency_key, name, scopes, token_lifetime_secs, active, created_at) VALUES (?1,?2,?3,?4,?5,1,?6)",
-                    params![id, idempotency_key, spec.name, serde_json::to_string(&spec.scopes).unwrap_or_default(), spec.token_lifetime_secs, Utc::now().to_rfc3339()],
-                )
-                .map_err(unavailable)?;
-                tx.execute(
-                    "INSERT INTO idp_client_auth (client_id, method, binding) VALUES (?1, 'tls_client_auth', ?2)",
-                    params![id, super::keys::binding_name(TokenBinding::Certificate)],
-                )
-                .map_err(unavailable)?;
-                id
-            }
-        };
+        let (client_id, repeat) = super::client_for_key(
+            &tx,
+            spec,
+            idempotency_key,
+            Some(("tls_client_auth", TokenBinding::Certificate)),
+        )?;
         // A repeat names the same certificate (the executor keeps the first one it issued).
         tx.execute(
             "INSERT INTO idp_client_certs (client_id, x5t_s256, san_uri) VALUES (?1,?2,?3)

@@ -39,10 +39,6 @@ struct AssertionClaims {
     jti: Option<String>,
 }
 
-pub(super) fn binding_name(b: TokenBinding) -> &'static str {
-    b.as_str()
-}
-
 fn binding_of(s: &str) -> TokenBinding {
     match s {
         "dpop" => TokenBinding::Dpop,
@@ -174,32 +170,12 @@ impl DevIdp {
     ) -> Result<String, IdpError> {
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(unavailable)?;
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT client_id FROM idp_clients WHERE idempotency_key=?1",
-                [idempotency_key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(unavailable)?;
-        let repeat = existing.is_some();
-        let client_id = match existing {
-            Some(id) => id,
-            None => {
-                let id = format!("dev_{}", hex::encode(rand::random::<[u8; 8]>()));
-                tx.execute(
-                    "INSERT INTO idp_clients (client_id, idempotency_key, name, scopes, token_lifetime_secs, active, created_at) VALUES (?1,?2,?3,?4,?5,1,?6)",
-                    params![id, idempotency_key, spec.name, serde_json::to_string(&spec.scopes).unwrap_or_default(), spec.token_lifetime_secs, Utc::now().to_rfc3339()],
-                )
-                .map_err(unavailable)?;
-                tx.execute(
-                    "INSERT INTO idp_client_auth (client_id, method, binding) VALUES (?1, 'private_key_jwt', ?2)",
-                    params![id, binding_name(binding)],
-                )
-                .map_err(unavailable)?;
-                id
-            }
-        };
+        let (client_id, repeat) = super::client_for_key(
+            &tx,
+            spec,
+            idempotency_key,
+            Some(("private_key_jwt", binding)),
+        )?;
         tx.execute(
             "INSERT OR IGNORE INTO idp_keys (client_id, kid, jwk, active, created_at) VALUES (?1,?2,?3,1,?4)",
             params![client_id, key.kid, key.jwk, Utc::now().to_rfc3339()],

@@ -202,6 +202,41 @@ fn unavailable(e: impl std::fmt::Display) -> IdpError {
     IdpError::Unavailable(e.to_string())
 }
 
+/// The client `idempotency_key` made, or a new one for `spec`: (client id, whether it existed).
+/// A new client that authenticates other than by secret gets its `auth` row (method, binding).
+fn client_for_key(
+    tx: &rusqlite::Transaction<'_>,
+    spec: &ClientSpec,
+    idempotency_key: &str,
+    auth: Option<(&str, TokenBinding)>,
+) -> Result<(String, bool), IdpError> {
+    let existing: Option<String> = tx
+        .query_row(
+            "SELECT client_id FROM idp_clients WHERE idempotency_key=?1",
+            [idempotency_key],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(unavailable)?;
+    if let Some(id) = existing {
+        return Ok((id, true));
+    }
+    let id = format!("dev_{}", hex::encode(rand::random::<[u8; 8]>()));
+    tx.execute(
+        "INSERT INTO idp_clients (client_id, idempotency_key, name, scopes, token_lifetime_secs, active, created_at) VALUES (?1,?2,?3,?4,?5,1,?6)",
+        params![id, idempotency_key, spec.name, serde_json::to_string(&spec.scopes).unwrap_or_default(), spec.token_lifetime_secs, Utc::now().to_rfc3339()],
+    )
+    .map_err(unavailable)?;
+    if let Some((method, binding)) = auth {
+        tx.execute(
+            "INSERT INTO idp_client_auth (client_id, method, binding) VALUES (?1, ?2, ?3)",
+            params![id, method, binding.as_str()],
+        )
+        .map_err(unavailable)?;
+    }
+    Ok((id, false))
+}
+
 fn new_secret() -> (String, Secret) {
     let id = format!("sec_{}", hex::encode(rand::random::<[u8; 8]>()));
     (id, Secret::new(B64URL.encode(rand::random::<[u8; 32]>())))
@@ -482,34 +517,14 @@ impl IdentityProvider for DevIdp {
     ) -> Result<CreatedClient, IdpError> {
         let mut conn = self.db.lock();
         let tx = conn.transaction().map_err(unavailable)?;
-        let existing: Option<String> = tx
-            .query_row(
-                "SELECT client_id FROM idp_clients WHERE idempotency_key=?1",
-                [idempotency_key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(unavailable)?;
         let now = Utc::now().to_rfc3339();
-        let repeat = existing.is_some();
-        let client_id = match existing {
-            Some(id) => {
-                // A repeat of a creation whose answer was lost: nobody holds the first secret,
-                // so replace it rather than leave an orphan credential behind.
-                tx.execute("DELETE FROM idp_secrets WHERE client_id=?1", [&id])
-                    .map_err(unavailable)?;
-                id
-            }
-            None => {
-                let id = format!("dev_{}", hex::encode(rand::random::<[u8; 8]>()));
-                tx.execute(
-                    "INSERT INTO idp_clients (client_id, idempotency_key, name, scopes, token_lifetime_secs, active, created_at) VALUES (?1,?2,?3,?4,?5,1,?6)",
-                    params![id, idempotency_key, spec.name, serde_json::to_string(&spec.scopes).unwrap_or_default(), spec.token_lifetime_secs, now],
-                )
+        let (client_id, repeat) = client_for_key(&tx, spec, idempotency_key, None)?;
+        if repeat {
+            // A repeat of a creation whose answer was lost: nobody holds the first secret, so
+            // replace it rather than leave an orphan credential behind.
+            tx.execute("DELETE FROM idp_secrets WHERE client_id=?1", [&client_id])
                 .map_err(unavailable)?;
-                id
-            }
-        };
+        }
         let (secret_id, secret) = new_secret();
         tx.execute(
             "INSERT INTO idp_secrets (secret_id, client_id, hash, created_at) VALUES (?1,?2,?3,?4)",
