@@ -115,32 +115,13 @@ impl Engine {
             .await?;
         self.check_owner_or_approver("key rotation request", &agent, person, &by)
             .await?;
-        let live: Vec<_> = self
-            .store
-            .instances_for_agent(&agent.id)
-            .await?
-            .into_iter()
-            .filter(|i| {
-                !i.terminal && (i.kind == KeyRotation::KIND || i.kind == Decommission::KIND)
-            })
-            .collect();
-        if let Some(other) = live.first() {
-            let why = format!(
-                "a {} of {} is running ({}); wait for it to finish",
-                other.kind.replace('_', " "),
-                agent.name,
-                other.id
-            );
-            self.audit_refusal(
-                "key rotation request",
-                &by,
-                Some((&agent.id, &agent.name)),
-                None,
-                &why,
-            )
-            .await?;
-            return Err(EngineError::Conflict(why));
-        }
+        self.refuse_while_running(
+            "key rotation request",
+            &by,
+            &agent,
+            &[KeyRotation::KIND, Decommission::KIND],
+        )
+        .await?;
         let hash = short_hash(&[&agent.id, &new_key.kid]);
         let workflow_id = format!("key-rotation-{}-{}", agent.name, &hash[..12]);
         let (agent_id, name) = (agent.id.clone(), agent.name.clone());
@@ -243,28 +224,71 @@ impl Engine {
         if active.len() < 2 || active.last().is_none_or(|k| k.key.kid != kid) {
             return Ok(());
         }
-        let waiting = self
+        self.tell_awaiting_use(
+            &agent.id,
+            KeyRotation::KIND,
+            &format!("key-used/{kid}"),
+            Event::KeyUsed {
+                kid: kid.to_string(),
+                confirmed_by: None,
+            },
+        )
+        .await
+    }
+
+    /// Sends `event` to the agent's workflows of `kind` waiting in `AwaitingUse` (a rotation
+    /// waiting for the new credential's first use), once per workflow and `what`.
+    async fn tell_awaiting_use(
+        &self,
+        agent_id: &str,
+        kind: &str,
+        what: &str,
+        event: Event,
+    ) -> Result<(), EngineError> {
+        let msgs: Vec<Message> = self
             .store
-            .instances_for_agent(&agent.id)
+            .instances_for_agent(agent_id)
             .await?
             .into_iter()
-            .filter(|i| {
-                !i.terminal && i.kind == KeyRotation::KIND && i.state_name == "AwaitingUse"
-            });
-        let msgs: Vec<Message> = waiting
+            .filter(|i| !i.terminal && i.kind == kind && i.state_name == "AwaitingUse")
             .map(|i| Message::Event {
-                event_id: format!("key-used/{}/{kid}", i.id),
+                event_id: format!("{what}/{}", i.id),
                 workflow_id: i.id,
-                event: Event::KeyUsed {
-                    kid: kid.to_string(),
-                    confirmed_by: None,
-                },
+                event: event.clone(),
             })
             .collect();
         if !msgs.is_empty() {
             self.send(msgs, Duration::ZERO).await?;
         }
         Ok(())
+    }
+
+    /// Refuses (audited, 409) while a workflow of one of `kinds` runs for the agent.
+    async fn refuse_while_running(
+        &self,
+        what: &str,
+        by: &Actor,
+        agent: &Agent,
+        kinds: &[&str],
+    ) -> Result<(), EngineError> {
+        let running = self
+            .store
+            .instances_for_agent(&agent.id)
+            .await?
+            .into_iter()
+            .find(|i| !i.terminal && kinds.contains(&i.kind.as_str()));
+        let Some(other) = running else {
+            return Ok(());
+        };
+        let why = format!(
+            "a {} of {} is running ({}); wait for it to finish",
+            other.kind.replace('_', " "),
+            agent.name,
+            other.id
+        );
+        self.audit_refusal(what, by, Some((&agent.id, &agent.name)), None, &why)
+            .await?;
+        Err(EngineError::Conflict(why))
     }
 
     /// Rotates a `tls_client_auth` agent's certificate: the internal CA issues a new one from
@@ -285,26 +309,13 @@ impl Engine {
         self.check_owner_or_approver(what, &agent, person, &by)
             .await?;
         self.accept_agent_csr(&agent.name, csr, &by).await?;
-        let live: Vec<_> = self
-            .store
-            .instances_for_agent(&agent.id)
-            .await?
-            .into_iter()
-            .filter(|i| {
-                !i.terminal && (i.kind == CertificateRotation::KIND || i.kind == Decommission::KIND)
-            })
-            .collect();
-        if let Some(other) = live.first() {
-            let why = format!(
-                "a {} of {} is running ({}); wait for it to finish",
-                other.kind.replace('_', " "),
-                agent.name,
-                other.id
-            );
-            self.audit_refusal(what, &by, Some((&agent.id, &agent.name)), None, &why)
-                .await?;
-            return Err(EngineError::Conflict(why));
-        }
+        self.refuse_while_running(
+            what,
+            &by,
+            &agent,
+            &[CertificateRotation::KIND, Decommission::KIND],
+        )
+        .await?;
         let hash = short_hash(&[&agent.id, csr]);
         let workflow_id = format!("certificate-rotation-{}-{}", agent.name, &hash[..12]);
         let (agent_id, name) = (agent.id.clone(), agent.name.clone());
@@ -355,26 +366,15 @@ impl Engine {
         if valid.len() < 2 || valid.last().is_none_or(|c| c.x5t_s256 != x5t_s256) {
             return Ok(());
         }
-        let msgs: Vec<Message> = self
-            .store
-            .instances_for_agent(&agent.id)
-            .await?
-            .into_iter()
-            .filter(|i| {
-                !i.terminal && i.kind == CertificateRotation::KIND && i.state_name == "AwaitingUse"
-            })
-            .map(|i| Message::Event {
-                event_id: format!("certificate-used/{}/{x5t_s256}", i.id),
-                workflow_id: i.id,
-                event: Event::CertificateUsed {
-                    x5t_s256: x5t_s256.to_string(),
-                },
-            })
-            .collect();
-        if !msgs.is_empty() {
-            self.send(msgs, Duration::ZERO).await?;
-        }
-        Ok(())
+        self.tell_awaiting_use(
+            &agent.id,
+            CertificateRotation::KIND,
+            &format!("certificate-used/{x5t_s256}"),
+            Event::CertificateUsed {
+                x5t_s256: x5t_s256.to_string(),
+            },
+        )
+        .await
     }
 
     async fn start_rotation(
