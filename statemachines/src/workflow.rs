@@ -245,3 +245,14 @@ pub mod coverage {
         })
     }
 }
+
+/// Refuses a timer that fires before `at`, the time it was set for (a stale or forged timer).
+pub fn not_before(at: &chrono::DateTime<chrono::Utc>, ctx: &Ctx) -> Result<(), Rejected> {
+    if ctx.now < *at {
+        return Err(Rejected::new(
+            "timer",
+            format!("the timer fired before its time {}", at.to_rfc3339()),
+        ));
+    }
+    Ok(())
+}

@@ -15,7 +15,7 @@ use crate::command::{Actor, AuditKind, Command, IdpCommand, SECURITY_CHANNEL, au
 use crate::credential::{CertificateOrder, CertificateRecord, CredentialKind, SUPERSEDED};
 use crate::event::Event;
 use crate::workflow::{
-    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, not_before, states, t,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -307,12 +307,7 @@ impl Workflow for CertificateRotation {
                 })
             }
             (S::Grace { run, until, .. }, Event::TimerFired { name }) if name == GRACE_TIMER => {
-                if ctx.now < *until {
-                    return Err(Rejected::new(
-                        "timer",
-                        format!("the timer fired before {}", until.to_rfc3339()),
-                    ));
-                }
+                not_before(until, ctx)?;
                 Ok(retire_next(run, run.old.clone()))
             }
             (S::RetiringOld { run, remaining }, Event::CertificateRemoved { x5t_s256 })

@@ -13,7 +13,7 @@ use crate::command::{Actor, AuditKind, Command, IdpCommand, SECURITY_CHANNEL, au
 use crate::credential::{AgentKey, KeyRecord, KeyStatus};
 use crate::event::Event;
 use crate::workflow::{
-    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, not_before, states, t,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -310,7 +310,7 @@ impl Workflow for KeyRotation {
             (S::AwaitingUse { run, deadline }, Event::TimerFired { name })
                 if name == FIRST_USE_TIMER =>
             {
-                early(deadline, ctx)?;
+                not_before(deadline, ctx)?;
                 Ok(Step {
                     commands: vec![remove(run, &run.new_key.kid)],
                     state: S::Abandoning { run: run.clone() },
@@ -339,7 +339,7 @@ impl Workflow for KeyRotation {
                 true,
             )),
             (S::Grace { run, until, .. }, Event::TimerFired { name }) if name == GRACE_TIMER => {
-                early(until, ctx)?;
+                not_before(until, ctx)?;
                 Ok(retire_next(run, run.old_kids.clone(), ctx))
             }
             (S::RetiringOld { run, remaining }, Event::KeyRemoved { kid })
@@ -484,14 +484,4 @@ fn fail(run: &KeyRun, reason: String, raise: bool) -> Step<KeyRotationState> {
             reason,
         },
     }
-}
-
-fn early(at: &DateTime<Utc>, ctx: &Ctx) -> Result<(), Rejected> {
-    if ctx.now < *at {
-        return Err(Rejected::new(
-            "timer",
-            format!("the timer fired before {}", at.to_rfc3339()),
-        ));
-    }
-    Ok(())
 }

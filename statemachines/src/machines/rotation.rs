@@ -16,7 +16,7 @@ use crate::command::{
 use crate::event::Event;
 use crate::receipt::{CredentialReceipt, SecretRef};
 use crate::workflow::{
-    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, states, t,
+    Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, not_before, states, t,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -328,7 +328,7 @@ fn on_scheduled(
     use RotationState as S;
     match (state, event) {
         (S::Scheduled { run, at }, Event::TimerFired { name }) if name == START_TIMER => {
-            early(at, ctx)?;
+            not_before(at, ctx)?;
             Ok(Step {
                 commands: vec![issue(run)],
                 state: S::Issuing { run: run.clone() },
@@ -352,7 +352,7 @@ fn on_retry_wait(
     use RotationState as S;
     match (state, event) {
         (S::RetryWait { run, at, .. }, Event::TimerFired { name }) if name == RETRY_TIMER => {
-            early(at, ctx)?;
+            not_before(at, ctx)?;
             Ok(Step {
                 commands: vec![issue(run)],
                 state: S::Issuing { run: run.clone() },
@@ -545,7 +545,7 @@ fn on_grace(
     use RotationState as S;
     match (state, event) {
         (S::Grace { run, issued, until }, Event::TimerFired { name }) if name == GRACE_TIMER => {
-            early(until, ctx)?;
+            not_before(until, ctx)?;
             let commands = match &issued.old.secret_id {
                 Some(old) => vec![Command::Idp(IdpCommand::RemoveSecret {
                     client_id: run.client_id().to_string(),
@@ -860,16 +860,6 @@ fn issue(run: &Run) -> Command {
         client_id: run.client_id().to_string(),
         version: run.version.clone(),
     })
-}
-
-fn early(at: &DateTime<Utc>, ctx: &Ctx) -> Result<(), Rejected> {
-    if ctx.now < *at {
-        return Err(Rejected::new(
-            "timer",
-            format!("the timer fired before its time {}", at.to_rfc3339()),
-        ));
-    }
-    Ok(())
 }
 
 fn same_version(run: &Run, version: &str) -> Result<(), Rejected> {
