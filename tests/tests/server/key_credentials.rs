@@ -522,7 +522,11 @@ fn a_frozen_key_bound_agent_gets_no_token_and_its_tokens_introspect_inactive() {
         &json!({"reason": "leaked key suspected"}),
     );
     assert_eq!(status, 202, "{v}");
-    s.wait_agent_status(name, "frozen");
+    // The registry says frozen in the step that issues the deactivation; the containment is
+    // done when the freeze waits for security's decision.
+    let freeze = v["started"][0]["workflow_id"].as_str().unwrap().to_string();
+    s.wait_workflow_state(&freeze, "AwaitingDecision");
+    assert_eq!(s.agent(name)["status"], "frozen");
     let (status, v) = agent_token(s.http(), &token_url, &client_id, &pair);
     assert_eq!(status, 401, "{v}");
     assert!(
