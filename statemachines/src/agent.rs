@@ -308,9 +308,11 @@ pub enum AgentChange {
     ExpiresOn { date: NaiveDate },
     /// An access review resolved the agent's item.
     Reviewed { review: crate::review::LastReview },
-    /// The agent's client was deactivated: frozen until someone acts.
+    /// The agent's client was deactivated: frozen until someone acts. Its valid certificates go
+    /// on hold (`certificate_hold`).
     Frozen { reason: String },
-    /// Security unfroze the agent: active again with exactly these grants.
+    /// Security unfroze the agent: active again with exactly these grants, and its
+    /// certificates' hold released.
     Unfrozen {
         scopes: Vec<String>,
         token_lifetime_secs: u32,
@@ -384,6 +386,14 @@ impl Agent {
                 if matches!(self.status, AgentStatus::Active | AgentStatus::Unregistered) {
                     self.status = AgentStatus::Frozen;
                 }
+                // Its valid certificates go on hold: the CRL lists them, so relying parties
+                // of agent-to-agent mTLS refuse them too, not only Steward's token endpoint.
+                for c in self.certificates.iter_mut().filter(|c| c.revoked.is_none()) {
+                    c.revoked = Some(CertificateRevocation {
+                        at: now,
+                        reason: crate::credential::CERTIFICATE_HOLD.into(),
+                    });
+                }
                 self.flags.push(AgentFlag::Frozen {
                     reason: reason.clone(),
                     at: now,
@@ -405,6 +415,10 @@ impl Agent {
                         AgentFlag::Frozen { .. } | AgentFlag::FreezeRequested { .. }
                     )
                 });
+                // The hold is released: the next CRL no longer lists them.
+                for c in self.certificates.iter_mut().filter(|c| c.on_hold()) {
+                    c.revoked = None;
+                }
             }
             AgentChange::Flag { flag } => {
                 if !self.flags.contains(flag) {
@@ -446,11 +460,12 @@ impl Agent {
                 }
             }
             AgentChange::CertificateRevoked { serial, at, reason } => {
-                // A revocation is never undone or moved: the first one stands.
+                // A revocation is never undone or moved: the first one stands, except a hold,
+                // which a final revocation replaces.
                 if let Some(c) = self
                     .certificates
                     .iter_mut()
-                    .find(|c| &c.serial == serial && c.revoked.is_none())
+                    .find(|c| &c.serial == serial && !c.revoked_for_good())
                 {
                     c.revoked = Some(CertificateRevocation {
                         at: *at,

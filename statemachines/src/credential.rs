@@ -134,7 +134,23 @@ pub struct CertificateRecord {
     pub revoked: Option<CertificateRevocation>,
 }
 
-/// A revoked certificate's revocation (never undone).
+impl CertificateRecord {
+    /// On hold while its agent is frozen ([`CERTIFICATE_HOLD`]): the CRL lists it and the mTLS
+    /// token endpoint refuses it until an unfreeze releases it.
+    pub fn on_hold(&self) -> bool {
+        self.revoked
+            .as_ref()
+            .is_some_and(|r| r.reason == CERTIFICATE_HOLD)
+    }
+
+    /// Revoked for good: for any reason but a hold. Never undone.
+    pub fn revoked_for_good(&self) -> bool {
+        self.revoked.is_some() && !self.on_hold()
+    }
+}
+
+/// A revoked certificate's revocation: never undone, except a hold ([`CERTIFICATE_HOLD`]),
+/// which an unfreeze releases and a final revocation replaces.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateRevocation {
     pub at: DateTime<Utc>,
@@ -144,6 +160,10 @@ pub struct CertificateRevocation {
 
 /// The RFC 5280 reason of a decommissioned agent's certificate.
 pub const CESSATION_OF_OPERATION: &str = "cessation_of_operation";
+
+/// The RFC 5280 reason (`certificateHold`) of a frozen agent's certificates: the only
+/// revocation that is undone (by an unfreeze).
+pub const CERTIFICATE_HOLD: &str = "certificate_hold";
 
 /// The RFC 5280 reason of a certificate a certificate rotation replaced.
 pub const SUPERSEDED: &str = "superseded";

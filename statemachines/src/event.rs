@@ -58,10 +58,13 @@ pub enum Event {
         certificate: crate::credential::CertificateRecord,
     },
     /// A token was granted over mutual TLS with the certificate `x5t#S256` (the agent switched
-    /// to it), as the mTLS token endpoint reported it.
+    /// to it), as the mTLS token endpoint reported it, or as the owner or a security approver
+    /// (`confirmed_by`) confirmed it where the IdP does not report which certificate was used.
     CertificateUsed {
         #[serde(rename = "x5t#S256")]
         x5t_s256: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirmed_by: Option<String>,
     },
     /// The certificate `x5t#S256` is no longer accepted for the client.
     CertificateRemoved {

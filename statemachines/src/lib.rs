@@ -22,8 +22,8 @@ pub mod workflow;
 pub mod machines;
 // The machines keep their historical top-level paths (`statemachines::rotation::...`).
 pub use machines::{
-    certificate_rotation, decommission, discovery, expiry, freeze, key_expiry, key_rotation,
-    onboarding, owner_loss, review_campaign, review_item, rotation, scope_change,
+    certificate_expiry, certificate_rotation, decommission, discovery, expiry, freeze, key_expiry,
+    key_rotation, onboarding, owner_loss, review_campaign, review_item, rotation, scope_change,
 };
 
 pub use agent::{Agent, AgentChange, AgentFlag, AgentRequest, AgentStatus};

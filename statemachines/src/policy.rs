@@ -80,6 +80,8 @@ pub struct Credentials {
     pub key_max_age_days: u32,
     /// The owner is asked to rotate a key this many days before its end.
     pub key_remind_days: u32,
+    /// The owner is asked to renew a certificate this many days before its end.
+    pub certificate_remind_days: u32,
 }
 
 impl Default for Credentials {
@@ -92,6 +94,7 @@ impl Default for Credentials {
             first_use_secs: 7 * 86_400,
             key_max_age_days: 90,
             key_remind_days: 14,
+            certificate_remind_days: 7,
         }
     }
 }

@@ -1,18 +1,24 @@
-//! Certificate rotation: Issuing → AwaitingUse → Grace → RetiringOld → Done.
+//! Certificate rotation: Issuing → AwaitingUse → Grace → RetiringOld → Done
+//! (AwaitingUse → Abandoning → Failed when the new certificate is not used in time).
 //!
 //! For a `tls_client_auth` agent renewing its certificate before it expires. The owner (or a
 //! security approver) brings the agent's new CSR (its signature is the proof of possession,
 //! checked as at onboarding); the internal CA issues the new certificate (same CA, same SPIFFE
 //! id, a new serial and `x5t#S256`) and the identity provider accepts it beside the current one,
 //! so nothing stops working. The new certificate counts as verified on the first token grant
-//! over mutual TLS with it (the agent switched); the certificates it replaces keep working
+//! over mutual TLS with it (the agent switched), or when the owner or a security approver
+//! confirms the switch where the IdP does not say which certificate a grant used. A new
+//! certificate still unused at `[credentials] first_use_secs` is removed at the IdP and revoked
+//! again, and the current one keeps working. The certificates it replaces keep working
 //! through the grace period, then they are removed at the IdP and revoked (reason
 //! `superseded`: the CRL lists them). A freeze or a decommission cancels the rotation at any
 //! step.
 
 use crate::agent::{Agent, AgentChange, AgentStatus};
 use crate::command::{Actor, AuditKind, Command, IdpCommand, SECURITY_CHANNEL, audit};
-use crate::credential::{CertificateOrder, CertificateRecord, CredentialKind, SUPERSEDED};
+use crate::credential::{
+    CESSATION_OF_OPERATION, CertificateOrder, CertificateRecord, CredentialKind, SUPERSEDED,
+};
 use crate::event::Event;
 use crate::workflow::{
     Ctx, Rejected, START, Step, Transition, Workflow, not_applicable, not_before, states, t,
@@ -22,6 +28,8 @@ use serde::{Deserialize, Serialize};
 
 /// Ends the grace period of the certificates the new one replaces.
 pub const GRACE_TIMER: &str = "certificate-rotation-grace";
+/// Ends the wait for the new certificate's first use.
+pub const FIRST_USE_TIMER: &str = "certificate-rotation-first-use";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateRotationInput {
@@ -71,6 +79,8 @@ pub enum CertificateRotationState {
     },
     AwaitingUse {
         run: CertificateRun,
+        /// An unused new certificate is removed and revoked again at this time.
+        deadline: DateTime<Utc>,
     },
     Grace {
         run: CertificateRun,
@@ -81,6 +91,10 @@ pub enum CertificateRotationState {
     RetiringOld {
         run: CertificateRun,
         remaining: Vec<CertificateRecord>,
+    },
+    /// The new certificate was never used: removed at the IdP, then revoked.
+    Abandoning {
+        run: CertificateRun,
     },
     Done {
         run: CertificateRun,
@@ -100,9 +114,10 @@ impl CertificateRotationState {
     pub fn run(&self) -> &CertificateRun {
         match self {
             Self::Issuing { run }
-            | Self::AwaitingUse { run }
+            | Self::AwaitingUse { run, .. }
             | Self::Grace { run, .. }
             | Self::RetiringOld { run, .. }
+            | Self::Abandoning { run }
             | Self::Done { run }
             | Self::Failed { run, .. }
             | Self::Cancelled { run, .. } => run,
@@ -118,6 +133,7 @@ states! {
         AwaitingUse,
         Grace,
         RetiringOld,
+        Abandoning,
         Done: terminal,
         Failed: terminal,
         Cancelled: terminal,
@@ -133,6 +149,9 @@ impl Workflow for CertificateRotation {
         t("Issuing", "CertificateAdded", "AwaitingUse"),
         t("Issuing", "CommandFailed", "Failed"),
         t("AwaitingUse", "CertificateUsed", "Grace"),
+        t("AwaitingUse", "TimerFired", "Abandoning"),
+        t("Abandoning", "CertificateRemoved", "Failed"),
+        t("Abandoning", "CommandFailed", "Failed"),
         t("Grace", "TimerFired", "RetiringOld"),
         t("RetiringOld", "CertificateRemoved", "RetiringOld"),
         t("RetiringOld", "CertificateRemoved", "Done"),
@@ -141,6 +160,7 @@ impl Workflow for CertificateRotation {
         t("AwaitingUse", "Cancel", "Cancelled"),
         t("Grace", "Cancel", "Cancelled"),
         t("RetiringOld", "Cancel", "Cancelled"),
+        t("Abandoning", "Cancel", "Cancelled"),
         // Results of commands already out when the cancel came: recorded, nothing more runs.
         t("Cancelled", "CertificateAdded", "Cancelled"),
         t("Cancelled", "CertificateRemoved", "Cancelled"),
@@ -233,6 +253,8 @@ impl Workflow for CertificateRotation {
         use CertificateRotationState as S;
         match (state, event) {
             (S::Issuing { run }, Event::CertificateAdded { certificate }) => {
+                let deadline =
+                    ctx.now + Duration::seconds(ctx.policy.credentials.first_use_secs as i64);
                 let mut run = run.clone();
                 run.new = Some(certificate.clone());
                 Ok(Step {
@@ -263,21 +285,44 @@ impl Workflow for CertificateRotation {
                             to: run.agent.owner.clone(),
                             subject: format!("{}: switch to the new certificate", run.agent.name),
                             body: format!(
-                                "Certificate {} is issued for {}, valid until {}. Fetch it with `steward agents certificate {}` (GET /api/agents/{}/certificate) and switch the agent to it; once it obtains a token with it, the old certificate is revoked after the grace period.",
+                                "Certificate {} is issued for {}, valid until {}. Fetch it with `steward agents certificate {}` (GET /api/agents/{}/certificate) and switch the agent to it before {}; once it obtains a token with it, the old certificate is revoked after the grace period. Where the identity provider does not report which certificate a grant used, confirm the switch with `steward agents confirm-certificate {} {}`. A new certificate still unused at the deadline is revoked again.",
                                 certificate.serial,
                                 run.agent.name,
                                 certificate.not_after.format("%Y-%m-%d %H:%M UTC"),
                                 run.agent.name,
-                                run.agent.name
+                                run.agent.name,
+                                deadline.format("%Y-%m-%d %H:%M UTC"),
+                                run.agent.name,
+                                certificate.serial,
                             ),
                         },
+                        Command::SetTimer {
+                            name: FIRST_USE_TIMER.into(),
+                            at: deadline,
+                        },
                     ],
-                    state: S::AwaitingUse { run },
+                    state: S::AwaitingUse { run, deadline },
                 })
             }
-            (S::AwaitingUse { run }, Event::CertificateUsed { x5t_s256 })
+            (S::AwaitingUse { run, .. }, Event::CertificateUsed { x5t_s256, confirmed_by })
                 if run.new.as_ref().is_some_and(|c| c.x5t_s256 == x5t_s256) =>
             {
+                let (actor, how) = match confirmed_by {
+                    Some(person) => (
+                        Actor::Person(person.clone()),
+                        format!(
+                            "{person} confirmed the agent uses certificate {}",
+                            run.new_serial()
+                        ),
+                    ),
+                    None => (
+                        Actor::System,
+                        format!(
+                            "the agent obtained a token with certificate {}",
+                            run.new_serial()
+                        ),
+                    ),
+                };
                 let until =
                     ctx.now + Duration::seconds(ctx.policy.lifecycle.rotation_grace_secs as i64);
                 Ok(Step {
@@ -285,12 +330,11 @@ impl Workflow for CertificateRotation {
                         audit(
                             &run.agent,
                             AuditKind::SecretRotated,
-                            Actor::System,
+                            actor,
                             None,
                             vec![],
                             format!(
-                                "the agent obtained a token with certificate {}: verified; the old certificate is revoked at {}",
-                                run.new_serial(),
+                                "{how}: verified; the old certificate is revoked at {}",
                                 until.format("%Y-%m-%d %H:%M UTC")
                             ),
                         ),
@@ -306,6 +350,48 @@ impl Workflow for CertificateRotation {
                     },
                 })
             }
+            (S::AwaitingUse { run, deadline }, Event::TimerFired { name })
+                if name == FIRST_USE_TIMER =>
+            {
+                not_before(deadline, ctx)?;
+                let new = run.new.as_ref().map(|c| c.x5t_s256.clone());
+                Ok(Step {
+                    commands: vec![Command::Idp(IdpCommand::RemoveCertificate {
+                        client_id: run.client_id(),
+                        x5t_s256: new.unwrap_or_default(),
+                    })],
+                    state: S::Abandoning { run: run.clone() },
+                })
+            }
+            (S::Abandoning { run }, Event::CertificateRemoved { x5t_s256 })
+                if run.new.as_ref().is_some_and(|c| c.x5t_s256 == x5t_s256) =>
+            {
+                let reason = format!(
+                    "certificate {} was never used before the deadline: removed at the identity provider and revoked ({CESSATION_OF_OPERATION}); the current certificate keeps working",
+                    run.new_serial()
+                );
+                let mut step = fail(run, reason, false);
+                step.commands.insert(
+                    0,
+                    Command::UpdateAgent {
+                        agent_id: run.agent.id.clone(),
+                        change: AgentChange::CertificateRevoked {
+                            serial: run.new_serial().to_string(),
+                            at: ctx.now,
+                            reason: CESSATION_OF_OPERATION.into(),
+                        },
+                    },
+                );
+                Ok(step)
+            }
+            (S::Abandoning { run }, Event::CommandFailed { reason, .. }) => Ok(fail(
+                run,
+                format!(
+                    "certificate {} was never used and could not be removed again: {reason}; it still works until it expires",
+                    run.new_serial()
+                ),
+                true,
+            )),
             (S::Grace { run, until, .. }, Event::TimerFired { name }) if name == GRACE_TIMER => {
                 not_before(until, ctx)?;
                 Ok(retire_next(run, run.old.clone()))
@@ -359,9 +445,10 @@ impl Workflow for CertificateRotation {
             )),
             (
                 S::Issuing { run }
-                | S::AwaitingUse { run }
+                | S::AwaitingUse { run, .. }
                 | S::Grace { run, .. }
-                | S::RetiringOld { run, .. },
+                | S::RetiringOld { run, .. }
+                | S::Abandoning { run },
                 Event::Cancel { by, reason },
             ) => Ok(Step {
                 commands: vec![audit(

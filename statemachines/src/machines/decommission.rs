@@ -578,7 +578,8 @@ fn begin(agent: Agent, mut receipt: RevocationReceipt, ctx: &Ctx) -> Step<Decomm
         reason: format!("superseded by decommission {}", ctx.workflow_id),
     };
     let mut revocations = Vec::new();
-    for cert in agent.certificates.iter().filter(|c| c.revoked.is_none()) {
+    // A frozen agent's certificates are on hold: revoked for good now.
+    for cert in agent.certificates.iter().filter(|c| !c.revoked_for_good()) {
         let detail = format!(
             "certificate {} ({}) revoked ({CESSATION_OF_OPERATION}): the CRL lists it and the mTLS token endpoint refuses it",
             cert.serial, cert.spiffe_id
@@ -605,7 +606,7 @@ fn begin(agent: Agent, mut receipt: RevocationReceipt, ctx: &Ctx) -> Step<Decomm
     }
     let mut agent = agent;
     for c in &mut agent.certificates {
-        if c.revoked.is_none() {
+        if !c.revoked_for_good() {
             c.revoked = Some(crate::credential::CertificateRevocation {
                 at: ctx.now,
                 reason: CESSATION_OF_OPERATION.into(),

@@ -161,6 +161,20 @@ fn evidence_text(finding: &Finding) -> String {
 /// deactivate the client (no new tokens), revoke its tokens. Deactivation goes first: it is
 /// what stops new tokens.
 fn contain(agent: &Agent, finding: &Finding, previous: &Grants, by: Actor) -> Vec<Command> {
+    let held: Vec<&str> = agent
+        .certificates
+        .iter()
+        .filter(|c| c.revoked.is_none())
+        .map(|c| c.serial.as_str())
+        .collect();
+    let held = if held.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; certificate(s) {} on hold (certificate_hold): the CRL lists them until an unfreeze",
+            held.join(", ")
+        )
+    };
     vec![
         Command::Idp(IdpCommand::DeactivateClient {
             client_id: previous.client_id.clone(),
@@ -185,7 +199,7 @@ fn contain(agent: &Agent, finding: &Finding, previous: &Grants, by: Actor) -> Ve
             None,
             previous.scopes.clone(),
             format!(
-                "{} frozen by rule {} ({}): client {} deactivation and token revocation requested",
+                "{} frozen by rule {} ({}): client {} deactivation and token revocation requested{held}",
                 agent.name,
                 finding.rule,
                 finding.severity.as_str(),

@@ -2,6 +2,7 @@
 //! approval, command, event, policy, receipt, review, workflow, ...) but never another machine:
 //! what two machines share belongs in the vocabulary (`tests/transitions/imports.rs` checks this).
 
+pub mod certificate_expiry;
 pub mod certificate_rotation;
 pub mod decommission;
 pub mod discovery;
@@ -20,6 +21,7 @@ use crate::workflow::Machine;
 
 /// Every machine, declared once: tests and tools walk this list instead of naming each machine.
 pub const ALL: &[Machine] = &[
+    Machine::of::<certificate_expiry::CertificateExpiry>(),
     Machine::of::<certificate_rotation::CertificateRotation>(),
     Machine::of::<decommission::Decommission>(),
     Machine::of::<discovery::ShadowAgent>(),

@@ -5,7 +5,8 @@
 use super::*;
 use statemachines::agent::AgentChange;
 use statemachines::certificate_rotation::{
-    CertificateRotation, CertificateRotationInput, CertificateRotationState, GRACE_TIMER,
+    CertificateRotation, CertificateRotationInput, CertificateRotationState, FIRST_USE_TIMER,
+    GRACE_TIMER,
 };
 use statemachines::credential::{CertificateOrder, CertificateRecord, CredentialKind};
 
@@ -15,7 +16,115 @@ scenarios![
     scenario_certificate_rotation_failures_end_it_and_say_why,
     scenario_certificate_rotation_cancel_wins_at_every_step_and_late_results_are_recorded,
     scenario_certificate_rotation_refuses_other_agents_and_early_timers,
+    scenario_certificate_rotation_owner_confirmation_counts_as_first_use_and_is_attributed,
+    scenario_certificate_rotation_an_unused_new_certificate_is_removed_and_revoked_at_the_deadline,
 ];
+
+fn first_use_deadline() -> DateTime<Utc> {
+    at(1 + policy().credentials.first_use_secs as i64)
+}
+
+fn scenario_certificate_rotation_owner_confirmation_counts_as_first_use_and_is_attributed() {
+    let step = accepted::<CertificateRotation>(
+        &awaiting_with(&["0a"]),
+        Event::CertificateUsed {
+            x5t_s256: "x5t-0b".into(),
+            confirmed_by: Some(OWNER.into()),
+        },
+        at(60),
+    );
+    assert!(matches!(step.state, CertificateRotationState::Grace { .. }));
+    assert!(
+        step.commands.iter().any(|c| matches!(c, Command::Audit(r) if r.actor == Actor::Person(OWNER.into()) && r.message.contains("confirmed the agent uses certificate 0b"))),
+        "the audit names who confirmed: {:?}",
+        step.commands
+    );
+}
+
+fn scenario_certificate_rotation_an_unused_new_certificate_is_removed_and_revoked_at_the_deadline() {
+    let awaiting = awaiting_with(&["0a"]);
+    let CertificateRotationState::AwaitingUse { deadline, .. } = &awaiting else {
+        panic!("expected AwaitingUse")
+    };
+    assert_eq!(*deadline, first_use_deadline());
+    let added = accepted::<CertificateRotation>(
+        &issuing_with(&["0a"]),
+        Event::CertificateAdded {
+            certificate: cert("0b"),
+        },
+        at(1),
+    );
+    assert!(
+        added.commands.iter().any(|c| matches!(c, Command::SetTimer { name, at } if name == FIRST_USE_TIMER && *at == first_use_deadline())),
+        "the first-use deadline is set"
+    );
+    let timer = || Event::TimerFired {
+        name: FIRST_USE_TIMER.into(),
+    };
+    assert!(
+        on::<CertificateRotation>(&awaiting, timer(), at(2)).is_err(),
+        "not before the deadline"
+    );
+    let step = accepted::<CertificateRotation>(&awaiting, timer(), first_use_deadline());
+    assert!(matches!(
+        step.state,
+        CertificateRotationState::Abandoning { .. }
+    ));
+    match idp_commands(&step.commands).as_slice() {
+        [IdpCommand::RemoveCertificate { x5t_s256, .. }] => assert_eq!(x5t_s256, "x5t-0b"),
+        other => panic!("expected the new certificate's removal, got {other:?}"),
+    }
+    // Another certificate's removal is not this one's.
+    assert!(
+        on::<CertificateRotation>(
+            &step.state,
+            Event::CertificateRemoved {
+                x5t_s256: "x5t-0a".into()
+            },
+            first_use_deadline()
+        )
+        .is_err()
+    );
+    let end = accepted::<CertificateRotation>(
+        &step.state,
+        Event::CertificateRemoved {
+            x5t_s256: "x5t-0b".into(),
+        },
+        first_use_deadline(),
+    );
+    assert!(
+        matches!(&end.state, CertificateRotationState::Failed { reason, .. } if reason.contains("never used") && reason.contains("keeps working"))
+    );
+    assert!(end.commands.iter().any(|c| matches!(c, Command::UpdateAgent { change: AgentChange::CertificateRevoked { serial, reason, .. }, .. } if serial == "0b" && reason == "cessation_of_operation")));
+    assert!(idp_commands(&end.commands).is_empty());
+    // The removal failing leaves a valid certificate behind: security is told.
+    let end = accepted::<CertificateRotation>(
+        &step.state,
+        failed("idp.remove_certificate"),
+        first_use_deadline(),
+    );
+    assert!(
+        matches!(&end.state, CertificateRotationState::Failed { reason, .. } if reason.contains("could not be removed again"))
+    );
+    assert!(
+        end.commands
+            .iter()
+            .any(|c| matches!(c, Command::Notify { to, .. } if to == SECURITY_CHANNEL))
+    );
+    // A freeze while abandoning still cancels.
+    let cancelled = accepted::<CertificateRotation>(
+        &step.state,
+        Event::Cancel {
+            by: Actor::System,
+            reason: "frozen".into(),
+        },
+        first_use_deadline(),
+    );
+    assert!(matches!(
+        cancelled.state,
+        CertificateRotationState::Cancelled { .. }
+    ));
+}
 
 fn cert(serial: &str) -> CertificateRecord {
     CertificateRecord {
@@ -68,6 +177,7 @@ fn grace_with(serials: &[&str]) -> CertificateRotationState {
         &awaiting_with(serials),
         Event::CertificateUsed {
             x5t_s256: "x5t-0b".into(),
+            confirmed_by: None,
         },
         at(60),
     )
@@ -149,7 +259,8 @@ fn scenario_certificate_rotation_first_use_starts_the_grace_then_the_old_ones_ar
         on::<CertificateRotation>(
             &awaiting_with(&["0a"]),
             Event::CertificateUsed {
-                x5t_s256: "x5t-0a".into()
+                x5t_s256: "x5t-0a".into(),
+                confirmed_by: None,
             },
             at(60)
         )
@@ -252,6 +363,7 @@ fn scenario_certificate_rotation_cancel_wins_at_every_step_and_late_results_are_
     for late in [
         Event::CertificateUsed {
             x5t_s256: "x5t-0b".into(),
+            confirmed_by: None,
         },
         Event::CertificateRemoved {
             x5t_s256: "x5t-0a".into(),

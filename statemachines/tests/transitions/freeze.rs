@@ -26,6 +26,7 @@ scenarios![
     scenario_freeze_restore_counts_only_this_clients_results,
     scenario_freeze_critical_decision_with_enough_approvers_does_not_say_too_few,
     scenario_freeze_question_goes_to_the_owner_once_and_never_to_a_blank_owner,
+    scenario_freeze_puts_certificates_on_hold_and_the_unfreeze_releases_them,
 ];
 
 /// The IdP event whose token request raised the finding.
@@ -1443,4 +1444,87 @@ fn scenario_freeze_question_goes_to_the_owner_once_and_never_to_a_blank_owner() 
         freeze_question_of(&step.state).approvers,
         strings(&APPROVERS)
     );
+}
+
+/// A frozen `tls_client_auth` agent's valid certificates go on hold (`certificate_hold`: the CRL
+/// lists them); the unfreeze releases the hold, a decommission revokes them for good, and a
+/// certificate revoked for good before stays revoked through both.
+fn scenario_freeze_puts_certificates_on_hold_and_the_unfreeze_releases_them() {
+    use statemachines::credential::{
+        CERTIFICATE_HOLD, CertificateRecord, CertificateRevocation, CredentialKind,
+    };
+    let cert = |serial: &str, revoked: Option<&str>| CertificateRecord {
+        serial: serial.into(),
+        spiffe_id: "spiffe://steward.local/agent/billing-agent-prod".into(),
+        x5t_s256: format!("x5t-{serial}"),
+        not_before: at(-86_400),
+        not_after: at(86_400 * 20),
+        revoked: revoked.map(|reason| CertificateRevocation {
+            at: at(-3600),
+            reason: reason.into(),
+        }),
+    };
+    let mut input = freeze_input(Severity::High, &[Action::Freeze]);
+    input.agent.credential_kind = CredentialKind::TlsClientAuth;
+    input.agent.certificates = vec![cert("0a", Some("superseded")), cert("0b", None)];
+    let step = started::<Freeze>(input.clone());
+    let frozen = audit_of(&step.commands, AuditKind::AgentFrozen);
+    assert!(
+        frozen.message.contains("certificate(s) 0b on hold"),
+        "{}",
+        frozen.message
+    );
+    let mut agent = input.agent.clone();
+    for change in agent_changes(&step.commands) {
+        agent.apply(change, now());
+    }
+    let reasons = |a: &Agent| -> Vec<Option<String>> {
+        a.certificates
+            .iter()
+            .map(|c| c.revoked.as_ref().map(|r| r.reason.clone()))
+            .collect()
+    };
+    assert_eq!(
+        reasons(&agent),
+        [Some("superseded".into()), Some(CERTIFICATE_HOLD.into())]
+    );
+    assert!(agent.certificates[1].on_hold() && !agent.certificates[1].revoked_for_good());
+    // Unfrozen: the hold is released, the earlier revocation stands.
+    let mut unfrozen = agent.clone();
+    unfrozen.apply(
+        &AgentChange::Unfrozen {
+            scopes: unfrozen.scopes.clone(),
+            token_lifetime_secs: unfrozen.token_lifetime_secs,
+            by: "sam.security@example.com".into(),
+        },
+        at(60),
+    );
+    assert_eq!(reasons(&unfrozen), [Some("superseded".into()), None]);
+    // Decommissioned instead: the hold becomes a final revocation.
+    let mut gone = agent.clone();
+    gone.apply(
+        &AgentChange::CertificateRevoked {
+            serial: "0b".into(),
+            at: at(60),
+            reason: "cessation_of_operation".into(),
+        },
+        at(60),
+    );
+    assert_eq!(
+        reasons(&gone),
+        [
+            Some("superseded".into()),
+            Some("cessation_of_operation".into())
+        ]
+    );
+    // A final revocation is never replaced.
+    gone.apply(
+        &AgentChange::CertificateRevoked {
+            serial: "0a".into(),
+            at: at(90),
+            reason: "key_compromise".into(),
+        },
+        at(90),
+    );
+    assert_eq!(reasons(&gone)[0].as_deref(), Some("superseded"));
 }

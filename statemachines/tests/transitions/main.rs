@@ -77,6 +77,8 @@ mod discovery_scenarios;
 mod expiry_scenarios;
 #[path = "freeze.rs"]
 mod freeze_scenarios;
+#[path = "certificate_expiry.rs"]
+mod certificate_expiry_scenarios;
 #[path = "key_expiry.rs"]
 mod key_expiry_scenarios;
 #[path = "key_rotation.rs"]
@@ -127,6 +129,7 @@ use scope_change_scenarios::*;
 /// Every scenario of every file.
 fn all_scenarios() -> impl Iterator<Item = &'static (&'static str, fn())> {
     [
+        certificate_expiry_scenarios::SCENARIOS,
         certificate_rotation_scenarios::SCENARIOS,
         decommission_scenarios::SCENARIOS,
         discovery_scenarios::SCENARIOS,
