@@ -1,7 +1,8 @@
 //! Agents: the non-human identities Steward governs.
 
 use crate::credential::{
-    AgentKey, CertificateRecord, CertificateRevocation, CredentialKind, KeyRecord, TokenBinding,
+    AgentKey, CertificateRecord, CertificateRevocation, CredentialKind, KeyCustody, KeyRecord,
+    TokenBinding,
 };
 use crate::policy::{Policy, reason};
 use crate::receipt::{CREDENTIAL_HISTORY, CredentialReceipt, RevocationReceipt};
@@ -32,6 +33,11 @@ pub struct AgentRequest {
     /// the requester proved possession of the private half; a body cannot name it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key: Option<AgentKey>,
+    /// Who holds a `private_key_jwt` agent's private key: the agent (`agent`, the default; it
+    /// sends `public_jwk`) or Steward (`steward`: generated and vaulted for agents that cannot
+    /// keep a key).
+    #[serde(default, skip_serializing_if = "KeyCustody::is_agent")]
+    pub key_custody: KeyCustody,
     /// A `tls_client_auth` agent's certificate signing request (PKCS#10, PEM), made with the
     /// key the agent keeps. Public: its self-signature is the proof of possession, and the
     /// internal CA certifies only its key, under the agent's SPIFFE id, whatever it asks for.
@@ -118,12 +124,38 @@ impl AgentRequest {
                 ),
             ));
         }
-        match (self.credential, &self.public_key) {
-            (CredentialKind::PrivateKeyJwt, None) => reasons.push(reason(
+        match (self.credential, self.key_custody, &self.public_key) {
+            (CredentialKind::PrivateKeyJwt, KeyCustody::Agent, None) => reasons.push(reason(
                 "credential",
-                "a private_key_jwt agent needs its public key: send public_jwk with key_proof (a JWT signed by the key over a nonce from POST /api/key-nonces)",
+                "a private_key_jwt agent needs its public key: send public_jwk with key_proof (a JWT signed by the key over a nonce from POST /api/key-nonces), or key_custody `steward` for an agent that cannot keep a key",
             )),
-            (CredentialKind::Secret | CredentialKind::TlsClientAuth, Some(_)) => {
+            (CredentialKind::PrivateKeyJwt, KeyCustody::Steward, Some(_)) => {
+                reasons.push(reason(
+                    "public_jwk",
+                    "with key_custody `steward` Steward generates the key pair: send no public_jwk",
+                ))
+            }
+            (CredentialKind::PrivateKeyJwt, KeyCustody::Steward, None) => {
+                if !policy.credentials.steward_keys_in(&self.environment) {
+                    reasons.push(reason(
+                        "key_custody",
+                        format!(
+                            "Steward-held keys are not allowed in environment `{}`: the agent must make its own key pair and send public_jwk with key_proof",
+                            self.environment
+                        ),
+                    ));
+                }
+            }
+            (CredentialKind::Secret | CredentialKind::TlsClientAuth, KeyCustody::Steward, _) => {
+                reasons.push(reason(
+                    "key_custody",
+                    format!(
+                        "key_custody is only for credential private_key_jwt, not `{}`",
+                        self.credential.as_str()
+                    ),
+                ))
+            }
+            (CredentialKind::Secret | CredentialKind::TlsClientAuth, _, Some(_)) => {
                 reasons.push(reason(
                     "public_jwk",
                     format!(
@@ -277,6 +309,11 @@ pub struct Agent {
     /// What its tokens are bound to, as its environment's policy required when it was made.
     #[serde(default)]
     pub token_binding: TokenBinding,
+    /// Who holds a `private_key_jwt` agent's private key. A Steward-held key lives in the
+    /// vault as the agent's credential (`secret_version`) and rotates like a secret; `keys`
+    /// lists only agent-held keys.
+    #[serde(default, skip_serializing_if = "KeyCustody::is_agent")]
+    pub key_custody: KeyCustody,
     /// A key-bound agent's public keys, by thumbprint (never a private key).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<KeyRecord>,
@@ -344,6 +381,19 @@ pub enum AgentChange {
 }
 
 impl Agent {
+    /// A `private_key_jwt` agent whose private key Steward generated and keeps in the vault:
+    /// it rotates and is handed out like a secret.
+    pub fn steward_holds_key(&self) -> bool {
+        self.credential_kind == CredentialKind::PrivateKeyJwt
+            && self.key_custody == KeyCustody::Steward
+    }
+
+    /// Whether the vault holds the agent's credential (a secret, or a Steward-held key): what
+    /// secret rotation and the vault's deletion at decommission apply to.
+    pub fn vaulted_credential(&self) -> bool {
+        self.credential_kind == CredentialKind::Secret || self.steward_holds_key()
+    }
+
     /// Applies `change` to the record as stored.
     pub fn apply(&mut self, change: &AgentChange, now: DateTime<Utc>) {
         match change {

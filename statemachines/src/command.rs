@@ -57,6 +57,11 @@ pub enum IdpCommand {
         /// certificate, which is public).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         certificate: Option<crate::credential::CertificateOrder>,
+        /// A `private_key_jwt` agent whose key Steward holds: the executor generates the key
+        /// pair, registers the public key and keeps the private key in the vault as the
+        /// agent's credential.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        generate_key: bool,
     },
     /// Add a public key to a key-bound client, active beside its others (a key rotation).
     AddKey {
@@ -98,6 +103,9 @@ pub enum IdpCommand {
     RemoveSecret {
         client_id: String,
         secret_id: String,
+        /// The credential is a Steward-held key and `secret_id` its `kid`: the key is removed.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        key: bool,
     },
     /// Revoke what the IdP lets us revoke of the client's issued tokens.
     RevokeTokens { client_id: String },

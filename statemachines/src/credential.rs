@@ -42,6 +42,34 @@ impl CredentialKind {
     }
 }
 
+/// Who holds a `private_key_jwt` agent's private key.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyCustody {
+    /// The agent made its key pair and keeps the private key: Steward holds nothing secret.
+    #[default]
+    Agent,
+    /// For agents that cannot keep a key: Steward generates the pair and keeps the private key
+    /// in the vault, delivered and rotated like a secret; the identity provider gets only the
+    /// public key.
+    Steward,
+}
+
+impl KeyCustody {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Steward => "steward",
+        }
+    }
+
+    pub fn is_agent(&self) -> bool {
+        *self == Self::Agent
+    }
+}
+
 impl std::str::FromStr for CredentialKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {

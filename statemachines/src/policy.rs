@@ -82,6 +82,10 @@ pub struct Credentials {
     pub key_remind_days: u32,
     /// The owner is asked to renew a certificate this many days before its end.
     pub certificate_remind_days: u32,
+    /// Whether an environment allows `private_key_jwt` agents whose key Steward generates and
+    /// vaults (`key_custody = "steward"`), e.g. `steward_keys = { prod = false }`. Allowed where
+    /// not named.
+    pub steward_keys: std::collections::BTreeMap<String, bool>,
 }
 
 impl Default for Credentials {
@@ -95,6 +99,7 @@ impl Default for Credentials {
             key_max_age_days: 90,
             key_remind_days: 14,
             certificate_remind_days: 7,
+            steward_keys: Default::default(),
         }
     }
 }
@@ -106,6 +111,11 @@ impl Credentials {
             .get(environment)
             .cloned()
             .unwrap_or_else(|| crate::credential::CredentialKind::ALL.to_vec())
+    }
+
+    /// Whether `environment` allows Steward-held keys.
+    pub fn steward_keys_in(&self, environment: &str) -> bool {
+        self.steward_keys.get(environment).copied().unwrap_or(true)
     }
 
     /// The binding `environment` requires.

@@ -24,11 +24,10 @@ pub struct Planned {
 pub fn plan(agents: &[Agent], now: DateTime<Utc>, policy: &Policy) -> Vec<Planned> {
     let mut due: Vec<(i64, &Agent, u32)> = agents
         .iter()
-        // A key-bound agent has no secret: its keys are its own (they rotate by adding a key).
+        // Only what the vault holds rotates here (a secret, or a key Steward generated): an
+        // agent's own key or certificate is its own (it rotates by adding a key or a CSR).
         .filter(|a| {
-            a.status == AgentStatus::Active
-                && a.client_id.is_some()
-                && !a.credential_kind.key_bound()
+            a.status == AgentStatus::Active && a.client_id.is_some() && a.vaulted_credential()
         })
         .filter_map(|a| {
             let issued = a.credential_issued_at?;

@@ -304,9 +304,13 @@ impl Workflow for CertificateRotation {
                     state: S::AwaitingUse { run, deadline },
                 })
             }
-            (S::AwaitingUse { run, .. }, Event::CertificateUsed { x5t_s256, confirmed_by })
-                if run.new.as_ref().is_some_and(|c| c.x5t_s256 == x5t_s256) =>
-            {
+            (
+                S::AwaitingUse { run, .. },
+                Event::CertificateUsed {
+                    x5t_s256,
+                    confirmed_by,
+                },
+            ) if run.new.as_ref().is_some_and(|c| c.x5t_s256 == x5t_s256) => {
                 let (actor, how) = match confirmed_by {
                     Some(person) => (
                         Actor::Person(person.clone()),

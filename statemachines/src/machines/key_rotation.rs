@@ -169,6 +169,15 @@ impl Workflow for KeyRotation {
                 ),
             ));
         }
+        if agent.steward_holds_key() {
+            return Err(Rejected::new(
+                "agent",
+                format!(
+                    "Steward holds the key of {} (key_custody steward): it rotates like a secret, with `steward agents rotate {}`",
+                    agent.name, agent.name
+                ),
+            ));
+        }
         if agent.keys.iter().any(|k| k.key.kid == new_key.kid) {
             return Err(Rejected::new(
                 "public_jwk",

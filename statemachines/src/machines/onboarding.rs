@@ -183,6 +183,7 @@ impl Workflow for Onboarding {
             decommission: None,
             last_review: None,
             credential_kind: request.credential,
+            key_custody: request.key_custody,
             token_binding: ctx.policy.credentials.binding_in(&request.environment),
             keys: request
                 .public_key
@@ -442,7 +443,14 @@ fn on_provisioning(
                 } => (
                     client_id,
                     Some(secret_version),
-                    "Its secret is in the vault.".to_string(),
+                    if agent.steward_holds_key() {
+                        format!(
+                            "Steward generated its key pair (private_key_jwt): the identity provider has the public key, and the private key is in the vault, handed out with `steward agents credentials {}` and rotated like a secret.",
+                            agent.name
+                        )
+                    } else {
+                        "Its secret is in the vault.".to_string()
+                    },
                 ),
                 Event::KeyClientCreated { client_id, kid } => (
                     client_id,
@@ -603,5 +611,6 @@ fn create_client(agent: &Agent, ctx: &Ctx) -> Command {
             .as_deref()
             .filter(|_| agent.credential_kind == crate::credential::CredentialKind::TlsClientAuth)
             .map(|csr| ctx.policy.credentials.certificate_order(csr)),
+        generate_key: agent.steward_holds_key(),
     })
 }

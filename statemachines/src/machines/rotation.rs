@@ -248,7 +248,7 @@ impl Workflow for Rotation {
                 ),
             ));
         }
-        if agent.credential_kind.key_bound() {
+        if !agent.vaulted_credential() {
             return Err(Rejected::new(
                 "agent",
                 format!(
@@ -550,6 +550,7 @@ fn on_grace(
                 Some(old) => vec![Command::Idp(IdpCommand::RemoveSecret {
                     client_id: run.client_id().to_string(),
                     secret_id: old.clone(),
+                    key: run.agent.steward_holds_key(),
                 })],
                 None => vec![],
             };

@@ -117,6 +117,7 @@ pub fn sensitive_request() -> AgentRequest {
     AgentRequest {
         credential: Default::default(),
         public_key: None,
+        key_custody: Default::default(),
         csr: None,
         name: AGENT_NAME.into(),
         owner: OWNER.into(),
@@ -170,6 +171,7 @@ pub fn active_agent() -> Agent {
         flags: vec![],
         credentials: vec![],
         credential_kind: Default::default(),
+        key_custody: Default::default(),
         token_binding: Default::default(),
         keys: vec![],
         csr: None,

@@ -48,7 +48,10 @@ fn timer() -> Event {
 
 fn scenario_certificate_expiry_asks_the_owner_then_removes_the_certificate_at_its_end() {
     let step = started::<CertificateExpiry>(input(ends()));
-    assert!(matches!(step.state, CertificateExpiryState::Watching { .. }));
+    assert!(matches!(
+        step.state,
+        CertificateExpiryState::Watching { .. }
+    ));
     assert!(
         idp_commands(&step.commands).is_empty(),
         "nothing changes yet"
@@ -67,11 +70,16 @@ fn scenario_certificate_expiry_asks_the_owner_then_removes_the_certificate_at_it
     ));
     let removing = accepted::<CertificateExpiry>(&step.state, timer(), ends());
     match idp_commands(&removing.commands).as_slice() {
-        [IdpCommand::RemoveCertificate {
-            client_id,
-            x5t_s256,
-        }] => {
-            assert_eq!((client_id.as_str(), x5t_s256.as_str()), (CLIENT_ID, "x5t-0c"));
+        [
+            IdpCommand::RemoveCertificate {
+                client_id,
+                x5t_s256,
+            },
+        ] => {
+            assert_eq!(
+                (client_id.as_str(), x5t_s256.as_str()),
+                (CLIENT_ID, "x5t-0c")
+            );
         }
         other => panic!("expected RemoveCertificate, got {other:?}"),
     }
@@ -95,7 +103,10 @@ fn scenario_certificate_expiry_asks_the_owner_then_removes_the_certificate_at_it
 
 fn scenario_certificate_expiry_of_a_certificate_past_its_end_removes_it_at_once() {
     let step = started::<CertificateExpiry>(input(at(-1)));
-    assert!(matches!(step.state, CertificateExpiryState::Removing { .. }));
+    assert!(matches!(
+        step.state,
+        CertificateExpiryState::Removing { .. }
+    ));
     assert_eq!(idp_commands(&step.commands).len(), 1);
 }
 

@@ -41,7 +41,8 @@ fn scenario_certificate_rotation_owner_confirmation_counts_as_first_use_and_is_a
     );
 }
 
-fn scenario_certificate_rotation_an_unused_new_certificate_is_removed_and_revoked_at_the_deadline() {
+fn scenario_certificate_rotation_an_unused_new_certificate_is_removed_and_revoked_at_the_deadline()
+{
     let awaiting = awaiting_with(&["0a"]);
     let CertificateRotationState::AwaitingUse { deadline, .. } = &awaiting else {
         panic!("expected AwaitingUse")

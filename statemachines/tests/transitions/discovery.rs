@@ -47,6 +47,7 @@ pub(crate) fn shadow_agent() -> Agent {
         flags: vec![],
         credentials: vec![],
         credential_kind: Default::default(),
+        key_custody: Default::default(),
         token_binding: Default::default(),
         keys: vec![],
         csr: None,

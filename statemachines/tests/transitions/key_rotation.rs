@@ -9,6 +9,7 @@ use statemachines::key_rotation::{
 };
 
 scenarios![
+    scenario_key_rotation_refuses_a_steward_held_key,
     scenario_key_rotation_adds_the_new_key_beside_the_old,
     scenario_key_rotation_first_use_starts_the_grace_then_the_old_key_is_removed,
     scenario_key_rotation_unused_new_key_is_removed_again_and_the_owner_told,
@@ -391,4 +392,16 @@ fn scenario_key_rotation_refuses_secret_agents_known_keys_and_early_timers() {
     );
     // Another key's result is not this rotation's.
     assert!(on::<KeyRotation>(&adding(), Event::KeyAdded { kid: kid("other") }, at(1)).is_err());
+}
+
+/// A Steward-held key is rotated by Steward like a secret, never by a key the caller brings.
+fn scenario_key_rotation_refuses_a_steward_held_key() {
+    let mut input = input();
+    input.agent.key_custody = statemachines::credential::KeyCustody::Steward;
+    input.agent.keys.clear();
+    assert_rejected(
+        start::<KeyRotation>(input, now()),
+        "agent",
+        "it rotates like a secret, with `steward agents rotate",
+    );
 }

@@ -67,6 +67,8 @@ macro_rules! scenarios {
 // One file per machine (plus `rules.rs` for what onboarding and scope change share). The
 // modules carry a suffix so they do not shadow the machine modules the scenarios name
 // (`rotation::START_TIMER`).
+#[path = "certificate_expiry.rs"]
+mod certificate_expiry_scenarios;
 #[path = "certificate_rotation.rs"]
 mod certificate_rotation_scenarios;
 #[path = "decommission.rs"]
@@ -77,8 +79,6 @@ mod discovery_scenarios;
 mod expiry_scenarios;
 #[path = "freeze.rs"]
 mod freeze_scenarios;
-#[path = "certificate_expiry.rs"]
-mod certificate_expiry_scenarios;
 #[path = "key_expiry.rs"]
 mod key_expiry_scenarios;
 #[path = "key_rotation.rs"]

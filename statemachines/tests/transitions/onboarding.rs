@@ -45,6 +45,8 @@ scenarios![
     scenario_onboarding_refuses_credential_kind_outside_environment_policy,
     scenario_onboarding_refuses_key_kind_without_key_and_key_without_key_kind,
     scenario_onboarding_certificate_client_is_made_from_the_csr_under_the_policy,
+    scenario_onboarding_steward_held_key_is_generated_and_vaulted_like_a_secret,
+    scenario_onboarding_refuses_steward_held_keys_where_they_do_not_apply,
 ];
 
 fn agent_key() -> statemachines::credential::AgentKey {
@@ -58,6 +60,7 @@ fn keyed_request() -> AgentRequest {
     AgentRequest {
         credential: statemachines::credential::CredentialKind::PrivateKeyJwt,
         public_key: Some(agent_key()),
+        key_custody: Default::default(),
         ..plain_request()
     }
 }
@@ -161,6 +164,7 @@ fn scenario_onboarding_refuses_key_kind_without_key_and_key_without_key_kind() {
         start::<Onboarding>(
             onboarding_input(AgentRequest {
                 public_key: None,
+                key_custody: Default::default(),
                 ..keyed_request()
             }),
             now(),
@@ -184,6 +188,7 @@ fn scenario_onboarding_refuses_key_kind_without_key_and_key_without_key_kind() {
             onboarding_input(AgentRequest {
                 credential: CredentialKind::TlsClientAuth,
                 public_key: None,
+                key_custody: Default::default(),
                 ..plain_request()
             }),
             now(),
@@ -336,6 +341,7 @@ pub(crate) fn create_client_of(commands: &[Command]) -> (&str, &str, &[String], 
                 key: None,
                 binding: _,
                 certificate: None,
+                generate_key: false,
             },
         ] => (agent_id, name, scopes, *token_lifetime_secs),
         other => panic!("expected exactly one CreateClient, got {other:?}"),
@@ -1205,5 +1211,103 @@ fn scenario_onboarding_records_approver_as_listed() {
     assert_eq!(
         audit_of(&step.commands, AuditKind::ApprovalDecided).actor,
         Actor::Person(APPROVER.into())
+    );
+}
+
+fn steward_key_request() -> AgentRequest {
+    AgentRequest {
+        public_key: None,
+        key_custody: statemachines::credential::KeyCustody::Steward,
+        ..keyed_request()
+    }
+}
+
+/// `key_custody = "steward"`: no public key in the request; the client is made with a key the
+/// executor generates (`generate_key`), the agent becomes active with the vault version that
+/// holds the private key, and the owner learns where it is.
+fn scenario_onboarding_steward_held_key_is_generated_and_vaulted_like_a_secret() {
+    use statemachines::credential::{KeyCustody, TokenBinding};
+    let step = start_under(keys_only_in_prod(), steward_key_request()).unwrap();
+    let OnboardingState::Provisioning { agent, .. } = &step.state else {
+        panic!("expected Provisioning, got {:?}", step.state)
+    };
+    assert_eq!(agent.key_custody, KeyCustody::Steward);
+    assert!(agent.steward_holds_key() && agent.vaulted_credential());
+    assert!(agent.keys.is_empty(), "no agent-held key");
+    match idp_commands(&step.commands).as_slice() {
+        [
+            IdpCommand::CreateClient {
+                key: None,
+                generate_key: true,
+                binding,
+                ..
+            },
+        ] => assert_eq!(*binding, TokenBinding::Dpop),
+        other => panic!("expected one CreateClient generating the key, got {other:?}"),
+    }
+    let done = accepted::<Onboarding>(
+        &step.state,
+        Event::ClientCreated {
+            client_id: CLIENT_ID.into(),
+            secret_version: SECRET_VERSION.into(),
+        },
+        at(5),
+    );
+    let OnboardingState::Active { agent, .. } = &done.state else {
+        panic!("expected Active, got {:?}", done.state)
+    };
+    assert_eq!(agent.secret_version.as_deref(), Some(SECRET_VERSION));
+    let told = done
+        .commands
+        .iter()
+        .find_map(|c| match c {
+            Command::Notify { body, .. } => Some(body.clone()),
+            _ => None,
+        })
+        .expect("the owner is told");
+    assert!(
+        told.contains("private key is in the vault") && told.contains("steward agents credentials"),
+        "{told}"
+    );
+}
+
+/// Steward-held keys: only for `private_key_jwt`, never with a public key of the agent's, and
+/// not where the policy's `steward_keys` forbids them.
+fn scenario_onboarding_refuses_steward_held_keys_where_they_do_not_apply() {
+    use statemachines::credential::{CredentialKind, KeyCustody};
+    assert_rejected(
+        start_under(
+            keys_only_in_prod(),
+            AgentRequest {
+                public_key: Some(agent_key()),
+                ..steward_key_request()
+            },
+        ),
+        "public_jwk",
+        "send no public_jwk",
+    );
+    assert_rejected(
+        start::<Onboarding>(
+            onboarding_input(AgentRequest {
+                credential: CredentialKind::Secret,
+                key_custody: KeyCustody::Steward,
+                ..plain_request()
+            }),
+            now(),
+        ),
+        "key_custody",
+        "only for credential private_key_jwt",
+    );
+    let mut p = keys_only_in_prod().clone();
+    p.credentials.steward_keys.insert("prod".into(), false);
+    let p: &'static Policy = Box::leak(Box::new(p));
+    assert_rejected(
+        start_under(p, steward_key_request()),
+        "key_custody",
+        "Steward-held keys are not allowed in environment `prod`",
+    );
+    assert!(
+        start_under(p, keyed_request()).is_ok(),
+        "agent-held keys still are"
     );
 }

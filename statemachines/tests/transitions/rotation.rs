@@ -3,6 +3,8 @@
 use super::*;
 
 scenarios![
+    scenario_rotation_of_a_steward_held_key_runs_like_a_secret_and_removes_the_old_key,
+    scenario_rotation_refuses_agent_held_keys_and_certificates,
     scenario_rotation_scheduled_start_waits_for_its_slot,
     scenario_rotation_without_previous_secret_id_ends_after_grace,
     scenario_rotation_immediate_start_issues_a_pending_secret,
@@ -355,6 +357,7 @@ fn scenario_rotation_grace_end_removes_the_old_secret() {
         IdpCommand::RemoveSecret {
             client_id: CLIENT_ID.into(),
             secret_id: OLD_SECRET_ID.into(),
+            key: false,
         },
         "the OLD secret is removed, never the new one"
     );
@@ -809,4 +812,54 @@ fn scenario_rotation_without_previous_secret_id_ends_after_grace() {
         }
     ));
     assert!(idp_commands(&step.commands).is_empty());
+}
+
+fn steward_key_agent() -> Agent {
+    let mut a = active_agent();
+    a.credential_kind = statemachines::credential::CredentialKind::PrivateKeyJwt;
+    a.key_custody = statemachines::credential::KeyCustody::Steward;
+    a
+}
+
+/// A key Steward generated and vaults rotates through the same steps as a secret (the executor
+/// generates, registers and tests the new key); after the grace the old key, by its kid, is
+/// what is removed.
+fn scenario_rotation_of_a_steward_held_key_runs_like_a_secret_and_removes_the_old_key() {
+    let mut input = rotation_input(now());
+    input.agent = steward_key_agent();
+    let issuing = started::<Rotation>(input).state;
+    let verifying =
+        accepted::<Rotation>(&issuing, secret_issued(&rotation_version(1)), at(10)).state;
+    let promoting =
+        accepted::<Rotation>(&verifying, secret_verified(&rotation_version(1)), at(20)).state;
+    let grace = accepted::<Rotation>(
+        &promoting,
+        secret_promoted(&rotation_version(1)),
+        promoted_at(),
+    )
+    .state;
+    let step = accepted::<Rotation>(&grace, timer(rotation::GRACE_TIMER), grace_ends());
+    assert_eq!(
+        *only_idp(&step.commands),
+        IdpCommand::RemoveSecret {
+            client_id: CLIENT_ID.into(),
+            secret_id: OLD_SECRET_ID.into(),
+            key: true,
+        },
+        "the old key is removed by its kid"
+    );
+}
+
+/// An agent-held key or certificate is the agent's own: there is nothing in the vault to rotate.
+fn scenario_rotation_refuses_agent_held_keys_and_certificates() {
+    use statemachines::credential::CredentialKind;
+    for kind in [CredentialKind::PrivateKeyJwt, CredentialKind::TlsClientAuth] {
+        let mut input = rotation_input(now());
+        input.agent.credential_kind = kind;
+        assert_rejected(
+            start::<Rotation>(input, now()),
+            "agent",
+            "there is no secret to rotate",
+        );
+    }
 }

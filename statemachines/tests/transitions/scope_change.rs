@@ -389,6 +389,7 @@ fn scenario_scope_change_grants_set_updates_registry_and_audits() {
                 flags: vec![],
                 credentials: vec![],
                 credential_kind: Default::default(),
+                key_custody: Default::default(),
                 token_binding: Default::default(),
                 keys: vec![],
                 decommission: None,
