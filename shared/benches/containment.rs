@@ -212,6 +212,7 @@ async fn run(level: &str, durability: Durability, agents: usize) -> Run {
                 AgentRequest {
                     credential: Default::default(),
                     public_key: None,
+                    key_custody: Default::default(),
                     csr: None,
                     name: format!("contain{i}-agent-prod"),
                     owner: "alice@example.com".into(),

@@ -66,6 +66,7 @@ async fn run(durability: Durability, agents: usize, batch: usize) -> Run {
         let req = AgentRequest {
             credential: Default::default(),
             public_key: None,
+            key_custody: Default::default(),
             csr: None,
             name: format!("bench{i}-agent-prod"),
             owner: "alice@example.com".into(),

@@ -37,6 +37,10 @@ struct ManifestFile {
     /// manifest. `steward request` reads it where it runs to send the public key and a proof of
     /// possession; the private key itself is sent nowhere.
     key: Option<String>,
+    /// For `private_key_jwt`: `agent` (default: the agent keeps its key, named by `key`) or
+    /// `steward` (Steward generates the key pair and keeps the private key in the vault, for an
+    /// agent that cannot keep one; no `key` file).
+    key_custody: Option<String>,
     /// For `tls_client_auth`: the agent's certificate signing request (PEM), relative to the
     /// manifest, made with the key the agent keeps. The request is public and is sent as it
     /// is; the internal CA certifies its key under the agent's SPIFFE id.
@@ -126,6 +130,21 @@ pub fn parse(text: &str, origin: &str) -> Result<AgentRequest, ManifestError> {
             "key: only a private_key_jwt agent has a key file (set credential = \"private_key_jwt\")".into(),
         ));
     }
+    let key_custody = match file.key_custody.as_deref() {
+        None | Some("agent") => statemachines::credential::KeyCustody::Agent,
+        Some("steward") => statemachines::credential::KeyCustody::Steward,
+        Some(other) => {
+            return Err(syntax(format!(
+                "key_custody: `{other}` is not a key custody (agent, steward)"
+            )));
+        }
+    };
+    if key_custody == statemachines::credential::KeyCustody::Steward && file.key.is_some() {
+        return Err(syntax(
+            "key: with key_custody = \"steward\" Steward generates the key pair; name no key file"
+                .into(),
+        ));
+    }
     if file.csr.is_some() && credential != statemachines::credential::CredentialKind::TlsClientAuth
     {
         return Err(syntax(
@@ -135,6 +154,7 @@ pub fn parse(text: &str, origin: &str) -> Result<AgentRequest, ManifestError> {
     Ok(AgentRequest {
         credential,
         public_key: None,
+        key_custody,
         csr: None,
         name: file.name,
         owner: file.owner,

@@ -10,8 +10,16 @@
 //! | `setSecret` | the IdP generated the value: check it still holds it |
 //! | `testSecret` | obtain a real client_credentials token with the AWSPENDING value |
 //! | `finishSecret` | move AWSCURRENT to `token`; the old version becomes AWSPREVIOUS and keeps working until removed |
+//!
+//! A key Steward holds for a `private_key_jwt` agent (key custody `steward`) rotates through
+//! the same steps: `createSecret` generates a new P-256 key pair and stores it as AWSPENDING,
+//! `setSecret` registers its public key at the IdP beside the current one (adding a key it
+//! holds already is fine, so a repeat after a crash between the two steps completes it),
+//! `testSecret` obtains a real token with a client assertion signed by it, and the old key is
+//! removed by its `kid` after the grace period.
 
-use crate::credential::{Credential, NotACredential};
+use crate::agent_key::AgentKeyPair;
+use crate::credential::{Credential, KeyCredential, NotACredential, VaultedCredential};
 use crate::ports::idp::IdpError;
 use crate::ports::vault::{Stage, VaultError};
 use crate::ports::{IdentityProvider, Vault};
@@ -44,6 +52,12 @@ pub enum RotationError {
     #[error("the new secret does not work yet: {0}")]
     TestFailed(IdpError),
     #[error(
+        "the vaulted key of {agent} does not read as a private key; its vault version is damaged and the rotation cannot use it"
+    )]
+    BadKey { agent: String },
+    #[error("a new key pair could not be made: {0}")]
+    KeyGeneration(String),
+    #[error(
         "client {0} is deactivated (its agent is frozen or being decommissioned): the new secret cannot be tested until it is active again"
     )]
     Deactivated(String),
@@ -75,9 +89,9 @@ async fn read(
     vault: &dyn Vault,
     agent_id: &str,
     stage: Stage,
-) -> Result<Option<(String, Credential)>, RotationError> {
+) -> Result<Option<(String, VaultedCredential)>, RotationError> {
     match vault.get(agent_id, stage).await? {
-        Some((version, value)) => Credential::from_secret(&value)
+        Some((version, value)) => VaultedCredential::from_secret(&value)
             .map(|c| Some((version, c)))
             .map_err(|source| RotationError::NotACredential {
                 stage: stage.as_str(),
@@ -93,7 +107,7 @@ pub async fn ours(
     vault: &dyn Vault,
     agent_id: &str,
     token: &str,
-) -> Result<(Stage, Credential), RotationError> {
+) -> Result<(Stage, VaultedCredential), RotationError> {
     for stage in [Stage::Pending, Stage::Current] {
         if let Some((v, c)) = read(vault, agent_id, stage).await?
             && v == token
@@ -120,18 +134,18 @@ pub async fn create_secret(
         Ok((Stage::Pending, c)) => {
             return Ok(Issued {
                 version: token.into(),
-                secret_id: c.secret_id,
+                secret_id: c.id().to_string(),
                 previous_version: current.as_ref().map(|(v, _)| v.clone()),
-                previous_secret_id: current.map(|(_, c)| c.secret_id),
+                previous_secret_id: current.map(|(_, c)| c.id().to_string()),
             });
         }
         Ok((_, c)) => {
             let previous = read(vault, agent_id, Stage::Previous).await?;
             return Ok(Issued {
                 version: token.into(),
-                secret_id: c.secret_id,
+                secret_id: c.id().to_string(),
                 previous_version: previous.as_ref().map(|(v, _)| v.clone()),
-                previous_secret_id: previous.map(|(_, c)| c.secret_id),
+                previous_secret_id: previous.map(|(_, c)| c.id().to_string()),
             });
         }
         Err(RotationError::NotOurs { .. }) => {}
@@ -139,6 +153,29 @@ pub async fn create_secret(
     }
     let (current_version, current) =
         current.ok_or_else(|| RotationError::NoCurrent(agent_id.into()))?;
+    let current = match current {
+        VaultedCredential::Secret(c) => c,
+        VaultedCredential::Key(k) => {
+            // A new key pair, vaulted before the IdP hears of it (setSecret registers it):
+            // nothing is ever registered that the vault does not hold.
+            let pair = AgentKeyPair::generate()
+                .map_err(|e| RotationError::KeyGeneration(e.to_string()))?;
+            let new = KeyCredential {
+                client_id: client_id.into(),
+                kid: pair.public().kid.clone(),
+                private_key: pair.pem().clone(),
+            };
+            vault
+                .put(agent_id, token, &new.to_secret(), Stage::Pending)
+                .await?;
+            return Ok(Issued {
+                version: token.into(),
+                secret_id: new.kid,
+                previous_version: Some(current_version),
+                previous_secret_id: Some(k.kid),
+            });
+        }
+    };
     // Room for the new secret (Okta and the dev IdP hold two): a leftover of a failed or lost
     // attempt goes. A provider holding one secret per client replaces it in add_secret.
     let held = idp.secret_ids(client_id).await?;
@@ -171,7 +208,14 @@ pub async fn set_secret(
     agent_id: &str,
     token: &str,
 ) -> Result<(), RotationError> {
-    let (_, c) = ours(vault, agent_id, token).await?;
+    let c = match ours(vault, agent_id, token).await?.1 {
+        VaultedCredential::Secret(c) => c,
+        VaultedCredential::Key(k) => {
+            let pair = key_pair(agent_id, &k)?;
+            idp.add_key(&k.client_id, pair.public()).await?;
+            return Ok(());
+        }
+    };
     if idp.secret_ids(&c.client_id).await?.contains(&c.secret_id) {
         Ok(())
     } else {
@@ -189,17 +233,29 @@ pub async fn test_secret(
     agent_id: &str,
     token: &str,
 ) -> Result<(), RotationError> {
-    let (_, c) = ours(vault, agent_id, token).await?;
-    match idp.test_secret(&c.client_id, &c.client_secret).await {
+    let c = ours(vault, agent_id, token).await?.1;
+    let result = match &c {
+        VaultedCredential::Secret(s) => idp.test_secret(&s.client_id, &s.client_secret).await,
+        VaultedCredential::Key(k) => idp.test_key(&k.client_id, &key_pair(agent_id, k)?).await,
+    };
+    let client_id = c.client_id().to_string();
+    match result {
         Ok(()) => Ok(()),
         // A deactivated client refuses every secret, and will until a person unfreezes it:
         // not the propagation delay a retry waits out. Retried, the failure would hold up the
         // workflow's other events (the cancel a freeze sends) for the whole retry budget.
-        Err(e) => match idp.client(&c.client_id).await {
-            Ok(Some(info)) if !info.active => Err(RotationError::Deactivated(c.client_id)),
+        Err(e) => match idp.client(&client_id).await {
+            Ok(Some(info)) if !info.active => Err(RotationError::Deactivated(client_id)),
             _ => Err(RotationError::TestFailed(e)),
         },
     }
+}
+
+/// The key pair a vaulted key credential holds.
+fn key_pair(agent_id: &str, k: &KeyCredential) -> Result<AgentKeyPair, RotationError> {
+    AgentKeyPair::from_pem(k.private_key.expose()).map_err(|_| RotationError::BadKey {
+        agent: agent_id.into(),
+    })
 }
 
 /// `finishSecret`: AWSCURRENT moves to `token`. Returns the version that was current before

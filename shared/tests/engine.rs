@@ -123,6 +123,7 @@ fn request(name: &str, scopes: &[&str]) -> AgentRequest {
     AgentRequest {
         credential: Default::default(),
         public_key: None,
+        key_custody: Default::default(),
         csr: None,
         name: name.into(),
         owner: OWNER.into(),

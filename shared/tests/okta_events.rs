@@ -289,6 +289,7 @@ fn orders_agent() -> AgentRequest {
     AgentRequest {
         credential: Default::default(),
         public_key: None,
+        key_custody: Default::default(),
         csr: None,
         name: AGENT.into(),
         owner: "alice@example.com".into(),

@@ -135,16 +135,16 @@ impl AgentRequest {
                     "with key_custody `steward` Steward generates the key pair: send no public_jwk",
                 ))
             }
-            (CredentialKind::PrivateKeyJwt, KeyCustody::Steward, None) => {
-                if !policy.credentials.steward_keys_in(&self.environment) {
-                    reasons.push(reason(
-                        "key_custody",
-                        format!(
-                            "Steward-held keys are not allowed in environment `{}`: the agent must make its own key pair and send public_jwk with key_proof",
-                            self.environment
-                        ),
-                    ));
-                }
+            (CredentialKind::PrivateKeyJwt, KeyCustody::Steward, None)
+                if !policy.credentials.steward_keys_in(&self.environment) =>
+            {
+                reasons.push(reason(
+                    "key_custody",
+                    format!(
+                        "Steward-held keys are not allowed in environment `{}`: the agent must make its own key pair and send public_jwk with key_proof",
+                        self.environment
+                    ),
+                ))
             }
             (CredentialKind::Secret | CredentialKind::TlsClientAuth, KeyCustody::Steward, _) => {
                 reasons.push(reason(

@@ -37,6 +37,19 @@ pub enum AgentsCmd {
     /// Confirm the agent now uses its new key KID, where the identity provider does not report
     /// which key signed a grant: its key rotation goes on to the grace period.
     ConfirmKey { agent: String, kid: String },
+    /// Renew a `tls_client_auth` agent's certificate from its next CSR (PEM, made with the
+    /// agent's new key, which stays with the agent): the new certificate is accepted beside the
+    /// current one, which is revoked once the agent has used the new one.
+    RotateCertificate {
+        agent: String,
+        /// The CSR file.
+        #[arg(long)]
+        csr: PathBuf,
+    },
+    /// Confirm the agent now uses its new certificate (serial or x5t#S256), where the identity
+    /// provider does not report which certificate a grant used: its certificate rotation goes
+    /// on to the grace period.
+    ConfirmCertificate { agent: String, certificate: String },
     /// Make a key pair for a `private_key_jwt` agent (P-256, PKCS#8 PEM, mode 0600) and print
     /// its public JWK. The file stays with the agent; Steward never sees it.
     NewKey {
@@ -74,8 +87,15 @@ pub enum AgentsCmd {
         #[arg(long)]
         reason: String,
     },
-    /// Hand an agent its credentials from the local vault (client id and current secret).
-    Credentials { agent: String },
+    /// Hand an agent its credentials from the local vault: the client id and its current
+    /// secret, or for a key Steward holds (key_custody steward) its kid and private key (to
+    /// stdout, or into a new file with mode 0600 with --key-out).
+    Credentials {
+        agent: String,
+        /// Write a Steward-held private key into this new file instead of stdout.
+        #[arg(long)]
+        key_out: Option<PathBuf>,
+    },
     /// A `tls_client_auth` agent's client certificate from the internal CA (PEM; public: the
     /// key stays with the agent), to stdout or into FILE.
     Certificate {
@@ -293,6 +313,30 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             });
             return Ok(());
         }
+        AgentsCmd::RotateCertificate { agent, csr } => {
+            let csr = std::fs::read_to_string(&csr)
+                .with_context(|| format!("reading the CSR {}", csr.display()))?;
+            let body = shared::admin::CertificateBody { csr };
+            let v = json_of(api.rotate_certificate(&agent, &body).await)?;
+            print(c, &v, |v| {
+                println!(
+                    "certificate rotation {} → {}",
+                    v["workflow_id"].as_str().unwrap_or("?"),
+                    v["state"].as_str().unwrap_or("?")
+                );
+            });
+            return Ok(());
+        }
+        AgentsCmd::ConfirmCertificate { agent, certificate } => {
+            let v = json_of(api.confirm_certificate(&agent, &certificate).await)?;
+            print(c, &v, |v| {
+                println!(
+                    "certificate {certificate} confirmed in use; rotation {} goes on to its grace period",
+                    v["workflow_id"].as_str().unwrap_or("?")
+                );
+            });
+            return Ok(());
+        }
         AgentsCmd::NewKey { out } => {
             let pair = shared::agent_key::AgentKeyPair::generate()?;
             write_private(&out, pair.pem().expose())?;
@@ -420,7 +464,9 @@ pub async fn agents(cmd: AgentsCmd, c: &Client) -> anyhow::Result<()> {
             let v = json_of(api.cancel_workflow(&workflow, &body).await)?;
             print(c, &v, |_| println!("cancel requested for {workflow}"));
         }
-        AgentsCmd::Credentials { agent } => credentials(&api, c, &agent).await?,
+        AgentsCmd::Credentials { agent, key_out } => {
+            credentials(&api, c, &agent, key_out.as_deref()).await?
+        }
         AgentsCmd::Certificate { agent, out } => {
             let pem = api.agent_certificate(&agent).await?;
             match &out {
@@ -627,7 +673,12 @@ fn actor(v: &Value) -> String {
     }
 }
 
-async fn credentials(api: &Api, c: &Client, agent: &str) -> anyhow::Result<()> {
+async fn credentials(
+    api: &Api,
+    c: &Client,
+    agent: &str,
+    key_out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     use shared::ports::Vault;
     let v = json_of(api.agent(agent).await)?;
     let a = &v["agent"];
@@ -652,7 +703,10 @@ async fn credentials(api: &Api, c: &Client, agent: &str) -> anyhow::Result<()> {
         .get(id, shared::ports::vault::Stage::Current)
         .await?
         .with_context(|| format!("no current secret for {agent} in the vault"))?;
-    let secret = shared::credential::Credential::from_secret(&stored)?.client_secret;
+    let vaulted = shared::credential::VaultedCredential::from_secret(&stored)?;
+    if key_out.is_some() && !matches!(vaulted, shared::credential::VaultedCredential::Key(_)) {
+        bail!("{agent} holds a client secret, not a Steward-held key: --key-out is for keys");
+    }
     let me = api
         .whoami()
         .await
@@ -665,6 +719,10 @@ async fn credentials(api: &Api, c: &Client, agent: &str) -> anyhow::Result<()> {
             agent_name: name,
             client_id,
             version: &version,
+            what: match vaulted {
+                shared::credential::VaultedCredential::Secret(_) => "client secret",
+                shared::credential::VaultedCredential::Key(_) => "private key",
+            },
             os_user: &os_user(),
             data_dir: &data_dir.display().to_string(),
         },
@@ -673,16 +731,36 @@ async fn credentials(api: &Api, c: &Client, agent: &str) -> anyhow::Result<()> {
     append_audit(&db_path, record).await.context(
         "the hand-out could not be recorded in the audit trail, so the secret is not shown",
     )?;
-    eprintln!(
-        "handing out the current secret of {} (version {}); treat it as a password (recorded in the audit trail)",
-        shown(agent),
-        shown(&version)
-    );
-    println!(
-        "client_id={}\nclient_secret={}",
-        shown(client_id),
-        secret.expose()
-    );
+    match vaulted {
+        shared::credential::VaultedCredential::Secret(s) => {
+            eprintln!(
+                "handing out the current secret of {} (version {}); treat it as a password (recorded in the audit trail)",
+                shown(agent),
+                shown(&version)
+            );
+            println!(
+                "client_id={}\nclient_secret={}",
+                shown(client_id),
+                s.client_secret.expose()
+            );
+        }
+        shared::credential::VaultedCredential::Key(k) => {
+            eprintln!(
+                "handing out the current private key of {} (kid {}, version {}); treat it as a password (recorded in the audit trail)",
+                shown(agent),
+                shown(&k.kid),
+                shown(&version)
+            );
+            println!("client_id={}\nkid={}", shown(client_id), shown(&k.kid));
+            match key_out {
+                Some(path) => {
+                    write_private(path, k.private_key.expose())?;
+                    println!("private_key_file={}", path.display());
+                }
+                None => print!("{}", k.private_key.expose()),
+            }
+        }
+    }
     Ok(())
 }
 
@@ -692,6 +770,8 @@ struct HandOut<'a> {
     agent_name: &'a str,
     client_id: &'a str,
     version: &'a str,
+    /// "client secret" or "private key".
+    what: &'a str,
     /// The local account that ran the CLI.
     os_user: &'a str,
     /// The data directory whose vault it was read from.
@@ -715,12 +795,12 @@ fn hand_out_record(
     let mut r = shared::audit::call(caller, "cli", "agents credentials", 200, None, time);
     let b = &mut r.body;
     b["message"] = json!(format!(
-        "{} {} took the current client secret of agent {} (version {}) from the local vault in {} as OS user {}",
-        me.kind, me.id, h.agent_name, h.version, h.data_dir, h.os_user
+        "{} {} took the current {} of agent {} (version {}) from the local vault in {} as OS user {}",
+        me.kind, me.id, h.what, h.agent_name, h.version, h.data_dir, h.os_user
     ));
     b["entity"] = json!({
         "uid": h.agent_id,
-        "name": format!("{} client secret", h.agent_name),
+        "name": format!("{} {}", h.agent_name, h.what),
         "type": "OAuth client credential",
         "data": {"client_id": h.client_id, "version": h.version},
     });
@@ -1179,6 +1259,7 @@ mod tests {
                 agent_name: "x-agent-prod",
                 client_id: "0oa123",
                 version: "v-42",
+                what: "private key",
                 os_user: "alice (uid 1000)",
                 data_dir: "/srv/steward",
             },
@@ -1199,7 +1280,7 @@ mod tests {
         let m = b["message"].as_str().unwrap();
         for needle in [
             "alice@example.com",
-            "x-agent-prod",
+            "private key of agent x-agent-prod",
             "v-42",
             "/srv/steward",
             "alice (uid 1000)",

@@ -60,6 +60,7 @@ pub fn agent(i: usize, now: chrono::DateTime<Utc>) -> Agent {
         flags: vec![],
         credentials: vec![],
         credential_kind: Default::default(),
+        key_custody: Default::default(),
         token_binding: Default::default(),
         keys: vec![],
         csr: None,

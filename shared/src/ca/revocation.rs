@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Why a certificate was revoked (RFC 5280 §5.3.1 reason codes that fit an agent's
-/// certificate; `certificateHold` is left out: a revocation here is never undone).
+/// certificate). Only `certificateHold` (a frozen agent's) is ever undone: the registry drops
+/// it at the unfreeze, and the next CRL no longer lists the serial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RevocationReason {
@@ -21,6 +22,7 @@ pub enum RevocationReason {
     AffiliationChanged,
     Superseded,
     CessationOfOperation,
+    CertificateHold,
     PrivilegeWithdrawn,
 }
 
@@ -32,6 +34,7 @@ impl RevocationReason {
             Self::AffiliationChanged => "affiliation_changed",
             Self::Superseded => "superseded",
             Self::CessationOfOperation => "cessation_of_operation",
+            Self::CertificateHold => "certificate_hold",
             Self::PrivilegeWithdrawn => "privilege_withdrawn",
         }
     }
@@ -43,6 +46,7 @@ impl RevocationReason {
             Self::AffiliationChanged => rcgen::RevocationReason::AffiliationChanged,
             Self::Superseded => rcgen::RevocationReason::Superseded,
             Self::CessationOfOperation => rcgen::RevocationReason::CessationOfOperation,
+            Self::CertificateHold => rcgen::RevocationReason::CertificateHold,
             Self::PrivilegeWithdrawn => rcgen::RevocationReason::PrivilegeWithdrawn,
         }
     }

@@ -266,6 +266,7 @@ impl Engine {
             flags: vec![],
             credentials: vec![],
             credential_kind: Default::default(),
+            key_custody: Default::default(),
             token_binding: Default::default(),
             keys: vec![],
             csr: None,
@@ -375,6 +376,7 @@ impl Engine {
             // A claimed client keeps a secret: Steward replaces the ones it never held.
             credential: Default::default(),
             public_key: None,
+            key_custody: Default::default(),
             csr: None,
         };
         let started = self

@@ -194,6 +194,25 @@ impl Executor {
                 scopes,
                 token_lifetime_secs,
                 adopt: None,
+                key: None,
+                binding,
+                generate_key: true,
+                ..
+            }) => {
+                let spec = ClientSpec {
+                    agent_id: agent_id.clone(),
+                    name: client_name.clone(),
+                    scopes: scopes.clone(),
+                    token_lifetime_secs: *token_lifetime_secs,
+                };
+                self.create_steward_key_client(key, &spec, *binding).await
+            }
+            Command::Idp(IdpCommand::CreateClient {
+                agent_id,
+                name: client_name,
+                scopes,
+                token_lifetime_secs,
+                adopt: None,
                 key: Some(agent_key),
                 binding,
                 ..
@@ -312,6 +331,21 @@ impl Executor {
             Command::Idp(IdpCommand::RemoveSecret {
                 client_id,
                 secret_id,
+                key: true,
+            }) => {
+                // A Steward-held key: `secret_id` is its kid.
+                self.idp
+                    .remove_key(client_id, secret_id)
+                    .await
+                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                Ok(Some(Event::SecretRemoved {
+                    secret_id: secret_id.clone(),
+                }))
+            }
+            Command::Idp(IdpCommand::RemoveSecret {
+                client_id,
+                secret_id,
+                key: false,
             }) => {
                 self.idp
                     .remove_secret(client_id, secret_id)

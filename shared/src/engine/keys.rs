@@ -1,11 +1,21 @@
-//! Agent-held keys entering Steward: a nonce to sign over, and the check that whoever submits a
-//! public key holds its private half (a proof of possession over that nonce), before the key
-//! reaches a workflow. A refused proof changes nothing and is audited.
+//! Keys of `private_key_jwt` agents:
+//! - agent-held keys entering Steward: a nonce to sign over, and the check that whoever submits
+//!   a public key holds its private half (a proof of possession over that nonce), before the key
+//!   reaches a workflow. A refused proof changes nothing and is audited;
+//! - keys Steward holds for agents that cannot keep one (key custody `steward`): the executor
+//!   generates the pair, vaults it before the IdP hears of it, registers the public key and
+//!   obtains a real token with it ([`Executor::create_steward_key_client`]); from then on it
+//!   rotates like a secret (`crate::secret_rotation`).
 
+use super::executor::{ExecError, Executor};
 use super::{Engine, EngineError};
-use crate::agent_key::{self, AgentKey};
+use crate::agent_key::{self, AgentKey, AgentKeyPair};
+use crate::credential::{KeyCredential, VaultedCredential};
+use crate::ports::idp::ClientSpec;
+use crate::ports::vault::{Stage, version_id_for};
 use chrono::{DateTime, Utc};
-use statemachines::{Actor, Rejected};
+use statemachines::credential::TokenBinding;
+use statemachines::{Actor, Event, Rejected};
 
 /// How long a nonce may wait for its proof.
 pub const KEY_NONCE_TTL: std::time::Duration = std::time::Duration::from_secs(600);
@@ -79,5 +89,110 @@ impl Engine {
         )
         .await?;
         Ok(EngineError::Rejected(Rejected::new("key_proof", why)))
+    }
+}
+
+impl Executor {
+    /// The vaulted key credential at `stage`, if it is the version `version`.
+    async fn vaulted_key(
+        &self,
+        agent_id: &str,
+        stage: Stage,
+        version: impl Fn(&KeyCredential) -> String,
+    ) -> Result<Option<(String, KeyCredential)>, String> {
+        let Some((v, value)) = self
+            .vault
+            .get(agent_id, stage)
+            .await
+            .map_err(|e| format!("reading the vaulted key: {e}"))?
+        else {
+            return Ok(None);
+        };
+        match VaultedCredential::from_secret(&value) {
+            Ok(VaultedCredential::Key(k)) if v == version(&k) => Ok(Some((v, k))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Creates the client of a `private_key_jwt` agent whose key Steward holds, once per
+    /// command `key`: the key pair is generated and vaulted (pending, as the version the
+    /// command's key names) before the IdP hears of it, so a repeat after a crash registers the
+    /// same key; the IdP makes one client per idempotency key; a real token obtained with a
+    /// client assertion verifies it; then the key becomes the agent's current vault version.
+    pub(super) async fn create_steward_key_client(
+        &self,
+        key: &str,
+        spec: &ClientSpec,
+        binding: TokenBinding,
+    ) -> Result<Option<Event>, ExecError> {
+        let fail = |message: String, retryable: bool| ExecError {
+            command: "idp.create_client",
+            message,
+            retryable,
+            retry_after: None,
+        };
+        let agent_id = &spec.agent_id;
+        let current_version = |k: &KeyCredential| version_id_for(&format!("{key}/{}", k.kid));
+        if let Some((version, done)) = self
+            .vaulted_key(agent_id, Stage::Current, current_version)
+            .await
+            .map_err(|e| fail(e, true))?
+        {
+            return Ok(Some(Event::ClientCreated {
+                client_id: done.client_id,
+                secret_version: version,
+            }));
+        }
+        let draft = version_id_for(&format!("{key}/key"));
+        let pair = match self
+            .vaulted_key(agent_id, Stage::Pending, |_| draft.clone())
+            .await
+            .map_err(|e| fail(e, true))?
+        {
+            Some((_, k)) => AgentKeyPair::from_pem(k.private_key.expose()).map_err(|_| {
+                fail(
+                    "the vaulted draft key does not read as a private key".into(),
+                    false,
+                )
+            })?,
+            None => {
+                let pair = AgentKeyPair::generate()
+                    .map_err(|e| fail(format!("making a key pair: {e}"), false))?;
+                let vaulted = KeyCredential {
+                    client_id: String::new(),
+                    kid: pair.public().kid.clone(),
+                    private_key: pair.pem().clone(),
+                };
+                self.vault
+                    .put(agent_id, &draft, &vaulted.to_secret(), Stage::Pending)
+                    .await
+                    .map_err(|e| fail(format!("storing the new key: {e}"), true))?;
+                pair
+            }
+        };
+        let client_id = self
+            .idp
+            .create_key_client(spec, pair.public(), binding, key)
+            .await
+            .map_err(|e| fail(e.to_string(), e.retryable()))?;
+        // Verified before anyone is told it works: a token obtained with the new key.
+        self.idp
+            .test_key(&client_id, &pair)
+            .await
+            .map_err(|e| fail(format!("the new key does not work yet: {e}"), true))?;
+        let credential = KeyCredential {
+            client_id: client_id.clone(),
+            kid: pair.public().kid.clone(),
+            private_key: pair.pem().clone(),
+        };
+        let version = current_version(&credential);
+        self.vault
+            .put(agent_id, &version, &credential.to_secret(), Stage::Current)
+            .await
+            .map_err(|e| fail(format!("storing the new key: {e}"), true))?;
+        Ok(Some(Event::ClientCreated {
+            client_id,
+            secret_version: version,
+        }))
     }
 }

@@ -34,6 +34,10 @@ pub struct SweepReport {
     /// Agent-held keys near their maximum age whose watch started now (owner asked to rotate).
     #[serde(default)]
     pub key_expiries_started: usize,
+    /// Certificates within `certificate_remind_days` of their end whose watch started now
+    /// (owner asked to renew).
+    #[serde(default)]
+    pub certificate_expiries_started: usize,
     /// The scheduled access-review campaign this sweep launched, if one was due.
     pub campaign_launched: Option<String>,
     /// Shadow agents (IdP clients nobody registered) this sweep found for the first time.
@@ -170,36 +174,96 @@ impl Engine {
         let newest = agent
             .keys
             .iter()
-            .rfind(|k| k.status == statemachines::credential::KeyStatus::Active);
+            .rfind(|k| k.status == statemachines::credential::KeyStatus::Active)
+            .is_some_and(|k| k.key.kid == kid);
+        self.confirm_in_use(
+            "key use confirmation",
+            &agent,
+            &by,
+            KeyRotation::KIND,
+            newest.then_some(kid),
+            &format!("key {kid}"),
+            Event::KeyUsed {
+                kid: kid.to_string(),
+                confirmed_by: Some(person.to_string()),
+            },
+        )
+        .await
+    }
+
+    /// The owner (or a security approver) confirms the agent now uses certificate
+    /// `certificate` (its serial or `x5t#S256`): the certificate rotation waiting for its first
+    /// use goes on, as if the mTLS token endpoint had reported a grant with it. For identity
+    /// providers that do not say which certificate a grant used.
+    pub async fn confirm_certificate_in_use(
+        &self,
+        agent_ref: &str,
+        certificate: &str,
+        person: &str,
+    ) -> Result<String, EngineError> {
+        use statemachines::certificate_rotation::CertificateRotation;
+        let what = "certificate use confirmation";
+        let by = Actor::Person(person.to_string());
+        let agent = self.agent_for(what, agent_ref, &by).await?;
+        self.check_owner_or_approver(what, &agent, person, &by)
+            .await?;
+        let newest = agent
+            .certificates
+            .iter()
+            .rfind(|c| c.revoked.is_none())
+            .filter(|c| c.serial == certificate || c.x5t_s256 == certificate)
+            .map(|c| c.x5t_s256.clone());
+        let event = Event::CertificateUsed {
+            x5t_s256: newest.clone().unwrap_or_default(),
+            confirmed_by: Some(person.to_string()),
+        };
+        self.confirm_in_use(
+            what,
+            &agent,
+            &by,
+            CertificateRotation::KIND,
+            newest.as_deref(),
+            &format!("certificate {certificate}"),
+            event,
+        )
+        .await
+    }
+
+    /// Sends a person's confirmation `event` to the agent's rotation of `kind` waiting in
+    /// `AwaitingUse`, when `newest` (the id of the agent's newest credential, if it is the one
+    /// confirmed) is set; otherwise refuses, audited, naming `credential`.
+    #[allow(clippy::too_many_arguments)]
+    async fn confirm_in_use(
+        &self,
+        what: &str,
+        agent: &Agent,
+        by: &Actor,
+        kind: &str,
+        newest: Option<&str>,
+        credential: &str,
+        event: Event,
+    ) -> Result<String, EngineError> {
         let waiting = self
             .store
             .instances_for_agent(&agent.id)
             .await?
             .into_iter()
-            .find(|i| !i.terminal && i.kind == KeyRotation::KIND && i.state_name == "AwaitingUse");
-        let (Some(i), Some(_)) = (waiting, newest.filter(|k| k.key.kid == kid)) else {
+            .find(|i| !i.terminal && i.kind == kind && i.state_name == "AwaitingUse");
+        let (Some(i), Some(id)) = (waiting, newest) else {
             let why = format!(
-                "no key rotation of {} waits for key {kid} to be used",
+                "no {} of {} waits for {credential} to be used",
+                kind.replace('_', " "),
                 agent.name
             );
-            self.audit_refusal(
-                "key use confirmation",
-                &by,
-                Some((&agent.id, &agent.name)),
-                None,
-                &why,
-            )
-            .await?;
+            self.audit_refusal(what, by, Some((&agent.id, &agent.name)), None, &why)
+                .await?;
             return Err(EngineError::Conflict(why));
         };
         self.send(
             vec![Message::Event {
-                event_id: format!("key-confirmed/{}/{kid}", i.id),
+                event_id: format!("confirmed/{}/{id}", i.id),
                 workflow_id: i.id.clone(),
-                event: Event::KeyUsed {
-                    kid: kid.to_string(),
-                    confirmed_by: Some(person.to_string()),
-                },
+                event,
             }],
             Duration::ZERO,
         )
@@ -372,6 +436,7 @@ impl Engine {
             &format!("certificate-used/{x5t_s256}"),
             Event::CertificateUsed {
                 x5t_s256: x5t_s256.to_string(),
+                confirmed_by: None,
             },
         )
         .await
@@ -499,6 +564,7 @@ impl Engine {
             }
         }
         report.key_expiries_started = self.watch_key_ages(now).await?;
+        report.certificate_expiries_started = self.watch_certificate_ends(now).await?;
         report.campaign_launched = self
             .launch_scheduled_campaign()
             .await?
@@ -579,6 +645,74 @@ impl Engine {
                     Ok((_, true)) => {}
                     Err(EngineError::Rejected(r)) => {
                         tracing::info!(agent = %agent.name, %r, "sweep: key expiry watch not started");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(started)
+    }
+
+    /// Starts the expiry watch of every valid certificate within `certificate_remind_days` of
+    /// its end (once per certificate); returns how many started.
+    async fn watch_certificate_ends(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<usize, EngineError> {
+        use statemachines::certificate_expiry::{CertificateExpiry, CertificateExpiryInput};
+        use statemachines::credential::CredentialKind;
+        let c = &self.policy.credentials;
+        let remind = chrono::Duration::days(i64::from(c.certificate_remind_days));
+        // Certificates are issued for the policy's lifetime: one issued before `cutoff` is
+        // within its reminder time. (One issued under a longer lifetime is read early and
+        // skipped below until its own time; an expired one is refused at the mTLS endpoint
+        // whether or not its watch ran.)
+        let notice = chrono::Duration::days(i64::from(c.certificate_lifetime_days)) - remind;
+        let read_at_most = self.policy.lifecycle.rotation_starts_per_minute as usize * 60;
+        let agents = self
+            .store
+            .agents_with_credentials_before(
+                now - notice.max(chrono::Duration::zero()),
+                read_at_most.max(1),
+            )
+            .await?;
+        let mut started = 0;
+        for agent in agents.iter().filter(|a| {
+            a.credential_kind == CredentialKind::TlsClientAuth
+                && matches!(a.status, AgentStatus::Active | AgentStatus::Frozen)
+        }) {
+            for cert in agent
+                .certificates
+                .iter()
+                .filter(|c| !c.revoked_for_good() && c.not_after - remind <= now)
+            {
+                let hash = short_hash(&[&agent.id, &cert.serial]);
+                let workflow_id = format!("certificate-expiry-{}-{}", agent.name, &hash[..12]);
+                if self.store.instance(&workflow_id).await?.is_some() {
+                    continue;
+                }
+                let input = StartInput::CertificateExpiry(CertificateExpiryInput {
+                    agent: agent.clone(),
+                    certificate: cert.clone(),
+                });
+                let summary = json!({"certificate_expiry": {"serial": cert.serial, "expires_at": cert.not_after}});
+                match self
+                    .start(
+                        &workflow_id,
+                        CertificateExpiry::KIND,
+                        Some(&agent.id),
+                        &agent.name,
+                        input,
+                        &hash,
+                        Actor::Schedule("certificate-expiry".into()),
+                        summary,
+                    )
+                    .await
+                {
+                    Ok((_, false)) => started += 1,
+                    Ok((_, true)) => {}
+                    Err(EngineError::Rejected(r)) => {
+                        tracing::info!(agent = %agent.name, %r, "sweep: certificate expiry watch not started");
                     }
                     Err(e) => return Err(e),
                 }

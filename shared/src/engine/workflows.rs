@@ -1,6 +1,7 @@
 //! Routes stored instances (kind + JSON state) to their typed machines.
 
 use serde_json::Value;
+use statemachines::certificate_expiry::{CertificateExpiry, CertificateExpiryInput};
 use statemachines::certificate_rotation::{CertificateRotation, CertificateRotationInput};
 use statemachines::decommission::{Decommission, DecommissionInput};
 use statemachines::discovery::{ShadowAgent, ShadowInput};
@@ -40,6 +41,7 @@ pub enum StartInput {
     KeyRotation(KeyRotationInput),
     CertificateRotation(CertificateRotationInput),
     KeyExpiry(KeyExpiryInput),
+    CertificateExpiry(CertificateExpiryInput),
     Decommission(DecommissionInput),
     Expiry(ExpiryInput),
     ReviewCampaign(CampaignInput),
@@ -55,6 +57,9 @@ pub fn start(input: StartInput, ctx: &Ctx) -> Result<Applied, Rejected> {
         StartInput::OwnerLoss(i) => erase::<OwnerLoss>(workflow::start::<OwnerLoss>(i, ctx)?),
         StartInput::Rotation(i) => erase::<Rotation>(workflow::start::<Rotation>(i, ctx)?),
         StartInput::KeyExpiry(i) => erase::<KeyExpiry>(workflow::start::<KeyExpiry>(i, ctx)?),
+        StartInput::CertificateExpiry(i) => {
+            erase::<CertificateExpiry>(workflow::start::<CertificateExpiry>(i, ctx)?)
+        }
         StartInput::KeyRotation(i) => erase::<KeyRotation>(workflow::start::<KeyRotation>(i, ctx)?),
         StartInput::CertificateRotation(i) => {
             erase::<CertificateRotation>(workflow::start::<CertificateRotation>(i, ctx)?)
@@ -84,6 +89,7 @@ pub fn apply(kind: &str, state: &Value, event: Event, ctx: &Ctx) -> Result<Appli
         KeyRotation::KIND => apply_typed::<KeyRotation>(state, event, ctx),
         CertificateRotation::KIND => apply_typed::<CertificateRotation>(state, event, ctx),
         KeyExpiry::KIND => apply_typed::<KeyExpiry>(state, event, ctx),
+        CertificateExpiry::KIND => apply_typed::<CertificateExpiry>(state, event, ctx),
         Decommission::KIND => apply_typed::<Decommission>(state, event, ctx),
         Expiry::KIND => apply_typed::<Expiry>(state, event, ctx),
         ReviewCampaign::KIND => apply_typed::<ReviewCampaign>(state, event, ctx),

@@ -272,6 +272,20 @@ impl AdminClient {
             .await
     }
 
+    pub async fn confirm_certificate(
+        &self,
+        agent: &str,
+        certificate: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.call(
+            &routes::CONFIRM_CERTIFICATE,
+            &[agent, certificate],
+            NO_QUERY,
+            NO_BODY,
+        )
+        .await
+    }
+
     pub async fn key_nonce(&self) -> Result<crate::admin::KeyNonce, ClientError> {
         self.call(&routes::KEY_NONCE, &[], NO_QUERY, NO_BODY).await
     }

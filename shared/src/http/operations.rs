@@ -43,6 +43,7 @@ pub(super) fn handler(route: &Route) -> MethodRouter<App> {
         Op::Rotate => on(route, rotate),
         Op::RotateKey => on(route, rotate_key),
         Op::ConfirmKey => on(route, confirm_key),
+        Op::ConfirmCertificate => on(route, confirm_certificate),
         Op::RotateCertificate => on(route, rotate_certificate),
         Op::Decommission => on(route, decommission),
         Op::Renew => on(route, renew),
@@ -376,6 +377,24 @@ async fn confirm_key(
     let workflow_id = app
         .engine
         .confirm_key_in_use(&agent, &kid, &caller.acting())
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "workflow_id": workflow_id })),
+    ))
+}
+
+/// `POST /api/agents/{agent}/certificates/{certificate}/in-use`: the owner confirms the agent
+/// switched to its new certificate (by serial or `x5t#S256`), where the identity provider does
+/// not report which certificate a grant used.
+async fn confirm_certificate(
+    State(app): State<App>,
+    caller: Caller,
+    Path((agent, certificate)): Path<(String, String)>,
+) -> Answer<impl IntoResponse> {
+    let workflow_id = app
+        .engine
+        .confirm_certificate_in_use(&agent, &certificate, &caller.acting())
         .await?;
     Ok((
         StatusCode::ACCEPTED,

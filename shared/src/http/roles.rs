@@ -87,6 +87,7 @@ pub fn who_may(op: Op) -> &'static [Role] {
         | Op::RotateKey
         | Op::ConfirmKey
         | Op::RotateCertificate
+        | Op::ConfirmCertificate
         | Op::Freeze
         | Op::Unfreeze
         | Op::Renew => OWNER_OR_SECURITY,

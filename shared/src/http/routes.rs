@@ -26,6 +26,7 @@ pub enum Op {
     RotateKey,
     ConfirmKey,
     RotateCertificate,
+    ConfirmCertificate,
     Decommission,
     Renew,
     Freeze,
@@ -146,6 +147,11 @@ pub const ROTATE_CERTIFICATE: Route = admin(
     Post,
     "/api/agents/{agent}/certificates",
 );
+pub const CONFIRM_CERTIFICATE: Route = admin(
+    Op::ConfirmCertificate,
+    Post,
+    "/api/agents/{agent}/certificates/{certificate}/in-use",
+);
 pub const DECOMMISSION: Route = admin(Op::Decommission, Post, "/api/agents/{agent}/decommission");
 pub const RENEW: Route = admin(Op::Renew, Post, "/api/agents/{agent}/renew");
 pub const FREEZE: Route = admin(Op::Freeze, Post, "/api/agents/{agent}/freeze");
@@ -207,6 +213,7 @@ pub const ROUTES: &[Route] = &[
     ROTATE_KEY,
     CONFIRM_KEY,
     ROTATE_CERTIFICATE,
+    CONFIRM_CERTIFICATE,
     DECOMMISSION,
     RENEW,
     FREEZE,

@@ -41,6 +41,7 @@ fn agent(name: &str, client: &str) -> Agent {
         flags: vec![],
         credentials: vec![],
         credential_kind: CredentialKind::PrivateKeyJwt,
+        key_custody: Default::default(),
         token_binding: TokenBinding::Dpop,
         keys: vec![],
         csr: None,

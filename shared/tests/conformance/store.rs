@@ -383,6 +383,7 @@ pub fn agent(id: &str, name: &str, status: AgentStatus, updated: i64) -> Agent {
         flags: vec![],
         credentials: vec![],
         credential_kind: Default::default(),
+        key_custody: Default::default(),
         token_binding: Default::default(),
         keys: vec![],
         csr: None,

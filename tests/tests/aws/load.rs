@@ -47,6 +47,7 @@ fn agent(i: usize, status: AgentStatus, v: i64) -> Agent {
         flags: vec![],
         credentials: vec![],
         credential_kind: Default::default(),
+        key_custody: Default::default(),
         token_binding: Default::default(),
         keys: vec![],
         csr: None,

@@ -50,6 +50,7 @@ fn sample(op: Op, ids: &Ids) -> Sample {
         Op::KeyNonce => call(&[], None),
         // A proof over a nonce the other side never issued: refused alike.
         Op::ConfirmKey => call(&[AGENT, "no-such-kid"], None),
+        Op::ConfirmCertificate => call(&[AGENT, "no-such-certificate"], None),
         // A CSR that is none, for a secret agent: refused alike.
         Op::RotateCertificate => call(&[AGENT], Some(json!({"csr": "not a CSR"}))),
         Op::RotateKey => call(

@@ -695,3 +695,259 @@ fn a_certificate_rotates_while_the_agent_keeps_getting_tokens() {
     let (status, v) = certificate_token(&new_client, &mtls, &client_id);
     assert_eq!(status, 200, "{v}");
 }
+
+/// The serials a CRL from `GET /ca/crl` lists, each with its reason code (RFC 5280).
+fn crl_entries(s: &Server) -> Vec<(String, Option<String>)> {
+    let der = s
+        .http()
+        .get(s.url("/ca/crl"))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap()
+        .to_vec();
+    let (_, crl) = CertificateRevocationList::from_der(&der).expect("a DER CRL");
+    crl.iter_revoked_certificates()
+        .map(|r| {
+            let reason = r.reason_code().map(|(_, c)| c.to_string());
+            (hex::encode(r.raw_serial()), reason)
+        })
+        .collect()
+}
+
+/// The kill switch on a certificate agent: its certificate goes on hold (the CRL lists it as
+/// `certificateHold`, so agent-to-agent mTLS peers refuse it too) and the mTLS token endpoint
+/// refuses it; the unfreeze releases the hold, and the same certificate works again.
+#[test]
+fn a_frozen_certificate_agent_is_on_hold_until_unfrozen() {
+    let s = Server::start_with(certificates_in_prod());
+    let name = "ledger-held-agent-prod";
+    let (key, csr) = agent_key(name, &[]);
+    let (agent, pem) = onboard(&s, name, &csr);
+    let client_id = agent["client_id"].as_str().unwrap().to_string();
+    let serial = agent["certificates"][0]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, ca_pem) = s.send(s.http().get(s.url("/ca/certificate")));
+    let with_cert = mtls_client(ca_pem.as_str().unwrap(), Some((&pem, &key)));
+    let mtls = mtls_base(&s);
+    assert_eq!(certificate_token(&with_cert, &mtls, &client_id).0, 200);
+    assert!(crl_entries(&s).is_empty());
+
+    let (status, v) = s.post_as(
+        ALICE,
+        &format!("/api/agents/{name}/freeze"),
+        &json!({"reason": "its key may have leaked"}),
+    );
+    assert_eq!(status, 202, "{v}");
+    let freeze = v["started"][0]["workflow_id"].as_str().unwrap().to_string();
+    s.wait_workflow_state(&freeze, "AwaitingDecision");
+    let frozen = s.agent(name);
+    assert_eq!(
+        frozen["certificates"][0]["revoked"]["reason"], "certificate_hold",
+        "{frozen}"
+    );
+    let crl = crl_entries(&s);
+    assert_eq!(crl.len(), 1, "{crl:?}");
+    assert_eq!(crl[0].0, serial);
+    assert!(
+        crl[0].1.as_deref().is_some_and(|r| r.contains("Hold")),
+        "the reason is certificateHold: {crl:?}"
+    );
+    let (status, v) = certificate_token(&with_cert, &mtls, &client_id);
+    assert_eq!(status, 401, "{v}");
+    assert!(
+        s.audit().iter().any(|r| r
+            .to_string()
+            .contains(&format!("certificate(s) {serial} on hold"))),
+        "the freeze's audit names the held certificate"
+    );
+
+    // Security unfreezes: the hold is released and the same certificate works again.
+    let decision = s.pending_approval(&freeze);
+    let (status, v) = s.decide(decision["request"]["id"].as_str().unwrap(), "approve", SAM);
+    assert_eq!(status, 202, "{v}");
+    let back = s.wait_agent_status(name, "active");
+    assert!(back["certificates"][0]["revoked"].is_null(), "{back}");
+    assert!(
+        crl_entries(&s).is_empty(),
+        "the next CRL no longer lists it"
+    );
+    let (status, v) = certificate_token(&with_cert, &mtls, &client_id);
+    assert_eq!(status, 200, "{v}");
+}
+
+/// `steward agents rotate-certificate` with the agent's next CSR. Where the IdP does not say
+/// which certificate a grant used, the owner confirms the switch (`steward agents
+/// confirm-certificate`): only the owner or security may, only for the certificate the rotation
+/// waits for; the old certificate is then revoked after the grace period.
+#[test]
+fn the_owner_confirms_the_new_certificate_from_the_cli_and_the_old_one_is_revoked() {
+    let mut o = certificates_in_prod();
+    o.policy = o.policy.replace("grace = \"24h\"", "grace = \"1s\"");
+    let s = Server::start_with(o);
+    let name = "ledger-confirmed-mtls-agent-prod";
+    let (_old_key, csr) = agent_key(name, &[]);
+    let (agent, _) = onboard(&s, name, &csr);
+    let old_serial = agent["certificates"][0]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (_new_key, new_csr) = agent_key(name, &[]);
+    let csr_file = dir.path().join("next.csr");
+    std::fs::write(&csr_file, &new_csr).unwrap();
+
+    let (out, stdout, stderr) = run(&mut s.cli_as(
+        BOB,
+        [
+            "agents",
+            "rotate-certificate",
+            name,
+            "--csr",
+            csr_file.to_str().unwrap(),
+        ],
+    ));
+    assert!(!out.status.success(), "not Bob's agent: {stdout}");
+    assert!(
+        stderr.contains("403") || stderr.contains("not allowed"),
+        "{stderr}"
+    );
+    let (out, stdout, stderr) = run(&mut s.cli_as(
+        ALICE,
+        [
+            "agents",
+            "rotate-certificate",
+            name,
+            "--csr",
+            csr_file.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.status.success(), "{stderr}");
+    let workflow = stdout
+        .split_whitespace()
+        .find(|w| w.starts_with("certificate-rotation-"))
+        .unwrap_or_else(|| panic!("the workflow id: {stdout}"))
+        .to_string();
+    s.wait_workflow_state(&workflow, "AwaitingUse");
+    let both = s.agent(name);
+    let new_serial = both["certificates"][1]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let new_x5t = both["certificates"][1]["x5t#S256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let confirm = |person: &str, certificate: &str| {
+        run(&mut s.cli_as(person, ["agents", "confirm-certificate", name, certificate]))
+    };
+    let (out, _, stderr) = confirm(ALICE, &old_serial);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("waits for certificate {old_serial} to be used")),
+        "the old certificate is not the one awaited: {stderr}"
+    );
+    let (out, _, _) = confirm(BOB, &new_serial);
+    assert!(!out.status.success(), "not Bob's agent");
+    // By serial or by x5t#S256: the same certificate.
+    let (out, stdout, stderr) = confirm(ALICE, &new_x5t);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains("confirmed in use"), "{stdout}");
+    s.wait_workflow_state(&workflow, "Done");
+    let after = s.agent(name);
+    assert_eq!(after["certificates"][0]["revoked"]["reason"], "superseded");
+    assert!(after["certificates"][1]["revoked"].is_null(), "{after}");
+    assert!(
+        s.audit().iter().any(|r| r.to_string().contains(&format!(
+            "alice@example.com confirmed the agent uses certificate {new_serial}"
+        ))),
+        "the confirmation is attributed"
+    );
+}
+
+/// A new certificate the agent never uses is not left valid: at `[credentials] first_use_secs`
+/// the rotation removes it at the IdP and revokes it, and the current certificate keeps working.
+#[test]
+fn an_unused_new_certificate_is_revoked_at_the_first_use_deadline() {
+    let mut o = certificates_in_prod();
+    o.policy.push_str("first_use_secs = 1\n");
+    let s = Server::start_with(o);
+    let name = "ledger-unswitched-agent-prod";
+    let (key, csr) = agent_key(name, &[]);
+    let (agent, pem) = onboard(&s, name, &csr);
+    let client_id = agent["client_id"].as_str().unwrap().to_string();
+    let (_, next_csr) = agent_key(name, &[]);
+    let (status, started) = s.post_as(
+        ALICE,
+        &format!("/api/agents/{name}/certificates"),
+        &json!({ "csr": next_csr }),
+    );
+    assert_eq!(status, 202, "{started}");
+    let workflow = started["workflow_id"].as_str().unwrap();
+    s.wait_workflow_state(workflow, "Failed");
+    let after = s.agent(name);
+    assert!(after["certificates"][0]["revoked"].is_null(), "{after}");
+    assert_eq!(
+        after["certificates"][1]["revoked"]["reason"], "cessation_of_operation",
+        "{after}"
+    );
+    let unused = after["certificates"][1]["serial"].as_str().unwrap();
+    assert!(crl_entries(&s).iter().any(|(s, _)| s == unused));
+    let (_, ca_pem) = s.send(s.http().get(s.url("/ca/certificate")));
+    let with_cert = mtls_client(ca_pem.as_str().unwrap(), Some((&pem, &key)));
+    assert_eq!(
+        certificate_token(&with_cert, &mtls_base(&s), &client_id).0,
+        200,
+        "the current certificate keeps working"
+    );
+}
+
+/// A certificate near its end: the sweep starts its watch `certificate_remind_days` ahead, the
+/// owner is asked to renew it (with the command to run), and the watch waits for the
+/// certificate's `notAfter` to remove it at the IdP. Once per certificate.
+#[test]
+fn the_sweep_asks_the_owner_to_renew_a_certificate_near_its_end() {
+    let mut o = certificates_in_prod();
+    o.policy = o.policy.replace(
+        &format!("certificate_lifetime_days = {LIFETIME_DAYS}"),
+        "certificate_lifetime_days = 1\ncertificate_remind_days = 2",
+    );
+    let s = Server::start_with(o);
+    let name = "ledger-renewing-agent-prod";
+    let (_key, csr) = agent_key(name, &[]);
+    let (agent, _) = onboard(&s, name, &csr);
+    let serial = agent["certificates"][0]["serial"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, report) = s.post("/api/sweep", &json!({}));
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["certificate_expiries_started"], 1, "{report}");
+    let asked = s.wait("the owner asked to renew", SETTLE, || {
+        array(s.get_ok("/api/notifications"))
+            .into_iter()
+            .find(|n| n["recipient"] == ALICE && n.to_string().contains("its certificate ends at"))
+    });
+    let text = asked.to_string();
+    assert!(text.contains(&serial), "{text}");
+    assert!(
+        text.contains(&format!("steward agents rotate-certificate {name}")),
+        "{text}"
+    );
+    let history = s.get_ok(&format!(
+        "/api/agents/{}/history",
+        agent["id"].as_str().unwrap()
+    ));
+    let watch_id = array(history)
+        .into_iter()
+        .find(|e| e["kind"] == "certificate_expiry")
+        .and_then(|e| e["workflow_id"].as_str().map(str::to_string))
+        .expect("a certificate expiry watch");
+    let watch = s.workflow(&watch_id);
+    assert_eq!(watch["workflow"]["state_name"], "Watching", "{watch}");
+    let (_, again) = s.post("/api/sweep", &json!({}));
+    assert_eq!(again["certificate_expiries_started"], 0, "{again}");
+}

@@ -665,3 +665,163 @@ fn the_owner_confirms_the_new_key_in_use_and_the_old_key_retires() {
         "the confirmation is attributed"
     );
 }
+
+/// For an agent that cannot keep a key (`key_custody = "steward"`): Steward generates the key
+/// pair, registers only the public key, keeps the private key in the vault and verifies it with
+/// a real token; the owner hands it out with `steward agents credentials` (audited, the file
+/// mode 0600); it rotates like a secret (the sweep or `steward agents rotate`), the old key
+/// keeps working through the grace period and is removed after it; a policy can forbid such
+/// keys per environment; decommission deletes the client and schedules the vaulted key's
+/// deletion. The private key shows nowhere but in the hand-out.
+#[test]
+fn a_steward_held_key_is_vaulted_handed_out_and_rotated_like_a_secret() {
+    let mut o = keys_in_prod();
+    o.policy = o.policy.replace("grace = \"24h\"", "grace = \"1s\"");
+    o.policy.push_str("steward_keys = { staging = false }\n");
+    let s = Server::start_with(o);
+    let name = "ledger-keyless-agent-prod";
+    let mut body = agent_request(name, "prod", ALICE, &["datadog:metrics:read"]);
+    body["credential"] = json!("private_key_jwt");
+    body["key_custody"] = json!("steward");
+    s.request_ok(&body);
+    let agent = s.wait_agent_status(name, "active");
+    assert_eq!(agent["key_custody"], "steward", "{agent}");
+    assert!(agent["keys"].is_null(), "no agent-held key: {agent}");
+    let first_version = agent["secret_version"]
+        .as_str()
+        .expect("vaulted")
+        .to_string();
+    let client_id = agent["client_id"].as_str().unwrap().to_string();
+
+    // The owner hands it out; the file is the agent's key and is made 0600.
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("agent.key");
+    let (out, stdout, stderr) = run(&mut s.cli_as(
+        ALICE,
+        [
+            "agents",
+            "credentials",
+            name,
+            "--key-out",
+            key_file.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stdout.contains(&format!("client_id={client_id}")),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("PRIVATE KEY"),
+        "the key went to the file: {stdout}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let old = AgentKeyPair::from_pem(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+    assert!(
+        stdout.contains(&format!("kid={}", old.public().kid)),
+        "{stdout}"
+    );
+    let token_url = s.url("/oauth2/v1/token");
+    let (status, v) = agent_token(s.http(), &token_url, &client_id, &old);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["token_type"], "DPoP", "{v}");
+    assert!(
+        s.audit()
+            .iter()
+            .any(|r| r.to_string().contains("private key of agent")),
+        "the hand-out is audited"
+    );
+
+    // Rotated like a secret: a new key, verified, current; the old one removed after the grace.
+    let (status, started) = s.post_as(ALICE, &format!("/api/agents/{name}/rotate"), &json!({}));
+    assert_eq!(status, 202, "{started}");
+    let rotation = started["workflow_id"].as_str().unwrap().to_string();
+    s.wait_workflow_state(&rotation, "Done");
+    let rotated = s.agent(name);
+    assert_ne!(
+        rotated["secret_version"],
+        first_version.as_str(),
+        "{rotated}"
+    );
+    assert_eq!(
+        agent_token(s.http(), &token_url, &client_id, &old).0,
+        401,
+        "the old key is removed"
+    );
+    let next_file = dir.path().join("next.key");
+    let (out, _, stderr) = run(&mut s.cli_as(
+        ALICE,
+        [
+            "agents",
+            "credentials",
+            name,
+            "--key-out",
+            next_file.to_str().unwrap(),
+        ],
+    ));
+    assert!(out.status.success(), "{stderr}");
+    let new = AgentKeyPair::from_pem(&std::fs::read_to_string(&next_file).unwrap()).unwrap();
+    assert_ne!(new.public().kid, old.public().kid);
+    assert_eq!(agent_token(s.http(), &token_url, &client_id, &new).0, 200);
+    // Steward-held keys rotate as secrets do, never by a key someone brings.
+    let n = nonce(&s, ALICE);
+    let other = AgentKeyPair::generate().unwrap();
+    let (status, v) = s.post_as(
+        ALICE,
+        &format!("/api/agents/{name}/keys"),
+        &json!({"public_jwk": other.public_jwk(), "key_proof": other.key_proof(name, &n, now())}),
+    );
+    assert_eq!(status, 422, "{v}");
+    assert!(v.to_string().contains("rotates like a secret"), "{v}");
+
+    // Policy: not where `steward_keys` forbids them.
+    let mut staging = agent_request(
+        "ledger-keyless-agent-staging",
+        "staging",
+        ALICE,
+        &["datadog:metrics:read"],
+    );
+    staging["credential"] = json!("private_key_jwt");
+    staging["key_custody"] = json!("steward");
+    let (status, v) = s.request_agent(&staging);
+    assert_eq!(status, 422, "{v}");
+    assert!(
+        v.to_string()
+            .contains("Steward-held keys are not allowed in environment `staging`"),
+        "{v}"
+    );
+
+    // Nothing private anywhere but in the hand-outs: not the registry, the audit, the log.
+    let everything = format!(
+        "{}{}{}",
+        serde_json::to_string(&s.agents()).unwrap(),
+        serde_json::to_string(&s.audit()).unwrap(),
+        s.log()
+    );
+    for pair in [&old, &new] {
+        for line in pem_body(pair) {
+            assert!(!everything.contains(&line), "a private key leaked");
+        }
+    }
+
+    // Decommissioned: the client and its key are gone, the vaulted key is scheduled for
+    // deletion.
+    let (status, started) = s.post_as(
+        ALICE,
+        &format!("/api/agents/{name}/decommission"),
+        &json!({"reason": "the ledger moved"}),
+    );
+    assert_eq!(status, 202, "{started}");
+    let approval = s.pending_approval(started["workflow_id"].as_str().unwrap());
+    let (status, v) = s.decide(approval["request"]["id"].as_str().unwrap(), "approve", SAM);
+    assert_eq!(status, 202, "{v}");
+    let gone = s.wait_agent_status(name, "decommissioned");
+    let steps = gone["decommission"]["steps"].to_string();
+    assert!(steps.contains("vault"), "{steps}");
+    assert_eq!(agent_token(s.http(), &token_url, &client_id, &new).0, 401);
+}

@@ -59,6 +59,7 @@ fn sample(op: Op, workflow: &str, approval: &str) -> (Vec<String>, Value) {
             json!({"public_jwk": {"kty": "EC"}, "key_proof": "not a proof"}),
         ),
         Op::ConfirmKey => (vec![NAME, "no-such-kid"], Value::Null),
+        Op::ConfirmCertificate => (vec![NAME, "no-such-certificate"], Value::Null),
         // A CSR that is none: only the role table, then the CSR check, can refuse it.
         Op::RotateCertificate => (vec![NAME], json!({"csr": "not a CSR"})),
         Op::Decommission | Op::Freeze | Op::Unfreeze => (vec![NAME], reason),

@@ -143,6 +143,7 @@ impl Stack {
         let req = AgentRequest {
             credential: Default::default(),
             public_key: None,
+            key_custody: Default::default(),
             csr: None,
             name: name.into(),
             owner: OWNER.into(),
@@ -694,6 +695,7 @@ async fn a_time_bound_agent_is_reminded_renewed_once_and_then_decommissioned() {
     let req = AgentRequest {
         credential: Default::default(),
         public_key: None,
+        key_custody: Default::default(),
         csr: None,
         name: "quarter-close-agent-prod".into(),
         owner: OWNER.into(),
