@@ -182,7 +182,7 @@ impl Executor {
             .await?;
         let client_id = self
             .idp
-            .create_certificate_client(spec, &stored.record, key)
+            .create_certificate_client(spec, &stored.record, &stored.pem, key)
             .await
             .map_err(|e| ExecError {
                 command: "idp.create_client",
@@ -211,7 +211,7 @@ impl Executor {
             .issue_once("idp.add_certificate", key, agent_id, agent_name, order)
             .await?;
         self.idp
-            .add_certificate(client_id, &stored.record)
+            .add_certificate(client_id, &stored.record, &stored.pem)
             .await
             .map_err(|e| ExecError {
                 command: "idp.add_certificate",

@@ -168,30 +168,35 @@ pub trait IdentityProvider: Send + Sync {
     fn certificate_clients(&self) -> bool {
         false
     }
-    /// Creates a client that authenticates with `certificate` over mutual TLS only
-    /// (`token_endpoint_auth_method` `tls_client_auth`, RFC 8705 §2.1: the certificate's
-    /// `x5t#S256` and its SPIFFE id as `tls_client_auth_san_uri`), once per
-    /// `idempotency_key` as [`create_client`](Self::create_client): a repeat returns the same
-    /// client. Its tokens are bound to the certificate (`cnf.x5t#S256`).
+    /// Creates a client that authenticates with `certificate` over mutual TLS only (RFC 8705:
+    /// `tls_client_auth`, §2.1, with its SPIFFE id as `tls_client_auth_san_uri`, and where the
+    /// provider can, pinned to its `x5t#S256`; or `self_signed_tls_client_auth`, §2.2, the
+    /// certificate itself registered), once per `idempotency_key` as
+    /// [`create_client`](Self::create_client): a repeat returns the same client. Its tokens
+    /// are bound to the certificate (`cnf.x5t#S256`). `pem` is the certificate `certificate`
+    /// describes (public), for providers that register the certificate itself.
     async fn create_certificate_client(
         &self,
         spec: &ClientSpec,
         certificate: &CertificateRecord,
+        pem: &str,
         idempotency_key: &str,
     ) -> Result<String, IdpError> {
-        let _ = (spec, certificate, idempotency_key);
+        let _ = (spec, certificate, pem, idempotency_key);
         Err(IdpError::Refused(
             "this identity provider adapter does not register tls_client_auth clients; use credential kind `secret` or `private_key_jwt` with it".into(),
         ))
     }
-    /// Accepts `certificate` for the client beside the certificates it accepts already (a
-    /// certificate rotation's overlap). Adding one it accepts already is fine.
+    /// Accepts `certificate` (its PEM: `pem`) for the client beside the certificates it
+    /// accepts already (a certificate rotation's overlap). Adding one it accepts already is
+    /// fine.
     async fn add_certificate(
         &self,
         client_id: &str,
         certificate: &CertificateRecord,
+        pem: &str,
     ) -> Result<(), IdpError> {
-        let _ = (client_id, certificate);
+        let _ = (client_id, certificate, pem);
         Err(no_certificates())
     }
     /// No longer accepts the certificate `x5t_s256` for the client; removing one that is

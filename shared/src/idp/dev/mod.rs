@@ -760,8 +760,10 @@ impl IdentityProvider for DevIdp {
         &self,
         spec: &ClientSpec,
         certificate: &crate::ports::idp::CertificateRecord,
+        _pem: &str,
         idempotency_key: &str,
     ) -> Result<String, IdpError> {
+        // Registered by x5t#S256 and SPIFFE id; the certificate itself is not needed here.
         self.create_certificate_client_now(spec, certificate, idempotency_key)
     }
 
@@ -769,6 +771,7 @@ impl IdentityProvider for DevIdp {
         &self,
         client_id: &str,
         certificate: &crate::ports::idp::CertificateRecord,
+        _pem: &str,
     ) -> Result<(), IdpError> {
         self.add_certificate_now(client_id, certificate)
     }

@@ -158,7 +158,8 @@ impl OAuthDcr {
             if !reg.is_key_client() {
                 return Err(IdpError::Refused(format!(
                     "idempotency key {idempotency_key} created client {client_id}, which \
-                     authenticates with a secret, not a key"
+                     authenticates with {}, not a key",
+                    reg.authenticates_with()
                 )));
             }
             return Ok(client_id);

@@ -26,26 +26,37 @@
 //!   registers its active keys as `jwks`; `set_key_active(false)` drops a key from the
 //!   registered `jwks` by an RFC 7592 update, and the vault record keeps the public JWK so that
 //!   `keys()` lists it as inactive and `set_key_active(true)` registers it again. DPoP binding
-//!   (RFC 9449) is the client metadata `dpop_bound_access_tokens`; certificate binding
-//!   (RFC 8705) is refused: this adapter presents no client certificate.
+//!   (RFC 9449) is the client metadata `dpop_bound_access_tokens`. A key client's tokens are
+//!   not bound to a certificate (`TokenBinding::Certificate` is refused for key clients).
+//! - Certificate clients (`create_certificate_client`, RFC 8705), when
+//!   [`OAuthSettings::certificate_clients`] names a method (off by default): registered with
+//!   `tls_client_certificate_bound_access_tokens`, and either the agent's certificate in
+//!   `jwks` (`self_signed_tls_client_auth`: the server accepts exactly the registered
+//!   certificates; `add_certificate` / `remove_certificate` update that `jwks`) or its SPIFFE
+//!   id as `tls_client_auth_san_uri` (`tls_client_auth`: the server trusts Steward's CA, and
+//!   one certificate of the SPIFFE id cannot be taken away at the server; see
+//!   `certificates.rs`). The adapter presents no certificate itself: agents do, at the
+//!   server's mTLS endpoints (`mtls_endpoint_aliases`, [`Endpoints::mtls_token_endpoint`]).
 //!
 //! Each client's `registration_access_token` and `registration_client_uri` live in the vault
 //! (never in logs or errors); so do the idempotency keys and the list of registered clients.
 
+mod certificates;
 mod keys;
 mod provider;
 mod registrations;
 mod server;
 mod settings;
 
+use certificates::*;
 use keys::*;
 use registrations::*;
 pub use settings::*;
 
 use crate::agent_key::{AgentKeyPair, CLIENT_ASSERTION_TYPE};
 use crate::ports::idp::{
-    AgentKey, ClientInfo, ClientKey, ClientSpec, CreatedClient, IdentityProvider, IdpError,
-    NewSecret, TokenBinding, TokenRevocation,
+    AgentKey, CertificateRecord, ClientInfo, ClientKey, ClientSpec, CreatedClient,
+    IdentityProvider, IdpError, NewSecret, TokenBinding, TokenRevocation,
 };
 use crate::ports::vault::{Stage, Vault};
 use crate::secret::Secret;
@@ -71,11 +82,18 @@ pub const RESOURCE_ENV: &str = "STEWARD_OAUTH_RESOURCE";
 pub const TOKEN_LIFETIME_FIELD_ENV: &str = "STEWARD_OAUTH_TOKEN_LIFETIME_FIELD";
 /// Janssen/Gluu's name for it, and the test peer's.
 pub const DEFAULT_TOKEN_LIFETIME_FIELD: &str = "access_token_lifetime";
+/// How certificate clients (RFC 8705) are registered: `self_signed_tls_client_auth`,
+/// `tls_client_auth`, or `off` (the default).
+pub const CERTIFICATE_CLIENTS_ENV: &str = "STEWARD_OAUTH_CERTIFICATE_CLIENTS";
 
 /// The grant this adapter registers clients for.
 const GRANT: &str = "client_credentials";
 /// The token endpoint authentication method of key clients (RFC 7523, RFC 7591 §2).
 const PRIVATE_KEY_JWT: &str = "private_key_jwt";
+/// RFC 8705 §2.1: a certificate from a CA the server trusts, matched by a subject name.
+const TLS_CLIENT_AUTH: &str = "tls_client_auth";
+/// RFC 8705 §2.2: a certificate registered with the client (`jwks`), matched exactly.
+const SELF_SIGNED_TLS_CLIENT_AUTH: &str = "self_signed_tls_client_auth";
 
 /// RFC 7592 §2.2: fields a client must not send in an update (the server manages them).
 const SERVER_MANAGED: [&str; 4] = [
@@ -110,6 +128,28 @@ pub struct Endpoints {
     pub auth_methods: Option<Vec<String>>,
     /// `dpop_signing_alg_values_supported` (RFC 9449 §5.1): present when the server does DPoP.
     pub dpop_algs: Option<Vec<String>>,
+    /// `tls_client_certificate_bound_access_tokens` (RFC 8705 §3.3): the server binds tokens
+    /// to the client certificate of the request.
+    pub certificate_bound_tokens: bool,
+    /// RFC 8705 §5 `mtls_endpoint_aliases`: the token, introspection and revocation endpoints
+    /// a client presenting a certificate uses, where the server names other ones than above.
+    pub mtls_token: Option<Url>,
+    pub mtls_introspection: Option<Url>,
+    pub mtls_revocation: Option<Url>,
+}
+
+impl Endpoints {
+    /// Where a certificate client asks for tokens: the mTLS alias, else the token endpoint.
+    pub fn mtls_token_endpoint(&self) -> &Url {
+        self.mtls_token.as_ref().unwrap_or(&self.token)
+    }
+
+    /// Where a certificate client introspects its tokens: the mTLS alias, else the endpoint.
+    pub fn mtls_introspection_endpoint(&self) -> Option<&Url> {
+        self.mtls_introspection
+            .as_ref()
+            .or(self.introspection.as_ref())
+    }
 }
 
 /// How a client authenticates at the server's token, introspection and revocation endpoints.

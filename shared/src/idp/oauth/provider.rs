@@ -1,4 +1,5 @@
-//! The `IdentityProvider` port on the registration calls (key clients: `keys.rs`).
+//! The `IdentityProvider` port on the registration calls (key clients: `keys.rs`; certificate
+//! clients: `certificates.rs`).
 
 use super::*;
 
@@ -16,10 +17,11 @@ impl IdentityProvider for OAuthDcr {
             && !reg.deleted
             && self.read(&reg).await?.is_some()
         {
-            if reg.is_key_client() {
+            if reg.is_key_client() || reg.is_certificate_client() {
                 return Err(IdpError::Refused(format!(
                     "idempotency key {idempotency_key} created client {client_id}, which \
-                     authenticates with a key, not a secret"
+                     authenticates with {}, not a secret",
+                    reg.authenticates_with()
                 )));
             }
             // A repeat whose first answer was lost: nobody holds that secret, replace it.
@@ -143,14 +145,20 @@ impl IdentityProvider for OAuthDcr {
                  rotate; add a key instead"
             )));
         }
+        if reg.is_certificate_client() {
+            return Err(IdpError::Refused(format!(
+                "client {client_id} authenticates with a certificate (RFC 8705): it has no \
+                 secret to rotate; rotate its certificate instead"
+            )));
+        }
         self.rotate(&mut reg).await
     }
 
     async fn remove_secret(&self, client_id: &str, secret_id_: &str) -> Result<(), IdpError> {
         let _g = self.lock.lock().await;
         let reg = self.live_registration(client_id).await?;
-        if reg.is_key_client() {
-            // A key client has no secret: any id names one already gone.
+        if reg.is_key_client() || reg.is_certificate_client() {
+            // A key or certificate client has no secret: any id names one already gone.
             return Ok(());
         }
         if secret_id_ == secret_id(reg.secret_serial) {
@@ -167,7 +175,7 @@ impl IdentityProvider for OAuthDcr {
         let _g = self.lock.lock().await;
         let reg = self.live_registration(client_id).await?;
         self.read_live(&reg).await?;
-        if reg.is_key_client() {
+        if reg.is_key_client() || reg.is_certificate_client() {
             return Ok(Vec::new());
         }
         Ok(vec![secret_id(reg.secret_serial)])
@@ -262,5 +270,34 @@ impl IdentityProvider for OAuthDcr {
 
     async fn test_key(&self, client_id: &str, key: &AgentKeyPair) -> Result<(), IdpError> {
         self.test_client_key(client_id, key).await
+    }
+
+    fn certificate_clients(&self) -> bool {
+        self.settings.certificate_clients.is_some()
+    }
+
+    async fn create_certificate_client(
+        &self,
+        spec: &ClientSpec,
+        certificate: &CertificateRecord,
+        pem: &str,
+        idempotency_key: &str,
+    ) -> Result<String, IdpError> {
+        self.register_certificate_client(spec, certificate, pem, idempotency_key)
+            .await
+    }
+
+    async fn add_certificate(
+        &self,
+        client_id: &str,
+        certificate: &CertificateRecord,
+        pem: &str,
+    ) -> Result<(), IdpError> {
+        self.add_client_certificate(client_id, certificate, pem)
+            .await
+    }
+
+    async fn remove_certificate(&self, client_id: &str, x5t_s256: &str) -> Result<(), IdpError> {
+        self.remove_client_certificate(client_id, x5t_s256).await
     }
 }

@@ -18,11 +18,29 @@ pub(super) struct Registration {
     /// `Some` for a key client (`create_key_client`, private_key_jwt): every key it holds or
     /// held and was not removed, oldest first, active or not (see [`KeyDoc`]).
     pub(super) keys: Option<Vec<KeyDoc>>,
+    /// `Some` for a certificate client (`create_certificate_client`, RFC 8705): the
+    /// certificates registered for it and not removed, oldest first (see [`CertificateDoc`]).
+    pub(super) certificates: Option<Vec<CertificateDoc>>,
 }
 
 impl Registration {
     pub(super) fn is_key_client(&self) -> bool {
         self.keys.is_some()
+    }
+
+    pub(super) fn is_certificate_client(&self) -> bool {
+        self.certificates.is_some()
+    }
+
+    /// How the client authenticates, in words for refusals.
+    pub(super) fn authenticates_with(&self) -> &'static str {
+        if self.is_key_client() {
+            "a key (private_key_jwt)"
+        } else if self.is_certificate_client() {
+            "a certificate (RFC 8705)"
+        } else {
+            "a secret"
+        }
     }
 }
 
@@ -38,6 +56,8 @@ pub(super) struct RegistrationDoc {
     pub(super) idempotency_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) keys: Option<Vec<KeyDoc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) certificates: Option<Vec<CertificateDoc>>,
 }
 
 /// How a new client authenticates at the token endpoint.
@@ -50,6 +70,11 @@ pub(super) enum NewAuth<'a> {
         key: &'a AgentKey,
         jwk: &'a Value,
         dpop: bool,
+    },
+    /// RFC 8705 with one certificate (checked against its record), tokens bound to it.
+    Certificate {
+        method: CertificateClients,
+        certificate: &'a CheckedCertificate,
     },
 }
 
@@ -117,6 +142,7 @@ impl OAuthDcr {
             deleted: d.deleted,
             idempotency_key: d.idempotency_key,
             keys: d.keys,
+            certificates: d.certificates,
         }))
     }
 
@@ -140,6 +166,7 @@ impl OAuthDcr {
             deleted: r.deleted,
             idempotency_key: r.idempotency_key.clone(),
             keys: r.keys.clone(),
+            certificates: r.certificates.clone(),
         };
         self.store(&self.client_name(&r.client_id), &doc).await
     }
@@ -375,12 +402,22 @@ impl OAuthDcr {
         if let (Some(f), Some(obj)) = (&self.settings.token_lifetime_field, body.as_object_mut()) {
             obj.insert(f.clone(), json!(spec.token_lifetime_secs));
         }
-        if let NewAuth::Key { jwk, dpop, .. } = &auth {
-            endpoints.check_key_support(*dpop)?;
-            body["token_endpoint_auth_method"] = json!(PRIVATE_KEY_JWT);
-            body["jwks"] = json!({ "keys": [jwk] });
-            if *dpop {
-                body["dpop_bound_access_tokens"] = json!(true);
+        match &auth {
+            NewAuth::Secret => {}
+            NewAuth::Key { jwk, dpop, .. } => {
+                endpoints.check_key_support(*dpop)?;
+                body["token_endpoint_auth_method"] = json!(PRIVATE_KEY_JWT);
+                body["jwks"] = json!({ "keys": [jwk] });
+                if *dpop {
+                    body["dpop_bound_access_tokens"] = json!(true);
+                }
+            }
+            NewAuth::Certificate {
+                method,
+                certificate,
+            } => {
+                endpoints.check_certificate_support(*method)?;
+                certificate_metadata(&mut body, *method, certificate);
             }
         }
         let mut req = self
@@ -409,10 +446,11 @@ impl OAuthDcr {
                  rotate or delete it; delete it at the server, and enable RFC 7592 there"
             )));
         };
-        // A key client's secret, should a server issue one anyway, is not used (nor kept).
+        // A key or certificate client's secret, should a server issue one anyway, is not used
+        // (nor kept).
         let secret = match auth {
             NewAuth::Secret => str_field(&m, "client_secret").map(Secret::new),
-            NewAuth::Key { .. } => None,
+            NewAuth::Key { .. } | NewAuth::Certificate { .. } => None,
         };
         let mut reg = Registration {
             client_id: client_id.clone(),
@@ -423,8 +461,12 @@ impl OAuthDcr {
             // Kept with the record from the start: the client is listed only once it is there.
             idempotency_key: Some(idempotency_key.into()),
             keys: match &auth {
-                NewAuth::Secret => None,
                 NewAuth::Key { key, .. } => Some(vec![KeyDoc::of(key)]),
+                NewAuth::Secret | NewAuth::Certificate { .. } => None,
+            },
+            certificates: match &auth {
+                NewAuth::Certificate { certificate, .. } => Some(vec![certificate.doc()]),
+                NewAuth::Secret | NewAuth::Key { .. } => None,
             },
         };
         // Recorded first: without the registration access token the client is unmanageable.
@@ -436,6 +478,18 @@ impl OAuthDcr {
                 "the server registered client {client_id} without a client_secret"
             ))),
             (NewAuth::Key { key, dpop, .. }, _) => check_key_client(&m, &client_id, key, *dpop)
+                .err()
+                .or_else(|| {
+                    self.check_registered(&m, &spec.scopes, spec.token_lifetime_secs)
+                        .err()
+                }),
+            (
+                NewAuth::Certificate {
+                    method,
+                    certificate,
+                },
+                _,
+            ) => check_certificate_client(&m, &client_id, *method, certificate)
                 .err()
                 .or_else(|| {
                     self.check_registered(&m, &spec.scopes, spec.token_lifetime_secs)

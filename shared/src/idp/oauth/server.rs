@@ -1,6 +1,6 @@
-//! The authorization server's own endpoints: discovery, client-credentials tokens (with a
-//! secret or an RFC 7523 client assertion, and an RFC 9449 DPoP proof when asked), RFC 7662
-//! introspection and RFC 7009 revocation.
+//! The authorization server's own endpoints: discovery (with RFC 8705's mTLS aliases),
+//! client-credentials tokens (with a secret or an RFC 7523 client assertion, and an RFC 9449
+//! DPoP proof when asked), RFC 7662 introspection and RFC 7009 revocation.
 
 use super::*;
 
@@ -60,8 +60,8 @@ impl OAuthDcr {
                 str_field(&meta, "issuer").unwrap_or("<none>")
             )));
         }
-        let endpoint = |name: &str| -> Result<Option<Url>, IdpError> {
-            let Some(v) = str_field(&meta, name) else {
+        let url_in = |m: &Map<String, Value>, name: &str| -> Result<Option<Url>, IdpError> {
+            let Some(v) = str_field(m, name) else {
                 return Ok(None);
             };
             let url = Url::parse(v)
@@ -69,6 +69,12 @@ impl OAuthDcr {
             check_transport(&url).map_err(|e| IdpError::Refused(e.to_string()))?;
             Ok(Some(url))
         };
+        let endpoint = |name: &str| url_in(&meta, name);
+        let no_aliases = Map::new();
+        let aliases = meta
+            .get("mtls_endpoint_aliases")
+            .and_then(Value::as_object)
+            .unwrap_or(&no_aliases);
         let token = endpoint("token_endpoint")?.ok_or_else(|| {
             IdpError::Refused("the server's metadata has no token_endpoint".into())
         })?;
@@ -94,6 +100,11 @@ impl OAuthDcr {
             introspection: endpoint("introspection_endpoint")?,
             auth_methods: strings("token_endpoint_auth_methods_supported"),
             dpop_algs: strings("dpop_signing_alg_values_supported"),
+            certificate_bound_tokens: meta.get("tls_client_certificate_bound_access_tokens")
+                == Some(&Value::Bool(true)),
+            mtls_token: url_in(aliases, "token_endpoint")?,
+            mtls_introspection: url_in(aliases, "introspection_endpoint")?,
+            mtls_revocation: url_in(aliases, "revocation_endpoint")?,
         })
     }
 

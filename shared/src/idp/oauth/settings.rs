@@ -1,5 +1,6 @@
-//! The adapter's settings: issuer, initial access token, resource, token-lifetime field, from
-//! the environment, with the transport rule (https, or http on loopback only).
+//! The adapter's settings: issuer, initial access token, resource, token-lifetime field and
+//! certificate clients, from the environment, with the transport rule (https, or http on
+//! loopback only).
 
 use super::*;
 
@@ -31,6 +32,10 @@ pub enum OAuthSettingsError {
     )]
     BadLifetimeField(String),
     #[error(
+        "`{0}` is not a way to register certificate clients; set {CERTIFICATE_CLIENTS_ENV} to `self_signed_tls_client_auth` (the server accepts exactly the registered certificates), `tls_client_auth` (the server trusts Steward's CA and matches the SPIFFE id), or `off`"
+    )]
+    BadCertificateClients(String),
+    #[error(
         "{INITIAL_ACCESS_TOKEN_ENV} is set but empty; unset it when the server allows open registration"
     )]
     EmptyInitialAccessToken,
@@ -49,6 +54,45 @@ pub struct OAuthSettings {
     /// The client metadata field for a per-client token lifetime in seconds; `None`: the
     /// server's default lifetime applies and clients report `token_lifetime_secs` 0.
     pub token_lifetime_field: Option<String>,
+    /// How `tls_client_auth` agents' clients are registered (RFC 8705); `None` (the default):
+    /// they are refused, and Steward issues them no certificate.
+    pub certificate_clients: Option<CertificateClients>,
+}
+
+/// The RFC 8705 client authentication method certificate clients are registered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertificateClients {
+    /// `self_signed_tls_client_auth` (§2.2): the agent's certificate itself is registered, in
+    /// the client's `jwks` (a JWK with `x5c`), and the server accepts exactly the registered
+    /// certificates. Removing one at the server stops it at once.
+    SelfSigned,
+    /// `tls_client_auth` (§2.1): the server trusts Steward's CA (`GET /ca/certificate`) and
+    /// matches the certificate's SPIFFE id (`tls_client_auth_san_uri`). Any unexpired
+    /// certificate of the CA for that id authenticates the client, unless the server reads
+    /// Steward's CRL (`GET /ca/crl`).
+    TlsClientAuth,
+}
+
+impl CertificateClients {
+    /// The `token_endpoint_auth_method` value.
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::SelfSigned => SELF_SIGNED_TLS_CLIENT_AUTH,
+            Self::TlsClientAuth => TLS_CLIENT_AUTH,
+        }
+    }
+
+    /// `self_signed_tls_client_auth`, `tls_client_auth`, or `off` / empty (`None`).
+    pub fn parse(value: &str) -> Result<Option<Self>, OAuthSettingsError> {
+        match value.trim() {
+            "" | "off" => Ok(None),
+            SELF_SIGNED_TLS_CLIENT_AUTH => Ok(Some(Self::SelfSigned)),
+            TLS_CLIENT_AUTH => Ok(Some(Self::TlsClientAuth)),
+            other => Err(OAuthSettingsError::BadCertificateClients(
+                other.chars().take(64).collect(),
+            )),
+        }
+    }
 }
 
 impl OAuthSettings {
@@ -72,11 +116,13 @@ impl OAuthSettings {
             initial_access_token: None,
             resource: None,
             token_lifetime_field: Some(DEFAULT_TOKEN_LIFETIME_FIELD.into()),
+            certificate_clients: None,
         })
     }
 
     /// Reads `STEWARD_OAUTH_ISSUER`, `STEWARD_OAUTH_INITIAL_ACCESS_TOKEN`,
-    /// `STEWARD_OAUTH_RESOURCE` and `STEWARD_OAUTH_TOKEN_LIFETIME_FIELD`.
+    /// `STEWARD_OAUTH_RESOURCE`, `STEWARD_OAUTH_TOKEN_LIFETIME_FIELD` and
+    /// `STEWARD_OAUTH_CERTIFICATE_CLIENTS`.
     pub fn from_env() -> Result<Self, OAuthSettingsError> {
         let var = |k: &str| std::env::var(k).ok();
         let issuer = var(ISSUER_ENV).ok_or(OAuthSettingsError::MissingIssuer)?;
@@ -91,7 +137,17 @@ impl OAuthSettings {
             let f = f.trim();
             s = s.with_token_lifetime_field((!f.is_empty()).then_some(f))?;
         }
+        if let Some(c) = var(CERTIFICATE_CLIENTS_ENV) {
+            s = s.with_certificate_clients(CertificateClients::parse(&c)?);
+        }
         Ok(s)
+    }
+
+    /// Registers `tls_client_auth` agents' clients with `method` (RFC 8705); `None` refuses
+    /// them.
+    pub fn with_certificate_clients(mut self, method: Option<CertificateClients>) -> Self {
+        self.certificate_clients = method;
+        self
     }
 
     pub fn with_initial_access_token(mut self, token: Secret) -> Result<Self, OAuthSettingsError> {
