@@ -2,7 +2,11 @@
 
 use shared::Secret;
 use shared::agent_key::AgentKeyPair;
-use shared::ports::idp::{ClientKey, ClientSpec, IdentityProvider, IdpError, TokenBinding};
+use shared::ca::{CaSettings, InternalCa};
+use shared::embedded::vault::FileVault;
+use shared::ports::idp::{
+    CertificateRecord, ClientKey, ClientSpec, IdentityProvider, IdpError, TokenBinding,
+};
 
 /// Where adapters honestly differ.
 #[derive(Debug, Clone, Copy)]
@@ -266,4 +270,220 @@ pub async fn run_keys(idp: &dyn IdentityProvider, prefix: &str, scopes: [&str; 2
     // Deleted: no token with its key.
     idp.delete_client(&id).await.unwrap();
     refused(idp.test_key(&id, &second).await, "a deleted key client");
+}
+
+/// Steward's internal CA as the executor opens it (in a vault of its own), issuing agents'
+/// certificates from CSRs made here with keys the "agents" keep.
+pub struct TestCa {
+    pub ca: InternalCa,
+    _dir: tempfile::TempDir,
+}
+
+/// An agent's certificate as the CA issued it, its registry record, and the agent's key.
+pub struct TestCertificate {
+    pub record: CertificateRecord,
+    pub pem: String,
+    pub key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    pub async fn new(trust_domain: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = FileVault::open(&dir.path().join("vault")).unwrap();
+        let ca = InternalCa::open(&vault, CaSettings::new(trust_domain), chrono::Utc::now())
+            .await
+            .unwrap();
+        Self { ca, _dir: dir }
+    }
+
+    /// A certificate for `agent_name` (SPIFFE id `spiffe://<trust domain>/agent/<name>`) for
+    /// a key made now.
+    pub fn issue(&self, agent_name: &str) -> TestCertificate {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let csr = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap();
+        let issued = self.ca.issue(&csr, agent_name, chrono::Utc::now()).unwrap();
+        TestCertificate {
+            record: CertificateRecord {
+                serial: issued.serial,
+                spiffe_id: issued.spiffe_id,
+                x5t_s256: issued.x5t_s256,
+                not_before: issued.not_before,
+                not_after: issued.not_after,
+                revoked: None,
+            },
+            pem: issued.pem,
+            key,
+        }
+    }
+}
+
+/// Whether a provider stops accepting a certificate that `remove_certificate` took away. Not
+/// so for RFC 8705 `tls_client_auth` at an OAuth server: it accepts every certificate of the
+/// CA for the client's SPIFFE id until it expires (or the server reads the CRL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    Stops,
+    AcceptedUntilExpiry,
+}
+
+/// The certificate-credential properties (RFC 8705), for every adapter that registers
+/// certificate clients: a certificate client, a second certificate beside the first (both
+/// work), the first removed, lifecycle and deletion. `prove` asks the provider for a token as
+/// the agent does (a mutual TLS handshake presenting the certificate, when one is given) and
+/// answers whether it got one bound to that certificate; `ca` issued the certificates the
+/// provider trusts, and `agent` names the agent they are for (its SPIFFE id), which must be
+/// fresh per run. `prefix` and `scopes` as for [`run`].
+pub async fn run_certificates(
+    idp: &dyn IdentityProvider,
+    ca: &TestCa,
+    agent: &str,
+    removal: Removal,
+    prefix: &str,
+    scopes: [&str; 2],
+    prove: &impl AsyncFn(&str, Option<&TestCertificate>) -> Result<(), String>,
+) {
+    let [a, b] = scopes;
+    assert!(
+        idp.certificate_clients(),
+        "the adapter registers certificate clients"
+    );
+    let first = ca.issue(agent);
+    let s = spec(prefix, "certificates", &[a]);
+    let idempotency = format!("{prefix}-certificates-k1");
+    let works = async |id: &str, cert: &TestCertificate, what: &str| {
+        if let Err(e) = prove(id, Some(cert)).await {
+            panic!("{what}: the provider refused the certificate: {e}");
+        }
+    };
+    let refused = async |id: &str, cert: Option<&TestCertificate>, what: &str| {
+        if prove(id, cert).await.is_ok() {
+            panic!("{what}: expected no token, the provider issued one");
+        }
+    };
+
+    // Create: the client exists with what was asked, has no secret, and the certificate alone
+    // authenticates it; no certificate, or another agent's, does not.
+    let id = idp
+        .create_certificate_client(&s, &first.record, &first.pem, &idempotency)
+        .await
+        .unwrap();
+    let info = idp
+        .client(&id)
+        .await
+        .unwrap()
+        .expect("certificate client exists");
+    assert_eq!(info.scopes, vec![a.to_string()]);
+    assert!(info.active);
+    assert_eq!(info.steward_key.as_deref(), Some(idempotency.as_str()));
+    assert!(
+        idp.secret_ids(&id).await.unwrap().is_empty(),
+        "a certificate client has no secret"
+    );
+    works(&id, &first, "the registered certificate").await;
+    refused(&id, None, "no certificate").await;
+    let stranger = ca.issue(&format!("{agent}-other"));
+    refused(&id, Some(&stranger), "another agent's certificate").await;
+
+    // The same idempotency key gives the same client, still working with its certificate.
+    let again = idp
+        .create_certificate_client(&s, &first.record, &first.pem, &idempotency)
+        .await
+        .unwrap();
+    assert_eq!(again, id, "a repeated create made a second client");
+    works(&id, &first, "after a repeated create").await;
+
+    // Grants apply to a certificate client as to any client.
+    idp.set_grants(&id, &[a.to_string(), b.to_string()], 600)
+        .await
+        .unwrap();
+    let mut got = idp.client(&id).await.unwrap().unwrap().scopes;
+    got.sort();
+    let mut want = vec![a.to_string(), b.to_string()];
+    want.sort();
+    assert_eq!(got, want);
+    works(&id, &first, "after a grants change").await;
+
+    // Rotation: a second certificate of the same agent; both work at once (adding it again is
+    // fine).
+    let second = ca.issue(agent);
+    assert_ne!(second.record.x5t_s256, first.record.x5t_s256);
+    idp.add_certificate(&id, &second.record, &second.pem)
+        .await
+        .unwrap();
+    idp.add_certificate(&id, &second.record, &second.pem)
+        .await
+        .unwrap();
+    works(&id, &second, "the added certificate").await;
+    works(&id, &first, "the first certificate during the overlap").await;
+
+    // The first removed: the second goes on; removing it again is fine.
+    idp.remove_certificate(&id, &first.record.x5t_s256)
+        .await
+        .unwrap();
+    match removal {
+        Removal::Stops => refused(&id, Some(&first), "a removed certificate").await,
+        Removal::AcceptedUntilExpiry => {
+            works(&id, &first, "a removed certificate of the same SPIFFE id").await
+        }
+    }
+    works(&id, &second, "the remaining certificate").await;
+    idp.remove_certificate(&id, &first.record.x5t_s256)
+        .await
+        .unwrap();
+    works(&id, &second, "after removing a removed certificate").await;
+
+    // Lifecycle: a deactivated client gets no token with its certificate.
+    idp.set_active(&id, false).await.unwrap();
+    refused(&id, Some(&second), "a deactivated certificate client").await;
+    idp.set_active(&id, true).await.unwrap();
+    works(&id, &second, "a reactivated certificate client").await;
+
+    assert!(
+        idp.secret_ids(&id).await.unwrap().is_empty(),
+        "still no secret after the rotation"
+    );
+
+    // Deleted: no token with its certificate.
+    idp.delete_client(&id).await.unwrap();
+    refused(&id, Some(&second), "a deleted certificate client").await;
+}
+
+/// What an adapter that registers no certificate clients answers: a clear refusal, never a
+/// retryable failure, that names the credential kinds to use instead.
+pub async fn refuses_certificates(idp: &dyn IdentityProvider, ca: &TestCa, prefix: &str) {
+    assert!(!idp.certificate_clients());
+    let cert = ca.issue(&format!("{prefix}-refused-agent"));
+    let s = spec(prefix, "certificates", &["any"]);
+    let clear = |r: Result<(), IdpError>, what: &str| match r {
+        Err(IdpError::Refused(why)) => assert!(
+            why.contains("tls_client_auth") && why.contains("private_key_jwt"),
+            "{what}: the refusal should say what is not supported and what to use: {why}"
+        ),
+        other => panic!("{what}: expected a refusal, got {other:?}"),
+    };
+    clear(
+        idp.create_certificate_client(&s, &cert.record, &cert.pem, &format!("{prefix}-cert-k"))
+            .await
+            .map(|_| ()),
+        "create_certificate_client",
+    );
+    clear(
+        idp.add_certificate("some-client", &cert.record, &cert.pem)
+            .await,
+        "add_certificate",
+    );
+    clear(
+        idp.remove_certificate("some-client", &cert.record.x5t_s256)
+            .await,
+        "remove_certificate",
+    );
+    assert!(
+        idp.list_clients().await.unwrap().is_empty(),
+        "nothing was registered"
+    );
 }

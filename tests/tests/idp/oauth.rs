@@ -2,15 +2,22 @@
 //! `oidc-provider` on 127.0.0.1, which tests/run installs and starts
 //! (tests/oidc-provider/provider.mjs). Every test registers its own clients, so they run in
 //! parallel against one provider. Key clients (private_key_jwt, DPoP) too: their keys are
-//! ES256 pairs made here, as agents make theirs.
+//! ES256 pairs made here, as agents make theirs. Certificate clients (RFC 8705) get their
+//! certificates from an internal CA made here, and prove them over real mutual TLS at the
+//! provider's mTLS listener (`mtls_endpoint_aliases`), trusting the server certificate it wrote
+//! at start (STEWARD_TEST_OIDC_MTLS_SERVER_CERT); for `tls_client_auth` the test drops its CA
+//! certificate into the directory the provider trusts (STEWARD_TEST_OIDC_MTLS_CA_DIR).
 
-use super::conformance::{self, Caps};
+use super::conformance::{self, Caps, Removal, TestCa, TestCertificate};
+use serde_json::Value;
 use shared::Secret;
 use shared::agent_key::AgentKeyPair;
 use shared::embedded::vault::FileVault;
-use shared::idp::oauth::{ClientAuth, OAuthDcr, OAuthSettings, OAuthSettingsError};
+use shared::idp::oauth::{
+    CertificateClients, ClientAuth, OAuthDcr, OAuthSettings, OAuthSettingsError,
+};
 use shared::ports::idp::{ClientKey, ClientSpec, IdentityProvider, IdpError, TokenBinding};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 const READ: &str = "steward:test:read";
@@ -21,9 +28,13 @@ const RESOURCE: &str = "urn:steward:test-api";
 const HOW: &str = "run tests/run, which installs and starts oidc-provider; or by hand: \
     mkdir -p target/oidc-provider && cp tests/oidc-provider/* target/oidc-provider/ && \
     cd target/oidc-provider && npm ci && \
-    PORT=4455 OIDC_INITIAL_ACCESS_TOKEN=<32 or more random characters> node provider.mjs, \
-    then set STEWARD_TEST_OIDC_ISSUER=http://127.0.0.1:4455 and \
-    STEWARD_TEST_OIDC_INITIAL_ACCESS_TOKEN=<the same token>";
+    mkdir -p trusted-cas && \
+    PORT=4455 OIDC_INITIAL_ACCESS_TOKEN=<32 or more random characters> MTLS_PORT=4456 \
+    MTLS_SERVER_CERT_FILE=$PWD/mtls-server.pem MTLS_TRUSTED_CA_DIR=$PWD/trusted-cas \
+    node provider.mjs, then set STEWARD_TEST_OIDC_ISSUER=http://127.0.0.1:4455, \
+    STEWARD_TEST_OIDC_INITIAL_ACCESS_TOKEN=<the same token>, \
+    STEWARD_TEST_OIDC_MTLS_SERVER_CERT=<that mtls-server.pem> and \
+    STEWARD_TEST_OIDC_MTLS_CA_DIR=<that trusted-cas>";
 
 fn env(name: &str) -> String {
     match std::env::var(name) {
@@ -650,8 +661,8 @@ async fn oauth_dpop_bound_key_client_gets_no_token_without_a_proof() {
     idp.delete_client(&id).await.unwrap();
 }
 
-/// The test peer's mutual TLS is metadata only: a certificate-bound client registers, and gets
-/// no token over the plain-http listener (no request carries a client certificate).
+/// On the test peer's plain-http listener no request carries a client certificate: a
+/// certificate-bound client registers, and gets no token there.
 #[tokio::test]
 async fn oidc_provider_registers_mtls_clients_but_issues_them_nothing_over_plain_http() {
     let issuer = env("STEWARD_TEST_OIDC_ISSUER");
@@ -731,4 +742,293 @@ async fn oidc_provider_registers_mtls_clients_but_issues_them_nothing_over_plain
         .await
         .unwrap();
     assert_eq!(deleted.status(), 204);
+}
+
+/// A client of the provider's mTLS listener, trusting the server certificate the provider
+/// wrote at start, presenting `cert` (with the agent's key) when given.
+fn mtls_http(cert: Option<&TestCertificate>) -> reqwest::Client {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    shared::tls::install_crypto_provider();
+    let der = |pem: &str| {
+        x509_parser::pem::parse_x509_pem(pem.as_bytes())
+            .unwrap()
+            .1
+            .contents
+    };
+    let server = std::fs::read_to_string(env("STEWARD_TEST_OIDC_MTLS_SERVER_CERT")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(der(&server))).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match cert {
+        Some(c) => builder
+            .with_client_auth_cert(
+                vec![CertificateDer::from(der(&c.pem))],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(c.key.serialize_der())),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A client_credentials token over mutual TLS as the agent asks for it (the client id and the
+/// certificate, nothing else), then introspected over the same connection's kind: `Ok` only
+/// for an active token bound to that certificate (`cnf.x5t#S256`, RFC 8705 §3.2).
+async fn certificate_token(
+    idp: &OAuthDcr,
+    client_id: &str,
+    cert: Option<&TestCertificate>,
+) -> Result<(), String> {
+    let endpoints = idp.endpoints().await.unwrap();
+    let http = mtls_http(cert);
+    let resp = http
+        .post(endpoints.mtls_token_endpoint().clone())
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", client_id),
+        ])
+        .send()
+        .await
+        .map_err(|e| format!("the mTLS token endpoint: {e}"))?;
+    let status = resp.status().as_u16();
+    let body: Value = resp.json().await.unwrap_or(Value::Null);
+    if status != 200 {
+        return Err(format!("{status} {body}"));
+    }
+    let token = body["access_token"].as_str().expect("access_token");
+    let cert = cert.expect("a token was issued without a certificate");
+    let seen: Value = http
+        .post(endpoints.mtls_introspection_endpoint().unwrap().clone())
+        .form(&[("token", token), ("client_id", client_id)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["active"], true, "{seen}");
+    assert_eq!(
+        seen["cnf"]["x5t#S256"],
+        cert.record.x5t_s256.as_str(),
+        "the token is bound to the certificate: {seen}"
+    );
+    Ok(())
+}
+
+/// A CA certificate in the directory the provider trusts for `tls_client_auth`, removed again
+/// when dropped.
+struct TrustedCa(PathBuf);
+
+impl TrustedCa {
+    fn add(ca: &TestCa) -> Self {
+        let path = Path::new(&env("STEWARD_TEST_OIDC_MTLS_CA_DIR"))
+            .join(format!("oauth-test-{:08x}.pem", rand::random::<u32>()));
+        std::fs::write(&path, ca.ca.certificate_pem()).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TrustedCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn oauth_dcr_self_signed_certificate_clients_follow_the_identity_provider_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = adapter_in(
+        dir.path(),
+        settings().with_certificate_clients(Some(CertificateClients::SelfSigned)),
+    );
+    let e = idp.endpoints().await.unwrap();
+    assert_eq!(
+        e.mtls_token_endpoint().scheme(),
+        "https",
+        "discovery names the mTLS listener in mtls_endpoint_aliases: {e:?}"
+    );
+    assert_ne!(e.mtls_token_endpoint(), &e.token);
+    // No CA of this test is trusted by the provider: the registered certificate alone counts.
+    let ca = TestCa::new("oauth-self-signed.test").await;
+    let agent = format!("self-signed-{:08x}-agent", rand::random::<u32>());
+    conformance::run_certificates(
+        &idp,
+        &ca,
+        &agent,
+        Removal::Stops,
+        "oauth-self-signed",
+        [READ, WRITE],
+        &async |id: &str, cert: Option<&TestCertificate>| certificate_token(&idp, id, cert).await,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn oauth_dcr_tls_client_auth_certificate_clients_follow_the_identity_provider_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = adapter_in(
+        dir.path(),
+        settings().with_certificate_clients(Some(CertificateClients::TlsClientAuth)),
+    );
+    let ca = TestCa::new(&format!("oauth-{:08x}.test", rand::random::<u32>())).await;
+    let agent = format!("tls-client-auth-{:08x}-agent", rand::random::<u32>());
+    let prove =
+        async |id: &str, cert: Option<&TestCertificate>| certificate_token(&idp, id, cert).await;
+
+    // Before the provider trusts the CA, its certificates authenticate nobody.
+    let s = spec("tls-untrusted", &[READ], 600);
+    let cert = ca.issue(&agent);
+    let id = idp
+        .create_certificate_client(&s, &cert.record, &cert.pem, "tls-untrusted-1")
+        .await
+        .unwrap();
+    let e = prove(&id, Some(&cert)).await.unwrap_err();
+    assert!(e.contains("invalid_client"), "{e}");
+    let _trusted = TrustedCa::add(&ca);
+    prove(&id, Some(&cert)).await.unwrap();
+    idp.delete_client(&id).await.unwrap();
+
+    conformance::run_certificates(
+        &idp,
+        &ca,
+        &agent,
+        Removal::AcceptedUntilExpiry,
+        "oauth-tls-client-auth",
+        [READ, WRITE],
+        &prove,
+    )
+    .await;
+
+    // A tls_client_auth client is registered for one SPIFFE id: another one is refused.
+    let id = idp
+        .create_certificate_client(&s, &cert.record, &cert.pem, "tls-untrusted-2")
+        .await
+        .unwrap();
+    let other = ca.issue(&format!("{agent}-other"));
+    assert_refused(
+        idp.add_certificate(&id, &other.record, &other.pem).await,
+        "another SPIFFE id for a tls_client_auth client",
+    );
+    prove(&id, Some(&other)).await.unwrap_err();
+    idp.delete_client(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn oauth_certificate_clients_are_refused_unless_turned_on_or_not_as_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("oauth-refusals.test").await;
+    let cert = ca.issue("refused-agent");
+    let s = spec("cert-refusals", &[READ], 600);
+
+    // Off by default: refused before anything is registered, saying how to turn it on.
+    let off = adapter_in(dir.path(), settings());
+    assert!(!off.certificate_clients());
+    match off
+        .create_certificate_client(&s, &cert.record, &cert.pem, "cert-off-1")
+        .await
+    {
+        Err(IdpError::Refused(why)) => {
+            assert!(why.contains("STEWARD_OAUTH_CERTIFICATE_CLIENTS"), "{why}")
+        }
+        other => panic!("certificate clients while off: {other:?}"),
+    }
+    assert!(off.list_clients().await.unwrap().is_empty());
+
+    // A PEM that is not the certificate the record describes is refused, unregistered.
+    let idp = adapter_in(
+        dir.path(),
+        settings().with_certificate_clients(Some(CertificateClients::SelfSigned)),
+    );
+    let other = ca.issue("refused-agent");
+    assert_refused(
+        idp.create_certificate_client(&s, &cert.record, &other.pem, "cert-off-2")
+            .await,
+        "a PEM of another certificate",
+    );
+    assert!(idp.list_clients().await.unwrap().is_empty());
+
+    // The kinds do not mix: a secret client's idempotency key, certificates for a key client,
+    // keys and secrets for a certificate client.
+    let c = idp.create_client(&s, "cert-mix-1").await.unwrap();
+    assert_refused(
+        idp.create_certificate_client(&s, &cert.record, &cert.pem, "cert-mix-1")
+            .await,
+        "a secret client's idempotency key reused for a certificate client",
+    );
+    assert_refused(
+        idp.add_certificate(&c.client_id, &cert.record, &cert.pem)
+            .await,
+        "a certificate for a secret client",
+    );
+    let id = idp
+        .create_certificate_client(&s, &cert.record, &cert.pem, "cert-mix-2")
+        .await
+        .unwrap();
+    assert_refused(
+        idp.add_key(&id, pair().public()).await,
+        "a key for a certificate client",
+    );
+    assert_refused(
+        idp.add_secret(&id, "cert-mix-rot").await,
+        "a secret for a certificate client",
+    );
+    assert_refused(
+        idp.create_client(&s, "cert-mix-2").await,
+        "a certificate client's idempotency key reused for a secret client",
+    );
+    // The registration holds the certificate itself (public), never a private key.
+    let (reg, _) = registration_of(&idp, dir.path(), &id).await;
+    assert_eq!(
+        reg["token_endpoint_auth_method"],
+        "self_signed_tls_client_auth"
+    );
+    assert_eq!(reg["tls_client_certificate_bound_access_tokens"], true);
+    let shown = reg.to_string();
+    assert!(
+        !shown.contains("PRIVATE KEY") && !shown.contains("\"d\""),
+        "{shown}"
+    );
+    for c in [&id, &c.client_id] {
+        idp.delete_client(c).await.unwrap();
+    }
+}
+
+/// The client's registration as the provider holds it (RFC 7592 read with the registration
+/// access token from the adapter's vault record, `steward/oauth/<issuer hash>/client/…`), and
+/// that record.
+async fn registration_of(idp: &OAuthDcr, dir: &Path, client_id: &str) -> (Value, Value) {
+    use sha2::{Digest, Sha256};
+    use shared::ports::Vault;
+    let hash = |v: &str, n: usize| hex::encode(&Sha256::digest(v.as_bytes())[..n]);
+    let name = format!(
+        "steward/oauth/{}/client/{}",
+        hash(idp.settings().issuer(), 6),
+        hash(client_id, 16)
+    );
+    let vault = FileVault::open(&dir.join("vault")).unwrap();
+    let (_, value) = vault
+        .get(&name, shared::ports::vault::Stage::Current)
+        .await
+        .unwrap()
+        .expect("the adapter's record");
+    let record: Value = serde_json::from_str(value.expose()).unwrap();
+    let reg = reqwest::Client::new()
+        .get(record["registration_client_uri"].as_str().unwrap())
+        .bearer_auth(record["registration_access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (reg, record)
 }

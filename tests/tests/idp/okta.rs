@@ -1578,3 +1578,20 @@ async fn okta_users_are_the_directory_when_asked() {
         fake.calls()
     );
 }
+
+/// Okta has no RFC 8705 client authentication Steward can manage: every certificate call is
+/// refused, clearly, and nothing is registered.
+#[tokio::test]
+async fn okta_refuses_certificate_clients_clearly() {
+    let fake = FakeOkta::start();
+    let okta = okta(&fake);
+    let ca = conformance::TestCa::new("okta.test").await;
+    conformance::refuses_certificates(&okta, &ca, "okta").await;
+    let changes: Vec<String> = fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.method != "GET")
+        .map(|c| format!("{} {}", c.method, c.path))
+        .collect();
+    assert!(changes.is_empty(), "nothing was asked of Okta: {changes:?}");
+}
