@@ -10,6 +10,7 @@ mod anomaly;
 mod audit_seal;
 mod campaigns;
 mod certificates;
+mod certificates_oidc;
 mod cli;
 mod cli_output;
 mod concurrent_decisions;
