@@ -369,6 +369,12 @@ impl<'a> Ctx<'a> {
                 false,
                 "authenticates with a client secret: whoever copies it can use it".into(),
             ),
+            CredentialKind::PrivateKeyJwt if a.steward_holds_key() => check(
+                item::NO_SHARED_SECRET,
+                true,
+                "authenticates with a key Steward generated and vaults (private_key_jwt, key custody steward): the identity provider holds only the public half"
+                    .into(),
+            ),
             CredentialKind::PrivateKeyJwt => check(
                 item::NO_SHARED_SECRET,
                 true,
