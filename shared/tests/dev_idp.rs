@@ -523,3 +523,81 @@ fn rotating_without_a_key_is_refused() {
     assert!(matches!(e, SigningKeyError::Missing { .. }), "{e}");
     assert!(!files.current.exists() && !files.previous.exists() && !files.lock.exists());
 }
+
+/// A key Steward holds rotates through the secret protocol: createSecret vaults a new key pair
+/// (pending) and tells the IdP nothing; setSecret registers its public key (again after a
+/// repeat, harmlessly); testSecret signs a real assertion with it; finishSecret makes it
+/// current. The IdP never receives a private key.
+#[tokio::test]
+async fn a_steward_held_key_rotates_through_the_secret_protocol() {
+    use shared::agent_key::AgentKeyPair;
+    use shared::credential::{KeyCredential, VaultedCredential};
+    use shared::embedded::vault::FileVault;
+    use shared::ports::Vault;
+    use shared::ports::vault::{Stage, version_id_for};
+    use shared::secret_rotation::{create_secret, finish_secret, set_secret, test_secret};
+    use statemachines::credential::TokenBinding;
+    let (v1, v2) = (version_id_for("k1"), version_id_for("k2"));
+    let f = fixture();
+    let idp = &f.idp;
+    let vault = FileVault::open(&f.dir.path().join("vault")).unwrap();
+    let first = AgentKeyPair::generate().unwrap();
+    let client_id = idp
+        .create_key_client(&spec(), first.public(), TokenBinding::None, "onboard-1")
+        .await
+        .unwrap();
+    let current = KeyCredential {
+        client_id: client_id.clone(),
+        kid: first.public().kid.clone(),
+        private_key: first.pem().clone(),
+    };
+    vault
+        .put("agt-1", &v1, &current.to_secret(), Stage::Current)
+        .await
+        .unwrap();
+
+    let issued = create_secret(&vault, idp, "agt-1", &client_id, &v2)
+        .await
+        .unwrap();
+    assert_eq!(
+        issued.previous_secret_id.as_deref(),
+        Some(current.kid.as_str())
+    );
+    async fn kids(idp: &DevIdp, client_id: &str) -> Vec<String> {
+        idp.keys(client_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.kid)
+            .collect()
+    }
+    assert_eq!(
+        kids(idp, &client_id).await,
+        [current.kid.clone()],
+        "createSecret tells the IdP nothing"
+    );
+    // A repeat of createSecret (a crash before setSecret) answers with the same key.
+    let again = create_secret(&vault, idp, "agt-1", &client_id, &v2)
+        .await
+        .unwrap();
+    assert_eq!(again.secret_id, issued.secret_id);
+    set_secret(&vault, idp, "agt-1", &v2).await.unwrap();
+    set_secret(&vault, idp, "agt-1", &v2).await.unwrap();
+    assert_eq!(
+        kids(idp, &client_id).await,
+        [current.kid.clone(), issued.secret_id.clone()]
+    );
+    test_secret(&vault, idp, "agt-1", &v2).await.unwrap();
+    finish_secret(&vault, "agt-1", &v2).await.unwrap();
+    let (version, value) = vault.get("agt-1", Stage::Current).await.unwrap().unwrap();
+    assert_eq!(version, v2);
+    let VaultedCredential::Key(new) = VaultedCredential::from_secret(&value).unwrap() else {
+        panic!("the current credential is a key")
+    };
+    assert_eq!(new.kid, issued.secret_id);
+    let pair = AgentKeyPair::from_pem(new.private_key.expose()).unwrap();
+    assert_eq!(pair.public().kid, new.kid);
+    for client in idp.list_clients().await.unwrap() {
+        assert!(!format!("{client:?}").contains("PRIVATE"));
+    }
+}
