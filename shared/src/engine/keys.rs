@@ -196,3 +196,110 @@ impl Executor {
         }))
     }
 }
+
+#[cfg(all(test, feature = "embedded"))]
+mod tests {
+    use super::*;
+    use crate::embedded::console::Console;
+    use crate::embedded::vault::FileVault;
+    use crate::embedded::{Db, Durability};
+    use crate::idp::dev::DevIdp;
+    use crate::ports::{IdentityProvider, Vault};
+    use statemachines::{Command, IdpCommand};
+    use std::sync::Arc;
+
+    fn stack(dir: &std::path::Path) -> (Executor, Arc<DevIdp>, Arc<FileVault>) {
+        let db = Arc::new(Db::open(&dir.join("steward.db"), Durability::Wal).unwrap());
+        let idp = Arc::new(
+            DevIdp::open(
+                db.clone(),
+                &dir.join("idp-signing-key.pem"),
+                "http://127.0.0.1:8080",
+            )
+            .unwrap(),
+        );
+        let vault = Arc::new(FileVault::open(&dir.join("vault")).unwrap());
+        let executor = Executor {
+            idp: idp.clone(),
+            vault: vault.clone(),
+            people: Arc::new(Console::new(db)),
+        };
+        (executor, idp, vault)
+    }
+
+    fn create() -> Command {
+        Command::Idp(IdpCommand::CreateClient {
+            agent_id: "agt-1".into(),
+            name: "ledger-agent-prod".into(),
+            scopes: vec!["ledger:read".into()],
+            token_lifetime_secs: 600,
+            adopt: None,
+            key: None,
+            binding: TokenBinding::Dpop,
+            certificate: None,
+            generate_key: true,
+        })
+    }
+
+    fn created(event: Option<Event>) -> (String, String) {
+        match event {
+            Some(Event::ClientCreated {
+                client_id,
+                secret_version,
+            }) => (client_id, secret_version),
+            other => panic!("expected ClientCreated, got {other:?}"),
+        }
+    }
+
+    async fn current_key(vault: &FileVault) -> KeyCredential {
+        let (_, value) = vault.get("agt-1", Stage::Current).await.unwrap().unwrap();
+        match VaultedCredential::from_secret(&value).unwrap() {
+            VaultedCredential::Key(k) => k,
+            other => panic!("expected a key, got {other:?}"),
+        }
+    }
+
+    /// A repeat of the command answers with the client and key the first run made; a run that
+    /// finds the draft an interrupted run vaulted registers that key, not a new one. The IdP
+    /// holds only the public key.
+    #[tokio::test]
+    async fn a_steward_held_key_is_generated_once_per_command_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (executor, idp, vault) = stack(dir.path());
+        let first = created(executor.run("cmd-1", &create()).await.unwrap());
+        let key = current_key(&vault).await;
+        assert_eq!(key.client_id, first.0);
+        let again = created(executor.run("cmd-1", &create()).await.unwrap());
+        assert_eq!(again, first);
+        assert_eq!(current_key(&vault).await, key);
+        let registered = idp.keys(&first.0).await.unwrap();
+        assert_eq!(registered.len(), 1);
+        assert_eq!(registered[0].kid, key.kid);
+        assert!(!format!("{registered:?}").contains("PRIVATE"));
+
+        // Interrupted after the draft was vaulted, before the IdP heard of it.
+        let other = tempfile::tempdir().unwrap();
+        let (executor, idp, vault) = stack(other.path());
+        let draft = AgentKeyPair::generate().unwrap();
+        let vaulted = KeyCredential {
+            client_id: String::new(),
+            kid: draft.public().kid.clone(),
+            private_key: draft.pem().clone(),
+        };
+        vault
+            .put(
+                "agt-1",
+                &version_id_for("cmd-2/key"),
+                &vaulted.to_secret(),
+                Stage::Pending,
+            )
+            .await
+            .unwrap();
+        let (client_id, _) = created(executor.run("cmd-2", &create()).await.unwrap());
+        assert_eq!(current_key(&vault).await.kid, draft.public().kid);
+        assert_eq!(
+            idp.keys(&client_id).await.unwrap()[0].kid,
+            draft.public().kid
+        );
+    }
+}
