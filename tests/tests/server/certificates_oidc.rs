@@ -8,7 +8,10 @@
 //! agent, holding its own key and the certificate Steward hands out, gets tokens at
 //! oidc-provider's mTLS token endpoint (`mtls_endpoint_aliases`), bound to the certificate
 //! (`cnf.x5t#S256` as the registry records it); without the certificate, or with another one,
-//! it gets none; a freeze stops it; its private key is nowhere Steward writes.
+//! it gets none; a freeze stops it; its private key is nowhere Steward writes. A certificate
+//! rotation registers the new certificate beside the old one, and once the owner confirms the
+//! switch (oidc-provider does not tell Steward which certificate a grant used) and the grace
+//! has passed, the old one is taken out at oidc-provider.
 
 use crate::rotation::{Stack, oidc_settings, policy, stack_with};
 use rcgen::{CertificateParams, KeyPair};
@@ -488,4 +491,124 @@ async fn a_tls_client_auth_agent_gets_bound_tokens_once_oidc_provider_trusts_ste
         (401, Some("invalid_client")),
         "{v}"
     );
+}
+
+/// The `x5t#S256` of each certificate registered in a client's `jwks` (`x5c[0]`), oldest first.
+fn registered_certificates(reg: &Value) -> Vec<String> {
+    use base64::Engine as _;
+    reg["jwks"]["keys"]
+        .as_array()
+        .map(|keys| {
+            keys.iter()
+                .map(|k| {
+                    let der = base64::engine::general_purpose::STANDARD
+                        .decode(k["x5c"][0].as_str().expect("x5c"))
+                        .unwrap();
+                    shared::ca::thumbprint(&der)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A certificate rotation on oidc-provider (self-signed): the new certificate is registered
+/// beside the old one and both get bound tokens; nothing from oidc-provider tells Steward which
+/// certificate a grant used, so the rotation waits until the owner confirms the agent switched;
+/// after the grace period the old certificate is taken out of the client's `jwks` (refused from
+/// then on) and revoked as superseded, and the new one goes on working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_rotation_on_oidc_provider_registers_the_new_one_beside_the_old_until_confirmed()
+ {
+    let trust_domain = format!("oidc-rot-{:08x}.test", rand::random::<u32>());
+    let s = oidc_stack(&trust_domain, CertificateClients::SelfSigned);
+    let engine = &s.stack.engine;
+    let name = format!("mtls-rot-{:08x}-agent-prod", rand::random::<u32>());
+    let (old_key, csr) = agent_key();
+    let (agent, old_pem) = onboard(&s, &name, &csr).await;
+    let client_id = agent.client_id.clone().unwrap();
+    let old = agent.certificates[0].clone();
+    let peer = Peer::discover().await;
+    let with_old = peer.client(Some((&old_pem, &old_key)));
+    let (status, v) = peer.token(&with_old, &peer.token, &client_id).await;
+    assert_eq!(status, 200, "{v}");
+
+    // The owner brings the agent's next CSR; the CA issues, the adapter adds it to the jwks.
+    let (new_key, new_csr) = agent_key();
+    let started = engine
+        .request_certificate_rotation(&name, &new_csr, OWNER)
+        .await
+        .unwrap();
+    s.settle().await;
+    let instance = |id: String| async move { engine.store.instance(&id).await.unwrap().unwrap() };
+    let waiting = instance(started.workflow_id.clone()).await;
+    assert_eq!(waiting.state_name, "AwaitingUse", "{:?}", waiting.state);
+    let both = engine.find_agent(&name).await.unwrap().unwrap();
+    assert_eq!(both.certificates.len(), 2, "{:?}", both.certificates);
+    let new = both.certificates[1].clone();
+    assert_eq!(new.spiffe_id, old.spiffe_id);
+    assert_ne!(new.x5t_s256, old.x5t_s256);
+    let (_, reg) = registration(&s, &client_id).await;
+    assert_eq!(
+        registered_certificates(&reg),
+        vec![old.x5t_s256.clone(), new.x5t_s256.clone()],
+        "both certificates registered at oidc-provider"
+    );
+    assert_eq!(reg["tls_client_certificate_bound_access_tokens"], true);
+    // The certificate Steward hands out now is the new one.
+    let new_pem = engine.agent_certificate(&both).await.unwrap().unwrap().pem;
+    assert_eq!(shared::ca::thumbprint(&der_of(&new_pem)), new.x5t_s256);
+
+    // Both get tokens, each bound to itself.
+    let with_new = peer.client(Some((&new_pem, &new_key)));
+    for (http, record) in [(&with_old, &old), (&with_new, &new)] {
+        let (status, v) = peer.token(http, &peer.token, &client_id).await;
+        assert_eq!(status, 200, "{v}");
+        let seen = peer
+            .introspect(http, &client_id, v["access_token"].as_str().unwrap())
+            .await;
+        assert_eq!(seen["cnf"]["x5t#S256"], record.x5t_s256.as_str(), "{seen}");
+    }
+    // Nothing reports that grant to Steward: the rotation still waits.
+    s.settle().await;
+    let still = instance(started.workflow_id.clone()).await;
+    assert_eq!(still.state_name, "AwaitingUse", "{:?}", still.state);
+
+    // The owner confirms the switch; after the grace the old certificate is gone at
+    // oidc-provider and revoked.
+    engine
+        .confirm_certificate_in_use(&name, &new.x5t_s256, OWNER)
+        .await
+        .unwrap();
+    s.settle().await;
+    let grace = instance(started.workflow_id.clone()).await;
+    assert_eq!(grace.state_name, "Grace", "{:?}", grace.state);
+    let (status, v) = peer.token(&with_old, &peer.token, &client_id).await;
+    assert_eq!(
+        status, 200,
+        "the old certificate works through the grace: {v}"
+    );
+    s.clock
+        .advance(chrono::Duration::hours(1) + chrono::Duration::minutes(1));
+    s.settle().await;
+    let done = instance(started.workflow_id.clone()).await;
+    assert_eq!(done.state_name, "Done", "{:?}", done.state);
+    let (_, reg) = registration(&s, &client_id).await;
+    assert_eq!(
+        registered_certificates(&reg),
+        vec![new.x5t_s256.clone()],
+        "the old certificate is gone at oidc-provider"
+    );
+    let (status, v) = peer.token(&with_old, &peer.token, &client_id).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{v}"
+    );
+    let (status, v) = peer.token(&with_new, &peer.token, &client_id).await;
+    assert_eq!(status, 200, "the new certificate goes on: {v}");
+    let after = engine.find_agent(&name).await.unwrap().unwrap();
+    assert_eq!(after.status, AgentStatus::Active);
+    let revoked = after.certificates[0].revoked.as_ref().expect("revoked");
+    assert_eq!(revoked.reason, "superseded");
+    assert!(after.certificates[1].revoked.is_none());
 }
