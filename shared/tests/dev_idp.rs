@@ -573,7 +573,7 @@ async fn a_steward_held_key_rotates_through_the_secret_protocol() {
     }
     assert_eq!(
         kids(idp, &client_id).await,
-        [current.kid.clone()],
+        [current.kid.as_str()],
         "createSecret tells the IdP nothing"
     );
     // A repeat of createSecret (a crash before setSecret) answers with the same key.

@@ -56,6 +56,7 @@ fn reason_of(name: &str) -> RevocationReason {
         "affiliation_changed" => RevocationReason::AffiliationChanged,
         "superseded" => RevocationReason::Superseded,
         "cessation_of_operation" => RevocationReason::CessationOfOperation,
+        "certificate_hold" => RevocationReason::CertificateHold,
         "privilege_withdrawn" => RevocationReason::PrivilegeWithdrawn,
         _ => RevocationReason::Unspecified,
     }
@@ -387,6 +388,7 @@ mod tests {
                 trust_domain: "steward.test".into(),
                 lifetime_days: 7,
             }),
+            generate_key: false,
         })
     }
 
