@@ -455,6 +455,7 @@ pub fn parse(text: &str, origin: &str) -> Result<Policy, PolicyError> {
         .kinds
         .keys()
         .chain(file.credentials.binding.keys())
+        .chain(file.credentials.steward_keys.keys())
     {
         if !file.environments.contains(env) {
             problems.push(format!(
@@ -771,6 +772,25 @@ mod tests {
         ] {
             assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
         }
+    }
+
+    #[test]
+    fn credentials_settings_name_known_environments() {
+        let text = format!(
+            "{EXAMPLE}\n[credentials]\nkinds = {{ prod = [\"private_key_jwt\"] }}\nsteward_keys = {{ prd = false }}\n"
+        );
+        let err = parse(&text, "p.toml").unwrap_err().to_string();
+        assert!(
+            err.contains("credentials: `prd` is not one of the environments"),
+            "{err}"
+        );
+        let ok = format!(
+            "{EXAMPLE}\n[credentials]\nsteward_keys = {{ prod = false }}\ncertificate_remind_days = 3\n"
+        );
+        let p = parse(&ok, "p.toml").unwrap();
+        assert!(!p.credentials.steward_keys_in("prod"));
+        assert!(p.credentials.steward_keys_in("dev"));
+        assert_eq!(p.credentials.certificate_remind_days, 3);
     }
 
     #[test]

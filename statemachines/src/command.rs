@@ -256,6 +256,10 @@ pub enum Command {
     Supersede {
         agent_id: String,
         reason: String,
+        /// The agent is ending (a decommission): its key and certificate expiry watches are
+        /// cancelled too. A freeze keeps them: a frozen agent's credentials still expire.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ending: bool,
     },
     /// Tell the shadow workflow of `client_id` how the claim `onboarding` ended (external: the
     /// engine sends it `ShadowClaimSettled`): adopted, or not (denied, expired, withdrawn,

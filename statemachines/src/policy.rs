@@ -73,8 +73,8 @@ pub struct Credentials {
     /// The SPIFFE trust domain of agents' certificates (`spiffe://<trust_domain>/agent/<name>`).
     #[serde(deserialize_with = "trust_domain")]
     pub trust_domain: String,
-    /// How long a key rotation waits for the agent's first token with the new key before it
-    /// removes the new key again.
+    /// How long a key or certificate rotation waits for the agent's first token with the new
+    /// key or certificate before it removes (and revokes) it again.
     pub first_use_secs: u64,
     /// An agent-held key is removed this many days after it was added.
     pub key_max_age_days: u32,

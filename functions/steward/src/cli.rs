@@ -704,8 +704,17 @@ async fn credentials(
         .await?
         .with_context(|| format!("no current secret for {agent} in the vault"))?;
     let vaulted = shared::credential::VaultedCredential::from_secret(&stored)?;
-    if key_out.is_some() && !matches!(vaulted, shared::credential::VaultedCredential::Key(_)) {
-        bail!("{agent} holds a client secret, not a Steward-held key: --key-out is for keys");
+    if let Some(path) = key_out {
+        if !matches!(vaulted, shared::credential::VaultedCredential::Key(_)) {
+            bail!("{agent} holds a client secret, not a Steward-held key: --key-out is for keys");
+        }
+        // Refused before the hand-out is recorded: nothing is handed out then.
+        if path.exists() {
+            bail!(
+                "{} exists already: a key file is never overwritten; name a new file",
+                path.display()
+            );
+        }
     }
     let me = api
         .whoami()

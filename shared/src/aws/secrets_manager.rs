@@ -71,11 +71,18 @@ impl SecretsManagerVault {
     /// Wires a secret to the rotation function, unless it is wired already. Rotation starts on
     /// the schedule, not now: Secrets Manager only runs the function's testSecret step to check
     /// the configuration.
-    async fn ensure_rotation(&self, name: &str, enabled: bool) -> Result<(), VaultError> {
+    async fn ensure_rotation(
+        &self,
+        secret: &str,
+        name: &str,
+        enabled: bool,
+    ) -> Result<(), VaultError> {
         let Some(schedule) = &self.rotation else {
             return Ok(());
         };
-        if enabled {
+        // The CA's key and the issued certificates are not agent secrets: the rotation function
+        // would find no credential in them.
+        if enabled || !crate::ports::vault::is_agent_credential(secret) {
             return Ok(());
         }
         self.client
@@ -223,7 +230,9 @@ impl Vault for SecretsManagerVault {
             // The version exists (a repeated put): only make sure it holds the stage.
             self.move_stage(&name, &state.versions, version_id, stage)
                 .await?;
-            return self.ensure_rotation(&name, state.rotation_enabled).await;
+            return self
+                .ensure_rotation(secret, &name, state.rotation_enabled)
+                .await;
         }
         self.client
             .put_secret_value()
@@ -237,7 +246,8 @@ impl Vault for SecretsManagerVault {
         // Secrets Manager moved the stage onto the new version (and AWSCURRENT's old holder to
         // AWSPREVIOUS) itself.
         if stage == Stage::Current {
-            self.ensure_rotation(&name, state.rotation_enabled).await?;
+            self.ensure_rotation(secret, &name, state.rotation_enabled)
+                .await?;
         }
         Ok(())
     }

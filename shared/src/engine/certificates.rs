@@ -266,21 +266,36 @@ impl Engine {
         &self,
         agent: &Agent,
     ) -> Result<Option<StoredCertificate>, crate::ports::vault::VaultError> {
-        let Some(current) = agent.certificates.last() else {
+        // The newest certificate not revoked for good (one on hold is still the agent's): a
+        // rotation abandoned at its first-use deadline revoked the newest issued, and the one
+        // before it is the one that works.
+        let Some(current) = agent
+            .certificates
+            .iter()
+            .rev()
+            .find(|c| !c.revoked_for_good())
+            .or(agent.certificates.last())
+        else {
             return Ok(None);
         };
-        let stored = self
-            .executor
-            .vault
-            .get(&certificate_secret_id(&agent.id), Stage::Current)
-            .await?;
-        Ok(stored
-            .and_then(|(_, v)| serde_json::from_str::<StoredCertificate>(v.expose()).ok())
-            .filter(|s| s.record.serial == current.serial)
-            .map(|s| StoredCertificate {
-                pem: s.pem,
-                record: current.clone(),
-            }))
+        // The vault keeps the newest issued as current and the one before as previous.
+        for stage in [Stage::Current, Stage::Previous] {
+            let stored = self
+                .executor
+                .vault
+                .get(&certificate_secret_id(&agent.id), stage)
+                .await?;
+            if let Some(s) = stored
+                .and_then(|(_, v)| serde_json::from_str::<StoredCertificate>(v.expose()).ok())
+                .filter(|s| s.record.serial == current.serial)
+            {
+                return Ok(Some(StoredCertificate {
+                    pem: s.pem,
+                    record: current.clone(),
+                }));
+            }
+        }
+        Ok(None)
     }
 
     /// Whether the client certificate `der` a mutual TLS connection presented may stand for an

@@ -22,7 +22,11 @@ impl Engine {
             Command::StartDecommission { agent_id, reason } => {
                 self.start_decommission_command(agent_id, reason).await
             }
-            Command::Supersede { agent_id, reason } => self.supersede(agent_id, reason).await,
+            Command::Supersede {
+                agent_id,
+                reason,
+                ending,
+            } => self.supersede(agent_id, reason, *ending).await,
             Command::SettleShadowClaim {
                 client_id,
                 onboarding,

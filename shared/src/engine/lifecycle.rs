@@ -994,11 +994,13 @@ impl Engine {
     /// `Command::Supersede`: a `Cancel` to each running rotation of the agent, to each of its
     /// scope changes still waiting for approval (one already granting finishes; a freeze
     /// restores the grants it recorded, whatever came after) and to a freeze still asking
-    /// whether to freeze.
+    /// whether to freeze; when the agent is `ending` (a decommission), also to its key and
+    /// certificate expiry watches.
     pub(super) async fn supersede(
         &self,
         agent_id: &str,
         reason: &str,
+        ending: bool,
     ) -> Result<Option<Event>, ExecError> {
         let fail = |message: String| ExecError {
             command: "workflow.supersede",
@@ -1020,7 +1022,11 @@ impl Engine {
                         || (i.kind == statemachines::scope_change::ScopeChange::KIND
                             && i.state_name == "AwaitingApproval")
                         || (i.kind == statemachines::freeze::Freeze::KIND
-                            && i.state_name == "Asking"))
+                            && i.state_name == "Asking")
+                        || (ending
+                            && (i.kind == statemachines::key_expiry::KeyExpiry::KIND
+                                || i.kind
+                                    == statemachines::certificate_expiry::CertificateExpiry::KIND)))
             });
         let msgs: Vec<Message> = running
             .map(|i| Message::Event {

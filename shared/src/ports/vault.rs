@@ -65,6 +65,16 @@ pub fn check_version_id(id: &str) -> Result<(), VaultError> {
     }
 }
 
+/// Vault ids under this prefix are Steward's own records (the internal CA's key pair, the
+/// certificates it issued), never an agent's credential: they are not rotated as agents'
+/// secrets are. Agent ids never contain a `/`.
+pub const STEWARD_RECORDS: &str = "steward/";
+
+/// Whether the vault id `secret` is an agent's credential, which rotation applies to.
+pub fn is_agent_credential(secret: &str) -> bool {
+    !secret.starts_with(STEWARD_RECORDS)
+}
+
 /// A version id derived from an idempotency key: the same key always gives the same version, so
 /// a repeated put is recognised as the same version.
 pub fn version_id_for(key: &str) -> String {

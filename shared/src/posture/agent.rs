@@ -369,10 +369,12 @@ impl<'a> Ctx<'a> {
                 false,
                 "authenticates with a client secret: whoever copies it can use it".into(),
             ),
+            // The IdP holds only the public half, but the private key is in the vault and is
+            // handed out like a secret: whoever copies it can use it.
             CredentialKind::PrivateKeyJwt if a.steward_holds_key() => check(
                 item::NO_SHARED_SECRET,
-                true,
-                "authenticates with a key Steward generated and vaults (private_key_jwt, key custody steward): the identity provider holds only the public half"
+                false,
+                "authenticates with a key Steward generated and hands out from the vault (key custody steward): copyable like a secret; have the agent keep its own key"
                     .into(),
             ),
             CredentialKind::PrivateKeyJwt => check(

@@ -81,7 +81,7 @@ impl PostureReport {
             active_agents: active.len(),
             key_bound_agents: active
                 .iter()
-                .filter(|a| a.credential_kind.key_bound())
+                .filter(|a| a.credential_kind.key_bound() && !a.steward_holds_key())
                 .count(),
             bound_token_agents: active.len() - bearer_only_agents,
             bearer_only_agents,

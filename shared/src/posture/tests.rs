@@ -582,3 +582,29 @@ fn a_summary_kept_before_the_credential_counts_reads_them_as_zero() {
     assert_eq!((old.active_agents, old.bearer_only_agents), (0, 0));
     assert!(old.bearer_only.is_empty());
 }
+
+/// A key Steward generated and hands out from the vault is copyable like a secret: it fails
+/// `no_shared_secret` (saying how to pass) and is not counted as an agent holding its own key.
+#[test]
+fn a_steward_held_key_is_no_key_of_the_agents_own() {
+    let p = policy();
+    let mut held = agent("vaulted-key-agent-prod", "c5");
+    held.key_custody = statemachines::credential::KeyCustody::Steward;
+    held.secret_version = Some("v1".into());
+    let agents = [agent("keyed-agent-prod", "c1"), held];
+    let r = build(&agents, &p, true, true);
+    let held = find(&r, "vaulted-key-agent-prod");
+    assert_eq!(held.failed_checks(), vec![item::NO_SHARED_SECRET]);
+    assert!(
+        held.check(item::NO_SHARED_SECRET)
+            .unwrap()
+            .detail
+            .contains("have the agent keep its own key"),
+        "{:?}",
+        held.checklist
+    );
+    assert_eq!(
+        (r.summary.active_agents, r.summary.key_bound_agents),
+        (2, 1)
+    );
+}

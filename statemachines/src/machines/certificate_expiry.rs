@@ -1,4 +1,5 @@
-//! Certificate expiry: Watching → Removing → Expired.
+//! Certificate expiry: Watching → Removing → Expired (→ Cancelled when the agent is
+//! decommissioned first: its certificates are revoked and its client deleted anyway).
 //!
 //! A `tls_client_auth` agent's certificate lives `[credentials] certificate_lifetime_days`. The
 //! sweep starts this watch `certificate_remind_days` before the certificate's end: the owner is
@@ -53,6 +54,7 @@ pub enum CertificateExpiryState {
     Removing { watch: Watch },
     Expired { watch: Watch, at: DateTime<Utc> },
     Failed { watch: Watch, reason: String },
+    Cancelled { watch: Watch, reason: String },
 }
 
 pub struct CertificateExpiry;
@@ -63,6 +65,7 @@ states! {
         Removing,
         Expired: terminal,
         Failed: terminal,
+        Cancelled: terminal,
     }
 }
 
@@ -76,6 +79,10 @@ impl Workflow for CertificateExpiry {
         t("Watching", "TimerFired", "Removing"),
         t("Removing", "CertificateRemoved", "Expired"),
         t("Removing", "CommandFailed", "Failed"),
+        t("Watching", "Cancel", "Cancelled"),
+        t("Removing", "Cancel", "Cancelled"),
+        t("Cancelled", "CertificateRemoved", "Cancelled"),
+        t("Cancelled", "CommandFailed", "Cancelled"),
     ];
 
     fn start(
@@ -221,6 +228,25 @@ impl Workflow for CertificateExpiry {
                     },
                 })
             }
+            (S::Watching { watch } | S::Removing { watch }, Event::Cancel { reason, .. }) => {
+                Ok(Step {
+                    commands: vec![Command::CancelTimer {
+                        name: EXPIRY_TIMER.into(),
+                    }],
+                    state: S::Cancelled {
+                        watch: watch.clone(),
+                        reason,
+                    },
+                })
+            }
+            // The removal already out when the cancel came: nothing more to do.
+            (
+                S::Cancelled { .. },
+                Event::CertificateRemoved { .. } | Event::CommandFailed { .. },
+            ) => Ok(Step {
+                commands: vec![],
+                state: state.clone(),
+            }),
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),
         }
     }

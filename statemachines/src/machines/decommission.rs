@@ -576,6 +576,7 @@ fn begin(agent: Agent, mut receipt: RevocationReceipt, ctx: &Ctx) -> Step<Decomm
     let supersede = Command::Supersede {
         agent_id: agent.id.clone(),
         reason: format!("superseded by decommission {}", ctx.workflow_id),
+        ending: true,
     };
     let mut revocations = Vec::new();
     // A frozen agent's certificates are on hold: revoked for good now.

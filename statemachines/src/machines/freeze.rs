@@ -185,6 +185,7 @@ fn contain(agent: &Agent, finding: &Finding, previous: &Grants, by: Actor) -> Ve
         Command::Supersede {
             agent_id: agent.id.clone(),
             reason: format!("{} is being frozen ({})", agent.name, finding.rule),
+            ending: false,
         },
         Command::UpdateAgent {
             agent_id: agent.id.clone(),

@@ -1,4 +1,5 @@
-//! Key expiry: Watching → Removing → Expired.
+//! Key expiry: Watching → Removing → Expired (→ Cancelled when the agent is decommissioned
+//! first: its client, and every key with it, is deleted anyway).
 //!
 //! An agent-held key lives at most `[credentials] key_max_age_days`. The sweep starts this watch
 //! `key_remind_days` before the key's end: the owner is told to rotate it (`steward agents
@@ -50,6 +51,7 @@ pub enum KeyExpiryState {
     Removing { watch: Watch },
     Expired { watch: Watch, at: DateTime<Utc> },
     Failed { watch: Watch, reason: String },
+    Cancelled { watch: Watch, reason: String },
 }
 
 pub struct KeyExpiry;
@@ -60,6 +62,7 @@ states! {
         Removing,
         Expired: terminal,
         Failed: terminal,
+        Cancelled: terminal,
     }
 }
 
@@ -73,6 +76,10 @@ impl Workflow for KeyExpiry {
         t("Watching", "TimerFired", "Removing"),
         t("Removing", "KeyRemoved", "Expired"),
         t("Removing", "CommandFailed", "Failed"),
+        t("Watching", "Cancel", "Cancelled"),
+        t("Removing", "Cancel", "Cancelled"),
+        t("Cancelled", "KeyRemoved", "Cancelled"),
+        t("Cancelled", "CommandFailed", "Cancelled"),
     ];
 
     fn start(input: KeyExpiryInput, ctx: &Ctx) -> Result<Step<KeyExpiryState>, Rejected> {
@@ -229,6 +236,24 @@ impl Workflow for KeyExpiry {
                         watch: watch.clone(),
                         reason,
                     },
+                })
+            }
+            (S::Watching { watch } | S::Removing { watch }, Event::Cancel { reason, .. }) => {
+                Ok(Step {
+                    commands: vec![Command::CancelTimer {
+                        name: EXPIRY_TIMER.into(),
+                    }],
+                    state: S::Cancelled {
+                        watch: watch.clone(),
+                        reason,
+                    },
+                })
+            }
+            // The removal already out when the cancel came: nothing more to do.
+            (S::Cancelled { .. }, Event::KeyRemoved { .. } | Event::CommandFailed { .. }) => {
+                Ok(Step {
+                    commands: vec![],
+                    state: state.clone(),
                 })
             }
             (state, event) => Err(not_applicable(Self::KIND, Self::state_name(state), &event)),

@@ -402,6 +402,7 @@ impl ReviewItemMachine {
                     commands.push(Command::Supersede {
                         agent_id: item.agent.id.clone(),
                         reason: format!("frozen: review {} unanswered", item.campaign_id),
+                        ending: false,
                     });
                     commands.push(Command::Idp(IdpCommand::DeactivateClient {
                         client_id: client_id.clone(),

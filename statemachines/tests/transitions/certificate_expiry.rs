@@ -12,7 +12,49 @@ scenarios![
     scenario_certificate_expiry_of_a_certificate_past_its_end_removes_it_at_once,
     scenario_certificate_expiry_that_cannot_remove_the_certificate_tells_security,
     scenario_certificate_expiry_refuses_other_agents_revoked_certificates_and_early_timers,
+    scenario_certificate_expiry_is_cancelled_by_a_decommission,
 ];
+
+/// A decommission cancels the watch (its client and certificates go anyway): nothing is
+/// removed or told at the certificate's end, and a removal already out is recorded quietly.
+fn scenario_certificate_expiry_is_cancelled_by_a_decommission() {
+    let cancel = || Event::Cancel {
+        by: Actor::System,
+        reason: "superseded by decommission".into(),
+    };
+    for state in [
+        started::<CertificateExpiry>(input(ends())).state,
+        started::<CertificateExpiry>(input(at(-1))).state,
+    ] {
+        let step = accepted::<CertificateExpiry>(&state, cancel(), at(1));
+        assert!(matches!(
+            step.state,
+            CertificateExpiryState::Cancelled { .. }
+        ));
+        assert!(idp_commands(&step.commands).is_empty());
+        assert!(
+            !step
+                .commands
+                .iter()
+                .any(|c| matches!(c, Command::Notify { .. })),
+            "nobody is told"
+        );
+        for late in [
+            Event::CertificateRemoved {
+                x5t_s256: "x5t-0c".into(),
+            },
+            Event::CommandFailed {
+                command: "idp.remove_certificate".into(),
+                retryable: false,
+                reason: "gone".into(),
+            },
+        ] {
+            let after = accepted::<CertificateExpiry>(&step.state, late, at(2));
+            assert_eq!(after.state, step.state);
+            assert!(after.commands.is_empty());
+        }
+    }
+}
 
 fn ends() -> DateTime<Utc> {
     at(7 * 86_400)

@@ -65,6 +65,7 @@ pub(crate) fn supersede() -> Command {
     Command::Supersede {
         agent_id: AGENT_ID.into(),
         reason: format!("superseded by decommission {WORKFLOW_ID}"),
+        ending: true,
     }
 }
 

@@ -154,6 +154,7 @@ pub(crate) fn assert_contains_first(commands: &[Command], frozen_by: Actor) {
     assert!(commands.contains(&Command::Supersede {
         agent_id: AGENT_ID.into(),
         reason: format!("{AGENT_NAME} is being frozen (new-source-ip)"),
+        ending: false,
     }));
     assert!(
         agent_changes(commands).iter().any(

@@ -10,7 +10,45 @@ scenarios![
     scenario_key_expiry_of_a_key_already_past_its_end_removes_it_at_once,
     scenario_key_expiry_that_cannot_remove_the_key_tells_security,
     scenario_key_expiry_refuses_secret_agents_unknown_keys_and_early_timers,
+    scenario_key_expiry_is_cancelled_by_a_decommission,
 ];
+
+/// A decommission cancels the watch (its client and keys go anyway): nothing is removed or
+/// told at the key's end, and a removal already out is recorded quietly.
+fn scenario_key_expiry_is_cancelled_by_a_decommission() {
+    let cancel = || Event::Cancel {
+        by: Actor::System,
+        reason: "superseded by decommission".into(),
+    };
+    for state in [
+        started::<KeyExpiry>(input(ends())).state,
+        started::<KeyExpiry>(input(at(-1))).state,
+    ] {
+        let step = accepted::<KeyExpiry>(&state, cancel(), at(1));
+        assert!(matches!(step.state, KeyExpiryState::Cancelled { .. }));
+        assert!(idp_commands(&step.commands).is_empty());
+        assert!(
+            !step
+                .commands
+                .iter()
+                .any(|c| matches!(c, Command::Notify { .. }))
+        );
+        for late in [
+            Event::KeyRemoved {
+                kid: "aging-kid".into(),
+            },
+            Event::CommandFailed {
+                command: "idp.remove_key".into(),
+                retryable: false,
+                reason: "gone".into(),
+            },
+        ] {
+            let after = accepted::<KeyExpiry>(&step.state, late, at(2));
+            assert_eq!(after.state, step.state);
+            assert!(after.commands.is_empty());
+        }
+    }
+}
 
 fn keyed_agent() -> Agent {
     let mut a = active_agent();

@@ -713,6 +713,7 @@ fn scenario_review_item_unanswered_freeze_deactivates_the_client() {
     assert!(step.commands.contains(&Command::Supersede {
         agent_id: AGENT_ID.into(),
         reason: "frozen: review 2025-q1 unanswered".into(),
+        ending: false,
     }));
     assert_eq!(
         idp_commands(&step.commands),

@@ -464,6 +464,25 @@ mod secrets_manager_only {
             .await
             .unwrap();
         assert_eq!(described.rotation_lambda_arn(), Some(arn));
+
+        // Steward's own records (the internal CA, issued certificates) are no agent secret:
+        // stored without the rotation function.
+        v.put(
+            shared::ca::CA_SECRET,
+            V1,
+            &Secret::new("{}"),
+            Stage::Current,
+        )
+        .await
+        .unwrap();
+        let described = aws_sdk_secretsmanager::Client::new(&sdk)
+            .describe_secret()
+            .secret_id(v.secret_name(shared::ca::CA_SECRET))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(described.rotation_lambda_arn(), None);
+        assert_ne!(described.rotation_enabled(), Some(true));
     }
 }
 

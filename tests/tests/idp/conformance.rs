@@ -384,6 +384,14 @@ pub async fn run_certificates(
         idp.secret_ids(&id).await.unwrap().is_empty(),
         "a certificate client has no secret"
     );
+    assert!(
+        matches!(
+            idp.add_secret(&id, &format!("{idempotency}-secret")).await,
+            Err(IdpError::Refused(_))
+        ),
+        "a certificate client takes no secret either"
+    );
+    assert!(idp.secret_ids(&id).await.unwrap().is_empty());
     works(&id, &first, "the registered certificate").await;
     refused(&id, None, "no certificate").await;
     let stranger = ca.issue(&format!("{agent}-other"));

@@ -896,6 +896,19 @@ fn an_unused_new_certificate_is_revoked_at_the_first_use_deadline() {
     );
     let unused = after["certificates"][1]["serial"].as_str().unwrap();
     assert!(crl_entries(&s).iter().any(|(s, _)| s == unused));
+    // The certificate handed out is the one that still works, not the revoked one.
+    let resp = s
+        .http()
+        .get(s.url(&format!("/api/agents/{name}/certificate")))
+        .bearer_auth(s.person_token(ALICE))
+        .send()
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()["x-certificate-serial"].to_str().unwrap(),
+        after["certificates"][0]["serial"].as_str().unwrap()
+    );
+    assert_eq!(resp.text().unwrap(), pem);
     let (_, ca_pem) = s.send(s.http().get(s.url("/ca/certificate")));
     let with_cert = mtls_client(ca_pem.as_str().unwrap(), Some((&pem, &key)));
     assert_eq!(
@@ -950,4 +963,17 @@ fn the_sweep_asks_the_owner_to_renew_a_certificate_near_its_end() {
     assert_eq!(watch["workflow"]["state_name"], "Watching", "{watch}");
     let (_, again) = s.post("/api/sweep", &json!({}));
     assert_eq!(again["certificate_expiries_started"], 0, "{again}");
+
+    // A decommission ends the watch: nothing is left to remove or to tell at the end.
+    let (status, started) = s.post_as(
+        ALICE,
+        &format!("/api/agents/{name}/decommission"),
+        &json!({"reason": "the ledger moved"}),
+    );
+    assert_eq!(status, 202, "{started}");
+    let approval = s.pending_approval(started["workflow_id"].as_str().unwrap());
+    let (status, v) = s.decide(approval["request"]["id"].as_str().unwrap(), "approve", SAM);
+    assert_eq!(status, 202, "{v}");
+    s.wait_agent_status(name, "decommissioned");
+    s.wait_workflow_state(&watch_id, "Cancelled");
 }

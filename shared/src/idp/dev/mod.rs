@@ -608,6 +608,21 @@ impl IdentityProvider for DevIdp {
         if !exists {
             return Err(IdpError::UnknownClient(client_id.into()));
         }
+        // A client that authenticates with a key or a certificate takes no secret: one would
+        // be a second, copyable way in.
+        let method: Option<String> = tx
+            .query_row(
+                "SELECT method FROM idp_client_auth WHERE client_id=?1",
+                [client_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(unavailable)?;
+        if let Some(method) = method {
+            return Err(IdpError::Refused(format!(
+                "client {client_id} authenticates with {method}: it takes no client secret"
+            )));
+        }
         // A repeat replaces the secret the first call made (its value was never kept).
         let repeat = tx
             .execute(
