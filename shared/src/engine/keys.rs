@@ -4,7 +4,7 @@
 //!   reaches a workflow. A refused proof changes nothing and is audited;
 //! - keys Steward holds for agents that cannot keep one (key custody `steward`): the executor
 //!   generates the pair, vaults it before the IdP hears of it, registers the public key and
-//!   obtains a real token with it ([`Executor::create_steward_key_client`]); from then on it
+//!   obtains a real token with it (`Executor::create_steward_key_client`); from then on it
 //!   rotates like a secret (`crate::secret_rotation`).
 
 use super::executor::{ExecError, Executor};
