@@ -5,7 +5,8 @@
 use crate::Engine;
 use crate::audit;
 use crate::engine::EngineError;
-use crate::ports::store::GrantEvidence;
+use crate::engine::detection::Baselines;
+use crate::ports::store::{GrantEvidence, IntakeWrites};
 use crate::signal::{AppChange, Signal};
 use chrono::{DateTime, Utc};
 use statemachines::detection::TokenRequest;
@@ -73,14 +74,21 @@ pub async fn accept(engine: &Engine, events: Vec<Received>) -> Result<Accepted, 
         })
         .collect();
     engine.store.append_audit(records).await?;
-    let mut accepted = Accepted::default();
+    // Every event is applied first; what the batch leaves behind (scope use, baselines, the
+    // ids now seen) is then one write: a group commit, one fsync per batch on SQLite.
+    let mut writes = IntakeWrites::default();
+    let mut baselines = Baselines::default();
     for ev in &events {
-        apply(engine, ev, now).await?;
-        if engine
-            .store
-            .remember_inbound(ev.source, &ev.event_id, DEDUPE_WINDOW)
-            .await?
-        {
+        apply(engine, ev, now, &mut writes, &mut baselines).await?;
+        writes
+            .seen
+            .push((ev.source.to_string(), ev.event_id.clone()));
+    }
+    writes.baselines = baselines.into_changed();
+    let new = engine.store.record_intake(&writes, DEDUPE_WINDOW).await?;
+    let mut accepted = Accepted::default();
+    for (ev, new) in events.iter().zip(new) {
+        if new {
             accepted.new += 1;
         } else {
             tracing::info!(source = ev.source, id = %ev.event_id, "event delivered again; already applied");
@@ -131,6 +139,8 @@ async fn apply(
     engine: &Engine,
     ev: &Received,
     accepted_at: DateTime<Utc>,
+    writes: &mut IntakeWrites,
+    baselines: &mut Baselines,
 ) -> Result<(), EngineError> {
     if let Some(Signal::TokenGrant {
         client_id,
@@ -149,10 +159,9 @@ async fn apply(
         // secret says nothing about the agent, and must not let anyone freeze it.
         let authenticated = *success || reason.as_deref().is_some_and(refused_for_scope);
         if *success {
-            engine
-                .store
-                .record_scope_usage(client_id, granted, at)
-                .await?;
+            writes
+                .scope_use
+                .push((client_id.clone(), granted.clone(), at));
         }
         let request = TokenRequest {
             at,
@@ -164,7 +173,7 @@ async fn apply(
         };
         if authenticated {
             engine
-                .observe_token_request(client_id, &request, &ev.event_id, accepted_at)
+                .observe_token_request_in(baselines, client_id, &request, &ev.event_id, accepted_at)
                 .await?;
         }
     }

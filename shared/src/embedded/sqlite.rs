@@ -3,8 +3,8 @@
 use crate::audit::chain_hash;
 use crate::ports::store::{
     ApprovalChange, ApprovalRecord, AuditRecord, AuditTips, ChainedAudit, Commit, GRANT_RETENTION,
-    GrantEvidence, HistoryEntry, Instance, PostedMessage, StoreError, StoreRead, StoreWrite, Timer,
-    TimerChange,
+    GrantEvidence, HistoryEntry, Instance, IntakeWrites, PostedMessage, StoreError, StoreRead,
+    StoreWrite, Timer, TimerChange,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
@@ -601,6 +601,55 @@ impl StoreWrite for Db {
         )
         .map_err(backend)?;
         Ok(inserted == 1)
+    }
+
+    async fn record_intake(
+        &self,
+        writes: &IntakeWrites,
+        keep: std::time::Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        // One transaction: at the durable level, one fsync for the whole batch.
+        let now = chrono::Utc::now().timestamp();
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(backend)?;
+        for (client_id, scopes, at) in &writes.scope_use {
+            for scope in scopes {
+                exec(
+                    &tx,
+                    "INSERT INTO scope_usage (client_id, scope, last_used) VALUES (?1,?2,?3) ON CONFLICT(client_id, scope) DO UPDATE SET last_used=max(last_used, excluded.last_used)",
+                    params![client_id, scope, ts(*at)],
+                )
+                .map_err(backend)?;
+            }
+        }
+        for (agent_id, baseline) in &writes.baselines {
+            exec(
+                &tx,
+                "INSERT INTO baselines (agent_id, body) VALUES (?1,?2) ON CONFLICT(agent_id) DO UPDATE SET body=excluded.body",
+                params![agent_id, encode(baseline)],
+            )
+            .map_err(backend)?;
+        }
+        let mut new = Vec::with_capacity(writes.seen.len());
+        if !writes.seen.is_empty() {
+            exec(
+                &tx,
+                "DELETE FROM inbound_seen WHERE expires_at < ?1",
+                params![now],
+            )
+            .map_err(backend)?;
+        }
+        for (source, id) in &writes.seen {
+            let inserted = exec(
+                &tx,
+                "INSERT OR IGNORE INTO inbound_seen (source, id, expires_at) VALUES (?1,?2,?3)",
+                params![source, id, now + keep.as_secs() as i64],
+            )
+            .map_err(backend)?;
+            new.push(inserted == 1);
+        }
+        tx.commit().map_err(backend)?;
+        Ok(new)
     }
 
     async fn set_cursor(&self, name: &str, value: &str) -> Result<(), StoreError> {

@@ -7,10 +7,11 @@ use super::workflows::StartInput;
 use super::{Engine, EngineError, Started, short_hash};
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use statemachines::detection::{Action, Finding, TokenRequest, signal_finding};
+use statemachines::detection::{Action, Baseline, Finding, TokenRequest, signal_finding};
 use statemachines::freeze::{Freeze, FreezeInput};
 use statemachines::rotation::RotationReason;
 use statemachines::{Actor, Agent, AgentStatus, Workflow};
+use std::collections::HashMap;
 
 /// What detection did with one observation or signal.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -20,12 +21,50 @@ pub struct Detected {
     pub started: Vec<Started>,
 }
 
+/// The baselines one intake batch reads and changes: each agent's is read once, checked against
+/// each of its requests in the batch in turn, and saved once, with the batch's other writes.
+#[derive(Debug, Default)]
+pub struct Baselines {
+    by_agent: HashMap<String, (Baseline, bool)>,
+}
+
+impl Baselines {
+    /// The baselines the batch changed, to save.
+    pub fn into_changed(self) -> Vec<(String, Baseline)> {
+        self.by_agent
+            .into_iter()
+            .filter(|(_, (_, changed))| *changed)
+            .map(|(id, (b, _))| (id, b))
+            .collect()
+    }
+}
+
 impl Engine {
     /// Checks one token request of the client `client_id` (granted or refused): updates the
     /// agent's baseline and acts on what the rules find. Clients Steward does not know are
     /// discovery's business, not detection's.
     pub async fn observe_token_request(
         &self,
+        client_id: &str,
+        request: &TokenRequest,
+        signal_id: &str,
+        accepted_at: DateTime<Utc>,
+    ) -> Result<Detected, EngineError> {
+        let mut baselines = Baselines::default();
+        let detected = self
+            .observe_token_request_in(&mut baselines, client_id, request, signal_id, accepted_at)
+            .await?;
+        for (agent_id, baseline) in baselines.into_changed() {
+            self.store.put_baseline(&agent_id, &baseline).await?;
+        }
+        Ok(detected)
+    }
+
+    /// [`observe_token_request`](Self::observe_token_request) within a batch: the baseline
+    /// comes from and goes back to `baselines`, which the caller saves after the batch.
+    pub async fn observe_token_request_in(
+        &self,
+        baselines: &mut Baselines,
         client_id: &str,
         request: &TokenRequest,
         signal_id: &str,
@@ -55,21 +94,30 @@ impl Engine {
                 }
             }
         }
-        let mut baseline = self.store.baseline(&agent.id).await?.unwrap_or_default();
+        let (mut baseline, changed) = match baselines.by_agent.remove(&agent.id) {
+            Some(held) => held,
+            None => (
+                self.store.baseline(&agent.id).await?.unwrap_or_default(),
+                false,
+            ),
+        };
         if baseline.has_counted(signal_id) {
             // Delivered again (an Okta retry, a batch replayed after a crash): counted and
             // answered the first time; counting it again would inflate the baseline.
+            baselines
+                .by_agent
+                .insert(agent.id.clone(), (baseline, changed));
             return Ok(Detected::default());
         }
         let findings = baseline.check(&expected, request, &self.policy);
-        // Answered before the baseline is saved: a crash in between counts the event once
-        // more on redelivery, while the answer (keyed by the event id) starts nothing twice.
-        let detected = self
-            .respond(&agent, findings, signal_id, accepted_at)
-            .await?;
         baseline.mark_counted(signal_id);
-        self.store.put_baseline(&agent.id, &baseline).await?;
-        Ok(detected)
+        baselines
+            .by_agent
+            .insert(agent.id.clone(), (baseline, true));
+        // Answered before the baseline is saved (with the batch): a crash in between counts
+        // the event once more on redelivery, while the answer (keyed by the event id) starts
+        // nothing twice.
+        self.respond(&agent, findings, signal_id, accepted_at).await
     }
 
     /// An outside signal (Okta threat detection, SSF credential compromise) about `agent`,

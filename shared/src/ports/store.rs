@@ -135,6 +135,20 @@ pub struct AuditRecord {
     pub body: serde_json::Value,
 }
 
+/// What one intake batch (a page of the System Log, a hook delivery, a run of token requests)
+/// leaves behind besides its grants and audit records: the scope use of its grants, the
+/// baselines detection updated, and the inbound ids it applied. Written by
+/// [`StoreWrite::record_intake`] after every event of the batch was applied.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntakeWrites {
+    /// `(client id, granted scopes, when)`: the latest use of each scope is kept.
+    pub scope_use: Vec<(String, Vec<String>, DateTime<Utc>)>,
+    /// `(agent id, baseline)`, each agent once, its baseline after the batch.
+    pub baselines: Vec<(String, Baseline)>,
+    /// `(source, inbound id)`: remembered as seen for the dedupe window.
+    pub seen: Vec<(String, String)>,
+}
+
 /// A token grant (or refusal) as the identity provider reported it: the evidence detection,
 /// reviews and the dashboard read. Kept apart from the audit chain (tens a second at scale,
 /// where the chain takes a person's and a workflow's actions) for [`GRANT_RETENTION`].
@@ -455,6 +469,27 @@ pub trait StoreWrite: Send + Sync {
     /// Saves an agent's baseline (the last write wins: a baseline is a statistic, and a lost
     /// update of one request changes no decision).
     async fn put_baseline(&self, agent_id: &str, baseline: &Baseline) -> Result<(), StoreError>;
+    /// Writes what an intake batch leaves behind ([`IntakeWrites`]); for each of its `seen`
+    /// ids, `true` the first time within `keep` (as [`remember_inbound`](Self::remember_inbound)).
+    /// A store that can makes it one write (one fsync per batch on SQLite: a group commit);
+    /// the default writes each part as its own method does.
+    async fn record_intake(
+        &self,
+        writes: &IntakeWrites,
+        keep: std::time::Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        for (client_id, scopes, at) in &writes.scope_use {
+            self.record_scope_usage(client_id, scopes, *at).await?;
+        }
+        for (agent_id, baseline) in &writes.baselines {
+            self.put_baseline(agent_id, baseline).await?;
+        }
+        let mut new = Vec::with_capacity(writes.seen.len());
+        for (source, id) in &writes.seen {
+            new.push(self.remember_inbound(source, id, keep).await?);
+        }
+        Ok(new)
+    }
 }
 
 pub trait Store: StoreRead + StoreWrite {}

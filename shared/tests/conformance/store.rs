@@ -37,6 +37,7 @@ pub async fn run_store_suite(fresh: impl Fn() -> Opener) {
     cursors_are_kept_by_name(&*fresh()()).await;
     groups_scope_usage_and_messages(&*fresh()()).await;
     clients_and_baselines(&*fresh()()).await;
+    an_intake_batch_is_written_whole(&*fresh()()).await;
     grants_are_evidence_kept_once_and_read_by_client(&*fresh()()).await;
     agents_are_found_through_their_indexes(&*fresh()()).await;
     counts_for_the_overview(&*fresh()()).await;
@@ -1269,6 +1270,55 @@ pub async fn clients_and_baselines(s: &dyn Store) {
     s.put_baseline("agt-o", &b).await.unwrap();
     assert_eq!(s.baseline("agt-o").await.unwrap(), Some(b));
     assert_eq!(s.baseline("agt-s").await.unwrap(), None);
+}
+
+/// What an intake batch leaves behind, in one call: the latest use of each scope, each agent's
+/// baseline, and for each inbound id whether it is new (a repeat, also within the batch, is not).
+pub async fn an_intake_batch_is_written_whole(s: &dyn Store) {
+    use shared::ports::store::IntakeWrites;
+    let keep = std::time::Duration::from_secs(3600);
+    assert!(s.remember_inbound("okta", "ev-0", keep).await.unwrap());
+    let scopes = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let b = statemachines::detection::Baseline {
+        requests: 7,
+        ..Default::default()
+    };
+    let writes = IntakeWrites {
+        scope_use: vec![
+            ("client-1".into(), scopes(&["a:read", "b:write"]), at(10)),
+            ("client-1".into(), scopes(&["a:read"]), at(20)),
+            ("client-1".into(), scopes(&["b:write"]), at(5)),
+        ],
+        baselines: vec![("agt-1".into(), b.clone())],
+        seen: vec![
+            ("okta".into(), "ev-0".into()),
+            ("okta".into(), "ev-1".into()),
+            ("okta".into(), "ev-1".into()),
+            ("ssf".into(), "ev-0".into()),
+        ],
+    };
+    assert_eq!(
+        s.record_intake(&writes, keep).await.unwrap(),
+        [false, true, false, true]
+    );
+    let mut used = s.scope_usage("client-1").await.unwrap();
+    used.sort();
+    assert_eq!(
+        used,
+        [
+            ("a:read".to_string(), at(20)),
+            ("b:write".to_string(), at(10))
+        ]
+    );
+    assert_eq!(s.baseline("agt-1").await.unwrap(), Some(b));
+    assert!(!s.remember_inbound("okta", "ev-1", keep).await.unwrap());
+    // A batch with nothing in it writes nothing and answers nothing.
+    assert!(
+        s.record_intake(&IntakeWrites::default(), keep)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn survives_reopen(open: &Opener) {
