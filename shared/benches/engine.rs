@@ -43,8 +43,10 @@ async fn run(durability: Durability, agents: usize, batch: usize) -> Run {
     )
     .expect("policy");
     let directory =
-        PeopleFileDirectory::parse("[[person]]\nemail = \"alice@example.com\"\nname = \"Alice\"\n")
-            .expect("people");
+        PeopleFileDirectory::parse(
+            "[[person]]\nemail = \"alice@example.com\"\nname = \"Alice\"\n\n[[person]]\nemail = \"sam.security@example.com\"\nname = \"Sam\"\n",
+        )
+        .expect("people");
     let engine = Engine {
         transitions: Default::default(),
         store: db.clone(),

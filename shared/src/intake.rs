@@ -220,3 +220,73 @@ async fn apply(
     }
     Ok(())
 }
+
+/// Events from many callers at once (the development IdP's token endpoint: one grant per
+/// request), handed to [`accept`] in group commits: whatever arrived while the previous batch
+/// was being written goes in the next, so a burst of requests shares one durable write instead
+/// of two each. Each caller waits until its own events are written (nothing is acknowledged
+/// before it is durable), and a batch that fails fails each of its callers.
+#[derive(Clone)]
+pub struct GroupIntake {
+    tx: tokio::sync::mpsc::Sender<Waiting>,
+}
+
+type Waiting = (
+    Vec<Received>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
+
+/// What a caller of [`GroupIntake::accept`] learns when its batch was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupIntakeError {
+    #[error("the intake batch holding these events was not written: {0}")]
+    Failed(String),
+    #[error("the intake has stopped (the server is shutting down); the events were not written")]
+    Stopped,
+}
+
+impl GroupIntake {
+    /// Starts the writer on the current runtime: batches of at most `max_batch` events, at
+    /// most `queue` callers waiting (further callers wait for room).
+    pub fn start(engine: std::sync::Arc<Engine>, max_batch: usize, queue: usize) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Waiting>(queue.max(1));
+        let max_batch = max_batch.max(1);
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                let mut events = first.0;
+                let mut callers = vec![first.1];
+                while events.len() < max_batch {
+                    match rx.try_recv() {
+                        Ok((more, caller)) => {
+                            events.extend(more);
+                            callers.push(caller);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let result = accept(&engine, events)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                for caller in callers {
+                    // A caller that gave up (its request ended) needs no answer.
+                    let _ = caller.send(result.clone());
+                }
+            }
+        });
+        Self { tx }
+    }
+
+    /// Hands `events` over and waits until the batch holding them is written.
+    pub async fn accept(&self, events: Vec<Received>) -> Result<(), GroupIntakeError> {
+        let (done, written) = tokio::sync::oneshot::channel();
+        self.tx
+            .send((events, done))
+            .await
+            .map_err(|_| GroupIntakeError::Stopped)?;
+        written
+            .await
+            .map_err(|_| GroupIntakeError::Stopped)?
+            .map_err(GroupIntakeError::Failed)
+    }
+}

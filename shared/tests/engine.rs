@@ -1311,3 +1311,63 @@ async fn a_redelivered_token_grant_is_counted_once() {
         3
     );
 }
+
+/// Token requests handed over at the same time share group commits: every caller returns only
+/// once its grant is written, each grant counts once in the agent's baseline and scope use,
+/// and an out-of-grant request among them still freezes the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_grants_share_group_commits_and_each_counts_once() {
+    use shared::intake::{GroupIntake, Received};
+    use shared::signal::Signal;
+    let st = stack();
+    let e = Arc::new(st.engine);
+    e.request_agent(plain(), REQUESTER).await.unwrap();
+    settle(&e).await;
+    let agent = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+    let client = agent.client_id.clone().unwrap();
+    let grant = |n: usize, scope: &str, ok: bool| Received {
+        source: "dev-idp",
+        event_id: format!("grant-{n}"),
+        event_type: "token.grant".into(),
+        subject: client.clone(),
+        published: Some(chrono::Utc::now()),
+        signal: Some(Signal::TokenGrant {
+            client_id: client.clone(),
+            ip: Some("10.0.0.7".into()),
+            grant_type: Some("client_credentials".into()),
+            requested: vec![scope.into()],
+            granted: if ok { vec![scope.into()] } else { vec![] },
+            success: ok,
+            reason: (!ok).then(|| "invalid_scope".into()),
+            binding: None,
+        }),
+    };
+    let intake = GroupIntake::start(e.clone(), 16, 64);
+    let scope = agent.scopes[0].clone();
+    let calls: Vec<_> = (0..40)
+        .map(|n| {
+            let (intake, ev) = (intake.clone(), grant(n, &scope, true));
+            tokio::spawn(async move { intake.accept(vec![ev]).await })
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    let baseline = e.store.baseline(&agent.id).await.unwrap().unwrap();
+    assert_eq!(baseline.requests, 40, "each grant counted once");
+    let used = e.store.scope_usage(&client).await.unwrap();
+    assert_eq!(used.len(), 1);
+    // Handed over again (a redelivery): written, counted no more.
+    intake.accept(vec![grant(3, &scope, true)]).await.unwrap();
+    assert_eq!(
+        e.store.baseline(&agent.id).await.unwrap().unwrap().requests,
+        40
+    );
+    intake
+        .accept(vec![grant(99, "banking:payments:write", false)])
+        .await
+        .unwrap();
+    settle(&e).await;
+    let a = e.find_agent("orders-agent-prod").await.unwrap().unwrap();
+    assert_eq!(a.status, AgentStatus::Frozen);
+}

@@ -48,11 +48,17 @@ pub struct Edge {
     /// and its base URL (`https://127.0.0.1:<port>`, named in the metadata's
     /// `mtls_endpoint_aliases`, RFC 8705 §5).
     pub mtls: Option<(Arc<InternalCa>, String)>,
+    /// Where token requests go for scope use and detection: in group commits, so concurrent
+    /// requests share one durable write.
+    pub intake: shared::intake::GroupIntake,
 }
 
+/// At most this many token requests share one intake write.
+const INTAKE_BATCH: usize = 256;
+
 impl Edge {
-    /// The state of the dev IdP's routes; refusals count in `app`'s health figures and go to
-    /// its audit trail. `people`: whether people sign in here (no outside issuer is
+    /// The state of the dev IdP's routes (starts the intake's writer: call it on the server's
+    /// runtime); refusals count in `app`'s health figures and go to its audit trail. `people`: whether people sign in here (no outside issuer is
     /// configured); `limits`: how many failed client authentications are answered before the
     /// rest are held back (counted across both listeners).
     pub fn new(
@@ -63,6 +69,8 @@ impl Edge {
         limits: FailureLimits,
         mtls: Option<(Arc<InternalCa>, String)>,
     ) -> Self {
+        let intake =
+            shared::intake::GroupIntake::start(app.engine.clone(), INTAKE_BATCH, INTAKE_BATCH * 4);
         Edge {
             app,
             idp,
@@ -70,6 +78,7 @@ impl Edge {
             proxies,
             failures: Arc::new(FailedAuthentications::new(limits)),
             mtls,
+            intake,
         }
     }
 }
@@ -328,7 +337,7 @@ async fn token(
                 published: Some(now),
                 signal: Some(signal),
             };
-            if let Err(e) = shared::intake::accept(&edge.app.engine, vec![received]).await {
+            if let Err(e) = edge.intake.accept(vec![received]).await {
                 tracing::error!(error = %e, "could not record a token request for detection");
             }
         }
