@@ -147,7 +147,7 @@ fn active(i: usize) -> bool {
     !i.is_multiple_of(50)
 }
 
-#[tokio::main(flavor = "current_thread")]
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let agents = env("STEWARD_BENCH_AGENTS", 10_000);
     let grants = env("STEWARD_BENCH_GRANTS", 200_000);

@@ -76,14 +76,19 @@ pub async fn accept(engine: &Engine, events: Vec<Received>) -> Result<Accepted, 
     engine.store.append_audit(records).await?;
     // Every event is applied first; what the batch leaves behind (scope use, baselines, the
     // ids now seen) is then one write: a group commit, one fsync per batch on SQLite.
+    // What can contain an agent goes first (a request for a scope outside the grant, a risk
+    // signal): its freeze does not wait behind the rest of a page of routine grants.
     let mut writes = IntakeWrites::default();
     let mut baselines = Baselines::default();
-    for ev in &events {
+    let (urgent, routine): (Vec<&Received>, Vec<&Received>) =
+        events.iter().partition(|ev| urgent(ev));
+    for ev in urgent.into_iter().chain(routine) {
         apply(engine, ev, now, &mut writes, &mut baselines).await?;
-        writes
-            .seen
-            .push((ev.source.to_string(), ev.event_id.clone()));
     }
+    writes.seen = events
+        .iter()
+        .map(|ev| (ev.source.to_string(), ev.event_id.clone()))
+        .collect();
     writes.baselines = baselines.into_changed();
     let new = engine.store.record_intake(&writes, DEDUPE_WINDOW).await?;
     let mut accepted = Accepted::default();
@@ -128,6 +133,20 @@ fn grant(ev: &Received, received: DateTime<Utc>) -> Option<GrantEvidence> {
 /// Whether a refused grant's reason is exactly a refusal of the scope after the client
 /// authenticated (Okta `no_matching_scope`, OAuth `invalid_scope`). Only those codes: a reason
 /// that merely mentions a scope (a wrong secret that named one) proves nothing about the agent.
+/// An event that may contain an agent at once: a refused request for a scope outside the
+/// grant, or a risk signal.
+fn urgent(ev: &Received) -> bool {
+    match &ev.signal {
+        Some(Signal::TokenGrant {
+            success: false,
+            reason: Some(reason),
+            ..
+        }) => refused_for_scope(reason),
+        Some(Signal::Risk { .. }) => true,
+        _ => false,
+    }
+}
+
 pub fn refused_for_scope(reason: &str) -> bool {
     matches!(
         reason.trim().to_ascii_lowercase().as_str(),
