@@ -340,13 +340,23 @@ impl Engine {
                 .await;
             }
         }
-        let in_scope = self
-            .store
-            .agents()
-            .await?
-            .iter()
-            .filter(|a| request.scope.covers(a, &self.policy))
-            .count();
+        // Counted a page at a time: a campaign over a million agents does not hold the registry.
+        let mut in_scope = 0usize;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .store
+                .agents_after(after.as_deref(), REGISTRY_PAGE)
+                .await?;
+            in_scope += page
+                .iter()
+                .filter(|a| request.scope.covers(a, &self.policy))
+                .count();
+            match page.last() {
+                Some(last) if page.len() == REGISTRY_PAGE => after = Some(last.id.clone()),
+                _ => break,
+            }
+        }
         if in_scope == 0 {
             return refuse(format!(
                 "no active agent matches the campaign's scope ({})",
