@@ -553,6 +553,20 @@ impl StoreWrite for Db {
         Ok(())
     }
 
+    async fn remove_timers(&self, timers: &[Timer]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(backend)?;
+        for timer in timers {
+            exec(
+                &tx,
+                "DELETE FROM timers WHERE workflow_id=?1 AND name=?2 AND due_at=?3",
+                params![timer.workflow_id, timer.name, ts(timer.due_at)],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(backend)?;

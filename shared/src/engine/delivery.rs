@@ -37,14 +37,19 @@ impl Engine {
         Ok(timers.len())
     }
 
-    /// Turns due timers into `TimerFired` events (the local server's tick). Safe to run twice:
-    /// the event id is the timer's name and due time.
+    /// Turns up to [`TICK_BATCH`] due timers into `TimerFired` events (the local server's
+    /// tick): their events in one send, then the timers removed in one write. Safe to run
+    /// twice, and a crash between the two only fires them again: the event id is the timer's
+    /// name and due time, and a workflow applies an event once. Returns how many were due; a
+    /// full batch means more may be waiting.
     pub async fn tick(&self) -> Result<usize, EngineError> {
-        let timers = self.store.due_timers(self.clock.now(), 256).await?;
-        for t in &timers {
-            self.send(vec![timer_fired(t)], Duration::ZERO).await?;
-            self.store.remove_timer(t).await?;
+        let timers = self.store.due_timers(self.clock.now(), TICK_BATCH).await?;
+        if timers.is_empty() {
+            return Ok(0);
         }
+        self.send(timers.iter().map(timer_fired).collect(), Duration::ZERO)
+            .await?;
+        self.store.remove_timers(&timers).await?;
         Ok(timers.len())
     }
 

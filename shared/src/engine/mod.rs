@@ -24,6 +24,9 @@ pub mod certificates;
 mod commands;
 mod decisions;
 mod delivery;
+
+/// How many due timers one [`Engine::tick`] fires.
+pub const TICK_BATCH: usize = 1000;
 pub mod keys;
 mod start;
 mod step;

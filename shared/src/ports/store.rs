@@ -430,6 +430,14 @@ pub trait StoreWrite: Send + Sync {
     }
     /// Removes a fired timer, only if it still has this due time (a re-armed timer stays).
     async fn remove_timer(&self, timer: &Timer) -> Result<(), StoreError>;
+    /// [`remove_timer`](Self::remove_timer) for each of `timers`; one write where the store
+    /// can (one transaction on SQLite).
+    async fn remove_timers(&self, timers: &[Timer]) -> Result<(), StoreError> {
+        for t in timers {
+            self.remove_timer(t).await?;
+        }
+        Ok(())
+    }
     /// Appends audit records that belong to no workflow step (refused requests, dead letters).
     async fn append_audit(&self, records: Vec<AuditRecord>) -> Result<(), StoreError>;
     /// Records a chat message that shows approval `id` (kept once per channel and ts).

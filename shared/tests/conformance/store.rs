@@ -673,6 +673,21 @@ pub async fn due_timers_respects_now_and_limit(s: &dyn Store) {
         vec![timer("wf-b", "t", 10), timer("wf-c", "t", 20)]
     );
     assert_eq!(s.due_timers(at(100), 10).await.unwrap().len(), 4);
+    // Fired together: removed together, except one re-armed since (its due time moved).
+    let mut c = step("wf-d", 2);
+    c.timers = vec![TimerChange::Set(timer("wf-d", "t", 50))];
+    s.commit(c).await.unwrap();
+    s.remove_timers(&[
+        timer("wf-b", "t", 10),
+        timer("wf-c", "t", 20),
+        timer("wf-d", "t", 40),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        s.due_timers(at(100), 10).await.unwrap(),
+        vec![timer("wf-a", "t", 30), timer("wf-d", "t", 50)]
+    );
 }
 
 /// The registry: upsert by id, lookup by id and by name (newest record wins), list.

@@ -135,8 +135,17 @@ pub async fn ticks(engine: Arc<Engine>, every: Duration) {
     let mut interval = tokio::time::interval(every);
     loop {
         interval.tick().await;
-        if let Err(e) = engine.tick().await {
-            tracing::error!(error = %e, "timer tick failed");
+        // A full batch means more are due (a campaign's deadlines all at once): fire on
+        // without waiting for the next tick.
+        loop {
+            match engine.tick().await {
+                Ok(n) if n >= shared::engine::TICK_BATCH => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "timer tick failed");
+                    break;
+                }
+            }
         }
     }
 }
