@@ -331,26 +331,15 @@ impl Executor {
             Command::Idp(IdpCommand::RemoveSecret {
                 client_id,
                 secret_id,
-                key: true,
+                key,
             }) => {
-                // A Steward-held key: `secret_id` is its kid.
-                self.idp
-                    .remove_key(client_id, secret_id)
-                    .await
-                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
-                Ok(Some(Event::SecretRemoved {
-                    secret_id: secret_id.clone(),
-                }))
-            }
-            Command::Idp(IdpCommand::RemoveSecret {
-                client_id,
-                secret_id,
-                key: false,
-            }) => {
-                self.idp
-                    .remove_secret(client_id, secret_id)
-                    .await
-                    .map_err(|e| fail(e.to_string(), e.retryable()))?;
+                // A Steward-held key is removed by its kid, which `secret_id` then is.
+                let removed = if *key {
+                    self.idp.remove_key(client_id, secret_id).await
+                } else {
+                    self.idp.remove_secret(client_id, secret_id).await
+                };
+                removed.map_err(|e| fail(e.to_string(), e.retryable()))?;
                 Ok(Some(Event::SecretRemoved {
                     secret_id: secret_id.clone(),
                 }))
