@@ -588,7 +588,6 @@ impl Engine {
         Ok(report)
     }
 
-    /// Starts watching a time-bound agent's expiry date (once per agent).
     /// Starts the expiry watch of every agent-held key within `key_remind_days` of its
     /// maximum age (once per key); returns how many started.
     async fn watch_key_ages(
@@ -616,11 +615,6 @@ impl Engine {
                 .iter()
                 .filter(|k| k.status == KeyStatus::Active && k.added_at + notice <= now)
             {
-                let hash = short_hash(&[&agent.id, &key.key.kid]);
-                let workflow_id = format!("key-expiry-{}-{}", agent.name, &hash[..12]);
-                if self.store.instance(&workflow_id).await?.is_some() {
-                    continue;
-                }
                 let expires_at = key.added_at + max_age;
                 let input = StartInput::KeyExpiry(KeyExpiryInput {
                     agent: agent.clone(),
@@ -628,25 +622,11 @@ impl Engine {
                     expires_at,
                 });
                 let summary = json!({"key_expiry": {"kid": key.key.kid, "expires_at": expires_at}});
-                match self
-                    .start(
-                        &workflow_id,
-                        KeyExpiry::KIND,
-                        Some(&agent.id),
-                        &agent.name,
-                        input,
-                        &hash,
-                        Actor::Schedule("key-expiry".into()),
-                        summary,
-                    )
-                    .await
+                if self
+                    .start_watch(agent, KeyExpiry::KIND, &key.key.kid, input, summary)
+                    .await?
                 {
-                    Ok((_, false)) => started += 1,
-                    Ok((_, true)) => {}
-                    Err(EngineError::Rejected(r)) => {
-                        tracing::info!(agent = %agent.name, %r, "sweep: key expiry watch not started");
-                    }
-                    Err(e) => return Err(e),
+                    started += 1;
                 }
             }
         }
@@ -686,41 +666,62 @@ impl Engine {
                 .iter()
                 .filter(|c| !c.revoked_for_good() && c.not_after - remind <= now)
             {
-                let hash = short_hash(&[&agent.id, &cert.serial]);
-                let workflow_id = format!("certificate-expiry-{}-{}", agent.name, &hash[..12]);
-                if self.store.instance(&workflow_id).await?.is_some() {
-                    continue;
-                }
                 let input = StartInput::CertificateExpiry(CertificateExpiryInput {
                     agent: agent.clone(),
                     certificate: cert.clone(),
                 });
                 let summary = json!({"certificate_expiry": {"serial": cert.serial, "expires_at": cert.not_after}});
-                match self
-                    .start(
-                        &workflow_id,
-                        CertificateExpiry::KIND,
-                        Some(&agent.id),
-                        &agent.name,
-                        input,
-                        &hash,
-                        Actor::Schedule("certificate-expiry".into()),
-                        summary,
-                    )
-                    .await
+                if self
+                    .start_watch(agent, CertificateExpiry::KIND, &cert.serial, input, summary)
+                    .await?
                 {
-                    Ok((_, false)) => started += 1,
-                    Ok((_, true)) => {}
-                    Err(EngineError::Rejected(r)) => {
-                        tracing::info!(agent = %agent.name, %r, "sweep: certificate expiry watch not started");
-                    }
-                    Err(e) => return Err(e),
+                    started += 1;
                 }
             }
         }
         Ok(started)
     }
 
+    /// Starts the sweep's watch of `kind` over one credential (`credential`: a kid or a
+    /// serial) of `agent`, once per credential; `true` when it started now. A watch the machine
+    /// refuses (the credential went in between) is logged and skipped.
+    async fn start_watch(
+        &self,
+        agent: &Agent,
+        kind: &str,
+        credential: &str,
+        input: StartInput,
+        summary: serde_json::Value,
+    ) -> Result<bool, EngineError> {
+        let hash = short_hash(&[&agent.id, credential]);
+        let name = kind.replace('_', "-");
+        let workflow_id = format!("{name}-{}-{}", agent.name, &hash[..12]);
+        if self.store.instance(&workflow_id).await?.is_some() {
+            return Ok(false);
+        }
+        match self
+            .start(
+                &workflow_id,
+                kind,
+                Some(&agent.id),
+                &agent.name,
+                input,
+                &hash,
+                Actor::Schedule(name.clone()),
+                summary,
+            )
+            .await
+        {
+            Ok((_, duplicate)) => Ok(!duplicate),
+            Err(EngineError::Rejected(r)) => {
+                tracing::info!(agent = %agent.name, %r, "sweep: {name} watch not started");
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts watching a time-bound agent's expiry date (once per agent).
     async fn start_expiry(&self, agent: &Agent) -> Result<Option<Started>, EngineError> {
         let workflow_id = format!("expiry-{}", agent.id);
         if let Some(i) = self.store.instance(&workflow_id).await? {
