@@ -373,16 +373,7 @@ fn a_certificate_agent_gets_certificate_bound_tokens_over_mtls_until_decommissio
     assert_eq!(metadata["tls_client_certificate_bound_access_tokens"], true);
 
     // Decommission: the certificate is revoked at once, listed in the CRL, refused over mTLS.
-    let (status, started) = s.post_as(
-        ALICE,
-        &format!("/api/agents/{name}/decommission"),
-        &json!({"reason": "the ledger moved"}),
-    );
-    assert_eq!(status, 202, "{started}");
-    let approval = s.pending_approval(started["workflow_id"].as_str().unwrap());
-    let (status, v) = s.decide(approval["request"]["id"].as_str().unwrap(), "approve", SAM);
-    assert_eq!(status, 202, "{v}");
-    let gone = s.wait_agent_status(name, "decommissioned");
+    let gone = s.decommission_approved(name, ALICE, SAM);
     assert_eq!(
         gone["certificates"][0]["revoked"]["reason"], "cessation_of_operation",
         "{gone}"
@@ -965,15 +956,6 @@ fn the_sweep_asks_the_owner_to_renew_a_certificate_near_its_end() {
     assert_eq!(again["certificate_expiries_started"], 0, "{again}");
 
     // A decommission ends the watch: nothing is left to remove or to tell at the end.
-    let (status, started) = s.post_as(
-        ALICE,
-        &format!("/api/agents/{name}/decommission"),
-        &json!({"reason": "the ledger moved"}),
-    );
-    assert_eq!(status, 202, "{started}");
-    let approval = s.pending_approval(started["workflow_id"].as_str().unwrap());
-    let (status, v) = s.decide(approval["request"]["id"].as_str().unwrap(), "approve", SAM);
-    assert_eq!(status, 202, "{v}");
-    s.wait_agent_status(name, "decommissioned");
+    s.decommission_approved(name, ALICE, SAM);
     s.wait_workflow_state(&watch_id, "Cancelled");
 }

@@ -557,16 +557,7 @@ fn a_decommissioned_key_bound_agent_has_no_key_left_and_a_receipt() {
     let name = "ledger-retired-agent-prod";
     let pair = AgentKeyPair::generate().unwrap();
     let client_id = onboard_keyed(&s, name, &pair);
-    let (status, started) = s.post_as(
-        ALICE,
-        &format!("/api/agents/{name}/decommission"),
-        &json!({"reason": "the ledger moved"}),
-    );
-    assert_eq!(status, 202, "{started}");
-    let approval = s.pending_approval(started["workflow_id"].as_str().unwrap());
-    let (status, v) = s.decide(approval["request"]["id"].as_str().unwrap(), "approve", SAM);
-    assert_eq!(status, 202, "{v}");
-    let gone = s.wait_agent_status(name, "decommissioned");
+    let gone = s.decommission_approved(name, ALICE, SAM);
     let receipt = &gone["decommission"];
     assert!(receipt["no_token_valid_after"].is_string(), "{receipt}");
     let failed: Vec<&Value> = receipt["steps"]
@@ -811,16 +802,7 @@ fn a_steward_held_key_is_vaulted_handed_out_and_rotated_like_a_secret() {
 
     // Decommissioned: the client and its key are gone, the vaulted key is scheduled for
     // deletion.
-    let (status, started) = s.post_as(
-        ALICE,
-        &format!("/api/agents/{name}/decommission"),
-        &json!({"reason": "the ledger moved"}),
-    );
-    assert_eq!(status, 202, "{started}");
-    let approval = s.pending_approval(started["workflow_id"].as_str().unwrap());
-    let (status, v) = s.decide(approval["request"]["id"].as_str().unwrap(), "approve", SAM);
-    assert_eq!(status, 202, "{v}");
-    let gone = s.wait_agent_status(name, "decommissioned");
+    let gone = s.decommission_approved(name, ALICE, SAM);
     let steps = gone["decommission"]["steps"].to_string();
     assert!(steps.contains("vault"), "{steps}");
     assert_eq!(agent_token(s.http(), &token_url, &client_id, &new).0, 401);

@@ -498,6 +498,25 @@ impl Server {
         found[0].clone()
     }
 
+    /// `owner` asks to decommission `name`, `approver` approves it, and the agent's record once
+    /// it is decommissioned.
+    pub fn decommission_approved(&self, name: &str, owner: &str, approver: &str) -> Value {
+        let (status, started) = self.post_as(
+            owner,
+            &format!("/api/agents/{name}/decommission"),
+            &serde_json::json!({"reason": "the ledger moved"}),
+        );
+        assert_eq!(status, 202, "{started}");
+        let approval = self.pending_approval(started["workflow_id"].as_str().unwrap());
+        let (status, v) = self.decide(
+            approval["request"]["id"].as_str().unwrap(),
+            "approve",
+            approver,
+        );
+        assert_eq!(status, 202, "{v}");
+        self.wait_agent_status(name, "decommissioned")
+    }
+
     /// The approval record with this id (pending or decided).
     pub fn pending_approval_by_id(&self, approval_id: &str) -> Value {
         self.approvals(true)
