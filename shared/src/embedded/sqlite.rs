@@ -544,13 +544,7 @@ impl StoreWrite for Db {
     }
 
     async fn remove_timer(&self, timer: &Timer) -> Result<(), StoreError> {
-        exec(
-            &self.lock(),
-            "DELETE FROM timers WHERE workflow_id=?1 AND name=?2 AND due_at=?3",
-            params![timer.workflow_id, timer.name, ts(timer.due_at)],
-        )
-        .map_err(backend)?;
-        Ok(())
+        self.remove_timers(std::slice::from_ref(timer)).await
     }
 
     async fn remove_timers(&self, timers: &[Timer]) -> Result<(), StoreError> {
@@ -599,22 +593,11 @@ impl StoreWrite for Db {
         id: &str,
         keep: std::time::Duration,
     ) -> Result<bool, StoreError> {
-        let now = chrono::Utc::now().timestamp();
-        let conn = self.lock();
-        // Expired rows go first (the TTL DynamoDB applies by itself).
-        exec(
-            &conn,
-            "DELETE FROM inbound_seen WHERE expires_at < ?1",
-            params![now],
-        )
-        .map_err(backend)?;
-        let inserted = exec(
-            &conn,
-            "INSERT OR IGNORE INTO inbound_seen (source, id, expires_at) VALUES (?1,?2,?3)",
-            params![source, id, now + keep.as_secs() as i64],
-        )
-        .map_err(backend)?;
-        Ok(inserted == 1)
+        let writes = IntakeWrites {
+            seen: vec![(source.to_string(), id.to_string())],
+            ..Default::default()
+        };
+        Ok(self.record_intake(&writes, keep).await? == [true])
     }
 
     async fn record_intake(
@@ -646,6 +629,7 @@ impl StoreWrite for Db {
         }
         let mut new = Vec::with_capacity(writes.seen.len());
         if !writes.seen.is_empty() {
+            // Expired rows go first (the TTL DynamoDB applies by itself).
             exec(
                 &tx,
                 "DELETE FROM inbound_seen WHERE expires_at < ?1",
@@ -677,13 +661,13 @@ impl StoreWrite for Db {
     }
 
     async fn put_baseline(&self, agent_id: &str, baseline: &Baseline) -> Result<(), StoreError> {
-        exec(
-            &self.lock(),
-            "INSERT INTO baselines (agent_id, body) VALUES (?1,?2) ON CONFLICT(agent_id) DO UPDATE SET body=excluded.body",
-            params![agent_id, encode(baseline)],
-        )
-        .map_err(backend)?;
-        Ok(())
+        let writes = IntakeWrites {
+            baselines: vec![(agent_id.to_string(), baseline.clone())],
+            ..Default::default()
+        };
+        self.record_intake(&writes, std::time::Duration::ZERO)
+            .await
+            .map(|_| ())
     }
 
     async fn record_scope_usage(
@@ -692,17 +676,13 @@ impl StoreWrite for Db {
         scopes: &[String],
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(backend)?;
-        for scope in scopes {
-            exec(
-                &tx,
-                "INSERT INTO scope_usage (client_id, scope, last_used) VALUES (?1,?2,?3) ON CONFLICT(client_id, scope) DO UPDATE SET last_used=max(last_used, excluded.last_used)",
-                params![client_id, scope, ts(at)],
-            )
-            .map_err(backend)?;
-        }
-        tx.commit().map_err(backend)
+        let writes = IntakeWrites {
+            scope_use: vec![(client_id.to_string(), scopes.to_vec(), at)],
+            ..Default::default()
+        };
+        self.record_intake(&writes, std::time::Duration::ZERO)
+            .await
+            .map(|_| ())
     }
 
     async fn record_grants(&self, grants: &[GrantEvidence]) -> Result<(), StoreError> {
