@@ -149,20 +149,12 @@ impl OAuthDcr {
         };
         let _g = self.lock.lock().await;
         let key_name = self.idempotency_name(idempotency_key);
-        if let Some(IdempotencyDoc { client_id }) = self.load(&key_name).await?
-            && let Some(reg) = self.registration(&client_id).await?
-            && !reg.deleted
-            && self.read(&reg).await?.is_some()
+        // A repeat whose first answer was lost: the client exists, with its key.
+        if let Some(reg) = self
+            .registered_before(idempotency_key, ClientKind::Key)
+            .await?
         {
-            // A repeat whose first answer was lost: the client exists, with its key.
-            if !reg.is_key_client() {
-                return Err(IdpError::Refused(format!(
-                    "idempotency key {idempotency_key} created client {client_id}, which \
-                     authenticates with {}, not a key",
-                    reg.authenticates_with()
-                )));
-            }
-            return Ok(client_id);
+            return Ok(reg.client_id);
         }
         let (reg, _) = self
             .register(

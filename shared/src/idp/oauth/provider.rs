@@ -12,22 +12,14 @@ impl IdentityProvider for OAuthDcr {
     ) -> Result<CreatedClient, IdpError> {
         let _g = self.lock.lock().await;
         let key_name = self.idempotency_name(idempotency_key);
-        if let Some(IdempotencyDoc { client_id }) = self.load(&key_name).await?
-            && let Some(mut reg) = self.registration(&client_id).await?
-            && !reg.deleted
-            && self.read(&reg).await?.is_some()
+        if let Some(mut reg) = self
+            .registered_before(idempotency_key, ClientKind::Secret)
+            .await?
         {
-            if reg.is_key_client() || reg.is_certificate_client() {
-                return Err(IdpError::Refused(format!(
-                    "idempotency key {idempotency_key} created client {client_id}, which \
-                     authenticates with {}, not a secret",
-                    reg.authenticates_with()
-                )));
-            }
             // A repeat whose first answer was lost: nobody holds that secret, replace it.
             let s = self.rotate(&mut reg).await?;
             return Ok(CreatedClient {
-                client_id,
+                client_id: reg.client_id,
                 secret_id: s.secret_id,
                 secret: s.secret,
             });

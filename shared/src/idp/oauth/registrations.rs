@@ -88,6 +88,14 @@ pub(super) struct IdempotencyDoc {
     pub(super) client_id: String,
 }
 
+/// How a client the adapter registers authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClientKind {
+    Secret,
+    Key,
+    Certificate,
+}
+
 impl OAuthDcr {
     // --- vault records -----------------------------------------------------------------------
 
@@ -144,6 +152,43 @@ impl OAuthDcr {
             keys: d.keys,
             certificates: d.certificates,
         }))
+    }
+
+    /// The client an earlier call with `idempotency_key` registered, if it is still there (a
+    /// repeat whose first answer was lost; call it holding `self.lock`). Refused when that
+    /// client authenticates otherwise than `kind`, the kind the caller makes.
+    pub(super) async fn registered_before(
+        &self,
+        idempotency_key: &str,
+        kind: ClientKind,
+    ) -> Result<Option<Registration>, IdpError> {
+        let Some(IdempotencyDoc { client_id }) =
+            self.load(&self.idempotency_name(idempotency_key)).await?
+        else {
+            return Ok(None);
+        };
+        let Some(reg) = self.registration(&client_id).await? else {
+            return Ok(None);
+        };
+        if reg.deleted || self.read(&reg).await?.is_none() {
+            return Ok(None);
+        }
+        let (same, what) = match kind {
+            ClientKind::Secret => (
+                !reg.is_key_client() && !reg.is_certificate_client(),
+                "a secret",
+            ),
+            ClientKind::Key => (reg.is_key_client(), "a key"),
+            ClientKind::Certificate => (reg.is_certificate_client(), "a certificate"),
+        };
+        if !same {
+            return Err(IdpError::Refused(format!(
+                "idempotency key {idempotency_key} created client {client_id}, which \
+                 authenticates with {}, not {what}",
+                reg.authenticates_with()
+            )));
+        }
+        Ok(Some(reg))
     }
 
     /// The live registration of `client_id`, or `UnknownClient`.
